@@ -1,0 +1,5 @@
+"""drkit: backups, point-in-time recovery, sanitized copies and restore drills for PostgreSQL."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

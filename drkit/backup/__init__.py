@@ -1,0 +1,1 @@
+"""Backups: logical and physical backups, the manifest catalog, retention."""

@@ -1,0 +1,1 @@
+"""Restore drills: restore into a scratch cluster, measure RTO/RPO, validate, report."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: connections, client binaries, subprocess wrappers and scratch clusters."""

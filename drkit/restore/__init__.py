@@ -1,0 +1,1 @@
+"""Restores: logical restore and physical point-in-time recovery."""

@@ -1,0 +1,1 @@
+"""Sanitize: rule-driven anonymizing copies from a higher environment to a lower one."""

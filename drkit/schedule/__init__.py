@@ -1,0 +1,1 @@
+"""The scheduler daemon and its Prometheus metrics."""
