@@ -1,0 +1,511 @@
+"""Policies (DESIGN.md §2): loading, ``${VAR}`` expansion and validation.
+
+A policy file is ``<policy-dir>/<ENV>.yaml``; ``ENV`` (the file's stem) names the
+environment everywhere else (repository prefix, metrics labels).  Every problem is a
+:class:`~drkit.errors.PolicyError` naming the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from drkit.errors import PolicyError, UsageError
+
+STANDARD_RANKS: dict[str, int] = {"dev": 0, "test": 1, "staging": 2, "prod": 3}
+POLICY_DIR_ENV = "DRKIT_POLICY_DIR"
+DEFAULT_POLICY_DIR = Path("policies")
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_DURATION_RE = re.compile(r"(\d+)\s*(w|d|h|m|s)")
+_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+# ---------------------------------------------------------------------------
+# Small value parsers shared by policies and the command line
+# ---------------------------------------------------------------------------
+
+
+def parse_duration(value: object) -> timedelta:
+    """``"1h"``, ``"30m"``, ``"1h30m"``, ``"7d"``, ``"90s"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration is a string such as 30m, 1h or 7d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        raise ValueError("a duration is a string such as 30m, 1h or 7d")
+    text = value.strip().lower().replace(" ", "")
+    if not text:
+        raise ValueError("empty duration")
+    pos = 0
+    seconds = 0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text):
+        raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 30m, 1h, 1h30m, 7d)")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    """The inverse of :func:`parse_duration`, for people: ``1h30m``, ``45s``."""
+    total = int(delta.total_seconds())
+    if total == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, total = divmod(total, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def check_timezone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {name!r}") from exc
+
+
+def check_cron(expr: str, timezone: str) -> str:
+    """Validate a five-field cron expression the way the scheduler will read it."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    if len(expr.split()) != 5:
+        raise ValueError(f"{expr!r} is not a five-field cron expression (minute hour day month weekday)")
+    try:
+        CronTrigger.from_crontab(expr, timezone=timezone)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cron expression {expr!r} does not parse: {exc}") from exc
+    return expr
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a connection URL or conninfo string."""
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)
+        userinfo = netloc[0].split(":", 1)[0]
+        return url.replace(parts.netloc, f"{userinfo}:***@{netloc[1]}", 1)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+
+
+# ---------------------------------------------------------------------------
+# ${VAR} expansion over the parsed YAML tree, so errors can name the key
+# ---------------------------------------------------------------------------
+
+
+def expand_vars(
+    node: Any,
+    *,
+    source: str,
+    env: Mapping[str, str] | None = None,
+    error: Callable[[str], Exception] = PolicyError,
+    path: str = "",
+) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
+    environ = os.environ if env is None else env
+    if isinstance(node, dict):
+        return {
+            k: expand_vars(
+                v, source=source, env=environ, error=error, path=f"{path}.{k}" if path else str(k)
+            )
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [
+            expand_vars(v, source=source, env=environ, error=error, path=f"{path}[{i}]")
+            for i, v in enumerate(node)
+        ]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise error(
+                    f"{source}: {path}: environment variable {name} is not set "
+                    f"(set it, or write ${{{name}:-default}})"
+                )
+            return default
+        return value
+
+    expanded = _VAR_RE.sub(substitute, node)
+    return expanded
+
+
+# ---------------------------------------------------------------------------
+# The policy model
+# ---------------------------------------------------------------------------
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(StrictModel):
+    url: SecretStr
+    databases: list[str] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_not_empty(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("database url is empty")
+        return v
+
+    @field_validator("databases")
+    @classmethod
+    def _databases_not_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("list at least one database, or leave the key out")
+            if len(set(v)) != len(v):
+                raise ValueError("a database is listed twice")
+            if any(not name for name in v):
+                raise ValueError("empty database name")
+        return v
+
+    def database_names(self) -> list[str]:
+        """The configured databases, defaulting to the one named in the url."""
+        if self.databases:
+            return list(self.databases)
+        from drkit.pg.conninfo import dbname_of
+
+        return [dbname_of(self.url.get_secret_value())]
+
+
+class CompressionConfig(StrictModel):
+    algorithm: Literal["zstd", "gzip", "none"] = "zstd"
+    level: int = 3
+
+    @model_validator(mode="after")
+    def _level_in_range(self) -> CompressionConfig:
+        ranges = {"zstd": (1, 22), "gzip": (1, 9), "none": (0, 22)}
+        low, high = ranges[self.algorithm]
+        if not low <= self.level <= high:
+            raise ValueError(f"{self.algorithm} level must be between {low} and {high}")
+        return self
+
+
+class EncryptionConfig(StrictModel):
+    recipients: list[str] = Field(min_length=1)
+    identity_file: str | None = None
+    identity_files: list[str] = Field(default_factory=list)
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients_look_like_age(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if not r.startswith(("age1", "ssh-")):
+                raise ValueError(f"recipient {r[:12]!r}... is not an age public key (age1...)")
+        return v
+
+    def identities(self) -> list[str]:
+        files = [self.identity_file] if self.identity_file else []
+        files += [f for f in self.identity_files if f and f not in files]
+        env_file = os.environ.get("DRKIT_AGE_IDENTITY_FILE")
+        if env_file and env_file not in files:
+            files.append(env_file)
+        return files
+
+
+class RepositoryConfig(StrictModel):
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    storage_class: str | None = None
+    compression: CompressionConfig = CompressionConfig()
+    encryption: EncryptionConfig | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if v.startswith("file://"):
+            if len(v) <= len("file://"):
+                raise ValueError("file:// url needs a path")
+            return v
+        if v.startswith("s3://"):
+            if not urlsplit(v).netloc:
+                raise ValueError("s3:// url needs a bucket: s3://bucket/prefix")
+            return v
+        raise ValueError(f"repository url must start with file:// or s3://, got {v!r}")
+
+    @field_validator("endpoint_url", "region", "storage_class")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+
+class ScheduleConfig(StrictModel):
+    logical_backup: str | None = None
+    physical_backup: str | None = None
+    prune: str | None = None
+    drill: str | None = None
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        check_timezone(v)
+        return v
+
+    @model_validator(mode="after")
+    def _crons(self) -> ScheduleConfig:
+        for name in ("logical_backup", "physical_backup", "prune", "drill"):
+            expr = getattr(self, name)
+            if expr is not None:
+                try:
+                    check_cron(expr, self.timezone)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        return self
+
+    def jobs(self) -> dict[str, str]:
+        """job name -> cron expression, for the entries that are set."""
+        return {
+            name: expr
+            for name in ("logical_backup", "physical_backup", "prune", "drill")
+            if (expr := getattr(self, name))
+        }
+
+
+class RetentionConfig(StrictModel):
+    daily: int = Field(default=0, ge=0, le=100000)
+    weekly: int = Field(default=0, ge=0, le=100000)
+    monthly: int = Field(default=0, ge=0, le=100000)
+    orphan_grace: timedelta = timedelta(hours=24)
+
+    @field_validator("orphan_grace", mode="before")
+    @classmethod
+    def _grace(cls, v: object) -> timedelta:
+        return parse_duration(v)
+
+
+class ObjectivesConfig(StrictModel):
+    rpo: timedelta | None = None
+    rto: timedelta | None = None
+
+    @field_validator("rpo", "rto", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> timedelta | None:
+        return None if v is None else parse_duration(v)
+
+
+class SqlCheck(StrictModel):
+    name: str
+    query: str
+    database: str | None = None
+
+
+class DrillChecksConfig(StrictModel):
+    row_counts: bool = True
+    sql: list[SqlCheck] = Field(default_factory=list)
+    amcheck: bool = True
+
+
+class DrillConfig(StrictModel):
+    checks: DrillChecksConfig = DrillChecksConfig()
+
+
+class Policy(StrictModel):
+    """One environment's policy, validated.  ``name`` is the file's stem."""
+
+    name: str
+    source: str
+    environment: str
+    rank: int
+    database: DatabaseConfig
+    repository: RepositoryConfig
+    schedule: ScheduleConfig = ScheduleConfig()
+    wal_archiving: bool = False
+    retention: RetentionConfig = RetentionConfig()
+    objectives: ObjectivesConfig = ObjectivesConfig()
+    drill: DrillConfig = DrillConfig()
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.schedule.timezone)
+
+    def masked(self) -> dict[str, Any]:
+        """The resolved policy as plain data with every secret masked."""
+        data = self.model_dump(mode="json", exclude={"source"})
+        data["database"]["url"] = mask_url(self.database.url.get_secret_value())
+        if self.repository.endpoint_url:
+            data["repository"]["endpoint_url"] = mask_url(self.repository.endpoint_url)
+        data["objectives"] = {
+            k: (format_duration(v) if v is not None else None)
+            for k, v in (("rpo", self.objectives.rpo), ("rto", self.objectives.rto))
+        }
+        data["retention"]["orphan_grace"] = format_duration(self.retention.orphan_grace)
+        return data
+
+
+_POLICY_KEYS = {
+    "environment",
+    "rank",
+    "database",
+    "repository",
+    "schedule",
+    "wal_archiving",
+    "retention",
+    "objectives",
+    "drill",
+}
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(f"{loc or '(top level)'}: {msg}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def read_yaml(path: Path, error: Callable[[str], Exception]) -> Any:
+    """Read a YAML file; any problem is ``error("<file>: <what>")``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{path}:{where} invalid YAML: {problem}") from None
+    except RecursionError:
+        raise error(f"{path}: YAML nests too deeply") from None
+
+
+def parse_policy(name: str, raw: Any, source: str) -> Policy:
+    """Validate a parsed policy document (after reading YAML, before expansion)."""
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{source}: a policy is a mapping of keys (environment, database, ...)")
+    unknown = sorted(str(k) for k in raw if k not in _POLICY_KEYS)
+    if unknown:
+        raise PolicyError(f"{source}: {unknown[0]}: unknown key")
+    data = expand_vars(raw, source=source)
+    env_name = data.get("environment", name)
+    if not isinstance(env_name, str) or not env_name:
+        raise PolicyError(f"{source}: environment: must be a non-empty string")
+    rank = data.get("rank")
+    if rank is None:
+        if env_name not in STANDARD_RANKS:
+            raise PolicyError(
+                f"{source}: rank: required for environment {env_name!r} "
+                f"(the standard names {', '.join(STANDARD_RANKS)} have one)"
+            )
+        data["rank"] = STANDARD_RANKS[env_name]
+    elif isinstance(rank, bool) or not isinstance(rank, int):
+        raise PolicyError(f"{source}: rank: must be an integer")
+    for required in ("database", "repository"):
+        if required not in data:
+            raise PolicyError(f"{source}: {required}: missing")
+    data["environment"] = env_name
+    try:
+        return Policy(name=name, source=source, **data)
+    except ValidationError as exc:
+        raise PolicyError(_format_validation_error(source, exc)) from None
+    except (TypeError, RecursionError) as exc:
+        raise PolicyError(f"{source}: invalid policy: {exc}") from None
+
+
+def resolve_policy_dir(policy_dir: Path | str | None = None) -> Path:
+    if policy_dir is not None:
+        return Path(policy_dir)
+    env_dir = os.environ.get(POLICY_DIR_ENV)
+    return Path(env_dir) if env_dir else DEFAULT_POLICY_DIR
+
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def policy_path(env: str, policy_dir: Path | str | None = None) -> Path:
+    if not _ENV_NAME_RE.match(env):
+        raise UsageError(f"{env!r} is not an environment name (letters, digits, '_', '-', '.')")
+    return resolve_policy_dir(policy_dir) / f"{env}.yaml"
+
+
+def load_policy(env: str, policy_dir: Path | str | None = None) -> Policy:
+    """Load and validate ``<policy-dir>/<env>.yaml``."""
+    path = policy_path(env, policy_dir)
+    if not path.exists():
+        directory = path.parent
+        known = ", ".join(available_environments(directory)) or "none"
+        raise PolicyError(
+            f"{path}: no policy for environment {env!r} in {directory} (policies found: {known})"
+        )
+    return parse_policy(env, read_yaml(path, PolicyError), str(path))
+
+
+def available_environments(policy_dir: Path | str | None = None) -> list[str]:
+    directory = resolve_policy_dir(policy_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(p.stem for p in directory.glob("*.yaml") if p.is_file())
+
+
+def load_policies(
+    envs: list[str] | None = None, policy_dir: Path | str | None = None
+) -> list[Policy]:
+    names = envs or available_environments(policy_dir)
+    if not names:
+        raise PolicyError(f"{resolve_policy_dir(policy_dir)}: no policy files (*.yaml) found")
+    return [load_policy(name, policy_dir) for name in names]
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    env: str
+    message: str
+
+
+def check_policies(
+    envs: list[str] | None, policy_dir: Path | str | None
+) -> Iterator[tuple[str, Policy | PolicyProblem]]:
+    """Validate each policy, yielding either the policy or its problem (for ``policy check``)."""
+    names = envs or available_environments(policy_dir)
+    if not names:
+        raise PolicyError(f"{resolve_policy_dir(policy_dir)}: no policy files (*.yaml) found")
+    for name in names:
+        try:
+            yield name, load_policy(name, policy_dir)
+        except PolicyError as exc:
+            yield name, PolicyProblem(name, str(exc))
