@@ -96,7 +96,9 @@ def check_cron(expr: str, timezone: str) -> str:
     from apscheduler.triggers.cron import CronTrigger
 
     if len(expr.split()) != 5:
-        raise ValueError(f"{expr!r} is not a five-field cron expression (minute hour day month weekday)")
+        raise ValueError(
+            f"{expr!r} is not a five-field cron expression (minute hour day month weekday)"
+        )
     try:
         CronTrigger.from_crontab(expr, timezone=timezone)
     except (ValueError, TypeError) as exc:
