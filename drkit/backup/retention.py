@@ -1,0 +1,279 @@
+"""Grandfather-father-son retention (DESIGN.md §4), as pure functions.
+
+Nothing here touches a repository: given the backups of one environment, the policy's
+:class:`~drkit.config.RetentionConfig` and its timezone, :func:`plan_retention` says
+for every backup KEEP or DELETE and which rule(s) keep it.  The prune executor
+(:mod:`drkit.backup.prune`) and ``drkit backups`` (the "tiers" column) both call it, so
+what the dry run shows is exactly what prune does.
+
+The rules, for each kind of backup (logical and physical are separate series, so the
+weekly base backup never pushes a daily logical dump out of its day, and vice versa):
+
+* ``daily: N`` keeps the newest successful backup of each of the last N calendar days
+  that have one; ``weekly: W`` the newest of each of the last W ISO weeks that have one;
+  ``monthly: M`` the newest of each of the last M calendar months that have one.  Days,
+  weeks and months are those of the policy's timezone, so a backup at 00:30 in Rome is
+  on the Rome date even though it is still the previous day in UTC, and DST changes
+  move nothing.
+* A backup is kept when any rule keeps it; the reasons read ``daily 2026-11-27``,
+  ``weekly 2026-W47``, ``monthly 2026-11`` and ``newest``.
+* The newest successful backup is never deleted, whatever the counts (0 and absent
+  counts included).
+* Unsuccessful backups (a manifest that records a failure) are kept by no rule.
+
+"Newest" is by ``started_at`` (ties broken by id), never by the order of the input or
+of the listing, so a clock that jumped back changes nothing but the labels.  The rules
+do not depend on the current time: they count days *that have a backup*, so a scheduler
+that was down for a month does not lose the history when it comes back.
+
+The plan is idempotent: applying it to the backups it keeps keeps all of them (the
+last N days of the kept set are the last N days of the full set, and each of them
+still holds its newest backup).  The property tests in ``tests/test_retention_props.py``
+check this, and the kept set, against an independent reading of §4 over years of
+simulated histories.
+
+WAL (for the physical-backup issue to use): :func:`wal_cutoff` gives the first WAL
+segment that the oldest *kept* physical backup needs; :func:`wal_to_delete` selects the
+segments strictly older than it.  WAL needed by a kept backup is therefore never
+deleted, and without any kept physical backup nothing is deleted at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from drkit.config import RetentionConfig
+
+Action = Literal["KEEP", "DELETE"]
+
+WAL_SEGMENT_SIZE = 16 * 1024 * 1024
+_WAL_NAME_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})")
+_HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history")
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    """What retention needs to know about one backup (with a manifest)."""
+
+    id: str
+    kind: str
+    started_at: datetime
+    successful: bool = True
+    #: the first moment the backup can restore to (manifest ``consistent_at``)
+    consistent_at: datetime | None = None
+    #: physical backups: name of the WAL segment holding ``wal_start``
+    wal_start_segment: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.started_at.tzinfo is None:
+            raise ValueError(f"backup {self.id}: started_at must carry a timezone")
+
+    @property
+    def restorable_from(self) -> datetime:
+        return self.consistent_at or self.started_at
+
+
+@dataclass(frozen=True)
+class Decision:
+    backup: BackupRef
+    action: Action
+    reasons: tuple[str, ...]
+
+    @property
+    def keep(self) -> bool:
+        return self.action == "KEEP"
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """One decision per backup, newest first."""
+
+    decisions: tuple[Decision, ...]
+    timezone: str
+    by_id: dict[str, Decision] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_id", {d.backup.id: d for d in self.decisions})
+
+    @property
+    def kept(self) -> list[BackupRef]:
+        return [d.backup for d in self.decisions if d.keep]
+
+    @property
+    def deleted(self) -> list[BackupRef]:
+        return [d.backup for d in self.decisions if not d.keep]
+
+    def reasons(self, backup_id: str) -> tuple[str, ...]:
+        decision = self.by_id.get(backup_id)
+        return decision.reasons if decision else ()
+
+    def oldest_restorable(self) -> datetime | None:
+        """The earliest point a kept, successful backup can restore to."""
+        points = [b.restorable_from for b in self.kept if b.successful]
+        return min(points) if points else None
+
+
+def _newest_key(backup: BackupRef) -> tuple[datetime, str]:
+    return (backup.started_at, backup.id)
+
+
+def _bucket_rule(
+    backups: Sequence[BackupRef],
+    count: int,
+    tz: ZoneInfo,
+    label: Callable[[datetime], str],
+    order: Callable[[datetime], tuple[int, ...]],
+) -> dict[str, str]:
+    """Keep the newest backup of each of the last ``count`` buckets that have one.
+
+    Returns backup id -> reason.
+    """
+    if count <= 0 or not backups:
+        return {}
+    buckets: dict[tuple[int, ...], BackupRef] = {}
+    labels: dict[tuple[int, ...], str] = {}
+    for backup in backups:
+        local = backup.started_at.astimezone(tz)
+        key = order(local)
+        current = buckets.get(key)
+        if current is None or _newest_key(backup) > _newest_key(current):
+            buckets[key] = backup
+            labels[key] = label(local)
+    chosen = sorted(buckets, reverse=True)[:count]
+    return {buckets[k].id: labels[k] for k in chosen}
+
+
+def _daily(local: datetime) -> tuple[int, ...]:
+    return (local.year, local.month, local.day)
+
+
+def _weekly(local: datetime) -> tuple[int, ...]:
+    iso = local.isocalendar()
+    return (iso.year, iso.week)
+
+
+def _monthly(local: datetime) -> tuple[int, ...]:
+    return (local.year, local.month)
+
+
+def _label_daily(local: datetime) -> str:
+    return f"daily {local:%Y-%m-%d}"
+
+
+def _label_weekly(local: datetime) -> str:
+    iso = local.isocalendar()
+    return f"weekly {iso.year:04d}-W{iso.week:02d}"
+
+
+def _label_monthly(local: datetime) -> str:
+    return f"monthly {local:%Y-%m}"
+
+
+def plan_retention(
+    backups: Iterable[BackupRef], retention: RetentionConfig, tz: ZoneInfo | str
+) -> RetentionPlan:
+    """KEEP or DELETE, with reasons, for every backup (see the module docstring)."""
+    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+    items = list(backups)
+    seen: set[str] = set()
+    for b in items:
+        if b.id in seen:
+            raise ValueError(f"backup id {b.id} appears twice")
+        seen.add(b.id)
+
+    reasons: dict[str, list[str]] = defaultdict(list)
+    by_kind: dict[str, list[BackupRef]] = defaultdict(list)
+    for b in items:
+        if b.successful:
+            by_kind[b.kind].append(b)
+    for series in by_kind.values():
+        newest = max(series, key=_newest_key)
+        rules = (
+            (retention.daily, _label_daily, _daily),
+            (retention.weekly, _label_weekly, _weekly),
+            (retention.monthly, _label_monthly, _monthly),
+        )
+        for count, label, order in rules:
+            for backup_id, reason in _bucket_rule(series, count, zone, label, order).items():
+                reasons[backup_id].append(reason)
+        reasons[newest.id].append("newest")
+
+    decisions = []
+    for b in sorted(items, key=_newest_key, reverse=True):
+        why = tuple(reasons.get(b.id, ()))
+        if why:
+            decisions.append(Decision(b, "KEEP", why))
+        else:
+            decisions.append(Decision(b, "DELETE", () if b.successful else ("unsuccessful",)))
+    return RetentionPlan(tuple(decisions), zone.key)
+
+
+# ---------------------------------------------------------------------------
+# Manifest-less leftovers
+# ---------------------------------------------------------------------------
+
+
+def orphan_expired(last_modified: datetime, grace: timedelta, now: datetime) -> bool:
+    """A backup directory without a manifest is removed once its newest object is older
+    than the grace period (an upload still in progress keeps touching it)."""
+    return now - last_modified > grace
+
+
+# ---------------------------------------------------------------------------
+# WAL (used once WAL archiving exists)
+# ---------------------------------------------------------------------------
+
+
+def lsn_to_segment(lsn: str, timeline: int, segment_size: int = WAL_SEGMENT_SIZE) -> str:
+    """The WAL file name holding ``lsn`` (``"0/3000028"``) on ``timeline``."""
+    high, low = (int(part, 16) for part in lsn.split("/"))
+    position = (high << 32) | low
+    per_log = 0x100000000 // segment_size
+    segno = position // segment_size
+    return f"{timeline:08X}{segno // per_log:08X}{segno % per_log:08X}"
+
+
+def wal_cutoff(plan: RetentionPlan, kind: str = "physical") -> str | None:
+    """The first segment the oldest kept physical backup needs, or None (keep all WAL).
+
+    None when no kept physical backup records its start segment: without a base backup
+    to replay onto, the archive is not ours to judge.
+    """
+    starts = [
+        b.wal_start_segment
+        for b in plan.kept
+        if b.kind == kind and b.successful and b.wal_start_segment
+    ]
+    if not starts:
+        return None
+    return min(starts, key=lambda name: name[8:24])
+
+
+def wal_to_delete(names: Iterable[str], cutoff: str | None) -> list[str]:
+    """WAL files strictly older than ``cutoff`` (by position, on any timeline).
+
+    History files are never deleted (they are tiny and every later timeline needs them);
+    names that are not WAL are left alone.  Suffixes (``.zst``, ``.age``, ``.partial``,
+    ``.backup``) are ignored for the comparison.
+    """
+    if cutoff is None:
+        return []
+    limit = cutoff[8:24]
+    doomed = []
+    for name in names:
+        base = name.rsplit("/", 1)[-1]
+        if _HISTORY_RE.match(base):
+            continue
+        match = _WAL_NAME_RE.match(base)
+        if match is None:
+            continue
+        if match.group(2) + match.group(3) < limit:
+            doomed.append(name)
+    return doomed

@@ -1,0 +1,40 @@
+"""psycopg connections with errors turned into one-line DatabaseErrors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from drkit.errors import DatabaseError
+from drkit.pg.conninfo import describe, with_dbname
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("connection to server", "DETAIL", "HINT")):
+            return line.removeprefix("FATAL:  ").removeprefix("ERROR:  ")
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect(
+    dsn: str, dbname: str | None = None, *, autocommit: bool = True, **kwargs: Any
+) -> psycopg.Connection[Any]:
+    """Connect, or raise DatabaseError naming host:port/db (never the password)."""
+    target = with_dbname(dsn, dbname) if dbname else dsn
+    kwargs.setdefault("connect_timeout", 15)
+    try:
+        return psycopg.connect(target, autocommit=autocommit, **kwargs)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot connect to {describe(target)}: {first_line(exc)}") from None
+
+
+def server_version(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split()[0] if row else "unknown"
+
+
+def server_major(conn: psycopg.Connection[Any]) -> int:
+    return conn.info.server_version // 10000

@@ -1,0 +1,86 @@
+"""The storage contract every backend implements: put / get / list / delete / head.
+
+Backends implement primitives only (rohmu's ``object_storage/base.py`` and Barman's
+``cloud.py`` are the models).  Checksums, prefixes, compression and encryption live
+once, above them, in :mod:`drkit.storage.repository` and :mod:`drkit.streams`.
+
+Every ``put`` is atomic: a reader sees either the whole new object or nothing
+(``file://`` writes a temp file, fsyncs and renames; S3 completes a single PUT or a
+multipart upload only once every part arrived).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from drkit.config import RepositoryConfig
+
+CHUNK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+class Backend(ABC):
+    """Primitive object operations on keys relative to the repository's root."""
+
+    #: where the repository lives, for messages (never holds credentials)
+    location: str
+
+    @abstractmethod
+    def put_stream(self, key: str, stream: BinaryIO) -> int:
+        """Store everything ``stream`` yields until EOF under ``key``; return the size.
+
+        Memory stays bounded whatever the size.  Nothing is visible under ``key`` unless
+        the whole stream arrived.
+        """
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        import io
+
+        self.put_stream(key, io.BytesIO(data))
+
+    @abstractmethod
+    def open_read(self, key: str) -> BinaryIO:
+        """A readable binary stream of the object; raises ObjectNotFound."""
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as stream:
+            return stream.read()
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, sorted by key."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and modification time of ``key``, or None when it does not exist."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def open_backend(config: RepositoryConfig) -> Backend:
+    """The backend for a repository url; the S3 SDK is imported only for ``s3://``."""
+    url = config.url
+    if url.startswith("file://"):
+        from drkit.storage.file import FileBackend
+
+        return FileBackend.from_url(url)
+    if url.startswith("s3://"):
+        from drkit.storage.s3 import S3Backend
+
+        return S3Backend.from_config(config)
+    raise ValueError(f"unsupported repository url {url!r}")

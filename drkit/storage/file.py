@@ -1,0 +1,164 @@
+"""``file://`` repositories: a directory tree, written by temp file + fsync + rename."""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from drkit.errors import ObjectNotFound, StorageError
+from drkit.storage.base import CHUNK_SIZE, Backend, ObjectInfo
+
+TMP_MARK = ".drkit-tmp-"
+
+
+def _describe_os_error(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    return exc.strerror or str(exc)
+
+
+class FileBackend(Backend):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.location = f"file://{root}"
+
+    @classmethod
+    def from_url(cls, url: str) -> FileBackend:
+        parts = urlsplit(url)
+        path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        return cls(Path(path))
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def put_stream(self, key: str, stream: BinaryIO) -> int:
+        target = self._path(key)
+        tmp = target.with_name(f"{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
+        size = 0
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                while True:
+                    chunk = stream.read(CHUNK_SIZE)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                    size += len(chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+            self._fsync_dir(target.parent)
+        except OSError as exc:
+            self._discard(tmp)
+            raise StorageError(
+                f"cannot write {key} to {self.location}: {_describe_os_error(exc)}"
+            ) from None
+        except BaseException:
+            self._discard(tmp)
+            raise
+        return size
+
+    @staticmethod
+    def _discard(tmp: Path) -> None:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def open_read(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} does not exist in {self.location}") from None
+        except OSError as exc:
+            raise StorageError(
+                f"cannot read {key} from {self.location}: {_describe_os_error(exc)}"
+            ) from None
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        # Walk only the directory the prefix names, not the whole repository.
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base_dir if base_dir else self.root
+        if not start.is_dir():
+            return []
+        found: list[ObjectInfo] = []
+        try:
+            for dirpath, _dirnames, filenames in os.walk(start):
+                for name in filenames:
+                    if TMP_MARK in name:
+                        continue  # an upload in flight, or one a crash interrupted
+                    path = Path(dirpath, name)
+                    key = path.relative_to(self.root).as_posix()
+                    if not key.startswith(prefix):
+                        continue
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:
+                        continue
+                    found.append(
+                        ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+                    )
+        except OSError as exc:
+            raise StorageError(
+                f"cannot list {prefix} in {self.location}: {_describe_os_error(exc)}"
+            ) from None
+        found.sort(key=lambda o: o.key)
+        return found
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(
+                f"cannot delete {key} from {self.location}: {_describe_os_error(exc)}"
+            ) from None
+        # Remove directories left empty, up to the repository root.
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(
+                f"cannot stat {key} in {self.location}: {_describe_os_error(exc)}"
+            ) from None
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))

@@ -1,0 +1,248 @@
+"""One environment's view of a repository: keys under ``<env>/``, encoded objects, checksums.
+
+This is the layer above the backends where compression, encryption and sha256 live
+once.  :meth:`Repository.store` encodes and uploads a raw stream and returns a
+:class:`StoredObject` describing what landed (the manifest records it);
+:meth:`Repository.open_decoded` streams it back, decoded, checking its size and
+sha256 as it goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from drkit.errors import CheckFailed, StorageError
+from drkit.storage.base import Backend, ObjectInfo, open_backend
+from drkit.streams import COMPRESSION_SUFFIX, HashingReader, compress, decompress
+
+if TYPE_CHECKING:
+    from drkit.config import Policy, RepositoryConfig
+
+
+@dataclass
+class StoredObject:
+    """What the manifest says about one stored object."""
+
+    key: str  # relative to the repository root, e.g. prod/backups/<id>/app.dump.zst
+    stored_size: int
+    sha256: str
+    raw_size: int
+    compression: str
+    encryption_recipients: list[str] = field(default_factory=list)
+    database: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoredObject:
+        return cls(
+            key=str(data["key"]),
+            stored_size=int(data["stored_size"]),
+            sha256=str(data["sha256"]),
+            raw_size=int(data["raw_size"]),
+            compression=str(data.get("compression", "none")),
+            encryption_recipients=[str(r) for r in data.get("encryption_recipients", [])],
+            database=data.get("database"),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+class _RawCounter:
+    def __init__(self, source: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
+        self._source = source
+        self.count = 0
+        self._on_bytes = on_bytes
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.count += len(data)
+        if data and self._on_bytes is not None:
+            self._on_bytes(len(data))
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class Repository:
+    """The repository of one environment (``<repo>/<env>/...``)."""
+
+    def __init__(self, backend: Backend, env: str, config: RepositoryConfig) -> None:
+        self.backend = backend
+        self.env = env
+        self.config = config
+
+    @classmethod
+    def for_policy(cls, policy: Policy) -> Repository:
+        return cls(open_backend(policy.repository), policy.name, policy.repository)
+
+    @property
+    def location(self) -> str:
+        return f"{self.backend.location}/{self.env}"
+
+    def key(self, relative: str) -> str:
+        return f"{self.env}/{relative}"
+
+    # -- encoding -------------------------------------------------------------------
+
+    @property
+    def suffix(self) -> str:
+        """What stored names get appended: ``.zst``, ``.zst.age``, ..."""
+        suffix = COMPRESSION_SUFFIX[self.config.compression.algorithm]
+        if self.config.encryption is not None:
+            suffix += ".age"
+        return suffix
+
+    def check_encryption_available(self) -> None:
+        """Fail closed (exit 4) before anything is uploaded if encryption cannot run."""
+        if self.config.encryption is None:
+            return
+        from drkit import crypto
+
+        crypto.check_recipients(self.config.encryption.recipients)
+
+    def store(
+        self,
+        relative_base: str,
+        raw: BinaryIO,
+        *,
+        database: str | None = None,
+        on_raw_bytes: Callable[[int], None] | None = None,
+    ) -> StoredObject:
+        """Encode ``raw`` (compress, then encrypt) and upload it as ``relative_base+suffix``."""
+        comp = self.config.compression
+        counter = _RawCounter(raw, on_raw_bytes)
+        stream: BinaryIO = compress(counter, comp.algorithm, comp.level)  # type: ignore[arg-type]
+        recipients: list[str] = []
+        encryptor = None
+        if self.config.encryption is not None:
+            self.check_encryption_available()
+            from drkit import crypto
+
+            recipients = list(self.config.encryption.recipients)
+            encryptor = crypto.encrypt_stream(stream, recipients)
+            stream = encryptor.reader
+        hashing = HashingReader(stream)
+        key = self.key(relative_base + self.suffix)
+        try:
+            stored = self.backend.put_stream(key, hashing)  # type: ignore[arg-type]
+            if encryptor is not None:
+                encryptor.finish()
+        except BaseException:
+            if encryptor is not None:
+                encryptor.abort()
+            raise
+        if stored != hashing.count:
+            raise StorageError(f"{key}: stored {stored} bytes but produced {hashing.count}")
+        return StoredObject(
+            key=key,
+            stored_size=stored,
+            sha256=hashing.hexdigest(),
+            raw_size=counter.count,
+            compression=comp.algorithm,
+            encryption_recipients=recipients,
+            database=database,
+        )
+
+    @contextmanager
+    def open_decoded(self, obj: StoredObject) -> Iterator[BinaryIO]:
+        """Stream an object back decoded; a size or sha256 mismatch raises CheckFailed.
+
+        The check of the stored bytes completes when the stream is read to its end;
+        callers that stop early get no verdict.
+        """
+        raw = self.backend.open_read(obj.key)
+        checked = _VerifyingReader(raw, obj)
+        stream: BinaryIO = checked  # type: ignore[assignment]
+        decryptor = None
+        try:
+            if obj.encryption_recipients:
+                from drkit import crypto
+
+                identities = self.config.encryption.identities() if self.config.encryption else []
+                decryptor = crypto.decrypt_stream(stream, identities, name=obj.key)
+                stream = decryptor.reader
+            yield decompress(stream, obj.compression, name=obj.key)
+            if decryptor is not None:
+                decryptor.finish()
+        finally:
+            if decryptor is not None:
+                decryptor.abort()
+            raw.close()
+
+    # -- plain JSON documents (manifests, reports) -------------------------------------
+
+    def put_json(self, relative: str, document: dict[str, Any]) -> None:
+        data = json.dumps(document, indent=2, sort_keys=True, default=str).encode() + b"\n"
+        self.backend.put_bytes(self.key(relative), data)
+
+    def get_json(self, relative: str) -> dict[str, Any]:
+        data = self.backend.get_bytes(self.key(relative))
+        try:
+            document = json.loads(data)
+        except ValueError:
+            raise CheckFailed(f"{self.key(relative)}: not valid JSON") from None
+        if not isinstance(document, dict):
+            raise CheckFailed(f"{self.key(relative)}: not a JSON object")
+        return document
+
+    def list(self, relative_prefix: str) -> list[ObjectInfo]:
+        return self.backend.list(self.key(relative_prefix))
+
+    def delete(self, key: str) -> None:
+        self.backend.delete(key)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class _VerifyingReader:
+    """Checks the stored bytes against the manifest's size and sha256 while streaming."""
+
+    def __init__(self, source: BinaryIO, obj: StoredObject) -> None:
+        self._source = source
+        self._obj = obj
+        self._hash = hashlib.sha256()
+        self._count = 0
+        self._checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._hash.update(data)
+            self._count += len(data)
+            if self._count > self._obj.stored_size:
+                raise CheckFailed(
+                    f"{self._obj.key}: larger than the manifest's {self._obj.stored_size} bytes"
+                )
+        elif not self._checked and size != 0:
+            self._checked = True
+            self.verify()
+        return data
+
+    def verify(self) -> None:
+        if self._count != self._obj.stored_size:
+            raise CheckFailed(
+                f"{self._obj.key}: size {self._count} bytes, manifest says "
+                f"{self._obj.stored_size} (truncated or replaced object)"
+            )
+        if self._hash.hexdigest() != self._obj.sha256:
+            raise CheckFailed(f"{self._obj.key}: sha256 mismatch (the object is corrupt)")
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._source.close()

@@ -1,0 +1,259 @@
+"""``s3://bucket/prefix`` repositories through boto3 (AWS, MinIO, any S3-compatible store).
+
+Retries: botocore's ``standard`` mode retries throttling (SlowDown, 503) and 5xx errors
+with exponential backoff and jitter, a bounded number of times.  Every call has a
+connect and a read timeout, so a stalled endpoint fails instead of hanging.
+Large objects go up as multipart uploads of bounded part size; s3transfer aborts the
+upload if any part fails, so no partial object ever becomes visible.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from urllib.parse import urlsplit
+
+from drkit.errors import ObjectNotFound, StorageError
+from drkit.storage.base import Backend, ObjectInfo
+
+if TYPE_CHECKING:
+    from drkit.config import RepositoryConfig
+
+PART_SIZE = int(os.environ.get("DRKIT_S3_PART_SIZE", 16 * 1024 * 1024))
+MAX_CONCURRENCY = 4
+MAX_ATTEMPTS = int(os.environ.get("DRKIT_S3_MAX_ATTEMPTS", 6))
+CONNECT_TIMEOUT = float(os.environ.get("DRKIT_S3_CONNECT_TIMEOUT", 10))
+READ_TIMEOUT = float(os.environ.get("DRKIT_S3_READ_TIMEOUT", 60))
+
+_CREDENTIAL_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AuthorizationHeaderMalformed",
+}
+
+
+class S3Backend(Backend):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        storage_class: str | None = None,
+    ) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.storage_class = storage_class
+        self.location = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        config = Config(
+            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            s3={"addressing_style": "path"} if endpoint_url else {},
+            max_pool_connections=MAX_CONCURRENCY * 2 + 2,
+        )
+        session = boto3.session.Session()
+        self.client: Any = session.client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+        )
+        self.transfer = TransferConfig(
+            multipart_threshold=PART_SIZE,
+            multipart_chunksize=PART_SIZE,
+            max_concurrency=MAX_CONCURRENCY,
+            use_threads=True,
+        )
+
+    @classmethod
+    def from_config(cls, config: RepositoryConfig) -> S3Backend:
+        parts = urlsplit(config.url)
+        return cls(
+            parts.netloc,
+            parts.path,
+            endpoint_url=config.endpoint_url,
+            region=config.region,
+            storage_class=config.storage_class,
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, action: str, key: str, exc: BaseException) -> StorageError:
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            NoCredentialsError,
+            ReadTimeoutError,
+        )
+
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                return StorageError(
+                    f"bucket {self.bucket} does not exist ({self.location}): create it or fix "
+                    "repository.url"
+                )
+            if code in _CREDENTIAL_CODES or status == 403:
+                return StorageError(
+                    f"S3 refused the credentials to {action} {key} in {self.location} ({code}): "
+                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance role"
+                )
+            return StorageError(f"cannot {action} {key} in {self.location}: S3 error {code}")
+        if isinstance(exc, NoCredentialsError):
+            return StorageError(
+                f"no S3 credentials to {action} {key} in {self.location}: set "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or an AWS profile"
+            )
+        if isinstance(exc, ReadTimeoutError | ConnectionError):
+            return StorageError(
+                f"cannot {action} {key}: S3 endpoint of {self.location} unreachable or not "
+                f"answering after retries ({type(exc).__name__})"
+            )
+        if isinstance(exc, BotoCoreError):
+            return StorageError(f"cannot {action} {key} in {self.location}: {exc}")
+        return StorageError(f"cannot {action} {key} in {self.location}: {exc}")
+
+    def _is_missing(self, exc: BaseException) -> bool:
+        from botocore.exceptions import ClientError
+
+        if not isinstance(exc, ClientError):
+            return False
+        code = exc.response.get("Error", {}).get("Code", "")
+        return code in ("404", "NoSuchKey", "NotFound")
+
+    def put_stream(self, key: str, stream: BinaryIO) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError
+        from s3transfer.exceptions import S3UploadFailedError
+
+        counter = _CountingReader(stream)
+        extra: dict[str, str] = {}
+        if self.storage_class:
+            extra["StorageClass"] = self.storage_class
+        try:
+            self.client.upload_fileobj(
+                counter, self.bucket, self._key(key), ExtraArgs=extra, Config=self.transfer
+            )
+        except S3UploadFailedError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if cause is not None and isinstance(cause, ClientError | BotoCoreError):
+                raise self._error("upload", key, cause) from None
+            text = str(exc)
+            if "NoSuchBucket" in text:
+                raise StorageError(
+                    f"bucket {self.bucket} does not exist ({self.location}): create it or fix "
+                    "repository.url"
+                ) from None
+            if any(code in text for code in _CREDENTIAL_CODES):
+                raise StorageError(
+                    f"S3 refused the credentials to upload {key} in {self.location}: check "
+                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the instance role"
+                ) from None
+            raise StorageError(f"cannot upload {key} to {self.location}: {text}") from None
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("upload", key, exc) from None
+        return counter.count
+
+    def open_read(self, key: str) -> BinaryIO:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            if self._is_missing(exc):
+                raise ObjectNotFound(f"{key} does not exist in {self.location}") from None
+            raise self._error("read", key, exc) from None
+        return cast(BinaryIO, _BodyReader(response["Body"], self, key))
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        found: list[ObjectInfo] = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for item in page.get("Contents", []):
+                    found.append(
+                        ObjectInfo(item["Key"][strip:], int(item["Size"]), item["LastModified"])
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("list", prefix, exc) from None
+        found.sort(key=lambda o: o.key)
+        return found
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            if self._is_missing(exc):
+                return
+            raise self._error("delete", key, exc) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            if self._is_missing(exc):
+                return None
+            raise self._error("stat", key, exc) from None
+        return ObjectInfo(key, int(response["ContentLength"]), response["LastModified"])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _CountingReader:
+    """Counts the bytes s3transfer reads (it reads sequentially from one thread)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        return data
+
+
+class _BodyReader:
+    """A botocore StreamingBody that maps network errors to StorageError."""
+
+    def __init__(self, body: Any, backend: S3Backend, key: str) -> None:
+        self._body = body
+        self._backend = backend
+        self._key = key
+
+    def read(self, size: int = -1) -> bytes:
+        from botocore.exceptions import BotoCoreError
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return cast(bytes, self._body.read(None if size < 0 else size))
+        except (BotoCoreError, HTTPError, OSError) as exc:
+            raise self._backend._error("read", self._key, exc) from None
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> _BodyReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

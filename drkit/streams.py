@@ -1,0 +1,167 @@
+"""Streaming stages: compression, hashing, byte counting — each a file-like reader.
+
+Stages compose by wrapping readers: ``HashingReader(compress(dump_stdout))`` is what a
+backup uploads.  Every stage reads a bounded chunk at a time, so memory stays flat
+whatever the size of the data.  Encryption (age) plugs in as one more stage in
+:mod:`drkit.crypto`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, cast
+
+from drkit.errors import CheckFailed
+
+CHUNK = 1024 * 1024
+COMPRESSION_SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+
+
+class IterReader:
+    """A readable stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self._eof = False
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._buf, *self._chunks]
+            self._buf = b""
+            self._eof = True
+            return b"".join(parts)
+        while len(self._buf) < size and not self._eof:
+            try:
+                self._buf += next(self._chunks)
+            except StopIteration:
+                self._eof = True
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+class HashingReader:
+    """Passes bytes through while counting them and computing their sha256."""
+
+    def __init__(self, source: BinaryIO, on_bytes: Callable[[int], None] | None = None) -> None:
+        self._source = source
+        self._hash = hashlib.sha256()
+        self.count = 0
+        self._on_bytes = on_bytes
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._hash.update(data)
+            self.count += len(data)
+            if self._on_bytes is not None:
+                self._on_bytes(len(data))
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        self._source.close()
+
+
+def _zstd_threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def compress(source: BinaryIO, algorithm: str, level: int) -> BinaryIO:
+    """A reader yielding ``source`` compressed with ``algorithm``."""
+    if algorithm == "none":
+        return source
+    if algorithm == "zstd":
+        import zstandard
+
+        cctx = zstandard.ZstdCompressor(level=level, threads=_zstd_threads())
+        return cast(BinaryIO, cctx.stream_reader(source, read_size=CHUNK, closefd=False))
+    if algorithm == "gzip":
+        return cast(BinaryIO, IterReader(_gzip_chunks(source, level)))
+    raise ValueError(f"unknown compression {algorithm!r}")
+
+
+def _gzip_chunks(source: BinaryIO, level: int) -> Iterator[bytes]:
+    comp = zlib.compressobj(level, zlib.DEFLATED, 31)
+    while chunk := source.read(CHUNK):
+        out = comp.compress(chunk)
+        if out:
+            yield out
+    yield comp.flush()
+
+
+def decompress(source: BinaryIO, algorithm: str, *, name: str = "object") -> BinaryIO:
+    """A reader yielding ``source`` decompressed; corrupt input raises CheckFailed."""
+    if algorithm == "none":
+        return source
+    if algorithm == "zstd":
+        return cast(BinaryIO, IterReader(_zstd_chunks(source, name)))
+    if algorithm == "gzip":
+        return cast(BinaryIO, IterReader(_gunzip_chunks(source, name)))
+    raise ValueError(f"unknown compression {algorithm!r}")
+
+
+def _zstd_chunks(source: BinaryIO, name: str) -> Iterator[bytes]:
+    import zstandard
+
+    dobj = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
+    try:
+        while chunk := source.read(CHUNK):
+            out = dobj.decompress(chunk)
+            if out:
+                yield out
+        out = dobj.flush()
+        if out:
+            yield out
+        if not dobj.eof:
+            raise CheckFailed(f"{name}: truncated zstd stream (the object is incomplete)")
+    except zstandard.ZstdError as exc:
+        raise CheckFailed(f"{name}: corrupt zstd data ({exc})") from None
+
+
+def _gunzip_chunks(source: BinaryIO, name: str) -> Iterator[bytes]:
+    dobj = zlib.decompressobj(31)
+    try:
+        while chunk := source.read(CHUNK):
+            out = dobj.decompress(chunk)
+            if out:
+                yield out
+        out = dobj.flush()
+        if out:
+            yield out
+        if not dobj.eof:
+            raise CheckFailed(f"{name}: truncated gzip stream (the object is incomplete)")
+    except zlib.error as exc:
+        raise CheckFailed(f"{name}: corrupt gzip data ({exc})") from None
+
+
+def drain(source: BinaryIO) -> int:
+    """Read a stream to its end, returning the byte count."""
+    total = 0
+    while chunk := source.read(CHUNK):
+        total += len(chunk)
+    return total
+
+
+def copy_stream(source: BinaryIO, target: BinaryIO) -> int:
+    total = 0
+    while chunk := source.read(CHUNK):
+        target.write(chunk)
+        total += len(chunk)
+    return total
