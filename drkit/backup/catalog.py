@@ -1,0 +1,229 @@
+"""The backup catalog: manifests, and which backups exist in an environment's repository.
+
+A backup exists if and only if its ``manifest.json`` does (DESIGN.md §3): the manifest
+is written last, after every object landed, and deleted first when a backup is pruned.
+Directories under ``backups/`` without a manifest are orphans (an interrupted backup)
+that ``prune`` removes after a grace period.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from drkit import __version__
+from drkit.errors import CheckFailed, NotFoundError, ObjectNotFound, UsageError
+from drkit.storage.base import ObjectInfo
+from drkit.storage.repository import Repository, StoredObject
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+ID_FORMAT = "%Y%m%dT%H%M%SZ"
+KINDS = ("logical", "physical")
+
+
+def make_backup_id(started_at: datetime, kind: str) -> str:
+    return f"{started_at.astimezone(UTC).strftime(ID_FORMAT)}-{kind}"
+
+
+def parse_backup_id(backup_id: str) -> tuple[datetime, str] | None:
+    stamp, _, kind = backup_id.partition("-")
+    if kind not in KINDS:
+        return None
+    try:
+        return datetime.strptime(stamp, ID_FORMAT).replace(tzinfo=UTC), kind
+    except ValueError:
+        return None
+
+
+def backup_prefix(backup_id: str) -> str:
+    return f"backups/{backup_id}/"
+
+
+def iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
+
+
+def parse_ts(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+@dataclass
+class Manifest:
+    id: str
+    kind: str
+    environment: str
+    databases: list[str]
+    server_version: str
+    started_at: datetime
+    finished_at: datetime
+    consistent_at: datetime | None
+    objects: list[StoredObject]
+    drkit_version: str = __version__
+    row_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # physical backups
+    wal_start: str | None = None
+    wal_stop: str | None = None
+    wal_start_segment: str | None = None
+    wal_stop_segment: str | None = None
+    timeline: int | None = None
+    backup_label: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(o.stored_size for o in self.objects)
+
+    @property
+    def raw_size(self) -> int:
+        return sum(o.raw_size for o in self.objects)
+
+    @property
+    def duration(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "id": self.id,
+            "kind": self.kind,
+            "environment": self.environment,
+            "databases": self.databases,
+            "server_version": self.server_version,
+            "drkit_version": self.drkit_version,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "consistent_at": iso(self.consistent_at),
+            "size": self.size,
+            "raw_size": self.raw_size,
+            "objects": [o.to_dict() for o in self.objects],
+        }
+        if self.kind == "logical":
+            doc["row_counts"] = self.row_counts
+        else:
+            doc.update(
+                wal_start=self.wal_start,
+                wal_stop=self.wal_stop,
+                wal_start_segment=self.wal_start_segment,
+                wal_stop_segment=self.wal_stop_segment,
+                timeline=self.timeline,
+                backup_label=self.backup_label,
+            )
+            if self.row_counts:
+                doc["row_counts"] = self.row_counts
+        if self.extra:
+            doc["extra"] = self.extra
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], *, source: str = "manifest") -> Manifest:
+        try:
+            started = parse_ts(doc["started_at"])
+            finished = parse_ts(doc["finished_at"])
+            if started is None or finished is None:
+                raise ValueError("started_at/finished_at missing")
+            return cls(
+                id=str(doc["id"]),
+                kind=str(doc["kind"]),
+                environment=str(doc["environment"]),
+                databases=[str(d) for d in doc.get("databases", [])],
+                server_version=str(doc.get("server_version", "")),
+                drkit_version=str(doc.get("drkit_version", "")),
+                started_at=started,
+                finished_at=finished,
+                consistent_at=parse_ts(doc.get("consistent_at")),
+                objects=[StoredObject.from_dict(o) for o in doc.get("objects", [])],
+                row_counts={
+                    str(db): {str(t): int(n) for t, n in tables.items()}
+                    for db, tables in (doc.get("row_counts") or {}).items()
+                },
+                wal_start=doc.get("wal_start"),
+                wal_stop=doc.get("wal_stop"),
+                wal_start_segment=doc.get("wal_start_segment"),
+                wal_stop_segment=doc.get("wal_stop_segment"),
+                timeline=doc.get("timeline"),
+                backup_label=doc.get("backup_label"),
+                extra=dict(doc.get("extra") or {}),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckFailed(f"{source}: unreadable manifest ({exc})") from None
+
+
+def write_manifest(repo: Repository, manifest: Manifest) -> None:
+    """Publish a backup: the manifest goes last, after every object is stored."""
+    repo.put_json(backup_prefix(manifest.id) + MANIFEST, manifest.to_dict())
+
+
+def read_manifest(repo: Repository, backup_id: str) -> Manifest:
+    relative = backup_prefix(backup_id) + MANIFEST
+    try:
+        doc = repo.get_json(relative)
+    except ObjectNotFound:
+        raise NotFoundError(
+            f"backup {backup_id} does not exist in {repo.location} (see: drkit backups {repo.env})"
+        ) from None
+    return Manifest.from_dict(doc, source=repo.key(relative))
+
+
+@dataclass
+class Listing:
+    """Everything under ``backups/``: complete backups and manifest-less leftovers."""
+
+    manifests: list[Manifest]
+    orphans: dict[str, list[ObjectInfo]]  # backup id -> its objects (no manifest)
+    unreadable: dict[str, str]  # backup id -> why its manifest cannot be read
+
+
+def scan(repo: Repository) -> Listing:
+    objects = repo.list("backups/")
+    by_id: dict[str, list[ObjectInfo]] = {}
+    start = len(repo.key("backups/"))
+    for info in objects:
+        backup_id = info.key[start:].split("/", 1)[0]
+        by_id.setdefault(backup_id, []).append(info)
+    manifests: list[Manifest] = []
+    orphans: dict[str, list[ObjectInfo]] = {}
+    unreadable: dict[str, str] = {}
+    for backup_id, infos in by_id.items():
+        if any(i.key.endswith("/" + MANIFEST) for i in infos):
+            try:
+                manifests.append(read_manifest(repo, backup_id))
+            except (CheckFailed, NotFoundError) as exc:
+                unreadable[backup_id] = str(exc)
+        else:
+            orphans[backup_id] = infos
+    manifests.sort(key=lambda m: (m.started_at, m.id))
+    return Listing(manifests, orphans, unreadable)
+
+
+def list_backups(repo: Repository, kind: str | None = None) -> list[Manifest]:
+    """Complete backups, oldest first."""
+    return [m for m in scan(repo).manifests if kind is None or m.kind == kind]
+
+
+def resolve_backup(
+    repo: Repository, ref: str | None, *, kind: str | None = None, rng: random.Random | None = None
+) -> Manifest:
+    """``ID``, ``latest`` (default) or ``random`` to a manifest."""
+    ref = ref or "latest"
+    if ref in ("latest", "random"):
+        backups = list_backups(repo, kind)
+        if not backups:
+            what = f"{kind} backups" if kind else "backups"
+            raise NotFoundError(f"no {what} in {repo.location}: run drkit backup {repo.env} first")
+        if ref == "latest":
+            return backups[-1]
+        return (rng or random.Random()).choice(backups)  # noqa: S311 - not for secrets
+    if parse_backup_id(ref) is None:
+        raise UsageError(
+            f"{ref!r} is not a backup id (like 20261127T020000Z-logical), 'latest' or 'random'"
+        )
+    manifest = read_manifest(repo, ref)
+    if kind is not None and manifest.kind != kind:
+        raise UsageError(f"backup {ref} is a {manifest.kind} backup, not {kind}")
+    return manifest
