@@ -252,7 +252,7 @@ def load_sample(dsn: str, rows: int = 10_000) -> SampleSize:
     with psycopg.connect(dsn) as conn:
         conn.execute(SCHEMA)
         for statement, params in _statements(size):
-            conn.execute(statement, params)  # type: ignore[arg-type]
+            conn.execute(statement, params)
         conn.commit()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
