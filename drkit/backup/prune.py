@@ -1,0 +1,225 @@
+"""``drkit prune``: apply the retention plan of :mod:`drkit.backup.retention` to a repository.
+
+Order of deletion, so that a crash at any moment leaves a consistent repository:
+
+1. for each backup the plan deletes (oldest first): its ``manifest.json`` first — from
+   then on the backup no longer exists for anyone (§3: a backup exists iff its
+   manifest does) — then its other objects;
+2. manifest-less leftovers (an interrupted backup, or step 1 cut short) whose newest
+   object is older than ``retention.orphan_grace``; younger ones may be a backup still
+   uploading and are left alone;
+3. WAL older than the start of the oldest kept physical backup (none at all when no
+   physical backup is kept).
+
+Backups whose manifest cannot be read are never deleted: they are reported so a person
+can look.  ``dry_run`` computes exactly the same plan and deletes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from drkit.backup.catalog import MANIFEST, Listing, Manifest, backup_prefix, iso, scan
+from drkit.backup.retention import (
+    BackupRef,
+    RetentionPlan,
+    orphan_expired,
+    plan_retention,
+    wal_cutoff,
+    wal_to_delete,
+)
+
+if TYPE_CHECKING:
+    from drkit.config import Policy, RetentionConfig
+    from drkit.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+def backup_ref(manifest: Manifest) -> BackupRef:
+    """What retention needs from a manifest (a manifest means a complete backup)."""
+    return BackupRef(
+        id=manifest.id,
+        kind=manifest.kind,
+        started_at=manifest.started_at,
+        successful=True,
+        consistent_at=manifest.consistent_at or manifest.finished_at,
+        wal_start_segment=manifest.wal_start_segment,
+    )
+
+
+def retention_tiers(
+    manifests: list[Manifest], retention: RetentionConfig, timezone: str
+) -> dict[str, tuple[str, ...]]:
+    """Backup id -> the retention rules it currently satisfies (for ``drkit backups``)."""
+    plan = plan_retention([backup_ref(m) for m in manifests], retention, timezone)
+    return {d.backup.id: d.reasons for d in plan.decisions}
+
+
+@dataclass
+class OrphanDecision:
+    id: str
+    objects: int
+    size: int
+    last_modified: datetime
+    action: str  # DELETE | KEEP
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "objects": self.objects,
+            "size": self.size,
+            "last_modified": iso(self.last_modified),
+            "action": self.action,
+            "reason": "no manifest, older than the grace period"
+            if self.action == "DELETE"
+            else "no manifest, within the grace period (may be a backup in progress)",
+        }
+
+
+@dataclass
+class PruneResult:
+    env: str
+    dry_run: bool
+    plan: RetentionPlan
+    manifests: dict[str, Manifest]
+    orphans: list[OrphanDecision]
+    unreadable: dict[str, str]
+    wal_cutoff: str | None
+    wal_deleted: list[str]
+    deleted_objects: int = 0
+    deleted_bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def oldest_restorable(self) -> datetime | None:
+        return self.plan.oldest_restorable()
+
+    @property
+    def newest_restorable(self) -> datetime | None:
+        points = [b.restorable_from for b in self.plan.kept]
+        return max(points) if points else None
+
+    def to_dict(self) -> dict[str, Any]:
+        backups = []
+        for d in self.plan.decisions:
+            m = self.manifests[d.backup.id]
+            backups.append(
+                {
+                    "id": d.backup.id,
+                    "kind": d.backup.kind,
+                    "started_at": iso(m.started_at),
+                    "size": m.size,
+                    "action": d.action,
+                    "reasons": list(d.reasons),
+                }
+            )
+        return {
+            "environment": self.env,
+            "dry_run": self.dry_run,
+            "timezone": self.plan.timezone,
+            "backups": backups,
+            "orphans": [o.to_dict() for o in self.orphans],
+            "unreadable": [{"id": k, "error": v} for k, v in sorted(self.unreadable.items())],
+            "wal": {"cutoff": self.wal_cutoff, "delete": len(self.wal_deleted)},
+            "kept": len(self.plan.kept),
+            "deleted": len(self.plan.deleted),
+            "oldest_restorable": iso(self.oldest_restorable),
+            "newest_restorable": iso(self.newest_restorable),
+            "deleted_objects": self.deleted_objects,
+            "deleted_bytes": self.deleted_bytes,
+        }
+
+
+def plan_prune(
+    repo: Repository, policy: Policy, *, now: datetime | None = None, dry_run: bool = True
+) -> PruneResult:
+    """Read the repository and decide; deletes nothing."""
+    now = now or datetime.now(UTC)
+    listing: Listing = scan(repo)
+    manifests = {m.id: m for m in listing.manifests}
+    plan = plan_retention(
+        [backup_ref(m) for m in listing.manifests], policy.retention, policy.schedule.timezone
+    )
+    orphans = []
+    for backup_id, infos in sorted(listing.orphans.items()):
+        newest = max(i.modified for i in infos)
+        expired = orphan_expired(newest, policy.retention.orphan_grace, now)
+        orphans.append(
+            OrphanDecision(
+                backup_id,
+                len(infos),
+                sum(i.size for i in infos),
+                newest,
+                "DELETE" if expired else "KEEP",
+            )
+        )
+    cutoff = wal_cutoff(plan)
+    wal_doomed = wal_to_delete([i.key for i in repo.list("wal/")], cutoff) if cutoff else []
+    return PruneResult(
+        env=repo.env,
+        dry_run=dry_run,
+        plan=plan,
+        manifests=manifests,
+        orphans=orphans,
+        unreadable=dict(listing.unreadable),
+        wal_cutoff=cutoff,
+        wal_deleted=wal_doomed,
+    )
+
+
+def _delete_backup(repo: Repository, backup_id: str, result: PruneResult) -> None:
+    prefix = backup_prefix(backup_id)
+    manifest_key = repo.key(prefix + MANIFEST)
+    repo.delete(manifest_key)  # first: from here on the backup does not exist
+    result.deleted_objects += 1
+    for info in repo.list(prefix):
+        repo.delete(info.key)
+        result.deleted_objects += 1
+        result.deleted_bytes += info.size
+
+
+def prune(
+    repo: Repository, policy: Policy, *, dry_run: bool = False, now: datetime | None = None
+) -> PruneResult:
+    """Apply the retention policy (or, with ``dry_run``, only say what it would do)."""
+    result = plan_prune(repo, policy, now=now, dry_run=dry_run)
+    if dry_run:
+        return result
+    for backup in sorted(result.plan.deleted, key=lambda b: (b.started_at, b.id)):
+        log.info("prune %s: deleting backup %s", repo.env, backup.id)
+        _delete_backup(repo, backup.id, result)
+    for orphan in result.orphans:
+        if orphan.action != "DELETE":
+            continue
+        log.info("prune %s: removing leftover %s (no manifest)", repo.env, orphan.id)
+        for info in repo.list(backup_prefix(orphan.id)):
+            if info.key.endswith("/" + MANIFEST):
+                # a backup finished while we were pruning: it is no orphan any more
+                break
+        else:
+            for info in repo.list(backup_prefix(orphan.id)):
+                repo.delete(info.key)
+                result.deleted_objects += 1
+                result.deleted_bytes += info.size
+    for key in result.wal_deleted:
+        repo.delete(key)
+        result.deleted_objects += 1
+    if result.wal_deleted:
+        log.info(
+            "prune %s: deleted %d WAL files older than %s",
+            repo.env,
+            len(result.wal_deleted),
+            result.wal_cutoff,
+        )
+    log.info(
+        "prune %s: kept %d backups, deleted %d, %d leftovers removed",
+        repo.env,
+        len(result.plan.kept),
+        len(result.plan.deleted),
+        sum(1 for o in result.orphans if o.action == "DELETE"),
+    )
+    return result
