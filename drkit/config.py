@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -106,16 +106,13 @@ def check_cron(expr: str, timezone: str) -> str:
     return expr
 
 
-def mask_url(url: str) -> str:
-    """Hide the password of a connection URL or conninfo string."""
-    if "://" in url:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)
-        userinfo = netloc[0].split(":", 1)[0]
-        return url.replace(parts.netloc, f"{userinfo}:***@{netloc[1]}", 1)
-    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+_URL_PASSWORD_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+_KV_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask_url(text: str) -> str:
+    """Hide passwords of connection URLs and conninfo strings inside ``text``."""
+    return _KV_PASSWORD_RE.sub(r"\1***", _URL_PASSWORD_RE.sub(r"\1***@", text))
 
 
 # ---------------------------------------------------------------------------
@@ -511,3 +508,22 @@ def check_policies(
             yield name, load_policy(name, policy_dir)
         except PolicyError as exc:
             yield name, PolicyProblem(name, str(exc))
+
+
+def parse_timestamp(text: str, *, option: str = "timestamp") -> datetime:
+    """An ISO 8601 timestamp that carries a zone; a naive one is a usage error."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"{option}: {text!r} is not an ISO 8601 timestamp (e.g. 2026-11-27T10:15:00Z)"
+        ) from None
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise UsageError(
+            f"{option}: {text!r} has no time zone; add one (Z or +01:00) — drkit never "
+            "guesses local time"
+        )
+    return ts

@@ -118,18 +118,26 @@ def decompress(source: BinaryIO, algorithm: str, *, name: str = "object") -> Bin
 
 
 def _zstd_chunks(source: BinaryIO, name: str) -> Iterator[bytes]:
+    """Decompress one or more concatenated zstd frames; a cut-off frame is an error."""
     import zstandard
 
-    dobj = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    in_frame = False
     try:
         while chunk := source.read(CHUNK):
-            out = dobj.decompress(chunk)
-            if out:
-                yield out
-        out = dobj.flush()
-        if out:
-            yield out
-        if not dobj.eof:
+            while chunk:
+                in_frame = True
+                out = dobj.decompress(chunk)
+                if out:
+                    yield out
+                if dobj.eof:
+                    chunk = dobj.unused_data
+                    dobj = dctx.decompressobj()
+                    in_frame = False
+                else:
+                    chunk = b""
+        if in_frame:
             raise CheckFailed(f"{name}: truncated zstd stream (the object is incomplete)")
     except zstandard.ZstdError as exc:
         raise CheckFailed(f"{name}: corrupt zstd data ({exc})") from None

@@ -1,0 +1,5 @@
+"""``python -m drkit``."""
+
+from drkit.cli import main
+
+main()

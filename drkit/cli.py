@@ -1,0 +1,776 @@
+"""The ``drkit`` command line (typer + rich).
+
+This is the only module that prints for people, draws progress, and turns exceptions
+into exit codes (DESIGN.md §1): DrkitError subclasses carry their own code; usage
+errors are 2; Ctrl-C is 130; anything unexpected is 1, with a traceback only under -v.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from drkit import __version__
+from drkit.config import mask_url
+from drkit.errors import DrkitError, Interrupted, NotImplementedYet, UsageError
+
+try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exc  # type: ignore[no-redef]
+
+log = logging.getLogger("drkit")
+
+# ---------------------------------------------------------------------------
+# Shared state and options
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    policy_dir: Path | None = None
+    json: bool = False
+    verbose: bool = False
+
+
+_state = State()
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
+PolicyDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy-dir",
+        help="Directory of ENV.yaml policies (default ./policies or $DRKIT_POLICY_DIR).",
+        show_default=False,
+    ),
+]
+EnvArg = Annotated[str, typer.Argument(help="Environment: the stem of a policy file.")]
+
+
+def settle(json_out: bool = False, policy_dir: Path | None = None) -> State:
+    """Merge a command's own --json/--policy-dir with the global ones."""
+    if json_out:
+        _state.json = True
+    if policy_dir is not None:
+        _state.policy_dir = policy_dir
+    return _state
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def load(env: str) -> Any:
+    from drkit.config import load_policy
+
+    return load_policy(env, _state.policy_dir)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def ts_text(ts: datetime | None) -> str:
+    if ts is None:
+        return "-"
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@contextmanager
+def byte_progress(label: str) -> Iterator[Callable[[str, int], None]]:
+    """A transient rich progress display (bytes, rate, elapsed) on a TTY; silent otherwise."""
+    if _state.json or not err.is_terminal:
+        yield lambda _name, _n: None
+        return
+    from rich.progress import (
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    tasks: dict[str, Any] = {}
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+
+        def advance(name: str, n: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"{label} {name}", total=None)
+            progress.advance(tasks[name], n)
+
+        yield advance
+
+
+def _named(progress: Callable[[str, int], None], name: str) -> Callable[[int], None]:
+    return lambda n: progress(name, n)
+
+
+def not_implemented(command: str) -> NoReturn:
+    raise NotImplementedYet(f"drkit {command} is not implemented yet")
+
+
+# ---------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------
+
+app = typer.Typer(
+    name="drkit",
+    help="Backups, point-in-time recovery, sanitized copies and restore drills for PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"drkit {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    policy_dir: PolicyDirOpt = None,
+    json_out: JsonOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Debug logging and tracebacks.")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """drkit: keeps a PostgreSQL application's data safe from DEV to PROD."""
+    _state.policy_dir = policy_dir
+    _state.json = json_out
+    _state.verbose = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- policy ------------------------------------------------------------------------
+
+policy_app = typer.Typer(help="Validate policies and rules files.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    env: Annotated[str | None, typer.Argument(help="Only this environment.")] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Validate policies (and sanitize rules files); print the resolved config, secrets masked."""
+    from drkit.config import Policy, check_policies
+    from drkit.errors import PolicyError
+
+    st = settle(json_out, policy_dir)
+    results: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, outcome in check_policies([env] if env else None, st.policy_dir):
+        if isinstance(outcome, Policy):
+            results[name] = {"ok": True, "policy": outcome.masked()}
+        else:
+            results[name] = {"ok": False, "error": outcome.message}
+            problems.append(outcome.message)
+    rules = _check_rules_files(env)
+    problems += [message for message in rules.values() if message]
+    if st.json:
+        emit_json(
+            {
+                "ok": not problems,
+                "policies": results,
+                "rules": {p: {"ok": not m, "error": m} for p, m in rules.items()},
+            }
+        )
+    else:
+        import yaml
+
+        for name, result in results.items():
+            if result["ok"]:
+                out.print(f"[green]✓[/green] policy [bold]{name}[/bold]")
+                out.print(yaml.safe_dump(result["policy"], sort_keys=False).rstrip(), markup=False)
+            else:
+                out.print(f"[red]✗[/red] policy [bold]{name}[/bold]: ", end="")
+                out.print(result["error"], markup=False)
+        for path, message in rules.items():
+            if message:
+                out.print(f"[red]✗[/red] rules {path}: ", end="")
+                out.print(message, markup=False)
+            else:
+                out.print(f"[green]✓[/green] rules {path}")
+    if problems:
+        raise PolicyError(
+            problems[0] + (f" (and {len(problems) - 1} more)" if problems[1:] else "")
+        )
+
+
+def _check_rules_files(env: str | None) -> dict[str, str]:
+    """Validate sanitize rules files next to the policies, if the sanitizer can load them."""
+    import importlib
+
+    try:
+        rules_module = importlib.import_module("drkit.sanitize.rules")
+    except ImportError:
+        return {}
+    loader = getattr(rules_module, "load_rules", None)
+    if loader is None:
+        return {}
+    from drkit.config import resolve_policy_dir
+
+    candidates = [
+        Path("sanitize_rules"),
+        resolve_policy_dir(_state.policy_dir).parent / "sanitize_rules",
+    ]
+    seen: dict[str, str] = {}
+    for directory in candidates:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.yaml")):
+            key = str(path.resolve())
+            if key in {str(Path(p).resolve()) for p in seen}:
+                continue
+            if (
+                env
+                and not path.stem.startswith(f"{env}-to-")
+                and not path.stem.endswith(f"-to-{env}")
+            ):
+                continue
+            try:
+                loader(path)
+                seen[str(path)] = ""
+            except DrkitError as exc:
+                seen[str(path)] = str(exc)
+    return seen
+
+
+# -- backups -----------------------------------------------------------------------
+
+
+@app.command("backup")
+def backup(
+    env: EnvArg,
+    physical: Annotated[bool, typer.Option("--physical", help="Base backup for PITR.")] = False,
+    database: Annotated[
+        list[str] | None,
+        typer.Option("--database", help="Back up only this database (repeatable)."),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Take a logical backup (pg_dump per database) or, with --physical, a base backup."""
+    settle(json_out, policy_dir)
+    policy = load(env)
+    if physical:
+        if database:
+            raise UsageError("--database applies to logical backups; a base backup is the cluster")
+        not_implemented("backup --physical")
+    else:
+        from drkit.backup.logical import run_logical_backup
+
+        with byte_progress("dumping") as progress:
+            manifest = run_logical_backup(policy, databases=database or None, on_progress=progress)
+    summary = backup_summary(manifest)
+    if _state.json:
+        emit_json(summary)
+        return
+    out.print(
+        f"[green]✓[/green] backup [bold]{manifest.id}[/bold]: {', '.join(manifest.databases)} — "
+        f"{human_size(manifest.size)} stored ({human_size(manifest.raw_size)} raw) "
+        f"in {manifest.duration:.1f}s"
+    )
+
+
+def backup_summary(manifest: Any) -> dict[str, Any]:
+    data = {
+        "id": manifest.id,
+        "kind": manifest.kind,
+        "environment": manifest.environment,
+        "databases": manifest.databases,
+        "started_at": manifest.started_at.isoformat(),
+        "finished_at": manifest.finished_at.isoformat(),
+        "consistent_at": manifest.consistent_at.isoformat() if manifest.consistent_at else None,
+        "duration": round(manifest.duration, 3),
+        "size": manifest.size,
+        "raw_size": manifest.raw_size,
+    }
+    if manifest.kind == "logical":
+        data["tables"] = sum(len(t) for t in manifest.row_counts.values())
+        data["rows"] = sum(sum(t.values()) for t in manifest.row_counts.values())
+    else:
+        data.update(
+            wal_start=manifest.wal_start, wal_stop=manifest.wal_stop, timeline=manifest.timeline
+        )
+    return data
+
+
+def _tiers(policy: Any, manifests: list[Any]) -> dict[str, list[str]]:
+    """Retention tiers each backup currently satisfies (empty until retention lands)."""
+    try:
+        from drkit.backup import retention
+    except ImportError:
+        return {}
+    tiers = getattr(retention, "current_tiers", None)
+    if tiers is None:
+        return {}
+    result: dict[str, list[str]] = tiers(policy, manifests)
+    return result
+
+
+@app.command("backups")
+def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
+    """List backups: id, kind, started, duration, size, databases, retention tiers."""
+    from drkit.backup.catalog import list_backups
+    from drkit.storage.repository import Repository
+
+    settle(json_out, policy_dir)
+    policy = load(env)
+    repo = Repository.for_policy(policy)
+    manifests = list_backups(repo)
+    tiers = _tiers(policy, manifests)
+    rows = []
+    for m in reversed(manifests):
+        row = backup_summary(m)
+        row["tiers"] = tiers.get(m.id, [])
+        rows.append(row)
+    if _state.json:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print(f"no backups in {repo.location}")
+        return
+    table = Table(title=f"backups of {env} in {repo.location}")
+    for col in ("id", "kind", "started", "duration", "size", "databases", "tiers"):
+        table.add_column(col, justify="right" if col in ("duration", "size") else "left")
+    for m, row in zip(reversed(manifests), rows, strict=True):
+        table.add_row(
+            m.id,
+            m.kind,
+            ts_text(m.started_at),
+            f"{m.duration:.1f}s",
+            human_size(m.size),
+            ", ".join(m.databases),
+            ", ".join(row["tiers"]) or "-",
+        )
+    out.print(table)
+
+
+@app.command("verify")
+def verify(
+    env: EnvArg,
+    backup_ref: Annotated[str | None, typer.Argument(metavar="[ID|latest]")] = None,
+    all_backups: Annotated[bool, typer.Option("--all", help="Verify every backup.")] = False,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups."""
+    from drkit.backup.catalog import list_backups, resolve_backup
+    from drkit.backup.verify import verify_backup
+    from drkit.errors import CheckFailed
+    from drkit.storage.repository import Repository
+
+    settle(json_out, policy_dir)
+    if all_backups and backup_ref:
+        raise UsageError("give a backup ID or --all, not both")
+    policy = load(env)
+    repo = Repository.for_policy(policy)
+    if all_backups:
+        manifests = list_backups(repo)
+        if not manifests:
+            from drkit.errors import NotFoundError
+
+            raise NotFoundError(f"no backups in {repo.location} to verify")
+    else:
+        manifests = [resolve_backup(repo, backup_ref)]
+    verdicts = []
+    with byte_progress("verifying") as progress:
+        for m in manifests:
+            verdicts.append(verify_backup(repo, m, _named(progress, m.id)))
+    bad = [v for v in verdicts if not v.ok]
+    if _state.json:
+        emit_json({"ok": not bad, "backups": [v.to_dict() for v in verdicts]})
+    else:
+        for v in verdicts:
+            mark = "[green]✓ OK[/green]" if v.ok else "[red]✗ FAILED[/red]"
+            out.print(f"{mark} {v.backup_id} ({v.objects} objects, {human_size(v.bytes)})")
+            for key, value in v.details.items():
+                out.print(f"    {key}: {value}", markup=False)
+            for problem in v.problems:
+                out.print(f"    {problem}", markup=False)
+    if bad:
+        first = bad[0]
+        raise CheckFailed(
+            f"verify failed for {len(bad)} backup(s); {first.backup_id}: {first.problems[0]}"
+        )
+
+
+@app.command("prune")
+def prune(
+    env: EnvArg,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show keep/delete, delete nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Apply the retention policy (grandfather-father-son)."""
+    settle(json_out, policy_dir)
+    load(env)
+    not_implemented("prune")
+
+
+@app.command("restore")
+def restore(
+    env: EnvArg,
+    backup_ref: Annotated[str | None, typer.Argument(metavar="[ID|latest]")] = None,
+    target_db: Annotated[
+        str | None, typer.Option("--target-db", help="Restore into this database URL.")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Parallel pg_restore jobs.")] = 1,
+    force: Annotated[
+        bool, typer.Option("--force", help="Restore over a database that holds tables.")
+    ] = False,
+    point_in_time: Annotated[
+        str | None,
+        typer.Option(
+            "--point-in-time", help="Physical PITR target: ISO timestamp with zone, or latest."
+        ),
+    ] = None,
+    pgdata: Annotated[
+        Path | None, typer.Option("--pgdata", help="Empty data directory for PITR.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port of the recovered server.")
+    ] = None,
+    target_action: Annotated[
+        str, typer.Option("--target-action", help="promote | pause | shutdown")
+    ] = "promote",
+    no_start: Annotated[
+        bool, typer.Option("--no-start", help="Prepare the data directory, do not start it.")
+    ] = False,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Logical restore, or with --point-in-time a physical point-in-time recovery."""
+    settle(json_out, policy_dir)
+    if point_in_time is None:
+        if pgdata is not None or port is not None or no_start:
+            raise UsageError("--pgdata, --port and --no-start go with --point-in-time")
+        _restore_logical(env, backup_ref, target_db, jobs, force)
+        return
+    if pgdata is None:
+        raise UsageError("--point-in-time needs --pgdata DIR (an empty data directory)")
+    if target_db is not None:
+        raise UsageError("--target-db is for logical restores; PITR recovers a whole cluster")
+    if target_action not in ("promote", "pause", "shutdown"):
+        raise UsageError("--target-action must be promote, pause or shutdown")
+    from drkit.config import parse_timestamp
+
+    target = (
+        None
+        if point_in_time == "latest"
+        else parse_timestamp(point_in_time, option="--point-in-time")
+    )
+    load(env)
+    del target
+    not_implemented("restore --point-in-time")
+
+
+def _restore_logical(
+    env: str, ref: str | None, target_db: str | None, jobs: int, force: bool
+) -> None:
+    from drkit.restore.logical import restore_logical
+
+    policy = load(env)
+    started = time.monotonic()
+    with byte_progress("restoring") as progress:
+        result = restore_logical(
+            policy, ref, target_db=target_db, jobs=jobs, force=force, on_progress=progress
+        )
+    elapsed = time.monotonic() - started
+    if _state.json:
+        emit_json({**result.to_dict(), "duration": round(elapsed, 3)})
+        return
+    for d in result.databases:
+        out.print(
+            f"[green]✓[/green] restored {d.database} from {result.backup_id} into {d.target}: "
+            f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
+        )
+
+
+# -- WAL -----------------------------------------------------------------------------
+
+
+@app.command("wal-push")
+def wal_push(
+    env: EnvArg,
+    path: Annotated[Path, typer.Argument(help="WAL file path (%p).")],
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Archive one WAL segment or history file (archive_command)."""
+    settle(json_out, policy_dir)
+    not_implemented("wal-push")
+
+
+@app.command("wal-fetch")
+def wal_fetch(
+    env: EnvArg,
+    name: Annotated[str, typer.Argument(help="WAL file name (%f).")],
+    path: Annotated[Path, typer.Argument(help="Where to write it (%p).")],
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Fetch one WAL file from the archive (restore_command); exit 1 when it does not exist."""
+    settle(json_out, policy_dir)
+    not_implemented("wal-fetch")
+
+
+# -- sanitize ------------------------------------------------------------------------
+
+
+class DefaultRunGroup(TyperGroup):
+    """``drkit sanitize SRC DST`` runs the copy; ``check`` and ``init`` are subcommands."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        parsed: list[str] = super().parse_args(ctx, args)
+        return parsed
+
+
+sanitize_app = typer.Typer(
+    cls=DefaultRunGroup,
+    help="Copy SRC's data into DST through the sanitize rules (SRC DST | check | init).",
+    no_args_is_help=True,
+)
+app.add_typer(sanitize_app, name="sanitize")
+
+RulesOpt = Annotated[
+    Path | None,
+    typer.Option("--rules", help="Rules file (default sanitize_rules/SRC-to-DST.yaml)."),
+]
+
+
+@sanitize_app.command("run", hidden=True)
+def sanitize_run(
+    src: Annotated[str, typer.Argument(help="Source environment.")],
+    dst: Annotated[str, typer.Argument(help="Target environment.")],
+    rules: RulesOpt = None,
+    from_backup: Annotated[
+        str | None, typer.Option("--from-backup", help="Read SRC's data from a backup (ID|latest).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan, copy nothing.")
+    ] = False,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Tables copied in parallel.")] = 1,
+    force: Annotated[bool, typer.Option("--force", help="Empty DST's database first.")] = False,
+    scan_only: Annotated[
+        bool, typer.Option("--scan-only", help="Only run the leak scan on DST.")
+    ] = False,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Copy SRC's data into DST's database through the rules."""
+    settle(json_out, policy_dir)
+    not_implemented("sanitize")
+
+
+@sanitize_app.command("check")
+def sanitize_check(
+    src: Annotated[str, typer.Argument(help="Source environment.")],
+    dst: Annotated[str, typer.Argument(help="Target environment.")],
+    rules: RulesOpt = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Validate the rules against SRC's live schema without copying anything."""
+    settle(json_out, policy_dir)
+    not_implemented("sanitize check")
+
+
+@sanitize_app.command("init")
+def sanitize_init(
+    src: Annotated[str, typer.Argument(help="Source environment.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the draft here.")] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Draft a rules file from SRC's schema, guessing personal-data columns."""
+    settle(json_out, policy_dir)
+    not_implemented("sanitize init")
+
+
+# -- drills and status ----------------------------------------------------------------
+
+
+@app.command("drill")
+def drill(
+    env: EnvArg,
+    backup_ref: Annotated[str, typer.Option("--backup", help="ID, latest or random.")] = "latest",
+    point_in_time: Annotated[
+        str | None, typer.Option("--point-in-time", help="PITR target for a physical drill.")
+    ] = None,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option("--report-dir", help="Also write report.json/.md and junit.xml here."),
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the scratch cluster running.")
+    ] = False,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Restore drill: restore into a scratch cluster, measure RTO/RPO, validate, report."""
+    settle(json_out, policy_dir)
+    load(env)
+    not_implemented("drill")
+
+
+@app.command("status")
+def status(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
+    """Current RPO exposure, last backup, last archived WAL, last drill, objectives."""
+    settle(json_out, policy_dir)
+    load(env)
+    not_implemented("status")
+
+
+# -- scheduler ---------------------------------------------------------------------------
+
+schedule_app = typer.Typer(help="The scheduler daemon.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("run")
+def schedule_run(
+    envs: Annotated[list[str] | None, typer.Argument(metavar="[ENV...]")] = None,
+    port: Annotated[
+        int, typer.Option("--port", help="HTTP port for /metrics and /healthz.")
+    ] = 9187,
+    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Run the scheduler daemon (the container's entry point)."""
+    settle(json_out, policy_dir)
+    not_implemented("schedule run")
+
+
+@schedule_app.command("show")
+def schedule_show(
+    envs: Annotated[list[str] | None, typer.Argument(metavar="[ENV...]")] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Each scheduled job and its next run times."""
+    settle(json_out, policy_dir)
+    not_implemented("schedule show")
+
+
+# -- demo ------------------------------------------------------------------------------
+
+
+@app.command("demo")
+def demo(
+    rows: Annotated[int, typer.Option("--rows", help="Sample rows to load.")] = 20_000,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Self-contained sandbox: throwaway PostgreSQL, sample data, backup → verify → restore."""
+    from drkit.demo import run_demo
+
+    settle(json_out)
+    report = run_demo(rows=rows, keep=keep, say=_demo_say)
+    if _state.json:
+        emit_json(report)
+
+
+def _demo_say(kind: str, text: str) -> None:
+    if _state.json:
+        return
+    styles = {"step": "[bold cyan]▶[/bold cyan] ", "ok": "  [green]✓[/green] ", "info": "    "}
+    out.print(styles.get(kind, ""), end="")
+    out.print(text, markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------------------
+# Entry point: the one place exceptions become exit codes
+# ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = list(sys.argv[1:] if argv is None else argv)
+    code = run(args)
+    sys.stdout.flush()
+    raise SystemExit(code)
+
+
+def run(args: list[str]) -> int:
+    verbose = "-v" in args or "--verbose" in args
+    try:
+        result = app(args=args, prog_name="drkit", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        err.print("drkit: interrupted", markup=False, highlight=False)
+        return Interrupted.exit_code
+    except click_exc.ClickException as exc:
+        message = exc.format_message()
+        hint = ""
+        if isinstance(exc, click_exc.UsageError) and exc.ctx is not None:
+            hint = f" (see: {exc.ctx.command_path} --help)"
+        err.print(f"drkit: error: {message}{hint}", markup=False, highlight=False)
+        return 2 if isinstance(exc, click_exc.UsageError) else exc.exit_code
+    except DrkitError as exc:
+        if verbose:
+            err.print_exception()
+        err.print(f"drkit: error: {mask_url(str(exc))}", markup=False, highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("drkit: interrupted", markup=False, highlight=False)
+        return Interrupted.exit_code
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the last line of defence: one line, no traceback without -v
+        if verbose:
+            err.print_exception()
+        text = mask_url(str(exc).splitlines()[0]) if str(exc) else ""
+        err.print(
+            f"drkit: internal error: {type(exc).__name__}: {text} (rerun with -v for details)",
+            markup=False,
+            highlight=False,
+        )
+        return 1
