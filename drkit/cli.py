@@ -446,9 +446,50 @@ def prune(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Apply the retention policy (grandfather-father-son)."""
+    from drkit.backup.prune import prune as run_prune
+    from drkit.storage.repository import Repository
+
     settle(json_out, policy_dir)
-    load(env)
-    not_implemented("prune")
+    policy = load(env)
+    repo = Repository.for_policy(policy)
+    result = run_prune(repo, policy, dry_run=dry_run)
+    if _state.json:
+        emit_json(result.to_dict())
+        return
+    verb = "would be" if dry_run else "were"
+    out.print(
+        f"retention of {env} in {repo.location} (days in {policy.schedule.timezone})"
+        + (" -- dry run, nothing deleted" if dry_run else ""),
+        markup=False,
+        highlight=False,
+    )
+    if not result.plan.decisions:
+        out.print("no backups", markup=False)
+    for d in result.plan.decisions:
+        m = result.manifests[d.backup.id]
+        why = ", ".join(d.reasons) or "no rule keeps it"
+        line = f"{d.action:<6} {m.id}  {ts_text(m.started_at)}  {human_size(m.size):>10}  {why}"
+        out.print(line, markup=False, highlight=False, style="green" if d.keep else "red")
+    for o in result.orphans:
+        what = "DELETE" if o.action == "DELETE" else "KEEP  "
+        out.print(
+            f"{what} {o.id}: no manifest, {o.objects} objects, {human_size(o.size)}, "
+            f"last written {ts_text(o.last_modified)}",
+            markup=False,
+        )
+    for backup_id, problem in sorted(result.unreadable.items()):
+        out.print(f"KEEP   {backup_id}: manifest unreadable, left alone: {problem}", markup=False)
+    if result.wal_deleted:
+        out.print(
+            f"{len(result.wal_deleted)} WAL files older than {result.wal_cutoff} {verb} deleted",
+            markup=False,
+        )
+    out.print(
+        f"{len(result.plan.kept)} kept, {len(result.plan.deleted)} {verb} deleted; "
+        f"oldest restorable point: {ts_text(result.oldest_restorable)}; "
+        f"newest: {ts_text(result.newest_restorable)}",
+        markup=False,
+    )
 
 
 @app.command("restore")

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from drkit.backup.catalog import Manifest, list_backups, make_backup_id, write_manifest
-from drkit.backup.prune import plan_prune, prune, retention_tiers
+from drkit.backup.prune import plan_prune, prune
+from drkit.backup.retention import current_tiers
 from drkit.config import Policy, parse_policy
 from drkit.errors import StorageError
 from drkit.storage.base import Backend
@@ -243,8 +244,7 @@ def test_wal_older_than_oldest_kept_physical_backup_is_deleted(
 
 def test_tiers_for_drkit_backups(tmp_path: Path, repo: Repository) -> None:
     ids = nightly(repo, 3)
-    tiers = retention_tiers(list_backups(repo), make_policy(tmp_path).retention, "Europe/Rome")
-    assert tiers == {ids[0]: ("newest",), ids[1]: (), ids[2]: ()}
-    policy = make_policy(tmp_path, daily=2)
-    tiers = retention_tiers(list_backups(repo), policy.retention, policy.schedule.timezone)
-    assert tiers[ids[1]] == ("daily 2026-11-26",)
+    tiers = current_tiers(make_policy(tmp_path), list_backups(repo))
+    assert tiers == {ids[0]: ["newest"], ids[1]: [], ids[2]: []}
+    tiers = current_tiers(make_policy(tmp_path, daily=2), list_backups(repo))
+    assert tiers[ids[1]] == ["daily 2026-11-26"]

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from drkit.backup.catalog import MANIFEST, Listing, Manifest, backup_prefix, iso, scan
 from drkit.backup.retention import (
-    BackupRef,
     RetentionPlan,
+    backup_ref,
     orphan_expired,
     plan_retention,
     wal_cutoff,
@@ -33,30 +33,10 @@ from drkit.backup.retention import (
 )
 
 if TYPE_CHECKING:
-    from drkit.config import Policy, RetentionConfig
+    from drkit.config import Policy
     from drkit.storage.repository import Repository
 
 log = logging.getLogger(__name__)
-
-
-def backup_ref(manifest: Manifest) -> BackupRef:
-    """What retention needs from a manifest (a manifest means a complete backup)."""
-    return BackupRef(
-        id=manifest.id,
-        kind=manifest.kind,
-        started_at=manifest.started_at,
-        successful=True,
-        consistent_at=manifest.consistent_at or manifest.finished_at,
-        wal_start_segment=manifest.wal_start_segment,
-    )
-
-
-def retention_tiers(
-    manifests: list[Manifest], retention: RetentionConfig, timezone: str
-) -> dict[str, tuple[str, ...]]:
-    """Backup id -> the retention rules it currently satisfies (for ``drkit backups``)."""
-    plan = plan_retention([backup_ref(m) for m in manifests], retention, timezone)
-    return {d.backup.id: d.reasons for d in plan.decisions}
 
 
 @dataclass

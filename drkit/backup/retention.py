@@ -45,11 +45,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from drkit.config import RetentionConfig
+    from drkit.config import Policy, RetentionConfig
 
 Action = Literal["KEEP", "DELETE"]
 
@@ -78,6 +78,35 @@ class BackupRef:
     @property
     def restorable_from(self) -> datetime:
         return self.consistent_at or self.started_at
+
+
+class ManifestLike(Protocol):
+    """The fields of a backup manifest (:class:`drkit.backup.catalog.Manifest`) used here."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def finished_at(self) -> datetime: ...
+    @property
+    def consistent_at(self) -> datetime | None: ...
+    @property
+    def wal_start_segment(self) -> str | None: ...
+
+
+def backup_ref(manifest: ManifestLike) -> BackupRef:
+    """What retention needs from a manifest (a manifest means a complete backup)."""
+    return BackupRef(
+        id=manifest.id,
+        kind=manifest.kind,
+        started_at=manifest.started_at,
+        successful=True,
+        consistent_at=manifest.consistent_at or manifest.finished_at,
+        wal_start_segment=manifest.wal_start_segment,
+    )
 
 
 @dataclass(frozen=True)
@@ -213,6 +242,14 @@ def plan_retention(
         else:
             decisions.append(Decision(b, "DELETE", () if b.successful else ("unsuccessful",)))
     return RetentionPlan(tuple(decisions), zone.key)
+
+
+def current_tiers(policy: Policy, manifests: Sequence[ManifestLike]) -> dict[str, list[str]]:
+    """Backup id -> the retention rules it satisfies now (``drkit backups``' tiers column)."""
+    plan = plan_retention(
+        [backup_ref(m) for m in manifests], policy.retention, policy.schedule.timezone
+    )
+    return {d.backup.id: list(d.reasons) for d in plan.decisions}
 
 
 # ---------------------------------------------------------------------------

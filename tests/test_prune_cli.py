@@ -1,0 +1,139 @@
+"""``drkit prune`` and ``drkit backups`` end to end: a real pg_dump backup, older backups
+stored through the repository layer, on a ``file://`` repository and on S3."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+from drkit.config import load_policy
+from drkit.storage.repository import Repository
+from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server
+
+ROME = ZoneInfo("Europe/Rome")
+
+
+def repo_objects(target: RepoTarget, request: pytest.FixtureRequest) -> dict[str, int]:
+    if target.kind == "file":
+        assert target.root is not None
+        return {
+            p.relative_to(target.root).as_posix(): p.stat().st_size
+            for p in target.root.rglob("*")
+            if p.is_file()
+        }
+    s3: S3Server = request.getfixturevalue("s3_server")
+    assert target.bucket is not None
+    return s3.objects(target.bucket)
+
+
+def store_old_backup(repo: Repository, started: datetime) -> str:
+    backup_id = make_backup_id(started, "logical")
+    obj = repo.store(f"backups/{backup_id}/app.dump", io.BytesIO(b"old dump"), database="app")
+    write_manifest(
+        repo,
+        Manifest(
+            id=backup_id,
+            kind="logical",
+            environment=repo.env,
+            databases=["app"],
+            server_version="16.4",
+            started_at=started,
+            finished_at=started + timedelta(minutes=2),
+            consistent_at=started + timedelta(minutes=1),
+            objects=[obj],
+        ),
+    )
+    return backup_id
+
+
+def test_prune_dry_run_then_prune(
+    request: pytest.FixtureRequest,
+    repo_target: RepoTarget,
+    database: tuple[str, str],
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    _, url = database
+    policy_dir = make_policy(
+        "prod",
+        url,
+        repo_target,
+        schedule={"timezone": "Europe/Rome"},
+        retention={"daily": 2, "weekly": 0, "monthly": 0},
+    )
+    repo = Repository.for_policy(load_policy("prod", policy_dir))
+    old = [store_old_backup(repo, datetime(2026, 11, d, 1, 0, tzinfo=UTC)) for d in (20, 21, 24)]
+    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    assert len(listed) == 4
+    real = listed[0]["id"]
+    today = datetime.now(UTC).astimezone(ROME).strftime("%Y-%m-%d")
+    assert listed[0]["tiers"] == [f"daily {today}", "newest"]
+    assert listed[1]["tiers"] == ["daily 2026-11-24"]
+    assert listed[2]["tiers"] == [] and listed[3]["tiers"] == []
+
+    before = repo_objects(repo_target, request)
+    dry = run_drkit("prune", "prod", "--dry-run", "--json", policy_dir=policy_dir, check=True)
+    plan = {b["id"]: (b["action"], b["reasons"]) for b in dry.json()["backups"]}
+    assert plan == {
+        real: ("KEEP", [f"daily {today}", "newest"]),
+        old[2]: ("KEEP", ["daily 2026-11-24"]),
+        old[1]: ("DELETE", []),
+        old[0]: ("DELETE", []),
+    }
+    assert dry.json()["oldest_restorable"] == "2026-11-24T01:01:00Z"
+    text = run_drkit("prune", "prod", "--dry-run", policy_dir=policy_dir, check=True).stdout
+    lines = {
+        line.split()[1]: line for line in text.splitlines() if line.startswith(("KEEP", "DELETE"))
+    }
+    assert lines[old[2]].startswith("KEEP") and lines[old[2]].endswith("daily 2026-11-24")
+    assert lines[old[0]].startswith("DELETE") and lines[real].endswith("newest")
+    assert "2 kept, 2 would be deleted; oldest restorable point: 2026-11-24 01:01:00Z" in text
+    assert repo_objects(repo_target, request) == before
+
+    done = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    assert done["deleted"] == 2 and done["dry_run"] is False
+    after = repo_objects(repo_target, request)
+    assert {k for k in after if "/backups/" in f"/{k}"} == {
+        k for k in before if old[0] not in k and old[1] not in k
+    }
+    assert [
+        b["id"] for b in run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json()
+    ] == [
+        real,
+        old[2],
+    ]
+    again = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    assert again["deleted"] == 0 and again["deleted_objects"] == 0
+    assert repo_objects(repo_target, request) == after
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"retention": {"daily": -1}}, "retention.daily"),
+        ({"schedule": {"timezone": "Mars/Olympus"}}, "Mars/Olympus"),
+        ({"schedule": {"prune": "61 * * * *"}}, "schedule"),
+    ],
+)
+def test_bad_policy_is_one_line_exit_2(
+    tmp_path: Path,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    patch: dict[str, object],
+    needle: str,
+) -> None:
+    policy_dir = make_policy(
+        "prod", "postgresql://u:sekret@127.0.0.1:1/app", {"url": f"file://{tmp_path}/r"}, **patch
+    )
+    for args in (["prune", "prod", "--dry-run"],):
+        result = run_drkit(*args, policy_dir=policy_dir)
+        assert result.code == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert needle in result.stderr
+        assert "sekret" not in result.stderr + result.stdout
