@@ -582,8 +582,12 @@ def wal_push(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Archive one WAL segment or history file (archive_command)."""
-    settle(json_out, policy_dir)
-    not_implemented("wal-push")
+    from drkit.wal import load_wal_policy, push_wal
+
+    st = settle(json_out, policy_dir)
+    report = push_wal(load_wal_policy(env, st.policy_dir), path)
+    if st.json:
+        emit_json(report.to_dict())
 
 
 @app.command("wal-fetch")
@@ -595,8 +599,18 @@ def wal_fetch(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Fetch one WAL file from the archive (restore_command); exit 1 when it does not exist."""
-    settle(json_out, policy_dir)
-    not_implemented("wal-fetch")
+    from drkit.wal import load_wal_policy, run_fetch
+
+    st = settle(json_out, policy_dir)
+    code, message = run_fetch(
+        lambda: load_wal_policy(env, st.policy_dir), name, path, st.policy_dir
+    )
+    if message:
+        err.print(f"drkit: wal-fetch {name}: {mask_url(message)}", markup=False, highlight=False)
+    if st.json:
+        emit_json({"name": name, "fetched": code == 0})
+    if code:
+        raise typer.Exit(code)
 
 
 # -- sanitize ------------------------------------------------------------------------
@@ -784,6 +798,8 @@ def run(args: list[str]) -> int:
         result = app(args=args, prog_name="drkit", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
     except typer.Exit as exc:
+        if exc.exit_code == Interrupted.exit_code:  # typer turns Ctrl-C into Exit(130)
+            err.print("drkit: interrupted", markup=False, highlight=False)
         return int(exc.exit_code)
     except typer.Abort:
         err.print("drkit: interrupted", markup=False, highlight=False)

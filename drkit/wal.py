@@ -1,0 +1,540 @@
+"""``drkit wal-push`` (archive_command) and ``drkit wal-fetch`` (restore_command).
+
+**Push.**  A segment goes to ``<repo>/<env>/wal/<name>.zst`` through the repository's
+encoding (compression, later encryption); the call succeeds only once the object is
+stored and its size read back.  To keep up with a busy server without a Python start per
+segment, a push also takes the other files PostgreSQL has marked ``.ready`` in
+``pg_wal/archive_status`` (history files first, then oldest first, up to a batch),
+uploads them in parallel, and renames each one's ``.ready`` to ``.done`` *after* it is
+stored — the same marker PostgreSQL's archiver writes, so it never calls the
+archive_command for them again (WAL-G's background uploader does the same).  A file
+whose upload failed keeps its ``.ready`` and is retried by PostgreSQL as usual.
+
+An object that already exists is compared with the local file (decoded, sha256): same
+content → success; different content → :class:`WalConflict` (exit 1) and nothing is
+overwritten: two clusters are archiving into one repository.
+
+**Fetch.**  The object is decoded into a temporary file next to the target and renamed
+over it, so PostgreSQL never sees a partial segment; a missing object is ``False``
+(exit 1).  After serving a segment, a detached helper prefetches the next ones in
+parallel into ``pg_wal/.drkit-prefetch``; the next call finds its segment there and only
+renames it.
+
+The hot path imports neither boto3 (unless the repository is ``s3://``) nor rich/typer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from drkit.errors import CheckFailed, DrkitError, ObjectNotFound, OperationError, UsageError
+from drkit.wal_names import following_segments, is_archivable, is_segment
+
+if TYPE_CHECKING:
+    from drkit.config import Policy
+    from drkit.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+WAL_DIR = "wal/"
+SPOOL_DIR = ".drkit-prefetch"
+PUSH_JOBS_ENV = "DRKIT_WAL_PUSH_JOBS"
+PUSH_BATCH_ENV = "DRKIT_WAL_PUSH_BATCH"
+PREFETCH_ENV = "DRKIT_WAL_PREFETCH"
+FETCH_JOBS_ENV = "DRKIT_WAL_FETCH_JOBS"
+DEFAULT_PUSH_BATCH = 64
+DEFAULT_PREFETCH = 8
+_INPROGRESS = ".inprogress"
+_STALE_MARKER_SECONDS = 120.0
+_KNOWN_SUFFIXES = (".zst", ".gz", "")
+
+
+class WalConflict(OperationError):
+    """The archive holds a different file under this WAL name (exit 1)."""
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, "")))
+    except ValueError:
+        return default
+
+
+def load_wal_policy(env: str, policy_dir: Path | str | None = None) -> Policy:
+    """The policy, validated, without needing its database URL.
+
+    archive_command and restore_command run in PostgreSQL's environment, which has no
+    reason to hold the database password; only the repository section is used.
+    """
+    from drkit.config import load_policy, parse_policy, policy_path, read_yaml
+    from drkit.errors import PolicyError
+
+    path = policy_path(env, policy_dir)
+    if not path.exists():
+        return load_policy(env, policy_dir)  # raises the usual "no policy" error
+    raw = read_yaml(path, PolicyError)
+    if isinstance(raw, dict) and "database" in raw:
+        raw = {**raw, "database": {"url": "postgresql:///unused-by-wal-commands"}}
+    return parse_policy(env, raw, str(path))
+
+
+def wal_key(repo: Repository, name: str) -> str:
+    """The repository key of WAL file ``name`` under the current encoding."""
+    return repo.key(f"{WAL_DIR}{name}{repo.suffix}")
+
+
+def _check_name(name: str) -> None:
+    if not is_archivable(name):
+        raise UsageError(
+            f"{name!r} is not a WAL file name (24 hex digits, NNNNNNNN.history, "
+            "*.backup or *.partial)"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Decoding objects whatever encoding they were stored with
+# ---------------------------------------------------------------------------
+
+
+def _encoding_of(key: str) -> tuple[str, bool]:
+    """(compression, encrypted) from a stored key's suffixes."""
+    encrypted = key.endswith(".age")
+    base = key[: -len(".age")] if encrypted else key
+    if base.endswith(".zst"):
+        return "zstd", encrypted
+    if base.endswith(".gz"):
+        return "gzip", encrypted
+    return "none", encrypted
+
+
+@contextlib.contextmanager
+def _open_decoded_key(repo: Repository, key: str) -> Any:
+    from drkit.streams import decompress
+
+    compression, encrypted = _encoding_of(key)
+    raw = repo.backend.open_read(key)
+    decryptor = None
+    try:
+        stream: BinaryIO = raw
+        if encrypted:
+            from drkit import crypto
+
+            identities = repo.config.encryption.identities() if repo.config.encryption else []
+            decryptor = crypto.decrypt_stream(stream, identities, name=key)
+            stream = decryptor.reader
+        yield decompress(stream, compression, name=key)
+        if decryptor is not None:
+            decryptor.finish()
+    finally:
+        if decryptor is not None:
+            decryptor.abort()
+        raw.close()
+
+
+def _find_key(repo: Repository, name: str) -> str | None:
+    """The stored key of ``name``: the current encoding first, then any other."""
+    key = wal_key(repo, name)
+    if repo.backend.head(key) is not None:
+        return key
+    base = repo.key(f"{WAL_DIR}{name}")
+    for info in repo.backend.list(base):
+        rest = info.key[len(base) :]
+        if rest.endswith(".age"):
+            rest = rest[: -len(".age")]
+        if rest in _KNOWN_SUFFIXES:
+            return info.key
+    return None
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _sha256_object(repo: Repository, key: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with _open_decoded_key(repo, key) as stream:
+        while chunk := stream.read(1024 * 1024):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+# ---------------------------------------------------------------------------
+# wal-push
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class PushOutcome:
+    name: str
+    status: str  # stored | exists
+    stored_size: int = 0
+    raw_size: int = 0
+
+
+@dataclass
+class PushReport:
+    """What one wal-push call did: its own file, and the ones it archived ahead."""
+
+    target: PushOutcome
+    ahead: list[PushOutcome] = field(default_factory=list)
+    ahead_failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.target.name,
+            "status": self.target.status,
+            "stored_size": self.target.stored_size,
+            "raw_size": self.target.raw_size,
+            "archived_ahead": [o.name for o in self.ahead],
+            "ahead_failed": self.ahead_failed,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def push_file(repo: Repository, path: Path) -> PushOutcome:
+    """Store one WAL file; idempotent for identical content, refuses different content."""
+    name = path.name
+    existing = _find_key(repo, name)
+    if existing is not None:
+        local_sha, local_size = _sha256_file(path)
+        try:
+            remote_sha, remote_size = _sha256_object(repo, existing)
+        except CheckFailed as exc:
+            raise WalConflict(
+                f"{name}: the archive already holds {existing} and it cannot be decoded "
+                f"({exc}); refusing to overwrite it — remove it by hand if it is damaged"
+            ) from None
+        if (remote_sha, remote_size) == (local_sha, local_size):
+            log.info("%s already archived with identical content", name)
+            return PushOutcome(name, "exists", raw_size=local_size)
+        raise WalConflict(
+            f"{name}: the archive already holds a different {name} ({existing}); nothing was "
+            "overwritten. Two clusters are probably archiving into one repository — give "
+            "each cluster its own environment/repository prefix"
+        )
+    size_before = path.stat().st_size
+    with open(path, "rb") as f:
+        obj = repo.store(f"{WAL_DIR}{name}", f)
+    if obj.raw_size != size_before:
+        repo.backend.delete(obj.key)
+        raise OperationError(
+            f"{name}: read {obj.raw_size} bytes but the file has {size_before}: it changed "
+            "while being archived"
+        )
+    info = repo.backend.head(obj.key)
+    if info is None or info.size != obj.stored_size:
+        raise OperationError(
+            f"{name}: stored {obj.stored_size} bytes in {repo.location} but the repository "
+            f"reports {'nothing' if info is None else info.size}; not acknowledged"
+        )
+    return PushOutcome(name, "stored", obj.stored_size, obj.raw_size)
+
+
+def _ready_files(wal_dir: Path, exclude: str, limit: int) -> list[Path]:
+    """Files PostgreSQL marked ready: history files first, then oldest first."""
+    status = wal_dir / "archive_status"
+    try:
+        entries = [e.name[: -len(".ready")] for e in os.scandir(status)]
+    except OSError:
+        return []
+    names = [
+        n
+        for n in entries
+        if n != exclude
+        and is_archivable(n)
+        and (status / f"{n}.ready").exists()
+        and (wal_dir / n).is_file()
+    ]
+    names.sort(key=lambda n: (not n.endswith(".history"), n[8:], n))
+    return [wal_dir / n for n in names[:limit]]
+
+
+def _mark_done(wal_dir: Path, names: Iterable[str]) -> None:
+    status = wal_dir / "archive_status"
+    marked = False
+    for name in names:
+        try:
+            os.rename(status / f"{name}.ready", status / f"{name}.done")
+            marked = True
+        except FileNotFoundError:  # the archiver marked it itself
+            continue
+    if marked:
+        fd = os.open(status, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def push_wal(
+    policy: Policy,
+    path: Path | str,
+    *,
+    repo: Repository | None = None,
+    jobs: int | None = None,
+    batch: int | None = None,
+) -> PushReport:
+    """archive_command: store ``path`` (and archive ahead what is ready)."""
+    started = time.monotonic()
+    path = Path(path)
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    _check_name(path.name)
+    if not path.is_file():
+        raise OperationError(f"{path}: no such WAL file to archive")
+    if repo is None:
+        from drkit.storage.repository import Repository
+
+        repo = Repository.for_policy(policy)
+    repo.check_encryption_available()
+    s3 = policy.repository.url.startswith("s3://")
+    jobs = jobs or _env_int(PUSH_JOBS_ENV, 8 if s3 else max(2, os.cpu_count() or 1))
+    batch = batch if batch is not None else _env_int(PUSH_BATCH_ENV, DEFAULT_PUSH_BATCH)
+    ahead_paths = _ready_files(path.parent, path.name, batch) if batch > 0 else []
+    report: PushReport
+    with ThreadPoolExecutor(max_workers=min(jobs, 1 + len(ahead_paths))) as pool:
+        own: Future[PushOutcome] = pool.submit(push_file, repo, path)
+        others = [(p, pool.submit(push_file, repo, p)) for p in ahead_paths]
+        ahead: list[PushOutcome] = []
+        failed: dict[str, str] = {}
+        for p, fut in others:
+            try:
+                ahead.append(fut.result())
+            except DrkitError as exc:
+                failed[p.name] = str(exc)
+                log.warning("archiving %s ahead failed (PostgreSQL will retry it): %s", p, exc)
+        _mark_done(path.parent, [o.name for o in ahead])
+        target = own.result()  # raises: PostgreSQL retries this file
+        report = PushReport(target, ahead, failed)
+    report.seconds = time.monotonic() - started
+    log.info(
+        "%s %s (%d archived ahead) in %.2fs",
+        path.name,
+        report.target.status,
+        len(report.ahead),
+        report.seconds,
+    )
+    return report
+
+
+# ---------------------------------------------------------------------------
+# wal-fetch
+# ---------------------------------------------------------------------------
+
+
+def _min_ok_segment_size(size: int) -> bool:
+    return 1024 * 1024 <= size <= 1024**3 and size & (size - 1) == 0
+
+
+def download(repo: Repository, name: str, dest: Path) -> bool:
+    """Decode WAL file ``name`` into ``dest`` atomically; False when it is not archived."""
+    key = _find_key(repo, name)
+    if key is None:
+        return False
+    tmp = dest.with_name(f".{dest.name}.drkit-{os.getpid()}-{os.urandom(4).hex()}")
+    size = 0
+    try:
+        try:
+            with _open_decoded_key(repo, key) as stream, open(tmp, "wb") as out:
+                while chunk := stream.read(1024 * 1024):
+                    out.write(chunk)
+                    size += len(chunk)
+        except ObjectNotFound:  # deleted between head and get
+            return False
+        if is_segment(name) and not _min_ok_segment_size(size):
+            raise CheckFailed(f"{key}: decodes to {size} bytes, not a whole WAL segment")
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return True
+
+
+def _take_from_spool(spool: Path, name: str, dest: Path, wait: float = 60.0) -> bool:
+    ready = spool / name
+    marker = spool / f"{name}{_INPROGRESS}"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.replace(ready, dest)
+            return True
+        except FileNotFoundError:
+            pass
+        try:
+            age = time.time() - marker.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if age > _STALE_MARKER_SECONDS or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _clean_spool(spool: Path, served: str) -> None:
+    """Drop prefetched segments older than the one just served (replay moved past them)."""
+    try:
+        entries = list(os.scandir(spool))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        base = entry.name[:24]
+        if is_segment(base) and base[8:] < served[8:] and not entry.name.endswith(_INPROGRESS):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def fetch_wal(
+    policy: Policy,
+    name: str,
+    dest: Path | str,
+    *,
+    repo: Repository | None = None,
+    prefetch: int | None = None,
+    policy_dir: Path | str | None = None,
+) -> bool:
+    """restore_command: write ``name`` to ``dest``; False when the archive lacks it."""
+    _check_name(name)
+    dest = Path(dest)
+    if not dest.is_absolute():
+        dest = Path.cwd() / dest
+    spool = dest.parent / SPOOL_DIR
+    count = prefetch if prefetch is not None else _env_int(PREFETCH_ENV, DEFAULT_PREFETCH)
+    if is_segment(name) and spool.is_dir():
+        _clean_spool(spool, name)
+        if _take_from_spool(spool, name, dest):
+            log.info("%s served from the prefetch spool", name)
+            _start_prefetch(policy, policy_dir, spool, name, count)
+            return True
+    if repo is None:
+        from drkit.storage.repository import Repository
+
+        repo = Repository.for_policy(policy)
+    found = download(repo, name, dest)
+    if found and is_segment(name):
+        _start_prefetch(policy, policy_dir, spool, name, count)
+    return found
+
+
+def _start_prefetch(
+    policy: Policy, policy_dir: Path | str | None, spool: Path, name: str, count: int
+) -> None:
+    if count <= 0:
+        return
+    wanted = [
+        n
+        for n in following_segments(name, count)
+        if not (spool / n).exists() and not (spool / f"{n}{_INPROGRESS}").exists()
+    ]
+    if not wanted:
+        return
+    from drkit.config import resolve_policy_dir
+
+    try:
+        spool.mkdir(exist_ok=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "drkit.wal",
+                "prefetch",
+                policy.name,
+                str(resolve_policy_dir(policy_dir).resolve()),
+                str(spool),
+                *wanted,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:  # prefetching is an optimisation; never fail the fetch for it
+        log.warning("could not start WAL prefetch: %s", exc)
+
+
+def prefetch_into(repo: Repository, spool: Path, names: list[str], jobs: int) -> list[str]:
+    """Fetch ``names`` into ``spool`` in parallel; returns those that were archived."""
+    spool.mkdir(exist_ok=True)
+
+    def one(name: str) -> bool:
+        if (spool / name).exists():
+            return True
+        marker = spool / f"{name}{_INPROGRESS}"
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        try:
+            return download(repo, name, spool / name)
+        except DrkitError as exc:
+            log.warning("prefetch of %s failed: %s", name, exc)
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(one, names))
+    return [n for n, ok in zip(names, results, strict=True) if ok]
+
+
+def _prefetch_main(argv: list[str]) -> int:
+    env, policy_dir, spool, *names = argv
+    try:
+        policy = load_wal_policy(env, policy_dir)
+        from drkit.storage.repository import Repository
+
+        repo = Repository.for_policy(policy)
+        prefetch_into(repo, Path(spool), names, _env_int(FETCH_JOBS_ENV, 4))
+    except Exception:  # a background helper: nobody to tell, the foreground fetches anyway
+        return 1
+    return 0
+
+
+def run_fetch(
+    load: Callable[[], Policy], name: str, dest: Path | str, policy_dir: Path | str | None
+) -> tuple[int, str]:
+    """wal-fetch for the command line: (exit code, message); never raises.
+
+    0 fetched, 1 not archived or failed.  PostgreSQL treats an exit above 125 or a
+    death by signal as fatal, so nothing here may produce one.
+    """
+    import signal
+
+    with contextlib.suppress(ValueError, OSError):  # not in the main thread
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        found = fetch_wal(load(), name, dest, policy_dir=policy_dir)
+    except DrkitError as exc:
+        return 1, str(exc)
+    except KeyboardInterrupt:
+        return 1, "interrupted"
+    except Exception as exc:
+        return 1, f"internal error: {type(exc).__name__}: {exc}"
+    return (0, "") if found else (1, "")
+
+
+if __name__ == "__main__":  # pragma: no cover - the detached prefetch helper
+    if len(sys.argv) >= 5 and sys.argv[1] == "prefetch":
+        raise SystemExit(_prefetch_main(sys.argv[2:]))
+    raise SystemExit(2)

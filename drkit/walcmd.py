@@ -1,0 +1,251 @@
+"""The command lines PostgreSQL itself runs: ``archive_command`` and ``restore_command``.
+
+PostgreSQL runs them as its own OS user (``postgres`` when drkit runs as root), so that
+user must be able to start drkit.  In a normal install (a system-wide ``pip install``,
+the container image) it can, and ``drkit`` on PATH is used.  When drkit runs from a
+Python the cluster user cannot reach (a virtualenv under ``/root``, as on a developer
+machine or in CI), :func:`drkit_argv` prepares a readable runtime: the same site
+packages copied once into ``/var/tmp/drkit-runtime-<hash>`` and run by the system Python
+of the same minor version.  ``$DRKIT_CLUSTER_COMMAND`` overrides all of this.
+
+Policies used by these commands need only their ``repository`` section: the database
+URL (and its password) does not have to be in PostgreSQL's environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from drkit.errors import OperationError
+
+log = logging.getLogger(__name__)
+
+COMMAND_ENV = "DRKIT_CLUSTER_COMMAND"
+RUNTIME_ROOT_ENV = "DRKIT_RUNTIME_DIR"
+
+#: what ``python -m drkit wal-push/wal-fetch`` imports, by distribution name
+_RUNTIME_DISTS = (
+    "PyYAML",
+    "pydantic",
+    "zstandard",
+    "boto3",
+    "typer",
+    "rich",
+    "psycopg",
+    "psycopg-binary",
+    "apscheduler",
+    "prometheus_client",
+    "sqlglot",
+)
+
+
+def _can_run(argv: list[str], user: str | None, extra_env: dict[str, str] | None = None) -> bool:
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    try:
+        proc = subprocess.run(
+            [*argv, "-c", "import drkit.wal"],
+            user=user,
+            env=env,
+            cwd="/",
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
+
+
+@functools.lru_cache(maxsize=8)
+def _python_for(user: str | None) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(python argv, extra environment) that ``user`` can run drkit with."""
+    here = [sys.executable]
+    if user is None or _can_run(here, user):
+        return tuple(here), ()
+    runtime = _shared_runtime()
+    pythonpath = os.pathsep.join(str(p) for p in runtime.pythonpath)
+    env = (("PYTHONPATH", pythonpath), ("PYTHONNOUSERSITE", "1"))
+    if not _can_run([runtime.python], user, dict(env)):
+        raise OperationError(
+            f"the cluster's OS user {user!r} cannot run drkit (tried {sys.executable} and "
+            f"{runtime.python} with {runtime.site}): install drkit system-wide or set "
+            f"{COMMAND_ENV} to a drkit command that user can run"
+        )
+    return (runtime.python,), env
+
+
+def drkit_argv(user: str | None) -> tuple[list[str], dict[str, str]]:
+    """The argv prefix and extra environment with which ``user`` runs drkit."""
+    override = os.environ.get(COMMAND_ENV)
+    if override:
+        return shlex.split(override), {}
+    python, env = _python_for(user)
+    return [*python, "-m", "drkit"], dict(env)
+
+
+def shell_command(
+    user: str | None, args: list[str], *, placeholders: tuple[str, ...] = ("%p", "%f")
+) -> str:
+    """One shell command line (for postgresql.conf) running ``drkit ARGS`` as ``user``.
+
+    ``%p``/``%f`` are left for PostgreSQL to substitute; everything else is quoted.
+    """
+    prefix, env = drkit_argv(user)
+    words = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+    if words:
+        words.insert(0, "env")
+    words += [shlex.quote(w) for w in prefix]
+    words += [a if a in placeholders else shlex.quote(a) for a in args]
+    return " ".join(words)
+
+
+def archive_command(env: str, policy_dir: Path, user: str | None) -> str:
+    return shell_command(user, ["wal-push", env, "%p", "--policy-dir", str(policy_dir.resolve())])
+
+
+def restore_command(env: str, policy_dir: Path, user: str | None) -> str:
+    return shell_command(
+        user, ["wal-fetch", env, "%f", "%p", "--policy-dir", str(policy_dir.resolve())]
+    )
+
+
+# ---------------------------------------------------------------------------
+# A runtime readable by the cluster user
+# ---------------------------------------------------------------------------
+
+
+class _Runtime:
+    def __init__(self, python: str, site: Path, source: Path) -> None:
+        self.python = python
+        self.site = site
+        self.pythonpath = [source, site]
+
+
+def _closure(roots: tuple[str, ...]) -> list[importlib.metadata.Distribution]:
+    seen: dict[str, importlib.metadata.Distribution] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        seen[key] = dist
+        for req in dist.requires or []:
+            if "extra ==" in req:
+                continue
+            match = re.match(r"[A-Za-z0-9_.\-]+", req)
+            if match:
+                todo.append(match.group(0))
+    return list(seen.values())
+
+
+def _system_python() -> str:
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (f"/usr/bin/python{minor}", f"/usr/local/bin/python{minor}"):
+        if os.access(candidate, os.X_OK) and os.path.realpath(candidate) != os.path.realpath(
+            sys.executable
+        ):
+            return candidate
+    raise OperationError(
+        f"the cluster's OS user cannot run {sys.executable} and there is no system "
+        f"python{minor}: install drkit system-wide or set {COMMAND_ENV}"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_runtime() -> _Runtime:
+    python = _system_python()
+    dists = _closure(_RUNTIME_DISTS)
+    files: list[tuple[Path, str]] = []
+    for dist in dists:
+        for f in dist.files or []:
+            parts = Path(str(f)).parts
+            if not parts or parts[0] in ("..", "bin"):
+                continue
+            files.append((Path(str(dist.locate_file(f))), str(f)))
+    digest = hashlib.sha256()
+    for dist in sorted(dists, key=lambda d: d.metadata["Name"].lower()):
+        digest.update(f"{dist.metadata['Name']}=={dist.version}\n".encode())
+    digest.update(sys.version.encode())
+    root = Path(os.environ.get(RUNTIME_ROOT_ENV) or "/var/tmp")  # noqa: S108 - shared on purpose
+    target = root / f"drkit-runtime-{digest.hexdigest()[:16]}"
+    site = target / "site"
+    source = target / "src"
+    if not (target / "COMPLETE").exists():
+        log.info("preparing a drkit runtime the cluster's OS user can run in %s", target)
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".drkit-runtime-", dir=root))
+        for path, rel in files:
+            dest = staging / "site" / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copy2(path, dest)
+            except FileNotFoundError:
+                continue
+        (staging / "src").mkdir()
+        (staging / "COMPLETE").write_text("")
+        for dirpath, _dirs, filenames in os.walk(staging):
+            os.chmod(dirpath, 0o755)  # noqa: S103 - the cluster's OS user must read it
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o644)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process won the race
+            shutil.rmtree(staging, ignore_errors=True)
+    changed = _sync_source(source)
+    if changed:  # byte-compile with the runtime's Python: the cluster user cannot write here
+        subprocess.run(
+            [python, "-m", "py_compile", *map(str, changed)], capture_output=True, check=False
+        )
+        for dirpath, _dirs, filenames in os.walk(source):
+            os.chmod(dirpath, 0o755)  # noqa: S103 - the cluster's OS user must read it
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o644)
+    return _Runtime(python, site, source)
+
+
+def _sync_source(source: Path) -> list[Path]:
+    """Mirror this drkit package into ``source/drkit`` (cheap: only changed files)."""
+    package = Path(__file__).resolve().parent
+    dest_pkg = source / "drkit"
+    changed: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(package):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel = Path(dirpath).relative_to(package)
+        out_dir = dest_pkg / rel
+        out_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(out_dir, 0o755)  # noqa: S103 - the cluster's OS user must read it
+        for name in filenames:
+            if not name.endswith(".py"):
+                continue
+            src = Path(dirpath) / name
+            dst = out_dir / name
+            st = src.stat()
+            try:
+                dst_st = dst.stat()
+                if dst_st.st_size == st.st_size and int(dst_st.st_mtime) == int(st.st_mtime):
+                    continue
+            except FileNotFoundError:
+                pass
+            tmp = dst.with_name(f".{name}.{os.getpid()}")
+            shutil.copy2(src, tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dst)
+            changed.append(dst)
+    return changed
