@@ -296,7 +296,10 @@ def backup(
     if physical:
         if database:
             raise UsageError("--database applies to logical backups; a base backup is the cluster")
-        not_implemented("backup --physical")
+        from drkit.backup.physical import run_physical_backup
+
+        with byte_progress("base backup") as progress:
+            manifest = run_physical_backup(policy, on_progress=progress)
     else:
         from drkit.backup.logical import run_logical_backup
 
@@ -628,7 +631,11 @@ class DefaultRunGroup(TyperGroup):
 
 sanitize_app = typer.Typer(
     cls=DefaultRunGroup,
-    help="Copy SRC's data into DST through the sanitize rules (SRC DST | check | init).",
+    help=(
+        "Copy SRC's data into DST through the sanitize rules: drkit sanitize SRC DST "
+        "[--rules FILE] [--from-backup ID|latest] [--dry-run] [--jobs N] [--force] [--scan-only] "
+        "[--json] (see: drkit sanitize SRC DST --help), or the subcommands check and init."
+    ),
     no_args_is_help=True,
 )
 app.add_typer(sanitize_app, name="sanitize")
@@ -796,7 +803,10 @@ def run(args: list[str]) -> int:
     verbose = "-v" in args or "--verbose" in args
     try:
         result = app(args=args, prog_name="drkit", standalone_mode=False)
-        return int(result) if isinstance(result, int) else 0
+        code = int(result) if isinstance(result, int) else 0
+        if code == Interrupted.exit_code:  # typer turns Ctrl-C into Exit(130) and returns it
+            err.print("drkit: interrupted", markup=False, highlight=False)
+        return code
     except typer.Exit as exc:
         if exc.exit_code == Interrupted.exit_code:  # typer turns Ctrl-C into Exit(130)
             err.print("drkit: interrupted", markup=False, highlight=False)

@@ -90,7 +90,7 @@ def compress(source: BinaryIO, algorithm: str, level: int) -> BinaryIO:
     if algorithm == "zstd":
         import zstandard
 
-        cctx = zstandard.ZstdCompressor(level=level, threads=_zstd_threads())
+        cctx = zstandard.ZstdCompressor(level=level, threads=_zstd_threads(), write_checksum=True)
         return cast(BinaryIO, cctx.stream_reader(source, read_size=CHUNK, closefd=False))
     if algorithm == "gzip":
         return cast(BinaryIO, IterReader(_gzip_chunks(source, level)))

@@ -174,9 +174,15 @@ class Repository:
                 identities = self.config.encryption.identities() if self.config.encryption else []
                 decryptor = crypto.decrypt_stream(stream, identities, name=obj.key)
                 stream = decryptor.reader
-            yield decompress(stream, obj.compression, name=obj.key)
-            if decryptor is not None:
-                decryptor.finish()
+            try:
+                yield decompress(stream, obj.compression, name=obj.key)
+                if decryptor is not None:
+                    decryptor.finish()
+            except CheckFailed:
+                # A decoding error is most often damaged stored bytes: say so when the
+                # sha256 of what is stored disagrees with the manifest.
+                checked.finish()
+                raise
         finally:
             if decryptor is not None:
                 decryptor.abort()
@@ -231,6 +237,16 @@ class _VerifyingReader:
             self._checked = True
             self.verify()
         return data
+
+    def finish(self) -> None:
+        """Read the rest of the stored bytes and verify them (raises on mismatch)."""
+        if self._checked:
+            return
+        try:
+            while self.read(1024 * 1024):
+                pass
+        except (OSError, StorageError):
+            return
 
     def verify(self) -> None:
         if self._count != self._obj.stored_size:

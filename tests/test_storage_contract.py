@@ -1,0 +1,120 @@
+"""One contract suite for every storage backend (file:// and s3:// on a real S3 API)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from drkit.config import RepositoryConfig
+from drkit.errors import ObjectNotFound, StorageError
+from drkit.storage.base import Backend, open_backend
+from tests.conftest import RepoTarget
+
+
+@pytest.fixture
+def backend(repo_target: RepoTarget, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    import drkit.storage.s3 as s3
+
+    monkeypatch.setattr(s3, "PART_SIZE", 5 * 1024 * 1024)  # S3's minimum part size
+    config = RepositoryConfig(**repo_target.policy_block())
+    b = open_backend(config)
+    yield b
+    b.close()
+
+
+class Exploding(io.RawIOBase):
+    """A stream that fails after some bytes, like pg_dump dying mid-backup."""
+
+    def __init__(self, good: int) -> None:
+        self.left = good
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            raise OSError("the producer died")
+        n = min(self.left, size if size > 0 else self.left)
+        self.left -= n
+        return b"x" * n
+
+
+def test_put_get_head_list_delete(backend: Backend) -> None:
+    backend.put_bytes("env/a/one", b"1")
+    backend.put_bytes("env/a/two", b"22")
+    backend.put_bytes("env/b/three", b"333")
+    assert backend.get_bytes("env/a/two") == b"22"
+    head = backend.head("env/b/three")
+    assert head is not None and head.size == 3
+    assert backend.head("env/missing") is None
+    assert [o.key for o in backend.list("env/a/")] == ["env/a/one", "env/a/two"]
+    assert [o.key for o in backend.list("env/")] == ["env/a/one", "env/a/two", "env/b/three"]
+    assert backend.list("nothing/") == []
+    backend.delete("env/a/one")
+    backend.delete("env/a/one")  # deleting a missing key is fine
+    assert [o.key for o in backend.list("env/a/")] == ["env/a/two"]
+    with pytest.raises(ObjectNotFound):
+        backend.open_read("env/a/one")
+
+
+def test_large_streamed_object_round_trips(backend: Backend) -> None:
+    data = os.urandom(1024 * 1024) * 12  # 12 MiB: several multipart parts on S3
+    size = backend.put_stream("env/big", io.BytesIO(data))
+    assert size == len(data)
+    info = backend.head("env/big")
+    assert info is not None and info.size == len(data)
+    with backend.open_read("env/big") as stream:
+        assert stream.read() == data
+
+
+def test_overwrite_replaces_whole_object(backend: Backend) -> None:
+    backend.put_bytes("env/k", b"old contents")
+    backend.put_bytes("env/k", b"new")
+    assert backend.get_bytes("env/k") == b"new"
+
+
+@pytest.mark.parametrize("good", [0, 100, 7 * 1024 * 1024])
+def test_failed_upload_leaves_nothing(backend: Backend, good: int) -> None:
+    with pytest.raises((OSError, StorageError)):
+        backend.put_stream("env/partial", Exploding(good))  # type: ignore[arg-type]
+    assert backend.head("env/partial") is None
+    assert backend.list("env/") == []
+
+
+def test_failed_upload_keeps_the_previous_version(backend: Backend) -> None:
+    backend.put_bytes("env/k", b"precious")
+    with pytest.raises((OSError, StorageError)):
+        backend.put_stream("env/k", Exploding(1000))  # type: ignore[arg-type]
+    assert backend.get_bytes("env/k") == b"precious"
+
+
+def test_missing_bucket_is_a_clear_error(s3_server) -> None:  # type: ignore[no-untyped-def]
+    config = RepositoryConfig(url="s3://no-such-bucket-drkit/x", endpoint_url=s3_server.endpoint)
+    backend = open_backend(config)
+    with pytest.raises(StorageError, match="bucket no-such-bucket-drkit does not exist"):
+        backend.put_bytes("env/k", b"x")
+    with pytest.raises(StorageError, match="does not exist"):
+        backend.list("env/")
+
+
+def test_unreachable_endpoint_fails_fast() -> None:
+    from drkit.pg.cluster import free_port
+
+    config = RepositoryConfig(url="s3://b/x", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    backend = open_backend(config)
+    with pytest.raises(StorageError, match="unreachable"):
+        backend.put_bytes("env/k", b"x")
+
+
+def test_file_backend_disk_errors_are_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from drkit.storage.file import FileBackend
+
+    target = tmp_path / "ro"
+    target.mkdir()
+    backend = FileBackend(target)
+    (target / "env").write_text("a file where a directory should be")
+    with pytest.raises(StorageError, match=r"cannot write env/k"):
+        backend.put_bytes("env/k", b"x")
