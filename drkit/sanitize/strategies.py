@@ -1,0 +1,481 @@
+"""The strategies of DESIGN.md §5 as fast, deterministic value functions.
+
+Every pseudonym is a function of (salt, strategy options, input value) only: keyed
+HMAC-SHA256, never Python's ``hash()``, so the same value gets the same pseudonym in
+every table, column and run, and another salt gives other pseudonyms.
+
+``fake`` never calls Faker once per row: for each (salt, provider, args, locale) a pool
+of values is generated once from a Faker seeded by the salt, and the HMAC of the input
+picks one.  Unique outputs (``email``, ``hash``, ``fake`` with ``unique: true``) carry an
+80-bit keyed tag of the input, so two distinct inputs collide with probability below
+1e-12 even for ten million values; should it ever happen, PostgreSQL refuses the unique
+index when the constraints are created and the run fails, it never copies duplicates.
+
+``replace_pii`` finds e-mail addresses, phone numbers and IP addresses inside text and
+JSON strings and gives each the very pseudonym the column strategies give that value
+(:class:`PiiConfig` says which), so joins by value keep working.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hmac
+import ipaddress
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from drkit.sanitize.jsonpath import apply_path
+from drkit.sanitize.rules import (
+    Constant,
+    Email,
+    Fake,
+    Hash,
+    JsonPaths,
+    Keep,
+    Mask,
+    Nullify,
+    ReplacePii,
+    Strategy,
+    Template,
+)
+
+POOL_SIZE = 8192  # a power of two: the HMAC picks an entry without bias
+TAG_BYTES = 10  # 80 bits, 16 base32 characters
+CACHE_SIZE = 1 << 16
+
+ValueFn = Callable[[str], "str | None"]
+Sink = Callable[[str], None]
+
+
+def _no_sink(_value: str) -> None:
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def faker_for(locale: str) -> Any:
+    from faker import Faker
+
+    return Faker(locale)
+
+
+_faker_lock = threading.Lock()
+
+
+def to_text(value: Any) -> str | None:
+    """A Python value (Faker's output, a constant) as PostgreSQL input text."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, list | tuple | dict | set):
+        return json.dumps(list(value) if isinstance(value, set | tuple) else value, default=str)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------
+# Keyed pseudonyms
+# ---------------------------------------------------------------------------
+
+
+class Pseudonymizer:
+    """Keyed, deterministic pseudonyms for one salt."""
+
+    def __init__(self, salt: bytes, pool_size: int = POOL_SIZE) -> None:
+        if pool_size & (pool_size - 1):
+            raise ValueError("pool_size must be a power of two")
+        self._salt = salt
+        self._keys: dict[str, bytes] = {}
+        self._pools: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show the salt
+        return "Pseudonymizer(salt=***)"
+
+    def key(self, purpose: str) -> bytes:
+        found = self._keys.get(purpose)
+        if found is None:
+            found = hmac.digest(self._salt, b"drkit-sanitize/" + purpose.encode(), "sha256")
+            self._keys[purpose] = found
+        return found
+
+    @staticmethod
+    def mac(key: bytes, value: str) -> bytes:
+        return hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256")
+
+    def tag(self, purpose: str, value: str) -> str:
+        digest = self.mac(self.key("tag/" + purpose), value)[:TAG_BYTES]
+        return base64.b32encode(digest).decode("ascii").lower()
+
+    # -- fake -----------------------------------------------------------------------
+
+    @staticmethod
+    def _fake_id(spec: Fake) -> tuple[str, str, str]:
+        args = json.dumps(spec.args, sort_keys=True, default=str)
+        return spec.provider, args, spec.locale
+
+    def pool(self, spec: Fake) -> tuple[str, ...]:
+        ident = self._fake_id(spec)
+        found = self._pools.get(ident)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._pools.get(ident)
+            if found is None:
+                found = self._make_pool(spec, ident)
+                self._pools[ident] = found
+        return found
+
+    def _make_pool(self, spec: Fake, ident: tuple[str, str, str]) -> tuple[str, ...]:
+        seed = int.from_bytes(self.key("pool/" + "/".join(ident))[:8], "big")
+        with _faker_lock:
+            faker = faker_for(spec.locale)
+            faker.seed_instance(seed)
+            method = getattr(faker, spec.provider)
+            if isinstance(spec.args, dict):
+                values = [method(**spec.args) for _ in range(self._pool_size)]
+            elif isinstance(spec.args, list):
+                values = [method(*spec.args) for _ in range(self._pool_size)]
+            else:
+                values = [method() for _ in range(self._pool_size)]
+            faker.seed_instance(None)
+        return tuple(to_text(v) or "" for v in values)
+
+    def fake(self, spec: Fake, value: str) -> str:
+        ident = self._fake_id(spec)
+        pool = self.pool(spec)
+        digest = self.mac(self.key("fake/" + "/".join(ident)), value)
+        picked = pool[int.from_bytes(digest[:8], "big") & (len(pool) - 1)]
+        if not spec.unique:
+            return picked
+        tag = base64.b32encode(digest[8 : 8 + TAG_BYTES]).decode("ascii").lower()
+        if "@" in picked:
+            local, _, domain = picked.partition("@")
+            return f"{local}.{tag}@{domain}"
+        return f"{picked}-{tag}"
+
+    # -- the others ----------------------------------------------------------------
+
+    def email(self, value: str, domain: str) -> str:
+        return f"u{self.tag('email', value)}@{domain}"
+
+    def hash(self, value: str, length: int) -> str:
+        return self.mac(self.key("hash"), value).hex()[:length]
+
+
+def mask(value: str, keep_start: int, keep_end: int, char: str) -> str:
+    n = len(value)
+    if keep_start + keep_end >= n:
+        return char * n
+    return value[:keep_start] + char * (n - keep_start - keep_end) + value[n - keep_end :]
+
+
+# ---------------------------------------------------------------------------
+# Personal data inside text
+# ---------------------------------------------------------------------------
+
+_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+_IPV4 = r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.]*\d)"
+_IPV6 = r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
+_PHONE = (
+    r"(?<![\w+.\-/])"
+    r"(?:\+\d{1,3}[\s.\-]?|00\d{1,3}[\s.\-]?)?"
+    r"(?:\(\d{1,4}\)[\s.\-]?)?"
+    r"\d{2,4}(?:[\s.\-]?\d{2,4}){1,4}"
+    r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
+    r"(?![\w\-/])"
+)
+PII_RE = re.compile(
+    f"(?P<email>{_EMAIL})|(?P<ip>{_IPV4})|(?P<ipv6>{_IPV6})|(?P<phone>{_PHONE})",
+)
+_DATE_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{2}[./-]\d{2}[./-]\d{4}")
+
+
+def looks_like_phone(text: str) -> bool:
+    digits = sum(c.isdigit() for c in text)
+    if digits < 7 or digits > 15:
+        return False
+    if _DATE_LIKE.fullmatch(text.strip()):
+        return False
+    # a bare run of digits is an id or an amount, not a phone number, unless it has a +
+    return not (text.isdigit() and not text.startswith("+"))
+
+
+def looks_like_ipv6(text: str) -> bool:
+    if "::" not in text and text.count(":") != 7:
+        return False
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class PiiConfig:
+    """Which column strategy gives the pseudonym of each kind found in text."""
+
+    email: Email = field(default_factory=Email)
+    phone: Fake = field(default_factory=lambda: Fake(provider="phone_number"))
+    ipv4: Fake = field(default_factory=lambda: Fake(provider="ipv4"))
+    ipv6: Fake = field(default_factory=lambda: Fake(provider="ipv6"))
+
+    @classmethod
+    def from_strategies(cls, strategies: Iterable[Strategy]) -> PiiConfig:
+        """Take the file's own email / phone / ip strategies, so pseudonyms agree."""
+        email: Email | None = None
+        phone: Fake | None = None
+        ipv4: Fake | None = None
+        ipv6: Fake | None = None
+        for s in strategies:
+            if isinstance(s, Email) and email is None:
+                email = s
+            elif isinstance(s, Fake):
+                if phone is None and "phone" in s.provider:
+                    phone = s
+                elif ipv4 is None and s.provider.startswith("ipv4"):
+                    ipv4 = s
+                elif ipv6 is None and s.provider == "ipv6":
+                    ipv6 = s
+        default = cls()
+        return cls(
+            email=email or default.email,
+            phone=phone or default.phone,
+            ipv4=ipv4 or default.ipv4,
+            ipv6=ipv6 or default.ipv6,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Compiling strategies into value functions
+# ---------------------------------------------------------------------------
+
+
+class Compiler:
+    """Turns strategies into ``str -> str | None`` functions for one run.
+
+    ``sink`` receives every original value a function replaced (whole values, and the
+    e-mails/phones/IPs found inside text), for the leak scan.
+    """
+
+    def __init__(
+        self, pseudo: Pseudonymizer, pii: PiiConfig | None = None, sink: Sink | None = None
+    ) -> None:
+        self.pseudo = pseudo
+        self.pii = pii or PiiConfig()
+        self.sink: Sink = sink or _no_sink
+
+    # whole values --------------------------------------------------------------------
+
+    def value_fn(self, strategy: Strategy) -> ValueFn:
+        """The function for a column (templates are row-level: see :meth:`template`)."""
+        if isinstance(strategy, Keep):
+            return _identity
+        if isinstance(strategy, Template):
+            raise TypeError("templates need the row: use Compiler.template")
+        if isinstance(strategy, ReplacePii):
+            return self._cached(self._replace_pii_fn(strategy), record=False)
+        if isinstance(strategy, JsonPaths):
+            return self._cached(self._json_fn(strategy), record=False)
+        return self._cached(self._plain_fn(strategy), record=True)
+
+    def _cached(self, fn: ValueFn, *, record: bool) -> ValueFn:
+        sink = self.sink
+
+        if record:
+
+            def recorded(value: str) -> str | None:
+                out = fn(value)
+                if out != value:
+                    sink(value)
+                return out
+
+            return functools.lru_cache(maxsize=CACHE_SIZE)(recorded)
+        return functools.lru_cache(maxsize=CACHE_SIZE)(fn)
+
+    def _plain_fn(self, strategy: Strategy) -> ValueFn:
+        pseudo = self.pseudo
+        if isinstance(strategy, Nullify):
+            return lambda _v: None
+        if isinstance(strategy, Constant):
+            constant = to_text(strategy.value)
+            return lambda _v: constant
+        if isinstance(strategy, Fake):
+            spec = strategy
+            pseudo.pool(spec)  # generate the pool now, not inside the first row
+            return lambda v: pseudo.fake(spec, v)
+        if isinstance(strategy, Hash):
+            length = strategy.length
+            return lambda v: pseudo.hash(v, length)
+        if isinstance(strategy, Mask):
+            ks, ke, ch = strategy.keep_start, strategy.keep_end, strategy.char
+            return lambda v: mask(v, ks, ke, ch)
+        if isinstance(strategy, Email):
+            domain = strategy.domain
+            return lambda v: pseudo.email(v, domain)
+        raise TypeError(f"no value function for {type(strategy).__name__}")
+
+    # personal data inside text -------------------------------------------------------
+
+    def pii_pseudonym(self, kind: str, value: str) -> str:
+        if kind == "email":
+            return self.pseudo.email(value, self.pii.email.domain)
+        if kind == "phone":
+            return self.pseudo.fake(self.pii.phone, value)
+        if kind == "ipv6":
+            return self.pseudo.fake(self.pii.ipv6, value)
+        return self.pseudo.fake(self.pii.ipv4, value)
+
+    def replace_pii_text(self, text: str, kinds: frozenset[str]) -> str:
+        sink = self.sink
+
+        def substitute(match: re.Match[str]) -> str:
+            kind = match.lastgroup or ""
+            found = match.group(0)
+            base = "ip" if kind in ("ip", "ipv6") else kind
+            if base not in kinds:
+                return found
+            if kind == "phone" and not looks_like_phone(found):
+                return found
+            if kind == "ipv6" and not looks_like_ipv6(found):
+                return found
+            out = self.pii_pseudonym(kind, found)
+            if out != found:
+                sink(found)
+            return out
+
+        return PII_RE.sub(substitute, text)
+
+    def _replace_pii_fn(self, strategy: ReplacePii) -> ValueFn:
+        kinds = frozenset(strategy.kinds)
+
+        def fn(value: str) -> str:
+            stripped = value.lstrip()
+            if stripped[:1] in ("{", "["):
+                try:
+                    doc = json.loads(value)
+                except ValueError:
+                    doc = None
+                if isinstance(doc, dict | list):
+                    return json.dumps(self._walk_pii(doc, kinds), ensure_ascii=False)
+            return self.replace_pii_text(value, kinds)
+
+        return fn
+
+    def _walk_pii(self, node: Any, kinds: frozenset[str]) -> Any:
+        if isinstance(node, str):
+            return self.replace_pii_text(node, kinds)
+        if isinstance(node, dict):
+            return {k: self._walk_pii(v, kinds) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._walk_pii(v, kinds) for v in node]
+        return node
+
+    # json paths ---------------------------------------------------------------------
+
+    def _json_rewrite(self, strategy: Strategy) -> Callable[[Any], Any]:
+        if isinstance(strategy, Keep):
+            return lambda v: v
+        if isinstance(strategy, Nullify):
+
+            def nullify(v: Any) -> Any:
+                if v is not None:
+                    self._record_json(v)
+                return None
+
+            return nullify
+        if isinstance(strategy, Constant):
+            constant = strategy.value
+
+            def const(v: Any) -> Any:
+                if v is not None and v != constant:
+                    self._record_json(v)
+                return constant if v is not None else None
+
+            return const
+        if isinstance(strategy, ReplacePii):
+            kinds = frozenset(strategy.kinds)
+            return lambda v: self._walk_pii(v, kinds)
+        fn = self.value_fn(strategy)
+
+        def rewrite(v: Any) -> Any:
+            if v is None:
+                return None
+            text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+            return fn(text)
+
+        return rewrite
+
+    def _record_json(self, v: Any) -> None:
+        if isinstance(v, str):
+            self.sink(v)
+        elif isinstance(v, dict | list):
+            for leaf in _leaves(v):
+                self.sink(leaf)
+
+    def _json_fn(self, strategy: JsonPaths) -> ValueFn:
+        steps = [(path_steps, self._json_rewrite(sub)) for _, path_steps, sub in strategy.compiled]
+
+        def fn(value: str) -> str:
+            try:
+                doc = json.loads(value)
+            except ValueError:
+                raise ValueError("the column holds text that is not JSON") from None
+            for path_steps, rewrite in steps:
+                doc = apply_path(doc, path_steps, rewrite)
+            return json.dumps(doc, ensure_ascii=False)
+
+        return fn
+
+    # templates ------------------------------------------------------------------------
+
+    @staticmethod
+    def template(strategy: Template, values: dict[str, str | None]) -> str | None:
+        """Render a template from the row's (already sanitized) values; NULL if a field is."""
+        if any(values.get(name) is None for name in strategy.fields()):
+            return None
+        return strategy.template.format_map(values)
+
+
+def _leaves(node: Any) -> list[str]:
+    found: list[str] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            found.append(current)
+        elif isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return found
+
+
+def _identity(value: str) -> str:
+    return value
+
+
+def pool_values(pseudo: Pseudonymizer, strategies: Iterable[Strategy]) -> set[str]:
+    """Every value a fake pool or constant can produce (for the leak scan's coincidences)."""
+    values: set[str] = set()
+    for s in strategies:
+        if isinstance(s, Fake) and not s.unique:
+            values.update(pseudo.pool(s))
+        elif isinstance(s, Constant) and (text := to_text(s.value)) is not None:
+            values.add(text)
+    return values

@@ -1,0 +1,151 @@
+"""Strategies: keyed determinism, uniqueness by construction, PII inside text and JSON."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drkit.sanitize import copytext
+from drkit.sanitize.rules import Email, Fake, Hash, Mask, ReplacePii, Template, parse_strategy
+from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer
+
+SALT = b"unit-test-salt-0001"
+
+
+def compiler(salt: bytes = SALT, sink: list[str] | None = None) -> Compiler:
+    return Compiler(Pseudonymizer(salt), sink=sink.append if sink is not None else None)
+
+
+def test_same_value_same_salt_same_pseudonym_across_compilers_and_columns() -> None:
+    first, second = compiler(), compiler()
+    for strategy in (
+        Fake(provider="name"),
+        Email(),
+        Hash(),
+        Fake(provider="user_name", unique=True),
+    ):
+        a = first.value_fn(strategy)
+        b = second.value_fn(strategy)
+        assert a("Anna Rossi") == b("Anna Rossi")
+        assert a("Anna Rossi") != "Anna Rossi"
+
+
+def test_another_salt_gives_other_pseudonyms() -> None:
+    one, two = compiler(), compiler(b"another-salt-0002")
+    values = [f"person-{i}@corp.example" for i in range(50)]
+    for strategy in (Email(), Hash(), Fake(provider="name")):
+        a, b = one.value_fn(strategy), two.value_fn(strategy)
+        assert sum(a(v) == b(v) for v in values) < 5
+
+
+def test_fake_draws_from_a_pool_not_one_faker_call_per_row() -> None:
+    pseudo = Pseudonymizer(SALT, pool_size=256)
+    fn = Compiler(pseudo).value_fn(Fake(provider="name"))
+    outputs = {fn(f"input-{i}") for i in range(5000)}
+    pool = set(pseudo.pool(Fake(provider="name")))
+    assert outputs <= pool
+    assert len(outputs) > 200  # the HMAC spreads inputs over the whole pool
+
+
+def test_unique_strategies_never_collide_on_distinct_inputs() -> None:
+    c = compiler()
+    inputs = [f"user{i}" for i in range(20000)]
+    for strategy in (
+        Email(),
+        Hash(length=16),
+        Fake(provider="user_name", unique=True),
+        Fake(provider="email", unique=True),
+    ):
+        fn = c.value_fn(strategy)
+        outputs = [fn(v) for v in inputs]
+        assert len(set(outputs)) == len(inputs), strategy
+    unique_email = c.value_fn(Fake(provider="email", unique=True))("x")
+    assert unique_email is not None and unique_email.count("@") == 1
+
+
+def test_replace_pii_uses_exactly_the_column_pseudonyms() -> None:
+    found: list[str] = []
+    c = compiler(sink=found)
+    text = (
+        "Alert sent to anna.rossi1@customer1.com; call +39 3000007919 from 10.0.0.7 "
+        "about CVE-2024-000123 on 2026-11-27 at 10:15:00, ticket 1234567"
+    )
+    out = c.value_fn(ReplacePii())(text)
+    assert out is not None
+    email = c.value_fn(Email())("anna.rossi1@customer1.com")
+    phone = c.value_fn(Fake(provider="phone_number"))("+39 3000007919")
+    ip = c.value_fn(Fake(provider="ipv4"))("10.0.0.7")
+    assert email in out and phone in out and ip in out
+    for untouched in ("CVE-2024-000123", "2026-11-27", "10:15:00", "1234567"):
+        assert untouched in out
+    for original in ("anna.rossi1@customer1.com", "+39 3000007919", "10.0.0.7"):
+        assert original not in out
+        assert original in found
+
+
+def test_replace_pii_follows_the_files_own_strategies() -> None:
+    pii = PiiConfig.from_strategies([Email(domain="staging.example"), Fake(provider="ipv4")])
+    c = Compiler(Pseudonymizer(SALT), pii)
+    out = c.value_fn(ReplacePii(kinds=["email"]))("mail bob@x.org from 10.1.1.1")
+    assert out is not None and out.endswith("@staging.example from 10.1.1.1")
+
+
+def test_replace_pii_inside_json_strings() -> None:
+    c = compiler()
+    doc = {"requested_by": "anna@corp.example", "nested": [{"ip": "10.0.0.9"}], "items": 3}
+    out = c.value_fn(ReplacePii())(json.dumps(doc))
+    assert out is not None
+    parsed = json.loads(out)
+    assert parsed["requested_by"] == c.value_fn(Email())("anna@corp.example")
+    assert parsed["nested"][0]["ip"] == c.value_fn(Fake(provider="ipv4"))("10.0.0.9")
+    assert parsed["items"] == 3
+
+
+def test_json_paths_apply_strategies_where_they_point() -> None:
+    found: list[str] = []
+    c = compiler(sink=found)
+    strategy = parse_strategy(
+        {
+            "strategy": "json",
+            "paths": {
+                "$.owner.email": "email",
+                "$.tokens[*]": {"strategy": "hash", "length": 12},
+                "$..password": "nullify",
+            },
+        }
+    )
+    doc = {
+        "owner": {"email": "bob@corp.example", "name": "Bob"},
+        "tokens": ["t1-secret", "t2-secret"],
+        "deep": {"x": {"password": "hunter22"}},
+    }
+    out = c.value_fn(strategy)(json.dumps(doc))
+    assert out is not None
+    parsed = json.loads(out)
+    assert parsed["owner"] == {"email": c.value_fn(Email())("bob@corp.example"), "name": "Bob"}
+    assert [len(t) for t in parsed["tokens"]] == [12, 12]
+    assert parsed["deep"]["x"]["password"] is None
+    assert {"bob@corp.example", "t1-secret", "t2-secret", "hunter22"} <= set(found)
+
+
+def test_mask_and_template() -> None:
+    c = compiler()
+    assert c.value_fn(Mask(keep_start=2, keep_end=4))("4111111111111111") == "41**********1111"
+    assert c.value_fn(Mask(keep_end=4))("abc") == "***"
+    t = Template(template="user_{id}@example.com")
+    assert Compiler.template(t, {"id": "42"}) == "user_42@example.com"
+    assert Compiler.template(t, {"id": None}) is None
+
+
+def test_the_salt_never_shows_in_repr() -> None:
+    assert "unit-test-salt" not in repr(Pseudonymizer(SALT))
+
+
+@given(st.text())
+def test_copy_text_escape_round_trips(value: str) -> None:
+    value = value.replace("\x00", "")
+    assert copytext.unescape(copytext.escape(value)) == value
+    raw = copytext.escape(value)
+    assert b"\t" not in raw and b"\n" not in raw and b"\r" not in raw
