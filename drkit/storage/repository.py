@@ -127,15 +127,15 @@ class Repository:
         stream: BinaryIO = compress(counter, comp.algorithm, comp.level)  # type: ignore[arg-type]
         recipients: list[str] = []
         encryptor = None
+        key = self.key(relative_base + self.suffix)
         if self.config.encryption is not None:
             self.check_encryption_available()
             from drkit import crypto
 
             recipients = list(self.config.encryption.recipients)
-            encryptor = crypto.encrypt_stream(stream, recipients)
+            encryptor = crypto.encrypt_stream(stream, recipients, name=key)
             stream = encryptor.reader
         hashing = HashingReader(stream)
-        key = self.key(relative_base + self.suffix)
         try:
             stored = self.backend.put_stream(key, hashing)  # type: ignore[arg-type]
             if encryptor is not None:
