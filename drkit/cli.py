@@ -746,8 +746,14 @@ def schedule_run(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Run the scheduler daemon (the container's entry point)."""
-    settle(json_out, policy_dir)
-    not_implemented("schedule run")
+    from drkit.schedule.daemon import run_daemon
+
+    state = settle(json_out, policy_dir)
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: not a TCP port (0-65535)")
+    if not state.verbose:  # a daemon reports its jobs: INFO on stderr
+        logging.getLogger("drkit").setLevel(logging.INFO)
+    run_daemon(envs or None, state.policy_dir, bind=bind, port=port)
 
 
 @schedule_app.command("show")
@@ -757,8 +763,31 @@ def schedule_show(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Each scheduled job and its next run times."""
-    settle(json_out, policy_dir)
-    not_implemented("schedule show")
+    from zoneinfo import ZoneInfo
+
+    from drkit.schedule.daemon import show_schedule
+
+    state = settle(json_out, policy_dir)
+    rows = show_schedule(envs or None, state.policy_dir)
+    if state.json:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print("no scheduled jobs (no schedule entries in the policies)", markup=False)
+        return
+    for row in rows:
+        runs = ", ".join(
+            datetime.fromisoformat(r)
+            .astimezone(ZoneInfo(row["timezone"]))
+            .strftime("%a %Y-%m-%d %H:%M %Z")
+            for r in row["next_runs"]
+        )
+        out.print(
+            f"{row['env']}/{row['job']:<16} {row['cron']:<14} ({row['timezone']})  "
+            f"next: {runs or 'never'}",
+            markup=False,
+            highlight=False,
+        )
 
 
 # -- demo ------------------------------------------------------------------------------

@@ -131,7 +131,11 @@ def test_bad_policy_is_one_line_exit_2(
     policy_dir = make_policy(
         "prod", "postgresql://u:sekret@127.0.0.1:1/app", {"url": f"file://{tmp_path}/r"}, **patch
     )
-    for args in (["prune", "prod", "--dry-run"],):
+    for args in (
+        ["prune", "prod", "--dry-run"],
+        ["schedule", "show", "prod"],
+        ["schedule", "run", "prod", "--port", "0"],
+    ):
         result = run_drkit(*args, policy_dir=policy_dir)
         assert result.code == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

@@ -203,3 +203,14 @@ def prune(
         sum(1 for o in result.orphans if o.action == "DELETE"),
     )
     return result
+
+
+def prune_policy(policy: Policy) -> PruneResult:
+    """Prune an environment's repository (the scheduler's ``prune`` job)."""
+    from drkit.storage.repository import Repository
+
+    repo = Repository.for_policy(policy)
+    try:
+        return prune(repo, policy)
+    finally:
+        repo.close()

@@ -1,0 +1,382 @@
+"""The real scheduler daemon as a subprocess: ``drkit schedule run`` against a real
+PostgreSQL and a ``file://`` repository, with a ``* * * * *`` schedule that fires
+within the test's first minute.
+
+Waits below are bounded polls for an event (a backup appearing, a run being counted),
+never assertions about how long something took.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from drkit.backup.catalog import list_backups
+from drkit.config import load_policy
+from drkit.pg.cluster import LocalCluster, free_port
+from drkit.schedule.daemon import LOCK_CLASS_ID, lock_key
+from drkit.storage.repository import Repository
+from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+
+EVERY_MINUTE = "* * * * *"
+WAIT = 150.0  # bound for "the next minute's run happened" (fires within 60 s)
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.5)
+
+
+class Daemon:
+    def __init__(self, policy_dir: Path, env: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "drkit",
+                "--policy-dir",
+                str(policy_dir),
+                "schedule",
+                "run",
+                env,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+        )
+        wait_for(f"the daemon on port {self.port}", self._up, timeout=60)
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}: {self.stderr()}")
+        try:
+            self.get("/healthz")
+            return True
+        except OSError:
+            return False
+
+    def stderr(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        code, body = self.get("/healthz")
+        return code, json.loads(body)
+
+    def job(self, name: str = "logical_backup") -> dict[str, Any]:
+        return next(j for j in self.health()[1]["jobs"] if j["job"] == name)
+
+    def runs(self, name: str = "logical_backup") -> dict[str, int]:
+        return dict(self.job(name)["runs"])
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        code, body = self.get("/metrics")
+        assert code == 200
+        out = {}
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def terminate(self, timeout: float = 120) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.log.close()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[[Path, str], Daemon]]:
+    started: list[Daemon] = []
+
+    def start(policy_dir: Path, env: str = "prod") -> Daemon:
+        daemon = Daemon(policy_dir, env, tmp_path / f"daemon-{len(started)}.log")
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def labels(**kw: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(kw.items()))
+
+
+def test_backup_runs_metrics_report_it_and_a_second_daemon_stands_by(
+    pg_server: PgServer,
+    database: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    daemons: Callable[[Path, str], Daemon],
+) -> None:
+    name, url = database
+    pg_server.query(name, "CREATE TABLE t (id int primary key); INSERT INTO t VALUES (1), (2)")
+    policy_dir = make_policy(
+        "prod", url, file_repo, schedule={"logical_backup": EVERY_MINUTE, "timezone": "UTC"}
+    )
+    first, second = daemons(policy_dir), daemons(policy_dir)
+    assert first.health()[0] == 200 and second.health()[0] == 200  # nothing due yet
+
+    def both_ran() -> bool:
+        return all(sum(d.runs().values()) >= 1 for d in (first, second))
+
+    wait_for("both daemons' first run", both_ran)
+    runs = {d.port: d.runs() for d in (first, second)}
+    holder, standby = (first, second) if runs[first.port]["success"] else (second, first)
+    assert runs[holder.port]["success"] >= 1 and runs[holder.port]["skipped"] == 0
+    assert runs[standby.port]["success"] == 0 and runs[standby.port]["skipped"] >= 1
+    assert runs[holder.port]["failure"] == runs[standby.port]["failure"] == 0
+
+    # exactly one lock holder, seen from PostgreSQL
+    classid, objid = lock_key("prod")
+    held = pg_server.query(
+        name,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND classid = %s::bigint::oid AND objid = %s::bigint::oid",
+        (classid, objid & 0xFFFFFFFF),
+    )
+    assert held == [(1,)] and classid == LOCK_CLASS_ID
+
+    metrics = holder.metrics()
+    repo = Repository.for_policy(load_policy("prod", policy_dir))
+    backups = list_backups(repo)
+    count = int(metrics[("drkit_backup_count", labels(env="prod", kind="logical"))])
+    assert count >= 1 and len(backups) >= count
+    assert len(backups) == holder.runs()["success"]  # only the holder ever backed up
+    newest_seen = backups[count - 1]
+    stamp = metrics[
+        ("drkit_backup_last_success_timestamp_seconds", labels(env="prod", kind="logical"))
+    ]
+    assert stamp == newest_seen.finished_at.timestamp()
+    assert (
+        metrics[("drkit_backup_last_size_bytes", labels(env="prod", kind="logical"))]
+        == newest_seen.size
+    )
+    assert (
+        metrics[
+            ("drkit_job_runs_total", labels(env="prod", job="logical_backup", status="success"))
+        ]
+        >= 1
+    )
+    assert metrics[("drkit_scheduler_lock_held", labels(env="prod"))] == 1
+    assert standby.metrics()[("drkit_scheduler_lock_held", labels(env="prod"))] == 0
+    assert (
+        metrics[("drkit_backup_expected_interval_seconds", labels(env="prod", kind="logical"))]
+        == 60
+    )
+    assert metrics[("drkit_rpo_exposure_seconds", labels(env="prod"))] >= 0
+
+    code, doc = holder.health()
+    assert code == 200 and doc["status"] == "ok"
+    assert standby.job()["status"] == "standby" and standby.health()[0] == 200
+
+    for d in (holder, standby):
+        assert d.terminate() == 0, d.stderr()
+    log = holder.stderr() + standby.stderr()
+    assert "job prod/logical_backup succeeded" in holder.stderr()
+    assert "another scheduler holds the lock" in standby.stderr()
+    password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+    if password:
+        assert str(password) not in log
+
+
+def test_healthz_turns_503_when_the_database_is_down_and_sighup_reloads(
+    tmp_path: Path,
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    local_cluster: Callable[..., LocalCluster],
+    daemons: Callable[[Path, str], Daemon],
+) -> None:
+    cluster = local_cluster()
+    url = cluster.create_database("app")
+    policy_dir = make_policy(
+        "prod", url, file_repo, schedule={"logical_backup": EVERY_MINUTE, "timezone": "UTC"}
+    )
+    cluster.stop()
+    daemon = daemons(policy_dir)
+    code, doc = daemon.health()
+    assert code == 200, doc  # not run yet, not overdue
+
+    # SIGHUP: a policy that no longer validates is refused, the running one kept ...
+    policy_file = policy_dir / "prod.yaml"
+    good = yaml.safe_load(policy_file.read_text())
+    policy_file.write_text(yaml.safe_dump({**good, "retention": {"daily": -1}}))
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for("the refused reload", lambda: "policies not reloaded" in daemon.stderr(), 60)
+    assert [j["job"] for j in daemon.health()[1]["jobs"]] == ["logical_backup"]
+    # ... and a valid one is applied
+    good["schedule"]["prune"] = "0 4 * * *"
+    policy_file.write_text(yaml.safe_dump(good))
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        "the reloaded prune job",
+        lambda: {j["job"] for j in daemon.health()[1]["jobs"]} == {"logical_backup", "prune"},
+        60,
+    )
+
+    wait_for("a failed run", lambda: daemon.runs()["failure"] >= 1)
+    code, doc = daemon.health()
+    assert code == 503
+    assert doc["status"] == "unhealthy"
+    assert any(p.startswith("prod/logical_backup: last run failed") for p in doc["problems"])
+    assert daemon.job()["status"] == "failing"
+    assert daemon.proc.poll() is None  # a failing job never kills the daemon
+    metrics = daemon.metrics()
+    key = ("drkit_job_runs_total", labels(env="prod", job="logical_backup", status="failure"))
+    assert metrics[key] >= 1
+    assert metrics[("drkit_job_last_run_success", labels(env="prod", job="logical_backup"))] == 0
+    assert daemon.terminate() == 0
+    log = daemon.stderr()
+    assert "job prod/logical_backup failed" in log
+    assert cluster.password not in log and cluster.password not in json.dumps(doc)
+
+
+def test_sigterm_during_a_backup_lets_it_finish(
+    pg_server: PgServer,
+    database: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    daemons: Callable[[Path, str], Daemon],
+    run_drkit: DrkitRunner,
+) -> None:
+    name, url = database
+    pg_server.query(name, "CREATE TABLE t (id int primary key); INSERT INTO t VALUES (1), (2)")
+    policy_dir = make_policy(
+        "prod", url, file_repo, schedule={"logical_backup": EVERY_MINUTE, "timezone": "UTC"}
+    )
+    with psycopg.connect(pg_server.dsn(name)) as blocker:
+        # the backup will wait on this lock: it is provably running when SIGTERM arrives
+        blocker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        daemon = daemons(policy_dir)
+
+        def backup_waiting() -> bool:
+            rows = pg_server.query(
+                name,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'",
+            )
+            return rows[0][0] > 0
+
+        wait_for("the backup to block on the table lock", backup_waiting)
+        assert daemon.job()["running"] is True
+        daemon.proc.send_signal(signal.SIGTERM)
+        wait_for("the daemon to take SIGTERM", lambda: "SIGTERM received" in daemon.stderr(), 60)
+        assert daemon.proc.poll() is None  # still finishing the backup
+        blocker.rollback()  # let the backup go on
+    assert daemon.terminate() == 0, daemon.stderr()
+    repo = Repository.for_policy(load_policy("prod", policy_dir))
+    backups = list_backups(repo)
+    assert len(backups) == 1
+    assert backups[0].row_counts[name] == {"public.t": 2}
+    verified = run_drkit("verify", "prod", "latest", policy_dir=policy_dir)
+    assert verified.code == 0, verified.stderr
+
+
+def test_port_in_use_is_one_line_exit_1(
+    tmp_path: Path, make_policy: PolicyWriter, run_drkit: DrkitRunner
+) -> None:
+    policy_dir = make_policy(
+        "prod",
+        "postgresql://u:sekret@127.0.0.1:1/app",
+        {"url": f"file://{tmp_path}/repo"},
+        schedule={"logical_backup": "0 2 * * *"},
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_drkit(
+            "schedule",
+            "run",
+            "prod",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            policy_dir=policy_dir,
+            timeout=60,
+        )
+    assert result.code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"drkit: error: port {port} on 127.0.0.1 is already in use: stop the other process "
+        "or choose another with --port"
+    ]
+    assert not (tmp_path / "repo").exists()
+
+
+def test_schedule_show_lists_next_three_runs(
+    tmp_path: Path, make_policy: PolicyWriter, run_drkit: DrkitRunner
+) -> None:
+    policy_dir = make_policy(
+        "prod",
+        "postgresql://u:sekret@127.0.0.1:1/app",
+        {"url": f"file://{tmp_path}/repo"},
+        schedule={
+            "logical_backup": "0 2 * * *",
+            "physical_backup": "0 3 * * 0",
+            "timezone": "Europe/Rome",
+        },
+    )
+    rows = run_drkit("schedule", "show", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    assert [(r["env"], r["job"], r["cron"]) for r in rows] == [
+        ("prod", "logical_backup", "0 2 * * *"),
+        ("prod", "physical_backup", "0 3 * * 0"),
+    ]
+    now = datetime.now(UTC)
+    for row in rows:
+        runs = [datetime.fromisoformat(r) for r in row["next_runs"]]
+        assert len(runs) == 3 and runs == sorted(runs) and runs[0] > now
+    daily = [datetime.fromisoformat(r) for r in rows[0]["next_runs"]]
+    assert all((r.hour, r.minute) == (2, 0) for r in daily)
+    weekly = [datetime.fromisoformat(r) for r in rows[1]["next_runs"]]
+    assert all(r.isoweekday() == 7 and r.hour == 3 for r in weekly)  # Sunday, as in cron
+    text = run_drkit("schedule", "show", "prod", policy_dir=policy_dir, check=True).stdout
+    assert "prod/physical_backup" in text and "Sun" in text
+    assert "sekret" not in text
+    assert not (tmp_path / "repo").exists()  # show touches nothing
