@@ -192,7 +192,7 @@ def build_plan(rules: Rules, schema: Schema) -> Plan:
         for column in table.copy_columns():
             strategy = rule.columns.get(column.name)
             if strategy is None:
-                if not rule.copy:
+                if not rule.copy and not (rule.rows == "none" or rule.skip):
                     coverage.unlisted_columns.append(f"{key}.{column.name}")
                 strategy = Keep()
             _check_column(rules, table, column, strategy)
