@@ -359,3 +359,45 @@ def test_environment_variable_names_the_policy_dir(
     assert result.code == 0, result.stderr
     assert result.json() == []
     assert os.environ.get("DRKIT_POLICY_DIR") is None
+
+
+def test_refused_s3_credentials_are_one_clear_line(
+    sample_db: tuple[str, str], make_policy: PolicyWriter, run_drkit: DrkitRunner
+) -> None:
+    """A moto server with authentication on: unknown keys are refused with 403."""
+    from drkit.pg.cluster import free_port
+    from tests.conftest import _wait_http
+
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}")
+        _name, url = sample_db
+        policy_dir = make_policy(
+            "prod",
+            url,
+            {
+                "url": "s3://locked/p",
+                "endpoint_url": f"http://127.0.0.1:{port}",
+                "region": "us-east-1",
+            },
+        )
+        result = run_drkit(
+            "backup",
+            "prod",
+            policy_dir=policy_dir,
+            env={"AWS_ACCESS_KEY_ID": "AKIAWRONG", "AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+        )
+        assert result.code == 1, result.stderr
+        assert "refused the credentials" in result.stderr
+        assert "not-the-secret" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from drkit.config import RepositoryConfig
 
 PART_SIZE = int(os.environ.get("DRKIT_S3_PART_SIZE", 16 * 1024 * 1024))
-MAX_CONCURRENCY = 4
+MAX_CONCURRENCY = 3
+# s3transfer buffers whole parts of a non-seekable stream; bound how many it holds
+# (its default of 10 x part size would be 160 MiB for one upload).
+MAX_BUFFERED_PARTS = 3
 MAX_ATTEMPTS = int(os.environ.get("DRKIT_S3_MAX_ATTEMPTS", 6))
 CONNECT_TIMEOUT = float(os.environ.get("DRKIT_S3_CONNECT_TIMEOUT", 10))
 READ_TIMEOUT = float(os.environ.get("DRKIT_S3_READ_TIMEOUT", 60))
@@ -70,6 +73,7 @@ class S3Backend(Backend):
             max_concurrency=MAX_CONCURRENCY,
             use_threads=True,
         )
+        self.transfer.max_in_memory_upload_chunks = MAX_BUFFERED_PARTS
 
     @classmethod
     def from_config(cls, config: RepositoryConfig) -> S3Backend:
