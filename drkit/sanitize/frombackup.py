@@ -87,7 +87,11 @@ def restore_from_stream(
     *,
     stdout: int | None = None,
 ) -> Iterator[PipeProcess]:
-    """Run pg_restore reading the decoded backup on stdin (fed by a thread)."""
+    """Run pg_restore reading the decoded backup on stdin (fed by a thread).
+
+    The caller reads stdout if it asked for it; leaving the block waits for the feeder,
+    then for pg_restore, and raises if either failed.
+    """
     with PipeProcess(args, env=env, what=what, stdin=-1, stdout=stdout) as proc:
         failure: list[BaseException] = []
 
@@ -96,7 +100,7 @@ def restore_from_stream(
                 with repo.open_decoded(obj) as stream:
                     while chunk := stream.read(CHUNK):
                         proc.stdin.write(chunk)
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, ValueError):
                 pass  # pg_restore had all it needed (schema passes stop early)
             except BaseException as exc:  # surfaced by the caller
                 failure.append(exc)
@@ -112,6 +116,7 @@ def restore_from_stream(
             feeder.join()
         if failure:
             raise failure[0]
+        proc.wait()  # after the feeder: closing stdin early would truncate the input
 
 
 def read_post_data(
@@ -122,7 +127,6 @@ def read_post_data(
         repo, obj, args, env, "pg_restore (post-data of the backup)", stdout=-1
     ) as proc:
         text = proc.stdout.read().decode("utf-8", "replace")
-        proc.wait()
     return text
 
 
