@@ -716,17 +716,153 @@ def drill(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Restore drill: restore into a scratch cluster, measure RTO/RPO, validate, report."""
+    from drkit.config import parse_timestamp
+    from drkit.drill.runner import run_drill
+
     settle(json_out, policy_dir)
-    load(env)
-    not_implemented("drill")
+    policy = load(env)
+    target = parse_timestamp(point_in_time, option="--point-in-time") if point_in_time else None
+    with _sigterm_interrupts(), _phase_status(f"drill {env}") as on_phase:
+        result = run_drill(
+            policy,
+            backup_ref=backup_ref,
+            point_in_time=target,
+            keep=keep,
+            report_dir=report_dir,
+            on_phase=on_phase,
+        )
+    doc = result.report.to_dict()
+    if _state.json:
+        emit_json(doc)
+    else:
+        _print_drill(doc, result.repository_key, result.files)
+    _drill_exit(doc)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends a drill like Ctrl-C: the scratch cluster is torn down on the way out."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _phase_status(label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner naming the running phase, on a TTY only."""
+    if _state.json or not err.is_terminal:
+        yield lambda _phase: None
+        return
+    from drkit.drill.report import PHASE_TITLES
+
+    with err.status(label) as status:
+        yield lambda phase: status.update(f"{label}: {PHASE_TITLES.get(phase, phase)}")
+
+
+def _print_drill(doc: dict[str, Any], key: str | None, files: list[Path]) -> None:
+    from drkit.drill.report import FAIL, PASS
+
+    backup = doc["backup"]
+    age = backup["age_seconds"]
+    out.print(
+        f"drill {doc['id']} of {doc['environment']}: backup {backup['id']} ({backup['kind']}"
+        + (f", {age:.0f}s old" if age is not None else "")
+        + ")",
+        markup=False,
+        highlight=False,
+    )
+    rto, rpo = doc["rto"], doc["rpo"]
+    phases = ", ".join(f"{p} {s:.1f}s" for p, s in rto["phases"].items())
+    out.print(f"  phases: {phases}", markup=False, highlight=False)
+    for label, block, value in (("RTO", rto, rto["total"]), ("RPO", rpo, rpo["achieved"])):
+        measured = "not measured" if value is None else _seconds_text(value)
+        objective = "none" if block["objective"] is None else _seconds_text(block["objective"])
+        mark = {True: "met", False: "BREACHED", None: "not judged"}[block["met"]]
+        out.print(
+            f"  {label} {measured} (objective {objective}): {mark}", markup=False, highlight=False
+        )
+    summary = ", ".join(f"{n} {s}" for s, n in doc["summary"].items())
+    out.print(f"  checks: {summary}", markup=False, highlight=False)
+    for check in doc["checks"]:
+        if check["status"] != PASS:
+            line = (
+                f"  {check['status']:<7} {check['name']}: expected {check['expected']}, "
+                f"observed {check['observed']}"
+            )
+            if check.get("detail"):
+                line += f" ({check['detail']})"
+            out.print(line, markup=False, highlight=False)
+    cleanup = doc.get("cleanup") or {}
+    if cleanup.get("scratch_cluster") == "kept":
+        out.print(
+            f"  scratch cluster kept on port {cleanup['port']}: connect with  {cleanup['connect']}",
+            markup=False,
+            highlight=False,
+        )
+        out.print(f"  when done:  {cleanup['stop']}", markup=False, highlight=False)
+    elif cleanup.get("scratch_cluster") != "removed":
+        out.print(f"  clean-up: {cleanup}", markup=False, highlight=False)
+    if key:
+        out.print(f"  report: {key}", markup=False, highlight=False)
+    for path in files:
+        out.print(f"  wrote {path}", markup=False, highlight=False)
+    style = "green" if doc["verdict"] == PASS else "red"
+    verdict = doc["verdict"] if doc["verdict"] != FAIL else "FAIL"
+    out.print(f"verdict: [{style}]{verdict}[/{style}]")
+
+
+def _seconds_text(seconds: float) -> str:
+    from datetime import timedelta
+
+    from drkit.config import format_duration
+
+    return f"{seconds:.1f}s" if seconds < 60 else format_duration(timedelta(seconds=round(seconds)))
+
+
+def _drill_exit(doc: dict[str, Any]) -> None:
+    from drkit.drill.report import ERROR, PASS
+    from drkit.errors import CheckFailed, OperationError
+
+    if doc["verdict"] == PASS:
+        return
+    if doc["verdict"] == ERROR:
+        raise OperationError(f"drill {doc['id']} could not run: {doc['error']}")
+    failed = [c["name"] for c in doc["checks"] if c["status"] != PASS]
+    raise CheckFailed(
+        f"drill {doc['id']} of {doc['environment']} failed: "
+        + ", ".join(failed[:5])
+        + (f" (and {len(failed) - 5} more)" if len(failed) > 5 else "")
+    )
 
 
 @app.command("status")
 def status(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
     """Current RPO exposure, last backup, last archived WAL, last drill, objectives."""
+    from drkit.status import collect_status, render_status
+
     settle(json_out, policy_dir)
-    load(env)
-    not_implemented("status")
+    report = collect_status(load(env))
+    if _state.json:
+        emit_json(report.to_dict())
+    else:
+        for line in render_status(report):
+            out.print(line, markup=False, highlight=False)
+    if report.breached:
+        from drkit.errors import CheckFailed
+
+        raise CheckFailed(f"{env}: objective breached: {'; '.join(report.breached)}")
 
 
 # -- scheduler ---------------------------------------------------------------------------

@@ -1,0 +1,432 @@
+"""Drill reports (DESIGN.md §6): the data a drill produces and its three renderings.
+
+A :class:`DrillReport` holds what the drill measured (phases of the RTO, the achieved
+RPO), what it checked (each :class:`Check` PASS / FAIL / NOT_RUN / ERROR with its
+expected and observed values) and its verdict.  It is stored as
+``drills/<drill-id>/report.json`` in the environment's repository, and with
+``--report-dir`` also written as ``report.json``, ``report.md`` (per-phase bar chart and
+the RTO trend of past drills) and ``junit.xml`` (one test case per check and per
+objective; a NOT_RUN case is a failure, never a skip, because NOT_RUN is never a pass).
+
+The JSON shape is read back by ``drkit status`` and the scheduler's metrics
+(:func:`drkit.schedule.metrics.parse_drill_report`): ``verdict``, ``finished_at``,
+``rto.total`` / ``rto.phases`` and ``rpo.achieved`` in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from drkit.backup.catalog import iso, parse_ts
+from drkit.config import format_duration
+from drkit.errors import CheckFailed, StorageError
+from drkit.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+PASS = "PASS"  # noqa: S105 - a verdict, not a password
+FAIL = "FAIL"
+NOT_RUN = "NOT_RUN"
+ERROR = "ERROR"
+STATUSES = (PASS, FAIL, NOT_RUN, ERROR)
+
+#: The phases of a drill's RTO, in the order they happen.
+PHASES = ("startup", "fetch", "restore", "unpack", "wal_replay", "connections", "validation")
+PHASE_TITLES = {
+    "startup": "scratch cluster accepts connections",
+    "fetch": "fetch from the repository",
+    "restore": "pg_restore",
+    "unpack": "unpack the base backup",
+    "wal_replay": "WAL replay",
+    "connections": "until the server accepts connections",
+    "validation": "validation",
+}
+
+REPORT_NAME = "report.json"
+HISTORY_LIMIT = 12
+
+
+@dataclass
+class Check:
+    """One rung of the validation ladder, or one objective."""
+
+    name: str
+    kind: str  # connect | restore | row_count | sql | amcheck | objective
+    status: str
+    expected: Any = None
+    observed: Any = None
+    detail: str = ""
+    database: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "expected": self.expected,
+            "observed": self.observed,
+        }
+        if self.detail:
+            doc["detail"] = self.detail
+        if self.database is not None:
+            doc["database"] = self.database
+        return doc
+
+
+@dataclass
+class DrillReport:
+    id: str
+    environment: str
+    started_at: datetime
+    backup_id: str | None = None
+    backup_kind: str | None = None
+    backup_selection: str = "latest"
+    backup_consistent_at: datetime | None = None
+    finished_at: datetime | None = None
+    target_point: datetime | None = None  # --point-in-time, None = as far as possible
+    reached_point: datetime | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    rto_objective: float | None = None
+    rpo_objective: float | None = None
+    rpo_achieved: float | None = None
+    rpo_basis: str = ""
+    checks: list[Check] = field(default_factory=list)
+    error: str | None = None  # why the drill could not run (verdict ERROR)
+    drkit_version: str = ""
+    backup_server_version: str | None = None
+    scratch_server_version: str | None = None
+    cleanup: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    # -- derived --------------------------------------------------------------------
+
+    @property
+    def rto_total(self) -> float:
+        return round(sum(self.phases.values()), 3)
+
+    @property
+    def backup_age(self) -> float | None:
+        if self.backup_consistent_at is None:
+            return None
+        return round((self.started_at - self.backup_consistent_at).total_seconds(), 3)
+
+    @property
+    def verdict(self) -> str:
+        """PASS only when every check (objectives included) passed; ERROR when the
+        drill could not run; FAIL otherwise."""
+        if self.error is not None:
+            return ERROR
+        if self.checks and all(c.passed for c in self.checks):
+            return PASS
+        return FAIL
+
+    def add(self, check: Check) -> Check:
+        self.checks.append(check)
+        return check
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    # -- serialisation --------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
+        return {
+            "format": 1,
+            "id": self.id,
+            "environment": self.environment,
+            "verdict": self.verdict,
+            "error": self.error,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "backup": {
+                "id": self.backup_id,
+                "kind": self.backup_kind,
+                "selection": self.backup_selection,
+                "consistent_at": iso(self.backup_consistent_at),
+                "age_seconds": self.backup_age,
+                "server_version": self.backup_server_version,
+            },
+            "recovery_point": {
+                "target": iso(self.target_point) if self.target_point else "latest",
+                "reached": iso(self.reached_point),
+            },
+            "rto": {
+                "total": self.rto_total,
+                "phases": {p: round(s, 3) for p, s in self.phases.items()},
+                "objective": self.rto_objective,
+                "met": _met(self.rto_total, self.rto_objective) if self.error is None else None,
+            },
+            "rpo": {
+                "achieved": None if self.rpo_achieved is None else round(self.rpo_achieved, 3),
+                "basis": self.rpo_basis,
+                "objective": self.rpo_objective,
+                "met": _met(self.rpo_achieved, self.rpo_objective),
+            },
+            "objectives": {"rto": self.rto_objective, "rpo": self.rpo_objective},
+            "checks": [c.to_dict() for c in self.checks],
+            "summary": counts,
+            "versions": {
+                "drkit": self.drkit_version,
+                "postgresql_backup": self.backup_server_version,
+                "postgresql_scratch": self.scratch_server_version,
+            },
+            "cleanup": self.cleanup,
+            "notes": self.notes,
+        }
+
+
+def _met(value: float | None, objective: float | None) -> bool | None:
+    if value is None or objective is None:
+        return None
+    return value <= objective
+
+
+# ---------------------------------------------------------------------------
+# The repository: drills/<id>/report.json
+# ---------------------------------------------------------------------------
+
+
+def report_key(drill_id: str) -> str:
+    return f"drills/{drill_id}/{REPORT_NAME}"
+
+
+def store_report(repo: Repository, report: DrillReport) -> str:
+    repo.put_json(report_key(report.id), report.to_dict())
+    return repo.key(report_key(report.id))
+
+
+def drill_ids(repo: Repository) -> list[str]:
+    """Drill ids with a stored report, oldest first (ids start with their UTC time)."""
+    start = len(repo.key("drills/"))
+    ids = {
+        info.key[start:].split("/", 1)[0]
+        for info in repo.list("drills/")
+        if info.key.endswith("/" + REPORT_NAME)
+    }
+    return sorted(ids)
+
+
+def load_report(repo: Repository, drill_id: str) -> dict[str, Any]:
+    return repo.get_json(report_key(drill_id))
+
+
+def past_reports(
+    repo: Repository, limit: int = HISTORY_LIMIT, *, exclude: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` stored reports, oldest first; unreadable ones are skipped."""
+    ids = [i for i in drill_ids(repo) if i != exclude][-limit:]
+    reports = []
+    for drill_id in ids:
+        try:
+            reports.append(load_report(repo, drill_id))
+        except (CheckFailed, StorageError) as exc:
+            log.warning("drill report %s unreadable: %s", drill_id, exc)
+    return reports
+
+
+def latest_report(repo: Repository) -> dict[str, Any] | None:
+    for drill_id in reversed(drill_ids(repo)):
+        try:
+            return load_report(repo, drill_id)
+        except (CheckFailed, StorageError) as exc:
+            log.warning("drill report %s unreadable: %s", drill_id, exc)
+    return None
+
+
+def report_finished_at(doc: dict[str, Any]) -> datetime | None:
+    try:
+        return parse_ts(doc.get("finished_at")) or parse_ts(doc.get("started_at"))
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------
+# --report-dir: report.json, report.md, junit.xml
+# ---------------------------------------------------------------------------
+
+
+def write_report_dir(
+    directory: Path, report: DrillReport, history: list[dict[str, Any]]
+) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    doc = report.to_dict()
+    paths = [directory / REPORT_NAME, directory / "report.md", directory / "junit.xml"]
+    paths[0].write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    paths[1].write_text(render_markdown(doc, history))
+    paths[2].write_text(render_junit(doc))
+    return paths
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.1f}s"
+    return format_duration_s(value)
+
+
+def format_duration_s(value: float) -> str:
+    from datetime import timedelta
+
+    return format_duration(timedelta(seconds=round(value)))
+
+
+def _bar(value: float, longest: float, width: int = 30) -> str:
+    if longest <= 0:
+        return ""
+    cells = value / longest * width
+    full = int(cells)
+    text = "█" * full
+    if cells - full >= 0.5 or (value > 0 and not text):
+        text += "▌"
+    return text
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict | list):
+        value = json.dumps(value, default=str)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(doc: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """A report for a person: verdict, objectives, phases as bars, checks, the RTO trend."""
+    rto = doc["rto"]
+    rpo = doc["rpo"]
+    backup = doc["backup"]
+    lines = [
+        f"# Restore drill {doc['id']} — {doc['environment']}: **{doc['verdict']}**",
+        "",
+        f"- started {doc['started_at']}, finished {doc['finished_at']}",
+        f"- backup `{backup['id']}` ({backup['kind']}, selected as {backup['selection']}), "
+        f"consistent at {backup['consistent_at']}, age {_seconds(backup['age_seconds'])}",
+        f"- recovery point: target {doc['recovery_point']['target']}, "
+        f"reached {doc['recovery_point']['reached']}",
+        f"- PostgreSQL {doc['versions'].get('postgresql_scratch') or '-'} "
+        f"(backup taken on {doc['versions'].get('postgresql_backup') or '-'}), "
+        f"drkit {doc['versions'].get('drkit')}",
+    ]
+    if doc.get("error"):
+        lines += ["", f"> The drill could not run: {doc['error']}"]
+    lines += [
+        "",
+        "## Objectives",
+        "",
+        "| objective | measured | objective | met |",
+        "|---|---:|---:|---|",
+        f"| RTO | {_seconds(rto['total'])} | {_seconds(rto['objective'])} | "
+        f"{_yes_no(rto['met'])} |",
+        f"| RPO | {_seconds(rpo['achieved'])} | {_seconds(rpo['objective'])} | "
+        f"{_yes_no(rpo['met'])} |",
+        "",
+        f"RPO basis: {rpo['basis'] or '-'}.",
+        "",
+        "## Where the time went",
+        "",
+        "```",
+    ]
+    phases: dict[str, float] = rto["phases"]
+    longest = max(phases.values(), default=0.0)
+    width = max((len(p) for p in phases), default=5)
+    for phase, seconds in phases.items():
+        lines.append(f"{phase:<{width}} {_seconds(seconds):>8} {_bar(seconds, longest)}")
+    lines.append(f"{'total':<{width}} {_seconds(rto['total']):>8}")
+    lines += ["```", "", "## Checks", ""]
+    lines += ["| check | status | expected | observed | detail |", "|---|---|---|---|---|"]
+    for check in doc["checks"]:
+        lines.append(
+            f"| {_cell(check['name'])} | {check['status']} | {_cell(check['expected'])} | "
+            f"{_cell(check['observed'])} | {_cell(check.get('detail', ''))} |"
+        )
+    summary = doc["summary"]
+    lines += [
+        "",
+        ", ".join(f"{n} {s}" for s, n in summary.items()) + ". NOT_RUN never counts as a pass.",
+        "",
+        "## RTO trend (past drills)",
+        "",
+    ]
+    trend = [*history, doc]
+    totals = [float((r.get("rto") or {}).get("total") or 0.0) for r in trend]
+    longest_total = max(totals, default=0.0)
+    if len(trend) == 1:
+        lines.append("This is the first drill of this environment in the repository.")
+    lines.append("```")
+    for r, total in zip(trend, totals, strict=True):
+        mark = "*" if r.get("id") == doc["id"] else " "
+        lines.append(
+            f"{mark}{r.get('id', '?')!s:<34} {r.get('verdict', '?')!s:<7} "
+            f"{_seconds(total):>8} {_bar(total, longest_total)}"
+        )
+    lines.append("```")
+    cleanup = doc.get("cleanup") or {}
+    if cleanup:
+        lines += ["", "## Scratch cluster", ""]
+        lines += [f"- {k}: {_cell(v)}" for k, v in cleanup.items()]
+    if doc.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _yes_no(value: bool | None) -> str:
+    return "not measured" if value is None else ("yes" if value else "**no**")
+
+
+def render_junit(doc: dict[str, Any]) -> str:
+    """JUnit XML: one test case per check (objectives are checks of kind ``objective``)."""
+    checks = doc["checks"]
+    failures = sum(1 for c in checks if c["status"] in (FAIL, NOT_RUN))
+    errors = sum(1 for c in checks if c["status"] == ERROR)
+    if doc.get("error"):
+        errors += 1
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": f"drkit drill {doc['environment']}",
+            "tests": str(len(checks) + (1 if doc.get("error") else 0)),
+            "failures": str(failures),
+            "errors": str(errors),
+            "skipped": "0",
+            "time": f"{doc['rto']['total']:.3f}",
+            "timestamp": str(doc["started_at"]),
+        },
+    )
+    props = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("drill_id", doc["id"]),
+        ("backup_id", doc["backup"]["id"]),
+        ("verdict", doc["verdict"]),
+    ):
+        ET.SubElement(props, "property", {"name": name, "value": str(value)})
+    if doc.get("error"):
+        case = ET.SubElement(suite, "testcase", {"classname": "drill", "name": "drill runs"})
+        ET.SubElement(case, "error", {"message": str(doc["error"])})
+    for check in checks:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {"classname": f"drill.{check['kind']}", "name": str(check["name"])},
+        )
+        message = f"expected {check['expected']!r}, observed {check['observed']!r}"
+        if check.get("detail"):
+            message += f": {check['detail']}"
+        if check["status"] == FAIL:
+            ET.SubElement(case, "failure", {"type": FAIL, "message": message})
+        elif check["status"] == NOT_RUN:
+            ET.SubElement(case, "failure", {"type": NOT_RUN, "message": "not run: " + message})
+        elif check["status"] == ERROR:
+            ET.SubElement(case, "error", {"type": ERROR, "message": message})
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, "unicode") + "\n"

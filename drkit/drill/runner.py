@@ -1,0 +1,728 @@
+"""``drkit drill ENV``: restore a backup into a scratch cluster, measure, validate, report.
+
+The drill (DESIGN.md §6) is drkit's proof that a backup is restorable within the
+objectives.  It
+
+1. picks a backup (``latest``, an id, or ``random``);
+2. creates a scratch PostgreSQL cluster of its own (temporary directory, free port on
+   127.0.0.1, ``archive_mode = off``, the ``postgres`` OS user when run as root);
+3. restores into it, timing each phase of the RTO: ``startup`` (until the scratch
+   server accepts connections), ``fetch`` (download, decrypt, decompress, sha256
+   checked), ``restore`` (pg_restore) — or for physical drills ``fetch``, ``unpack``,
+   ``wal_replay`` and ``connections`` — and ``validation``;
+4. climbs the validation ladder: the server accepts connections, the row count of every
+   table equals the manifest's, the policy's SQL checks return true, pg_amcheck finds
+   no corruption;
+5. compares the RTO and the achieved RPO with the policy's objectives;
+6. tears the scratch cluster down — on failure and on Ctrl-C too — unless ``keep``;
+7. stores ``drills/<id>/report.json`` in the repository (and with ``report_dir`` the
+   report.json / report.md / junit.xml trio).
+
+A damaged backup is a *finding*, not a crash: a corrupt object or a failing pg_restore
+is a FAIL check and the verdict FAIL.  Only when the drill itself cannot run (no scratch
+cluster) is the verdict ERROR.
+
+Restores run with ``--no-owner --no-privileges``: roles are cluster globals a logical
+backup does not hold, and the scratch cluster only has ``postgres``.  Fetch and restore
+run one after the other (the real ``drkit restore`` overlaps them), so the measured RTO
+errs on the long side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from drkit import __version__
+from drkit.backup.catalog import ID_FORMAT, Manifest, resolve_backup
+from drkit.config import Policy
+from drkit.drill.report import (
+    ERROR,
+    FAIL,
+    NOT_RUN,
+    PASS,
+    Check,
+    DrillReport,
+    past_reports,
+    store_report,
+    write_report_dir,
+)
+from drkit.errors import CheckFailed, DrkitError, OperationError, StorageError
+from drkit.pg.binaries import find_binary, find_client
+from drkit.pg.cluster import LocalCluster, run_as
+from drkit.pg.connect import connect, first_line, server_version
+from drkit.pg.conninfo import for_subprocess
+from drkit.pg.process import PipeProcess
+from drkit.pg.tables import count_rows, list_tables, split_key
+from drkit.status import newest_recoverable_point
+from drkit.storage.repository import Repository, StoredObject
+from drkit.streams import copy_stream
+
+log = logging.getLogger(__name__)
+
+#: Settings of every scratch cluster (on top of LocalCluster's own).
+SCRATCH_SETTINGS: dict[str, Any] = {
+    "archive_mode": "off",
+    "max_wal_size": "2GB",
+    "checkpoint_timeout": "30min",
+}
+TMPDIR_ENV = "DRKIT_TMPDIR"
+SQL_CHECK_TIMEOUT = "10min"
+
+PhaseCallback = Callable[[str], None]
+
+
+class DrillCannotRun(OperationError):
+    """The drill itself could not run (no scratch cluster): verdict ERROR, exit 1."""
+
+
+@dataclass
+class DrillResult:
+    """What :func:`run_drill` hands back: the report and where it went."""
+
+    report: DrillReport
+    repository_key: str | None
+    files: list[Path]
+    kept: dict[str, Any] | None = None
+
+    @property
+    def verdict(self) -> str:
+        return self.report.verdict
+
+
+def new_drill_id(started: datetime, kind: str) -> str:
+    return f"{started.astimezone(UTC).strftime(ID_FORMAT)}-{kind}-{secrets.token_hex(2)}"
+
+
+def _major(version: str | None) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except (TypeError, ValueError):
+        return None
+
+
+class _Timer:
+    """Accumulates wall time per phase in the report, and tells the caller what runs."""
+
+    def __init__(self, report: DrillReport, on_phase: PhaseCallback | None) -> None:
+        self.report = report
+        self.on_phase = on_phase
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if self.on_phase is not None:
+            self.on_phase(name)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            took = time.monotonic() - started
+            self.report.phases[name] = self.report.phases.get(name, 0.0) + took
+            log.info("drill %s: %s took %.2fs", self.report.id, name, took)
+
+
+# ---------------------------------------------------------------------------
+# The drill
+# ---------------------------------------------------------------------------
+
+
+def run_drill(
+    policy: Policy,
+    *,
+    backup_ref: str | None = "latest",
+    point_in_time: datetime | None = None,
+    keep: bool = False,
+    report_dir: Path | None = None,
+    jobs: int = 1,
+    repo: Repository | None = None,
+    on_phase: PhaseCallback | None = None,
+    rng: random.Random | None = None,
+) -> DrillResult:
+    """Run one drill of ``policy``'s environment; see the module docstring.
+
+    Raises (before any scratch cluster exists) when no backup can be selected; returns
+    a result whose ``verdict`` is PASS, FAIL or ERROR otherwise.  KeyboardInterrupt
+    propagates after the scratch cluster is torn down.
+    """
+    started_at = datetime.now(UTC)
+    own_repo = repo is None
+    repo = repo or Repository.for_policy(policy)
+    try:
+        return _run(
+            policy,
+            repo,
+            started_at,
+            backup_ref=backup_ref or "latest",
+            point_in_time=point_in_time,
+            keep=keep,
+            report_dir=report_dir,
+            jobs=jobs,
+            on_phase=on_phase,
+            rng=rng,
+        )
+    finally:
+        if own_repo:
+            repo.close()
+
+
+def _run(
+    policy: Policy,
+    repo: Repository,
+    started_at: datetime,
+    *,
+    backup_ref: str,
+    point_in_time: datetime | None,
+    keep: bool,
+    report_dir: Path | None,
+    jobs: int,
+    on_phase: PhaseCallback | None,
+    rng: random.Random | None,
+) -> DrillResult:
+    kind = "physical" if point_in_time is not None else None
+    manifest = resolve_backup(repo, backup_ref, kind=kind, rng=rng)
+    report = DrillReport(
+        id=new_drill_id(started_at, manifest.kind),
+        environment=policy.name,
+        started_at=started_at,
+        backup_id=manifest.id,
+        backup_kind=manifest.kind,
+        backup_selection=backup_ref,
+        backup_consistent_at=manifest.consistent_at or manifest.finished_at,
+        target_point=point_in_time,
+        drkit_version=__version__,
+        backup_server_version=manifest.server_version or None,
+    )
+    objectives = policy.objectives
+    report.rto_objective = objectives.rto.total_seconds() if objectives.rto else None
+    report.rpo_objective = objectives.rpo.total_seconds() if objectives.rpo else None
+    timer = _Timer(report, on_phase)
+    log.info("drill %s of %s: backup %s", report.id, policy.name, manifest.id)
+
+    work = Path(tempfile.mkdtemp(prefix="drkit-drill-", dir=os.environ.get(TMPDIR_ENV) or None))
+    work.chmod(0o711)  # the cluster's OS user must reach work/pg; work/fetch stays private
+    fetch_dir = work / "fetch"
+    fetch_dir.mkdir(mode=0o700)
+    scratch: list[LocalCluster] = []
+    kept: dict[str, Any] | None = None
+    try:
+        try:
+            if manifest.kind == "logical":
+                _drill_logical(
+                    policy, repo, manifest, report, timer, work, fetch_dir, scratch, jobs
+                )
+            else:
+                _drill_physical(policy, repo, manifest, report, timer, work, scratch)
+        except DrillCannotRun as exc:
+            report.error = str(exc)
+        _judge_objectives(policy, repo, manifest, report, backup_ref, point_in_time)
+    finally:
+        shutil.rmtree(fetch_dir, ignore_errors=True)
+        if keep and scratch and scratch[0].is_running() and report.error is None:
+            kept = _keep_info(scratch[0], work, manifest)
+            report.cleanup = {"scratch_cluster": "kept", **kept}
+        else:
+            report.cleanup = _tear_down(scratch, work)
+    report.finished_at = datetime.now(UTC)
+    files: list[Path] = []
+    if report_dir is not None:
+        history = past_reports(repo, exclude=report.id)
+        files = write_report_dir(report_dir, report, history)
+    key = store_report(repo, report)
+    log.info("drill %s: verdict %s, report %s", report.id, report.verdict, key)
+    return DrillResult(report, key, files, kept)
+
+
+def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
+    """Stop and remove the scratch cluster and the work directory; say whether it worked."""
+    for cluster in scratch:
+        cluster.destroy()
+    shutil.rmtree(work, ignore_errors=True)
+    running = [c for c in scratch if c.is_running()]
+    if running or work.exists():
+        problem = (
+            f"scratch server on port {running[0].port} still running"
+            if running
+            else f"{work} could not be removed"
+        )
+        log.error("drill clean-up incomplete: %s", problem)
+        return {"scratch_cluster": "cleanup failed", "detail": problem}
+    return {"scratch_cluster": "removed"}
+
+
+def _keep_info(cluster: LocalCluster, work: Path, manifest: Manifest) -> dict[str, Any]:
+    database = next((o.database for o in manifest.objects if o.database), "postgres")
+    pg_ctl = cluster.bin("pg_ctl")
+    as_user = f"sudo -u {cluster.os_user} " if cluster.os_user else ""
+    return {
+        "port": cluster.port,
+        "data_dir": str(cluster.data_dir),
+        "socket_dir": str(cluster.socket_dir),
+        "connect": f"psql -h {cluster.socket_dir} -p {cluster.port} -U postgres {database}",
+        "stop": f"{as_user}{pg_ctl} -D {cluster.data_dir} -m fast stop && rm -rf {work}",
+    }
+
+
+def _start_scratch(
+    work: Path, major: int | None, scratch: list[LocalCluster], *, start: bool = True
+) -> LocalCluster:
+    try:
+        cluster = LocalCluster.create(
+            work / "pg", settings=SCRATCH_SETTINGS, major=major, start=start
+        )
+    except DrkitError as exc:
+        raise DrillCannotRun(f"cannot create the scratch cluster: {exc}") from None
+    scratch.append(cluster)
+    return cluster
+
+
+# ---------------------------------------------------------------------------
+# Logical drills
+# ---------------------------------------------------------------------------
+
+
+def _drill_logical(
+    policy: Policy,
+    repo: Repository,
+    manifest: Manifest,
+    report: DrillReport,
+    timer: _Timer,
+    work: Path,
+    fetch_dir: Path,
+    scratch: list[LocalCluster],
+    jobs: int,
+) -> None:
+    with timer.phase("startup"):
+        cluster = _start_scratch(work, _major(manifest.server_version), scratch)
+        try:
+            cluster.wait_ready()
+        except psycopg.Error as exc:
+            raise DrillCannotRun(
+                f"the scratch cluster does not accept connections: {exc}"
+            ) from None
+    with connect(cluster.dsn()) as conn:
+        report.scratch_server_version = server_version(conn)
+
+    dumps = [o for o in manifest.objects if o.database]
+    restored: list[str] = []
+    for obj in dumps:
+        database = obj.database or ""
+        if _fetch_and_restore(repo, obj, cluster, report, timer, fetch_dir, jobs):
+            restored.append(database)
+    report.reached_point = manifest.consistent_at or manifest.finished_at
+
+    with timer.phase("validation"):
+        for obj in dumps:
+            database = obj.database or ""
+            dsn = cluster.dsn(database)
+            if database not in restored:
+                _not_run_after_failed_restore(policy, manifest, report, database)
+                continue
+            if not _check_connect(report, dsn, database):
+                _not_run_after_failed_restore(policy, manifest, report, database, "no connection")
+                continue
+            if policy.drill.checks.row_counts:
+                _check_row_counts(report, dsn, database, manifest.row_counts.get(database))
+        _check_sql(policy, report, cluster, manifest, restored)
+        if policy.drill.checks.amcheck:
+            for database in restored:
+                _check_amcheck(report, cluster, database)
+
+
+def _fetch_and_restore(
+    repo: Repository,
+    obj: StoredObject,
+    cluster: LocalCluster,
+    report: DrillReport,
+    timer: _Timer,
+    fetch_dir: Path,
+    jobs: int,
+) -> bool:
+    database = obj.database or ""
+    name = f"restore {database}"
+    local = fetch_dir / f"{secrets.token_hex(4)}.dump"
+    try:
+        with timer.phase("fetch"):
+            try:
+                with repo.open_decoded(obj) as stream, open(local, "wb") as out:
+                    fetched = copy_stream(stream, out)
+            except (CheckFailed, StorageError) as exc:
+                report.add(
+                    Check(
+                        name,
+                        "restore",
+                        FAIL,
+                        expected=f"{obj.key} intact ({obj.stored_size} bytes, sha256 as stored)",
+                        observed="unreadable",
+                        detail=str(exc),
+                        database=database,
+                    )
+                )
+                return False
+        with timer.phase("restore"):
+            try:
+                cluster.create_database(database)
+                _pg_restore(local, cluster, database, jobs)
+            except DrkitError as exc:
+                report.add(
+                    Check(
+                        name,
+                        "restore",
+                        FAIL,
+                        expected="pg_restore exits 0",
+                        observed="pg_restore failed",
+                        detail=str(exc),
+                        database=database,
+                    )
+                )
+                return False
+    finally:
+        local.unlink(missing_ok=True)
+    report.add(
+        Check(
+            name,
+            "restore",
+            PASS,
+            expected="pg_restore exits 0",
+            observed=f"restored {fetched} bytes of dump",
+            database=database,
+        )
+    )
+    return True
+
+
+def _pg_restore(dump: Path, cluster: LocalCluster, database: str, jobs: int) -> None:
+    dsn = cluster.dsn(database)
+    conninfo, env = for_subprocess(dsn)
+    pg_restore = find_client("pg_restore", cluster.major or _server_major(dsn))
+    args = [
+        pg_restore,
+        "--exit-on-error",
+        "--no-owner",
+        "--no-privileges",
+        "-d",
+        conninfo,
+    ]
+    args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
+    what = f"pg_restore of {database} into the scratch cluster"
+    with PipeProcess([*args, str(dump)], env=env, what=what) as proc:
+        proc.wait()
+
+
+def _server_major(dsn: str) -> int:
+    with connect(dsn) as conn:
+        return int(conn.info.server_version // 10000)
+
+
+# ---------------------------------------------------------------------------
+# The validation ladder
+# ---------------------------------------------------------------------------
+
+
+def _not_run_after_failed_restore(
+    policy: Policy,
+    manifest: Manifest,
+    report: DrillReport,
+    database: str,
+    why: str = "the restore failed",
+) -> None:
+    if policy.drill.checks.row_counts:
+        report.add(
+            Check(
+                f"rows {database}",
+                "row_count",
+                NOT_RUN,
+                expected=f"{len(manifest.row_counts.get(database, {}))} tables as in the manifest",
+                detail=why,
+                database=database,
+            )
+        )
+
+
+def _check_connect(report: DrillReport, dsn: str, database: str) -> bool:
+    try:
+        with connect(dsn) as conn:
+            conn.execute("SELECT 1")
+    except DrkitError as exc:
+        report.add(
+            Check(
+                f"connect {database}",
+                "connect",
+                FAIL,
+                expected="accepts connections",
+                observed="refused",
+                detail=str(exc),
+                database=database,
+            )
+        )
+        return False
+    report.add(
+        Check(
+            f"connect {database}",
+            "connect",
+            PASS,
+            expected="accepts connections",
+            observed="accepts connections",
+            database=database,
+        )
+    )
+    return True
+
+
+def _check_row_counts(
+    report: DrillReport, dsn: str, database: str, expected: dict[str, int] | None
+) -> None:
+    if not expected:
+        report.add(
+            Check(
+                f"rows {database}",
+                "row_count",
+                NOT_RUN,
+                expected="row counts recorded at backup time",
+                observed=None,
+                detail="the backup records no row counts for this database",
+                database=database,
+            )
+        )
+        return
+    try:
+        with connect(dsn) as conn:
+            present = {f"{s}.{t}" for s, t in list_tables(conn)}
+            observed = count_rows(conn, [split_key(k) for k in expected if k in present])
+    except DrkitError as exc:
+        report.add(
+            Check(
+                f"rows {database}",
+                "row_count",
+                ERROR,
+                expected=f"{len(expected)} tables as in the manifest",
+                detail=str(exc),
+                database=database,
+            )
+        )
+        return
+    for key, want in sorted(expected.items()):
+        got = observed.get(key)
+        if got is None:
+            check = Check(f"rows {database}:{key}", "row_count", FAIL, want, None, "table missing")
+        else:
+            check = Check(f"rows {database}:{key}", "row_count", PASS if got == want else FAIL)
+            check.expected, check.observed = want, got
+        check.database = database
+        report.add(check)
+
+
+def _check_sql(
+    policy: Policy,
+    report: DrillReport,
+    cluster: LocalCluster,
+    manifest: Manifest,
+    restored: list[str],
+) -> None:
+    default_db = next((o.database for o in manifest.objects if o.database), None)
+    for sql_check in policy.drill.checks.sql:
+        database = sql_check.database or default_db or "postgres"
+        name = f"sql: {sql_check.name}"
+        if manifest.kind == "logical" and database not in restored:
+            report.add(
+                Check(
+                    name,
+                    "sql",
+                    NOT_RUN,
+                    expected=True,
+                    detail=f"database {database} was not restored",
+                    database=database,
+                )
+            )
+            continue
+        try:
+            with connect(cluster.dsn(database), autocommit=False) as conn:
+                conn.execute(
+                    sql.SQL("SET LOCAL statement_timeout = {}").format(
+                        sql.Literal(SQL_CHECK_TIMEOUT)
+                    )
+                )
+                conn.execute("SET TRANSACTION READ ONLY")
+                row = conn.execute(sql_check.query).fetchone()
+                conn.rollback()
+        except (DrkitError, psycopg.Error) as exc:
+            report.add(
+                Check(
+                    name,
+                    "sql",
+                    ERROR,
+                    expected=True,
+                    detail=first_line(exc),
+                    database=database,
+                )
+            )
+            continue
+        value = row[0] if row else None
+        report.add(
+            Check(
+                name,
+                "sql",
+                PASS if value is True else FAIL,
+                expected=True,
+                observed=value if isinstance(value, bool | int | float | None) else str(value),
+                detail="" if value is True else "the query must return one row whose value is true",
+                database=database,
+            )
+        )
+
+
+def _check_amcheck(report: DrillReport, cluster: LocalCluster, database: str) -> None:
+    name = f"amcheck {database}"
+    try:
+        binary = find_binary("pg_amcheck", cluster.major)
+    except OperationError as exc:
+        report.add(
+            Check(
+                name,
+                "amcheck",
+                NOT_RUN,
+                expected="no corruption",
+                detail=f"{exc} (postgresql-contrib / the server package ships it), or set "
+                "drill.checks.amcheck: false in the policy",
+                database=database,
+            )
+        )
+        return
+    conninfo, env = for_subprocess(cluster.dsn(database))
+    params = dict(p.split("=", 1) for p in conninfo.split())
+    jobs = max(1, min(4, os.cpu_count() or 1))
+    args = [
+        binary,
+        "--install-missing",
+        f"--jobs={jobs}",
+        "-h",
+        params.get("host", "127.0.0.1"),
+        "-p",
+        params.get("port", str(cluster.port)),
+        "-U",
+        params.get("user", "postgres"),
+        "-d",
+        database,
+    ]
+    proc = run_as(args, None, env=env, check=False, timeout=24 * 3600, what="pg_amcheck")
+    output = (proc.stdout + proc.stderr).strip().splitlines()
+    if proc.returncode == 0 and not proc.stdout.strip():
+        report.add(Check(name, "amcheck", PASS, "no corruption", "no corruption", "", database))
+    elif proc.stdout.strip():  # pg_amcheck reports corruption on stdout
+        report.add(
+            Check(
+                name,
+                "amcheck",
+                FAIL,
+                expected="no corruption",
+                observed=f"{len(proc.stdout.strip().splitlines())} lines of findings",
+                detail=output[0] if output else "",
+                database=database,
+            )
+        )
+    else:
+        report.add(
+            Check(
+                name,
+                "amcheck",
+                ERROR,
+                expected="no corruption",
+                observed=f"pg_amcheck exit {proc.returncode}",
+                detail=output[-1] if output else "",
+                database=database,
+            )
+        )
+
+
+# ---------------------------------------------------------------------------
+# Objectives
+# ---------------------------------------------------------------------------
+
+
+def _judge_objectives(
+    policy: Policy,
+    repo: Repository,
+    manifest: Manifest,
+    report: DrillReport,
+    backup_ref: str,
+    point_in_time: datetime | None,
+) -> None:
+    """RTO and RPO as checks of kind ``objective`` (a missing objective is NOT_RUN)."""
+    if report.error is not None:
+        return
+    if backup_ref == "latest" and point_in_time is None and report.reached_point is not None:
+        report.rpo_achieved = (report.started_at - report.reached_point).total_seconds()
+        report.rpo_basis = "drill start minus the newest point this drill restored " + (
+            "(last replayed commit)" if manifest.kind == "physical" else "(backup consistent point)"
+        )
+    else:
+        newest = newest_recoverable_point(policy, repo)
+        if newest is not None:
+            report.rpo_achieved = (report.started_at - newest).total_seconds()
+        report.rpo_basis = (
+            "drill start minus the repository's newest recoverable point (this drill restored "
+            "an older point on purpose; its age is the backup age)"
+        )
+    for label, measured, objective in (
+        ("rto", report.rto_total, report.rto_objective),
+        ("rpo", report.rpo_achieved, report.rpo_objective),
+    ):
+        name = f"objective {label.upper()}"
+        if objective is None:
+            report.add(
+                Check(
+                    name,
+                    "objective",
+                    NOT_RUN,
+                    detail=f"the policy sets no objectives.{label}: add one so drills can judge it",
+                )
+            )
+        elif measured is None:
+            report.add(
+                Check(name, "objective", NOT_RUN, f"<= {objective:g}s", None, "not measured")
+            )
+        else:
+            met = measured <= objective
+            report.add(
+                Check(
+                    name,
+                    "objective",
+                    PASS if met else FAIL,
+                    expected=f"<= {objective:g}s",
+                    observed=f"{measured:.1f}s",
+                    detail="" if met else f"{label.upper()} objective breached",
+                )
+            )
+
+
+# ---------------------------------------------------------------------------
+# Physical drills
+# ---------------------------------------------------------------------------
+
+
+def _drill_physical(
+    policy: Policy,
+    repo: Repository,
+    manifest: Manifest,
+    report: DrillReport,
+    timer: _Timer,
+    work: Path,
+    scratch: list[LocalCluster],
+) -> None:
+    raise DrillCannotRun(
+        f"backup {manifest.id} is physical: physical drills (base backup + WAL replay) are "
+        "not implemented yet; drill a logical backup with --backup ID"
+    )
