@@ -1,0 +1,224 @@
+"""Scheduler logic without a daemon process: cron meaning, periods, /healthz verdicts,
+metric families, drill-report reading, job dispatch of missing implementations."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+from drkit.errors import NotImplementedYet
+from drkit.schedule import daemon as daemon_mod
+from drkit.schedule.cron import cron_day_of_week
+from drkit.schedule.daemon import MISFIRE_GRACE, SchedulerDaemon, dispatch, scrub
+from drkit.schedule.metrics import (
+    METRIC_NAMES,
+    BackupSummary,
+    CatalogSnapshot,
+    cron_period,
+    next_runs,
+    parse_drill_report,
+)
+from drkit.storage.repository import Repository
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday
+
+
+@pytest.mark.parametrize(
+    ("field", "weekdays"),  # cron numbering: 0 and 7 are Sunday
+    [
+        ("0", {7}),
+        ("7", {7}),
+        ("1", {1}),
+        ("1-5", {1, 2, 3, 4, 5}),
+        ("*/2", {7, 2, 4, 6}),
+        ("5-7", {5, 6, 7}),
+        ("sun,wed", {7, 3}),
+        ("mon-fri", {1, 2, 3, 4, 5}),
+        ("*", {1, 2, 3, 4, 5, 6, 7}),
+    ],
+)
+def test_day_of_week_means_what_it_means_in_crontab(field: str, weekdays: set[int]) -> None:
+    runs = next_runs(f"0 3 * * {field}", "Europe/Rome", 21, NOW)
+    assert {r.isoweekday() for r in runs} == weekdays
+    assert all((r.hour, r.minute) == (3, 0) for r in runs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.integers(0, 7), min_size=1, max_size=8))
+def test_day_of_week_lists_match_crontab(days: set[int]) -> None:
+    field = ",".join(str(d) for d in sorted(days))
+    expected = {7 if d in (0, 7) else d for d in days}
+    runs = next_runs(f"15 1 * * {field}", "UTC", 3 * len(expected), NOW)
+    assert {r.isoweekday() for r in runs} == expected
+    assert cron_day_of_week(field)
+
+
+def test_periods() -> None:
+    assert cron_period("* * * * *", "UTC", NOW) == timedelta(minutes=1)
+    assert cron_period("0 2 * * 1-5", "UTC", NOW) == timedelta(days=3)
+    assert cron_period("0 5 1 * *", "UTC", NOW) == timedelta(days=31)
+    assert cron_period("0 3 * * 0", "Europe/Rome", NOW) >= timedelta(days=7)
+
+
+def test_next_runs_are_in_the_policy_timezone() -> None:
+    runs = next_runs("0 2 * * *", "Europe/Rome", 3, NOW)
+    assert [r.astimezone(UTC).hour for r in runs] == [1, 1, 1]  # 02:00 CET
+    summer = next_runs("0 2 * * *", "Europe/Rome", 1, datetime(2026, 7, 1, tzinfo=UTC))
+    assert summer[0].astimezone(UTC).hour == 0  # 02:00 CEST
+
+
+def write_policy(directory: Path, env: str, schedule: dict[str, str]) -> None:
+    directory.mkdir(exist_ok=True)
+    doc: dict[str, Any] = {
+        "environment": env,
+        "rank": 1,
+        "database": {"url": "postgresql://u:sekret@127.0.0.1:1/app"},
+        "repository": {"url": f"file://{directory.parent}/repo"},
+        "schedule": schedule,
+    }
+    (directory / f"{env}.yaml").write_text(yaml.safe_dump(doc))
+
+
+def loaded_daemon(tmp_path: Path, schedule: dict[str, str]) -> SchedulerDaemon:
+    write_policy(tmp_path / "policies", "prod", schedule)
+    daemon = SchedulerDaemon(["prod"], tmp_path / "policies", port=0)
+    daemon._apply(daemon.load())
+    return daemon
+
+
+def test_healthz_never_run_turns_overdue(tmp_path: Path) -> None:
+    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *", "timezone": "UTC"})
+    state = daemon.jobs[("prod", "logical_backup")]
+    start = state.baseline
+    code, doc = daemon.health(start + timedelta(hours=1))
+    assert code == 200 and doc["status"] == "ok"
+    late = start + state.period + MISFIRE_GRACE + timedelta(seconds=1)
+    code, doc = daemon.health(late)
+    assert code == 503
+    assert doc["problems"][0].startswith("prod/logical_backup: overdue (never succeeded")
+    assert doc["jobs"][0]["status"] == "overdue"
+
+
+def test_healthz_failure_and_recovery(tmp_path: Path) -> None:
+    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *", "prune": "30 4 * * *"})
+    backup = daemon.jobs[("prod", "logical_backup")]
+    t0 = backup.baseline
+    backup.record("failure", t0, t0 + timedelta(seconds=3), "cannot connect to 127.0.0.1:1/app")
+    code, doc = daemon.health(t0 + timedelta(minutes=1))
+    assert code == 503
+    assert doc["problems"] == [
+        "prod/logical_backup: last run failed: cannot connect to 127.0.0.1:1/app"
+    ]
+    backup.record("success", t0, t0 + timedelta(minutes=5), None)
+    daemon.jobs[("prod", "prune")].record("success", t0, t0 + timedelta(minutes=5), None)
+    assert daemon.health(t0 + timedelta(minutes=6))[0] == 200
+    # a day later the daily backup is due, plus an hour of grace: then overdue
+    assert daemon.health(t0 + timedelta(days=1, minutes=5, seconds=-1) + MISFIRE_GRACE)[0] == 200
+    assert daemon.health(t0 + timedelta(days=1, minutes=6) + MISFIRE_GRACE)[0] == 503
+
+
+def test_healthz_without_jobs_is_unhealthy(tmp_path: Path) -> None:
+    daemon = loaded_daemon(tmp_path, {"timezone": "UTC"})
+    code, doc = daemon.health()
+    assert code == 503 and "no job is scheduled" in doc["problems"][0]
+
+
+def test_restart_seeds_last_success_from_the_catalog(tmp_path: Path) -> None:
+    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *"})
+    started = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
+    repo = Repository.for_policy(daemon.policies["prod"])
+    obj = repo.store(f"backups/{make_backup_id(started, 'logical')}/app.dump", io.BytesIO(b"d"))
+    write_manifest(
+        repo,
+        Manifest(
+            id=make_backup_id(started, "logical"),
+            kind="logical",
+            environment="prod",
+            databases=["app"],
+            server_version="16.4",
+            started_at=started,
+            finished_at=started + timedelta(minutes=5),
+            consistent_at=started,
+            objects=[obj],
+        ),
+    )
+    daemon.refresh_catalog("prod")
+    state = daemon.jobs[("prod", "logical_backup")]
+    assert state.last_success == started + timedelta(minutes=5)
+    # a week-old newest backup: overdue at once, right after the restart
+    code, doc = daemon.health(NOW)
+    assert code == 503 and "last success 2026-11-20T01:05:00Z" in doc["problems"][0]
+
+
+def test_metrics_families_and_names(tmp_path: Path) -> None:
+    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *", "drill": "0 5 * * 1"})
+    finished = datetime(2026, 11, 27, 1, 5, tzinfo=UTC)
+    snapshot = CatalogSnapshot("prod", NOW)
+    snapshot.newest["logical"] = BackupSummary("x", finished, 300.0, 1234, finished)
+    snapshot.counts["logical"] = 1
+    daemon.catalogs["prod"] = snapshot
+    text = generate_latest(daemon.registry).decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    key = ("drkit_backup_last_success_timestamp_seconds", (("env", "prod"), ("kind", "logical")))
+    assert samples[key] == finished.timestamp()
+    runs = (
+        "drkit_job_runs_total",
+        (("env", "prod"), ("job", "logical_backup"), ("status", "failure")),
+    )
+    assert samples[runs] == 0
+    assert samples[("drkit_drill_expected_interval_seconds", (("env", "prod"),))] == 604800
+    assert samples[("drkit_rpo_exposure_seconds", (("env", "prod"),))] > 0
+    exported = {
+        line.split("{")[0].split(" ")[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert exported <= METRIC_NAMES
+    assert "sekret" not in text
+
+
+def test_drill_report_fields() -> None:
+    doc = {
+        "verdict": "FAIL",
+        "finished_at": "2026-11-23T05:12:00Z",
+        "rto": {"total": 720.5, "phases": {"fetch": 20.0, "restore": 650.5, "validate": 50.0}},
+        "rpo": {"achieved": 11000.0, "objective": 3600},
+    }
+    drill = parse_drill_report(doc, "d1", NOW)
+    assert drill.passed is False
+    assert drill.finished_at == datetime(2026, 11, 23, 5, 12, tzinfo=UTC)
+    assert drill.rto == {"fetch": 20.0, "restore": 650.5, "validate": 50.0, "total": 720.5}
+    assert drill.rpo == 11000.0
+    assert parse_drill_report({}, "d2", NOW).passed is None
+
+
+def test_missing_job_implementation_fails_as_not_implemented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *"})
+    policy = daemon.policies["prod"]
+    monkeypatch.setitem(daemon_mod.JOB_FUNCTIONS, "drill", ("drkit.drill.no_such_module", "x"))
+    with pytest.raises(NotImplementedYet, match="not implemented yet"):
+        dispatch("drill", policy)
+    monkeypatch.setitem(daemon_mod.JOB_FUNCTIONS, "drill", ("drkit.errors", "no_such_function"))
+    with pytest.raises(NotImplementedYet, match="not implemented yet"):
+        dispatch("drill", policy)
+
+
+def test_scrub_masks_passwords() -> None:
+    assert scrub("x postgresql://u:p4ss@h/db y\nsecond") == "x postgresql://u:***@h/db y"
+    assert scrub("host=h password=p4ss") == "host=h password=***"
