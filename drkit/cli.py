@@ -667,7 +667,100 @@ def sanitize_run(
 ) -> None:
     """Copy SRC's data into DST's database through the rules."""
     settle(json_out, policy_dir)
-    not_implemented("sanitize")
+    from drkit.sanitize.engine import LeakFound, Options, sanitize
+
+    if dry_run and scan_only:
+        raise UsageError("--dry-run and --scan-only do not go together")
+    options = Options(
+        rules_path=rules,
+        from_backup=from_backup,
+        dry_run=dry_run,
+        jobs=jobs,
+        force=force,
+        scan_only=scan_only,
+    )
+    source, target = load(src), load(dst)
+    try:
+        with row_progress("sanitizing") as progress:
+            report = sanitize(source, target, options, on_progress=progress)
+    except LeakFound as exc:
+        _print_sanitize_report(exc.report)
+        raise
+    _print_sanitize_report(report)
+
+
+@contextmanager
+def row_progress(label: str) -> Iterator[Callable[[str, int], None]]:
+    """Rows per table, on a TTY only (like byte_progress, counting rows)."""
+    if _state.json or not err.is_terminal:
+        yield lambda _name, _n: None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, Any] = {}
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.completed:,.0f} rows"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+
+        def advance(name: str, n: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"{label} {name}", total=None)
+            progress.advance(tasks[name], n)
+
+        yield advance
+
+
+def _print_sanitize_report(report: Any) -> None:
+    if _state.json:
+        emit_json(report.to_dict())
+        return
+    title = {
+        "run": "sanitized copy",
+        "dry-run": "plan (dry run: nothing copied)",
+        "scan-only": "leak scan only",
+    }[report.mode]
+    table = Table(title=f"{report.src} → {report.dst}: {title} ({report.source})")
+    for column in ("table", "action", "rows", "selection", "masked columns"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for t in report.tables:
+        masked = ", ".join(f"{c}={s}" for c, s in t.strategies.items()) or "-"
+        rows = "-" if t.rows is None else f"{t.rows:,}"
+        table.add_row(t.table, t.action, rows, t.selection, masked)
+    out.print(table)
+    for label, items in (
+        ("unlisted tables", report.unlisted_tables),
+        ("unlisted columns", report.unlisted_columns),
+        ("kept columns that look like personal data", report.pii_kept),
+    ):
+        if items:
+            out.print(f"[yellow]![/yellow] {label}: {', '.join(items)}", markup=True)
+    if report.mode == "dry-run" and report.target_tables:
+        out.print(
+            f"[yellow]![/yellow] {report.dst}'s database holds {report.target_tables} tables: "
+            "the run needs --force to empty it"
+        )
+    if report.phases:
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
+        out.print(f"phases: {phases}")
+    leak = report.leak
+    if leak is not None:
+        if leak.clean:
+            out.print(
+                f"[green]✓[/green] leak scan clean: {leak.originals:,} original values searched "
+                f"in {leak.columns_scanned} text/JSON columns ({leak.rows_scanned:,} rows, "
+                f"{leak.seconds:.1f}s)"
+                + (f"; {leak.ambiguous} equal a generated value" if leak.ambiguous else "")
+            )
+        else:
+            for where, count in sorted(leak.hits.items()):
+                err.print(f"[red]✗[/red] leak: {where}: {count} original value(s)")
+    elif report.mode == "run":
+        out.print(f"[green]✓[/green] {report.rows:,} rows copied")
 
 
 @sanitize_app.command("check")
@@ -680,7 +773,36 @@ def sanitize_check(
 ) -> None:
     """Validate the rules against SRC's live schema without copying anything."""
     settle(json_out, policy_dir)
-    not_implemented("sanitize check")
+    from drkit.errors import CheckFailed
+    from drkit.sanitize.check import check_rules
+
+    report = check_rules(load(src), load(dst), rules)
+    if _state.json:
+        emit_json(report.to_dict())
+    else:
+        for key, info in report.tables.items():
+            masked = ", ".join(f"{c}={s}" for c, s in info["strategies"].items())
+            mark = "[green]✓[/green]" if info["listed"] else "[yellow]?[/yellow]"
+            detail = f" where {info['where']}" if info["where"] else ""
+            out.print(
+                f"{mark} {key}: {info['action']}{detail}" + (f" ({masked})" if masked else "")
+            )
+        for item in report.unlisted_tables:
+            out.print(f"[yellow]![/yellow] table {item} is not in the rules")
+        for item in report.unlisted_columns:
+            out.print(f"[yellow]![/yellow] column {item} is not in the rules")
+        for item in report.pii_kept:
+            out.print(f"[yellow]![/yellow] kept as is but looks like personal data: {item}")
+        if not report.salt_set:
+            out.print("[yellow]![/yellow] the salt variable is not set: a run would stop")
+        if report.ok:
+            out.print(f"[green]✓[/green] {report.rules} covers {report.src}'s schema")
+    if not report.ok:
+        raise CheckFailed(
+            f"{report.rules}: "
+            + "; ".join(report.failures[:5])
+            + (f" (and {len(report.failures) - 5} more)" if len(report.failures) > 5 else "")
+        )
 
 
 @sanitize_app.command("init")
@@ -692,7 +814,20 @@ def sanitize_init(
 ) -> None:
     """Draft a rules file from SRC's schema, guessing personal-data columns."""
     settle(json_out, policy_dir)
-    not_implemented("sanitize init")
+    from drkit.sanitize.draft import draft_rules
+
+    text = draft_rules(load(src))
+    if out_file is not None:
+        if out_file.exists():
+            raise UsageError(f"{out_file} exists: choose another --out or remove it first")
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(text, encoding="utf-8")
+    if _state.json:
+        emit_json({"out": str(out_file) if out_file else None, "rules": text})
+    elif out_file is None:
+        sys.stdout.write(text)
+    else:
+        out.print(f"[green]✓[/green] drafted {out_file}: review every '# guessed' line")
 
 
 # -- drills and status ----------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""``drkit sanitize check SRC DST``: the rules against SRC's live schema, nothing copied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drkit.config import Policy
+from drkit.errors import UsageError
+from drkit.pg.connect import connect
+from drkit.sanitize.engine import database_dsn
+from drkit.sanitize.plan import build_plan
+from drkit.sanitize.rules import default_rules_path, load_rules
+from drkit.sanitize.schema import read_schema
+
+
+@dataclass
+class CheckReport:
+    rules: str
+    src: str
+    dst: str
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unlisted_tables: list[str] = field(default_factory=list)
+    unlisted_columns: list[str] = field(default_factory=list)
+    pii_kept: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    salt_set: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "rules": self.rules,
+            "src": self.src,
+            "dst": self.dst,
+            "salt_set": self.salt_set,
+            "tables": self.tables,
+            "unlisted_tables": self.unlisted_tables,
+            "unlisted_columns": self.unlisted_columns,
+            "pii_kept": self.pii_kept,
+            "failures": self.failures,
+        }
+
+
+def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckReport:
+    """Rules errors raise (exit 2); coverage failures are returned in ``failures``."""
+    rules = load_rules(rules_path or default_rules_path(src.name, dst.name))
+    if (rules.from_env, rules.to_env) != (src.name, dst.name):
+        raise UsageError(
+            f"{rules.source}: the rules are for {rules.from_env} -> {rules.to_env}, "
+            f"not {src.name} -> {dst.name}"
+        )
+    with connect(database_dsn(src), autocommit=False) as conn:
+        conn.read_only = True
+        schema = read_schema(conn)
+        conn.rollback()
+    plan = build_plan(rules, schema)
+    cov = plan.coverage
+    report = CheckReport(
+        rules=rules.source,
+        src=src.name,
+        dst=dst.name,
+        unlisted_tables=cov.unlisted_tables,
+        unlisted_columns=cov.unlisted_columns,
+        pii_kept=cov.pii_kept,
+        failures=cov.failures(),
+        salt_set=rules.salt is not None,
+    )
+    for tp in plan.tables:
+        report.tables[tp.key] = {
+            "action": tp.action,
+            "listed": tp.listed,
+            "where": tp.where.sql if tp.where else None,
+            "strategies": tp.strategies_text(),
+        }
+    return report

@@ -1,0 +1,71 @@
+"""``drkit sanitize init SRC``: a complete rules file drafted from SRC's schema.
+
+Every table and column is listed; columns that look like personal data get a strategy,
+the rest ``keep``; a comment marks every guess for a person to review.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from drkit.config import Policy
+from drkit.pg.connect import connect
+from drkit.sanitize.engine import database_dsn
+from drkit.sanitize.pii import guess_strategy
+from drkit.sanitize.schema import Schema, read_schema
+
+
+def lower_environment(src: Policy) -> str:
+    """The usual target: PROD -> STAGING -> DEV."""
+    return {"prod": "staging", "staging": "dev", "test": "dev"}.get(src.environment, "dev")
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value.isidentifier() else json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _key(name: str) -> str:
+    return name if name.isidentifier() else json.dumps(name)
+
+
+def draft_text(schema: Schema, src: str, dst: str) -> str:
+    lines = [
+        f"# Drafted by `drkit sanitize init {src}`: review every '# guessed' line before use.",
+        "# Strategies: keep, nullify, constant, template, fake, hash, mask, email,",
+        "# replace_pii, json (see DESIGN.md section 5).",
+        "version: 1",
+        f"from: {src}",
+        f"to: {dst}",
+        "salt: ${DRKIT_SANITIZE_SALT}",
+        "defaults:",
+        "  unlisted_tables: fail",
+        "  unlisted_columns: fail",
+        "tables:",
+    ]
+    for table in schema.tables.values():
+        name = table.name if table.schema == "public" else f"{table.schema}.{table.name}"
+        lines.append(f"  {_key(name)}:")
+        lines.append("    columns:")
+        for column in table.copy_columns():
+            guess = guess_strategy(table, column)
+            text = f"      {_key(column.name)}: {_yaml_value(guess.strategy)}"
+            if guess.comment:
+                text += f"    # {guess.comment}"
+            lines.append(text)
+    return "\n".join(lines) + "\n"
+
+
+def draft_rules(src: Policy, dst: str | None = None) -> str:
+    with connect(database_dsn(src), autocommit=False) as conn:
+        conn.read_only = True
+        schema = read_schema(conn)
+        conn.rollback()
+    target = dst or lower_environment(src)
+    return draft_text(schema, src.name, target)
