@@ -21,25 +21,33 @@ COMPRESSION_SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 
 
 class IterReader:
-    """A readable stream over an iterator of byte chunks."""
+    """A readable stream over an iterator of byte chunks.
+
+    ``read(n)`` returns at most ``n`` bytes from the current chunk (a short read, as
+    pipes give), never copying the rest of a large chunk; callers loop until b"".
+    """
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._buf = b""
+        self._pos = 0
         self._eof = False
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            parts = [self._buf, *self._chunks]
-            self._buf = b""
-            self._eof = True
+            parts = [self._buf[self._pos :], *self._chunks]
+            self._buf, self._pos, self._eof = b"", 0, True
             return b"".join(parts)
-        while len(self._buf) < size and not self._eof:
+        while self._pos >= len(self._buf):
+            if self._eof:
+                return b""
             try:
-                self._buf += next(self._chunks)
+                self._buf, self._pos = next(self._chunks), 0
             except StopIteration:
-                self._eof = True
-        data, self._buf = self._buf[:size], self._buf[size:]
+                self._buf, self._pos, self._eof = b"", 0, True
+                return b""
+        data = self._buf[self._pos : self._pos + size]
+        self._pos += len(data)
         return data
 
     def readable(self) -> bool:
@@ -49,6 +57,22 @@ class IterReader:
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+
+
+def read_full(source: BinaryIO, size: int) -> bytes:
+    """Read exactly ``size`` bytes, or fewer only at EOF (pipes return short reads)."""
+    first = source.read(size)
+    if len(first) == size or not first:
+        return first
+    parts = [first]
+    have = len(first)
+    while have < size:
+        more = source.read(size - have)
+        if not more:
+            break
+        parts.append(more)
+        have += len(more)
+    return b"".join(parts)
 
 
 class HashingReader:

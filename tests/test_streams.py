@@ -45,3 +45,48 @@ def test_hashing_reader_counts_and_hashes() -> None:
     reader = HashingReader(io.BytesIO(data))
     assert drain(reader) == len(data)  # type: ignore[arg-type]
     assert reader.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+class Trickle:
+    """A pipe-like stream: every read returns at most 1,000 bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(min(1000, size) if size and size > 0 else 1000)
+
+
+def test_read_full_fills_short_reads() -> None:
+    from drkit.streams import read_full
+
+    stream = Trickle(b"x" * 5500)
+    assert len(read_full(stream, 4096)) == 4096  # type: ignore[arg-type]
+    assert len(read_full(stream, 4096)) == 1404  # type: ignore[arg-type]
+    assert read_full(stream, 4096) == b""  # type: ignore[arg-type]
+
+
+def test_s3_upload_of_a_short_reading_stream_uses_full_parts(s3_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Parts of a multipart upload must be full-size even when the source trickles."""
+    import drkit.storage.s3 as s3
+    from drkit.config import RepositoryConfig
+    from drkit.storage.base import open_backend
+
+    monkeypatch.setattr(s3, "PART_SIZE", 5 * 1024 * 1024)
+    bucket = s3_server.create_bucket()
+    backend = open_backend(
+        RepositoryConfig(url=f"s3://{bucket}/p", endpoint_url=s3_server.endpoint)
+    )
+    data = os.urandom(11 * 1024 * 1024 + 17)
+    calls: list[int] = []
+    original = backend.client.upload_part
+
+    def spy(**kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(kwargs["Body"].read()))
+        kwargs["Body"].seek(0)
+        return original(**kwargs)
+
+    monkeypatch.setattr(backend.client, "upload_part", spy)
+    backend.put_stream("k", Trickle(data))  # type: ignore[arg-type]
+    assert backend.get_bytes("k") == data
+    assert sorted(calls) == [1024 * 1024 + 17, 5 * 1024 * 1024, 5 * 1024 * 1024]

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from drkit.errors import ObjectNotFound, StorageError
 from drkit.storage.base import Backend, ObjectInfo
+from drkit.streams import read_full
 
 if TYPE_CHECKING:
     from drkit.config import RepositoryConfig
@@ -221,14 +222,20 @@ class S3Backend(Backend):
 
 
 class _CountingReader:
-    """Counts the bytes s3transfer reads (it reads sequentially from one thread)."""
+    """Full reads for s3transfer, counted.
+
+    s3transfer takes one short read for the end of the stream: a short first read makes
+    it read everything into memory for a single PUT, and a short read later makes a
+    part below S3's 5 MiB minimum.  Pipes and decoders return short reads, so every
+    read here is filled up to the size asked for (or EOF).
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
+        data = self._stream.read() if size is None or size < 0 else read_full(self._stream, size)
         self.count += len(data)
         return data
 
