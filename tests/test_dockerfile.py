@@ -1,0 +1,243 @@
+"""The Dockerfile and the production compose file, checked statically (no Docker engine
+here): pinned base images, a non-root user, a HEALTHCHECK on /healthz, an entry point
+that is the installed console script, and the compose wiring of §7."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drkit.schedule.daemon import DEFAULT_PORT
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "docker-compose.prod.yml"
+
+
+@dataclass
+class Stage:
+    image: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [args for kw, args in self.instructions if kw == keyword]
+
+
+def parse_dockerfile(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """Global ARG defaults and the stages, with line continuations joined."""
+    logical: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in logical:
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        rest = rest.strip()
+        if keyword == "FROM":
+            parts = rest.split()
+            name = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else None
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), parts[0])
+            stages.append(Stage(image, name))
+        elif not stages:
+            if keyword == "ARG" and "=" in rest:
+                key, value = rest.split("=", 1)
+                args[key] = value
+        else:
+            stages[-1].instructions.append((keyword, rest))
+    return args, stages
+
+
+def pinned(image: str, stage_names: set[str]) -> bool:
+    if image in stage_names:
+        return True
+    if "@sha256:" in image:
+        return True
+    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+    return bool(re.match(r"^v?\d+\.\d+(\.\d+)?", tag))
+
+
+def test_the_parser_and_pin_check_can_fail() -> None:
+    args, stages = parse_dockerfile("ARG B=python:latest\nFROM ${B} AS x\nFROM x\nUSER root\n")
+    assert args == {"B": "python:latest"}
+    assert not pinned(stages[0].image, set())
+    assert pinned(stages[1].image, {"x"})
+    assert not pinned("python", set()) and not pinned("postgres:16", set())
+    assert pinned("python:3.12.8-slim-bookworm", set())
+    assert pinned("prom/prometheus:v2.55.1", set())
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> tuple[dict[str, str], list[Stage]]:
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+def test_base_images_are_pinned(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    _, stages = dockerfile
+    names = {s.name for s in stages if s.name}
+    for stage in stages:
+        assert pinned(stage.image, names), f"FROM {stage.image} is not pinned to a release"
+        assert not stage.image.endswith(":latest")
+
+
+def test_final_stage_runs_as_non_root_with_healthcheck(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    _, stages = dockerfile
+    final = stages[-1]
+    assert final.name == "drkit"
+    users = final.all("USER")
+    assert users, "the final stage sets no USER: it would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0")
+    # the user is created in the image, after which nothing runs as root
+    keywords = [kw for kw, _ in final.instructions]
+    last_user = len(keywords) - 1 - keywords[::-1].index("USER")
+    assert "RUN" not in keywords[last_user:]
+    assert any("useradd" in run and user in run for run in final.all("RUN"))
+
+    checks = final.all("HEALTHCHECK")
+    assert len(checks) == 1
+    check = checks[0]
+    assert "CMD" in check and "urlopen" in check
+    env = " ".join(final.all("ENV"))
+    match = re.search(r"DRKIT_HEALTHCHECK_URL=(\S+)", env)
+    assert match and match.group(1) == f"http://127.0.0.1:{DEFAULT_PORT}/healthz"
+    assert str(DEFAULT_PORT) in " ".join(final.all("EXPOSE"))
+
+
+def test_entrypoint_is_the_installed_console_script(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    _, stages = dockerfile
+    final = stages[-1]
+    assert [json.loads(e) for e in final.all("ENTRYPOINT")] == [["drkit"]]
+    assert [json.loads(c) for c in final.all("CMD")] == [["schedule", "run"]]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["drkit"] == "drkit.cli:main"
+    (script,) = entry_points(group="console_scripts", name="drkit")
+    assert script.value == "drkit.cli:main" and callable(script.load())
+    # the final stage installs the wheel the build stage made from this project
+    build = next(s for s in stages if s.name == "build")
+    assert any("COPY . /src" in f"COPY {c}" for c in build.all("COPY"))
+    assert any("build --wheel" in run for run in build.all("RUN"))
+    assert any("--from=build" in c for c in final.all("COPY"))
+    assert any(re.search(r"pip install .*\*\.whl", run) for run in final.all("RUN"))
+    # and the default command exists in the CLI
+    result = subprocess.run(
+        [sys.executable, "-m", "drkit", "schedule", "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0 and "--port" in result.stdout
+
+
+def test_postgresql_client_matches_the_build_arg_with_zstd_and_age(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    args, stages = dockerfile
+    assert args["PG_MAJOR"] == "16"
+    final = stages[-1]
+    assert "PG_MAJOR" in final.all("ARG")
+    install = " ".join(final.all("RUN"))
+    assert '"postgresql-client-${PG_MAJOR}"' in install
+    assert re.search(r"\bzstd\b", install) and re.search(r"\bage\b", install)
+    volumes = json.loads(final.all("VOLUME")[0])
+    assert "/etc/drkit/policies" in volumes and "/etc/drkit/sanitize_rules" in volumes
+    assert "DRKIT_POLICY_DIR=/etc/drkit/policies" in " ".join(final.all("ENV"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, object]:
+    doc = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _services(compose: dict[str, object]) -> dict[str, dict[str, object]]:
+    services = compose["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def test_compose_replaces_backup_with_the_drkit_scheduler(compose: dict[str, object]) -> None:
+    services = _services(compose)
+    assert {"db", "drkit", "prometheus"} <= set(services)
+    assert "backup" not in services
+    assert "postgres-backup-local" not in COMPOSE.read_text().replace(
+        "(replacing the postgres-backup-local `backup` service)", ""
+    )
+    drkit = services["drkit"]
+    assert drkit["command"][:2] == ["schedule", "run"]  # type: ignore[index]
+    assert drkit["build"]["target"] == "drkit"  # type: ignore[index]
+    assert drkit["stop_grace_period"] == "1h"
+
+
+def test_compose_archives_wal_through_drkit(compose: dict[str, object]) -> None:
+    db = _services(compose)["db"]
+    command = db["command"]
+    assert isinstance(command, list)
+    settings = [command[i + 1] for i, c in enumerate(command) if c == "-c"]
+    assert "archive_mode=on" in settings and "wal_level=replica" in settings
+    assert "archive_command=drkit wal-push prod %p" in settings
+    assert db["build"]["target"] == "db"  # type: ignore[index]
+    prod = yaml.safe_load((ROOT / "policies" / "prod.yaml").read_text())
+    assert prod["wal_archiving"] is True
+
+
+def test_compose_prometheus_scrapes_drkit_with_the_rules(compose: dict[str, object]) -> None:
+    prometheus = _services(compose)["prometheus"]
+    assert pinned(str(prometheus["image"]), set())
+    mounts = [str(v) for v in prometheus["volumes"]]  # type: ignore[attr-defined]
+    assert "../monitoring/drkit-alerts.yml:/etc/prometheus/rules/drkit-alerts.yml:ro" in mounts
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "drkit"]
+    assert job["honor_labels"] is True
+    assert job["static_configs"][0]["targets"] == [f"drkit:{DEFAULT_PORT}"]
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: apt-get install prometheus")
+    check = subprocess.run(
+        [promtool, "check", "config", "--syntax-only", str(DEPLOY / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_compose_mounts_exist_and_holds_no_password(compose: dict[str, object]) -> None:
+    for name, service in _services(compose).items():
+        for volume in service.get("volumes", []):  # type: ignore[attr-defined]
+            source = str(volume).split(":", 1)[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+        environment = service.get("environment", {})
+        assert isinstance(environment, dict)
+        for key, value in environment.items():
+            if "PASSWORD" in key and not key.endswith("_FILE"):
+                assert str(value).startswith("${"), f"{name}: {key} holds a literal secret"
+            assert not re.search(r"://[^/@\s]+:[^@\s]+@", str(value)), f"{name}: {key}"
