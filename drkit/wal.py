@@ -119,7 +119,7 @@ def _encoding_of(key: str) -> tuple[str, bool]:
 
 
 @contextlib.contextmanager
-def _open_decoded_key(repo: Repository, key: str) -> Any:
+def open_wal_object(repo: Repository, key: str) -> Any:
     from drkit.streams import decompress
 
     compression, encrypted = _encoding_of(key)
@@ -142,7 +142,7 @@ def _open_decoded_key(repo: Repository, key: str) -> Any:
         raw.close()
 
 
-def _find_key(repo: Repository, name: str) -> str | None:
+def find_wal_key(repo: Repository, name: str) -> str | None:
     """The stored key of ``name``: the current encoding first, then any other."""
     key = wal_key(repo, name)
     if repo.backend.head(key) is not None:
@@ -170,7 +170,7 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 def _sha256_object(repo: Repository, key: str) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
-    with _open_decoded_key(repo, key) as stream:
+    with open_wal_object(repo, key) as stream:
         while chunk := stream.read(1024 * 1024):
             h.update(chunk)
             size += len(chunk)
@@ -214,7 +214,7 @@ class PushReport:
 def push_file(repo: Repository, path: Path) -> PushOutcome:
     """Store one WAL file; idempotent for identical content, refuses different content."""
     name = path.name
-    existing = _find_key(repo, name)
+    existing = find_wal_key(repo, name)
     if existing is not None:
         local_sha, local_size = _sha256_file(path)
         try:
@@ -348,14 +348,14 @@ def _min_ok_segment_size(size: int) -> bool:
 
 def download(repo: Repository, name: str, dest: Path) -> bool:
     """Decode WAL file ``name`` into ``dest`` atomically; False when it is not archived."""
-    key = _find_key(repo, name)
+    key = find_wal_key(repo, name)
     if key is None:
         return False
     tmp = dest.with_name(f".{dest.name}.drkit-{os.getpid()}-{os.urandom(4).hex()}")
     size = 0
     try:
         try:
-            with _open_decoded_key(repo, key) as stream, open(tmp, "wb") as out:
+            with open_wal_object(repo, key) as stream, open(tmp, "wb") as out:
                 while chunk := stream.read(1024 * 1024):
                     out.write(chunk)
                     size += len(chunk)

@@ -249,3 +249,26 @@ def _sync_source(source: Path) -> list[Path]:
             os.replace(tmp, dst)
             changed.append(dst)
     return changed
+
+
+def prepare_file_repository(url: str, env: str, user: str | None) -> None:
+    """Let ``user`` (the cluster's OS user) write WAL into a ``file://`` repository.
+
+    drkit itself may run as root while PostgreSQL's archive_command runs as ``postgres``:
+    create ``<root>/<env>/wal`` up front and hand it (and the directories above it that
+    drkit created) to that user.  S3 repositories need nothing of the kind.
+    """
+    if user is None or not url.startswith("file://"):
+        return
+    import pwd
+
+    from drkit.storage.file import FileBackend
+
+    root = FileBackend.from_url(url).root
+    entry = pwd.getpwnam(user)
+    wal = root / env / "wal"
+    wal.mkdir(parents=True, exist_ok=True)
+    for path in (root, root / env, wal):
+        st = path.stat()
+        if st.st_uid == os.geteuid() and os.geteuid() == 0:
+            os.chown(path, entry.pw_uid, entry.pw_gid)

@@ -1,0 +1,328 @@
+"""Physical base backups for point-in-time recovery: ``drkit backup ENV --physical``.
+
+``pg_basebackup -Ft -D - -X none --checkpoint=fast`` streams one tar of the data
+directory through the repository's encoding into ``backups/<id>/base.tar.zst``; WAL
+comes from the archive (``wal-push``), not from the backup.  While the tar streams, its
+``backup_label`` is picked out of it (start LSN and timeline).  A backup is only
+restorable once the WAL up to its stop point is archived, so after pg_basebackup ends
+drkit waits for the ``.backup`` history file (stop LSN) and the stop segment to be in
+the repository before it writes the manifest.
+
+Limits: one tablespace (``-D -`` cannot stream several); a cluster with extra
+tablespaces is refused rather than backed up incompletely.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+from drkit.backup.catalog import Manifest, backup_prefix, write_manifest
+from drkit.backup.logical import discard_partial, new_backup_id
+from drkit.config import Policy
+from drkit.errors import DatabaseError, OperationError
+from drkit.pg.binaries import find_client
+from drkit.pg.connect import connect, first_line, server_major, server_version
+from drkit.pg.conninfo import for_subprocess
+from drkit.pg.process import PipeProcess
+from drkit.storage.repository import Repository
+from drkit.wal import find_wal_key, open_wal_object
+from drkit.wal_names import backup_file_name, lsn_to_segment_name, parse_lsn
+
+log = logging.getLogger(__name__)
+
+BASE_NAME = "base.tar"
+ARCHIVE_WAIT_ENV = "DRKIT_ARCHIVE_WAIT"
+DEFAULT_ARCHIVE_WAIT = 600.0
+
+ProgressCallback = Callable[[str, int], None]
+
+_START_RE = re.compile(r"^START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", re.M)
+_START_TLI_RE = re.compile(r"^START TIMELINE: (\d+)", re.M)
+_STOP_RE = re.compile(r"^STOP WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", re.M)
+_STOP_TLI_RE = re.compile(r"^STOP TIMELINE: (\d+)", re.M)
+
+
+class TarTap:
+    """Passes a tar stream through unchanged while capturing small named members."""
+
+    def __init__(self, source: BinaryIO, wanted: tuple[str, ...] = ("backup_label",)) -> None:
+        self._source = source
+        self._wanted = wanted
+        self._header = b""
+        self._skip = 0  # bytes of member data + padding still to pass
+        self._capture_name: str | None = None
+        self._capture_left = 0
+        self.members: dict[str, bytes] = {}
+        self.names: list[str] = []
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._feed(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._source.close()
+
+    def _feed(self, data: bytes) -> None:
+        i = 0
+        n = len(data)
+        while i < n:
+            if self._skip:
+                take = min(self._skip, n - i)
+                if self._capture_name is not None and self._capture_left:
+                    part = data[i : i + min(take, self._capture_left)]
+                    self.members[self._capture_name] += part
+                    self._capture_left -= len(part)
+                self._skip -= take
+                i += take
+                continue
+            need = 512 - len(self._header)
+            self._header += data[i : i + need]
+            i += min(need, n - i)
+            if len(self._header) == 512:
+                self._parse_header(self._header)
+                self._header = b""
+
+    def _parse_header(self, header: bytes) -> None:
+        self._capture_name = None
+        if header == b"\0" * 512:
+            return
+        name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+        prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
+        if prefix and header[257:262] == b"ustar":
+            name = f"{prefix}/{name}"
+        raw_size = header[124:136]
+        if raw_size[0] & 0x80:  # base-256 for sizes over 8 GB
+            size = int.from_bytes(raw_size[1:], "big")
+        else:
+            text = raw_size.split(b"\0", 1)[0].strip()
+            size = int(text, 8) if text else 0
+        self._skip = (size + 511) // 512 * 512
+        self.names.append(name)
+        clean = name.removeprefix("./")
+        if clean in self._wanted and size <= 1024 * 1024:
+            self._capture_name = clean
+            self._capture_left = size
+            self.members[clean] = b""
+
+
+@dataclass
+class ServerFacts:
+    version: str
+    major: int
+    segment_size: int
+    databases: list[str]
+
+
+def _server_facts(dsn: str) -> ServerFacts:
+    with connect(dsn) as conn:
+        try:
+            rows = dict(
+                conn.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name IN "
+                    "('archive_mode', 'archive_command', 'archive_library', 'wal_segment_size',"
+                    " 'wal_level')"
+                ).fetchall()
+            )
+            tablespaces = conn.execute(
+                "SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')"
+            ).fetchall()
+            databases = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+                    "ORDER BY datname"
+                ).fetchall()
+            ]
+        except Exception as exc:
+            raise DatabaseError(f"reading server settings: {first_line(exc)}") from None
+        facts = ServerFacts(
+            server_version(conn), server_major(conn), int(rows["wal_segment_size"]), databases
+        )
+    if rows.get("archive_mode") not in ("on", "always") or not (
+        rows.get("archive_command") or rows.get("archive_library")
+    ):
+        raise OperationError(
+            "the server does not archive WAL (archive_mode/archive_command): a base backup "
+            "without archived WAL cannot be restored; set archive_command = "
+            "'drkit wal-push ENV %p' and archive_mode = on first"
+        )
+    if rows.get("wal_level") == "minimal":
+        raise OperationError("wal_level is minimal: set wal_level = replica for base backups")
+    if tablespaces:
+        raise OperationError(
+            f"the cluster has extra tablespaces ({', '.join(str(t[0]) for t in tablespaces)}); "
+            "drkit base backups support the default tablespace only"
+        )
+    return facts
+
+
+def _server_now(dsn: str) -> datetime:
+    with connect(dsn) as conn:
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    ts: datetime = row[0]
+    return ts.astimezone(UTC)
+
+
+def _archiver_status(dsn: str) -> str:
+    try:
+        with connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT failed_count, last_failed_wal, last_failed_time FROM pg_stat_archiver"
+            ).fetchone()
+    except DatabaseError:
+        return ""
+    if not row or not row[0]:
+        return ""
+    return f" (the server's archiver failed {row[0]} times, last on {row[1]} at {row[2]})"
+
+
+def wait_for_wal(
+    repo: Repository, names: list[str], timeout: float, dsn: str | None = None
+) -> None:
+    """Block until every WAL file in ``names`` is in the repository."""
+    deadline = time.monotonic() + timeout
+    pending = list(names)
+    delay = 0.1
+    while pending:
+        pending = [n for n in pending if find_wal_key(repo, n) is None]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise OperationError(
+                f"WAL {pending[0]} was not archived to {repo.location} within {timeout:.0f}s"
+                f"{_archiver_status(dsn) if dsn else ''}: the backup cannot be restored "
+                "without it — check archive_command and the server log"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+def read_backup_history(repo: Repository, name: str) -> str:
+    key = find_wal_key(repo, name)
+    if key is None:
+        raise OperationError(f"{name} is not in {repo.location}")
+    with open_wal_object(repo, key) as stream:
+        data: bytes = stream.read()
+    return data.decode("utf-8", "replace")
+
+
+def run_physical_backup(
+    policy: Policy,
+    *,
+    repo: Repository | None = None,
+    on_progress: ProgressCallback | None = None,
+    archive_wait: float | None = None,
+) -> Manifest:
+    """Take a base backup, wait for its WAL to be archived, publish the manifest last."""
+    repo = repo or Repository.for_policy(policy)
+    repo.check_encryption_available()
+    dsn = policy.database.url.get_secret_value()
+    facts = _server_facts(dsn)
+    if not policy.wal_archiving:
+        log.warning("policy %s has wal_archiving: false but takes a base backup", policy.name)
+    wait = archive_wait
+    if wait is None:
+        wait = float(os.environ.get(ARCHIVE_WAIT_ENV, DEFAULT_ARCHIVE_WAIT))
+    pg_basebackup = find_client("pg_basebackup", facts.major)
+    backup_id, started = new_backup_id(repo, "physical")
+    conninfo, env = for_subprocess(dsn)
+    args = [
+        pg_basebackup,
+        "-d",
+        conninfo,
+        "-D",
+        "-",
+        "-Ft",
+        "-X",
+        "none",
+        "--checkpoint=fast",
+        "-l",
+        f"drkit {backup_id}",
+    ]
+    log.info("physical backup %s started", backup_id)
+    try:
+        with PipeProcess(args, env=env, what="pg_basebackup", stdout=-1) as proc:
+            tap = TarTap(proc.stdout)  # type: ignore[arg-type]
+            obj = repo.store(
+                f"{backup_prefix(backup_id)}{BASE_NAME}",
+                tap,  # type: ignore[arg-type]
+                on_raw_bytes=(lambda n: on_progress(BASE_NAME, n)) if on_progress else None,
+            )
+            proc.wait()
+        consistent_at = _server_now(dsn)
+        label = tap.members.get("backup_label", b"").decode("utf-8", "replace")
+        start = _START_RE.search(label)
+        start_tli = _START_TLI_RE.search(label)
+        if start is None or start_tli is None:
+            raise OperationError("pg_basebackup's tar stream had no readable backup_label")
+        timeline = int(start_tli.group(1))
+        wal_start = start.group(1)
+        history_name = backup_file_name(wal_start, timeline, facts.segment_size)
+        wait_for_wal(repo, [history_name], wait, dsn)
+        history = read_backup_history(repo, history_name)
+        stop = _STOP_RE.search(history)
+        stop_tli = _STOP_TLI_RE.search(history)
+        if stop is None:
+            raise OperationError(f"{history_name} has no STOP WAL LOCATION")
+        wal_stop = stop.group(1)
+        stop_timeline = int(stop_tli.group(1)) if stop_tli else timeline
+        start_segment = lsn_to_segment_name(wal_start, timeline, facts.segment_size)
+        # the stop LSN points just past the last record: the segment holding stop-1
+        stop_segment = lsn_to_segment_name(
+            max(parse_lsn(wal_stop) - 1, parse_lsn(wal_start)), stop_timeline, facts.segment_size
+        )
+        wait_for_wal(repo, [start_segment, stop_segment], wait, dsn)
+        manifest = Manifest(
+            id=backup_id,
+            kind="physical",
+            environment=policy.name,
+            databases=facts.databases,
+            server_version=facts.version,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            consistent_at=consistent_at,
+            objects=[obj],
+            wal_start=wal_start,
+            wal_stop=wal_stop,
+            wal_start_segment=start_segment,
+            wal_stop_segment=stop_segment,
+            timeline=timeline,
+            backup_label=label,
+            extra={
+                "wal_segment_size": facts.segment_size,
+                "stop_timeline": stop_timeline,
+                "backup_history_file": history_name,
+                "tar_members": len(tap.names),
+            },
+        )
+        write_manifest(repo, manifest)
+    except BaseException:
+        discard_partial(repo, backup_id)
+        raise
+    log.info("physical backup %s finished: %d bytes stored", backup_id, manifest.size)
+    return manifest
+
+
+def describe(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "id": manifest.id,
+        "wal_start": manifest.wal_start,
+        "wal_stop": manifest.wal_stop,
+        "timeline": manifest.timeline,
+        "consistent_at": manifest.consistent_at,
+        "size": manifest.size,
+        "raw_size": manifest.raw_size,
+    }
