@@ -25,6 +25,7 @@ from drkit.backup.catalog import (
     make_backup_id,
     write_manifest,
 )
+from drkit.backup.lock import backup_lock
 from drkit.config import Policy
 from drkit.errors import DatabaseError, DrkitError
 from drkit.pg.binaries import find_client
@@ -125,6 +126,16 @@ def run_logical_backup(
     """Back up ``databases`` (default: the policy's) and publish the manifest last."""
     repo = repo or Repository.for_policy(policy)
     repo.check_encryption_available()
+    with backup_lock(policy, "logical"):  # a second concurrent backup is refused (exit 1)
+        return _run_locked(policy, repo, databases, on_progress)
+
+
+def _run_locked(
+    policy: Policy,
+    repo: Repository,
+    databases: list[str] | None,
+    on_progress: ProgressCallback | None,
+) -> Manifest:
     names = databases or policy.database.database_names()
     backup_id, started = new_backup_id(repo, "logical")
     log.info("backup %s of %s started", backup_id, ", ".join(names))
