@@ -222,3 +222,27 @@ def test_missing_job_implementation_fails_as_not_implemented(
 def test_scrub_masks_passwords() -> None:
     assert scrub("x postgresql://u:p4ss@h/db y\nsecond") == "x postgresql://u:***@h/db y"
     assert scrub("host=h password=p4ss") == "host=h password=***"
+
+
+def test_a_failing_job_is_recorded_not_raised(tmp_path: Path) -> None:
+    daemon = loaded_daemon(tmp_path, {"logical_backup": "* * * * *"})
+    daemon.run_job("prod", "logical_backup")  # the database (port 1) refuses connections
+    state = daemon.jobs[("prod", "logical_backup")]
+    assert state.runs == {"success": 0, "failure": 1, "skipped": 0}
+    assert state.last_error is not None and "127.0.0.1:1" in state.last_error
+    assert "sekret" not in state.last_error
+    assert daemon.health()[0] == 503
+
+
+def test_the_repeated_dst_hour_runs_a_job_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *", "timezone": "Europe/Rome"})
+    # 02:00 CEST and, an hour later, 02:00 CET: the same wall-clock minute
+    monkeypatch.setattr(daemon_mod, "wall_minute", lambda tz: datetime(2027, 10, 31, 2, 0))
+    daemon.run_job("prod", "logical_backup")
+    daemon.run_job("prod", "logical_backup")
+    assert sum(daemon.jobs[("prod", "logical_backup")].runs.values()) == 1
+    monkeypatch.setattr(daemon_mod, "wall_minute", lambda tz: datetime(2027, 11, 1, 2, 0))
+    daemon.run_job("prod", "logical_backup")
+    assert sum(daemon.jobs[("prod", "logical_backup")].runs.values()) == 2

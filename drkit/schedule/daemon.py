@@ -63,9 +63,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from drkit.config import Policy, load_policies
-from drkit.errors import DatabaseError, DrkitError, NotImplementedYet, OperationError
+from drkit.errors import (
+    DatabaseError,
+    DrkitError,
+    NotImplementedYet,
+    OperationError,
+    PolicyError,
+)
 from drkit.schedule.metrics import (
     JOB_KIND,
     CatalogSnapshot,
@@ -105,6 +112,11 @@ def scrub(text: str) -> str:
     stripped = text.strip()
     line = stripped.splitlines()[0] if stripped else ""
     return _CONNINFO_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", line))
+
+
+def wall_minute(timezone: str) -> datetime:
+    """The current local wall-clock minute in ``timezone`` (naive)."""
+    return datetime.now(ZoneInfo(timezone)).replace(second=0, microsecond=0, tzinfo=None)
 
 
 def lock_key(env: str) -> tuple[int, int]:
@@ -269,7 +281,7 @@ class SchedulerDaemon:
 
     def load(self) -> list[Policy]:
         """Load and validate the policies (PolicyError, exit 2, before anything runs)."""
-        return load_policies(self.envs or None, self.policy_dir)
+        return checked_policies(self.envs or None, self.policy_dir)
 
     def start(self) -> None:
         """Validate, bind the port, read the catalogs, start scheduling."""
@@ -438,7 +450,16 @@ class SchedulerDaemon:
         """One scheduled run (APScheduler's callback); never raises."""
         with self._state:
             run_lock = self._env_run_locks.get(env)
-        if run_lock is None:
+            state = self.jobs.get((env, job))
+            if run_lock is None or state is None:
+                return
+            # APScheduler 3 fires a job twice when its time falls in the hour an autumn
+            # DST change repeats (02:00 CEST, then 02:00 CET): same wall clock, skip it
+            wall = wall_minute(state.timezone)
+            repeated = state.last_wall_minute == wall
+            state.last_wall_minute = wall
+        if repeated:
+            log.info("%s/%s not run again: %s repeats after a DST change", env, job, wall)
             return
         with run_lock:
             with self._state:
@@ -654,12 +675,26 @@ def run_daemon(
     daemon.run_forever()
 
 
+def checked_policies(envs: list[str] | None, policy_dir: Path | str | None) -> list[Policy]:
+    """The policies, each schedule entry checked the way the daemon will read it."""
+    from drkit.schedule.cron import cron_trigger
+
+    policies = load_policies(envs or None, policy_dir)
+    for policy in policies:
+        for job, expr in policy.schedule.jobs().items():
+            try:
+                cron_trigger(expr, policy.schedule.timezone)
+            except (ValueError, TypeError) as exc:
+                raise PolicyError(f"{policy.source}: schedule.{job}: {exc}") from None
+    return policies
+
+
 def show_schedule(
     envs: list[str] | None, policy_dir: Path | str | None, count: int = 3
 ) -> list[dict[str, Any]]:
     """Each job of each policy with its next ``count`` run times (``schedule show``)."""
     rows = []
-    for policy in load_policies(envs or None, policy_dir):
+    for policy in checked_policies(envs, policy_dir):
         for job, expr in policy.schedule.jobs().items():
             runs = next_runs(expr, policy.schedule.timezone, count)
             rows.append(

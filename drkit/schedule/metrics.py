@@ -256,6 +256,8 @@ class JobState:
     last_error: str | None = None
     last_success: datetime | None = None
     last_duration: float | None = None
+    #: local wall-clock minute of the last fire (see SchedulerDaemon.run_job)
+    last_wall_minute: datetime | None = None
 
     def record(self, status: str, started: datetime, finished: datetime, error: str | None) -> None:
         self.runs[status] = self.runs.get(status, 0) + 1
