@@ -246,3 +246,25 @@ def test_the_repeated_dst_hour_runs_a_job_once(
     monkeypatch.setattr(daemon_mod, "wall_minute", lambda tz: datetime(2027, 11, 1, 2, 0))
     daemon.run_job("prod", "logical_backup")
     assert sum(daemon.jobs[("prod", "logical_backup")].runs.values()) == 2
+
+
+def test_apscheduler_jobs_coalesce_one_instance_an_hour_of_grace(tmp_path: Path) -> None:
+    write_policy(
+        tmp_path / "policies",
+        "prod",
+        {"logical_backup": "0 2 * * *", "prune": "30 4 * * 0", "timezone": "Europe/Rome"},
+    )
+    daemon = SchedulerDaemon(["prod"], tmp_path / "policies", bind="127.0.0.1", port=0)
+    daemon.start()
+    try:
+        jobs = {job.id: job for job in daemon._scheduler.get_jobs()}
+        assert set(jobs) == {"prod:logical_backup", "prod:prune"}
+        for job in jobs.values():
+            assert job.coalesce is True
+            assert job.max_instances == 1
+            assert job.misfire_grace_time >= 3600
+            assert str(job.trigger.timezone) == "Europe/Rome"
+        fire = jobs["prod:prune"].next_run_time
+        assert fire.isoweekday() == 7 and (fire.hour, fire.minute) == (4, 30)  # Sunday
+    finally:
+        daemon.shutdown()
