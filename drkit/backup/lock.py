@@ -61,9 +61,21 @@ def _application_name(env: str, kind: str) -> str:
     return f"{_APP_PREFIX} pid {os.getpid()} on {host}: {env} {kind}"[:63]
 
 
-@contextlib.contextmanager
-def backup_lock(policy: Policy, kind: str) -> Iterator[None]:
-    """Hold the backup lock of ``policy``'s environment for ``kind``, or BackupLocked."""
+class HeldLock:
+    """A taken backup lock; :meth:`release` (idempotent) or the process's end frees it."""
+
+    def __init__(self, conn: Any, env: str, kind: str) -> None:
+        self._conn = conn
+        self.env = env
+        self.kind = kind
+
+    def release(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()  # closing the session releases the lock
+
+
+def acquire_backup_lock(policy: Policy, kind: str) -> HeldLock:
+    """Take the backup lock of ``policy``'s environment for ``kind``, or BackupLocked."""
     import psycopg
 
     from drkit.pg.connect import connect, first_line
@@ -93,11 +105,22 @@ def backup_lock(policy: Policy, kind: str) -> Iterator[None]:
                 "to start a second one — wait for it to finish (drkit backups "
                 f"{env} lists it once done) or stop it"
             )
-        log.debug("backup lock of %s (%s) taken", env, kind)
-        yield
-    finally:
+    except BaseException:
         with contextlib.suppress(Exception):
-            conn.close()  # closing the session releases the lock
+            conn.close()
+        raise
+    log.debug("backup lock of %s (%s) taken", env, kind)
+    return HeldLock(conn, env, kind)
+
+
+@contextlib.contextmanager
+def backup_lock(policy: Policy, kind: str) -> Iterator[HeldLock]:
+    """Hold the backup lock of ``policy``'s environment for ``kind``, or BackupLocked."""
+    held = acquire_backup_lock(policy, kind)
+    try:
+        yield held
+    finally:
+        held.release()
 
 
 def _holder(conn: Any, key: tuple[int, int]) -> str:

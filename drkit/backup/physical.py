@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from drkit.backup.catalog import Manifest, backup_prefix, write_manifest
+from drkit.backup.lock import acquire_backup_lock
 from drkit.backup.logical import discard_partial, new_backup_id
 from drkit.config import Policy
 from drkit.errors import DatabaseError, OperationError
@@ -237,6 +238,7 @@ def run_physical_backup(
     if wait is None:
         wait = float(os.environ.get(ARCHIVE_WAIT_ENV, DEFAULT_ARCHIVE_WAIT))
     pg_basebackup = find_client("pg_basebackup", facts.major)
+    lock = acquire_backup_lock(policy, "physical")  # a concurrent one is refused (exit 1)
     backup_id, started = new_backup_id(repo, "physical")
     conninfo, env = for_subprocess(dsn)
     args = [
@@ -312,6 +314,8 @@ def run_physical_backup(
     except BaseException:
         discard_partial(repo, backup_id)
         raise
+    finally:
+        lock.release()
     log.info("physical backup %s finished: %d bytes stored", backup_id, manifest.size)
     return manifest
 
