@@ -34,6 +34,7 @@ import logging
 import os
 import random
 import secrets
+import shlex
 import shutil
 import tempfile
 import time
@@ -265,14 +266,20 @@ def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
 
 def _keep_info(cluster: LocalCluster, work: Path, manifest: Manifest) -> dict[str, Any]:
     database = next((o.database for o in manifest.objects if o.database), "postgres")
+    q = shlex.quote
     pg_ctl = cluster.bin("pg_ctl")
-    as_user = f"sudo -u {cluster.os_user} " if cluster.os_user else ""
+    as_user = f"runuser -u {q(cluster.os_user)} -- " if cluster.os_user else ""
     return {
         "port": cluster.port,
         "data_dir": str(cluster.data_dir),
         "socket_dir": str(cluster.socket_dir),
-        "connect": f"psql -h {cluster.socket_dir} -p {cluster.port} -U postgres {database}",
-        "stop": f"{as_user}{pg_ctl} -D {cluster.data_dir} -m fast stop && rm -rf {work}",
+        "connect": (
+            f"psql -h {q(str(cluster.socket_dir))} -p {cluster.port} -U postgres {q(database)}"
+        ),
+        "stop": (
+            f"{as_user}{q(pg_ctl)} -D {q(str(cluster.data_dir))} -m fast stop "
+            f"&& rm -rf {q(str(work))}"
+        ),
     }
 
 

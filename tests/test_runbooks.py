@@ -1,0 +1,184 @@
+"""The runbooks' commands, run as written against a real cluster and repository.
+
+``runbooks/README.md`` states the conventions: ```` ```sh ```` blocks run in order with
+``bash -e``; ```` ```sh no-test ```` blocks are deployment-specific and only shown;
+``export NAME=value`` lines are the operator's choices, replaced by the test's values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drkit.sample import table_counts
+from tests.conftest import REPO_ROOT, PgServer, PolicyWriter, RepoTarget
+
+RUNBOOKS = REPO_ROOT / "runbooks"
+OBJECTIVES = {"rpo": "1h", "rto": "30m"}
+_FENCE = re.compile(r"^```(.*)$")
+_EXPORT = re.compile(r"^export ([A-Za-z_][A-Za-z0-9_]*)=")
+
+
+def sh_blocks(path: Path) -> list[str]:
+    """The ```sh blocks of a markdown file, in order (not the ```sh no-test ones)."""
+    blocks: list[str] = []
+    current: list[str] | None = None
+    info = ""
+    for line in path.read_text().splitlines():
+        match = _FENCE.match(line.strip())
+        if match and current is None:
+            info, current = match.group(1).strip(), []
+        elif match:
+            if info == "sh":
+                blocks.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    assert current is None, f"{path.name}: unterminated code fence"
+    return blocks
+
+
+def script_of(path: Path, values: dict[str, str]) -> str:
+    lines = []
+    for block in sh_blocks(path):
+        for line in block.splitlines():
+            match = _EXPORT.match(line)
+            if match and match.group(1) in values:
+                line = f"export {match.group(1)}={values[match.group(1)]!s}"
+            lines.append(line)
+    return "set -euo pipefail\n" + "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def shell_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """PATH with a ``drkit`` that is this checkout's, and a scratch dir for drills."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "drkit"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m drkit "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    scratch = Path(tempfile.mkdtemp(prefix="drkit-test-runbook-"))
+    scratch.chmod(0o755)
+    env = dict(os.environ)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["DRKIT_TMPDIR"] = str(scratch)
+    yield env
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_runbook(
+    name: str,
+    policy_dir: Path,
+    cwd: Path,
+    env: dict[str, str],
+    values: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    script = script_of(RUNBOOKS / name, values or {})
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        cwd=cwd,
+        env={**env, "DRKIT_POLICY_DIR": str(policy_dir)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, (
+        f"runbooks/{name} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+        f"{proc.stderr[-3000:]}"
+    )
+    return proc
+
+
+def test_restore_latest_runbook_brings_a_lost_database_back(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    pg_server: PgServer,
+    shell_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    name, url = sample_db
+    policy_dir = make_policy("prod", url, file_repo, objectives=OBJECTIVES)
+    before = table_counts(pg_server.dsn(name))
+    subprocess.run(
+        [sys.executable, "-m", "drkit", "--policy-dir", str(policy_dir), "backup", "prod"],
+        check=True,
+        capture_output=True,
+    )
+    pg_server.drop_database(name)  # the incident: the database is gone
+
+    proc = run_runbook("restore-latest.md", policy_dir, tmp_path, shell_env)
+    assert table_counts(pg_server.dsn(name)) == before
+    result = json.loads((tmp_path / "restore-result.json").read_text())
+    assert result["ok"] is True and result["databases"][0]["rows"] == sum(before.values())
+    assert "row counts match" in proc.stdout
+    # the runbook's last step took a fresh backup
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drkit",
+            "--policy-dir",
+            str(policy_dir),
+            "backups",
+            "prod",
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert len(json.loads(listed.stdout)) == 2
+
+
+def test_drill_runbook_runs_and_reports(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    shell_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    _name, url = sample_db
+    policy_dir = make_policy("prod", url, file_repo, objectives=OBJECTIVES)
+    subprocess.run(
+        [sys.executable, "-m", "drkit", "--policy-dir", str(policy_dir), "backup", "prod"],
+        check=True,
+        capture_output=True,
+    )
+    proc = run_runbook("drill.md", policy_dir, tmp_path, shell_env)
+    assert "**PASS**" in (tmp_path / "drill-report" / "report.md").read_text()
+    assert (tmp_path / "drill-report-random" / "junit.xml").exists()
+    assert "verdict: PASS" in proc.stdout
+    assert list(Path(shell_env["DRKIT_TMPDIR"]).iterdir()) == []
+
+
+def test_every_alert_has_a_response_in_the_alerts_runbook() -> None:
+    rules = yaml.safe_load((REPO_ROOT / "monitoring" / "drkit-alerts.yml").read_text())
+    alerts = [rule["alert"] for group in rules["groups"] for rule in group["rules"]]
+    text = (RUNBOOKS / "alerts.md").read_text()
+    sections = set(re.findall(r"^## (\w+)", text, re.M))
+    assert alerts and set(alerts) <= sections, sorted(set(alerts) - sections)
+
+
+def test_runbooks_index_and_tested_blocks() -> None:
+    index = (RUNBOOKS / "README.md").read_text()
+    for link in re.findall(r"\]\(([\w-]+\.md)\)", index):
+        assert (RUNBOOKS / link).exists(), link
+    for name in ("restore-latest.md", "pitr-bad-migration.md", "refresh-staging.md", "drill.md"):
+        blocks = sh_blocks(RUNBOOKS / name)
+        assert blocks and all(b.strip() for b in blocks), name
+        assert any("drkit " in b for b in blocks), name
