@@ -188,6 +188,9 @@ def prune(
     for key in result.wal_deleted:
         repo.delete(key)
         result.deleted_objects += 1
+    # uploads a crash cut short (temp files, open multipart uploads), past the same grace
+    grace_start = (now or datetime.now(UTC)) - policy.retention.orphan_grace
+    result.deleted_objects += repo.backend.sweep_incomplete(repo.key(""), grace_start)
     if result.wal_deleted:
         log.info(
             "prune %s: deleted %d WAL files older than %s",

@@ -68,6 +68,12 @@ class Backend(ABC):
     def head(self, key: str) -> ObjectInfo | None:
         """Size and modification time of ``key``, or None when it does not exist."""
 
+    def sweep_incomplete(self, prefix: str, older_than: datetime) -> int:
+        """Remove uploads a crash cut short (never visible as objects) started before
+        ``older_than`` under ``prefix``; returns how many.  ``prune`` calls this with its
+        orphan grace so that an upload in flight is left alone."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

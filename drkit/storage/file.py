@@ -152,6 +152,31 @@ class FileBackend(Backend):
                 break
             parent = parent.parent
 
+    def sweep_incomplete(self, prefix: str, older_than: datetime) -> int:
+        """Temp files of uploads a crash (SIGKILL, power loss) interrupted."""
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base_dir if base_dir else self.root
+        removed = 0
+        cutoff = older_than.timestamp()
+        for dirpath, _dirnames, filenames in os.walk(start):
+            for name in filenames:
+                path = Path(dirpath, name)
+                if TMP_MARK not in name or not path.relative_to(self.root).as_posix().startswith(
+                    prefix
+                ):
+                    continue
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise StorageError(
+                        f"cannot remove {path.name} in {self.location}: {_describe_os_error(exc)}"
+                    ) from None
+        return removed
+
     def head(self, key: str) -> ObjectInfo | None:
         try:
             st = self._path(key).stat()

@@ -18,6 +18,8 @@ from drkit.storage.base import Backend, ObjectInfo
 from drkit.streams import read_full
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from drkit.config import RepositoryConfig
 
 PART_SIZE = int(os.environ.get("DRKIT_S3_PART_SIZE", 16 * 1024 * 1024))
@@ -216,6 +218,25 @@ class S3Backend(Backend):
                 return None
             raise self._error("stat", key, exc) from None
         return ObjectInfo(key, int(response["ContentLength"]), response["LastModified"])
+
+    def sweep_incomplete(self, prefix: str, older_than: datetime) -> int:
+        """Abort multipart uploads a crash left open (they are billed, never listed)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        removed = 0
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] >= older_than:
+                        continue
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    removed += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("clean up interrupted uploads under", prefix, exc) from None
+        return removed
 
     def close(self) -> None:
         self.client.close()
