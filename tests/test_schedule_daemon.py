@@ -225,6 +225,14 @@ def test_backup_runs_metrics_report_it_and_a_second_daemon_stands_by(
     if password:
         assert str(password) not in log
 
+    # a restarted daemon reports the repository's state at once, before any run
+    restarted = daemons(policy_dir)
+    newest = list_backups(repo)[-1]
+    key = ("drkit_backup_last_success_timestamp_seconds", labels(env="prod", kind="logical"))
+    assert restarted.metrics()[key] == newest.finished_at.timestamp()
+    assert restarted.job()["last_success"] == newest.finished_at.isoformat().replace("+00:00", "Z")
+    assert restarted.terminate() == 0
+
 
 def test_healthz_turns_503_when_the_database_is_down_and_sighup_reloads(
     tmp_path: Path,
