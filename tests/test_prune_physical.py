@@ -1,0 +1,84 @@
+"""Prune with real base backups and real archived WAL (§4): WAL older than the oldest
+kept base backup's start goes, every segment a kept backup needs stays, and the kept
+backup still restores to the latest point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from drkit.backup.catalog import list_backups
+from drkit.backup.retention import wal_to_delete
+from drkit.config import load_policy
+from drkit.storage.repository import Repository
+from tests.conftest import DrkitRunner
+from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def archived() -> Iterator[Archived]:
+    with shared_dir() as root:
+        arch = start_archived_cluster(root, file_repo_block(root))
+        try:
+            yield arch
+        finally:
+            arch.stop_restored()
+            arch.cluster.destroy()
+
+
+def wal_names(repo: Repository) -> set[str]:
+    return {info.key.rsplit("/", 1)[-1] for info in repo.list("wal/")}
+
+
+def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
+    archived: Archived, run_drkit: DrkitRunner
+) -> None:
+    arch = archived
+    repo = Repository.for_policy(load_policy(arch.env, arch.policy_dir))
+    arch.execute("CREATE TABLE marker (id serial PRIMARY KEY, label text NOT NULL)")
+
+    def has(name: str) -> bool:
+        return any(n.startswith(name) for n in wal_names(repo))
+
+    first = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+    assert first.code == 0, first.stderr
+    for label in ("a", "b"):
+        arch.execute(f"INSERT INTO marker (label) VALUES ('{label}')")
+        arch.switch_and_wait(has)
+    second = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+    assert second.code == 0, second.stderr
+    arch.execute("INSERT INTO marker (label) VALUES ('c')")
+    arch.switch_and_wait(has)
+
+    kept = next(m for m in list_backups(repo) if m.id == second.json()["id"])
+    cutoff = str(kept.wal_start_segment)
+    before = wal_names(repo)
+    older = {n for n in before if n[:24] < cutoff and not n.endswith(".history")}
+    assert older  # the first backup's WAL is there to delete
+
+    dry = run_drkit("prune", arch.env, "--dry-run", "--json", policy_dir=arch.policy_dir)
+    assert dry.code == 0, dry.stderr
+    plan = dry.json()
+    assert {b["id"]: b["action"] for b in plan["backups"]} == {
+        first.json()["id"]: "DELETE",
+        second.json()["id"]: "KEEP",
+    }
+    assert plan["wal"] == {"cutoff": cutoff, "delete": len(older)}
+    assert before <= wal_names(repo)  # nothing deleted (new segments may still arrive)
+
+    done = run_drkit("prune", arch.env, "--json", policy_dir=arch.policy_dir)
+    assert done.code == 0, done.stderr
+    after = wal_names(repo)
+    assert not after & older
+    assert before - older <= after
+    assert all(n[:24] >= cutoff or n.endswith(".history") for n in after)
+    assert wal_to_delete(sorted(after), cutoff) == []
+    assert [m.id for m in list_backups(repo)] == [second.json()["id"]]
+
+    # the kept base backup's WAL chain is complete: verify reads it end to end
+    verify = run_drkit("verify", arch.env, "latest", "--json", policy_dir=arch.policy_dir)
+    assert verify.code == 0, verify.stderr + verify.stdout
+    assert verify.json()["backups"][0]["wal_chain"] == "complete"
