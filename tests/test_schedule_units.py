@@ -228,7 +228,7 @@ def test_a_failing_job_is_recorded_not_raised(tmp_path: Path) -> None:
     daemon = loaded_daemon(tmp_path, {"logical_backup": "* * * * *"})
     daemon.run_job("prod", "logical_backup")  # the database (port 1) refuses connections
     state = daemon.jobs[("prod", "logical_backup")]
-    assert state.runs == {"success": 0, "failure": 1, "skipped": 0}
+    assert state.runs == {"success": 0, "failure": 1, "skipped": 0, "missed": 0}
     assert state.last_error is not None and "127.0.0.1:1" in state.last_error
     assert "sekret" not in state.last_error
     assert daemon.health()[0] == 503
@@ -268,3 +268,25 @@ def test_apscheduler_jobs_coalesce_one_instance_an_hour_of_grace(tmp_path: Path)
         assert fire.isoweekday() == 7 and (fire.hour, fire.minute) == (4, 30)  # Sunday
     finally:
         daemon.shutdown()
+
+
+def test_runs_apscheduler_did_not_start_are_counted(tmp_path: Path) -> None:
+    from apscheduler.events import (
+        EVENT_JOB_MAX_INSTANCES,
+        EVENT_JOB_MISSED,
+        JobExecutionEvent,
+        JobSubmissionEvent,
+    )
+
+    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *"})
+    due = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
+    daemon.on_scheduler_event(
+        JobExecutionEvent(EVENT_JOB_MISSED, "prod:logical_backup", "default", due)
+    )
+    daemon.on_scheduler_event(
+        JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, "prod:logical_backup", "default", [due])
+    )
+    runs = daemon.jobs[("prod", "logical_backup")].runs
+    assert runs == {"success": 0, "failure": 0, "skipped": 1, "missed": 1}
+    text = generate_latest(daemon.registry).decode()
+    assert 'drkit_job_runs_total{env="prod",job="logical_backup",status="missed"} 1.0' in text

@@ -302,6 +302,11 @@ class SchedulerDaemon:
                 "misfire_grace_time": int(MISFIRE_GRACE.total_seconds()),
             },
         )
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+
+        self._scheduler.add_listener(
+            self.on_scheduler_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
         self._schedule_jobs()
         self._scheduler.start()
         assert self._server is not None
@@ -499,6 +504,30 @@ class SchedulerDaemon:
             else:
                 self._finish(state, "success", started, None)
             self.refresh_catalog(env)
+
+    def on_scheduler_event(self, event: Any) -> None:
+        """Runs APScheduler did not start: later than the misfire grace, or still running."""
+        from apscheduler.events import EVENT_JOB_MISSED
+
+        env, _, job = str(event.job_id).partition(":")
+        missed = event.code == EVENT_JOB_MISSED
+        with self._state:
+            state = self.jobs.get((env, job))
+            if state is None:
+                return
+            status = "missed" if missed else "skipped"
+            state.runs[status] = state.runs.get(status, 0) + 1
+        when = getattr(event, "scheduled_run_time", None)
+        if missed:
+            log.warning(
+                "%s/%s: the run due at %s was missed (more than %s late)",
+                env,
+                job,
+                when,
+                MISFIRE_GRACE,
+            )
+        else:
+            log.warning("%s/%s: the run due at %s skipped, the last one still runs", env, job, when)
 
     def _finish(self, state: JobState, status: str, started: datetime, error: str | None) -> None:
         finished = datetime.now(UTC)

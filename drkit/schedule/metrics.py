@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 JOB_NAMES = ("logical_backup", "physical_backup", "prune", "drill")
 JOB_KIND = {"logical_backup": "logical", "physical_backup": "physical"}
-RUN_STATUSES = ("success", "failure", "skipped")
+RUN_STATUSES = ("success", "failure", "skipped", "missed")
 
 METRIC_NAMES = frozenset(
     {
