@@ -1,13 +1,14 @@
 """The restore drill's own overhead against the restore it measures.
 
-    python -m benchmarks.bench_drill --rows 4500000 --rounds 2     # ~1 GB database
+    python -m benchmarks.bench_drill --size-mb 1024 --rounds 2     # a 1 GB database
 
 Goal (issue 6): everything a drill does besides the restore itself — starting the
 scratch cluster, validation (row counts of every table, SQL checks, pg_amcheck), tearing
 it down, writing the report — costs at most 15% of the restore time on a 1 GB database.
 
-One throwaway cluster holds the sample database; one logical backup goes to a file://
-repository.  Then, alternating, ``rounds`` times:
+One throwaway cluster holds the sample database (``--rows`` of SentriKat sample data,
+grown to ``--size-mb`` with archive copies of its two log tables, indexes included);
+one logical backup goes to a file:// repository.  Then, alternating, ``rounds`` times:
 
 - **restore**: ``drkit restore`` of that backup into a fresh database on a second cluster
   set up like a drill's scratch cluster (same settings, fsync on) — the restore itself;
@@ -34,6 +35,7 @@ from typing import Any
 
 import psycopg
 import yaml
+from psycopg import sql
 
 from benchmarks._measure import median, run, timed
 from drkit.drill.runner import SCRATCH_SETTINGS
@@ -58,6 +60,27 @@ def write_policy(policy_dir: Path, db_url: str, repo: Path) -> Path:
     return policy_dir
 
 
+def database_size(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(row[0]) if row else 0
+
+
+def grow(url: str, target: int) -> int:
+    """Add archive copies of the log tables (with their indexes) until ``target`` bytes."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        n = 0
+        while database_size(conn) < target:
+            n += 1
+            for table in ("alert_log", "sync_log"):
+                copy = sql.Identifier(f"{table}_archive_{n}")
+                source = sql.Identifier(table)
+                conn.execute(
+                    sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(copy, source)
+                )
+                conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(copy, source))
+        return database_size(conn)
+
+
 def drkit(policy_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "drkit", "--policy-dir", str(policy_dir), *args],
@@ -75,7 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=4_500_000)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args()
@@ -87,9 +111,7 @@ def main() -> None:
     try:
         url = source.create_database("bench")
         load_time = timed(lambda: load_sample(url, opts.rows))
-        with psycopg.connect(url) as conn:
-            row = conn.execute("SELECT pg_database_size('bench')").fetchone()
-            size = int(row[0]) if row else 0
+        size = grow(url, opts.size_mb * 2**20)
         print(f"loaded {opts.rows} rows ({size / 2**20:.0f} MiB) in {load_time:.0f}s", flush=True)
         repo = work / "repo"
         repo.mkdir()
