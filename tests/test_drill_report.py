@@ -85,3 +85,24 @@ def test_markdown_has_phase_bars_and_the_trend() -> None:
     assert bars["restore"] == 30 and bars["fetch"] == 5 and bars["restore"] > bars["validation"]
     trend = [line for line in text.splitlines() if "20261120T050000Z" in line or "*2026" in line]
     assert len(trend) == 2 and trend[0].count("█") == 15 and trend[1].count("█") == 30
+
+
+def test_the_scheduler_reads_what_a_drill_stores() -> None:
+    """drkit_drill_* metrics come from the stored report.json (schedule.metrics)."""
+    from drkit.schedule.metrics import parse_drill_report
+
+    r = report(PASS, PASS)
+    r.rpo_achieved = 3 * 3600.0
+    summary = parse_drill_report(r.to_dict(), r.id, r.started_at)
+    assert summary.passed is True
+    assert summary.finished_at == r.finished_at
+    assert summary.rto == {
+        "startup": 2.0,
+        "fetch": 10.0,
+        "restore": 60.0,
+        "validation": 8.0,
+        "total": 80.0,
+    }
+    assert summary.rpo == 3 * 3600.0
+    failed = parse_drill_report(report(PASS, NOT_RUN).to_dict(), r.id, r.started_at)
+    assert failed.passed is False
