@@ -354,3 +354,36 @@ def test_drill_without_a_backup_cannot_run(
     naive = drill(run_drkit, policy_dir, scratch_root, "--point-in-time", "2026-11-27 10:00:00")
     assert naive.code == 2 and "time zone" in naive.stderr
     assert_scratch_gone(scratch_root)
+
+
+def test_drill_that_cannot_start_a_scratch_cluster_is_an_error(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    scratch_root: Path,
+) -> None:
+    _name, url = sample_db
+    policy_dir = make_policy("prod", url, file_repo, objectives=OBJECTIVES)
+    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    broken = Path(tempfile.mkdtemp(prefix="drkit-test-pgbin-"))  # the postgres user runs it
+    broken.chmod(0o755)
+    initdb = broken / "initdb"
+    initdb.write_text("#!/bin/sh\necho 'initdb: error: disk full' >&2\nexit 1\n")
+    initdb.chmod(0o755)
+    try:
+        done = run_drkit(
+            "drill",
+            "prod",
+            "--json",
+            policy_dir=policy_dir,
+            env={"DRKIT_TMPDIR": str(scratch_root), "DRKIT_PG_BIN": str(broken)},
+        )
+    finally:
+        shutil.rmtree(broken)
+    assert done.code == 1, done.stderr
+    doc = done.json()
+    assert doc["verdict"] == "ERROR" and "disk full" in doc["error"]
+    assert "could not run" in done.stderr and "Traceback" not in done.stderr
+    assert stored_report(file_repo, doc["id"])["verdict"] == "ERROR"
+    assert_scratch_gone(scratch_root)

@@ -47,9 +47,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from drkit import __version__
-from drkit.backup.catalog import ID_FORMAT, Manifest, resolve_backup
+from drkit.backup.catalog import ID_FORMAT, Manifest, iso, resolve_backup
 from drkit.config import Policy
 from drkit.drill.report import (
     ERROR,
@@ -64,7 +65,7 @@ from drkit.drill.report import (
 )
 from drkit.errors import CheckFailed, DrkitError, OperationError, StorageError
 from drkit.pg.binaries import find_binary, find_client
-from drkit.pg.cluster import LocalCluster, run_as
+from drkit.pg.cluster import LocalCluster, free_port, run_as
 from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
@@ -265,7 +266,8 @@ def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
 
 
 def _keep_info(cluster: LocalCluster, work: Path, manifest: Manifest) -> dict[str, Any]:
-    database = next((o.database for o in manifest.objects if o.database), "postgres")
+    database = next((o.database for o in manifest.objects if o.database), None)
+    database = database or next(iter(manifest.databases), "postgres")
     q = shlex.quote
     pg_ctl = cluster.bin("pg_ctl")
     as_user = f"runuser -u {q(cluster.os_user)} -- " if cluster.os_user else ""
@@ -274,7 +276,8 @@ def _keep_info(cluster: LocalCluster, work: Path, manifest: Manifest) -> dict[st
         "data_dir": str(cluster.data_dir),
         "socket_dir": str(cluster.socket_dir),
         "connect": (
-            f"psql -h {q(str(cluster.socket_dir))} -p {cluster.port} -U postgres {q(database)}"
+            f"psql -h {q(str(cluster.socket_dir))} -p {cluster.port} -U {q(cluster.superuser)} "
+            f"{q(database)}"
         ),
         "stop": (
             f"{as_user}{q(pg_ctl)} -D {q(str(cluster.data_dir))} -m fast stop "
@@ -290,7 +293,7 @@ def _start_scratch(
         cluster = LocalCluster.create(
             work / "pg", settings=SCRATCH_SETTINGS, major=major, start=start
         )
-    except DrkitError as exc:
+    except (DrkitError, OSError) as exc:
         raise DrillCannotRun(f"cannot create the scratch cluster: {exc}") from None
     scratch.append(cluster)
     return cluster
@@ -540,10 +543,12 @@ def _check_sql(
     restored: list[str],
 ) -> None:
     default_db = next((o.database for o in manifest.objects if o.database), None)
+    default_db = default_db or next(iter(manifest.databases), None)
     for sql_check in policy.drill.checks.sql:
         database = sql_check.database or default_db or "postgres"
         name = f"sql: {sql_check.name}"
-        if manifest.kind == "logical" and database not in restored:
+        whole_cluster = manifest.kind == "physical" and database not in manifest.databases
+        if database not in restored and not whole_cluster:
             report.add(
                 Check(
                     name,
@@ -720,6 +725,40 @@ def _judge_objectives(
 # ---------------------------------------------------------------------------
 
 
+class RecoveredCluster(LocalCluster):
+    """The cluster a physical drill recovered: the source's roles, so the policy's
+    credentials connect to it; torn down like any scratch cluster."""
+
+    def __init__(self, base_dir: Path, port: int, major: int | None, policy_url: str) -> None:
+        super().__init__(base_dir, port=port, major=major, password="")
+        self._url = policy_url
+        self.superuser = str(conninfo_to_dict(policy_url).get("user") or "postgres")
+        self.extra_dirs: list[Path] = []
+
+    def dsn(self, dbname: str = "postgres", *, password: bool = True) -> str:
+        return make_conninfo(self._url, host="127.0.0.1", port=str(self.port), dbname=dbname)
+
+    def note_socket_dir(self) -> None:
+        """PITR puts the server's socket in a directory of its own: remember it."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return
+        if len(lines) > 4 and lines[4].strip():
+            self.socket_dir = Path(lines[4].strip())
+            if (
+                self.socket_dir.name.startswith("drkit-pitr-")
+                and self.socket_dir not in self.extra_dirs
+            ):
+                self.extra_dirs.append(self.socket_dir)
+
+    def destroy(self) -> None:
+        self.note_socket_dir()  # still there when a Ctrl-C cut the recovery short
+        super().destroy()
+        for directory in self.extra_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def _drill_physical(
     policy: Policy,
     repo: Repository,
@@ -729,7 +768,101 @@ def _drill_physical(
     work: Path,
     scratch: list[LocalCluster],
 ) -> None:
-    raise DrillCannotRun(
-        f"backup {manifest.id} is physical: physical drills (base backup + WAL replay) are "
-        "not implemented yet; drill a logical backup with --backup ID"
+    """Base backup + WAL replay (to ``report.target_point``, or to the end of the
+    archive) with PITR's own machinery, into the drill's work directory."""
+    try:
+        from drkit.restore.pitr import restore_point_in_time
+    except ImportError:
+        raise DrillCannotRun(
+            f"backup {manifest.id} is physical: physical drills need point-in-time recovery "
+            "(drkit.restore.pitr), which is not implemented yet"
+        ) from None
+    base = work / "pg"
+    base.mkdir(mode=0o755)
+    cluster = RecoveredCluster(
+        base,
+        port=free_port(),
+        major=_major(manifest.server_version),
+        policy_url=policy.database.url.get_secret_value(),
     )
+    scratch.append(cluster)
+    started = time.monotonic()
+    if timer.on_phase is not None:
+        timer.on_phase("unpack")
+    try:
+        result = restore_point_in_time(
+            policy,
+            report.target_point,
+            cluster.data_dir,
+            port=cluster.port,
+            archive=False,
+            repo=repo,
+        )
+    except (CheckFailed, OperationError) as exc:
+        cluster.note_socket_dir()
+        report.phases["unpack"] = time.monotonic() - started
+        report.add(
+            Check(
+                "restore base backup + WAL",
+                "restore",
+                FAIL,
+                expected="recovery to " + (iso(report.target_point) or "the end of the archive"),
+                observed="recovery failed",
+                detail=str(exc),
+            )
+        )
+        return
+    cluster.note_socket_dir()
+    total = time.monotonic() - started
+    unpack = result.phases.get("fetch_unpack", 0.0)
+    report.phases["unpack"] = unpack
+    report.phases["wal_replay"] = max(0.0, total - unpack)
+    if result.backup_id != manifest.id:
+        report.notes.append(
+            f"point-in-time recovery chose base backup {result.backup_id} (the newest before "
+            f"the target) rather than {manifest.id}"
+        )
+        report.backup_id = result.backup_id
+    report.reached_point = result.reached_at or manifest.consistent_at or manifest.finished_at
+    report.add(
+        Check(
+            "restore base backup + WAL",
+            "restore",
+            PASS,
+            expected="recovery to " + (iso(report.target_point) or "the end of the archive"),
+            observed=f"{result.state} at {iso(result.reached_at) or 'the backup end'}, "
+            f"timeline {result.timeline}",
+        )
+    )
+    databases = list(manifest.databases) or policy.database.database_names()
+    with timer.phase("validation"):
+        reachable: list[str] = []
+        for database in databases:
+            dsn = cluster.dsn(database)
+            if not _check_connect(report, dsn, database):
+                continue
+            reachable.append(database)
+            if report.scratch_server_version is None:
+                with connect(dsn) as conn:
+                    report.scratch_server_version = server_version(conn)
+            if policy.drill.checks.row_counts:
+                counts = manifest.row_counts.get(database)
+                if counts and report.target_point is None:
+                    _check_row_counts(report, dsn, database, counts)
+                else:
+                    report.add(
+                        Check(
+                            f"rows {database}",
+                            "row_count",
+                            NOT_RUN,
+                            expected="row counts recorded at backup time",
+                            detail="a physical backup records no row counts for this point "
+                            "(set drill.checks.row_counts: false for physical-only drills, or "
+                            "drill a logical backup)",
+                            database=database,
+                        )
+                    )
+        _check_sql(policy, report, cluster, manifest, reachable)
+        if policy.drill.checks.amcheck:
+            for database in reachable:
+                _check_amcheck(report, cluster, database)
