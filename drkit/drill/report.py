@@ -42,8 +42,8 @@ PHASE_TITLES = {
     "startup": "scratch cluster accepts connections",
     "fetch": "fetch from the repository",
     "restore": "pg_restore",
-    "unpack": "unpack the base backup",
-    "wal_replay": "WAL replay",
+    "unpack": "fetch and unpack the base backup",
+    "wal_replay": "WAL replay until the server accepts connections",
     "connections": "until the server accepts connections",
     "validation": "validation",
 }

@@ -8,8 +8,9 @@ objectives.  It
    127.0.0.1, ``archive_mode = off``, the ``postgres`` OS user when run as root);
 3. restores into it, timing each phase of the RTO: ``startup`` (until the scratch
    server accepts connections), ``fetch`` (download, decrypt, decompress, sha256
-   checked), ``restore`` (pg_restore) — or for physical drills ``fetch``, ``unpack``,
-   ``wal_replay`` and ``connections`` — and ``validation``;
+   checked), ``restore`` (pg_restore) — or for physical drills ``unpack`` (fetch and
+   unpack of the base backup, streamed together) and ``wal_replay`` (server start, WAL
+   replay, promotion, until it accepts connections) — and ``validation``;
 4. climbs the validation ladder: the server accepts connections, the row count of every
    table equals the manifest's, the policy's SQL checks return true, pg_amcheck finds
    no corruption;
@@ -22,7 +23,13 @@ A damaged backup is a *finding*, not a crash: a corrupt object or a failing pg_r
 is a FAIL check and the verdict FAIL.  Only when the drill itself cannot run (no scratch
 cluster) is the verdict ERROR.
 
-Restores run with ``--no-owner --no-privileges``: roles are cluster globals a logical
+Physical drills restore the whole cluster with point-in-time recovery's own code
+(:func:`drkit.restore.pitr.restore_point_in_time`, ``archive_mode = off``) and connect with
+the policy's credentials (the recovered cluster has the source's roles).  A base backup
+records no row counts, so their row-count check is NOT_RUN (a FAIL verdict) unless the
+policy sets ``drill.checks.row_counts: false``.
+
+Logical restores run with ``--no-owner --no-privileges``: roles are cluster globals a logical
 backup does not hold, and the scratch cluster only has ``postgres``.  Fetch and restore
 run one after the other (the real ``drkit restore`` overlaps them), so the measured RTO
 errs on the long side.
