@@ -9,6 +9,7 @@ and fewer than N later local days have a backup (likewise for weeks and months).
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -88,18 +89,15 @@ def oracle(backups: list[BackupRef], cfg: RetentionConfig, zone: str) -> dict[st
             "monthly": (cfg.monthly, lambda d: d.strftime("%Y-%m")),
         }
         for name, (count, period) in periods.items():
+            label = {b.id: period(b.started_at.astimezone(tz)) for b in series}
+            labels = sorted(set(label.values()))  # these labels sort like the calendar
             for b in series:
-                mine = period(b.started_at.astimezone(tz))
-                same = [o for o in series if period(o.started_at.astimezone(tz)) == mine]
+                mine = label[b.id]
+                same = [o for o in series if label[o.id] == mine]
                 if max(same, key=_key) is not b:
                     continue
-                # labels (2026-11-27, 2026-W47, 2026-11) sort like the calendar
-                later_periods = {
-                    period(o.started_at.astimezone(tz))
-                    for o in series
-                    if period(o.started_at.astimezone(tz)) > mine
-                }
-                if len(later_periods) < count:
+                later_periods = len(labels) - 1 - labels.index(mine)
+                if later_periods < count:
                     kept.setdefault(b.id, []).append(f"{name} {mine}")
         newest = max(series, key=_key)
         kept.setdefault(newest.id, []).append("newest")
@@ -202,3 +200,36 @@ def test_daily_covers_the_last_n_days_that_have_a_backup(
             if b.kind == kind and any(r.startswith("daily ") for r in plan.reasons(b.id))
         ]
         assert sorted(kept_days, reverse=True) == days
+
+
+@st.composite
+def nightly_years(draw: st.DrawFn) -> list[BackupRef]:
+    """A nightly schedule over one to four years in the policy's zone: jitter, missed
+    nights, extra manual backups, and the DST changes every year brings."""
+    zone = ZoneInfo(draw(st.sampled_from(ZONES)))
+    days = draw(st.integers(365, 4 * 365))
+    rnd = random.Random(draw(st.integers(0, 2**32)))  # small draws: a seed, not the data
+    first = datetime(2022, 1, 1, 2, 0, tzinfo=zone)
+    out: list[BackupRef] = []
+    for day in range(days):
+        if rnd.random() < 0.05:
+            continue  # the scheduler was down that night
+        local = (first + timedelta(days=day)).replace(minute=rnd.randrange(0, 40))
+        moments = [local.astimezone(UTC)]
+        if rnd.random() < 0.03:  # a manual backup the same day
+            moments.append((local + timedelta(hours=rnd.randrange(1, 20))).astimezone(UTC))
+        for moment in moments:
+            out.append(BackupRef(f"{moment:%Y%m%dT%H%M%SZ}-logical", "logical", moment))
+    return out
+
+
+@settings(max_examples=10, deadline=None)
+@given(nightly_years(), configs, st.sampled_from(ZONES))
+def test_years_of_nightly_backups(
+    backups: list[BackupRef], cfg: RetentionConfig, zone: str
+) -> None:
+    plan = plan_retention(backups, cfg, zone)
+    got = {d.backup.id: list(d.reasons) for d in plan.decisions if d.keep}
+    assert got == oracle(backups, cfg, zone)
+    again = plan_retention(plan.kept, cfg, zone)
+    assert again.deleted == [] and len(again.kept) == len(plan.kept)
