@@ -43,7 +43,7 @@ PHASE_TITLES = {
     "fetch": "fetch from the repository",
     "restore": "pg_restore",
     "unpack": "fetch and unpack the base backup",
-    "wal_replay": "WAL replay until the server accepts connections",
+    "wal_replay": "WAL replay",
     "connections": "until the server accepts connections",
     "validation": "validation",
 }

@@ -9,8 +9,9 @@ objectives.  It
 3. restores into it, timing each phase of the RTO: ``startup`` (until the scratch
    server accepts connections), ``fetch`` (download, decrypt, decompress, sha256
    checked), ``restore`` (pg_restore) — or for physical drills ``unpack`` (fetch and
-   unpack of the base backup, streamed together) and ``wal_replay`` (server start, WAL
-   replay, promotion, until it accepts connections) — and ``validation``;
+   unpack of the base backup, streamed together), ``connections`` (server start and
+   replay until it first accepts a connection) and ``wal_replay`` (the rest of the
+   replay, until promotion) — and ``validation``;
 4. climbs the validation ladder: the server accepts connections, the row count of every
    table equals the manifest's, the policy's SQL checks return true, pg_amcheck finds
    no corruption;
@@ -44,6 +45,7 @@ import secrets
 import shlex
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -766,6 +768,35 @@ class RecoveredCluster(LocalCluster):
             shutil.rmtree(directory, ignore_errors=True)
 
 
+class _AcceptWatch(threading.Thread):
+    """Notes when the recovering server first accepts a connection (the ``connections``
+    phase of a physical drill: with hot standby that is before WAL replay ends)."""
+
+    def __init__(self, cluster: LocalCluster, database: str) -> None:
+        super().__init__(name="drkit-drill-accept-watch", daemon=True)
+        self._cluster = cluster
+        self._database = database
+        self._stopped = threading.Event()
+        self.accepting_at: float | None = None
+
+    def run(self) -> None:
+        pid_file = self._cluster.data_dir / "postmaster.pid"
+        dsn = self._cluster.dsn(self._database)
+        while not self._stopped.is_set():
+            if pid_file.exists():
+                try:
+                    with psycopg.connect(dsn, connect_timeout=2):
+                        self.accepting_at = time.monotonic()
+                        return
+                except psycopg.Error:
+                    pass
+            self._stopped.wait(0.1)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=10)
+
+
 def _drill_physical(
     policy: Policy,
     repo: Repository,
@@ -793,9 +824,12 @@ def _drill_physical(
         policy_url=policy.database.url.get_secret_value(),
     )
     scratch.append(cluster)
+    databases = list(manifest.databases) or policy.database.database_names()
     started = time.monotonic()
     if timer.on_phase is not None:
         timer.on_phase("unpack")
+    watch = _AcceptWatch(cluster, databases[0] if databases else "postgres")
+    watch.start()
     try:
         result = restore_point_in_time(
             policy,
@@ -806,6 +840,7 @@ def _drill_physical(
             repo=repo,
         )
     except (CheckFailed, OperationError) as exc:
+        watch.stop()
         cluster.note_socket_dir()
         report.phases["unpack"] = time.monotonic() - started
         report.add(
@@ -819,11 +854,20 @@ def _drill_physical(
             )
         )
         return
+    except BaseException:
+        watch.stop()
+        raise
+    watch.stop()
     cluster.note_socket_dir()
     total = time.monotonic() - started
     unpack = result.phases.get("fetch_unpack", 0.0)
     report.phases["unpack"] = unpack
-    report.phases["wal_replay"] = max(0.0, total - unpack)
+    if watch.accepting_at is not None:  # hot standby: connections before replay ends
+        until_accepting = min(total, max(unpack, watch.accepting_at - started))
+        report.phases["connections"] = until_accepting - unpack
+        report.phases["wal_replay"] = max(0.0, total - until_accepting)
+    else:
+        report.phases["wal_replay"] = max(0.0, total - unpack)
     if result.backup_id != manifest.id:
         report.notes.append(
             f"point-in-time recovery chose base backup {result.backup_id} (the newest before "
@@ -841,7 +885,6 @@ def _drill_physical(
             f"timeline {result.timeline}",
         )
     )
-    databases = list(manifest.databases) or policy.database.database_names()
     with timer.phase("validation"):
         reachable: list[str] = []
         for database in databases:
