@@ -387,3 +387,33 @@ def test_drill_that_cannot_start_a_scratch_cluster_is_an_error(
     assert "could not run" in done.stderr and "Traceback" not in done.stderr
     assert stored_report(file_repo, doc["id"])["verdict"] == "ERROR"
     assert_scratch_gone(scratch_root)
+
+
+def test_scheduled_drill_job_and_its_metrics(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    scratch_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The daemon's ``drill`` job runs run_drill; a FAIL verdict is a failed job, and the
+    stored report feeds drkit_drill_* (the RTO by phase, the verdict)."""
+    from drkit.config import load_policy
+    from drkit.errors import DrkitError
+    from drkit.schedule.daemon import dispatch
+    from drkit.schedule.metrics import read_catalog
+    from drkit.storage.repository import Repository
+
+    _name, url = sample_db
+    policy_dir = make_policy("prod", url, file_repo, objectives={"rpo": "1h", "rto": "1s"})
+    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    monkeypatch.setenv("DRKIT_TMPDIR", str(scratch_root))
+    policy = load_policy("prod", policy_dir)
+    with pytest.raises(DrkitError, match="drill verdict FAIL"):
+        dispatch("drill", policy)
+    assert_scratch_gone(scratch_root)
+    snapshot = read_catalog(Repository.for_policy(policy))
+    assert snapshot.drill is not None and snapshot.drill.passed is False
+    assert snapshot.drill.rto["total"] > 1
+    assert {"startup", "fetch", "restore", "validation"} <= set(snapshot.drill.rto)
