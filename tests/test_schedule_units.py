@@ -290,3 +290,37 @@ def test_runs_apscheduler_did_not_start_are_counted(tmp_path: Path) -> None:
     assert runs == {"success": 0, "failure": 0, "skipped": 1, "missed": 1}
     text = generate_latest(daemon.registry).decode()
     assert 'drkit_job_runs_total{env="prod",job="logical_backup",status="missed"} 1.0' in text
+
+
+def test_metrics_read_the_drill_reports_the_drill_stores(tmp_path: Path) -> None:
+    from drkit.drill.report import Check, DrillReport, store_report
+    from drkit.schedule.metrics import read_catalog
+
+    daemon = loaded_daemon(tmp_path, {"drill": "0 5 * * 1"})
+    repo = Repository.for_policy(daemon.policies["prod"])
+    started = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
+    older = DrillReport(id="20261116T040000Z-logical-aaaa", environment="prod", started_at=started)
+    older.add(Check(name="connect", kind="connect", status="PASS"))
+    older.finished_at = started - timedelta(days=7)
+    store_report(repo, older)
+    report = DrillReport(
+        id="20261123T040000Z-logical-bbbb",
+        environment="prod",
+        started_at=started,
+        finished_at=started + timedelta(minutes=12),
+        phases={"fetch": 20.0, "restore": 650.0, "validation": 50.0},
+        rpo_achieved=11000.0,
+    )
+    report.add(Check(name="row counts", kind="row_count", status="FAIL"))
+    store_report(repo, report)
+    snapshot = read_catalog(repo)
+    assert snapshot.drill is not None
+    assert snapshot.drill.id == report.id and snapshot.drill.passed is False
+    assert snapshot.drill.finished_at == started + timedelta(minutes=12)
+    assert snapshot.drill.rto == {
+        "fetch": 20.0,
+        "restore": 650.0,
+        "validation": 50.0,
+        "total": 720.0,
+    }
+    assert snapshot.drill.rpo == 11000.0
