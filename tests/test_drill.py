@@ -331,6 +331,19 @@ def test_keep_leaves_the_scratch_cluster_running(
         ) as conn:
             row = conn.execute("SELECT count(*) FROM agent").fetchone()
             assert row is not None and row[0] > 0
+            # durable like a real restore target, never archiving
+            settings = dict(
+                conn.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name IN "
+                    "('fsync', 'full_page_writes', 'archive_mode', 'listen_addresses')"
+                ).fetchall()
+            )
+            assert settings == {
+                "fsync": "on",
+                "full_page_writes": "on",
+                "archive_mode": "off",
+                "listen_addresses": "127.0.0.1",
+            }
         assert not list(scratch_root.glob("*/fetch"))  # the fetched dump never stays
     finally:
         pg_ctl = kept["stop"].split(" -D ")[0].split()[-1]

@@ -85,8 +85,14 @@ from drkit.streams import copy_stream
 
 log = logging.getLogger(__name__)
 
-#: Settings of every scratch cluster (on top of LocalCluster's own).
+#: Settings of every scratch cluster (on top of LocalCluster's own).  The cluster is
+#: initdb'd without syncing its template files (nothing of value is lost if the host
+#: crashes mid-drill), but the server runs durable like a real restore target, so the
+#: measured restore time is the one an incident would see.
 SCRATCH_SETTINGS: dict[str, Any] = {
+    "fsync": True,
+    "synchronous_commit": "on",
+    "full_page_writes": True,
     "archive_mode": "off",
     "max_wal_size": "2GB",
     "checkpoint_timeout": "30min",
@@ -300,7 +306,7 @@ def _start_scratch(
 ) -> LocalCluster:
     try:
         cluster = LocalCluster.create(
-            work / "pg", settings=SCRATCH_SETTINGS, major=major, start=start
+            work / "pg", settings=SCRATCH_SETTINGS, major=major, start=start, fast=True
         )
     except (DrkitError, OSError) as exc:
         raise DrillCannotRun(f"cannot create the scratch cluster: {exc}") from None
