@@ -547,9 +547,33 @@ def restore(
         if point_in_time == "latest"
         else parse_timestamp(point_in_time, option="--point-in-time")
     )
-    load(env)
-    del target
-    not_implemented("restore --point-in-time")
+    from drkit.restore.pitr import restore_point_in_time
+
+    policy = load(env)
+    with byte_progress("restoring") as progress:
+        result = restore_point_in_time(
+            policy,
+            target,
+            pgdata,
+            port=port,
+            target_action=target_action,
+            start=not no_start,
+            on_progress=progress,
+        )
+    if _state.json:
+        emit_json(result.to_dict())
+        return
+    if not result.started:
+        out.print(
+            f"[green]✓[/green] {result.pgdata} prepared from {result.backup_id} for recovery to "
+            f"{result.target} (port {result.port}); start it with pg_ctl -D {result.pgdata} start"
+        )
+        return
+    out.print(
+        f"[green]✓[/green] recovered from {result.backup_id} to {ts_text(result.reached_at)} "
+        f"(asked: {result.target}), timeline {result.timeline}, {result.state}, "
+        f"port {result.port}, data in {result.pgdata}"
+    )
 
 
 def _restore_logical(

@@ -150,18 +150,27 @@ def parse_history(text: str) -> list[TimelineSwitch]:
             raise ValueError(f"history line {raw!r} has no switch point")
         tli = int(parts[0])
         switch = parse_lsn(parts[1])
-        if switches and (tli <= switches[-1].timeline or switch < switches[-1].switch_lsn):
+        # switch points need not grow: a timeline that branched off its parent before the
+        # parent's own start (recovery to a point earlier than the parent's switch) is legal
+        if switches and tli <= switches[-1].timeline:
             raise ValueError(f"history line {raw!r} goes backwards")
         switches.append(TimelineSwitch(tli, switch, parts[2] if len(parts) > 2 else ""))
     return switches
 
 
 def timeline_at(position: int, target_timeline: int, history: list[TimelineSwitch]) -> int:
-    """Which timeline holds WAL ``position`` on the way to ``target_timeline``."""
-    for switch in history:
-        if position < switch.switch_lsn:
-            return switch.timeline
-    return target_timeline
+    """Which timeline holds WAL ``position`` on the way to ``target_timeline``.
+
+    As PostgreSQL's ``tliOfPointInHistory``: each timeline covers [its parent's switch
+    point, its own switch point), searched newest first.
+    """
+    begins = [0] + [s.switch_lsn for s in history]
+    if not history or position >= history[-1].switch_lsn:
+        return target_timeline
+    for i in range(len(history) - 1, -1, -1):
+        if begins[i] <= position < history[i].switch_lsn:
+            return history[i].timeline
+    return history[0].timeline
 
 
 def segments_between(

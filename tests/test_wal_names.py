@@ -99,6 +99,15 @@ def test_history_parsing_and_order() -> None:
     ]
     with pytest.raises(ValueError):
         parse_history("2\t0/7000000\n1\t0/5000060\n")
+    # a timeline that left its parent before the parent's own switch point (PostgreSQL
+    # writes this when recovery stops on timeline 2 before 2 began): still a history
+    odd = parse_history("1\t0/4000000\tno target\n2\t0/30001B8\tbefore ...\n")
+    assert [s.timeline for s in odd] == [1, 2]
+    from drkit.wal_names import timeline_at
+
+    assert timeline_at(parse_lsn("0/3000000"), 3, odd) == 1
+    assert timeline_at(parse_lsn("0/30001B8"), 3, odd) == 3
+    assert timeline_at(parse_lsn("0/5000000"), 3, odd) == 3
     with pytest.raises(ValueError):
         parse_history("1\n")
 

@@ -1,0 +1,228 @@
+"""The WAL chain of physical backups: completeness for ``verify``, pruning for ``prune``.
+
+A physical backup is restorable only with every WAL segment from its start to its stop
+segment.  From its stop segment on, each further contiguous segment extends how far it
+can be recovered (following timeline switches recorded in history files); the first
+missing segment ends its recoverable window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from drkit.backup.catalog import Manifest, iso
+from drkit.storage.base import ObjectInfo
+from drkit.storage.repository import Repository
+from drkit.wal import WAL_DIR, find_wal_key, open_wal_object
+from drkit.wal_names import (
+    DEFAULT_SEGMENT_SIZE,
+    Segment,
+    TimelineSwitch,
+    is_archivable,
+    is_history,
+    is_segment,
+    parse_history,
+    parse_segment,
+)
+
+_SUFFIXES = (".age", ".zst", ".gz")
+
+
+def wal_name_of(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    for suffix in _SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name
+
+
+@dataclass
+class WalIndex:
+    """The archived WAL of one environment, by name."""
+
+    objects: dict[str, ObjectInfo]
+
+    @classmethod
+    def load(cls, repo: Repository) -> WalIndex:
+        found: dict[str, ObjectInfo] = {}
+        for info in repo.list(WAL_DIR):
+            name = wal_name_of(info.key)
+            if is_archivable(name):
+                found[name] = info
+        return cls(found)
+
+    def has(self, name: str) -> bool:
+        return name in self.objects
+
+
+def _history(repo: Repository, index: WalIndex, timeline: int) -> list[TimelineSwitch]:
+    name = f"{timeline:08X}.history"
+    if not index.has(name):
+        return []
+    key = find_wal_key(repo, name)
+    if key is None:
+        return []
+    with open_wal_object(repo, key) as stream:
+        data: bytes = stream.read()
+    try:
+        return parse_history(data.decode("utf-8", "replace"))
+    except ValueError:
+        return []
+
+
+@dataclass
+class ChainReport:
+    missing: list[str]
+    last_segment: str | None
+    recoverable_from: datetime | None
+    recoverable_to: datetime | None
+    timelines: list[int]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+def _children(repo: Repository, index: WalIndex) -> dict[int, list[tuple[int, int]]]:
+    """parent timeline -> [(child timeline, switch position)] from the history files."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for name in index.objects:
+        if is_history(name):
+            child = int(name[:8], 16)
+            switches = _history(repo, index, child)
+            if switches:
+                parent = switches[-1]
+                children.setdefault(parent.timeline, []).append((child, parent.switch_lsn))
+    return children
+
+
+def check_chain(repo: Repository, manifest: Manifest, index: WalIndex | None = None) -> ChainReport:
+    index = index or WalIndex.load(repo)
+    size = int(manifest.extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
+    if not manifest.wal_start_segment or not manifest.wal_stop_segment:
+        return ChainReport(["(manifest has no WAL start/stop)"], None, None, None, [])
+    start = parse_segment(manifest.wal_start_segment, size)
+    stop = parse_segment(manifest.wal_stop_segment, size)
+    missing = [
+        Segment(segno, stop.timeline).name(size)
+        for segno in range(start.segno, stop.segno + 1)
+        if not index.has(Segment(segno, stop.timeline).name(size))
+        and not index.has(Segment(segno, start.timeline).name(size))
+    ]
+    if missing:
+        return ChainReport(missing, None, manifest.consistent_at, None, [stop.timeline])
+    # walk forward from the stop segment as far as the archive is contiguous
+    children = _children(repo, index)
+    current = stop
+    timelines = [stop.timeline]
+    while True:
+        nxt = current.next()
+        switched = False
+        for child, switch_lsn in sorted(children.get(current.timeline, []), reverse=True):
+            if switch_lsn // size == nxt.segno or switch_lsn // size == current.segno:
+                candidate = Segment(nxt.segno, child)
+                if index.has(candidate.name(size)):
+                    current = candidate
+                    timelines.append(child)
+                    switched = True
+                    break
+        if switched:
+            continue
+        if index.has(nxt.name(size)):
+            current = nxt
+            continue
+        break
+    last = current.name(size)
+    info = index.objects.get(last)
+    end = info.modified.astimezone(UTC) if info else None
+    return ChainReport([], last, manifest.consistent_at, end, timelines)
+
+
+def _ranges(names: list[str]) -> str:
+    if len(names) <= 3:
+        return ", ".join(names)
+    return f"{names[0]} .. {names[-1]} ({len(names)} segments)"
+
+
+def check_backup_wal(repo: Repository, manifest: Manifest) -> tuple[list[str], dict[str, Any]]:
+    """For ``drkit verify``: (problems, details) of one physical backup's WAL chain."""
+    report = check_chain(repo, manifest)
+    details: dict[str, Any] = {
+        "wal_chain": "complete" if report.complete else "gap",
+        "recoverable_from": iso(report.recoverable_from),
+        "recoverable_to": iso(report.recoverable_to),
+        "last_wal": report.last_segment,
+    }
+    problems = []
+    if not report.complete:
+        problems.append(
+            f"WAL gap: {_ranges(report.missing)} missing between {manifest.wal_start_segment} "
+            f"and {manifest.wal_stop_segment}; the backup cannot be restored"
+        )
+    return problems, details
+
+
+def wal_keys_to_prune(repo: Repository, kept_physical_manifests: Iterable[Manifest]) -> list[str]:
+    """Keys of archived WAL older than the oldest kept physical backup's start segment.
+
+    With no kept physical backup nothing is pruned.  History files are always kept (they
+    are tiny and every later timeline needs them); ``.backup`` and ``.partial`` files go
+    with their segment.
+    """
+    kept = [m for m in kept_physical_manifests if m.kind == "physical" and m.wal_start_segment]
+    if not kept:
+        return []
+    cutoff = min(
+        parse_segment(
+            str(m.wal_start_segment), int(m.extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
+        ).segno
+        for m in kept
+    )
+    size = int(kept[0].extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
+    doomed = []
+    for info in repo.list(WAL_DIR):
+        name = wal_name_of(info.key)
+        if not is_archivable(name) or is_history(name):
+            continue
+        base = name[:24]
+        if not is_segment(base):
+            continue
+        if parse_segment(base, size).segno < cutoff:
+            doomed.append(info.key)
+    return doomed
+
+
+def recovery_timeline(
+    repo: Repository, manifest: Manifest, index: WalIndex | None = None
+) -> tuple[int, bool]:
+    """(timeline, is_newest) recovery from ``manifest`` should follow.
+
+    ``recovery_target_timeline = 'latest'`` makes PostgreSQL follow the newest timeline
+    in the archive, and fail when that timeline branched off *before* the backup (a
+    later restore, promoted, can create one).  This picks the newest timeline whose
+    history passes through the backup's timeline after the backup's stop point.
+    """
+    from drkit.wal_names import parse_lsn
+
+    index = index or WalIndex.load(repo)
+    base_tli = int(manifest.timeline or 1)
+    stop = parse_lsn(manifest.wal_stop) if manifest.wal_stop else 0
+    timelines = sorted(
+        {int(n[:8], 16) for n in index.objects if is_history(n)} | {base_tli}, reverse=True
+    )
+    newest = timelines[0]
+    for tli in timelines:
+        if tli == base_tli:
+            return tli, tli == newest
+        if tli < base_tli:
+            continue
+        switches = _history(repo, index, tli)
+        for i, switch in enumerate(switches):
+            if switch.timeline == base_tli:
+                # where this timeline's path really leaves the backup's timeline
+                leaves_at = min(s.switch_lsn for s in switches[i:])
+                if leaves_at >= stop:
+                    return tli, tli == newest
+    return base_tli, base_tli == newest

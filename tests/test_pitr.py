@@ -1,0 +1,248 @@
+"""Continuous archiving, base backups and point-in-time recovery, end to end.
+
+A real cluster archives through ``drkit wal-push`` (run by PostgreSQL as its own OS
+user), ``drkit backup --physical`` takes a base backup, marker rows are committed at
+known times, and ``drkit restore --point-in-time`` recovers new clusters whose rows are
+then counted.  Runs against ``file://`` and S3 (moto / MinIO).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from drkit.config import load_policy
+from drkit.storage.repository import Repository
+from drkit.wal import find_wal_key
+from tests.conftest import DrkitRunner, S3Server
+from tests.wal_support import (
+    Archived,
+    file_repo_block,
+    restored_dsn,
+    shared_dir,
+    start_archived_cluster,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["file", "s3"])
+def archived(request: pytest.FixtureRequest) -> Iterator[Archived]:
+    with shared_dir() as root:
+        if request.param == "file":
+            block = file_repo_block(root)
+        else:
+            s3: S3Server = request.getfixturevalue("s3_server")
+            bucket = s3.create_bucket()
+            block = {"url": f"s3://{bucket}/drkit", "endpoint_url": s3.endpoint}
+            block["region"] = "us-east-1"
+        arch = start_archived_cluster(root, block)
+        try:
+            yield arch
+        finally:
+            arch.stop_restored()
+            arch.cluster.destroy()
+
+
+def repo_of(arch: Archived) -> Repository:
+    return Repository.for_policy(load_policy(arch.env, arch.policy_dir))
+
+
+def has_wal(arch: Archived) -> Callable[[str], bool]:
+    repo = repo_of(arch)
+    return lambda name: find_wal_key(repo, name) is not None
+
+
+def server_now(arch: Archived, dsn: str | None = None) -> datetime:
+    value: datetime = arch.execute("SELECT clock_timestamp()", dsn)[0][0]
+    return value.astimezone(UTC)
+
+
+def markers(dsn: str, arch: Archived) -> list[str]:
+    return [str(r[0]) for r in arch.execute("SELECT label FROM marker ORDER BY id", dsn)]
+
+
+def add_marker(arch: Archived, label: str, dsn: str | None = None) -> datetime:
+    """Insert a marker in its own transaction; returns its commit time (server clock)."""
+    arch.execute(f"INSERT INTO marker (label) VALUES ('{label}')", dsn)
+    return server_now(arch, dsn)
+
+
+def pitr(
+    run_drkit: DrkitRunner, arch: Archived, target: str, *extra: str, policy_dir: Any = None
+) -> Any:
+    pgdata = arch.new_pgdata()
+    result = run_drkit(
+        "restore",
+        arch.env,
+        "--point-in-time",
+        target,
+        "--pgdata",
+        str(pgdata),
+        "--json",
+        *extra,
+        policy_dir=policy_dir or arch.policy_dir,
+        timeout=600,
+    )
+    log = pgdata / "log" / "drkit-recovery.log"
+    if result.code != 0 and log.exists():  # say why in the assertion message
+        result.stderr += "\n--- recovery log ---\n" + "\n".join(
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if "accepting connections" not in line and "Consistent recovery" not in line
+        )
+    return pgdata, result
+
+
+def test_archive_backup_and_point_in_time_recovery(
+    archived: Archived, run_drkit: DrkitRunner
+) -> None:
+    arch = archived
+    arch.execute("CREATE TABLE marker (id serial PRIMARY KEY, label text NOT NULL)")
+    arch.execute("INSERT INTO marker (label) SELECT 'filler' FROM generate_series(1, 20000)")
+    arch.execute("DELETE FROM marker")
+
+    backup = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+    assert backup.code == 0, backup.stderr
+    manifest = backup.json()
+    assert manifest["kind"] == "physical"
+    assert manifest["wal_start"] and manifest["wal_stop"] and manifest["timeline"] == 1
+    repo = repo_of(arch)
+    # the manifest exists only once the stop segment is archived
+    from drkit.backup.catalog import read_manifest
+
+    full = read_manifest(repo, manifest["id"])
+    assert find_wal_key(repo, str(full.wal_stop_segment)) is not None
+    assert "START WAL LOCATION" in str(full.backup_label)
+
+    time.sleep(1.1)
+    add_marker(arch, "m1")
+    time.sleep(1.1)
+    between = server_now(arch)
+    time.sleep(1.1)
+    add_marker(arch, "m2")
+    time.sleep(1.1)
+    add_marker(arch, "m3")
+    arch.switch_and_wait(has_wal(arch))
+
+    verify = run_drkit("verify", arch.env, manifest["id"], "--json", policy_dir=arch.policy_dir)
+    assert verify.code == 0, verify.stderr + verify.stdout
+    assert verify.json()["backups"][0]["wal_chain"] == "complete"
+
+    # -- latest: every marker (this cluster is promoted onto timeline 2 and archives
+    #    00000002.history into the same repository)
+    _, result = pitr(run_drkit, arch, "latest")
+    assert result.code == 0, result.stderr
+    latest = result.json()
+    assert latest["timeline"] == 2
+    assert markers(restored_dsn(arch, latest["port"]), arch) == ["m1", "m2", "m3"]
+    wait_for(lambda: find_wal_key(repo, "00000002.history") is not None)
+
+    # -- to a time between m1 and m2: exactly m1, on a new timeline 3
+    _, result = pitr(run_drkit, arch, between.isoformat())
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert report["backup_id"] == manifest["id"]
+    assert report["state"] == "promoted"
+    assert report["timeline"] == 3
+    reached = datetime.fromisoformat(report["reached_at"].replace("Z", "+00:00"))
+    assert reached <= between
+    dsn_t3 = restored_dsn(arch, report["port"])
+    assert markers(dsn_t3, arch) == ["m1"]
+
+    # -- write on timeline 3, then recover from the timeline-1 base backup across the switch
+    add_marker(arch, "t3-m4", dsn_t3)
+    arch.switch_and_wait(has_wal(arch), dsn_t3)
+    assert find_wal_key(repo, "00000003.history") is not None
+    time.sleep(1.1)
+    after_m4 = server_now(arch, dsn_t3)
+    time.sleep(1.1)
+    add_marker(arch, "t3-m5", dsn_t3)
+    arch.switch_and_wait(has_wal(arch), dsn_t3)
+    _, result = pitr(run_drkit, arch, after_m4.isoformat())
+    assert result.code == 0, (
+        result.stderr + "\n" + "\n".join(f"{i.key} {i.modified}" for i in repo.list("wal/"))
+    )
+    crossed = result.json()
+    assert crossed["backup_id"] == manifest["id"]  # the timeline-1 base backup
+    assert markers(restored_dsn(arch, crossed["port"]), arch) == ["m1", "t3-m4"]
+
+    # -- a base backup of the timeline-3 cluster; `latest` now starts from it
+    policy3 = arch.write_policy(dsn_t3, arch.root / "policies-t3")
+    backup3 = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=policy3)
+    assert backup3.code == 0, backup3.stderr
+    assert backup3.json()["timeline"] == 3
+    add_marker(arch, "t3-m6", dsn_t3)
+    arch.switch_and_wait(has_wal(arch), dsn_t3)
+    _, result = pitr(run_drkit, arch, "latest")
+    assert result.code == 0, result.stderr
+    assert result.json()["backup_id"] == backup3.json()["id"]
+    assert markers(restored_dsn(arch, result.json()["port"]), arch) == [
+        "m1",
+        "t3-m4",
+        "t3-m5",
+        "t3-m6",
+    ]
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.2)
+
+
+def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunner) -> None:
+    arch = archived
+    before_backup = server_now(arch) - timedelta(seconds=5)
+    arch.execute("CREATE TABLE marker (id serial PRIMARY KEY, label text NOT NULL)")
+    backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
+    assert backup.code == 0, backup.stderr
+    add_marker(arch, "m1")
+    arch.switch_and_wait(has_wal(arch))
+
+    # before the oldest backup: exit 3, naming the window, nothing written
+    pgdata, result = pitr(run_drkit, arch, before_backup.isoformat())
+    assert result.code == 3, result.stderr
+    assert "reachable window" in result.stderr
+    assert not pgdata.exists() or not any(pgdata.iterdir())
+
+    # after the last archived WAL: exit 3
+    future = (server_now(arch) + timedelta(hours=1)).isoformat()
+    pgdata, result = pitr(run_drkit, arch, future)
+    assert result.code == 3, result.stderr
+    assert "reachable window" in result.stderr
+
+    # a naive timestamp is a usage error
+    pgdata, result = pitr(run_drkit, arch, "2026-11-27T10:15:00")
+    assert result.code == 2, result.stderr
+
+    # a non-empty data directory is refused
+    pgdata = arch.new_pgdata()
+    pgdata.mkdir()
+    (pgdata / "PG_VERSION").write_text("15\n")
+    result = run_drkit(
+        "restore",
+        arch.env,
+        "--point-in-time",
+        "latest",
+        "--pgdata",
+        str(pgdata),
+        policy_dir=arch.policy_dir,
+    )
+    assert result.code == 4, result.stderr
+    assert (pgdata / "PG_VERSION").read_text() == "15\n"
+
+    # --no-start prepares the directory for recovery and leaves it stopped
+    pgdata, result = pitr(run_drkit, arch, "latest", "--no-start")
+    assert result.code == 0, result.stderr
+    assert result.json()["started"] is False
+    assert (pgdata / "recovery.signal").exists()
+    conf = (pgdata / "postgresql.auto.conf").read_text()
+    assert "wal-fetch" in conf and "recovery_target_timeline = 'latest'" in conf
+    assert not (pgdata / "postmaster.pid").exists()

@@ -1,0 +1,128 @@
+"""Helpers for the WAL / physical backup / PITR tests (not collected by pytest).
+
+These tests need what PostgreSQL's OS user can reach: pytest's ``tmp_path`` lives in a
+root-only directory when the tests run as root, so the policy directory, a ``file://``
+repository and restored data directories go into a world-readable scratch directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from drkit.pg.binaries import find_binary
+from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
+from drkit.walcmd import archive_command, prepare_file_repository
+
+
+@contextlib.contextmanager
+def shared_dir(prefix: str = "drkit-waltest-") -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        if not os.environ.get("DRKIT_KEEP_TEST_DIRS"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class Archived:
+    """A cluster archiving into a repository through ``drkit wal-push``."""
+
+    root: Path
+    cluster: LocalCluster
+    policy_dir: Path
+    repo_block: dict[str, Any]
+    env: str = "prod"
+    restored: list[Path] = field(default_factory=list)
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return self.cluster.dsn(dbname)
+
+    def execute(self, sql: str, dsn: str | None = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(dsn or self.dsn(), autocommit=True) as conn:
+            cur = conn.execute(sql)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def switch_and_wait(self, repo_has: Any, dsn: str | None = None, timeout: float = 60) -> str:
+        """pg_switch_wal() and wait until the segment it closed is in the repository."""
+        rows = self.execute("SELECT pg_walfile_name(pg_current_wal_lsn()), pg_switch_wal()", dsn)
+        name = str(rows[0][0])
+        deadline = time.monotonic() + timeout
+        while not repo_has(name):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} was not archived within {timeout}s")
+            time.sleep(0.2)
+        return name
+
+    def write_policy(self, db_url: str, policy_dir: Path | None = None) -> Path:
+        directory = policy_dir or self.policy_dir
+        directory.mkdir(exist_ok=True)
+        doc = {
+            "environment": "prod",
+            "database": {"url": db_url},
+            "repository": self.repo_block,
+            "wal_archiving": True,
+        }
+        (directory / f"{self.env}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        chown_tree(directory, cluster_os_user())
+        return directory
+
+    def new_pgdata(self) -> Path:
+        path = self.root / f"restore{len(self.restored)}"
+        self.restored.append(path)
+        return path
+
+    def stop_restored(self) -> None:
+        user = cluster_os_user()
+        for pgdata in self.restored:
+            if (pgdata / "postmaster.pid").exists():
+                run_as(
+                    [find_binary("pg_ctl"), "-D", str(pgdata), "-m", "immediate", "stop"],
+                    user,
+                    check=False,
+                    timeout=60,
+                )
+
+
+def start_archived_cluster(root: Path, repo_block: dict[str, Any], env: str = "prod") -> Archived:
+    user = cluster_os_user()
+    policy_dir = root / "policies"
+    policy_dir.mkdir()
+    prepare_file_repository(str(repo_block["url"]), env, user)
+    cluster = LocalCluster.create(
+        root / "pg",
+        settings={
+            "archive_mode": "on",
+            "archive_command": archive_command(env, policy_dir, user),
+            "max_wal_size": "256MB",
+        },
+        fast=True,
+    )
+    archived = Archived(root, cluster, policy_dir, repo_block, env)
+    archived.write_policy(cluster.dsn())
+    return archived
+
+
+def restored_dsn(archived: Archived, port: int, dbname: str = "postgres") -> str:
+    base = archived.cluster.dsn(dbname)
+    return base.replace(f":{archived.cluster.port}/", f":{port}/")
+
+
+def file_repo_block(root: Path) -> dict[str, Any]:
+    repo = root / "repo"
+    repo.mkdir()
+    chown_tree(repo, cluster_os_user())
+    os.chmod(repo, 0o755)  # noqa: S103 - the cluster user writes WAL here
+    return {"url": f"file://{repo}"}
