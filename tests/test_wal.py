@@ -1,0 +1,245 @@
+"""``drkit wal-push`` / ``drkit wal-fetch``: exit codes and bytes, on file:// and S3.
+
+No PostgreSQL here: a ``pg_wal`` directory with ``archive_status`` is laid out the way
+the archiver leaves it, and the real CLI is run on it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drkit.config import load_policy
+from drkit.storage.repository import Repository
+from drkit.wal import find_wal_key, prefetch_into
+from tests.conftest import DrkitRunner, S3Server
+from tests.wal_support import file_repo_block, shared_dir
+
+SEG = 16 * 1024 * 1024
+
+
+def segment_bytes(seed: int) -> bytes:
+    """16 MB that compress somewhat, like WAL: a random block repeated with a counter."""
+    block = os.urandom(64 * 1024)
+    return b"".join(block[:-8] + (seed * 1000 + i).to_bytes(8, "big") for i in range(256))
+
+
+class Layout:
+    def __init__(self, root: Path, block: dict[str, str]) -> None:
+        self.root = root
+        self.pg_wal = root / "pgdata" / "pg_wal"
+        (self.pg_wal / "archive_status").mkdir(parents=True)
+        self.policy_dir = root / "policies"
+        self.policy_dir.mkdir()
+        import yaml
+
+        (self.policy_dir / "prod.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "environment": "prod",
+                    "database": {"url": "${PROD_DATABASE_URL}"},  # wal commands never need it
+                    "repository": block,
+                }
+            )
+        )
+
+    def segment(self, name: str, data: bytes, ready: bool = True) -> Path:
+        path = self.pg_wal / name
+        path.write_bytes(data)
+        if ready:
+            (self.pg_wal / "archive_status" / f"{name}.ready").write_text("")
+        return path
+
+    def repo(self) -> Repository:
+        from drkit.wal import load_wal_policy
+
+        return Repository.for_policy(load_wal_policy("prod", self.policy_dir))
+
+
+@pytest.fixture(params=["file", "s3"])
+def layout(request: pytest.FixtureRequest) -> Iterator[Layout]:
+    with shared_dir() as root:
+        if request.param == "file":
+            block = file_repo_block(root)
+        else:
+            s3: S3Server = request.getfixturevalue("s3_server")
+            block = {
+                "url": f"s3://{s3.create_bucket()}/drkit",
+                "endpoint_url": s3.endpoint,
+                "region": "us-east-1",
+            }
+        yield Layout(root, block)
+
+
+def test_push_fetch_round_trip_and_duplicates(layout: Layout, run_drkit: DrkitRunner) -> None:
+    name = "000000010000000000000007"
+    original = segment_bytes(7)
+    path = layout.segment(name, original)
+    os.environ.pop("PROD_DATABASE_URL", None)
+
+    pushed = run_drkit("wal-push", "prod", str(path), "--json", policy_dir=layout.policy_dir)
+    assert pushed.code == 0, pushed.stderr
+    assert pushed.json()["status"] == "stored"
+    repo = layout.repo()
+    key = find_wal_key(repo, name)
+    assert key is not None and key.endswith(f"wal/{name}.zst")
+    stored = repo.backend.get_bytes(key)
+    assert 0 < len(stored) < SEG  # compressed
+
+    # the same bytes again: success, nothing rewritten
+    again = run_drkit("wal-push", "prod", str(path), "--json", policy_dir=layout.policy_dir)
+    assert again.code == 0, again.stderr
+    assert again.json()["status"] == "exists"
+
+    # different bytes under the same name: exit 1, the archive keeps the first copy
+    path.write_bytes(segment_bytes(8))
+    clash = run_drkit("wal-push", "prod", str(path), policy_dir=layout.policy_dir)
+    assert clash.code == 1
+    assert "two clusters" in clash.stderr.lower()
+    assert repo.backend.get_bytes(key) == stored
+
+    # fetch writes exactly the original bytes, through a temp file + rename
+    dest = layout.pg_wal / "RECOVERYXLOG"
+    fetched = run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=layout.policy_dir)
+    assert fetched.code == 0, fetched.stderr
+    assert dest.read_bytes() == original
+    assert not [p for p in layout.pg_wal.iterdir() if ".drkit-" in p.name and p.is_file()]
+
+    # a missing segment or history file: exit 1, nothing written, no traceback
+    for missing in ("000000010000000000000099", "00000009.history"):
+        target = layout.pg_wal / "RECOVERYHISTORY"
+        result = run_drkit("wal-fetch", "prod", missing, str(target), policy_dir=layout.policy_dir)
+        assert result.code == 1, result.stderr
+        assert not target.exists()
+        assert "Traceback" not in result.stderr
+
+    # not a WAL name: refused (never a key outside wal/)
+    bad = run_drkit("wal-push", "prod", str(layout.root / "policies" / "prod.yaml"))
+    assert bad.code == 2
+
+
+def test_push_archives_ready_segments_ahead(layout: Layout, run_drkit: DrkitRunner) -> None:
+    names = [f"0000000100000000000000{n:02X}" for n in range(0x10, 0x16)]
+    contents = {n: segment_bytes(i) for i, n in enumerate(names)}
+    for n in names:
+        layout.segment(n, contents[n])
+    layout.segment("00000002.history", b"1\t0/16000000\tno recovery target specified\n")
+    status = layout.pg_wal / "archive_status"
+
+    result = run_drkit(
+        "wal-push", "prod", str(layout.pg_wal / names[0]), "--json", policy_dir=layout.policy_dir
+    )
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert sorted(report["archived_ahead"]) == sorted([*names[1:], "00000002.history"])
+    repo = layout.repo()
+    for n in [*names, "00000002.history"]:
+        assert find_wal_key(repo, n) is not None, n
+    # PostgreSQL's own marker for what it handed us is left to PostgreSQL ...
+    assert (status / f"{names[0]}.ready").exists()
+    # ... the others are marked done, so the archiver never calls us for them
+    for n in [*names[1:], "00000002.history"]:
+        assert (status / f"{n}.done").exists() and not (status / f"{n}.ready").exists()
+
+    # what was archived ahead decodes to the original bytes (prefetch path)
+    spool = layout.root / "spool"
+    got = prefetch_into(repo, spool, names[1:4], jobs=3)
+    assert got == names[1:4]
+    for n in got:
+        assert (spool / n).read_bytes() == contents[n]
+
+
+def test_fetch_prefetches_the_next_segments(layout: Layout, run_drkit: DrkitRunner) -> None:
+    names = [f"0000000100000000000000{n:02X}" for n in range(0x20, 0x24)]
+    contents = {n: segment_bytes(i + 40) for i, n in enumerate(names)}
+    for n in names:
+        layout.segment(n, contents[n], ready=False)
+        assert (
+            run_drkit("wal-push", "prod", str(layout.pg_wal / n), policy_dir=layout.policy_dir).code
+            == 0
+        )
+        (layout.pg_wal / n).unlink()
+    dest = layout.pg_wal / "RECOVERYXLOG"
+    assert (
+        run_drkit("wal-fetch", "prod", names[0], str(dest), policy_dir=layout.policy_dir).code == 0
+    )
+    spool = layout.pg_wal / ".drkit-prefetch"
+    deadline = time.monotonic() + 60
+    while not all((spool / n).exists() for n in names[1:]):
+        assert time.monotonic() < deadline, f"prefetch did not arrive: {list(spool.iterdir())}"
+        time.sleep(0.1)
+    # the next fetch is served from the spool, moving the file out of it
+    assert (
+        run_drkit("wal-fetch", "prod", names[1], str(dest), policy_dir=layout.policy_dir).code == 0
+    )
+    assert dest.read_bytes() == contents[names[1]]
+    assert not (spool / names[1]).exists()
+
+
+def test_killed_push_leaves_nothing_fetchable(run_drkit: DrkitRunner) -> None:
+    """kill -9 in the middle of an upload: wal-fetch must not return a partial segment."""
+    with shared_dir() as root:
+        layout = Layout(root, file_repo_block(root))
+        name = "000000010000000000000030"
+        path = layout.segment(name, os.urandom(SEG))  # incompressible: the upload takes a while
+        wal_dir = root / "repo" / "prod" / "wal"
+        killed_mid_upload = False
+        for _attempt in range(5):
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "drkit",
+                    "--policy-dir",
+                    str(layout.policy_dir),
+                    "wal-push",
+                    "prod",
+                    str(path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 30
+            while proc.poll() is None and time.monotonic() < deadline:
+                if wal_dir.is_dir() and any(".drkit-tmp-" in p.name for p in wal_dir.iterdir()):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed_mid_upload = True
+                    break
+                time.sleep(0.001)
+            proc.wait()
+            if killed_mid_upload:
+                break
+            for p in wal_dir.iterdir():
+                p.unlink()
+        assert killed_mid_upload, "never caught the upload in flight"
+        dest = layout.pg_wal / "RECOVERYXLOG"
+        result = run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=layout.policy_dir)
+        assert result.code == 1, result.stderr
+        assert not dest.exists()
+        # and a retry by PostgreSQL archives it properly
+        retry = run_drkit("wal-push", "prod", str(path), policy_dir=layout.policy_dir)
+        assert retry.code == 0, retry.stderr
+        assert (
+            run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=layout.policy_dir).code == 0
+        )
+        assert dest.read_bytes() == path.read_bytes()
+
+
+def test_wal_policy_needs_no_database_secret(tmp_path: Path) -> None:
+    with shared_dir() as root:
+        layout = Layout(root, file_repo_block(root))
+        os.environ.pop("PROD_DATABASE_URL", None)
+        from drkit.errors import PolicyError
+
+        with pytest.raises(PolicyError):
+            load_policy("prod", layout.policy_dir)  # the full policy needs the URL ...
+        from drkit.wal import load_wal_policy
+
+        assert load_wal_policy("prod", layout.policy_dir).repository.url.startswith("file://")
