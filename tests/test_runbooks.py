@@ -26,6 +26,7 @@ from tests.conftest import REPO_ROOT, PgServer, PolicyWriter, RepoTarget
 
 RUNBOOKS = REPO_ROOT / "runbooks"
 OBJECTIVES = {"rpo": "1h", "rto": "30m"}
+DRKIT = [sys.executable, "-m", "drkit"]
 _FENCE = re.compile(r"^```(.*)$")
 _EXPORT = re.compile(r"^export ([A-Za-z_][A-Za-z0-9_]*)=")
 
@@ -182,3 +183,105 @@ def test_runbooks_index_and_tested_blocks() -> None:
         blocks = sh_blocks(RUNBOOKS / name)
         assert blocks and all(b.strip() for b in blocks), name
         assert any("drkit " in b for b in blocks), name
+
+
+def test_pitr_runbook_recovers_to_before_a_bad_migration(
+    shell_env: dict[str, str], tmp_path: Path
+) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from drkit.config import load_policy
+    from drkit.pg.cluster import chown_tree, cluster_os_user, free_port
+    from drkit.sample import load_sample
+    from drkit.storage.repository import Repository
+    from drkit.wal import find_wal_key
+    from tests.wal_support import file_repo_block, shared_dir, start_archived_cluster
+
+    with shared_dir() as root:
+        arch = start_archived_cluster(root, file_repo_block(root))
+        try:
+            url = arch.cluster.create_database("app")
+            load_sample(url, 2_000)
+            doc = {
+                "environment": "prod",
+                "database": {"url": url},
+                "repository": arch.repo_block,
+                "wal_archiving": True,
+                "objectives": OBJECTIVES,
+            }
+            (arch.policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+            chown_tree(arch.policy_dir, cluster_os_user())
+            subprocess.run(
+                [*DRKIT, "--policy-dir", str(arch.policy_dir), "backup", "prod", "--physical"],
+                check=True,
+                capture_output=True,
+            )
+            time.sleep(1.1)
+            target = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            time.sleep(1.1)
+            arch.execute("DROP TABLE vulnerability CASCADE", url)  # the bad migration
+            repo = Repository.for_policy(load_policy("prod", arch.policy_dir))
+            arch.switch_and_wait(lambda name: find_wal_key(repo, name) is not None)
+
+            recover_dir = arch.new_pgdata()
+            env = {**shell_env, "PGPASSWORD": arch.cluster.password}
+            proc = run_runbook(
+                "pitr-bad-migration.md",
+                arch.policy_dir,
+                tmp_path,
+                env,
+                {
+                    "TARGET": target,
+                    "RECOVER_DIR": str(recover_dir),
+                    "PORT": str(free_port()),
+                    "PGUSER": "postgres",
+                    "PGDATABASE": "app",
+                },
+            )
+            result = json.loads((tmp_path / "pitr-result.json").read_text())
+            assert result["state"] == "promoted" and result["target"] == target
+            assert "recovered to" in proc.stdout
+            lines = [line.strip() for line in proc.stdout.splitlines()]
+            assert "200" in lines  # the dropped table, as it was before the migration
+            assert not arch.execute(
+                "SELECT 1 FROM pg_tables WHERE tablename = 'vulnerability'", url
+            )
+        finally:
+            arch.stop_restored()
+            arch.cluster.destroy()
+
+
+def test_refresh_staging_runbook_copies_sanitized_data(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    pg_server: PgServer,
+    shell_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    import uuid
+
+    name, url = sample_db
+    staging = f"st_{uuid.uuid4().hex[:8]}"
+    staging_url = pg_server.create_database(staging)
+    try:
+        make_policy("prod", url, file_repo, objectives=OBJECTIVES)
+        policy_dir = make_policy("staging", staging_url, file_repo)
+        subprocess.run(
+            [*DRKIT, "--policy-dir", str(policy_dir), "backup", "prod"],
+            check=True,
+            capture_output=True,
+        )
+        shutil.copytree(REPO_ROOT / "sanitize_rules", tmp_path / "sanitize_rules")
+        env = {**shell_env, "DRKIT_SANITIZE_SALT": "runbook-test-salt-5b1e"}
+        run_runbook("refresh-staging.md", policy_dir, tmp_path, env)
+        source = table_counts(pg_server.dsn(name))
+        assert table_counts(pg_server.dsn(staging))["public.user"] == source["public.user"]
+        users = pg_server.query(staging, 'SELECT id, email, password_hash FROM "user"')
+        assert users and all(
+            (email, pw) == (f"user_{uid}@example.com", "$2b$12$sanitized")
+            for uid, email, pw in users
+        )
+    finally:
+        pg_server.drop_database(staging)
