@@ -1,0 +1,207 @@
+"""Storage faults: drkit talks to S3 through a proxy that fails, resets and stalls.
+
+The proxy (:mod:`tests.reliability.faultproxy`) sits between drkit and the real S3
+server; what landed is always checked on the server directly, never through drkit.
+Transient faults are retried (botocore standard mode: exponential backoff with jitter,
+``DRKIT_S3_MAX_ATTEMPTS`` attempts, connect/read timeouts on every call); persistent
+ones end in exit 1 with one clear line, in bounded time (every ``run_drkit`` has a
+timeout: a hang fails the test), and never with a manifest or an object that did not
+arrive whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server
+from tests.reliability.faultproxy import Fault, FaultProxy
+from tests.reliability.helpers import RepoView
+
+MiB = 1024 * 1024
+FAST_FAIL = {
+    "DRKIT_S3_MAX_ATTEMPTS": "3",
+    "DRKIT_S3_CONNECT_TIMEOUT": "2",
+    "DRKIT_S3_READ_TIMEOUT": "3",
+}
+SEGMENT = "000000010000000000000007"
+
+
+@pytest.fixture
+def proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
+    p = FaultProxy(s3_server.endpoint).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def proxied(s3_server: S3Server, proxy: FaultProxy) -> tuple[RepoTarget, RepoView]:
+    """A fresh bucket; drkit reaches it through the proxy, the test directly."""
+    bucket = s3_server.create_bucket()
+    target = RepoTarget("s3", f"s3://{bucket}/drkit", endpoint_url=proxy.endpoint, bucket=bucket)
+    return target, RepoView(target, s3_server)
+
+
+def one_clear_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def wal_file(tmp_path: Path, size: int = 16 * MiB) -> Path:
+    path = tmp_path / "pg_wal" / SEGMENT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def test_transient_faults_are_retried_and_the_backup_is_whole(
+    sample_db: tuple[str, str],
+    proxied: tuple[RepoTarget, RepoView],
+    proxy: FaultProxy,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    _name, url = sample_db
+    target, view = proxied
+    policy_dir = make_policy("prod", url, target)
+    # each rule fires once, in order: the first PUT gets 503, the next 500, the next a reset;
+    # the fourth attempt of the dump's PUT goes through
+    proxy.set_faults(Fault("503", "PUT"), Fault("500", "PUT"), Fault("reset", "PUT"))
+    env = {**FAST_FAIL, "DRKIT_S3_MAX_ATTEMPTS": "4"}
+    made = run_drkit("backup", "prod", "--json", policy_dir=policy_dir, env=env, timeout=120)
+    assert made.code == 0, made.stderr
+    assert (proxy.outcomes("503"), proxy.outcomes("500"), proxy.outcomes("reset")) == (1, 1, 1)
+    complete, orphans = view.check_backups()  # sizes and sha256 against the server's bytes
+    assert complete == {made.json()["id"]} and not orphans
+
+    proxy.set_faults(Fault("503", "GET"), Fault("reset", "GET"), Fault("500", "HEAD"))
+    verified = run_drkit("verify", "prod", "--all", policy_dir=policy_dir, env=env)
+    assert verified.code == 0, verified.stderr
+    assert proxy.outcomes("reset") == 2
+
+
+@pytest.mark.parametrize("kind", ["503", "500", "reset"])
+def test_persistent_upload_errors_fail_clearly_and_record_nothing(
+    kind: str,
+    sample_db: tuple[str, str],
+    proxied: tuple[RepoTarget, RepoView],
+    proxy: FaultProxy,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    _name, url = sample_db
+    target, view = proxied
+    policy_dir = make_policy("prod", url, target)
+    proxy.set_faults(Fault(kind, "PUT", times=None))
+    result = run_drkit("backup", "prod", policy_dir=policy_dir, env=FAST_FAIL, timeout=120)
+    assert result.code == 1, result.stderr
+    line = one_clear_line(result.stderr)
+    assert "prod/backups/" in line and target.bucket in line  # which object, where
+    assert view.objects() == {} and view.pending_uploads() == 0
+    # bounded: each object was tried exactly DRKIT_S3_MAX_ATTEMPTS times, not forever
+    assert proxy.outcomes(kind) == int(FAST_FAIL["DRKIT_S3_MAX_ATTEMPTS"])
+    # and once S3 is healthy again the same command works
+    proxy.set_faults()
+    assert run_drkit("backup", "prod", policy_dir=policy_dir, env=FAST_FAIL).code == 0
+
+
+def test_a_stalled_server_times_out_instead_of_hanging(
+    sample_db: tuple[str, str],
+    proxied: tuple[RepoTarget, RepoView],
+    proxy: FaultProxy,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    tmp_path: Path,
+) -> None:
+    _name, url = sample_db
+    target, view = proxied
+    policy_dir = make_policy("prod", url, target)
+    proxy.set_faults(Fault("stall", "PUT", times=None))
+    env = {**FAST_FAIL, "DRKIT_S3_MAX_ATTEMPTS": "2", "DRKIT_S3_READ_TIMEOUT": "2"}
+    result = run_drkit("backup", "prod", policy_dir=policy_dir, env=env, timeout=120)
+    assert result.code == 1, result.stderr
+    assert "not answering" in one_clear_line(result.stderr)
+    assert view.objects() == {}
+
+    # archive_command: a stalled store must fail the call, never hang PostgreSQL's archiver
+    wal = wal_file(tmp_path, 64 * 1024)
+    pushed = run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env, timeout=120)
+    assert pushed.code == 1, pushed.stderr
+    assert view.objects() == {}
+
+
+def test_a_part_that_never_arrives_leaves_no_object(
+    proxied: tuple[RepoTarget, RepoView],
+    proxy: FaultProxy,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    tmp_path: Path,
+) -> None:
+    target, view = proxied
+    repository = {"compression": {"algorithm": "none"}}
+    policy_dir = make_policy("prod", "postgresql:///unused", target, repository=repository)
+    env = {**FAST_FAIL, "DRKIT_S3_PART_SIZE": str(5 * MiB), "DRKIT_WAL_PUSH_BATCH": "0"}
+    wal = wal_file(tmp_path)  # 16 MiB: four parts
+
+    proxy.set_faults(Fault("reset", "PUT", match="partNumber=2", times=None))
+    failed = run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env, timeout=180)
+    assert failed.code == 1, failed.stderr
+    assert SEGMENT in one_clear_line(failed.stderr)
+    assert view.objects() == {}, "a partial WAL segment became visible"
+    assert view.pending_uploads() == 0, "the failed multipart upload was not aborted"
+
+    # one transient part failure: retried, and the object is the file, byte for byte
+    proxy.set_faults(Fault("503", "PUT", match="partNumber=3"))
+    pushed = run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env, timeout=180)
+    assert pushed.code == 0, pushed.stderr
+    assert proxy.outcomes("503") == 1
+    (key,) = view.objects()
+    assert key == f"prod/wal/{SEGMENT}"
+    stored = view.get(key)
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(wal.read_bytes()).digest()
+
+
+def test_a_truncated_download_is_never_taken_for_the_object(
+    sample_db: tuple[str, str],
+    proxied: tuple[RepoTarget, RepoView],
+    proxy: FaultProxy,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    tmp_path: Path,
+) -> None:
+    name, url = sample_db
+    target, _view = proxied
+    policy_dir = make_policy("prod", url, target)
+    made = run_drkit("backup", "prod", "--json", policy_dir=policy_dir, env=FAST_FAIL)
+    assert made.code == 0, made.stderr
+    wal = wal_file(tmp_path)
+    env = {**FAST_FAIL, "DRKIT_WAL_PUSH_BATCH": "0"}
+    assert run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env).code == 0
+
+    proxy.set_faults(Fault("truncate", "GET", match=".dump", times=None))
+    verified = run_drkit("verify", "prod", "--all", "--json", policy_dir=policy_dir, env=env)
+    assert verified.code in (1, 3), verified.stderr
+    assert f"{name}.dump" in verified.stderr
+    if verified.stdout.strip():
+        assert json.loads(verified.stdout)["ok"] is False
+
+    proxy.set_faults(Fault("truncate", "GET", match="/wal/", times=None))
+    restored = tmp_path / "restore" / "RECOVERYXLOG"
+    restored.parent.mkdir()
+    fetched = run_drkit(
+        "wal-fetch", "prod", SEGMENT, str(restored), policy_dir=policy_dir, env=env, timeout=120
+    )
+    assert fetched.code == 1, fetched.stderr
+    assert not restored.exists(), "PostgreSQL would have been handed a partial segment"
+    assert [p.name for p in restored.parent.iterdir()] == []
+
+    proxy.set_faults()
+    fetched = run_drkit("wal-fetch", "prod", SEGMENT, str(restored), policy_dir=policy_dir)
+    assert fetched.code == 0, fetched.stderr
+    assert restored.read_bytes() == wal.read_bytes()
