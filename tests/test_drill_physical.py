@@ -92,6 +92,13 @@ def test_physical_drill_replays_wal_and_honours_a_target(
     assert report["recovery_point"]["reached"] > report["backup"]["consistent_at"]
     assert "replayed commit" in report["rpo"]["basis"]
     assert_scratch_gone(scratch_root)
+    # validated with the policy's credentials, which never reach the output or the report
+    stored = Repository.for_policy(load_policy("prod", arch.policy_dir)).get_json(
+        f"drills/{report['id']}/report.json"
+    )
+    assert stored["verdict"] == "PASS"
+    for text in (done.stdout, done.stderr, str(stored)):
+        assert arch.cluster.password not in text
 
     target = between.isoformat().replace("+00:00", "Z")
     past = run_drkit(
