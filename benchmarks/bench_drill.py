@@ -154,7 +154,7 @@ def main() -> None:
                 f"round {round_no + 1}: restore {restores[-1]:.1f}s; drill {doc['wall']:.1f}s "
                 f"({doc['verdict']}; "
                 + ", ".join(f"{p} {s:.1f}s" for p, s in phases.items())
-                + ")",
+                + f"; teardown {doc['cleanup'].get('seconds', 0):.1f}s)",
                 flush=True,
             )
 

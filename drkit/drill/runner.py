@@ -268,6 +268,7 @@ def _run(
 
 def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
     """Stop and remove the scratch cluster and the work directory; say whether it worked."""
+    started = time.monotonic()
     for cluster in scratch:
         cluster.destroy()
     shutil.rmtree(work, ignore_errors=True)
@@ -280,7 +281,7 @@ def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
         )
         log.error("drill clean-up incomplete: %s", problem)
         return {"scratch_cluster": "cleanup failed", "detail": problem}
-    return {"scratch_cluster": "removed"}
+    return {"scratch_cluster": "removed", "seconds": round(time.monotonic() - started, 3)}
 
 
 def _keep_info(cluster: LocalCluster, work: Path, manifest: Manifest) -> dict[str, Any]:
