@@ -64,9 +64,9 @@ class WalConflict(OperationError):
     """The archive holds a different file under this WAL name (exit 1)."""
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, minimum: int = 1) -> int:
     try:
-        return max(1, int(os.environ.get(name, "")))
+        return max(minimum, int(os.environ.get(name, "")))
     except ValueError:
         return default
 
@@ -309,7 +309,8 @@ def push_wal(
     repo.check_encryption_available()
     s3 = policy.repository.url.startswith("s3://")
     jobs = jobs or _env_int(PUSH_JOBS_ENV, 8 if s3 else max(2, os.cpu_count() or 1))
-    batch = batch if batch is not None else _env_int(PUSH_BATCH_ENV, DEFAULT_PUSH_BATCH)
+    if batch is None:  # 0 turns archiving ahead off
+        batch = _env_int(PUSH_BATCH_ENV, DEFAULT_PUSH_BATCH, minimum=0)
     ahead_paths = _ready_files(path.parent, path.name, batch) if batch > 0 else []
     report: PushReport
     with ThreadPoolExecutor(max_workers=min(jobs, 1 + len(ahead_paths))) as pool:

@@ -1,0 +1,100 @@
+"""WAL chain checks (verify) and WAL pruning keys, on a file:// repository without a server."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drkit.backup.catalog import Manifest
+from drkit.backup.walchain import check_backup_wal, recovery_timeline, wal_keys_to_prune
+from drkit.config import RepositoryConfig
+from drkit.storage.file import FileBackend
+from drkit.storage.repository import Repository
+
+
+def repo_at(tmp_path: Path) -> Repository:
+    config = RepositoryConfig(url=f"file://{tmp_path}")
+    return Repository(FileBackend(tmp_path), "prod", config)
+
+
+def put(repo: Repository, name: str, data: bytes = b"x" * 1000) -> None:
+    repo.store(f"wal/{name}", io.BytesIO(data))  # type: ignore[arg-type]
+
+
+def manifest(start: str, stop: str, tli: int = 1, wal_stop: str = "0/5000100") -> Manifest:
+    now = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+    return Manifest(
+        id="20261127T020000Z-physical",
+        kind="physical",
+        environment="prod",
+        databases=["app"],
+        server_version="15.18",
+        started_at=now,
+        finished_at=now,
+        consistent_at=now,
+        objects=[],
+        wal_start="0/3000028",
+        wal_stop=wal_stop,
+        wal_start_segment=start,
+        wal_stop_segment=stop,
+        timeline=tli,
+    )
+
+
+def test_complete_chain_and_window_across_a_timeline_switch(tmp_path: Path) -> None:
+    repo = repo_at(tmp_path)
+    for n in range(3, 8):
+        put(repo, f"0000000100000000000000{n:02X}")
+    put(repo, "00000002.history", b"1\t0/7000100\tno recovery target specified\n")
+    put(repo, "000000020000000000000007")
+    put(repo, "000000020000000000000008")
+    problems, details = check_backup_wal(
+        repo, manifest("000000010000000000000003", "000000010000000000000005")
+    )
+    assert problems == []
+    assert details["wal_chain"] == "complete"
+    assert details["last_wal"] == "000000020000000000000008"
+    assert details["recoverable_to"] is not None
+    assert recovery_timeline(
+        repo, manifest("000000010000000000000003", "000000010000000000000005")
+    ) == (2, True)
+
+
+def test_gap_is_named(tmp_path: Path) -> None:
+    repo = repo_at(tmp_path)
+    for n in (3, 4, 6):
+        put(repo, f"0000000100000000000000{n:02X}")
+    problems, details = check_backup_wal(
+        repo, manifest("000000010000000000000003", "000000010000000000000006")
+    )
+    assert details["wal_chain"] == "gap"
+    assert len(problems) == 1 and "000000010000000000000005" in problems[0]
+
+
+def test_timeline_that_branched_before_the_backup_is_not_followed(tmp_path: Path) -> None:
+    repo = repo_at(tmp_path)
+    put(repo, "00000002.history", b"1\t0/4000000\treason\n")  # left timeline 1 at 0/4000000
+    backup = manifest("000000010000000000000005", "000000010000000000000005", 1, "0/5000100")
+    assert recovery_timeline(repo, backup) == (1, False)
+
+
+def test_wal_keys_to_prune(tmp_path: Path) -> None:
+    repo = repo_at(tmp_path)
+    names = [f"0000000100000000000000{n:02X}" for n in range(1, 8)]
+    for name in names:
+        put(repo, name)
+    put(repo, "000000010000000000000002.00000028.backup")
+    put(repo, "00000002.history")
+    put(repo, "000000020000000000000004.partial")
+    kept = [manifest("000000010000000000000005", "000000010000000000000005")]
+    doomed = {k.rsplit("/", 1)[-1] for k in wal_keys_to_prune(repo, kept)}
+    assert doomed == {
+        "000000010000000000000001.zst",
+        "000000010000000000000002.zst",
+        "000000010000000000000003.zst",
+        "000000010000000000000004.zst",
+        "000000010000000000000002.00000028.backup.zst",
+        "000000020000000000000004.partial.zst",
+    }
+    assert wal_keys_to_prune(repo, []) == []  # no kept base backup: keep all WAL
