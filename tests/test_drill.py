@@ -129,10 +129,10 @@ def test_logical_drill_passes_and_reports(
     phases = doc["rto"]["phases"]
     assert set(phases) == {"startup", "fetch", "restore", "validation"}
     assert all(v >= 0 for v in phases.values()) and phases["startup"] > 0
-    # startup overlaps the fetch: the total is wall time, between the sequential part
-    # and the sum of the phases
+    # startup overlaps the fetch: the total is wall time, at least the sequential part,
+    # at most the sum of the phases plus the moments between them
     sequential = phases["fetch"] + phases["restore"] + phases["validation"]
-    assert sequential <= doc["rto"]["total"] <= sum(phases.values()) + 0.01
+    assert sequential <= doc["rto"]["total"] <= sum(phases.values()) + 0.5
     assert doc["rto"]["objective"] == 1800 and doc["rto"]["met"] is True
     assert 0 <= doc["rpo"]["achieved"] < 600 and doc["rpo"]["met"] is True
     assert doc["recovery_point"]["reached"] == backup["consistent_at"].replace("+00:00", "Z")
