@@ -159,7 +159,9 @@ def main() -> None:
             timeout=600,
         )
         time.sleep(1.1)
-        target = datetime.now(UTC).isoformat()
+        now = datetime.now(UTC)
+        target = now.isoformat()
+        target_pgbr = now.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "+00"
         time.sleep(1.1)
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute("CREATE TABLE after_target (x int)")
@@ -179,7 +181,7 @@ def main() -> None:
                 *pgbr,
                 f"--pg1-path={d2}",
                 "--type=time",
-                f"--target={target}",
+                f"--target={target_pgbr}",
                 "--target-action=promote",
                 "--target-timeline=current",
                 "--archive-mode=off",

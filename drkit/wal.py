@@ -436,8 +436,9 @@ def fetch_wal(
 
 
 def _start_prefetch(
-    policy: Policy, policy_dir: Path | str | None, spool: Path, name: str, count: int
+    policy: Policy | str, policy_dir: Path | str | None, spool: Path, name: str, count: int
 ) -> None:
+    env = policy if isinstance(policy, str) else policy.name
     if count <= 0:
         return
     wanted = [
@@ -445,23 +446,20 @@ def _start_prefetch(
         for n in following_segments(name, count)
         if not (spool / n).exists() and not (spool / f"{n}{_INPROGRESS}").exists()
     ]
-    if not wanted:
+    if len(wanted) < max(1, count // 2):  # still half a window ahead: no new helper yet
         return
-    from drkit.config import resolve_policy_dir
+    if policy_dir is None:
+        from drkit.config import resolve_policy_dir
 
+        policy_dir = resolve_policy_dir(None)
+    _spawn_prefetch(env, str(Path(policy_dir).resolve()), spool, wanted)
+
+
+def _spawn_prefetch(env: str, policy_dir: str, spool: Path, wanted: list[str]) -> None:
     try:
         spool.mkdir(exist_ok=True)
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "drkit.wal",
-                "prefetch",
-                policy.name,
-                str(resolve_policy_dir(policy_dir).resolve()),
-                str(spool),
-                *wanted,
-            ],
+            [sys.executable, "-m", "drkit.wal", "prefetch", env, policy_dir, str(spool), *wanted],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -535,7 +533,44 @@ def run_fetch(
     return (0, "") if found else (1, "")
 
 
-if __name__ == "__main__":  # pragma: no cover - the detached prefetch helper
+def fetch_main(argv: list[str]) -> int:
+    """``python -m drkit.wal fetch ENV NAME PATH POLICY_DIR``: the restore_command drkit writes.
+
+    The same as ``drkit wal-fetch``, minus the command-line framework: a segment already
+    in the prefetch spool is renamed into place without loading the policy or any storage
+    library, so replay is not held up by interpreter start-up.
+    """
+    env, name, dest, policy_dir = argv
+    try:
+        import signal
+
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        target = Path(dest)
+        if not target.is_absolute():
+            target = Path.cwd() / target
+        spool = target.parent / SPOOL_DIR
+        if is_segment(name) and spool.is_dir():
+            _clean_spool(spool, name)
+            if _take_from_spool(spool, name, target):
+                count = _env_int(PREFETCH_ENV, DEFAULT_PREFETCH)
+                _start_prefetch(env, policy_dir, spool, name, count)
+                return 0
+    except KeyboardInterrupt:
+        return 1
+    except Exception as exc:
+        sys.stderr.write(f"drkit: wal-fetch {name}: {exc}\n")
+        return 1
+    code, message = run_fetch(lambda: load_wal_policy(env, policy_dir), name, dest, policy_dir)
+    if message:
+        from drkit.config import mask_url
+
+        sys.stderr.write(f"drkit: wal-fetch {name}: {mask_url(message)}\n")
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover - entry points for PostgreSQL and the helper
     if len(sys.argv) >= 5 and sys.argv[1] == "prefetch":
         raise SystemExit(_prefetch_main(sys.argv[2:]))
+    if len(sys.argv) == 6 and sys.argv[1] == "fetch":
+        raise SystemExit(fetch_main(sys.argv[2:]))
     raise SystemExit(2)

@@ -116,9 +116,24 @@ def archive_command(env: str, policy_dir: Path, user: str | None) -> str:
 
 
 def restore_command(env: str, policy_dir: Path, user: str | None) -> str:
-    return shell_command(
-        user, ["wal-fetch", env, "%f", "%p", "--policy-dir", str(policy_dir.resolve())]
-    )
+    """``drkit wal-fetch`` through its lean entry point (``python -m drkit.wal fetch``).
+
+    Equivalent to ``drkit wal-fetch ENV %f %p --policy-dir DIR``; it skips the
+    command-line framework so that segments already prefetched are served in
+    milliseconds.  An overriding ``$DRKIT_CLUSTER_COMMAND`` gets the plain form.
+    """
+    if os.environ.get(COMMAND_ENV):
+        return shell_command(
+            user, ["wal-fetch", env, "%f", "%p", "--policy-dir", str(policy_dir.resolve())]
+        )
+    python, extra = _python_for(user)
+    words = [f"{k}={shlex.quote(v)}" for k, v in sorted(dict(extra).items())]
+    if words:
+        words.insert(0, "env")
+    words += [shlex.quote(w) for w in python]
+    words += ["-m", "drkit.wal", "fetch", shlex.quote(env), "%f", "%p"]
+    words.append(shlex.quote(str(policy_dir.resolve())))
+    return " ".join(words)
 
 
 # ---------------------------------------------------------------------------

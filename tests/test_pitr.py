@@ -244,5 +244,6 @@ def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunn
     assert result.json()["started"] is False
     assert (pgdata / "recovery.signal").exists()
     conf = (pgdata / "postgresql.auto.conf").read_text()
-    assert "wal-fetch" in conf and "recovery_target_timeline = 'latest'" in conf
+    assert "drkit.wal fetch prod %f %p" in conf
+    assert "recovery_target_timeline = 'latest'" in conf
     assert not (pgdata / "postmaster.pid").exists()

@@ -233,7 +233,7 @@ def run_physical_backup(
     dsn = policy.database.url.get_secret_value()
     facts = _server_facts(dsn)
     if not policy.wal_archiving:
-        log.warning("policy %s has wal_archiving: false but takes a base backup", policy.name)
+        log.info("policy %s has wal_archiving: false but takes a base backup", policy.name)
     wait = archive_wait
     if wait is None:
         wait = float(os.environ.get(ARCHIVE_WAIT_ENV, DEFAULT_ARCHIVE_WAIT))
