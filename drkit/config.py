@@ -53,7 +53,7 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _duration_seconds(value, value)
     if not isinstance(value, str):
         raise ValueError("a duration is a string such as 30m, 1h or 7d")
     text = value.strip().lower().replace(" ", "")
@@ -68,7 +68,14 @@ def parse_duration(value: object) -> timedelta:
         pos = match.end()
     if pos != len(text):
         raise ValueError(f"{value!r} is not a duration (use e.g. 90s, 30m, 1h, 1h30m, 7d)")
-    return timedelta(seconds=seconds)
+    return _duration_seconds(seconds, value)
+
+
+def _duration_seconds(seconds: float, value: object) -> timedelta:
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):  # inf, nan, or beyond 999999999 days
+        raise ValueError(f"{str(value)[:40]!r} is not a usable duration (too large)") from None
 
 
 def format_duration(delta: timedelta) -> str:
@@ -411,6 +418,8 @@ def read_yaml(path: Path, error: Callable[[str], Exception]) -> Any:
         raise error(f"{path}:{where} invalid YAML: {problem}") from None
     except RecursionError:
         raise error(f"{path}: YAML nests too deeply") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of thousands of digits
+        raise error(f"{path}: invalid YAML value: {str(exc)[:120]}") from None
 
 
 def parse_policy(name: str, raw: Any, source: str) -> Policy:
