@@ -25,6 +25,10 @@ ORDER BY 1, 2
 
 
 def table_key(schema: str, table: str) -> str:
+    """``schema.table`` as manifests record it; a schema holding a dot or starting with a
+    double quote is written as a quoted identifier (``"a.b".t``) so the key splits back."""
+    if "." in schema or schema.startswith('"'):
+        schema = '"' + schema.replace('"', '""') + '"'
     return f"{schema}.{table}"
 
 
@@ -47,5 +51,17 @@ def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> 
 
 
 def split_key(key: str) -> tuple[str, str]:
+    """The inverse of :func:`table_key` (tables may hold dots: the first dot splits)."""
+    if key.startswith('"'):
+        i = 1
+        while i < len(key):
+            if key[i] == '"':
+                if key[i + 1 : i + 2] == '"':
+                    i += 2
+                    continue
+                if key[i + 1 : i + 2] == ".":
+                    return key[1:i].replace('""', '"'), key[i + 2 :]
+                break
+            i += 1
     schema, _, table = key.partition(".")
     return schema, table

@@ -28,7 +28,7 @@ from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
 from drkit.pg.process import PipeProcess
-from drkit.pg.tables import count_rows, list_tables, split_key
+from drkit.pg.tables import count_rows, list_tables, split_key, table_key
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import CHUNK, copy_stream
 
@@ -200,7 +200,7 @@ class _Progress:
 def compare_counts(dsn: str, expected: dict[str, int]) -> DatabaseRestore:
     outcome = DatabaseRestore(database=dbname_of(dsn), target=describe(dsn))
     with connect(dsn) as conn:
-        present = {f"{s}.{t}" for s, t in list_tables(conn)}
+        present = {table_key(s, t) for s, t in list_tables(conn)}
         missing = [k for k in expected if k not in present]
         observed = count_rows(conn, [split_key(k) for k in expected if k in present])
     for key in missing:
