@@ -170,7 +170,7 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
     counts = manifest.row_counts.get(obj.database or database, {})
     run.phase("plan")
     if options.dry_run:
-        run.report.target_tables = count_target_tables(run.dst_dsn)
+        run.report.target_tables = max(count_target_tables(run.dst_dsn), 0)
         for tp in plan.tables:
             rows = 0 if tp.action == "schema-only" else counts.get(tp.key)
             selection = (

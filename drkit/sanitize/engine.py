@@ -165,6 +165,8 @@ def database_dsn(policy: Policy) -> str:
 
 def _same_database(src_conn: psycopg.Connection[Any], token: str, dst_dsn: str) -> bool:
     """Does DST's database see SRC's session (tagged ``token``) as one of its own?"""
+    if count_target_tables(dst_dsn) < 0:  # DST's database does not exist yet
+        return False
     with connect(dst_dsn) as dst:
         row = dst.execute(
             "SELECT count(*) FROM pg_stat_activity "
@@ -328,7 +330,7 @@ def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
         selections = select_rows(src_conn, plan, run.rules.subset)
         run.phase("plan")
         if options.dry_run:
-            run.report.target_tables = count_target_tables(run.dst_dsn)
+            run.report.target_tables = max(count_target_tables(run.dst_dsn), 0)
             _dry_run(run, plan, selections, src_conn)
             return
         if options.scan_only:
@@ -360,13 +362,13 @@ def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
 
 
 def count_target_tables(dsn: str) -> int:
-    """Tables in DST's database (0 when the database does not exist yet)."""
+    """Tables in DST's database (-1 when the database does not exist yet)."""
     try:
         with psycopg.connect(dsn, connect_timeout=15) as conn:
             return len(list_tables(conn))
     except psycopg.OperationalError as exc:
         if "does not exist" in str(exc):
-            return 0
+            return -1
         raise DatabaseError(f"cannot connect to {describe(dsn)}: {first_line(exc)}") from None
 
 
