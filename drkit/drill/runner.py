@@ -246,7 +246,8 @@ def _run(
                 )
             else:
                 _drill_physical(policy, repo, manifest, report, timer, work, scratch)
-        except DrillCannotRun as exc:
+        except DrkitError as exc:  # the drill could not run (the backup got no verdict)
+            log.error("drill %s could not run: %s", report.id, exc)
             report.error = str(exc)
         _judge_objectives(policy, repo, manifest, report, backup_ref, point_in_time)
     finally:
@@ -374,6 +375,9 @@ def _drill_logical(
     report.reached_point = manifest.consistent_at or manifest.finished_at
 
     with timer.phase("validation"):
+        # pg_amcheck (a subprocess, the longest check) runs while the rows are counted
+        amcheck = _AmcheckRun(cluster, restored if policy.drill.checks.amcheck else [])
+        amcheck.start()
         for obj in dumps:
             database = obj.database or ""
             dsn = cluster.dsn(database)
@@ -386,9 +390,9 @@ def _drill_logical(
             if policy.drill.checks.row_counts:
                 _check_row_counts(report, dsn, database, manifest.row_counts.get(database))
         _check_sql(policy, report, cluster, manifest, restored)
-        if policy.drill.checks.amcheck:
-            for database in restored:
-                _check_amcheck(report, cluster, database)
+        amcheck.join()  # also on Ctrl-C (its pg_amcheck ends when the cluster stops)
+    for check in amcheck.checks:
+        report.add(check)
     report.rto_wall = time.monotonic() - timer.origin
     report.notes.append(
         "the scratch cluster starts while the backup is fetched: the RTO total is the wall "
@@ -648,7 +652,39 @@ def _check_sql(
         )
 
 
-def _check_amcheck(report: DrillReport, cluster: LocalCluster, database: str) -> None:
+class _Checks(list[Check]):
+    """Checks collected apart from the report (by a thread), added to it afterwards."""
+
+    def add(self, check: Check) -> Check:
+        self.append(check)
+        return check
+
+
+class _AmcheckRun(threading.Thread):
+    def __init__(self, cluster: LocalCluster, databases: list[str]) -> None:
+        super().__init__(name="drkit-drill-amcheck", daemon=True)
+        self._cluster = cluster
+        self._databases = databases
+        self.checks = _Checks()
+
+    def run(self) -> None:
+        for database in self._databases:
+            try:
+                _check_amcheck(self.checks, self._cluster, database)
+            except (DrkitError, OSError) as exc:
+                self.checks.add(
+                    Check(
+                        f"amcheck {database}",
+                        "amcheck",
+                        ERROR,
+                        expected="no corruption",
+                        detail=str(exc),
+                        database=database,
+                    )
+                )
+
+
+def _check_amcheck(report: DrillReport | _Checks, cluster: LocalCluster, database: str) -> None:
     name = f"amcheck {database}"
     try:
         binary = find_binary("pg_amcheck", cluster.major)
