@@ -140,6 +140,16 @@ STEPS: list[Callable[[Sandbox, Say], None]] = [step_backup_verify_restore]
 STEPS.append(step_drill)
 
 
+def step_sanitize(box: Sandbox, say: Say) -> None:
+    """A sanitized copy of PROD into STAGING with the shipped rules."""
+    from drkit.sanitize.demo_step import step_sanitize as run_step
+
+    run_step(box, say)
+
+
+STEPS.append(step_sanitize)
+
+
 def step_pitr(box: Sandbox, say: Say) -> None:
     """WAL archiving, a base backup, an accident and a point-in-time recovery."""
     from drkit.restore.pitr_demo import step_pitr as run_step
