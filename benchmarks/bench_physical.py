@@ -44,6 +44,9 @@ def wait_ready_drained(cluster: LocalCluster, timeout: float = 900) -> None:
         time.sleep(0.1)
 
 
+PHASES: dict[str, object] = {}
+
+
 def drkit(args: list[str], policy_dir: Path) -> float:
     started = time.perf_counter()
     proc = subprocess.run(
@@ -54,7 +57,10 @@ def drkit(args: list[str], policy_dir: Path) -> float:
     )
     if proc.returncode != 0:
         raise SystemExit(f"drkit {' '.join(args)} failed: {proc.stderr[-2000:]}")
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    if "--json" in args:
+        PHASES[args[0]] = json.loads(proc.stdout).get("phases")
+    return elapsed
 
 
 def wait_promoted(port: int, dsn_template: str, timeout: float = 1800) -> None:
@@ -171,7 +177,8 @@ def main() -> None:
 
         d1 = root / "restore" / "drkit"
         results["drkit restore --point-in-time"] = drkit(
-            ["restore", "prod", "--point-in-time", target, "--pgdata", str(d1)], policy_dir
+            ["restore", "prod", "--point-in-time", target, "--pgdata", str(d1), "--json"],
+            policy_dir,
         )
         d2 = root / "restore" / "pgbr"
         port = free_port()
@@ -216,13 +223,18 @@ def main() -> None:
         / results["pgbackrest restore --type=time (+ replay)"],
     }
     if args.json:
-        print(json.dumps({"database_bytes": size, "seconds": results, "ratios": ratios}))
+        print(
+            json.dumps(
+                {"database_bytes": size, "seconds": results, "ratios": ratios, "drkit": PHASES}
+            )
+        )
         return
     print(f"database size: {size / 1e9:.2f} GB")
     for name, seconds in results.items():
         print(f"{name:45s} {seconds:8.1f}s")
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
+    print(f"drkit restore phases: {PHASES.get('restore')}")
 
 
 if __name__ == "__main__":

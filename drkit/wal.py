@@ -56,6 +56,9 @@ FETCH_JOBS_ENV = "DRKIT_WAL_FETCH_JOBS"
 DEFAULT_PUSH_BATCH = 64
 DEFAULT_PREFETCH = 8
 _INPROGRESS = ".inprogress"
+_MISSING = ".missing"
+_MISSING_TTL = 10.0
+_REPO_HINT = "repo.json"
 _STALE_MARKER_SECONDS = 120.0
 _KNOWN_SUFFIXES = (".zst", ".gz", "")
 
@@ -399,6 +402,7 @@ def _clean_spool(spool: Path, served: str) -> None:
     for entry in entries:
         base = entry.name[:24]
         if is_segment(base) and base[8:] < served[8:] and not entry.name.endswith(_INPROGRESS):
+            # segments and .missing markers replay has moved past
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
 
@@ -441,10 +445,20 @@ def _start_prefetch(
     env = policy if isinstance(policy, str) else policy.name
     if count <= 0:
         return
+    now = time.time()
+
+    def recently_missing(n: str) -> bool:
+        try:
+            return now - (spool / f"{n}{_MISSING}").stat().st_mtime < _MISSING_TTL
+        except FileNotFoundError:
+            return False
+
     wanted = [
         n
         for n in following_segments(name, count)
-        if not (spool / n).exists() and not (spool / f"{n}{_INPROGRESS}").exists()
+        if not (spool / n).exists()
+        and not (spool / f"{n}{_INPROGRESS}").exists()
+        and not recently_missing(n)
     ]
     if len(wanted) < max(1, count // 2):  # still half a window ahead: no new helper yet
         return
@@ -484,7 +498,10 @@ def prefetch_into(repo: Repository, spool: Path, names: list[str], jobs: int) ->
             return False
         os.close(fd)
         try:
-            return download(repo, name, spool / name)
+            found = download(repo, name, spool / name)
+            if not found:  # not archived (yet): don't send a helper after it again at once
+                (spool / f"{name}{_MISSING}").write_text("")
+            return found
         except DrkitError as exc:
             log.warning("prefetch of %s failed: %s", name, exc)
             return False
@@ -499,6 +516,9 @@ def prefetch_into(repo: Repository, spool: Path, names: list[str], jobs: int) ->
 
 def _prefetch_main(argv: list[str]) -> int:
     env, policy_dir, spool, *names = argv
+    hint = _read_repo_hint(Path(spool))
+    if hint is not None:  # plain file:// repository: no policy or storage stack needed
+        return _prefetch_from_file_repo(hint, env, Path(spool), names)
     try:
         policy = load_wal_policy(env, policy_dir)
         from drkit.storage.repository import Repository
@@ -533,6 +553,88 @@ def run_fetch(
     return (0, "") if found else (1, "")
 
 
+def _prefetch_from_file_repo(hint: dict[str, str], env: str, spool: Path, names: list[str]) -> int:
+    def one(name: str) -> None:
+        marker = spool / f"{name}{_INPROGRESS}"
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return
+        os.close(fd)
+        try:
+            if not _fetch_from_file_repo(hint, env, name, spool / name):
+                (spool / f"{name}{_MISSING}").write_text("")
+        except Exception:  # the foreground fetches it itself
+            return
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+
+    with ThreadPoolExecutor(max_workers=_env_int(FETCH_JOBS_ENV, 4)) as pool:
+        list(pool.map(one, names))
+    return 0
+
+
+def write_repo_hint(policy: Policy, pg_wal: Path) -> None:
+    """Tell the lean restore_command where a plain ``file://`` repository is.
+
+    Only for unencrypted ``file://`` repositories: then a fetch needs no policy, no
+    pydantic and no storage stack, just the file and zstd.
+    """
+    if not policy.repository.url.startswith("file://") or policy.repository.encryption:
+        return
+    import json
+
+    from drkit.storage.file import FileBackend
+
+    spool = pg_wal / SPOOL_DIR
+    spool.mkdir(exist_ok=True)
+    root = FileBackend.from_url(policy.repository.url).root
+    (spool / _REPO_HINT).write_text(json.dumps({"file_root": str(root), "env": policy.name}))
+
+
+def _read_repo_hint(spool: Path) -> dict[str, str] | None:
+    import json
+
+    try:
+        data = json.loads((spool / _REPO_HINT).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "file_root" not in data:
+        return None
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _fetch_from_file_repo(hint: dict[str, str], env: str, name: str, dest: Path) -> bool:
+    from drkit.storage.file import FileBackend
+    from drkit.streams import decompress
+
+    if hint.get("env") != env:
+        raise UsageError(f"the prefetch spool belongs to environment {hint.get('env')!r}")
+    backend = FileBackend(Path(hint["file_root"]))
+    wal_dir = backend.root / env / "wal"
+    for suffix, algorithm in ((".zst", "zstd"), (".gz", "gzip"), ("", "none")):
+        key = f"{env}/wal/{name}{suffix}"
+        if not (wal_dir / f"{name}{suffix}").is_file():
+            continue
+        tmp = dest.with_name(f".{dest.name}.drkit-{os.getpid()}")
+        size = 0
+        try:
+            with backend.open_read(key) as raw, open(tmp, "wb") as out:
+                stream = decompress(raw, algorithm, name=key)
+                while chunk := stream.read(1024 * 1024):
+                    out.write(chunk)
+                    size += len(chunk)
+            if is_segment(name) and not _min_ok_segment_size(size):
+                raise CheckFailed(f"{key}: decodes to {size} bytes, not a whole WAL segment")
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return True
+    return False
+
+
 def fetch_main(argv: list[str]) -> int:
     """``python -m drkit.wal fetch ENV NAME PATH POLICY_DIR``: the restore_command drkit writes.
 
@@ -549,12 +651,18 @@ def fetch_main(argv: list[str]) -> int:
         if not target.is_absolute():
             target = Path.cwd() / target
         spool = target.parent / SPOOL_DIR
+        count = _env_int(PREFETCH_ENV, DEFAULT_PREFETCH)
         if is_segment(name) and spool.is_dir():
             _clean_spool(spool, name)
             if _take_from_spool(spool, name, target):
-                count = _env_int(PREFETCH_ENV, DEFAULT_PREFETCH)
                 _start_prefetch(env, policy_dir, spool, name, count)
                 return 0
+        hint = _read_repo_hint(spool)
+        if hint is not None:  # a plain file:// repository: no policy, no storage stack
+            found = _fetch_from_file_repo(hint, env, name, target)
+            if found and is_segment(name):
+                _start_prefetch(env, policy_dir, spool, name, count)
+            return 0 if found else 1
     except KeyboardInterrupt:
         return 1
     except Exception as exc:

@@ -14,6 +14,7 @@ URL (and its password) does not have to be in PostgreSQL's environment.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -72,7 +73,7 @@ def _can_run(argv: list[str], user: str | None, extra_env: dict[str, str] | None
 def _python_for(user: str | None) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """(python argv, extra environment) that ``user`` can run drkit with."""
     here = [sys.executable]
-    if user is None or _can_run(here, user):
+    if user is None or (_reachable(Path(sys.executable), user) and _can_run(here, user)):
         return tuple(here), ()
     runtime = _shared_runtime()
     pythonpath = os.pathsep.join(str(p) for p in runtime.pythonpath)
@@ -84,6 +85,31 @@ def _python_for(user: str | None) -> tuple[tuple[str, ...], tuple[tuple[str, str
             f"{COMMAND_ENV} to a drkit command that user can run"
         )
     return (runtime.python,), env
+
+
+def _reachable(path: Path, user: str) -> bool:
+    """Whether ``user`` may traverse every directory above ``path`` (mode bits only)."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return False
+    groups = set(os.getgrouplist(user, entry.pw_gid))
+    for directory in Path(os.path.realpath(path)).parents:
+        try:
+            st = directory.stat()
+        except OSError:
+            return False
+        if st.st_uid == entry.pw_uid:
+            bit = 0o100
+        elif st.st_gid in groups:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
 
 
 def drkit_argv(user: str | None) -> tuple[list[str], dict[str, str]]:
@@ -185,25 +211,28 @@ def _system_python() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _shared_runtime() -> _Runtime:
+    import sysconfig
+
     python = _system_python()
-    dists = _closure(_RUNTIME_DISTS)
-    files: list[tuple[Path, str]] = []
-    for dist in dists:
-        for f in dist.files or []:
-            parts = Path(str(f)).parts
-            if not parts or parts[0] in ("..", "bin"):
-                continue
-            files.append((Path(str(dist.locate_file(f))), str(f)))
+    # keyed by the interpreter and the state of its site-packages (installs change its mtime)
+    site_packages = Path(sysconfig.get_paths()["purelib"])
     digest = hashlib.sha256()
-    for dist in sorted(dists, key=lambda d: d.metadata["Name"].lower()):
-        digest.update(f"{dist.metadata['Name']}=={dist.version}\n".encode())
-    digest.update(sys.version.encode())
+    digest.update(f"{sys.version}\n{site_packages}\n".encode())
+    with contextlib.suppress(OSError):
+        digest.update(str(site_packages.stat().st_mtime_ns).encode())
     root = Path(os.environ.get(RUNTIME_ROOT_ENV) or "/var/tmp")  # noqa: S108 - shared on purpose
     target = root / f"drkit-runtime-{digest.hexdigest()[:16]}"
     site = target / "site"
     source = target / "src"
     if not (target / "COMPLETE").exists():
         log.info("preparing a drkit runtime the cluster's OS user can run in %s", target)
+        files: list[tuple[Path, str]] = []
+        for dist in _closure(_RUNTIME_DISTS):
+            for f in dist.files or []:
+                parts = Path(str(f)).parts
+                if not parts or parts[0] in ("..", "bin"):
+                    continue
+                files.append((Path(str(dist.locate_file(f))), str(f)))
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".drkit-runtime-", dir=root))
         for path, rel in files:

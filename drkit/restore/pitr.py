@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -45,6 +46,7 @@ RECOVERY_TIMEOUT_ENV = "DRKIT_RECOVERY_TIMEOUT"
 DEFAULT_RECOVERY_TIMEOUT = 3600.0
 ACTIONS = ("promote", "pause", "shutdown")
 LOG_NAME = "drkit-recovery.log"
+_TAR_BUFSIZE = 1024 * 1024
 
 ProgressCallback = Callable[[str, int], None]
 
@@ -174,19 +176,40 @@ def unpack_base(
         raise CheckFailed(f"backup {manifest.id} has no base.tar object")
     pgdata.mkdir(parents=True, exist_ok=True)
     pgdata.chmod(0o700)
+    tar_bin = shutil.which("tar")
     with repo.open_decoded(base) as stream:
         counted = _Counted(stream, on_progress)
-        with tarfile.open(fileobj=counted, mode="r|") as tar:  # type: ignore[call-overload]
-            if hasattr(tarfile, "data_filter"):
+        if tar_bin:
+            _extract_with_tar(tar_bin, counted, pgdata)
+        else:  # pragma: no cover - every Debian/Alpine image has tar
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=counted, mode="r|", bufsize=_TAR_BUFSIZE, copybufsize=_TAR_BUFSIZE
+            ) as tar:
                 tar.extractall(pgdata, filter="data")
-            else:  # pragma: no cover - Python without extraction filters
-                tar.extractall(pgdata)  # noqa: S202 - our own, sha256-checked object
         # read to EOF so the sha256 of the stored object is checked
-        while counted.read(1024 * 1024):
+        while counted.read(_TAR_BUFSIZE):
             pass
     for sub in ("pg_wal", "pg_wal/archive_status"):
         (pgdata / sub).mkdir(exist_ok=True)
     (pgdata / "pg_wal").chmod(0o700)
+
+
+def _extract_with_tar(tar_bin: str, stream: _Counted, pgdata: Path) -> None:
+    """Extract through GNU tar: decoding here and writing files there use two cores.
+
+    GNU tar refuses member names with ``..``, strips leading ``/`` and delays symlinks,
+    so an archive cannot write outside ``pgdata``.
+    """
+    from drkit.pg.process import PipeProcess
+
+    args = [tar_bin, "-x", "-f", "-", "-C", str(pgdata), "--no-same-owner"]
+    with PipeProcess(args, stdin=subprocess.PIPE, what="tar -x") as proc:
+        try:
+            while chunk := stream.read(_TAR_BUFSIZE):
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # tar stopped early: wait() reports why
+        proc.wait()
 
 
 class _Counted:
@@ -306,6 +329,9 @@ def restore_point_in_time(
             timeline=None if newest else follow,
         )
         (pgdata / "log").mkdir(exist_ok=True)
+        from drkit.wal import write_repo_hint
+
+        write_repo_hint(policy, pgdata / "pg_wal")
         chown_tree(pgdata, user)
         chown_tree(run_dir, user)
     except BaseException:
