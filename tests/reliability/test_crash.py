@@ -187,3 +187,216 @@ def test_sigkill_anywhere_in_a_logical_backup(
         f"{len(seen_orphans)} visible orphans, {len(orphans)} left for prune, "
         f"up to {seen_pending} open multipart uploads"
     )
+
+
+def _decode_age_zstd(data: bytes, identity: Path) -> bytes:
+    import zstandard
+
+    plain = subprocess.run(
+        ["age", "-d", "-i", str(identity)], input=data, capture_output=True, check=False
+    )
+    assert plain.returncode == 0, f"an archived object does not decrypt: {plain.stderr!r}"
+    out: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(plain.stdout)
+    return out
+
+
+def test_sigkill_anywhere_in_wal_push(
+    file_repo: RepoTarget, make_policy: PolicyWriter, tmp_path: Path
+) -> None:
+    """archive_command killed at random moments: no truncated or wrong WAL object, never
+    a ``.done`` marker for a file that is not stored whole, and the retry succeeds."""
+    rng = random.Random(SEED + 2)
+    identity, recipient = make_age_key(tmp_path / "keys")
+    extra = {"encryption": {"recipients": [recipient], "identity_file": str(identity)}}
+    policy_dir = make_policy("prod", "postgresql:///unused", file_repo, repository=extra)
+    assert file_repo.root is not None
+    wal_dir = file_repo.root / "prod" / "wal"
+    pg_wal = tmp_path / "pg_wal"
+    status = pg_wal / "archive_status"
+    status.mkdir(parents=True)
+    names = [f"0000000100000000000000{i:02X}" for i in range(1, 7)]
+    contents = {}
+    for name in names:
+        # half random, half zeros: like real segments, partly compressible
+        contents[name] = os.urandom(8 * 1024 * 1024) + bytes(8 * 1024 * 1024)
+        (pg_wal / name).write_bytes(contents[name])
+
+    def reset() -> None:
+        if wal_dir.exists():
+            for p in wal_dir.iterdir():
+                p.unlink()
+        for name in names:
+            (status / f"{name}.done").unlink(missing_ok=True)
+            (status / f"{name}.ready").touch()
+
+    def ready() -> list[str]:
+        return sorted(p.name.removesuffix(".ready") for p in status.glob("*.ready"))
+
+    def check(context: str) -> None:
+        stored = {p.name: p for p in wal_dir.iterdir()} if wal_dir.exists() else {}
+        for file_name, path in stored.items():
+            if TMP_MARK in file_name:
+                continue
+            name = file_name.removesuffix(".zst.age")
+            assert name in contents, f"{context}: unexpected {file_name}"
+            assert _decode_age_zstd(path.read_bytes(), identity) == contents[name], (
+                f"{context}: {file_name} is not the segment, whole"
+            )
+        for done in status.glob("*.done"):
+            name = done.name.removesuffix(".done")
+            assert f"{name}.zst.age" in stored, f"{context}: {name} marked .done, not stored"
+
+    def push(delay: float | None) -> int | None:
+        target = pg_wal / ready()[0]
+        proc = start_drkit("wal-push", "prod", str(target), policy_dir=policy_dir)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+            return None
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        # what PostgreSQL's archiver does after archive_command succeeded
+        (status / f"{target.name}.ready").rename(status / f"{target.name}.done")
+        return 0
+
+    reset()
+    started = time.monotonic()
+    assert push(None) == 0
+    duration = time.monotonic() - started
+    assert ready() == []  # one call archived the whole backlog ahead
+    check("calibration")
+
+    kills = rounds = 0
+    while kills < POINTS and rounds < 3 * POINTS:
+        i, rounds = rounds, rounds + 1
+        if not ready():
+            reset()
+        delay = kill_delay(rng, duration, i)
+        begun = time.monotonic()
+        if push(delay) is None:
+            kills += 1
+        else:
+            duration = min(duration, time.monotonic() - begun)
+        context = f"seed {SEED}, round {i}, kill after {delay:.3f}s of {duration:.2f}s"
+        check(context)
+        wait_for(lambda: not stray_processes(recipient), 15, f"age to exit ({context})")
+    assert kills >= POINTS
+
+    # PostgreSQL retries whatever is still .ready: every retry succeeds (an object a
+    # killed run stored whole counts as archived; identical content is not a conflict)
+    while ready():
+        assert push(None) == 0
+    check("after the retries")
+    assert sorted(p.name for p in wal_dir.iterdir() if TMP_MARK not in p.name) == [
+        f"{n}.zst.age" for n in names
+    ]
+
+
+def test_sigkill_anywhere_in_prune(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    """prune killed at random moments, half of them while it deletes: no listed backup
+    ever lacks an object, what retention keeps is never touched, and a rerun finishes."""
+    import json
+    import shutil
+    from datetime import UTC, datetime, timedelta
+
+    rng = random.Random(SEED + 3)
+    _name, url = sample_db
+    policy_dir = make_policy("prod", url, file_repo, retention={"daily": 7, "orphan_grace": "1h"})
+    made = run_drkit("backup", "prod", "--json", policy_dir=policy_dir)
+    assert made.code == 0, made.stderr
+    assert file_repo.root is not None
+    backups = file_repo.root / "prod" / "backups"
+    real = backups / made.json()["id"]
+    real_manifest = json.loads((real / "manifest.json").read_text())
+    dump = next(p for p in real.iterdir() if p.name != "manifest.json")
+    # 60 daily backups (copies of the real one under earlier ids) and 8 stale leftovers
+    now = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0)
+    for day in range(1, 61):
+        started = now - timedelta(days=day)
+        backup_id = started.strftime("%Y%m%dT%H%M%SZ") + "-logical"
+        folder = backups / backup_id
+        folder.mkdir()
+        shutil.copy(dump, folder / dump.name)
+        doc = json.loads(json.dumps(real_manifest))
+        doc.update(
+            id=backup_id,
+            started_at=started.isoformat().replace("+00:00", "Z"),
+            finished_at=(started + timedelta(seconds=5)).isoformat().replace("+00:00", "Z"),
+            consistent_at=started.isoformat().replace("+00:00", "Z"),
+        )
+        doc["objects"][0]["key"] = f"prod/backups/{backup_id}/{dump.name}"
+        (folder / "manifest.json").write_text(json.dumps(doc))
+        if day <= 8:
+            orphan = backups / (
+                started.strftime("%Y%m%dT%H%M%SZ").replace("T02", "T01") + "-logical"
+            )
+            orphan.mkdir()
+            (orphan / dump.name).write_bytes(b"partial")
+            old = (started - timedelta(hours=1)).timestamp()
+            os.utime(orphan / dump.name, (old, old))
+    snapshot = file_repo.root.parent / "snapshot"
+    shutil.copytree(file_repo.root / "prod", snapshot)
+    view = RepoView(file_repo)
+    complete_before, _ = view.check_backups()
+    # daily: 7 keeps the newest of each of the 7 newest days: today's and six copies
+    kept = sorted(complete_before)[-7:]
+
+    def reset() -> None:
+        shutil.rmtree(file_repo.root / "prod")  # type: ignore[operator]
+        shutil.copytree(snapshot, file_repo.root / "prod")  # type: ignore[operator]
+
+    def manifests_left() -> int:
+        return sum(1 for _ in backups.glob("*/manifest.json"))
+
+    started_at = time.monotonic()
+    assert run_drkit("prune", "prod", policy_dir=policy_dir).code == 0
+    duration = time.monotonic() - started_at
+    assert sorted(view.check_backups()[0]) == kept
+
+    kills = rounds = interrupted = 0
+    initial = len(complete_before)
+    while kills < POINTS and rounds < 3 * POINTS:
+        i, rounds = rounds, rounds + 1
+        reset()
+        proc = start_drkit("prune", "prod", policy_dir=policy_dir)
+        if i % 2:  # anywhere in the run
+            delay = rng.uniform(0.0, duration * 1.05)
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+        else:  # while it deletes
+            deadline = time.monotonic() + 30
+            while manifests_left() >= initial and proc.poll() is None:
+                assert time.monotonic() < deadline, "prune never started deleting"
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0.0, 0.03))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        killed = proc.returncode == -signal.SIGKILL
+        kills += killed
+        context = f"seed {SEED}, round {i}"
+        try:
+            complete, orphans = view.check_backups()
+            interrupted += any("T010000Z" not in o for o in orphans)  # not the seeded ones
+        except AssertionError as exc:
+            raise AssertionError(f"{context}: {exc}") from None
+        assert set(kept) <= complete, f"{context}: prune deleted a backup retention keeps"
+    assert kills >= POINTS
+    assert interrupted, "no kill landed between a manifest's deletion and its objects'"
+
+    time.sleep(2.2)  # what an interrupted prune left is past the grace now
+    again = run_drkit("prune", "prod", "--json", policy_dir=policy_dir)
+    assert again.code == 0, again.stderr
+    complete, orphans = view.check_backups()
+    assert sorted(complete) == kept and not orphans
+    verified = verify_all(run_drkit, policy_dir)
+    assert verified.code == 0, verified.stderr
