@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
@@ -113,3 +114,127 @@ def test_table_keys_split_back_whatever_the_names(schema: str, table: str) -> No
     from drkit.pg.tables import split_key, table_key
 
     assert split_key(table_key(schema, table)) == (schema, table)
+
+
+SANITIZE_SCHEMAS = ["public", 'we"ird schema', "Ünïcødé"]  # rules name tables schema.table
+
+
+def test_hostile_names_survive_sanitize_live_and_from_an_encrypted_backup(
+    pg_server: PgServer,
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    tmp_path: Path,
+) -> None:
+    src = f"hs 'src\" {uuid.uuid4().hex[:6]}"
+    url = pg_server.create_database(src)
+    with psycopg.connect(pg_server.dsn(src), autocommit=True) as conn:
+        for schema in SANITIZE_SCHEMAS:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            for table in TABLES:
+                cols = sql.SQL(", ").join(
+                    sql.SQL("{} text").format(sql.Identifier(c)) for c in COLUMNS
+                )
+                conn.execute(
+                    sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, {})").format(
+                        sql.Identifier(schema, table), cols
+                    )
+                )
+                conn.execute(
+                    sql.SQL("INSERT INTO {} SELECT g, {} FROM generate_series(1, 25) g").format(
+                        sql.Identifier(schema, table),
+                        sql.SQL(", ").join(
+                            sql.SQL("'secret-' || {} || '-' || g").format(sql.Literal(c))
+                            for c in COLUMNS
+                        ),
+                    )
+                )
+    columns: dict[str, object] = {
+        "id": "keep",
+        "order": {"strategy": "template", "template": "o_{id}"},
+        "a b": {"strategy": "constant", "value": "C"},
+        'x"y': "nullify",
+        "É": {"strategy": "hash", "length": 12},
+        "user": "keep",
+        "CamelCase": {"strategy": "mask", "keep_start": 1},
+        "semi;colon": {"strategy": "fake", "provider": "word"},
+    }
+    rules = {
+        "version": 1,
+        "from": "prod",
+        "to": "dev",
+        "salt": "${DRKIT_SANITIZE_SALT}",
+        "defaults": {"unlisted_tables": "fail", "unlisted_columns": "fail"},
+        "tables": {
+            f"{schema}.{table}": {"columns": columns}
+            for schema in SANITIZE_SCHEMAS
+            for table in TABLES
+        },
+    }
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text(yaml.safe_dump(rules, allow_unicode=True, sort_keys=False))
+    identity, recipient = make_age_key(tmp_path / "keys")
+    encryption = {"encryption": {"recipients": [recipient], "identity_file": str(identity)}}
+    policy_dir = make_policy("prod", url, file_repo, repository=encryption)
+    targets = {
+        "live": f"hd 'live\" {uuid.uuid4().hex[:6]}",
+        "backup": f"hd 'bk {uuid.uuid4().hex[:6]}",
+    }
+    env = {"DRKIT_SANITIZE_SALT": "hostile-salt-0123456789"}
+    try:
+        assert run_drkit("backup", "prod", policy_dir=policy_dir).code == 0
+        for how, target in targets.items():
+            make_policy("dev", pg_server.url(target), file_repo, repository=encryption)
+            extra = ["--from-backup", "latest"] if how == "backup" else []
+            done = run_drkit(
+                "sanitize",
+                "prod",
+                "dev",
+                "--rules",
+                str(rules_path),
+                *extra,
+                policy_dir=policy_dir,
+                env=env,
+                timeout=300,
+            )
+            assert done.code == 0, (how, done.stderr)
+            with psycopg.connect(pg_server.dsn(target)) as conn:
+                for schema in SANITIZE_SCHEMAS:
+                    for table in TABLES:
+                        ident = sql.Identifier(schema, table)
+                        got = conn.execute(
+                            sql.SQL(
+                                "SELECT count(*), count(*) FILTER (WHERE {} = 'C'), "
+                                "count({}), bool_and({} = 'o_' || id) , "
+                                "count(*) FILTER (WHERE t::text LIKE '%secret-order%' "
+                                "OR t::text LIKE '%secret-a b%' OR t::text LIKE '%secret-É%') "
+                                "FROM {} t"
+                            ).format(
+                                sql.Identifier("a b"),
+                                sql.Identifier('x"y'),
+                                sql.Identifier("order"),
+                                ident,
+                            )
+                        ).fetchone()
+                        assert got == (25, 25, 0, True, 0), (how, schema, table, got)
+        # the live copy and the copy from the encrypted backup are the same rows
+        live, backup = (snapshot_of(pg_server, t, SANITIZE_SCHEMAS) for t in targets.values())
+        assert live == backup
+    finally:
+        for target in targets.values():
+            pg_server.drop_database(target)
+        pg_server.drop_database(src)
+
+
+def snapshot_of(pg_server: PgServer, dbname: str, schemas: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    with psycopg.connect(pg_server.dsn(dbname)) as conn:
+        for schema in schemas:
+            for table in TABLES:
+                row = conn.execute(
+                    sql.SQL("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM {} t").format(
+                        sql.Identifier(schema, table)
+                    )
+                ).fetchone()
+                found[f"{schema}.{table}"] = str(row[0] if row else None)
+    return found
