@@ -161,7 +161,36 @@ def check_backup_wal(repo: Repository, manifest: Manifest) -> tuple[list[str], d
             f"WAL gap: {_ranges(report.missing)} missing between {manifest.wal_start_segment} "
             f"and {manifest.wal_stop_segment}; the backup cannot be restored"
         )
+    else:
+        problems += _undecodable_required_wal(repo, manifest)
     return problems, details
+
+
+def _undecodable_required_wal(repo: Repository, manifest: Manifest) -> list[str]:
+    """Decode (decrypt, decompress, check the size) every segment from the backup's start
+    to its stop: without them it cannot become consistent.  A damaged one is named."""
+    from drkit.errors import CheckFailed, StorageError
+
+    size = int(manifest.extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
+    start = parse_segment(str(manifest.wal_start_segment), size)
+    stop = parse_segment(str(manifest.wal_stop_segment), size)
+    problems = []
+    for segno in range(start.segno, stop.segno + 1):
+        for timeline in dict.fromkeys((stop.timeline, start.timeline)):
+            key = find_wal_key(repo, Segment(segno, timeline).name(size))
+            if key is None:
+                continue
+            try:
+                with open_wal_object(repo, key) as stream:
+                    decoded = 0
+                    while chunk := stream.read(1024 * 1024):
+                        decoded += len(chunk)
+                if decoded != size:
+                    problems.append(f"{key}: decodes to {decoded} bytes, not a {size}-byte segment")
+            except (CheckFailed, StorageError) as exc:
+                problems.append(str(exc))
+            break
+    return problems
 
 
 def wal_keys_to_prune(repo: Repository, kept_physical_manifests: Iterable[Manifest]) -> list[str]:

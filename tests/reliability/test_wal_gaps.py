@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,30 @@ def test_encrypted_wal_pitr_and_a_gap_after_the_backup(
     assert result.code == 3, result.stderr
     assert "reachable window" in result.stderr
     assert not pgdata.exists() or not any(pgdata.iterdir())
+
+
+def test_a_flipped_byte_in_a_required_encrypted_segment_is_named(
+    archived: Archived, run_drkit: DrkitRunner
+) -> None:
+    """The segments from a base backup's start to its stop are decoded by verify: one
+    damaged byte in the (encrypted) stop segment exits 3 naming it."""
+    arch = archived
+    repo = Repository.for_policy(load_policy(arch.env, arch.policy_dir))
+    backup = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+    assert backup.code == 0, backup.stderr
+    backup_id = backup.json()["id"]
+    assert run_drkit("verify", arch.env, backup_id, policy_dir=arch.policy_dir).code == 0
+
+    from drkit.backup.catalog import read_manifest
+
+    stop = str(read_manifest(repo, backup_id).wal_stop_segment)
+    key = find_wal_key(repo, stop)
+    assert key is not None and key.endswith(".zst.age")
+    path = Path(str(arch.repo_block["url"]).removeprefix("file://")) / key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    verified = run_drkit("verify", arch.env, backup_id, policy_dir=arch.policy_dir)
+    assert verified.code == 3, verified.stderr
+    assert stop in verified.stderr and "Traceback" not in verified.stderr
