@@ -167,7 +167,7 @@ def check_backup_wal(repo: Repository, manifest: Manifest) -> tuple[list[str], d
 
 
 def _undecodable_required_wal(repo: Repository, manifest: Manifest) -> list[str]:
-    """Decode (decrypt, decompress, check the size) every segment from the backup's start
+    """Decode (decrypt, decompress: both authenticate) every segment from the backup's start
     to its stop: without them it cannot become consistent.  A damaged one is named."""
     from drkit.errors import CheckFailed, StorageError
 
@@ -182,11 +182,8 @@ def _undecodable_required_wal(repo: Repository, manifest: Manifest) -> list[str]
                 continue
             try:
                 with open_wal_object(repo, key) as stream:
-                    decoded = 0
-                    while chunk := stream.read(1024 * 1024):
-                        decoded += len(chunk)
-                if decoded != size:
-                    problems.append(f"{key}: decodes to {decoded} bytes, not a {size}-byte segment")
+                    while stream.read(1024 * 1024):
+                        pass
             except (CheckFailed, StorageError) as exc:
                 problems.append(str(exc))
             break
