@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -45,6 +46,7 @@ MIN_LENGTH = 4
 PREFIX = 6
 _LONG_BIT = 1 << 63
 _READ_BATCH = 1 << 20
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 
 
 @dataclass
@@ -107,12 +109,10 @@ class LeakIndex:
             if value in generated:
                 ambiguous += 1
                 continue
-            escaped = escape_text(value)
-            forms.add(escaped)
-            # the same value inside a JSON string, then in COPY text form
-            in_json = escape_text(json.dumps(value, ensure_ascii=False)[1:-1])
-            if in_json != escaped:
-                forms.add(in_json)
+            forms.add(escape_text(value))
+            if _JSON_ESCAPED.search(value):
+                # the same value inside a JSON string, then in COPY text form
+                forms.add(escape_text(json.dumps(value, ensure_ascii=False)[1:-1]))
         return Searcher(forms, ambiguous)
 
 
@@ -131,6 +131,7 @@ class Searcher:
             key = form[:PREFIX]
             masks[key] = masks.get(key, 0) | bit
         self.automaton: Any = None
+        self._length_cache: dict[int, list[int]] = {}
         if masks or short:
             automaton = ahocorasick.Automaton()
             for key, mask in masks.items():
@@ -143,9 +144,12 @@ class Searcher:
             self.automaton = automaton
 
     def _lengths(self, mask: int) -> list[int]:
-        found = [PREFIX + i for i in range(63) if mask >> i & 1]
-        if mask & _LONG_BIT:
-            found += self.long_lengths
+        found = self._length_cache.get(mask)
+        if found is None:
+            found = [PREFIX + i for i in range(63) if mask >> i & 1]
+            if mask & _LONG_BIT:
+                found += self.long_lengths
+            self._length_cache[mask] = found
         return found
 
     def scan(self, text: str, hits: list[int]) -> None:

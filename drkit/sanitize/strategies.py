@@ -1,7 +1,9 @@
 """The strategies of DESIGN.md §5 as fast, deterministic value functions.
 
-Every pseudonym is a function of (salt, strategy options, input value) only: keyed
-HMAC-SHA256, never Python's ``hash()``, so the same value gets the same pseudonym in
+Every pseudonym is a function of (salt, strategy options, input value) only: a keyed
+MAC, never Python's ``hash()``.  Per-purpose keys are derived from the salt with
+HMAC-SHA256; values are then MACed with keyed BLAKE2b (RFC 7693 keyed mode, a MAC by
+design and about three times faster than HMAC-SHA256 per call in CPython), so the same value gets the same pseudonym in
 every table, column and run, and another salt gives other pseudonyms.
 
 ``fake`` never calls Faker once per row: for each (salt, provider, args, locale) a pool
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
+from hashlib import blake2b
 from typing import Any
 
 from drkit.sanitize.jsonpath import apply_path
@@ -46,7 +49,7 @@ from drkit.sanitize.rules import (
     Template,
 )
 
-POOL_SIZE = 8192  # a power of two: the HMAC picks an entry without bias
+POOL_SIZE = 4096  # a power of two: the MAC picks an entry without bias
 TAG_BYTES = 10  # 80 bits, 16 base32 characters
 CACHE_SIZE = 1 << 16
 
@@ -102,6 +105,8 @@ class Pseudonymizer:
         self._keys: dict[str, bytes] = {}
         self._pools: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self._pool_size = pool_size
+        self._email_key: bytes | None = None
+        self._fake_fns: dict[tuple[str, ...], Callable[[str], str]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show the salt
@@ -116,7 +121,7 @@ class Pseudonymizer:
 
     @staticmethod
     def mac(key: bytes, value: str) -> bytes:
-        return hmac.digest(key, value.encode("utf-8", "surrogatepass"), "sha256")
+        return blake2b(value.encode("utf-8", "surrogatepass"), key=key, digest_size=32).digest()
 
     def tag(self, purpose: str, value: str) -> str:
         digest = self.mac(self.key("tag/" + purpose), value)[:TAG_BYTES]
@@ -157,22 +162,44 @@ class Pseudonymizer:
         return tuple(to_text(v) or "" for v in values)
 
     def fake(self, spec: Fake, value: str) -> str:
+        return self.fake_fn(spec)(value)
+
+    def fake_fn(self, spec: Fake) -> Callable[[str], str]:
+        """The ``fake`` pseudonym function of ``spec``, pool and key resolved once."""
         ident = self._fake_id(spec)
+        cached = self._fake_fns.get((*ident, str(spec.unique)))
+        if cached is not None:
+            return cached
         pool = self.pool(spec)
-        digest = self.mac(self.key("fake/" + "/".join(ident)), value)
-        picked = pool[int.from_bytes(digest[:8], "big") & (len(pool) - 1)]
-        if not spec.unique:
-            return picked
-        tag = base64.b32encode(digest[8 : 8 + TAG_BYTES]).decode("ascii").lower()
-        if "@" in picked:
-            local, _, domain = picked.partition("@")
-            return f"{local}.{tag}@{domain}"
-        return f"{picked}-{tag}"
+        key = self.key("fake/" + "/".join(ident))
+        mask = len(pool) - 1
+        b32 = base64.b32encode
+
+        def plain(value: str) -> str:
+            digest = blake2b(value.encode("utf-8", "surrogatepass"), key=key).digest()
+            return pool[int.from_bytes(digest[:8], "big") & mask]
+
+        def unique(value: str) -> str:
+            digest = blake2b(value.encode("utf-8", "surrogatepass"), key=key).digest()
+            picked = pool[int.from_bytes(digest[:8], "big") & mask]
+            tag = b32(digest[8 : 8 + TAG_BYTES]).decode("ascii").lower()
+            if "@" in picked:
+                local, _, domain = picked.partition("@")
+                return f"{local}.{tag}@{domain}"
+            return f"{picked}-{tag}"
+
+        fn = unique if spec.unique else plain
+        self._fake_fns[(*ident, str(spec.unique))] = fn
+        return fn
 
     # -- the others ----------------------------------------------------------------
 
     def email(self, value: str, domain: str) -> str:
-        return f"u{self.tag('email', value)}@{domain}"
+        key = self._email_key
+        if key is None:
+            key = self._email_key = self.key("tag/email")
+        digest = blake2b(value.encode("utf-8", "surrogatepass"), key=key, digest_size=32).digest()
+        return f"u{base64.b32encode(digest[:TAG_BYTES]).decode('ascii').lower()}@{domain}"
 
     def hash(self, value: str, length: int) -> str:
         return self.mac(self.key("hash"), value).hex()[:length]
@@ -305,7 +332,8 @@ class Compiler:
                     sink(value)
                 return out
 
-            return functools.lru_cache(maxsize=CACHE_SIZE)(recorded)
+            # a keyed MAC costs less than a cache miss: plain strategies are not cached
+            return recorded
         return functools.lru_cache(maxsize=CACHE_SIZE)(fn)
 
     def _plain_fn(self, strategy: Strategy) -> ValueFn:
@@ -316,9 +344,7 @@ class Compiler:
             constant = to_text(strategy.value)
             return lambda _v: constant
         if isinstance(strategy, Fake):
-            spec = strategy
-            pseudo.pool(spec)  # generate the pool now, not inside the first row
-            return lambda v: pseudo.fake(spec, v)
+            return pseudo.fake_fn(strategy)  # the pool is generated now, not in the first row
         if isinstance(strategy, Hash):
             length = strategy.length
             return lambda v: pseudo.hash(v, length)
@@ -336,10 +362,10 @@ class Compiler:
         if kind == "email":
             return self.pseudo.email(value, self.pii.email.domain)
         if kind == "phone":
-            return self.pseudo.fake(self.pii.phone, value)
+            return self.pseudo.fake_fn(self.pii.phone)(value)
         if kind == "ipv6":
-            return self.pseudo.fake(self.pii.ipv6, value)
-        return self.pseudo.fake(self.pii.ipv4, value)
+            return self.pseudo.fake_fn(self.pii.ipv6)(value)
+        return self.pseudo.fake_fn(self.pii.ipv4)(value)
 
     def replace_pii_text(self, text: str, kinds: frozenset[str]) -> str:
         sink = self.sink
