@@ -286,7 +286,8 @@ def test_interrupted_drill_tears_the_scratch_cluster_down(
     _name, url = sample_db
     policy_dir = make_policy("prod", url, file_repo, objectives=OBJECTIVES)
     run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGINT while initdb runs (in the start-up thread), SIGTERM once the server is up
+    for sig, sign in ((signal.SIGINT, "*/pg/data"), (signal.SIGTERM, "*/pg/data/postmaster.pid")):
         proc = subprocess.Popen(
             [sys.executable, "-m", "drkit", "--policy-dir", str(policy_dir), "drill", "prod"],
             stdout=subprocess.PIPE,
@@ -296,7 +297,7 @@ def test_interrupted_drill_tears_the_scratch_cluster_down(
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until the scratch server runs
-            if list(scratch_root.glob("*/pg/data/postmaster.pid")):
+            if list(scratch_root.glob(sign)):
                 break
             time.sleep(0.05)
         else:
