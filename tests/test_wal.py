@@ -34,6 +34,7 @@ def segment_bytes(seed: int) -> bytes:
 class Layout:
     def __init__(self, root: Path, block: dict[str, str]) -> None:
         self.root = root
+        self.block = block
         self.pg_wal = root / "pgdata" / "pg_wal"
         (self.pg_wal / "archive_status").mkdir(parents=True)
         self.policy_dir = root / "policies"
@@ -183,53 +184,64 @@ def test_fetch_prefetches_the_next_segments(layout: Layout, run_drkit: DrkitRunn
     assert not (spool / names[1]).exists()
 
 
-def test_killed_push_leaves_nothing_fetchable(run_drkit: DrkitRunner) -> None:
+def _upload_in_flight(layout: Layout) -> bool:
+    url = str(layout.block["url"])
+    if url.startswith("file://"):
+        wal_dir = Path(url.removeprefix("file://")) / "prod" / "wal"
+        return wal_dir.is_dir() and any(".drkit-tmp-" in p.name for p in wal_dir.iterdir())
+    import boto3
+
+    bucket = url.removeprefix("s3://").split("/", 1)[0]
+    client = boto3.client("s3", endpoint_url=str(layout.block["endpoint_url"]))
+    return bool(client.list_multipart_uploads(Bucket=bucket).get("Uploads"))
+
+
+def test_killed_push_leaves_nothing_fetchable(layout: Layout, run_drkit: DrkitRunner) -> None:
     """kill -9 in the middle of an upload: wal-fetch must not return a partial segment."""
-    with shared_dir() as root:
-        layout = Layout(root, file_repo_block(root))
-        name = "000000010000000000000030"
-        path = layout.segment(name, os.urandom(SEG))  # incompressible: the upload takes a while
-        wal_dir = root / "repo" / "prod" / "wal"
-        killed_mid_upload = False
-        for _attempt in range(5):
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "drkit",
-                    "--policy-dir",
-                    str(layout.policy_dir),
-                    "wal-push",
-                    "prod",
-                    str(path),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 30
-            while proc.poll() is None and time.monotonic() < deadline:
-                if wal_dir.is_dir() and any(".drkit-tmp-" in p.name for p in wal_dir.iterdir()):
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed_mid_upload = True
-                    break
-                time.sleep(0.001)
-            proc.wait()
-            if killed_mid_upload:
-                break
-            for p in wal_dir.iterdir():
-                p.unlink()
-        assert killed_mid_upload, "never caught the upload in flight"
-        dest = layout.pg_wal / "RECOVERYXLOG"
-        result = run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=layout.policy_dir)
-        assert result.code == 1, result.stderr
-        assert not dest.exists()
-        # and a retry by PostgreSQL archives it properly
-        retry = run_drkit("wal-push", "prod", str(path), policy_dir=layout.policy_dir)
-        assert retry.code == 0, retry.stderr
-        assert (
-            run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=layout.policy_dir).code == 0
+    name = "000000010000000000000030"
+    path = layout.segment(name, os.urandom(SEG))  # incompressible: the upload takes a while
+    env = dict(os.environ, DRKIT_S3_PART_SIZE=str(5 * 1024 * 1024))  # S3: a multipart upload
+    killed_mid_upload = False
+    for _attempt in range(5):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "drkit",
+                "--policy-dir",
+                str(layout.policy_dir),
+                "wal-push",
+                "prod",
+                str(path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
-        assert dest.read_bytes() == path.read_bytes()
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _upload_in_flight(layout):
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_mid_upload = True
+                break
+            time.sleep(0.001)
+        proc.wait()
+        if killed_mid_upload:
+            break
+        repo = layout.repo()
+        key = find_wal_key(repo, name)
+        if key is not None:  # finished before we caught it: start over
+            repo.backend.delete(key)
+    assert killed_mid_upload, "never caught the upload in flight"
+    dest = layout.pg_wal / "RECOVERYXLOG"
+    result = run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=layout.policy_dir)
+    assert result.code == 1, result.stderr
+    assert not dest.exists()
+    # and PostgreSQL's retry archives it properly
+    retry = run_drkit("wal-push", "prod", str(path), policy_dir=layout.policy_dir)
+    assert retry.code == 0, retry.stderr
+    assert run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=layout.policy_dir).code == 0
+    assert dest.read_bytes() == path.read_bytes()
 
 
 def test_wal_policy_needs_no_database_secret(tmp_path: Path) -> None:
