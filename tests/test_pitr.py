@@ -245,5 +245,18 @@ def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunn
     assert (pgdata / "recovery.signal").exists()
     conf = (pgdata / "postgresql.auto.conf").read_text()
     assert "drkit.wal fetch prod %f %p" in conf
+    assert not (pgdata / "postmaster.pid").exists()
+
+    # a WAL gap inside the backup's range: verify names it and exits 3
+    from drkit.backup.catalog import list_backups
+
+    repo = repo_of(arch)
+    kept = list_backups(repo, "physical")[-1]
+    key = find_wal_key(repo, str(kept.wal_start_segment))
+    assert key is not None
+    repo.backend.delete(key)
+    verify = run_drkit("verify", arch.env, kept.id, policy_dir=arch.policy_dir)
+    assert verify.code == 3, verify.stdout + verify.stderr
+    assert str(kept.wal_start_segment) in verify.stdout + verify.stderr
     assert "recovery_target_timeline = 'latest'" in conf
     assert not (pgdata / "postmaster.pid").exists()
