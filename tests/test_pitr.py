@@ -204,7 +204,20 @@ def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunn
     backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
     assert backup.code == 0, backup.stderr
     add_marker(arch, "m1")
+    time.sleep(1.1)
+    mid = server_now(arch)
+    time.sleep(1.1)
+    add_marker(arch, "m2")
     arch.switch_and_wait(has_wal(arch))
+
+    # --target-action pause: recovery stops at the target, read-only, not promoted
+    _, result = pitr(run_drkit, arch, mid.isoformat(), "--target-action", "pause")
+    assert result.code == 0, result.stderr
+    paused = result.json()
+    assert paused["state"] == "paused"
+    paused_dsn = restored_dsn(arch, paused["port"])
+    assert markers(paused_dsn, arch) == ["m1"]
+    assert arch.execute("SELECT pg_is_in_recovery()", paused_dsn)[0][0] is True
 
     # before the oldest backup: exit 3, naming the window, nothing written
     pgdata, result = pitr(run_drkit, arch, before_backup.isoformat())
