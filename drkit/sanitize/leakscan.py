@@ -87,9 +87,8 @@ class LeakIndex:
         self._values: set[str] = set()
         self._lock = threading.Lock()
 
-    def add(self, value: str) -> None:
-        if len(value) >= MIN_LENGTH and value.strip():
-            self._values.add(value)  # set.add is atomic under the GIL
+        # the hot path: set.add is atomic under the GIL; short values are dropped later
+        self.add = self._values.add
 
     def add_many(self, values: Iterable[str]) -> None:
         for value in values:
@@ -103,9 +102,12 @@ class LeakIndex:
         with self._lock:
             values = self._values
             self._values = set()
+            self.add = self._values.add
         ambiguous = 0
         forms: set[str] = set()
         for value in values:
+            if len(value) < MIN_LENGTH or not value.strip():
+                continue
             if value in generated:
                 ambiguous += 1
                 continue

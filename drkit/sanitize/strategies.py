@@ -20,7 +20,6 @@ JSON strings and gives each the very pseudonym the column strategies give that v
 
 from __future__ import annotations
 
-import base64
 import functools
 import hmac
 import ipaddress
@@ -50,7 +49,7 @@ from drkit.sanitize.rules import (
 )
 
 POOL_SIZE = 4096  # a power of two: the MAC picks an entry without bias
-TAG_BYTES = 10  # 80 bits, 16 base32 characters
+TAG_BYTES = 10  # 80 bits, 20 hex characters
 CACHE_SIZE = 1 << 16
 
 ValueFn = Callable[[str], "str | None"]
@@ -124,8 +123,7 @@ class Pseudonymizer:
         return blake2b(value.encode("utf-8", "surrogatepass"), key=key, digest_size=32).digest()
 
     def tag(self, purpose: str, value: str) -> str:
-        digest = self.mac(self.key("tag/" + purpose), value)[:TAG_BYTES]
-        return base64.b32encode(digest).decode("ascii").lower()
+        return self.mac(self.key("tag/" + purpose), value)[:TAG_BYTES].hex()
 
     # -- fake -----------------------------------------------------------------------
 
@@ -173,7 +171,6 @@ class Pseudonymizer:
         pool = self.pool(spec)
         key = self.key("fake/" + "/".join(ident))
         mask = len(pool) - 1
-        b32 = base64.b32encode
 
         def plain(value: str) -> str:
             digest = blake2b(value.encode("utf-8", "surrogatepass"), key=key).digest()
@@ -182,7 +179,7 @@ class Pseudonymizer:
         def unique(value: str) -> str:
             digest = blake2b(value.encode("utf-8", "surrogatepass"), key=key).digest()
             picked = pool[int.from_bytes(digest[:8], "big") & mask]
-            tag = b32(digest[8 : 8 + TAG_BYTES]).decode("ascii").lower()
+            tag = digest[8 : 8 + TAG_BYTES].hex()
             if "@" in picked:
                 local, _, domain = picked.partition("@")
                 return f"{local}.{tag}@{domain}"
@@ -199,7 +196,7 @@ class Pseudonymizer:
         if key is None:
             key = self._email_key = self.key("tag/email")
         digest = blake2b(value.encode("utf-8", "surrogatepass"), key=key, digest_size=32).digest()
-        return f"u{base64.b32encode(digest[:TAG_BYTES]).decode('ascii').lower()}@{domain}"
+        return f"u{digest[:TAG_BYTES].hex()}@{domain}"
 
     def hash(self, value: str, length: int) -> str:
         return self.mac(self.key("hash"), value).hex()[:length]
