@@ -657,3 +657,54 @@ def test_python_recipient_check_agrees_with_age(age_key: KeyMaker) -> None:
             == 0
         )
         assert ours == theirs, recipient
+
+
+def test_a_drill_restores_an_encrypted_backup_and_needs_the_identity(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    age_key: KeyMaker,
+) -> None:
+    import tempfile
+
+    _dbname, url = sample_db
+    key = age_key("prod")
+    policy_dir = make_policy(
+        "prod",
+        url,
+        file_repo,
+        repository=encryption([key], [key]),
+        objectives={"rpo": "1h", "rto": "30m"},
+    )
+    assert run_drkit("backup", "prod", policy_dir=policy_dir).code == 0
+    scratch = Path(tempfile.mkdtemp(prefix="drkit-test-crypto-drill-"))
+    scratch.chmod(0o755)
+    try:
+        env = {"DRKIT_TMPDIR": str(scratch)}
+        done = run_drkit("drill", "prod", "--json", policy_dir=policy_dir, env=env, timeout=600)
+        assert done.code == 0, done.stderr
+        assert done.json()["verdict"] == "PASS"
+        assert_no_secret(done.stdout + done.stderr, key)
+
+        make_policy(
+            "prod",
+            url,
+            file_repo,
+            repository=encryption([key]),
+            objectives={"rpo": "1h", "rto": "30m"},
+        )
+        refused = run_drkit(
+            "drill",
+            "prod",
+            "--json",
+            policy_dir=policy_dir,
+            env={**env, "DRKIT_AGE_IDENTITY_FILE": ""},
+            timeout=600,
+        )
+        # the drill runs, its restore errors naming what is missing, and it never passes
+        assert refused.code in (1, 3, 4), refused.stderr
+        assert json.loads(refused.stdout)["verdict"] != "PASS"
+        assert "DRKIT_AGE_IDENTITY_FILE" in refused.stderr
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
