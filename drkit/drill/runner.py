@@ -78,7 +78,7 @@ from drkit.pg.cluster import LocalCluster, free_port, run_as
 from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
-from drkit.pg.tables import count_rows, list_tables, split_key
+from drkit.pg.tables import count_rows, list_tables, split_key, table_key
 from drkit.status import newest_recoverable_point
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import copy_stream
@@ -585,7 +585,7 @@ def _check_row_counts(
         return
     try:
         with connect(dsn) as conn:
-            present = {f"{s}.{t}" for s, t in list_tables(conn)}
+            present = {table_key(s, t) for s, t in list_tables(conn)}
             observed = count_rows(conn, [split_key(k) for k in expected if k in present])
     except DrkitError as exc:
         report.add(
