@@ -120,6 +120,9 @@ def test_status_reads_wal_and_the_last_drill_report(
     doc = done.json()
     assert doc["wal"]["last_file"] == "000000010000000000000003.zst"
     assert doc["rpo_exposure_seconds"] < 60
-    assert doc["recoverable_window"]["continuous_from"].startswith(base.strftime("%Y-%m-%dT%H"))
+    continuous_from = datetime.fromisoformat(
+        doc["recoverable_window"]["continuous_from"].replace("Z", "+00:00")
+    )
+    assert base <= continuous_from <= base + timedelta(minutes=1)
     assert doc["last_drill"]["verdict"] == "FAIL" and doc["last_drill"]["rto_seconds"] == 42.0
     assert doc["attention"] == ["the last drill's verdict is FAIL"] and doc["breached"] == []

@@ -57,7 +57,9 @@ class Archived:
 
     def switch_and_wait(self, repo_has: Any, dsn: str | None = None, timeout: float = 60) -> str:
         """pg_switch_wal() and wait until the segment it closed is in the repository."""
-        rows = self.execute("SELECT pg_walfile_name(pg_current_wal_lsn()), pg_switch_wal()", dsn)
+        rows = self.execute(
+            "SELECT pg_walfile_name(pg_current_wal_insert_lsn()), pg_switch_wal()", dsn
+        )
         name = str(rows[0][0])
         deadline = time.monotonic() + timeout
         while not repo_has(name):
