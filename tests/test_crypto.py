@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from drkit.sample import table_counts
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, S3Server
+from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.reliability.helpers import RepoView
 
 AGE = shutil.which("age")
 AGE_KEYGEN = shutil.which("age-keygen")
@@ -69,45 +70,9 @@ def encryption(recipients: list[AgeKey], identities: list[AgeKey] | None = None)
     return {"encryption": block}
 
 
-class Store:
-    """Raw access to what a repository holds, whichever the backend."""
-
-    def __init__(self, repo: RepoTarget, s3: S3Server | None) -> None:
-        self.repo = repo
-        self.s3 = s3
-
-    def keys(self) -> dict[str, int]:
-        if self.repo.kind == "file":
-            assert self.repo.root is not None
-            return {
-                p.relative_to(self.repo.root).as_posix(): p.stat().st_size
-                for p in self.repo.root.rglob("*")
-                if p.is_file()
-            }
-        assert self.s3 is not None and self.repo.bucket is not None
-        return {k.removeprefix("drkit/"): v for k, v in self.s3.objects(self.repo.bucket).items()}
-
-    def get(self, key: str) -> bytes:
-        if self.repo.kind == "file":
-            assert self.repo.root is not None
-            return (self.repo.root / key).read_bytes()
-        assert self.s3 is not None
-        body = self.s3.client().get_object(Bucket=self.repo.bucket, Key=f"drkit/{key}")["Body"]
-        data: bytes = body.read()
-        return data
-
-    def put(self, key: str, data: bytes) -> None:
-        if self.repo.kind == "file":
-            assert self.repo.root is not None
-            (self.repo.root / key).write_bytes(data)
-            return
-        assert self.s3 is not None
-        self.s3.client().put_object(Bucket=self.repo.bucket, Key=f"drkit/{key}", Body=data)
-
-
-def store_for(repo: RepoTarget, request: pytest.FixtureRequest) -> Store:
+def store_for(repo: RepoTarget, request: pytest.FixtureRequest) -> RepoView:
     s3 = request.getfixturevalue("s3_server") if repo.kind == "s3" else None
-    return Store(repo, s3)
+    return RepoView(repo, s3)
 
 
 def age_decrypt(data: bytes, *identities: AgeKey) -> bytes:
@@ -131,7 +96,7 @@ def assert_no_secret(text: str, *keys: AgeKey) -> None:
         assert key.secret() not in text
 
 
-def manifest_of(store: Store, backup_id: str) -> dict[str, Any]:
+def manifest_of(store: RepoView, backup_id: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(store.get(f"prod/backups/{backup_id}/manifest.json"))
     return doc
 
@@ -161,7 +126,7 @@ def test_age_cli_opens_what_drkit_stored_and_drkit_restores_it(
     assert made.code == 0, made.stderr
     backup_id = made.json()["id"]
     dump_key = f"prod/backups/{backup_id}/{dbname}.dump.zst.age"
-    assert set(store.keys()) == {dump_key, f"prod/backups/{backup_id}/manifest.json"}
+    assert set(store.objects()) == {dump_key, f"prod/backups/{backup_id}/manifest.json"}
 
     stored = store.get(dump_key)
     assert stored.startswith(b"age-encryption.org/v1\n-> X25519 ")
@@ -290,18 +255,18 @@ def test_age_missing_refuses_before_anything_is_uploaded(
     assert result.code == 4, result.stderr
     assert "age" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert store.keys() == {}
+    assert store.objects() == {}
 
     wal = tmp_path / "pg_wal" / "000000010000000000000001"
     wal.parent.mkdir()
     wal.write_bytes(os.urandom(64 * 1024))
     pushed = run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env)
     assert pushed.code == 4, pushed.stderr
-    assert store.keys() == {}
+    assert store.objects() == {}
 
     # the same policy with age on PATH works: the refusal was about age, not the policy
     assert run_drkit("backup", "prod", policy_dir=policy_dir).code == 0
-    assert all(k.endswith((".age", "manifest.json")) for k in store.keys())  # noqa: SIM118 - Store is not a dict
+    assert all(k.endswith((".age", "manifest.json")) for k in store.objects())
 
 
 @pytest.mark.parametrize(
@@ -421,7 +386,7 @@ def test_key_rotation_keeps_old_backups_restorable(
     make_policy("prod", url, file_repo, repository=encryption([new], [new, old]))
     second = run_drkit("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
     assert file_repo.root is not None
-    store = Store(file_repo, None)
+    store = RepoView(file_repo, None)
     assert manifest_of(store, first)["objects"][0]["encryption_recipients"] == [old.recipient]
     assert manifest_of(store, second)["objects"][0]["encryption_recipients"] == [new.recipient]
     second_obj = f"prod/backups/{second}/{dbname}.dump.zst.age"
@@ -473,7 +438,7 @@ def _tamper_and_check(
     dbname: str,
     url: str,
     repo: RepoTarget,
-    store: Store,
+    store: RepoView,
     make_policy: PolicyWriter,
     pg_server: PgServer,
     run_drkit: DrkitRunner,
@@ -543,7 +508,7 @@ def test_flipped_header_byte_fails_verify_and_restore_naming_the_object(
         dbname,
         url,
         file_repo,
-        Store(file_repo, None),
+        RepoView(file_repo, None),
         make_policy,
         pg_server,
         run_drkit,
