@@ -336,6 +336,10 @@ def test_sigkill_anywhere_in_prune(
         )
         doc["objects"][0]["key"] = f"prod/backups/{backup_id}/{dump.name}"
         (folder / "manifest.json").write_text(json.dumps(doc))
+        # objects carry the time they were uploaded, so what a killed prune leaves of
+        # them is past the orphan grace at once, as it would be in a real repository
+        uploaded = (started + timedelta(seconds=5)).timestamp()
+        os.utime(folder / dump.name, (uploaded, uploaded))
         if day <= 8:
             orphan = backups / (
                 started.strftime("%Y%m%dT%H%M%SZ").replace("T02", "T01") + "-logical"
@@ -396,7 +400,6 @@ def test_sigkill_anywhere_in_prune(
     assert kills >= POINTS
     assert interrupted, "no kill landed between a manifest's deletion and its objects'"
 
-    time.sleep(2.2)  # what an interrupted prune left is past the grace now
     again = run_drkit("prune", "prod", "--json", policy_dir=policy_dir)
     assert again.code == 0, again.stderr
     complete, orphans = view.check_backups()
