@@ -2,11 +2,14 @@
 
 A real cluster archives through ``drkit wal-push``; rows committed after the base backup
 must be there after a drill that replays to the end of the archive, and missing after a
-drill with ``--point-in-time`` before them (the policy's SQL check tells which).
+drill with ``--point-in-time`` before them (the policy's SQL check tells which).  Row
+counts are compared where the backup took them (recovery pauses at its restore point),
+so rows committed later do not fail them — a tampered count does.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -60,7 +63,7 @@ def test_physical_drill_replays_wal_and_honours_a_target(
         "objectives": {"rpo": "1h", "rto": "30m"},
         "drill": {
             "checks": {
-                "row_counts": False,  # a base backup records none: NOT_RUN would fail it
+                "row_counts": True,
                 "sql": [{"name": "after", "query": "SELECT count(*) = 150 FROM marker"}],
             }
         },
@@ -86,6 +89,9 @@ def test_physical_drill_replays_wal_and_honours_a_target(
     assert checks["sql: after"]["status"] == "PASS"  # the 50 rows came from WAL replay
     assert checks["restore base backup + WAL"]["status"] == "PASS"
     assert checks["amcheck postgres"]["status"] == "PASS"
+    # counted where the backup counted them: 100, although replay went on to 150
+    marker = checks["rows postgres:public.marker"]
+    assert (marker["status"], marker["expected"], marker["observed"]) == ("PASS", 100, 100)
     phases = report["rto"]["phases"]
     assert set(phases) == {"unpack", "connections", "wal_replay", "validation"}
     assert phases["unpack"] > 0 and phases["connections"] > 0
@@ -118,5 +124,41 @@ def test_physical_drill_replays_wal_and_honours_a_target(
     assert checks["restore base backup + WAL"]["status"] == "PASS"
     assert checks["sql: after"]["status"] == "FAIL"  # recovered to before the 50 rows
     assert checks["sql: after"]["observed"] is False
-    assert [c["name"] for c in report["checks"] if c["status"] != "PASS"] == ["sql: after"]
+    assert checks["rows postgres"]["status"] == "NOT_RUN"  # the target is not the count point
+    assert {c["name"] for c in report["checks"] if c["status"] != "PASS"} == {
+        "sql: after",
+        "rows postgres",
+    }
+    assert_scratch_gone(scratch_root)
+
+    # an older base backup is drilled as asked (not the newest), its counts compared
+    newer = run_drkit("backup", "prod", "--physical", "--json", policy_dir=arch.policy_dir)
+    assert newer.code == 0, newer.stderr
+    older_id = backup.json()["id"]
+    manifest_path = Path(arch.repo_block["url"].removeprefix("file://"))
+    manifest_path = manifest_path / "prod" / "backups" / older_id / "manifest.json"
+    doc = json.loads(manifest_path.read_text())
+    assert doc["row_counts"]["postgres"]["public.marker"] == 100
+    doc["row_counts"]["postgres"]["public.marker"] = 101
+    manifest_path.write_text(json.dumps(doc))
+    tampered = run_drkit(
+        "drill",
+        "prod",
+        "--backup",
+        older_id,
+        "--json",
+        policy_dir=arch.policy_dir,
+        env=env,
+        timeout=600,
+    )
+    assert tampered.code == 3, tampered.stdout + tampered.stderr
+    report = tampered.json()
+    checks = checks_by_name(report)
+    assert report["backup"]["id"] == older_id
+    marker = checks["rows postgres:public.marker"]
+    assert (marker["status"], marker["expected"], marker["observed"]) == ("FAIL", 101, 100)
+    assert checks["sql: after"]["status"] == "PASS"  # then replayed to the end
+    assert [c["name"] for c in report["checks"] if c["status"] != "PASS"] == [
+        "rows postgres:public.marker"
+    ]
     assert_scratch_gone(scratch_root)

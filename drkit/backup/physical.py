@@ -6,7 +6,9 @@ comes from the archive (``wal-push``), not from the backup.  While the tar strea
 ``backup_label`` is picked out of it (start LSN and timeline).  A backup is only
 restorable once the WAL up to its stop point is archived, so after pg_basebackup ends
 drkit waits for the ``.backup`` history file (stop LSN) and the stop segment to be in
-the repository before it writes the manifest.
+the repository before it writes the manifest.  Then it takes a snapshot in every
+database, writes a named restore point right after and counts rows in those snapshots:
+a drill pauses recovery at that restore point to compare the counts (DESIGN §6).
 
 Limits: one tablespace (``-D -`` cannot stream several); a cluster with extra
 tablespaces is refused rather than backed up incompletely.
@@ -14,6 +16,7 @@ tablespaces is refused rather than backed up incompletely.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
+
+import psycopg
 
 from drkit.backup.catalog import Manifest, backup_prefix, write_manifest
 from drkit.backup.lock import acquire_backup_lock
@@ -32,6 +37,7 @@ from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
+from drkit.pg.tables import count_rows, list_tables
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key, open_wal_object
 from drkit.wal_names import backup_file_name, lsn_to_segment_name, parse_lsn
@@ -211,6 +217,51 @@ def wait_for_wal(
         delay = min(delay * 1.5, 2.0)
 
 
+@dataclass
+class CountedPoint:
+    """Exact row counts of every database and the named restore point that replays to
+    them: a drill pauses recovery there, compares, then replays the rest."""
+
+    restore_point: str
+    lsn: str
+    row_counts: dict[str, dict[str, int]]
+
+
+def count_rows_at_restore_point(
+    dsn: str, databases: list[str], name: str, timeline: int, segment_size: int
+) -> tuple[CountedPoint, str]:
+    """Take a REPEATABLE READ snapshot in every database, write a restore point right
+    after (nothing commits between them on a quiet server; on a busy one the window is
+    milliseconds), switch WAL so the restore point's segment gets archived, then count in
+    the snapshots.  Returns the point and the segment that must reach the archive."""
+    conns: list[tuple[str, psycopg.Connection[Any]]] = []
+    try:
+        for database in databases:
+            conn = connect(dsn, database, autocommit=False)
+            conns.append((database, conn))
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            conn.execute("SELECT 1")  # takes the transaction's snapshot now
+        with connect(dsn) as admin:
+            row = admin.execute(
+                "SELECT pg_create_restore_point(%s)::text, pg_switch_wal()::text", (name,)
+            ).fetchone()
+        assert row is not None
+        point, switched = str(row[0]), str(row[1])
+        counts = {}
+        for database, conn in conns:
+            counts[database] = count_rows(conn, list_tables(conn))
+    except psycopg.Error as exc:
+        raise DatabaseError(f"counting rows for the drill: {first_line(exc)}") from None
+    finally:
+        for _database, conn in conns:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+            conn.close()
+    segment = lsn_to_segment_name(parse_lsn(switched) - 1, timeline, segment_size)
+    return CountedPoint(name, point, counts), segment
+
+
 def read_backup_history(repo: Repository, name: str) -> str:
     key = find_wal_key(repo, name)
     if key is None:
@@ -286,7 +337,17 @@ def run_physical_backup(
         stop_segment = lsn_to_segment_name(
             max(parse_lsn(wal_stop) - 1, parse_lsn(wal_start)), stop_timeline, facts.segment_size
         )
-        wait_for_wal(repo, [start_segment, stop_segment], wait, dsn)
+        counted = None
+        wanted = [start_segment, stop_segment]
+        try:
+            counted, counted_segment = count_rows_at_restore_point(
+                dsn, facts.databases, f"drkit {backup_id}", stop_timeline, facts.segment_size
+            )
+            wanted.append(counted_segment)
+        except DatabaseError as exc:
+            # the backup stands without them; a drill then reports row counts NOT_RUN
+            log.warning("physical backup %s: no row counts recorded: %s", backup_id, exc)
+        wait_for_wal(repo, wanted, wait, dsn)
         manifest = Manifest(
             id=backup_id,
             kind="physical",
@@ -303,6 +364,7 @@ def run_physical_backup(
             wal_stop_segment=stop_segment,
             timeline=timeline,
             backup_label=label,
+            row_counts=counted.row_counts if counted else {},
             extra={
                 "wal_segment_size": facts.segment_size,
                 "stop_timeline": stop_timeline,
@@ -310,6 +372,9 @@ def run_physical_backup(
                 "tar_members": len(tap.names),
             },
         )
+        if counted is not None:
+            manifest.extra["row_counts_restore_point"] = counted.restore_point
+            manifest.extra["row_counts_lsn"] = counted.lsn
         write_manifest(repo, manifest)
     except BaseException:
         discard_partial(repo, backup_id)

@@ -27,8 +27,10 @@ cluster) is the verdict ERROR.
 Physical drills restore the whole cluster with point-in-time recovery's own code
 (:func:`drkit.restore.pitr.restore_point_in_time`, ``archive_mode = off``) and connect with
 the policy's credentials (the recovered cluster has the source's roles).  A base backup
-records no row counts, so their row-count check is NOT_RUN (a FAIL verdict) unless the
-policy sets ``drill.checks.row_counts: false``.
+records row counts at a named restore point written just after it: recovery pauses there,
+the counts are compared on the paused hot standby, and the server restarts to replay the
+rest.  A drill to ``--point-in-time`` never stops at that point, so its row-count check
+is NOT_RUN (a FAIL verdict) unless the policy sets ``drill.checks.row_counts: false``.
 
 Logical restores run with ``--no-owner --no-privileges``: roles are cluster globals a logical
 backup does not hold, and the scratch cluster only has ``postgres``.  Fetch and restore
@@ -907,7 +909,7 @@ def _drill_physical(
     """Base backup + WAL replay (to ``report.target_point``, or to the end of the
     archive) with PITR's own machinery, into the drill's work directory."""
     try:
-        from drkit.restore.pitr import restore_point_in_time
+        from drkit.restore.pitr import PitrResult, restore_point_in_time
     except ImportError:
         raise DrillCannotRun(
             f"backup {manifest.id} is physical: physical drills need point-in-time recovery "
@@ -927,6 +929,22 @@ def _drill_physical(
     if timer.on_phase is not None:
         timer.on_phase("unpack")
     watch = _AcceptWatch(cluster, databases[0] if databases else "postgres")
+    # row counts were taken at a named restore point right after the backup: recovery
+    # pauses there, they are compared on the paused server, then replay goes on
+    pause_at = manifest.extra.get("row_counts_restore_point")
+    counted: list[str] = []
+    if not (policy.drill.checks.row_counts and manifest.row_counts and isinstance(pause_at, str)):
+        pause_at = None
+    if report.target_point is not None:
+        pause_at = None  # the counts hold at the restore point, not at the target
+
+    def count_at_pause(_paused: PitrResult) -> None:
+        for database in databases:
+            counts = manifest.row_counts.get(database)
+            if counts:
+                _check_row_counts(report, cluster.dsn(database), database, counts)
+                counted.append(database)
+
     watch.start()
     try:
         result = restore_point_in_time(
@@ -936,6 +954,9 @@ def _drill_physical(
             port=cluster.port,
             archive=False,
             repo=repo,
+            backup=manifest if report.target_point is None else None,
+            pause_at=pause_at,
+            at_pause=count_at_pause,
         )
     except (CheckFailed, OperationError) as exc:
         watch.stop()
@@ -957,7 +978,8 @@ def _drill_physical(
         raise
     watch.stop()
     cluster.note_socket_dir()
-    total = time.monotonic() - started
+    paused = result.phases.get("paused", 0.0)  # counting rows: validation, not replay
+    total = time.monotonic() - started - paused
     unpack = result.phases.get("fetch_unpack", 0.0)
     report.phases["unpack"] = unpack
     if watch.accepting_at is not None:  # hot standby: connections before replay ends
@@ -983,6 +1005,7 @@ def _drill_physical(
             f"timeline {result.timeline}",
         )
     )
+    report.phases["validation"] = report.phases.get("validation", 0.0) + paused
     with timer.phase("validation"):
         reachable: list[str] = []
         for database in databases:
@@ -993,23 +1016,24 @@ def _drill_physical(
             if report.scratch_server_version is None:
                 with connect(dsn) as conn:
                     report.scratch_server_version = server_version(conn)
-            if policy.drill.checks.row_counts:
-                counts = manifest.row_counts.get(database)
-                if counts and report.target_point is None:
-                    _check_row_counts(report, dsn, database, counts)
-                else:
-                    report.add(
-                        Check(
-                            f"rows {database}",
-                            "row_count",
-                            NOT_RUN,
-                            expected="row counts recorded at backup time",
-                            detail="a physical backup records no row counts for this point "
-                            "(set drill.checks.row_counts: false for physical-only drills, or "
-                            "drill a logical backup)",
-                            database=database,
-                        )
+            if policy.drill.checks.row_counts and database not in counted:
+                report.add(
+                    Check(
+                        f"rows {database}",
+                        "row_count",
+                        NOT_RUN,
+                        expected="row counts recorded at backup time",
+                        detail="counts are taken at the restore point written after the "
+                        "base backup; "
+                        + (
+                            "a drill to a point in time does not stop there"
+                            if report.target_point is not None
+                            else "this backup recorded none (did its user lack the right to "
+                            "pg_create_restore_point?)"
+                        ),
+                        database=database,
                     )
+                )
         _check_sql(policy, report, cluster, manifest, reachable)
         if policy.drill.checks.amcheck:
             for database in reachable:

@@ -55,6 +55,9 @@ def chown_tree(path: Path, user: str | None) -> None:
     if user is None:
         return
     entry = pwd.getpwnam(user)
+    if not os.path.isdir(path):  # a single file
+        os.lchown(path, entry.pw_uid, entry.pw_gid)
+        return
     for root, dirs, files in os.walk(path):
         os.chown(root, entry.pw_uid, entry.pw_gid)
         for name in dirs + files:

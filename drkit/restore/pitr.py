@@ -238,6 +238,7 @@ def write_recovery_config(
     socket_dir: Path,
     archive: bool,
     timeline: int | None = None,
+    pause_at: str | None = None,
 ) -> None:
     settings: dict[str, str] = {
         "restore_command": _conf_value(restore_command),
@@ -247,7 +248,10 @@ def write_recovery_config(
         "hot_standby": "on",
         "logging_collector": "off",
     }
-    if target is not None:
+    if pause_at is not None:  # a named restore point: stop there, readable, until restarted
+        settings["recovery_target_name"] = _conf_value(pause_at)
+        settings["recovery_target_action"] = "'pause'"
+    elif target is not None:
         settings["recovery_target_time"] = _conf_value(target.astimezone(UTC).isoformat())
         settings["recovery_target_action"] = _conf_value(action)
     if not archive:
@@ -283,8 +287,16 @@ def restore_point_in_time(
     repo: Repository | None = None,
     on_progress: ProgressCallback | None = None,
     timeout: float | None = None,
+    backup: Manifest | None = None,
+    pause_at: str | None = None,
+    at_pause: Callable[[PitrResult], None] | None = None,
 ) -> PitrResult:
-    """Recover the cluster of ``policy`` to ``target`` (None: everything archived) in pgdata."""
+    """Recover the cluster of ``policy`` to ``target`` (None: everything archived) in pgdata.
+
+    ``backup`` recovers from that base backup instead of the newest one before the
+    target.  ``pause_at`` names a restore point on the way: recovery pauses there,
+    ``at_pause`` runs against the paused (read-only) server, then the server restarts
+    and recovery goes on to the target (a drill compares row counts this way)."""
     from drkit.walcmd import restore_command
 
     if target_action not in ACTIONS:
@@ -298,7 +310,12 @@ def restore_point_in_time(
     t0 = time.monotonic()
     backups = list_backups(repo, "physical")
     window = recoverable_window(repo, backups)
-    manifest = choose_backup(backups, target, window)
+    manifest = choose_backup(backups, target, window) if backup is None else backup
+    if backup is not None and target is not None and target < consistent_point(backup):
+        raise CheckFailed(
+            f"recovery target {iso(target)} is before backup {backup.id} is consistent "
+            f"({iso(consistent_point(backup))}); {window.describe()}"
+        )
     log.info("recovering %s from %s to %s", policy.name, manifest.id, iso(target) or "latest")
     user = cluster_os_user()
     port = port or free_port()
@@ -315,9 +332,8 @@ def restore_point_in_time(
             "following timeline %d: newer timelines branched off before %s", follow, manifest.id
         )
     created = not pgdata.exists()
-    try:
-        unpack_base(repo, manifest, pgdata, on_progress)
-        phases["fetch_unpack"] = time.monotonic() - t0
+
+    def configure(pause: str | None) -> None:
         write_recovery_config(
             pgdata,
             restore_command=command,
@@ -327,7 +343,13 @@ def restore_point_in_time(
             socket_dir=socket_dir,
             archive=archive,
             timeline=None if newest else follow,
+            pause_at=pause,
         )
+
+    try:
+        unpack_base(repo, manifest, pgdata, on_progress)
+        phases["fetch_unpack"] = time.monotonic() - t0
+        configure(pause_at)
         (pgdata / "log").mkdir(exist_ok=True)
         from drkit.wal import write_repo_hint
 
@@ -363,6 +385,18 @@ def restore_point_in_time(
     server = _RecoveringServer(pgdata, port, socket_dir, user, policy, manifest)
     server.start(limit)
     result.started = True
+    if pause_at is not None:
+        server.wait_until_done("pause", limit, window, target, pause_at)
+        server.report(result)
+        paused = time.monotonic()
+        if at_pause is not None:
+            at_pause(result)
+        phases["paused"] = time.monotonic() - paused
+        server.stop(limit)
+        configure(None)
+        for name in ("postgresql.auto.conf", "recovery.signal"):
+            chown_tree(pgdata / name, user)
+        server.start(limit)
     server.wait_until_done(result.action, limit, window, target)
     server.report(result)
     phases["replay"] = time.monotonic() - t1
@@ -399,6 +433,14 @@ class _RecoveringServer:
             self.user,
             what=f"starting PostgreSQL for recovery (log: {self.log_file})",
             timeout=120,
+        )
+
+    def stop(self, timeout: float) -> None:
+        run_as(
+            [self.pg_ctl, "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
+            self.user,
+            what=f"stopping the recovering PostgreSQL (log: {self.log_file})",
+            timeout=timeout,
         )
 
     def log_text(self) -> str:
@@ -438,11 +480,12 @@ class _RecoveringServer:
                 last = exc
         raise DatabaseError(f"cannot query the recovering server on port {self.port}: {last}")
 
-    def _died(self, window: Window, target: datetime | None) -> None:
+    def _died(self, window: Window, target: datetime | None, point: str | None = None) -> None:
         text = self.log_text()
         if _NOT_REACHED in text:
+            wanted = f"restore point {point!r}" if point else iso(target) if target else "latest"
             raise CheckFailed(
-                f"recovery target {iso(target) if target else 'latest'} was not reached: the "
+                f"recovery target {wanted} was not reached: the "
                 f"archived WAL ends before it; {window.describe()} (log: {self.log_file})"
             )
         fatal = [ln for ln in text.splitlines() if "FATAL" in ln or "PANIC" in ln]
@@ -452,7 +495,12 @@ class _RecoveringServer:
         )
 
     def wait_until_done(
-        self, action: str, timeout: float, window: Window, target: datetime | None
+        self,
+        action: str,
+        timeout: float,
+        window: Window,
+        target: datetime | None,
+        point: str | None = None,
     ) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -460,11 +508,11 @@ class _RecoveringServer:
                 if action == "shutdown" and "database system is shut down" in self.log_text():
                     text = self.log_text()
                     if _NOT_REACHED in text or not _STOPPING_RE.search(text):
-                        self._died(window, target)
+                        self._died(window, target, point)
                     return
                 time.sleep(0.5)  # pg_ctl -W may return before the pid file is written
                 if not self.running():
-                    self._died(window, target)
+                    self._died(window, target, point)
             else:
                 with contextlib.suppress(DatabaseError):
                     row = self.query(
