@@ -1,5 +1,5 @@
 """``python -m drkit``."""
 
-from drkit.cli import main
+from drkit.entry import main
 
 main()
