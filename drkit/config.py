@@ -100,14 +100,14 @@ def check_timezone(name: str) -> ZoneInfo:
 
 def check_cron(expr: str, timezone: str) -> str:
     """Validate a five-field cron expression the way the scheduler will read it."""
-    from apscheduler.triggers.cron import CronTrigger
+    from drkit.schedule.cron import cron_trigger
 
     if len(expr.split()) != 5:
         raise ValueError(
             f"{expr!r} is not a five-field cron expression (minute hour day month weekday)"
         )
     try:
-        CronTrigger.from_crontab(expr, timezone=timezone)
+        cron_trigger(expr, timezone)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"cron expression {expr!r} does not parse: {exc}") from exc
     return expr

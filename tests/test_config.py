@@ -69,6 +69,7 @@ def test_expansion_with_defaults_and_errors() -> None:
             r"schedule.*logical_backup.*does not parse",
         ),
         ({"schedule": {"logical_backup": "every day"}}, r"five-field cron"),
+        ({"schedule": {"physical_backup": "0 3 * * 8"}}, r"physical_backup.*day of week '8'"),
         ({"schedule": {"timezone": "Mars/Olympus"}}, r"schedule\.timezone: unknown timezone"),
         ({"surprise": 1}, r"surprise: unknown key"),
         ({"repository": {"url": "ftp://x"}}, r"repository\.url: .*file:// or s3://"),
@@ -91,6 +92,16 @@ def test_invalid_policies_name_file_key_and_problem(
         load_policy("prod", tmp_path)
     assert str(tmp_path / "prod.yaml") in str(info.value)
     assert "s3cret" not in str(info.value)
+
+
+def test_cron_weekdays_are_read_as_the_scheduler_reads_them(tmp_path: Path) -> None:
+    """cron(5) numbering: 7 is Sunday like 0; the check and the daemon agree."""
+    write(
+        tmp_path,
+        "prod",
+        {**BASE, "schedule": {"physical_backup": "0 3 * * 7", "drill": "0 5 * * 5-7"}},
+    )
+    assert load_policy("prod", tmp_path).schedule.physical_backup == "0 3 * * 7"
 
 
 def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
