@@ -569,21 +569,24 @@ def _check_connect(report: DrillReport, dsn: str, database: str) -> bool:
     return True
 
 
+def _row_counts_not_run(report: DrillReport, database: str, why: str) -> None:
+    report.add(
+        Check(
+            f"rows {database}",
+            "row_count",
+            NOT_RUN,
+            expected="row counts recorded at backup time",
+            detail=why,
+            database=database,
+        )
+    )
+
+
 def _check_row_counts(
     report: DrillReport, dsn: str, database: str, expected: dict[str, int] | None
 ) -> None:
     if not expected:
-        report.add(
-            Check(
-                f"rows {database}",
-                "row_count",
-                NOT_RUN,
-                expected="row counts recorded at backup time",
-                observed=None,
-                detail="the backup records no row counts for this database",
-                database=database,
-            )
-        )
+        _row_counts_not_run(report, database, "the backup records no row counts for this database")
         return
     try:
         with connect(dsn) as conn:
@@ -1017,22 +1020,16 @@ def _drill_physical(
                 with connect(dsn) as conn:
                     report.scratch_server_version = server_version(conn)
             if policy.drill.checks.row_counts and database not in counted:
-                report.add(
-                    Check(
-                        f"rows {database}",
-                        "row_count",
-                        NOT_RUN,
-                        expected="row counts recorded at backup time",
-                        detail="counts are taken at the restore point written after the "
-                        "base backup; "
-                        + (
-                            "a drill to a point in time does not stop there"
-                            if report.target_point is not None
-                            else "this backup recorded none (did its user lack the right to "
-                            "pg_create_restore_point?)"
-                        ),
-                        database=database,
-                    )
+                _row_counts_not_run(
+                    report,
+                    database,
+                    "counts are taken at the restore point written after the base backup; "
+                    + (
+                        "a drill to a point in time does not stop there"
+                        if report.target_point is not None
+                        else "this backup recorded none (did its user lack the right to "
+                        "pg_create_restore_point?)"
+                    ),
                 )
         _check_sql(policy, report, cluster, manifest, reachable)
         if policy.drill.checks.amcheck:
