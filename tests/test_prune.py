@@ -146,8 +146,8 @@ class FailingDeletes(Backend):
         self.location = inner.location
         self.deleted: list[str] = []
 
-    def put_stream(self, key: str, stream: Any) -> int:
-        return self.inner.put_stream(key, stream)
+    def put_stream(self, key: str, stream: Any, size_hint: int | None = None) -> int:
+        return self.inner.put_stream(key, stream, size_hint)
 
     def open_read(self, key: str) -> Any:
         return self.inner.open_read(key)

@@ -70,6 +70,26 @@ def test_large_streamed_object_round_trips(backend: Backend) -> None:
         assert stream.read() == data
 
 
+def test_size_hint_sizes_the_parts_so_huge_objects_fit(backend: Backend) -> None:
+    """S3 takes 10,000 parts at most: a hint of a huge object makes the parts bigger."""
+    import drkit.storage.s3 as s3
+
+    five = 5 * 1024 * 1024
+    assert s3.part_size_for(None) == s3.part_size_for(1000) == five
+    assert s3.part_size_for(10_000 * five) == 7 * 1024 * 1024  # a quarter's margin, whole MiB
+    assert s3.part_size_for(10**15) == s3.MAX_PART_SIZE
+    data = os.urandom(1024 * 1024) * 12
+    hint = 10_000 * 12 * 1024 * 1024  # parts of 15 MiB: the whole object in one
+    for key, size_hint, parts in (("env/plain", None, 3), ("env/hinted", hint, 1)):
+        assert backend.put_stream(key, io.BytesIO(data), size_hint) == len(data)
+        with backend.open_read(key) as stream:
+            assert stream.read() == data
+        if isinstance(backend, s3.S3Backend):
+            etag = backend.client.head_object(Bucket=backend.bucket, Key=backend._key(key))
+            tag = etag["ETag"].strip('"')
+            assert (int(tag.split("-")[1]) if "-" in tag else 1) == parts, tag
+
+
 def test_overwrite_replaces_whole_object(backend: Backend) -> None:
     backend.put_bytes("env/k", b"old contents")
     backend.put_bytes("env/k", b"new")

@@ -75,9 +75,11 @@ def dump_database(
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        row = conn.execute("SELECT pg_export_snapshot(), clock_timestamp()").fetchone()
+        row = conn.execute(
+            "SELECT pg_export_snapshot(), clock_timestamp(), pg_database_size(current_database())"
+        ).fetchone()
         assert row is not None
-        snapshot, consistent_at = str(row[0]), row[1]
+        snapshot, consistent_at, db_size = str(row[0]), row[1], int(row[2])
         version = server_version(conn)
         pg_dump = find_client("pg_dump", server_major(conn))
         tables = list_tables(conn)
@@ -101,6 +103,8 @@ def dump_database(
                 dump.stdout,  # type: ignore[arg-type]
                 database=database,
                 on_raw_bytes=(lambda n: on_progress(database, n)) if on_progress else None,
+                # COPY text can outgrow the heap (numbers as digits); indexes are not dumped
+                size_hint=2 * db_size,
             )
             dump.wait()
             counter.join()

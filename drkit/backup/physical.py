@@ -130,6 +130,7 @@ class ServerFacts:
     major: int
     segment_size: int
     databases: list[str]
+    size: int  # of all databases: about what the base backup's tar holds
 
 
 def _server_facts(dsn: str) -> ServerFacts:
@@ -152,10 +153,15 @@ def _server_facts(dsn: str) -> ServerFacts:
                     "ORDER BY datname"
                 ).fetchall()
             ]
+            size_row = conn.execute("SELECT sum(pg_database_size(oid)) FROM pg_database").fetchone()
         except Exception as exc:
             raise DatabaseError(f"reading server settings: {first_line(exc)}") from None
         facts = ServerFacts(
-            server_version(conn), server_major(conn), int(rows["wal_segment_size"]), databases
+            server_version(conn),
+            server_major(conn),
+            int(rows["wal_segment_size"]),
+            databases,
+            int(size_row[0]) if size_row and size_row[0] is not None else 0,
         )
     if rows.get("archive_mode") not in ("on", "always") or not (
         rows.get("archive_command") or rows.get("archive_library")
@@ -313,6 +319,7 @@ def run_physical_backup(
                 f"{backup_prefix(backup_id)}{BASE_NAME}",
                 tap,  # type: ignore[arg-type]
                 on_raw_bytes=(lambda n: on_progress(BASE_NAME, n)) if on_progress else None,
+                size_hint=facts.size * 3 // 2,  # the databases, growing while it runs
             )
             proc.wait()
         consistent_at = _server_now(dsn)

@@ -36,11 +36,12 @@ class Backend(ABC):
     location: str
 
     @abstractmethod
-    def put_stream(self, key: str, stream: BinaryIO) -> int:
+    def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> int:
         """Store everything ``stream`` yields until EOF under ``key``; return the size.
 
         Memory stays bounded whatever the size.  Nothing is visible under ``key`` unless
-        the whole stream arrived.
+        the whole stream arrived.  ``size_hint`` is an upper estimate of the size (a
+        backend may size its upload parts by it); the stream decides the real size.
         """
 
     def put_bytes(self, key: str, data: bytes) -> None:

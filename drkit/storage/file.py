@@ -44,7 +44,7 @@ class FileBackend(Backend):
             raise StorageError(f"invalid object key {key!r}")
         return self.root / key
 
-    def put_stream(self, key: str, stream: BinaryIO) -> int:
+    def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> int:
         target = self._path(key)
         tmp = target.with_name(f"{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
         size = 0

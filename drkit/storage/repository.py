@@ -120,8 +120,11 @@ class Repository:
         *,
         database: str | None = None,
         on_raw_bytes: Callable[[int], None] | None = None,
+        size_hint: int | None = None,
     ) -> StoredObject:
-        """Encode ``raw`` (compress, then encrypt) and upload it as ``relative_base+suffix``."""
+        """Encode ``raw`` (compress, then encrypt) and upload it as ``relative_base+suffix``.
+
+        ``size_hint``: an upper estimate of the raw size, for the backend's part sizes."""
         comp = self.config.compression
         counter = _RawCounter(raw, on_raw_bytes)
         stream: BinaryIO = compress(counter, comp.algorithm, comp.level)  # type: ignore[arg-type]
@@ -137,7 +140,7 @@ class Repository:
             stream = encryptor.reader
         hashing = HashingReader(stream)
         try:
-            stored = self.backend.put_stream(key, hashing)  # type: ignore[arg-type]
+            stored = self.backend.put_stream(key, hashing, size_hint)  # type: ignore[arg-type]
             if encryptor is not None:
                 encryptor.finish()
         except BaseException:

@@ -3,12 +3,15 @@
 Retries: botocore's ``standard`` mode retries throttling (SlowDown, 503) and 5xx errors
 with exponential backoff and jitter, a bounded number of times.  Every call has a
 connect and a read timeout, so a stalled endpoint fails instead of hanging.
-Large objects go up as multipart uploads of bounded part size; s3transfer aborts the
+Large objects go up as multipart uploads of bounded part size (16 MiB, larger when the
+caller's size hint says 10,000 parts would not hold the object); s3transfer aborts the
 upload if any part fails, so no partial object ever becomes visible.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit
@@ -17,12 +20,19 @@ from drkit.errors import ObjectNotFound, StorageError
 from drkit.storage.base import Backend, ObjectInfo
 from drkit.streams import read_full
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from datetime import datetime
 
     from drkit.config import RepositoryConfig
 
 PART_SIZE = int(os.environ.get("DRKIT_S3_PART_SIZE", 16 * 1024 * 1024))
+# S3 allows 10,000 parts per upload and 5 GiB per part: an object larger than
+# 10,000 x PART_SIZE (156 GiB at 16 MiB) needs bigger parts, chosen from the size hint
+MAX_PARTS = 10_000
+MAX_PART_SIZE = 5 * 1024**3
+_MIB = 1024 * 1024
 MAX_CONCURRENCY = 3
 # s3transfer buffers whole parts of a non-seekable stream; bound how many it holds
 # (its default of 10 x part size would be 160 MiB for one upload).
@@ -39,6 +49,16 @@ _CREDENTIAL_CODES = {
     "InvalidToken",
     "AuthorizationHeaderMalformed",
 }
+
+
+def part_size_for(size_hint: int | None) -> int:
+    """The upload part size for an object of about ``size_hint`` bytes: PART_SIZE, or
+    bigger (whole MiB) so that the object fits in MAX_PARTS with a margin of a quarter."""
+    if not size_hint or size_hint <= 0:
+        return PART_SIZE
+    needed = -(-size_hint * 5 // 4 // MAX_PARTS)  # ceiling
+    needed = -(-needed // _MIB) * _MIB
+    return min(max(PART_SIZE, needed), MAX_PART_SIZE)
 
 
 class S3Backend(Backend):
@@ -137,7 +157,7 @@ class S3Backend(Backend):
         code = exc.response.get("Error", {}).get("Code", "")
         return code in ("404", "NoSuchKey", "NotFound")
 
-    def put_stream(self, key: str, stream: BinaryIO) -> int:
+    def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> int:
         from botocore.exceptions import BotoCoreError, ClientError
         from s3transfer.exceptions import S3UploadFailedError
 
@@ -145,9 +165,15 @@ class S3Backend(Backend):
         extra: dict[str, str] = {}
         if self.storage_class:
             extra["StorageClass"] = self.storage_class
+        transfer = self.transfer
+        part = part_size_for(size_hint)
+        if part != transfer.multipart_chunksize:
+            transfer = copy.copy(transfer)
+            transfer.multipart_threshold = transfer.multipart_chunksize = part
+            log.info("%s: %d MiB upload parts for about %d bytes", key, part // _MIB, size_hint)
         try:
             self.client.upload_fileobj(
-                counter, self.bucket, self._key(key), ExtraArgs=extra, Config=self.transfer
+                counter, self.bucket, self._key(key), ExtraArgs=extra, Config=transfer
             )
         except S3UploadFailedError as exc:
             cause = exc.__cause__ or exc.__context__
