@@ -401,3 +401,18 @@ def test_refused_s3_credentials_are_one_clear_line(
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_row_counts_over_several_connections_match_one(sample_db: tuple[str, str]) -> None:
+    """The restore's row check counts on --jobs connections: same numbers as one."""
+    from drkit.pg.connect import connect
+    from drkit.pg.tables import count_rows, count_rows_concurrently, list_tables
+
+    _name, url = sample_db
+    with connect(url) as conn:
+        tables = list_tables(conn)
+        serial = count_rows(conn, tables)
+    assert len(tables) > 3 and sum(serial.values()) > 0
+    for jobs in (1, 3, 50):
+        assert count_rows_concurrently(url, tables, jobs) == serial
+    assert count_rows_concurrently(url, [], 3) == {}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from drkit.errors import DatabaseError
-from drkit.pg.connect import first_line
+from drkit.pg.connect import connect, first_line
 
 _TABLES = """
 SELECT n.nspname, c.relname
@@ -47,6 +49,41 @@ def count_rows(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> 
         except psycopg.Error as exc:
             raise DatabaseError(f"counting rows of {schema}.{table}: {first_line(exc)}") from None
         counts[table_key(schema, table)] = int(row[0]) if row else 0
+    return counts
+
+
+def count_rows_concurrently(dsn: str, tables: list[tuple[str, str]], jobs: int) -> dict[str, int]:
+    """:func:`count_rows` over up to ``jobs`` connections, the largest tables first (after
+    a parallel restore the row check would otherwise scan one table at a time)."""
+    if jobs <= 1 or len(tables) <= 1:
+        with connect(dsn) as conn:
+            return count_rows(conn, tables)
+    with connect(dsn) as conn:
+        sizes = {
+            (str(s), str(t)): int(n)
+            for s, t, n in conn.execute(
+                "SELECT n.nspname, c.relname, pg_relation_size(c.oid) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'"
+            ).fetchall()
+        }
+    pending = sorted(tables, key=lambda t: -sizes.get(t, 0))
+    lock = threading.Lock()
+    counts: dict[str, int] = {}
+
+    def worker() -> None:
+        with connect(dsn) as conn:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    table = pending.pop(0)
+                counted = count_rows(conn, [table])
+                with lock:
+                    counts.update(counted)
+
+    with ThreadPoolExecutor(max_workers=min(jobs, len(tables))) as pool:
+        for future in [pool.submit(worker) for _ in range(min(jobs, len(tables)))]:
+            future.result()
     return counts
 
 

@@ -28,7 +28,7 @@ from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
 from drkit.pg.process import PipeProcess
-from drkit.pg.tables import count_rows, list_tables, split_key, table_key
+from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import CHUNK, copy_stream
 
@@ -123,7 +123,7 @@ def restore_logical(
     for obj, dsn in targets:
         database = obj.database or dbname_of(dsn)
         restore_one(repo, obj, dsn, jobs=jobs, clean=force, on_progress=on_progress)
-        outcome = compare_counts(dsn, manifest.row_counts.get(database, {}))
+        outcome = compare_counts(dsn, manifest.row_counts.get(database, {}), jobs)
         outcome.database = database
         result.databases.append(outcome)
     failures = [m for d in result.databases for m in d.mismatches]
@@ -197,12 +197,12 @@ class _Progress:
         return data
 
 
-def compare_counts(dsn: str, expected: dict[str, int]) -> DatabaseRestore:
+def compare_counts(dsn: str, expected: dict[str, int], jobs: int = 1) -> DatabaseRestore:
     outcome = DatabaseRestore(database=dbname_of(dsn), target=describe(dsn))
     with connect(dsn) as conn:
         present = {table_key(s, t) for s, t in list_tables(conn)}
-        missing = [k for k in expected if k not in present]
-        observed = count_rows(conn, [split_key(k) for k in expected if k in present])
+    missing = [k for k in expected if k not in present]
+    observed = count_rows_concurrently(dsn, [split_key(k) for k in expected if k in present], jobs)
     for key in missing:
         outcome.mismatches.append(f"{key}: table missing")
     for key, want in expected.items():
