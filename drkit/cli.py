@@ -449,13 +449,14 @@ def prune(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Apply the retention policy (grandfather-father-son)."""
+    from drkit.backup.lock import running_backups
     from drkit.backup.prune import prune as run_prune
     from drkit.storage.repository import Repository
 
     settle(json_out, policy_dir)
     policy = load(env)
     repo = Repository.for_policy(policy)
-    result = run_prune(repo, policy, dry_run=dry_run)
+    result = run_prune(repo, policy, dry_run=dry_run, running=running_backups(policy))
     if _state.json:
         emit_json(result.to_dict())
         return

@@ -141,3 +141,45 @@ def test_bad_policy_is_one_line_exit_2(
         assert len(result.stderr.strip().splitlines()) == 1
         assert needle in result.stderr
         assert "sekret" not in result.stderr + result.stdout
+
+
+def test_leftovers_of_a_running_backup_are_kept_past_the_grace(
+    file_repo: RepoTarget,
+    database: tuple[str, str],
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    """A backup running longer than orphan_grace: prune sees its lock and keeps its
+    manifest-less objects; once the lock is gone they are removed."""
+    import os
+
+    from drkit.backup.lock import backup_lock
+
+    _, url = database
+    policy_dir = make_policy("prod", url, file_repo, retention={"daily": 3, "orphan_grace": "1s"})
+    policy = load_policy("prod", policy_dir)
+    repo = Repository.for_policy(policy)
+    started = datetime.now(UTC) - timedelta(hours=30)
+    leftover = make_backup_id(started, "logical")
+    repo.store(f"backups/{leftover}/app.dump", io.BytesIO(b"half a dump"), database="app")
+    assert file_repo.root is not None
+    dump = file_repo.root / "prod" / "backups" / leftover / "app.dump.zst"
+    stamp = started.timestamp()
+    os.utime(dump, (stamp, stamp))  # uploaded long before the grace
+
+    with backup_lock(policy, "logical"):
+        held = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
+        assert held["orphans"] == [
+            {
+                "id": leftover,
+                "objects": 1,
+                "size": dump.stat().st_size,
+                "last_modified": held["orphans"][0]["last_modified"],
+                "action": "KEEP",
+                "reason": "no manifest, and a logical backup is running now",
+            }
+        ]
+        assert dump.exists()
+    freed = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    assert [(o["id"], o["action"]) for o in freed["orphans"]] == [(leftover, "DELETE")]
+    assert not dump.exists()

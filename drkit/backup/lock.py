@@ -19,9 +19,10 @@ limits: it needs a direct (or session-pooled) connection — a PgBouncer in tran
 mode would drop it — and it serialises backups that share a database server and an
 environment name, not a repository shared by two differently named environments.
 
-``prune`` does not take this lock: it never deletes a backup directory without a
-manifest that is younger than ``retention.orphan_grace`` (a backup in progress), and a
-backup's manifest is written last.
+``prune`` does not take this lock (a scheduled backup must not be refused because a
+prune is deleting): it only looks whether it is held (:func:`running_backups`) and then
+keeps every manifest-less backup of that kind, whatever its age; otherwise it deletes
+them once older than ``retention.orphan_grace``.  A backup's manifest is written last.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from drkit.errors import DatabaseError, OperationError
+from drkit.errors import DatabaseError, DrkitError, OperationError
 
 if TYPE_CHECKING:
     from drkit.config import Policy
@@ -123,19 +124,50 @@ def backup_lock(policy: Policy, kind: str) -> Iterator[HeldLock]:
         held.release()
 
 
+def running_backups(policy: Policy, timeout: float = 3.0) -> set[str] | None:
+    """The kinds whose backup lock some session holds now; None when the database cannot
+    be asked (prune then relies on the orphan grace alone)."""
+    import psycopg
+
+    from drkit.pg.connect import connect
+
+    env = policy.name
+    try:
+        with connect(
+            policy.database.url.get_secret_value(),
+            policy.database.database_names()[0],
+            connect_timeout=max(1, round(timeout)),
+        ) as conn:
+            running = set()
+            for kind in ("logical", "physical"):
+                row = conn.execute(_HELD_SQL, lock_key(env, kind)).fetchone()
+                if row and row[0]:
+                    running.add(kind)
+            return running
+    except (DrkitError, psycopg.Error) as exc:  # unreachable: prune loses only precision
+        log.info("prune %s: cannot ask the database about running backups: %s", env, exc)
+        return None
+
+
+# the granted advisory lock of lock_key() in this database (two-int4 form: objsubid 2)
+_LOCK_WHERE = (
+    "l.locktype = 'advisory' AND l.granted AND l.classid = %s::bigint::oid "
+    "AND l.objid = (%s::bigint & 4294967295)::oid AND l.objsubid = 2 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+_HELD_SQL = "SELECT count(*) > 0 FROM pg_locks l WHERE " + _LOCK_WHERE
+_HOLDER_SQL = (
+    "SELECT a.application_name, a.backend_start, a.client_addr::text "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE " + _LOCK_WHERE
+)
+
+
 def _holder(conn: Any, key: tuple[int, int]) -> str:
     """Who holds the lock, as far as this role may see (never a query text or secret)."""
     import psycopg
 
     try:
-        row = conn.execute(
-            "SELECT a.application_name, a.backend_start, a.client_addr::text "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::bigint::oid "
-            "AND l.objid = (%s::bigint & 4294967295)::oid AND l.objsubid = 2 "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            key,
-        ).fetchone()
+        row = conn.execute(_HOLDER_SQL, key).fetchone()
     except psycopg.Error:
         return "holder unknown"
     if not row:

@@ -7,7 +7,9 @@ Order of deletion, so that a crash at any moment leaves a consistent repository:
    manifest does) — then its other objects;
 2. manifest-less leftovers (an interrupted backup, or step 1 cut short) whose newest
    object is older than ``retention.orphan_grace``; younger ones may be a backup still
-   uploading and are left alone;
+   uploading and are left alone, and so is every leftover of a kind whose backup lock
+   is held right now (:func:`drkit.backup.lock.running_backups`: a backup running
+   longer than the grace keeps its objects);
 3. WAL older than the start of the oldest kept physical backup (none at all when no
    physical backup is kept).
 
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from drkit.backup.catalog import MANIFEST, Listing, Manifest, backup_prefix, iso, scan
+from drkit.backup.lock import running_backups
 from drkit.backup.retention import (
     RetentionPlan,
     backup_ref,
@@ -46,6 +49,7 @@ class OrphanDecision:
     size: int
     last_modified: datetime
     action: str  # DELETE | KEEP
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,9 +58,7 @@ class OrphanDecision:
             "size": self.size,
             "last_modified": iso(self.last_modified),
             "action": self.action,
-            "reason": "no manifest, older than the grace period"
-            if self.action == "DELETE"
-            else "no manifest, within the grace period (may be a backup in progress)",
+            "reason": self.reason,
         }
 
 
@@ -115,9 +117,15 @@ class PruneResult:
 
 
 def plan_prune(
-    repo: Repository, policy: Policy, *, now: datetime | None = None, dry_run: bool = True
+    repo: Repository,
+    policy: Policy,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = True,
+    running: set[str] | None = None,
 ) -> PruneResult:
-    """Read the repository and decide; deletes nothing."""
+    """Read the repository and decide; deletes nothing.  ``running``: the kinds of
+    backup in progress now (None: unknown, the grace alone decides)."""
     now = now or datetime.now(UTC)
     listing: Listing = scan(repo)
     manifests = {m.id: m for m in listing.manifests}
@@ -128,13 +136,17 @@ def plan_prune(
     for backup_id, infos in sorted(listing.orphans.items()):
         newest = max(i.modified for i in infos)
         expired = orphan_expired(newest, policy.retention.orphan_grace, now)
+        kind = backup_id.rpartition("-")[2]
+        if running and kind in running:
+            action, reason = "KEEP", f"no manifest, and a {kind} backup is running now"
+        elif expired:
+            action, reason = "DELETE", "no manifest, older than the grace period"
+        else:
+            action = "KEEP"
+            reason = "no manifest, within the grace period (may be a backup in progress)"
         orphans.append(
             OrphanDecision(
-                backup_id,
-                len(infos),
-                sum(i.size for i in infos),
-                newest,
-                "DELETE" if expired else "KEEP",
+                backup_id, len(infos), sum(i.size for i in infos), newest, action, reason
             )
         )
     cutoff = wal_cutoff(plan)
@@ -163,10 +175,15 @@ def _delete_backup(repo: Repository, backup_id: str, result: PruneResult) -> Non
 
 
 def prune(
-    repo: Repository, policy: Policy, *, dry_run: bool = False, now: datetime | None = None
+    repo: Repository,
+    policy: Policy,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    running: set[str] | None = None,
 ) -> PruneResult:
     """Apply the retention policy (or, with ``dry_run``, only say what it would do)."""
-    result = plan_prune(repo, policy, now=now, dry_run=dry_run)
+    result = plan_prune(repo, policy, now=now, dry_run=dry_run, running=running)
     if dry_run:
         return result
     for backup in sorted(result.plan.deleted, key=lambda b: (b.started_at, b.id)):
@@ -188,9 +205,13 @@ def prune(
     for key in result.wal_deleted:
         repo.delete(key)
         result.deleted_objects += 1
-    # uploads a crash cut short (temp files, open multipart uploads), past the same grace
-    grace_start = (now or datetime.now(UTC)) - policy.retention.orphan_grace
-    result.deleted_objects += repo.backend.sweep_incomplete(repo.key(""), grace_start)
+    # uploads a crash cut short (temp files, open multipart uploads), past the same grace;
+    # not while a backup runs: its upload in flight may be older than the grace
+    if running:
+        log.info("prune %s: a backup is running, incomplete uploads are left", repo.env)
+    else:
+        grace_start = (now or datetime.now(UTC)) - policy.retention.orphan_grace
+        result.deleted_objects += repo.backend.sweep_incomplete(repo.key(""), grace_start)
     if result.wal_deleted:
         log.info(
             "prune %s: deleted %d WAL files older than %s",
@@ -214,6 +235,6 @@ def prune_policy(policy: Policy) -> PruneResult:
 
     repo = Repository.for_policy(policy)
     try:
-        return prune(repo, policy)
+        return prune(repo, policy, running=running_backups(policy))
     finally:
         repo.close()
