@@ -80,7 +80,7 @@ from drkit.pg.cluster import LocalCluster, free_port, run_as
 from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
-from drkit.pg.tables import count_rows, list_tables, split_key, table_key
+from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.status import newest_recoverable_point
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import copy_stream
@@ -100,6 +100,8 @@ SCRATCH_SETTINGS: dict[str, Any] = {
     "checkpoint_timeout": "30min",
 }
 TMPDIR_ENV = "DRKIT_TMPDIR"
+#: connections that count rows at once (the scratch cluster is on this host)
+COUNT_JOBS = max(2, min(4, os.cpu_count() or 1))
 SQL_CHECK_TIMEOUT = "10min"
 
 PhaseCallback = Callable[[str], None]
@@ -591,7 +593,8 @@ def _check_row_counts(
     try:
         with connect(dsn) as conn:
             present = {table_key(s, t) for s, t in list_tables(conn)}
-            observed = count_rows(conn, [split_key(k) for k in expected if k in present])
+        wanted = [split_key(k) for k in expected if k in present]
+        observed = count_rows_concurrently(dsn, wanted, COUNT_JOBS)
     except DrkitError as exc:
         report.add(
             Check(
