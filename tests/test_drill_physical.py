@@ -25,7 +25,7 @@ from drkit.pg.cluster import chown_tree, cluster_os_user
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner
-from tests.test_drill import assert_scratch_gone, checks_by_name
+from tests.test_drill import assert_scratch_gone, checks_by_name, drill
 from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
 
 pytestmark = pytest.mark.slow
@@ -80,8 +80,7 @@ def test_physical_drill_replays_wal_and_honours_a_target(
     repo = Repository.for_policy(load_policy("prod", arch.policy_dir))
     arch.switch_and_wait(lambda name: find_wal_key(repo, name) is not None)
 
-    env = {"DRKIT_TMPDIR": str(scratch_root)}
-    done = run_drkit("drill", "prod", "--json", policy_dir=arch.policy_dir, env=env, timeout=600)
+    done = drill(run_drkit, arch.policy_dir, scratch_root, "--json", timeout=600)
     assert done.code == 0, done.stdout + done.stderr
     report = done.json()
     checks = checks_by_name(report)
@@ -107,15 +106,8 @@ def test_physical_drill_replays_wal_and_honours_a_target(
         assert arch.cluster.password not in text
 
     target = between.isoformat().replace("+00:00", "Z")
-    past = run_drkit(
-        "drill",
-        "prod",
-        "--point-in-time",
-        target,
-        "--json",
-        policy_dir=arch.policy_dir,
-        env=env,
-        timeout=600,
+    past = drill(
+        run_drkit, arch.policy_dir, scratch_root, "--point-in-time", target, "--json", timeout=600
     )
     assert past.code == 3, past.stdout + past.stderr
     report = past.json()
@@ -141,15 +133,8 @@ def test_physical_drill_replays_wal_and_honours_a_target(
     assert doc["row_counts"]["postgres"]["public.marker"] == 100
     doc["row_counts"]["postgres"]["public.marker"] = 101
     manifest_path.write_text(json.dumps(doc))
-    tampered = run_drkit(
-        "drill",
-        "prod",
-        "--backup",
-        older_id,
-        "--json",
-        policy_dir=arch.policy_dir,
-        env=env,
-        timeout=600,
+    tampered = drill(
+        run_drkit, arch.policy_dir, scratch_root, "--backup", older_id, "--json", timeout=600
     )
     assert tampered.code == 3, tampered.stdout + tampered.stderr
     report = tampered.json()
