@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit.backup.catalog import Manifest
-from drkit.backup.walchain import check_backup_wal, recovery_timeline, wal_keys_to_prune
+from drkit.backup.retention import wal_to_delete
+from drkit.backup.walchain import check_backup_wal, recovery_timeline
 from drkit.config import RepositoryConfig
 from drkit.storage.file import FileBackend
 from drkit.storage.repository import Repository
@@ -79,7 +80,7 @@ def test_timeline_that_branched_before_the_backup_is_not_followed(tmp_path: Path
     assert recovery_timeline(repo, backup) == (1, False)
 
 
-def test_wal_keys_to_prune(tmp_path: Path) -> None:
+def test_wal_before_the_oldest_kept_start_is_pruned(tmp_path: Path) -> None:
     repo = repo_at(tmp_path)
     names = [f"0000000100000000000000{n:02X}" for n in range(1, 8)]
     for name in names:
@@ -87,8 +88,8 @@ def test_wal_keys_to_prune(tmp_path: Path) -> None:
     put(repo, "000000010000000000000002.00000028.backup")
     put(repo, "00000002.history")
     put(repo, "000000020000000000000004.partial")
-    kept = [manifest("000000010000000000000005", "000000010000000000000005")]
-    doomed = {k.rsplit("/", 1)[-1] for k in wal_keys_to_prune(repo, kept)}
+    keys = [i.key for i in repo.list("wal/")]
+    doomed = {k.rsplit("/", 1)[-1] for k in wal_to_delete(keys, "000000010000000000000005")}
     assert doomed == {
         "000000010000000000000001.zst",
         "000000010000000000000002.zst",
@@ -97,4 +98,4 @@ def test_wal_keys_to_prune(tmp_path: Path) -> None:
         "000000010000000000000002.00000028.backup.zst",
         "000000020000000000000004.partial.zst",
     }
-    assert wal_keys_to_prune(repo, []) == []  # no kept base backup: keep all WAL
+    assert wal_to_delete(keys, None) == []  # no kept base backup: keep all WAL

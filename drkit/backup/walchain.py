@@ -8,7 +8,6 @@ missing segment ends its recoverable window.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,6 @@ from drkit.wal_names import (
     TimelineSwitch,
     is_archivable,
     is_history,
-    is_segment,
     parse_history,
     parse_segment,
 )
@@ -188,36 +186,6 @@ def _undecodable_required_wal(repo: Repository, manifest: Manifest) -> list[str]
                 problems.append(str(exc))
             break
     return problems
-
-
-def wal_keys_to_prune(repo: Repository, kept_physical_manifests: Iterable[Manifest]) -> list[str]:
-    """Keys of archived WAL older than the oldest kept physical backup's start segment.
-
-    With no kept physical backup nothing is pruned.  History files are always kept (they
-    are tiny and every later timeline needs them); ``.backup`` and ``.partial`` files go
-    with their segment.
-    """
-    kept = [m for m in kept_physical_manifests if m.kind == "physical" and m.wal_start_segment]
-    if not kept:
-        return []
-    cutoff = min(
-        parse_segment(
-            str(m.wal_start_segment), int(m.extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
-        ).segno
-        for m in kept
-    )
-    size = int(kept[0].extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
-    doomed = []
-    for info in repo.list(WAL_DIR):
-        name = wal_name_of(info.key)
-        if not is_archivable(name) or is_history(name):
-            continue
-        base = name[:24]
-        if not is_segment(base):
-            continue
-        if parse_segment(base, size).segno < cutoff:
-            doomed.append(info.key)
-    return doomed
 
 
 def recovery_timeline(
