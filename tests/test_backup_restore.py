@@ -15,18 +15,7 @@ import pytest
 
 from drkit.sample import table_counts
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
-
-
-def stored_objects(repo: RepoTarget, s3_server=None) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    if repo.kind == "file":
-        assert repo.root is not None
-        return {
-            p.relative_to(repo.root).as_posix(): p.stat().st_size
-            for p in repo.root.rglob("*")
-            if p.is_file()
-        }
-    assert s3_server is not None and repo.bucket is not None
-    return {k.removeprefix("drkit/"): v for k, v in s3_server.objects(repo.bucket).items()}
+from tests.reliability.helpers import RepoView
 
 
 @pytest.fixture
@@ -53,7 +42,7 @@ def test_backup_list_verify_restore(
     backup_id = summary["id"]
     assert backup_id.endswith("-logical") and summary["rows"] == sum(source_counts.values())
 
-    objects = stored_objects(repo, s3)
+    objects = RepoView(repo, s3).objects()
     manifest_key = f"prod/backups/{backup_id}/manifest.json"
     dump_key = f"prod/backups/{backup_id}/{dbname}.dump.zst"
     assert set(objects) == {manifest_key, dump_key}

@@ -13,22 +13,15 @@ import pytest
 from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
 from drkit.config import load_policy
 from drkit.storage.repository import Repository
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server
+from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.reliability.helpers import RepoView
 
 ROME = ZoneInfo("Europe/Rome")
 
 
 def repo_objects(target: RepoTarget, request: pytest.FixtureRequest) -> dict[str, int]:
-    if target.kind == "file":
-        assert target.root is not None
-        return {
-            p.relative_to(target.root).as_posix(): p.stat().st_size
-            for p in target.root.rglob("*")
-            if p.is_file()
-        }
-    s3: S3Server = request.getfixturevalue("s3_server")
-    assert target.bucket is not None
-    return s3.objects(target.bucket)
+    s3 = request.getfixturevalue("s3_server") if target.kind == "s3" else None
+    return RepoView(target, s3).objects()
 
 
 def store_old_backup(repo: Repository, started: datetime) -> str:
