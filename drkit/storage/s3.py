@@ -3,7 +3,7 @@
 Retries: botocore's ``standard`` mode retries throttling (SlowDown, 503) and 5xx errors
 with exponential backoff and jitter, a bounded number of times.  Every call has a
 connect and a read timeout, so a stalled endpoint fails instead of hanging.
-Large objects go up as multipart uploads of bounded part size (16 MiB, larger when the
+Large objects go up as multipart uploads of bounded part size (8 MiB, larger when the
 caller's size hint says 10,000 parts would not hold the object); s3transfer aborts the
 upload if any part fails, so no partial object ever becomes visible.
 """
@@ -27,15 +27,16 @@ if TYPE_CHECKING:
 
     from drkit.config import RepositoryConfig
 
-PART_SIZE = int(os.environ.get("DRKIT_S3_PART_SIZE", 16 * 1024 * 1024))
-# S3 allows 10,000 parts per upload and 5 GiB per part: an object larger than
-# 10,000 x PART_SIZE (156 GiB at 16 MiB) needs bigger parts, chosen from the size hint
+# 8 MiB parts keep an upload's buffers small (3 x 8 MiB); S3 allows 10,000 parts per
+# upload and 5 GiB per part, so an object larger than 10,000 x PART_SIZE (78 GiB) gets
+# bigger parts, chosen from the caller's size hint
+PART_SIZE = int(os.environ.get("DRKIT_S3_PART_SIZE", 8 * 1024 * 1024))
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024**3
 _MIB = 1024 * 1024
 MAX_CONCURRENCY = 3
 # s3transfer buffers whole parts of a non-seekable stream; bound how many it holds
-# (its default of 10 x part size would be 160 MiB for one upload).
+# (its default of 10 x part size would be 80 MiB for one upload).
 MAX_BUFFERED_PARTS = 3
 MAX_ATTEMPTS = int(os.environ.get("DRKIT_S3_MAX_ATTEMPTS", 6))
 CONNECT_TIMEOUT = float(os.environ.get("DRKIT_S3_CONNECT_TIMEOUT", 10))
