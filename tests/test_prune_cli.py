@@ -142,8 +142,9 @@ def test_leftovers_of_a_running_backup_are_kept_past_the_grace(
     make_policy: PolicyWriter,
     run_drkit: DrkitRunner,
 ) -> None:
-    """A backup running longer than orphan_grace: prune sees its lock and keeps its
-    manifest-less objects; once the lock is gone they are removed."""
+    """A backup running longer than orphan_grace: prune sees its lock and keeps the
+    manifest-less objects it may be writing (ids not older than the lock's session),
+    while a stale leftover of an earlier crash goes; once the lock is gone, all go."""
     import os
 
     from drkit.backup.lock import backup_lock
@@ -152,27 +153,26 @@ def test_leftovers_of_a_running_backup_are_kept_past_the_grace(
     policy_dir = make_policy("prod", url, file_repo, retention={"daily": 3, "orphan_grace": "1s"})
     policy = load_policy("prod", policy_dir)
     repo = Repository.for_policy(policy)
-    started = datetime.now(UTC) - timedelta(hours=30)
-    leftover = make_backup_id(started, "logical")
-    repo.store(f"backups/{leftover}/app.dump", io.BytesIO(b"half a dump"), database="app")
     assert file_repo.root is not None
-    dump = file_repo.root / "prod" / "backups" / leftover / "app.dump.zst"
-    stamp = started.timestamp()
-    os.utime(dump, (stamp, stamp))  # uploaded long before the grace
 
+    def leftover(started: datetime) -> tuple[str, Path]:
+        backup_id = make_backup_id(started, "logical")
+        repo.store(f"backups/{backup_id}/app.dump", io.BytesIO(b"half a dump"), database="app")
+        dump = file_repo.root / "prod" / "backups" / backup_id / "app.dump.zst"  # type: ignore[operator]
+        stamp = (datetime.now(UTC) - timedelta(hours=30)).timestamp()
+        os.utime(dump, (stamp, stamp))  # last written long before the grace
+        return backup_id, dump
+
+    stale, stale_dump = leftover(datetime.now(UTC) - timedelta(days=3))
     with backup_lock(policy, "logical"):
+        mine, dump = leftover(datetime.now(UTC))  # the running backup's id: after its lock
         held = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
-        assert held["orphans"] == [
-            {
-                "id": leftover,
-                "objects": 1,
-                "size": dump.stat().st_size,
-                "last_modified": held["orphans"][0]["last_modified"],
-                "action": "KEEP",
-                "reason": "no manifest, and a logical backup is running now",
-            }
-        ]
-        assert dump.exists()
+        decided = {o["id"]: (o["action"], o["reason"]) for o in held["orphans"]}
+        assert decided == {
+            mine: ("KEEP", "no manifest, and a logical backup is running now"),
+            stale: ("DELETE", "no manifest, older than the grace period"),
+        }
+        assert dump.exists() and not stale_dump.exists()
     freed = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
-    assert [(o["id"], o["action"]) for o in freed["orphans"]] == [(leftover, "DELETE")]
+    assert [(o["id"], o["action"]) for o in freed["orphans"]] == [(mine, "DELETE")]
     assert not dump.exists()

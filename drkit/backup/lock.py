@@ -21,8 +21,9 @@ environment name, not a repository shared by two differently named environments.
 
 ``prune`` does not take this lock (a scheduled backup must not be refused because a
 prune is deleting): it only looks whether it is held (:func:`running_backups`) and then
-keeps every manifest-less backup of that kind, whatever its age; otherwise it deletes
-them once older than ``retention.orphan_grace``.  A backup's manifest is written last.
+keeps, whatever their age, the manifest-less backups of that kind whose id is not older
+than the holder's session (the running backup's own objects); other leftovers go once
+older than ``retention.orphan_grace``.  A backup's manifest is written last.
 """
 
 from __future__ import annotations
@@ -124,9 +125,11 @@ def backup_lock(policy: Policy, kind: str) -> Iterator[HeldLock]:
         held.release()
 
 
-def running_backups(policy: Policy, timeout: float = 3.0) -> set[str] | None:
-    """The kinds whose backup lock some session holds now; None when the database cannot
-    be asked (prune then relies on the orphan grace alone)."""
+def running_backups(policy: Policy, timeout: float = 3.0) -> dict[str, datetime | None] | None:
+    """The kinds whose backup lock some session holds now, each with when the holder's
+    session began (None when this role may not see it); None when the database cannot
+    be asked (prune then relies on the orphan grace alone).  A backup takes its lock
+    before it picks its id, so its id is never older than that session."""
     import psycopg
 
     from drkit.pg.connect import connect
@@ -138,11 +141,11 @@ def running_backups(policy: Policy, timeout: float = 3.0) -> set[str] | None:
             policy.database.database_names()[0],
             connect_timeout=max(1, round(timeout)),
         ) as conn:
-            running = set()
+            running: dict[str, datetime | None] = {}
             for kind in ("logical", "physical"):
                 row = conn.execute(_HELD_SQL, lock_key(env, kind)).fetchone()
                 if row and row[0]:
-                    running.add(kind)
+                    running[kind] = row[1].astimezone(UTC) if row[1] is not None else None
             return running
     except (DrkitError, psycopg.Error) as exc:  # unreachable: prune loses only precision
         log.info("prune %s: cannot ask the database about running backups: %s", env, exc)
@@ -155,7 +158,10 @@ _LOCK_WHERE = (
     "AND l.objid = (%s::bigint & 4294967295)::oid AND l.objsubid = 2 "
     "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
-_HELD_SQL = "SELECT count(*) > 0 FROM pg_locks l WHERE " + _LOCK_WHERE
+_HELD_SQL = (
+    "SELECT count(*) > 0, min(a.backend_start) FROM pg_locks l "
+    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE " + _LOCK_WHERE
+)
 _HOLDER_SQL = (
     "SELECT a.application_name, a.backend_start, a.client_addr::text "
     "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE " + _LOCK_WHERE

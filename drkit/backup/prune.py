@@ -8,8 +8,9 @@ Order of deletion, so that a crash at any moment leaves a consistent repository:
 2. manifest-less leftovers (an interrupted backup, or step 1 cut short) whose newest
    object is older than ``retention.orphan_grace``; younger ones may be a backup still
    uploading and are left alone, and so is every leftover of a kind whose backup lock
-   is held right now (:func:`drkit.backup.lock.running_backups`: a backup running
-   longer than the grace keeps its objects);
+   is held right now by a session older than the leftover's id
+   (:func:`drkit.backup.lock.running_backups`: a backup running longer than the grace
+   keeps its objects, while stale leftovers of earlier crashes still go);
 3. WAL older than the start of the oldest kept physical backup (none at all when no
    physical backup is kept).
 
@@ -21,10 +22,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from drkit.backup.catalog import MANIFEST, Listing, Manifest, backup_prefix, iso, scan
+from drkit.backup.catalog import (
+    MANIFEST,
+    Listing,
+    Manifest,
+    backup_prefix,
+    iso,
+    parse_backup_id,
+    scan,
+)
 from drkit.backup.lock import running_backups
 from drkit.backup.retention import (
     RetentionPlan,
@@ -122,10 +131,10 @@ def plan_prune(
     *,
     now: datetime | None = None,
     dry_run: bool = True,
-    running: set[str] | None = None,
+    running: dict[str, datetime | None] | None = None,
 ) -> PruneResult:
     """Read the repository and decide; deletes nothing.  ``running``: the kinds of
-    backup in progress now (None: unknown, the grace alone decides)."""
+    backup in progress now and since when (None: unknown, the grace alone decides)."""
     now = now or datetime.now(UTC)
     listing: Listing = scan(repo)
     manifests = {m.id: m for m in listing.manifests}
@@ -137,7 +146,7 @@ def plan_prune(
         newest = max(i.modified for i in infos)
         expired = orphan_expired(newest, policy.retention.orphan_grace, now)
         kind = backup_id.rpartition("-")[2]
-        if running and kind in running:
+        if running and kind in running and _may_be_running(backup_id, running[kind]):
             action, reason = "KEEP", f"no manifest, and a {kind} backup is running now"
         elif expired:
             action, reason = "DELETE", "no manifest, older than the grace period"
@@ -163,6 +172,18 @@ def plan_prune(
     )
 
 
+#: clock difference tolerated between drkit's host (backup ids) and the database server
+#: (session start times) when telling a running backup's objects from stale leftovers
+CLOCK_SLACK = timedelta(minutes=10)
+
+
+def _may_be_running(backup_id: str, holder_since: datetime | None) -> bool:
+    parsed = parse_backup_id(backup_id)
+    if parsed is None or holder_since is None:
+        return True  # cannot tell: keep
+    return parsed[0] >= holder_since - CLOCK_SLACK
+
+
 def _delete_backup(repo: Repository, backup_id: str, result: PruneResult) -> None:
     prefix = backup_prefix(backup_id)
     manifest_key = repo.key(prefix + MANIFEST)
@@ -180,7 +201,7 @@ def prune(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
-    running: set[str] | None = None,
+    running: dict[str, datetime | None] | None = None,
 ) -> PruneResult:
     """Apply the retention policy (or, with ``dry_run``, only say what it would do)."""
     result = plan_prune(repo, policy, now=now, dry_run=dry_run, running=running)
