@@ -355,23 +355,30 @@ def download(repo: Repository, name: str, dest: Path) -> bool:
     key = find_wal_key(repo, name)
     if key is None:
         return False
+    try:
+        with open_wal_object(repo, key) as stream:
+            _install(stream, dest, name, key)
+    except ObjectNotFound:  # deleted between head and get
+        return False
+    return True
+
+
+def _install(stream: BinaryIO, dest: Path, name: str, key: str) -> None:
+    """Write decoded WAL ``stream`` beside ``dest`` and rename it into place once whole
+    (a segment must decode to a whole segment's size); nothing is left behind on error."""
     tmp = dest.with_name(f".{dest.name}.drkit-{os.getpid()}-{os.urandom(4).hex()}")
     size = 0
     try:
-        try:
-            with open_wal_object(repo, key) as stream, open(tmp, "wb") as out:
-                while chunk := stream.read(1024 * 1024):
-                    out.write(chunk)
-                    size += len(chunk)
-        except ObjectNotFound:  # deleted between head and get
-            return False
+        with open(tmp, "wb") as out:
+            while chunk := stream.read(1024 * 1024):
+                out.write(chunk)
+                size += len(chunk)
         if is_segment(name) and not _min_ok_segment_size(size):
             raise CheckFailed(f"{key}: decodes to {size} bytes, not a whole WAL segment")
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    return True
 
 
 def _take_from_spool(spool: Path, name: str, dest: Path, wait: float = 60.0) -> bool:
@@ -617,20 +624,8 @@ def _fetch_from_file_repo(hint: dict[str, str], env: str, name: str, dest: Path)
         key = f"{env}/wal/{name}{suffix}"
         if not (wal_dir / f"{name}{suffix}").is_file():
             continue
-        tmp = dest.with_name(f".{dest.name}.drkit-{os.getpid()}")
-        size = 0
-        try:
-            with backend.open_read(key) as raw, open(tmp, "wb") as out:
-                stream = decompress(raw, algorithm, name=key)
-                while chunk := stream.read(1024 * 1024):
-                    out.write(chunk)
-                    size += len(chunk)
-            if is_segment(name) and not _min_ok_segment_size(size):
-                raise CheckFailed(f"{key}: decodes to {size} bytes, not a whole WAL segment")
-            os.replace(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        with backend.open_read(key) as raw:
+            _install(decompress(raw, algorithm, name=key), dest, name, key)
         return True
     return False
 
