@@ -259,15 +259,17 @@ def write_recovery_config(
     lines = "".join(f"{k} = {v}\n" for k, v in settings.items())
     auto = pgdata / "postgresql.auto.conf"
     try:
-        kept = [
-            line
-            for line in auto.read_text().splitlines(keepends=True)
-            if not _RECOVERY_SETTING_RE.match(line) and line.strip() != _CONF_MARK
-        ]
+        text = auto.read_text()
     except FileNotFoundError:
-        kept = []
-    # a base backup of a recovered cluster carries the recovery settings it was recovered
-    # with; left in place they would stop this recovery at that earlier target
+        text = ""
+    # drkit's block (always last) is written anew, not appended to: a drill restarting
+    # its recovery, or a base backup of a recovered cluster, would otherwise carry two.
+    # Recovery settings outside it are dropped too: a base backup of a recovered cluster
+    # carries the ones it was recovered with, which would stop this recovery at that
+    # earlier target.
+    existing = text.splitlines(keepends=True)
+    ours = next((i for i, line in enumerate(existing) if line.strip() == _CONF_MARK), None)
+    kept = [line for line in existing[:ours] if not _RECOVERY_SETTING_RE.match(line)]
     auto.write_text("".join(kept).rstrip("\n") + f"\n\n{_CONF_MARK}\n{lines}")
     (pgdata / "recovery.signal").write_text("")
     for stale in ("postmaster.pid", "postmaster.opts", "standby.signal"):
