@@ -1159,10 +1159,7 @@ def run(args: list[str]) -> int:
     except Exception as exc:  # the last line of defence: one line, no traceback without -v
         if verbose:
             err.print_exception()
-        text = mask_url(str(exc).splitlines()[0]) if str(exc) else ""
-        err.print(
-            f"drkit: internal error: {type(exc).__name__}: {text} (rerun with -v for details)",
-            markup=False,
-            highlight=False,
-        )
+        from drkit.entry import internal_error_line
+
+        err.print(internal_error_line(exc), markup=False, highlight=False)
         return 1

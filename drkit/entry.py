@@ -52,6 +52,14 @@ def parse_wal_command(args: Sequence[str]) -> tuple[str, list[str], str | None] 
     return command, positionals, policy_dir
 
 
+def internal_error_line(exc: BaseException) -> str:
+    """The one line an unexpected exception gets (first line only, secrets masked)."""
+    from drkit.config import mask_url
+
+    text = mask_url(str(exc).splitlines()[0]) if str(exc) else ""
+    return f"drkit: internal error: {type(exc).__name__}: {text} (rerun with -v for details)"
+
+
 def run_wal_command(command: str, positionals: list[str], policy_dir: str | None) -> int:
     from drkit.config import mask_url
     from drkit.errors import DrkitError, Interrupted
@@ -73,10 +81,7 @@ def run_wal_command(command: str, positionals: list[str], policy_dir: str | None
         sys.stderr.write("drkit: interrupted\n")
         return Interrupted.exit_code
     except Exception as exc:  # the last line of defence, as in drkit.cli
-        text = mask_url(str(exc).splitlines()[0]) if str(exc) else ""
-        sys.stderr.write(
-            f"drkit: internal error: {type(exc).__name__}: {text} (rerun with -v for details)\n"
-        )
+        sys.stderr.write(internal_error_line(exc) + "\n")
         return 1
     return 0
 
