@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks._measure import drkit_with_rss, median
-from benchmarks.bench_wal import build_backlog, drain, scratch
+from benchmarks.bench_wal import backlog, drain
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
 from drkit.sample import load_sample
 from drkit.walcmd import archive_command, prepare_file_repository
@@ -86,34 +86,19 @@ def bench_backup(rows: int, rounds: int, root: Path, recipient: str) -> dict[str
 
 
 def bench_wal(segments: int, recipient: str | None) -> tuple[int, float]:
-    root = scratch()
-    try:
-        cluster = build_backlog(root, segments)
-        try:
-            repo = root / "repo"
-            repo.mkdir()
-            extra = {"encryption": {"recipients": [recipient]}} if recipient else {}
-            write_policy(
-                root / "policies",
-                "prod",
-                "postgresql:///unused",
-                {
-                    "url": f"file://{repo}",
-                    **extra,
-                },
-            )
-            prepare_file_repository(f"file://{repo}", "prod", cluster_os_user())
-            count, seconds = drain(
-                cluster, archive_command("prod", root / "policies", cluster.os_user)
-            )
-            stored = list((repo / "prod" / "wal").iterdir())
-            if recipient and not all(p.name.endswith(".zst.age") for p in stored):
-                raise SystemExit("the encrypted run stored unencrypted WAL")
-            return count, seconds
-        finally:
-            cluster.destroy()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with backlog(segments) as (root, cluster):
+        repo = root / "repo"
+        repo.mkdir()
+        extra = {"encryption": {"recipients": [recipient]}} if recipient else {}
+        write_policy(
+            root / "policies", "prod", "postgresql:///unused", {"url": f"file://{repo}", **extra}
+        )
+        prepare_file_repository(f"file://{repo}", "prod", cluster_os_user())
+        count, seconds = drain(cluster, archive_command("prod", root / "policies", cluster.os_user))
+        stored = list((repo / "prod" / "wal").iterdir())
+        if recipient and not all(p.name.endswith(".zst.age") for p in stored):
+            raise SystemExit("the encrypted run stored unencrypted WAL")
+        return count, seconds
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -102,26 +104,32 @@ def scratch() -> Path:
     return root
 
 
-def run_drkit_file(segments: int) -> tuple[int, float]:
+@contextmanager
+def backlog(segments: int) -> Iterator[tuple[Path, LocalCluster]]:
+    """A scratch directory and a cluster holding ``segments`` unarchived segments; both
+    are gone afterwards."""
     root = scratch()
     try:
         cluster = build_backlog(root, segments)
-        repo = root / "repo"
-        repo.mkdir()
-        write_policy(root / "policies", {"url": f"file://{repo}"})
-        prepare_file_repository(f"file://{repo}", "prod", cluster_os_user())
         try:
-            return drain(cluster, archive_command("prod", root / "policies", cluster.os_user))
+            yield root, cluster
         finally:
             cluster.destroy()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def run_drkit_file(segments: int) -> tuple[int, float]:
+    with backlog(segments) as (root, cluster):
+        repo = root / "repo"
+        repo.mkdir()
+        write_policy(root / "policies", {"url": f"file://{repo}"})
+        prepare_file_repository(f"file://{repo}", "prod", cluster_os_user())
+        return drain(cluster, archive_command("prod", root / "policies", cluster.os_user))
+
+
 def run_pgbackrest(segments: int) -> tuple[int, float]:
-    root = scratch()
-    try:
-        cluster = build_backlog(root, segments)
+    with backlog(segments) as (root, cluster):
         user = cluster_os_user()
         for sub in ("repo", "spool", "log", "lock"):
             (root / sub).mkdir()
@@ -147,12 +155,7 @@ def run_pgbackrest(segments: int) -> tuple[int, float]:
             what="pgbackrest stanza-create",
             timeout=120,
         )
-        try:
-            return drain(cluster, f"pgbackrest --config={conf} --stanza=bench archive-push %p")
-        finally:
-            cluster.destroy()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        return drain(cluster, f"pgbackrest --config={conf} --stanza=bench archive-push %p")
 
 
 class Moto:
@@ -193,37 +196,23 @@ class Moto:
 
 
 def run_drkit_s3(segments: int, moto: Moto) -> tuple[int, float]:
-    root = scratch()
-    try:
-        cluster = build_backlog(root, segments)
+    with backlog(segments) as (root, cluster):
         bucket = moto.bucket()
         write_policy(
             root / "policies",
             {"url": f"s3://{bucket}/drkit", "endpoint_url": moto.endpoint, "region": "us-east-1"},
         )
-        try:
-            return drain(cluster, archive_command("prod", root / "policies", cluster.os_user))
-        finally:
-            cluster.destroy()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        return drain(cluster, archive_command("prod", root / "policies", cluster.os_user))
 
 
 def run_barman(segments: int, moto: Moto) -> tuple[int, float]:
-    root = scratch()
-    try:
-        cluster = build_backlog(root, segments)
+    with backlog(segments) as (_root, cluster):
         bucket = moto.bucket()
-        try:
-            return drain(
-                cluster,
-                f"barman-cloud-wal-archive --endpoint-url {moto.endpoint} "
-                f"s3://{bucket}/barman bench %p",
-            )
-        finally:
-            cluster.destroy()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        return drain(
+            cluster,
+            f"barman-cloud-wal-archive --endpoint-url {moto.endpoint} "
+            f"s3://{bucket}/barman bench %p",
+        )
 
 
 def main() -> None:
