@@ -26,19 +26,15 @@ from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner
 from tests.test_drill import assert_scratch_gone, checks_by_name, drill
-from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
+from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def archived() -> Iterator[Archived]:
-    with shared_dir() as root:
-        arch = start_archived_cluster(root, file_repo_block(root))
-        try:
-            yield arch
-        finally:
-            arch.cluster.destroy()
+    with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
+        yield arch
 
 
 @pytest.fixture

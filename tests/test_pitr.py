@@ -22,10 +22,10 @@ from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, S3Server
 from tests.wal_support import (
     Archived,
+    archived_cluster,
     file_repo_block,
     restored_dsn,
     shared_dir,
-    start_archived_cluster,
 )
 
 pytestmark = pytest.mark.slow
@@ -41,12 +41,8 @@ def archived(request: pytest.FixtureRequest) -> Iterator[Archived]:
             bucket = s3.create_bucket()
             block = {"url": f"s3://{bucket}/drkit", "endpoint_url": s3.endpoint}
             block["region"] = "us-east-1"
-        arch = start_archived_cluster(root, block)
-        try:
+        with archived_cluster(root, block) as arch:
             yield arch
-        finally:
-            arch.stop_restored()
-            arch.cluster.destroy()
 
 
 def repo_of(arch: Archived) -> Repository:

@@ -13,20 +13,15 @@ from drkit.backup.retention import wal_to_delete
 from drkit.config import load_policy
 from drkit.storage.repository import Repository
 from tests.conftest import DrkitRunner
-from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
+from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def archived() -> Iterator[Archived]:
-    with shared_dir() as root:
-        arch = start_archived_cluster(root, file_repo_block(root))
-        try:
-            yield arch
-        finally:
-            arch.stop_restored()
-            arch.cluster.destroy()
+    with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
+        yield arch
 
 
 def wal_names(repo: Repository) -> set[str]:

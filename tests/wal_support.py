@@ -117,6 +117,19 @@ def start_archived_cluster(root: Path, repo_block: dict[str, Any], env: str = "p
     return archived
 
 
+@contextlib.contextmanager
+def archived_cluster(
+    root: Path, repo_block: dict[str, Any], env: str = "prod"
+) -> Iterator[Archived]:
+    """:func:`start_archived_cluster`, then stop what was restored from it and destroy it."""
+    arch = start_archived_cluster(root, repo_block, env)
+    try:
+        yield arch
+    finally:
+        arch.stop_restored()
+        arch.cluster.destroy()
+
+
 def restored_dsn(archived: Archived, port: int, dbname: str = "postgres") -> str:
     base = archived.cluster.dsn(dbname)
     return base.replace(f":{archived.cluster.port}/", f":{port}/")

@@ -25,7 +25,7 @@ from drkit.pg.cluster import chown_tree, cluster_os_user
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner
-from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
+from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +43,8 @@ def archived() -> Iterator[Archived]:
         chown_tree(keys, cluster_os_user())  # restore_command runs as PostgreSQL's user
         block = file_repo_block(root)
         block["encryption"] = {"recipients": [recipient], "identity_file": str(key)}
-        arch = start_archived_cluster(root, block)
-        try:
+        with archived_cluster(root, block) as arch:
             yield arch
-        finally:
-            arch.stop_restored()
-            arch.cluster.destroy()
 
 
 def test_encrypted_wal_pitr_and_a_gap_after_the_backup(
