@@ -276,6 +276,108 @@ def _check_rules_files(env: str | None) -> dict[str, str]:
     return seen
 
 
+# -- online checks and archiving set-up ------------------------------------------------
+
+
+@app.command("check")
+def check(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
+    """Prove the chain end to end: login, privileges, archive round trip, repository, keys.
+
+    One line per check; exit 3 when any fails.  `drkit policy check` stays offline."""
+    from drkit.errors import CheckFailed
+    from drkit.preflight import run_checks
+
+    st = settle(json_out, policy_dir)
+    report = run_checks(load(env), st.policy_dir)
+    if st.json:
+        emit_json(report.to_dict())
+    else:
+        for result in report.results:
+            mark = "[green]PASS[/green]" if result.status == "PASS" else "[red]FAIL[/red]"
+            out.print(f"{mark} {result.name}: ", end="")
+            out.print(result.detail, markup=False, highlight=False)
+    if not report.ok:
+        first = report.failures[0]
+        more = len(report.failures) - 1
+        raise CheckFailed(
+            f"{env}: {first.name}: {first.detail}" + (f" (and {more} more)" if more else "")
+        )
+
+
+@app.command("archive-command")
+def archive_command_lines(
+    env: EnvArg,
+    os_user: Annotated[
+        str | None,
+        typer.Option(
+            "--os-user",
+            help="The OS user the PostgreSQL server runs as (default: postgres when run as "
+            "root, else the current user).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Print archive_command and restore_command lines that work for this install.
+
+    The lines are tested: the server's OS user must be able to start drkit and, for a
+    file:// repository, write into it (drkit prepares both where it can)."""
+    from drkit.config import resolve_policy_dir
+    from drkit.pg.cluster import cluster_os_user
+    from drkit.walcmd import (
+        archive_command,
+        prepare_file_repository,
+        reachable_by,
+        restore_command,
+    )
+
+    st = settle(json_out, policy_dir)
+    policy = load(env)
+    user = os_user or cluster_os_user()
+    if user is not None and user == _current_user():
+        user = None
+    if policy.repository.url.startswith("file://"):
+        prepare_file_repository(policy.repository.url, env, user)
+    directory = resolve_policy_dir(st.policy_dir)
+    policy_file = directory / f"{env}.yaml"
+    if user is not None and not reachable_by(policy_file, user):
+        raise UsageError(
+            f"{policy_file} is not reachable by the OS user {user}, who runs archive_command: "
+            "move the policies to a directory it can read (e.g. /etc/drkit/policies) "
+            "and pass --policy-dir"
+        )
+    archive = archive_command(env, directory, user)
+    restore_line = restore_command(env, directory, user)
+    if st.json:
+        emit_json(
+            {
+                "ok": True,
+                "environment": env,
+                "os_user": user or _current_user(),
+                "archive_mode": "on",
+                "archive_command": archive,
+                "restore_command": restore_line,
+            }
+        )
+        return
+    quote = "'"
+    out.print("# postgresql.conf (or ALTER SYSTEM SET ...), then restart the server", markup=False)
+    out.print("archive_mode = on", markup=False, highlight=False)
+    for name, line in (("archive_command", archive), ("restore_command", restore_line)):
+        out.print(
+            f"{name} = {quote}{line.replace(quote, quote * 2)}{quote}",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _current_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
 # -- backups -----------------------------------------------------------------------
 
 

@@ -73,7 +73,7 @@ def _can_run(argv: list[str], user: str | None, extra_env: dict[str, str] | None
 def _python_for(user: str | None) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """(python argv, extra environment) that ``user`` can run drkit with."""
     here = [sys.executable]
-    if user is None or (_reachable(Path(sys.executable), user) and _can_run(here, user)):
+    if user is None or (reachable_by(Path(sys.executable), user) and _can_run(here, user)):
         return tuple(here), ()
     runtime = _shared_runtime()
     pythonpath = os.pathsep.join(str(p) for p in runtime.pythonpath)
@@ -87,7 +87,7 @@ def _python_for(user: str | None) -> tuple[tuple[str, ...], tuple[tuple[str, str
     return (runtime.python,), env
 
 
-def _reachable(path: Path, user: str) -> bool:
+def reachable_by(path: Path, user: str) -> bool:
     """Whether ``user`` may traverse every directory above ``path`` (mode bits only)."""
     import pwd
 

@@ -1,0 +1,360 @@
+"""``drkit check ENV``: prove the whole chain works, end to end, against the real systems.
+
+``policy check`` is offline (does the file parse?); this is its online twin, the
+equivalent of pgBackRest's and Barman's ``check``, run after every change.  Each check
+connects to what it checks and reports PASS or FAIL in one line; nothing here raises
+for a failed check (the caller decides the exit code), and nothing is left behind:
+
+1. ``database``: login to every database of the policy, the server version;
+2. ``privileges``: what each configured feature needs — read access to every table
+   (logical backups), REPLICATION and ``pg_create_restore_point`` (base backups, WAL),
+   BYPASSRLS where a table has row-level security (backups and sanitize sources);
+3. ``archiving`` (only with ``wal_archiving: true``): ``archive_mode`` and
+   ``archive_command`` as the server has them, then a real round trip: a WAL switch and
+   a wait until that segment is in the repository;
+4. ``repository``: a probe object written (through compression and encryption), read
+   back, compared and deleted;
+5. ``encryption``: the recipients parse, and the identity (where one is configured)
+   exists, is readable and decrypts what the recipients encrypt;
+6. ``schedule``: every cron entry and its next run.
+
+Messages never contain a secret: connection errors go through :mod:`drkit.pg.connect`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drkit.config import Policy
+from drkit.drill.report import FAIL, PASS
+from drkit.errors import DrkitError
+
+log = logging.getLogger(__name__)
+
+
+#: how long the archive round trip waits for the switched segment
+ARCHIVE_TIMEOUT = 60.0
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass
+class CheckReport:
+    environment: str
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status == PASS for r in self.results)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status != PASS]
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.results.append(CheckResult(name, PASS if ok else FAIL, detail))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "environment": self.environment,
+            "checks": [r.to_dict() for r in self.results],
+        }
+
+
+def _needs_base_backups(policy: Policy) -> bool:
+    return policy.wal_archiving or policy.schedule.physical_backup is not None
+
+
+def is_sanitize_source(policy: Policy, policy_dir: Path | None) -> bool:
+    """True where a rules file next to the policies copies from this environment."""
+    from drkit.config import resolve_policy_dir
+
+    directories = {Path("sanitize_rules"), resolve_policy_dir(policy_dir).parent / "sanitize_rules"}
+    return any(
+        any(directory.glob(f"{policy.name}-to-*.yaml"))
+        for directory in directories
+        if directory.is_dir()
+    )
+
+
+def _check_database(report: CheckReport, policy: Policy, sanitize_source: bool) -> Any:
+    """Login and privileges; returns an open connection to the first database, or None."""
+    from drkit.pg.connect import connect, first_line, server_version
+
+    dsn = policy.database.url.get_secret_value()
+    first = None
+    for name in policy.database.database_names():
+        try:
+            conn = connect(dsn, name)
+        except DrkitError as exc:
+            report.add(f"database {name}", False, str(exc))
+            continue
+        try:
+            user = conn.execute("SELECT current_user").fetchone()
+            report.add(
+                f"database {name}",
+                True,
+                f"PostgreSQL {server_version(conn)}, connected as {user[0] if user else '?'}",
+            )
+            _check_table_access(report, conn, name, sanitize_source)
+        except Exception as exc:  # a failed catalog query is a failed check, not a crash
+            report.add(f"privileges {name}", False, first_line(exc))
+        if first is None:
+            first = conn
+        else:
+            conn.close()
+    if first is not None and _needs_base_backups(policy):
+        _check_physical_privileges(report, first)
+    return first
+
+
+def _check_table_access(report: CheckReport, conn: Any, name: str, sanitize_source: bool) -> None:
+    role = conn.execute(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    superuser, bypassrls = (bool(role[0]), bool(role[1])) if role else (False, False)
+    unreadable = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', "
+            "'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' "
+            "AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1"
+        ).fetchall()
+    ]
+    with_rls = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relrowsecurity AND c.relkind IN ('r', 'p') ORDER BY 1"
+        ).fetchall()
+    ]
+    problems = []
+    if unreadable:
+        more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        problems.append(
+            f"cannot read {', '.join(unreadable[:3])}{more}: GRANT SELECT (or pg_read_all_data)"
+        )
+    if with_rls and not (superuser or bypassrls):
+        what = "backups and sanitize" if sanitize_source else "backups"
+        problems.append(
+            f"{with_rls[0]} has row-level security and the role lacks BYPASSRLS: {what} would "
+            "miss rows; ALTER ROLE ... BYPASSRLS"
+        )
+    detail = "; ".join(problems) or (
+        "every table readable"
+        + (", row-level security bypassed" if (superuser or bypassrls) else "")
+        + (" (sanitize source)" if sanitize_source else "")
+    )
+    report.add(f"privileges {name}", not problems, detail)
+
+
+def _check_physical_privileges(report: CheckReport, conn: Any) -> None:
+    row = conn.execute(
+        "SELECT rolsuper, rolreplication, "
+        "has_function_privilege('pg_create_restore_point(text)', 'EXECUTE'), "
+        "has_function_privilege('pg_switch_wal()', 'EXECUTE') "
+        "FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    superuser, replication, restore_point, switch = (bool(v) for v in row) if row else (False,) * 4
+    missing = []
+    if not (superuser or replication):
+        missing.append("REPLICATION (for pg_basebackup): ALTER ROLE ... REPLICATION")
+    if not (superuser or restore_point):
+        missing.append("EXECUTE on pg_create_restore_point(text)")
+    if not (superuser or switch):
+        missing.append("EXECUTE on pg_switch_wal()")
+    report.add(
+        "privileges base backup",
+        not missing,
+        "; ".join(missing) or "replication, restore points and WAL switches allowed",
+    )
+
+
+def _check_archiving(report: CheckReport, policy: Policy, conn: Any, repo: Any) -> None:
+    from drkit.backup.physical import wait_for_wal
+    from drkit.pg.connect import first_line
+
+    settings = dict(
+        conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('archive_mode', 'archive_command', 'archive_library')"
+        ).fetchall()
+    )
+    mode = settings.get("archive_mode", "off")
+    command = settings.get("archive_command") or ""
+    if mode not in ("on", "always"):
+        report.add(
+            "archive_mode",
+            False,
+            f"archive_mode is {mode}: set archive_mode = on and restart the server",
+        )
+        return
+    if settings.get("archive_library"):
+        report.add(
+            "archive_command",
+            False,
+            "archive_library is set: drkit archives through archive_command; unset it",
+        )
+        return
+    if "wal-push" not in command or policy.name not in command:
+        report.add(
+            "archive_command",
+            False,
+            f"archive_command does not run 'drkit wal-push {policy.name}': "
+            f"run drkit archive-command {policy.name} for a line that works",
+        )
+        return
+    report.add("archive_command", True, f"archive_mode = {mode}, drkit wal-push {policy.name}")
+    started = time.monotonic()
+    try:
+        conn.execute("SELECT txid_current()")  # so that there is WAL to switch away from
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        segment = str(row[0]) if row else ""
+        wait_for_wal(repo, [segment], ARCHIVE_TIMEOUT, policy.database.url.get_secret_value())
+    except DrkitError as exc:
+        report.add("archive round trip", False, str(exc))
+        return
+    except Exception as exc:
+        report.add("archive round trip", False, f"switching WAL: {first_line(exc)}")
+        return
+    report.add(
+        "archive round trip",
+        True,
+        f"{segment} archived to {repo.location} in {time.monotonic() - started:.1f}s",
+    )
+
+
+def _check_repository(report: CheckReport, policy: Policy, repo: Any) -> None:
+    """A probe through the whole encoding; decrypted only where an identity is configured."""
+    payload = b"drkit check probe " + secrets.token_hex(16).encode()
+    base = f"check/probe-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    stored = None
+    try:
+        stored = repo.store(base, io.BytesIO(payload))
+        encryption = policy.repository.encryption
+        if encryption is None or encryption.identities():
+            with repo.open_decoded(stored) as stream:
+                back = stream.read()
+            if back != payload:
+                raise DrkitError(f"{stored.key}: read back different bytes than were written")
+            verb = "written, read back and deleted"
+        else:
+            if len(repo.backend.get_bytes(stored.key)) != stored.stored_size:
+                raise DrkitError(f"{stored.key}: read back a different size than was written")
+            verb = "written, read (encrypted; no identity here to decrypt) and deleted"
+        repo.delete(stored.key)
+        if repo.backend.head(stored.key) is not None:
+            raise DrkitError(f"{stored.key}: still present after delete")
+    except DrkitError as exc:
+        report.add("repository", False, f"{repo.location}: {exc}")
+        return
+    finally:
+        if stored is not None:
+            try:
+                repo.delete(stored.key)
+            except DrkitError:
+                log.warning("could not remove the probe object %s", stored.key)
+    report.add("repository", True, f"{repo.location}: probe object {verb}")
+
+
+def _check_encryption(report: CheckReport, policy: Policy) -> None:
+    encryption = policy.repository.encryption
+    if encryption is None:
+        return
+    from drkit import crypto
+
+    try:
+        crypto.check_recipients(list(encryption.recipients))
+    except DrkitError as exc:
+        report.add("encryption recipients", False, str(exc))
+        return
+    report.add(
+        "encryption recipients", True, f"{len(encryption.recipients)} age recipient(s) usable"
+    )
+    identities = encryption.identities()
+    if not identities:
+        report.add(
+            "encryption identity",
+            True,
+            "no identity on this host (backups need none; restores and drills do)",
+        )
+        return
+    try:
+        crypto.check_identities(identities)
+        keys = {key for path in identities for key in crypto.public_key_of(path)}
+    except DrkitError as exc:
+        report.add("encryption identity", False, str(exc))
+        return
+    native = {r for r in encryption.recipients if r.startswith("age1")}
+    if native and keys and not (keys & native):
+        report.add(
+            "encryption identity",
+            False,
+            "the identity file matches none of the policy's age recipients: restores of new "
+            "backups would fail",
+        )
+        return
+    report.add("encryption identity", True, f"{len(identities)} identity file(s) readable")
+
+
+def _check_schedule(report: CheckReport, policy: Policy) -> None:
+    from drkit.schedule.cron import cron_trigger
+
+    jobs = policy.schedule.jobs()
+    if not jobs:
+        report.add("schedule", True, "nothing scheduled (on-demand environment)")
+        return
+    now = datetime.now(policy.tz)
+    parts = []
+    try:
+        for job, expr in jobs.items():
+            fire = cron_trigger(expr, policy.tz).get_next_fire_time(None, now)
+            parts.append(f"{job} next {fire:%Y-%m-%d %H:%M %Z}")
+    except ValueError as exc:
+        report.add("schedule", False, str(exc))
+        return
+    report.add("schedule", True, "; ".join(parts))
+
+
+def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
+    """Every check that applies to ``policy``, in order; never raises for a failed check."""
+    from drkit.storage.repository import Repository
+
+    report = CheckReport(policy.name)
+    conn = _check_database(report, policy, is_sanitize_source(policy, policy_dir))
+    try:
+        try:
+            repo = Repository.for_policy(policy)
+        except DrkitError as exc:
+            report.add("repository", False, str(exc))
+            repo = None
+        if policy.wal_archiving and conn is not None and repo is not None:
+            _check_archiving(report, policy, conn, repo)
+        if repo is not None:
+            _check_repository(report, policy, repo)
+            repo.close()
+    finally:
+        if conn is not None:
+            conn.close()
+    _check_encryption(report, policy)
+    _check_schedule(report, policy)
+    return report

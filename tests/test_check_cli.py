@@ -1,0 +1,159 @@
+"""``drkit check ENV`` and ``drkit archive-command ENV`` against real clusters.
+
+``check`` must prove the chain, not the file: a database that is down, a repository
+that cannot be written and an archive_command that does not archive all fail (exit 3)
+with one line each.  ``archive-command`` must print lines that actually archive when
+pasted into the server's configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import yaml
+from psycopg import sql
+
+from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, free_port
+from drkit.walcmd import prepare_file_repository
+from tests.conftest import DrkitRunner
+from tests.wal_support import archived_cluster, file_repo_block, shared_dir
+
+
+def test_check_passes_on_a_working_chain(run_drkit: DrkitRunner) -> None:
+    with shared_dir() as root:
+        with archived_cluster(root, file_repo_block(root)) as arch:
+            result = run_drkit("check", "prod", policy_dir=arch.policy_dir)
+            assert result.code == 0, result.stderr + result.stdout
+            lines = result.stdout.splitlines()
+            for name in (
+                "database postgres",
+                "privileges postgres",
+                "privileges base backup",
+                "archive_command",
+                "archive round trip",
+                "repository",
+                "schedule",
+            ):
+                assert any(line.startswith(f"PASS {name}:") for line in lines), result.stdout
+            # the probe object is gone again
+            probes = list((root / "repo" / "prod").rglob("probe-*"))
+            assert probes == []
+            doc = run_drkit("--json", "check", "prod", policy_dir=arch.policy_dir).json()
+            assert doc["ok"] is True
+            assert {c["status"] for c in doc["checks"]} == {"PASS"}
+
+
+def test_check_fails_on_a_dead_database_and_an_unusable_repository(
+    run_drkit: DrkitRunner, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the repository should be")
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    secret = "s3cr3t-pw-never-shown"
+    doc = {
+        "environment": "prod",
+        "database": {"url": f"postgresql://app:{secret}@127.0.0.1:{free_port()}/shop"},
+        "repository": {"url": f"file://{blocker}"},
+    }
+    (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+    # policy check is offline and says the file is fine ...
+    assert run_drkit("policy", "check", "prod", policy_dir=policy_dir).code == 0
+    # ... check says the chain is not
+    result = run_drkit("check", "prod", policy_dir=policy_dir)
+    assert result.code == 3, result.stderr
+    assert "FAIL database shop:" in result.stdout
+    assert "FAIL repository:" in result.stdout
+    assert secret not in result.stdout + result.stderr
+    assert result.stderr.strip().count("\n") == 0  # one error line
+    as_json = run_drkit("--json", "check", "prod", policy_dir=policy_dir)
+    assert as_json.code == 3
+    document = as_json.json()
+    assert document["ok"] is False
+    failed = {c["name"] for c in document["checks"] if c["status"] == "FAIL"}
+    assert {"database shop", "repository"} <= failed
+    assert secret not in as_json.stdout
+
+
+def test_check_fails_when_the_server_does_not_archive_through_drkit(
+    run_drkit: DrkitRunner, local_cluster: object
+) -> None:
+    with shared_dir() as root:
+        repo = file_repo_block(root)
+        cluster = LocalCluster.create(
+            root / "pg", settings={"archive_mode": "on", "archive_command": "/bin/true"}, fast=True
+        )
+        try:
+            policy_dir = root / "policies"
+            policy_dir.mkdir()
+            doc = {
+                "environment": "prod",
+                "database": {"url": cluster.dsn()},
+                "repository": repo,
+                "wal_archiving": True,
+            }
+            (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+            result = run_drkit("check", "prod", policy_dir=policy_dir)
+            assert result.code == 3
+            assert "FAIL archive_command:" in result.stdout
+            assert "drkit archive-command prod" in result.stdout
+        finally:
+            cluster.destroy()
+
+
+def test_archive_command_prints_lines_that_archive(run_drkit: DrkitRunner) -> None:
+    with shared_dir() as root:
+        repo = file_repo_block(root)
+        policy_dir = root / "policies"
+        policy_dir.mkdir()
+        cluster = LocalCluster.create(
+            root / "pg", settings={"archive_mode": "on", "archive_command": "exit 1"}, fast=True
+        )
+        try:
+            doc = {"environment": "prod", "database": {"url": cluster.dsn()}, "repository": repo}
+            (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+            chown_tree(policy_dir, cluster_os_user())
+            text = run_drkit("archive-command", "prod", policy_dir=policy_dir)
+            assert text.code == 0, text.stderr
+            assert "archive_mode = on" in text.stdout
+            assert any(line.startswith("archive_command = '") for line in text.stdout.splitlines())
+            assert any(line.startswith("restore_command = '") for line in text.stdout.splitlines())
+            lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir).json()
+            assert lines["ok"] is True
+            with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET archive_command = {}").format(
+                        sql.Literal(lines["archive_command"])
+                    )
+                )
+                conn.execute("SELECT pg_reload_conf()")
+                conn.execute("SELECT txid_current()")
+                row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            assert row is not None
+            segment = str(row[0])
+            wal_dir = root / "repo" / "prod" / "wal"
+            deadline = time.monotonic() + 60
+            while not any(p.name.startswith(segment) for p in wal_dir.iterdir()):
+                assert time.monotonic() < deadline, f"{segment} never reached {wal_dir}"
+                time.sleep(0.2)
+        finally:
+            cluster.destroy()
+
+
+def test_archive_command_refuses_a_policy_the_server_user_cannot_read(
+    run_drkit: DrkitRunner, tmp_path: Path
+) -> None:
+    if cluster_os_user() is None:  # only root runs clusters as another user
+        return
+    with shared_dir() as root:
+        repo = file_repo_block(root)
+        prepare_file_repository(str(repo["url"]), "prod", cluster_os_user())
+        policy_dir = tmp_path / "policies"  # pytest's tmp_path: root only
+        policy_dir.mkdir()
+        doc = {"environment": "prod", "database": {"url": "postgresql:///x"}, "repository": repo}
+        (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+        result = run_drkit("archive-command", "prod", policy_dir=policy_dir)
+        assert result.code == 2
+        assert "not reachable by the OS user" in result.stderr
