@@ -334,3 +334,17 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
     variables = {v["name"]: v for v in doc["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["env"]["includeAll"] and variables["env"]["multi"]
+
+
+def test_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
+    doc = dashboard()
+    ids = [panel["id"] for panel in panels(doc)]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels(doc):
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
