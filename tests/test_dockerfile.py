@@ -326,14 +326,25 @@ def test_compose_starts_from_a_fresh_clone_after_copying_the_examples(tmp_path: 
     for name, service in _services(compose).items():
         for secret in service.get("secrets", []):  # type: ignore[attr-defined]
             assert secret in compose["secrets"], f"{name} uses an undeclared secret {secret}"
-    # the examples are tracked, what they describe is not
+    # the examples are tracked, what they describe is not: the checkout's ignore files,
+    # asked of git in a scratch repository (the tests may run from a tarball)
     git = tool("git", "apt-get install git")
-    for tracked in (ENV_EXAMPLE, SECRETS_README):
-        check = subprocess.run([git, "check-ignore", "-q", str(tracked)], cwd=ROOT, check=False)
-        assert check.returncode == 1, f"{tracked} is ignored by git"
-    for secret in ("secrets/db_password", ".env"):
-        check = subprocess.run([git, "check-ignore", "-q", secret], cwd=DEPLOY, check=False)
-        assert check.returncode == 0, f"deploy/{secret} is not ignored by git"
+    scratch = tmp_path / "clone"
+    (scratch / "deploy").mkdir(parents=True)
+    subprocess.run([git, "init", "-q", str(scratch)], check=True)
+    for ignore in (Path(".gitignore"), Path("deploy/.gitignore")):
+        if (ROOT / ignore).exists():
+            (scratch / ignore).write_text((ROOT / ignore).read_text())
+
+    def ignored(path: str) -> bool:
+        check = subprocess.run([git, "check-ignore", "-q", path], cwd=scratch, check=False)
+        assert check.returncode in (0, 1), f"git check-ignore {path} exited {check.returncode}"
+        return check.returncode == 0
+
+    assert not ignored("deploy/.env.example") and not ignored("deploy/secrets/README.md")
+    for secret in compose["secrets"].values():
+        assert ignored(f"deploy/{secret['file'].removeprefix('./')}"), secret["file"]
+    assert ignored("deploy/.env")
 
 
 def test_prometheus_sends_alerts_to_alertmanager(compose: dict[str, object]) -> None:
