@@ -1,6 +1,8 @@
 """The Dockerfile and the production compose file, checked statically (no Docker engine
 here): pinned base images, a non-root user, a HEALTHCHECK on /healthz, an entry point
-that is the installed console script, and the compose wiring of §7."""
+that is the installed console script, and the compose wiring of §7 — valid against the
+Compose Specification (check-jsonschema), startable from a fresh clone with the shipped
+examples, Prometheus alerting through Alertmanager (amtool), Grafana provisioned."""
 
 from __future__ import annotations
 
@@ -241,3 +243,159 @@ def test_compose_mounts_exist_and_holds_no_password(compose: dict[str, object]) 
             if "PASSWORD" in key and not key.endswith("_FILE"):
                 assert str(value).startswith("${"), f"{name}: {key} holds a literal secret"
             assert not re.search(r"://[^/@\s]+:[^@\s]+@", str(value)), f"{name}: {key}"
+
+
+# ---------------------------------------------------------------------------
+# The whole monitoring stack, and what a fresh clone needs to start it
+# ---------------------------------------------------------------------------
+
+ENV_EXAMPLE = DEPLOY / ".env.example"
+SECRETS_README = DEPLOY / "secrets" / "README.md"
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def tool(name: str, install: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: {install}")
+    return path
+
+
+def check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
+    exe = tool("check-jsonschema", "pip install -e '.[test]' (package check-jsonschema)")
+    return subprocess.run(
+        [exe, "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, as `docker compose` reads them."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        value = env.get(name, "")
+        if op in (":?", "?") and (name not in env or (op == ":?" and not value)):
+            raise AssertionError(f"{name} is required but deploy/.env.example does not set it")
+        if op in (":-", "-") and (name not in env or (op == ":-" and not value)):
+            return arg
+        return value
+
+    return VARIABLE.sub(one, text)
+
+
+def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
+    result = check_jsonschema(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # ... and the check can fail: a misspelt key is refused
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("\nservices:", "\nservice:"))
+    assert check_jsonschema(broken).returncode != 0
+
+
+def test_compose_starts_from_a_fresh_clone_after_copying_the_examples(tmp_path: Path) -> None:
+    """Every variable the compose file needs is in .env.example, every secret file is
+    described in secrets/README.md, and the file as Compose reads it is still valid."""
+    example = env_example()
+    rendered = tmp_path / "docker-compose.prod.yml"
+    rendered.write_text(interpolate(COMPOSE.read_text(), example))
+    result = check_jsonschema(rendered)
+    assert result.returncode == 0, result.stdout + result.stderr
+    used = {m.group(1) for m in VARIABLE.finditer(COMPOSE.read_text())}
+    assert used - set(example) == set(), "variables missing from deploy/.env.example"
+    with pytest.raises(AssertionError, match="DRKIT_VERSION"):
+        interpolate(COMPOSE.read_text(), {k: v for k, v in example.items() if k != "DRKIT_VERSION"})
+
+    compose = yaml.safe_load(COMPOSE.read_text())
+    readme = SECRETS_README.read_text()
+    for name, secret in compose["secrets"].items():
+        path = Path(secret["file"])
+        assert path.parent == Path("secrets"), f"secret {name} outside deploy/secrets"
+        assert f"`{path.name}`" in readme, f"deploy/secrets/README.md does not describe {name}"
+    for name, service in _services(compose).items():
+        for secret in service.get("secrets", []):  # type: ignore[attr-defined]
+            assert secret in compose["secrets"], f"{name} uses an undeclared secret {secret}"
+    # the examples are tracked, what they describe is not: the checkout's ignore files,
+    # asked of git in a scratch repository (the tests may run from a tarball)
+    git = tool("git", "apt-get install git")
+    scratch = tmp_path / "clone"
+    (scratch / "deploy").mkdir(parents=True)
+    subprocess.run([git, "init", "-q", str(scratch)], check=True)
+    for ignore in (Path(".gitignore"), Path("deploy/.gitignore")):
+        if (ROOT / ignore).exists():
+            (scratch / ignore).write_text((ROOT / ignore).read_text())
+
+    def ignored(path: str) -> bool:
+        check = subprocess.run([git, "check-ignore", "-q", path], cwd=scratch, check=False)
+        assert check.returncode in (0, 1), f"git check-ignore {path} exited {check.returncode}"
+        return check.returncode == 0
+
+    assert not ignored("deploy/.env.example") and not ignored("deploy/secrets/README.md")
+    for secret in compose["secrets"].values():
+        assert ignored(f"deploy/{secret['file'].removeprefix('./')}"), secret["file"]
+    assert ignored("deploy/.env")
+
+
+def test_prometheus_sends_alerts_to_alertmanager(compose: dict[str, object]) -> None:
+    services = _services(compose)
+    alertmanager = services["alertmanager"]
+    assert pinned(str(alertmanager["image"]), set())
+    mounts = [str(v) for v in alertmanager["volumes"]]  # type: ignore[attr-defined]
+    assert "./alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro" in mounts
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]  # type: ignore[operator]
+    assert "monitoring" in alertmanager["networks"]  # type: ignore[operator]
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    (target,) = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert target == "alertmanager:9093"
+    amtool = tool("amtool", "apt-get install prometheus-alertmanager")
+    check = subprocess.run(
+        [amtool, "check-config", str(DEPLOY / "alertmanager.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    # every receiver's secret file is a secret the service mounts
+    am_config = yaml.safe_load((DEPLOY / "alertmanager.yml").read_text())
+    files = re.findall(r"/run/secrets/(\w+)", json.dumps(am_config))
+    assert files and set(files) <= set(alertmanager["secrets"])  # type: ignore[arg-type]
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(
+    compose: dict[str, object],
+) -> None:
+    grafana = _services(compose)["grafana"]
+    assert pinned(str(grafana["image"]), set())
+    mounts = dict(
+        str(v).removesuffix(":ro").split(":", 1)
+        for v in grafana["volumes"]  # type: ignore[attr-defined]
+        if str(v).startswith(".")
+    )
+    assert mounts.pop("./grafana/provisioning") == "/etc/grafana/provisioning"
+    ((dashboards_source, dashboards_target),) = mounts.items()
+    assert (DEPLOY / dashboards_source / "drkit.json").is_file()
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/drkit.yml").read_text())
+    (entry,) = provider["providers"]
+    assert entry["options"]["path"] == dashboards_target
+    sources = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    (source,) = sources["datasources"]
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    assert source["url"] == "http://prometheus:9090"
+    assert "monitoring" in grafana["networks"]  # type: ignore[operator]
+    environment = grafana["environment"]
+    assert isinstance(environment, dict)
+    assert environment["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "grafana_admin_password" in grafana["secrets"]  # type: ignore[operator]

@@ -1,10 +1,15 @@
-"""The drill verdict and its renderings: pure logic, no server."""
+"""The drill verdict and its renderings (JSON, Markdown with its chart, JUnit): no server."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from drkit.drill.chart import CHART_NAME, build_chart
 from drkit.drill.report import (
     ERROR,
     FAIL,
@@ -14,6 +19,7 @@ from drkit.drill.report import (
     DrillReport,
     render_junit,
     render_markdown,
+    write_report_dir,
 )
 
 
@@ -106,3 +112,107 @@ def test_the_scheduler_reads_what_a_drill_stores() -> None:
     assert summary.rpo == 3 * 3600.0
     failed = parse_drill_report(report(PASS, NOT_RUN).to_dict(), r.id, r.started_at)
     assert failed.passed is False
+
+
+# ---------------------------------------------------------------------------
+# The chart report.md embeds
+# ---------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def past(n: int, rto: float, rpo: float | None, verdict: str = "PASS") -> dict[str, object]:
+    return {
+        "id": f"2026112{n}T050000Z-logical-000{n}",
+        "verdict": verdict,
+        "started_at": f"2026-11-2{n}T05:00:00Z",
+        "rto": {"total": rto, "objective": 1800.0},
+        "rpo": {"achieved": rpo, "objective": 3600.0},
+    }
+
+
+def assert_png(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_report_dir_holds_a_chart_that_report_md_embeds(tmp_path: Path) -> None:
+    r = report(PASS, PASS)
+    r.rpo_objective, r.rpo_achieved = 3600.0, 1200.0
+    history = [past(1, 900.0, 600.0), past(2, 2400.0, 5400.0, FAIL), past(3, 1000.0, None)]
+    paths = write_report_dir(tmp_path / "out", r, history)
+    chart = tmp_path / "out" / CHART_NAME
+    assert chart in paths
+    width, height = assert_png(chart)
+    assert width >= 800 and height >= 400
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", markdown)
+    assert links == [CHART_NAME]
+    assert (tmp_path / "out" / links[0]).resolve() == chart.resolve()
+    assert not list((tmp_path / "out").glob("*.tmp"))  # published by rename, nothing left
+
+
+def test_chart_shows_phases_trend_and_objectives_with_units() -> None:
+    r = report(PASS)
+    r.rpo_objective, r.rpo_achieved = 3600.0, 1200.0
+    history = [past(1, 900.0, 600.0), past(2, 2400.0, 5400.0, FAIL)]
+    figure = build_chart(r.to_dict(), history)
+    axes = {ax.get_title(): ax for ax in figure.axes}
+    phases, rto, rpo = (
+        axes["RTO by phase, this drill"],
+        axes["RTO of the last drills"],
+        axes["Achieved RPO of the last drills"],
+    )
+    # durations of 80 s and 40 min: minutes on the trends, said in the label; the phases
+    # keep their own scale (seconds) with the 30 min objective named off the scale
+    assert phases.get_xlabel() == "time (s)"
+    assert rto.get_ylabel() == "RTO (min)" and rpo.get_ylabel() == "RPO (min)"
+    assert [t.get_text() for t in phases.get_yticklabels()][-1] == "total"
+    for ax in (phases, rto, rpo):
+        legend = ax.get_legend()
+        assert legend is not None, ax.get_title()
+        assert any("objective" in t.get_text() for t in legend.get_texts()), ax.get_title()
+    # three drills, the one over its RTO objective drawn in red, the others green
+    bars = rto.patches
+    assert len(bars) == 3
+    colors = [tuple(round(c, 2) for c in bar.get_facecolor()[:3]) for bar in bars]
+    assert colors[0] == colors[2] != colors[1]
+    assert colors[1][0] > colors[1][1]  # red-ish: over the objective
+    # the objective line sits at 30 min
+    objective = [line for line in rto.get_lines() if "objective" in str(line.get_label())]
+    assert objective and max(objective[0].get_ydata()) == 30
+    assert figure.get_suptitle().startswith(f"prod: drill {r.id} PASS")
+
+
+def test_chart_of_a_drill_that_could_not_run(tmp_path: Path) -> None:
+    """No phase ran, so the RTO sums to 0 s: that must not read as a fast restore."""
+    broken = DrillReport(
+        id="20261127T050000Z-logical-0001",
+        environment="prod",
+        started_at=datetime(2026, 11, 27, 5, 0, tzinfo=UTC),
+        error="cannot create the scratch cluster",
+        rto_objective=1800.0,
+    )
+    figure = build_chart(broken.to_dict(), [past(1, 900.0, 600.0)])
+    assert "RTO not measured" in figure.get_suptitle()
+    rto = next(ax for ax in figure.axes if ax.get_title() == "RTO of the last drills")
+    within, this = (tuple(bar.get_facecolor()[:3]) for bar in rto.patches)
+    assert within != this and len(set(this)) == 1  # grey, not green
+    paths = write_report_dir(tmp_path, broken, [])
+    assert_png(tmp_path / CHART_NAME)
+    assert tmp_path / CHART_NAME in paths
+    assert f"]({CHART_NAME})" in (tmp_path / "report.md").read_text()
+
+
+def test_the_cli_and_the_wal_entry_do_not_import_matplotlib() -> None:
+    code = (
+        "import sys, drkit.cli, drkit.entry, drkit.drill.report, drkit.drill.runner; "
+        "sys.exit('matplotlib' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr

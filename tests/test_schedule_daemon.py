@@ -186,7 +186,7 @@ def test_backup_runs_metrics_report_it_and_a_second_daemon_stands_by(
     metrics = holder.metrics()
     repo = Repository.for_policy(load_policy("prod", policy_dir))
     backups = list_backups(repo)
-    count = int(metrics[("drkit_backup_count", labels(env="prod", kind="logical"))])
+    count = int(metrics[("drkit_backups_stored", labels(env="prod", kind="logical"))])
     assert count >= 1 and len(backups) >= count
     assert len(backups) == holder.runs()["success"]  # only the holder ever backed up
     newest_seen = backups[count - 1]

@@ -51,9 +51,10 @@ def test_backup_prune_and_drill_jobs(
         assert code == 200, doc
         text = generate_latest(daemon.registry).decode()
         assert 'drkit_drill_last_verdict{env="prod"} 1.0' in text
-        assert 'drkit_drill_rto_seconds{env="prod",phase="total"}' in text
+        assert 'drkit_drill_rto_total_seconds{env="prod"}' in text
+        assert 'phase="total"' not in text
         assert 'drkit_job_runs_total{env="prod",job="logical_backup",status="success"} 1.0' in text
-        assert 'drkit_backup_count{env="prod",kind="logical"} 1.0' in text
+        assert 'drkit_backups_stored{env="prod",kind="logical"} 1.0' in text
         assert [m.id for m in list_backups(repo)] == [kept.id]
     finally:
         daemon.shutdown()

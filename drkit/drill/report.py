@@ -4,8 +4,9 @@ A :class:`DrillReport` holds what the drill measured (phases of the RTO, the ach
 RPO), what it checked (each :class:`Check` PASS / FAIL / NOT_RUN / ERROR with its
 expected and observed values) and its verdict.  It is stored as
 ``drills/<drill-id>/report.json`` in the environment's repository, and with
-``--report-dir`` also written as ``report.json``, ``report.md`` (per-phase bar chart and
-the RTO trend of past drills) and ``junit.xml`` (one test case per check and per
+``--report-dir`` also written as ``report.json``, ``report.md`` (per-phase bars, the
+RTO trend of past drills and, next to it, the PNG chart of :mod:`drkit.drill.chart`) and
+``junit.xml`` (one test case per check and per
 objective; a NOT_RUN case is a failure, never a skip, because NOT_RUN is never a pass).
 
 The JSON shape is read back by ``drkit status`` and the scheduler's metrics
@@ -270,12 +271,23 @@ def report_finished_at(doc: dict[str, Any]) -> datetime | None:
 def write_report_dir(
     directory: Path, report: DrillReport, history: list[dict[str, Any]]
 ) -> list[Path]:
+    """report.json, report.md, junit.xml and the chart report.md embeds
+    (:data:`drkit.drill.chart.CHART_NAME`); the paths written."""
+    from drkit.drill.chart import CHART_NAME, write_chart
+
     directory.mkdir(parents=True, exist_ok=True)
     doc = report.to_dict()
     paths = [directory / REPORT_NAME, directory / "report.md", directory / "junit.xml"]
     paths[0].write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
-    paths[1].write_text(render_markdown(doc, history))
     paths[2].write_text(render_junit(doc))
+    chart: str | None = CHART_NAME
+    chart_error: str | None = None
+    try:
+        paths.append(write_chart(directory / CHART_NAME, doc, history))
+    except Exception as exc:  # a rendering must not cost the drill its stored report
+        log.error("drill %s: the chart could not be drawn: %s", report.id, exc)
+        chart, chart_error = None, f"{type(exc).__name__}: {exc}"
+    paths[1].write_text(render_markdown(doc, history, chart=chart, chart_error=chart_error))
     return paths
 
 
@@ -312,8 +324,15 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(doc: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    """A report for a person: verdict, objectives, phases as bars, checks, the RTO trend."""
+def render_markdown(
+    doc: dict[str, Any],
+    history: list[dict[str, Any]],
+    *,
+    chart: str | None = None,
+    chart_error: str | None = None,
+) -> str:
+    """A report for a person: verdict, objectives (with ``chart``, the relative path of
+    the image of :mod:`drkit.drill.chart`), phases as bars, checks, the RTO trend."""
     rto = doc["rto"]
     rpo = doc["rpo"]
     backup = doc["backup"]
@@ -344,6 +363,16 @@ def render_markdown(doc: dict[str, Any], history: list[dict[str, Any]]) -> str:
         "",
         f"RPO basis: {rpo['basis'] or '-'}.",
         "",
+    ]
+    if chart is not None:
+        lines += [
+            f"![RTO by phase, and the last drills' RTO and achieved RPO against the "
+            f"objectives (green within, red over)]({chart})",
+            "",
+        ]
+    elif chart_error is not None:
+        lines += [f"> The chart could not be drawn: {chart_error}", ""]
+    lines += [
         "## Where the time went",
         "",
         "```",

@@ -39,7 +39,7 @@ METRIC_NAMES = frozenset(
         "drkit_backup_last_success_timestamp_seconds",
         "drkit_backup_last_duration_seconds",
         "drkit_backup_last_size_bytes",
-        "drkit_backup_count",
+        "drkit_backups_stored",
         "drkit_backup_expected_interval_seconds",
         "drkit_wal_archiving_enabled",
         "drkit_wal_last_archived_timestamp_seconds",
@@ -47,6 +47,7 @@ METRIC_NAMES = frozenset(
         "drkit_objective_rpo_seconds",
         "drkit_objective_rto_seconds",
         "drkit_drill_rto_seconds",
+        "drkit_drill_rto_total_seconds",
         "drkit_drill_rpo_seconds",
         "drkit_drill_last_verdict",
         "drkit_drill_last_timestamp_seconds",
@@ -304,7 +305,8 @@ def build_metrics(view: MetricsView) -> list[Metric]:
         "Stored size of the newest complete backup of this kind.",
         labels=["env", "kind"],
     )
-    count = g("drkit_backup_count", "Complete backups in the repository.", labels=["env", "kind"])
+    # not ``_count``: that suffix belongs to histograms and summaries (promtool check metrics)
+    count = g("drkit_backups_stored", "Complete backups in the repository.", labels=["env", "kind"])
     expected = g(
         "drkit_backup_expected_interval_seconds",
         "Longest gap between two scheduled backups of this kind.",
@@ -326,7 +328,15 @@ def build_metrics(view: MetricsView) -> list[Metric]:
     obj_rpo = g("drkit_objective_rpo_seconds", "The policy's RPO objective.", labels=["env"])
     obj_rto = g("drkit_objective_rto_seconds", "The policy's RTO objective.", labels=["env"])
     drill_rto = g(
-        "drkit_drill_rto_seconds", "RTO measured by the last drill.", labels=["env", "phase"]
+        "drkit_drill_rto_seconds",
+        "Time each phase of the last drill took (phases may overlap; the total is "
+        "drkit_drill_rto_total_seconds).",
+        labels=["env", "phase"],
+    )
+    drill_rto_total = g(
+        "drkit_drill_rto_total_seconds",
+        "RTO measured by the last drill: its start until the restored data was validated.",
+        labels=["env"],
     )
     drill_rpo = g("drkit_drill_rpo_seconds", "RPO achieved by the last drill.", labels=["env"])
     drill_verdict = g(
@@ -404,7 +414,10 @@ def build_metrics(view: MetricsView) -> list[Metric]:
             if drill.passed is not None:
                 drill_verdict.add_metric([env], 1.0 if drill.passed else 0.0)
             for phase, seconds in sorted(drill.rto.items()):
-                drill_rto.add_metric([env, phase], seconds)
+                if phase == "total":  # its own metric, so a sum over phases counts once
+                    drill_rto_total.add_metric([env], seconds)
+                else:
+                    drill_rto.add_metric([env, phase], seconds)
             if drill.rpo is not None:
                 drill_rpo.add_metric([env], drill.rpo)
 
@@ -438,6 +451,7 @@ def build_metrics(view: MetricsView) -> list[Metric]:
         obj_rpo,
         obj_rto,
         drill_rto,
+        drill_rto_total,
         drill_rpo,
         drill_verdict,
         drill_ts,
