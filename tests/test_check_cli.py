@@ -22,27 +22,26 @@ from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
 
 def test_check_passes_on_a_working_chain(run_drkit: DrkitRunner) -> None:
-    with shared_dir() as root:
-        with archived_cluster(root, file_repo_block(root)) as arch:
-            result = run_drkit("check", "prod", policy_dir=arch.policy_dir)
-            assert result.code == 0, result.stderr + result.stdout
-            lines = result.stdout.splitlines()
-            for name in (
-                "database postgres",
-                "privileges postgres",
-                "privileges base backup",
-                "archive_command",
-                "archive round trip",
-                "repository",
-                "schedule",
-            ):
-                assert any(line.startswith(f"PASS {name}:") for line in lines), result.stdout
-            # the probe object is gone again
-            probes = list((root / "repo" / "prod").rglob("probe-*"))
-            assert probes == []
-            doc = run_drkit("--json", "check", "prod", policy_dir=arch.policy_dir).json()
-            assert doc["ok"] is True
-            assert {c["status"] for c in doc["checks"]} == {"PASS"}
+    with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
+        result = run_drkit("check", "prod", policy_dir=arch.policy_dir)
+        assert result.code == 0, result.stderr + result.stdout
+        lines = result.stdout.splitlines()
+        for name in (
+            "database postgres",
+            "privileges postgres",
+            "privileges base backup",
+            "archive_command",
+            "archive round trip",
+            "repository",
+            "schedule",
+        ):
+            assert any(line.startswith(f"PASS {name}:") for line in lines), result.stdout
+        # the probe object is gone again
+        probes = list((root / "repo" / "prod").rglob("probe-*"))
+        assert probes == []
+        doc = run_drkit("--json", "check", "prod", policy_dir=arch.policy_dir).json()
+        assert doc["ok"] is True
+        assert {c["status"] for c in doc["checks"]} == {"PASS"}
 
 
 def test_check_fails_on_a_dead_database_and_an_unusable_repository(
@@ -78,7 +77,7 @@ def test_check_fails_on_a_dead_database_and_an_unusable_repository(
 
 
 def test_check_fails_when_the_server_does_not_archive_through_drkit(
-    run_drkit: DrkitRunner, local_cluster: object
+    run_drkit: DrkitRunner,
 ) -> None:
     with shared_dir() as root:
         repo = file_repo_block(root)
