@@ -507,6 +507,18 @@ def restore(
     force: Annotated[
         bool, typer.Option("--force", help="Restore over a database that holds tables.")
     ] = False,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="Restore only this database of the backup."),
+    ] = None,
+    tables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table",
+            help="Restore only this table (T in any schema, or SCHEMA.T); repeatable. "
+            "Like pg_restore -t: no indexes or constraints.",
+        ),
+    ] = None,
     point_in_time: Annotated[
         str | None,
         typer.Option(
@@ -533,8 +545,10 @@ def restore(
     if point_in_time is None:
         if pgdata is not None or port is not None or no_start:
             raise UsageError("--pgdata, --port and --no-start go with --point-in-time")
-        _restore_logical(env, backup_ref, target_db, jobs, force)
+        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
         return
+    if database is not None or tables:
+        raise UsageError("--database and --table are for logical restores")
     if pgdata is None:
         raise UsageError("--point-in-time needs --pgdata DIR (an empty data directory)")
     if target_db is not None:
@@ -578,7 +592,13 @@ def restore(
 
 
 def _restore_logical(
-    env: str, ref: str | None, target_db: str | None, jobs: int, force: bool
+    env: str,
+    ref: str | None,
+    target_db: str | None,
+    jobs: int,
+    force: bool,
+    database: str | None,
+    tables: list[str],
 ) -> None:
     from drkit.restore.logical import restore_logical
 
@@ -586,7 +606,14 @@ def _restore_logical(
     started = time.monotonic()
     with byte_progress("restoring") as progress:
         result = restore_logical(
-            policy, ref, target_db=target_db, jobs=jobs, force=force, on_progress=progress
+            policy,
+            ref,
+            target_db=target_db,
+            database=database,
+            tables=tables,
+            jobs=jobs,
+            force=force,
+            on_progress=progress,
         )
     elapsed = time.monotonic() - started
     if _state.json:
