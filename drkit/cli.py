@@ -24,8 +24,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from drkit import __version__
-from drkit.config import mask_url
 from drkit.errors import DrkitError, Interrupted, NotImplementedYet, UsageError
+from drkit.redact import install_log_redaction, mask_url
 
 try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
     from typer._click import exceptions as click_exc
@@ -178,6 +178,7 @@ def main_options(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_redaction()  # botocore's debug log prints credentials: mask every record
 
 
 # -- policy ------------------------------------------------------------------------
@@ -1151,6 +1152,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     raise SystemExit(code)
 
 
+def _print_traceback() -> None:
+    """The current exception's traceback (``-v``), secrets masked."""
+    import traceback
+
+    err.print(mask_url(traceback.format_exc()).rstrip(), markup=False, highlight=False)
+
+
 def run(args: list[str]) -> int:
     verbose = "-v" in args or "--verbose" in args
     try:
@@ -1175,7 +1183,7 @@ def run(args: list[str]) -> int:
         return 2 if isinstance(exc, click_exc.UsageError) else exc.exit_code
     except DrkitError as exc:
         if verbose:
-            err.print_exception()
+            _print_traceback()
         err.print(f"drkit: error: {mask_url(str(exc))}", markup=False, highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -1185,7 +1193,7 @@ def run(args: list[str]) -> int:
         return 1
     except Exception as exc:  # the last line of defence: one line, no traceback without -v
         if verbose:
-            err.print_exception()
+            _print_traceback()
         from drkit.entry import internal_error_line
 
         err.print(internal_error_line(exc), markup=False, highlight=False)
