@@ -648,8 +648,20 @@ def _row_counts_not_run(report: DrillReport, database: str, why: str) -> None:
 def _check_row_counts(
     report: DrillReport, dsn: str, database: str, expected: dict[str, int] | None
 ) -> None:
-    if not expected:
+    if expected is None:
         _row_counts_not_run(report, database, "the backup records no row counts for this database")
+        return
+    if not expected:  # an empty database: nothing to compare, and that is a pass
+        report.add(
+            Check(
+                f"rows {database}",
+                "row_count",
+                PASS,
+                expected="0 tables (the backup recorded an empty database)",
+                observed="0 tables, 0 rows counted",
+                database=database,
+            )
+        )
         return
     try:
         with connect(dsn) as conn:
@@ -686,7 +698,11 @@ def _check_sql(
     manifest: Manifest,
     restored: list[str],
 ) -> None:
-    default_db = next((o.database for o in manifest.objects if o.database), None)
+    # the policy's own (first) database, where the backup holds it: not whichever of a
+    # whole cluster's databases sorts first
+    own = policy.database.database_names()[0]
+    default_db = own if own in manifest.databases or own in restored else None
+    default_db = default_db or next((o.database for o in manifest.objects if o.database), None)
     default_db = default_db or next(iter(manifest.databases), None)
     for sql_check in policy.drill.checks.sql:
         database = sql_check.database or default_db or "postgres"
@@ -1008,7 +1024,7 @@ def _drill_physical(
     def count_at_pause(_paused: PitrResult) -> None:
         for database in databases:
             counts = manifest.row_counts.get(database)
-            if counts:
+            if counts is not None:  # {}: an empty database, counted (and PASS) too
                 _check_row_counts(report, cluster.dsn(database), database, counts)
                 counted.append(database)
 
