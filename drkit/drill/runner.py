@@ -413,7 +413,7 @@ def _drill_logical(
                     "restore",
                     FAIL,
                     expected="a logical backup holding the database",
-                    observed="no backup holds it",
+                    observed="no logical backup holds it",
                     detail=f"run drkit backup {policy.name}",
                     database=database,
                 )
