@@ -9,14 +9,20 @@ newest backup, and ``restore --database`` / ``--table`` pick a part of a backup.
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from drkit.backup.catalog import Manifest, make_backup_id, resolve_backup, write_manifest
+from drkit.config import load_policy
+from drkit.errors import NotFoundError, UsageError
+from drkit.storage.repository import Repository
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
 from tests.test_drill import checks_by_name, drill, scratch_root
 
@@ -235,3 +241,42 @@ def test_restore_one_database_and_named_tables(
         assert missing.code == 2 and "nosuch" in missing.stderr
     finally:
         dbs.pg.drop_database(target_name)
+
+
+def test_resolve_backup_latest_holding_a_database(
+    file_repo: RepoTarget, make_policy: PolicyWriter
+) -> None:
+    """The API drill and ``sanitize --from-backup latest`` use: the newest backup that
+    holds the database, not the newest backup."""
+    policy_dir = make_policy("prod", "postgresql://app@127.0.0.1:1/main", file_repo)
+    repo = Repository.for_policy(load_policy("prod", policy_dir))
+    ids = []
+    for day, held in ((1, ["main", "shop"]), (2, ["shop"])):
+        started = datetime(2026, 11, day, 2, tzinfo=UTC)
+        backup_id = make_backup_id(started, "logical")
+        objects = [
+            repo.store(f"backups/{backup_id}/{db}.dump", io.BytesIO(b"x"), database=db)
+            for db in held
+        ]
+        write_manifest(
+            repo,
+            Manifest(
+                id=backup_id,
+                kind="logical",
+                environment="prod",
+                databases=held,
+                server_version="16.4",
+                started_at=started,
+                finished_at=started + timedelta(minutes=1),
+                consistent_at=started,
+                objects=objects,
+            ),
+        )
+        ids.append(backup_id)
+    assert resolve_backup(repo, "latest").id == ids[1]
+    assert resolve_backup(repo, "latest", database="main").id == ids[0]
+    assert resolve_backup(repo, "latest", kind="logical", database="shop").id == ids[1]
+    with pytest.raises(NotFoundError, match="holding database other"):
+        resolve_backup(repo, "latest", database="other")
+    with pytest.raises(UsageError, match="does not hold database main"):
+        resolve_backup(repo, ids[1], database="main")
