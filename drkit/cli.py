@@ -622,7 +622,8 @@ def _restore_logical(
         return
     for d in result.databases:
         out.print(
-            f"[green]✓[/green] restored {d.database} from {result.backup_id} into {d.target}: "
+            f"[green]✓[/green] restored {d.database} from {d.backup_id or result.backup_id} "
+            f"into {d.target}: "
             f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
         )
 

@@ -142,6 +142,27 @@ def test_drill_of_latest_restores_each_database_from_its_newest_backup(
     assert doc["backup"]["databases"] == {dbs.main: full, dbs.shop: partial}
 
 
+def test_restore_latest_puts_back_every_database_from_its_newest_backup(
+    two_databases: TwoDatabases, run_drkit: DrkitRunner
+) -> None:
+    dbs = two_databases
+    backup(run_drkit, dbs, "--database", dbs.shop)
+    # main is held by no backup: refused before anything is touched
+    refused = run_drkit("restore", "prod", "latest", "--force", policy_dir=dbs.policy_dir)
+    assert refused.code == 1 and f"holds database {dbs.main}" in refused.stderr
+    full = backup(run_drkit, dbs)
+    dbs.pg.query(dbs.shop, "INSERT INTO item SELECT generate_series(13, 20)")
+    partial = backup(run_drkit, dbs, "--database", dbs.shop)
+    dbs.pg.query(dbs.main, "DELETE FROM account WHERE id > 10")
+    dbs.pg.query(dbs.shop, "DELETE FROM item")
+    done = run_drkit("restore", "prod", "latest", "--force", "--json", policy_dir=dbs.policy_dir)
+    assert done.code == 0, done.stderr
+    came_from = {d["database"]: d["backup_id"] for d in done.json()["databases"]}
+    assert came_from == {dbs.shop: partial, dbs.main: full}
+    assert dbs.pg.query(dbs.main, "SELECT count(*) FROM account") == [(30,)]
+    assert dbs.pg.query(dbs.shop, "SELECT count(*) FROM item") == [(20,)]
+
+
 def test_restore_one_database_and_named_tables(
     two_databases: TwoDatabases, run_drkit: DrkitRunner
 ) -> None:

@@ -7,6 +7,12 @@ left as it was.  With ``--jobs N`` the object first lands, verified, in a tempor
 file (a parallel pg_restore needs a seekable archive); the file is removed whatever
 happens.
 
+``latest`` (without ``--database`` or ``--target-db``) puts back every database of the
+policy, each from the newest logical backup holding it: after ``drkit backup prod
+--database shop`` the newest backup holds only ``shop``, and the main database comes
+from the backup before it.  A policy database that no backup holds is refused before
+anything is touched (restore the others by name with ``--database``).
+
 ``database`` restores one database of a multi-database backup (``--database NAME``).
 ``tables`` (``--table T``, repeatable) restores named tables the way ``pg_restore -t``
 does: the table's definition and data (tables, views, materialized views, sequences and
@@ -35,9 +41,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from drkit.backup.catalog import Manifest, resolve_backup
+from drkit.backup.catalog import Manifest, list_backups, newest_holding, resolve_backup
 from drkit.config import Policy
-from drkit.errors import CheckFailed, DatabaseError, SafetyRefused, UsageError
+from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
@@ -53,6 +59,7 @@ log = logging.getLogger(__name__)
 class DatabaseRestore:
     database: str
     target: str  # host:port/db, no password
+    backup_id: str = ""  # the backup it came from
     tables: int = 0
     rows: int = 0
     mismatches: list[str] = field(default_factory=list)
@@ -135,13 +142,17 @@ def restore_logical(
         raise UsageError(
             f"backup {manifest.id} is physical: restore it with --point-in-time TS --pgdata DIR"
         )
-    targets = restore_targets(policy, manifest, target_db, database)
+    targets = [
+        (o, dsn, manifest) for o, dsn in restore_targets(policy, manifest, target_db, database)
+    ]
+    if (ref or "latest") == "latest" and database is None and target_db is None:
+        targets += _other_databases_of_latest(policy, repo, manifest)
     if wanted and len(targets) > 1:
         raise UsageError(
             f"backup {manifest.id} holds {len(targets)} databases: --table needs --database NAME"
         )
     # Every guard first, before anything is touched.
-    for obj, dsn in targets:
+    for obj, dsn, _source in targets:
         ensure_database(dsn)
         if not force and user_table_count(dsn) > 0:
             raise SafetyRefused(
@@ -149,9 +160,9 @@ def restore_logical(
                 "it needs --force (its objects of the same name are dropped and recreated)"
             )
     result = RestoreResult(manifest.id, [])
-    for obj, dsn in targets:
+    for obj, dsn, source in targets:
         name = obj.database or dbname_of(dsn)
-        expected = manifest.row_counts.get(name, {})
+        expected = source.row_counts.get(name, {})
         restored = restore_one(
             repo, obj, dsn, jobs=jobs, clean=force, on_progress=on_progress, tables=wanted
         )
@@ -159,6 +170,7 @@ def restore_logical(
             expected = {k: n for k, n in expected.items() if split_key(k) in restored}
         outcome = compare_counts(dsn, expected, jobs)
         outcome.database = name
+        outcome.backup_id = source.id
         result.databases.append(outcome)
     failures = [m for d in result.databases for m in d.mismatches]
     if failures:
@@ -168,6 +180,29 @@ def restore_logical(
             + (f" (and {len(failures) - 5} more)" if len(failures) > 5 else "")
         )
     return result
+
+
+def _other_databases_of_latest(
+    policy: Policy, repo: Repository, latest: Manifest
+) -> list[tuple[StoredObject, str, Manifest]]:
+    """The policy databases ``latest`` does not hold, each from the newest logical backup
+    holding it; refuses (nothing touched yet) when a policy database has none."""
+    missing = [d for d in policy.database.database_names() if d not in latest.databases]
+    if not missing:
+        return []
+    logical = list_backups(repo, "logical")
+    base = policy.database.url.get_secret_value()
+    out = []
+    for database in missing:
+        source = newest_holding(logical, database, "logical")
+        obj = next((o for o in source.objects if o.database == database), None) if source else None
+        if source is None or obj is None:
+            raise NotFoundError(
+                f"no logical backup in {repo.location} holds database {database}: restore the "
+                f"others one by one with --database NAME, or run drkit backup {policy.name}"
+            )
+        out.append((obj, with_dbname(base, database), source))
+    return out
 
 
 def restore_one(
