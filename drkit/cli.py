@@ -24,8 +24,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from drkit import __version__
-from drkit.config import mask_url
 from drkit.errors import DrkitError, Interrupted, NotImplementedYet, UsageError
+from drkit.redact import install_log_redaction, mask_url
 
 try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
     from typer._click import exceptions as click_exc
@@ -178,6 +178,7 @@ def main_options(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_redaction()  # botocore's debug log prints credentials: mask every record
 
 
 # -- policy ------------------------------------------------------------------------
@@ -609,6 +610,18 @@ def restore(
     force: Annotated[
         bool, typer.Option("--force", help="Restore over a database that holds tables.")
     ] = False,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="Restore only this database of the backup."),
+    ] = None,
+    tables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table",
+            help="Restore only this table (T in any schema, or SCHEMA.T); repeatable. "
+            "Like pg_restore -t: no indexes or constraints.",
+        ),
+    ] = None,
     point_in_time: Annotated[
         str | None,
         typer.Option(
@@ -635,8 +648,10 @@ def restore(
     if point_in_time is None:
         if pgdata is not None or port is not None or no_start:
             raise UsageError("--pgdata, --port and --no-start go with --point-in-time")
-        _restore_logical(env, backup_ref, target_db, jobs, force)
+        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
         return
+    if database is not None or tables:
+        raise UsageError("--database and --table are for logical restores")
     if pgdata is None:
         raise UsageError("--point-in-time needs --pgdata DIR (an empty data directory)")
     if target_db is not None:
@@ -680,7 +695,13 @@ def restore(
 
 
 def _restore_logical(
-    env: str, ref: str | None, target_db: str | None, jobs: int, force: bool
+    env: str,
+    ref: str | None,
+    target_db: str | None,
+    jobs: int,
+    force: bool,
+    database: str | None,
+    tables: list[str],
 ) -> None:
     from drkit.restore.logical import restore_logical
 
@@ -688,7 +709,14 @@ def _restore_logical(
     started = time.monotonic()
     with byte_progress("restoring") as progress:
         result = restore_logical(
-            policy, ref, target_db=target_db, jobs=jobs, force=force, on_progress=progress
+            policy,
+            ref,
+            target_db=target_db,
+            database=database,
+            tables=tables,
+            jobs=jobs,
+            force=force,
+            on_progress=progress,
         )
     elapsed = time.monotonic() - started
     if _state.json:
@@ -696,7 +724,8 @@ def _restore_logical(
         return
     for d in result.databases:
         out.print(
-            f"[green]✓[/green] restored {d.database} from {result.backup_id} into {d.target}: "
+            f"[green]✓[/green] restored {d.database} from {d.backup_id or result.backup_id} "
+            f"into {d.target}: "
             f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
         )
 
@@ -1226,6 +1255,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     raise SystemExit(code)
 
 
+def _print_traceback() -> None:
+    """The current exception's traceback (``-v``), secrets masked."""
+    import traceback
+
+    err.print(mask_url(traceback.format_exc()).rstrip(), markup=False, highlight=False)
+
+
 def run(args: list[str]) -> int:
     verbose = "-v" in args or "--verbose" in args
     try:
@@ -1250,7 +1286,7 @@ def run(args: list[str]) -> int:
         return 2 if isinstance(exc, click_exc.UsageError) else exc.exit_code
     except DrkitError as exc:
         if verbose:
-            err.print_exception()
+            _print_traceback()
         err.print(f"drkit: error: {mask_url(str(exc))}", markup=False, highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -1260,7 +1296,7 @@ def run(args: list[str]) -> int:
         return 1
     except Exception as exc:  # the last line of defence: one line, no traceback without -v
         if verbose:
-            err.print_exception()
+            _print_traceback()
         from drkit.entry import internal_error_line
 
         err.print(internal_error_line(exc), markup=False, highlight=False)

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from drkit.errors import PolicyError, UsageError
+from drkit.redact import mask_url as mask_url  # the one masking function, re-exported
 
 STANDARD_RANKS: dict[str, int] = {"dev": 0, "test": 1, "staging": 2, "prod": 3}
 POLICY_DIR_ENV = "DRKIT_POLICY_DIR"
@@ -111,15 +112,6 @@ def check_cron(expr: str, timezone: str) -> str:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"cron expression {expr!r} does not parse: {exc}") from exc
     return expr
-
-
-_URL_PASSWORD_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
-_KV_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def mask_url(text: str) -> str:
-    """Hide passwords of connection URLs and conninfo strings inside ``text``."""
-    return _KV_PASSWORD_RE.sub(r"\1***", _URL_PASSWORD_RE.sub(r"\1***@", text))
 
 
 # ---------------------------------------------------------------------------

@@ -54,15 +54,15 @@ def parse_wal_command(args: Sequence[str]) -> tuple[str, list[str], str | None] 
 
 def internal_error_line(exc: BaseException) -> str:
     """The one line an unexpected exception gets (first line only, secrets masked)."""
-    from drkit.config import mask_url
+    from drkit.redact import mask_url
 
     text = mask_url(str(exc).splitlines()[0]) if str(exc) else ""
     return f"drkit: internal error: {type(exc).__name__}: {text} (rerun with -v for details)"
 
 
 def run_wal_command(command: str, positionals: list[str], policy_dir: str | None) -> int:
-    from drkit.config import mask_url
     from drkit.errors import DrkitError, Interrupted
+    from drkit.redact import mask_url
     from drkit.wal import load_wal_policy, push_wal, run_fetch
 
     if command == "wal-fetch":
@@ -92,11 +92,14 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if parsed is not None:
         import logging
 
+        from drkit.redact import install_log_redaction
+
         logging.basicConfig(
             level=logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        install_log_redaction()
         raise SystemExit(run_wal_command(*parsed))
     from drkit.cli import main as cli_main
 

@@ -154,8 +154,8 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
 
     options = run.options
     repo = Repository.for_policy(run.src)
-    manifest = resolve_backup(repo, ref, kind="logical")
     database = run.src.database.database_names()[0]
+    manifest = resolve_backup(repo, ref, kind="logical", database=database)
     obj = dump_object(manifest, database)
     run.report.source = f"backup {manifest.id}"
     pg_restore = find_binary("pg_restore")
