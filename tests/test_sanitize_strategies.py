@@ -149,3 +149,108 @@ def test_copy_text_escape_round_trips(value: str) -> None:
     assert copytext.unescape(copytext.escape(value)) == value
     raw = copytext.escape(value)
     assert b"\t" not in raw and b"\n" not in raw and b"\r" not in raw
+
+
+# ---------------------------------------------------------------------------
+# Every form of an address, one pseudonym map (issue 10)
+# ---------------------------------------------------------------------------
+
+
+def replace(c: Compiler, text: str) -> str:
+    out = c.value_fn(ReplacePii())(text)
+    assert out is not None
+    return out
+
+
+def test_non_ascii_local_part_leaves_no_part_of_the_name() -> None:
+    c = compiler()
+    for address in ("jürgen.müller@example.de", "ñoño.pérez@correo.es", "zoë@bücher.de"):
+        out = replace(c, f"Mail an {address}, bitte.")
+        assert out == f"Mail an {c.value_fn(Email())(address)}, bitte."
+        local, _, domain = address.partition("@")
+        for part in [*local.split("."), domain]:
+            assert part not in out, address
+
+
+def test_ipv4_mapped_ipv6_is_the_ipv4_address() -> None:
+    found: list[str] = []
+    c = compiler(sink=found)
+    ip = c.value_fn(Fake(provider="ipv4"))("10.1.2.3")
+    for written in ("::ffff:10.1.2.3", "::FFFF:a01:203", "::ffff:0a01:0203"):
+        out = replace(c, f"login from {written} failed")
+        assert out == f"login from ::ffff:{ip} failed", written
+        assert written not in found or "10.1.2.3" in found
+    assert "10.1.2.3" in found
+
+
+def test_phone_numbers_with_and_without_separators() -> None:
+    c = compiler()
+    phone = c.value_fn(Fake(provider="phone_number"))
+    for written in ("+4915112345678", "+49 151 12345678", "+49-151-1234-5678", "004915112345678"):
+        out = replace(c, f"call {written} now")
+        assert out == f"call {phone('+4915112345678')} now", written
+    for written in ("015112345678", "0151 12345678", "0151/1234-5678", "(0151) 12345678"):
+        out = replace(c, f"call {written} now")
+        assert "12345678" not in out and "5678" not in out.replace(phone("015112345678"), "")
+        assert out == f"call {phone('015112345678')} now", written
+    # ids, amounts, dates and zero-padded numbers are not phone numbers
+    for kept in ("ticket 1234567", "order 0000123456", "total 123456789012", "2026-11-27"):
+        assert replace(c, kept) == kept
+
+
+def test_at_sign_spellings() -> None:
+    c = compiler()
+    pseudonym = c.value_fn(Email())("jane.doe@corp.example")
+    for written in (
+        "jane.doe%40corp.example",
+        "jane.doe&#64;corp.example",
+        "jane.doe&#x40;corp.example",
+        "jane.doe [at] corp.example",
+        "Jane.Doe(at)Corp.Example",
+    ):
+        out = replace(c, f"see https://x.example/u?m={written}&z=1")
+        assert "jane" not in out.lower(), written
+        assert pseudonym in out, written
+
+
+def test_case_and_encoding_do_not_change_the_pseudonym() -> None:
+    c = compiler()
+    email = c.value_fn(Email())
+    assert email("Jane.Doe@Corp.Example") == email("jane.doe@corp.example")
+    assert email("JANE.DOE@CORP.EXAMPLE") == email("jane.doe@corp.example")
+    assert replace(c, "JANE.DOE@corp.EXAMPLE") == email("jane.doe@corp.example")
+    # another salt still gives another pseudonym
+    assert compiler(b"another-salt-0002").value_fn(Email())("jane@x.example") != email(
+        "jane@x.example"
+    )
+
+
+def test_a_template_on_an_email_column_is_the_pseudonym_everywhere() -> None:
+    from drkit.sanitize.transform import RowTransformer
+
+    c = compiler()
+    users = RowTransformer(
+        [("id", parse_strategy("keep")), ("email", Template(template="user_{id}@example.com"))],
+        c,
+    )
+    assert users.line(b"7\tAnna.Rossi@Corp.example") == b"7\tuser_7@example.com"
+    for text in (
+        "ping anna.rossi@corp.example",
+        "ping ANNA.ROSSI%40corp.example",
+        "ping anna.rossi&#64;corp.example",
+    ):
+        assert replace(c, text) == "ping user_7@example.com"
+    assert c.value_fn(Email())("anna.rossi@corp.example") == "user_7@example.com"
+    # inside JSON, and the same on every compiler that saw the same rows
+    doc = json.loads(c.value_fn(ReplacePii())(json.dumps({"to": ["anna.rossi@corp.example"]})))
+    assert doc == {"to": ["user_7@example.com"]}
+
+
+def test_template_registration_does_not_depend_on_row_order() -> None:
+    from drkit.sanitize.transform import RowTransformer
+
+    columns = [("id", parse_strategy("keep")), ("email", Template(template="u{id}@example.com"))]
+    one, two = compiler(), compiler()
+    RowTransformer(columns, one).block(b"3\tdup@corp.example\n9\tdup@corp.example\n")
+    RowTransformer(columns, two).block(b"9\tdup@corp.example\n3\tdup@corp.example\n")
+    assert replace(one, "dup@corp.example") == replace(two, "dup@corp.example")

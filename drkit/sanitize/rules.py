@@ -53,6 +53,10 @@ class Template(StrictModel):
     def fields(self) -> list[str]:
         return template_fields(self.template)
 
+    def renders_email(self) -> bool:
+        """The literal text has an ``@``: the column holds e-mail addresses."""
+        return any("@" in literal for literal, *_ in string.Formatter().parse(self.template))
+
 
 class Fake(StrictModel):
     strategy: Literal["fake"] = "fake"

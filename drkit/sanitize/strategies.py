@@ -16,12 +16,35 @@ index when the constraints are created and the run fails, it never copies duplic
 ``replace_pii`` finds e-mail addresses, phone numbers and IP addresses inside text and
 JSON strings and gives each the very pseudonym the column strategies give that value
 (:class:`PiiConfig` says which), so joins by value keep working.
+
+One pseudonym per address, whatever its spelling.  Every strategy keys an address by one
+canonical form before MACing it: e-mails by :func:`email_key` (percent-encoding and HTML
+entities decoded, ``%40``/``&#64;``/``&#x40;``/``[at]``/``(at)`` read as ``@``, lower
+case: mail systems treat case as insignificant, so two addresses differing only in case
+share a pseudonym and a case-sensitive unique column holding both fails at its
+constraint); phone numbers by :func:`phone_key` (``+`` and the digits, ``00`` read as
+``+``), in ``replace_pii`` and in every ``fake`` column whose provider is a phone one;
+IPv6 by its compressed form, and an IPv4-mapped IPv6 (``::ffff:10.1.2.3``,
+``::ffff:a01:203``) as its IPv4 address (written back as ``::ffff:<IPv4 pseudonym>``).
+Local parts and domains may be Unicode: no part of ``jürgen.müller@...`` survives.
+
+The run's e-mail map.  A ``template`` column whose literal text holds an ``@`` renders
+e-mail addresses; its output for a row is registered as *the* pseudonym of the address it
+replaced (:meth:`Compiler.register_email`), and ``email`` columns and ``replace_pii`` give
+that pseudonym for that address in any spelling; an address no template covers gets
+the keyed ``email`` pseudonym.  So that the result never depends on which table is
+copied first, each source fills the map before any row moves
+(:mod:`drkit.sanitize.emailmap` reads the template columns of the whole table); when one
+address appears in several template rows the smallest output wins, whatever the order.
+The map is therefore a function of (salt, rules, the source's template columns): the
+same in every table of a run, and in every run over the same source rows.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import html
 import ipaddress
 import json
 import re
@@ -32,6 +55,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from hashlib import blake2b
 from typing import Any
+from urllib.parse import unquote
 
 from drkit.sanitize.jsonpath import apply_path
 from drkit.sanitize.rules import (
@@ -213,14 +237,29 @@ def mask(value: str, keep_start: int, keep_end: int, char: str) -> str:
 # Personal data inside text
 # ---------------------------------------------------------------------------
 
-_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
-_IPV4 = r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.]*\d)"
-_IPV6 = r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
+# An e-mail address in any spelling: Unicode local parts and domains, and the ``@``
+# written as ``%40``, ``&#64;``, ``&#x40;``, `` [at] `` or ``(at)``.
+_AT = r"(?:@|%40|&\#0*64;|&\#[xX]0*40;|\s?[\[(][aA][tT][\])]\s?)"
+_EMAIL = (
+    r"(?<![\w%.+\-'])"
+    r"(?P<local>\w[\w.%+\-']*)"
+    r"(?P<at>" + _AT + r")"
+    r"(?P<domain>(?:[^\W_][\w\-]*\.)+[^\W\d_]{2,})"
+)
+_IPV4_CORE = r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = r"(?<![\w.])" + _IPV4_CORE + r"(?![\w.]*\d)"
+_IPV6 = (
+    r"(?<![\w:])(?:"
+    r"(?:[0-9A-Fa-f]{0,4}:){2,6}" + _IPV4_CORE + r"(?![\w.]*\d)"  # ::ffff:10.1.2.3
+    r"|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
+    r")"
+)
+_SEP = r"[\s./\-]?"
 _PHONE = (
     r"(?<![\w+.\-/])"
-    r"(?:\+\d{1,3}[\s.\-]?|00\d{1,3}[\s.\-]?)?"
-    r"(?:\(\d{1,4}\)[\s.\-]?)?"
-    r"\d{2,4}(?:[\s.\-]?\d{2,4}){1,4}"
+    r"(?:\+\d{1,3}" + _SEP + r"|00\d{1,3}" + _SEP + r")?"
+    r"(?:\(\d{1,4}\)" + _SEP + r")?"
+    r"\d{2,4}(?:" + _SEP + r"\d{2,4}){1,4}"
     r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
     r"(?![\w\-/])"
 )
@@ -228,6 +267,9 @@ PII_RE = re.compile(
     f"(?P<email>{_EMAIL})|(?P<ip>{_IPV4})|(?P<ipv6>{_IPV6})|(?P<phone>{_PHONE})",
 )
 _DATE_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{2}[./-]\d{2}[./-]\d{4}")
+_NATIONAL = re.compile(r"0[1-9]\d{8,12}|00[1-9]\d{7,13}")
+_NOT_DIGIT = re.compile(r"\D+")
+_AT_SPELLING = re.compile(_AT)
 
 
 def looks_like_phone(text: str) -> bool:
@@ -236,8 +278,32 @@ def looks_like_phone(text: str) -> bool:
         return False
     if _DATE_LIKE.fullmatch(text.strip()):
         return False
-    # a bare run of digits is an id or an amount, not a phone number, unless it has a +
-    return not (text.isdigit() and not text.startswith("+"))
+    # a bare run of digits is an id or an amount, not a phone number, unless it starts
+    # with a trunk prefix (0151..., 0049...)
+    return not text.isdigit() or _NATIONAL.fullmatch(text) is not None
+
+
+def phone_key(value: str) -> str:
+    """One spelling per phone number: ``+`` and the digits (``00`` read as ``+``)."""
+    digits = _NOT_DIGIT.sub("", value)
+    if len(digits) < 5:
+        return value
+    if value.lstrip().startswith("+"):
+        return "+" + digits
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    return digits
+
+
+def email_key(value: str) -> str:
+    """One spelling per e-mail address: decoded, ``@`` restored, lower case."""
+    if "%" in value:
+        value = unquote(value)
+    if "&" in value:
+        value = html.unescape(value)
+    if "@" not in value:
+        value = _AT_SPELLING.sub("@", value, count=1)
+    return value.strip().lower()
 
 
 def looks_like_ipv6(text: str) -> bool:
@@ -303,6 +369,26 @@ class Compiler:
         self.pseudo = pseudo
         self.pii = pii or PiiConfig()
         self.sink: Sink = sink or _no_sink
+        # e-mail key -> the pseudonym a template column gave that address (see module doc)
+        self.emails: dict[str, str] = {}
+
+    def register_email(self, original: str, pseudonym: str) -> None:
+        """A template column turned ``original`` into ``pseudonym``: use it everywhere.
+
+        When rows disagree (the same address in two rows), the smallest pseudonym wins,
+        so the map does not depend on the order rows are read in.
+        """
+        key = email_key(original)
+        if "@" not in key:
+            return
+        known = self.emails.get(key)
+        if known is None or pseudonym < known:
+            self.emails[key] = pseudonym
+
+    def email_pseudonym(self, value: str, domain: str) -> str:
+        """The one pseudonym of an address, in whatever spelling ``value`` has it."""
+        key = email_key(value)
+        return self.emails.get(key) or self.pseudo.email(key, domain)
 
     # whole values --------------------------------------------------------------------
 
@@ -341,7 +427,10 @@ class Compiler:
             constant = to_text(strategy.value)
             return lambda _v: constant
         if isinstance(strategy, Fake):
-            return pseudo.fake_fn(strategy)  # the pool is generated now, not in the first row
+            fake = pseudo.fake_fn(strategy)  # the pool is generated now, not in the first row
+            if "phone" in strategy.provider:
+                return lambda v: fake(phone_key(v))
+            return fake
         if isinstance(strategy, Hash):
             length = strategy.length
             return lambda v: pseudo.hash(v, length)
@@ -350,16 +439,16 @@ class Compiler:
             return lambda v: mask(v, ks, ke, ch)
         if isinstance(strategy, Email):
             domain = strategy.domain
-            return lambda v: pseudo.email(v, domain)
+            return lambda v: self.email_pseudonym(v, domain)
         raise TypeError(f"no value function for {type(strategy).__name__}")
 
     # personal data inside text -------------------------------------------------------
 
     def pii_pseudonym(self, kind: str, value: str) -> str:
         if kind == "email":
-            return self.pseudo.email(value, self.pii.email.domain)
+            return self.email_pseudonym(value, self.pii.email.domain)
         if kind == "phone":
-            return self.pseudo.fake_fn(self.pii.phone)(value)
+            return self.pseudo.fake_fn(self.pii.phone)(phone_key(value))
         if kind == "ipv6":
             return self.pseudo.fake_fn(self.pii.ipv6)(value)
         return self.pseudo.fake_fn(self.pii.ipv4)(value)
@@ -369,17 +458,33 @@ class Compiler:
 
         def substitute(match: re.Match[str]) -> str:
             kind = match.lastgroup or ""
-            found = match.group(0)
+            if kind in ("local", "at", "domain"):
+                kind = "email"
+            found = match.group(kind)
             base = "ip" if kind in ("ip", "ipv6") else kind
             if base not in kinds:
                 return found
             if kind == "phone" and not looks_like_phone(found):
                 return found
-            if kind == "ipv6" and not looks_like_ipv6(found):
-                return found
-            out = self.pii_pseudonym(kind, found)
+            if kind == "ipv6":
+                try:
+                    address = ipaddress.IPv6Address(found)
+                except ValueError:
+                    return found
+                if not looks_like_ipv6(found):
+                    return found
+                mapped = address.ipv4_mapped
+                if mapped is not None:  # ::ffff:10.1.2.3 is 10.1.2.3
+                    sink(found)
+                    sink(str(mapped))
+                    return "::ffff:" + self.pii_pseudonym("ip", str(mapped))
+                out = self.pii_pseudonym("ipv6", address.compressed)
+            else:
+                out = self.pii_pseudonym(kind, found)
             if out != found:
                 sink(found)
+                if kind == "email" and (key := email_key(found)) != found:
+                    sink(key)
             return out
 
         return PII_RE.sub(substitute, text)

@@ -1,0 +1,88 @@
+"""The run's e-mail map, filled before any row moves.
+
+A ``template`` column that renders e-mail addresses (``user_{id}@example.com``) gives
+each address its pseudonym; ``email`` columns and ``replace_pii`` in free text must give
+that same pseudonym (:mod:`drkit.sanitize.strategies`).  Tables are copied in any order
+and in parallel, so the map cannot be filled as a side effect of copying: before the
+copy, each source reads those template columns (and the columns their templates name)
+of the *whole* table and feeds the rows through :func:`primer_for`'s transformer, which
+registers every address.  A live source uses :func:`prime_from_connection` inside its
+snapshot; a backup source feeds the same transformer the table's COPY lines.
+
+Memory: one entry (address key -> pseudonym) per distinct address of those columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from drkit.errors import DatabaseError
+from drkit.pg.connect import first_line
+from drkit.sanitize.plan import Plan, TablePlan
+from drkit.sanitize.rules import Strategy, Template
+from drkit.sanitize.strategies import Compiler
+from drkit.sanitize.transform import RowTransformer
+
+
+@dataclass(frozen=True)
+class Primer:
+    """What to read of one table, and the transformer that registers its addresses."""
+
+    table: TablePlan
+    columns: list[str]  # COPY column order
+    transformer: RowTransformer
+
+    def feed(self, data: bytes) -> None:
+        """Complete COPY text lines of ``columns`` (ending with a newline)."""
+        if data:
+            self.transformer.block(data)
+
+
+def primer_for(tp: TablePlan, compiler: Compiler) -> Primer | None:
+    """The primer of a table with a template column that renders e-mails, else None."""
+    strategies = {c.name: s for c, s in tp.columns}
+    wanted: dict[str, Strategy] = {}
+    for name, strategy in strategies.items():
+        if isinstance(strategy, Template) and strategy.renders_email():
+            for field in strategy.fields():
+                wanted.setdefault(field, strategies[field])
+            wanted[name] = strategy
+    if not wanted:
+        return None
+    columns = [(name, wanted[name]) for name in strategies if name in wanted]
+    return Primer(tp, [n for n, _ in columns], RowTransformer(columns, compiler))
+
+
+def primers(plan: Plan, compiler: Compiler) -> list[Primer]:
+    found = [primer_for(tp, compiler) for tp in plan.tables]
+    return [p for p in found if p is not None]
+
+
+def prime_from_connection(conn: psycopg.Connection[Any], plan: Plan, compiler: Compiler) -> int:
+    """Fill ``compiler``'s e-mail map from SRC (the caller's snapshot); returns rows read."""
+    rows = 0
+    for primer in primers(plan, compiler):
+        table = primer.table.table
+        query = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in primer.columns),
+            sql.Identifier(table.schema, table.name),
+        )
+        carry = b""
+        try:
+            with conn.cursor().copy(query) as copy:
+                for chunk in copy:
+                    data = carry + bytes(chunk)
+                    cut = data.rfind(b"\n") + 1
+                    carry = data[cut:]
+                    rows += data.count(b"\n", 0, cut)
+                    primer.feed(data[:cut])
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"reading the e-mail templates of {table.key}: {first_line(exc)}"
+            ) from None
+        primer.feed(carry)
+    return rows
