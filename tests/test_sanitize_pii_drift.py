@@ -135,3 +135,77 @@ def test_template_email_is_the_pseudonym_in_every_table_and_spelling(
     text = everything(pair).lower()
     for fragment in ("anna", "rossi", "jürgen", "müller", "corp.example", "ghost"):
         assert fragment not in text
+
+
+VULN = """
+    CREATE TABLE vulnerability (id int PRIMARY KEY, cve text NOT NULL, score numeric);
+    INSERT INTO vulnerability VALUES (1, 'CVE-2024-0001', 9.8), (2, 'CVE-2024-0002', 5.0);
+"""
+
+
+def add_secret_column(p: Pair) -> None:
+    p.src_sql(
+        "ALTER TABLE vulnerability ADD COLUMN reporter_email text;"
+        "UPDATE vulnerability SET reporter_email = 'reporter' || id || '@secret.example'"
+    )
+
+
+def assert_nothing_of_the_new_column(p: Pair) -> None:
+    exists = p.pg.query("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", [p.dst])
+    if not exists:
+        return
+    columns = p.dst_sql(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'vulnerability'::regclass "
+        "AND attnum > 0 AND NOT attisdropped"
+    )
+    assert ("reporter_email",) not in columns
+    assert "secret.example" not in everything(p)
+
+
+def test_check_pins_copy_true_and_a_later_column_stops_check_and_run(
+    run_drkit: DrkitRunner, pair: Pair
+) -> None:
+    pair.src_sql(VULN)
+    pair.write_rules({"vulnerability": {"copy": True}})
+    pair.rules.write_text(pair.rules.read_text() + "# a comment the pin keeps\n")
+    first = check(run_drkit, pair)
+    assert first.code == 0, first.stderr
+    pinned = yaml.safe_load(pair.rules.read_text())["tables"]["vulnerability"]
+    assert pinned == {"copy": True, "columns": ["id", "cve", "score"]}
+    assert "# a comment the pin keeps" in pair.rules.read_text()
+    assert "pinned" in first.stdout and "public.vulnerability" in first.stdout
+
+    add_secret_column(pair)
+    again = check(run_drkit, pair)
+    assert again.code == 3
+    assert "public.vulnerability.reporter_email" in again.stdout + again.stderr
+    run = sanitize(run_drkit, pair)
+    assert run.code == 3, run.stderr
+    assert "public.vulnerability.reporter_email" in run.stderr
+    assert "secret.example" not in run.stdout + run.stderr
+    assert_nothing_of_the_new_column(pair)
+    # the pin was not widened behind the user's back
+    assert yaml.safe_load(pair.rules.read_text())["tables"]["vulnerability"]["columns"] == [
+        "id",
+        "cve",
+        "score",
+    ]
+
+
+def test_a_first_run_pins_copy_true_and_the_next_run_stops_on_a_new_column(
+    run_drkit: DrkitRunner, pair: Pair
+) -> None:
+    pair.src_sql(VULN)
+    pair.write_rules({"vulnerability": {"copy": True}})
+    first = sanitize(run_drkit, pair)
+    assert first.code == 0, first.stderr
+    assert pair.dst_sql("SELECT count(*) FROM vulnerability") == [(2,)]
+    columns = yaml.safe_load(pair.rules.read_text())["tables"]["vulnerability"]["columns"]
+    assert columns == ["id", "cve", "score"]
+
+    add_secret_column(pair)
+    second = sanitize(run_drkit, pair, "--force")
+    assert second.code == 3, second.stderr
+    assert "public.vulnerability.reporter_email" in second.stderr
+    assert_nothing_of_the_new_column(pair)
+    assert pair.dst_sql("SELECT count(*) FROM vulnerability") == [(2,)]  # DST as it was

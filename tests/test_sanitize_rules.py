@@ -156,6 +156,10 @@ def test_filters_render_from_the_checked_tree() -> None:
         ({"defaults": {"unlisted_tables": "maybe"}}, "defaults", "unlisted_tables"),
         ({"to": None}, "to", "missing"),
         ({"salt": "short"}, "salt", "too short"),
+        ({"tables": {"v": {"columns": ["id"]}}}, "tables.v.columns", "needs copy: true"),
+        ({"tables": {"v": {"copy": True, "columns": ["id", "id"]}}}, "tables.v.columns", "twice"),
+        ({"tables": {"v": {"copy": True, "columns": ["id", 3]}}}, "tables.v.columns", "names"),
+        ({"tables": {"v": {"copy": True, "pinned": ["id"]}}}, "tables.v.pinned", "unknown key"),
     ],
 )
 def test_file_level_problems(tmp_path: Path, data: dict[str, Any], where: str, reason: str) -> None:
@@ -177,3 +181,10 @@ def test_short_salt_message_does_not_contain_it(tmp_path: Path) -> None:
     data["salt"] = "s3cr3t!"
     message = error_of(tmp_path, data)
     assert "s3cr3t!" not in message
+
+
+def test_copy_true_with_a_column_list_pins_those_columns(tmp_path: Path) -> None:
+    rules = load_rules(write(tmp_path, doc(v={"copy": True, "columns": ["id", "cve"]})), ENV)
+    rule = rules.tables["public.v"]
+    assert rule.copy and rule.pinned and list(rule.columns) == ["id", "cve"]
+    assert not load_rules(write(tmp_path, doc(v={"copy": True})), ENV).tables["public.v"].pinned

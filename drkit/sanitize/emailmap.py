@@ -14,6 +14,7 @@ Memory: one entry (address key -> pseudonym) per distinct address of those colum
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from psycopg import sql
 from drkit.errors import DatabaseError
 from drkit.pg.connect import first_line
 from drkit.sanitize.plan import Plan, TablePlan
-from drkit.sanitize.rules import Strategy, Template
+from drkit.sanitize.rules import Keep, Strategy, Template
 from drkit.sanitize.strategies import Compiler
 from drkit.sanitize.transform import RowTransformer
 
@@ -42,8 +43,15 @@ class Primer:
             self.transformer.block(data)
 
 
-def primer_for(tp: TablePlan, compiler: Compiler) -> Primer | None:
-    """The primer of a table with a template column that renders e-mails, else None."""
+def primer_for(
+    tp: TablePlan, compiler: Compiler, order: Sequence[str] | None = None
+) -> Primer | None:
+    """The primer of a table with a template column that renders e-mails, else None.
+
+    ``order`` is the column order of the lines the source will feed (a backup's COPY
+    block has every column); by default only the columns the templates need, in table
+    order.
+    """
     strategies = {c.name: s for c, s in tp.columns}
     wanted: dict[str, Strategy] = {}
     for name, strategy in strategies.items():
@@ -53,8 +61,12 @@ def primer_for(tp: TablePlan, compiler: Compiler) -> Primer | None:
             wanted[name] = strategy
     if not wanted:
         return None
-    columns = [(name, wanted[name]) for name in strategies if name in wanted]
-    return Primer(tp, [n for n, _ in columns], RowTransformer(columns, compiler))
+    names = list(order) if order is not None else [n for n in strategies if n in wanted]
+    missing = sorted(set(wanted) - set(names))
+    if missing:
+        raise ValueError(f"{tp.key}: the rows lack column {missing[0]}")
+    columns: list[tuple[str, Strategy]] = [(n, wanted.get(n, Keep())) for n in names]
+    return Primer(tp, names, RowTransformer(columns, compiler))
 
 
 def primers(plan: Plan, compiler: Compiler) -> list[Primer]:

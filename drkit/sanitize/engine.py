@@ -47,6 +47,7 @@ from drkit.pg.process import PipeProcess
 from drkit.pg.tables import list_tables
 from drkit.sanitize.emailmap import prime_from_connection
 from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
+from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.rules import Rules, default_rules_path, is_masked, load_rules
 from drkit.sanitize.schema import Schema, read_schema
@@ -246,6 +247,7 @@ class _Run:
         self.report.unlisted_tables = cov.unlisted_tables
         self.report.unlisted_columns = cov.unlisted_columns
         self.report.pii_kept = cov.pii_kept
+        settle_pins(plan)  # copy: true tables met for the first time (drkit.sanitize.pins)
         cov.raise_for_failures(self.rules.source)
 
     def scan(self, plan: Plan) -> None:
