@@ -97,8 +97,9 @@ def everything(p: Pair) -> str:
     )
 
 
+@pytest.mark.parametrize("source", ["live", "backup"])
 def test_template_email_is_the_pseudonym_in_every_table_and_spelling(
-    run_drkit: DrkitRunner, pair: Pair
+    run_drkit: DrkitRunner, pair: Pair, source: str
 ) -> None:
     pair.src_sql(
         """
@@ -124,7 +125,12 @@ def test_template_email_is_the_pseudonym_in_every_table_and_spelling(
             "z_contact": {"columns": {"id": "keep", "email": "email"}},
         }
     )
-    result = sanitize(run_drkit, pair)
+    args: list[str] = []
+    if source == "backup":
+        backup = run_drkit("backup", "prod", policy_dir=pair.policy_dir)
+        assert backup.code == 0, backup.stderr
+        args = ["--from-backup", "latest"]
+    result = sanitize(run_drkit, pair, *args)
     assert result.code == 0, result.stderr
     body, doc = pair.dst_sql("SELECT body, doc FROM a_note")[0]
     assert body == "write to user_1@example.com or user_2@example.com"

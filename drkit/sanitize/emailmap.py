@@ -7,14 +7,15 @@ and in parallel, so the map cannot be filled as a side effect of copying: before
 copy, each source reads those template columns (and the columns their templates name)
 of the *whole* table and feeds the rows through :func:`primer_for`'s transformer, which
 registers every address.  A live source uses :func:`prime_from_connection` inside its
-snapshot; a backup source feeds the same transformer the table's COPY lines.
+snapshot; a backup source :func:`prime_from_backup` (one more data pass over only those
+tables).
 
 Memory: one entry (address key -> pseudonym) per distinct address of those columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +24,12 @@ from psycopg import sql
 
 from drkit.errors import DatabaseError
 from drkit.pg.connect import first_line
+from drkit.sanitize.frombackup import CopyBlock, parse_data_section, restore_from_stream
 from drkit.sanitize.plan import Plan, TablePlan
 from drkit.sanitize.rules import Keep, Strategy, Template
 from drkit.sanitize.strategies import Compiler
 from drkit.sanitize.transform import RowTransformer
+from drkit.storage.repository import Repository, StoredObject
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,52 @@ def primer_for(
 def primers(plan: Plan, compiler: Compiler) -> list[Primer]:
     found = [primer_for(tp, compiler) for tp in plan.tables]
     return [p for p in found if p is not None]
+
+
+def prime_from_backup(
+    repo: Repository,
+    obj: StoredObject,
+    pg_restore: str,
+    env: dict[str, str],
+    plan: Plan,
+    compiler: Compiler,
+) -> int:
+    """Fill ``compiler``'s e-mail map from a logical backup's data; returns rows read.
+
+    One extra ``pg_restore --section=data -t ...`` pass limited to the template tables
+    (the archive is streamed again; skipped entirely when no template renders e-mails).
+    """
+    wanted = {p.table.key: p.table for p in primers(plan, compiler)}
+    if not wanted:
+        return 0
+    args = [pg_restore, "--section=data", "-f", "-"]
+    for tp in wanted.values():
+        args += ["-t", tp.table.name]
+    rows = 0
+
+    def on_block(block: CopyBlock, lines: Iterator[bytes]) -> None:
+        nonlocal rows
+        tp = wanted.get(f"{block.schema}.{block.table}")
+        if tp is None:
+            return
+        primer = primer_for(tp, compiler, order=block.columns)
+        if primer is None:
+            return
+        batch: list[bytes] = []
+        for line in lines:
+            batch.append(line if line.endswith(b"\n") else line + b"\n")
+            if len(batch) >= 4096:
+                primer.feed(b"".join(batch))
+                rows += len(batch)
+                batch.clear()
+        primer.feed(b"".join(batch))
+        rows += len(batch)
+
+    with restore_from_stream(
+        repo, obj, args, env, "pg_restore (e-mail templates of the backup)", stdout=-1
+    ) as proc:
+        parse_data_section(proc.stdout, on_block)
+    return rows
 
 
 def prime_from_connection(conn: psycopg.Connection[Any], plan: Plan, compiler: Compiler) -> int:
