@@ -254,3 +254,41 @@ def test_template_registration_does_not_depend_on_row_order() -> None:
     RowTransformer(columns, one).block(b"3\tdup@corp.example\n9\tdup@corp.example\n")
     RowTransformer(columns, two).block(b"9\tdup@corp.example\n3\tdup@corp.example\n")
     assert replace(one, "dup@corp.example") == replace(two, "dup@corp.example")
+
+
+def test_the_pseudonym_map_spills_to_disk_and_keeps_the_smallest_value() -> None:
+    import random
+
+    from drkit.sanitize.pseudomap import PseudonymMap
+
+    entries = [(f"person{i}@corp.example", f"user_{i}@example.com") for i in range(3000)]
+    dupes = [(k, "user_0" + v) for k, v in entries[::7]]  # smaller values for some keys
+    results = []
+    for seed in (1, 2):
+        feed = entries + dupes
+        random.Random(seed).shuffle(feed)
+        m = PseudonymMap(memory_entries=100)
+        for k, v in feed:
+            m.put_min(k, v)
+        assert m.spilled and len(m) == len(entries)
+        results.append([m.get(k) for k, _ in entries] + [m.get("nobody@corp.example")])
+        m.close()
+    assert results[0] == results[1]
+    assert results[0][7] == "user_0user_7@example.com" and results[0][8] == "user_8@example.com"
+    assert results[0][-1] is None
+
+
+def test_a_spilled_map_gives_the_same_pseudonyms() -> None:
+    from drkit.sanitize.pseudomap import PseudonymMap
+    from drkit.sanitize.transform import RowTransformer
+
+    columns = [("id", parse_strategy("keep")), ("email", Template(template="u{id}@example.com"))]
+    small, big = compiler(), compiler()
+    small.emails = PseudonymMap(memory_entries=3)
+    rows = b"".join(b"%d\tPerson%d@Corp.example\n" % (i, i) for i in range(50))
+    for c in (small, big):
+        RowTransformer(columns, c).block(rows)
+    assert small.emails.spilled and not big.emails.spilled
+    text = "cc person7@corp.example, PERSON42%40corp.example, other@corp.example"
+    assert replace(small, text) == replace(big, text)
+    assert replace(small, text).startswith("cc u7@example.com, u42@example.com, u")

@@ -10,7 +10,9 @@ registers every address.  A live source uses :func:`prime_from_connection` insid
 snapshot; a backup source :func:`prime_from_backup` (one more data pass over only those
 tables).
 
-Memory: one entry (address key -> pseudonym) per distinct address of those columns.
+Memory stays flat: the map (:class:`~drkit.sanitize.pseudomap.PseudonymMap`) keeps up
+to 50,000 addresses in memory and the rest in a temporary SQLite file.  Once primed, the
+copy's own template rows do not register again (``Compiler.emails_primed``).
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ def prime_from_backup(
         repo, obj, args, env, "pg_restore (e-mail templates of the backup)", stdout=-1
     ) as proc:
         parse_data_section(proc.stdout, on_block)
+    compiler.emails_primed = True
     return rows
 
 
@@ -146,4 +149,5 @@ def prime_from_connection(conn: psycopg.Connection[Any], plan: Plan, compiler: C
                 f"reading the e-mail templates of {table.key}: {first_line(exc)}"
             ) from None
         primer.feed(carry)
+    compiler.emails_primed = True
     return rows

@@ -58,6 +58,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from drkit.sanitize.jsonpath import apply_path
+from drkit.sanitize.pseudomap import PseudonymMap
 from drkit.sanitize.rules import (
     Constant,
     Email,
@@ -370,7 +371,10 @@ class Compiler:
         self.pii = pii or PiiConfig()
         self.sink: Sink = sink or _no_sink
         # e-mail key -> the pseudonym a template column gave that address (see module doc)
-        self.emails: dict[str, str] = {}
+        self.emails = PseudonymMap()
+        # set once a source filled the map from the whole table (drkit.sanitize.emailmap):
+        # the copy's own template rows then need not register again
+        self.emails_primed = False
 
     def register_email(self, original: str, pseudonym: str) -> None:
         """A template column turned ``original`` into ``pseudonym``: use it everywhere.
@@ -381,14 +385,16 @@ class Compiler:
         key = email_key(original)
         if "@" not in key:
             return
-        known = self.emails.get(key)
-        if known is None or pseudonym < known:
-            self.emails[key] = pseudonym
+        self.emails.put_min(key, pseudonym)
 
     def email_pseudonym(self, value: str, domain: str) -> str:
         """The one pseudonym of an address, in whatever spelling ``value`` has it."""
         key = email_key(value)
         return self.emails.get(key) or self.pseudo.email(key, domain)
+
+    def close(self) -> None:
+        """Free the run's e-mail map (its spill file, if any)."""
+        self.emails.close()
 
     # whole values --------------------------------------------------------------------
 

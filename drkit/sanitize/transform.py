@@ -33,7 +33,7 @@ class RowTransformer:
             if isinstance(strategy, Template):
                 refs = [(field, index[field]) for field in strategy.fields()]
                 self.templates.append((i, strategy, refs))
-                if strategy.renders_email():
+                if strategy.renders_email() and not compiler.emails_primed:
                     self.email_templates.add(i)
             else:
                 self.simple.append((i, compiler.value_fn(strategy)))
