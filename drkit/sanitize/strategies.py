@@ -284,16 +284,26 @@ def looks_like_phone(text: str) -> bool:
     return not text.isdigit() or _NATIONAL.fullmatch(text) is not None
 
 
+_PHONE_PUNCT = b" .-/()\t"
+
+
 def phone_key(value: str) -> str:
     """One spelling per phone number: ``+`` and the digits (``00`` read as ``+``)."""
-    digits = _NOT_DIGIT.sub("", value)
-    if len(digits) < 5:
+    compact = value.encode("utf-8", "surrogatepass").translate(None, _PHONE_PUNCT)
+    plus = compact[:1] == b"+"
+    digits = compact[1:] if plus else compact
+    if not digits.isdigit():  # an extension, letters, other separators: the slow way
+        text = _NOT_DIGIT.sub("", value)
+        plus = value.lstrip().startswith("+")
+    else:
+        text = digits.decode("ascii")
+    if len(text) < 5:
         return value
-    if value.lstrip().startswith("+"):
-        return "+" + digits
-    if digits.startswith("00"):
-        return "+" + digits[2:]
-    return digits
+    if plus:
+        return "+" + text
+    if text.startswith("00"):
+        return "+" + text[2:]
+    return text
 
 
 def email_key(value: str) -> str:
