@@ -205,6 +205,8 @@ def test_at_sign_spellings() -> None:
         "jane.doe%40corp.example",
         "jane.doe&#64;corp.example",
         "jane.doe&#x40;corp.example",
+        "jane.doe&commat;corp.example",
+        "jane.doe\uff20corp.example",
         "jane.doe [at] corp.example",
         "Jane.Doe(at)Corp.Example",
     ):

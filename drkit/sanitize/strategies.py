@@ -239,8 +239,9 @@ def mask(value: str, keep_start: int, keep_end: int, char: str) -> str:
 # ---------------------------------------------------------------------------
 
 # An e-mail address in any spelling: Unicode local parts and domains, and the ``@``
-# written as ``%40``, ``&#64;``, ``&#x40;``, `` [at] `` or ``(at)``.
-_AT = r"(?:@|%40|&\#0*64;|&\#[xX]0*40;|\s?[\[(][aA][tT][\])]\s?)"
+# written as ``%40``, ``&#64;``, ``&#x40;``, ``&commat;``, a full-width ``＠``,
+# `` [at] `` or ``(at)``.
+_AT = r"(?:@|\uff20|%40|&\#0*64;|&\#[xX]0*40;|&commat;|\s?[\[(][aA][tT][\])]\s?)"
 _EMAIL = (
     r"(?<![\w%.+\-'])"
     r"(?P<local>\w[\w.%+\-']*)"
@@ -313,7 +314,7 @@ def email_key(value: str) -> str:
     if "&" in value:
         value = html.unescape(value)
     if "@" not in value:
-        value = _AT_SPELLING.sub("@", value, count=1)
+        value = _AT_SPELLING.sub("@", value.replace("\uff20", "@"), count=1)
     return value.strip().lower()
 
 
