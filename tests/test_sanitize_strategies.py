@@ -294,3 +294,17 @@ def test_a_spilled_map_gives_the_same_pseudonyms() -> None:
     text = "cc person7@corp.example, PERSON42%40corp.example, other@corp.example"
     assert replace(small, text) == replace(big, text)
     assert replace(small, text).startswith("cc u7@example.com, u42@example.com, u")
+
+
+def test_replace_pii_rewrites_json_keys_too() -> None:
+    found: list[str] = []
+    c = compiler(sink=found)
+    doc = {"anna@corp.example": {"seen_from": "10.0.0.9"}, "plain": {"+4915112345678": 1}}
+    out = json.loads(c.value_fn(ReplacePii())(json.dumps(doc)))
+    email = c.value_fn(Email())("anna@corp.example")
+    phone = c.value_fn(Fake(provider="phone_number"))("+4915112345678")
+    assert out == {
+        email: {"seen_from": c.value_fn(Fake(provider="ipv4"))("10.0.0.9")},
+        "plain": {phone: 1},
+    }
+    assert "anna@corp.example" in found

@@ -525,8 +525,10 @@ class Compiler:
     def _walk_pii(self, node: Any, kinds: frozenset[str]) -> Any:
         if isinstance(node, str):
             return self.replace_pii_text(node, kinds)
-        if isinstance(node, dict):
-            return {k: self._walk_pii(v, kinds) for k, v in node.items()}
+        if isinstance(node, dict):  # keys too: {"anna@corp.example": {...}}
+            return {
+                self.replace_pii_text(k, kinds): self._walk_pii(v, kinds) for k, v in node.items()
+            }
         if isinstance(node, list):
             return [self._walk_pii(v, kinds) for v in node]
         return node
