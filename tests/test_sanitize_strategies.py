@@ -308,3 +308,11 @@ def test_replace_pii_rewrites_json_keys_too() -> None:
         "plain": {phone: 1},
     }
     assert "anna@corp.example" in found
+
+
+def test_a_faker_email_column_and_free_text_agree() -> None:
+    spec = Fake(provider="email", unique=True)
+    c = Compiler(Pseudonymizer(SALT), PiiConfig.from_strategies([Fake(provider="name"), spec]))
+    column = c.value_fn(spec)
+    out = replace(c, "from Jürgen@Corp.example and jürgen%40corp.example")
+    assert out == f"from {column('jürgen@corp.example')} and {column('jürgen@corp.example')}"

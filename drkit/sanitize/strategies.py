@@ -30,9 +30,10 @@ Local parts and domains may be Unicode: no part of ``jürgen.müller@...`` survi
 
 The run's e-mail map.  A ``template`` column whose literal text holds an ``@`` renders
 e-mail addresses; its output for a row is registered as *the* pseudonym of the address it
-replaced (:meth:`Compiler.register_email`), and ``email`` columns and ``replace_pii`` give
-that pseudonym for that address in any spelling; an address no template covers gets
-the keyed ``email`` pseudonym.  So that the result never depends on which table is
+replaced (:meth:`Compiler.register_email`), and ``email`` columns, ``fake`` columns with
+a Faker e-mail provider and ``replace_pii`` give that pseudonym for that address in any
+spelling; an address no template covers gets the pseudonym of the file's ``email``
+strategy (else of its Faker e-mail strategy, else ``email`` with example.com).  So that the result never depends on which table is
 copied first, each source fills the map before any row moves
 (:mod:`drkit.sanitize.emailmap` reads the template columns of the whole table); when one
 address appears in several template rows the smallest output wins, whatever the order.
@@ -332,7 +333,7 @@ def looks_like_ipv6(text: str) -> bool:
 class PiiConfig:
     """Which column strategy gives the pseudonym of each kind found in text."""
 
-    email: Email = field(default_factory=Email)
+    email: Email | Fake = field(default_factory=Email)  # Email, or a Faker e-mail provider
     phone: Fake = field(default_factory=lambda: Fake(provider="phone_number"))
     ipv4: Fake = field(default_factory=lambda: Fake(provider="ipv4"))
     ipv6: Fake = field(default_factory=lambda: Fake(provider="ipv6"))
@@ -341,6 +342,7 @@ class PiiConfig:
     def from_strategies(cls, strategies: Iterable[Strategy]) -> PiiConfig:
         """Take the file's own email / phone / ip strategies, so pseudonyms agree."""
         email: Email | None = None
+        fake_email: Fake | None = None
         phone: Fake | None = None
         ipv4: Fake | None = None
         ipv6: Fake | None = None
@@ -348,7 +350,9 @@ class PiiConfig:
             if isinstance(s, Email) and email is None:
                 email = s
             elif isinstance(s, Fake):
-                if phone is None and "phone" in s.provider:
+                if fake_email is None and "email" in s.provider:
+                    fake_email = s
+                elif phone is None and "phone" in s.provider:
                     phone = s
                 elif ipv4 is None and s.provider.startswith("ipv4"):
                     ipv4 = s
@@ -356,7 +360,7 @@ class PiiConfig:
                     ipv6 = s
         default = cls()
         return cls(
-            email=email or default.email,
+            email=email or fake_email or default.email,
             phone=phone or default.phone,
             ipv4=ipv4 or default.ipv4,
             ipv6=ipv6 or default.ipv6,
@@ -386,6 +390,7 @@ class Compiler:
         # set once a source filled the map from the whole table (drkit.sanitize.emailmap):
         # the copy's own template rows then need not register again
         self.emails_primed = False
+        self._text_email: Callable[[str], str] | None = None
 
     def register_email(self, original: str, pseudonym: str) -> None:
         """A template column turned ``original`` into ``pseudonym``: use it everywhere.
@@ -445,6 +450,8 @@ class Compiler:
             return lambda _v: constant
         if isinstance(strategy, Fake):
             fake = pseudo.fake_fn(strategy)  # the pool is generated now, not in the first row
+            if "email" in strategy.provider:
+                return self.email_fn(strategy)
             if "phone" in strategy.provider:
                 return lambda v: fake(phone_key(v))
             return fake
@@ -455,15 +462,31 @@ class Compiler:
             ks, ke, ch = strategy.keep_start, strategy.keep_end, strategy.char
             return lambda v: mask(v, ks, ke, ch)
         if isinstance(strategy, Email):
-            domain = strategy.domain
-            return lambda v: self.email_pseudonym(v, domain)
+            return self.email_fn(strategy)
         raise TypeError(f"no value function for {type(strategy).__name__}")
 
     # personal data inside text -------------------------------------------------------
 
+    def email_fn(self, strategy: Email | Fake) -> Callable[[str], str]:
+        """An e-mail strategy's function: the registered pseudonym, else its own, by key."""
+        emails = self.emails
+        if isinstance(strategy, Email):
+            domain = strategy.domain
+            return lambda v: self.email_pseudonym(v, domain)
+        fake = self.pseudo.fake_fn(strategy)
+
+        def fake_email(value: str) -> str:
+            key = email_key(value)
+            return emails.get(key) or fake(key)
+
+        return fake_email
+
     def pii_pseudonym(self, kind: str, value: str) -> str:
         if kind == "email":
-            return self.email_pseudonym(value, self.pii.email.domain)
+            fn = self._text_email
+            if fn is None:
+                fn = self._text_email = self.email_fn(self.pii.email)
+            return fn(value)
         if kind == "phone":
             return self.pseudo.fake_fn(self.pii.phone)(phone_key(value))
         if kind == "ipv6":
