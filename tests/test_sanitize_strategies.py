@@ -316,3 +316,12 @@ def test_a_faker_email_column_and_free_text_agree() -> None:
     column = c.value_fn(spec)
     out = replace(c, "from Jürgen@Corp.example and jürgen%40corp.example")
     assert out == f"from {column('jürgen@corp.example')} and {column('jürgen@corp.example')}"
+
+
+def test_every_spelling_of_an_ipv6_address_is_one_address() -> None:
+    c = compiler()
+    ip4 = c.value_fn(Fake(provider="ipv4"))("10.1.2.3")
+    assert replace(c, "from 0:0:0:0:0:ffff:10.1.2.3 ok") == f"from ::ffff:{ip4} ok"
+    one = replace(c, "via 2001:DB8:0:0:0:0:0:1 ok")
+    assert one == replace(c, "via 2001:db8::1 ok") and "2001:db8" not in one.lower()
+    assert replace(c, "at 10:15:00 and 12:30") == "at 10:15:00 and 12:30"
