@@ -188,3 +188,24 @@ def test_copy_true_with_a_column_list_pins_those_columns(tmp_path: Path) -> None
     rule = rules.tables["public.v"]
     assert rule.copy and rule.pinned and list(rule.columns) == ["id", "cve"]
     assert not load_rules(write(tmp_path, doc(v={"copy": True})), ENV).tables["public.v"].pinned
+
+
+def test_pins_written_into_a_file_read_back_exactly(tmp_path: Path) -> None:
+    from drkit.sanitize.pins import write_pins
+
+    path = tmp_path / "prod-to-staging.yaml"
+    path.write_text(
+        "# keep me\nversion: 1\nfrom: prod\nto: staging\nsalt: ${DRKIT_SANITIZE_SALT}\n"
+        "tables:\n  v: copy   # a comment\n  w: {copy: true}\n",
+        encoding="utf-8",
+    )
+    odd = ["id", "a, b", "x]: y", "#c", "ünï", "yes", "null", "{z}"]
+    write_pins(path, {"v": odd, "w": ["id"]})
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# keep me\n") and "# a comment" in text
+    assert "${DRKIT_SANITIZE_SALT}" in text
+    rules = load_rules(path, ENV)
+    assert list(rules.tables["public.v"].columns) == odd and rules.tables["public.v"].pinned
+    assert list(rules.tables["public.w"].columns) == ["id"]
+    with pytest.raises(ValueError, match="already has columns"):
+        write_pins(path, {"w": ["id"]})

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 from drkit.errors import CheckFailed
 from drkit.sanitize.plan import Plan
@@ -59,6 +61,19 @@ def settle_pins(plan: Plan) -> dict[str, list[str]]:
     return dict(unpinned)
 
 
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# words YAML 1.1 (PyYAML, which reads rules files) takes for booleans or null
+_YAML11_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
+def _scalar(name: str) -> str:
+    """A column name as a YAML scalar that PyYAML reads back as that very string."""
+    if _PLAIN.fullmatch(name) and name.lower() not in _YAML11_WORDS:
+        return name
+    quoted: str = SingleQuotedScalarString(name)
+    return quoted
+
+
 def write_pins(path: Path, tables: dict[str, list[str]]) -> None:
     """Add ``columns: [...]`` to each named ``copy: true`` table of the file at ``path``."""
     yaml = YAML()
@@ -78,7 +93,7 @@ def write_pins(path: Path, tables: dict[str, list[str]]) -> None:
             raise ValueError(f"tables.{name} is not a copy: true table")
         if entry.get("columns"):
             raise ValueError(f"tables.{name} already has columns")
-        seq = CommentedSeq(columns)
+        seq = CommentedSeq([_scalar(c) for c in columns])
         seq.fa.set_flow_style()
         entry["columns"] = seq
     mode = path.stat().st_mode & 0o7777
