@@ -949,6 +949,11 @@ def sanitize_check(
             out.print(f"[yellow]![/yellow] column {item} is not in the rules")
         for item in report.pii_kept:
             out.print(f"[yellow]![/yellow] kept as is but looks like personal data: {item}")
+        for key, columns in report.pinned.items():
+            out.print(
+                f"[yellow]![/yellow] pinned {key} (copy: true) to its columns "
+                f"{', '.join(columns)} in {report.rules}: review them"
+            )
         if not report.salt_set:
             out.print("[yellow]![/yellow] the salt variable is not set: a run would stop")
         if report.ok:

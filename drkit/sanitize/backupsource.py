@@ -24,6 +24,7 @@ from drkit.errors import DatabaseError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_binary
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, for_subprocess
+from drkit.sanitize.emailmap import prime_from_backup
 from drkit.sanitize.frombackup import (
     CopyBlock,
     add_constraints,
@@ -184,6 +185,7 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
         if run.rules.subset is not None:
             log.info("subset sizes are known only after loading when reading a backup")
         return
+    prime_from_backup(repo, obj, pg_restore, plain_env, plan, run.compiler)  # before any row
     write = not options.scan_only
     if write:
         run.report.target_tables = _target_tables(run.dst_dsn)

@@ -1,4 +1,8 @@
-"""``drkit sanitize check SRC DST``: the rules against SRC's live schema, nothing copied."""
+"""``drkit sanitize check SRC DST``: the rules against SRC's live schema, nothing copied.
+
+The one thing it may write: the column list of a ``copy: true`` table met for the first
+time, pinned into the rules file (:mod:`drkit.sanitize.pins`) and listed in ``pinned``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from drkit.config import Policy
 from drkit.errors import UsageError
 from drkit.pg.connect import connect
 from drkit.sanitize.engine import database_dsn
+from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import build_plan
 from drkit.sanitize.rules import default_rules_path, load_rules
 from drkit.sanitize.schema import read_schema
@@ -26,6 +31,7 @@ class CheckReport:
     pii_kept: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     salt_set: bool = True
+    pinned: dict[str, list[str]] = field(default_factory=dict)  # copy: true tables pinned now
 
     @property
     def ok(self) -> bool:
@@ -43,6 +49,7 @@ class CheckReport:
             "unlisted_columns": self.unlisted_columns,
             "pii_kept": self.pii_kept,
             "failures": self.failures,
+            "pinned": self.pinned,
         }
 
 
@@ -59,6 +66,7 @@ def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckRepor
         schema = read_schema(conn)
         conn.rollback()
     plan = build_plan(rules, schema)
+    pinned = settle_pins(plan)
     cov = plan.coverage
     report = CheckReport(
         rules=rules.source,
@@ -69,6 +77,7 @@ def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckRepor
         pii_kept=cov.pii_kept,
         failures=cov.failures(),
         salt_set=rules.salt is not None,
+        pinned=pinned,
     )
     for tp in plan.tables:
         report.tables[tp.key] = {

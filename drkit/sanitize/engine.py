@@ -45,7 +45,9 @@ from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import describe, for_subprocess, with_dbname
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import list_tables
+from drkit.sanitize.emailmap import prime_from_connection
 from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
+from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.rules import Rules, default_rules_path, is_masked, load_rules
 from drkit.sanitize.schema import Schema, read_schema
@@ -245,6 +247,7 @@ class _Run:
         self.report.unlisted_tables = cov.unlisted_tables
         self.report.unlisted_columns = cov.unlisted_columns
         self.report.pii_kept = cov.pii_kept
+        settle_pins(plan)  # copy: true tables met for the first time (drkit.sanitize.pins)
         cov.raise_for_failures(self.rules.source)
 
     def scan(self, plan: Plan) -> None:
@@ -333,6 +336,7 @@ def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
             run.report.target_tables = max(count_target_tables(run.dst_dsn), 0)
             _dry_run(run, plan, selections, src_conn)
             return
+        prime_from_connection(src_conn, plan, run.compiler)  # before any row moves
         if options.scan_only:
             _copy_all(run, plan, selections, snapshot, on_progress, write=False)
             run.phase("read")

@@ -62,6 +62,8 @@ class Coverage:
     unlisted_tables: list[str] = field(default_factory=list)
     unlisted_columns: list[str] = field(default_factory=list)  # "schema.table.column"
     pii_kept: list[str] = field(default_factory=list)  # "schema.table.column (kind)"
+    # copy: true tables without a pinned column list: key -> the columns they have now
+    unpinned: dict[str, list[str]] = field(default_factory=dict)
     table_policy: str = "fail"
     column_policy: str = "fail"
 
@@ -192,13 +194,16 @@ def build_plan(rules: Rules, schema: Schema) -> Plan:
         for column in table.copy_columns():
             strategy = rule.columns.get(column.name)
             if strategy is None:
-                if not rule.copy and not (rule.rows == "none" or rule.skip):
+                # a copy: true table without a pin is pinned by the caller (drkit.sanitize.pins)
+                if (rule.pinned or not rule.copy) and not (rule.rows == "none" or rule.skip):
                     coverage.unlisted_columns.append(f"{key}.{column.name}")
                 strategy = Keep()
             _check_column(rules, table, column, strategy)
             if isinstance(strategy, Keep) and (kind := pii_kind(column)) is not None:
                 coverage.pii_kept.append(f"{key}.{column.name} ({kind})")
             columns.append((column, strategy))
+        if rule.copy and not rule.pinned and not (rule.rows == "none" or rule.skip):
+            coverage.unpinned[key] = [c.name for c in table.copy_columns()]
         if rule.rows == "none" or rule.skip:
             action = "schema-only"
         elif any(is_masked(s) for _, s in columns):
