@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 
 from drkit import __version__
 from drkit.errors import DrkitError, Interrupted, NotImplementedYet, UsageError
-from drkit.redact import install_log_redaction, mask_url
+from drkit.redact import mask_url
 
 try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
     from typer._click import exceptions as click_exc
@@ -44,6 +44,9 @@ class State:
     policy_dir: Path | None = None
     json: bool = False
     verbose: bool = False
+    quiet: bool = False
+    #: the command's --json document, written by :func:`run` once the exit code is known
+    document: Any = None
 
 
 _state = State()
@@ -71,8 +74,19 @@ def settle(json_out: bool = False, policy_dir: Path | None = None) -> State:
     return _state
 
 
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+def emit_json(data: dict[str, Any]) -> None:
+    """The command's one ``--json`` document; :func:`run` writes it with ``ok`` (and
+    ``error`` when the command then fails), so stdout holds exactly one document."""
+    _state.document = data
+
+
+def _write_document(document: dict[str, Any], code: int, message: str | None) -> None:
+    document = dict(document)
+    document["ok"] = bool(document.get("ok", True)) and code == 0
+    if code != 0 and message is not None:
+        document["error"] = {"code": code, "message": message}
+    document = {"ok": document.pop("ok"), **document}
+    sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 
@@ -99,7 +113,7 @@ def ts_text(ts: datetime | None) -> str:
 @contextmanager
 def byte_progress(label: str) -> Iterator[Callable[[str, int], None]]:
     """A transient rich progress display (bytes, rate, elapsed) on a TTY; silent otherwise."""
-    if _state.json or not err.is_terminal:
+    if _state.json or _state.quiet or not err.is_terminal:
         yield lambda _name, _n: None
         return
     from rich.progress import (
@@ -165,20 +179,46 @@ def main_options(
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Debug logging and tracebacks.")
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="Errors only: no progress, no warnings.")
+    ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="debug|info|warning|error",
+            help="Log level (default warning; -v is debug, -q is error).",
+            show_default=False,
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format", metavar="text|json", help="Log lines as text or one JSON object each."
+        ),
+    ] = "text",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
 ) -> None:
-    """drkit: keeps a PostgreSQL application's data safe from DEV to PROD."""
+    """drkit: keeps a PostgreSQL application's data safe from DEV to PROD.
+
+    Global options (-v, -q, --json, --log-level, --log-format, --policy-dir) go before or
+    after the command.  Exit codes: 0 success, 1 operation failed, 2 usage/policy/rules
+    invalid, 3 a check failed, 4 refused by a safety guard, 130 interrupted."""
+    from drkit.logconfig import configure_logging
+
+    if verbose and quiet:
+        raise UsageError("-v and -q contradict each other: give one")
     _state.policy_dir = policy_dir
     _state.json = json_out
     _state.verbose = verbose
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    install_log_redaction()  # botocore's debug log prints credentials: mask every record
+    _state.quiet = quiet
+    level = "debug" if verbose else "error" if quiet else (log_level or "warning").lower()
+    try:  # every record is masked (botocore's debug log prints credentials)
+        configure_logging(level, log_format.lower())
+    except ValueError as exc:
+        raise UsageError(f"--log-level/--log-format: {exc}") from None
 
 
 # -- policy ------------------------------------------------------------------------
@@ -442,44 +482,39 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
     return data
 
 
-def _tiers(policy: Any, manifests: list[Any]) -> dict[str, list[str]]:
-    """Retention tiers each backup currently satisfies (empty until retention lands)."""
-    try:
-        from drkit.backup import retention
-    except ImportError:
-        return {}
-    tiers = getattr(retention, "current_tiers", None)
-    if tiers is None:
-        return {}
-    result: dict[str, list[str]] = tiers(policy, manifests)
-    return result
-
-
 @app.command("backups")
 def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
-    """List backups: id, kind, started, duration, size, databases, retention tiers."""
+    """List backups: id, kind, started, duration, size, databases, retention tiers.
+
+    A repository that does not exist is an error (exit 1), not an empty list."""
     from drkit.backup.catalog import list_backups
+    from drkit.backup.retention import current_tiers
     from drkit.storage.repository import Repository
 
     settle(json_out, policy_dir)
     policy = load(env)
     repo = Repository.for_policy(policy)
+    repo.backend.check_reachable()
     manifests = list_backups(repo)
-    tiers = _tiers(policy, manifests)
+    tiers = current_tiers(policy, manifests)
     rows = []
     for m in reversed(manifests):
         row = backup_summary(m)
         row["tiers"] = tiers.get(m.id, [])
         rows.append(row)
     if _state.json:
-        emit_json(rows)
+        emit_json({"environment": env, "repository": repo.location, "backups": rows})
         return
     if not rows:
-        out.print(f"no backups in {repo.location}")
+        out.print(f"no backups in {repo.location}", markup=False, highlight=False)
         return
     table = Table(title=f"backups of {env} in {repo.location}")
-    for col in ("id", "kind", "started", "duration", "size", "databases", "tiers"):
-        table.add_column(col, justify="right" if col in ("duration", "size") else "left")
+    # an id is what restore takes: never cut it; the other columns wrap first
+    table.add_column("id", no_wrap=True, min_width=max(len(m.id) for m in manifests))
+    for col in ("kind", "started", "duration", "size", "databases", "tiers"):
+        table.add_column(
+            col, justify="right" if col in ("duration", "size") else "left", overflow="fold"
+        )
     for m, row in zip(reversed(manifests), rows, strict=True):
         table.add_row(
             m.id,
@@ -848,7 +883,7 @@ def sanitize_run(
 @contextmanager
 def row_progress(label: str) -> Iterator[Callable[[str, int], None]]:
     """Rows per table, on a TTY only (like byte_progress, counting rows)."""
-    if _state.json or not err.is_terminal:
+    if _state.json or _state.quiet or not err.is_terminal:
         yield lambda _name, _n: None
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -1058,7 +1093,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 @contextmanager
 def _phase_status(label: str) -> Iterator[Callable[[str], None]]:
     """A spinner naming the running phase, on a TTY only."""
-    if _state.json or not err.is_terminal:
+    if _state.json or _state.quiet or not err.is_terminal:
         yield lambda _phase: None
         return
     from drkit.drill.report import PHASE_TITLES
@@ -1202,7 +1237,7 @@ def schedule_show(
     state = settle(json_out, policy_dir)
     rows = show_schedule(envs or None, state.policy_dir)
     if state.json:
-        emit_json(rows)
+        emit_json({"jobs": rows})
         return
     if not rows:
         out.print("no scheduled jobs (no schedule entries in the policies)", markup=False)
@@ -1267,42 +1302,77 @@ def _print_traceback() -> None:
     err.print(mask_url(traceback.format_exc()).rstrip(), markup=False, highlight=False)
 
 
+#: global options that may also follow the command (DESIGN.md §1)
+_GLOBAL_FLAGS = frozenset({"-v", "--verbose", "-q", "--quiet", "--json"})
+_GLOBAL_VALUED = frozenset({"--log-level", "--log-format", "--policy-dir"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options written after the command in front of it (up to ``--``)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in _GLOBAL_FLAGS:
+            front.append(arg)
+        elif arg in _GLOBAL_VALUED and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 1
+        elif "=" in arg and arg.split("=", 1)[0] in _GLOBAL_VALUED:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def run(args: list[str]) -> int:
+    """Run one command line; returns the exit code.  Under ``--json`` stdout gets exactly
+    one document with ``ok`` (and ``error`` on failure), whatever happened."""
+    args = hoist_global_options(list(args))
     verbose = "-v" in args or "--verbose" in args
+    json_mode = "--json" in args
+    _state.document = None
+    code, line = _run_app(args, verbose)
+    if line:
+        err.print(line, markup=False, highlight=False)
+    if json_mode or _state.json:
+        message = line.removeprefix("drkit: error: ").removeprefix("drkit: ") if line else None
+        if code != 0 and message is None:
+            message = f"exit status {code}"
+        _write_document(_state.document or {}, code, message)
+    return code
+
+
+def _run_app(args: list[str], verbose: bool) -> tuple[int, str | None]:
+    """(exit code, the one error line or None)."""
+    from drkit.outcome import INTERRUPTED_LINE, failure
+
     try:
         result = app(args=args, prog_name="drkit", standalone_mode=False)
         code = int(result) if isinstance(result, int) else 0
-        if code == Interrupted.exit_code:  # typer turns Ctrl-C into Exit(130) and returns it
-            err.print("drkit: interrupted", markup=False, highlight=False)
-        return code
     except typer.Exit as exc:
-        if exc.exit_code == Interrupted.exit_code:  # typer turns Ctrl-C into Exit(130)
-            err.print("drkit: interrupted", markup=False, highlight=False)
-        return int(exc.exit_code)
+        code = int(exc.exit_code)
     except typer.Abort:
-        err.print("drkit: interrupted", markup=False, highlight=False)
-        return Interrupted.exit_code
+        return Interrupted.exit_code, INTERRUPTED_LINE
     except click_exc.ClickException as exc:
         message = exc.format_message()
         hint = ""
         if isinstance(exc, click_exc.UsageError) and exc.ctx is not None:
             hint = f" (see: {exc.ctx.command_path} --help)"
-        err.print(f"drkit: error: {message}{hint}", markup=False, highlight=False)
-        return 2 if isinstance(exc, click_exc.UsageError) else exc.exit_code
-    except DrkitError as exc:
-        if verbose:
-            _print_traceback()
-        err.print(f"drkit: error: {mask_url(str(exc))}", markup=False, highlight=False)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("drkit: interrupted", markup=False, highlight=False)
-        return Interrupted.exit_code
+        return (
+            2 if isinstance(exc, click_exc.UsageError) else exc.exit_code,
+            f"drkit: error: {message}{hint}",
+        )
     except BrokenPipeError:
-        return 1
-    except Exception as exc:  # the last line of defence: one line, no traceback without -v
-        if verbose:
+        return 1, None
+    except (Exception, KeyboardInterrupt) as exc:  # one line; a traceback only with -v
+        if verbose and not isinstance(exc, KeyboardInterrupt):
             _print_traceback()
-        from drkit.entry import internal_error_line
-
-        err.print(internal_error_line(exc), markup=False, highlight=False)
-        return 1
+        return failure(exc)
+    # typer turns Ctrl-C into Exit(130)
+    return code, INTERRUPTED_LINE if code == Interrupted.exit_code else None

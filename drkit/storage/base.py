@@ -75,6 +75,10 @@ class Backend(ABC):
         orphan grace so that an upload in flight is left alone."""
         return 0
 
+    def check_reachable(self) -> None:  # noqa: B027 - optional hook
+        """Raise StorageError when the repository itself is missing (a listing of a
+        missing file:// root would read as "no backups"); S3 listings already fail."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

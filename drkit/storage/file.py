@@ -103,6 +103,13 @@ class FileBackend(Backend):
                 f"cannot read {key} from {self.location}: {_describe_os_error(exc)}"
             ) from None
 
+    def check_reachable(self) -> None:
+        if not self.root.is_dir():
+            raise StorageError(
+                f"{self.location}: the repository directory does not exist or is not a "
+                "directory: check repository.url"
+            )
+
     def list(self, prefix: str) -> list[ObjectInfo]:
         # Walk only the directory the prefix names, not the whole repository.
         base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
