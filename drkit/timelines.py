@@ -16,7 +16,7 @@ single put (a rename on ``file://``, an atomic PUT on S3):
 
 The recorded timeline only moves forward through wal-push; ``promote-timeline`` may set
 any timeline.  A server remembers the newest timeline it recorded or saw recorded in
-``pg_wal/.drkit-timeline`` so that only the first push of a new timeline reads the
+``pg_wal/drkit-timeline.seen`` so that only the first push of a new timeline reads the
 repository.  A failure to record fails the push (PostgreSQL retries it): a push that
 succeeded without its timeline recorded would let a later ``latest`` restore follow
 an older timeline.
@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drkit.errors import CheckFailed, ObjectNotFound
+from drkit.errors import CheckFailed, ObjectNotFound, StorageError
 from drkit.wal_names import HISTORY_RE, SEGMENT_RE
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 TIMELINE_RECORD = "timeline.json"
 RESTORE_MARKER = "drkit-restored.json"
-_SEEN_CACHE = ".drkit-timeline"
+_SEEN_CACHE = "drkit-timeline.seen"
 
 
 def timeline_of(name: str) -> int | None:
@@ -156,7 +156,14 @@ def note_pushed(repo: Repository, pg_wal: Path, names: list[str]) -> int | None:
             )
         _write_seen(pg_wal, max(recorded, newest))
         return None
-    record_timeline(repo, newest, f"wal-push from {pgdata}")
+    try:
+        record_timeline(repo, newest, f"wal-push from {pgdata}")
+    except StorageError as exc:
+        raise StorageError(
+            f"archived, but cannot record timeline {newest} as production's in "
+            f"{repo.key(TIMELINE_RECORD)} ({exc}); let this server's OS user write there, "
+            f"or record it with drkit promote-timeline {repo.env} {newest}"
+        ) from None
     _write_seen(pg_wal, newest)
     return newest
 
