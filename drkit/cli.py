@@ -684,7 +684,7 @@ def promote_timeline_cmd(
     timeline: Annotated[
         int | None,
         typer.Argument(
-            metavar="[TLI]", help="Timeline ID (default: the policy database's current one)."
+            metavar="TLI", min=1, help="Timeline ID (default: the policy database's current one)."
         ),
     ] = None,
     json_out: JsonOpt = False,

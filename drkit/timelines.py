@@ -132,7 +132,7 @@ def note_pushed(repo: Repository, pg_wal: Path, names: list[str]) -> int | None:
     if newest is None:
         return None
     pgdata = pg_wal.parent
-    if is_restore_test(pgdata):
+    if is_restore_test(pgdata) or is_restore_test(Path.cwd()):  # archive_command's cwd
         log.info(
             "%s is a drkit restore test (%s): its timeline %d is not recorded as production's",
             pgdata,
