@@ -1,18 +1,25 @@
 """Physical point-in-time recovery: ``drkit restore ENV --point-in-time TS --pgdata DIR``.
 
-1. Pick the newest physical backup that was consistent at or before TS (``latest``: the
-   newest backup) — or stop with exit 3 and the reachable window when TS lies before
-   the oldest backup or after the newest archived WAL.  drkit never recovers to some
-   other point than the one asked for.
+1. Plan before writing anything (:func:`plan_recovery`): the timeline to follow
+   (``--timeline current``: production's, as recorded in ``<env>/timeline.json``; see
+   :mod:`drkit.timelines`), the newest physical backup on that timeline consistent at or
+   before TS (``latest``: the newest one), and the WAL chain from it along the timeline.
+   A target beyond the unbroken chain, before the oldest backup, or (``latest``) a gap
+   below newer segments without ``--allow-gap`` is exit 3 with the reachable window.
+   drkit never recovers to some other point than the one asked for.
 2. Unpack its ``base.tar`` into an empty DIR (a non-empty one is refused, exit 4).
 3. Write ``recovery.signal`` and the recovery settings into ``postgresql.auto.conf``:
-   ``restore_command`` = ``drkit wal-fetch``, ``recovery_target_time``,
-   ``recovery_target_timeline = 'latest'`` and the target action; the server gets its own
-   port and socket directory.
+   ``restore_command`` = ``drkit wal-fetch``, the target (a time; for ``latest`` with
+   pause/shutdown the last whole WAL record of the chain), the target action, the
+   followed timeline by number, ``archive_mode = off`` unless ``--archive-mode
+   preserve`` (then the server is the new primary); the server gets its own port and
+   socket directory.  A server that does not archive is marked as a restore test
+   (``drkit-restored.json``), so its WAL can never be recorded as production's.
 4. Start PostgreSQL (as the cluster's OS user when drkit runs as root), wait until
    recovery reached its target, and report the point actually reached
-   (``pg_last_xact_replay_timestamp()``) and the timeline.  PostgreSQL's own "recovery
-   ended before configured recovery target was reached" is turned into exit 3 too.
+   (``pg_last_xact_replay_timestamp()``), the timeline followed and the others found.
+   PostgreSQL's own "recovery ended before configured recovery target was reached" is
+   turned into exit 3 too.
 """
 
 from __future__ import annotations
