@@ -1,4 +1,5 @@
-"""The WAL chain of physical backups: completeness for ``verify``, pruning for ``prune``.
+"""The WAL chain of physical backups: completeness for ``verify``, pruning for ``prune``,
+and for point-in-time recovery how far the archive reaches along one timeline.
 
 A physical backup is restorable only with every WAL segment from its start to its stop
 segment.  From its stop segment on, each further contiguous segment extends how far it
