@@ -83,7 +83,8 @@ def emit_json(data: dict[str, Any]) -> None:
 def _write_document(document: dict[str, Any], code: int, message: str | None) -> None:
     document = dict(document)
     document["ok"] = bool(document.get("ok", True)) and code == 0
-    if code != 0 and message is not None:
+    if code != 0 and message is not None and "error" not in document:
+        # a report with its own "error" field (a drill's) keeps it as it is
         document["error"] = {"code": code, "message": message}
     document = {"ok": document.pop("ok"), **document}
     sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
