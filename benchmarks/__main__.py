@@ -13,7 +13,9 @@ serves both curve suites:
   and ``pg_dump -Fc``; ``drkit restore --jobs 2`` vs ``pg_restore -j 2``; ``drkit verify``
   vs ``sha256sum`` + ``zstd -t`` (``benchmarks.bench_backup``);
 - sanitize: ``drkit sanitize`` vs an unmasked ``pg_dump | pg_restore``, and masking
-  throughput vs pynonymizer where it is installed (``benchmarks.bench_sanitize``).
+  throughput vs pynonymizer where it is installed (``benchmarks.bench_sanitize``);
+- breakdown, at the middle size only: where the time of a WAL segment's push and of a
+  logical backup and restore goes, stage by stage (``benchmarks.bench_breakdown``).
 
 Once, at fixed sizes: WAL backlog drain vs pgBackRest async and barman-cloud-wal-archive
 (``benchmarks.bench_wal``), physical backup and PITR vs pgBackRest
@@ -40,6 +42,7 @@ from typing import Any
 
 from benchmarks import bench_wal
 from benchmarks.bench_backup import measure_logical
+from benchmarks.bench_breakdown import measure_breakdown
 from benchmarks.bench_drill import measure_drill
 from benchmarks.bench_physical import measure_physical
 from benchmarks.bench_sanitize import measure_sanitize
@@ -48,7 +51,7 @@ from benchmarks.report import write_report
 from drkit.pg.binaries import find_binary
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
 
-SUITES = ("logical", "sanitize", "wal", "physical", "drill")
+SUITES = ("logical", "sanitize", "breakdown", "wal", "physical", "drill")
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: bytes of pg_database_size per sample row, and of the empty schema (measured on PG 15)
@@ -170,7 +173,10 @@ def run_curves(opts: argparse.Namespace, suites: set[str], results: dict[str, An
         chown_tree(work, cluster_os_user())
         cluster = LocalCluster.create(work / "pg", settings={"max_wal_size": "4GB"}, fast=True)
         try:
+            middle = len(opts.size_list) // 2
             for i, gigabytes in enumerate(opts.size_list):
+                if not suites & {"logical", "sanitize"} and i != middle:
+                    continue  # the breakdown alone needs the middle size only
                 rows = rows_for(gigabytes)
                 db = f"size{i}"
                 print(f"size {gigabytes} GB: loading {rows:,} sample rows", flush=True)
@@ -180,6 +186,12 @@ def run_curves(opts: argparse.Namespace, suites: set[str], results: dict[str, An
                 results["sizes"].append(entry)
                 if "logical" in suites:
                     entry["logical"] = measure_logical(cluster, db, moto, work, opts.rounds)
+                    save(results, opts.out)
+                if "breakdown" in suites and i == middle:
+                    results["breakdown"] = {
+                        "database_bytes": size,
+                        **measure_breakdown(cluster, db, work, opts.rounds),
+                    }
                     save(results, opts.out)
                 if "sanitize" in suites:
                     use_pyn = pyn if pyn and gigabytes <= opts.pynonymizer_up_to else None
@@ -207,7 +219,7 @@ def main(argv: list[str]) -> int:
         "sizes": [],
         "skipped": {s: "not selected (--only)" for s in SUITES if s not in suites},
     }
-    if suites & {"logical", "sanitize"}:
+    if suites & {"logical", "sanitize", "breakdown"}:
         run_curves(opts, suites, results)
     if "wal" in suites:
         print(f"WAL: backlog of {opts.segments} segments", flush=True)

@@ -73,6 +73,12 @@ def results(backup_s: list[float], peer_s: list[float]) -> dict[str, Any]:
             "rates": {"drkit file://": [20.0, 20.0, 12.0], "pgBackRest async": [10.0] * 3},
             "missing": {"barman-cloud-wal-archive": "not installed"},
         },
+        "breakdown": {
+            "database_bytes": 1e9,
+            "segment": {"zstd level 3 (1 thread)": 0.25, "drkit wal-push (end to end)": 1.0},
+            "backup": {"backup: drkit backup (end to end)": 2.0},
+            "restore": {"restore: drkit restore --jobs 2 (end to end)": 4.0},
+        },
     }
 
 
@@ -99,6 +105,7 @@ def test_report_marks_a_goal_missed_at_one_size_and_draws_every_plot(tmp_path: P
     barman = row(report, "WAL drain to S3")
     assert barman[1].startswith("not measured") and barman[3] == "—"
     assert "time = a + b·size" in report and "python -m benchmarks" in report
+    assert row(report, "zstd level 3 (1 thread)") == ["zstd level 3 (1 thread)", "0.250", "25%"]
     for name in ("backup", "restore"):
         png = tmp_path / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
