@@ -124,7 +124,8 @@ def version(args: list[str]) -> str:
         return "not installed"
     if out.returncode != 0:
         return "?"
-    return (out.stdout or out.stderr).strip().splitlines()[0].strip("* ")
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0].strip("* ") if lines else ""
 
 
 def machine_facts() -> dict[str, str]:

@@ -51,6 +51,19 @@ SERIES = (
 )
 
 
+def pg_restore_j2(cluster: LocalCluster, target: str, dump_file: Path) -> Sample:
+    """``pg_restore -j 2`` of a local dump into a new database ``target`` (left there)."""
+    cluster.create_database(target)
+    conninfo, env = for_subprocess(cluster.dsn(target))
+    return run([find_binary("pg_restore"), "-j", "2", "-d", conninfo, str(dump_file)], env=env)
+
+
+def drkit_restore_j2(cluster: LocalCluster, policies: Path, target: str) -> Sample:
+    """``drkit restore file latest --jobs 2`` into a new database ``target`` (left there)."""
+    args = ["restore", "file", "latest", "--jobs", "2", "--target-db", cluster.dsn(target)]
+    return drkit(policies, *args)[0]
+
+
 def measure_logical(
     cluster: LocalCluster, db: str, moto: Moto, work: Path, rounds: int
 ) -> dict[str, list[Sample]]:
@@ -59,7 +72,7 @@ def measure_logical(
     policies = work / f"policies-{db}"
     write_policy(policies, "file", url, {"url": f"file://{work / f'repo-{db}'}"})
     write_policy(policies, "s3", url, moto.repository("bench"))
-    pg_dump, pg_restore = find_binary("pg_dump"), find_binary("pg_restore")
+    pg_dump = find_binary("pg_dump")
     conninfo, env = for_subprocess(url)
     dump_file, zst_file = work / "baseline.dump", work / "baseline.dump.zst"
     out: dict[str, list[Sample]] = {k: [] for k in SERIES}
@@ -84,27 +97,10 @@ def measure_logical(
         )
         out["drkit_verify"].append(drkit(policies, "verify", "file", "latest")[0])
 
-        target = f"r{round_no}a"
-        cluster.create_database(target)
-        tconn, tenv = for_subprocess(cluster.dsn(target))
-        out["pg_restore_j2"].append(
-            run([pg_restore, "-j", "2", "-d", tconn, str(dump_file)], env=tenv)
-        )
-        cluster.drop_database(target)
-        target = f"r{round_no}b"
-        out["drkit_restore_j2"].append(
-            drkit(
-                policies,
-                "restore",
-                "file",
-                "latest",
-                "--jobs",
-                "2",
-                "--target-db",
-                cluster.dsn(target),
-            )[0]
-        )
-        cluster.drop_database(target)
+        out["pg_restore_j2"].append(pg_restore_j2(cluster, f"r{round_no}a", dump_file))
+        cluster.drop_database(f"r{round_no}a")
+        out["drkit_restore_j2"].append(drkit_restore_j2(cluster, policies, f"r{round_no}b"))
+        cluster.drop_database(f"r{round_no}b")
         print(f"  logical {db}: round {round_no + 1}/{rounds}", file=sys.stderr)
     return out
 

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import psycopg
 import zstandard
 
+from benchmarks.bench_backup import drkit_restore_j2, pg_restore_j2
 from benchmarks.bench_wal import build_backlog
 from benchmarks.measure import (
     drkit,
@@ -189,7 +190,7 @@ def logical_stages(
 
     url = cluster.dsn(db)
     conninfo, env = for_subprocess(url)
-    pg_dump, pg_restore = find_binary("pg_dump"), find_binary("pg_restore")
+    pg_dump = find_binary("pg_dump")
     repo = work / f"repo-breakdown-{db}"
     policies = write_policy(
         work / f"policies-breakdown-{db}", "file", url, {"url": f"file://{repo}"}
@@ -213,32 +214,20 @@ def logical_stages(
         add("backup: drkit backup (end to end)", drkit(policies, "backup", "file")[0].seconds)
         add("restore: decode the stored dump to a local file", seconds(unpack, packed, unpacked))
         target = f"bd{round_no}a"
-        cluster.create_database(target)
-        tconn, tenv = for_subprocess(cluster.dsn(target))
         add(
             "restore: pg_restore -j 2 from the local file",
-            run([pg_restore, "-j", "2", "-d", tconn, str(unpacked)], tenv).seconds,
+            pg_restore_j2(cluster, target, unpacked).seconds,
         )
         add(
             "restore: row count of the restored database",
             seconds(snapshot_counts, cluster.dsn(target)),
         )
         cluster.drop_database(target)
-        target = f"bd{round_no}b"
         add(
             "restore: drkit restore --jobs 2 (end to end)",
-            drkit(
-                policies,
-                "restore",
-                "file",
-                "latest",
-                "--jobs",
-                "2",
-                "--target-db",
-                cluster.dsn(target),
-            )[0].seconds,
+            drkit_restore_j2(cluster, policies, f"bd{round_no}b").seconds,
         )
-        cluster.drop_database(target)
+        cluster.drop_database(f"bd{round_no}b")
         print(f"  breakdown {db}: round {round_no + 1}/{rounds}", flush=True)
     for path in (raw, packed, unpacked):
         path.unlink(missing_ok=True)
