@@ -244,6 +244,8 @@ def main(argv: list[str]) -> int:
         results["drill"] = measure_drill(rows, opts.drill_mb, opts.rounds)
         save(results, opts.out)
     results["finished_utc"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    results["machine"]["load average at the end (1, 5, 15 min)"] = load
     save(results, opts.out)
     print(write_report(json.loads((opts.out / "results.json").read_text()), opts.out))
     return 0

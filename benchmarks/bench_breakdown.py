@@ -15,10 +15,11 @@ interpreter start; imports of the wal-push path; policy load; zstd compression;
 sha256; write + fsync + rename; read-back (decode + sha256); ``drkit wal-push`` alone
 (``DRKIT_WAL_PUSH_BATCH=0``, one segment).
 
-Logical (the sample database): ``pg_dump -Fc -Z0`` to /dev/null; zstd of that dump (1
-and 2 threads); sha256 of the result; the row count of every table in one snapshot;
-``drkit backup``.  Restore: decoding the stored dump to a local file; ``pg_restore -j
-2`` from it; the row count of the restored database; ``drkit restore --jobs 2``.
+Logical (the sample database): the drkit CLI's start (``drkit --version``);
+``pg_dump -Fc -Z0`` to /dev/null; zstd of that dump (1 and 2 threads); sha256 of the
+result; the row count of every table in one snapshot; ``drkit backup``.  Restore: the
+CLI's start; decoding the stored dump to a local file; ``pg_restore -j 2`` from it; the
+row count of the restored database; ``drkit restore --jobs 2``.
 ``measure_breakdown`` is what ``python -m benchmarks`` calls.
 """
 
@@ -211,6 +212,9 @@ def logical_stages(
             )
         add("backup: sha256 of the compressed dump", seconds(sha256_file, packed))
         add("backup: row count of every table (one snapshot)", seconds(snapshot_counts, url))
+        start = run([sys.executable, "-m", "drkit", "--version"]).seconds
+        add("backup: drkit CLI start and imports (drkit --version)", start)
+        add("restore: drkit CLI start and imports (drkit --version)", start)
         add("backup: drkit backup (end to end)", drkit(policies, "backup", "file")[0].seconds)
         add("restore: decode the stored dump to a local file", seconds(unpack, packed, unpacked))
         target = f"bd{round_no}a"
