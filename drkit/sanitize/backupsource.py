@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from drkit.backup.catalog import resolve_backup
-from drkit.errors import DatabaseError, SafetyRefused, UsageError
+from drkit.errors import DatabaseError, UsageError
 from drkit.pg.binaries import find_binary
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, for_subprocess
@@ -145,12 +145,7 @@ def _check_filters_read_kept_columns(plan: Plan) -> None:
 
 
 def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None:
-    from drkit.sanitize.engine import (
-        TableReport,
-        _empty_database,
-        _target_tables,
-        count_target_tables,
-    )
+    from drkit.sanitize.engine import TableReport, count_target_tables
 
     options = run.options
     repo = Repository.for_policy(run.src)
@@ -186,15 +181,7 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
         return
     write = not options.scan_only
     if write:
-        run.report.target_tables = _target_tables(run.dst_dsn)
-        if run.report.target_tables and not options.force:
-            raise SafetyRefused(
-                f"database {describe(run.dst_dsn)} of {run.dst.name} already holds "
-                f"{run.report.target_tables} tables: rerun with --force to empty it first"
-            )
-        if run.report.target_tables:
-            _empty_database(run.dst_dsn)
-        _restore_section(repo, obj, pg_restore, run.dst_dsn, "pre-data")
+        _restore_section(repo, obj, pg_restore, run.write_dsn, "pre-data")
         run.phase("schema")
     by_key = plan.by_key()
     reports = {
@@ -207,7 +194,7 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
         )
         for tp in plan.tables
     }
-    dst = connect(run.dst_dsn, autocommit=False) if write else None
+    dst = connect(run.write_dsn, autocommit=False) if write else None
     try:
         if dst is not None:
             dst.execute("SET LOCAL synchronous_commit = off")
@@ -233,15 +220,15 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
         if dst is not None:
             dst.commit()
     except psycopg.Error as exc:
-        raise DatabaseError(f"loading {describe(run.dst_dsn)}: {first_line(exc)}") from None
+        raise DatabaseError(f"loading {describe(run.write_dsn)}: {first_line(exc)}") from None
     finally:
         if dst is not None:
             dst.close()
     run.phase("data" if write else "read")
     if write:
         _apply_filters(run, plan, reports)
-        _restore_section(repo, obj, pg_restore, run.dst_dsn, "post-data")
-        with connect(run.dst_dsn) as conn:
+        _restore_section(repo, obj, pg_restore, run.write_dsn, "post-data")
+        with connect(run.write_dsn) as conn:
             for name, value, called in section.sequences:
                 conn.execute("SELECT setval(%s::regclass, %s, %s)", [name, value, called])
         run.phase("constraints")
@@ -315,7 +302,7 @@ def _flush(
 
 def _apply_filters(run: _Run, plan: Plan, reports: dict[str, Any]) -> None:
     """Row filters on the loaded (sanitized) rows, children first."""
-    with connect(run.dst_dsn, autocommit=False) as conn:
+    with connect(run.write_dsn, autocommit=False) as conn:
         try:
             selections = select_rows(conn, plan, run.rules.subset)
             tables = {tp.key: tp.table for tp in plan.tables}

@@ -41,10 +41,12 @@ from psycopg import sql
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
+from drkit.pg.builddb import build_aside
 from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import describe, for_subprocess, with_dbname
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import list_tables
+from drkit.sanitize.guards import STAMP, check_direction, guard_target
 from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.rules import Rules, default_rules_path, is_masked, load_rules
@@ -68,6 +70,7 @@ class Options:
     jobs: int = 1
     force: bool = False
     scan_only: bool = False
+    keep_old: bool = False
 
 
 @dataclass
@@ -132,17 +135,6 @@ class Report:
 # ---------------------------------------------------------------------------
 
 
-def check_direction(src: Policy, dst: Policy) -> None:
-    """Data flows only from a higher rank to a lower or equal one (never into PROD)."""
-    if src.rank < dst.rank:
-        raise SafetyRefused(
-            f"refusing to copy {src.name} (rank {src.rank}) into {dst.name} (rank {dst.rank}): "
-            "sanitized data flows only from a higher environment to a lower one"
-        )
-    if src.name == dst.name:
-        raise SafetyRefused(f"refusing to copy {src.name} into itself")
-
-
 def resolve_rules(src: Policy, dst: Policy, path: Path | None) -> Rules:
     rules = load_rules(path or default_rules_path(src.name, dst.name))
     if (rules.from_env, rules.to_env) != (src.name, dst.name):
@@ -163,50 +155,6 @@ def database_dsn(policy: Policy) -> str:
     return with_dbname(policy.database.url.get_secret_value(), names[0])
 
 
-def _same_database(src_conn: psycopg.Connection[Any], token: str, dst_dsn: str) -> bool:
-    """Does DST's database see SRC's session (tagged ``token``) as one of its own?"""
-    if count_target_tables(dst_dsn) < 0:  # DST's database does not exist yet
-        return False
-    with connect(dst_dsn) as dst:
-        row = dst.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = %s AND datname = current_database()",
-            [token],
-        ).fetchone()
-    return bool(row and row[0])
-
-
-def _target_tables(dst_dsn: str) -> int:
-    from drkit.restore.logical import ensure_database
-
-    ensure_database(dst_dsn)
-    with connect(dst_dsn) as conn:
-        return len(list_tables(conn))
-
-
-def _empty_database(dst_dsn: str) -> None:
-    """Drop every user schema (and so every table) of DST; recreate ``public``."""
-    with connect(dst_dsn) as conn:
-        rows = conn.execute(
-            """SELECT n.nspname, n.nspname = 'public' FROM pg_namespace n
-               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-                 AND n.nspname NOT LIKE 'pg\\_%%'
-                 AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                                 WHERE d.classid = 'pg_namespace'::regclass
-                                   AND d.objid = n.oid AND d.deptype = 'e')"""
-        ).fetchall()
-        try:
-            with conn.transaction():
-                for name, _is_public in rows:
-                    conn.execute(
-                        sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(str(name)))
-                    )
-                conn.execute("CREATE SCHEMA IF NOT EXISTS public AUTHORIZATION pg_database_owner")
-                conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
-        except psycopg.Error as exc:
-            raise DatabaseError(f"emptying {describe(dst_dsn)}: {first_line(exc)}") from None
-
-
 # ---------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------
@@ -220,6 +168,7 @@ class _Run:
         self.options = options
         self.src_dsn = database_dsn(src)
         self.dst_dsn = database_dsn(dst)
+        self.write_dsn = self.dst_dsn  # the build database during a run
         self.leaks = LeakIndex()
         self.pseudo = Pseudonymizer(rules.salt_bytes())
         self.compiler = Compiler(
@@ -250,7 +199,7 @@ class _Run:
     def scan(self, plan: Plan) -> None:
         generated = pool_values(self.pseudo, self.rules.strategies())
         searcher = self.leaks.searcher(generated)
-        with connect(self.dst_dsn) as conn:
+        with connect(self.write_dsn) as conn:
             self.report.leak = scan_database(conn, searcher)
         self.phase("leak_scan")
         leak = self.report.leak
@@ -283,18 +232,35 @@ def sanitize(
     check_direction(src, dst)
     rules = resolve_rules(src, dst, options.rules_path)
     run = _Run(src, dst, rules, options)
-    if describe(run.src_dsn) == describe(run.dst_dsn):
-        raise SafetyRefused(
-            f"{src.name} and {dst.name} resolve to the same database {describe(run.dst_dsn)}"
-        )
-    if options.from_backup is not None:
-        from drkit.sanitize.backupsource import run_from_backup
-
-        run_from_backup(run, options.from_backup, on_progress)
+    if not options.scan_only:
+        guard_target(src, dst, run.src_dsn, run.dst_dsn)
+    if options.dry_run or options.scan_only:
+        _run_source(run, on_progress)
     else:
-        _run_live(run, on_progress)
+        tables = count_target_tables(run.dst_dsn)
+        run.report.target_tables = max(tables, 0)
+        if tables > 0 and not options.force:
+            raise SafetyRefused(
+                f"database {describe(run.dst_dsn)} of {dst.name} already holds {tables} "
+                "tables: rerun with --force to replace it"
+            )
+        with build_aside(run.dst_dsn, force=options.force, keep_old=options.keep_old) as build:
+            run.write_dsn = build.dsn
+            _run_source(run, on_progress)
+            build.set_stamp(STAMP, dst.name)
+            build.publish()
+        run.phase("publish")
     run.report.phases["total"] = sum(v for k, v in run.report.phases.items() if k != "total")
     return run.report
+
+
+def _run_source(run: _Run, on_progress: ProgressFn | None) -> None:
+    if run.options.from_backup is not None:
+        from drkit.sanitize.backupsource import run_from_backup
+
+        run_from_backup(run, run.options.from_backup, on_progress)
+    else:
+        _run_live(run, on_progress)
 
 
 @contextlib.contextmanager
@@ -319,11 +285,6 @@ def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
     token = f"{_APP}-{secrets.token_hex(8)}"
     with contextlib.ExitStack() as stack:
         src_conn, snapshot = stack.enter_context(_source_snapshot(run.src_dsn, token))
-        if _same_database(src_conn, token, run.dst_dsn):
-            raise SafetyRefused(
-                f"{run.src.name} and {run.dst.name} are the same database "
-                f"({describe(run.dst_dsn)}): refusing to overwrite the source"
-            )
         schema = read_schema(src_conn)
         plan = build_plan(run.rules, schema)
         run.finish_plan(plan)
@@ -339,24 +300,16 @@ def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
             stack.close()
             run.scan(plan)
             return
-        run.report.target_tables = _target_tables(run.dst_dsn)
-        if run.report.target_tables and not options.force:
-            raise SafetyRefused(
-                f"database {describe(run.dst_dsn)} of {run.dst.name} already holds "
-                f"{run.report.target_tables} tables: rerun with --force to empty it first"
-            )
         sequences = _sequence_values(src_conn, schema)
         major = server_major(src_conn)
         archive = stack.enter_context(_schema_archive(run.src_dsn, snapshot, major))
-        if run.report.target_tables:
-            _empty_database(run.dst_dsn)
-        _pg_restore_section(run.dst_dsn, archive, "pre-data", major, jobs=1)
+        _pg_restore_section(run.write_dsn, archive, "pre-data", major, jobs=1)
         run.phase("schema")
         _copy_all(run, plan, selections, snapshot, on_progress, write=True)
         run.phase("data")
         src_conn.rollback()  # the snapshot is no longer needed
-        _pg_restore_section(run.dst_dsn, archive, "post-data", major, jobs=options.jobs)
-        set_sequences(run.dst_dsn, sequences)
+        _pg_restore_section(run.write_dsn, archive, "post-data", major, jobs=options.jobs)
+        set_sequences(run.write_dsn, sequences)
         run.phase("constraints")
     run.scan(plan)
 
@@ -496,12 +449,18 @@ def _copy_all(
         for tp in work:
             one(tp)
     else:
-        with concurrent.futures.ThreadPoolExecutor(
+        pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=run.options.jobs, thread_name_prefix="drkit-sanitize"
-        ) as pool:
+        )
+        try:
             futures = [pool.submit(one, tp) for tp in work]
             for future in concurrent.futures.as_completed(futures):
                 future.result()  # the first failure propagates
+        except BaseException:
+            # don't wait for the other tables: dropping the build ends their sessions
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     run.report.tables = [reports[tp.key] for tp in plan.tables]
 
 
@@ -517,7 +476,7 @@ def _copy_table(
     names = [(c.name, s) for c, s in tp.columns]
     transformer = RowTransformer(names, run.compiler)
     src = connect(run.src_dsn, autocommit=False)
-    dst = connect(run.dst_dsn, autocommit=False) if write else None
+    dst = connect(run.write_dsn, autocommit=False) if write else None
     rows = 0
     try:
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
