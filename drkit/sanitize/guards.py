@@ -7,14 +7,15 @@ it could be an alias of:
 
 * a ``protected`` environment (prod by default) is never a target, whatever the ranks;
 * data flows only from a strictly higher rank to a lower one (equal ranks refused);
-* DST's database must not be SRC's, nor the database of any protected environment nor of
-  any environment ranked above DST, among the policies next to SRC's and DST's.  Two
+* DST's database must not be the database of SRC nor of any other environment among the
+  policies next to SRC's and DST's (so a policy that ranks itself above prod still cannot
+  point at prod's database).  Two
   connections reach the same database when DST's server lists the other connection (tagged
   with a one-off ``application_name``) in ``pg_stat_activity`` in DST's database, or when
   both report the same system identifier, postmaster start time and database OID.
 
-Fail closed: an environment that cannot be reached cannot be proved distinct, so the run
-is refused (exit 4), unless DST's database carries the stamp drkit sets on every copy it
+Fail closed: SRC, a protected environment or one ranked at or above DST that cannot be
+reached cannot be proved distinct, so the run is refused (exit 4), unless DST's database carries the stamp drkit sets on every copy it
 publishes (``drkit.sanitize_target``, a database-level setting naming DST's environment);
 a database drkit built as DST's sanitized copy cannot be a protected one.  A policy file
 that cannot be loaded is refused the same way.
@@ -102,7 +103,7 @@ def _policy_dirs(*policies: Policy) -> list[Path]:
 
 
 def _candidates(src: Policy, dst: Policy) -> Iterator[Policy]:
-    """SRC, then every protected or higher-ranked environment DST could be an alias of."""
+    """SRC, then every other environment DST could be an alias of."""
     yield src
     seen = {src.name, dst.name}
     for directory in _policy_dirs(src, dst):
@@ -118,8 +119,12 @@ def _candidates(src: Policy, dst: Policy) -> Iterator[Policy]:
                     f"cannot be loaded to prove {dst.name}'s database is not its database "
                     f"({exc}); fix or remove it"
                 ) from None
-            if policy.protected or policy.rank > dst.rank:
-                yield policy
+            yield policy
+
+
+def _must_reach(policy: Policy, src: Policy, dst: Policy) -> bool:
+    """Environments whose database DST must provably not be (fail closed)."""
+    return policy is src or policy.protected or policy.rank >= dst.rank
 
 
 def _connect_target(dst_dsn: str) -> psycopg.Connection[Any] | None:
@@ -149,8 +154,10 @@ def guard_target(src: Policy, dst: Policy, src_dsn: str, dst_dsn: str) -> None:
                 dsns = [with_dbname(url, name) for name in policy.database.database_names()]
             for dsn in dsns:
                 verdict = _probe(target, mine, dsn)
-                if verdict is None:
+                if verdict is None and _must_reach(policy, src, dst):
                     unreachable.append(f"{policy.name} ({describe(dsn)})")
+                elif verdict is None:
+                    log.info("%s is not reachable; it ranks below %s", policy.name, dst.name)
                 elif verdict:
                     raise SafetyRefused(
                         f"refusing to write into {dst.name}: its database {describe(dst_dsn)} "

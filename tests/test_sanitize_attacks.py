@@ -1,0 +1,391 @@
+"""``drkit sanitize`` attacked: each test tries to break one promise and asserts what is
+readable afterwards (prod's rows, DST's contents, leftover databases), not only exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.test_sanitize_copy import (
+    ENV,
+    Env,
+    envs,  # noqa: F401  (the fixture)
+    rows,
+    rules_doc,
+    sanitize,
+    table_dump,
+    write_rules,
+)
+
+
+def respell(pg: PgServer, dbname: str, *, user: str | None = None, pw: str | None = None) -> str:
+    """Prod's database under another spelling: localhost, another user, query parameters."""
+    params = psycopg.conninfo.conninfo_to_dict(pg.admin_dsn)
+    user = user or str(params.get("user", "postgres"))
+    pw = pw if pw is not None else str(params.get("password") or "")
+    auth = quote(user, safe="") + (":" + quote(pw, safe="") if pw else "")
+    return (
+        f"postgresql://{auth}@localhost:{params.get('port', 5432)}/{quote(dbname, safe='')}"
+        "?application_name=innocent&connect_timeout=10"
+    )
+
+
+def prod_fingerprint(e: Env) -> dict[str, list[Any]]:
+    return table_dump(e.dsn(e.src_name))
+
+
+def leftovers(e: Env) -> list[str]:
+    found = rows(
+        e.dsn("postgres"), "SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_drkit\\_%'"
+    )
+    return [str(r[0]) for r in found]
+
+
+def rules_for(tmp_path: Path, src: str, dst: str, **overrides: Any) -> Path:
+    doc = rules_doc(**overrides)
+    doc["from"], doc["to"] = src, dst
+    return write_rules(tmp_path / f"{src}-to-{dst}.yaml", doc)
+
+
+@pytest.fixture
+def other_role(pg_server: PgServer) -> Iterator[tuple[str, str]]:
+    """A second login role (not a superuser) that may create databases."""
+    name, pw = f"r_{uuid.uuid4().hex[:8]}", "pw-" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(pw)
+            )
+        )
+    yield name, pw
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        for (db,) in conn.execute(
+            "SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles "
+            "WHERE rolname = %s)",
+            [name],
+        ).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+# ---------------------------------------------------------------------------
+# 1. Guards by identity
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["localhost", "other-user"])
+def test_dev_policy_aliasing_prod_is_refused_live(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    other_role: tuple[str, str],
+    tmp_path: Path,
+    spelling: str,
+) -> None:
+    user, pw = other_role if spelling == "other-user" else (None, None)
+    make_policy("dev", respell(pg_server, envs.src_name, user=user, pw=pw), file_repo)
+    before = prod_fingerprint(envs)
+    rules = rules_for(tmp_path, "prod", "dev")
+    result = sanitize(run_drkit, envs, "prod", "dev", "--rules", str(rules), "--force")
+    assert result.code == 4, result.stderr
+    assert "same database" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert prod_fingerprint(envs) == before
+    assert leftovers(envs) == []
+
+
+def test_dev_policy_aliasing_prod_is_refused_from_backup_with_force(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+) -> None:
+    assert run_drkit("backup", "prod", policy_dir=envs.policy_dir).code == 0
+    make_policy("dev", respell(pg_server, envs.src_name), file_repo)
+    before = prod_fingerprint(envs)
+    rules = rules_for(tmp_path, "prod", "dev")
+    result = sanitize(
+        run_drkit,
+        envs,
+        "prod",
+        "dev",
+        "--rules",
+        str(rules),
+        "--from-backup",
+        "latest",
+        "--force",
+    )
+    assert result.code == 4, result.stderr
+    assert "same database" in result.stderr
+    assert prod_fingerprint(envs) == before
+
+
+def test_custom_environment_with_prods_rank_is_refused(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+) -> None:
+    mirror = f"mir_{uuid.uuid4().hex[:8]}"
+    make_policy("mirror", pg_server.url(mirror), file_repo, environment="mirror", rank=3)
+    rules = rules_for(tmp_path, "prod", "mirror")
+    result = sanitize(run_drkit, envs, "prod", "mirror", "--rules", str(rules), "--force")
+    assert result.code == 4, result.stderr
+    assert "strictly higher" in result.stderr
+    exists = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    assert rows(envs.dsn("postgres"), exists, [mirror]) == [(0,)]
+
+
+def test_self_declared_high_rank_cannot_target_prods_database(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+) -> None:
+    """Even with prod unprotected, a target that ranks itself above prod is not prod."""
+    make_policy("prod", pg_server.url(envs.src_name), file_repo, protected=False)
+    make_policy("lab", pg_server.url(envs.src_name), file_repo, environment="lab", rank=9)
+    make_policy("x", respell(pg_server, envs.src_name), file_repo, environment="x", rank=5)
+    before = prod_fingerprint(envs)
+    rules = rules_for(tmp_path, "lab", "x")
+    result = sanitize(run_drkit, envs, "lab", "x", "--rules", str(rules), "--force")
+    assert result.code == 4, result.stderr
+    assert "same database" in result.stderr
+    assert prod_fingerprint(envs) == before
+
+
+def test_protected_environment_is_never_a_target(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+) -> None:
+    vault = f"vlt_{uuid.uuid4().hex[:8]}"
+    make_policy(
+        "vault", pg_server.url(vault), file_repo, environment="vault", rank=0, protected=True
+    )
+    rules = rules_for(tmp_path, "prod", "vault")
+    for extra in ((), ("--force",), ("--dry-run",)):
+        result = sanitize(run_drkit, envs, "prod", "vault", "--rules", str(rules), *extra)
+        assert result.code == 4, result.stderr
+        assert "protected" in result.stderr
+    exists = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    assert rows(envs.dsn("postgres"), exists, [vault]) == [(0,)]
+
+
+def test_unreachable_protected_environment_fails_closed_until_dst_is_drkits_copy(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    tmp_path: Path,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    staging = envs.dsn(envs.dsts["staging"])
+    envs.pg.create_database(envs.dsts["staging"])  # DST exists, not drkit's copy
+    make_policy(
+        "archive",
+        "postgresql://nobody:pw@127.0.0.1:1/archive",
+        file_repo,
+        environment="archive",
+        rank=5,
+    )
+    refused = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules))
+    assert refused.code == 4, refused.stderr
+    assert "cannot reach archive" in refused.stderr
+    (envs.policy_dir / "archive.yaml").rename(tmp_path / "archive.yaml")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    (tmp_path / "archive.yaml").rename(envs.policy_dir / "archive.yaml")
+    again = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force")
+    assert again.code == 0, again.stderr  # DST carries the stamp of drkit's published copy
+    assert rows(staging, "SELECT current_setting('drkit.sanitize_target')") == [("staging",)]
+
+
+# ---------------------------------------------------------------------------
+# 2. Build aside, publish atomically
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ddl", "constraint"),
+    [
+        # post-data: the constant collides under an expression index the plan cannot read
+        ('CREATE UNIQUE INDEX user_pw_lower ON "user" (lower(password_hash))', "user_pw_lower"),
+        # data: the pseudonyms break a CHECK on the e-mail's domain
+        (
+            'ALTER TABLE "user" ADD CONSTRAINT user_email_customer '
+            "CHECK (email LIKE '%@customer%')",
+            "user_email_customer",
+        ),
+    ],
+)
+def test_constraint_failure_leaves_dst_exactly_as_it_was(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    tmp_path: Path,
+    ddl: str,
+    constraint: str,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    staging = envs.dsn(envs.dsts["staging"])
+    before = table_dump(staging)
+    oid = "SELECT oid FROM pg_database WHERE datname = %s"
+    oid_before = rows(envs.dsn("postgres"), oid, [envs.dsts["staging"]])
+    with psycopg.connect(envs.dsn(envs.src_name), autocommit=True) as conn:
+        conn.execute(ddl)
+    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force")
+    assert result.code == 1, result.stderr
+    assert constraint in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert "sanitized" not in result.stderr  # no DETAIL with values
+    assert table_dump(staging) == before
+    assert rows(envs.dsn("postgres"), oid, [envs.dsts["staging"]]) == oid_before
+    assert leftovers(envs) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_drops_the_build_and_keeps_dst(
+    envs: Env,  # noqa: F811
+    run_drkit: DrkitRunner,
+    tmp_path: Path,
+    signum: int,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    staging = envs.dsn(envs.dsts["staging"])
+    before = table_dump(staging)
+    with psycopg.connect(envs.dsn(envs.src_name)) as blocker:
+        # the run's pg_dump waits for this lock: the build exists, the copy has not finished
+        blocker.execute("LOCK TABLE agent IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "drkit",
+                "--policy-dir",
+                str(envs.policy_dir),
+                "sanitize",
+                "prod",
+                "staging",
+                "--rules",
+                str(rules),
+                "--force",
+            ],
+            env={**os.environ, **ENV},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = %s"
+            )
+            deadline = time.monotonic() + 120
+            while rows(envs.dsn("postgres"), waiting, [envs.src_name]) == [(0,)]:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the run never reached the locked table"
+                time.sleep(0.2)
+            assert len(leftovers(envs)) == 1
+            proc.send_signal(signum)
+            _out, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        blocker.rollback()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert leftovers(envs) == []
+    assert table_dump(staging) == before
+
+
+def test_sessions_on_dst_are_refused_unless_forced(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    envs.pg.create_database(envs.dsts["staging"])
+    staging = envs.dsn(envs.dsts["staging"])
+    with psycopg.connect(staging, autocommit=True) as app:
+        refused = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules))
+        assert refused.code == 4, refused.stderr
+        assert "sessions are connected" in refused.stderr and "--force" in refused.stderr
+        assert rows(staging, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+        forced = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force")
+        assert forced.code == 0, forced.stderr
+        with pytest.raises(psycopg.OperationalError):
+            app.execute("SELECT 1")
+    assert rows(staging, 'SELECT count(*) > 0 FROM "user"') == [(True,)]
+    assert leftovers(envs) == []
+
+
+def test_role_without_createdb_is_refused_before_anything_is_written(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    other_role: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    user, pw = other_role
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} NOCREATEDB").format(sql.Identifier(user)))
+    db = envs.dsts["staging"]
+    params = psycopg.conninfo.conninfo_to_dict(pg_server.admin_dsn)
+    url = f"postgresql://{user}:{pw}@127.0.0.1:{params.get('port', 5432)}/{db}"
+    make_policy("staging", url, file_repo)
+    rules = rules_for(tmp_path, "prod", "staging")
+    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules))
+    assert result.code == 4, result.stderr
+    assert f"ALTER ROLE {user} CREATEDB" in result.stderr
+    assert leftovers(envs) == []
+
+
+def test_keep_old_keeps_the_replaced_database(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    with psycopg.connect(envs.dsn(envs.dsts["staging"]), autocommit=True) as conn:
+        conn.execute("CREATE TABLE marker (x int)")
+    result = sanitize(
+        run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force", "--keep-old"
+    )
+    assert result.code == 0, result.stderr
+    staging = envs.dsn(envs.dsts["staging"])
+    assert rows(staging, "SELECT to_regclass('marker') IS NULL") == [(True,)]
+    kept = leftovers(envs)
+    assert len(kept) == 1 and "__drkit_old_" in kept[0]
+    assert rows(envs.dsn(kept[0]), "SELECT count(*) FROM marker") == [(0,)]
+    envs.pg.drop_database(kept[0])
