@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
@@ -389,3 +390,151 @@ def test_keep_old_keeps_the_replaced_database(
     assert len(kept) == 1 and "__drkit_old_" in kept[0]
     assert rows(envs.dsn(kept[0]), "SELECT count(*) FROM marker") == [(0,)]
     envs.pg.drop_database(kept[0])
+
+
+# ---------------------------------------------------------------------------
+# A small hand-made source for the cases the sample cannot express
+# ---------------------------------------------------------------------------
+
+MINI = """
+CREATE TABLE person (id int PRIMARY KEY, email text NOT NULL, note text);
+INSERT INTO person SELECT i, 'p' || i || '@corp.example', 'n' || i FROM generate_series(1, 10) i;
+CREATE TABLE memo (id int PRIMARY KEY, body text);
+INSERT INTO memo VALUES (1, 'please call p9@corp.example about the invoice');
+"""
+
+
+class Mini:
+    def __init__(self, pg: PgServer, policy_dir: Path, src: str, dst: str) -> None:
+        self.pg, self.policy_dir, self.src, self.dst = pg, policy_dir, src, dst
+
+    def run(self, run_drkit: DrkitRunner, rules: Path, *args: str) -> Any:
+        return run_drkit(
+            "sanitize",
+            "prod",
+            "staging",
+            "--rules",
+            str(rules),
+            *args,
+            policy_dir=self.policy_dir,
+            env=ENV,
+        )
+
+    def dst_exists(self) -> bool:
+        found = rows(
+            self.pg.dsn(), "SELECT count(*) FROM pg_database WHERE datname = %s", [self.dst]
+        )
+        return found == [(1,)]
+
+
+@pytest.fixture
+def mini(
+    pg_server: PgServer,
+    database: tuple[str, str],
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+) -> Iterator[Mini]:
+    src, url = database
+    with psycopg.connect(pg_server.dsn(src), autocommit=True) as conn:
+        conn.execute(MINI)
+    dst = f"stg_{uuid.uuid4().hex[:8]}"
+    make_policy("prod", url, file_repo)
+    policy_dir = make_policy("staging", pg_server.url(dst), file_repo)
+    yield Mini(pg_server, policy_dir, src, dst)
+    pg_server.drop_database(dst)
+
+
+def mini_rules(tmp_path: Path, person: dict[str, Any], **extra: Any) -> Path:
+    doc: dict[str, Any] = {
+        "version": 1,
+        "from": "prod",
+        "to": "staging",
+        "salt": "${DRKIT_SANITIZE_SALT}",
+        "defaults": {"unlisted_tables": "fail", "unlisted_columns": "fail"},
+        "tables": {
+            "person": {"columns": {"id": "keep", "email": "email", "note": "keep"}, **person},
+            "memo": {"copy": True},
+        },
+        **extra,
+    }
+    return write_rules(tmp_path / "mini.yaml", doc)
+
+
+@pytest.mark.parametrize(
+    "person",
+    [{"where": "id <= 5"}, {"rows": "none"}],
+    ids=["where", "rows-none"],
+)
+def test_kept_text_quoting_a_person_whose_row_was_not_copied_is_a_leak(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path, person: dict[str, Any]
+) -> None:
+    rules = mini_rules(tmp_path, person)
+    result = mini.run(run_drkit, rules)
+    assert result.code == 3, result.stderr
+    assert "public.memo" in result.stderr
+    assert "p9@corp.example" not in (result.stderr + result.stdout).lower()
+    assert not mini.dst_exists()  # the copy with the leak was never published
+    assert leftovers_on(mini.pg) == []
+
+
+def test_subset_left_out_rows_are_searched_too(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path
+) -> None:
+    rules = mini_rules(tmp_path, {}, subset={"start": {"table": "person", "where": "id <= 5"}})
+    result = mini.run(run_drkit, rules)
+    assert result.code == 3, result.stderr
+    assert not mini.dst_exists()
+
+
+def test_row_level_security_hiding_source_rows_is_refused(
+    run_drkit: DrkitRunner,
+    mini: Mini,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    other_role: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    user, pw = other_role
+    src = mini.pg.dsn(mini.src)
+    with psycopg.connect(src, autocommit=True) as conn:
+        for table in ("person", "memo"):
+            conn.execute(
+                sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                    sql.Identifier(table), sql.Identifier(user)
+                )
+            )
+        conn.execute("ALTER TABLE person ENABLE ROW LEVEL SECURITY")
+        conn.execute("ALTER TABLE person FORCE ROW LEVEL SECURITY")
+        conn.execute("CREATE POLICY evens ON person USING (id % 2 = 0)")
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(mini.pg.admin_dsn)
+        make_policy(
+            "prod",
+            f"postgresql://{user}:{pw}@127.0.0.1:{params.get('port', 5432)}/{mini.src}",
+            file_repo,
+        )
+        rules = mini_rules(tmp_path, {})
+        refused = mini.run(run_drkit, rules)
+        assert refused.code == 4, refused.stderr
+        assert "public.person" in refused.stderr and "BYPASSRLS" in refused.stderr
+        assert not mini.dst_exists()
+        with psycopg.connect(mini.pg.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} BYPASSRLS").format(sql.Identifier(user)))
+        memo_doc = yaml.safe_load(rules.read_text())
+        memo_doc["tables"]["memo"] = {"columns": {"id": "keep", "body": "replace_pii"}}
+        rules.write_text(yaml.safe_dump(memo_doc))
+        copied = mini.run(run_drkit, rules)
+        assert copied.code == 0, copied.stderr
+        assert rows(mini.pg.dsn(mini.dst), "SELECT count(*) FROM person") == [(10,)]
+    finally:
+        with psycopg.connect(src, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(user))
+            )
+
+
+def leftovers_on(pg: PgServer) -> list[str]:
+    found = rows(
+        pg.dsn("postgres"), "SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_drkit\\_%'"
+    )
+    return [str(r[0]) for r in found]

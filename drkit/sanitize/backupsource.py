@@ -201,7 +201,11 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
 
         def on_block(block: CopyBlock, rows: Iterator[bytes]) -> None:
             tp = by_key.get(f"{block.schema}.{block.table}")
-            if tp is None or tp.action == "schema-only":
+            if tp is None:
+                return
+            if tp.action == "schema-only":
+                if tp.masked:  # not copied, but the scan must know its originals
+                    _load_block(run, tp, block, rows, None, None)
                 return
             if not write and not tp.masked:
                 return

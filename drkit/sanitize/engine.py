@@ -46,13 +46,13 @@ from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import describe, for_subprocess, with_dbname
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import list_tables
-from drkit.sanitize.guards import STAMP, check_direction, guard_target
+from drkit.sanitize.guards import STAMP, check_direction, guard_target, require_every_row
 from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.rules import Rules, default_rules_path, is_masked, load_rules
 from drkit.sanitize.schema import Schema, read_schema
 from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, pool_values
-from drkit.sanitize.subset import Selection, select_rows
+from drkit.sanitize.subset import Predicate, Selection, select_rows
 from drkit.sanitize.transform import RowTransformer
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,8 @@ class _Run:
         generated = pool_values(self.pseudo, self.rules.strategies())
         searcher = self.leaks.searcher(generated)
         with connect(self.write_dsn) as conn:
+            require_every_row(conn, f"{self.dst.name}'s copy")
+            conn.execute("SET row_security = off")
             self.report.leak = scan_database(conn, searcher)
         self.phase("leak_scan")
         leak = self.report.leak
@@ -207,7 +209,12 @@ class _Run:
             listing = "; ".join(f"{where}: {count}" for where, count in sorted(leak.hits.items()))
             raise LeakFound(
                 f"leak scan of {self.dst.name}: original values of masked columns found in "
-                f"{listing} (count of hits; values not shown). DST is not safe to use",
+                f"{listing} (count of hits; values not shown). "
+                + (
+                    "DST is not safe to use"
+                    if self.options.scan_only
+                    else f"The copy was not published: {self.dst.name} is as it was"
+                ),
                 self.report,
             )
 
@@ -269,6 +276,7 @@ def _source_snapshot(dsn: str, token: str) -> Iterator[tuple[psycopg.Connection[
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
+        conn.execute("SET row_security = off")
         row = conn.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
         yield conn, str(row[0])
@@ -285,6 +293,7 @@ def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
     token = f"{_APP}-{secrets.token_hex(8)}"
     with contextlib.ExitStack() as stack:
         src_conn, snapshot = stack.enter_context(_source_snapshot(run.src_dsn, token))
+        require_every_row(src_conn, run.src.name)
         schema = read_schema(src_conn)
         plan = build_plan(run.rules, schema)
         run.finish_plan(plan)
@@ -296,6 +305,7 @@ def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
             return
         if options.scan_only:
             _copy_all(run, plan, selections, snapshot, on_progress, write=False)
+            _read_left_out(run, plan, selections, snapshot)
             run.phase("read")
             stack.close()
             run.scan(plan)
@@ -306,6 +316,7 @@ def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
         _pg_restore_section(run.write_dsn, archive, "pre-data", major, jobs=1)
         run.phase("schema")
         _copy_all(run, plan, selections, snapshot, on_progress, write=True)
+        _read_left_out(run, plan, selections, snapshot)
         run.phase("data")
         src_conn.rollback()  # the snapshot is no longer needed
         _pg_restore_section(run.write_dsn, archive, "post-data", major, jobs=options.jobs)
@@ -464,6 +475,31 @@ def _copy_all(
     run.report.tables = [reports[tp.key] for tp in plan.tables]
 
 
+def _read_left_out(run: _Run, plan: Plan, selections: dict[str, Selection], snapshot: str) -> None:
+    """Originals of the rows a filter left out, for the leak scan (nothing is written).
+
+    A kept free-text column may quote a person whose own row was not copied; the scan
+    must know that person's values too, so every transformed column is read from the
+    whole table, in the same snapshot, through the same strategies.
+    """
+    for tp in plan.tables:
+        if not tp.masked:
+            continue
+        sel = selections[tp.key]
+        if sel.everything and tp.action != "schema-only":
+            continue
+        copied = None if sel.none or tp.action == "schema-only" else sel.predicate
+        rest = Selection(predicate=_not(copied) if copied is not None else None, reason="left out")
+        _copy_table(run, tp, rest, snapshot, None, write=False)
+
+
+def _not(predicate: Predicate) -> Predicate:
+    def rest(alias: str) -> sql.Composable:
+        return sql.SQL("({}) IS NOT TRUE").format(predicate(alias))
+
+    return rest
+
+
 def _copy_table(
     run: _Run,
     tp: TablePlan,
@@ -482,6 +518,7 @@ def _copy_table(
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         src.read_only = True
         src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        src.execute("SET row_security = off")
         if dst is not None:
             dst.execute("SET LOCAL synchronous_commit = off")
         with contextlib.ExitStack() as stack:

@@ -205,3 +205,36 @@ def _probe(target: psycopg.Connection[Any], mine: Identity, dsn: str) -> bool | 
 def _missing_database(exc: psycopg.Error) -> bool:
     text = str(exc)
     return 'database "' in text and "does not exist" in text
+
+
+_RLS_HIDES = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity
+  AND (c.relforcerowsecurity OR NOT pg_has_role(current_user, c.relowner, 'USAGE'))
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1, 2
+LIMIT 1
+"""
+
+
+def require_every_row(conn: psycopg.Connection[Any], what: str) -> None:
+    """Refuse (exit 4) when row-level security could hide rows of ``what`` from this role.
+
+    Reads that must see every row (the copy, the leak scan) also run with
+    ``row_security = off``, so a policy the catalog check missed fails them instead of
+    silently filtering.
+    """
+    row = conn.execute(
+        "SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    assert row is not None
+    if row[1]:
+        return
+    hidden = conn.execute(_RLS_HIDES).fetchone()
+    if hidden is not None:
+        raise SafetyRefused(
+            f"table {hidden[0]}.{hidden[1]} of {what} has row-level security that hides rows "
+            f"from role {row[0]}: the copy and the leak scan must see every row; connect as a "
+            f"superuser or ALTER ROLE {row[0]} BYPASSRLS"
+        )
