@@ -538,3 +538,34 @@ def leftovers_on(pg: PgServer) -> list[str]:
         pg.dsn("postgres"), "SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_drkit\\_%'"
     )
     return [str(r[0]) for r in found]
+
+
+@pytest.mark.parametrize("source", ["live", "backup"])
+def test_user_mapping_passwords_never_reach_the_target(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path, source: str
+) -> None:
+    secret = "Fdw-Pa55-" + uuid.uuid4().hex[:10]
+    with psycopg.connect(mini.pg.dsn(mini.src), autocommit=True) as conn:
+        conn.execute("CREATE FOREIGN DATA WRAPPER drkit_dummy_fdw")
+        conn.execute("CREATE SERVER remote_srv FOREIGN DATA WRAPPER drkit_dummy_fdw")
+        conn.execute(
+            sql.SQL(
+                "CREATE USER MAPPING FOR PUBLIC SERVER remote_srv OPTIONS (user 'app', password {})"
+            ).format(sql.Literal(secret))
+        )
+    rules = mini_rules(tmp_path, {})
+    doc = yaml.safe_load(rules.read_text())
+    doc["tables"]["memo"] = {"columns": {"id": "keep", "body": "replace_pii"}}
+    rules.write_text(yaml.safe_dump(doc))
+    args: tuple[str, ...] = ()
+    if source == "backup":
+        assert run_drkit("backup", "prod", policy_dir=mini.policy_dir).code == 0
+        args = ("--from-backup", "latest")
+    result = mini.run(run_drkit, rules, *args)
+    assert result.code == 0, result.stderr
+    dst = mini.pg.dsn(mini.dst)
+    assert rows(dst, "SELECT count(*) FROM pg_foreign_server WHERE srvname = 'remote_srv'") == [
+        (1,)
+    ]
+    assert rows(dst, "SELECT count(*) FROM pg_user_mapping") == [(0,)]
+    assert rows(dst, "SELECT count(*) FROM person") == [(10,)]

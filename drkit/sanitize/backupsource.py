@@ -24,6 +24,7 @@ from drkit.errors import DatabaseError, UsageError
 from drkit.pg.binaries import find_binary
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, for_subprocess
+from drkit.pg.pgrestore import list_file, restore_args
 from drkit.sanitize.frombackup import (
     CopyBlock,
     add_constraints,
@@ -110,21 +111,17 @@ def _section_text(
 def _restore_section(
     repo: Repository, obj: StoredObject, pg_restore: str, dsn: str, section: str
 ) -> None:
-    conninfo, env = for_subprocess(dsn)
-    args = [
-        pg_restore,
-        f"--section={section}",
-        "--no-owner",
-        "--no-acl",
-        "--exit-on-error",
-        "--single-transaction",
-        "-d",
-        conninfo,
-    ]
+    _, plain_env = for_subprocess("")
     with restore_from_stream(
-        repo, obj, args, env, f"pg_restore --section={section} into {describe(dsn)}"
-    ):
-        pass
+        repo, obj, [pg_restore, "-l"], plain_env, "pg_restore -l of the backup", stdout=-1
+    ) as proc:
+        toc = proc.stdout.read().decode("utf-8", "replace")
+    with list_file(toc) as listing:
+        args, env = restore_args(pg_restore, dsn, section=section, listing=listing)
+        with restore_from_stream(
+            repo, obj, args, env, f"pg_restore --section={section} into {describe(dsn)}"
+        ):
+            pass
 
 
 def _check_filters_read_kept_columns(plan: Plan) -> None:

@@ -44,6 +44,7 @@ from drkit.pg.binaries import find_client
 from drkit.pg.builddb import build_aside
 from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import describe, for_subprocess, with_dbname
+from drkit.pg.pgrestore import restore_file
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import list_tables
 from drkit.sanitize.guards import STAMP, check_direction, guard_target, require_every_row
@@ -372,22 +373,7 @@ def _schema_archive(dsn: str, snapshot: str, major: int) -> Iterator[Path]:
 
 
 def _pg_restore_section(dsn: str, archive: Path, section: str, major: int, jobs: int) -> None:
-    pg_restore = find_client("pg_restore", major)
-    conninfo, env = for_subprocess(dsn)
-    args = [
-        pg_restore,
-        f"--section={section}",
-        "--no-owner",
-        "--no-acl",
-        "--exit-on-error",
-        "-d",
-        conninfo,
-    ]
-    args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
-    with PipeProcess(
-        [*args, str(archive)], env=env, what=f"pg_restore --section={section} into {describe(dsn)}"
-    ) as proc:
-        proc.wait()
+    restore_file(find_client("pg_restore", major), archive, dsn, section=section, jobs=jobs)
 
 
 def _sequence_values(
