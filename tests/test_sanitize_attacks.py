@@ -569,3 +569,77 @@ def test_user_mapping_passwords_never_reach_the_target(
     ]
     assert rows(dst, "SELECT count(*) FROM pg_user_mapping") == [(0,)]
     assert rows(dst, "SELECT count(*) FROM person") == [(10,)]
+
+
+SHAPES = """
+CREATE DOMAIN email_d AS text CHECK (VALUE LIKE '%@%');
+CREATE TABLE contact (id int PRIMARY KEY, email email_d NOT NULL);
+INSERT INTO contact SELECT i, 'c' || i || '@corp.example' FROM generate_series(1, 5) i;
+CREATE TABLE base (id int, email text);
+CREATE TABLE child (extra text) INHERITS (base);
+INSERT INTO base VALUES (1, 'b1@corp.example');
+INSERT INTO child VALUES (2, 'b2@corp.example', 'x');
+CREATE TABLE part (id int, email text) PARTITION BY RANGE (id);
+CREATE TABLE part_1 PARTITION OF part FOR VALUES FROM (0) TO (100);
+INSERT INTO part VALUES (5, 'p5@corp.example');
+SELECT lo_from_bytea(0, convert_to('lo mentions c1@corp.example', 'UTF8'));
+"""
+
+
+def test_live_and_backup_read_the_same_schema_and_accept_the_same_rules(
+    run_drkit: DrkitRunner,
+    mini: Mini,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    tmp_path: Path,
+) -> None:
+    with psycopg.connect(mini.pg.dsn(mini.src), autocommit=True) as conn:
+        conn.execute(SHAPES)
+    dev = f"dev_{uuid.uuid4().hex[:8]}"
+    make_policy("dev", mini.pg.url(dev), file_repo)
+    tables = {
+        "person": {"columns": {"id": "keep", "email": "email", "note": "keep"}},
+        "memo": {"columns": {"id": "keep", "body": "replace_pii"}},
+        "contact": {"columns": {"id": "keep", "email": "email"}},
+        "base": {"columns": {"id": "keep", "email": "email"}},
+        "child": {"columns": {"id": "keep", "email": "email", "extra": "keep"}},
+        "part_1": {"columns": {"id": "keep", "email": "email"}},
+    }
+    doc: dict[str, Any] = {
+        "version": 1,
+        "from": "prod",
+        "to": "staging",
+        "salt": "${DRKIT_SANITIZE_SALT}",
+        "defaults": {"unlisted_tables": "fail", "unlisted_columns": "fail"},
+        "tables": tables,
+    }
+    staging_rules = write_rules(tmp_path / "s.yaml", doc)
+    dev_rules = write_rules(tmp_path / "d.yaml", {**doc, "to": "dev"})
+    try:
+        assert run_drkit("backup", "prod", policy_dir=mini.policy_dir).code == 0
+        live = mini.run(run_drkit, staging_rules)
+        assert live.code == 0, live.stderr
+        for _ in range(2):  # the second run replaces the first (large objects and all)
+            backup = run_drkit(
+                "sanitize",
+                "prod",
+                "dev",
+                "--rules",
+                str(dev_rules),
+                "--from-backup",
+                "latest",
+                "--force",
+                policy_dir=mini.policy_dir,
+                env=ENV,
+            )
+            assert backup.code == 0, backup.stderr
+        staging, dev_dsn = mini.pg.dsn(mini.dst), mini.pg.dsn(dev)
+        assert table_dump(staging) == table_dump(dev_dsn)
+        for dsn in (staging, dev_dsn):
+            assert rows(dsn, "SELECT id, extra FROM child") == [(2, "x")]
+            assert rows(dsn, "SELECT count(*) FROM ONLY base") == [(1,)]
+            assert rows(dsn, "SELECT count(*) FROM part") == [(1,)]
+            assert rows(dsn, "SELECT count(*) FROM pg_largeobject_metadata") == [(0,)]
+            assert "corp.example" not in str(table_dump(dsn))
+    finally:
+        mini.pg.drop_database(dev)

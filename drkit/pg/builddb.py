@@ -167,7 +167,9 @@ class Build:
             )
 
 
-def preflight(admin: psycopg.Connection[Any], target_dsn: str, *, force: bool) -> None:
+def preflight(
+    admin: psycopg.Connection[Any], target_dsn: str, *, force: bool, scratch: bool = False
+) -> None:
     """What would stop the build or the swap, refused before anything is created (exit 4)."""
     target = dbname_of(target_dsn)
     row = admin.execute(
@@ -180,6 +182,8 @@ def preflight(admin: psycopg.Connection[Any], target_dsn: str, *, force: bool) -
             f"role {user} cannot create databases on the server of {describe(target_dsn)}: "
             f"the copy is built aside in a new database; grant it (ALTER ROLE {user} CREATEDB)"
         )
+    if scratch:
+        return  # never published: the target's owner and sessions do not matter
     owner = admin.execute(
         "SELECT pg_has_role(current_user, datdba, 'MEMBER') FROM pg_database WHERE datname = %s",
         [target],
@@ -215,12 +219,20 @@ def _create(admin: psycopg.Connection[Any], target: str, name: str) -> None:
 
 @contextlib.contextmanager
 def build_aside(
-    target_dsn: str, *, force: bool, keep_old: bool = False, run_id: str | None = None
+    target_dsn: str,
+    *,
+    force: bool,
+    keep_old: bool = False,
+    run_id: str | None = None,
+    scratch: bool = False,
 ) -> Iterator[Build]:
-    """A fresh database next to the target; dropped on the way out unless published."""
+    """A fresh database next to the target; dropped on the way out unless published.
+
+    ``scratch``: a database that is never published (only CREATEDB is required).
+    """
     admin = _admin(target_dsn)
     with admin:
-        preflight(admin, target_dsn, force=force)
+        preflight(admin, target_dsn, force=force, scratch=scratch)
         target = dbname_of(target_dsn)
         name = f"{target[:40]}__drkit_{run_id or secrets.token_hex(4)}"
         _create(admin, target, name)

@@ -22,6 +22,8 @@ from drkit.pg.process import PipeProcess
 
 # TOC entry kinds never restored into a copy: they hold other systems' credentials
 SECRET_KINDS = ("USER MAPPING",)
+# large objects: their bytes cannot be masked, so a sanitized copy leaves them out
+LARGE_OBJECT_KINDS = ("BLOB", "BLOB METADATA", "BLOBS", "LARGE OBJECT")
 _ENTRY_RE = re.compile(r"^\s*\d+;\s+\d+\s+\d+\s+(.*)$")
 
 
@@ -37,7 +39,7 @@ def restore_list(toc: str, drop: tuple[str, ...] = SECRET_KINDS) -> str:
 
 
 @contextlib.contextmanager
-def list_file(toc: str) -> Iterator[Path]:
+def list_file(toc: str, drop: tuple[str, ...] = SECRET_KINDS) -> Iterator[Path]:
     """The filtered list in a temp file, removed on the way out."""
     fd, name = tempfile.mkstemp(
         prefix="drkit-toc-", suffix=".list", dir=os.environ.get("DRKIT_TMPDIR") or None
@@ -45,7 +47,7 @@ def list_file(toc: str) -> Iterator[Path]:
     path = Path(name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(restore_list(toc))
+            out.write(restore_list(toc, drop))
         yield path
     finally:
         path.unlink(missing_ok=True)
@@ -80,11 +82,17 @@ def restore_args(
 
 
 def restore_file(
-    pg_restore: str, archive: Path, dsn: str, *, section: str | None, jobs: int = 1
+    pg_restore: str,
+    archive: Path,
+    dsn: str,
+    *,
+    section: str | None,
+    jobs: int = 1,
+    drop: tuple[str, ...] = SECRET_KINDS,
 ) -> None:
     """Restore (a section of) an archive file into ``dsn``, leaving secrets behind."""
     toc = read_toc(pg_restore, archive)
-    with list_file(toc) as listing:
+    with list_file(toc, drop) as listing:
         args, env = restore_args(pg_restore, dsn, section=section, listing=listing, jobs=jobs)
         what = f"pg_restore{f' --section={section}' if section else ''} into {describe(dsn)}"
         with PipeProcess([*args, str(archive)], env=env, what=what) as proc:

@@ -9,9 +9,9 @@ from typing import Any
 from drkit.config import Policy
 from drkit.errors import UsageError
 from drkit.pg.connect import connect
-from drkit.sanitize.engine import database_dsn
 from drkit.sanitize.plan import build_plan
 from drkit.sanitize.rules import default_rules_path, load_rules
+from drkit.sanitize.run import database_dsn
 from drkit.sanitize.schema import read_schema
 
 

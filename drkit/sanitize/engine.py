@@ -30,8 +30,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,193 +38,38 @@ import psycopg
 from psycopg import sql
 
 from drkit.config import Policy
-from drkit.errors import CheckFailed, DatabaseError, SafetyRefused, UsageError
+from drkit.errors import DatabaseError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.builddb import build_aside
 from drkit.pg.connect import connect, first_line, server_major
-from drkit.pg.conninfo import describe, for_subprocess, with_dbname
-from drkit.pg.pgrestore import restore_file
+from drkit.pg.conninfo import describe, for_subprocess
+from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, restore_file
 from drkit.pg.process import PipeProcess
-from drkit.pg.tables import list_tables
+from drkit.sanitize.backupsource import run_from_backup
 from drkit.sanitize.guards import STAMP, check_direction, guard_target, require_every_row
-from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
-from drkit.sanitize.rules import Rules, default_rules_path, is_masked, load_rules
+from drkit.sanitize.rules import is_masked
+from drkit.sanitize.run import LeakFound as LeakFound
+from drkit.sanitize.run import Options as Options
+from drkit.sanitize.run import (
+    ProgressFn,
+    Run,
+    TableReport,
+    count_target_tables,
+    resolve_rules,
+)
+from drkit.sanitize.run import Report as Report
+from drkit.sanitize.run import database_dsn as database_dsn
 from drkit.sanitize.schema import Schema, read_schema
-from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, pool_values
 from drkit.sanitize.subset import Predicate, Selection, select_rows
 from drkit.sanitize.transform import RowTransformer
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int], None]  # (table, rows just copied)
 _BATCH = 1 << 20
+# archive entries a sanitized copy never gets: credentials, and bytes no rule can mask
+NOT_COPIED = SECRET_KINDS + LARGE_OBJECT_KINDS
 _APP = "drkit-sanitize"
-
-
-@dataclass
-class Options:
-    rules_path: Path | None = None
-    from_backup: str | None = None
-    dry_run: bool = False
-    jobs: int = 1
-    force: bool = False
-    scan_only: bool = False
-    keep_old: bool = False
-
-
-@dataclass
-class TableReport:
-    table: str
-    action: str  # copy | mask | schema-only
-    rows: int | None
-    selection: str
-    strategies: dict[str, str]
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "action": self.action,
-            "rows": self.rows,
-            "selection": self.selection,
-            "strategies": self.strategies,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass
-class Report:
-    src: str
-    dst: str
-    rules: str
-    source: str  # "live" or "backup <id>"
-    mode: str  # run | dry-run | scan-only
-    tables: list[TableReport] = field(default_factory=list)
-    unlisted_tables: list[str] = field(default_factory=list)
-    unlisted_columns: list[str] = field(default_factory=list)
-    pii_kept: list[str] = field(default_factory=list)
-    phases: dict[str, float] = field(default_factory=dict)
-    leak: LeakReport | None = None
-    target_tables: int = 0
-
-    @property
-    def rows(self) -> int:
-        return sum(t.rows or 0 for t in self.tables)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "src": self.src,
-            "dst": self.dst,
-            "rules": self.rules,
-            "source": self.source,
-            "mode": self.mode,
-            "rows": self.rows,
-            "tables": [t.to_dict() for t in self.tables],
-            "unlisted_tables": self.unlisted_tables,
-            "unlisted_columns": self.unlisted_columns,
-            "pii_kept": self.pii_kept,
-            "phases": {k: round(v, 3) for k, v in self.phases.items()},
-            "leak_scan": self.leak.to_dict() if self.leak else None,
-            "target_tables": self.target_tables,
-        }
-
-
-# ---------------------------------------------------------------------------
-# Guards
-# ---------------------------------------------------------------------------
-
-
-def resolve_rules(src: Policy, dst: Policy, path: Path | None) -> Rules:
-    rules = load_rules(path or default_rules_path(src.name, dst.name))
-    if (rules.from_env, rules.to_env) != (src.name, dst.name):
-        raise UsageError(
-            f"{rules.source}: the rules are for {rules.from_env} -> {rules.to_env}, "
-            f"not {src.name} -> {dst.name}"
-        )
-    rules.salt_bytes()  # an unset salt stops here, before any connection
-    return rules
-
-
-def database_dsn(policy: Policy) -> str:
-    names = policy.database.database_names()
-    if len(names) > 1:
-        log.warning(
-            "%s lists %d databases; sanitize uses the first, %s", policy.name, len(names), names[0]
-        )
-    return with_dbname(policy.database.url.get_secret_value(), names[0])
-
-
-# ---------------------------------------------------------------------------
-# The run
-# ---------------------------------------------------------------------------
-
-
-class _Run:
-    def __init__(self, src: Policy, dst: Policy, rules: Rules, options: Options) -> None:
-        self.src = src
-        self.dst = dst
-        self.rules = rules
-        self.options = options
-        self.src_dsn = database_dsn(src)
-        self.dst_dsn = database_dsn(dst)
-        self.write_dsn = self.dst_dsn  # the build database during a run
-        self.leaks = LeakIndex()
-        self.pseudo = Pseudonymizer(rules.salt_bytes())
-        self.compiler = Compiler(
-            self.pseudo, PiiConfig.from_strategies(rules.strategies()), self.leaks.add
-        )
-        mode = "dry-run" if options.dry_run else "scan-only" if options.scan_only else "run"
-        self.report = Report(
-            src=src.name,
-            dst=dst.name,
-            rules=rules.source,
-            source="live",
-            mode=mode,
-        )
-        self._clock = time.monotonic()
-
-    def phase(self, name: str) -> None:
-        now = time.monotonic()
-        self.report.phases[name] = self.report.phases.get(name, 0.0) + now - self._clock
-        self._clock = now
-
-    def finish_plan(self, plan: Plan) -> None:
-        cov = plan.coverage
-        self.report.unlisted_tables = cov.unlisted_tables
-        self.report.unlisted_columns = cov.unlisted_columns
-        self.report.pii_kept = cov.pii_kept
-        cov.raise_for_failures(self.rules.source)
-
-    def scan(self, plan: Plan) -> None:
-        generated = pool_values(self.pseudo, self.rules.strategies())
-        searcher = self.leaks.searcher(generated)
-        with connect(self.write_dsn) as conn:
-            require_every_row(conn, f"{self.dst.name}'s copy")
-            conn.execute("SET row_security = off")
-            self.report.leak = scan_database(conn, searcher)
-        self.phase("leak_scan")
-        leak = self.report.leak
-        if leak.hits:
-            listing = "; ".join(f"{where}: {count}" for where, count in sorted(leak.hits.items()))
-            raise LeakFound(
-                f"leak scan of {self.dst.name}: original values of masked columns found in "
-                f"{listing} (count of hits; values not shown). "
-                + (
-                    "DST is not safe to use"
-                    if self.options.scan_only
-                    else f"The copy was not published: {self.dst.name} is as it was"
-                ),
-                self.report,
-            )
-
-
-class LeakFound(CheckFailed):
-    """The leak scan found originals in DST (exit 3); carries the report."""
-
-    def __init__(self, message: str, report: Report) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 def sanitize(
@@ -239,11 +83,16 @@ def sanitize(
         raise UsageError("--jobs must be at least 1")
     check_direction(src, dst)
     rules = resolve_rules(src, dst, options.rules_path)
-    run = _Run(src, dst, rules, options)
+    run = Run(src, dst, rules, options)
     if not options.scan_only:
         guard_target(src, dst, run.src_dsn, run.dst_dsn)
     if options.dry_run or options.scan_only:
-        _run_source(run, on_progress)
+        if options.from_backup is None:
+            _run_live(run, on_progress)
+        else:  # the backup's schema needs a database to be read from: a scratch one
+            with build_aside(run.dst_dsn, force=False, scratch=True) as scratch:
+                run.schema_dsn = scratch.dsn
+                run_from_backup(run, options.from_backup, on_progress)
     else:
         tables = count_target_tables(run.dst_dsn)
         run.report.target_tables = max(tables, 0)
@@ -253,22 +102,16 @@ def sanitize(
                 "tables: rerun with --force to replace it"
             )
         with build_aside(run.dst_dsn, force=options.force, keep_old=options.keep_old) as build:
-            run.write_dsn = build.dsn
-            _run_source(run, on_progress)
+            run.write_dsn = run.schema_dsn = build.dsn
+            if options.from_backup is None:
+                _run_live(run, on_progress)
+            else:
+                run_from_backup(run, options.from_backup, on_progress)
             build.set_stamp(STAMP, dst.name)
             build.publish()
         run.phase("publish")
     run.report.phases["total"] = sum(v for k, v in run.report.phases.items() if k != "total")
     return run.report
-
-
-def _run_source(run: _Run, on_progress: ProgressFn | None) -> None:
-    if run.options.from_backup is not None:
-        from drkit.sanitize.backupsource import run_from_backup
-
-        run_from_backup(run, run.options.from_backup, on_progress)
-    else:
-        _run_live(run, on_progress)
 
 
 @contextlib.contextmanager
@@ -289,7 +132,7 @@ def _source_snapshot(dsn: str, token: str) -> Iterator[tuple[psycopg.Connection[
         conn.close()
 
 
-def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
+def _run_live(run: Run, on_progress: ProgressFn | None) -> None:
     options = run.options
     token = f"{_APP}-{secrets.token_hex(8)}"
     with contextlib.ExitStack() as stack:
@@ -324,17 +167,6 @@ def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
         set_sequences(run.write_dsn, sequences)
         run.phase("constraints")
     run.scan(plan)
-
-
-def count_target_tables(dsn: str) -> int:
-    """Tables in DST's database (-1 when the database does not exist yet)."""
-    try:
-        with psycopg.connect(dsn, connect_timeout=15) as conn:
-            return len(list_tables(conn))
-    except psycopg.OperationalError as exc:
-        if "does not exist" in str(exc):
-            return -1
-        raise DatabaseError(f"cannot connect to {describe(dsn)}: {first_line(exc)}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -373,7 +205,9 @@ def _schema_archive(dsn: str, snapshot: str, major: int) -> Iterator[Path]:
 
 
 def _pg_restore_section(dsn: str, archive: Path, section: str, major: int, jobs: int) -> None:
-    restore_file(find_client("pg_restore", major), archive, dsn, section=section, jobs=jobs)
+    restore_file(
+        find_client("pg_restore", major), archive, dsn, section=section, jobs=jobs, drop=NOT_COPIED
+    )
 
 
 def _sequence_values(
@@ -410,7 +244,7 @@ def _copy_query(tp: TablePlan, selection: Selection) -> sql.Composed:
 
 
 def _copy_all(
-    run: _Run,
+    run: Run,
     plan: Plan,
     selections: dict[str, Selection],
     snapshot: str,
@@ -461,7 +295,7 @@ def _copy_all(
     run.report.tables = [reports[tp.key] for tp in plan.tables]
 
 
-def _read_left_out(run: _Run, plan: Plan, selections: dict[str, Selection], snapshot: str) -> None:
+def _read_left_out(run: Run, plan: Plan, selections: dict[str, Selection], snapshot: str) -> None:
     """Originals of the rows a filter left out, for the leak scan (nothing is written).
 
     A kept free-text column may quote a person whose own row was not copied; the scan
@@ -487,7 +321,7 @@ def _not(predicate: Predicate) -> Predicate:
 
 
 def _copy_table(
-    run: _Run,
+    run: Run,
     tp: TablePlan,
     selection: Selection,
     snapshot: str,
@@ -573,7 +407,7 @@ def _pump(
 
 
 def _dry_run(
-    run: _Run, plan: Plan, selections: dict[str, Selection], conn: psycopg.Connection[Any]
+    run: Run, plan: Plan, selections: dict[str, Selection], conn: psycopg.Connection[Any]
 ) -> None:
     for tp in plan.tables:
         sel = selections[tp.key]
