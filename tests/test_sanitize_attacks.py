@@ -232,25 +232,10 @@ def test_unreachable_protected_environment_fails_closed_until_dst_is_drkits_copy
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("ddl", "constraint"),
-    [
-        # post-data: the constant collides under an expression index the plan cannot read
-        ('CREATE UNIQUE INDEX user_pw_lower ON "user" (lower(password_hash))', "user_pw_lower"),
-        # data: the pseudonyms break a CHECK on the e-mail's domain
-        (
-            'ALTER TABLE "user" ADD CONSTRAINT user_email_customer '
-            "CHECK (email LIKE '%@customer%')",
-            "user_email_customer",
-        ),
-    ],
-)
-def test_constraint_failure_leaves_dst_exactly_as_it_was(
+def test_unique_index_the_pseudonyms_violate_leaves_dst_exactly_as_it_was(
     run_drkit: DrkitRunner,
     envs: Env,  # noqa: F811
     tmp_path: Path,
-    ddl: str,
-    constraint: str,
 ) -> None:
     rules = rules_for(tmp_path, "prod", "staging")
     assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
@@ -259,15 +244,113 @@ def test_constraint_failure_leaves_dst_exactly_as_it_was(
     oid = "SELECT oid FROM pg_database WHERE datname = %s"
     oid_before = rows(envs.dsn("postgres"), oid, [envs.dsts["staging"]])
     with psycopg.connect(envs.dsn(envs.src_name), autocommit=True) as conn:
-        conn.execute(ddl)
-    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force")
+        conn.execute("UPDATE \"user\" SET full_name = full_name || ' ' || id")
+        conn.execute('CREATE UNIQUE INDEX user_fullname_lower ON "user" (lower(full_name))')
+    doc = rules_doc()
+    doc["tables"]["user"]["columns"]["full_name"] = {
+        "strategy": "template",
+        "template": "n{organization_id}",
+    }
+    bad = write_rules(tmp_path / "bad.yaml", doc)
+    assert (
+        run_drkit(
+            "sanitize",
+            "check",
+            "prod",
+            "staging",
+            "--rules",
+            str(bad),
+            policy_dir=envs.policy_dir,
+            env=ENV,
+        ).code
+        == 0
+    )  # beyond what check reads
+    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(bad), "--force")
     assert result.code == 1, result.stderr
-    assert constraint in result.stderr
+    assert "user_fullname_lower" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
-    assert "sanitized" not in result.stderr  # no DETAIL with values
     assert table_dump(staging) == before
     assert rows(envs.dsn("postgres"), oid, [envs.dsts["staging"]]) == oid_before
+    assert leftovers(envs) == []
+
+
+@pytest.mark.parametrize(
+    ("ddl", "column", "strategy", "expected"),
+    [
+        (
+            'CREATE UNIQUE INDEX user_pw_lower ON "user" (lower(password_hash))',
+            "password_hash",
+            {"strategy": "constant", "value": "x"},
+            "user_pw_lower",
+        ),
+        (
+            'CREATE UNIQUE INDEX user_hash_active ON "user" (password_hash) WHERE NOT is_admin',
+            "password_hash",
+            {"strategy": "mask", "keep_start": 2},
+            "user_hash_active",
+        ),
+        (
+            'CREATE UNIQUE INDEX user_ip_nnd ON "user" (last_login_ip) NULLS NOT DISTINCT',
+            "last_login_ip",
+            {"strategy": "nullify"},
+            "user_ip_nnd",
+        ),
+        (
+            'ALTER TABLE "user" ADD CONSTRAINT user_email_customer '
+            "CHECK (email LIKE '%@customer%')",
+            "email",
+            "email",
+            "user_email_customer",
+        ),
+        (
+            'ALTER TABLE "user" ADD COLUMN rank_no int',
+            "rank_no",
+            {"strategy": "template", "template": "r{id}"},
+            "integer column",
+        ),
+        (
+            'ALTER TABLE "user" ADD COLUMN lower_mail text GENERATED ALWAYS AS (lower(email)) STORED',
+            "username",
+            {"strategy": "template", "template": "u{id}{lower_mail}"},
+            "generated column",
+        ),
+    ],
+    ids=["expression-index", "partial-index", "nulls-not-distinct", "check", "int", "generated"],
+)
+def test_check_and_run_refuse_strategies_the_constraints_reject(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    tmp_path: Path,
+    ddl: str,
+    column: str,
+    strategy: Any,
+    expected: str,
+) -> None:
+    with psycopg.connect(envs.dsn(envs.src_name), autocommit=True) as conn:
+        conn.execute(ddl)
+    doc = rules_doc()
+    doc["tables"]["user"]["columns"][column] = strategy
+    if "GENERATED" in ddl:
+        doc["tables"]["user"]["columns"]["lower_mail"] = "keep"
+    bad = write_rules(tmp_path / "bad.yaml", doc)
+    check = run_drkit(
+        "sanitize",
+        "check",
+        "prod",
+        "staging",
+        "--rules",
+        str(bad),
+        policy_dir=envs.policy_dir,
+        env=ENV,
+    )
+    assert check.code == 2, check.stderr
+    assert expected in check.stderr
+    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(bad))
+    assert result.code == 2, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    exists = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    assert rows(envs.dsn("postgres"), exists, [envs.dsts["staging"]]) == [(0,)]
     assert leftovers(envs) == []
 
 

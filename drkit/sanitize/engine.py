@@ -46,6 +46,7 @@ from drkit.pg.conninfo import describe, for_subprocess
 from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, restore_file
 from drkit.pg.process import PipeProcess
 from drkit.sanitize.backupsource import run_from_backup
+from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.guards import STAMP, check_direction, guard_target, require_every_row
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.rules import is_masked
@@ -141,6 +142,7 @@ def _run_live(run: Run, on_progress: ProgressFn | None) -> None:
         schema = read_schema(src_conn)
         plan = build_plan(run.rules, schema)
         run.finish_plan(plan)
+        check_constraints_fit(src_conn, plan, run.sample_compiler())
         selections = select_rows(src_conn, plan, run.rules.subset)
         run.phase("plan")
         if options.dry_run:

@@ -157,6 +157,11 @@ class Run:
         )
         self._clock = time.monotonic()
 
+    def sample_compiler(self) -> Compiler:
+        """A compiler for trial runs (constraint fit) that leaves the run's state alone."""
+        pseudo = Pseudonymizer(self.rules.salt_bytes())
+        return Compiler(pseudo, PiiConfig.from_strategies(self.rules.strategies()), self.leaks.add)
+
     def phase(self, name: str) -> None:
         now = time.monotonic()
         self.report.phases[name] = self.report.phases.get(name, 0.0) + now - self._clock
