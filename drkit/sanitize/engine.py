@@ -1,24 +1,31 @@
 """``drkit sanitize SRC DST``: SRC's schema and sanitized data into DST's database.
 
-Order of a run, every guard before anything is touched:
+One orchestrator, always the same steps; every guard before anything is written:
 
-1. the rules load (exit 2 on any problem) and the direction guard (exit 4: data flows
-   only from a higher rank to a lower one);
-2. SRC is read in one exported REPEATABLE READ snapshot (read only); SRC and DST must
-   not be the same database (exit 4); the rules are checked against SRC's schema
-   (exit 2) and the schema-drift guard applies (exit 3);
-3. DST must hold no tables unless ``--force``, which empties it (exit 4 otherwise);
-4. pre-data schema (tables, types, functions) through ``pg_restore``;
-5. data, table by table (``--jobs`` in parallel, all in the same snapshot):
-   ``COPY (SELECT ... WHERE selection) TO STDOUT`` from SRC, through the strategies in
-   memory, ``COPY ... FROM STDIN`` into DST.  Tables without masked columns pass through
-   as raw bytes.  Raw values of masked columns never reach DST, not even temporarily;
-6. post-data schema (indexes, constraints, triggers) and sequence values;
-7. the leak scan (exit 3 on any hit).
+1. guards: the rules load (exit 2), the direction guard and DST's identity (exit 4, see
+   :mod:`drkit.sanitize.guards`: protected, ranks, DST is no other environment's database);
+2. the build database: a fresh database next to DST (:mod:`drkit.pg.builddb`; exit 4
+   without CREATEDB, ownership of DST, or with sessions on DST and no ``--force``);
+3. schema: pre-data into the build (user mappings and large objects left out), and the
+   schema read from a catalog; the plan checks the rules against it (exit 2), the
+   drift guard (exit 3), and the strategies against unique indexes and CHECK constraints
+   (exit 2, :mod:`drkit.sanitize.fit`);
+4. pump: rows through the strategies into the build, ``--jobs`` tables at a time; raw
+   values of masked columns never reach any database; the originals of rows a filter
+   left out are read too (nothing written) so the scan knows them;
+5. constraints: post-data (indexes, keys, triggers) and sequence values;
+6. the leak scan of the build (exit 3), with row-level security refused, not obeyed;
+7. publish: DST renamed aside, the build renamed to DST, in one transaction.
 
-With ``--from-backup`` steps 2 and 5 read the backup instead (see
-:mod:`drkit.sanitize.frombackup`); row filters then run in DST on the already
-sanitized rows, which is why they may only read kept columns.
+Any failure or interrupt before 7 drops the build: DST is exactly as it was.
+
+The two sources differ only in where schema and rows come from.  Live
+(:func:`_run_live`): one exported REPEATABLE READ snapshot of SRC (read only); schema from
+SRC's catalog, ``pg_dump --schema-only`` for the DDL, ``COPY (SELECT ...) TO STDOUT``
+per table.  Backup (:mod:`drkit.sanitize.backupsource`): the DDL restored from the
+archive, the schema read from the build's catalog, rows parsed from its data section;
+row filters then run in the build on the already sanitized rows, which is why they may
+only read kept columns.
 """
 
 from __future__ import annotations
