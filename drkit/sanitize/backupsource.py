@@ -32,6 +32,7 @@ from drkit.sanitize.frombackup import (
     restore_from_stream,
 )
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
+from drkit.sanitize.pump import pump
 from drkit.sanitize.rules import is_masked
 from drkit.sanitize.run import ProgressFn, Run, TableReport, count_target_tables
 from drkit.sanitize.schema import read_schema
@@ -183,55 +184,14 @@ def _load_block(
     if unknown:
         raise UsageError(f"the backup's {tp.key} has column {unknown[0]} the schema lacks")
     transformer = RowTransformer([(c, strategies[c]) for c in block.columns], run.compiler)
-    count = 0
-    batch: list[bytes] = []
-    size = 0
-    copy_cm: Any = None
-    copy: Any = None
-    if dst is not None:
-        copy_cm = dst.cursor().copy(
-            sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(block.schema, block.table),
-                sql.SQL(", ").join(sql.Identifier(c) for c in block.columns),
-            )
-        )
-        copy = copy_cm.__enter__()
-    try:
-        for line in rows:
-            batch.append(line)
-            size += len(line)
-            if size >= 1 << 20:
-                count += _flush(transformer, batch, copy, tp.key, on_progress)
-                batch, size = [], 0
-        count += _flush(transformer, batch, copy, tp.key, on_progress)
-    except BaseException as exc:
-        if copy_cm is not None:
-            copy_cm.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    if copy_cm is not None:
-        copy_cm.__exit__(None, None, None)
-    return count
-
-
-def _flush(
-    transformer: RowTransformer,
-    batch: list[bytes],
-    copy: Any,
-    key: str,
-    on_progress: ProgressFn | None,
-) -> int:
-    if not batch:
-        return 0
-    data = b"".join(batch)
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    if not transformer.passthrough:
-        data = transformer.block(data)
-    if copy is not None:
-        copy.write(data)
-    if on_progress is not None:
-        on_progress(key, len(batch))
-    return len(batch)
+    if dst is None:
+        return pump(rows, None, transformer, tp.key, on_progress)
+    target = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(block.schema, block.table),
+        sql.SQL(", ").join(sql.Identifier(c) for c in block.columns),
+    )
+    with dst.cursor().copy(target) as copy:
+        return pump(rows, copy.write, transformer, tp.key, on_progress)
 
 
 def _apply_filters(run: Run, plan: Plan, reports: dict[str, Any]) -> None:

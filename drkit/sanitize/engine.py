@@ -56,6 +56,7 @@ from drkit.sanitize.backupsource import run_from_backup
 from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.guards import STAMP, check_direction, guard_target, require_every_row
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
+from drkit.sanitize.pump import pump
 from drkit.sanitize.rules import is_masked
 from drkit.sanitize.run import LeakFound as LeakFound
 from drkit.sanitize.run import Options as Options
@@ -359,7 +360,9 @@ def _copy_table(
                     sql.SQL(", ").join(sql.Identifier(n) for n, _ in names),
                 )
                 inp = stack.enter_context(dst.cursor().copy(target))
-            rows = _pump(out, inp, transformer, tp.key, on_progress)
+            rows = pump(
+                out, inp.write if inp is not None else None, transformer, tp.key, on_progress
+            )
         if dst is not None:
             dst.commit()
         src.rollback()
@@ -371,47 +374,6 @@ def _copy_table(
         src.close()
         if dst is not None:
             dst.close()
-    return rows
-
-
-def _pump(
-    out: Any,
-    inp: Any,
-    transformer: RowTransformer,
-    key: str,
-    on_progress: ProgressFn | None,
-) -> int:
-    """Stream COPY data from ``out`` to ``inp`` through ``transformer``; returns rows."""
-    rows = 0
-    pending: list[bytes] = []
-    size = 0
-    carry = b""
-    passthrough = transformer.passthrough
-
-    def flush(final: bool) -> None:
-        nonlocal carry, rows
-        data = carry + b"".join(pending)
-        cut = len(data) if final else data.rfind(b"\n") + 1
-        block, carry = data[:cut], data[cut:]
-        if not block:
-            return
-        count = block.count(b"\n")
-        rows += count
-        if not passthrough:
-            block = transformer.block(block)
-        if inp is not None:
-            inp.write(block)
-        if on_progress is not None:
-            on_progress(key, count)
-
-    for chunk in out:
-        pending.append(bytes(chunk))
-        size += len(chunk)
-        if size >= _BATCH:
-            flush(False)
-            pending.clear()
-            size = 0
-    flush(True)
     return rows
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,11 @@ from drkit.pg.tables import list_tables
 from drkit.sanitize.guards import require_every_row
 from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
 from drkit.sanitize.plan import Plan
+from drkit.sanitize.pump import ProgressFn as ProgressFn
 from drkit.sanitize.rules import Rules, default_rules_path, load_rules
 from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, pool_values
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[str, int], None]  # (table, rows just copied)
 
 
 @dataclass
