@@ -726,3 +726,31 @@ def test_live_and_backup_read_the_same_schema_and_accept_the_same_rules(
             assert "corp.example" not in str(table_dump(dsn))
     finally:
         mini.pg.drop_database(dev)
+
+
+def test_publish_keeps_dsts_database_privileges(
+    run_drkit: DrkitRunner,
+    mini: Mini,
+    other_role: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    """An app role allowed to CONNECT (PUBLIC not) can still connect after the swap."""
+    user, _pw = other_role
+    mini.pg.create_database(mini.dst)
+    with psycopg.connect(mini.pg.dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(mini.dst))
+        )
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(mini.dst), sql.Identifier(user)
+            )
+        )
+    rules = mini_rules(tmp_path, {})
+    doc = yaml.safe_load(rules.read_text())
+    doc["tables"]["memo"] = {"columns": {"id": "keep", "body": "replace_pii"}}
+    rules.write_text(yaml.safe_dump(doc))
+    assert mini.run(run_drkit, rules).code == 0
+    acl = "SELECT has_database_privilege(%s, current_database(), 'CONNECT')"
+    assert rows(mini.pg.dsn(mini.dst), acl, [user]) == [(True,)]
+    assert rows(mini.pg.dsn(mini.dst), acl, ["public"]) == [(False,)]

@@ -94,6 +94,39 @@ class Build:
             )
         )
 
+    def copy_grants(self) -> None:
+        """The target's database-level privileges (CONNECT, CREATE, TEMP) onto the build."""
+        conn = self._admin
+        row = conn.execute(
+            "SELECT datacl IS NOT NULL FROM pg_database WHERE datname = %s", [self.target]
+        ).fetchone()
+        if row is None or not row[0]:
+            return  # no target, or the defaults: the build has them too
+        grants = conn.execute(
+            """SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
+                      a.privilege_type, a.is_grantable
+               FROM pg_database d, aclexplode(d.datacl) a
+               WHERE d.datname = %s""",
+            [self.target],
+        ).fetchall()
+        build = sql.Identifier(self.name)
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(build))
+                for grantee, privilege, grantable in grants:
+                    conn.execute(
+                        sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                            sql.SQL(str(privilege)),  # CONNECT | CREATE | TEMPORARY
+                            build,
+                            sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+                            sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+                        )
+                    )
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"copying the privileges of {describe(self.target_dsn)}: {first_line(exc)}"
+            ) from None
+
     def publish(self) -> None:
         """Rename the target aside and the build into its place, in one transaction."""
         conn = self._admin

@@ -117,6 +117,7 @@ def sanitize(
             else:
                 run_from_backup(run, options.from_backup, on_progress)
             build.set_stamp(STAMP, dst.name)
+            build.copy_grants()
             build.publish()
         run.phase("publish")
     run.report.phases["total"] = sum(v for k, v in run.report.phases.items() if k != "total")
