@@ -777,7 +777,7 @@ def _print_sanitize_report(report: Any) -> None:
     if report.mode == "dry-run" and report.target_tables:
         out.print(
             f"[yellow]![/yellow] {report.dst}'s database holds {report.target_tables} tables: "
-            "the run needs --force to empty it"
+            "the run needs --force to replace it"
         )
     if report.phases:
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())

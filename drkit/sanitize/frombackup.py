@@ -1,10 +1,11 @@
 """Reading SRC from a logical backup (``--from-backup``) instead of the live database.
 
 The backup is a ``pg_dump -Fc`` archive in the repository.  Each pass opens it as a
-decoded stream and feeds it to ``pg_restore`` on stdin: the schema passes stop after
-the archive's table of contents (pg_restore closes its input early), the data pass
-turns the data section into plain ``COPY ... FROM stdin`` blocks that are parsed here
-and streamed through the strategies.  Production is never touched.
+decoded stream and feeds it to ``pg_restore`` on stdin: the table-of-contents pass
+(``-l``) stops early (pg_restore closes its input), the pre- and post-data passes
+restore into the build database, the data pass turns the data section into plain
+``COPY ... FROM stdin`` blocks that are parsed here and pumped through the strategies.
+Production is never touched.
 """
 
 from __future__ import annotations
