@@ -233,6 +233,23 @@ def preflight(
         )
 
 
+def _warn_leftovers(admin: psycopg.Connection[Any], target: str) -> None:
+    """Builds a killed run (SIGKILL, power loss) could not drop: named, never dropped here
+    (one may belong to a run still going)."""
+    pattern = target[:40].replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    found = admin.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname NOT LIKE %s ORDER BY 1",
+        [pattern + "\\_\\_drkit\\_%", pattern + "\\_\\_drkit\\_old\\_%"],
+    ).fetchall()
+    for (name,) in found:
+        log.warning(
+            "database %s looks like the build of an interrupted sanitize run: "
+            "drop it when no run is going (DROP DATABASE %s)",
+            name,
+            name,
+        )
+
+
 def _create(admin: psycopg.Connection[Any], target: str, name: str) -> None:
     like = admin.execute(
         "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
@@ -267,6 +284,7 @@ def build_aside(
     with admin:
         preflight(admin, target_dsn, force=force, scratch=scratch)
         target = dbname_of(target_dsn)
+        _warn_leftovers(admin, target)
         name = f"{target[:40]}__drkit_{run_id or secrets.token_hex(4)}"
         _create(admin, target, name)
         build = Build(admin, target_dsn, name, force=force, keep_old=keep_old)
