@@ -754,3 +754,15 @@ def test_publish_keeps_dsts_database_privileges(
     acl = "SELECT has_database_privilege(%s, current_database(), 'CONNECT')"
     assert rows(mini.pg.dsn(mini.dst), acl, [user]) == [(True,)]
     assert rows(mini.pg.dsn(mini.dst), acl, ["public"]) == [(False,)]
+
+
+def test_from_backup_rows_none_originals_are_searched_too(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path
+) -> None:
+    assert run_drkit("backup", "prod", policy_dir=mini.policy_dir).code == 0
+    rules = mini_rules(tmp_path, {"rows": "none"})
+    result = mini.run(run_drkit, rules, "--from-backup", "latest")
+    assert result.code == 3, result.stderr
+    assert "public.memo" in result.stderr
+    assert not mini.dst_exists()
+    assert leftovers_on(mini.pg) == []
