@@ -766,3 +766,65 @@ def test_from_backup_rows_none_originals_are_searched_too(
     assert "public.memo" in result.stderr
     assert not mini.dst_exists()
     assert leftovers_on(mini.pg) == []
+
+
+def test_interrupt_during_the_parallel_copy_drops_the_build_and_keeps_dst(
+    envs: Env,  # noqa: F811
+    run_drkit: DrkitRunner,
+    tmp_path: Path,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    staging = envs.dsn(envs.dsts["staging"])
+    before = table_dump(staging)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "drkit",
+            "--policy-dir",
+            str(envs.policy_dir),
+            "sanitize",
+            "prod",
+            "staging",
+            "--rules",
+            str(rules),
+            "--force",
+            "--jobs",
+            "2",
+        ],
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    blocker: psycopg.Connection[Any] | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while blocker is None:  # the build's agent table, committed by the pre-data restore
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the build never got its tables"
+            builds = [b for b in leftovers(envs) if "__drkit_old_" not in b]
+            if builds:
+                try:
+                    conn = psycopg.connect(envs.dsn(builds[0]))
+                    conn.execute("LOCK TABLE agent IN ACCESS EXCLUSIVE MODE NOWAIT")
+                    blocker = conn
+                except psycopg.Error:
+                    pass
+            time.sleep(0.1)
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        while rows(envs.dsn("postgres"), waiting) == [(0,)]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the copy never reached the locked table"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _out, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if blocker is not None:
+            blocker.close()
+    assert proc.returncode == 130, stderr
+    assert leftovers(envs) == []
+    assert table_dump(staging) == before
