@@ -88,11 +88,16 @@ class Build:
 
     def set_stamp(self, setting: str, value: str) -> None:
         """A database-level setting on the build (it travels with the database)."""
-        self._admin.execute(
-            sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-                sql.Identifier(self.name), sql.Identifier(*setting.split(".")), sql.Literal(value)
+        try:
+            self._admin.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    sql.Identifier(self.name),
+                    sql.Identifier(*setting.split(".")),
+                    sql.Literal(value),
+                )
             )
-        )
+        except psycopg.Error as exc:
+            raise DatabaseError(f"stamping the build {self.name}: {first_line(exc)}") from None
 
     def copy_grants(self) -> None:
         """The target's database-level privileges (CONNECT, CREATE, TEMP) onto the build."""
@@ -129,6 +134,14 @@ class Build:
 
     def publish(self) -> None:
         """Rename the target aside and the build into its place, in one transaction."""
+        try:
+            self._publish()
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"publishing the copy as {describe(self.target_dsn)}: {first_line(exc)}"
+            ) from None
+
+    def _publish(self) -> None:
         conn = self._admin
         target, ident = self.target, sql.Identifier(self.target)
         if not _exists(conn, target):
@@ -282,9 +295,14 @@ def build_aside(
     """
     admin = _admin(target_dsn)
     with admin:
-        preflight(admin, target_dsn, force=force, scratch=scratch)
         target = dbname_of(target_dsn)
-        _warn_leftovers(admin, target)
+        try:
+            preflight(admin, target_dsn, force=force, scratch=scratch)
+            _warn_leftovers(admin, target)
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"preparing a build next to {describe(target_dsn)}: {first_line(exc)}"
+            ) from None
         name = f"{target[:40]}__drkit_{run_id or secrets.token_hex(4)}"
         _create(admin, target, name)
         build = Build(admin, target_dsn, name, force=force, keep_old=keep_old)

@@ -140,6 +140,16 @@ def _connect_target(dst_dsn: str) -> psycopg.Connection[Any] | None:
 
 def guard_target(src: Policy, dst: Policy, src_dsn: str, dst_dsn: str) -> None:
     """Refuse (exit 4) unless DST's database is provably none of the databases it must not be."""
+    try:
+        _guard_target(src, dst, src_dsn, dst_dsn)
+    except psycopg.Error as exc:  # what cannot be identified is refused
+        raise SafetyRefused(
+            f"refusing to write into {dst.name}: cannot identify {describe(dst_dsn)}: "
+            f"{first_line(exc)}"
+        ) from None
+
+
+def _guard_target(src: Policy, dst: Policy, src_dsn: str, dst_dsn: str) -> None:
     target = _connect_target(dst_dsn)
     if target is None:
         return

@@ -176,8 +176,13 @@ class Run:
         generated = pool_values(self.pseudo, self.rules.strategies())
         searcher = self.leaks.searcher(generated)
         with connect(self.write_dsn) as conn:
-            require_every_row(conn, f"{self.dst.name}'s copy")
-            conn.execute("SET row_security = off")
+            try:
+                require_every_row(conn, f"{self.dst.name}'s copy")
+                conn.execute("SET row_security = off")
+            except psycopg.Error as exc:
+                raise DatabaseError(
+                    f"preparing the leak scan of {describe(self.write_dsn)}: {first_line(exc)}"
+                ) from None
             self.report.leak = scan_database(conn, searcher)
         self.phase("leak_scan")
         leak = self.report.leak
