@@ -45,7 +45,7 @@ import psycopg
 from psycopg import sql
 
 from drkit.config import Policy
-from drkit.errors import DatabaseError, SafetyRefused, UsageError
+from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.builddb import build_aside
 from drkit.pg.connect import connect, first_line, server_major
@@ -112,10 +112,16 @@ def sanitize(
             )
         with build_aside(run.dst_dsn, force=options.force, keep_old=options.keep_old) as build:
             run.write_dsn = run.schema_dsn = build.dsn
-            if options.from_backup is None:
-                _run_live(run, on_progress)
-            else:
-                run_from_backup(run, options.from_backup, on_progress)
+            try:
+                if options.from_backup is None:
+                    _run_live(run, on_progress)
+                else:
+                    run_from_backup(run, options.from_backup, on_progress)
+            except OperationError as exc:  # e.g. a constraint the copy violates
+                raise type(exc)(
+                    f"{exc} (building {dst.name}'s copy; the build is dropped, "
+                    f"{dst.name} is unchanged)"
+                ) from None
             build.set_stamp(STAMP, dst.name)
             build.copy_grants()
             build.publish()
