@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from drkit.errors import ObjectExists, ObjectNotFound, StorageError
+from drkit.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
 from drkit.storage.base import CHUNK_SIZE, Backend, ObjectInfo
 
 TMP_MARK = ".drkit-tmp-"
@@ -56,7 +56,12 @@ class FileBackend(Backend):
     @classmethod
     def from_url(cls, url: str) -> FileBackend:
         parts = urlsplit(url)
-        path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            raise UsageError(
+                f"repository.url {url!r}: a file:// url must name an absolute path "
+                "(file:///var/lib/drkit/repo)"
+            )
         return cls(Path(path))
 
     def _path(self, key: str) -> Path:
