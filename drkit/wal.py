@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from drkit.errors import (
     CheckFailed,
@@ -140,13 +140,19 @@ def _encoding_of(key: str) -> tuple[str, bool]:
 
 @contextlib.contextmanager
 def open_wal_object(repo: Repository, key: str) -> Any:
-    from drkit.streams import decompress
+    from drkit.streams import ChecksumReader, decompress
 
     compression, encrypted = _encoding_of(key)
+    # stored as is: no frame checksum or authentication, so check the one kept beside it
+    expected = (
+        repo.backend.stored_sha256(key) if (compression, encrypted) == ("none", False) else None
+    )
     raw = repo.backend.open_read(key)
     decryptor = None
     try:
         stream: BinaryIO = raw
+        if expected is not None:
+            stream = cast(BinaryIO, ChecksumReader(raw, expected, key))
         if encrypted:
             from drkit import crypto
 
@@ -713,7 +719,7 @@ def _fetch_from_file_repo(
     hint: dict[str, str], env: str, name: str, dest: Path, segment_size: int | None
 ) -> bool:
     from drkit.storage.file import FileBackend
-    from drkit.streams import decompress
+    from drkit.streams import ChecksumReader, decompress
 
     if hint.get("env") != env:
         raise UsageError(f"the prefetch spool belongs to environment {hint.get('env')!r}")
@@ -723,8 +729,12 @@ def _fetch_from_file_repo(
         key = f"{env}/wal/{name}{suffix}"
         if not (wal_dir / f"{name}{suffix}").is_file():
             continue
+        expected = backend.stored_sha256(key) if algorithm == "none" else None
         with backend.open_read(key) as raw:
-            _install(decompress(raw, algorithm, name=key), dest, name, key, segment_size)
+            stream: BinaryIO = raw
+            if expected is not None:
+                stream = cast(BinaryIO, ChecksumReader(raw, expected, key))
+            _install(decompress(stream, algorithm, name=key), dest, name, key, segment_size)
         return True
     return False
 

@@ -234,3 +234,67 @@ def test_a_runtime_directory_someone_else_can_change_is_refused() -> None:
         refused = _prepare_runtime(runtime_root)
         assert refused.returncode != 0
         assert "refusing the drkit runtime" in refused.stderr and "owned by" in refused.stderr
+
+
+# ---------------------------------------------------------------------------
+# uncompressed WAL objects carry a checksum
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_corrupt_uncompressed_wal_is_detected_on_fetch(
+    request: pytest.FixtureRequest, run_drkit: DrkitRunner, backend: str
+) -> None:
+    """compression: none has no frame checksum: a flipped byte in the stored segment must
+    still fail wal-fetch (exit 1, nothing written) instead of feeding replay bad WAL."""
+    from drkit.storage.repository import Repository
+    from drkit.wal import find_wal_key, load_wal_policy
+
+    with shared_dir() as root:
+        if backend == "file":
+            block: dict[str, object] = file_repo_block(root)
+        else:
+            s3: S3Server = request.getfixturevalue("s3_server")
+            block = {
+                "url": f"s3://{s3.create_bucket()}/drkit",
+                "endpoint_url": s3.endpoint,
+                "region": "us-east-1",
+            }
+        block["compression"] = {"algorithm": "none"}
+        policy_dir = _policy(root / "policies", block)  # type: ignore[arg-type]
+        pg_wal = root / "pgdata" / "pg_wal"
+        (pg_wal / "archive_status").mkdir(parents=True)
+        name = "000000010000000000000001"
+        data = os.urandom(SEG)
+        (pg_wal / name).write_bytes(data)
+        assert run_drkit("wal-push", "prod", str(pg_wal / name), policy_dir=policy_dir).code == 0
+        repo = Repository.for_policy(load_wal_policy("prod", policy_dir))
+        key = find_wal_key(repo, name)
+        assert key is not None and key.endswith(f"wal/{name}")  # stored as is
+
+        dest = pg_wal / "RECOVERYXLOG"
+        good = run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=policy_dir)
+        assert good.code == 0, good.stderr
+        assert dest.read_bytes() == data
+        dest.unlink()
+
+        damaged = bytearray(data)
+        damaged[SEG // 2] ^= 0x01
+        if backend == "file":
+            with open(Path(str(block["url"]).removeprefix("file://")) / key, "r+b") as f:
+                f.write(bytes(damaged))  # in place: bit rot, not a new object
+        else:
+            client = s3_server_client(request)
+            bucket = str(block["url"]).removeprefix("s3://").split("/", 1)[0]
+            full = f"drkit/{key}"
+            meta = client.head_object(Bucket=bucket, Key=full)["Metadata"]
+            client.put_object(Bucket=bucket, Key=full, Body=bytes(damaged), Metadata=meta)
+        bad = run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=policy_dir)
+        assert bad.code == 1, bad.stderr
+        assert "sha256" in bad.stderr and name in bad.stderr, bad.stderr
+        assert not dest.exists()
+
+
+def s3_server_client(request: pytest.FixtureRequest) -> object:
+    s3: S3Server = request.getfixturevalue("s3_server")
+    return s3.client()

@@ -81,6 +81,12 @@ class Backend(ABC):
     def head(self, key: str) -> ObjectInfo | None:
         """Size and modification time of ``key``, or None when it does not exist."""
 
+    def stored_sha256(self, key: str) -> str | None:
+        """The sha256 (hex) of the bytes :meth:`put_stream_new` stored under ``key``, kept
+        beside the object (file:// extended attribute, S3 user metadata); None when the
+        object carries none."""
+        return None
+
     def first_existing(self, keys: Sequence[str]) -> ObjectInfo | None:
         """The first of ``keys`` that exists (looked up by name, never by a listing of
         their directory), or None."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import hashlib
+import logging
 import os
 import uuid
 from datetime import UTC, datetime
@@ -13,7 +15,10 @@ from urllib.parse import unquote, urlsplit
 from drkit.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
 from drkit.storage.base import CHUNK_SIZE, Backend, ObjectInfo
 
+log = logging.getLogger(__name__)
+
 TMP_MARK = ".drkit-tmp-"
+SHA256_XATTR = "user.drkit.sha256"
 _NO_LINK_ERRNOS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV)
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -81,6 +86,7 @@ class FileBackend(Backend):
         target = self._path(key)
         tmp = target.with_name(f"{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
         size = 0
+        digest = hashlib.sha256() if not replace else None
         try:
             self._makedirs(target.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -89,11 +95,15 @@ class FileBackend(Backend):
                     chunk = stream.read(CHUNK_SIZE)
                     if not chunk:
                         break
+                    if digest is not None:
+                        digest.update(chunk)
                     view = memoryview(chunk)
                     while view:
                         written = os.write(fd, view)
                         view = view[written:]
                     size += len(chunk)
+                if digest is not None:
+                    self._set_sha256(fd, key, digest.hexdigest())
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -111,6 +121,26 @@ class FileBackend(Backend):
             self._discard(tmp)
             raise
         return size
+
+    def _set_sha256(self, fd: int, key: str, hexdigest: str) -> None:
+        """Record the checksum on the inode before it is published (it travels with it)."""
+        try:
+            os.setxattr(fd, SHA256_XATTR, hexdigest.encode())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            log.warning(
+                "%s: the file system of %s keeps no extended attributes; stored without a checksum",
+                key,
+                self.location,
+            )
+
+    def stored_sha256(self, key: str) -> str | None:
+        try:
+            value = os.getxattr(self._path(key), SHA256_XATTR)
+        except OSError:  # none recorded, not supported, or no such object
+            return None
+        return value.decode("ascii", "replace")
 
     def _publish_new(self, tmp: Path, target: Path, key: str) -> None:
         """Give ``tmp`` the name ``target`` unless it is taken (ObjectExists)."""

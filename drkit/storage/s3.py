@@ -11,6 +11,7 @@ upload if any part fails, so no partial object ever becomes visible.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import tempfile
@@ -39,6 +40,7 @@ _MIB = 1024 * 1024
 MAX_CONCURRENCY = 3
 # put_stream_new: what one PUT takes, and how much of it is spooled in memory
 MAX_SINGLE_PUT = 5 * 1024**3
+SHA256_METADATA = "drkit-sha256"  # x-amz-meta-drkit-sha256: put_stream_new's checksum
 SPOOL_IN_MEMORY = 32 * 1024 * 1024
 # s3transfer buffers whole parts of a non-seekable stream; bound how many it holds
 # (its default of 10 x part size would be 80 MiB for one upload).
@@ -215,10 +217,12 @@ class S3Backend(Backend):
 
         full = self._key(key)
         extra: dict[str, str] = {"StorageClass": self.storage_class} if self.storage_class else {}
+        digest = hashlib.sha256()
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             size = 0
             while chunk := stream.read(_MIB):
                 spool.write(chunk)
+                digest.update(chunk)
                 size += len(chunk)
             if size > MAX_SINGLE_PUT:
                 raise StorageError(
@@ -233,6 +237,7 @@ class S3Backend(Backend):
                     Body=spool,
                     ContentLength=size,
                     IfNoneMatch="*",
+                    Metadata={SHA256_METADATA: digest.hexdigest()},
                     **extra,
                 )
                 stored = self.client.head_object(Bucket=self.bucket, Key=full)
@@ -293,6 +298,18 @@ class S3Backend(Backend):
                 return None
             raise self._error("stat", key, exc) from None
         return ObjectInfo(key, int(response["ContentLength"]), response["LastModified"])
+
+    def stored_sha256(self, key: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            if self._is_missing(exc):
+                return None
+            raise self._error("stat", key, exc) from None
+        value = response.get("Metadata", {}).get(SHA256_METADATA)
+        return str(value) if value else None
 
     def first_existing(self, keys: Sequence[str]) -> ObjectInfo | None:
         """One HEAD for the first key; if it is missing, one listing of the keys' common
