@@ -164,7 +164,8 @@ class FileBackend(Backend):
                     "file system supports neither hard links nor RENAME_NOREPLACE"
                 ) from None
             return
-        os.unlink(tmp)
+        # published: a temp name left behind by a failed unlink is swept by prune
+        self._discard(tmp)
 
     def _makedirs(self, directory: Path) -> None:
         """Create missing directories, fsyncing each parent so the new entry is durable."""
