@@ -250,6 +250,14 @@ class RepositoryConfig(StrictModel):
         if v.startswith("file://"):
             if len(v) <= len("file://"):
                 raise ValueError("file:// url needs a path")
+            parts = urlsplit(v)
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+                # file://relative/dir would be resolved against the working directory:
+                # archive_command's is the data directory, so WAL would land inside it
+                raise ValueError(
+                    f"file:// url must name an absolute path (file:///var/lib/drkit/repo), "
+                    f"got {v!r}"
+                )
             return v
         if v.startswith("s3://"):
             if not urlsplit(v).netloc:
