@@ -218,7 +218,10 @@ def _shared_runtime() -> _Runtime:
     # keyed by the interpreter and the state of its site-packages (installs change its mtime)
     site_packages = Path(sysconfig.get_paths()["purelib"])
     digest = hashlib.sha256()
-    digest.update(f"{sys.version}\n{site_packages}\n".encode())
+    # the drkit source mirrored into it is this package's: two checkouts of drkit beside
+    # one Python (worktrees, a test run next to an install) must not share a runtime
+    package = Path(__file__).resolve().parent
+    digest.update(f"{sys.version}\n{site_packages}\n{package}\n".encode())
     with contextlib.suppress(OSError):
         digest.update(str(site_packages.stat().st_mtime_ns).encode())
     root = Path(os.environ.get(RUNTIME_ROOT_ENV) or "/var/tmp")  # noqa: S108 - shared on purpose
