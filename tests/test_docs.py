@@ -296,6 +296,7 @@ def test_every_help_shows_names_not_python_types_and_ends_with_exit_codes() -> N
         assert not re.search(r"\{[a-z_]+\}", text), f"{where} --help shows {{name}}:\n{text}"
         assert "Exit codes:" in text, f"{where} --help does not give the exit codes"
         assert "130" in text.split("Exit codes:", 1)[1]
+        assert "DESIGN" not in text, f"{where} --help points to DESIGN.md, outside the repository"
 
 
 def test_main_help_lists_every_exit_code_with_its_meaning() -> None:
@@ -340,3 +341,32 @@ def test_restore_help_uses_the_contract_metavars() -> None:
     assert "Usage: drkit restore [OPTIONS] ENV [ID|latest]" in text
     for flag in ("--table T", "--target-db URL", "--point-in-time TS|latest", "--jobs N"):
         assert flag in text
+
+
+# ---------------------------------------------------------------------------
+# User-facing files point inside the repository
+# ---------------------------------------------------------------------------
+
+USER_FACING = [
+    REPO / "README.md",
+    *sorted((REPO / "runbooks").glob("*.md")),
+    *sorted(DOCS.glob("*.md")),
+    *POLICIES,
+    *RULES,
+]
+
+
+@pytest.mark.parametrize("path", USER_FACING, ids=lambda p: str(p.relative_to(REPO)))
+def test_user_facing_files_link_only_to_files_in_the_repository(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert "DESIGN.md" not in text, f"{path.name} points to DESIGN.md, outside the repository"
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" in target:
+            continue
+        assert (path.parent / target).exists(), f"{path.name}: broken link {target}"
+
+
+def test_drafted_rules_do_not_point_outside_the_repository() -> None:
+    from drkit.sanitize import draft
+
+    assert "DESIGN" not in Path(draft.__file__).read_text(encoding="utf-8")
