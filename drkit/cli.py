@@ -840,8 +840,8 @@ sanitize_app = typer.Typer(
     subcommand_metavar="SRC DST | COMMAND [ARGS]...",
     help=(
         "Copy SRC's data into DST through the sanitize rules: drkit sanitize SRC DST "
-        "[--rules FILE] [--from-backup ID|latest] [--dry-run] [--jobs N] [--force] [--scan-only] "
-        "[--json] (see: drkit sanitize SRC DST --help), or the subcommands check and init."
+        "[OPTIONS] (--rules, --from-backup, --dry-run, --json and the others: drkit sanitize "
+        "SRC DST --help), or the subcommands check and init."
     ),
     no_args_is_help=True,
 )

@@ -243,9 +243,10 @@ def rules_schema() -> dict[str, Any]:
             "from": {"type": "string", "minLength": 1},
             "to": {"type": "string", "minLength": 1},
             "salt": {"type": "string"},
-            "defaults": {"$ref": "#/$defs/Defaults"},
+            # the loader reads an empty (null) defaults or tables as none given
+            "defaults": {"anyOf": [{"$ref": "#/$defs/Defaults"}, {"type": "null"}]},
             "tables": {
-                "type": "object",
+                "type": ["object", "null"],
                 "additionalProperties": {"$ref": "#/$defs/TableRule"},
             },
             "subset": {
@@ -310,6 +311,7 @@ def _table_rule_schema() -> dict[str, Any]:
         "properties": {
             "columns": {
                 "anyOf": [
+                    {"type": "null"},
                     {
                         "type": "object",
                         "additionalProperties": {"$ref": "#/$defs/ColumnStrategy"},
@@ -318,7 +320,7 @@ def _table_rule_schema() -> dict[str, Any]:
                 ]
             },
             "rows": {"enum": ["all", "none"], "default": "all"},
-            "where": {"type": "string"},
+            "where": {"type": ["string", "null"]},
             "copy": {"type": "boolean", "default": False},
             "skip": {"type": "boolean", "default": False},
         },
@@ -357,6 +359,8 @@ def type_text(schema: dict[str, Any]) -> str:
             parts.append("mapping")
         elif option.get("format") == "password":
             parts.append("string (secret)")
+        elif isinstance(option.get("type"), list):
+            parts += [kind for kind in option["type"] if kind != "null"]
         elif "type" in option:
             parts.append(str(option["type"]) + _bounds(option))
         elif "$ref" in option:

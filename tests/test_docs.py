@@ -253,9 +253,25 @@ def test_broken_rules_fail_the_schema_and_the_loader(why: str, document: Any) ->
         parse_rules(document, "rules.yaml")
 
 
-def test_valid_rules_pass_the_schema_and_the_loader() -> None:
-    assert schema_errors("sanitize-rules", RULES_DOC) == []
-    parse_rules(RULES_DOC, "rules.yaml")
+GOOD_RULES = [
+    ("full", RULES_DOC),
+    ("empty defaults and rules", {**RULES_DOC, "defaults": None, "tables": {"t": None}}),
+    ("null columns and where", _with(RULES_DOC, "tables.t", {"columns": None, "where": None})),
+    ("copy shorthand", _with(RULES_DOC, "tables.t", "copy")),
+    (
+        "${VAR} for an option",
+        _with(RULES_DOC, "tables.t.columns.a", {"strategy": "hash", "length": "${LEN:-16}"}),
+    ),
+    ("mask by name", _with(RULES_DOC, "tables.t.columns.a", "mask")),
+    ("where and rows", _with(RULES_DOC, "tables.t", {"rows": "none", "where": "id > 3"})),
+    ("subset", {**RULES_DOC, "subset": {"start": {"table": "user", "where": "id % 10 = 0"}}}),
+]
+
+
+@pytest.mark.parametrize(("why", "document"), GOOD_RULES, ids=[g[0] for g in GOOD_RULES])
+def test_valid_rules_pass_the_schema_and_the_loader(why: str, document: Any) -> None:
+    assert schema_errors("sanitize-rules", document) == []
+    parse_rules(document, "rules.yaml")
 
 
 # ---------------------------------------------------------------------------
