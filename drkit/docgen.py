@@ -516,7 +516,11 @@ def _command_section(command: Any, ctx: Any, path: str) -> str:
             cells = [flags, value, _option_default(opt), opt.help or ""]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
-    if command.epilog:
+    from drkit.helptext import exit_code_summary
+
+    if command.epilog == exit_code_summary():
+        lines += ["Exit codes: [exit-codes.md](exit-codes.md).", ""]
+    elif command.epilog:
         lines += [_help_text(command.epilog), ""]
     return "\n".join(lines).rstrip()
 
@@ -554,6 +558,7 @@ def generate() -> dict[str, str]:
     policy = policy_schema()
     rules = rules_schema()
     return {
+        "README.md": text.INDEX_DOC,
         "cli.md": cli_markdown(),
         "policy.md": policy_markdown(policy),
         "sanitize-rules.md": rules_markdown(rules),
