@@ -687,14 +687,42 @@ def restore(
     no_start: Annotated[
         bool, typer.Option("--no-start", help="Prepare the data directory, do not start it.")
     ] = False,
+    timeline: Annotated[
+        str,
+        typer.Option(
+            "--timeline",
+            help="current (production's recorded timeline) | latest (highest archived) | N",
+        ),
+    ] = "current",
+    archive_mode: Annotated[
+        str,
+        typer.Option(
+            "--archive-mode",
+            help="off: the recovered server never archives; preserve: it is the new primary",
+        ),
+    ] = "off",
+    allow_gap: Annotated[
+        bool,
+        typer.Option("--allow-gap", help="Recover latest up to a gap in the WAL archive."),
+    ] = False,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Logical restore, or with --point-in-time a physical point-in-time recovery."""
     settle(json_out, policy_dir)
     if point_in_time is None:
-        if pgdata is not None or port is not None or no_start:
-            raise UsageError("--pgdata, --port and --no-start go with --point-in-time")
+        if (
+            pgdata is not None
+            or port is not None
+            or no_start
+            or allow_gap
+            or timeline != "current"
+            or archive_mode != "off"
+        ):
+            raise UsageError(
+                "--pgdata, --port, --no-start, --timeline, --archive-mode and --allow-gap "
+                "go with --point-in-time"
+            )
         _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
         return
     if database is not None or tables:
@@ -705,7 +733,12 @@ def restore(
         raise UsageError("--target-db is for logical restores; PITR recovers a whole cluster")
     if target_action not in ("promote", "pause", "shutdown"):
         raise UsageError("--target-action must be promote, pause or shutdown")
+    if archive_mode not in ("off", "preserve"):
+        raise UsageError("--archive-mode must be off or preserve")
     from drkit.config import parse_timestamp
+    from drkit.restore.pitr import parse_timeline
+
+    follow = parse_timeline(timeline)
 
     target = (
         None
@@ -723,21 +756,48 @@ def restore(
             port=port,
             target_action=target_action,
             start=not no_start,
+            archive=archive_mode == "preserve",
+            timeline=follow,
+            allow_gap=allow_gap,
             on_progress=progress,
         )
     if _state.json:
-        emit_json(result.to_dict())
+        emit_json({"ok": True, **result.to_dict()})
         return
     if not result.started:
         out.print(
             f"[green]✓[/green] {result.pgdata} prepared from {result.backup_id} for recovery to "
             f"{result.target} (port {result.port}); start it with pg_ctl -D {result.pgdata} start"
         )
-        return
+    else:
+        out.print(
+            f"[green]✓[/green] recovered from {result.backup_id} to {ts_text(result.reached_at)} "
+            f"(asked: {result.target}), timeline {result.timeline}, {result.state}, "
+            f"port {result.port}, data in {result.pgdata}"
+        )
+    if result.followed is not None:
+        f = result.followed
+        others = ", ".join(map(str, f.others)) or "none"
+        out.print(
+            f"  followed timeline {f.timeline} ({f.source}); production's recorded timeline: "
+            f"{f.recorded if f.recorded is not None else 'none recorded'}; "
+            f"other timelines in the archive: {others}",
+            markup=False,
+        )
+    if result.gap is not None:
+        out.print(
+            f"  [yellow]![/yellow] stopped at a gap (--allow-gap): WAL segment "
+            f"{result.gap.missing} is missing; {result.gap.newer_segments} newer segment(s) "
+            "were not replayed"
+        )
     out.print(
-        f"[green]✓[/green] recovered from {result.backup_id} to {ts_text(result.reached_at)} "
-        f"(asked: {result.target}), timeline {result.timeline}, {result.state}, "
-        f"port {result.port}, data in {result.pgdata}"
+        "  archiving: "
+        + (
+            "preserved — this server archives into the repository as the new primary"
+            if result.archive_mode == "preserve"
+            else "off — this server never archives into the repository"
+        ),
+        markup=False,
     )
 
 
@@ -794,6 +854,39 @@ def wal_push(
     report = push_wal(load_wal_policy(env, st.policy_dir), path)
     if st.json:
         emit_json(report.to_dict())
+
+
+@app.command("promote-timeline")
+def promote_timeline_cmd(
+    env: EnvArg,
+    timeline: Annotated[
+        int | None,
+        typer.Argument(
+            metavar="TLI", min=1, help="Timeline ID (default: the policy database's current one)."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Record a timeline as production's: `latest` restores and drills follow it."""
+    from drkit.storage.repository import Repository
+    from drkit.timelines import promote_timeline, server_timeline
+
+    settle(json_out, policy_dir)
+    policy = load(env)
+    source = "drkit promote-timeline"
+    if timeline is None:
+        timeline = server_timeline(policy.database.url.get_secret_value())
+        source += " (the database server's current timeline)"
+    doc = promote_timeline(Repository.for_policy(policy), timeline, source)
+    if _state.json:
+        emit_json({"ok": True, "environment": env, **doc})
+        return
+    previous = doc["previous"] if doc["previous"] is not None else "none recorded"
+    out.print(
+        f"[green]✓[/green] timeline {doc['timeline']} recorded as {env}'s production timeline "
+        f"(previously: {previous})"
+    )
 
 
 @app.command("wal-fetch")

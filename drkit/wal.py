@@ -330,6 +330,9 @@ def push_wal(
         _mark_done(path.parent, [o.name for o in ahead])
         target = own.result()  # raises: PostgreSQL retries this file
         report = PushReport(target, ahead, failed)
+    from drkit.timelines import note_pushed  # production's timeline, unless a restore test
+
+    note_pushed(repo, path.parent, [target.name, *(o.name for o in ahead)])
     report.seconds = time.monotonic() - started
     log.info(
         "%s %s (%d archived ahead) in %.2fs",
