@@ -691,6 +691,7 @@ def restore(
         str,
         typer.Option(
             "--timeline",
+            metavar="current|latest|N",
             help="current (production's recorded timeline) | latest (highest archived) | N",
         ),
     ] = "current",
@@ -698,6 +699,7 @@ def restore(
         str,
         typer.Option(
             "--archive-mode",
+            metavar="off|preserve",
             help="off: the recovered server never archives; preserve: it is the new primary",
         ),
     ] = "off",
