@@ -981,9 +981,7 @@ def sanitize_run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan, copy nothing.")
     ] = False,
-    jobs: Annotated[
-        int, typer.Option("--jobs", metavar="N", min=1, help="Tables copied in parallel.")
-    ] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Tables copied in parallel.")] = 1,
     force: Annotated[bool, typer.Option("--force", help="Empty DST's database first.")] = False,
     scan_only: Annotated[
         bool, typer.Option("--scan-only", help="Only run the leak scan on DST.")

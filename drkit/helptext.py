@@ -5,7 +5,8 @@ terminal (``--table <list[str]>``, ``{env} <str>``).  :func:`polish` walks the t
 after it is built, so a command or flag added later reads the same way without anyone
 remembering to:
 
-- an option that takes a value shows a metavar (its own, or its name in capitals);
+- an option that takes a value shows a metavar (its own, else ``N`` for a number, else
+  its name in capitals);
 - an argument shows its name in capitals: ``ENV``, ``[ID|latest]``, ``[ENV...]``;
 - every command's help ends with the exit codes (:data:`drkit.errors.EXIT_CODES`),
   the root's in full.
@@ -58,6 +59,14 @@ def exit_code_table() -> str:
     return "\b\nExit codes:\n" + "\n".join(lines)
 
 
+def _is_integer(param: Any) -> bool:
+    """An ``int`` option, in typer's own click (type_descriptor) or in click's (type)."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None:
+        return getattr(descriptor, "annotation", None) is int
+    return getattr(getattr(param, "type", None), "name", "") in ("integer", "integer range")
+
+
 def polish(command: Any, *, root: bool = True) -> Any:
     """Set metavars and epilogs on ``command`` and every command below it; returns it."""
     if command.epilog is None:
@@ -69,7 +78,7 @@ def polish(command: Any, *, root: bool = True) -> Any:
             if isinstance(param, TyperArgument) and not isinstance(param, PlainArgument):
                 param.__class__ = PlainArgument
         elif param.param_type_name == "option" and not param.is_flag and param.metavar is None:
-            param.metavar = param.name.upper()
+            param.metavar = "N" if _is_integer(param) else param.name.upper()
     for sub in getattr(command, "commands", {}).values():
         polish(sub, root=False)
     return command
