@@ -84,7 +84,8 @@ def emit_json(data: dict[str, Any]) -> None:
 def _write_document(document: dict[str, Any], code: int, message: str | None) -> None:
     document = dict(document)
     document["ok"] = bool(document.get("ok", True)) and code == 0
-    if code != 0 and message is not None:
+    if code != 0 and message is not None and "error" not in document:
+        # a report with its own "error" field (a drill's) keeps it as it is
         document["error"] = {"code": code, "message": message}
     document = {"ok": document.pop("ok"), **document}
     sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
@@ -982,7 +983,16 @@ def sanitize_run(
         bool, typer.Option("--dry-run", help="Print the plan, copy nothing.")
     ] = False,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Tables copied in parallel.")] = 1,
-    force: Annotated[bool, typer.Option("--force", help="Empty DST's database first.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace a DST that holds tables; terminate sessions connected to it."
+        ),
+    ] = False,
+    keep_old: Annotated[
+        bool,
+        typer.Option("--keep-old", help="Keep the replaced DST database (renamed aside)."),
+    ] = False,
     scan_only: Annotated[
         bool, typer.Option("--scan-only", help="Only run the leak scan on DST.")
     ] = False,
@@ -1002,10 +1012,11 @@ def sanitize_run(
         jobs=jobs,
         force=force,
         scan_only=scan_only,
+        keep_old=keep_old,
     )
     source, target = load(src), load(dst)
     try:
-        with row_progress("sanitizing") as progress:
+        with _sigterm_interrupts(), row_progress("sanitizing") as progress:
             report = sanitize(source, target, options, on_progress=progress)
     except LeakFound as exc:
         _print_sanitize_report(exc.report)
@@ -1066,7 +1077,7 @@ def _print_sanitize_report(report: Any) -> None:
     if report.mode == "dry-run" and report.target_tables:
         out.print(
             f"[yellow]![/yellow] {report.dst}'s database holds {report.target_tables} tables: "
-            "the run needs --force to empty it"
+            "the run needs --force to replace it"
         )
     if report.phases:
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())

@@ -341,6 +341,7 @@ class Policy(StrictModel):
     source: str
     environment: str
     rank: int
+    protected: bool = False  # never a sanitize target (default true for environment prod)
     database: DatabaseConfig
     repository: RepositoryConfig
     schedule: ScheduleConfig = ScheduleConfig()
@@ -370,6 +371,7 @@ class Policy(StrictModel):
 _POLICY_KEYS = {
     "environment",
     "rank",
+    "protected",
     "database",
     "repository",
     "schedule",
@@ -435,6 +437,11 @@ def parse_policy(name: str, raw: Any, source: str) -> Policy:
         data["rank"] = STANDARD_RANKS[env_name]
     elif isinstance(rank, bool) or not isinstance(rank, int):
         raise PolicyError(f"{source}: rank: must be an integer")
+    protected = data.get("protected")
+    if protected is None:
+        data["protected"] = env_name == "prod"
+    elif not isinstance(protected, bool):
+        raise PolicyError(f"{source}: protected: must be true or false")
     for required in ("database", "repository"):
         if required not in data:
             raise PolicyError(f"{source}: {required}: missing")

@@ -10,14 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from drkit.config import Policy
 from drkit.errors import UsageError
 from drkit.pg.connect import connect
-from drkit.sanitize.engine import database_dsn
+from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import build_plan
 from drkit.sanitize.rules import default_rules_path, load_rules
+from drkit.sanitize.run import database_dsn
 from drkit.sanitize.schema import read_schema
+from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer
 
 
 @dataclass
@@ -63,10 +67,15 @@ def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckRepor
         )
     with connect(database_dsn(src), autocommit=False) as conn:
         conn.read_only = True
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         schema = read_schema(conn)
+        plan = build_plan(rules, schema)
+        pinned = settle_pins(plan)
+        # the pseudonyms' shape does not depend on the salt: an unset one still checks
+        salt = rules.salt_bytes() if rules.salt is not None else b"drkit-sanitize-check"
+        pii = PiiConfig.from_strategies(rules.strategies())
+        check_constraints_fit(conn, plan, Compiler(Pseudonymizer(salt), pii))
         conn.rollback()
-    plan = build_plan(rules, schema)
-    pinned = settle_pins(plan)
     cov = plan.coverage
     report = CheckReport(
         rules=rules.source,

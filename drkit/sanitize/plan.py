@@ -10,6 +10,7 @@ migration leaking into a lower environment.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -115,11 +116,8 @@ def _check_column(rules: Rules, table: Table, column: Column, strategy: Strategy
     if isinstance(strategy, Nullify) and column.not_null:
         raise _fail(rules, where, "nullify on a NOT NULL column: use constant or fake")
     if isinstance(strategy, Template):
-        for name in strategy.fields():
-            if table.column(name) is None:
-                raise _fail(
-                    rules, where, f"template field {{{name}}} is not a column of {table.key}"
-                )
+        _check_template(rules, table, column, strategy, where)
+    _check_unique_indexes(rules, table, column, strategy, where)
     if not table.in_unique_key(column.name):
         return
     # a unique key must stay unique
@@ -142,6 +140,64 @@ def _check_column(rules: Rules, table: Table, column: Column, strategy: Strategy
                 where,
                 "template on a unique column must use every column of a kept primary or "
                 "unique key (e.g. {id}) so it never collides",
+            )
+
+
+def _check_template(
+    rules: Rules, table: Table, column: Column, strategy: Template, where: str
+) -> None:
+    """Fields that exist and are copied; a rendering that fits the column's type."""
+    fields = strategy.fields()
+    for name in fields:
+        found = table.column(name)
+        if found is None:
+            raise _fail(rules, where, f"template field {{{name}}} is not a column of {table.key}")
+        if found.generated:
+            raise _fail(
+                rules,
+                where,
+                f"template field {{{name}}} is a generated column, computed in the target "
+                "after the copy: use the columns it is computed from",
+            )
+    try:
+        rendered = strategy.template.format_map({name: "1" for name in fields})
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise _fail(rules, where, f"template {strategy.template!r} cannot render: {exc}") from None
+    if column.category == "N" and not rendered.lstrip("-").isdigit():
+        literal = "".join(part for part, *_ in string.Formatter().parse(strategy.template))
+        if literal:
+            raise _fail(
+                rules,
+                where,
+                f"template {strategy.template!r} renders text with {literal!r} into "
+                f"{column.name}, a {column.type} column",
+            )
+
+
+def _check_unique_indexes(
+    rules: Rules, table: Table, column: Column, strategy: Strategy, where: str
+) -> None:
+    """Strategies that certainly collide under a unique index (expression, partial, NND)."""
+    for index in table.unique_indexes:
+        if column.name not in index.columns:
+            continue
+        if isinstance(strategy, Constant | Mask) and (index.expression or index.partial):
+            raise _fail(
+                rules,
+                where,
+                f"{strategy.strategy} would make rows collide under the unique index "
+                f"{index.name} of {table.key} (it reads {column.name})",
+            )
+        if (
+            isinstance(strategy, Nullify)
+            and index.nulls_not_distinct
+            and index.columns == (column.name,)
+        ):
+            raise _fail(
+                rules,
+                where,
+                f"nullify would make rows collide under the unique index {index.name} of "
+                f"{table.key} (NULLS NOT DISTINCT)",
             )
 
 
