@@ -138,6 +138,9 @@ def walk_keys(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, d
 
 #: fields of :class:`drkit.config.Policy` that the loader fills in, not the file
 INTERNAL_POLICY_FIELDS = ("name", "source")
+#: keys :func:`drkit.config.parse_policy` fills in from the environment's name and checks
+#: itself (a ``${VAR}`` there is an error), with their JSON type
+LOADER_CHECKED_POLICY_KEYS = {"rank": "integer", "protected": "boolean"}
 
 
 def policy_schema() -> dict[str, Any]:
@@ -155,8 +158,11 @@ def policy_schema() -> dict[str, Any]:
         if key not in (*INTERNAL_POLICY_FIELDS, "environment", "rank")
     ]
     schema = _allow_var_references(schema)
-    # the loader checks rank's type after ${VAR} expansion: it must be a number as written
-    schema["properties"]["rank"] = {"type": "integer"}
+    # keys the loader defaults from the environment's name and type-checks after ${VAR}
+    # expansion: written as a plain value, and their default is in the prose, not here
+    for key, kind in LOADER_CHECKED_POLICY_KEYS.items():
+        if key in schema["properties"]:
+            schema["properties"][key] = {"type": kind}
     standard = ", ".join(f"{k} {v}" for k, v in STANDARD_RANKS.items())
     meanings = {**_model_descriptions(Policy), **text.POLICY_KEYS}
     meanings["rank"] = meanings["rank"].format(standard=standard)

@@ -165,6 +165,8 @@ BROKEN_POLICIES = [
     ("unknown algorithm", _with(POLICY, "repository.compression.algorithm", "lz4")),
     ("duration in words", _with(POLICY, "objectives.rpo", "one hour")),
     ("rank as a string", _with(POLICY, "rank", "2")),
+    ("protected as a variable", _with(POLICY, "protected", "${PROTECT:-true}")),
+    ("protected as a word", _with(POLICY, "protected", "yes")),
     ("missing database", {k: v for k, v in POLICY.items() if k != "database"}),
     ("sql check without query", _with(POLICY, "drill.checks.sql", [{"name": "x"}])),
     ("database list as a string", _with(POLICY, "database.databases", "app")),
@@ -190,6 +192,7 @@ GOOD_POLICIES = [
     ("duration as seconds", _with(POLICY, "objectives.rpo", 3600)),
     ("duration combined", _with(POLICY, "objectives.rto", "1h30m")),
     ("custom env with rank", {**POLICY, "environment": "qa", "rank": 1}),
+    ("protected staging", _with(POLICY, "protected", True)),
 ]
 
 
