@@ -169,7 +169,6 @@ def policy_schema() -> dict[str, Any]:
     _describe(schema, meanings)
     return {
         "$schema": JSON_SCHEMA_DIALECT,
-        "$id": "https://drkit.invalid/schemas/policy.schema.json",
         "title": "drkit policy (policies/ENV.yaml)",
         "description": text.POLICY_SUMMARY,
         **{k: v for k, v in schema.items() if k not in ("description", "$schema")},
@@ -238,7 +237,6 @@ def rules_schema() -> dict[str, Any]:
     defs["Defaults"]["description"] = text.RULES_KEYS["defaults"]
     document: dict[str, Any] = {
         "$schema": JSON_SCHEMA_DIALECT,
-        "$id": "https://drkit.invalid/schemas/sanitize-rules.schema.json",
         "title": "drkit sanitize rules (sanitize_rules/SRC-to-DST.yaml)",
         "description": text.RULES_SUMMARY,
         "type": "object",

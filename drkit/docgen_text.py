@@ -223,7 +223,7 @@ STRATEGY_FIELDS: dict[str, dict[str, str]] = {
         "char": "The mask character.",
     },
     "email": {"domain": "Domain of the generated addresses."},
-    "replace_pii": {"kinds": "What to look for: email, phone, ip."},
+    "replace_pii": {"kinds": "What to look for: email, phone, ip. Default: all three."},
     "json": {"paths": 'JSONPath ("$.a.b", "$.items[*].email") → strategy (not json or template).'},
 }
 
