@@ -21,7 +21,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from drkit import __version__
 from drkit.errors import DrkitError, Interrupted, NotImplementedYet, UsageError
@@ -58,6 +58,7 @@ PolicyDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--policy-dir",
+        metavar="DIR",
         help="Directory of ENV.yaml policies (default ./policies or $DRKIT_POLICY_DIR).",
         show_default=False,
     ),
@@ -159,7 +160,6 @@ def not_implemented(command: str) -> NoReturn:
 
 app = typer.Typer(
     name="drkit",
-    help="Backups, point-in-time recovery, sanitized copies and restore drills for PostgreSQL.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -202,11 +202,11 @@ def main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
 ) -> None:
-    """drkit: keeps a PostgreSQL application's data safe from DEV to PROD.
+    """Backups, point-in-time recovery, sanitized copies and restore drills for PostgreSQL.
 
     Global options (-v, -q, --json, --log-level, --log-format, --policy-dir) go before or
-    after the command.  Exit codes: 0 success, 1 operation failed, 2 usage/policy/rules
-    invalid, 3 a check failed, 4 refused by a safety guard, 130 interrupted."""
+    after the command.  ENV is the stem of a policy file (policies/ENV.yaml).  Reference:
+    docs/cli.md, docs/policy.md, docs/sanitize-rules.md; the exit codes follow."""
     from drkit.logconfig import configure_logging
 
     if verbose and quiet:
@@ -353,6 +353,7 @@ def archive_command_lines(
         str | None,
         typer.Option(
             "--os-user",
+            metavar="USER",
             help="The OS user the PostgreSQL server runs as (default: postgres when run as "
             "root, else the current user).",
             show_default=False,
@@ -429,7 +430,7 @@ def backup(
     physical: Annotated[bool, typer.Option("--physical", help="Base backup for PITR.")] = False,
     database: Annotated[
         list[str] | None,
-        typer.Option("--database", help="Back up only this database (repeatable)."),
+        typer.Option("--database", metavar="NAME", help="Back up only this database (repeatable)."),
     ] = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
@@ -640,20 +641,26 @@ def restore(
     env: EnvArg,
     backup_ref: Annotated[str | None, typer.Argument(metavar="[ID|latest]")] = None,
     target_db: Annotated[
-        str | None, typer.Option("--target-db", help="Restore into this database URL.")
+        str | None,
+        typer.Option("--target-db", metavar="URL", help="Restore into this database URL."),
     ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Parallel pg_restore jobs.")] = 1,
+    jobs: Annotated[
+        int, typer.Option("--jobs", metavar="N", min=1, help="Parallel pg_restore jobs.")
+    ] = 1,
     force: Annotated[
         bool, typer.Option("--force", help="Restore over a database that holds tables.")
     ] = False,
     database: Annotated[
         str | None,
-        typer.Option("--database", help="Restore only this database of the backup."),
+        typer.Option(
+            "--database", metavar="NAME", help="Restore only this database of the backup."
+        ),
     ] = None,
     tables: Annotated[
         list[str] | None,
         typer.Option(
             "--table",
+            metavar="T",
             help="Restore only this table (T in any schema, or SCHEMA.T); repeatable. "
             "Like pg_restore -t: no indexes or constraints.",
         ),
@@ -661,17 +668,22 @@ def restore(
     point_in_time: Annotated[
         str | None,
         typer.Option(
-            "--point-in-time", help="Physical PITR target: ISO timestamp with zone, or latest."
+            "--point-in-time",
+            metavar="TS|latest",
+            help="Physical PITR target: ISO timestamp with zone, or latest.",
         ),
     ] = None,
     pgdata: Annotated[
-        Path | None, typer.Option("--pgdata", help="Empty data directory for PITR.")
+        Path | None, typer.Option("--pgdata", metavar="DIR", help="Empty data directory for PITR.")
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Port of the recovered server.")
+        int | None, typer.Option("--port", metavar="PORT", help="Port of the recovered server.")
     ] = None,
     target_action: Annotated[
-        str, typer.Option("--target-action", help="promote | pause | shutdown")
+        str,
+        typer.Option(
+            "--target-action", metavar="promote|pause|shutdown", help="promote | pause | shutdown"
+        ),
     ] = "promote",
     no_start: Annotated[
         bool, typer.Option("--no-start", help="Prepare the data directory, do not start it.")
@@ -680,6 +692,7 @@ def restore(
         str,
         typer.Option(
             "--timeline",
+            metavar="current|latest|N",
             help="current (production's recorded timeline) | latest (highest archived) | N",
         ),
     ] = "current",
@@ -687,6 +700,7 @@ def restore(
         str,
         typer.Option(
             "--archive-mode",
+            metavar="off|preserve",
             help="off: the recovered server never archives; preserve: it is the new primary",
         ),
     ] = "off",
@@ -907,6 +921,9 @@ def wal_fetch(
 class DefaultRunGroup(TyperGroup):
     """``drkit sanitize SRC DST`` runs the copy; ``check`` and ``init`` are subcommands."""
 
+    #: the hidden command that runs when the first word is not a subcommand
+    default_command = "run"
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
@@ -916,28 +933,51 @@ class DefaultRunGroup(TyperGroup):
 
 sanitize_app = typer.Typer(
     cls=DefaultRunGroup,
+    subcommand_metavar="SRC DST | COMMAND [ARGS]...",
     help=(
         "Copy SRC's data into DST through the sanitize rules: drkit sanitize SRC DST "
-        "[--rules FILE] [--from-backup ID|latest] [--dry-run] [--jobs N] [--force] [--scan-only] "
-        "[--json] (see: drkit sanitize SRC DST --help), or the subcommands check and init."
+        "[OPTIONS] (--rules, --from-backup, --dry-run, --json and the others: drkit sanitize "
+        "SRC DST --help), or the subcommands check and init."
     ),
     no_args_is_help=True,
 )
 app.add_typer(sanitize_app, name="sanitize")
 
+
+class SanitizeRunContext(typer.Context):
+    """``drkit sanitize SRC DST``, not ``drkit sanitize run``, in usage lines and hints."""
+
+    @property
+    def command_path(self) -> str:
+        parent = self.parent.command_path if self.parent is not None else "drkit sanitize"
+        return f"{parent} SRC DST"
+
+
+class SanitizeRunCommand(TyperCommand):
+    context_class = SanitizeRunContext
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [self.options_metavar] if self.options_metavar else []
+
+
 RulesOpt = Annotated[
     Path | None,
-    typer.Option("--rules", help="Rules file (default sanitize_rules/SRC-to-DST.yaml)."),
+    typer.Option(
+        "--rules", metavar="FILE", help="Rules file (default sanitize_rules/SRC-to-DST.yaml)."
+    ),
 ]
 
 
-@sanitize_app.command("run", hidden=True)
+@sanitize_app.command("run", hidden=True, cls=SanitizeRunCommand)
 def sanitize_run(
     src: Annotated[str, typer.Argument(help="Source environment.")],
     dst: Annotated[str, typer.Argument(help="Target environment.")],
     rules: RulesOpt = None,
     from_backup: Annotated[
-        str | None, typer.Option("--from-backup", help="Read SRC's data from a backup (ID|latest).")
+        str | None,
+        typer.Option(
+            "--from-backup", metavar="ID|latest", help="Read SRC's data from a backup (ID|latest)."
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan, copy nothing.")
@@ -1108,7 +1148,9 @@ def sanitize_check(
 @sanitize_app.command("init")
 def sanitize_init(
     src: Annotated[str, typer.Argument(help="Source environment.")],
-    out_file: Annotated[Path | None, typer.Option("--out", help="Write the draft here.")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", metavar="FILE", help="Write the draft here.")
+    ] = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -1136,13 +1178,20 @@ def sanitize_init(
 @app.command("drill")
 def drill(
     env: EnvArg,
-    backup_ref: Annotated[str, typer.Option("--backup", help="ID, latest or random.")] = "latest",
+    backup_ref: Annotated[
+        str, typer.Option("--backup", metavar="ID|latest|random", help="ID, latest or random.")
+    ] = "latest",
     point_in_time: Annotated[
-        str | None, typer.Option("--point-in-time", help="PITR target for a physical drill.")
+        str | None,
+        typer.Option(
+            "--point-in-time", metavar="TS|latest", help="PITR target for a physical drill."
+        ),
     ] = None,
     report_dir: Annotated[
         Path | None,
-        typer.Option("--report-dir", help="Also write report.json/.md and junit.xml here."),
+        typer.Option(
+            "--report-dir", metavar="DIR", help="Also write report.json/.md and junit.xml here."
+        ),
     ] = None,
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the scratch cluster running.")
@@ -1310,9 +1359,11 @@ app.add_typer(schedule_app, name="schedule")
 def schedule_run(
     envs: Annotated[list[str] | None, typer.Argument(metavar="[ENV...]")] = None,
     port: Annotated[
-        int, typer.Option("--port", help="HTTP port for /metrics and /healthz.")
+        int, typer.Option("--port", metavar="PORT", help="HTTP port for /metrics and /healthz.")
     ] = 9187,
-    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    bind: Annotated[
+        str, typer.Option("--bind", metavar="ADDRESS", help="Address to listen on.")
+    ] = "0.0.0.0",  # noqa: S104
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -1366,11 +1417,19 @@ def schedule_show(
 
 @app.command("demo")
 def demo(
-    rows: Annotated[int, typer.Option("--rows", help="Sample rows to load.")] = 20_000,
+    rows: Annotated[int, typer.Option("--rows", metavar="N", help="Sample rows to load.")] = 20_000,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Self-contained sandbox: throwaway PostgreSQL, sample data, backup → verify → restore."""
+    """Self-contained sandbox: the whole workflow on a throwaway PostgreSQL, no setup.
+
+    Starts a PostgreSQL cluster from the local binaries and loads SentriKat sample data,
+    then runs: logical backup → verify → restore into a second database (row counts
+    compared) → restore drill (RTO/RPO measured, checks run) → sanitize prod → staging
+    with the shipped rules (leak scan) → continuous WAL archiving → physical base backup
+    → point-in-time recovery to a noted moment before an accidental delete, into a new
+    cluster.  Everything lives in one temporary directory, removed at the end unless
+    --keep."""
     from drkit.demo import run_demo
 
     settle(json_out)
@@ -1390,6 +1449,13 @@ def _demo_say(kind: str, text: str) -> None:
 # ---------------------------------------------------------------------------
 # Entry point: the one place exceptions become exit codes
 # ---------------------------------------------------------------------------
+
+
+def click_command() -> Any:
+    """The click command tree of :data:`app`, its help polished (drkit.helptext)."""
+    from drkit.helptext import polish
+
+    return polish(typer.main.get_command(app))
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -1457,7 +1523,7 @@ def _run_app(args: list[str], verbose: bool) -> tuple[int, str | None]:
     from drkit.outcome import INTERRUPTED_LINE, failure
 
     try:
-        result = app(args=args, prog_name="drkit", standalone_mode=False)
+        result = click_command().main(args=args, prog_name="drkit", standalone_mode=False)
         code = int(result) if isinstance(result, int) else 0
     except typer.Exit as exc:
         code = int(exc.exit_code)

@@ -76,3 +76,16 @@ class Interrupted(DrkitError):
     """The operation was interrupted (exit 130)."""
 
     exit_code = 130
+
+
+#: what each exit code means (DESIGN.md §1), for ``drkit --help`` and docs/exit-codes.md
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "the operation failed (database, storage, subprocess error)",
+    2: "usage, policy or rules file invalid",
+    3: "a check failed: verify mismatch, drill objective breached or validation failed, "
+    "sanitize leak or coverage failure, PITR target not reachable",
+    4: "refused by a safety guard (direction guard, restore over a live database without "
+    "--force, encryption configured but unavailable)",
+    130: "interrupted",
+}

@@ -39,7 +39,7 @@ def draft_text(schema: Schema, src: str, dst: str) -> str:
     lines = [
         f"# Drafted by `drkit sanitize init {src}`: review every '# guessed' line before use.",
         "# Strategies: keep, nullify, constant, template, fake, hash, mask, email,",
-        "# replace_pii, json (see DESIGN.md section 5).",
+        "# replace_pii, json (see docs/sanitize-rules.md).",
         "version: 1",
         f"from: {src}",
         f"to: {dst}",

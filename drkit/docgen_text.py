@@ -1,0 +1,349 @@
+"""The prose of the generated reference docs (:mod:`drkit.docgen`): what each key means.
+
+The structure (keys, types, defaults, allowed values) comes from the models; this module
+only says what a key is for, keyed by the dotted names the models use.  A key the models
+grow without a line here is reported by ``python -m drkit.docgen`` and fails
+``tests/test_docs.py``.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------
+# Policies
+# ---------------------------------------------------------------------------
+
+POLICY_SUMMARY = (
+    "One environment's policy: where its database and backup repository are, when jobs run, "
+    "how long backups are kept, and the recovery objectives drills check."
+)
+
+POLICY_KEYS: dict[str, str] = {
+    "environment": "The environment's name: dev, test, staging, prod, or any name with an "
+    "explicit rank. Default: the file's stem (policies/prod.yaml is prod).",
+    "rank": "Where the environment sits in the chain; data only flows from a higher rank to "
+    "a lower one. Optional for the standard names ({standard}).",
+    "protected": "Never a sanitize target, whatever ranks or flags say. Default: true for "
+    "prod, false otherwise.",
+    "database": "The environment's PostgreSQL server.",
+    "database.url": "Connection URL (postgresql://user:password@host:port/dbname). A secret: "
+    "masked in every output; usually ${DATABASE_URL}.",
+    "database.databases": "Databases to back up and restore. Default: the one named in the url.",
+    "repository": "Where backups, WAL and drill reports are stored.",
+    "repository.url": "file:///path or s3://bucket/prefix. The environment's objects live "
+    "under <url>/<ENV>/.",
+    "repository.endpoint_url": "S3-compatible endpoint (MinIO and others); empty for AWS S3.",
+    "repository.region": "S3 region.",
+    "repository.storage_class": "S3 storage class of uploaded objects (e.g. STANDARD_IA).",
+    "repository.compression": "Compression of stored objects.",
+    "repository.compression.algorithm": "zstd, gzip or none.",
+    "repository.compression.level": "Compression level: zstd 1–22, gzip 1–9.",
+    "repository.encryption": "Client-side encryption with age. Absent: objects are stored "
+    "unencrypted (use the store's own encryption at rest).",
+    "repository.encryption.recipients": "age public keys (age1...) every object is "
+    "encrypted to. The backup host needs only these, never a private key.",
+    "repository.encryption.identity_file": "age identity (private key) file, only where "
+    "restores, verifies and drills run. $DRKIT_AGE_IDENTITY_FILE is also read.",
+    "repository.encryption.identity_files": "More identity files, e.g. the old key during a "
+    "key rotation (runbooks/rotate-encryption-key.md).",
+    "schedule": "Cron expressions (5 fields, in `timezone`) of the jobs `drkit schedule run` "
+    "runs. A job without an expression is not scheduled.",
+    "schedule.logical_backup": "When to run `drkit backup ENV`.",
+    "schedule.physical_backup": "When to run `drkit backup ENV --physical` (a base backup for "
+    "point-in-time recovery).",
+    "schedule.prune": "When to run `drkit prune ENV`.",
+    "schedule.drill": "When to run `drkit drill ENV`.",
+    "schedule.timezone": "IANA time zone of the cron expressions and of the retention "
+    "calendar (days, ISO weeks, months).",
+    "wal_archiving": "WAL is archived continuously (archive_command = drkit wal-push); "
+    "exposure is then measured from the last archived WAL, and PITR is possible.",
+    "retention": "Grandfather-father-son retention, applied by `drkit prune`. A backup is "
+    "kept if any rule keeps it; the newest backup of each database is never deleted.",
+    "retention.daily": "Keep the newest backup of each of the last N calendar days that have one.",
+    "retention.weekly": "Keep the newest backup of each of the last N ISO weeks.",
+    "retention.monthly": "Keep the newest backup of each of the last N calendar months.",
+    "retention.orphan_grace": "A backup without a manifest (an interrupted run) older than "
+    "this is removed.",
+    "objectives": "Recovery objectives: status, metrics, alerts and drills compare against them.",
+    "objectives.rpo": "Recovery point objective: the most data you accept to lose (30m, 1h, 1d).",
+    "objectives.rto": "Recovery time objective: the longest a restore may take, measured by "
+    "drills.",
+    "drill": "What `drkit drill ENV` checks after restoring.",
+    "drill.checks": "Checks run against the restored copy.",
+    "drill.checks.row_counts": "Compare every table's row count with the counts captured at "
+    "backup time (logical backups).",
+    "drill.checks.sql": "SQL checks, run read-only: a check passes when its query's first value is "
+    "true.",
+    "drill.checks.sql[].name": "The check's name in reports.",
+    "drill.checks.sql[].query": "One SQL query run on the restored database.",
+    "drill.checks.sql[].database": "Database to run it in. Default: the first database.",
+    "drill.checks.amcheck": "Run pg_amcheck on the restored cluster where it is available.",
+}
+
+POLICY_DOC = """\
+# Policy reference — `policies/ENV.yaml`
+
+<!-- generated by `python -m drkit.docgen` from drkit/config.py; do not edit -->
+
+{summary}
+
+`ENV`, the file's stem, names the environment on the command line, in the repository
+(`<repository.url>/<ENV>/`) and in metric labels. The policy directory is `./policies`,
+`--policy-dir DIR`, or `$DRKIT_POLICY_DIR`.
+
+- Every string may use `${{VAR}}` or `${{VAR:-default}}`; they are expanded from the
+  environment before validation, so `level: ${{ZSTD_LEVEL:-3}}` is a number once
+  expanded. An unset variable without a default is an error.
+- Unknown keys, wrong types, bad cron expressions and unresolvable variables are errors
+  (exit 2) naming the file, the key and the problem: run `drkit policy check` after
+  each change (offline), and `drkit check ENV` to prove the chain end to end.
+- Durations are written `90s`, `30m`, `1h`, `1h30m`, `7d`, `2w` or as a number of seconds.
+- Secrets (`database.url`, passwords in `repository.endpoint_url`) are masked in every
+  output.
+
+Editors that understand JSON Schema validate as you type: the shipped files start with
+`# yaml-language-server: $schema=../docs/schemas/policy.schema.json`
+([schema](schemas/policy.schema.json)).
+
+## Keys
+
+{table}
+
+## Example
+
+```yaml
+# yaml-language-server: $schema=../docs/schemas/policy.schema.json
+environment: prod
+database:
+  url: ${{DATABASE_URL}}
+  databases: [sentrikat_prod]
+repository:
+  url: s3://sentrikat-backups/prod
+  endpoint_url: ${{S3_ENDPOINT:-}}
+  region: eu-central-1
+  compression: {{algorithm: zstd, level: 3}}
+  encryption:
+    recipients: [age1...]
+    identity_file: ${{DRKIT_AGE_IDENTITY_FILE:-}}
+schedule:
+  logical_backup: "0 2 * * *"
+  physical_backup: "0 3 * * 0"
+  prune: "30 4 * * *"
+  drill: "0 5 * * 1"
+  timezone: Europe/Rome
+wal_archiving: true
+retention: {{daily: 30, weekly: 8, monthly: 6}}
+objectives: {{rpo: 1h, rto: 30m}}
+drill:
+  checks:
+    row_counts: true
+    sql:
+      - name: vulnerabilities present
+        query: SELECT count(*) > 0 FROM vulnerability
+```
+
+The shipped policies are in [`policies/`](../policies/).
+"""
+
+# ---------------------------------------------------------------------------
+# Sanitize rules
+# ---------------------------------------------------------------------------
+
+RULES_SUMMARY = (
+    "How `drkit sanitize SRC DST` copies SRC's data into DST: which tables and columns are "
+    "kept, transformed, filtered or left out."
+)
+
+RULES_KEYS: dict[str, str] = {
+    "version": "Format version; only 1 exists.",
+    "from": "The source environment (a policy name).",
+    "to": "The target environment (a policy name); must rank strictly lower and not be protected.",
+    "salt": "Keys every deterministic pseudonym (fake, hash, email, replace_pii). Keep it "
+    "secret and stable; write ${DRKIT_SANITIZE_SALT}. At least 8 characters.",
+    "defaults": "What happens to tables and columns the rules do not list.",
+    "defaults.unlisted_tables": "A table not listed: fail (schema drift guard), copy it as "
+    "is, or skip it.",
+    "defaults.unlisted_columns": "A column not listed in a listed table: fail (schema drift "
+    "guard) or keep it.",
+    "tables": "One rule per table, by name (`user`, or `schema.table`; default schema public).",
+    "subset": "Copy only a connected subset: the start rows and every row they reference "
+    "through foreign keys.",
+    "subset.start": "Where the subset starts.",
+    "subset.start.table": "The start table.",
+    "subset.start.where": "SQL boolean expression over the start table's columns.",
+    "subset.follow": "How the subset grows; only foreign_keys.",
+}
+
+TABLE_KEYS: dict[str, str] = {
+    "columns": "Column → strategy. With `copy: true`, a list of column names instead pins "
+    "the columns the rules have seen: they are kept, and any other column is schema drift.",
+    "rows": "all, or none (the table's schema only, no rows).",
+    "where": "SQL boolean expression over this table's columns: only matching rows are "
+    "copied. Parsed with sqlglot (PostgreSQL dialect); statements and subqueries that write "
+    "are refused.",
+    "copy": "Every column kept as is (no masks allowed).",
+    "skip": "The table is left out entirely.",
+}
+
+TABLE_SHORTHAND = "`table: copy` is `{copy: true}`; `table: skip` is `{skip: true}`."
+
+#: strategy name -> what it does
+STRATEGIES: dict[str, str] = {
+    "keep": "The value is copied unchanged.",
+    "nullify": "SQL NULL.",
+    "constant": "The same value in every row.",
+    "template": "A Python format string; its fields name columns of the same row "
+    '(`"user_{id}@example.com"`).',
+    "fake": "A Faker provider's output, deterministic: the same input and salt give the same "
+    "output in every table and every run.",
+    "hash": "A keyed hash (HMAC with the salt), as hex.",
+    "mask": "The value with every character but the first keep_start and the last "
+    "keep_end replaced by char.",
+    "email": "A deterministic, unique address; the same original address maps to the same "
+    "pseudonym everywhere it appears.",
+    "replace_pii": "For free text and JSON: finds e-mail addresses, phone numbers and IP "
+    "addresses inside the text and replaces each with the pseudonym the column strategies "
+    "give it.",
+    "json": "Applies a strategy at each JSON path of a json/jsonb column.",
+}
+
+#: strategy name -> option -> meaning
+STRATEGY_FIELDS: dict[str, dict[str, str]] = {
+    "constant": {"value": "The value written."},
+    "template": {"template": "The format string."},
+    "fake": {
+        "provider": "Any Faker provider (name, phone_number, company, ...).",
+        "args": "Arguments of the provider: a mapping (keyword) or a list (positional).",
+        "unique": "Never give the same output for two different inputs.",
+        "locale": "Faker locale.",
+    },
+    "hash": {"length": "Hex characters kept."},
+    "mask": {
+        "keep_start": "Characters kept at the start.",
+        "keep_end": "Characters kept at the end.",
+        "char": "The mask character.",
+    },
+    "email": {"domain": "Domain of the generated addresses."},
+    "replace_pii": {"kinds": "What to look for: email, phone, ip. Default: all three."},
+    "json": {"paths": 'JSONPath ("$.a.b", "$.items[*].email") → strategy (not json or template).'},
+}
+
+RULES_DOC = """\
+# Sanitize rules reference — `sanitize_rules/SRC-to-DST.yaml`
+
+<!-- generated by `python -m drkit.docgen` from drkit/sanitize/rules.py; do not edit -->
+
+{summary}
+
+`drkit sanitize SRC DST` reads `sanitize_rules/SRC-to-DST.yaml` unless `--rules FILE`
+says otherwise. `drkit sanitize init SRC` drafts one from SRC's schema, guessing the
+columns that hold personal data; `drkit sanitize check SRC DST` checks it against SRC's
+live schema without copying anything. Every problem is an error (exit 2) naming the
+file, table, column and reason, before any data moves. Strings may use `${{VAR}}` and
+`${{VAR:-default}}`.
+
+Editors that understand JSON Schema validate as you type: the shipped files start with
+`# yaml-language-server: $schema=../docs/schemas/sanitize-rules.schema.json`
+([schema](schemas/sanitize-rules.schema.json)).
+
+## The file
+
+{top}
+
+## A table rule
+
+{table}
+
+{shorthand}
+
+```yaml
+tables:
+  user:
+    columns:
+      id: keep
+      email: {{strategy: template, template: "user_{{id}}@example.com"}}
+      full_name: {{strategy: fake, provider: name}}
+      last_login_ip: nullify
+  alert_log: {{rows: none}}                                      # schema only
+  sync_log: {{where: "created_at >= now() - interval '7 days'"}}
+  vulnerability: {{copy: true, columns: [id, cve, severity]}}    # kept as is, columns pinned
+```
+
+`copy: true` without a column list pins the table's columns on the first
+`drkit sanitize check` or run; with `columns: [...]` the list is the pin. Either way a
+column added later stops the run under `unlisted_columns: fail` until someone decides
+what happens to it.
+
+## Strategies
+
+A column's strategy is written by name (`keep`, `nullify`, or any strategy whose options
+all have defaults) or as a mapping with `strategy:` and its options.
+
+{strategies}
+
+## What `drkit sanitize` guarantees
+
+- Raw values of masked columns are never readable in the target database.
+- The copy is built aside, scanned there, and only then published by an atomic swap;
+  any failure or interrupt leaves DST exactly as it was.
+- Data flows only from a strictly higher rank to a lower one; a protected environment is
+  never a target; DST is identified by its server's system identifier and database, not
+  its URL (exit 4).
+- Every foreign key and unique constraint of the source holds in the target.
+- Before publishing, a leak scan looks for every original value of every transformed
+  column in every column and the catalog of the target, and fails (exit 3) on any hit.
+- A table or column the rules have not seen stops the run under `fail`.
+"""
+
+# ---------------------------------------------------------------------------
+# Exit codes and the CLI
+# ---------------------------------------------------------------------------
+
+EXIT_CODES_DOC = """\
+# Exit codes
+
+<!-- generated by `python -m drkit.docgen` from drkit/errors.py; do not edit -->
+
+Every drkit command exits with one of these codes, and prints one line on stderr saying
+what failed, on which object, and what to do (a traceback only with `-v`). Under
+`--json`, a failure is `{{"ok": false, "error": {{"code": N, "message": ...}}}}` on stdout.
+
+{table}
+
+`wal-fetch` exits 1 when the requested WAL file is not in the archive (PostgreSQL then
+tries other sources), and never dies by a signal or exits above 125 for a missing file,
+which PostgreSQL would treat as fatal.
+"""
+
+CLI_DOC = """\
+# Command-line reference
+
+<!-- generated by `python -m drkit.docgen` from drkit/cli.py; do not edit -->
+
+Global options (`-v`, `-q`, `--json`, `--log-level`, `--log-format`, `--policy-dir`) go
+before or after the command. `ENV` is the stem of a policy file ([policy
+reference](policy.md)). Exit codes: [exit-codes.md](exit-codes.md).
+
+{index}
+
+{body}
+"""
+
+INDEX_DOC = """\
+# drkit reference
+
+<!-- generated by `python -m drkit.docgen`; do not edit -->
+
+Generated from the code by `python -m drkit.docgen` (run it after changing a command,
+a flag, a policy or rules model, or an exit code; `tests/test_docs.py` fails while these
+files are stale).
+
+- [Command line](cli.md): every command, argument and option.
+- [Policy file](policy.md) (`policies/ENV.yaml`) and its
+  [JSON Schema](schemas/policy.schema.json).
+- [Sanitize rules](sanitize-rules.md) (`sanitize_rules/SRC-to-DST.yaml`) and their
+  [JSON Schema](schemas/sanitize-rules.schema.json).
+- [Exit codes](exit-codes.md).
+
+The walkthrough is the [README](../README.md); procedures are in
+[runbooks](../runbooks/README.md).
+"""
