@@ -24,7 +24,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from drkit import __version__
-from drkit.errors import DrkitError, Interrupted, NotImplementedYet, UsageError
+from drkit.errors import DrkitError, Interrupted, UsageError
 from drkit.redact import mask_url
 
 try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
@@ -148,10 +148,6 @@ def byte_progress(label: str) -> Iterator[Callable[[str, int], None]]:
 
 def _named(progress: Callable[[str, int], None], name: str) -> Callable[[int], None]:
     return lambda n: progress(name, n)
-
-
-def not_implemented(command: str) -> NoReturn:
-    raise NotImplementedYet(f"drkit {command} is not implemented yet")
 
 
 # ---------------------------------------------------------------------------
@@ -280,17 +276,9 @@ def policy_check(
 
 
 def _check_rules_files(env: str | None) -> dict[str, str]:
-    """Validate sanitize rules files next to the policies, if the sanitizer can load them."""
-    import importlib
-
-    try:
-        rules_module = importlib.import_module("drkit.sanitize.rules")
-    except ImportError:
-        return {}
-    loader = getattr(rules_module, "load_rules", None)
-    if loader is None:
-        return {}
+    """Validate the sanitize rules files next to the policies (offline)."""
     from drkit.config import resolve_policy_dir
+    from drkit.sanitize.rules import load_rules
 
     candidates = [
         Path("sanitize_rules"),
@@ -311,7 +299,7 @@ def _check_rules_files(env: str | None) -> dict[str, str]:
             ):
                 continue
             try:
-                loader(path)
+                load_rules(path)
                 seen[str(path)] = ""
             except DrkitError as exc:
                 seen[str(path)] = str(exc)

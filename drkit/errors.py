@@ -42,10 +42,6 @@ class NotFoundError(OperationError):
     """A backup, drill or environment named on the command line does not exist."""
 
 
-class NotImplementedYet(DrkitError):
-    """The command is part of the contract but its issue has not landed."""
-
-
 class UsageError(DrkitError):
     """A wrong flag or argument (exit 2)."""
 

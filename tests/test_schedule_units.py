@@ -1,5 +1,5 @@
 """Scheduler logic without a daemon process: cron meaning, periods, /healthz verdicts,
-metric families, drill-report reading, job dispatch of missing implementations."""
+metric families, drill-report reading, the jobs each schedule entry runs."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
-from drkit.errors import NotImplementedYet
 from drkit.schedule import daemon as daemon_mod
 from drkit.schedule.cron import cron_day_of_week
-from drkit.schedule.daemon import MISFIRE_GRACE, SchedulerDaemon, dispatch, scrub
+from drkit.schedule.daemon import MISFIRE_GRACE, SchedulerDaemon, scrub
 from drkit.schedule.metrics import (
     METRIC_NAMES,
     BackupSummary,
@@ -206,17 +205,13 @@ def test_drill_report_fields() -> None:
     assert parse_drill_report({}, "d2", NOW).passed is None
 
 
-def test_missing_job_implementation_fails_as_not_implemented(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *"})
-    policy = daemon.policies["prod"]
-    monkeypatch.setitem(daemon_mod.JOB_FUNCTIONS, "drill", ("drkit.drill.no_such_module", "x"))
-    with pytest.raises(NotImplementedYet, match="not implemented yet"):
-        dispatch("drill", policy)
-    monkeypatch.setitem(daemon_mod.JOB_FUNCTIONS, "drill", ("drkit.errors", "no_such_function"))
-    with pytest.raises(NotImplementedYet, match="not implemented yet"):
-        dispatch("drill", policy)
+def test_every_schedule_entry_has_a_job() -> None:
+    """Each schedule key of a policy names a job the daemon can run (no lookup by name)."""
+    from drkit.config import ScheduleConfig
+
+    entries = {name for name in ScheduleConfig.model_fields if name != "timezone"}
+    assert entries == set(daemon_mod.JOBS)
+    assert all(callable(job) for job in daemon_mod.JOBS.values())
 
 
 def test_scrub_masks_passwords() -> None:

@@ -174,17 +174,3 @@ def discard_partial(repo: Repository, backup_id: str) -> None:
             repo.delete(info.key)
     except (DrkitError, OSError) as exc:
         log.warning("could not remove the partial backup %s: %s", backup_id, exc)
-
-
-def describe_manifest(manifest: Manifest) -> dict[str, Any]:
-    """The summary ``drkit backup`` prints."""
-    return {
-        "id": manifest.id,
-        "kind": manifest.kind,
-        "databases": manifest.databases,
-        "size": manifest.size,
-        "raw_size": manifest.raw_size,
-        "duration": round(manifest.duration, 3),
-        "tables": sum(len(t) for t in manifest.row_counts.values()),
-        "rows": sum(sum(t.values()) for t in manifest.row_counts.values()),
-    }

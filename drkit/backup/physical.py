@@ -390,15 +390,3 @@ def run_physical_backup(
         lock.release()
     log.info("physical backup %s finished: %d bytes stored", backup_id, manifest.size)
     return manifest
-
-
-def describe(manifest: Manifest) -> dict[str, Any]:
-    return {
-        "id": manifest.id,
-        "wal_start": manifest.wal_start,
-        "wal_stop": manifest.wal_stop,
-        "timeline": manifest.timeline,
-        "consistent_at": manifest.consistent_at,
-        "size": manifest.size,
-        "raw_size": manifest.raw_size,
-    }

@@ -42,20 +42,6 @@ class BackupVerdict:
         }
 
 
-WalChainCheck = Callable[[Repository, Manifest], tuple[list[str], dict[str, Any]]]
-
-
-def _wal_chain_check() -> WalChainCheck | None:
-    import importlib
-
-    try:
-        walchain = importlib.import_module("drkit.backup.walchain")
-    except ImportError:
-        return None
-    check: WalChainCheck | None = getattr(walchain, "check_backup_wal", None)
-    return check
-
-
 def verify_backup(
     repo: Repository, manifest: Manifest, on_bytes: Callable[[int], None] | None = None
 ) -> BackupVerdict:
@@ -73,13 +59,11 @@ def verify_backup(
         except (CheckFailed, StorageError) as exc:
             verdict.problems.append(str(exc))
     if manifest.kind == "physical":
-        check = _wal_chain_check()
-        if check is None:
-            verdict.problems.append("WAL chain check unavailable in this drkit version")
-        else:
-            problems, details = check(repo, manifest)
-            verdict.problems += problems
-            verdict.details.update(details)
+        from drkit.backup.walchain import check_backup_wal
+
+        problems, details = check_backup_wal(repo, manifest)
+        verdict.problems += problems
+        verdict.details.update(details)
     return verdict
 
 

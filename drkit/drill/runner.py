@@ -991,13 +991,8 @@ def _drill_physical(
 ) -> None:
     """Base backup + WAL replay (to ``report.target_point``, or to the end of the
     archive) with PITR's own machinery, into the drill's work directory."""
-    try:
-        from drkit.restore.pitr import PitrResult, restore_point_in_time
-    except ImportError:
-        raise DrillCannotRun(
-            f"backup {manifest.id} is physical: physical drills need point-in-time recovery "
-            "(drkit.restore.pitr), which is not implemented yet"
-        ) from None
+    from drkit.restore.pitr import PitrResult, restore_point_in_time
+
     base = work / "pg"
     base.mkdir(mode=0o755)
     cluster = RecoveredCluster(

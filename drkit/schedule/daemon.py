@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import importlib
 import json
 import logging
 import signal
@@ -68,7 +67,6 @@ from drkit.config import Policy, load_policies
 from drkit.errors import (
     DatabaseError,
     DrkitError,
-    NotImplementedYet,
     OperationError,
     PolicyError,
 )
@@ -94,13 +92,37 @@ CATALOG_REFRESH = timedelta(seconds=60)
 LOCK_CLASS_ID = 0x64726B74  # 'drkt'
 DEFAULT_PORT = 9187
 
-# job name -> (module, function); physical backups and drills belong to other issues and
-# are looked up when they run, so the daemon works before they exist.
-JOB_FUNCTIONS: dict[str, tuple[str, str]] = {
-    "logical_backup": ("drkit.backup.logical", "run_logical_backup"),
-    "physical_backup": ("drkit.backup.physical", "run_physical_backup"),
-    "prune": ("drkit.backup.prune", "prune_policy"),
-    "drill": ("drkit.drill.runner", "run_drill"),
+
+def _logical_backup(policy: Policy) -> Any:
+    from drkit.backup.logical import run_logical_backup
+
+    return run_logical_backup(policy)
+
+
+def _physical_backup(policy: Policy) -> Any:
+    from drkit.backup.physical import run_physical_backup
+
+    return run_physical_backup(policy)
+
+
+def _prune(policy: Policy) -> Any:
+    from drkit.backup.prune import prune_policy
+
+    return prune_policy(policy)
+
+
+def _drill(policy: Policy) -> Any:
+    from drkit.drill.runner import run_drill
+
+    return run_drill(policy)
+
+
+#: job name (a policy's schedule entry) -> what runs it; imported when the job runs
+JOBS: dict[str, Callable[[Policy], Any]] = {
+    "logical_backup": _logical_backup,
+    "physical_backup": _physical_backup,
+    "prune": _prune,
+    "drill": _drill,
 }
 
 
@@ -182,18 +204,8 @@ class EnvironmentLock:
 
 
 def dispatch(job: str, policy: Policy) -> Any:
-    """Run one job for one policy; missing implementations fail as 'not implemented yet'."""
-    module_name, function_name = JOB_FUNCTIONS[job]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise NotImplementedYet(f"job {job} is not implemented yet") from None
-        raise
-    function: Callable[[Policy], Any] | None = getattr(module, function_name, None)
-    if function is None:
-        raise NotImplementedYet(f"job {job} is not implemented yet")
-    result = function(policy)
+    """Run one job for one policy; a drill that does not PASS is a failed job."""
+    result = JOBS[job](policy)
     verdict = getattr(result, "verdict", None)
     if job == "drill" and verdict is not None and str(verdict).upper() != "PASS":
         raise DrkitError(f"drill verdict {verdict}")
