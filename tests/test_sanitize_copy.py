@@ -610,3 +610,41 @@ def test_init_drafts_rules_that_check_accepts(
     )
     assert check.code == 0, check.stderr
     assert json.loads(check.stdout)["unlisted_columns"] == []
+
+
+def test_a_source_policy_with_several_databases_is_refused_in_one_line(
+    run_drkit: DrkitRunner, envs: Env, pg_server: PgServer, make_policy: PolicyWriter
+) -> None:
+    """A rules file describes one database: a policy listing two is refused, nothing copied."""
+    src_url = pg_server.url(envs.src_name)
+    other = f"other_{uuid.uuid4().hex[:8]}"
+    pg_server.create_database(other)
+    try:
+        make_policy(
+            "prod",
+            src_url,
+            {"url": "file:///nonexistent-unused"},
+            database={"url": src_url, "databases": [envs.src_name, other]},
+        )
+        result = sanitize(
+            run_drkit, envs, "prod", "staging", "--rules", str(SHIPPED / "prod-to-staging.yaml")
+        )
+        assert result.code == 2, result.stderr
+        line = result.stderr.strip()
+        assert "\n" not in line and "lists 2 databases" in line and other in line
+        check = sanitize(
+            run_drkit,
+            envs,
+            "check",
+            "prod",
+            "staging",
+            "--rules",
+            str(SHIPPED / "prod-to-staging.yaml"),
+        )
+        assert check.code == 2
+        dst = envs.dsts["staging"]
+        assert not pg_server.query(
+            "postgres", "SELECT 1 FROM pg_database WHERE datname = %s", [dst]
+        )
+    finally:
+        pg_server.drop_database(other)

@@ -116,10 +116,14 @@ def resolve_rules(src: Policy, dst: Policy, path: Path | None) -> Rules:
 
 
 def database_dsn(policy: Policy) -> str:
+    """The one database a sanitize run reads or writes: a rules file describes the schema
+    of one database, so a policy listing several is refused rather than half-copied."""
     names = policy.database.database_names()
     if len(names) > 1:
-        log.warning(
-            "%s lists %d databases; sanitize uses the first, %s", policy.name, len(names), names[0]
+        raise UsageError(
+            f"{policy.source}: database.databases lists {len(names)} databases "
+            f"({', '.join(names)}); drkit sanitize copies one database: give it a policy "
+            "whose database.databases names only the database to copy"
         )
     return with_dbname(policy.database.url.get_secret_value(), names[0])
 
