@@ -1,0 +1,259 @@
+"""Bounded-memory substring search for the leak scan: which originals occur in a text?
+
+Every original arrives as a *form*: case-folded UTF-8 bytes (see ``leakscan``).  The
+structure has a fixed size whatever the number of originals, and never misses one:
+
+* ``prefix`` — a blocked Bloom filter (32 MiB) over the first ``SUBSTRING_MIN`` bytes of
+  every form of ``SUBSTRING_MIN`` bytes or more, and over whole forms of ``TOKEN_MIN`` to
+  ``SUBSTRING_MIN - 1`` bytes (tagged by length);
+* ``whole`` — a blocked Bloom filter (64 MiB) over a 64-bit polynomial hash of each whole
+  form (forms longer than ``LONG`` bytes: of their first ``LONG`` bytes), tagged by length;
+* the forms themselves go to an unlinked temporary file on disk, with their hashes.
+
+Searching a block of text is vectorised (numpy): the ``SUBSTRING_MIN``-byte window at every
+position is looked up in ``prefix``; at the few positions that pass, the hash of the
+piece of each length an original can have is looked up in ``whole``; the pieces that
+pass are *candidates*.  Short forms (``TOKEN_MIN`` to ``SUBSTRING_MIN - 1`` bytes) only
+count where they stand as a whole token (not inside a longer run of letters or digits),
+so a four-letter original is not "found" inside every longer word.
+
+A Bloom filter has false positives but no false negatives, so every occurrence of a
+form is a candidate; :meth:`LeakFilter.confirm` then streams the file once and keeps only
+the candidates that equal a stored form exactly, so false positives never count.  Memory
+is the two filters plus the candidates of one scan; disk grows with the originals.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Iterable
+from typing import IO
+
+import numpy as np
+import numpy.typing as npt
+
+TOKEN_MIN = 4  # shorter forms are not searched
+SUBSTRING_MIN = 6  # shorter forms match whole tokens only
+LONG = 64  # longer forms are matched (and confirmed) on their first LONG bytes
+
+_PREFIX_WORDS_LOG2 = 22  # 2**22 words of 64 bits = 32 MiB
+_WHOLE_WORDS_LOG2 = 23  # 64 MiB
+_PREFIX_BITS = 4
+_WHOLE_BITS = 6
+_SUB_BLOCK = 1 << 18
+_CONFIRM_CHUNK = 1 << 20
+_PAD = LONG + 8
+
+_U64 = np.uint64
+_BASE = _U64(0x100000001B3)
+_POWERS = np.concatenate(([_U64(1)], np.cumprod(np.full(LONG - 1, _BASE, dtype=np.uint64))))
+_WORD = np.zeros(256, dtype=bool)
+for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
+    _WORD[_c] = True
+_WORD[0x80:] = True  # any byte of a non-ASCII character counts as a letter
+
+U64Array = npt.NDArray[np.uint64]
+IntArray = npt.NDArray[np.int64]
+
+
+def _mix(h: U64Array, tag: int) -> U64Array:
+    """A 64-bit finaliser (murmur3's fmix64) over ``h`` xor a length tag."""
+    with np.errstate(over="ignore"):
+        h = h ^ _U64((tag * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+        h = h ^ (h >> _U64(33))
+        h = h * _U64(0xFF51AFD7ED558CCD)
+        h = h ^ (h >> _U64(33))
+        h = h * _U64(0xC4CEB9FE1A85EC53)
+        return h ^ (h >> _U64(33))
+
+
+def _bits(h: U64Array, log2: int, nbits: int) -> tuple[IntArray, U64Array]:
+    index = (h >> _U64(64 - log2)).astype(np.int64)
+    mask = np.zeros(h.shape, dtype=np.uint64)
+    for i in range(nbits):
+        mask |= _U64(1) << ((h >> _U64(6 * i)) & _U64(63))
+    return index, mask
+
+
+class _Bloom:
+    def __init__(self, log2: int, nbits: int) -> None:
+        self.log2 = log2
+        self.nbits = nbits
+        self.words = np.zeros(1 << log2, dtype=np.uint64)  # calloc: pages appear as used
+
+    def add(self, h: U64Array) -> int:
+        """Insert; return how many keys were not all present before (a distinct count)."""
+        if not len(h):
+            return 0
+        index, mask = _bits(h, self.log2, self.nbits)
+        new = int(np.count_nonzero((self.words[index] & mask) != mask))
+        np.bitwise_or.at(self.words, index, mask)
+        return new
+
+    def test(self, h: U64Array) -> npt.NDArray[np.bool_]:
+        index, mask = _bits(h, self.log2, self.nbits)
+        result: npt.NDArray[np.bool_] = (self.words[index] & mask) == mask
+        return result
+
+
+def _windows(data: npt.NDArray[np.uint8], start: int, stop: int) -> U64Array:
+    """The 8 bytes from each position in [start, stop) as little-endian integers."""
+    out = np.zeros(stop - start, dtype=np.uint64)
+    for offset in range(8):
+        out |= data[start + offset : stop + offset].astype(np.uint64) << _U64(8 * offset)
+    return out
+
+
+def _hash_at(
+    data: npt.NDArray[np.uint8], positions: IntArray, lengths: list[int]
+) -> dict[int, U64Array]:
+    """Polynomial hash of ``data[p:p+L]`` for each position and each wanted length."""
+    wanted = set(lengths)
+    out: dict[int, U64Array] = {}
+    h = np.zeros(len(positions), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(max(wanted)):
+            h = h + data[positions + i].astype(np.uint64) * _POWERS[i]
+            if i + 1 in wanted:
+                out[i + 1] = h.copy()
+    return out
+
+
+def form_hash(form: bytes) -> int:
+    """The hash ``whole`` keys ``form`` by (already truncated to LONG bytes), untagged."""
+    data = np.frombuffer(form, dtype=np.uint8)
+    with np.errstate(over="ignore"):
+        return int((data.astype(np.uint64) * _POWERS[: len(form)]).sum(dtype=np.uint64))
+
+
+class LeakFilter:
+    """Fixed-size filters in memory, exact forms on disk (thread-safe ``add``)."""
+
+    def __init__(self) -> None:
+        self._prefix = _Bloom(_PREFIX_WORDS_LOG2, _PREFIX_BITS)
+        self._whole = _Bloom(_WHOLE_WORDS_LOG2, _WHOLE_BITS)
+        self._lengths: set[int] = set()  # lengths of whole forms (capped at LONG)
+        self._tokens: set[int] = set()  # lengths of short forms present
+        # unlinked files that live as long as the filter (closed by close() or collection)
+        self._data: IO[bytes] = tempfile.TemporaryFile(prefix="drkit-leak-")  # noqa: SIM115
+        self._keys: IO[bytes] = tempfile.TemporaryFile(prefix="drkit-leak-")  # noqa: SIM115
+        self._lock = threading.Lock()
+        self.distinct = 0  # distinct forms added (Bloom estimate, never above the truth)
+
+    def close(self) -> None:
+        self._data.close()
+        self._keys.close()
+
+    def add(self, forms: Iterable[bytes]) -> None:
+        """Insert forms of TOKEN_MIN bytes or more (shorter ones are ignored)."""
+        kept = sorted({f[:LONG] for f in forms if len(f) >= TOKEN_MIN})
+        if not kept:
+            return
+        lengths = np.fromiter((len(f) for f in kept), dtype=np.int64, count=len(kept))
+        flat = np.frombuffer(b"".join(kept) + bytes(_PAD), dtype=np.uint8)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+        whole = np.zeros(len(kept), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for i in range(int(lengths.max())):
+                live = lengths > i
+                whole[live] += flat[starts[live] + i].astype(np.uint64) * _POWERS[i]
+        windows = _windows(flat, 0, len(flat) - 8)[starts]
+        with self._lock:
+            tagged = np.empty(len(kept), dtype=np.uint64)
+            for length in np.unique(lengths).tolist():
+                sel = lengths == length
+                tagged[sel] = _mix(whole[sel], length)
+                self._lengths.add(length)
+                if length < SUBSTRING_MIN:
+                    self._tokens.add(length)
+                    key = windows[sel] & _U64((1 << (8 * length)) - 1)
+                    self._prefix.add(_mix(key, length + 1000))
+                else:
+                    key = windows[sel] & _U64((1 << (8 * SUBSTRING_MIN)) - 1)
+                    self._prefix.add(_mix(key, 0))
+            self.distinct += self._whole.add(tagged)
+            # one record per batch: [count][tags][lengths]; the forms go to the data file
+            self._keys.write(np.array([len(kept)], dtype=np.uint64).tobytes())
+            self._keys.write(tagged.tobytes())
+            self._keys.write(lengths.astype(np.uint8).tobytes())
+            self._data.write(b"".join(kept))
+
+    def candidates(self, block: bytes) -> list[tuple[int, bytes]]:
+        """(position, piece) of every piece of ``block`` that may be a stored form."""
+        if not self._lengths or not block:
+            return []
+        data = np.frombuffer(block + bytes(_PAD), dtype=np.uint8)
+        n = len(block)
+        word = _WORD[data]
+        long_lengths = sorted(x for x in self._lengths if x >= SUBSTRING_MIN)
+        found: list[tuple[int, bytes]] = []
+        for start in range(0, n, _SUB_BLOCK):
+            stop = min(n, start + _SUB_BLOCK)
+            windows = _windows(data, start, stop)
+            if long_lengths:
+                key = windows & _U64((1 << (8 * SUBSTRING_MIN)) - 1)
+                hits = np.flatnonzero(self._prefix.test(_mix(key, 0))).astype(np.int64) + start
+                if len(hits):
+                    found += self._confirm_whole(data, hits, long_lengths, block)
+            for length in sorted(self._tokens):
+                pos = np.arange(start, stop, dtype=np.int64)
+                # word[-1] is a pad byte (not a letter): the block's start is a boundary
+                alone = ~(word[pos - 1] & word[pos]) & ~(
+                    word[pos + length - 1] & word[pos + length]
+                )
+                key = windows[alone] & _U64((1 << (8 * length)) - 1)
+                hits = pos[alone][self._prefix.test(_mix(key, length + 1000))]
+                if len(hits):
+                    found += self._confirm_whole(data, hits, [length], block)
+        return found
+
+    def _confirm_whole(
+        self, data: npt.NDArray[np.uint8], hits: IntArray, lengths: list[int], block: bytes
+    ) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        hashes = _hash_at(data, hits, lengths)
+        for length, h in hashes.items():
+            ok = hits[self._whole.test(_mix(h, length))]
+            for p in ok.tolist():
+                piece = block[p : p + length]
+                if len(piece) == length:
+                    out.append((p, piece))
+        return out
+
+    def confirm(self, pieces: set[bytes], generated: set[bytes]) -> tuple[set[bytes], int]:
+        """The pieces equal to a stored form, and how many distinct stored forms equal a
+        generated value (those are never reported: drkit's own output looks the same).
+
+        One pass over the stored forms, a batch at a time: only the forms whose hash is a
+        candidate's (or a generated value's) are read back and compared byte for byte."""
+        generated = {g[:LONG] for g in generated}
+        wanted = pieces | generated
+        targets = np.unique(np.array([_tag(w) for w in wanted], dtype=np.uint64))
+        found: set[bytes] = set()
+        with self._lock:
+            self._data.flush()
+            self._keys.flush()
+            self._keys.seek(0)
+            offset = 0
+            while header := self._keys.read(8):
+                count = int(np.frombuffer(header, dtype=np.uint64)[0])
+                tags = np.frombuffer(self._keys.read(8 * count), dtype=np.uint64)
+                lengths = np.frombuffer(self._keys.read(count), dtype=np.uint8).astype(np.int64)
+                match = np.flatnonzero(np.isin(tags, targets))
+                if len(match):
+                    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+                    for i in match.tolist():
+                        self._data.seek(offset + int(starts[i]))
+                        form = self._data.read(int(lengths[i]))
+                        if form in wanted:
+                            found.add(form)
+                offset += int(lengths.sum())
+            self._data.seek(0, 2)
+            self._keys.seek(0, 2)
+        return found - generated, len(found & generated)
+
+
+def _tag(form: bytes) -> int:
+    form = form[:LONG]
+    return int(_mix(np.array([form_hash(form)], dtype=np.uint64), len(form))[0])
