@@ -39,9 +39,8 @@ LONG = 64  # longer forms are matched (and confirmed) on their first LONG bytes
 
 _PREFIX_WORDS_LOG2 = 22  # 2**22 words of 64 bits = 32 MiB
 _WHOLE_WORDS_LOG2 = 23  # 64 MiB
-_PREFIX_BITS = 4
-_WHOLE_BITS = 6
-_SUB_BLOCK = 1 << 18
+_PREFIX_BITS = 2
+_WHOLE_BITS = 3
 _CONFIRM_CHUNK = 1 << 20
 _PAD = LONG + 8
 
@@ -68,15 +67,37 @@ def _mix(h: U64Array, tag: int) -> U64Array:
         return h ^ (h >> _U64(33))
 
 
-def _bits(h: U64Array, log2: int, nbits: int) -> tuple[IntArray, U64Array]:
-    index = (h >> _U64(64 - log2)).astype(np.int64)
-    mask = np.zeros(h.shape, dtype=np.uint64)
+def _quick(key: U64Array, tag: int) -> U64Array:
+    """A cheap hash of a window (at most 8 bytes, as an integer) for the prefix filter."""
+    with np.errstate(over="ignore"):
+        h = (key + _U64(tag)) * _U64(0x9E3779B97F4A7C15)
+        return h ^ (h >> _U64(29))
+
+
+def _mask_table(nbits: int) -> U64Array:
+    """For every ``6 * nbits``-bit value: the word with the ``nbits`` bits it names set."""
+    values = np.arange(1 << (6 * nbits), dtype=np.uint64)
+    table = np.zeros(len(values), dtype=np.uint64)
     for i in range(nbits):
-        mask |= _U64(1) << ((h >> _U64(6 * i)) & _U64(63))
+        table |= _U64(1) << ((values >> _U64(6 * i)) & _U64(63))
+    return table
+
+
+_TABLES: dict[int, U64Array] = {}
+
+
+def _bits(h: U64Array, log2: int, nbits: int) -> tuple[U64Array, U64Array]:
+    table = _TABLES.get(nbits)
+    if table is None:
+        table = _TABLES[nbits] = _mask_table(nbits)
+    index = h >> _U64(64 - log2)
+    mask = table[h & _U64(len(table) - 1)]
     return index, mask
 
 
 class _Bloom:
+    """A blocked Bloom filter: each key sets ``nbits`` bits of one 64-bit word."""
+
     def __init__(self, log2: int, nbits: int) -> None:
         self.log2 = log2
         self.nbits = nbits
@@ -97,14 +118,6 @@ class _Bloom:
         return result
 
 
-def _windows(data: npt.NDArray[np.uint8], start: int, stop: int) -> U64Array:
-    """The 8 bytes from each position in [start, stop) as little-endian integers."""
-    out = np.zeros(stop - start, dtype=np.uint64)
-    for offset in range(8):
-        out |= data[start + offset : stop + offset].astype(np.uint64) << _U64(8 * offset)
-    return out
-
-
 def _hash_at(
     data: npt.NDArray[np.uint8], positions: IntArray, lengths: list[int]
 ) -> dict[int, U64Array]:
@@ -120,11 +133,24 @@ def _hash_at(
     return out
 
 
+def _hash_rows(rows: npt.NDArray[np.uint8]) -> U64Array:
+    """The same polynomial hash of each row of a zero-padded (n, LONG) array: trailing
+    zeros add nothing, so a row hashes as its form does."""
+    result: U64Array = np.zeros(len(rows), dtype=np.uint64)
+    nonzero = np.flatnonzero(rows.any(axis=0))
+    with np.errstate(over="ignore"):
+        for i in range(int(nonzero[-1]) + 1 if len(nonzero) else 0):
+            result += rows[:, i].astype(np.uint64) * _POWERS[i]
+    return result
+
+
 def form_hash(form: bytes) -> int:
     """The hash ``whole`` keys ``form`` by (already truncated to LONG bytes), untagged."""
-    data = np.frombuffer(form, dtype=np.uint8)
-    with np.errstate(over="ignore"):
-        return int((data.astype(np.uint64) * _POWERS[: len(form)]).sum(dtype=np.uint64))
+    padded = np.frombuffer(form[:LONG].ljust(LONG, b"\0"), dtype=np.uint8).reshape(1, LONG)
+    return int(_hash_rows(padded)[0])
+
+
+_MASKS = [_U64((1 << (8 * n)) - 1) for n in range(8)] + [_U64(0xFFFFFFFFFFFFFFFF)]
 
 
 class LeakFilter:
@@ -147,18 +173,17 @@ class LeakFilter:
 
     def add(self, forms: Iterable[bytes]) -> None:
         """Insert forms of TOKEN_MIN bytes or more (shorter ones are ignored)."""
-        kept = sorted({f[:LONG] for f in forms if len(f) >= TOKEN_MIN})
+        kept = [
+            f if len(f) <= LONG else f[:LONG]
+            for f in set(forms)
+            if len(f) >= TOKEN_MIN and len(f.strip()) >= TOKEN_MIN
+        ]
         if not kept:
             return
-        lengths = np.fromiter((len(f) for f in kept), dtype=np.int64, count=len(kept))
-        flat = np.frombuffer(b"".join(kept) + bytes(_PAD), dtype=np.uint8)
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
-        whole = np.zeros(len(kept), dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for i in range(int(lengths.max())):
-                live = lengths > i
-                whole[live] += flat[starts[live] + i].astype(np.uint64) * _POWERS[i]
-        windows = _windows(flat, 0, len(flat) - 8)[starts]
+        lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
+        rows = np.array(kept, dtype=f"S{LONG}").view(np.uint8).reshape(len(kept), LONG)
+        whole = _hash_rows(rows)
+        first8 = np.ascontiguousarray(rows[:, :8]).view("<u8").reshape(len(kept))
         with self._lock:
             tagged = np.empty(len(kept), dtype=np.uint64)
             for length in np.unique(lengths).tolist():
@@ -167,11 +192,9 @@ class LeakFilter:
                 self._lengths.add(length)
                 if length < SUBSTRING_MIN:
                     self._tokens.add(length)
-                    key = windows[sel] & _U64((1 << (8 * length)) - 1)
-                    self._prefix.add(_mix(key, length + 1000))
+                    self._prefix.add(_quick(first8[sel] & _MASKS[length], length))
                 else:
-                    key = windows[sel] & _U64((1 << (8 * SUBSTRING_MIN)) - 1)
-                    self._prefix.add(_mix(key, 0))
+                    self._prefix.add(_quick(first8[sel] & _MASKS[SUBSTRING_MIN], 0))
             self.distinct += self._whole.add(tagged)
             # one record per batch: [count][tags][lengths]; the forms go to the data file
             self._keys.write(np.array([len(kept)], dtype=np.uint64).tobytes())
@@ -183,27 +206,32 @@ class LeakFilter:
         """(position, piece) of every piece of ``block`` that may be a stored form."""
         if not self._lengths or not block:
             return []
-        data = np.frombuffer(block + bytes(_PAD), dtype=np.uint8)
         n = len(block)
-        word = _WORD[data]
+        padded = block + bytes(_PAD)
+        data = np.frombuffer(padded, dtype=np.uint8)
         long_lengths = sorted(x for x in self._lengths if x >= SUBSTRING_MIN)
+        tokens = sorted(self._tokens)
+        word = _WORD[data] if tokens else None
         found: list[tuple[int, bytes]] = []
-        for start in range(0, n, _SUB_BLOCK):
-            stop = min(n, start + _SUB_BLOCK)
-            windows = _windows(data, start, stop)
+        for residue in range(min(8, n)):
+            # the 8 bytes at positions residue, residue + 8, ...: a view, no copy
+            count = (n - residue + 7) // 8
+            windows = np.frombuffer(padded, dtype="<u8", count=count, offset=residue)
             if long_lengths:
-                key = windows & _U64((1 << (8 * SUBSTRING_MIN)) - 1)
-                hits = np.flatnonzero(self._prefix.test(_mix(key, 0))).astype(np.int64) + start
+                key = windows & _MASKS[SUBSTRING_MIN]
+                hits = np.flatnonzero(self._prefix.test(_quick(key, 0)))
                 if len(hits):
-                    found += self._confirm_whole(data, hits, long_lengths, block)
-            for length in sorted(self._tokens):
-                pos = np.arange(start, stop, dtype=np.int64)
+                    positions = hits.astype(np.int64) * 8 + residue
+                    found += self._confirm_whole(data, positions, long_lengths, block)
+            for length in tokens:
+                assert word is not None
+                pos = np.arange(residue, n, 8, dtype=np.int64)
                 # word[-1] is a pad byte (not a letter): the block's start is a boundary
                 alone = ~(word[pos - 1] & word[pos]) & ~(
                     word[pos + length - 1] & word[pos + length]
                 )
-                key = windows[alone] & _U64((1 << (8 * length)) - 1)
-                hits = pos[alone][self._prefix.test(_mix(key, length + 1000))]
+                key = windows[alone] & _MASKS[length]
+                hits = pos[alone][self._prefix.test(_quick(key, length))]
                 if len(hits):
                     found += self._confirm_whole(data, hits, [length], block)
         return found

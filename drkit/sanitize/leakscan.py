@@ -141,6 +141,17 @@ def forms_of(value: str) -> list[bytes]:
     return [escape_text(s).encode("utf-8", "surrogateescape") for s in spellings]
 
 
+def forms_of_many(values: list[str]) -> list[bytes]:
+    """:func:`forms_of` for a batch, folded in one call (NUL cannot occur in PostgreSQL text)."""
+    folded = "\x00".join(values).casefold()
+    if _SPECIAL.search(folded) is None:
+        return folded.encode("utf-8", "surrogateescape").split(b"\x00")
+    forms: list[bytes] = []
+    for value in folded.split("\x00"):
+        forms += forms_of(value)
+    return forms
+
+
 class LeakIndex:
     """The originals of one run, collected while copying (thread-safe, bounded memory)."""
 
@@ -170,11 +181,7 @@ class LeakIndex:
             count = len(pending)
             batch = pending[:count]
             del pending[:count]  # appends made meanwhile stay, at the end
-            forms: list[bytes] = []
-            for value in batch:
-                if len(value) >= 2 and value.strip():  # shorter: below any floor
-                    forms += forms_of(value)
-            self._filter.add(forms)
+            self._filter.add(forms_of_many(batch))
         finally:
             self._lock.release()
 
