@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
-from tests.conftest import PgServer
+from tests.conftest import DrkitRunner, PgServer
+from tests.test_sanitize_copy import Env, envs, rows, rules_doc, sanitize, write_rules
+
+__all__ = ["envs"]  # the fixture, shared with the copy tests
 
 EMAIL = "Anna.Rossi77@Customer-One.com"
 PHONE = "+1 555 0100 2233"
@@ -220,3 +225,25 @@ def test_long_originals_and_many_of_them_are_found(target: str) -> None:
     report = scan(target, [long_value, *many])
     assert report.hits == {"public.notes.body": 2}
     assert report.originals >= 190_000
+
+
+def test_sanitize_fails_on_hidden_originals_and_names_where(
+    run_drkit: DrkitRunner, envs: Env, tmp_path: Path
+) -> None:
+    """End to end: an e-mail upper-cased and glued into a kept column, and quoted in a
+    comment that travels with the schema, fail the run with exit 3, named, never shown."""
+    src = envs.dsn(envs.src_name)
+    rules = write_rules(tmp_path / "r.yaml", rules_doc())
+    (victim,) = rows(src, 'SELECT email FROM "user" WHERE id = 7')[0]
+    with psycopg.connect(src, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE product SET version = %s WHERE id = 1", [f"report_{victim.upper()}_2024.csv"]
+        )
+        conn.execute(
+            sql.SQL("COMMENT ON TABLE product IS {}").format(sql.Literal(f"owner: {victim}"))
+        )
+    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules), "--json")
+    assert result.code == 3, result.stderr
+    assert "public.product.version: 1" in result.stderr
+    assert "comment on table public.product: 1" in result.stderr
+    assert victim.lower() not in (result.stderr + result.stdout).lower()

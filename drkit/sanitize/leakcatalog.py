@@ -207,15 +207,29 @@ _LO_OVERLAP = 256
 
 
 def catalog_texts(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str]]:
-    """Every ``(object, text)`` of the catalog a reader of the database can see."""
-    for what, query in QUERIES:
-        try:
-            rows = conn.execute(query.encode()).fetchall()  # no parameters
-        except psycopg.Error as exc:
-            raise DatabaseError(f"leak scan of the catalog ({what}): {first_line(exc)}") from None
-        for name, text in rows:
-            if text:
-                yield str(name), str(text)
+    """Every ``(object, text)`` of the catalog a reader of the database can see.
+
+    Names are schema-qualified whatever the search_path (it is emptied meanwhile)."""
+    try:
+        row = conn.execute("SELECT current_setting('search_path')").fetchone()
+        saved = str(row[0]) if row else ""
+        conn.execute("SELECT set_config('search_path', 'pg_catalog', false)")
+    except psycopg.Error as exc:
+        raise DatabaseError(f"leak scan of the catalog: {first_line(exc)}") from None
+    try:
+        found: list[tuple[str, str]] = []
+        for what, query in QUERIES:
+            try:
+                rows = conn.execute(query.encode()).fetchall()  # no parameters
+            except psycopg.Error as exc:
+                raise DatabaseError(
+                    f"leak scan of the catalog ({what}): {first_line(exc)}"
+                ) from None
+            found += [(str(name), str(text)) for name, text in rows if text]
+    finally:
+        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("SELECT set_config('search_path', %s, false)", [saved])
+    yield from found
 
 
 def large_objects(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, bytes]]:

@@ -1,0 +1,131 @@
+"""The leak scan's matcher without a database: no false negatives (against a naive
+reference), exact confirmation, thread-safe collection, and memory that stays flat."""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drkit.sanitize.leakfilter import LONG, SUBSTRING_MIN, TOKEN_MIN
+from drkit.sanitize.leakscan import LeakIndex, Searcher, fold, fold_bytes
+
+ALPHABET = "aAbBéÉßẞ@._- 0123456789xyzXYZ'\""
+
+
+def found(searcher: Searcher, text: str) -> set[bytes]:
+    """The originals the matcher confirms in ``text`` (one field)."""
+    block = fold_bytes(text.replace("\\", "\\\\").replace("\t", "\\t").encode() + b"\n")
+    pieces = {piece for _, piece in searcher.filter.candidates(block)}
+    confirmed, _ = searcher.filter.confirm(pieces, searcher.generated)
+    return confirmed
+
+
+def is_word(byte: int) -> bool:
+    return byte >= 0x80 or chr(byte).isalnum() or byte == ord("_")
+
+
+def reference(originals: list[str], text: str) -> set[bytes]:
+    """What must be found: folded originals inside the folded text (whole tokens when short)."""
+    hay = fold(text)
+    out: set[bytes] = set()
+    for original in originals:
+        form = fold(original)
+        if len(form.strip()) < TOKEN_MIN:
+            continue
+        needle = form[:LONG]
+        start = hay.find(needle)
+        while start >= 0:
+            if len(form) >= SUBSTRING_MIN:
+                out.add(needle)
+                break
+            before = hay[start - 1] if start else 0x20
+            after = hay[start + len(form)] if start + len(form) < len(hay) else 0x20
+            if not (is_word(before) and is_word(form[0])) and not (
+                is_word(after) and is_word(form[-1])
+            ):
+                out.add(needle)
+                break
+            start = hay.find(needle, start + 1)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    originals=st.lists(st.text(ALPHABET, min_size=1, max_size=80), min_size=1, max_size=12),
+    filler=st.lists(st.text(ALPHABET, max_size=12), min_size=1, max_size=13),
+    upper=st.booleans(),
+)
+def test_every_original_inside_the_text_is_found_and_nothing_else(
+    originals: list[str], filler: list[str], upper: bool
+) -> None:
+    index = LeakIndex()
+    index.add_many(originals)
+    searcher = index.searcher(set())
+    parts: list[str] = []
+    for i, piece in enumerate(filler):
+        parts.append(piece)
+        if i < len(originals) and i % 2 == 0:
+            parts.append(originals[i].upper() if upper else originals[i])
+    text = "".join(parts)
+    assert found(searcher, text) == reference(originals, text)
+
+
+def test_near_misses_are_candidates_at_most_never_hits() -> None:
+    index = LeakIndex()
+    index.add_many([f"customer{i:06d}@shop.example" for i in range(50_000)])
+    searcher = index.searcher(set())
+    text = " ".join(f"customer{i:06d}@shop.exampl" for i in range(0, 50_000, 97))
+    assert found(searcher, text) == set()
+    assert searcher.filter.confirm({b"customer000001@shop.exampl"}, set()) == (set(), 0)
+    assert found(searcher, text + " CUSTOMER049999@SHOP.EXAMPLE") == {
+        b"customer049999@shop.example"
+    }
+
+
+def test_values_added_from_many_threads_are_all_searched() -> None:
+    index = LeakIndex()
+
+    def work(offset: int) -> None:
+        for i in range(40_000):
+            index.add(f"thread{offset}-value{i:06d}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    searcher = index.searcher(set())
+    wanted = {f"thread{n}-value{i:06d}" for n in range(4) for i in range(0, 40_000, 499)}
+    text = ";".join(sorted(wanted))
+    assert found(searcher, text) == {fold(w) for w in wanted}
+
+
+def test_generated_values_are_ambiguous_not_hits() -> None:
+    index = LeakIndex()
+    index.add_many(["Maria Lopez-Garcia", "Real Person Name"])
+    searcher = index.searcher({"maria lopez-garcia"})
+    block = b"maria lopez-garcia\treal person name\n"
+    pieces = {piece for _, piece in searcher.filter.candidates(block)}
+    assert searcher.filter.confirm(pieces, searcher.generated) == ({b"real person name"}, 1)
+
+
+def peak_while_adding(count: int) -> int:
+    index = LeakIndex()
+    tracemalloc.start()
+    try:
+        for i in range(count):
+            index.add(f"someone.{i:08d}@example-{i % 7}.org")
+        index.searcher(set())
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_stays_flat_as_the_originals_grow() -> None:
+    small = peak_while_adding(100_000)
+    large = peak_while_adding(800_000)
+    assert large <= small * 1.2 + (1 << 20), (small, large)
+    assert large < 64 << 20
