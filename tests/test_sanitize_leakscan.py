@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from drkit.errors import SafetyRefused
 from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
 from tests.conftest import DrkitRunner, PgServer
 from tests.test_sanitize_copy import Env, envs, rows, rules_doc, sanitize, write_rules
@@ -247,3 +248,28 @@ def test_sanitize_fails_on_hidden_originals_and_names_where(
     assert "public.product.version: 1" in result.stderr
     assert "comment on table public.product: 1" in result.stderr
     assert victim.lower() not in (result.stderr + result.stdout).lower()
+
+
+def test_row_level_security_that_could_hide_rows_is_refused(
+    target: str, pg_server: PgServer
+) -> None:
+    role = "scan_" + uuid.uuid4().hex[:8]
+    execute(
+        target,
+        f"CREATE ROLE {role} LOGIN PASSWORD 'scan-role-pw'",
+        "CREATE TABLE secret (note text)",
+        f"INSERT INTO secret VALUES ('{EMAIL}')",
+        "ALTER TABLE secret ENABLE ROW LEVEL SECURITY",
+        f"GRANT SELECT ON secret TO {role}",
+    )
+    try:
+        index = LeakIndex()
+        index.add_many([EMAIL])
+        url = psycopg.conninfo.make_conninfo(target, user=role, password="scan-role-pw")
+        with (
+            psycopg.connect(url, autocommit=True) as conn,
+            pytest.raises(SafetyRefused, match=r"public\.secret has row-level security"),
+        ):
+            scan_database(conn, index.searcher(set()))
+    finally:
+        execute(target, "DROP TABLE secret", f"DROP OWNED BY {role}", f"DROP ROLE {role}")

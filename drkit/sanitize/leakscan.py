@@ -53,7 +53,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from drkit.errors import DatabaseError
+from drkit.errors import DatabaseError, SafetyRefused
 from drkit.pg.connect import first_line
 from drkit.sanitize.copytext import escape_text
 from drkit.sanitize.leakcatalog import catalog_texts, large_objects
@@ -84,6 +84,15 @@ ORDER BY n.nspname, c.relname, a.attnum
 """
 
 _TYPES = "SELECT oid, typcategory, typtype, typbasetype FROM pg_type"
+
+# tables whose rows row-level security could hide from this role
+_HIDDEN_BY_RLS = """
+SELECT format('%I.%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relrowsecurity AND c.relkind IN ('r', 'p', 'm')
+  AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+ORDER BY 1 LIMIT 1
+"""
 
 
 @dataclass
@@ -321,9 +330,17 @@ def scan_database(conn: psycopg.Connection[Any], searcher: Searcher) -> LeakRepo
     report = LeakReport(originals=searcher.originals)
     findings = _Findings(searcher)
     try:
+        hidden = conn.execute(_HIDDEN_BY_RLS.encode()).fetchone()
+        user = conn.info.user
         tables = list(_tables(conn))
     except psycopg.Error as exc:
         raise DatabaseError(f"leak scan: reading the columns: {first_line(exc)}") from None
+    if hidden:
+        raise SafetyRefused(
+            f"leak scan: table {hidden[0]} has row-level security and role {user} can "
+            "not bypass it, so the scan would not see every row; scan as a superuser or "
+            "a role with BYPASSRLS"
+        )
     row = 0
     for schema, table, columns in tables:
         report.columns_scanned += len(columns)
