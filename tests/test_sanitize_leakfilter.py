@@ -23,6 +23,10 @@ def found(searcher: Searcher, text: str) -> set[bytes]:
     return confirmed
 
 
+def is_digit(byte: int) -> bool:
+    return 0x30 <= byte <= 0x39
+
+
 def is_word(byte: int) -> bool:
     return byte >= 0x80 or chr(byte).isalnum() or byte == ord("_")
 
@@ -38,14 +42,16 @@ def reference(originals: list[str], text: str) -> set[bytes]:
         needle = form[:LONG]
         start = hay.find(needle)
         while start >= 0:
-            if len(form) >= SUBSTRING_MIN:
-                out.add(needle)
-                break
+            end = start + len(needle)
             before = hay[start - 1] if start else 0x20
-            after = hay[start + len(form)] if start + len(form) < len(hay) else 0x20
-            if not (is_word(before) and is_word(form[0])) and not (
-                is_word(after) and is_word(form[-1])
-            ):
+            after = hay[end] if end < len(hay) else 0x20
+            digits_glued = (is_digit(before) and is_digit(needle[0])) or (
+                len(needle) < LONG and is_digit(after) and is_digit(needle[-1])
+            )
+            inside_word = (is_word(before) and is_word(needle[0])) or (
+                is_word(after) and is_word(needle[-1])
+            )
+            if not digits_glued and (len(form) >= SUBSTRING_MIN or not inside_word):
                 out.add(needle)
                 break
             start = hay.find(needle, start + 1)
@@ -129,3 +135,11 @@ def test_memory_stays_flat_as_the_originals_grow() -> None:
     large = peak_while_adding(800_000)
     assert large <= small * 1.2 + (1 << 20), (small, large)
     assert large < 64 << 20
+
+
+def test_numbers_glued_to_more_digits_are_other_numbers() -> None:
+    index = LeakIndex()
+    index.add_many(["10.0.0.5", "+1 555 0100", "room 12b"])
+    searcher = index.searcher(set())
+    assert found(searcher, "hosts 110.0.0.5 10.0.0.55 +1 555 01009 aroom 12b") == {b"room 12b"}
+    assert found(searcher, "ip=10.0.0.5; tel:+1 555 0100x") == {b"10.0.0.5", b"+1 555 0100"}

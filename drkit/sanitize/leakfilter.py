@@ -15,7 +15,10 @@ position is looked up in ``prefix``; at the few positions that pass, the hash of
 piece of each length an original can have is looked up in ``whole``; the pieces that
 pass are *candidates*.  Short forms (``TOKEN_MIN`` to ``SUBSTRING_MIN - 1`` bytes) only
 count where they stand as a whole token (not inside a longer run of letters or digits),
-so a four-letter original is not "found" inside every longer word.
+so a four-letter original is not "found" inside every longer word.  At any length, an
+original that starts (ends) with a digit does not count where a digit precedes
+(follows) it: a number glued to more digits is another number (``10.0.0.5`` is not in
+``10.0.0.55``, nor ``555 0100`` in ``555 01002``).
 
 A Bloom filter has false positives but no false negatives, so every occurrence of a
 form is a candidate; :meth:`LeakFilter.confirm` then streams the file once and keeps only
@@ -51,6 +54,7 @@ _WORD = np.zeros(256, dtype=bool)
 for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
     _WORD[_c] = True
 _WORD[0x80:] = True  # any byte of a non-ASCII character counts as a letter
+_DIGIT = [ord("0") <= c <= ord("9") for c in range(256)]
 
 U64Array = npt.NDArray[np.uint64]
 IntArray = npt.NDArray[np.int64]
@@ -245,8 +249,15 @@ class LeakFilter:
             ok = hits[self._whole.test(_mix(h, length))]
             for p in ok.tolist():
                 piece = block[p : p + length]
-                if len(piece) == length:
-                    out.append((p, piece))
+                if len(piece) != length:
+                    continue
+                # a number glued to more digits is another number: 10.0.0.5 in 10.0.0.55
+                if p and _DIGIT[piece[0]] and _DIGIT[block[p - 1]]:
+                    continue
+                end = p + length
+                if length < LONG and end < len(block) and _DIGIT[piece[-1]] and _DIGIT[block[end]]:
+                    continue
+                out.append((p, piece))
         return out
 
     def confirm(self, pieces: set[bytes], generated: set[bytes]) -> tuple[set[bytes], int]:
