@@ -3,10 +3,10 @@
 Every original arrives as a *form*: case-folded UTF-8 bytes (see ``leakscan``).  The
 structure has a fixed size whatever the number of originals, and never misses one:
 
-* ``prefix`` — a blocked Bloom filter (32 MiB) over the first ``SUBSTRING_MIN`` bytes of
+* ``prefix`` — a blocked Bloom filter (16 MiB) over the first ``SUBSTRING_MIN`` bytes of
   every form of ``SUBSTRING_MIN`` bytes or more, and over whole forms of ``TOKEN_MIN`` to
   ``SUBSTRING_MIN - 1`` bytes (tagged by length);
-* ``whole`` — a blocked Bloom filter (64 MiB) over a 64-bit polynomial hash of each whole
+* ``whole`` — a blocked Bloom filter (32 MiB) over a 64-bit polynomial hash of each whole
   form (forms longer than ``LONG`` bytes: of their first ``LONG`` bytes), tagged by length;
 * the forms themselves go to an unlinked temporary file on disk, with their hashes.
 
@@ -40,8 +40,8 @@ TOKEN_MIN = 4  # shorter forms are not searched
 SUBSTRING_MIN = 6  # shorter forms match whole tokens only
 LONG = 64  # longer forms are matched (and confirmed) on their first LONG bytes
 
-_PREFIX_WORDS_LOG2 = 22  # 2**22 words of 64 bits = 32 MiB
-_WHOLE_WORDS_LOG2 = 23  # 64 MiB
+_PREFIX_WORDS_LOG2 = 21  # 2**21 words of 64 bits = 16 MiB
+_WHOLE_WORDS_LOG2 = 22  # 32 MiB
 _PREFIX_BITS = 2
 _WHOLE_BITS = 3
 _CONFIRM_CHUNK = 1 << 20
@@ -268,7 +268,7 @@ class LeakFilter:
         candidate's (or a generated value's) are read back and compared byte for byte."""
         generated = {g[:LONG] for g in generated}
         wanted = pieces | generated
-        targets = np.unique(np.array([_tag(w) for w in wanted], dtype=np.uint64))
+        targets = np.unique(tags_of(list(wanted)))
         found: set[bytes] = set()
         with self._lock:
             self._data.flush()
@@ -293,6 +293,16 @@ class LeakFilter:
         return found - generated, len(found & generated)
 
 
-def _tag(form: bytes) -> int:
-    form = form[:LONG]
-    return int(_mix(np.array([form_hash(form)], dtype=np.uint64), len(form))[0])
+def tags_of(forms: list[bytes]) -> U64Array:
+    """The key ``whole`` and the store give each form (hash and length, mixed)."""
+    if not forms:
+        return np.zeros(0, dtype=np.uint64)
+    forms = [f[:LONG] for f in forms]
+    rows = np.array(forms, dtype=f"S{LONG}").view(np.uint8).reshape(len(forms), LONG)
+    lengths = np.fromiter(map(len, forms), dtype=np.int64, count=len(forms))
+    hashes = _hash_rows(rows)
+    out = np.empty(len(forms), dtype=np.uint64)
+    for length in np.unique(lengths).tolist():
+        sel = lengths == length
+        out[sel] = _mix(hashes[sel], length)
+    return out

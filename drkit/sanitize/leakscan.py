@@ -40,6 +40,7 @@ number of rows (objects) holding an original — never the value.
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
 import logging
@@ -50,6 +51,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -229,29 +231,34 @@ class _Findings:
             self._search_bytes(block, places, first_row, columns)
 
     def _search(self, text: bytes, places: list[str], first_row: int, columns: int) -> None:
-        for pos, piece in self.searcher.filter.candidates(text):
-            line_start = text.rfind(b"\n", 0, pos) + 1
-            row = first_row + text.count(b"\n", 0, line_start)
-            column = text.count(b"\t", line_start, pos) if columns > 1 else 0
-            self.rows.setdefault((places[min(column, len(places) - 1)], piece), set()).add(row)
+        found = self.searcher.filter.candidates(text)
+        if not found:
+            return
+        lines = _line_starts(text)
+        for pos, piece in found:
+            row = bisect.bisect_right(lines, pos) - 1
+            column = text.count(b"\t", lines[row], pos) if columns > 1 else 0
+            place = places[min(column, len(places) - 1)]
+            self.rows.setdefault((place, piece), set()).add(first_row + row)
 
     def _search_bytes(self, block: bytes, places: list[str], first_row: int, columns: int) -> None:
         """bytea (hex) anywhere in the block, decoded: UTF-8 where valid, raw bytes else."""
         lines: list[bytes] = []
         where: list[tuple[int, int]] = []
+        block_lines = _line_starts(block)
         for match in _HEX_RUN.finditer(block):
             start = match.start()
-            line_start = block.rfind(b"\n", 0, start) + 1
-            row = block.count(b"\n", 0, line_start)
-            column = block.count(b"\t", line_start, start) if columns > 1 else 0
+            row = bisect.bisect_right(block_lines, start) - 1
+            column = block.count(b"\t", block_lines[row], start) if columns > 1 else 0
             decoded = bytes.fromhex(match.group(1).decode()).decode("utf-8", "surrogateescape")
             lines.append(fold(escape_text(decoded)))
             where.append((row, column))
         if not lines:
             return
         text = b"\n".join(lines) + b"\n"
+        starts = _line_starts(text)
         for pos, piece in self.searcher.filter.candidates(text):
-            row, column = where[text.count(b"\n", 0, pos)]
+            row, column = where[bisect.bisect_right(starts, pos) - 1]
             place = places[min(column, len(places) - 1)]
             self.rows.setdefault((place, piece), set()).add(first_row + row)
 
@@ -265,6 +272,12 @@ class _Findings:
             if piece in confirmed:
                 hits[place] = hits.get(place, 0) + len(rows)
         return _withhold_names(hits, confirmed)
+
+
+def _line_starts(text: bytes) -> list[int]:
+    """Where each line of ``text`` starts."""
+    ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 0x0A) + 1
+    return [0, *ends.tolist()]
 
 
 def _decode_u(match: re.Match[bytes]) -> bytes:
@@ -446,6 +459,8 @@ def _search_lines(findings: _Findings, block: bytes, places: list[str], first_ro
     if b"\\\\u" in block:
         texts.append(_U_ESCAPE.sub(_decode_u, block))
     for text in texts:
-        for pos, piece in findings.searcher.filter.candidates(text):
-            line = text.count(b"\n", 0, pos)
+        found = findings.searcher.filter.candidates(text)
+        starts = _line_starts(text) if found else []
+        for pos, piece in found:
+            line = bisect.bisect_right(starts, pos) - 1
             findings.rows.setdefault((places[line], piece), set()).add(first_row + line)
