@@ -54,6 +54,7 @@ _WORD = np.zeros(256, dtype=bool)
 for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
     _WORD[_c] = True
 _WORD[0x80:] = True  # any byte of a non-ASCII character counts as a letter
+_SPACES = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)
 _DIGIT = [ord("0") <= c <= ord("9") for c in range(256)]
 
 U64Array = npt.NDArray[np.uint64]
@@ -177,19 +178,26 @@ class LeakFilter:
 
     def add(self, forms: Iterable[bytes]) -> None:
         """Insert forms of TOKEN_MIN bytes or more (shorter ones are ignored)."""
-        kept = [
-            f if len(f) <= LONG else f[:LONG]
-            for f in set(forms)
-            if len(f) >= TOKEN_MIN and len(f.strip()) >= TOKEN_MIN
-        ]
-        if not kept:
+        unique = list(set(forms))
+        if not unique:
             return
-        lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
-        rows = np.array(kept, dtype=f"S{LONG}").view(np.uint8).reshape(len(kept), LONG)
+        # fixed-width rows, truncated to LONG and zero-padded by numpy itself
+        rows = np.array(unique, dtype=f"S{LONG}").view(np.uint8).reshape(len(unique), LONG)
+        lengths = np.count_nonzero(rows, axis=1).astype(np.int64)  # forms hold no NUL
+        keep = lengths >= TOKEN_MIN
+        edges = rows[np.arange(len(rows)), np.maximum(lengths - 1, 0)]
+        padded = np.isin(rows[:, 0], _SPACES) | np.isin(edges, _SPACES)
+        for i in np.flatnonzero(keep & padded).tolist():  # rare: blanks around the value
+            keep[i] = len(unique[i][:LONG].strip()) >= TOKEN_MIN
+        if not keep.all():
+            rows, lengths = rows[keep], lengths[keep]
+        if not len(rows):
+            return
+        kept_bytes = rows[np.arange(LONG) < lengths[:, None]].tobytes()
         whole = _hash_rows(rows)
-        first8 = np.ascontiguousarray(rows[:, :8]).view("<u8").reshape(len(kept))
+        first8 = np.ascontiguousarray(rows[:, :8]).view("<u8").reshape(len(rows))
         with self._lock:
-            tagged = np.empty(len(kept), dtype=np.uint64)
+            tagged = np.empty(len(rows), dtype=np.uint64)
             for length in np.unique(lengths).tolist():
                 sel = lengths == length
                 tagged[sel] = _mix(whole[sel], length)
@@ -201,10 +209,10 @@ class LeakFilter:
                     self._prefix.add(_quick(first8[sel] & _MASKS[SUBSTRING_MIN], 0))
             self.distinct += self._whole.add(tagged)
             # one record per batch: [count][tags][lengths]; the forms go to the data file
-            self._keys.write(np.array([len(kept)], dtype=np.uint64).tobytes())
+            self._keys.write(np.array([len(rows)], dtype=np.uint64).tobytes())
             self._keys.write(tagged.tobytes())
             self._keys.write(lengths.astype(np.uint8).tobytes())
-            self._data.write(b"".join(kept))
+            self._data.write(kept_bytes)
 
     def candidates(self, block: bytes) -> list[tuple[int, bytes]]:
         """(position, piece) of every piece of ``block`` that may be a stored form."""
