@@ -44,7 +44,6 @@ _PREFIX_WORDS_LOG2 = 21  # 2**21 words of 64 bits = 16 MiB
 _WHOLE_WORDS_LOG2 = 22  # 32 MiB
 _PREFIX_BITS = 2
 _WHOLE_BITS = 3
-_CONFIRM_CHUNK = 1 << 20
 _PAD = LONG + 8
 
 _U64 = np.uint64
@@ -147,12 +146,6 @@ def _hash_rows(rows: npt.NDArray[np.uint8]) -> U64Array:
         for i in range(int(nonzero[-1]) + 1 if len(nonzero) else 0):
             result += rows[:, i].astype(np.uint64) * _POWERS[i]
     return result
-
-
-def form_hash(form: bytes) -> int:
-    """The hash ``whole`` keys ``form`` by (already truncated to LONG bytes), untagged."""
-    padded = np.frombuffer(form[:LONG].ljust(LONG, b"\0"), dtype=np.uint8).reshape(1, LONG)
-    return int(_hash_rows(padded)[0])
 
 
 _MASKS = [_U64((1 << (8 * n)) - 1) for n in range(8)] + [_U64(0xFFFFFFFFFFFFFFFF)]
