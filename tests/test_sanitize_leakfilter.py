@@ -148,3 +148,13 @@ def test_numbers_glued_to_more_digits_are_other_numbers() -> None:
     searcher = index.searcher(set())
     assert found(searcher, "hosts 110.0.0.5 10.0.0.55 +1 555 01009 aroom 12b") == {b"room 12b"}
     assert found(searcher, "ip=10.0.0.5; tel:+1 555 0100x") == {b"10.0.0.5", b"+1 555 0100"}
+
+
+def test_generated_values_with_quotes_are_ambiguous_in_every_spelling() -> None:
+    index = LeakIndex()
+    index.add_many(['Acme "Quoted" Ltd'])
+    searcher = index.searcher({'Acme "Quoted" Ltd'})
+    block = copy_field('{"org": "acme \\"quoted\\" ltd"}')
+    pieces = {piece for _, piece in searcher.filter.candidates(block)}
+    assert pieces
+    assert searcher.filter.confirm(pieces, searcher.generated)[0] == set()

@@ -199,7 +199,7 @@ class LeakIndex:
     def searcher(self, generated: set[str]) -> Searcher:
         """Freeze the originals into a searcher; ``generated`` lists drkit's own outputs."""
         self._flush(wait=True)
-        return Searcher(self._filter, {fold(g) for g in generated if g})
+        return Searcher(self._filter, {f for g in generated if g for f in forms_of(g)})
 
 
 class Searcher:
