@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 import numpy as np
@@ -122,19 +122,31 @@ class _Bloom:
         return result
 
 
-def _hash_at(
-    data: npt.NDArray[np.uint8], positions: IntArray, lengths: list[int]
-) -> dict[int, U64Array]:
-    """Polynomial hash of ``data[p:p+L]`` for each position and each wanted length."""
-    wanted = set(lengths)
-    out: dict[int, U64Array] = {}
+def _whole_candidates(
+    data: npt.NDArray[np.uint8], positions: IntArray, lengths: list[int], whole: _Bloom
+) -> Iterator[tuple[int, IntArray]]:
+    """For each wanted length L: the positions whose ``data[p:p+L]`` passes ``whole``.
+
+    The polynomial hash grows a byte at a time; a position is dropped at the first byte
+    no form can contain there (a raw tab or newline ends a COPY field, NUL is padding)."""
+    wanted = sorted(lengths)
     h = np.zeros(len(positions), dtype=np.uint64)
+    step = 0
     with np.errstate(over="ignore"):
-        for i in range(max(wanted)):
-            h = h + data[positions + i].astype(np.uint64) * _POWERS[i]
-            if i + 1 in wanted:
-                out[i + 1] = h.copy()
-    return out
+        for i in range(wanted[-1]):
+            byte = data[positions + i]
+            alive = (byte != 0x09) & (byte != 0x0A) & (byte != 0)
+            if not alive.all():
+                positions, h, byte = positions[alive], h[alive], byte[alive]
+                if not len(positions):
+                    return
+            h = h + byte.astype(np.uint64) * _POWERS[i]
+            while step < len(wanted) and wanted[step] < i + 1:
+                step += 1
+            if step < len(wanted) and wanted[step] == i + 1:
+                passed = positions[whole.test(_mix(h, i + 1))]
+                if len(passed):
+                    yield i + 1, passed
 
 
 def _hash_rows(rows: npt.NDArray[np.uint8]) -> U64Array:
@@ -245,9 +257,7 @@ class LeakFilter:
         self, data: npt.NDArray[np.uint8], hits: IntArray, lengths: list[int], block: bytes
     ) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
-        hashes = _hash_at(data, hits, lengths)
-        for length, h in hashes.items():
-            ok = hits[self._whole.test(_mix(h, length))]
+        for length, ok in _whole_candidates(data, hits, lengths, self._whole):
             for p in ok.tolist():
                 piece = block[p : p + length]
                 if len(piece) != length:
