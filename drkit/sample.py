@@ -172,7 +172,7 @@ def _statements(size: SampleSize) -> list[tuple[str, dict[str, Any]]]:
                       lower(left(f, 1) || l) || i,
                       '$2b$12$' || md5('pw' || i) || md5('salt' || i),
                       f || ' ' || l,
-                      '+39 3' || lpad(((i * 7919) %% 1000000000)::text, 9, '0'),
+                      '+39 3' || lpad(((i::bigint * 7919) %% 1000000000)::text, 9, '0'),
                       ('10.' || (i / 65536) %% 256 || '.' || (i / 256) %% 256 || '.'
                            || i %% 256)::inet,
                       i %% 25 = 0,
