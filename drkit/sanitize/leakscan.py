@@ -221,6 +221,11 @@ class _Findings:
         self.searcher = searcher
         self.rows: dict[tuple[str, bytes], set[int]] = {}
 
+    def record(self, place: str, piece: bytes, row: int) -> None:
+        if piece in self.searcher.generated:
+            return  # drkit's own output (a pseudonym that equals an original): never a hit
+        self.rows.setdefault((place, piece), set()).add(row)
+
     def search(self, block: bytes, places: list[str], first_row: int, columns: int) -> None:
         """``block``: folded COPY lines, each ending in ``\\n``; ``places`` names columns."""
         texts = [block]
@@ -240,7 +245,7 @@ class _Findings:
             row = bisect.bisect_right(lines, pos) - 1
             column = text.count(b"\t", lines[row], pos) if columns > 1 else 0
             place = places[min(column, len(places) - 1)]
-            self.rows.setdefault((place, piece), set()).add(first_row + row)
+            self.record(place, piece, first_row + row)
 
     def _search_bytes(self, block: bytes, places: list[str], first_row: int, columns: int) -> None:
         """bytea (hex) anywhere in the block, decoded: UTF-8 where valid, raw bytes else."""
@@ -261,7 +266,7 @@ class _Findings:
         for pos, piece in self.searcher.filter.candidates(text):
             row, column = where[bisect.bisect_right(starts, pos) - 1]
             place = places[min(column, len(places) - 1)]
-            self.rows.setdefault((place, piece), set()).add(first_row + row)
+            self.record(place, piece, first_row + row)
 
     def confirm(self) -> dict[str, int]:
         pieces = {piece for _, piece in self.rows}
@@ -464,4 +469,4 @@ def _search_lines(findings: _Findings, block: bytes, places: list[str], first_ro
         starts = _line_starts(text) if found else []
         for pos, piece in found:
             line = bisect.bisect_right(starts, pos) - 1
-            findings.rows.setdefault((places[line], piece), set()).add(first_row + line)
+            findings.record(places[line], piece, first_row + line)
