@@ -1075,7 +1075,8 @@ def _print_sanitize_report(report: Any) -> None:
         if leak.clean:
             out.print(
                 f"[green]✓[/green] leak scan clean: {leak.originals:,} original values searched "
-                f"in {leak.columns_scanned} text/JSON columns ({leak.rows_scanned:,} rows, "
+                f"in {leak.columns_scanned} columns ({leak.rows_scanned:,} rows) and "
+                f"{leak.objects_scanned:,} catalog objects ("
                 f"{leak.seconds:.1f}s)"
                 + (f"; {leak.ambiguous} equal a generated value" if leak.ambiguous else "")
             )

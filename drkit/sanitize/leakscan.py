@@ -1,61 +1,111 @@
-"""The leak scan: is any original value of a masked column still in the target?
+"""The leak scan: is any original value of a masked column readable in the target?
 
 During the copy every value a strategy replaced is handed to :class:`LeakIndex`
 (whole values, and the e-mails, phones and IPs ``replace_pii`` found inside text).
-After loading, every text, varchar and JSON column of the target is read once with
-``COPY ... TO STDOUT`` and searched for all of them at once:
+After loading, :func:`scan_database` reads everything a person could read in the target
+and searches it for all of them at once:
 
-* a value of 6 characters or more is searched *inside* every field (free text, JSON):
-  an Aho–Corasick automaton (pyahocorasick, C) over the originals' first 6 characters
-  finds candidate positions in one pass over the data; each candidate is confirmed
-  against the hash set of originals, and must stand on a word boundary (so the original
-  ``10.0.0.5`` is not "found" inside ``10.0.0.55``);
-* a shorter value (4–5 characters) is matched as a whole field only.
+* **every column of every type**, through its text form (``COPY ... TO STDOUT``, one
+  sequential read per table): arrays, composites and ranges as ``to_jsonb`` (so nested
+  values are quoted once, whatever the depth); JSON keys and values alike, with
+  ``\\uXXXX`` escapes decoded (in any column, so JSON kept in a text column too); bytea
+  (and bytea inside arrays or composites) decoded where it is UTF-8, raw bytes kept
+  otherwise; hstore, tsvector, domains, enums, citext, xml and numbers as PostgreSQL
+  prints them; materialized views as well as tables;
+* **the catalog** (:mod:`drkit.sanitize.leakcatalog`): comments, defaults, constraint,
+  index, view and function definitions, triggers, rules, policies, enum labels, foreign
+  servers and user mappings, object names, large objects.
 
-Values shorter than 4 characters identify nobody and are not searched.  Originals that
-equal a value drkit itself generates (an entry of a ``fake`` pool, a constant) cannot be
-told apart from that output and are counted as ``ambiguous`` instead of searched.
+Matching is case-insensitive (both sides are case-folded with ``str.casefold``, which
+folds character by character, so a folded original is a substring of the folded text
+wherever the original was) and by substring: an original glued to other characters
+(``report_<email>_2024.csv``) is found.  Each original is also searched in the forms the
+target's text output gives it: COPY escapes, JSON escapes (``"`` and ``\\``), doubled
+quotes (composites, tsvector), XML entities.
 
-The cost is one sequential read of the target's text columns plus work per candidate,
-never a query per value.  Hits are reported by table, column and count — never the value.
+The floor: an original shorter than 4 bytes (UTF-8, after case folding) identifies nobody
+and is not searched; one of 4 or 5 bytes is only found as a whole token (not inside a
+longer run of letters and digits), so ``Anna`` is not "found" inside ``Annabel``; from 6
+bytes on, anywhere — except that an original starting (ending) with a digit does not
+count where a digit precedes (follows) it: ``10.0.0.5`` is not in ``10.0.0.55``.  An
+original longer than 64 bytes counts as found where its first 64 bytes are.  Originals equal to a value drkit itself generates (an entry of a ``fake``
+pool, a constant) cannot be told from that output; they are counted as ``ambiguous`` and
+never reported.
+
+Memory stays flat as the source grows: the originals live in a fixed-size filter and an
+unlinked file on disk (:mod:`drkit.sanitize.leakfilter`); every candidate the filter lets
+through is confirmed exactly against the file, so the filter's false positives never
+fail a run.  Hits are reported by table and column (or catalog object) and count — the
+number of rows (objects) holding an original — never the value.
 """
 
 from __future__ import annotations
 
+import bisect
+import html
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import ahocorasick
+import numpy as np
 import psycopg
 from psycopg import sql
 
-from drkit.errors import DatabaseError
+from drkit.errors import DatabaseError, SafetyRefused
 from drkit.pg.connect import first_line
 from drkit.sanitize.copytext import escape_text
-from drkit.sanitize.schema import read_schema
+from drkit.sanitize.leakcatalog import catalog_texts, large_objects
+from drkit.sanitize.leakfilter import TOKEN_MIN, LeakFilter
 
 log = logging.getLogger(__name__)
 
-MIN_LENGTH = 4
-PREFIX = 6
-_LONG_BIT = 1 << 63
+MIN_LENGTH = TOKEN_MIN
+_BATCH = 1 << 16
 _READ_BATCH = 1 << 20
-_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+_SPECIAL = re.compile(r"[\\\"'&<>\x00-\x1f\x7f]")
+_U_ESCAPE = re.compile(rb"\\\\u(d[89ab][0-9a-f]{2})\\\\u(d[c-f][0-9a-f]{2})|\\\\u([0-9a-f]{4})")
+_HEX_RUN = re.compile(rb"\\\\x((?:[0-9a-f]{2}){%d,})" % TOKEN_MIN)
+
+# columns read through to_jsonb: nested values come out quoted once
+_NESTED_CATEGORIES = {"A", "C", "R"}
+
+_COLUMNS = """
+SELECT c.oid, n.nspname, c.relname, a.attname, a.atttypid
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE (c.relkind = 'r' OR (c.relkind = 'm' AND c.relispopulated))
+  AND a.attnum > 0 AND NOT a.attisdropped
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+_TYPES = "SELECT oid, typcategory, typtype, typbasetype FROM pg_type"
+
+# tables whose rows row-level security could hide from this role
+_HIDDEN_BY_RLS = """
+SELECT format('%I.%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relrowsecurity AND c.relkind IN ('r', 'p', 'm')
+  AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+ORDER BY 1 LIMIT 1
+"""
 
 
 @dataclass
 class LeakReport:
-    originals: int = 0  # distinct originals searched
-    ambiguous: int = 0  # originals equal to a generated value, not searched
+    originals: int = 0  # distinct original forms searched (never more than the truth)
+    ambiguous: int = 0  # originals equal to a generated value, not reported
     columns_scanned: int = 0
     rows_scanned: int = 0
     bytes_scanned: int = 0
+    objects_scanned: int = 0  # catalog objects and large-object chunks
     seconds: float = 0.0
     hits: dict[str, int] = field(default_factory=dict)  # "schema.table.column" -> count
 
@@ -71,172 +121,352 @@ class LeakReport:
             "columns_scanned": self.columns_scanned,
             "rows_scanned": self.rows_scanned,
             "bytes_scanned": self.bytes_scanned,
+            "objects_scanned": self.objects_scanned,
             "seconds": round(self.seconds, 3),
             "hits": dict(sorted(self.hits.items())),
         }
 
 
-def _is_word(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
+def fold(value: str) -> bytes:
+    """The case-folded UTF-8 form both sides are compared in."""
+    return value.casefold().encode("utf-8", "surrogateescape")
+
+
+def fold_bytes(raw: bytes) -> bytes:
+    if raw.isascii():
+        return raw.lower()
+    return fold(raw.decode("utf-8", "surrogateescape"))
+
+
+def forms_of(value: str) -> list[bytes]:
+    """The folded spellings of ``value`` in the target's text output (COPY text form)."""
+    base = value.casefold()
+    if _SPECIAL.search(base) is None:
+        return [base.encode("utf-8", "surrogateescape")]
+    spellings = {
+        base,
+        json.dumps(base, ensure_ascii=False)[1:-1],  # JSON, array and hstore quoting
+        base.replace("'", "''"),  # tsvector lexemes
+        base.replace('"', '""'),  # composite fields
+        html.escape(base, quote=False),  # xml
+    }
+    return [escape_text(s).encode("utf-8", "surrogateescape") for s in spellings]
+
+
+def forms_of_many(values: list[str]) -> list[bytes]:
+    """:func:`forms_of` for a batch, folded in one call (NUL cannot occur in PostgreSQL text)."""
+    folded = "\x00".join(values).casefold()
+    if _SPECIAL.search(folded) is None:
+        return folded.encode("utf-8", "surrogateescape").split(b"\x00")
+    forms: list[bytes] = []
+    for value in folded.split("\x00"):
+        forms += forms_of(value)
+    return forms
 
 
 class LeakIndex:
-    """The originals of one run, collected while copying (thread-safe)."""
+    """The originals of one run, collected while copying (thread-safe, bounded memory)."""
 
     def __init__(self) -> None:
-        self._values: set[str] = set()
+        self._filter = LeakFilter()
+        self._pending: list[str] = []
         self._lock = threading.Lock()
 
-        # the hot path: set.add is atomic under the GIL; short values are dropped later
-        self.add = self._values.add
+    def add(self, value: str) -> None:
+        pending = self._pending
+        pending.append(value)
+        if len(pending) >= _BATCH:
+            self._flush(wait=False)
 
     def add_many(self, values: Iterable[str]) -> None:
         for value in values:
             self.add(value)
 
     def __len__(self) -> int:
-        return len(self._values)
+        return self._filter.distinct + len(self._pending)
+
+    def _flush(self, wait: bool) -> None:
+        if not self._lock.acquire(blocking=wait):
+            return  # another thread is flushing; the list is taken on the next call
+        try:
+            pending = self._pending
+            count = len(pending)
+            batch = pending[:count]
+            del pending[:count]  # appends made meanwhile stay, at the end
+            self._filter.add(forms_of_many(batch))
+        finally:
+            self._lock.release()
 
     def searcher(self, generated: set[str]) -> Searcher:
         """Freeze the originals into a searcher; ``generated`` lists drkit's own outputs."""
-        with self._lock:
-            values = self._values
-            self._values = set()
-            self.add = self._values.add
-        ambiguous = 0
-        forms: set[str] = set()
-        for value in values:
-            if len(value) < MIN_LENGTH or not value.strip():
-                continue
-            if value in generated:
-                ambiguous += 1
-                continue
-            forms.add(escape_text(value))
-            if _JSON_ESCAPED.search(value):
-                # the same value inside a JSON string, then in COPY text form
-                forms.add(escape_text(json.dumps(value, ensure_ascii=False)[1:-1]))
-        return Searcher(forms, ambiguous)
+        self._flush(wait=True)
+        return Searcher(self._filter, {f for g in generated if g for f in forms_of(g)})
 
 
 class Searcher:
-    def __init__(self, forms: set[str], ambiguous: int) -> None:
-        self.forms = forms
-        self.ambiguous = ambiguous
-        self.long_lengths = sorted({len(f) for f in forms if len(f) >= PREFIX + 63})
-        masks: dict[str, int] = {}
-        short: set[str] = set()
-        for form in forms:
-            if len(form) < PREFIX:
-                short.add(form)
-                continue
-            bit = _LONG_BIT if len(form) >= PREFIX + 63 else 1 << (len(form) - PREFIX)
-            key = form[:PREFIX]
-            masks[key] = masks.get(key, 0) | bit
-        self.automaton: Any = None
-        self._length_cache: dict[int, list[int]] = {}
-        if masks or short:
-            automaton = ahocorasick.Automaton()
-            for key, mask in masks.items():
-                automaton.add_word(key, (0, mask))
-            for form in short:
-                for left in ("\t", "\n"):
-                    for right in ("\t", "\n"):
-                        automaton.add_word(left + form + right, (1, len(form)))
-            automaton.make_automaton()
-            self.automaton = automaton
+    def __init__(self, leak_filter: LeakFilter, generated: set[bytes]) -> None:
+        self.filter = leak_filter
+        self.generated = generated
+        self.ambiguous = 0
 
-    def _lengths(self, mask: int) -> list[int]:
-        found = self._length_cache.get(mask)
-        if found is None:
-            found = [PREFIX + i for i in range(63) if mask >> i & 1]
-            if mask & _LONG_BIT:
-                found += self.long_lengths
-            self._length_cache[mask] = found
-        return found
+    @property
+    def originals(self) -> int:
+        return self.filter.distinct
 
-    def scan(self, text: str, hits: list[int]) -> None:
-        """Count hits in ``text`` (``\\n`` + complete COPY lines) by column index."""
-        if self.automaton is None:
+
+class _Findings:
+    """Candidate pieces by place, confirmed all at once at the end."""
+
+    def __init__(self, searcher: Searcher) -> None:
+        self.searcher = searcher
+        self.rows: dict[tuple[str, bytes], set[int]] = {}
+
+    def record(self, place: str, piece: bytes, row: int) -> None:
+        if piece in self.searcher.generated:
+            return  # drkit's own output (a pseudonym that equals an original): never a hit
+        self.rows.setdefault((place, piece), set()).add(row)
+
+    def search(self, block: bytes, places: list[str], first_row: int, columns: int) -> None:
+        """``block``: folded COPY lines, each ending in ``\\n``; ``places`` names columns."""
+        texts = [block]
+        if b"\\\\u" in block:
+            texts.append(_U_ESCAPE.sub(_decode_u, block))
+        for text in texts:
+            self._search(text, places, first_row, columns)
+        if b"\\\\x" in block:
+            self._search_bytes(block, places, first_row, columns)
+
+    def _search(self, text: bytes, places: list[str], first_row: int, columns: int) -> None:
+        found = self.searcher.filter.candidates(text)
+        if not found:
             return
-        forms = self.forms
-        seen: set[tuple[int, int]] = set()
-        for end, (kind, data) in self.automaton.iter(text):
-            if kind == 1:  # a whole short field, delimiters included in the match
-                start = end - data
-                length = data
-                candidates = [length]
-            else:
-                start = end - PREFIX + 1
-                candidates = self._lengths(data)
-            for length in candidates:
-                piece = text[start : start + length]
-                if len(piece) != length or piece not in forms:
-                    continue
-                before = text[start - 1] if start > 0 else "\n"
-                after = text[start + length] if start + length < len(text) else "\n"
-                if (_is_word(piece[0]) and _is_word(before)) or (
-                    _is_word(piece[-1]) and _is_word(after)
-                ):
-                    continue
-                if (start, length) in seen:
-                    continue
-                seen.add((start, length))
-                line_start = text.rfind("\n", 0, start) + 1
-                column = text.count("\t", line_start, start)
-                while len(hits) <= column:
-                    hits.append(0)
-                hits[column] += 1
+        lines = _line_starts(text)
+        for pos, piece in found:
+            row = bisect.bisect_right(lines, pos) - 1
+            column = text.count(b"\t", lines[row], pos) if columns > 1 else 0
+            place = places[min(column, len(places) - 1)]
+            self.record(place, piece, first_row + row)
+
+    def _search_bytes(self, block: bytes, places: list[str], first_row: int, columns: int) -> None:
+        """bytea (hex) anywhere in the block, decoded: UTF-8 where valid, raw bytes else."""
+        lines: list[bytes] = []
+        where: list[tuple[int, int]] = []
+        block_lines = _line_starts(block)
+        for match in _HEX_RUN.finditer(block):
+            start = match.start()
+            row = bisect.bisect_right(block_lines, start) - 1
+            column = block.count(b"\t", block_lines[row], start) if columns > 1 else 0
+            decoded = bytes.fromhex(match.group(1).decode()).decode("utf-8", "surrogateescape")
+            lines.append(fold(escape_text(decoded)))
+            where.append((row, column))
+        if not lines:
+            return
+        text = b"\n".join(lines) + b"\n"
+        starts = _line_starts(text)
+        for pos, piece in self.searcher.filter.candidates(text):
+            row, column = where[bisect.bisect_right(starts, pos) - 1]
+            place = places[min(column, len(places) - 1)]
+            self.record(place, piece, first_row + row)
+
+    def confirm(self) -> dict[str, int]:
+        pieces = {piece for _, piece in self.rows}
+        confirmed, self.searcher.ambiguous = self.searcher.filter.confirm(
+            pieces, self.searcher.generated
+        )
+        hits: dict[str, int] = {}
+        for (place, piece), rows in self.rows.items():
+            if piece in confirmed:
+                hits[place] = hits.get(place, 0) + len(rows)
+        return _withhold_names(hits, confirmed)
+
+
+def _line_starts(text: bytes) -> list[int]:
+    """Where each line of ``text`` starts."""
+    ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 0x0A) + 1
+    return [0, *ends.tolist()]
+
+
+def _decode_u(match: re.Match[bytes]) -> bytes:
+    if match.group(3) is not None:
+        char = chr(int(match.group(3), 16))
+        if 0xD800 <= ord(char) < 0xE000:
+            char = "\ufffd"
+    else:
+        high, low = int(match.group(1), 16), int(match.group(2), 16)
+        char = chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+    return fold(escape_text(char))
+
+
+def _withhold_names(hits: dict[str, int], confirmed: set[bytes]) -> dict[str, int]:
+    """A place whose own name spells an original is reported without its name."""
+    out: dict[str, int] = {}
+    for number, (place, count) in enumerate(sorted(hits.items())):
+        folded = fold(place)
+        if any(piece in folded for piece in confirmed):
+            kind = place.split(" ", 1)[0] if " " in place else "column"
+            place = f"{kind} #{number + 1} (name withheld: it spells an original value)"
+        out[place] = out.get(place, 0) + count
+    return out
+
+
+def _column_expression(name: str, category: str) -> sql.Composable:
+    ident = sql.Identifier(name)
+    if category in _NESTED_CATEGORIES:
+        return sql.SQL("to_jsonb({})::text").format(ident)
+    return sql.SQL("{}::text").format(ident)
+
+
+def _tables(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str, list[tuple[str, str]]]]:
+    """(schema, table, [(column, base type category)]) of every table and populated
+    materialized view, extension members included (a person can read them too)."""
+    types: dict[int, tuple[str, str, int]] = {
+        int(oid): (str(cat), str(kind), int(base))
+        for oid, cat, kind, base in conn.execute(_TYPES).fetchall()
+    }
+
+    def category(oid: int) -> str:
+        seen = 0
+        while oid in types and types[oid][1] == "d" and seen < 32:  # domain: its base type
+            oid = types[oid][2]
+            seen += 1
+        return types.get(oid, ("X", "", 0))[0]
+
+    current: tuple[int, str, str] | None = None
+    columns: list[tuple[str, str]] = []
+    for relid, schema, table, column, typid in conn.execute(_COLUMNS.encode()).fetchall():
+        if current is not None and current[0] != relid:
+            yield current[1], current[2], columns
+            columns = []
+        current = (int(relid), str(schema), str(table))
+        columns.append((str(column), category(int(typid))))
+    if current is not None:
+        yield current[1], current[2], columns
 
 
 def scan_database(conn: psycopg.Connection[Any], searcher: Searcher) -> LeakReport:
-    """Search every text/varchar/JSON column of the connected database."""
+    """Search every column of every table, and the catalog, of the connected database."""
     started = time.monotonic()
-    report = LeakReport(originals=len(searcher.forms), ambiguous=searcher.ambiguous)
-    schema = read_schema(conn)
-    for table in schema.tables.values():
-        columns = [c for c in table.columns if c.is_text]
-        if not columns:
-            continue
-        report.columns_scanned += len(columns)
-        if searcher.automaton is None:
-            continue
-        query = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT").format(
-            sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
-            sql.Identifier(table.schema, table.name),
+    report = LeakReport(originals=searcher.originals)
+    findings = _Findings(searcher)
+    try:
+        hidden = conn.execute(_HIDDEN_BY_RLS.encode()).fetchone()
+        user = conn.info.user
+        tables = list(_tables(conn))
+    except psycopg.Error as exc:
+        raise DatabaseError(f"leak scan: reading the columns: {first_line(exc)}") from None
+    if hidden:
+        raise SafetyRefused(
+            f"leak scan: table {hidden[0]} has row-level security and role {user} can "
+            "not bypass it, so the scan would not see every row; scan as a superuser or "
+            "a role with BYPASSRLS"
         )
-        counts: list[int] = []
+    row = 0
+    for schema, table, columns in tables:
+        report.columns_scanned += len(columns)
+        places = [f"{schema}.{table}.{name}" for name, _ in columns]
+        query = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT").format(
+            sql.SQL(", ").join(_column_expression(n, c) for n, c in columns),
+            sql.Identifier(schema, table),
+        )
         try:
-            with conn.cursor() as cur, cur.copy(query) as copy:
-                pending: list[bytes] = []
-                size = 0
-                carry = b""
-                for chunk in copy:
-                    pending.append(bytes(chunk))
-                    size += len(chunk)
-                    if size >= _READ_BATCH:
-                        carry = _scan_block(carry, pending, searcher, counts, report)
-                        pending, size = [], 0
-                carry = _scan_block(carry, pending, searcher, counts, report)
-                if carry:
-                    _scan_block(b"", [carry, b"\n"], searcher, counts, report)
+            row = _scan_copy(conn, query, places, row, findings, report)
         except psycopg.Error as exc:
-            raise DatabaseError(f"leak scan of {table.key}: {first_line(exc)}") from None
-        for index, count in enumerate(counts):
-            if count:
-                report.hits[f"{table.key}.{columns[index].name}"] = count
+            raise DatabaseError(
+                f"leak scan of {schema}.{table}: {first_line(exc)}; "
+                "the target must be readable by the scan's role"
+            ) from None
+    row = _scan_catalog(conn, findings, report, row)
+    report.hits = findings.confirm()
+    report.ambiguous = searcher.ambiguous
     report.seconds = time.monotonic() - started
     return report
 
 
-def _scan_block(
-    carry: bytes, pending: list[bytes], searcher: Searcher, counts: list[int], report: LeakReport
-) -> bytes:
+def _scan_copy(
+    conn: psycopg.Connection[Any],
+    query: sql.Composed,
+    places: list[str],
+    row: int,
+    findings: _Findings,
+    report: LeakReport,
+) -> int:
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        pending: list[bytes] = []
+        size = 0
+        carry = b""
+        for chunk in copy:
+            pending.append(bytes(chunk))
+            size += len(chunk)
+            if size >= _READ_BATCH:
+                carry, row = _block(carry, pending, places, row, findings, report)
+                pending, size = [], 0
+        carry, row = _block(carry, pending, places, row, findings, report)
+        if carry:
+            _, row = _block(b"", [carry, b"\n"], places, row, findings, report)
+    return row
+
+
+def _block(
+    carry: bytes,
+    pending: list[bytes],
+    places: list[str],
+    row: int,
+    findings: _Findings,
+    report: LeakReport,
+) -> tuple[bytes, int]:
     data = carry + b"".join(pending)
     cut = data.rfind(b"\n") + 1
     if cut == 0:
-        return data
+        return data, row
     block = data[:cut]
+    lines = block.count(b"\n")
     report.bytes_scanned += len(block)
-    report.rows_scanned += block.count(b"\n")
-    searcher.scan("\n" + block.decode("utf-8", "replace"), counts)
-    return data[cut:]
+    report.rows_scanned += lines
+    findings.search(fold_bytes(block), places, row, len(places))
+    return data[cut:], row + lines
+
+
+def _scan_catalog(
+    conn: psycopg.Connection[Any], findings: _Findings, report: LeakReport, row: int
+) -> int:
+    lines: list[bytes] = []
+    places: list[str] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal lines, places, size, row
+        if not lines:
+            return
+        block = b"\n".join(lines) + b"\n"
+        _search_lines(findings, block, places, row)
+        row += len(lines)
+        lines, places, size = [], [], 0
+
+    def add(place: str, text: str) -> None:
+        nonlocal size
+        lines.append(fold(escape_text(text)))
+        places.append(place)
+        size += len(lines[-1])
+        report.objects_scanned += 1
+        if size >= _READ_BATCH:
+            flush()
+
+    for place, text in catalog_texts(conn):
+        add(place, text)
+    for place, data in large_objects(conn):
+        add(place, data.decode("utf-8", "surrogateescape"))
+    flush()
+    return row
+
+
+def _search_lines(findings: _Findings, block: bytes, places: list[str], first_row: int) -> None:
+    """Search one-column lines, each line its own place."""
+    texts = [block]
+    if b"\\\\u" in block:
+        texts.append(_U_ESCAPE.sub(_decode_u, block))
+    for text in texts:
+        found = findings.searcher.filter.candidates(text)
+        starts = _line_starts(text) if found else []
+        for pos, piece in found:
+            line = bisect.bisect_right(starts, pos) - 1
+            findings.record(places[line], piece, first_row + line)

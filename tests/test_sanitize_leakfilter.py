@@ -1,0 +1,160 @@
+"""The leak scan's matcher without a database: no false negatives (against a naive
+reference), exact confirmation, thread-safe collection, and memory that stays flat."""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drkit.sanitize.leakfilter import LONG, SUBSTRING_MIN, TOKEN_MIN
+from drkit.sanitize.leakscan import LeakIndex, Searcher, fold, fold_bytes, forms_of
+
+ALPHABET = "aAbBéÉßẞ@._- 0123456789xyzXYZ'\"\\\t"
+
+
+def copy_field(text: str) -> bytes:
+    """``text`` as one folded COPY line."""
+    return fold_bytes(text.replace("\\", "\\\\").replace("\t", "\\t").encode() + b"\n")
+
+
+def found(searcher: Searcher, text: str) -> set[bytes]:
+    """The originals the matcher confirms in ``text`` (one field)."""
+    block = copy_field(text)
+    pieces = {piece for _, piece in searcher.filter.candidates(block)}
+    confirmed, _ = searcher.filter.confirm(pieces, searcher.generated)
+    return confirmed
+
+
+def is_digit(byte: int) -> bool:
+    return 0x30 <= byte <= 0x39
+
+
+def is_word(byte: int) -> bool:
+    return byte >= 0x80 or chr(byte).isalnum() or byte == ord("_")
+
+
+def reference(originals: list[str], text: str) -> set[bytes]:
+    """What must be found: any spelling of a folded original inside the folded text
+    (whole tokens when short, not glued to digits), searched naively."""
+    hay = copy_field(text)[:-1]
+    out: set[bytes] = set()
+    for form in {f for original in originals for f in forms_of(original)}:
+        if len(form.strip()) < TOKEN_MIN:
+            continue
+        needle = form[:LONG]
+        start = hay.find(needle)
+        while start >= 0:
+            end = start + len(needle)
+            before = hay[start - 1] if start else 0x20
+            after = hay[end] if end < len(hay) else 0x20
+            digits_glued = (is_digit(before) and is_digit(needle[0])) or (
+                len(needle) < LONG and is_digit(after) and is_digit(needle[-1])
+            )
+            inside_word = (is_word(before) and is_word(needle[0])) or (
+                is_word(after) and is_word(needle[-1])
+            )
+            if not digits_glued and (len(form) >= SUBSTRING_MIN or not inside_word):
+                out.add(needle)
+                break
+            start = hay.find(needle, start + 1)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    originals=st.lists(st.text(ALPHABET, min_size=1, max_size=80), min_size=1, max_size=12),
+    filler=st.lists(st.text(ALPHABET, max_size=12), min_size=1, max_size=13),
+    upper=st.booleans(),
+)
+def test_every_original_inside_the_text_is_found_and_nothing_else(
+    originals: list[str], filler: list[str], upper: bool
+) -> None:
+    index = LeakIndex()
+    index.add_many(originals)
+    searcher = index.searcher(set())
+    parts: list[str] = []
+    for i, piece in enumerate(filler):
+        parts.append(piece)
+        if i < len(originals) and i % 2 == 0:
+            parts.append(originals[i].upper() if upper else originals[i])
+    text = "".join(parts)
+    assert found(searcher, text) == reference(originals, text)
+
+
+def test_near_misses_are_candidates_at_most_never_hits() -> None:
+    index = LeakIndex()
+    index.add_many([f"customer{i:06d}@shop.example" for i in range(50_000)])
+    searcher = index.searcher(set())
+    text = " ".join(f"customer{i:06d}@shop.exampl" for i in range(0, 50_000, 97))
+    assert found(searcher, text) == set()
+    assert searcher.filter.confirm({b"customer000001@shop.exampl"}, set()) == (set(), 0)
+    assert found(searcher, text + " CUSTOMER049999@SHOP.EXAMPLE") == {
+        b"customer049999@shop.example"
+    }
+
+
+def test_values_added_from_many_threads_are_all_searched() -> None:
+    index = LeakIndex()
+
+    def work(offset: int) -> None:
+        for i in range(40_000):
+            index.add(f"thread{offset}-value{i:06d}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    searcher = index.searcher(set())
+    wanted = {f"thread{n}-value{i:06d}" for n in range(4) for i in range(0, 40_000, 499)}
+    text = ";".join(sorted(wanted))
+    assert found(searcher, text) == {fold(w) for w in wanted}
+
+
+def test_generated_values_are_ambiguous_not_hits() -> None:
+    index = LeakIndex()
+    index.add_many(["Maria Lopez-Garcia", "Real Person Name"])
+    searcher = index.searcher({"maria lopez-garcia"})
+    block = b"maria lopez-garcia\treal person name\n"
+    pieces = {piece for _, piece in searcher.filter.candidates(block)}
+    assert searcher.filter.confirm(pieces, searcher.generated) == ({b"real person name"}, 1)
+
+
+def peak_while_adding(count: int) -> int:
+    index = LeakIndex()
+    tracemalloc.start()
+    try:
+        for i in range(count):
+            index.add(f"someone.{i:08d}@example-{i % 7}.org")
+        index.searcher(set())
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_stays_flat_as_the_originals_grow() -> None:
+    small = peak_while_adding(100_000)
+    large = peak_while_adding(800_000)
+    assert large <= small * 1.2 + (1 << 20), (small, large)
+    assert large < 64 << 20
+
+
+def test_numbers_glued_to_more_digits_are_other_numbers() -> None:
+    index = LeakIndex()
+    index.add_many(["10.0.0.5", "+1 555 0100", "room 12b"])
+    searcher = index.searcher(set())
+    assert found(searcher, "hosts 110.0.0.5 10.0.0.55 +1 555 01009 aroom 12b") == {b"room 12b"}
+    assert found(searcher, "ip=10.0.0.5; tel:+1 555 0100x") == {b"10.0.0.5", b"+1 555 0100"}
+
+
+def test_generated_values_with_quotes_are_ambiguous_in_every_spelling() -> None:
+    index = LeakIndex()
+    index.add_many(['Acme "Quoted" Ltd'])
+    searcher = index.searcher({'Acme "Quoted" Ltd'})
+    block = copy_field('{"org": "acme \\"quoted\\" ltd"}')
+    pieces = {piece for _, piece in searcher.filter.candidates(block)}
+    assert pieces
+    assert searcher.filter.confirm(pieces, searcher.generated)[0] == set()
