@@ -248,6 +248,13 @@ def test_sanitize_fails_on_hidden_originals_and_names_where(
     assert "public.product.version: 1" in result.stderr
     assert "comment on table public.product: 1" in result.stderr
     assert victim.lower() not in (result.stderr + result.stdout).lower()
+    # built aside and dropped: the target database never received a row
+    dst = envs.dsts["staging"]
+    published = envs.pg.query("postgres", "SELECT 1 FROM pg_database WHERE datname = %s", [dst])
+    leftovers = envs.pg.query(
+        "postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"{dst}__drkit%"]
+    )
+    assert not published and not leftovers
 
 
 def test_row_level_security_that_could_hide_rows_is_refused(
