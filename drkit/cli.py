@@ -974,6 +974,14 @@ def drill(
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the scratch cluster running.")
     ] = False,
+    target_major: Annotated[
+        int | None,
+        typer.Option(
+            "--target-major",
+            help="Restore a logical backup into a scratch cluster of this (newer) PostgreSQL "
+            "major: an upgrade rehearsal.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -992,6 +1000,7 @@ def drill(
             keep=keep,
             report_dir=report_dir,
             on_phase=on_phase,
+            target_major=target_major,
         )
     doc = result.report.to_dict()
     if _state.json:

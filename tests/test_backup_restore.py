@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from drkit.sample import table_counts
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 from tests.reliability.helpers import RepoView
 
 
@@ -26,6 +26,7 @@ def prod(
     return make_policy("prod", url, repo_target), name, repo_target
 
 
+@pg_versions()
 def test_backup_list_verify_restore(
     prod: tuple[Path, str, RepoTarget],
     pg_server: PgServer,

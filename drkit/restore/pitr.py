@@ -320,6 +320,13 @@ def restore_point_in_time(
         )
     log.info("recovering %s from %s to %s", policy.name, manifest.id, iso(target) or "latest")
     user = cluster_os_user()
+    if start:  # no server of the backup's exact major: refuse before fetching anything
+        from drkit.pg.binaries import find_server
+
+        find_server(
+            int(manifest.server_version.split(".")[0]) if manifest.server_version else None,
+            for_user=user,
+        )
     port = port or free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="drkit-pitr-"))
     run_dir.chmod(0o755)
@@ -416,7 +423,7 @@ class _RecoveringServer:
         policy: Policy,
         manifest: Manifest,
     ) -> None:
-        from drkit.pg.binaries import find_binary
+        from drkit.pg.binaries import find_server
 
         self.pgdata = pgdata
         self.port = port
@@ -426,7 +433,8 @@ class _RecoveringServer:
         self.manifest = manifest
         self.log_file = pgdata / "log" / LOG_NAME
         major = int(manifest.server_version.split(".")[0]) if manifest.server_version else None
-        self.pg_ctl = find_binary("pg_ctl", major)
+        # a data directory runs only on its own major's server
+        self.pg_ctl = str(find_server(major, for_user=user).bin_dir / "pg_ctl")
 
     def start(self, timeout: float) -> None:
         # -W: recovery to a target with action "shutdown" never accepts connections

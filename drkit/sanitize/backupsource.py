@@ -21,7 +21,7 @@ from psycopg import sql
 
 from drkit.backup.catalog import resolve_backup
 from drkit.errors import DatabaseError, SafetyRefused, UsageError
-from drkit.pg.binaries import find_binary
+from drkit.pg.binaries import find_binary, find_client
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, for_subprocess
 from drkit.sanitize.frombackup import (
@@ -158,7 +158,9 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
     database = run.src.database.database_names()[0]
     obj = dump_object(manifest, database)
     run.report.source = f"backup {manifest.id}"
-    pg_restore = find_binary("pg_restore")
+    # the dump's archive format is its pg_dump's: a pg_restore of the backup's major (or newer)
+    major = int(manifest.server_version.split(".")[0]) if manifest.server_version else 0
+    pg_restore = find_client("pg_restore", major) if major else find_binary("pg_restore")
     _, plain_env = for_subprocess("")
     pre = _section_text(repo, obj, pg_restore, plain_env, "pre-data")
     post = _section_text(repo, obj, pg_restore, plain_env, "post-data")
