@@ -201,6 +201,12 @@ def pg_server(_pg_pool: _PgPool, pg_major: int | None) -> PgServer:
     return _pg_pool.get(pg_major)
 
 
+@pytest.fixture(scope="session")
+def pg_server_of(_pg_pool: _PgPool) -> Callable[[int], PgServer]:
+    """A server of any major (one per major and session): restores into a newer major."""
+    return _pg_pool.get
+
+
 @pytest.fixture
 def database(pg_server: PgServer) -> Iterator[tuple[str, str]]:
     """A fresh empty database: (name, url)."""

@@ -982,6 +982,10 @@ def _drill_physical(
         policy_url=policy.database.url.get_secret_value(),
     )
     scratch.append(cluster)
+    try:  # a data directory runs only on its own major: none installed, the drill cannot run
+        cluster.bin("pg_ctl")
+    except OperationError as exc:
+        raise DrillCannotRun(str(exc)) from None
     databases = list(manifest.databases) or policy.database.database_names()
     started = time.monotonic()
     if timer.on_phase is not None:
