@@ -385,6 +385,10 @@ def _current_user() -> str:
 def backup(
     env: EnvArg,
     physical: Annotated[bool, typer.Option("--physical", help="Base backup for PITR.")] = False,
+    incremental: Annotated[
+        bool,
+        typer.Option("--incremental", help="With --physical: incremental (PostgreSQL 17+)."),
+    ] = False,
     database: Annotated[
         list[str] | None,
         typer.Option("--database", help="Back up only this database (repeatable)."),
@@ -395,13 +399,15 @@ def backup(
     """Take a logical backup (pg_dump per database) or, with --physical, a base backup."""
     settle(json_out, policy_dir)
     policy = load(env)
+    if incremental and not physical:
+        raise UsageError("--incremental applies to base backups: add --physical")
     if physical:
         if database:
             raise UsageError("--database applies to logical backups; a base backup is the cluster")
         from drkit.backup.physical import run_physical_backup
 
         with byte_progress("base backup") as progress:
-            manifest = run_physical_backup(policy, on_progress=progress)
+            manifest = run_physical_backup(policy, on_progress=progress, incremental=incremental)
     else:
         from drkit.backup.logical import run_logical_backup
 

@@ -220,3 +220,29 @@ def test_a_logical_backup_restores_and_drills_into_postgresql_18(
     assert rows and all(c["status"] == "PASS" for c in rows)
     older = run_drkit("drill", "prod", "--target-major", "14", policy_dir=policy_dir, env=env)
     assert older.code == 2 and "older" in older.stderr, older.stderr
+
+
+@pg_versions()
+def test_incremental_base_backups_are_refused_whole(
+    database: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    pg_major: int,
+    run_drkit: DrkitRunner,
+) -> None:
+    """``--incremental`` needs 17+: on 15 and 16 exit 2 saying so; on 18, until drkit
+    takes incremental backups, one line saying that; never a backup or a half one."""
+    _name, url = database
+    policy_dir = make_policy("prod", url, file_repo)
+    result = run_drkit("backup", "prod", "--physical", "--incremental", policy_dir=policy_dir)
+    line = result.stderr.strip()
+    assert "\n" not in line, line
+    if pg_major < 17:
+        assert result.code == 2, line
+        assert "needs PostgreSQL 17+" in line and f"is {pg_major}" in line
+    else:
+        assert result.code == 1 and "not implemented" in line, line
+    assert file_repo.root is not None
+    assert not list(file_repo.root.rglob("manifest.json"))
+    alone = run_drkit("backup", "prod", "--incremental", policy_dir=policy_dir)
+    assert alone.code == 2 and "--physical" in alone.stderr, alone.stderr
