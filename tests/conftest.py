@@ -134,6 +134,24 @@ def make_cluster(major: int | None = None, **kwargs: Any) -> LocalCluster:
         pytest.fail(f"no PostgreSQL {major or ''} cluster for the tests: {hint} ({exc})")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The matrix's other majors (16, 18) run with the file:// repository only: the S3
+    backend does not depend on the server's major and runs on the default (README,
+    "The version matrix").  Deselected, never skipped: the summary counts them."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        other_major = params.get("pg_major") not in (None, PG_MATRIX[0])
+        if other_major and any(v == "s3" for k, v in params.items() if k != "pg_major"):
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def pg_major(request: pytest.FixtureRequest) -> int | None:
     """The PostgreSQL major a test runs on: None (the default server) unless the test is
