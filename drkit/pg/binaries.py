@@ -272,6 +272,12 @@ def _stage(install: PgInstall, user: str) -> PgInstall:
     final = STAGE_ROOT / f"{package_dir.name}-{install.major}-{digest}"
     staged = PgInstall(final / package_dir.name / "pginstall" / "bin", install.major, "wheel")
     STAGE_ROOT.mkdir(parents=True, exist_ok=True, mode=0o755)
+    root_info = STAGE_ROOT.lstat()
+    if STAGE_ROOT.is_symlink() or root_info.st_uid != os.geteuid():
+        raise OperationError(
+            f"refusing to copy PostgreSQL into {STAGE_ROOT}: it is a symlink or not ours; "
+            "remove it and retry"
+        )
     os.chmod(STAGE_ROOT, 0o755)  # noqa: S103 - the cluster's OS user must read the copy
     if not final.exists():
         tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=STAGE_ROOT))
