@@ -1,65 +1,108 @@
-"""Logical backup and restore speed and memory against plain PostgreSQL tools.
+"""Logical backup, restore and verify: speed and memory against plain PostgreSQL tools.
 
     python -m benchmarks.bench_backup --rows 2000000 --rounds 3
 
 In one invocation, on one throwaway cluster with the sample database, alternating runs:
 
-- ``drkit backup`` to file:// vs ``pg_dump -Fc -Z0 | zstd -3 -T2 > file`` (target ≤ 1.15×)
-  and vs plain ``pg_dump -Fc > file`` (target: faster);
-- ``drkit backup`` to S3 (moto on 127.0.0.1) vs the file:// run (target ≤ 1.3×);
-- ``drkit restore --jobs 2`` vs ``pg_restore -j 2`` from a local dump file (target ≤ 1.15×);
-- peak RSS of the drkit process at two database sizes (target < 150 MB, flat).
+- ``drkit backup`` to file:// vs ``pg_dump -Fc -Z0 | zstd -3 -T2 > file`` (goal ≤ 1.10×)
+  and vs plain ``pg_dump -Fc > file``;
+- ``drkit backup`` to S3 (moto on 127.0.0.1) vs the file:// run (goal ≤ 1.3×);
+- ``drkit restore --jobs 2`` vs ``pg_restore -j 2`` from a local dump file (goal ≤ 1.10×);
+- ``drkit verify`` of the file:// backup vs ``sha256sum`` + ``zstd -t`` of the peer's file;
+- peak RSS of the drkit process (goal ≤ 120 MB, flat with size).
 
-Prints a table of medians and ratios; the numbers are what they are on this machine.
+``measure_logical`` is what ``python -m benchmarks`` calls at each size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from pathlib import Path
 
-import yaml
-
-from benchmarks._measure import drkit_with_rss, median, pipeline, run, timed
+from benchmarks.measure import (
+    Moto,
+    Sample,
+    drkit,
+    load_database,
+    median,
+    moto_server,
+    one_after_another,
+    pipeline,
+    run,
+    scratch_dir,
+    write_policy,
+)
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster, free_port
+from drkit.pg.cluster import LocalCluster
 from drkit.pg.conninfo import for_subprocess
-from drkit.sample import load_sample
+
+#: measured series, in the order they run in a round
+SERIES = (
+    "pgdump_zstd",
+    "drkit_file",
+    "pgdump_fc",
+    "drkit_s3",
+    "verify_peer",
+    "drkit_verify",
+    "pg_restore_j2",
+    "drkit_restore_j2",
+)
 
 
-def write_policy(policy_dir: Path, env: str, db_url: str, repository: dict[str, object]) -> None:
-    policy_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"environment": "dev", "database": {"url": db_url}, "repository": repository}
-    (policy_dir / f"{env}.yaml").write_text(yaml.safe_dump(doc))
+def pg_restore_j2(cluster: LocalCluster, target: str, dump_file: Path) -> Sample:
+    """``pg_restore -j 2`` of a local dump into a new database ``target`` (left there)."""
+    cluster.create_database(target)
+    conninfo, env = for_subprocess(cluster.dsn(target))
+    return run([find_binary("pg_restore"), "-j", "2", "-d", conninfo, str(dump_file)], env=env)
 
 
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    import urllib.request
+def drkit_restore_j2(cluster: LocalCluster, policies: Path, target: str) -> Sample:
+    """``drkit restore file latest --jobs 2`` into a new database ``target`` (left there)."""
+    args = ["restore", "file", "latest", "--jobs", "2", "--target-db", cluster.dsn(target)]
+    return drkit(policies, *args)[0]
 
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError as exc:
-            if getattr(exc, "code", None):
-                break
-            time.sleep(0.1)
-    return proc, endpoint
+
+def measure_logical(
+    cluster: LocalCluster, db: str, moto: Moto, work: Path, rounds: int
+) -> dict[str, list[Sample]]:
+    """Every series ``rounds`` times on the loaded database ``db`` of ``cluster``."""
+    url = cluster.dsn(db)
+    policies = work / f"policies-{db}"
+    write_policy(policies, "file", url, {"url": f"file://{work / f'repo-{db}'}"})
+    write_policy(policies, "s3", url, moto.repository("bench"))
+    pg_dump = find_binary("pg_dump")
+    conninfo, env = for_subprocess(url)
+    dump_file, zst_file = work / "baseline.dump", work / "baseline.dump.zst"
+    out: dict[str, list[Sample]] = {k: [] for k in SERIES}
+    for round_no in range(rounds):
+        out["pgdump_zstd"].append(
+            pipeline(
+                [pg_dump, "-Fc", "-Z0", "-d", conninfo],
+                ["zstd", "-3", "-T2", "-q", "-c"],
+                zst_file,
+                env=env,
+            )
+        )
+        out["drkit_file"].append(drkit(policies, "backup", "file")[0])
+        out["pgdump_fc"].append(
+            run([pg_dump, "-Fc", "-d", conninfo, "-f", str(dump_file)], env=env)
+        )
+        out["drkit_s3"].append(drkit(policies, "backup", "s3")[0])
+        out["verify_peer"].append(
+            one_after_another(
+                run(["sha256sum", str(zst_file)]), run(["zstd", "-t", "-q", str(zst_file)])
+            )
+        )
+        out["drkit_verify"].append(drkit(policies, "verify", "file", "latest")[0])
+
+        out["pg_restore_j2"].append(pg_restore_j2(cluster, f"r{round_no}a", dump_file))
+        cluster.drop_database(f"r{round_no}a")
+        out["drkit_restore_j2"].append(drkit_restore_j2(cluster, policies, f"r{round_no}b"))
+        cluster.drop_database(f"r{round_no}b")
+        print(f"  logical {db}: round {round_no + 1}/{rounds}", file=sys.stderr)
+    return out
 
 
 def main() -> None:
@@ -67,147 +110,37 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--small-rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
     opts = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="drkit-bench-"))
-    work.chmod(0o755)  # the cluster runs as postgres when we are root
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
-    )
-    cluster = LocalCluster.create(work / "pg", settings={"max_wal_size": "4GB"}, fast=True)
-    moto, endpoint = start_moto()
-    try:
-        import boto3
-
-        bucket = f"bench-{uuid.uuid4().hex[:8]}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-        big = cluster.create_database("big")
-        small = cluster.create_database("small")
-        t = timed(lambda: load_sample(big, opts.rows))
-        load_sample(small, opts.small_rows)
-        print(
-            f"loaded {opts.rows} rows in {t:.1f}s (and {opts.small_rows} for the memory check)",
-            file=sys.stderr,
-        )
-
-        policies = work / "policies"
-        write_policy(policies, "file", big, {"url": f"file://{work / 'repo'}"})
-        write_policy(
-            policies,
-            "s3",
-            big,
-            {"url": f"s3://{bucket}/bench", "endpoint_url": endpoint, "region": "us-east-1"},
-        )
-        write_policy(policies, "small", small, {"url": f"file://{work / 'repo'}"})
-        base = ["--policy-dir", str(policies)]
-        pg_dump = find_binary("pg_dump")
-        pg_restore = find_binary("pg_restore")
-        conninfo, env = for_subprocess(big)
-        dump_file = work / "baseline.dump"
-
-        results: dict[str, list[float]] = {
-            k: []
-            for k in (
-                "pgdump_zstd",
-                "pgdump_fc",
-                "drkit_file",
-                "drkit_s3",
-                "pg_restore_j2",
-                "drkit_restore_j2",
-            )
-        }
-        rss: dict[str, list[int]] = {"big": [], "small": [], "s3": [], "restore": []}
-        for round_no in range(opts.rounds):
-            results["pgdump_zstd"].append(
-                timed(
-                    lambda: pipeline(
-                        [pg_dump, "-Fc", "-Z0", "-d", conninfo],
-                        ["zstd", "-3", "-T2", "-q", "-c"],
-                        work / "b.dump.zst",
-                        env=env,
-                    )
-                )
-            )
-            wall, kib = drkit_with_rss([*base, "backup", "file"])
-            results["drkit_file"].append(wall)
-            rss["big"].append(kib)
-            results["pgdump_fc"].append(
-                timed(lambda: run([pg_dump, "-Fc", "-d", conninfo, "-f", str(dump_file)], env=env))
-            )
-            wall, kib = drkit_with_rss([*base, "backup", "s3"])
-            results["drkit_s3"].append(wall)
-            rss["s3"].append(kib)
-            _, kib = drkit_with_rss([*base, "backup", "small"])
-            rss["small"].append(kib)
-
-            target = f"r{round_no}a"
-            cluster.create_database(target)
-            tconn, tenv = for_subprocess(cluster.dsn(target))
-            results["pg_restore_j2"].append(
-                timed(
-                    lambda c=tconn, e=tenv: run(
-                        [pg_restore, "-j", "2", "-d", c, str(dump_file)], env=e
-                    )  # type: ignore[misc]
-                )
-            )
-            cluster.drop_database(target)
-            target = f"r{round_no}b"
-            wall, kib = drkit_with_rss(
-                [
-                    *base,
-                    "restore",
-                    "file",
-                    "latest",
-                    "--jobs",
-                    "2",
-                    "--target-db",
-                    cluster.dsn(target),
-                ]
-            )
-            results["drkit_restore_j2"].append(wall)
-            rss["restore"].append(kib)
-            cluster.drop_database(target)
-            print(f"round {round_no + 1}/{opts.rounds} done", file=sys.stderr)
-
-        med = {k: median(v) for k, v in results.items()}
-        report = {
-            "rows": opts.rows,
-            "rounds": opts.rounds,
-            "median_seconds": {k: round(v, 2) for k, v in med.items()},
-            "ratios": {
-                "drkit_file / (pg_dump -Z0 | zstd -3 -T2)": round(
-                    med["drkit_file"] / med["pgdump_zstd"], 3
-                ),
-                "drkit_file / pg_dump -Fc": round(med["drkit_file"] / med["pgdump_fc"], 3),
-                "drkit_s3 / drkit_file": round(med["drkit_s3"] / med["drkit_file"], 3),
-                "drkit restore --jobs 2 / pg_restore -j 2": round(
-                    med["drkit_restore_j2"] / med["pg_restore_j2"], 3
-                ),
-            },
-            "peak_rss_mb": {
-                f"backup file:// {opts.rows} rows": round(max(rss["big"]) / 1024, 1),
-                f"backup file:// {opts.small_rows} rows": round(max(rss["small"]) / 1024, 1),
-                f"backup s3:// {opts.rows} rows": round(max(rss["s3"]) / 1024, 1),
-                f"restore --jobs 2 {opts.rows} rows": round(max(rss["restore"]) / 1024, 1),
-            },
-        }
-        if opts.json:
-            print(json.dumps(report, indent=2))
-        else:
-            print(f"rows: {opts.rows}, rounds: {opts.rounds} (medians)")
-            for k, v in report["median_seconds"].items():
-                print(f"  {k:<20} {v:8.2f} s")
-            for k, v in report["ratios"].items():
-                print(f"  {k:<45} {v:6.3f}")
-            for k, v in report["peak_rss_mb"].items():
-                print(f"  peak RSS {k:<40} {v:7.1f} MB")
-    finally:
-        moto.terminate()
-        cluster.destroy()
-        shutil.rmtree(work, ignore_errors=True)
+    with scratch_dir("drkit-bench-") as work, moto_server() as moto:
+        cluster = LocalCluster.create(work / "pg", settings={"max_wal_size": "4GB"}, fast=True)
+        try:
+            _, size, _ = load_database(cluster, "bench", opts.rows)
+            out = measure_logical(cluster, "bench", moto, work, opts.rounds)
+        finally:
+            cluster.destroy()
+    med = {k: median([s.seconds for s in v]) for k, v in out.items()}
+    report = {
+        "rows": opts.rows,
+        "database_bytes": size,
+        "rounds": opts.rounds,
+        "median_seconds": {k: round(v, 2) for k, v in med.items()},
+        "ratios": {
+            "drkit_file / (pg_dump -Z0 | zstd -3 -T2)": round(
+                med["drkit_file"] / med["pgdump_zstd"], 3
+            ),
+            "drkit_file / pg_dump -Fc": round(med["drkit_file"] / med["pgdump_fc"], 3),
+            "drkit_s3 / drkit_file": round(med["drkit_s3"] / med["drkit_file"], 3),
+            "drkit restore --jobs 2 / pg_restore -j 2": round(
+                med["drkit_restore_j2"] / med["pg_restore_j2"], 3
+            ),
+            "drkit verify / (sha256sum + zstd -t)": round(
+                med["drkit_verify"] / med["verify_peer"], 3
+            ),
+        },
+        "peak_rss_mb": {k: round(max(s.rss_kib for s in v) / 1024, 1) for k, v in out.items()},
+    }
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,47 +17,41 @@ one logical backup goes to a file:// repository.  Then, alternating, ``rounds`` 
 
 Reported (medians): overhead = drill wall time − (fetch + pg_restore phases), as a
 share of (fetch + pg_restore); and the drill's wall time against the plain restore.
-The numbers are what they are on this machine; nothing here asserts a time.
+``measure_drill`` is what ``python -m benchmarks`` calls.  Nothing here asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import yaml
 from psycopg import sql
 
-from benchmarks._measure import median, run, timed
+from benchmarks import measure
+from benchmarks.measure import drkit, median, scratch_dir
 from drkit.drill.runner import SCRATCH_SETTINGS
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
 from drkit.sample import load_sample
 
 
 def write_policy(policy_dir: Path, db_url: str, repo: Path) -> Path:
-    policy_dir.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "environment": "prod",
-        "database": {"url": db_url},
-        "repository": {"url": f"file://{repo}"},
-        "objectives": {"rpo": "24h", "rto": "4h"},
-        "drill": {
+    return measure.write_policy(
+        policy_dir,
+        "prod",
+        db_url,
+        {"url": f"file://{repo}"},
+        environment="prod",
+        objectives={"rpo": "24h", "rto": "4h"},
+        drill={
             "checks": {
                 "sql": [{"name": "vulns", "query": "SELECT count(*) > 0 FROM vulnerability"}]
             }
         },
-    }
-    (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return policy_dir
+    )
 
 
 def database_size(conn: psycopg.Connection[Any]) -> int:
@@ -81,17 +75,58 @@ def grow(url: str, target: int) -> int:
         return database_size(conn)
 
 
-def drkit(policy_dir: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "drkit", "--policy-dir", str(policy_dir), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    if proc.returncode not in (0, 3):
-        raise SystemExit(f"drkit {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-    return proc.stdout
+def measure_drill(rows: int, size_mb: int, rounds: int) -> dict[str, Any]:
+    """Medians over ``rounds`` of a plain restore and a drill of the same backup."""
+    with scratch_dir("drkit-bench-drill-") as work:
+        source = LocalCluster.create(work / "src", settings={"max_wal_size": "4GB"}, fast=True)
+        target: LocalCluster | None = None
+        try:
+            url = source.create_database("bench")
+            load_sample(url, rows)
+            size = grow(url, size_mb * 2**20)
+            repo = work / "repo"
+            repo.mkdir()
+            chown_tree(repo, cluster_os_user())
+            policy_dir = write_policy(work / "policies", url, repo)
+            drkit(policy_dir, "backup", "prod")
+
+            target = LocalCluster.create(work / "target", settings=SCRATCH_SETTINGS)
+            restores: list[float] = []
+            drills: list[dict[str, Any]] = []
+            for round_no in range(rounds):
+                name = f"r_{uuid.uuid4().hex[:8]}"
+                sample, _ = drkit(
+                    policy_dir, "restore", "prod", "latest", "--target-db", target.dsn(name)
+                )
+                restores.append(sample.seconds)
+                target.drop_database(name)
+                sample, out = drkit(policy_dir, "drill", "prod", "--json", ok=(0, 3))
+                doc = json.loads(out)
+                doc["wall"] = sample.seconds
+                drills.append(doc)
+                print(f"  drill: round {round_no + 1}/{rounds} ({doc['verdict']})", flush=True)
+        finally:
+            if target is not None:
+                target.destroy()
+            source.destroy()
+
+    restore_itself = [d["rto"]["phases"]["fetch"] + d["rto"]["phases"]["restore"] for d in drills]
+    overhead = [d["wall"] - r for d, r in zip(drills, restore_itself, strict=True)]
+    return {
+        "rows": rows,
+        "database_bytes": size,
+        "rounds": rounds,
+        "drkit_restore_seconds": median(restores),
+        "drill_wall_seconds": median([d["wall"] for d in drills]),
+        "drill_phases_seconds": {
+            p: median([d["rto"]["phases"][p] for d in drills]) for p in drills[0]["rto"]["phases"]
+        },
+        "drill_restore_itself_seconds": median(restore_itself),
+        "drill_overhead_seconds": median(overhead),
+        "overhead_share_of_restore": median(overhead) / median(restore_itself),
+        "drill_vs_plain_restore": median([d["wall"] for d in drills]) / median(restores),
+        "target_overhead_share": 0.15,
+    }
 
 
 def main() -> None:
@@ -100,108 +135,9 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--size-mb", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3)
     opts = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="drkit-bench-drill-"))
-    work.chmod(0o755)
-    source = LocalCluster.create(work / "src", settings={"max_wal_size": "4GB"}, fast=True)
-    target: LocalCluster | None = None
-    try:
-        url = source.create_database("bench")
-        load_time = timed(lambda: load_sample(url, opts.rows))
-        size = grow(url, opts.size_mb * 2**20)
-        print(f"loaded {opts.rows} rows ({size / 2**20:.0f} MiB) in {load_time:.0f}s", flush=True)
-        repo = work / "repo"
-        repo.mkdir()
-        chown_tree(repo, cluster_os_user())
-        policy_dir = write_policy(work / "policies", url, repo)
-        backup = json.loads(drkit(policy_dir, "backup", "prod", "--json"))
-        print(f"backup {backup['id']}: {backup['size'] / 2**20:.0f} MiB stored", flush=True)
-
-        target = LocalCluster.create(work / "target", settings=SCRATCH_SETTINGS)
-        restores: list[float] = []
-        drills: list[dict[str, Any]] = []
-        for round_no in range(opts.rounds):
-            name = f"r_{uuid.uuid4().hex[:8]}"
-            dsn = target.dsn(name)
-            restores.append(
-                timed(
-                    lambda dsn=dsn: run(  # type: ignore[misc]
-                        [
-                            sys.executable,
-                            "-m",
-                            "drkit",
-                            "--policy-dir",
-                            str(policy_dir),
-                            "restore",
-                            "prod",
-                            "latest",
-                            "--target-db",
-                            dsn,
-                        ]
-                    )
-                )
-            )
-            target.drop_database(name)
-            started = time.perf_counter()
-            doc = json.loads(drkit(policy_dir, "drill", "prod", "--json"))
-            doc["wall"] = time.perf_counter() - started
-            drills.append(doc)
-            phases = doc["rto"]["phases"]
-            print(
-                f"round {round_no + 1}: restore {restores[-1]:.1f}s; drill {doc['wall']:.1f}s "
-                f"({doc['verdict']}; "
-                + ", ".join(f"{p} {s:.1f}s" for p, s in phases.items())
-                + f"; teardown {doc['cleanup'].get('seconds', 0):.1f}s)",
-                flush=True,
-            )
-
-        restore_itself = [
-            d["rto"]["phases"]["fetch"] + d["rto"]["phases"]["restore"] for d in drills
-        ]
-        overhead = [d["wall"] - r for d, r in zip(drills, restore_itself, strict=True)]
-        phase_medians = {
-            p: round(median([d["rto"]["phases"][p] for d in drills]), 2)
-            for p in drills[0]["rto"]["phases"]
-        }
-        result = {
-            "rows": opts.rows,
-            "database_bytes": size,
-            "rounds": opts.rounds,
-            "drkit_restore_seconds": round(median(restores), 2),
-            "drill_wall_seconds": round(median([d["wall"] for d in drills]), 2),
-            "drill_phases_seconds": phase_medians,
-            "drill_restore_itself_seconds": round(median(restore_itself), 2),
-            "drill_overhead_seconds": round(median(overhead), 2),
-            "overhead_share_of_restore": round(median(overhead) / median(restore_itself), 3),
-            "drill_vs_plain_restore": round(
-                median([d["wall"] for d in drills]) / median(restores), 3
-            ),
-            "target_overhead_share": 0.15,
-        }
-        if opts.json:
-            print(json.dumps(result, indent=2))
-        else:
-            print(
-                f"\n{opts.rows} rows, {size / 2**30:.2f} GiB, medians of {opts.rounds} rounds\n"
-                f"  drkit restore (fetch + pg_restore, streamed):   "
-                f"{result['drkit_restore_seconds']}s\n"
-                f"  drill wall time:                                {result['drill_wall_seconds']}s\n"
-                f"  drill phases:                                   {phase_medians}\n"
-                f"  drill overhead (wall − fetch − pg_restore):     "
-                f"{result['drill_overhead_seconds']}s = "
-                f"{result['overhead_share_of_restore'] * 100:.1f}% of the restore "
-                f"(target ≤ 15%)\n"
-                f"  drill wall / plain drkit restore:               "
-                f"{result['drill_vs_plain_restore']}×"
-            )
-    finally:
-        if target is not None:
-            target.destroy()
-        source.destroy()
-        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(measure_drill(opts.rows, opts.size_mb, opts.rounds), indent=2))
 
 
 if __name__ == "__main__":

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-import yaml
-
-from benchmarks._measure import drkit_with_rss, median
+from benchmarks import measure
 from benchmarks.bench_wal import backlog, drain
+from benchmarks.measure import drkit, median
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
 from drkit.sample import load_sample
 from drkit.walcmd import archive_command, prepare_file_repository
@@ -41,13 +38,8 @@ def new_recipient(directory: Path) -> str:
 
 
 def write_policy(policy_dir: Path, env: str, db_url: str, repository: dict[str, object]) -> None:
-    policy_dir.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "environment": "dev",
-        "database": {"url": db_url},
-        "repository": {**repository, "compression": {"algorithm": "zstd", "level": 3}},
-    }
-    (policy_dir / f"{env}.yaml").write_text(yaml.safe_dump(doc))
+    repository = {**repository, "compression": {"algorithm": "zstd", "level": 3}}
+    measure.write_policy(policy_dir, env, db_url, repository)
     chown_tree(policy_dir, cluster_os_user())
 
 
@@ -68,8 +60,7 @@ def bench_backup(rows: int, rounds: int, root: Path, recipient: str) -> dict[str
         for i in range(rounds):
             order = ("plain", "age") if i % 2 == 0 else ("age", "plain")
             for env in order:
-                wall, _rss = drkit_with_rss(["--policy-dir", str(policy_dir), "backup", env])
-                times[env].append(wall)
+                times[env].append(drkit(policy_dir, "backup", env)[0].seconds)
         sizes = {
             env: sum(p.stat().st_size for p in (root / f"repo-{env}").rglob("*.dump*"))
             for env in times
@@ -110,13 +101,12 @@ def main() -> None:
     parser.add_argument("--skip-wal", action="store_true")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="drkit-bench-age-"))
-    root.chmod(0o755)
-    try:
+    with measure.scratch_dir("drkit-bench-age-") as root:
         recipient = new_recipient(root)
         results = bench_backup(args.rows, args.rounds, root, recipient)
         if not args.skip_wal:
-            plain_rates, age_rates = [], []
+            plain_rates: list[float] = []
+            age_rates: list[float] = []
             for i in range(args.wal_rounds):
                 for encrypted in (False, True) if i % 2 == 0 else (True, False):
                     count, seconds = bench_wal(args.segments, recipient if encrypted else None)
@@ -126,8 +116,6 @@ def main() -> None:
                 wal_age_segments_per_s=median(age_rates),
                 wal_ratio=median(age_rates) / median(plain_rates),
             )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
     print(json.dumps({k: round(v, 3) for k, v in results.items()}, indent=2))
     print(

@@ -1,15 +1,18 @@
-"""Benchmark of ``drkit sanitize`` (issue 5): run by hand, figures go in the issue notes.
+"""``drkit sanitize`` against an unmasked copy and against pynonymizer.
 
-    python benchmarks/bench_sanitize.py --rows 1500000 --small-rows 300000 \
+    python -m benchmarks.bench_sanitize --rows 1500000 --rounds 3 \
         --pynonymizer /path/to/venv/bin/pynonymizer
 
-On a throwaway local cluster, for each size it loads the SentriKat sample and measures:
+On a throwaway local cluster it loads the SentriKat sample and measures, ``--rounds``
+times each (``measure_sanitize`` is what ``python -m benchmarks`` calls at each size):
 
 * ``pg_dump -Fc | pg_restore`` of the database into an empty one (the unmasked baseline);
 * ``drkit sanitize prod staging`` end to end with the shipped prod-to-staging rules
   (schema, data, constraints, leak scan), wall time and peak RSS of the drkit process;
-* masking throughput on the users table alone (name, phone, e-mail, username masked);
-* at one size (``--pynonymizer-at``), pynonymizer's ``ANONYMIZE_DB`` step alone on a pre-loaded copy of
+* masking throughput on the users table alone (name, phone, e-mail, username masked):
+  users per second of the whole ``drkit sanitize`` invocation (start-up and leak scan
+  included) and of the users table's own copy as drkit reports it;
+* when pynonymizer is given, its ``ANONYMIZE_DB`` step alone on a pre-loaded copy of
   the users table with a one-table strategy (``unique_email``/``unique_login``).
 
 Nothing here asserts a time: it prints what it measured (and a JSON summary).
@@ -23,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,65 +33,50 @@ from typing import Any
 import psycopg
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user  # noqa: E402
-from drkit.pg.conninfo import for_subprocess  # noqa: E402
-from drkit.sample import load_sample  # noqa: E402
+from benchmarks.measure import (
+    ROOT,
+    Sample,
+    load_database,
+    measured,
+    median,
+    peak_rss,
+    scratch_dir,
+    write_policy,
+)
+from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
+from drkit.pg.conninfo import for_subprocess
 
 SALT = "benchmark-salt-not-a-secret"
 
 
-def run_with_rusage(args: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    started = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errs:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=errs, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.monotonic() - started
-        out.seek(0)
-        errs.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit(
-                f"{args[0]} failed ({proc.returncode}): {errs.read().decode()[-2000:]}"
-            )
-        return wall, int(usage.ru_maxrss), out.read().decode()
-
-
-def dump_restore(cluster: LocalCluster, src: str, dst: str, table: str | None = None) -> float:
+def dump_restore(cluster: LocalCluster, src: str, dst: str, table: str | None = None) -> Sample:
+    """``pg_dump -Fc SRC | pg_restore -d DST`` into a new database DST; RSS is the sum of
+    both processes' peaks."""
     cluster.create_database(dst)
     src_info, env = for_subprocess(cluster.dsn(src))
     dst_info, _ = for_subprocess(cluster.dsn(dst))
     dump_args = [cluster.bin("pg_dump"), "-Fc", "-d", src_info]
     if table:
         dump_args += ["-t", table]
-    started = time.monotonic()
-    dump = subprocess.Popen(dump_args, stdout=subprocess.PIPE, env=env)
-    restore = subprocess.run(
-        [cluster.bin("pg_restore"), "--no-owner", "-d", dst_info],
-        stdin=dump.stdout,
-        env=env,
-        check=False,
-        capture_output=True,
-    )
-    assert dump.stdout is not None
-    dump.stdout.close()
-    # one table alone: its foreign keys cannot be created, the rows are what matters
-    if dump.wait() != 0 or (restore.returncode != 0 and table is None):
-        raise SystemExit(f"pg_dump | pg_restore failed: {restore.stderr.decode()[-1000:]}")
-    return time.monotonic() - started
+    restore_args = [cluster.bin("pg_restore"), "--no-owner", "-d", dst_info]
+    with peak_rss(dump_args) as (dump_argv, dump_rss), peak_rss(restore_args) as (argv, rss):
+        started = time.perf_counter()
+        dump = subprocess.Popen(dump_argv, stdout=subprocess.PIPE, env=env)
+        restore = subprocess.run(argv, stdin=dump.stdout, env=env, check=False, capture_output=True)
+        assert dump.stdout is not None
+        dump.stdout.close()
+        dumped = dump.wait()
+        wall = time.perf_counter() - started
+        # one table alone: its foreign keys cannot be created, the rows are what matters
+        if dumped != 0 or (restore.returncode != 0 and table is None):
+            raise SystemExit(f"pg_dump | pg_restore failed: {restore.stderr.decode()[-1000:]}")
+        return Sample(wall, dump_rss() + rss())
 
 
 def write_policies(directory: Path, cluster: LocalCluster, prod: str, staging: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
     for env, db in (("prod", prod), ("staging", staging)):
-        doc = {
-            "environment": env,
-            "database": {"url": cluster.dsn(db)},
-            "repository": {"url": f"file://{directory}/repo-{env}"},
-        }
-        (directory / f"{env}.yaml").write_text(yaml.safe_dump(doc))
+        repository = {"url": f"file://{directory}/repo-{env}"}
+        write_policy(directory, env, cluster.dsn(db), repository, environment=env)
     return directory
 
 
@@ -116,9 +103,9 @@ def users_only_rules(path: Path) -> Path:
     return path
 
 
-def drkit(policy_dir: Path, rules: Path, *extra: str) -> tuple[float, int, dict[str, Any]]:
+def drkit(policy_dir: Path, rules: Path, *extra: str) -> tuple[Sample, dict[str, Any]]:
     env = dict(os.environ, DRKIT_SANITIZE_SALT=SALT)
-    wall, rss, out = run_with_rusage(
+    sample, out = measured(
         [
             sys.executable,
             "-m",
@@ -136,7 +123,7 @@ def drkit(policy_dir: Path, rules: Path, *extra: str) -> tuple[float, int, dict[
         ],
         env,
     )
-    return wall, rss, json.loads(out)
+    return sample, json.loads(out)
 
 
 def pynonymizer(cluster: LocalCluster, binary: str, db: str, work: Path) -> float:
@@ -176,81 +163,49 @@ def pynonymizer(cluster: LocalCluster, binary: str, db: str, work: Path) -> floa
         "--only-step",
         "ANONYMIZE_DB",
     ]
-    wall, _, _ = run_with_rusage(args, dict(os.environ))
-    return wall
+    return measured(args, dict(os.environ))[0].seconds
 
 
-def bench_size(
-    cluster: LocalCluster, rows: int, work: Path, pyn: str | None, jobs: int
+def measure_sanitize(
+    cluster: LocalCluster, prod: str, work: Path, rounds: int, pyn: str | None, jobs: int
 ) -> dict[str, Any]:
-    prod, staging, copy = f"prod_{rows}", f"staging_{rows}", f"copy_{rows}"
-    cluster.create_database(prod)
-    started = time.monotonic()
-    size = load_sample(cluster.dsn(prod), rows)
-    load_s = time.monotonic() - started
-    result: dict[str, Any] = {"rows": size.total, "users": size.users, "load_seconds": load_s}
-    print(
-        f"[{rows}] loaded {size.total:,} rows ({size.users:,} users) in {load_s:.1f}s", flush=True
-    )
-
-    result["pg_dump_restore_seconds"] = dump_restore(cluster, prod, copy)
-    print(
-        f"[{rows}] pg_dump -Fc | pg_restore: {result['pg_dump_restore_seconds']:.1f}s", flush=True
-    )
-    cluster.drop_database(copy)
-
-    policy_dir = write_policies(work / f"policies-{rows}", cluster, prod, staging)
-    chown_tree(policy_dir, cluster_os_user())
-    wall, rss, report = drkit(
-        policy_dir, ROOT / "sanitize_rules" / "prod-to-staging.yaml", "--jobs", str(jobs)
-    )
-    result["drkit_seconds"] = wall
-    result["drkit_peak_rss_mib"] = rss / 1024
-    result["drkit_phases"] = report["phases"]
-    result["drkit_rows_copied"] = report["rows"]
-    result["leak_scan"] = {
-        k: report["leak_scan"][k] for k in ("originals", "rows_scanned", "seconds", "clean")
+    """At one size, ``rounds`` times each: the unmasked copy (``pg_dump -Fc | pg_restore``),
+    ``drkit sanitize`` with the shipped prod-to-staging rules, the users-only masking
+    throughput and (when ``pyn`` is given) pynonymizer's on the users table, all from
+    the loaded database ``prod``.  Returns lists of Samples / users per second."""
+    staging, copy, pyn_db = f"{prod}_staging", f"{prod}_copy", f"{prod}_pyn"
+    with psycopg.connect(cluster.dsn(prod)) as conn:
+        row = conn.execute('SELECT count(*) FROM "user"').fetchone()
+        users = int(row[0]) if row else 0
+    result: dict[str, Any] = {
+        "pg_dump_restore": [],
+        "drkit_sanitize": [],
+        "drkit_mask_rows_per_s": [],
+        "drkit_mask_invocation_rows_per_s": [],
+        "pynonymizer_rows_per_s": [],
     }
-    result["ratio_vs_pg_dump_restore"] = wall / result["pg_dump_restore_seconds"]
-    print(
-        f"[{rows}] drkit sanitize prod staging: {wall:.1f}s "
-        f"({result['ratio_vs_pg_dump_restore']:.2f}x pg_dump|pg_restore), "
-        f"peak RSS {rss / 1024:.0f} MiB, phases {report['phases']}",
-        flush=True,
-    )
-
-    wall_u, rss_u, report_u = drkit(policy_dir, users_only_rules(work / "users-only.yaml"))
-    user_table = next(t for t in report_u["tables"] if t["table"] == "public.user")
-    result["users_mask_seconds"] = user_table["seconds"]
-    result["users_mask_rows_per_s"] = user_table["rows"] / max(user_table["seconds"], 1e-9)
-    result["users_only_wall_seconds"] = wall_u
-    print(
-        f"[{rows}] users table masked (name, phone, email, username): {user_table['rows']:,} "
-        f"rows in {user_table['seconds']:.2f}s = {result['users_mask_rows_per_s']:,.0f} rows/s "
-        f"(whole invocation {wall_u:.1f}s incl. leak scan, peak RSS {rss_u / 1024:.0f} MiB)",
-        flush=True,
-    )
-
+    policy_dir = write_policies(work / f"policies-{prod}", cluster, prod, staging)
+    chown_tree(policy_dir, cluster_os_user())
+    shipped = ROOT / "sanitize_rules" / "prod-to-staging.yaml"
+    users_only = users_only_rules(work / "users-only.yaml")
     if pyn:
-        pyn_db = f"pyn_{rows}"
         dump_restore(cluster, prod, pyn_db, table='"user"')
-        with psycopg.connect(cluster.dsn(pyn_db), autocommit=True) as conn:
-            n = conn.execute('SELECT count(*) FROM "user"').fetchone()
-        seconds = pynonymizer(cluster, pyn, pyn_db, work)
-        users = int(n[0]) if n else 0
-        result["pynonymizer_seconds"] = seconds
-        result["pynonymizer_rows_per_s"] = users / seconds
-        result["throughput_ratio"] = (
-            result["users_mask_rows_per_s"] / result["pynonymizer_rows_per_s"]
+    for round_no in range(rounds):
+        result["pg_dump_restore"].append(dump_restore(cluster, prod, copy))
+        cluster.drop_database(copy)
+        sample, _ = drkit(policy_dir, shipped, "--jobs", str(jobs))
+        result["drkit_sanitize"].append(sample)
+        whole, report = drkit(policy_dir, users_only)
+        result["drkit_mask_invocation_rows_per_s"].append(users / whole.seconds)
+        user_table = next(t for t in report["tables"] if t["table"] == "public.user")
+        result["drkit_mask_rows_per_s"].append(
+            user_table["rows"] / max(user_table["seconds"], 1e-9)
         )
-        print(
-            f"[{rows}] pynonymizer ANONYMIZE_DB on {users:,} users: {seconds:.1f}s = "
-            f"{result['pynonymizer_rows_per_s']:,.0f} rows/s -> drkit is "
-            f"{result['throughput_ratio']:.2f}x",
-            flush=True,
-        )
-        cluster.drop_database(pyn_db)
-    for db in (prod, staging):
+        if pyn:
+            seconds = pynonymizer(cluster, pyn, pyn_db, work)
+            result["pynonymizer_rows_per_s"].append(users / seconds)
+        print(f"  sanitize {prod}: round {round_no + 1}/{rounds}", flush=True)
+    for db in (staging, *([pyn_db] if pyn else [])):
         cluster.drop_database(db)
     return result
 
@@ -258,32 +213,32 @@ def bench_size(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_500_000)
-    parser.add_argument("--small-rows", type=int, default=300_000, help="0 to skip")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--pynonymizer", default=shutil.which("pynonymizer"), help="pynonymizer executable"
     )
-    parser.add_argument(
-        "--pynonymizer-at",
-        choices=["small", "large"],
-        default="small",
-        help="which size pynonymizer runs at (it is slow: about 100 rows/s here)",
-    )
     args = parser.parse_args()
-    pyn_small = args.pynonymizer if args.pynonymizer_at == "small" and args.small_rows else None
-    pyn_large = args.pynonymizer if pyn_small is None else None
-    work = Path(tempfile.mkdtemp(prefix="drkit-bench-"))
-    chown_tree(work, cluster_os_user())
-    cluster = LocalCluster.create(work / "pg", fast=True)
-    results = []
-    try:
-        if args.small_rows:
-            results.append(bench_size(cluster, args.small_rows, work, pyn_small, args.jobs))
-        results.append(bench_size(cluster, args.rows, work, pyn_large, args.jobs))
-    finally:
-        cluster.destroy()
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(results, indent=2))
+    with scratch_dir("drkit-bench-") as work:
+        chown_tree(work, cluster_os_user())
+        cluster = LocalCluster.create(work / "pg", fast=True)
+        try:
+            _, size, sample = load_database(cluster, "prod", args.rows)
+            r = measure_sanitize(cluster, "prod", work, args.rounds, args.pynonymizer, args.jobs)
+        finally:
+            cluster.destroy()
+    summary = {
+        "database_bytes": size,
+        "users": sample.users,
+        "pg_dump_restore_s": median([s.seconds for s in r["pg_dump_restore"]]),
+        "drkit_sanitize_s": median([s.seconds for s in r["drkit_sanitize"]]),
+        "drkit_peak_rss_mib": max(s.rss_kib for s in r["drkit_sanitize"]) / 1024,
+        "drkit_mask_rows_per_s": median(r["drkit_mask_rows_per_s"]),
+        "drkit_mask_invocation_rows_per_s": median(r["drkit_mask_invocation_rows_per_s"]),
+    }
+    if r["pynonymizer_rows_per_s"]:
+        summary["pynonymizer_rows_per_s"] = median(r["pynonymizer_rows_per_s"])
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,21 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-import yaml
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, free_port, run_as
+from benchmarks import measure
+from benchmarks.measure import Moto, median, moto_server, scratch_dir
+from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.walcmd import archive_command, prepare_file_repository
 
 SEG = 16 * 1024 * 1024
@@ -87,36 +83,21 @@ LEVEL = {"zstd": 3}
 
 
 def write_policy(policy_dir: Path, repository: dict[str, object]) -> None:
-    policy_dir.mkdir(parents=True, exist_ok=True)
     repository = {**repository, "compression": {"algorithm": "zstd", "level": LEVEL["zstd"]}}
-    doc = {
-        "environment": "prod",
-        "database": {"url": "postgresql:///unused"},
-        "repository": repository,
-    }
-    (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+    measure.write_policy(policy_dir, "prod", "postgresql:///unused", repository, environment="prod")
     chown_tree(policy_dir, cluster_os_user())
-
-
-def scratch() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="drkit-bench-wal-"))
-    root.chmod(0o755)
-    return root
 
 
 @contextmanager
 def backlog(segments: int) -> Iterator[tuple[Path, LocalCluster]]:
     """A scratch directory and a cluster holding ``segments`` unarchived segments; both
     are gone afterwards."""
-    root = scratch()
-    try:
+    with scratch_dir("drkit-bench-wal-") as root:
         cluster = build_backlog(root, segments)
         try:
             yield root, cluster
         finally:
             cluster.destroy()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def run_drkit_file(segments: int) -> tuple[int, float]:
@@ -158,50 +139,9 @@ def run_pgbackrest(segments: int) -> tuple[int, float]:
         return drain(cluster, f"pgbackrest --config={conf} --stanza=bench archive-push %p")
 
 
-class Moto:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        os.environ.update(
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench-secret",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import urllib.request
-
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(self.endpoint, timeout=1)  # noqa: S310 - loopback
-                break
-            except OSError as exc:
-                if getattr(exc, "code", None):
-                    break
-                time.sleep(0.1)
-
-    def bucket(self) -> str:
-        import boto3
-
-        name = f"bench-{uuid.uuid4().hex[:10]}"
-        boto3.client("s3", endpoint_url=self.endpoint).create_bucket(Bucket=name)
-        return name
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 def run_drkit_s3(segments: int, moto: Moto) -> tuple[int, float]:
     with backlog(segments) as (root, cluster):
-        bucket = moto.bucket()
-        write_policy(
-            root / "policies",
-            {"url": f"s3://{bucket}/drkit", "endpoint_url": moto.endpoint, "region": "us-east-1"},
-        )
+        write_policy(root / "policies", moto.repository("drkit"))
         return drain(cluster, archive_command("prod", root / "policies", cluster.os_user))
 
 
@@ -215,9 +155,39 @@ def run_barman(segments: int, moto: Moto) -> tuple[int, float]:
         )
 
 
+BARMAN = "barman-cloud-wal-archive"
+
+
+def measure_wal(
+    segments: int, rounds: int, *, file: bool = True, s3: bool = True
+) -> dict[str, list[float]]:
+    """Segments/s of each archiver, ``rounds`` backlogs each, alternating drkit and its
+    peer.  barman-cloud-wal-archive is left out (absent from the result) when it is not
+    installed; pgBackRest is required for the file:// pair."""
+    rates: dict[str, list[float]] = {}
+
+    def add(name: str, result: tuple[int, float]) -> None:
+        rates.setdefault(name, []).append(result[0] / result[1])
+
+    if file and not shutil.which("pgbackrest"):
+        raise SystemExit("pgbackrest is not installed: apt-get install pgbackrest")
+    for round_no in range(rounds):
+        if file:
+            add("drkit file://", run_drkit_file(segments))
+            add("pgBackRest async", run_pgbackrest(segments))
+        if s3:
+            with moto_server() as moto:
+                add("drkit s3 (moto)", run_drkit_s3(segments, moto))
+                if shutil.which(BARMAN):
+                    add(BARMAN, run_barman(segments, moto))
+        print(f"  WAL {segments} segments: round {round_no + 1}/{rounds}", flush=True)
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=32, help="backlog size (≥ 16)")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--skip-file", action="store_true")
@@ -226,37 +196,25 @@ def main() -> None:
     )
     args = parser.parse_args()
     LEVEL["zstd"] = args.level
-    results: dict[str, tuple[int, float]] = {}
-    if not args.skip_file:
-        results["drkit file://"] = run_drkit_file(args.segments)
-        results["pgBackRest async"] = run_pgbackrest(args.segments)
-    if not args.skip_s3:
-        moto = Moto()
-        try:
-            results["drkit s3 (moto)"] = run_drkit_s3(args.segments, moto)
-            results["barman-cloud-wal-archive"] = run_barman(args.segments, moto)
-        finally:
-            moto.stop()
-    rates = {k: n / s for k, (n, s) in results.items()}
-    report: dict[str, object] = {
-        k: {"segments": n, "seconds": round(s, 2), "segments_per_s": round(rates[k], 1)}
-        for k, (n, s) in results.items()
+    rates = {
+        k: median(v)
+        for k, v in measure_wal(
+            args.segments, args.rounds, file=not args.skip_file, s3=not args.skip_s3
+        ).items()
     }
     ratios = {}
-    if not args.skip_file:
+    if "pgBackRest async" in rates:
         ratios["drkit file / pgBackRest (target >= 1.5)"] = (
             rates["drkit file://"] / rates["pgBackRest async"]
         )
-    if not args.skip_s3:
-        ratios["drkit s3 / barman-cloud (target >= 10)"] = (
-            rates["drkit s3 (moto)"] / rates["barman-cloud-wal-archive"]
-        )
-    report["ratios"] = {k: round(v, 2) for k, v in ratios.items()}
+    if BARMAN in rates:
+        ratios["drkit s3 / barman-cloud (target >= 10)"] = rates["drkit s3 (moto)"] / rates[BARMAN]
+    report = {"segments_per_s": rates, "ratios": ratios}
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    for name, (n, s) in results.items():
-        print(f"{name:28s} {n:4d} segments in {s:7.2f}s  = {rates[name]:7.1f} segments/s")
+    for name, rate in rates.items():
+        print(f"{name:28s} {rate:7.1f} segments/s (median of {args.rounds})")
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
 

@@ -24,8 +24,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from drkit import __version__
-from drkit.config import mask_url
 from drkit.errors import DrkitError, Interrupted, NotImplementedYet, UsageError
+from drkit.redact import mask_url
 
 try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
     from typer._click import exceptions as click_exc
@@ -44,6 +44,9 @@ class State:
     policy_dir: Path | None = None
     json: bool = False
     verbose: bool = False
+    quiet: bool = False
+    #: the command's --json document, written by :func:`run` once the exit code is known
+    document: Any = None
 
 
 _state = State()
@@ -71,8 +74,20 @@ def settle(json_out: bool = False, policy_dir: Path | None = None) -> State:
     return _state
 
 
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+def emit_json(data: dict[str, Any]) -> None:
+    """The command's one ``--json`` document; :func:`run` writes it with ``ok`` (and
+    ``error`` when the command then fails), so stdout holds exactly one document."""
+    _state.document = data
+
+
+def _write_document(document: dict[str, Any], code: int, message: str | None) -> None:
+    document = dict(document)
+    document["ok"] = bool(document.get("ok", True)) and code == 0
+    if code != 0 and message is not None and "error" not in document:
+        # a report with its own "error" field (a drill's) keeps it as it is
+        document["error"] = {"code": code, "message": message}
+    document = {"ok": document.pop("ok"), **document}
+    sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 
@@ -99,7 +114,7 @@ def ts_text(ts: datetime | None) -> str:
 @contextmanager
 def byte_progress(label: str) -> Iterator[Callable[[str, int], None]]:
     """A transient rich progress display (bytes, rate, elapsed) on a TTY; silent otherwise."""
-    if _state.json or not err.is_terminal:
+    if _state.json or _state.quiet or not err.is_terminal:
         yield lambda _name, _n: None
         return
     from rich.progress import (
@@ -165,19 +180,46 @@ def main_options(
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Debug logging and tracebacks.")
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="Errors only: no progress, no warnings.")
+    ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            metavar="debug|info|warning|error",
+            help="Log level (default warning; -v is debug, -q is error).",
+            show_default=False,
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format", metavar="text|json", help="Log lines as text or one JSON object each."
+        ),
+    ] = "text",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
 ) -> None:
-    """drkit: keeps a PostgreSQL application's data safe from DEV to PROD."""
+    """drkit: keeps a PostgreSQL application's data safe from DEV to PROD.
+
+    Global options (-v, -q, --json, --log-level, --log-format, --policy-dir) go before or
+    after the command.  Exit codes: 0 success, 1 operation failed, 2 usage/policy/rules
+    invalid, 3 a check failed, 4 refused by a safety guard, 130 interrupted."""
+    from drkit.logconfig import configure_logging
+
+    if verbose and quiet:
+        raise UsageError("-v and -q contradict each other: give one")
     _state.policy_dir = policy_dir
     _state.json = json_out
     _state.verbose = verbose
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _state.quiet = quiet
+    level = "debug" if verbose else "error" if quiet else (log_level or "warning").lower()
+    try:  # every record is masked (botocore's debug log prints credentials)
+        configure_logging(level, log_format.lower())
+    except ValueError as exc:
+        raise UsageError(f"--log-level/--log-format: {exc}") from None
 
 
 # -- policy ------------------------------------------------------------------------
@@ -447,44 +489,39 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
     return data
 
 
-def _tiers(policy: Any, manifests: list[Any]) -> dict[str, list[str]]:
-    """Retention tiers each backup currently satisfies (empty until retention lands)."""
-    try:
-        from drkit.backup import retention
-    except ImportError:
-        return {}
-    tiers = getattr(retention, "current_tiers", None)
-    if tiers is None:
-        return {}
-    result: dict[str, list[str]] = tiers(policy, manifests)
-    return result
-
-
 @app.command("backups")
 def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
-    """List backups: id, kind, started, duration, size, databases, retention tiers."""
+    """List backups: id, kind, started, duration, size, databases, retention tiers.
+
+    A repository that does not exist is an error (exit 1), not an empty list."""
     from drkit.backup.catalog import list_backups
+    from drkit.backup.retention import current_tiers
     from drkit.storage.repository import Repository
 
     settle(json_out, policy_dir)
     policy = load(env)
     repo = Repository.for_policy(policy)
+    repo.backend.check_reachable()
     manifests = list_backups(repo)
-    tiers = _tiers(policy, manifests)
+    tiers = current_tiers(policy, manifests)
     rows = []
     for m in reversed(manifests):
         row = backup_summary(m)
         row["tiers"] = tiers.get(m.id, [])
         rows.append(row)
     if _state.json:
-        emit_json(rows)
+        emit_json({"environment": env, "repository": repo.location, "backups": rows})
         return
     if not rows:
-        out.print(f"no backups in {repo.location}")
+        out.print(f"no backups in {repo.location}", markup=False, highlight=False)
         return
     table = Table(title=f"backups of {env} in {repo.location}")
-    for col in ("id", "kind", "started", "duration", "size", "databases", "tiers"):
-        table.add_column(col, justify="right" if col in ("duration", "size") else "left")
+    # an id is what restore takes: never cut it; the other columns wrap first
+    table.add_column("id", no_wrap=True, min_width=max(len(m.id) for m in manifests))
+    for col in ("kind", "started", "duration", "size", "databases", "tiers"):
+        table.add_column(
+            col, justify="right" if col in ("duration", "size") else "left", overflow="fold"
+        )
     for m, row in zip(reversed(manifests), rows, strict=True):
         table.add_row(
             m.id,
@@ -615,6 +652,18 @@ def restore(
     force: Annotated[
         bool, typer.Option("--force", help="Restore over a database that holds tables.")
     ] = False,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="Restore only this database of the backup."),
+    ] = None,
+    tables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table",
+            help="Restore only this table (T in any schema, or SCHEMA.T); repeatable. "
+            "Like pg_restore -t: no indexes or constraints.",
+        ),
+    ] = None,
     point_in_time: Annotated[
         str | None,
         typer.Option(
@@ -633,23 +682,58 @@ def restore(
     no_start: Annotated[
         bool, typer.Option("--no-start", help="Prepare the data directory, do not start it.")
     ] = False,
+    timeline: Annotated[
+        str,
+        typer.Option(
+            "--timeline",
+            help="current (production's recorded timeline) | latest (highest archived) | N",
+        ),
+    ] = "current",
+    archive_mode: Annotated[
+        str,
+        typer.Option(
+            "--archive-mode",
+            help="off: the recovered server never archives; preserve: it is the new primary",
+        ),
+    ] = "off",
+    allow_gap: Annotated[
+        bool,
+        typer.Option("--allow-gap", help="Recover latest up to a gap in the WAL archive."),
+    ] = False,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Logical restore, or with --point-in-time a physical point-in-time recovery."""
     settle(json_out, policy_dir)
     if point_in_time is None:
-        if pgdata is not None or port is not None or no_start:
-            raise UsageError("--pgdata, --port and --no-start go with --point-in-time")
-        _restore_logical(env, backup_ref, target_db, jobs, force)
+        if (
+            pgdata is not None
+            or port is not None
+            or no_start
+            or allow_gap
+            or timeline != "current"
+            or archive_mode != "off"
+        ):
+            raise UsageError(
+                "--pgdata, --port, --no-start, --timeline, --archive-mode and --allow-gap "
+                "go with --point-in-time"
+            )
+        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
         return
+    if database is not None or tables:
+        raise UsageError("--database and --table are for logical restores")
     if pgdata is None:
         raise UsageError("--point-in-time needs --pgdata DIR (an empty data directory)")
     if target_db is not None:
         raise UsageError("--target-db is for logical restores; PITR recovers a whole cluster")
     if target_action not in ("promote", "pause", "shutdown"):
         raise UsageError("--target-action must be promote, pause or shutdown")
+    if archive_mode not in ("off", "preserve"):
+        raise UsageError("--archive-mode must be off or preserve")
     from drkit.config import parse_timestamp
+    from drkit.restore.pitr import parse_timeline
+
+    follow = parse_timeline(timeline)
 
     target = (
         None
@@ -667,26 +751,59 @@ def restore(
             port=port,
             target_action=target_action,
             start=not no_start,
+            archive=archive_mode == "preserve",
+            timeline=follow,
+            allow_gap=allow_gap,
             on_progress=progress,
         )
     if _state.json:
-        emit_json(result.to_dict())
+        emit_json({"ok": True, **result.to_dict()})
         return
     if not result.started:
         out.print(
             f"[green]✓[/green] {result.pgdata} prepared from {result.backup_id} for recovery to "
             f"{result.target} (port {result.port}); start it with pg_ctl -D {result.pgdata} start"
         )
-        return
+    else:
+        out.print(
+            f"[green]✓[/green] recovered from {result.backup_id} to {ts_text(result.reached_at)} "
+            f"(asked: {result.target}), timeline {result.timeline}, {result.state}, "
+            f"port {result.port}, data in {result.pgdata}"
+        )
+    if result.followed is not None:
+        f = result.followed
+        others = ", ".join(map(str, f.others)) or "none"
+        out.print(
+            f"  followed timeline {f.timeline} ({f.source}); production's recorded timeline: "
+            f"{f.recorded if f.recorded is not None else 'none recorded'}; "
+            f"other timelines in the archive: {others}",
+            markup=False,
+        )
+    if result.gap is not None:
+        out.print(
+            f"  [yellow]![/yellow] stopped at a gap (--allow-gap): WAL segment "
+            f"{result.gap.missing} is missing; {result.gap.newer_segments} newer segment(s) "
+            "were not replayed"
+        )
     out.print(
-        f"[green]✓[/green] recovered from {result.backup_id} to {ts_text(result.reached_at)} "
-        f"(asked: {result.target}), timeline {result.timeline}, {result.state}, "
-        f"port {result.port}, data in {result.pgdata}"
+        "  archiving: "
+        + (
+            "preserved — this server archives into the repository as the new primary"
+            if result.archive_mode == "preserve"
+            else "off — this server never archives into the repository"
+        ),
+        markup=False,
     )
 
 
 def _restore_logical(
-    env: str, ref: str | None, target_db: str | None, jobs: int, force: bool
+    env: str,
+    ref: str | None,
+    target_db: str | None,
+    jobs: int,
+    force: bool,
+    database: str | None,
+    tables: list[str],
 ) -> None:
     from drkit.restore.logical import restore_logical
 
@@ -694,7 +811,14 @@ def _restore_logical(
     started = time.monotonic()
     with byte_progress("restoring") as progress:
         result = restore_logical(
-            policy, ref, target_db=target_db, jobs=jobs, force=force, on_progress=progress
+            policy,
+            ref,
+            target_db=target_db,
+            database=database,
+            tables=tables,
+            jobs=jobs,
+            force=force,
+            on_progress=progress,
         )
     elapsed = time.monotonic() - started
     if _state.json:
@@ -702,7 +826,8 @@ def _restore_logical(
         return
     for d in result.databases:
         out.print(
-            f"[green]✓[/green] restored {d.database} from {result.backup_id} into {d.target}: "
+            f"[green]✓[/green] restored {d.database} from {d.backup_id or result.backup_id} "
+            f"into {d.target}: "
             f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
         )
 
@@ -724,6 +849,39 @@ def wal_push(
     report = push_wal(load_wal_policy(env, st.policy_dir), path)
     if st.json:
         emit_json(report.to_dict())
+
+
+@app.command("promote-timeline")
+def promote_timeline_cmd(
+    env: EnvArg,
+    timeline: Annotated[
+        int | None,
+        typer.Argument(
+            metavar="TLI", min=1, help="Timeline ID (default: the policy database's current one)."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Record a timeline as production's: `latest` restores and drills follow it."""
+    from drkit.storage.repository import Repository
+    from drkit.timelines import promote_timeline, server_timeline
+
+    settle(json_out, policy_dir)
+    policy = load(env)
+    source = "drkit promote-timeline"
+    if timeline is None:
+        timeline = server_timeline(policy.database.url.get_secret_value())
+        source += " (the database server's current timeline)"
+    doc = promote_timeline(Repository.for_policy(policy), timeline, source)
+    if _state.json:
+        emit_json({"ok": True, "environment": env, **doc})
+        return
+    previous = doc["previous"] if doc["previous"] is not None else "none recorded"
+    out.print(
+        f"[green]✓[/green] timeline {doc['timeline']} recorded as {env}'s production timeline "
+        f"(previously: {previous})"
+    )
 
 
 @app.command("wal-fetch")
@@ -791,7 +949,16 @@ def sanitize_run(
         bool, typer.Option("--dry-run", help="Print the plan, copy nothing.")
     ] = False,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="Tables copied in parallel.")] = 1,
-    force: Annotated[bool, typer.Option("--force", help="Empty DST's database first.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace a DST that holds tables; terminate sessions connected to it."
+        ),
+    ] = False,
+    keep_old: Annotated[
+        bool,
+        typer.Option("--keep-old", help="Keep the replaced DST database (renamed aside)."),
+    ] = False,
     scan_only: Annotated[
         bool, typer.Option("--scan-only", help="Only run the leak scan on DST.")
     ] = False,
@@ -811,10 +978,11 @@ def sanitize_run(
         jobs=jobs,
         force=force,
         scan_only=scan_only,
+        keep_old=keep_old,
     )
     source, target = load(src), load(dst)
     try:
-        with row_progress("sanitizing") as progress:
+        with _sigterm_interrupts(), row_progress("sanitizing") as progress:
             report = sanitize(source, target, options, on_progress=progress)
     except LeakFound as exc:
         _print_sanitize_report(exc.report)
@@ -825,7 +993,7 @@ def sanitize_run(
 @contextmanager
 def row_progress(label: str) -> Iterator[Callable[[str, int], None]]:
     """Rows per table, on a TTY only (like byte_progress, counting rows)."""
-    if _state.json or not err.is_terminal:
+    if _state.json or _state.quiet or not err.is_terminal:
         yield lambda _name, _n: None
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -875,7 +1043,7 @@ def _print_sanitize_report(report: Any) -> None:
     if report.mode == "dry-run" and report.target_tables:
         out.print(
             f"[yellow]![/yellow] {report.dst}'s database holds {report.target_tables} tables: "
-            "the run needs --force to empty it"
+            "the run needs --force to replace it"
         )
     if report.phases:
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
@@ -926,6 +1094,11 @@ def sanitize_check(
             out.print(f"[yellow]![/yellow] column {item} is not in the rules")
         for item in report.pii_kept:
             out.print(f"[yellow]![/yellow] kept as is but looks like personal data: {item}")
+        for key, columns in report.pinned.items():
+            out.print(
+                f"[yellow]![/yellow] pinned {key} (copy: true) to its columns "
+                f"{', '.join(columns)} in {report.rules}: review them"
+            )
         if not report.salt_set:
             out.print("[yellow]![/yellow] the salt variable is not set: a run would stop")
         if report.ok:
@@ -1039,7 +1212,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 @contextmanager
 def _phase_status(label: str) -> Iterator[Callable[[str], None]]:
     """A spinner naming the running phase, on a TTY only."""
-    if _state.json or not err.is_terminal:
+    if _state.json or _state.quiet or not err.is_terminal:
         yield lambda _phase: None
         return
     from drkit.drill.report import PHASE_TITLES
@@ -1183,7 +1356,7 @@ def schedule_show(
     state = settle(json_out, policy_dir)
     rows = show_schedule(envs or None, state.policy_dir)
     if state.json:
-        emit_json(rows)
+        emit_json({"jobs": rows})
         return
     if not rows:
         out.print("no scheduled jobs (no schedule entries in the policies)", markup=False)
@@ -1241,42 +1414,84 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     raise SystemExit(code)
 
 
+def _print_traceback() -> None:
+    """The current exception's traceback (``-v``), secrets masked."""
+    import traceback
+
+    err.print(mask_url(traceback.format_exc()).rstrip(), markup=False, highlight=False)
+
+
+#: global options that may also follow the command (DESIGN.md §1)
+_GLOBAL_FLAGS = frozenset({"-v", "--verbose", "-q", "--quiet", "--json"})
+_GLOBAL_VALUED = frozenset({"--log-level", "--log-format", "--policy-dir"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options written after the command in front of it (up to ``--``)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in _GLOBAL_FLAGS:
+            front.append(arg)
+        elif arg in _GLOBAL_VALUED and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 1
+        elif "=" in arg and arg.split("=", 1)[0] in _GLOBAL_VALUED:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def run(args: list[str]) -> int:
+    """Run one command line; returns the exit code.  Under ``--json`` stdout gets exactly
+    one document with ``ok`` (and ``error`` on failure), whatever happened."""
+    args = hoist_global_options(list(args))
     verbose = "-v" in args or "--verbose" in args
+    json_mode = "--json" in args
+    _state.document = None
+    code, line = _run_app(args, verbose)
+    if line:
+        err.print(line, markup=False, highlight=False)
+    if json_mode or _state.json:
+        message = line.removeprefix("drkit: error: ").removeprefix("drkit: ") if line else None
+        if code != 0 and message is None:
+            message = f"exit status {code}"
+        _write_document(_state.document or {}, code, message)
+    return code
+
+
+def _run_app(args: list[str], verbose: bool) -> tuple[int, str | None]:
+    """(exit code, the one error line or None)."""
+    from drkit.outcome import INTERRUPTED_LINE, failure
+
     try:
         result = app(args=args, prog_name="drkit", standalone_mode=False)
         code = int(result) if isinstance(result, int) else 0
-        if code == Interrupted.exit_code:  # typer turns Ctrl-C into Exit(130) and returns it
-            err.print("drkit: interrupted", markup=False, highlight=False)
-        return code
     except typer.Exit as exc:
-        if exc.exit_code == Interrupted.exit_code:  # typer turns Ctrl-C into Exit(130)
-            err.print("drkit: interrupted", markup=False, highlight=False)
-        return int(exc.exit_code)
+        code = int(exc.exit_code)
     except typer.Abort:
-        err.print("drkit: interrupted", markup=False, highlight=False)
-        return Interrupted.exit_code
+        return Interrupted.exit_code, INTERRUPTED_LINE
     except click_exc.ClickException as exc:
         message = exc.format_message()
         hint = ""
         if isinstance(exc, click_exc.UsageError) and exc.ctx is not None:
             hint = f" (see: {exc.ctx.command_path} --help)"
-        err.print(f"drkit: error: {message}{hint}", markup=False, highlight=False)
-        return 2 if isinstance(exc, click_exc.UsageError) else exc.exit_code
-    except DrkitError as exc:
-        if verbose:
-            err.print_exception()
-        err.print(f"drkit: error: {mask_url(str(exc))}", markup=False, highlight=False)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("drkit: interrupted", markup=False, highlight=False)
-        return Interrupted.exit_code
+        return (
+            2 if isinstance(exc, click_exc.UsageError) else exc.exit_code,
+            f"drkit: error: {message}{hint}",
+        )
     except BrokenPipeError:
-        return 1
-    except Exception as exc:  # the last line of defence: one line, no traceback without -v
-        if verbose:
-            err.print_exception()
-        from drkit.entry import internal_error_line
-
-        err.print(internal_error_line(exc), markup=False, highlight=False)
-        return 1
+        return 1, None
+    except (Exception, KeyboardInterrupt) as exc:  # one line; a traceback only with -v
+        if verbose and not isinstance(exc, KeyboardInterrupt):
+            _print_traceback()
+        return failure(exc)
+    # typer turns Ctrl-C into Exit(130)
+    return code, INTERRUPTED_LINE if code == Interrupted.exit_code else None

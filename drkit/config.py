@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from drkit.errors import PolicyError, UsageError
+from drkit.redact import mask_url as mask_url  # the one masking function, re-exported
 
 STANDARD_RANKS: dict[str, int] = {"dev": 0, "test": 1, "staging": 2, "prod": 3}
 POLICY_DIR_ENV = "DRKIT_POLICY_DIR"
@@ -111,15 +112,6 @@ def check_cron(expr: str, timezone: str) -> str:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"cron expression {expr!r} does not parse: {exc}") from exc
     return expr
-
-
-_URL_PASSWORD_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
-_KV_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def mask_url(text: str) -> str:
-    """Hide passwords of connection URLs and conninfo strings inside ``text``."""
-    return _KV_PASSWORD_RE.sub(r"\1***", _URL_PASSWORD_RE.sub(r"\1***@", text))
 
 
 # ---------------------------------------------------------------------------
@@ -258,6 +250,14 @@ class RepositoryConfig(StrictModel):
         if v.startswith("file://"):
             if len(v) <= len("file://"):
                 raise ValueError("file:// url needs a path")
+            parts = urlsplit(v)
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+                # file://relative/dir would be resolved against the working directory:
+                # archive_command's is the data directory, so WAL would land inside it
+                raise ValueError(
+                    f"file:// url must name an absolute path (file:///var/lib/drkit/repo), "
+                    f"got {v!r}"
+                )
             return v
         if v.startswith("s3://"):
             if not urlsplit(v).netloc:
@@ -349,6 +349,7 @@ class Policy(StrictModel):
     source: str
     environment: str
     rank: int
+    protected: bool = False  # never a sanitize target (default true for environment prod)
     database: DatabaseConfig
     repository: RepositoryConfig
     schedule: ScheduleConfig = ScheduleConfig()
@@ -378,6 +379,7 @@ class Policy(StrictModel):
 _POLICY_KEYS = {
     "environment",
     "rank",
+    "protected",
     "database",
     "repository",
     "schedule",
@@ -443,6 +445,11 @@ def parse_policy(name: str, raw: Any, source: str) -> Policy:
         data["rank"] = STANDARD_RANKS[env_name]
     elif isinstance(rank, bool) or not isinstance(rank, int):
         raise PolicyError(f"{source}: rank: must be an integer")
+    protected = data.get("protected")
+    if protected is None:
+        data["protected"] = env_name == "prod"
+    elif not isinstance(protected, bool):
+        raise PolicyError(f"{source}: protected: must be true or false")
     for required in ("database", "repository"):
         if required not in data:
             raise PolicyError(f"{source}: {required}: missing")

@@ -52,37 +52,23 @@ def parse_wal_command(args: Sequence[str]) -> tuple[str, list[str], str | None] 
     return command, positionals, policy_dir
 
 
-def internal_error_line(exc: BaseException) -> str:
-    """The one line an unexpected exception gets (first line only, secrets masked)."""
-    from drkit.config import mask_url
-
-    text = mask_url(str(exc).splitlines()[0]) if str(exc) else ""
-    return f"drkit: internal error: {type(exc).__name__}: {text} (rerun with -v for details)"
-
-
 def run_wal_command(command: str, positionals: list[str], policy_dir: str | None) -> int:
-    from drkit.config import mask_url
-    from drkit.errors import DrkitError, Interrupted
+    from drkit.outcome import failure, wal_fetch_line
     from drkit.wal import load_wal_policy, push_wal, run_fetch
 
     if command == "wal-fetch":
         env, name, dest = positionals
         code, message = run_fetch(lambda: load_wal_policy(env, policy_dir), name, dest, policy_dir)
         if message:
-            sys.stderr.write(f"drkit: wal-fetch {name}: {mask_url(message)}\n")
+            sys.stderr.write(wal_fetch_line(name, message) + "\n")
         return code
     env, path = positionals
     try:
         push_wal(load_wal_policy(env, policy_dir), path)
-    except DrkitError as exc:
-        sys.stderr.write(f"drkit: error: {mask_url(str(exc))}\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("drkit: interrupted\n")
-        return Interrupted.exit_code
-    except Exception as exc:  # the last line of defence, as in drkit.cli
-        sys.stderr.write(internal_error_line(exc) + "\n")
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:  # the last line of defence, as in drkit.cli
+        code, line = failure(exc)
+        sys.stderr.write(line + "\n")
+        return code
     return 0
 
 
@@ -90,13 +76,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     parsed = parse_wal_command(args)
     if parsed is not None:
-        import logging
+        from drkit.logconfig import configure_logging
 
-        logging.basicConfig(
-            level=logging.WARNING,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        configure_logging("warning", "text")
         raise SystemExit(run_wal_command(*parsed))
     from drkit.cli import main as cli_main
 

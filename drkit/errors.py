@@ -30,6 +30,10 @@ class ObjectNotFound(StorageError):
     """A repository object does not exist."""
 
 
+class ObjectExists(StorageError):
+    """A store that must not replace found the key already taken."""
+
+
 class SubprocessError(OperationError):
     """An external program (pg_dump, pg_restore, age, ...) failed."""
 

@@ -5,8 +5,13 @@ is the thing that is gone): the newest backup of each kind and its age, the newe
 archived WAL file and its age, the current RPO exposure (now minus the newest point a
 restore could reach), the last drill's verdict, RTO and age, and the recoverable window.
 
+RPO exposure is measured per database of the policy, from the backups that hold it (a
+partial ``drkit backup ENV --database shop`` refreshes ``shop`` only), and the
+environment's exposure is the worst of them: a database no backup holds is "nothing
+restorable", however fresh the others are.
+
 An objective is *breached* — ``drkit status`` exits 3 — when the RPO exposure exceeds
-the RPO objective (or nothing is restorable at all), or when the last drill's measured
+the RPO objective (or nothing is restorable for some database), or when the last drill's measured
 RTO exceeded the RTO objective.  Other findings (no drill yet, the last drill failed,
 WAL archiving on but no WAL) put the status line on ATTENTION without breaching.
 """
@@ -29,6 +34,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class DatabaseExposure:
+    """Where one database stands: the newest backup holding it, the newest point a
+    restore of it can reach."""
+
+    database: str
+    backup: Manifest | None
+    newest_point: datetime | None
+
+
+@dataclass
 class StatusReport:
     env: str
     now: datetime
@@ -44,12 +59,30 @@ class StatusReport:
     drill: dict[str, Any] | None = None
     breached: list[str] = field(default_factory=list)
     attention: list[str] = field(default_factory=list)
+    databases: dict[str, DatabaseExposure] = field(default_factory=dict)
+
+    def exposure_of(self, point: datetime | None) -> float | None:
+        return None if point is None else max(0.0, (self.now - point).total_seconds())
+
+    @property
+    def worst_database(self) -> str | None:
+        """The database with the largest exposure (one with nothing restorable first)."""
+        if not self.databases:
+            return None
+
+        def badness(item: DatabaseExposure) -> tuple[int, float, str]:
+            exposure = self.exposure_of(item.newest_point)
+            return (1, 0.0, item.database) if exposure is None else (0, exposure, item.database)
+
+        return max(self.databases.values(), key=badness).database
 
     @property
     def rpo_exposure(self) -> float | None:
-        if self.newest_point is None:
-            return None
-        return max(0.0, (self.now - self.newest_point).total_seconds())
+        """The worst database's exposure (None: some database has nothing restorable)."""
+        worst = self.worst_database
+        if worst is not None:
+            return self.exposure_of(self.databases[worst].newest_point)
+        return self.exposure_of(self.newest_point)
 
     @property
     def ok(self) -> bool:
@@ -96,6 +129,15 @@ class StatusReport:
                 "age_seconds": self.age(self.wal_last.modified) if self.wal_last else None,
             },
             "rpo_exposure_seconds": self.rpo_exposure,
+            "rpo_worst_database": self.worst_database,
+            "databases": {
+                name: {
+                    "last_backup_id": item.backup.id if item.backup else None,
+                    "newest_point": iso(item.newest_point),
+                    "rpo_exposure_seconds": self.exposure_of(item.newest_point),
+                }
+                for name, item in sorted(self.databases.items())
+            },
             "recoverable_window": {
                 "oldest": iso(self.oldest_point),
                 "newest": iso(self.newest_point),
@@ -140,10 +182,28 @@ def recoverable_points(
     return min(points), max(points), continuous_from
 
 
+def database_exposures(
+    policy: Policy, manifests: list[Manifest], wal_last: ObjectInfo | None
+) -> dict[str, DatabaseExposure]:
+    """Each policy database's newest backup and newest recoverable point, counting only
+    the backups that hold it."""
+    out = {}
+    for database in policy.database.database_names():
+        holding = [m for m in manifests if database in m.databases]
+        newest = recoverable_points(policy, holding, wal_last)[1]
+        out[database] = DatabaseExposure(database, holding[-1] if holding else None, newest)
+    return out
+
+
 def newest_recoverable_point(policy: Policy, repo: Repository) -> datetime | None:
+    """The newest point every policy database can be restored to (the worst database's
+    newest point; None when some database is held by no backup)."""
     manifests = list_backups(repo)
     wal_last = newest_wal(repo) if policy.wal_archiving else None
-    return recoverable_points(policy, manifests, wal_last)[1]
+    points = [e.newest_point for e in database_exposures(policy, manifests, wal_last).values()]
+    if not points or any(p is None for p in points):
+        return None
+    return min(p for p in points if p is not None)
 
 
 def collect_status(
@@ -169,6 +229,7 @@ def collect_status(
         report.oldest_point, report.newest_point, report.continuous_from = recoverable_points(
             policy, manifests, report.wal_last
         )
+        report.databases = database_exposures(policy, manifests, report.wal_last)
         with contextlib.suppress(StorageError):
             report.drill = latest_report(repo)
     finally:
@@ -178,11 +239,17 @@ def collect_status(
     exposure = report.rpo_exposure
     if report.rpo_objective is not None:
         objective = format_duration_s(report.rpo_objective)
+        worst = report.worst_database
+        named = worst is not None and len(report.databases) > 1
+        of = f" of database {worst}" if named else ""
         if exposure is None:
-            report.breached.append(f"RPO: nothing is restorable (objective {objective})")
+            report.breached.append(
+                f"RPO: nothing is restorable{f' for database {worst}' if named else ''} "
+                f"(objective {objective})"
+            )
         elif exposure > report.rpo_objective:
             report.breached.append(
-                f"RPO: the newest recoverable point is {format_duration_s(exposure)} old "
+                f"RPO: the newest recoverable point{of} is {format_duration_s(exposure)} old "
                 f"(objective {objective})"
             )
     elif not manifests:
@@ -251,7 +318,25 @@ def render_status(report: StatusReport) -> list[str]:
         "  RPO exposure           "
         + ("nothing restorable" if exposure is None else format_duration_s(exposure))
         + f" (objective {objective})"
+        + (
+            f", worst: database {report.worst_database}"
+            if len(report.databases) > 1 and report.worst_database
+            else ""
+        )
     )
+    if len(report.databases) > 1:
+        for name, item in sorted(report.databases.items()):
+            exposure_db = report.exposure_of(item.newest_point)
+            lines.append(
+                f"    database {name:<14} "
+                + (
+                    "nothing restorable"
+                    if exposure_db is None
+                    else f"{format_duration_s(exposure_db)} (backup {item.backup.id})"
+                    if item.backup
+                    else format_duration_s(exposure_db)
+                )
+            )
     if report.drill is None:
         lines.append("  last drill             none")
     else:

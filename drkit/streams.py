@@ -103,6 +103,37 @@ class HashingReader:
         self._source.close()
 
 
+class ChecksumReader:
+    """Passes bytes through and, at their end, raises CheckFailed unless their sha256 is
+    ``expected`` (for objects with no checksum of their own: uncompressed, unencrypted)."""
+
+    def __init__(self, source: BinaryIO, expected: str, name: str) -> None:
+        self._source = source
+        self._expected = expected
+        self._name = name
+        self._hash = hashlib.sha256()
+        self._done = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._hash.update(data)
+        elif not self._done and size != 0:
+            self._done = True
+            if self._hash.hexdigest() != self._expected:
+                raise CheckFailed(
+                    f"{self._name}: sha256 mismatch with the checksum stored beside it "
+                    "(the object is corrupt)"
+                )
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._source.close()
+
+
 def _zstd_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 

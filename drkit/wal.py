@@ -36,10 +36,23 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from drkit.errors import CheckFailed, DrkitError, ObjectNotFound, OperationError, UsageError
-from drkit.wal_names import following_segments, is_archivable, is_segment
+from drkit.errors import (
+    CheckFailed,
+    DrkitError,
+    ObjectExists,
+    ObjectNotFound,
+    OperationError,
+    UsageError,
+)
+from drkit.wal_names import (
+    following_segments,
+    is_archivable,
+    is_segment,
+    is_valid_segment_size,
+    segment_size_from_control,
+)
 
 if TYPE_CHECKING:
     from drkit.config import Policy
@@ -65,6 +78,10 @@ _KNOWN_SUFFIXES = (".zst", ".gz", "")
 
 class WalConflict(OperationError):
     """The archive holds a different file under this WAL name (exit 1)."""
+
+
+class WalRejected(OperationError):
+    """A file handed to wal-push is not what its name says (exit 1)."""
 
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
@@ -123,13 +140,19 @@ def _encoding_of(key: str) -> tuple[str, bool]:
 
 @contextlib.contextmanager
 def open_wal_object(repo: Repository, key: str) -> Any:
-    from drkit.streams import decompress
+    from drkit.streams import ChecksumReader, decompress
 
     compression, encrypted = _encoding_of(key)
+    # stored as is: no frame checksum or authentication, so check the one kept beside it
+    expected = (
+        repo.backend.stored_sha256(key) if (compression, encrypted) == ("none", False) else None
+    )
     raw = repo.backend.open_read(key)
     decryptor = None
     try:
         stream: BinaryIO = raw
+        if expected is not None:
+            stream = cast(BinaryIO, ChecksumReader(raw, expected, key))
         if encrypted:
             from drkit import crypto
 
@@ -145,19 +168,68 @@ def open_wal_object(repo: Repository, key: str) -> Any:
         raw.close()
 
 
-def find_wal_key(repo: Repository, name: str) -> str | None:
-    """The stored key of ``name``: the current encoding first, then any other."""
-    key = wal_key(repo, name)
-    if repo.backend.head(key) is not None:
-        return key
+def wal_candidate_keys(repo: Repository, name: str) -> list[str]:
+    """Every key ``name`` may be stored under: the current encoding first, then the others
+    (a policy may have changed its compression or encryption since)."""
+    current = wal_key(repo, name)
     base = repo.key(f"{WAL_DIR}{name}")
-    for info in repo.backend.list(base):
-        rest = info.key[len(base) :]
-        if rest.endswith(".age"):
-            rest = rest[: -len(".age")]
-        if rest in _KNOWN_SUFFIXES:
-            return info.key
+    others = [base + c + e for c in _KNOWN_SUFFIXES for e in ("", ".age")]
+    return [current, *(k for k in others if k != current)]
+
+
+def find_wal_key(repo: Repository, name: str) -> str | None:
+    """The stored key of ``name``, looked up by its exact candidate keys (never a listing
+    of ``wal/``)."""
+    info = repo.backend.first_existing(wal_candidate_keys(repo, name))
+    return None if info is None else info.key
+
+
+def cluster_segment_size(wal_path: Path) -> int | None:
+    """The WAL segment size of the cluster ``wal_path`` belongs to, from its pg_control.
+
+    ``wal_path`` is ``<pgdata>/pg_wal/<file>`` (or in the prefetch spool below it); else
+    the current directory is tried (archive_command and restore_command run in the data
+    directory).  None when neither is a data directory.  An unreadable or unparsable
+    pg_control fails: nothing is checked against a guess.
+    """
+    parent = wal_path.parent
+    if parent.name == SPOOL_DIR:
+        parent = parent.parent
+    candidates = [parent.parent] if parent.name == "pg_wal" else []
+    candidates.append(Path.cwd())
+    for data_dir in dict.fromkeys(candidates):
+        control = data_dir / "global" / "pg_control"
+        try:
+            data = control.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise OperationError(
+                f"cannot read {control} for the cluster's WAL segment size: {exc.strerror}"
+            ) from None
+        try:
+            return segment_size_from_control(data)
+        except ValueError as exc:
+            raise OperationError(f"{control}: {exc}") from None
     return None
+
+
+def whole_segment_problem(name: str, size: int, segment_size: int | None) -> str | None:
+    """Why a WAL file of ``size`` bytes cannot be segment ``name``, or None when it can: a
+    segment must be exactly the cluster's segment size (any size PostgreSQL allows, when
+    the cluster's is unknown).  History, ``.partial`` and ``.backup`` files are not sized."""
+    if not is_segment(name):
+        return None
+    if segment_size is not None and size == segment_size:
+        return None
+    if segment_size is None and is_valid_segment_size(size):
+        return None
+    expected = (
+        f"{segment_size} bytes in this cluster"
+        if segment_size is not None
+        else "a power of two from 1 MB to 1 GB"
+    )
+    return f"{size} bytes is not a whole WAL segment ({expected})"
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:
@@ -214,30 +286,30 @@ class PushReport:
         }
 
 
-def push_file(repo: Repository, path: Path) -> PushOutcome:
-    """Store one WAL file; idempotent for identical content, refuses different content."""
+def push_file(repo: Repository, path: Path, segment_size: int | None = None) -> PushOutcome:
+    """Store one WAL file; idempotent for identical content, refuses different content.
+
+    The object is written with a no-replace store, so of two concurrent pushes of one
+    name exactly one stores it; the other compares with what is stored."""
     name = path.name
+    size_before = path.stat().st_size
+    problem = whole_segment_problem(name, size_before, segment_size)
+    if problem is not None:
+        raise WalRejected(f"{path}: {problem}; refusing to archive it, nothing was stored")
     existing = find_wal_key(repo, name)
     if existing is not None:
-        local_sha, local_size = _sha256_file(path)
-        try:
-            remote_sha, remote_size = _sha256_object(repo, existing)
-        except CheckFailed as exc:
-            raise WalConflict(
-                f"{name}: the archive already holds {existing} and it cannot be decoded "
-                f"({exc}); refusing to overwrite it — remove it by hand if it is damaged"
+        return _compare_with_stored(repo, path, name, existing)
+    try:
+        with open(path, "rb") as f:
+            obj = repo.store(f"{WAL_DIR}{name}", f, size_hint=size_before, exclusive=True)
+    except ObjectExists:
+        existing = find_wal_key(repo, name)
+        if existing is None:
+            raise OperationError(
+                f"{name}: another upload of it to {repo.location} is in flight or failed; "
+                "not acknowledged (PostgreSQL retries it)"
             ) from None
-        if (remote_sha, remote_size) == (local_sha, local_size):
-            log.info("%s already archived with identical content", name)
-            return PushOutcome(name, "exists", raw_size=local_size)
-        raise WalConflict(
-            f"{name}: the archive already holds a different {name} ({existing}); nothing was "
-            "overwritten. Two clusters are probably archiving into one repository — give "
-            "each cluster its own environment/repository prefix"
-        )
-    size_before = path.stat().st_size
-    with open(path, "rb") as f:
-        obj = repo.store(f"{WAL_DIR}{name}", f)
+        return _compare_with_stored(repo, path, name, existing)
     if obj.raw_size != size_before:
         repo.backend.delete(obj.key)
         raise OperationError(
@@ -251,6 +323,26 @@ def push_file(repo: Repository, path: Path) -> PushOutcome:
             f"reports {'nothing' if info is None else info.size}; not acknowledged"
         )
     return PushOutcome(name, "stored", obj.stored_size, obj.raw_size)
+
+
+def _compare_with_stored(repo: Repository, path: Path, name: str, existing: str) -> PushOutcome:
+    """Same content as the stored ``existing`` → "exists"; anything else → WalConflict."""
+    local_sha, local_size = _sha256_file(path)
+    try:
+        remote_sha, remote_size = _sha256_object(repo, existing)
+    except CheckFailed as exc:
+        raise WalConflict(
+            f"{name}: the archive already holds {existing} and it cannot be decoded "
+            f"({exc}); refusing to overwrite it — remove it by hand if it is damaged"
+        ) from None
+    if (remote_sha, remote_size) == (local_sha, local_size):
+        log.info("%s already archived with identical content", name)
+        return PushOutcome(name, "exists", raw_size=local_size)
+    raise WalConflict(
+        f"{name}: the archive already holds a different {name} ({existing}); nothing was "
+        "overwritten. Two clusters are probably archiving into one repository — give "
+        "each cluster its own environment/repository prefix"
+    )
 
 
 def _ready_files(wal_dir: Path, exclude: str, limit: int) -> list[Path]:
@@ -310,6 +402,7 @@ def push_wal(
 
         repo = Repository.for_policy(policy)
     repo.check_encryption_available()
+    segment_size = cluster_segment_size(path)
     s3 = policy.repository.url.startswith("s3://")
     jobs = jobs or _env_int(PUSH_JOBS_ENV, 8 if s3 else max(2, os.cpu_count() or 1))
     if batch is None:  # 0 turns archiving ahead off
@@ -317,8 +410,8 @@ def push_wal(
     ahead_paths = _ready_files(path.parent, path.name, batch) if batch > 0 else []
     report: PushReport
     with ThreadPoolExecutor(max_workers=min(jobs, 1 + len(ahead_paths))) as pool:
-        own: Future[PushOutcome] = pool.submit(push_file, repo, path)
-        others = [(p, pool.submit(push_file, repo, p)) for p in ahead_paths]
+        own: Future[PushOutcome] = pool.submit(push_file, repo, path, segment_size)
+        others = [(p, pool.submit(push_file, repo, p, segment_size)) for p in ahead_paths]
         ahead: list[PushOutcome] = []
         failed: dict[str, str] = {}
         for p, fut in others:
@@ -330,6 +423,9 @@ def push_wal(
         _mark_done(path.parent, [o.name for o in ahead])
         target = own.result()  # raises: PostgreSQL retries this file
         report = PushReport(target, ahead, failed)
+    from drkit.timelines import note_pushed  # production's timeline, unless a restore test
+
+    note_pushed(repo, path.parent, [target.name, *(o.name for o in ahead)])
     report.seconds = time.monotonic() - started
     log.info(
         "%s %s (%d archived ahead) in %.2fs",
@@ -346,26 +442,25 @@ def push_wal(
 # ---------------------------------------------------------------------------
 
 
-def _min_ok_segment_size(size: int) -> bool:
-    return 1024 * 1024 <= size <= 1024**3 and size & (size - 1) == 0
+def download(repo: Repository, name: str, dest: Path, segment_size: int | None = None) -> bool:
+    """Decode WAL file ``name`` into ``dest`` atomically; False when it is not archived.
 
-
-def download(repo: Repository, name: str, dest: Path) -> bool:
-    """Decode WAL file ``name`` into ``dest`` atomically; False when it is not archived."""
+    A segment must decode to ``segment_size`` bytes (any allowed size when None)."""
     key = find_wal_key(repo, name)
     if key is None:
         return False
     try:
         with open_wal_object(repo, key) as stream:
-            _install(stream, dest, name, key)
+            _install(stream, dest, name, key, segment_size)
     except ObjectNotFound:  # deleted between head and get
         return False
     return True
 
 
-def _install(stream: BinaryIO, dest: Path, name: str, key: str) -> None:
+def _install(stream: BinaryIO, dest: Path, name: str, key: str, segment_size: int | None) -> None:
     """Write decoded WAL ``stream`` beside ``dest`` and rename it into place once whole
-    (a segment must decode to a whole segment's size); nothing is left behind on error."""
+    (a segment must decode to a whole segment of the cluster's size); nothing is left
+    behind on error."""
     tmp = dest.with_name(f".{dest.name}.drkit-{os.getpid()}-{os.urandom(4).hex()}")
     size = 0
     try:
@@ -373,8 +468,9 @@ def _install(stream: BinaryIO, dest: Path, name: str, key: str) -> None:
             while chunk := stream.read(1024 * 1024):
                 out.write(chunk)
                 size += len(chunk)
-        if is_segment(name) and not _min_ok_segment_size(size):
-            raise CheckFailed(f"{key}: decodes to {size} bytes, not a whole WAL segment")
+        problem = whole_segment_problem(name, size, segment_size)
+        if problem is not None:
+            raise CheckFailed(f"{key}: decodes to {problem}")
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -434,21 +530,28 @@ def fetch_wal(
         _clean_spool(spool, name)
         if _take_from_spool(spool, name, dest):
             log.info("%s served from the prefetch spool", name)
-            _start_prefetch(policy, policy_dir, spool, name, count)
+            _start_prefetch(policy, policy_dir, spool, name, count, dest.stat().st_size)
             return True
     if repo is None:
         from drkit.storage.repository import Repository
 
         repo = Repository.for_policy(policy)
-    found = download(repo, name, dest)
+    found = download(repo, name, dest, cluster_segment_size(dest) if is_segment(name) else None)
     if found and is_segment(name):
-        _start_prefetch(policy, policy_dir, spool, name, count)
+        _start_prefetch(policy, policy_dir, spool, name, count, dest.stat().st_size)
     return found
 
 
 def _start_prefetch(
-    policy: Policy | str, policy_dir: Path | str | None, spool: Path, name: str, count: int
+    policy: Policy | str,
+    policy_dir: Path | str | None,
+    spool: Path,
+    name: str,
+    count: int,
+    segment_size: int,
 ) -> None:
+    """Send a helper after the ``count`` segments following ``name``; ``segment_size`` is
+    the size of ``name`` as served (checked whole), which fixes the names that follow."""
     env = policy if isinstance(policy, str) else policy.name
     if count <= 0:
         return
@@ -462,7 +565,7 @@ def _start_prefetch(
 
     wanted = [
         n
-        for n in following_segments(name, count)
+        for n in following_segments(name, count, segment_size)
         if not (spool / n).exists()
         and not (spool / f"{n}{_INPROGRESS}").exists()
         and not recently_missing(n)
@@ -494,6 +597,7 @@ def _spawn_prefetch(env: str, policy_dir: str, spool: Path, wanted: list[str]) -
 def prefetch_into(repo: Repository, spool: Path, names: list[str], jobs: int) -> list[str]:
     """Fetch ``names`` into ``spool`` in parallel; returns those that were archived."""
     spool.mkdir(exist_ok=True)
+    segment_size = cluster_segment_size(spool / "probe")
 
     def one(name: str) -> bool:
         if (spool / name).exists():
@@ -505,7 +609,7 @@ def prefetch_into(repo: Repository, spool: Path, names: list[str], jobs: int) ->
             return False
         os.close(fd)
         try:
-            found = download(repo, name, spool / name)
+            found = download(repo, name, spool / name, segment_size)
             if not found:  # not archived (yet): don't send a helper after it again at once
                 (spool / f"{name}{_MISSING}").write_text("")
             return found
@@ -561,6 +665,8 @@ def run_fetch(
 
 
 def _prefetch_from_file_repo(hint: dict[str, str], env: str, spool: Path, names: list[str]) -> int:
+    segment_size = cluster_segment_size(spool / "probe")
+
     def one(name: str) -> None:
         marker = spool / f"{name}{_INPROGRESS}"
         try:
@@ -569,7 +675,7 @@ def _prefetch_from_file_repo(hint: dict[str, str], env: str, spool: Path, names:
             return
         os.close(fd)
         try:
-            if not _fetch_from_file_repo(hint, env, name, spool / name):
+            if not _fetch_from_file_repo(hint, env, name, spool / name, segment_size):
                 (spool / f"{name}{_MISSING}").write_text("")
         except Exception:  # the foreground fetches it itself
             return
@@ -612,9 +718,11 @@ def _read_repo_hint(spool: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def _fetch_from_file_repo(hint: dict[str, str], env: str, name: str, dest: Path) -> bool:
+def _fetch_from_file_repo(
+    hint: dict[str, str], env: str, name: str, dest: Path, segment_size: int | None
+) -> bool:
     from drkit.storage.file import FileBackend
-    from drkit.streams import decompress
+    from drkit.streams import ChecksumReader, decompress
 
     if hint.get("env") != env:
         raise UsageError(f"the prefetch spool belongs to environment {hint.get('env')!r}")
@@ -624,8 +732,12 @@ def _fetch_from_file_repo(hint: dict[str, str], env: str, name: str, dest: Path)
         key = f"{env}/wal/{name}{suffix}"
         if not (wal_dir / f"{name}{suffix}").is_file():
             continue
+        expected = backend.stored_sha256(key) if algorithm == "none" else None
         with backend.open_read(key) as raw:
-            _install(decompress(raw, algorithm, name=key), dest, name, key)
+            stream: BinaryIO = raw
+            if expected is not None:
+                stream = cast(BinaryIO, ChecksumReader(raw, expected, key))
+            _install(decompress(stream, algorithm, name=key), dest, name, key, segment_size)
         return True
     return False
 
@@ -650,13 +762,14 @@ def fetch_main(argv: list[str]) -> int:
         if is_segment(name) and spool.is_dir():
             _clean_spool(spool, name)
             if _take_from_spool(spool, name, target):
-                _start_prefetch(env, policy_dir, spool, name, count)
+                _start_prefetch(env, policy_dir, spool, name, count, target.stat().st_size)
                 return 0
         hint = _read_repo_hint(spool)
         if hint is not None:  # a plain file:// repository: no policy, no storage stack
-            found = _fetch_from_file_repo(hint, env, name, target)
+            size = cluster_segment_size(target) if is_segment(name) else None
+            found = _fetch_from_file_repo(hint, env, name, target, size)
             if found and is_segment(name):
-                _start_prefetch(env, policy_dir, spool, name, count)
+                _start_prefetch(env, policy_dir, spool, name, count, target.stat().st_size)
             return 0 if found else 1
     except KeyboardInterrupt:
         return 1

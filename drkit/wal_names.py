@@ -10,6 +10,7 @@ segment of the old timeline as ``<segment>.partial``.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,6 +39,33 @@ def is_archivable(name: str) -> bool:
         or BACKUP_RE.match(name)
         or PARTIAL_RE.match(name)
     )
+
+
+MIN_SEGMENT_SIZE = 1024 * 1024
+MAX_SEGMENT_SIZE = 1024 * 1024 * 1024
+# pg_control's ControlFileData holds floatFormat = 1234567.0 (a double, native byte order)
+# followed by blcksz, relseg_size, xlog_blcksz and xlog_seg_size (uint32 each) in every
+# release since 8.x; the marker finds them whatever precedes it in a given version.
+_FLOAT_FORMAT = struct.pack("=d", 1234567.0)
+
+
+def is_valid_segment_size(size: int) -> bool:
+    """A size ``initdb --wal-segsize`` allows: a power of two from 1 MB to 1 GB."""
+    return MIN_SEGMENT_SIZE <= size <= MAX_SEGMENT_SIZE and size & (size - 1) == 0
+
+
+def segment_size_from_control(data: bytes) -> int:
+    """The WAL segment size recorded in a cluster's ``global/pg_control``."""
+    at = data.find(_FLOAT_FORMAT, 0, 1024)
+    while at >= 0 and at % 8:
+        at = data.find(_FLOAT_FORMAT, at + 1, 1024)
+    if at < 0 or len(data) < at + 24:
+        raise ValueError("not a pg_control file (no float format marker)")
+    blcksz, _relseg, xlog_blcksz, seg_size = struct.unpack_from("=IIII", data, at + 8)
+    pages_ok = all(1024 <= b <= 65536 and b & (b - 1) == 0 for b in (blcksz, xlog_blcksz))
+    if not pages_ok or not is_valid_segment_size(seg_size):
+        raise ValueError(f"pg_control holds an impossible WAL segment size ({seg_size} B)")
+    return int(seg_size)
 
 
 def segments_per_log(segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:

@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -217,7 +218,10 @@ def _shared_runtime() -> _Runtime:
     # keyed by the interpreter and the state of its site-packages (installs change its mtime)
     site_packages = Path(sysconfig.get_paths()["purelib"])
     digest = hashlib.sha256()
-    digest.update(f"{sys.version}\n{site_packages}\n".encode())
+    # the drkit source mirrored into it is this package's: two checkouts of drkit beside
+    # one Python (worktrees, a test run next to an install) must not share a runtime
+    package = Path(__file__).resolve().parent
+    digest.update(f"{sys.version}\n{site_packages}\n{package}\n".encode())
     with contextlib.suppress(OSError):
         digest.update(str(site_packages.stat().st_mtime_ns).encode())
     root = Path(os.environ.get(RUNTIME_ROOT_ENV) or "/var/tmp")  # noqa: S108 - shared on purpose
@@ -252,6 +256,7 @@ def _shared_runtime() -> _Runtime:
             os.rename(staging, target)
         except OSError:  # another process won the race
             shutil.rmtree(staging, ignore_errors=True)
+    check_runtime_dir(target)
     changed = _sync_source(source)
     if changed:  # byte-compile with the runtime's Python: the cluster user cannot write here
         subprocess.run(
@@ -262,6 +267,36 @@ def _shared_runtime() -> _Runtime:
             for name in filenames:
                 os.chmod(os.path.join(dirpath, name), 0o644)
     return _Runtime(python, site, source)
+
+
+def check_runtime_dir(target: Path) -> None:
+    """Trust an existing runtime only if this user made it and nobody else can change it.
+
+    ``/var/tmp`` is writable by every local user and the runtime's name is predictable:
+    a directory planted there would be run by PostgreSQL's archive_command (and written
+    into by drkit).  Its tree must be real directories (no symlinks) owned by this user
+    and writable by no one else; otherwise drkit refuses to use it.
+    """
+    uid = os.geteuid()
+    for path in (target, target / "site", target / "src", target / "src" / "drkit"):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if path == target / "src" / "drkit":
+                continue  # created by the first sync
+            raise OperationError(f"the drkit runtime {target} is incomplete: remove it") from None
+        problem = None
+        if not stat.S_ISDIR(st.st_mode):
+            problem = "is not a directory"
+        elif st.st_uid != uid:
+            problem = f"is owned by uid {st.st_uid}, not {uid}"
+        elif st.st_mode & 0o022:
+            problem = f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+        if problem is not None:
+            raise OperationError(
+                f"refusing the drkit runtime {target}: {path} {problem}; remove {target} "
+                f"(drkit rebuilds it) or set {RUNTIME_ROOT_ENV} to a directory only you can write"
+            )
 
 
 def _sync_source(source: Path) -> list[Path]:

@@ -153,3 +153,23 @@ def test_physical_drill_replays_wal_and_honours_a_target(
         "rows postgres:public.marker"
     ]
     assert_scratch_gone(scratch_root)
+
+    # the scratch clusters (promoted onto new timelines) archived nothing into the source
+    has = lambda name: find_wal_key(repo, name) is not None  # noqa: E731
+    arch.execute("INSERT INTO marker (label) VALUES ('gap-a')")
+    lost = arch.switch_and_wait(has)
+    arch.execute("INSERT INTO marker (label) VALUES ('gap-b')")
+    arch.switch_and_wait(has)
+    names = {i.key.rsplit("/", 1)[-1] for i in repo.list("wal/")}
+    assert not [n for n in names if not n.startswith("00000001")], names
+    assert repo.get_json("timeline.json")["timeline"] == 1
+
+    # a gap below newer segments: the drill fails naming it, never "passes" short of it
+    key = find_wal_key(repo, lost)
+    assert key is not None
+    repo.delete(key)
+    gapped = drill(run_drkit, arch.policy_dir, scratch_root, "--json", timeout=600)
+    assert gapped.code == 3, gapped.stdout + gapped.stderr
+    restore_check = checks_by_name(gapped.json())["restore base backup + WAL"]
+    assert restore_check["status"] == "FAIL" and lost in restore_check["detail"]
+    assert_scratch_gone(scratch_root)

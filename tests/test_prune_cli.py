@@ -24,16 +24,19 @@ def repo_objects(target: RepoTarget, request: pytest.FixtureRequest) -> dict[str
     return RepoView(target, s3).objects()
 
 
-def store_old_backup(repo: Repository, started: datetime) -> str:
+def store_old_backup(repo: Repository, started: datetime, database: str) -> str:
+    """An older backup of ``database`` (a backup counts only for the databases it holds)."""
     backup_id = make_backup_id(started, "logical")
-    obj = repo.store(f"backups/{backup_id}/app.dump", io.BytesIO(b"old dump"), database="app")
+    obj = repo.store(
+        f"backups/{backup_id}/{database}.dump", io.BytesIO(b"old dump"), database=database
+    )
     write_manifest(
         repo,
         Manifest(
             id=backup_id,
             kind="logical",
             environment=repo.env,
-            databases=["app"],
+            databases=[database],
             server_version="16.4",
             started_at=started,
             finished_at=started + timedelta(minutes=2),
@@ -51,7 +54,7 @@ def test_prune_dry_run_then_prune(
     make_policy: PolicyWriter,
     run_drkit: DrkitRunner,
 ) -> None:
-    _, url = database
+    name, url = database
     policy_dir = make_policy(
         "prod",
         url,
@@ -60,7 +63,9 @@ def test_prune_dry_run_then_prune(
         retention={"daily": 2, "weekly": 0, "monthly": 0},
     )
     repo = Repository.for_policy(load_policy("prod", policy_dir))
-    old = [store_old_backup(repo, datetime(2026, 11, d, 1, 0, tzinfo=UTC)) for d in (20, 21, 24)]
+    old = [
+        store_old_backup(repo, datetime(2026, 11, d, 1, 0, tzinfo=UTC), name) for d in (20, 21, 24)
+    ]
     run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
     listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir, check=True).json()
     assert len(listed) == 4

@@ -197,3 +197,30 @@ def test_no_kept_physical_backup_means_no_wal_is_deleted() -> None:
     plan = plan_retention([logical], RetentionConfig(daily=1), ROME)
     assert wal_cutoff(plan) is None
     assert wal_to_delete(["prod/wal/000000010000000000000001"], None) == []
+
+
+def test_a_partial_backup_counts_only_for_the_databases_it_holds() -> None:
+    """``drkit backup prod --database shop`` after the nightly full backup: the full one
+    is still the newest backup holding ``main``, so no rule may delete it."""
+    full = ref(datetime(2026, 11, 26, 2, tzinfo=ROME), databases=("main", "shop"))
+    partial = ref(datetime(2026, 11, 27, 9, tzinfo=ROME), databases=("shop",))
+    for cfg in (RetentionConfig(), RetentionConfig(daily=1)):
+        plan = plan_retention([full, partial], cfg, "Europe/Rome")
+        assert plan.by_id[full.id].keep, plan.by_id[full.id]
+        assert "newest (main)" in plan.by_id[full.id].reasons
+        assert plan.by_id[partial.id].reasons[-1] == "newest"
+    # tiers are per database: a week of shop-only backups leaves main's own days alone
+    shop_days = [
+        ref(datetime(2026, 11, d, 12, tzinfo=ROME), databases=("shop",)) for d in range(20, 28)
+    ]
+    mains = [
+        ref(datetime(2026, 11, d, 2, tzinfo=ROME), databases=("main", "shop")) for d in (17, 18, 19)
+    ]
+    plan = plan_retention(mains + shop_days, RetentionConfig(daily=2), "Europe/Rome")
+    assert {b.id for b in plan.kept} == {
+        mains[1].id,
+        mains[2].id,
+        shop_days[-2].id,
+        shop_days[-1].id,
+    }
+    assert plan.by_id[mains[1].id].reasons == ("daily 2026-11-18 (main)",)

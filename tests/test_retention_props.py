@@ -4,7 +4,9 @@ Histories are built from UTC instants with irregular gaps (minutes to weeks), se
 backups a day, missing days, a clock that jumps back, and timezones with DST changes
 (including Lord Howe's 30-minute shift).  The kept set is compared with an independent
 reading of §4: a backup is kept by ``daily: N`` when it is the newest of its local day
-and fewer than N later local days have a backup (likewise for weeks and months).
+and fewer than N later local days have a backup (likewise for weeks and months), each
+computed per kind and per database, a backup counting only for the databases it holds
+(``drkit backup prod --database shop`` takes a partial one).
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ def histories(draw: st.DrawFn) -> list[BackupRef]:
         )
     )
     failed = draw(st.sets(st.integers(0, len(gaps)), max_size=max(1, len(gaps) // 10)))
+    held = draw(
+        st.lists(
+            st.sampled_from([("main", "shop"), ("main",), ("shop",)]),
+            min_size=len(gaps) + 1,
+            max_size=len(gaps) + 1,
+        )
+    )
     moment = start
     out: list[BackupRef] = []
     ids: set[str] = set()
@@ -61,7 +70,7 @@ def histories(draw: st.DrawFn) -> list[BackupRef]:
             n += 1
             bid = f"{moment:%Y%m%dT%H%M%SZ}-{kind}-{n}"
         ids.add(bid)
-        out.append(BackupRef(bid, kind, moment, successful=i not in failed))
+        out.append(BackupRef(bid, kind, moment, successful=i not in failed, databases=held[i]))
     return out
 
 
@@ -75,12 +84,22 @@ def _key(b: BackupRef) -> tuple[datetime, str]:
     return (b.started_at, b.id)
 
 
+def _series(backups: list[BackupRef]) -> dict[tuple[str, str], list[BackupRef]]:
+    """(kind, database) -> the successful backups of that kind holding that database."""
+    out: dict[tuple[str, str], list[BackupRef]] = {}
+    for b in backups:
+        if b.successful:
+            for db in b.databases or ("",):
+                out.setdefault((b.kind, db), []).append(b)
+    return out
+
+
 def oracle(backups: list[BackupRef], cfg: RetentionConfig, zone: str) -> dict[str, list[str]]:
     """§4 read literally, written independently of the implementation."""
     tz = ZoneInfo(zone)
-    kept: dict[str, list[str]] = {}
-    for kind in {b.kind for b in backups}:
-        series = [b for b in backups if b.kind == kind and b.successful]
+    why: dict[str, dict[str, set[str]]] = {}  # backup id -> reason -> databases
+    order = ("daily", "weekly", "monthly", "newest")
+    for (_kind, db), series in _series(backups).items():
         if not series:
             continue
         periods = {
@@ -98,9 +117,17 @@ def oracle(backups: list[BackupRef], cfg: RetentionConfig, zone: str) -> dict[st
                     continue
                 later_periods = len(labels) - 1 - labels.index(mine)
                 if later_periods < count:
-                    kept.setdefault(b.id, []).append(f"{name} {mine}")
+                    why.setdefault(b.id, {}).setdefault(f"{name} {mine}", set()).add(db)
         newest = max(series, key=_key)
-        kept.setdefault(newest.id, []).append("newest")
+        why.setdefault(newest.id, {}).setdefault("newest", set()).add(db)
+    kept: dict[str, list[str]] = {}
+    by_id = {b.id: b for b in backups}
+    for bid, reasons in why.items():
+        held = set(by_id[bid].databases or ("",))
+        kept[bid] = [
+            r if dbs == held else f"{r} ({', '.join(sorted(dbs))})"
+            for r, dbs in sorted(reasons.items(), key=lambda kv: order.index(kv[0].split()[0]))
+        ]
     return kept
 
 
@@ -134,15 +161,14 @@ def test_newest_kept_and_order_irrelevant(
     backups: list[BackupRef], cfg: RetentionConfig, zone: str, rnd: object
 ) -> None:
     plan = plan_retention(backups, cfg, zone)
-    for kind in {b.kind for b in backups}:
-        good = [b for b in backups if b.kind == kind and b.successful]
-        if good:
-            newest = max(good, key=_key)
-            assert plan.by_id[newest.id].keep
-            assert "newest" in plan.by_id[newest.id].reasons
+    for (kind, db), good in _series(backups).items():
+        # the newest backup holding each database is kept, whatever else it holds
+        newest = max(good, key=_key)
+        assert plan.by_id[newest.id].keep
+        assert any(r.startswith("newest") for r in plan.by_id[newest.id].reasons)
         # never more than one backup per kept period, plus the newest
-        kept = [b for b in plan.kept if b.kind == kind]
-        assert len(kept) <= cfg.daily + cfg.weekly + cfg.monthly + 1
+        kept = [b for b in plan.kept if b.kind == kind and db in b.databases]
+        assert len(kept) <= 2 * (cfg.daily + cfg.weekly + cfg.monthly + 1)
     shuffled = list(backups)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     assert plan_retention(shuffled, cfg, zone) == plan
@@ -155,13 +181,13 @@ def test_newest_kept_and_order_irrelevant(
 def test_zero_and_absent_counts_keep_only_the_newest(backups: list[BackupRef], zone: str) -> None:
     for cfg in (RetentionConfig(), RetentionConfig(daily=0, weekly=0, monthly=0)):
         plan = plan_retention(backups, cfg, zone)
-        expected = set()
-        for kind in {b.kind for b in backups}:
-            good = [b for b in backups if b.kind == kind and b.successful]
-            if good:
-                expected.add(max(good, key=_key).id)
+        expected = {max(good, key=_key).id for good in _series(backups).values()}
         assert {b.id for b in plan.kept} == expected
-        assert all(d.reasons == ("newest",) for d in plan.decisions if d.keep)
+        assert all(
+            len(d.reasons) == 1 and d.reasons[0].startswith("newest")
+            for d in plan.decisions
+            if d.keep
+        )
 
 
 @settings(max_examples=100, deadline=None)
@@ -191,13 +217,17 @@ def test_daily_covers_the_last_n_days_that_have_a_backup(
 ) -> None:
     tz = ZoneInfo(zone)
     plan = plan_retention(backups, RetentionConfig(daily=n), zone)
-    for kind in {b.kind for b in backups}:
-        good = [b for b in backups if b.kind == kind and b.successful]
+    for (kind, db), good in _series(backups).items():
         days = sorted({b.started_at.astimezone(tz).date() for b in good}, reverse=True)[:n]
         kept_days = [
             b.started_at.astimezone(tz).date()
             for b in plan.kept
-            if b.kind == kind and any(r.startswith("daily ") for r in plan.reasons(b.id))
+            if b.kind == kind
+            and db in b.databases
+            and any(
+                r.startswith("daily ") and ("(" not in r or f"({db})" in r)
+                for r in plan.reasons(b.id)
+            )
         ]
         assert sorted(kept_days, reverse=True) == days
 

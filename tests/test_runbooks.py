@@ -143,7 +143,7 @@ def test_restore_latest_runbook_brings_a_lost_database_back(
         capture_output=True,
         text=True,
     )
-    assert len(json.loads(listed.stdout)) == 2
+    assert len(json.loads(listed.stdout)["backups"]) == 2
 
 
 def test_drill_runbook_runs_and_reports(

@@ -111,3 +111,51 @@ def test_drift_fails_under_fail_and_passes_under_keep_or_copy() -> None:
     )
     assert lenient.coverage.failures() == []
     assert "public.user.phone (phone)" in lenient.coverage.pii_kept
+
+
+def test_a_column_added_to_a_pinned_copy_table_is_drift() -> None:
+    pinned = {"org": {"copy": True, "columns": ["id"]}, "user": GOOD_USER}
+    plan = build_plan(rules(pinned), schema())
+    assert plan.coverage.unlisted_columns == ["public.org.name"]
+    assert plan.coverage.unpinned == {}
+    with pytest.raises(CheckFailed, match=r"column public\.org\.name is not in the rules"):
+        plan.coverage.raise_for_failures("r.yaml")
+    # a mapping of keeps pins as well; under unlisted_columns: keep the column is kept
+    keeps = {"org": {"copy": True, "columns": {"id": "keep"}}, "user": GOOD_USER}
+    assert build_plan(rules(keeps), schema()).coverage.unlisted_columns == ["public.org.name"]
+    lenient = build_plan(rules(pinned, unlisted_columns="keep"), schema())
+    assert lenient.coverage.failures() == []
+    assert ("public.org" in lenient.by_key()) and lenient.by_key()["public.org"].action == "copy"
+
+
+def test_an_unpinned_copy_table_is_reported_for_pinning() -> None:
+    plan = build_plan(rules({"org": {"copy": True}, "user": GOOD_USER}), schema())
+    assert plan.coverage.unpinned == {"public.org": ["id", "name"]}
+    assert plan.coverage.failures() == []
+
+
+def test_a_pinned_column_that_is_gone_is_a_rules_error() -> None:
+    with pytest.raises(RulesError, match=r"tables\.org\.columns\.ghost: no column ghost"):
+        build_plan(rules({"org": {"copy": True, "columns": ["id", "ghost"]}}), schema())
+
+
+def test_the_email_primer_registers_template_outputs_from_rows_in_any_column_order() -> None:
+    from drkit.sanitize.emailmap import primer_for
+    from drkit.sanitize.rules import ReplacePii
+    from drkit.sanitize.strategies import Compiler, Pseudonymizer
+
+    plan = build_plan(rules({"org": {"copy": True}, "user": GOOD_USER}), schema())
+    compiler = Compiler(Pseudonymizer(b"primer-test-salt"))
+    assert primer_for(plan.by_key()["public.org"], compiler) is None
+    live = primer_for(plan.by_key()["public.user"], compiler)
+    assert live is not None and live.columns == ["id", "email"]
+    backup = primer_for(
+        plan.by_key()["public.user"], compiler, order=["phone", "email", "ip", "id", "org_id"]
+    )
+    assert backup is not None
+    backup.feed(b"+1 555 0100\tAnna@X.example\t10.0.0.1\t7\t1\n")
+    live.feed(b"8\tbob@x.example\n")
+    replace = compiler.value_fn(ReplacePii(kinds=["email"]))
+    assert replace("to ANNA@x.example, bob@X.example") == (
+        "to user_7@example.com, user_8@example.com"
+    )

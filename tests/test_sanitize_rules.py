@@ -156,6 +156,10 @@ def test_filters_render_from_the_checked_tree() -> None:
         ({"defaults": {"unlisted_tables": "maybe"}}, "defaults", "unlisted_tables"),
         ({"to": None}, "to", "missing"),
         ({"salt": "short"}, "salt", "too short"),
+        ({"tables": {"v": {"columns": ["id"]}}}, "tables.v.columns", "needs copy: true"),
+        ({"tables": {"v": {"copy": True, "columns": ["id", "id"]}}}, "tables.v.columns", "twice"),
+        ({"tables": {"v": {"copy": True, "columns": ["id", 3]}}}, "tables.v.columns", "names"),
+        ({"tables": {"v": {"copy": True, "pinned": ["id"]}}}, "tables.v.pinned", "unknown key"),
     ],
 )
 def test_file_level_problems(tmp_path: Path, data: dict[str, Any], where: str, reason: str) -> None:
@@ -177,3 +181,31 @@ def test_short_salt_message_does_not_contain_it(tmp_path: Path) -> None:
     data["salt"] = "s3cr3t!"
     message = error_of(tmp_path, data)
     assert "s3cr3t!" not in message
+
+
+def test_copy_true_with_a_column_list_pins_those_columns(tmp_path: Path) -> None:
+    rules = load_rules(write(tmp_path, doc(v={"copy": True, "columns": ["id", "cve"]})), ENV)
+    rule = rules.tables["public.v"]
+    assert rule.copy and rule.pinned and list(rule.columns) == ["id", "cve"]
+    assert not load_rules(write(tmp_path, doc(v={"copy": True})), ENV).tables["public.v"].pinned
+
+
+def test_pins_written_into_a_file_read_back_exactly(tmp_path: Path) -> None:
+    from drkit.sanitize.pins import write_pins
+
+    path = tmp_path / "prod-to-staging.yaml"
+    path.write_text(
+        "# keep me\nversion: 1\nfrom: prod\nto: staging\nsalt: ${DRKIT_SANITIZE_SALT}\n"
+        "tables:\n  v: copy   # a comment\n  w: {copy: true}\n",
+        encoding="utf-8",
+    )
+    odd = ["id", "a, b", "x]: y", "#c", "ünï", "yes", "null", "{z}"]
+    write_pins(path, {"v": odd, "w": ["id"]})
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# keep me\n") and "# a comment" in text
+    assert "${DRKIT_SANITIZE_SALT}" in text
+    rules = load_rules(path, ENV)
+    assert list(rules.tables["public.v"].columns) == odd and rules.tables["public.v"].pinned
+    assert list(rules.tables["public.w"].columns) == ["id"]
+    with pytest.raises(ValueError, match="already has columns"):
+        write_pins(path, {"w": ["id"]})

@@ -371,7 +371,9 @@ def test_schedule_show_lists_next_three_runs(
             "timezone": "Europe/Rome",
         },
     )
-    rows = run_drkit("schedule", "show", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    rows = run_drkit(
+        "schedule", "show", "prod", "--json", policy_dir=policy_dir, check=True
+    ).json()["jobs"]
     assert [(r["env"], r["job"], r["cron"]) for r in rows] == [
         ("prod", "logical_backup", "0 2 * * *"),
         ("prod", "physical_backup", "0 3 * * 0"),

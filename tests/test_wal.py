@@ -20,6 +20,7 @@ from drkit.config import load_policy
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key, prefetch_into
 from tests.conftest import DrkitRunner, S3Server
+from tests.reliability.faultproxy import Fault, FaultProxy
 from tests.wal_support import file_repo_block, shared_dir
 
 SEG = 16 * 1024 * 1024
@@ -184,54 +185,68 @@ def test_fetch_prefetches_the_next_segments(layout: Layout, run_drkit: DrkitRunn
     assert not (spool / names[1]).exists()
 
 
-def _upload_in_flight(layout: Layout) -> bool:
-    url = str(layout.block["url"])
-    if url.startswith("file://"):
-        wal_dir = Path(url.removeprefix("file://")) / "prod" / "wal"
-        return wal_dir.is_dir() and any(".drkit-tmp-" in p.name for p in wal_dir.iterdir())
-    import boto3
-
-    bucket = url.removeprefix("s3://").split("/", 1)[0]
-    client = boto3.client("s3", endpoint_url=str(layout.block["endpoint_url"]))
-    return bool(client.list_multipart_uploads(Bucket=bucket).get("Uploads"))
+def _file_upload_in_flight(layout: Layout) -> bool:
+    wal_dir = Path(str(layout.block["url"]).removeprefix("file://")) / "prod" / "wal"
+    return wal_dir.is_dir() and any(".drkit-tmp-" in p.name for p in wal_dir.iterdir())
 
 
 def test_killed_push_leaves_nothing_fetchable(layout: Layout, run_drkit: DrkitRunner) -> None:
-    """kill -9 in the middle of an upload: wal-fetch must not return a partial segment."""
+    """kill -9 in the middle of an upload: wal-fetch must not return a partial segment.
+
+    file://: killed while its temp file exists.  S3: the push goes through a proxy that
+    takes its PUT and never answers (the upload is in flight until the kill)."""
     name = "000000010000000000000030"
     path = layout.segment(name, os.urandom(SEG))  # incompressible: the upload takes a while
-    env = dict(os.environ, DRKIT_S3_PART_SIZE=str(5 * 1024 * 1024))  # S3: a multipart upload
+    policy_dir = layout.policy_dir
+    proxy: FaultProxy | None = None
+    if not str(layout.block["url"]).startswith("file://"):
+        import yaml
+
+        proxy = FaultProxy(str(layout.block["endpoint_url"])).start()
+        proxy.set_faults(Fault("stall", "PUT", "/wal/", times=None))
+        policy_dir = layout.root / "policies-via-proxy"
+        policy_dir.mkdir()
+        doc = yaml.safe_load((layout.policy_dir / "prod.yaml").read_text())
+        doc["repository"]["endpoint_url"] = proxy.endpoint
+        (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+
+    def in_flight() -> bool:
+        return proxy.outcomes("stall") > 0 if proxy else _file_upload_in_flight(layout)
+
     killed_mid_upload = False
-    for _attempt in range(5):
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "drkit",
-                "--policy-dir",
-                str(layout.policy_dir),
-                "wal-push",
-                "prod",
-                str(path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _upload_in_flight(layout):
-                os.kill(proc.pid, signal.SIGKILL)
-                killed_mid_upload = True
+    try:
+        for _attempt in range(5):
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "drkit",
+                    "--policy-dir",
+                    str(policy_dir),
+                    "wal-push",
+                    "prod",
+                    str(path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                if in_flight():
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed_mid_upload = True
+                    break
+                time.sleep(0.001)
+            proc.wait()
+            if killed_mid_upload:
                 break
-            time.sleep(0.001)
-        proc.wait()
-        if killed_mid_upload:
-            break
-        repo = layout.repo()
-        key = find_wal_key(repo, name)
-        if key is not None:  # finished before we caught it: start over
-            repo.backend.delete(key)
+            repo = layout.repo()
+            key = find_wal_key(repo, name)
+            if key is not None:  # finished before we caught it: start over
+                repo.backend.delete(key)
+    finally:
+        if proxy is not None:
+            proxy.stop()
     assert killed_mid_upload, "never caught the upload in flight"
     dest = layout.pg_wal / "RECOVERYXLOG"
     result = run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=layout.policy_dir)

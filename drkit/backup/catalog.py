@@ -206,15 +206,39 @@ def list_backups(repo: Repository, kind: str | None = None) -> list[Manifest]:
     return [m for m in scan(repo).manifests if kind is None or m.kind == kind]
 
 
+def newest_holding(
+    manifests: list[Manifest], database: str, kind: str | None = None
+) -> Manifest | None:
+    """The newest backup (of ``kind``) that holds ``database``, or None.
+
+    A partial backup (``drkit backup ENV --database shop``) counts only for the databases
+    it holds: it is never the answer for another one."""
+    holding = [m for m in manifests if database in m.databases and (kind is None or m.kind == kind)]
+    return max(holding, key=lambda m: (m.started_at, m.id)) if holding else None
+
+
 def resolve_backup(
-    repo: Repository, ref: str | None, *, kind: str | None = None, rng: random.Random | None = None
+    repo: Repository,
+    ref: str | None,
+    *,
+    kind: str | None = None,
+    database: str | None = None,
+    rng: random.Random | None = None,
 ) -> Manifest:
-    """``ID``, ``latest`` (default) or ``random`` to a manifest."""
+    """``ID``, ``latest`` (default) or ``random`` to a manifest.
+
+    With ``database``, only backups holding that database count: ``latest`` is the
+    newest backup holding it (not a newer partial backup of another database), and an
+    explicit ``ID`` that does not hold it is refused."""
     ref = ref or "latest"
     if ref in ("latest", "random"):
-        backups = list_backups(repo, kind)
+        backups = [
+            m for m in list_backups(repo, kind) if database is None or database in m.databases
+        ]
         if not backups:
             what = f"{kind} backups" if kind else "backups"
+            if database is not None:
+                what += f" holding database {database}"
             raise NotFoundError(f"no {what} in {repo.location}: run drkit backup {repo.env} first")
         if ref == "latest":
             return backups[-1]
@@ -226,4 +250,9 @@ def resolve_backup(
     manifest = read_manifest(repo, ref)
     if kind is not None and manifest.kind != kind:
         raise UsageError(f"backup {ref} is a {manifest.kind} backup, not {kind}")
+    if database is not None and database not in manifest.databases:
+        raise UsageError(
+            f"backup {ref} does not hold database {database} (it holds "
+            f"{', '.join(manifest.databases) or 'none'}): pick another backup"
+        )
     return manifest

@@ -6,8 +6,12 @@ for every backup KEEP or DELETE and which rule(s) keep it.  The prune executor
 (:mod:`drkit.backup.prune`) and ``drkit backups`` (the "tiers" column) both call it, so
 what the dry run shows is exactly what prune does.
 
-The rules, for each kind of backup (logical and physical are separate series, so the
-weekly base backup never pushes a daily logical dump out of its day, and vice versa):
+The rules apply to each *series*: one kind of backup and one database (logical and
+physical are separate series, so the weekly base backup never pushes a daily logical dump
+out of its day, and vice versa; and a backup counts only for the databases it holds, so
+``drkit backup prod --database shop`` never pushes the last backup of the main database
+out of its day).  A backup that holds several databases belongs to each of their series;
+it is kept when any series keeps it:
 
 * ``daily: N`` keeps the newest successful backup of each of the last N calendar days
   that have one; ``weekly: W`` the newest of each of the last W ISO weeks that have one;
@@ -16,9 +20,10 @@ weekly base backup never pushes a daily logical dump out of its day, and vice ve
   on the Rome date even though it is still the previous day in UTC, and DST changes
   move nothing.
 * A backup is kept when any rule keeps it; the reasons read ``daily 2026-11-27``,
-  ``weekly 2026-W47``, ``monthly 2026-11`` and ``newest``.
-* The newest successful backup is never deleted, whatever the counts (0 and absent
-  counts included).
+  ``weekly 2026-W47``, ``monthly 2026-11`` and ``newest`` when the rule keeps it for
+  every database it holds, and name the databases otherwise (``newest (shop)``).
+* The newest successful backup holding each database is never deleted, whatever the
+  counts (0 and absent counts included); so neither is the newest successful backup.
 * Unsuccessful backups (a manifest that records a failure) are kept by no rule.
 
 "Newest" is by ``started_at`` (ties broken by id), never by the order of the input or
@@ -70,6 +75,8 @@ class BackupRef:
     consistent_at: datetime | None = None
     #: physical backups: name of the WAL segment holding ``wal_start``
     wal_start_segment: str | None = None
+    #: the databases it holds (empty: one unnamed series, as for a whole cluster)
+    databases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None:
@@ -95,6 +102,8 @@ class ManifestLike(Protocol):
     def consistent_at(self) -> datetime | None: ...
     @property
     def wal_start_segment(self) -> str | None: ...
+    @property
+    def databases(self) -> list[str]: ...
 
 
 def backup_ref(manifest: ManifestLike) -> BackupRef:
@@ -106,6 +115,7 @@ def backup_ref(manifest: ManifestLike) -> BackupRef:
         successful=True,
         consistent_at=manifest.consistent_at or manifest.finished_at,
         wal_start_segment=manifest.wal_start_segment,
+        databases=tuple(manifest.databases),
     )
 
 
@@ -217,22 +227,33 @@ def plan_retention(
             raise ValueError(f"backup id {b.id} appears twice")
         seen.add(b.id)
 
-    reasons: dict[str, list[str]] = defaultdict(list)
-    by_kind: dict[str, list[BackupRef]] = defaultdict(list)
+    # backup id -> (rule order, label) -> the databases for which the rule keeps it
+    kept_for: dict[str, dict[tuple[int, str], set[str]]] = defaultdict(lambda: defaultdict(set))
+    series: dict[tuple[str, str], list[BackupRef]] = defaultdict(list)
     for b in items:
         if b.successful:
-            by_kind[b.kind].append(b)
-    for series in by_kind.values():
-        newest = max(series, key=_newest_key)
-        rules = (
-            (retention.daily, _label_daily, _daily),
-            (retention.weekly, _label_weekly, _weekly),
-            (retention.monthly, _label_monthly, _monthly),
-        )
-        for count, label, order in rules:
-            for backup_id, reason in _bucket_rule(series, count, zone, label, order).items():
-                reasons[backup_id].append(reason)
-        reasons[newest.id].append("newest")
+            for database in b.databases or ("",):
+                series[(b.kind, database)].append(b)
+    rules = (
+        (retention.daily, _label_daily, _daily),
+        (retention.weekly, _label_weekly, _weekly),
+        (retention.monthly, _label_monthly, _monthly),
+    )
+    for (_kind, database), members in series.items():
+        for rank, (count, label, order) in enumerate(rules):
+            for backup_id, reason in _bucket_rule(members, count, zone, label, order).items():
+                kept_for[backup_id][(rank, reason)].add(database)
+        newest = max(members, key=_newest_key)
+        kept_for[newest.id][(len(rules), "newest")].add(database)
+
+    reasons: dict[str, list[str]] = {}
+    for b in items:
+        held = set(b.databases or ("",))
+        rules_kept = kept_for.get(b.id, {})
+        reasons[b.id] = [
+            reason if dbs == held else f"{reason} ({', '.join(sorted(dbs))})"
+            for (_rank, reason), dbs in sorted(rules_kept.items())
+        ]
 
     decisions = []
     for b in sorted(items, key=_newest_key, reverse=True):

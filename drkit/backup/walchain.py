@@ -1,4 +1,5 @@
-"""The WAL chain of physical backups: completeness for ``verify``, pruning for ``prune``.
+"""The WAL chain of physical backups: completeness for ``verify``, pruning for ``prune``,
+and for point-in-time recovery how far the archive reaches along one timeline.
 
 A physical backup is restorable only with every WAL segment from its start to its stop
 segment.  From its stop segment on, each further contiguous segment extends how far it
@@ -220,3 +221,134 @@ def recovery_timeline(
                 if leaves_at >= stop:
                     return tli, tli == newest
     return base_tli, base_tli == newest
+
+
+# ---------------------------------------------------------------------------
+# Point-in-time recovery: which timeline, and how far the archive reaches on it
+# ---------------------------------------------------------------------------
+
+
+def timeline_history(
+    repo: Repository, timeline: int, index: WalIndex | None = None
+) -> list[TimelineSwitch]:
+    """The switches of ``timeline``'s history file (empty for timeline 1 or none archived)."""
+    return _history(repo, index or WalIndex.load(repo), timeline)
+
+
+def archived_timelines(index: WalIndex) -> list[int]:
+    """Every timeline the archive holds a history file or a segment of, ascending."""
+    found = {1}
+    for name in index.objects:
+        if is_history(name) or len(name) == 24:
+            found.add(int(name[:8], 16))
+    return sorted(found)
+
+
+def _segment_size(manifest: Manifest) -> int:
+    return int(manifest.extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
+
+
+def backup_on_timeline(manifest: Manifest, timeline: int, history: list[TimelineSwitch]) -> bool:
+    """Whether recovery from ``manifest`` can follow ``timeline``: the backup's stop point
+    lies on the backup's own timeline within ``timeline``'s history (a timeline that
+    branched off before the backup ended does not contain it)."""
+    from drkit.wal_names import parse_lsn, timeline_at
+
+    if not manifest.wal_stop:
+        return False
+    base_tli = int(manifest.timeline or 1)
+    if base_tli == timeline:
+        return True
+    return timeline_at(parse_lsn(manifest.wal_stop), timeline, history) == base_tli
+
+
+@dataclass
+class Reach:
+    """How far recovery from one backup gets along one timeline in the archive.
+
+    ``missing`` is the first segment replay would need that the archive lacks; ``gap`` is
+    true when the archive holds segments beyond it on that timeline's path (so stopping
+    there loses data that exists).  ``required_missing`` means the backup itself cannot
+    become consistent."""
+
+    timeline: int
+    last_segment: str | None
+    end: datetime | None  # when the last reachable segment was archived
+    missing: str
+    gap: bool
+    newer_segments: int
+    newest_segment: str | None
+    newest_end: datetime | None
+    required_missing: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "timeline": self.timeline,
+            "last_segment": self.last_segment,
+            "end": iso(self.end),
+            "first_missing": self.missing,
+            "gap": self.gap,
+            "segments_beyond_gap": self.newer_segments,
+            "newest_segment": self.newest_segment,
+        }
+
+
+def reach_on_timeline(
+    repo: Repository,
+    manifest: Manifest,
+    timeline: int,
+    index: WalIndex | None = None,
+    history: list[TimelineSwitch] | None = None,
+) -> Reach:
+    """Walk the segments replay reads from ``manifest``'s start along ``timeline`` (the
+    segment holding a switch point is read from the newer timeline, as PostgreSQL does)
+    until the first one missing from the archive."""
+    from drkit.wal_names import timeline_at
+
+    index = index or WalIndex.load(repo)
+    switches = history if history is not None else _history(repo, index, timeline)
+    size = _segment_size(manifest)
+    if not manifest.wal_start_segment or not manifest.wal_stop_segment:
+        raise ValueError(f"backup {manifest.id} has no WAL start/stop segment")
+    start = parse_segment(manifest.wal_start_segment, size)
+    stop = parse_segment(manifest.wal_stop_segment, size)
+
+    def on_path(segno: int) -> Segment:
+        return Segment(segno, timeline_at((segno + 1) * size - 1, timeline, switches))
+
+    last: Segment | None = None
+    segno = start.segno
+    while True:
+        seg = on_path(segno)
+        if not index.has(seg.name(size)):
+            break
+        last = seg
+        segno += 1
+    missing = on_path(segno)
+    beyond: list[Segment] = []
+    for name in index.objects:
+        if len(name) != 24 or not is_archivable(name):
+            continue
+        try:
+            other = parse_segment(name, size)
+        except ValueError:
+            continue
+        if other.segno > segno and on_path(other.segno) == other:
+            beyond.append(other)
+    newest = max(beyond, default=None)
+
+    def archived_at(seg: Segment | None) -> datetime | None:
+        info = index.objects.get(seg.name(size)) if seg is not None else None
+        return info.modified.astimezone(UTC) if info else None
+
+    return Reach(
+        timeline=timeline,
+        last_segment=last.name(size) if last else None,
+        end=archived_at(last),
+        missing=missing.name(size),
+        gap=bool(beyond),
+        newer_segments=len(beyond),
+        newest_segment=newest.name(size) if newest else None,
+        newest_end=archived_at(newest),
+        required_missing=segno <= stop.segno,
+    )

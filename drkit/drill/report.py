@@ -92,6 +92,9 @@ class DrillReport:
     backup_id: str | None = None
     backup_kind: str | None = None
     backup_selection: str = "latest"
+    #: database -> the backup it was restored from (``latest`` takes, for each database,
+    #: the newest backup holding it: a partial backup counts only for what it holds)
+    backup_databases: dict[str, str] = field(default_factory=dict)
     backup_consistent_at: datetime | None = None
     finished_at: datetime | None = None
     target_point: datetime | None = None  # --point-in-time, None = as far as possible
@@ -165,6 +168,7 @@ class DrillReport:
                 "id": self.backup_id,
                 "kind": self.backup_kind,
                 "selection": self.backup_selection,
+                "databases": dict(self.backup_databases),
                 "consistent_at": iso(self.backup_consistent_at),
                 "age_seconds": self.backup_age,
                 "server_version": self.backup_server_version,

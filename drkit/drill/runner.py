@@ -61,7 +61,14 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from drkit import __version__
-from drkit.backup.catalog import ID_FORMAT, Manifest, iso, resolve_backup
+from drkit.backup.catalog import (
+    ID_FORMAT,
+    Manifest,
+    iso,
+    list_backups,
+    newest_holding,
+    resolve_backup,
+)
 from drkit.config import Policy
 from drkit.drill.report import (
     ERROR,
@@ -222,6 +229,7 @@ def _run(
     kind = "physical" if point_in_time is not None else None
     manifest = resolve_backup(repo, backup_ref, kind=kind, rng=rng)
     scratch_major = _scratch_major(manifest, target_major)
+    sources = backups_per_database(policy, repo, manifest, backup_ref)
     report = DrillReport(
         id=new_drill_id(started_at, manifest.kind),
         environment=policy.name,
@@ -229,7 +237,11 @@ def _run(
         backup_id=manifest.id,
         backup_kind=manifest.kind,
         backup_selection=backup_ref,
-        backup_consistent_at=manifest.consistent_at or manifest.finished_at,
+        backup_databases={db: m.id if m else "" for db, m in sources.items()},
+        backup_consistent_at=min(
+            (m.consistent_at or m.finished_at for m in sources.values() if m),
+            default=manifest.consistent_at or manifest.finished_at,
+        ),
         target_point=point_in_time,
         drkit_version=__version__,
         backup_server_version=manifest.server_version or None,
@@ -253,6 +265,7 @@ def _run(
                     policy,
                     repo,
                     manifest,
+                    sources,
                     report,
                     timer,
                     work,
@@ -282,6 +295,27 @@ def _run(
     key = store_report(repo, report)
     log.info("drill %s: verdict %s, report %s", report.id, report.verdict, key)
     return DrillResult(report, key, files, kept)
+
+
+def backups_per_database(
+    policy: Policy, repo: Repository, manifest: Manifest, backup_ref: str
+) -> dict[str, Manifest | None]:
+    """Database -> the backup a drill restores it from.
+
+    A physical backup holds the whole cluster.  A logical one selected by id (or at
+    random) is drilled for what it holds.  ``latest`` means, for each database of the
+    policy, the newest logical backup holding it: after ``drkit backup prod --database
+    shop`` the newest backup holds only ``shop``, and the main database comes from the
+    newest backup that holds it (None when no backup does: the drill fails for it)."""
+    own: dict[str, Manifest | None] = {db: manifest for db in manifest.databases}
+    if manifest.kind != "logical" or backup_ref != "latest":
+        return own
+    logical = list_backups(repo, "logical")
+    chosen: dict[str, Manifest | None] = {}
+    for database in [*policy.database.database_names(), *manifest.databases]:
+        if database not in chosen:
+            chosen[database] = own.get(database) or newest_holding(logical, database, "logical")
+    return chosen
 
 
 def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
@@ -364,6 +398,7 @@ def _drill_logical(
     policy: Policy,
     repo: Repository,
     manifest: Manifest,
+    sources: dict[str, Manifest | None],
     report: DrillReport,
     timer: _Timer,
     work: Path,
@@ -374,7 +409,9 @@ def _drill_logical(
     scratch_major: int | None = None,
 ) -> None:
     """Start the scratch cluster while the dumps are fetched (as an operator would
-    provision a server while downloading), then restore and validate."""
+    provision a server while downloading), then restore and validate.  Each database
+    comes from its own backup in ``sources``, and is checked against that backup's
+    row counts."""
     started: dict[str, Any] = {}
     done = threading.Event()
 
@@ -391,7 +428,31 @@ def _drill_logical(
 
     starter = threading.Thread(target=start_scratch, name="drkit-drill-startup", daemon=True)
     starter.start()
-    dumps = [o for o in manifest.objects if o.database]
+    dumps = [
+        o
+        for database, source in sources.items()
+        if source is not None
+        for o in source.objects
+        if o.database == database
+    ]
+    counts = {
+        database: source.row_counts.get(database)
+        for database, source in sources.items()
+        if source is not None
+    }
+    for database, source in sources.items():
+        if source is None:
+            report.add(
+                Check(
+                    f"restore {database}",
+                    "restore",
+                    FAIL,
+                    expected="a logical backup holding the database",
+                    observed="no logical backup holds it",
+                    detail=f"run drkit backup {policy.name}",
+                    database=database,
+                )
+            )
     fetched: list[tuple[StoredObject, Path, int]] = []
     try:
         for obj in dumps:
@@ -413,7 +474,7 @@ def _drill_logical(
     for obj, local, size in fetched:
         if _restore(obj, local, size, cluster, report, timer, jobs):
             restored.append(obj.database or "")
-    report.reached_point = manifest.consistent_at or manifest.finished_at
+    report.reached_point = report.backup_consistent_at  # the oldest database's backup
 
     with timer.phase("validation"):
         # pg_amcheck (a subprocess, the longest check) runs while the rows are counted
@@ -422,14 +483,15 @@ def _drill_logical(
         for obj in dumps:
             database = obj.database or ""
             dsn = cluster.dsn(database)
+            expected = counts.get(database)
             if database not in restored:
-                _not_run_after_failed_restore(policy, manifest, report, database)
+                _not_run_after_failed_restore(policy, expected, report, database)
                 continue
             if not _check_connect(report, dsn, database):
-                _not_run_after_failed_restore(policy, manifest, report, database, "no connection")
+                _not_run_after_failed_restore(policy, expected, report, database, "no connection")
                 continue
             if policy.drill.checks.row_counts:
-                _check_row_counts(report, dsn, database, manifest.row_counts.get(database))
+                _check_row_counts(report, dsn, database, expected)
         _check_sql(policy, report, cluster, manifest, restored)
         amcheck.join()  # also on Ctrl-C (its pg_amcheck ends when the cluster stops)
     for check in amcheck.checks:
@@ -557,7 +619,7 @@ def _server_major(dsn: str) -> int:
 
 def _not_run_after_failed_restore(
     policy: Policy,
-    manifest: Manifest,
+    expected: dict[str, int] | None,
     report: DrillReport,
     database: str,
     why: str = "the restore failed",
@@ -568,7 +630,7 @@ def _not_run_after_failed_restore(
                 f"rows {database}",
                 "row_count",
                 NOT_RUN,
-                expected=f"{len(manifest.row_counts.get(database, {}))} tables as in the manifest",
+                expected=f"{len(expected or {})} tables as in the manifest",
                 detail=why,
                 database=database,
             )
@@ -621,8 +683,20 @@ def _row_counts_not_run(report: DrillReport, database: str, why: str) -> None:
 def _check_row_counts(
     report: DrillReport, dsn: str, database: str, expected: dict[str, int] | None
 ) -> None:
-    if not expected:
+    if expected is None:
         _row_counts_not_run(report, database, "the backup records no row counts for this database")
+        return
+    if not expected:  # an empty database: nothing to compare, and that is a pass
+        report.add(
+            Check(
+                f"rows {database}",
+                "row_count",
+                PASS,
+                expected="0 tables (the backup recorded an empty database)",
+                observed="0 tables, 0 rows counted",
+                database=database,
+            )
+        )
         return
     try:
         with connect(dsn) as conn:
@@ -659,7 +733,11 @@ def _check_sql(
     manifest: Manifest,
     restored: list[str],
 ) -> None:
-    default_db = next((o.database for o in manifest.objects if o.database), None)
+    # the policy's own (first) database, where the backup holds it: not whichever of a
+    # whole cluster's databases sorts first
+    own = policy.database.database_names()[0]
+    default_db = own if own in manifest.databases or own in restored else None
+    default_db = default_db or next((o.database for o in manifest.objects if o.database), None)
     default_db = default_db or next(iter(manifest.databases), None)
     for sql_check in policy.drill.checks.sql:
         database = sql_check.database or default_db or "postgres"
@@ -1003,7 +1081,7 @@ def _drill_physical(
     def count_at_pause(_paused: PitrResult) -> None:
         for database in databases:
             counts = manifest.row_counts.get(database)
-            if counts:
+            if counts is not None:  # {}: an empty database, counted (and PASS) too
                 _check_row_counts(report, cluster.dsn(database), database, counts)
                 counted.append(database)
 

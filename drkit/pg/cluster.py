@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,7 @@ class LocalCluster:
         fast: bool = False,
         start: bool = True,
         bin_dir: Path | None = None,
+        initdb_args: Sequence[str] = (),
     ) -> LocalCluster:
         """initdb a new cluster (in a fresh temp directory by default) and start it."""
         owns = base_dir is None
@@ -151,7 +152,7 @@ class LocalCluster:
         cluster = cls(base_dir, major=major, bin_dir=bin_dir)
         cluster._owns_base_dir = owns
         try:
-            cluster.initdb(settings=settings, fast=fast)
+            cluster.initdb(settings=settings, fast=fast, initdb_args=initdb_args)
             if start:
                 cluster.start()
         except BaseException:
@@ -168,7 +169,14 @@ class LocalCluster:
             self.major = binary_major(str(self.bin_dir / "pg_ctl"))
         return str(self.bin_dir / name)
 
-    def initdb(self, *, settings: Mapping[str, Any] | None = None, fast: bool = False) -> None:
+    def initdb(
+        self,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        fast: bool = False,
+        initdb_args: Sequence[str] = (),
+    ) -> None:
+        """``initdb_args``: extra initdb options (``--wal-segsize=1``, ...)."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         pwfile = self.base_dir / "pwfile"
@@ -191,6 +199,7 @@ class LocalCluster:
         ]
         if fast:
             args.append("--no-sync")
+        args += list(initdb_args)
         try:
             run_as(args, self.os_user, what="initdb", timeout=300)
         finally:

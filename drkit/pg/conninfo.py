@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import shutil
+import tempfile
+import threading
+import weakref
+from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -27,19 +34,71 @@ def with_dbname(dsn: str, dbname: str) -> str:
     return make_conninfo(dsn, dbname=dbname)
 
 
-def for_subprocess(dsn: str, dbname: str | None = None) -> tuple[str, dict[str, str]]:
-    """A conninfo without its password plus the environment that carries it.
+#: connection parameters that are secrets besides ``password`` (libpq has no environment
+#: variable for them): they reach a child through a private service file instead
+SECRET_PARAMS = ("sslpassword", "oauth_client_secret")
+SERVICE_NAME = "drkit"
 
-    pg_dump and friends then see the password in ``PGPASSWORD`` rather than in their
-    argument list, where ``ps`` would show it to every user on the host.
+_lock = threading.Lock()
+_private_dir: Path | None = None
+
+
+class SubprocessEnv(dict[str, str]):
+    """The environment for a child process.  When it carries a service file of secrets,
+    the file is removed as soon as this dict is gone (the caller's function returned),
+    and at exit at the latest."""
+
+
+def _service_dir() -> Path:
+    global _private_dir
+    with _lock:
+        if _private_dir is None or not _private_dir.is_dir():
+            # 0700, owned by us, one per process; removed at exit
+            _private_dir = Path(tempfile.mkdtemp(prefix="drkit-secrets-"))
+            atexit.register(shutil.rmtree, _private_dir, True)
+        return _private_dir
+
+
+def _write_service_file(secrets: dict[str, str]) -> Path:
+    for key, value in secrets.items():
+        if "\n" in value or "\r" in value:
+            raise UsageError(f"database url: {key} holds a line break, which libpq cannot read")
+    fd, name = tempfile.mkstemp(prefix="service-", suffix=".conf", dir=_service_dir())  # 0600
+    with os.fdopen(fd, "w") as out:
+        out.write(f"[{SERVICE_NAME}]\n")
+        out.writelines(f"{key}={value}\n" for key, value in secrets.items())
+    return Path(name)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def for_subprocess(dsn: str, dbname: str | None = None) -> tuple[str, dict[str, str]]:
+    """A conninfo without any secret, plus the environment that carries them.
+
+    pg_dump and friends then see the password in ``PGPASSWORD``, and ``sslpassword``
+    (which has no environment variable) in a 0600 service file named by
+    ``PGSERVICEFILE``/``PGSERVICE``, rather than in their argument list, where ``ps``
+    and ``/proc/PID/cmdline`` show it to every user on the host.  The service file is
+    removed when the returned environment is dropped.  (A url that names its own
+    ``service`` and also holds an ``sslpassword`` cannot use both: libpq reads one
+    service; the connection then fails, it never leaks.)
     """
     params = parse(dsn)
     if dbname is not None:
         params["dbname"] = dbname
     password = params.pop("password", None)
-    env = dict(os.environ)
+    secrets = {key: params.pop(key) for key in SECRET_PARAMS if key in params}
+    env = SubprocessEnv(os.environ)
     if password is not None:
         env["PGPASSWORD"] = password
+    if secrets:
+        path = _write_service_file(secrets)
+        env["PGSERVICEFILE"] = str(path)
+        env["PGSERVICE"] = SERVICE_NAME
+        weakref.finalize(env, _remove, str(path))
     return make_conninfo("", **params), env
 
 

@@ -6,14 +6,34 @@ at the end of the stream) pg_restore is killed before it commits, so the target 
 left as it was.  With ``--jobs N`` the object first lands, verified, in a temporary
 file (a parallel pg_restore needs a seekable archive); the file is removed whatever
 happens.
+
+``latest`` (without ``--database`` or ``--target-db``) puts back every database of the
+policy, each from the newest logical backup holding it: after ``drkit backup prod
+--database shop`` the newest backup holds only ``shop``, and the main database comes
+from the backup before it.  A policy database that no backup holds is refused before
+anything is touched (restore the others by name with ``--database``).
+
+``database`` restores one database of a multi-database backup (``--database NAME``).
+``tables`` (``--table T``, repeatable) restores named tables the way ``pg_restore -t``
+does: the table's definition and data (tables, views, materialized views, sequences and
+foreign tables match), but not its indexes, constraints, triggers or the sequences its
+columns own.  ``pg_restore -t`` itself takes no schema (``-t billing.invoice`` matches
+nothing; it needs ``-n billing -t invoice``, and several ``-n``/``-t`` pairs then match
+every combination), so drkit selects the entries from the archive's table of contents
+itself: ``T`` matches a table named ``T`` in any schema, ``S.T`` only the one in schema
+``S`` (``"a.b".T`` for a schema holding a dot).  The schemas they live in are created
+when missing.  Every name must match something, or nothing is restored (exit 2).  The
+row-count check covers exactly the tables restored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +41,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from drkit.backup.catalog import Manifest, resolve_backup
+from drkit.backup.catalog import Manifest, list_backups, newest_holding, resolve_backup
 from drkit.config import Policy
-from drkit.errors import CheckFailed, DatabaseError, SafetyRefused, UsageError
+from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
@@ -39,6 +59,7 @@ log = logging.getLogger(__name__)
 class DatabaseRestore:
     database: str
     target: str  # host:port/db, no password
+    backup_id: str = ""  # the backup it came from
     tables: int = 0
     rows: int = 0
     mismatches: list[str] = field(default_factory=list)
@@ -80,13 +101,21 @@ def user_table_count(dsn: str) -> int:
 
 
 def restore_targets(
-    policy: Policy, manifest: Manifest, target_db: str | None
+    policy: Policy, manifest: Manifest, target_db: str | None, database: str | None = None
 ) -> list[tuple[StoredObject, str]]:
     dumps = [o for o in manifest.objects if o.database is not None]
+    if database is not None:
+        dumps = [o for o in dumps if o.database == database]
+        if not dumps:
+            raise UsageError(
+                f"backup {manifest.id} does not hold database {database} (it holds "
+                f"{', '.join(manifest.databases) or 'none'}): pick another backup"
+            )
     if target_db is not None and len(dumps) > 1:
         raise UsageError(
-            f"backup {manifest.id} holds {len(dumps)} databases; --target-db takes one "
-            "(restore without it to put each back in its own database)"
+            f"backup {manifest.id} holds {len(dumps)} databases; --target-db takes one: "
+            "pick it with --database NAME (or restore without --target-db to put each back "
+            "in its own database)"
         )
     base = policy.database.url.get_secret_value()
     return [(o, target_db or with_dbname(base, o.database or "")) for o in dumps]
@@ -97,6 +126,8 @@ def restore_logical(
     ref: str | None,
     *,
     target_db: str | None = None,
+    database: str | None = None,
+    tables: list[str] | None = None,
     jobs: int = 1,
     force: bool = False,
     on_progress: Callable[[str, int], None] | None = None,
@@ -104,15 +135,24 @@ def restore_logical(
 ) -> RestoreResult:
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    wanted = [parse_table_name(t) for t in tables or []]
     repo = repo or Repository.for_policy(policy)
-    manifest = resolve_backup(repo, ref)
+    manifest = resolve_backup(repo, ref, database=database)
     if manifest.kind != "logical":
         raise UsageError(
             f"backup {manifest.id} is physical: restore it with --point-in-time TS --pgdata DIR"
         )
-    targets = restore_targets(policy, manifest, target_db)
+    targets = [
+        (o, dsn, manifest) for o, dsn in restore_targets(policy, manifest, target_db, database)
+    ]
+    if (ref or "latest") == "latest" and database is None and target_db is None:
+        targets += _other_databases_of_latest(policy, repo, manifest)
+    if wanted and len(targets) > 1:
+        raise UsageError(
+            f"backup {manifest.id} holds {len(targets)} databases: --table needs --database NAME"
+        )
     # Every guard first, before anything is touched.
-    for obj, dsn in targets:
+    for obj, dsn, _source in targets:
         ensure_database(dsn)
         if not force and user_table_count(dsn) > 0:
             raise SafetyRefused(
@@ -120,11 +160,17 @@ def restore_logical(
                 "it needs --force (its objects of the same name are dropped and recreated)"
             )
     result = RestoreResult(manifest.id, [])
-    for obj, dsn in targets:
-        database = obj.database or dbname_of(dsn)
-        restore_one(repo, obj, dsn, jobs=jobs, clean=force, on_progress=on_progress)
-        outcome = compare_counts(dsn, manifest.row_counts.get(database, {}), jobs)
-        outcome.database = database
+    for obj, dsn, source in targets:
+        name = obj.database or dbname_of(dsn)
+        expected = source.row_counts.get(name, {})
+        restored = restore_one(
+            repo, obj, dsn, jobs=jobs, clean=force, on_progress=on_progress, tables=wanted
+        )
+        if restored is not None:  # only the tables restored are counted
+            expected = {k: n for k, n in expected.items() if split_key(k) in restored}
+        outcome = compare_counts(dsn, expected, jobs)
+        outcome.database = name
+        outcome.backup_id = source.id
         result.databases.append(outcome)
     failures = [m for d in result.databases for m in d.mismatches]
     if failures:
@@ -136,6 +182,29 @@ def restore_logical(
     return result
 
 
+def _other_databases_of_latest(
+    policy: Policy, repo: Repository, latest: Manifest
+) -> list[tuple[StoredObject, str, Manifest]]:
+    """The policy databases ``latest`` does not hold, each from the newest logical backup
+    holding it; refuses (nothing touched yet) when a policy database has none."""
+    missing = [d for d in policy.database.database_names() if d not in latest.databases]
+    if not missing:
+        return []
+    logical = list_backups(repo, "logical")
+    base = policy.database.url.get_secret_value()
+    out = []
+    for database in missing:
+        source = newest_holding(logical, database, "logical")
+        obj = next((o for o in source.objects if o.database == database), None) if source else None
+        if source is None or obj is None:
+            raise NotFoundError(
+                f"no logical backup in {repo.location} holds database {database}: restore the "
+                f"others one by one with --database NAME, or run drkit backup {policy.name}"
+            )
+        out.append((obj, with_dbname(base, database), source))
+    return out
+
+
 def restore_one(
     repo: Repository,
     obj: StoredObject,
@@ -144,7 +213,10 @@ def restore_one(
     jobs: int,
     clean: bool,
     on_progress: Callable[[str, int], None] | None = None,
-) -> None:
+    tables: list[tuple[str | None, str]] | None = None,
+) -> set[tuple[str, str]] | None:
+    """Restore one dump into ``dsn``; with ``tables``, only those (see the module
+    docstring) and return the (schema, name) pairs restored; None for the whole dump."""
     with connect(dsn) as conn:
         major = server_major(conn)
     pg_restore = find_client("pg_restore", major)
@@ -159,6 +231,8 @@ def restore_one(
         if on_progress is not None:
             on_progress(database, n)
 
+    if tables:
+        return _restore_tables(repo, obj, dsn, args, env, what, tables, jobs, progress)
     if jobs == 1:
         with (
             repo.open_decoded(obj) as stream,
@@ -172,17 +246,124 @@ def restore_one(
                 proc.wait()  # pg_restore died: report its own error
                 raise
             proc.wait()
-        return
+        return None
+    with (
+        _fetched(repo, obj, progress) as tmp,
+        PipeProcess([*args, f"--jobs={jobs}", str(tmp)], env=env, what=what) as proc,
+    ):
+        proc.wait()
+    return None
+
+
+@contextlib.contextmanager
+def _fetched(
+    repo: Repository, obj: StoredObject, progress: Callable[[int], None]
+) -> Iterator[Path]:
+    """The decoded, verified dump in a private temporary file, removed afterwards."""
     tmp_dir = os.environ.get("DRKIT_TMPDIR") or None
     fd, tmp_name = tempfile.mkstemp(prefix="drkit-restore-", suffix=".dump", dir=tmp_dir)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, repo.open_decoded(obj) as stream:
             copy_stream(_Progress(stream, progress), out)  # type: ignore[arg-type]
-        with PipeProcess([*args, f"--jobs={jobs}", str(tmp)], env=env, what=what) as proc:
-            proc.wait()
+        yield tmp
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: what ``pg_restore -t`` matches (pg_backup_archiver.c, _tocEntryRequired)
+TABLE_ENTRY_KINDS = (
+    "TABLE DATA",
+    "TABLE",
+    "SEQUENCE SET",
+    "SEQUENCE",
+    "MATERIALIZED VIEW DATA",
+    "MATERIALIZED VIEW",
+    "VIEW",
+    "FOREIGN TABLE",
+)
+_TOC_LINE = re.compile(r"^\d+; \d+ \d+ (" + "|".join(TABLE_ENTRY_KINDS) + r") (.*)$")
+
+
+def parse_table_name(name: str) -> tuple[str | None, str]:
+    """``--table`` value -> (schema or None for any schema, name)."""
+    if not name.strip():
+        raise UsageError("--table needs a table name (T or SCHEMA.T)")
+    if "." in name:
+        schema, table = split_key(name)
+        if schema and table:
+            return schema, table
+    return None, name
+
+
+def select_table_entries(
+    toc: str, tables: list[tuple[str | None, str]]
+) -> tuple[list[str], set[tuple[str, str]]]:
+    """The lines of ``pg_restore -l`` output that ``tables`` select, and the
+    (schema, name) pairs they restore.  Raises UsageError naming any table not found."""
+    chosen: list[str] = []
+    restored: set[tuple[str, str]] = set()
+    found: set[tuple[str | None, str]] = set()
+    for line in toc.splitlines():
+        match = _TOC_LINE.match(line)
+        if match is None:
+            continue
+        rest = match.group(2)  # "namespace tag owner" (names may hold spaces)
+        for schema, table in tables:
+            if schema is not None:
+                hit = rest.startswith(f"{schema} {table} ")
+                pair = (schema, table)
+            else:
+                namespace, _, tail = rest.partition(" ")
+                hit = tail.startswith(f"{table} ")
+                pair = (namespace, table)
+            if hit:
+                chosen.append(line)
+                restored.add(pair)
+                found.add((schema, table))
+                break
+    missing = [t for t in tables if t not in found]
+    if missing:
+        names = ", ".join(table_key(s, t) if s else t for s, t in missing)
+        raise UsageError(f"the backup holds no table {names}: nothing restored")
+    return chosen, restored
+
+
+def _restore_tables(
+    repo: Repository,
+    obj: StoredObject,
+    dsn: str,
+    args: list[str],
+    env: dict[str, str],
+    what: str,
+    tables: list[tuple[str | None, str]],
+    jobs: int,
+    progress: Callable[[int], None],
+) -> set[tuple[str, str]]:
+    """pg_restore -L of the selected entries of the dump's table of contents."""
+    with _fetched(repo, obj, progress) as tmp:
+        with PipeProcess(
+            [args[0], "-l", str(tmp)], env=env, what=f"pg_restore -l of {obj.database}", stdout=-1
+        ) as lister:
+            toc = lister.stdout.read().decode("utf-8", "replace")
+            lister.wait()
+        lines, restored = select_table_entries(toc, tables)
+        with connect(dsn) as conn:
+            for schema in sorted({s for s, _ in restored}):
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
+        listing = tmp.with_suffix(".list")
+        listing.write_text("\n".join(lines) + "\n")
+        try:
+            single = ["--single-transaction"] if jobs == 1 else [f"--jobs={jobs}"]
+            with PipeProcess(
+                [*args, *single, "-L", str(listing), str(tmp)], env=env, what=what
+            ) as proc:
+                proc.wait()
+        finally:
+            listing.unlink(missing_ok=True)
+    return restored
 
 
 class _Progress:

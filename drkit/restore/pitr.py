@@ -1,18 +1,25 @@
 """Physical point-in-time recovery: ``drkit restore ENV --point-in-time TS --pgdata DIR``.
 
-1. Pick the newest physical backup that was consistent at or before TS (``latest``: the
-   newest backup) — or stop with exit 3 and the reachable window when TS lies before
-   the oldest backup or after the newest archived WAL.  drkit never recovers to some
-   other point than the one asked for.
+1. Plan before writing anything (:func:`plan_recovery`): the timeline to follow
+   (``--timeline current``: production's, as recorded in ``<env>/timeline.json``; see
+   :mod:`drkit.timelines`), the newest physical backup on that timeline consistent at or
+   before TS (``latest``: the newest one), and the WAL chain from it along the timeline.
+   A target beyond the unbroken chain, before the oldest backup, or (``latest``) a gap
+   below newer segments without ``--allow-gap`` is exit 3 with the reachable window.
+   drkit never recovers to some other point than the one asked for.
 2. Unpack its ``base.tar`` into an empty DIR (a non-empty one is refused, exit 4).
 3. Write ``recovery.signal`` and the recovery settings into ``postgresql.auto.conf``:
-   ``restore_command`` = ``drkit wal-fetch``, ``recovery_target_time``,
-   ``recovery_target_timeline = 'latest'`` and the target action; the server gets its own
-   port and socket directory.
+   ``restore_command`` = ``drkit wal-fetch``, the target (a time; for ``latest`` with
+   pause/shutdown the last whole WAL record of the chain), the target action, the
+   followed timeline by number, ``archive_mode = off`` unless ``--archive-mode
+   preserve`` (then the server is the new primary); the server gets its own port and
+   socket directory.  A server that does not archive is marked as a restore test
+   (``drkit-restored.json``), so its WAL can never be recorded as production's.
 4. Start PostgreSQL (as the cluster's OS user when drkit runs as root), wait until
    recovery reached its target, and report the point actually reached
-   (``pg_last_xact_replay_timestamp()``) and the timeline.  PostgreSQL's own "recovery
-   ended before configured recovery target was reached" is turned into exit 3 too.
+   (``pg_last_xact_replay_timestamp()``), the timeline followed and the others found.
+   PostgreSQL's own "recovery ended before configured recovery target was reached" is
+   turned into exit 3 too.
 """
 
 from __future__ import annotations
@@ -33,12 +40,21 @@ from pathlib import Path
 from typing import Any
 
 from drkit.backup.catalog import Manifest, iso, list_backups
+from drkit.backup.walchain import (
+    Reach,
+    WalIndex,
+    archived_timelines,
+    backup_on_timeline,
+    reach_on_timeline,
+    timeline_history,
+)
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.cluster import chown_tree, cluster_os_user, free_port, run_as
 from drkit.storage.repository import Repository
-from drkit.wal import SPOOL_DIR, WAL_DIR
-from drkit.wal_names import is_archivable
+from drkit.timelines import clear_restore_marker, write_restore_marker
+from drkit.wal import SPOOL_DIR, find_wal_key, open_wal_object
+from drkit.wal_names import history_name
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +67,8 @@ _TAR_BUFSIZE = 1024 * 1024
 ProgressCallback = Callable[[str, int], None]
 
 _STOPPING_RE = re.compile(r"recovery stopping (?:before|after) .*?time ([0-9-]+ [0-9:.]+[+-]\d\d)")
+_STOPPED_AT_LSN_RE = re.compile(r"recovery stopping (?:before|after) WAL location")
+_LAST_XACT_RE = re.compile(r"last completed transaction was at log time ([0-9-]+ [0-9:.]+[+-]\d\d)")
 _NEW_TLI_RE = re.compile(r"selected new timeline ID: (\d+)")
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 _CONF_MARK = "# drkit point-in-time recovery"
@@ -62,20 +80,35 @@ _RECOVERY_SETTING_RE = re.compile(
 
 @dataclass
 class Window:
-    """What point-in-time recovery can reach from this repository."""
+    """What point-in-time recovery can reach from this repository.
 
-    start: datetime | None  # the oldest physical backup's consistent point
-    end: datetime | None  # when the newest WAL file was archived
+    ``end`` is where the archive stops being unbroken on the followed timeline: when a
+    segment is missing below newer ones, the window ends before the gap."""
+
+    start: datetime | None  # the oldest usable physical backup's consistent point
+    end: datetime | None  # when the last reachable WAL segment was archived
     last_wal: str | None
+    timeline: int | None = None
+    missing: str | None = None  # the first missing segment, when newer ones exist
 
     def describe(self) -> str:
         if self.start is None:
             return "no physical backups, nothing is reachable (run drkit backup ENV --physical)"
         end = iso(self.end) if self.end else "the end of the archived WAL (none archived yet)"
-        return f"reachable window: {iso(self.start)} .. {end}"
+        where = f" on timeline {self.timeline}" if self.timeline is not None else ""
+        text = f"reachable window{where}: {iso(self.start)} .. {end}"
+        if self.missing:
+            text += f" (WAL segment {self.missing} is missing; newer segments exist past the gap)"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start": iso(self.start), "end": iso(self.end), "last_wal": self.last_wal}
+        return {
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "last_wal": self.last_wal,
+            "timeline": self.timeline,
+            "missing": self.missing,
+        }
 
 
 @dataclass
@@ -93,9 +126,18 @@ class PitrResult:
     state: str = "prepared"  # prepared | promoted | paused | shut down
     log_file: str | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    followed: TimelineChoice | None = None
+    archive_mode: str = "off"
+    gap: Reach | None = None  # set when --allow-gap recovered up to a gap
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "followed_timeline": self.followed.timeline if self.followed else None,
+            "timeline_source": self.followed.source if self.followed else None,
+            "production_timeline": self.followed.recorded if self.followed else None,
+            "other_timelines": self.followed.others if self.followed else [],
+            "archive_mode": self.archive_mode,
+            "stopped_at_gap": self.gap.to_dict() if self.gap else None,
             "backup_id": self.backup_id,
             "target": self.target,
             "pgdata": self.pgdata,
@@ -116,45 +158,197 @@ def consistent_point(manifest: Manifest) -> datetime:
     return manifest.consistent_at or manifest.finished_at
 
 
-def recoverable_window(repo: Repository, backups: list[Manifest] | None = None) -> Window:
-    backups = backups if backups is not None else list_backups(repo, "physical")
-    start = min((consistent_point(b) for b in backups), default=None)
-    wal = [i for i in repo.list(WAL_DIR) if is_archivable(_wal_name(i.key))]
-    newest = max(wal, key=lambda i: i.modified, default=None)
-    return Window(
-        start,
-        newest.modified.astimezone(UTC) if newest else None,
-        _wal_name(newest.key) if newest else None,
-    )
+@dataclass
+class TimelineChoice:
+    """The timeline recovery follows, why, and the others the archive holds."""
+
+    timeline: int
+    source: str  # recorded | newest-backup | archive-latest | requested
+    recorded: int | None  # production's timeline as recorded in the repository
+    others: list[int]
 
 
-def _wal_name(key: str) -> str:
-    name = key.rsplit("/", 1)[-1]
-    for suffix in (".age", ".zst", ".gz"):
-        name = name.removesuffix(suffix)
-    return name
+TIMELINE_CHOICES = ("current", "latest")
 
 
-def choose_backup(backups: list[Manifest], target: datetime | None, window: Window) -> Manifest:
-    """The newest physical backup consistent at or before ``target`` (None: latest)."""
-    if not backups:
-        raise CheckFailed(f"no physical backup to recover from: {window.describe()}")
-    if target is None:
-        return max(backups, key=lambda b: (consistent_point(b), b.id))
-    if target.tzinfo is None:
+def parse_timeline(value: str) -> str | int:
+    """``--timeline current|latest|N`` (N a decimal timeline ID, 1 or more)."""
+    if value in TIMELINE_CHOICES:
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UsageError(
+            f"--timeline must be current, latest or a timeline ID (1, 2, ...), not {value!r}"
+        )
+    return number
+
+
+def choose_timeline(
+    repo: Repository, index: WalIndex, backups: list[Manifest], wanted: str | int
+) -> TimelineChoice:
+    """``current``: production's timeline as recorded in ``<env>/timeline.json`` (by
+    ``drkit promote-timeline`` or wal-push from a server that is not a restore test);
+    with nothing recorded yet, the timeline of the newest physical backup (backups are
+    taken from the policy's own database).  ``latest``: the highest timeline in the
+    archive, as PostgreSQL's ``recovery_target_timeline = 'latest'``.  A number: that one.
+    """
+    from drkit.timelines import recorded_timeline
+
+    recorded = recorded_timeline(repo)
+    archived = archived_timelines(index)
+    if wanted == "latest":
+        timeline, source = max(archived), "archive-latest"
+    elif isinstance(wanted, int):
+        timeline, source = wanted, "requested"
+    elif recorded is not None:
+        timeline, source = recorded, "recorded"
+    elif backups:
+        newest = max(backups, key=lambda b: (consistent_point(b), b.id))
+        timeline, source = int(newest.timeline or 1), "newest-backup"
+    else:
+        timeline, source = 1, "newest-backup"
+    return TimelineChoice(timeline, source, recorded, [t for t in archived if t != timeline])
+
+
+@dataclass
+class RecoveryPlan:
+    manifest: Manifest
+    window: Window
+    followed: TimelineChoice
+    reach: Reach
+
+
+def plan_recovery(
+    repo: Repository,
+    target: datetime | None,
+    *,
+    timeline: str | int = "current",
+    backup: Manifest | None = None,
+    allow_gap: bool = False,
+) -> RecoveryPlan:
+    """Choose the timeline, the base backup and check the WAL chain before anything is
+    written: a target the unbroken archive does not reach is exit 3, never a recovery
+    to some other point.  ``latest`` with a gap below newer segments is exit 3 too,
+    unless ``allow_gap`` says to stop at the gap on purpose."""
+    if target is not None and (target.tzinfo is None or target.utcoffset() is None):
         raise UsageError("the recovery target must carry a time zone")
-    candidates = [b for b in backups if consistent_point(b) <= target]
-    if not candidates:
+    index = WalIndex.load(repo)
+    backups = list_backups(repo, "physical")
+    followed = choose_timeline(repo, index, backups, timeline)
+    tli = followed.timeline
+    if (
+        tli > 1
+        and not index.has(history_name(tli))
+        and not any(int(b.timeline or 1) == tli for b in backups)
+    ):
         raise CheckFailed(
-            f"recovery target {iso(target)} is before the oldest physical backup "
-            f"(consistent at {iso(window.start)}); {window.describe()}"
+            f"timeline {tli} is not in the archive of {repo.location} (no {history_name(tli)}); "
+            f"timelines found: {', '.join(map(str, archived_timelines(index)))}"
         )
-    if window.end is None or target > window.end:
+    history = timeline_history(repo, tli, index)
+    usable = [b for b in backups if backup_on_timeline(b, tli, history)]
+    start = min((consistent_point(b) for b in usable), default=None)
+    empty = Window(start, None, None, tli)
+    if backup is not None:
+        if not backup_on_timeline(backup, tli, history):
+            raise CheckFailed(
+                f"backup {backup.id} (timeline {backup.timeline}) is not on timeline {tli}, "
+                f"which recovery follows ({followed.source}); choose another --timeline"
+            )
+        if target is not None and target < consistent_point(backup):
+            raise CheckFailed(
+                f"recovery target {iso(target)} is before backup {backup.id} is consistent "
+                f"({iso(consistent_point(backup))}); {empty.describe()}"
+            )
+        manifest = backup
+    elif not usable:
+        others = (
+            f" (other physical backups are on timelines {sorted({int(b.timeline or 1) for b in backups})})"
+            if backups
+            else ""
+        )
         raise CheckFailed(
-            f"recovery target {iso(target)} is after the newest archived WAL "
-            f"({window.last_wal or 'none'}); {window.describe()}"
+            f"no physical backup to recover from on timeline {tli}{others}: {empty.describe()}"
         )
-    return max(candidates, key=lambda b: (consistent_point(b), b.id))
+    elif target is None:
+        manifest = max(usable, key=lambda b: (consistent_point(b), b.id))
+    else:
+        candidates = [b for b in usable if consistent_point(b) <= target]
+        if not candidates:
+            oldest = min(consistent_point(b) for b in usable)
+            newest = max(usable, key=lambda b: (consistent_point(b), b.id))
+            reach = reach_on_timeline(repo, newest, tli, index, history)
+            window = _window(start, reach)
+            raise CheckFailed(
+                f"recovery target {iso(target)} is before the oldest physical backup "
+                f"(consistent at {iso(oldest)}); {window.describe()}"
+            )
+        manifest = max(candidates, key=lambda b: (consistent_point(b), b.id))
+    reach = reach_on_timeline(repo, manifest, tli, index, history)
+    window = _window(start, reach)
+    if reach.required_missing:
+        raise CheckFailed(
+            f"backup {manifest.id} cannot be restored: WAL segment {reach.missing}, which it "
+            f"needs to become consistent, is missing from the archive (drkit verify names "
+            f"every gap); {window.describe()}"
+        )
+    if target is None:
+        if reach.gap and not allow_gap:
+            raise CheckFailed(
+                f"the archive has a gap on timeline {tli}: WAL segment {reach.missing} is "
+                f"missing and {reach.newer_segments} newer segment(s) exist up to "
+                f"{reach.newest_segment}; the last reachable point is {reach.last_segment} "
+                f"(archived {iso(reach.end)}). Restore the missing segment, or pass "
+                "--allow-gap to recover up to the gap on purpose"
+            )
+    elif reach.end is None or target > reach.end:
+        raise CheckFailed(
+            f"recovery target {iso(target)} is after the last WAL reachable without a gap "
+            f"({reach.last_segment or 'none'}); {window.describe()}"
+        )
+    return RecoveryPlan(manifest, window, followed, reach)
+
+
+_RECORD_LSN_RE = re.compile(r"\blsn: ([0-9A-F]+/[0-9A-F]+),")
+
+
+def last_record_lsn(repo: Repository, manifest: Manifest, segment: str) -> str:
+    """The LSN of the last whole WAL record in archived ``segment`` (pg_waldump)."""
+    from drkit.pg.binaries import find_binary
+
+    key = find_wal_key(repo, segment)
+    if key is None:
+        raise CheckFailed(f"WAL segment {segment} vanished from {repo.location} meanwhile")
+    major = int(manifest.server_version.split(".")[0]) if manifest.server_version else None
+    waldump = find_binary("pg_waldump", major)
+    with tempfile.TemporaryDirectory(prefix="drkit-waldump-") as tmp:
+        path = Path(tmp) / segment
+        with open_wal_object(repo, key) as stream, open(path, "wb") as out:
+            shutil.copyfileobj(stream, out, _TAR_BUFSIZE)
+        proc = subprocess.run(
+            [waldump, "--path", tmp, segment],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+    found = _RECORD_LSN_RE.findall(proc.stdout)
+    if not found:
+        raise CheckFailed(
+            f"no whole WAL record found in {segment} to stop at "
+            f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'pg_waldump printed none'}); "
+            "recover latest with --target-action promote, or give a time target"
+        )
+    return str(found[-1])
+
+
+def _window(start: datetime | None, reach: Reach) -> Window:
+    return Window(
+        start, reach.end, reach.last_segment, reach.timeline, reach.missing if reach.gap else None
+    )
 
 
 def _check_empty(pgdata: Path) -> None:
@@ -239,6 +433,7 @@ def write_recovery_config(
     archive: bool,
     timeline: int | None = None,
     pause_at: str | None = None,
+    target_lsn: str | None = None,
 ) -> None:
     settings: dict[str, str] = {
         "restore_command": _conf_value(restore_command),
@@ -253,6 +448,10 @@ def write_recovery_config(
         settings["recovery_target_action"] = "'pause'"
     elif target is not None:
         settings["recovery_target_time"] = _conf_value(target.astimezone(UTC).isoformat())
+        settings["recovery_target_action"] = _conf_value(action)
+    elif target_lsn is not None:  # `latest` with pause/shutdown: the last archived record
+        settings["recovery_target_lsn"] = _conf_value(target_lsn)
+        settings["recovery_target_inclusive"] = "on"
         settings["recovery_target_action"] = _conf_value(action)
     if not archive:
         settings["archive_mode"] = "off"
@@ -285,7 +484,9 @@ def restore_point_in_time(
     port: int | None = None,
     target_action: str = "promote",
     start: bool = True,
-    archive: bool = True,
+    archive: bool = False,
+    timeline: str | int = "current",
+    allow_gap: bool = False,
     repo: Repository | None = None,
     on_progress: ProgressCallback | None = None,
     timeout: float | None = None,
@@ -298,27 +499,37 @@ def restore_point_in_time(
     ``backup`` recovers from that base backup instead of the newest one before the
     target.  ``pause_at`` names a restore point on the way: recovery pauses there,
     ``at_pause`` runs against the paused (read-only) server, then the server restarts
-    and recovery goes on to the target (a drill compares row counts this way)."""
+    and recovery goes on to the target (a drill compares row counts this way).
+
+    ``archive`` (``--archive-mode preserve``) keeps the server's archive_command: it is
+    production's new primary.  Otherwise archiving is off and the data directory is
+    marked as a restore test, whose pushes never record a timeline as production's.
+    ``timeline``: ``current`` (production's), ``latest`` or a number; ``allow_gap``
+    recovers ``latest`` up to a gap in the archive instead of refusing."""
     from drkit.walcmd import restore_command
 
     if target_action not in ACTIONS:
         raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
     if target is not None and (target.tzinfo is None or target.utcoffset() is None):
         raise UsageError("--point-in-time needs a time zone (Z or +01:00)")
+    if isinstance(timeline, str):
+        timeline = parse_timeline(timeline)
     pgdata = Path(pgdata).absolute()
     _check_empty(pgdata)
     repo = repo or Repository.for_policy(policy)
     phases: dict[str, float] = {}
     t0 = time.monotonic()
-    backups = list_backups(repo, "physical")
-    window = recoverable_window(repo, backups)
-    manifest = choose_backup(backups, target, window) if backup is None else backup
-    if backup is not None and target is not None and target < consistent_point(backup):
-        raise CheckFailed(
-            f"recovery target {iso(target)} is before backup {backup.id} is consistent "
-            f"({iso(consistent_point(backup))}); {window.describe()}"
-        )
-    log.info("recovering %s from %s to %s", policy.name, manifest.id, iso(target) or "latest")
+    plan = plan_recovery(repo, target, timeline=timeline, backup=backup, allow_gap=allow_gap)
+    manifest, window = plan.manifest, plan.window
+    follow = plan.followed.timeline
+    log.info(
+        "recovering %s from %s to %s on timeline %d (%s)",
+        policy.name,
+        manifest.id,
+        iso(target) or "latest",
+        follow,
+        plan.followed.source,
+    )
     user = cluster_os_user()
     if start:  # no server of the backup's exact major: refuse before fetching anything
         from drkit.pg.binaries import find_server
@@ -327,19 +538,17 @@ def restore_point_in_time(
             int(manifest.server_version.split(".")[0]) if manifest.server_version else None,
             for_user=user,
         )
+    # `latest` has no recovery target of its own: to pause or shut down there, stop
+    # after the last WAL record the unbroken archive holds
+    target_lsn = None
+    if target is None and target_action != "promote":
+        target_lsn = last_record_lsn(repo, manifest, str(plan.reach.last_segment))
     port = port or free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="drkit-pitr-"))
     run_dir.chmod(0o755)
     socket_dir = run_dir
     policy_dir = Path(policy.source).parent
     command = restore_command(policy.name, policy_dir, user)
-    from drkit.backup.walchain import recovery_timeline
-
-    follow, newest = recovery_timeline(repo, manifest)
-    if not newest:
-        log.info(
-            "following timeline %d: newer timelines branched off before %s", follow, manifest.id
-        )
     created = not pgdata.exists()
 
     def configure(pause: str | None) -> None:
@@ -351,8 +560,9 @@ def restore_point_in_time(
             port=port,
             socket_dir=socket_dir,
             archive=archive,
-            timeline=None if newest else follow,
+            timeline=follow,
             pause_at=pause,
+            target_lsn=target_lsn,
         )
 
     try:
@@ -363,6 +573,19 @@ def restore_point_in_time(
         from drkit.wal import write_repo_hint
 
         write_repo_hint(policy, pgdata / "pg_wal")
+        if archive:
+            clear_restore_marker(pgdata)
+        else:
+            write_restore_marker(
+                pgdata,
+                {
+                    "environment": policy.name,
+                    "backup_id": manifest.id,
+                    "target": iso(target) or "latest",
+                    "timeline_followed": follow,
+                    "restored_at": iso(datetime.now(UTC)),
+                },
+            )
         chown_tree(pgdata, user)
         chown_tree(run_dir, user)
     except BaseException:
@@ -381,11 +604,14 @@ def restore_point_in_time(
         target=iso(target) or "latest",
         pgdata=str(pgdata),
         port=port,
-        action=target_action if target is not None else "promote",
+        action=target_action,
         started=False,
         window=window,
         log_file=str(pgdata / "log" / LOG_NAME),
         phases=phases,
+        followed=plan.followed,
+        archive_mode="preserve" if archive else "off",
+        gap=plan.reach if plan.reach.gap else None,
     )
     if not start:
         return result
@@ -517,7 +743,8 @@ class _RecoveringServer:
             if not self.running():
                 if action == "shutdown" and "database system is shut down" in self.log_text():
                     text = self.log_text()
-                    if _NOT_REACHED in text or not _STOPPING_RE.search(text):
+                    stopped = _STOPPING_RE.search(text) or _STOPPED_AT_LSN_RE.search(text)
+                    if _NOT_REACHED in text or not stopped:
                         self._died(window, target, point)
                     return
                 time.sleep(0.5)  # pg_ctl -W may return before the pid file is written
@@ -561,7 +788,7 @@ class _RecoveringServer:
             result.state = "paused" if in_recovery else "promoted"
         else:
             result.state = "shut down"
-            match = _STOPPING_RE.findall(text)
+            match = _STOPPING_RE.findall(text) or _LAST_XACT_RE.findall(text)
             if match:
                 with contextlib.suppress(ValueError):
                     result.reached_at = datetime.fromisoformat(match[-1]).astimezone(UTC)

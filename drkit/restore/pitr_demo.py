@@ -97,17 +97,22 @@ def step_pitr(box: DemoBox, say: Say) -> None:
         back = _query(restored_dsn, "SELECT count(*) FROM demo_order")
         if back != 1000:
             raise RuntimeError(f"demo: PITR shows {back} orders, expected 1000")
+        archiving = _query(restored_dsn, "SELECT current_setting('archive_mode')")
+        if archiving != "off":  # a restored copy never archives into production's repository
+            raise RuntimeError(f"demo: the recovered server has archive_mode = {archiving}")
         say(
             "ok",
             f"recovered to {result.reached_at.isoformat() if result.reached_at else '?'} on "
             f"timeline {result.timeline}: all 1000 orders are back (the live database has "
-            f"{left}), {time.monotonic() - started:.1f}s",
+            f"{left}), {time.monotonic() - started:.1f}s; it does not archive (archive_mode "
+            f"off), production's timeline stays {result.followed.timeline if result.followed else 1}",
         )
         box.report["pitr"] = {
             "backup_id": manifest.id,
             "target": result.target,
             "reached_at": result.reached_at.isoformat() if result.reached_at else None,
             "timeline": result.timeline,
+            "archive_mode": archiving,
             "orders_live": left,
             "orders_recovered": back,
             "ok": True,

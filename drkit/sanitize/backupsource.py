@@ -1,9 +1,10 @@
 """The ``--from-backup`` run: SRC's schema and rows come from a logical backup.
 
-The schema (tables and columns from the pre-data SQL, keys from the post-data SQL) is
-read from the archive itself, so the plan, the rules check and ``--dry-run`` never touch
-production nor DST.  Rows are parsed out of ``pg_restore --section=data`` and go through
-the same strategies as a live copy.  ``where`` and subset filters are then applied in
+The backup's pre-data section is restored into the database the orchestrator hands over
+(the build database, or a scratch one for ``--dry-run``/``--scan-only``) and the schema is
+read from that catalog by the same reader as a live source, so inheritance, partitions
+and domains look the same either way; production is never touched.  Rows are parsed out
+of ``pg_restore --section=data`` and go through the same strategies as a live copy.  ``where`` and subset filters are then applied in
 DST to the already sanitized rows (``DELETE ... WHERE NOT filter``, children first), so
 they may only read columns the rules keep.
 """
@@ -11,120 +12,52 @@ they may only read columns the rules keep.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from drkit.backup.catalog import resolve_backup
-from drkit.errors import DatabaseError, SafetyRefused, UsageError
+from drkit.errors import DatabaseError, UsageError
 from drkit.pg.binaries import find_binary, find_client
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, for_subprocess
+from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, list_file, restore_args
+from drkit.sanitize.emailmap import prime_from_backup
 from drkit.sanitize.frombackup import (
     CopyBlock,
-    add_constraints,
     dump_object,
     parse_data_section,
-    read_post_data,
     restore_from_stream,
-    unquote,
 )
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
+from drkit.sanitize.pump import pump
 from drkit.sanitize.rules import is_masked
-from drkit.sanitize.schema import Column, Schema, Table
-from drkit.sanitize.subset import _topological, select_rows
+from drkit.sanitize.run import ProgressFn, Run, TableReport, count_target_tables
+from drkit.sanitize.schema import read_schema
+from drkit.sanitize.subset import select_rows, topological
 from drkit.sanitize.transform import RowTransformer
 from drkit.storage.repository import Repository, StoredObject
 
-if TYPE_CHECKING:
-    from drkit.sanitize.engine import ProgressFn, _Run
-
 log = logging.getLogger(__name__)
-
-_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_CREATE_RE = re.compile(rf"^CREATE (?:UNLOGGED )?TABLE ({_IDENT})\.({_IDENT}) \($", re.M)
-_COLUMN_RE = re.compile(rf"^    ({_IDENT}) (.*?),?$")
-_STOPS = (" DEFAULT ", " NOT NULL", " GENERATED ", " COLLATE ", " CONSTRAINT ", " NULL")
-_STRING_TYPES = {"text", "character varying", "varchar", "character", "char", "citext", "name"}
-
-
-def _column_from_sql(name: str, rest: str) -> Column:
-    cut = min((rest.find(s) for s in _STOPS if s in rest), default=len(rest))
-    type_text = rest[:cut].strip()
-    base = re.sub(r"\(.*\)", "", type_text).strip().lower()
-    is_array = base.endswith("[]")
-    base = base.removesuffix("[]").strip()
-    base = base.split(".")[-1].strip('"')
-    if base in _STRING_TYPES:
-        typname, category = "text", "S"
-    elif base in ("json", "jsonb"):
-        typname, category = base, "U"
-    elif base in ("inet", "cidr"):
-        typname, category = base, "I"
-    else:
-        typname, category = base, "X"
-    if is_array:
-        return Column(name, type_text, "_" + typname, "A", category, False, False)
-    generated = " GENERATED ALWAYS AS (" in rest and rest.rstrip(",").endswith("STORED")
-    return Column(name, type_text, typname, category, "", generated, " NOT NULL" in rest)
-
-
-def schema_from_sql(pre_data: str, post_data: str) -> Schema:
-    tables: dict[str, Table] = {}
-    for match in _CREATE_RE.finditer(pre_data):
-        schema_name, table_name = unquote(match.group(1)), unquote(match.group(2))
-        table = Table(schema_name, table_name, 0)
-        body_start = match.end() + 1
-        body_end = pre_data.find("\n);", body_start)
-        for line in pre_data[body_start:body_end].splitlines():
-            if line.startswith("    CONSTRAINT "):
-                continue
-            col = _COLUMN_RE.match(line)
-            if col:
-                table.columns.append(_column_from_sql(unquote(col.group(1)), col.group(2)))
-        tables[table.key] = table
-    schema = Schema(tables, [])
-    add_constraints(schema, post_data)
-    for m in re.finditer(rf"^CREATE SEQUENCE ({_IDENT})\.({_IDENT})$", pre_data, re.M):
-        schema.sequences.append((unquote(m.group(1)), unquote(m.group(2))))
-    return schema
-
-
-def _section_text(
-    repo: Repository, obj: StoredObject, pg_restore: str, env: dict[str, str], section: str
-) -> str:
-    if section == "post-data":
-        return read_post_data(repo, obj, pg_restore, env)
-    args = [pg_restore, f"--section={section}", "-f", "-"]
-    with restore_from_stream(
-        repo, obj, args, env, f"pg_restore ({section} of the backup)", stdout=-1
-    ) as proc:
-        text = proc.stdout.read().decode("utf-8", "replace")
-    return text
 
 
 def _restore_section(
     repo: Repository, obj: StoredObject, pg_restore: str, dsn: str, section: str
 ) -> None:
-    conninfo, env = for_subprocess(dsn)
-    args = [
-        pg_restore,
-        f"--section={section}",
-        "--no-owner",
-        "--no-acl",
-        "--exit-on-error",
-        "--single-transaction",
-        "-d",
-        conninfo,
-    ]
+    _, plain_env = for_subprocess("")
     with restore_from_stream(
-        repo, obj, args, env, f"pg_restore --section={section} into {describe(dsn)}"
-    ):
-        pass
+        repo, obj, [pg_restore, "-l"], plain_env, "pg_restore -l of the backup", stdout=-1
+    ) as proc:
+        toc = proc.stdout.read().decode("utf-8", "replace")
+    with list_file(toc, SECRET_KINDS + LARGE_OBJECT_KINDS) as listing:
+        args, env = restore_args(pg_restore, dsn, section=section, listing=listing)
+        with restore_from_stream(
+            repo, obj, args, env, f"pg_restore --section={section} into {describe(dsn)}"
+        ):
+            pass
 
 
 def _check_filters_read_kept_columns(plan: Plan) -> None:
@@ -144,28 +77,25 @@ def _check_filters_read_kept_columns(plan: Plan) -> None:
         )
 
 
-def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None:
-    from drkit.sanitize.engine import (
-        TableReport,
-        _empty_database,
-        _target_tables,
-        count_target_tables,
-    )
+def run_from_backup(run: Run, ref: str, on_progress: ProgressFn | None) -> None:
 
     options = run.options
     repo = Repository.for_policy(run.src)
-    manifest = resolve_backup(repo, ref, kind="logical")
     database = run.src.database.database_names()[0]
+    manifest = resolve_backup(repo, ref, kind="logical", database=database)
     obj = dump_object(manifest, database)
     run.report.source = f"backup {manifest.id}"
     # the dump's archive format is its pg_dump's: a pg_restore of the backup's major (or newer)
     major = int(manifest.server_version.split(".")[0]) if manifest.server_version else 0
     pg_restore = find_client("pg_restore", major) if major else find_binary("pg_restore")
     _, plain_env = for_subprocess("")
-    pre = _section_text(repo, obj, pg_restore, plain_env, "pre-data")
-    post = _section_text(repo, obj, pg_restore, plain_env, "post-data")
-    schema = schema_from_sql(pre, post)
-    del pre, post
+    # the schema is read from the catalog, as for a live source: pre-data goes into the
+    # database the orchestrator gave (the build, or a scratch one for a dry run)
+    _restore_section(repo, obj, pg_restore, run.schema_dsn, "pre-data")
+    with connect(run.schema_dsn, autocommit=False) as conn:
+        schema = read_schema(conn)
+        conn.rollback()
+    run.phase("schema")
     plan = build_plan(run.rules, schema)
     run.finish_plan(plan)
     _check_filters_read_kept_columns(plan)
@@ -186,18 +116,8 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
         if run.rules.subset is not None:
             log.info("subset sizes are known only after loading when reading a backup")
         return
+    prime_from_backup(repo, obj, pg_restore, plain_env, plan, run.compiler)  # before any row
     write = not options.scan_only
-    if write:
-        run.report.target_tables = _target_tables(run.dst_dsn)
-        if run.report.target_tables and not options.force:
-            raise SafetyRefused(
-                f"database {describe(run.dst_dsn)} of {run.dst.name} already holds "
-                f"{run.report.target_tables} tables: rerun with --force to empty it first"
-            )
-        if run.report.target_tables:
-            _empty_database(run.dst_dsn)
-        _restore_section(repo, obj, pg_restore, run.dst_dsn, "pre-data")
-        run.phase("schema")
     by_key = plan.by_key()
     reports = {
         tp.key: TableReport(
@@ -209,14 +129,18 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
         )
         for tp in plan.tables
     }
-    dst = connect(run.dst_dsn, autocommit=False) if write else None
+    dst = connect(run.write_dsn, autocommit=False) if write else None
     try:
         if dst is not None:
             dst.execute("SET LOCAL synchronous_commit = off")
 
         def on_block(block: CopyBlock, rows: Iterator[bytes]) -> None:
             tp = by_key.get(f"{block.schema}.{block.table}")
-            if tp is None or tp.action == "schema-only":
+            if tp is None:
+                return
+            if tp.action == "schema-only":
+                if tp.masked:  # not copied, but the scan must know its originals
+                    _load_block(run, tp, block, rows, None, None)
                 return
             if not write and not tp.masked:
                 return
@@ -235,15 +159,15 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
         if dst is not None:
             dst.commit()
     except psycopg.Error as exc:
-        raise DatabaseError(f"loading {describe(run.dst_dsn)}: {first_line(exc)}") from None
+        raise DatabaseError(f"loading {describe(run.write_dsn)}: {first_line(exc)}") from None
     finally:
         if dst is not None:
             dst.close()
     run.phase("data" if write else "read")
     if write:
         _apply_filters(run, plan, reports)
-        _restore_section(repo, obj, pg_restore, run.dst_dsn, "post-data")
-        with connect(run.dst_dsn) as conn:
+        _restore_section(repo, obj, pg_restore, run.write_dsn, "post-data")
+        with connect(run.write_dsn) as conn:
             for name, value, called in section.sequences:
                 conn.execute("SELECT setval(%s::regclass, %s, %s)", [name, value, called])
         run.phase("constraints")
@@ -252,7 +176,7 @@ def run_from_backup(run: _Run, ref: str, on_progress: ProgressFn | None) -> None
 
 
 def _load_block(
-    run: _Run,
+    run: Run,
     tp: TablePlan,
     block: CopyBlock,
     rows: Iterator[bytes],
@@ -264,64 +188,23 @@ def _load_block(
     if unknown:
         raise UsageError(f"the backup's {tp.key} has column {unknown[0]} the schema lacks")
     transformer = RowTransformer([(c, strategies[c]) for c in block.columns], run.compiler)
-    count = 0
-    batch: list[bytes] = []
-    size = 0
-    copy_cm: Any = None
-    copy: Any = None
-    if dst is not None:
-        copy_cm = dst.cursor().copy(
-            sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(block.schema, block.table),
-                sql.SQL(", ").join(sql.Identifier(c) for c in block.columns),
-            )
-        )
-        copy = copy_cm.__enter__()
-    try:
-        for line in rows:
-            batch.append(line)
-            size += len(line)
-            if size >= 1 << 20:
-                count += _flush(transformer, batch, copy, tp.key, on_progress)
-                batch, size = [], 0
-        count += _flush(transformer, batch, copy, tp.key, on_progress)
-    except BaseException as exc:
-        if copy_cm is not None:
-            copy_cm.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    if copy_cm is not None:
-        copy_cm.__exit__(None, None, None)
-    return count
+    if dst is None:
+        return pump(rows, None, transformer, tp.key, on_progress)
+    target = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(block.schema, block.table),
+        sql.SQL(", ").join(sql.Identifier(c) for c in block.columns),
+    )
+    with dst.cursor().copy(target) as copy:
+        return pump(rows, copy.write, transformer, tp.key, on_progress)
 
 
-def _flush(
-    transformer: RowTransformer,
-    batch: list[bytes],
-    copy: Any,
-    key: str,
-    on_progress: ProgressFn | None,
-) -> int:
-    if not batch:
-        return 0
-    data = b"".join(batch)
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    if not transformer.passthrough:
-        data = transformer.block(data)
-    if copy is not None:
-        copy.write(data)
-    if on_progress is not None:
-        on_progress(key, len(batch))
-    return len(batch)
-
-
-def _apply_filters(run: _Run, plan: Plan, reports: dict[str, Any]) -> None:
+def _apply_filters(run: Run, plan: Plan, reports: dict[str, Any]) -> None:
     """Row filters on the loaded (sanitized) rows, children first."""
-    with connect(run.dst_dsn, autocommit=False) as conn:
+    with connect(run.write_dsn, autocommit=False) as conn:
         try:
             selections = select_rows(conn, plan, run.rules.subset)
             tables = {tp.key: tp.table for tp in plan.tables}
-            for key in reversed(_topological(tables)):
+            for key in reversed(topological(tables)):
                 sel = selections[key]
                 if sel.everything or sel.none:
                     continue

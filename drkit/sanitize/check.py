@@ -1,4 +1,8 @@
-"""``drkit sanitize check SRC DST``: the rules against SRC's live schema, nothing copied."""
+"""``drkit sanitize check SRC DST``: the rules against SRC's live schema, nothing copied.
+
+The one thing it may write: the column list of a ``copy: true`` table met for the first
+time, pinned into the rules file (:mod:`drkit.sanitize.pins`) and listed in ``pinned``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from drkit.config import Policy
 from drkit.errors import UsageError
 from drkit.pg.connect import connect
-from drkit.sanitize.engine import database_dsn
+from drkit.sanitize.fit import check_constraints_fit
+from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import build_plan
 from drkit.sanitize.rules import default_rules_path, load_rules
+from drkit.sanitize.run import database_dsn
 from drkit.sanitize.schema import read_schema
+from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer
 
 
 @dataclass
@@ -26,6 +35,7 @@ class CheckReport:
     pii_kept: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     salt_set: bool = True
+    pinned: dict[str, list[str]] = field(default_factory=dict)  # copy: true tables pinned now
 
     @property
     def ok(self) -> bool:
@@ -43,6 +53,7 @@ class CheckReport:
             "unlisted_columns": self.unlisted_columns,
             "pii_kept": self.pii_kept,
             "failures": self.failures,
+            "pinned": self.pinned,
         }
 
 
@@ -56,9 +67,15 @@ def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckRepor
         )
     with connect(database_dsn(src), autocommit=False) as conn:
         conn.read_only = True
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         schema = read_schema(conn)
+        plan = build_plan(rules, schema)
+        pinned = settle_pins(plan)
+        # the pseudonyms' shape does not depend on the salt: an unset one still checks
+        salt = rules.salt_bytes() if rules.salt is not None else b"drkit-sanitize-check"
+        pii = PiiConfig.from_strategies(rules.strategies())
+        check_constraints_fit(conn, plan, Compiler(Pseudonymizer(salt), pii))
         conn.rollback()
-    plan = build_plan(rules, schema)
     cov = plan.coverage
     report = CheckReport(
         rules=rules.source,
@@ -69,6 +86,7 @@ def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckRepor
         pii_kept=cov.pii_kept,
         failures=cov.failures(),
         salt_set=rules.salt is not None,
+        pinned=pinned,
     )
     for tp in plan.tables:
         report.tables[tp.key] = {

@@ -1,24 +1,31 @@
 """``drkit sanitize SRC DST``: SRC's schema and sanitized data into DST's database.
 
-Order of a run, every guard before anything is touched:
+One orchestrator, always the same steps; every guard before anything is written:
 
-1. the rules load (exit 2 on any problem) and the direction guard (exit 4: data flows
-   only from a higher rank to a lower one);
-2. SRC is read in one exported REPEATABLE READ snapshot (read only); SRC and DST must
-   not be the same database (exit 4); the rules are checked against SRC's schema
-   (exit 2) and the schema-drift guard applies (exit 3);
-3. DST must hold no tables unless ``--force``, which empties it (exit 4 otherwise);
-4. pre-data schema (tables, types, functions) through ``pg_restore``;
-5. data, table by table (``--jobs`` in parallel, all in the same snapshot):
-   ``COPY (SELECT ... WHERE selection) TO STDOUT`` from SRC, through the strategies in
-   memory, ``COPY ... FROM STDIN`` into DST.  Tables without masked columns pass through
-   as raw bytes.  Raw values of masked columns never reach DST, not even temporarily;
-6. post-data schema (indexes, constraints, triggers) and sequence values;
-7. the leak scan (exit 3 on any hit).
+1. guards: the rules load (exit 2), the direction guard and DST's identity (exit 4, see
+   :mod:`drkit.sanitize.guards`: protected, ranks, DST is no other environment's database);
+2. the build database: a fresh database next to DST (:mod:`drkit.pg.builddb`; exit 4
+   without CREATEDB, ownership of DST, or with sessions on DST and no ``--force``);
+3. schema: pre-data into the build (user mappings and large objects left out), and the
+   schema read from a catalog; the plan checks the rules against it (exit 2), the
+   drift guard (exit 3), and the strategies against unique indexes and CHECK constraints
+   (exit 2, :mod:`drkit.sanitize.fit`);
+4. pump: rows through the strategies into the build, ``--jobs`` tables at a time; raw
+   values of masked columns never reach any database; the originals of rows a filter
+   left out are read too (nothing written) so the scan knows them;
+5. constraints: post-data (indexes, keys, triggers) and sequence values;
+6. the leak scan of the build (exit 3), with row-level security refused, not obeyed;
+7. publish: DST renamed aside, the build renamed to DST, in one transaction.
 
-With ``--from-backup`` steps 2 and 5 read the backup instead (see
-:mod:`drkit.sanitize.frombackup`); row filters then run in DST on the already
-sanitized rows, which is why they may only read kept columns.
+Any failure or interrupt before 7 drops the build: DST is exactly as it was.
+
+The two sources differ only in where schema and rows come from.  Live
+(:func:`_run_live`): one exported REPEATABLE READ snapshot of SRC (read only); schema from
+SRC's catalog, ``pg_dump --schema-only`` for the DDL, ``COPY (SELECT ...) TO STDOUT``
+per table.  Backup (:mod:`drkit.sanitize.backupsource`): the DDL restored from the
+archive, the schema read from the build's catalog, rows parsed from its data section;
+row filters then run in the build on the already sanitized rows, which is why they may
+only read kept columns.
 """
 
 from __future__ import annotations
@@ -30,8 +37,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,236 +45,41 @@ import psycopg
 from psycopg import sql
 
 from drkit.config import Policy
-from drkit.errors import CheckFailed, DatabaseError, SafetyRefused, UsageError
+from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
+from drkit.pg.builddb import build_aside
 from drkit.pg.connect import connect, first_line, server_major
-from drkit.pg.conninfo import describe, for_subprocess, with_dbname
+from drkit.pg.conninfo import describe, for_subprocess
+from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, restore_file
 from drkit.pg.process import PipeProcess
-from drkit.pg.tables import list_tables
-from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
+from drkit.sanitize.backupsource import run_from_backup
+from drkit.sanitize.emailmap import prime_from_connection
+from drkit.sanitize.fit import check_constraints_fit
+from drkit.sanitize.guards import STAMP, check_direction, guard_target, require_every_row
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
-from drkit.sanitize.rules import Rules, default_rules_path, is_masked, load_rules
+from drkit.sanitize.pump import pump
+from drkit.sanitize.rules import is_masked
+from drkit.sanitize.run import LeakFound as LeakFound
+from drkit.sanitize.run import Options as Options
+from drkit.sanitize.run import (
+    ProgressFn,
+    Run,
+    TableReport,
+    count_target_tables,
+    resolve_rules,
+)
+from drkit.sanitize.run import Report as Report
+from drkit.sanitize.run import database_dsn as database_dsn
 from drkit.sanitize.schema import Schema, read_schema
-from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, pool_values
-from drkit.sanitize.subset import Selection, select_rows
+from drkit.sanitize.subset import Predicate, Selection, select_rows
 from drkit.sanitize.transform import RowTransformer
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int], None]  # (table, rows just copied)
 _BATCH = 1 << 20
+# archive entries a sanitized copy never gets: credentials, and bytes no rule can mask
+NOT_COPIED = SECRET_KINDS + LARGE_OBJECT_KINDS
 _APP = "drkit-sanitize"
-
-
-@dataclass
-class Options:
-    rules_path: Path | None = None
-    from_backup: str | None = None
-    dry_run: bool = False
-    jobs: int = 1
-    force: bool = False
-    scan_only: bool = False
-
-
-@dataclass
-class TableReport:
-    table: str
-    action: str  # copy | mask | schema-only
-    rows: int | None
-    selection: str
-    strategies: dict[str, str]
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "action": self.action,
-            "rows": self.rows,
-            "selection": self.selection,
-            "strategies": self.strategies,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass
-class Report:
-    src: str
-    dst: str
-    rules: str
-    source: str  # "live" or "backup <id>"
-    mode: str  # run | dry-run | scan-only
-    tables: list[TableReport] = field(default_factory=list)
-    unlisted_tables: list[str] = field(default_factory=list)
-    unlisted_columns: list[str] = field(default_factory=list)
-    pii_kept: list[str] = field(default_factory=list)
-    phases: dict[str, float] = field(default_factory=dict)
-    leak: LeakReport | None = None
-    target_tables: int = 0
-
-    @property
-    def rows(self) -> int:
-        return sum(t.rows or 0 for t in self.tables)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "src": self.src,
-            "dst": self.dst,
-            "rules": self.rules,
-            "source": self.source,
-            "mode": self.mode,
-            "rows": self.rows,
-            "tables": [t.to_dict() for t in self.tables],
-            "unlisted_tables": self.unlisted_tables,
-            "unlisted_columns": self.unlisted_columns,
-            "pii_kept": self.pii_kept,
-            "phases": {k: round(v, 3) for k, v in self.phases.items()},
-            "leak_scan": self.leak.to_dict() if self.leak else None,
-            "target_tables": self.target_tables,
-        }
-
-
-# ---------------------------------------------------------------------------
-# Guards
-# ---------------------------------------------------------------------------
-
-
-def check_direction(src: Policy, dst: Policy) -> None:
-    """Data flows only from a higher rank to a lower or equal one (never into PROD)."""
-    if src.rank < dst.rank:
-        raise SafetyRefused(
-            f"refusing to copy {src.name} (rank {src.rank}) into {dst.name} (rank {dst.rank}): "
-            "sanitized data flows only from a higher environment to a lower one"
-        )
-    if src.name == dst.name:
-        raise SafetyRefused(f"refusing to copy {src.name} into itself")
-
-
-def resolve_rules(src: Policy, dst: Policy, path: Path | None) -> Rules:
-    rules = load_rules(path or default_rules_path(src.name, dst.name))
-    if (rules.from_env, rules.to_env) != (src.name, dst.name):
-        raise UsageError(
-            f"{rules.source}: the rules are for {rules.from_env} -> {rules.to_env}, "
-            f"not {src.name} -> {dst.name}"
-        )
-    rules.salt_bytes()  # an unset salt stops here, before any connection
-    return rules
-
-
-def database_dsn(policy: Policy) -> str:
-    names = policy.database.database_names()
-    if len(names) > 1:
-        log.warning(
-            "%s lists %d databases; sanitize uses the first, %s", policy.name, len(names), names[0]
-        )
-    return with_dbname(policy.database.url.get_secret_value(), names[0])
-
-
-def _same_database(src_conn: psycopg.Connection[Any], token: str, dst_dsn: str) -> bool:
-    """Does DST's database see SRC's session (tagged ``token``) as one of its own?"""
-    if count_target_tables(dst_dsn) < 0:  # DST's database does not exist yet
-        return False
-    with connect(dst_dsn) as dst:
-        row = dst.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = %s AND datname = current_database()",
-            [token],
-        ).fetchone()
-    return bool(row and row[0])
-
-
-def _target_tables(dst_dsn: str) -> int:
-    from drkit.restore.logical import ensure_database
-
-    ensure_database(dst_dsn)
-    with connect(dst_dsn) as conn:
-        return len(list_tables(conn))
-
-
-def _empty_database(dst_dsn: str) -> None:
-    """Drop every user schema (and so every table) of DST; recreate ``public``."""
-    with connect(dst_dsn) as conn:
-        rows = conn.execute(
-            """SELECT n.nspname, n.nspname = 'public' FROM pg_namespace n
-               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-                 AND n.nspname NOT LIKE 'pg\\_%%'
-                 AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                                 WHERE d.classid = 'pg_namespace'::regclass
-                                   AND d.objid = n.oid AND d.deptype = 'e')"""
-        ).fetchall()
-        try:
-            with conn.transaction():
-                for name, _is_public in rows:
-                    conn.execute(
-                        sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(str(name)))
-                    )
-                conn.execute("CREATE SCHEMA IF NOT EXISTS public AUTHORIZATION pg_database_owner")
-                conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
-        except psycopg.Error as exc:
-            raise DatabaseError(f"emptying {describe(dst_dsn)}: {first_line(exc)}") from None
-
-
-# ---------------------------------------------------------------------------
-# The run
-# ---------------------------------------------------------------------------
-
-
-class _Run:
-    def __init__(self, src: Policy, dst: Policy, rules: Rules, options: Options) -> None:
-        self.src = src
-        self.dst = dst
-        self.rules = rules
-        self.options = options
-        self.src_dsn = database_dsn(src)
-        self.dst_dsn = database_dsn(dst)
-        self.leaks = LeakIndex()
-        self.pseudo = Pseudonymizer(rules.salt_bytes())
-        self.compiler = Compiler(
-            self.pseudo, PiiConfig.from_strategies(rules.strategies()), self.leaks.add
-        )
-        mode = "dry-run" if options.dry_run else "scan-only" if options.scan_only else "run"
-        self.report = Report(
-            src=src.name,
-            dst=dst.name,
-            rules=rules.source,
-            source="live",
-            mode=mode,
-        )
-        self._clock = time.monotonic()
-
-    def phase(self, name: str) -> None:
-        now = time.monotonic()
-        self.report.phases[name] = self.report.phases.get(name, 0.0) + now - self._clock
-        self._clock = now
-
-    def finish_plan(self, plan: Plan) -> None:
-        cov = plan.coverage
-        self.report.unlisted_tables = cov.unlisted_tables
-        self.report.unlisted_columns = cov.unlisted_columns
-        self.report.pii_kept = cov.pii_kept
-        cov.raise_for_failures(self.rules.source)
-
-    def scan(self, plan: Plan) -> None:
-        generated = pool_values(self.pseudo, self.rules.strategies())
-        searcher = self.leaks.searcher(generated)
-        with connect(self.dst_dsn) as conn:
-            self.report.leak = scan_database(conn, searcher)
-        self.phase("leak_scan")
-        leak = self.report.leak
-        if leak.hits:
-            listing = "; ".join(f"{where}: {count}" for where, count in sorted(leak.hits.items()))
-            raise LeakFound(
-                f"leak scan of {self.dst.name}: original values of masked columns found in "
-                f"{listing} (count of hits; values not shown). DST is not safe to use",
-                self.report,
-            )
-
-
-class LeakFound(CheckFailed):
-    """The leak scan found originals in DST (exit 3); carries the report."""
-
-    def __init__(self, message: str, report: Report) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 def sanitize(
@@ -282,17 +93,40 @@ def sanitize(
         raise UsageError("--jobs must be at least 1")
     check_direction(src, dst)
     rules = resolve_rules(src, dst, options.rules_path)
-    run = _Run(src, dst, rules, options)
-    if describe(run.src_dsn) == describe(run.dst_dsn):
-        raise SafetyRefused(
-            f"{src.name} and {dst.name} resolve to the same database {describe(run.dst_dsn)}"
-        )
-    if options.from_backup is not None:
-        from drkit.sanitize.backupsource import run_from_backup
-
-        run_from_backup(run, options.from_backup, on_progress)
+    run = Run(src, dst, rules, options)
+    if not options.scan_only:
+        guard_target(src, dst, run.src_dsn, run.dst_dsn)
+    if options.dry_run or options.scan_only:
+        if options.from_backup is None:
+            _run_live(run, on_progress)
+        else:  # the backup's schema needs a database to be read from: a scratch one
+            with build_aside(run.dst_dsn, force=False, scratch=True) as scratch:
+                run.schema_dsn = scratch.dsn
+                run_from_backup(run, options.from_backup, on_progress)
     else:
-        _run_live(run, on_progress)
+        tables = count_target_tables(run.dst_dsn)
+        run.report.target_tables = max(tables, 0)
+        if tables > 0 and not options.force:
+            raise SafetyRefused(
+                f"database {describe(run.dst_dsn)} of {dst.name} already holds {tables} "
+                "tables: rerun with --force to replace it"
+            )
+        with build_aside(run.dst_dsn, force=options.force, keep_old=options.keep_old) as build:
+            run.write_dsn = run.schema_dsn = build.dsn
+            try:
+                if options.from_backup is None:
+                    _run_live(run, on_progress)
+                else:
+                    run_from_backup(run, options.from_backup, on_progress)
+            except OperationError as exc:  # e.g. a constraint the copy violates
+                raise type(exc)(
+                    f"{exc} (building {dst.name}'s copy; the build is dropped, "
+                    f"{dst.name} is unchanged)"
+                ) from None
+            build.set_stamp(STAMP, dst.name)
+            build.copy_grants()
+            build.publish()
+        run.phase("publish")
     run.report.phases["total"] = sum(v for k, v in run.report.phases.items() if k != "total")
     return run.report
 
@@ -303,6 +137,7 @@ def _source_snapshot(dsn: str, token: str) -> Iterator[tuple[psycopg.Connection[
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
+        conn.execute("SET row_security = off")
         row = conn.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
         yield conn, str(row[0])
@@ -314,62 +149,43 @@ def _source_snapshot(dsn: str, token: str) -> Iterator[tuple[psycopg.Connection[
         conn.close()
 
 
-def _run_live(run: _Run, on_progress: ProgressFn | None) -> None:
+def _run_live(run: Run, on_progress: ProgressFn | None) -> None:
     options = run.options
     token = f"{_APP}-{secrets.token_hex(8)}"
     with contextlib.ExitStack() as stack:
         src_conn, snapshot = stack.enter_context(_source_snapshot(run.src_dsn, token))
-        if _same_database(src_conn, token, run.dst_dsn):
-            raise SafetyRefused(
-                f"{run.src.name} and {run.dst.name} are the same database "
-                f"({describe(run.dst_dsn)}): refusing to overwrite the source"
-            )
+        require_every_row(src_conn, run.src.name)
         schema = read_schema(src_conn)
         plan = build_plan(run.rules, schema)
         run.finish_plan(plan)
+        check_constraints_fit(src_conn, plan, run.sample_compiler())
         selections = select_rows(src_conn, plan, run.rules.subset)
         run.phase("plan")
         if options.dry_run:
             run.report.target_tables = max(count_target_tables(run.dst_dsn), 0)
             _dry_run(run, plan, selections, src_conn)
             return
+        prime_from_connection(src_conn, plan, run.compiler)  # before any row moves
         if options.scan_only:
             _copy_all(run, plan, selections, snapshot, on_progress, write=False)
+            _read_left_out(run, plan, selections, snapshot)
             run.phase("read")
             stack.close()
             run.scan(plan)
             return
-        run.report.target_tables = _target_tables(run.dst_dsn)
-        if run.report.target_tables and not options.force:
-            raise SafetyRefused(
-                f"database {describe(run.dst_dsn)} of {run.dst.name} already holds "
-                f"{run.report.target_tables} tables: rerun with --force to empty it first"
-            )
         sequences = _sequence_values(src_conn, schema)
         major = server_major(src_conn)
         archive = stack.enter_context(_schema_archive(run.src_dsn, snapshot, major))
-        if run.report.target_tables:
-            _empty_database(run.dst_dsn)
-        _pg_restore_section(run.dst_dsn, archive, "pre-data", major, jobs=1)
+        _pg_restore_section(run.write_dsn, archive, "pre-data", major, jobs=1)
         run.phase("schema")
         _copy_all(run, plan, selections, snapshot, on_progress, write=True)
+        _read_left_out(run, plan, selections, snapshot)
         run.phase("data")
         src_conn.rollback()  # the snapshot is no longer needed
-        _pg_restore_section(run.dst_dsn, archive, "post-data", major, jobs=options.jobs)
-        set_sequences(run.dst_dsn, sequences)
+        _pg_restore_section(run.write_dsn, archive, "post-data", major, jobs=options.jobs)
+        set_sequences(run.write_dsn, sequences)
         run.phase("constraints")
     run.scan(plan)
-
-
-def count_target_tables(dsn: str) -> int:
-    """Tables in DST's database (-1 when the database does not exist yet)."""
-    try:
-        with psycopg.connect(dsn, connect_timeout=15) as conn:
-            return len(list_tables(conn))
-    except psycopg.OperationalError as exc:
-        if "does not exist" in str(exc):
-            return -1
-        raise DatabaseError(f"cannot connect to {describe(dsn)}: {first_line(exc)}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -408,22 +224,9 @@ def _schema_archive(dsn: str, snapshot: str, major: int) -> Iterator[Path]:
 
 
 def _pg_restore_section(dsn: str, archive: Path, section: str, major: int, jobs: int) -> None:
-    pg_restore = find_client("pg_restore", major)
-    conninfo, env = for_subprocess(dsn)
-    args = [
-        pg_restore,
-        f"--section={section}",
-        "--no-owner",
-        "--no-acl",
-        "--exit-on-error",
-        "-d",
-        conninfo,
-    ]
-    args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
-    with PipeProcess(
-        [*args, str(archive)], env=env, what=f"pg_restore --section={section} into {describe(dsn)}"
-    ) as proc:
-        proc.wait()
+    restore_file(
+        find_client("pg_restore", major), archive, dsn, section=section, jobs=jobs, drop=NOT_COPIED
+    )
 
 
 def _sequence_values(
@@ -460,7 +263,7 @@ def _copy_query(tp: TablePlan, selection: Selection) -> sql.Composed:
 
 
 def _copy_all(
-    run: _Run,
+    run: Run,
     plan: Plan,
     selections: dict[str, Selection],
     snapshot: str,
@@ -496,17 +299,48 @@ def _copy_all(
         for tp in work:
             one(tp)
     else:
-        with concurrent.futures.ThreadPoolExecutor(
+        pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=run.options.jobs, thread_name_prefix="drkit-sanitize"
-        ) as pool:
+        )
+        try:
             futures = [pool.submit(one, tp) for tp in work]
             for future in concurrent.futures.as_completed(futures):
                 future.result()  # the first failure propagates
+        except BaseException:
+            # don't wait for the other tables: dropping the build ends their sessions
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     run.report.tables = [reports[tp.key] for tp in plan.tables]
 
 
+def _read_left_out(run: Run, plan: Plan, selections: dict[str, Selection], snapshot: str) -> None:
+    """Originals of the rows a filter left out, for the leak scan (nothing is written).
+
+    A kept free-text column may quote a person whose own row was not copied; the scan
+    must know that person's values too, so every transformed column is read from the
+    whole table, in the same snapshot, through the same strategies.
+    """
+    for tp in plan.tables:
+        if not tp.masked:
+            continue
+        sel = selections[tp.key]
+        if sel.everything and tp.action != "schema-only":
+            continue
+        copied = None if sel.none or tp.action == "schema-only" else sel.predicate
+        rest = Selection(predicate=_not(copied) if copied is not None else None, reason="left out")
+        _copy_table(run, tp, rest, snapshot, None, write=False)
+
+
+def _not(predicate: Predicate) -> Predicate:
+    def rest(alias: str) -> sql.Composable:
+        return sql.SQL("({}) IS NOT TRUE").format(predicate(alias))
+
+    return rest
+
+
 def _copy_table(
-    run: _Run,
+    run: Run,
     tp: TablePlan,
     selection: Selection,
     snapshot: str,
@@ -517,12 +351,13 @@ def _copy_table(
     names = [(c.name, s) for c, s in tp.columns]
     transformer = RowTransformer(names, run.compiler)
     src = connect(run.src_dsn, autocommit=False)
-    dst = connect(run.dst_dsn, autocommit=False) if write else None
+    dst = connect(run.write_dsn, autocommit=False) if write else None
     rows = 0
     try:
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         src.read_only = True
         src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        src.execute("SET row_security = off")
         if dst is not None:
             dst.execute("SET LOCAL synchronous_commit = off")
         with contextlib.ExitStack() as stack:
@@ -534,7 +369,9 @@ def _copy_table(
                     sql.SQL(", ").join(sql.Identifier(n) for n, _ in names),
                 )
                 inp = stack.enter_context(dst.cursor().copy(target))
-            rows = _pump(out, inp, transformer, tp.key, on_progress)
+            rows = pump(
+                out, inp.write if inp is not None else None, transformer, tp.key, on_progress
+            )
         if dst is not None:
             dst.commit()
         src.rollback()
@@ -549,49 +386,8 @@ def _copy_table(
     return rows
 
 
-def _pump(
-    out: Any,
-    inp: Any,
-    transformer: RowTransformer,
-    key: str,
-    on_progress: ProgressFn | None,
-) -> int:
-    """Stream COPY data from ``out`` to ``inp`` through ``transformer``; returns rows."""
-    rows = 0
-    pending: list[bytes] = []
-    size = 0
-    carry = b""
-    passthrough = transformer.passthrough
-
-    def flush(final: bool) -> None:
-        nonlocal carry, rows
-        data = carry + b"".join(pending)
-        cut = len(data) if final else data.rfind(b"\n") + 1
-        block, carry = data[:cut], data[cut:]
-        if not block:
-            return
-        count = block.count(b"\n")
-        rows += count
-        if not passthrough:
-            block = transformer.block(block)
-        if inp is not None:
-            inp.write(block)
-        if on_progress is not None:
-            on_progress(key, count)
-
-    for chunk in out:
-        pending.append(bytes(chunk))
-        size += len(chunk)
-        if size >= _BATCH:
-            flush(False)
-            pending.clear()
-            size = 0
-    flush(True)
-    return rows
-
-
 def _dry_run(
-    run: _Run, plan: Plan, selections: dict[str, Selection], conn: psycopg.Connection[Any]
+    run: Run, plan: Plan, selections: dict[str, Selection], conn: psycopg.Connection[Any]
 ) -> None:
     for tp in plan.tables:
         sel = selections[tp.key]

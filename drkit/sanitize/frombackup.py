@@ -1,10 +1,11 @@
 """Reading SRC from a logical backup (``--from-backup``) instead of the live database.
 
 The backup is a ``pg_dump -Fc`` archive in the repository.  Each pass opens it as a
-decoded stream and feeds it to ``pg_restore`` on stdin: the schema passes stop after
-the archive's table of contents (pg_restore closes its input early), the data pass
-turns the data section into plain ``COPY ... FROM stdin`` blocks that are parsed here
-and streamed through the strategies.  Production is never touched.
+decoded stream and feeds it to ``pg_restore`` on stdin: the table-of-contents pass
+(``-l``) stops early (pg_restore closes its input), the pre- and post-data passes
+restore into the build database, the data pass turns the data section into plain
+``COPY ... FROM stdin`` blocks that are parsed here and pumped through the strategies.
+Production is never touched.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import IO
 from drkit.backup.catalog import Manifest
 from drkit.errors import SubprocessError
 from drkit.pg.process import PipeProcess
-from drkit.sanitize.schema import ForeignKey, Schema
 from drkit.storage.repository import Repository, StoredObject
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,6 @@ _IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 _QUALIFIED = rf"({_IDENT})\.({_IDENT})"
 _COPY_RE = re.compile(rf"^COPY {_QUALIFIED} \((.*)\) FROM stdin;$")
 _SETVAL_RE = re.compile(r"^SELECT pg_catalog\.setval\('((?:[^']|'')+)', (-?\d+), (true|false)\);$")
-_CONSTRAINT_RE = re.compile(
-    rf"ALTER TABLE ONLY {_QUALIFIED}\s+ADD CONSTRAINT ({_IDENT}) "
-    rf"(PRIMARY KEY|UNIQUE|FOREIGN KEY) \(([^)]*)\)"
-    rf"(?: REFERENCES {_QUALIFIED}\(([^)]*)\))?"
-)
-_UNIQUE_INDEX_RE = re.compile(
-    rf"CREATE UNIQUE INDEX {_IDENT} ON (?:ONLY )?{_QUALIFIED} USING \w+ \(([^)]*)\);"
-)
 
 
 def unquote(ident: str) -> str:
@@ -117,43 +109,6 @@ def restore_from_stream(
         if failure:
             raise failure[0]
         proc.wait()  # after the feeder: closing stdin early would truncate the input
-
-
-def read_post_data(
-    repo: Repository, obj: StoredObject, pg_restore: str, env: dict[str, str]
-) -> str:
-    args = [pg_restore, "--section=post-data", "-f", "-"]
-    with restore_from_stream(
-        repo, obj, args, env, "pg_restore (post-data of the backup)", stdout=-1
-    ) as proc:
-        text = proc.stdout.read().decode("utf-8", "replace")
-    return text
-
-
-def add_constraints(schema: Schema, post_data_sql: str) -> None:
-    """Primary, unique and foreign keys from pg_dump's post-data SQL."""
-    for m in _CONSTRAINT_RE.finditer(post_data_sql):
-        key = f"{unquote(m.group(1))}.{unquote(m.group(2))}"
-        table = schema.tables.get(key)
-        if table is None:
-            continue
-        name, kind, cols = unquote(m.group(3)), m.group(4), tuple(split_idents(m.group(5)))
-        if kind == "PRIMARY KEY":
-            table.primary_key = cols
-        elif kind == "UNIQUE":
-            table.unique_keys.append(cols)
-        elif m.group(6):
-            ref = f"{unquote(m.group(6))}.{unquote(m.group(7))}"
-            table.foreign_keys.append(
-                ForeignKey(name, cols, ref, tuple(split_idents(m.group(8) or "")))
-            )
-    for m in _UNIQUE_INDEX_RE.finditer(post_data_sql):
-        key = f"{unquote(m.group(1))}.{unquote(m.group(2))}"
-        table = schema.tables.get(key)
-        if table is not None:
-            cols = tuple(split_idents(m.group(3)))
-            if cols not in table.unique_keys:
-                table.unique_keys.append(cols)
 
 
 def parse_data_section(

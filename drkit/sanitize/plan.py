@@ -10,6 +10,7 @@ migration leaking into a lower environment.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -62,6 +63,8 @@ class Coverage:
     unlisted_tables: list[str] = field(default_factory=list)
     unlisted_columns: list[str] = field(default_factory=list)  # "schema.table.column"
     pii_kept: list[str] = field(default_factory=list)  # "schema.table.column (kind)"
+    # copy: true tables without a pinned column list: key -> the columns they have now
+    unpinned: dict[str, list[str]] = field(default_factory=dict)
     table_policy: str = "fail"
     column_policy: str = "fail"
 
@@ -113,11 +116,8 @@ def _check_column(rules: Rules, table: Table, column: Column, strategy: Strategy
     if isinstance(strategy, Nullify) and column.not_null:
         raise _fail(rules, where, "nullify on a NOT NULL column: use constant or fake")
     if isinstance(strategy, Template):
-        for name in strategy.fields():
-            if table.column(name) is None:
-                raise _fail(
-                    rules, where, f"template field {{{name}}} is not a column of {table.key}"
-                )
+        _check_template(rules, table, column, strategy, where)
+    _check_unique_indexes(rules, table, column, strategy, where)
     if not table.in_unique_key(column.name):
         return
     # a unique key must stay unique
@@ -140,6 +140,64 @@ def _check_column(rules: Rules, table: Table, column: Column, strategy: Strategy
                 where,
                 "template on a unique column must use every column of a kept primary or "
                 "unique key (e.g. {id}) so it never collides",
+            )
+
+
+def _check_template(
+    rules: Rules, table: Table, column: Column, strategy: Template, where: str
+) -> None:
+    """Fields that exist and are copied; a rendering that fits the column's type."""
+    fields = strategy.fields()
+    for name in fields:
+        found = table.column(name)
+        if found is None:
+            raise _fail(rules, where, f"template field {{{name}}} is not a column of {table.key}")
+        if found.generated:
+            raise _fail(
+                rules,
+                where,
+                f"template field {{{name}}} is a generated column, computed in the target "
+                "after the copy: use the columns it is computed from",
+            )
+    try:
+        rendered = strategy.template.format_map({name: "1" for name in fields})
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise _fail(rules, where, f"template {strategy.template!r} cannot render: {exc}") from None
+    if column.category == "N" and not rendered.lstrip("-").isdigit():
+        literal = "".join(part for part, *_ in string.Formatter().parse(strategy.template))
+        if literal:
+            raise _fail(
+                rules,
+                where,
+                f"template {strategy.template!r} renders text with {literal!r} into "
+                f"{column.name}, a {column.type} column",
+            )
+
+
+def _check_unique_indexes(
+    rules: Rules, table: Table, column: Column, strategy: Strategy, where: str
+) -> None:
+    """Strategies that certainly collide under a unique index (expression, partial, NND)."""
+    for index in table.unique_indexes:
+        if column.name not in index.columns:
+            continue
+        if isinstance(strategy, Constant | Mask) and (index.expression or index.partial):
+            raise _fail(
+                rules,
+                where,
+                f"{strategy.strategy} would make rows collide under the unique index "
+                f"{index.name} of {table.key} (it reads {column.name})",
+            )
+        if (
+            isinstance(strategy, Nullify)
+            and index.nulls_not_distinct
+            and index.columns == (column.name,)
+        ):
+            raise _fail(
+                rules,
+                where,
+                f"nullify would make rows collide under the unique index {index.name} of "
+                f"{table.key} (NULLS NOT DISTINCT)",
             )
 
 
@@ -192,13 +250,16 @@ def build_plan(rules: Rules, schema: Schema) -> Plan:
         for column in table.copy_columns():
             strategy = rule.columns.get(column.name)
             if strategy is None:
-                if not rule.copy and not (rule.rows == "none" or rule.skip):
+                # a copy: true table without a pin is pinned by the caller (drkit.sanitize.pins)
+                if (rule.pinned or not rule.copy) and not (rule.rows == "none" or rule.skip):
                     coverage.unlisted_columns.append(f"{key}.{column.name}")
                 strategy = Keep()
             _check_column(rules, table, column, strategy)
             if isinstance(strategy, Keep) and (kind := pii_kind(column)) is not None:
                 coverage.pii_kept.append(f"{key}.{column.name} ({kind})")
             columns.append((column, strategy))
+        if rule.copy and not rule.pinned and not (rule.rows == "none" or rule.skip):
+            coverage.unpinned[key] = [c.name for c in table.copy_columns()]
         if rule.rows == "none" or rule.skip:
             action = "schema-only"
         elif any(is_masked(s) for _, s in columns):

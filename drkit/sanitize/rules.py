@@ -53,6 +53,10 @@ class Template(StrictModel):
     def fields(self) -> list[str]:
         return template_fields(self.template)
 
+    def renders_email(self) -> bool:
+        """The literal text has an ``@``: the column holds e-mail addresses."""
+        return any("@" in literal for literal, *_ in string.Formatter().parse(self.template))
+
 
 class Fake(StrictModel):
     strategy: Literal["fake"] = "fake"
@@ -168,6 +172,10 @@ class TableRule:
     where: RowFilter | None = None
     copy: bool = False
     skip: bool = False
+    # copy: true with a column list (or a mapping of keeps): only those columns are
+    # copied; any other column of the table is schema drift.  Without one, the first
+    # ``sanitize check`` or run pins the table's columns (drkit.sanitize.pins).
+    pinned: bool = False
 
     @property
     def key(self) -> str:
@@ -350,6 +358,8 @@ def _parse_table(ctx: _Context, name: str, raw: Any, defaults: Defaults) -> Tabl
         if not isinstance(raw.get(flag, False), bool):
             raise ctx.error(f"{where_prefix}.{flag}", "must be true or false")
     raw_columns = raw.get("columns") or {}
+    if isinstance(raw_columns, list):
+        raw_columns = _pinned_list(ctx, where_prefix, raw_columns, copy=bool(raw.get("copy")))
     if not isinstance(raw_columns, dict):
         raise ctx.error(f"{where_prefix}.columns", "must map column names to strategies")
     columns: dict[str, Strategy] = {}
@@ -393,7 +403,27 @@ def _parse_table(ctx: _Context, name: str, raw: Any, defaults: Defaults) -> Tabl
         where=where,
         copy=bool(raw.get("copy", False)),
         skip=bool(raw.get("skip", False)),
+        pinned=bool(raw.get("copy", False)) and bool(columns),
     )
+
+
+def _pinned_list(
+    ctx: _Context, where_prefix: str, names: list[Any], *, copy: bool
+) -> dict[str, Any]:
+    """``copy: true, columns: [id, cve]``: the columns the rules have seen, all kept."""
+    where = f"{where_prefix}.columns"
+    if not copy:
+        raise ctx.error(
+            where, "a list of columns needs copy: true (else map each column to a strategy)"
+        )
+    if not all(isinstance(n, str) and n for n in names):
+        raise ctx.error(where, "a pinned list holds column names")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ctx.error(where, f"{name} is listed twice")
+        seen.add(name)
+    return dict.fromkeys(names, "keep")
 
 
 def parse_rules(raw: Any, source: str, env: Mapping[str, str] | None = None) -> Rules:

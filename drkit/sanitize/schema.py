@@ -61,6 +61,35 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE i.indisunique AND i.indpred IS NULL AND NOT (0 = ANY(i.indkey::int2[])) AND {_SYSTEM}
 """
 
+# every unique index (expression and partial ones too) with the columns it reads
+_ALL_UNIQUE = f"""
+SELECT i.indrelid, ci.relname, i.indexprs IS NOT NULL, i.indpred IS NOT NULL, {{nnd}},
+       ARRAY(SELECT DISTINCT a.attname FROM pg_attribute a
+             WHERE a.attrelid = i.indrelid AND a.attnum > 0
+               AND (a.attnum = ANY(i.indkey::int2[])
+                    OR EXISTS (SELECT 1 FROM pg_depend d
+                               WHERE d.classid = 'pg_class'::regclass
+                                 AND d.objid = i.indexrelid
+                                 AND d.refobjid = i.indrelid AND d.refobjsubid = a.attnum)))
+FROM pg_index i
+JOIN pg_class ci ON ci.oid = i.indexrelid
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indisunique AND {_SYSTEM}
+ORDER BY 1, 2
+"""
+
+_CHECKS = f"""
+SELECT con.conrelid, con.conname, pg_get_expr(con.conbin, con.conrelid),
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) k(n)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n)
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype = 'c' AND {_SYSTEM}
+ORDER BY 1, 2
+"""
+
 _SEQUENCES = f"""
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -106,6 +135,24 @@ class ForeignKey:
     ref_columns: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class UniqueIndex:
+    """A unique index as the collision checks need it (also expression and partial ones)."""
+
+    name: str
+    columns: tuple[str, ...]  # every column it reads (key, expressions, predicate)
+    expression: bool
+    partial: bool
+    nulls_not_distinct: bool
+
+
+@dataclass(frozen=True)
+class CheckConstraint:
+    name: str
+    expression: str  # pg_get_expr: over the table's bare column names
+    columns: tuple[str, ...]
+
+
 @dataclass
 class Table:
     schema: str
@@ -115,6 +162,8 @@ class Table:
     primary_key: tuple[str, ...] = ()
     unique_keys: list[tuple[str, ...]] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
+    unique_indexes: list[UniqueIndex] = field(default_factory=list)
+    checks: list[CheckConstraint] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -195,6 +244,19 @@ def read_schema(conn: psycopg.Connection[Any]) -> Schema:
                 and tuple(cols) != table.primary_key
             ):
                 table.unique_keys.append(tuple(cols))
+        nnd = "i.indnullsnotdistinct" if conn.info.server_version >= 150000 else "false"
+        for relid, name, expr, partial, nulls, cols in conn.execute(
+            _ALL_UNIQUE.format(nnd=nnd)
+        ).fetchall():
+            table = by_oid.get(int(relid))
+            if table is not None:
+                table.unique_indexes.append(
+                    UniqueIndex(str(name), tuple(cols), bool(expr), bool(partial), bool(nulls))
+                )
+        for relid, name, expression, cols in conn.execute(_CHECKS).fetchall():
+            table = by_oid.get(int(relid))
+            if table is not None and expression is not None:
+                table.checks.append(CheckConstraint(str(name), str(expression), tuple(cols)))
         sequences = [(str(s), str(n)) for s, n in conn.execute(_SEQUENCES).fetchall()]
     except psycopg.Error as exc:
         raise DatabaseError(f"reading the schema: {first_line(exc)}") from None

@@ -16,12 +16,36 @@ index when the constraints are created and the run fails, it never copies duplic
 ``replace_pii`` finds e-mail addresses, phone numbers and IP addresses inside text and
 JSON strings and gives each the very pseudonym the column strategies give that value
 (:class:`PiiConfig` says which), so joins by value keep working.
+
+One pseudonym per address, whatever its spelling.  Every strategy keys an address by one
+canonical form before MACing it: e-mails by :func:`email_key` (percent-encoding and HTML
+entities decoded, ``%40``/``&#64;``/``&#x40;``/``[at]``/``(at)`` read as ``@``, lower
+case: mail systems treat case as insignificant, so two addresses differing only in case
+share a pseudonym and a case-sensitive unique column holding both fails at its
+constraint); phone numbers by :func:`phone_key` (``+`` and the digits, ``00`` read as
+``+``), in ``replace_pii`` and in every ``fake`` column whose provider is a phone one;
+IPv6 by its compressed form, and an IPv4-mapped IPv6 (``::ffff:10.1.2.3``,
+``::ffff:a01:203``) as its IPv4 address (written back as ``::ffff:<IPv4 pseudonym>``).
+Local parts and domains may be Unicode: no part of ``jürgen.müller@...`` survives.
+
+The run's e-mail map.  A ``template`` column whose literal text holds an ``@`` renders
+e-mail addresses; its output for a row is registered as *the* pseudonym of the address it
+replaced (:meth:`Compiler.register_email`), and ``email`` columns, ``fake`` columns with
+a Faker e-mail provider and ``replace_pii`` give that pseudonym for that address in any
+spelling; an address no template covers gets the pseudonym of the file's ``email``
+strategy (else of its Faker e-mail strategy, else ``email`` with example.com).  So that the result never depends on which table is
+copied first, each source fills the map before any row moves
+(:mod:`drkit.sanitize.emailmap` reads the template columns of the whole table); when one
+address appears in several template rows the smallest output wins, whatever the order.
+The map is therefore a function of (salt, rules, the source's template columns): the
+same in every table of a run, and in every run over the same source rows.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import html
 import ipaddress
 import json
 import re
@@ -32,8 +56,10 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from hashlib import blake2b
 from typing import Any
+from urllib.parse import unquote
 
 from drkit.sanitize.jsonpath import apply_path
+from drkit.sanitize.pseudomap import PseudonymMap
 from drkit.sanitize.rules import (
     Constant,
     Email,
@@ -213,14 +239,30 @@ def mask(value: str, keep_start: int, keep_end: int, char: str) -> str:
 # Personal data inside text
 # ---------------------------------------------------------------------------
 
-_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
-_IPV4 = r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.]*\d)"
-_IPV6 = r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
+# An e-mail address in any spelling: Unicode local parts and domains, and the ``@``
+# written as ``%40``, ``&#64;``, ``&#x40;``, ``&commat;``, a full-width ``＠``,
+# `` [at] `` or ``(at)``.
+_AT = r"(?:@|\uff20|%40|&\#0*64;|&\#[xX]0*40;|&commat;|\s?[\[(][aA][tT][\])]\s?)"
+_EMAIL = (
+    r"(?<![\w%.+\-'])"
+    r"(?P<local>\w[\w.%+\-']*)"
+    r"(?P<at>" + _AT + r")"
+    r"(?P<domain>(?:[^\W_][\w\-]*\.)+[^\W\d_]{2,})"
+)
+_IPV4_CORE = r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = r"(?<![\w.])" + _IPV4_CORE + r"(?![\w.]*\d)"
+_IPV6 = (
+    r"(?<![\w:])(?:"
+    r"(?:[0-9A-Fa-f]{0,4}:){2,6}" + _IPV4_CORE + r"(?![\w.]*\d)"  # ::ffff:10.1.2.3
+    r"|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
+    r")"
+)
+_SEP = r"[\s./\-]?"
 _PHONE = (
     r"(?<![\w+.\-/])"
-    r"(?:\+\d{1,3}[\s.\-]?|00\d{1,3}[\s.\-]?)?"
-    r"(?:\(\d{1,4}\)[\s.\-]?)?"
-    r"\d{2,4}(?:[\s.\-]?\d{2,4}){1,4}"
+    r"(?:\+\d{1,3}" + _SEP + r"|00\d{1,3}" + _SEP + r")?"
+    r"(?:\(\d{1,4}\)" + _SEP + r")?"
+    r"\d{2,4}(?:" + _SEP + r"\d{2,4}){1,4}"
     r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
     r"(?![\w\-/])"
 )
@@ -228,6 +270,9 @@ PII_RE = re.compile(
     f"(?P<email>{_EMAIL})|(?P<ip>{_IPV4})|(?P<ipv6>{_IPV6})|(?P<phone>{_PHONE})",
 )
 _DATE_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{2}[./-]\d{2}[./-]\d{4}")
+_NATIONAL = re.compile(r"0[1-9]\d{8,12}|00[1-9]\d{7,13}")
+_NOT_DIGIT = re.compile(r"\D+")
+_AT_SPELLING = re.compile(_AT)
 
 
 def looks_like_phone(text: str) -> bool:
@@ -236,25 +281,49 @@ def looks_like_phone(text: str) -> bool:
         return False
     if _DATE_LIKE.fullmatch(text.strip()):
         return False
-    # a bare run of digits is an id or an amount, not a phone number, unless it has a +
-    return not (text.isdigit() and not text.startswith("+"))
+    # a bare run of digits is an id or an amount, not a phone number, unless it starts
+    # with a trunk prefix (0151..., 0049...)
+    return not text.isdigit() or _NATIONAL.fullmatch(text) is not None
 
 
-def looks_like_ipv6(text: str) -> bool:
-    if "::" not in text and text.count(":") != 7:
-        return False
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
+_PHONE_PUNCT = b" .-/()\t"
+
+
+def phone_key(value: str) -> str:
+    """One spelling per phone number: ``+`` and the digits (``00`` read as ``+``)."""
+    compact = value.encode("utf-8", "surrogatepass").translate(None, _PHONE_PUNCT)
+    plus = compact[:1] == b"+"
+    digits = compact[1:] if plus else compact
+    if not digits.isdigit():  # an extension, letters, other separators: the slow way
+        text = _NOT_DIGIT.sub("", value)
+        plus = value.lstrip().startswith("+")
+    else:
+        text = digits.decode("ascii")
+    if len(text) < 5:
+        return value
+    if plus:
+        return "+" + text
+    if text.startswith("00"):
+        return "+" + text[2:]
+    return text
+
+
+def email_key(value: str) -> str:
+    """One spelling per e-mail address: decoded, ``@`` restored, lower case."""
+    if "%" in value:
+        value = unquote(value)
+    if "&" in value:
+        value = html.unescape(value)
+    if "@" not in value:
+        value = _AT_SPELLING.sub("@", value.replace("\uff20", "@"), count=1)
+    return value.strip().lower()
 
 
 @dataclass(frozen=True)
 class PiiConfig:
     """Which column strategy gives the pseudonym of each kind found in text."""
 
-    email: Email = field(default_factory=Email)
+    email: Email | Fake = field(default_factory=Email)  # Email, or a Faker e-mail provider
     phone: Fake = field(default_factory=lambda: Fake(provider="phone_number"))
     ipv4: Fake = field(default_factory=lambda: Fake(provider="ipv4"))
     ipv6: Fake = field(default_factory=lambda: Fake(provider="ipv6"))
@@ -263,6 +332,7 @@ class PiiConfig:
     def from_strategies(cls, strategies: Iterable[Strategy]) -> PiiConfig:
         """Take the file's own email / phone / ip strategies, so pseudonyms agree."""
         email: Email | None = None
+        fake_email: Fake | None = None
         phone: Fake | None = None
         ipv4: Fake | None = None
         ipv6: Fake | None = None
@@ -270,7 +340,9 @@ class PiiConfig:
             if isinstance(s, Email) and email is None:
                 email = s
             elif isinstance(s, Fake):
-                if phone is None and "phone" in s.provider:
+                if fake_email is None and "email" in s.provider:
+                    fake_email = s
+                elif phone is None and "phone" in s.provider:
                     phone = s
                 elif ipv4 is None and s.provider.startswith("ipv4"):
                     ipv4 = s
@@ -278,7 +350,7 @@ class PiiConfig:
                     ipv6 = s
         default = cls()
         return cls(
-            email=email or default.email,
+            email=email or fake_email or default.email,
             phone=phone or default.phone,
             ipv4=ipv4 or default.ipv4,
             ipv6=ipv6 or default.ipv6,
@@ -303,6 +375,32 @@ class Compiler:
         self.pseudo = pseudo
         self.pii = pii or PiiConfig()
         self.sink: Sink = sink or _no_sink
+        # e-mail key -> the pseudonym a template column gave that address (see module doc)
+        self.emails = PseudonymMap()
+        # set once a source filled the map from the whole table (drkit.sanitize.emailmap):
+        # the copy's own template rows then need not register again
+        self.emails_primed = False
+        self._text_email: Callable[[str], str] | None = None
+
+    def register_email(self, original: str, pseudonym: str) -> None:
+        """A template column turned ``original`` into ``pseudonym``: use it everywhere.
+
+        When rows disagree (the same address in two rows), the smallest pseudonym wins,
+        so the map does not depend on the order rows are read in.
+        """
+        key = email_key(original)
+        if "@" not in key:
+            return
+        self.emails.put_min(key, pseudonym)
+
+    def email_pseudonym(self, value: str, domain: str) -> str:
+        """The one pseudonym of an address, in whatever spelling ``value`` has it."""
+        key = email_key(value)
+        return self.emails.get(key) or self.pseudo.email(key, domain)
+
+    def close(self) -> None:
+        """Free the run's e-mail map (its spill file, if any)."""
+        self.emails.close()
 
     # whole values --------------------------------------------------------------------
 
@@ -341,7 +439,12 @@ class Compiler:
             constant = to_text(strategy.value)
             return lambda _v: constant
         if isinstance(strategy, Fake):
-            return pseudo.fake_fn(strategy)  # the pool is generated now, not in the first row
+            fake = pseudo.fake_fn(strategy)  # the pool is generated now, not in the first row
+            if "email" in strategy.provider:
+                return self.email_fn(strategy)
+            if "phone" in strategy.provider:
+                return lambda v: fake(phone_key(v))
+            return fake
         if isinstance(strategy, Hash):
             length = strategy.length
             return lambda v: pseudo.hash(v, length)
@@ -349,17 +452,33 @@ class Compiler:
             ks, ke, ch = strategy.keep_start, strategy.keep_end, strategy.char
             return lambda v: mask(v, ks, ke, ch)
         if isinstance(strategy, Email):
-            domain = strategy.domain
-            return lambda v: pseudo.email(v, domain)
+            return self.email_fn(strategy)
         raise TypeError(f"no value function for {type(strategy).__name__}")
 
     # personal data inside text -------------------------------------------------------
 
+    def email_fn(self, strategy: Email | Fake) -> Callable[[str], str]:
+        """An e-mail strategy's function: the registered pseudonym, else its own, by key."""
+        emails = self.emails
+        if isinstance(strategy, Email):
+            domain = strategy.domain
+            return lambda v: self.email_pseudonym(v, domain)
+        fake = self.pseudo.fake_fn(strategy)
+
+        def fake_email(value: str) -> str:
+            key = email_key(value)
+            return emails.get(key) or fake(key)
+
+        return fake_email
+
     def pii_pseudonym(self, kind: str, value: str) -> str:
         if kind == "email":
-            return self.pseudo.email(value, self.pii.email.domain)
+            fn = self._text_email
+            if fn is None:
+                fn = self._text_email = self.email_fn(self.pii.email)
+            return fn(value)
         if kind == "phone":
-            return self.pseudo.fake_fn(self.pii.phone)(value)
+            return self.pseudo.fake_fn(self.pii.phone)(phone_key(value))
         if kind == "ipv6":
             return self.pseudo.fake_fn(self.pii.ipv6)(value)
         return self.pseudo.fake_fn(self.pii.ipv4)(value)
@@ -369,17 +488,31 @@ class Compiler:
 
         def substitute(match: re.Match[str]) -> str:
             kind = match.lastgroup or ""
-            found = match.group(0)
+            if kind in ("local", "at", "domain"):
+                kind = "email"
+            found = match.group(kind)
             base = "ip" if kind in ("ip", "ipv6") else kind
             if base not in kinds:
                 return found
             if kind == "phone" and not looks_like_phone(found):
                 return found
-            if kind == "ipv6" and not looks_like_ipv6(found):
-                return found
-            out = self.pii_pseudonym(kind, found)
+            if kind == "ipv6":
+                try:  # the parse is the check: times like 10:15:00 do not parse
+                    address = ipaddress.IPv6Address(found)
+                except ValueError:
+                    return found
+                mapped = address.ipv4_mapped
+                if mapped is not None:  # ::ffff:10.1.2.3 is 10.1.2.3
+                    sink(found)
+                    sink(str(mapped))
+                    return "::ffff:" + self.pii_pseudonym("ip", str(mapped))
+                out = self.pii_pseudonym("ipv6", address.compressed)
+            else:
+                out = self.pii_pseudonym(kind, found)
             if out != found:
                 sink(found)
+                if kind == "email" and (key := email_key(found)) != found:
+                    sink(key)
             return out
 
         return PII_RE.sub(substitute, text)
@@ -403,8 +536,10 @@ class Compiler:
     def _walk_pii(self, node: Any, kinds: frozenset[str]) -> Any:
         if isinstance(node, str):
             return self.replace_pii_text(node, kinds)
-        if isinstance(node, dict):
-            return {k: self._walk_pii(v, kinds) for k, v in node.items()}
+        if isinstance(node, dict):  # keys too: {"anna@corp.example": {...}}
+            return {
+                self.replace_pii_text(k, kinds): self._walk_pii(v, kinds) for k, v in node.items()
+            }
         if isinstance(node, list):
             return [self._walk_pii(v, kinds) for v in node]
         return node

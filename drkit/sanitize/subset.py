@@ -181,7 +181,7 @@ def _references_predicate(fk: ForeignKey, parent: Table, parent_pred: Predicate)
     return pred
 
 
-def _topological(tables: dict[str, Table]) -> list[str]:
+def topological(tables: dict[str, Table]) -> list[str]:
     """Parents before children (self references and cycles broken arbitrarily)."""
     order: list[str] = []
     state: dict[str, int] = {}
@@ -237,7 +237,7 @@ def select_rows(
             )
         ancestors = set(kept)
     # children of restricted tables keep only rows whose parents are kept
-    for key in _topological(tables):
+    for key in topological(tables):
         if key in ancestors or selections[key].none:
             continue
         table = tables[key]

@@ -2,6 +2,8 @@
 
 Fields the rules keep stay raw bytes; only masked fields (and those a template reads)
 are decoded, transformed and escaped again.  NULL stays NULL for every strategy.
+A template column that renders e-mail addresses registers each output as the pseudonym
+of the address it replaced (:meth:`Compiler.register_email`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ class RowTransformer:
         self.simple: list[tuple[int, ValueFn]] = []
         self.templates: list[tuple[int, Template, list[tuple[str, int]]]] = []
         self.sink = compiler.sink
+        self.register = compiler.register_email
+        # template columns that render e-mail addresses: their output is the address's
+        # pseudonym everywhere (see drkit.sanitize.strategies)
+        self.email_templates: set[int] = set()
         for i, (_name, strategy) in enumerate(columns):
             if isinstance(strategy, Keep):
                 continue
             if isinstance(strategy, Template):
                 refs = [(field, index[field]) for field in strategy.fields()]
                 self.templates.append((i, strategy, refs))
+                if strategy.renders_email() and not compiler.emails_primed:
+                    self.email_templates.add(i)
             else:
                 self.simple.append((i, compiler.value_fn(strategy)))
 
@@ -51,6 +59,8 @@ class RowTransformer:
             original = unescape(raw)
             if out != original:
                 self.sink(original)
+            if out is not None and i in self.email_templates:
+                self.register(original, out)
             fields[i] = escape(out)
         return b"\t".join(fields)
 

@@ -53,7 +53,6 @@ import errno
 import importlib
 import json
 import logging
-import re
 import signal
 import threading
 import zlib
@@ -73,6 +72,7 @@ from drkit.errors import (
     OperationError,
     PolicyError,
 )
+from drkit.redact import mask_url
 from drkit.schedule.metrics import (
     JOB_KIND,
     CatalogSnapshot,
@@ -103,15 +103,11 @@ JOB_FUNCTIONS: dict[str, tuple[str, str]] = {
     "drill": ("drkit.drill.runner", "run_drill"),
 }
 
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
-_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
 
 def scrub(text: str) -> str:
-    """The first line of a message, with any password in a URL or conninfo masked."""
+    """The first line of a message, secrets masked (:func:`drkit.redact.mask_url`)."""
     stripped = text.strip()
-    line = stripped.splitlines()[0] if stripped else ""
-    return _CONNINFO_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", line))
+    return mask_url(stripped.splitlines()[0] if stripped else "")
 
 
 def wall_minute(timezone: str) -> datetime:

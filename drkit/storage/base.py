@@ -12,6 +12,7 @@ multipart upload only once every part arrived).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO
@@ -44,6 +45,17 @@ class Backend(ABC):
         backend may size its upload parts by it); the stream decides the real size.
         """
 
+    def put_stream_new(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> int:
+        """As :meth:`put_stream`, but only if ``key`` does not exist: never replaces.
+
+        Of concurrent calls for one key at most one succeeds; the others raise
+        :class:`~drkit.errors.ObjectExists` and leave the stored object alone.  A backend
+        without an atomic no-replace primitive refuses (fail closed) rather than racing.
+        """
+        from drkit.errors import StorageError
+
+        raise StorageError(f"{self.location} cannot store {key} without risking a replace")
+
     def put_bytes(self, key: str, data: bytes) -> None:
         import io
 
@@ -69,11 +81,30 @@ class Backend(ABC):
     def head(self, key: str) -> ObjectInfo | None:
         """Size and modification time of ``key``, or None when it does not exist."""
 
+    def stored_sha256(self, key: str) -> str | None:
+        """The sha256 (hex) of the bytes :meth:`put_stream_new` stored under ``key``, kept
+        beside the object (file:// extended attribute, S3 user metadata); None when the
+        object carries none."""
+        return None
+
+    def first_existing(self, keys: Sequence[str]) -> ObjectInfo | None:
+        """The first of ``keys`` that exists (looked up by name, never by a listing of
+        their directory), or None."""
+        for key in keys:
+            info = self.head(key)
+            if info is not None:
+                return info
+        return None
+
     def sweep_incomplete(self, prefix: str, older_than: datetime) -> int:
         """Remove uploads a crash cut short (never visible as objects) started before
         ``older_than`` under ``prefix``; returns how many.  ``prune`` calls this with its
         orphan grace so that an upload in flight is left alone."""
         return 0
+
+    def check_reachable(self) -> None:  # noqa: B027 - optional hook
+        """Raise StorageError when the repository itself is missing (a listing of a
+        missing file:// root would read as "no backups"); S3 listings already fail."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

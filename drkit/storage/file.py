@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import hashlib
+import logging
 import os
 import uuid
 from datetime import UTC, datetime
@@ -10,10 +12,33 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from drkit.errors import ObjectNotFound, StorageError
+from drkit.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
 from drkit.storage.base import CHUNK_SIZE, Backend, ObjectInfo
 
+log = logging.getLogger(__name__)
+
 TMP_MARK = ".drkit-tmp-"
+SHA256_XATTR = "user.drkit.sha256"
+_NO_LINK_ERRNOS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV)
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """``renameat2(src, dst, RENAME_NOREPLACE)``: FileExistsError when ``dst`` exists."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        renameat2 = libc.renameat2
+    except AttributeError:
+        raise OSError(errno.ENOSYS, "renameat2 is not available") from None
+    rc = renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+    if rc != 0:
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), str(dst))
+        raise OSError(err, os.strerror(err), str(dst))
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -36,7 +61,12 @@ class FileBackend(Backend):
     @classmethod
     def from_url(cls, url: str) -> FileBackend:
         parts = urlsplit(url)
-        path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            raise UsageError(
+                f"repository.url {url!r}: a file:// url must name an absolute path "
+                "(file:///var/lib/drkit/repo)"
+            )
         return cls(Path(path))
 
     def _path(self, key: str) -> Path:
@@ -45,26 +75,42 @@ class FileBackend(Backend):
         return self.root / key
 
     def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> int:
+        return self._put(key, stream, replace=True)
+
+    def put_stream_new(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> int:
+        """Written aside, then published with a hard link (or ``renameat2`` with
+        ``RENAME_NOREPLACE``), which fails when the name exists: never replaces."""
+        return self._put(key, stream, replace=False)
+
+    def _put(self, key: str, stream: BinaryIO, *, replace: bool) -> int:
         target = self._path(key)
         tmp = target.with_name(f"{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
         size = 0
+        digest = hashlib.sha256() if not replace else None
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._makedirs(target.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
                 while True:
                     chunk = stream.read(CHUNK_SIZE)
                     if not chunk:
                         break
+                    if digest is not None:
+                        digest.update(chunk)
                     view = memoryview(chunk)
                     while view:
                         written = os.write(fd, view)
                         view = view[written:]
                     size += len(chunk)
+                if digest is not None:
+                    self._set_sha256(fd, key, digest.hexdigest())
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, target)
+            if replace:
+                os.replace(tmp, target)
+            else:
+                self._publish_new(tmp, target, key)
             self._fsync_dir(target.parent)
         except OSError as exc:
             self._discard(tmp)
@@ -75,6 +121,67 @@ class FileBackend(Backend):
             self._discard(tmp)
             raise
         return size
+
+    def _set_sha256(self, fd: int, key: str, hexdigest: str) -> None:
+        """Record the checksum on the inode before it is published (it travels with it)."""
+        try:
+            os.setxattr(fd, SHA256_XATTR, hexdigest.encode())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            log.warning(
+                "%s: the file system of %s keeps no extended attributes; stored without a checksum",
+                key,
+                self.location,
+            )
+
+    def stored_sha256(self, key: str) -> str | None:
+        try:
+            value = os.getxattr(self._path(key), SHA256_XATTR)
+        except OSError:  # none recorded, not supported, or no such object
+            return None
+        return value.decode("ascii", "replace")
+
+    def _publish_new(self, tmp: Path, target: Path, key: str) -> None:
+        """Give ``tmp`` the name ``target`` unless it is taken (ObjectExists)."""
+        taken = ObjectExists(f"{key} already exists in {self.location}")
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise taken from None
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+            try:
+                rename_noreplace(tmp, target)
+            except FileExistsError:
+                raise taken from None
+            except OSError as exc2:
+                if exc2.errno not in (errno.EINVAL, errno.ENOSYS, *_NO_LINK_ERRNOS):
+                    raise
+                raise StorageError(
+                    f"cannot store {key} in {self.location} without risking a replace: its "
+                    "file system supports neither hard links nor RENAME_NOREPLACE"
+                ) from None
+            return
+        # published: a temp name left behind by a failed unlink is swept by prune
+        self._discard(tmp)
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create missing directories, fsyncing each parent so the new entry is durable."""
+        missing: list[Path] = []
+        current = directory
+        while not current.is_dir():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            self._fsync_dir(path.parent)
 
     @staticmethod
     def _discard(tmp: Path) -> None:
@@ -102,6 +209,13 @@ class FileBackend(Backend):
             raise StorageError(
                 f"cannot read {key} from {self.location}: {_describe_os_error(exc)}"
             ) from None
+
+    def check_reachable(self) -> None:
+        if not self.root.is_dir():
+            raise StorageError(
+                f"{self.location}: the repository directory does not exist or is not a "
+                "directory: check repository.url"
+            )
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         # Walk only the directory the prefix names, not the whole repository.

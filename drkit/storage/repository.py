@@ -121,10 +121,12 @@ class Repository:
         database: str | None = None,
         on_raw_bytes: Callable[[int], None] | None = None,
         size_hint: int | None = None,
+        exclusive: bool = False,
     ) -> StoredObject:
         """Encode ``raw`` (compress, then encrypt) and upload it as ``relative_base+suffix``.
 
-        ``size_hint``: an upper estimate of the raw size, for the backend's part sizes."""
+        ``size_hint``: an upper estimate of the raw size, for the backend's part sizes.
+        ``exclusive``: never replace an existing object (raises ObjectExists)."""
         comp = self.config.compression
         counter = _RawCounter(raw, on_raw_bytes)
         stream: BinaryIO = compress(counter, comp.algorithm, comp.level)  # type: ignore[arg-type]
@@ -140,7 +142,8 @@ class Repository:
             stream = encryptor.reader
         hashing = HashingReader(stream)
         try:
-            stored = self.backend.put_stream(key, hashing, size_hint)  # type: ignore[arg-type]
+            put = self.backend.put_stream_new if exclusive else self.backend.put_stream
+            stored = put(key, hashing, size_hint)  # type: ignore[arg-type]
             if encryptor is not None:
                 encryptor.finish()
         except BaseException:

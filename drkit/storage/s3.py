@@ -11,12 +11,15 @@ upload if any part fails, so no partial object ever becomes visible.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
+import tempfile
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
-from drkit.errors import ObjectNotFound, StorageError
+from drkit.errors import ObjectExists, ObjectNotFound, StorageError
 from drkit.storage.base import Backend, ObjectInfo
 from drkit.streams import read_full
 
@@ -35,6 +38,10 @@ MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024**3
 _MIB = 1024 * 1024
 MAX_CONCURRENCY = 3
+# put_stream_new: what one PUT takes, and how much of it is spooled in memory
+MAX_SINGLE_PUT = 5 * 1024**3
+SHA256_METADATA = "drkit-sha256"  # x-amz-meta-drkit-sha256: put_stream_new's checksum
+SPOOL_IN_MEMORY = 32 * 1024 * 1024
 # s3transfer buffers whole parts of a non-seekable stream; bound how many it holds
 # (its default of 10 x part size would be 80 MiB for one upload).
 MAX_BUFFERED_PARTS = 3
@@ -196,6 +203,52 @@ class S3Backend(Backend):
             raise self._error("upload", key, exc) from None
         return counter.count
 
+    def put_stream_new(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> int:
+        """One conditional PUT (``If-None-Match: *``): S3 refuses it when the key exists,
+        so of two writers at most one succeeds.
+
+        The bytes are spooled first (memory, then a temporary file) so that the object
+        goes up as a single PUT, whose check and store S3 performs as one step (WAL files
+        are at most 1 GiB; S3 takes 5 GiB in one PUT).  The ETag read back must be the
+        one this PUT produced, so a store that slipped past a weaker server's check is
+        reported as taken rather than acknowledged.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self._key(key)
+        extra: dict[str, str] = {"StorageClass": self.storage_class} if self.storage_class else {}
+        digest = hashlib.sha256()
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+            size = 0
+            while chunk := stream.read(_MIB):
+                spool.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            if size > MAX_SINGLE_PUT:
+                raise StorageError(
+                    f"cannot store {key} in {self.location} without risking a replace: "
+                    f"{size} bytes is more than one PUT takes"
+                )
+            spool.seek(0)
+            try:
+                response = self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=full,
+                    Body=spool,
+                    ContentLength=size,
+                    IfNoneMatch="*",
+                    Metadata={SHA256_METADATA: digest.hexdigest()},
+                    **extra,
+                )
+                stored = self.client.head_object(Bucket=self.bucket, Key=full)
+            except (ClientError, BotoCoreError) as exc:
+                if _is_taken(exc):
+                    raise ObjectExists(f"{key} already exists in {self.location}") from None
+                raise self._error("upload", key, exc) from None
+        if stored.get("ETag") != response.get("ETag"):
+            raise ObjectExists(f"{key} already exists in {self.location} (another writer's)")
+        return size
+
     def open_read(self, key: str) -> BinaryIO:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -246,6 +299,33 @@ class S3Backend(Backend):
             raise self._error("stat", key, exc) from None
         return ObjectInfo(key, int(response["ContentLength"]), response["LastModified"])
 
+    def stored_sha256(self, key: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            if self._is_missing(exc):
+                return None
+            raise self._error("stat", key, exc) from None
+        value = response.get("Metadata", {}).get(SHA256_METADATA)
+        return str(value) if value else None
+
+    def first_existing(self, keys: Sequence[str]) -> ObjectInfo | None:
+        """One HEAD for the first key; if it is missing, one listing of the keys' common
+        name prefix (``<env>/wal/<name>``: only that name's objects) for the others."""
+        if not keys:
+            return None
+        info = self.head(keys[0])
+        if info is not None or len(keys) == 1:
+            return info
+        prefix = keys[1]
+        for key in keys[2:]:
+            while not key.startswith(prefix):
+                prefix = prefix[:-1]
+        found = {i.key: i for i in self.list(prefix)}
+        return next((found[k] for k in keys[1:] if k in found), None)
+
     def sweep_incomplete(self, prefix: str, older_than: datetime) -> int:
         """Abort multipart uploads a crash left open (they are billed, never listed)."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -267,6 +347,18 @@ class S3Backend(Backend):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _is_taken(exc: BaseException) -> bool:
+    """A conditional write refused because the key exists (or another conditional write
+    to it is in flight: S3's 409 ConditionalRequestConflict)."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
 
 
 class _CountingReader:

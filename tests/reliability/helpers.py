@@ -55,7 +55,7 @@ def files_under(root: Path) -> dict[str, int]:
 def listed_ids(run_drkit: DrkitRunner, policy_dir: Path, env: str = "prod") -> list[str]:
     result = run_drkit("backups", env, "--json", policy_dir=policy_dir)
     assert result.code == 0, result.stderr
-    return sorted(row["id"] for row in result.json())  # oldest first
+    return sorted(row["id"] for row in result.json()["backups"])  # oldest first
 
 
 def verify_all(run_drkit: DrkitRunner, policy_dir: Path, env: str = "prod") -> Result:

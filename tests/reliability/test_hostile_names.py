@@ -98,7 +98,7 @@ def test_hostile_names_survive_backup_verify_restore(
 
     assert run_drkit("verify", "prod", backup_id, policy_dir=policy_dir).code == 0
     listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir)
-    assert listed.json()[0]["databases"] == [name]
+    assert listed.json()["backups"][0]["databases"] == [name]
 
     target = f"r 'x\" ü {uuid.uuid4().hex[:6]}"
     restored = run_drkit(

@@ -130,34 +130,36 @@ def test_a_stalled_server_times_out_instead_of_hanging(
     assert view.objects() == {}
 
     # archive_command: a stalled store must fail the call, never hang PostgreSQL's archiver
-    wal = wal_file(tmp_path, 64 * 1024)
+    wal = wal_file(tmp_path, MiB)  # the smallest segment size PostgreSQL allows
     pushed = run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env, timeout=120)
     assert pushed.code == 1, pushed.stderr
     assert view.objects() == {}
 
 
-def test_a_part_that_never_arrives_leaves_no_object(
+def test_a_wal_upload_that_never_arrives_leaves_no_object(
     proxied: tuple[RepoTarget, RepoView],
     proxy: FaultProxy,
     make_policy: PolicyWriter,
     run_drkit: DrkitRunner,
     tmp_path: Path,
 ) -> None:
+    """wal-push stores a segment with one conditional PUT (never-replace): a PUT whose
+    connection is reset every time leaves nothing visible, a transient 503 is retried."""
     target, view = proxied
     repository = {"compression": {"algorithm": "none"}}
     policy_dir = make_policy("prod", "postgresql:///unused", target, repository=repository)
-    env = {**FAST_FAIL, "DRKIT_S3_PART_SIZE": str(5 * MiB), "DRKIT_WAL_PUSH_BATCH": "0"}
-    wal = wal_file(tmp_path)  # 16 MiB: four parts
+    env = {**FAST_FAIL, "DRKIT_WAL_PUSH_BATCH": "0"}
+    wal = wal_file(tmp_path)  # 16 MiB
 
-    proxy.set_faults(Fault("reset", "PUT", match="partNumber=2", times=None))
+    proxy.set_faults(Fault("reset", "PUT", match="/wal/", times=None))
     failed = run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env, timeout=180)
     assert failed.code == 1, failed.stderr
     assert SEGMENT in one_clear_line(failed.stderr)
     assert view.objects() == {}, "a partial WAL segment became visible"
-    assert view.pending_uploads() == 0, "the failed multipart upload was not aborted"
+    assert view.pending_uploads() == 0
 
-    # one transient part failure: retried, and the object is the file, byte for byte
-    proxy.set_faults(Fault("503", "PUT", match="partNumber=3"))
+    # one transient failure: retried, and the object is the file, byte for byte
+    proxy.set_faults(Fault("503", "PUT", match="/wal/"))
     pushed = run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env, timeout=180)
     assert pushed.code == 0, pushed.stderr
     assert proxy.outcomes("503") == 1

@@ -6,8 +6,9 @@ file), a physical backup is taken and segments are archived after it.  Then:
 
 * the whole chain verifies and a PITR to ``latest`` through encrypted WAL works;
 * one segment after the backup removed → ``verify`` reports the window ending at the
-  segment before the gap, and a PITR target beyond the gap exits 3 with the reachable
-  window, leaving the data directory empty.
+  segment before the gap, a PITR target beyond the gap exits 3 with the unbroken
+  window, leaving the data directory empty, and so does ``latest`` unless
+  ``--allow-gap`` asks to stop at the gap.
 """
 
 from __future__ import annotations
@@ -117,7 +118,30 @@ def test_encrypted_wal_pitr_and_a_gap_after_the_backup(
     )
     assert result.code == 3, result.stderr
     assert "reachable window" in result.stderr
+    # the window printed is the unbroken one: it names the gap and ends before it
+    assert f"WAL segment {gap} is missing" in result.stderr
     assert not pgdata.exists() or not any(pgdata.iterdir())
+
+    # latest does not silently stop before the gap: exit 3 naming it and the last reachable
+    # segment; --allow-gap recovers up to it on purpose (through encrypted WAL)
+    pgdata = arch.new_pgdata()
+    args = ("restore", arch.env, "--point-in-time", "latest", "--pgdata", str(pgdata))
+    refused = run_drkit(*args, policy_dir=arch.policy_dir, timeout=600)
+    assert refused.code == 3, refused.stderr
+    assert gap in refused.stderr and segments[0] in refused.stderr
+    assert not pgdata.exists() or not any(pgdata.iterdir())
+    allowed = run_drkit(
+        *args,
+        "--allow-gap",
+        "--target-action",
+        "shutdown",
+        "--json",
+        policy_dir=arch.policy_dir,
+        timeout=600,
+    )
+    assert allowed.code == 0, allowed.stderr
+    assert allowed.json()["stopped_at_gap"]["first_missing"] == gap
+    assert allowed.json()["state"] == "shut down"
 
 
 def test_a_flipped_byte_in_a_required_encrypted_segment_is_named(

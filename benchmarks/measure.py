@@ -1,0 +1,244 @@
+"""Shared benchmark plumbing: scratch directories, policies, a moto S3 server, timed
+commands with the peak resident set size of what they ran, medians.
+
+Peak RSS is GNU time's ``%M`` of the process the benchmark started: for ``drkit`` the
+drkit Python process alone (not the pg_dump, pg_restore or S3 server it talks to); for a
+peer its main process (a pipeline reports the sum of its two).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+if TYPE_CHECKING:
+    from drkit.pg.cluster import LocalCluster
+    from drkit.sample import SampleSize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured run: wall seconds and peak RSS in KiB (0 when not measured)."""
+
+    seconds: float
+    rss_kib: int = 0
+
+
+def one_after_another(*samples: Sample) -> Sample:
+    """Runs made in sequence: their times add up, the peak is the largest."""
+    return Sample(sum(s.seconds for s in samples), max(s.rss_kib for s in samples))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def fail(args: Sequence[str], code: int, stderr: str) -> SystemExit:
+    return SystemExit(f"{' '.join(map(str, args))} failed ({code}): {stderr[-2000:]}")
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+@contextmanager
+def peak_rss(args: Sequence[str]) -> Iterator[tuple[list[str], Callable[[], int]]]:
+    """``args`` wrapped in GNU time, and a reader of the peak RSS (KiB) it recorded.
+
+    ``wait4`` on a process we fork is useless for this: Linux carries the resident
+    high-water mark across ``exec``, so every child of this (large) Python process would
+    report at least our own size.  GNU time is small; what it forks starts small.
+    """
+    if not os.access(GNU_TIME, os.X_OK):
+        raise SystemExit(f"{GNU_TIME} is missing: apt-get install time")
+    fd, name = tempfile.mkstemp(prefix="drkit-bench-rss-")
+    os.close(fd)
+
+    def read() -> int:
+        lines = Path(name).read_text().split()
+        return int(lines[-1]) if lines and lines[-1].isdigit() else 0
+
+    try:
+        yield [GNU_TIME, "-f", "%M", "-o", name, *map(str, args)], read
+    finally:
+        os.unlink(name)
+
+
+def measured(
+    args: Sequence[str], env: dict[str, str] | None = None, ok: Sequence[int] = (0,)
+) -> tuple[Sample, str]:
+    """Run ``args``; (wall time and peak RSS of that process, its stdout)."""
+    with (
+        peak_rss(args) as (argv, rss),
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as errs,
+    ):
+        started = time.perf_counter()
+        code = subprocess.run(argv, env=env, stdout=out, stderr=errs, cwd=ROOT, check=False)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        errs.seek(0)
+        if code.returncode not in ok:
+            raise fail(args, code.returncode, errs.read().decode(errors="replace"))
+        return Sample(wall, rss()), out.read().decode()
+
+
+def run(args: Sequence[str], env: dict[str, str] | None = None) -> Sample:
+    """Run ``args`` to completion (failure ends the benchmark); its Sample."""
+    return measured(args, env)[0]
+
+
+def drkit(
+    policy_dir: Path, *args: str, env: dict[str, str] | None = None, ok: Sequence[int] = (0,)
+) -> tuple[Sample, str]:
+    """One ``drkit --policy-dir DIR ARGS`` run in a fresh interpreter: (Sample, stdout)."""
+    return measured(
+        [sys.executable, "-m", "drkit", "--policy-dir", str(policy_dir), *args], env, ok
+    )
+
+
+def pipeline(
+    first: Sequence[str], second: Sequence[str], out_path: Path, env: dict[str, str] | None = None
+) -> Sample:
+    """``first | second > out_path`` without a shell; RSS is the sum of both peaks."""
+    with peak_rss(first) as (argv_a, rss_a), peak_rss(second) as (argv_b, rss_b):
+        started = time.perf_counter()
+        with open(out_path, "wb") as out:
+            a = subprocess.Popen(argv_a, stdout=subprocess.PIPE, env=env)
+            b = subprocess.Popen(argv_b, stdin=a.stdout, stdout=out, env=env)
+            assert a.stdout is not None
+            a.stdout.close()
+            rb = b.wait()
+            ra = a.wait()
+        wall = time.perf_counter() - started
+        if ra or rb:
+            raise SystemExit(f"pipeline failed: {first[0]}={ra} {second[0]}={rb}")
+        return Sample(wall, rss_a() + rss_b())
+
+
+def scratch(prefix: str) -> Path:
+    """A fresh directory the cluster's OS user (postgres, when we are root) can enter."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    return root
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    root = scratch(prefix)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def write_policy(
+    policy_dir: Path,
+    env: str,
+    db_url: str,
+    repository: Mapping[str, object],
+    *,
+    environment: str = "dev",
+    **extra: object,
+) -> Path:
+    """Write ``policy_dir/ENV.yaml``; extra keys (``objectives=...``) go in as they are."""
+    policy_dir.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, object] = {
+        "environment": environment,
+        "database": {"url": db_url},
+        "repository": dict(repository),
+    }
+    doc.update(extra)
+    (policy_dir / f"{env}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return policy_dir
+
+
+def load_database(cluster: LocalCluster, name: str, rows: int) -> tuple[str, int, SampleSize]:
+    """A new database ``name`` with ``rows`` of SentriKat sample data: (url, its size in
+    bytes as PostgreSQL counts it, the sample's row split)."""
+    import psycopg
+
+    from drkit.sample import load_sample
+
+    url = cluster.create_database(name)
+    size = load_sample(url, rows)
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return url, int(row[0]) if row else 0, size
+
+
+class Moto:
+    """moto's standalone S3 server on 127.0.0.1, with throwaway credentials."""
+
+    def __init__(self) -> None:
+        from drkit.pg.cluster import free_port
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench-secret",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1)  # noqa: S310 - loopback
+                break
+            except OSError as exc:
+                if getattr(exc, "code", None):
+                    break
+                time.sleep(0.1)
+
+    def bucket(self) -> str:
+        import boto3
+
+        name = f"bench-{uuid.uuid4().hex[:10]}"
+        boto3.client("s3", endpoint_url=self.endpoint).create_bucket(Bucket=name)
+        return name
+
+    def repository(self, prefix: str) -> dict[str, object]:
+        """A fresh bucket as a drkit ``repository`` section."""
+        return {
+            "url": f"s3://{self.bucket()}/{prefix}",
+            "endpoint_url": self.endpoint,
+            "region": "us-east-1",
+        }
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@contextmanager
+def moto_server() -> Iterator[Moto]:
+    moto = Moto()
+    try:
+        yield moto
+    finally:
+        moto.stop()

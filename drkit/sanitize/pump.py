@@ -1,0 +1,63 @@
+"""The pump: how a row travels from a source into the build database.
+
+Both sources feed it COPY text (a live ``COPY (SELECT ...) TO STDOUT``, or the lines of a
+backup's data section) and it hands whole lines, through the table's strategies, to a
+``COPY ... FROM STDIN``.  Raw values of masked columns exist only in this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from drkit.sanitize.transform import RowTransformer
+
+ProgressFn = Callable[[str, int], None]  # (table, rows just copied)
+_BATCH = 1 << 20
+
+
+def pump(
+    out: Iterable[bytes | bytearray | memoryview],
+    write: Callable[[bytes], object] | None,
+    transformer: RowTransformer,
+    key: str,
+    on_progress: ProgressFn | None,
+) -> int:
+    """Stream COPY text from ``out`` through ``transformer`` into ``write``; returns rows.
+
+    ``out`` may be cut anywhere (COPY chunks, or one line at a time); blocks of about
+    1 MiB of whole lines go through the strategies.  ``write`` None: read only (the
+    originals still reach the leak index through the transformer).
+    """
+    rows = 0
+    pending: list[bytes] = []
+    size = 0
+    carry = b""
+    passthrough = transformer.passthrough
+
+    def flush(final: bool) -> None:
+        nonlocal carry, rows
+        data = carry + b"".join(pending)
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        block, carry = data[:cut], data[cut:]
+        if not block:
+            return
+        if not block.endswith(b"\n"):  # a last line without its newline
+            block += b"\n"
+        count = block.count(b"\n")
+        rows += count
+        if not passthrough:
+            block = transformer.block(block)
+        if write is not None:
+            write(block)
+        if on_progress is not None:
+            on_progress(key, count)
+
+    for chunk in out:
+        pending.append(bytes(chunk))
+        size += len(chunk)
+        if size >= _BATCH:
+            flush(False)
+            pending.clear()
+            size = 0
+    flush(True)
+    return rows

@@ -1,0 +1,830 @@
+"""``drkit sanitize`` attacked: each test tries to break one promise and asserts what is
+readable afterwards (prod's rows, DST's contents, leftover databases), not only exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.test_sanitize_copy import (
+    ENV,
+    Env,
+    envs,  # noqa: F401  (the fixture)
+    rows,
+    rules_doc,
+    sanitize,
+    table_dump,
+    write_rules,
+)
+
+
+def respell(pg: PgServer, dbname: str, *, user: str | None = None, pw: str | None = None) -> str:
+    """Prod's database under another spelling: localhost, another user, query parameters."""
+    params = psycopg.conninfo.conninfo_to_dict(pg.admin_dsn)
+    user = user or str(params.get("user", "postgres"))
+    pw = pw if pw is not None else str(params.get("password") or "")
+    auth = quote(user, safe="") + (":" + quote(pw, safe="") if pw else "")
+    return (
+        f"postgresql://{auth}@localhost:{params.get('port', 5432)}/{quote(dbname, safe='')}"
+        "?application_name=innocent&connect_timeout=10"
+    )
+
+
+def prod_fingerprint(e: Env) -> dict[str, list[Any]]:
+    return table_dump(e.dsn(e.src_name))
+
+
+def leftovers(e: Env) -> list[str]:
+    found = rows(
+        e.dsn("postgres"), "SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_drkit\\_%'"
+    )
+    return [str(r[0]) for r in found]
+
+
+def rules_for(tmp_path: Path, src: str, dst: str, **overrides: Any) -> Path:
+    doc = rules_doc(**overrides)
+    doc["from"], doc["to"] = src, dst
+    return write_rules(tmp_path / f"{src}-to-{dst}.yaml", doc)
+
+
+@pytest.fixture
+def other_role(pg_server: PgServer) -> Iterator[tuple[str, str]]:
+    """A second login role (not a superuser) that may create databases."""
+    name, pw = f"r_{uuid.uuid4().hex[:8]}", "pw-" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(pw)
+            )
+        )
+    yield name, pw
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        for (db,) in conn.execute(
+            "SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles "
+            "WHERE rolname = %s)",
+            [name],
+        ).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+# ---------------------------------------------------------------------------
+# 1. Guards by identity
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["localhost", "other-user"])
+def test_dev_policy_aliasing_prod_is_refused_live(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    other_role: tuple[str, str],
+    tmp_path: Path,
+    spelling: str,
+) -> None:
+    user, pw = other_role if spelling == "other-user" else (None, None)
+    make_policy("dev", respell(pg_server, envs.src_name, user=user, pw=pw), file_repo)
+    before = prod_fingerprint(envs)
+    rules = rules_for(tmp_path, "prod", "dev")
+    result = sanitize(run_drkit, envs, "prod", "dev", "--rules", str(rules), "--force")
+    assert result.code == 4, result.stderr
+    assert "same database" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert prod_fingerprint(envs) == before
+    assert leftovers(envs) == []
+
+
+def test_dev_policy_aliasing_prod_is_refused_from_backup_with_force(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+) -> None:
+    assert run_drkit("backup", "prod", policy_dir=envs.policy_dir).code == 0
+    make_policy("dev", respell(pg_server, envs.src_name), file_repo)
+    before = prod_fingerprint(envs)
+    rules = rules_for(tmp_path, "prod", "dev")
+    result = sanitize(
+        run_drkit,
+        envs,
+        "prod",
+        "dev",
+        "--rules",
+        str(rules),
+        "--from-backup",
+        "latest",
+        "--force",
+    )
+    assert result.code == 4, result.stderr
+    assert "same database" in result.stderr
+    assert prod_fingerprint(envs) == before
+
+
+def test_custom_environment_with_prods_rank_is_refused(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+) -> None:
+    mirror = f"mir_{uuid.uuid4().hex[:8]}"
+    make_policy("mirror", pg_server.url(mirror), file_repo, environment="mirror", rank=3)
+    rules = rules_for(tmp_path, "prod", "mirror")
+    result = sanitize(run_drkit, envs, "prod", "mirror", "--rules", str(rules), "--force")
+    assert result.code == 4, result.stderr
+    assert "strictly higher" in result.stderr
+    exists = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    assert rows(envs.dsn("postgres"), exists, [mirror]) == [(0,)]
+
+
+def test_self_declared_high_rank_cannot_target_prods_database(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+) -> None:
+    """Even with prod unprotected, a target that ranks itself above prod is not prod."""
+    make_policy("prod", pg_server.url(envs.src_name), file_repo, protected=False)
+    make_policy("lab", pg_server.url(envs.src_name), file_repo, environment="lab", rank=9)
+    make_policy("x", respell(pg_server, envs.src_name), file_repo, environment="x", rank=5)
+    before = prod_fingerprint(envs)
+    rules = rules_for(tmp_path, "lab", "x")
+    result = sanitize(run_drkit, envs, "lab", "x", "--rules", str(rules), "--force")
+    assert result.code == 4, result.stderr
+    assert "same database" in result.stderr
+    assert prod_fingerprint(envs) == before
+
+
+def test_protected_environment_is_never_a_target(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+) -> None:
+    vault = f"vlt_{uuid.uuid4().hex[:8]}"
+    make_policy(
+        "vault", pg_server.url(vault), file_repo, environment="vault", rank=0, protected=True
+    )
+    rules = rules_for(tmp_path, "prod", "vault")
+    for extra in ((), ("--force",), ("--dry-run",)):
+        result = sanitize(run_drkit, envs, "prod", "vault", "--rules", str(rules), *extra)
+        assert result.code == 4, result.stderr
+        assert "protected" in result.stderr
+    exists = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    assert rows(envs.dsn("postgres"), exists, [vault]) == [(0,)]
+
+
+def test_unreachable_protected_environment_fails_closed_until_dst_is_drkits_copy(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    tmp_path: Path,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    staging = envs.dsn(envs.dsts["staging"])
+    envs.pg.create_database(envs.dsts["staging"])  # DST exists, not drkit's copy
+    make_policy(
+        "archive",
+        "postgresql://nobody:pw@127.0.0.1:1/archive",
+        file_repo,
+        environment="archive",
+        rank=5,
+    )
+    refused = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules))
+    assert refused.code == 4, refused.stderr
+    assert "cannot reach archive" in refused.stderr
+    (envs.policy_dir / "archive.yaml").rename(tmp_path / "archive.yaml")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    (tmp_path / "archive.yaml").rename(envs.policy_dir / "archive.yaml")
+    again = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force")
+    assert again.code == 0, again.stderr  # DST carries the stamp of drkit's published copy
+    assert rows(staging, "SELECT current_setting('drkit.sanitize_target')") == [("staging",)]
+
+
+# ---------------------------------------------------------------------------
+# 2. Build aside, publish atomically
+# ---------------------------------------------------------------------------
+
+
+def test_unique_index_the_pseudonyms_violate_leaves_dst_exactly_as_it_was(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    staging = envs.dsn(envs.dsts["staging"])
+    before = table_dump(staging)
+    oid = "SELECT oid FROM pg_database WHERE datname = %s"
+    oid_before = rows(envs.dsn("postgres"), oid, [envs.dsts["staging"]])
+    with psycopg.connect(envs.dsn(envs.src_name), autocommit=True) as conn:
+        conn.execute("UPDATE \"user\" SET full_name = full_name || ' ' || id")
+        conn.execute('CREATE UNIQUE INDEX user_fullname_lower ON "user" (lower(full_name))')
+    doc = rules_doc()
+    doc["tables"]["user"]["columns"]["full_name"] = {
+        "strategy": "template",
+        "template": "n{organization_id}",
+    }
+    bad = write_rules(tmp_path / "bad.yaml", doc)
+    assert (
+        run_drkit(
+            "sanitize",
+            "check",
+            "prod",
+            "staging",
+            "--rules",
+            str(bad),
+            policy_dir=envs.policy_dir,
+            env=ENV,
+        ).code
+        == 0
+    )  # beyond what check reads
+    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(bad), "--force")
+    assert result.code == 1, result.stderr
+    assert "user_fullname_lower" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert table_dump(staging) == before
+    assert rows(envs.dsn("postgres"), oid, [envs.dsts["staging"]]) == oid_before
+    assert leftovers(envs) == []
+
+
+@pytest.mark.parametrize(
+    ("ddl", "column", "strategy", "expected"),
+    [
+        (
+            'CREATE UNIQUE INDEX user_pw_lower ON "user" (lower(password_hash))',
+            "password_hash",
+            {"strategy": "constant", "value": "x"},
+            "user_pw_lower",
+        ),
+        (
+            'CREATE UNIQUE INDEX user_hash_active ON "user" (password_hash) WHERE NOT is_admin',
+            "password_hash",
+            {"strategy": "mask", "keep_start": 2},
+            "user_hash_active",
+        ),
+        (
+            'CREATE UNIQUE INDEX user_ip_nnd ON "user" (last_login_ip) NULLS NOT DISTINCT',
+            "last_login_ip",
+            {"strategy": "nullify"},
+            "user_ip_nnd",
+        ),
+        (
+            'ALTER TABLE "user" ADD CONSTRAINT user_email_customer '
+            "CHECK (email LIKE '%@customer%')",
+            "email",
+            "email",
+            "user_email_customer",
+        ),
+        (
+            'ALTER TABLE "user" ADD COLUMN rank_no int',
+            "rank_no",
+            {"strategy": "template", "template": "r{id}"},
+            "integer column",
+        ),
+        (
+            'ALTER TABLE "user" ADD COLUMN lower_mail text GENERATED ALWAYS AS (lower(email)) STORED',
+            "username",
+            {"strategy": "template", "template": "u{id}{lower_mail}"},
+            "generated column",
+        ),
+    ],
+    ids=["expression-index", "partial-index", "nulls-not-distinct", "check", "int", "generated"],
+)
+def test_check_and_run_refuse_strategies_the_constraints_reject(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    tmp_path: Path,
+    ddl: str,
+    column: str,
+    strategy: Any,
+    expected: str,
+) -> None:
+    with psycopg.connect(envs.dsn(envs.src_name), autocommit=True) as conn:
+        conn.execute(ddl)
+    doc = rules_doc()
+    doc["tables"]["user"]["columns"][column] = strategy
+    if "GENERATED" in ddl:
+        doc["tables"]["user"]["columns"]["lower_mail"] = "keep"
+    bad = write_rules(tmp_path / "bad.yaml", doc)
+    check = run_drkit(
+        "sanitize",
+        "check",
+        "prod",
+        "staging",
+        "--rules",
+        str(bad),
+        policy_dir=envs.policy_dir,
+        env=ENV,
+    )
+    assert check.code == 2, check.stderr
+    assert expected in check.stderr
+    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(bad))
+    assert result.code == 2, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    exists = "SELECT count(*) FROM pg_database WHERE datname = %s"
+    assert rows(envs.dsn("postgres"), exists, [envs.dsts["staging"]]) == [(0,)]
+    assert leftovers(envs) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_drops_the_build_and_keeps_dst(
+    envs: Env,  # noqa: F811
+    run_drkit: DrkitRunner,
+    tmp_path: Path,
+    signum: int,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    staging = envs.dsn(envs.dsts["staging"])
+    before = table_dump(staging)
+    with psycopg.connect(envs.dsn(envs.src_name)) as blocker:
+        # the run's pg_dump waits for this lock: the build exists, the copy has not finished
+        blocker.execute("LOCK TABLE agent IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "drkit",
+                "--policy-dir",
+                str(envs.policy_dir),
+                "sanitize",
+                "prod",
+                "staging",
+                "--rules",
+                str(rules),
+                "--force",
+            ],
+            env={**os.environ, **ENV},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = %s"
+            )
+            deadline = time.monotonic() + 120
+            while rows(envs.dsn("postgres"), waiting, [envs.src_name]) == [(0,)]:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the run never reached the locked table"
+                time.sleep(0.2)
+            assert len(leftovers(envs)) == 1
+            proc.send_signal(signum)
+            _out, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        blocker.rollback()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert leftovers(envs) == []
+    assert table_dump(staging) == before
+
+
+def test_sessions_on_dst_are_refused_unless_forced(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    envs.pg.create_database(envs.dsts["staging"])
+    staging = envs.dsn(envs.dsts["staging"])
+    with psycopg.connect(staging, autocommit=True) as app:
+        refused = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules))
+        assert refused.code == 4, refused.stderr
+        assert "sessions are connected" in refused.stderr and "--force" in refused.stderr
+        assert rows(staging, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+        forced = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force")
+        assert forced.code == 0, forced.stderr
+        with pytest.raises(psycopg.OperationalError):
+            app.execute("SELECT 1")
+    assert rows(staging, 'SELECT count(*) > 0 FROM "user"') == [(True,)]
+    assert leftovers(envs) == []
+
+
+def test_role_without_createdb_is_refused_before_anything_is_written(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    other_role: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    user, pw = other_role
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} NOCREATEDB").format(sql.Identifier(user)))
+    db = envs.dsts["staging"]
+    params = psycopg.conninfo.conninfo_to_dict(pg_server.admin_dsn)
+    url = f"postgresql://{user}:{pw}@127.0.0.1:{params.get('port', 5432)}/{db}"
+    make_policy("staging", url, file_repo)
+    rules = rules_for(tmp_path, "prod", "staging")
+    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules))
+    assert result.code == 4, result.stderr
+    assert f"ALTER ROLE {user} CREATEDB" in result.stderr
+    assert leftovers(envs) == []
+
+
+def test_keep_old_keeps_the_replaced_database(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    with psycopg.connect(envs.dsn(envs.dsts["staging"]), autocommit=True) as conn:
+        conn.execute("CREATE TABLE marker (x int)")
+    result = sanitize(
+        run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force", "--keep-old"
+    )
+    assert result.code == 0, result.stderr
+    staging = envs.dsn(envs.dsts["staging"])
+    assert rows(staging, "SELECT to_regclass('marker') IS NULL") == [(True,)]
+    kept = leftovers(envs)
+    assert len(kept) == 1 and "__drkit_old_" in kept[0]
+    assert rows(envs.dsn(kept[0]), "SELECT count(*) FROM marker") == [(0,)]
+    envs.pg.drop_database(kept[0])
+
+
+# ---------------------------------------------------------------------------
+# A small hand-made source for the cases the sample cannot express
+# ---------------------------------------------------------------------------
+
+MINI = """
+CREATE TABLE person (id int PRIMARY KEY, email text NOT NULL, note text);
+INSERT INTO person SELECT i, 'p' || i || '@corp.example', 'n' || i FROM generate_series(1, 10) i;
+CREATE TABLE memo (id int PRIMARY KEY, body text);
+INSERT INTO memo VALUES (1, 'please call p9@corp.example about the invoice');
+"""
+
+
+class Mini:
+    def __init__(self, pg: PgServer, policy_dir: Path, src: str, dst: str) -> None:
+        self.pg, self.policy_dir, self.src, self.dst = pg, policy_dir, src, dst
+
+    def run(self, run_drkit: DrkitRunner, rules: Path, *args: str) -> Any:
+        return run_drkit(
+            "sanitize",
+            "prod",
+            "staging",
+            "--rules",
+            str(rules),
+            *args,
+            policy_dir=self.policy_dir,
+            env=ENV,
+        )
+
+    def dst_exists(self) -> bool:
+        found = rows(
+            self.pg.dsn(), "SELECT count(*) FROM pg_database WHERE datname = %s", [self.dst]
+        )
+        return found == [(1,)]
+
+
+@pytest.fixture
+def mini(
+    pg_server: PgServer,
+    database: tuple[str, str],
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+) -> Iterator[Mini]:
+    src, url = database
+    with psycopg.connect(pg_server.dsn(src), autocommit=True) as conn:
+        conn.execute(MINI)
+    dst = f"stg_{uuid.uuid4().hex[:8]}"
+    make_policy("prod", url, file_repo)
+    policy_dir = make_policy("staging", pg_server.url(dst), file_repo)
+    yield Mini(pg_server, policy_dir, src, dst)
+    pg_server.drop_database(dst)
+
+
+def mini_rules(tmp_path: Path, person: dict[str, Any], **extra: Any) -> Path:
+    doc: dict[str, Any] = {
+        "version": 1,
+        "from": "prod",
+        "to": "staging",
+        "salt": "${DRKIT_SANITIZE_SALT}",
+        "defaults": {"unlisted_tables": "fail", "unlisted_columns": "fail"},
+        "tables": {
+            "person": {"columns": {"id": "keep", "email": "email", "note": "keep"}, **person},
+            "memo": {"copy": True},
+        },
+        **extra,
+    }
+    return write_rules(tmp_path / "mini.yaml", doc)
+
+
+@pytest.mark.parametrize(
+    "person",
+    [{"where": "id <= 5"}, {"rows": "none"}],
+    ids=["where", "rows-none"],
+)
+def test_kept_text_quoting_a_person_whose_row_was_not_copied_is_a_leak(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path, person: dict[str, Any]
+) -> None:
+    rules = mini_rules(tmp_path, person)
+    result = mini.run(run_drkit, rules)
+    assert result.code == 3, result.stderr
+    assert "public.memo" in result.stderr
+    assert "p9@corp.example" not in (result.stderr + result.stdout).lower()
+    assert not mini.dst_exists()  # the copy with the leak was never published
+    assert leftovers_on(mini.pg) == []
+
+
+def test_subset_left_out_rows_are_searched_too(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path
+) -> None:
+    rules = mini_rules(tmp_path, {}, subset={"start": {"table": "person", "where": "id <= 5"}})
+    result = mini.run(run_drkit, rules)
+    assert result.code == 3, result.stderr
+    assert not mini.dst_exists()
+
+
+def test_row_level_security_hiding_source_rows_is_refused(
+    run_drkit: DrkitRunner,
+    mini: Mini,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    other_role: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    user, pw = other_role
+    src = mini.pg.dsn(mini.src)
+    with psycopg.connect(src, autocommit=True) as conn:
+        for table in ("person", "memo"):
+            conn.execute(
+                sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                    sql.Identifier(table), sql.Identifier(user)
+                )
+            )
+        conn.execute("ALTER TABLE person ENABLE ROW LEVEL SECURITY")
+        conn.execute("ALTER TABLE person FORCE ROW LEVEL SECURITY")
+        conn.execute("CREATE POLICY evens ON person USING (id % 2 = 0)")
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(mini.pg.admin_dsn)
+        make_policy(
+            "prod",
+            f"postgresql://{user}:{pw}@127.0.0.1:{params.get('port', 5432)}/{mini.src}",
+            file_repo,
+        )
+        rules = mini_rules(tmp_path, {})
+        refused = mini.run(run_drkit, rules)
+        assert refused.code == 4, refused.stderr
+        assert "public.person" in refused.stderr and "BYPASSRLS" in refused.stderr
+        assert not mini.dst_exists()
+        with psycopg.connect(mini.pg.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} BYPASSRLS").format(sql.Identifier(user)))
+        memo_doc = yaml.safe_load(rules.read_text())
+        memo_doc["tables"]["memo"] = {"columns": {"id": "keep", "body": "replace_pii"}}
+        rules.write_text(yaml.safe_dump(memo_doc))
+        copied = mini.run(run_drkit, rules)
+        assert copied.code == 0, copied.stderr
+        assert rows(mini.pg.dsn(mini.dst), "SELECT count(*) FROM person") == [(10,)]
+    finally:
+        with psycopg.connect(src, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(user))
+            )
+
+
+def leftovers_on(pg: PgServer) -> list[str]:
+    found = rows(
+        pg.dsn("postgres"), "SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_drkit\\_%'"
+    )
+    return [str(r[0]) for r in found]
+
+
+@pytest.mark.parametrize("source", ["live", "backup"])
+def test_user_mapping_passwords_never_reach_the_target(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path, source: str
+) -> None:
+    secret = "Fdw-Pa55-" + uuid.uuid4().hex[:10]
+    with psycopg.connect(mini.pg.dsn(mini.src), autocommit=True) as conn:
+        conn.execute("CREATE FOREIGN DATA WRAPPER drkit_dummy_fdw")
+        conn.execute("CREATE SERVER remote_srv FOREIGN DATA WRAPPER drkit_dummy_fdw")
+        conn.execute(
+            sql.SQL(
+                "CREATE USER MAPPING FOR PUBLIC SERVER remote_srv OPTIONS (user 'app', password {})"
+            ).format(sql.Literal(secret))
+        )
+    rules = mini_rules(tmp_path, {})
+    doc = yaml.safe_load(rules.read_text())
+    doc["tables"]["memo"] = {"columns": {"id": "keep", "body": "replace_pii"}}
+    rules.write_text(yaml.safe_dump(doc))
+    args: tuple[str, ...] = ()
+    if source == "backup":
+        assert run_drkit("backup", "prod", policy_dir=mini.policy_dir).code == 0
+        args = ("--from-backup", "latest")
+    result = mini.run(run_drkit, rules, *args)
+    assert result.code == 0, result.stderr
+    dst = mini.pg.dsn(mini.dst)
+    assert rows(dst, "SELECT count(*) FROM pg_foreign_server WHERE srvname = 'remote_srv'") == [
+        (1,)
+    ]
+    assert rows(dst, "SELECT count(*) FROM pg_user_mapping") == [(0,)]
+    assert rows(dst, "SELECT count(*) FROM person") == [(10,)]
+
+
+SHAPES = """
+CREATE DOMAIN email_d AS text CHECK (VALUE LIKE '%@%');
+CREATE TABLE contact (id int PRIMARY KEY, email email_d NOT NULL);
+INSERT INTO contact SELECT i, 'c' || i || '@corp.example' FROM generate_series(1, 5) i;
+CREATE TABLE base (id int, email text);
+CREATE TABLE child (extra text) INHERITS (base);
+INSERT INTO base VALUES (1, 'b1@corp.example');
+INSERT INTO child VALUES (2, 'b2@corp.example', 'x');
+CREATE TABLE part (id int, email text) PARTITION BY RANGE (id);
+CREATE TABLE part_1 PARTITION OF part FOR VALUES FROM (0) TO (100);
+INSERT INTO part VALUES (5, 'p5@corp.example');
+SELECT lo_from_bytea(0, convert_to('lo mentions c1@corp.example', 'UTF8'));
+"""
+
+
+def test_live_and_backup_read_the_same_schema_and_accept_the_same_rules(
+    run_drkit: DrkitRunner,
+    mini: Mini,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    tmp_path: Path,
+) -> None:
+    with psycopg.connect(mini.pg.dsn(mini.src), autocommit=True) as conn:
+        conn.execute(SHAPES)
+    dev = f"dev_{uuid.uuid4().hex[:8]}"
+    make_policy("dev", mini.pg.url(dev), file_repo)
+    tables = {
+        "person": {"columns": {"id": "keep", "email": "email", "note": "keep"}},
+        "memo": {"columns": {"id": "keep", "body": "replace_pii"}},
+        "contact": {"columns": {"id": "keep", "email": "email"}},
+        "base": {"columns": {"id": "keep", "email": "email"}},
+        "child": {"columns": {"id": "keep", "email": "email", "extra": "keep"}},
+        "part_1": {"columns": {"id": "keep", "email": "email"}},
+    }
+    doc: dict[str, Any] = {
+        "version": 1,
+        "from": "prod",
+        "to": "staging",
+        "salt": "${DRKIT_SANITIZE_SALT}",
+        "defaults": {"unlisted_tables": "fail", "unlisted_columns": "fail"},
+        "tables": tables,
+    }
+    staging_rules = write_rules(tmp_path / "s.yaml", doc)
+    dev_rules = write_rules(tmp_path / "d.yaml", {**doc, "to": "dev"})
+    try:
+        assert run_drkit("backup", "prod", policy_dir=mini.policy_dir).code == 0
+        live = mini.run(run_drkit, staging_rules)
+        assert live.code == 0, live.stderr
+        for _ in range(2):  # the second run replaces the first (large objects and all)
+            backup = run_drkit(
+                "sanitize",
+                "prod",
+                "dev",
+                "--rules",
+                str(dev_rules),
+                "--from-backup",
+                "latest",
+                "--force",
+                policy_dir=mini.policy_dir,
+                env=ENV,
+            )
+            assert backup.code == 0, backup.stderr
+        staging, dev_dsn = mini.pg.dsn(mini.dst), mini.pg.dsn(dev)
+        assert table_dump(staging) == table_dump(dev_dsn)
+        for dsn in (staging, dev_dsn):
+            assert rows(dsn, "SELECT id, extra FROM child") == [(2, "x")]
+            assert rows(dsn, "SELECT count(*) FROM ONLY base") == [(1,)]
+            assert rows(dsn, "SELECT count(*) FROM part") == [(1,)]
+            assert rows(dsn, "SELECT count(*) FROM pg_largeobject_metadata") == [(0,)]
+            assert "corp.example" not in str(table_dump(dsn))
+    finally:
+        mini.pg.drop_database(dev)
+
+
+def test_publish_keeps_dsts_database_privileges(
+    run_drkit: DrkitRunner,
+    mini: Mini,
+    other_role: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    """An app role allowed to CONNECT (PUBLIC not) can still connect after the swap."""
+    user, _pw = other_role
+    mini.pg.create_database(mini.dst)
+    with psycopg.connect(mini.pg.dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(mini.dst))
+        )
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(mini.dst), sql.Identifier(user)
+            )
+        )
+    rules = mini_rules(tmp_path, {})
+    doc = yaml.safe_load(rules.read_text())
+    doc["tables"]["memo"] = {"columns": {"id": "keep", "body": "replace_pii"}}
+    rules.write_text(yaml.safe_dump(doc))
+    assert mini.run(run_drkit, rules).code == 0
+    acl = "SELECT has_database_privilege(%s, current_database(), 'CONNECT')"
+    assert rows(mini.pg.dsn(mini.dst), acl, [user]) == [(True,)]
+    assert rows(mini.pg.dsn(mini.dst), acl, ["public"]) == [(False,)]
+
+
+def test_from_backup_rows_none_originals_are_searched_too(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path
+) -> None:
+    assert run_drkit("backup", "prod", policy_dir=mini.policy_dir).code == 0
+    rules = mini_rules(tmp_path, {"rows": "none"})
+    result = mini.run(run_drkit, rules, "--from-backup", "latest")
+    assert result.code == 3, result.stderr
+    assert "public.memo" in result.stderr
+    assert not mini.dst_exists()
+    assert leftovers_on(mini.pg) == []
+
+
+def test_interrupt_during_the_parallel_copy_drops_the_build_and_keeps_dst(
+    envs: Env,  # noqa: F811
+    run_drkit: DrkitRunner,
+    tmp_path: Path,
+) -> None:
+    rules = rules_for(tmp_path, "prod", "staging")
+    assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
+    staging = envs.dsn(envs.dsts["staging"])
+    before = table_dump(staging)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "drkit",
+            "--policy-dir",
+            str(envs.policy_dir),
+            "sanitize",
+            "prod",
+            "staging",
+            "--rules",
+            str(rules),
+            "--force",
+            "--jobs",
+            "2",
+        ],
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    blocker: psycopg.Connection[Any] | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while blocker is None:  # the build's agent table, committed by the pre-data restore
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the build never got its tables"
+            builds = [b for b in leftovers(envs) if "__drkit_old_" not in b]
+            if builds:
+                try:
+                    conn = psycopg.connect(envs.dsn(builds[0]))
+                    conn.execute("LOCK TABLE agent IN ACCESS EXCLUSIVE MODE NOWAIT")
+                    blocker = conn
+                except psycopg.Error:
+                    pass
+            time.sleep(0.1)
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        while rows(envs.dsn("postgres"), waiting) == [(0,)]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the copy never reached the locked table"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _out, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if blocker is not None:
+            blocker.close()
+    assert proc.returncode == 130, stderr
+    assert leftovers(envs) == []
+    assert table_dump(staging) == before
