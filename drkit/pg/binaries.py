@@ -10,7 +10,8 @@ Where programs are looked for, in order:
    ``<package>/pginstall/bin`` under each ``sys.path`` entry and under ``/opt/drkit-pg/*``
    (where ``.ci/setup`` unpacks them).  Their Python code is never imported.
 
-``DRKIT_PG_NO_SYSTEM=1`` skips 2 and 3 (a machine "without system PostgreSQL").
+A ``$DRKIT_PG_BIN`` holding server programs is the cluster's, as is: a different major
+there is refused, never replaced by another install.  ``DRKIT_PG_NO_SYSTEM=1`` skips 2 and 3 (a machine "without system PostgreSQL").
 
 Clients (pg_dump, pg_restore, pg_basebackup) may be newer than the server; the server
 programs of a cluster (initdb, pg_ctl, postgres) must be exactly the data directory's major.
@@ -149,12 +150,15 @@ def installs() -> list[PgInstall]:
 def _install_hint(program: str, major: int | None, *, server: bool) -> str:
     if major is None:
         return (
-            f"install PostgreSQL (apt-get install postgresql), or pip install 'drkit[embedded]', "
+            f"install postgresql (apt-get install postgresql), or pip install 'drkit[embedded]', "
             f"or set {BIN_DIR_ENV} to PostgreSQL's bin directory"
         )
     package = f"postgresql-{major}" if server else f"postgresql-client-{major}"
     wheel = "".join(f", or {how}" for _p, m, how in WHEELS if m == major)
-    return f"apt-get install {package}{wheel}, or set {BIN_DIR_ENV} to its bin directory"
+    return (
+        f"install {package} (apt-get install {package}){wheel}, or set {BIN_DIR_ENV} "
+        "to its bin directory"
+    )
 
 
 def find_binary(name: str, major: int | None = None) -> str:
@@ -214,6 +218,16 @@ def find_server(major: int | None, *, for_user: str | None = None) -> PgInstall:
     ``for_user`` is the OS user the server will run as: an install that user cannot run
     (a wheel in a root-only site-packages) is copied where it can (STAGE_ROOT).
     """
+    if env_dir := os.environ.get(BIN_DIR_ENV):  # the operator's explicit choice, not a hint
+        chosen = Path(env_dir)
+        if any((chosen / name).exists() for name in SERVER_PROGRAMS):
+            have = _dir_major(chosen)
+            if major is not None and have is not None and have != major:
+                raise OperationError(
+                    f"{BIN_DIR_ENV}={chosen} holds PostgreSQL {have} but PostgreSQL {major} is "
+                    f"needed: point {BIN_DIR_ENV} at PostgreSQL {major}'s bin directory or unset it"
+                )
+            return PgInstall(chosen, have or major or 0, "env")
     candidates = [i for i in installs() if i.has_server and (major is None or i.major == major)]
     if not candidates:
         what = f"PostgreSQL {major}" if major is not None else "PostgreSQL"

@@ -164,7 +164,7 @@ class LocalCluster:
         """A server program of this cluster: all from one bin directory, of exactly its major."""
         if self.bin_dir is None:
             install = find_server(self.major, for_user=self.os_user)
-            self.bin_dir, self.major = install.bin_dir, install.major
+            self.bin_dir, self.major = install.bin_dir, install.major or self.major
         elif self.major is None:
             self.major = binary_major(str(self.bin_dir / "pg_ctl"))
         return str(self.bin_dir / name)
