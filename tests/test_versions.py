@@ -227,6 +227,19 @@ def test_a_logical_backup_restores_and_drills_into_postgresql_18(
     assert rows and all(c["status"] == "PASS" for c in rows)
     older = run_drkit("drill", "prod", "--target-major", "14", policy_dir=policy_dir, env=env)
     assert older.code == 2 and "older" in older.stderr, older.stderr
+    if pg_major == 15:
+        # without 15's server (hidden), a dump drills on the closest newer major: 16 from the
+        # pgserver wheel, which has no amcheck: that check is NOT_RUN (a failure), saying why
+        hidden = run_drkit(
+            "drill", "prod", "--json", policy_dir=policy_dir, env={**env, NO_SYSTEM_ENV: "1"}
+        )
+        assert hidden.code == 3, hidden.stderr
+        report = hidden.json()
+        assert report["versions"]["postgresql_scratch"].startswith("16")
+        amcheck = next(c for c in report["checks"] if c["name"] == f"amcheck {name}")
+        assert amcheck["status"] == "NOT_RUN" and "no amcheck extension" in amcheck["detail"]
+        rows = [c for c in report["checks"] if c["name"].startswith(f"rows {name}:")]
+        assert rows and all(c["status"] == "PASS" for c in rows)
 
 
 @pg_versions()
