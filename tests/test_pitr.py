@@ -19,7 +19,7 @@ import pytest
 from drkit.config import load_policy
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key
-from tests.conftest import DrkitRunner, S3Server
+from tests.conftest import DrkitRunner, S3Server, pg_versions
 from tests.wal_support import (
     Archived,
     archived_cluster,
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(params=["file", "s3"])
-def archived(request: pytest.FixtureRequest) -> Iterator[Archived]:
+def archived(request: pytest.FixtureRequest, pg_major: int | None) -> Iterator[Archived]:
     with shared_dir() as root:
         if request.param == "file":
             block = file_repo_block(root)
@@ -41,7 +41,7 @@ def archived(request: pytest.FixtureRequest) -> Iterator[Archived]:
             bucket = s3.create_bucket()
             block = {"url": f"s3://{bucket}/drkit", "endpoint_url": s3.endpoint}
             block["region"] = "us-east-1"
-        with archived_cluster(root, block) as arch:
+        with archived_cluster(root, block, major=pg_major) as arch:
             yield arch
 
 
@@ -95,6 +95,7 @@ def pitr(
     return pgdata, result
 
 
+@pg_versions()
 def test_archive_backup_and_point_in_time_recovery(
     archived: Archived, run_drkit: DrkitRunner
 ) -> None:

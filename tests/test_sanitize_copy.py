@@ -18,7 +18,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from tests.conftest import REPO_ROOT, DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.conftest import REPO_ROOT, DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 
 SALT = "salt-for-the-sanitize-tests-7f3a"
 ENV = {"DRKIT_SANITIZE_SALT": SALT}
@@ -552,6 +552,7 @@ def test_shipped_staging_to_dev_subset_after_prod_to_staging(
     assert_constraints_hold(dst)
 
 
+@pg_versions()
 def test_from_backup_gives_the_same_target_as_the_live_copy(
     run_drkit: DrkitRunner, envs: Env, tmp_path: Path
 ) -> None:

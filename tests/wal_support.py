@@ -20,7 +20,6 @@ from typing import Any
 import psycopg
 import yaml
 
-from drkit.pg.binaries import find_binary
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.walcmd import archive_command, prepare_file_repository
 
@@ -91,14 +90,17 @@ class Archived:
         for pgdata in self.restored:
             if (pgdata / "postmaster.pid").exists():
                 run_as(
-                    [find_binary("pg_ctl"), "-D", str(pgdata), "-m", "immediate", "stop"],
+                    [self.cluster.bin("pg_ctl"), "-D", str(pgdata), "-m", "immediate", "stop"],
                     user,
                     check=False,
                     timeout=60,
                 )
 
 
-def start_archived_cluster(root: Path, repo_block: dict[str, Any], env: str = "prod") -> Archived:
+def start_archived_cluster(
+    root: Path, repo_block: dict[str, Any], env: str = "prod", major: int | None = None
+) -> Archived:
+    """A cluster (of ``major``; None: the default) archiving into ``repo_block``."""
     user = cluster_os_user()
     policy_dir = root / "policies"
     policy_dir.mkdir()
@@ -111,6 +113,7 @@ def start_archived_cluster(root: Path, repo_block: dict[str, Any], env: str = "p
             "max_wal_size": "256MB",
         },
         fast=True,
+        major=major,
     )
     archived = Archived(root, cluster, policy_dir, repo_block, env)
     archived.write_policy(cluster.dsn())
@@ -119,10 +122,10 @@ def start_archived_cluster(root: Path, repo_block: dict[str, Any], env: str = "p
 
 @contextlib.contextmanager
 def archived_cluster(
-    root: Path, repo_block: dict[str, Any], env: str = "prod"
+    root: Path, repo_block: dict[str, Any], env: str = "prod", major: int | None = None
 ) -> Iterator[Archived]:
     """:func:`start_archived_cluster`, then stop what was restored from it and destroy it."""
-    arch = start_archived_cluster(root, repo_block, env)
+    arch = start_archived_cluster(root, repo_block, env, major)
     try:
         yield arch
     finally:

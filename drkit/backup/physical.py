@@ -32,7 +32,7 @@ from drkit.backup.catalog import Manifest, backup_prefix, write_manifest
 from drkit.backup.lock import acquire_backup_lock
 from drkit.backup.logical import discard_partial, new_backup_id
 from drkit.config import Policy
-from drkit.errors import DatabaseError, OperationError
+from drkit.errors import DatabaseError, NotImplementedYet, OperationError, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
@@ -283,11 +283,24 @@ def run_physical_backup(
     repo: Repository | None = None,
     on_progress: ProgressCallback | None = None,
     archive_wait: float | None = None,
+    incremental: bool = False,
 ) -> Manifest:
     """Take a base backup, wait for its WAL to be archived, publish the manifest last."""
     repo = repo or Repository.for_policy(policy)
     repo.check_encryption_available()
     dsn = policy.database.url.get_secret_value()
+    if incremental:  # refused whole, never half-done
+        with connect(dsn) as conn:
+            major = server_major(conn)
+        if major < 17:
+            raise UsageError(
+                f"--incremental needs PostgreSQL 17+ (summarize_wal); {policy.name}'s server "
+                f"is {major}: take a full base backup with --physical"
+            )
+        raise NotImplementedYet(
+            f"incremental base backups (PostgreSQL {major}) are not implemented yet: "
+            "take a full base backup with --physical"
+        )
     facts = _server_facts(dsn)
     if not policy.wal_archiving:
         log.info("policy %s has wal_archiving: false but takes a base backup", policy.name)

@@ -81,8 +81,8 @@ from drkit.drill.report import (
     store_report,
     write_report_dir,
 )
-from drkit.errors import CheckFailed, DrkitError, OperationError, StorageError
-from drkit.pg.binaries import find_binary, find_client
+from drkit.errors import CheckFailed, DrkitError, OperationError, StorageError, UsageError
+from drkit.pg.binaries import find_binary, find_client, logical_target_major
 from drkit.pg.cluster import LocalCluster, free_port, run_as
 from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
@@ -182,6 +182,7 @@ def run_drill(
     repo: Repository | None = None,
     on_phase: PhaseCallback | None = None,
     rng: random.Random | None = None,
+    target_major: int | None = None,
 ) -> DrillResult:
     """Run one drill of ``policy``'s environment; see the module docstring.
 
@@ -204,6 +205,7 @@ def run_drill(
             jobs=jobs,
             on_phase=on_phase,
             rng=rng,
+            target_major=target_major,
         )
     finally:
         if own_repo:
@@ -222,9 +224,11 @@ def _run(
     jobs: int,
     on_phase: PhaseCallback | None,
     rng: random.Random | None,
+    target_major: int | None = None,
 ) -> DrillResult:
     kind = "physical" if point_in_time is not None else None
     manifest = resolve_backup(repo, backup_ref, kind=kind, rng=rng)
+    scratch_major = _scratch_major(manifest, target_major)
     sources = backups_per_database(policy, repo, manifest, backup_ref)
     report = DrillReport(
         id=new_drill_id(started_at, manifest.kind),
@@ -258,7 +262,17 @@ def _run(
         try:
             if manifest.kind == "logical":
                 _drill_logical(
-                    policy, repo, manifest, sources, report, timer, work, fetch_dir, scratch, jobs
+                    policy,
+                    repo,
+                    manifest,
+                    sources,
+                    report,
+                    timer,
+                    work,
+                    fetch_dir,
+                    scratch,
+                    jobs,
+                    scratch_major=scratch_major,
                 )
             else:
                 _drill_physical(policy, repo, manifest, report, timer, work, scratch)
@@ -343,6 +357,25 @@ def _keep_info(cluster: LocalCluster, work: Path, manifest: Manifest) -> dict[st
     }
 
 
+def _scratch_major(manifest: Manifest, target_major: int | None) -> int | None:
+    """The scratch cluster's major: a physical backup's own; for a logical backup
+    ``target_major`` (an upgrade rehearsal), else its own major or the closest newer one."""
+    backup_major = _major(manifest.server_version)
+    if target_major is None:
+        return backup_major if manifest.kind != "logical" else logical_target_major(backup_major)
+    if manifest.kind != "logical":
+        raise UsageError(
+            f"--target-major: backup {manifest.id} is physical, and a physical backup runs "
+            f"only on its own major ({backup_major}); drill a logical backup to rehearse an upgrade"
+        )
+    if backup_major is not None and target_major < backup_major:
+        raise UsageError(
+            f"--target-major {target_major} is older than backup {manifest.id}'s PostgreSQL "
+            f"{backup_major}: a dump restores only into the same or a newer major"
+        )
+    return target_major
+
+
 def _start_scratch(
     work: Path, major: int | None, scratch: list[LocalCluster], *, start: bool = True
 ) -> LocalCluster:
@@ -372,6 +405,8 @@ def _drill_logical(
     fetch_dir: Path,
     scratch: list[LocalCluster],
     jobs: int,
+    *,
+    scratch_major: int | None = None,
 ) -> None:
     """Start the scratch cluster while the dumps are fetched (as an operator would
     provision a server while downloading), then restore and validate.  Each database
@@ -383,7 +418,7 @@ def _drill_logical(
     def start_scratch() -> None:
         try:
             with timer.phase("startup"):
-                cluster = _start_scratch(work, _major(manifest.server_version), scratch)
+                cluster = _start_scratch(work, scratch_major, scratch)
                 cluster.wait_ready()
             started["cluster"] = cluster
         except BaseException as exc:  # handed to the drill's own thread below
@@ -805,6 +840,24 @@ def _check_amcheck(report: DrillReport | _Checks, cluster: LocalCluster, databas
             )
         )
         return
+    with connect(cluster.dsn(database)) as conn:  # some builds (the pgserver wheel) lack contrib
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'"
+        ).fetchone()
+    if available is None:
+        report.add(
+            Check(
+                name,
+                "amcheck",
+                NOT_RUN,
+                expected="no corruption",
+                detail=f"the scratch server (PostgreSQL {cluster.major}, {cluster.bin_dir}) has no "
+                f"amcheck extension: install postgresql-{cluster.major} (its contrib ships it), "
+                "or set drill.checks.amcheck: false in the policy",
+                database=database,
+            )
+        )
+        return
     conninfo, env = for_subprocess(cluster.dsn(database))
     params = dict(p.split("=", 1) for p in conninfo.split())
     jobs = max(1, min(4, os.cpu_count() or 1))
@@ -1002,6 +1055,10 @@ def _drill_physical(
         policy_url=policy.database.url.get_secret_value(),
     )
     scratch.append(cluster)
+    try:  # a data directory runs only on its own major: none installed, the drill cannot run
+        cluster.bin("pg_ctl")
+    except OperationError as exc:
+        raise DrillCannotRun(str(exc)) from None
     databases = list(manifest.databases) or policy.database.database_names()
     started = time.monotonic()
     if timer.on_phase is not None:

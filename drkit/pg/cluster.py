@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drkit.errors import OperationError, SubprocessError
-from drkit.pg.binaries import find_binary
+from drkit.pg.binaries import binary_major, find_server
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,17 @@ class LocalCluster:
         major: int | None = None,
         password: str | None = None,
         user: str | None = None,
+        bin_dir: Path | None = None,
     ) -> None:
         self.base_dir = Path(base_dir)
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir / "sock"
         self.log_file = self.base_dir / "server.log"
         self.port = port or free_port()
+        #: The server's major: when given, exactly that major's programs run the cluster.
         self.major = major
+        #: Where initdb/pg_ctl/postgres come from (found on first use unless given).
+        self.bin_dir = Path(bin_dir) if bin_dir is not None else None
         self.superuser = "postgres"
         self.password = password if password is not None else secrets.token_urlsafe(18)
         self.os_user = user if user is not None else cluster_os_user()
@@ -138,13 +142,14 @@ class LocalCluster:
         major: int | None = None,
         fast: bool = False,
         start: bool = True,
+        bin_dir: Path | None = None,
         initdb_args: Sequence[str] = (),
     ) -> LocalCluster:
         """initdb a new cluster (in a fresh temp directory by default) and start it."""
         owns = base_dir is None
         if base_dir is None:
             base_dir = Path(tempfile.mkdtemp(prefix="drkit-pg-"))
-        cluster = cls(base_dir, major=major)
+        cluster = cls(base_dir, major=major, bin_dir=bin_dir)
         cluster._owns_base_dir = owns
         try:
             cluster.initdb(settings=settings, fast=fast, initdb_args=initdb_args)
@@ -156,7 +161,13 @@ class LocalCluster:
         return cluster
 
     def bin(self, name: str) -> str:
-        return find_binary(name, self.major)
+        """A server program of this cluster: all from one bin directory, of exactly its major."""
+        if self.bin_dir is None:
+            install = find_server(self.major, for_user=self.os_user)
+            self.bin_dir, self.major = install.bin_dir, install.major or self.major
+        elif self.major is None:
+            self.major = binary_major(str(self.bin_dir / "pg_ctl"))
+        return str(self.bin_dir / name)
 
     def initdb(
         self,

@@ -530,12 +530,19 @@ def restore_point_in_time(
         follow,
         plan.followed.source,
     )
+    user = cluster_os_user()
+    if start:  # no server of the backup's exact major: refuse before fetching anything
+        from drkit.pg.binaries import find_server
+
+        find_server(
+            int(manifest.server_version.split(".")[0]) if manifest.server_version else None,
+            for_user=user,
+        )
     # `latest` has no recovery target of its own: to pause or shut down there, stop
     # after the last WAL record the unbroken archive holds
     target_lsn = None
     if target is None and target_action != "promote":
         target_lsn = last_record_lsn(repo, manifest, str(plan.reach.last_segment))
-    user = cluster_os_user()
     port = port or free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="drkit-pitr-"))
     run_dir.chmod(0o755)
@@ -642,7 +649,7 @@ class _RecoveringServer:
         policy: Policy,
         manifest: Manifest,
     ) -> None:
-        from drkit.pg.binaries import find_binary
+        from drkit.pg.binaries import find_server
 
         self.pgdata = pgdata
         self.port = port
@@ -652,7 +659,8 @@ class _RecoveringServer:
         self.manifest = manifest
         self.log_file = pgdata / "log" / LOG_NAME
         major = int(manifest.server_version.split(".")[0]) if manifest.server_version else None
-        self.pg_ctl = find_binary("pg_ctl", major)
+        # a data directory runs only on its own major's server
+        self.pg_ctl = str(find_server(major, for_user=user).bin_dir / "pg_ctl")
 
     def start(self, timeout: float) -> None:
         # -W: recovery to a target with action "shutdown" never accepts connections

@@ -118,10 +118,8 @@ def step_pitr(box: DemoBox, say: Say) -> None:
             "ok": True,
         }
     finally:
-        from drkit.pg.binaries import find_binary
-
         run_as(
-            [find_binary("pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop"],
+            [cluster.bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop"],
             cluster.os_user,
             check=False,
             timeout=120,

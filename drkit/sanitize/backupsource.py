@@ -21,7 +21,7 @@ from psycopg import sql
 
 from drkit.backup.catalog import resolve_backup
 from drkit.errors import DatabaseError, UsageError
-from drkit.pg.binaries import find_binary
+from drkit.pg.binaries import find_binary, find_client
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, for_subprocess
 from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, list_file, restore_args
@@ -85,7 +85,9 @@ def run_from_backup(run: Run, ref: str, on_progress: ProgressFn | None) -> None:
     manifest = resolve_backup(repo, ref, kind="logical", database=database)
     obj = dump_object(manifest, database)
     run.report.source = f"backup {manifest.id}"
-    pg_restore = find_binary("pg_restore")
+    # the dump's archive format is its pg_dump's: a pg_restore of the backup's major (or newer)
+    major = int(manifest.server_version.split(".")[0]) if manifest.server_version else 0
+    pg_restore = find_client("pg_restore", major) if major else find_binary("pg_restore")
     _, plain_env = for_subprocess("")
     # the schema is read from the catalog, as for a live source: pre-data goes into the
     # database the orchestrator gave (the build, or a scratch one for a dry run)

