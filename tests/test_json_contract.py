@@ -87,6 +87,46 @@ def test_every_document_has_a_committed_schema() -> None:
         schema(name)  # each is a valid draft 2020-12 schema
 
 
+#: commands whose --json document is published under another name, or several
+PUBLISHED_AS = {
+    "policy check": ["policy-check"],
+    "restore": ["restore", "restore-point-in-time"],
+    "sanitize run": ["sanitize"],  # drkit sanitize SRC DST
+    "sanitize check": ["sanitize-check"],
+    "sanitize init": ["sanitize-init"],
+    "schedule show": ["schedule-show"],
+    # the daemon writes no document: its failures are the failure document
+    "schedule run": ["failure"],
+}
+
+
+def json_commands() -> list[str]:
+    """Every command of the real CLI that takes --json, as 'group command'."""
+    from drkit.cli import click_command
+
+    found: list[str] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+        if any("--json" in getattr(p, "opts", []) for p in command.params) and path:
+            found.append(" ".join(path))
+
+    walk(click_command(), [])
+    return found
+
+
+def test_every_json_command_has_a_published_schema() -> None:
+    commands = json_commands()
+    assert "backup" in commands and "sanitize run" in commands
+    for command in commands:
+        for name in PUBLISHED_AS.get(command, [command]):
+            assert (OUTPUT / f"{name}.schema.json").exists(), (
+                f"drkit {command} --json has no docs/schemas/output/{name}.schema.json: "
+                "model its document in drkit/documents.py and run python -m drkit.docgen"
+            )
+
+
 def test_failures_print_the_failure_document(
     tmp_path: Path, make_policy: PolicyWriter, run_drkit: DrkitRunner, pg_server: PgServer
 ) -> None:
@@ -106,6 +146,11 @@ def test_failures_print_the_failure_document(
         assert errors(document, schema("failure")) == []
         assert set(document) == {"ok", "error"}, document
         assert document["error"]["message"] and "\n" not in document["error"]["message"]
+    # a failure after the command had something to report keeps its shape
+    make_policy("dev", "postgresql://drkit:secret@127.0.0.1:1/app", {"url": f"file://{tmp_path}"})
+    checked = valid("check", run_drkit("check", "dev", "--json", policy_dir=policy_dir), 3)
+    assert "secret" not in json.dumps(checked)
+    assert {c["status"] for c in checked["checks"]} >= {"FAIL"}
     # the global flag before the command works the same
     early = run_drkit("--json", "prune", "nosuchenv", policy_dir=policy_dir)
     assert valid("prune", early, 2, shaped=False)["error"]["code"] == 2
@@ -183,6 +228,15 @@ def test_logical_chain_documents(
             drkit("sanitize", "prod", "staging", "--rules", str(rules), "--scan-only", env=SALT),
         )
         assert scanned["mode"] == "scan-only"
+        # a damaged backup: verify reports it in its own shape, with the error
+        assert file_repo.root is not None
+        stored = max(
+            (p for p in file_repo.root.rglob("*") if p.is_file() and p.name != "manifest.json"),
+            key=lambda p: p.stat().st_size,
+        )
+        stored.write_bytes(stored.read_bytes()[:-1])
+        damaged = valid("verify", drkit("verify", "prod", backup["id"]), 3)
+        assert damaged["backups"][0]["ok"] is False and damaged["error"]["code"] == 3
         # a failure after the command had something to report keeps its shape
         refused = drkit("sanitize", "prod", "staging", "--rules", str(rules), env=SALT)
         assert refused.code != 0  # staging holds tables now: --force is needed
