@@ -139,6 +139,7 @@ def test_failures_print_the_failure_document(
         (["backups", "prod"], 1, "backups"),  # a repository that does not exist
         (["verify", "prod", "latest"], 1, "verify"),
         (["restore", "prod", "--pgdata", "/tmp/x"], 2, "restore"),  # a flag out of place
+        (["schedule", "run", "nosuchenv"], 2, "failure"),  # the daemon: no document of its own
     ]
     for args, code, name in cases:
         result = run_drkit(*args, "--json", policy_dir=policy_dir)
