@@ -520,18 +520,62 @@ class ScheduleShowDocument(Document):
     jobs: list[ScheduledJob]
 
 
+class DemoBackup(Shape):
+    id: str
+    rows: int
+    stored_bytes: int
+
+
+class DemoVerify(Shape):
+    ok: bool
+    objects: int
+
+
+class DemoRestore(Shape):
+    database: str
+    rows: int
+    ok: bool
+
+
+class DemoDrill(Shape):
+    id: str
+    verdict: Literal["PASS", "FAIL", "ERROR"]
+    rto_seconds: float
+    rpo_seconds: float | None
+    checks: int
+
+
+class DemoSanitize(Shape):
+    src: str
+    dst: str
+    mode: Literal["run", "dry-run", "scan-only"]
+    rows: int
+    leak_scan: LeakScan | None
+
+
+class DemoPitr(Shape):
+    backup_id: str
+    target: str
+    reached_at: Timestamp | None
+    timeline: int | None
+    archive_mode: str
+    orders_live: int
+    orders_recovered: int
+    ok: bool
+
+
 class DemoDocument(Document):
     """`drkit demo --json`: what each step of the sandbox run did"""
 
-    sample_rows: int | None = None
-    duration: float | None = _field("seconds the demo took", default=None)
-    backup: dict[str, Any] | None = None
-    verify: dict[str, Any] | None = None
-    restore: dict[str, Any] | None = None
-    backups_listed: list[str] | None = None
-    drill: dict[str, Any] | None = None
-    sanitize: dict[str, Any] | None = None
-    pitr: dict[str, Any] | None = None
+    sample_rows: int
+    duration: float = _field("seconds the demo took")
+    backup: DemoBackup
+    verify: DemoVerify
+    restore: DemoRestore
+    backups_listed: list[str]
+    drill: DemoDrill
+    sanitize: DemoSanitize
+    pitr: DemoPitr
 
 
 #: each published document: file stem -> its model
