@@ -152,6 +152,11 @@ def test_failures_print_the_failure_document(
     checked = valid("check", run_drkit("check", "dev", "--json", policy_dir=policy_dir), 3)
     assert "secret" not in json.dumps(checked)
     assert {c["status"] for c in checked["checks"]} >= {"FAIL"}
+    (policy_dir / "test.yaml").write_text("environment: test\ndatabase: {url: 42}\n")
+    invalid = valid(
+        "policy-check", run_drkit("policy", "check", "--json", policy_dir=policy_dir), 2
+    )
+    assert invalid["policies"]["test"]["ok"] is False and invalid["policies"]["prod"]["ok"]
     # the global flag before the command works the same
     early = run_drkit("--json", "prune", "nosuchenv", policy_dir=policy_dir)
     assert valid("prune", early, 2, shaped=False)["error"]["code"] == 2
