@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from drkit.pg.cluster import chown_tree, cluster_os_user
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, Result
+from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, Result, S3Server
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
 try:
@@ -250,6 +250,30 @@ def test_logical_chain_documents(
     finally:
         pg_server.drop_database(staging_db)
         pg_server.drop_database(target_db)
+
+
+def test_s3_repository_documents(
+    sample_db: tuple[str, str],
+    s3_server: S3Server,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    _name, url = sample_db
+    bucket = s3_server.create_bucket()
+    repo = RepoTarget("s3", f"s3://{bucket}/drkit", endpoint_url=s3_server.endpoint)
+    policy_dir = make_policy("prod", url, repo)
+    make_policy("test", url, RepoTarget("s3", "s3://no-such-bucket-here/drkit", s3_server.endpoint))
+
+    def drkit(*args: str) -> Result:
+        return run_drkit(*args, "--json", policy_dir=policy_dir)
+
+    backup = valid("backup", drkit("backup", "prod"))
+    listed = valid("backups", drkit("backups", "prod"))
+    assert listed["repository"].startswith("s3://") and listed["backups"][0]["id"] == backup["id"]
+    valid("verify", drkit("verify", "prod", "latest"))
+    valid("status", drkit("status", "prod"))
+    missing = valid("backups", drkit("backups", "test"), 1, shaped=False)
+    assert "no-such-bucket-here" in missing["error"]["message"]
 
 
 def test_physical_chain_and_wal_documents(run_drkit: DrkitRunner) -> None:
