@@ -68,7 +68,7 @@ def test_backup_list_verify_restore(
 
     listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir)
     assert listed.code == 0, listed.stderr
-    rows = listed.json()
+    rows = listed.json()["backups"]
     assert [r["id"] for r in rows] == [backup_id]
     for field in ("id", "kind", "started_at", "finished_at", "size", "databases"):
         assert field in rows[0]
@@ -307,7 +307,7 @@ def test_interrupted_backup_leaves_no_manifest(
     assert "interrupted" in err and "Traceback" not in err
     assert not list(file_repo.root.rglob("manifest.json"))
     assert not [p for p in file_repo.root.rglob("*") if p.is_file()]
-    assert run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json() == []
+    assert run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json()["backups"] == []
     pg_server.drop_database(name)
 
 
@@ -346,7 +346,7 @@ def test_environment_variable_names_the_policy_dir(
     policy_dir = make_policy("prod", url, file_repo)
     result = run_drkit("backups", "prod", "--json", env={"DRKIT_POLICY_DIR": str(policy_dir)})
     assert result.code == 0, result.stderr
-    assert result.json() == []
+    assert result.json()["backups"] == []
     assert os.environ.get("DRKIT_POLICY_DIR") is None
 
 
