@@ -261,7 +261,7 @@ def test_bad_input_gets_one_line_and_the_right_code(
         one_line_error(result, 1, "pg_dump not found")
 
     listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir)
-    assert all(r["id"].endswith("-logical") for r in listed.json())
+    assert all(r["id"].endswith("-logical") for r in listed.json()["backups"])
     assert file_repo.root is not None
     for manifest in file_repo.root.rglob("manifest.json"):
         assert json.loads(manifest.read_text())["objects"]
