@@ -456,14 +456,16 @@ def backup(
 
 
 def backup_summary(manifest: Any) -> dict[str, Any]:
+    from drkit.backup.catalog import iso  # RFC 3339 with Z, like every other document
+
     data = {
         "id": manifest.id,
         "kind": manifest.kind,
         "environment": manifest.environment,
         "databases": manifest.databases,
-        "started_at": manifest.started_at.isoformat(),
-        "finished_at": manifest.finished_at.isoformat(),
-        "consistent_at": manifest.consistent_at.isoformat() if manifest.consistent_at else None,
+        "started_at": iso(manifest.started_at),
+        "finished_at": iso(manifest.finished_at),
+        "consistent_at": iso(manifest.consistent_at),
         "duration": round(manifest.duration, 3),
         "size": manifest.size,
         "raw_size": manifest.raw_size,

@@ -553,6 +553,72 @@ def _option_default(opt: Any) -> str:
 
 
 # ---------------------------------------------------------------------------
+# The --json documents (drkit.documents)
+# ---------------------------------------------------------------------------
+
+OUTPUT_DIR = "schemas/output"
+
+
+def output_schema(name: str) -> dict[str, Any]:
+    """The schema of one command's ``--json`` document: its own shape or, when the
+    command failed before it had anything to report, the failure document."""
+    from drkit.documents import DOCUMENTS, SCHEMA_VERSION, Failure
+
+    model = DOCUMENTS[name]
+    _, top = models_json_schema(
+        [(model, "validation"), (Failure, "validation")],
+        ref_template="#/$defs/{model}",
+    )
+    description = (model.__doc__ or "").strip()
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$comment": f"drkit --json document shapes, version {SCHEMA_VERSION}",
+        "title": f"drkit {name} --json",
+        "description": f"{description}; or, on an early failure, the failure document",
+        "anyOf": [
+            {"$ref": f"#/$defs/{model.__name__}"},
+            {"$ref": "#/$defs/Failure"},
+        ],
+        "$defs": _strip_titles(top["$defs"]),
+    }
+
+
+def failure_schema() -> dict[str, Any]:
+    from drkit.documents import SCHEMA_VERSION, Failure
+
+    raw = Failure.model_json_schema(ref_template="#/$defs/{model}")
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$comment": f"drkit --json document shapes, version {SCHEMA_VERSION}",
+        "title": "drkit failure --json",
+        **_strip_titles({k: v for k, v in raw.items() if k != "title"}),
+    }
+
+
+def json_markdown() -> str:
+    from drkit.documents import DOCUMENTS
+
+    rows = ["| document | schema |", "|---|---|"]
+    for name, model in DOCUMENTS.items():
+        summary = _cell((model.__doc__ or "").strip().splitlines()[0])
+        rows.append(f"| {summary} | [{name}.schema.json]({OUTPUT_DIR}/{name}.schema.json) |")
+    rows.append(
+        f"| any command that failed before it had anything to report | "
+        f"[failure.schema.json]({OUTPUT_DIR}/failure.schema.json) |"
+    )
+    return text.JSON_DOC.format(table="\n".join(rows))
+
+
+def output_files() -> dict[str, str]:
+    from drkit.documents import DOCUMENTS
+
+    files = {f"{OUTPUT_DIR}/{name}.schema.json": _json(output_schema(name)) for name in DOCUMENTS}
+    files[f"{OUTPUT_DIR}/failure.schema.json"] = _json(failure_schema())
+    files["json.md"] = json_markdown()
+    return files
+
+
+# ---------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------
 
@@ -569,6 +635,7 @@ def generate() -> dict[str, str]:
         "exit-codes.md": exit_codes_markdown(),
         "schemas/policy.schema.json": _json(policy),
         "schemas/sanitize-rules.schema.json": _json(rules),
+        **output_files(),
     }
 
 

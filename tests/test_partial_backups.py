@@ -88,7 +88,7 @@ def test_prune_never_plans_to_delete_the_only_backup_holding_a_database(
     # and the real prune does what the dry run said
     run_drkit("prune", "prod", "--json", policy_dir=dbs.policy_dir, check=True)
     listed = run_drkit("backups", "prod", "--json", policy_dir=dbs.policy_dir, check=True)
-    assert {b["id"] for b in listed.json()} == {full, partial}
+    assert {b["id"] for b in listed.json()["backups"]} == {full, partial}
 
 
 def test_status_measures_rpo_per_database_and_reports_the_worst(

@@ -67,7 +67,9 @@ def test_prune_dry_run_then_prune(
         store_old_backup(repo, datetime(2026, 11, d, 1, 0, tzinfo=UTC), name) for d in (20, 21, 24)
     ]
     run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
-    listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir, check=True).json()[
+        "backups"
+    ]
     assert len(listed) == 4
     real = listed[0]["id"]
     today = datetime.now(UTC).astimezone(ROME).strftime("%Y-%m-%d")
@@ -101,7 +103,8 @@ def test_prune_dry_run_then_prune(
         k for k in before if old[0] not in k and old[1] not in k
     }
     assert [
-        b["id"] for b in run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json()
+        b["id"]
+        for b in run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json()["backups"]
     ] == [
         real,
         old[2],

@@ -110,7 +110,11 @@ def step_pitr(box: DemoBox, say: Say) -> None:
         box.report["pitr"] = {
             "backup_id": manifest.id,
             "target": result.target,
-            "reached_at": result.reached_at.isoformat() if result.reached_at else None,
+            "reached_at": (
+                result.reached_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                if result.reached_at
+                else None
+            ),
             "timeline": result.timeline,
             "archive_mode": archiving,
             "orders_live": left,

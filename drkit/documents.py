@@ -1,0 +1,602 @@
+"""The published shape of every ``--json`` document (DESIGN.md §1).
+
+One pydantic model per command's document, plus :class:`Failure`.  They describe what
+the commands write; :mod:`drkit.docgen` turns them into ``docs/schemas/output/*.json``
+and ``tests/test_json_contract.py`` validates real outputs against those files.
+
+Rules of the contract:
+
+- every document has ``ok``; the shapes are versioned by :data:`SCHEMA_VERSION`, in
+  each published schema (not in the documents: a failure is exactly
+  ``{"ok": false, "error": {...}}``), raised only when a key is removed or changes
+  meaning; adding a key is not a breaking change, so every object allows keys it does
+  not list;
+- a failing command's document has ``ok: false`` and ``error: {code, message}`` (a
+  drill's own ``error`` is a string: why it could not run); a command that fails
+  before it has anything to report writes just the :class:`Failure` document;
+- timestamps are RFC 3339 in UTC with ``Z`` (``schedule show`` lists next runs in the
+  policy's time zone, with its offset);
+- sizes are bytes and durations seconds; the unit is in each key's description
+  (older keys such as ``size`` and ``duration`` keep their names).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: the version of the documents' shapes, published in each schema file
+SCHEMA_VERSION = 1
+
+Timestamp = Annotated[
+    str,
+    Field(
+        pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
+        json_schema_extra={"format": "date-time"},
+        description="RFC 3339 timestamp in UTC (Z)",
+    ),
+]
+LocalTimestamp = Annotated[
+    str,
+    Field(
+        json_schema_extra={"format": "date-time"},
+        description="RFC 3339 timestamp with the offset of the policy's time zone",
+    ),
+]
+
+
+def _field(description: str, **kwargs: Any) -> Any:
+    return Field(description=description, **kwargs)
+
+
+class Shape(BaseModel):
+    """An object of a document: keys it does not list are allowed (added later)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorInfo(Shape):
+    code: int = _field("the exit code (docs/exit-codes.md)")
+    message: str = _field("the one error line, secrets masked")
+
+
+class Document(Shape):
+    ok: bool = _field("true when the command succeeded (exit code 0)")
+    error: ErrorInfo | None = _field("why the command failed (only when ok is false)", default=None)
+
+
+class Failure(Document):
+    """What a command that failed writes when it has nothing else to report."""
+
+    ok: Literal[False] = _field("always false")
+    error: ErrorInfo = _field("why the command failed")
+
+
+# -- policy check / check / archive-command ------------------------------------------
+
+
+class PolicyResult(Shape):
+    ok: bool = _field("the policy is valid")
+    policy: dict[str, Any] | None = _field(
+        "the resolved policy, secrets masked (when valid)", default=None
+    )
+    error: str | None = _field("why the policy is invalid", default=None)
+
+
+class RulesResult(Shape):
+    ok: bool = _field("the rules file is valid")
+    error: str = _field("why it is invalid (empty when valid)")
+
+
+class PolicyCheckDocument(Document):
+    """`drkit policy check [ENV] --json`"""
+
+    policies: dict[str, PolicyResult] = _field("each environment's policy by its name")
+    rules: dict[str, RulesResult] = _field("each sanitize rules file by its path")
+
+
+class CheckLine(Shape):
+    name: str = _field("what was checked")
+    status: Literal["PASS", "FAIL"] = _field("the verdict")
+    detail: str = _field("what was seen, or what to fix")
+
+
+class CheckDocument(Document):
+    """`drkit check ENV --json` (exit 3 when a check fails)"""
+
+    environment: str
+    checks: list[CheckLine] = _field("one entry per check, in the order they ran")
+
+
+class ArchiveCommandDocument(Document):
+    """`drkit archive-command ENV --json`"""
+
+    environment: str
+    os_user: str = _field("the OS user the lines are for (the server's)")
+    archive_mode: Literal["on"]
+    archive_command: str = _field("the archive_command value, unquoted")
+    restore_command: str = _field("the restore_command value, unquoted")
+
+
+# -- backups -----------------------------------------------------------------------
+
+
+class BackupSummary(Shape):
+    id: str = _field("the backup ID (what restore and verify take)")
+    kind: Literal["logical", "physical"]
+    environment: str
+    databases: list[str] = _field("the databases it holds")
+    started_at: Timestamp
+    finished_at: Timestamp
+    consistent_at: Timestamp | None = _field("the point the backup restores to")
+    duration: float = _field("seconds the backup took")
+    size: int = _field("bytes stored in the repository (compressed, encrypted)")
+    raw_size: int = _field("bytes before compression and encryption")
+    tables: int | None = _field("tables dumped (logical)", default=None)
+    rows: int | None = _field("rows counted at dump time (logical)", default=None)
+    wal_start: str | None = _field("start WAL location (physical)", default=None)
+    wal_stop: str | None = _field("stop WAL location (physical)", default=None)
+    timeline: int | None = _field("timeline of the base backup (physical)", default=None)
+
+
+class BackupDocument(Document, BackupSummary):
+    """`drkit backup ENV [--physical] --json`: the backup just taken"""
+
+
+class BackupRow(BackupSummary):
+    tiers: list[str] = _field("the retention tiers it currently satisfies")
+
+
+class BackupsDocument(Document):
+    """`drkit backups ENV --json`: newest first"""
+
+    environment: str
+    repository: str = _field("the repository location, credentials masked")
+    backups: list[BackupRow]
+
+
+class Verdict(Shape):
+    id: str = _field("the backup ID")
+    kind: Literal["logical", "physical"]
+    ok: bool = _field("every object and the WAL chain checked out")
+    objects: int = _field("objects re-read")
+    bytes: int = _field("bytes re-read")
+    problems: list[str] = _field("what is wrong, one line each")
+    wal_chain: Literal["complete", "gap"] | None = _field("physical backups only", default=None)
+    recoverable_from: Timestamp | None = _field("physical backups only", default=None)
+    recoverable_to: Timestamp | None = _field("physical backups only", default=None)
+    last_wal: str | None = _field("last WAL segment of the chain (physical)", default=None)
+
+
+class VerifyDocument(Document):
+    """`drkit verify ENV [ID|latest|--all] --json` (exit 3 when a backup fails)"""
+
+    backups: list[Verdict]
+
+
+class PruneBackup(Shape):
+    id: str
+    kind: Literal["logical", "physical"]
+    started_at: Timestamp
+    size: int = _field("bytes stored")
+    action: Literal["KEEP", "DELETE"]
+    reasons: list[str] = _field("the retention rules that keep it (or why it goes)")
+
+
+class PruneOrphan(Shape):
+    id: str = _field("a backup prefix with no manifest")
+    objects: int
+    size: int = _field("bytes stored")
+    last_modified: Timestamp
+    action: Literal["KEEP", "DELETE"]
+    reason: str
+
+
+class PruneUnreadable(Shape):
+    id: str
+    error: str = _field("why its manifest could not be read (it is kept)")
+
+
+class PruneWal(Shape):
+    cutoff: str | None = _field("WAL older than this segment is deleted")
+    delete: int = _field("WAL files deleted (or, in a dry run, to delete)")
+
+
+class PruneDocument(Document):
+    """`drkit prune ENV [--dry-run] --json`"""
+
+    environment: str
+    dry_run: bool
+    timezone: str = _field("the time zone retention days are counted in")
+    backups: list[PruneBackup]
+    orphans: list[PruneOrphan]
+    unreadable: list[PruneUnreadable]
+    wal: PruneWal
+    kept: int
+    deleted: int
+    oldest_restorable: Timestamp | None
+    newest_restorable: Timestamp | None
+    deleted_objects: int
+    deleted_bytes: int = _field("bytes deleted")
+
+
+# -- restore -------------------------------------------------------------------------
+
+
+class RestoredDatabase(Shape):
+    database: str = _field("the database in the backup")
+    target: str = _field("host:port/database restored into (no password)")
+    backup_id: str = _field("the backup it came from")
+    tables: int
+    rows: int
+    mismatches: list[str] = _field("tables whose row count differs from the manifest")
+
+
+class RestoreDocument(Document):
+    """`drkit restore ENV [ID|latest] --json` (logical)"""
+
+    backup_id: str
+    databases: list[RestoredDatabase]
+    duration: float = _field("seconds the restore took")
+
+
+class Window(Shape):
+    start: Timestamp | None = _field("oldest point reachable")
+    end: Timestamp | None = _field("newest point reachable")
+    last_wal: str | None
+    timeline: int | None
+    missing: str | None = _field("first missing WAL segment, when newer ones exist")
+
+
+class Gap(Shape):
+    timeline: int
+    last_segment: str | None
+    end: Timestamp | None
+    first_missing: str | None
+    gap: bool
+    segments_beyond_gap: int
+    newest_segment: str | None
+
+
+class PitrDocument(Document):
+    """`drkit restore ENV --point-in-time TS|latest --pgdata DIR --json`"""
+
+    backup_id: str = _field("the base backup recovered from")
+    target: str = _field("the target asked for: an RFC 3339 timestamp or latest")
+    pgdata: str
+    port: int
+    action: Literal["promote", "pause", "shutdown"]
+    started: bool = _field("the recovered server was started")
+    state: str = _field("prepared | promoted | paused | shut down")
+    reached_at: Timestamp | None = _field("the last transaction replayed")
+    timeline: int | None = _field("the recovered server's timeline")
+    lsn: str | None
+    window: Window
+    log_file: str | None
+    phases: dict[str, float] = _field("seconds per phase")
+    followed_timeline: int | None
+    timeline_source: str | None
+    production_timeline: int | None
+    other_timelines: list[int]
+    archive_mode: Literal["off", "preserve"]
+    stopped_at_gap: Gap | None = _field("where recovery stopped under --allow-gap")
+
+
+# -- WAL -----------------------------------------------------------------------------
+
+
+class WalPushDocument(Document):
+    """`drkit wal-push ENV PATH --json`"""
+
+    name: str = _field("the WAL file archived")
+    status: Literal["stored", "exists"]
+    stored_size: int = _field("bytes stored")
+    raw_size: int = _field("bytes of the WAL file")
+    archived_ahead: list[str] = _field("ready files archived ahead of the server")
+    ahead_failed: dict[str, str] = _field("ready files that could not be, and why")
+    seconds: float = _field("seconds the push took")
+
+
+class WalFetchDocument(Document):
+    """`drkit wal-fetch ENV NAME PATH --json` (exit 1 when it is not archived)"""
+
+    name: str
+    fetched: bool
+
+
+class PromoteTimelineDocument(Document):
+    """`drkit promote-timeline ENV [TLI] --json`"""
+
+    environment: str
+    timeline: int = _field("the timeline now recorded as production's")
+    recorded_at: Timestamp
+    source: str = _field("who recorded it")
+    previous: int | None = _field("the timeline recorded before")
+
+
+# -- sanitize ------------------------------------------------------------------------
+
+
+class SanitizedTable(Shape):
+    table: str = _field("schema.table")
+    action: str = _field("copy | mask | schema-only")
+    rows: int | None = _field("rows copied (none in a dry run)")
+    selection: str = _field("which rows: all, a where clause or a subset")
+    strategies: dict[str, str] = _field("column -> strategy")
+    seconds: float = _field("seconds the table took")
+
+
+class LeakScan(Shape):
+    clean: bool = _field("no original value was found in the copy")
+    originals: int
+    ambiguous: int
+    columns_scanned: int
+    rows_scanned: int
+    bytes_scanned: int
+    seconds: float = _field("seconds the scan took")
+    hits: dict[str, int] = _field("schema.table.column -> original values found")
+
+
+class SanitizeDocument(Document):
+    """`drkit sanitize SRC DST [--dry-run|--scan-only] --json` (exit 3 on a leak)"""
+
+    src: str
+    dst: str
+    rules: str = _field("the rules file")
+    source: str = _field("live, or backup <id>")
+    mode: Literal["run", "dry-run", "scan-only"]
+    rows: int = _field("rows copied")
+    tables: list[SanitizedTable]
+    unlisted_tables: list[str]
+    unlisted_columns: list[str]
+    pii_kept: list[str] = _field("columns kept as is that look like personal data")
+    phases: dict[str, float] = _field("seconds per phase")
+    leak_scan: LeakScan | None
+    target_tables: int = _field("tables the target database held before")
+
+
+class CheckedTable(Shape):
+    action: str
+    listed: bool = _field("the table is in the rules")
+    where: str | None
+    strategies: dict[str, str]
+
+
+class SanitizeCheckDocument(Document):
+    """`drkit sanitize check SRC DST --json` (exit 3 when the rules miss something)"""
+
+    rules: str
+    src: str
+    dst: str
+    salt_set: bool
+    tables: dict[str, CheckedTable] = _field("by schema.table")
+    unlisted_tables: list[str]
+    unlisted_columns: list[str]
+    pii_kept: list[str]
+    failures: list[str]
+    pinned: dict[str, list[str]] = _field("copy: true tables pinned to their columns now")
+
+
+class SanitizeInitDocument(Document):
+    """`drkit sanitize init SRC [--out FILE] --json`"""
+
+    out: str | None = _field("where the draft was written")
+    rules: str = _field("the drafted rules file (YAML)")
+
+
+# -- drills, status, schedule, demo ----------------------------------------------------
+
+
+class DrillBackup(Shape):
+    id: str | None
+    kind: Literal["logical", "physical"] | None
+    selection: str
+    databases: dict[str, str] = _field("database -> the backup it was restored from")
+    consistent_at: Timestamp | None
+    age_seconds: float | None = _field("seconds between the backup and the drill")
+    server_version: str | None
+
+
+class RecoveryPoint(Shape):
+    target: str = _field("an RFC 3339 timestamp, or latest")
+    reached: Timestamp | None
+
+
+class Rto(Shape):
+    total: float = _field("seconds from the drill's start until validated data")
+    phases: dict[str, float] = _field("seconds per phase (they may overlap)")
+    objective: float | None = _field("seconds")
+    met: bool | None
+
+
+class Rpo(Shape):
+    achieved: float | None = _field("seconds of data the restore could not bring back")
+    basis: str
+    objective: float | None = _field("seconds")
+    met: bool | None
+
+
+class DrillCheck(Shape):
+    name: str
+    kind: str = _field("connect | restore | row_count | sql | amcheck | objective")
+    status: Literal["PASS", "FAIL", "NOT_RUN", "ERROR"]
+    expected: Any
+    observed: Any
+    detail: str | None = None
+    database: str | None = None
+
+
+class DrillDocument(Document):
+    """`drkit drill ENV --json`: the drill report (also stored as report.json)"""
+
+    error: str | None = _field("why the drill could not run (verdict ERROR)")  # type: ignore[assignment]
+    format: int
+    id: str
+    environment: str
+    verdict: Literal["PASS", "FAIL", "ERROR"]
+    started_at: Timestamp
+    finished_at: Timestamp | None
+    backup: DrillBackup
+    recovery_point: RecoveryPoint
+    rto: Rto
+    rpo: Rpo
+    objectives: dict[str, float | None] = _field("rto and rpo objectives, seconds")
+    checks: list[DrillCheck]
+    summary: dict[str, int] = _field("checks per status")
+    versions: dict[str, str | None]
+    cleanup: dict[str, Any]
+    notes: list[str]
+
+
+class StatusBackup(Shape):
+    id: str
+    finished_at: Timestamp
+    consistent_at: Timestamp | None
+    age_seconds: float | None
+    size: int = _field("bytes stored")
+
+
+class StatusWal(Shape):
+    archiving: bool
+    last_file: str | None
+    last_archived_at: Timestamp | None
+    age_seconds: float | None
+
+
+class StatusDatabase(Shape):
+    last_backup_id: str | None
+    newest_point: Timestamp | None
+    rpo_exposure_seconds: float | None
+
+
+class StatusWindow(Shape):
+    oldest: Timestamp | None
+    newest: Timestamp | None
+    continuous_from: Timestamp | None
+
+
+class StatusDrill(Shape):
+    id: str | None
+    verdict: str | None
+    backup_id: str | None
+    rto_seconds: float | None
+    rpo_seconds: float | None
+    finished_at: Timestamp | None
+    age_seconds: float | None
+
+
+class StatusDocument(Document):
+    """`drkit status ENV --json` (exit 3 when an objective is breached)"""
+
+    environment: str
+    now: Timestamp
+    status: Literal["OK", "ATTENTION"]
+    breached: list[str]
+    attention: list[str]
+    objectives: dict[str, float | None] = _field("rpo_seconds and rto_seconds")
+    backups: dict[str, StatusBackup] = _field("the newest backup of each kind")
+    backup_count: int
+    wal: StatusWal
+    rpo_exposure_seconds: float | None
+    rpo_worst_database: str | None
+    databases: dict[str, StatusDatabase]
+    recoverable_window: StatusWindow
+    last_drill: StatusDrill | None
+
+
+class ScheduledJob(Shape):
+    env: str
+    job: str
+    cron: str
+    timezone: str
+    next_runs: list[LocalTimestamp]
+    period_seconds: int
+
+
+class ScheduleShowDocument(Document):
+    """`drkit schedule show [ENV...] --json`"""
+
+    jobs: list[ScheduledJob]
+
+
+class DemoBackup(Shape):
+    id: str
+    rows: int
+    stored_bytes: int
+
+
+class DemoVerify(Shape):
+    ok: bool
+    objects: int
+
+
+class DemoRestore(Shape):
+    database: str
+    rows: int
+    ok: bool
+
+
+class DemoDrill(Shape):
+    id: str
+    verdict: Literal["PASS", "FAIL", "ERROR"]
+    rto_seconds: float
+    rpo_seconds: float | None
+    checks: int
+
+
+class DemoSanitize(Shape):
+    src: str
+    dst: str
+    mode: Literal["run", "dry-run", "scan-only"]
+    rows: int
+    leak_scan: LeakScan | None
+
+
+class DemoPitr(Shape):
+    backup_id: str
+    target: str
+    reached_at: Timestamp | None
+    timeline: int | None
+    archive_mode: str
+    orders_live: int
+    orders_recovered: int
+    ok: bool
+
+
+class DemoDocument(Document):
+    """`drkit demo --json`: what each step of the sandbox run did"""
+
+    sample_rows: int
+    duration: float = _field("seconds the demo took")
+    backup: DemoBackup
+    verify: DemoVerify
+    restore: DemoRestore
+    backups_listed: list[str]
+    drill: DemoDrill
+    sanitize: DemoSanitize
+    pitr: DemoPitr
+
+
+#: each published document: file stem -> its model
+DOCUMENTS: dict[str, type[Document]] = {
+    "policy-check": PolicyCheckDocument,
+    "check": CheckDocument,
+    "archive-command": ArchiveCommandDocument,
+    "backup": BackupDocument,
+    "backups": BackupsDocument,
+    "verify": VerifyDocument,
+    "prune": PruneDocument,
+    "restore": RestoreDocument,
+    "restore-point-in-time": PitrDocument,
+    "wal-push": WalPushDocument,
+    "wal-fetch": WalFetchDocument,
+    "promote-timeline": PromoteTimelineDocument,
+    "sanitize": SanitizeDocument,
+    "sanitize-check": SanitizeCheckDocument,
+    "sanitize-init": SanitizeInitDocument,
+    "drill": DrillDocument,
+    "status": StatusDocument,
+    "schedule-show": ScheduleShowDocument,
+    "demo": DemoDocument,
+}
