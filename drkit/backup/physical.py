@@ -32,7 +32,7 @@ from drkit.backup.catalog import Manifest, backup_prefix, write_manifest
 from drkit.backup.lock import acquire_backup_lock
 from drkit.backup.logical import discard_partial, new_backup_id
 from drkit.config import Policy
-from drkit.errors import DatabaseError, NotImplementedYet, OperationError, UsageError
+from drkit.errors import DatabaseError, OperationError, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
@@ -297,7 +297,7 @@ def run_physical_backup(
                 f"--incremental needs PostgreSQL 17+ (summarize_wal); {policy.name}'s server "
                 f"is {major}: take a full base backup with --physical"
             )
-        raise NotImplementedYet(
+        raise OperationError(
             f"incremental base backups (PostgreSQL {major}) are not implemented yet: "
             "take a full base backup with --physical"
         )
