@@ -825,37 +825,32 @@ class _AmcheckRun(threading.Thread):
 
 def _check_amcheck(report: DrillReport | _Checks, cluster: LocalCluster, database: str) -> None:
     name = f"amcheck {database}"
-    try:
-        binary = find_binary("pg_amcheck", cluster.major)
-    except OperationError as exc:
+
+    def not_run(why: str) -> None:
         report.add(
             Check(
                 name,
                 "amcheck",
                 NOT_RUN,
                 expected="no corruption",
-                detail=f"{exc} (postgresql-contrib / the server package ships it), or set "
-                "drill.checks.amcheck: false in the policy",
+                detail=f"{why}, or set drill.checks.amcheck: false in the policy",
                 database=database,
             )
         )
+
+    try:
+        binary = find_binary("pg_amcheck", cluster.major)
+    except OperationError as exc:
+        not_run(f"{exc} (postgresql-contrib / the server package ships it)")
         return
     with connect(cluster.dsn(database)) as conn:  # some builds (the pgserver wheel) lack contrib
         available = conn.execute(
             "SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'"
         ).fetchone()
     if available is None:
-        report.add(
-            Check(
-                name,
-                "amcheck",
-                NOT_RUN,
-                expected="no corruption",
-                detail=f"the scratch server (PostgreSQL {cluster.major}, {cluster.bin_dir}) has no "
-                f"amcheck extension: install postgresql-{cluster.major} (its contrib ships it), "
-                "or set drill.checks.amcheck: false in the policy",
-                database=database,
-            )
+        not_run(
+            f"the scratch server (PostgreSQL {cluster.major}, {cluster.bin_dir}) has no "
+            f"amcheck extension: install postgresql-{cluster.major} (its contrib ships it)"
         )
         return
     conninfo, env = for_subprocess(cluster.dsn(database))

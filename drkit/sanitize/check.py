@@ -13,13 +13,11 @@ from typing import Any
 import psycopg
 
 from drkit.config import Policy
-from drkit.errors import UsageError
 from drkit.pg.connect import connect
 from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import build_plan
-from drkit.sanitize.rules import default_rules_path, load_rules
-from drkit.sanitize.run import database_dsn
+from drkit.sanitize.run import database_dsn, resolve_rules
 from drkit.sanitize.schema import read_schema
 from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer
 
@@ -59,12 +57,7 @@ class CheckReport:
 
 def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckReport:
     """Rules errors raise (exit 2); coverage failures are returned in ``failures``."""
-    rules = load_rules(rules_path or default_rules_path(src.name, dst.name))
-    if (rules.from_env, rules.to_env) != (src.name, dst.name):
-        raise UsageError(
-            f"{rules.source}: the rules are for {rules.from_env} -> {rules.to_env}, "
-            f"not {src.name} -> {dst.name}"
-        )
+    rules = resolve_rules(src, dst, rules_path, salt_required=False)
     with connect(database_dsn(src), autocommit=False) as conn:
         conn.read_only = True
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ

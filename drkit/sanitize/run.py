@@ -104,14 +104,19 @@ class Report:
 # ---------------------------------------------------------------------------
 
 
-def resolve_rules(src: Policy, dst: Policy, path: Path | None) -> Rules:
+def resolve_rules(
+    src: Policy, dst: Policy, path: Path | None, *, salt_required: bool = True
+) -> Rules:
+    """The rules file for SRC -> DST (default ``sanitize_rules/SRC-to-DST.yaml``), which
+    must say it is for that pair; a run also needs its salt (``sanitize check`` does not)."""
     rules = load_rules(path or default_rules_path(src.name, dst.name))
     if (rules.from_env, rules.to_env) != (src.name, dst.name):
         raise UsageError(
             f"{rules.source}: the rules are for {rules.from_env} -> {rules.to_env}, "
             f"not {src.name} -> {dst.name}"
         )
-    rules.salt_bytes()  # an unset salt stops here, before any connection
+    if salt_required:
+        rules.salt_bytes()  # an unset salt stops here, before any connection
     return rules
 
 

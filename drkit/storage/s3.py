@@ -288,27 +288,29 @@ class S3Backend(Backend):
                 return
             raise self._error("delete", key, exc) from None
 
-    def head(self, key: str) -> ObjectInfo | None:
+    def _head_object(self, key: str) -> dict[str, Any] | None:
+        """HEAD of ``key``: its response, or None when the object does not exist."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            response: dict[str, Any] = self.client.head_object(
+                Bucket=self.bucket, Key=self._key(key)
+            )
         except (ClientError, BotoCoreError) as exc:
             if self._is_missing(exc):
                 return None
             raise self._error("stat", key, exc) from None
+        return response
+
+    def head(self, key: str) -> ObjectInfo | None:
+        response = self._head_object(key)
+        if response is None:
+            return None
         return ObjectInfo(key, int(response["ContentLength"]), response["LastModified"])
 
     def stored_sha256(self, key: str) -> str | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except (ClientError, BotoCoreError) as exc:
-            if self._is_missing(exc):
-                return None
-            raise self._error("stat", key, exc) from None
-        value = response.get("Metadata", {}).get(SHA256_METADATA)
+        response = self._head_object(key)
+        value = response.get("Metadata", {}).get(SHA256_METADATA) if response else None
         return str(value) if value else None
 
     def first_existing(self, keys: Sequence[str]) -> ObjectInfo | None:
