@@ -71,6 +71,8 @@ _STOPPED_AT_LSN_RE = re.compile(r"recovery stopping (?:before|after) WAL locatio
 _LAST_XACT_RE = re.compile(r"last completed transaction was at log time ([0-9-]+ [0-9:.]+[+-]\d\d)")
 _NEW_TLI_RE = re.compile(r"selected new timeline ID: (\d+)")
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
+#: how long a recovering server may show no live postmaster before it counts as dead
+_DOWN_GRACE = 5.0
 _CONF_MARK = "# drkit point-in-time recovery"
 _RECOVERY_SETTING_RE = re.compile(
     r"^\s*(restore_command|recovery_target\w*|recovery_end_command|"
@@ -739,18 +741,23 @@ class _RecoveringServer:
         point: str | None = None,
     ) -> None:
         deadline = time.monotonic() + timeout
+        down_since: float | None = None
         while True:
             if not self.running():
-                if action == "shutdown" and "database system is shut down" in self.log_text():
-                    text = self.log_text()
+                text = self.log_text()
+                if action == "shutdown" and "database system is shut down" in text:
                     stopped = _STOPPING_RE.search(text) or _STOPPED_AT_LSN_RE.search(text)
                     if _NOT_REACHED in text or not stopped:
                         self._died(window, target, point)
                     return
-                time.sleep(0.5)  # pg_ctl -W may return before the pid file is written
-                if not self.running():
+                # pg_ctl -W may return before the pid file is written, and a short
+                # recovery may already be over: look again (the log included) for a moment
+                now = time.monotonic()
+                down_since = down_since if down_since is not None else now
+                if _NOT_REACHED in text or now - down_since > _DOWN_GRACE:
                     self._died(window, target, point)
             else:
+                down_since = None
                 with contextlib.suppress(DatabaseError):
                     row = self.query(
                         "SELECT pg_is_in_recovery(), "
