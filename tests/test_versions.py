@@ -28,6 +28,7 @@ from tests.conftest import (
     PgServer,
     PolicyWriter,
     RepoTarget,
+    hide_pg_wheels,
     pg_versions,
 )
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
@@ -84,8 +85,7 @@ def test_a_missing_server_major_is_refused_naming_it(monkeypatch: pytest.MonkeyP
     assert "apt-get install postgresql-15" in str(hidden.value)
     assert all(i.source == "wheel" for i in installs())
     with pytest.raises(OperationError) as eighteen:
-        monkeypatch.setattr(binaries, "WHEEL_ROOTS", ())
-        monkeypatch.setattr(sys, "path", [p for p in sys.path if "drkit-pg" not in p])
+        hide_pg_wheels(monkeypatch)
         find_server(18)
     assert "pip install 'drkit[embedded]'" in str(eighteen.value)
     # the operator's DRKIT_PG_BIN is used as is, and a different major there is refused
