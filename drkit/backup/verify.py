@@ -45,6 +45,8 @@ class BackupVerdict:
 def verify_backup(
     repo: Repository, manifest: Manifest, on_bytes: Callable[[int], None] | None = None
 ) -> BackupVerdict:
+    """Read back every object of ``manifest`` (size, sha256, decompression) and, for a
+    physical backup, its WAL; a bad object is a problem in the verdict, not an exception."""
     verdict = BackupVerdict(manifest.id, manifest.kind)
     for obj in manifest.objects:
         verdict.objects += 1

@@ -133,6 +133,8 @@ def restore_logical(
     on_progress: Callable[[str, int], None] | None = None,
     repo: Repository | None = None,
 ) -> RestoreResult:
+    """Restore logical backup ``ref`` (an ID, ``latest`` or None) of ``policy``'s
+    environment; row counts are compared with the manifest's."""
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
     wanted = [parse_table_name(t) for t in tables or []]
