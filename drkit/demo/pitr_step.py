@@ -20,7 +20,7 @@ from drkit.pg.cluster import run_as
 from drkit.pg.connect import connect
 from drkit.restore.pitr import restore_point_in_time
 from drkit.storage.repository import Repository
-from drkit.wal import find_wal_key
+from drkit.wal_keys import find_wal_key
 from drkit.walcmd import archive_command, prepare_file_repository
 
 
