@@ -18,8 +18,6 @@ from drkit.commands.render import byte_progress, human_size, named, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.storage.repository import Repository
 
-# -- backups -----------------------------------------------------------------------
-
 
 @app.command("backup")
 def backup(

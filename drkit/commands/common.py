@@ -14,10 +14,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-# ---------------------------------------------------------------------------
-# Shared state and options
-# ---------------------------------------------------------------------------
-
 
 @dataclass
 class State:

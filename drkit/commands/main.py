@@ -1,8 +1,9 @@
 """The command tree and the process entry: the one place exceptions become exit codes.
 
 DrkitError subclasses carry their own code; usage errors are 2; Ctrl-C is 130; anything
-unexpected is 1, with a traceback only under -v (DESIGN.md §1).  The command modules are
-imported here in the order ``drkit --help`` lists them.
+unexpected is 1, with a traceback only under -v (DESIGN.md §1).  Importing the command
+modules here registers them; :data:`HELP_ORDER` fixes the order ``drkit --help`` lists
+them in.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
-#: the order ``drkit --help`` lists the commands, then the groups, in (whatever order the
-#: command modules happened to be imported in); a command missing here comes last
+#: the order ``drkit --help`` lists the commands, then the groups, in, whatever order the
+#: command modules were imported in; a command missing here comes last
 HELP_ORDER = (
     "check",
     "archive-command",

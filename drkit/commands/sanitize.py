@@ -24,8 +24,6 @@ from drkit.commands.common import (
 from drkit.commands.render import print_sanitize_report, row_progress
 from drkit.errors import CheckFailed, UsageError
 
-# -- sanitize ------------------------------------------------------------------------
-
 
 class DefaultRunGroup(TyperGroup):
     """``drkit sanitize SRC DST`` runs the copy; ``check`` and ``init`` are subcommands."""
