@@ -11,8 +11,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from drkit import __version__
 from drkit.errors import DrkitError, Interrupted, UsageError
+from drkit.progress import Meter, OnProgress, human_size
 from drkit.redact import mask_url
 
 try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
@@ -98,56 +99,20 @@ def load(env: str) -> Any:
     return load_policy(env, _state.policy_dir)
 
 
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def ts_text(ts: datetime | None) -> str:
     if ts is None:
         return "-"
     return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-@contextmanager
-def byte_progress(label: str) -> Iterator[Callable[[str, int], None]]:
-    """A transient rich progress display (bytes, rate, elapsed) on a TTY; silent otherwise."""
-    if _state.json or _state.quiet or not err.is_terminal:
-        yield lambda _name, _n: None
-        return
-    from rich.progress import (
-        DownloadColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TransferSpeedColumn,
-    )
+def live_progress(
+    titles: dict[str, str] | None = None, quiet_done: bool = False
+) -> AbstractContextManager[OnProgress]:
+    """Core's progress events drawn on stderr (drkit/cli_progress.py), on a TTY only."""
+    from drkit.cli_progress import progress_events
 
-    tasks: dict[str, Any] = {}
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-
-        def advance(name: str, n: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(f"{label} {name}", total=None)
-            progress.advance(tasks[name], n)
-
-        yield advance
-
-
-def _named(progress: Callable[[str, int], None], name: str) -> Callable[[int], None]:
-    return lambda n: progress(name, n)
+    enabled = not (_state.json or _state.quiet)
+    return progress_events(err, enabled=enabled, titles=titles, quiet_done=quiet_done)
 
 
 # ---------------------------------------------------------------------------
@@ -437,12 +402,12 @@ def backup(
             raise UsageError("--database applies to logical backups; a base backup is the cluster")
         from drkit.backup.physical import run_physical_backup
 
-        with byte_progress("base backup") as progress:
+        with live_progress() as progress:
             manifest = run_physical_backup(policy, on_progress=progress, incremental=incremental)
     else:
         from drkit.backup.logical import run_logical_backup
 
-        with byte_progress("dumping") as progress:
+        with live_progress() as progress:
             manifest = run_logical_backup(policy, databases=database or None, on_progress=progress)
     summary = backup_summary(manifest)
     if _state.json:
@@ -554,9 +519,10 @@ def verify(
     else:
         manifests = [resolve_backup(repo, backup_ref)]
     verdicts = []
-    with byte_progress("verifying") as progress:
+    with live_progress() as progress:
         for m in manifests:
-            verdicts.append(verify_backup(repo, m, _named(progress, m.id)))
+            with Meter(progress, "verify", m.id, total=m.raw_size) as meter:
+                verdicts.append(verify_backup(repo, m, meter))
     bad = [v for v in verdicts if not v.ok]
     if _state.json:
         emit_json({"ok": not bad, "backups": [v.to_dict() for v in verdicts]})
@@ -747,7 +713,7 @@ def restore(
     from drkit.restore.pitr import restore_point_in_time
 
     policy = load(env)
-    with byte_progress("restoring") as progress:
+    with live_progress() as progress:
         result = restore_point_in_time(
             policy,
             target,
@@ -813,7 +779,7 @@ def _restore_logical(
 
     policy = load(env)
     started = time.monotonic()
-    with byte_progress("restoring") as progress:
+    with live_progress() as progress:
         result = restore_logical(
             policy,
             ref,
@@ -1012,38 +978,12 @@ def sanitize_run(
     )
     source, target = load(src), load(dst)
     try:
-        with _sigterm_interrupts(), row_progress("sanitizing") as progress:
+        with _sigterm_interrupts(), live_progress(quiet_done=True) as progress:
             report = sanitize(source, target, options, on_progress=progress)
     except LeakFound as exc:
         _print_sanitize_report(exc.report)
         raise
     _print_sanitize_report(report)
-
-
-@contextmanager
-def row_progress(label: str) -> Iterator[Callable[[str, int], None]]:
-    """Rows per table, on a TTY only (like byte_progress, counting rows)."""
-    if _state.json or _state.quiet or not err.is_terminal:
-        yield lambda _name, _n: None
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    tasks: dict[str, Any] = {}
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        TextColumn("{task.completed:,.0f} rows"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-
-        def advance(name: str, n: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(f"{label} {name}", total=None)
-            progress.advance(tasks[name], n)
-
-        yield advance
 
 
 def _print_sanitize_report(report: Any) -> None:
@@ -1211,7 +1151,9 @@ def drill(
     settle(json_out, policy_dir)
     policy = load(env)
     target = parse_timestamp(point_in_time, option="--point-in-time") if point_in_time else None
-    with _sigterm_interrupts(), _phase_status(f"drill {env}") as on_phase:
+    from drkit.drill.report import PHASE_TITLES
+
+    with _sigterm_interrupts(), live_progress(PHASE_TITLES) as on_phase:
         result = run_drill(
             policy,
             backup_ref=backup_ref,
@@ -1247,18 +1189,6 @@ def _sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _phase_status(label: str) -> Iterator[Callable[[str], None]]:
-    """A spinner naming the running phase, on a TTY only."""
-    if _state.json or _state.quiet or not err.is_terminal:
-        yield lambda _phase: None
-        return
-    from drkit.drill.report import PHASE_TITLES
-
-    with err.status(label) as status:
-        yield lambda phase: status.update(f"{label}: {PHASE_TITLES.get(phase, phase)}")
 
 
 def _print_drill(doc: dict[str, Any], key: str | None, files: list[Path]) -> None:

@@ -20,15 +20,17 @@ from drkit.errors import CheckFailed, DatabaseError, UsageError
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, with_dbname
 from drkit.pg.tables import list_tables
+from drkit.progress import OnProgress
 from drkit.sanitize.guards import require_every_row
 from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
 from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import Plan
-from drkit.sanitize.pump import ProgressFn as ProgressFn
 from drkit.sanitize.rules import Rules, default_rules_path, load_rules
 from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, pool_values
 
 log = logging.getLogger(__name__)
+
+ProgressFn = OnProgress  # phases "copy"/"read", one item per table, in rows
 
 
 @dataclass
