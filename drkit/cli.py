@@ -434,6 +434,10 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
         "duration": round(manifest.duration, 3),
         "size": manifest.size,
         "raw_size": manifest.raw_size,
+        # the same, their unit in the key (issue 12); the older keys stay for version 1
+        "duration_seconds": round(manifest.duration, 3),
+        "size_bytes": manifest.size,
+        "raw_size_bytes": manifest.raw_size,
     }
     if manifest.kind == "logical":
         data["tables"] = sum(len(t) for t in manifest.row_counts.values())
@@ -792,7 +796,8 @@ def _restore_logical(
         )
     elapsed = time.monotonic() - started
     if _state.json:
-        emit_json({**result.to_dict(), "duration": round(elapsed, 3)})
+        took = round(elapsed, 3)
+        emit_json({**result.to_dict(), "duration": took, "duration_seconds": took})
         return
     for d in result.databases:
         out.print(

@@ -20,6 +20,7 @@ import yaml
 
 from drkit.config import Policy, load_policy
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
+from drkit.progress import human_size
 
 Say = Callable[[str, str], None]  # (kind: step | ok | info, text)
 
@@ -81,7 +82,8 @@ def step_backup_verify_restore(box: Sandbox, say: Say) -> None:
     say(
         "ok",
         f"{manifest.id}: {rows} rows in {sum(len(t) for t in manifest.row_counts.values())} "
-        f"tables, {manifest.raw_size} bytes dumped, {manifest.size} stored, {took:.1f}s",
+        f"tables, {human_size(manifest.raw_size)} dumped, {human_size(manifest.size)} stored, "
+        f"{took:.1f}s",
     )
     verdict, took = _timed(
         say, "verify (size, sha256, decompression)", lambda: verify_backup(repo, manifest)
@@ -201,6 +203,7 @@ def run_demo(rows: int = 20_000, keep: bool = False, say: Say | None = None) -> 
         for step in STEPS:
             step(box, say)
         box.report["duration"] = round(time.monotonic() - started, 1)
+        box.report["duration_seconds"] = box.report["duration"]
         box.report["ok"] = True
         say("step", f"demo finished in {box.report['duration']}s: every step passed")
         if keep:

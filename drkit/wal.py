@@ -283,6 +283,9 @@ class PushReport:
             "archived_ahead": [o.name for o in self.ahead],
             "ahead_failed": self.ahead_failed,
             "seconds": round(self.seconds, 3),
+            "stored_size_bytes": self.target.stored_size,
+            "raw_size_bytes": self.target.raw_size,
+            "duration_seconds": round(self.seconds, 3),
         }
 
 

@@ -238,3 +238,48 @@ def test_a_drill_shows_each_phase_as_it_passes(prod: Path, scratch_root: Path) -
     assert re.search(r"✓ scratch cluster accepts connections: [\d.]+s", tty), tty
     assert re.search(r"✓ validation: [\d.]+s", tty), tty
     assert "verdict: PASS" in stdout
+
+
+# -- JSON: every size and duration names its unit -----------------------------------------
+
+_UNIT_KEY = re.compile(r"(_bytes|_seconds)$")
+
+
+def _unitless(schema: dict[str, object], where: str) -> Iterator[str]:
+    props = schema.get("properties")
+    if isinstance(props, dict):
+        for key, sub in props.items():
+            if not isinstance(sub, dict):
+                continue
+            text = str(sub.get("description", ""))
+            alias = text.startswith("the same as ")
+            says_unit = re.search(r"\b(bytes|seconds)\b", text) is not None
+            if says_unit and not alias and not _UNIT_KEY.search(key) and "_seconds" not in text:
+                yield f"{where}.{key}: {text}"
+            if alias:
+                target = re.match(r"the same as (\w+)", text)
+                assert target is not None and target.group(1) in props, f"{where}.{key}"
+            yield from _unitless(sub, f"{where}.{key}")
+    for name in ("items", "additionalProperties"):
+        sub = schema.get(name)
+        if isinstance(sub, dict):
+            yield from _unitless(sub, where)
+    for name in ("anyOf", "allOf", "oneOf"):
+        for sub in schema.get(name) or []:  # type: ignore[attr-defined]
+            if isinstance(sub, dict):
+                yield from _unitless(sub, where)
+    defs = schema.get("$defs")
+    if isinstance(defs, dict):
+        for name, sub in defs.items():
+            yield from _unitless(sub, name)
+
+
+def test_every_size_and_duration_key_names_its_unit() -> None:
+    import json
+
+    schemas = sorted(Path(__file__).parent.parent.glob("docs/schemas/output/*.schema.json"))
+    assert schemas
+    found = []
+    for path in schemas:
+        found += list(_unitless(json.loads(path.read_text()), path.name))
+    assert found == [], "\n".join(found)

@@ -88,7 +88,7 @@ from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
-from drkit.progress import Meter, MeteredReader, OnProgress
+from drkit.progress import Meter, MeteredReader, OnProgress, human_size
 from drkit.status import newest_recoverable_point
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import copy_stream
@@ -335,7 +335,8 @@ def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
         )
         log.error("drill clean-up incomplete: %s", problem)
         return {"scratch_cluster": "cleanup failed", "detail": problem}
-    return {"scratch_cluster": "removed", "seconds": round(time.monotonic() - started, 3)}
+    took = round(time.monotonic() - started, 3)
+    return {"scratch_cluster": "removed", "seconds": took, "duration_seconds": took}
 
 
 def _keep_info(cluster: LocalCluster, work: Path, manifest: Manifest) -> dict[str, Any]:
@@ -584,7 +585,7 @@ def _restore(
             "restore",
             PASS,
             expected="pg_restore exits 0",
-            observed=f"restored {size} bytes of dump",
+            observed=f"restored {human_size(size)} of dump",
             database=database,
         )
     )

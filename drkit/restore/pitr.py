@@ -154,6 +154,7 @@ class PitrResult:
             "window": self.window.to_dict(),
             "log_file": self.log_file,
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "phases_seconds": {k: round(v, 3) for k, v in self.phases.items()},
         }
 
 

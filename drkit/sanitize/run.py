@@ -61,6 +61,7 @@ class TableReport:
             "selection": self.selection,
             "strategies": self.strategies,
             "seconds": round(self.seconds, 3),
+            "duration_seconds": round(self.seconds, 3),
         }
 
 
@@ -96,6 +97,7 @@ class Report:
             "unlisted_columns": self.unlisted_columns,
             "pii_kept": self.pii_kept,
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "phases_seconds": {k: round(v, 3) for k, v in self.phases.items()},
             "leak_scan": self.leak.to_dict() if self.leak else None,
             "target_tables": self.target_tables,
         }
