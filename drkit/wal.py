@@ -227,7 +227,7 @@ def whole_segment_problem(name: str, size: int, segment_size: int | None) -> str
     expected = (
         f"{segment_size} bytes in this cluster"
         if segment_size is not None
-        else "a power of two from 1 MB to 1 GB"
+        else "a power of two from 1 MiB to 1 GiB"
     )
     return f"{size} bytes is not a whole WAL segment ({expected})"
 

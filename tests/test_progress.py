@@ -283,3 +283,47 @@ def test_every_size_and_duration_key_names_its_unit() -> None:
     for path in schemas:
         found += list(_unitless(json.loads(path.read_text()), path.name))
     assert found == [], "\n".join(found)
+
+
+@pytest.mark.slow
+def test_a_physical_backup_and_drill_show_their_phases(
+    pg_major: int | None, scratch_root: Path
+) -> None:
+    import yaml
+
+    from drkit.pg.cluster import chown_tree, cluster_os_user
+    from tests.wal_support import archived_cluster, file_repo_block, shared_dir
+
+    with (
+        shared_dir() as root,
+        archived_cluster(root, file_repo_block(root), major=pg_major) as arch,
+    ):
+        doc = {
+            "environment": "prod",
+            "database": {"url": arch.dsn("postgres")},
+            "repository": arch.repo_block,
+            "wal_archiving": True,
+            "objectives": {"rpo": "1h", "rto": "30m"},
+            "drill": {"checks": {"row_counts": True, "amcheck": False}},
+        }
+        (arch.policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        chown_tree(arch.policy_dir, cluster_os_user())
+        code, _stdout, tty = run_on_tty("backup", "prod", "--physical", policy_dir=arch.policy_dir)
+        assert code == 0, tty
+        # the cluster's size is the (estimated) total of the base backup
+        assert re.search(r"base backup base\.tar .*≈\s*\d+%", tty), tty
+        assert re.search(r"✓ base backup base\.tar: [\d.]+ (KiB|MiB|GiB) in", tty), tty
+        assert re.search(r"✓ WAL archived: [\d.]+s", tty), tty
+
+        code, stdout, tty = run_on_tty(
+            "drill", "prod", policy_dir=arch.policy_dir, env={"DRKIT_TMPDIR": str(scratch_root)}
+        )
+        assert code == 0, stdout + tty
+        # the manifest knows base.tar's size: an exact percent while it unpacks
+        assert re.search(r"fetch and unpack the base backup base\.tar .*\b\d+%", tty), tty
+        order = [
+            tty.index(f"✓ {label}")
+            for label in ("fetch and unpack the base backup", "WAL replay", "validation")
+        ]
+        assert order == sorted(order), tty
+        assert re.search(r"✓ WAL replay: [\d.]+s", tty), tty

@@ -347,6 +347,7 @@ def run_physical_backup(
         timeline = int(start_tli.group(1))
         wal_start = start.group(1)
         history_name = backup_file_name(wal_start, timeline, facts.segment_size)
+        archived = Meter(on_progress, "WAL archived")  # a phase that counts nothing
         wait_for_wal(repo, [history_name], wait, dsn)
         history = read_backup_history(repo, history_name)
         stop = _STOP_RE.search(history)
@@ -371,6 +372,7 @@ def run_physical_backup(
             # the backup stands without them; a drill then reports row counts NOT_RUN
             log.warning("physical backup %s: no row counts recorded: %s", backup_id, exc)
         wait_for_wal(repo, wanted, wait, dsn)
+        archived.finish()
         manifest = Manifest(
             id=backup_id,
             kind="physical",
