@@ -24,12 +24,13 @@ from drkit.commands.common import (
     settle,
 )
 from drkit.commands.main import click_command, hoist_global_options, main, run
-from drkit.commands.render import byte_progress, human_size, row_progress, ts_text
+from drkit.commands.render import live_progress, ts_text
 from drkit.commands.sanitize import (
     DefaultRunGroup,
     SanitizeRunCommand,
     SanitizeRunContext,
 )
+from drkit.progress import human_size
 
 __all__ = [
     "DefaultRunGroup",
@@ -41,17 +42,16 @@ __all__ = [
     "State",
     "app",
     "backup_summary",
-    "byte_progress",
     "click_command",
     "emit_json",
     "err",
     "hoist_global_options",
     "human_size",
+    "live_progress",
     "load",
     "main",
     "main_options",
     "out",
-    "row_progress",
     "run",
     "settle",
     "ts_text",

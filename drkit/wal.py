@@ -211,7 +211,7 @@ def whole_segment_problem(name: str, size: int, segment_size: int | None) -> str
     expected = (
         f"{segment_size} bytes in this cluster"
         if segment_size is not None
-        else "a power of two from 1 MB to 1 GB"
+        else "a power of two from 1 MiB to 1 GiB"
     )
     return f"{size} bytes is not a whole WAL segment ({expected})"
 
@@ -267,6 +267,9 @@ class PushReport:
             "archived_ahead": [o.name for o in self.ahead],
             "ahead_failed": self.ahead_failed,
             "seconds": round(self.seconds, 3),
+            "stored_size_bytes": self.target.stored_size,
+            "raw_size_bytes": self.target.raw_size,
+            "duration_seconds": round(self.seconds, 3),
         }
 
 

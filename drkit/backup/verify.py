@@ -37,6 +37,7 @@ class BackupVerdict:
             "ok": self.ok,
             "objects": self.objects,
             "bytes": self.bytes,
+            "size_bytes": self.bytes,
             "problems": self.problems,
             **self.details,
         }

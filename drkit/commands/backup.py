@@ -14,8 +14,9 @@ from drkit.backup.retention import current_tiers
 from drkit.backup.verify import verify_backup
 from drkit.commands.app import app
 from drkit.commands.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
-from drkit.commands.render import byte_progress, human_size, named, ts_text
+from drkit.commands.render import live_progress, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
+from drkit.progress import Meter, human_size
 from drkit.storage.repository import Repository
 
 
@@ -44,12 +45,12 @@ def backup(
             raise UsageError("--database applies to logical backups; a base backup is the cluster")
         from drkit.backup.physical import run_physical_backup  # lazy: psycopg, pydantic
 
-        with byte_progress("base backup") as progress:
+        with live_progress() as progress:
             manifest = run_physical_backup(policy, on_progress=progress, incremental=incremental)
     else:
         from drkit.backup.logical import run_logical_backup  # lazy: psycopg, pydantic
 
-        with byte_progress("dumping") as progress:
+        with live_progress() as progress:
             manifest = run_logical_backup(policy, databases=database or None, on_progress=progress)
     summary = backup_summary(manifest)
     if state.json:
@@ -74,6 +75,10 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
         "duration": round(manifest.duration, 3),
         "size": manifest.size,
         "raw_size": manifest.raw_size,
+        # the same, their unit in the key (issue 12); the older keys stay for version 1
+        "duration_seconds": round(manifest.duration, 3),
+        "size_bytes": manifest.size,
+        "raw_size_bytes": manifest.raw_size,
     }
     if manifest.kind == "logical":
         data["tables"] = sum(len(t) for t in manifest.row_counts.values())
@@ -148,9 +153,10 @@ def verify(
     else:
         manifests = [resolve_backup(repo, backup_ref)]
     verdicts = []
-    with byte_progress("verifying") as progress:
+    with live_progress() as progress:
         for m in manifests:
-            verdicts.append(verify_backup(repo, m, named(progress, m.id)))
+            with Meter(progress, "verify", m.id, total=m.raw_size) as meter:
+                verdicts.append(verify_backup(repo, m, meter))
     bad = [v for v in verdicts if not v.ok]
     if state.json:
         emit_json({"ok": not bad, "backups": [v.to_dict() for v in verdicts]})

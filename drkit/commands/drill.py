@@ -19,7 +19,7 @@ from drkit.commands.common import (
     sigterm_interrupts,
     state,
 )
-from drkit.commands.render import phase_status, print_drill
+from drkit.commands.render import live_progress, print_drill
 from drkit.errors import CheckFailed, OperationError
 
 
@@ -63,7 +63,9 @@ def drill(
     settle(json_out, policy_dir)
     policy = load(env)
     target = parse_timestamp(point_in_time, option="--point-in-time") if point_in_time else None
-    with sigterm_interrupts(), phase_status(f"drill {env}") as on_phase:
+    from drkit.drill.report import PHASE_TITLES  # lazy: pulls pydantic (drkit.config)
+
+    with sigterm_interrupts(), live_progress(PHASE_TITLES) as on_phase:
         result = run_drill(
             policy,
             backup_ref=backup_ref,

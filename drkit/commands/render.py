@@ -1,4 +1,4 @@
-"""The drawing: sizes and times as people read them, progress, phase status, the drill
+"""The drawing: sizes and times as people read them (IEC units, :func:`drkit.progress.human_size`), live progress, the drill
 and sanitize reports, the demo's lines, and the one ``--json`` document.
 
 Everything here writes to the consoles of :mod:`drkit.commands.common`; nothing here
@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from rich.table import Table
 
 from drkit.commands.common import emit_json, err, out, state
+from drkit.progress import OnProgress
 from drkit.redact import mask_url
 
 
@@ -39,95 +39,20 @@ def print_traceback() -> None:
     err.print(mask_url(traceback.format_exc()).rstrip(), markup=False, highlight=False)
 
 
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def ts_text(ts: datetime | None) -> str:
     if ts is None:
         return "-"
     return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-@contextmanager
-def byte_progress(label: str) -> Iterator[Callable[[str, int], None]]:
-    """A transient rich progress display (bytes, rate, elapsed) on a TTY; silent otherwise."""
-    if state.json or state.quiet or not err.is_terminal:
-        yield lambda _name, _n: None
-        return
-    from rich.progress import (  # lazy: drawn on a TTY only
-        DownloadColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TransferSpeedColumn,
-    )
+def live_progress(
+    titles: dict[str, str] | None = None, quiet_done: bool = False
+) -> AbstractContextManager[OnProgress]:
+    """Core's progress events drawn on stderr (:mod:`drkit.commands.progress`), TTY only."""
+    from drkit.commands.progress import progress_events  # lazy: rich.progress, TTY only
 
-    tasks: dict[str, Any] = {}
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-
-        def advance(name: str, n: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(f"{label} {name}", total=None)
-            progress.advance(tasks[name], n)
-
-        yield advance
-
-
-def named(progress: Callable[[str, int], None], name: str) -> Callable[[int], None]:
-    return lambda n: progress(name, n)
-
-
-@contextmanager
-def row_progress(label: str) -> Iterator[Callable[[str, int], None]]:
-    """Rows per table, on a TTY only (like byte_progress, counting rows)."""
-    if state.json or state.quiet or not err.is_terminal:
-        yield lambda _name, _n: None
-        return
-    # lazy: drawn on a TTY only
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    tasks: dict[str, Any] = {}
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        TextColumn("{task.completed:,.0f} rows"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-
-        def advance(name: str, n: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(f"{label} {name}", total=None)
-            progress.advance(tasks[name], n)
-
-        yield advance
-
-
-@contextmanager
-def phase_status(label: str) -> Iterator[Callable[[str], None]]:
-    """A spinner naming the running phase, on a TTY only."""
-    if state.json or state.quiet or not err.is_terminal:
-        yield lambda _phase: None
-        return
-    from drkit.drill.report import PHASE_TITLES  # lazy: pulls pydantic (drkit.config)
-
-    with err.status(label) as status:
-        yield lambda phase: status.update(f"{label}: {PHASE_TITLES.get(phase, phase)}")
+    enabled = not (state.json or state.quiet)
+    return progress_events(err, enabled=enabled, titles=titles, quiet_done=quiet_done)
 
 
 def print_drill(doc: dict[str, Any], key: str | None, files: list[Path]) -> None:

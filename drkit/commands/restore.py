@@ -25,7 +25,7 @@ from drkit.commands.common import (
     settle,
     state,
 )
-from drkit.commands.render import byte_progress, ts_text
+from drkit.commands.render import live_progress, ts_text
 from drkit.errors import UsageError
 from drkit.redact import mask_url
 from drkit.storage.repository import Repository
@@ -147,7 +147,7 @@ def restore(
         else parse_timestamp(point_in_time, option="--point-in-time")
     )
     policy = load(env)
-    with byte_progress("restoring") as progress:
+    with live_progress() as progress:
         result = restore_point_in_time(
             policy,
             target,
@@ -213,7 +213,7 @@ def _restore_logical(
 
     policy = load(env)
     started = time.monotonic()
-    with byte_progress("restoring") as progress:
+    with live_progress() as progress:
         result = restore_logical(
             policy,
             ref,
@@ -226,7 +226,8 @@ def _restore_logical(
         )
     elapsed = time.monotonic() - started
     if state.json:
-        emit_json({**result.to_dict(), "duration": round(elapsed, 3)})
+        took = round(elapsed, 3)
+        emit_json({**result.to_dict(), "duration": took, "duration_seconds": took})
         return
     for d in result.databases:
         out.print(

@@ -21,7 +21,7 @@ from drkit.commands.common import (
     sigterm_interrupts,
     state,
 )
-from drkit.commands.render import print_sanitize_report, row_progress
+from drkit.commands.render import live_progress, print_sanitize_report
 from drkit.errors import CheckFailed, UsageError
 
 
@@ -123,7 +123,7 @@ def sanitize_run(
     )
     source, target = load(src), load(dst)
     try:
-        with sigterm_interrupts(), row_progress("sanitizing") as progress:
+        with sigterm_interrupts(), live_progress(quiet_done=True) as progress:
             report = sanitize(source, target, options, on_progress=progress)
     except LeakFound as exc:
         print_sanitize_report(exc.report)

@@ -7,6 +7,7 @@ from drkit.backup.logical import run_logical_backup
 from drkit.backup.verify import verify_backup
 from drkit.demo.sandbox import Sandbox, Say, Step, timed
 from drkit.errors import CheckFailed
+from drkit.progress import human_size
 from drkit.restore.logical import restore_logical
 from drkit.storage.repository import Repository
 
@@ -26,7 +27,8 @@ def backup_verify_restore(box: Sandbox, say: Say) -> None:
     say(
         "ok",
         f"{manifest.id}: {rows} rows in {sum(len(t) for t in manifest.row_counts.values())} "
-        f"tables, {manifest.raw_size} bytes dumped, {manifest.size} stored, {took:.1f}s",
+        f"tables, {human_size(manifest.raw_size)} dumped, {human_size(manifest.size)} stored, "
+        f"{took:.1f}s",
     )
     verdict, took = timed(
         say, "verify (size, sha256, decompression)", lambda: verify_backup(repo, manifest)
