@@ -216,7 +216,8 @@ def test_verify_and_restore_refuse_a_damaged_table_object(
     )  # fmt: skip
     assert restored.code != 0
     # nothing was restored from a backup that failed its checks
-    assert table_counts(pg_server.dsn(target)) == {}
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert pg_server.query(target, tables) == [(0,)]
     pg_server.drop_database(target)
 
 
@@ -327,7 +328,8 @@ def test_drill_passes_on_a_directory_backup(
     assert result.code == 0, result.stdout + result.stderr
     checks = checks_by_name(result.json())
     assert checks[f"restore {dbname}"]["status"] == "PASS"
-    assert checks[f"row counts {dbname}"]["status"] == "PASS"
+    rows = {n: c["status"] for n, c in checks.items() if n.startswith(f"rows {dbname}:")}
+    assert len(rows) >= 5 and set(rows.values()) == {"PASS"}, rows
 
 
 def test_sanitize_from_a_directory_backup(

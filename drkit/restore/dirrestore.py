@@ -56,28 +56,41 @@ def fetched_directory(
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[Path]:
     """The dump directory, every object verified, in a temp directory removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="drkit-restore-", dir=spool_dir()))
+    try:
+        fetch_directory(repo, members, path, jobs=jobs, progress=progress)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def fetch_directory(
+    repo: Repository,
+    members: list[StoredObject],
+    path: Path,
+    *,
+    jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Fetch every object of a directory dump into the empty directory ``path``, checked;
+    the first failure (CheckFailed, StorageError) is raised once the fetches in flight end."""
     names = [member_name(o) for o in members]
     if len(set(names)) != len(names) or TOC not in names:
         where = members[0].key.rpartition("/")[0] if members else "the backup"
         raise CheckFailed(f"{where}: the manifest does not list one {TOC} and unique files")
-    path = Path(tempfile.mkdtemp(prefix="drkit-restore-", dir=spool_dir()))
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="drkit-get") as pool:
-            futures = [
-                pool.submit(_fetch_one, repo, obj, path / name, progress)
-                for obj, name in zip(members, names, strict=True)
-            ]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in futures:
-                if future in done and future.exception() is not None:
-                    for other in futures:
-                        other.cancel()
-                    future.result()
-            for future in futures:
-                future.result()
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="drkit-get") as pool:
+        futures = [
+            pool.submit(_fetch_one, repo, obj, path / name, progress)
+            for obj, name in zip(members, names, strict=True)
+        ]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and f.exception() is not None]
+        if failed:
+            for other in futures:
+                other.cancel()
+            failed[0].result()
+        for future in futures:
+            future.result()
 
 
 def _fetch_one(
