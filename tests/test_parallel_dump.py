@@ -6,6 +6,7 @@ S3 over HTTP), and looks at the stored bytes themselves.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -20,8 +21,14 @@ import psycopg
 import pytest
 import zstandard
 
+from drkit.backup.dirdump import DumpUploader, files_held_open
+from drkit.config import RepositoryConfig
+from drkit.errors import CheckFailed
 from drkit.pg.binaries import find_client
+from drkit.restore.dirrestore import fetch_directory
 from drkit.sample import table_counts
+from drkit.storage.base import open_backend
+from drkit.storage.repository import Repository, StoredObject
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 from tests.reliability.helpers import RepoView, start_drkit, wait_for
 from tests.test_crypto import KeyMaker, age_decrypt, age_key, encryption
@@ -372,3 +379,89 @@ def test_size_threshold_picks_the_directory_format(
     bad = make_policy("prod", url, file_repo, backup={"parallel_threshold": "lots"})
     refused = run_drkit("backup", "prod", policy_dir=bad)
     assert refused.code == 2 and "parallel_threshold" in refused.stderr
+
+
+# ---------------------------------------------------------------------------
+# The pieces that decide what is stored, attacked directly
+# ---------------------------------------------------------------------------
+
+
+def _repo(root: Path) -> Repository:
+    config = RepositoryConfig(url=f"file://{root}")
+    return Repository(open_backend(config), "prod", config)
+
+
+def test_a_file_still_held_open_is_never_stored(tmp_path: Path) -> None:
+    spool = (tmp_path / "dump").resolve()
+    spool.mkdir()
+    (spool / "toc.dat").write_bytes(b"toc")
+    (spool / "1.dat").write_bytes(b"done")
+    # the "pg_dump" here is a shell whose child holds 2.dat open, like a worker
+    parent = subprocess.Popen(
+        ["sh", "-c", f"sh -c 'exec 3>>\"{spool}/2.dat\"; printf x >&3; exec sleep 60' & wait"],
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: (spool / "2.dat").exists(), 30, "2.dat to be created")
+        wait_for(
+            lambda: files_held_open(parent.pid, spool) == {"2.dat"}, 30, "the child's open file"
+        )
+        with DumpUploader(_repo(tmp_path / "repo"), "backups/x/db.dir/", "db", 2, None) as up:
+            up.offer(spool, finished_only=parent.pid)
+            wait_for(lambda: sorted(os.listdir(spool)) == ["2.dat"], 30, "the finished uploads")
+            assert (spool / "2.dat").read_bytes() == b"x"  # untouched, not stored
+            os.killpg(parent.pid, signal.SIGKILL)  # "pg_dump" and its worker exit
+            parent.wait()
+            wait_for(lambda: not files_held_open(parent.pid, spool), 30, "the worker to exit")
+            up.offer(spool, finished_only=None)
+            objects = up.finish(spool)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+    names = [o.key.rsplit("/", 1)[-1] for o in objects]
+    assert names == ["toc.dat.zst", "1.dat.zst", "2.dat.zst"]  # toc.dat listed first
+    assert [o.raw_size for o in objects] == [3, 4, 1]
+
+
+def test_a_file_written_again_after_it_was_stored_fails_the_dump(tmp_path: Path) -> None:
+    spool = (tmp_path / "dump").resolve()
+    spool.mkdir()
+    (spool / "toc.dat").write_bytes(b"toc")
+    (spool / "1.dat").write_bytes(b"first")
+    with DumpUploader(_repo(tmp_path / "repo"), "backups/x/db.dir/", "db", 1, None) as up:
+        up.offer(spool, finished_only=None)
+        wait_for(lambda: not (spool / "1.dat").exists(), 30, "1.dat to be stored")
+        (spool / "1.dat").write_bytes(b"second")  # pg_dump came back to it
+        up.offer(spool, finished_only=None)
+        with pytest.raises(CheckFailed, match=r"1\.dat again after it was stored"):
+            up.finish(spool)
+
+
+def test_a_dump_without_its_toc_is_refused(tmp_path: Path) -> None:
+    spool = (tmp_path / "dump").resolve()
+    spool.mkdir()
+    (spool / "1.dat").write_bytes(b"data")
+    with DumpUploader(_repo(tmp_path / "repo"), "backups/x/db.dir/", "db", 1, None) as up:
+        up.offer(spool, finished_only=None)
+        with pytest.raises(CheckFailed, match=r"no toc\.dat"):
+            up.finish(spool)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ["prod/backups/x/db.dir/toc.dat.zst", "prod/backups/x/db.dir/..zst"],
+        ["prod/backups/x/db.dir/toc.dat.zst", "prod/backups/x/db.dir/.hidden.zst"],
+        ["prod/backups/x/db.dump.zst"],
+        ["prod/backups/x/db.dir/toc.dat.zst", "prod/backups/x/db.dir/toc.dat.zst"],
+        ["prod/backups/x/db.dir/1.dat.zst"],
+    ],
+)
+def test_a_crafted_manifest_cannot_write_outside_the_spool(tmp_path: Path, keys: list[str]) -> None:
+    members = [StoredObject(k, 1, "0" * 64, 1, "zstd", database="db") for k in keys]
+    target = tmp_path / "into"
+    target.mkdir()
+    with pytest.raises(CheckFailed):
+        fetch_directory(_repo(tmp_path / "repo"), members, target)
+    assert list(target.iterdir()) == []

@@ -268,7 +268,7 @@ def _dump(
     progress = (lambda n: on_progress(database, n)) if on_progress else None
     counter = threading.Thread(target=count, name=f"count-{database}", daemon=True)
     with (
-        _Uploader(repo, base, database, jobs, progress) as uploader,
+        DumpUploader(repo, base, database, jobs, progress) as uploader,
         PipeProcess(args, env=env, what=f"pg_dump of {database}") as dump,
     ):
         counter.start()
@@ -286,7 +286,7 @@ def _dump(
     return DirectoryDump(objects, counts, version, consistent_at)
 
 
-class _Uploader:
+class DumpUploader:
     """Stores finished files of the dump directory, ``jobs`` at a time, then removes them."""
 
     def __init__(
@@ -304,7 +304,7 @@ class _Uploader:
         self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="drkit-up")
         self._submitted: dict[str, Future[StoredObject]] = {}
 
-    def __enter__(self) -> _Uploader:
+    def __enter__(self) -> DumpUploader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -316,7 +316,7 @@ class _Uploader:
         names = sorted(e.name for e in os.scandir(directory) if e.name not in self._submitted)
         if not names:
             return
-        busy = _files_held_open(finished_only, directory) if finished_only else set()
+        busy = files_held_open(finished_only, directory) if finished_only else set()
         for name in names:
             if busy is None or name in busy:
                 continue
@@ -374,7 +374,7 @@ def _is_toc(obj: StoredObject, base: str) -> bool:
     return obj.key.rsplit("/", 1)[-1].startswith(TOC)
 
 
-def _files_held_open(pid: int, directory: Path) -> set[str] | None:
+def files_held_open(pid: int, directory: Path) -> set[str] | None:
     """Names in ``directory`` that process ``pid`` or one of its children holds open;
     None when that cannot be known (then no file counts as finished)."""
     try:
