@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -79,6 +80,8 @@ def _duration_seconds(seconds: float, value: object) -> timedelta:
         raise ValueError(f"{str(value)[:40]!r} is not a usable duration (too large)") from None
 
 
+#: what a size looks like in a policy (the JSON schema's pattern; parse_size reads it)
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtT][iI]?[bB]|[bB])?\s*$"
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb)?")
 _SIZE_UNITS = {
     "b": 1,
@@ -350,7 +353,18 @@ class BackupConfig(StrictModel):
     """Logical backups: above ``parallel_threshold`` (pg_database_size) a backup without
     ``--jobs`` dumps in directory format with ``jobs`` parallel pg_dump workers."""
 
-    parallel_threshold: int | None = 10 * 1024**3
+    parallel_threshold: Annotated[
+        int | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": SIZE_PATTERN},
+                    {"type": "integer", "minimum": 0},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = 10 * 1024**3
     jobs: int = Field(default=2, ge=1, le=64)
 
     @field_validator("parallel_threshold", mode="before")
