@@ -465,3 +465,28 @@ def test_a_crafted_manifest_cannot_write_outside_the_spool(tmp_path: Path, keys:
     with pytest.raises(CheckFailed):
         fetch_directory(_repo(tmp_path / "repo"), members, target)
     assert list(target.iterdir()) == []
+
+
+def test_table_restore_from_a_directory_backup(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    pg_server: PgServer,
+    run_drkit: DrkitRunner,
+) -> None:
+    dbname, url = sample_db
+    policy_dir = make_policy("prod", url, file_repo)
+    made = run_drkit("backup", "prod", "--jobs", "2", policy_dir=policy_dir)
+    assert made.code == 0, made.stderr
+    target = f"r_{uuid.uuid4().hex[:8]}"
+    restored = run_drkit(
+        "restore", "prod", "latest", "--target-db", pg_server.url(target),
+        "--database", dbname, "--table", "public.vulnerability", "--jobs", "2",
+        policy_dir=policy_dir,
+    )  # fmt: skip
+    assert restored.code == 0, restored.stderr
+    tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    assert pg_server.query(target, tables) == [("vulnerability",)]
+    count = "SELECT count(*) FROM vulnerability"
+    assert pg_server.query(target, count) == pg_server.query(dbname, count)
+    pg_server.drop_database(target)
