@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -77,6 +78,38 @@ def _duration_seconds(seconds: float, value: object) -> timedelta:
         return timedelta(seconds=seconds)
     except (OverflowError, ValueError):  # inf, nan, or beyond 999999999 days
         raise ValueError(f"{str(value)[:40]!r} is not a usable duration (too large)") from None
+
+
+#: what a size looks like in a policy (the JSON schema's pattern; parse_size reads it)
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtT][iI]?[bB]|[bB])?\s*$"
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb)?")
+_SIZE_UNITS = {
+    "b": 1,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+}
+
+
+def parse_size(value: object) -> int:
+    """``"10GiB"``, ``"500MB"``, ``"1.5TiB"`` or a number of bytes, as bytes."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a number of bytes or a string such as 10GiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a size is a number of bytes or a string such as 10GiB")
+    match = _SIZE_RE.fullmatch(value.strip().lower())
+    if match is None:
+        raise ValueError(f"{value[:40]!r} is not a size (use e.g. 10GiB, 500MiB or bytes)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2) or "b"])
 
 
 def format_duration(delta: timedelta) -> str:
@@ -316,6 +349,30 @@ class RetentionConfig(StrictModel):
         return parse_duration(v)
 
 
+class BackupConfig(StrictModel):
+    """Logical backups: above ``parallel_threshold`` (pg_database_size) a backup without
+    ``--jobs`` dumps in directory format with ``jobs`` parallel pg_dump workers."""
+
+    parallel_threshold: Annotated[
+        int | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": SIZE_PATTERN},
+                    {"type": "integer", "minimum": 0},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = 10 * 1024**3
+    jobs: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("parallel_threshold", mode="before")
+    @classmethod
+    def _size(cls, v: object) -> int | None:
+        return None if v is None else parse_size(v)
+
+
 class ObjectivesConfig(StrictModel):
     rpo: timedelta | None = None
     rto: timedelta | None = None
@@ -355,6 +412,7 @@ class Policy(StrictModel):
     schedule: ScheduleConfig = ScheduleConfig()
     wal_archiving: bool = False
     retention: RetentionConfig = RetentionConfig()
+    backup: BackupConfig = BackupConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()
     drill: DrillConfig = DrillConfig()
 
@@ -385,6 +443,7 @@ _POLICY_KEYS = {
     "schedule",
     "wal_archiving",
     "retention",
+    "backup",
     "objectives",
     "drill",
 }

@@ -27,6 +27,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_jso
 from pydantic_core import core_schema
 
 from drkit import docgen_text as text
+from drkit.config import SIZE_PATTERN
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: where a string stands in for a number or a boolean: it names a variable that the
@@ -357,6 +358,8 @@ def type_text(schema: dict[str, Any]) -> str:
             parts.append(" | ".join(f"`{v}`" for v in option["enum"]))
         elif option.get("pattern") == DURATION_PATTERN:
             parts.append("duration")
+        elif option.get("pattern") == SIZE_PATTERN:
+            parts.append("size")
         elif option.get("type") == "array":
             parts.append(f"list of {type_text(option.get('items', {}))}")
         elif option.get("type") == "object":
@@ -372,6 +375,8 @@ def type_text(schema: dict[str, Any]) -> str:
     unique = list(dict.fromkeys(parts))
     if unique == ["duration", "number ≥ 0"]:
         return "duration"
+    if unique == ["size", "integer ≥ 0"]:
+        return "size (10GiB, 500MB or bytes)"
     return " or ".join(unique) or "any"
 
 

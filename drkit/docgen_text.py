@@ -63,6 +63,13 @@ POLICY_KEYS: dict[str, str] = {
     "retention.monthly": "Keep the newest backup of each of the last N calendar months.",
     "retention.orphan_grace": "A backup without a manifest (an interrupted run) older than "
     "this is removed.",
+    "backup": "Logical backups: when pg_dump runs in directory format with parallel jobs.",
+    "backup.parallel_threshold": "A database larger than this (pg_database_size) is dumped "
+    "in directory format (`pg_dump -Fd -j`), one stored object per table file, by a backup "
+    "without --jobs (also a scheduled one). A size such as 10GiB, 500MB or a number of "
+    "bytes; null: never by size.",
+    "backup.jobs": "pg_dump jobs of a directory-format backup chosen by "
+    "`parallel_threshold` (`drkit backup --jobs N` sets them for one run).",
     "objectives": "Recovery objectives: status, metrics, alerts and drills compare against them.",
     "objectives.rpo": "Recovery point objective: the most data you accept to lose (30m, 1h, 1d).",
     "objectives.rto": "Recovery time objective: the longest a restore may take, measured by "
@@ -132,6 +139,7 @@ schedule:
   timezone: Europe/Rome
 wal_archiving: true
 retention: {{daily: 30, weekly: 8, monthly: 6}}
+backup: {{parallel_threshold: 10GiB, jobs: 2}}
 objectives: {{rpo: 1h, rto: 30m}}
 drill:
   checks:

@@ -22,6 +22,9 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 ID_FORMAT = "%Y%m%dT%H%M%SZ"
 KINDS = ("logical", "physical")
+#: pg_dump archive formats of a logical backup's databases (manifest ``dump_formats``)
+CUSTOM = "custom"  # one object <db>.dump[.zst][.age] (the default, and older manifests)
+DIRECTORY = "directory"  # one object per file of the dump: <db>.dir/<file>[.zst][.age]
 
 
 def make_backup_id(started_at: datetime, kind: str) -> str:
@@ -74,6 +77,20 @@ class Manifest:
     timeline: int | None = None
     backup_label: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    dump_formats: dict[str, str] = field(default_factory=dict)  # database -> CUSTOM | DIRECTORY
+
+    def dump_format(self, database: str) -> str:
+        return self.dump_formats.get(database, CUSTOM)
+
+    def dump_objects(self, database: str) -> list[StoredObject]:
+        """Every stored object of one database's dump (one for the custom format)."""
+        return [o for o in self.objects if o.database == database]
+
+    def directory_members(self, database: str) -> list[StoredObject] | None:
+        """The objects of a directory-format dump of ``database``; None for a custom one."""
+        if self.dump_format(database) != DIRECTORY:
+            return None
+        return self.dump_objects(database)
 
     @property
     def size(self) -> int:
@@ -105,6 +122,8 @@ class Manifest:
         }
         if self.kind == "logical":
             doc["row_counts"] = self.row_counts
+            if self.dump_formats:
+                doc["dump_formats"] = self.dump_formats
         else:
             doc.update(
                 wal_start=self.wal_start,
@@ -149,9 +168,31 @@ class Manifest:
                 timeline=doc.get("timeline"),
                 backup_label=doc.get("backup_label"),
                 extra=dict(doc.get("extra") or {}),
+                dump_formats=_dump_formats(doc.get("dump_formats")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckFailed(f"{source}: unreadable manifest ({exc})") from None
+
+
+def _dump_formats(value: Any) -> dict[str, str]:
+    formats = {str(db): str(f) for db, f in (value or {}).items()}
+    for db, fmt in formats.items():
+        if fmt not in (CUSTOM, DIRECTORY):
+            raise ValueError(f"dump_formats.{db}: unknown format {fmt!r}")
+    return formats
+
+
+def dump_entries(manifest: Manifest) -> list[StoredObject]:
+    """One object per database: its custom-format dump, or the first object of its
+    directory-format dump (``toc.dat``, stored first); the database's
+    :meth:`Manifest.directory_members` then holds the whole directory."""
+    seen: set[str] = set()
+    out = []
+    for obj in manifest.objects:
+        if obj.database is not None and obj.database not in seen:
+            seen.add(obj.database)
+            out.append(obj)
+    return out
 
 
 def write_manifest(repo: Repository, manifest: Manifest) -> None:

@@ -32,6 +32,16 @@ def backup(
         list[str] | None,
         typer.Option("--database", metavar="NAME", help="Back up only this database (repeatable)."),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            metavar="N",
+            min=1,
+            help="Directory format, N parallel pg_dump jobs, one object per table file "
+            "(default: only above the policy's backup.parallel_threshold).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -43,15 +53,19 @@ def backup(
     if physical:
         if database:
             raise UsageError("--database applies to logical backups; a base backup is the cluster")
+        if jobs is not None:
+            raise UsageError("--jobs applies to logical backups (pg_dump in directory format)")
         from drkit.backup.physical import run_physical_backup  # lazy: psycopg, pydantic
 
         with live_progress() as progress:
             manifest = run_physical_backup(policy, on_progress=progress, incremental=incremental)
     else:
-        from drkit.backup.logical import run_logical_backup  # lazy: psycopg, pydantic
+        from drkit.backup.dirdump import backup_logical  # lazy: psycopg, pydantic
 
         with live_progress() as progress:
-            manifest = run_logical_backup(policy, databases=database or None, on_progress=progress)
+            manifest = backup_logical(
+                policy, databases=database or None, jobs=jobs, on_progress=progress
+            )
     summary = backup_summary(manifest)
     if state.json:
         emit_json(summary)

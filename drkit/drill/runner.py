@@ -64,6 +64,7 @@ from drkit import __version__
 from drkit.backup.catalog import (
     ID_FORMAT,
     Manifest,
+    dump_entries,
     iso,
     list_backups,
     newest_holding,
@@ -89,6 +90,7 @@ from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress, human_size
+from drkit.restore.dirrestore import fetch_directory
 from drkit.status import newest_recoverable_point
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import copy_stream
@@ -435,7 +437,7 @@ def _drill_logical(
         o
         for database, source in sources.items()
         if source is not None
-        for o in source.objects
+        for o in dump_entries(source)  # one per database, whatever its dump format
         if o.database == database
     ]
     counts = {
@@ -459,9 +461,11 @@ def _drill_logical(
     fetched: list[tuple[StoredObject, Path, int]] = []
     try:
         for obj in dumps:
-            local = _fetch(repo, obj, report, timer, fetch_dir)
+            source = sources.get(obj.database or "")
+            members = source.directory_members(obj.database or "") if source else None
+            local = _fetch(repo, obj, report, timer, fetch_dir, members, jobs)
             if local is not None:
-                fetched.append((obj, local, local.stat().st_size))
+                fetched.append((obj, local, _local_size(local)))
     finally:
         _wait_through_interrupts(done)  # the teardown must see the cluster it starts
     error = started.get("error")
@@ -523,16 +527,27 @@ def _wait_through_interrupts(done: threading.Event) -> None:
 
 
 def _fetch(
-    repo: Repository, obj: StoredObject, report: DrillReport, timer: _Timer, fetch_dir: Path
+    repo: Repository,
+    obj: StoredObject,
+    report: DrillReport,
+    timer: _Timer,
+    fetch_dir: Path,
+    members: list[StoredObject] | None = None,
+    jobs: int = 1,
 ) -> Path | None:
-    """Download, decrypt and decompress one dump (sha256 checked); None when it fails."""
+    """Download, decrypt and decompress one dump (sha256 checked); None when it fails.
+    ``members``: the objects of a directory-format dump, fetched into a directory."""
     local = fetch_dir / f"{secrets.token_hex(4)}.dump"
     with timer.phase("fetch", obj.database or "", obj.raw_size) as meter:
         try:
-            with repo.open_decoded(obj) as stream, open(local, "wb") as out:
-                copy_stream(MeteredReader(stream, meter), out)  # type: ignore[arg-type]
+            if members is not None:
+                local.mkdir()
+                fetch_directory(repo, members, local, jobs=jobs, progress=meter)
+            else:
+                with repo.open_decoded(obj) as stream, open(local, "wb") as out:
+                    copy_stream(MeteredReader(stream, meter), out)  # type: ignore[arg-type]
         except (CheckFailed, StorageError) as exc:
-            local.unlink(missing_ok=True)
+            _remove_local(local)
             report.add(
                 Check(
                     f"restore {obj.database}",
@@ -578,7 +593,7 @@ def _restore(
                 )
                 return False
     finally:
-        local.unlink(missing_ok=True)
+        _remove_local(local)
     report.add(
         Check(
             name,
@@ -590,6 +605,19 @@ def _restore(
         )
     )
     return True
+
+
+def _local_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir())
+    return path.stat().st_size
+
+
+def _remove_local(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _pg_restore(dump: Path, cluster: LocalCluster, database: str, jobs: int) -> None:

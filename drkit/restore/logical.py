@@ -41,7 +41,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from drkit.backup.catalog import Manifest, list_backups, newest_holding, resolve_backup
+from drkit.backup.catalog import (
+    Manifest,
+    dump_entries,
+    list_backups,
+    newest_holding,
+    resolve_backup,
+)
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
@@ -50,6 +56,7 @@ from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, OnProgress
+from drkit.restore.dirrestore import fetched_directory
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import CHUNK, copy_stream
 
@@ -104,7 +111,7 @@ def user_table_count(dsn: str) -> int:
 def restore_targets(
     policy: Policy, manifest: Manifest, target_db: str | None, database: str | None = None
 ) -> list[tuple[StoredObject, str]]:
-    dumps = [o for o in manifest.objects if o.database is not None]
+    dumps = dump_entries(manifest)  # one per database, whatever its dump format
     if database is not None:
         dumps = [o for o in dumps if o.database == database]
         if not dumps:
@@ -167,7 +174,14 @@ def restore_logical(
         name = obj.database or dbname_of(dsn)
         expected = source.row_counts.get(name, {})
         restored = restore_one(
-            repo, obj, dsn, jobs=jobs, clean=force, on_progress=on_progress, tables=wanted
+            repo,
+            obj,
+            dsn,
+            jobs=jobs,
+            clean=force,
+            on_progress=on_progress,
+            tables=wanted,
+            members=source.directory_members(name),
         )
         if restored is not None:  # only the tables restored are counted
             expected = {k: n for k, n in expected.items() if split_key(k) in restored}
@@ -218,9 +232,11 @@ def restore_one(
     clean: bool,
     on_progress: OnProgress | None = None,
     tables: list[tuple[str | None, str]] | None = None,
+    members: list[StoredObject] | None = None,
 ) -> set[tuple[str, str]] | None:
     """Restore one dump into ``dsn``; with ``tables``, only those (see the module
-    docstring) and return the (schema, name) pairs restored; None for the whole dump."""
+    docstring) and return the (schema, name) pairs restored; None for the whole dump.
+    ``members``: the objects of a directory-format dump (``obj`` is one of them)."""
     with connect(dsn) as conn:
         major = server_major(conn)
     pg_restore = find_client("pg_restore", major)
@@ -232,12 +248,21 @@ def restore_one(
     database = obj.database or ""
     # the manifest knows the decoded size: streamed, pg_restore reads it all; with a
     # temporary file (--jobs, --table) the fetch reads it all, then pg_restore runs
-    streamed = jobs == 1 and not tables
+    streamed = jobs == 1 and not tables and members is None
     progress = Meter(
         on_progress, "pg_restore" if streamed else "fetch", database, total=obj.raw_size
     )
     if tables:
-        return _restore_tables(repo, obj, dsn, args, env, what, tables, jobs, progress)
+        return _restore_tables(repo, obj, dsn, args, env, what, tables, jobs, progress, members)
+    if members is not None:  # a directory: fetched whole and verified, then restored
+        single = ["--single-transaction"] if jobs == 1 else [f"--jobs={jobs}"]
+        with (
+            progress,
+            fetched_directory(repo, members, jobs=jobs, progress=progress) as local,
+            PipeProcess([*args, *single, str(local)], env=env, what=what) as proc,
+        ):
+            proc.wait()
+        return None
     if jobs == 1:
         with (
             progress,
@@ -345,9 +370,15 @@ def _restore_tables(
     tables: list[tuple[str | None, str]],
     jobs: int,
     progress: Meter,
+    members: list[StoredObject] | None = None,
 ) -> set[tuple[str, str]]:
     """pg_restore -L of the selected entries of the dump's table of contents."""
-    with _fetched(repo, obj, progress) as tmp:
+    fetched = (
+        fetched_directory(repo, members, jobs=jobs, progress=progress)
+        if members is not None
+        else _fetched(repo, obj, progress)
+    )
+    with fetched as tmp:
         with PipeProcess(
             [args[0], "-l", str(tmp)], env=env, what=f"pg_restore -l of {obj.database}", stdout=-1
         ) as lister:

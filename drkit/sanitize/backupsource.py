@@ -14,18 +14,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from drkit.backup.catalog import resolve_backup
+from drkit.backup.catalog import Manifest, resolve_backup
 from drkit.errors import DatabaseError, UsageError
 from drkit.pg.binaries import find_binary, find_client
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, for_subprocess
 from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, list_file, restore_args
 from drkit.progress import Meter
+from drkit.restore.dirrestore import fetched_directory
 from drkit.sanitize.emailmap import prime_from_backup
 from drkit.sanitize.frombackup import (
     CopyBlock,
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 
 
 def _restore_section(
-    repo: Repository, obj: StoredObject, pg_restore: str, dsn: str, section: str
+    repo: Repository, obj: StoredObject | Path, pg_restore: str, dsn: str, section: str
 ) -> None:
     _, plain_env = for_subprocess("")
     with restore_from_stream(
@@ -79,12 +81,27 @@ def _check_filters_read_kept_columns(plan: Plan) -> None:
 
 
 def run_from_backup(run: Run, ref: str, on_progress: ProgressFn | None) -> None:
-
-    options = run.options
     repo = Repository.for_policy(run.src)
     database = run.src.database.database_names()[0]
     manifest = resolve_backup(repo, ref, kind="logical", database=database)
-    obj = dump_object(manifest, database)
+    members = manifest.directory_members(database)
+    if members is None:  # custom format: every pass streams the stored object
+        _run_from(run, repo, manifest, database, dump_object(manifest, database), on_progress)
+        return
+    # directory format (backup --jobs): pg_restore reads a directory, fetched once, checked
+    with fetched_directory(repo, members, jobs=max(1, run.options.jobs)) as local:
+        _run_from(run, repo, manifest, database, local, on_progress)
+
+
+def _run_from(
+    run: Run,
+    repo: Repository,
+    manifest: Manifest,
+    database: str,
+    obj: StoredObject | Path,
+    on_progress: ProgressFn | None,
+) -> None:
+    options = run.options
     run.report.source = f"backup {manifest.id}"
     # the dump's archive format is its pg_dump's: a pg_restore of the backup's major (or newer)
     major = int(manifest.server_version.split(".")[0]) if manifest.server_version else 0
@@ -100,7 +117,7 @@ def run_from_backup(run: Run, ref: str, on_progress: ProgressFn | None) -> None:
     plan = build_plan(run.rules, schema)
     run.finish_plan(plan)
     _check_filters_read_kept_columns(plan)
-    counts = manifest.row_counts.get(obj.database or database, {})
+    counts = manifest.row_counts.get(database, {})
     run.phase("plan")
     if options.dry_run:
         run.report.target_tables = max(count_target_tables(run.dst_dsn), 0)

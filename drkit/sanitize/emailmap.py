@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -81,7 +82,7 @@ def primers(plan: Plan, compiler: Compiler) -> list[Primer]:
 
 def prime_from_backup(
     repo: Repository,
-    obj: StoredObject,
+    obj: StoredObject | Path,
     pg_restore: str,
     env: dict[str, str],
     plan: Plan,

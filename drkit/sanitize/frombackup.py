@@ -16,6 +16,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from drkit.backup.catalog import Manifest
@@ -72,18 +73,24 @@ def dump_object(manifest: Manifest, database: str | None) -> StoredObject:
 @contextlib.contextmanager
 def restore_from_stream(
     repo: Repository,
-    obj: StoredObject,
+    obj: StoredObject | Path,
     args: list[str],
     env: dict[str, str],
     what: str,
     *,
     stdout: int | None = None,
 ) -> Iterator[PipeProcess]:
-    """Run pg_restore reading the decoded backup on stdin (fed by a thread).
+    """Run pg_restore reading the decoded backup on stdin (fed by a thread), or, for a
+    directory-format dump already fetched and checked (``obj`` a local directory), from it.
 
     The caller reads stdout if it asked for it; leaving the block waits for the feeder,
     then for pg_restore, and raises if either failed.
     """
+    if isinstance(obj, Path):
+        with PipeProcess([*args, str(obj)], env=env, what=what, stdout=stdout) as local:
+            yield local
+            local.wait()
+        return
     with PipeProcess(args, env=env, what=what, stdin=-1, stdout=stdout) as proc:
         failure: list[BaseException] = []
 

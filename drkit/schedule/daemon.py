@@ -94,9 +94,9 @@ DEFAULT_PORT = 9187
 
 
 def _logical_backup(policy: Policy) -> Any:
-    from drkit.backup.logical import run_logical_backup
+    from drkit.backup.dirdump import backup_logical  # the size picks the dump format
 
-    return run_logical_backup(policy)
+    return backup_logical(policy)
 
 
 def _physical_backup(policy: Policy) -> Any:
