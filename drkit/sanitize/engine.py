@@ -52,7 +52,6 @@ from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import describe, for_subprocess
 from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, restore_file
 from drkit.pg.process import PipeProcess
-from drkit.sanitize.backupsource import run_from_backup
 from drkit.sanitize.emailmap import prime_from_connection
 from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.guards import STAMP, check_direction, guard_target, require_every_row
@@ -94,6 +93,19 @@ def sanitize(
     check_direction(src, dst)
     rules = resolve_rules(src, dst, options.rules_path)
     run = Run(src, dst, rules, options)
+    try:
+        _build(run, on_progress)
+    finally:
+        run.close()
+    run.report.phases["total"] = sum(v for k, v in run.report.phases.items() if k != "total")
+    return run.report
+
+
+def _build(run: Run, on_progress: ProgressFn | None) -> None:
+    """The run after its rules loaded: guards, build aside, copy, scan, publish."""
+    from drkit.sanitize.backupsource import run_from_backup  # only --from-backup reads it
+
+    src, dst, options = run.src, run.dst, run.options
     if not options.scan_only:
         guard_target(src, dst, run.src_dsn, run.dst_dsn)
     if options.dry_run or options.scan_only:
@@ -127,8 +139,6 @@ def sanitize(
             build.copy_grants()
             build.publish()
         run.phase("publish")
-    run.report.phases["total"] = sum(v for k, v in run.report.phases.items() if k != "total")
-    return run.report
 
 
 @contextlib.contextmanager

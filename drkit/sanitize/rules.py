@@ -267,7 +267,7 @@ class _Context:
 
 def check_fake(strategy: Fake) -> None:
     """The provider exists and accepts the arguments (one trial call)."""
-    from drkit.sanitize.strategies import faker_for
+    from drkit.sanitize.fakepool import faker_for
 
     try:
         faker = faker_for(strategy.locale)

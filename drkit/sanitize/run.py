@@ -26,7 +26,7 @@ from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import Plan
 from drkit.sanitize.pump import ProgressFn as ProgressFn
 from drkit.sanitize.rules import Rules, default_rules_path, load_rules
-from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, pool_values
+from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, fake_specs, pool_values
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ class Run:
         self.schema_dsn = self.dst_dsn  # where a backup source restores its pre-data
         self.leaks = LeakIndex()
         self.pseudo = Pseudonymizer(rules.salt_bytes())
+        if not options.dry_run:  # the pools are made while the run connects and builds
+            self.pseudo.prefetch(fake_specs(rules.strategies()))
         self.compiler = Compiler(
             self.pseudo, PiiConfig.from_strategies(rules.strategies()), self.leaks.add
         )
@@ -166,9 +168,16 @@ class Run:
         self._clock = time.monotonic()
 
     def sample_compiler(self) -> Compiler:
-        """A compiler for trial runs (constraint fit) that leaves the run's state alone."""
-        pseudo = Pseudonymizer(self.rules.salt_bytes())
-        return Compiler(pseudo, PiiConfig.from_strategies(self.rules.strategies()), self.leaks.add)
+        """A compiler for trial runs (constraint fit) that leaves the run's state (its
+        e-mail map) alone; the pseudonymizer (keys and pools, pure functions of the salt)
+        is shared."""
+        return Compiler(
+            self.pseudo, PiiConfig.from_strategies(self.rules.strategies()), self.leaks.add
+        )
+
+    def close(self) -> None:
+        """End what the run started in the background (the fake pool workers)."""
+        self.pseudo.close()
 
     def phase(self, name: str) -> None:
         now = time.monotonic()
