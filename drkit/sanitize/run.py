@@ -8,6 +8,7 @@ internals, and a source never calls back into the orchestrator.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import psycopg
 
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, UsageError
+from drkit.pg.binaries import installs
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, with_dbname
 from drkit.pg.tables import list_tables
@@ -154,8 +156,13 @@ class Run:
         self.pseudo = Pseudonymizer(rules.salt_bytes())
         if not options.dry_run:  # the pools are made while the run connects and builds
             self.pseudo.prefetch(fake_specs(rules.strategies()))
+        if not (options.dry_run or options.scan_only):
+            # pg_dump and pg_restore are looked for (a --version run per install) meanwhile
+            threading.Thread(target=_find_installs, name="drkit-pg-installs", daemon=True).start()
         self.compiler = Compiler(
-            self.pseudo, PiiConfig.from_strategies(rules.strategies()), self.leaks.add
+            self.pseudo,
+            PiiConfig.from_strategies(rules.strategies()),
+            self.leaks.add,
         )
         mode = "dry-run" if options.dry_run else "scan-only" if options.scan_only else "run"
         self.report = Report(
@@ -172,7 +179,9 @@ class Run:
         e-mail map) alone; the pseudonymizer (keys and pools, pure functions of the salt)
         is shared."""
         return Compiler(
-            self.pseudo, PiiConfig.from_strategies(self.rules.strategies()), self.leaks.add
+            self.pseudo,
+            PiiConfig.from_strategies(self.rules.strategies()),
+            self.leaks.add,
         )
 
     def close(self) -> None:
@@ -218,6 +227,13 @@ class Run:
                 ),
                 self.report,
             )
+
+
+def _find_installs() -> None:
+    try:
+        installs()  # fills the cache of each program's version
+    except Exception as exc:  # the run's own lookup reports any problem
+        log.debug("looking for PostgreSQL installs ahead: %s", exc)
 
 
 class LeakFound(CheckFailed):
