@@ -2,6 +2,10 @@
 
     python -m benchmarks.bench_sanitize --rows 1500000 --rounds 3 \
         --pynonymizer /path/to/venv/bin/pynonymizer
+    python -m benchmarks.bench_sanitize --rows 100000 300000 1000000 --masking-only
+
+(pynonymizer: ``pip install drkit[bench]``; several ``--rows`` run one after another in
+one invocation; ``--masking-only`` measures the users-table masking alone.)
 
 On a throwaway local cluster it loads the SentriKat sample and measures, ``--rounds``
 times each (``measure_sanitize`` is what ``python -m benchmarks`` calls at each size):

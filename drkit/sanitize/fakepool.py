@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 Args = dict[str, Any] | list[Any] | None
 PoolKey = tuple[str, str, str]  # (provider, args as JSON, locale)
 
-WORKERS = 2  # the machine's other core, and one more while the run waits on PostgreSQL
+# at most this many worker processes (one per pool up to it): the scheduler then balances
+# pools of very different costs over the cores, while the run itself mostly waits
+WORKERS = 4
 
 
 class _CumulativeRandom(random.Random):
