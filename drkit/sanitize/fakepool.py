@@ -5,7 +5,8 @@ A pool is a pure function of its seed (derived from the salt by
 made anywhere: :class:`PoolPrefetch` starts making a run's pools in worker processes
 (forked, on the other core) as soon as the rules are loaded, while the run itself
 connects, builds the target database and restores the schema; the first row that needs
-a pool takes it from there, or makes it in process when no worker could.
+a pool takes it from there, or makes it in process when no worker could
+(``DRKIT_FAKE_PREFETCH=0``: every pool is made in process, no worker is started).
 
 Faker draws a weighted element (a first name, a last name) by re-adding thousands of
 weights on every call; :class:`_CumulativeRandom` keeps the running sums of a population
