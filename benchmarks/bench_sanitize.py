@@ -2,6 +2,10 @@
 
     python -m benchmarks.bench_sanitize --rows 1500000 --rounds 3 \
         --pynonymizer /path/to/venv/bin/pynonymizer
+    python -m benchmarks.bench_sanitize --rows 100000 300000 1000000 --masking-only
+
+(pynonymizer: ``pip install drkit[bench]``; several ``--rows`` run one after another in
+one invocation; ``--masking-only`` measures the users-table masking alone.)
 
 On a throwaway local cluster it loads the SentriKat sample and measures, ``--rounds``
 times each (``measure_sanitize`` is what ``python -m benchmarks`` calls at each size):
@@ -167,12 +171,21 @@ def pynonymizer(cluster: LocalCluster, binary: str, db: str, work: Path) -> floa
 
 
 def measure_sanitize(
-    cluster: LocalCluster, prod: str, work: Path, rounds: int, pyn: str | None, jobs: int
+    cluster: LocalCluster,
+    prod: str,
+    work: Path,
+    rounds: int,
+    pyn: str | None,
+    jobs: int,
+    *,
+    masking_only: bool = False,
 ) -> dict[str, Any]:
     """At one size, ``rounds`` times each: the unmasked copy (``pg_dump -Fc | pg_restore``),
     ``drkit sanitize`` with the shipped prod-to-staging rules, the users-only masking
     throughput and (when ``pyn`` is given) pynonymizer's on the users table, all from
-    the loaded database ``prod``.  Returns lists of Samples / users per second."""
+    the loaded database ``prod``.  Returns lists of Samples / users per second.
+    ``masking_only``: the masking throughput and pynonymizer alone (no unmasked copy, no
+    whole-database sanitize)."""
     staging, copy, pyn_db = f"{prod}_staging", f"{prod}_copy", f"{prod}_pyn"
     with psycopg.connect(cluster.dsn(prod)) as conn:
         row = conn.execute('SELECT count(*) FROM "user"').fetchone()
@@ -191,10 +204,11 @@ def measure_sanitize(
     if pyn:
         dump_restore(cluster, prod, pyn_db, table='"user"')
     for round_no in range(rounds):
-        result["pg_dump_restore"].append(dump_restore(cluster, prod, copy))
-        cluster.drop_database(copy)
-        sample, _ = drkit(policy_dir, shipped, "--jobs", str(jobs))
-        result["drkit_sanitize"].append(sample)
+        if not masking_only:
+            result["pg_dump_restore"].append(dump_restore(cluster, prod, copy))
+            cluster.drop_database(copy)
+            sample, _ = drkit(policy_dir, shipped, "--jobs", str(jobs))
+            result["drkit_sanitize"].append(sample)
         whole, report = drkit(policy_dir, users_only)
         result["drkit_mask_invocation_rows_per_s"].append(users / whole.seconds)
         user_table = next(t for t in report["tables"] if t["table"] == "public.user")
@@ -212,33 +226,63 @@ def measure_sanitize(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_500_000)
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[1_500_000],
+        help="sample rows (users are a tenth); several sizes run in one invocation",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--pynonymizer", default=shutil.which("pynonymizer"), help="pynonymizer executable"
     )
+    parser.add_argument(
+        "--masking-only",
+        action="store_true",
+        help="only the users-table masking throughput (and pynonymizer's)",
+    )
     args = parser.parse_args()
+    summaries = []
     with scratch_dir("drkit-bench-") as work:
         chown_tree(work, cluster_os_user())
         cluster = LocalCluster.create(work / "pg", fast=True)
         try:
-            _, size, sample = load_database(cluster, "prod", args.rows)
-            r = measure_sanitize(cluster, "prod", work, args.rounds, args.pynonymizer, args.jobs)
+            for rows in args.rows:
+                db = f"prod{rows}"
+                _, size, sample = load_database(cluster, db, rows)
+                r = measure_sanitize(
+                    cluster,
+                    db,
+                    work,
+                    args.rounds,
+                    args.pynonymizer,
+                    args.jobs,
+                    masking_only=args.masking_only,
+                )
+                cluster.drop_database(db)
+                summaries.append(summarize(size, sample.users, r))
+                print(json.dumps(summaries[-1], indent=2), flush=True)
         finally:
             cluster.destroy()
-    summary = {
-        "database_bytes": size,
-        "users": sample.users,
-        "pg_dump_restore_s": median([s.seconds for s in r["pg_dump_restore"]]),
-        "drkit_sanitize_s": median([s.seconds for s in r["drkit_sanitize"]]),
-        "drkit_peak_rss_mib": max(s.rss_kib for s in r["drkit_sanitize"]) / 1024,
-        "drkit_mask_rows_per_s": median(r["drkit_mask_rows_per_s"]),
-        "drkit_mask_invocation_rows_per_s": median(r["drkit_mask_invocation_rows_per_s"]),
-    }
+    print(json.dumps(summaries, indent=2))
+
+
+def summarize(size: int, users: int, r: dict[str, Any]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"database_bytes": size, "users": users}
+    if r["drkit_sanitize"]:
+        summary["pg_dump_restore_s"] = median([s.seconds for s in r["pg_dump_restore"]])
+        summary["drkit_sanitize_s"] = median([s.seconds for s in r["drkit_sanitize"]])
+        summary["drkit_peak_rss_mib"] = max(s.rss_kib for s in r["drkit_sanitize"]) / 1024
+    summary["drkit_mask_rows_per_s"] = median(r["drkit_mask_rows_per_s"])
+    summary["drkit_mask_invocation_rows_per_s"] = median(r["drkit_mask_invocation_rows_per_s"])
     if r["pynonymizer_rows_per_s"]:
         summary["pynonymizer_rows_per_s"] = median(r["pynonymizer_rows_per_s"])
-    print(json.dumps(summary, indent=2))
+        summary["invocation_vs_pynonymizer"] = (
+            summary["drkit_mask_invocation_rows_per_s"] / summary["pynonymizer_rows_per_s"]
+        )
+    return summary
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ from drkit.pg.conninfo import describe, for_subprocess
 from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, restore_file
 from drkit.pg.process import PipeProcess
 from drkit.progress import Meter
-from drkit.sanitize.backupsource import run_from_backup
 from drkit.sanitize.emailmap import prime_from_connection
 from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.guards import STAMP, check_direction, guard_target, require_every_row
@@ -95,6 +94,19 @@ def sanitize(
     check_direction(src, dst)
     rules = resolve_rules(src, dst, options.rules_path)
     run = Run(src, dst, rules, options)
+    try:
+        _build(run, on_progress)
+    finally:
+        run.close()
+    run.report.phases["total"] = sum(v for k, v in run.report.phases.items() if k != "total")
+    return run.report
+
+
+def _build(run: Run, on_progress: ProgressFn | None) -> None:
+    """The run after its rules loaded: guards, build aside, copy, scan, publish."""
+    from drkit.sanitize.backupsource import run_from_backup  # only --from-backup reads it
+
+    src, dst, options = run.src, run.dst, run.options
     if not options.scan_only:
         guard_target(src, dst, run.src_dsn, run.dst_dsn)
     if options.dry_run or options.scan_only:
@@ -128,8 +140,6 @@ def sanitize(
             build.copy_grants()
             build.publish()
         run.phase("publish")
-    run.report.phases["total"] = sum(v for k, v in run.report.phases.items() if k != "total")
-    return run.report
 
 
 @contextlib.contextmanager
@@ -156,6 +166,11 @@ def _run_live(run: Run, on_progress: ProgressFn | None) -> None:
     with contextlib.ExitStack() as stack:
         src_conn, snapshot = stack.enter_context(_source_snapshot(run.src_dsn, token))
         require_every_row(src_conn, run.src.name)
+        archive = None
+        if not (options.dry_run or options.scan_only):
+            # pg_dump --schema-only reads the same snapshot while the plan is made here
+            major = server_major(src_conn)
+            archive = stack.enter_context(_schema_archive(run.src_dsn, snapshot, major))
         schema = read_schema(src_conn)
         plan = build_plan(run.rules, schema)
         run.finish_plan(plan)
@@ -175,15 +190,14 @@ def _run_live(run: Run, on_progress: ProgressFn | None) -> None:
             run.scan(plan)
             return
         sequences = _sequence_values(src_conn, schema)
-        major = server_major(src_conn)
-        archive = stack.enter_context(_schema_archive(run.src_dsn, snapshot, major))
-        _pg_restore_section(run.write_dsn, archive, "pre-data", major, jobs=1)
+        assert archive is not None
+        _pg_restore_section(run.write_dsn, archive.ready(), "pre-data", major, jobs=1)
         run.phase("schema")
         _copy_all(run, plan, selections, snapshot, on_progress, write=True)
         _read_left_out(run, plan, selections, snapshot)
         run.phase("data")
         src_conn.rollback()  # the snapshot is no longer needed
-        _pg_restore_section(run.write_dsn, archive, "post-data", major, jobs=options.jobs)
+        _pg_restore_section(run.write_dsn, archive.ready(), "post-data", major, jobs=options.jobs)
         set_sequences(run.write_dsn, sequences)
         run.phase("constraints")
     run.scan(plan)
@@ -194,9 +208,25 @@ def _run_live(run: Run, on_progress: ProgressFn | None) -> None:
 # ---------------------------------------------------------------------------
 
 
+class _SchemaDump:
+    """``pg_dump --schema-only`` running in the background; :meth:`ready` waits for it."""
+
+    def __init__(self, process: PipeProcess, path: Path) -> None:
+        self._process = process
+        self._path = path
+        self._done = False
+
+    def ready(self) -> Path:
+        if not self._done:
+            self._process.wait()  # a failed dump raises here, before anything restores it
+            self._done = True
+        return self._path
+
+
 @contextlib.contextmanager
-def _schema_archive(dsn: str, snapshot: str, major: int) -> Iterator[Path]:
-    """``pg_dump --schema-only -Fc`` of SRC in the run's snapshot, in a temp file."""
+def _schema_archive(dsn: str, snapshot: str, major: int) -> Iterator[_SchemaDump]:
+    """``pg_dump --schema-only -Fc`` of SRC in the run's snapshot, into a temp file; it
+    runs while the caller goes on (and is killed if the caller fails first)."""
     pg_dump = find_client("pg_dump", major)
     conninfo, env = for_subprocess(dsn)
     fd, name = tempfile.mkstemp(
@@ -218,8 +248,9 @@ def _schema_archive(dsn: str, snapshot: str, major: int) -> Iterator[Path]:
             conninfo,
         ]
         with PipeProcess(args, env=env, what=f"pg_dump --schema-only of {describe(dsn)}") as p:
-            p.wait()
-        yield path
+            dump = _SchemaDump(p, path)
+            yield dump
+            dump.ready()
     finally:
         path.unlink(missing_ok=True)
 

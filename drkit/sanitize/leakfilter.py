@@ -113,7 +113,12 @@ class _Bloom:
             return 0
         index, mask = _bits(h, self.log2, self.nbits)
         new = int(np.count_nonzero((self.words[index] & mask) != mask))
-        np.bitwise_or.at(self.words, index, mask)
+        # OR every key's bits into its word: the masks of keys sharing a word are OR-ed
+        # together first (ufunc.at, which does the same, is many times slower)
+        order = np.argsort(index, kind="stable")
+        index, mask = index[order], mask[order]
+        starts = np.flatnonzero(np.concatenate(([True], index[1:] != index[:-1])))
+        self.words[index[starts]] |= np.bitwise_or.reduceat(mask, starts)
         return new
 
     def test(self, h: U64Array) -> npt.NDArray[np.bool_]:

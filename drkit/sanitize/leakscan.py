@@ -159,9 +159,17 @@ def forms_of_many(values: list[str]) -> list[bytes]:
     folded = "\x00".join(values).casefold()
     if _SPECIAL.search(folded) is None:
         return folded.encode("utf-8", "surrogateescape").split(b"\x00")
+    # the few values with special characters get their spellings; the others are as one
+    plain: list[str] = []
     forms: list[bytes] = []
+    search = _SPECIAL.search
     for value in folded.split("\x00"):
-        forms += forms_of(value)
+        if search(value) is None:
+            plain.append(value)
+        else:
+            forms += forms_of(value)
+    if plain:
+        forms += "\x00".join(plain).encode("utf-8", "surrogateescape").split(b"\x00")
     return forms
 
 
@@ -180,8 +188,10 @@ class LeakIndex:
             self._flush(wait=False)
 
     def add_many(self, values: Iterable[str]) -> None:
-        for value in values:
-            self.add(value)
+        pending = self._pending
+        pending.extend(values)
+        if len(pending) >= _BATCH:
+            self._flush(wait=False)
 
     def __len__(self) -> int:
         return self._filter.distinct + len(self._pending)

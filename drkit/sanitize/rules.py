@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from drkit.config import StrictModel, expand_vars, read_yaml
 from drkit.errors import RulesError
-from drkit.sanitize.fakers import faker_for
+from drkit.sanitize.fakepool import faker_for
 from drkit.sanitize.jsonpath import JsonPathError, Step, parse_path
 from drkit.sanitize.sqlfilter import FilterError, RowFilter, parse_filter
 

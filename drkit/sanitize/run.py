@@ -8,6 +8,7 @@ internals, and a source never calls back into the orchestrator.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import psycopg
 
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, UsageError
+from drkit.pg.binaries import installs
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, with_dbname
 from drkit.pg.tables import list_tables
@@ -26,7 +28,7 @@ from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
 from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import Plan
 from drkit.sanitize.rules import Rules, default_rules_path, load_rules
-from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, pool_values
+from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, fake_specs, pool_values
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +158,15 @@ class Run:
         self.schema_dsn = self.dst_dsn  # where a backup source restores its pre-data
         self.leaks = LeakIndex()
         self.pseudo = Pseudonymizer(rules.salt_bytes())
+        if not options.dry_run:  # the pools are made while the run connects and builds
+            self.pseudo.prefetch(fake_specs(rules.strategies()))
+        if not (options.dry_run or options.scan_only):
+            # pg_dump and pg_restore are looked for (a --version run per install) meanwhile
+            threading.Thread(target=_find_installs, name="drkit-pg-installs", daemon=True).start()
         self.compiler = Compiler(
-            self.pseudo, PiiConfig.from_strategies(rules.strategies()), self.leaks.add
+            self.pseudo,
+            PiiConfig.from_strategies(rules.strategies()),
+            self.leaks.add,
         )
         mode = "dry-run" if options.dry_run else "scan-only" if options.scan_only else "run"
         self.report = Report(
@@ -170,9 +179,18 @@ class Run:
         self._clock = time.monotonic()
 
     def sample_compiler(self) -> Compiler:
-        """A compiler for trial runs (constraint fit) that leaves the run's state alone."""
-        pseudo = Pseudonymizer(self.rules.salt_bytes())
-        return Compiler(pseudo, PiiConfig.from_strategies(self.rules.strategies()), self.leaks.add)
+        """A compiler for trial runs (constraint fit) that leaves the run's state (its
+        e-mail map) alone; the pseudonymizer (keys and pools, pure functions of the salt)
+        is shared."""
+        return Compiler(
+            self.pseudo,
+            PiiConfig.from_strategies(self.rules.strategies()),
+            self.leaks.add,
+        )
+
+    def close(self) -> None:
+        """End what the run started in the background (the fake pool workers)."""
+        self.pseudo.close()
 
     def phase(self, name: str) -> None:
         now = time.monotonic()
@@ -213,6 +231,13 @@ class Run:
                 ),
                 self.report,
             )
+
+
+def _find_installs() -> None:
+    try:
+        installs()  # fills the cache of each program's version
+    except Exception as exc:  # the run's own lookup reports any problem
+        log.debug("looking for PostgreSQL installs ahead: %s", exc)
 
 
 class LeakFound(CheckFailed):

@@ -8,13 +8,10 @@ of the checked syntax tree, never the text as written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
-
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
 
 # Functions sqlglot does not model itself (exp.Anonymous) that are safe in a filter.
 _ALLOWED_ANONYMOUS = frozenset(
@@ -76,41 +73,49 @@ _ALLOWED_ANONYMOUS = frozenset(
     }
 )
 
-# Typed sqlglot nodes that must never appear, whatever their position.
-_FORBIDDEN: tuple[type[Any], ...] = (
-    exp.Query,  # SELECT, UNION, ... (subqueries)
-    exp.Subquery,
-    exp.DML,  # INSERT, UPDATE, DELETE, MERGE
-    exp.DDL,  # CREATE, ...
-    exp.Drop,
-    exp.Alter,
-    exp.TruncateTable,
-    exp.Grant,
-    exp.Command,
-    exp.Into,
-    exp.With,
-    exp.CTE,
-    exp.Placeholder,
-    exp.Parameter,
-    exp.Star,
-    exp.Transaction,
-    exp.Commit,
-    exp.Rollback,
-    exp.Set,
-    exp.Pragma,
-    exp.Use,
-    exp.Window,
-    exp.AggFunc,
-)
 
-_BOOLEAN_ROOTS: tuple[type[Any], ...] = (
-    exp.Predicate,  # =, <>, <, LIKE, IN, BETWEEN, IS, EXISTS, ...
-    exp.Connector,  # AND, OR
-    exp.Not,
-    exp.Boolean,
-    exp.Column,
-    exp.Xor,
-)
+@functools.cache
+def _node_kinds() -> tuple[tuple[type[Any], ...], tuple[type[Any], ...]]:
+    """(node types that must never appear, node types a filter may be): sqlglot is
+    imported on the first filter, not by every command that loads rules."""
+    from sqlglot import exp
+
+    # Typed sqlglot nodes that must never appear, whatever their position.
+    forbidden: tuple[type[Any], ...] = (
+        exp.Query,  # SELECT, UNION, ... (subqueries)
+        exp.Subquery,
+        exp.DML,  # INSERT, UPDATE, DELETE, MERGE
+        exp.DDL,  # CREATE, ...
+        exp.Drop,
+        exp.Alter,
+        exp.TruncateTable,
+        exp.Grant,
+        exp.Command,
+        exp.Into,
+        exp.With,
+        exp.CTE,
+        exp.Placeholder,
+        exp.Parameter,
+        exp.Star,
+        exp.Transaction,
+        exp.Commit,
+        exp.Rollback,
+        exp.Set,
+        exp.Pragma,
+        exp.Use,
+        exp.Window,
+        exp.AggFunc,
+    )
+
+    roots: tuple[type[Any], ...] = (
+        exp.Predicate,  # =, <>, <, LIKE, IN, BETWEEN, IS, EXISTS, ...
+        exp.Connector,  # AND, OR
+        exp.Not,
+        exp.Boolean,
+        exp.Column,
+        exp.Xor,
+    )
+    return forbidden, roots
 
 
 class FilterError(ValueError):
@@ -131,6 +136,8 @@ class RowFilter:
 
 
 def _unwrap(node: Any) -> Any:
+    from sqlglot import exp
+
     while isinstance(node, exp.Paren):
         node = node.this
     return node
@@ -140,6 +147,11 @@ def parse_filter(text: str, *, table: str | None = None) -> RowFilter:
     """Check one filter expression; raise :class:`FilterError` with the reason."""
     if not isinstance(text, str) or not text.strip():
         raise FilterError("the filter is empty")
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError, TokenError
+
+    forbidden, roots = _node_kinds()
     try:
         statements = sqlglot.parse(text, read="postgres")
     except (ParseError, TokenError) as exc:
@@ -153,7 +165,7 @@ def parse_filter(text: str, *, table: str | None = None) -> RowFilter:
     root = statements[0]
     assert root is not None
     for node in root.walk():
-        if isinstance(node, _FORBIDDEN):
+        if isinstance(node, forbidden):
             kind = type(node).__name__.upper()
             if isinstance(node, exp.Query | exp.Subquery | exp.With | exp.CTE):
                 raise FilterError("subqueries are not allowed in a filter")
@@ -162,7 +174,7 @@ def parse_filter(text: str, *, table: str | None = None) -> RowFilter:
             name = str(node.name).lower()
             if name not in _ALLOWED_ANONYMOUS:
                 raise FilterError(f"function {name}() is not allowed in a filter")
-    if not isinstance(_unwrap(root), _BOOLEAN_ROOTS):
+    if not isinstance(_unwrap(root), roots):
         raise FilterError("a filter must be a boolean expression (a comparison, AND, OR, ...)")
     columns: set[str] = set()
     for col in root.find_all(exp.Column):

@@ -52,13 +52,11 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
-from decimal import Decimal
 from hashlib import blake2b
 from typing import Any
 from urllib.parse import unquote
 
-from drkit.sanitize.fakers import faker_for
+from drkit.sanitize.fakepool import PoolKey, PoolPrefetch, generate_pool, to_text
 from drkit.sanitize.jsonpath import apply_path
 from drkit.sanitize.pseudomap import PseudonymMap
 from drkit.sanitize.rules import (
@@ -87,28 +85,6 @@ def _no_sink(_value: str) -> None:
     return None
 
 
-_faker_lock = threading.Lock()
-
-
-def to_text(value: Any) -> str | None:
-    """A Python value (Faker's output, a constant) as PostgreSQL input text."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, int | float | Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return "\\x" + value.hex()
-    if isinstance(value, list | tuple | dict | set):
-        return json.dumps(list(value) if isinstance(value, set | tuple) else value, default=str)
-    return str(value)
-
-
 # ---------------------------------------------------------------------------
 # Keyed pseudonyms
 # ---------------------------------------------------------------------------
@@ -122,11 +98,12 @@ class Pseudonymizer:
             raise ValueError("pool_size must be a power of two")
         self._salt = salt
         self._keys: dict[str, bytes] = {}
-        self._pools: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        self._pools: dict[PoolKey, tuple[str, ...]] = {}
         self._pool_size = pool_size
         self._email_key: bytes | None = None
         self._fake_fns: dict[tuple[str, ...], Callable[[str], str]] = {}
         self._lock = threading.Lock()
+        self._prefetch = PoolPrefetch()
 
     def __repr__(self) -> str:  # never show the salt
         return "Pseudonymizer(salt=***)"
@@ -148,7 +125,7 @@ class Pseudonymizer:
     # -- fake -----------------------------------------------------------------------
 
     @staticmethod
-    def _fake_id(spec: Fake) -> tuple[str, str, str]:
+    def _fake_id(spec: Fake) -> PoolKey:
         args = json.dumps(spec.args, sort_keys=True, default=str)
         return spec.provider, args, spec.locale
 
@@ -164,20 +141,30 @@ class Pseudonymizer:
                 self._pools[ident] = found
         return found
 
-    def _make_pool(self, spec: Fake, ident: tuple[str, str, str]) -> tuple[str, ...]:
-        seed = int.from_bytes(self.key("pool/" + "/".join(ident))[:8], "big")
-        with _faker_lock:
-            faker = faker_for(spec.locale)
-            faker.seed_instance(seed)
-            method = getattr(faker, spec.provider)
-            if isinstance(spec.args, dict):
-                values = [method(**spec.args) for _ in range(self._pool_size)]
-            elif isinstance(spec.args, list):
-                values = [method(*spec.args) for _ in range(self._pool_size)]
-            else:
-                values = [method() for _ in range(self._pool_size)]
-            faker.seed_instance(None)
-        return tuple(to_text(v) or "" for v in values)
+    def _seed(self, ident: PoolKey) -> int:
+        return int.from_bytes(self.key("pool/" + "/".join(ident))[:8], "big")
+
+    def _make_pool(self, spec: Fake, ident: PoolKey) -> tuple[str, ...]:
+        made = self._prefetch.take(ident)
+        if made is not None and len(made) == self._pool_size:
+            return made
+        return generate_pool(
+            self._seed(ident), spec.provider, spec.args, spec.locale, self._pool_size
+        )
+
+    def prefetch(self, specs: Iterable[Fake]) -> None:
+        """Start making the pools of ``specs`` in worker processes (see
+        :mod:`drkit.sanitize.fakepool`); :meth:`close` ends them."""
+        jobs: dict[PoolKey, tuple[PoolKey, int, Any]] = {}
+        for spec in specs:
+            ident = self._fake_id(spec)
+            if ident not in self._pools and ident not in jobs:
+                jobs[ident] = (ident, self._seed(ident), spec.args)
+        self._prefetch.start(jobs.values(), self._pool_size)
+
+    def close(self) -> None:
+        """End the pool workers, if any are still running."""
+        self._prefetch.close()
 
     def fake(self, spec: Fake, value: str) -> str:
         return self.fake_fn(spec)(value)
@@ -631,3 +618,14 @@ def pool_values(pseudo: Pseudonymizer, strategies: Iterable[Strategy]) -> set[st
         elif isinstance(s, Constant) and (text := to_text(s.value)) is not None:
             values.add(text)
     return values
+
+
+def fake_specs(strategies: Iterable[Strategy]) -> list[Fake]:
+    """The ``fake`` strategies a run may need pools for: the file's own, and those
+    ``replace_pii`` gives found values when the file replaces personal data in text."""
+    found = list(strategies)
+    specs = [s for s in found if isinstance(s, Fake)]
+    if any(isinstance(s, ReplacePii) for s in found):
+        pii = PiiConfig.from_strategies(found)
+        specs += [s for s in (pii.email, pii.phone, pii.ipv4, pii.ipv6) if isinstance(s, Fake)]
+    return specs
