@@ -44,6 +44,7 @@ from psycopg import sql
 from drkit.backup.catalog import Manifest, list_backups, newest_holding, resolve_backup
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefused, UsageError
+from drkit.pg.archive import set_data_offsets
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
@@ -259,13 +260,15 @@ def restore_one(
 def _fetched(
     repo: Repository, obj: StoredObject, progress: Callable[[int], None]
 ) -> Iterator[Path]:
-    """The decoded, verified dump in a private temporary file, removed afterwards."""
+    """The decoded, verified dump in a private temporary file, removed afterwards, with
+    the data offsets a pipe-written dump lacks filled in (drkit.pg.archive)."""
     tmp_dir = os.environ.get("DRKIT_TMPDIR") or None
     fd, tmp_name = tempfile.mkstemp(prefix="drkit-restore-", suffix=".dump", dir=tmp_dir)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, repo.open_decoded(obj) as stream:
             copy_stream(_Progress(stream, progress), out)  # type: ignore[arg-type]
+        set_data_offsets(tmp)
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
