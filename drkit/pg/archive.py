@@ -100,12 +100,12 @@ def set_data_offsets(path: Path) -> int:
     with open(path, "r+b") as f:
         if os.fstat(f.fileno()).st_size < len(MAGIC):
             return 0
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            try:
+        try:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 offsets, off_size = _find_offsets(buf)
-            except _Unsupported as exc:
-                log.info("%s: data offsets left unset: %s", path.name, exc)
-                return 0
+        except (_Unsupported, OSError, ValueError) as exc:  # OSError: a file system without mmap
+            log.info("%s: data offsets left unset: %s", path.name, exc)
+            return 0
         for field, offset in offsets:
             os.pwrite(
                 f.fileno(),

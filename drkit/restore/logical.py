@@ -4,8 +4,9 @@ Without ``--jobs`` the decoded object streams straight into ``pg_restore
 --single-transaction``: if the stored bytes turn out corrupt (their sha256 is checked
 at the end of the stream) pg_restore is killed before it commits, so the target is
 left as it was.  With ``--jobs N`` the object first lands, verified, in a temporary
-file (a parallel pg_restore needs a seekable archive); the file is removed whatever
-happens.
+file (a parallel pg_restore needs a seekable archive), where the data offsets pg_dump
+could not write to a pipe are filled in (:mod:`drkit.pg.archive`); the file is removed
+whatever happens.
 
 ``latest`` (without ``--database`` or ``--target-db``) puts back every database of the
 policy, each from the newest logical backup holding it: after ``drkit backup prod
