@@ -46,6 +46,7 @@ K_OFFSET_POS_SET = 2
 K_OFFSET_NO_DATA = 3
 OLDEST = (1, 12)  # pg_dump 9.0
 NEWEST = (1, 16)  # pg_dump 17 and 18
+WINDOW = 16 * 1024 * 1024  # what the search for a block's end maps at a time
 
 
 class _Unsupported(Exception):
@@ -190,7 +191,7 @@ def _walk_blocks(r: _Reader, entries: dict[int, _Entry]) -> list[tuple[int, int]
             raise _Unsupported(f"data block for TOC entry {dump_id} at byte {start}")
         found[dump_id] = start
         if kind == BLK_DATA:
-            end = r.buf.find(terminator, r.pos)
+            end = _find(r.buf, terminator, r.pos)
             if end < 0:
                 raise _Unsupported(f"data block {dump_id} has no end")
             r.pos = end + len(terminator)
@@ -204,6 +205,23 @@ def _walk_blocks(r: _Reader, entries: dict[int, _Entry]) -> list[tuple[int, int]
         for dump_id, pos in found.items()
         if entries[dump_id].flag == K_OFFSET_POS_NOT_SET
     ]
+
+
+def _find(buf: mmap.mmap, needle: bytes, start: int) -> int:
+    """``buf.find(needle, start)`` a window at a time, handing back the pages it has read:
+    a mapped page counts in the process's RSS, which must not grow with the archive."""
+    release = getattr(mmap, "MADV_DONTNEED", None)
+    pos = start
+    while pos < len(buf):
+        stop = min(len(buf), pos + WINDOW)
+        hit = buf.find(needle, pos, stop + len(needle) - 1)  # a match across the edge too
+        low, high = pos - pos % mmap.PAGESIZE, stop - stop % mmap.PAGESIZE
+        if release is not None and high > low:
+            buf.madvise(release, low, high - low)  # read again from the page cache if need be
+        if hit >= 0:
+            return hit
+        pos = stop
+    return -1
 
 
 def _skip_chunks(r: _Reader) -> None:
