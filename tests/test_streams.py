@@ -90,3 +90,32 @@ def test_s3_upload_of_a_short_reading_stream_uses_full_parts(s3_server, monkeypa
     backend.put_stream("k", Trickle(data))  # type: ignore[arg-type]
     assert backend.get_bytes("k") == data
     assert sorted(calls) == [1024 * 1024 + 17, 5 * 1024 * 1024, 5 * 1024 * 1024]
+
+
+def test_zstd_compression_memory_stays_small() -> None:
+    """zstd's default multithreaded jobs at level 3 hold ~40 MiB more for one stream (an
+    S3 backup went over 120 MB with them); drkit's hold a few MiB."""
+    import subprocess
+    import sys
+
+    script = """
+import os, resource
+from drkit.streams import compress, drain
+block = os.urandom(4 << 20).hex().encode()
+class Text:
+    left = 256
+    def read(self, size=-1):
+        if self.left <= 0:
+            return b""
+        self.left -= 1
+        i = self.left * 7919 % (7 << 20)
+        return block[i : i + (1 << 20)]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+drain(compress(Text(), "zstd", 3))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    grown_kib = int(out.strip())
+    assert grown_kib < 16 * 1024, f"compressing 256 MiB grew the process by {grown_kib} KiB"

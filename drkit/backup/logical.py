@@ -29,7 +29,7 @@ from drkit.errors import DatabaseError, DrkitError
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
-from drkit.pg.process import PipeProcess
+from drkit.pg.process import PipeProcess, widen_pipe
 from drkit.pg.tables import count_rows, list_tables
 from drkit.progress import Meter, OnProgress
 from drkit.storage.repository import Repository, StoredObject
@@ -98,6 +98,7 @@ def dump_database(
         # pg_database_size counts indexes and free space, not dumped: an estimate
         meter = Meter(on_progress, "dump", database, total=db_size, estimate=True)
         with PipeProcess(args, env=env, what=f"pg_dump of {database}", stdout=-1) as dump:
+            widen_pipe(dump.stdout)
             counter.start()
             obj = repo.store(
                 f"{backup_prefix(backup_id)}{object_base_name(database)}.dump",

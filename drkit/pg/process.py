@@ -23,6 +23,21 @@ log = logging.getLogger(__name__)
 _STDERR_LINES = 50
 
 
+#: what a pipe from a dumping child holds: Linux's default of 64 KiB makes the reader
+#: wake (and zstd take its input) in 64 KiB pieces; 1 MiB is the unprivileged maximum
+PIPE_SIZE = 1024 * 1024
+
+
+def widen_pipe(pipe: IO[bytes], size: int = PIPE_SIZE) -> None:
+    """Ask Linux for a ``size`` pipe buffer (best effort: other systems keep theirs)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError, ValueError) as exc:
+        log.debug("pipe buffer left as it is: %s", exc)
+
+
 class PipeProcess:
     """A child process whose stdin or stdout is a pipe the caller streams through."""
 

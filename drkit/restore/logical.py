@@ -4,8 +4,9 @@ Without ``--jobs`` the decoded object streams straight into ``pg_restore
 --single-transaction``: if the stored bytes turn out corrupt (their sha256 is checked
 at the end of the stream) pg_restore is killed before it commits, so the target is
 left as it was.  With ``--jobs N`` the object first lands, verified, in a temporary
-file (a parallel pg_restore needs a seekable archive); the file is removed whatever
-happens.
+file (a parallel pg_restore needs a seekable archive), where the data offsets pg_dump
+could not write to a pipe are filled in (:mod:`drkit.pg.archive`); the file is removed
+whatever happens.
 
 ``latest`` (without ``--database`` or ``--target-db``) puts back every database of the
 policy, each from the newest logical backup holding it: after ``drkit backup prod
@@ -50,6 +51,7 @@ from drkit.backup.catalog import (
 )
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefused, UsageError
+from drkit.pg.archive import set_data_offsets
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
@@ -289,7 +291,8 @@ def restore_one(
 
 @contextlib.contextmanager
 def _fetched(repo: Repository, obj: StoredObject, progress: Meter) -> Iterator[Path]:
-    """The decoded, verified dump in a private temporary file, removed afterwards."""
+    """The decoded, verified dump in a private temporary file, removed afterwards, with
+    the data offsets a pipe-written dump lacks filled in (drkit.pg.archive)."""
     tmp_dir = os.environ.get("DRKIT_TMPDIR") or None
     fd, tmp_name = tempfile.mkstemp(prefix="drkit-restore-", suffix=".dump", dir=tmp_dir)
     tmp = Path(tmp_name)
@@ -297,6 +300,7 @@ def _fetched(repo: Repository, obj: StoredObject, progress: Meter) -> Iterator[P
         with os.fdopen(fd, "wb") as out, repo.open_decoded(obj) as stream:
             copy_stream(_Progress(stream, progress), out)  # type: ignore[arg-type]
         progress.finish()
+        set_data_offsets(tmp)
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)

@@ -69,6 +69,22 @@ def part_size_for(size_hint: int | None) -> int:
     return min(max(PART_SIZE, needed), MAX_PART_SIZE)
 
 
+def _fixed_mmap_threshold() -> None:
+    """Keep glibc from moving its mmap threshold up to the size of a freed part: parts
+    (and the copies botocore signs) are then always mapped and unmapped whole, instead of
+    settling in the heaps of the upload threads, whose RSS grew with the object's size."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 1024 * 1024
+
+
 class S3Backend(Backend):
     def __init__(
         self,
@@ -105,6 +121,7 @@ class S3Backend(Backend):
             use_threads=True,
         )
         self.transfer.max_in_memory_upload_chunks = MAX_BUFFERED_PARTS
+        _fixed_mmap_threshold()
 
     @classmethod
     def from_config(cls, config: RepositoryConfig) -> S3Backend:
