@@ -1,0 +1,246 @@
+"""Incremental base backups on PostgreSQL 18: full -> changes -> incremental -> changes + WAL.
+
+One chain is built per module (a real cluster with ``summarize_wal = on`` archiving
+through ``drkit wal-push``), then: point-in-time recovery after the incremental gives the
+exact rows (combined by pg_combinebackup, WAL replayed on top), a physical drill of the
+incremental passes, ``prune --dry-run`` keeps the parent of a kept incremental, and
+``verify`` catches a missing or damaged parent.  On 15, ``--incremental`` exits 2.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from drkit.config import load_policy
+from drkit.pg.cluster import chown_tree, cluster_os_user
+from drkit.storage.repository import Repository
+from drkit.wal import find_wal_key
+from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, Result
+from tests.test_drill import checks_by_name, drill
+from tests.test_versions import require_major
+from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
+
+pytestmark = pytest.mark.slow
+
+COUNT_SQL = "SELECT count(*), coalesce(sum(g), 0), count(*) FILTER (WHERE label = 'x') FROM t"
+
+
+def write_policy(arch: Archived, repo_block: dict[str, Any], policy_dir: Path) -> None:
+    policy_dir.mkdir(exist_ok=True)
+    doc = {
+        "environment": "prod",
+        "database": {"url": arch.dsn("postgres")},
+        "repository": repo_block,
+        "wal_archiving": True,
+        "objectives": {"rpo": "1h", "rto": "30m"},
+        "retention": {"daily": 1},
+        "drill": {"checks": {"row_counts": True, "amcheck": True}},
+    }
+    (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    chown_tree(policy_dir, cluster_os_user())
+
+
+def cli(*args: str, policy_dir: Path, timeout: float = 600) -> Result:
+    """``drkit ARGS`` as a subprocess (the module fixture cannot use ``run_drkit``)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "drkit", "--policy-dir", str(policy_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class Chain:
+    arch: Archived
+    full: str
+    incremental: str
+    target: str  # a point after the incremental
+    at_target: tuple[Any, ...]  # the rows then
+    latest: tuple[Any, ...]  # the rows at the end of the archive
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[Chain]:
+    run = cli
+    require_major(18)
+    with shared_dir() as root:
+        arch = start_archived_cluster(root, file_repo_block(root), major=18)
+        try:
+            write_policy(arch, arch.repo_block, arch.policy_dir)
+            arch.execute("ALTER SYSTEM SET summarize_wal = on")
+            arch.execute("SELECT pg_reload_conf()")
+            arch.execute("CREATE TABLE t (id serial PRIMARY KEY, g int NOT NULL, label text)")
+            arch.execute("INSERT INTO t (g) SELECT g FROM generate_series(1, 20000) g")
+            full = run("backup", "prod", "--physical", "--json", policy_dir=arch.policy_dir)
+            assert full.code == 0, full.stderr
+            full_doc = full.json()
+            assert full_doc.get("parent") is None
+            # about 5 % of the rows change, then the incremental
+            arch.execute("UPDATE t SET g = -g WHERE id % 20 = 0")
+            arch.execute("INSERT INTO t (g, label) SELECT g, 'x' FROM generate_series(1, 100) g")
+            incr = run(
+                "backup", "prod", "--physical", "--incremental", "--json",
+                policy_dir=arch.policy_dir,
+            )  # fmt: skip
+            assert incr.code == 0, incr.stderr
+            incr_doc = incr.json()
+            arch.execute("INSERT INTO t (g, label) SELECT g, 'x' FROM generate_series(1, 50) g")
+            arch.execute("DELETE FROM t WHERE id % 97 = 0")
+            at_target = arch.execute(COUNT_SQL)[0]
+            time.sleep(1.1)
+            target = str(arch.execute("SELECT clock_timestamp()")[0][0].isoformat())
+            time.sleep(1.1)
+            arch.execute("INSERT INTO t (g, label) SELECT g, 'late' FROM generate_series(1, 70) g")
+            latest = arch.execute(COUNT_SQL)[0]
+            repo = Repository.for_policy(load_policy("prod", arch.policy_dir))
+            arch.switch_and_wait(lambda name: find_wal_key(repo, name) is not None)
+            yield Chain(arch, full_doc["id"], incr_doc["id"], target, at_target, latest)
+        finally:
+            arch.stop_restored()
+            arch.cluster.destroy()
+
+
+def manifest_doc(arch: Archived, backup_id: str) -> dict[str, Any]:
+    repo = Repository.for_policy(load_policy("prod", arch.policy_dir))
+    return repo.get_json(f"backups/{backup_id}/manifest.json")
+
+
+def test_the_incremental_records_its_parent_and_both_store_postgresqls_manifest(
+    chain: Chain,
+) -> None:
+    full = manifest_doc(chain.arch, chain.full)
+    incr = manifest_doc(chain.arch, chain.incremental)
+    assert full["incremental"] is False and "parent" not in full
+    assert incr["incremental"] is True and incr["parent"] == chain.full
+    assert incr["kind"] == "physical"
+    assert incr["system_identifier"] == full["system_identifier"]
+    for doc in (full, incr):
+        names = {o["key"].rsplit("/", 1)[-1].split(".")[0] for o in doc["objects"]}
+        assert names == {"base", "backup_manifest"}, doc["objects"]
+    # the incremental holds changed blocks only
+    full_base = next(o for o in full["objects"] if "base.tar" in o["key"])
+    incr_base = next(o for o in incr["objects"] if "base.tar" in o["key"])
+    assert incr_base["raw_size"] < full_base["raw_size"]
+
+
+def test_pitr_after_the_incremental_gives_the_exact_rows(
+    chain: Chain, run_drkit: DrkitRunner
+) -> None:
+    arch = chain.arch
+    pgdata = arch.new_pgdata()
+    done = run_drkit(
+        "restore", "prod", "--point-in-time", chain.target, "--pgdata", str(pgdata),
+        "--target-action", "promote", "--json", policy_dir=arch.policy_dir, timeout=600,
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    result = done.json()
+    assert result["backup_id"] == chain.incremental
+    port = int(result["port"])
+    dsn = arch.dsn().replace(f":{arch.cluster.port}/", f":{port}/")
+    assert tuple(arch.execute(COUNT_SQL, dsn)[0]) == tuple(chain.at_target)
+    assert arch.execute("SELECT count(*) FROM t WHERE label = 'late'", dsn)[0][0] == 0
+    arch.stop_restored()
+
+
+def test_a_physical_drill_of_the_chain_passes(chain: Chain, run_drkit: DrkitRunner) -> None:
+    scratch = chain.arch.root / "drill"
+    scratch.mkdir()
+    scratch.chmod(0o755)
+    done = drill(
+        run_drkit, chain.arch.policy_dir, scratch, "--backup", chain.incremental, "--json",
+        timeout=900,
+    )  # fmt: skip
+    assert done.code == 0, done.stdout + done.stderr
+    report = done.json()
+    assert report["verdict"] == "PASS" and report["backup"]["id"] == chain.incremental
+    checks = checks_by_name(report)
+    rows = checks["rows postgres:public.t"]
+    assert rows["status"] == "PASS" and rows["expected"] == rows["observed"]
+    assert checks["amcheck postgres"]["status"] == "PASS"
+
+
+def test_prune_keeps_the_parent_of_a_kept_incremental(chain: Chain, run_drkit: DrkitRunner) -> None:
+    dry = run_drkit("prune", "prod", "--dry-run", "--json", policy_dir=chain.arch.policy_dir)
+    assert dry.code == 0, dry.stderr
+    decisions = {b["id"]: b for b in dry.json()["backups"]}
+    assert decisions[chain.incremental]["action"] == "KEEP"
+    assert decisions[chain.full]["action"] == "KEEP"
+    assert f"parent of {chain.incremental}" in decisions[chain.full]["reasons"]
+    text = run_drkit("prune", "prod", "--dry-run", policy_dir=chain.arch.policy_dir)
+    line = next(ln for ln in text.stdout.splitlines() if chain.full in ln)
+    assert line.startswith("KEEP") and f"parent of {chain.incremental}" in line
+
+
+def copy_repo(chain: Chain, name: str) -> tuple[Path, Path]:
+    """A copy of the repository and a policy for it, to damage freely."""
+    source = Path(chain.arch.repo_block["url"].removeprefix("file://"))
+    target = chain.arch.root / name
+    shutil.copytree(source, target / "repo")
+    policy_dir = target / "policies"
+    write_policy(chain.arch, {"url": f"file://{target / 'repo'}"}, policy_dir)
+    return target / "repo" / "prod", policy_dir
+
+
+def test_verify_checks_the_whole_chain_and_the_combined_backup(
+    chain: Chain, run_drkit: DrkitRunner
+) -> None:
+    good = run_drkit(
+        "verify", "prod", chain.incremental, "--json", policy_dir=chain.arch.policy_dir,
+        timeout=600,
+    )  # fmt: skip
+    assert good.code == 0, good.stdout + good.stderr
+    doc = good.json()
+    verdict = doc["backups"][0] if "backups" in doc else doc
+    assert verdict["chain"] == [chain.full, chain.incremental]
+    assert verdict["pg_verifybackup"] == "combined chain verified"
+
+    # a damaged object of the parent: the incremental fails verification
+    env_dir, policy_dir = copy_repo(chain, "damaged")
+    base = next((env_dir / "backups" / chain.full).glob("base.tar*"))
+    data = bytearray(base.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    base.write_bytes(bytes(data))
+    bad = run_drkit("verify", "prod", chain.incremental, policy_dir=policy_dir, timeout=600)
+    assert bad.code == 3, bad.stdout + bad.stderr
+    assert chain.full in bad.stdout + bad.stderr
+
+    # a missing parent: verify names it, and PITR never picks the broken chain
+    env_dir, policy_dir = copy_repo(chain, "orphaned")
+    shutil.rmtree(env_dir / "backups" / chain.full)
+    gone = run_drkit("verify", "prod", chain.incremental, policy_dir=policy_dir, timeout=600)
+    assert gone.code == 3, gone.stdout + gone.stderr
+    assert f"ancestor {chain.full}" in gone.stdout + gone.stderr
+    refused = run_drkit(
+        "restore", "prod", "--point-in-time", chain.target, "--pgdata",
+        str(chain.arch.root / "never"), policy_dir=policy_dir,
+    )  # fmt: skip
+    assert refused.code == 3, refused.stderr
+    assert not (chain.arch.root / "never").exists()
+
+
+def test_on_15_incremental_exits_2_naming_17(
+    database: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    _name, url = database
+    policy_dir = make_policy("prod", url, file_repo)
+    result = run_drkit("backup", "prod", "--physical", "--incremental", policy_dir=policy_dir)
+    line = result.stderr.strip()
+    assert result.code == 2 and "\n" not in line, line
+    assert "needs PostgreSQL 17+" in line and "is 15" in line
