@@ -151,7 +151,6 @@ class ServerFacts:
     size: int  # of all databases: about what the base backup's tar holds
     system_identifier: str = ""
     timeline: int = 1
-    summarize_wal: bool = False
 
 
 def _server_facts(dsn: str) -> ServerFacts:
@@ -161,7 +160,7 @@ def _server_facts(dsn: str) -> ServerFacts:
                 conn.execute(
                     "SELECT name, setting FROM pg_settings WHERE name IN "
                     "('archive_mode', 'archive_command', 'archive_library', 'wal_segment_size',"
-                    " 'wal_level', 'summarize_wal')"
+                    " 'wal_level')"
                 ).fetchall()
             )
             tablespaces = conn.execute(
@@ -189,7 +188,6 @@ def _server_facts(dsn: str) -> ServerFacts:
             int(size_row[0]) if size_row and size_row[0] is not None else 0,
             str(ident[0]) if ident else "",
             int(ident[1]) if ident else 1,
-            rows.get("summarize_wal") == "on",
         )
     if rows.get("archive_mode") not in ("on", "always") or not (
         rows.get("archive_command") or rows.get("archive_library")
@@ -207,6 +205,14 @@ def _server_facts(dsn: str) -> ServerFacts:
             "drkit base backups support the default tablespace only"
         )
     return facts
+
+
+def _setting(conn: psycopg.Connection[Any], name: str) -> str | None:
+    try:
+        row = conn.execute("SELECT setting FROM pg_settings WHERE name = %s", (name,)).fetchone()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"reading server setting {name}: {first_line(exc)}") from None
+    return str(row[0]) if row else None
 
 
 def _server_now(dsn: str) -> datetime:
@@ -348,18 +354,19 @@ def run_physical_backup(
     if incremental:  # refused whole, never half-done
         with connect(dsn) as conn:
             major = server_major(conn)
+            summarizing = major >= 17 and _setting(conn, "summarize_wal") == "on"
         if major < 17:
             raise UsageError(
                 f"--incremental needs PostgreSQL 17+ (summarize_wal); {policy.name}'s server "
                 f"is {major}: take a full base backup with --physical"
             )
+        if not summarizing:
+            raise OperationError(
+                f"summarize_wal is off on {policy.name}'s server: incremental base backups "
+                "need it; set summarize_wal = on (ALTER SYSTEM SET summarize_wal = on; SELECT "
+                "pg_reload_conf()), then take a full base backup with --physical"
+            )
     facts = _server_facts(dsn)
-    if incremental and not facts.summarize_wal:
-        raise OperationError(
-            f"summarize_wal is off on {policy.name}'s server: incremental base backups need "
-            "it; set summarize_wal = on (ALTER SYSTEM SET summarize_wal = on; SELECT "
-            "pg_reload_conf()), then take a full base backup with --physical"
-        )
     if not policy.wal_archiving:
         log.info("policy %s has wal_archiving: false but takes a base backup", policy.name)
     wait = archive_wait
