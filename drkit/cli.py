@@ -477,6 +477,7 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
         data.update(
             wal_start=manifest.wal_start, wal_stop=manifest.wal_stop, timeline=manifest.timeline
         )
+        data.update(incremental=manifest.incremental, parent=manifest.parent)
     return data
 
 

@@ -138,6 +138,13 @@ class BackupSummary(Shape):
     wal_start: str | None = _field("start WAL location (physical)", default=None)
     wal_stop: str | None = _field("stop WAL location (physical)", default=None)
     timeline: int | None = _field("timeline of the base backup (physical)", default=None)
+    incremental: bool | None = _field(
+        "an incremental base backup (physical, PostgreSQL 17+)", default=None
+    )
+    parent: str | None = _field(
+        "the backup an incremental is relative to; restoring it needs the whole chain",
+        default=None,
+    )
 
 
 class BackupDocument(Document, BackupSummary):
@@ -167,6 +174,12 @@ class Verdict(Shape):
     recoverable_from: Timestamp | None = _field("physical backups only", default=None)
     recoverable_to: Timestamp | None = _field("physical backups only", default=None)
     last_wal: str | None = _field("last WAL segment of the chain (physical)", default=None)
+    chain: list[str] | None = _field(
+        "incremental backups: the chain checked, full backup first", default=None
+    )
+    pg_verifybackup: str | None = _field(
+        "incremental backups: pg_verifybackup on the combined chain", default=None
+    )
 
 
 class VerifyDocument(Document):
