@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +245,41 @@ def test_on_15_incremental_exits_2_naming_17(
     line = result.stderr.strip()
     assert result.code == 2 and "\n" not in line, line
     assert "needs PostgreSQL 17+" in line and "is 15" in line
+
+
+def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
+    chain: Chain, run_drkit: DrkitRunner
+) -> None:
+    """``schedule.physical_incremental_backup`` beside ``physical_backup``: ``schedule
+    show`` lists both, the daemon's job takes an incremental on the newest backup (here the
+    previous incremental: a chain of three), and verify checks all three."""
+    from drkit.schedule.daemon import dispatch
+
+    arch = chain.arch
+    path = arch.policy_dir / "prod.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["schedule"] = {
+        "physical_backup": "0 3 * * 0",
+        "physical_incremental_backup": "0 3 * * 1-6",
+        "timezone": "Europe/Rome",
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    shown = run_drkit("schedule", "show", "prod", "--json", policy_dir=arch.policy_dir)
+    assert shown.code == 0, shown.stderr
+    jobs = {j["job"]: j for j in shown.json()["jobs"]}
+    assert set(jobs) == {"physical_backup", "physical_incremental_backup"}
+    incremental = jobs["physical_incremental_backup"]
+    assert incremental["cron"] == "0 3 * * 1-6" and len(incremental["next_runs"]) >= 1
+    # 6 runs a week, never on Sunday (the full's day)
+    days = {datetime.fromisoformat(run).weekday() for run in incremental["next_runs"]}
+    assert days and 6 not in days  # Monday 0 .. Sunday 6
+
+    taken = dispatch("physical_incremental_backup", load_policy("prod", arch.policy_dir))
+    assert taken.parent == chain.incremental
+    verified = run_drkit(
+        "verify", "prod", taken.id, "--json", policy_dir=arch.policy_dir, timeout=600
+    )
+    assert verified.code == 0, verified.stdout + verified.stderr
+    verdict = verified.json()["backups"][0]
+    assert verdict["chain"] == [chain.full, chain.incremental, taken.id]
+    assert verdict["pg_verifybackup"] == "combined chain verified"
