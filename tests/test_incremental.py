@@ -27,6 +27,8 @@ from drkit.pg.cluster import chown_tree, cluster_os_user
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, Result
+from tests.test_crypto import KeyMaker, encryption
+from tests.test_crypto import age_key as age_key  # a fixture
 from tests.test_drill import checks_by_name, drill
 from tests.test_versions import require_major
 from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
@@ -283,3 +285,44 @@ def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
     verdict = verified.json()["backups"][0]
     assert verdict["chain"] == [chain.full, chain.incremental, taken.id]
     assert verdict["pg_verifybackup"] == "combined chain verified"
+
+
+def test_an_encrypted_repository_needs_the_identity_for_an_incremental(
+    age_key: KeyMaker, run_drkit: DrkitRunner
+) -> None:
+    """The parent's backup_manifest is stored encrypted like everything else: it is read
+    back (and its sha256 checked) with the identity; a host with the recipients only is
+    refused (exit 4, one line naming the parent and what to give it)."""
+    require_major(18)
+    key = age_key("prod")
+    with shared_dir() as root:
+        url = file_repo_block(root)["url"]
+        with_key = {"url": url, **encryption([key], [key])}
+        without_key = {"url": url, **encryption([key])}
+        arch = start_archived_cluster(root, without_key, major=18)
+        try:
+            write_policy(arch, with_key, arch.policy_dir)
+            arch.execute("ALTER SYSTEM SET summarize_wal = on")
+            arch.execute("SELECT pg_reload_conf()")
+            arch.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+            full = run_drkit("backup", "prod", "--physical", "--json", policy_dir=arch.policy_dir)
+            assert full.code == 0, full.stderr
+            write_policy(arch, without_key, arch.policy_dir)
+            refused = run_drkit(
+                "backup", "prod", "--physical", "--incremental", policy_dir=arch.policy_dir
+            )
+            line = refused.stderr.strip()
+            assert refused.code == 4 and "\n" not in line, line
+            assert "identity_file" in line and full.json()["id"] in line, line
+            write_policy(arch, with_key, arch.policy_dir)
+            taken = run_drkit(
+                "backup", "prod", "--physical", "--incremental", "--json",
+                policy_dir=arch.policy_dir,
+            )  # fmt: skip
+            assert taken.code == 0, taken.stderr
+            assert taken.json()["parent"] == full.json()["id"]
+            for text in (refused.stdout, refused.stderr, taken.stdout, taken.stderr):
+                assert key.secret() not in text
+        finally:
+            arch.stop_restored()
+            arch.cluster.destroy()

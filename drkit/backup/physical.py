@@ -44,7 +44,7 @@ from drkit.backup.chain import PG_MANIFEST_NAME, choose_parent, pg_manifest_obje
 from drkit.backup.lock import acquire_backup_lock
 from drkit.backup.logical import discard_partial, new_backup_id
 from drkit.config import Policy
-from drkit.errors import DatabaseError, OperationError, UsageError
+from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
@@ -334,8 +334,16 @@ def _fetch_pg_manifest(repo: Repository, parent: Manifest, directory: str) -> st
     if obj is None:  # choose_parent only picks backups that have one
         raise OperationError(f"backup {parent.id} has no stored backup_manifest")
     path = os.path.join(directory, PG_MANIFEST_NAME)
-    with repo.open_decoded(obj) as stream, open(path, "wb") as out:
-        shutil.copyfileobj(stream, out, 1024 * 1024)
+    try:
+        with repo.open_decoded(obj) as stream, open(path, "wb") as out:
+            shutil.copyfileobj(stream, out, 1024 * 1024)
+    except SafetyRefused as exc:
+        # encrypted to the repository's recipients: reading it back needs a private key
+        raise SafetyRefused(
+            f"an incremental base backup reads its parent's backup_manifest ({parent.id}) "
+            f"back from the encrypted repository, and this host cannot decrypt it ({exc}); "
+            "give it repository.encryption.identity_file, or take full base backups"
+        ) from None
     return path
 
 
