@@ -135,3 +135,37 @@ def test_no_kept_backup_ever_loses_an_ancestor(
     # idempotent: pruning what it keeps keeps all of it
     again = plan_retention([by_id[i] for i in kept], retention, "UTC")
     assert {b.id for b in again.kept} == kept
+
+
+def test_prune_deletes_an_incremental_before_its_parent() -> None:
+    """A crash halfway through a prune never leaves an incremental whose parent is gone
+    while it still exists: descendants go first, otherwise oldest first."""
+    from drkit.backup.retention import deletion_order
+
+    full = physical(0)
+    first = physical(1, full)
+    second = physical(2, first)
+    other = physical(3)
+    beside = physical(4, full)
+    order = [b.id for b in deletion_order([full, first, second, other, beside])]
+    assert order.index(second.id) < order.index(first.id) < order.index(full.id)
+    assert order.index(beside.id) < order.index(full.id)
+    assert sorted(order) == sorted(b.id for b in (full, first, second, other, beside))
+    # without chains: oldest first, as before
+    plain = [physical(5), physical(6), physical(7)]
+    assert [b.id for b in deletion_order(list(reversed(plain)))] == [b.id for b in plain]
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories())
+def test_deletion_order_is_a_permutation_with_descendants_first(
+    backups: list[BackupRef],
+) -> None:
+    from drkit.backup.retention import deletion_order
+
+    order = [b.id for b in deletion_order(backups)]
+    assert sorted(order) == sorted(b.id for b in backups)
+    position = {backup_id: i for i, backup_id in enumerate(order)}
+    for b in backups:
+        if b.parent is not None:
+            assert position[b.id] < position[b.parent]

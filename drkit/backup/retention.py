@@ -285,6 +285,32 @@ def plan_retention(
     return RetentionPlan(tuple(decisions), zone.key)
 
 
+def deletion_order(backups: Iterable[BackupRef]) -> list[BackupRef]:
+    """The order prune deletes ``backups`` in: oldest first, except that an incremental
+    goes before its parent (and every descendant before its ancestors), so a prune cut
+    short never leaves an incremental whose parent is already gone."""
+    items = sorted(backups, key=_newest_key)
+    ids = {b.id for b in items}
+    children: dict[str, list[BackupRef]] = defaultdict(list)
+    for b in items:
+        if b.parent is not None and b.parent in ids and b.parent != b.id:
+            children[b.parent].append(b)
+    order: list[BackupRef] = []
+    done: set[str] = set()
+
+    def visit(backup: BackupRef, path: frozenset[str]) -> None:
+        if backup.id in done or backup.id in path:  # a loop in the parents: break it
+            return
+        for child in children[backup.id]:
+            visit(child, path | {backup.id})
+        done.add(backup.id)
+        order.append(backup)
+
+    for b in items:
+        visit(b, frozenset())
+    return order
+
+
 def current_tiers(policy: Policy, manifests: Sequence[ManifestLike]) -> dict[str, list[str]]:
     """Backup id -> the retention rules it satisfies now (``drkit backups``' tiers column)."""
     plan = plan_retention(
