@@ -517,7 +517,7 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     for m, row in zip(reversed(manifests), rows, strict=True):
         table.add_row(
             m.id,
-            m.kind,
+            m.kind if m.parent is None else f"{m.kind}, incremental on {m.parent}",
             ts_text(m.started_at),
             f"{m.duration:.1f}s",
             human_size(m.size),

@@ -35,6 +35,7 @@ from tests.wal_support import Archived, file_repo_block, shared_dir, start_archi
 
 pytestmark = pytest.mark.slow
 
+WIDE = {"COLUMNS": "300"}  # rich folds narrow tables
 COUNT_SQL = "SELECT count(*), coalesce(sum(g), 0), count(*) FILTER (WHERE label = 'x') FROM t"
 
 
@@ -183,6 +184,9 @@ def test_prune_keeps_the_parent_of_a_kept_incremental(chain: Chain, run_drkit: D
     assert decisions[chain.incremental]["action"] == "KEEP"
     assert decisions[chain.full]["action"] == "KEEP"
     assert f"parent of {chain.incremental}" in decisions[chain.full]["reasons"]
+    listed = run_drkit("backups", "prod", policy_dir=chain.arch.policy_dir, env=WIDE)
+    assert listed.code == 0, listed.stderr
+    assert f"incremental on {chain.full}" in listed.stdout
     text = run_drkit("prune", "prod", "--dry-run", policy_dir=chain.arch.policy_dir)
     line = next(ln for ln in text.stdout.splitlines() if chain.full in ln)
     assert line.startswith("KEEP") and f"parent of {chain.incremental}" in line
