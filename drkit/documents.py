@@ -276,6 +276,10 @@ class PitrDocument(Document):
     """`drkit restore ENV --point-in-time TS|latest --pgdata DIR --json`"""
 
     backup_id: str = _field("the base backup recovered from")
+    chain: list[str] | None = _field(
+        "the base backups combined for it, full first (more than one when it is incremental)",
+        default=None,
+    )
     target: str = _field("the target asked for: an RFC 3339 timestamp or latest")
     pgdata: str
     port: int

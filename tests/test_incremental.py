@@ -153,6 +153,7 @@ def test_pitr_after_the_incremental_gives_the_exact_rows(
     assert done.code == 0, done.stderr
     result = done.json()
     assert result["backup_id"] == chain.incremental
+    assert result["chain"] == [chain.full, chain.incremental]
     port = int(result["port"])
     dsn = arch.dsn().replace(f":{arch.cluster.port}/", f":{port}/")
     assert tuple(arch.execute(COUNT_SQL, dsn)[0]) == tuple(chain.at_target)

@@ -136,9 +136,11 @@ class PitrResult:
     followed: TimelineChoice | None = None
     archive_mode: str = "off"
     gap: Reach | None = None  # set when --allow-gap recovered up to a gap
+    chain: list[str] = field(default_factory=list)  # full first; one unless incremental
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "chain": self.chain or [self.backup_id],
             "followed_timeline": self.followed.timeline if self.followed else None,
             "timeline_source": self.followed.source if self.followed else None,
             "production_timeline": self.followed.recorded if self.followed else None,
@@ -673,6 +675,7 @@ def restore_point_in_time(
         followed=plan.followed,
         archive_mode="preserve" if archive else "off",
         gap=plan.reach if plan.reach.gap else None,
+        chain=[m.id for m in plan.chain],
     )
     if not start:
         return result
