@@ -425,7 +425,8 @@ def build_metrics(view: MetricsView) -> list[Metric]:
             if drill.rpo is not None:
                 drill_rpo.add_metric([env], drill.rpo)
 
-    # a kind's expected interval is its most frequent job's (weekly full + daily incrementals)
+    # one sample per kind: the shortest of its jobs' longest gaps (a weekly full and daily
+    # incrementals are both physical; together they never leave a longer gap than that)
     intervals: dict[tuple[str, str], float] = {}
     for job in view.jobs:
         if job.job in JOB_KIND:
