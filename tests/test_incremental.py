@@ -225,6 +225,15 @@ def test_verify_checks_the_whole_chain_and_the_combined_backup(
     bad = run_drkit("verify", "prod", chain.incremental, policy_dir=policy_dir, timeout=600)
     assert bad.code == 3, bad.stdout + bad.stderr
     assert chain.full in bad.stdout + bad.stderr
+    # ... and a restore through it fails naming the object, leaving no data directory
+    broken = chain.arch.root / "broken"
+    damaged = run_drkit(
+        "restore", "prod", "--point-in-time", chain.target, "--pgdata", str(broken),
+        policy_dir=policy_dir, timeout=600,
+    )  # fmt: skip
+    assert damaged.code == 3, damaged.stderr
+    assert base.name.split(".")[0] in damaged.stderr and chain.full in damaged.stderr
+    assert not broken.exists()
 
     # a missing parent: verify names it, and PITR never picks the broken chain
     env_dir, policy_dir = copy_repo(chain, "orphaned")
