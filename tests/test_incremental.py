@@ -261,6 +261,14 @@ def test_on_15_incremental_exits_2_naming_17(
     line = result.stderr.strip()
     assert result.code == 2 and "\n" not in line, line
     assert "needs PostgreSQL 17+" in line and "is 15" in line
+    # scheduling incrementals there is caught by drkit check, before the first night
+    policy_dir = make_policy(
+        "prod", url, file_repo, schedule={"physical_incremental_backup": "0 3 * * 1-6"}
+    )
+    check = run_drkit("check", "prod", "--json", policy_dir=policy_dir)
+    assert check.code == 3, check.stderr
+    line = next(c for c in check.json()["checks"] if c["name"] == "incremental backups")
+    assert line["status"] == "FAIL" and "17+" in line["detail"], line
 
 
 def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
@@ -289,6 +297,18 @@ def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
     # 6 runs a week, never on Sunday (the full's day)
     days = {datetime.fromisoformat(run).weekday() for run in incremental["next_runs"]}
     assert days and 6 not in days  # Monday 0 .. Sunday 6
+
+    check = run_drkit("check", "prod", "--json", policy_dir=arch.policy_dir)
+    line = next(c for c in check.json()["checks"] if c["name"] == "incremental backups")
+    assert line["status"] == "PASS" and "summarize_wal" in line["detail"], line
+    arch.execute("ALTER SYSTEM SET summarize_wal = off")
+    arch.execute("SELECT pg_reload_conf()")
+    check = run_drkit("check", "prod", "--json", policy_dir=arch.policy_dir)
+    assert check.code == 3, check.stderr
+    line = next(c for c in check.json()["checks"] if c["name"] == "incremental backups")
+    assert line["status"] == "FAIL" and "summarize_wal = on" in line["detail"], line
+    arch.execute("ALTER SYSTEM SET summarize_wal = on")
+    arch.execute("SELECT pg_reload_conf()")
 
     taken = dispatch("physical_incremental_backup", load_policy("prod", arch.policy_dir))
     assert taken.parent == chain.incremental
