@@ -360,3 +360,78 @@ def test_an_encrypted_repository_needs_the_identity_for_an_incremental(
         finally:
             arch.stop_restored()
             arch.cluster.destroy()
+
+
+def test_sigkill_anywhere_in_an_incremental_backup(run_drkit: DrkitRunner) -> None:
+    """``backup --physical --incremental`` killed at random moments: listed backups stay
+    whole (every chain combines and passes pg_verifybackup), no pg_basebackup lingers,
+    the next incremental is not refused and prune clears the leftovers."""
+    import random
+
+    from tests.reliability.helpers import (
+        RepoView,
+        listed_ids,
+        stray_processes,
+        verify_all,
+        wait_for,
+    )
+    from tests.reliability.test_crash import SEED, kill_delay, points_for, run_and_kill, timed_run
+
+    require_major(18)
+    rng = random.Random(SEED + 14)
+    with shared_dir() as root:
+        block = file_repo_block(root)
+        arch = start_archived_cluster(root, block, major=18)
+        try:
+            write_policy(arch, block, arch.policy_dir)
+            doc = yaml.safe_load((arch.policy_dir / "prod.yaml").read_text())
+            doc["retention"] = {"daily": 30, "orphan_grace": "1s"}
+            (arch.policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+            chown_tree(arch.policy_dir, cluster_os_user())
+            arch.execute("ALTER SYSTEM SET summarize_wal = on")
+            arch.execute("SELECT pg_reload_conf()")
+            arch.execute(
+                "CREATE TABLE filler AS SELECT g, md5(g::text) AS v FROM generate_series(1, 200000) g"
+            )
+            full = run_drkit("backup", "prod", "--physical", policy_dir=arch.policy_dir)
+            assert full.code == 0, full.stderr
+            repo = RepoTarget("file", block["url"], root=Path(block["url"].removeprefix("file://")))
+            view = RepoView(repo)
+            env: dict[str, str] = {}
+            args = ["backup", "prod", "--physical", "--incremental"]
+            duration = timed_run(args, arch.policy_dir, env)
+            kills = rounds = 0
+            points = points_for(18)
+            outcomes: list[str] = []
+            while kills < points and rounds < 3 * points:
+                i, rounds = rounds, rounds + 1
+                arch.execute(f"UPDATE filler SET v = v || 'x' WHERE g % 50 = {i}")
+                delay = kill_delay(rng, duration, i)
+                code = run_and_kill(args, arch.policy_dir, delay, env)
+                kills += code is None
+                outcomes.append(f"{delay:.2f}s:{'killed' if code is None else 'finished'}")
+                context = f"seed {SEED}, round {i}, kill after {delay:.3f}s of {duration:.2f}s"
+                try:
+                    complete, _orphans = view.check_backups()
+                except AssertionError as exc:
+                    raise AssertionError(f"{context}: {exc}") from None
+                assert complete, context
+                wait_for(
+                    lambda: not stray_processes("pg_basebackup"), 20, f"pg_basebackup ({context})"
+                )
+            assert kills >= points, outcomes
+            complete, _orphans = view.check_backups()
+            assert set(listed_ids(run_drkit, arch.policy_dir)) == complete
+            verified = verify_all(run_drkit, arch.policy_dir)
+            assert verified.code == 0, (verified.stdout, verified.stderr, outcomes)
+            chains = [b for b in verified.json()["backups"] if b.get("chain")]
+            assert chains and all(b["pg_verifybackup"] == "combined chain verified" for b in chains)
+            again = run_drkit(*args, "--json", policy_dir=arch.policy_dir)
+            assert again.code == 0, again.stderr
+            time.sleep(1.2)
+            assert run_drkit("prune", "prod", policy_dir=arch.policy_dir).code == 0
+            complete_after, orphans_after = view.check_backups()
+            assert not orphans_after and again.json()["id"] in complete_after
+        finally:
+            arch.stop_restored()
+            arch.cluster.destroy()
