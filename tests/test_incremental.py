@@ -30,6 +30,7 @@ from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, Result
 from tests.test_crypto import KeyMaker, encryption
 from tests.test_crypto import age_key as age_key  # a fixture
 from tests.test_drill import checks_by_name, drill
+from tests.test_json_contract import valid
 from tests.test_versions import require_major
 from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
 
@@ -90,8 +91,7 @@ def chain() -> Iterator[Chain]:
             arch.execute("CREATE TABLE t (id serial PRIMARY KEY, g int NOT NULL, label text)")
             arch.execute("INSERT INTO t (g) SELECT g FROM generate_series(1, 20000) g")
             full = run("backup", "prod", "--physical", "--json", policy_dir=arch.policy_dir)
-            assert full.code == 0, full.stderr
-            full_doc = full.json()
+            full_doc = valid("backup", full)
             assert full_doc.get("parent") is None
             # about 5 % of the rows change, then the incremental
             arch.execute("UPDATE t SET g = -g WHERE id % 20 = 0")
@@ -100,8 +100,8 @@ def chain() -> Iterator[Chain]:
                 "backup", "prod", "--physical", "--incremental", "--json",
                 policy_dir=arch.policy_dir,
             )  # fmt: skip
-            assert incr.code == 0, incr.stderr
-            incr_doc = incr.json()
+            incr_doc = valid("backup", incr)
+            assert incr_doc["incremental"] is True and incr_doc["parent"] == full_doc["id"]
             arch.execute("INSERT INTO t (g, label) SELECT g, 'x' FROM generate_series(1, 50) g")
             arch.execute("DELETE FROM t WHERE id % 97 = 0")
             at_target = arch.execute(COUNT_SQL)[0]
@@ -150,8 +150,7 @@ def test_pitr_after_the_incremental_gives_the_exact_rows(
         "restore", "prod", "--point-in-time", chain.target, "--pgdata", str(pgdata),
         "--target-action", "promote", "--json", policy_dir=arch.policy_dir, timeout=600,
     )  # fmt: skip
-    assert done.code == 0, done.stderr
-    result = done.json()
+    result = valid("restore-point-in-time", done)
     assert result["backup_id"] == chain.incremental
     assert result["chain"] == [chain.full, chain.incremental]
     port = int(result["port"])
@@ -180,11 +179,17 @@ def test_a_physical_drill_of_the_chain_passes(chain: Chain, run_drkit: DrkitRunn
 
 def test_prune_keeps_the_parent_of_a_kept_incremental(chain: Chain, run_drkit: DrkitRunner) -> None:
     dry = run_drkit("prune", "prod", "--dry-run", "--json", policy_dir=chain.arch.policy_dir)
-    assert dry.code == 0, dry.stderr
-    decisions = {b["id"]: b for b in dry.json()["backups"]}
+    decisions = {b["id"]: b for b in valid("prune", dry)["backups"]}
     assert decisions[chain.incremental]["action"] == "KEEP"
     assert decisions[chain.full]["action"] == "KEEP"
     assert f"parent of {chain.incremental}" in decisions[chain.full]["reasons"]
+    rows = valid(
+        "backups", run_drkit("backups", "prod", "--json", policy_dir=chain.arch.policy_dir)
+    )
+    by_id = {row["id"]: row for row in rows["backups"]}
+    assert by_id[chain.incremental]["parent"] == chain.full
+    assert by_id[chain.full]["incremental"] is False
+    assert f"parent of {chain.incremental}" in by_id[chain.full]["tiers"]
     listed = run_drkit("backups", "prod", policy_dir=chain.arch.policy_dir, env=WIDE)
     assert listed.code == 0, listed.stderr
     assert f"incremental on {chain.full}" in listed.stdout
@@ -210,9 +215,7 @@ def test_verify_checks_the_whole_chain_and_the_combined_backup(
         "verify", "prod", chain.incremental, "--json", policy_dir=chain.arch.policy_dir,
         timeout=600,
     )  # fmt: skip
-    assert good.code == 0, good.stdout + good.stderr
-    doc = good.json()
-    verdict = doc["backups"][0] if "backups" in doc else doc
+    verdict = valid("verify", good)["backups"][0]
     assert verdict["chain"] == [chain.full, chain.incremental]
     assert verdict["pg_verifybackup"] == "combined chain verified"
 
