@@ -413,6 +413,10 @@ class DrillBackup(Shape):
     consistent_at: Timestamp | None
     age_seconds: float | None = _field("seconds between the backup and the drill")
     server_version: str | None
+    chain: list[str] | None = _field(
+        "physical: the base backups combined, full first (more than one: an incremental)",
+        default=None,
+    )
 
 
 class RecoveryPoint(Shape):

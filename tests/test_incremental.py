@@ -171,6 +171,7 @@ def test_a_physical_drill_of_the_chain_passes(chain: Chain, run_drkit: DrkitRunn
     assert done.code == 0, done.stdout + done.stderr
     report = done.json()
     assert report["verdict"] == "PASS" and report["backup"]["id"] == chain.incremental
+    assert report["backup"]["chain"] == [chain.full, chain.incremental]
     checks = checks_by_name(report)
     rows = checks["rows postgres:public.t"]
     assert rows["status"] == "PASS" and rows["expected"] == rows["observed"]
