@@ -24,8 +24,8 @@ from pathlib import Path
 from benchmarks import measure
 from benchmarks.bench_wal import backlog, drain
 from benchmarks.measure import drkit, median
+from drkit.demo.sample import load_sample
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
-from drkit.sample import load_sample
 from drkit.walcmd import archive_command, prepare_file_repository
 
 

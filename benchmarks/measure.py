@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 if TYPE_CHECKING:
+    from drkit.demo.sample import SampleSize
     from drkit.pg.cluster import LocalCluster
-    from drkit.sample import SampleSize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,7 +179,7 @@ def load_database(cluster: LocalCluster, name: str, rows: int) -> tuple[str, int
     bytes as PostgreSQL counts it, the sample's row split)."""
     import psycopg
 
-    from drkit.sample import load_sample
+    from drkit.demo.sample import load_sample
 
     url = cluster.create_database(name)
     size = load_sample(url, rows)

@@ -378,10 +378,13 @@ outputs against them.
   its own `error`: a string saying why the drill could not run (verdict `ERROR`).
 - Timestamps are RFC 3339 in UTC with `Z` (`2026-11-28T21:04:05.123456Z`), except
   `schedule show`'s `next_runs`, which are in the policy's time zone with its offset.
-- Sizes are bytes and durations are seconds. Keys that name their unit say so
-  (`age_seconds`, `deleted_bytes`); for the older keys (`size`, `raw_size`,
-  `stored_size`, `bytes`, `duration`, `seconds`, `phases`) the unit is in the schema's
-  description.
+- Sizes are bytes and durations are seconds, and every key holding one names its
+  unit: `size_bytes`, `raw_size_bytes`, `duration_seconds`, `phases_seconds`,
+  `age_seconds`, `deleted_bytes`, a drill's `rto.total_seconds` and
+  `rpo.achieved_seconds`. The older keys without a unit (`size`, `raw_size`,
+  `stored_size`, `bytes`, `duration`, `seconds`, `phases`, `total`, `achieved`,
+  `objective`) are still written beside them with the same values, for version 1's
+  readers; use the unit-named ones.
 
 {table}
 """

@@ -16,8 +16,10 @@ Rules of the contract:
   before it has anything to report writes just the :class:`Failure` document;
 - timestamps are RFC 3339 in UTC with ``Z`` (``schedule show`` lists next runs in the
   policy's time zone, with its offset);
-- sizes are bytes and durations seconds; the unit is in each key's description
-  (older keys such as ``size`` and ``duration`` keep their names).
+- sizes are bytes and durations seconds, and every key holding one says its unit
+  (``size_bytes``, ``duration_seconds``, ``phases_seconds``); the older keys without
+  it (``size``, ``duration``, ``seconds``, ``phases``...) stay beside them, with the
+  same values, until a version 2 removes them.
 """
 
 from __future__ import annotations
@@ -130,9 +132,14 @@ class BackupSummary(Shape):
     started_at: Timestamp
     finished_at: Timestamp
     consistent_at: Timestamp | None = _field("the point the backup restores to")
-    duration: float = _field("seconds the backup took")
-    size: int = _field("bytes stored in the repository (compressed, encrypted)")
-    raw_size: int = _field("bytes before compression and encryption")
+    duration_seconds: float = _field("seconds the backup took")
+    size_bytes: int = _field("bytes stored in the repository (compressed, encrypted)")
+    raw_size_bytes: int = _field("bytes before compression and encryption")
+    duration: float = _field(
+        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
+    )
+    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
+    raw_size: int = _field("the same as raw_size_bytes (kept for version 1; prefer raw_size_bytes)")
     tables: int | None = _field("tables dumped (logical)", default=None)
     rows: int | None = _field("rows counted at dump time (logical)", default=None)
     wal_start: str | None = _field("start WAL location (physical)", default=None)
@@ -168,7 +175,8 @@ class Verdict(Shape):
     kind: Literal["logical", "physical"]
     ok: bool = _field("every object and the WAL chain checked out")
     objects: int = _field("objects re-read")
-    bytes: int = _field("bytes re-read")
+    size_bytes: int = _field("bytes re-read (stored size of its objects)")
+    bytes: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
     problems: list[str] = _field("what is wrong, one line each")
     wal_chain: Literal["complete", "gap"] | None = _field("physical backups only", default=None)
     recoverable_from: Timestamp | None = _field("physical backups only", default=None)
@@ -192,7 +200,8 @@ class PruneBackup(Shape):
     id: str
     kind: Literal["logical", "physical"]
     started_at: Timestamp
-    size: int = _field("bytes stored")
+    size_bytes: int = _field("bytes stored")
+    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
     action: Literal["KEEP", "DELETE"]
     reasons: list[str] = _field("the retention rules that keep it (or why it goes)")
 
@@ -200,7 +209,8 @@ class PruneBackup(Shape):
 class PruneOrphan(Shape):
     id: str = _field("a backup prefix with no manifest")
     objects: int
-    size: int = _field("bytes stored")
+    size_bytes: int = _field("bytes stored")
+    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
     last_modified: Timestamp
     action: Literal["KEEP", "DELETE"]
     reason: str
@@ -251,7 +261,10 @@ class RestoreDocument(Document):
 
     backup_id: str
     databases: list[RestoredDatabase]
-    duration: float = _field("seconds the restore took")
+    duration_seconds: float = _field("seconds the restore took")
+    duration: float = _field(
+        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
+    )
 
 
 class Window(Shape):
@@ -291,7 +304,10 @@ class PitrDocument(Document):
     lsn: str | None
     window: Window
     log_file: str | None
-    phases: dict[str, float] = _field("seconds per phase")
+    phases_seconds: dict[str, float] = _field("seconds per phase")
+    phases: dict[str, float] = _field(
+        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
+    )
     followed_timeline: int | None
     timeline_source: str | None
     production_timeline: int | None
@@ -308,11 +324,18 @@ class WalPushDocument(Document):
 
     name: str = _field("the WAL file archived")
     status: Literal["stored", "exists"]
-    stored_size: int = _field("bytes stored")
-    raw_size: int = _field("bytes of the WAL file")
+    stored_size_bytes: int = _field("bytes stored")
+    raw_size_bytes: int = _field("bytes of the WAL file")
     archived_ahead: list[str] = _field("ready files archived ahead of the server")
     ahead_failed: dict[str, str] = _field("ready files that could not be, and why")
-    seconds: float = _field("seconds the push took")
+    duration_seconds: float = _field("seconds the push took")
+    stored_size: int = _field(
+        "the same as stored_size_bytes (kept for version 1; prefer stored_size_bytes)"
+    )
+    raw_size: int = _field("the same as raw_size_bytes (kept for version 1; prefer raw_size_bytes)")
+    seconds: float = _field(
+        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
+    )
 
 
 class WalFetchDocument(Document):
@@ -341,7 +364,10 @@ class SanitizedTable(Shape):
     rows: int | None = _field("rows copied (none in a dry run)")
     selection: str = _field("which rows: all, a where clause or a subset")
     strategies: dict[str, str] = _field("column -> strategy")
-    seconds: float = _field("seconds the table took")
+    duration_seconds: float = _field("seconds the table took")
+    seconds: float = _field(
+        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
+    )
 
 
 class LeakScan(Shape):
@@ -351,7 +377,10 @@ class LeakScan(Shape):
     columns_scanned: int
     rows_scanned: int
     bytes_scanned: int
-    seconds: float = _field("seconds the scan took")
+    duration_seconds: float = _field("seconds the scan took")
+    seconds: float = _field(
+        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
+    )
     hits: dict[str, int] = _field("schema.table.column -> original values found")
 
 
@@ -368,7 +397,10 @@ class SanitizeDocument(Document):
     unlisted_tables: list[str]
     unlisted_columns: list[str]
     pii_kept: list[str] = _field("columns kept as is that look like personal data")
-    phases: dict[str, float] = _field("seconds per phase")
+    phases_seconds: dict[str, float] = _field("seconds per phase")
+    phases: dict[str, float] = _field(
+        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
+    )
     leak_scan: LeakScan | None
     target_tables: int = _field("tables the target database held before")
 
@@ -425,16 +457,29 @@ class RecoveryPoint(Shape):
 
 
 class Rto(Shape):
-    total: float = _field("seconds from the drill's start until validated data")
-    phases: dict[str, float] = _field("seconds per phase (they may overlap)")
-    objective: float | None = _field("seconds")
+    total_seconds: float = _field("seconds from the drill's start until validated data")
+    phases_seconds: dict[str, float] = _field("seconds per phase (they may overlap)")
+    objective_seconds: float | None = _field("the RTO objective, seconds")
+    total: float = _field("the same as total_seconds (kept for version 1; prefer total_seconds)")
+    phases: dict[str, float] = _field(
+        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
+    )
+    objective: float | None = _field(
+        "the same as objective_seconds (kept for version 1; prefer objective_seconds)"
+    )
     met: bool | None
 
 
 class Rpo(Shape):
-    achieved: float | None = _field("seconds of data the restore could not bring back")
+    achieved_seconds: float | None = _field("seconds of data the restore could not bring back")
     basis: str
-    objective: float | None = _field("seconds")
+    objective_seconds: float | None = _field("the RPO objective, seconds")
+    achieved: float | None = _field(
+        "the same as achieved_seconds (kept for version 1; prefer achieved_seconds)"
+    )
+    objective: float | None = _field(
+        "the same as objective_seconds (kept for version 1; prefer objective_seconds)"
+    )
     met: bool | None
 
 
@@ -462,7 +507,9 @@ class DrillDocument(Document):
     recovery_point: RecoveryPoint
     rto: Rto
     rpo: Rpo
-    objectives: dict[str, float | None] = _field("rto and rpo objectives, seconds")
+    objectives: dict[str, float | None] = _field(
+        "rto_seconds and rpo_seconds objectives (also as rto and rpo, kept for version 1)"
+    )
     checks: list[DrillCheck]
     summary: dict[str, int] = _field("checks per status")
     versions: dict[str, str | None]
@@ -475,7 +522,8 @@ class StatusBackup(Shape):
     finished_at: Timestamp
     consistent_at: Timestamp | None
     age_seconds: float | None
-    size: int = _field("bytes stored")
+    size_bytes: int = _field("bytes stored")
+    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
 
 
 class StatusWal(Shape):
@@ -589,7 +637,10 @@ class DemoDocument(Document):
     """`drkit demo --json`: what each step of the sandbox run did"""
 
     sample_rows: int
-    duration: float = _field("seconds the demo took")
+    duration_seconds: float = _field("seconds the demo took")
+    duration: float = _field(
+        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
+    )
     backup: DemoBackup
     verify: DemoVerify
     restore: DemoRestore

@@ -27,6 +27,7 @@ from typing import Any
 from drkit.backup.catalog import Manifest, iso, list_backups
 from drkit.config import Policy, format_duration
 from drkit.errors import StorageError
+from drkit.progress import human_size
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository
 
@@ -118,6 +119,7 @@ class StatusReport:
                     "consistent_at": iso(m.consistent_at),
                     "age_seconds": self.age(m.consistent_at or m.finished_at),
                     "size": m.size,
+                    "size_bytes": m.size,
                 }
                 for kind, m in sorted(self.backups.items())
             },
@@ -298,7 +300,8 @@ def render_status(report: StatusReport) -> list[str]:
         else:
             lines.append(
                 f"  last {kind + ' backup':<17} {manifest.id}, consistent at "
-                f"{_when(report, manifest.consistent_at or manifest.finished_at)}"
+                f"{_when(report, manifest.consistent_at or manifest.finished_at)}, "
+                f"{human_size(manifest.size)}"
             )
     if report.wal_last is not None:
         lines.append(

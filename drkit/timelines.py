@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drkit.errors import CheckFailed, ObjectNotFound, StorageError
-from drkit.wal_names import HISTORY_RE, SEGMENT_RE
+from drkit.wal_keys import find_wal_key
+from drkit.wal_names import HISTORY_RE, SEGMENT_RE, history_name
 
 if TYPE_CHECKING:
     from drkit.storage.repository import Repository
@@ -189,9 +190,6 @@ def server_timeline(dsn: str) -> int:
 def promote_timeline(repo: Repository, timeline: int, source: str) -> dict[str, Any]:
     """``drkit promote-timeline``: record ``timeline`` as production's after checking that
     the archive knows it (its history file, for any timeline after the first)."""
-    from drkit.wal import find_wal_key
-    from drkit.wal_names import history_name
-
     if timeline < 1:
         raise CheckFailed(f"timeline {timeline} is not a timeline ID (1 or more)")
     if timeline > 1 and find_wal_key(repo, history_name(timeline)) is None:

@@ -46,6 +46,13 @@ from drkit.errors import (
     OperationError,
     UsageError,
 )
+from drkit.timelines import note_pushed  # production's timeline, unless a restore test
+
+# where WAL objects live: drkit/wal_keys.py (shared with timelines); re-exported here
+from drkit.wal_keys import WAL_DIR as WAL_DIR
+from drkit.wal_keys import find_wal_key as find_wal_key
+from drkit.wal_keys import wal_candidate_keys as wal_candidate_keys
+from drkit.wal_keys import wal_key as wal_key
 from drkit.wal_names import (
     following_segments,
     is_archivable,
@@ -60,7 +67,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WAL_DIR = "wal/"
 SPOOL_DIR = ".drkit-prefetch"
 PUSH_JOBS_ENV = "DRKIT_WAL_PUSH_JOBS"
 PUSH_BATCH_ENV = "DRKIT_WAL_PUSH_BATCH"
@@ -73,7 +79,6 @@ _MISSING = ".missing"
 _MISSING_TTL = 10.0
 _REPO_HINT = "repo.json"
 _STALE_MARKER_SECONDS = 120.0
-_KNOWN_SUFFIXES = (".zst", ".gz", "")
 
 
 class WalConflict(OperationError):
@@ -107,11 +112,6 @@ def load_wal_policy(env: str, policy_dir: Path | str | None = None) -> Policy:
     if isinstance(raw, dict) and "database" in raw:
         raw = {**raw, "database": {"url": "postgresql:///unused-by-wal-commands"}}
     return parse_policy(env, raw, str(path))
-
-
-def wal_key(repo: Repository, name: str) -> str:
-    """The repository key of WAL file ``name`` under the current encoding."""
-    return repo.key(f"{WAL_DIR}{name}{repo.suffix}")
 
 
 def _check_name(name: str) -> None:
@@ -168,22 +168,6 @@ def open_wal_object(repo: Repository, key: str) -> Any:
         raw.close()
 
 
-def wal_candidate_keys(repo: Repository, name: str) -> list[str]:
-    """Every key ``name`` may be stored under: the current encoding first, then the others
-    (a policy may have changed its compression or encryption since)."""
-    current = wal_key(repo, name)
-    base = repo.key(f"{WAL_DIR}{name}")
-    others = [base + c + e for c in _KNOWN_SUFFIXES for e in ("", ".age")]
-    return [current, *(k for k in others if k != current)]
-
-
-def find_wal_key(repo: Repository, name: str) -> str | None:
-    """The stored key of ``name``, looked up by its exact candidate keys (never a listing
-    of ``wal/``)."""
-    info = repo.backend.first_existing(wal_candidate_keys(repo, name))
-    return None if info is None else info.key
-
-
 def cluster_segment_size(wal_path: Path) -> int | None:
     """The WAL segment size of the cluster ``wal_path`` belongs to, from its pg_control.
 
@@ -227,7 +211,7 @@ def whole_segment_problem(name: str, size: int, segment_size: int | None) -> str
     expected = (
         f"{segment_size} bytes in this cluster"
         if segment_size is not None
-        else "a power of two from 1 MB to 1 GB"
+        else "a power of two from 1 MiB to 1 GiB"
     )
     return f"{size} bytes is not a whole WAL segment ({expected})"
 
@@ -283,6 +267,9 @@ class PushReport:
             "archived_ahead": [o.name for o in self.ahead],
             "ahead_failed": self.ahead_failed,
             "seconds": round(self.seconds, 3),
+            "stored_size_bytes": self.target.stored_size,
+            "raw_size_bytes": self.target.raw_size,
+            "duration_seconds": round(self.seconds, 3),
         }
 
 
@@ -423,8 +410,6 @@ def push_wal(
         _mark_done(path.parent, [o.name for o in ahead])
         target = own.result()  # raises: PostgreSQL retries this file
         report = PushReport(target, ahead, failed)
-    from drkit.timelines import note_pushed  # production's timeline, unless a restore test
-
     note_pushed(repo, path.parent, [target.name, *(o.name for o in ahead)])
     report.seconds = time.monotonic() - started
     log.info(

@@ -50,7 +50,7 @@ _FLOAT_FORMAT = struct.pack("=d", 1234567.0)
 
 
 def is_valid_segment_size(size: int) -> bool:
-    """A size ``initdb --wal-segsize`` allows: a power of two from 1 MB to 1 GB."""
+    """A size ``initdb --wal-segsize`` allows: a power of two from 1 MiB to 1 GiB."""
     return MIN_SEGMENT_SIZE <= size <= MAX_SEGMENT_SIZE and size & (size - 1) == 0
 
 

@@ -139,6 +139,7 @@ def shell_command(
 
 
 def archive_command(env: str, policy_dir: Path, user: str | None) -> str:
+    """The ``archive_command`` line: ``drkit wal-push ENV %p`` run as ``user``."""
     return shell_command(user, ["wal-push", env, "%p", "--policy-dir", str(policy_dir.resolve())])
 
 

@@ -251,7 +251,7 @@ def database(pg_server: PgServer) -> Iterator[tuple[str, str]]:
 @pytest.fixture
 def sample_db(pg_server: PgServer) -> Iterator[tuple[str, str]]:
     """A fresh database with the SentriKat sample data (~2,000 rows): (name, url)."""
-    from drkit.sample import load_sample
+    from drkit.demo.sample import load_sample
 
     name = f"s_{uuid.uuid4().hex[:10]}"
     url = pg_server.create_database(name)

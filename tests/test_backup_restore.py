@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from drkit.sample import table_counts
+from drkit.demo.sample import table_counts
 from tests.conftest import (
     DrkitRunner,
     PgServer,
@@ -290,7 +290,7 @@ def test_missing_pg_dump_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_interrupted_backup_leaves_no_manifest(
     pg_server: PgServer, file_repo: RepoTarget, make_policy: PolicyWriter, run_drkit: DrkitRunner
 ) -> None:
-    from drkit.sample import load_sample
+    from drkit.demo.sample import load_sample
 
     name = f"big_{uuid.uuid4().hex[:8]}"
     url = pg_server.create_database(name)

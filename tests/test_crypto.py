@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from drkit.sample import table_counts
+from drkit.demo.sample import table_counts
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
 from tests.reliability.helpers import RepoView
 

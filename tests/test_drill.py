@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from drkit.demo.sample import table_counts
 from drkit.pg.cluster import cluster_os_user, run_as
-from drkit.sample import table_counts
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 
 OBJECTIVES = {"rpo": "1h", "rto": "30m"}

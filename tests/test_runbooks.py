@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drkit.sample import table_counts
+from drkit.demo.sample import table_counts
 from tests.conftest import REPO_ROOT, PgServer, PolicyWriter, RepoTarget
 
 RUNBOOKS = REPO_ROOT / "runbooks"
@@ -192,8 +192,8 @@ def test_pitr_runbook_recovers_to_before_a_bad_migration(
     from datetime import UTC, datetime
 
     from drkit.config import load_policy
+    from drkit.demo.sample import load_sample
     from drkit.pg.cluster import chown_tree, cluster_os_user, free_port
-    from drkit.sample import load_sample
     from drkit.storage.repository import Repository
     from drkit.wal import find_wal_key
     from tests.wal_support import file_repo_block, shared_dir, start_archived_cluster

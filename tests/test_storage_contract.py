@@ -10,7 +10,8 @@ import pytest
 
 from drkit.config import RepositoryConfig
 from drkit.errors import ObjectNotFound, StorageError
-from drkit.storage.base import Backend, open_backend
+from drkit.storage.base import Backend
+from drkit.storage.factory import open_backend
 from tests.conftest import RepoTarget
 
 

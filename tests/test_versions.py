@@ -17,11 +17,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from drkit.demo.sample import table_counts
 from drkit.errors import OperationError
 from drkit.pg import binaries
 from drkit.pg.binaries import NO_SYSTEM_ENV, find_client, find_server, installs
 from drkit.pg.cluster import LocalCluster
-from drkit.sample import table_counts
 from tests.conftest import (
     PG_INSTALL_HINT,
     DrkitRunner,

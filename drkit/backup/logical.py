@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -32,11 +31,12 @@ from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows, list_tables
+from drkit.progress import Meter, OnProgress
 from drkit.storage.repository import Repository, StoredObject
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[str, int], None]  # (database, raw bytes just read)
+ProgressCallback = OnProgress  # phase "dump", one item per database, in raw bytes
 
 
 def object_base_name(database: str) -> str:
@@ -95,18 +95,21 @@ def dump_database(
         conninfo, env = for_subprocess(dsn, database)
         args = [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "-d", conninfo]
         counter = threading.Thread(target=count, name=f"count-{database}", daemon=True)
+        # pg_database_size counts indexes and free space, not dumped: an estimate
+        meter = Meter(on_progress, "dump", database, total=db_size, estimate=True)
         with PipeProcess(args, env=env, what=f"pg_dump of {database}", stdout=-1) as dump:
             counter.start()
             obj = repo.store(
                 f"{backup_prefix(backup_id)}{object_base_name(database)}.dump",
                 dump.stdout,  # type: ignore[arg-type]
                 database=database,
-                on_raw_bytes=(lambda n: on_progress(database, n)) if on_progress else None,
+                on_raw_bytes=meter if on_progress else None,
                 # COPY text can outgrow the heap (numbers as digits); indexes are not dumped
                 size_hint=2 * db_size,
             )
             dump.wait()
             counter.join()
+        meter.finish()
         if count_error:
             raise count_error[0]
         return DumpResult(obj, counts, version, consistent_at)

@@ -32,7 +32,6 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -50,6 +49,7 @@ from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows, list_tables
+from drkit.progress import Meter, OnProgress
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key, open_wal_object
 from drkit.wal_names import backup_file_name, lsn_to_segment_name, parse_lsn
@@ -60,7 +60,7 @@ BASE_NAME = "base.tar"
 ARCHIVE_WAIT_ENV = "DRKIT_ARCHIVE_WAIT"
 DEFAULT_ARCHIVE_WAIT = 600.0
 
-ProgressCallback = Callable[[str, int], None]
+ProgressCallback = OnProgress  # phase "base backup", item base.tar, in raw bytes
 
 _START_RE = re.compile(r"^START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", re.M)
 _START_TLI_RE = re.compile(r"^START TIMELINE: (\d+)", re.M)
@@ -413,15 +413,18 @@ def run_physical_backup(
         args.append(f"--incremental={parent_file}")
     log.info("physical backup %s started", backup_id)
     try:
+        # the databases' sizes: the tar holds them (and a little more), an estimate
+        meter = Meter(on_progress, "base backup", BASE_NAME, total=facts.size, estimate=True)
         with PipeProcess(args, env=env, what="pg_basebackup", stdout=-1) as proc:
             tap = TarTap(proc.stdout, ("backup_label", PG_MANIFEST_NAME))  # type: ignore[arg-type]
             obj = repo.store(
                 f"{backup_prefix(backup_id)}{BASE_NAME}",
                 tap,  # type: ignore[arg-type]
-                on_raw_bytes=(lambda n: on_progress(BASE_NAME, n)) if on_progress else None,
+                on_raw_bytes=meter if on_progress else None,
                 size_hint=facts.size * 3 // 2,  # the databases, growing while it runs
             )
             proc.wait()
+        meter.finish()
         objects = [obj]
         pg_manifest = tap.members.get(PG_MANIFEST_NAME)
         if pg_manifest:
@@ -442,6 +445,7 @@ def run_physical_backup(
         timeline = int(start_tli.group(1))
         wal_start = start.group(1)
         history_name = backup_file_name(wal_start, timeline, facts.segment_size)
+        archived = Meter(on_progress, "WAL archived")  # a phase that counts nothing
         wait_for_wal(repo, [history_name], wait, dsn)
         history = read_backup_history(repo, history_name)
         stop = _STOP_RE.search(history)
@@ -466,6 +470,7 @@ def run_physical_backup(
             # the backup stands without them; a drill then reports row counts NOT_RUN
             log.warning("physical backup %s: no row counts recorded: %s", backup_id, exc)
         wait_for_wal(repo, wanted, wait, dsn)
+        archived.finish()
         manifest = Manifest(
             id=backup_id,
             kind="physical",

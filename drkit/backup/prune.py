@@ -67,6 +67,7 @@ class OrphanDecision:
             "id": self.id,
             "objects": self.objects,
             "size": self.size,
+            "size_bytes": self.size,
             "last_modified": iso(self.last_modified),
             "action": self.action,
             "reason": self.reason,
@@ -106,6 +107,7 @@ class PruneResult:
                     "kind": d.backup.kind,
                     "started_at": iso(m.started_at),
                     "size": m.size,
+                    "size_bytes": m.size,
                     "action": d.action,
                     "reasons": list(d.reasons),
                 }

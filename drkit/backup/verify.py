@@ -48,6 +48,7 @@ class BackupVerdict:
             "ok": self.ok,
             "objects": self.objects,
             "bytes": self.bytes,
+            "size_bytes": self.bytes,
             "problems": self.problems,
             **self.details,
         }
@@ -56,6 +57,8 @@ class BackupVerdict:
 def verify_backup(
     repo: Repository, manifest: Manifest, on_bytes: Callable[[int], None] | None = None
 ) -> BackupVerdict:
+    """Read back every object of ``manifest`` (size, sha256, decompression) and, for a
+    physical backup, its WAL; a bad object is a problem in the verdict, not an exception."""
     verdict = BackupVerdict(manifest.id, manifest.kind)
     _check_objects(repo, manifest, verdict, on_bytes)
     if manifest.kind == "physical":

@@ -184,15 +184,28 @@ class DrillReport:
                 "total": self.rto_total,
                 "phases": {p: round(self.phases[p], 3) for p in self.ordered_phases()},
                 "objective": self.rto_objective,
+                # the same, their unit in the key (issue 12); the older keys stay
+                "total_seconds": self.rto_total,
+                "phases_seconds": {p: round(self.phases[p], 3) for p in self.ordered_phases()},
+                "objective_seconds": self.rto_objective,
                 "met": _met(self.rto_total, self.rto_objective) if self.error is None else None,
             },
             "rpo": {
                 "achieved": None if self.rpo_achieved is None else round(self.rpo_achieved, 3),
                 "basis": self.rpo_basis,
                 "objective": self.rpo_objective,
+                "achieved_seconds": (
+                    None if self.rpo_achieved is None else round(self.rpo_achieved, 3)
+                ),
+                "objective_seconds": self.rpo_objective,
                 "met": _met(self.rpo_achieved, self.rpo_objective),
             },
-            "objectives": {"rto": self.rto_objective, "rpo": self.rpo_objective},
+            "objectives": {
+                "rto": self.rto_objective,
+                "rpo": self.rpo_objective,
+                "rto_seconds": self.rto_objective,
+                "rpo_seconds": self.rpo_objective,
+            },
             "checks": [c.to_dict() for c in self.checks],
             "summary": counts,
             "versions": {

@@ -49,7 +49,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,6 +88,7 @@ from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
+from drkit.progress import Meter, MeteredReader, OnProgress, human_size
 from drkit.status import newest_recoverable_point
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import copy_stream
@@ -111,7 +112,8 @@ TMPDIR_ENV = "DRKIT_TMPDIR"
 COUNT_JOBS = max(2, min(4, os.cpu_count() or 1))
 SQL_CHECK_TIMEOUT = "10min"
 
-PhaseCallback = Callable[[str], None]
+#: each phase as it starts and ends (a ProgressEvent with state "done" and its seconds)
+PhaseCallback = OnProgress
 
 
 class DrillCannotRun(OperationError):
@@ -153,13 +155,13 @@ class _Timer:
         self._lock = threading.Lock()
 
     @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        if self.on_phase is not None:
-            self.on_phase(name)
+    def phase(self, name: str, item: str = "", total: int | None = None) -> Iterator[Meter]:
+        meter = Meter(self.on_phase, name, item, total=total)
         started = time.monotonic()
         try:
-            yield
+            yield meter
         finally:
+            meter.finish()
             took = time.monotonic() - started
             with self._lock:
                 self.report.phases[name] = self.report.phases.get(name, 0.0) + took
@@ -333,7 +335,8 @@ def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
         )
         log.error("drill clean-up incomplete: %s", problem)
         return {"scratch_cluster": "cleanup failed", "detail": problem}
-    return {"scratch_cluster": "removed", "seconds": round(time.monotonic() - started, 3)}
+    took = round(time.monotonic() - started, 3)
+    return {"scratch_cluster": "removed", "seconds": took, "duration_seconds": took}
 
 
 def _keep_info(cluster: LocalCluster, work: Path, manifest: Manifest) -> dict[str, Any]:
@@ -524,10 +527,10 @@ def _fetch(
 ) -> Path | None:
     """Download, decrypt and decompress one dump (sha256 checked); None when it fails."""
     local = fetch_dir / f"{secrets.token_hex(4)}.dump"
-    with timer.phase("fetch"):
+    with timer.phase("fetch", obj.database or "", obj.raw_size) as meter:
         try:
             with repo.open_decoded(obj) as stream, open(local, "wb") as out:
-                copy_stream(stream, out)
+                copy_stream(MeteredReader(stream, meter), out)  # type: ignore[arg-type]
         except (CheckFailed, StorageError) as exc:
             local.unlink(missing_ok=True)
             report.add(
@@ -557,7 +560,7 @@ def _restore(
     database = obj.database or ""
     name = f"restore {database}"
     try:
-        with timer.phase("restore"):
+        with timer.phase("restore", database):
             try:
                 cluster.create_database(database)
                 _pg_restore(local, cluster, database, jobs)
@@ -582,7 +585,7 @@ def _restore(
             "restore",
             PASS,
             expected="pg_restore exits 0",
-            observed=f"restored {size} bytes of dump",
+            observed=f"restored {human_size(size)} of dump",
             database=database,
         )
     )
@@ -1056,8 +1059,6 @@ def _drill_physical(
         raise DrillCannotRun(str(exc)) from None
     databases = list(manifest.databases) or policy.database.database_names()
     started = time.monotonic()
-    if timer.on_phase is not None:
-        timer.on_phase("unpack")
     watch = _AcceptWatch(cluster, databases[0] if databases else "postgres")
     # row counts were taken at a named restore point right after the backup: recovery
     # pauses there, they are compared on the paused server, then replay goes on
@@ -1069,6 +1070,10 @@ def _drill_physical(
         pause_at = None  # the counts hold at the restore point, not at the target
 
     def count_at_pause(_paused: PitrResult) -> None:
+        with Meter(timer.on_phase, "validation", "row counts at the restore point"):
+            count_each_database()
+
+    def count_each_database() -> None:
         for database in databases:
             counts = manifest.row_counts.get(database)
             if counts is not None:  # {}: an empty database, counted (and PASS) too
@@ -1087,6 +1092,7 @@ def _drill_physical(
             backup=manifest if report.target_point is None else None,
             pause_at=pause_at,
             at_pause=count_at_pause,
+            on_progress=timer.on_phase,
         )
     except (CheckFailed, OperationError) as exc:
         watch.stop()

@@ -52,6 +52,7 @@ def cluster_os_user() -> str | None:
 
 
 def chown_tree(path: Path, user: str | None) -> None:
+    """Give ``path`` (a file, or a directory and all below it) to ``user``; None: no-op."""
     if user is None:
         return
     entry = pwd.getpwnam(user)

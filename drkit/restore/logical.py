@@ -49,6 +49,7 @@ from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
+from drkit.progress import Meter, OnProgress
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import CHUNK, copy_stream
 
@@ -130,9 +131,11 @@ def restore_logical(
     tables: list[str] | None = None,
     jobs: int = 1,
     force: bool = False,
-    on_progress: Callable[[str, int], None] | None = None,
+    on_progress: OnProgress | None = None,
     repo: Repository | None = None,
 ) -> RestoreResult:
+    """Restore logical backup ``ref`` (an ID, ``latest`` or None) of ``policy``'s
+    environment; row counts are compared with the manifest's."""
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
     wanted = [parse_table_name(t) for t in tables or []]
@@ -168,7 +171,8 @@ def restore_logical(
         )
         if restored is not None:  # only the tables restored are counted
             expected = {k: n for k, n in expected.items() if split_key(k) in restored}
-        outcome = compare_counts(dsn, expected, jobs)
+        with Meter(on_progress, "row counts", name, unit="rows"):
+            outcome = compare_counts(dsn, expected, jobs)
         outcome.database = name
         outcome.backup_id = source.id
         result.databases.append(outcome)
@@ -212,7 +216,7 @@ def restore_one(
     *,
     jobs: int,
     clean: bool,
-    on_progress: Callable[[str, int], None] | None = None,
+    on_progress: OnProgress | None = None,
     tables: list[tuple[str | None, str]] | None = None,
 ) -> set[tuple[str, str]] | None:
     """Restore one dump into ``dsn``; with ``tables``, only those (see the module
@@ -226,15 +230,17 @@ def restore_one(
         args += ["--clean", "--if-exists"]
     what = f"pg_restore of {obj.database} into {describe(dsn)}"
     database = obj.database or ""
-
-    def progress(n: int) -> None:
-        if on_progress is not None:
-            on_progress(database, n)
-
+    # the manifest knows the decoded size: streamed, pg_restore reads it all; with a
+    # temporary file (--jobs, --table) the fetch reads it all, then pg_restore runs
+    streamed = jobs == 1 and not tables
+    progress = Meter(
+        on_progress, "pg_restore" if streamed else "fetch", database, total=obj.raw_size
+    )
     if tables:
         return _restore_tables(repo, obj, dsn, args, env, what, tables, jobs, progress)
     if jobs == 1:
         with (
+            progress,
             repo.open_decoded(obj) as stream,
             PipeProcess([*args, "--single-transaction"], env=env, what=what, stdin=-1) as proc,
         ):
@@ -249,6 +255,7 @@ def restore_one(
         return None
     with (
         _fetched(repo, obj, progress) as tmp,
+        Meter(on_progress, "pg_restore", database),
         PipeProcess([*args, f"--jobs={jobs}", str(tmp)], env=env, what=what) as proc,
     ):
         proc.wait()
@@ -256,9 +263,7 @@ def restore_one(
 
 
 @contextlib.contextmanager
-def _fetched(
-    repo: Repository, obj: StoredObject, progress: Callable[[int], None]
-) -> Iterator[Path]:
+def _fetched(repo: Repository, obj: StoredObject, progress: Meter) -> Iterator[Path]:
     """The decoded, verified dump in a private temporary file, removed afterwards."""
     tmp_dir = os.environ.get("DRKIT_TMPDIR") or None
     fd, tmp_name = tempfile.mkstemp(prefix="drkit-restore-", suffix=".dump", dir=tmp_dir)
@@ -266,6 +271,7 @@ def _fetched(
     try:
         with os.fdopen(fd, "wb") as out, repo.open_decoded(obj) as stream:
             copy_stream(_Progress(stream, progress), out)  # type: ignore[arg-type]
+        progress.finish()
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
@@ -338,7 +344,7 @@ def _restore_tables(
     what: str,
     tables: list[tuple[str | None, str]],
     jobs: int,
-    progress: Callable[[int], None],
+    progress: Meter,
 ) -> set[tuple[str, str]]:
     """pg_restore -L of the selected entries of the dump's table of contents."""
     with _fetched(repo, obj, progress) as tmp:
@@ -357,9 +363,12 @@ def _restore_tables(
         listing.write_text("\n".join(lines) + "\n")
         try:
             single = ["--single-transaction"] if jobs == 1 else [f"--jobs={jobs}"]
-            with PipeProcess(
-                [*args, *single, "-L", str(listing), str(tmp)], env=env, what=what
-            ) as proc:
+            with (
+                Meter(progress.sink, "pg_restore", progress.item),
+                PipeProcess(
+                    [*args, *single, "-L", str(listing), str(tmp)], env=env, what=what
+                ) as proc,
+            ):
                 proc.wait()
         finally:
             listing.unlink(missing_ok=True)

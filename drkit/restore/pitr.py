@@ -56,6 +56,7 @@ from drkit.backup.walchain import (
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.cluster import chown_tree, cluster_os_user, free_port, run_as
+from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.storage.repository import Repository
 from drkit.timelines import clear_restore_marker, write_restore_marker
 from drkit.wal import SPOOL_DIR, find_wal_key, open_wal_object
@@ -69,7 +70,7 @@ ACTIONS = ("promote", "pause", "shutdown")
 LOG_NAME = "drkit-recovery.log"
 _TAR_BUFSIZE = 1024 * 1024
 
-ProgressCallback = Callable[[str, int], None]
+ProgressCallback = OnProgress  # phases "unpack" (bytes of base.tar), "WAL replay"
 
 _STOPPING_RE = re.compile(r"recovery stopping (?:before|after) .*?time ([0-9-]+ [0-9:.]+[+-]\d\d)")
 _STOPPED_AT_LSN_RE = re.compile(r"recovery stopping (?:before|after) WAL location")
@@ -160,6 +161,7 @@ class PitrResult:
             "window": self.window.to_dict(),
             "log_file": self.log_file,
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "phases_seconds": {k: round(v, 3) for k, v in self.phases.items()},
         }
 
 
@@ -434,8 +436,11 @@ def unpack_base(
     pgdata.mkdir(parents=True, exist_ok=True)
     pgdata.chmod(0o700)
     tar_bin = shutil.which("tar")
-    with repo.open_decoded(base) as stream:
-        counted = _Counted(stream, on_progress)
+    with (
+        Meter(on_progress, "unpack", "base.tar", total=base.raw_size) as meter,
+        repo.open_decoded(base) as stream,
+    ):
+        counted = MeteredReader(stream, meter)
         if tar_bin:
             _extract_with_tar(tar_bin, counted, pgdata)
         else:  # pragma: no cover - every Debian/Alpine image has tar
@@ -451,7 +456,7 @@ def unpack_base(
     (pgdata / "pg_wal").chmod(0o700)
 
 
-def _extract_with_tar(tar_bin: str, stream: _Counted, pgdata: Path) -> None:
+def _extract_with_tar(tar_bin: str, stream: MeteredReader, pgdata: Path) -> None:
     """Extract through GNU tar: decoding here and writing files there use two cores.
 
     GNU tar refuses member names with ``..``, strips leading ``/`` and delays symlinks,
@@ -467,18 +472,6 @@ def _extract_with_tar(tar_bin: str, stream: _Counted, pgdata: Path) -> None:
         except BrokenPipeError:
             pass  # tar stopped early: wait() reports why
         proc.wait()
-
-
-class _Counted:
-    def __init__(self, source: Any, on_progress: ProgressCallback | None) -> None:
-        self._source = source
-        self._on_progress = on_progress
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self._source.read(size)
-        if data and self._on_progress is not None:
-            self._on_progress("base.tar", len(data))
-        return data
 
 
 def _conf_value(value: str) -> str:
@@ -682,11 +675,13 @@ def restore_point_in_time(
     limit = timeout or float(os.environ.get(RECOVERY_TIMEOUT_ENV, DEFAULT_RECOVERY_TIMEOUT))
     t1 = time.monotonic()
     server = _RecoveringServer(pgdata, port, socket_dir, user, policy, manifest)
+    replay = Meter(on_progress, "WAL replay")
     server.start(limit)
     result.started = True
     if pause_at is not None:
         server.wait_until_done("pause", limit, window, target, pause_at)
         server.report(result)
+        replay.finish()
         paused = time.monotonic()
         if at_pause is not None:
             at_pause(result)
@@ -695,9 +690,11 @@ def restore_point_in_time(
         configure(None)
         for name in ("postgresql.auto.conf", "recovery.signal"):
             chown_tree(pgdata / name, user)
+        replay = Meter(on_progress, "WAL replay")
         server.start(limit)
     server.wait_until_done(result.action, limit, window, target)
     server.report(result)
+    replay.finish()
     phases["replay"] = time.monotonic() - t1
     shutil.rmtree(pgdata / "pg_wal" / SPOOL_DIR, ignore_errors=True)
     return result

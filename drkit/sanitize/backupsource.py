@@ -25,6 +25,7 @@ from drkit.pg.binaries import find_binary, find_client
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, for_subprocess
 from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, list_file, restore_args
+from drkit.progress import Meter
 from drkit.sanitize.emailmap import prime_from_backup
 from drkit.sanitize.frombackup import (
     CopyBlock,
@@ -188,14 +189,17 @@ def _load_block(
     if unknown:
         raise UsageError(f"the backup's {tp.key} has column {unknown[0]} the schema lacks")
     transformer = RowTransformer([(c, strategies[c]) for c in block.columns], run.compiler)
-    if dst is None:
-        return pump(rows, None, transformer, tp.key, on_progress)
-    target = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(block.schema, block.table),
-        sql.SQL(", ").join(sql.Identifier(c) for c in block.columns),
-    )
-    with dst.cursor().copy(target) as copy:
-        return pump(rows, copy.write, transformer, tp.key, on_progress)
+    meter = Meter(on_progress, "copy" if dst is not None else "read", tp.key, unit="rows")
+    counted = (lambda _key, n: meter(n)) if on_progress is not None else None
+    with meter:
+        if dst is None:
+            return pump(rows, None, transformer, tp.key, counted)
+        target = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(block.schema, block.table),
+            sql.SQL(", ").join(sql.Identifier(c) for c in block.columns),
+        )
+        with dst.cursor().copy(target) as copy:
+            return pump(rows, copy.write, transformer, tp.key, counted)
 
 
 def _apply_filters(run: Run, plan: Plan, reports: dict[str, Any]) -> None:

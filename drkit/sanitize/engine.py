@@ -52,6 +52,7 @@ from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import describe, for_subprocess
 from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS, restore_file
 from drkit.pg.process import PipeProcess
+from drkit.progress import Meter
 from drkit.sanitize.backupsource import run_from_backup
 from drkit.sanitize.emailmap import prime_from_connection
 from drkit.sanitize.fit import check_constraints_fit
@@ -369,9 +370,23 @@ def _copy_table(
                     sql.SQL(", ").join(sql.Identifier(n) for n, _ in names),
                 )
                 inp = stack.enter_context(dst.cursor().copy(target))
-            rows = pump(
-                out, inp.write if inp is not None else None, transformer, tp.key, on_progress
-            )
+            # reltuples (-1: never analyzed) is the estimate when every row is copied
+            estimate = tp.table.estimated_rows if selection.everything else selection.rows
+            with Meter(
+                on_progress,
+                "copy" if write else "read",
+                tp.key,
+                total=estimate if estimate is not None and estimate > 0 else None,
+                unit="rows",
+                estimate=selection.everything,
+            ) as meter:
+                rows = pump(
+                    out,
+                    inp.write if inp is not None else None,
+                    transformer,
+                    tp.key,
+                    (lambda _key, n: meter(n)) if on_progress is not None else None,
+                )
         if dst is not None:
             dst.commit()
         src.rollback()

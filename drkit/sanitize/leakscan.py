@@ -123,6 +123,7 @@ class LeakReport:
             "bytes_scanned": self.bytes_scanned,
             "objects_scanned": self.objects_scanned,
             "seconds": round(self.seconds, 3),
+            "duration_seconds": round(self.seconds, 3),
             "hits": dict(sorted(self.hits.items())),
         }
 

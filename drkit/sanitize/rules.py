@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from drkit.config import StrictModel, expand_vars, read_yaml
 from drkit.errors import RulesError
+from drkit.sanitize.fakers import faker_for
 from drkit.sanitize.jsonpath import JsonPathError, Step, parse_path
 from drkit.sanitize.sqlfilter import FilterError, RowFilter, parse_filter
 
@@ -267,8 +268,6 @@ class _Context:
 
 def check_fake(strategy: Fake) -> None:
     """The provider exists and accepts the arguments (one trial call)."""
-    from drkit.sanitize.strategies import faker_for
-
     try:
         faker = faker_for(strategy.locale)
     except AttributeError:

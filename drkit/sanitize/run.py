@@ -20,15 +20,17 @@ from drkit.errors import CheckFailed, DatabaseError, UsageError
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe, with_dbname
 from drkit.pg.tables import list_tables
+from drkit.progress import OnProgress
 from drkit.sanitize.guards import require_every_row
 from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
 from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import Plan
-from drkit.sanitize.pump import ProgressFn as ProgressFn
 from drkit.sanitize.rules import Rules, default_rules_path, load_rules
 from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, pool_values
 
 log = logging.getLogger(__name__)
+
+ProgressFn = OnProgress  # phases "copy"/"read", one item per table, in rows
 
 
 @dataclass
@@ -59,6 +61,7 @@ class TableReport:
             "selection": self.selection,
             "strategies": self.strategies,
             "seconds": round(self.seconds, 3),
+            "duration_seconds": round(self.seconds, 3),
         }
 
 
@@ -94,6 +97,7 @@ class Report:
             "unlisted_columns": self.unlisted_columns,
             "pii_kept": self.pii_kept,
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "phases_seconds": {k: round(v, 3) for k, v in self.phases.items()},
             "leak_scan": self.leak.to_dict() if self.leak else None,
             "target_tables": self.target_tables,
         }

@@ -58,6 +58,7 @@ from hashlib import blake2b
 from typing import Any
 from urllib.parse import unquote
 
+from drkit.sanitize.fakers import faker_for
 from drkit.sanitize.jsonpath import apply_path
 from drkit.sanitize.pseudomap import PseudonymMap
 from drkit.sanitize.rules import (
@@ -84,13 +85,6 @@ Sink = Callable[[str], None]
 
 def _no_sink(_value: str) -> None:
     return None
-
-
-@functools.lru_cache(maxsize=16)
-def faker_for(locale: str) -> Any:
-    from faker import Faker
-
-    return Faker(locale)
 
 
 _faker_lock = threading.Lock()

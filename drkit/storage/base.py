@@ -15,10 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO
-
-if TYPE_CHECKING:
-    from drkit.config import RepositoryConfig
+from typing import BinaryIO
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -108,17 +105,3 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
-
-
-def open_backend(config: RepositoryConfig) -> Backend:
-    """The backend for a repository url; the S3 SDK is imported only for ``s3://``."""
-    url = config.url
-    if url.startswith("file://"):
-        from drkit.storage.file import FileBackend
-
-        return FileBackend.from_url(url)
-    if url.startswith("s3://"):
-        from drkit.storage.s3 import S3Backend
-
-        return S3Backend.from_config(config)
-    raise ValueError(f"unsupported repository url {url!r}")

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from drkit.errors import CheckFailed, StorageError
-from drkit.storage.base import Backend, ObjectInfo, open_backend
+from drkit.storage.base import Backend, ObjectInfo
+from drkit.storage.factory import open_backend
 from drkit.streams import COMPRESSION_SUFFIX, HashingReader, compress, decompress
 
 if TYPE_CHECKING:

@@ -54,7 +54,7 @@ def points_for(pg_major: int | None) -> int:
 @pytest.fixture(scope="module")
 def crash_db(pg_server: PgServer) -> Iterator[tuple[str, str]]:
     """A database big enough that a backup takes a few hundred milliseconds of streaming."""
-    from drkit.sample import load_sample
+    from drkit.demo.sample import load_sample
 
     name = f"crash_{uuid.uuid4().hex[:8]}"
     url = pg_server.create_database(name)

@@ -8,42 +8,30 @@ them, and recovers a new cluster to the noted time: the deleted rows are back.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from drkit.config import Policy
+from psycopg.conninfo import make_conninfo
 
-Say = Callable[[str, str], None]
-
-
-class DemoBox(Protocol):
-    """What the demo's sandbox offers (``drkit.demo.Sandbox``)."""
-
-    root: Any
-    cluster: Any
-    policy_dir: Any
-    report: dict[str, Any]
-
-    def policy(self, env: str = "prod") -> Policy: ...
+from drkit.backup.physical import run_physical_backup
+from drkit.demo.sandbox import Sandbox, Say, Step
+from drkit.errors import CheckFailed, OperationError
+from drkit.pg.cluster import run_as
+from drkit.pg.connect import connect
+from drkit.restore.pitr import restore_point_in_time
+from drkit.storage.repository import Repository
+from drkit.wal_keys import find_wal_key
+from drkit.walcmd import archive_command, prepare_file_repository
 
 
 def _query(dsn: str, sql: str) -> Any:
-    from drkit.pg.connect import connect
-
     with connect(dsn) as conn:
         row = conn.execute(sql).fetchone()
     return row[0] if row else None
 
 
-def step_pitr(box: DemoBox, say: Say) -> None:
-    from drkit.backup.physical import run_physical_backup
-    from drkit.pg.cluster import run_as
-    from drkit.restore.pitr import restore_point_in_time
-    from drkit.storage.repository import Repository
-    from drkit.wal import find_wal_key
-    from drkit.walcmd import archive_command, prepare_file_repository
-
+def archive_and_recover(box: Sandbox, say: Say) -> None:
+    """Archive WAL, take a base backup, delete rows, recover to before the delete."""
     policy = box.policy()
     cluster = box.cluster
     dsn = policy.database.url.get_secret_value()
@@ -65,8 +53,6 @@ def step_pitr(box: DemoBox, say: Say) -> None:
     )
 
     say("step", "changes, a noted time, then an accident")
-    from drkit.pg.connect import connect
-
     with connect(dsn) as conn:
         conn.execute("CREATE TABLE demo_order (id int PRIMARY KEY, item text NOT NULL)")
         conn.execute(
@@ -85,7 +71,10 @@ def step_pitr(box: DemoBox, say: Say) -> None:
     deadline = time.monotonic() + 120
     while name and find_wal_key(repo, str(name[0])) is None:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"demo: WAL {name[0]} was not archived in time")
+            raise OperationError(
+                f"demo: WAL segment {name[0]} was not archived within 120s; see the "
+                f"server log {cluster.log_file}"
+            )
         time.sleep(0.2)
 
     say("step", f"point-in-time recovery to {noted.isoformat()} into a new cluster")
@@ -93,13 +82,13 @@ def step_pitr(box: DemoBox, say: Say) -> None:
     started = time.monotonic()
     result = restore_point_in_time(policy, noted, pgdata, archive=False, repo=repo)
     try:
-        restored_dsn = dsn.replace(f":{cluster.port}/", f":{result.port}/")
+        restored_dsn = make_conninfo(dsn, port=str(result.port))
         back = _query(restored_dsn, "SELECT count(*) FROM demo_order")
         if back != 1000:
-            raise RuntimeError(f"demo: PITR shows {back} orders, expected 1000")
+            raise CheckFailed(f"demo: the recovered server shows {back} orders, expected 1000")
         archiving = _query(restored_dsn, "SELECT current_setting('archive_mode')")
         if archiving != "off":  # a restored copy never archives into production's repository
-            raise RuntimeError(f"demo: the recovered server has archive_mode = {archiving}")
+            raise CheckFailed(f"demo: the recovered server has archive_mode = {archiving}")
         say(
             "ok",
             f"recovered to {result.reached_at.isoformat() if result.reached_at else '?'} on "
@@ -128,3 +117,10 @@ def step_pitr(box: DemoBox, say: Say) -> None:
             check=False,
             timeout=120,
         )
+
+
+STEP = Step(
+    "continuous WAL archiving → physical base backup → point-in-time recovery to a noted "
+    "moment before an accidental delete, into a new cluster",
+    archive_and_recover,
+)

@@ -1,0 +1,19 @@
+"""``drkit demo``: the whole workflow in a throwaway sandbox, no configuration needed.
+
+The demo is a client of drkit, not a part of it: it uses only the public faces of the
+packages (the functions the CLI calls), and nothing in drkit but the CLI layer imports
+it.  ``STEPS`` is the order the demo runs; each step's ``summary`` is what
+``drkit demo --help`` says it does.
+
+* ``sandbox``: the temporary directory, cluster, policies and repository steps share;
+* ``runner``: :func:`run_demo`, which builds the sandbox and runs :data:`STEPS`;
+* ``backup_step``, ``drill_step``, ``sanitize_step``, ``pitr_step``: the steps;
+* ``sample``: the SentriKat-shaped sample database (also used by tests and benchmarks).
+"""
+
+from __future__ import annotations
+
+from drkit.demo.runner import STEPS as STEPS
+from drkit.demo.runner import run_demo as run_demo
+from drkit.demo.sandbox import Say as Say
+from drkit.demo.sandbox import Step as Step
