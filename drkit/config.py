@@ -304,9 +304,21 @@ class RepositoryConfig(StrictModel):
         return v or None
 
 
+#: the schedule entries that are jobs, in the order ``schedule show`` lists them
+JOB_ENTRIES = (
+    "logical_backup",
+    "physical_backup",
+    "physical_incremental_backup",
+    "prune",
+    "drill",
+)
+
+
 class ScheduleConfig(StrictModel):
     logical_backup: str | None = None
     physical_backup: str | None = None
+    #: incremental base backups (PostgreSQL 17+) between the full ones of physical_backup
+    physical_incremental_backup: str | None = None
     prune: str | None = None
     drill: str | None = None
     timezone: str = "UTC"
@@ -319,7 +331,7 @@ class ScheduleConfig(StrictModel):
 
     @model_validator(mode="after")
     def _crons(self) -> ScheduleConfig:
-        for name in ("logical_backup", "physical_backup", "prune", "drill"):
+        for name in JOB_ENTRIES:
             expr = getattr(self, name)
             if expr is not None:
                 try:
@@ -330,11 +342,7 @@ class ScheduleConfig(StrictModel):
 
     def jobs(self) -> dict[str, str]:
         """job name -> cron expression, for the entries that are set."""
-        return {
-            name: expr
-            for name in ("logical_backup", "physical_backup", "prune", "drill")
-            if (expr := getattr(self, name))
-        }
+        return {name: expr for name in JOB_ENTRIES if (expr := getattr(self, name))}
 
 
 class RetentionConfig(StrictModel):

@@ -145,6 +145,13 @@ class BackupSummary(Shape):
     wal_start: str | None = _field("start WAL location (physical)", default=None)
     wal_stop: str | None = _field("stop WAL location (physical)", default=None)
     timeline: int | None = _field("timeline of the base backup (physical)", default=None)
+    incremental: bool | None = _field(
+        "an incremental base backup (physical, PostgreSQL 17+)", default=None
+    )
+    parent: str | None = _field(
+        "the backup an incremental is relative to; restoring it needs the whole chain",
+        default=None,
+    )
 
 
 class BackupDocument(Document, BackupSummary):
@@ -175,6 +182,12 @@ class Verdict(Shape):
     recoverable_from: Timestamp | None = _field("physical backups only", default=None)
     recoverable_to: Timestamp | None = _field("physical backups only", default=None)
     last_wal: str | None = _field("last WAL segment of the chain (physical)", default=None)
+    chain: list[str] | None = _field(
+        "incremental backups: the chain checked, full backup first", default=None
+    )
+    pg_verifybackup: str | None = _field(
+        "incremental backups: pg_verifybackup on the combined chain", default=None
+    )
 
 
 class VerifyDocument(Document):
@@ -276,6 +289,10 @@ class PitrDocument(Document):
     """`drkit restore ENV --point-in-time TS|latest --pgdata DIR --json`"""
 
     backup_id: str = _field("the base backup recovered from")
+    chain: list[str] | None = _field(
+        "the base backups combined for it, full first (more than one when it is incremental)",
+        default=None,
+    )
     target: str = _field("the target asked for: an RFC 3339 timestamp or latest")
     pgdata: str
     port: int
@@ -428,6 +445,10 @@ class DrillBackup(Shape):
     consistent_at: Timestamp | None
     age_seconds: float | None = _field("seconds between the backup and the drill")
     server_version: str | None
+    chain: list[str] | None = _field(
+        "physical: the base backups combined, full first (more than one: an incremental)",
+        default=None,
+    )
 
 
 class RecoveryPoint(Shape):

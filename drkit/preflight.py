@@ -16,7 +16,9 @@ for a failed check (the caller decides the exit code), and nothing is left behin
    back, compared and deleted;
 5. ``encryption``: the recipients parse, and the identity (where one is configured)
    exists, is readable and decrypts what the recipients encrypt;
-6. ``schedule``: every cron entry and its next run.
+6. ``schedule``: every cron entry and its next run;
+7. ``incremental backups`` (only when ``schedule.physical_incremental_backup`` is set):
+   the server is PostgreSQL 17+ with ``summarize_wal = on``.
 
 Messages never contain a secret: connection errors go through :mod:`drkit.pg.connect`.
 """
@@ -189,6 +191,29 @@ def _check_physical_privileges(report: CheckReport, conn: Any) -> None:
     )
 
 
+def _check_incremental(report: CheckReport, conn: Any) -> None:
+    row = conn.execute(
+        "SELECT current_setting('server_version_num')::int / 10000, "
+        "(SELECT setting FROM pg_settings WHERE name = 'summarize_wal')"
+    ).fetchone()
+    major, summarize = (int(row[0]), row[1]) if row else (0, None)
+    if major < 17:
+        report.add(
+            "incremental backups",
+            False,
+            f"schedule.physical_incremental_backup needs PostgreSQL 17+; the server is {major}",
+        )
+    elif summarize != "on":
+        report.add(
+            "incremental backups",
+            False,
+            "summarize_wal is off: set summarize_wal = on (ALTER SYSTEM SET summarize_wal = on; "
+            "SELECT pg_reload_conf()), then take a full base backup",
+        )
+    else:
+        report.add("incremental backups", True, f"PostgreSQL {major}, summarize_wal = on")
+
+
 def _check_archiving(report: CheckReport, policy: Policy, conn: Any, repo: Any) -> None:
     from drkit.backup.physical import wait_for_wal
     from drkit.pg.connect import first_line
@@ -347,6 +372,8 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
         except DrkitError as exc:
             report.add("repository", False, str(exc))
             repo = None
+        if policy.schedule.physical_incremental_backup and conn is not None:
+            _check_incremental(report, conn)
         if policy.wal_archiving and conn is not None and repo is not None:
             _check_archiving(report, policy, conn, repo)
         if repo is not None:

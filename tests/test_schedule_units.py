@@ -319,3 +319,22 @@ def test_metrics_read_the_drill_reports_the_drill_stores(tmp_path: Path) -> None
         "total": 720.0,
     }
     assert snapshot.drill.rpo == 11000.0
+
+
+def test_a_weekly_full_and_daily_incrementals_export_one_physical_interval(
+    tmp_path: Path,
+) -> None:
+    """Both jobs are of kind physical: one expected-interval sample (never two with the
+    same labels), the shorter job's, so "backup too old" alerts after two days, not eight."""
+    daemon = loaded_daemon(
+        tmp_path,
+        {"physical_backup": "0 3 * * 0", "physical_incremental_backup": "0 3 * * 1-6"},
+    )
+    text = generate_latest(daemon.registry).decode()
+    samples = [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "drkit_backup_expected_interval_seconds"
+    ]
+    assert samples == [({"env": "prod", "kind": "physical"}, 2 * 86400)]

@@ -250,8 +250,8 @@ def test_incremental_base_backups_are_refused_whole(
     pg_major: int,
     run_drkit: DrkitRunner,
 ) -> None:
-    """``--incremental`` needs 17+: on 15 and 16 exit 2 saying so; on 18, until drkit
-    takes incremental backups, one line saying that; never a backup or a half one."""
+    """``--incremental`` needs 17+: on 15 and 16 exit 2 saying so; on 18 it needs
+    ``summarize_wal = on`` (off here): exit 1 saying to set it; never a backup or a half one."""
     _name, url = database
     policy_dir = make_policy("prod", url, file_repo)
     result = run_drkit("backup", "prod", "--physical", "--incremental", policy_dir=policy_dir)
@@ -261,7 +261,7 @@ def test_incremental_base_backups_are_refused_whole(
         assert result.code == 2, line
         assert "needs PostgreSQL 17+" in line and f"is {pg_major}" in line
     else:
-        assert result.code == 1 and "not implemented" in line, line
+        assert result.code == 1 and "set summarize_wal = on" in line, line
     assert file_repo.root is not None
     assert not list(file_repo.root.rglob("manifest.json"))
     alone = run_drkit("backup", "prod", "--incremental", policy_dir=policy_dir)

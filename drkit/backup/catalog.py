@@ -76,6 +76,10 @@ class Manifest:
     wal_stop_segment: str | None = None
     timeline: int | None = None
     backup_label: str | None = None
+    #: incremental base backups (PostgreSQL 17+): the backup this one is relative to
+    parent: str | None = None
+    #: the cluster's pg_control system identifier (physical backups)
+    system_identifier: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     dump_formats: dict[str, str] = field(default_factory=dict)  # database -> CUSTOM | DIRECTORY
 
@@ -91,6 +95,10 @@ class Manifest:
         if self.dump_format(database) != DIRECTORY:
             return None
         return self.dump_objects(database)
+
+    @property
+    def incremental(self) -> bool:
+        return self.parent is not None
 
     @property
     def size(self) -> int:
@@ -132,7 +140,12 @@ class Manifest:
                 wal_stop_segment=self.wal_stop_segment,
                 timeline=self.timeline,
                 backup_label=self.backup_label,
+                incremental=self.incremental,
             )
+            if self.parent is not None:
+                doc["parent"] = self.parent
+            if self.system_identifier is not None:
+                doc["system_identifier"] = self.system_identifier
             if self.row_counts:
                 doc["row_counts"] = self.row_counts
         if self.extra:
@@ -146,6 +159,8 @@ class Manifest:
             finished = parse_ts(doc["finished_at"])
             if started is None or finished is None:
                 raise ValueError("started_at/finished_at missing")
+            if doc.get("incremental") and not doc.get("parent"):
+                raise ValueError("an incremental backup without its parent")
             return cls(
                 id=str(doc["id"]),
                 kind=str(doc["kind"]),
@@ -167,6 +182,10 @@ class Manifest:
                 wal_stop_segment=doc.get("wal_stop_segment"),
                 timeline=doc.get("timeline"),
                 backup_label=doc.get("backup_label"),
+                parent=str(doc["parent"]) if doc.get("parent") else None,
+                system_identifier=(
+                    str(doc["system_identifier"]) if doc.get("system_identifier") else None
+                ),
                 extra=dict(doc.get("extra") or {}),
                 dump_formats=_dump_formats(doc.get("dump_formats")),
             )

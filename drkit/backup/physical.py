@@ -10,6 +10,14 @@ the repository before it writes the manifest.  Then it takes a snapshot in every
 database, writes a named restore point right after and counts rows in those snapshots:
 a drill pauses recovery at that restore point to compare the counts (DESIGN §6).
 
+With ``--incremental`` (PostgreSQL 17+, ``summarize_wal = on``) the backup is taken
+relative to its parent: the newest physical backup of the same cluster (system
+identifier) and timeline lineage whose chain is whole and whose PostgreSQL
+``backup_manifest`` is stored (:mod:`drkit.backup.chain`).  That manifest is fetched and
+passed to ``pg_basebackup --incremental``; drkit's manifest records ``parent``.  Every
+base backup, full or incremental, stores PostgreSQL's ``backup_manifest`` (taken from the
+tar stream, where pg_basebackup puts it) as an object of its own.
+
 Limits: one tablespace (``-D -`` cannot stream several); a cluster with extra
 tablespaces is refused rather than backed up incompletely.
 """
@@ -17,9 +25,12 @@ tablespaces is refused rather than backed up incompletely.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,11 +38,12 @@ from typing import Any, BinaryIO
 
 import psycopg
 
-from drkit.backup.catalog import Manifest, backup_prefix, write_manifest
+from drkit.backup.catalog import Manifest, backup_prefix, list_backups, write_manifest
+from drkit.backup.chain import PG_MANIFEST_NAME, choose_parent, pg_manifest_object
 from drkit.backup.lock import acquire_backup_lock
 from drkit.backup.logical import discard_partial, new_backup_id
 from drkit.config import Policy
-from drkit.errors import DatabaseError, OperationError, UsageError
+from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
@@ -58,6 +70,10 @@ _STOP_TLI_RE = re.compile(r"^STOP TIMELINE: (\d+)", re.M)
 
 class TarTap:
     """Passes a tar stream through unchanged while capturing small named members."""
+
+    #: the largest member captured; PostgreSQL's backup_manifest grows with the file count
+    LIMITS = {"backup_manifest": 512 * 1024 * 1024}
+    DEFAULT_LIMIT = 1024 * 1024
 
     def __init__(self, source: BinaryIO, wanted: tuple[str, ...] = ("backup_label",)) -> None:
         self._source = source
@@ -118,10 +134,12 @@ class TarTap:
         self._skip = (size + 511) // 512 * 512
         self.names.append(name)
         clean = name.removeprefix("./")
-        if clean in self._wanted and size <= 1024 * 1024:
+        if clean in self._wanted and size <= self.LIMITS.get(clean, self.DEFAULT_LIMIT):
             self._capture_name = clean
             self._capture_left = size
             self.members[clean] = b""
+        elif clean in self._wanted:
+            log.warning("tar member %s (%d bytes) is too large to capture", clean, size)
 
 
 @dataclass
@@ -131,6 +149,8 @@ class ServerFacts:
     segment_size: int
     databases: list[str]
     size: int  # of all databases: about what the base backup's tar holds
+    system_identifier: str = ""
+    timeline: int = 1
 
 
 def _server_facts(dsn: str) -> ServerFacts:
@@ -154,6 +174,10 @@ def _server_facts(dsn: str) -> ServerFacts:
                 ).fetchall()
             ]
             size_row = conn.execute("SELECT sum(pg_database_size(oid)) FROM pg_database").fetchone()
+            ident = conn.execute(
+                "SELECT s.system_identifier::text, c.timeline_id "
+                "FROM pg_control_system() s, pg_control_checkpoint() c"
+            ).fetchone()
         except Exception as exc:
             raise DatabaseError(f"reading server settings: {first_line(exc)}") from None
         facts = ServerFacts(
@@ -162,6 +186,8 @@ def _server_facts(dsn: str) -> ServerFacts:
             int(rows["wal_segment_size"]),
             databases,
             int(size_row[0]) if size_row and size_row[0] is not None else 0,
+            str(ident[0]) if ident else "",
+            int(ident[1]) if ident else 1,
         )
     if rows.get("archive_mode") not in ("on", "always") or not (
         rows.get("archive_command") or rows.get("archive_library")
@@ -179,6 +205,14 @@ def _server_facts(dsn: str) -> ServerFacts:
             "drkit base backups support the default tablespace only"
         )
     return facts
+
+
+def _setting(conn: psycopg.Connection[Any], name: str) -> str | None:
+    try:
+        row = conn.execute("SELECT setting FROM pg_settings WHERE name = %s", (name,)).fetchone()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"reading server setting {name}: {first_line(exc)}") from None
+    return str(row[0]) if row else None
 
 
 def _server_now(dsn: str) -> datetime:
@@ -277,6 +311,42 @@ def read_backup_history(repo: Repository, name: str) -> str:
     return data.decode("utf-8", "replace")
 
 
+def _find_parent(repo: Repository, policy: Policy, facts: ServerFacts) -> Manifest:
+    from drkit.backup.walchain import timeline_history
+
+    history = timeline_history(repo, facts.timeline)
+    parent = choose_parent(
+        list_backups(repo, "physical"), facts.system_identifier, facts.timeline, history
+    )
+    if parent is None:
+        raise OperationError(
+            f"no base backup of {policy.name}'s cluster (system identifier "
+            f"{facts.system_identifier}, timeline {facts.timeline}) with a stored "
+            f"backup_manifest in {repo.location} to take an incremental from: take a full "
+            f"one first with drkit backup {policy.name} --physical"
+        )
+    return parent
+
+
+def _fetch_pg_manifest(repo: Repository, parent: Manifest, directory: str) -> str:
+    """The parent's PostgreSQL backup_manifest, checked (size, sha256) and written to a file."""
+    obj = pg_manifest_object(parent)
+    if obj is None:  # choose_parent only picks backups that have one
+        raise OperationError(f"backup {parent.id} has no stored backup_manifest")
+    path = os.path.join(directory, PG_MANIFEST_NAME)
+    try:
+        with repo.open_decoded(obj) as stream, open(path, "wb") as out:
+            shutil.copyfileobj(stream, out, 1024 * 1024)
+    except SafetyRefused as exc:
+        # encrypted to the repository's recipients: reading it back needs a private key
+        raise SafetyRefused(
+            f"an incremental base backup reads its parent's backup_manifest ({parent.id}) "
+            f"back from the encrypted repository, and this host cannot decrypt it ({exc}); "
+            "give it repository.encryption.identity_file, or take full base backups"
+        ) from None
+    return path
+
+
 def run_physical_backup(
     policy: Policy,
     *,
@@ -292,15 +362,18 @@ def run_physical_backup(
     if incremental:  # refused whole, never half-done
         with connect(dsn) as conn:
             major = server_major(conn)
+            summarizing = major >= 17 and _setting(conn, "summarize_wal") == "on"
         if major < 17:
             raise UsageError(
                 f"--incremental needs PostgreSQL 17+ (summarize_wal); {policy.name}'s server "
                 f"is {major}: take a full base backup with --physical"
             )
-        raise OperationError(
-            f"incremental base backups (PostgreSQL {major}) are not implemented yet: "
-            "take a full base backup with --physical"
-        )
+        if not summarizing:
+            raise OperationError(
+                f"summarize_wal is off on {policy.name}'s server: incremental base backups "
+                "need it; set summarize_wal = on (ALTER SYSTEM SET summarize_wal = on; SELECT "
+                "pg_reload_conf()), then take a full base backup with --physical"
+            )
     facts = _server_facts(dsn)
     if not policy.wal_archiving:
         log.info("policy %s has wal_archiving: false but takes a base backup", policy.name)
@@ -309,6 +382,18 @@ def run_physical_backup(
         wait = float(os.environ.get(ARCHIVE_WAIT_ENV, DEFAULT_ARCHIVE_WAIT))
     pg_basebackup = find_client("pg_basebackup", facts.major)
     lock = acquire_backup_lock(policy, "physical")  # a concurrent one is refused (exit 1)
+    parent: Manifest | None = None
+    scratch: str | None = None
+    try:
+        if incremental:
+            parent = _find_parent(repo, policy, facts)
+            scratch = tempfile.mkdtemp(prefix="drkit-incremental-")
+            parent_file = _fetch_pg_manifest(repo, parent, scratch)
+    except BaseException:
+        lock.release()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
     backup_id, started = new_backup_id(repo, "physical")
     conninfo, env = for_subprocess(dsn)
     args = [
@@ -324,12 +409,14 @@ def run_physical_backup(
         "-l",
         f"drkit {backup_id}",
     ]
+    if parent is not None:
+        args.append(f"--incremental={parent_file}")
     log.info("physical backup %s started", backup_id)
     try:
         # the databases' sizes: the tar holds them (and a little more), an estimate
         meter = Meter(on_progress, "base backup", BASE_NAME, total=facts.size, estimate=True)
         with PipeProcess(args, env=env, what="pg_basebackup", stdout=-1) as proc:
-            tap = TarTap(proc.stdout)  # type: ignore[arg-type]
+            tap = TarTap(proc.stdout, ("backup_label", PG_MANIFEST_NAME))  # type: ignore[arg-type]
             obj = repo.store(
                 f"{backup_prefix(backup_id)}{BASE_NAME}",
                 tap,  # type: ignore[arg-type]
@@ -338,6 +425,17 @@ def run_physical_backup(
             )
             proc.wait()
         meter.finish()
+        objects = [obj]
+        pg_manifest = tap.members.get(PG_MANIFEST_NAME)
+        if pg_manifest:
+            # the next incremental is taken relative to it
+            objects.append(
+                repo.store(f"{backup_prefix(backup_id)}{PG_MANIFEST_NAME}", io.BytesIO(pg_manifest))
+            )
+        elif parent is not None:
+            raise OperationError("pg_basebackup's tar stream had no backup_manifest")
+        else:
+            log.warning("physical backup %s: no backup_manifest in the tar stream", backup_id)
         consistent_at = _server_now(dsn)
         label = tap.members.get("backup_label", b"").decode("utf-8", "replace")
         start = _START_RE.search(label)
@@ -382,13 +480,15 @@ def run_physical_backup(
             started_at=started,
             finished_at=datetime.now(UTC),
             consistent_at=consistent_at,
-            objects=[obj],
+            objects=objects,
             wal_start=wal_start,
             wal_stop=wal_stop,
             wal_start_segment=start_segment,
             wal_stop_segment=stop_segment,
             timeline=timeline,
             backup_label=label,
+            parent=parent.id if parent is not None else None,
+            system_identifier=facts.system_identifier or None,
             row_counts=counted.row_counts if counted else {},
             extra={
                 "wal_segment_size": facts.segment_size,
@@ -406,5 +506,7 @@ def run_physical_backup(
         raise
     finally:
         lock.release()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     log.info("physical backup %s finished: %d bytes stored", backup_id, manifest.size)
     return manifest

@@ -2,7 +2,8 @@
 
 Order of deletion, so that a crash at any moment leaves a consistent repository:
 
-1. for each backup the plan deletes (oldest first): its ``manifest.json`` first — from
+1. for each backup the plan deletes (oldest first, but an incremental before its
+   parent): its ``manifest.json`` first — from
    then on the backup no longer exists for anyone (§3: a backup exists iff its
    manifest does) — then its other objects;
 2. manifest-less leftovers (an interrupted backup, or step 1 cut short) whose newest
@@ -38,6 +39,7 @@ from drkit.backup.lock import running_backups
 from drkit.backup.retention import (
     RetentionPlan,
     backup_ref,
+    deletion_order,
     orphan_expired,
     plan_retention,
     wal_cutoff,
@@ -209,7 +211,7 @@ def prune(
     result = plan_prune(repo, policy, now=now, dry_run=dry_run, running=running)
     if dry_run:
         return result
-    for backup in sorted(result.plan.deleted, key=lambda b: (b.started_at, b.id)):
+    for backup in deletion_order(result.plan.deleted):  # an incremental before its parent
         log.info("prune %s: deleting backup %s", repo.env, backup.id)
         _delete_backup(repo, backup.id, result)
     for orphan in result.orphans:

@@ -25,6 +25,8 @@ it is kept when any series keeps it:
 * The newest successful backup holding each database is never deleted, whatever the
   counts (0 and absent counts included); so neither is the newest successful backup.
 * Unsuccessful backups (a manifest that records a failure) are kept by no rule.
+* An incremental keeps its whole chain (§4): every ancestor of a kept backup is kept,
+  with the reason ``parent of <child id>`` (so ``prune --dry-run`` shows the chains).
 
 "Newest" is by ``started_at`` (ties broken by id), never by the order of the input or
 of the listing, so a clock that jumped back changes nothing but the labels.  The rules
@@ -77,6 +79,8 @@ class BackupRef:
     wal_start_segment: str | None = None
     #: the databases it holds (empty: one unnamed series, as for a whole cluster)
     databases: tuple[str, ...] = ()
+    #: incremental base backups: the id of the backup it is relative to
+    parent: str | None = None
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None:
@@ -104,6 +108,8 @@ class ManifestLike(Protocol):
     def wal_start_segment(self) -> str | None: ...
     @property
     def databases(self) -> list[str]: ...
+    @property
+    def parent(self) -> str | None: ...
 
 
 def backup_ref(manifest: ManifestLike) -> BackupRef:
@@ -116,6 +122,7 @@ def backup_ref(manifest: ManifestLike) -> BackupRef:
         consistent_at=manifest.consistent_at or manifest.finished_at,
         wal_start_segment=manifest.wal_start_segment,
         databases=tuple(manifest.databases),
+        parent=manifest.parent,
     )
 
 
@@ -255,6 +262,19 @@ def plan_retention(
             for (_rank, reason), dbs in sorted(rules_kept.items())
         ]
 
+    # an incremental keeps its whole chain: a kept backup keeps its parent, transitively
+    by_id = {b.id: b for b in items}
+    pending = [b for b in items if reasons[b.id]]
+    while pending:
+        child = pending.pop()
+        parent = by_id.get(child.parent) if child.parent else None
+        if parent is None:
+            continue
+        reason = f"parent of {child.id}"
+        if reason not in reasons[parent.id]:
+            reasons[parent.id].append(reason)
+            pending.append(parent)
+
     decisions = []
     for b in sorted(items, key=_newest_key, reverse=True):
         why = tuple(reasons.get(b.id, ()))
@@ -263,6 +283,32 @@ def plan_retention(
         else:
             decisions.append(Decision(b, "DELETE", () if b.successful else ("unsuccessful",)))
     return RetentionPlan(tuple(decisions), zone.key)
+
+
+def deletion_order(backups: Iterable[BackupRef]) -> list[BackupRef]:
+    """The order prune deletes ``backups`` in: oldest first, except that an incremental
+    goes before its parent (and every descendant before its ancestors), so a prune cut
+    short never leaves an incremental whose parent is already gone."""
+    items = sorted(backups, key=_newest_key)
+    ids = {b.id for b in items}
+    children: dict[str, list[BackupRef]] = defaultdict(list)
+    for b in items:
+        if b.parent is not None and b.parent in ids and b.parent != b.id:
+            children[b.parent].append(b)
+    order: list[BackupRef] = []
+    done: set[str] = set()
+
+    def visit(backup: BackupRef, path: frozenset[str]) -> None:
+        if backup.id in done or backup.id in path:  # a loop in the parents: break it
+            return
+        for child in children[backup.id]:
+            visit(child, path | {backup.id})
+        done.add(backup.id)
+        order.append(backup)
+
+    for b in items:
+        visit(b, frozenset())
+    return order
 
 
 def current_tiers(policy: Policy, manifests: Sequence[ManifestLike]) -> dict[str, list[str]]:

@@ -3,16 +3,27 @@
 Each object is streamed once: its stored size and sha256 are checked against the
 manifest, it is decrypted (when encrypted) and decompressed to the end, and the raw size
 compared.  Physical backups additionally get their WAL chain checked.
+
+An incremental base backup (PostgreSQL 17+) is only as good as its chain: every
+ancestor must exist and every object of every ancestor is checked the same way; then
+the chain is combined aside with ``pg_combinebackup`` and ``pg_verifybackup`` checks
+the combined backup against the manifest PostgreSQL wrote for it (``-n``: its WAL is
+in the archive, checked above).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from drkit.backup.catalog import Manifest
-from drkit.errors import CheckFailed, StorageError
+from drkit.errors import CheckFailed, DrkitError, StorageError
 from drkit.storage.repository import Repository
 from drkit.streams import drain
 
@@ -49,6 +60,86 @@ def verify_backup(
     """Read back every object of ``manifest`` (size, sha256, decompression) and, for a
     physical backup, its WAL; a bad object is a problem in the verdict, not an exception."""
     verdict = BackupVerdict(manifest.id, manifest.kind)
+    _check_objects(repo, manifest, verdict, on_bytes)
+    if manifest.kind == "physical":
+        from drkit.backup.walchain import check_backup_wal
+
+        problems, details = check_backup_wal(repo, manifest)
+        verdict.problems += problems
+        verdict.details.update(details)
+    if manifest.parent is not None:
+        _check_chain(repo, manifest, verdict, on_bytes)
+    return verdict
+
+
+def _check_chain(
+    repo: Repository,
+    manifest: Manifest,
+    verdict: BackupVerdict,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    from drkit.backup.catalog import list_backups
+    from drkit.backup.chain import by_id, resolve_chain
+
+    try:
+        chain = resolve_chain(manifest, by_id(list_backups(repo, "physical")))
+    except CheckFailed as exc:
+        verdict.problems.append(str(exc))
+        verdict.details["pg_verifybackup"] = "not run: the chain is broken"
+        return
+    verdict.details["chain"] = [m.id for m in chain]
+    before = len(verdict.problems)
+    for ancestor in chain[:-1]:
+        _check_objects(repo, ancestor, verdict, on_bytes, prefix=f"ancestor {ancestor.id}: ")
+    if len(verdict.problems) > before:
+        verdict.details["pg_verifybackup"] = "not run: an object of the chain is damaged"
+        return
+    problem = _verify_combined(repo, chain)
+    if problem:
+        verdict.problems.append(problem)
+        verdict.details["pg_verifybackup"] = "failed"
+    else:
+        verdict.details["pg_verifybackup"] = "combined chain verified"
+
+
+def _verify_combined(repo: Repository, chain: list[Manifest]) -> str | None:
+    """Combine the chain aside and run pg_verifybackup on it; a problem line or None."""
+    from drkit.pg.binaries import find_binary
+    from drkit.restore.pitr import unpack_chain
+
+    last = chain[-1]
+    major = int(last.server_version.split(".")[0]) if last.server_version else None
+    verifier = find_binary("pg_verifybackup", major)
+    work = Path(tempfile.mkdtemp(prefix="drkit-verify-", dir=os.environ.get("DRKIT_TMPDIR")))
+    try:
+        combined = work / "combined"
+        try:
+            unpack_chain(repo, chain, combined, None)
+        except CheckFailed as exc:
+            return str(exc)
+        except DrkitError as exc:
+            return f"combining the chain of {last.id} failed: {exc}"
+        proc = subprocess.run(
+            [verifier, "-n", str(combined)], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            return (
+                f"pg_verifybackup of the combined chain of {last.id} failed: "
+                f"{lines[0] if lines else f'exit code {proc.returncode}'}"
+            )
+        return None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_objects(
+    repo: Repository,
+    manifest: Manifest,
+    verdict: BackupVerdict,
+    on_bytes: Callable[[int], None] | None,
+    prefix: str = "",
+) -> None:
     for obj in manifest.objects:
         verdict.objects += 1
         try:
@@ -56,18 +147,11 @@ def verify_backup(
                 raw = drain(_Counting(stream, on_bytes))  # type: ignore[arg-type]
             if raw != obj.raw_size:
                 verdict.problems.append(
-                    f"{obj.key}: decodes to {raw} bytes, manifest says {obj.raw_size}"
+                    f"{prefix}{obj.key}: decodes to {raw} bytes, manifest says {obj.raw_size}"
                 )
             verdict.bytes += obj.stored_size
         except (CheckFailed, StorageError) as exc:
-            verdict.problems.append(str(exc))
-    if manifest.kind == "physical":
-        from drkit.backup.walchain import check_backup_wal
-
-        problems, details = check_backup_wal(repo, manifest)
-        verdict.problems += problems
-        verdict.details.update(details)
-    return verdict
+            verdict.problems.append(f"{prefix}{exc}")
 
 
 class _Counting:

@@ -101,6 +101,7 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
         data.update(
             wal_start=manifest.wal_start, wal_stop=manifest.wal_stop, timeline=manifest.timeline
         )
+        data.update(incremental=manifest.incremental, parent=manifest.parent)
     return data
 
 
@@ -136,7 +137,7 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     for m, row in zip(reversed(manifests), rows, strict=True):
         table.add_row(
             m.id,
-            m.kind,
+            m.kind if m.parent is None else f"{m.kind}, incremental on {m.parent}",
             ts_text(m.started_at),
             f"{m.duration:.1f}s",
             human_size(m.size),

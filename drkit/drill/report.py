@@ -96,6 +96,8 @@ class DrillReport:
     #: the newest backup holding it: a partial backup counts only for what it holds)
     backup_databases: dict[str, str] = field(default_factory=dict)
     backup_consistent_at: datetime | None = None
+    #: physical: the base backups combined, full first (more than one: an incremental)
+    backup_chain: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
     target_point: datetime | None = None  # --point-in-time, None = as far as possible
     reached_point: datetime | None = None
@@ -172,6 +174,7 @@ class DrillReport:
                 "consistent_at": iso(self.backup_consistent_at),
                 "age_seconds": self.backup_age,
                 "server_version": self.backup_server_version,
+                "chain": list(self.backup_chain) or None,
             },
             "recovery_point": {
                 "target": iso(self.target_point) if self.target_point else "latest",

@@ -1142,6 +1142,7 @@ def _drill_physical(
         raise
     watch.stop()
     cluster.note_socket_dir()
+    report.backup_chain = list(result.chain)
     paused = result.phases.get("paused", 0.0)  # counting rows: validation, not replay
     total = time.monotonic() - started - paused
     unpack = result.phases.get("fetch_unpack", 0.0)

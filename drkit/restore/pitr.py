@@ -7,7 +7,11 @@
    A target beyond the unbroken chain, before the oldest backup, or (``latest``) a gap
    below newer segments without ``--allow-gap`` is exit 3 with the reachable window.
    drkit never recovers to some other point than the one asked for.
-2. Unpack its ``base.tar`` into an empty DIR (a non-empty one is refused, exit 4).
+2. Unpack its ``base.tar`` into an empty DIR (a non-empty one is refused, exit 4).  An
+   incremental backup (PostgreSQL 17+) is restored with its whole chain: the full
+   backup and every incremental down to it are unpacked aside and combined into DIR
+   with ``pg_combinebackup`` of the backup's major; a backup whose chain is broken is
+   never chosen (exit 3 when asked for by id).
 3. Write ``recovery.signal`` and the recovery settings into ``postgresql.auto.conf``:
    ``restore_command`` = ``drkit wal-fetch``, the target (a time; for ``latest`` with
    pause/shutdown the last whole WAL record of the chain), the target action, the
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from drkit.backup.catalog import Manifest, iso, list_backups
+from drkit.backup.chain import by_id, chain_ok, resolve_chain
 from drkit.backup.walchain import (
     Reach,
     WalIndex,
@@ -132,9 +137,11 @@ class PitrResult:
     followed: TimelineChoice | None = None
     archive_mode: str = "off"
     gap: Reach | None = None  # set when --allow-gap recovered up to a gap
+    chain: list[str] = field(default_factory=list)  # full first; one unless incremental
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "chain": self.chain or [self.backup_id],
             "followed_timeline": self.followed.timeline if self.followed else None,
             "timeline_source": self.followed.source if self.followed else None,
             "production_timeline": self.followed.recorded if self.followed else None,
@@ -223,6 +230,8 @@ class RecoveryPlan:
     window: Window
     followed: TimelineChoice
     reach: Reach
+    #: the base backups to restore, full first (one, unless ``manifest`` is incremental)
+    chain: list[Manifest] = field(default_factory=list)
 
 
 def plan_recovery(
@@ -253,7 +262,8 @@ def plan_recovery(
             f"timelines found: {', '.join(map(str, archived_timelines(index)))}"
         )
     history = timeline_history(repo, tli, index)
-    usable = [b for b in backups if backup_on_timeline(b, tli, history)]
+    known = by_id(backups)
+    usable = [b for b in backups if backup_on_timeline(b, tli, history) and chain_ok(b, known)]
     start = min((consistent_point(b) for b in usable), default=None)
     empty = Window(start, None, None, tli)
     if backup is not None:
@@ -267,6 +277,7 @@ def plan_recovery(
                 f"recovery target {iso(target)} is before backup {backup.id} is consistent "
                 f"({iso(consistent_point(backup))}); {empty.describe()}"
             )
+        resolve_chain(backup, known)  # a broken chain: exit 3 naming the missing link
         manifest = backup
     elif not usable:
         others = (
@@ -313,7 +324,7 @@ def plan_recovery(
             f"recovery target {iso(target)} is after the last WAL reachable without a gap "
             f"({reach.last_segment or 'none'}); {window.describe()}"
         )
-    return RecoveryPlan(manifest, window, followed, reach)
+    return RecoveryPlan(manifest, window, followed, reach, resolve_chain(manifest, known))
 
 
 _RECORD_LSN_RE = re.compile(r"\blsn: ([0-9A-F]+/[0-9A-F]+),")
@@ -364,6 +375,56 @@ def _check_empty(pgdata: Path) -> None:
                 f"{pgdata} is not empty: point-in-time recovery only writes into an empty "
                 "directory (choose a new one; drkit never overwrites a data directory)"
             )
+
+
+def unpack_chain(
+    repo: Repository,
+    chain: list[Manifest],
+    pgdata: Path,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """Unpack a base backup into ``pgdata``; an incremental one with its chain (full
+    first), each unpacked aside and then combined by ``pg_combinebackup``."""
+    if len(chain) == 1:
+        unpack_base(repo, chain[0], pgdata, on_progress)
+        return
+    from drkit.pg.binaries import binary_major, find_binary
+
+    last = chain[-1]
+    major = int(last.server_version.split(".")[0]) if last.server_version else None
+    combine = find_binary("pg_combinebackup", major)
+    if major is not None and binary_major(combine) != major:
+        raise OperationError(
+            f"backup {last.id} is incremental and needs pg_combinebackup {major}, found "
+            f"{combine} (version {binary_major(combine)}): install postgresql-{major} or set "
+            "DRKIT_PG_BIN to its bin directory"
+        )
+    link = major is not None and major >= 18
+    try:  # beside pgdata, so that the combined files can be hard links (--link)
+        work = Path(tempfile.mkdtemp(prefix=".drkit-combine-", dir=pgdata.parent))
+    except OSError:
+        work, link = Path(tempfile.mkdtemp(prefix="drkit-combine-")), False
+    try:
+        parts = []
+        for number, manifest in enumerate(chain):
+            part = work / f"{number:04d}"
+            unpack_base(repo, manifest, part, on_progress)
+            parts.append(str(part))
+        pgdata.mkdir(parents=True, exist_ok=True)
+        pgdata.chmod(0o700)
+        args = [combine, "--no-sync", *(["--link"] if link else []), "-o", str(pgdata), *parts]
+        proc = subprocess.run(args, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            raise OperationError(
+                f"pg_combinebackup failed for backup {last.id} ({len(chain)} backups in its "
+                f"chain): {lines[-1] if lines else f'exit code {proc.returncode}'}"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for sub in ("pg_wal", "pg_wal/archive_status"):
+        (pgdata / sub).mkdir(exist_ok=True)
+    (pgdata / "pg_wal").chmod(0o700)
 
 
 def unpack_base(
@@ -561,7 +622,7 @@ def restore_point_in_time(
         )
 
     try:
-        unpack_base(repo, manifest, pgdata, on_progress)
+        unpack_chain(repo, plan.chain or [manifest], pgdata, on_progress)
         phases["fetch_unpack"] = time.monotonic() - t0
         configure(pause_at)
         (pgdata / "log").mkdir(exist_ok=True)
@@ -607,6 +668,7 @@ def restore_point_in_time(
         followed=plan.followed,
         archive_mode="preserve" if archive else "off",
         gap=plan.reach if plan.reach.gap else None,
+        chain=[m.id for m in plan.chain],
     )
     if not start:
         return result

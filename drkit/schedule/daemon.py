@@ -105,6 +105,12 @@ def _physical_backup(policy: Policy) -> Any:
     return run_physical_backup(policy)
 
 
+def _physical_incremental_backup(policy: Policy) -> Any:
+    from drkit.backup.physical import run_physical_backup
+
+    return run_physical_backup(policy, incremental=True)
+
+
 def _prune(policy: Policy) -> Any:
     from drkit.backup.prune import prune_policy
 
@@ -121,6 +127,7 @@ def _drill(policy: Policy) -> Any:
 JOBS: dict[str, Callable[[Policy], Any]] = {
     "logical_backup": _logical_backup,
     "physical_backup": _physical_backup,
+    "physical_incremental_backup": _physical_incremental_backup,
     "prune": _prune,
     "drill": _drill,
 }

@@ -30,8 +30,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JOB_NAMES = ("logical_backup", "physical_backup", "prune", "drill")
-JOB_KIND = {"logical_backup": "logical", "physical_backup": "physical"}
+JOB_NAMES = ("logical_backup", "physical_backup", "physical_incremental_backup", "prune", "drill")
+JOB_KIND = {
+    "logical_backup": "logical",
+    "physical_backup": "physical",
+    "physical_incremental_backup": "physical",
+}
 RUN_STATUSES = ("success", "failure", "skipped", "missed")
 
 METRIC_NAMES = frozenset(
@@ -421,10 +425,18 @@ def build_metrics(view: MetricsView) -> list[Metric]:
             if drill.rpo is not None:
                 drill_rpo.add_metric([env], drill.rpo)
 
+    # one sample per kind: the shortest of its jobs' longest gaps (a weekly full and daily
+    # incrementals are both physical; together they never leave a longer gap than that)
+    intervals: dict[tuple[str, str], float] = {}
+    for job in view.jobs:
+        if job.job in JOB_KIND:
+            key = (job.env, JOB_KIND[job.job])
+            seconds = job.period.total_seconds()
+            intervals[key] = min(intervals.get(key, seconds), seconds)
+    for (env, kind), seconds in sorted(intervals.items()):
+        expected.add_metric([env, kind], seconds)
     for job in view.jobs:
         labels = [job.env, job.job]
-        if job.job in JOB_KIND:
-            expected.add_metric([job.env, JOB_KIND[job.job]], job.period.total_seconds())
         if job.job == "drill":
             drill_expected.add_metric([job.env], job.period.total_seconds())
         for status in RUN_STATUSES:
