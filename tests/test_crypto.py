@@ -673,3 +673,42 @@ def test_a_drill_restores_an_encrypted_backup_and_needs_the_identity(
         assert "DRKIT_AGE_IDENTITY_FILE" in refused.stderr
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_a_base_backup_needs_only_the_recipients(age_key: KeyMaker, run_drkit: DrkitRunner) -> None:
+    """DESIGN.md §2: the backup host never needs the private key.  A base backup learns
+    its stop point from pg_basebackup's own backup_manifest, not by decrypting the
+    ``.backup`` history file it archived; with the identity, the stop point recorded is
+    the one that file names."""
+    import re
+
+    from tests.wal_support import file_repo_block, shared_dir, start_archived_cluster
+
+    key = age_key("prod")
+    with shared_dir() as root:
+        url = file_repo_block(root)["url"]
+        arch = start_archived_cluster(root, {"url": url, **encryption([key])})
+        try:
+            arch.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+            taken = run_drkit(
+                "backup", "prod", "--physical", "--json", policy_dir=arch.policy_dir, timeout=600
+            )
+            assert taken.code == 0, taken.stderr
+            assert_no_secret(taken.stdout + taken.stderr, key)
+            backup_id = taken.json()["id"]
+            manifests = list(root.rglob(f"{backup_id}/manifest.json"))
+            assert len(manifests) == 1
+            manifest = json.loads(manifests[0].read_text())
+            history = manifest["extra"]["backup_history_file"]
+            stored = list((root / "repo" / "prod" / "wal").glob(f"{history}*"))
+            assert len(stored) == 1 and stored[0].name.endswith(".age"), stored
+            text = age_decrypt(stored[0].read_bytes(), key)
+            if stored[0].name.endswith(".zst.age"):
+                import zstandard
+
+                text = zstandard.ZstdDecompressor().decompressobj().decompress(text)
+            stop = re.search(rb"STOP WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", text)
+            assert stop is not None and manifest["wal_stop"] == stop.group(1).decode()
+        finally:
+            arch.stop_restored()
+            arch.cluster.destroy()

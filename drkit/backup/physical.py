@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -302,6 +303,20 @@ def count_rows_at_restore_point(
     return CountedPoint(name, point, counts), segment
 
 
+def manifest_stop_point(pg_manifest: bytes) -> tuple[str, int] | None:
+    """(stop LSN, stop timeline) from a ``backup_manifest``: its ``WAL-Ranges`` end where
+    the backup stopped (the range ending last); None when it does not say."""
+    try:
+        ranges = json.loads(pg_manifest)["WAL-Ranges"]
+        ends = [(parse_lsn(r["End-LSN"]), r["End-LSN"], int(r["Timeline"])) for r in ranges]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not ends:
+        return None
+    _value, lsn, tli = max(ends)
+    return lsn, tli
+
+
 def read_backup_history(repo: Repository, name: str) -> str:
     key = find_wal_key(repo, name)
     if key is None:
@@ -447,13 +462,17 @@ def run_physical_backup(
         history_name = backup_file_name(wal_start, timeline, facts.segment_size)
         archived = Meter(on_progress, "WAL archived")  # a phase that counts nothing
         wait_for_wal(repo, [history_name], wait, dsn)
-        history = read_backup_history(repo, history_name)
-        stop = _STOP_RE.search(history)
-        stop_tli = _STOP_TLI_RE.search(history)
-        if stop is None:
-            raise OperationError(f"{history_name} has no STOP WAL LOCATION")
-        wal_stop = stop.group(1)
-        stop_timeline = int(stop_tli.group(1)) if stop_tli else timeline
+        # the stop point from pg_basebackup's own manifest: the backup host holds the
+        # recipients only, and the archived history file may be encrypted to them
+        stop_point = manifest_stop_point(pg_manifest) if pg_manifest else None
+        if stop_point is None:  # no manifest (or an unreadable one): the history file
+            history = read_backup_history(repo, history_name)
+            stop = _STOP_RE.search(history)
+            stop_tli = _STOP_TLI_RE.search(history)
+            if stop is None:
+                raise OperationError(f"{history_name} has no STOP WAL LOCATION")
+            stop_point = (stop.group(1), int(stop_tli.group(1)) if stop_tli else timeline)
+        wal_stop, stop_timeline = stop_point
         start_segment = lsn_to_segment_name(wal_start, timeline, facts.segment_size)
         # the stop LSN points just past the last record: the segment holding stop-1
         stop_segment = lsn_to_segment_name(
