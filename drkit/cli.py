@@ -847,10 +847,11 @@ def wal_push(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Archive one WAL segment or history file (archive_command)."""
-    from drkit.wal import load_wal_policy, push_wal
+    from drkit.wal import load_wal_policy
+    from drkit.walasync import archive_wal
 
     st = settle(json_out, policy_dir)
-    report = push_wal(load_wal_policy(env, st.policy_dir), path)
+    report = archive_wal(load_wal_policy(env, st.policy_dir), path, st.policy_dir)
     if st.json:
         emit_json(report.to_dict())
 

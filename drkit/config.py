@@ -342,6 +342,15 @@ class DrillConfig(StrictModel):
     checks: DrillChecksConfig = DrillChecksConfig()
 
 
+class WalArchiverConfig(StrictModel):
+    """How ``drkit wal-push`` archives: itself (sync) or through a background worker."""
+
+    mode: Literal["sync", "async"] = "sync"
+    workers: int = Field(default=0, ge=0, le=64)
+    wait: float = Field(default=60.0, gt=0, le=3600)
+    idle_exit: float = Field(default=30.0, gt=0, le=86400)
+
+
 class Policy(StrictModel):
     """One environment's policy, validated.  ``name`` is the file's stem."""
 
@@ -354,6 +363,7 @@ class Policy(StrictModel):
     repository: RepositoryConfig
     schedule: ScheduleConfig = ScheduleConfig()
     wal_archiving: bool = False
+    wal_archiver: WalArchiverConfig = WalArchiverConfig()
     retention: RetentionConfig = RetentionConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()
     drill: DrillConfig = DrillConfig()
@@ -384,6 +394,7 @@ _POLICY_KEYS = {
     "repository",
     "schedule",
     "wal_archiving",
+    "wal_archiver",
     "retention",
     "objectives",
     "drill",

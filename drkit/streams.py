@@ -138,14 +138,21 @@ def _zstd_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def compress(source: BinaryIO, algorithm: str, level: int) -> BinaryIO:
-    """A reader yielding ``source`` compressed with ``algorithm``."""
+def compress(
+    source: BinaryIO, algorithm: str, level: int, *, threads: int | None = None
+) -> BinaryIO:
+    """A reader yielding ``source`` compressed with ``algorithm``; ``threads`` are zstd's
+    worker threads (None: up to 2; 0: compress in the calling thread)."""
     if algorithm == "none":
         return source
     if algorithm == "zstd":
         import zstandard
 
-        cctx = zstandard.ZstdCompressor(level=level, threads=_zstd_threads(), write_checksum=True)
+        cctx = zstandard.ZstdCompressor(
+            level=level,
+            threads=_zstd_threads() if threads is None else threads,
+            write_checksum=True,
+        )
         return cast(BinaryIO, cctx.stream_reader(source, read_size=CHUNK, closefd=False))
     if algorithm == "gzip":
         return cast(BinaryIO, IterReader(_gzip_chunks(source, level)))
