@@ -18,8 +18,10 @@ acknowledgement it can check against the file itself: the same cluster (the spoo
 ``pg_wal/.drkit-archive/<system identifier>-<repository id>``, and the ack repeats both),
 the same name, and the size and sha256 of the file in pg_wal now.  A stale ack (a name
 re-used after a re-initdb, a forged or damaged file) is removed and not trusted.
-Otherwise wal-push makes sure the worker runs (a ``flock`` on ``worker.lock`` admits one;
-the kernel drops it when the worker dies, even by SIGKILL), waits up to
+The check itself lives in :mod:`drkit.walack`, which the lean entry runs before loading
+the policy.  Otherwise wal-push makes sure the worker runs (forked from itself; a
+``flock`` on ``worker.lock`` admits one, and the kernel drops it when the worker dies,
+even by SIGKILL), waits up to
 ``wal_archiver.wait`` seconds for the ack, and then stores the segment itself, or fails:
 it never returns 0 for a segment that is not stored whole.
 
@@ -32,17 +34,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drkit.errors import DrkitError, OperationError
 from drkit.wal import (
@@ -56,6 +57,23 @@ from drkit.wal import (
     ready_files,
 )
 from drkit.wal_names import is_archivable
+from drkit.walack import (
+    ACK,
+    ERROR,
+    LOCK,
+    POLL,
+    WANT,
+    ControlFileError,
+    Spool,
+    check_ack,
+    policy_fingerprint,
+    system_identifier,
+    wait_for_ack,
+    worker_running,
+    write_ack,
+    write_atomic,
+    write_hint,
+)
 
 if TYPE_CHECKING:
     from drkit.config import Policy
@@ -63,48 +81,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPOOL_ROOT = ".drkit-archive"
-ACK = ".ack"
-WANT = ".want"
-ERROR = ".error"
-LOCK = "worker.lock"
-_POLL = 0.02
 _SPAWN_GRACE = 10.0  # seconds a new worker gets to take its lock
 _RETRY_FAILED = 5.0  # seconds before the worker tries a failed segment again
-_ACK_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Spool:
-    """The async archiver's directory for one cluster and one repository."""
-
-    pg_wal: Path
-    system_identifier: int
-    repository_id: str
-
-    @property
-    def path(self) -> Path:
-        return self.pg_wal / SPOOL_ROOT / f"{self.system_identifier}-{self.repository_id}"
-
-    def file(self, name: str, suffix: str) -> Path:
-        return self.path / f"{name}{suffix}"
-
-
-def system_identifier(data_dir: Path) -> int | None:
-    """The cluster's system identifier (the first 8 bytes of pg_control), or None when
-    ``data_dir`` is not a data directory."""
-    try:
-        with open(data_dir / "global" / "pg_control", "rb") as f:
-            head = f.read(8)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise OperationError(
-            f"cannot read {data_dir}/global/pg_control for the cluster's identity: {exc.strerror}"
-        ) from None
-    if len(head) != 8:
-        raise OperationError(f"{data_dir}/global/pg_control is truncated")
-    return int.from_bytes(head, sys.byteorder)
 
 
 def repository_id(policy: Policy) -> str:
@@ -119,112 +97,57 @@ def spool_for(policy: Policy, pg_wal: Path) -> Spool | None:
     directory (nothing to bind an acknowledgement to: push synchronously)."""
     if pg_wal.name != "pg_wal":
         return None
-    sysid = system_identifier(pg_wal.parent)
+    try:
+        sysid = system_identifier(pg_wal.parent)
+    except ControlFileError as exc:
+        raise OperationError(str(exc)) from None
     if sysid is None:
         return None
     return Spool(pg_wal, sysid, repository_id(policy))
 
 
-def _sha256_file(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_ack(spool: Spool, outcome: PushOutcome) -> None:
+def ack_outcome(spool: Spool, outcome: PushOutcome) -> None:
     """Record that ``outcome.name`` is stored whole with content ``outcome.sha256``."""
-    doc = {
-        "version": _ACK_VERSION,
-        "name": outcome.name,
-        "size": outcome.raw_size,
-        "sha256": outcome.sha256,
-        "system_identifier": spool.system_identifier,
-        "repository": spool.repository_id,
-        "key": outcome.key,
-        "stored_size": outcome.stored_size,
-    }
-    _write_atomic(spool.file(outcome.name, ACK), json.dumps(doc))
-
-
-def _read_ack(spool: Spool, name: str) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(spool.file(name, ACK).read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    write_ack(
+        spool, outcome.name, outcome.raw_size, outcome.sha256, outcome.key, outcome.stored_size
+    )
 
 
 def trusted_ack(spool: Spool, path: Path, repo_root: Path | None = None) -> bool:
-    """Whether the ack of ``path`` proves that this very file is stored whole.
-
-    Every field must match: this cluster, this repository, this name, and the size and
-    sha256 of ``path`` as it is now.  With ``repo_root`` (a ``file://`` repository) the
-    object must also still be there with the size stored.  An ack that does not match
-    is removed."""
-    name = path.name
-    doc = _read_ack(spool, name)
-    if doc is None:
+    """:func:`drkit.walack.check_ack`, logging an ack it refuses."""
+    if not spool.file(path.name, ACK).exists():
         return False
-    trusted = (
-        doc.get("version") == _ACK_VERSION
-        and doc.get("name") == name
-        and doc.get("system_identifier") == spool.system_identifier
-        and doc.get("repository") == spool.repository_id
-        and isinstance(doc.get("sha256"), str)
-        and len(doc["sha256"]) == 64
-    )
-    if trusted:
-        try:
-            trusted = _sha256_file(path) == (doc["sha256"], doc.get("size"))
-        except FileNotFoundError:
-            trusted = False
-    if trusted and repo_root is not None:
-        key = doc.get("key")
-        try:
-            trusted = (
-                isinstance(key, str)
-                and ".." not in key.split("/")
-                and (repo_root / key).stat().st_size == doc.get("stored_size")
-            )
-        except OSError:
-            trusted = False
-    if not trusted:
-        log.warning("%s: ignoring an acknowledgement that does not match the file", name)
-        with contextlib.suppress(FileNotFoundError):
-            spool.file(name, ACK).unlink()
-    return trusted
-
-
-def worker_running(spool: Spool) -> bool:
-    """Whether a worker holds the spool's lock."""
-    try:
-        fd = os.open(spool.file(LOCK, ""), os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if check_ack(spool, path, repo_root):
         return True
-    finally:
-        os.close(fd)  # closing drops a lock this probe took
+    log.warning("%s: ignoring an acknowledgement that does not match the file", path.name)
     return False
 
 
-def spawn_worker(env: str, policy_dir: str, pg_wal: Path) -> None:
-    """Start a detached worker; it exits at once if another one holds the lock."""
+def spawn_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> None:
+    """Start a detached worker; it exits at once if another one holds the lock.
+
+    Forked from this process, which has the policy and the code loaded already, so the
+    worker starts draining without an interpreter start; a new interpreter when forking
+    is not possible."""
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid == 0:  # the worker: its own session, nothing of PostgreSQL's pipes kept open
+        code = 1
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            logging.disable(logging.CRITICAL)
+            code = run_worker(policy, policy_dir, pg_wal)
+        finally:
+            os._exit(code)
+    if pid > 0:
+        return
     subprocess.Popen(
-        [sys.executable, "-m", "drkit.walasync", "worker", env, policy_dir, str(pg_wal)],
+        [sys.executable, "-m", "drkit.walasync", "worker", policy.name, policy_dir, str(pg_wal)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -269,29 +192,25 @@ def push_async(
     if trusted_ack(spool, path, repo_root):
         return acked()
     want = spool.file(name, WANT)
-    want.touch()
-    with contextlib.suppress(FileNotFoundError):
-        spool.file(name, ERROR).unlink()
+    want.touch()  # before the worker starts: it must leave this file's .ready to PostgreSQL
     try:
-        spawned_at: float | None = None
         if not worker_running(spool):
             if policy_dir is None:
                 from drkit.config import resolve_policy_dir
 
                 policy_dir = resolve_policy_dir(None)
-            spawn_worker(policy.name, str(Path(policy_dir).resolve()), path.parent)
-            spawned_at = time.monotonic()
-        deadline = started + policy.wal_archiver.wait
-        while time.monotonic() < deadline:
-            if spool.file(name, ACK).exists() and trusted_ack(spool, path, repo_root):
-                return acked()
-            if spool.file(name, ERROR).exists():
-                break  # the worker failed on it: store it here, reporting why it fails
-            if not worker_running(spool) and (
-                spawned_at is None or time.monotonic() - spawned_at > _SPAWN_GRACE
-            ):
-                break  # no worker (it died or exited): don't wait for nothing
-            time.sleep(_POLL)
+            spawn_worker(policy, str(Path(policy_dir).resolve()), path.parent)
+            # give it the time to take its lock, then wait as for a running worker
+            grace = time.monotonic() + _SPAWN_GRACE
+            while not worker_running(spool) and time.monotonic() < grace:
+                if trusted_ack(spool, path, repo_root):
+                    return acked()
+                time.sleep(POLL)
+        remaining = policy.wal_archiver.wait - (time.monotonic() - started)
+        if remaining > 0 and wait_for_ack(spool, path, repo_root, remaining):
+            return acked()
+        if spool.file(name, ACK).exists() and trusted_ack(spool, path, repo_root):
+            return acked()
         log.info("%s: no acknowledgement from the async archiver; storing it here", name)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -342,10 +261,20 @@ class Worker:
         )
         with self._timeline_lock:
             note_pushed(self.repo, self.spool.pg_wal, [outcome.name])
-        write_ack(self.spool, outcome)
-        if not self.spool.file(outcome.name, WANT).exists():
+        ack_outcome(self.spool, outcome)
+        if not self.spool.file(outcome.name, WANT).exists() and not self.next_for_postgres(
+            outcome.name
+        ):
             mark_done(self.spool.pg_wal, [outcome.name])
         return outcome.name
+
+    def next_for_postgres(self, name: str) -> bool:
+        """Whether ``name`` is the file PostgreSQL's archiver takes next (history files
+        first, then the oldest): it may already be running archive_command for it, so
+        its ``.ready`` is left to PostgreSQL (which then finds the ack), rather than
+        renamed under it."""
+        head = ready_files(self.spool.pg_wal, "", 1)
+        return bool(head) and head[0].name == name
 
     def candidates(self, busy: set[str], limit: int) -> list[Path]:
         now = time.monotonic()
@@ -376,18 +305,27 @@ class Worker:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(entry.path)
 
-    def run(self, idle_exit: float) -> None:
+    def run(self, idle_exit: float, still_current: Callable[[], bool] = lambda: True) -> None:
+        """Drain until idle for ``idle_exit`` seconds, pg_wal is gone, or
+        ``still_current()`` (checked every second) says the policy changed."""
         busy: dict[Future[str], str] = {}
         idle_since = time.monotonic()
-        last_sweep = 0.0
+        last_sweep = last_check = 0.0
+        current = True
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             while True:
                 if not self.spool.pg_wal.is_dir():
                     return
-                if time.monotonic() - last_sweep > 5.0:
+                now = time.monotonic()
+                if now - last_sweep > 5.0:
                     self.sweep()
-                    last_sweep = time.monotonic()
-                free = 2 * self.jobs - len(busy)
+                    last_sweep = now
+                if current and now - last_check > 1.0:
+                    current = still_current()
+                    last_check = now
+                if not current and not busy:
+                    return  # a wal-push under the new policy starts a new worker
+                free = 2 * self.jobs - len(busy) if current else 0
                 if free > 0:
                     for p in self.candidates(set(busy.values()), free):
                         busy[pool.submit(self.one, p)] = p.name
@@ -411,14 +349,12 @@ class Worker:
             log.warning("async archiving of %s failed: %s", name, message)
             self.failed[name] = time.monotonic() + _RETRY_FAILED
             with contextlib.suppress(OSError):
-                _write_atomic(self.spool.file(name, ERROR), message)
+                write_atomic(self.spool.file(name, ERROR), message)
 
 
-def worker_main(argv: list[str]) -> int:
-    """``python -m drkit.walasync worker ENV POLICY_DIR PG_WAL``: one worker per spool."""
-    env, policy_dir, pg_wal = argv
-    policy = load_wal_policy(env, policy_dir)
-    spool = spool_for(policy, Path(pg_wal))
+def run_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> int:
+    """Drain ``pg_wal`` as the one worker of its spool (0 at once if another one runs)."""
+    spool = spool_for(policy, pg_wal)
     if spool is None:
         return 2
     spool.path.mkdir(parents=True, exist_ok=True)
@@ -434,8 +370,19 @@ def worker_main(argv: list[str]) -> int:
 
     repo = Repository.for_policy(policy)
     repo.check_encryption_available()
-    Worker(policy, spool, repo).run(policy.wal_archiver.idle_exit)
+    write_hint(policy.name, policy_dir, spool, _file_repo_root(policy), policy.wal_archiver.wait)
+    started_with = policy_fingerprint(policy.name, policy_dir, pg_wal)
+    Worker(policy, spool, repo).run(
+        policy.wal_archiver.idle_exit,
+        lambda: policy_fingerprint(policy.name, policy_dir, pg_wal) == started_with,
+    )
     return 0
+
+
+def worker_main(argv: list[str]) -> int:
+    """``python -m drkit.walasync worker ENV POLICY_DIR PG_WAL``."""
+    env, policy_dir, pg_wal = argv
+    return run_worker(load_wal_policy(env, policy_dir), policy_dir, Path(pg_wal))
 
 
 if __name__ == "__main__":  # pragma: no cover - the detached worker

@@ -31,12 +31,12 @@ from drkit.walasync import (
     ACK,
     LOCK,
     Spool,
+    ack_outcome,
     push_async,
     repository_id,
     spool_for,
     system_identifier,
     trusted_ack,
-    write_ack,
 )
 from drkit.walcmd import archive_command, prepare_file_repository
 from tests.conftest import S3Server
@@ -293,7 +293,7 @@ def test_ack_from_another_cluster_spool_is_not_used(root: Path, local_cluster: A
     other.path.mkdir(parents=True)
     from drkit.wal import PushOutcome
 
-    write_ack(other, PushOutcome(site.name, "stored", 10, SEG, sha(site.data), "k"))
+    ack_outcome(other, PushOutcome(site.name, "stored", 10, SEG, sha(site.data), "k"))
     push_async(site.policy, site.path, policy_dir=site.policy_dir)
     assert stored_sha(site.repo(), site.name) == sha(site.data)
 
@@ -309,7 +309,7 @@ def test_a_true_ack_returns_at_once_and_changed_bytes_are_refused(
     if not site.spool.file(site.name, ACK).exists():
         from drkit.wal import push_file
 
-        write_ack(site.spool, push_file(site.repo(), site.path))
+        ack_outcome(site.spool, push_file(site.repo(), site.path))
     assert push_async(site.policy, site.path).target.status == "acked"
     # the same name with other bytes (a re-used name): the ack no longer matches and the
     # archive refuses the different file; nothing is overwritten
@@ -355,7 +355,9 @@ def test_worker_drains_then_exits_when_idle(root: Path, local_cluster: Any) -> N
     _out, err = worker.communicate(timeout=120)  # returns only because the worker exits
     assert worker.returncode == 0, err.decode()
     assert stored_sha(site.repo(), site.name) == sha(site.data)
-    assert (site.pg_wal / "archive_status" / f"{site.name}.done").exists()
+    # the oldest ready file is the one PostgreSQL archives next: its .ready is left to
+    # PostgreSQL, whose wal-push finds the ack
+    assert (site.pg_wal / "archive_status" / f"{site.name}.ready").exists()
     assert trusted_ack(site.spool, site.path, Path(site.block["url"][len("file://") :]))
 
 
@@ -377,3 +379,78 @@ def test_a_second_worker_does_not_start(root: Path, local_cluster: Any) -> None:
     _, err = third.communicate(timeout=120)
     assert third.returncode == 0, err.decode()
     assert stored_sha(site.repo(), site.name) == sha(site.data)
+
+
+# ---------------------------------------------------------------------------
+# the lean wal-push (before the policy is loaded) trusts no more than the full one
+# ---------------------------------------------------------------------------
+
+
+def cli_push(site: Site) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DRKIT, "wal-push", "prod", str(site.path), "--policy-dir", str(site.policy_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+DRKIT = [sys.executable, "-m", "drkit"]
+
+
+def test_lean_wal_push_checks_the_ack_against_the_file(root: Path, local_cluster: Any) -> None:
+    from drkit.walack import fast_push
+
+    site = Site(root, local_cluster(), idle_exit=1, wait=5)
+    worker = start_worker(site)
+    worker.communicate(timeout=120)
+    assert stored_sha(site.repo(), site.name) == sha(site.data)
+    assert (site.pg_wal / "archive_status" / f"{site.name}.ready").exists()
+    ack_outcome_text = site.spool.file(site.name, ACK).read_text()
+
+    # the true ack: the lean path answers without the policy
+    assert fast_push("prod", str(site.path), str(site.policy_dir))
+    assert cli_push(site).returncode == 0
+
+    # a re-used name with other bytes: the ack is refused and the archive refuses the file
+    site.path.write_bytes(os.urandom(1024) * (SEG // 1024))
+    assert not fast_push("prod", str(site.path), str(site.policy_dir))
+    site.spool.file(site.name, ACK).write_text(ack_outcome_text)  # put the stale ack back
+    result = cli_push(site)
+    assert result.returncode == 1, result.stderr
+    assert "different" in result.stderr
+    assert stored_sha(site.repo(), site.name) == sha(site.data)
+
+    # the object is gone from the repository: a true-looking ack proves nothing
+    site.path.write_bytes(site.data)
+    site.spool.file(site.name, ACK).write_text(ack_outcome_text)
+    repo = site.repo()
+    key = find_wal_key(repo, site.name)
+    assert key is not None
+    repo.backend.delete(key)
+    assert not fast_push("prod", str(site.path), str(site.policy_dir))
+    site.spool.file(site.name, ACK).write_text(ack_outcome_text)
+    assert cli_push(site).returncode == 0
+    assert stored_sha(site.repo(), site.name) == sha(site.data)
+
+
+def test_a_changed_policy_finds_no_hint(root: Path, local_cluster: Any) -> None:
+    from drkit.walack import fast_push
+
+    site = Site(root, local_cluster(), idle_exit=1)
+    start_worker(site).communicate(timeout=120)
+    assert (site.pg_wal / "archive_status" / f"{site.name}.ready").exists()
+    assert fast_push("prod", str(site.path), str(site.policy_dir))
+    # the same file, another repository: the acknowledgement is not about it
+    other = root / "repo2"
+    other.mkdir()
+    write_policy(site.policy_dir, {"url": f"file://{other}"}, idle_exit=1)
+    assert not fast_push("prod", str(site.path), str(site.policy_dir))
+    # a variable the policy reads changed: not the same policy either
+    write_policy(site.policy_dir, {"url": "file://${DRKIT_TEST_REPO}"}, idle_exit=1)
+    os.environ["DRKIT_TEST_REPO"] = str(other)
+    try:
+        assert not fast_push("prod", str(site.path), str(site.policy_dir))
+    finally:
+        del os.environ["DRKIT_TEST_REPO"]
