@@ -429,8 +429,16 @@ def push_wal(
     ahead_paths = ready_files(path.parent, path.name, batch) if batch > 0 else []
     report: PushReport
     with ThreadPoolExecutor(max_workers=min(jobs, 1 + len(ahead_paths))) as pool:
-        own: Future[PushOutcome] = pool.submit(push_file, repo, path, segment_size)
-        others = [(p, pool.submit(push_file, repo, p, segment_size)) for p in ahead_paths]
+        # several files in parallel: each compresses in its own thread, without zstd's
+        # worker threads competing with the other uploads for the same cores
+        threads = 0 if ahead_paths and jobs > 1 else None
+        own: Future[PushOutcome] = pool.submit(
+            push_file, repo, path, segment_size, compress_threads=threads
+        )
+        others = [
+            (p, pool.submit(push_file, repo, p, segment_size, compress_threads=threads))
+            for p in ahead_paths
+        ]
         ahead: list[PushOutcome] = []
         failed: dict[str, str] = {}
         for p, fut in others:

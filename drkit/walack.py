@@ -213,17 +213,9 @@ def policy_fingerprint(env: str, policy_dir: Path | str, pg_wal: Path) -> str | 
     return h.hexdigest()[:32]
 
 
-def write_hint(
-    env: str,
-    policy_dir: Path | str,
-    spool: Spool,
-    repo_root: Path | None,
-    wait: float,
-) -> None:
-    """Let :func:`fast_push` find ``spool`` for this policy without loading it."""
-    fingerprint = policy_fingerprint(env, policy_dir, spool.pg_wal)
-    if fingerprint is None:
-        return
+def write_hint(fingerprint: str, spool: Spool, repo_root: Path | None, wait: float) -> None:
+    """Let :func:`fast_push` find ``spool`` for the policy of ``fingerprint`` (from
+    :func:`policy_fingerprint`) without loading it."""
     doc = {
         "system_identifier": spool.system_identifier,
         "repository": spool.repository_id,

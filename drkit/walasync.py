@@ -370,8 +370,12 @@ def run_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> int:
 
     repo = Repository.for_policy(policy)
     repo.check_encryption_available()
-    write_hint(policy.name, policy_dir, spool, _file_repo_root(policy), policy.wal_archiver.wait)
+    # the fingerprint, then the policy it must describe: a policy changed since ``policy``
+    # was loaded (or while this runs) ends this worker; the next wal-push starts another
     started_with = policy_fingerprint(policy.name, policy_dir, pg_wal)
+    if started_with is None or load_wal_policy(policy.name, policy_dir) != policy:
+        return 0
+    write_hint(started_with, spool, _file_repo_root(policy), policy.wal_archiver.wait)
     Worker(policy, spool, repo).run(
         policy.wal_archiver.idle_exit,
         lambda: policy_fingerprint(policy.name, policy_dir, pg_wal) == started_with,

@@ -454,3 +454,24 @@ def test_a_changed_policy_finds_no_hint(root: Path, local_cluster: Any) -> None:
         assert not fast_push("prod", str(site.path), str(site.policy_dir))
     finally:
         del os.environ["DRKIT_TEST_REPO"]
+
+
+def test_the_worker_stops_when_its_policy_changes(root: Path, local_cluster: Any) -> None:
+    site = Site(root, local_cluster(), idle_exit=3600)
+    (site.pg_wal / "archive_status" / f"{site.name}.ready").unlink()  # nothing to do
+    worker = start_worker(site)
+    try:
+        deadline = time.monotonic() + 120
+        while worker_pid(site.spool) != worker.pid:
+            assert worker.poll() is None, worker.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the worker never took its lock"
+            time.sleep(0.05)
+        # another repository: this worker's acknowledgements would name the wrong one
+        other = root / "repo2"
+        other.mkdir()
+        write_policy(site.policy_dir, {"url": f"file://{other}"}, idle_exit=3600)
+        _, err = worker.communicate(timeout=120)  # returns only because the worker exits
+        assert worker.returncode == 0, err.decode()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
