@@ -172,12 +172,15 @@ def worker_running(spool: Spool) -> bool:
     return False
 
 
-def _salt(root: Path) -> bytes:
+def _salt(root: Path, create: bool) -> bytes | None:
+    """The spool root's random salt; None when there is none and ``create`` is false (a
+    lookup never writes into pg_wal)."""
     path = root / _SALT
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        pass
+        if not create:
+            return None
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{_SALT}.{os.getpid()}-{os.urandom(4).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -194,9 +197,11 @@ def _salt(root: Path) -> bytes:
     return path.read_bytes()
 
 
-def policy_fingerprint(env: str, policy_dir: Path | str, pg_wal: Path) -> str | None:
+def policy_fingerprint(
+    env: str, policy_dir: Path | str, pg_wal: Path, *, create: bool = False
+) -> str | None:
     """A salted fingerprint of everything the policy of ``env`` resolves from: None when
-    there is no readable policy file."""
+    there is no readable policy file, or no salt yet (``create`` makes one)."""
     if not _ENV_NAME_RE.match(env):
         return None
     directory = Path(os.path.realpath(policy_dir))
@@ -204,7 +209,10 @@ def policy_fingerprint(env: str, policy_dir: Path | str, pg_wal: Path) -> str | 
         text = (directory / f"{env}.yaml").read_bytes()
     except OSError:
         return None
-    h = hashlib.sha256(_salt(pg_wal / SPOOL_ROOT))
+    salt = _salt(pg_wal / SPOOL_ROOT, create)
+    if salt is None:
+        return None
+    h = hashlib.sha256(salt)
     h.update(f"\0{env}\0{directory}\0".encode())
     h.update(text)
     for var in sorted(set(_VAR_RE.findall(text))):

@@ -372,7 +372,7 @@ def run_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> int:
     repo.check_encryption_available()
     # the fingerprint, then the policy it must describe: a policy changed since ``policy``
     # was loaded (or while this runs) ends this worker; the next wal-push starts another
-    started_with = policy_fingerprint(policy.name, policy_dir, pg_wal)
+    started_with = policy_fingerprint(policy.name, policy_dir, pg_wal, create=True)
     if started_with is None or load_wal_policy(policy.name, policy_dir) != policy:
         return 0
     write_hint(started_with, spool, _file_repo_root(policy), policy.wal_archiver.wait)
