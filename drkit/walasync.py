@@ -66,6 +66,7 @@ from drkit.walack import (
     ControlFileError,
     Spool,
     check_ack,
+    linger,
     policy_fingerprint,
     system_identifier,
     wait_for_ack,
@@ -185,6 +186,7 @@ def push_async(
     name = path.name
 
     def acked() -> PushReport:  # the ack stays until PostgreSQL marks the file done
+        linger(spool, name)
         report = PushReport(PushOutcome(name, "acked"))
         report.seconds = time.monotonic() - started
         return report
