@@ -12,7 +12,9 @@ archiver, all in one invocation:
   posix repository): target ≥ 1.5× pgBackRest's segments/s;
 - drkit → S3 (moto)  vs barman-cloud-wal-archive to the same moto server: target ≥ 10×.
 
-Needs the Debian packages pgbackrest and barman-cli-cloud.  Prints segments/s and ratios.
+drkit runs with ``wal_archiver.mode: async`` (its background worker, like pgBackRest's
+archive-async) unless ``--mode sync``.  Needs the Debian packages pgbackrest and
+barman-cli-cloud.  Prints segments/s and ratios.
 """
 
 from __future__ import annotations
@@ -80,11 +82,19 @@ def drain(cluster: LocalCluster, command: str, timeout: float = 900) -> tuple[in
 
 
 LEVEL = {"zstd": 3}
+MODE = {"wal_archiver": "async"}
 
 
 def write_policy(policy_dir: Path, repository: dict[str, object]) -> None:
     repository = {**repository, "compression": {"algorithm": "zstd", "level": LEVEL["zstd"]}}
-    measure.write_policy(policy_dir, "prod", "postgresql:///unused", repository, environment="prod")
+    measure.write_policy(
+        policy_dir,
+        "prod",
+        "postgresql:///unused",
+        repository,
+        environment="prod",
+        wal_archiver={"mode": MODE["wal_archiver"]},
+    )
     chown_tree(policy_dir, cluster_os_user())
 
 
@@ -194,8 +204,15 @@ def main() -> None:
     parser.add_argument(
         "--level", type=int, default=3, help="drkit's zstd level (pgBackRest runs at 3)"
     )
+    parser.add_argument(
+        "--mode",
+        choices=("async", "sync"),
+        default="async",
+        help="drkit's wal_archiver.mode (async: the background worker)",
+    )
     args = parser.parse_args()
     LEVEL["zstd"] = args.level
+    MODE["wal_archiver"] = args.mode
     rates = {
         k: median(v)
         for k, v in measure_wal(

@@ -407,6 +407,15 @@ class DrillConfig(StrictModel):
     checks: DrillChecksConfig = DrillChecksConfig()
 
 
+class WalArchiverConfig(StrictModel):
+    """How ``drkit wal-push`` archives: itself (sync) or through a background worker."""
+
+    mode: Literal["sync", "async"] = "sync"
+    workers: int = Field(default=0, ge=0, le=64)
+    wait: float = Field(default=60.0, gt=0, le=3600)
+    idle_exit: float = Field(default=30.0, gt=0, le=86400)
+
+
 class Policy(StrictModel):
     """One environment's policy, validated.  ``name`` is the file's stem."""
 
@@ -419,6 +428,7 @@ class Policy(StrictModel):
     repository: RepositoryConfig
     schedule: ScheduleConfig = ScheduleConfig()
     wal_archiving: bool = False
+    wal_archiver: WalArchiverConfig = WalArchiverConfig()
     retention: RetentionConfig = RetentionConfig()
     backup: BackupConfig = BackupConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()
@@ -450,6 +460,7 @@ _POLICY_KEYS = {
     "repository",
     "schedule",
     "wal_archiving",
+    "wal_archiver",
     "retention",
     "backup",
     "objectives",

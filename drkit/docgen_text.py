@@ -61,6 +61,20 @@ POLICY_KEYS: dict[str, str] = {
     "calendar (days, ISO weeks, months).",
     "wal_archiving": "WAL is archived continuously (archive_command = drkit wal-push); "
     "exposure is then measured from the last archived WAL, and PITR is possible.",
+    "wal_archiver": "How `drkit wal-push` archives WAL. Every mode stores a segment whole "
+    "before PostgreSQL may mark it done, never overwrites a different file of the same name, "
+    "and fails (PostgreSQL keeps the segment and retries) rather than drop WAL.",
+    "wal_archiver.mode": "`sync`: each archive_command call stores its segment (and the ones "
+    "already marked ready) itself. `async`: a background worker, one per cluster and "
+    "repository, started by wal-push, stores ready segments in parallel and records an "
+    "acknowledgement bound to each segment's sha256 in `pg_wal/.drkit-archive`; wal-push "
+    "returns at once for an acknowledged segment, else waits for it, then stores it itself.",
+    "wal_archiver.workers": "Segments stored in parallel by the async worker. 0: automatic "
+    "(the number of CPUs, at least 2; 8 for s3://).",
+    "wal_archiver.wait": "Seconds wal-push waits for the async worker's acknowledgement before "
+    "storing the segment itself.",
+    "wal_archiver.idle_exit": "Seconds without a ready segment after which the async worker "
+    "exits (the next wal-push starts a new one).",
     "retention": "Grandfather-father-son retention, applied by `drkit prune`. A backup is "
     "kept if any rule keeps it; the newest backup of each database is never deleted.",
     "retention.daily": "Keep the newest backup of each of the last N calendar days that have one.",

@@ -54,7 +54,8 @@ def parse_wal_command(args: Sequence[str]) -> tuple[str, list[str], str | None] 
 
 def run_wal_command(command: str, positionals: list[str], policy_dir: str | None) -> int:
     from drkit.outcome import failure, wal_fetch_line
-    from drkit.wal import load_wal_policy, push_wal, run_fetch
+    from drkit.wal import load_wal_policy, run_fetch
+    from drkit.walasync import archive_wal
 
     if command == "wal-fetch":
         env, name, dest = positionals
@@ -64,7 +65,7 @@ def run_wal_command(command: str, positionals: list[str], policy_dir: str | None
         return code
     env, path = positionals
     try:
-        push_wal(load_wal_policy(env, policy_dir), path)
+        archive_wal(load_wal_policy(env, policy_dir), path, policy_dir)
     except (Exception, KeyboardInterrupt) as exc:  # the last line of defence, as in drkit.cli
         code, line = failure(exc)
         sys.stderr.write(line + "\n")
@@ -75,6 +76,12 @@ def run_wal_command(command: str, positionals: list[str], policy_dir: str | None
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     parsed = parse_wal_command(args)
+    if parsed is not None and parsed[0] == "wal-push":
+        from drkit.walack import fast_push
+
+        env, path = parsed[1]
+        if fast_push(env, path, parsed[2]):  # acknowledged by the async archiver's worker
+            raise SystemExit(0)
     if parsed is not None:
         from drkit.logconfig import configure_logging
 

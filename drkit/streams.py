@@ -147,12 +147,13 @@ def _zstd_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def zstd_compressor(level: int) -> zstandard.ZstdCompressor:
+def zstd_compressor(level: int, threads: int | None = None) -> zstandard.ZstdCompressor:
     """The compressor every zstd stage uses: ``zstd -T2`` at ``level``, checksummed, with
-    jobs of ZSTD_JOB_SIZE (memory stays flat whatever the size)."""
+    jobs of ZSTD_JOB_SIZE (memory stays flat whatever the size).  ``threads``: zstd's
+    worker threads (None: up to 2; 0 or 1: compress in the calling thread)."""
     import zstandard
 
-    threads = _zstd_threads()
+    threads = _zstd_threads() if threads is None else threads
     if threads < 2:
         return zstandard.ZstdCompressor(level=level, write_checksum=True)
     params = zstandard.ZstdCompressionParameters.from_level(
@@ -161,12 +162,15 @@ def zstd_compressor(level: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(compression_params=params)
 
 
-def compress(source: BinaryIO, algorithm: str, level: int) -> BinaryIO:
-    """A reader yielding ``source`` compressed with ``algorithm``."""
+def compress(
+    source: BinaryIO, algorithm: str, level: int, *, threads: int | None = None
+) -> BinaryIO:
+    """A reader yielding ``source`` compressed with ``algorithm``; ``threads`` are zstd's
+    worker threads (None: up to 2; 0: compress in the calling thread)."""
     if algorithm == "none":
         return source
     if algorithm == "zstd":
-        cctx = zstd_compressor(level)
+        cctx = zstd_compressor(level, threads)
         return cast(BinaryIO, cctx.stream_reader(source, read_size=CHUNK, closefd=False))
     if algorithm == "gzip":
         return cast(BinaryIO, IterReader(_gzip_chunks(source, level)))

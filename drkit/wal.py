@@ -244,9 +244,11 @@ def _sha256_object(repo: Repository, key: str) -> tuple[str, int]:
 @dataclass
 class PushOutcome:
     name: str
-    status: str  # stored | exists
+    status: str  # stored | exists | acked
     stored_size: int = 0
     raw_size: int = 0
+    sha256: str = ""  # of the WAL file's bytes as stored (or found stored)
+    key: str = ""
 
 
 @dataclass
@@ -273,11 +275,21 @@ class PushReport:
         }
 
 
-def push_file(repo: Repository, path: Path, segment_size: int | None = None) -> PushOutcome:
+def push_file(
+    repo: Repository,
+    path: Path,
+    segment_size: int | None = None,
+    *,
+    compress_threads: int | None = None,
+) -> PushOutcome:
     """Store one WAL file; idempotent for identical content, refuses different content.
 
     The object is written with a no-replace store, so of two concurrent pushes of one
-    name exactly one stores it; the other compares with what is stored."""
+    name exactly one stores it; the other compares with what is stored.  The outcome
+    carries the sha256 of the bytes stored (or found stored): what an acknowledgement of
+    the asynchronous archiver is bound to."""
+    from drkit.streams import HashingReader
+
     name = path.name
     size_before = path.stat().st_size
     problem = whole_segment_problem(name, size_before, segment_size)
@@ -288,7 +300,14 @@ def push_file(repo: Repository, path: Path, segment_size: int | None = None) -> 
         return _compare_with_stored(repo, path, name, existing)
     try:
         with open(path, "rb") as f:
-            obj = repo.store(f"{WAL_DIR}{name}", f, size_hint=size_before, exclusive=True)
+            raw = HashingReader(cast(BinaryIO, f))
+            obj = repo.store(
+                f"{WAL_DIR}{name}",
+                cast(BinaryIO, raw),
+                size_hint=size_before,
+                exclusive=True,
+                compress_threads=compress_threads,
+            )
     except ObjectExists:
         existing = find_wal_key(repo, name)
         if existing is None:
@@ -309,7 +328,7 @@ def push_file(repo: Repository, path: Path, segment_size: int | None = None) -> 
             f"{name}: stored {obj.stored_size} bytes in {repo.location} but the repository "
             f"reports {'nothing' if info is None else info.size}; not acknowledged"
         )
-    return PushOutcome(name, "stored", obj.stored_size, obj.raw_size)
+    return PushOutcome(name, "stored", obj.stored_size, obj.raw_size, raw.hexdigest(), obj.key)
 
 
 def _compare_with_stored(repo: Repository, path: Path, name: str, existing: str) -> PushOutcome:
@@ -324,7 +343,7 @@ def _compare_with_stored(repo: Repository, path: Path, name: str, existing: str)
         ) from None
     if (remote_sha, remote_size) == (local_sha, local_size):
         log.info("%s already archived with identical content", name)
-        return PushOutcome(name, "exists", raw_size=local_size)
+        return PushOutcome(name, "exists", raw_size=local_size, sha256=local_sha, key=existing)
     raise WalConflict(
         f"{name}: the archive already holds a different {name} ({existing}); nothing was "
         "overwritten. Two clusters are probably archiving into one repository — give "
@@ -332,7 +351,7 @@ def _compare_with_stored(repo: Repository, path: Path, name: str, existing: str)
     )
 
 
-def _ready_files(wal_dir: Path, exclude: str, limit: int) -> list[Path]:
+def ready_files(wal_dir: Path, exclude: str, limit: int) -> list[Path]:
     """Files PostgreSQL marked ready: history files first, then oldest first."""
     status = wal_dir / "archive_status"
     try:
@@ -351,7 +370,7 @@ def _ready_files(wal_dir: Path, exclude: str, limit: int) -> list[Path]:
     return [wal_dir / n for n in names[:limit]]
 
 
-def _mark_done(wal_dir: Path, names: Iterable[str]) -> None:
+def mark_done(wal_dir: Path, names: Iterable[str]) -> None:
     status = wal_dir / "archive_status"
     marked = False
     for name in names:
@@ -394,11 +413,19 @@ def push_wal(
     jobs = jobs or _env_int(PUSH_JOBS_ENV, 8 if s3 else max(2, os.cpu_count() or 1))
     if batch is None:  # 0 turns archiving ahead off
         batch = _env_int(PUSH_BATCH_ENV, DEFAULT_PUSH_BATCH, minimum=0)
-    ahead_paths = _ready_files(path.parent, path.name, batch) if batch > 0 else []
+    ahead_paths = ready_files(path.parent, path.name, batch) if batch > 0 else []
     report: PushReport
     with ThreadPoolExecutor(max_workers=min(jobs, 1 + len(ahead_paths))) as pool:
-        own: Future[PushOutcome] = pool.submit(push_file, repo, path, segment_size)
-        others = [(p, pool.submit(push_file, repo, p, segment_size)) for p in ahead_paths]
+        # several files in parallel: each compresses in its own thread, without zstd's
+        # worker threads competing with the other uploads for the same cores
+        threads = 0 if ahead_paths and jobs > 1 else None
+        own: Future[PushOutcome] = pool.submit(
+            push_file, repo, path, segment_size, compress_threads=threads
+        )
+        others = [
+            (p, pool.submit(push_file, repo, p, segment_size, compress_threads=threads))
+            for p in ahead_paths
+        ]
         ahead: list[PushOutcome] = []
         failed: dict[str, str] = {}
         for p, fut in others:
@@ -407,7 +434,7 @@ def push_wal(
             except DrkitError as exc:
                 failed[p.name] = str(exc)
                 log.warning("archiving %s ahead failed (PostgreSQL will retry it): %s", p, exc)
-        _mark_done(path.parent, [o.name for o in ahead])
+        mark_done(path.parent, [o.name for o in ahead])
         target = own.result()  # raises: PostgreSQL retries this file
         report = PushReport(target, ahead, failed)
     note_pushed(repo, path.parent, [target.name, *(o.name for o in ahead)])

@@ -30,7 +30,8 @@ from drkit.errors import UsageError
 from drkit.redact import mask_url
 from drkit.storage.repository import Repository
 from drkit.timelines import promote_timeline, server_timeline
-from drkit.wal import load_wal_policy, push_wal, run_fetch
+from drkit.wal import load_wal_policy, run_fetch
+from drkit.walasync import archive_wal
 
 
 @app.command("restore")
@@ -249,7 +250,7 @@ def wal_push(
 ) -> None:
     """Archive one WAL segment or history file (archive_command)."""
     st = settle(json_out, policy_dir)
-    report = push_wal(load_wal_policy(env, st.policy_dir), path)
+    report = archive_wal(load_wal_policy(env, st.policy_dir), path, st.policy_dir)
     if st.json:
         emit_json(report.to_dict())
 

@@ -123,14 +123,22 @@ class Repository:
         on_raw_bytes: Callable[[int], None] | None = None,
         size_hint: int | None = None,
         exclusive: bool = False,
+        compress_threads: int | None = None,
     ) -> StoredObject:
         """Encode ``raw`` (compress, then encrypt) and upload it as ``relative_base+suffix``.
 
         ``size_hint``: an upper estimate of the raw size, for the backend's part sizes.
-        ``exclusive``: never replace an existing object (raises ObjectExists)."""
+        ``exclusive``: never replace an existing object (raises ObjectExists).
+        ``compress_threads``: zstd worker threads (None: the default; 0: none, for callers
+        that run several stores in parallel)."""
         comp = self.config.compression
         counter = _RawCounter(raw, on_raw_bytes)
-        stream: BinaryIO = compress(counter, comp.algorithm, comp.level)  # type: ignore[arg-type]
+        stream: BinaryIO = compress(
+            counter,  # type: ignore[arg-type]
+            comp.algorithm,
+            comp.level,
+            threads=compress_threads,
+        )
         recipients: list[str] = []
         encryptor = None
         key = self.key(relative_base + self.suffix)
