@@ -60,6 +60,7 @@ from drkit.wal_names import (
     is_valid_segment_size,
     segment_size_from_control,
 )
+from drkit.walack import sha256_file
 
 if TYPE_CHECKING:
     from drkit.config import Policy
@@ -216,16 +217,6 @@ def whole_segment_problem(name: str, size: int, segment_size: int | None) -> str
     return f"{size} bytes is not a whole WAL segment ({expected})"
 
 
-def _sha256_file(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
 def _sha256_object(repo: Repository, key: str) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
@@ -333,7 +324,7 @@ def push_file(
 
 def _compare_with_stored(repo: Repository, path: Path, name: str, existing: str) -> PushOutcome:
     """Same content as the stored ``existing`` → "exists"; anything else → WalConflict."""
-    local_sha, local_size = _sha256_file(path)
+    local_sha, local_size = sha256_file(path)
     try:
         remote_sha, remote_size = _sha256_object(repo, existing)
     except CheckFailed as exc:

@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,6 +44,7 @@ from drkit.backup.catalog import CUSTOM, DIRECTORY, Manifest, backup_prefix, wri
 from drkit.backup.lock import backup_lock
 from drkit.backup.logical import (
     DumpResult,
+    DumpSnapshot,
     ProgressCallback,
     discard_partial,
     dump_database,
@@ -54,11 +54,9 @@ from drkit.backup.logical import (
 )
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, UsageError
-from drkit.pg.binaries import find_client
-from drkit.pg.connect import connect, first_line, server_major, server_version
+from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
-from drkit.pg.tables import count_rows, list_tables
 from drkit.progress import Meter
 from drkit.storage.repository import Repository, StoredObject
 
@@ -242,55 +240,32 @@ def _dump(
     spool: Path,
     on_progress: ProgressCallback | None,
 ) -> DirectoryDump:
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    row = conn.execute("SELECT pg_export_snapshot(), clock_timestamp()").fetchone()
-    assert row is not None
-    snapshot, consistent_at = str(row[0]), row[1]
-    version = server_version(conn)
-    pg_dump = find_client("pg_dump", server_major(conn))
-    tables = list_tables(conn)
-    counts: dict[str, int] = {}
-    count_error: list[BaseException] = []
-
-    def count() -> None:
-        try:
-            counts.update(count_rows(conn, tables))
-        except BaseException as exc:  # surfaced in the main thread
-            count_error.append(exc)
-
+    snap = DumpSnapshot(conn, database)
     out = spool / "dump"
     conninfo, env = for_subprocess(dsn, database)
-    args = [pg_dump, "-Fd", f"--jobs={jobs}", "-Z0", f"--snapshot={snapshot}"]
+    args = [snap.pg_dump, "-Fd", f"--jobs={jobs}", "-Z0", f"--snapshot={snap.snapshot}"]
     # --verbose: pg_dump writes to its stderr pipe often, so it dies of SIGPIPE soon
     # after a killed drkit instead of dumping on into an orphaned spool
     args += ["--verbose", "-f", str(out), "-d", conninfo]
     base = f"{backup_prefix(backup_id)}{object_base_name(database)}.dir/"
-    size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-    # pg_database_size counts indexes and free space, not dumped: an estimate
-    meter = Meter(
-        on_progress, "dump", database, total=int(size_row[0]) if size_row else None, estimate=True
-    )
+    meter = Meter(on_progress, "dump", database, total=snap.db_size, estimate=True)
     progress = meter if on_progress else None
-    counter = threading.Thread(target=count, name=f"count-{database}", daemon=True)
     with (
         meter,
         DumpUploader(repo, base, database, jobs, progress) as uploader,
         PipeProcess(args, env=env, what=f"pg_dump of {database}") as dump,
     ):
-        counter.start()
+        snap.start_counting()
         while dump.proc.poll() is None:
             if out.is_dir():
                 uploader.offer(out, finished_only=dump.proc.pid)
             uploader.check()
             time.sleep(POLL_SECONDS)
         dump.wait()
-        counter.join()
-        if count_error:
-            raise count_error[0]
+        counts = snap.counted()
         uploader.offer(out, finished_only=None)  # pg_dump is done: every file is whole
         objects = uploader.finish(out)
-    return DirectoryDump(objects, counts, version, consistent_at)
+    return DirectoryDump(objects, counts, snap.version, snap.consistent_at)
 
 
 class DumpUploader:

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -62,6 +63,50 @@ def new_backup_id(repo: Repository, kind: str) -> tuple[str, datetime]:
         time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
 
 
+class DumpSnapshot:
+    """One database's dump transaction: the snapshot it exports for pg_dump, and the
+    exact row count of every table, counted in that same snapshot while pg_dump runs.
+
+    The connection is put in a read-only REPEATABLE READ transaction, which must stay
+    open until pg_dump has attached to the snapshot (the caller rolls it back)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], database: str) -> None:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        row = conn.execute(
+            "SELECT pg_export_snapshot(), clock_timestamp(), pg_database_size(current_database())"
+        ).fetchone()
+        assert row is not None
+        self.snapshot: str = str(row[0])
+        self.consistent_at: datetime = row[1]
+        #: pg_database_size counts indexes and free space, not dumped: an estimate
+        self.db_size: int = int(row[2])
+        self.version = server_version(conn)
+        self.pg_dump = find_client("pg_dump", server_major(conn))
+        self._conn = conn
+        self._tables = list_tables(conn)
+        self._counts: dict[str, int] = {}
+        self._error: list[BaseException] = []
+        self._counter = threading.Thread(target=self._count, name=f"count-{database}", daemon=True)
+
+    def _count(self) -> None:
+        try:
+            self._counts.update(count_rows(self._conn, self._tables))
+        except BaseException as exc:  # surfaced in the caller's thread by counted()
+            self._error.append(exc)
+
+    def start_counting(self) -> None:
+        """Count the rows in a thread (call once pg_dump has started)."""
+        self._counter.start()
+
+    def counted(self) -> dict[str, int]:
+        """The row counts, once counted; the counting's own error if it failed."""
+        self._counter.join()
+        if self._error:
+            raise self._error[0]
+        return self._counts
+
+
 def dump_database(
     repo: Repository,
     policy: Policy,
@@ -72,48 +117,25 @@ def dump_database(
     dsn = policy.database.url.get_secret_value()
     conn = connect(dsn, database, autocommit=False)
     try:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        row = conn.execute(
-            "SELECT pg_export_snapshot(), clock_timestamp(), pg_database_size(current_database())"
-        ).fetchone()
-        assert row is not None
-        snapshot, consistent_at, db_size = str(row[0]), row[1], int(row[2])
-        version = server_version(conn)
-        pg_dump = find_client("pg_dump", server_major(conn))
-        tables = list_tables(conn)
-
-        counts: dict[str, int] = {}
-        count_error: list[BaseException] = []
-
-        def count() -> None:
-            try:
-                counts.update(count_rows(conn, tables))
-            except BaseException as exc:  # surfaced in the main thread
-                count_error.append(exc)
-
+        snap = DumpSnapshot(conn, database)
         conninfo, env = for_subprocess(dsn, database)
-        args = [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "-d", conninfo]
-        counter = threading.Thread(target=count, name=f"count-{database}", daemon=True)
-        # pg_database_size counts indexes and free space, not dumped: an estimate
-        meter = Meter(on_progress, "dump", database, total=db_size, estimate=True)
+        args = [snap.pg_dump, "-Fc", "-Z0", f"--snapshot={snap.snapshot}", "-d", conninfo]
+        meter = Meter(on_progress, "dump", database, total=snap.db_size, estimate=True)
         with PipeProcess(args, env=env, what=f"pg_dump of {database}", stdout=-1) as dump:
             widen_pipe(dump.stdout)
-            counter.start()
+            snap.start_counting()
             obj = repo.store(
                 f"{backup_prefix(backup_id)}{object_base_name(database)}.dump",
                 dump.stdout,  # type: ignore[arg-type]
                 database=database,
                 on_raw_bytes=meter if on_progress else None,
                 # COPY text can outgrow the heap (numbers as digits); indexes are not dumped
-                size_hint=2 * db_size,
+                size_hint=2 * snap.db_size,
             )
             dump.wait()
-            counter.join()
+            counts = snap.counted()
         meter.finish()
-        if count_error:
-            raise count_error[0]
-        return DumpResult(obj, counts, version, consistent_at)
+        return DumpResult(obj, counts, snap.version, snap.consistent_at)
     except psycopg.Error as exc:
         raise DatabaseError(f"backup of database {database}: {first_line(exc)}") from None
     finally:
