@@ -36,7 +36,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -48,6 +47,7 @@ from drkit.backup.logical import (
     ProgressCallback,
     discard_partial,
     dump_database,
+    dump_snapshot,
     new_backup_id,
     object_base_name,
     run_logical_backup,
@@ -217,21 +217,12 @@ def dump_directory(
     on_progress: ProgressCallback | None = None,
 ) -> DirectoryDump:
     dsn = policy.database.url.get_secret_value()
-    conn = connect(dsn, database, autocommit=False)
-    try:
-        with _spool() as spool:
-            return _dump(conn, repo, dsn, backup_id, database, jobs, spool, on_progress)
-    except psycopg.Error as exc:
-        raise DatabaseError(f"backup of database {database}: {first_line(exc)}") from None
-    finally:
-        try:
-            conn.rollback()
-        finally:
-            conn.close()
+    with dump_snapshot(dsn, database) as snap, _spool() as spool:
+        return _dump(snap, repo, dsn, backup_id, database, jobs, spool, on_progress)
 
 
 def _dump(
-    conn: psycopg.Connection[Any],
+    snap: DumpSnapshot,
     repo: Repository,
     dsn: str,
     backup_id: str,
@@ -240,7 +231,6 @@ def _dump(
     spool: Path,
     on_progress: ProgressCallback | None,
 ) -> DirectoryDump:
-    snap = DumpSnapshot(conn, database)
     out = spool / "dump"
     conninfo, env = for_subprocess(dsn, database)
     args = [snap.pg_dump, "-Fd", f"--jobs={jobs}", "-Z0", f"--snapshot={snap.snapshot}"]

@@ -8,9 +8,11 @@ therefore exactly the rows in the dump.  Objects are stored first, the manifest 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -107,6 +109,22 @@ class DumpSnapshot:
         return self._counts
 
 
+@contextlib.contextmanager
+def dump_snapshot(dsn: str, database: str) -> Iterator[DumpSnapshot]:
+    """A :class:`DumpSnapshot` of ``database`` on its own connection, rolled back and
+    closed afterwards; a database error becomes one DatabaseError line."""
+    conn = connect(dsn, database, autocommit=False)
+    try:
+        yield DumpSnapshot(conn, database)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"backup of database {database}: {first_line(exc)}") from None
+    finally:
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
+
+
 def dump_database(
     repo: Repository,
     policy: Policy,
@@ -115,9 +133,7 @@ def dump_database(
     on_progress: ProgressCallback | None = None,
 ) -> DumpResult:
     dsn = policy.database.url.get_secret_value()
-    conn = connect(dsn, database, autocommit=False)
-    try:
-        snap = DumpSnapshot(conn, database)
+    with dump_snapshot(dsn, database) as snap:
         conninfo, env = for_subprocess(dsn, database)
         args = [snap.pg_dump, "-Fc", "-Z0", f"--snapshot={snap.snapshot}", "-d", conninfo]
         meter = Meter(on_progress, "dump", database, total=snap.db_size, estimate=True)
@@ -136,13 +152,6 @@ def dump_database(
             counts = snap.counted()
         meter.finish()
         return DumpResult(obj, counts, snap.version, snap.consistent_at)
-    except psycopg.Error as exc:
-        raise DatabaseError(f"backup of database {database}: {first_line(exc)}") from None
-    finally:
-        try:
-            conn.rollback()
-        finally:
-            conn.close()
 
 
 def run_logical_backup(

@@ -58,13 +58,12 @@ def drill(
     """Restore drill: restore into a scratch cluster, measure RTO/RPO, validate, report."""
     # lazy: pydantic and psycopg, ~0.4 s
     from drkit.config import parse_timestamp
+    from drkit.drill.report import PHASE_TITLES
     from drkit.drill.runner import run_drill
 
     settle(json_out, policy_dir)
     policy = load(env)
     target = parse_timestamp(point_in_time, option="--point-in-time") if point_in_time else None
-    from drkit.drill.report import PHASE_TITLES  # lazy: pulls pydantic (drkit.config)
-
     with sigterm_interrupts(), live_progress(PHASE_TITLES) as on_phase:
         result = run_drill(
             policy,
