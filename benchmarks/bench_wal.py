@@ -81,19 +81,24 @@ def drain(cluster: LocalCluster, command: str, timeout: float = 900) -> tuple[in
     return backlog, time.perf_counter() - started
 
 
-LEVEL = {"zstd": 3}
+#: drkit's WAL level (None: its default, wal_archiver.compression_level = 1); the
+#: repository itself is at zstd 3, pgBackRest's level
+LEVEL: dict[str, int | None] = {"zstd": None}
 MODE = {"wal_archiver": "async"}
 
 
 def write_policy(policy_dir: Path, repository: dict[str, object]) -> None:
-    repository = {**repository, "compression": {"algorithm": "zstd", "level": LEVEL["zstd"]}}
+    repository = {**repository, "compression": {"algorithm": "zstd", "level": 3}}
+    archiver: dict[str, object] = {"mode": MODE["wal_archiver"]}
+    if LEVEL["zstd"] is not None:
+        archiver["compression_level"] = LEVEL["zstd"]
     measure.write_policy(
         policy_dir,
         "prod",
         "postgresql:///unused",
         repository,
         environment="prod",
-        wal_archiver={"mode": MODE["wal_archiver"]},
+        wal_archiver=archiver,
     )
     chown_tree(policy_dir, cluster_os_user())
 
@@ -110,13 +115,24 @@ def backlog(segments: int) -> Iterator[tuple[Path, LocalCluster]]:
             cluster.destroy()
 
 
+#: stored bytes per archived segment, per archiver (file:// repositories only)
+STORED: dict[str, list[float]] = {}
+
+
+def stored_per_segment(name: str, repo: Path, result: tuple[int, float]) -> tuple[int, float]:
+    total = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file())
+    STORED.setdefault(name, []).append(total / max(1, result[0]))
+    return result
+
+
 def run_drkit_file(segments: int) -> tuple[int, float]:
     with backlog(segments) as (root, cluster):
         repo = root / "repo"
         repo.mkdir()
         write_policy(root / "policies", {"url": f"file://{repo}"})
         prepare_file_repository(f"file://{repo}", "prod", cluster_os_user())
-        return drain(cluster, archive_command("prod", root / "policies", cluster.os_user))
+        result = drain(cluster, archive_command("prod", root / "policies", cluster.os_user))
+        return stored_per_segment("drkit file://", repo / "prod" / "wal", result)
 
 
 def run_pgbackrest(segments: int) -> tuple[int, float]:
@@ -146,7 +162,8 @@ def run_pgbackrest(segments: int) -> tuple[int, float]:
             what="pgbackrest stanza-create",
             timeout=120,
         )
-        return drain(cluster, f"pgbackrest --config={conf} --stanza=bench archive-push %p")
+        result = drain(cluster, f"pgbackrest --config={conf} --stanza=bench archive-push %p")
+        return stored_per_segment("pgBackRest async", root / "repo" / "archive", result)
 
 
 def run_drkit_s3(segments: int, moto: Moto) -> tuple[int, float]:
@@ -202,7 +219,11 @@ def main() -> None:
     parser.add_argument("--skip-s3", action="store_true")
     parser.add_argument("--skip-file", action="store_true")
     parser.add_argument(
-        "--level", type=int, default=3, help="drkit's zstd level (pgBackRest runs at 3)"
+        "--level",
+        type=int,
+        default=None,
+        help="drkit's WAL zstd level (default: drkit's own, wal_archiver.compression_level "
+        "= 1; pgBackRest runs at 3)",
     )
     parser.add_argument(
         "--mode",
@@ -213,12 +234,8 @@ def main() -> None:
     args = parser.parse_args()
     LEVEL["zstd"] = args.level
     MODE["wal_archiver"] = args.mode
-    rates = {
-        k: median(v)
-        for k, v in measure_wal(
-            args.segments, args.rounds, file=not args.skip_file, s3=not args.skip_s3
-        ).items()
-    }
+    rounds = measure_wal(args.segments, args.rounds, file=not args.skip_file, s3=not args.skip_s3)
+    rates = {k: median(v) for k, v in rounds.items()}
     ratios = {}
     if "pgBackRest async" in rates:
         ratios["drkit file / pgBackRest (target >= 1.5)"] = (
@@ -226,12 +243,21 @@ def main() -> None:
         )
     if BARMAN in rates:
         ratios["drkit s3 / barman-cloud (target >= 10)"] = rates["drkit s3 (moto)"] / rates[BARMAN]
-    report = {"segments_per_s": rates, "ratios": ratios}
+    stored = {k: median(v) for k, v in STORED.items()}
+    report = {
+        "segments_per_s": rates,
+        "rounds": rounds,
+        "ratios": ratios,
+        "stored_bytes_per_segment": stored,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return
     for name, rate in rates.items():
-        print(f"{name:28s} {rate:7.1f} segments/s (median of {args.rounds})")
+        each = ", ".join(f"{r:.1f}" for r in rounds[name])
+        print(f"{name:28s} {rate:7.1f} segments/s (median of {args.rounds}: {each})")
+    for name, size in stored.items():
+        print(f"{name:28s} {size / 2**20:7.2f} MiB stored per segment")
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
 

@@ -397,7 +397,7 @@ def push_wal(
     if repo is None:
         from drkit.storage.repository import Repository
 
-        repo = Repository.for_policy(policy)
+        repo = Repository.for_wal(policy)
     repo.check_encryption_available()
     segment_size = cluster_segment_size(path)
     s3 = policy.repository.url.startswith("s3://")

@@ -370,7 +370,7 @@ def run_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> int:
     os.write(fd, f"{os.getpid()}\n".encode())
     from drkit.storage.repository import Repository
 
-    repo = Repository.for_policy(policy)
+    repo = Repository.for_wal(policy)
     repo.check_encryption_available()
     # the fingerprint, then the policy it must describe: a policy changed since ``policy``
     # was loaded (or while this runs) ends this worker; the next wal-push starts another

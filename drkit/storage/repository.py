@@ -89,6 +89,12 @@ class Repository:
     def for_policy(cls, policy: Policy) -> Repository:
         return cls(open_backend(policy.repository), policy.name, policy.repository)
 
+    @classmethod
+    def for_wal(cls, policy: Policy) -> Repository:
+        """The repository as wal-push writes it: WAL at ``wal_archiver.compression_level``."""
+        config = policy.repository.model_copy(update={"compression": policy.wal_compression()})
+        return cls(open_backend(policy.repository), policy.name, config)
+
     @property
     def location(self) -> str:
         return f"{self.backend.location}/{self.env}"
