@@ -313,12 +313,13 @@ def push_file(
             f"{name}: read {obj.raw_size} bytes but the file has {size_before}: it changed "
             "while being archived"
         )
-    info = repo.backend.head(obj.key)
-    if info is None or info.size != obj.stored_size:
-        raise OperationError(
-            f"{name}: stored {obj.stored_size} bytes in {repo.location} but the repository "
-            f"reports {'nothing' if info is None else info.size}; not acknowledged"
-        )
+    if not repo.backend.new_puts_read_back:  # S3's conditional PUT reads back the size itself
+        info = repo.backend.head(obj.key)
+        if info is None or info.size != obj.stored_size:
+            raise OperationError(
+                f"{name}: stored {obj.stored_size} bytes in {repo.location} but the repository "
+                f"reports {'nothing' if info is None else info.size}; not acknowledged"
+            )
     return PushOutcome(name, "stored", obj.stored_size, obj.raw_size, raw.hexdigest(), obj.key)
 
 

@@ -32,6 +32,8 @@ class Backend(ABC):
 
     #: where the repository lives, for messages (never holds credentials)
     location: str
+    #: :meth:`put_stream_new` reads the stored object's size back itself (callers need not)
+    new_puts_read_back: bool = False
 
     @abstractmethod
     def put_stream(self, key: str, stream: BinaryIO, size_hint: int | None = None) -> int:

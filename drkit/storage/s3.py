@@ -86,6 +86,8 @@ _MMAP_THRESHOLD = 1024 * 1024
 
 
 class S3Backend(Backend):
+    new_puts_read_back = True  # put_stream_new HEADs the object and checks its ETag
+
     def __init__(
         self,
         bucket: str,
@@ -264,6 +266,11 @@ class S3Backend(Backend):
                 raise self._error("upload", key, exc) from None
         if stored.get("ETag") != response.get("ETag"):
             raise ObjectExists(f"{key} already exists in {self.location} (another writer's)")
+        if stored.get("ContentLength") != size:
+            raise StorageError(
+                f"stored {size} bytes of {key} in {self.location} but S3 reports "
+                f"{stored.get('ContentLength')}"
+            )
         return size
 
     def open_read(self, key: str) -> BinaryIO:
