@@ -192,7 +192,8 @@ def _statements(size: SampleSize) -> list[tuple[str, dict[str, Any]]]:
         ),
         (
             """INSERT INTO vulnerability (cve_id, severity, cvss, description, published_at)
-               SELECT 'CVE-' || (2015 + i %% 11) || '-' || lpad(i::text, 6, '0'),
+               SELECT 'CVE-' || (2015 + i %% 11) || '-'
+                      || lpad(i::text, greatest(6, length(i::text)), '0'),
                       (ARRAY['LOW','MEDIUM','HIGH','CRITICAL'])[1 + i %% 4],
                       ((i * 37) %% 100) / 10.0,
                       'A flaw in component ' || md5(i::text) || ' allows a remote attacker to '
