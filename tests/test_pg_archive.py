@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drkit.pg.archive import set_data_offsets
+from drkit.pg.archive import OffsetFinder, set_data_offsets
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import server_major
 from drkit.pg.conninfo import for_subprocess
@@ -134,3 +134,54 @@ def test_archives_it_cannot_prove_are_left_alone(
         path.write_bytes(data)
         assert set_data_offsets(path) == 0, case
         assert path.read_bytes() == data, case
+
+
+def found_while_writing(data: bytes, path: Path, piece: int) -> int | None:
+    """What :class:`OffsetFinder` sets in ``path`` when fed ``data`` ``piece`` bytes at a
+    time, as the restore's fetch writes it."""
+    path.write_bytes(data)
+    finder = OffsetFinder()
+    for start in range(0, len(data), piece):
+        finder.feed(data[start : start + piece])
+    return finder.apply(path)
+
+
+def test_offsets_found_while_writing_are_the_same(
+    hostile_db: tuple[str, str], tmp_path: Path
+) -> None:
+    """Fed in pieces cut anywhere (inside integers, block headers, terminators, large
+    objects), the streaming finder writes exactly what set_data_offsets writes."""
+    _name, dsn = hostile_db
+    piped = dump(dsn, tmp_path / "piped.dump", to_pipe=True).read_bytes()
+    reference = tmp_path / "reference.dump"
+    reference.write_bytes(piped)
+    expected = set_data_offsets(reference)
+    assert expected >= 4
+    for piece in (13, 4099, 65536, len(piped)):
+        target = tmp_path / f"streamed-{piece}.dump"
+        assert found_while_writing(piped, target, piece) == expected, piece
+        assert target.read_bytes() == reference.read_bytes(), piece
+
+
+def test_archives_it_cannot_prove_while_writing_are_left_alone(
+    hostile_db: tuple[str, str], tmp_path: Path
+) -> None:
+    _name, dsn = hostile_db
+    piped = dump(dsn, tmp_path / "piped.dump", to_pipe=True).read_bytes()
+    cases = {
+        "compressed": dump(dsn, tmp_path / "gz.dump", to_pipe=True, extra=("-Z1",)).read_bytes(),
+        "cut in the data": piped[: len(piped) - 7],
+        "cut in the TOC": piped[:200],
+        "a byte more": piped + b"\x01",
+        "not an archive": b"PGDMX" + piped[5:],
+        "plain SQL": b"--\n-- PostgreSQL database dump\n--\n",
+        "empty": b"",
+    }
+    for case, data in cases.items():
+        path = tmp_path / "case.dump"
+        assert found_while_writing(data, path, 65536) is None, case
+        assert path.read_bytes() == data, case
+    # offsets already set by pg_dump itself: nothing to write
+    written = dump(dsn, tmp_path / "f.dump", to_pipe=False).read_bytes()
+    assert found_while_writing(written, tmp_path / "case.dump", 4099) == 0
+    assert (tmp_path / "case.dump").read_bytes() == written

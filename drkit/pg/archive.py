@@ -10,7 +10,9 @@ than the same restore of a ``pg_dump -f`` archive.
 
 :func:`set_data_offsets` writes the offsets into a local copy of the archive, in place
 (each offset field has a fixed size, as when pg_dump rewrites its TOC itself), so that
-``pg_restore`` seeks straight to each block.  It changes nothing it cannot prove:
+``pg_restore`` seeks straight to each block; :class:`OffsetFinder` finds the same offsets
+while the copy is being written, which spares reading it once more.  Neither changes
+anything it cannot prove:
 
 - only archive versions 1.12-1.16 (pg_dump 9.0-18) of the custom format, uncompressed
   (``-Z0``, what drkit dumps with), whose TOC parses to its end;
@@ -53,6 +55,10 @@ class _Unsupported(Exception):
     """The archive is not one whose offsets can be proven (the reason says why)."""
 
 
+class _CutOff(_Unsupported):
+    """The bytes end before what is being read (more may come, when streaming)."""
+
+
 @dataclass
 class _Entry:
     field: int  # where its offset field (flag byte + offSize bytes) starts
@@ -62,15 +68,17 @@ class _Entry:
 class _Reader:
     """ReadByte / ReadInt / ReadStr of pg_backup_archiver.c over a buffer."""
 
-    def __init__(self, buf: mmap.mmap, pos: int = 0) -> None:
+    def __init__(self, buf: mmap.mmap | bytes | bytearray, pos: int = 0) -> None:
         self.buf = buf
         self.pos = pos
         self.int_size = 4
         self.end = len(buf)
 
     def need(self, n: int) -> None:
-        if n < 0 or self.pos + n > self.end:
-            raise _Unsupported(f"cut off at byte {self.pos}")
+        if n < 0:
+            raise _Unsupported(f"negative length at byte {self.pos}")
+        if self.pos + n > self.end:
+            raise _CutOff(f"cut off at byte {self.pos}")
 
     def byte(self) -> int:
         self.need(1)
@@ -90,7 +98,7 @@ class _Reader:
         if length < 0:
             return None
         self.need(length)
-        value = self.buf[self.pos : self.pos + length]
+        value = bytes(self.buf[self.pos : self.pos + length])
         self.pos += length
         return value
 
@@ -107,21 +115,32 @@ def set_data_offsets(path: Path) -> int:
         except (_Unsupported, OSError, ValueError) as exc:  # OSError: a file system without mmap
             log.info("%s: data offsets left unset: %s", path.name, exc)
             return 0
-        for field, offset in offsets:
-            os.pwrite(
-                f.fileno(),
-                bytes([K_OFFSET_POS_SET]) + offset.to_bytes(off_size, "little"),
-                field,
-            )
+        _write_offsets(f.fileno(), offsets, off_size)
     log.debug("%s: %d data offsets set", path.name, len(offsets))
     return len(offsets)
+
+
+def _write_offsets(fd: int, offsets: list[tuple[int, int]], off_size: int) -> None:
+    for field, offset in offsets:
+        os.pwrite(fd, bytes([K_OFFSET_POS_SET]) + offset.to_bytes(off_size, "little"), field)
 
 
 def _find_offsets(buf: mmap.mmap) -> tuple[list[tuple[int, int]], int]:
     """[(offset field position, data block position)] for the entries whose offset is
     unset, and the archive's offset size."""
     r = _Reader(buf)
-    if bytes(buf[: len(MAGIC)]) != MAGIC:
+    entries, off_size = _read_head(r)
+    if all(e.flag != K_OFFSET_POS_NOT_SET for e in entries.values()):
+        raise _Unsupported("no unset offset")
+    return _walk_blocks(r, entries), off_size
+
+
+def _read_head(r: _Reader) -> tuple[dict[int, _Entry], int]:
+    """Read the header and the TOC from ``r.buf``'s start: (entries, offset size); ``r``
+    is left after the TOC, with the archive's integer size."""
+    if bytes(r.buf[: len(MAGIC)]) != MAGIC:
+        if len(r.buf) < len(MAGIC) and bytes(r.buf) == MAGIC[: len(r.buf)]:
+            raise _CutOff("cut off in the magic")
         raise _Unsupported("not a custom-format archive")
     r.pos = len(MAGIC)
     version = (r.byte(), r.byte())
@@ -141,10 +160,7 @@ def _find_offsets(buf: mmap.mmap) -> tuple[list[tuple[int, int]], int]:
         r.int_()
     for _ in range(3):  # database name, server and pg_dump versions
         r.str_()
-    entries = _read_toc(r, version, off_size)
-    if all(e.flag != K_OFFSET_POS_NOT_SET for e in entries.values()):
-        raise _Unsupported("no unset offset")
-    return _walk_blocks(r, entries), off_size
+    return _read_toc(r, version, off_size), off_size
 
 
 def _read_toc(r: _Reader, version: tuple[int, int], off_size: int) -> dict[int, _Entry]:
@@ -191,6 +207,7 @@ def _walk_blocks(r: _Reader, entries: dict[int, _Entry]) -> list[tuple[int, int]
             raise _Unsupported(f"data block for TOC entry {dump_id} at byte {start}")
         found[dump_id] = start
         if kind == BLK_DATA:
+            assert isinstance(r.buf, mmap.mmap)
             end = _find(r.buf, terminator, r.pos)
             if end < 0:
                 raise _Unsupported(f"data block {dump_id} has no end")
@@ -230,3 +247,137 @@ def _skip_chunks(r: _Reader) -> None:
             raise _Unsupported(f"chunk length {length} at byte {r.pos}")
         r.need(length)
         r.pos += length
+
+
+class OffsetFinder:
+    """The data offsets of a custom-format archive, found while the archive is written
+    front to back (:meth:`feed` each piece as it is written), by the same rules as
+    :func:`set_data_offsets` — which then need not read the whole file once more.
+
+    It holds the TOC until it parses, then only the bytes of a block header or the last
+    few of a search: its memory does not grow with the archive."""
+
+    _FIRST_TRY = 4096
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._base = 0  # the archive position of self._buf[0]
+        self._state = "toc"
+        self._next_try = self._FIRST_TRY
+        self._entries: dict[int, _Entry] = {}
+        self._found: dict[int, int] = {}
+        self._int_size = 4
+        self._off_size = 8
+        self._skip = 0
+        self._failure: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        """The next bytes of the archive, in order."""
+        if self._failure is not None or not data:
+            return
+        self._buf += data
+        try:
+            self._advance(final=False)
+        except _Unsupported as exc:
+            self._fail(str(exc))
+
+    def apply(self, path: Path) -> int | None:
+        """After the last :meth:`feed`: write the offsets found into ``path`` (the
+        archive fed); how many were set (0: none unset), or None when this archive's
+        offsets could not be proven while streaming (the reason is logged)."""
+        if self._failure is None:
+            try:
+                self._advance(final=True)
+                if self._state != "head" or self._buf:
+                    raise _Unsupported(f"the archive ends inside a block ({self._state})")
+            except _Unsupported as exc:
+                self._fail(str(exc))
+        if self._failure is not None:
+            log.info("%s: data offsets not found while writing: %s", path.name, self._failure)
+            return None
+        offsets = [
+            (self._entries[dump_id].field, pos)
+            for dump_id, pos in self._found.items()
+            if self._entries[dump_id].flag == K_OFFSET_POS_NOT_SET
+        ]
+        if offsets:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                _write_offsets(fd, offsets, self._off_size)
+            finally:
+                os.close(fd)
+        log.debug("%s: %d data offsets set while writing", path.name, len(offsets))
+        return len(offsets)
+
+    def _fail(self, reason: str) -> None:
+        self._failure = reason
+        self._buf = bytearray()
+
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._base += n
+
+    def _int(self, at: int = 0) -> int:
+        r = _Reader(self._buf, at)
+        r.int_size = self._int_size
+        return r.int_()
+
+    def _advance(self, *, final: bool) -> None:
+        while True:
+            word = 1 + self._int_size  # a sign byte and the value
+            if self._state == "toc":
+                if len(self._buf) < self._next_try and not final:
+                    return
+                r = _Reader(self._buf)
+                try:
+                    self._entries, self._off_size = _read_head(r)
+                except _CutOff:
+                    if final:
+                        raise
+                    self._next_try = 2 * len(self._buf)  # parse again when twice as long
+                    return
+                self._int_size = r.int_size
+                self._consume(r.pos)
+                self._state = "head"
+            elif self._state == "head":
+                if len(self._buf) < 1 + 1 + self._int_size:
+                    return
+                kind, dump_id = self._buf[0], self._int(1)
+                entry = self._entries.get(dump_id)
+                if entry is None or entry.flag == K_OFFSET_NO_DATA or dump_id in self._found:
+                    raise _Unsupported(f"data block for TOC entry {dump_id} at byte {self._base}")
+                if kind not in (BLK_DATA, BLK_BLOBS):
+                    raise _Unsupported(f"block type {kind} at byte {self._base}")
+                self._found[dump_id] = self._base
+                self._consume(1 + word)
+                self._state = "data" if kind == BLK_DATA else "blob"
+            elif self._state == "data":  # up to the first zero chunk length (see the module doc)
+                terminator = bytes(word)
+                end = self._buf.find(terminator)
+                if end < 0:  # keep what could start a terminator cut by this piece's end
+                    self._consume(max(0, len(self._buf) - (word - 1)))
+                    return
+                self._consume(end + word)
+                self._state = "head"
+            elif self._state == "blob":  # a large object's oid; 0 ends the block
+                if len(self._buf) < word:
+                    return
+                oid = self._int()
+                self._consume(word)
+                self._state = "head" if oid == 0 else "chunk"
+            elif self._state == "chunk":
+                if len(self._buf) < word:
+                    return
+                length = self._int()
+                if length < 0:
+                    raise _Unsupported(f"chunk length {length} at byte {self._base}")
+                self._consume(word)
+                self._skip = length
+                self._state = "skip" if length else "blob"
+            else:  # "skip": a large object's chunk of data
+                n = min(self._skip, len(self._buf))
+                self._consume(n)
+                self._skip -= n
+                if self._skip:
+                    return
+                self._state = "chunk"

@@ -51,7 +51,7 @@ from drkit.backup.catalog import (
 )
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefused, UsageError
-from drkit.pg.archive import set_data_offsets
+from drkit.pg.archive import OffsetFinder, set_data_offsets
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
@@ -60,7 +60,7 @@ from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, tab
 from drkit.progress import Meter, OnProgress
 from drkit.restore.dirrestore import fetched_directory
 from drkit.storage.repository import Repository, StoredObject
-from drkit.streams import CHUNK, copy_stream
+from drkit.streams import CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -296,11 +296,16 @@ def _fetched(repo: Repository, obj: StoredObject, progress: Meter) -> Iterator[P
     tmp_dir = os.environ.get("DRKIT_TMPDIR") or None
     fd, tmp_name = tempfile.mkstemp(prefix="drkit-restore-", suffix=".dump", dir=tmp_dir)
     tmp = Path(tmp_name)
+    finder = OffsetFinder()
     try:
         with os.fdopen(fd, "wb") as out, repo.open_decoded(obj) as stream:
-            copy_stream(_Progress(stream, progress), out)  # type: ignore[arg-type]
+            reader = _Progress(stream, progress)
+            while chunk := reader.read(CHUNK):
+                out.write(chunk)
+                finder.feed(chunk)
         progress.finish()
-        set_data_offsets(tmp)
+        if finder.apply(tmp) is None:  # not proven while streaming: the file's own pass
+            set_data_offsets(tmp)
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
