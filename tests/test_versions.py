@@ -95,6 +95,39 @@ def test_a_missing_server_major_is_refused_naming_it(monkeypatch: pytest.MonkeyP
         find_server(18)
 
 
+def test_debian_programs_are_found_as_the_full_search_finds_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Debian install's major is in its path: find_binary answers from it without
+    running every install's --version, and answers what the full search would."""
+    programs = ("pg_dump", "pg_restore", "psql", "postgres", "initdb", "pg_combinebackup")
+    majors = (None, *SERVER_MAJORS, 17)
+    shortcut = binaries._debian_program
+
+    def search(program: str, major: int | None) -> str | None:
+        try:
+            return binaries.find_binary(program, major)
+        except OperationError:
+            return None
+
+    monkeypatch.setattr(binaries, "_debian_program", lambda _name, _major: None)
+    full = {(p, m): search(p, m) for p in programs for m in majors}
+    monkeypatch.setattr(binaries, "_debian_program", shortcut)
+    calls: list[str] = []
+    real_major = binaries.binary_major
+    monkeypatch.setattr(
+        binaries, "binary_major", lambda path: calls.append(path) or real_major(path)
+    )
+    assert {(p, m): search(p, m) for p in programs for m in majors} == full
+    debian = [d for d in binaries._debian_bin_dirs() if (d / "pg_dump").exists()]
+    if debian:  # the system's newest PostgreSQL: found with no --version run at all
+        calls.clear()
+        major = int(debian[0].parent.name)
+        assert search("pg_dump", major) == str(debian[0] / "pg_dump")
+        assert search("pg_dump", None) == str(debian[0] / "pg_dump")
+        assert calls == []
+
+
 @pytest.fixture
 def shared() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="drkit-test-versions-"))
