@@ -113,12 +113,9 @@ def test_offsets_are_the_ones_pg_dump_writes_to_a_file(
         pg_server.drop_database(target)
 
 
-def test_archives_it_cannot_prove_are_left_alone(
-    hostile_db: tuple[str, str], tmp_path: Path
-) -> None:
-    _name, dsn = hostile_db
-    piped = dump(dsn, tmp_path / "piped.dump", to_pipe=True).read_bytes()
-    cases = {
+def unprovable(dsn: str, tmp_path: Path, piped: bytes) -> dict[str, bytes]:
+    """Archives whose offsets cannot be proven, by what is wrong with them."""
+    return {
         # compressed data is binary: its block ends cannot be found by their zeros
         "compressed": dump(dsn, tmp_path / "gz.dump", to_pipe=True, extra=("-Z1",)).read_bytes(),
         "cut in the data": piped[: len(piped) - 7],
@@ -127,8 +124,16 @@ def test_archives_it_cannot_prove_are_left_alone(
         "not an archive": b"PGDMX" + piped[5:],
         "plain SQL": b"--\n-- PostgreSQL database dump\n--\n",
         "empty": b"",
-        "offsets already set": dump(dsn, tmp_path / "f.dump", to_pipe=False).read_bytes(),
     }
+
+
+def test_archives_it_cannot_prove_are_left_alone(
+    hostile_db: tuple[str, str], tmp_path: Path
+) -> None:
+    _name, dsn = hostile_db
+    piped = dump(dsn, tmp_path / "piped.dump", to_pipe=True).read_bytes()
+    cases = unprovable(dsn, tmp_path, piped)
+    cases["offsets already set"] = dump(dsn, tmp_path / "f.dump", to_pipe=False).read_bytes()
     for case, data in cases.items():
         path = tmp_path / "case.dump"
         path.write_bytes(data)
@@ -168,15 +173,7 @@ def test_archives_it_cannot_prove_while_writing_are_left_alone(
 ) -> None:
     _name, dsn = hostile_db
     piped = dump(dsn, tmp_path / "piped.dump", to_pipe=True).read_bytes()
-    cases = {
-        "compressed": dump(dsn, tmp_path / "gz.dump", to_pipe=True, extra=("-Z1",)).read_bytes(),
-        "cut in the data": piped[: len(piped) - 7],
-        "cut in the TOC": piped[:200],
-        "a byte more": piped + b"\x01",
-        "not an archive": b"PGDMX" + piped[5:],
-        "plain SQL": b"--\n-- PostgreSQL database dump\n--\n",
-        "empty": b"",
-    }
+    cases = unprovable(dsn, tmp_path, piped)
     for case, data in cases.items():
         path = tmp_path / "case.dump"
         assert found_while_writing(data, path, 65536) is None, case

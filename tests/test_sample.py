@@ -14,19 +14,9 @@ import uuid
 import psycopg
 
 from benchmarks.__main__ import rows_for
-from drkit.demo.sample import SCHEMA, SampleSize, _statements
+from drkit.demo.sample import SCHEMA, TABLES, SampleSize, _statements
 from tests.conftest import PgServer
 
-STATEMENT_TABLES = (
-    "organization",
-    "user",
-    "product",
-    "vulnerability",
-    "product_vulnerability",
-    "alert_log",
-    "sync_log",
-    "agent",
-)
 #: per table: (the generate_series the statement draws its rows from, the rows to make)
 EDGES = {
     "user": ("generate_series(1, %(users)s)", [1, 99_999, 100_000, 270_000, 999_999]),
@@ -47,7 +37,7 @@ def test_the_largest_sample_makes_unique_values_that_fit(pg_server: PgServer) ->
     try:
         with psycopg.connect(pg_server.dsn(name)) as conn:
             conn.execute(SCHEMA)
-            statements = dict(zip(STATEMENT_TABLES, _statements(size), strict=True))
+            statements = dict(zip(TABLES, _statements(size), strict=True))  # in that order
             sql, params = statements["organization"]
             conn.execute(sql, params)  # every organization: the others reference them
             for table, (series, edges) in EDGES.items():
