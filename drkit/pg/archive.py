@@ -202,21 +202,34 @@ def _walk_blocks(r: _Reader, entries: dict[int, _Entry]) -> list[tuple[int, int]
         start = r.pos
         kind = r.byte()
         dump_id = r.int_()
-        entry = entries.get(dump_id)
-        if entry is None or entry.flag == K_OFFSET_NO_DATA or dump_id in found:
-            raise _Unsupported(f"data block for TOC entry {dump_id} at byte {start}")
-        found[dump_id] = start
+        _block_start(entries, found, kind, dump_id, start)
         if kind == BLK_DATA:
             assert isinstance(r.buf, mmap.mmap)
             end = _find(r.buf, terminator, r.pos)
             if end < 0:
                 raise _Unsupported(f"data block {dump_id} has no end")
             r.pos = end + len(terminator)
-        elif kind == BLK_BLOBS:
+        else:  # BLK_BLOBS
             while r.int_() != 0:  # large object oid; 0 ends the block
                 _skip_chunks(r)
-        else:
-            raise _Unsupported(f"block type {kind} at byte {start}")
+    return _unset(entries, found)
+
+
+def _block_start(
+    entries: dict[int, _Entry], found: dict[int, int], kind: int, dump_id: int, at: int
+) -> None:
+    """Record that the data block of ``dump_id`` starts at byte ``at``, unless the TOC
+    has no data for it, it was seen before, or it is of a kind never walked."""
+    entry = entries.get(dump_id)
+    if entry is None or entry.flag == K_OFFSET_NO_DATA or dump_id in found:
+        raise _Unsupported(f"data block for TOC entry {dump_id} at byte {at}")
+    if kind not in (BLK_DATA, BLK_BLOBS):
+        raise _Unsupported(f"block type {kind} at byte {at}")
+    found[dump_id] = at
+
+
+def _unset(entries: dict[int, _Entry], found: dict[int, int]) -> list[tuple[int, int]]:
+    """[(offset field position, block position)] of the blocks whose offset is unset."""
     return [
         (entries[dump_id].field, pos)
         for dump_id, pos in found.items()
@@ -295,11 +308,7 @@ class OffsetFinder:
         if self._failure is not None:
             log.info("%s: data offsets not found while writing: %s", path.name, self._failure)
             return None
-        offsets = [
-            (self._entries[dump_id].field, pos)
-            for dump_id, pos in self._found.items()
-            if self._entries[dump_id].flag == K_OFFSET_POS_NOT_SET
-        ]
+        offsets = _unset(self._entries, self._found)
         if offsets:
             fd = os.open(path, os.O_WRONLY)
             try:
@@ -343,12 +352,7 @@ class OffsetFinder:
                 if len(self._buf) < 1 + 1 + self._int_size:
                     return
                 kind, dump_id = self._buf[0], self._int(1)
-                entry = self._entries.get(dump_id)
-                if entry is None or entry.flag == K_OFFSET_NO_DATA or dump_id in self._found:
-                    raise _Unsupported(f"data block for TOC entry {dump_id} at byte {self._base}")
-                if kind not in (BLK_DATA, BLK_BLOBS):
-                    raise _Unsupported(f"block type {kind} at byte {self._base}")
-                self._found[dump_id] = self._base
+                _block_start(self._entries, self._found, kind, dump_id, self._base)
                 self._consume(1 + word)
                 self._state = "data" if kind == BLK_DATA else "blob"
             elif self._state == "data":  # up to the first zero chunk length (see the module doc)
