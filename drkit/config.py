@@ -440,9 +440,11 @@ class Policy(StrictModel):
 
     @model_validator(mode="after")
     def _wal_level_in_range(self) -> Policy:
-        level = self.wal_archiver.compression_level
-        if level is not None and self.repository.compression.algorithm == "gzip" and level > 9:
-            raise ValueError(f"wal_archiver.compression_level: gzip levels are 1 to 9, not {level}")
+        try:
+            self.wal_compression()  # the repository algorithm's own range check
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"wal_archiver.compression_level: {reason}") from None
         return self
 
     @property
@@ -455,7 +457,7 @@ class Policy(StrictModel):
         level = self.wal_archiver.compression_level
         if level is None or comp.algorithm == "none" or level == comp.level:
             return comp
-        return comp.model_copy(update={"level": level})
+        return CompressionConfig(algorithm=comp.algorithm, level=level)
 
     def masked(self) -> dict[str, Any]:
         """The resolved policy as plain data with every secret masked."""
