@@ -14,7 +14,7 @@ import uuid
 import psycopg
 
 from benchmarks.__main__ import rows_for
-from drkit.demo.sample import SCHEMA, TABLES, SampleSize, _statements
+from drkit.demo.sample import SCHEMA, TABLES, SampleSize, sample_statements
 from tests.conftest import PgServer
 
 #: per table: (the generate_series the statement draws its rows from, the rows to make)
@@ -37,7 +37,7 @@ def test_the_largest_sample_makes_unique_values_that_fit(pg_server: PgServer) ->
     try:
         with psycopg.connect(pg_server.dsn(name)) as conn:
             conn.execute(SCHEMA)
-            statements = dict(zip(TABLES, _statements(size), strict=True))  # in that order
+            statements = dict(zip(TABLES, sample_statements(size), strict=True))  # in that order
             sql, params = statements["organization"]
             conn.execute(sql, params)  # every organization: the others reference them
             for table, (series, edges) in EDGES.items():

@@ -140,7 +140,7 @@ class SampleSize:
         )
 
 
-def _statements(size: SampleSize) -> list[tuple[str, dict[str, Any]]]:
+def sample_statements(size: SampleSize) -> list[tuple[str, dict[str, Any]]]:
     p = {
         "orgs": size.organizations,
         "users": size.users,
@@ -252,7 +252,7 @@ def load_sample(dsn: str, rows: int = 10_000) -> SampleSize:
     size = SampleSize.for_rows(rows)
     with psycopg.connect(dsn) as conn:
         conn.execute(SCHEMA)
-        for statement, params in _statements(size):
+        for statement, params in sample_statements(size):
             conn.execute(statement, params)
         conn.commit()
     with psycopg.connect(dsn, autocommit=True) as conn:
