@@ -337,3 +337,35 @@ def test_a_gzip_wal_level_above_9_is_refused(tmp_path: Path) -> None:
     }
     with pytest.raises(PolicyError, match=r"wal_archiver\.compression_level"):
         parse_policy("prod", raw, "prod.yaml")
+
+
+def test_s3_store_that_reads_back_another_size_is_not_acknowledged(s3_server: S3Server) -> None:
+    """push_file trusts S3's conditional PUT to read the object back (no second HEAD):
+    a server reporting another size for the object is an error, never a stored segment."""
+    from drkit.errors import StorageError
+    from drkit.wal import load_wal_policy, push_file
+
+    with shared_dir() as root:
+        block = {
+            "url": f"s3://{s3_server.create_bucket()}/drkit",
+            "endpoint_url": s3_server.endpoint,
+            "region": "us-east-1",
+        }
+        layout = Layout(root, block)
+        repo = Repository.for_wal(load_wal_policy("prod", layout.policy_dir))
+        assert repo.backend.new_puts_read_back
+        client = repo.backend.client  # type: ignore[attr-defined]
+        real_head = client.head_object
+
+        def short_head(**kwargs: object) -> dict[str, object]:
+            found = dict(real_head(**kwargs))
+            found["ContentLength"] = int(found["ContentLength"]) - 1  # type: ignore[call-overload]
+            return found
+
+        client.head_object = short_head
+        path = layout.segment("000000010000000000000005", segment_bytes(5))
+        with pytest.raises(StorageError, match="but S3 reports"):
+            push_file(repo, path, SEG)
+        client.head_object = real_head
+        # the real store was whole: a retry finds identical content and acknowledges it
+        assert push_file(repo, path, SEG).status == "exists"
