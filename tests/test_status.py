@@ -70,6 +70,20 @@ def test_status_with_nothing_restorable_breaches_the_rpo(
     assert done.json()["attention"][0] == "no backup in the repository"
 
 
+def test_a_zero_objective_is_an_objective_not_a_missing_one(
+    file_repo: RepoTarget, make_policy: PolicyWriter, run_drkit: DrkitRunner, pg_server: PgServer
+) -> None:
+    """``0s`` is falsy as a timedelta; status must still hold the repository to it."""
+    policy_dir = make_policy(
+        "prod", pg_server.url("postgres"), file_repo, objectives={"rpo": "0s", "rto": "0s"}
+    )
+    done = run_drkit("status", "prod", "--json", policy_dir=policy_dir)
+    assert done.code == 3, done.stderr
+    doc = done.json()
+    assert doc["objectives"] == {"rpo_seconds": 0.0, "rto_seconds": 0.0}
+    assert doc["breached"] == ["RPO: nothing is restorable (objective 0s)"]
+
+
 def test_status_reads_wal_and_the_last_drill_report(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
