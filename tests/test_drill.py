@@ -187,7 +187,9 @@ def test_rto_objective_breached_fails_with_exit_3(
 ) -> None:
     _name, url = sample_db
     sql_checks = [
-        {"name": "true", "query": "SELECT count(*) > 0 FROM vulnerability"},
+        # pg_sleep makes the breach certain however fast the machine restores: validation
+        # is part of the RTO, so the drill always takes longer than the 1s objective
+        {"name": "true", "query": "SELECT count(*) > 0 FROM vulnerability, pg_sleep(1.2)"},
         {"name": "false", "query": "SELECT count(*) = 0 FROM vulnerability"},
         {"name": "broken", "query": "SELECT no_such_column FROM vulnerability"},
     ]
@@ -431,7 +433,15 @@ def test_scheduled_drill_job_and_its_metrics(
     from drkit.storage.repository import Repository
 
     _name, url = sample_db
-    policy_dir = make_policy("prod", url, file_repo, objectives={"rpo": "1h", "rto": "1s"})
+    # the check's pg_sleep makes the drill outlast the 1s objective on any machine
+    slow = {"name": "slow", "query": "SELECT true FROM pg_sleep(1.2)"}
+    policy_dir = make_policy(
+        "prod",
+        url,
+        file_repo,
+        objectives={"rpo": "1h", "rto": "1s"},
+        drill={"checks": {"sql": [slow]}},
+    )
     run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
     monkeypatch.setenv("DRKIT_TMPDIR", str(scratch_root))
     policy = load_policy("prod", policy_dir)
