@@ -280,3 +280,44 @@ def test_row_level_security_that_could_hide_rows_is_refused(
             scan_database(conn, index.searcher(set()))
     finally:
         execute(target, "DROP TABLE secret", f"DROP OWNED BY {role}", f"DROP ROLE {role}")
+
+
+def test_pending_originals_stay_bounded_while_another_thread_flushes() -> None:
+    """With ``--jobs 2`` one table's thread flushes while the other keeps adding.  A
+    non-blocking flush that just gives up let the list grow with the table (sanitize's
+    memory rose with database size); past a bound the adder must wait its turn."""
+    import threading
+    import time
+
+    from drkit.sanitize import leakscan
+
+    index = LeakIndex()
+    batches: list[int] = []
+    real_add = index._filter.add
+
+    def slow_add(forms: list[bytes]) -> None:
+        batches.append(len(forms))
+        time.sleep(0.05)  # a flush far slower than the other thread's appends
+        real_add(forms)
+
+    index._filter.add = slow_add  # type: ignore[method-assign]
+    per_thread = 400 * 1000  # whole chunks of 1000, six times the batch
+
+    def feed(tag: str) -> None:
+        for start in range(0, per_thread, 1000):
+            index.add_many(f"{tag}-original-{i:08d}" for i in range(start, start + 1000))
+
+    threads = [threading.Thread(target=feed, args=(t,)) for t in ("alpha", "bravo")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    searcher = index.searcher(set())
+    # each thread may add one chunk of its own past the bound before it waits
+    assert max(batches) <= leakscan._MAX_PENDING + 2 * 1000
+    # nothing was lost on the way: every value of both threads reached the filter
+    assert sum(batches) == 2 * per_thread
+    edges = {f"{t}-original-{i:08d}".encode() for t in ("alpha", "bravo") for i in (0, 1)}
+    edges |= {f"{t}-original-{per_thread - 1:08d}".encode() for t in ("alpha", "bravo")}
+    found, _ = searcher.filter.confirm(edges, set())
+    assert found == edges

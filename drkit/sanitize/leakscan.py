@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 
 MIN_LENGTH = TOKEN_MIN
 _BATCH = 1 << 16
+# past this many waiting originals an adder waits for the flush under way instead of
+# growing the list: with two tables copied at once, appends can outpace flushes
+_MAX_PENDING = 2 * _BATCH
 _READ_BATCH = 1 << 20
 _SPECIAL = re.compile(r"[\\\"'&<>\x00-\x1f\x7f]")
 _U_ESCAPE = re.compile(rb"\\\\u(d[89ab][0-9a-f]{2})\\\\u(d[c-f][0-9a-f]{2})|\\\\u([0-9a-f]{4})")
@@ -185,20 +188,22 @@ class LeakIndex:
         pending = self._pending
         pending.append(value)
         if len(pending) >= _BATCH:
-            self._flush(wait=False)
+            self._flush(wait=len(pending) >= _MAX_PENDING)
 
     def add_many(self, values: Iterable[str]) -> None:
         pending = self._pending
         pending.extend(values)
         if len(pending) >= _BATCH:
-            self._flush(wait=False)
+            self._flush(wait=len(pending) >= _MAX_PENDING)
 
     def __len__(self) -> int:
         return self._filter.distinct + len(self._pending)
 
     def _flush(self, wait: bool) -> None:
+        """Hand the waiting originals to the filter.  ``wait`` False: if another thread is
+        flushing, return and leave them for the next call (below ``_MAX_PENDING``)."""
         if not self._lock.acquire(blocking=wait):
-            return  # another thread is flushing; the list is taken on the next call
+            return
         try:
             pending = self._pending
             count = len(pending)
