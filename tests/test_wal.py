@@ -369,3 +369,33 @@ def test_s3_store_that_reads_back_another_size_is_not_acknowledged(s3_server: S3
         client.head_object = real_head
         # the real store was whole: a retry finds identical content and acknowledges it
         assert push_file(repo, path, SEG).status == "exists"
+
+
+def test_a_segment_stored_under_another_encoding_is_found(layout: Layout) -> None:
+    """The policy changed its compression since a segment was archived: pushing the same
+    name again must find the old object (one lookup of every candidate key), answer
+    "exists" for identical bytes and refuse different ones, never store a second copy."""
+    import yaml
+
+    from drkit.wal import WalConflict, load_wal_policy, push_file
+
+    def repo_with(algorithm: str) -> Repository:
+        doc = yaml.safe_load((layout.policy_dir / "prod.yaml").read_text())
+        doc["repository"]["compression"] = {"algorithm": algorithm}
+        (layout.policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+        return Repository.for_wal(load_wal_policy("prod", layout.policy_dir))
+
+    name = "000000010000000000000007"
+    data = segment_bytes(7)
+    path = layout.segment(name, data)
+    old = push_file(repo_with("gzip"), path, SEG)
+    assert old.status == "stored" and old.key.endswith(".gz")
+    repo = repo_with("zstd")
+    assert find_wal_key(repo, name) == old.key
+    again = push_file(repo, path, SEG)
+    assert (again.status, again.key) == ("exists", old.key)
+    path.write_bytes(segment_bytes(8))
+    with pytest.raises(WalConflict, match="already holds a different"):
+        push_file(repo, path, SEG)
+    stored = [o.key for o in repo.backend.list(repo.key(f"wal/{name}"))]
+    assert stored == [old.key]

@@ -11,7 +11,6 @@ upload if any part fails, so no partial object ever becomes visible.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 import tempfile
@@ -21,7 +20,7 @@ from urllib.parse import urlsplit
 
 from drkit.errors import ObjectExists, ObjectNotFound, StorageError
 from drkit.storage.base import Backend, ObjectInfo
-from drkit.streams import read_full
+from drkit.streams import ReadDigest, read_full
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +235,7 @@ class S3Backend(Backend):
 
         full = self._key(key)
         extra: dict[str, str] = {"StorageClass": self.storage_class} if self.storage_class else {}
-        digest = hashlib.sha256()
+        digest = ReadDigest(stream)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             size = 0
             while chunk := stream.read(_MIB):
@@ -338,19 +337,22 @@ class S3Backend(Backend):
         return str(value) if value else None
 
     def first_existing(self, keys: Sequence[str]) -> ObjectInfo | None:
-        """One HEAD for the first key; if it is missing, one listing of the keys' common
-        name prefix (``<env>/wal/<name>``: only that name's objects) for the others."""
+        """One request: a HEAD for a single key, else one listing of the keys' common name
+        prefix (``<env>/wal/<name>``: only that name's objects).  S3 lists consistently
+        after a write; a store that lags finds the object on the conditional PUT instead.
+        (A HEAD first, then the listing, cost two requests on every new segment.)"""
         if not keys:
             return None
-        info = self.head(keys[0])
-        if info is not None or len(keys) == 1:
-            return info
-        prefix = keys[1]
-        for key in keys[2:]:
+        if len(keys) == 1:
+            return self.head(keys[0])
+        prefix = keys[0]
+        for key in keys[1:]:
             while not key.startswith(prefix):
                 prefix = prefix[:-1]
+        if not prefix:  # unrelated keys: never list the whole repository
+            return super().first_existing(keys)
         found = {i.key: i for i in self.list(prefix)}
-        return next((found[k] for k in keys[1:] if k in found), None)
+        return next((found[k] for k in keys if k in found), None)
 
     def sweep_incomplete(self, prefix: str, older_than: datetime) -> int:
         """Abort multipart uploads a crash left open (they are billed, never listed)."""
