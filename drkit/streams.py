@@ -106,6 +106,29 @@ class HashingReader:
         self._source.close()
 
 
+class ReadDigest:
+    """The sha256 of the bytes a store reads from ``stream`` to its end.
+
+    A :class:`HashingReader` not yet read from already hashes exactly those bytes, so its
+    digest is lent instead of a second pass over them; any other stream is hashed here
+    (``update`` with every chunk read)."""
+
+    def __init__(self, stream: object) -> None:
+        self._reader = stream if isinstance(stream, HashingReader) and stream.count == 0 else None
+        self._hash = None if self._reader is not None else hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        if self._hash is not None:
+            self._hash.update(chunk)
+
+    def hexdigest(self) -> str:
+        """Valid once the stream was read to its end."""
+        if self._reader is not None:
+            return self._reader.hexdigest()
+        assert self._hash is not None
+        return self._hash.hexdigest()
+
+
 class ChecksumReader:
     """Passes bytes through and, at their end, raises CheckFailed unless their sha256 is
     ``expected`` (for objects with no checksum of their own: uncompressed, unencrypted)."""

@@ -139,3 +139,23 @@ def test_file_backend_disk_errors_are_one_line(tmp_path) -> None:  # type: ignor
     (target / "env").write_text("a file where a directory should be")
     with pytest.raises(StorageError, match=r"cannot write env/k"):
         backend.put_bytes("env/k", b"x")
+
+
+def test_new_objects_carry_the_sha256_of_their_bytes(backend: Backend) -> None:
+    """put_stream_new keeps the sha256 of what it stored beside the object.  A stream that
+    hashes itself from its first byte lends its digest (no second pass); any other
+    stream, or one read before the store, is hashed by the backend."""
+    import hashlib
+
+    from drkit.streams import HashingReader
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    expected = hashlib.sha256(data).hexdigest()
+    plain = io.BytesIO(data)
+    hashing = HashingReader(io.BytesIO(data))
+    started = HashingReader(io.BytesIO(b"header" + data))
+    assert started.read(6) == b"header"  # its digest covers bytes the object won't hold
+    for key, stream in (("env/plain", plain), ("env/hashing", hashing), ("env/started", started)):
+        assert backend.put_stream_new(key, stream) == len(data)  # type: ignore[arg-type]
+        assert backend.get_bytes(key) == data
+        assert backend.stored_sha256(key) == expected, key

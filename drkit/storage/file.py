@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import uuid
@@ -14,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from drkit.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
 from drkit.storage.base import CHUNK_SIZE, Backend, ObjectInfo
+from drkit.streams import ReadDigest
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class FileBackend(Backend):
         target = self._path(key)
         tmp = target.with_name(f"{target.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
         size = 0
-        digest = hashlib.sha256() if not replace else None
+        digest = ReadDigest(stream) if not replace else None
         try:
             self._makedirs(target.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
