@@ -286,7 +286,7 @@ def push_file(
     problem = whole_segment_problem(name, size_before, segment_size)
     if problem is not None:
         raise WalRejected(f"{path}: {problem}; refusing to archive it, nothing was stored")
-    existing = find_wal_key(repo, name)
+    existing = find_wal_key(repo, name, expected=False)
     if existing is not None:
         return _compare_with_stored(repo, path, name, existing)
     try:

@@ -35,8 +35,8 @@ def wal_candidate_keys(repo: Repository, name: str) -> list[str]:
     return [current, *(k for k in others if k != current)]
 
 
-def find_wal_key(repo: Repository, name: str) -> str | None:
+def find_wal_key(repo: Repository, name: str, *, expected: bool = True) -> str | None:
     """The stored key of ``name``, looked up by its exact candidate keys (never a listing
-    of ``wal/``)."""
-    info = repo.backend.first_existing(wal_candidate_keys(repo, name))
+    of ``wal/``).  ``expected`` False: a push of a segment that is usually new."""
+    info = repo.backend.first_existing(wal_candidate_keys(repo, name), expected=expected)
     return None if info is None else info.key

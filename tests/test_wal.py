@@ -392,6 +392,8 @@ def test_a_segment_stored_under_another_encoding_is_found(layout: Layout) -> Non
     assert old.status == "stored" and old.key.endswith(".gz")
     repo = repo_with("zstd")
     assert find_wal_key(repo, name) == old.key
+    assert find_wal_key(repo, name, expected=False) == old.key
+    assert find_wal_key(repo, "000000010000000000000009", expected=False) is None
     again = push_file(repo, path, SEG)
     assert (again.status, again.key) == ("exists", old.key)
     path.write_bytes(segment_bytes(8))
@@ -399,3 +401,29 @@ def test_a_segment_stored_under_another_encoding_is_found(layout: Layout) -> Non
         push_file(repo, path, SEG)
     stored = [o.key for o in repo.backend.list(repo.key(f"wal/{name}"))]
     assert stored == [old.key]
+
+
+def test_a_new_segment_costs_s3_one_listing_and_one_put(s3_server: S3Server) -> None:
+    """Before a new segment's conditional PUT, one listing of its name covers every key it
+    may be stored under (a HEAD first cost a second request per segment); the PUT reads
+    the object back itself."""
+    from drkit.wal import load_wal_policy, push_file
+
+    with shared_dir() as root:
+        block = {
+            "url": f"s3://{s3_server.create_bucket()}/drkit",
+            "endpoint_url": s3_server.endpoint,
+            "region": "us-east-1",
+        }
+        layout = Layout(root, block)
+        repo = Repository.for_wal(load_wal_policy("prod", layout.policy_dir))
+        calls: list[str] = []
+        client = repo.backend.client  # type: ignore[attr-defined]
+        client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+        path = layout.segment("00000001000000000000000A", segment_bytes(10))
+        assert push_file(repo, path, SEG).status == "stored"
+        assert calls == ["ListObjectsV2", "PutObject", "HeadObject"]  # HEAD: the read-back
+        calls.clear()
+        # a fetch expects to find it: the current key's HEAD alone
+        assert find_wal_key(repo, path.name) is not None
+        assert calls == ["HeadObject"]

@@ -86,9 +86,10 @@ class Backend(ABC):
         object carries none."""
         return None
 
-    def first_existing(self, keys: Sequence[str]) -> ObjectInfo | None:
+    def first_existing(self, keys: Sequence[str], *, expected: bool = True) -> ObjectInfo | None:
         """The first of ``keys`` that exists (looked up by name, never by a listing of
-        their directory), or None."""
+        their directory), or None.  ``expected``: whether the caller usually finds one
+        (a backend may then look up the first key alone before the others)."""
         for key in keys:
             info = self.head(key)
             if info is not None:

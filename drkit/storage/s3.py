@@ -336,23 +336,27 @@ class S3Backend(Backend):
         value = response.get("Metadata", {}).get(SHA256_METADATA) if response else None
         return str(value) if value else None
 
-    def first_existing(self, keys: Sequence[str]) -> ObjectInfo | None:
-        """One request: a HEAD for a single key, else one listing of the keys' common name
-        prefix (``<env>/wal/<name>``: only that name's objects).  S3 lists consistently
-        after a write; a store that lags finds the object on the conditional PUT instead.
-        (A HEAD first, then the listing, cost two requests on every new segment.)"""
+    def first_existing(self, keys: Sequence[str], *, expected: bool = True) -> ObjectInfo | None:
+        """``expected`` (a lookup that usually finds the first key, as a fetch does): one
+        HEAD for the first key, then one listing of the keys' common name prefix
+        (``<env>/wal/<name>``: only that name's objects) for the others.  Not expected (a
+        new segment's push): the listing alone, one request instead of two.  S3 lists
+        consistently after a write; a store that lags is caught by the conditional PUT."""
         if not keys:
             return None
-        if len(keys) == 1:
-            return self.head(keys[0])
-        prefix = keys[0]
-        for key in keys[1:]:
+        if expected or len(keys) == 1:
+            info = self.head(keys[0])
+            if info is not None or len(keys) == 1:
+                return info
+        rest = keys[1:] if expected else keys
+        prefix = rest[0]
+        for key in rest[1:]:
             while not key.startswith(prefix):
                 prefix = prefix[:-1]
         if not prefix:  # unrelated keys: never list the whole repository
-            return super().first_existing(keys)
+            return super().first_existing(rest)
         found = {i.key: i for i in self.list(prefix)}
-        return next((found[k] for k in keys if k in found), None)
+        return next((found[k] for k in rest if k in found), None)
 
     def sweep_incomplete(self, prefix: str, older_than: datetime) -> int:
         """Abort multipart uploads a crash left open (they are billed, never listed)."""
