@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -127,6 +129,60 @@ class ReadDigest:
             return self._reader.hexdigest()
         assert self._hash is not None
         return self._hash.hexdigest()
+
+
+#: blocks waiting for a WriteBehind's thread: memory stays a few chunks whatever the size
+WRITE_BEHIND_DEPTH = 2
+
+
+class WriteBehind:
+    """``write`` called by a thread, in order, while the caller prepares the next block.
+
+    At most ``WRITE_BEHIND_DEPTH`` blocks wait; :meth:`close` returns once every block is
+    written and raises what the writer raised (a failed write stops the writing: the
+    blocks after it are dropped, and the caller's copy fails).  Blocks are ``bytes``: the
+    caller must not change a block it handed over (no reused buffers).
+    """
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self._write = write
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=WRITE_BEHIND_DEPTH)
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="drkit-copy-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            if self._error is None and not self._stop:
+                try:
+                    self._write(block)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+
+    def write(self, block: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def close(self) -> None:
+        """Wait until every block is written; raise the writer's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """The caller failed: drop what is left and let the thread end (a write under
+        way finishes, or fails when the caller closes the connection)."""
+        self._stop = True
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        self._queue.put_nowait(None)  # only this thread puts: after the drain there is room
+        self._thread.join(timeout=5)
 
 
 class ChecksumReader:

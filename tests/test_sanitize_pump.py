@@ -7,10 +7,11 @@ import threading
 
 import pytest
 
-from drkit.sanitize.pump import WriteBehind, pump
+from drkit.sanitize.pump import pump
 from drkit.sanitize.rules import Fake, Keep
 from drkit.sanitize.strategies import Compiler, Pseudonymizer
 from drkit.sanitize.transform import RowTransformer
+from drkit.streams import WriteBehind
 
 SALT = b"pump-test-salt-0123"
 

@@ -60,7 +60,7 @@ from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, tab
 from drkit.progress import Meter, OnProgress
 from drkit.restore.dirrestore import fetched_directory
 from drkit.storage.repository import Repository, StoredObject
-from drkit.streams import CHUNK
+from drkit.streams import CHUNK, WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -299,10 +299,18 @@ def _fetched(repo: Repository, obj: StoredObject, progress: Meter) -> Iterator[P
     finder = OffsetFinder()
     try:
         with os.fdopen(fd, "wb") as out, repo.open_decoded(obj) as stream:
-            reader = _Progress(stream, progress)
-            while chunk := reader.read(CHUNK):
-                out.write(chunk)
-                finder.feed(chunk)
+            # a thread writes while the next chunk is decoded: the file's writes (page
+            # cache, throttled by the disk) took as long as decoding and checking
+            behind = WriteBehind(out.write)
+            try:
+                reader = _Progress(stream, progress)
+                while chunk := reader.read(CHUNK):
+                    behind.write(chunk)
+                    finder.feed(chunk)
+            except BaseException:
+                behind.abandon()
+                raise
+            behind.close()
         progress.finish()
         if finder.apply(tmp) is None:  # not proven while streaming: the file's own pass
             set_data_offsets(tmp)

@@ -7,64 +7,13 @@ backup's data section) and it hands whole lines, through the table's strategies,
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterable
 
 from drkit.sanitize.transform import RowTransformer
+from drkit.streams import WriteBehind
 
 ProgressFn = Callable[[str, int], None]  # (table, rows just copied)
 _BATCH = 1 << 20
-_DEPTH = 2  # blocks waiting for the writer: memory stays a few MiB whatever the table
-
-
-class WriteBehind:
-    """``write`` called by a thread, in order, while the caller prepares the next block.
-
-    At most ``_DEPTH`` blocks wait; :meth:`close` returns once every block is written
-    and raises what the writer raised (a failed write stops the writing: the blocks
-    after it are dropped, and the caller's copy fails).
-    """
-
-    def __init__(self, write: Callable[[bytes], object]) -> None:
-        self._write = write
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_DEPTH)
-        self._error: BaseException | None = None
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="drkit-copy-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (block := self._queue.get()) is not None:
-            if self._error is None and not self._stop:
-                try:
-                    self._write(block)
-                except BaseException as exc:  # handed to the caller's thread
-                    self._error = exc
-
-    def write(self, block: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(block)
-
-    def close(self) -> None:
-        """Wait until every block is written; raise the writer's error, if any."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def abandon(self) -> None:
-        """The caller failed: drop what is left and let the thread end (a write under
-        way finishes, or fails when the caller closes the connection)."""
-        self._stop = True
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        self._queue.put_nowait(None)  # only this thread puts: after the drain there is room
-        self._thread.join(timeout=5)
 
 
 def pump(
