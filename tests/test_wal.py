@@ -6,6 +6,7 @@ the archiver leaves it, and the real CLI is run on it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -71,13 +72,27 @@ def layout(request: pytest.FixtureRequest) -> Iterator[Layout]:
         if request.param == "file":
             block = file_repo_block(root)
         else:
-            s3: S3Server = request.getfixturevalue("s3_server")
-            block = {
-                "url": f"s3://{s3.create_bucket()}/drkit",
-                "endpoint_url": s3.endpoint,
-                "region": "us-east-1",
-            }
+            block = s3_block(request.getfixturevalue("s3_server"))
         yield Layout(root, block)
+
+
+def s3_block(s3: S3Server) -> dict[str, str]:
+    """A fresh bucket as a policy's ``repository`` section."""
+    return {
+        "url": f"s3://{s3.create_bucket()}/drkit",
+        "endpoint_url": s3.endpoint,
+        "region": "us-east-1",
+    }
+
+
+@contextlib.contextmanager
+def s3_wal_layout(s3: S3Server) -> Iterator[tuple[Layout, Repository]]:
+    """A pg_wal layout archiving into a fresh bucket, and the repository WAL goes to."""
+    from drkit.wal import load_wal_policy
+
+    with shared_dir() as root:
+        layout = Layout(root, s3_block(s3))
+        yield layout, Repository.for_wal(load_wal_policy("prod", layout.policy_dir))
 
 
 def test_push_fetch_round_trip_and_duplicates(layout: Layout, run_drkit: DrkitRunner) -> None:
@@ -343,16 +358,9 @@ def test_s3_store_that_reads_back_another_size_is_not_acknowledged(s3_server: S3
     """push_file trusts S3's conditional PUT to read the object back (no second HEAD):
     a server reporting another size for the object is an error, never a stored segment."""
     from drkit.errors import StorageError
-    from drkit.wal import load_wal_policy, push_file
+    from drkit.wal import push_file
 
-    with shared_dir() as root:
-        block = {
-            "url": f"s3://{s3_server.create_bucket()}/drkit",
-            "endpoint_url": s3_server.endpoint,
-            "region": "us-east-1",
-        }
-        layout = Layout(root, block)
-        repo = Repository.for_wal(load_wal_policy("prod", layout.policy_dir))
+    with s3_wal_layout(s3_server) as (layout, repo):
         assert repo.backend.new_puts_read_back
         client = repo.backend.client  # type: ignore[attr-defined]
         real_head = client.head_object
@@ -407,16 +415,9 @@ def test_a_new_segment_costs_s3_one_listing_and_one_put(s3_server: S3Server) -> 
     """Before a new segment's conditional PUT, one listing of its name covers every key it
     may be stored under (a HEAD first cost a second request per segment); the PUT reads
     the object back itself."""
-    from drkit.wal import load_wal_policy, push_file
+    from drkit.wal import push_file
 
-    with shared_dir() as root:
-        block = {
-            "url": f"s3://{s3_server.create_bucket()}/drkit",
-            "endpoint_url": s3_server.endpoint,
-            "region": "us-east-1",
-        }
-        layout = Layout(root, block)
-        repo = Repository.for_wal(load_wal_policy("prod", layout.policy_dir))
+    with s3_wal_layout(s3_server) as (layout, repo):
         calls: list[str] = []
         client = repo.backend.client  # type: ignore[attr-defined]
         client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
