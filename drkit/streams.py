@@ -277,38 +277,141 @@ def decompress(source: BinaryIO, algorithm: str, *, name: str = "object") -> Bin
 
 
 def _zstd_chunks(source: BinaryIO, name: str) -> Iterator[bytes]:
-    """Decompress one or more concatenated zstd frames; a cut-off frame is an error."""
+    """Decompress one or more concatenated zstd frames, CHUNK bytes at most at a time; a
+    cut-off frame is an error.
+
+    One ``decompressobj().decompress`` call returns everything its input holds, and a few
+    KiB of zstd can hold gigabytes (a table of zeros), so the output comes from a stream
+    reader whose reads are bounded.  That reader says nothing of a frame cut short, so
+    :class:`ZstdFrames` follows the frame and block headers of the same bytes."""
     import zstandard
 
+    frames = ZstdFrames(name)
+    tapped = cast(BinaryIO, _Tap(source, frames.feed))
     dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    in_frame = False
     try:
-        while chunk := source.read(CHUNK):
-            while chunk:
-                in_frame = True
-                out = dobj.decompress(chunk)
-                if out:
-                    yield out
-                if dobj.eof:
-                    chunk = dobj.unused_data
-                    dobj = dctx.decompressobj()
-                    in_frame = False
-                else:
-                    chunk = b""
-        if in_frame:
-            raise CheckFailed(f"{name}: truncated zstd stream (the object is incomplete)")
+        with dctx.stream_reader(
+            tapped, read_size=CHUNK, read_across_frames=True, closefd=False
+        ) as reader:
+            while out := reader.read(CHUNK):
+                yield out
     except zstandard.ZstdError as exc:
         raise CheckFailed(f"{name}: corrupt zstd data ({exc})") from None
+    frames.finish()
+
+
+class _Tap:
+    """A reader that shows every chunk it passes on to ``see``."""
+
+    def __init__(self, source: BinaryIO, see: Callable[[bytes], None]) -> None:
+        self._source = source
+        self._see = see
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._see(data)
+        return data
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_SKIPPABLE = range(0x184D2A50, 0x184D2A60)
+
+
+class ZstdFrames:
+    """Where a zstd stream's frames begin and end (RFC 8878), from their headers alone.
+
+    Fed the compressed bytes in pieces cut anywhere; :meth:`finish` raises CheckFailed
+    unless the stream ended exactly at the end of a frame (or held none).  Bytes that
+    are not a frame are left to the decoder, which refuses them."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._head = b""  # bytes of the header under way (frame, block, skippable size)
+        self._want = 4  # the header under way is this long
+        self._state = "magic"
+        self._skip = 0  # bytes to pass over (block contents, a checksum, a skippable frame)
+        self._checksum = False
+        self._broken = False
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self._broken:
+            if self._skip:
+                step = min(self._skip, len(view))
+                self._skip -= step
+                view = view[step:]
+                if not self._skip and self._state == "trailer":
+                    self._state, self._want = "magic", 4
+                continue
+            take = min(self._want - len(self._head), len(view))
+            self._head += bytes(view[:take])
+            view = view[take:]
+            if len(self._head) == self._want:
+                self._header()
+
+    def _header(self) -> None:
+        head, self._head = self._head, b""
+        if self._state == "magic":
+            magic = int.from_bytes(head, "little")
+            if magic == _ZSTD_MAGIC:
+                self._state, self._want = "descriptor", 1
+            elif magic in _SKIPPABLE:
+                self._state, self._want = "skippable", 4
+            else:
+                self._broken = True  # not a frame: the decoder reports it
+        elif self._state == "skippable":
+            self._skip = int.from_bytes(head, "little")
+            self._state, self._want = "trailer", 4
+            if not self._skip:
+                self._state = "magic"
+        elif self._state == "descriptor":
+            fhd = head[0]
+            single = bool(fhd & 0x20)
+            self._checksum = bool(fhd & 0x04)
+            fcs = (0, 2, 4, 8)[fhd >> 6] or (1 if single else 0)
+            rest = (0 if single else 1) + (0, 1, 2, 4)[fhd & 0x03] + fcs
+            if rest:
+                self._state, self._want = "frame header", rest
+            else:
+                self._state, self._want = "block", 3
+        elif self._state == "frame header":
+            self._state, self._want = "block", 3
+        elif self._state == "block":
+            header = int.from_bytes(head, "little")
+            last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+            if kind == 3:
+                self._broken = True  # reserved block type: the decoder refuses it
+                return
+            self._skip = 1 if kind == 1 else size
+            if last:
+                self._state = "trailer"
+                self._want = 4
+                if self._checksum:
+                    self._skip += 4
+                if not self._skip:
+                    self._state = "magic"
+            elif not self._skip:
+                self._want = 3
+
+    def finish(self) -> None:
+        if self._broken:
+            return
+        if self._state != "magic" or self._head or self._skip:
+            raise CheckFailed(f"{self._name}: truncated zstd stream (the object is incomplete)")
 
 
 def _gunzip_chunks(source: BinaryIO, name: str) -> Iterator[bytes]:
+    """gunzip, CHUNK bytes of output at most per step (deflate expands up to ~1000x)."""
     dobj = zlib.decompressobj(31)
     try:
         while chunk := source.read(CHUNK):
-            out = dobj.decompress(chunk)
-            if out:
-                yield out
+            data = chunk
+            while data:
+                out = dobj.decompress(data, CHUNK)
+                if out:
+                    yield out
+                data = dobj.unconsumed_tail
         out = dobj.flush()
         if out:
             yield out

@@ -119,3 +119,68 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
     ).stdout
     grown_kib = int(out.strip())
     assert grown_kib < 16 * 1024, f"compressing 256 MiB grew the process by {grown_kib} KiB"
+
+
+@pytest.mark.parametrize("algorithm", ["zstd", "gzip"])
+def test_decompression_memory_is_bounded_whatever_the_ratio(algorithm: str) -> None:
+    """A few KiB of zstd can expand to tens of MiB (a table of zeros, a repeated value):
+    decoding must hand the output on in bounded pieces, never as one allocation."""
+    import tracemalloc
+
+    size = 256 * 1024 * 1024
+    packed = compress(_Zeros(size), algorithm, 3).read()  # type: ignore[arg-type]
+    assert len(packed) < size // 200  # deflate stops near 1000:1, zstd goes far beyond
+    reader = decompress(io.BytesIO(packed), algorithm, name="zeros")
+    tracemalloc.start()
+    try:
+        total = drain(reader)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == size
+    assert peak < 32 * 1024 * 1024, f"decoding held {peak >> 20} MiB at once"
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        n = min(self.left, size if size and size > 0 else 1 << 20)
+        self.left -= n
+        return bytes(n)
+
+
+def test_a_zstd_stream_cut_anywhere_inside_a_frame_is_refused() -> None:
+    """Every cut of a two-frame stream that is not at a frame's end: in a frame header, a
+    block header, a block, the checksum."""
+    import zstandard
+
+    first = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(
+        os.urandom(5000) + b"z" * 300_000
+    )
+    second = compress(io.BytesIO(b"tail" * 50_000), "zstd", 3).read()
+    whole = first + second
+    assert decompress(io.BytesIO(whole), "zstd").read().endswith(b"tail")
+    ends = {len(first), len(whole)}
+    cuts = sorted({*range(1, 40), *range(len(first) - 8, len(first) + 12), len(whole) - 1})
+    cuts += list(range(40, len(whole), 997))
+    for cut in cuts:
+        if cut in ends:
+            continue
+        with pytest.raises(CheckFailed, match=r"truncated|corrupt"):
+            drain(decompress(io.BytesIO(whole[:cut]), "zstd", name="obj"))
+
+
+def test_skippable_zstd_frames_are_passed_over_and_checked_whole() -> None:
+    import zstandard
+
+    skippable = (0x184D2A50).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"hello"
+    frame = zstandard.ZstdCompressor().compress(b"data" * 1000)
+    assert decompress(io.BytesIO(skippable + frame), "zstd").read() == b"data" * 1000
+    for cut in (6, 10, len(skippable) + 3):
+        with pytest.raises(CheckFailed, match=r"truncated|corrupt"):
+            drain(decompress(io.BytesIO((skippable + frame)[:cut]), "zstd", name="obj"))
