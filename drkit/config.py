@@ -390,6 +390,15 @@ class ObjectivesConfig(StrictModel):
     def _duration(cls, v: object) -> timedelta | None:
         return None if v is None else parse_duration(v)
 
+    # seconds, None when unset: a 0s objective is an objective (timedelta(0) is falsy)
+    @property
+    def rpo_seconds(self) -> float | None:
+        return None if self.rpo is None else self.rpo.total_seconds()
+
+    @property
+    def rto_seconds(self) -> float | None:
+        return None if self.rto is None else self.rto.total_seconds()
+
 
 class SqlCheck(StrictModel):
     name: str

@@ -219,12 +219,8 @@ def collect_status(
         report = StatusReport(
             env=policy.name,
             now=now or datetime.now(UTC),
-            rpo_objective=policy.objectives.rpo.total_seconds()
-            if policy.objectives.rpo is not None
-            else None,
-            rto_objective=policy.objectives.rto.total_seconds()
-            if policy.objectives.rto is not None
-            else None,
+            rpo_objective=policy.objectives.rpo_seconds,
+            rto_objective=policy.objectives.rto_seconds,
             wal_archiving=policy.wal_archiving,
         )
         manifests = list_backups(repo)

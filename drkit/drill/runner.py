@@ -251,8 +251,8 @@ def _run(
         backup_server_version=manifest.server_version or None,
     )
     objectives = policy.objectives
-    report.rto_objective = objectives.rto.total_seconds() if objectives.rto is not None else None
-    report.rpo_objective = objectives.rpo.total_seconds() if objectives.rpo is not None else None
+    report.rto_objective = objectives.rto_seconds
+    report.rpo_objective = objectives.rpo_seconds
     timer = _Timer(report, on_phase)
     log.info("drill %s of %s: backup %s", report.id, policy.name, manifest.id)
 

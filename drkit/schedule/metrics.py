@@ -391,10 +391,10 @@ def build_metrics(view: MetricsView) -> list[Metric]:
     for policy in view.policies:
         env = policy.name
         wal_enabled.add_metric([env], 1.0 if policy.wal_archiving else 0.0)
-        if policy.objectives.rpo is not None:
-            obj_rpo.add_metric([env], policy.objectives.rpo.total_seconds())
-        if policy.objectives.rto is not None:
-            obj_rto.add_metric([env], policy.objectives.rto.total_seconds())
+        if (rpo := policy.objectives.rpo_seconds) is not None:
+            obj_rpo.add_metric([env], rpo)
+        if (rto := policy.objectives.rto_seconds) is not None:
+            obj_rto.add_metric([env], rto)
         lock_held.add_metric([env], 1.0 if view.locks.get(env) else 0.0)
         catalog = view.catalogs.get(env)
         if catalog is None:
