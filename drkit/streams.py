@@ -141,7 +141,8 @@ class WriteBehind:
     At most ``WRITE_BEHIND_DEPTH`` blocks wait; :meth:`close` returns once every block is
     written and raises what the writer raised (a failed write stops the writing: the
     blocks after it are dropped, and the caller's copy fails).  Blocks are ``bytes``: the
-    caller must not change a block it handed over (no reused buffers).
+    caller must not change a block it handed over (no reused buffers).  As a context
+    manager it closes on a normal exit and abandons on an exception.
     """
 
     def __init__(self, write: Callable[[bytes], object]) -> None:
@@ -183,6 +184,15 @@ class WriteBehind:
             pass
         self._queue.put_nowait(None)  # only this thread puts: after the drain there is room
         self._thread.join(timeout=5)
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
 
 
 class ChecksumReader:

@@ -298,19 +298,17 @@ def _fetched(repo: Repository, obj: StoredObject, progress: Meter) -> Iterator[P
     tmp = Path(tmp_name)
     finder = OffsetFinder()
     try:
-        with os.fdopen(fd, "wb") as out, repo.open_decoded(obj) as stream:
-            # a thread writes while the next chunk is decoded: the file's writes (page
-            # cache, throttled by the disk) took as long as decoding and checking
-            behind = WriteBehind(out.write)
-            try:
-                reader = _Progress(stream, progress)
-                while chunk := reader.read(CHUNK):
-                    behind.write(chunk)
-                    finder.feed(chunk)
-            except BaseException:
-                behind.abandon()
-                raise
-            behind.close()
+        # a thread writes while the next chunk is decoded: the file's writes (page cache,
+        # throttled by the disk) took as long as decoding and checking
+        with (
+            os.fdopen(fd, "wb") as out,
+            repo.open_decoded(obj) as stream,
+            WriteBehind(out.write) as behind,
+        ):
+            reader = _Progress(stream, progress)
+            while chunk := reader.read(CHUNK):
+                behind.write(chunk)
+                finder.feed(chunk)
         progress.finish()
         if finder.apply(tmp) is None:  # not proven while streaming: the file's own pass
             set_data_offsets(tmp)

@@ -32,14 +32,8 @@ def pump(
     """
     if write is None:
         return _pump(out, None, transformer, key, on_progress)
-    behind = WriteBehind(write)
-    try:
-        rows = _pump(out, behind.write, transformer, key, on_progress)
-    except BaseException:
-        behind.abandon()
-        raise
-    behind.close()
-    return rows
+    with WriteBehind(write) as behind:
+        return _pump(out, behind.write, transformer, key, on_progress)
 
 
 def _pump(
