@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from drkit.pg.connect import connect, first_line, server_major
 from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
-from drkit.progress import Meter, OnProgress
+from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.restore.dirrestore import fetched_directory
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import CHUNK, WriteBehind
@@ -305,7 +305,7 @@ def _fetched(repo: Repository, obj: StoredObject, progress: Meter) -> Iterator[P
             repo.open_decoded(obj) as stream,
             WriteBehind(out.write) as behind,
         ):
-            reader = _Progress(stream, progress)
+            reader = MeteredReader(stream, progress)
             while chunk := reader.read(CHUNK):
                 behind.write(chunk)
                 finder.feed(chunk)
@@ -419,18 +419,6 @@ def _restore_tables(
         finally:
             listing.unlink(missing_ok=True)
     return restored
-
-
-class _Progress:
-    def __init__(self, source: Any, report: Callable[[int], None]) -> None:
-        self._source = source
-        self._report = report
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self._source.read(size)
-        if data:
-            self._report(len(data))
-        return data
 
 
 def compare_counts(dsn: str, expected: dict[str, int], jobs: int = 1) -> DatabaseRestore:
