@@ -10,6 +10,7 @@ upload if any part fails, so no partial object ever becomes visible.
 
 from __future__ import annotations
 
+import base64
 import copy
 import logging
 import os
@@ -84,6 +85,24 @@ _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 1024 * 1024
 
 
+def _checksummed_body_unsigned(config: Any) -> Any:
+    """A ``before-sign`` hook: a PUT that carries its body's sha256 as
+    ``x-amz-checksum-sha256`` goes with ``UNSIGNED-PAYLOAD``.
+
+    S3 checks the body against that header, and the header is signed, so the body is
+    bound to the signature as before; botocore (which signs every payload over plain
+    HTTP) would otherwise hash the body again, and add a CRC32, both for nothing."""
+    from botocore.config import Config
+
+    unsigned = config.merge(Config(s3={**(config.s3 or {}), "payload_signing_enabled": False}))
+
+    def hook(request: Any, **_: Any) -> None:
+        if request.headers.get("x-amz-checksum-sha256"):
+            request.context["client_config"] = unsigned
+
+    return hook
+
+
 class S3Backend(Backend):
     new_puts_read_back = True  # put_stream_new HEADs the object and checks its ETag
 
@@ -114,6 +133,9 @@ class S3Backend(Backend):
         session = boto3.session.Session()
         self.client: Any = session.client(
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
+        )
+        self.client.meta.events.register(
+            "before-sign.s3.PutObject", _checksummed_body_unsigned(self.client.meta.config)
         )
         self.transfer = TransferConfig(
             multipart_threshold=PART_SIZE,
@@ -248,6 +270,15 @@ class S3Backend(Backend):
                     f"{size} bytes is more than one PUT takes"
                 )
             spool.seek(0)
+            # S3 refuses the body unless its sha256 is this (BadDigest), and with it the
+            # payload goes unsigned (see _checksummed_body_unsigned); a store that takes
+            # no checksums is configured with AWS_REQUEST_CHECKSUM_CALCULATION=when_required
+            checksum = base64.b64encode(bytes.fromhex(digest.hexdigest())).decode()
+            checked = (
+                {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": checksum}
+                if self.client.meta.config.request_checksum_calculation != "when_required"
+                else {}
+            )
             try:
                 response = self.client.put_object(
                     Bucket=self.bucket,
@@ -256,15 +287,22 @@ class S3Backend(Backend):
                     ContentLength=size,
                     IfNoneMatch="*",
                     Metadata={SHA256_METADATA: digest.hexdigest()},
+                    **checked,
                     **extra,
                 )
-                stored = self.client.head_object(Bucket=self.bucket, Key=full)
+                stored = self.client.head_object(
+                    Bucket=self.bucket, Key=full, ChecksumMode="ENABLED"
+                )
             except (ClientError, BotoCoreError) as exc:
                 if _is_taken(exc):
                     raise ObjectExists(f"{key} already exists in {self.location}") from None
                 raise self._error("upload", key, exc) from None
         if stored.get("ETag") != response.get("ETag"):
             raise ObjectExists(f"{key} already exists in {self.location} (another writer's)")
+        if stored.get("ChecksumSHA256", checksum) != checksum:  # a store may not keep it
+            raise StorageError(
+                f"stored {key} in {self.location} but S3 reports a different sha256 for it"
+            )
         if stored.get("ContentLength") != size:
             raise StorageError(
                 f"stored {size} bytes of {key} in {self.location} but S3 reports "
