@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -69,6 +70,9 @@ def ready(cluster: LocalCluster) -> list[str]:
 def drain(cluster: LocalCluster, command: str, timeout: float = 900) -> tuple[int, float]:
     """Switch archiving on; (segments archived, seconds until no .ready is left)."""
     backlog = len([n for n in ready(cluster) if not n.endswith(".history.ready")])
+    # the backlog's own dirty pages (and those of whatever ran before) are written out
+    # first: otherwise their writeback lands on whichever archiver drains first
+    os.sync()
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("ALTER SYSTEM SET archive_command = {}").format(command))
         started = time.perf_counter()
