@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +46,15 @@ S3_ENV = {
     "DRKIT_S3_CONNECT_TIMEOUT": "5",
     "DRKIT_S3_READ_TIMEOUT": "30",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started in the background (``cmd &`` in a script, ``nohup``) inherits SIGINT
+    ignored, and so would every drkit the tests start: the tests that interrupt drkit
+    with SIGINT would see it run to the end.  Handled here, the signal reaches the
+    processes the tests start with its default action, however this run was started."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def docker_available() -> bool:
