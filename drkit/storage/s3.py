@@ -273,7 +273,8 @@ class S3Backend(Backend):
             # S3 refuses the body unless its sha256 is this (BadDigest), and with it the
             # payload goes unsigned (see _checksummed_body_unsigned); a store that takes
             # no checksums is configured with AWS_REQUEST_CHECKSUM_CALCULATION=when_required
-            checksum = base64.b64encode(bytes.fromhex(digest.hexdigest())).decode()
+            sha256 = digest.hexdigest()
+            checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
             checked = (
                 {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": checksum}
                 if self.client.meta.config.request_checksum_calculation != "when_required"
@@ -286,7 +287,7 @@ class S3Backend(Backend):
                     Body=spool,
                     ContentLength=size,
                     IfNoneMatch="*",
-                    Metadata={SHA256_METADATA: digest.hexdigest()},
+                    Metadata={SHA256_METADATA: sha256},
                     **checked,
                     **extra,
                 )
