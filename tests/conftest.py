@@ -408,9 +408,14 @@ def repo_target(request: pytest.FixtureRequest, tmp_path: Path) -> RepoTarget:
         root.mkdir()
         chown_tree(root, cluster_os_user())
         return RepoTarget("file", f"file://{root}", root=root)
-    s3: S3Server = request.getfixturevalue("s3_server")
-    bucket = s3.create_bucket()
-    return RepoTarget("s3", f"s3://{bucket}/drkit", endpoint_url=s3.endpoint, bucket=bucket)
+    s3_repo: RepoTarget = request.getfixturevalue("s3_repo")
+    return s3_repo
+
+
+@pytest.fixture
+def s3_repo(s3_server: S3Server) -> RepoTarget:
+    bucket = s3_server.create_bucket()
+    return RepoTarget("s3", f"s3://{bucket}/drkit", endpoint_url=s3_server.endpoint, bucket=bucket)
 
 
 @pytest.fixture

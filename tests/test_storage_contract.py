@@ -161,16 +161,17 @@ def test_new_objects_carry_the_sha256_of_their_bytes(backend: Backend) -> None:
         assert backend.stored_sha256(key) == expected, key
 
 
-def _s3(s3_server) -> Backend:  # type: ignore[no-untyped-def]
-    config = RepositoryConfig(
-        url=f"s3://{s3_server.create_bucket()}/drkit",
-        endpoint_url=s3_server.endpoint,
-        region="us-east-1",
+def _put_headers(backend: Backend) -> list[dict[str, bytes]]:
+    """The headers of every PutObject ``backend`` sends from now on, as sent."""
+    sent: list[dict[str, bytes]] = []
+    backend.client.meta.events.register(  # type: ignore[attr-defined]
+        "before-send.s3.PutObject",
+        lambda request, **_: sent.append({k.lower(): v for k, v in request.headers.items()}),
     )
-    return open_backend(config)
+    return sent
 
 
-def test_s3_new_objects_go_up_with_their_sha256_for_s3_to_check(s3_server) -> None:  # type: ignore[no-untyped-def]
+def test_s3_new_objects_go_up_with_their_sha256_for_s3_to_check(s3_repo: RepoTarget) -> None:
     """A conditional PUT carries the sha256 of its body as ``x-amz-checksum-sha256``, a
     signed header S3 checks the body against; so the body goes ``UNSIGNED-PAYLOAD``
     (botocore would hash it again over plain HTTP, and add a CRC32).  Every other upload
@@ -178,25 +179,20 @@ def test_s3_new_objects_go_up_with_their_sha256_for_s3_to_check(s3_server) -> No
     import base64
     import hashlib
 
-    backend = _s3(s3_server)
+    backend = open_backend(RepositoryConfig(**s3_repo.policy_block()))
     client = backend.client  # type: ignore[attr-defined]
-    sent: dict[str, dict[str, bytes]] = {}
-
-    def record(request, **_) -> None:  # type: ignore[no-untyped-def]
-        sent[request.url.rsplit("/", 1)[-1]] = {k.lower(): v for k, v in request.headers.items()}
-
-    client.meta.events.register("before-send.s3.PutObject", record)
+    sent = _put_headers(backend)
     data = os.urandom(2 * 1024 * 1024 + 5)
     checksum = base64.b64encode(hashlib.sha256(data).digest())
     assert backend.put_stream_new("env/new", io.BytesIO(data)) == len(data)
     backend.put_bytes("env/plain", data)
-    new, plain = sent["new"], sent["plain"]
+    new, plain = sent
     assert new["x-amz-checksum-sha256"] == checksum
     assert new["x-amz-content-sha256"] == b"UNSIGNED-PAYLOAD"
     assert "x-amz-checksum-crc32" not in new
     assert plain["x-amz-content-sha256"] == hashlib.sha256(data).hexdigest().encode()
     assert backend.get_bytes("env/new") == data
-    kept = client.head_object(Bucket=backend.bucket, Key="drkit/env/new", ChecksumMode="ENABLED")  # type: ignore[attr-defined]
+    kept = client.head_object(Bucket=s3_repo.bucket, Key="drkit/env/new", ChecksumMode="ENABLED")
     assert kept["ChecksumSHA256"] == checksum.decode()
 
     # a store reporting another sha256 for what it kept: refused, not acknowledged
@@ -208,18 +204,16 @@ def test_s3_new_objects_go_up_with_their_sha256_for_s3_to_check(s3_server) -> No
         backend.put_stream_new("env/next", io.BytesIO(data))
 
 
-def test_s3_new_objects_follow_a_store_without_checksums(s3_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_s3_new_objects_follow_a_store_without_checksums(
+    s3_repo: RepoTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` (botocore's switch for stores
     that take no checksums): no checksum header, and the body is signed again."""
     import hashlib
 
     monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
-    backend = _s3(s3_server)
-    sent: list[dict[str, bytes]] = []
-    backend.client.meta.events.register(  # type: ignore[attr-defined]
-        "before-send.s3.PutObject",
-        lambda request, **_: sent.append({k.lower(): v for k, v in request.headers.items()}),
-    )
+    backend = open_backend(RepositoryConfig(**s3_repo.policy_block()))
+    sent = _put_headers(backend)
     data = os.urandom(1024 * 1024)
     backend.put_stream_new("env/new", io.BytesIO(data))
     assert not any(k.startswith("x-amz-checksum-") for k in sent[0])
