@@ -5,8 +5,9 @@ user must be able to start drkit.  In a normal install (a system-wide ``pip inst
 the container image) it can, and ``drkit`` on PATH is used.  When drkit runs from a
 Python the cluster user cannot reach (a virtualenv under ``/root``, as on a developer
 machine or in CI), :func:`drkit_argv` prepares a readable runtime: the same site
-packages copied once into ``/var/tmp/drkit-runtime-<hash>`` and run by the system Python
-of the same minor version.  ``$DRKIT_CLUSTER_COMMAND`` overrides all of this.
+packages copied into ``/var/tmp/drkit-runtime-<hash>`` (one per interpreter and drkit
+checkout; an install swaps in a new copy and the old one goes) and run by the system
+Python of the same minor version.  ``$DRKIT_CLUSTER_COMMAND`` overrides all of this.
 
 Policies used by these commands need only their ``repository`` section: the database
 URL (and its password) does not have to be in PostgreSQL's environment.
@@ -27,7 +28,9 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import NoReturn
 
 from drkit.errors import OperationError
 
@@ -176,6 +179,10 @@ class _Runtime:
         self.pythonpath = [source, site]
 
 
+#: how long a superseded copy of site-packages is kept for processes still starting on it
+SITE_GRACE_SECONDS = 15 * 60
+
+
 def _closure(roots: tuple[str, ...]) -> list[importlib.metadata.Distribution]:
     seen: dict[str, importlib.metadata.Distribution] = {}
     todo = list(roots)
@@ -213,61 +220,128 @@ def _system_python() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _shared_runtime() -> _Runtime:
+    """The runtime of this interpreter and this drkit checkout, its copy of site-packages
+    current.
+
+    One directory per interpreter, site-packages and drkit package (its name never
+    changes, so the archive_command a cluster was given stays valid): ``src`` mirrors the
+    drkit package, and ``site`` is a link to an immutable copy of site-packages,
+    ``site-<state>``.  When site-packages changes (an install changes its mtime), a new
+    copy is built aside and the link swapped to it in one rename; copies superseded for
+    longer than :data:`SITE_GRACE_SECONDS` are removed, so installs no longer leave a
+    copy each behind."""
     import sysconfig
 
     python = _system_python()
-    # keyed by the interpreter and the state of its site-packages (installs change its mtime)
     site_packages = Path(sysconfig.get_paths()["purelib"])
-    digest = hashlib.sha256()
     # the drkit source mirrored into it is this package's: two checkouts of drkit beside
     # one Python (worktrees, a test run next to an install) must not share a runtime
     package = Path(__file__).resolve().parent
-    digest.update(f"{sys.version}\n{site_packages}\n{package}\n".encode())
-    with contextlib.suppress(OSError):
-        digest.update(str(site_packages.stat().st_mtime_ns).encode())
+    identity = hashlib.sha256(f"{sys.version}\n{site_packages}\n{package}\n".encode())
     root = Path(os.environ.get(RUNTIME_ROOT_ENV) or "/var/tmp")  # noqa: S108 - shared on purpose
-    target = root / f"drkit-runtime-{digest.hexdigest()[:16]}"
-    site = target / "site"
-    source = target / "src"
-    if not (target / "COMPLETE").exists():
-        log.info("preparing a drkit runtime the cluster's OS user can run in %s", target)
-        files: list[tuple[Path, str]] = []
-        for dist in _closure(_RUNTIME_DISTS):
-            for f in dist.files or []:
-                parts = Path(str(f)).parts
-                if not parts or parts[0] in ("..", "bin"):
-                    continue
-                files.append((Path(str(dist.locate_file(f))), str(f)))
+    target = root / f"drkit-runtime-{identity.hexdigest()[:16]}"
+    if not target.exists():
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".drkit-runtime-", dir=root))
-        for path, rel in files:
-            dest = staging / "site" / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                shutil.copy2(path, dest)
-            except FileNotFoundError:
-                continue
         (staging / "src").mkdir()
-        (staging / "COMPLETE").write_text("")
-        for dirpath, _dirs, filenames in os.walk(staging):
-            os.chmod(dirpath, 0o755)  # noqa: S103 - the cluster's OS user must read it
-            for name in filenames:
-                os.chmod(os.path.join(dirpath, name), 0o644)
+        _make_readable(staging)
         try:
             os.rename(staging, target)
         except OSError:  # another process won the race
             shutil.rmtree(staging, ignore_errors=True)
     check_runtime_dir(target)
+    site = target / "site"
+    current = f"site-{_site_state(site_packages)}"
+    if _link_name(site) != current:
+        if not (target / current).is_dir():
+            _copy_site(target, current)
+        link = target / f".site-link-{os.getpid()}"
+        link.unlink(missing_ok=True)
+        os.symlink(current, link)
+        os.replace(link, site)  # processes starting from now on use the new copy
+    check_runtime_dir(target)
+    _drop_superseded_sites(target, current)
+    source = target / "src"
     changed = _sync_source(source)
     if changed:  # byte-compile with the runtime's Python: the cluster user cannot write here
         subprocess.run(
             [python, "-m", "py_compile", *map(str, changed)], capture_output=True, check=False
         )
-        for dirpath, _dirs, filenames in os.walk(source):
-            os.chmod(dirpath, 0o755)  # noqa: S103 - the cluster's OS user must read it
-            for name in filenames:
-                os.chmod(os.path.join(dirpath, name), 0o644)
+        _make_readable(source)
     return _Runtime(python, site, source)
+
+
+def _site_state(site_packages: Path) -> str:
+    """What identifies the current contents of site-packages: installs change its mtime."""
+    try:
+        return hashlib.sha256(str(site_packages.stat().st_mtime_ns).encode()).hexdigest()[:16]
+    except OSError:
+        return "0" * 16
+
+
+def _link_name(site: Path) -> str | None:
+    try:
+        return os.readlink(site)
+    except OSError:
+        return None
+
+
+def _make_readable(top: Path) -> None:
+    for dirpath, _dirs, filenames in os.walk(top):
+        os.chmod(dirpath, 0o755)  # noqa: S103 - the cluster's OS user must read it
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+
+
+def _copy_site(target: Path, name: str) -> None:
+    """Copy the packages drkit imports into ``target/name``, built aside and renamed."""
+    log.info("preparing a drkit runtime the cluster's OS user can run in %s", target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target))
+    try:
+        for dist in _closure(_RUNTIME_DISTS):
+            for f in dist.files or []:
+                parts = Path(str(f)).parts
+                if not parts or parts[0] in ("..", "bin"):
+                    continue
+                dest = staging / str(f)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    shutil.copy2(Path(str(dist.locate_file(f))), dest)
+                except FileNotFoundError:
+                    continue
+        _make_readable(staging)
+        os.rename(staging, target / name)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / name).is_dir():  # not another process's copy: a real failure
+            raise
+
+
+def _drop_superseded_sites(target: Path, current: str) -> None:
+    """Remove the copies of site-packages the link left more than the grace period ago
+    (a process started just before the swap may still be importing from its copy), and
+    what a preparation cut short left behind, once as old."""
+    now = time.time()
+    try:
+        swapped = os.lstat(target / "site").st_mtime
+    except OSError:
+        return
+    for entry in os.scandir(target):
+        if entry.name == current:
+            continue
+        if entry.name.startswith("site-"):
+            since = swapped
+        elif entry.name.startswith(".site-"):
+            since = entry.stat(follow_symlinks=False).st_mtime
+        else:
+            continue  # site, src
+        if now - since < SITE_GRACE_SECONDS:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def check_runtime_dir(target: Path) -> None:
@@ -275,29 +349,50 @@ def check_runtime_dir(target: Path) -> None:
 
     ``/var/tmp`` is writable by every local user and the runtime's name is predictable:
     a directory planted there would be run by PostgreSQL's archive_command (and written
-    into by drkit).  Its tree must be real directories (no symlinks) owned by this user
-    and writable by no one else; otherwise drkit refuses to use it.
+    into by drkit).  Its tree must be real directories owned by this user and writable
+    by no one else, and ``site`` a link this user made to one of the runtime's own
+    ``site-*`` copies; otherwise drkit refuses to use it.
     """
     uid = os.geteuid()
-    for path in (target, target / "site", target / "src", target / "src" / "drkit"):
+
+    def refuse(path: Path, problem: str) -> NoReturn:
+        raise OperationError(
+            f"refusing the drkit runtime {target}: {path} {problem}; remove {target} "
+            f"(drkit rebuilds it) or set {RUNTIME_ROOT_ENV} to a directory only you can write"
+        )
+
+    def own_directory(path: Path) -> None:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            refuse(path, "is not a directory")
+        if st.st_uid != uid:
+            refuse(path, f"is owned by uid {st.st_uid}, not {uid}")
+        if st.st_mode & 0o022:
+            refuse(path, f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})")
+
+    for path in (target, target / "src", target / "src" / "drkit"):
         try:
-            st = os.lstat(path)
+            own_directory(path)
         except FileNotFoundError:
             if path == target / "src" / "drkit":
                 continue  # created by the first sync
             raise OperationError(f"the drkit runtime {target} is incomplete: remove it") from None
-        problem = None
-        if not stat.S_ISDIR(st.st_mode):
-            problem = "is not a directory"
-        elif st.st_uid != uid:
-            problem = f"is owned by uid {st.st_uid}, not {uid}"
-        elif st.st_mode & 0o022:
-            problem = f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
-        if problem is not None:
-            raise OperationError(
-                f"refusing the drkit runtime {target}: {path} {problem}; remove {target} "
-                f"(drkit rebuilds it) or set {RUNTIME_ROOT_ENV} to a directory only you can write"
-            )
+    site = target / "site"
+    try:
+        st = os.lstat(site)
+    except FileNotFoundError:
+        return  # made by the first preparation
+    if not stat.S_ISLNK(st.st_mode):
+        refuse(site, "is not a link to one of the runtime's own copies")
+    if st.st_uid != uid:
+        refuse(site, f"is owned by uid {st.st_uid}, not {uid}")
+    name = os.readlink(site)
+    if not re.fullmatch(r"site-[0-9a-f]{16}", name):
+        refuse(site, f"links to {name!r}, not to one of the runtime's own copies")
+    try:
+        own_directory(target / name)
+    except FileNotFoundError:
+        raise OperationError(f"the drkit runtime {target} is incomplete: remove it") from None
 
 
 def _sync_source(source: Path) -> list[Path]:
