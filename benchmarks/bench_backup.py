@@ -7,7 +7,8 @@ In one invocation, on one throwaway cluster with the sample database, alternatin
 - ``drkit backup`` to file:// vs ``pg_dump -Fc -Z0 | zstd -3 -T2 > file`` (goal ≤ 1.10×)
   and vs plain ``pg_dump -Fc > file``;
 - ``drkit backup`` to S3 (moto on 127.0.0.1) vs the file:// run (goal ≤ 1.3×);
-- ``drkit restore --jobs 2`` vs ``pg_restore -j 2`` from a local dump file (goal ≤ 1.10×);
+- ``drkit restore --jobs 2`` vs ``pg_restore -j 2`` from a local dump file (goal ≤ 1.10×),
+  each into an empty database created beforehand;
 - ``drkit verify`` of the file:// backup vs ``sha256sum`` + ``zstd -t`` of the peer's file;
 - peak RSS of the drkit process (goal ≤ 120 MB, flat with size).
 
@@ -59,7 +60,9 @@ def pg_restore_j2(cluster: LocalCluster, target: str, dump_file: Path) -> Sample
 
 
 def drkit_restore_j2(cluster: LocalCluster, policies: Path, target: str) -> Sample:
-    """``drkit restore file latest --jobs 2`` into a new database ``target`` (left there)."""
+    """``drkit restore file latest --jobs 2`` into a new database ``target`` (left there),
+    created beforehand as for ``pg_restore`` (drkit would otherwise create it, timed)."""
+    cluster.create_database(target)
     args = ["restore", "file", "latest", "--jobs", "2", "--target-db", cluster.dsn(target)]
     return drkit(policies, *args)[0]
 
