@@ -108,6 +108,46 @@ class HashingReader:
         self._source.close()
 
 
+class GatedReader:
+    """Holds one of ``slots`` from its first read to its end: the stages that pull from
+    it (compression, hashing: CPU) then run at most as many at a time as there are
+    slots, while what follows the last read (an upload: waiting) holds none.  An error
+    or :meth:`release` gives the slot back too."""
+
+    def __init__(self, source: BinaryIO, slots: threading.Semaphore) -> None:
+        self._source = source
+        self._slots = slots
+        self._held = False
+        self._ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._held and not self._ended:
+            self._slots.acquire()
+            self._held = True
+        try:
+            data = self._source.read(size)
+        except BaseException:
+            self.release()
+            raise
+        if not data and size != 0:
+            self.release()
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        """Give the slot back (at the end, or when the reading stops early)."""
+        self._ended = True
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    def close(self) -> None:
+        self.release()
+        self._source.close()
+
+
 class ReadDigest:
     """The sha256 of the bytes a store reads from ``stream`` to its end.
 

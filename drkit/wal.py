@@ -31,6 +31,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -272,14 +273,16 @@ def push_file(
     segment_size: int | None = None,
     *,
     compress_threads: int | None = None,
+    cpu_slots: threading.Semaphore | None = None,
 ) -> PushOutcome:
     """Store one WAL file; idempotent for identical content, refuses different content.
 
     The object is written with a no-replace store, so of two concurrent pushes of one
     name exactly one stores it; the other compares with what is stored.  The outcome
     carries the sha256 of the bytes stored (or found stored): what an acknowledgement of
-    the asynchronous archiver is bound to."""
-    from drkit.streams import HashingReader
+    the asynchronous archiver is bound to.  ``cpu_slots``: held while the file is read,
+    compressed and hashed, not during the upload that follows."""
+    from drkit.streams import GatedReader, HashingReader
 
     name = path.name
     size_before = path.stat().st_size
@@ -291,14 +294,19 @@ def push_file(
         return _compare_with_stored(repo, path, name, existing)
     try:
         with open(path, "rb") as f:
-            raw = HashingReader(cast(BinaryIO, f))
-            obj = repo.store(
-                f"{WAL_DIR}{name}",
-                cast(BinaryIO, raw),
-                size_hint=size_before,
-                exclusive=True,
-                compress_threads=compress_threads,
-            )
+            gate = None if cpu_slots is None else GatedReader(cast(BinaryIO, f), cpu_slots)
+            try:
+                raw = HashingReader(cast(BinaryIO, f if gate is None else gate))
+                obj = repo.store(
+                    f"{WAL_DIR}{name}",
+                    cast(BinaryIO, raw),
+                    size_hint=size_before,
+                    exclusive=True,
+                    compress_threads=compress_threads,
+                )
+            finally:
+                if gate is not None:
+                    gate.release()
     except ObjectExists:
         existing = find_wal_key(repo, name)
         if existing is None:

@@ -251,15 +251,23 @@ class Worker:
         self.segment_size = cluster_segment_size(spool.pg_wal / "probe")
         self.failed: dict[str, float] = {}
         self._timeline_lock = threading.Lock()
-        # several segments in flight: each compresses in its own thread
+        # several segments in flight: each compresses in its own thread, but no more
+        # of them at a time than there are cores (S3 keeps 8 in flight for the network's
+        # sake; more compressions than cores only contend)
         self.compress_threads = 0 if self.jobs > 1 else None
+        cores = os.cpu_count() or 1
+        self.cpu_slots = threading.BoundedSemaphore(cores) if self.jobs > cores else None
 
     def one(self, path: Path) -> str:
         """Store ``path``, acknowledge it, mark it done; the name, or raises."""
         from drkit.timelines import note_pushed
 
         outcome = push_file(
-            self.repo, path, self.segment_size, compress_threads=self.compress_threads
+            self.repo,
+            path,
+            self.segment_size,
+            compress_threads=self.compress_threads,
+            cpu_slots=self.cpu_slots,
         )
         with self._timeline_lock:
             note_pushed(self.repo, self.spool.pg_wal, [outcome.name])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+import time
 
 import pytest
 
 from drkit.errors import CheckFailed
-from drkit.streams import HashingReader, compress, decompress, drain
+from drkit.streams import GatedReader, HashingReader, compress, decompress, drain
 
 
 @pytest.mark.parametrize("algorithm", ["zstd", "gzip", "none"])
@@ -184,3 +186,72 @@ def test_skippable_zstd_frames_are_passed_over_and_checked_whole() -> None:
     for cut in (6, 10, len(skippable) + 3):
         with pytest.raises(CheckFailed, match=r"truncated|corrupt"):
             drain(decompress(io.BytesIO((skippable + frame)[:cut]), "zstd", name="obj"))
+
+
+class _Counting(io.RawIOBase):
+    """A source that records how many readers are inside a read at once."""
+
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with _Counting.lock:
+            _Counting.inside += 1
+            _Counting.most = max(_Counting.most, _Counting.inside)
+        time.sleep(0.002)
+        with _Counting.lock:
+            _Counting.inside -= 1
+        return self._data.read(size)
+
+
+def test_gated_readers_read_at_most_as_many_at_a_time_as_there_are_slots() -> None:
+    """The WAL worker's CPU stage: each reader holds a slot from its first read to its
+    end, so 6 concurrent uploads compress at most 2 at a time, and a reader at its end
+    (its upload under way) holds none."""
+    slots = threading.BoundedSemaphore(2)
+    data = os.urandom(64 * 1024)
+    got: list[bytes] = []
+
+    def one() -> None:
+        gated = GatedReader(_Counting(data), slots)  # type: ignore[arg-type]
+        parts = []
+        while chunk := gated.read(4096):
+            parts.append(chunk)
+        got.append(b"".join(parts))
+
+    workers = [threading.Thread(target=one) for _ in range(6)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(30)
+    assert got == [data] * 6
+    assert _Counting.most == 2  # contended, and never more than the slots
+    # every reader ended: both slots are free again
+    assert slots.acquire(blocking=False) and slots.acquire(blocking=False)
+    slots.release()
+    slots.release()
+
+    # a reader that fails, or is given up before its end, gives its slot back
+    class Broken(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            raise OSError("I/O error")
+
+    failing = GatedReader(Broken(), slots)  # type: ignore[arg-type]
+    with pytest.raises(OSError):
+        failing.read(10)
+    early = GatedReader(io.BytesIO(data), slots)
+    assert early.read(10) == data[:10]
+    early.release()
+    early.release()  # once only
+    assert slots.acquire(blocking=False) and slots.acquire(blocking=False)
+    assert not slots.acquire(blocking=False)
