@@ -355,19 +355,21 @@ def ready_files(wal_dir: Path, exclude: str, limit: int) -> list[Path]:
     """Files PostgreSQL marked ready: history files first, then oldest first."""
     status = wal_dir / "archive_status"
     try:
-        entries = [e.name[: -len(".ready")] for e in os.scandir(status)]
+        entries = [
+            e.name[: -len(".ready")] for e in os.scandir(status) if e.name.endswith(".ready")
+        ]
     except OSError:
         return []
-    names = [
-        n
-        for n in entries
-        if n != exclude
-        and is_archivable(n)
-        and (status / f"{n}.ready").exists()
-        and (wal_dir / n).is_file()
-    ]
+    names = [n for n in entries if n != exclude and is_archivable(n)]
     names.sort(key=lambda n: (not n.endswith(".history"), n[8:], n))
-    return [wal_dir / n for n in names[:limit]]
+    # the worker asks once per segment: only the files returned are looked at
+    out: list[Path] = []
+    for n in names:
+        if len(out) >= limit:
+            break
+        if (wal_dir / n).is_file():
+            out.append(wal_dir / n)
+    return out
 
 
 def mark_done(wal_dir: Path, names: Iterable[str]) -> None:

@@ -428,3 +428,39 @@ def test_a_new_segment_costs_s3_one_listing_and_one_put(s3_server: S3Server) -> 
         # a fetch expects to find it: the current key's HEAD alone
         assert find_wal_key(repo, path.name) is not None
         assert calls == ["HeadObject"]
+
+
+def test_ready_files_come_history_first_then_oldest_and_only_with_their_file(
+    tmp_path: Path,
+) -> None:
+    """The order PostgreSQL's archiver takes them in (the worker leaves the head to it):
+    history files, then segments oldest first across timelines; never a file whose
+    segment is gone, one already .done, the one excluded, or a name that is not WAL."""
+    from drkit.wal import ready_files
+
+    status = tmp_path / "archive_status"
+    status.mkdir()
+    ready = [
+        "000000020000000000000004",
+        "000000010000000000000003",
+        "00000002.history",
+        "000000010000000000000002",
+        "000000010000000000000005",  # excluded below
+        "000000010000000000000001",  # its segment is gone
+        "not-wal",
+    ]
+    for name in ready:
+        (status / f"{name}.ready").touch()
+        if name != "000000010000000000000001":
+            (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "000000010000000000000000").write_bytes(b"x")
+    (status / "000000010000000000000000.done").touch()
+    names = [p.name for p in ready_files(tmp_path, "000000010000000000000005", 10)]
+    assert names == [
+        "00000002.history",
+        "000000010000000000000002",
+        "000000010000000000000003",
+        "000000020000000000000004",
+    ]
+    assert [p.name for p in ready_files(tmp_path, "", 2)] == names[:2]
+    assert ready_files(tmp_path / "missing", "", 5) == []
