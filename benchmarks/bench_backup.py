@@ -10,7 +10,9 @@ In one invocation, on one throwaway cluster with the sample database, alternatin
 - ``drkit restore --jobs 2`` vs ``pg_restore -j 2`` from a local dump file (goal ≤ 1.10×),
   each into an empty database created beforehand;
 - ``drkit verify`` of the file:// backup vs ``sha256sum`` + ``zstd -t`` of the peer's file;
-- peak RSS of the drkit process (goal ≤ 120 MB, flat with size).
+- peak RSS of the drkit process (goal ≤ 120 MB, flat with size);
+- the same backup and restore inside a running Python, as the scheduler daemon runs
+  them (no process start, no imports): what the command's own start costs.
 
 ``measure_logical`` is what ``python -m benchmarks`` calls at each size.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from benchmarks.measure import (
@@ -49,6 +52,8 @@ SERIES = (
     "drkit_verify",
     "pg_restore_j2",
     "drkit_restore_j2",
+    "drkit_backup_in_process",
+    "drkit_restore_in_process",
 )
 
 
@@ -65,6 +70,32 @@ def drkit_restore_j2(cluster: LocalCluster, policies: Path, target: str) -> Samp
     cluster.create_database(target)
     args = ["restore", "file", "latest", "--jobs", "2", "--target-db", cluster.dsn(target)]
     return drkit(policies, *args)[0]
+
+
+def drkit_backup_in_process(policies: Path) -> Sample:
+    """``drkit backup file`` as the scheduler daemon runs it: a call in a running Python
+    (what the command adds to it is its process start and imports).  No RSS: the
+    process is the benchmark's own."""
+    from drkit.backup.dirdump import backup_logical
+    from drkit.config import load_policy
+
+    policy = load_policy("file", policies)
+    started = time.perf_counter()
+    backup_logical(policy)
+    return Sample(time.perf_counter() - started)
+
+
+def drkit_restore_in_process(cluster: LocalCluster, policies: Path, target: str) -> Sample:
+    """``drkit restore file latest --jobs 2`` as a call in a running Python (the daemon's
+    drills restore so), into a new database ``target`` created beforehand (left there)."""
+    from drkit.config import load_policy
+    from drkit.restore.logical import restore_logical
+
+    cluster.create_database(target)
+    policy = load_policy("file", policies)
+    started = time.perf_counter()
+    restore_logical(policy, "latest", target_db=cluster.dsn(target), jobs=2)
+    return Sample(time.perf_counter() - started)
 
 
 def measure_logical(
@@ -104,6 +135,11 @@ def measure_logical(
         cluster.drop_database(f"r{round_no}a")
         out["drkit_restore_j2"].append(drkit_restore_j2(cluster, policies, f"r{round_no}b"))
         cluster.drop_database(f"r{round_no}b")
+        out["drkit_backup_in_process"].append(drkit_backup_in_process(policies))
+        out["drkit_restore_in_process"].append(
+            drkit_restore_in_process(cluster, policies, f"r{round_no}c")
+        )
+        cluster.drop_database(f"r{round_no}c")
         print(f"  logical {db}: round {round_no + 1}/{rounds}", file=sys.stderr)
     return out
 
@@ -140,8 +176,18 @@ def main() -> None:
             "drkit verify / (sha256sum + zstd -t)": round(
                 med["drkit_verify"] / med["verify_peer"], 3
             ),
+            "drkit backup in process / (pg_dump -Z0 | zstd -3 -T2)": round(
+                med["drkit_backup_in_process"] / med["pgdump_zstd"], 3
+            ),
+            "drkit restore in process / pg_restore -j 2": round(
+                med["drkit_restore_in_process"] / med["pg_restore_j2"], 3
+            ),
         },
-        "peak_rss_mb": {k: round(max(s.rss_kib for s in v) / 1024, 1) for k, v in out.items()},
+        "peak_rss_mb": {
+            k: round(max(s.rss_kib for s in v) / 1024, 1)
+            for k, v in out.items()
+            if any(s.rss_kib for s in v)  # not the calls in this process
+        },
     }
     print(json.dumps(report, indent=2))
 

@@ -212,6 +212,26 @@ def logical_rows(results: dict[str, Any]) -> list[Row]:
             None,
         ),
     ]
+    # the same work as a call in a running Python (the scheduler daemon's way): what
+    # is left once the command's process start and imports are taken away
+    for series, peer, what in (
+        ("drkit_backup_in_process", "pgdump_zstd", "backup"),
+        ("drkit_restore_in_process", "pg_restore_j2", "restore --jobs 2"),
+    ):
+        pairs = per_size_ratio(results, "logical", series, peer)
+        if pairs:
+            rows.append(
+                ratio_row(
+                    f"`drkit {what}` in a running Python (as the scheduler runs it) / "
+                    + (
+                        "`pg_dump -Fc -Z0 | zstd -3 -T2`"
+                        if what == "backup"
+                        else "`pg_restore -j 2`"
+                    ),
+                    pairs,
+                    None,
+                )
+            )
     xs, _, peaks = curve(results, "logical", "drkit_s3")
     if peaks:
         spread = (max(peaks) - min(peaks)) / min(peaks)
@@ -368,6 +388,12 @@ def linearity_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def peak_cell(kib: int) -> str:
+    """A peak RSS for the medians table; 0 is "not measured" (a call in the benchmark's
+    own process)."""
+    return f"{megabytes(kib):.0f}" if kib else "—"
+
+
 def medians_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for size in results["sizes"]:
@@ -383,7 +409,7 @@ def medians_rows(results: dict[str, Any]) -> list[list[str]]:
                         series,
                         f"{median(seconds):.2f}",
                         ", ".join(f"{s:.2f}" for s in seconds),
-                        f"{megabytes(max(int(r[1]) for r in runs)):.0f}",
+                        peak_cell(max(int(r[1]) for r in runs)),
                     ]
                 )
     return rows
