@@ -332,7 +332,10 @@ def _drop_superseded_sites(target: Path, current: str) -> None:
         if entry.name.startswith("site-"):
             since = swapped
         elif entry.name.startswith(".site-"):
-            since = entry.stat(follow_symlinks=False).st_mtime
+            try:
+                since = entry.stat(follow_symlinks=False).st_mtime
+            except OSError:  # another preparation finished or removed it meanwhile
+                continue
         else:
             continue  # site, src
         if now - since < SITE_GRACE_SECONDS:
