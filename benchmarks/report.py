@@ -214,24 +214,14 @@ def logical_rows(results: dict[str, Any]) -> list[Row]:
     ]
     # the same work as a call in a running Python (the scheduler daemon's way): what
     # is left once the command's process start and imports are taken away
-    for series, peer, what in (
-        ("drkit_backup_in_process", "pgdump_zstd", "backup"),
-        ("drkit_restore_in_process", "pg_restore_j2", "restore --jobs 2"),
+    for series, peer, what, peer_label in (
+        ("drkit_backup_in_process", "pgdump_zstd", "backup", "pg_dump -Fc -Z0 | zstd -3 -T2"),
+        ("drkit_restore_in_process", "pg_restore_j2", "restore --jobs 2", "pg_restore -j 2"),
     ):
         pairs = per_size_ratio(results, "logical", series, peer)
         if pairs:
-            rows.append(
-                ratio_row(
-                    f"`drkit {what}` in a running Python (as the scheduler runs it) / "
-                    + (
-                        "`pg_dump -Fc -Z0 | zstd -3 -T2`"
-                        if what == "backup"
-                        else "`pg_restore -j 2`"
-                    ),
-                    pairs,
-                    None,
-                )
-            )
+            measure = f"`drkit {what}` in a running Python (as the scheduler runs it)"
+            rows.append(ratio_row(f"{measure} / `{peer_label}`", pairs, None))
     xs, _, peaks = curve(results, "logical", "drkit_s3")
     if peaks:
         spread = (max(peaks) - min(peaks)) / min(peaks)
