@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from drkit.errors import CheckFailed, RulesError
-from drkit.sanitize.pii import pii_kind
 from drkit.sanitize.rules import (
     Constant,
     Email,
@@ -32,6 +31,7 @@ from drkit.sanitize.rules import (
     describe_strategy,
     is_masked,
 )
+from drkit.sanitize.scan import pii_kind
 from drkit.sanitize.schema import Column, Schema, Table
 from drkit.sanitize.sqlfilter import FilterError, RowFilter
 

@@ -24,10 +24,10 @@ from drkit.pg.conninfo import describe, with_dbname
 from drkit.pg.tables import list_tables
 from drkit.progress import OnProgress
 from drkit.sanitize.guards import require_every_row
-from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
 from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import Plan
 from drkit.sanitize.rules import Rules, default_rules_path, load_rules
+from drkit.sanitize.scan import LeakIndex, LeakReport, scan_database
 from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, fake_specs, pool_values
 
 log = logging.getLogger(__name__)
