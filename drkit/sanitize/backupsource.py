@@ -37,7 +37,6 @@ from drkit.sanitize.frombackup import (
 )
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.pump import pump
-from drkit.sanitize.rules import is_masked
 from drkit.sanitize.run import ProgressFn, Run, TableReport, count_target_tables
 from drkit.sanitize.schema import read_schema
 from drkit.sanitize.subset import select_rows, topological
@@ -64,7 +63,7 @@ def _restore_section(
 
 
 def _check_filters_read_kept_columns(plan: Plan) -> None:
-    masked = {tp.key: {c.name for c, s in tp.columns if is_masked(s)} for tp in plan.tables}
+    masked = {tp.key: {c.name for c, s in tp.columns if s.MASKS} for tp in plan.tables}
     for tp in plan.tables:
         if tp.where is not None and (bad := tp.where.columns & masked[tp.key]):
             raise UsageError(

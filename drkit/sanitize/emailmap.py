@@ -29,8 +29,7 @@ from drkit.errors import DatabaseError
 from drkit.pg.connect import first_line
 from drkit.sanitize.frombackup import CopyBlock, parse_data_section, restore_from_stream
 from drkit.sanitize.plan import Plan, TablePlan
-from drkit.sanitize.rules import Keep, Strategy, Template
-from drkit.sanitize.strategies import Compiler
+from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template
 from drkit.sanitize.transform import RowTransformer
 from drkit.storage.repository import Repository, StoredObject
 

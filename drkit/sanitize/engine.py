@@ -58,7 +58,7 @@ from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.guards import STAMP, check_direction, guard_target, require_every_row
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.pump import pump
-from drkit.sanitize.rules import is_masked
+from drkit.sanitize.rules import resolve_rules
 from drkit.sanitize.run import LeakFound as LeakFound
 from drkit.sanitize.run import Options as Options
 from drkit.sanitize.run import (
@@ -66,7 +66,6 @@ from drkit.sanitize.run import (
     Run,
     TableReport,
     count_target_tables,
-    resolve_rules,
 )
 from drkit.sanitize.run import Report as Report
 from drkit.sanitize.run import database_dsn as database_dsn
@@ -306,7 +305,7 @@ def _copy_all(
     work = [
         tp
         for tp in plan.tables
-        if tp.action != "schema-only" and (write or any(is_masked(s) for _, s in tp.columns))
+        if tp.action != "schema-only" and (write or any(s.MASKS for _, s in tp.columns))
     ]
     # the biggest first, so parallel jobs finish together
     work.sort(key=lambda tp: tp.table.estimated_rows, reverse=True)

@@ -24,11 +24,10 @@ from drkit.pg.conninfo import describe, with_dbname
 from drkit.pg.tables import list_tables
 from drkit.progress import OnProgress
 from drkit.sanitize.guards import require_every_row
-from drkit.sanitize.pins import settle_pins
 from drkit.sanitize.plan import Plan
-from drkit.sanitize.rules import Rules, default_rules_path, load_rules
+from drkit.sanitize.rules import Rules
 from drkit.sanitize.scan import LeakIndex, LeakReport, scan_database
-from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer, fake_specs, pool_values
+from drkit.sanitize.strategies import Compiler, Pseudonymizer, fake_specs, pool_values
 
 log = logging.getLogger(__name__)
 
@@ -110,22 +109,6 @@ class Report:
 # ---------------------------------------------------------------------------
 
 
-def resolve_rules(
-    src: Policy, dst: Policy, path: Path | None, *, salt_required: bool = True
-) -> Rules:
-    """The rules file for SRC -> DST (default ``sanitize_rules/SRC-to-DST.yaml``), which
-    must say it is for that pair; a run also needs its salt (``sanitize check`` does not)."""
-    rules = load_rules(path or default_rules_path(src.name, dst.name))
-    if (rules.from_env, rules.to_env) != (src.name, dst.name):
-        raise UsageError(
-            f"{rules.source}: the rules are for {rules.from_env} -> {rules.to_env}, "
-            f"not {src.name} -> {dst.name}"
-        )
-    if salt_required:
-        rules.salt_bytes()  # an unset salt stops here, before any connection
-    return rules
-
-
 def database_dsn(policy: Policy) -> str:
     """The one database a sanitize run reads or writes: a rules file describes the schema
     of one database, so a policy listing several is refused rather than half-copied."""
@@ -163,11 +146,7 @@ class Run:
         if not (options.dry_run or options.scan_only):
             # pg_dump and pg_restore are looked for (a --version run per install) meanwhile
             threading.Thread(target=_find_installs, name="drkit-pg-installs", daemon=True).start()
-        self.compiler = Compiler(
-            self.pseudo,
-            PiiConfig.from_strategies(rules.strategies()),
-            self.leaks.add,
-        )
+        self.compiler = Compiler.for_rules(self.pseudo, rules.strategies(), self.leaks.add)
         mode = "dry-run" if options.dry_run else "scan-only" if options.scan_only else "run"
         self.report = Report(
             src=src.name,
@@ -182,11 +161,7 @@ class Run:
         """A compiler for trial runs (constraint fit) that leaves the run's state (its
         e-mail map) alone; the pseudonymizer (keys and pools, pure functions of the salt)
         is shared."""
-        return Compiler(
-            self.pseudo,
-            PiiConfig.from_strategies(self.rules.strategies()),
-            self.leaks.add,
-        )
+        return Compiler.for_rules(self.pseudo, self.rules.strategies(), self.leaks.add)
 
     def close(self) -> None:
         """End what the run started in the background (the fake pool workers)."""
@@ -202,7 +177,7 @@ class Run:
         self.report.unlisted_tables = cov.unlisted_tables
         self.report.unlisted_columns = cov.unlisted_columns
         self.report.pii_kept = cov.pii_kept
-        settle_pins(plan)  # copy: true tables met for the first time (drkit.sanitize.pins)
+        plan.settle_pins()  # copy: true tables met for the first time
         cov.raise_for_failures(self.rules.source)
 
     def scan(self, plan: Plan) -> None:
