@@ -159,6 +159,8 @@ def forms_of(value: str) -> list[bytes]:
 
 def forms_of_many(values: list[str]) -> list[bytes]:
     """:func:`forms_of` for a batch, folded in one call (NUL cannot occur in PostgreSQL text)."""
+    if not values:
+        return []  # (the joined text of no values would split into one empty form)
     folded = "\x00".join(values).casefold()
     if _SPECIAL.search(folded) is None:
         return folded.encode("utf-8", "surrogateescape").split(b"\x00")
