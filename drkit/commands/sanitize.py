@@ -108,7 +108,8 @@ def sanitize_run(
 ) -> None:
     """Copy SRC's data into DST's database through the rules."""
     settle(json_out, policy_dir)
-    from drkit.sanitize.engine import LeakFound, Options, sanitize  # lazy: sqlglot, ~2 s
+    from drkit.sanitize.pipeline import sanitize  # lazy: sqlglot, ~2 s
+    from drkit.sanitize.report import LeakFound, Options
 
     if dry_run and scan_only:
         raise UsageError("--dry-run and --scan-only do not go together")

@@ -1,7 +1,7 @@
 """``drkit sanitize check SRC DST``: the rules against SRC's live schema, nothing copied.
 
 The one thing it may write: the column list of a ``copy: true`` table met for the first
-time, pinned into the rules file (:mod:`drkit.sanitize.pins`) and listed in ``pinned``.
+time, pinned into the rules file (:mod:`drkit.sanitize.rules.pins`) and listed in ``pinned``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import psycopg
 from drkit.config import Policy
 from drkit.pg.connect import connect
 from drkit.sanitize.fit import check_constraints_fit
+from drkit.sanitize.guards import database_dsn
 from drkit.sanitize.plan import build_plan
 from drkit.sanitize.rules import resolve_rules
-from drkit.sanitize.run import database_dsn
 from drkit.sanitize.schema import read_schema
 from drkit.sanitize.strategies import Compiler, Pseudonymizer
 
