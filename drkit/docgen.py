@@ -201,8 +201,7 @@ def rules_schema() -> dict[str, Any]:
     """JSON Schema of a sanitize rules file: the strategy models with their reference
     text (the registry of :mod:`drkit.sanitize.strategies`), and the document around them
     as :mod:`drkit.sanitize.rules` parses it."""
-    from drkit.sanitize.rules import Defaults
-    from drkit.sanitize.strategies import STRATEGIES
+    from drkit.sanitize import STRATEGIES, Defaults
 
     models = [(model, "validation") for model in (*STRATEGIES.values(), Defaults)]
     _, top = models_json_schema(
@@ -429,7 +428,7 @@ def policy_markdown(schema: dict[str, Any]) -> str:
 
 
 def rules_markdown(schema: dict[str, Any]) -> str:
-    from drkit.sanitize.strategies import STRATEGIES
+    from drkit.sanitize import STRATEGIES
 
     defs = schema["$defs"]
     sections = []

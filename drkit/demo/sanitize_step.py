@@ -16,8 +16,7 @@ from pathlib import Path
 
 from drkit.demo.sandbox import Sandbox, Say, Step, write_policy
 from drkit.errors import OperationError
-from drkit.sanitize.pipeline import sanitize
-from drkit.sanitize.report import Options
+from drkit.sanitize import Options, sanitize
 
 SALT_ENV = "DRKIT_SANITIZE_SALT"
 STAGING_DB = "sentrikat_staging"
