@@ -15,7 +15,7 @@ from psycopg import sql
 from drkit.errors import SafetyRefused
 from drkit.sanitize.scan import LeakIndex, LeakReport, scan_database
 from tests.conftest import DrkitRunner, PgServer
-from tests.test_sanitize_copy import Env, envs, rows, rules_doc, sanitize, write_rules
+from tests.sanitize.helpers import Env, envs, rows, rules_doc, sanitize, write_rules
 
 __all__ = ["envs"]  # the fixture, shared with the copy tests
 
