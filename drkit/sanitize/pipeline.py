@@ -154,8 +154,8 @@ class _Run:
                 if options.from_backup is not None:  # its schema is read from a scratch database
                     scratch = build_aside(self.dst_dsn, force=False, scratch=True)
                     catalog = stack.enter_context(scratch).dsn
-                copied = self.copy(stack.enter_context(self.open_source(catalog)))
-            if copied:
+                self.copy(stack.enter_context(self.open_source(catalog)))
+            if options.scan_only:  # of DST as it is, once the source is closed
                 self.scan()
             return
         tables = _count_target_tables(self.dst_dsn)
@@ -194,8 +194,9 @@ class _Run:
 
     # -- 3 to 6: from the source into the build --------------------------------------------
 
-    def copy(self, source: Source) -> bool:
-        """Plan, then copy (or only read) SRC's rows; False after a dry run."""
+    def copy(self, source: Source) -> None:
+        """Plan, then copy SRC's rows into the build (or, for a scan, only read them; for
+        a dry run, only count them)."""
         self.report.source = source.label
         schema = source.schema()
         self.phase("schema")
@@ -214,7 +215,7 @@ class _Run:
         self.phase("plan")
         if self.options.dry_run:
             self.dry_run(source, plan, selections, in_build=in_build)
-            return False
+            return
         self.prime(source, plan)
         if self.writes:
             source.pre_data(self.write_dsn)
@@ -227,7 +228,6 @@ class _Run:
             source.post_data(self.write_dsn, self.options.jobs)
             _set_sequences(self.write_dsn, source.sequences())
             self.phase("constraints")
-        return True
 
     def settle_plan(self, plan: Plan) -> None:
         """What the rules leave out, into the report; pins; the drift guard (exit 3)."""

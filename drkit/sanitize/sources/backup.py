@@ -108,7 +108,7 @@ class BackupSource:
         what = "pg_restore (data of the backup)"
         if only_these:
             args += [a for read in reads for a in ("-t", read.table.table.name)]
-            what = "pg_restore (e-mail templates of the backup)"
+            what = "pg_restore (data of some tables of the backup)"
         section = DataSection()
         with restore_from_stream(self._repo, self._obj, args, self._env, what, stdout=-1) as proc:
             for block, lines in section.blocks(proc.stdout):
@@ -122,9 +122,9 @@ class BackupSource:
                         f"the backup's {read.table.key} has column {unknown[0]} the schema lacks"
                     )
                 yield Rows(read, block.columns, functools.partial(_already_open, lines))
-        if section.skipped:
-            log.warning("backup data entries not copied: %s", "; ".join(section.skipped[:3]))
         if not only_these:
+            if section.skipped:
+                log.warning("backup data entries not copied: %s", "; ".join(section.skipped[:3]))
             self._sequences = section.sequences
 
     def post_data(self, dsn: str, jobs: int) -> None:

@@ -61,9 +61,6 @@ class Pseudonymizer:
     def mac(key: bytes, value: str) -> bytes:
         return blake2b(value.encode("utf-8", "surrogatepass"), key=key, digest_size=32).digest()
 
-    def tag(self, purpose: str, value: str) -> str:
-        return self.mac(self.key("tag/" + purpose), value)[:TAG_BYTES].hex()
-
     # -- fake -----------------------------------------------------------------------
 
     @staticmethod
