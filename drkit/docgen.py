@@ -4,7 +4,8 @@ Everything written here is derived from the objects that define behaviour, so th
 cannot drift from the code: the CLI reference from the click tree of the typer app, the
 policy and rules references and their JSON Schemas from the pydantic models, the exit
 codes from :data:`drkit.errors.EXIT_CODES`.  The prose that a model cannot hold (what a
-key means) lives in :mod:`drkit.docgen_text`, keyed by the names the models use; a key
+key means) lives in :mod:`drkit.docgen_text`, keyed by the names the models use, except a
+sanitize strategy's, which its own module holds (``DOC`` and ``FIELD_DOCS``); a key
 without a meaning is reported, never silently left blank.  ``tests/test_docs.py``
 regenerates into a temporary directory and fails when the committed files differ.
 
@@ -34,8 +35,6 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: loader expands before validation (``level: ${ZSTD_LEVEL:-3}``)
 VAR_REFERENCE = r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"
 DURATION_PATTERN = r"^\s*(\d+\s*[wdhmsWDHMS]\s*)+$"
-#: strategies that :func:`drkit.sanitize.rules.parse_strategy` refuses at a JSON path
-NOT_AT_JSON_PATH = ("json", "template")
 
 
 class _DrkitSchema(GenerateJsonSchema):
@@ -199,11 +198,12 @@ def _model_args(annotation: Any) -> list[type[BaseModel]]:
 
 
 def rules_schema() -> dict[str, Any]:
-    """JSON Schema of a sanitize rules file: the strategy models, and the document
-    around them as :mod:`drkit.sanitize.rules` parses it."""
-    from drkit.sanitize import rules
+    """JSON Schema of a sanitize rules file: the strategy models with their reference
+    text (the registry of :mod:`drkit.sanitize.strategies`), and the document around them
+    as :mod:`drkit.sanitize.rules` parses it."""
+    from drkit.sanitize import STRATEGIES, Defaults
 
-    models = [(model, "validation") for model in (*rules.STRATEGIES.values(), rules.Defaults)]
+    models = [(model, "validation") for model in (*STRATEGIES.values(), Defaults)]
     _, top = models_json_schema(
         models,  # type: ignore[arg-type]
         ref_template="#/$defs/{model}",
@@ -211,19 +211,20 @@ def rules_schema() -> dict[str, Any]:
     )
     defs: dict[str, Any] = _strip_titles(top["$defs"])
     names: dict[str, str] = {}
-    for name, model in rules.STRATEGIES.items():
+    for name, model in STRATEGIES.items():
         definition = defs[model.__name__]
-        definition["properties"].pop("compiled", None)  # filled by the loader
+        for field in model.LOADER_FIELDS:
+            definition["properties"].pop(field, None)
         definition["required"] = ["strategy", *definition.get("required", [])]
         definition["properties"]["strategy"] = {"const": name}
-        definition["description"] = text.STRATEGIES[name]
-        for field, meaning in text.STRATEGY_FIELDS.get(name, {}).items():
+        definition["description"] = model.DOC
+        for field, meaning in model.FIELD_DOCS.items():
             if field in definition["properties"]:
                 definition["properties"][field]["description"] = meaning
         names[name] = model.__name__
     bare = [name for name, model in names.items() if not defs[model].get("required", [])[1:]]
     column = _strategy_choice(names, bare)
-    nested = {k: v for k, v in names.items() if k not in NOT_AT_JSON_PATH}
+    nested = {k: v for k, v in names.items() if STRATEGIES[k].AT_JSON_PATH}
     defs["ColumnStrategy"] = column
     defs["JsonPathStrategy"] = _strategy_choice(nested, [b for b in bare if b in nested])
     defs[names["json"]]["properties"]["paths"]["additionalProperties"] = {
@@ -427,12 +428,12 @@ def policy_markdown(schema: dict[str, Any]) -> str:
 
 
 def rules_markdown(schema: dict[str, Any]) -> str:
+    from drkit.sanitize import STRATEGIES
+
     defs = schema["$defs"]
     sections = []
-    for name, meaning in text.STRATEGIES.items():
-        definition = next(
-            d for d in defs.values() if d.get("properties", {}).get("strategy") == {"const": name}
-        )
+    for name, model in STRATEGIES.items():
+        definition, meaning = defs[model.__name__], model.DOC
         rows = [
             (key, type_text(sub), default_text(sub), sub.get("description", ""))
             for key, sub in walk_keys(definition)

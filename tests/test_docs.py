@@ -20,7 +20,7 @@ import yaml
 
 from drkit.config import parse_policy
 from drkit.errors import EXIT_CODES, DrkitError, PolicyError, RulesError
-from drkit.sanitize.rules import parse_rules
+from drkit.sanitize import parse_rules
 
 try:
     import jsonschema

@@ -31,9 +31,7 @@ from drkit.storage.factory import open_backend
 from drkit.storage.repository import Repository, StoredObject
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 from tests.reliability.helpers import RepoView, start_drkit, wait_for
-from tests.test_crypto import KeyMaker, age_decrypt, age_key, encryption
-from tests.test_drill import checks_by_name, drill, scratch_root
-from tests.test_sanitize_copy import (
+from tests.sanitize.helpers import (
     Env,
     envs,
     rules_doc,
@@ -41,6 +39,8 @@ from tests.test_sanitize_copy import (
     table_dump,
     write_rules,
 )
+from tests.test_crypto import KeyMaker, age_decrypt, age_key, encryption
+from tests.test_drill import checks_by_name, drill, scratch_root
 
 __all__ = ["age_key", "envs", "scratch_root"]  # fixtures used here
 

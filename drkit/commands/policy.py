@@ -74,7 +74,7 @@ def policy_check(
 def _check_rules_files(env: str | None) -> dict[str, str]:
     """Validate the sanitize rules files next to the policies (offline)."""
     from drkit.config import resolve_policy_dir  # lazy: pydantic costs ~0.3 s
-    from drkit.sanitize.rules import load_rules  # lazy: sqlglot, ~0.5 s
+    from drkit.sanitize import load_rules  # lazy: psycopg, numpy, sqlglot
 
     candidates = [
         Path("sanitize_rules"),

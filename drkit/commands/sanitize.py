@@ -108,7 +108,7 @@ def sanitize_run(
 ) -> None:
     """Copy SRC's data into DST's database through the rules."""
     settle(json_out, policy_dir)
-    from drkit.sanitize.engine import LeakFound, Options, sanitize  # lazy: sqlglot, ~2 s
+    from drkit.sanitize import LeakFound, Options, sanitize  # lazy: psycopg, numpy, sqlglot
 
     if dry_run and scan_only:
         raise UsageError("--dry-run and --scan-only do not go together")
@@ -141,7 +141,7 @@ def sanitize_check(
 ) -> None:
     """Validate the rules against SRC's live schema without copying anything."""
     settle(json_out, policy_dir)
-    from drkit.sanitize.check import check_rules  # lazy: sqlglot and psycopg, ~1 s
+    from drkit.sanitize import check_rules  # lazy: psycopg, numpy, sqlglot
 
     report = check_rules(load(src), load(dst), rules)
     if state.json:
@@ -188,7 +188,7 @@ def sanitize_init(
 ) -> None:
     """Draft a rules file from SRC's schema, guessing personal-data columns."""
     settle(json_out, policy_dir)
-    from drkit.sanitize.draft import draft_rules  # lazy: sqlglot and psycopg, ~1 s
+    from drkit.sanitize import draft_rules  # lazy: psycopg, numpy
 
     text = draft_rules(load(src))
     if out_file is not None:

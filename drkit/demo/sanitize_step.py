@@ -3,7 +3,7 @@
 The rules are ``sanitize_rules/prod-to-staging.yaml``, carried inside this package
 (``drkit/demo/prod-to-staging.yaml`` links to it, and a build copies it in), so the
 demo runs them from a wheel as from a checkout, whatever the current directory holds.
-The run uses a copy in the sandbox: whatever the engine writes back to its rules file
+The run reads a copy in the sandbox: whatever sanitize writes back to its rules file
 (pins) never touches the installed one.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from drkit.demo.sandbox import Sandbox, Say, Step, write_policy
 from drkit.errors import OperationError
-from drkit.sanitize.engine import Options, sanitize
+from drkit.sanitize import Options, sanitize
 
 SALT_ENV = "DRKIT_SANITIZE_SALT"
 STAGING_DB = "sentrikat_staging"
@@ -34,7 +34,7 @@ def demo_rules() -> Path:
 
 
 def sanitize_prod_to_staging(box: Sandbox, say: Say) -> None:
-    """Sanitize PROD into a STAGING database; the engine's leak scan must come out clean."""
+    """Sanitize PROD into a STAGING database; the run's leak scan must come out clean."""
     rules = box.root / "prod-to-staging.yaml"
     shutil.copyfile(demo_rules(), rules)
     say("step", "drkit sanitize prod staging (shipped rules: seed plan, leak scan)")

@@ -1,7 +1,7 @@
 """``drkit sanitize check SRC DST``: the rules against SRC's live schema, nothing copied.
 
 The one thing it may write: the column list of a ``copy: true`` table met for the first
-time, pinned into the rules file (:mod:`drkit.sanitize.pins`) and listed in ``pinned``.
+time, pinned into the rules file (:mod:`drkit.sanitize.rules.pins`) and listed in ``pinned``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import psycopg
 from drkit.config import Policy
 from drkit.pg.connect import connect
 from drkit.sanitize.fit import check_constraints_fit
-from drkit.sanitize.pins import settle_pins
+from drkit.sanitize.guards import database_dsn
 from drkit.sanitize.plan import build_plan
-from drkit.sanitize.run import database_dsn, resolve_rules
+from drkit.sanitize.rules import resolve_rules
 from drkit.sanitize.schema import read_schema
-from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer
+from drkit.sanitize.strategies import Compiler, Pseudonymizer
 
 
 @dataclass
@@ -63,11 +63,11 @@ def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckRepor
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         schema = read_schema(conn)
         plan = build_plan(rules, schema)
-        pinned = settle_pins(plan)
+        pinned = plan.settle_pins()
         # the pseudonyms' shape does not depend on the salt: an unset one still checks
         salt = rules.salt_bytes() if rules.salt is not None else b"drkit-sanitize-check"
-        pii = PiiConfig.from_strategies(rules.strategies())
-        check_constraints_fit(conn, plan, Compiler(Pseudonymizer(salt), pii))
+        compiler = Compiler.for_rules(Pseudonymizer(salt), rules.strategies())
+        check_constraints_fit(conn, plan, compiler)
         conn.rollback()
     cov = plan.coverage
     report = CheckReport(

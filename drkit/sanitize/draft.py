@@ -11,8 +11,8 @@ from typing import Any
 
 from drkit.config import Policy
 from drkit.pg.connect import connect
-from drkit.sanitize.engine import database_dsn
-from drkit.sanitize.pii import guess_strategy
+from drkit.sanitize.guards import database_dsn
+from drkit.sanitize.scan import guess_strategy
 from drkit.sanitize.schema import Schema, read_schema
 
 

@@ -1,4 +1,5 @@
-"""Who may be written: the direction guard and DST's identity, before anything is written.
+"""Who may be read and written: the direction guard, DST's identity, every row visible,
+one database per environment; all decided before anything is written.
 
 Names and URLs prove nothing: ``localhost`` and ``127.0.0.1``, another user, a query
 parameter or a second policy file all spell the same database differently.  So DST is
@@ -8,17 +9,23 @@ it could be an alias of:
 * a ``protected`` environment (prod by default) is never a target, whatever the ranks;
 * data flows only from a strictly higher rank to a lower one (equal ranks refused);
 * DST's database must not be the database of SRC nor of any other environment among the
-  policies next to SRC's and DST's (so a policy that ranks itself above prod still cannot
-  point at prod's database).  Two
-  connections reach the same database when DST's server lists the other connection (tagged
-  with a one-off ``application_name``) in ``pg_stat_activity`` in DST's database, or when
-  both report the same system identifier, postmaster start time and database OID.
+  policies next to SRC's and DST's (so a policy that ranks itself above prod still
+  cannot point at prod's database).  Two connections reach the same database when DST's
+  server lists the other connection (tagged with a one-off ``application_name``) in
+  ``pg_stat_activity`` in DST's database, or when both report the same system
+  identifier, postmaster start time and database OID.
 
 Fail closed: SRC, a protected environment or one ranked at or above DST that cannot be
-reached cannot be proved distinct, so the run is refused (exit 4), unless DST's database carries the stamp drkit sets on every copy it
-publishes (``drkit.sanitize_target``, a database-level setting naming DST's environment);
-a database drkit built as DST's sanitized copy cannot be a protected one.  A policy file
-that cannot be loaded is refused the same way.
+reached cannot be proved distinct, so the run is refused (exit 4), unless DST's database
+carries the stamp drkit sets on every copy it publishes (``drkit.sanitize_target``, a
+database-level setting naming DST's environment); a database drkit built as DST's
+sanitized copy cannot be a protected one.  A policy file that cannot be loaded is
+refused the same way.
+
+Reads that must see every row (the copy, the leak scan) refuse a role that row-level
+security could hide rows from (:func:`require_every_row`, exit 4).  A policy naming
+several databases is refused (:func:`database_dsn`, exit 2): a rules file describes the
+schema of one database.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any
 import psycopg
 
 from drkit.config import Policy, available_environments, load_policy
-from drkit.errors import DrkitError, SafetyRefused
+from drkit.errors import DrkitError, SafetyRefused, UsageError
 from drkit.pg.connect import first_line
 from drkit.pg.conninfo import describe, with_dbname
 
@@ -248,3 +255,16 @@ def require_every_row(conn: psycopg.Connection[Any], what: str) -> None:
             f"from role {row[0]}: the copy and the leak scan must see every row; connect as a "
             f"superuser or ALTER ROLE {row[0]} BYPASSRLS"
         )
+
+
+def database_dsn(policy: Policy) -> str:
+    """The one database a sanitize run reads or writes: a rules file describes the schema
+    of one database, so a policy listing several is refused rather than half-copied."""
+    names = policy.database.database_names()
+    if len(names) > 1:
+        raise UsageError(
+            f"{policy.source}: database.databases lists {len(names)} databases "
+            f"({', '.join(names)}); drkit sanitize copies one database: give it a policy "
+            "whose database.databases names only the database to copy"
+        )
+    return with_dbname(policy.database.url.get_secret_value(), names[0])

@@ -10,30 +10,14 @@ migration leaking into a lower environment.
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 from typing import Literal
 
 from drkit.errors import CheckFailed, RulesError
-from drkit.sanitize.pii import pii_kind
-from drkit.sanitize.rules import (
-    Constant,
-    Email,
-    Fake,
-    Hash,
-    JsonPaths,
-    Keep,
-    Mask,
-    Nullify,
-    ReplacePii,
-    Rules,
-    Strategy,
-    Template,
-    describe_strategy,
-    is_masked,
-)
+from drkit.sanitize.rules import FilterError, RowFilter, Rules, settle_pins
+from drkit.sanitize.scan import pii_kind
 from drkit.sanitize.schema import Column, Schema, Table
-from drkit.sanitize.sqlfilter import FilterError, RowFilter
+from drkit.sanitize.strategies import Keep, Strategy
 
 Action = Literal["copy", "mask", "schema-only"]
 
@@ -52,10 +36,10 @@ class TablePlan:
 
     @property
     def masked(self) -> list[tuple[Column, Strategy]]:
-        return [(c, s) for c, s in self.columns if is_masked(s)]
+        return [(c, s) for c, s in self.columns if s.MASKS]
 
     def strategies_text(self) -> dict[str, str]:
-        return {c.name: describe_strategy(s) for c, s in self.masked}
+        return {c.name: s.describe() for c, s in self.masked}
 
 
 @dataclass
@@ -97,8 +81,12 @@ class Plan:
     def by_key(self) -> dict[str, TablePlan]:
         return {t.key: t for t in self.tables}
 
-
-_TEXT_ONLY = (Hash, Email, Mask, ReplacePii)
+    def settle_pins(self) -> dict[str, list[str]]:
+        """Pin the ``copy: true`` tables met for the first time into the rules file
+        (:mod:`drkit.sanitize.rules.pins`); returns what was pinned."""
+        pinned = settle_pins(self.rules, self.coverage.unpinned)
+        self.coverage.unpinned = {}
+        return pinned
 
 
 def _fail(rules: Rules, where: str, reason: str) -> RulesError:
@@ -106,99 +94,14 @@ def _fail(rules: Rules, where: str, reason: str) -> RulesError:
 
 
 def _check_column(rules: Rules, table: Table, column: Column, strategy: Strategy) -> None:
-    where = f"tables.{table.name}.columns.{column.name}"
-    if isinstance(strategy, _TEXT_ONLY) and not (column.category == "S" or column.is_json):
-        raise _fail(
-            rules, where, f"{strategy.strategy} needs a text column, {column.name} is {column.type}"
-        )
-    if isinstance(strategy, JsonPaths) and not (column.is_json or column.category == "S"):
-        raise _fail(rules, where, f"json needs a json/jsonb/text column, not {column.type}")
-    if isinstance(strategy, Nullify) and column.not_null:
-        raise _fail(rules, where, "nullify on a NOT NULL column: use constant or fake")
-    if isinstance(strategy, Template):
-        _check_template(rules, table, column, strategy, where)
-    _check_unique_indexes(rules, table, column, strategy, where)
-    if not table.in_unique_key(column.name):
-        return
-    # a unique key must stay unique
-    if isinstance(strategy, Constant | Mask):
-        raise _fail(
-            rules, where, f"{strategy.strategy} would make the unique column {column.name} collide"
-        )
-    if isinstance(strategy, Fake) and not strategy.unique:
-        raise _fail(rules, where, "fake on a unique column needs unique: true")
-    if isinstance(strategy, Hash) and strategy.length < 16:
-        raise _fail(rules, where, "hash on a unique column needs length >= 16 to never collide")
-    if isinstance(strategy, Template):
-        kept = {
-            name for name in strategy.fields() if isinstance(_strategy_of(rules, table, name), Keep)
-        }
-        keys = [table.primary_key, *table.unique_keys] if table.primary_key else table.unique_keys
-        if not any(key and set(key) <= kept for key in keys):
-            raise _fail(
-                rules,
-                where,
-                "template on a unique column must use every column of a kept primary or "
-                "unique key (e.g. {id}) so it never collides",
-            )
+    """The strategy's own rule: the column types and keys it can serve."""
 
+    def kept(name: str) -> bool:
+        return isinstance(_strategy_of(rules, table, name), Keep)
 
-def _check_template(
-    rules: Rules, table: Table, column: Column, strategy: Template, where: str
-) -> None:
-    """Fields that exist and are copied; a rendering that fits the column's type."""
-    fields = strategy.fields()
-    for name in fields:
-        found = table.column(name)
-        if found is None:
-            raise _fail(rules, where, f"template field {{{name}}} is not a column of {table.key}")
-        if found.generated:
-            raise _fail(
-                rules,
-                where,
-                f"template field {{{name}}} is a generated column, computed in the target "
-                "after the copy: use the columns it is computed from",
-            )
-    try:
-        rendered = strategy.template.format_map({name: "1" for name in fields})
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise _fail(rules, where, f"template {strategy.template!r} cannot render: {exc}") from None
-    if column.category == "N" and not rendered.lstrip("-").isdigit():
-        literal = "".join(part for part, *_ in string.Formatter().parse(strategy.template))
-        if literal:
-            raise _fail(
-                rules,
-                where,
-                f"template {strategy.template!r} renders text with {literal!r} into "
-                f"{column.name}, a {column.type} column",
-            )
-
-
-def _check_unique_indexes(
-    rules: Rules, table: Table, column: Column, strategy: Strategy, where: str
-) -> None:
-    """Strategies that certainly collide under a unique index (expression, partial, NND)."""
-    for index in table.unique_indexes:
-        if column.name not in index.columns:
-            continue
-        if isinstance(strategy, Constant | Mask) and (index.expression or index.partial):
-            raise _fail(
-                rules,
-                where,
-                f"{strategy.strategy} would make rows collide under the unique index "
-                f"{index.name} of {table.key} (it reads {column.name})",
-            )
-        if (
-            isinstance(strategy, Nullify)
-            and index.nulls_not_distinct
-            and index.columns == (column.name,)
-        ):
-            raise _fail(
-                rules,
-                where,
-                f"nullify would make rows collide under the unique index {index.name} of "
-                f"{table.key} (NULLS NOT DISTINCT)",
-            )
+    problem = strategy.misfit(table, column, kept)
+    if problem is not None:
+        raise _fail(rules, f"tables.{table.name}.columns.{column.name}", problem)
 
 
 def _strategy_of(rules: Rules, table: Table, column: str) -> Strategy:
@@ -250,7 +153,7 @@ def build_plan(rules: Rules, schema: Schema) -> Plan:
         for column in table.copy_columns():
             strategy = rule.columns.get(column.name)
             if strategy is None:
-                # a copy: true table without a pin is pinned by the caller (drkit.sanitize.pins)
+                # a copy: true table without a pin is pinned by the caller (settle_pins)
                 if (rule.pinned or not rule.copy) and not (rule.rows == "none" or rule.skip):
                     coverage.unlisted_columns.append(f"{key}.{column.name}")
                 strategy = Keep()
@@ -262,7 +165,7 @@ def build_plan(rules: Rules, schema: Schema) -> Plan:
             coverage.unpinned[key] = [c.name for c in table.copy_columns()]
         if rule.rows == "none" or rule.skip:
             action = "schema-only"
-        elif any(is_masked(s) for _, s in columns):
+        elif any(s.MASKS for _, s in columns):
             action = "mask"
         else:
             action = "copy"

@@ -1,12 +1,15 @@
 """The pump: how a row travels from a source into the build database.
 
-Both sources feed it COPY text (a live ``COPY (SELECT ...) TO STDOUT``, or the lines of a
-backup's data section) and it hands whole lines, through the table's strategies, to a
-``COPY ... FROM STDIN``.  Raw values of masked columns exist only in this process.
+Every source serves COPY text (a live ``COPY (SELECT ...) TO STDOUT``, or the lines of a
+backup's data section) and the pump hands whole lines, through the table's strategies,
+to a ``COPY ... FROM STDIN`` (or to nothing, when the rows are only read for their
+originals or for the e-mail map).  Raw values of masked columns exist only in this
+process.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 
 from drkit.sanitize.transform import RowTransformer
@@ -30,49 +33,39 @@ def pump(
     originals still reach the leak index through the transformer).  Blocks are written by
     a thread (:class:`WriteBehind`) while the next ones are read and transformed.
     """
-    if write is None:
-        return _pump(out, None, transformer, key, on_progress)
-    with WriteBehind(write) as behind:
-        return _pump(out, behind.write, transformer, key, on_progress)
-
-
-def _pump(
-    out: Iterable[bytes | bytearray | memoryview],
-    write: Callable[[bytes], object] | None,
-    transformer: RowTransformer,
-    key: str,
-    on_progress: ProgressFn | None,
-) -> int:
-    rows = 0
-    pending: list[bytes] = []
-    size = 0
-    carry = b""
-    passthrough = transformer.passthrough
-
-    def flush(final: bool) -> None:
-        nonlocal carry, rows
-        data = carry + b"".join(pending)
-        cut = len(data) if final else data.rfind(b"\n") + 1
-        block, carry = data[:cut], data[cut:]
-        if not block:
-            return
-        if not block.endswith(b"\n"):  # a last line without its newline
-            block += b"\n"
-        count = block.count(b"\n")
-        rows += count
-        if not passthrough:
-            block = transformer.block(block)
+    with contextlib.ExitStack() as stack:
         if write is not None:
-            write(block)
-        if on_progress is not None:
-            on_progress(key, count)
+            write = stack.enter_context(WriteBehind(write)).write
+        rows = 0
+        pending: list[bytes] = []
+        size = 0
+        carry = b""
+        passthrough = transformer.passthrough
 
-    for chunk in out:
-        pending.append(bytes(chunk))
-        size += len(chunk)
-        if size >= _BATCH:
-            flush(False)
-            pending.clear()
-            size = 0
-    flush(True)
-    return rows
+        def flush(final: bool) -> None:
+            nonlocal carry, rows
+            data = carry + b"".join(pending)
+            cut = len(data) if final else data.rfind(b"\n") + 1
+            block, carry = data[:cut], data[cut:]
+            if not block:
+                return
+            if not block.endswith(b"\n"):  # a last line without its newline
+                block += b"\n"
+            count = block.count(b"\n")
+            rows += count
+            if not passthrough:
+                block = transformer.block(block)
+            if write is not None:
+                write(block)
+            if on_progress is not None:
+                on_progress(key, count)
+
+        for chunk in out:
+            pending.append(bytes(chunk))
+            size += len(chunk)
+            if size >= _BATCH:
+                flush(False)
+                pending.clear()
+                size = 0
+        flush(True)
+        return rows

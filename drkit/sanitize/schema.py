@@ -99,9 +99,6 @@ WHERE c.relkind = 'S' AND {_SYSTEM}
 ORDER BY 1, 2
 """
 
-TEXT_TYPES = {"text", "varchar", "bpchar", "citext", "name", "json", "jsonb", "xml"}
-
-
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -111,16 +108,6 @@ class Column:
     element_category: str  # for arrays
     generated: bool
     not_null: bool
-
-    @property
-    def is_text(self) -> bool:
-        """Text, varchar, char, JSON (and arrays of them): what the leak scan reads."""
-        return (
-            self.category == "S"
-            or self.typname in TEXT_TYPES
-            or (self.category == "A" and self.element_category == "S")
-            or self.typname in ("_json", "_jsonb")
-        )
 
     @property
     def is_json(self) -> bool:
@@ -196,9 +183,6 @@ class Table:
 class Schema:
     tables: dict[str, Table]  # by "schema.table"
     sequences: list[tuple[str, str]]
-
-    def get(self, schema: str, name: str) -> Table | None:
-        return self.tables.get(f"{schema}.{name}")
 
 
 def read_schema(conn: psycopg.Connection[Any]) -> Schema:

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from drkit.sanitize.copytext import NULL, escape, unescape
-from drkit.sanitize.rules import Keep, Strategy, Template
-from drkit.sanitize.strategies import Compiler, ValueFn
+from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template, ValueFn
 
 
 class RowTransformer:
@@ -25,7 +24,7 @@ class RowTransformer:
         self.sink = compiler.sink
         self.register = compiler.register_email
         # template columns that render e-mail addresses: their output is the address's
-        # pseudonym everywhere (see drkit.sanitize.strategies)
+        # pseudonym everywhere (see drkit.sanitize.strategies.compiler)
         self.email_templates: set[int] = set()
         for i, (_name, strategy) in enumerate(columns):
             if isinstance(strategy, Keep):

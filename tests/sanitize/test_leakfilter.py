@@ -9,8 +9,8 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drkit.sanitize.leakfilter import LONG, SUBSTRING_MIN, TOKEN_MIN
-from drkit.sanitize.leakscan import LeakIndex, Searcher, fold, fold_bytes, forms_of
+from drkit.sanitize.scan.leakfilter import LONG, SUBSTRING_MIN, TOKEN_MIN
+from drkit.sanitize.scan.leakscan import LeakIndex, Searcher, fold, fold_bytes, forms_of
 
 ALPHABET = "aAbBéÉßẞ@._- 0123456789xyzXYZ'\"\\\t"
 

@@ -13,9 +13,9 @@ import pytest
 from psycopg import sql
 
 from drkit.errors import SafetyRefused
-from drkit.sanitize.leakscan import LeakIndex, LeakReport, scan_database
+from drkit.sanitize.scan import LeakIndex, LeakReport, scan_database
 from tests.conftest import DrkitRunner, PgServer
-from tests.test_sanitize_copy import Env, envs, rows, rules_doc, sanitize, write_rules
+from tests.sanitize.helpers import Env, envs, rows, rules_doc, sanitize, write_rules
 
 __all__ = ["envs"]  # the fixture, shared with the copy tests
 
@@ -289,7 +289,7 @@ def test_pending_originals_stay_bounded_while_another_thread_flushes() -> None:
     import threading
     import time
 
-    from drkit.sanitize import leakscan
+    from drkit.sanitize.scan import leakscan
 
     index = LeakIndex()
     batches: list[int] = []
@@ -314,7 +314,7 @@ def test_pending_originals_stay_bounded_while_another_thread_flushes() -> None:
         t.join()
     searcher = index.searcher(set())
     # each thread may add one chunk of its own past the bound before it waits
-    assert max(batches) <= leakscan._MAX_PENDING + 2 * 1000
+    assert max(batches) <= leakscan.MAX_PENDING + 2 * 1000
     # nothing was lost on the way: every value of both threads reached the filter
     assert sum(batches) == 2 * per_thread
     edges = {f"{t}-original-{i:08d}".encode() for t in ("alpha", "bravo") for i in (0, 1)}

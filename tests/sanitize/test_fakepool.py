@@ -14,9 +14,8 @@ import signal
 
 import pytest
 
-from drkit.sanitize.fakepool import PoolPrefetch, faker_for, generate_pool, to_text
-from drkit.sanitize.rules import Fake, ReplacePii
-from drkit.sanitize.strategies import Pseudonymizer, fake_specs
+from drkit.sanitize.strategies import Fake, Pseudonymizer, ReplacePii, fake_specs
+from drkit.sanitize.strategies.fakepool import PoolPrefetch, faker_for, generate_pool, to_text
 
 SALT = b"fake-pool-test-salt"
 SIZE = 256

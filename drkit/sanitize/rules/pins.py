@@ -5,10 +5,10 @@ columns: ``vulnerability: {copy: true, columns: [id, cve, score]}``.  A column t
 not in that list is schema drift like any unlisted column: ``sanitize check`` reports it
 and, under ``unlisted_columns: fail``, the run stops (exit 3) before any row moves.
 
-A table written as plain ``{copy: true}`` (DESIGN.md §5) has not been pinned yet: the
-first ``sanitize check`` or run that meets it writes the table's columns of that moment
-into the rules file (comments and layout kept, the file replaced atomically) and says so;
-from then on a new column needs a person to add it.  ``sanitize init`` drafts every
+A table written as plain ``{copy: true}`` (or ``table: copy``) has not been pinned yet:
+the first ``sanitize check`` or run that meets it writes the table's columns of that
+moment into the rules file (comments and layout kept, the file replaced atomically) and
+says so; from then on a new column needs a person to add it.  ``sanitize init`` drafts every
 column, so its files start pinned.  When the file cannot be written the run refuses
 (exit 3) with the line to add by hand: an unpinned table is never copied unpinned.
 """
@@ -27,7 +27,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 from drkit.errors import CheckFailed
-from drkit.sanitize.plan import Plan
+from drkit.sanitize.rules.model import Rules
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +36,14 @@ def pin_line(columns: list[str]) -> str:
     return "columns: [" + ", ".join(columns) + "]"
 
 
-def settle_pins(plan: Plan) -> dict[str, list[str]]:
-    """Write the pins of the plan's unpinned ``copy: true`` tables; returns what it pinned.
+def settle_pins(rules: Rules, unpinned: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Write the pins of the unpinned ``copy: true`` tables (key -> the columns they have
+    now) into the rules file; returns what it pinned.
 
     Raises :class:`~drkit.errors.CheckFailed` when the rules file cannot take them.
     """
-    unpinned = plan.coverage.unpinned
     if not unpinned:
         return {}
-    rules = plan.rules
     by_name = {rules.tables[key].name: columns for key, columns in unpinned.items()}
     try:
         write_pins(Path(rules.source), by_name)
@@ -57,7 +56,6 @@ def settle_pins(plan: Plan) -> dict[str, list[str]]:
         ) from None
     for key, columns in unpinned.items():
         log.warning("pinned %s's columns in %s: %s", key, rules.source, ", ".join(columns))
-    plan.coverage.unpinned = {}
     return dict(unpinned)
 
 

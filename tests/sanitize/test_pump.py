@@ -8,8 +8,7 @@ import threading
 import pytest
 
 from drkit.sanitize.pump import pump
-from drkit.sanitize.rules import Fake, Keep
-from drkit.sanitize.strategies import Compiler, Pseudonymizer
+from drkit.sanitize.strategies import Compiler, Fake, Keep, Pseudonymizer
 from drkit.sanitize.transform import RowTransformer
 from drkit.streams import WriteBehind
 

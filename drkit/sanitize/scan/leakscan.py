@@ -12,7 +12,7 @@ and searches it for all of them at once:
   (and bytea inside arrays or composites) decoded where it is UTF-8, raw bytes kept
   otherwise; hstore, tsvector, domains, enums, citext, xml and numbers as PostgreSQL
   prints them; materialized views as well as tables;
-* **the catalog** (:mod:`drkit.sanitize.leakcatalog`): comments, defaults, constraint,
+* **the catalog** (:mod:`drkit.sanitize.scan.catalog`): comments, defaults, constraint,
   index, view and function definitions, triggers, rules, policies, enum labels, foreign
   servers and user mappings, object names, large objects.
 
@@ -33,7 +33,7 @@ pool, a constant) cannot be told from that output; they are counted as ``ambiguo
 never reported.
 
 Memory stays flat as the source grows: the originals live in a fixed-size filter and an
-unlinked file on disk (:mod:`drkit.sanitize.leakfilter`); every candidate the filter lets
+unlinked file on disk (:mod:`drkit.sanitize.scan.leakfilter`); every candidate the filter lets
 through is confirmed exactly against the file, so the filter's false positives never
 fail a run.  Hits are reported by table and column (or catalog object) and count — the
 number of rows (objects) holding an original — never the value.
@@ -59,8 +59,8 @@ from psycopg import sql
 from drkit.errors import DatabaseError, SafetyRefused
 from drkit.pg.connect import first_line
 from drkit.sanitize.copytext import escape_text
-from drkit.sanitize.leakcatalog import catalog_texts, large_objects
-from drkit.sanitize.leakfilter import TOKEN_MIN, LeakFilter
+from drkit.sanitize.scan.catalog import catalog_texts, large_objects
+from drkit.sanitize.scan.leakfilter import TOKEN_MIN, LeakFilter
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ MIN_LENGTH = TOKEN_MIN
 _BATCH = 1 << 16
 # past this many waiting originals an adder waits for the flush under way instead of
 # growing the list: with two tables copied at once, appends can outpace flushes
-_MAX_PENDING = 2 * _BATCH
+MAX_PENDING = 2 * _BATCH
 _READ_BATCH = 1 << 20
 _SPECIAL = re.compile(r"[\\\"'&<>\x00-\x1f\x7f]")
 _U_ESCAPE = re.compile(rb"\\\\u(d[89ab][0-9a-f]{2})\\\\u(d[c-f][0-9a-f]{2})|\\\\u([0-9a-f]{4})")
@@ -159,6 +159,8 @@ def forms_of(value: str) -> list[bytes]:
 
 def forms_of_many(values: list[str]) -> list[bytes]:
     """:func:`forms_of` for a batch, folded in one call (NUL cannot occur in PostgreSQL text)."""
+    if not values:
+        return []  # (the joined text of no values would split into one empty form)
     folded = "\x00".join(values).casefold()
     if _SPECIAL.search(folded) is None:
         return folded.encode("utf-8", "surrogateescape").split(b"\x00")
@@ -188,20 +190,20 @@ class LeakIndex:
         pending = self._pending
         pending.append(value)
         if len(pending) >= _BATCH:
-            self._flush(wait=len(pending) >= _MAX_PENDING)
+            self._flush(wait=len(pending) >= MAX_PENDING)
 
     def add_many(self, values: Iterable[str]) -> None:
         pending = self._pending
         pending.extend(values)
         if len(pending) >= _BATCH:
-            self._flush(wait=len(pending) >= _MAX_PENDING)
+            self._flush(wait=len(pending) >= MAX_PENDING)
 
     def __len__(self) -> int:
         return self._filter.distinct + len(self._pending)
 
     def _flush(self, wait: bool) -> None:
         """Hand the waiting originals to the filter.  ``wait`` False: if another thread is
-        flushing, return and leave them for the next call (below ``_MAX_PENDING``)."""
+        flushing, return and leave them for the next call (below ``MAX_PENDING``)."""
         if not self._lock.acquire(blocking=wait):
             return
         try:

@@ -21,7 +21,7 @@ import yaml
 from psycopg import sql
 
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
-from tests.test_sanitize_copy import (
+from tests.sanitize.helpers import (
     ENV,
     Env,
     envs,  # noqa: F401  (the fixture)

@@ -8,8 +8,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drkit.sanitize import copytext
-from drkit.sanitize.rules import Email, Fake, Hash, Mask, ReplacePii, Template, parse_strategy
-from drkit.sanitize.strategies import Compiler, PiiConfig, Pseudonymizer
+from drkit.sanitize.rules import parse_strategy
+from drkit.sanitize.strategies import (
+    Compiler,
+    Email,
+    Fake,
+    Hash,
+    Mask,
+    PiiConfig,
+    Pseudonymizer,
+    ReplacePii,
+    Template,
+)
 
 SALT = b"unit-test-salt-0001"
 
@@ -261,7 +271,7 @@ def test_template_registration_does_not_depend_on_row_order() -> None:
 def test_the_pseudonym_map_spills_to_disk_and_keeps_the_smallest_value() -> None:
     import random
 
-    from drkit.sanitize.pseudomap import PseudonymMap
+    from drkit.sanitize.strategies.pseudomap import PseudonymMap
 
     entries = [(f"person{i}@corp.example", f"user_{i}@example.com") for i in range(3000)]
     dupes = [(k, "user_0" + v) for k, v in entries[::7]]  # smaller values for some keys
@@ -281,7 +291,7 @@ def test_the_pseudonym_map_spills_to_disk_and_keeps_the_smallest_value() -> None
 
 
 def test_a_spilled_map_gives_the_same_pseudonyms() -> None:
-    from drkit.sanitize.pseudomap import PseudonymMap
+    from drkit.sanitize.strategies.pseudomap import PseudonymMap
     from drkit.sanitize.transform import RowTransformer
 
     columns = [("id", parse_strategy("keep")), ("email", Template(template="u{id}@example.com"))]

@@ -141,8 +141,7 @@ def test_a_pinned_column_that_is_gone_is_a_rules_error() -> None:
 
 def test_the_email_primer_registers_template_outputs_from_rows_in_any_column_order() -> None:
     from drkit.sanitize.emailmap import primer_for
-    from drkit.sanitize.rules import ReplacePii
-    from drkit.sanitize.strategies import Compiler, Pseudonymizer
+    from drkit.sanitize.strategies import Compiler, Pseudonymizer, ReplacePii
 
     plan = build_plan(rules({"org": {"copy": True}, "user": GOOD_USER}), schema())
     compiler = Compiler(Pseudonymizer(b"primer-test-salt"))

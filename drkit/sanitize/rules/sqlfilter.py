@@ -184,7 +184,7 @@ def parse_filter(text: str, *, table: str | None = None) -> RowFilter:
         if col.args.get("db") or col.args.get("catalog"):
             raise FilterError(f"column {col.sql()!r} refers to another table")
         columns.add(str(col.name))
-        # render unqualified: the engine places the filter in its own scope
+        # render unqualified: the run places the filter in its own scope
         col.set("table", None)
     rendered = root.sql(dialect="postgres", comments=False)
     return RowFilter(sql=rendered, columns=frozenset(columns))

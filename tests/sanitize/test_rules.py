@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from drkit.errors import RulesError
-from drkit.sanitize.rules import Fake, JsonPaths, Template, load_rules, parse_rules
-from drkit.sanitize.sqlfilter import FilterError, parse_filter
+from drkit.sanitize.rules import FilterError, load_rules, parse_filter, parse_rules
+from drkit.sanitize.strategies import Fake, JsonPaths, Template
 
 SALT = "a-test-salt-that-is-long-enough"
 ENV = {"DRKIT_SANITIZE_SALT": SALT}
@@ -191,7 +191,7 @@ def test_copy_true_with_a_column_list_pins_those_columns(tmp_path: Path) -> None
 
 
 def test_pins_written_into_a_file_read_back_exactly(tmp_path: Path) -> None:
-    from drkit.sanitize.pins import write_pins
+    from drkit.sanitize.rules import write_pins
 
     path = tmp_path / "prod-to-staging.yaml"
     path.write_text(

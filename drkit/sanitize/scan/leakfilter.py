@@ -1,6 +1,6 @@
 """Bounded-memory substring search for the leak scan: which originals occur in a text?
 
-Every original arrives as a *form*: case-folded UTF-8 bytes (see ``leakscan``).  The
+Every original arrives as a *form*: case-folded UTF-8 bytes (see :mod:`drkit.sanitize.scan.leakscan`).  The
 structure has a fixed size whatever the number of originals, and never misses one:
 
 * ``prefix`` — a blocked Bloom filter (16 MiB) over the first ``SUBSTRING_MIN`` bytes of

@@ -1,11 +1,12 @@
-"""Reading SRC from a logical backup (``--from-backup``) instead of the live database.
+"""A logical backup as ``pg_restore`` streams it: its sections, and its data section's
+``COPY`` blocks.
 
-The backup is a ``pg_dump -Fc`` archive in the repository.  Each pass opens it as a
-decoded stream and feeds it to ``pg_restore`` on stdin: the table-of-contents pass
-(``-l``) stops early (pg_restore closes its input), the pre- and post-data passes
-restore into the build database, the data pass turns the data section into plain
-``COPY ... FROM stdin`` blocks that are parsed here and pumped through the strategies.
-Production is never touched.
+The backup is a ``pg_dump`` archive in the repository.  Each pass opens it as a decoded
+stream and feeds it to ``pg_restore`` on stdin (a directory-format dump is fetched and
+checked once, then read from disk): the table-of-contents pass (``-l``) stops early
+(pg_restore closes its input), the pre- and post-data passes restore into a database,
+and the data pass turns the data section into plain ``COPY ... FROM stdin`` blocks that
+:class:`DataSection` splits into tables and rows.  Production is never touched.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -53,20 +54,51 @@ class CopyBlock:
 
 @dataclass
 class DataSection:
-    """What the data pass found besides the rows."""
+    """pg_restore's plain data section, walked once: :meth:`blocks` yields the tables'
+    rows; the sequence values and the entries no copy gets are kept on the way."""
 
     sequences: list[tuple[str, int, bool]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
+    def blocks(self, lines: IO[bytes]) -> Iterator[tuple[CopyBlock, Iterator[bytes]]]:
+        """Each ``COPY`` block and its rows (COPY text lines); the rows a consumer leaves
+        are skipped before the next block."""
+        for raw in lines:
+            line = raw.rstrip(b"\n").decode("utf-8", "replace")
+            m = _COPY_RE.match(line)
+            if m:
+                block = CopyBlock(
+                    unquote(m.group(1)), unquote(m.group(2)), split_idents(m.group(3))
+                )
+                rows = _rows_until_end(lines)
+                yield block, rows
+                for _ in rows:  # whatever the consumer left
+                    pass
+                continue
+            s = _SETVAL_RE.match(line)
+            if s:
+                self.sequences.append(
+                    (s.group(1).replace("''", "'"), int(s.group(2)), s.group(3) == "true")
+                )
+            elif line.startswith(("SELECT pg_catalog.lo_", "BEGIN;", "COMMIT;")):
+                self.skipped.append(line[:60])
 
-def dump_object(manifest: Manifest, database: str | None) -> StoredObject:
-    dumps = [o for o in manifest.objects if o.database is not None]
-    for obj in dumps:
-        if database is None or obj.database == database:
-            return obj
-    names = ", ".join(str(o.database) for o in dumps) or "none"
+
+def _rows_until_end(lines: IO[bytes]) -> Iterator[bytes]:
+    for raw in lines:
+        if raw == b"\\.\n" or raw == b"\\.":
+            return
+        yield raw
+
+
+def dump_object(manifest: Manifest, database: str) -> StoredObject:
+    """The stored dump of ``database`` in a custom-format backup."""
+    found = manifest.dump_objects(database)
+    if found:
+        return found[0]
+    names = ", ".join(str(o.database) for o in manifest.objects if o.database is not None)
     raise SubprocessError(
-        f"backup {manifest.id} holds no dump of database {database} (it has: {names})"
+        f"backup {manifest.id} holds no dump of database {database} (it has: {names or 'none'})"
     )
 
 
@@ -116,36 +148,3 @@ def restore_from_stream(
         if failure:
             raise failure[0]
         proc.wait()  # after the feeder: closing stdin early would truncate the input
-
-
-def parse_data_section(
-    lines: IO[bytes],
-    on_block: Callable[[CopyBlock, Iterator[bytes]], None],
-) -> DataSection:
-    """Walk pg_restore's plain data section; ``on_block`` consumes each block's rows."""
-    found = DataSection()
-    for raw in lines:
-        line = raw.rstrip(b"\n").decode("utf-8", "replace")
-        m = _COPY_RE.match(line)
-        if m:
-            block = CopyBlock(unquote(m.group(1)), unquote(m.group(2)), split_idents(m.group(3)))
-            rows = _rows_until_end(lines)
-            on_block(block, rows)
-            for _ in rows:  # whatever the consumer left
-                pass
-            continue
-        s = _SETVAL_RE.match(line)
-        if s:
-            found.sequences.append(
-                (s.group(1).replace("''", "'"), int(s.group(2)), s.group(3) == "true")
-            )
-        elif line.startswith(("SELECT pg_catalog.lo_", "BEGIN;", "COMMIT;")):
-            found.skipped.append(line[:60])
-    return found
-
-
-def _rows_until_end(lines: IO[bytes]) -> Iterator[bytes]:
-    for raw in lines:
-        if raw == b"\\.\n" or raw == b"\\.":
-            return
-        yield raw

@@ -1,11 +1,11 @@
 """The ``fake`` pools: Faker's values for one (seed, provider, args, locale), made once.
 
 A pool is a pure function of its seed (derived from the salt by
-:class:`drkit.sanitize.strategies.Pseudonymizer`) and the installed Faker, so it may be
-made anywhere: :class:`PoolPrefetch` starts making a run's pools in worker processes
-(forked, on the other core) as soon as the rules are loaded, while the run itself
-connects, builds the target database and restores the schema; the first row that needs
-a pool takes it from there, or makes it in process when no worker could
+:class:`~.pseudonymizer.Pseudonymizer`) and the installed Faker, so it may be made
+anywhere: :class:`PoolPrefetch` starts making a run's pools in worker processes (forked,
+on the other core) as soon as the rules are loaded, while the run itself connects,
+builds the target database and restores the schema; the first row that needs a pool
+takes it from there, or makes it in process when no worker could
 (``DRKIT_FAKE_PREFETCH=0``: every pool is made in process, no worker is started).
 
 Faker draws a weighted element (a first name, a last name) by re-adding thousands of

@@ -1,0 +1,32 @@
+"""``hash``: a keyed hash of the value (see :mod:`.pseudonymizer`), as hex."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from drkit.sanitize.strategies.base import KeptFn, Strategy, ValueFn, needs_text
+
+if TYPE_CHECKING:
+    from drkit.sanitize.schema import Column, Table
+    from drkit.sanitize.strategies.compiler import Compiler
+
+
+class Hash(Strategy):
+    strategy: Literal["hash"] = "hash"
+    length: int = Field(default=32, ge=8, le=64)
+
+    DOC = "A keyed hash (HMAC with the salt), as hex."
+    FIELD_DOCS = {"length": "Hex characters kept."}
+
+    def misfit(self, table: Table, column: Column, kept: KeptFn) -> str | None:
+        if (problem := needs_text(self, column)) is not None:
+            return problem
+        if table.in_unique_key(column.name) and self.length < 16:
+            return "hash on a unique column needs length >= 16 to never collide"
+        return None
+
+    def value_fn(self, run: Compiler) -> ValueFn:
+        pseudo, length = run.pseudo, self.length
+        return run.recorded(lambda v: pseudo.hash(v, length))

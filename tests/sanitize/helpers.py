@@ -1,0 +1,208 @@
+"""What the sanitize tests share: the test rules, the prod/staging/dev environments over
+the SentriKat sample (the ``envs`` fixture: import it into a test module to use it),
+the CLI call, and readers of what a target database holds."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from tests.conftest import REPO_ROOT, DrkitRunner, PgServer, PolicyWriter, RepoTarget
+
+SALT = "salt-for-the-sanitize-tests-7f3a"
+ENV = {"DRKIT_SANITIZE_SALT": SALT}
+SHIPPED = REPO_ROOT / "sanitize_rules"
+
+
+def rules_doc(**overrides: Any) -> dict[str, Any]:
+    """The test rules: every strategy family, with alert_log and sync_log kept and cleaned."""
+    doc: dict[str, Any] = {
+        "version": 1,
+        "from": "prod",
+        "to": "staging",
+        "salt": "${DRKIT_SANITIZE_SALT}",
+        "defaults": {"unlisted_tables": "fail", "unlisted_columns": "fail"},
+        "tables": {
+            "organization": {
+                "columns": {
+                    "id": "keep",
+                    "name": "keep",
+                    "smtp_host": "keep",
+                    "smtp_user": {"strategy": "mask", "keep_start": 2},
+                    "smtp_password": {"strategy": "constant", "value": "REDACTED"},
+                    "webhook_url": {
+                        "strategy": "constant",
+                        "value": "https://staging-webhook.example.com",
+                    },
+                    "created_at": "keep",
+                }
+            },
+            "user": {
+                "columns": {
+                    "id": "keep",
+                    "organization_id": "keep",
+                    "email": "email",
+                    "username": {"strategy": "template", "template": "user_{id}"},
+                    "password_hash": {"strategy": "constant", "value": "$2b$12$sanitized"},
+                    "full_name": {"strategy": "fake", "provider": "name"},
+                    "phone": {"strategy": "fake", "provider": "phone_number", "unique": True},
+                    "last_login_ip": {"strategy": "fake", "provider": "ipv4"},
+                    "is_admin": "keep",
+                    "created_at": "keep",
+                }
+            },
+            "product": {"copy": True},
+            "vulnerability": {"copy": True},
+            "product_vulnerability": {"copy": True},
+            "alert_log": {
+                "columns": {
+                    "id": "keep",
+                    "organization_id": "keep",
+                    "user_id": "keep",
+                    "message": {"strategy": "replace_pii"},
+                    "created_at": "keep",
+                }
+            },
+            "sync_log": {
+                "where": "id % 3 <> 0",
+                "columns": {
+                    "id": "keep",
+                    "source": "keep",
+                    "details": {"strategy": "replace_pii", "kinds": ["email", "ip"]},
+                    "created_at": "keep",
+                },
+            },
+            "agent": {
+                "columns": {
+                    "id": "keep",
+                    "organization_id": "keep",
+                    "hostname": "keep",
+                    "api_key": {"strategy": "hash", "length": 40},
+                    "last_seen_ip": "nullify",
+                }
+            },
+        },
+    }
+    doc.update(overrides)
+    return doc
+
+
+def write_rules(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def all_text(dsn: str) -> str:
+    """Every text/JSON value of every table, for independent leak checks."""
+    chunks: list[str] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        ).fetchall()
+        for (table,) in tables:
+            for (text,) in conn.execute(
+                sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(table))
+            ):
+                chunks.append(text)
+    return "\n".join(chunks)
+
+
+def table_dump(dsn: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for (table,) in conn.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1"
+        ).fetchall():
+            out[table] = sorted(
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(table))
+                )
+            )
+    return out
+
+
+def assert_constraints_hold(dsn: str) -> None:
+    """Every FK re-validates and no orphan exists; unique indexes are valid."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        fks = conn.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'f'"
+        ).fetchall()
+        assert fks, "the target has no foreign keys: the post-data schema is missing"
+        for table, name, _definition in fks:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                    sql.SQL(table), sql.Identifier(name)
+                )
+            )
+        orphans = conn.execute(
+            """SELECT
+                 (SELECT count(*) FROM "user" u LEFT JOIN organization o
+                    ON o.id = u.organization_id WHERE o.id IS NULL)
+               + (SELECT count(*) FROM product p LEFT JOIN organization o
+                    ON o.id = p.organization_id WHERE o.id IS NULL)
+               + (SELECT count(*) FROM product_vulnerability pv LEFT JOIN product p
+                    ON p.id = pv.product_id WHERE p.id IS NULL)
+               + (SELECT count(*) FROM alert_log a LEFT JOIN "user" u ON u.id = a.user_id
+                    WHERE a.user_id IS NOT NULL AND u.id IS NULL)
+               + (SELECT count(*) FROM agent g LEFT JOIN organization o
+                    ON o.id = g.organization_id WHERE o.id IS NULL)"""
+        ).fetchone()
+        assert orphans == (0,)
+        invalid = conn.execute(
+            "SELECT count(*) FROM pg_index WHERE indisunique AND NOT indisvalid"
+        ).fetchone()
+        assert invalid == (0,)
+        uniques = conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE contype IN ('u', 'p')"
+        ).fetchone()
+        assert uniques is not None and uniques[0] >= 9
+
+
+class Env:
+    def __init__(self, pg: PgServer, policy_dir: Path, src: str, dsts: dict[str, str]) -> None:
+        self.pg = pg
+        self.policy_dir = policy_dir
+        self.src_name = src
+        self.dsts = dsts
+
+    def dsn(self, dbname: str) -> str:
+        return self.pg.dsn(dbname)
+
+
+@pytest.fixture
+def envs(
+    pg_server: PgServer,
+    sample_db: tuple[str, str],
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+) -> Iterator[Env]:
+    """prod = the sample database; staging and dev = fresh databases (created by drkit)."""
+    src_name, src_url = sample_db
+    suffix = uuid.uuid4().hex[:8]
+    dsts = {"staging": f"stg_{suffix}", "dev": f"dev_{suffix}", "test": f"tst_{suffix}"}
+    policy_dir = make_policy("prod", src_url, file_repo)
+    for env, db in dsts.items():
+        make_policy(env, pg_server.url(db), file_repo)
+    yield Env(pg_server, policy_dir, src_name, dsts)
+    for db in dsts.values():
+        pg_server.drop_database(db)
+
+
+def sanitize(run_drkit: DrkitRunner, e: Env, *args: str) -> Any:
+    return run_drkit("sanitize", *args, policy_dir=e.policy_dir, env=ENV)
