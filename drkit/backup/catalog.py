@@ -4,19 +4,25 @@ A backup exists if and only if its ``manifest.json`` does (DESIGN.md §3): the m
 is written last, after every object landed, and deleted first when a backup is pruned.
 Directories under ``backups/`` without a manifest are orphans (an interrupted backup)
 that ``prune`` removes after a grace period.
+
+Listings are in the server's order (:mod:`drkit.backup.order`), never by id or host
+time: :func:`list_backups` is oldest first, so :func:`resolve_backup`'s ``latest`` is
+the server's newest.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drkit import __version__
+from drkit.backup.order import ServerPoint, chronological, host_clock_skew, newest, skewed
 from drkit.errors import CheckFailed, NotFoundError, ObjectNotFound, UsageError
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository, StoredObject
+from drkit.wal_names import parse_lsn
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -78,10 +84,18 @@ class Manifest:
     backup_label: str | None = None
     #: incremental base backups (PostgreSQL 17+): the backup this one is relative to
     parent: str | None = None
-    #: the cluster's pg_control system identifier (physical backups)
+    #: the cluster's pg_control system identifier (physical backups; logical ones too
+    #: since drkit orders backups by the server)
     system_identifier: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     dump_formats: dict[str, str] = field(default_factory=dict)  # database -> CUSTOM | DIRECTORY
+    #: the WAL position and timeline the data is consistent at, as the server said
+    #: (logical: the dump's snapshot; physical: the stop point): with the system
+    #: identifier, what orders backups (:mod:`drkit.backup.order`)
+    consistent_lsn: str | None = None
+    consistent_timeline: int | None = None
+    #: the server's clock minus the host's, in seconds, when the backup read the server
+    clock_skew: float | None = None
 
     def dump_format(self, database: str) -> str:
         return self.dump_formats.get(database, CUSTOM)
@@ -112,6 +126,46 @@ class Manifest:
     def duration(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
 
+    @property
+    def server_point(self) -> ServerPoint | None:
+        """The consistent point in the server's terms; None when the manifest lacks the
+        system identifier or the position (then the server's time orders it)."""
+        lsn, timeline = self.consistent_lsn, self.consistent_timeline
+        if lsn is None and self.kind == "physical":  # written before consistent_lsn
+            lsn = self.wal_stop
+            timeline = self.extra.get("stop_timeline") or self.timeline
+        if not (self.system_identifier and lsn and timeline):
+            return None
+        try:
+            return ServerPoint(self.system_identifier, int(timeline), parse_lsn(str(lsn)))
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def server_time(self) -> datetime:
+        """The server's time of the consistent point (``consistent_at``)."""
+        return self.consistent_at or self.started_at
+
+    @property
+    def host_skew(self) -> float | None:
+        """The server's clock minus drkit's host clock while this backup ran (seconds;
+        negative: the host was ahead), None when nothing says."""
+        return host_clock_skew(
+            self.started_at, self.finished_at, self.consistent_at, self.clock_skew
+        )
+
+    @property
+    def finished_by_server(self) -> datetime:
+        """``finished_at`` on the server's clock: the host's, corrected by the skew."""
+        skew = self.host_skew
+        return self.finished_at + timedelta(seconds=skew) if skew else self.finished_at
+
+    @property
+    def clock_skewed(self) -> bool:
+        """The host clock was off by more than the bound: the id and the started and
+        finished times are wrong (the order is not: it never reads them)."""
+        return skewed(self.host_skew)
+
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
@@ -128,6 +182,13 @@ class Manifest:
             "raw_size": self.raw_size,
             "objects": [o.to_dict() for o in self.objects],
         }
+        if self.system_identifier is not None:
+            doc["system_identifier"] = self.system_identifier
+        if self.consistent_lsn is not None:
+            doc["consistent_lsn"] = self.consistent_lsn
+            doc["consistent_timeline"] = self.consistent_timeline
+        if self.clock_skew is not None:
+            doc["clock_skew_seconds"] = self.clock_skew
         if self.kind == "logical":
             doc["row_counts"] = self.row_counts
             if self.dump_formats:
@@ -144,8 +205,6 @@ class Manifest:
             )
             if self.parent is not None:
                 doc["parent"] = self.parent
-            if self.system_identifier is not None:
-                doc["system_identifier"] = self.system_identifier
             if self.row_counts:
                 doc["row_counts"] = self.row_counts
         if self.extra:
@@ -188,9 +247,25 @@ class Manifest:
                 ),
                 extra=dict(doc.get("extra") or {}),
                 dump_formats=_dump_formats(doc.get("dump_formats")),
+                consistent_lsn=_lsn(doc.get("consistent_lsn")),
+                consistent_timeline=(
+                    int(doc["consistent_timeline"]) if doc.get("consistent_timeline") else None
+                ),
+                clock_skew=(
+                    float(doc["clock_skew_seconds"])
+                    if doc.get("clock_skew_seconds") is not None
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckFailed(f"{source}: unreadable manifest ({exc})") from None
+
+
+def _lsn(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    parse_lsn(str(value))  # ValueError: the manifest is unreadable
+    return str(value)
 
 
 def _dump_formats(value: Any) -> dict[str, str]:
@@ -257,12 +332,11 @@ def scan(repo: Repository) -> Listing:
                 unreadable[backup_id] = str(exc)
         else:
             orphans[backup_id] = infos
-    manifests.sort(key=lambda m: (m.started_at, m.id))
-    return Listing(manifests, orphans, unreadable)
+    return Listing(chronological(manifests), orphans, unreadable)
 
 
 def list_backups(repo: Repository, kind: str | None = None) -> list[Manifest]:
-    """Complete backups, oldest first."""
+    """Complete backups, oldest first in the server's order (:mod:`drkit.backup.order`)."""
     return [m for m in scan(repo).manifests if kind is None or m.kind == kind]
 
 
@@ -273,8 +347,9 @@ def newest_holding(
 
     A partial backup (``drkit backup ENV --database shop``) counts only for the databases
     it holds: it is never the answer for another one."""
-    holding = [m for m in manifests if database in m.databases and (kind is None or m.kind == kind)]
-    return max(holding, key=lambda m: (m.started_at, m.id)) if holding else None
+    return newest(
+        m for m in manifests if database in m.databases and (kind is None or m.kind == kind)
+    )
 
 
 def resolve_backup(
