@@ -3,7 +3,8 @@
 Worked examples (a host clock that jumped forward or back, equal positions, timelines,
 a restore that went back in time, a fresh initdb, manifests written before drkit
 recorded positions), property tests over simulated histories with wrong host clocks
-(the order, and retention, are those of a correct clock), and the metrics.
+(the order, and retention, are those of a correct clock), and the resolver of
+``latest``/``random``/``ID`` with the kinds a command can use.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from hypothesis import strategies as st
 from drkit.backup.catalog import (
     KINDS,
     Manifest,
+    list_backups,
     make_backup_id,
+    newest_holding,
+    resolve_backup,
     write_manifest,
 )
 from drkit.backup.chain import resolve_chain
@@ -35,6 +39,7 @@ from drkit.backup.order import (
 )
 from drkit.backup.retention import BackupRef, backup_ref, deletion_order, plan_retention
 from drkit.config import RetentionConfig, parse_policy
+from drkit.errors import NotFoundError, UsageError
 from drkit.storage.repository import Repository
 from drkit.wal_names import format_lsn
 
@@ -312,7 +317,7 @@ def test_a_ref_without_server_facts_orders_by_its_start() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Through a repository
+# The resolver: latest means the newest backup this command can use
 # ---------------------------------------------------------------------------
 
 
@@ -338,6 +343,39 @@ def publish(repo: Repository, m: Manifest) -> Manifest:
     m.objects = [repo.store(f"backups/{m.id}/{name}", io.BytesIO(b"x"), database="app")]
     write_manifest(repo, m)
     return m
+
+
+def test_latest_is_the_newest_backup_of_the_kinds_the_command_uses(repo: Repository) -> None:
+    # the shipped prod schedule: nightly dumps, a weekly base backup on Sunday 03:00
+    dump = publish(repo, manifest("", server=T0, lsn=0x1000000))
+    base = publish(
+        repo, manifest("", server=T0 + timedelta(hours=1), lsn=0x3000000, kind="physical")
+    )
+    ahead = publish(
+        repo,
+        manifest("", server=T0 - timedelta(days=1), lsn=0x800000, host_skew=timedelta(days=30)),
+    )
+    assert [m.id for m in list_backups(repo)] == [ahead.id, dump.id, base.id]
+    # restore (logical) and sanitize --from-backup: the newest logical backup
+    assert resolve_backup(repo, "latest", kinds=("logical",)).id == dump.id
+    assert resolve_backup(repo, "latest", kinds=("logical",), database="app").id == dump.id
+    # verify and drill: the newest of any kind; drill --point-in-time: physical
+    assert resolve_backup(repo, "latest").id == base.id
+    assert resolve_backup(repo, "latest", kinds=("physical",)).id == base.id
+    for seed in range(20):
+        picked = resolve_backup(repo, "random", kinds=("logical",), rng=random.Random(seed))
+        assert picked.kind == "logical"
+    assert newest_holding(list_backups(repo), "app", "logical") is not None
+    assert newest_holding(list_backups(repo), "app", "logical").id == dump.id  # type: ignore[union-attr]
+    # an explicit id of the other kind is refused with what to do instead
+    with pytest.raises(UsageError, match="restore a physical one"):
+        resolve_backup(repo, base.id, kinds=("logical",), other_kind_hint="restore a physical one")
+
+
+def test_no_backup_of_the_kind_says_what_the_repository_holds(repo: Repository) -> None:
+    publish(repo, manifest("b", server=T0, lsn=0x3000000, kind="physical"))
+    with pytest.raises(NotFoundError, match=r"no logical backups .*physical backups only"):
+        resolve_backup(repo, "latest", kinds=("logical",))
 
 
 def test_metrics_time_the_newest_backup_by_the_server(repo: Repository) -> None:

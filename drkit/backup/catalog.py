@@ -6,13 +6,14 @@ Directories under ``backups/`` without a manifest are orphans (an interrupted ba
 that ``prune`` removes after a grace period.
 
 Listings are in the server's order (:mod:`drkit.backup.order`), never by id or host
-time: :func:`list_backups` is oldest first, so :func:`resolve_backup`'s ``latest`` is
-the server's newest.
+time: :func:`list_backups` is oldest first, and :func:`resolve_backup` turns ``latest``
+into the newest backup of the kinds the calling command can use.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -356,25 +357,35 @@ def resolve_backup(
     repo: Repository,
     ref: str | None,
     *,
-    kind: str | None = None,
+    kinds: Collection[str] = KINDS,
     database: str | None = None,
     rng: random.Random | None = None,
+    other_kind_hint: str = "",
 ) -> Manifest:
-    """``ID``, ``latest`` (default) or ``random`` to a manifest.
+    """``ID``, ``latest`` (default) or ``random`` to a manifest of one of ``kinds``.
 
+    ``kinds`` are the kinds of backup the calling command can use: ``latest`` is the
+    newest of *those* (a logical restore's ``latest`` is the newest logical backup, even
+    when a base backup is newer), ``random`` picks among them, and an explicit ``ID`` of
+    another kind is refused (with ``other_kind_hint`` saying what to do instead).
     With ``database``, only backups holding that database count: ``latest`` is the
     newest backup holding it (not a newer partial backup of another database), and an
     explicit ``ID`` that does not hold it is refused."""
     ref = ref or "latest"
+    wanted = [k for k in KINDS if k in kinds]
     if ref in ("latest", "random"):
-        backups = [
-            m for m in list_backups(repo, kind) if database is None or database in m.databases
-        ]
+        holding = [m for m in list_backups(repo) if database is None or database in m.databases]
+        backups = [m for m in holding if m.kind in wanted]
         if not backups:
-            what = f"{kind} backups" if kind else "backups"
+            others = sorted({m.kind for m in holding} - set(wanted))
+            what = f"{' or '.join(wanted)} backups" if others else "backups"
             if database is not None:
                 what += f" holding database {database}"
-            raise NotFoundError(f"no {what} in {repo.location}: run drkit backup {repo.env} first")
+            held = f" (it holds {' and '.join(others)} backups only)" if others else ""
+            hint = f"; {other_kind_hint}" if others and other_kind_hint else ""
+            raise NotFoundError(
+                f"no {what} in {repo.location}{held}: run drkit backup {repo.env} first{hint}"
+            )
         if ref == "latest":
             return backups[-1]
         return (rng or random.Random()).choice(backups)  # noqa: S311 - not for secrets
@@ -383,8 +394,11 @@ def resolve_backup(
             f"{ref!r} is not a backup id (like 20261127T020000Z-logical), 'latest' or 'random'"
         )
     manifest = read_manifest(repo, ref)
-    if kind is not None and manifest.kind != kind:
-        raise UsageError(f"backup {ref} is a {manifest.kind} backup, not {kind}")
+    if manifest.kind not in wanted:
+        raise UsageError(
+            f"backup {ref} is a {manifest.kind} backup, and this takes {' or '.join(wanted)} "
+            f"backups{f': {other_kind_hint}' if other_kind_hint else ''}"
+        )
     if database is not None and database not in manifest.databases:
         raise UsageError(
             f"backup {ref} does not hold database {database} (it holds "

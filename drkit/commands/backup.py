@@ -150,7 +150,15 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
 @app.command("verify")
 def verify(
     env: EnvArg,
-    backup_ref: Annotated[str | None, typer.Argument(metavar="[ID|latest]")] = None,
+    backup_ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ID|latest]",
+            help="A backup id, or latest (default): the newest backup of either kind, in "
+            "the server's order.",
+            show_default=False,
+        ),
+    ] = None,
     all_backups: Annotated[bool, typer.Option("--all", help="Verify every backup.")] = False,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,

@@ -83,7 +83,7 @@ def _check_filters_read_kept_columns(plan: Plan) -> None:
 def run_from_backup(run: Run, ref: str, on_progress: ProgressFn | None) -> None:
     repo = Repository.for_policy(run.src)
     database = run.src.database.database_names()[0]
-    manifest = resolve_backup(repo, ref, kind="logical", database=database)
+    manifest = resolve_backup(repo, ref, kinds=("logical",), database=database)
     members = manifest.directory_members(database)
     if members is None:  # custom format: every pass streams the stored object
         _run_from(run, repo, manifest, database, dump_object(manifest, database), on_progress)
