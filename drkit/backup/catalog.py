@@ -12,6 +12,7 @@ into the newest backup of the kinds the calling command can use.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -19,11 +20,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drkit import __version__
-from drkit.backup.order import ServerPoint, chronological, host_clock_skew, newest, skewed
+from drkit.backup.order import (
+    ServerPoint,
+    chronological,
+    describe_skew,
+    host_clock_skew,
+    newest,
+    skewed,
+)
 from drkit.errors import CheckFailed, NotFoundError, ObjectNotFound, UsageError
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository, StoredObject
 from drkit.wal_names import parse_lsn
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -293,6 +303,15 @@ def dump_entries(manifest: Manifest) -> list[StoredObject]:
 def write_manifest(repo: Repository, manifest: Manifest) -> None:
     """Publish a backup: the manifest goes last, after every object is stored."""
     repo.put_json(backup_prefix(manifest.id) + MANIFEST, manifest.to_dict())
+    skew = manifest.host_skew
+    if skew is not None and manifest.clock_skewed:
+        log.warning(
+            "backup %s: this host's clock is %s the database server's: the id and started "
+            "time are off by as much (backups are ordered by the server); fix the host "
+            "clock (NTP)",
+            manifest.id,
+            describe_skew(skew),
+        )
 
 
 def read_manifest(repo: Repository, backup_id: str) -> Manifest:
@@ -351,6 +370,12 @@ def newest_holding(
     return newest(
         m for m in manifests if database in m.databases and (kind is None or m.kind == kind)
     )
+
+
+def skewed_backups(manifests: list[Manifest]) -> list[Manifest]:
+    """The backups taken while drkit's host clock disagreed with the server's by more
+    than :data:`~drkit.backup.order.SKEW_BOUND` (their ids and host times are wrong)."""
+    return [m for m in manifests if m.clock_skewed]
 
 
 def resolve_backup(
