@@ -39,8 +39,8 @@ from drkit.backup.order import (
 )
 from drkit.backup.retention import BackupRef, backup_ref, deletion_order, plan_retention
 from drkit.config import RetentionConfig, parse_policy
-from drkit.errors import NotFoundError, UsageError
-from drkit.storage.repository import Repository
+from drkit.errors import NotFoundError, ObjectExists, UsageError
+from drkit.storage.repository import Repository, StoredObject
 from drkit.wal_names import format_lsn
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
@@ -376,6 +376,23 @@ def test_no_backup_of_the_kind_says_what_the_repository_holds(repo: Repository) 
     publish(repo, manifest("b", server=T0, lsn=0x3000000, kind="physical"))
     with pytest.raises(NotFoundError, match=r"no logical backups .*physical backups only"):
         resolve_backup(repo, "latest", kinds=("logical",))
+
+
+def test_a_manifest_is_never_replaced_and_a_published_backup_never_discarded(
+    repo: Repository,
+) -> None:
+    from drkit.backup.logical import discard_partial
+
+    first = publish(repo, manifest("a", server=T0, lsn=0x1000000))
+    twin = manifest("a", server=T0 + timedelta(minutes=1), lsn=0x2000000)
+    twin.id = first.id  # the same id, taken twice
+    twin.objects = [StoredObject(f"prod/backups/{first.id}/app.dump", 1, "0" * 64, 1, "none")]
+    with pytest.raises(ObjectExists, match=f"backup id {first.id} is already taken"):
+        write_manifest(repo, twin)
+    write_manifest(repo, first)  # the same manifest again (a retried request) stands
+    discard_partial(repo, first.id)  # the second backup's clean-up after its failure
+    assert [m.id for m in list_backups(repo)] == [first.id]
+    assert list_backups(repo)[0].consistent_at == T0
 
 
 def test_metrics_time_the_newest_backup_by_the_server(repo: Repository) -> None:

@@ -12,6 +12,7 @@ into the newest backup of the kinds the calling command can use.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Collection
@@ -28,7 +29,7 @@ from drkit.backup.order import (
     newest,
     skewed,
 )
-from drkit.errors import CheckFailed, NotFoundError, ObjectNotFound, UsageError
+from drkit.errors import CheckFailed, NotFoundError, ObjectExists, ObjectNotFound, UsageError
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository, StoredObject
 from drkit.wal_names import parse_lsn
@@ -301,8 +302,19 @@ def dump_entries(manifest: Manifest) -> list[StoredObject]:
 
 
 def write_manifest(repo: Repository, manifest: Manifest) -> None:
-    """Publish a backup: the manifest goes last, after every object is stored."""
-    repo.put_json(backup_prefix(manifest.id) + MANIFEST, manifest.to_dict())
+    """Publish a backup: the manifest goes last, after every object is stored, and never
+    replaces another backup's (an id taken twice fails the second backup, ObjectExists).
+    The same manifest found in place is this write's own (a retried request) and stands."""
+    relative = backup_prefix(manifest.id) + MANIFEST
+    document = manifest.to_dict()
+    try:
+        repo.put_json(relative, document, exclusive=True)
+    except ObjectExists:
+        if repo.get_json(relative) != json.loads(json.dumps(document, default=str)):
+            raise ObjectExists(
+                f"backup id {manifest.id} is already taken in {repo.location}: another "
+                "backup published it; this one is discarded (run the backup again)"
+            ) from None
     skew = manifest.host_skew
     if skew is not None and manifest.clock_skewed:
         log.warning(

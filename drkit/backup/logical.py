@@ -28,6 +28,7 @@ from urllib.parse import quote
 import psycopg
 
 from drkit.backup.catalog import (
+    MANIFEST,
     Manifest,
     backup_prefix,
     make_backup_id,
@@ -284,9 +285,16 @@ def _run_locked(
 
 
 def discard_partial(repo: Repository, backup_id: str) -> None:
-    """Best effort: remove what a failed backup stored (prune catches what this misses)."""
+    """Best effort: remove what a failed backup stored (prune catches what this misses).
+
+    Never a published backup: a prefix that holds a manifest is complete (a backup fails
+    before it publishes, so that one is another's, under an id taken twice) and stays."""
     try:
-        for info in repo.list(backup_prefix(backup_id)):
+        infos = repo.list(backup_prefix(backup_id))
+        if any(info.key.endswith("/" + MANIFEST) for info in infos):
+            log.warning("backup %s has a manifest: its objects are left alone", backup_id)
+            return
+        for info in infos:
             repo.delete(info.key)
     except (DrkitError, OSError) as exc:
         log.warning("could not remove the partial backup %s: %s", backup_id, exc)
