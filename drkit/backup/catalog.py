@@ -168,9 +168,12 @@ class Manifest:
 
     @property
     def finished_by_server(self) -> datetime:
-        """``finished_at`` on the server's clock: the host's, corrected by the skew."""
+        """``finished_at``, moved onto the server's clock when the host's was off by more
+        than the bound (within it, the host's time is kept as written)."""
         skew = self.host_skew
-        return self.finished_at + timedelta(seconds=skew) if skew else self.finished_at
+        if skew is None or not skewed(skew):
+            return self.finished_at
+        return self.finished_at + timedelta(seconds=skew)
 
     @property
     def clock_skewed(self) -> bool:
