@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drkit.backup.order import SKEW_BOUND
+
 #: the version of the documents' shapes, published in each schema file
 SCHEMA_VERSION = 1
 
@@ -100,12 +102,14 @@ class PolicyCheckDocument(Document):
 
 class CheckLine(Shape):
     name: str = _field("what was checked")
-    status: Literal["PASS", "FAIL"] = _field("the verdict")
+    status: Literal["PASS", "FAIL", "WARN"] = _field(
+        "the verdict; WARN: something to fix that breaks nothing (ok stays true)"
+    )
     detail: str = _field("what was seen, or what to fix")
 
 
 class CheckDocument(Document):
-    """`drkit check ENV --json` (exit 3 when a check fails)"""
+    """`drkit check ENV --json` (exit 3 when a check fails; a WARN alone exits 0)"""
 
     environment: str
     checks: list[CheckLine] = _field("one entry per check, in the order they ran")
@@ -152,6 +156,27 @@ class BackupSummary(Shape):
         "the backup an incremental is relative to; restoring it needs the whole chain",
         default=None,
     )
+    consistent_lsn: str | None = _field(
+        "the WAL position the backup is consistent at, as the server said (logical: its "
+        "snapshot; physical: its stop point); with consistent_timeline and "
+        "system_identifier it orders backups (null: ordered by the server's time)",
+        default=None,
+    )
+    consistent_timeline: int | None = _field("the timeline of consistent_lsn", default=None)
+    system_identifier: str | None = _field(
+        "the cluster's system identifier (pg_control_system())", default=None
+    )
+    clock_skew_seconds: float | None = _field(
+        "the database server's clock minus drkit's host clock while the backup ran "
+        "(negative: the host was ahead); null when unknown",
+        default=None,
+    )
+    clock_skewed: bool = _field(
+        f"true when clock_skew_seconds is beyond {SKEW_BOUND.total_seconds():g} s either way: "
+        "the id, started_at and "
+        "finished_at come from a wrong host clock (the order of backups never reads them)",
+        default=False,
+    )
 
 
 class BackupDocument(Document, BackupSummary):
@@ -163,7 +188,8 @@ class BackupRow(BackupSummary):
 
 
 class BackupsDocument(Document):
-    """`drkit backups ENV --json`: newest first"""
+    """`drkit backups ENV --json`: newest first, in the server's order (WAL position
+    within a cluster, then the server's time), never by id or host time"""
 
     environment: str
     repository: str = _field("the repository location, credentials masked")
@@ -524,6 +550,10 @@ class StatusBackup(Shape):
     age_seconds: float | None
     size_bytes: int = _field("bytes stored")
     size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
+    clock_skewed: bool = _field(
+        "taken while drkit's host clock disagreed with the server's (see drkit backups)",
+        default=False,
+    )
 
 
 class StatusWal(Shape):
@@ -572,6 +602,12 @@ class StatusDocument(Document):
     databases: dict[str, StatusDatabase]
     recoverable_window: StatusWindow
     last_drill: StatusDrill | None
+    clock_skewed_backups: list[str] = _field(
+        "backups taken while drkit's host clock disagreed with the database server's by "
+        f"more than {SKEW_BOUND.total_seconds():g} s, oldest first (an attention line names "
+        "them): their ids and host times are wrong, their order is not",
+        default_factory=list,
+    )
 
 
 class ScheduledJob(Shape):

@@ -18,7 +18,11 @@ for a failed check (the caller decides the exit code), and nothing is left behin
    exists, is readable and decrypts what the recipients encrypt;
 6. ``schedule``: every cron entry and its next run;
 7. ``incremental backups`` (only when ``schedule.physical_incremental_backup`` is set):
-   the server is PostgreSQL 17+ with ``summarize_wal = on``.
+   the server is PostgreSQL 17+ with ``summarize_wal = on``;
+8. ``clock``: drkit's host clock against the server's ``clock_timestamp()``, and
+   ``backup clocks``: the backups in the repository taken while the host clock was off.
+   Both WARN (never FAIL) beyond :data:`~drkit.backup.order.SKEW_BOUND`: backups are
+   ordered by the server, so a wrong host clock only makes ids and host times wrong.
 
 Messages never contain a secret: connection errors go through :mod:`drkit.pg.connect`.
 """
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: how long the archive round trip waits for the switched segment
 ARCHIVE_TIMEOUT = 60.0
+#: a check that found something to fix that breaks nothing (exit 0)
+WARN = "WARN"
 
 
 @dataclass
@@ -62,14 +68,17 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return all(r.status == PASS for r in self.results)
+        return all(r.status in (PASS, WARN) for r in self.results)
 
     @property
     def failures(self) -> list[CheckResult]:
-        return [r for r in self.results if r.status != PASS]
+        return [r for r in self.results if r.status not in (PASS, WARN)]
 
     def add(self, name: str, ok: bool, detail: str) -> None:
         self.results.append(CheckResult(name, PASS if ok else FAIL, detail))
+
+    def warn(self, name: str, detail: str) -> None:
+        self.results.append(CheckResult(name, WARN, detail))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,7 +277,51 @@ def _check_archiving(report: CheckReport, policy: Policy, conn: Any, repo: Any) 
     )
 
 
-def _check_repository(report: CheckReport, policy: Policy, repo: Any) -> None:
+def _check_clock(report: CheckReport, conn: Any) -> None:
+    """drkit's host clock against the server's (its ids and host times come from it)."""
+    from drkit.backup.logical import read_position
+    from drkit.backup.order import describe_skew, skewed
+    from drkit.pg.connect import first_line
+
+    try:
+        reading, _ = read_position(conn, None)
+    except Exception as exc:
+        report.add("clock", False, f"reading the server's clock: {first_line(exc)}")
+        return
+    skew = reading.clock_skew
+    if skewed(skew):
+        report.warn(
+            "clock",
+            f"this host's clock is {describe_skew(skew)} the database server's: new backup "
+            "ids and start times would be off by as much (backups are ordered by the server), "
+            "and status would measure ages against it; fix the host clock (NTP)",
+        )
+    else:
+        report.add("clock", True, f"this host's clock is within {abs(skew):.1f}s of the server's")
+
+
+def _check_backup_clocks(report: CheckReport, repo: Any) -> None:
+    """The backups taken while the host clock was off (their ids and host times lie)."""
+    from drkit.backup.catalog import list_backups, skewed_backups
+    from drkit.status import skew_attention
+
+    try:
+        manifests = list_backups(repo)
+    except DrkitError as exc:
+        report.add("backup clocks", False, f"{repo.location}: {exc}")
+        return
+    skewed = skewed_backups(manifests)
+    if skewed:
+        report.warn("backup clocks", skew_attention(skewed))
+    else:
+        report.add(
+            "backup clocks",
+            True,
+            f"{len(manifests)} backup(s), none taken with a skewed host clock",
+        )
+
+
+def _check_repository(report: CheckReport, policy: Policy, repo: Any) -> bool:
     """A probe through the whole encoding; decrypted only where an identity is configured."""
     payload = b"drkit check probe " + secrets.token_hex(16).encode()
     base = f"check/probe-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
@@ -291,7 +344,7 @@ def _check_repository(report: CheckReport, policy: Policy, repo: Any) -> None:
             raise DrkitError(f"{stored.key}: still present after delete")
     except DrkitError as exc:
         report.add("repository", False, f"{repo.location}: {exc}")
-        return
+        return False
     finally:
         if stored is not None:
             try:
@@ -299,6 +352,7 @@ def _check_repository(report: CheckReport, policy: Policy, repo: Any) -> None:
             except DrkitError:
                 log.warning("could not remove the probe object %s", stored.key)
     report.add("repository", True, f"{repo.location}: probe object {verb}")
+    return True
 
 
 def _check_encryption(report: CheckReport, policy: Policy) -> None:
@@ -372,12 +426,15 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
         except DrkitError as exc:
             report.add("repository", False, str(exc))
             repo = None
+        if conn is not None:
+            _check_clock(report, conn)
         if policy.schedule.physical_incremental_backup and conn is not None:
             _check_incremental(report, conn)
         if policy.wal_archiving and conn is not None and repo is not None:
             _check_archiving(report, policy, conn, repo)
         if repo is not None:
-            _check_repository(report, policy, repo)
+            if _check_repository(report, policy, repo):
+                _check_backup_clocks(report, repo)
             repo.close()
     finally:
         if conn is not None:

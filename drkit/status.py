@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from drkit.backup.catalog import Manifest, iso, list_backups
+from drkit.backup.catalog import Manifest, iso, list_backups, skewed_backups
+from drkit.backup.order import SKEW_BOUND, describe_skew
 from drkit.config import Policy, format_duration
 from drkit.errors import StorageError
 from drkit.progress import human_size
@@ -61,6 +62,8 @@ class StatusReport:
     breached: list[str] = field(default_factory=list)
     attention: list[str] = field(default_factory=list)
     databases: dict[str, DatabaseExposure] = field(default_factory=dict)
+    #: backups taken while the host clock disagreed with the server's, oldest first
+    skewed: list[Manifest] = field(default_factory=list)
 
     def exposure_of(self, point: datetime | None) -> float | None:
         return None if point is None else max(0.0, (self.now - point).total_seconds())
@@ -120,6 +123,7 @@ class StatusReport:
                     "age_seconds": self.age(m.consistent_at or m.finished_at),
                     "size": m.size,
                     "size_bytes": m.size,
+                    "clock_skewed": m.clock_skewed,
                 }
                 for kind, m in sorted(self.backups.items())
             },
@@ -146,6 +150,7 @@ class StatusReport:
                 "continuous_from": iso(self.continuous_from),
             },
             "last_drill": drill,
+            "clock_skewed_backups": [m.id for m in self.skewed],
         }
 
 
@@ -232,6 +237,7 @@ def collect_status(
             policy, manifests, report.wal_last
         )
         report.databases = database_exposures(policy, manifests, report.wal_last)
+        report.skewed = skewed_backups(manifests)
         with contextlib.suppress(StorageError):
             report.drill = latest_report(repo)
     finally:
@@ -256,6 +262,8 @@ def collect_status(
             )
     elif not manifests:
         report.attention.append("no backup in the repository")
+    if report.skewed:
+        report.attention.append(skew_attention(report.skewed))
     if report.drill is None:
         report.attention.append(f"no drill has run: drkit drill {policy.name}")
     else:
@@ -275,6 +283,19 @@ def collect_status(
     if policy.wal_archiving and report.wal_last is None:
         report.attention.append("WAL archiving is on but the repository holds no WAL")
     return report
+
+
+def skew_attention(skewed: list[Manifest]) -> str:
+    """One line about the backups taken with a wrong host clock (``skewed``, oldest first)."""
+    newest = skewed[-1]
+    skew = newest.host_skew
+    how = f"{describe_skew(skew)} the server's" if skew is not None else "off"
+    return (
+        f"{len(skewed)} backup(s) taken while drkit's host clock disagreed with the database "
+        f"server's by more than {format_duration(SKEW_BOUND)} (newest {newest.id}: host "
+        f"clock {how}): their ids and start times are wrong (their order is not); fix the "
+        "host clock (NTP)"
+    )
 
 
 def format_duration_s(seconds: float) -> str:

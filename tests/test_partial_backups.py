@@ -296,7 +296,7 @@ def test_resolve_backup_latest_holding_a_database(
         ids.append(backup_id)
     assert resolve_backup(repo, "latest").id == ids[1]
     assert resolve_backup(repo, "latest", database="main").id == ids[0]
-    assert resolve_backup(repo, "latest", kind="logical", database="shop").id == ids[1]
+    assert resolve_backup(repo, "latest", kinds=("logical",), database="shop").id == ids[1]
     with pytest.raises(NotFoundError, match="holding database other"):
         resolve_backup(repo, "latest", database="other")
     with pytest.raises(UsageError, match="does not hold database main"):

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from drkit.backup.catalog import list_backups
+from drkit.backup.order import precedes
 from drkit.backup.retention import wal_to_delete
 from drkit.config import load_policy
 from drkit.storage.repository import Repository
@@ -49,6 +50,14 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
     arch.switch_and_wait(has)
 
     kept = next(m for m in list_backups(repo) if m.id == second.json()["id"])
+    # each base backup records the server's consistent point (its stop position): the
+    # order of backups (drkit.backup.order)
+    taken = {m.id: m for m in list_backups(repo)}
+    for made in (first.json(), second.json()):
+        m = taken[made["id"]]
+        assert m.consistent_lsn == m.wal_stop == made["consistent_lsn"]
+        assert m.server_point is not None and made["clock_skewed"] is False
+    assert precedes(taken[first.json()["id"]], kept)
     cutoff = str(kept.wal_start_segment)
     before = wal_names(repo)
     older = {n for n in before if n[:24] < cutoff and not n.endswith(".history")}

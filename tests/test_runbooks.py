@@ -23,6 +23,7 @@ import yaml
 
 from drkit.demo.sample import table_counts
 from tests.conftest import REPO_ROOT, PgServer, PolicyWriter, RepoTarget
+from tests.reliability.helpers import publish_base_backup_manifest
 
 RUNBOOKS = REPO_ROOT / "runbooks"
 OBJECTIVES = {"rpo": "1h", "rto": "30m"}
@@ -120,6 +121,8 @@ def test_restore_latest_runbook_brings_a_lost_database_back(
         check=True,
         capture_output=True,
     )
+    # Sunday 03:00: the weekly base backup is newer than the nightly dump
+    publish_base_backup_manifest(policy_dir, pg_server.dsn(name))
     pg_server.drop_database(name)  # the incident: the database is gone
 
     proc = run_runbook("restore-latest.md", policy_dir, tmp_path, shell_env)
@@ -143,7 +146,8 @@ def test_restore_latest_runbook_brings_a_lost_database_back(
         capture_output=True,
         text=True,
     )
-    assert len(json.loads(listed.stdout)["backups"]) == 2
+    kinds = [b["kind"] for b in json.loads(listed.stdout)["backups"]]
+    assert kinds == ["logical", "physical", "logical"]  # the fresh one, then the two before
 
 
 def test_drill_runbook_runs_and_reports(

@@ -4,19 +4,37 @@ A backup exists if and only if its ``manifest.json`` does (DESIGN.md §3): the m
 is written last, after every object landed, and deleted first when a backup is pruned.
 Directories under ``backups/`` without a manifest are orphans (an interrupted backup)
 that ``prune`` removes after a grace period.
+
+Listings are in the server's order (:mod:`drkit.backup.order`), never by id or host
+time: :func:`list_backups` is oldest first, and :func:`resolve_backup` turns ``latest``
+into the newest backup of the kinds the calling command can use.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drkit import __version__
-from drkit.errors import CheckFailed, NotFoundError, ObjectNotFound, UsageError
+from drkit.backup.order import (
+    ServerPoint,
+    chronological,
+    describe_skew,
+    host_clock_skew,
+    newest,
+    skewed,
+)
+from drkit.errors import CheckFailed, NotFoundError, ObjectExists, ObjectNotFound, UsageError
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository, StoredObject
+from drkit.wal_names import parse_lsn
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -78,10 +96,18 @@ class Manifest:
     backup_label: str | None = None
     #: incremental base backups (PostgreSQL 17+): the backup this one is relative to
     parent: str | None = None
-    #: the cluster's pg_control system identifier (physical backups)
+    #: the cluster's pg_control system identifier (physical backups; logical ones too
+    #: since drkit orders backups by the server)
     system_identifier: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     dump_formats: dict[str, str] = field(default_factory=dict)  # database -> CUSTOM | DIRECTORY
+    #: the WAL position and timeline the data is consistent at, as the server said
+    #: (logical: the dump's snapshot; physical: the stop point): with the system
+    #: identifier, what orders backups (:mod:`drkit.backup.order`)
+    consistent_lsn: str | None = None
+    consistent_timeline: int | None = None
+    #: the server's clock minus the host's, in seconds, when the backup read the server
+    clock_skew: float | None = None
 
     def dump_format(self, database: str) -> str:
         return self.dump_formats.get(database, CUSTOM)
@@ -112,6 +138,49 @@ class Manifest:
     def duration(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
 
+    @property
+    def server_point(self) -> ServerPoint | None:
+        """The consistent point in the server's terms; None when the manifest lacks the
+        system identifier or the position (then the server's time orders it)."""
+        lsn, timeline = self.consistent_lsn, self.consistent_timeline
+        if lsn is None and self.kind == "physical":  # written before consistent_lsn
+            lsn = self.wal_stop
+            timeline = self.extra.get("stop_timeline") or self.timeline
+        if not (self.system_identifier and lsn and timeline):
+            return None
+        try:
+            return ServerPoint(self.system_identifier, int(timeline), parse_lsn(str(lsn)))
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def server_time(self) -> datetime:
+        """The server's time of the consistent point (``consistent_at``)."""
+        return self.consistent_at or self.started_at
+
+    @property
+    def host_skew(self) -> float | None:
+        """The server's clock minus drkit's host clock while this backup ran (seconds;
+        negative: the host was ahead), None when nothing says."""
+        return host_clock_skew(
+            self.started_at, self.finished_at, self.consistent_at, self.clock_skew
+        )
+
+    @property
+    def finished_by_server(self) -> datetime:
+        """``finished_at``, moved onto the server's clock when the host's was off by more
+        than the bound (within it, the host's time is kept as written)."""
+        skew = self.host_skew
+        if skew is None or not skewed(skew):
+            return self.finished_at
+        return self.finished_at + timedelta(seconds=skew)
+
+    @property
+    def clock_skewed(self) -> bool:
+        """The host clock was off by more than the bound: the id and the started and
+        finished times are wrong (the order is not: it never reads them)."""
+        return skewed(self.host_skew)
+
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
@@ -128,6 +197,13 @@ class Manifest:
             "raw_size": self.raw_size,
             "objects": [o.to_dict() for o in self.objects],
         }
+        if self.system_identifier is not None:
+            doc["system_identifier"] = self.system_identifier
+        if self.consistent_lsn is not None:
+            doc["consistent_lsn"] = self.consistent_lsn
+            doc["consistent_timeline"] = self.consistent_timeline
+        if self.clock_skew is not None:
+            doc["clock_skew_seconds"] = self.clock_skew
         if self.kind == "logical":
             doc["row_counts"] = self.row_counts
             if self.dump_formats:
@@ -144,8 +220,6 @@ class Manifest:
             )
             if self.parent is not None:
                 doc["parent"] = self.parent
-            if self.system_identifier is not None:
-                doc["system_identifier"] = self.system_identifier
             if self.row_counts:
                 doc["row_counts"] = self.row_counts
         if self.extra:
@@ -188,9 +262,25 @@ class Manifest:
                 ),
                 extra=dict(doc.get("extra") or {}),
                 dump_formats=_dump_formats(doc.get("dump_formats")),
+                consistent_lsn=_lsn(doc.get("consistent_lsn")),
+                consistent_timeline=(
+                    int(doc["consistent_timeline"]) if doc.get("consistent_timeline") else None
+                ),
+                clock_skew=(
+                    float(doc["clock_skew_seconds"])
+                    if doc.get("clock_skew_seconds") is not None
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckFailed(f"{source}: unreadable manifest ({exc})") from None
+
+
+def _lsn(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    parse_lsn(str(value))  # ValueError: the manifest is unreadable
+    return str(value)
 
 
 def _dump_formats(value: Any) -> dict[str, str]:
@@ -215,8 +305,28 @@ def dump_entries(manifest: Manifest) -> list[StoredObject]:
 
 
 def write_manifest(repo: Repository, manifest: Manifest) -> None:
-    """Publish a backup: the manifest goes last, after every object is stored."""
-    repo.put_json(backup_prefix(manifest.id) + MANIFEST, manifest.to_dict())
+    """Publish a backup: the manifest goes last, after every object is stored, and never
+    replaces another backup's (an id taken twice fails the second backup, ObjectExists).
+    The same manifest found in place is this write's own (a retried request) and stands."""
+    relative = backup_prefix(manifest.id) + MANIFEST
+    document = manifest.to_dict()
+    try:
+        repo.put_json(relative, document, exclusive=True)
+    except ObjectExists:
+        if repo.get_json(relative) != json.loads(json.dumps(document, default=str)):
+            raise ObjectExists(
+                f"backup id {manifest.id} is already taken in {repo.location}: another "
+                "backup published it; this one is discarded (run the backup again)"
+            ) from None
+    skew = manifest.host_skew
+    if skew is not None and manifest.clock_skewed:
+        log.warning(
+            "backup %s: this host's clock is %s the database server's: the id and started "
+            "time are off by as much (backups are ordered by the server); fix the host "
+            "clock (NTP)",
+            manifest.id,
+            describe_skew(skew),
+        )
 
 
 def read_manifest(repo: Repository, backup_id: str) -> Manifest:
@@ -257,12 +367,11 @@ def scan(repo: Repository) -> Listing:
                 unreadable[backup_id] = str(exc)
         else:
             orphans[backup_id] = infos
-    manifests.sort(key=lambda m: (m.started_at, m.id))
-    return Listing(manifests, orphans, unreadable)
+    return Listing(chronological(manifests), orphans, unreadable)
 
 
 def list_backups(repo: Repository, kind: str | None = None) -> list[Manifest]:
-    """Complete backups, oldest first."""
+    """Complete backups, oldest first in the server's order (:mod:`drkit.backup.order`)."""
     return [m for m in scan(repo).manifests if kind is None or m.kind == kind]
 
 
@@ -273,33 +382,50 @@ def newest_holding(
 
     A partial backup (``drkit backup ENV --database shop``) counts only for the databases
     it holds: it is never the answer for another one."""
-    holding = [m for m in manifests if database in m.databases and (kind is None or m.kind == kind)]
-    return max(holding, key=lambda m: (m.started_at, m.id)) if holding else None
+    return newest(
+        m for m in manifests if database in m.databases and (kind is None or m.kind == kind)
+    )
+
+
+def skewed_backups(manifests: list[Manifest]) -> list[Manifest]:
+    """The backups taken while drkit's host clock disagreed with the server's by more
+    than :data:`~drkit.backup.order.SKEW_BOUND` (their ids and host times are wrong)."""
+    return [m for m in manifests if m.clock_skewed]
 
 
 def resolve_backup(
     repo: Repository,
     ref: str | None,
     *,
-    kind: str | None = None,
+    kinds: Collection[str] = KINDS,
     database: str | None = None,
     rng: random.Random | None = None,
+    other_kind_hint: str = "",
 ) -> Manifest:
-    """``ID``, ``latest`` (default) or ``random`` to a manifest.
+    """``ID``, ``latest`` (default) or ``random`` to a manifest of one of ``kinds``.
 
+    ``kinds`` are the kinds of backup the calling command can use: ``latest`` is the
+    newest of *those* (a logical restore's ``latest`` is the newest logical backup, even
+    when a base backup is newer), ``random`` picks among them, and an explicit ``ID`` of
+    another kind is refused (with ``other_kind_hint`` saying what to do instead).
     With ``database``, only backups holding that database count: ``latest`` is the
     newest backup holding it (not a newer partial backup of another database), and an
     explicit ``ID`` that does not hold it is refused."""
     ref = ref or "latest"
+    wanted = [k for k in KINDS if k in kinds]
     if ref in ("latest", "random"):
-        backups = [
-            m for m in list_backups(repo, kind) if database is None or database in m.databases
-        ]
+        holding = [m for m in list_backups(repo) if database is None or database in m.databases]
+        backups = [m for m in holding if m.kind in wanted]
         if not backups:
-            what = f"{kind} backups" if kind else "backups"
+            others = sorted({m.kind for m in holding} - set(wanted))
+            what = f"{' or '.join(wanted)} backups" if others else "backups"
             if database is not None:
                 what += f" holding database {database}"
-            raise NotFoundError(f"no {what} in {repo.location}: run drkit backup {repo.env} first")
+            held = f" (it holds {' and '.join(others)} backups only)" if others else ""
+            hint = f"; {other_kind_hint}" if others and other_kind_hint else ""
+            raise NotFoundError(
+                f"no {what} in {repo.location}{held}: run drkit backup {repo.env} first{hint}"
+            )
         if ref == "latest":
             return backups[-1]
         return (rng or random.Random()).choice(backups)  # noqa: S311 - not for secrets
@@ -308,8 +434,11 @@ def resolve_backup(
             f"{ref!r} is not a backup id (like 20261127T020000Z-logical), 'latest' or 'random'"
         )
     manifest = read_manifest(repo, ref)
-    if kind is not None and manifest.kind != kind:
-        raise UsageError(f"backup {ref} is a {manifest.kind} backup, not {kind}")
+    if manifest.kind not in wanted:
+        raise UsageError(
+            f"backup {ref} is a {manifest.kind} backup, and this takes {' or '.join(wanted)} "
+            f"backups{f': {other_kind_hint}' if other_kind_hint else ''}"
+        )
     if database is not None and database not in manifest.databases:
         raise UsageError(
             f"backup {ref} does not hold database {database} (it holds "

@@ -10,7 +10,8 @@ incremental can be taken relative to it.
 Invariants, all fail closed:
 
 * a chain resolves only when every ancestor's manifest exists, belongs to the same
-  cluster (system identifier) and is older than its child; anything else is
+  cluster (system identifier) and is older than its child (by the server's WAL
+  position, never the host clock); anything else is
   :class:`~drkit.errors.CheckFailed` naming the missing or foreign link;
 * restore and drills never use a backup whose chain does not resolve;
 * retention keeps every ancestor of a kept backup (:mod:`drkit.backup.retention`).
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from drkit.backup.catalog import Manifest
+from drkit.backup.order import newest, precedes
 from drkit.backup.walchain import backup_on_timeline
 from drkit.errors import CheckFailed
 from drkit.storage.repository import StoredObject
@@ -64,7 +66,7 @@ def resolve_chain(manifest: Manifest, known: Mapping[str, Manifest]) -> list[Man
                 f"(system identifier {parent.system_identifier}, not "
                 f"{current.system_identifier})"
             )
-        if (parent.started_at, parent.id) >= (current.started_at, current.id):
+        if not precedes(parent, current):  # by the server's position, not the host clock
             raise CheckFailed(f"backup {current.id}: its parent {parent.id} is not older")
         if len(chain) >= MAX_CHAIN:
             raise CheckFailed(f"backup {manifest.id}: chain longer than {MAX_CHAIN} backups")
@@ -107,4 +109,4 @@ def choose_parent(
         and backup_on_timeline(m, timeline, history)
         and chain_ok(m, known)
     ]
-    return max(candidates, key=lambda m: (m.started_at, m.id)) if candidates else None
+    return newest(candidates)

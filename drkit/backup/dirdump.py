@@ -45,6 +45,8 @@ from drkit.backup.logical import (
     DumpResult,
     DumpSnapshot,
     ProgressCallback,
+    ServerReading,
+    consistent_fields,
     discard_partial,
     dump_database,
     dump_snapshot,
@@ -73,7 +75,7 @@ class DirectoryDump:
     objects: list[StoredObject]  # toc.dat first
     row_counts: dict[str, int]
     server_version: str
-    consistent_at: datetime
+    reading: ServerReading
 
 
 def backup_logical(
@@ -131,7 +133,7 @@ def _run_locked(
     counts: dict[str, dict[str, int]] = {}
     formats: dict[str, str] = {}
     versions: list[str] = []
-    consistent: list[datetime] = []
+    readings: list[ServerReading] = []
     try:
         for name in names:
             result: DumpResult | DirectoryDump
@@ -145,7 +147,7 @@ def _run_locked(
                 formats[name] = CUSTOM
             counts[name] = result.row_counts
             versions.append(result.server_version)
-            consistent.append(result.consistent_at)
+            readings.append(result.reading)
         manifest = Manifest(
             id=backup_id,
             kind="logical",
@@ -154,10 +156,10 @@ def _run_locked(
             server_version=versions[0],
             started_at=started,
             finished_at=datetime.now(UTC),
-            consistent_at=min(consistent),
             objects=objects,
             row_counts=counts,
             dump_formats=formats,
+            **consistent_fields(readings),
         )
         write_manifest(repo, manifest)
     except BaseException:
@@ -255,7 +257,7 @@ def _dump(
         counts = snap.counted()
         uploader.offer(out, finished_only=None)  # pg_dump is done: every file is whole
         objects = uploader.finish(out)
-    return DirectoryDump(objects, counts, snap.version, snap.consistent_at)
+    return DirectoryDump(objects, counts, snap.version, snap.reading)
 
 
 class DumpUploader:

@@ -4,6 +4,13 @@ For each database drkit opens a REPEATABLE READ transaction, exports its snapsho
 ``pg_dump --snapshot`` on it and, while the dump streams, counts every table's rows
 in that same snapshot on the exporting connection.  The counts in the manifest are
 therefore exactly the rows in the dump.  Objects are stored first, the manifest last.
+
+The statement that takes the snapshot also reads the server's WAL position, timeline
+and clock (:class:`ServerReading`); with the cluster's system identifier they are the
+backup's consistent point, which orders backups (:mod:`drkit.backup.order`).  The
+backup id and ``started_at`` come from the host clock (the id is the UTC start time,
+DESIGN §3) and order nothing; the host clock's distance from the server's is recorded
+so that a wrong host clock is seen (``drkit backups``, ``check``, ``status``).
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ from urllib.parse import quote
 import psycopg
 
 from drkit.backup.catalog import (
+    MANIFEST,
     Manifest,
     backup_prefix,
     make_backup_id,
     write_manifest,
 )
 from drkit.backup.lock import backup_lock
+from drkit.backup.order import measured_skew
 from drkit.config import Policy
 from drkit.errors import DatabaseError, DrkitError
 from drkit.pg.binaries import find_client
@@ -47,16 +56,90 @@ def object_base_name(database: str) -> str:
     return quote(database, safe="") or "_"
 
 
+@dataclass(frozen=True)
+class ServerReading:
+    """What the server said at a backup's consistent point."""
+
+    at: datetime  # the server's clock_timestamp()
+    lsn: str | None  # its WAL insert position (a standby: its replay position)
+    timeline: int | None  # None on a standby: only a primary names its timeline exactly
+    system_identifier: str | None  # None when the role may not read pg_control_system()
+    clock_skew: float  # the server's clock minus the host's, in seconds
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """The :class:`~drkit.backup.catalog.Manifest` fields this reading fills."""
+        return {
+            "consistent_at": self.at,
+            "consistent_lsn": self.lsn if self.timeline is not None else None,
+            "consistent_timeline": self.timeline if self.lsn is not None else None,
+            "system_identifier": self.system_identifier,
+            "clock_skew": self.clock_skew,
+        }
+
+
+#: the server's WAL position and timeline, in the statement that takes the snapshot
+POSITION_SQL = (
+    "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+    "ELSE pg_current_wal_lsn() END::text, "
+    "CASE WHEN pg_is_in_recovery() THEN NULL "
+    "ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END"
+)
+
+
+def system_identifier(conn: psycopg.Connection[Any]) -> str | None:
+    """The cluster's system identifier, or None when this role may not read it (then
+    backups are ordered by the server's time).  Runs in a transaction of its own."""
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+    except psycopg.Error as exc:
+        log.info("cannot read the system identifier (%s): ordering by time", first_line(exc))
+        return None
+    return str(row[0]) if row and row[0] is not None else None
+
+
+def read_position(
+    conn: psycopg.Connection[Any], sysid: str | None, leading: str = ""
+) -> tuple[ServerReading, tuple[Any, ...]]:
+    """Read the server's position and clock, timed against the host's, in one statement
+    (``leading``: the caller's own constant columns, evaluated in the same statement and
+    returned as the tuple)."""
+    before = datetime.now(UTC)
+    row = conn.execute(
+        f"SELECT {leading}{', ' if leading else ''}clock_timestamp(), {POSITION_SQL}"
+    ).fetchone()
+    after = datetime.now(UTC)
+    assert row is not None
+    own, (at, lsn, tli) = tuple(row[:-3]), row[-3:]
+    server_at: datetime = at.astimezone(UTC)
+    reading = ServerReading(
+        at=server_at,
+        lsn=str(lsn) if lsn is not None else None,
+        timeline=int(str(tli), 16) if tli else None,
+        system_identifier=sysid,
+        clock_skew=measured_skew(before, server_at, after),
+    )
+    return reading, own
+
+
+def consistent_fields(readings: list[ServerReading]) -> dict[str, Any]:
+    """The manifest fields of a backup of several databases: the earliest reading (its
+    data is consistent from there on; every later snapshot is newer)."""
+    return min(readings, key=lambda r: r.at).manifest_fields()
+
+
 @dataclass
 class DumpResult:
     obj: StoredObject
     row_counts: dict[str, int]
     server_version: str
-    consistent_at: datetime
+    reading: ServerReading
 
 
 def new_backup_id(repo: Repository, kind: str) -> tuple[str, datetime]:
-    """A fresh id; waits for the next second rather than reuse an existing one."""
+    """A fresh id from the host clock (the id is the UTC start time plus kind, DESIGN
+    §3): never one that exists, complete or not — after the host clock went back, it
+    waits for the next second rather than reuse one.  Ids order nothing."""
     while True:
         started = datetime.now(UTC).replace(microsecond=0)
         backup_id = make_backup_id(started, kind)
@@ -73,16 +156,16 @@ class DumpSnapshot:
     open until pg_dump has attached to the snapshot (the caller rolls it back)."""
 
     def __init__(self, conn: psycopg.Connection[Any], database: str) -> None:
+        sysid = system_identifier(conn)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        row = conn.execute(
-            "SELECT pg_export_snapshot(), clock_timestamp(), pg_database_size(current_database())"
-        ).fetchone()
-        assert row is not None
+        # the snapshot, and the server's position and clock when it was taken
+        self.reading, row = read_position(
+            conn, sysid, "pg_export_snapshot(), pg_database_size(current_database())"
+        )
         self.snapshot: str = str(row[0])
-        self.consistent_at: datetime = row[1]
         #: pg_database_size counts indexes and free space, not dumped: an estimate
-        self.db_size: int = int(row[2])
+        self.db_size: int = int(row[1])
         self.version = server_version(conn)
         self.pg_dump = find_client("pg_dump", server_major(conn))
         self._conn = conn
@@ -151,7 +234,7 @@ def dump_database(
             dump.wait()
             counts = snap.counted()
         meter.finish()
-        return DumpResult(obj, counts, snap.version, snap.consistent_at)
+        return DumpResult(obj, counts, snap.version, snap.reading)
 
 
 def run_logical_backup(
@@ -189,9 +272,9 @@ def _run_locked(
             server_version=results[0].server_version,
             started_at=started,
             finished_at=datetime.now(UTC),
-            consistent_at=min(r.consistent_at for r in results),
             objects=[r.obj for r in results],
             row_counts={name: r.row_counts for name, r in zip(names, results, strict=True)},
+            **consistent_fields([r.reading for r in results]),
         )
         write_manifest(repo, manifest)
     except BaseException:
@@ -202,9 +285,16 @@ def _run_locked(
 
 
 def discard_partial(repo: Repository, backup_id: str) -> None:
-    """Best effort: remove what a failed backup stored (prune catches what this misses)."""
+    """Best effort: remove what a failed backup stored (prune catches what this misses).
+
+    Never a published backup: a prefix that holds a manifest is complete (a backup fails
+    before it publishes, so that one is another's, under an id taken twice) and stays."""
     try:
-        for info in repo.list(backup_prefix(backup_id)):
+        infos = repo.list(backup_prefix(backup_id))
+        if any(info.key.endswith("/" + MANIFEST) for info in infos):
+            log.warning("backup %s has a manifest: its objects are left alone", backup_id)
+            return
+        for info in infos:
             repo.delete(info.key)
     except (DrkitError, OSError) as exc:
         log.warning("could not remove the partial backup %s: %s", backup_id, exc)

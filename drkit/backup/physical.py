@@ -42,7 +42,7 @@ import psycopg
 from drkit.backup.catalog import Manifest, backup_prefix, list_backups, write_manifest
 from drkit.backup.chain import PG_MANIFEST_NAME, choose_parent, pg_manifest_object
 from drkit.backup.lock import acquire_backup_lock
-from drkit.backup.logical import discard_partial, new_backup_id
+from drkit.backup.logical import ServerReading, discard_partial, new_backup_id, read_position
 from drkit.config import Policy
 from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
@@ -216,12 +216,11 @@ def _setting(conn: psycopg.Connection[Any], name: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def _server_now(dsn: str) -> datetime:
+def _server_clock(dsn: str) -> ServerReading:
+    """The server's clock now, and the host clock's distance from it."""
     with connect(dsn) as conn:
-        row = conn.execute("SELECT clock_timestamp()").fetchone()
-    assert row is not None
-    ts: datetime = row[0]
-    return ts.astimezone(UTC)
+        reading, _ = read_position(conn, None)
+    return reading
 
 
 def _archiver_status(dsn: str) -> str:
@@ -451,7 +450,7 @@ def run_physical_backup(
             raise OperationError("pg_basebackup's tar stream had no backup_manifest")
         else:
             log.warning("physical backup %s: no backup_manifest in the tar stream", backup_id)
-        consistent_at = _server_now(dsn)
+        clock = _server_clock(dsn)
         label = tap.members.get("backup_label", b"").decode("utf-8", "replace")
         start = _START_RE.search(label)
         start_tli = _START_TLI_RE.search(label)
@@ -498,7 +497,11 @@ def run_physical_backup(
             server_version=facts.version,
             started_at=started,
             finished_at=datetime.now(UTC),
-            consistent_at=consistent_at,
+            consistent_at=clock.at,
+            # the stop point orders it among the cluster's backups (drkit.backup.order)
+            consistent_lsn=wal_stop,
+            consistent_timeline=stop_timeline,
+            clock_skew=clock.clock_skew,
             objects=objects,
             wal_start=wal_start,
             wal_stop=wal_stop,

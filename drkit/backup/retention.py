@@ -28,10 +28,13 @@ it is kept when any series keeps it:
 * An incremental keeps its whole chain (§4): every ancestor of a kept backup is kept,
   with the reason ``parent of <child id>`` (so ``prune --dry-run`` shows the chains).
 
-"Newest" is by ``started_at`` (ties broken by id), never by the order of the input or
-of the listing, so a clock that jumped back changes nothing but the labels.  The rules
-do not depend on the current time: they count days *that have a backup*, so a scheduler
-that was down for a month does not lose the history when it comes back.
+"Newest" is the server's order (:func:`drkit.backup.order.chronological`: WAL position
+within a cluster, then the server's time), never the ids, the host's start times, the
+order of the input or of the listing; and a backup's day, week and month are those of
+the server's time of its consistent point.  So a host clock that was 30 days ahead
+during one backup neither makes it the newest nor moves it into another bucket.  The
+rules do not depend on the current time: they count days *that have a backup*, so a
+scheduler that was down for a month does not lose the history when it comes back.
 
 The plan is idempotent: applying it to the backups it keeps keeps all of them (the
 last N days of the kept set are the last N days of the full set, and each of them
@@ -54,6 +57,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo
+
+from drkit.backup.order import ServerPoint, chronological
 
 if TYPE_CHECKING:
     from drkit.config import Policy, RetentionConfig
@@ -81,6 +86,10 @@ class BackupRef:
     databases: tuple[str, ...] = ()
     #: incremental base backups: the id of the backup it is relative to
     parent: str | None = None
+    #: the server's consistent point and its time (what orders backups); a ref without
+    #: them is ordered by ``consistent_at``, then ``started_at``
+    server_point: ServerPoint | None = None
+    server_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None:
@@ -89,6 +98,10 @@ class BackupRef:
     @property
     def restorable_from(self) -> datetime:
         return self.consistent_at or self.started_at
+
+    @property
+    def server_time(self) -> datetime:
+        return self.server_at or self.consistent_at or self.started_at
 
 
 class ManifestLike(Protocol):
@@ -110,6 +123,10 @@ class ManifestLike(Protocol):
     def databases(self) -> list[str]: ...
     @property
     def parent(self) -> str | None: ...
+    @property
+    def server_point(self) -> ServerPoint | None: ...
+    @property
+    def server_time(self) -> datetime: ...
 
 
 def backup_ref(manifest: ManifestLike) -> BackupRef:
@@ -123,6 +140,8 @@ def backup_ref(manifest: ManifestLike) -> BackupRef:
         wal_start_segment=manifest.wal_start_segment,
         databases=tuple(manifest.databases),
         parent=manifest.parent,
+        server_point=manifest.server_point,
+        server_at=manifest.server_time,
     )
 
 
@@ -166,10 +185,6 @@ class RetentionPlan:
         return min(points) if points else None
 
 
-def _newest_key(backup: BackupRef) -> tuple[datetime, str]:
-    return (backup.started_at, backup.id)
-
-
 def _bucket_rule(
     backups: Sequence[BackupRef],
     count: int,
@@ -179,19 +194,18 @@ def _bucket_rule(
 ) -> dict[str, str]:
     """Keep the newest backup of each of the last ``count`` buckets that have one.
 
-    Returns backup id -> reason.
+    ``backups`` are oldest first (:func:`chronological`); a backup's bucket is that of
+    the server's time.  Returns backup id -> reason.
     """
     if count <= 0 or not backups:
         return {}
     buckets: dict[tuple[int, ...], BackupRef] = {}
     labels: dict[tuple[int, ...], str] = {}
-    for backup in backups:
-        local = backup.started_at.astimezone(tz)
+    for backup in backups:  # oldest first: the newest of each bucket comes last
+        local = backup.server_time.astimezone(tz)
         key = order(local)
-        current = buckets.get(key)
-        if current is None or _newest_key(backup) > _newest_key(current):
-            buckets[key] = backup
-            labels[key] = label(local)
+        buckets[key] = backup
+        labels[key] = label(local)
     chosen = sorted(buckets, reverse=True)[:count]
     return {buckets[k].id: labels[k] for k in chosen}
 
@@ -237,7 +251,7 @@ def plan_retention(
     # backup id -> (rule order, label) -> the databases for which the rule keeps it
     kept_for: dict[str, dict[tuple[int, str], set[str]]] = defaultdict(lambda: defaultdict(set))
     series: dict[tuple[str, str], list[BackupRef]] = defaultdict(list)
-    for b in items:
+    for b in chronological(items):  # every series oldest first
         if b.successful:
             for database in b.databases or ("",):
                 series[(b.kind, database)].append(b)
@@ -250,8 +264,7 @@ def plan_retention(
         for rank, (count, label, order) in enumerate(rules):
             for backup_id, reason in _bucket_rule(members, count, zone, label, order).items():
                 kept_for[backup_id][(rank, reason)].add(database)
-        newest = max(members, key=_newest_key)
-        kept_for[newest.id][(len(rules), "newest")].add(database)
+        kept_for[members[-1].id][(len(rules), "newest")].add(database)
 
     reasons: dict[str, list[str]] = {}
     for b in items:
@@ -276,7 +289,7 @@ def plan_retention(
             pending.append(parent)
 
     decisions = []
-    for b in sorted(items, key=_newest_key, reverse=True):
+    for b in reversed(chronological(items)):
         why = tuple(reasons.get(b.id, ()))
         if why:
             decisions.append(Decision(b, "KEEP", why))
@@ -289,7 +302,7 @@ def deletion_order(backups: Iterable[BackupRef]) -> list[BackupRef]:
     """The order prune deletes ``backups`` in: oldest first, except that an incremental
     goes before its parent (and every descendant before its ancestors), so a prune cut
     short never leaves an incremental whose parent is already gone."""
-    items = sorted(backups, key=_newest_key)
+    items = chronological(backups)
     ids = {b.id for b in items}
     children: dict[str, list[BackupRef]] = defaultdict(list)
     for b in items:

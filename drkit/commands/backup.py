@@ -7,8 +7,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from drkit.backup.catalog import iso, list_backups, resolve_backup
+from drkit.backup.catalog import Manifest, iso, list_backups, resolve_backup, skewed_backups
 from drkit.backup.lock import running_backups
+from drkit.backup.order import SKEW_BOUND, describe_skew
 from drkit.backup.prune import prune as run_prune
 from drkit.backup.retention import current_tiers
 from drkit.backup.verify import verify_backup
@@ -18,6 +19,7 @@ from drkit.commands.render import live_progress, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.progress import Meter, human_size
 from drkit.storage.repository import Repository
+from drkit.wal_names import format_lsn
 
 
 @app.command("backup")
@@ -93,6 +95,12 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
         "duration_seconds": round(manifest.duration, 3),
         "size_bytes": manifest.size,
         "raw_size_bytes": manifest.raw_size,
+        # the server's consistent point: what orders backups (never the id or started_at)
+        "consistent_lsn": manifest.server_point and format_lsn(manifest.server_point.lsn),
+        "consistent_timeline": manifest.server_point and manifest.server_point.timeline,
+        "system_identifier": manifest.system_identifier,
+        "clock_skew_seconds": manifest.host_skew,
+        "clock_skewed": manifest.clock_skewed,
     }
     if manifest.kind == "logical":
         data["tables"] = sum(len(t) for t in manifest.row_counts.values())
@@ -109,6 +117,8 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
 def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
     """List backups: id, kind, started, duration, size, databases, retention tiers.
 
+    Newest first, in the server's order (WAL position, then the server's time), never by
+    id or host time; a backup taken while the host clock was off is flagged.
     A repository that does not exist is an error (exit 1), not an empty list."""
     settle(json_out, policy_dir)
     policy = load(env)
@@ -138,19 +148,42 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
         table.add_row(
             m.id,
             m.kind if m.parent is None else f"{m.kind}, incremental on {m.parent}",
-            ts_text(m.started_at),
+            ts_text(m.started_at) + (f" ({skew_text(m)})" if m.clock_skewed else ""),
             f"{m.duration:.1f}s",
             human_size(m.size),
             ", ".join(m.databases),
             ", ".join(row["tiers"]) or "-",
         )
     out.print(table)
+    skewed = skewed_backups(manifests)
+    if skewed:
+        out.print(
+            f"warning: {len(skewed)} backup(s) taken while drkit's host clock was off by more "
+            f"than {SKEW_BOUND.total_seconds() / 60:g} minutes (newest: {skewed[-1].id}, {skew_text(skewed[-1])}"
+            "): their ids and started times are wrong; backups are listed, restored and "
+            "pruned in the server's order. Fix the host clock (NTP).",
+            markup=False,
+            highlight=False,
+        )
+
+
+def skew_text(manifest: Manifest) -> str:
+    skew = manifest.host_skew
+    return "host clock skew unknown" if skew is None else f"host clock {describe_skew(skew)} server"
 
 
 @app.command("verify")
 def verify(
     env: EnvArg,
-    backup_ref: Annotated[str | None, typer.Argument(metavar="[ID|latest]")] = None,
+    backup_ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ID|latest]",
+            help="A backup id, or latest (default): the newest backup of either kind, in "
+            "the server's order.",
+            show_default=False,
+        ),
+    ] = None,
     all_backups: Annotated[bool, typer.Option("--all", help="Verify every backup.")] = False,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,

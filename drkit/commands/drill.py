@@ -27,7 +27,13 @@ from drkit.errors import CheckFailed, OperationError
 def drill(
     env: EnvArg,
     backup_ref: Annotated[
-        str, typer.Option("--backup", metavar="ID|latest|random", help="ID, latest or random.")
+        str,
+        typer.Option(
+            "--backup",
+            metavar="ID|latest|random",
+            help="ID, latest (the newest backup of either kind, in the server's order; "
+            "physical only with --point-in-time) or random.",
+        ),
     ] = "latest",
     point_in_time: Annotated[
         str | None,

@@ -118,7 +118,9 @@ def check(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = Non
         emit_json(report.to_dict())
     else:
         for result in report.results:
-            mark = "[green]PASS[/green]" if result.status == "PASS" else "[red]FAIL[/red]"
+            mark = {"PASS": "[green]PASS[/green]", "WARN": "[yellow]WARN[/yellow]"}.get(
+                result.status, "[red]FAIL[/red]"
+            )
             out.print(f"{mark} {result.name}: ", end="")
             out.print(result.detail, markup=False, highlight=False)
     if not report.ok:

@@ -37,7 +37,15 @@ from drkit.walasync import archive_wal
 @app.command("restore")
 def restore(
     env: EnvArg,
-    backup_ref: Annotated[str | None, typer.Argument(metavar="[ID|latest]")] = None,
+    backup_ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ID|latest]",
+            help="A backup id, or latest (default): the newest logical backup, in the "
+            "server's order (a newer base backup is restored with --point-in-time).",
+            show_default=False,
+        ),
+    ] = None,
     target_db: Annotated[
         str | None,
         typer.Option("--target-db", metavar="URL", help="Restore into this database URL."),

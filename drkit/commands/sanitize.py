@@ -83,7 +83,10 @@ def sanitize_run(
     from_backup: Annotated[
         str | None,
         typer.Option(
-            "--from-backup", metavar="ID|latest", help="Read SRC's data from a backup (ID|latest)."
+            "--from-backup",
+            metavar="ID|latest",
+            help="Read SRC's data from a backup: an id, or latest (the newest logical backup, "
+            "in the server's order).",
         ),
     ] = None,
     dry_run: Annotated[

@@ -63,6 +63,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from drkit import __version__
 from drkit.backup.catalog import (
     ID_FORMAT,
+    KINDS,
     Manifest,
     dump_entries,
     iso,
@@ -230,8 +231,9 @@ def _run(
     rng: random.Random | None,
     target_major: int | None = None,
 ) -> DrillResult:
-    kind = "physical" if point_in_time is not None else None
-    manifest = resolve_backup(repo, backup_ref, kind=kind, rng=rng)
+    # the drill handles both kinds; a point in time needs a base backup and its WAL
+    kinds = ("physical",) if point_in_time is not None else KINDS
+    manifest = resolve_backup(repo, backup_ref, kinds=kinds, rng=rng)
     scratch_major = _scratch_major(manifest, target_major)
     sources = backups_per_database(policy, repo, manifest, backup_ref)
     report = DrillReport(

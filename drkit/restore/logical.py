@@ -149,11 +149,15 @@ def restore_logical(
         raise UsageError("--jobs must be at least 1")
     wanted = [parse_table_name(t) for t in tables or []]
     repo = repo or Repository.for_policy(policy)
-    manifest = resolve_backup(repo, ref, database=database)
-    if manifest.kind != "logical":
-        raise UsageError(
-            f"backup {manifest.id} is physical: restore it with --point-in-time TS --pgdata DIR"
-        )
+    # latest: the newest *logical* backup, even when a base backup is newer
+    manifest = resolve_backup(
+        repo,
+        ref,
+        kinds=("logical",),
+        database=database,
+        other_kind_hint=f"restore a physical one with drkit restore {policy.name} "
+        "--point-in-time TS --pgdata DIR",
+    )
     targets = [
         (o, dsn, manifest) for o, dsn in restore_targets(policy, manifest, target_db, database)
     ]

@@ -45,6 +45,7 @@ from typing import Any
 
 from drkit.backup.catalog import Manifest, iso, list_backups
 from drkit.backup.chain import by_id, chain_ok, resolve_chain
+from drkit.backup.order import chronological
 from drkit.backup.walchain import (
     Reach,
     WalIndex,
@@ -217,7 +218,7 @@ def choose_timeline(
     elif recorded is not None:
         timeline, source = recorded, "recorded"
     elif backups:
-        newest = max(backups, key=lambda b: (consistent_point(b), b.id))
+        newest = chronological(backups)[-1]
         timeline, source = int(newest.timeline or 1), "newest-backup"
     else:
         timeline, source = 1, "newest-backup"
@@ -289,19 +290,19 @@ def plan_recovery(
             f"no physical backup to recover from on timeline {tli}{others}: {empty.describe()}"
         )
     elif target is None:
-        manifest = max(usable, key=lambda b: (consistent_point(b), b.id))
+        manifest = chronological(usable)[-1]
     else:
         candidates = [b for b in usable if consistent_point(b) <= target]
         if not candidates:
             oldest = min(consistent_point(b) for b in usable)
-            newest = max(usable, key=lambda b: (consistent_point(b), b.id))
+            newest = chronological(usable)[-1]
             reach = reach_on_timeline(repo, newest, tli, index, history)
             window = _window(start, reach)
             raise CheckFailed(
                 f"recovery target {iso(target)} is before the oldest physical backup "
                 f"(consistent at {iso(oldest)}); {window.describe()}"
             )
-        manifest = max(candidates, key=lambda b: (consistent_point(b), b.id))
+        manifest = chronological(candidates)[-1]
     reach = reach_on_timeline(repo, manifest, tli, index, history)
     window = _window(start, reach)
     if reach.required_missing:

@@ -218,7 +218,7 @@ def read_catalog(repo: Repository, now: datetime | None = None) -> CatalogSnapsh
         snapshot.counts[manifest.kind] = snapshot.counts.get(manifest.kind, 0) + 1
         snapshot.newest[manifest.kind] = BackupSummary(
             manifest.id,
-            manifest.finished_at,
+            manifest.finished_by_server,  # a host clock ahead must not hide a stale backup
             manifest.duration,
             manifest.size,
             manifest.consistent_at or manifest.finished_at,

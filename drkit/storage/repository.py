@@ -10,6 +10,7 @@ sha256 as it goes.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -211,9 +212,13 @@ class Repository:
 
     # -- plain JSON documents (manifests, reports) -------------------------------------
 
-    def put_json(self, relative: str, document: dict[str, Any]) -> None:
+    def put_json(self, relative: str, document: dict[str, Any], *, exclusive: bool = False) -> None:
+        """Store a JSON document; ``exclusive``: never replace one (ObjectExists)."""
         data = json.dumps(document, indent=2, sort_keys=True, default=str).encode() + b"\n"
-        self.backend.put_bytes(self.key(relative), data)
+        if exclusive:
+            self.backend.put_stream_new(self.key(relative), io.BytesIO(data), len(data))
+        else:
+            self.backend.put_bytes(self.key(relative), data)
 
     def get_json(self, relative: str) -> dict[str, Any]:
         data = self.backend.get_bytes(self.key(relative))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -166,3 +167,53 @@ def make_age_key(directory: Path, name: str = "key") -> tuple[Path, str]:
         ["age-keygen", "-y", str(path)], check=True, capture_output=True, text=True
     ).stdout.strip()
     return path, recipient
+
+
+def publish_base_backup_manifest(policy_dir: Path, dsn: str, env: str = "prod") -> str:
+    """A physical backup's manifest at the server's position now (same cluster, newer
+    than every backup before it), over a stored placeholder object: for tests of which
+    backup ``latest`` picks (a resolver reads manifests only; restoring it would fail)."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+    from drkit.config import load_policy
+    from drkit.storage.repository import Repository
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT s.system_identifier::text, pg_current_wal_lsn()::text, "
+            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, "
+            "clock_timestamp(), current_database() FROM pg_control_system() s"
+        ).fetchone()
+    assert row is not None
+    sysid, lsn, timeline, server_now, database = row
+    started = datetime.now(UTC).replace(microsecond=0)
+    backup_id = make_backup_id(started, "physical")
+    repo = Repository.for_policy(load_policy(env, policy_dir))
+    try:
+        obj = repo.store(f"backups/{backup_id}/base.tar", io.BytesIO(b"placeholder"))
+        write_manifest(
+            repo,
+            Manifest(
+                id=backup_id,
+                kind="physical",
+                environment=env,
+                databases=[str(database)],
+                server_version="",
+                started_at=started,
+                finished_at=started,
+                consistent_at=server_now.astimezone(UTC),
+                objects=[obj],
+                wal_start=lsn,
+                wal_stop=lsn,
+                timeline=timeline,
+                system_identifier=sysid,
+                consistent_lsn=lsn,
+                consistent_timeline=timeline,
+            ),
+        )
+    finally:
+        repo.close()
+    return backup_id

@@ -48,7 +48,7 @@ def open_backup(policy: Policy, ref: str, *, jobs: int, catalog: str) -> Iterato
     (a database the caller made) for its schema to be read."""
     repo = Repository.for_policy(policy)
     database = policy.database.database_names()[0]
-    manifest = resolve_backup(repo, ref, kind="logical", database=database)
+    manifest = resolve_backup(repo, ref, kinds=("logical",), database=database)
     members = manifest.directory_members(database)
     if members is None:  # custom format: every pass streams the stored object
         yield BackupSource(repo, manifest, database, dump_object(manifest, database), catalog)
