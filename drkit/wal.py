@@ -593,11 +593,21 @@ def _start_prefetch(
     _spawn_prefetch(env, str(Path(policy_dir).resolve()), spool, wanted)
 
 
+def module_argv(module: str) -> list[str]:
+    """The argv that starts drkit's ``module`` as this process was started: through the
+    runtime's checked launcher when PostgreSQL started it so (see drkit.walcmd), else
+    ``python -m``."""
+    launcher = getattr(sys, "drkit_launcher", None)
+    if isinstance(launcher, list) and len(launcher) == 4:
+        return [*launcher, module]
+    return [sys.executable, "-m", module]
+
+
 def _spawn_prefetch(env: str, policy_dir: str, spool: Path, wanted: list[str]) -> None:
     try:
         spool.mkdir(exist_ok=True)
         subprocess.Popen(
-            [sys.executable, "-m", "drkit.wal", "prefetch", env, policy_dir, str(spool), *wanted],
+            [*module_argv("drkit.wal"), "prefetch", env, policy_dir, str(spool), *wanted],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -799,6 +809,8 @@ def fetch_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - entry points for PostgreSQL and the helper
+    if sys.argv[1:] == ["probe"]:  # drkit.walcmd: the cluster's OS user can import this
+        raise SystemExit(0)
     if len(sys.argv) >= 5 and sys.argv[1] == "prefetch":
         raise SystemExit(_prefetch_main(sys.argv[2:]))
     if len(sys.argv) == 6 and sys.argv[1] == "fetch":

@@ -52,6 +52,7 @@ from drkit.wal import (
     cluster_segment_size,
     load_wal_policy,
     mark_done,
+    module_argv,
     push_file,
     push_wal,
     ready_files,
@@ -148,7 +149,7 @@ def spawn_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> None:
     if pid > 0:
         return
     subprocess.Popen(
-        [sys.executable, "-m", "drkit.walasync", "worker", policy.name, policy_dir, str(pg_wal)],
+        [*module_argv("drkit.walasync"), "worker", policy.name, policy_dir, str(pg_wal)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
