@@ -521,21 +521,59 @@ def _sync_source(source: Path) -> list[Path]:
 def prepare_file_repository(url: str, env: str, user: str | None) -> None:
     """Let ``user`` (the cluster's OS user) write WAL into a ``file://`` repository.
 
-    drkit itself may run as root while PostgreSQL's archive_command runs as ``postgres``:
-    create ``<root>/<env>/wal`` up front and hand it (and the directories above it that
-    drkit created) to that user.  S3 repositories need nothing of the kind.
+    drkit itself may run as root while PostgreSQL's archive_command runs as ``postgres``,
+    which writes ``<root>/<env>/wal/*`` and the records beside it (``<env>/*.json``).
+    The directories this call creates are made for that user (``<env>`` and ``wal``
+    handed to it; the repository root and the directories above it stay root's and only
+    traversable); a directory that already existed keeps its owner: the repository root
+    may be shared with other data.  One the user cannot write is refused (exit 4),
+    saying what to do.  S3 repositories need nothing of the kind.
     """
     if user is None or not url.startswith("file://"):
         return
     import pwd
 
+    from drkit.errors import SafetyRefused
     from drkit.storage.file import FileBackend
 
     root = FileBackend.from_url(url).root
     entry = pwd.getpwnam(user)
-    wal = root / env / "wal"
-    wal.mkdir(parents=True, exist_ok=True)
-    for path in (root, root / env, wal):
-        st = path.stat()
-        if st.st_uid == os.geteuid() and os.geteuid() == 0:
+    mine = [root / env, root / env / "wal"]
+    for path in [*reversed(root.parents), root, *mine]:
+        try:
+            path.mkdir(mode=0o755)
+        except FileExistsError:
+            if path in mine and not writable_by(path, user):
+                raise SafetyRefused(
+                    f"{path} exists and the cluster's OS user {user} cannot write to it; "
+                    f"drkit hands over only directories it creates: give it to {user} "
+                    f"(chown {user} {path}) or use a repository whose {env}/wal does not "
+                    "exist yet"
+                ) from None
+            continue
+        os.chmod(path, 0o755)  # noqa: S103 - the cluster's OS user traverses it
+        if path in mine and os.geteuid() == 0:
             os.chown(path, entry.pw_uid, entry.pw_gid)
+    if not reachable_by(mine[-1] / "segment", user):
+        raise SafetyRefused(
+            f"the cluster's OS user {user} cannot reach {mine[-1]} (a directory above it is "
+            "not traversable for it): let it traverse the repository's path, or use "
+            "another repository path"
+        )
+
+
+def writable_by(path: Path, user: str) -> bool:
+    """Whether ``user`` may create entries in the directory ``path`` (mode bits only)."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    st = path.stat()
+    if entry.pw_uid == 0:
+        return True
+    if st.st_uid == entry.pw_uid:
+        bits = 0o300
+    elif st.st_gid in os.getgrouplist(user, entry.pw_gid):
+        bits = 0o030
+    else:
+        bits = 0o003
+    return stat.S_ISDIR(st.st_mode) and st.st_mode & bits == bits

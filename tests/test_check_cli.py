@@ -8,6 +8,8 @@ pasted into the server's configuration.
 
 from __future__ import annotations
 
+import pwd
+import stat
 import time
 from pathlib import Path
 
@@ -103,8 +105,13 @@ def test_check_fails_when_the_server_does_not_archive_through_drkit(
 
 
 def test_archive_command_prints_lines_that_archive(run_drkit: DrkitRunner) -> None:
+    """Into a repository root that root shares with other data: drkit makes what it
+    needs below it for the cluster's OS user and leaves the root as it was."""
     with shared_dir() as root:
-        repo = file_repo_block(root)
+        shared = root / "repo"
+        shared.mkdir(mode=0o755)
+        (shared / "other-data").write_text("not drkit's")
+        repo = {"url": f"file://{shared}"}
         policy_dir = root / "policies"
         policy_dir.mkdir()
         cluster = LocalCluster.create(
@@ -137,8 +144,40 @@ def test_archive_command_prints_lines_that_archive(run_drkit: DrkitRunner) -> No
             while not any(p.name.startswith(segment) for p in wal_dir.iterdir()):
                 assert time.monotonic() < deadline, f"{segment} never reached {wal_dir}"
                 time.sleep(0.2)
+            st = shared.stat()
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o755)
+            assert (shared / "other-data").stat().st_uid == 0
+            assert wal_dir.stat().st_uid == pwd.getpwnam(str(cluster_os_user())).pw_uid
         finally:
             cluster.destroy()
+
+
+def test_archive_command_never_takes_over_a_directory_it_did_not_create(
+    run_drkit: DrkitRunner,
+) -> None:
+    """A shared repository root keeps its owner; an existing ``ENV/wal`` the cluster's OS
+    user cannot write is refused, saying what to do, rather than handed over."""
+    if cluster_os_user() is None:  # only root hands directories to another user
+        return
+    with shared_dir() as root:
+        shared = root / "srv"
+        (shared / "prod" / "wal").mkdir(parents=True)
+        (shared / "prod" / "wal" / "someone-elses").write_text("x")
+        policy_dir = root / "policies"
+        policy_dir.mkdir()
+        doc = {
+            "environment": "prod",
+            "database": {"url": "postgresql:///x"},
+            "repository": {"url": f"file://{shared}"},
+        }
+        (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+        chown_tree(policy_dir, cluster_os_user())
+        refused = run_drkit("archive-command", "prod", policy_dir=policy_dir)
+        assert refused.code == 4, refused.stderr
+        assert f"{shared}/prod exists and the cluster's OS user" in refused.stderr
+        assert f"chown {cluster_os_user()} {shared}/prod" in refused.stderr
+        for path in (shared, shared / "prod", shared / "prod" / "wal"):
+            assert path.stat().st_uid == 0, path
 
 
 def test_archive_command_refuses_a_policy_the_server_user_cannot_read(
