@@ -48,6 +48,7 @@ from drkit.errors import (
     UsageError,
 )
 from drkit.timelines import note_pushed  # production's timeline, unless a restore test
+from drkit.wal_identity import check_identity
 
 # where WAL objects live: drkit/wal_keys.py (shared with timelines); re-exported here
 from drkit.wal_keys import WAL_DIR as WAL_DIR
@@ -289,6 +290,7 @@ def push_file(
     problem = whole_segment_problem(name, size_before, segment_size)
     if problem is not None:
         raise WalRejected(f"{path}: {problem}; refusing to archive it, nothing was stored")
+    check_identity(repo, path)  # another cluster's WAL: refused before anything is stored
     existing = find_wal_key(repo, name, expected=False)
     if existing is not None:
         return _compare_with_stored(repo, path, name, existing)
@@ -410,6 +412,9 @@ def push_wal(
 
         repo = Repository.for_wal(policy)
     repo.check_encryption_available()
+    # the files archived ahead come from the same pg_wal: another cluster's push fails
+    # here, once, before any of them is looked at (push_file checks each one again)
+    check_identity(repo, path)
     segment_size = cluster_segment_size(path)
     s3 = policy.repository.url.startswith("s3://")
     jobs = jobs or _env_int(PUSH_JOBS_ENV, 8 if s3 else max(2, os.cpu_count() or 1))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import subprocess
@@ -69,6 +68,7 @@ from drkit.walack import (
     check_ack,
     linger,
     policy_fingerprint,
+    repository_key,
     system_identifier,
     wait_for_ack,
     worker_running,
@@ -89,9 +89,7 @@ _RETRY_FAILED = 5.0  # seconds before the worker tries a failed segment again
 
 def repository_id(policy: Policy) -> str:
     """Identity of the place WAL goes: repository URL, endpoint and environment."""
-    repo = policy.repository
-    ident = f"{repo.url}\n{repo.endpoint_url or ''}\n{policy.name}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return repository_key(policy.repository.url, policy.repository.endpoint_url or "", policy.name)
 
 
 def spool_for(policy: Policy, pg_wal: Path) -> Spool | None:
