@@ -23,8 +23,9 @@ The check costs no repository request per segment: a confirmed match is remember
 :data:`CACHE_SECONDS` in memory and in ``pg_wal/.drkit-archive/identity-<repository>.json``
 (inside pg_wal, which only the cluster's OS user writes), keyed by the cluster's system
 identifier *now* and the repository, so a cache copied into another cluster's pg_wal, or
-left from before a re-initdb, matches nothing.  A file pushed from no data directory
-(by hand, from a copy) has no identity and is refused once the repository has one.
+left from before a re-initdb, matches nothing.  A segment pushed from no data directory
+(by hand, from a copy) is identified by its own first page header; a file with neither
+(a history file copied out) is refused once the repository has an identity.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drkit.errors import ObjectExists, ObjectNotFound, OperationError, StorageError
+from drkit.wal_names import LONG_HEADER_SIZE, is_segment, segment_system_identifier
 from drkit.walack import SPOOL_ROOT, ControlFileError, repository_key, system_identifier
 
 if TYPE_CHECKING:
@@ -69,16 +71,28 @@ def data_directory(wal_path: Path) -> Path | None:
     return None
 
 
-def cluster_identity(wal_path: Path) -> tuple[Path, int] | None:
-    """(data directory, system identifier) of the cluster ``wal_path`` is pushed from."""
+def cluster_identity(wal_path: Path) -> tuple[Path | None, int] | None:
+    """(data directory, system identifier) of the cluster ``wal_path`` is pushed from:
+    its data directory's pg_control; for a segment pushed from elsewhere (a copy), the
+    identifier its own first page carries (no data directory then); None when neither."""
     directory = data_directory(wal_path)
-    if directory is None:
+    if directory is not None:
+        try:
+            sysid = system_identifier(directory)
+        except ControlFileError as exc:
+            raise OperationError(str(exc)) from None
+        if sysid is not None:
+            return directory, sysid
+    if not is_segment(wal_path.name[:24]) or wal_path.name[24:] not in ("", ".partial"):
         return None
     try:
-        sysid = system_identifier(directory)
-    except ControlFileError as exc:
-        raise OperationError(str(exc)) from None
-    return None if sysid is None else (directory, sysid)
+        with open(wal_path, "rb") as f:
+            head = f.read(LONG_HEADER_SIZE)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    sysid = segment_system_identifier(head, size)
+    return None if sysid is None else (None, sysid)
 
 
 def read_identity(repo: Repository) -> str | None:
@@ -171,24 +185,26 @@ def check_identity(repo: Repository, wal_path: Path) -> None:
         if recorded is not None:
             raise ForeignWal(
                 f"{wal_path.name}: cannot tell which cluster it is from (no global/pg_control "
-                f"beside its pg_wal or in the working directory) and {repo.location} archives "
-                f"cluster {recorded}: nothing was stored. Push it from its data directory"
+                f"beside its pg_wal or in the working directory, no WAL page header) and "
+                f"{repo.location} archives cluster {recorded}: nothing was stored. Push it "
+                "from its data directory"
             )
         return
     data_dir, sysid = found
     config = repo.config
     memo = (repository_key(config.url, config.endpoint_url or "", repo.env), sysid)
-    cache = _cache_file(data_dir, repo)
+    cache = _cache_file(data_dir, repo) if data_dir is not None else None
     with _lock:  # the files of one push share one check
         if _fresh(_confirmed.get(memo)):
             return
-        checked = _cached(cache, sysid)
+        checked = _cached(cache, sysid) if cache is not None else None
         if checked is not None and _fresh(checked):
             _confirmed[memo] = checked
             return
         recorded = read_identity(repo)
         if recorded is None:
-            recorded = _record(repo, sysid, f"wal-push from {data_dir}")
+            source = f"wal-push from {data_dir or wal_path}"
+            recorded = _record(repo, sysid, source)
         if recorded != str(sysid):
             raise ForeignWal(
                 f"{wal_path.name}: this server is PostgreSQL cluster {sysid} but "
@@ -198,4 +214,5 @@ def check_identity(repo: Repository, wal_path: Path) -> None:
                 "preserve keeps its identifier)"
             )
         _confirmed[memo] = time.time()
-        _remember(cache, sysid)
+        if cache is not None:
+            _remember(cache, sysid)

@@ -23,7 +23,7 @@ from drkit.storage.repository import Repository
 from drkit.wal import load_wal_policy
 from drkit.walack import SPOOL_ROOT, system_identifier
 from drkit.walcmd import archive_command
-from tests.conftest import S3Server
+from tests.conftest import DrkitRunner, S3Server
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 
@@ -81,7 +81,7 @@ def archiver(cluster: LocalCluster) -> tuple[int, int]:
 
 
 def test_a_second_cluster_with_productions_archive_command_stores_nothing(
-    prod: Archived,
+    prod: Archived, run_drkit: DrkitRunner
 ) -> None:
     repo = repo_of(prod)
     first = prod.switch_and_wait(lambda n: wal_stored(repo, n))
@@ -129,6 +129,15 @@ def test_a_second_cluster_with_productions_archive_command_stores_nothing(
         # the history file on its own
         pushed = push_as_postgres_would(line, other, "00000002.history")
         assert pushed.returncode == 1 and "nothing was stored" in pushed.stderr
+        # a copy of its segment pushed by hand, from outside any data directory: the
+        # segment's own first page names its cluster
+        copies = prod.root / "copies"
+        copies.mkdir()
+        shutil.copy(pg_wal / segments[-1], copies / segments[-1])
+        by_hand = run_drkit(
+            "wal-push", prod.env, str(copies / segments[-1]), policy_dir=prod.policy_dir
+        )
+        assert by_hand.code == 1 and f"cluster {foreign}" in by_hand.stderr
 
         # asynchronous: the worker refuses too, and so does the wal-push waiting for it
         async_dir = prod.root / "async-policies"
