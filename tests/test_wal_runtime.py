@@ -23,8 +23,18 @@ from pathlib import Path
 import pytest
 
 from drkit import walcmd
-from drkit.pg.cluster import cluster_os_user, run_as
-from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
+from drkit.pg.cluster import LocalCluster, cluster_os_user, run_as
+from drkit.storage.repository import Repository
+from drkit.wal import find_wal_key, load_wal_policy
+from drkit.walcmd import prepare_file_repository
+from tests.conftest import DrkitRunner
+from tests.wal_support import (
+    Archived,
+    archived_cluster,
+    file_repo_block,
+    restored_dsn,
+    shared_dir,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -285,3 +295,60 @@ def test_the_command_line_refuses_a_runtime_others_can_write(trusted_root: Path)
         os.unlink(target / "site")
         os.symlink(copy, target / "site")
         assert "untrusted" not in run().stderr
+
+
+def test_a_percent_in_the_policy_directory_reaches_drkit_intact(run_drkit: DrkitRunner) -> None:
+    """PostgreSQL expands %p, %f, %r and %% in archive_command and restore_command: a
+    policy directory named with them must reach drkit as it is, through both lines, as
+    PostgreSQL runs them (archiving, then a point-in-time recovery replaying from the
+    archive)."""
+    user = cluster_os_user()
+    with shared_dir() as root:
+        block = file_repo_block(root)
+        policy_dir = root / "pol%p%f%r%%icies"
+        policy_dir.mkdir()
+        prepare_file_repository(str(block["url"]), "prod", user)
+        cluster = LocalCluster.create(
+            root / "pg",
+            settings={
+                "archive_mode": "on",
+                "archive_command": walcmd.archive_command("prod", policy_dir, user),
+                "max_wal_size": "256MB",
+            },
+            fast=True,
+        )
+        arch = Archived(root, cluster, policy_dir, block)
+        try:
+            arch.write_policy(cluster.dsn())
+            repo = Repository.for_policy(load_wal_policy("prod", policy_dir))
+
+            def stored(name: str) -> bool:
+                return find_wal_key(repo, name) is not None
+
+            arch.execute("CREATE TABLE marker (label text)")
+            backup = run_drkit("backup", "prod", "--physical", policy_dir=policy_dir)
+            assert backup.code == 0, backup.stderr
+            arch.execute("INSERT INTO marker VALUES ('after the backup')")
+            arch.switch_and_wait(stored)  # archive_command, as PostgreSQL runs it
+
+            pgdata = arch.new_pgdata()
+            restored = run_drkit(
+                "restore",
+                "prod",
+                "--point-in-time",
+                "latest",
+                "--pgdata",
+                str(pgdata),
+                "--json",
+                policy_dir=policy_dir,
+                timeout=600,
+            )
+            assert restored.code == 0, restored.stderr
+            conf = (pgdata / "postgresql.auto.conf").read_text()
+            assert "pol%%p%%f%%r%%%%icies" in conf  # escaped in restore_command
+            port = restored.json()["port"]
+            rows = arch.execute("SELECT label FROM marker", restored_dsn(arch, port))
+            assert rows == [("after the backup",)]  # replayed through restore_command
+        finally:
+            arch.stop_restored()
+            cluster.destroy()
