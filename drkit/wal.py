@@ -603,7 +603,7 @@ def module_argv(module: str) -> list[str]:
     runtime's checked launcher when PostgreSQL started it so (see drkit.walcmd), else
     ``python -m``."""
     launcher = getattr(sys, "drkit_launcher", None)
-    if isinstance(launcher, list) and len(launcher) == 4:
+    if isinstance(launcher, list) and launcher:
         return [*launcher, module]
     return [sys.executable, "-m", module]
 

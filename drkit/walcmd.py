@@ -10,8 +10,8 @@ an install swaps in a new copy and the old one goes), run by the system Python o
 same minor version.  ``$DRKIT_CLUSTER_COMMAND`` overrides all of this.
 
 The runtime is code PostgreSQL runs for every WAL file, so it is trusted at use time,
-not once: the command line itself (``python -I -c CODE``, nothing read from the
-environment or the runtime first) walks every directory from the runtime's ``src`` and
+not once: the command line itself (``python -I -S -c CODE``, nothing read from the
+environment, the working directory, site-packages or the runtime first) walks every directory from the runtime's ``src`` and
 ``site`` up to ``/``, symlinks resolved, and runs nothing unless each is owned by root
 or the cluster's OS user and writable by no one else.  A runtime that was removed and
 re-created by another user (``/var/tmp`` was its home once, writable by everyone) makes
@@ -101,7 +101,7 @@ def chain_problem(path: Path, uids: tuple[int, ...]) -> str | None:
 
 
 def runtime_bootstrap(target: Path) -> str:
-    """The Python code (one line, for ``python -I -c``) that runs a drkit module from the
+    """The Python code (one line, for ``python -I -S -c``) that runs a drkit module from the
     runtime ``target`` only after checking its chain as the user running it; the module
     and its arguments follow on the command line.  It records how it was started in
     ``sys.drkit_launcher``, so the helpers drkit starts are checked the same way."""
@@ -111,7 +111,8 @@ def runtime_bootstrap(target: Path) -> str:
         "M=[m for m in(W(p,(0,os.geteuid())) for p in P) if m];"
         'M and sys.exit("drkit: error: untrusted drkit runtime "+R+": "+M[0]+"; as root,'
         ' remove it and run drkit archive-command again");'
-        "sys.path[:0]=P;sys.drkit_launcher=sys.orig_argv[:4];import runpy;"
+        'sys.path[:0]=P;sys.drkit_launcher=sys.orig_argv[:sys.orig_argv.index("-c")+2];'
+        "import runpy;"
         'runpy.run_module(sys.argv.pop(1),run_name="__main__",alter_sys=True)'
     )
 
@@ -146,7 +147,9 @@ def _python_for(user: str | None) -> tuple[str, ...]:
     if user is None or (reachable_by(Path(sys.executable), user) and not _can_run(here, user)):
         return tuple(here)
     runtime = _shared_runtime()
-    launcher = [runtime.python, "-I", "-c", runtime_bootstrap(runtime.target)]
+    # -I: nothing from the environment or the working directory; -S: no site module, so
+    # no .pth file or sitecustomize of the system's site-packages runs first either
+    launcher = [runtime.python, "-I", "-S", "-c", runtime_bootstrap(runtime.target)]
     problem = _can_run(launcher, user)
     if problem is not None:
         raise OperationError(
