@@ -100,6 +100,23 @@ def test_check_fails_when_the_server_does_not_archive_through_drkit(
             assert result.code == 3
             assert "FAIL archive_command:" in result.stdout
             assert "drkit archive-command prod" in result.stdout
+
+            # the line an older drkit printed: a runtime in /var/tmp, run unchecked
+            old = (
+                "env PYTHONNOUSERSITE=1 PYTHONPATH=/var/tmp/drkit-runtime-0123456789abcdef/src"
+                ":/var/tmp/drkit-runtime-0123456789abcdef/site /usr/bin/python3.11 -m drkit "
+                f"wal-push prod %p --policy-dir {policy_dir}"
+            )
+            with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(old))
+                )
+                conn.execute("SELECT pg_reload_conf()")
+            result = run_drkit("--json", "check", "prod", policy_dir=policy_dir)
+            assert result.code == 3
+            (failed,) = [c for c in result.json()["checks"] if c["name"] == "archive_command"]
+            assert failed["status"] == "FAIL"
+            assert "a runtime it does not check before running it" in failed["detail"]
         finally:
             cluster.destroy()
 
