@@ -109,9 +109,11 @@ def wal_reach(repo: Repository) -> WalReach:
         first_missing=reach.missing if reach.gap else None,
         beyond_gap=reach.newer_segments if reach.gap else 0,
     )
+    if reach.last_segment is None:
+        return out
     try:
         reference = plan.manifest.system_identifier or read_identity(repo)
-        if reference is None or reach.last_segment is None:
+        if reference is None:
             out.unchecked = "no system identifier recorded for the archive or its backup"
             return out
         history = timeline_history(repo, reach.timeline)
@@ -469,6 +471,11 @@ def render_status(report: StatusReport) -> list[str]:
         lines.append(
             "  last archived WAL      "
             + ("none" if report.wal_archiving else "none (WAL archiving is off)")
+        )
+    if report.wal is not None and report.wal.last_segment:
+        lines.append(
+            f"  restore latest reaches {report.wal.last_segment}, archived "
+            f"{_when(report, report.wal.end)}"
         )
     exposure = report.rpo_exposure
     objective = (

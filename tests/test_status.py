@@ -200,6 +200,9 @@ def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_drkit: Drkit
         assert wal["reachable_at"] == iso(by_name[first].modified)
         assert wal["gap"]["first_missing"] == gap and wal["gap"]["segments_beyond"] >= 1
         assert any(gap in a for a in doc["attention"])
+        screen = run_drkit("status", arch.env, policy_dir=arch.policy_dir).stdout
+        assert f"restore latest reaches {first}" in screen
+        assert f"attention: WAL gap on timeline 1: segment {gap} is missing" in screen
 
         # /metrics: the same computation, the same point
         policy = load_policy(arch.env, arch.policy_dir)
