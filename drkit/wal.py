@@ -12,7 +12,9 @@ whose upload failed keeps its ``.ready`` and is retried by PostgreSQL as usual.
 
 An object that already exists is compared with the local file (decoded, sha256): same
 content → success; different content → :class:`WalConflict` (exit 1) and nothing is
-overwritten: two clusters are archiving into one repository.
+overwritten: two clusters are archiving into one repository.  Before any of that, every
+file — its own, those archived ahead — is checked against the cluster the archive
+belongs to (drkit/wal_identity.py): another cluster's is refused and nothing is stored.
 
 **Fetch.**  The object is decoded into a temporary file next to the target and renamed
 over it, so PostgreSQL never sees a partial segment; a missing object is ``False``

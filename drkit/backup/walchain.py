@@ -311,7 +311,6 @@ def reach_on_timeline(
     """Walk the segments replay reads from ``manifest``'s start along ``timeline`` (the
     segment holding a switch point is read from the newer timeline, as PostgreSQL does)
     until the first one missing from the archive."""
-
     index = index or WalIndex.load(repo)
     switches = history if history is not None else _history(repo, index, timeline)
     size = _segment_size(manifest)
