@@ -111,7 +111,7 @@ def read_identity(repo: Repository) -> str | None:
     return value
 
 
-def _record(repo: Repository, sysid: int, source: str) -> str:
+def record_identity(repo: Repository, sysid: int, source: str) -> str:
     """Bind the archive to ``sysid`` unless bound already; the identifier bound."""
     import io
 
@@ -204,7 +204,7 @@ def check_identity(repo: Repository, wal_path: Path) -> None:
         recorded = read_identity(repo)
         if recorded is None:
             source = f"wal-push from {data_dir or wal_path}"
-            recorded = _record(repo, sysid, source)
+            recorded = record_identity(repo, sysid, source)
         if recorded != str(sysid):
             raise ForeignWal(
                 f"{wal_path.name}: this server is PostgreSQL cluster {sysid} but "

@@ -23,7 +23,7 @@ from drkit.storage.repository import Repository
 from drkit.wal import load_wal_policy
 from drkit.walack import SPOOL_ROOT, system_identifier
 from drkit.walcmd import archive_command
-from tests.conftest import DrkitRunner, S3Server
+from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 
@@ -174,3 +174,19 @@ def test_a_second_cluster_with_productions_archive_command_stores_nothing(
         assert archiver(prod.cluster)[1] == 0
     finally:
         other.destroy()
+
+
+def test_the_archive_is_bound_once_and_never_rebound(
+    repo_target: RepoTarget, make_policy: PolicyWriter
+) -> None:
+    """Two clusters' first pushes race: the identity is stored without replacing, so the
+    one that records second gets the first one's identifier back, and the record stays."""
+    from drkit.wal_identity import read_identity, record_identity
+
+    policy_dir = make_policy("prod", "postgresql:///unused", repo_target)
+    repo = Repository.for_wal(load_wal_policy("prod", policy_dir))
+    assert read_identity(repo) is None
+    assert record_identity(repo, 7000000000000000001, "first") == "7000000000000000001"
+    assert record_identity(repo, 7000000000000000002, "second") == "7000000000000000001"
+    assert repo.get_json("identity.json")["source"] == "first"
+    assert read_identity(repo) == "7000000000000000001"
