@@ -190,3 +190,37 @@ def test_the_archive_is_bound_once_and_never_rebound(
     assert record_identity(repo, 7000000000000000002, "second") == "7000000000000000001"
     assert repo.get_json("identity.json")["source"] == "first"
     assert read_identity(repo) == "7000000000000000001"
+
+
+def test_a_repository_with_backups_is_bound_to_their_cluster(
+    repo_target: RepoTarget, make_policy: PolicyWriter
+) -> None:
+    """An archive used before identities were recorded holds base backups: the first
+    push to bind it must come from their cluster, not from whichever server pushes first."""
+    from datetime import UTC, datetime
+
+    from drkit.backup.catalog import Manifest, write_manifest
+    from drkit.wal_identity import ForeignWal, read_identity, record_identity
+
+    policy_dir = make_policy("prod", "postgresql:///unused", repo_target)
+    repo = Repository.for_wal(load_wal_policy("prod", policy_dir))
+    at = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+    write_manifest(
+        repo,
+        Manifest(
+            id="20261120T030000Z-physical",
+            kind="physical",
+            environment="prod",
+            databases=["app"],
+            server_version="15.4",
+            started_at=at,
+            finished_at=at,
+            consistent_at=at,
+            objects=[],
+            system_identifier="7000000000000000001",
+        ),
+    )
+    with pytest.raises(ForeignWal, match="is of cluster 7000000000000000001"):
+        record_identity(repo, 7000000000000000002, "another server")
+    assert read_identity(repo) is None
+    assert record_identity(repo, 7000000000000000001, "production") == "7000000000000000001"
