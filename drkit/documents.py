@@ -556,11 +556,31 @@ class StatusBackup(Shape):
     )
 
 
+class StatusWalGap(Shape):
+    first_missing: str = _field("the first WAL segment missing on the followed timeline")
+    segments_beyond: int = _field("segments archived past it: replay cannot reach them")
+
+
 class StatusWal(Shape):
     archiving: bool
-    last_file: str | None
+    last_file: str | None = _field("the newest object in wal/ (whether reachable or not)")
     last_archived_at: Timestamp | None
     age_seconds: float | None
+    followed_timeline: int | None = _field("the timeline restore latest follows")
+    reachable_segment: str | None = _field(
+        "the last segment restore latest reaches: before any gap, of this cluster"
+    )
+    reachable_at: Timestamp | None = _field(
+        "when that segment was archived: the newest point WAL adds to the window"
+    )
+    gap: StatusWalGap | None = _field("null when the followed timeline has no gap")
+    foreign_segments: list[str] = _field(
+        "segments at the end of the archive that another cluster wrote, oldest first"
+    )
+    identity_unchecked: str | None = _field(
+        "why the segments' cluster could not be read (encrypted without an identity, ...)"
+    )
+    unreachable: str | None = _field("why the WAL archive adds nothing to the window")
 
 
 class StatusDatabase(Shape):

@@ -257,6 +257,15 @@ def _check_archiving(report: CheckReport, policy: Policy, conn: Any, repo: Any) 
             f"run drkit archive-command {policy.name} for a line that works",
         )
         return
+    if "drkit-runtime-" in command and " -I -S -c " not in command:
+        report.add(
+            "archive_command",
+            False,
+            "archive_command runs drkit from a runtime it does not check before running it "
+            "(the line of an older drkit; anyone who re-creates that directory runs code as "
+            f"the server): run drkit archive-command {policy.name} and set the line it prints",
+        )
+        return
     report.add("archive_command", True, f"archive_mode = {mode}, drkit wal-push {policy.name}")
     started = time.monotonic()
     try:

@@ -12,7 +12,9 @@ whose upload failed keeps its ``.ready`` and is retried by PostgreSQL as usual.
 
 An object that already exists is compared with the local file (decoded, sha256): same
 content → success; different content → :class:`WalConflict` (exit 1) and nothing is
-overwritten: two clusters are archiving into one repository.
+overwritten: two clusters are archiving into one repository.  Before any of that, every
+file — its own, those archived ahead — is checked against the cluster the archive
+belongs to (drkit/wal_identity.py): another cluster's is refused and nothing is stored.
 
 **Fetch.**  The object is decoded into a temporary file next to the target and renamed
 over it, so PostgreSQL never sees a partial segment; a missing object is ``False``
@@ -48,6 +50,7 @@ from drkit.errors import (
     UsageError,
 )
 from drkit.timelines import note_pushed  # production's timeline, unless a restore test
+from drkit.wal_identity import check_identity
 
 # where WAL objects live: drkit/wal_keys.py (shared with timelines); re-exported here
 from drkit.wal_keys import WAL_DIR as WAL_DIR
@@ -289,6 +292,7 @@ def push_file(
     problem = whole_segment_problem(name, size_before, segment_size)
     if problem is not None:
         raise WalRejected(f"{path}: {problem}; refusing to archive it, nothing was stored")
+    check_identity(repo, path)  # another cluster's WAL: refused before anything is stored
     existing = find_wal_key(repo, name, expected=False)
     if existing is not None:
         return _compare_with_stored(repo, path, name, existing)
@@ -410,6 +414,9 @@ def push_wal(
 
         repo = Repository.for_wal(policy)
     repo.check_encryption_available()
+    # the files archived ahead come from the same pg_wal: another cluster's push fails
+    # here, once, before any of them is looked at (push_file checks each one again)
+    check_identity(repo, path)
     segment_size = cluster_segment_size(path)
     s3 = policy.repository.url.startswith("s3://")
     jobs = jobs or _env_int(PUSH_JOBS_ENV, 8 if s3 else max(2, os.cpu_count() or 1))
@@ -593,11 +600,21 @@ def _start_prefetch(
     _spawn_prefetch(env, str(Path(policy_dir).resolve()), spool, wanted)
 
 
+def module_argv(module: str) -> list[str]:
+    """The argv that starts drkit's ``module`` as this process was started: through the
+    runtime's checked launcher when PostgreSQL started it so (see drkit.walcmd), else
+    ``python -m``."""
+    launcher = getattr(sys, "drkit_launcher", None)
+    if isinstance(launcher, list) and launcher:
+        return [*launcher, module]
+    return [sys.executable, "-m", module]
+
+
 def _spawn_prefetch(env: str, policy_dir: str, spool: Path, wanted: list[str]) -> None:
     try:
         spool.mkdir(exist_ok=True)
         subprocess.Popen(
-            [sys.executable, "-m", "drkit.wal", "prefetch", env, policy_dir, str(spool), *wanted],
+            [*module_argv("drkit.wal"), "prefetch", env, policy_dir, str(spool), *wanted],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -799,6 +816,8 @@ def fetch_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - entry points for PostgreSQL and the helper
+    if sys.argv[1:] == ["probe"]:  # drkit.walcmd: the cluster's OS user can import this
+        raise SystemExit(0)
     if len(sys.argv) >= 5 and sys.argv[1] == "prefetch":
         raise SystemExit(_prefetch_main(sys.argv[2:]))
     if len(sys.argv) == 6 and sys.argv[1] == "fetch":

@@ -68,6 +68,26 @@ def segment_size_from_control(data: bytes) -> int:
     return int(seg_size)
 
 
+#: XLogLongPageHeaderData: the short header (magic, info, timeline, page address, remaining
+#: length; 24 bytes with alignment), then the system identifier, segment and page sizes
+LONG_HEADER_SIZE = 40
+_XLP_LONG_HEADER = 0x0002
+
+
+def segment_system_identifier(head: bytes, segment_size: int) -> int | None:
+    """The system identifier in the first page header of a WAL segment of ``segment_size``
+    bytes (``head``: its first :data:`LONG_HEADER_SIZE` bytes, native byte order), or None
+    when ``head`` is not such a header."""
+    if len(head) < LONG_HEADER_SIZE:
+        return None
+    (info,) = struct.unpack_from("=H", head, 2)
+    sysid, seg_size, page_size = struct.unpack_from("=QII", head, 24)
+    page_ok = 1024 <= page_size <= 65536 and page_size & (page_size - 1) == 0
+    if not info & _XLP_LONG_HEADER or seg_size != segment_size or not page_ok:
+        return None
+    return int(sysid)
+
+
 def segments_per_log(segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
     return 0x100000000 // segment_size
 

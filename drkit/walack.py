@@ -44,6 +44,11 @@ _NAME_RE = re.compile(
 )
 
 
+def repository_key(url: str, endpoint: str, env: str) -> str:
+    """Identity of the place WAL goes: repository URL, endpoint and environment."""
+    return hashlib.sha256(f"{url}\n{endpoint}\n{env}".encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Spool:
     """The async archiver's directory for one cluster and one repository."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import subprocess
@@ -52,6 +51,7 @@ from drkit.wal import (
     cluster_segment_size,
     load_wal_policy,
     mark_done,
+    module_argv,
     push_file,
     push_wal,
     ready_files,
@@ -68,6 +68,7 @@ from drkit.walack import (
     check_ack,
     linger,
     policy_fingerprint,
+    repository_key,
     system_identifier,
     wait_for_ack,
     worker_running,
@@ -88,9 +89,7 @@ _RETRY_FAILED = 5.0  # seconds before the worker tries a failed segment again
 
 def repository_id(policy: Policy) -> str:
     """Identity of the place WAL goes: repository URL, endpoint and environment."""
-    repo = policy.repository
-    ident = f"{repo.url}\n{repo.endpoint_url or ''}\n{policy.name}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return repository_key(policy.repository.url, policy.repository.endpoint_url or "", policy.name)
 
 
 def spool_for(policy: Policy, pg_wal: Path) -> Spool | None:
@@ -148,7 +147,7 @@ def spawn_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> None:
     if pid > 0:
         return
     subprocess.Popen(
-        [sys.executable, "-m", "drkit.walasync", "worker", policy.name, policy_dir, str(pg_wal)],
+        [*module_argv("drkit.walasync"), "worker", policy.name, policy_dir, str(pg_wal)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

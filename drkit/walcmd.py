@@ -4,10 +4,22 @@ PostgreSQL runs them as its own OS user (``postgres`` when drkit runs as root), 
 user must be able to start drkit.  In a normal install (a system-wide ``pip install``,
 the container image) it can, and ``drkit`` on PATH is used.  When drkit runs from a
 Python the cluster user cannot reach (a virtualenv under ``/root``, as on a developer
-machine or in CI), :func:`drkit_argv` prepares a readable runtime: the same site
-packages copied into ``/var/tmp/drkit-runtime-<hash>`` (one per interpreter and drkit
-checkout; an install swaps in a new copy and the old one goes) and run by the system
-Python of the same minor version.  ``$DRKIT_CLUSTER_COMMAND`` overrides all of this.
+machine or in CI), root prepares a *runtime*: the same site packages copied into
+``/var/lib/drkit/runtime/drkit-runtime-<hash>`` (one per interpreter and drkit checkout;
+an install swaps in a new copy and the old one goes), run by the system Python of the
+same minor version.  ``$DRKIT_CLUSTER_COMMAND`` overrides all of this.
+
+The runtime is code PostgreSQL runs for every WAL file, so it is trusted at use time,
+not once: the command line itself (``python -I -S -c CODE``, nothing read from the
+environment, the working directory, site-packages or the runtime first) walks every directory from the runtime's ``src`` and
+``site`` up to ``/``, symlinks resolved, and runs nothing unless each is owned by root
+or the cluster's OS user and writable by no one else.  A runtime that was removed and
+re-created by another user (``/var/tmp`` was its home once, writable by everyone) makes
+archive_command fail with one line naming the path, never exit 0.  Only root prepares a
+runtime, in a directory only root can write along its whole path.
+
+Everything placed on these command lines is escaped for PostgreSQL, which expands
+``%p``/``%f``/``%r``/``%%`` in them: a ``%`` in a path is written ``%%``.
 
 Policies used by these commands need only their ``repository`` section: the database
 URL (and its password) does not have to be in PostgreSQL's environment.
@@ -19,6 +31,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import re
@@ -30,14 +43,31 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from drkit.errors import OperationError
+from drkit.errors import OperationError, UsageError
 
 log = logging.getLogger(__name__)
 
 COMMAND_ENV = "DRKIT_CLUSTER_COMMAND"
 RUNTIME_ROOT_ENV = "DRKIT_RUNTIME_DIR"
+#: where root prepares runtimes: a directory only root can write, along its whole path
+DEFAULT_RUNTIME_ROOT = "/var/lib/drkit/runtime"
+#: PostgreSQL 15 and older cut an archive_command at this many characters, silently
+MAX_COMMAND_LENGTH = 1023
+
+#: ``W(path, uids)``: the first directory on ``path``'s chain (``path`` itself, symlinks
+#: resolved, up to ``/``) that is missing, owned by a uid not in ``uids``, or writable by
+#: group or others (mode & 0o022 = 18), as a phrase; None when the chain is sound.  One
+#: line of expressions: it runs inline in the command line PostgreSQL runs (where nothing
+#: may be imported from the runtime it checks) and, the same source, when root prepares one.
+_CHAIN_CHECK = (
+    'A=lambda p:[p]+A(os.path.dirname(p)) if p!="/" else [p];'
+    'W=lambda p,u:next((q+(" is missing" if s is None else " is writable by group or others"'
+    ' if s.st_mode&18 else " is owned by uid "+str(s.st_uid)) for q in A(os.path.realpath(p))'
+    " for s in[os.lstat(q) if os.path.lexists(q) else None]"
+    " if s is None or s.st_uid not in u or s.st_mode&18),None)"
+)
 
 #: what ``python -m drkit wal-push/wal-fetch`` imports, by distribution name
 _RUNTIME_DISTS = (
@@ -55,40 +85,79 @@ _RUNTIME_DISTS = (
 )
 
 
-def _can_run(argv: list[str], user: str | None, extra_env: dict[str, str] | None = None) -> bool:
-    env = dict(os.environ)
-    env.update(extra_env or {})
+def _load_chain_check() -> Any:
+    namespace: dict[str, Any] = {"os": os}
+    exec(_CHAIN_CHECK, namespace)  # noqa: S102 - a constant: the source the command line runs
+    return namespace["W"]
+
+
+_chain_problem = _load_chain_check()
+
+
+def chain_problem(path: Path, uids: tuple[int, ...]) -> str | None:
+    """Why ``path`` is not trusted (see :data:`_CHAIN_CHECK`), or None."""
+    problem = _chain_problem(str(path), uids)
+    return None if problem is None else str(problem)
+
+
+def runtime_bootstrap(target: Path) -> str:
+    """The Python code (one line, for ``python -I -S -c``) that runs a drkit module from the
+    runtime ``target`` only after checking its chain as the user running it; the module
+    and its arguments follow on the command line.  It records how it was started in
+    ``sys.drkit_launcher``, so the helpers drkit starts are checked the same way."""
+    return (
+        f"import os,sys;R={json.dumps(str(target))};{_CHAIN_CHECK};"
+        'P=[os.path.realpath(R+x) for x in("/src","/site")];'
+        "M=[m for m in(W(p,(0,os.geteuid())) for p in P) if m];"
+        'M and sys.exit("drkit: error: untrusted drkit runtime "+R+": "+M[0]+"; as root,'
+        ' remove it and run drkit archive-command again");'
+        'sys.path[:0]=P;sys.drkit_launcher=sys.orig_argv[:sys.orig_argv.index("-c")+2];'
+        "import runpy;"
+        'runpy.run_module(sys.argv.pop(1),run_name="__main__",alter_sys=True)'
+    )
+
+
+def _can_run(launcher: list[str], user: str | None) -> str | None:
+    """Why ``user`` cannot import drkit's WAL code through ``launcher`` (an argv that runs
+    the module named after it), or None when it can."""
     try:
         proc = subprocess.run(
-            [*argv, "-c", "import drkit.wal"],
+            [*launcher, "drkit.wal", "probe"],
             user=user,
-            env=env,
+            env=dict(os.environ),
             cwd="/",
             capture_output=True,
+            text=True,
             timeout=60,
             check=False,
         )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return proc.returncode == 0
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit {proc.returncode}"
 
 
 @functools.lru_cache(maxsize=8)
-def _python_for(user: str | None) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """(python argv, extra environment) that ``user`` can run drkit with."""
-    here = [sys.executable]
-    if user is None or (reachable_by(Path(sys.executable), user) and _can_run(here, user)):
-        return tuple(here), ()
+def _python_for(user: str | None) -> tuple[str, ...]:
+    """The argv prefix with which ``user`` runs a drkit module: the module's name and its
+    arguments follow (``python -m`` here; the runtime's checked launcher otherwise)."""
+    here = [sys.executable, "-m"]
+    if user is None or (reachable_by(Path(sys.executable), user) and not _can_run(here, user)):
+        return tuple(here)
     runtime = _shared_runtime()
-    pythonpath = os.pathsep.join(str(p) for p in runtime.pythonpath)
-    env = (("PYTHONPATH", pythonpath), ("PYTHONNOUSERSITE", "1"))
-    if not _can_run([runtime.python], user, dict(env)):
+    # -I: nothing from the environment or the working directory; -S: no site module, so
+    # no .pth file or sitecustomize of the system's site-packages runs first either
+    launcher = [runtime.python, "-I", "-S", "-c", runtime_bootstrap(runtime.target)]
+    problem = _can_run(launcher, user)
+    if problem is not None:
         raise OperationError(
             f"the cluster's OS user {user!r} cannot run drkit (tried {sys.executable} and "
-            f"{runtime.python} with {runtime.site}): install drkit system-wide or set "
+            f"the runtime {runtime.target}: {problem}): install drkit system-wide or set "
             f"{COMMAND_ENV} to a drkit command that user can run"
         )
-    return (runtime.python,), env
+    return tuple(launcher)
 
 
 def reachable_by(path: Path, user: str) -> bool:
@@ -116,55 +185,52 @@ def reachable_by(path: Path, user: str) -> bool:
     return True
 
 
-def drkit_argv(user: str | None) -> tuple[list[str], dict[str, str]]:
-    """The argv prefix and extra environment with which ``user`` runs drkit."""
+def drkit_argv(user: str | None) -> list[str]:
+    """The argv with which ``user`` runs the ``drkit`` command."""
     override = os.environ.get(COMMAND_ENV)
     if override:
-        return shlex.split(override), {}
-    python, env = _python_for(user)
-    return [*python, "-m", "drkit"], dict(env)
+        return shlex.split(override)
+    return [*_python_for(user), "drkit"]
 
 
-def shell_command(
-    user: str | None, args: list[str], *, placeholders: tuple[str, ...] = ("%p", "%f")
-) -> str:
-    """One shell command line (for postgresql.conf) running ``drkit ARGS`` as ``user``.
+PLACEHOLDERS = ("%p", "%f", "%r")
 
-    ``%p``/``%f`` are left for PostgreSQL to substitute; everything else is quoted.
-    """
-    prefix, env = drkit_argv(user)
-    words = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())]
-    if words:
-        words.insert(0, "env")
-    words += [shlex.quote(w) for w in prefix]
-    words += [a if a in placeholders else shlex.quote(a) for a in args]
-    return " ".join(words)
+
+def command_line(words: list[str]) -> str:
+    """One shell command line for postgresql.conf: each word quoted for the shell, then
+    every ``%`` doubled for PostgreSQL (which expands ``%p``/``%f``/``%r`` and turns ``%%``
+    into ``%``), except the placeholders themselves."""
+    return " ".join(w if w in PLACEHOLDERS else shlex.quote(w).replace("%", "%%") for w in words)
+
+
+def _checked_length(line: str, name: str) -> str:
+    if len(line) > MAX_COMMAND_LENGTH:
+        raise UsageError(
+            f"the {name} drkit would print is {len(line)} characters and PostgreSQL 15 and "
+            f"older cut it at {MAX_COMMAND_LENGTH}: use a shorter policy directory path"
+        )
+    return line
 
 
 def archive_command(env: str, policy_dir: Path, user: str | None) -> str:
     """The ``archive_command`` line: ``drkit wal-push ENV %p`` run as ``user``."""
-    return shell_command(user, ["wal-push", env, "%p", "--policy-dir", str(policy_dir.resolve())])
+    words = [*drkit_argv(user), "wal-push", env, "%p", "--policy-dir", str(policy_dir.resolve())]
+    return _checked_length(command_line(words), "archive_command")
 
 
 def restore_command(env: str, policy_dir: Path, user: str | None) -> str:
-    """``drkit wal-fetch`` through its lean entry point (``python -m drkit.wal fetch``).
+    """``drkit wal-fetch`` through its lean entry point (the module ``drkit.wal fetch``).
 
     Equivalent to ``drkit wal-fetch ENV %f %p --policy-dir DIR``; it skips the
     command-line framework so that segments already prefetched are served in
     milliseconds.  An overriding ``$DRKIT_CLUSTER_COMMAND`` gets the plain form.
     """
+    directory = str(policy_dir.resolve())
     if os.environ.get(COMMAND_ENV):
-        return shell_command(
-            user, ["wal-fetch", env, "%f", "%p", "--policy-dir", str(policy_dir.resolve())]
-        )
-    python, extra = _python_for(user)
-    words = [f"{k}={shlex.quote(v)}" for k, v in sorted(dict(extra).items())]
-    if words:
-        words.insert(0, "env")
-    words += [shlex.quote(w) for w in python]
-    words += ["-m", "drkit.wal", "fetch", shlex.quote(env), "%f", "%p"]
-    words.append(shlex.quote(str(policy_dir.resolve())))
-    return " ".join(words)
+        words = [*drkit_argv(user), "wal-fetch", env, "%f", "%p", "--policy-dir", directory]
+    else:
+        words = [*_python_for(user), "drkit.wal", "fetch", env, "%f", "%p", directory]
+    return command_line(words)
 
 
 # ---------------------------------------------------------------------------
@@ -173,10 +239,11 @@ def restore_command(env: str, policy_dir: Path, user: str | None) -> str:
 
 
 class _Runtime:
-    def __init__(self, python: str, site: Path, source: Path) -> None:
+    def __init__(self, python: str, target: Path) -> None:
         self.python = python
-        self.site = site
-        self.pythonpath = [source, site]
+        self.target = target
+        self.site = target / "site"
+        self.pythonpath = [target / "src", self.site]
 
 
 #: how long a superseded copy of site-packages is kept for processes still starting on it
@@ -238,10 +305,9 @@ def _shared_runtime() -> _Runtime:
     # one Python (worktrees, a test run next to an install) must not share a runtime
     package = Path(__file__).resolve().parent
     identity = hashlib.sha256(f"{sys.version}\n{site_packages}\n{package}\n".encode())
-    root = Path(os.environ.get(RUNTIME_ROOT_ENV) or "/var/tmp")  # noqa: S108 - shared on purpose
+    root = _runtime_root()
     target = root / f"drkit-runtime-{identity.hexdigest()[:16]}"
     if not target.exists():
-        root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".drkit-runtime-", dir=root))
         (staging / "src").mkdir()
         _make_readable(staging)
@@ -268,7 +334,31 @@ def _shared_runtime() -> _Runtime:
             [python, "-m", "py_compile", *map(str, changed)], capture_output=True, check=False
         )
         _make_readable(source)
-    return _Runtime(python, site, source)
+    return _Runtime(python, target)
+
+
+def _runtime_root() -> Path:
+    """Where root keeps runtimes, created if need be: a directory only root can write,
+    along its whole path (a runtime anyone could re-create would be run by PostgreSQL)."""
+    if os.geteuid() != 0:
+        raise OperationError(
+            "the cluster's OS user cannot run drkit from "
+            f"{sys.executable}, and only root prepares a runtime it can: install drkit "
+            f"system-wide, run this as root, or set {COMMAND_ENV}"
+        )
+    root = Path(os.environ.get(RUNTIME_ROOT_ENV) or DEFAULT_RUNTIME_ROOT)
+    missing = [p for p in (root, *root.parents) if not p.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o755)
+            os.chmod(directory, 0o755)  # noqa: S103 - the cluster's OS user reads it
+    problem = chain_problem(root, (0,))
+    if problem is not None:
+        raise OperationError(
+            f"refusing the drkit runtime root {root}: {problem}; set {RUNTIME_ROOT_ENV} to "
+            "a directory only root can write, along its whole path"
+        )
+    return root
 
 
 def _site_state(site_packages: Path) -> str:
@@ -348,20 +438,22 @@ def _drop_superseded_sites(target: Path, current: str) -> None:
 
 
 def check_runtime_dir(target: Path) -> None:
-    """Trust an existing runtime only if this user made it and nobody else can change it.
+    """Write into an existing runtime only if this user (root) made it and nobody else
+    can change it.
 
-    ``/var/tmp`` is writable by every local user and the runtime's name is predictable:
-    a directory planted there would be run by PostgreSQL's archive_command (and written
-    into by drkit).  Its tree must be real directories owned by this user and writable
+    The runtime's name is predictable and drkit writes into it as root: a directory
+    planted there would be run by PostgreSQL's archive_command and could turn root's
+    writes elsewhere.  Its tree must be real directories owned by this user and writable
     by no one else, and ``site`` a link this user made to one of the runtime's own
-    ``site-*`` copies; otherwise drkit refuses to use it.
+    ``site-*`` copies; otherwise drkit refuses to use it.  (The command line PostgreSQL
+    runs checks the runtime again, each time, before running any of it.)
     """
     uid = os.geteuid()
 
     def refuse(path: Path, problem: str) -> NoReturn:
         raise OperationError(
-            f"refusing the drkit runtime {target}: {path} {problem}; remove {target} "
-            f"(drkit rebuilds it) or set {RUNTIME_ROOT_ENV} to a directory only you can write"
+            f"refusing the drkit runtime {target}: {path} {problem}; as root, remove "
+            f"{target} (drkit rebuilds it)"
         )
 
     def own_directory(path: Path) -> None:
@@ -432,21 +524,59 @@ def _sync_source(source: Path) -> list[Path]:
 def prepare_file_repository(url: str, env: str, user: str | None) -> None:
     """Let ``user`` (the cluster's OS user) write WAL into a ``file://`` repository.
 
-    drkit itself may run as root while PostgreSQL's archive_command runs as ``postgres``:
-    create ``<root>/<env>/wal`` up front and hand it (and the directories above it that
-    drkit created) to that user.  S3 repositories need nothing of the kind.
+    drkit itself may run as root while PostgreSQL's archive_command runs as ``postgres``,
+    which writes ``<root>/<env>/wal/*`` and the records beside it (``<env>/*.json``).
+    The directories this call creates are made for that user (``<env>`` and ``wal``
+    handed to it; the repository root and the directories above it stay root's and only
+    traversable); a directory that already existed keeps its owner: the repository root
+    may be shared with other data.  One the user cannot write is refused (exit 4),
+    saying what to do.  S3 repositories need nothing of the kind.
     """
     if user is None or not url.startswith("file://"):
         return
     import pwd
 
+    from drkit.errors import SafetyRefused
     from drkit.storage.file import FileBackend
 
     root = FileBackend.from_url(url).root
     entry = pwd.getpwnam(user)
-    wal = root / env / "wal"
-    wal.mkdir(parents=True, exist_ok=True)
-    for path in (root, root / env, wal):
-        st = path.stat()
-        if st.st_uid == os.geteuid() and os.geteuid() == 0:
+    mine = [root / env, root / env / "wal"]
+    for path in [*reversed(root.parents), root, *mine]:
+        try:
+            path.mkdir(mode=0o755)
+        except FileExistsError:
+            if path in mine and not writable_by(path, user):
+                raise SafetyRefused(
+                    f"{path} exists and the cluster's OS user {user} cannot write to it; "
+                    f"drkit hands over only directories it creates: give it to {user} "
+                    f"(chown {user} {path}) or use a repository whose {env}/wal does not "
+                    "exist yet"
+                ) from None
+            continue
+        os.chmod(path, 0o755)  # noqa: S103 - the cluster's OS user traverses it
+        if path in mine and os.geteuid() == 0:
             os.chown(path, entry.pw_uid, entry.pw_gid)
+    if not reachable_by(mine[-1] / "segment", user):
+        raise SafetyRefused(
+            f"the cluster's OS user {user} cannot reach {mine[-1]} (a directory above it is "
+            "not traversable for it): let it traverse the repository's path, or use "
+            "another repository path"
+        )
+
+
+def writable_by(path: Path, user: str) -> bool:
+    """Whether ``user`` may create entries in the directory ``path`` (mode bits only)."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    st = path.stat()
+    if entry.pw_uid == 0:
+        return True
+    if st.st_uid == entry.pw_uid:
+        bits = 0o300
+    elif st.st_gid in os.getgrouplist(user, entry.pw_gid):
+        bits = 0o030
+    else:
+        bits = 0o003
+    return stat.S_ISDIR(st.st_mode) and st.st_mode & bits == bits

@@ -8,6 +8,8 @@ pasted into the server's configuration.
 
 from __future__ import annotations
 
+import pwd
+import stat
 import time
 from pathlib import Path
 
@@ -98,13 +100,35 @@ def test_check_fails_when_the_server_does_not_archive_through_drkit(
             assert result.code == 3
             assert "FAIL archive_command:" in result.stdout
             assert "drkit archive-command prod" in result.stdout
+
+            # the line an older drkit printed: a runtime in /var/tmp, run unchecked
+            old = (
+                "env PYTHONNOUSERSITE=1 PYTHONPATH=/var/tmp/drkit-runtime-0123456789abcdef/src"
+                ":/var/tmp/drkit-runtime-0123456789abcdef/site /usr/bin/python3.11 -m drkit "
+                f"wal-push prod %p --policy-dir {policy_dir}"
+            )
+            with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(old))
+                )
+                conn.execute("SELECT pg_reload_conf()")
+            result = run_drkit("--json", "check", "prod", policy_dir=policy_dir)
+            assert result.code == 3
+            (failed,) = [c for c in result.json()["checks"] if c["name"] == "archive_command"]
+            assert failed["status"] == "FAIL"
+            assert "a runtime it does not check before running it" in failed["detail"]
         finally:
             cluster.destroy()
 
 
 def test_archive_command_prints_lines_that_archive(run_drkit: DrkitRunner) -> None:
+    """Into a repository root that root shares with other data: drkit makes what it
+    needs below it for the cluster's OS user and leaves the root as it was."""
     with shared_dir() as root:
-        repo = file_repo_block(root)
+        shared = root / "repo"
+        shared.mkdir(mode=0o755)
+        (shared / "other-data").write_text("not drkit's")
+        repo = {"url": f"file://{shared}"}
         policy_dir = root / "policies"
         policy_dir.mkdir()
         cluster = LocalCluster.create(
@@ -137,8 +161,40 @@ def test_archive_command_prints_lines_that_archive(run_drkit: DrkitRunner) -> No
             while not any(p.name.startswith(segment) for p in wal_dir.iterdir()):
                 assert time.monotonic() < deadline, f"{segment} never reached {wal_dir}"
                 time.sleep(0.2)
+            st = shared.stat()
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o755)
+            assert (shared / "other-data").stat().st_uid == 0
+            assert wal_dir.stat().st_uid == pwd.getpwnam(str(cluster_os_user())).pw_uid
         finally:
             cluster.destroy()
+
+
+def test_archive_command_never_takes_over_a_directory_it_did_not_create(
+    run_drkit: DrkitRunner,
+) -> None:
+    """A shared repository root keeps its owner; an existing ``ENV/wal`` the cluster's OS
+    user cannot write is refused, saying what to do, rather than handed over."""
+    if cluster_os_user() is None:  # only root hands directories to another user
+        return
+    with shared_dir() as root:
+        shared = root / "srv"
+        (shared / "prod" / "wal").mkdir(parents=True)
+        (shared / "prod" / "wal" / "someone-elses").write_text("x")
+        policy_dir = root / "policies"
+        policy_dir.mkdir()
+        doc = {
+            "environment": "prod",
+            "database": {"url": "postgresql:///x"},
+            "repository": {"url": f"file://{shared}"},
+        }
+        (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+        chown_tree(policy_dir, cluster_os_user())
+        refused = run_drkit("archive-command", "prod", policy_dir=policy_dir)
+        assert refused.code == 4, refused.stderr
+        assert f"{shared}/prod exists and the cluster's OS user" in refused.stderr
+        assert f"chown {cluster_os_user()} {shared}/prod" in refused.stderr
+        for path in (shared, shared / "prod", shared / "prod" / "wal"):
+            assert path.stat().st_uid == 0, path
 
 
 def test_archive_command_refuses_a_policy_the_server_user_cannot_read(

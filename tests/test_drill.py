@@ -448,7 +448,7 @@ def test_scheduled_drill_job_and_its_metrics(
     with pytest.raises(DrkitError, match="drill verdict FAIL"):
         dispatch("drill", policy)
     assert_scratch_gone(scratch_root)
-    snapshot = read_catalog(Repository.for_policy(policy))
+    snapshot = read_catalog(Repository.for_policy(policy), policy)
     assert snapshot.drill is not None and snapshot.drill.passed is False
     assert snapshot.drill.rto["total"] > 1
     assert {"startup", "fetch", "restore", "validation"} <= set(snapshot.drill.rto)

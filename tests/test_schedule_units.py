@@ -27,6 +27,7 @@ from drkit.schedule.metrics import (
     next_runs,
     parse_drill_report,
 )
+from drkit.status import DatabaseExposure
 from drkit.storage.repository import Repository
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday
@@ -165,6 +166,7 @@ def test_metrics_families_and_names(tmp_path: Path) -> None:
     snapshot = CatalogSnapshot("prod", NOW)
     snapshot.newest["logical"] = BackupSummary("x", finished, 300.0, 1234, finished)
     snapshot.counts["logical"] = 1
+    snapshot.databases = {"app": DatabaseExposure("app", None, finished)}
     daemon.catalogs["prod"] = snapshot
     text = generate_latest(daemon.registry).decode()
     samples = {
@@ -308,7 +310,7 @@ def test_metrics_read_the_drill_reports_the_drill_stores(tmp_path: Path) -> None
     )
     report.add(Check(name="row counts", kind="row_count", status="FAIL"))
     store_report(repo, report)
-    snapshot = read_catalog(repo)
+    snapshot = read_catalog(repo, daemon.policies["prod"])
     assert snapshot.drill is not None
     assert snapshot.drill.id == report.id and snapshot.drill.passed is False
     assert snapshot.drill.finished_at == started + timedelta(minutes=12)

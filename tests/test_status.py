@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
+from drkit.storage.repository import Repository
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
 
 
@@ -91,7 +94,8 @@ def test_status_reads_wal_and_the_last_drill_report(
     pg_server: PgServer,
     tmp_path: Path,
 ) -> None:
-    """A WAL file newer than a base backup extends the window; a FAIL drill needs attention."""
+    """WAL following a base backup without a gap extends the window; a FAIL drill needs
+    attention."""
     from datetime import UTC, datetime, timedelta
 
     policy_dir = make_policy(
@@ -115,10 +119,16 @@ def test_status_reads_wal_and_the_last_drill_report(
         "finished_at": (base + timedelta(minutes=1)).isoformat(),
         "consistent_at": (base + timedelta(minutes=1)).isoformat(),
         "objects": [],
+        "wal_start": "0/2000028",
+        "wal_stop": "0/2000138",
+        "wal_start_segment": "000000010000000000000002",
+        "wal_stop_segment": "000000010000000000000002",
+        "timeline": 1,
     }
     (env_root / "backups" / manifest["id"]).mkdir(parents=True)
     (env_root / "backups" / manifest["id"] / "manifest.json").write_text(json.dumps(manifest))
     (env_root / "wal").mkdir()
+    (env_root / "wal" / "000000010000000000000002.zst").write_bytes(b"x")  # the backup's own
     (env_root / "wal" / "000000010000000000000003.zst").write_bytes(b"x")  # archived just now
     drill_id = f"{stamp}-logical-abcd"
     (env_root / "drills" / drill_id).mkdir(parents=True)
@@ -143,3 +153,98 @@ def test_status_reads_wal_and_the_last_drill_report(
     assert base <= continuous_from <= base + timedelta(minutes=1)
     assert doc["last_drill"]["verdict"] == "FAIL" and doc["last_drill"]["rto_seconds"] == 42.0
     assert doc["attention"] == ["the last drill's verdict is FAIL"] and doc["breached"] == []
+
+
+def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_drkit: DrkitRunner) -> None:
+    """A middle segment missing: ``restore latest`` stops before it, so the RPO exposure
+    counts from the last segment before the gap (status and /metrics alike), and the gap
+    is reported.  A segment of another cluster at the archive's end counts for nothing."""
+    from drkit.backup.catalog import iso
+    from drkit.config import load_policy
+    from drkit.schedule.metrics import MetricsView, build_metrics, read_catalog
+    from drkit.wal import find_wal_key, load_wal_policy, open_wal_object
+    from drkit.wal_names import Segment, parse_segment
+    from drkit.walack import system_identifier
+    from tests.wal_support import archived_cluster, file_repo_block, shared_dir
+
+    with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
+        policy = load_wal_policy(arch.env, arch.policy_dir)
+        repo = Repository.for_policy(policy)
+
+        def stored(name: str) -> bool:
+            return find_wal_key(repo, name) is not None
+
+        arch.execute("CREATE TABLE marker (id int)")
+        backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
+        assert backup.code == 0, backup.stderr
+        segments = []
+        for i in range(3):
+            arch.execute(f"INSERT INTO marker VALUES ({i})")
+            segments.append(arch.switch_and_wait(stored))
+        first, gap, last = segments
+        assert parse_segment(gap).segno == parse_segment(first).segno + 1
+        gap_key = find_wal_key(repo, gap)
+        assert gap_key is not None
+        saved = repo.backend.get_bytes(gap_key)
+        repo.backend.delete(gap_key)
+        by_name = {i.key.rsplit("/", 1)[-1].split(".")[0]: i for i in repo.list("wal/")}
+
+        doc = run_drkit("status", arch.env, "--json", policy_dir=arch.policy_dir).json()
+        assert doc["recoverable_window"]["newest"] == iso(by_name[first].modified)
+        now = datetime.fromisoformat(doc["now"].replace("Z", "+00:00"))
+        exposure = (now - by_name[first].modified).total_seconds()
+        assert abs(doc["rpo_exposure_seconds"] - exposure) < 0.001
+        wal = doc["wal"]
+        assert wal["last_file"].startswith(last)  # the newest object is still shown ...
+        assert wal["reachable_segment"] == first  # ... but latest reaches only this far
+        assert wal["reachable_at"] == iso(by_name[first].modified)
+        assert wal["gap"]["first_missing"] == gap and wal["gap"]["segments_beyond"] >= 1
+        assert any(gap in a for a in doc["attention"])
+        screen = run_drkit("status", arch.env, policy_dir=arch.policy_dir).stdout
+        assert f"restore latest reaches {first}" in screen
+        assert f"attention: WAL gap on timeline 1: segment {gap} is missing" in screen
+
+        # /metrics: the same computation, the same point
+        policy = load_policy(arch.env, arch.policy_dir)
+        catalog = read_catalog(repo, policy, now)
+        view = MetricsView([policy], [], {arch.env: catalog}, {}, now)
+        samples = {
+            (s.name, s.labels.get("env")): s.value
+            for family in build_metrics(view)
+            for s in family.samples
+        }
+        assert abs(samples[("drkit_rpo_exposure_seconds", arch.env)] - exposure) < 0.001
+        assert samples[("drkit_wal_segments_beyond_gap", arch.env)] >= 1
+
+        # the gap mended, and a segment claiming to follow the last one but written by
+        # another cluster (its first page names another system identifier)
+        repo.backend.put_bytes(gap_key, saved)
+        sysid = system_identifier(arch.cluster.data_dir)
+        assert sysid is not None
+        last_key = find_wal_key(repo, last)
+        assert last_key is not None
+        with open_wal_object(repo, last_key) as stream:
+            forged = bytearray(stream.read())
+        forged[24:32] = (sysid + 1).to_bytes(8, sys.byteorder)
+        after = parse_segment(last)
+        name = Segment(after.segno + 1, after.timeline).name()
+        import io
+
+        repo.store(f"wal/{name}", io.BytesIO(bytes(forged)), exclusive=True)
+        by_name = {i.key.rsplit("/", 1)[-1].split(".")[0]: i for i in repo.list("wal/")}
+        doc = run_drkit("status", arch.env, "--json", policy_dir=arch.policy_dir).json()
+        wal = doc["wal"]
+        assert wal["gap"] is None
+        assert wal["foreign_segments"] == [name]
+        assert wal["reachable_segment"] == last
+        assert doc["recoverable_window"]["newest"] == iso(by_name[last].modified)
+        assert any(name in a and "another cluster" in a for a in doc["attention"])
+        catalog = read_catalog(repo, policy, now)
+        view = MetricsView([policy], [], {arch.env: catalog}, {}, now)
+        samples = {
+            (s.name, s.labels.get("env")): s.value
+            for family in build_metrics(view)
+            for s in family.samples
+        }
+        assert samples[("drkit_wal_foreign_segments", arch.env)] == 1
+        assert samples[("drkit_wal_segments_beyond_gap", arch.env)] == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -52,6 +53,16 @@ class Layout:
                 }
             )
         )
+
+    def control_file(self, system_identifier: int) -> None:
+        """A ``global/pg_control`` beside pg_wal, as in a data directory: the cluster's
+        system identifier first, then the sizes drkit reads (16 MB segments)."""
+        data = bytearray(8192)
+        data[:8] = system_identifier.to_bytes(8, sys.byteorder)
+        data[256:264] = struct.pack("=d", 1234567.0)
+        data[264:280] = struct.pack("=IIII", 8192, 131072, 8192, SEG)
+        (self.pg_wal.parent / "global").mkdir(exist_ok=True)
+        (self.pg_wal.parent / "global" / "pg_control").write_bytes(bytes(data))
 
     def segment(self, name: str, data: bytes, ready: bool = True) -> Path:
         path = self.pg_wal / name
@@ -414,10 +425,14 @@ def test_a_segment_stored_under_another_encoding_is_found(layout: Layout) -> Non
 def test_a_new_segment_costs_s3_one_listing_and_one_put(s3_server: S3Server) -> None:
     """Before a new segment's conditional PUT, one listing of its name covers every key it
     may be stored under (a HEAD first cost a second request per segment); the PUT reads
-    the object back itself."""
+    the object back itself.  The archive's identity, checked on every push, is read
+    from the repository once a minute at most."""
     from drkit.wal import push_file
 
     with s3_wal_layout(s3_server) as (layout, repo):
+        layout.control_file(7000000000000000001)
+        first = layout.segment("000000010000000000000009", segment_bytes(9))
+        assert push_file(repo, first, SEG).status == "stored"  # binds and reads the identity
         calls: list[str] = []
         client = repo.backend.client  # type: ignore[attr-defined]
         client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))

@@ -133,3 +133,21 @@ def test_segments_between_follows_a_timeline_switch() -> None:
     ]
     with pytest.raises(ValueError):
         list(segments_between("0/5000000", "0/4000000", 1))
+
+
+def test_a_segments_first_page_names_its_cluster() -> None:
+    """The long page header at the start of a segment carries the system identifier; a
+    file whose first bytes are not such a header (of this segment size) names no one."""
+    import struct
+
+    from drkit.wal_names import LONG_HEADER_SIZE, segment_system_identifier
+
+    seg = 16 * 1024 * 1024
+    head = struct.pack("=HHIQI4xQII", 0xD110, 0x0002 | 0x0004, 1, 0x3000000, 0, 7, seg, 8192)
+    assert len(head) == LONG_HEADER_SIZE
+    assert segment_system_identifier(head, seg) == 7
+    assert segment_system_identifier(head, 1024 * 1024) is None  # another segment size
+    short = head[:2] + struct.pack("=H", 0x0004) + head[4:]  # no XLP_LONG_HEADER
+    assert segment_system_identifier(short, seg) is None
+    assert segment_system_identifier(head[:39], seg) is None
+    assert segment_system_identifier(bytes(40), seg) is None

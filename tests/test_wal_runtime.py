@@ -9,10 +9,13 @@ copy, and superseded copies go once nothing can still be starting on them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +23,18 @@ from pathlib import Path
 import pytest
 
 from drkit import walcmd
-from drkit.pg.cluster import cluster_os_user
-from tests.wal_support import shared_dir
+from drkit.pg.cluster import LocalCluster, cluster_os_user, run_as
+from drkit.storage.repository import Repository
+from drkit.wal import find_wal_key, load_wal_policy
+from drkit.walcmd import prepare_file_repository
+from tests.conftest import DrkitRunner
+from tests.wal_support import (
+    Archived,
+    archived_cluster,
+    file_repo_block,
+    restored_dsn,
+    shared_dir,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +55,20 @@ def _runtimes(root: Path) -> list[Path]:
     return [p for p in root.iterdir() if p.name.startswith("drkit-runtime-")]
 
 
+@contextlib.contextmanager
+def root_owned_dir() -> Iterator[Path]:
+    """A runtime root only root can write, along its whole path (pytest's and /tmp's
+    directories are writable by others, which the runtime refuses)."""
+    path = Path(tempfile.mkdtemp(prefix="drkit-test-runtime-", dir="/var/lib"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def test_a_runtime_directory_someone_else_can_change_is_refused() -> None:
-    with shared_dir("drkit-runtime-test-") as runtime_root:
+    with root_owned_dir() as runtime_root:
         first = _prepare_runtime(runtime_root)
         assert first.returncode == 0, first.stderr
         (target,) = _runtimes(runtime_root)
@@ -78,7 +103,7 @@ def test_a_runtime_directory_someone_else_can_change_is_refused() -> None:
 @pytest.fixture
 def runtime_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty runtime root for in-process preparations, with the cache cleared."""
-    with shared_dir("drkit-runtime-test-") as root:
+    with root_owned_dir() as root:
         monkeypatch.setenv(walcmd.RUNTIME_ROOT_ENV, str(root))
         walcmd._shared_runtime.cache_clear()
         yield root
@@ -155,3 +180,175 @@ def test_a_copy_cut_short_is_never_linked_and_is_cleared_later(
     assert os.readlink(target / "site") == "site-" + "a" * 16
     assert not (target / ("site-" + "c" * 16)).exists()
     assert [p.name for p in target.iterdir() if p.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------------------
+# Trusted at use time: the command line PostgreSQL runs checks the runtime itself
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trusted_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh runtime root the next archive_command/restore_command is built on."""
+    with root_owned_dir() as root:
+        monkeypatch.setenv(walcmd.RUNTIME_ROOT_ENV, str(root))
+        walcmd._shared_runtime.cache_clear()
+        walcmd._python_for.cache_clear()
+        yield root
+        walcmd._shared_runtime.cache_clear()
+        walcmd._python_for.cache_clear()
+
+
+def _archiver(arch: Archived) -> tuple[int, int, str | None]:
+    rows = arch.execute(
+        "SELECT archived_count, failed_count, last_failed_wal FROM pg_stat_archiver"
+    )
+    archived, failed, last_failed = rows[0]
+    return int(archived), int(failed), last_failed
+
+
+def test_a_runtime_another_user_re_created_is_never_run(trusted_root: Path) -> None:
+    """The runtime disappears (an admin cleans up) from a directory anyone can write to,
+    as /var/tmp is; ``nobody`` re-creates it with code that "archives" by exiting 0.
+    PostgreSQL's next archive_command must fail loudly and run none of it."""
+    with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
+        wal_dir = root / "repo" / "prod" / "wal"
+
+        def stored(name: str) -> bool:
+            return wal_dir.is_dir() and any(p.name.startswith(name) for p in wal_dir.iterdir())
+
+        arch.switch_and_wait(stored)  # the runtime drkit prepared archives
+        (target,) = _runtimes(trusted_root)
+        shutil.rmtree(target)
+        os.chmod(trusted_root, 0o1777)  # noqa: S103 - a /var/tmp-like directory under test
+        ran = trusted_root / "planted-code-ran"
+        plant = (
+            f"mkdir -p {target}/src/drkit {target}/site && touch {target}/src/drkit/__init__.py"
+            f' && echo \'open("{ran}", "w"); raise SystemExit(0)\''
+            f" > {target}/src/drkit/__main__.py"
+        )
+        run_as(["sh", "-c", plant], "nobody", timeout=30)
+        assert os.stat(target).st_uid == pwd.getpwnam("nobody").pw_uid
+        try:
+            archived, failed, _ = _archiver(arch)
+            arch.execute("SELECT txid_current()")  # something to switch away from
+            rows = arch.execute(
+                "SELECT pg_walfile_name(pg_current_wal_insert_lsn()), pg_switch_wal()"
+            )
+            name = str(rows[0][0])
+            deadline = time.monotonic() + 60
+            while _archiver(arch)[:2] == (archived, failed):  # until PostgreSQL ran it
+                assert time.monotonic() < deadline, "PostgreSQL never ran archive_command"
+                time.sleep(0.2)
+            assert not ran.exists()  # the planted code never ran
+            now_archived, _, last_failed = _archiver(arch)
+            assert now_archived == archived and last_failed == name
+            assert not stored(name)
+            assert (arch.cluster.data_dir / "pg_wal" / "archive_status" / f"{name}.ready").exists()
+            log = arch.cluster.log_file.read_text()
+            assert f"untrusted drkit runtime {target}" in log
+        finally:
+            os.chmod(trusted_root, 0o755)  # noqa: S103 - back to root-only
+
+
+def test_the_command_line_refuses_a_runtime_others_can_write(trusted_root: Path) -> None:
+    """Run as PostgreSQL would (the cluster's OS user, its own environment): a runtime
+    directory made group-writable, or a ``site`` turned towards someone else's
+    packages, is refused with one line naming the path, before any of it is imported."""
+    user = cluster_os_user()
+    assert user is not None, "these tests run as root"
+    with shared_dir() as root:
+        policy_dir = root / "policies"
+        policy_dir.mkdir()
+        line = walcmd.archive_command("prod", policy_dir, user)
+        (target,) = _runtimes(trusted_root)
+
+        def run() -> subprocess.CompletedProcess[str]:
+            return run_as(
+                ["sh", "-c", line.replace("%p", "pg_wal/000000010000000000000001")],
+                user,
+                env={"PATH": "/usr/bin:/bin"},
+                check=False,
+                timeout=60,
+            )
+
+        healthy = run()  # no such policy: drkit itself ran and said so
+        assert healthy.returncode != 0 and "untrusted" not in healthy.stderr
+        assert "drkit: error:" in healthy.stderr
+
+        os.chmod(target / "src", 0o775)  # noqa: S103 - the hole under test
+        refused = run()
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == refused.stderr.strip().splitlines()[0]
+        assert f"untrusted drkit runtime {target}: {target}/src is writable" in refused.stderr
+        os.chmod(target / "src", 0o755)  # noqa: S103 - back to what drkit makes
+
+        elsewhere = root / "site"
+        elsewhere.mkdir()
+        os.chown(elsewhere, pwd.getpwnam("nobody").pw_uid, -1)
+        copy = os.readlink(target / "site")
+        os.unlink(target / "site")
+        os.symlink(elsewhere, target / "site")
+        refused = run()
+        assert refused.returncode == 1
+        assert f"{elsewhere} is owned by uid" in refused.stderr
+        os.unlink(target / "site")
+        os.symlink(copy, target / "site")
+        assert "untrusted" not in run().stderr
+
+
+def test_a_percent_in_the_policy_directory_reaches_drkit_intact(run_drkit: DrkitRunner) -> None:
+    """PostgreSQL expands %p, %f, %r and %% in archive_command and restore_command: a
+    policy directory named with them must reach drkit as it is, through both lines, as
+    PostgreSQL runs them (archiving, then a point-in-time recovery replaying from the
+    archive)."""
+    user = cluster_os_user()
+    with shared_dir() as root:
+        block = file_repo_block(root)
+        policy_dir = root / "pol%p%f%r%%icies"
+        policy_dir.mkdir()
+        prepare_file_repository(str(block["url"]), "prod", user)
+        cluster = LocalCluster.create(
+            root / "pg",
+            settings={
+                "archive_mode": "on",
+                "archive_command": walcmd.archive_command("prod", policy_dir, user),
+                "max_wal_size": "256MB",
+            },
+            fast=True,
+        )
+        arch = Archived(root, cluster, policy_dir, block)
+        try:
+            arch.write_policy(cluster.dsn())
+            repo = Repository.for_policy(load_wal_policy("prod", policy_dir))
+
+            def stored(name: str) -> bool:
+                return find_wal_key(repo, name) is not None
+
+            arch.execute("CREATE TABLE marker (label text)")
+            backup = run_drkit("backup", "prod", "--physical", policy_dir=policy_dir)
+            assert backup.code == 0, backup.stderr
+            arch.execute("INSERT INTO marker VALUES ('after the backup')")
+            arch.switch_and_wait(stored)  # archive_command, as PostgreSQL runs it
+
+            pgdata = arch.new_pgdata()
+            restored = run_drkit(
+                "restore",
+                "prod",
+                "--point-in-time",
+                "latest",
+                "--pgdata",
+                str(pgdata),
+                "--json",
+                policy_dir=policy_dir,
+                timeout=600,
+            )
+            assert restored.code == 0, restored.stderr
+            conf = (pgdata / "postgresql.auto.conf").read_text()
+            assert "pol%%p%%f%%r%%%%icies" in conf  # escaped in restore_command
+            port = restored.json()["port"]
+            rows = arch.execute("SELECT label FROM marker", restored_dsn(arch, port))
+            assert rows == [("after the backup",)]  # replayed through restore_command
+        finally:
+            arch.stop_restored()
+            cluster.destroy()

@@ -293,6 +293,14 @@ class Reach:
         }
 
 
+def segment_on_path(segno: int, timeline: int, history: list[TimelineSwitch], size: int) -> Segment:
+    """Segment ``segno`` as replay along ``timeline`` reads it: from the timeline that
+    holds its last byte (the segment of a switch point comes from the newer timeline)."""
+    from drkit.wal_names import timeline_at
+
+    return Segment(segno, timeline_at((segno + 1) * size - 1, timeline, history))
+
+
 def reach_on_timeline(
     repo: Repository,
     manifest: Manifest,
@@ -303,8 +311,6 @@ def reach_on_timeline(
     """Walk the segments replay reads from ``manifest``'s start along ``timeline`` (the
     segment holding a switch point is read from the newer timeline, as PostgreSQL does)
     until the first one missing from the archive."""
-    from drkit.wal_names import timeline_at
-
     index = index or WalIndex.load(repo)
     switches = history if history is not None else _history(repo, index, timeline)
     size = _segment_size(manifest)
@@ -314,7 +320,7 @@ def reach_on_timeline(
     stop = parse_segment(manifest.wal_stop_segment, size)
 
     def on_path(segno: int) -> Segment:
-        return Segment(segno, timeline_at((segno + 1) * size - 1, timeline, switches))
+        return segment_on_path(segno, timeline, switches, size)
 
     last: Segment | None = None
     segno = start.segno
@@ -352,3 +358,66 @@ def reach_on_timeline(
         newest_end=archived_at(newest),
         required_missing=segno <= stop.segno,
     )
+
+
+# ---------------------------------------------------------------------------
+# Whose WAL: the cluster a stored segment was written by
+# ---------------------------------------------------------------------------
+
+
+def stored_segment_identity(repo: Repository, name: str, segment_size: int) -> int | None:
+    """The system identifier in stored segment ``name``'s first page (decoded: decrypted
+    and decompressed), or None when it has no WAL page header of ``segment_size``.
+    Raises when it cannot be read or decoded (CheckFailed, StorageError)."""
+    from drkit.errors import ObjectNotFound
+    from drkit.wal_names import LONG_HEADER_SIZE, segment_system_identifier
+
+    key = find_wal_key(repo, name)
+    if key is None:
+        raise ObjectNotFound(f"WAL segment {name} is not in {repo.location}")
+    head = b""
+    with open_wal_object(repo, key) as stream:
+        while len(head) < LONG_HEADER_SIZE:
+            chunk: bytes = stream.read(LONG_HEADER_SIZE - len(head))
+            if not chunk:
+                break
+            head += chunk
+    return segment_system_identifier(head, segment_size)
+
+
+@dataclass
+class OwnTail:
+    """How far the end of a :class:`Reach` holds the cluster's own WAL."""
+
+    last_own: str | None  # the newest segment of the reach written by the cluster
+    foreign: list[str]  # the segments after it (newest first), another cluster's
+    checked_all: bool  # False: the walk stopped at its limit before finding one of its own
+
+
+def own_tail(
+    repo: Repository,
+    manifest: Manifest,
+    reach: Reach,
+    system_identifier: str,
+    history: list[TimelineSwitch],
+    limit: int = 64,
+) -> OwnTail:
+    """Walk back from the end of ``reach`` (at most ``limit`` segments) to the newest
+    segment whose first page carries ``system_identifier``: replay rejects a segment of
+    another cluster and ends there, so what follows it is not reachable.  A second
+    cluster archiving into production's repository stores segments *ahead* of
+    production's, at the end of the archive, where this looks; one interleaved deeper in
+    the chain is for ``verify`` (which reads the chain) to find."""
+    if reach.last_segment is None:
+        return OwnTail(None, [], True)
+    size = _segment_size(manifest)
+    start = parse_segment(str(manifest.wal_start_segment), size).segno
+    segno = parse_segment(reach.last_segment, size).segno
+    foreign: list[str] = []
+    while segno >= start and len(foreign) < limit:
+        name = segment_on_path(segno, reach.timeline, history, size).name(size)
+        if str(stored_segment_identity(repo, name, size)) == system_identifier:
+            return OwnTail(name, foreign, True)
+        foreign.append(name)
+        segno -= 1
+    return OwnTail(None, foreign, segno < start)

@@ -18,6 +18,7 @@ from drkit.demo import backup_step, drill_step, pitr_step, sanitize_step
 from drkit.demo.sample import load_sample
 from drkit.demo.sandbox import Sandbox, Say, Step, timed, write_policy
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
+from drkit.walcmd import prepare_file_repository
 
 #: The demo's steps, in the order they run (and ``drkit demo --help`` lists them).
 STEPS: tuple[Step, ...] = (
@@ -64,6 +65,9 @@ def run_demo(rows: int = 20_000, keep: bool = False, say: Say | None = None) -> 
         chown_tree(policy_dir, cluster_os_user())
         chown_tree(repo_dir, cluster_os_user())
         box = Sandbox(root, cluster, policy_dir, repo_dir, prod_dsn)
+        # before the first backup creates prod/ as this user: drkit hands the cluster's
+        # OS user only the directories it creates for it
+        prepare_file_repository(box.policy().repository.url, "prod", cluster.os_user)
         box.report["postgresql"] = {"major": cluster.major, "bin_dir": str(cluster.bin_dir)}
         box.report["sample_rows"] = size.total
         for step in STEPS:

@@ -436,7 +436,7 @@ class SchedulerDaemon:
         try:
             repo = Repository.for_policy(policy)
             try:
-                snapshot = read_catalog(repo)
+                snapshot = read_catalog(repo, policy)
             finally:
                 repo.close()
         except Exception as exc:

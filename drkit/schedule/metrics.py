@@ -3,12 +3,15 @@
 Two sources, so the values are right after a restart too:
 
 * the repository catalog of each environment (:func:`read_catalog`): newest backup of
-  each kind, newest archived WAL, newest drill report — re-read at start, after every
-  job and every minute;
+  each kind, newest archived WAL, how far the WAL archive reaches (gaps, another
+  cluster's segments), newest drill report — re-read at start, after every job and
+  every minute;
 * the daemon's own job runs (:class:`JobState`): counters, last status, last success.
 
 :class:`DrkitCollector` turns a snapshot of both into metric families at scrape time,
-so ``drkit_rpo_exposure_seconds`` grows between scrapes as it should.  Every name the
+so ``drkit_rpo_exposure_seconds`` grows between scrapes as it should; it is computed by
+the same functions as ``drkit status``'s (drkit/status.py: :func:`~drkit.status.recoverable`,
+:func:`~drkit.status.rpo_exposure`).  Every name the
 daemon can export is in :data:`METRIC_NAMES`; ``tests/test_monitoring.py`` checks the
 alert rules use only those.
 """
@@ -26,6 +29,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from drkit.config import Policy
+    from drkit.status import DatabaseExposure, WalReach
     from drkit.storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,8 @@ METRIC_NAMES = frozenset(
         "drkit_backup_expected_interval_seconds",
         "drkit_wal_archiving_enabled",
         "drkit_wal_last_archived_timestamp_seconds",
+        "drkit_wal_segments_beyond_gap",
+        "drkit_wal_foreign_segments",
         "drkit_rpo_exposure_seconds",
         "drkit_objective_rpo_seconds",
         "drkit_objective_rto_seconds",
@@ -154,13 +160,9 @@ class CatalogSnapshot:
     counts: dict[str, int] = field(default_factory=dict)
     wal_last: datetime | None = None
     drill: DrillSummary | None = None
-
-    def newest_restorable(self, wal_archiving: bool) -> datetime | None:
-        """The newest point a restore can reach: a backup, or archived WAL after a base."""
-        points = [b.restorable_at for b in self.newest.values()]
-        if wal_archiving and self.wal_last is not None and "physical" in self.newest:
-            points.append(self.wal_last)
-        return max(points) if points else None
+    #: each policy database's newest recoverable point (drkit.status.recoverable)
+    databases: dict[str, DatabaseExposure] = field(default_factory=dict)
+    wal: WalReach | None = None  # None: WAL archiving is off
 
 
 def _number(value: Any) -> float | None:
@@ -208,13 +210,15 @@ def parse_drill_report(doc: dict[str, Any], drill_id: str, modified: datetime) -
     return DrillSummary(drill_id, finished, passed, rto, _number(raw_rpo))
 
 
-def read_catalog(repo: Repository, now: datetime | None = None) -> CatalogSnapshot:
+def read_catalog(repo: Repository, policy: Policy, now: datetime | None = None) -> CatalogSnapshot:
     """Everything the metrics need from one environment's repository."""
-    from drkit.backup.catalog import scan
+    from drkit.status import recoverable
 
     snapshot = CatalogSnapshot(repo.env, now or datetime.now(UTC))
-    listing = scan(repo)
-    for manifest in listing.manifests:  # oldest first: the last one wins
+    state = recoverable(policy, repo)
+    snapshot.databases = state.databases
+    snapshot.wal = state.wal
+    for manifest in state.manifests:  # oldest first: the last one wins
         snapshot.counts[manifest.kind] = snapshot.counts.get(manifest.kind, 0) + 1
         snapshot.newest[manifest.kind] = BackupSummary(
             manifest.id,
@@ -223,9 +227,8 @@ def read_catalog(repo: Repository, now: datetime | None = None) -> CatalogSnapsh
             manifest.size,
             manifest.consistent_at or manifest.finished_at,
         )
-    wal = repo.list("wal/")
-    if wal:
-        snapshot.wal_last = max(info.modified for info in wal)
+    if state.wal_last is not None:
+        snapshot.wal_last = state.wal_last.modified
     reports = [info for info in repo.list("drills/") if info.key.endswith("/report.json")]
     if reports:
         newest = max(reports, key=lambda info: (info.key, info.modified))
@@ -293,6 +296,8 @@ def _ts(value: datetime) -> float:
 
 
 def build_metrics(view: MetricsView) -> list[Metric]:
+    from drkit.status import rpo_exposure
+
     g = GaugeMetricFamily
     last_success = g(
         "drkit_backup_last_success_timestamp_seconds",
@@ -322,6 +327,17 @@ def build_metrics(view: MetricsView) -> list[Metric]:
     wal_last = g(
         "drkit_wal_last_archived_timestamp_seconds",
         "When the newest WAL file reached the repository (Unix time).",
+        labels=["env"],
+    )
+    wal_gap = g(
+        "drkit_wal_segments_beyond_gap",
+        "WAL segments archived past the first missing one on the followed timeline "
+        "(0: no gap); restore latest stops at the gap.",
+        labels=["env"],
+    )
+    wal_foreign = g(
+        "drkit_wal_foreign_segments",
+        "WAL segments at the end of the archive that another cluster wrote.",
         labels=["env"],
     )
     exposure = g(
@@ -409,9 +425,12 @@ def build_metrics(view: MetricsView) -> list[Metric]:
             count.add_metric([env, kind], float(n))
         if catalog.wal_last is not None:
             wal_last.add_metric([env], _ts(catalog.wal_last))
-        newest_point = catalog.newest_restorable(policy.wal_archiving)
-        if newest_point is not None:
-            exposure.add_metric([env], max(0.0, (view.now - newest_point).total_seconds()))
+        if catalog.wal is not None:
+            wal_gap.add_metric([env], float(catalog.wal.beyond_gap))
+            wal_foreign.add_metric([env], float(len(catalog.wal.foreign)))
+        seconds = rpo_exposure(catalog.databases, view.now)
+        if seconds is not None:  # absent: some database has nothing restorable
+            exposure.add_metric([env], seconds)
         if catalog.drill is not None:
             drill = catalog.drill
             drill_ts.add_metric([env], _ts(drill.finished_at))
@@ -459,6 +478,8 @@ def build_metrics(view: MetricsView) -> list[Metric]:
         expected,
         wal_enabled,
         wal_last,
+        wal_gap,
+        wal_foreign,
         exposure,
         obj_rpo,
         obj_rto,
