@@ -49,6 +49,12 @@ class Resolved:
         """host:port/dbname, for messages."""
         return f"{self.host}:{self.port}/{self.dbname}"
 
+    @classmethod
+    def of(cls, pgconn: pq.abc.PGconn) -> Resolved:
+        """What a libpq connection (or attempt) is on: after a connection, the server
+        actually reached; after a failed one, the last host tried."""
+        return cls(*(_text(v) for v in (pgconn.db, pgconn.user, pgconn.host, pgconn.port)))
+
 
 def resolve(dsn: str) -> Resolved:
     """What libpq makes of ``dsn``, from libpq itself.
@@ -64,9 +70,7 @@ def resolve(dsn: str) -> Resolved:
     except Exception as exc:  # its text never holds the password
         raise UsageError(f"invalid database url: {str(exc).splitlines()[0]}") from None
     try:
-        resolved = Resolved(
-            *(_text(value) for value in (pgconn.db, pgconn.user, pgconn.host, pgconn.port))
-        )
+        resolved = Resolved.of(pgconn)
         if pgconn.status == pq.ConnStatus.BAD and not resolved.dbname:
             reason = _text(pgconn.error_message).strip().splitlines() or ["libpq refused it"]
             raise UsageError(f"database url: {reason[0]}")
