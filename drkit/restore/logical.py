@@ -54,7 +54,7 @@ from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefuse
 from drkit.pg.archive import OffsetFinder, set_data_offsets
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
-from drkit.pg.conninfo import describe, for_subprocess, resolve, with_dbname
+from drkit.pg.conninfo import Resolved, describe, for_subprocess, resolve, with_dbname
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress
@@ -431,10 +431,10 @@ def _restore_tables(
 
 
 def compare_counts(dsn: str, expected: dict[str, int], jobs: int = 1) -> DatabaseRestore:
-    target = resolve(dsn)
-    outcome = DatabaseRestore(database=target.dbname, target=target.describe())
     with connect(dsn) as conn:
+        reached = Resolved.of(conn.pgconn)  # the server the restore went to, as libpq says
         present = {table_key(s, t) for s, t in list_tables(conn)}
+    outcome = DatabaseRestore(database=reached.dbname, target=reached.describe())
     missing = [k for k in expected if k not in present]
     observed = count_rows_concurrently(dsn, [split_key(k) for k in expected if k in present], jobs)
     for key in missing:
