@@ -143,7 +143,13 @@ def claim_data_directory(pgdata: Path, owner: Owner) -> tuple[int, bool]:
         if not owner.trusts(st.st_uid):  # swapped in since the guard looked
             raise _refuse(pgdata, f"it is owned by {_who(st.st_uid)}", owner)
         if st.st_uid != os.geteuid():
-            os.fchown(fd, os.geteuid(), os.getegid())  # ours while we fill it
+            if os.geteuid() != 0:  # root's: drkit, not root, could not fill it anyway
+                me = _who(os.geteuid())
+                raise SafetyRefused(
+                    f"refusing data directory {pgdata}: it belongs to {_who(st.st_uid)} and "
+                    f"drkit runs as {me}; run drkit as root, or give the directory to {me}"
+                )
+            os.fchown(fd, 0, 0)  # ours while we fill it
         os.fchmod(fd, 0o700)
         if os.listdir(fd):
             raise SafetyRefused(
