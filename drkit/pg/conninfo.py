@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,13 @@ class Resolved:
         return cls(*(_text(v) for v in (pgconn.db, pgconn.user, pgconn.host, pgconn.port)))
 
 
+#: how long an answer of libpq's is reused: one attempt per command, and a service file
+#: changed under a running scheduler is read again within a minute
+RESOLVE_TTL = 60.0
+_resolved: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, Resolved]] = {}
+_resolved_lock = threading.Lock()
+
+
 def resolve(dsn: str) -> Resolved:
     """What libpq makes of ``dsn``, from libpq itself.
 
@@ -64,7 +72,22 @@ def resolve(dsn: str) -> Resolved:
     without waiting (nothing logs in, nothing waits for a server that does not answer);
     its ``PQdb``/``PQuser``/``PQhost``/``PQport`` are read and the attempt is closed.  A
     string libpq rejects (a service it does not know, a malformed option) is a
-    UsageError naming libpq's reason."""
+    UsageError naming libpq's reason.  The answer is kept :data:`RESOLVE_TTL` seconds
+    for the same string and the same ``PG*`` variables."""
+    key = (dsn, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PG"))))
+    now = time.monotonic()
+    with _resolved_lock:
+        kept = _resolved.get(key)
+    if kept is not None and now - kept[0] < RESOLVE_TTL:
+        return kept[1]
+    resolved = _ask_libpq(dsn)
+    with _resolved_lock:
+        _resolved[key] = (now, resolved)
+    return resolved
+
+
+def _ask_libpq(dsn: str) -> Resolved:
+    parse(dsn)  # a malformed string: the one message every caller gives
     try:
         pgconn = pq.PGconn.connect_start(dsn.encode())
     except Exception as exc:  # its text never holds the password
