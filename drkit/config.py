@@ -226,12 +226,13 @@ class DatabaseConfig(StrictModel):
         return v
 
     def database_names(self) -> list[str]:
-        """The configured databases, defaulting to the one named in the url."""
+        """The configured databases; without ``databases:``, the one libpq connects the url
+        to (service file, ``PGDATABASE``, defaults: asked of libpq, never guessed)."""
         if self.databases:
             return list(self.databases)
-        from drkit.pg.conninfo import dbname_of
+        from drkit.pg.conninfo import resolve
 
-        return [dbname_of(self.url.get_secret_value())]
+        return [resolve(self.url.get_secret_value()).dbname]
 
 
 class CompressionConfig(StrictModel):

@@ -1,7 +1,8 @@
 """``drkit status ENV``: where an environment stands against its objectives, on one screen.
 
-Read from the repository only (no database connection, so it works when the database
-is the thing that is gone): the newest backup of each kind and its age, the newest
+Read from the repository only (no database login, so it works when the database is the
+thing that is gone; a policy without ``databases:`` has its database named by libpq,
+which needs no server for that): the newest backup of each kind and its age, the newest
 archived WAL file and its age, the current RPO exposure (now minus the newest point a
 restore could reach), the last drill's verdict, RTO and age, and the recoverable window.
 

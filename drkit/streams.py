@@ -235,6 +235,75 @@ class WriteBehind:
             self.abandon()
 
 
+class ReadAhead:
+    """``read`` served from blocks a thread reads from ``source`` ahead of the caller.
+
+    The mirror of :class:`WriteBehind`: the source (a decoder: download, decryption,
+    decompression, checksum) runs beside what the caller does with the bytes (writing
+    them to disk), as two processes of a pipe would.  At most ``WRITE_BEHIND_DEPTH``
+    blocks wait.  An error of the source is raised to the caller where its stream
+    reaches it.  As a context manager it stops the thread on the way out (a read under
+    way finishes first); the source must outlive it.
+    """
+
+    def __init__(self, source: BinaryIO, block: int = CHUNK) -> None:
+        self._source = source
+        self._block = block
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(
+            maxsize=WRITE_BEHIND_DEPTH
+        )
+        self._buffer = b""
+        self._ended = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drkit-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set() and (block := self._source.read(self._block)):
+                self._put(block)
+            self._put(None)
+        except BaseException as exc:  # handed to the caller's thread
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._ended and (size < 0 or len(self._buffer) < size):
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            if item is None:
+                self._ended = True
+            else:
+                self._buffer = self._buffer + item if self._buffer else item
+        if size < 0 or size >= len(self._buffer):
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class ChecksumReader:
     """Passes bytes through and, at their end, raises CheckFailed unless their sha256 is
     ``expected`` (for objects with no checksum of their own: uncompressed, unencrypted)."""

@@ -164,10 +164,12 @@ def test_new_objects_carry_the_sha256_of_their_bytes(backend: Backend) -> None:
 def _put_headers(backend: Backend) -> list[dict[str, bytes]]:
     """The headers of every PutObject ``backend`` sends from now on, as sent."""
     sent: list[dict[str, bytes]] = []
-    backend.client.meta.events.register(  # type: ignore[attr-defined]
-        "before-send.s3.PutObject",
-        lambda request, **_: sent.append({k.lower(): v for k, v in request.headers.items()}),
-    )
+    # backups go up through the upload client (a longer wait for S3's answer)
+    for client in (backend.client, backend.upload_client):  # type: ignore[attr-defined]
+        client.meta.events.register(
+            "before-send.s3.PutObject",
+            lambda request, **_: sent.append({k.lower(): v for k, v in request.headers.items()}),
+        )
     return sent
 
 

@@ -81,14 +81,14 @@ def test_s3_upload_of_a_short_reading_stream_uses_full_parts(s3_server, monkeypa
     )
     data = os.urandom(11 * 1024 * 1024 + 17)
     calls: list[int] = []
-    original = backend.client.upload_part
+    original = backend.upload_client.upload_part  # backups go up through it
 
     def spy(**kwargs):  # type: ignore[no-untyped-def]
         calls.append(len(kwargs["Body"].read()))
         kwargs["Body"].seek(0)
         return original(**kwargs)
 
-    monkeypatch.setattr(backend.client, "upload_part", spy)
+    monkeypatch.setattr(backend.upload_client, "upload_part", spy)
     backend.put_stream("k", Trickle(data))  # type: ignore[arg-type]
     assert backend.get_bytes("k") == data
     assert sorted(calls) == [1024 * 1024 + 17, 5 * 1024 * 1024, 5 * 1024 * 1024]

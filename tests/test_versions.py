@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -299,3 +300,37 @@ def test_incremental_base_backups_are_refused_whole(
     assert not list(file_repo.root.rglob("manifest.json"))
     alone = run_drkit("backup", "prod", "--incremental", policy_dir=policy_dir)
     assert alone.code == 2 and "--physical" in alone.stderr, alone.stderr
+
+
+def test_an_unreadable_directory_on_path_is_skipped_not_fatal(shared: Path) -> None:
+    """drkit run as the cluster's OS user with root's environment (``sudo -u postgres -E``):
+    PATH names a directory in root's home, which that user cannot even stat.  Discovery
+    skips it and finds the programs it can run, instead of dying of PermissionError."""
+    if os.geteuid() != 0:
+        pytest.fail("this test runs drkit as the cluster's OS user: run the suite as root")
+    require_major(18)
+    private = shared / "root-home"
+    (private / "bin").mkdir(parents=True)
+    private.chmod(0o700)  # as /root: the cluster's OS user cannot look inside
+    from drkit.walcmd import drkit_argv
+
+    argv, extra = drkit_argv("postgres")  # a Python and drkit the cluster user can run
+    code = (
+        "from drkit.pg.binaries import find_binary, installs; "
+        "print(find_binary('pg_dump', 18)); print(len(installs()))"
+    )
+    env = {**os.environ, **extra, "PATH": f"{private / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [argv[0], "-c", code],
+        user="postgres",
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found, count = done.stdout.split()
+    assert "PermissionError" not in done.stderr
+    assert binaries.binary_major(found) == 18 and int(count) >= 3

@@ -55,7 +55,7 @@ from drkit.backup.logical import (
     run_logical_backup,
 )
 from drkit.config import Policy
-from drkit.errors import CheckFailed, DatabaseError, UsageError
+from drkit.errors import CheckFailed, DatabaseError, SubprocessError, UsageError
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
@@ -253,7 +253,15 @@ def _dump(
                 uploader.offer(out, finished_only=dump.proc.pid)
             uploader.check()
             time.sleep(POLL_SECONDS)
-        dump.wait()
+        try:
+            dump.wait()
+        except SubprocessError as exc:
+            if "no space left on device" in str(exc).lower():
+                raise SubprocessError(
+                    f"{exc} (the local spool {spool}: free space there, or set "
+                    "DRKIT_TMPDIR to a larger filesystem)"
+                ) from None
+            raise
         counts = snap.counted()
         uploader.offer(out, finished_only=None)  # pg_dump is done: every file is whole
         objects = uploader.finish(out)

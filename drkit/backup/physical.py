@@ -2,7 +2,10 @@
 
 ``pg_basebackup -Ft -D - -X none --checkpoint=fast`` streams one tar of the data
 directory through the repository's encoding into ``backups/<id>/base.tar.zst``; WAL
-comes from the archive (``wal-push``), not from the backup.  While the tar streams, its
+comes from the archive (``wal-push``), not from the backup.  With ``-X none`` the server
+ends the backup only once its WAL is archived, and would wait forever on a failing
+``archive_command``: :class:`ArchiveWatch` ends that wait after ``DRKIT_ARCHIVE_WAIT``
+seconds with the archiver's last error.  While the tar streams, its
 ``backup_label`` is picked out of it (start LSN and timeline).  A backup is only
 restorable once the WAL up to its stop point is archived, so after pg_basebackup ends
 drkit waits for the ``.backup`` history file (stop LSN) and the stop segment to be in
@@ -32,12 +35,15 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from drkit.backup.catalog import Manifest, backup_prefix, list_backups, write_manifest
 from drkit.backup.chain import PG_MANIFEST_NAME, choose_parent, pg_manifest_object
@@ -70,15 +76,24 @@ _STOP_TLI_RE = re.compile(r"^STOP TIMELINE: (\d+)", re.M)
 
 
 class TarTap:
-    """Passes a tar stream through unchanged while capturing small named members."""
+    """Passes a tar stream through unchanged while capturing small named members.
+
+    ``stop``, when given, is asked after every read: a reason it returns is raised as an
+    OperationError instead of handing on the stream (a watch that ended the producer)."""
 
     #: the largest member captured; PostgreSQL's backup_manifest grows with the file count
     LIMITS = {"backup_manifest": 512 * 1024 * 1024}
     DEFAULT_LIMIT = 1024 * 1024
 
-    def __init__(self, source: BinaryIO, wanted: tuple[str, ...] = ("backup_label",)) -> None:
+    def __init__(
+        self,
+        source: BinaryIO,
+        wanted: tuple[str, ...] = ("backup_label",),
+        stop: Callable[[], str | None] | None = None,
+    ) -> None:
         self._source = source
         self._wanted = wanted
+        self._stop = stop
         self._header = b""
         self._skip = 0  # bytes of member data + padding still to pass
         self._capture_name: str | None = None
@@ -88,6 +103,8 @@ class TarTap:
 
     def read(self, size: int = -1) -> bytes:
         data = self._source.read(size)
+        if self._stop is not None and (reason := self._stop()):
+            raise OperationError(reason)
         if data:
             self._feed(data)
         return data
@@ -223,17 +240,146 @@ def _server_clock(dsn: str) -> ServerReading:
     return reading
 
 
-def _archiver_status(dsn: str) -> str:
+#: how the archiver's failures read in the server log (PostgreSQL 15-18, English messages)
+_ARCHIVER_LOG_RE = re.compile(
+    r"(archive command failed.*|archive module failed.*|archiving write-ahead log file .*)"
+)
+_LOG_TAIL = 256 * 1024
+
+
+def archiver_status(dsn: str) -> str:
+    """What the server says of its archiver, for a message: `` (the server's archiver
+    failed N times, last on SEGMENT at TIME: <its last line about it in the server log>)``,
+    or ``""`` when it has not failed since it last archived, or cannot be asked."""
     try:
-        with connect(dsn) as conn:
+        with connect(dsn, connect_timeout=10) as conn:
             row = conn.execute(
-                "SELECT failed_count, last_failed_wal, last_failed_time FROM pg_stat_archiver"
+                "SELECT failed_count, last_failed_wal, last_failed_time,"
+                " last_failed_time > coalesce(last_archived_time, '-infinity')"
+                " FROM pg_stat_archiver"
             ).fetchone()
-    except DatabaseError:
+            if not row or not row[0] or not row[3]:
+                return ""
+            logged = _archiver_log_line(conn)
+    except (DatabaseError, psycopg.Error):
         return ""
+    when = row[2].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = f"the server's archiver failed {row[0]} times, last on {row[1]} at {when}"
+    return f" ({text}: {logged})" if logged else f" ({text})"
+
+
+def _archiver_log_line(conn: psycopg.Connection[Any]) -> str | None:
+    """The last line about the archiver in the server's current log file, when the
+    server has one (logging_collector) and it can be read: from here (drkit on the
+    database host), else through pg_read_file (a superuser or pg_read_server_files)."""
+    from drkit.redact import mask_url
+
+    try:
+        row = conn.execute(
+            "SELECT pg_current_logfile(), current_setting('data_directory')"
+        ).fetchone()
+    except psycopg.Error:
+        return None
     if not row or not row[0]:
-        return ""
-    return f" (the server's archiver failed {row[0]} times, last on {row[1]} at {row[2]})"
+        return None
+    path = row[0] if os.path.isabs(row[0]) else os.path.join(row[1], row[0])
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - _LOG_TAIL))
+            tail = f.read(_LOG_TAIL).decode("utf-8", "replace")
+    except OSError:
+        try:
+            found = conn.execute(
+                "SELECT pg_read_file(%s, greatest((pg_stat_file(%s)).size - %s, 0), %s)",
+                (path, path, _LOG_TAIL, _LOG_TAIL),
+            ).fetchone()
+        except psycopg.Error:
+            return None
+        tail = str(found[0]) if found and found[0] else ""
+    lines = [m.group(1).strip() for m in map(_ARCHIVER_LOG_RE.search, tail.splitlines()) if m]
+    return mask_url(lines[-1][:200]) if lines else None
+
+
+class ArchiveWatch:
+    """Ends ``pg_basebackup`` once the server has waited ``wait`` seconds for WAL archiving.
+
+    With ``-X none`` the server ends a base backup only when every WAL segment it needs
+    is archived, and never gives up: a failing ``archive_command`` would hold the backup
+    (and a scheduled job) forever.  A thread asks the server, on a connection of its own,
+    whether the walsender named ``application_name`` waits for archiving (its
+    ``pg_stat_progress_basebackup`` phase, or its wait event); after ``wait`` seconds of
+    that it records why (:func:`archiver_status`), ends the walsender (which would
+    otherwise wait on, holding a WAL sender slot, without noticing its client is gone),
+    and kills pg_basebackup.  :meth:`reason` says so, for the reader
+    of pg_basebackup's stream to raise instead of storing a cut one."""
+
+    POLL_SECONDS = 0.5
+    #: the walsender waits for archiving: its phase ("waiting for wal archiving to
+    #: finish"), or the wait event it sleeps on
+    _WAITING_SQL = (
+        "SELECT p.phase ILIKE 'waiting for wal archiving%%' "
+        " OR a.wait_event = 'BackupWaitWalArchive', a.pid "
+        "FROM pg_stat_activity a LEFT JOIN pg_stat_progress_basebackup p USING (pid) "
+        "WHERE a.application_name = %s AND a.backend_type = 'walsender'"
+    )
+
+    def __init__(
+        self, dsn: str, application_name: str, wait: float, kill: Callable[[], None]
+    ) -> None:
+        self._dsn = dsn
+        self._name = application_name
+        self._wait = wait
+        self._kill = kill
+        self._done = threading.Event()
+        self._reason: str | None = None
+        self._thread = threading.Thread(target=self._run, name="drkit-archive-watch", daemon=True)
+
+    def __enter__(self) -> ArchiveWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=15)
+
+    def reason(self) -> str | None:
+        return self._reason
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        waiting_since: float | None = None
+        try:
+            while not self._done.wait(self.POLL_SECONDS):
+                try:
+                    if conn is None or conn.closed:
+                        conn = connect(self._dsn, connect_timeout=10)
+                    row = conn.execute(self._WAITING_SQL, (self._name,)).fetchone()
+                except (DatabaseError, psycopg.Error) as exc:
+                    log.debug("watching the base backup's phase: %s", exc)
+                    conn = None
+                    continue
+                if not row or not row[0]:
+                    waiting_since = None
+                    continue
+                waiting_since = waiting_since or time.monotonic()
+                if time.monotonic() - waiting_since > self._wait:
+                    self._reason = (
+                        f"WAL archiving did not complete within {self._wait:.0f}s "
+                        f"({ARCHIVE_WAIT_ENV}) at the end of the base backup"
+                        f"{archiver_status(self._dsn)}: the backup cannot be restored "
+                        "without that WAL; fix archive_command (see the server log), then "
+                        "take the backup again"
+                    )
+                    log.info("ending pg_basebackup, which waited %.0fs for archiving", self._wait)
+                    try:  # the walsender never notices its client is gone while it waits
+                        conn.execute("SELECT pg_terminate_backend(%s)", (row[1],))
+                    except psycopg.Error as exc:
+                        log.warning("could not end the base backup's walsender: %s", exc)
+                    self._kill()
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 def wait_for_wal(
@@ -250,7 +396,7 @@ def wait_for_wal(
         if time.monotonic() > deadline:
             raise OperationError(
                 f"WAL {pending[0]} was not archived to {repo.location} within {timeout:.0f}s"
-                f"{_archiver_status(dsn) if dsn else ''}: the backup cannot be restored "
+                f"{archiver_status(dsn) if dsn else ''}: the backup cannot be restored "
                 "without it — check archive_command and the server log"
             )
         time.sleep(delay)
@@ -410,10 +556,12 @@ def run_physical_backup(
         raise
     backup_id, started = new_backup_id(repo, "physical")
     conninfo, env = for_subprocess(dsn)
+    # the name by which ArchiveWatch finds its walsender
+    application_name = f"drkit {backup_id}"[:63]
     args = [
         pg_basebackup,
         "-d",
-        conninfo,
+        make_conninfo(conninfo, application_name=application_name),
         "-D",
         "-",
         "-Ft",
@@ -429,8 +577,15 @@ def run_physical_backup(
     try:
         # the databases' sizes: the tar holds them (and a little more), an estimate
         meter = Meter(on_progress, "base backup", BASE_NAME, total=facts.size, estimate=True)
-        with PipeProcess(args, env=env, what="pg_basebackup", stdout=-1) as proc:
-            tap = TarTap(proc.stdout, ("backup_label", PG_MANIFEST_NAME))  # type: ignore[arg-type]
+        with (
+            PipeProcess(args, env=env, what="pg_basebackup", stdout=-1) as proc,
+            ArchiveWatch(dsn, application_name, wait, proc.proc.kill) as watch,
+        ):
+            tap = TarTap(
+                proc.stdout,  # type: ignore[arg-type]
+                ("backup_label", PG_MANIFEST_NAME),
+                stop=watch.reason,
+            )
             obj = repo.store(
                 f"{backup_prefix(backup_id)}{BASE_NAME}",
                 tap,  # type: ignore[arg-type]

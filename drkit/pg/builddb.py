@@ -25,7 +25,7 @@ from psycopg import sql
 
 from drkit.errors import DatabaseError, SafetyRefused
 from drkit.pg.connect import first_line
-from drkit.pg.conninfo import dbname_of, describe, with_dbname
+from drkit.pg.conninfo import describe, resolve, with_dbname
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _MAINTENANCE = ("postgres", "template1")
 
 def _admin(target_dsn: str) -> psycopg.Connection[Any]:
     """A connection to the target's server, in another database than the target."""
-    target = dbname_of(target_dsn)
+    target = resolve(target_dsn).dbname
     problem = ""
     for name in _MAINTENANCE:
         if name == target:
@@ -78,7 +78,7 @@ class Build:
     ) -> None:
         self._admin = admin
         self.target_dsn = target_dsn
-        self.target = dbname_of(target_dsn)
+        self.target = resolve(target_dsn).dbname
         self.name = name
         self.dsn = with_dbname(target_dsn, name)
         self.force = force
@@ -217,7 +217,7 @@ def preflight(
     admin: psycopg.Connection[Any], target_dsn: str, *, force: bool, scratch: bool = False
 ) -> None:
     """What would stop the build or the swap, refused before anything is created (exit 4)."""
-    target = dbname_of(target_dsn)
+    target = resolve(target_dsn).dbname
     row = admin.execute(
         "SELECT current_user, rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
     ).fetchone()
@@ -295,7 +295,7 @@ def build_aside(
     """
     admin = _admin(target_dsn)
     with admin:
-        target = dbname_of(target_dsn)
+        target = resolve(target_dsn).dbname
         try:
             preflight(admin, target_dsn, force=force, scratch=scratch)
             _warn_leftovers(admin, target)

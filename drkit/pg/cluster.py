@@ -52,18 +52,23 @@ def cluster_os_user() -> str | None:
 
 
 def chown_tree(path: Path, user: str | None) -> None:
-    """Give ``path`` (a file, or a directory and all below it) to ``user``; None: no-op."""
+    """Give ``path`` (a file, or a directory and all below it) to ``user``; None: no-op.
+
+    No link is ever followed (directories are walked through descriptors opened without
+    following, entries changed with ``follow_symlinks=False``), and a directory is given
+    away only after everything in it, ``path`` itself last: a tree that was ours alone
+    stays out of ``user``'s reach until the walk is done, so nothing can be swapped into
+    it for root to chown."""
     if user is None:
         return
     entry = pwd.getpwnam(user)
-    if not os.path.isdir(path):  # a single file
-        os.lchown(path, entry.pw_uid, entry.pw_gid)
-        return
-    for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in dirs + files:
-            with contextlib.suppress(FileNotFoundError):
-                os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+    ids = (entry.pw_uid, entry.pw_gid)
+    if os.path.isdir(path) and not os.path.islink(path):
+        for _root, dirs, files, root_fd in os.fwalk(path, topdown=False):
+            for name in dirs + files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.chown(name, *ids, dir_fd=root_fd, follow_symlinks=False)
+    os.lchown(path, *ids)
 
 
 def run_as(

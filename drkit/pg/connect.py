@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 
 from drkit.errors import DatabaseError
-from drkit.pg.conninfo import describe, with_dbname
+from drkit.pg.conninfo import Resolved, describe, with_dbname
 
 
 def first_line(exc: BaseException) -> str:
@@ -28,7 +28,9 @@ def connect(
     try:
         return psycopg.connect(target, autocommit=autocommit, **kwargs)
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to {describe(target)}: {first_line(exc)}") from None
+        # libpq's own record of the attempt (the last of a host list), else its resolution
+        where = Resolved.of(exc.pgconn).describe() if exc.pgconn is not None else describe(target)
+        raise DatabaseError(f"cannot connect to {where}: {first_line(exc)}") from None
 
 
 def server_version(conn: psycopg.Connection[Any]) -> str:

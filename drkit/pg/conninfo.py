@@ -1,4 +1,13 @@
-"""Connection strings: pick out the database, swap it, and keep passwords off command lines."""
+"""Connection strings: what libpq makes of them, swapping the database, and keeping
+passwords off command lines.
+
+drkit never works out a connection's database, host, port or role itself: a policy url
+may be ``service=NAME`` (everything in a service file: ``PGSERVICEFILE``,
+``~/.pg_service.conf``, ``PGSYSCONFDIR``), rely on ``PGDATABASE``/``PGHOST``/... or list
+several hosts, and only libpq knows its rules.  :func:`resolve` asks libpq, and what it
+answers is the database drkit backs up, restores, reports and hands, explicitly, to
+pg_dump and pg_restore (libpq programs too, so the two agree).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +17,12 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from drkit.errors import UsageError
@@ -24,9 +36,74 @@ def parse(dsn: str) -> dict[str, str]:
     return {k: str(v) for k, v in params.items() if v is not None}
 
 
-def dbname_of(dsn: str) -> str:
-    params = parse(dsn)
-    return params.get("dbname") or params.get("user") or os.environ.get("PGDATABASE", "postgres")
+@dataclass(frozen=True)
+class Resolved:
+    """Where libpq takes a connection string: the database, role, host (a name, an
+    address, or a socket directory) and port of its first attempt.  Never the password."""
+
+    dbname: str
+    user: str
+    host: str
+    port: str
+
+    def describe(self) -> str:
+        """host:port/dbname, for messages."""
+        return f"{self.host}:{self.port}/{self.dbname}"
+
+    @classmethod
+    def of(cls, pgconn: pq.abc.PGconn) -> Resolved:
+        """What a libpq connection (or attempt) is on: after a connection, the server
+        actually reached; after a failed one, the last host tried."""
+        return cls(*(_text(v) for v in (pgconn.db, pgconn.user, pgconn.host, pgconn.port)))
+
+
+#: how long an answer of libpq's is reused: one attempt per command, and a service file
+#: changed under a running scheduler is read again within a minute
+RESOLVE_TTL = 60.0
+_resolved: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, Resolved]] = {}
+_resolved_lock = threading.Lock()
+
+
+def resolve(dsn: str) -> Resolved:
+    """What libpq makes of ``dsn``, from libpq itself.
+
+    ``PQconnectStart`` parses the string and applies the service file, the ``PG*``
+    variables and libpq's defaults exactly as a connection does, then starts connecting
+    without waiting (nothing logs in, nothing waits for a server that does not answer);
+    its ``PQdb``/``PQuser``/``PQhost``/``PQport`` are read and the attempt is closed.  A
+    string libpq rejects (a service it does not know, a malformed option) is a
+    UsageError naming libpq's reason.  The answer is kept :data:`RESOLVE_TTL` seconds
+    for the same string and the same ``PG*`` variables."""
+    key = (dsn, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PG"))))
+    now = time.monotonic()
+    with _resolved_lock:
+        kept = _resolved.get(key)
+    if kept is not None and now - kept[0] < RESOLVE_TTL:
+        return kept[1]
+    resolved = _ask_libpq(dsn)
+    with _resolved_lock:
+        _resolved[key] = (now, resolved)
+    return resolved
+
+
+def _ask_libpq(dsn: str) -> Resolved:
+    parse(dsn)  # a malformed string: the one message every caller gives
+    try:
+        pgconn = pq.PGconn.connect_start(dsn.encode())
+    except Exception as exc:  # its text never holds the password
+        raise UsageError(f"invalid database url: {str(exc).splitlines()[0]}") from None
+    try:
+        resolved = Resolved.of(pgconn)
+        if pgconn.status == pq.ConnStatus.BAD and not resolved.dbname:
+            reason = _text(pgconn.error_message).strip().splitlines() or ["libpq refused it"]
+            raise UsageError(f"database url: {reason[0]}")
+    finally:
+        pgconn.finish()
+    return resolved
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode("utf-8", "replace") if value else ""
 
 
 def with_dbname(dsn: str, dbname: str) -> str:
@@ -78,6 +155,8 @@ def _remove(path: str) -> None:
 def for_subprocess(dsn: str, dbname: str | None = None) -> tuple[str, dict[str, str]]:
     """A conninfo without any secret, plus the environment that carries them.
 
+    The database is always explicit: ``dbname``, else the one libpq resolves ``dsn`` to.
+
     pg_dump and friends then see the password in ``PGPASSWORD``, and ``sslpassword``
     (which has no environment variable) in a 0600 service file named by
     ``PGSERVICEFILE``/``PGSERVICE``, rather than in their argument list, where ``ps``
@@ -89,6 +168,8 @@ def for_subprocess(dsn: str, dbname: str | None = None) -> tuple[str, dict[str, 
     params = parse(dsn)
     if dbname is not None:
         params["dbname"] = dbname
+    elif "dbname" not in params:  # libpq's answer, explicit: the child and drkit agree
+        params["dbname"] = resolve(dsn).dbname
     password = params.pop("password", None)
     secrets = {key: params.pop(key) for key in SECRET_PARAMS if key in params}
     env = SubprocessEnv(os.environ)
@@ -103,8 +184,12 @@ def for_subprocess(dsn: str, dbname: str | None = None) -> tuple[str, dict[str, 
 
 
 def describe(dsn: str) -> str:
-    """host:port/dbname, for messages (never the password)."""
-    params = parse(dsn)
-    host = params.get("host") or os.environ.get("PGHOST", "localhost")
-    port = params.get("port") or os.environ.get("PGPORT", "5432")
-    return f"{host}:{port}/{dbname_of(dsn)}"
+    """host:port/dbname as libpq resolves ``dsn``, for messages (never the password); a
+    string libpq rejects is described by what it says itself."""
+    try:
+        return resolve(dsn).describe()
+    except UsageError:
+        params = parse(dsn)
+        if "service" in params:
+            return f"service {params['service']}"
+        return f"{params.get('host', '?')}:{params.get('port', '?')}/{params.get('dbname', '?')}"

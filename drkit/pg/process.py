@@ -21,6 +21,14 @@ from drkit.errors import SubprocessError
 log = logging.getLogger(__name__)
 
 _STDERR_LINES = 50
+#: what the leader of a parallel pg_dump / pg_restore says once one of its workers
+#: failed; the worker's own error line, earlier, says why (disk full, lost connection)
+_CONSEQUENCES = ("a worker process died unexpectedly", "worker process failed")
+
+
+def _is_error(line: str) -> bool:
+    lowered = line.lower()
+    return "error" in lowered or "fatal" in lowered
 
 
 #: what a pipe from a dumping child holds: Linux's default of 64 KiB makes the reader
@@ -66,6 +74,8 @@ class PipeProcess:
         except FileNotFoundError:
             raise SubprocessError(f"{self.what}: program {args[0]} not found") from None
         self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
+        # kept apart: --verbose chatter after an error must not push it out of the tail
+        self._errors: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
         self._reader = threading.Thread(target=self._drain_stderr, daemon=True)
         self._reader.start()
 
@@ -85,12 +95,17 @@ class PipeProcess:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self._stderr.append(line)
+                if _is_error(line):
+                    self._errors.append(line)
                 log.debug("%s: %s", self.what, line)
 
     def stderr_tail(self) -> str:
+        """The line that says why the program failed: its last error, skipping a parallel
+        leader's "a worker process died" for the worker's own reason; else its last line."""
         lines = [line for line in self._stderr if line.strip()]
-        errors = [line for line in lines if "error" in line.lower() or "fatal" in line.lower()]
-        return (errors or lines or ["no error output"])[-1]
+        errors = list(self._errors)
+        causes = [line for line in errors if not any(c in line for c in _CONSEQUENCES)]
+        return (causes or errors or lines or ["no error output"])[-1]
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for a clean exit; anything else raises SubprocessError with stderr's gist."""

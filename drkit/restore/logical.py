@@ -54,7 +54,7 @@ from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefuse
 from drkit.pg.archive import OffsetFinder, set_data_offsets
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
-from drkit.pg.conninfo import dbname_of, describe, for_subprocess, with_dbname
+from drkit.pg.conninfo import Resolved, describe, for_subprocess, resolve, with_dbname
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress
@@ -89,16 +89,25 @@ class RestoreResult:
 
 
 def ensure_database(dsn: str) -> None:
-    """Create the target database if it does not exist (via the ``postgres`` database)."""
-    name = dbname_of(dsn)
+    """Create the target database if it does not exist (via the ``postgres`` database on
+    the same server).  Its name is libpq's: a url without a database (a service file,
+    ``PGDATABASE``) names one all the same.  A failure that is not a missing database is
+    reported as it is, never answered with a CREATE."""
+    name = resolve(dsn).dbname
     try:
         with psycopg.connect(dsn, connect_timeout=15):
             return
     except psycopg.OperationalError as exc:
-        if "does not exist" not in str(exc):
-            raise DatabaseError(f"cannot connect to {describe(dsn)}: {first_line(exc)}") from None
-    with connect(dsn, "postgres") as conn:
+        failure = first_line(exc)
+    try:
+        admin = connect(dsn, "postgres")
+    except DatabaseError:  # the server is not reachable either: its own reason
+        raise DatabaseError(f"cannot connect to {describe(dsn)}: {failure}") from None
+    with admin as conn:
         try:
+            row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if row is not None:  # it exists: the first connection failed for its own reason
+                raise DatabaseError(f"cannot connect to {describe(dsn)}: {failure}")
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot create database {name}: {first_line(exc)}") from None
@@ -177,7 +186,7 @@ def restore_logical(
             )
     result = RestoreResult(manifest.id, [])
     for obj, dsn, source in targets:
-        name = obj.database or dbname_of(dsn)
+        name = obj.database or resolve(dsn).dbname
         expected = source.row_counts.get(name, {})
         restored = restore_one(
             repo,
@@ -426,9 +435,10 @@ def _restore_tables(
 
 
 def compare_counts(dsn: str, expected: dict[str, int], jobs: int = 1) -> DatabaseRestore:
-    outcome = DatabaseRestore(database=dbname_of(dsn), target=describe(dsn))
     with connect(dsn) as conn:
+        reached = Resolved.of(conn.pgconn)  # the server the restore went to, as libpq says
         present = {table_key(s, t) for s, t in list_tables(conn)}
+    outcome = DatabaseRestore(database=reached.dbname, target=reached.describe())
     missing = [k for k in expected if k not in present]
     observed = count_rows_concurrently(dsn, [split_key(k) for k in expected if k in present], jobs)
     for key in missing:

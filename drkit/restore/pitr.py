@@ -7,7 +7,9 @@
    A target beyond the unbroken chain, before the oldest backup, or (``latest``) a gap
    below newer segments without ``--allow-gap`` is exit 3 with the reachable window.
    drkit never recovers to some other point than the one asked for.
-2. Unpack its ``base.tar`` into an empty DIR (a non-empty one is refused, exit 4).  An
+2. Unpack its ``base.tar`` into an empty DIR (a non-empty one is refused, exit 4, as is
+   one another user than root or the cluster's could change: :mod:`drkit.restore.datadir`,
+   whose extraction never writes through a link it did not make).  An
    incremental backup (PostgreSQL 17+) is restored with its whole chain: the full
    backup and every incremental down to it are unpacked aside and combined into DIR
    with ``pg_combinebackup`` of the backup's major; a backup whose chain is broken is
@@ -34,7 +36,6 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -58,7 +59,14 @@ from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.cluster import chown_tree, cluster_os_user, free_port, run_as
 from drkit.progress import Meter, MeteredReader, OnProgress
+from drkit.restore.datadir import (
+    Owner,
+    claim_data_directory,
+    extract_tar,
+    guard_data_directory,
+)
 from drkit.storage.repository import Repository
+from drkit.streams import ReadAhead
 from drkit.timelines import clear_restore_marker, write_restore_marker
 from drkit.wal import SPOOL_DIR, find_wal_key, open_wal_object
 from drkit.wal_names import history_name
@@ -411,8 +419,7 @@ def unpack_chain(
             part = work / f"{number:04d}"
             unpack_base(repo, manifest, part, on_progress)
             parts.append(str(part))
-        pgdata.mkdir(parents=True, exist_ok=True)
-        pgdata.chmod(0o700)
+        os.close(claim_data_directory(pgdata, Owner.cluster(cluster_os_user()))[0])
         args = [combine, "--no-sync", *(["--link"] if link else []), "-o", str(pgdata), *parts]
         proc = subprocess.run(args, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -431,48 +438,30 @@ def unpack_chain(
 def unpack_base(
     repo: Repository, manifest: Manifest, pgdata: Path, on_progress: ProgressCallback | None
 ) -> None:
+    """Extract the backup's base.tar into ``pgdata`` (made, or taken empty, and kept
+    root's own meanwhile) without ever writing through a link drkit did not make
+    (:mod:`drkit.restore.datadir`)."""
     base = next((o for o in manifest.objects if o.name.startswith("base.tar")), None)
     if base is None:
         raise CheckFailed(f"backup {manifest.id} has no base.tar object")
-    pgdata.mkdir(parents=True, exist_ok=True)
-    pgdata.chmod(0o700)
-    tar_bin = shutil.which("tar")
-    with (
-        Meter(on_progress, "unpack", "base.tar", total=base.raw_size) as meter,
-        repo.open_decoded(base) as stream,
-    ):
-        counted = MeteredReader(stream, meter)
-        if tar_bin:
-            _extract_with_tar(tar_bin, counted, pgdata)
-        else:  # pragma: no cover - every Debian/Alpine image has tar
-            with tarfile.open(  # type: ignore[call-overload]
-                fileobj=counted, mode="r|", bufsize=_TAR_BUFSIZE, copybufsize=_TAR_BUFSIZE
-            ) as tar:
-                tar.extractall(pgdata, filter="data")
-        # read to EOF so the sha256 of the stored object is checked
-        while counted.read(_TAR_BUFSIZE):
-            pass
+    owner = Owner.cluster(cluster_os_user())
+    fd, _created = claim_data_directory(pgdata, owner)
+    try:
+        with (
+            Meter(on_progress, "unpack", "base.tar", total=base.raw_size) as meter,
+            repo.open_decoded(base) as stream,
+            ReadAhead(stream) as decoded,  # decoding beside the writing: two cores
+        ):
+            counted = MeteredReader(decoded, meter)
+            extract_tar(counted, fd, owner, name=manifest.id)  # type: ignore[arg-type]
+            # read to EOF so the sha256 of the stored object is checked
+            while counted.read(_TAR_BUFSIZE):
+                pass
+    finally:
+        os.close(fd)
     for sub in ("pg_wal", "pg_wal/archive_status"):
         (pgdata / sub).mkdir(exist_ok=True)
     (pgdata / "pg_wal").chmod(0o700)
-
-
-def _extract_with_tar(tar_bin: str, stream: MeteredReader, pgdata: Path) -> None:
-    """Extract through GNU tar: decoding here and writing files there use two cores.
-
-    GNU tar refuses member names with ``..``, strips leading ``/`` and delays symlinks,
-    so an archive cannot write outside ``pgdata``.
-    """
-    from drkit.pg.process import PipeProcess
-
-    args = [tar_bin, "-x", "-f", "-", "-C", str(pgdata), "--no-same-owner"]
-    with PipeProcess(args, stdin=subprocess.PIPE, what="tar -x") as proc:
-        try:
-            while chunk := stream.read(_TAR_BUFSIZE):
-                proc.stdin.write(chunk)
-        except BrokenPipeError:
-            pass  # tar stopped early: wait() reports why
-        proc.wait()
 
 
 def _conf_value(value: str) -> str:
@@ -573,6 +562,8 @@ def restore_point_in_time(
         timeline = parse_timeline(timeline)
     pgdata = Path(pgdata).absolute()
     _check_empty(pgdata)
+    # root fills it for the cluster's OS user: nobody else may own it or what is above it
+    guard_data_directory(pgdata, Owner.cluster(cluster_os_user()))
     repo = repo or Repository.for_policy(policy)
     phases: dict[str, float] = {}
     t0 = time.monotonic()

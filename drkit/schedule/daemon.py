@@ -149,20 +149,27 @@ def lock_key(env: str) -> tuple[int, int]:
     return LOCK_CLASS_ID, value - (1 << 32) if value >= 1 << 31 else value
 
 
+def _first_listed(policy: Policy) -> str | None:
+    """The lock's database: the first listed; None, the one libpq connects the url to
+    (asked when the lock is taken, not when a policy is loaded)."""
+    return policy.database.databases[0] if policy.database.databases else None
+
+
 class EnvironmentLock:
     """The session advisory lock that makes this replica the one running ``env``'s jobs."""
 
     def __init__(self, policy: Policy) -> None:
         self.env = policy.name
         self.dsn = policy.database.url.get_secret_value()
-        self.dbname = policy.database.database_names()[0]
+        # the first listed database; None: the one libpq connects the url to
+        self.dbname = _first_listed(policy)
         self.key = lock_key(self.env)
         self._conn: psycopg.Connection[Any] | None = None
 
     def same_target(self, policy: Policy) -> bool:
         return (
             self.dsn == policy.database.url.get_secret_value()
-            and self.dbname == policy.database.database_names()[0]
+            and _first_listed(policy) == self.dbname
         )
 
     @property

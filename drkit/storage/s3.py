@@ -1,8 +1,18 @@
 """``s3://bucket/prefix`` repositories through boto3 (AWS, MinIO, any S3-compatible store).
 
-Retries: botocore's ``standard`` mode retries throttling (SlowDown, 503) and 5xx errors
-with exponential backoff and jitter, a bounded number of times.  Every call has a
-connect and a read timeout, so a stalled endpoint fails instead of hanging.
+Retries: botocore's ``standard`` mode retries throttling (SlowDown, 503), 5xx errors and
+timeouts with exponential backoff and jitter, a bounded number of times, and each new
+attempt logs one warning (operation, object path, attempt, why the last one failed).
+Every call has a connect and a read timeout, so a stalled endpoint fails instead of
+hanging: a listing, HEAD, GET, DELETE or a WAL segment's single PUT waits
+``DRKIT_S3_READ_TIMEOUT`` (8 s) for S3 to answer and is tried ``DRKIT_S3_MAX_ATTEMPTS``
+(4) times, so a store that accepts connections and never answers ends a command or a
+``wal-push`` within a minute.  Backup uploads (``put_stream``: multipart parts, and the
+PUT of an object smaller than one part) wait ``DRKIT_S3_UPLOAD_READ_TIMEOUT`` (120 s):
+after the last byte of a part of up to 5 GiB, S3 checks and stores it before it answers,
+and completing a multipart upload may take minutes by S3's own account.  A backup meets
+a stalled endpoint earlier anyway, in the short calls before its uploads, and the body's
+own send waits at most the connect timeout per write.
 Large objects go up as multipart uploads of bounded part size (8 MiB, larger when the
 caller's size hint says 10,000 parts would not hold the object); s3transfer aborts the
 upload if any part fails, so no partial object ever becomes visible.
@@ -45,9 +55,11 @@ SPOOL_IN_MEMORY = 32 * 1024 * 1024
 # s3transfer buffers whole parts of a non-seekable stream; bound how many it holds
 # (its default of 10 x part size would be 80 MiB for one upload).
 MAX_BUFFERED_PARTS = 3
-MAX_ATTEMPTS = int(os.environ.get("DRKIT_S3_MAX_ATTEMPTS", 6))
-CONNECT_TIMEOUT = float(os.environ.get("DRKIT_S3_CONNECT_TIMEOUT", 10))
-READ_TIMEOUT = float(os.environ.get("DRKIT_S3_READ_TIMEOUT", 60))
+#: (environment variable, default): read when a backend is made (see the module docstring)
+MAX_ATTEMPTS = ("DRKIT_S3_MAX_ATTEMPTS", 4)
+CONNECT_TIMEOUT = ("DRKIT_S3_CONNECT_TIMEOUT", 5.0)
+READ_TIMEOUT = ("DRKIT_S3_READ_TIMEOUT", 8.0)
+UPLOAD_READ_TIMEOUT = ("DRKIT_S3_UPLOAD_READ_TIMEOUT", 120.0)
 
 _CREDENTIAL_CODES = {
     "AccessDenied",
@@ -103,6 +115,51 @@ def _checksummed_body_unsigned(config: Any) -> Any:
     return hook
 
 
+def _setting(setting: tuple[str, float]) -> float:
+    name, default = setting
+    value = os.environ.get(name)
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise StorageError(f"{name}={value!r} is not a number") from None
+
+
+def _log_retries(client: Any) -> None:
+    """One warning per retried S3 call: which operation, on which object, attempt n of m,
+    and why the attempt before failed (an exception's type or S3's status and code —
+    never a header, a signature or an exception text, which may name a credential)."""
+    attempts = int(client.meta.config.retries["total_max_attempts"])
+
+    def remember(request_dict: dict[str, Any], **kwargs: Any) -> None:
+        caught = kwargs.get("caught_exception")
+        response = kwargs.get("response")
+        if caught is not None:
+            reason = type(caught).__name__
+        elif response is not None:
+            meta = response[1].get("ResponseMetadata", {})
+            code = response[1].get("Error", {}).get("Code", "")
+            reason = f"HTTP {meta.get('HTTPStatusCode', '?')} {code}".strip()
+        else:
+            return
+        request_dict.setdefault("context", {})["drkit_last_failure"] = reason
+
+    def announce(request: Any, operation_name: str, **_: Any) -> None:
+        context = getattr(request, "context", None) or {}
+        attempt = int((context.get("retries") or {}).get("attempt", 1))
+        if attempt > 1:
+            log.warning(
+                "S3 %s %s: attempt %d of %d (the last one failed: %s)",
+                operation_name,
+                urlsplit(request.url).path,
+                attempt,
+                attempts,
+                context.get("drkit_last_failure", "unknown"),
+            )
+
+    client.meta.events.register("needs-retry.s3", remember)
+    client.meta.events.register("request-created.s3", announce)
+
+
 class S3Backend(Backend):
     new_puts_read_back = True  # put_stream_new HEADs the object and checks its ETag
 
@@ -123,20 +180,18 @@ class S3Backend(Backend):
         self.prefix = prefix.strip("/")
         self.storage_class = storage_class
         self.location = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        config = Config(
-            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+        self._config = Config(
+            retries={"mode": "standard", "total_max_attempts": int(_setting(MAX_ATTEMPTS))},
+            connect_timeout=_setting(CONNECT_TIMEOUT),
+            read_timeout=_setting(READ_TIMEOUT),
             s3={"addressing_style": "path"} if endpoint_url else {},
             max_pool_connections=MAX_CONCURRENCY * 2 + 2,
         )
-        session = boto3.session.Session()
-        self.client: Any = session.client(
-            "s3", endpoint_url=endpoint_url, region_name=region, config=config
-        )
-        self.client.meta.events.register(
-            "before-sign.s3.PutObject", _checksummed_body_unsigned(self.client.meta.config)
-        )
+        self._session = boto3.session.Session()
+        self._endpoint_url = endpoint_url
+        self._region = region
+        self._upload_client: Any = None
+        self.client: Any = self._new_client(self._config)
         self.transfer = TransferConfig(
             multipart_threshold=PART_SIZE,
             multipart_chunksize=PART_SIZE,
@@ -145,6 +200,27 @@ class S3Backend(Backend):
         )
         self.transfer.max_in_memory_upload_chunks = MAX_BUFFERED_PARTS
         _fixed_mmap_threshold()
+
+    def _new_client(self, config: Any) -> Any:
+        client = self._session.client(
+            "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
+        )
+        client.meta.events.register(
+            "before-sign.s3.PutObject", _checksummed_body_unsigned(client.meta.config)
+        )
+        _log_retries(client)
+        return client
+
+    @property
+    def upload_client(self) -> Any:
+        """The client of upload bodies: the same, waiting longer for S3's answer after
+        the last byte (made on first use: wal-push's start-up time matters)."""
+        if self._upload_client is None:
+            from botocore.config import Config
+
+            longer = Config(read_timeout=_setting(UPLOAD_READ_TIMEOUT))
+            self._upload_client = self._new_client(self._config.merge(longer))
+        return self._upload_client
 
     @classmethod
     def from_config(cls, config: RepositoryConfig) -> S3Backend:
@@ -220,7 +296,7 @@ class S3Backend(Backend):
             transfer.multipart_threshold = transfer.multipart_chunksize = part
             log.info("%s: %d MiB upload parts for about %d bytes", key, part // _MIB, size_hint)
         try:
-            self.client.upload_fileobj(
+            self.upload_client.upload_fileobj(
                 counter, self.bucket, self._key(key), ExtraArgs=extra, Config=transfer
             )
         except S3UploadFailedError as exc:
@@ -418,6 +494,8 @@ class S3Backend(Backend):
 
     def close(self) -> None:
         self.client.close()
+        if self._upload_client is not None:
+            self._upload_client.close()
 
 
 def _is_taken(exc: BaseException) -> bool:

@@ -89,3 +89,32 @@ def test_full_disk_fails_cleanly_and_leaves_nothing(
     assert again.code == 0, again.stderr
     assert listed_ids(run_drkit, policy_dir) == [again.json()["id"]]
     assert verify_all(run_drkit, policy_dir).code == 0
+
+
+def test_a_full_spool_under_backup_jobs_says_so(
+    sample_db: tuple[str, str],
+    tiny_fs: Path,
+    pg_server: PgServer,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    file_repo: RepoTarget,
+) -> None:
+    """``backup --jobs``: pg_dump's workers write the directory into the local spool; when
+    it fills up, the line names the full device, not pg_dump's leader's "a worker process
+    died unexpectedly"."""
+    name, url = sample_db
+    pg_server.query(
+        name,
+        "CREATE TABLE filler AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v "
+        "FROM generate_series(1, 60000) g",
+    )
+    policy_dir = make_policy("prod", url, file_repo)
+    env = {"DRKIT_TMPDIR": str(tiny_fs)}
+    result = run_drkit("backup", "prod", "--jobs", "2", policy_dir=policy_dir, env=env, timeout=120)
+    assert result.code == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "no space left on device" in lines[0].lower(), lines[0]
+    assert "worker process died" not in lines[0]
+    assert files_under(tiny_fs) == {}, "the spool was left behind"
+    assert listed_ids(run_drkit, policy_dir) == []

@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +31,7 @@ FAST_FAIL = {
     "DRKIT_S3_MAX_ATTEMPTS": "3",
     "DRKIT_S3_CONNECT_TIMEOUT": "2",
     "DRKIT_S3_READ_TIMEOUT": "3",
+    "DRKIT_S3_UPLOAD_READ_TIMEOUT": "3",
 }
 SEGMENT = "000000010000000000000007"
 
@@ -47,10 +51,22 @@ def proxied(s3_server: S3Server, proxy: FaultProxy) -> tuple[RepoTarget, RepoVie
     return target, RepoView(target, s3_server)
 
 
+#: a retried S3 call logs one warning record per new attempt (drkit.storage.s3)
+RETRY_RE = re.compile(r" WARNING drkit\.storage\.s3: S3 (\w+) (\S+): attempt (\d+) of (\d+) ")
+
+
 def one_clear_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    """The one error line, besides the warnings of retried calls."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not RETRY_RE.search(line)]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     return lines[0]
+
+
+def retries(stderr: str) -> list[tuple[str, str, int, int]]:
+    """(operation, object path, attempt, of) of each retry line."""
+    return [
+        (m[1], m[2], int(m[3]), int(m[4])) for m in map(RETRY_RE.search, stderr.splitlines()) if m
+    ]
 
 
 def wal_file(tmp_path: Path, size: int = 16 * MiB) -> Path:
@@ -123,7 +139,12 @@ def test_a_stalled_server_times_out_instead_of_hanging(
     target, view = proxied
     policy_dir = make_policy("prod", url, target)
     proxy.set_faults(Fault("stall", "PUT", times=None))
-    env = {**FAST_FAIL, "DRKIT_S3_MAX_ATTEMPTS": "2", "DRKIT_S3_READ_TIMEOUT": "2"}
+    env = {
+        **FAST_FAIL,
+        "DRKIT_S3_MAX_ATTEMPTS": "2",
+        "DRKIT_S3_READ_TIMEOUT": "2",
+        "DRKIT_S3_UPLOAD_READ_TIMEOUT": "2",
+    }
     result = run_drkit("backup", "prod", policy_dir=policy_dir, env=env, timeout=120)
     assert result.code == 1, result.stderr
     assert "not answering" in one_clear_line(result.stderr)
@@ -207,3 +228,84 @@ def test_a_truncated_download_is_never_taken_for_the_object(
     fetched = run_drkit("wal-fetch", "prod", SEGMENT, str(restored), policy_dir=policy_dir)
     assert fetched.code == 0, fetched.stderr
     assert restored.read_bytes() == wal.read_bytes()
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """An S3 endpoint that accepts connections and never answers."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _addr = listener.accept()
+            except OSError:
+                continue
+            held.append(conn)  # read nothing, answer nothing
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_an_endpoint_that_never_answers_fails_backups_saying_each_retry(
+    silent_endpoint: str, make_policy: PolicyWriter, run_drkit: DrkitRunner
+) -> None:
+    """``drkit backups`` against a store that accepts and never answers used to sit six
+    silent minutes (six attempts of a 60 s read timeout).  Each retry now says so on its
+    own line, and the command ends with one error line (here with a 1 s read timeout;
+    the default bound is checked below)."""
+    repo = {"url": "s3://silent/drkit", "endpoint_url": silent_endpoint, "region": "us-east-1"}
+    policy_dir = make_policy("prod", "postgresql:///unused", repo)
+    env = {
+        "AWS_ACCESS_KEY_ID": "drkit-test",
+        "AWS_SECRET_ACCESS_KEY": "silent-endpoint-secret",
+        "DRKIT_S3_MAX_ATTEMPTS": "3",
+        "DRKIT_S3_CONNECT_TIMEOUT": "2",
+        "DRKIT_S3_READ_TIMEOUT": "1",
+    }
+    result = run_drkit("backups", "prod", policy_dir=policy_dir, env=env, timeout=120)
+    assert result.code == 1, result.stderr
+    assert "not answering" in one_clear_line(result.stderr)
+    seen = retries(result.stderr)
+    assert [(op, attempt, of) for op, _path, attempt, of in seen] == [
+        ("ListObjectsV2", 2, 3),
+        ("ListObjectsV2", 3, 3),
+    ], result.stderr
+    assert all(path.startswith("/silent") for _op, path, _a, _o in seen)
+    assert "ReadTimeoutError" in result.stderr  # why the attempt before failed
+    assert "silent-endpoint-secret" not in result.stderr and "Signature=" not in result.stderr
+
+
+def test_s3_calls_are_bounded_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without overrides, a call S3 never answers ends within a minute: every attempt's
+    connect and read timeouts plus botocore's backoff between them (at most 2**n s).
+    Upload bodies wait longer for S3's answer (see drkit/storage/s3.py)."""
+    from drkit.storage.s3 import S3Backend
+
+    for name in list(os.environ):
+        if name.startswith("DRKIT_S3_"):
+            monkeypatch.delenv(name)
+    backend = S3Backend("bucket", "drkit", endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    try:
+        config = backend.client.meta.config
+        attempts = config.retries["total_max_attempts"]
+        backoff = sum(2**n for n in range(attempts - 1))
+        worst = attempts * (config.connect_timeout + config.read_timeout) + backoff
+        assert worst <= 60, (attempts, config.connect_timeout, config.read_timeout)
+        upload = backend.upload_client.meta.config
+        assert upload.read_timeout > config.read_timeout
+        assert upload.retries["total_max_attempts"] == attempts
+        assert upload.connect_timeout == config.connect_timeout
+    finally:
+        backend.close()
