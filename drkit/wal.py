@@ -14,6 +14,11 @@ An object that already exists is compared with the local file (decoded, sha256):
 content → success; different content → :class:`WalConflict` (exit 1) and nothing is
 overwritten: two clusters are archiving into one repository.
 
+An object stored as is (``compression: none``, unencrypted) carries no checksum of its
+own: its sha256 goes into a ``<key>.sha256`` file beside it before the push is
+acknowledged, so a copy of the repository without extended attributes or S3 metadata
+still checks it.  zstd, gzip and age objects check themselves.
+
 **Fetch.**  The object is decoded into a temporary file next to the target and renamed
 over it, so PostgreSQL never sees a partial segment; a missing object is ``False``
 (exit 1).  After serving a segment, a detached helper prefetches the next ones in
@@ -51,6 +56,12 @@ from drkit.timelines import note_pushed  # production's timeline, unless a resto
 
 # where WAL objects live: drkit/wal_keys.py (shared with timelines); re-exported here
 from drkit.wal_keys import WAL_DIR as WAL_DIR
+from drkit.wal_keys import (
+    carries_own_checksum,
+    checksum_key,
+    checksum_line,
+    parse_checksum_line,
+)
 from drkit.wal_keys import find_wal_key as find_wal_key
 from drkit.wal_keys import wal_candidate_keys as wal_candidate_keys
 from drkit.wal_keys import wal_key as wal_key
@@ -140,15 +151,66 @@ def _encoding_of(key: str) -> tuple[str, bool]:
     return "none", encrypted
 
 
+#: how the stored bytes of a WAL object are checked as it is decoded (verify reports it)
+CHECKED_BY_FILE = "sha256 file"
+CHECKED_BY_ATTRIBUTE = "sha256 attribute (written before sha256 files)"
+CHECKED_BY_SIZE = "size only (no checksum recorded)"
+_SELF_CHECKED = {
+    ("zstd", True): "age authentication + zstd frame checksum",
+    ("gzip", True): "age authentication + gzip CRC-32",
+    ("none", True): "age authentication",
+    ("zstd", False): "zstd frame checksum",
+    ("gzip", False): "gzip CRC-32",
+}
+
+
+def read_checksum_file(repo: Repository, key: str) -> str | None:
+    """The sha256 recorded in the checksum file of WAL object ``key``; None without one.
+    A checksum file that is not a sha256 line for ``key`` fails (CheckFailed)."""
+    try:
+        data = repo.backend.get_bytes(checksum_key(key))
+    except ObjectNotFound:
+        return None
+    try:
+        return parse_checksum_line(key, data)
+    except ValueError as exc:
+        raise CheckFailed(f"{exc}: the checksum file is damaged") from None
+
+
+def wal_integrity(repo: Repository, key: str) -> tuple[str | None, str]:
+    """(sha256 the stored bytes must have, how they are checked) for WAL object ``key``.
+
+    An object that checks itself (zstd, gzip, age) needs no digest.  One stored as is is
+    checked against its checksum file; objects written by earlier versions have none and
+    fall back to the digest kept on the object itself (file:// extended attribute, S3
+    user metadata), or, where a copy lost that too, to the decoded size alone."""
+    compression, encrypted = _encoding_of(key)
+    if carries_own_checksum(key):
+        return None, _SELF_CHECKED[(compression, encrypted)]
+    recorded = read_checksum_file(repo, key)
+    if recorded is not None:
+        return recorded, CHECKED_BY_FILE
+    legacy = repo.backend.stored_sha256(key)
+    if legacy is not None:
+        return legacy, CHECKED_BY_ATTRIBUTE
+    return None, CHECKED_BY_SIZE
+
+
+def write_checksum_file(repo: Repository, key: str, hexdigest: str) -> None:
+    """Record ``hexdigest`` (of the bytes stored under ``key``) in its checksum file."""
+    repo.backend.put_bytes(checksum_key(key), checksum_line(key, hexdigest))
+
+
 @contextlib.contextmanager
-def open_wal_object(repo: Repository, key: str) -> Any:
+def open_wal_object(
+    repo: Repository, key: str, integrity: tuple[str | None, str] | None = None
+) -> Any:
+    """Stream WAL object ``key`` decoded; damage raises CheckFailed by the end of the
+    stream.  ``integrity``: :func:`wal_integrity` of ``key``, when already known."""
     from drkit.streams import ChecksumReader, decompress
 
     compression, encrypted = _encoding_of(key)
-    # stored as is: no frame checksum or authentication, so check the one kept beside it
-    expected = (
-        repo.backend.stored_sha256(key) if (compression, encrypted) == ("none", False) else None
-    )
+    expected = (integrity or wal_integrity(repo, key))[0]
     raw = repo.backend.open_read(key)
     decryptor = None
     try:
@@ -328,6 +390,10 @@ def push_file(
                 f"{name}: stored {obj.stored_size} bytes in {repo.location} but the repository "
                 f"reports {'nothing' if info is None else info.size}; not acknowledged"
             )
+    if not carries_own_checksum(obj.key):
+        # before the acknowledgement: a crash in between leaves the object without its
+        # checksum file, and PostgreSQL's retry (same bytes: "exists") writes it
+        write_checksum_file(repo, obj.key, obj.sha256)
     return PushOutcome(name, "stored", obj.stored_size, obj.raw_size, raw.hexdigest(), obj.key)
 
 
@@ -343,6 +409,8 @@ def _compare_with_stored(repo: Repository, path: Path, name: str, existing: str)
         ) from None
     if (remote_sha, remote_size) == (local_sha, local_size):
         log.info("%s already archived with identical content", name)
+        if not carries_own_checksum(existing) and read_checksum_file(repo, existing) is None:
+            write_checksum_file(repo, existing, local_sha)  # stored as is: same bytes
         return PushOutcome(name, "exists", raw_size=local_size, sha256=local_sha, key=existing)
     raise WalConflict(
         f"{name}: the archive already holds a different {name} ({existing}); nothing was "
@@ -746,8 +814,19 @@ def _fetch_from_file_repo(
         key = f"{env}/wal/{name}{suffix}"
         if not (wal_dir / f"{name}{suffix}").is_file():
             continue
-        expected = backend.stored_sha256(key) if algorithm == "none" else None
-        with backend.open_read(key) as raw:
+        expected = None
+        if algorithm == "none":  # stored as is: its checksum file, else (older) its xattr
+            try:
+                expected = parse_checksum_line(key, (wal_dir / f"{name}.sha256").read_bytes())
+            except FileNotFoundError:
+                expected = backend.stored_sha256(key)
+            except ValueError as exc:
+                raise CheckFailed(f"{exc}: the checksum file is damaged") from None
+        try:
+            raw = backend.open_read(key)
+        except ObjectNotFound:  # removed since the look-up
+            return False
+        with raw:
             stream: BinaryIO = raw
             if expected is not None:
                 stream = cast(BinaryIO, ChecksumReader(raw, expected, key))
