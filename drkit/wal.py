@@ -21,9 +21,14 @@ still checks it.  zstd, gzip and age objects check themselves.
 
 **Fetch.**  The object is decoded into a temporary file next to the target and renamed
 over it, so PostgreSQL never sees a partial segment; a missing object is ``False``
-(exit 1).  After serving a segment, a detached helper prefetches the next ones in
-parallel into ``pg_wal/.drkit-prefetch``; the next call finds its segment there and only
-renames it.
+(exit 1).  An object that exists but cannot be read or decoded is tried again a bounded
+number of times, then fails (exit 1 too: PostgreSQL takes any failure as the end of the
+archive, so a restore drkit drives gives recovery an explicit end and reads the fetch
+journal this command keeps for it in ``pg_wal/.drkit-prefetch``).  After serving a
+segment, a detached helper prefetches the next ones in parallel into
+``pg_wal/.drkit-prefetch``; the next call finds its segment there and only renames it.
+A helper that fails leaves nothing behind, so the foreground fetches (and reports) the
+segment itself.
 
 The hot path imports neither boto3 (unless the repository is ``s3://``) nor rich/typer.
 """
@@ -50,6 +55,7 @@ from drkit.errors import (
     ObjectExists,
     ObjectNotFound,
     OperationError,
+    StorageError,
     UsageError,
 )
 from drkit.timelines import note_pushed  # production's timeline, unless a restore test
@@ -91,6 +97,11 @@ _INPROGRESS = ".inprogress"
 _MISSING = ".missing"
 _MISSING_TTL = 10.0
 _REPO_HINT = "repo.json"
+FETCH_JOURNAL = "fetch-journal"
+FETCH_ATTEMPTS_ENV = "DRKIT_WAL_FETCH_ATTEMPTS"
+DEFAULT_FETCH_ATTEMPTS = 3
+#: seconds before the first retry of a failed fetch, doubling for each further one
+FETCH_RETRY_DELAY = 0.5
 _STALE_MARKER_SECONDS = 120.0
 
 
@@ -524,19 +535,122 @@ def push_wal(
 # ---------------------------------------------------------------------------
 
 
-def download(repo: Repository, name: str, dest: Path, segment_size: int | None = None) -> bool:
+def download(
+    repo: Repository,
+    name: str,
+    dest: Path,
+    segment_size: int | None = None,
+    *,
+    attempts: int = 1,
+) -> bool:
     """Decode WAL file ``name`` into ``dest`` atomically; False when it is not archived.
 
-    A segment must decode to ``segment_size`` bytes (any allowed size when None)."""
-    key = find_wal_key(repo, name)
-    if key is None:
-        return False
+    A segment must decode to ``segment_size`` bytes (any allowed size when None).  An
+    object that exists but cannot be read or decoded (a storage error, a checksum or
+    decompression error) is tried ``attempts`` times in all, then raises: it is never
+    "not archived"."""
+
+    def once() -> bool:
+        key = find_wal_key(repo, name)
+        if key is None:
+            return False
+        try:
+            with open_wal_object(repo, key) as stream:
+                _install(stream, dest, name, key, segment_size)
+        except ObjectNotFound:  # deleted between head and get
+            return False
+        return True
+
+    return with_retries(name, attempts, once)
+
+
+def with_retries(name: str, attempts: int, fetch: Callable[[], bool]) -> bool:
+    """``fetch()`` of WAL file ``name``, again after a failure (storage, checksum or
+    decoding error) until ``attempts`` tries failed; one log line per retry."""
+    from drkit.redact import mask_url
+
+    attempt = 1
+    while True:
+        try:
+            return fetch()
+        except (CheckFailed, StorageError) as exc:
+            if attempt >= attempts:
+                raise
+            delay = FETCH_RETRY_DELAY * 2 ** (attempt - 1)
+            log.warning(
+                "wal-fetch %s: attempt %d of %d failed (%s); retrying in %.1fs",
+                name,
+                attempt,
+                attempts,
+                mask_url(str(exc)),
+                delay,
+            )
+            time.sleep(delay)
+            attempt += 1
+
+
+def fetch_attempts() -> int:
+    """How many times the foreground wal-fetch tries an object that fails to read."""
+    return _env_int(FETCH_ATTEMPTS_ENV, DEFAULT_FETCH_ATTEMPTS)
+
+
+# -- the fetch journal: what a restore drkit drives learns from its restore_command --
+
+
+def start_fetch_journal(pg_wal: Path) -> Path:
+    """Create (empty) the journal in which wal-fetch records, for the recovery of this
+    data directory, every segment it found missing and every file it failed to serve.
+
+    PostgreSQL reads a failed restore_command as the end of the archive; drkit reads the
+    journal to tell a real end from a failure.  wal-fetch appends to it only when it
+    exists, so a server drkit does not drive (a standby asking every few seconds) never
+    grows one."""
+    spool = pg_wal / SPOOL_DIR
+    spool.mkdir(exist_ok=True)
+    journal = spool / FETCH_JOURNAL
+    journal.write_bytes(b"")
+    return journal
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """One line of the fetch journal: ``name`` was ``missing`` or ``failed`` (detail)."""
+
+    name: str
+    outcome: str
+    detail: str = ""
+
+
+def read_fetch_journal(pg_wal: Path) -> list[FetchOutcome]:
     try:
-        with open_wal_object(repo, key) as stream:
-            _install(stream, dest, name, key, segment_size)
-    except ObjectNotFound:  # deleted between head and get
-        return False
-    return True
+        text = (pg_wal / SPOOL_DIR / FETCH_JOURNAL).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in text.splitlines():
+        name, _, rest = line.partition("\t")
+        outcome, _, detail = rest.partition("\t")
+        if name and outcome:
+            found.append(FetchOutcome(name, outcome, detail))
+    return found
+
+
+def note_fetch(dest: Path, name: str, outcome: str, detail: str = "") -> None:
+    """Append one outcome to the fetch journal beside ``dest`` (only if it exists)."""
+    from drkit.redact import mask_url
+
+    journal = dest.parent / SPOOL_DIR / FETCH_JOURNAL
+    text = " ".join(mask_url(detail).split())[:1000]
+    try:
+        fd = os.open(journal, os.O_WRONLY | os.O_APPEND)  # never created here
+    except OSError:
+        return
+    try:
+        os.write(fd, f"{name}\t{outcome}\t{text}\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _install(stream: BinaryIO, dest: Path, name: str, key: str, segment_size: int | None) -> None:
@@ -607,7 +721,9 @@ def fetch_wal(
     if not dest.is_absolute():
         dest = Path.cwd() / dest
     spool = dest.parent / SPOOL_DIR
-    count = prefetch if prefetch is not None else _env_int(PREFETCH_ENV, DEFAULT_PREFETCH)
+    count = (
+        prefetch if prefetch is not None else _env_int(PREFETCH_ENV, DEFAULT_PREFETCH, minimum=0)
+    )
     if is_segment(name) and spool.is_dir():
         _clean_spool(spool, name)
         if _take_from_spool(spool, name, dest):
@@ -618,7 +734,8 @@ def fetch_wal(
         from drkit.storage.repository import Repository
 
         repo = Repository.for_policy(policy)
-    found = download(repo, name, dest, cluster_segment_size(dest) if is_segment(name) else None)
+    size = cluster_segment_size(dest) if is_segment(name) else None
+    found = download(repo, name, dest, size, attempts=fetch_attempts())
     if found and is_segment(name):
         _start_prefetch(policy, policy_dir, spool, name, count, dest.stat().st_size)
     return found
@@ -735,14 +852,20 @@ def run_fetch(
 
     with contextlib.suppress(ValueError, OSError):  # not in the main thread
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    message = ""
     try:
         found = fetch_wal(load(), name, dest, policy_dir=policy_dir)
     except DrkitError as exc:
-        return 1, str(exc)
+        message = str(exc)
     except KeyboardInterrupt:
-        return 1, "interrupted"
+        message = "interrupted"
     except Exception as exc:
-        return 1, f"internal error: {type(exc).__name__}: {exc}"
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    if message:
+        note_fetch(Path(dest), name, "failed", message)
+        return 1, message
+    if not found and is_segment(name):
+        note_fetch(Path(dest), name, "missing")
     return (0, "") if found else (1, "")
 
 
@@ -843,15 +966,15 @@ def fetch_main(argv: list[str]) -> int:
     library, so replay is not held up by interpreter start-up.
     """
     env, name, dest, policy_dir = argv
+    target = Path(dest)
     try:
         import signal
 
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        target = Path(dest)
         if not target.is_absolute():
             target = Path.cwd() / target
         spool = target.parent / SPOOL_DIR
-        count = _env_int(PREFETCH_ENV, DEFAULT_PREFETCH)
+        count = _env_int(PREFETCH_ENV, DEFAULT_PREFETCH, minimum=0)
         if is_segment(name) and spool.is_dir():
             _clean_spool(spool, name)
             if _take_from_spool(spool, name, target):
@@ -860,14 +983,24 @@ def fetch_main(argv: list[str]) -> int:
         hint = _read_repo_hint(spool)
         if hint is not None:  # a plain file:// repository: no policy, no storage stack
             size = cluster_segment_size(target) if is_segment(name) else None
-            found = _fetch_from_file_repo(hint, env, name, target, size)
+            found = with_retries(
+                name,
+                fetch_attempts(),
+                lambda: _fetch_from_file_repo(hint, env, name, target, size),
+            )
             if found and is_segment(name):
                 _start_prefetch(env, policy_dir, spool, name, count, target.stat().st_size)
+            elif not found and is_segment(name):
+                note_fetch(target, name, "missing")
             return 0 if found else 1
     except KeyboardInterrupt:
+        note_fetch(target, name, "failed", "interrupted")
         return 1
     except Exception as exc:
-        sys.stderr.write(f"drkit: wal-fetch {name}: {exc}\n")
+        from drkit.redact import mask_url
+
+        note_fetch(target, name, "failed", str(exc))
+        sys.stderr.write(f"drkit: wal-fetch {name}: {mask_url(str(exc))}\n")
         return 1
     code, message = run_fetch(lambda: load_wal_policy(env, policy_dir), name, dest, policy_dir)
     if message:
