@@ -170,6 +170,16 @@ class BackupsDocument(Document):
     backups: list[BackupRow]
 
 
+class WalChecked(Shape):
+    files: int = _field("WAL files read to their end and decoded (segments and history files)")
+    damaged: int = _field("of those, the ones that failed a check")
+    by: dict[str, int] = _field(
+        "how their stored bytes were checked, with counts: sha256 file (uncompressed "
+        "objects), zstd frame checksum, gzip CRC-32, age authentication; 'sha256 attribute' "
+        "and 'size only' for uncompressed objects written before sha256 files"
+    )
+
+
 class Verdict(Shape):
     id: str = _field("the backup ID")
     kind: Literal["logical", "physical"]
@@ -178,10 +188,24 @@ class Verdict(Shape):
     size_bytes: int = _field("bytes re-read (stored size of its objects)")
     bytes: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
     problems: list[str] = _field("what is wrong, one line each")
-    wal_chain: Literal["complete", "gap"] | None = _field("physical backups only", default=None)
+    wal_chain: Literal["complete", "gap", "damaged"] | None = _field(
+        "physical backups only: every WAL file of the chain is there and reads back, one is "
+        "missing (gap) or one fails its checks (damaged)",
+        default=None,
+    )
     recoverable_from: Timestamp | None = _field("physical backups only", default=None)
-    recoverable_to: Timestamp | None = _field("physical backups only", default=None)
-    last_wal: str | None = _field("last WAL segment of the chain (physical)", default=None)
+    recoverable_to: Timestamp | None = _field(
+        "physical backups only: when the last WAL segment of the window was archived",
+        default=None,
+    )
+    last_wal: str | None = _field(
+        "last WAL segment of the chain (physical): before the first missing or damaged one",
+        default=None,
+    )
+    wal_checked: WalChecked | None = _field(
+        "physical backups only: the WAL files read, from the backup's start to last_wal",
+        default=None,
+    )
     chain: list[str] | None = _field(
         "incremental backups: the chain checked, full backup first", default=None
     )
