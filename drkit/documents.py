@@ -323,9 +323,16 @@ class PitrDocument(Document):
     action: Literal["promote", "pause", "shutdown"]
     started: bool = _field("the recovered server was started")
     state: str = _field("prepared | promoted | paused | shut down")
-    reached_at: Timestamp | None = _field("the last transaction replayed")
+    reached_at: Timestamp | None = _field(
+        "the last transaction replayed (read from the recovered server)"
+    )
     timeline: int | None = _field("the recovered server's timeline")
-    lsn: str | None
+    lsn: str | None = _field("where replay ended, read from the recovered server")
+    end_lsn: str | None = _field(
+        "where replay had to end: the last whole WAL record of the last planned segment "
+        "(latest, or a time after the last commit the archive holds)",
+        default=None,
+    )
     window: Window
     log_file: str | None
     phases_seconds: dict[str, float] = _field("seconds per phase")

@@ -70,7 +70,12 @@ def add_marker(arch: Archived, label: str, dsn: str | None = None) -> datetime:
 
 
 def pitr(
-    run_drkit: DrkitRunner, arch: Archived, target: str, *extra: str, policy_dir: Any = None
+    run_drkit: DrkitRunner,
+    arch: Archived,
+    target: str,
+    *extra: str,
+    policy_dir: Any = None,
+    env: dict[str, str] | None = None,
 ) -> Any:
     pgdata = arch.new_pgdata()
     result = run_drkit(
@@ -83,6 +88,7 @@ def pitr(
         "--json",
         *extra,
         policy_dir=policy_dir or arch.policy_dir,
+        env=env,
         timeout=600,
     )
     log = pgdata / "log" / "drkit-recovery.log"

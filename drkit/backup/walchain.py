@@ -360,6 +360,17 @@ class Reach:
         }
 
 
+def path_segment(
+    segno: int, timeline: int, history: list[TimelineSwitch], segment_size: int
+) -> Segment:
+    """The segment replay along ``timeline`` reads at position ``segno``: the one of the
+    timeline holding its last byte (a segment holding a switch point is read from the
+    newer timeline, as PostgreSQL does)."""
+    from drkit.wal_names import timeline_at
+
+    return Segment(segno, timeline_at((segno + 1) * segment_size - 1, timeline, history))
+
+
 def reach_on_timeline(
     repo: Repository,
     manifest: Manifest,
@@ -367,11 +378,8 @@ def reach_on_timeline(
     index: WalIndex | None = None,
     history: list[TimelineSwitch] | None = None,
 ) -> Reach:
-    """Walk the segments replay reads from ``manifest``'s start along ``timeline`` (the
-    segment holding a switch point is read from the newer timeline, as PostgreSQL does)
-    until the first one missing from the archive."""
-    from drkit.wal_names import timeline_at
-
+    """Walk the segments replay reads from ``manifest``'s start along ``timeline``
+    (:func:`path_segment`) until the first one missing from the archive."""
     index = index or WalIndex.load(repo)
     switches = history if history is not None else _history(repo, index, timeline)
     size = _segment_size(manifest)
@@ -381,7 +389,7 @@ def reach_on_timeline(
     stop = parse_segment(manifest.wal_stop_segment, size)
 
     def on_path(segno: int) -> Segment:
-        return Segment(segno, timeline_at((segno + 1) * size - 1, timeline, switches))
+        return path_segment(segno, timeline, switches, size)
 
     last: Segment | None = None
     segno = start.segno

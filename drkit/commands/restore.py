@@ -184,6 +184,12 @@ def restore(
             f"other timelines in the archive: {others}",
             markup=False,
         )
+    if result.lsn is not None:
+        out.print(
+            f"  replayed to {result.lsn}"
+            + (f", the planned end being {result.end_lsn}" if result.end_lsn else ""),
+            markup=False,
+        )
     if result.gap is not None:
         out.print(
             f"  [yellow]![/yellow] stopped at a gap (--allow-gap): WAL segment "
