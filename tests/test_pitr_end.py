@@ -5,7 +5,7 @@ Attacks with ordinary faults on a real cluster archiving through ``drkit wal-pus
 * one flipped byte in a middle (compressed) segment after the base backup: PostgreSQL
   reads a failed ``wal-fetch`` as the end of the archive, so ``restore latest`` must
   exit 3 naming the segment and never promote; ``verify latest`` must read that
-  segment and name it;
+  segment and name it; the drill must FAIL;
 * S3 answering 500 for one segment during replay: retried inside ``wal-fetch``; when
   it lasts, the restore exits 3 without promoting;
 * a time target after the last commit but before the segment switch that archived it
@@ -34,6 +34,7 @@ from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, S3Server
 from tests.reliability.faultproxy import Fault, FaultProxy
+from tests.test_drill import assert_scratch_gone, checks_by_name, drill
 from tests.test_pitr import (
     add_marker,
     backup_with_markers,
@@ -149,6 +150,44 @@ def test_a_flipped_byte_in_a_middle_segment_never_promotes(
 def file_archived() -> Iterator[Archived]:
     with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
         yield arch
+
+
+def test_the_drill_fails_when_replay_stops_short_of_the_archive(
+    file_archived: Archived, run_drkit: DrkitRunner
+) -> None:
+    """On 8f47402 the drill said PASS: the rows lost were within the RPO objective."""
+    arch = file_archived
+    doc = yaml.safe_load((arch.policy_dir / "prod.yaml").read_text())
+    doc["objectives"] = {"rpo": "1h", "rto": "30m"}
+    doc["drill"] = {"checks": {"row_counts": True, "amcheck": False}}
+    (arch.policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+    segments = backup_with_markers(arch, run_drkit, "m1", "m2", "m3")
+    repo = repo_of(arch)
+    key, good = flip_a_byte(repo, segments[1])
+    scratch = Path(arch.root / "scratch")
+    scratch.mkdir()
+    scratch.chmod(0o755)
+
+    failed = run_drkit(
+        "drill",
+        "prod",
+        "--json",
+        policy_dir=arch.policy_dir,
+        env={"DRKIT_TMPDIR": str(scratch), "DRKIT_WAL_FETCH_ATTEMPTS": "2"},
+        timeout=600,
+    )
+    assert failed.code == 3, failed.stdout + failed.stderr
+    report = failed.json()
+    assert report["verdict"] == "FAIL"
+    end = checks_by_name(report)["WAL replayed to the end of the archive"]
+    assert end["status"] == "FAIL" and segments[1] in end["detail"], end
+    assert_scratch_gone(scratch)
+
+    put_back(repo, key, good)
+    passed = drill(run_drkit, arch.policy_dir, scratch, "--json", timeout=600)
+    assert passed.code == 0, passed.stdout + passed.stderr
+    end = checks_by_name(passed.json())["WAL replayed to the end of the archive"]
+    assert end["status"] == "PASS", end
 
 
 def test_s3_errors_on_one_segment_are_retried_then_fail_closed(
