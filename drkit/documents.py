@@ -301,12 +301,15 @@ class Window(Shape):
 
 class Gap(Shape):
     timeline: int
-    last_segment: str | None
-    end: Timestamp | None
+    last_segment: str | None = _field("the last segment recovered, before the gap")
+    end: Timestamp | None = _field("when that segment was archived")
     first_missing: str | None
     gap: bool
-    segments_beyond_gap: int
-    newest_segment: str | None
+    segments_beyond_gap: int = _field("archived segments past the gap: left out")
+    newest_segment: str | None = _field("the newest of them")
+    newest_archived_at: Timestamp | None = _field(
+        "when it was archived: the newest point the archive holds, left out"
+    )
 
 
 class PitrDocument(Document):

@@ -357,6 +357,7 @@ class Reach:
             "gap": self.gap,
             "segments_beyond_gap": self.newer_segments,
             "newest_segment": self.newest_segment,
+            "newest_archived_at": iso(self.newest_end),
         }
 
 

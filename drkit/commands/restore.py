@@ -191,10 +191,12 @@ def restore(
             markup=False,
         )
     if result.gap is not None:
+        gap = result.gap
         out.print(
-            f"  [yellow]![/yellow] stopped at a gap (--allow-gap): WAL segment "
-            f"{result.gap.missing} is missing; {result.gap.newer_segments} newer segment(s) "
-            "were not replayed"
+            f"  [yellow]![/yellow] stopped at a gap (--allow-gap): WAL segment {gap.missing} "
+            f"is missing; left out: {gap.newer_segments} newer segment(s) up to "
+            f"{gap.newest_segment}, archived {ts_text(gap.newest_end)}",
+            highlight=False,
         )
     out.print(
         "  archiving: "
