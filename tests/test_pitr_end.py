@@ -107,7 +107,8 @@ def assert_never_promoted(arch: Archived, pgdata: Path) -> None:
         text=True,
         check=True,
     ).stdout
-    assert "Database cluster state:               in archive recovery" in control, control
+    state = next(ln for ln in control.splitlines() if ln.startswith("Database cluster state:"))
+    assert state.split(":", 1)[1].strip() in ("in archive recovery", "shut down in recovery"), state
 
 
 def test_a_flipped_byte_in_a_middle_segment_never_promotes(
@@ -223,6 +224,7 @@ def test_s3_errors_on_one_segment_are_retried_then_fail_closed(
             assert len(retries) == 2, log
 
             proxy.set_faults(Fault("500", "GET", segments[1], times=None))
+            env["DRKIT_WAL_FETCH_ATTEMPTS"] = "2"
             pgdata, result = pitr(run_drkit, arch, "latest", policy_dir=via_proxy, env=env)
             assert result.code == 3, result.stderr
             assert segments[1] in result.stderr and "not promoted" in result.stderr
@@ -268,6 +270,37 @@ def test_a_time_after_the_last_commit_restores_and_the_point_comes_from_the_serv
     reached = datetime.fromisoformat(report["reached_at"].replace("Z", "+00:00"))
     assert abs((reached - committed).total_seconds()) < 1, (reached, committed)
     assert report["lsn"] is not None and report["end_lsn"] is not None
+
+    # the same time with the last segment damaged: replay stops at it, which must not be
+    # taken for "the planned WAL ended without a commit past the target"
+    last = report["window"]["last_wal"]
+    flip_a_byte(repo, last)
+    pgdata, result = pitr(run_drkit, arch, quiet.isoformat(), env={"DRKIT_WAL_FETCH_ATTEMPTS": "1"})
+    assert result.code == 3, result.stderr
+    assert last in result.stderr and "not promoted" in result.stderr, result.stderr
+    assert_never_promoted(arch, pgdata)
+
+
+def test_a_pause_short_of_the_planned_end_is_never_promoted(
+    file_archived: Archived, run_drkit: DrkitRunner
+) -> None:
+    """PostgreSQL pauses recovery by itself when the WAL raises a hot standby setting above
+    the recovered server's (max_connections raised on the primary after its base backup):
+    the point reached is compared with the plan before anything is promoted.  On 8f47402
+    the restore waited for a promotion that never came, DRKIT_RECOVERY_TIMEOUT long."""
+    arch = file_archived
+    backup_with_markers(arch, run_drkit, "m1")
+    arch.execute("ALTER SYSTEM SET max_connections = 60")  # the backup's config says 40
+    arch.cluster.stop()
+    arch.cluster.start()
+    add_marker(arch, "m2")
+    arch.switch_and_wait(lambda name: find_wal_key(repo_of(arch), name) is not None)
+
+    pgdata, result = pitr(run_drkit, arch, "latest", env={"DRKIT_RECOVERY_TIMEOUT": "120"})
+    assert result.code == 3, result.stderr
+    assert "short of the planned end" in result.stderr and "max_connections" in result.stderr
+    assert "not promoted" in result.stderr, result.stderr
+    assert_never_promoted(arch, pgdata)
 
 
 def test_a_plain_copy_of_an_uncompressed_repository_stays_verifiable(

@@ -87,6 +87,7 @@ from drkit.wal import (
 from drkit.wal_names import (
     DEFAULT_SEGMENT_SIZE,
     TimelineSwitch,
+    format_lsn,
     history_name,
     is_segment,
     parse_lsn,
@@ -408,7 +409,7 @@ def last_record_lsn(repo: Repository, plan: RecoveryPlan) -> str:
             f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'pg_waldump printed none'}); "
             "give a time target inside the window instead"
         )
-    return str(found[-1])
+    return format_lsn(parse_lsn(found[-1]))  # as PostgreSQL prints it: 0/40001D0
 
 
 def _window(start: datetime | None, reach: Reach) -> Window:
@@ -880,8 +881,9 @@ class _Goal:
         fatal = server.last_fatal()
         if _NOT_REACHED in fatal:
             return RecoveryStoppedShort(
-                f"recovery ended before {wanted}: PostgreSQL found no more valid WAL though "
-                f"every planned segment was served (a damaged segment without a checksum?); "
+                f"recovery ended before {wanted} though wal-fetch failed to serve no file: a "
+                "segment it served holds invalid WAL (damaged before it was archived, or an "
+                "uncompressed one without a checksum); run drkit verify, "
                 f"{self.plan.window.describe()}; the server was not promoted {where}",
                 None,
             )
@@ -896,8 +898,9 @@ class _Goal:
         where = f"(log: {server.log_file})"
         if self.end_lsn is not None and parse_lsn(replayed.lsn) < parse_lsn(self.end_lsn):
             raise RecoveryStoppedShort(
-                f"recovery paused at {replayed.lsn}, short of {self.describe()}; the server "
-                f"was stopped, not promoted {where}",
+                f"recovery paused at {replayed.lsn}, short of {self.describe()}: PostgreSQL "
+                "paused on its own (a hot standby setting lower than the primary's, such as "
+                f"max_connections, does that); the server was stopped, not promoted {where}",
                 None,
             )
         if (
