@@ -196,6 +196,16 @@ class BackupsDocument(Document):
     backups: list[BackupRow]
 
 
+class WalChecked(Shape):
+    files: int = _field("WAL files read to their end and decoded (segments and history files)")
+    damaged: int = _field("of those, the ones that failed a check")
+    by: dict[str, int] = _field(
+        "how their stored bytes were checked, with counts: sha256 file (uncompressed "
+        "objects), zstd frame checksum, gzip CRC-32, age authentication; 'sha256 attribute' "
+        "and 'size only' for uncompressed objects written before sha256 files"
+    )
+
+
 class Verdict(Shape):
     id: str = _field("the backup ID")
     kind: Literal["logical", "physical"]
@@ -204,10 +214,24 @@ class Verdict(Shape):
     size_bytes: int = _field("bytes re-read (stored size of its objects)")
     bytes: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
     problems: list[str] = _field("what is wrong, one line each")
-    wal_chain: Literal["complete", "gap"] | None = _field("physical backups only", default=None)
+    wal_chain: Literal["complete", "gap", "damaged"] | None = _field(
+        "physical backups only: every WAL file of the chain is there and reads back, one is "
+        "missing (gap) or one fails its checks (damaged)",
+        default=None,
+    )
     recoverable_from: Timestamp | None = _field("physical backups only", default=None)
-    recoverable_to: Timestamp | None = _field("physical backups only", default=None)
-    last_wal: str | None = _field("last WAL segment of the chain (physical)", default=None)
+    recoverable_to: Timestamp | None = _field(
+        "physical backups only: when the last WAL segment of the window was archived",
+        default=None,
+    )
+    last_wal: str | None = _field(
+        "last WAL segment of the chain (physical): before the first missing or damaged one",
+        default=None,
+    )
+    wal_checked: WalChecked | None = _field(
+        "physical backups only: the WAL files read, from the backup's start to last_wal",
+        default=None,
+    )
     chain: list[str] | None = _field(
         "incremental backups: the chain checked, full backup first", default=None
     )
@@ -303,12 +327,15 @@ class Window(Shape):
 
 class Gap(Shape):
     timeline: int
-    last_segment: str | None
-    end: Timestamp | None
+    last_segment: str | None = _field("the last segment recovered, before the gap")
+    end: Timestamp | None = _field("when that segment was archived")
     first_missing: str | None
     gap: bool
-    segments_beyond_gap: int
-    newest_segment: str | None
+    segments_beyond_gap: int = _field("archived segments past the gap: left out")
+    newest_segment: str | None = _field("the newest of them")
+    newest_archived_at: Timestamp | None = _field(
+        "when it was archived: the newest point the archive holds, left out"
+    )
 
 
 class PitrDocument(Document):
@@ -325,9 +352,16 @@ class PitrDocument(Document):
     action: Literal["promote", "pause", "shutdown"]
     started: bool = _field("the recovered server was started")
     state: str = _field("prepared | promoted | paused | shut down")
-    reached_at: Timestamp | None = _field("the last transaction replayed")
+    reached_at: Timestamp | None = _field(
+        "the last transaction replayed (read from the recovered server)"
+    )
     timeline: int | None = _field("the recovered server's timeline")
-    lsn: str | None
+    lsn: str | None = _field("where replay ended, read from the recovered server")
+    end_lsn: str | None = _field(
+        "where replay had to end: the last whole WAL record of the last planned segment "
+        "(latest, or a time after the last commit the archive holds)",
+        default=None,
+    )
     window: Window
     log_file: str | None
     phases_seconds: dict[str, float] = _field("seconds per phase")

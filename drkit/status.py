@@ -279,6 +279,9 @@ def newest_wal(repo: Repository) -> ObjectInfo | None:
     except StorageError as exc:
         log.warning("listing the WAL archive of %s failed: %s", repo.env, exc)
         return None
+    from drkit.wal_keys import CHECKSUM_SUFFIX
+
+    wal = [info for info in wal if not info.key.endswith(CHECKSUM_SUFFIX)]  # WAL files only
     return max(wal, key=lambda info: (info.modified, info.key)) if wal else None
 
 

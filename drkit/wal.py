@@ -16,11 +16,21 @@ overwritten: two clusters are archiving into one repository.  Before any of that
 file — its own, those archived ahead — is checked against the cluster the archive
 belongs to (drkit/wal_identity.py): another cluster's is refused and nothing is stored.
 
+An object stored as is (``compression: none``, unencrypted) carries no checksum of its
+own: its sha256 goes into a ``<key>.sha256`` file beside it before the push is
+acknowledged, so a copy of the repository without extended attributes or S3 metadata
+still checks it.  zstd, gzip and age objects check themselves.
+
 **Fetch.**  The object is decoded into a temporary file next to the target and renamed
 over it, so PostgreSQL never sees a partial segment; a missing object is ``False``
-(exit 1).  After serving a segment, a detached helper prefetches the next ones in
-parallel into ``pg_wal/.drkit-prefetch``; the next call finds its segment there and only
-renames it.
+(exit 1).  An object that exists but cannot be read or decoded is tried again a bounded
+number of times, then fails (exit 1 too: PostgreSQL takes any failure as the end of the
+archive, so a restore drkit drives gives recovery an explicit end and reads the fetch
+journal this command keeps for it in ``pg_wal/.drkit-prefetch``).  After serving a
+segment, a detached helper prefetches the next ones in parallel into
+``pg_wal/.drkit-prefetch``; the next call finds its segment there and only renames it.
+A helper that fails leaves nothing behind, so the foreground fetches (and reports) the
+segment itself.
 
 The hot path imports neither boto3 (unless the repository is ``s3://``) nor rich/typer.
 """
@@ -47,6 +57,7 @@ from drkit.errors import (
     ObjectExists,
     ObjectNotFound,
     OperationError,
+    StorageError,
     UsageError,
 )
 from drkit.timelines import note_pushed  # production's timeline, unless a restore test
@@ -54,6 +65,12 @@ from drkit.wal_identity import check_identity
 
 # where WAL objects live: drkit/wal_keys.py (shared with timelines); re-exported here
 from drkit.wal_keys import WAL_DIR as WAL_DIR
+from drkit.wal_keys import (
+    carries_own_checksum,
+    checksum_key,
+    checksum_line,
+    parse_checksum_line,
+)
 from drkit.wal_keys import find_wal_key as find_wal_key
 from drkit.wal_keys import wal_candidate_keys as wal_candidate_keys
 from drkit.wal_keys import wal_key as wal_key
@@ -83,6 +100,11 @@ _INPROGRESS = ".inprogress"
 _MISSING = ".missing"
 _MISSING_TTL = 10.0
 _REPO_HINT = "repo.json"
+FETCH_JOURNAL = "fetch-journal"
+FETCH_ATTEMPTS_ENV = "DRKIT_WAL_FETCH_ATTEMPTS"
+DEFAULT_FETCH_ATTEMPTS = 3
+#: seconds before the first retry of a failed fetch, doubling for each further one
+FETCH_RETRY_DELAY = 0.5
 _STALE_MARKER_SECONDS = 120.0
 
 
@@ -143,15 +165,66 @@ def _encoding_of(key: str) -> tuple[str, bool]:
     return "none", encrypted
 
 
+#: how the stored bytes of a WAL object are checked as it is decoded (verify reports it)
+CHECKED_BY_FILE = "sha256 file"
+CHECKED_BY_ATTRIBUTE = "sha256 attribute (written before sha256 files)"
+CHECKED_BY_SIZE = "size only (no checksum recorded)"
+_SELF_CHECKED = {
+    ("zstd", True): "age authentication + zstd frame checksum",
+    ("gzip", True): "age authentication + gzip CRC-32",
+    ("none", True): "age authentication",
+    ("zstd", False): "zstd frame checksum",
+    ("gzip", False): "gzip CRC-32",
+}
+
+
+def read_checksum_file(repo: Repository, key: str) -> str | None:
+    """The sha256 recorded in the checksum file of WAL object ``key``; None without one.
+    A checksum file that is not a sha256 line for ``key`` fails (CheckFailed)."""
+    try:
+        data = repo.backend.get_bytes(checksum_key(key))
+    except ObjectNotFound:
+        return None
+    try:
+        return parse_checksum_line(key, data)
+    except ValueError as exc:
+        raise CheckFailed(f"{exc}: the checksum file is damaged") from None
+
+
+def wal_integrity(repo: Repository, key: str) -> tuple[str | None, str]:
+    """(sha256 the stored bytes must have, how they are checked) for WAL object ``key``.
+
+    An object that checks itself (zstd, gzip, age) needs no digest.  One stored as is is
+    checked against its checksum file; objects written by earlier versions have none and
+    fall back to the digest kept on the object itself (file:// extended attribute, S3
+    user metadata), or, where a copy lost that too, to the decoded size alone."""
+    compression, encrypted = _encoding_of(key)
+    if carries_own_checksum(key):
+        return None, _SELF_CHECKED[(compression, encrypted)]
+    recorded = read_checksum_file(repo, key)
+    if recorded is not None:
+        return recorded, CHECKED_BY_FILE
+    legacy = repo.backend.stored_sha256(key)
+    if legacy is not None:
+        return legacy, CHECKED_BY_ATTRIBUTE
+    return None, CHECKED_BY_SIZE
+
+
+def write_checksum_file(repo: Repository, key: str, hexdigest: str) -> None:
+    """Record ``hexdigest`` (of the bytes stored under ``key``) in its checksum file."""
+    repo.backend.put_bytes(checksum_key(key), checksum_line(key, hexdigest))
+
+
 @contextlib.contextmanager
-def open_wal_object(repo: Repository, key: str) -> Any:
+def open_wal_object(
+    repo: Repository, key: str, integrity: tuple[str | None, str] | None = None
+) -> Any:
+    """Stream WAL object ``key`` decoded; damage raises CheckFailed by the end of the
+    stream.  ``integrity``: :func:`wal_integrity` of ``key``, when already known."""
     from drkit.streams import ChecksumReader, decompress
 
     compression, encrypted = _encoding_of(key)
-    # stored as is: no frame checksum or authentication, so check the one kept beside it
-    expected = (
-        repo.backend.stored_sha256(key) if (compression, encrypted) == ("none", False) else None
-    )
+    expected = (integrity or wal_integrity(repo, key))[0]
     raw = repo.backend.open_read(key)
     decryptor = None
     try:
@@ -332,6 +405,10 @@ def push_file(
                 f"{name}: stored {obj.stored_size} bytes in {repo.location} but the repository "
                 f"reports {'nothing' if info is None else info.size}; not acknowledged"
             )
+    if not carries_own_checksum(obj.key):
+        # before the acknowledgement: a crash in between leaves the object without its
+        # checksum file, and PostgreSQL's retry (same bytes: "exists") writes it
+        write_checksum_file(repo, obj.key, obj.sha256)
     return PushOutcome(name, "stored", obj.stored_size, obj.raw_size, raw.hexdigest(), obj.key)
 
 
@@ -347,6 +424,8 @@ def _compare_with_stored(repo: Repository, path: Path, name: str, existing: str)
         ) from None
     if (remote_sha, remote_size) == (local_sha, local_size):
         log.info("%s already archived with identical content", name)
+        if not carries_own_checksum(existing) and read_checksum_file(repo, existing) is None:
+            write_checksum_file(repo, existing, local_sha)  # stored as is: same bytes
         return PushOutcome(name, "exists", raw_size=local_size, sha256=local_sha, key=existing)
     raise WalConflict(
         f"{name}: the archive already holds a different {name} ({existing}); nothing was "
@@ -463,19 +542,122 @@ def push_wal(
 # ---------------------------------------------------------------------------
 
 
-def download(repo: Repository, name: str, dest: Path, segment_size: int | None = None) -> bool:
+def download(
+    repo: Repository,
+    name: str,
+    dest: Path,
+    segment_size: int | None = None,
+    *,
+    attempts: int = 1,
+) -> bool:
     """Decode WAL file ``name`` into ``dest`` atomically; False when it is not archived.
 
-    A segment must decode to ``segment_size`` bytes (any allowed size when None)."""
-    key = find_wal_key(repo, name)
-    if key is None:
-        return False
+    A segment must decode to ``segment_size`` bytes (any allowed size when None).  An
+    object that exists but cannot be read or decoded (a storage error, a checksum or
+    decompression error) is tried ``attempts`` times in all, then raises: it is never
+    "not archived"."""
+
+    def once() -> bool:
+        key = find_wal_key(repo, name)
+        if key is None:
+            return False
+        try:
+            with open_wal_object(repo, key) as stream:
+                _install(stream, dest, name, key, segment_size)
+        except ObjectNotFound:  # deleted between head and get
+            return False
+        return True
+
+    return with_retries(name, attempts, once)
+
+
+def with_retries(name: str, attempts: int, fetch: Callable[[], bool]) -> bool:
+    """``fetch()`` of WAL file ``name``, again after a failure (storage, checksum or
+    decoding error) until ``attempts`` tries failed; one log line per retry."""
+    from drkit.redact import mask_url
+
+    attempt = 1
+    while True:
+        try:
+            return fetch()
+        except (CheckFailed, StorageError) as exc:
+            if attempt >= attempts:
+                raise
+            delay = FETCH_RETRY_DELAY * 2 ** (attempt - 1)
+            log.warning(
+                "wal-fetch %s: attempt %d of %d failed (%s); retrying in %.1fs",
+                name,
+                attempt,
+                attempts,
+                mask_url(str(exc)),
+                delay,
+            )
+            time.sleep(delay)
+            attempt += 1
+
+
+def fetch_attempts() -> int:
+    """How many times the foreground wal-fetch tries an object that fails to read."""
+    return _env_int(FETCH_ATTEMPTS_ENV, DEFAULT_FETCH_ATTEMPTS)
+
+
+# -- the fetch journal: what a restore drkit drives learns from its restore_command --
+
+
+def start_fetch_journal(pg_wal: Path) -> Path:
+    """Create (empty) the journal in which wal-fetch records, for the recovery of this
+    data directory, every segment it found missing and every file it failed to serve.
+
+    PostgreSQL reads a failed restore_command as the end of the archive; drkit reads the
+    journal to tell a real end from a failure.  wal-fetch appends to it only when it
+    exists, so a server drkit does not drive (a standby asking every few seconds) never
+    grows one."""
+    spool = pg_wal / SPOOL_DIR
+    spool.mkdir(exist_ok=True)
+    journal = spool / FETCH_JOURNAL
+    journal.write_bytes(b"")
+    return journal
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """One line of the fetch journal: ``name`` was ``missing`` or ``failed`` (detail)."""
+
+    name: str
+    outcome: str
+    detail: str = ""
+
+
+def read_fetch_journal(pg_wal: Path) -> list[FetchOutcome]:
     try:
-        with open_wal_object(repo, key) as stream:
-            _install(stream, dest, name, key, segment_size)
-    except ObjectNotFound:  # deleted between head and get
-        return False
-    return True
+        text = (pg_wal / SPOOL_DIR / FETCH_JOURNAL).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in text.splitlines():
+        name, _, rest = line.partition("\t")
+        outcome, _, detail = rest.partition("\t")
+        if name and outcome:
+            found.append(FetchOutcome(name, outcome, detail))
+    return found
+
+
+def note_fetch(dest: Path, name: str, outcome: str, detail: str = "") -> None:
+    """Append one outcome to the fetch journal beside ``dest`` (only if it exists)."""
+    from drkit.redact import mask_url
+
+    journal = dest.parent / SPOOL_DIR / FETCH_JOURNAL
+    text = " ".join(mask_url(detail).split())[:1000]
+    try:
+        fd = os.open(journal, os.O_WRONLY | os.O_APPEND)  # never created here
+    except OSError:
+        return
+    try:
+        os.write(fd, f"{name}\t{outcome}\t{text}\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _install(stream: BinaryIO, dest: Path, name: str, key: str, segment_size: int | None) -> None:
@@ -546,7 +728,9 @@ def fetch_wal(
     if not dest.is_absolute():
         dest = Path.cwd() / dest
     spool = dest.parent / SPOOL_DIR
-    count = prefetch if prefetch is not None else _env_int(PREFETCH_ENV, DEFAULT_PREFETCH)
+    count = (
+        prefetch if prefetch is not None else _env_int(PREFETCH_ENV, DEFAULT_PREFETCH, minimum=0)
+    )
     if is_segment(name) and spool.is_dir():
         _clean_spool(spool, name)
         if _take_from_spool(spool, name, dest):
@@ -557,7 +741,8 @@ def fetch_wal(
         from drkit.storage.repository import Repository
 
         repo = Repository.for_policy(policy)
-    found = download(repo, name, dest, cluster_segment_size(dest) if is_segment(name) else None)
+    size = cluster_segment_size(dest) if is_segment(name) else None
+    found = download(repo, name, dest, size, attempts=fetch_attempts())
     if found and is_segment(name):
         _start_prefetch(policy, policy_dir, spool, name, count, dest.stat().st_size)
     return found
@@ -684,14 +869,20 @@ def run_fetch(
 
     with contextlib.suppress(ValueError, OSError):  # not in the main thread
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    message = ""
     try:
         found = fetch_wal(load(), name, dest, policy_dir=policy_dir)
     except DrkitError as exc:
-        return 1, str(exc)
+        message = str(exc)
     except KeyboardInterrupt:
-        return 1, "interrupted"
+        message = "interrupted"
     except Exception as exc:
-        return 1, f"internal error: {type(exc).__name__}: {exc}"
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    if message:
+        note_fetch(Path(dest), name, "failed", message)
+        return 1, message
+    if not found and is_segment(name):
+        note_fetch(Path(dest), name, "missing")
     return (0, "") if found else (1, "")
 
 
@@ -763,8 +954,19 @@ def _fetch_from_file_repo(
         key = f"{env}/wal/{name}{suffix}"
         if not (wal_dir / f"{name}{suffix}").is_file():
             continue
-        expected = backend.stored_sha256(key) if algorithm == "none" else None
-        with backend.open_read(key) as raw:
+        expected = None
+        if algorithm == "none":  # stored as is: its checksum file, else (older) its xattr
+            try:
+                expected = parse_checksum_line(key, (wal_dir / f"{name}.sha256").read_bytes())
+            except FileNotFoundError:
+                expected = backend.stored_sha256(key)
+            except ValueError as exc:
+                raise CheckFailed(f"{exc}: the checksum file is damaged") from None
+        try:
+            raw = backend.open_read(key)
+        except ObjectNotFound:  # removed since the look-up
+            return False
+        with raw:
             stream: BinaryIO = raw
             if expected is not None:
                 stream = cast(BinaryIO, ChecksumReader(raw, expected, key))
@@ -781,15 +983,15 @@ def fetch_main(argv: list[str]) -> int:
     library, so replay is not held up by interpreter start-up.
     """
     env, name, dest, policy_dir = argv
+    target = Path(dest)
     try:
         import signal
 
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        target = Path(dest)
         if not target.is_absolute():
             target = Path.cwd() / target
         spool = target.parent / SPOOL_DIR
-        count = _env_int(PREFETCH_ENV, DEFAULT_PREFETCH)
+        count = _env_int(PREFETCH_ENV, DEFAULT_PREFETCH, minimum=0)
         if is_segment(name) and spool.is_dir():
             _clean_spool(spool, name)
             if _take_from_spool(spool, name, target):
@@ -798,14 +1000,24 @@ def fetch_main(argv: list[str]) -> int:
         hint = _read_repo_hint(spool)
         if hint is not None:  # a plain file:// repository: no policy, no storage stack
             size = cluster_segment_size(target) if is_segment(name) else None
-            found = _fetch_from_file_repo(hint, env, name, target, size)
+            found = with_retries(
+                name,
+                fetch_attempts(),
+                lambda: _fetch_from_file_repo(hint, env, name, target, size),
+            )
             if found and is_segment(name):
                 _start_prefetch(env, policy_dir, spool, name, count, target.stat().st_size)
+            elif not found and is_segment(name):
+                note_fetch(target, name, "missing")
             return 0 if found else 1
     except KeyboardInterrupt:
+        note_fetch(target, name, "failed", "interrupted")
         return 1
     except Exception as exc:
-        sys.stderr.write(f"drkit: wal-fetch {name}: {exc}\n")
+        from drkit.redact import mask_url
+
+        note_fetch(target, name, "failed", str(exc))
+        sys.stderr.write(f"drkit: wal-fetch {name}: {mask_url(str(exc))}\n")
         return 1
     code, message = run_fetch(lambda: load_wal_policy(env, policy_dir), name, dest, policy_dir)
     if message:

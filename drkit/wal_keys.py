@@ -40,3 +40,46 @@ def find_wal_key(repo: Repository, name: str, *, expected: bool = True) -> str |
     of ``wal/``).  ``expected`` False: a push of a segment that is usually new."""
     info = repo.backend.first_existing(wal_candidate_keys(repo, name), expected=expected)
     return None if info is None else info.key
+
+
+# ---------------------------------------------------------------------------
+# The checksum file beside a WAL object that carries none of its own
+# ---------------------------------------------------------------------------
+
+#: appended to the key of a WAL object stored as is (uncompressed, unencrypted), whose
+#: bytes carry no checksum: ``<key>.sha256`` holds one ``sha256sum`` line for it.  zstd
+#: frames (written with their content checksum), gzip (CRC-32 and length) and age
+#: (authenticated chunks) check themselves inside the object.  Kept in the repository,
+#: the checksum survives any copy of it (``cp -r``, ``aws s3 sync``), which an extended
+#: attribute or S3 user metadata does not.
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def carries_own_checksum(key: str) -> bool:
+    """Whether the stored bytes of WAL object ``key`` check themselves when decoded."""
+    return key.endswith((".zst", ".gz", ".age"))
+
+
+def checksum_key(key: str) -> str:
+    """The key of the checksum file of WAL object ``key``."""
+    return key + CHECKSUM_SUFFIX
+
+
+def checksum_line(key: str, hexdigest: str) -> bytes:
+    """The checksum file's content: ``sha256sum``'s format (``sha256sum -c`` checks it
+    in the object's directory)."""
+    return f"{hexdigest}  {key.rsplit('/', 1)[-1]}\n".encode()
+
+
+def parse_checksum_line(key: str, data: bytes) -> str:
+    """The sha256 a checksum file of WAL object ``key`` holds; ValueError when it is not
+    one line naming that object with 64 hex digits."""
+    words = data.decode("ascii", "replace").split()
+    if (
+        len(words) != 2
+        or words[1].lstrip("*") != key.rsplit("/", 1)[-1]
+        or len(words[0]) != 64
+        or any(c not in "0123456789abcdef" for c in words[0])
+    ):
+        raise ValueError(f"{checksum_key(key)} is not a sha256 line for {key}")
+    return words[0]

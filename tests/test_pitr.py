@@ -19,6 +19,7 @@ import pytest
 from drkit.config import load_policy
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key
+from drkit.wal_names import parse_lsn
 from tests.conftest import DrkitRunner, S3Server, pg_versions
 from tests.wal_support import (
     Archived,
@@ -70,7 +71,12 @@ def add_marker(arch: Archived, label: str, dsn: str | None = None) -> datetime:
 
 
 def pitr(
-    run_drkit: DrkitRunner, arch: Archived, target: str, *extra: str, policy_dir: Any = None
+    run_drkit: DrkitRunner,
+    arch: Archived,
+    target: str,
+    *extra: str,
+    policy_dir: Any = None,
+    env: dict[str, str] | None = None,
 ) -> Any:
     pgdata = arch.new_pgdata()
     result = run_drkit(
@@ -83,6 +89,7 @@ def pitr(
         "--json",
         *extra,
         policy_dir=policy_dir or arch.policy_dir,
+        env=env,
         timeout=600,
     )
     log = pgdata / "log" / "drkit-recovery.log"
@@ -434,7 +441,7 @@ def test_latest_refuses_a_gap_unless_allowed(
     file_archived: Archived, run_drkit: DrkitRunner
 ) -> None:
     arch = file_archived
-    first, gap, _third = backup_with_markers(arch, run_drkit, "m1", "m2", "m3")
+    first, gap, third = backup_with_markers(arch, run_drkit, "m1", "m2", "m3")
     after_m3 = server_now(arch)
     repo = repo_of(arch)
     key = find_wal_key(repo, gap)
@@ -457,5 +464,12 @@ def test_latest_refuses_a_gap_unless_allowed(
     _, result = pitr(run_drkit, arch, "latest", "--allow-gap")
     assert result.code == 0, result.stderr
     report = result.json()
-    assert report["stopped_at_gap"]["first_missing"] == gap
+    # what was left out: the segments past the gap, up to the newest point archived
+    left_out = report["stopped_at_gap"]
+    assert left_out["first_missing"] == gap and left_out["last_segment"] == first
+    assert left_out["segments_beyond_gap"] == 1 and left_out["newest_segment"] == third
+    newest = datetime.fromisoformat(left_out["newest_archived_at"].replace("Z", "+00:00"))
+    assert newest > datetime.fromisoformat(left_out["end"].replace("Z", "+00:00"))
     assert markers(restored_dsn(arch, report["port"]), arch) == ["m1"]
+    # replay reached the last record before the gap, read from the recovered server
+    assert parse_lsn(report["lsn"]) >= parse_lsn(report["end_lsn"])

@@ -2,7 +2,9 @@
 
 Each object is streamed once: its stored size and sha256 are checked against the
 manifest, it is decrypted (when encrypted) and decompressed to the end, and the raw size
-compared.  Physical backups additionally get their WAL chain checked.
+compared.  Physical backups additionally get their WAL chain checked: every WAL file of
+the chain verify reports, from the backup's start to the end of the recoverable window,
+is read the same way, one at a time (see :func:`drkit.backup.walchain.check_backup_wal`).
 
 An incremental base backup (PostgreSQL 17+) is only as good as its chain: every
 ancestor must exist and every object of every ancestor is checked the same way; then
@@ -20,12 +22,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drkit.backup.catalog import Manifest
 from drkit.errors import CheckFailed, DrkitError, StorageError
 from drkit.storage.repository import Repository
 from drkit.streams import drain
+
+if TYPE_CHECKING:
+    from drkit.backup.walchain import WalReading
 
 
 @dataclass
@@ -55,16 +60,21 @@ class BackupVerdict:
 
 
 def verify_backup(
-    repo: Repository, manifest: Manifest, on_bytes: Callable[[int], None] | None = None
+    repo: Repository,
+    manifest: Manifest,
+    on_bytes: Callable[[int], None] | None = None,
+    wal: WalReading | None = None,
 ) -> BackupVerdict:
     """Read back every object of ``manifest`` (size, sha256, decompression) and, for a
-    physical backup, its WAL; a bad object is a problem in the verdict, not an exception."""
+    physical backup, every WAL file of the chain it reports; a bad object is a problem in
+    the verdict, not an exception.  ``wal``: shared by the backups of one run, so that
+    WAL their chains share is read once."""
     verdict = BackupVerdict(manifest.id, manifest.kind)
     _check_objects(repo, manifest, verdict, on_bytes)
     if manifest.kind == "physical":
         from drkit.backup.walchain import check_backup_wal
 
-        problems, details = check_backup_wal(repo, manifest)
+        problems, details = check_backup_wal(repo, manifest, wal)
         verdict.problems += problems
         verdict.details.update(details)
     if manifest.parent is not None:

@@ -200,11 +200,14 @@ def verify(
             raise NotFoundError(f"no backups in {repo.location} to verify")
     else:
         manifests = [resolve_backup(repo, backup_ref)]
+    from drkit.backup.walchain import WalReading
+
     verdicts = []
+    wal = WalReading()  # WAL shared by several backups' chains is read once
     with live_progress() as progress:
         for m in manifests:
             with Meter(progress, "verify", m.id, total=m.raw_size) as meter:
-                verdicts.append(verify_backup(repo, m, meter))
+                verdicts.append(verify_backup(repo, m, meter, wal))
     bad = [v for v in verdicts if not v.ok]
     if state.json:
         emit_json({"ok": not bad, "backups": [v.to_dict() for v in verdicts]})
@@ -213,6 +216,8 @@ def verify(
             mark = "[green]✓ OK[/green]" if v.ok else "[red]✗ FAILED[/red]"
             out.print(f"{mark} {v.backup_id} ({v.objects} objects, {human_size(v.bytes)})")
             for key, value in v.details.items():
+                if key == "wal_checked":
+                    value = _wal_checked_text(value)
                 out.print(f"    {key}: {value}", markup=False)
             for problem in v.problems:
                 out.print(f"    {problem}", markup=False)
@@ -221,6 +226,13 @@ def verify(
         raise CheckFailed(
             f"verify failed for {len(bad)} backup(s); {first.backup_id}: {first.problems[0]}"
         )
+
+
+def _wal_checked_text(checked: dict[str, Any]) -> str:
+    """``4 WAL files read (zstd frame checksum: 4), 1 damaged``"""
+    how = ", ".join(f"{k}: {n}" for k, n in checked.get("by", {}).items())
+    text = f"{checked.get('files', 0)} WAL files read" + (f" ({how})" if how else "")
+    return text + (f", {checked['damaged']} damaged" if checked.get("damaged") else "")
 
 
 @app.command("prune")

@@ -192,11 +192,19 @@ def restore(
             f"other timelines in the archive: {others}",
             markup=False,
         )
-    if result.gap is not None:
+    if result.lsn is not None:
         out.print(
-            f"  [yellow]![/yellow] stopped at a gap (--allow-gap): WAL segment "
-            f"{result.gap.missing} is missing; {result.gap.newer_segments} newer segment(s) "
-            "were not replayed"
+            f"  replayed to {result.lsn}"
+            + (f", the planned end being {result.end_lsn}" if result.end_lsn else ""),
+            markup=False,
+        )
+    if result.gap is not None:
+        gap = result.gap
+        out.print(
+            f"  [yellow]![/yellow] stopped at a gap (--allow-gap): WAL segment {gap.missing} "
+            f"is missing; left out: {gap.newer_segments} newer segment(s) up to "
+            f"{gap.newest_segment}, archived {ts_text(gap.newest_end)}",
+            highlight=False,
         )
     out.print(
         "  archiving: "

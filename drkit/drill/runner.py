@@ -31,6 +31,10 @@ records row counts at a named restore point written just after it: recovery paus
 the counts are compared on the paused hot standby, and the server restarts to replay the
 rest.  A drill to ``--point-in-time`` never stops at that point, so its row-count check
 is NOT_RUN (a FAIL verdict) unless the policy sets ``drill.checks.row_counts: false``.
+A drill to the end of the archive checks that replay reached the last WAL record the
+archive held when it started (the point the recovered server reports): replay stopped
+short by a WAL file that cannot be fetched FAILs it, however small the loss next to the
+RPO objective.
 
 Logical restores run with ``--no-owner --no-privileges``: roles are cluster globals a logical
 backup does not hold, and the scratch cluster only has ``postgres``.  Fetch and restore
@@ -115,6 +119,8 @@ TMPDIR_ENV = "DRKIT_TMPDIR"
 #: connections that count rows at once (the scratch cluster is on this host)
 COUNT_JOBS = max(2, min(4, os.cpu_count() or 1))
 SQL_CHECK_TIMEOUT = "10min"
+#: a physical drill of the whole archive: replay reached the archive's last WAL record
+END_CHECK = "WAL replayed to the end of the archive"
 
 #: each phase as it starts and ends (a ProgressEvent with state "done" and its seconds)
 PhaseCallback = OnProgress
@@ -1077,7 +1083,8 @@ def _drill_physical(
 ) -> None:
     """Base backup + WAL replay (to ``report.target_point``, or to the end of the
     archive) with PITR's own machinery, into the drill's work directory."""
-    from drkit.restore.pitr import PitrResult, restore_point_in_time
+    from drkit.restore.pitr import PitrResult, RecoveryStoppedShort, restore_point_in_time
+    from drkit.wal_names import parse_lsn
 
     base = work / "pg"
     base.mkdir(mode=0o755)
@@ -1143,6 +1150,17 @@ def _drill_physical(
                 detail=str(exc),
             )
         )
+        if isinstance(exc, RecoveryStoppedShort) and report.target_point is None:
+            report.add(
+                Check(
+                    END_CHECK,
+                    "restore",
+                    FAIL,
+                    expected="replay to the last WAL record the archive holds",
+                    observed=f"stopped at {exc.segment}" if exc.segment else "stopped short",
+                    detail=str(exc),
+                )
+            )
         return
     except BaseException:
         watch.stop()
@@ -1177,6 +1195,19 @@ def _drill_physical(
             f"timeline {result.timeline}",
         )
     )
+    if report.target_point is None:  # the point the recovered server reports, not a log line
+        reached = result.lsn is not None and result.end_lsn is not None
+        done = reached and parse_lsn(str(result.lsn)) >= parse_lsn(str(result.end_lsn))
+        report.add(
+            Check(
+                END_CHECK,
+                "restore",
+                PASS if done else FAIL,
+                expected=f">= {result.end_lsn} (the last WAL record of {result.window.last_wal})",
+                observed=f"replayed to {result.lsn}",
+                detail="" if done else "replay stopped short of what the archive holds",
+            )
+        )
     report.phases["validation"] = report.phases.get("validation", 0.0) + paused
     with timer.phase("validation"):
         reachable: list[str] = []

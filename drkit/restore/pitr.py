@@ -15,17 +15,25 @@
    with ``pg_combinebackup`` of the backup's major; a backup whose chain is broken is
    never chosen (exit 3 when asked for by id).
 3. Write ``recovery.signal`` and the recovery settings into ``postgresql.auto.conf``:
-   ``restore_command`` = ``drkit wal-fetch``, the target (a time; for ``latest`` with
-   pause/shutdown the last whole WAL record of the chain), the target action, the
+   ``restore_command`` = ``drkit wal-fetch``, an explicit end (a time target; for
+   ``latest`` the LSN of the last whole WAL record of the last planned segment), the
    followed timeline by number, ``archive_mode = off`` unless ``--archive-mode
    preserve`` (then the server is the new primary); the server gets its own port and
    socket directory.  A server that does not archive is marked as a restore test
    (``drkit-restored.json``), so its WAL can never be recorded as production's.
-4. Start PostgreSQL (as the cluster's OS user when drkit runs as root), wait until
-   recovery reached its target, and report the point actually reached
-   (``pg_last_xact_replay_timestamp()``), the timeline followed and the others found.
-   PostgreSQL's own "recovery ended before configured recovery target was reached" is
-   turned into exit 3 too.
+4. Start PostgreSQL (as the cluster's OS user when drkit runs as root) with
+   ``recovery_target_action = 'pause'``.  wal-fetch exits 1 for a file it cannot serve,
+   which PostgreSQL reads as the end of the archive; with an explicit end, PostgreSQL then
+   refuses to finish recovery ("recovery ended before configured recovery target was
+   reached") instead of promoting on less.  drkit reads the paused server (SQL:
+   ``pg_last_wal_replay_lsn()``, ``pg_last_xact_replay_timestamp()``), checks the point
+   reached against the plan, and only then promotes (``pg_ctl promote``), stays paused
+   or shuts down.  A server that stopped short is exit 3 naming the WAL file wal-fetch
+   could not serve, from the fetch journal it keeps in ``pg_wal`` for this recovery
+   (never from log text), and it is never promoted.  A time after the last commit the
+   archive holds stops the same way; when the journal shows that replay consumed every
+   planned segment, recovery restarts to the planned end, which is the state at that
+   time.
 """
 
 from __future__ import annotations
@@ -53,10 +61,18 @@ from drkit.backup.walchain import (
     archived_timelines,
     backup_on_timeline,
     reach_on_timeline,
+    segment_on_path,
     timeline_history,
 )
 from drkit.config import Policy
-from drkit.errors import CheckFailed, DatabaseError, OperationError, SafetyRefused, UsageError
+from drkit.errors import (
+    CheckFailed,
+    DatabaseError,
+    DrkitError,
+    OperationError,
+    SafetyRefused,
+    UsageError,
+)
 from drkit.pg.cluster import chown_tree, cluster_os_user, free_port, run_as
 from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.restore.datadir import (
@@ -68,8 +84,25 @@ from drkit.restore.datadir import (
 from drkit.storage.repository import Repository
 from drkit.streams import ReadAhead
 from drkit.timelines import clear_restore_marker, write_restore_marker
-from drkit.wal import SPOOL_DIR, find_wal_key, open_wal_object
-from drkit.wal_names import history_name
+from drkit.wal import (
+    SPOOL_DIR,
+    FetchOutcome,
+    download,
+    fetch_attempts,
+    find_wal_key,
+    read_fetch_journal,
+    start_fetch_journal,
+)
+from drkit.wal_names import (
+    DEFAULT_SEGMENT_SIZE,
+    TimelineSwitch,
+    format_lsn,
+    history_name,
+    is_segment,
+    parse_lsn,
+    parse_segment,
+    timeline_at,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +114,6 @@ _TAR_BUFSIZE = 1024 * 1024
 
 ProgressCallback = OnProgress  # phases "unpack" (bytes of base.tar), "WAL replay"
 
-_STOPPING_RE = re.compile(r"recovery stopping (?:before|after) .*?time ([0-9-]+ [0-9:.]+[+-]\d\d)")
-_STOPPED_AT_LSN_RE = re.compile(r"recovery stopping (?:before|after) WAL location")
-_LAST_XACT_RE = re.compile(r"last completed transaction was at log time ([0-9-]+ [0-9:.]+[+-]\d\d)")
-_NEW_TLI_RE = re.compile(r"selected new timeline ID: (\d+)")
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 #: how long a recovering server may show no live postmaster before it counts as dead
 _DOWN_GRACE = 5.0
@@ -137,9 +166,10 @@ class PitrResult:
     action: str
     started: bool
     window: Window
-    reached_at: datetime | None = None
+    reached_at: datetime | None = None  # the last commit replayed (the server's own clock)
     timeline: int | None = None
-    lsn: str | None = None
+    lsn: str | None = None  # where replay ended (pg_last_wal_replay_lsn)
+    end_lsn: str | None = None  # where it had to end: the last record of the planned WAL
     state: str = "prepared"  # prepared | promoted | paused | shut down
     log_file: str | None = None
     phases: dict[str, float] = field(default_factory=dict)
@@ -167,6 +197,7 @@ class PitrResult:
             "reached_at": iso(self.reached_at),
             "timeline": self.timeline,
             "lsn": self.lsn,
+            "end_lsn": self.end_lsn,
             "window": self.window.to_dict(),
             "log_file": self.log_file,
             "phases": {k: round(v, 3) for k, v in self.phases.items()},
@@ -241,6 +272,15 @@ class RecoveryPlan:
     reach: Reach
     #: the base backups to restore, full first (one, unless ``manifest`` is incremental)
     chain: list[Manifest] = field(default_factory=list)
+    #: the followed timeline's switches, and the cluster's WAL segment size
+    history: list[TimelineSwitch] = field(default_factory=list)
+    segment_size: int = DEFAULT_SEGMENT_SIZE
+
+    def planned_segment(self, segno: int) -> str:
+        """The name of the segment replay reads at position ``segno`` on this plan."""
+        return segment_on_path(segno, self.followed.timeline, self.history, self.segment_size).name(
+            self.segment_size
+        )
 
 
 def plan_recovery(
@@ -333,40 +373,52 @@ def plan_recovery(
             f"recovery target {iso(target)} is after the last WAL reachable without a gap "
             f"({reach.last_segment or 'none'}); {window.describe()}"
         )
-    return RecoveryPlan(manifest, window, followed, reach, resolve_chain(manifest, known))
+    chain = resolve_chain(manifest, known)
+    size = int(manifest.extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
+    return RecoveryPlan(manifest, window, followed, reach, chain, history, size)
 
 
 _RECORD_LSN_RE = re.compile(r"\blsn: ([0-9A-F]+/[0-9A-F]+),")
 
 
-def last_record_lsn(repo: Repository, manifest: Manifest, segment: str) -> str:
-    """The LSN of the last whole WAL record in archived ``segment`` (pg_waldump)."""
+def last_record_lsn(repo: Repository, plan: RecoveryPlan) -> str:
+    """The LSN of the last whole WAL record of the plan's last segment (pg_waldump).
+
+    The segment is fetched the way replay fetches it (checked, retried), so a damaged
+    last segment fails here, before anything is written.  A segment holding no record
+    start (the middle of a record larger than a segment) is read with the segments
+    before it, back to the first one that starts a record."""
     from drkit.pg.binaries import find_binary
 
-    key = find_wal_key(repo, segment)
-    if key is None:
-        raise CheckFailed(f"WAL segment {segment} vanished from {repo.location} meanwhile")
+    manifest = plan.manifest
     major = int(manifest.server_version.split(".")[0]) if manifest.server_version else None
     waldump = find_binary("pg_waldump", major)
+    last = str(plan.reach.last_segment)
+    first_segno = parse_segment(str(manifest.wal_start_segment), plan.segment_size).segno
+    segno = parse_segment(last, plan.segment_size).segno
     with tempfile.TemporaryDirectory(prefix="drkit-waldump-") as tmp:
-        path = Path(tmp) / segment
-        with open_wal_object(repo, key) as stream, open(path, "wb") as out:
-            shutil.copyfileobj(stream, out, _TAR_BUFSIZE)
-        proc = subprocess.run(
-            [waldump, "--path", tmp, segment],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
-    found = _RECORD_LSN_RE.findall(proc.stdout)
+        while True:
+            name = plan.planned_segment(segno)
+            if not download(repo, name, Path(tmp) / name, attempts=fetch_attempts()):
+                raise CheckFailed(f"WAL segment {name} vanished from {repo.location} meanwhile")
+            proc = subprocess.run(
+                [waldump, "--path", tmp, name, last],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=600,
+            )
+            found = _RECORD_LSN_RE.findall(proc.stdout)
+            if found or segno <= first_segno:
+                break
+            segno -= 1
     if not found:
         raise CheckFailed(
-            f"no whole WAL record found in {segment} to stop at "
+            f"no whole WAL record found in {last} to stop at "
             f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'pg_waldump printed none'}); "
-            "recover latest with --target-action promote, or give a time target"
+            "give a time target inside the window instead"
         )
-    return str(found[-1])
+    return format_lsn(parse_lsn(found[-1]))  # as PostgreSQL prints it: 0/40001D0
 
 
 def _window(start: datetime | None, reach: Reach) -> Window:
@@ -586,11 +638,12 @@ def restore_point_in_time(
             int(manifest.server_version.split(".")[0]) if manifest.server_version else None,
             for_user=user,
         )
-    # `latest` has no recovery target of its own: to pause or shut down there, stop
-    # after the last WAL record the unbroken archive holds
-    target_lsn = None
-    if target is None and target_action != "promote":
-        target_lsn = last_record_lsn(repo, manifest, str(plan.reach.last_segment))
+    # every recovery has an explicit end, so that PostgreSQL itself refuses to end it
+    # early ("recovery ended before configured recovery target was reached"): a time
+    # target, or for `latest` the last whole WAL record of the last planned segment
+    end_lsn = None
+    if target is None:
+        end_lsn = last_record_lsn(repo, plan)
     port = port or free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="drkit-pitr-"))
     run_dir.chmod(0o755)
@@ -599,24 +652,26 @@ def restore_point_in_time(
     command = restore_command(policy.name, policy_dir, user)
     created = not pgdata.exists()
 
-    def configure(pause: str | None) -> None:
+    def configure(pause: str | None, action: str) -> None:
         write_recovery_config(
             pgdata,
             restore_command=command,
-            target=target,
-            action=target_action,
+            target=target if end_lsn is None else None,
+            action=action,
             port=port,
             socket_dir=socket_dir,
             archive=archive,
             timeline=follow,
             pause_at=pause,
-            target_lsn=target_lsn,
+            target_lsn=end_lsn,
         )
 
     try:
         unpack_chain(repo, plan.chain or [manifest], pgdata, on_progress)
         phases["fetch_unpack"] = time.monotonic() - t0
-        configure(pause_at)
+        # a server drkit drives always pauses at the end: drkit checks the point reached
+        # against the plan before it promotes or shuts down
+        configure(pause_at, "pause" if start else target_action)
         (pgdata / "log").mkdir(exist_ok=True)
         from drkit.wal import write_repo_hint
 
@@ -661,35 +716,203 @@ def restore_point_in_time(
         archive_mode="preserve" if archive else "off",
         gap=plan.reach if plan.reach.gap else None,
         chain=[m.id for m in plan.chain],
+        end_lsn=end_lsn,
     )
     if not start:
         return result
     limit = timeout or float(os.environ.get(RECOVERY_TIMEOUT_ENV, DEFAULT_RECOVERY_TIMEOUT))
     t1 = time.monotonic()
     server = _RecoveringServer(pgdata, port, socket_dir, user, policy, manifest)
-    replay = Meter(on_progress, "WAL replay")
-    server.start(limit)
-    result.started = True
+    goal = _Goal(plan, repo, target, end_lsn)
+
+    def run_to_pause(pause: str | None, action: str) -> _Replayed | None:
+        """(Re)configure, start with an empty fetch journal, wait for the pause."""
+        configure(pause, action)
+        start_fetch_journal(pgdata / "pg_wal")
+        for name in ("postgresql.auto.conf", "recovery.signal", f"pg_wal/{SPOOL_DIR}"):
+            chown_tree(pgdata / name, user)
+        meter = Meter(on_progress, "WAL replay")
+        server.start(limit)
+        result.started = True
+        replayed = server.wait_paused(limit)
+        meter.finish()
+        return replayed
+
     if pause_at is not None:
-        server.wait_until_done("pause", limit, window, target, pause_at)
-        server.report(result)
-        replay.finish()
+        replayed = run_to_pause(pause_at, "pause")
+        if replayed is None:
+            raise goal.stopped_short(server, f"restore point {pause_at!r}")
+        goal.record(result, replayed)
         paused = time.monotonic()
         if at_pause is not None:
             at_pause(result)
         phases["paused"] = time.monotonic() - paused
         server.stop(limit)
-        configure(None)
-        for name in ("postgresql.auto.conf", "recovery.signal"):
-            chown_tree(pgdata / name, user)
-        replay = Meter(on_progress, "WAL replay")
-        server.start(limit)
-    server.wait_until_done(result.action, limit, window, target)
-    server.report(result)
-    replay.finish()
+    replayed = run_to_pause(None, "pause")
+    if replayed is None and goal.ended_at_plan_end(server):
+        # a time after the last commit the archive holds: PostgreSQL found no commit past
+        # it in the whole planned WAL, so the state at that time is the archive's end
+        end_lsn = goal.end_lsn = last_record_lsn(repo, plan)
+        result.end_lsn = end_lsn
+        server.stop_if_running(limit)
+        replayed = run_to_pause(None, "pause")
+    if replayed is None:
+        raise goal.stopped_short(server, goal.describe())
+    try:
+        goal.check(replayed, server)
+    except CheckFailed:
+        server.stop_if_running(limit)  # never left running short of its end
+        raise
+    goal.record(result, replayed)
+    if target_action == "promote":
+        server.promote(limit)
+        result.timeline = server.current_timeline()
+        result.state = "promoted"
+    elif target_action == "shutdown":
+        server.stop(limit)
+        configure(None, "shutdown")  # a restart stops at the same end, as PostgreSQL's own
+        chown_tree(pgdata / "postgresql.auto.conf", user)
+        result.state = "shut down"
+    else:
+        result.state = "paused"
     phases["replay"] = time.monotonic() - t1
     shutil.rmtree(pgdata / "pg_wal" / SPOOL_DIR, ignore_errors=True)
     return result
+
+
+@dataclass
+class _Replayed:
+    """What a server paused at the end of its recovery says it replayed (SQL)."""
+
+    lsn: str
+    last_commit: datetime | None
+
+
+class RecoveryStoppedShort(CheckFailed):
+    """Replay ended before the planned end: a WAL file could not be fetched, vanished or
+    would not replay.  The server was not promoted (exit 3)."""
+
+    def __init__(self, message: str, segment: str | None) -> None:
+        super().__init__(message)
+        self.segment = segment
+
+
+class _Goal:
+    """Where one recovery must end, and the checks of what it reached against that."""
+
+    def __init__(
+        self, plan: RecoveryPlan, repo: Repository, target: datetime | None, end_lsn: str | None
+    ) -> None:
+        self.plan = plan
+        self.repo = repo
+        self.target = target
+        self.end_lsn = end_lsn
+
+    def describe(self) -> str:
+        last = self.plan.reach.last_segment
+        if self.end_lsn is not None:
+            return f"the planned end {self.end_lsn} (the last WAL record of {last})"
+        return f"recovery target {iso(self.target)}"
+
+    def _planned_last(self) -> int:
+        return parse_segment(str(self.plan.reach.last_segment), self.plan.segment_size).segno
+
+    def _missing_planned(self, journal: list[FetchOutcome]) -> list[str]:
+        """Planned segments wal-fetch found missing (removed since the plan)."""
+        last = self._planned_last()
+        found = []
+        for entry in journal:
+            if entry.outcome != "missing" or not is_segment(entry.name):
+                continue
+            segno = parse_segment(entry.name, self.plan.segment_size).segno
+            if segno <= last and entry.name == self.plan.planned_segment(segno):
+                found.append(entry.name)
+        return found
+
+    def ended_at_plan_end(self, server: _RecoveringServer) -> bool:
+        """Whether a recovery to a time that stopped did so only because the planned WAL
+        ended: every planned segment was served, the first one after them is what
+        wal-fetch found missing, and the archive still lacks it."""
+        if self.target is None or self.end_lsn is not None or server.running():
+            return False
+        journal = read_fetch_journal(server.pgdata / "pg_wal")
+        if any(e.outcome == "failed" for e in journal) or self._missing_planned(journal):
+            return False
+        after = self.plan.planned_segment(self._planned_last() + 1)
+        if not any(e.outcome == "missing" and e.name == after for e in journal):
+            return False
+        if find_wal_key(self.repo, after) is not None:
+            raise CheckFailed(
+                f"WAL segment {after} reached {self.repo.location} while recovering to "
+                f"{iso(self.target)}: the archive grew past the plan, run the restore again"
+            )
+        return True
+
+    def stopped_short(self, server: _RecoveringServer, wanted: str) -> DrkitError:
+        """The error for a server that died before pausing at its end, from the fetch
+        journal (what wal-fetch could not serve) rather than from log text."""
+        journal = read_fetch_journal(server.pgdata / "pg_wal")
+        where = f"(log: {server.log_file})"
+        failed = [e for e in journal if e.outcome == "failed"]
+        if failed:
+            first = failed[0]
+            return RecoveryStoppedShort(
+                f"recovery stopped at WAL {first.name}, which could not be fetched from "
+                f"{self.repo.location} ({first.detail}): everything before it was replayed, "
+                f"short of {wanted}; the server was not promoted {where}",
+                first.name,
+            )
+        vanished = self._missing_planned(journal)
+        if vanished:
+            return RecoveryStoppedShort(
+                f"recovery stopped at WAL segment {vanished[0]}: it is no longer in "
+                f"{self.repo.location} (removed since recovery was planned), short of "
+                f"{wanted}; the server was not promoted {where}",
+                vanished[0],
+            )
+        fatal = server.last_fatal()
+        if _NOT_REACHED in fatal:
+            return RecoveryStoppedShort(
+                f"recovery ended before {wanted} though wal-fetch failed to serve no file: a "
+                "segment it served holds invalid WAL (damaged before it was archived, or an "
+                "uncompressed one without a checksum); run drkit verify, "
+                f"{self.plan.window.describe()}; the server was not promoted {where}",
+                None,
+            )
+        return OperationError(
+            f"PostgreSQL stopped during recovery: {fatal or 'see the log'}; the server was "
+            f"not promoted {where}"
+        )
+
+    def check(self, replayed: _Replayed, server: _RecoveringServer) -> None:
+        """A paused server must have replayed up to its end: the planned LSN, or no
+        commit later than the time target."""
+        where = f"(log: {server.log_file})"
+        if self.end_lsn is not None and parse_lsn(replayed.lsn) < parse_lsn(self.end_lsn):
+            raise RecoveryStoppedShort(
+                f"recovery paused at {replayed.lsn}, short of {self.describe()}: PostgreSQL "
+                "paused on its own (a hot standby setting lower than the primary's, such as "
+                f"max_connections, does that); the server was stopped, not promoted {where}",
+                None,
+            )
+        if (
+            self.target is not None
+            and replayed.last_commit is not None
+            and replayed.last_commit > self.target
+        ):
+            raise CheckFailed(
+                f"recovery to {iso(self.target)} replayed a commit of "
+                f"{iso(replayed.last_commit)}; the server was stopped, not promoted {where}"
+            )
+        for entry in read_fetch_journal(server.pgdata / "pg_wal"):
+            if entry.outcome == "failed":  # served on a later try: the end was reached
+                log.warning("fetching %s failed once during recovery: %s", entry.name, entry.detail)
+
+    def record(self, result: PitrResult, replayed: _Replayed) -> None:
+        result.lsn = replayed.lsn
+        result.reached_at = replayed.last_commit or consistent_point(self.plan.manifest)
+        position = max(parse_lsn(replayed.lsn) - 1, 0)
+        result.timeline = timeline_at(position, self.plan.followed.timeline, self.plan.history)
 
 
 class _RecoveringServer:
@@ -769,57 +992,49 @@ class _RecoveringServer:
                 last = exc
         raise DatabaseError(f"cannot query the recovering server on port {self.port}: {last}")
 
-    def _died(self, window: Window, target: datetime | None, point: str | None = None) -> None:
-        text = self.log_text()
-        if _NOT_REACHED in text:
-            wanted = f"restore point {point!r}" if point else iso(target) if target else "latest"
-            raise CheckFailed(
-                f"recovery target {wanted} was not reached: the "
-                f"archived WAL ends before it; {window.describe()} (log: {self.log_file})"
-            )
-        fatal = [ln for ln in text.splitlines() if "FATAL" in ln or "PANIC" in ln]
-        raise OperationError(
-            "PostgreSQL stopped during recovery: "
-            f"{fatal[-1] if fatal else 'see the log'} (log: {self.log_file})"
-        )
+    def stop_if_running(self, timeout: float) -> None:
+        if self.running():
+            self.stop(timeout)
 
-    def wait_until_done(
-        self,
-        action: str,
-        timeout: float,
-        window: Window,
-        target: datetime | None,
-        point: str | None = None,
-    ) -> None:
+    def last_fatal(self) -> str:
+        """The server's last FATAL or PANIC line, for the error message only."""
+        fatal = [ln for ln in self.log_text().splitlines() if "FATAL" in ln or "PANIC" in ln]
+        return fatal[-1].strip() if fatal else ""
+
+    def wait_paused(self, timeout: float) -> _Replayed | None:
+        """Wait until recovery pauses at its end and return what it replayed (SQL), or
+        None when the server stopped first (PostgreSQL ends recovery with a FATAL when
+        the WAL ends before an explicit target)."""
         deadline = time.monotonic() + timeout
+        seen = False
         down_since: float | None = None
         while True:
             if not self.running():
-                text = self.log_text()
-                if action == "shutdown" and "database system is shut down" in text:
-                    stopped = _STOPPING_RE.search(text) or _STOPPED_AT_LSN_RE.search(text)
-                    if _NOT_REACHED in text or not stopped:
-                        self._died(window, target, point)
-                    return
-                # pg_ctl -W may return before the pid file is written, and a short
-                # recovery may already be over: look again (the log included) for a moment
+                # pg_ctl -W may return before the pid file is written: a server never
+                # seen running gets a moment; one seen running and gone has stopped
                 now = time.monotonic()
                 down_since = down_since if down_since is not None else now
-                if _NOT_REACHED in text or now - down_since > _DOWN_GRACE:
-                    self._died(window, target, point)
+                if seen or now - down_since > _DOWN_GRACE:
+                    return None
             else:
-                down_since = None
+                seen, down_since = True, None
                 with contextlib.suppress(DatabaseError):
                     row = self.query(
                         "SELECT pg_is_in_recovery(), "
                         "CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() "
-                        "ELSE '' END"
+                        "ELSE '' END, pg_last_wal_replay_lsn()::text, "
+                        "pg_last_xact_replay_timestamp()"
                     )
-                    in_recovery, pause_state = row
-                    if not in_recovery:
-                        return
-                    if action == "pause" and pause_state == "paused":
-                        return
+                    in_recovery, pause_state, lsn, last_commit = row
+                    if not in_recovery:  # never, with an explicit target and 'pause'
+                        raise OperationError(
+                            f"the recovering server on port {self.port} left recovery before "
+                            f"drkit checked it (log: {self.log_file})"
+                        )
+                    if pause_state == "paused" and lsn is not None:
+                        return _Replayed(
+                            str(lsn), last_commit.astimezone(UTC) if last_commit else None
+                        )
             if time.monotonic() > deadline:
                 raise OperationError(
                     f"recovery did not finish within {timeout:.0f}s (log: {self.log_file}); "
@@ -827,29 +1042,25 @@ class _RecoveringServer:
                 )
             time.sleep(0.3)
 
-    def report(self, result: PitrResult) -> None:
-        text = self.log_text()
-        tli = _NEW_TLI_RE.findall(text)
-        if self.running():
-            row = self.query(
-                "SELECT pg_last_xact_replay_timestamp(), pg_is_in_recovery(), "
-                "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text "
-                "ELSE pg_current_wal_lsn()::text END, "
-                "CASE WHEN pg_is_in_recovery() THEN NULL "
-                "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int "
-                "END, (SELECT timeline_id FROM pg_control_checkpoint())"
-            )
-            reached, in_recovery, lsn, current_tli, checkpoint_tli = row
-            result.reached_at = reached.astimezone(UTC) if reached else None
-            result.lsn = lsn
-            result.timeline = current_tli or (int(tli[-1]) if tli else checkpoint_tli)
-            result.state = "paused" if in_recovery else "promoted"
-        else:
-            result.state = "shut down"
-            match = _STOPPING_RE.findall(text) or _LAST_XACT_RE.findall(text)
-            if match:
-                with contextlib.suppress(ValueError):
-                    result.reached_at = datetime.fromisoformat(match[-1]).astimezone(UTC)
-            result.timeline = int(tli[-1]) if tli else self.manifest.timeline
-        if result.reached_at is None:
-            result.reached_at = consistent_point(self.manifest)
+    def promote(self, timeout: float) -> None:
+        """``pg_ctl promote`` as the cluster's OS user (no SQL privilege needed), and wait
+        until the server has left recovery."""
+        run_as(
+            [self.pg_ctl, "-D", str(self.pgdata), "-w", "-t", str(int(timeout)), "promote"],
+            self.user,
+            what=f"promoting the recovered server (log: {self.log_file})",
+            timeout=timeout + 30,
+        )
+        deadline = time.monotonic() + timeout
+        while self.query("SELECT pg_is_in_recovery()")[0]:
+            if time.monotonic() > deadline:
+                raise OperationError(
+                    f"the recovered server on port {self.port} did not leave recovery within "
+                    f"{timeout:.0f}s of its promotion (log: {self.log_file})"
+                )
+            time.sleep(0.2)
+
+    def current_timeline(self) -> int:
+        """The timeline a promoted server writes (from the name of its current WAL file)."""
+        row = self.query("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        return int(str(row[0])[:8], 16)
