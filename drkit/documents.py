@@ -200,7 +200,7 @@ class WalChecked(Shape):
     files: int = _field("WAL files read to their end and decoded (segments and history files)")
     damaged: int = _field("of those, the ones that failed a check")
     by: dict[str, int] = _field(
-        "how their stored bytes were checked, with counts: sha256 file (uncompressed "
+        "how their stored content was checked, with counts: sha256 file (uncompressed "
         "objects), zstd frame checksum, gzip CRC-32, age authentication; 'sha256 attribute' "
         "and 'size only' for uncompressed objects written before sha256 files"
     )

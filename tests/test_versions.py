@@ -312,16 +312,16 @@ def test_an_unreadable_directory_on_path_is_skipped_not_fatal(shared: Path) -> N
     private = shared / "root-home"
     (private / "bin").mkdir(parents=True)
     private.chmod(0o700)  # as /root: the cluster's OS user cannot look inside
-    from drkit.walcmd import drkit_argv
+    from tests.wal_support import cluster_user_python
 
-    argv, extra = drkit_argv("postgres")  # a Python and drkit the cluster user can run
-    code = (
+    python, prelude = cluster_user_python("postgres")  # a Python and drkit it can run
+    code = prelude + (
         "from drkit.pg.binaries import find_binary, installs; "
         "print(find_binary('pg_dump', 18)); print(len(installs()))"
     )
-    env = {**os.environ, **extra, "PATH": f"{private / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{private / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
-        [argv[0], "-c", code],
+        [*python, "-c", code],
         user="postgres",
         cwd="/",
         env=env,
