@@ -64,6 +64,7 @@ class Report:
     phases: dict[str, float] = field(default_factory=dict)
     leak: LeakReport | None = None
     target_tables: int = 0
+    pinned: dict[str, list[str]] = field(default_factory=dict)  # copy: true tables pinned now
 
     @property
     def rows(self) -> int:
@@ -85,6 +86,7 @@ class Report:
             "phases_seconds": {k: round(v, 3) for k, v in self.phases.items()},
             "leak_scan": self.leak.to_dict() if self.leak else None,
             "target_tables": self.target_tables,
+            "pinned": self.pinned,
         }
 
 

@@ -99,6 +99,7 @@ WHERE c.relkind = 'S' AND {_SYSTEM}
 ORDER BY 1, 2
 """
 
+
 @dataclass(frozen=True)
 class Column:
     name: str
