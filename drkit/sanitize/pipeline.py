@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -47,10 +48,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TypeVar
 
 import psycopg
 from psycopg import sql
+from pydantic import SecretStr
 
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, OperationError, SafetyRefused, UsageError
@@ -71,7 +74,7 @@ from drkit.sanitize.guards import (
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.pump import pump
 from drkit.sanitize.report import LeakFound, Options, ProgressFn, Report, TableReport
-from drkit.sanitize.rules import Rules, resolve_rules
+from drkit.sanitize.rules import Rules, load_rules, resolve_rules
 from drkit.sanitize.scan import LeakIndex, LeakReport, pii_kind, scan_database
 from drkit.sanitize.scan.catalog import remote_definitions
 from drkit.sanitize.scan.content import holds_versions
@@ -92,6 +95,25 @@ from drkit.sanitize.transform import RowTransformer
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+
+def scan_source(src: Policy, rules_path: Path, on_progress: ProgressFn | None = None) -> Report:
+    """``drkit sanitize scan SRC --rules R``: what a run would copy, searched for originals
+    and personal data by content; nothing is written (exit 3 on a finding, with the
+    report)."""
+    rules = load_rules(rules_path)
+    if rules.from_env != src.name:
+        raise UsageError(f"{rules.source}: the rules are for {rules.from_env}, not {src.name}")
+    if rules.salt is None:  # the search does not depend on the pseudonyms' salt
+        rules = dataclasses.replace(rules, salt=SecretStr("drkit-sanitize-scan"))
+    options = Options(rules_path=rules_path, scan_source=True)
+    run = _Run(src, src, rules, options, on_progress)
+    run.report.dst = rules.to_env
+    try:
+        run.build()
+    finally:
+        run.close()
+    return run.report
 
 
 def sanitize(
@@ -131,7 +153,9 @@ class _Run:
         self.rules = rules
         self.options = options
         self.on_progress = on_progress
-        self.writes = not (options.dry_run or options.scan_only)
+        self.writes = not (options.dry_run or options.scan_only or options.scan_source)
+        # the rows searched in flight: a run's, and those ``sanitize scan`` reads
+        self.scans = self.writes or options.scan_source
         self.src_dsn = database_dsn(src)
         self.dst_dsn = database_dsn(dst)
         self.write_dsn = self.dst_dsn  # the build database once there is one
@@ -148,7 +172,15 @@ class _Run:
             # pg_dump and pg_restore are looked for (a --version run per install) meanwhile
             threading.Thread(target=_find_installs, name="drkit-pg-installs", daemon=True).start()
         self.compiler = Compiler.for_rules(self.pseudo, rules.strategies(), self.leaks.add)
-        mode = "dry-run" if options.dry_run else "scan-only" if options.scan_only else "run"
+        mode = (
+            "dry-run"
+            if options.dry_run
+            else "scan-only"
+            if options.scan_only
+            else "scan"
+            if options.scan_source
+            else "run"
+        )
         self.report = Report(
             src=src.name, dst=dst.name, rules=rules.source, source="live", mode=mode
         )
@@ -167,6 +199,9 @@ class _Run:
 
     def build(self) -> None:
         src, dst, options = self.src, self.dst, self.options
+        if options.scan_source:
+            self.scan_source()
+            return
         if not options.scan_only:
             guard_target(src, dst, self.src_dsn, self.dst_dsn)
         if not self.writes:
@@ -248,6 +283,8 @@ class _Run:
         self.phase("data" if self.writes else "read")
         if self.writes and not self.scanner.hits.clean:
             self.scan()  # the catalog restored so far too, for the whole listing
+        if not self.writes:
+            return
         if self.writes:
             if in_build:
                 self.filter_in_build(plan)
@@ -302,7 +339,7 @@ class _Run:
         source as they are), searched in flight (:mod:`drkit.sanitize.scan.inflight`)
         before a byte of them is written."""
         copied = [
-            tp for tp in plan.tables if tp.action != "schema-only" and (self.writes or tp.masked)
+            tp for tp in plan.tables if tp.action != "schema-only" and (self.scans or tp.masked)
         ]
         copied.sort(key=lambda tp: tp.table.estimated_rows, reverse=True)  # finish together
         reports = {
@@ -335,7 +372,7 @@ class _Run:
                 self.leaks.searcher(pool_values(self.pseudo, self.rules.strategies())),
                 self.names.freeze(),
             )
-            if not self.writes:
+            if not self.scans:
                 return
             second = {_read(tp, selections[tp.key]): reports[tp.key] for tp in copied}
             staged = [r for r in second if r.table.key in stages]
@@ -382,7 +419,7 @@ class _Run:
         transformer = RowTransformer(
             [(c, strategies[c]) for c in rows.columns], self.compiler, observe=names
         )
-        stage = Stage() if self.writes and report is not None else None
+        stage = Stage() if self.scans and report is not None else None
         if stage is not None:
             stages[tp.key] = (stage, rows.columns)
         progress = self.on_progress if report is not None else None
@@ -449,7 +486,7 @@ class _Run:
         with (
             _failing_as(f"copying {tp.key}"),
             opened as lines,
-            self.copy_in(tp, columns, write=True) as target,
+            self.copy_in(tp, columns, write=self.writes) as target,
             Meter(
                 progress,
                 "copy",
@@ -484,6 +521,7 @@ class _Run:
             out.append(
                 ColumnScan(
                     place,
+                    decode=isinstance(strategy, Keep) and _text_like(column),
                     content=unmasked and _text_like(column),
                     ip_type=unmasked and column.typname in ("inet", "cidr"),
                     ip=not holds_versions(name),
@@ -579,14 +617,7 @@ class _Run:
         """Exit 3 naming where originals or personal data were found (never a value)."""
         if leak.clean:
             return
-        parts = []
-        if leak.hits:
-            listing = "; ".join(f"{where}: {count}" for where, count in sorted(leak.hits.items()))
-            parts.append(f"original values of masked columns found in {listing}")
-        if leak.pii:
-            parts.append(
-                "personal data in what would reach DST unmasked: " + hits_listing(leak.pii.items())
-            )
+        parts = _listing(leak)
         if self.options.scan_only:
             ending = "DST is not safe to use"
         elif not self.writes:
@@ -600,6 +631,29 @@ class _Run:
             + ending,
             self.report,
         )
+
+    def scan_source(self) -> None:
+        """``sanitize scan``: SRC's rows as a run would copy them and SRC's catalog,
+        searched; nothing is written anywhere."""
+        with open_live(self.src_dsn, self.src.name, ddl=False) as source:
+            self.copy(source)
+        with connect(self.src_dsn) as conn:
+            conn.read_only = True
+            definitions = remote_definitions(conn)
+            leak = scan_database(conn, self.scanner.searcher, tables=False, matviews=False)
+        self.merge_flight(leak)
+        for name in definitions:
+            leak.pii.setdefault(name, {})["connection"] = 1
+        self.report.leak = leak
+        self.phase("leak_scan")
+        if not leak.clean:
+            raise LeakFound(
+                f"sanitize scan of {self.src.name} with {self.rules.source}: "
+                + "; ".join(_listing(leak))
+                + " (count of rows or objects; values not shown): mask those columns, or "
+                "record a person's review in the rules ({strategy: keep, pii: none}  # why)",
+                self.report,
+            )
 
     def pin(self) -> None:
         """The ``copy: true`` tables met for the first time, pinned into the rules file
@@ -623,6 +677,18 @@ def _failing_as(what: str) -> Iterator[None]:
         raise DatabaseError(f"{what}: {first_line(exc)}") from None
     except ValueError as exc:
         raise DatabaseError(f"{what}: {exc}") from None
+
+
+def _listing(leak: LeakReport) -> list[str]:
+    parts = []
+    if leak.hits:
+        listing = "; ".join(f"{where}: {count}" for where, count in sorted(leak.hits.items()))
+        parts.append(f"original values of masked columns found in {listing}")
+    if leak.pii:
+        parts.append(
+            "personal data in what would reach DST unmasked: " + hits_listing(leak.pii.items())
+        )
+    return parts
 
 
 def _call(job: Callable[[], None]) -> None:

@@ -27,6 +27,8 @@ class Options:
     force: bool = False
     scan_only: bool = False
     keep_old: bool = False
+    #: ``sanitize scan``: SRC's rows as a run would copy them, searched, nothing written
+    scan_source: bool = False
 
 
 @dataclass

@@ -47,6 +47,7 @@ class ColumnScan:
     """How one column of a table's rows is scanned."""
 
     place: str  # schema.table.column
+    decode: bool = False  # kept text: its encoded fields are decoded for the originals
     content: bool = False  # searched for personal data by content (and names)
     ip_type: bool = False  # inet/cidr: every value is an address
     ip: bool = True  # dotted quads may be addresses (not a column of versions)
@@ -152,6 +153,7 @@ class TableScan:
         self.columns = columns
         self.width = len(columns)
         self.content = {i for i, c in enumerate(columns) if c.content}
+        self.decode = {i for i, c in enumerate(columns) if c.decode or c.content}
         self.ip_type = [i for i, c in enumerate(columns) if c.ip_type]
 
     def block(self, block: bytes) -> bool:
@@ -166,7 +168,7 @@ class TableScan:
         if self.run.names is not None and self.content:
             self._candidates(folded, names, self.run.names)
         content: dict[tuple[int, str], set[int]] = {}
-        if self.content or self.ip_type:
+        if self.decode or self.ip_type:
             self._content(block, content, leak, names)
         self._settle(found, leak, names, content)
         self.run.record(found, rows, len(block))
@@ -212,12 +214,12 @@ class TableScan:
     ) -> None:
         starts = _line_starts(block)
         fields: set[tuple[int, int]] = set()
-        if self.content:
+        if self.decode:
             for match in TRIGGER.finditer(block):
                 pos = match.start()
                 row = bisect.bisect_right(starts, pos) - 1
                 column = block.count(b"\t", starts[row], pos) if self.width > 1 else 0
-                if column in self.content:
+                if column in self.decode:
                     fields.add((row, column))
         lines: dict[int, list[bytes]] = {}
         if self.ip_type or fields:
@@ -238,8 +240,9 @@ class TableScan:
                 continue
             spec = self.columns[column]
             kinds, texts = analyse(unescape(cells[column]), ip=spec.ip)
-            for kind in kinds:
-                content.setdefault((column, kind), set()).add(row)
+            if column in self.content:
+                for kind in kinds:
+                    content.setdefault((column, kind), set()).add(row)
             for text in texts[1:]:
                 decoded.append(fold(escape_text(text)))
                 where.append((row, column))
@@ -247,7 +250,7 @@ class TableScan:
             joined = b"\n".join(decoded) + b"\n"
             self._candidates(joined, leak, None, where)
             self._candidates(compact(joined), leak, None, where)
-            if self.run.names is not None:
+            if self.run.names is not None and self.content:
                 self._candidates(joined, names, self.run.names, where)
 
     def _settle(

@@ -430,19 +430,24 @@ def _tables(
 
 
 def scan_database(
-    conn: psycopg.Connection[Any], searcher: Searcher, *, tables: bool = True
+    conn: psycopg.Connection[Any],
+    searcher: Searcher,
+    *,
+    tables: bool = True,
+    matviews: bool = True,
 ) -> LeakReport:
     """Search every column of every table, and the catalog, of the connected database.
 
     ``tables`` False: the catalog and the materialized views only (a run that searched
-    the tables' rows in flight: the views' rows are computed in the build)."""
+    the tables' rows in flight: the views' rows are computed in the build); ``matviews``
+    False too: the catalog alone (of a source, whose views' rows are never copied)."""
     started = time.monotonic()
     report = LeakReport(originals=searcher.originals)
     findings = _Findings(searcher)
     try:
         hidden = conn.execute(_HIDDEN_BY_RLS.encode()).fetchone()
         user = conn.info.user
-        relations = list(_tables(conn, tables=tables))
+        relations = list(_tables(conn, tables=tables)) if tables or matviews else []
     except psycopg.Error as exc:
         raise DatabaseError(f"leak scan: reading the columns: {first_line(exc)}") from None
     if hidden:
