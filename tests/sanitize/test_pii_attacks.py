@@ -25,6 +25,10 @@ import pytest
 import yaml
 
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.sanitize.helpers import ENV as HELPER_ENV
+from tests.sanitize.helpers import SHIPPED, Env, envs, sanitize
+
+__all__ = ["envs"]  # the fixture of the sample-data test
 
 SALT = "salt-for-the-pii-attack-tests-5d1e"
 ENV = {"DRKIT_SANITIZE_SALT": SALT}
@@ -435,3 +439,38 @@ def test_sanitize_scan_lists_columns_kinds_and_counts_and_drafts_rules(
     drafted = yaml.safe_load(draft.read_text())
     assert "body" in drafted["tables"]["memo"]["columns"]
     assert not box.dst_exists()
+
+
+# -- no false alarm on the project's sample with the shipped rules ------------------------
+
+
+def test_the_sample_with_the_shipped_rules_raises_no_false_alarm(
+    run_drkit: DrkitRunner,
+    envs: Env,
+) -> None:
+    """Versions like 1.2.3.4, CVE ids, product names, hostnames and URLs are public data."""
+    src = envs.dsn(envs.src_name)
+    with psycopg.connect(src, autocommit=True) as conn:
+        conn.execute("UPDATE product SET version = '1.2.3.4' WHERE id % 3 = 0")
+        conn.execute("UPDATE product SET version = 'v10.0.19041.1' WHERE id % 3 = 1")
+        conn.execute(
+            "UPDATE vulnerability SET description = description"
+            " || ' See https://nvd.nist.gov/vuln/detail/' || cve_id || ', fixed in 2.4.58.1.'"
+        )
+    rules = str(SHIPPED / "prod-to-staging.yaml")
+    scanned = run_drkit(
+        "sanitize",
+        "scan",
+        "prod",
+        "--rules",
+        rules,
+        "--json",
+        policy_dir=envs.policy_dir,
+        env=HELPER_ENV,
+    )
+    assert scanned.code == 0, scanned.stderr
+    assert json.loads(scanned.stdout)["columns"] == {}
+    copied = sanitize(run_drkit, envs, "prod", "staging", "--rules", rules, "--json")
+    assert copied.code == 0, copied.stderr
+    leak = json.loads(copied.stdout)["leak_scan"]
+    assert leak["clean"] and leak["pii"] == {} and leak["rows_scanned"] > 1000

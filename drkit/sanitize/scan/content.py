@@ -25,7 +25,8 @@
   - ``ip``: IPv4 and IPv6 host addresses.  Not a version: a dotted quad right after a
     letter, ``/``, ``-``, ``_``, ``:`` or ``v`` (``nginx/1.2.3.4``, ``v1.2.3.4``), within a
     longer dotted run (``1.2.3.4.5``), or after the words version, release, build,
-    firmware or revision, is not an address; nor are loopback, unspecified and
+    firmware, revision, before, prior to, through, fixed/patched in, upgrade/update to or
+    since, is not an address; nor are loopback, unspecified and
     broadcast addresses.  A column whose name says it holds versions is not searched
     for addresses at all (``ip=False``);
   - ``secret``: password hashes (bcrypt, argon2, scrypt, pbkdf2, crypt(3) sha/md5,
@@ -315,7 +316,9 @@ _IPV4 = re.compile(
     r"(?![\w\-]|\.\d)"
 )
 _VERSION_WORD = re.compile(
-    r"(?:version|ver|release|rel|build|firmware|fw|revision|rev)\s*[:=#]?\s*$", re.IGNORECASE
+    r"(?:versions?|ver|releases?|rel|build|firmware|fw|revision|rev|before|prior to|through"
+    r"|thru|fixed in|patched in|upgrade to|update to|since)\s*[:=#]?\s*$",
+    re.IGNORECASE,
 )
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 _SECRET_HINT = re.compile(
