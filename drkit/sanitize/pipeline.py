@@ -85,8 +85,10 @@ from drkit.sanitize.stage import Stage
 from drkit.sanitize.strategies import (
     ALL_KINDS,
     Compiler,
+    JsonPaths,
     Keep,
     Pseudonymizer,
+    ReplacePii,
     fake_specs,
     pool_values,
 )
@@ -526,6 +528,7 @@ class _Run:
                     ip_type=unmasked and column.typname in ("inet", "cidr"),
                     ip=not holds_versions(name),
                     accepted=accepted or frozenset(),
+                    carries=isinstance(strategy, Keep | ReplacePii | JsonPaths),
                 )
             )
         return out

@@ -30,11 +30,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from drkit.sanitize.copytext import escape_text, unescape
-from drkit.sanitize.scan.content import TRIGGER, analyse
+from drkit.sanitize.scan.content import analyse, secret_words, signals
 from drkit.sanitize.scan.leakfilter import LeakFilter
-from drkit.sanitize.scan.leakscan import Searcher, canonical_forms, compact, fold, fold_bytes
+from drkit.sanitize.scan.leakscan import (
+    COMPACT,
+    Searcher,
+    canonical_forms,
+    compact,
+    fold,
+    fold_bytes,
+)
 
 _WORD = np.zeros(256, dtype=bool)
 for _c in b"abcdefghijklmnopqrstuvwxyz0123456789_":
@@ -48,6 +56,9 @@ class ColumnScan:
 
     place: str  # schema.table.column
     decode: bool = False  # kept text: its encoded fields are decoded for the originals
+    # its values can carry an original (kept, or partly rewritten: replace_pii, json);
+    # a whole-value strategy's output (a pseudonym, a hash, NULL) cannot
+    carries: bool = True
     content: bool = False  # searched for personal data by content (and names)
     ip_type: bool = False  # inet/cidr: every value is an address
     ip: bool = True  # dotted quads may be addresses (not a column of versions)
@@ -123,7 +134,7 @@ class FlightScanner:
                 self.searcher.ambiguous += ambiguous
             result |= found & unknown
             with self._lock:
-                if len(known) > 1 << 20:
+                if len(known) > 1 << 16:
                     known.clear()
                 known.update({p: p in found for p in unknown})
         return result
@@ -140,6 +151,21 @@ class FlightScanner:
                     mine[kind] = mine.get(kind, 0) + count
 
 
+def _positions(
+    data: npt.NDArray[np.uint8], width: int
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+    """The row and the column of every byte of a block of COPY lines (a tab or newline
+    counts to the field it ends)."""
+    newline = data == 0x0A
+    tab = data == 0x09
+    row = np.cumsum(newline, dtype=np.int32) - newline
+    tabs = np.cumsum(tab, dtype=np.int32) - tab
+    line_first = np.flatnonzero(np.concatenate(([True], newline[:-1])))
+    column = tabs - tabs[line_first][row]
+    np.minimum(column, width, out=column)
+    return row, column
+
+
 def _line_starts(text: bytes) -> list[int]:
     ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 0x0A) + 1
     return [0, *ends.tolist()]
@@ -154,7 +180,12 @@ class TableScan:
         self.width = len(columns)
         self.content = {i for i, c in enumerate(columns) if c.content}
         self.decode = {i for i, c in enumerate(columns) if c.decode or c.content}
+        self._decode_lut = np.zeros(self.width + 1, dtype=bool)
+        self._decode_lut[sorted(self.decode)] = True
         self.ip_type = [i for i, c in enumerate(columns) if c.ip_type]
+        self._carries_lut = np.zeros(self.width + 1, dtype=bool)
+        self._carries_lut[[i for i, c in enumerate(columns) if c.carries]] = True
+        self._every_column = all(c.carries for c in columns)
 
     def block(self, block: bytes) -> bool:
         """Search one block of whole COPY lines; False when it holds a hit (recorded)."""
@@ -162,9 +193,14 @@ class TableScan:
         found = ScanHits()
         leak: dict[tuple[int, bytes], set[int]] = {}
         names: dict[tuple[int, bytes], set[int]] = {}
-        folded = fold_bytes(block)
+        searched = block
+        if not self._every_column:  # the columns that can carry an original (tabs kept)
+            data = np.frombuffer(block, dtype=np.uint8)
+            _, column_of = _positions(data, self.width)
+            keep = self._carries_lut[column_of] | (data == 0x09) | (data == 0x0A)
+            searched = data[keep].tobytes()
+        folded = fold_bytes(searched)
         self._candidates(folded, leak, None)
-        self._candidates(compact(folded), leak, None)
         if self.run.names is not None and self.content:
             self._candidates(folded, names, self.run.names)
         content: dict[tuple[int, str], set[int]] = {}
@@ -215,12 +251,24 @@ class TableScan:
         starts = _line_starts(block)
         fields: set[tuple[int, int]] = set()
         if self.decode:
-            for match in TRIGGER.finditer(block):
-                pos = match.start()
-                row = bisect.bisect_right(starts, pos) - 1
-                column = block.count(b"\t", starts[row], pos) if self.width > 1 else 0
-                if column in self.decode:
-                    fields.add((row, column))
+            data = np.frombuffer(block, dtype=np.uint8)
+            row_of, column_of = _positions(data, self.width)
+            kept = self._decode_lut[np.minimum(column_of, self.width)]
+            # the kept text without separators: an original split by a space, written
+            # with dashes or dots, is its compact form (other columns blanked out)
+            squeezed = data.copy()
+            squeezed[~kept & (data != 0x09) & (data != 0x0A)] = 0
+            squeezed_text = fold_bytes(squeezed.tobytes()).translate(None, COMPACT + b"\0")
+            self._candidates(squeezed_text, leak, None)
+            marked = np.flatnonzero(signals(data) & kept)
+            # bytes.lower() folds ASCII only, so positions stay the block's
+            words = np.array(secret_words(block.lower()), dtype=np.intp)
+            if len(words):
+                marked = np.concatenate((marked, words[kept[words]]))
+            pairs = np.unique(
+                row_of[marked].astype(np.int64) * (self.width + 1) + column_of[marked]
+            )
+            fields = {(int(p) // (self.width + 1), int(p) % (self.width + 1)) for p in pairs}
         lines: dict[int, list[bytes]] = {}
         if self.ip_type or fields:
             for row in (

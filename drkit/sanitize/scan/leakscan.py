@@ -167,7 +167,12 @@ def forms_of(value: str) -> list[bytes]:
 #: separators an original may be written with or without (``anna rossi``/``anna-rossi``/
 #: ``annarossi``, ``+39 347 123``/``+39347123``): both sides are also compared without them
 COMPACT = b" -./()"
+_PHONE_START = frozenset("+(0123456789")
 _PHONE_LIKE = re.compile(r"(?:\+|00)?[\d\s().\-/]{7,}")
+# dotted quads, dates and times are numbers with separators but no phone numbers
+_NOT_PHONE = re.compile(
+    r"\d{1,3}(?:\.\d{1,3}){3}(?:/\d+)?|\d{4}-\d\d-\d\d.*|\d\d?[./-]\d\d?[./-]\d{2,4}|[\d:. ]+"
+)
 
 
 def compact(folded: bytes) -> bytes:
@@ -178,28 +183,35 @@ def compact(folded: bytes) -> bytes:
 def canonical_forms(values: list[str]) -> list[bytes]:
     """Every form an original is searched in: stripped (a ``char(n)`` original's padding
     is no part of it), case-folded and in Unicode NFKC, in the target's text spellings
-    (:func:`forms_of_many`), without separators (:func:`compact`), and for a phone number
-    its digits with and without country code and trunk prefix."""
-    stripped = [v.strip() for v in values]
+    (:func:`forms_of_many`), without separators (:func:`compact`; not when that leaves only
+    digits: an IP address or a date squeezed is any number), and for a phone number its
+    digits with and without country code and trunk prefix."""
+    stripped = [v.strip() if v[:1].isspace() or v[-1:].isspace() else v for v in values]
     extra: list[str] = []
     for value in stripped:
         if not value.isascii():
             normal = unicodedata.normalize("NFKC", value)
             if normal != value:
                 extra.append(normal)
-        elif "%" in value or "&" in value or "[" in value or "(" in value:
+        elif ("%" in value or "&" in value or "[" in value or "(" in value) and "@" not in value:
             key = email_key(value)
-            if "@" in key and key != value.lower():
+            if "@" in key:
                 extra.append(key)
-        if _PHONE_LIKE.fullmatch(value):
+        if (
+            value[:1] in _PHONE_START
+            and _PHONE_LIKE.fullmatch(value)
+            and not _NOT_PHONE.fullmatch(value)
+        ):
             extra += phone_forms(value)
     forms = forms_of_many(stripped + extra)
-    return forms + [compact(f) for f in forms]
+    # without separators, but a number stays a number: 10.0.0.5 is no 10005 (an id)
+    squeezed = [compact(f) for f in forms]
+    return forms + [f for f in squeezed if not f.lstrip(b"+").isdigit()]
 
 
 def phone_forms(value: str) -> list[str]:
     """A phone number's digits as it may be written elsewhere: with ``+`` or ``00`` and the
-    country code, without it, and nationally with its trunk prefix."""
+    country code, without it, and nationally with a trunk ``0``."""
     digits = "".join(c for c in value if c.isdigit())
     if len(digits) < 7 or len(digits) > 17:
         return []
@@ -209,16 +221,16 @@ def phone_forms(value: str) -> list[str]:
         if text.startswith("00"):
             digits = digits[2:]
         found += ["+" + digits, "00" + digits]
-        try:
-            number = phonenumbers.parse("+" + digits, None)
-        except phonenumbers.NumberParseException:
-            return found
-        national = str(number.national_number)
-        if len(national) >= 6:
-            found.append(national)
-            trunk = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
-            found.append("".join(c for c in trunk if c.isdigit()))
+        for length in (1, 2, 3):  # the country code (libphonenumber's table of them)
+            if int(digits[:length]) in _COUNTRY_CODES:
+                national = digits[length:]
+                if len(national) >= 6:
+                    found += [national, "0" + national]
+                break
     return found
+
+
+_COUNTRY_CODES = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
 
 def forms_of_many(values: list[str]) -> list[bytes]:
