@@ -13,20 +13,32 @@ anything is written:
    (``where``, ``rows: none``, subset: :mod:`drkit.sanitize.subset`);
 4. the e-mail map, from the template columns of whole tables, before any row moves
    (:mod:`drkit.sanitize.emailmap`);
-5. pump: SRC's DDL before the rows, then the rows through the strategies into the build
-   (:mod:`drkit.sanitize.pump`), ``--jobs`` tables at a time when the source can read
-   them at once; raw values of masked columns never reach any database; the originals
-   of rows a filter left out are read too (nothing written) so the scan knows them;
-6. constraints: filters a source could not apply run in the build, on the sanitized
+5. SRC's DDL before the rows; a view or function of it that carries credentials or
+   opens a dblink connection stops the run (exit 3) before any row;
+6. the originals pass: every masked table through its strategies (``--jobs`` tables at
+   a time when the source can read them at once), which hands every original to the
+   leak index; the rows copied wait, sanitized, on local disk (:mod:`drkit.sanitize.stage`),
+   the rows a filter left out are only read; raw values of masked columns never reach
+   any database;
+7. the write pass: every copied table, block by block, searched in flight
+   (:mod:`drkit.sanitize.scan.inflight`: originals in every spelling, personal data by
+   content in what is kept) and only then written to the build
+   (:mod:`drkit.sanitize.pump`); a hit stops the writing and fails the run (exit 3) —
+   no original and no row holding personal data reaches DST's server, its log included;
+8. constraints: filters a source could not apply run in the build, on the sanitized
    rows (children first); then SRC's DDL after the rows (indexes, keys, triggers) and the
    sequence values;
-7. the leak scan of the build (exit 3, :mod:`drkit.sanitize.scan`), with row-level
-   security refused, not obeyed;
-8. publish: DST renamed aside, the build renamed to DST, in one transaction.
+9. the scan of what the build computed itself: the catalog and the materialized views
+   (exit 3, :mod:`drkit.sanitize.scan`), with row-level security refused, not obeyed;
+   then the ``copy: true`` tables met for the first time are pinned (never before a clean
+   scan, never by a dry run);
+10. publish: DST renamed aside, the build renamed to DST, in one transaction.
 
-Any failure or interrupt before 8 drops the build: DST is exactly as it was.
-``--dry-run`` stops after 3 with the rows each table would get; ``--scan-only`` writes
-nothing: it reads the originals (4 and 5) and scans DST as it is (7).
+Any failure or interrupt before 10 drops the build: DST is exactly as it was.
+``--dry-run`` stops after 3 with the rows each table would get and writes nothing;
+``--scan-only`` reads the originals (4 and 6) and scans DST as it is, every row;
+``sanitize scan`` (:func:`scan_source`) runs 3, 4, 6 and 7 without writing anything and
+scans SRC's catalog.
 
 The sources (:mod:`drkit.sanitize.sources`) differ only in where schema and rows come
 from.  Live: one exported snapshot of SRC, read only; the filters run there.  Backup:
