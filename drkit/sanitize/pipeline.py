@@ -524,23 +524,34 @@ class _Run:
             report.seconds += time.monotonic() - started
 
     def scan_columns(self, tp: TablePlan, columns: list[str]) -> list[ColumnScan]:
-        """How each column of ``tp``'s rows is searched (in the rows' order)."""
+        """How each column of ``tp``'s rows is searched (in the rows' order).
+
+        Kept columns: by content, but for what a review accepts.  Columns a strategy
+        rewrites in part (``replace_pii``, ``json``) keep the rest of their text: by
+        content too, but for the kinds whose pseudonyms the strategy writes there."""
         by_name = {c.name: (c, s) for c, s in tp.columns}
         out = []
         for name in columns:
             column, strategy = by_name[name]
             place = f"{tp.table.schema}.{tp.table.name}.{name}"
-            accepted = strategy.accepted_pii() if isinstance(strategy, Keep) else None
-            unmasked = isinstance(strategy, Keep) and accepted != ALL_KINDS
+            accepted: frozenset[str] | None = None
+            if isinstance(strategy, Keep):
+                accepted = strategy.accepted_pii()
+            elif isinstance(strategy, ReplacePii):
+                accepted = frozenset(strategy.kinds)
+            elif isinstance(strategy, JsonPaths):
+                accepted = _PSEUDONYM_KINDS
+            carries = isinstance(strategy, Keep | ReplacePii | JsonPaths)
+            searched = carries and accepted != ALL_KINDS
             out.append(
                 ColumnScan(
                     place,
-                    decode=isinstance(strategy, Keep) and _text_like(column),
-                    content=unmasked and _text_like(column),
-                    ip_type=unmasked and column.typname in ("inet", "cidr"),
+                    decode=carries and _text_like(column),
+                    content=searched and _text_like(column),
+                    ip_type=searched and column.typname in ("inet", "cidr"),
                     ip=not holds_versions(name),
                     accepted=accepted or frozenset(),
-                    carries=isinstance(strategy, Keep | ReplacePii | JsonPaths),
+                    carries=carries,
                 )
             )
         return out
@@ -704,6 +715,10 @@ def _listing(leak: LeakReport) -> list[str]:
             "personal data in what would reach DST unmasked: " + hits_listing(leak.pii.items())
         )
     return parts
+
+
+#: what the strategies at a ``json`` column's paths may write there: pseudonyms of these
+_PSEUDONYM_KINDS = frozenset({"email", "phone", "ip"})
 
 
 def _call(job: Callable[[], None]) -> None:

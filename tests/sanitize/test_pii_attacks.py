@@ -235,6 +235,26 @@ def test_personal_data_no_rule_names_fails_the_run_by_kind(
     assert_refused(result, box, f"public.memo.body: {kind} 1", secret=CONTENT[kind].split()[-1])
 
 
+@pytest.mark.parametrize("source", ["live", "backup"])
+def test_what_replace_pii_was_not_told_to_replace_is_found_in_its_output(
+    run_drkit: DrkitRunner, box: Box, source: str
+) -> None:
+    box.src_sql("UPDATE memo SET body = 'mail a.b@partner.example.org or call +44 20 7946 0958'")
+    box.write_rules(
+        {
+            "columns": {
+                "id": "keep",
+                "body": {"strategy": "replace_pii", "kinds": ["email"]},
+                "doc": "keep",
+                "blob": "keep",
+            }
+        }
+    )
+    result = box.run(run_drkit, source)
+    assert_refused(result, box, "public.memo.body: phone 1", secret="7946 0958")
+    assert "email" not in result.stderr.split("public.memo.body:")[1].split(";")[0]
+
+
 def test_a_review_accepts_a_column_and_the_copy_goes_through(
     run_drkit: DrkitRunner, box: Box
 ) -> None:

@@ -336,6 +336,8 @@ def _decodings(text: str, budget: _Budget) -> list[str]:
         add(_as_text(raw, budget))
     for match in _BASE64.finditer(text):
         run = match.group(0)
+        if not run.endswith("=") and (run.islower() or run.isupper() or run.isdigit()):
+            continue  # base64 of anything mixes capitals and small letters (or is padded)
         if _ALL_HEX.fullmatch(run.rstrip("=")):
             continue  # a hex run: the hex decoder's
         raw_b64 = run.replace("-", "+").replace("_", "/").rstrip("=")

@@ -109,6 +109,11 @@ class FlightScanner:
     def __init__(self, searcher: Searcher, names: LeakFilter | None) -> None:
         self.searcher = searcher
         self.names = names
+        searcher.filter.freeze()  # every original is known: candidates are ruled out fast
+        # originals equal to a value drkit generates: counted once, never reported
+        _, searcher.ambiguous = searcher.filter.confirm(set(), searcher.generated)
+        if names is not None:
+            names.freeze()
         self.hits = ScanHits()
         self.rows = 0
         self.bytes = 0
@@ -126,12 +131,12 @@ class FlightScanner:
             unknown = {p for p in pieces if p not in known}
             result = {p for p in pieces if known.get(p)}
         if unknown:
-            if names:
-                assert self.names is not None
-                found, _ = self.names.confirm(unknown, set())
-            else:
-                found, ambiguous = self.searcher.filter.confirm(unknown, self.searcher.generated)
-                self.searcher.ambiguous += ambiguous
+            leak_filter = self.names if names else self.searcher.filter
+            assert leak_filter is not None
+            maybe = set(leak_filter.maybe_stored(sorted(unknown)))
+            found: set[bytes] = set()
+            if maybe:  # drkit's own outputs were left out by the caller
+                found, _ = leak_filter.confirm(maybe, set())
             result |= found & unknown
             with self._lock:
                 if len(known) > 1 << 16:
