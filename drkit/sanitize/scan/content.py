@@ -81,6 +81,9 @@ _RARE = np.zeros(256, dtype=bool)  # bytes no detector and no decoder can do wit
 for _b in b"@%&\\=+$":
     _RARE[_b] = True
 _RARE[0x80:] = True  # non-ASCII: full-width letters, decomposed accents (NFKC)
+_RARE_CORE = _RARE.copy()  # without the signs of addresses
+_RARE_CORE[ord("@")] = False
+_RARE_CORE[ord("+")] = False
 _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[ord("0") : ord("9") + 1] = True
 _UPPER = np.zeros(256, dtype=bool)
@@ -160,7 +163,7 @@ def _within(mask: npt.NDArray[np.bool_], width: int, least: int) -> npt.NDArray[
     return result
 
 
-def signals(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+def signals(data: npt.NDArray[np.uint8], *, addresses: bool = True) -> npt.NDArray[np.bool_]:
     """Where in ``data`` (raw COPY bytes) a detector or a decoder may find something: a
     position per sign, True.  No position: :func:`analyse` of the text finds nothing
     (the property the tests check), so only marked fields need a closer look.
@@ -172,25 +175,30 @@ def signals(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     JWTs, keys); a run of 16 or more hex digits whose every other digit is a printable
     byte's high nibble (hex of text), and ``1f8b`` (gzip); a ``00`` international prefix.
     Secret words are found by :data:`SECRET_WORDS` (``bytes.find`` over folded text).
-    Memory: a few arrays of the block's length, 4 bytes per byte at most."""
+    Memory: a few arrays of the block's length, 4 bytes per byte at most.
+
+    ``addresses`` False: without the signs only e-mail addresses, phone numbers and IPs
+    need (``@``, ``+``, dotted and colon runs, ``00``), for text whose addresses are
+    drkit's own pseudonyms (what ``replace_pii`` wrote)."""
     n = len(data)
-    out = _RARE[data]
+    out = (_RARE if addresses else _RARE_CORE)[data]
     if n < 4:
         return out
     digit = _DIGIT[data]
     upper = _UPPER[data]
     out[:-3] |= upper[:-3] & upper[1:-2] & digit[2:-1] & digit[3:]  # IBAN
-    zero = data == ord("0")
-    prefix = zero[:-2] & zero[1:-1] & digit[2:] & ~zero[2:]  # 00 prefix, standing alone
-    prefix[1:] &= _ALONE[data[:-3]]
-    out[:-2] |= prefix
-    dot = np.zeros(n, dtype=bool)
-    dot[1:-1] = (data[1:-1] == ord(".")) & digit[:-2] & digit[2:]
-    if dot.any():
-        out |= _within(dot, 15, 3)  # IPv4
-    colon = data == ord(":")
-    if colon.any():
-        out |= _within(colon, 10, 3)  # IPv6
+    if addresses:
+        zero = data == ord("0")
+        prefix = zero[:-2] & zero[1:-1] & digit[2:] & ~zero[2:]  # 00 prefix, standing alone
+        prefix[1:] &= _ALONE[data[:-3]]
+        out[:-2] |= prefix
+        dot = np.zeros(n, dtype=bool)
+        dot[1:-1] = (data[1:-1] == ord(".")) & digit[:-2] & digit[2:]
+        if dot.any():
+            out |= _within(dot, 15, 3)  # IPv4
+        colon = data == ord(":")
+        if colon.any():
+            out |= _within(colon, 10, 3)  # IPv6
     starts, ends = _runs(_SPAN[data])
     if len(starts):  # card numbers
         dcum = _cum(digit)

@@ -191,6 +191,11 @@ class TableScan:
         self._carries_lut = np.zeros(self.width + 1, dtype=bool)
         self._carries_lut[[i for i, c in enumerate(columns) if c.carries]] = True
         self._every_column = all(c.carries for c in columns)
+        pseudonyms = frozenset({"email", "phone", "ip"})
+        self._address_lut = np.zeros(self.width + 1, dtype=bool)
+        addressed = [i for i in self.decode if not pseudonyms <= self.columns[i].accepted]
+        self._address_lut[addressed] = True
+        self._addresses = len(addressed)
 
     def block(self, block: bytes) -> bool:
         """Search one block of whole COPY lines; False when it holds a hit (recorded)."""
@@ -265,7 +270,13 @@ class TableScan:
             squeezed[~kept & (data != 0x09) & (data != 0x0A)] = 0
             squeezed_text = fold_bytes(squeezed.tobytes()).translate(None, COMPACT + b"\0")
             self._candidates(squeezed_text, leak, None)
-            marked = np.flatnonzero(signals(data) & kept)
+            if self._addresses == len(self.decode):  # no column holds drkit's pseudonyms
+                marked_at = signals(data)
+            else:
+                marked_at = signals(data, addresses=False)
+                if self._addresses:  # columns whose addresses are no pseudonyms of drkit's
+                    marked_at |= signals(data) & self._address_lut[column_of]
+            marked = np.flatnonzero(marked_at & kept)
             # bytes.lower() folds ASCII only, so positions stay the block's
             words = np.array(secret_words(block.lower()), dtype=np.intp)
             if len(words):
