@@ -382,12 +382,12 @@ class _Run:
                     source.rows(list(first), only_these=True),
                     lambda rows: self.load(rows, first[rows.read], stages),
                 )
+            if not self.scans:  # --scan-only: DST is scanned as it is, every row
+                return
             self.scanner = FlightScanner(
                 self.leaks.searcher(pool_values(self.pseudo, self.rules.strategies())),
                 self.names.freeze(),
             )
-            if not self.scans:
-                return
             second = {_read(tp, selections[tp.key]): reports[tp.key] for tp in copied}
             staged = [r for r in second if r.table.key in stages]
             streamed = [r for r in second if r.table.key not in stages]

@@ -230,11 +230,11 @@ class LeakFilter:
 
     def add(self, forms: Iterable[bytes]) -> None:
         """Insert forms of TOKEN_MIN bytes or more (shorter ones are ignored)."""
-        if self._index is not None:
-            raise RuntimeError("the leak filter is frozen: no form may be added")
         unique = list(set(forms))
         if not unique:
             return
+        if self._index is not None:
+            raise RuntimeError("the leak filter is frozen: no form may be added")
         # fixed-width rows, truncated to LONG and zero-padded by numpy itself
         rows = np.array(unique, dtype=f"S{LONG}").view(np.uint8).reshape(len(unique), LONG)
         lengths = np.count_nonzero(rows, axis=1).astype(np.int64)  # forms hold no NUL
