@@ -93,16 +93,16 @@ def write_policies(directory: Path, cluster: LocalCluster, prod: str, staging: s
 
 #: the pii-heavy workload: alert lines that quote the user's addresses (e-mail, phone,
 #: IP) in free text, as monitoring tools write them
-PII_HEAVY_SQL = """
-UPDATE alert_log a
-SET message = 'Alert sent to ' || u.email || ' (call ' || u.phone || ', last seen from '
-              || host(u.last_login_ip) || '): new ' || v.severity || ' finding on product-'
-              || a.id % 997 || ', ' || a.id % 17 || ' new findings since the last sync; '
-              || 'contact ' || u.email || ' if the issue persists.'
-FROM "user" u, (VALUES ('LOW'), ('HIGH'), ('CRITICAL')) v(severity)
-WHERE u.id = a.user_id AND v.severity = (ARRAY['LOW','HIGH','CRITICAL'])[1 + a.id % 3];
-VACUUM FULL ANALYZE alert_log;
-"""
+PII_HEAVY_SQL = (
+    """UPDATE alert_log a
+    SET message = 'Alert sent to ' || u.email || ' (call ' || u.phone || ', last seen from '
+                  || host(u.last_login_ip) || '): new ' || v.severity || ' finding on product-'
+                  || a.id % 997 || ', ' || a.id % 17 || ' new findings since the last sync; '
+                  || 'contact ' || u.email || ' if the issue persists.'
+    FROM "user" u, (VALUES ('LOW'), ('HIGH'), ('CRITICAL')) v(severity)
+    WHERE u.id = a.user_id AND v.severity = (ARRAY['LOW','HIGH','CRITICAL'])[1 + a.id % 3]""",
+    "VACUUM FULL ANALYZE alert_log",
+)
 
 
 def pii_heavy_rules(path: Path) -> Path:
@@ -126,9 +126,8 @@ def pii_heavy_rules(path: Path) -> Path:
 def make_pii_heavy(cluster: LocalCluster, db: str) -> int:
     """Turn a loaded sample into the pii-heavy workload; its new size in bytes."""
     with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
-        for statement in PII_HEAVY_SQL.split(";"):
-            if statement.strip():
-                conn.execute(statement.encode())
+        for statement in PII_HEAVY_SQL:
+            conn.execute(statement.encode())
         row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
     return int(row[0]) if row else 0
 
