@@ -303,7 +303,7 @@ class TableScan:
             if column >= len(cells) or cells[column] == b"\\N":
                 continue
             spec = self.columns[column]
-            kinds, texts = analyse(unescape(cells[column]), ip=spec.ip)
+            kinds, texts = analyse(unescape(cells[column]), ip=spec.ip, skip=spec.accepted)
             if column in self.content:
                 for kind in kinds:
                     content.setdefault((column, kind), set()).add(row)
