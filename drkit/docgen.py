@@ -202,6 +202,7 @@ def rules_schema() -> dict[str, Any]:
     text (the registry of :mod:`drkit.sanitize.strategies`), and the document around them
     as :mod:`drkit.sanitize.rules` parses it."""
     from drkit.sanitize import STRATEGIES, Defaults
+    from drkit.sanitize.scan.content import KINDS
 
     models = [(model, "validation") for model in (*STRATEGIES.values(), Defaults)]
     _, top = models_json_schema(
@@ -224,6 +225,20 @@ def rules_schema() -> dict[str, Any]:
         names[name] = model.__name__
     bare = [name for name, model in names.items() if not defs[model].get("required", [])[1:]]
     column = _strategy_choice(names, bare)
+    keep = defs[names["keep"]]
+    for choice in keep["properties"]["pii"]["anyOf"]:  # the kinds a review may accept
+        if choice.get("type") == "array":
+            choice["items"] = {"enum": list(KINDS)}
+            choice["minItems"] = 1
+    column["anyOf"].append(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["pii"],
+            "properties": {"pii": keep["properties"]["pii"]},
+            "description": "keep, with a person's review: {pii: none} is {strategy: keep, pii: none}",
+        }
+    )
     nested = {k: v for k, v in names.items() if STRATEGIES[k].AT_JSON_PATH}
     defs["ColumnStrategy"] = column
     defs["JsonPathStrategy"] = _strategy_choice(nested, [b for b in bare if b in nested])

@@ -279,8 +279,15 @@ all have defaults) or as a mapping with `strategy:` and its options.
   never a target; DST is identified by its server's system identifier and database, not
   its URL (exit 4).
 - Every foreign key and unique constraint of the source holds in the target.
-- Before publishing, a leak scan looks for every original value of every transformed
-  column in every column and the catalog of the target, and fails (exit 3) on any hit.
+- Before a row is written, it is searched for every original value of every transformed
+  column (in canonical forms: decoded, NFKC-case-folded, without separators, phone
+  numbers by their digits) and, in every column that reaches the target unmasked, for
+  personal data by content (e-mail, phone, IBAN, card, IP address, the masked people's
+  last names, secrets); the catalog and materialized views are searched after the build;
+  any hit fails the run (exit 3) naming table, column, kind and count, never the value.
+- A kept column reviewed by a person says so: `{{strategy: keep, pii: none}}  # why` (or
+  the kinds accepted, `pii: [ip]`); the review turns off the content search only.
+  `drkit sanitize scan SRC --rules R` lists what a run would refuse, writing nothing.
 - A table or column the rules have not seen stops the run under `fail`.
 """
 

@@ -442,6 +442,12 @@ class LeakScan(Shape):
         "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
     )
     hits: dict[str, int] = _field("schema.table.column -> original values found")
+    pii: dict[str, dict[str, int]] = _field(
+        "personal data by content in what reaches DST unmasked: schema.table.column (or "
+        "catalog object) -> kind (email, phone, iban, card, ip, name, secret, oversized, "
+        "connection) -> rows or objects",
+        default_factory=dict,
+    )
 
 
 class SanitizeDocument(Document):
@@ -463,6 +469,25 @@ class SanitizeDocument(Document):
     )
     leak_scan: LeakScan | None
     target_tables: int = _field("tables the target database held before")
+    pinned: dict[str, list[str]] = _field(
+        "copy: true tables pinned to their columns by this run (after a clean scan)",
+        default_factory=dict,
+    )
+
+
+class SanitizeScanDocument(Document):
+    """`drkit sanitize scan SRC --rules R [--write-draft FILE] --json` (exit 3 when a run
+    would be refused)"""
+
+    src: str
+    rules: str = _field("the rules file")
+    columns: dict[str, dict[str, int]] = _field(
+        "personal data by content in what a run would copy unmasked: schema.table.column "
+        "(or catalog object) -> kind -> rows or objects"
+    )
+    originals: dict[str, int] = _field("schema.table.column -> originals of masked columns")
+    rows_scanned: int = _field("rows searched")
+    draft: str | None = _field("where the draft of rules was written")
 
 
 class CheckedTable(Shape):
@@ -756,6 +781,7 @@ DOCUMENTS: dict[str, type[Document]] = {
     "promote-timeline": PromoteTimelineDocument,
     "sanitize": SanitizeDocument,
     "sanitize-check": SanitizeCheckDocument,
+    "sanitize-scan": SanitizeScanDocument,
     "sanitize-init": SanitizeInitDocument,
     "drill": DrillDocument,
     "status": StatusDocument,

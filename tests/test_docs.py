@@ -245,6 +245,11 @@ BROKEN_RULES = [
         ),
     ),
     ("bad unlisted_tables", _with(RULES_DOC, "defaults.unlisted_tables", "maybe")),
+    ("unknown pii kind", _with(RULES_DOC, "tables.user.columns.id", {"pii": ["zip"]})),
+    (
+        "a review on a masking strategy",
+        _with(RULES_DOC, "tables.user.columns.id", {"strategy": "hash", "pii": "none"}),
+    ),
     ("missing to", {k: v for k, v in RULES_DOC.items() if k != "to"}),
 ]
 
@@ -266,6 +271,8 @@ GOOD_RULES = [
         _with(RULES_DOC, "tables.t.columns.a", {"strategy": "hash", "length": "${LEN:-16}"}),
     ),
     ("mask by name", _with(RULES_DOC, "tables.t.columns.a", "mask")),
+    ("a review", _with(RULES_DOC, "tables.t.columns.a", {"strategy": "keep", "pii": "none"})),
+    ("a review, short", _with(RULES_DOC, "tables.t.columns.a", {"pii": ["ip", "phone"]})),
     ("where and rows", _with(RULES_DOC, "tables.t", {"rows": "none", "where": "id > 3"})),
     ("subset", {**RULES_DOC, "subset": {"start": {"table": "user", "where": "id % 10 = 0"}}}),
 ]

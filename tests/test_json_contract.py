@@ -93,6 +93,7 @@ PUBLISHED_AS = {
     "restore": ["restore", "restore-point-in-time"],
     "sanitize run": ["sanitize"],  # drkit sanitize SRC DST
     "sanitize check": ["sanitize-check"],
+    "sanitize scan": ["sanitize-scan"],
     "sanitize init": ["sanitize-init"],
     "schedule show": ["schedule-show"],
     # the daemon writes no document: its failures are the failure document
@@ -220,6 +221,10 @@ def test_logical_chain_documents(
             "sanitize-check",
             drkit("sanitize", "check", "prod", "staging", "--rules", str(rules), env=SALT),
         )
+        found = valid(
+            "sanitize-scan", drkit("sanitize", "scan", "prod", "--rules", str(rules), env=SALT)
+        )
+        assert found["columns"] == {} and found["originals"] == {}
         plan = valid(
             "sanitize",
             drkit("sanitize", "prod", "staging", "--rules", str(rules), "--dry-run", env=SALT),

@@ -1,5 +1,5 @@
 """The sanitize group: ``drkit sanitize SRC DST`` (the copy, through a hidden ``run``
-command), ``sanitize check`` and ``sanitize init``."""
+command), ``sanitize check``, ``sanitize scan`` and ``sanitize init``."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ sanitize_app = typer.Typer(
     help=(
         "Copy SRC's data into DST through the sanitize rules: drkit sanitize SRC DST "
         "[OPTIONS] (--rules, --from-backup, --dry-run, --json and the others: drkit sanitize "
-        "SRC DST --help), or the subcommands check and init."
+        "SRC DST --help), or the subcommands check, scan and init."
     ),
     no_args_is_help=True,
 )
@@ -178,6 +178,73 @@ def sanitize_check(
             + "; ".join(report.failures[:5])
             + (f" (and {len(report.failures) - 5} more)" if len(report.failures) > 5 else "")
         )
+
+
+@sanitize_app.command("scan")
+def sanitize_scan(
+    src: Annotated[str, typer.Argument(help="Source environment.")],
+    rules: Annotated[
+        Path,
+        typer.Option("--rules", metavar="FILE", help="Rules file (what a run would copy)."),
+    ],
+    write_draft: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-draft",
+            metavar="FILE",
+            help="Write a draft of rules for the columns found (never the rules file itself).",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """List the columns a run would refuse: personal data by content in what reaches DST
+    unmasked, and originals of masked columns (kinds and counts, never values)."""
+    settle(json_out, policy_dir)
+    from drkit.sanitize import LeakFound, review_draft, scan_source  # lazy: psycopg, numpy
+
+    if write_draft is not None:
+        if write_draft.exists():
+            raise UsageError(f"{write_draft} exists: choose another --write-draft or remove it")
+        if write_draft.resolve() == rules.resolve():
+            raise UsageError("--write-draft must not be the rules file")
+    failure: LeakFound | None = None
+    try:
+        with sigterm_interrupts(), live_progress(quiet_done=True) as progress:
+            report = scan_source(load(src), rules, on_progress=progress)
+    except LeakFound as exc:
+        failure, report = exc, exc.report
+    leak = report.leak
+    columns = dict(leak.pii) if leak else {}
+    originals = dict(leak.hits) if leak else {}
+    if write_draft is not None and columns:
+        from drkit.sanitize import load_rules
+
+        write_draft.parent.mkdir(parents=True, exist_ok=True)
+        write_draft.write_text(review_draft(columns, load_rules(rules)), encoding="utf-8")
+    document = {
+        "src": report.src,
+        "rules": report.rules,
+        "columns": columns,
+        "originals": originals,
+        "rows_scanned": leak.rows_scanned if leak else 0,
+        "draft": str(write_draft) if write_draft is not None and columns else None,
+    }
+    if state.json:
+        emit_json(document)
+    if failure is not None:
+        if state.json:
+            raise failure
+        for place, kinds in sorted(columns.items()):
+            found = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+            out.print(f"[red]✗[/red] {place}: {found}")
+        for place, count in sorted(originals.items()):
+            out.print(f"[red]✗[/red] {place}: {count} original value(s) of masked columns")
+        if document["draft"]:
+            out.print(f"[yellow]![/yellow] drafted {write_draft}: review it, then merge it")
+        raise failure
+    if not state.json:
+        out.print(f"[green]✓[/green] nothing found: {report.rules} keeps no personal data")
 
 
 @sanitize_app.command("init")
