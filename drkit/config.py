@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from drkit.cron import check_cron
 from drkit.errors import PolicyError, UsageError
 from drkit.redact import mask_url as mask_url  # the one masking function, re-exported
 
@@ -130,21 +131,6 @@ def check_timezone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown timezone {name!r}") from exc
-
-
-def check_cron(expr: str, timezone: str) -> str:
-    """Validate a five-field cron expression the way the scheduler will read it."""
-    from drkit.schedule.cron import cron_trigger
-
-    if len(expr.split()) != 5:
-        raise ValueError(
-            f"{expr!r} is not a five-field cron expression (minute hour day month weekday)"
-        )
-    try:
-        cron_trigger(expr, timezone)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"cron expression {expr!r} does not parse: {exc}") from exc
-    return expr
 
 
 # ---------------------------------------------------------------------------
