@@ -41,7 +41,7 @@ from drkit.backup.retention import BackupRef, backup_ref, deletion_order, plan_r
 from drkit.config import RetentionConfig, parse_policy
 from drkit.errors import NotFoundError, ObjectExists, UsageError
 from drkit.storage.repository import Repository, StoredObject
-from drkit.wal_names import format_lsn
+from drkit.wal import format_lsn
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 SYSID = "7441000000000000001"

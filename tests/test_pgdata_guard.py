@@ -245,7 +245,7 @@ def test_a_drill_refuses_a_scratch_root_someone_else_owns(
 def test_drkit_not_root_refuses_a_data_directory_it_cannot_make_its_own(root: Path) -> None:
     """Run as the cluster's OS user, drkit cannot take a root-owned directory for its
     own: one line saying so, not a PermissionError."""
-    from drkit.walcmd import drkit_argv
+    from drkit.wal import drkit_argv
 
     pgdata = root / "roots"
     pgdata.mkdir()

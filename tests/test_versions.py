@@ -312,7 +312,7 @@ def test_an_unreadable_directory_on_path_is_skipped_not_fatal(shared: Path) -> N
     private = shared / "root-home"
     (private / "bin").mkdir(parents=True)
     private.chmod(0o700)  # as /root: the cluster's OS user cannot look inside
-    from drkit.walcmd import drkit_argv
+    from drkit.wal import drkit_argv
 
     argv, extra = drkit_argv("postgres")  # a Python and drkit the cluster user can run
     code = (

@@ -21,7 +21,7 @@ import psycopg
 import yaml
 
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.wal import archive_command, prepare_file_repository
 
 
 @contextlib.contextmanager
