@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from drkit.errors import CheckFailed, StorageError
 from drkit.storage.base import Backend, ObjectInfo
 from drkit.storage.factory import open_backend
-from drkit.streams import COMPRESSION_SUFFIX, HashingReader, compress, decompress
+from drkit.streams import (
+    COMPRESSION_SUFFIX,
+    CountingReader,
+    HashingReader,
+    Tap,
+    compress,
+    decompress,
+)
 
 if TYPE_CHECKING:
     from drkit.config import Policy, RepositoryConfig
@@ -56,26 +63,6 @@ class StoredObject:
     @property
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
-
-
-class _RawCounter:
-    def __init__(self, source: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
-        self._source = source
-        self.count = 0
-        self._on_bytes = on_bytes
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.count += len(data)
-        if data and self._on_bytes is not None:
-            self._on_bytes(len(data))
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 class Repository:
@@ -139,7 +126,7 @@ class Repository:
         ``compress_threads``: zstd worker threads (None: the default; 0: none, for callers
         that run several stores in parallel)."""
         comp = self.config.compression
-        counter = _RawCounter(raw, on_raw_bytes)
+        counter = CountingReader(raw, on_raw_bytes, close_source=False)  # raw is the caller's
         stream: BinaryIO = compress(
             counter,  # type: ignore[arg-type]
             comp.algorithm,
@@ -240,33 +227,26 @@ class Repository:
         self.backend.close()
 
 
-class _VerifyingReader:
+class _VerifyingReader(Tap):
     """Checks the stored bytes against the manifest's size and sha256 while streaming."""
 
     def __init__(self, source: BinaryIO, obj: StoredObject) -> None:
-        self._source = source
+        super().__init__(source, self._seen, self.verify)
         self._obj = obj
         self._hash = hashlib.sha256()
         self._count = 0
-        self._checked = False
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._hash.update(data)
-            self._count += len(data)
-            if self._count > self._obj.stored_size:
-                raise CheckFailed(
-                    f"{self._obj.key}: larger than the manifest's {self._obj.stored_size} bytes"
-                )
-        elif not self._checked and size != 0:
-            self._checked = True
-            self.verify()
-        return data
+    def _seen(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._count += len(data)
+        if self._count > self._obj.stored_size:
+            raise CheckFailed(
+                f"{self._obj.key}: larger than the manifest's {self._obj.stored_size} bytes"
+            )
 
     def finish(self) -> None:
         """Read the rest of the stored bytes and verify them (raises on mismatch)."""
-        if self._checked:
+        if self._ended:
             return
         try:
             while self.read(1024 * 1024):
@@ -282,9 +262,3 @@ class _VerifyingReader:
             )
         if self._hash.hexdigest() != self._obj.sha256:
             raise CheckFailed(f"{self._obj.key}: sha256 mismatch (the object is corrupt)")
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._source.close()
