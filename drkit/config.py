@@ -32,6 +32,7 @@ from pydantic import (
 from drkit.cron import check_cron
 from drkit.errors import PolicyError, UsageError
 from drkit.redact import mask_url as mask_url  # the one masking function, re-exported
+from drkit.storage import CODECS
 
 STANDARD_RANKS: dict[str, int] = {"dev": 0, "test": 1, "staging": 2, "prod": 3}
 POLICY_DIR_ENV = "DRKIT_POLICY_DIR"
@@ -227,8 +228,7 @@ class CompressionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _level_in_range(self) -> CompressionConfig:
-        ranges = {"zstd": (1, 22), "gzip": (1, 9), "none": (0, 22)}
-        low, high = ranges[self.algorithm]
+        low, high = CODECS[self.algorithm].levels
         if not low <= self.level <= high:
             raise ValueError(f"{self.algorithm} level must be between {low} and {high}")
         return self

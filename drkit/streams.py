@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     import zstandard
 
 CHUNK = 1024 * 1024
-COMPRESSION_SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 
 
 class IterReader:

@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drkit.backup.catalog import Manifest, iso
-from drkit.storage.base import ObjectInfo
-from drkit.storage.repository import Repository
+from drkit.storage import ObjectInfo, Repository, plain_name
 from drkit.wal import (
     DEFAULT_SEGMENT_SIZE,
     WAL_DIR,
@@ -30,14 +29,10 @@ from drkit.wal import (
     parse_segment,
 )
 
-_SUFFIXES = (".age", ".zst", ".gz")
-
 
 def wal_name_of(key: str) -> str:
-    name = key.rsplit("/", 1)[-1]
-    for suffix in _SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name
+    """The WAL file name a stored key holds (its encoding's suffixes dropped)."""
+    return plain_name(key)
 
 
 @dataclass

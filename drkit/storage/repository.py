@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from drkit.errors import CheckFailed, StorageError
 from drkit.storage.base import Backend, ObjectInfo
+from drkit.storage.encoding import Encoding
 from drkit.storage.factory import open_backend
 from drkit.streams import (
-    COMPRESSION_SUFFIX,
     CountingReader,
     HashingReader,
     Tap,
@@ -93,12 +93,14 @@ class Repository:
     # -- encoding -------------------------------------------------------------------
 
     @property
+    def encoding(self) -> Encoding:
+        """How this repository encodes what it stores now (the policy's choice)."""
+        return Encoding(self.config.compression.algorithm, self.config.encryption is not None)
+
+    @property
     def suffix(self) -> str:
         """What stored names get appended: ``.zst``, ``.zst.age``, ..."""
-        suffix = COMPRESSION_SUFFIX[self.config.compression.algorithm]
-        if self.config.encryption is not None:
-            suffix += ".age"
-        return suffix
+        return self.encoding.suffix
 
     def check_encryption_available(self) -> None:
         """Fail closed (exit 4) before anything is uploaded if encryption cannot run."""

@@ -441,6 +441,7 @@ def _read_repo_hint(spool: Path) -> dict[str, str] | None:
 def _fetch_from_file_repo(
     hint: dict[str, str], env: str, name: str, dest: Path, segment_size: int | None
 ) -> bool:
+    from drkit.storage.encoding import ENCODINGS
     from drkit.storage.file import FileBackend
     from drkit.streams import ChecksumReader, decompress
 
@@ -448,7 +449,10 @@ def _fetch_from_file_repo(
         raise UsageError(f"the prefetch spool belongs to environment {hint.get('env')!r}")
     backend = FileBackend(Path(hint["file_root"]))
     wal_dir = backend.root / env / "wal"
-    for suffix, algorithm in ((".zst", "zstd"), (".gz", "gzip"), ("", "none")):
+    for encoding in ENCODINGS:
+        if encoding.encrypted:  # a hint is written only for unencrypted repositories
+            continue
+        suffix, algorithm = encoding.suffix, encoding.compression
         key = f"{env}/wal/{name}{suffix}"
         if not (wal_dir / f"{name}{suffix}").is_file():
             continue

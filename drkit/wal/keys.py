@@ -13,14 +13,15 @@ import contextlib
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from drkit.errors import CheckFailed, ObjectNotFound
+from drkit.storage.encoding import ENCODINGS, Encoding, encoding_of
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from drkit.storage.repository import Repository
 
 #: the WAL directory below an environment's prefix
 WAL_DIR = "wal/"
-#: the compression suffixes a WAL object may carry (each possibly followed by ``.age``)
-KNOWN_SUFFIXES = (".zst", ".gz", "")
 
 
 def wal_key(repo: Repository, name: str) -> str:
@@ -28,13 +29,20 @@ def wal_key(repo: Repository, name: str) -> str:
     return repo.key(f"{WAL_DIR}{name}{repo.suffix}")
 
 
+def candidate_keys(
+    base: str, current: Encoding, encodings: Iterable[Encoding] = ENCODINGS
+) -> list[str]:
+    """Every key the object ``base`` (its key without suffixes) may be stored under: the
+    ``current`` encoding first, then the others (a policy may have changed its
+    compression or encryption since)."""
+    first = base + current.suffix
+    return [first, *(k for k in (base + e.suffix for e in encodings) if k != first)]
+
+
 def wal_candidate_keys(repo: Repository, name: str) -> list[str]:
     """Every key ``name`` may be stored under: the current encoding first, then the others
     (a policy may have changed its compression or encryption since)."""
-    current = wal_key(repo, name)
-    base = repo.key(f"{WAL_DIR}{name}")
-    others = [base + c + e for c in KNOWN_SUFFIXES for e in ("", ".age")]
-    return [current, *(k for k in others if k != current)]
+    return candidate_keys(repo.key(f"{WAL_DIR}{name}"), repo.encoding)
 
 
 def find_wal_key(repo: Repository, name: str, *, expected: bool = True) -> str | None:
@@ -59,7 +67,7 @@ CHECKSUM_SUFFIX = ".sha256"
 
 def carries_own_checksum(key: str) -> bool:
     """Whether the stored bytes of WAL object ``key`` check themselves when decoded."""
-    return key.endswith((".zst", ".gz", ".age"))
+    return encoding_of(key).checks_itself
 
 
 def checksum_key(key: str) -> str:
@@ -92,28 +100,10 @@ def parse_checksum_line(key: str, data: bytes) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _encoding_of(key: str) -> tuple[str, bool]:
-    """(compression, encrypted) from a stored key's suffixes."""
-    encrypted = key.endswith(".age")
-    base = key[: -len(".age")] if encrypted else key
-    if base.endswith(".zst"):
-        return "zstd", encrypted
-    if base.endswith(".gz"):
-        return "gzip", encrypted
-    return "none", encrypted
-
-
 #: how the stored bytes of a WAL object are checked as it is decoded (verify reports it)
 CHECKED_BY_FILE = "sha256 file"
 CHECKED_BY_ATTRIBUTE = "sha256 attribute (written before sha256 files)"
 CHECKED_BY_SIZE = "size only (no checksum recorded)"
-_SELF_CHECKED = {
-    ("zstd", True): "age authentication + zstd frame checksum",
-    ("gzip", True): "age authentication + gzip CRC-32",
-    ("none", True): "age authentication",
-    ("zstd", False): "zstd frame checksum",
-    ("gzip", False): "gzip CRC-32",
-}
 
 
 def read_checksum_file(repo: Repository, key: str) -> str | None:
@@ -136,9 +126,9 @@ def wal_integrity(repo: Repository, key: str) -> tuple[str | None, str]:
     checked against its checksum file; objects written by earlier versions have none and
     fall back to the digest kept on the object itself (file:// extended attribute, S3
     user metadata), or, where a copy lost that too, to the decoded size alone."""
-    compression, encrypted = _encoding_of(key)
-    if carries_own_checksum(key):
-        return None, _SELF_CHECKED[(compression, encrypted)]
+    encoding = encoding_of(key)
+    if encoding.checks_itself:
+        return None, encoding.self_check
     recorded = read_checksum_file(repo, key)
     if recorded is not None:
         return recorded, CHECKED_BY_FILE
@@ -161,7 +151,7 @@ def open_wal_object(
     stream.  ``integrity``: :func:`wal_integrity` of ``key``, when already known."""
     from drkit.streams import ChecksumReader, decompress
 
-    compression, encrypted = _encoding_of(key)
+    encoding = encoding_of(key)
     expected = (integrity or wal_integrity(repo, key))[0]
     raw = repo.backend.open_read(key)
     decryptor = None
@@ -169,13 +159,13 @@ def open_wal_object(
         stream: BinaryIO = raw
         if expected is not None:
             stream = cast(BinaryIO, ChecksumReader(raw, expected, key))
-        if encrypted:
+        if encoding.encrypted:
             from drkit import crypto
 
             identities = repo.config.encryption.identities() if repo.config.encryption else []
             decryptor = crypto.decrypt_stream(stream, identities, name=key)
             stream = decryptor.reader
-        yield decompress(stream, compression, name=key)
+        yield decompress(stream, encoding.compression, name=key)
         if decryptor is not None:
             decryptor.finish()
     finally:
