@@ -180,7 +180,7 @@ class WalReading:
         else:
             how = ""
             try:
-                integrity = wal_integrity(repo, info.key)
+                integrity = wal_integrity(repo.backend, info.key)
                 how = integrity[1]
                 with open_wal_object(repo, info.key, integrity) as stream:
                     raw = drain(stream)

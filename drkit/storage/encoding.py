@@ -8,12 +8,24 @@ stored before keep theirs.  :data:`CODECS` is the one place a compression algori
 suffix, levels and self-check are written; a new one is a line there (and its stream
 stage in :mod:`drkit.streams`).
 
-Standard library only: the lean WAL fetch reads keys with it before anything else loads.
+:func:`decoded` is the one way stored bytes become the original again (decrypted, then
+decompressed), for manifest objects and WAL alike; :func:`open_stored` reads an object
+by its key alone, which is all the lean WAL fetch has.  Nothing heavy is imported here
+(age runs only for an encrypted object): the lean fetch reads objects with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from drkit.errors import CheckFailed
+from drkit.streams import ChecksumReader, decompress
+
+if TYPE_CHECKING:
+    from drkit.storage.base import Backend
 
 
 @dataclass(frozen=True)
@@ -91,3 +103,59 @@ def plain_name(key: str) -> str:
     """The last part of ``key`` without the suffixes of its encoding."""
     name = key.rsplit("/", 1)[-1]
     return encoding_of(name).strip(name)
+
+
+@contextmanager
+def decoded(
+    stored: BinaryIO,
+    encoding: Encoding,
+    *,
+    name: str,
+    identities: Sequence[str] = (),
+    on_damage: Callable[[], object] | None = None,
+) -> Iterator[BinaryIO]:
+    """The original bytes of ``stored`` (an object's stored bytes, however the caller
+    checks them): decrypted with any of ``identities`` when age-encrypted, then
+    decompressed.  Damage raises CheckFailed by the end of the stream; ``on_damage`` is
+    called first (to tell damaged stored bytes from a damaged encoding)."""
+    decryptor = None
+    try:
+        stream = stored
+        if encoding.encrypted:
+            from drkit import crypto
+
+            decryptor = crypto.decrypt_stream(stream, list(identities), name=name)
+            stream = decryptor.reader
+        try:
+            yield decompress(stream, encoding.compression, name=name)
+            if decryptor is not None:
+                decryptor.finish()
+        except CheckFailed:
+            if on_damage is not None:
+                on_damage()
+            raise
+    finally:
+        if decryptor is not None:
+            decryptor.abort()
+
+
+@contextmanager
+def open_stored(
+    backend: Backend,
+    key: str,
+    *,
+    expected_sha256: str | None = None,
+    identities: Sequence[str] = (),
+) -> Iterator[BinaryIO]:
+    """Object ``key`` of ``backend`` decoded as its key's suffixes say; with
+    ``expected_sha256`` (of the stored bytes, for an object that does not check itself)
+    a mismatch raises CheckFailed at the end of the stream."""
+    raw = backend.open_read(key)
+    try:
+        stored = raw
+        if expected_sha256 is not None:
+            stored = cast(BinaryIO, ChecksumReader(raw, expected_sha256, key))
+        with decoded(stored, encoding_of(key), name=key, identities=identities) as stream:
+            yield stream
+    finally:
+        raw.close()

@@ -4,7 +4,8 @@ This is the layer above the backends where compression, encryption and sha256 li
 once.  :meth:`Repository.store` encodes and uploads a raw stream and returns a
 :class:`StoredObject` describing what landed (the manifest records it);
 :meth:`Repository.open_decoded` streams it back, decoded, checking its size and
-sha256 as it goes.
+sha256 as it goes.  :meth:`Repository.open_key` reads any object by its key alone (WAL:
+no manifest describes it), decoded as its suffixes say.
 """
 
 from __future__ import annotations
@@ -13,20 +14,19 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from drkit.errors import CheckFailed, StorageError
 from drkit.storage.base import Backend, ObjectInfo
-from drkit.storage.encoding import Encoding
+from drkit.storage.encoding import Encoding, decoded, encoding_of, open_stored
 from drkit.storage.factory import open_backend
 from drkit.streams import (
     CountingReader,
     HashingReader,
     Tap,
     compress,
-    decompress,
 )
 
 if TYPE_CHECKING:
@@ -167,37 +167,47 @@ class Repository:
             database=database,
         )
 
+    def identities(self) -> list[str]:
+        """The age identity files that decrypt this repository's objects, where any are
+        configured (restores, verifies and drills)."""
+        return self.config.encryption.identities() if self.config.encryption else []
+
     @contextmanager
     def open_decoded(self, obj: StoredObject) -> Iterator[BinaryIO]:
         """Stream an object back decoded; a size or sha256 mismatch raises CheckFailed.
 
         The check of the stored bytes completes when the stream is read to its end;
-        callers that stop early get no verdict.
+        callers that stop early get no verdict.  A decoding error is most often damaged
+        stored bytes: it is reported as such when the sha256 of what is stored disagrees
+        with the manifest.
         """
         raw = self.backend.open_read(obj.key)
         checked = _VerifyingReader(raw, obj)
-        stream: BinaryIO = checked  # type: ignore[assignment]
-        decryptor = None
+        encoding = Encoding(obj.compression, bool(obj.encryption_recipients))
         try:
-            if obj.encryption_recipients:
-                from drkit import crypto
-
-                identities = self.config.encryption.identities() if self.config.encryption else []
-                decryptor = crypto.decrypt_stream(stream, identities, name=obj.key)
-                stream = decryptor.reader
-            try:
-                yield decompress(stream, obj.compression, name=obj.key)
-                if decryptor is not None:
-                    decryptor.finish()
-            except CheckFailed:
-                # A decoding error is most often damaged stored bytes: say so when the
-                # sha256 of what is stored disagrees with the manifest.
-                checked.finish()
-                raise
+            with decoded(
+                cast(BinaryIO, checked),
+                encoding,
+                name=obj.key,
+                identities=self.identities() if encoding.encrypted else (),
+                on_damage=checked.finish,
+            ) as stream:
+                yield stream
         finally:
-            if decryptor is not None:
-                decryptor.abort()
             raw.close()
+
+    def open_key(
+        self, key: str, *, expected_sha256: str | None = None
+    ) -> AbstractContextManager[BinaryIO]:
+        """Stream object ``key`` back decoded as its suffixes say (WAL, which no manifest
+        describes); ``expected_sha256``: of its stored bytes, checked at their end."""
+        encrypted = encoding_of(key).encrypted
+        return open_stored(
+            self.backend,
+            key,
+            expected_sha256=expected_sha256,
+            identities=self.identities() if encrypted else (),
+        )
 
     # -- plain JSON documents (manifests, reports) -------------------------------------
 

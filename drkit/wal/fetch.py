@@ -25,14 +25,21 @@ import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO
 
 from drkit.errors import CheckFailed, DrkitError, ObjectNotFound, StorageError, UsageError
 from drkit.wal.cluster import cluster_segment_size, env_int
 from drkit.wal.commands import load_wal_policy, module_argv
-from drkit.wal.keys import find_wal_key, open_wal_object, parse_checksum_line
+from drkit.wal.keys import (
+    WAL_DIR,
+    candidate_keys,
+    find_wal_key,
+    open_wal_object,
+    wal_integrity,
+)
 from drkit.wal.names import (
     check_archivable,
     following_segments,
@@ -79,16 +86,28 @@ def download(
 
     def once() -> bool:
         key = find_wal_key(repo, name)
-        if key is None:
-            return False
-        try:
-            with open_wal_object(repo, key) as stream:
-                _install(stream, dest, name, key, segment_size)
-        except ObjectNotFound:  # deleted between head and get
-            return False
-        return True
+        return _install_key(key, lambda k: open_wal_object(repo, k), dest, name, segment_size)
 
     return with_retries(name, attempts, once)
+
+
+def _install_key(
+    key: str | None,
+    opened: Callable[[str], AbstractContextManager[BinaryIO]],
+    dest: Path,
+    name: str,
+    segment_size: int | None,
+) -> bool:
+    """Decode stored object ``key`` (``opened(key)``) into ``dest`` (:func:`_install`);
+    False when there is no such object."""
+    if key is None:
+        return False
+    try:
+        with opened(key) as stream:
+            _install(stream, dest, name, key, segment_size)
+    except ObjectNotFound:  # deleted between head and get
+        return False
+    return True
 
 
 def with_retries(name: str, attempts: int, fetch: Callable[[], bool]) -> bool:
@@ -441,40 +460,22 @@ def _read_repo_hint(spool: Path) -> dict[str, str] | None:
 def _fetch_from_file_repo(
     hint: dict[str, str], env: str, name: str, dest: Path, segment_size: int | None
 ) -> bool:
-    from drkit.storage.encoding import ENCODINGS
+    """:func:`download` from the plain ``file://`` repository ``hint`` names, without
+    its policy: the same keys (no encrypted one: the hint is written only for unencrypted
+    repositories), checks and decoding."""
+    from drkit.storage.encoding import ENCODINGS, open_stored
     from drkit.storage.file import FileBackend
-    from drkit.streams import ChecksumReader, decompress
 
     if hint.get("env") != env:
         raise UsageError(f"the prefetch spool belongs to environment {hint.get('env')!r}")
     backend = FileBackend(Path(hint["file_root"]))
-    wal_dir = backend.root / env / "wal"
-    for encoding in ENCODINGS:
-        if encoding.encrypted:  # a hint is written only for unencrypted repositories
-            continue
-        suffix, algorithm = encoding.suffix, encoding.compression
-        key = f"{env}/wal/{name}{suffix}"
-        if not (wal_dir / f"{name}{suffix}").is_file():
-            continue
-        expected = None
-        if algorithm == "none":  # stored as is: its checksum file, else (older) its xattr
-            try:
-                expected = parse_checksum_line(key, (wal_dir / f"{name}.sha256").read_bytes())
-            except FileNotFoundError:
-                expected = backend.stored_sha256(key)
-            except ValueError as exc:
-                raise CheckFailed(f"{exc}: the checksum file is damaged") from None
-        try:
-            raw = backend.open_read(key)
-        except ObjectNotFound:  # removed since the look-up
-            return False
-        with raw:
-            stream: BinaryIO = raw
-            if expected is not None:
-                stream = cast(BinaryIO, ChecksumReader(raw, expected, key))
-            _install(decompress(stream, algorithm, name=key), dest, name, key, segment_size)
-        return True
-    return False
+    plain = [e for e in ENCODINGS if not e.encrypted]
+    found = backend.first_existing(candidate_keys(f"{env}/{WAL_DIR}{name}", plain[0], plain))
+
+    def opened(key: str) -> AbstractContextManager[BinaryIO]:
+        return open_stored(backend, key, expected_sha256=wal_integrity(backend, key)[0])
+
+    return _install_key(None if found is None else found.key, opened, dest, name, segment_size)
 
 
 def fetch_lean(env: str, policy_dir: str, name: str, dest: Path) -> bool | None:

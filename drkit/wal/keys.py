@@ -9,15 +9,16 @@ keys (current encoding first); it never lists ``wal/``.
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO
 
 from drkit.errors import CheckFailed, ObjectNotFound
 from drkit.storage.encoding import ENCODINGS, Encoding, encoding_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from contextlib import AbstractContextManager
 
+    from drkit.storage.base import Backend
     from drkit.storage.repository import Repository
 
 #: the WAL directory below an environment's prefix
@@ -96,7 +97,7 @@ def parse_checksum_line(key: str, data: bytes) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Decoding objects whatever encoding they were stored with
+# How each object's stored bytes are checked, and reading one back
 # ---------------------------------------------------------------------------
 
 
@@ -106,11 +107,11 @@ CHECKED_BY_ATTRIBUTE = "sha256 attribute (written before sha256 files)"
 CHECKED_BY_SIZE = "size only (no checksum recorded)"
 
 
-def read_checksum_file(repo: Repository, key: str) -> str | None:
+def read_checksum_file(backend: Backend, key: str) -> str | None:
     """The sha256 recorded in the checksum file of WAL object ``key``; None without one.
     A checksum file that is not a sha256 line for ``key`` fails (CheckFailed)."""
     try:
-        data = repo.backend.get_bytes(checksum_key(key))
+        data = backend.get_bytes(checksum_key(key))
     except ObjectNotFound:
         return None
     try:
@@ -119,7 +120,7 @@ def read_checksum_file(repo: Repository, key: str) -> str | None:
         raise CheckFailed(f"{exc}: the checksum file is damaged") from None
 
 
-def wal_integrity(repo: Repository, key: str) -> tuple[str | None, str]:
+def wal_integrity(backend: Backend, key: str) -> tuple[str | None, str]:
     """(sha256 the stored bytes must have, how they are checked) for WAL object ``key``.
 
     An object that checks itself (zstd, gzip, age) needs no digest.  One stored as is is
@@ -129,46 +130,24 @@ def wal_integrity(repo: Repository, key: str) -> tuple[str | None, str]:
     encoding = encoding_of(key)
     if encoding.checks_itself:
         return None, encoding.self_check
-    recorded = read_checksum_file(repo, key)
+    recorded = read_checksum_file(backend, key)
     if recorded is not None:
         return recorded, CHECKED_BY_FILE
-    legacy = repo.backend.stored_sha256(key)
+    legacy = backend.stored_sha256(key)
     if legacy is not None:
         return legacy, CHECKED_BY_ATTRIBUTE
     return None, CHECKED_BY_SIZE
 
 
-def write_checksum_file(repo: Repository, key: str, hexdigest: str) -> None:
+def write_checksum_file(backend: Backend, key: str, hexdigest: str) -> None:
     """Record ``hexdigest`` (of the bytes stored under ``key``) in its checksum file."""
-    repo.backend.put_bytes(checksum_key(key), checksum_line(key, hexdigest))
+    backend.put_bytes(checksum_key(key), checksum_line(key, hexdigest))
 
 
-@contextlib.contextmanager
 def open_wal_object(
     repo: Repository, key: str, integrity: tuple[str | None, str] | None = None
-) -> Any:
+) -> AbstractContextManager[BinaryIO]:
     """Stream WAL object ``key`` decoded; damage raises CheckFailed by the end of the
     stream.  ``integrity``: :func:`wal_integrity` of ``key``, when already known."""
-    from drkit.streams import ChecksumReader, decompress
-
-    encoding = encoding_of(key)
-    expected = (integrity or wal_integrity(repo, key))[0]
-    raw = repo.backend.open_read(key)
-    decryptor = None
-    try:
-        stream: BinaryIO = raw
-        if expected is not None:
-            stream = cast(BinaryIO, ChecksumReader(raw, expected, key))
-        if encoding.encrypted:
-            from drkit import crypto
-
-            identities = repo.config.encryption.identities() if repo.config.encryption else []
-            decryptor = crypto.decrypt_stream(stream, identities, name=key)
-            stream = decryptor.reader
-        yield decompress(stream, encoding.compression, name=key)
-        if decryptor is not None:
-            decryptor.finish()
-    finally:
-        if decryptor is not None:
-            decryptor.abort()
-        raw.close()
+    expected = (integrity or wal_integrity(repo.backend, key))[0]
+    return repo.open_key(key, expected_sha256=expected)

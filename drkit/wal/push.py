@@ -181,7 +181,7 @@ def push_file(
     if not carries_own_checksum(obj.key):
         # before the acknowledgement: a crash in between leaves the object without its
         # checksum file, and PostgreSQL's retry (same bytes: "exists") writes it
-        write_checksum_file(repo, obj.key, obj.sha256)
+        write_checksum_file(repo.backend, obj.key, obj.sha256)
     return PushOutcome(name, "stored", obj.stored_size, obj.raw_size, raw.hexdigest(), obj.key)
 
 
@@ -197,8 +197,11 @@ def _compare_with_stored(repo: Repository, path: Path, name: str, existing: str)
         ) from None
     if (remote_sha, remote_size) == (local_sha, local_size):
         log.info("%s already archived with identical content", name)
-        if not carries_own_checksum(existing) and read_checksum_file(repo, existing) is None:
-            write_checksum_file(repo, existing, local_sha)  # stored as is: same bytes
+        if (
+            not carries_own_checksum(existing)
+            and read_checksum_file(repo.backend, existing) is None
+        ):
+            write_checksum_file(repo.backend, existing, local_sha)  # stored as is: same bytes
         return PushOutcome(name, "exists", raw_size=local_size, sha256=local_sha, key=existing)
     raise WalConflict(
         f"{name}: the archive already holds a different {name} ({existing}); nothing was "
