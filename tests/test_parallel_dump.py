@@ -22,11 +22,11 @@ import pytest
 import zstandard
 
 from drkit.backup.dirdump import DumpUploader, files_held_open
-from drkit.config import RepositoryConfig
 from drkit.demo.sample import table_counts
 from drkit.errors import CheckFailed
 from drkit.pg.binaries import find_client
 from drkit.restore.dirrestore import fetch_directory
+from drkit.storage import RepositoryConfig
 from drkit.storage.factory import open_backend
 from drkit.storage.repository import Repository, StoredObject
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from drkit.config import RepositoryConfig
 from drkit.errors import ObjectNotFound, StorageError
+from drkit.storage import RepositoryConfig
 from drkit.storage.base import Backend
 from drkit.storage.factory import open_backend
 from tests.conftest import RepoTarget

@@ -12,8 +12,9 @@ import pytest
 
 from drkit.backup.catalog import Manifest
 from drkit.backup.walchain import WalIndex, backup_on_timeline, reach_on_timeline
-from drkit.config import Policy, RepositoryConfig
+from drkit.config import Policy
 from drkit.errors import CheckFailed
+from drkit.storage import RepositoryConfig
 from drkit.storage.file import FileBackend
 from drkit.storage.repository import Repository
 from drkit.wal import (

@@ -30,7 +30,8 @@ from drkit.streams import (
 )
 
 if TYPE_CHECKING:
-    from drkit.config import Policy, RepositoryConfig
+    from drkit.config import Policy
+    from drkit.storage.config import RepositoryConfig
 
 
 @dataclass

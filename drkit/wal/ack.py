@@ -31,7 +31,7 @@ from drkit.wal.cluster import ControlFileError, system_identifier
 from drkit.wal.names import is_archivable
 
 if TYPE_CHECKING:
-    from drkit.config import RepositoryConfig
+    from drkit.storage import RepositoryConfig
 
 SPOOL_ROOT = ".drkit-archive"
 ACK = ".ack"

@@ -152,14 +152,6 @@ def spawn_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> None:
     )
 
 
-def _file_repo_root(policy: Policy) -> Path | None:
-    if not policy.repository.url.startswith("file://"):
-        return None
-    from drkit.storage.file import FileBackend
-
-    return FileBackend.from_url(policy.repository.url).root
-
-
 def push_async(
     policy: Policy,
     path: Path | str,
@@ -177,7 +169,7 @@ def push_async(
     if spool is None or not is_archivable(path.name):
         return push_wal(policy, path, repo=repo)
     spool.path.mkdir(parents=True, exist_ok=True)
-    repo_root = _file_repo_root(policy)
+    repo_root = policy.repository.local_root
     name = path.name
 
     def acked() -> PushReport:  # the ack stays until PostgreSQL marks the file done
@@ -228,11 +220,7 @@ def archive_wal(policy: Policy, path: Path | str, policy_dir: Path | str | None)
 
 
 def default_workers(policy: Policy) -> int:
-    if policy.wal_archiver.workers:
-        return policy.wal_archiver.workers
-    if policy.repository.url.startswith("s3://"):
-        return 8
-    return max(2, os.cpu_count() or 1)
+    return policy.wal_archiver.workers or policy.repository.parallel_uploads
 
 
 class Worker:
@@ -380,7 +368,7 @@ def run_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> int:
     started_with = policy_fingerprint(policy.name, policy_dir, pg_wal, create=True)
     if started_with is None or load_wal_policy(policy.name, policy_dir) != policy:
         return 0
-    write_hint(started_with, spool, _file_repo_root(policy), policy.wal_archiver.wait)
+    write_hint(started_with, spool, policy.repository.local_root, policy.wal_archiver.wait)
     Worker(policy, spool, repo).run(
         policy.wal_archiver.idle_exit,
         lambda: policy_fingerprint(policy.name, policy_dir, pg_wal) == started_with,

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from drkit.errors import OperationError, UsageError
+from drkit.storage import local_root
 
 if TYPE_CHECKING:
     import importlib.metadata
@@ -581,14 +582,15 @@ def prepare_file_repository(url: str, env: str, user: str | None) -> None:
     may be shared with other data.  One the user cannot write is refused (exit 4),
     saying what to do.  S3 repositories need nothing of the kind.
     """
-    if user is None or not url.startswith("file://"):
+    if user is None:
+        return
+    root = local_root(url)
+    if root is None:
         return
     import pwd
 
     from drkit.errors import SafetyRefused
-    from drkit.storage.file import FileBackend
 
-    root = FileBackend.from_url(url).root
     entry = pwd.getpwnam(user)
     mine = [root / env, root / env / "wal"]
     for path in [*reversed(root.parents), root, *mine]:

@@ -433,15 +433,13 @@ def write_repo_hint(policy: Policy, pg_wal: Path) -> None:
     Only for unencrypted ``file://`` repositories: then a fetch needs no policy, no
     pydantic and no storage stack, just the file and zstd.
     """
-    if not policy.repository.url.startswith("file://") or policy.repository.encryption:
+    root = policy.repository.local_root
+    if root is None or policy.repository.encryption:
         return
     import json
 
-    from drkit.storage.file import FileBackend
-
     spool = pg_wal / SPOOL_DIR
     spool.mkdir(exist_ok=True)
-    root = FileBackend.from_url(policy.repository.url).root
     (spool / _REPO_HINT).write_text(json.dumps({"file_root": str(root), "env": policy.name}))
 
 

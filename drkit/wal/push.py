@@ -273,8 +273,7 @@ def push_wal(
     # here, once, before any of them is looked at (push_file checks each one again)
     check_identity(repo, path)
     segment_size = cluster_segment_size(path)
-    s3 = policy.repository.url.startswith("s3://")
-    jobs = jobs or env_int(PUSH_JOBS_ENV, 8 if s3 else max(2, os.cpu_count() or 1))
+    jobs = jobs or env_int(PUSH_JOBS_ENV, policy.repository.parallel_uploads)
     if batch is None:  # 0 turns archiving ahead off
         batch = env_int(PUSH_BATCH_ENV, DEFAULT_PUSH_BATCH, minimum=0)
     ahead_paths = ready_files(path.parent, path.name, batch) if batch > 0 else []
