@@ -40,7 +40,7 @@ from drkit.backup.order import (
 from drkit.backup.retention import BackupRef, backup_ref, deletion_order, plan_retention
 from drkit.config import RetentionConfig, parse_policy
 from drkit.errors import NotFoundError, ObjectExists, UsageError
-from drkit.storage.repository import Repository, StoredObject
+from drkit.storage import Repository, StoredObject
 from drkit.wal import format_lsn
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from drkit.config import load_policy
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import find_wal_key, parse_lsn
 from tests.conftest import DrkitRunner, S3Server, pg_versions
 from tests.wal_support import (

@@ -16,9 +16,7 @@ import pytest
 
 from drkit.progress import Meter
 from drkit.restore import logical
-from drkit.storage import RepositoryConfig
-from drkit.storage.factory import open_backend
-from drkit.storage.repository import Repository
+from drkit.storage import Repository, RepositoryConfig, open_backend
 from drkit.streams import CHUNK
 
 

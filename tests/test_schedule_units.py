@@ -28,7 +28,7 @@ from drkit.schedule.metrics import (
     parse_drill_report,
 )
 from drkit.status import DatabaseExposure
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday
 

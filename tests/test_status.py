@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
 
 

@@ -14,9 +14,7 @@ from drkit.backup.catalog import Manifest
 from drkit.backup.walchain import WalIndex, backup_on_timeline, reach_on_timeline
 from drkit.config import Policy
 from drkit.errors import CheckFailed
-from drkit.storage import RepositoryConfig
-from drkit.storage.file import FileBackend
-from drkit.storage.repository import Repository
+from drkit.storage import FileBackend, Repository, RepositoryConfig
 from drkit.wal import (
     RESTORE_MARKER,
     note_pushed,

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import (
     ACK,
     LOCK,

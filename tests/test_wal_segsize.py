@@ -17,7 +17,7 @@ import pytest
 
 from drkit.pg.binaries import find_binary
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import (
     archive_command,
     find_wal_key,

@@ -19,7 +19,7 @@ import yaml
 from psycopg import sql
 
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import SPOOL_ROOT, archive_command, load_wal_policy, system_identifier
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir

@@ -75,7 +75,7 @@ from drkit.wal.push import (
 
 if TYPE_CHECKING:
     from drkit.config import Policy
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ def run_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> int:
         return 0  # another worker drains this spool
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     repo = Repository.for_wal(policy)
     repo.check_encryption_available()

@@ -49,7 +49,7 @@ from drkit.wal.names import (
 
 if TYPE_CHECKING:
     from drkit.config import Policy
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def fetch_wal(
     if serve_prefetched(policy, policy_dir, name, dest, count):
         return True
     if repo is None:
-        from drkit.storage.repository import Repository
+        from drkit.storage import Repository
 
         repo = Repository.for_policy(policy)
     size = cluster_segment_size(dest) if is_segment(name) else None
@@ -394,7 +394,7 @@ def run_prefetch(env: str, policy_dir: str, spool: str, names: list[str]) -> int
         return _prefetch_from_file_repo(hint, env, Path(spool), names)
     try:
         policy = load_wal_policy(env, policy_dir)
-        from drkit.storage.repository import Repository
+        from drkit.storage import Repository
 
         repo = Repository.for_policy(policy)
         prefetch_into(repo, Path(spool), names, env_int(FETCH_JOBS_ENV, 4))
@@ -461,8 +461,7 @@ def _fetch_from_file_repo(
     """:func:`download` from the plain ``file://`` repository ``hint`` names, without
     its policy: the same keys (no encrypted one: the hint is written only for unencrypted
     repositories), checks and decoding."""
-    from drkit.storage.encoding import ENCODINGS, open_stored
-    from drkit.storage.file import FileBackend
+    from drkit.storage import ENCODINGS, FileBackend, open_stored
 
     if hint.get("env") != env:
         raise UsageError(f"the prefetch spool belongs to environment {hint.get('env')!r}")

@@ -45,7 +45,7 @@ from drkit.wal.cluster import ControlFileError, data_directory, system_identifie
 from drkit.wal.names import LONG_HEADER_SIZE, is_segment, segment_system_identifier
 
 if TYPE_CHECKING:
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, BinaryIO
 
 from drkit.errors import CheckFailed, ObjectNotFound
-from drkit.storage.encoding import ENCODINGS, Encoding, encoding_of
+from drkit.storage import ENCODINGS, Encoding, encoding_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from contextlib import AbstractContextManager
 
-    from drkit.storage.base import Backend
-    from drkit.storage.repository import Repository
+    from drkit.storage import Backend, Repository
 
 #: the WAL directory below an environment's prefix
 WAL_DIR = "wal/"

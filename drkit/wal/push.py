@@ -55,7 +55,7 @@ from drkit.wal.timelines import note_pushed  # production's timeline, unless a r
 
 if TYPE_CHECKING:
     from drkit.config import Policy
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def push_wal(
     if not path.is_file():
         raise OperationError(f"{path}: no such WAL file to archive")
     if repo is None:
-        from drkit.storage.repository import Repository
+        from drkit.storage import Repository
 
         repo = Repository.for_wal(policy)
     repo.check_encryption_available()

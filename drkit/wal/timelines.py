@@ -36,7 +36,7 @@ from drkit.wal.keys import find_wal_key
 from drkit.wal.names import HISTORY_RE, SEGMENT_RE, history_name
 
 if TYPE_CHECKING:
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 
