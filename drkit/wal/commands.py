@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from drkit.errors import OperationError, UsageError
-from drkit.storage import local_root
 
 if TYPE_CHECKING:
     import importlib.metadata
@@ -584,6 +583,8 @@ def prepare_file_repository(url: str, env: str, user: str | None) -> None:
     """
     if user is None:
         return
+    from drkit.storage import local_root
+
     root = local_root(url)
     if root is None:
         return

@@ -10,10 +10,11 @@ detached helper prefetches the next ones in parallel into ``pg_wal/.drkit-prefet
 the next call finds its segment there and only renames it.  A helper that fails leaves
 nothing behind, so the foreground fetches (and reports) the segment itself.
 
-The lean restore_command (:func:`fetch_lean`) serves a prefetched segment, or one from
-a plain ``file://`` repository a restore named in the spool (``repo.json``), with no
-policy, pydantic or storage stack loaded; anything else takes the full path.  Neither
-imports boto3 (unless the repository is ``s3://``) nor rich/typer.
+The lean restore_command (:func:`fetch_lean`) serves a prefetched segment with nothing
+of the storage stack loaded, or one from a plain ``file://`` repository a restore named
+in the spool (``repo.json``) with no policy or pydantic; anything else takes the full
+path (the storage modules are imported where a fetch needs them).  Neither imports
+boto3 (unless the repository is ``s3://``) nor rich/typer.
 """
 
 from __future__ import annotations
@@ -33,13 +34,6 @@ from typing import TYPE_CHECKING, BinaryIO
 from drkit.errors import CheckFailed, DrkitError, ObjectNotFound, StorageError, UsageError
 from drkit.wal.cluster import cluster_segment_size, env_int
 from drkit.wal.commands import load_wal_policy, module_argv
-from drkit.wal.keys import (
-    WAL_DIR,
-    candidate_keys,
-    find_wal_key,
-    open_wal_object,
-    wal_integrity,
-)
 from drkit.wal.names import (
     check_archivable,
     following_segments,
@@ -83,6 +77,8 @@ def download(
     object that exists but cannot be read or decoded (a storage error, a checksum or
     decompression error) is tried ``attempts`` times in all, then raises: it is never
     "not archived"."""
+
+    from drkit.wal.keys import find_wal_key, open_wal_object
 
     def once() -> bool:
         key = find_wal_key(repo, name)
@@ -462,6 +458,7 @@ def _fetch_from_file_repo(
     its policy: the same keys (no encrypted one: the hint is written only for unencrypted
     repositories), checks and decoding."""
     from drkit.storage import ENCODINGS, FileBackend, open_stored
+    from drkit.wal.keys import WAL_DIR, candidate_keys, wal_integrity
 
     if hint.get("env") != env:
         raise UsageError(f"the prefetch spool belongs to environment {hint.get('env')!r}")
