@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from drkit.storage.base import Backend as Backend
 from drkit.storage.base import ObjectInfo as ObjectInfo
+from drkit.storage.base import scheme_of as scheme_of
 from drkit.storage.encoding import CODECS as CODECS
 from drkit.storage.encoding import ENCODINGS as ENCODINGS
 from drkit.storage.encoding import Encoding as Encoding
@@ -32,10 +33,9 @@ from drkit.storage.encoding import decoded as decoded
 from drkit.storage.encoding import encoding_of as encoding_of
 from drkit.storage.encoding import open_stored as open_stored
 from drkit.storage.encoding import plain_name as plain_name
-from drkit.storage.factory import local_root as local_root
 from drkit.storage.factory import open_backend as open_backend
-from drkit.storage.factory import scheme_of as scheme_of
 from drkit.storage.file import FileBackend as FileBackend
+from drkit.storage.file import local_root as local_root
 from drkit.storage.repository import Repository as Repository
 from drkit.storage.repository import StoredObject as StoredObject
 

@@ -20,6 +20,12 @@ from typing import BinaryIO
 CHUNK_SIZE = 1024 * 1024
 
 
+def scheme_of(url: str) -> str:
+    """The scheme of a repository url (``s3`` of ``s3://bucket``); "" without one."""
+    scheme, separator, _ = url.partition("://")
+    return scheme if separator else ""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str

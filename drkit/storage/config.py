@@ -31,8 +31,9 @@ from pydantic import (
     model_validator,
 )
 
+from drkit.storage.base import scheme_of
 from drkit.storage.encoding import CODECS
-from drkit.storage.factory import local_root, scheme_of
+from drkit.storage.file import local_root
 
 
 class _Section(BaseModel):

@@ -8,19 +8,12 @@ names its scheme; a new backend adds its line to :func:`open_backend`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drkit.storage.base import Backend
 
 if TYPE_CHECKING:
     from drkit.storage.config import RepositoryConfig
-
-
-def scheme_of(url: str) -> str:
-    """The scheme of a repository url (``s3`` of ``s3://bucket``); "" without one."""
-    scheme, separator, _ = url.partition("://")
-    return scheme if separator else ""
 
 
 def open_backend(config: RepositoryConfig) -> Backend:
@@ -34,12 +27,3 @@ def open_backend(config: RepositoryConfig) -> Backend:
 
         return S3Backend.from_config(config)
     raise ValueError(f"unsupported repository url {config.url!r}")
-
-
-def local_root(url: str) -> Path | None:
-    """The directory of a ``file://`` repository url; None for an object store."""
-    if scheme_of(url) != "file":
-        return None
-    from drkit.storage.file import FileBackend
-
-    return FileBackend.from_url(url).root

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from drkit.errors import CheckFailed, StorageError
 from drkit.storage.base import Backend, ObjectInfo
@@ -30,8 +30,7 @@ from drkit.streams import (
 )
 
 if TYPE_CHECKING:
-    from drkit.config import Policy
-    from drkit.storage.config import RepositoryConfig
+    from drkit.storage.config import CompressionConfig, RepositoryConfig
 
 
 @dataclass
@@ -66,6 +65,19 @@ class StoredObject:
         return self.key.rsplit("/", 1)[-1]
 
 
+class EnvironmentPolicy(Protocol):
+    """What a repository is opened for: an environment (a policy) names itself and its
+    repository section, and the encoding its WAL is stored with."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def repository(self) -> RepositoryConfig: ...
+
+    def wal_compression(self) -> CompressionConfig: ...
+
+
 class Repository:
     """The repository of one environment (``<repo>/<env>/...``)."""
 
@@ -75,11 +87,11 @@ class Repository:
         self.config = config
 
     @classmethod
-    def for_policy(cls, policy: Policy) -> Repository:
+    def for_policy(cls, policy: EnvironmentPolicy) -> Repository:
         return cls(open_backend(policy.repository), policy.name, policy.repository)
 
     @classmethod
-    def for_wal(cls, policy: Policy) -> Repository:
+    def for_wal(cls, policy: EnvironmentPolicy) -> Repository:
         """The repository as wal-push writes it: WAL at ``wal_archiver.compression_level``."""
         config = policy.repository.model_copy(update={"compression": policy.wal_compression()})
         return cls(open_backend(policy.repository), policy.name, config)
