@@ -77,7 +77,6 @@ def download(
     object that exists but cannot be read or decoded (a storage error, a checksum or
     decompression error) is tried ``attempts`` times in all, then raises: it is never
     "not archived"."""
-
     from drkit.wal.keys import find_wal_key, open_wal_object
 
     def once() -> bool:
