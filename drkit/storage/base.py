@@ -2,7 +2,8 @@
 
 Backends implement primitives only (rohmu's ``object_storage/base.py`` and Barman's
 ``cloud.py`` are the models).  Checksums, prefixes, compression and encryption live
-once, above them, in :mod:`drkit.storage.repository` and :mod:`drkit.streams`.
+once, above them, in :mod:`drkit.storage.repository`, :mod:`drkit.storage.encoding` and
+:mod:`drkit.streams`; this module knows no backend (:func:`scheme_of` only reads a url).
 
 Every ``put`` is atomic: a reader sees either the whole new object or nothing
 (``file://`` writes a temp file, fsyncs and renames; S3 completes a single PUT or a
