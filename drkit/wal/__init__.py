@@ -106,87 +106,33 @@ if TYPE_CHECKING:
 
 #: the public names, by the module of this package that defines them
 _FACE = {
-    "ack": ("ACK", "LOCK", "SPOOL_ROOT", "Spool", "fast_push"),
-    "archiver": (
-        "ack_outcome",
-        "archive_wal",
-        "push_async",
-        "repository_id",
-        "spool_for",
-        "trusted_ack",
-    ),
-    "cluster": ("cluster_segment_size", "system_identifier"),
+    "ack": "ACK LOCK SPOOL_ROOT Spool fast_push",
+    "archiver": "ack_outcome archive_wal push_async repository_id spool_for trusted_ack",
+    "cluster": "cluster_segment_size system_identifier",
     "commands": (
-        "archive_command",
-        "drkit_argv",
-        "load_wal_policy",
-        "prepare_file_repository",
-        "reachable_by",
-        "restore_command",
+        "archive_command drkit_argv load_wal_policy prepare_file_repository reachable_by "
+        "restore_command"
     ),
-    "entry": ("fetch_error_line", "run_fetch"),
+    "entry": "fetch_error_line run_fetch",
     "fetch": (
-        "SPOOL_DIR",
-        "FetchOutcome",
-        "download",
-        "fetch_attempts",
-        "fetch_wal",
-        "prefetch_into",
-        "read_fetch_journal",
-        "start_fetch_journal",
-        "write_repo_hint",
+        "SPOOL_DIR FetchOutcome download fetch_attempts fetch_wal prefetch_into "
+        "read_fetch_journal start_fetch_journal write_repo_hint"
     ),
-    "identity": ("ForeignWal", "check_identity", "read_identity", "record_identity"),
-    "keys": (
-        "CHECKSUM_SUFFIX",
-        "WAL_DIR",
-        "find_wal_key",
-        "open_wal_object",
-        "wal_candidate_keys",
-        "wal_integrity",
-    ),
+    "identity": "ForeignWal check_identity read_identity record_identity",
+    "keys": "CHECKSUM_SUFFIX WAL_DIR find_wal_key open_wal_object wal_candidate_keys wal_integrity",
     "names": (
-        "DEFAULT_SEGMENT_SIZE",
-        "LONG_HEADER_SIZE",
-        "Segment",
-        "TimelineSwitch",
-        "backup_file_name",
-        "following_segments",
-        "format_lsn",
-        "history_name",
-        "is_archivable",
-        "is_history",
-        "is_segment",
-        "lsn_to_segment_name",
-        "next_segment_name",
-        "parse_history",
-        "parse_lsn",
-        "parse_segment",
-        "segment_size_from_control",
-        "segment_system_identifier",
-        "segments_between",
-        "timeline_at",
+        "DEFAULT_SEGMENT_SIZE LONG_HEADER_SIZE Segment TimelineSwitch backup_file_name "
+        "following_segments format_lsn history_name is_archivable is_history is_segment "
+        "lsn_to_segment_name next_segment_name parse_history parse_lsn parse_segment "
+        "segment_size_from_control segment_system_identifier segments_between timeline_at"
     ),
-    "push": (
-        "PushOutcome",
-        "PushReport",
-        "WalConflict",
-        "WalRejected",
-        "push_file",
-        "push_wal",
-        "ready_files",
-    ),
+    "push": "PushOutcome PushReport WalConflict WalRejected push_file push_wal ready_files",
     "timelines": (
-        "RESTORE_MARKER",
-        "clear_restore_marker",
-        "note_pushed",
-        "promote_timeline",
-        "recorded_timeline",
-        "server_timeline",
-        "write_restore_marker",
+        "RESTORE_MARKER clear_restore_marker note_pushed promote_timeline recorded_timeline "
+        "server_timeline write_restore_marker"
     ),
 }
-_HOME = {name: module for module, names in _FACE.items() for name in names}
+_HOME = {name: module for module, names in _FACE.items() for name in names.split()}
 __all__ = sorted(_HOME)
 
 
