@@ -2,7 +2,7 @@
 
 DESIGN.md §1: DrkitError subclasses carry their own exit code; Ctrl-C is 130; anything
 unexpected is 1.  The line is one line, names what failed, and never holds a secret.
-The typer CLI (:mod:`drkit.cli`) and the lean WAL entry (:mod:`drkit.entry`) both use
+The typer CLI (:mod:`drkit.cli`) and the lean WAL entry (:mod:`drkit.wal.entry`) both use
 these functions, so the two paths cannot drift apart.
 """
 
@@ -27,8 +27,3 @@ def failure(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, KeyboardInterrupt):
         return Interrupted.exit_code, INTERRUPTED_LINE
     return 1, internal_error_line(exc)
-
-
-def wal_fetch_line(name: str, message: str) -> str:
-    """wal-fetch's line for a segment it could not serve (its exit code is its own)."""
-    return f"drkit: wal-fetch {name}: {mask_url(message)}"

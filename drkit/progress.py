@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from drkit.streams import CountingReader
+
 Unit = Literal["bytes", "rows"]
 State = Literal["running", "done"]
 
@@ -94,18 +96,11 @@ class Meter:
         self.finish()
 
 
-class MeteredReader:
+class MeteredReader(CountingReader):
     """A binary stream whose reads advance a :class:`Meter` by the bytes read."""
 
     def __init__(self, source: Any, meter: Meter) -> None:
-        self._source = source
-        self._meter = meter
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self._source.read(size)
-        if data:
-            self._meter(len(data))
-        return data
+        super().__init__(source, meter)
 
 
 def human_size(n: float) -> str:

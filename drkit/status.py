@@ -92,8 +92,7 @@ def wal_reach(repo: Repository) -> WalReach:
     the segments at the end that carry another cluster's system identifier."""
     from drkit.backup.walchain import own_tail, timeline_history
     from drkit.restore.pitr import consistent_point, plan_recovery
-    from drkit.wal_identity import read_identity
-    from drkit.wal_keys import wal_candidate_keys
+    from drkit.wal import read_identity, wal_candidate_keys
 
     try:
         plan = plan_recovery(repo, None, allow_gap=True)
@@ -279,7 +278,7 @@ def newest_wal(repo: Repository) -> ObjectInfo | None:
     except StorageError as exc:
         log.warning("listing the WAL archive of %s failed: %s", repo.env, exc)
         return None
-    from drkit.wal_keys import CHECKSUM_SUFFIX
+    from drkit.wal import CHECKSUM_SUFFIX
 
     wal = [info for info in wal if not info.key.endswith(CHECKSUM_SUFFIX)]  # WAL files only
     return max(wal, key=lambda info: (info.modified, info.key)) if wal else None

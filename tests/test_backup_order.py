@@ -40,8 +40,8 @@ from drkit.backup.order import (
 from drkit.backup.retention import BackupRef, backup_ref, deletion_order, plan_retention
 from drkit.config import Policy, RetentionConfig, parse_policy
 from drkit.errors import NotFoundError, ObjectExists, UsageError
-from drkit.storage.repository import Repository, StoredObject
-from drkit.wal_names import format_lsn
+from drkit.storage import Repository, StoredObject
+from drkit.wal import format_lsn
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 SYSID = "7441000000000000001"

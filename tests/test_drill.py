@@ -430,7 +430,7 @@ def test_scheduled_drill_job_and_its_metrics(
     from drkit.errors import DrkitError
     from drkit.schedule.daemon import dispatch
     from drkit.schedule.metrics import read_catalog
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     _name, url = sample_db
     # the check's pg_sleep makes the drill outlast the 1s objective on any machine

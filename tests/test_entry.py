@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drkit.entry import parse_wal_command
+from drkit.wal.entry import parse as parse_wal_command
 
 
 @pytest.mark.parametrize(

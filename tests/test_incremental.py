@@ -24,7 +24,7 @@ import yaml
 
 from drkit.config import load_policy
 from drkit.pg.cluster import chown_tree, cluster_os_user
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, Result
 from tests.test_crypto import KeyMaker, encryption

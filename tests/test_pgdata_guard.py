@@ -23,13 +23,11 @@ from pathlib import Path
 import pytest
 
 from drkit.backup.catalog import Manifest
-from drkit.config import RepositoryConfig
 from drkit.errors import SafetyRefused
 from drkit.pg.cluster import cluster_os_user
 from drkit.restore.datadir import Owner, claim_data_directory
 from drkit.restore.pitr import unpack_base
-from drkit.storage.factory import open_backend
-from drkit.storage.repository import Repository
+from drkit.storage import Repository, RepositoryConfig, open_backend
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
 from tests.wal_support import shared_dir
 

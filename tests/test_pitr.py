@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from drkit.config import load_policy
-from drkit.storage.repository import Repository
-from drkit.wal import find_wal_key
-from drkit.wal_names import parse_lsn
+from drkit.storage import Repository
+from drkit.wal import find_wal_key, parse_lsn
 from tests.conftest import DrkitRunner, S3Server, pg_versions
 from tests.wal_support import (
     Archived,

@@ -29,8 +29,7 @@ import pytest
 import yaml
 
 from drkit.pg.cluster import chown_tree, cluster_os_user
-from drkit.storage.file import FileBackend
-from drkit.storage.repository import Repository
+from drkit.storage import FileBackend, Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, S3Server
 from tests.reliability.faultproxy import Fault, FaultProxy

@@ -16,8 +16,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+from drkit.cron import cron_day_of_week
 from drkit.schedule import daemon as daemon_mod
-from drkit.schedule.cron import cron_day_of_week
 from drkit.schedule.daemon import MISFIRE_GRACE, SchedulerDaemon, scrub
 from drkit.schedule.metrics import (
     METRIC_NAMES,
@@ -28,7 +28,7 @@ from drkit.schedule.metrics import (
     parse_drill_report,
 )
 from drkit.status import DatabaseExposure
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday
 

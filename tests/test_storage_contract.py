@@ -8,10 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from drkit.config import RepositoryConfig
 from drkit.errors import ObjectNotFound, StorageError
-from drkit.storage.base import Backend
-from drkit.storage.factory import open_backend
+from drkit.storage import Backend, RepositoryConfig, open_backend
 from tests.conftest import RepoTarget
 
 
@@ -131,7 +129,7 @@ def test_unreachable_endpoint_fails_fast() -> None:
 
 
 def test_file_backend_disk_errors_are_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from drkit.storage.file import FileBackend
+    from drkit.storage import FileBackend
 
     target = tmp_path / "ro"
     target.mkdir()

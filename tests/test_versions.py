@@ -41,7 +41,7 @@ def stored_major(policy_dir: Path, backup_id: str) -> str:
     """The PostgreSQL major a stored backup's manifest records."""
     from drkit.backup.catalog import read_manifest
     from drkit.config import load_policy
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     repo = Repository.for_policy(load_policy("prod", policy_dir))
     try:

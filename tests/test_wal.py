@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from drkit.config import load_policy
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import find_wal_key, prefetch_into
 from tests.conftest import DrkitRunner, S3Server
 from tests.reliability.faultproxy import Fault, FaultProxy

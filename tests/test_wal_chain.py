@@ -9,9 +9,7 @@ from pathlib import Path
 from drkit.backup.catalog import Manifest
 from drkit.backup.retention import wal_to_delete
 from drkit.backup.walchain import check_backup_wal, recovery_timeline
-from drkit.config import RepositoryConfig
-from drkit.storage.file import FileBackend
-from drkit.storage.repository import Repository
+from drkit.storage import FileBackend, Repository, RepositoryConfig
 
 
 def repo_at(tmp_path: Path) -> Repository:

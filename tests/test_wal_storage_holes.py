@@ -142,7 +142,7 @@ def test_rename_noreplace_refuses_an_existing_name(tmp_path: Path) -> None:
 def test_file_push_and_fetch_never_list_the_wal_directory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
     from drkit.wal import download, load_wal_policy, push_file
 
     with shared_dir() as root:
@@ -203,7 +203,7 @@ def test_corrupt_uncompressed_wal_is_detected_on_fetch(
 ) -> None:
     """compression: none has no frame checksum: a flipped byte in the stored segment must
     still fail wal-fetch (exit 1, nothing written) instead of feeding replay bad WAL."""
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
     from drkit.wal import find_wal_key, load_wal_policy
 
     with shared_dir() as root:
@@ -263,7 +263,7 @@ def test_a_copy_that_drops_attributes_still_checks_uncompressed_wal(
     """The sha256 of a WAL object stored as is lives in the repository, in a checksum file
     beside it: a copy keeping neither extended attributes (``cp -r``) nor S3 user metadata
     (a sync tool) still refuses a flipped byte.  On 8f47402 it served the damaged bytes."""
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
     from drkit.wal import find_wal_key, load_wal_policy
 
     with shared_dir() as root:

@@ -21,7 +21,7 @@ import psycopg
 import yaml
 
 from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.wal import archive_command, prepare_file_repository
 
 
 @contextlib.contextmanager
@@ -150,7 +150,7 @@ def cluster_user_python(user: str) -> tuple[list[str], str]:
     """A Python ``user`` can run, and a prelude that makes drkit importable in it: the
     interpreter drkit's archive_command would give that user (its checked runtime when
     this one is out of its reach)."""
-    from drkit.walcmd import _shared_runtime, drkit_argv
+    from drkit.wal.commands import _shared_runtime, drkit_argv
 
     argv = drkit_argv(user)
     if "-I" not in argv:  # this interpreter, run with -m: drkit is importable as it is

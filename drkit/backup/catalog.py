@@ -32,7 +32,7 @@ from drkit.backup.order import (
 from drkit.errors import CheckFailed, NotFoundError, ObjectExists, ObjectNotFound, UsageError
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository, StoredObject
-from drkit.wal_names import parse_lsn
+from drkit.wal import parse_lsn
 
 log = logging.getLogger(__name__)
 

@@ -58,8 +58,13 @@ from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows, list_tables
 from drkit.progress import Meter, OnProgress
 from drkit.storage.repository import Repository
-from drkit.wal import find_wal_key, open_wal_object
-from drkit.wal_names import backup_file_name, lsn_to_segment_name, parse_lsn
+from drkit.wal import (
+    backup_file_name,
+    find_wal_key,
+    lsn_to_segment_name,
+    open_wal_object,
+    parse_lsn,
+)
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from drkit.backup.catalog import Manifest
 from drkit.errors import CheckFailed, DrkitError, StorageError
 from drkit.storage.repository import Repository
-from drkit.streams import drain
+from drkit.streams import CountingReader, drain
 
 if TYPE_CHECKING:
     from drkit.backup.walchain import WalReading
@@ -154,7 +154,7 @@ def _check_objects(
         verdict.objects += 1
         try:
             with repo.open_decoded(obj) as stream:
-                raw = drain(_Counting(stream, on_bytes))  # type: ignore[arg-type]
+                raw = drain(CountingReader(stream, on_bytes))  # type: ignore[arg-type]
             if raw != obj.raw_size:
                 verdict.problems.append(
                     f"{prefix}{obj.key}: decodes to {raw} bytes, manifest says {obj.raw_size}"
@@ -162,15 +162,3 @@ def _check_objects(
             verdict.bytes += obj.stored_size
         except (CheckFailed, StorageError) as exc:
             verdict.problems.append(f"{prefix}{exc}")
-
-
-class _Counting:
-    def __init__(self, source: Any, on_bytes: Callable[[int], None] | None) -> None:
-        self._source = source
-        self._on_bytes = on_bytes
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self._source.read(size)
-        if data and self._on_bytes is not None:
-            self._on_bytes(len(data))
-        return data

@@ -15,27 +15,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drkit.backup.catalog import Manifest, iso
-from drkit.storage.base import ObjectInfo
-from drkit.storage.repository import Repository
-from drkit.wal import WAL_DIR, find_wal_key, open_wal_object
-from drkit.wal_names import (
+from drkit.storage import ObjectInfo, Repository, plain_name
+from drkit.wal import (
     DEFAULT_SEGMENT_SIZE,
+    WAL_DIR,
     Segment,
     TimelineSwitch,
+    find_wal_key,
     is_archivable,
     is_history,
+    open_wal_object,
     parse_history,
     parse_segment,
 )
 
-_SUFFIXES = (".age", ".zst", ".gz")
-
 
 def wal_name_of(key: str) -> str:
-    name = key.rsplit("/", 1)[-1]
-    for suffix in _SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name
+    """The WAL file name a stored key holds (its encoding's suffixes dropped)."""
+    return plain_name(key)
 
 
 @dataclass
@@ -183,7 +180,7 @@ class WalReading:
         else:
             how = ""
             try:
-                integrity = wal_integrity(repo, info.key)
+                integrity = wal_integrity(repo.backend, info.key)
                 how = integrity[1]
                 with open_wal_object(repo, info.key, integrity) as stream:
                     raw = drain(stream)
@@ -266,7 +263,7 @@ def recovery_timeline(
     later restore, promoted, can create one).  This picks the newest timeline whose
     history passes through the backup's timeline after the backup's stop point.
     """
-    from drkit.wal_names import parse_lsn
+    from drkit.wal import parse_lsn
 
     index = index or WalIndex.load(repo)
     base_tli = int(manifest.timeline or 1)
@@ -319,7 +316,7 @@ def backup_on_timeline(manifest: Manifest, timeline: int, history: list[Timeline
     """Whether recovery from ``manifest`` can follow ``timeline``: the backup's stop point
     lies on the backup's own timeline within ``timeline``'s history (a timeline that
     branched off before the backup ended does not contain it)."""
-    from drkit.wal_names import parse_lsn, timeline_at
+    from drkit.wal import parse_lsn, timeline_at
 
     if not manifest.wal_stop:
         return False
@@ -364,7 +361,7 @@ class Reach:
 def segment_on_path(segno: int, timeline: int, history: list[TimelineSwitch], size: int) -> Segment:
     """Segment ``segno`` as replay along ``timeline`` reads it: from the timeline that
     holds its last byte (the segment of a switch point comes from the newer timeline)."""
-    from drkit.wal_names import timeline_at
+    from drkit.wal import timeline_at
 
     return Segment(segno, timeline_at((segno + 1) * size - 1, timeline, history))
 
@@ -438,7 +435,7 @@ def stored_segment_identity(repo: Repository, name: str, segment_size: int) -> i
     and decompressed), or None when it has no WAL page header of ``segment_size``.
     Raises when it cannot be read or decoded (CheckFailed, StorageError)."""
     from drkit.errors import ObjectNotFound
-    from drkit.wal_names import LONG_HEADER_SIZE, segment_system_identifier
+    from drkit.wal import LONG_HEADER_SIZE, segment_system_identifier
 
     key = find_wal_key(repo, name)
     if key is None:

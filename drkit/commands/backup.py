@@ -19,7 +19,7 @@ from drkit.commands.render import live_progress, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.progress import Meter, human_size
 from drkit.storage.repository import Repository
-from drkit.wal_names import format_lsn
+from drkit.wal import format_lsn
 
 
 @app.command("backup")

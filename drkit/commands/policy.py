@@ -13,7 +13,7 @@ from drkit.commands.app import app
 from drkit.commands.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
 from drkit.errors import CheckFailed, DrkitError, PolicyError, UsageError
 from drkit.pg.cluster import cluster_os_user
-from drkit.walcmd import archive_command, prepare_file_repository, reachable_by, restore_command
+from drkit.wal import archive_command, prepare_file_repository, reachable_by, restore_command
 
 # -- policy ------------------------------------------------------------------------
 
@@ -158,8 +158,7 @@ def archive_command_lines(
     user = os_user or cluster_os_user()
     if user is not None and user == _current_user():
         user = None
-    if policy.repository.url.startswith("file://"):
-        prepare_file_repository(policy.repository.url, env, user)
+    prepare_file_repository(policy.repository.url, env, user)  # a file:// one: for the user
     directory = resolve_policy_dir(st.policy_dir)
     policy_file = directory / f"{env}.yaml"
     if user is not None and not reachable_by(policy_file, user):

@@ -27,11 +27,15 @@ from drkit.commands.common import (
 )
 from drkit.commands.render import live_progress, ts_text
 from drkit.errors import UsageError
-from drkit.redact import mask_url
 from drkit.storage.repository import Repository
-from drkit.timelines import promote_timeline, server_timeline
-from drkit.wal import load_wal_policy, run_fetch
-from drkit.walasync import archive_wal
+from drkit.wal import (
+    archive_wal,
+    fetch_error_line,
+    load_wal_policy,
+    promote_timeline,
+    run_fetch,
+    server_timeline,
+)
 
 
 @app.command("restore")
@@ -315,7 +319,7 @@ def wal_fetch(
         lambda: load_wal_policy(env, st.policy_dir), name, path, st.policy_dir
     )
     if message:
-        err.print(f"drkit: wal-fetch {name}: {mask_url(message)}", markup=False, highlight=False)
+        err.print(fetch_error_line(name, message), markup=False, highlight=False)
     if st.json:
         emit_json({"name": name, "fetched": code == 0})
     if code:

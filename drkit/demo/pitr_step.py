@@ -20,8 +20,8 @@ from drkit.pg.cluster import run_as
 from drkit.pg.connect import connect
 from drkit.restore.pitr import restore_point_in_time
 from drkit.storage.repository import Repository
-from drkit.wal_keys import find_wal_key
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.wal.commands import archive_command, prepare_file_repository
+from drkit.wal.keys import find_wal_key
 
 
 def _query(dsn: str, sql: str) -> Any:

@@ -1084,7 +1084,7 @@ def _drill_physical(
     """Base backup + WAL replay (to ``report.target_point``, or to the end of the
     archive) with PITR's own machinery, into the drill's work directory."""
     from drkit.restore.pitr import PitrResult, RecoveryStoppedShort, restore_point_in_time
-    from drkit.wal_names import parse_lsn
+    from drkit.wal import parse_lsn
 
     base = work / "pg"
     base.mkdir(mode=0o755)

@@ -23,8 +23,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from drkit.errors import CheckFailed
-from drkit.storage.repository import Repository, StoredObject
-from drkit.streams import CHUNK, COMPRESSION_SUFFIX
+from drkit.storage import Encoding, Repository, StoredObject
+from drkit.streams import CHUNK
 
 TOC = "toc.dat"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]*")
@@ -32,12 +32,8 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]*")
 
 def member_name(obj: StoredObject) -> str:
     """The file name in the dump directory an object of a directory dump holds."""
-    parent, _, name = obj.key.rpartition("/")
-    if obj.encryption_recipients:
-        name = name.removesuffix(".age")
-    suffix = COMPRESSION_SUFFIX.get(obj.compression, "")
-    if suffix:
-        name = name.removesuffix(suffix)
+    parent, _, stored = obj.key.rpartition("/")
+    name = Encoding(obj.compression, bool(obj.encryption_recipients)).strip(stored)
     if not parent.endswith(".dir") or not _SAFE_NAME.fullmatch(name) or name in (".", ".."):
         raise CheckFailed(f"{obj.key}: not a file of a directory-format dump")
     return name

@@ -2,7 +2,7 @@
 
 1. Plan before writing anything (:func:`plan_recovery`): the timeline to follow
    (``--timeline current``: production's, as recorded in ``<env>/timeline.json``; see
-   :mod:`drkit.timelines`), the newest physical backup on that timeline consistent at or
+   :mod:`drkit.wal.timelines`), the newest physical backup on that timeline consistent at or
    before TS (``latest``: the newest one), and the WAL chain from it along the timeline.
    A target beyond the unbroken chain, before the oldest backup, or (``latest``) a gap
    below newer segments without ``--allow-gap`` is exit 3 with the reachable window.
@@ -83,25 +83,24 @@ from drkit.restore.datadir import (
 )
 from drkit.storage.repository import Repository
 from drkit.streams import ReadAhead
-from drkit.timelines import clear_restore_marker, write_restore_marker
 from drkit.wal import (
+    DEFAULT_SEGMENT_SIZE,
     SPOOL_DIR,
     FetchOutcome,
+    TimelineSwitch,
+    clear_restore_marker,
     download,
     fetch_attempts,
     find_wal_key,
-    read_fetch_journal,
-    start_fetch_journal,
-)
-from drkit.wal_names import (
-    DEFAULT_SEGMENT_SIZE,
-    TimelineSwitch,
     format_lsn,
     history_name,
     is_segment,
     parse_lsn,
     parse_segment,
+    read_fetch_journal,
+    start_fetch_journal,
     timeline_at,
+    write_restore_marker,
 )
 
 log = logging.getLogger(__name__)
@@ -246,7 +245,7 @@ def choose_timeline(
     taken from the policy's own database).  ``latest``: the highest timeline in the
     archive, as PostgreSQL's ``recovery_target_timeline = 'latest'``.  A number: that one.
     """
-    from drkit.timelines import recorded_timeline
+    from drkit.wal import recorded_timeline
 
     recorded = recorded_timeline(repo)
     archived = archived_timelines(index)
@@ -604,7 +603,7 @@ def restore_point_in_time(
     marked as a restore test, whose pushes never record a timeline as production's.
     ``timeline``: ``current`` (production's), ``latest`` or a number; ``allow_gap``
     recovers ``latest`` up to a gap in the archive instead of refusing."""
-    from drkit.walcmd import restore_command
+    from drkit.wal import restore_command
 
     if target_action not in ACTIONS:
         raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")

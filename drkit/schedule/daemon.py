@@ -406,7 +406,7 @@ class SchedulerDaemon:
                     del self.catalogs[env]
 
     def _schedule_jobs(self) -> None:
-        from drkit.schedule.cron import cron_trigger
+        from drkit.cron import cron_trigger
 
         scheduler = self._scheduler
         wanted = set()
@@ -728,7 +728,7 @@ def run_daemon(
 
 def checked_policies(envs: list[str] | None, policy_dir: Path | str | None) -> list[Policy]:
     """The policies, each schedule entry checked the way the daemon will read it."""
-    from drkit.schedule.cron import cron_trigger
+    from drkit.cron import cron_trigger
 
     policies = load_policies(envs or None, policy_dir)
     for policy in policies:

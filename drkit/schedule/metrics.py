@@ -84,7 +84,7 @@ def next_runs(
     expr: str, timezone: str, count: int = 3, now: datetime | None = None
 ) -> list[datetime]:
     """The next ``count`` fire times of a five-field cron expression, in ``timezone``."""
-    from drkit.schedule.cron import cron_trigger
+    from drkit.cron import cron_trigger
 
     trigger = cron_trigger(expr, timezone)
     current = now or datetime.now(UTC)
@@ -109,7 +109,7 @@ def cron_period(expr: str, timezone: str, now: datetime | None = None) -> timede
     the autumn DST change, ``* * * * *`` a minute.  A job is overdue when its last
     success is older than this plus the misfire grace.
     """
-    from drkit.schedule.cron import cron_trigger
+    from drkit.cron import cron_trigger
 
     trigger = cron_trigger(expr, timezone)
     start = (now or datetime.now(UTC)).astimezone(UTC)

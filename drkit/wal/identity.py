@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drkit.errors import ObjectExists, ObjectNotFound, OperationError, StorageError
-from drkit.wal_names import LONG_HEADER_SIZE, is_segment, segment_system_identifier
-from drkit.walack import SPOOL_ROOT, ControlFileError, repository_key, system_identifier
+from drkit.wal.ack import SPOOL_ROOT, repository_key_of
+from drkit.wal.cluster import ControlFileError, data_directory, system_identifier
+from drkit.wal.names import LONG_HEADER_SIZE, is_segment, segment_system_identifier
 
 if TYPE_CHECKING:
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +58,6 @@ _confirmed: dict[tuple[str, int], float] = {}  # (repository, system identifier)
 
 class ForeignWal(OperationError):
     """A WAL file from a cluster the repository's archive does not belong to (exit 1)."""
-
-
-def data_directory(wal_path: Path) -> Path | None:
-    """The data directory of ``wal_path`` (``<pgdata>/pg_wal/<file>``), else the current
-    directory (archive_command runs in the data directory) when it is one; None when
-    neither holds ``global/pg_control``."""
-    candidates = [wal_path.parent.parent] if wal_path.parent.name == "pg_wal" else []
-    candidates.append(Path.cwd())
-    for directory in candidates:
-        if (directory / "global" / "pg_control").exists():
-            return directory
-    return None
 
 
 def cluster_identity(wal_path: Path) -> tuple[Path | None, int] | None:
@@ -146,8 +135,7 @@ def record_identity(repo: Repository, sysid: int, source: str) -> str:
 
 
 def _cache_file(data_dir: Path, repo: Repository) -> Path:
-    config = repo.config
-    key = repository_key(config.url, config.endpoint_url or "", repo.env)
+    key = repository_key_of(repo.config, repo.env)
     return data_dir / "pg_wal" / SPOOL_ROOT / f"identity-{key}.json"
 
 
@@ -191,8 +179,7 @@ def check_identity(repo: Repository, wal_path: Path) -> None:
             )
         return
     data_dir, sysid = found
-    config = repo.config
-    memo = (repository_key(config.url, config.endpoint_url or "", repo.env), sysid)
+    memo = (repository_key_of(repo.config, repo.env), sysid)
     cache = _cache_file(data_dir, repo) if data_dir is not None else None
     with _lock:  # the files of one push share one check
         if _fresh(_confirmed.get(memo)):

@@ -3,7 +3,7 @@
 PostgreSQL runs archive_command once per segment and waits for it.  In async mode a
 long-lived worker, one per cluster and repository, scans ``pg_wal/archive_status`` for
 ``.ready`` files and stores them in parallel (history files first, then oldest first)
-with :func:`drkit.wal.push_file` — the same no-replace, whole-segment-checked, read-back
+with :func:`drkit.wal.push.push_file` — the same no-replace, whole-segment-checked, read-back
 store as a synchronous push.  After each segment is stored whole it
 
 1. writes an *acknowledgement* ``<spool>/<name>.ack`` (atomically: temp file + rename)
@@ -18,7 +18,7 @@ acknowledgement it can check against the file itself: the same cluster (the spoo
 ``pg_wal/.drkit-archive/<system identifier>-<repository id>``, and the ack repeats both),
 the same name, and the size and sha256 of the file in pg_wal now.  A stale ack (a name
 re-used after a re-initdb, a forged or damaged file) is removed and not trusted.
-The check itself lives in :mod:`drkit.walack`, which the lean entry runs before loading
+The check itself lives in :mod:`drkit.wal.ack`, which the lean entry runs before loading
 the policy.  Otherwise wal-push makes sure the worker runs (forked from itself; a
 ``flock`` on ``worker.lock`` admits one, and the kernel drops it when the worker dies,
 even by SIGKILL), waits up to
@@ -36,7 +36,6 @@ import fcntl
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,41 +44,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drkit.errors import DrkitError, OperationError
-from drkit.wal import (
-    PushOutcome,
-    PushReport,
-    cluster_segment_size,
-    load_wal_policy,
-    mark_done,
-    module_argv,
-    push_file,
-    push_wal,
-    ready_files,
-)
-from drkit.wal_names import is_archivable
-from drkit.walack import (
+from drkit.wal.ack import (
     ACK,
     ERROR,
     LOCK,
     POLL,
     WANT,
-    ControlFileError,
     Spool,
     check_ack,
     linger,
     policy_fingerprint,
-    repository_key,
-    system_identifier,
+    repository_key_of,
     wait_for_ack,
     worker_running,
     write_ack,
     write_atomic,
     write_hint,
 )
+from drkit.wal.cluster import ControlFileError, cluster_segment_size, system_identifier
+from drkit.wal.commands import load_wal_policy, module_argv
+from drkit.wal.names import is_archivable
+from drkit.wal.push import (
+    PushOutcome,
+    PushReport,
+    mark_done,
+    push_file,
+    push_wal,
+    ready_files,
+)
 
 if TYPE_CHECKING:
     from drkit.config import Policy
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +85,7 @@ _RETRY_FAILED = 5.0  # seconds before the worker tries a failed segment again
 
 def repository_id(policy: Policy) -> str:
     """Identity of the place WAL goes: repository URL, endpoint and environment."""
-    return repository_key(policy.repository.url, policy.repository.endpoint_url or "", policy.name)
+    return repository_key_of(policy.repository, policy.name)
 
 
 def spool_for(policy: Policy, pg_wal: Path) -> Spool | None:
@@ -114,7 +110,7 @@ def ack_outcome(spool: Spool, outcome: PushOutcome) -> None:
 
 
 def trusted_ack(spool: Spool, path: Path, repo_root: Path | None = None) -> bool:
-    """:func:`drkit.walack.check_ack`, logging an ack it refuses."""
+    """:func:`drkit.wal.ack.check_ack`, logging an ack it refuses."""
     if not spool.file(path.name, ACK).exists():
         return False
     if check_ack(spool, path, repo_root):
@@ -147,21 +143,13 @@ def spawn_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> None:
     if pid > 0:
         return
     subprocess.Popen(
-        [*module_argv("drkit.walasync"), "worker", policy.name, policy_dir, str(pg_wal)],
+        [*module_argv("drkit.wal"), "worker", policy.name, policy_dir, str(pg_wal)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         close_fds=True,
     )
-
-
-def _file_repo_root(policy: Policy) -> Path | None:
-    if not policy.repository.url.startswith("file://"):
-        return None
-    from drkit.storage.file import FileBackend
-
-    return FileBackend.from_url(policy.repository.url).root
 
 
 def push_async(
@@ -181,7 +169,7 @@ def push_async(
     if spool is None or not is_archivable(path.name):
         return push_wal(policy, path, repo=repo)
     spool.path.mkdir(parents=True, exist_ok=True)
-    repo_root = _file_repo_root(policy)
+    repo_root = policy.repository.local_root
     name = path.name
 
     def acked() -> PushReport:  # the ack stays until PostgreSQL marks the file done
@@ -232,11 +220,7 @@ def archive_wal(policy: Policy, path: Path | str, policy_dir: Path | str | None)
 
 
 def default_workers(policy: Policy) -> int:
-    if policy.wal_archiver.workers:
-        return policy.wal_archiver.workers
-    if policy.repository.url.startswith("s3://"):
-        return 8
-    return max(2, os.cpu_count() or 1)
+    return policy.wal_archiver.workers or policy.repository.parallel_uploads
 
 
 class Worker:
@@ -259,7 +243,7 @@ class Worker:
 
     def one(self, path: Path) -> str:
         """Store ``path``, acknowledge it, mark it done; the name, or raises."""
-        from drkit.timelines import note_pushed
+        from drkit.wal.timelines import note_pushed
 
         outcome = push_file(
             self.repo,
@@ -375,7 +359,7 @@ def run_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> int:
         return 0  # another worker drains this spool
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     repo = Repository.for_wal(policy)
     repo.check_encryption_available()
@@ -384,27 +368,9 @@ def run_worker(policy: Policy, policy_dir: str, pg_wal: Path) -> int:
     started_with = policy_fingerprint(policy.name, policy_dir, pg_wal, create=True)
     if started_with is None or load_wal_policy(policy.name, policy_dir) != policy:
         return 0
-    write_hint(started_with, spool, _file_repo_root(policy), policy.wal_archiver.wait)
+    write_hint(started_with, spool, policy.repository.local_root, policy.wal_archiver.wait)
     Worker(policy, spool, repo).run(
         policy.wal_archiver.idle_exit,
         lambda: policy_fingerprint(policy.name, policy_dir, pg_wal) == started_with,
     )
     return 0
-
-
-def worker_main(argv: list[str]) -> int:
-    """``python -m drkit.walasync worker ENV POLICY_DIR PG_WAL``."""
-    env, policy_dir, pg_wal = argv
-    return run_worker(load_wal_policy(env, policy_dir), policy_dir, Path(pg_wal))
-
-
-if __name__ == "__main__":  # pragma: no cover - the detached worker
-    if len(sys.argv) == 5 and sys.argv[1] == "worker":
-        import signal
-
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        try:
-            raise SystemExit(worker_main(sys.argv[2:]))
-        except (DrkitError, KeyboardInterrupt):
-            raise SystemExit(1) from None
-    raise SystemExit(2)

@@ -22,11 +22,16 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from drkit.wal.cluster import ControlFileError, system_identifier
+from drkit.wal.names import is_archivable
+
+if TYPE_CHECKING:
+    from drkit.storage import RepositoryConfig
 
 SPOOL_ROOT = ".drkit-archive"
 ACK = ".ack"
@@ -39,14 +44,16 @@ LINGER = 10.0  # seconds an acknowledged wal-push may stay while the worker drai
 _SALT = "salt"
 _VAR_RE = re.compile(rb"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_NAME_RE = re.compile(
-    r"^[0-9A-F]{24}(\.partial)?$|^[0-9A-F]{8}\.history$|^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$"
-)
 
 
 def repository_key(url: str, endpoint: str, env: str) -> str:
     """Identity of the place WAL goes: repository URL, endpoint and environment."""
     return hashlib.sha256(f"{url}\n{endpoint}\n{env}".encode()).hexdigest()[:16]
+
+
+def repository_key_of(config: RepositoryConfig, env: str) -> str:
+    """:func:`repository_key` of environment ``env`` in the repository ``config``."""
+    return repository_key(config.url, config.endpoint_url or "", env)
 
 
 @dataclass(frozen=True)
@@ -63,27 +70,6 @@ class Spool:
 
     def file(self, name: str, suffix: str) -> Path:
         return self.path / f"{name}{suffix}"
-
-
-class ControlFileError(Exception):
-    """pg_control exists but cannot be read."""
-
-
-def system_identifier(data_dir: Path) -> int | None:
-    """The cluster's system identifier (the first 8 bytes of pg_control), or None when
-    ``data_dir`` is not a data directory."""
-    try:
-        with open(data_dir / "global" / "pg_control", "rb") as f:
-            head = f.read(8)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise ControlFileError(
-            f"cannot read {data_dir}/global/pg_control for the cluster's identity: {exc.strerror}"
-        ) from None
-    if len(head) != 8:
-        raise ControlFileError(f"{data_dir}/global/pg_control is truncated")
-    return int.from_bytes(head, sys.byteorder)
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
@@ -272,7 +258,7 @@ def fast_push(env: str, path_arg: str, policy_dir: str | None) -> bool:
     if not path.is_absolute():
         path = Path.cwd() / path
     pg_wal = path.parent
-    if pg_wal.name != "pg_wal" or not _NAME_RE.match(path.name):
+    if pg_wal.name != "pg_wal" or not is_archivable(path.name):
         return False
     try:
         fingerprint = policy_fingerprint(env, policy_dir, pg_wal)

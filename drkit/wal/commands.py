@@ -22,7 +22,12 @@ Everything placed on these command lines is escaped for PostgreSQL, which expand
 ``%p``/``%f``/``%r``/``%%`` in them: a ``%`` in a path is written ``%%``.
 
 Policies used by these commands need only their ``repository`` section: the database
-URL (and its password) does not have to be in PostgreSQL's environment.
+URL (and its password) does not have to be in PostgreSQL's environment
+(:func:`load_wal_policy`).  The helpers a WAL command starts (the prefetch helper, the
+async archiver's worker) are started the way it was started itself (:func:`module_argv`).
+
+The lean entries import this module: what only preparing a runtime needs (copying
+site-packages) is imported there.
 """
 
 from __future__ import annotations
@@ -30,24 +35,29 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
 import re
 import shlex
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from drkit.errors import OperationError, UsageError
 
+if TYPE_CHECKING:
+    import importlib.metadata
+
+    from drkit.config import Policy
+
 log = logging.getLogger(__name__)
+
+#: the drkit package (this module is drkit/wal/commands.py): what a runtime mirrors
+_PACKAGE = Path(__file__).resolve().parents[1]
 
 COMMAND_ENV = "DRKIT_CLUSTER_COMMAND"
 RUNTIME_ROOT_ENV = "DRKIT_RUNTIME_DIR"
@@ -185,6 +195,34 @@ def reachable_by(path: Path, user: str) -> bool:
     return True
 
 
+def module_argv(module: str) -> list[str]:
+    """The argv that starts drkit's ``module`` as this process was started: through the
+    runtime's checked launcher when PostgreSQL started it so (:func:`runtime_bootstrap`),
+    else ``python -m``."""
+    launcher = getattr(sys, "drkit_launcher", None)
+    if isinstance(launcher, list) and launcher:
+        return [*launcher, module]
+    return [sys.executable, "-m", module]
+
+
+def load_wal_policy(env: str, policy_dir: Path | str | None = None) -> Policy:
+    """The policy, validated, without needing its database URL.
+
+    archive_command and restore_command run in PostgreSQL's environment, which has no
+    reason to hold the database password; only the repository section is used.
+    """
+    from drkit.config import load_policy, parse_policy, policy_path, read_yaml
+    from drkit.errors import PolicyError
+
+    path = policy_path(env, policy_dir)
+    if not path.exists():
+        return load_policy(env, policy_dir)  # raises the usual "no policy" error
+    raw = read_yaml(path, PolicyError)
+    if isinstance(raw, dict) and "database" in raw:
+        raw = {**raw, "database": {"url": "postgresql:///unused-by-wal-commands"}}
+    return parse_policy(env, raw, str(path))
+
+
 def drkit_argv(user: str | None) -> list[str]:
     """The argv with which ``user`` runs the ``drkit`` command."""
     override = os.environ.get(COMMAND_ENV)
@@ -219,7 +257,7 @@ def archive_command(env: str, policy_dir: Path, user: str | None) -> str:
 
 
 def restore_command(env: str, policy_dir: Path, user: str | None) -> str:
-    """``drkit wal-fetch`` through its lean entry point (the module ``drkit.wal fetch``).
+    """``drkit wal-fetch`` through its lean entry point (``python -m drkit.wal fetch``).
 
     Equivalent to ``drkit wal-fetch ENV %f %p --policy-dir DIR``; it skips the
     command-line framework so that segments already prefetched are served in
@@ -251,6 +289,8 @@ SITE_GRACE_SECONDS = 15 * 60
 
 
 def _closure(roots: tuple[str, ...]) -> list[importlib.metadata.Distribution]:
+    import importlib.metadata
+
     seen: dict[str, importlib.metadata.Distribution] = {}
     todo = list(roots)
     while todo:
@@ -297,13 +337,15 @@ def _shared_runtime() -> _Runtime:
     copy is built aside and the link swapped to it in one rename; copies superseded for
     longer than :data:`SITE_GRACE_SECONDS` are removed, so installs no longer leave a
     copy each behind."""
+    import shutil
     import sysconfig
+    import tempfile
 
     python = _system_python()
     site_packages = Path(sysconfig.get_paths()["purelib"])
     # the drkit source mirrored into it is this package's: two checkouts of drkit beside
     # one Python (worktrees, a test run next to an install) must not share a runtime
-    package = Path(__file__).resolve().parent
+    package = _PACKAGE
     identity = hashlib.sha256(f"{sys.version}\n{site_packages}\n{package}\n".encode())
     root = _runtime_root()
     target = root / f"drkit-runtime-{identity.hexdigest()[:16]}"
@@ -385,6 +427,9 @@ def _make_readable(top: Path) -> None:
 
 def _copy_site(target: Path, name: str) -> None:
     """Copy the packages drkit imports into ``target/name``, built aside and renamed."""
+    import shutil
+    import tempfile
+
     log.info("preparing a drkit runtime the cluster's OS user can run in %s", target)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target))
     try:
@@ -411,6 +456,8 @@ def _drop_superseded_sites(target: Path, current: str) -> None:
     """Remove the copies of site-packages the link left more than the grace period ago
     (a process started just before the swap may still be importing from its copy), and
     what a preparation cut short left behind, once as old."""
+    import shutil
+
     now = time.time()
     try:
         swapped = os.lstat(target / "site").st_mtime
@@ -492,7 +539,9 @@ def check_runtime_dir(target: Path) -> None:
 
 def _sync_source(source: Path) -> list[Path]:
     """Mirror this drkit package into ``source/drkit`` (cheap: only changed files)."""
-    package = Path(__file__).resolve().parent
+    import shutil
+
+    package = _PACKAGE
     dest_pkg = source / "drkit"
     changed: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(package):
@@ -532,14 +581,17 @@ def prepare_file_repository(url: str, env: str, user: str | None) -> None:
     may be shared with other data.  One the user cannot write is refused (exit 4),
     saying what to do.  S3 repositories need nothing of the kind.
     """
-    if user is None or not url.startswith("file://"):
+    if user is None:
+        return
+    from drkit.storage import local_root
+
+    root = local_root(url)
+    if root is None:
         return
     import pwd
 
     from drkit.errors import SafetyRefused
-    from drkit.storage.file import FileBackend
 
-    root = FileBackend.from_url(url).root
     entry = pwd.getpwnam(user)
     mine = [root / env, root / env / "wal"]
     for path in [*reversed(root.parents), root, *mine]:

@@ -14,6 +14,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from drkit.errors import UsageError
+
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 
 SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
@@ -41,6 +43,15 @@ def is_archivable(name: str) -> bool:
     )
 
 
+def check_archivable(name: str) -> None:
+    """Refuse (UsageError) a name that is no file PostgreSQL archives."""
+    if not is_archivable(name):
+        raise UsageError(
+            f"{name!r} is not a WAL file name (24 hex digits, NNNNNNNN.history, "
+            "*.backup or *.partial)"
+        )
+
+
 MIN_SEGMENT_SIZE = 1024 * 1024
 MAX_SEGMENT_SIZE = 1024 * 1024 * 1024
 # pg_control's ControlFileData holds floatFormat = 1234567.0 (a double, native byte order)
@@ -52,6 +63,24 @@ _FLOAT_FORMAT = struct.pack("=d", 1234567.0)
 def is_valid_segment_size(size: int) -> bool:
     """A size ``initdb --wal-segsize`` allows: a power of two from 1 MiB to 1 GiB."""
     return MIN_SEGMENT_SIZE <= size <= MAX_SEGMENT_SIZE and size & (size - 1) == 0
+
+
+def whole_segment_problem(name: str, size: int, segment_size: int | None) -> str | None:
+    """Why a WAL file of ``size`` bytes cannot be segment ``name``, or None when it can: a
+    segment must be exactly the cluster's segment size (any size PostgreSQL allows, when
+    the cluster's is unknown).  History, ``.partial`` and ``.backup`` files are not sized."""
+    if not is_segment(name):
+        return None
+    if segment_size is not None and size == segment_size:
+        return None
+    if segment_size is None and is_valid_segment_size(size):
+        return None
+    expected = (
+        f"{segment_size} bytes in this cluster"
+        if segment_size is not None
+        else "a power of two from 1 MiB to 1 GiB"
+    )
+    return f"{size} bytes is not a whole WAL segment ({expected})"
 
 
 def segment_size_from_control(data: bytes) -> int:

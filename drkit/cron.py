@@ -1,4 +1,8 @@
-"""Five-field cron expressions as APScheduler 3 triggers, with cron's day-of-week numbers.
+"""Five-field cron expressions: checked for a policy, and made APScheduler 3 triggers.
+
+The policy loader checks every schedule entry with :func:`check_cron` and the scheduler
+runs them through :func:`cron_trigger`, the same reading: an expression that loads is one
+the daemon can schedule.  Nothing here imports APScheduler until a trigger is made.
 
 APScheduler 3's ``CronTrigger.from_crontab`` passes the day-of-week field through
 unchanged, and its numbering starts at Monday = 0: ``0 3 * * 0`` would run on
@@ -48,6 +52,19 @@ def cron_day_of_week(field: str) -> str:
             end = 6 if step_text else start
         days.update(d % 7 for d in range(start, end + 1, step))
     return ",".join(_NAMES[d] for d in sorted(days))
+
+
+def check_cron(expr: str, timezone: str) -> str:
+    """Validate a five-field cron expression the way the scheduler will read it."""
+    if len(expr.split()) != 5:
+        raise ValueError(
+            f"{expr!r} is not a five-field cron expression (minute hour day month weekday)"
+        )
+    try:
+        cron_trigger(expr, timezone)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cron expression {expr!r} does not parse: {exc}") from exc
+    return expr
 
 
 def cron_trigger(expr: str, timezone: Any) -> Any:

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drkit.errors import CheckFailed, ObjectNotFound, StorageError
-from drkit.wal_keys import find_wal_key
-from drkit.wal_names import HISTORY_RE, SEGMENT_RE, history_name
+from drkit.wal.keys import find_wal_key
+from drkit.wal.names import HISTORY_RE, SEGMENT_RE, history_name
 
 if TYPE_CHECKING:
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 
