@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+from drkit.restore import DatabaseExposure, parse_drill_report
 from drkit.schedule import daemon as daemon_mod
 from drkit.schedule.cron import cron_day_of_week
 from drkit.schedule.daemon import MISFIRE_GRACE, SchedulerDaemon, scrub
@@ -25,9 +26,7 @@ from drkit.schedule.metrics import (
     CatalogSnapshot,
     cron_period,
     next_runs,
-    parse_drill_report,
 )
-from drkit.status import DatabaseExposure
 from drkit.storage.repository import Repository
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday

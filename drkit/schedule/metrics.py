@@ -22,14 +22,14 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from drkit.config import Policy
-    from drkit.status import DatabaseExposure, WalReach
+    from drkit.restore import DatabaseExposure, DrillSummary, WalReach
     from drkit.storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -143,15 +143,6 @@ class BackupSummary:
 
 
 @dataclass
-class DrillSummary:
-    id: str
-    finished_at: datetime
-    passed: bool | None
-    rto: dict[str, float] = field(default_factory=dict)
-    rpo: float | None = None
-
-
-@dataclass
 class CatalogSnapshot:
     env: str
     refreshed_at: datetime
@@ -160,84 +151,33 @@ class CatalogSnapshot:
     counts: dict[str, int] = field(default_factory=dict)
     wal_last: datetime | None = None
     drill: DrillSummary | None = None
-    #: each policy database's newest recoverable point (drkit.status.recoverable)
+    #: each policy database's newest recoverable point
     databases: dict[str, DatabaseExposure] = field(default_factory=dict)
     wal: WalReach | None = None  # None: WAL archiving is off
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _timestamp(value: Any) -> datetime | None:
-    from drkit.backup.catalog import parse_ts
-
-    try:
-        return parse_ts(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def parse_drill_report(doc: dict[str, Any], drill_id: str, modified: datetime) -> DrillSummary:
-    """Read the fields of a drill report the metrics need, tolerating absent ones.
-
-    Expected (DESIGN.md §6): ``verdict`` PASS/FAIL, ``finished_at``, ``rto`` as
-    ``{"total": s, "<phase>": s, ...}`` (or ``rto_seconds``), ``rpo`` / ``rpo_seconds``
-    in seconds (or ``{"achieved": s}``).
-    """
-    verdict = str(doc.get("verdict", "")).upper()
-    passed = True if verdict == "PASS" else False if verdict else None
-    finished = _timestamp(doc.get("finished_at")) or _timestamp(doc.get("started_at")) or modified
-    rto: dict[str, float] = {}
-    raw_rto = doc.get("rto", doc.get("rto_seconds"))
-    if isinstance(raw_rto, dict):
-        nested = raw_rto.get("phases")
-        phases: dict[str, Any] = nested if isinstance(nested, dict) else raw_rto
-        for phase, value in phases.items():
-            number = _number(value)
-            if number is not None:
-                rto[str(phase).removesuffix("_seconds")] = number
-        total = _number(raw_rto.get("total", raw_rto.get("total_seconds")))
-        if total is not None:
-            rto["total"] = total
-    elif (number := _number(raw_rto)) is not None:
-        rto["total"] = number
-    raw_rpo = doc.get("rpo", doc.get("rpo_seconds"))
-    if isinstance(raw_rpo, dict):
-        raw_rpo = raw_rpo.get("achieved", raw_rpo.get("achieved_seconds", raw_rpo.get("seconds")))
-    return DrillSummary(drill_id, finished, passed, rto, _number(raw_rpo))
-
-
 def read_catalog(repo: Repository, policy: Policy, now: datetime | None = None) -> CatalogSnapshot:
     """Everything the metrics need from one environment's repository."""
-    from drkit.status import recoverable
+    from drkit.restore import CatalogView
 
     snapshot = CatalogSnapshot(repo.env, now or datetime.now(UTC))
-    state = recoverable(policy, repo)
-    snapshot.databases = state.databases
-    snapshot.wal = state.wal
-    for manifest in state.manifests:  # oldest first: the last one wins
-        snapshot.counts[manifest.kind] = snapshot.counts.get(manifest.kind, 0) + 1
-        snapshot.newest[manifest.kind] = BackupSummary(
+    view = CatalogView(policy, repo)
+    snapshot.databases = view.databases
+    snapshot.wal = view.wal
+    snapshot.counts = view.counts
+    snapshot.newest = {
+        kind: BackupSummary(
             manifest.id,
             manifest.finished_by_server,  # a host clock ahead must not hide a stale backup
             manifest.duration,
             manifest.size,
-            manifest.consistent_at or manifest.finished_at,
+            manifest.restorable_at,
         )
-    if state.wal_last is not None:
-        snapshot.wal_last = state.wal_last.modified
-    reports = [info for info in repo.list("drills/") if info.key.endswith("/report.json")]
-    if reports:
-        newest = max(reports, key=lambda info: (info.key, info.modified))
-        drill_id = newest.key.rsplit("/", 2)[-2]
-        try:
-            doc = repo.get_json(f"drills/{drill_id}/report.json")
-            snapshot.drill = parse_drill_report(doc, drill_id, newest.modified)
-        except Exception as exc:  # a malformed report must not hide the backup metrics
-            log.warning("drill report %s of %s unreadable: %s", drill_id, repo.env, exc)
+        for kind, manifest in view.newest.items()
+    }
+    if view.wal_last is not None:
+        snapshot.wal_last = view.wal_last.modified
+    snapshot.drill = view.drill_summary
     return snapshot
 
 
@@ -296,7 +236,7 @@ def _ts(value: datetime) -> float:
 
 
 def build_metrics(view: MetricsView) -> list[Metric]:
-    from drkit.status import rpo_exposure
+    from drkit.restore import rpo_exposure
 
     g = GaugeMetricFamily
     last_success = g(
