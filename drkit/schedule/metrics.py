@@ -1,24 +1,24 @@
-"""What the scheduler knows, as Prometheus metrics (DESIGN.md §7).
+"""What the scheduler knows, as Prometheus metrics.
 
 Two sources, so the values are right after a restart too:
 
-* the repository catalog of each environment (:func:`read_catalog`): newest backup of
-  each kind, newest archived WAL, how far the WAL archive reaches (gaps, another
-  cluster's segments), newest drill report — re-read at start, after every job and
-  every minute;
+* the repository catalog of each environment (:func:`read_catalog`, from the catalog
+  view :class:`drkit.restore.window.CatalogView`): newest backup of each kind, newest
+  archived WAL, how far the WAL archive reaches (gaps, another cluster's segments),
+  newest drill report — re-read at start, after every job and every minute;
 * the daemon's own job runs (:class:`JobState`): counters, last status, last success.
 
-:class:`DrkitCollector` turns a snapshot of both into metric families at scrape time,
-so ``drkit_rpo_exposure_seconds`` grows between scrapes as it should; it is computed by
-the same functions as ``drkit status``'s (drkit/status.py: :func:`~drkit.status.recoverable`,
-:func:`~drkit.status.rpo_exposure`).  Every name the
-daemon can export is in :data:`METRIC_NAMES`; ``tests/test_monitoring.py`` checks the
-alert rules use only those.
+Each metric is one row of :data:`METRICS` (name, help, labels, and the samples a
+:class:`MetricsView` gives it): adding a metric is adding a row.  :class:`DrkitCollector`
+turns a snapshot of both sources into metric families at scrape time, so
+``drkit_rpo_exposure_seconds`` grows between scrapes as it should; it is the same
+computation as ``drkit status``'s (:func:`drkit.restore.window.rpo_exposure`).  Every
+name the daemon can export is in :data:`METRIC_NAMES`; ``tests/test_monitoring.py``
+checks the alert rules use only those.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,48 +32,12 @@ if TYPE_CHECKING:
     from drkit.restore import DatabaseExposure, DrillSummary, WalReach
     from drkit.storage.repository import Repository
 
-log = logging.getLogger(__name__)
-
-JOB_NAMES = ("logical_backup", "physical_backup", "physical_incremental_backup", "prune", "drill")
 JOB_KIND = {
     "logical_backup": "logical",
     "physical_backup": "physical",
     "physical_incremental_backup": "physical",
 }
 RUN_STATUSES = ("success", "failure", "skipped", "missed")
-
-METRIC_NAMES = frozenset(
-    {
-        "drkit_backup_last_success_timestamp_seconds",
-        "drkit_backup_last_duration_seconds",
-        "drkit_backup_last_size_bytes",
-        "drkit_backups_stored",
-        "drkit_backup_expected_interval_seconds",
-        "drkit_wal_archiving_enabled",
-        "drkit_wal_last_archived_timestamp_seconds",
-        "drkit_wal_segments_beyond_gap",
-        "drkit_wal_foreign_segments",
-        "drkit_rpo_exposure_seconds",
-        "drkit_objective_rpo_seconds",
-        "drkit_objective_rto_seconds",
-        "drkit_drill_rto_seconds",
-        "drkit_drill_rto_total_seconds",
-        "drkit_drill_rpo_seconds",
-        "drkit_drill_last_verdict",
-        "drkit_drill_last_timestamp_seconds",
-        "drkit_drill_expected_interval_seconds",
-        "drkit_job_runs_total",
-        "drkit_job_last_run_success",
-        "drkit_job_last_run_timestamp_seconds",
-        "drkit_job_last_success_timestamp_seconds",
-        "drkit_job_last_duration_seconds",
-        "drkit_job_running",
-        "drkit_scheduler_lock_held",
-        "drkit_catalog_last_refresh_success",
-        "drkit_catalog_last_refresh_timestamp_seconds",
-    }
-)
-
 
 # ---------------------------------------------------------------------------
 # Cron arithmetic
@@ -231,214 +195,323 @@ class MetricsView:
     now: datetime
 
 
+# ---------------------------------------------------------------------------
+# The metrics: one row each
+# ---------------------------------------------------------------------------
+
+#: one sample: its label values (in the row's label order) and its value
+Sample = tuple[tuple[str, ...], float]
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One exported metric: its name, help text, labels, and the samples a
+    :class:`MetricsView` gives it (none: the metric is absent from the scrape)."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    samples: Callable[[MetricsView], Iterable[Sample]]
+    counter: bool = False  # exported with the ``_total`` suffix
+
+    @property
+    def exported_name(self) -> str:
+        return f"{self.name}_total" if self.counter else self.name
+
+    def family(self, view: MetricsView) -> Metric:
+        kind = CounterMetricFamily if self.counter else GaugeMetricFamily
+        family = kind(self.name, self.help, labels=list(self.labels))
+        for labels, value in self.samples(view):
+            family.add_metric(list(labels), value)
+        return family
+
+
 def _ts(value: datetime) -> float:
     return value.timestamp()
 
 
-def build_metrics(view: MetricsView) -> list[Metric]:
-    from drkit.restore import rpo_exposure
+def _flag(value: object) -> float:
+    return 1.0 if value else 0.0
 
-    g = GaugeMetricFamily
-    last_success = g(
-        "drkit_backup_last_success_timestamp_seconds",
-        "When the newest complete backup of this kind finished (Unix time).",
-        labels=["env", "kind"],
-    )
-    last_duration = g(
-        "drkit_backup_last_duration_seconds",
-        "Duration of the newest complete backup of this kind.",
-        labels=["env", "kind"],
-    )
-    last_size = g(
-        "drkit_backup_last_size_bytes",
-        "Stored size of the newest complete backup of this kind.",
-        labels=["env", "kind"],
-    )
-    # not ``_count``: that suffix belongs to histograms and summaries (promtool check metrics)
-    count = g("drkit_backups_stored", "Complete backups in the repository.", labels=["env", "kind"])
-    expected = g(
-        "drkit_backup_expected_interval_seconds",
-        "Longest gap between two scheduled backups of this kind.",
-        labels=["env", "kind"],
-    )
-    wal_enabled = g(
-        "drkit_wal_archiving_enabled", "1 when the policy archives WAL.", labels=["env"]
-    )
-    wal_last = g(
-        "drkit_wal_last_archived_timestamp_seconds",
-        "When the newest WAL file reached the repository (Unix time).",
-        labels=["env"],
-    )
-    wal_gap = g(
-        "drkit_wal_segments_beyond_gap",
-        "WAL segments archived past the first missing one on the followed timeline "
-        "(0: no gap); restore latest stops at the gap.",
-        labels=["env"],
-    )
-    wal_foreign = g(
-        "drkit_wal_foreign_segments",
-        "WAL segments at the end of the archive that another cluster wrote.",
-        labels=["env"],
-    )
-    exposure = g(
-        "drkit_rpo_exposure_seconds",
-        "Age of the newest point a restore can reach: the data at risk now.",
-        labels=["env"],
-    )
-    obj_rpo = g("drkit_objective_rpo_seconds", "The policy's RPO objective.", labels=["env"])
-    obj_rto = g("drkit_objective_rto_seconds", "The policy's RTO objective.", labels=["env"])
-    drill_rto = g(
-        "drkit_drill_rto_seconds",
-        "Time each phase of the last drill took (phases may overlap; the total is "
-        "drkit_drill_rto_total_seconds).",
-        labels=["env", "phase"],
-    )
-    drill_rto_total = g(
-        "drkit_drill_rto_total_seconds",
-        "RTO measured by the last drill: its start until the restored data was validated.",
-        labels=["env"],
-    )
-    drill_rpo = g("drkit_drill_rpo_seconds", "RPO achieved by the last drill.", labels=["env"])
-    drill_verdict = g(
-        "drkit_drill_last_verdict", "1 when the last drill passed, 0 when not.", labels=["env"]
-    )
-    drill_ts = g(
-        "drkit_drill_last_timestamp_seconds", "When the last drill finished.", labels=["env"]
-    )
-    drill_expected = g(
-        "drkit_drill_expected_interval_seconds",
-        "Longest gap between two scheduled drills.",
-        labels=["env"],
-    )
-    runs = CounterMetricFamily(
-        "drkit_job_runs", "Runs of scheduled jobs by outcome.", labels=["env", "job", "status"]
-    )
-    job_ok = g(
-        "drkit_job_last_run_success", "1 when the job's last run succeeded.", labels=["env", "job"]
-    )
-    job_last = g(
-        "drkit_job_last_run_timestamp_seconds", "When the job last ran.", labels=["env", "job"]
-    )
-    job_success = g(
-        "drkit_job_last_success_timestamp_seconds",
-        "When the job last succeeded.",
-        labels=["env", "job"],
-    )
-    job_duration = g(
-        "drkit_job_last_duration_seconds", "Duration of the job's last run.", labels=["env", "job"]
-    )
-    job_running = g("drkit_job_running", "1 while the job runs.", labels=["env", "job"])
-    lock_held = g(
-        "drkit_scheduler_lock_held",
-        "1 when this scheduler holds the environment's lock (runs its jobs).",
-        labels=["env"],
-    )
-    refresh_ok = g(
-        "drkit_catalog_last_refresh_success",
-        "1 when the last read of the repository catalog worked.",
-        labels=["env"],
-    )
-    refresh_ts = g(
-        "drkit_catalog_last_refresh_timestamp_seconds",
-        "When the repository catalog was last read.",
-        labels=["env"],
-    )
 
-    for policy in view.policies:
-        env = policy.name
-        wal_enabled.add_metric([env], 1.0 if policy.wal_archiving else 0.0)
-        if (rpo := policy.objectives.rpo_seconds) is not None:
-            obj_rpo.add_metric([env], rpo)
-        if (rto := policy.objectives.rto_seconds) is not None:
-            obj_rto.add_metric([env], rto)
-        lock_held.add_metric([env], 1.0 if view.locks.get(env) else 0.0)
-        catalog = view.catalogs.get(env)
-        if catalog is None:
-            continue
-        refresh_ok.add_metric([env], 0.0 if catalog.error else 1.0)
-        refresh_ts.add_metric([env], _ts(catalog.refreshed_at))
-        for kind, backup in sorted(catalog.newest.items()):
-            last_success.add_metric([env, kind], _ts(backup.finished_at))
-            last_duration.add_metric([env, kind], backup.duration)
-            last_size.add_metric([env, kind], float(backup.size))
-        for kind, n in sorted(catalog.counts.items()):
-            count.add_metric([env, kind], float(n))
-        if catalog.wal_last is not None:
-            wal_last.add_metric([env], _ts(catalog.wal_last))
-        if catalog.wal is not None:
-            wal_gap.add_metric([env], float(catalog.wal.beyond_gap))
-            wal_foreign.add_metric([env], float(len(catalog.wal.foreign)))
-        seconds = rpo_exposure(catalog.databases, view.now)
-        if seconds is not None:  # absent: some database has nothing restorable
-            exposure.add_metric([env], seconds)
-        if catalog.drill is not None:
-            drill = catalog.drill
-            drill_ts.add_metric([env], _ts(drill.finished_at))
-            if drill.passed is not None:
-                drill_verdict.add_metric([env], 1.0 if drill.passed else 0.0)
-            for phase, seconds in sorted(drill.rto.items()):
-                if phase == "total":  # its own metric, so a sum over phases counts once
-                    drill_rto_total.add_metric([env], seconds)
-                else:
-                    drill_rto.add_metric([env, phase], seconds)
-            if drill.rpo is not None:
-                drill_rpo.add_metric([env], drill.rpo)
+def per_env(
+    value: Callable[[Policy, MetricsView], float | None],
+) -> Callable[[MetricsView], Iterable[Sample]]:
+    """Samples labelled ``env``, one per policy whose ``value`` is not None."""
 
-    # one sample per kind: the shortest of its jobs' longest gaps (a weekly full and daily
-    # incrementals are both physical; together they never leave a longer gap than that)
+    def samples(view: MetricsView) -> Iterator[Sample]:
+        for policy in view.policies:
+            if (number := value(policy, view)) is not None:
+                yield (policy.name,), number
+
+    return samples
+
+
+def per_catalog(
+    values: Callable[[CatalogSnapshot, datetime], Iterable[Sample]],
+) -> Callable[[MetricsView], Iterable[Sample]]:
+    """Samples labelled ``env`` then the labels ``values`` gives, for each policy whose
+    catalog has been read."""
+
+    def samples(view: MetricsView) -> Iterator[Sample]:
+        for policy in view.policies:
+            catalog = view.catalogs.get(policy.name)
+            if catalog is not None:
+                for labels, number in values(catalog, view.now):
+                    yield (policy.name, *labels), number
+
+    return samples
+
+
+def per_job(value: Callable[[JobState], float | None]) -> Callable[[MetricsView], Iterable[Sample]]:
+    """Samples labelled ``env`` and ``job``, one per scheduled job whose ``value`` is not
+    None."""
+
+    def samples(view: MetricsView) -> Iterator[Sample]:
+        for job in view.jobs:
+            if (number := value(job)) is not None:
+                yield (job.env, job.job), number
+
+    return samples
+
+
+def one(value: float | None) -> list[Sample]:
+    """A catalog's single sample (none when ``value`` is None)."""
+    return [] if value is None else [((), value)]
+
+
+def _drill(catalog: CatalogSnapshot, value: Callable[[DrillSummary], float | None]) -> list[Sample]:
+    return [] if catalog.drill is None else one(value(catalog.drill))
+
+
+def _wal(catalog: CatalogSnapshot, value: Callable[[WalReach], float]) -> list[Sample]:
+    return [] if catalog.wal is None else one(value(catalog.wal))
+
+
+def backup_intervals(view: MetricsView) -> Iterator[Sample]:
+    """One sample per kind: the shortest of its jobs' longest gaps (a weekly full and
+    daily incrementals are both physical; together they never leave a longer gap)."""
     intervals: dict[tuple[str, str], float] = {}
     for job in view.jobs:
         if job.job in JOB_KIND:
             key = (job.env, JOB_KIND[job.job])
             seconds = job.period.total_seconds()
             intervals[key] = min(intervals.get(key, seconds), seconds)
-    for (env, kind), seconds in sorted(intervals.items()):
-        expected.add_metric([env, kind], seconds)
-    for job in view.jobs:
-        labels = [job.env, job.job]
-        if job.job == "drill":
-            drill_expected.add_metric([job.env], job.period.total_seconds())
-        for status in RUN_STATUSES:
-            runs.add_metric([*labels, status], float(job.runs.get(status, 0)))
-        job_running.add_metric(labels, 1.0 if job.running_since else 0.0)
-        if job.last_status in ("success", "failure"):
-            job_ok.add_metric(labels, 1.0 if job.last_status == "success" else 0.0)
-        if job.last_started is not None:
-            job_last.add_metric(labels, _ts(job.last_started))
-        if job.last_success is not None:
-            job_success.add_metric(labels, _ts(job.last_success))
-        if job.last_duration is not None:
-            job_duration.add_metric(labels, job.last_duration)
+    yield from sorted(intervals.items())
 
-    return [
-        last_success,
-        last_duration,
-        last_size,
-        count,
-        expected,
-        wal_enabled,
-        wal_last,
-        wal_gap,
-        wal_foreign,
-        exposure,
-        obj_rpo,
-        obj_rto,
-        drill_rto,
-        drill_rto_total,
-        drill_rpo,
-        drill_verdict,
-        drill_ts,
-        drill_expected,
-        runs,
-        job_ok,
-        job_last,
-        job_success,
-        job_duration,
-        job_running,
-        lock_held,
-        refresh_ok,
-        refresh_ts,
-    ]
+
+def drill_intervals(view: MetricsView) -> Iterator[Sample]:
+    for job in view.jobs:
+        if job.job == "drill":
+            yield (job.env,), job.period.total_seconds()
+
+
+def job_runs(view: MetricsView) -> Iterator[Sample]:
+    for job in view.jobs:
+        for status in RUN_STATUSES:
+            yield (job.env, job.job, status), float(job.runs.get(status, 0))
+
+
+def _rpo_exposure(catalog: CatalogSnapshot, now: datetime) -> list[Sample]:
+    from drkit.restore import rpo_exposure
+
+    return one(rpo_exposure(catalog.databases, now))  # absent: some database has nothing
+
+
+ENV = ("env",)
+ENV_KIND = ("env", "kind")
+ENV_JOB = ("env", "job")
+
+#: every metric the daemon exports, in the order of a scrape
+METRICS: tuple[MetricRow, ...] = (
+    MetricRow(
+        "drkit_backup_last_success_timestamp_seconds",
+        "When the newest complete backup of this kind finished (Unix time).",
+        ENV_KIND,
+        per_catalog(lambda c, _: [((k,), _ts(b.finished_at)) for k, b in sorted(c.newest.items())]),
+    ),
+    MetricRow(
+        "drkit_backup_last_duration_seconds",
+        "Duration of the newest complete backup of this kind.",
+        ENV_KIND,
+        per_catalog(lambda c, _: [((k,), b.duration) for k, b in sorted(c.newest.items())]),
+    ),
+    MetricRow(
+        "drkit_backup_last_size_bytes",
+        "Stored size of the newest complete backup of this kind.",
+        ENV_KIND,
+        per_catalog(lambda c, _: [((k,), float(b.size)) for k, b in sorted(c.newest.items())]),
+    ),
+    # not ``_count``: that suffix belongs to histograms and summaries (promtool check metrics)
+    MetricRow(
+        "drkit_backups_stored",
+        "Complete backups in the repository.",
+        ENV_KIND,
+        per_catalog(lambda c, _: [((k,), float(n)) for k, n in sorted(c.counts.items())]),
+    ),
+    MetricRow(
+        "drkit_backup_expected_interval_seconds",
+        "Longest gap between two scheduled backups of this kind.",
+        ENV_KIND,
+        backup_intervals,
+    ),
+    MetricRow(
+        "drkit_wal_archiving_enabled",
+        "1 when the policy archives WAL.",
+        ENV,
+        per_env(lambda p, _: _flag(p.wal_archiving)),
+    ),
+    MetricRow(
+        "drkit_wal_last_archived_timestamp_seconds",
+        "When the newest WAL file reached the repository (Unix time).",
+        ENV,
+        per_catalog(lambda c, _: one(_ts(c.wal_last) if c.wal_last is not None else None)),
+    ),
+    MetricRow(
+        "drkit_wal_segments_beyond_gap",
+        "WAL segments archived past the first missing one on the followed timeline "
+        "(0: no gap); restore latest stops at the gap.",
+        ENV,
+        per_catalog(lambda c, _: _wal(c, lambda w: float(w.beyond_gap))),
+    ),
+    MetricRow(
+        "drkit_wal_foreign_segments",
+        "WAL segments at the end of the archive that another cluster wrote.",
+        ENV,
+        per_catalog(lambda c, _: _wal(c, lambda w: float(len(w.foreign)))),
+    ),
+    MetricRow(
+        "drkit_rpo_exposure_seconds",
+        "Age of the newest point a restore can reach: the data at risk now.",
+        ENV,
+        per_catalog(_rpo_exposure),
+    ),
+    MetricRow(
+        "drkit_objective_rpo_seconds",
+        "The policy's RPO objective.",
+        ENV,
+        per_env(lambda p, _: p.objectives.rpo_seconds),
+    ),
+    MetricRow(
+        "drkit_objective_rto_seconds",
+        "The policy's RTO objective.",
+        ENV,
+        per_env(lambda p, _: p.objectives.rto_seconds),
+    ),
+    MetricRow(
+        "drkit_drill_rto_seconds",
+        "Time each phase of the last drill took (phases may overlap; the total is "
+        "drkit_drill_rto_total_seconds).",
+        ("env", "phase"),
+        per_catalog(
+            lambda c, _: [
+                ((phase,), seconds)
+                for phase, seconds in sorted(c.drill.rto.items() if c.drill else ())
+                if phase != "total"  # its own metric, so a sum over phases counts once
+            ]
+        ),
+    ),
+    MetricRow(
+        "drkit_drill_rto_total_seconds",
+        "RTO measured by the last drill: its start until the restored data was validated.",
+        ENV,
+        per_catalog(lambda c, _: _drill(c, lambda d: d.rto.get("total"))),
+    ),
+    MetricRow(
+        "drkit_drill_rpo_seconds",
+        "RPO achieved by the last drill.",
+        ENV,
+        per_catalog(lambda c, _: _drill(c, lambda d: d.rpo)),
+    ),
+    MetricRow(
+        "drkit_drill_last_verdict",
+        "1 when the last drill passed, 0 when not.",
+        ENV,
+        per_catalog(
+            lambda c, _: _drill(c, lambda d: None if d.passed is None else _flag(d.passed))
+        ),
+    ),
+    MetricRow(
+        "drkit_drill_last_timestamp_seconds",
+        "When the last drill finished.",
+        ENV,
+        per_catalog(lambda c, _: _drill(c, lambda d: _ts(d.finished_at))),
+    ),
+    MetricRow(
+        "drkit_drill_expected_interval_seconds",
+        "Longest gap between two scheduled drills.",
+        ENV,
+        drill_intervals,
+    ),
+    MetricRow(
+        "drkit_job_runs",
+        "Runs of scheduled jobs by outcome.",
+        ("env", "job", "status"),
+        job_runs,
+        counter=True,
+    ),
+    MetricRow(
+        "drkit_job_last_run_success",
+        "1 when the job's last run succeeded.",
+        ENV_JOB,
+        per_job(
+            lambda j: (
+                _flag(j.last_status == "success")
+                if j.last_status in ("success", "failure")
+                else None
+            )
+        ),
+    ),
+    MetricRow(
+        "drkit_job_last_run_timestamp_seconds",
+        "When the job last ran.",
+        ENV_JOB,
+        per_job(lambda j: _ts(j.last_started) if j.last_started is not None else None),
+    ),
+    MetricRow(
+        "drkit_job_last_success_timestamp_seconds",
+        "When the job last succeeded.",
+        ENV_JOB,
+        per_job(lambda j: _ts(j.last_success) if j.last_success is not None else None),
+    ),
+    MetricRow(
+        "drkit_job_last_duration_seconds",
+        "Duration of the job's last run.",
+        ENV_JOB,
+        per_job(lambda j: j.last_duration),
+    ),
+    MetricRow(
+        "drkit_job_running",
+        "1 while the job runs.",
+        ENV_JOB,
+        per_job(lambda j: _flag(j.running_since)),
+    ),
+    MetricRow(
+        "drkit_scheduler_lock_held",
+        "1 when this scheduler holds the environment's lock (runs its jobs).",
+        ENV,
+        per_env(lambda p, v: _flag(v.locks.get(p.name))),
+    ),
+    MetricRow(
+        "drkit_catalog_last_refresh_success",
+        "1 when the last read of the repository catalog worked.",
+        ENV,
+        per_catalog(lambda c, _: one(0.0 if c.error else 1.0)),
+    ),
+    MetricRow(
+        "drkit_catalog_last_refresh_timestamp_seconds",
+        "When the repository catalog was last read.",
+        ENV,
+        per_catalog(lambda c, _: one(_ts(c.refreshed_at))),
+    ),
+)
+
+#: every name a scrape can show (counters with their ``_total``)
+METRIC_NAMES = frozenset(row.exported_name for row in METRICS)
+
+
+def build_metrics(view: MetricsView) -> list[Metric]:
+    return [row.family(view) for row in METRICS]
 
 
 class DrkitCollector(Collector):
