@@ -55,7 +55,6 @@ import logging
 import signal
 import threading
 import zlib
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -70,9 +69,8 @@ from drkit.errors import (
     OperationError,
     PolicyError,
 )
-from drkit.redact import mask_url
+from drkit.schedule.jobs import JOBS, dispatch, scrub
 from drkit.schedule.metrics import (
-    JOB_KIND,
     CatalogSnapshot,
     DrkitCollector,
     JobState,
@@ -91,52 +89,6 @@ MISFIRE_GRACE = timedelta(hours=1)
 CATALOG_REFRESH = timedelta(seconds=60)
 LOCK_CLASS_ID = 0x64726B74  # 'drkt'
 DEFAULT_PORT = 9187
-
-
-def _logical_backup(policy: Policy) -> Any:
-    from drkit.backup.dirdump import backup_logical  # the size picks the dump format
-
-    return backup_logical(policy)
-
-
-def _physical_backup(policy: Policy) -> Any:
-    from drkit.backup.physical import run_physical_backup
-
-    return run_physical_backup(policy)
-
-
-def _physical_incremental_backup(policy: Policy) -> Any:
-    from drkit.backup.physical import run_physical_backup
-
-    return run_physical_backup(policy, incremental=True)
-
-
-def _prune(policy: Policy) -> Any:
-    from drkit.backup.prune import prune_policy
-
-    return prune_policy(policy)
-
-
-def _drill(policy: Policy) -> Any:
-    from drkit.drill.runner import run_drill
-
-    return run_drill(policy)
-
-
-#: job name (a policy's schedule entry) -> what runs it; imported when the job runs
-JOBS: dict[str, Callable[[Policy], Any]] = {
-    "logical_backup": _logical_backup,
-    "physical_backup": _physical_backup,
-    "physical_incremental_backup": _physical_incremental_backup,
-    "prune": _prune,
-    "drill": _drill,
-}
-
-
-def scrub(text: str) -> str:
-    """The first line of a message, secrets masked (:func:`drkit.redact.mask_url`)."""
-    stripped = text.strip()
-    return mask_url(stripped.splitlines()[0] if stripped else "")
 
 
 def wall_minute(timezone: str) -> datetime:
@@ -215,15 +167,6 @@ class EnvironmentLock:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
-
-
-def dispatch(job: str, policy: Policy) -> Any:
-    """Run one job for one policy; a drill that does not PASS is a failed job."""
-    result = JOBS[job](policy)
-    verdict = getattr(result, "verdict", None)
-    if job == "drill" and verdict is not None and str(verdict).upper() != "PASS":
-        raise DrkitError(f"drill verdict {verdict}")
-    return result
 
 
 class _Server(ThreadingHTTPServer):
@@ -462,11 +405,11 @@ class SchedulerDaemon:
             for (job_env, job), state in self.jobs.items():
                 if job_env != env:
                     continue
-                kind = JOB_KIND.get(job)
+                makes = JOBS[job].makes if job in JOBS else None
                 seeded: datetime | None = None
-                if kind and kind in snapshot.newest:
-                    seeded = snapshot.newest[kind].finished_at
-                elif job == "drill" and snapshot.drill and snapshot.drill.passed:
+                if makes and makes in snapshot.newest:
+                    seeded = snapshot.newest[makes].finished_at
+                elif makes == "drill" and snapshot.drill and snapshot.drill.passed:
                     seeded = snapshot.drill.finished_at
                 if seeded and (state.last_success is None or seeded > state.last_success):
                     state.last_success = seeded

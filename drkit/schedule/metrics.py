@@ -27,16 +27,13 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from drkit.schedule.jobs import JOBS
+
 if TYPE_CHECKING:
     from drkit.config import Policy
     from drkit.restore import DatabaseExposure, DrillSummary, WalReach
     from drkit.storage.repository import Repository
 
-JOB_KIND = {
-    "logical_backup": "logical",
-    "physical_backup": "physical",
-    "physical_incremental_backup": "physical",
-}
 RUN_STATUSES = ("success", "failure", "skipped", "missed")
 
 # ---------------------------------------------------------------------------
@@ -292,9 +289,12 @@ def backup_intervals(view: MetricsView) -> Iterator[Sample]:
     """One sample per kind: the shortest of its jobs' longest gaps (a weekly full and
     daily incrementals are both physical; together they never leave a longer gap)."""
     intervals: dict[tuple[str, str], float] = {}
+    from drkit.backup.catalog import KINDS
+
     for job in view.jobs:
-        if job.job in JOB_KIND:
-            key = (job.env, JOB_KIND[job.job])
+        kind = JOBS[job.job].makes if job.job in JOBS else None
+        if kind in KINDS:
+            key = (job.env, kind)
             seconds = job.period.total_seconds()
             intervals[key] = min(intervals.get(key, seconds), seconds)
     yield from sorted(intervals.items())
@@ -302,7 +302,7 @@ def backup_intervals(view: MetricsView) -> Iterator[Sample]:
 
 def drill_intervals(view: MetricsView) -> Iterator[Sample]:
     for job in view.jobs:
-        if job.job == "drill":
+        if job.job in JOBS and JOBS[job.job].makes == "drill":
             yield (job.env,), job.period.total_seconds()
 
 
