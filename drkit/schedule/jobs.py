@@ -14,7 +14,8 @@ without the backup, prune and drill code.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from drkit.errors import DrkitError
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 #: what a job leaves in the repository: a backup of that kind, or a drill report
 Makes = Literal["logical", "physical", "drill"]
+#: how a scheduled run ended (``missed``: APScheduler started it too late, never)
+RUN_STATUSES = ("success", "failure", "skipped", "missed")
 
 
 @dataclass(frozen=True)
@@ -116,3 +119,54 @@ def scrub(text: str) -> str:
     a failed job's error is logged, counted and shown by ``/healthz``."""
     stripped = text.strip()
     return mask_url(stripped.splitlines()[0] if stripped else "")
+
+
+def error_line(exc: Exception) -> str:
+    """A failed run's error as ``/healthz`` shows it: drkit's own errors by their
+    message, anything else by its type too."""
+    if isinstance(exc, DrkitError):
+        return scrub(str(exc))
+    return f"{type(exc).__name__}: {scrub(str(exc))}"
+
+
+@dataclass
+class JobState:
+    """One scheduled job of one environment, as the daemon has seen it run."""
+
+    env: str
+    job: str
+    cron: str
+    timezone: str
+    period: timedelta
+    baseline: datetime
+    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_STATUSES, 0))
+    running_since: datetime | None = None
+    last_started: datetime | None = None
+    last_finished: datetime | None = None
+    last_status: str | None = None
+    last_error: str | None = None
+    last_success: datetime | None = None
+    last_duration: float | None = None
+    #: local wall-clock minute of the last fire (see SchedulerDaemon.run_job)
+    last_wall_minute: datetime | None = None
+
+    def rescheduled(self, cron: str, timezone: str, period: timedelta, now: datetime) -> JobState:
+        """The same job on a new schedule: its history kept, its baseline ``now``."""
+        state = JobState(self.env, self.job, cron, timezone, period, now)
+        state.runs = self.runs
+        state.last_started, state.last_finished = self.last_started, self.last_finished
+        state.last_status, state.last_error = self.last_status, self.last_error
+        state.last_success, state.last_duration = self.last_success, self.last_duration
+        return state
+
+    def record(self, status: str, started: datetime, finished: datetime, error: str | None) -> None:
+        self.runs[status] = self.runs.get(status, 0) + 1
+        self.last_started = started
+        self.last_finished = finished
+        self.last_status = status
+        self.last_duration = (finished - started).total_seconds()
+        if status == "success":
+            self.last_success = finished
+            self.last_error = None
+        elif status == "failure":
+            self.last_error = error

@@ -21,72 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from drkit.schedule.jobs import JOBS
+from drkit.schedule.jobs import JOBS, RUN_STATUSES, JobState
 
 if TYPE_CHECKING:
     from drkit.config import Policy
     from drkit.restore import DatabaseExposure, DrillSummary, WalReach
     from drkit.storage.repository import Repository
-
-RUN_STATUSES = ("success", "failure", "skipped", "missed")
-
-# ---------------------------------------------------------------------------
-# Cron arithmetic
-# ---------------------------------------------------------------------------
-
-
-def next_runs(
-    expr: str, timezone: str, count: int = 3, now: datetime | None = None
-) -> list[datetime]:
-    """The next ``count`` fire times of a five-field cron expression, in ``timezone``."""
-    from drkit.schedule.cron import cron_trigger
-
-    trigger = cron_trigger(expr, timezone)
-    current = now or datetime.now(UTC)
-    out: list[datetime] = []
-    previous = None
-    while len(out) < count:
-        fire = trigger.get_next_fire_time(previous, current)
-        if fire is None:
-            break
-        out.append(fire)
-        previous = fire
-        # ``now`` in UTC: with a local ``now`` APScheduler repeats the ambiguous hour of
-        # an autumn DST change forever
-        current = fire.astimezone(UTC) + timedelta(microseconds=1)
-    return out
-
-
-def cron_period(expr: str, timezone: str, now: datetime | None = None) -> timedelta:
-    """The longest gap between two consecutive runs of ``expr`` over the coming year.
-
-    ``0 2 * * 1-5`` gives three days (Friday to Monday), ``0 2 * * *`` 25 hours around
-    the autumn DST change, ``* * * * *`` a minute.  A job is overdue when its last
-    success is older than this plus the misfire grace.
-    """
-    from drkit.schedule.cron import cron_trigger
-
-    trigger = cron_trigger(expr, timezone)
-    start = (now or datetime.now(UTC)).astimezone(UTC)
-    horizon = start + timedelta(days=400)
-    previous = trigger.get_next_fire_time(None, start)
-    longest = timedelta(0)
-    for _ in range(2000):
-        if previous is None or previous > horizon:
-            break
-        after = previous.astimezone(UTC) + timedelta(microseconds=1)  # UTC: see next_runs
-        fire = trigger.get_next_fire_time(previous, after)
-        if fire is None:
-            break
-        longest = max(longest, fire.astimezone(UTC) - previous.astimezone(UTC))
-        previous = fire
-    return longest or timedelta(days=366)
 
 
 # ---------------------------------------------------------------------------
@@ -115,6 +61,15 @@ class CatalogSnapshot:
     #: each policy database's newest recoverable point
     databases: dict[str, DatabaseExposure] = field(default_factory=dict)
     wal: WalReach | None = None  # None: WAL archiving is off
+
+    def newest_made(self, makes: str | None) -> datetime | None:
+        """When the newest of what a job makes finished: a backup of that kind, or a
+        drill that passed (a job's last success after a restart)."""
+        if makes in self.newest:
+            return self.newest[makes].finished_at
+        if makes == "drill" and self.drill and self.drill.passed:
+            return self.drill.finished_at
+        return None
 
 
 def read_catalog(repo: Repository, policy: Policy, now: datetime | None = None) -> CatalogSnapshot:
@@ -145,40 +100,6 @@ def read_catalog(repo: Repository, policy: Policy, now: datetime | None = None) 
 # ---------------------------------------------------------------------------
 # The daemon side
 # ---------------------------------------------------------------------------
-
-
-@dataclass
-class JobState:
-    """One scheduled job of one environment, as the daemon has seen it run."""
-
-    env: str
-    job: str
-    cron: str
-    timezone: str
-    period: timedelta
-    baseline: datetime
-    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_STATUSES, 0))
-    running_since: datetime | None = None
-    last_started: datetime | None = None
-    last_finished: datetime | None = None
-    last_status: str | None = None
-    last_error: str | None = None
-    last_success: datetime | None = None
-    last_duration: float | None = None
-    #: local wall-clock minute of the last fire (see SchedulerDaemon.run_job)
-    last_wall_minute: datetime | None = None
-
-    def record(self, status: str, started: datetime, finished: datetime, error: str | None) -> None:
-        self.runs[status] = self.runs.get(status, 0) + 1
-        self.last_started = started
-        self.last_finished = finished
-        self.last_status = status
-        self.last_duration = (finished - started).total_seconds()
-        if status == "success":
-            self.last_success = finished
-            self.last_error = None
-        elif status == "failure":
-            self.last_error = error
 
 
 @dataclass
