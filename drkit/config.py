@@ -223,16 +223,8 @@ class DatabaseConfig(StrictModel):
         return [resolve(self.url.get_secret_value()).dbname]
 
 
-#: the schedule entries that are jobs, in the order ``schedule show`` lists them
-JOB_ENTRIES = (
-    "logical_backup",
-    "physical_backup",
-    "physical_incremental_backup",
-    "prune",
-    "drill",
-)
-
-
+#: each field but ``timezone`` is a job's cron expression, named as the job (what each
+#: runs is its row of drkit.schedule.jobs.JOBS; no docstring: it would be the schema's)
 class ScheduleConfig(StrictModel):
     logical_backup: str | None = None
     physical_backup: str | None = None
@@ -250,7 +242,7 @@ class ScheduleConfig(StrictModel):
 
     @model_validator(mode="after")
     def _crons(self) -> ScheduleConfig:
-        for name in JOB_ENTRIES:
+        for name in self.job_names():
             expr = getattr(self, name)
             if expr is not None:
                 try:
@@ -259,9 +251,14 @@ class ScheduleConfig(StrictModel):
                     raise ValueError(f"{name}: {exc}") from None
         return self
 
+    @classmethod
+    def job_names(cls) -> list[str]:
+        """The jobs a policy can schedule, in the order ``schedule show`` lists them."""
+        return [name for name in cls.model_fields if name != "timezone"]
+
     def jobs(self) -> dict[str, str]:
         """job name -> cron expression, for the entries that are set."""
-        return {name: expr for name in JOB_ENTRIES if (expr := getattr(self, name))}
+        return {name: expr for name in self.job_names() if (expr := getattr(self, name))}
 
 
 class RetentionConfig(StrictModel):

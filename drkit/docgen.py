@@ -5,8 +5,9 @@ cannot drift from the code: the CLI reference from the click tree of the typer a
 policy and rules references and their JSON Schemas from the pydantic models, the exit
 codes from :data:`drkit.errors.EXIT_CODES`.  The prose that a model cannot hold (what a
 key means) lives in :mod:`drkit.docgen_text`, keyed by the names the models use, except a
-sanitize strategy's, which its own module holds (``DOC`` and ``FIELD_DOCS``); a key
-without a meaning is reported, never silently left blank.  ``tests/test_docs.py``
+sanitize strategy's, which its own module holds (``DOC`` and ``FIELD_DOCS``), and a
+scheduled job's, which its row of :data:`drkit.schedule.jobs.JOBS` holds; a key without
+a meaning is reported, never silently left blank.  ``tests/test_docs.py``
 regenerates into a temporary directory and fails when the committed files differ.
 
 Only imported when run: nothing at drkit's start-up depends on it.
@@ -164,7 +165,7 @@ def policy_schema() -> dict[str, Any]:
         if key in schema["properties"]:
             schema["properties"][key] = {"type": kind}
     standard = ", ".join(f"{k} {v}" for k, v in STANDARD_RANKS.items())
-    meanings = {**_model_descriptions(Policy), **text.POLICY_KEYS}
+    meanings = {**_model_descriptions(Policy), **text.POLICY_KEYS, **_job_descriptions()}
     meanings["rank"] = meanings["rank"].format(standard=standard)
     _describe(schema, meanings)
     return {
@@ -173,6 +174,13 @@ def policy_schema() -> dict[str, Any]:
         "description": text.POLICY_SUMMARY,
         **{k: v for k, v in schema.items() if k not in ("description", "$schema")},
     }
+
+
+def _job_descriptions() -> dict[str, str]:
+    """``schedule.<job>``: what each job's schedule key means, from the jobs table."""
+    from drkit.schedule.jobs import JOBS
+
+    return {f"schedule.{job.name}": job.doc for job in JOBS.values()}
 
 
 def _model_descriptions(model: type[BaseModel], prefix: str = "") -> dict[str, str]:

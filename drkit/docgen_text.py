@@ -47,16 +47,6 @@ POLICY_KEYS: dict[str, str] = {
     "key rotation (runbooks/rotate-encryption-key.md).",
     "schedule": "Cron expressions (5 fields, in `timezone`) of the jobs `drkit schedule run` "
     "runs. A job without an expression is not scheduled.",
-    "schedule.logical_backup": "When to run `drkit backup ENV`.",
-    "schedule.physical_backup": "When to run `drkit backup ENV --physical` (a base backup for "
-    "point-in-time recovery).",
-    "schedule.physical_incremental_backup": "When to run `drkit backup ENV --physical "
-    "--incremental` (PostgreSQL 17+ with summarize_wal = on): e.g. a full base backup weekly "
-    "in physical_backup and incrementals on the other days. Each incremental is taken on the "
-    "newest base backup; restores combine the chain with pg_combinebackup, and retention "
-    "keeps every ancestor of a kept incremental.",
-    "schedule.prune": "When to run `drkit prune ENV`.",
-    "schedule.drill": "When to run `drkit drill ENV`.",
     "schedule.timezone": "IANA time zone of the cron expressions and of the retention "
     "calendar (days, ISO weeks, months).",
     "wal_archiving": "WAL is archived continuously (archive_command = drkit wal-push); "

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drkit.schedule.daemon import DEFAULT_PORT
+from drkit.schedule.endpoints import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

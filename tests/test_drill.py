@@ -428,7 +428,7 @@ def test_scheduled_drill_job_and_its_metrics(
     stored report feeds drkit_drill_* (the RTO by phase, the verdict)."""
     from drkit.config import load_policy
     from drkit.errors import DrkitError
-    from drkit.schedule.daemon import dispatch
+    from drkit.schedule import dispatch
     from drkit.schedule.metrics import read_catalog
     from drkit.storage import Repository
 

@@ -95,7 +95,7 @@ def test_markdown_has_phase_bars_and_the_trend() -> None:
 
 def test_the_scheduler_reads_what_a_drill_stores() -> None:
     """drkit_drill_* metrics come from the stored report.json (schedule.metrics)."""
-    from drkit.schedule.metrics import parse_drill_report
+    from drkit.restore import parse_drill_report
 
     r = report(PASS, PASS)
     r.rpo_achieved = 3 * 3600.0

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from drkit.config import load_policy
-from drkit.drill.report import latest_report
+from drkit.restore import latest_report
 from drkit.schedule.daemon import SchedulerDaemon
 from drkit.schedule.metrics import METRIC_NAMES
 from drkit.storage import Repository

@@ -67,7 +67,7 @@ def schedule_show(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Each scheduled job and its next run times."""
-    from drkit.schedule.daemon import show_schedule  # lazy: APScheduler, ~0.5 s
+    from drkit.schedule import show_schedule  # lazy: APScheduler, ~0.5 s
 
     state = settle(json_out, policy_dir)
     rows = show_schedule(envs or None, state.policy_dir)

@@ -83,7 +83,6 @@ from drkit.drill.report import (
     PASS,
     Check,
     DrillReport,
-    past_reports,
     store_report,
     write_report_dir,
 )
@@ -95,9 +94,9 @@ from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress, human_size
+from drkit.restore import CatalogView, past_reports
 from drkit.restore.datadir import Owner, guard_data_directory
 from drkit.restore.dirrestore import fetch_directory
-from drkit.status import newest_recoverable_point
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import copy_stream
 
@@ -965,7 +964,7 @@ def _judge_objectives(
             "(last replayed commit)" if manifest.kind == "physical" else "(backup consistent point)"
         )
     else:
-        newest = newest_recoverable_point(policy, repo)
+        newest = CatalogView(policy, repo).newest_recoverable_point
         if newest is not None:
             report.rpo_achieved = (report.started_at - newest).total_seconds()
         report.rpo_basis = (
