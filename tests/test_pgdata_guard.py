@@ -25,7 +25,7 @@ import pytest
 from drkit.backup.catalog import Manifest
 from drkit.config import RepositoryConfig
 from drkit.errors import SafetyRefused
-from drkit.pg.cluster import cluster_os_user
+from drkit.pg import cluster_os_user
 from drkit.restore.datadir import Owner, claim_data_directory
 from drkit.restore.pitr import unpack_base
 from drkit.storage.factory import open_backend

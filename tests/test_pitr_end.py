@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from drkit.pg.cluster import chown_tree, cluster_os_user
+from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage.file import FileBackend
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from drkit import walcmd
-from drkit.pg.cluster import LocalCluster, cluster_os_user, run_as
+from drkit.pg import LocalCluster, cluster_os_user, run_as
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key, load_wal_policy
 from drkit.walcmd import prepare_file_repository

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.storage.repository import Repository
 from drkit.wal import find_wal_key, load_wal_policy
 from drkit.wal_names import segment_size_from_control

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.storage.repository import Repository
 from drkit.wal import load_wal_policy
 from drkit.walack import SPOOL_ROOT, system_identifier

@@ -88,8 +88,8 @@ from drkit.drill.report import (
     write_report_dir,
 )
 from drkit.errors import CheckFailed, DrkitError, OperationError, StorageError, UsageError
+from drkit.pg import LocalCluster, cluster_os_user, free_port, run_as
 from drkit.pg.binaries import find_binary, find_client, logical_target_major
-from drkit.pg.cluster import LocalCluster, cluster_os_user, free_port, run_as
 from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
@@ -1019,8 +1019,10 @@ class RecoveredCluster(LocalCluster):
         self.superuser = str(conninfo_to_dict(policy_url).get("user") or "postgres")
         self.extra_dirs: list[Path] = []
 
-    def dsn(self, dbname: str = "postgres", *, password: bool = True) -> str:
-        return make_conninfo(self._url, host="127.0.0.1", port=str(self.port), dbname=dbname)
+    def dsn(
+        self, dbname: str | None = "postgres", *, host: str = "127.0.0.1", password: bool = True
+    ) -> str:
+        return make_conninfo(self._url, host=host, port=str(self.port), dbname=dbname or "postgres")
 
     def note_socket_dir(self) -> None:
         """PITR puts the server's socket in a directory of its own: remember it."""

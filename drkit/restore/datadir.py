@@ -25,7 +25,7 @@ lands, or swap the directory, or one above it, for a link while it is filled.  S
   through its descriptor as it is made: drkit chowns only what it created.
 
 The data directory itself stays root's until drkit has written everything in it
-(recovery settings, markers); :func:`drkit.pg.cluster.chown_tree` then gives it away
+(recovery settings, markers); :func:`drkit.pg.server.chown_tree` then gives it away
 last, after all it holds, never following a link.
 """
 

@@ -73,7 +73,7 @@ from drkit.errors import (
     SafetyRefused,
     UsageError,
 )
-from drkit.pg.cluster import chown_tree, cluster_os_user, free_port, run_as
+from drkit.pg import PostgresServer, chown_tree, cluster_os_user, free_port
 from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.restore.datadir import (
     Owner,
@@ -117,6 +117,8 @@ ProgressCallback = OnProgress  # phases "unpack" (bytes of base.tar), "WAL repla
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 #: how long a recovering server may show no live postmaster before it counts as dead
 _DOWN_GRACE = 5.0
+#: how long a fast shutdown may take (pg_ctl's own default)
+_STOP_WAIT = 60.0
 _CONF_MARK = "# drkit point-in-time recovery"
 _RECOVERY_SETTING_RE = re.compile(
     r"^\s*(restore_command|recovery_target\w*|recovery_end_command|"
@@ -722,7 +724,18 @@ def restore_point_in_time(
         return result
     limit = timeout or float(os.environ.get(RECOVERY_TIMEOUT_ENV, DEFAULT_RECOVERY_TIMEOUT))
     t1 = time.monotonic()
-    server = _RecoveringServer(pgdata, port, socket_dir, user, policy, manifest)
+    server = PostgresServer(
+        pgdata,
+        port=port,
+        socket_dir=socket_dir,
+        log_file=pgdata / "log" / LOG_NAME,
+        login=policy.database.url.get_secret_value(),
+        os_user=user,
+        # a data directory runs only on its own major's server
+        major=int(manifest.server_version.split(".")[0]) if manifest.server_version else None,
+        temp_dirs=[run_dir],
+        name="recovering server",
+    )
     goal = _Goal(plan, repo, target, end_lsn)
 
     def run_to_pause(pause: str | None, action: str) -> _Replayed | None:
@@ -732,9 +745,9 @@ def restore_point_in_time(
         for name in ("postgresql.auto.conf", "recovery.signal", f"pg_wal/{SPOOL_DIR}"):
             chown_tree(pgdata / name, user)
         meter = Meter(on_progress, "WAL replay")
-        server.start(limit)
+        server.start(wait=False, what=f"starting PostgreSQL for recovery (log: {server.log_file})")
         result.started = True
-        replayed = server.wait_paused(limit)
+        replayed = _wait_paused(server, limit)
         meter.finish()
         return replayed
 
@@ -747,29 +760,29 @@ def restore_point_in_time(
         if at_pause is not None:
             at_pause(result)
         phases["paused"] = time.monotonic() - paused
-        server.stop(limit)
+        _stop(server)
     replayed = run_to_pause(None, "pause")
     if replayed is None and goal.ended_at_plan_end(server):
         # a time after the last commit the archive holds: PostgreSQL found no commit past
         # it in the whole planned WAL, so the state at that time is the archive's end
         end_lsn = goal.end_lsn = last_record_lsn(repo, plan)
         result.end_lsn = end_lsn
-        server.stop_if_running(limit)
+        _stop(server)
         replayed = run_to_pause(None, "pause")
     if replayed is None:
         raise goal.stopped_short(server, goal.describe())
     try:
         goal.check(replayed, server)
     except CheckFailed:
-        server.stop_if_running(limit)  # never left running short of its end
+        _stop(server)  # never left running short of its end
         raise
     goal.record(result, replayed)
     if target_action == "promote":
-        server.promote(limit)
+        _promote(server, limit)
         result.timeline = server.current_timeline()
         result.state = "promoted"
     elif target_action == "shutdown":
-        server.stop(limit)
+        _stop(server)
         configure(None, "shutdown")  # a restart stops at the same end, as PostgreSQL's own
         chown_tree(pgdata / "postgresql.auto.conf", user)
         result.state = "shut down"
@@ -829,13 +842,13 @@ class _Goal:
                 found.append(entry.name)
         return found
 
-    def ended_at_plan_end(self, server: _RecoveringServer) -> bool:
+    def ended_at_plan_end(self, server: PostgresServer) -> bool:
         """Whether a recovery to a time that stopped did so only because the planned WAL
         ended: every planned segment was served, the first one after them is what
         wal-fetch found missing, and the archive still lacks it."""
-        if self.target is None or self.end_lsn is not None or server.running():
+        if self.target is None or self.end_lsn is not None or server.is_running():
             return False
-        journal = read_fetch_journal(server.pgdata / "pg_wal")
+        journal = read_fetch_journal(server.data_dir / "pg_wal")
         if any(e.outcome == "failed" for e in journal) or self._missing_planned(journal):
             return False
         after = self.plan.planned_segment(self._planned_last() + 1)
@@ -848,10 +861,10 @@ class _Goal:
             )
         return True
 
-    def stopped_short(self, server: _RecoveringServer, wanted: str) -> DrkitError:
+    def stopped_short(self, server: PostgresServer, wanted: str) -> DrkitError:
         """The error for a server that died before pausing at its end, from the fetch
         journal (what wal-fetch could not serve) rather than from log text."""
-        journal = read_fetch_journal(server.pgdata / "pg_wal")
+        journal = read_fetch_journal(server.data_dir / "pg_wal")
         where = f"(log: {server.log_file})"
         failed = [e for e in journal if e.outcome == "failed"]
         if failed:
@@ -884,7 +897,7 @@ class _Goal:
             f"not promoted {where}"
         )
 
-    def check(self, replayed: _Replayed, server: _RecoveringServer) -> None:
+    def check(self, replayed: _Replayed, server: PostgresServer) -> None:
         """A paused server must have replayed up to its end: the planned LSN, or no
         commit later than the time target."""
         where = f"(log: {server.log_file})"
@@ -904,7 +917,7 @@ class _Goal:
                 f"recovery to {iso(self.target)} replayed a commit of "
                 f"{iso(replayed.last_commit)}; the server was stopped, not promoted {where}"
             )
-        for entry in read_fetch_journal(server.pgdata / "pg_wal"):
+        for entry in read_fetch_journal(server.data_dir / "pg_wal"):
             if entry.outcome == "failed":  # served on a later try: the end was reached
                 log.warning("fetching %s failed once during recovery: %s", entry.name, entry.detail)
 
@@ -915,152 +928,72 @@ class _Goal:
         result.timeline = timeline_at(position, self.plan.followed.timeline, self.plan.history)
 
 
-class _RecoveringServer:
-    def __init__(
-        self,
-        pgdata: Path,
-        port: int,
-        socket_dir: Path,
-        user: str | None,
-        policy: Policy,
-        manifest: Manifest,
-    ) -> None:
-        from drkit.pg.binaries import find_server
-
-        self.pgdata = pgdata
-        self.port = port
-        self.socket_dir = socket_dir
-        self.user = user
-        self.policy = policy
-        self.manifest = manifest
-        self.log_file = pgdata / "log" / LOG_NAME
-        major = int(manifest.server_version.split(".")[0]) if manifest.server_version else None
-        # a data directory runs only on its own major's server
-        self.pg_ctl = str(find_server(major, for_user=user).bin_dir / "pg_ctl")
-
-    def start(self, timeout: float) -> None:
-        # -W: recovery to a target with action "shutdown" never accepts connections
-        run_as(
-            [self.pg_ctl, "-D", str(self.pgdata), "-l", str(self.log_file), "-W", "start"],
-            self.user,
-            what=f"starting PostgreSQL for recovery (log: {self.log_file})",
-            timeout=120,
-        )
-
-    def stop(self, timeout: float) -> None:
-        run_as(
-            [self.pg_ctl, "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
-            self.user,
-            what=f"stopping the recovering PostgreSQL (log: {self.log_file})",
-            timeout=timeout,
-        )
-
-    def log_text(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def running(self) -> bool:
-        try:
-            pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
-            os.kill(pid, 0)
-        except (OSError, ValueError, IndexError):
-            return False
-        return True
-
-    def dsn(self, host: str) -> str:
-        from psycopg.conninfo import make_conninfo
-
-        return make_conninfo(
-            self.policy.database.url.get_secret_value(),
-            host=host,
-            port=str(self.port),
-            connect_timeout="5",
-        )
-
-    def query(self, sql: str) -> Any:
-        import psycopg
-
-        last: Exception | None = None
-        for host in (str(self.socket_dir), "127.0.0.1"):
-            try:
-                with psycopg.connect(self.dsn(host), autocommit=True) as conn:
-                    row = conn.execute(sql).fetchone()
-                    return row
-            except psycopg.Error as exc:
-                last = exc
-        raise DatabaseError(f"cannot query the recovering server on port {self.port}: {last}")
-
-    def stop_if_running(self, timeout: float) -> None:
-        if self.running():
-            self.stop(timeout)
-
-    def last_fatal(self) -> str:
-        """The server's last FATAL or PANIC line, for the error message only."""
-        fatal = [ln for ln in self.log_text().splitlines() if "FATAL" in ln or "PANIC" in ln]
-        return fatal[-1].strip() if fatal else ""
-
-    def wait_paused(self, timeout: float) -> _Replayed | None:
-        """Wait until recovery pauses at its end and return what it replayed (SQL), or
-        None when the server stopped first (PostgreSQL ends recovery with a FATAL when
-        the WAL ends before an explicit target)."""
-        deadline = time.monotonic() + timeout
-        seen = False
-        down_since: float | None = None
-        while True:
-            if not self.running():
-                # pg_ctl -W may return before the pid file is written: a server never
-                # seen running gets a moment; one seen running and gone has stopped
-                now = time.monotonic()
-                down_since = down_since if down_since is not None else now
-                if seen or now - down_since > _DOWN_GRACE:
-                    return None
-            else:
-                seen, down_since = True, None
-                with contextlib.suppress(DatabaseError):
-                    row = self.query(
-                        "SELECT pg_is_in_recovery(), "
-                        "CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() "
-                        "ELSE '' END, pg_last_wal_replay_lsn()::text, "
-                        "pg_last_xact_replay_timestamp()"
+def _wait_paused(server: PostgresServer, timeout: float) -> _Replayed | None:
+    """Wait until recovery pauses at its end and return what it replayed (SQL), or None
+    when the server stopped first (PostgreSQL ends recovery with a FATAL when the WAL
+    ends before an explicit target)."""
+    deadline = time.monotonic() + timeout
+    seen = False
+    down_since: float | None = None
+    while True:
+        if not server.is_running():
+            # pg_ctl -W may return before the pid file is written: a server never
+            # seen running gets a moment; one seen running and gone has stopped
+            now = time.monotonic()
+            down_since = down_since if down_since is not None else now
+            if seen or now - down_since > _DOWN_GRACE:
+                return None
+        else:
+            seen, down_since = True, None
+            with contextlib.suppress(DatabaseError):
+                row = server.query(
+                    "SELECT pg_is_in_recovery(), "
+                    "CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() "
+                    "ELSE '' END, pg_last_wal_replay_lsn()::text, "
+                    "pg_last_xact_replay_timestamp()"
+                )
+                in_recovery, pause_state, lsn, last_commit = row
+                if not in_recovery:  # never, with an explicit target and 'pause'
+                    raise OperationError(
+                        f"the recovering server on port {server.port} left recovery before "
+                        f"drkit checked it (log: {server.log_file})"
                     )
-                    in_recovery, pause_state, lsn, last_commit = row
-                    if not in_recovery:  # never, with an explicit target and 'pause'
-                        raise OperationError(
-                            f"the recovering server on port {self.port} left recovery before "
-                            f"drkit checked it (log: {self.log_file})"
-                        )
-                    if pause_state == "paused" and lsn is not None:
-                        return _Replayed(
-                            str(lsn), last_commit.astimezone(UTC) if last_commit else None
-                        )
-            if time.monotonic() > deadline:
-                raise OperationError(
-                    f"recovery did not finish within {timeout:.0f}s (log: {self.log_file}); "
-                    f"the server is still running on port {self.port}"
-                )
-            time.sleep(0.3)
+                if pause_state == "paused" and lsn is not None:
+                    return _Replayed(str(lsn), last_commit.astimezone(UTC) if last_commit else None)
+        if time.monotonic() > deadline:
+            raise OperationError(
+                f"recovery did not finish within {timeout:.0f}s (log: {server.log_file}); "
+                f"the server is still running on port {server.port}"
+            )
+        time.sleep(0.3)
 
-    def promote(self, timeout: float) -> None:
-        """``pg_ctl promote`` as the cluster's OS user (no SQL privilege needed), and wait
-        until the server has left recovery."""
-        run_as(
-            [self.pg_ctl, "-D", str(self.pgdata), "-w", "-t", str(int(timeout)), "promote"],
-            self.user,
-            what=f"promoting the recovered server (log: {self.log_file})",
-            timeout=timeout + 30,
-        )
-        deadline = time.monotonic() + timeout
-        while self.query("SELECT pg_is_in_recovery()")[0]:
-            if time.monotonic() > deadline:
-                raise OperationError(
-                    f"the recovered server on port {self.port} did not leave recovery within "
-                    f"{timeout:.0f}s of its promotion (log: {self.log_file})"
-                )
-            time.sleep(0.2)
 
-    def current_timeline(self) -> int:
-        """The timeline a promoted server writes (from the name of its current WAL file)."""
-        row = self.query("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        return int(str(row[0])[:8], 16)
+def _stop(server: PostgresServer) -> None:
+    """A fast shutdown, within pg_ctl's own default wait; a failure raises."""
+    server.stop(
+        "fast",
+        _STOP_WAIT,
+        check=True,
+        what=f"stopping the recovering PostgreSQL (log: {server.log_file})",
+    )
+
+
+def _promote(server: PostgresServer, timeout: float) -> None:
+    """``pg_ctl promote`` as the cluster's OS user (no SQL privilege needed), and wait
+    until the server has left recovery."""
+    server.ctl(
+        "-w",
+        "-t",
+        str(int(timeout)),
+        "promote",
+        what=f"promoting the recovered server (log: {server.log_file})",
+        timeout=timeout + 30,
+    )
+    deadline = time.monotonic() + timeout
+    while server.query("SELECT pg_is_in_recovery()")[0]:
+        if time.monotonic() > deadline:
+            raise OperationError(
+                f"the recovered server on port {server.port} did not leave recovery within "
+                f"{timeout:.0f}s of its promotion (log: {server.log_file})"
+            )
+        time.sleep(0.2)
