@@ -92,6 +92,7 @@ from drkit.pg import LocalCluster, cluster_os_user, free_port, run_as
 from drkit.pg.binaries import find_binary, find_client, logical_target_major
 from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
+from drkit.pg.pgrestore import restore_args
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress, human_size
@@ -635,19 +636,10 @@ def _remove_local(path: Path) -> None:
 
 def _pg_restore(dump: Path, cluster: LocalCluster, database: str, jobs: int) -> None:
     dsn = cluster.dsn(database)
-    conninfo, env = for_subprocess(dsn)
     pg_restore = find_client("pg_restore", cluster.major or _server_major(dsn))
-    args = [
-        pg_restore,
-        "--exit-on-error",
-        "--no-owner",
-        "--no-privileges",
-        "-d",
-        conninfo,
-    ]
-    args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
+    args, env = restore_args(pg_restore, dsn, jobs=jobs, archive=dump)
     what = f"pg_restore of {database} into the scratch cluster"
-    with PipeProcess([*args, str(dump)], env=env, what=what) as proc:
+    with PipeProcess(args, env=env, what=what) as proc:
         proc.wait()
 
 
