@@ -23,11 +23,10 @@ from pathlib import Path
 import pytest
 
 from drkit.backup.catalog import Manifest
+from drkit.backup.unpack import unpack_base
 from drkit.config import RepositoryConfig
 from drkit.errors import SafetyRefused
-from drkit.pg import cluster_os_user
-from drkit.restore.datadir import Owner, claim_data_directory
-from drkit.restore.pitr import unpack_base
+from drkit.pg import Owner, claim_data_directory, cluster_os_user
 from drkit.storage.factory import open_backend
 from drkit.storage.repository import Repository
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
@@ -253,7 +252,7 @@ def test_drkit_not_root_refuses_a_data_directory_it_cannot_make_its_own(root: Pa
     argv, extra = drkit_argv("postgres")
     code = (
         "import sys; from pathlib import Path; from drkit.errors import SafetyRefused\n"
-        "from drkit.restore.datadir import Owner, claim_data_directory\n"
+        "from drkit.pg import Owner, claim_data_directory\n"
         "try: claim_data_directory(Path(sys.argv[1]), Owner.cluster(None))\n"
         "except SafetyRefused as exc: print(exc)\n"
     )

@@ -114,11 +114,11 @@ def _check_chain(
 
 def _verify_combined(repo: Repository, chain: list[Manifest]) -> str | None:
     """Combine the chain aside and run pg_verifybackup on it; a problem line or None."""
+    from drkit.backup.unpack import unpack_chain
     from drkit.pg.binaries import find_binary
-    from drkit.restore.pitr import unpack_chain
 
     last = chain[-1]
-    major = int(last.server_version.split(".")[0]) if last.server_version else None
+    major = last.major
     verifier = find_binary("pg_verifybackup", major)
     work = Path(tempfile.mkdtemp(prefix="drkit-verify-", dir=os.environ.get("DRKIT_TMPDIR")))
     try:

@@ -88,7 +88,7 @@ from drkit.drill.report import (
     write_report_dir,
 )
 from drkit.errors import CheckFailed, DrkitError, OperationError, StorageError, UsageError
-from drkit.pg import LocalCluster, cluster_os_user, free_port, run_as
+from drkit.pg import LocalCluster, Owner, cluster_os_user, free_port, guard_data_directory, run_as
 from drkit.pg.binaries import find_binary, find_client, logical_target_major
 from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
@@ -96,7 +96,6 @@ from drkit.pg.pgrestore import restore_args
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress, human_size
-from drkit.restore.datadir import Owner, guard_data_directory
 from drkit.restore.dirrestore import fetch_directory
 from drkit.status import newest_recoverable_point
 from drkit.storage.repository import Repository, StoredObject

@@ -1,7 +1,8 @@
 """PostgreSQL as drkit runs and reaches it.
 
-This face names the servers drkit runs and their OS user (:mod:`.server`): the CLI,
-restore, drills, the demo, the tests and the benchmarks import them from here.  It loads
+This face names the servers drkit runs and their OS user (:mod:`.server`), and the
+guard of the data directories root fills for that user (:mod:`.datadir`): the CLI,
+backup, restore, drills, the demo, the tests and the benchmarks import them from here.  It loads
 no database driver, so importing any ``drkit.pg`` module stays cheap; the modules that
 do are imported by name where they are used:
 
@@ -15,6 +16,10 @@ do are imported by name where they are used:
 
 from __future__ import annotations
 
+from drkit.pg.datadir import DIRECTORY_FLAGS as DIRECTORY_FLAGS
+from drkit.pg.datadir import Owner as Owner
+from drkit.pg.datadir import claim_data_directory as claim_data_directory
+from drkit.pg.datadir import guard_data_directory as guard_data_directory
 from drkit.pg.server import LocalCluster as LocalCluster
 from drkit.pg.server import PostgresServer as PostgresServer
 from drkit.pg.server import chown_tree as chown_tree

@@ -8,7 +8,7 @@
    below newer segments without ``--allow-gap`` is exit 3 with the reachable window.
    drkit never recovers to some other point than the one asked for.
 2. Unpack its ``base.tar`` into an empty DIR (a non-empty one is refused, exit 4, as is
-   one another user than root or the cluster's could change: :mod:`drkit.restore.datadir`,
+   one another user than root or the cluster's could change: :mod:`drkit.pg.datadir`,
    whose extraction never writes through a link it did not make).  An
    incremental backup (PostgreSQL 17+) is restored with its whole chain: the full
    backup and every incremental down to it are unpacked aside and combined into DIR
@@ -55,6 +55,7 @@ from typing import Any
 from drkit.backup.catalog import Manifest, iso, list_backups
 from drkit.backup.chain import by_id, chain_ok, resolve_chain
 from drkit.backup.order import chronological
+from drkit.backup.unpack import unpack_chain
 from drkit.backup.walchain import (
     Reach,
     WalIndex,
@@ -73,16 +74,16 @@ from drkit.errors import (
     SafetyRefused,
     UsageError,
 )
-from drkit.pg import PostgresServer, chown_tree, cluster_os_user, free_port
-from drkit.progress import Meter, MeteredReader, OnProgress
-from drkit.restore.datadir import (
+from drkit.pg import (
     Owner,
-    claim_data_directory,
-    extract_tar,
+    PostgresServer,
+    chown_tree,
+    cluster_os_user,
+    free_port,
     guard_data_directory,
 )
+from drkit.progress import Meter, OnProgress
 from drkit.storage.repository import Repository
-from drkit.streams import ReadAhead
 from drkit.timelines import clear_restore_marker, write_restore_marker
 from drkit.wal import (
     SPOOL_DIR,
@@ -110,7 +111,6 @@ RECOVERY_TIMEOUT_ENV = "DRKIT_RECOVERY_TIMEOUT"
 DEFAULT_RECOVERY_TIMEOUT = 3600.0
 ACTIONS = ("promote", "pause", "shutdown")
 LOG_NAME = "drkit-recovery.log"
-_TAR_BUFSIZE = 1024 * 1024
 
 ProgressCallback = OnProgress  # phases "unpack" (bytes of base.tar), "WAL replay"
 
@@ -393,7 +393,7 @@ def last_record_lsn(repo: Repository, plan: RecoveryPlan) -> str:
     from drkit.pg.binaries import find_binary
 
     manifest = plan.manifest
-    major = int(manifest.server_version.split(".")[0]) if manifest.server_version else None
+    major = manifest.major
     waldump = find_binary("pg_waldump", major)
     last = str(plan.reach.last_segment)
     first_segno = parse_segment(str(manifest.wal_start_segment), plan.segment_size).segno
@@ -438,84 +438,6 @@ def _check_empty(pgdata: Path) -> None:
                 f"{pgdata} is not empty: point-in-time recovery only writes into an empty "
                 "directory (choose a new one; drkit never overwrites a data directory)"
             )
-
-
-def unpack_chain(
-    repo: Repository,
-    chain: list[Manifest],
-    pgdata: Path,
-    on_progress: ProgressCallback | None,
-) -> None:
-    """Unpack a base backup into ``pgdata``; an incremental one with its chain (full
-    first), each unpacked aside and then combined by ``pg_combinebackup``."""
-    if len(chain) == 1:
-        unpack_base(repo, chain[0], pgdata, on_progress)
-        return
-    from drkit.pg.binaries import binary_major, find_binary
-
-    last = chain[-1]
-    major = int(last.server_version.split(".")[0]) if last.server_version else None
-    combine = find_binary("pg_combinebackup", major)
-    if major is not None and binary_major(combine) != major:
-        raise OperationError(
-            f"backup {last.id} is incremental and needs pg_combinebackup {major}, found "
-            f"{combine} (version {binary_major(combine)}): install postgresql-{major} or set "
-            "DRKIT_PG_BIN to its bin directory"
-        )
-    link = major is not None and major >= 18
-    try:  # beside pgdata, so that the combined files can be hard links (--link)
-        work = Path(tempfile.mkdtemp(prefix=".drkit-combine-", dir=pgdata.parent))
-    except OSError:
-        work, link = Path(tempfile.mkdtemp(prefix="drkit-combine-")), False
-    try:
-        parts = []
-        for number, manifest in enumerate(chain):
-            part = work / f"{number:04d}"
-            unpack_base(repo, manifest, part, on_progress)
-            parts.append(str(part))
-        os.close(claim_data_directory(pgdata, Owner.cluster(cluster_os_user()))[0])
-        args = [combine, "--no-sync", *(["--link"] if link else []), "-o", str(pgdata), *parts]
-        proc = subprocess.run(args, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines()
-            raise OperationError(
-                f"pg_combinebackup failed for backup {last.id} ({len(chain)} backups in its "
-                f"chain): {lines[-1] if lines else f'exit code {proc.returncode}'}"
-            )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    for sub in ("pg_wal", "pg_wal/archive_status"):
-        (pgdata / sub).mkdir(exist_ok=True)
-    (pgdata / "pg_wal").chmod(0o700)
-
-
-def unpack_base(
-    repo: Repository, manifest: Manifest, pgdata: Path, on_progress: ProgressCallback | None
-) -> None:
-    """Extract the backup's base.tar into ``pgdata`` (made, or taken empty, and kept
-    root's own meanwhile) without ever writing through a link drkit did not make
-    (:mod:`drkit.restore.datadir`)."""
-    base = next((o for o in manifest.objects if o.name.startswith("base.tar")), None)
-    if base is None:
-        raise CheckFailed(f"backup {manifest.id} has no base.tar object")
-    owner = Owner.cluster(cluster_os_user())
-    fd, _created = claim_data_directory(pgdata, owner)
-    try:
-        with (
-            Meter(on_progress, "unpack", "base.tar", total=base.raw_size) as meter,
-            repo.open_decoded(base) as stream,
-            ReadAhead(stream) as decoded,  # decoding beside the writing: two cores
-        ):
-            counted = MeteredReader(decoded, meter)
-            extract_tar(counted, fd, owner, name=manifest.id)  # type: ignore[arg-type]
-            # read to EOF so the sha256 of the stored object is checked
-            while counted.read(_TAR_BUFSIZE):
-                pass
-    finally:
-        os.close(fd)
-    for sub in ("pg_wal", "pg_wal/archive_status"):
-        (pgdata / sub).mkdir(exist_ok=True)
-    (pgdata / "pg_wal").chmod(0o700)
 
 
 def _conf_value(value: str) -> str:
@@ -637,7 +559,7 @@ def restore_point_in_time(
         from drkit.pg.binaries import find_server
 
         find_server(
-            int(manifest.server_version.split(".")[0]) if manifest.server_version else None,
+            manifest.major,
             for_user=user,
         )
     # every recovery has an explicit end, so that PostgreSQL itself refuses to end it
@@ -732,7 +654,7 @@ def restore_point_in_time(
         login=policy.database.url.get_secret_value(),
         os_user=user,
         # a data directory runs only on its own major's server
-        major=int(manifest.server_version.split(".")[0]) if manifest.server_version else None,
+        major=manifest.major,
         temp_dirs=[run_dir],
         name="recovering server",
     )
