@@ -89,7 +89,7 @@ def drkit_restore_in_process(cluster: LocalCluster, policies: Path, target: str)
     """``drkit restore file latest --jobs 2`` as a call in a running Python (the daemon's
     drills restore so), into a new database ``target`` created beforehand (left there)."""
     from drkit.config import load_policy
-    from drkit.restore.logical import restore_logical
+    from drkit.restore import restore_logical
 
     cluster.create_database(target)
     policy = load_policy("file", policies)

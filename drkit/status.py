@@ -91,7 +91,7 @@ def wal_reach(repo: Repository) -> WalReach:
     backup, the walk to the first missing segment, with ``--allow-gap``), then back past
     the segments at the end that carry another cluster's system identifier."""
     from drkit.backup.walchain import own_tail, timeline_history
-    from drkit.restore.pitr import consistent_point, plan_recovery
+    from drkit.restore import consistent_point, plan_recovery
     from drkit.wal_identity import read_identity
     from drkit.wal_keys import wal_candidate_keys
 

@@ -18,7 +18,7 @@ from drkit.demo.sandbox import Sandbox, Say, Step
 from drkit.errors import CheckFailed, OperationError
 from drkit.pg import PostgresServer
 from drkit.pg.connect import connect
-from drkit.restore.pitr import restore_point_in_time
+from drkit.restore import restore_point_in_time
 from drkit.storage.repository import Repository
 from drkit.wal_keys import find_wal_key
 from drkit.walcmd import archive_command, prepare_file_repository

@@ -58,11 +58,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from drkit import __version__
 from drkit.backup.catalog import (
@@ -88,7 +87,14 @@ from drkit.drill.report import (
     write_report_dir,
 )
 from drkit.errors import CheckFailed, DrkitError, OperationError, StorageError, UsageError
-from drkit.pg import LocalCluster, Owner, cluster_os_user, free_port, guard_data_directory, run_as
+from drkit.pg import (
+    LocalCluster,
+    Owner,
+    PostgresServer,
+    cluster_os_user,
+    guard_data_directory,
+    run_as,
+)
 from drkit.pg.binaries import find_binary, find_client, logical_target_major
 from drkit.pg.connect import connect, first_line, server_version
 from drkit.pg.conninfo import for_subprocess
@@ -100,6 +106,9 @@ from drkit.restore.dirrestore import fetch_directory
 from drkit.status import newest_recoverable_point
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import copy_stream
+
+if TYPE_CHECKING:
+    from drkit.restore import PitrResult
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +282,7 @@ def _run(
     work.chmod(0o711)  # the cluster's OS user must reach work/pg; work/fetch stays private
     fetch_dir = work / "fetch"
     fetch_dir.mkdir(mode=0o700)
-    scratch: list[LocalCluster] = []
+    scratch: list[PostgresServer] = []
     kept: dict[str, Any] | None = None
     try:
         try:
@@ -335,7 +344,7 @@ def backups_per_database(
     return chosen
 
 
-def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
+def _tear_down(scratch: list[PostgresServer], work: Path) -> dict[str, Any]:
     """Stop and remove the scratch cluster and the work directory; say whether it worked."""
     started = time.monotonic()
     for cluster in scratch:
@@ -354,7 +363,7 @@ def _tear_down(scratch: list[LocalCluster], work: Path) -> dict[str, Any]:
     return {"scratch_cluster": "removed", "seconds": took, "duration_seconds": took}
 
 
-def _keep_info(cluster: LocalCluster, work: Path, manifest: Manifest) -> dict[str, Any]:
+def _keep_info(cluster: PostgresServer, work: Path, manifest: Manifest) -> dict[str, Any]:
     database = next((o.database for o in manifest.objects if o.database), None)
     database = database or next(iter(manifest.databases), "postgres")
     q = shlex.quote
@@ -395,7 +404,7 @@ def _scratch_major(manifest: Manifest, target_major: int | None) -> int | None:
 
 
 def _start_scratch(
-    work: Path, major: int | None, scratch: list[LocalCluster], *, start: bool = True
+    work: Path, major: int | None, scratch: list[PostgresServer], *, start: bool = True
 ) -> LocalCluster:
     try:
         cluster = LocalCluster.create(
@@ -421,7 +430,7 @@ def _drill_logical(
     timer: _Timer,
     work: Path,
     fetch_dir: Path,
-    scratch: list[LocalCluster],
+    scratch: list[PostgresServer],
     jobs: int,
     *,
     scratch_major: int | None = None,
@@ -764,7 +773,7 @@ def _check_row_counts(
 def _check_sql(
     policy: Policy,
     report: DrillReport,
-    cluster: LocalCluster,
+    cluster: PostgresServer,
     manifest: Manifest,
     restored: list[str],
 ) -> None:
@@ -835,7 +844,7 @@ class _Checks(list[Check]):
 
 
 class _AmcheckRun(threading.Thread):
-    def __init__(self, cluster: LocalCluster, databases: list[str]) -> None:
+    def __init__(self, cluster: PostgresServer, databases: list[str]) -> None:
         super().__init__(name="drkit-drill-amcheck", daemon=True)
         self._cluster = cluster
         self._databases = databases
@@ -858,7 +867,7 @@ class _AmcheckRun(threading.Thread):
                 )
 
 
-def _check_amcheck(report: DrillReport | _Checks, cluster: LocalCluster, database: str) -> None:
+def _check_amcheck(report: DrillReport | _Checks, cluster: PostgresServer, database: str) -> None:
     name = f"amcheck {database}"
 
     def not_run(why: str) -> None:
@@ -1000,47 +1009,11 @@ def _judge_objectives(
 # ---------------------------------------------------------------------------
 
 
-class RecoveredCluster(LocalCluster):
-    """The cluster a physical drill recovered: the source's roles, so the policy's
-    credentials connect to it; torn down like any scratch cluster."""
-
-    def __init__(self, base_dir: Path, port: int, major: int | None, policy_url: str) -> None:
-        super().__init__(base_dir, port=port, major=major, password="")
-        self._url = policy_url
-        self.superuser = str(conninfo_to_dict(policy_url).get("user") or "postgres")
-        self.extra_dirs: list[Path] = []
-
-    def dsn(
-        self, dbname: str | None = "postgres", *, host: str = "127.0.0.1", password: bool = True
-    ) -> str:
-        return make_conninfo(self._url, host=host, port=str(self.port), dbname=dbname or "postgres")
-
-    def note_socket_dir(self) -> None:
-        """PITR puts the server's socket in a directory of its own: remember it."""
-        try:
-            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
-        except OSError:
-            return
-        if len(lines) > 4 and lines[4].strip():
-            self.socket_dir = Path(lines[4].strip())
-            if (
-                self.socket_dir.name.startswith("drkit-pitr-")
-                and self.socket_dir not in self.extra_dirs
-            ):
-                self.extra_dirs.append(self.socket_dir)
-
-    def destroy(self) -> None:
-        self.note_socket_dir()  # still there when a Ctrl-C cut the recovery short
-        super().destroy()
-        for directory in self.extra_dirs:
-            shutil.rmtree(directory, ignore_errors=True)
-
-
 class _AcceptWatch(threading.Thread):
     """Notes when the recovering server first accepts a connection (the ``connections``
     phase of a physical drill: with hot standby that is before WAL replay ends)."""
 
-    def __init__(self, cluster: LocalCluster, database: str) -> None:
+    def __init__(self, cluster: PostgresServer, database: str) -> None:
         super().__init__(name="drkit-drill-accept-watch", daemon=True)
         self._cluster = cluster
         self._database = database
@@ -1048,7 +1021,7 @@ class _AcceptWatch(threading.Thread):
         self.accepting_at: float | None = None
 
     def run(self) -> None:
-        pid_file = self._cluster.data_dir / "postmaster.pid"
+        pid_file = self._cluster.pid_file
         dsn = self._cluster.dsn(self._database)
         while not self._stopped.is_set():
             if pid_file.exists():
@@ -1065,6 +1038,70 @@ class _AcceptWatch(threading.Thread):
         self.join(timeout=10)
 
 
+class _RecoveryWatch:
+    """What a physical drill watches of point-in-time recovery (a
+    :class:`~drkit.restore.RecoveryObserver`): the recovered server, handed over before
+    it starts (a scratch server to tear down, timed until it first accepts a
+    connection), and the pause at the restore point written just after the base backup,
+    where the row counts the backup recorded are compared on the paused server."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        manifest: Manifest,
+        report: DrillReport,
+        timer: _Timer,
+        databases: list[str],
+        scratch: list[PostgresServer],
+    ) -> None:
+        self._manifest = manifest
+        self._report = report
+        self._timer = timer
+        self._databases = databases
+        self._scratch = scratch
+        self._server: PostgresServer | None = None
+        self._accept: _AcceptWatch | None = None
+        #: the databases whose rows were counted at the pause
+        self.counted: list[str] = []
+        # row counts were taken at a named restore point right after the backup:
+        # recovery pauses there, they are compared on the paused server, then replay
+        # goes on; a drill to a point in time does not stop there (they hold there only)
+        point = manifest.extra.get("row_counts_restore_point")
+        wanted = policy.drill.checks.row_counts and manifest.row_counts
+        self.pause_at = point if wanted and isinstance(point, str) else None
+        if report.target_point is not None:
+            self.pause_at = None
+
+    def on_server(self, server: PostgresServer) -> None:
+        self._server = server
+        self._scratch.append(server)
+        self._accept = _AcceptWatch(server, self._databases[0] if self._databases else "postgres")
+        self._accept.start()
+
+    def on_paused(self, result: PitrResult) -> None:
+        with Meter(self._timer.on_phase, "validation", "row counts at the restore point"):
+            for database in self._databases:
+                counts = self._manifest.row_counts.get(database)
+                if counts is not None:  # {}: an empty database, counted (and PASS) too
+                    _check_row_counts(
+                        self._report, self.recovered().dsn(database), database, counts
+                    )
+                    self.counted.append(database)
+
+    def recovered(self) -> PostgresServer:
+        """The recovered server (recovery handed it over before starting it)."""
+        assert self._server is not None, "recovery started no server"
+        return self._server
+
+    def accepting_at(self) -> float | None:
+        """When the server first accepted a connection (monotonic), if it was seen to."""
+        return self._accept.accepting_at if self._accept is not None else None
+
+    def stop(self) -> None:
+        if self._accept is not None:
+            self._accept.stop()
+
+
 def _drill_physical(
     policy: Policy,
     repo: Repository,
@@ -1072,66 +1109,35 @@ def _drill_physical(
     report: DrillReport,
     timer: _Timer,
     work: Path,
-    scratch: list[LocalCluster],
+    scratch: list[PostgresServer],
 ) -> None:
     """Base backup + WAL replay (to ``report.target_point``, or to the end of the
     archive) with PITR's own machinery, into the drill's work directory."""
-    from drkit.restore.pitr import PitrResult, RecoveryStoppedShort, restore_point_in_time
+    from drkit.pg.binaries import find_server
+    from drkit.restore import RecoveryStoppedShort, restore_point_in_time
     from drkit.wal_names import parse_lsn
 
     base = work / "pg"
     base.mkdir(mode=0o755)
-    cluster = RecoveredCluster(
-        base,
-        port=free_port(),
-        major=_major(manifest.server_version),
-        policy_url=policy.database.url.get_secret_value(),
-    )
-    scratch.append(cluster)
     try:  # a data directory runs only on its own major: none installed, the drill cannot run
-        cluster.bin("pg_ctl")
+        find_server(_major(manifest.server_version), for_user=cluster_os_user())
     except OperationError as exc:
         raise DrillCannotRun(str(exc)) from None
     databases = list(manifest.databases) or policy.database.database_names()
+    watch = _RecoveryWatch(policy, manifest, report, timer, databases, scratch)
     started = time.monotonic()
-    watch = _AcceptWatch(cluster, databases[0] if databases else "postgres")
-    # row counts were taken at a named restore point right after the backup: recovery
-    # pauses there, they are compared on the paused server, then replay goes on
-    pause_at = manifest.extra.get("row_counts_restore_point")
-    counted: list[str] = []
-    if not (policy.drill.checks.row_counts and manifest.row_counts and isinstance(pause_at, str)):
-        pause_at = None
-    if report.target_point is not None:
-        pause_at = None  # the counts hold at the restore point, not at the target
-
-    def count_at_pause(_paused: PitrResult) -> None:
-        with Meter(timer.on_phase, "validation", "row counts at the restore point"):
-            count_each_database()
-
-    def count_each_database() -> None:
-        for database in databases:
-            counts = manifest.row_counts.get(database)
-            if counts is not None:  # {}: an empty database, counted (and PASS) too
-                _check_row_counts(report, cluster.dsn(database), database, counts)
-                counted.append(database)
-
-    watch.start()
     try:
         result = restore_point_in_time(
             policy,
             report.target_point,
-            cluster.data_dir,
-            port=cluster.port,
+            base / "data",
             archive=False,
             repo=repo,
             backup=manifest if report.target_point is None else None,
-            pause_at=pause_at,
-            at_pause=count_at_pause,
             on_progress=timer.on_phase,
+            observer=watch,
         )
     except (CheckFailed, OperationError) as exc:
-        watch.stop()
-        cluster.note_socket_dir()
         report.phases["unpack"] = time.monotonic() - started
         report.add(
             Check(
@@ -1155,18 +1161,18 @@ def _drill_physical(
                 )
             )
         return
-    except BaseException:
+    finally:
         watch.stop()
-        raise
-    watch.stop()
-    cluster.note_socket_dir()
+    cluster = watch.recovered()
+    counted = watch.counted
     report.backup_chain = list(result.chain)
     paused = result.phases.get("paused", 0.0)  # counting rows: validation, not replay
     total = time.monotonic() - started - paused
     unpack = result.phases.get("fetch_unpack", 0.0)
     report.phases["unpack"] = unpack
-    if watch.accepting_at is not None:  # hot standby: connections before replay ends
-        until_accepting = min(total, max(unpack, watch.accepting_at - started))
+    accepting_at = watch.accepting_at()
+    if accepting_at is not None:  # hot standby: connections before replay ends
+        until_accepting = min(total, max(unpack, accepting_at - started))
         report.phases["connections"] = until_accepting - unpack
         report.phases["wal_replay"] = max(0.0, total - until_accepting)
     else:
