@@ -34,7 +34,7 @@ from psycopg import sql
 from benchmarks import measure
 from benchmarks.measure import drkit, median, scratch_dir
 from drkit.demo.sample import load_sample
-from drkit.drill.runner import SCRATCH_SETTINGS
+from drkit.drill.logical import SCRATCH_SETTINGS
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user
 
 

@@ -118,7 +118,7 @@ def _prune(policy: Policy) -> Any:
 
 
 def _drill(policy: Policy) -> Any:
-    from drkit.drill.runner import run_drill
+    from drkit.drill import run_drill
 
     return run_drill(policy)
 
