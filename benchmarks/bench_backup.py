@@ -76,7 +76,7 @@ def drkit_backup_in_process(policies: Path) -> Sample:
     """``drkit backup file`` as the scheduler daemon runs it: a call in a running Python
     (what the command adds to it is its process start and imports).  No RSS: the
     process is the benchmark's own."""
-    from drkit.backup.dirdump import backup_logical
+    from drkit.backup.logical import backup_logical
     from drkit.config import load_policy
 
     policy = load_policy("file", policies)

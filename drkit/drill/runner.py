@@ -23,7 +23,6 @@ cluster) is the verdict ERROR.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import secrets
 import shlex
@@ -51,10 +50,9 @@ from drkit.errors import DrkitError, UsageError
 from drkit.pg import Owner, PostgresServer, cluster_os_user, guard_data_directory
 from drkit.pg.binaries import logical_target_major
 from drkit.storage.repository import Repository
+from drkit.streams import spool_dir
 
 log = logging.getLogger(__name__)
-
-TMPDIR_ENV = "DRKIT_TMPDIR"
 
 
 @dataclass
@@ -208,7 +206,7 @@ def _work_directory() -> Path:
     """The drill's private directory: ``pg/`` for the cluster's OS user, ``fetch/`` ours."""
     # the scratch cluster's data directory is filled by root below it: nobody else may
     # own it or be able to swap what is in it
-    scratch_root = Path(os.environ.get(TMPDIR_ENV) or tempfile.gettempdir())
+    scratch_root = spool_dir()
     guard_data_directory(scratch_root, Owner.cluster(cluster_os_user()), what="scratch directory")
     work = Path(tempfile.mkdtemp(prefix="drkit-drill-", dir=scratch_root))
     work.chmod(0o711)  # the cluster's OS user must reach work/pg; work/fetch stays private

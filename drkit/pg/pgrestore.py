@@ -32,6 +32,7 @@ from pathlib import Path
 from drkit.errors import SubprocessError
 from drkit.pg.conninfo import describe, for_subprocess
 from drkit.pg.process import PipeProcess
+from drkit.streams import spool_dir
 
 # TOC entry kinds never restored into a copy: they hold other systems' credentials
 SECRET_KINDS = ("USER MAPPING",)
@@ -54,9 +55,7 @@ def restore_list(toc: str, drop: tuple[str, ...] = SECRET_KINDS) -> str:
 @contextlib.contextmanager
 def list_file(toc: str, drop: tuple[str, ...] = SECRET_KINDS) -> Iterator[Path]:
     """The filtered list in a temp file, removed on the way out."""
-    fd, name = tempfile.mkstemp(
-        prefix="drkit-toc-", suffix=".list", dir=os.environ.get("DRKIT_TMPDIR") or None
-    )
+    fd, name = tempfile.mkstemp(prefix="drkit-toc-", suffix=".list", dir=spool_dir())
     path = Path(name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:

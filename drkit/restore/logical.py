@@ -61,7 +61,7 @@ from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, tab
 from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.restore.dirrestore import fetched_directory
 from drkit.storage.repository import Repository, StoredObject
-from drkit.streams import CHUNK, WriteBehind
+from drkit.streams import CHUNK, WriteBehind, spool_dir
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +308,7 @@ def restore_one(
 def _fetched(repo: Repository, obj: StoredObject, progress: Meter) -> Iterator[Path]:
     """The decoded, verified dump in a private temporary file, removed afterwards, with
     the data offsets a pipe-written dump lacks filled in (drkit.pg.archive)."""
-    tmp_dir = os.environ.get("DRKIT_TMPDIR") or None
-    fd, tmp_name = tempfile.mkstemp(prefix="drkit-restore-", suffix=".dump", dir=tmp_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix="drkit-restore-", suffix=".dump", dir=spool_dir())
     tmp = Path(tmp_name)
     finder = OffsetFinder()
     try:
