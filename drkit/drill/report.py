@@ -1,4 +1,5 @@
-"""Drill reports (DESIGN.md §6): the data a drill produces and its three renderings.
+"""Drill reports: the data a drill produces and its three renderings (see
+ARCHITECTURE.md, Drill).
 
 A :class:`DrillReport` holds what the drill measured (phases of the RTO, the achieved
 RPO), what it checked (each :class:`Check` PASS / FAIL / NOT_RUN / ERROR with its

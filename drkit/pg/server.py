@@ -19,12 +19,9 @@ server runs is read from its ``postmaster.pid``, never guessed from its log.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import pwd
-import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,12 +32,13 @@ from typing import Any
 from drkit.errors import OperationError, SubprocessError
 from drkit.pg.binaries import binary_major, find_server
 
-log = logging.getLogger(__name__)
-
 RUN_AS_ENV = "DRKIT_CLUSTER_USER"
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket  # here: importing drkit.pg stays cheap for the WAL commands
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -342,7 +340,11 @@ class LocalCluster(PostgresServer):
             temp_dirs=[base_dir],
         )
         self.base_dir = base_dir
-        self.password = password if password is not None else secrets.token_urlsafe(18)
+        if password is None:
+            import secrets
+
+            password = secrets.token_urlsafe(18)
+        self.password = password
 
     @classmethod
     def create(
