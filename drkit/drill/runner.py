@@ -140,9 +140,10 @@ def _run(
     scratch_major = _scratch_major(manifest, target_major)
     sources = backups_per_database(policy, repo, manifest, backup_ref)
     report = _new_report(policy, manifest, sources, started_at, backup_ref, point_in_time)
+    timer = PhaseTimer(report, on_phase)  # the RTO's wall time runs from here
     log.info("drill %s of %s: backup %s", report.id, policy.name, manifest.id)
     work = _work_directory()
-    run = DrillRun(policy, repo, manifest, report, PhaseTimer(report, on_phase), work, jobs)
+    run = DrillRun(policy, repo, manifest, report, timer, work, jobs)
     kept: dict[str, Any] | None = None
     try:
         try:

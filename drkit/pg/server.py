@@ -450,7 +450,7 @@ class LocalCluster(PostgresServer):
 
         auth = f"{self.superuser}:{quote(self.password, safe='')}" if password else self.superuser
         where = quote(host, safe="") if host.startswith("/") else host
-        database = quote(dbname or "postgres", safe="")
+        database = quote(dbname if dbname is not None else "postgres", safe="")
         return f"postgresql://{auth}@{where}:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
