@@ -48,8 +48,8 @@ from benchmarks.bench_physical import measure_physical
 from benchmarks.bench_sanitize import measure_sanitize
 from benchmarks.measure import ROOT, Sample, load_database, moto_server, scratch_dir
 from benchmarks.report import write_report
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
 
 SUITES = ("logical", "sanitize", "breakdown", "wal", "physical", "drill")
 RESULTS = ROOT / "benchmarks" / "results"

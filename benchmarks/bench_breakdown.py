@@ -50,8 +50,8 @@ from benchmarks.measure import (
     scratch_dir,
     write_policy,
 )
+from drkit.pg import LocalCluster
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.tables import count_rows, list_tables
 

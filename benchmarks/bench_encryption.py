@@ -25,7 +25,7 @@ from benchmarks import measure
 from benchmarks.bench_wal import backlog, drain
 from benchmarks.measure import drkit, median
 from drkit.demo.sample import load_sample
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user
 from drkit.wal import archive_command, prepare_file_repository
 
 

@@ -54,7 +54,7 @@ from benchmarks.measure import (
     scratch_dir,
     write_policy,
 )
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user
 from drkit.pg.conninfo import for_subprocess
 
 SALT = "benchmark-salt-not-a-secret"

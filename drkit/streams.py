@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from drkit.errors import CheckFailed
@@ -578,3 +580,14 @@ def copy_stream(source: BinaryIO, target: BinaryIO) -> int:
         target.write(chunk)
         total += len(chunk)
     return total
+
+
+#: where drkit spools data locally (see :func:`spool_dir`)
+SPOOL_DIR_ENV = "DRKIT_TMPDIR"
+
+
+def spool_dir() -> Path:
+    """Where drkit spools data on local disk (dumps fetched for a parallel restore, a
+    dump directory being uploaded, a drill's work directory): ``$DRKIT_TMPDIR``, else
+    the system's temporary directory."""
+    return Path(os.environ.get(SPOOL_DIR_ENV) or tempfile.gettempdir())

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from drkit.demo.sample import table_counts
-from drkit.pg.cluster import cluster_os_user, run_as
+from drkit.pg import cluster_os_user, run_as
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 
 OBJECTIVES = {"rpo": "1h", "rto": "30m"}

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from drkit.config import load_policy
-from drkit.pg.cluster import chown_tree, cluster_os_user
+from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, pg_versions

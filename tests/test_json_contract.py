@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from drkit.pg.cluster import chown_tree, cluster_os_user
+from drkit.pg import chown_tree, cluster_os_user
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, Result, S3Server
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 from drkit.backup.catalog import Manifest
+from drkit.backup.unpack import unpack_base
+from drkit.config import RepositoryConfig
 from drkit.errors import SafetyRefused
-from drkit.pg.cluster import cluster_os_user
-from drkit.restore.datadir import Owner, claim_data_directory
-from drkit.restore.pitr import unpack_base
-from drkit.storage import Repository, RepositoryConfig, open_backend
+from drkit.pg import Owner, claim_data_directory, cluster_os_user
+from drkit.storage import Repository, open_backend
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
 from tests.wal_support import shared_dir
 
@@ -251,7 +251,7 @@ def test_drkit_not_root_refuses_a_data_directory_it_cannot_make_its_own(root: Pa
     python, prelude = cluster_user_python("postgres")
     code = prelude + (
         "import sys; from pathlib import Path; from drkit.errors import SafetyRefused\n"
-        "from drkit.restore.datadir import Owner, claim_data_directory\n"
+        "from drkit.pg import Owner, claim_data_directory\n"
         "try: claim_data_directory(Path(sys.argv[1]), Owner.cluster(None))\n"
         "except SafetyRefused as exc: print(exc)\n"
     )

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from drkit.pg.cluster import chown_tree, cluster_os_user
+from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import FileBackend, Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, S3Server

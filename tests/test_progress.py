@@ -291,7 +291,7 @@ def test_a_physical_backup_and_drill_show_their_phases(
 ) -> None:
     import yaml
 
-    from drkit.pg.cluster import chown_tree, cluster_os_user
+    from drkit.pg import chown_tree, cluster_os_user
     from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
     with (

@@ -120,7 +120,7 @@ def test_missing_bucket_is_a_clear_error(s3_server) -> None:  # type: ignore[no-
 
 
 def test_unreachable_endpoint_fails_fast() -> None:
-    from drkit.pg.cluster import free_port
+    from drkit.pg import free_port
 
     config = RepositoryConfig(url="s3://b/x", endpoint_url=f"http://127.0.0.1:{free_port()}")
     backend = open_backend(config)

@@ -20,9 +20,8 @@ import pytest
 
 from drkit.demo.sample import table_counts
 from drkit.errors import OperationError
-from drkit.pg import binaries
+from drkit.pg import LocalCluster, binaries
 from drkit.pg.binaries import NO_SYSTEM_ENV, find_client, find_server, installs
-from drkit.pg.cluster import LocalCluster
 from tests.conftest import (
     PG_INSTALL_HINT,
     DrkitRunner,

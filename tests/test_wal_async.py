@@ -24,7 +24,7 @@ import psycopg
 import pytest
 import yaml
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user
 from drkit.storage import Repository
 from drkit.wal import (
     ACK,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from drkit.pg.cluster import LocalCluster, cluster_os_user, run_as
+from drkit.pg import LocalCluster, cluster_os_user, run_as
 from drkit.storage import Repository
 from drkit.wal import commands as walcmd
 from drkit.wal import find_wal_key, load_wal_policy, prepare_file_repository

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.storage import Repository
 from drkit.wal import (
     archive_command,

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.storage import Repository
 from drkit.wal import SPOOL_ROOT, archive_command, load_wal_policy, system_identifier
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server

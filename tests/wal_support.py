@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.wal import archive_command, prepare_file_repository
 
 

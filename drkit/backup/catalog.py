@@ -127,6 +127,12 @@ class Manifest:
         return self.parent is not None
 
     @property
+    def major(self) -> int | None:
+        """The PostgreSQL major the backup was taken from (None: not recorded): a
+        physical backup runs only on it, a dump restores into it or a newer one."""
+        return int(self.server_version.split(".")[0]) if self.server_version else None
+
+    @property
     def size(self) -> int:
         return sum(o.stored_size for o in self.objects)
 

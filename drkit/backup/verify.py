@@ -15,7 +15,6 @@ in the archive, checked above).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from drkit.backup.catalog import Manifest
 from drkit.errors import CheckFailed, DrkitError, StorageError
 from drkit.storage.repository import Repository
-from drkit.streams import CountingReader, drain
+from drkit.streams import CountingReader, drain, spool_dir
 
 if TYPE_CHECKING:
     from drkit.backup.walchain import WalReading
@@ -114,13 +113,13 @@ def _check_chain(
 
 def _verify_combined(repo: Repository, chain: list[Manifest]) -> str | None:
     """Combine the chain aside and run pg_verifybackup on it; a problem line or None."""
+    from drkit.backup.unpack import unpack_chain
     from drkit.pg.binaries import find_binary
-    from drkit.restore.pitr import unpack_chain
 
     last = chain[-1]
-    major = int(last.server_version.split(".")[0]) if last.server_version else None
+    major = last.major
     verifier = find_binary("pg_verifybackup", major)
-    work = Path(tempfile.mkdtemp(prefix="drkit-verify-", dir=os.environ.get("DRKIT_TMPDIR")))
+    work = Path(tempfile.mkdtemp(prefix="drkit-verify-", dir=spool_dir()))
     try:
         combined = work / "combined"
         try:

@@ -62,7 +62,7 @@ def backup(
         with live_progress() as progress:
             manifest = run_physical_backup(policy, on_progress=progress, incremental=incremental)
     else:
-        from drkit.backup.dirdump import backup_logical  # lazy: psycopg, pydantic
+        from drkit.backup.logical import backup_logical  # lazy: psycopg, pydantic
 
         with live_progress() as progress:
             manifest = backup_logical(

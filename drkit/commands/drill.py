@@ -64,8 +64,8 @@ def drill(
     """Restore drill: restore into a scratch cluster, measure RTO/RPO, validate, report."""
     # lazy: pydantic and psycopg, ~0.4 s
     from drkit.config import parse_timestamp
+    from drkit.drill import run_drill
     from drkit.drill.report import PHASE_TITLES
-    from drkit.drill.runner import run_drill
 
     settle(json_out, policy_dir)
     policy = load(env)

@@ -12,7 +12,7 @@ import typer
 from drkit.commands.app import app
 from drkit.commands.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
 from drkit.errors import CheckFailed, DrkitError, PolicyError, UsageError
-from drkit.pg.cluster import cluster_os_user
+from drkit.pg import cluster_os_user
 from drkit.wal import archive_command, prepare_file_repository, reachable_by, restore_command
 
 # -- policy ------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def restore(
         raise UsageError("--archive-mode must be off or preserve")
     # lazy: pydantic and psycopg, ~0.5 s
     from drkit.config import parse_timestamp
-    from drkit.restore.pitr import parse_timeline, restore_point_in_time
+    from drkit.restore import parse_timeline, restore_point_in_time
 
     follow = parse_timeline(timeline)
 
@@ -230,7 +230,7 @@ def _restore_logical(
     database: str | None,
     tables: list[str],
 ) -> None:
-    from drkit.restore.logical import restore_logical  # lazy: psycopg, pydantic, ~1 s
+    from drkit.restore import restore_logical  # lazy: psycopg, pydantic, ~1 s
 
     policy = load(env)
     started = time.monotonic()

@@ -92,7 +92,7 @@ def wal_reach(repo: Repository) -> WalReach:
     the segments at the end that carry another cluster's system identifier (replay
     rejects them).  The newest object in ``wal/`` counts for nothing by itself."""
     from drkit.backup.walchain import own_tail, timeline_history
-    from drkit.restore.pitr import consistent_point, plan_recovery
+    from drkit.restore.plan import consistent_point, plan_recovery
     from drkit.wal import read_identity, wal_candidate_keys
 
     try:

@@ -44,7 +44,7 @@ class Job:
 
 
 def _logical_backup(policy: Policy) -> Any:
-    from drkit.backup.dirdump import backup_logical  # the size picks the dump format
+    from drkit.backup.logical import backup_logical  # the size picks the dump format
 
     return backup_logical(policy)
 

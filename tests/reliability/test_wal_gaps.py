@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from drkit.config import load_policy
-from drkit.pg.cluster import chown_tree, cluster_os_user
+from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner
