@@ -53,7 +53,7 @@ def parse_wal_command(args: Sequence[str]) -> tuple[str, list[str], str | None] 
 
 
 def run_wal_command(command: str, positionals: list[str], policy_dir: str | None) -> int:
-    from drkit.outcome import failure, wal_fetch_line
+    from drkit.errors import failure, wal_fetch_line
     from drkit.wal import load_wal_policy, run_fetch
     from drkit.walasync import archive_wal
 

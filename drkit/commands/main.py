@@ -19,9 +19,8 @@ from drkit.commands import backup, demo, drill, policy, restore, sanitize, sched
 from drkit.commands.app import app
 from drkit.commands.common import err, state
 from drkit.commands.render import print_traceback, write_document
-from drkit.errors import Interrupted
+from drkit.errors import INTERRUPTED_LINE, Interrupted, failure
 from drkit.helptext import polish
-from drkit.outcome import INTERRUPTED_LINE, failure
 
 try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
     from typer._click import exceptions as click_exc

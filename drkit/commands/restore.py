@@ -26,8 +26,7 @@ from drkit.commands.common import (
     state,
 )
 from drkit.commands.render import live_progress, ts_text
-from drkit.errors import UsageError
-from drkit.redact import mask_url
+from drkit.errors import UsageError, wal_fetch_line
 from drkit.storage.repository import Repository
 from drkit.timelines import promote_timeline, server_timeline
 from drkit.wal import load_wal_policy, run_fetch
@@ -315,7 +314,7 @@ def wal_fetch(
         lambda: load_wal_policy(env, st.policy_dir), name, path, st.policy_dir
     )
     if message:
-        err.print(f"drkit: wal-fetch {name}: {mask_url(message)}", markup=False, highlight=False)
+        err.print(wal_fetch_line(name, message), markup=False, highlight=False)
     if st.json:
         emit_json({"name": name, "fetched": code == 0})
     if code:
