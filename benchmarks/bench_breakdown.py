@@ -58,8 +58,8 @@ from drkit.pg.tables import count_rows, list_tables
 T = TypeVar("T")
 LEVEL = 3  # the repository's level: logical dumps
 WAL_LEVEL = 1  # wal_archiver.compression_level's default
-#: the modules ``drkit wal-push`` imports on its lean path (drkit/entry.py)
-WAL_PUSH_IMPORTS = "import drkit.entry, drkit.config, drkit.errors, drkit.wal, zstandard"
+#: the modules ``drkit wal-push`` imports on its lean path (drkit/cli/entry.py)
+WAL_PUSH_IMPORTS = "import drkit.cli.entry, drkit.config, drkit.errors, drkit.wal, zstandard"
 
 
 def clock(fn: Callable[..., T], *args: Any) -> tuple[float, T]:

@@ -96,7 +96,7 @@ def test_every_key_has_a_meaning() -> None:
 def test_cli_reference_covers_every_command_and_option() -> None:
     import typer
 
-    from drkit.cli import app
+    from drkit.cli.app import app
 
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
 
@@ -291,7 +291,7 @@ def help_of(*args: str) -> str:
 def all_command_paths() -> list[list[str]]:
     import typer
 
-    from drkit.cli import app
+    from drkit.cli.app import app
 
     paths: list[list[str]] = []
 

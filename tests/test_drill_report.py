@@ -211,7 +211,7 @@ def test_chart_of_a_drill_that_could_not_run(tmp_path: Path) -> None:
 
 def test_the_cli_and_the_wal_entry_do_not_import_matplotlib() -> None:
     code = (
-        "import sys, drkit.cli, drkit.entry, drkit.drill.report, drkit.drill.runner; "
+        "import sys, drkit.cli.main, drkit.cli.entry, drkit.drill.report, drkit.drill.runner; "
         "sys.exit('matplotlib' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)

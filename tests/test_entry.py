@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drkit.entry import parse_wal_command
+from drkit.cli.entry import parse_wal_command
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_lean_path_does_not_load_the_cli_and_keeps_exit_codes(tmp_path: Path) ->
     (tmp_path / "prod.yaml").write_text("environment: prod\nrepository: {url: 'file:///nowhere'\n")
     probe = (
         "import sys\n"
-        "from drkit.entry import main\n"
+        "from drkit.cli.entry import main\n"
         "try:\n"
         f"    main(['wal-fetch', 'prod', '000000010000000000000001', '{tmp_path}/x',"
         f" '--policy-dir', '{tmp_path}'])\n"

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from drkit.commands.app import app
-from drkit.commands.common import (
+from drkit.cli.app import app
+from drkit.cli.common import (
     EnvArg,
     JsonOpt,
     PolicyDirOpt,
@@ -19,7 +19,7 @@ from drkit.commands.common import (
     sigterm_interrupts,
     state,
 )
-from drkit.commands.render import live_progress, print_drill
+from drkit.cli.render import live_progress, print_drill
 from drkit.errors import CheckFailed, OperationError
 
 

@@ -1,5 +1,5 @@
-"""The typer app and its global options (DESIGN.md §1): -v, -q, --json, --log-level,
---log-format and --policy-dir, which :func:`drkit.commands.main.run` also accepts after
+"""The typer app and its global options: -v, -q, --json, --log-level,
+--log-format and --policy-dir, which :func:`drkit.cli.main.run` also accepts after
 the command."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from drkit import __version__
-from drkit.commands.common import JsonOpt, PolicyDirOpt, state
+from drkit.cli.common import JsonOpt, PolicyDirOpt, state
+from drkit.cli.logconfig import configure_logging
 from drkit.errors import UsageError
-from drkit.logconfig import configure_logging
 
 app = typer.Typer(
     name="drkit",

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from drkit.commands.app import app
-from drkit.commands.common import JsonOpt, emit_json, settle, state
-from drkit.commands.render import demo_say
+from drkit.cli.app import app
+from drkit.cli.common import JsonOpt, emit_json, settle, state
+from drkit.cli.render import demo_say
 
 
 @app.command("demo")

@@ -13,9 +13,9 @@ from drkit.backup.order import SKEW_BOUND, describe_skew
 from drkit.backup.prune import prune as run_prune
 from drkit.backup.retention import current_tiers
 from drkit.backup.verify import verify_backup
-from drkit.commands.app import app
-from drkit.commands.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
-from drkit.commands.render import live_progress, ts_text
+from drkit.cli.app import app
+from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
+from drkit.cli.render import live_progress, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.progress import Meter, human_size
 from drkit.storage.repository import Repository

@@ -83,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if fast_push(env, path, parsed[2]):  # acknowledged by the async archiver's worker
             raise SystemExit(0)
     if parsed is not None:
-        from drkit.logconfig import configure_logging
+        from drkit.cli.logconfig import configure_logging
 
         configure_logging("warning", "text")
         raise SystemExit(run_wal_command(*parsed))
-    from drkit.cli import main as cli_main
+    from drkit.cli.main import main as cli_main
 
     cli_main(args)

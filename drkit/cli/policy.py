@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from drkit.commands.app import app
-from drkit.commands.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
+from drkit.cli.app import app
+from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
 from drkit.errors import CheckFailed, DrkitError, PolicyError, UsageError
 from drkit.pg.cluster import cluster_os_user
 from drkit.walcmd import archive_command, prepare_file_repository, reachable_by, restore_command

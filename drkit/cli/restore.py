@@ -1,7 +1,7 @@
 """Restore and WAL commands: ``restore`` (logical, or PITR with --point-in-time),
 ``wal-push``, ``promote-timeline`` and ``wal-fetch``.
 
-PostgreSQL's plain ``wal-push``/``wal-fetch`` lines never get here: :mod:`drkit.entry`
+PostgreSQL's plain ``wal-push``/``wal-fetch`` lines never get here: :mod:`drkit.cli.entry`
 runs them without typer or rich.  These are the forms with --json, -v and the like.
 """
 
@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from drkit.commands.app import app
-from drkit.commands.common import (
+from drkit.cli.app import app
+from drkit.cli.common import (
     EnvArg,
     JsonOpt,
     PolicyDirOpt,
@@ -25,7 +25,7 @@ from drkit.commands.common import (
     settle,
     state,
 )
-from drkit.commands.render import live_progress, ts_text
+from drkit.cli.render import live_progress, ts_text
 from drkit.errors import UsageError, wal_fetch_line
 from drkit.storage.repository import Repository
 from drkit.timelines import promote_timeline, server_timeline

@@ -1,7 +1,7 @@
 """The command tree and the process entry: the one place exceptions become exit codes.
 
 DrkitError subclasses carry their own code; usage errors are 2; Ctrl-C is 130; anything
-unexpected is 1, with a traceback only under -v (DESIGN.md §1).  Importing the command
+unexpected is 1, with a traceback only under -v.  Importing the command
 modules here registers them; :data:`HELP_ORDER` fixes the order ``drkit --help`` lists
 them in.
 """
@@ -15,12 +15,12 @@ from typing import Any, NoReturn
 import typer
 
 # importing a command module registers its commands on the app
-from drkit.commands import backup, demo, drill, policy, restore, sanitize, schedule  # noqa: F401
-from drkit.commands.app import app
-from drkit.commands.common import err, state
-from drkit.commands.render import print_traceback, write_document
+from drkit.cli import backup, demo, drill, policy, restore, sanitize, schedule  # noqa: F401
+from drkit.cli.app import app
+from drkit.cli.common import err, state
+from drkit.cli.helptext import polish
+from drkit.cli.render import print_traceback, write_document
 from drkit.errors import INTERRUPTED_LINE, Interrupted, failure
-from drkit.helptext import polish
 
 try:  # typer >= 0.20 ships its own copy of click; older ones use click itself
     from typer._click import exceptions as click_exc
@@ -58,7 +58,7 @@ app.registered_groups.sort(key=_help_rank)
 
 
 def click_command() -> Any:
-    """The click command tree of :data:`app`, its help polished (drkit.helptext)."""
+    """The click command tree of :data:`app`, its help polished (drkit.cli.helptext)."""
     return polish(typer.main.get_command(app))
 
 
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     raise SystemExit(code)
 
 
-#: global options that may also follow the command (DESIGN.md §1)
+#: global options that may also follow the command
 _GLOBAL_FLAGS = frozenset({"-v", "--verbose", "-q", "--quiet", "--json"})
 _GLOBAL_VALUED = frozenset({"--log-level", "--log-format", "--policy-dir"})
 

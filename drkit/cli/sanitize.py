@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from drkit.commands.app import app
-from drkit.commands.common import (
+from drkit.cli.app import app
+from drkit.cli.common import (
     JsonOpt,
     PolicyDirOpt,
     emit_json,
@@ -21,7 +21,7 @@ from drkit.commands.common import (
     sigterm_interrupts,
     state,
 )
-from drkit.commands.render import live_progress, print_sanitize_report
+from drkit.cli.render import live_progress, print_sanitize_report
 from drkit.errors import CheckFailed, UsageError
 
 

@@ -1,7 +1,7 @@
 """The drawing: sizes and times as people read them (IEC units, :func:`drkit.progress.human_size`), live progress, the drill
 and sanitize reports, the demo's lines, and the one ``--json`` document.
 
-Everything here writes to the consoles of :mod:`drkit.commands.common`; nothing here
+Everything here writes to the consoles of :mod:`drkit.cli.common`; nothing here
 does work.  Progress and status show on a TTY only, never under ``--json`` or ``-q``.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.table import Table
 
-from drkit.commands.common import emit_json, err, out, state
+from drkit.cli.common import emit_json, err, out, state
 from drkit.progress import OnProgress
 from drkit.redact import mask_url
 
@@ -48,8 +48,8 @@ def ts_text(ts: datetime | None) -> str:
 def live_progress(
     titles: dict[str, str] | None = None, quiet_done: bool = False
 ) -> AbstractContextManager[OnProgress]:
-    """Core's progress events drawn on stderr (:mod:`drkit.commands.progress`), TTY only."""
-    from drkit.commands.progress import progress_events  # lazy: rich.progress, TTY only
+    """Core's progress events drawn on stderr (:mod:`drkit.cli.progress`), TTY only."""
+    from drkit.cli.progress import progress_events  # lazy: rich.progress, TTY only
 
     enabled = not (state.json or state.quiet)
     return progress_events(err, enabled=enabled, titles=titles, quiet_done=quiet_done)

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from drkit.commands.app import app
-from drkit.commands.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
+from drkit.cli.app import app
+from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
 from drkit.errors import CheckFailed, UsageError
 
 
