@@ -17,8 +17,10 @@ The modules, one concern each:
   the option types every command takes, ``settle``/``emit_json``/``load``;
 - :mod:`.render` and :mod:`.progress`: the drawing (sizes, times, progress, reports, the
   one ``--json`` document), kept apart from the work;
-- :mod:`.policy`, :mod:`.backup`, :mod:`.restore`, :mod:`.sanitize`, :mod:`.drill`,
-  :mod:`.schedule`, :mod:`.demo`: the commands, each a thin call into a core module;
+- the command groups, each a thin call into a core module: :mod:`.policy` (policy
+  check), :mod:`.check`, :mod:`.backup` (backup, backups, verify, prune), :mod:`.restore`,
+  :mod:`.wal` (archive-command, wal-push, promote-timeline, wal-fetch), :mod:`.sanitize`,
+  :mod:`.drill`, :mod:`.status`, :mod:`.schedule` and :mod:`.demo`;
 - :mod:`.documents`: the published shape of every ``--json`` document;
 - :mod:`.helptext` and :mod:`.logconfig`: how help reads, where log records go.
 

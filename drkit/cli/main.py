@@ -15,7 +15,18 @@ from typing import Any, NoReturn
 import typer
 
 # importing a command module registers its commands on the app
-from drkit.cli import backup, demo, drill, policy, restore, sanitize, schedule  # noqa: F401
+from drkit.cli import (  # noqa: F401
+    backup,
+    check,
+    demo,
+    drill,
+    policy,
+    restore,
+    sanitize,
+    schedule,
+    status,
+    wal,
+)
 from drkit.cli.app import app
 from drkit.cli.common import err, state
 from drkit.cli.helptext import polish

@@ -1,21 +1,17 @@
-"""Policy and set-up commands: ``policy check`` (offline), ``check`` (the chain end to
-end) and ``archive-command`` (the lines PostgreSQL runs)."""
+"""``drkit policy check``: policies and the sanitize rules files beside them validated
+offline, the resolved config printed with secrets masked (``drkit check`` is the online
+counterpart)."""
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from drkit.cli.app import app
-from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
-from drkit.errors import CheckFailed, DrkitError, PolicyError, UsageError
-from drkit.pg.cluster import cluster_os_user
-from drkit.walcmd import archive_command, prepare_file_repository, reachable_by, restore_command
-
-# -- policy ------------------------------------------------------------------------
+from drkit.cli.common import JsonOpt, PolicyDirOpt, emit_json, out, settle, state
+from drkit.errors import DrkitError, PolicyError
 
 policy_app = typer.Typer(help="Validate policies and rules files.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -100,98 +96,3 @@ def _check_rules_files(env: str | None) -> dict[str, str]:
             except DrkitError as exc:
                 seen[str(path)] = str(exc)
     return seen
-
-
-# -- online checks and archiving set-up ------------------------------------------------
-
-
-@app.command("check")
-def check(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
-    """Prove the chain end to end: login, privileges, archive round trip, repository, keys.
-
-    One line per check; exit 3 when any fails.  `drkit policy check` stays offline."""
-    from drkit.preflight import run_checks  # lazy: pydantic and psycopg
-
-    st = settle(json_out, policy_dir)
-    report = run_checks(load(env), st.policy_dir)
-    if st.json:
-        emit_json(report.to_dict())
-    else:
-        for result in report.results:
-            mark = {"PASS": "[green]PASS[/green]", "WARN": "[yellow]WARN[/yellow]"}.get(
-                result.status, "[red]FAIL[/red]"
-            )
-            out.print(f"{mark} {result.name}: ", end="")
-            out.print(result.detail, markup=False, highlight=False)
-    if not report.ok:
-        first = report.failures[0]
-        more = len(report.failures) - 1
-        raise CheckFailed(
-            f"{env}: {first.name}: {first.detail}" + (f" (and {more} more)" if more else "")
-        )
-
-
-@app.command("archive-command")
-def archive_command_lines(
-    env: EnvArg,
-    os_user: Annotated[
-        str | None,
-        typer.Option(
-            "--os-user",
-            metavar="USER",
-            help="The OS user the PostgreSQL server runs as (default: postgres when run as "
-            "root, else the current user).",
-            show_default=False,
-        ),
-    ] = None,
-    json_out: JsonOpt = False,
-    policy_dir: PolicyDirOpt = None,
-) -> None:
-    """Print archive_command and restore_command lines that work for this install.
-
-    The lines are tested: the server's OS user must be able to start drkit and, for a
-    file:// repository, write into it (drkit prepares both where it can)."""
-    from drkit.config import resolve_policy_dir  # lazy: pydantic costs ~0.3 s
-
-    st = settle(json_out, policy_dir)
-    policy = load(env)
-    user = os_user or cluster_os_user()
-    if user is not None and user == _current_user():
-        user = None
-    if policy.repository.url.startswith("file://"):
-        prepare_file_repository(policy.repository.url, env, user)
-    directory = resolve_policy_dir(st.policy_dir)
-    policy_file = directory / f"{env}.yaml"
-    if user is not None and not reachable_by(policy_file, user):
-        raise UsageError(
-            f"{policy_file} is not reachable by the OS user {user}, who runs archive_command: "
-            "move the policies to a directory it can read (e.g. /etc/drkit/policies) "
-            "and pass --policy-dir"
-        )
-    archive = archive_command(env, directory, user)
-    restore_line = restore_command(env, directory, user)
-    if st.json:
-        emit_json(
-            {
-                "ok": True,
-                "environment": env,
-                "os_user": user or _current_user(),
-                "archive_mode": "on",
-                "archive_command": archive,
-                "restore_command": restore_line,
-            }
-        )
-        return
-    quote = "'"
-    out.print("# postgresql.conf (or ALTER SYSTEM SET ...), then restart the server", markup=False)
-    out.print("archive_mode = on", markup=False, highlight=False)
-    for name, line in (("archive_command", archive), ("restore_command", restore_line)):
-        out.print(
-            f"{name} = {quote}{line.replace(quote, quote * 2)}{quote}",
-            markup=False,
-            highlight=False,
-        )
-
-
-def _current_user() -> str:
-    return getpass.getuser()

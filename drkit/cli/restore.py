@@ -1,9 +1,5 @@
-"""Restore and WAL commands: ``restore`` (logical, or PITR with --point-in-time),
-``wal-push``, ``promote-timeline`` and ``wal-fetch``.
-
-PostgreSQL's plain ``wal-push``/``wal-fetch`` lines never get here: :mod:`drkit.cli.entry`
-runs them without typer or rich.  These are the forms with --json, -v and the like.
-"""
+"""``drkit restore``: a logical restore, or with --point-in-time a physical
+point-in-time recovery."""
 
 from __future__ import annotations
 
@@ -19,18 +15,13 @@ from drkit.cli.common import (
     JsonOpt,
     PolicyDirOpt,
     emit_json,
-    err,
     load,
     out,
     settle,
     state,
 )
 from drkit.cli.render import live_progress, ts_text
-from drkit.errors import UsageError, wal_fetch_line
-from drkit.storage.repository import Repository
-from drkit.timelines import promote_timeline, server_timeline
-from drkit.wal import load_wal_policy, run_fetch
-from drkit.walasync import archive_wal
+from drkit.errors import UsageError
 
 
 @app.command("restore")
@@ -251,71 +242,3 @@ def _restore_logical(
             f"into {d.target}: "
             f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
         )
-
-
-# -- WAL -----------------------------------------------------------------------------
-
-
-@app.command("wal-push")
-def wal_push(
-    env: EnvArg,
-    path: Annotated[Path, typer.Argument(help="WAL file path (%p).")],
-    json_out: JsonOpt = False,
-    policy_dir: PolicyDirOpt = None,
-) -> None:
-    """Archive one WAL segment or history file (archive_command)."""
-    st = settle(json_out, policy_dir)
-    report = archive_wal(load_wal_policy(env, st.policy_dir), path, st.policy_dir)
-    if st.json:
-        emit_json(report.to_dict())
-
-
-@app.command("promote-timeline")
-def promote_timeline_cmd(
-    env: EnvArg,
-    timeline: Annotated[
-        int | None,
-        typer.Argument(
-            metavar="TLI", min=1, help="Timeline ID (default: the policy database's current one)."
-        ),
-    ] = None,
-    json_out: JsonOpt = False,
-    policy_dir: PolicyDirOpt = None,
-) -> None:
-    """Record a timeline as production's: `latest` restores and drills follow it."""
-    settle(json_out, policy_dir)
-    policy = load(env)
-    source = "drkit promote-timeline"
-    if timeline is None:
-        timeline = server_timeline(policy.database.url.get_secret_value())
-        source += " (the database server's current timeline)"
-    doc = promote_timeline(Repository.for_policy(policy), timeline, source)
-    if state.json:
-        emit_json({"ok": True, "environment": env, **doc})
-        return
-    previous = doc["previous"] if doc["previous"] is not None else "none recorded"
-    out.print(
-        f"[green]✓[/green] timeline {doc['timeline']} recorded as {env}'s production timeline "
-        f"(previously: {previous})"
-    )
-
-
-@app.command("wal-fetch")
-def wal_fetch(
-    env: EnvArg,
-    name: Annotated[str, typer.Argument(help="WAL file name (%f).")],
-    path: Annotated[Path, typer.Argument(help="Where to write it (%p).")],
-    json_out: JsonOpt = False,
-    policy_dir: PolicyDirOpt = None,
-) -> None:
-    """Fetch one WAL file from the archive (restore_command); exit 1 when it does not exist."""
-    st = settle(json_out, policy_dir)
-    code, message = run_fetch(
-        lambda: load_wal_policy(env, st.policy_dir), name, path, st.policy_dir
-    )
-    if message:
-        err.print(wal_fetch_line(name, message), markup=False, highlight=False)
-    if st.json:
-        emit_json({"name": name, "fetched": code == 0})
-    if code:
-        raise typer.Exit(code)
