@@ -1,5 +1,5 @@
 """``python -m drkit``."""
 
-from drkit.cli.entry import main
+from drkit.cli import main
 
 main()

@@ -4,12 +4,16 @@ fails.  ``drkit policy check`` is its offline counterpart."""
 
 from __future__ import annotations
 
-from drkit.cli.app import app
+import typer
+
 from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle
 from drkit.errors import CheckFailed
 
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
 
-@app.command("check")
+
+@commands.command("check")
 def check(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
     """Prove the chain end to end: login, privileges, archive round trip, repository, keys.
 

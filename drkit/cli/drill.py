@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from drkit.cli.app import app
 from drkit.cli.common import (
     EnvArg,
     JsonOpt,
@@ -22,8 +21,11 @@ from drkit.cli.common import (
 from drkit.cli.render import live_progress, print_drill
 from drkit.errors import CheckFailed, OperationError
 
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
 
-@app.command("drill")
+
+@commands.command("drill")
 def drill(
     env: EnvArg,
     backup_ref: Annotated[

@@ -1,4 +1,5 @@
-"""The ``drkit`` process entry: PostgreSQL's WAL commands take a lean path.
+"""The ``drkit`` process entry (the console script, ``python -m drkit``): PostgreSQL's WAL
+commands and ``--version`` take a lean path.
 
 ``archive_command`` and ``restore_command`` start drkit once per WAL file, so the command
 line framework (typer, click, rich: a few hundred milliseconds of imports) is skipped
@@ -7,10 +8,11 @@ for the plain forms PostgreSQL runs::
     drkit [--policy-dir DIR] wal-push ENV PATH [--policy-dir DIR]
     drkit [--policy-dir DIR] wal-fetch ENV NAME PATH [--policy-dir DIR]
 
-Anything else (``--json``, ``-v``, ``--help``, another command, a malformed line) goes to
-:mod:`drkit.cli`, which owns every other behaviour.  The lean path keeps the CLI's
-contract: one ``drkit: error: …`` line with secrets masked, the error's exit code, 130 on
-Ctrl-C, and wal-fetch's "1 when it does not exist".
+``drkit --version`` alone is answered before anything is imported.  Anything else
+(``--json``, ``-v``, ``--help``, another command, a malformed line) goes to
+:func:`drkit.cli.app.run`, which owns every other behaviour.  The lean path keeps the
+CLI's contract: one ``drkit: error: …`` line with secrets masked, the error's exit code,
+130 on Ctrl-C, and wal-fetch's "1 when it does not exist".
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ def run_wal_command(command: str, positionals: list[str], policy_dir: str | None
     env, path = positionals
     try:
         archive_wal(load_wal_policy(env, policy_dir), path, policy_dir)
-    except (Exception, KeyboardInterrupt) as exc:  # the last line of defence, as in drkit.cli
+    except (
+        Exception,
+        KeyboardInterrupt,
+    ) as exc:  # the last line of defence, as in drkit.cli.outcome
         code, line = failure(exc)
         sys.stderr.write(line + "\n")
         return code
@@ -75,6 +80,11 @@ def run_wal_command(command: str, positionals: list[str], policy_dir: str | None
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:
+        from drkit import VERSION_LINE
+
+        sys.stdout.write(VERSION_LINE + "\n")
+        raise SystemExit(0)
     parsed = parse_wal_command(args)
     if parsed is not None and parsed[0] == "wal-push":
         from drkit.walack import fast_push
@@ -87,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
         configure_logging("warning", "text")
         raise SystemExit(run_wal_command(*parsed))
-    from drkit.cli.main import main as cli_main
+    from drkit.cli.app import run
 
-    cli_main(args)
+    code = run(args)
+    sys.stdout.flush()
+    raise SystemExit(code)

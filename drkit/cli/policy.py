@@ -9,12 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from drkit.cli.app import app
 from drkit.cli.common import JsonOpt, PolicyDirOpt, emit_json, out, settle, state
 from drkit.errors import DrkitError, PolicyError
 
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
 policy_app = typer.Typer(help="Validate policies and rules files.", no_args_is_help=True)
-app.add_typer(policy_app, name="policy")
+commands.add_typer(policy_app, name="policy")
 
 
 @policy_app.command("check")

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from drkit.cli.app import app
 from drkit.cli.common import (
     EnvArg,
     JsonOpt,
@@ -24,13 +23,16 @@ from drkit.cli.common import (
 from drkit.cli.render import live_progress, ts_text
 from drkit.errors import UsageError
 
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
 if TYPE_CHECKING:
     from datetime import datetime
 
     from drkit.restore.pitr import PitrResult
 
 
-@app.command("restore")
+@commands.command("restore")
 def restore(
     env: EnvArg,
     backup_ref: Annotated[

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from drkit.cli.app import app
 from drkit.cli.common import (
     JsonOpt,
     PolicyDirOpt,
@@ -23,6 +22,9 @@ from drkit.cli.common import (
 )
 from drkit.cli.render import live_progress, print_sanitize_report
 from drkit.errors import CheckFailed, UsageError
+
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
 
 
 class DefaultRunGroup(TyperGroup):
@@ -48,7 +50,7 @@ sanitize_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-app.add_typer(sanitize_app, name="sanitize")
+commands.add_typer(sanitize_app, name="sanitize")
 
 
 class SanitizeRunContext(typer.Context):

@@ -9,12 +9,14 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from drkit.cli.app import app
 from drkit.cli.common import JsonOpt, PolicyDirOpt, emit_json, out, settle
 from drkit.errors import UsageError
 
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
 schedule_app = typer.Typer(help="The scheduler daemon.", no_args_is_help=True)
-app.add_typer(schedule_app, name="schedule")
+commands.add_typer(schedule_app, name="schedule")
 
 
 @schedule_app.command("run")

@@ -3,12 +3,16 @@ backup, last archived WAL, last drill); exit 3 when one is breached."""
 
 from __future__ import annotations
 
-from drkit.cli.app import app
+import typer
+
 from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
 from drkit.errors import CheckFailed
 
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
 
-@app.command("status")
+
+@commands.command("status")
 def status(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
     """Current RPO exposure, last backup, last archived WAL, last drill, objectives."""
     from drkit.status import collect_status, render_status  # lazy: pydantic, ~0.3 s

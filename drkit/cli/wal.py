@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from drkit.cli.app import app
 from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, err, load, out, settle, state
 from drkit.errors import UsageError, wal_fetch_line
 from drkit.pg.cluster import cluster_os_user
@@ -23,8 +22,11 @@ from drkit.wal import load_wal_policy, run_fetch
 from drkit.walasync import archive_wal
 from drkit.walcmd import archive_command, prepare_file_repository, reachable_by, restore_command
 
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
 
-@app.command("archive-command")
+
+@commands.command("archive-command")
 def archive_command_lines(
     env: EnvArg,
     os_user: Annotated[
@@ -90,7 +92,7 @@ def _current_user() -> str:
     return getpass.getuser()
 
 
-@app.command("wal-push")
+@commands.command("wal-push")
 def wal_push(
     env: EnvArg,
     path: Annotated[Path, typer.Argument(help="WAL file path (%p).")],
@@ -104,7 +106,7 @@ def wal_push(
         emit_json(report.to_dict())
 
 
-@app.command("promote-timeline")
+@commands.command("promote-timeline")
 def promote_timeline_cmd(
     env: EnvArg,
     timeline: Annotated[
@@ -134,7 +136,7 @@ def promote_timeline_cmd(
     )
 
 
-@app.command("wal-fetch")
+@commands.command("wal-fetch")
 def wal_fetch(
     env: EnvArg,
     name: Annotated[str, typer.Argument(help="WAL file name (%f).")],
