@@ -68,10 +68,7 @@ def run_wal_command(command: str, positionals: list[str], policy_dir: str | None
     env, path = positionals
     try:
         archive_wal(load_wal_policy(env, policy_dir), path, policy_dir)
-    except (
-        Exception,
-        KeyboardInterrupt,
-    ) as exc:  # the last line of defence, as in drkit.cli.outcome
+    except (Exception, KeyboardInterrupt) as exc:  # the last line of defence, as in run()
         code, line = failure(exc)
         sys.stderr.write(line + "\n")
         return code
