@@ -549,7 +549,7 @@ def _command_section(command: Any, ctx: Any, path: str) -> str:
             cells = [flags, value, _option_default(opt), opt.help or ""]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
-    from drkit.helptext import exit_code_summary
+    from drkit.cli.helptext import exit_code_summary
 
     if command.epilog == exit_code_summary():
         lines += ["Exit codes: [exit-codes.md](exit-codes.md).", ""]
@@ -582,7 +582,7 @@ def _option_default(opt: Any) -> str:
 
 
 # ---------------------------------------------------------------------------
-# The --json documents (drkit.documents)
+# The --json documents (drkit.cli.documents)
 # ---------------------------------------------------------------------------
 
 OUTPUT_DIR = "schemas/output"
@@ -591,7 +591,7 @@ OUTPUT_DIR = "schemas/output"
 def output_schema(name: str) -> dict[str, Any]:
     """The schema of one command's ``--json`` document: its own shape or, when the
     command failed before it had anything to report, the failure document."""
-    from drkit.documents import DOCUMENTS, SCHEMA_VERSION, Failure
+    from drkit.cli.documents import DOCUMENTS, SCHEMA_VERSION, Failure
 
     model = DOCUMENTS[name]
     _, top = models_json_schema(
@@ -613,7 +613,7 @@ def output_schema(name: str) -> dict[str, Any]:
 
 
 def failure_schema() -> dict[str, Any]:
-    from drkit.documents import SCHEMA_VERSION, Failure
+    from drkit.cli.documents import SCHEMA_VERSION, Failure
 
     raw = Failure.model_json_schema(ref_template="#/$defs/{model}")
     return {
@@ -625,7 +625,7 @@ def failure_schema() -> dict[str, Any]:
 
 
 def json_markdown() -> str:
-    from drkit.documents import DOCUMENTS
+    from drkit.cli.documents import DOCUMENTS
 
     rows = ["| document | schema |", "|---|---|"]
     for name, model in DOCUMENTS.items():
@@ -639,7 +639,7 @@ def json_markdown() -> str:
 
 
 def output_files() -> dict[str, str]:
-    from drkit.documents import DOCUMENTS
+    from drkit.cli.documents import DOCUMENTS
 
     files = {f"{OUTPUT_DIR}/{name}.schema.json": _json(output_schema(name)) for name in DOCUMENTS}
     files[f"{OUTPUT_DIR}/failure.schema.json"] = _json(failure_schema())

@@ -48,6 +48,11 @@ class ProgressEvent:
 OnProgress = Callable[[ProgressEvent], None]
 
 
+def ignore_progress(_event: ProgressEvent) -> None:
+    """The sink that draws nothing (no terminal, ``--json``, ``--quiet``)."""
+    return None
+
+
 class Meter:
     """Emits the events of one (phase, item): ``Meter(...)`` starts it, calling it with a
     count advances it, :meth:`finish` (or leaving its ``with`` block) ends it."""

@@ -211,8 +211,8 @@ def test_chart_of_a_drill_that_could_not_run(tmp_path: Path) -> None:
 
 def test_the_cli_and_the_wal_entry_do_not_import_matplotlib() -> None:
     code = (
-        "import sys, drkit.cli, drkit.entry, drkit.drill.report, drkit.drill.runner; "
-        "sys.exit('matplotlib' in sys.modules)"
+        "import sys, drkit.cli, drkit.cli.entry, drkit.drill.report, drkit.drill.runner; "
+        "drkit.cli.click_command(); sys.exit('matplotlib' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert result.returncode == 0, result.stderr

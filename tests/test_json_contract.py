@@ -79,7 +79,7 @@ def valid(name: str, result: Result, code: int = 0, *, shaped: bool = True) -> d
 
 
 def test_every_document_has_a_committed_schema() -> None:
-    from drkit.documents import DOCUMENTS
+    from drkit.cli.documents import DOCUMENTS
 
     published = {p.name.removesuffix(".schema.json") for p in OUTPUT.glob("*.schema.json")}
     assert published == {*DOCUMENTS, "failure"}
@@ -124,7 +124,7 @@ def test_every_json_command_has_a_published_schema() -> None:
         for name in PUBLISHED_AS.get(command, [command]):
             assert (OUTPUT / f"{name}.schema.json").exists(), (
                 f"drkit {command} --json has no docs/schemas/output/{name}.schema.json: "
-                "model its document in drkit/documents.py and run python -m drkit.docgen"
+                "model its document in drkit/cli/documents.py and run python -m drkit.docgen"
             )
 
 

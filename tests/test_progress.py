@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from drkit.commands.progress import Snapshot, done_line, progress_events
+from drkit.cli.progress import Snapshot, done_line, progress_events
 from drkit.progress import Meter, ProgressEvent, eta_seconds, human_size, percent
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
 

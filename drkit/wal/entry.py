@@ -81,7 +81,7 @@ def run(parsed: Parsed) -> int:
         env, path = positionals
         if fast_push(env, path, policy_dir):  # acknowledged by the async archiver's worker
             return 0
-    from drkit.logconfig import configure_logging
+    from drkit.cli.logconfig import configure_logging
     from drkit.wal.commands import load_wal_policy
 
     configure_logging("warning", "text")
@@ -91,7 +91,7 @@ def run(parsed: Parsed) -> int:
         if message:
             sys.stderr.write(fetch_error_line(name, message) + "\n")
         return code
-    from drkit.outcome import failure
+    from drkit.errors import failure
     from drkit.wal.archiver import archive_wal
 
     env, path = positionals

@@ -1,5 +1,4 @@
-"""Status and the scheduler: ``status`` (objectives against what the repository holds),
-``schedule run`` (the daemon) and ``schedule show``."""
+"""The scheduler: ``schedule run`` (the daemon) and ``schedule show``."""
 
 from __future__ import annotations
 
@@ -10,31 +9,14 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from drkit.commands.app import app
-from drkit.commands.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
-from drkit.errors import CheckFailed, UsageError
+from drkit.cli.common import JsonOpt, PolicyDirOpt, emit_json, out, settle
+from drkit.errors import UsageError
 
-
-@app.command("status")
-def status(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
-    """Current RPO exposure, last backup, last archived WAL, last drill, objectives."""
-    from drkit.status import collect_status, render_status  # lazy: pydantic, ~0.3 s
-
-    settle(json_out, policy_dir)
-    report = collect_status(load(env))
-    if state.json:
-        emit_json(report.to_dict())
-    else:
-        for line in render_status(report):
-            out.print(line, markup=False, highlight=False)
-    if report.breached:
-        raise CheckFailed(f"{env}: objective breached: {'; '.join(report.breached)}")
-
-
-# -- scheduler ---------------------------------------------------------------------------
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
 
 schedule_app = typer.Typer(help="The scheduler daemon.", no_args_is_help=True)
-app.add_typer(schedule_app, name="schedule")
+commands.add_typer(schedule_app, name="schedule")
 
 
 @schedule_app.command("run")

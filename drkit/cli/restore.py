@@ -1,44 +1,38 @@
-"""Restore and WAL commands: ``restore`` (logical, or PITR with --point-in-time),
-``wal-push``, ``promote-timeline`` and ``wal-fetch``.
-
-PostgreSQL's plain ``wal-push``/``wal-fetch`` lines never get here: :mod:`drkit.entry`
-runs them without typer or rich.  These are the forms with --json, -v and the like.
-"""
+"""``drkit restore``: a logical restore, or with --point-in-time a physical
+point-in-time recovery."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from drkit.commands.app import app
-from drkit.commands.common import (
+from drkit.cli.common import (
     EnvArg,
     JsonOpt,
     PolicyDirOpt,
     emit_json,
-    err,
     load,
     out,
     settle,
     state,
 )
-from drkit.commands.render import live_progress, ts_text
+from drkit.cli.render import live_progress, ts_text
 from drkit.errors import UsageError
-from drkit.storage.repository import Repository
-from drkit.wal import (
-    archive_wal,
-    fetch_error_line,
-    load_wal_policy,
-    promote_timeline,
-    run_fetch,
-    server_timeline,
-)
+
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from drkit.restore.pitr import PitrResult
 
 
-@app.command("restore")
+@commands.command("restore")
 def restore(
     env: EnvArg,
     backup_ref: Annotated[
@@ -124,20 +118,122 @@ def restore(
     """Logical restore, or with --point-in-time a physical point-in-time recovery."""
     settle(json_out, policy_dir)
     if point_in_time is None:
-        if (
-            pgdata is not None
-            or port is not None
-            or no_start
-            or allow_gap
-            or timeline != "current"
-            or archive_mode != "off"
-        ):
-            raise UsageError(
-                "--pgdata, --port, --no-start, --timeline, --archive-mode and --allow-gap "
-                "go with --point-in-time"
-            )
+        _refuse_pitr_options(pgdata, port, no_start, allow_gap, timeline, archive_mode)
         _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
         return
+    recovery = _recovery(
+        point_in_time,
+        pgdata,
+        port=port,
+        target_action=target_action,
+        start=not no_start,
+        timeline=timeline,
+        archive_mode=archive_mode,
+        allow_gap=allow_gap,
+        target_db=target_db,
+        database=database,
+        tables=tables or [],
+    )
+    _restore_pitr(env, recovery)
+
+
+# -- logical ------------------------------------------------------------------------------
+
+
+def _refuse_pitr_options(
+    pgdata: Path | None,
+    port: int | None,
+    no_start: bool,
+    allow_gap: bool,
+    timeline: str,
+    archive_mode: str,
+) -> None:
+    """A logical restore takes none of the options of a point-in-time recovery."""
+    if (
+        pgdata is not None
+        or port is not None
+        or no_start
+        or allow_gap
+        or timeline != "current"
+        or archive_mode != "off"
+    ):
+        raise UsageError(
+            "--pgdata, --port, --no-start, --timeline, --archive-mode and --allow-gap "
+            "go with --point-in-time"
+        )
+
+
+def _restore_logical(
+    env: str,
+    ref: str | None,
+    target_db: str | None,
+    jobs: int,
+    force: bool,
+    database: str | None,
+    tables: list[str],
+) -> None:
+    from drkit.restore.logical import restore_logical  # lazy: psycopg, pydantic, ~1 s
+
+    policy = load(env)
+    started = time.monotonic()
+    with live_progress() as progress:
+        result = restore_logical(
+            policy,
+            ref,
+            target_db=target_db,
+            database=database,
+            tables=tables,
+            jobs=jobs,
+            force=force,
+            on_progress=progress,
+        )
+    elapsed = time.monotonic() - started
+    if state.json:
+        took = round(elapsed, 3)
+        emit_json({**result.to_dict(), "duration": took, "duration_seconds": took})
+        return
+    for d in result.databases:
+        out.print(
+            f"[green]✓[/green] restored {d.database} from {d.backup_id or result.backup_id} "
+            f"into {d.target}: "
+            f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
+        )
+
+
+# -- point in time ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A point-in-time recovery as the command line asks for it, its options checked."""
+
+    target: datetime | None  # None: latest
+    pgdata: Path
+    port: int | None
+    target_action: str
+    start: bool
+    archive: bool
+    timeline: str | int
+    allow_gap: bool
+
+
+def _recovery(
+    point_in_time: str,
+    pgdata: Path | None,
+    *,
+    port: int | None,
+    target_action: str,
+    start: bool,
+    timeline: str,
+    archive_mode: str,
+    allow_gap: bool,
+    target_db: str | None,
+    database: str | None,
+    tables: list[str],
+) -> Recovery:
+    """Check the options of a point-in-time recovery, in the order their errors are
+    reported (--target-db, --database and --table belong to logical restores), and parse
+    its target and timeline."""
     if database is not None or tables:
         raise UsageError("--database and --table are for logical restores")
     if pgdata is None:
@@ -150,32 +246,50 @@ def restore(
         raise UsageError("--archive-mode must be off or preserve")
     # lazy: pydantic and psycopg, ~0.5 s
     from drkit.config import parse_timestamp
-    from drkit.restore import parse_timeline, restore_point_in_time
+    from drkit.restore.plan import parse_timeline
 
     follow = parse_timeline(timeline)
-
     target = (
         None
         if point_in_time == "latest"
         else parse_timestamp(point_in_time, option="--point-in-time")
     )
+    return Recovery(
+        target=target,
+        pgdata=pgdata,
+        port=port,
+        target_action=target_action,
+        start=start,
+        archive=archive_mode == "preserve",
+        timeline=follow,
+        allow_gap=allow_gap,
+    )
+
+
+def _restore_pitr(env: str, recovery: Recovery) -> None:
+    from drkit.restore.pitr import restore_point_in_time  # lazy: pydantic and psycopg
+
     policy = load(env)
     with live_progress() as progress:
         result = restore_point_in_time(
             policy,
-            target,
-            pgdata,
-            port=port,
-            target_action=target_action,
-            start=not no_start,
-            archive=archive_mode == "preserve",
-            timeline=follow,
-            allow_gap=allow_gap,
+            recovery.target,
+            recovery.pgdata,
+            port=recovery.port,
+            target_action=recovery.target_action,
+            start=recovery.start,
+            archive=recovery.archive,
+            timeline=recovery.timeline,
+            allow_gap=recovery.allow_gap,
             on_progress=progress,
         )
     if state.json:
         emit_json({"ok": True, **result.to_dict()})
         return
+    _print_recovery(result)
+
+
+def _print_recovery(result: PitrResult) -> None:
     if not result.started:
         out.print(
             f"[green]✓[/green] {result.pgdata} prepared from {result.backup_id} for recovery to "
@@ -219,108 +333,3 @@ def restore(
         ),
         markup=False,
     )
-
-
-def _restore_logical(
-    env: str,
-    ref: str | None,
-    target_db: str | None,
-    jobs: int,
-    force: bool,
-    database: str | None,
-    tables: list[str],
-) -> None:
-    from drkit.restore import restore_logical  # lazy: psycopg, pydantic, ~1 s
-
-    policy = load(env)
-    started = time.monotonic()
-    with live_progress() as progress:
-        result = restore_logical(
-            policy,
-            ref,
-            target_db=target_db,
-            database=database,
-            tables=tables,
-            jobs=jobs,
-            force=force,
-            on_progress=progress,
-        )
-    elapsed = time.monotonic() - started
-    if state.json:
-        took = round(elapsed, 3)
-        emit_json({**result.to_dict(), "duration": took, "duration_seconds": took})
-        return
-    for d in result.databases:
-        out.print(
-            f"[green]✓[/green] restored {d.database} from {d.backup_id or result.backup_id} "
-            f"into {d.target}: "
-            f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
-        )
-
-
-# -- WAL -----------------------------------------------------------------------------
-
-
-@app.command("wal-push")
-def wal_push(
-    env: EnvArg,
-    path: Annotated[Path, typer.Argument(help="WAL file path (%p).")],
-    json_out: JsonOpt = False,
-    policy_dir: PolicyDirOpt = None,
-) -> None:
-    """Archive one WAL segment or history file (archive_command)."""
-    st = settle(json_out, policy_dir)
-    report = archive_wal(load_wal_policy(env, st.policy_dir), path, st.policy_dir)
-    if st.json:
-        emit_json(report.to_dict())
-
-
-@app.command("promote-timeline")
-def promote_timeline_cmd(
-    env: EnvArg,
-    timeline: Annotated[
-        int | None,
-        typer.Argument(
-            metavar="TLI", min=1, help="Timeline ID (default: the policy database's current one)."
-        ),
-    ] = None,
-    json_out: JsonOpt = False,
-    policy_dir: PolicyDirOpt = None,
-) -> None:
-    """Record a timeline as production's: `latest` restores and drills follow it."""
-    settle(json_out, policy_dir)
-    policy = load(env)
-    source = "drkit promote-timeline"
-    if timeline is None:
-        timeline = server_timeline(policy.database.url.get_secret_value())
-        source += " (the database server's current timeline)"
-    doc = promote_timeline(Repository.for_policy(policy), timeline, source)
-    if state.json:
-        emit_json({"ok": True, "environment": env, **doc})
-        return
-    previous = doc["previous"] if doc["previous"] is not None else "none recorded"
-    out.print(
-        f"[green]✓[/green] timeline {doc['timeline']} recorded as {env}'s production timeline "
-        f"(previously: {previous})"
-    )
-
-
-@app.command("wal-fetch")
-def wal_fetch(
-    env: EnvArg,
-    name: Annotated[str, typer.Argument(help="WAL file name (%f).")],
-    path: Annotated[Path, typer.Argument(help="Where to write it (%p).")],
-    json_out: JsonOpt = False,
-    policy_dir: PolicyDirOpt = None,
-) -> None:
-    """Fetch one WAL file from the archive (restore_command); exit 1 when it does not exist."""
-    st = settle(json_out, policy_dir)
-    code, message = run_fetch(
-        lambda: load_wal_policy(env, st.policy_dir), name, path, st.policy_dir
-    )
-    if message:
-        err.print(fetch_error_line(name, message), markup=False, highlight=False)
-    if st.json:
-        emit_json({"name": name, "fetched": code == 0})
-    if code:
-        raise typer.Exit(code)

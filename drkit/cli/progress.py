@@ -38,12 +38,9 @@ from drkit.progress import (
     duration_text,
     eta_seconds,
     human_size,
+    ignore_progress,
     percent,
 )
-
-
-def _ignore(_event: ProgressEvent) -> None:
-    return None
 
 
 def amount_text(n: float, unit: str) -> str:
@@ -135,7 +132,7 @@ def progress_events(
     ``enabled`` False (not a TTY, --json, --quiet): the sink ignores everything.
     ``titles`` maps phase names to labels (a drill's ``restore`` -> ``pg_restore``)."""
     if not enabled or not console.is_terminal:
-        yield _ignore
+        yield ignore_progress
         return
     names = dict(titles or {})
     lock = threading.Lock()

@@ -1,18 +1,23 @@
-"""What every command shares: the global state, the consoles, the option types, and
-``settle``/``emit_json``/``load``."""
+"""What every command shares: the global state, the two terminals, the option types,
+and ``settle``/``emit_json``/``load``."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass
@@ -25,9 +30,44 @@ class State:
     document: Any = None
 
 
+class Terminal:
+    """stdout or stderr as people read it, drawn by a rich Console made when the first
+    line is printed: rich costs tens of milliseconds of start-up, and a backup or a
+    wal-push prints its line only once the work is done (or nothing, under --json)."""
+
+    #: the variables that let rich call a stream a terminal when it is none
+    _FORCING = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self.stderr = stderr
+
+    @cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=self.stderr, soft_wrap=True)
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        """:meth:`rich.console.Console.print`."""
+        self.console.print(*objects, **options)
+
+    def may_be_terminal(self) -> bool:
+        """False only where rich would not draw either: the stream is no TTY and nothing
+        forces one (the console itself has the last word where this is True)."""
+        if "console" in self.__dict__:
+            return self.console.is_terminal
+        if any(os.environ.get(name) for name in self._FORCING):
+            return True
+        stream = sys.stderr if self.stderr else sys.stdout
+        try:
+            return bool(stream.isatty())
+        except (AttributeError, ValueError):  # no stream, or a closed one
+            return False
+
+
 state = State()
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = Terminal()
+err = Terminal(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
 PolicyDirOpt = Annotated[

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from drkit.backup.catalog import Manifest, iso, list_backups, resolve_backup, skewed_backups
-from drkit.backup.lock import running_backups
-from drkit.backup.order import SKEW_BOUND, describe_skew
-from drkit.backup.prune import prune as run_prune
-from drkit.backup.retention import current_tiers
-from drkit.backup.verify import verify_backup
-from drkit.commands.app import app
-from drkit.commands.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
-from drkit.commands.render import live_progress, ts_text
+from drkit.backup.catalog import iso, list_backups, resolve_backup
+from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
+from drkit.cli.render import live_progress, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.progress import Meter, human_size
 from drkit.storage.repository import Repository
 from drkit.wal import format_lsn
 
+if TYPE_CHECKING:
+    from drkit.backup.catalog import Manifest
 
-@app.command("backup")
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
+
+@commands.command("backup")
 def backup(
     env: EnvArg,
     physical: Annotated[bool, typer.Option("--physical", help="Base backup for PITR.")] = False,
@@ -113,13 +112,19 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
     return data
 
 
-@app.command("backups")
+@commands.command("backups")
 def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
     """List backups: id, kind, started, duration, size, databases, retention tiers.
 
     Newest first, in the server's order (WAL position, then the server's time), never by
     id or host time; a backup taken while the host clock was off is flagged.
     A repository that does not exist is an error (exit 1), not an empty list."""
+    from rich.table import Table  # lazy: rich draws only what is printed
+
+    from drkit.backup.catalog import skewed_backups
+    from drkit.backup.order import SKEW_BOUND
+    from drkit.backup.retention import current_tiers
+
     settle(json_out, policy_dir)
     policy = load(env)
     repo = Repository.for_policy(policy)
@@ -168,11 +173,13 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
 
 
 def skew_text(manifest: Manifest) -> str:
+    from drkit.backup.order import describe_skew
+
     skew = manifest.host_skew
     return "host clock skew unknown" if skew is None else f"host clock {describe_skew(skew)} server"
 
 
-@app.command("verify")
+@commands.command("verify")
 def verify(
     env: EnvArg,
     backup_ref: Annotated[
@@ -189,6 +196,9 @@ def verify(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups."""
+    from drkit.backup.verify import verify_backup
+    from drkit.backup.walchain import WalReading
+
     settle(json_out, policy_dir)
     if all_backups and backup_ref:
         raise UsageError("give a backup ID or --all, not both")
@@ -200,8 +210,6 @@ def verify(
             raise NotFoundError(f"no backups in {repo.location} to verify")
     else:
         manifests = [resolve_backup(repo, backup_ref)]
-    from drkit.backup.walchain import WalReading
-
     verdicts = []
     wal = WalReading()  # WAL shared by several backups' chains is read once
     with live_progress() as progress:
@@ -235,7 +243,7 @@ def _wal_checked_text(checked: dict[str, Any]) -> str:
     return text + (f", {checked['damaged']} damaged" if checked.get("damaged") else "")
 
 
-@app.command("prune")
+@commands.command("prune")
 def prune(
     env: EnvArg,
     dry_run: Annotated[
@@ -245,6 +253,9 @@ def prune(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Apply the retention policy (grandfather-father-son)."""
+    from drkit.backup.lock import running_backups
+    from drkit.backup.prune import prune as run_prune
+
     settle(json_out, policy_dir)
     policy = load(env)
     repo = Repository.for_policy(policy)

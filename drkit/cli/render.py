@@ -1,42 +1,19 @@
 """The drawing: sizes and times as people read them (IEC units, :func:`drkit.progress.human_size`), live progress, the drill
 and sanitize reports, the demo's lines, and the one ``--json`` document.
 
-Everything here writes to the consoles of :mod:`drkit.commands.common`; nothing here
+Everything here writes to the terminals of :mod:`drkit.cli.common`; nothing here
 does work.  Progress and status show on a TTY only, never under ``--json`` or ``-q``.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import traceback
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
-from drkit.commands.common import emit_json, err, out, state
-from drkit.progress import OnProgress
-from drkit.redact import mask_url
-
-
-def write_document(document: dict[str, Any], code: int, message: str | None) -> None:
-    """Write the command's ``--json`` document with ``ok`` first (and ``error`` on failure)."""
-    document = dict(document)
-    document["ok"] = bool(document.get("ok", True)) and code == 0
-    if code != 0 and message is not None and "error" not in document:
-        # a report with its own "error" field (a drill's) keeps it as it is
-        document["error"] = {"code": code, "message": message}
-    document = {"ok": document.pop("ok"), **document}
-    sys.stdout.write(json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
-def print_traceback() -> None:
-    """The current exception's traceback (``-v``), secrets masked."""
-    err.print(mask_url(traceback.format_exc()).rstrip(), markup=False, highlight=False)
+from drkit.cli.common import emit_json, err, out, state
+from drkit.progress import OnProgress, ignore_progress
 
 
 def ts_text(ts: datetime | None) -> str:
@@ -48,11 +25,13 @@ def ts_text(ts: datetime | None) -> str:
 def live_progress(
     titles: dict[str, str] | None = None, quiet_done: bool = False
 ) -> AbstractContextManager[OnProgress]:
-    """Core's progress events drawn on stderr (:mod:`drkit.commands.progress`), TTY only."""
-    from drkit.commands.progress import progress_events  # lazy: rich.progress, TTY only
+    """Core's progress events drawn on stderr (:mod:`drkit.cli.progress`), TTY only:
+    rich is not even imported for a run that cannot draw (--json, -q, not a terminal)."""
+    if state.json or state.quiet or not err.may_be_terminal():
+        return nullcontext(ignore_progress)
+    from drkit.cli.progress import progress_events  # lazy: rich.progress
 
-    enabled = not (state.json or state.quiet)
-    return progress_events(err, enabled=enabled, titles=titles, quiet_done=quiet_done)
+    return progress_events(err.console, enabled=True, titles=titles, quiet_done=quiet_done)
 
 
 def print_drill(doc: dict[str, Any], key: str | None, files: list[Path]) -> None:
@@ -117,6 +96,8 @@ def print_sanitize_report(report: Any) -> None:
     if state.json:
         emit_json(report.to_dict())
         return
+    from rich.table import Table  # lazy: rich draws only what is printed
+
     title = {
         "run": "sanitized copy",
         "dry-run": "plan (dry run: nothing copied)",

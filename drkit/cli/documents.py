@@ -1,4 +1,4 @@
-"""The published shape of every ``--json`` document (DESIGN.md §1).
+"""The published shape of every ``--json`` document (see ARCHITECTURE.md, Command line).
 
 One pydantic model per command's document, plus :class:`Failure`.  They describe what
 the commands write; :mod:`drkit.docgen` turns them into ``docs/schemas/output/*.json``

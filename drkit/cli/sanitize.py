@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from drkit.commands.app import app
-from drkit.commands.common import (
+from drkit.cli.common import (
     JsonOpt,
     PolicyDirOpt,
     emit_json,
@@ -21,8 +20,11 @@ from drkit.commands.common import (
     sigterm_interrupts,
     state,
 )
-from drkit.commands.render import live_progress, print_sanitize_report
+from drkit.cli.render import live_progress, print_sanitize_report
 from drkit.errors import CheckFailed, UsageError
+
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
 
 
 class DefaultRunGroup(TyperGroup):
@@ -48,7 +50,7 @@ sanitize_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-app.add_typer(sanitize_app, name="sanitize")
+commands.add_typer(sanitize_app, name="sanitize")
 
 
 class SanitizeRunContext(typer.Context):

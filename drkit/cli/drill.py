@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from drkit.commands.app import app
-from drkit.commands.common import (
+from drkit.cli.common import (
     EnvArg,
     JsonOpt,
     PolicyDirOpt,
@@ -19,11 +18,14 @@ from drkit.commands.common import (
     sigterm_interrupts,
     state,
 )
-from drkit.commands.render import live_progress, print_drill
+from drkit.cli.render import live_progress, print_drill
 from drkit.errors import CheckFailed, OperationError
 
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
 
-@app.command("drill")
+
+@commands.command("drill")
 def drill(
     env: EnvArg,
     backup_ref: Annotated[

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from drkit.commands.app import app
-from drkit.commands.common import JsonOpt, emit_json, settle, state
-from drkit.commands.render import demo_say
+from drkit.cli.common import JsonOpt, emit_json, settle, state
+from drkit.cli.render import demo_say
+
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
 
 
-@app.command("demo")
+@commands.command("demo")
 def demo(
     rows: Annotated[int, typer.Option("--rows", metavar="N", help="Sample rows to load.")] = 20_000,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the sandbox directory.")] = False,
