@@ -89,7 +89,7 @@ COMMANDS: dict[str, Listed] = {
         "sanitize",
         "Copy SRC's data into DST through the sanitize rules: drkit sanitize SRC DST "
         "[OPTIONS] (--rules, --from-backup, --dry-run, --json and the others: drkit sanitize "
-        "SRC DST --help), or the subcommands check and init.",
+        "SRC DST --help), or the subcommands check, scan and init.",
     ),
     "schedule": Listed("schedule", "The scheduler daemon."),
 }
