@@ -222,3 +222,24 @@ def test_a_repository_with_backups_is_bound_to_their_cluster(
         record_identity(repo, 7000000000000000002, "another server")
     assert read_identity(repo) is None
     assert record_identity(repo, 7000000000000000001, "production") == "7000000000000000001"
+
+
+def test_a_base_backup_of_another_cluster_is_refused_before_anything_is_stored(
+    database: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    """The archive is bound to production's cluster: a base backup of another server (a
+    policy url pointed at the wrong host) would become ``latest`` with no WAL of its own
+    behind it.  It is refused (exit 4) before pg_basebackup runs."""
+    from drkit.wal import record_identity
+
+    _, url = database
+    policy_dir = make_policy("prod", url, file_repo)
+    repo = Repository.for_wal(load_wal_policy("prod", policy_dir))
+    record_identity(repo, 7000000000000000001, "production")
+    done = run_drkit("backup", "prod", "--physical", "--policy-dir", str(policy_dir))
+    assert done.code == 4, done.stderr
+    assert "7000000000000000001" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert [i.key for i in repo.list("backups/")] == []

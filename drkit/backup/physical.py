@@ -64,6 +64,7 @@ from drkit.wal import (
     lsn_to_segment_name,
     open_wal_object,
     parse_lsn,
+    read_identity,
 )
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,10 @@ class ServerFacts:
     timeline: int = 1
 
 
-def _server_facts(dsn: str) -> ServerFacts:
+def _server_facts(dsn: str, bound: str | None = None) -> ServerFacts:
+    """What a base backup needs to know of the server, refused first when the archive is
+    bound (``identity.json``) to another cluster: such a backup would become ``latest``
+    with none of its WAL in the archive."""
     with connect(dsn) as conn:
         try:
             rows = dict(
@@ -211,6 +215,12 @@ def _server_facts(dsn: str) -> ServerFacts:
             int(size_row[0]) if size_row and size_row[0] is not None else 0,
             str(ident[0]) if ident else "",
             int(ident[1]) if ident else 1,
+        )
+    if bound and facts.system_identifier and facts.system_identifier != bound:
+        raise SafetyRefused(
+            f"the server is PostgreSQL cluster {facts.system_identifier} but this "
+            f"environment's WAL archive belongs to cluster {bound}: nothing was stored; "
+            "check the policy's database url, or give this cluster its own environment"
         )
     if rows.get("archive_mode") not in ("on", "always") or not (
         rows.get("archive_command") or rows.get("archive_library")
@@ -526,7 +536,7 @@ def run_physical_backup(
     dsn = policy.database.url.get_secret_value()
     if incremental:  # refused whole, never half-done
         _check_incremental(policy, dsn)
-    facts = _server_facts(dsn)
+    facts = _server_facts(dsn, read_identity(repo))
     if not policy.wal_archiving:
         log.info("policy %s has wal_archiving: false but takes a base backup", policy.name)
     wait = archive_wait
