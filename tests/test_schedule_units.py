@@ -19,7 +19,6 @@ from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
 from drkit.cron import cron_day_of_week
 from drkit.restore import DatabaseExposure, parse_drill_report
 from drkit.schedule import JOBS, MISFIRE_GRACE, cron_period, next_runs, scrub
-from drkit.schedule import daemon as daemon_mod
 from drkit.schedule.daemon import SchedulerDaemon
 from drkit.schedule.metrics import METRIC_NAMES, BackupSummary, CatalogSnapshot
 from drkit.storage.repository import Repository
@@ -225,18 +224,49 @@ def test_a_failing_job_is_recorded_not_raised(tmp_path: Path) -> None:
     assert daemon.health()[0] == 503
 
 
-def test_the_repeated_dst_hour_runs_a_job_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def scheduled_fires(trigger: Any, start: datetime, end: datetime) -> list[datetime]:
+    """The runs APScheduler 3 starts between ``start`` and ``end``, asking ``trigger`` as
+    its main loop does: the first fire time, then after each run the next after it."""
+    fires: list[datetime] = []
+    due = trigger.get_next_fire_time(None, start)
+    now = start
+    while due is not None and now <= end:
+        if due <= now:
+            fires.append(due)
+            due = trigger.get_next_fire_time(due, now)
+        else:
+            now += timedelta(minutes=1)
+    return fires
+
+
+@pytest.mark.parametrize(
+    ("cron", "expected"),
+    [
+        ("0 2 * * *", ["10-25 02:00+0200"]),  # once, not again at 02:00 CET
+        ("30 2 * * *", ["10-25 02:30+0200"]),
+        # a wildcard hour keeps its rhythm in elapsed time, as cron(8) runs it
+        ("0 * * * *", ["10-25 02:00+0200", "10-25 02:00+0100"]),
+    ],
+)
+def test_the_daemons_trigger_fires_once_on_the_autumn_dst_change(
+    tmp_path: Path, cron: str, expected: list[str]
 ) -> None:
-    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *", "timezone": "Europe/Rome"})
-    # 02:00 CEST and, an hour later, 02:00 CET: the same wall-clock minute
-    monkeypatch.setattr(daemon_mod, "wall_minute", lambda tz: datetime(2027, 10, 31, 2, 0))
-    daemon.run_job("prod", "logical_backup")
-    daemon.run_job("prod", "logical_backup")
-    assert sum(daemon.jobs[("prod", "logical_backup")].runs.values()) == 1
-    monkeypatch.setattr(daemon_mod, "wall_minute", lambda tz: datetime(2027, 11, 1, 2, 0))
-    daemon.run_job("prod", "logical_backup")
-    assert sum(daemon.jobs[("prod", "logical_backup")].runs.values()) == 2
+    write_policy(tmp_path / "policies", "prod", {"logical_backup": cron, "timezone": "Europe/Rome"})
+    daemon = SchedulerDaemon(["prod"], tmp_path / "policies", bind="127.0.0.1", port=0)
+    daemon.start()
+    try:
+        trigger = daemon._scheduler.get_job("prod:logical_backup").trigger
+    finally:
+        daemon.shutdown()
+    # Sunday 25 October 2026: 03:00 CEST goes back to 02:00 CET
+    fires = scheduled_fires(
+        trigger, datetime(2026, 10, 24, 23, 30, tzinfo=UTC), datetime(2026, 10, 25, 2, tzinfo=UTC)
+    )
+    in_repeated_hour = [f.strftime("%m-%d %H:%M%z") for f in fires if f.hour == 2]
+    assert in_repeated_hour == expected
+    # ``schedule show`` and the overdue deadline read the same trigger
+    days = {r.date() for r in next_runs(cron, "Europe/Rome", 3, datetime(2026, 10, 24, tzinfo=UTC))}
+    assert len(days) == (3 if cron != "0 * * * *" else 1)
 
 
 def test_apscheduler_jobs_coalesce_one_instance_an_hour_of_grace(tmp_path: Path) -> None:

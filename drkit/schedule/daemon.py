@@ -3,8 +3,8 @@
 APScheduler 3 runs one cron job per ``schedule:`` entry of each policy, in the policy's
 timezone, with ``coalesce`` (a backlog of missed runs becomes one run), one instance
 per job, and a misfire grace of an hour (:data:`~drkit.schedule.timing.MISFIRE_GRACE`).
-The scheduler's own clock is UTC: given local times, APScheduler 3 repeats the
-ambiguous hour of an autumn DST change.
+The scheduler's own clock is UTC, and the trigger (:func:`drkit.cron.cron_trigger`) runs
+a fixed-hour job once when an autumn DST change repeats its hour.
 
 Jobs of one environment run one at a time (a prune waits for the backup before it).
 A failing job is logged with its error, counted in ``drkit_job_runs_total``, shown by
@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from drkit.config import Policy
 from drkit.errors import DrkitError
@@ -43,11 +42,6 @@ from drkit.schedule.timing import MISFIRE_GRACE, checked_policies, cron_period, 
 log = logging.getLogger(__name__)
 
 CATALOG_REFRESH = timedelta(seconds=60)
-
-
-def wall_minute(timezone: str) -> datetime:
-    """The current local wall-clock minute in ``timezone`` (naive)."""
-    return datetime.now(ZoneInfo(timezone)).replace(second=0, microsecond=0, tzinfo=None)
 
 
 class SchedulerDaemon:
@@ -240,14 +234,6 @@ class SchedulerDaemon:
             state = self.jobs.get((env, job))
             if run_lock is None or state is None:
                 return
-            # APScheduler 3 fires a job twice when its time falls in the hour an autumn
-            # DST change repeats (02:00 CEST, then 02:00 CET): same wall clock, skip it
-            wall = wall_minute(state.timezone)
-            repeated = state.last_wall_minute == wall
-            state.last_wall_minute = wall
-        if repeated:
-            log.info("%s/%s not run again: %s repeats after a DST change", env, job, wall)
-            return
         with run_lock:
             with self._state:
                 state = self.jobs.get((env, job))

@@ -147,8 +147,6 @@ class JobState:
     last_error: str | None = None
     last_success: datetime | None = None
     last_duration: float | None = None
-    #: local wall-clock minute of the last fire (see SchedulerDaemon.run_job)
-    last_wall_minute: datetime | None = None
 
     def rescheduled(self, cron: str, timezone: str, period: timedelta, now: datetime) -> JobState:
         """The same job on a new schedule: its history kept, its baseline ``now``."""
