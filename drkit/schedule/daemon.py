@@ -8,14 +8,14 @@ a fixed-hour job once when an autumn DST change repeats its hour.
 
 Jobs of one environment run one at a time (a prune waits for the backup before it).
 A failing job is logged with its error, counted in ``drkit_job_runs_total``, shown by
-``/healthz``, and never stops the daemon.  SIGTERM (and SIGINT) stop the scheduling of
+``/status``, and never stops the daemon (nor turns ``/healthz``, its liveness, to 503).  SIGTERM (and SIGINT) stop the scheduling of
 new runs, let the running job finish, then the daemon exits 0; SIGHUP reloads the
 policies (a policy that no longer validates is reported and the old one kept).
 
 The pieces: :mod:`.jobs` (what each job runs), :mod:`.timing` (when: fire times,
 periods, the misfire grace), :mod:`.lock` (the advisory lock that makes one replica run
 an environment's jobs), :mod:`.metrics` and :mod:`.endpoints` (``/metrics`` and
-``/healthz`` on one port).  This module holds the daemon itself: it installs the
+``/healthz`` and ``/status`` on one port).  This module holds the daemon itself: it installs the
 policies' jobs in APScheduler, runs them one environment at a time and records how
 each run ended, keeps every environment's catalog fresh, and handles the signals.
 """
@@ -33,7 +33,13 @@ from typing import Any
 
 from drkit.config import Policy
 from drkit.errors import DrkitError
-from drkit.schedule.endpoints import DEFAULT_PORT, MonitoringServer, bind_server, job_health
+from drkit.schedule.endpoints import (
+    DEFAULT_PORT,
+    MonitoringServer,
+    bind_server,
+    job_status,
+    liveness,
+)
 from drkit.schedule.jobs import JOBS, JobState, dispatch, error_line, scrub
 from drkit.schedule.lock import EnvironmentLock
 from drkit.schedule.metrics import CatalogSnapshot, DrkitCollector, MetricsView, read_catalog
@@ -122,7 +128,9 @@ class SchedulerDaemon:
                 state.timezone,
                 runs[0].isoformat() if runs else "never",
             )
-        log.info("drkit scheduler serving /metrics and /healthz on %s:%d", self.bind, self.port)
+        log.info(
+            "drkit scheduler serving /metrics, /healthz and /status on %s:%d", self.bind, self.port
+        )
 
     def _bind(self) -> None:
         self._server = bind_server(self.bind, self.port, self)
@@ -391,9 +399,24 @@ class SchedulerDaemon:
                 now=datetime.now(UTC),
             )
 
-    def health(self, now: datetime | None = None) -> tuple[int, dict[str, Any]]:
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``/healthz``: is the scheduler running (its thread alive, not shutting down)?"""
+        scheduler = self._scheduler
+        thread = getattr(scheduler, "_thread", None)
+        alive = (
+            scheduler is not None
+            and scheduler.running
+            and thread is not None
+            and thread.is_alive()
+            and not self._stopping
+        )
         with self._state:
-            return job_health(
+            return liveness(alive, len(self.jobs), self.started_at)
+
+    def status(self, now: datetime | None = None) -> dict[str, Any]:
+        """``/status``: each job's outcome and the problems."""
+        with self._state:
+            return job_status(
                 self.jobs.values(), self.standby, self.started_at, now or datetime.now(UTC)
             )
 
