@@ -19,6 +19,7 @@ import tempfile
 import termios
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,45 @@ def test_events_from_a_meter_draw_on_a_terminal_and_nothing_elsewhere() -> None:
         for event in sink.events:
             draw(event)
     assert not_a_tty.getvalue() == ""
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, OSError])
+def test_an_interrupted_phase_never_shows_a_check_mark(
+    interruption: type[BaseException],
+) -> None:
+    """Ctrl-C (or an error) in the middle of a phase: it ends aborted, and the terminal
+    shows no ✓ for it, through the Meter's ``with`` block and a drill's phase alike."""
+    import io
+
+    from rich.console import Console
+
+    from drkit.drill.context import PhaseTimer
+    from drkit.drill.report import DrillReport
+
+    events: list[ProgressEvent] = []
+    with (
+        pytest.raises(interruption),
+        Meter(events.append, "dump", "app", total=100, estimate=True) as meter,
+    ):
+        meter(40)
+        raise interruption()
+    report = DrillReport(id="d", environment="prod", started_at=datetime.now(UTC))
+    timer = PhaseTimer(report, events.append)
+    with pytest.raises(interruption), timer.phase("restore", "app", total=10) as meter:
+        meter(3)
+        raise interruption()
+    assert [e.state for e in events if e.advance == 0 and e.total is None] == [
+        "aborted",
+        "aborted",
+    ]
+    assert all(e.state != "done" for e in events)
+    buffer = io.StringIO()
+    with progress_events(
+        Console(file=buffer, force_terminal=True, width=120), enabled=True
+    ) as draw:
+        for event in events:
+            draw(event)
+    assert "✓" not in _ANSI.sub("", buffer.getvalue())
 
 
 # -- the real CLI on a terminal ------------------------------------------------------------
