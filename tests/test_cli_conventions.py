@@ -1,6 +1,7 @@
-"""Tables read by scripts: piped or redirected, ``drkit backups`` prints plain, whole,
-greppable columns (one line a backup, no box, no fold, no ellipsis), whatever the
-terminal width says."""
+"""The command line's conventions: a misspelt command names the nearest one (one line,
+exit 2), and tables read by scripts — piped or redirected, ``drkit backups`` prints
+plain, whole, greppable columns (one line a backup, no box, no fold, no ellipsis),
+whatever the terminal width says."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 
 from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
@@ -99,3 +101,24 @@ def test_sanitize_report_piped_is_plain_columns(capsys) -> None:  # type: ignore
     assert row.split("  ")[0] == long_name and "1,234,567" in row
     assert "[bold]name[/bold]=fake" in row  # data, never markup
     assert "…" not in text and "│" not in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [
+        (["backp", "prod"], "Did you mean 'backup'"),
+        (["schedule", "rnu"], "Did you mean 'run'"),
+        (["sanitize", "chek", "prod", "staging"], "'chek' is neither a command nor an "
+         "environment (did you mean check?)"),
+        (["sanitize", "sacn", "prod"], "(did you mean scan?)"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_command_names_the_nearest_one(
+    argv: list[str],
+    suggestion: str,
+    run_drkit,  # type: ignore[no-untyped-def]
+) -> None:
+    result = run_drkit(*argv)
+    assert result.code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("drkit: error: ")
+    assert suggestion in result.stderr
