@@ -4,7 +4,7 @@ Part of the CLI layer (only it draws).  On a TTY, each running (phase, item) is 
 line: the phase label, the item, and
 
 - with a known total: a bar, the percent, done/total, the rate and the ETA
-  (``≈`` marks a total that is an estimate, e.g. ``pg_database_size`` for a dump);
+  (``≈`` marks a total that is an estimate, e.g. a dump's, from its tables' data);
 - without one: a spinner, the amount done and the rate.
 
 When a phase ends, a permanent line says it is done and how long it took (a drill's
