@@ -402,6 +402,8 @@ class SchedulerDaemon:
     def health(self) -> tuple[int, dict[str, Any]]:
         """``/healthz``: is the scheduler running (its thread alive, not shutting down)?"""
         scheduler = self._scheduler
+        # APScheduler 3's BackgroundScheduler keeps its loop in ``_thread``: ``running``
+        # alone stays true when that thread has died of an exception
         thread = getattr(scheduler, "_thread", None)
         alive = (
             scheduler is not None
