@@ -162,3 +162,44 @@ def test_policy_check_cli(tmp_path: Path, run_drkit) -> None:  # type: ignore[no
     assert "Traceback" not in bad.stderr
     missing = run_drkit("backups", "nowhere", policy_dir=tmp_path)
     assert missing.code == 2 and "no policy for environment 'nowhere'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("patch", "line"),
+    [
+        ({"retention": {"weekley": 8}}, "retention.weekley: unknown key (did you mean weekly?)"),
+        ({"objectivs": {"rpo": "1h"}}, "objectivs: unknown key (did you mean objectives?)"),
+        (
+            {"schedule": {"logical_bakup": "0 2 * * *"}},
+            "schedule.logical_bakup: unknown key (did you mean logical_backup?)",
+        ),
+        (
+            {"repository": {"url": "file:///r", "compresion": {"algorithm": "zstd"}}},
+            "repository.compresion: unknown key (did you mean compression?)",
+        ),
+        ({"retention": {"zzzzzz": 1}}, "retention.zzzzzz: unknown key"),  # nothing close
+    ],
+)
+def test_a_misspelt_policy_key_names_the_nearest_one_in_one_line_exit_2(
+    tmp_path: Path,
+    run_drkit,  # type: ignore[no-untyped-def]
+    patch: dict[str, object],
+    line: str,
+) -> None:
+    write(tmp_path, "prod", {**BASE, **patch})
+    result = run_drkit("policy", "check", "prod", policy_dir=tmp_path)
+    assert result.code == 2
+    error_lines = [x for x in result.stderr.splitlines() if x.startswith("drkit: error:")]
+    assert error_lines == [f"drkit: error: {tmp_path / 'prod.yaml'}: {line}"]
+    if "did you mean" not in line:
+        assert "did you mean" not in result.stderr
+
+
+def test_a_misspelt_environment_names_the_nearest_policy(tmp_path: Path) -> None:
+    write(tmp_path, "prod", BASE)
+    write(tmp_path, "staging", {**BASE, "environment": "staging"})
+    with pytest.raises(PolicyError, match=r"'prd' in .* \(did you mean prod\?\) \(policies found"):
+        load_policy("prd", tmp_path)
+    with pytest.raises(PolicyError) as far:
+        load_policy("qa", tmp_path)
+    assert "did you mean" not in str(far.value)

@@ -8,7 +8,7 @@ import typer
 
 from drkit.backup.catalog import iso, list_backups, resolve_backup
 from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
-from drkit.cli.render import live_progress, ts_text
+from drkit.cli.render import Col, live_progress, print_table, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.progress import Meter, human_size
 from drkit.storage.repository import Repository
@@ -119,8 +119,6 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     Newest first, in the server's order (WAL position, then the server's time), never by
     id or host time; a backup taken while the host clock was off is flagged.
     A repository that does not exist is an error (exit 1), not an empty list."""
-    from rich.table import Table  # lazy: rich draws only what is printed
-
     from drkit.backup.catalog import skewed_backups
     from drkit.backup.order import SKEW_BOUND
     from drkit.backup.retention import current_tiers
@@ -142,24 +140,31 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     if not rows:
         out.print(f"no backups in {repo.location}", markup=False, highlight=False)
         return
-    table = Table(title=f"backups of {env} in {repo.location}")
-    # an id is what restore takes: never cut it; the other columns wrap first
-    table.add_column("id", no_wrap=True, min_width=max(len(m.id) for m in manifests))
-    for col in ("kind", "started", "duration", "size", "databases", "tiers"):
-        table.add_column(
-            col, justify="right" if col in ("duration", "size") else "left", overflow="fold"
-        )
-    for m, row in zip(reversed(manifests), rows, strict=True):
-        table.add_row(
-            m.id,
-            m.kind if m.parent is None else f"{m.kind}, incremental on {m.parent}",
-            ts_text(m.started_at) + (f" ({skew_text(m)})" if m.clock_skewed else ""),
-            f"{m.duration:.1f}s",
-            human_size(m.size),
-            ", ".join(m.databases),
-            ", ".join(row["tiers"]) or "-",
-        )
-    out.print(table)
+    print_table(
+        f"backups of {env} in {repo.location}",
+        # an id is what restore takes: never cut it; the other columns fold first
+        [
+            Col("id", fold=False),
+            Col("kind"),
+            Col("started"),
+            Col("duration", right=True),
+            Col("size", right=True),
+            Col("databases"),
+            Col("tiers"),
+        ],
+        [
+            [
+                m.id,
+                m.kind if m.parent is None else f"{m.kind}, incremental on {m.parent}",
+                ts_text(m.started_at) + (f" ({skew_text(m)})" if m.clock_skewed else ""),
+                f"{m.duration:.1f}s",
+                human_size(m.size),
+                ", ".join(m.databases),
+                ", ".join(row["tiers"]) or "-",
+            ]
+            for m, row in zip(reversed(manifests), rows, strict=True)
+        ],
+    )
     skewed = skewed_backups(manifests)
     if skewed:
         out.print(
