@@ -219,10 +219,15 @@ def verify(
         manifests = [resolve_backup(repo, backup_ref)]
     verdicts = []
     wal = WalReading()  # WAL shared by several backups' chains is read once
+    wal_plan = None
+    if any(m.kind == "physical" for m in manifests):
+        from drkit.backup.prune import plan_prune
+
+        wal_plan = plan_prune(repo, policy).wal_plan  # what prune keeps of the WAL
     with live_progress() as progress:
         for m in manifests:
             with Meter(progress, "verify", m.id, total=m.raw_size) as meter:
-                verdicts.append(verify_backup(repo, m, meter, wal))
+                verdicts.append(verify_backup(repo, m, meter, wal, wal_plan))
     bad = [v for v in verdicts if not v.ok]
     if state.json:
         emit_json({"ok": not bad, "backups": [v.to_dict() for v in verdicts]})

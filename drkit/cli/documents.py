@@ -239,6 +239,15 @@ class Verdict(Shape):
         "physical backups only: the WAL files read, from the backup's start to last_wal",
         default=None,
     )
+    wal_scope: Literal["point-in-time", "consistent point only"] | None = _field(
+        "physical backups: whether the retention policy keeps the WAL after its consistent "
+        "point (point-in-time) or only the WAL that makes it consistent (retention.wal); "
+        "then recoverable_to is its consistent point",
+        default=None,
+    )
+    wal_note: str | None = _field(
+        "physical backups restorable to their consistent point only: why", default=None
+    )
     chain: list[str] | None = _field(
         "incremental backups: the chain checked, full backup first", default=None
     )
