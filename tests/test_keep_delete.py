@@ -26,8 +26,9 @@ from tests.conftest import DrkitRunner
 from tests.test_prune import NOW, files, nightly, store_backup
 
 
-def write_policy(root: Path, **retention: Any) -> Path:
-    """A policy directory for ``prod`` on a ``file://`` repository under ``root``."""
+def write_policy(root: Path, extra: dict[str, Any] | None = None, **retention: Any) -> Path:
+    """A policy directory for ``prod`` on a ``file://`` repository under ``root``
+    (``extra``: more top-level keys)."""
     policy_dir = root / "policies"
     policy_dir.mkdir(exist_ok=True)
     doc = {
@@ -36,6 +37,7 @@ def write_policy(root: Path, **retention: Any) -> Path:
         "repository": {"url": f"file://{root / 'repo'}", "compression": {"algorithm": "none"}},
         "schedule": {"timezone": "Europe/Rome"},
         "retention": retention,
+        **(extra or {}),
     }
     (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
     return policy_dir

@@ -20,15 +20,21 @@ the objects are real files.
 from __future__ import annotations
 
 import io
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from drkit.backup.catalog import Manifest, list_backups, make_backup_id, write_manifest
 from drkit.backup.prune import PruneResult, prune
 from drkit.backup.retention import BackupRef, plan_retention, plan_wal
 from drkit.config import RetentionConfig, load_policy
+from drkit.errors import CheckFailed
+from drkit.restore.plan import plan_recovery
+from drkit.restore.window import CatalogView
 from drkit.storage import Repository
-from drkit.wal import Segment
+from drkit.wal import Segment, format_lsn
 from tests.conftest import DrkitRunner
 from tests.test_keep_delete import write_policy
 
@@ -43,9 +49,18 @@ def seg(position: int, timeline: int = 1) -> str:
     return Segment(position, timeline).name(SIZE)
 
 
-def archive_day(repo: Repository, day: int) -> None:
+#: when each of a day's segments is archived: the base backup at 03:00 starts in the
+#: 2nd and is consistent at 03:01 in the 3rd
+ARCHIVED_AT = (timedelta(minutes=30), timedelta(hours=3), timedelta(hours=3, minutes=2))
+
+
+def archive_day(repo: Repository, day: int, root: Path) -> None:
     for k in range(1, PER_DAY + 1):
-        repo.backend.put_bytes(f"prod/wal/{seg(PER_DAY * day + k)}", b"\0" * SIZE)
+        name = seg(PER_DAY * day + k)
+        repo.backend.put_bytes(f"prod/wal/{name}", b"\0" * SIZE)
+        at = DAY0 - timedelta(hours=3) + timedelta(days=day)
+        at += ARCHIVED_AT[k - 1] if k <= len(ARCHIVED_AT) else timedelta(hours=20)
+        os.utime(root / "prod" / "wal" / name, (at.timestamp(), at.timestamp()))
 
 
 def base_backup(repo: Repository, day: int) -> str:
@@ -64,6 +79,8 @@ def base_backup(repo: Repository, day: int) -> str:
             finished_at=started + timedelta(minutes=2),
             consistent_at=started + timedelta(minutes=1),
             objects=[obj],
+            wal_start=format_lsn((PER_DAY * day + 2) * SIZE + 0x28),
+            wal_stop=format_lsn((PER_DAY * day + 3) * SIZE + 0x100),
             wal_start_segment=seg(PER_DAY * day + 2),
             wal_stop_segment=seg(PER_DAY * day + 3),
             timeline=1,
@@ -112,23 +129,38 @@ def test_seventy_days_of_base_backups_with_wal_retention(
     tmp_path: Path, run_drkit: DrkitRunner
 ) -> None:
     root = tmp_path / "repo"
-    policy_dir = write_policy(tmp_path, daily=7, weekly=4, monthly=3, wal="14d")
+    policy_dir = write_policy(
+        tmp_path, {"wal_archiving": True}, daily=7, weekly=4, monthly=3, wal="14d"
+    )
     policy = load_policy("prod", policy_dir)
     repo = Repository.for_policy(policy)
     repo.backend.put_bytes("prod/wal/00000002.history", b"1\t0/5000000\tno recovery target\n")
     most = 0
     for day in range(DAYS):
-        archive_day(repo, day)
+        archive_day(repo, day, root)
         base_backup(repo, day)
         result = prune(repo, policy, now=DAY0 + timedelta(days=day, hours=1))
         check_repository(root, repo, result, day)
         most = max(most, len(wal_left(root)))
-    # without retention.wal, WAL would run from the oldest monthly backup (two months)
-    print(f"most WAL files held on one day: {most}")
+    # without retention.wal the same history holds 163 WAL files (from the oldest
+    # monthly backup on); the 14-day window and the consistent points need at most:
+    assert most <= 90
     last = prune(repo, policy, now=DAY0 + timedelta(days=DAYS, hours=1), dry_run=True)
     assert last.wal_deleted == []  # idempotent: the day's prune left nothing to delete
     consistent_only = [b.id for b in last.wal_plan.consistent_only]
     assert consistent_only  # the monthly and the older weekly backups
+
+    # recovery never claims a point the WAL no longer reaches: a time after a base
+    # backup left at its consistent point is refused (exit 3), not recovered short
+    trimmed = next(m for m in list_backups(repo) if m.id == consistent_only[0])
+    with pytest.raises(CheckFailed, match="after the last WAL reachable without a gap"):
+        plan_recovery(repo, trimmed.restorable_at + timedelta(hours=6))
+    assert last.wal_plan.pitr_from is not None
+    inside = plan_recovery(repo, last.wal_plan.pitr_from + timedelta(hours=6))
+    assert inside.manifest.id == last.wal_plan.anchor.id  # type: ignore[union-attr]
+    window = CatalogView(policy, repo).window  # what drkit status shows
+    assert window.continuous_from is not None
+    assert window.continuous_from >= last.wal_plan.pitr_from
 
     # the dry run says it, in text and in JSON
     dry = run_drkit("prune", "prod", "--dry-run", "--json", policy_dir=policy_dir)
