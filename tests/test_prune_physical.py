@@ -70,7 +70,14 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
         first.json()["id"]: "DELETE",
         second.json()["id"]: "KEEP",
     }
-    assert plan["wal"] == {"cutoff": cutoff, "delete": len(older)}
+    assert plan["wal"] == {
+        "cutoff": cutoff,
+        "delete": len(older),
+        "retention": None,  # no retention.wal: WAL from the oldest kept base backup on
+        "pitr_from": plan["wal"]["pitr_from"],
+        "pitr_from_backup": second.json()["id"],
+        "consistent_only": [],
+    }
     assert before <= wal_names(repo)  # nothing deleted (new segments may still arrive)
 
     done = run_drkit("prune", arch.env, "--json", policy_dir=arch.policy_dir)

@@ -25,6 +25,8 @@ it is kept when any series keeps it:
 * The newest successful backup holding each database is never deleted, whatever the
   counts (0 and absent counts included); so neither is the newest successful backup.
 * Unsuccessful backups (a manifest that records a failure) are kept by no rule.
+* A backup a person keeps (``drkit keep``; the caller passes the keeps that hold now as
+  :attr:`BackupRef.hold`) is kept with that reason, ``kept by hand [until ...]``.
 * An incremental keeps its whole chain (§4): every ancestor of a kept backup is kept,
   with the reason ``parent of <child id>`` (so ``prune --dry-run`` shows the chains).
 
@@ -42,10 +44,14 @@ still holds its newest backup).  The property tests in ``tests/test_retention_pr
 check this, and the kept set, against an independent reading of §4 over years of
 simulated histories.
 
-WAL (for the physical-backup issue to use): :func:`wal_cutoff` gives the first WAL
-segment that the oldest *kept* physical backup needs; :func:`wal_to_delete` selects the
-segments strictly older than it.  WAL needed by a kept backup is therefore never
-deleted, and without any kept physical backup nothing is deleted at all.
+WAL: :func:`plan_wal` says which WAL the kept backups need.  Without ``retention.wal``,
+every segment from the start of the oldest kept physical backup (:func:`wal_cutoff`).
+With it, point-in-time recovery over that last stretch only: every segment from the
+start of the newest kept base backup consistent that long before the newest one, and
+before it only the start..stop segments of the older kept base backups, which then
+restore to their consistent point only.  :func:`wal_to_delete` selects the rest.  WAL
+needed by a kept backup is never deleted, history files never are, and without any kept
+physical backup nothing is deleted at all.
 """
 
 from __future__ import annotations
