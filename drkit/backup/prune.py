@@ -294,6 +294,14 @@ class DeleteResult:
         }
 
 
+def _refuse_kept(repo: Repository, hold: Hold | None, now: datetime) -> None:
+    if hold is not None and hold.active(now):
+        raise SafetyRefused(
+            f"backup {hold.backup_id} is {hold.reason}: release it first "
+            f"(drkit keep {repo.env} {hold.backup_id} --release); nothing deleted"
+        )
+
+
 def delete_by_hand(
     repo: Repository, policy: Policy, backup_id: str, *, now: datetime | None = None
 ) -> DeleteResult:
@@ -317,12 +325,7 @@ def delete_by_hand(
         raise NotFoundError(
             f"backup {backup_id} does not exist in {repo.location} (see: drkit backups {repo.env})"
         )
-    hold = listing.holds.get(backup_id)
-    if hold is not None and hold.active(now):
-        raise SafetyRefused(
-            f"backup {backup_id} is {hold.reason}: release it first "
-            f"(drkit keep {repo.env} {backup_id} --release); nothing deleted"
-        )
+    _refuse_kept(repo, listing.holds.get(backup_id), now)
     children = [m.id for m in listing.manifests if m.parent == backup_id]
     if children:
         raise SafetyRefused(
@@ -338,11 +341,11 @@ def delete_by_hand(
             + (f" of {held}" if held else "")
             + ": take a newer one before deleting it; nothing deleted"
         )
-    for key in [repo.key(backup_prefix(backup_id) + MANIFEST), *(o.key for o in manifest.objects)]:
-        until = repo.backend.locked_until(key)
+    for info in repo.list(backup_prefix(backup_id)):  # every object delete_backup removes
+        until = repo.backend.locked_until(info.key)
         if until is not None and until > now:
             raise SafetyRefused(
-                f"backup {backup_id}: {key} is locked by the store until {iso(until)} "
+                f"backup {backup_id}: {info.key} is locked by the store until {iso(until)} "
                 "(object lock): it cannot be deleted before then; nothing deleted"
             )
     tiers = list(
@@ -350,12 +353,7 @@ def delete_by_hand(
             retention_refs(listing, now), policy.retention, policy.schedule.timezone
         ).reasons(backup_id)
     )
-    hold = read_hold(repo, backup_id)  # a keep that landed since the listing
-    if hold is not None and hold.active(now):
-        raise SafetyRefused(
-            f"backup {backup_id} is {hold.reason}: release it first "
-            f"(drkit keep {repo.env} {backup_id} --release); nothing deleted"
-        )
+    _refuse_kept(repo, read_hold(repo, backup_id), now)  # a keep that landed since the listing
     log.info("delete %s: deleting backup %s by hand", repo.env, backup_id)
     objects, size = delete_backup(repo, backup_id)
     return DeleteResult(repo.env, backup_id, manifest.kind, objects, size, tiers)
