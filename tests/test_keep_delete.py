@@ -22,7 +22,8 @@ from drkit.backup.prune import delete_by_hand, prune
 from drkit.config import load_policy
 from drkit.errors import SafetyRefused
 from drkit.storage import Backend, Repository
-from tests.conftest import DrkitRunner
+from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.reliability.helpers import RepoView
 from tests.test_prune import NOW, files, nightly, store_backup
 
 
@@ -296,3 +297,37 @@ def test_a_keep_that_lands_while_prune_runs_still_holds(setup: tuple[Path, Repos
     result = prune(racing, policy, now=NOW)
     assert [m.id for m in list_backups(repo)] == [ids[1], ids[0]]
     assert result.errors == [f"backup {ids[1]} was kept while prune ran: left"]
+
+
+def test_keep_and_delete_on_every_backend(
+    request: pytest.FixtureRequest,
+    repo_target: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    """The same promises on S3 as on file://: the keep record lands as an object beside
+    the manifest, a refusal changes no object, a delete removes exactly one backup."""
+    policy_dir = make_policy(
+        "prod",
+        "postgresql://u:sekret@localhost/app",
+        repo_target,
+        repository={"compression": {"algorithm": "none"}},
+    )
+    repo = Repository.for_policy(load_policy("prod", policy_dir))
+    view = RepoView(
+        repo_target, request.getfixturevalue("s3_server") if repo_target.kind == "s3" else None
+    )
+    ids = nightly(repo, 3)
+    run_drkit("keep", "prod", ids[1], policy_dir=policy_dir, check=True)
+    assert f"prod/backups/{ids[1]}/keep.json" in view.objects()
+    before = view.objects()
+    for backup_id in (ids[0], ids[1]):  # the newest; a kept one
+        refused = run_drkit("delete", "prod", backup_id, policy_dir=policy_dir)
+        assert refused.code == 4, refused.stderr
+        one_line(refused.stderr)
+    assert view.objects() == before
+    run_drkit("delete", "prod", ids[2], policy_dir=policy_dir, check=True)
+    gone = set(before) - set(view.objects())
+    assert gone == {f"prod/backups/{ids[2]}/manifest.json", f"prod/backups/{ids[2]}/app.dump"}
+    run_drkit("prune", "prod", policy_dir=policy_dir, check=True)
+    assert [m.id for m in list_backups(repo)] == [ids[1], ids[0]]
