@@ -331,3 +331,16 @@ def test_keep_and_delete_on_every_backend(
     assert gone == {f"prod/backups/{ids[2]}/manifest.json", f"prod/backups/{ids[2]}/app.dump"}
     run_drkit("prune", "prod", policy_dir=policy_dir, check=True)
     assert [m.id for m in list_backups(repo)] == [ids[1], ids[0]]
+
+
+def test_a_damaged_keep_record_still_keeps(tmp_path: Path, setup: tuple[Path, Repository]) -> None:
+    policy_dir, repo = setup
+    policy = load_policy("prod", policy_dir)
+    ids = nightly(repo, 3)
+    keep_backup(repo, ids[2], now=NOW)
+    (tmp_path / "repo" / "prod" / "backups" / ids[2] / "keep.json").write_text("{torn")
+    result = prune(repo, policy, now=NOW)
+    assert result.plan.reasons(ids[2]) == ("kept by hand (keep record unreadable)",)
+    assert [m.id for m in list_backups(repo)] == [ids[2], ids[0]]
+    with pytest.raises(SafetyRefused, match="keep record unreadable"):
+        delete_by_hand(repo, policy, ids[2], now=NOW)
