@@ -266,11 +266,30 @@ class RetentionConfig(StrictModel):
     weekly: int = Field(default=0, ge=0, le=100000)
     monthly: int = Field(default=0, ge=0, le=100000)
     orphan_grace: timedelta = timedelta(hours=24)
+    #: point-in-time recovery over this last stretch only (None: from the oldest kept
+    #: base backup on); older kept base backups keep just the WAL that makes them
+    #: consistent
+    wal: timedelta | None = None
 
     @field_validator("orphan_grace", mode="before")
     @classmethod
     def _grace(cls, v: object) -> timedelta:
         return parse_duration(v)
+
+    @property
+    def wal_text(self) -> str | None:
+        """``retention.wal`` as the policy writes it (``7d``), None when absent."""
+        return format_duration(self.wal) if self.wal is not None else None
+
+    @field_validator("wal", mode="before")
+    @classmethod
+    def _wal(cls, v: object) -> timedelta | None:
+        if v is None:
+            return None
+        duration = parse_duration(v)
+        if duration <= timedelta(0):
+            raise ValueError("retention.wal must be a positive duration (e.g. 7d), or absent")
+        return duration
 
 
 class BackupConfig(StrictModel):
@@ -395,6 +414,8 @@ class Policy(StrictModel):
             for k, v in (("rpo", self.objectives.rpo), ("rto", self.objectives.rto))
         }
         data["retention"]["orphan_grace"] = format_duration(self.retention.orphan_grace)
+        if self.retention.wal is not None:
+            data["retention"]["wal"] = format_duration(self.retention.wal)
         return data
 
 

@@ -203,3 +203,17 @@ def test_a_misspelt_environment_names_the_nearest_policy(tmp_path: Path) -> None
     with pytest.raises(PolicyError) as far:
         load_policy("qa", tmp_path)
     assert "did you mean" not in str(far.value)
+
+
+def test_retention_wal_is_a_positive_duration_or_absent(tmp_path: Path) -> None:
+    write(tmp_path, "prod", {**BASE, "retention": {"daily": 7, "wal": "14d"}})
+    policy = load_policy("prod", tmp_path)
+    assert policy.retention.wal == timedelta(days=14)
+    assert policy.masked()["retention"]["wal"] == "14d"
+    write(tmp_path, "prod", BASE)
+    assert load_policy("prod", tmp_path).retention.wal is None  # WAL from the oldest kept backup
+    for bad in ("0s", "two weeks"):
+        write(tmp_path, "prod", {**BASE, "retention": {"wal": bad}})
+        with pytest.raises(PolicyError, match=r"retention\.wal") as info:
+            load_policy("prod", tmp_path)
+        assert info.value.exit_code == 2

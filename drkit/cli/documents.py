@@ -184,7 +184,14 @@ class BackupDocument(Document, BackupSummary):
 
 
 class BackupRow(BackupSummary):
-    tiers: list[str] = _field("the retention tiers it currently satisfies")
+    tiers: list[str] = _field(
+        "the retention tiers it currently satisfies (a keep by hand reads 'kept by hand ...')"
+    )
+    kept_until: str | None = _field(
+        "kept by hand (drkit keep): the RFC 3339 time the keep ends, or 'forever' (until "
+        "released); null when nobody keeps it",
+        default=None,
+    )
 
 
 class BackupsDocument(Document):
@@ -232,6 +239,15 @@ class Verdict(Shape):
         "physical backups only: the WAL files read, from the backup's start to last_wal",
         default=None,
     )
+    wal_scope: Literal["point-in-time", "consistent point only"] | None = _field(
+        "physical backups: whether the retention policy keeps the WAL after its consistent "
+        "point (point-in-time) or only the WAL that makes it consistent (retention.wal); "
+        "then recoverable_to is its consistent point",
+        default=None,
+    )
+    wal_note: str | None = _field(
+        "physical backups restorable to their consistent point only: why", default=None
+    )
     chain: list[str] | None = _field(
         "incremental backups: the chain checked, full backup first", default=None
     )
@@ -254,6 +270,15 @@ class PruneBackup(Shape):
     size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
     action: Literal["KEEP", "DELETE"]
     reasons: list[str] = _field("the retention rules that keep it (or why it goes)")
+    wal: Literal["point-in-time", "consistent point only"] | None = _field(
+        "kept base backups: whether the WAL after its consistent point stays (point-in-time) "
+        "or only the WAL that makes it consistent (retention.wal); null for the others",
+        default=None,
+    )
+    kept_until: str | None = _field(
+        "kept by hand: the time the keep ends, or 'forever'; null when nobody keeps it",
+        default=None,
+    )
 
 
 class PruneOrphan(Shape):
@@ -272,8 +297,27 @@ class PruneUnreadable(Shape):
 
 
 class PruneWal(Shape):
-    cutoff: str | None = _field("WAL older than this segment is deleted")
+    cutoff: str | None = _field(
+        "WAL older than this segment is deleted (except the consistent_only backups' "
+        "start..stop segments)"
+    )
     delete: int = _field("WAL files deleted (or, in a dry run, to delete)")
+    retention: str | None = _field(
+        "retention.wal (null: WAL is kept from the oldest kept base backup on)", default=None
+    )
+    pitr_from: Timestamp | None = _field(
+        "the oldest point the remaining WAL recovers to: pitr_from_backup's consistent point",
+        default=None,
+    )
+    pitr_from_backup: str | None = _field(
+        "the base backup point-in-time recovery starts from (the segment cutoff is its start)",
+        default=None,
+    )
+    consistent_only: list[str] = _field(
+        "kept base backups older than it: only the WAL that makes them consistent stays, so "
+        "they restore to their consistent point only",
+        default_factory=list,
+    )
 
 
 class PruneDocument(Document):
@@ -292,6 +336,32 @@ class PruneDocument(Document):
     newest_restorable: Timestamp | None
     deleted_objects: int
     deleted_bytes: int = _field("bytes deleted")
+
+
+class KeepDocument(Document):
+    """`drkit keep ENV ID [--until DATE | --release] --json`"""
+
+    environment: str
+    id: str = _field("the backup")
+    kind: Literal["logical", "physical"]
+    kept: bool = _field("a person keeps it now (false after --release)")
+    kept_until: str | None = _field(
+        "the RFC 3339 time the keep ends, 'forever' (until released), or null (released)"
+    )
+    previous_until: str | None = _field(
+        "the keep it replaced or released, in the same form (null: it was not kept)"
+    )
+
+
+class DeleteDocument(Document):
+    """`drkit delete ENV ID --json` (exit 4, nothing deleted, when a guard refuses)"""
+
+    environment: str
+    id: str = _field("the backup deleted")
+    kind: Literal["logical", "physical"]
+    deleted_objects: int = _field("objects removed, its manifest first")
+    deleted_bytes: int = _field("bytes removed")
+    tiers: list[str] = _field("the retention tiers it satisfied (deleting by hand overrides them)")
 
 
 # -- restore -------------------------------------------------------------------------
@@ -774,6 +844,8 @@ DOCUMENTS: dict[str, type[Document]] = {
     "backups": BackupsDocument,
     "verify": VerifyDocument,
     "prune": PruneDocument,
+    "keep": KeepDocument,
+    "delete": DeleteDocument,
     "restore": RestoreDocument,
     "restore-point-in-time": PitrDocument,
     "wal-push": WalPushDocument,
