@@ -1,0 +1,192 @@
+"""The paths an operator runs as the policy's own least-privilege role, not a superuser.
+
+The role here is what ``docs/roles.md`` asks for: a login that owns the application's
+database, with EXECUTE on ``pg_create_restore_point`` and ``pg_switch_wal`` (what
+``check`` asks of backups) and nothing more: no SUPERUSER, no CREATEDB.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.test_drill import OBJECTIVES, checks_by_name, drill, scratch_root  # noqa: F401
+
+
+@dataclass
+class AppRole:
+    name: str
+    password: str
+    database: str
+    url: str
+
+
+def _admin(pg_server: PgServer, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(pg_server.dsn(dbname), autocommit=True)
+
+
+@pytest.fixture
+def app_role(pg_server: PgServer) -> Iterator[AppRole]:
+    """A least-privilege role owning a database with two tables of rows."""
+    suffix = uuid.uuid4().hex[:8]
+    name, password, database = f"app_{suffix}", "pw-" + uuid.uuid4().hex[:12], f"lp_{suffix}"
+    role = sql.Identifier(name)
+    with _admin(pg_server) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), role))
+    with _admin(pg_server, database) as conn:
+        for function in ("pg_create_restore_point(text)", "pg_switch_wal()"):
+            conn.execute(
+                sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(function), role)
+            )
+    base = pg_server.url(database)
+    host = base.split("@", 1)[1]
+    url = f"postgresql://{quote(name)}:{quote(password)}@{host}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE item (id int PRIMARY KEY, label text)")
+        conn.execute("INSERT INTO item SELECT g, 'item ' || g FROM generate_series(1, 50) g")
+        conn.execute("CREATE TABLE note (id serial PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO note (body) SELECT 'note ' || g FROM generate_series(1, 7) g")
+    yield AppRole(name, password, database, url)
+    with _admin(pg_server) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
+        for (db,) in conn.execute(
+            "SELECT datname FROM pg_database WHERE datdba = "
+            "(SELECT oid FROM pg_roles WHERE rolname = %s)",
+            [name],
+        ).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+        conn.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+def _count(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_logical_restore_as_the_app_role_into_a_new_database(
+    run_drkit: DrkitRunner,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    app_role: AppRole,
+    pg_server: PgServer,
+    jobs: str,
+) -> None:
+    """The dump carries the grants on pg_create_restore_point / pg_switch_wal (system
+    functions only a superuser may grant on); the app role restores everything else."""
+    policy_dir = make_policy("prod", app_role.url, file_repo)
+    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    # after a disaster: the DBA re-creates the database, owned by the app role, which
+    # has no grant on the system functions there yet (they are per database)
+    fresh = f"{app_role.database}_new"
+    with _admin(pg_server) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(fresh), sql.Identifier(app_role.name)
+            )
+        )
+    target = app_role.url.rsplit("/", 1)[0] + "/" + fresh
+    restored = run_drkit(
+        "restore", "prod", "latest", "--target-db", target, "--jobs", jobs, policy_dir=policy_dir
+    )
+    assert restored.code == 0, restored.stderr
+    assert _count(target, "item") == 50
+    assert _count(target, "note") == 7
+
+
+@pytest.fixture
+def foreign_owner(pg_server: PgServer, app_role: AppRole) -> Iterator[str]:
+    """A table in the app's database owned by another role the app role is no member
+    of (it may read it, so backups work): a restore as the app role cannot recreate it."""
+    name = f"own_{uuid.uuid4().hex[:8]}"
+    with _admin(pg_server) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+    with _admin(pg_server, app_role.database) as conn:
+        conn.execute("CREATE TABLE audit (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO audit VALUES (1), (2)")
+        conn.execute(sql.SQL("ALTER TABLE audit OWNER TO {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("GRANT SELECT ON audit TO {}").format(sql.Identifier(app_role.name)))
+    yield name
+    with _admin(pg_server, app_role.database) as conn:
+        conn.execute("DROP TABLE IF EXISTS audit")
+    with _admin(pg_server) as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_drill_restores_as_the_app_role(
+    run_drkit: DrkitRunner,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    app_role: AppRole,
+    scratch_root: Path,  # noqa: F811
+) -> None:
+    policy_dir = make_policy(
+        "prod",
+        app_role.url,
+        file_repo,
+        objectives=OBJECTIVES,
+        drill={"checks": {"amcheck": False}},
+    )
+    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    assert done.code == 0, done.stderr
+    doc = done.json()
+    assert doc["verdict"] == "PASS"
+    restored = checks_by_name(doc)[f"restore {app_role.database}"]
+    assert restored["observed"].endswith(f"as role {app_role.name}")
+    assert checks_by_name(doc)[f"rows {app_role.database}:public.item"]["observed"] == 50
+
+
+def test_drill_fails_where_the_app_role_restore_fails(
+    run_drkit: DrkitRunner,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    app_role: AppRole,
+    foreign_owner: str,
+    pg_server: PgServer,
+    scratch_root: Path,  # noqa: F811
+) -> None:
+    """The operator's restore as the app role fails (it cannot give a table to a role it
+    is no member of); the drill, rehearsing that restore, must fail too, not PASS as a
+    superuser restoring without owners would."""
+    policy_dir = make_policy(
+        "prod",
+        app_role.url,
+        file_repo,
+        objectives=OBJECTIVES,
+        drill={"checks": {"amcheck": False}},
+    )
+    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    fresh = f"{app_role.database}_new"
+    with _admin(pg_server) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(fresh), sql.Identifier(app_role.name)
+            )
+        )
+    target = app_role.url.rsplit("/", 1)[0] + "/" + fresh
+    real = run_drkit("restore", "prod", "latest", "--target-db", target, policy_dir=policy_dir)
+    assert real.code == 1 and foreign_owner in real.stderr, real.stderr
+    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    assert done.code == 3, done.stderr
+    restored = checks_by_name(done.json())[f"restore {app_role.database}"]
+    assert restored["status"] == "FAIL"
+    assert foreign_owner in restored["detail"]
