@@ -15,10 +15,12 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
 from tests.test_drill import OBJECTIVES, checks_by_name, drill, scratch_root  # noqa: F401
+from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 
 @dataclass
@@ -190,3 +192,106 @@ def test_drill_fails_where_the_app_role_restore_fails(
     restored = checks_by_name(done.json())[f"restore {app_role.database}"]
     assert restored["status"] == "FAIL"
     assert foreign_owner in restored["detail"]
+
+
+@pytest.fixture
+def archived() -> Iterator[Archived]:
+    with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
+        yield arch
+
+
+@pytest.mark.slow
+def test_physical_drill_as_a_replication_role(
+    archived: Archived,
+    run_drkit: DrkitRunner,
+    scratch_root: Path,  # noqa: F811
+) -> None:
+    """The documented backup role for base backups: LOGIN REPLICATION, owning its
+    database, EXECUTE on the two WAL functions; no superuser.  The drill connects to the
+    recovered server, counts rows and runs amcheck all the same."""
+    arch = archived
+    role, password = "app_phys", "pw-" + uuid.uuid4().hex[:12]
+    arch.execute(f"CREATE ROLE {role} LOGIN REPLICATION PASSWORD '{password}'")
+    arch.execute(f"CREATE DATABASE shop OWNER {role}")
+    arch.execute(
+        f"GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO {role}",
+        arch.dsn("shop"),
+    )
+    url = f"postgresql://{role}:{password}@127.0.0.1:{arch.cluster.port}/shop"
+    arch.execute("CREATE TABLE item (id int PRIMARY KEY)", url)
+    arch.execute("INSERT INTO item SELECT generate_series(1, 20)", url)
+    policy_dir = arch.write_policy(url)
+    doc = yaml.safe_load((policy_dir / "prod.yaml").read_text())
+    doc["objectives"] = OBJECTIVES
+    doc["drill"] = {
+        "checks": {
+            "amcheck": True,
+            "sql": [{"name": "items", "query": "SELECT count(*) = 20 FROM item"}],
+        }
+    }
+    (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    backup = run_drkit("backup", "prod", "--physical", policy_dir=policy_dir)
+    assert backup.code == 0, backup.stderr
+    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    assert done.code == 0, done.stderr + done.stdout
+    checks = checks_by_name(done.json())
+    assert checks["connect shop"]["status"] == "PASS"
+    assert checks["sql: items"]["status"] == "PASS"
+    assert checks["amcheck shop"]["status"] == "PASS"
+
+
+def _check(run_drkit: DrkitRunner, policy_dir: Path) -> tuple[int, dict[str, dict[str, str]]]:
+    result = run_drkit("--json", "check", "prod", policy_dir=policy_dir)
+    return result.code, {c["name"]: c for c in result.json()["checks"]}
+
+
+def test_check_proves_the_app_role_can_restore(
+    run_drkit: DrkitRunner, make_policy: PolicyWriter, file_repo: RepoTarget, app_role: AppRole
+) -> None:
+    policy_dir = make_policy("prod", app_role.url, file_repo)
+    code, checks = _check(run_drkit, policy_dir)
+    assert code == 0, checks
+    restore = checks[f"privileges restore {app_role.database}"]
+    assert restore["status"] == "PASS", restore
+    assert "no CREATEDB" in restore["detail"]
+
+
+def test_check_names_what_the_app_role_could_not_restore(
+    run_drkit: DrkitRunner,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    app_role: AppRole,
+    foreign_owner: str,
+) -> None:
+    """Backups work (the role reads the table); a restore over the database would not
+    (it cannot drop a table it does not own): check must say so, not exit 0."""
+    policy_dir = make_policy("prod", app_role.url, file_repo)
+    code, checks = _check(run_drkit, policy_dir)
+    assert code == 3
+    restore = checks[f"privileges restore {app_role.database}"]
+    assert restore["status"] == "FAIL"
+    assert "public.audit" in restore["detail"] and foreign_owner in restore["detail"]
+    assert checks[f"privileges {app_role.database}"]["status"] == "PASS"
+
+
+def test_check_warns_on_a_collation_version_change(
+    run_drkit: DrkitRunner,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    app_role: AppRole,
+    pg_server: PgServer,
+) -> None:
+    """A database whose recorded collation version is not the libc's now (a physical
+    copy from another libc, an OS upgrade): text indexes may be out of order."""
+    policy_dir = make_policy("prod", app_role.url, file_repo)
+    _, checks = _check(run_drkit, policy_dir)
+    assert checks[f"collation {app_role.database}"]["status"] == "PASS"
+    with _admin(pg_server) as conn:
+        conn.execute(
+            "UPDATE pg_database SET datcollversion = '2.17' WHERE datname = %s",
+            [app_role.database],
+        )
+    code, checks = _check(run_drkit, policy_dir)
+    collation = checks[f"collation {app_role.database}"]
+    assert code == 0 and collation["status"] == "WARN"
+    assert "2.17" in collation["detail"] and "REINDEX" in collation["detail"]
