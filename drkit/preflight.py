@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from drkit.config import Policy
-from drkit.drill.report import FAIL, PASS
+from drkit.drill.report import FAIL, PASS, WARN
 from drkit.errors import DrkitError
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 #: how long the archive round trip waits for the switched segment
 ARCHIVE_TIMEOUT = 60.0
-#: a check that found something to fix that breaks nothing (exit 0)
-WARN = "WARN"
 
 
 @dataclass
@@ -276,7 +274,8 @@ def _check_collation(report: CheckReport, conn: Any, name: str, physical: bool) 
             f"DATABASE {name} REFRESH COLLATION VERSION",
         )
         return
-    if not physical or provider != "c" or collate in ("C", "POSIX"):
+    # C, POSIX and C.<encoding> sort by code point on every libc: PostgreSQL versions none
+    if not physical or provider != "c" or collate in ("C", "POSIX") or collate.startswith("C."):
         report.add(check, True, f"collation version {recorded or 'not versioned'} ({collate})")
         return
     libc, _, version = _host_libc().partition(" ")
