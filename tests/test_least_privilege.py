@@ -208,7 +208,8 @@ def test_physical_drill_as_a_replication_role(
 ) -> None:
     """The documented backup role for base backups: LOGIN REPLICATION, owning its
     database, EXECUTE on the two WAL functions; no superuser.  The drill connects to the
-    recovered server, counts rows and runs amcheck all the same."""
+    recovered server, counts rows and runs amcheck all the same; a collation version
+    the recovered server's libc does not give is a WARN in the report."""
     arch = archived
     role, password = "app_phys", "pw-" + uuid.uuid4().hex[:12]
     arch.execute(f"CREATE ROLE {role} LOGIN REPLICATION PASSWORD '{password}'")
@@ -230,6 +231,9 @@ def test_physical_drill_as_a_replication_role(
         }
     }
     (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    # as if shop had been created by another libc (a musl image's base backup drilled on
+    # glibc): the recovered server's libraries give another collation version
+    arch.execute("UPDATE pg_database SET datcollversion = '2.17' WHERE datname = 'shop'")
     backup = run_drkit("backup", "prod", "--physical", policy_dir=policy_dir)
     assert backup.code == 0, backup.stderr
     done = drill(run_drkit, policy_dir, scratch_root, "--json")
@@ -238,6 +242,10 @@ def test_physical_drill_as_a_replication_role(
     assert checks["connect shop"]["status"] == "PASS"
     assert checks["sql: items"]["status"] == "PASS"
     assert checks["amcheck shop"]["status"] == "PASS"
+    collation = checks["collation shop"]
+    assert collation["status"] == "WARN" and collation["expected"] == "2.17"
+    assert "REINDEX" in collation["detail"]
+    assert done.json()["verdict"] == "PASS"
 
 
 def _check(run_drkit: DrkitRunner, policy_dir: Path) -> tuple[int, dict[str, dict[str, str]]]:

@@ -23,6 +23,7 @@ from drkit.drill.report import ERROR as ERROR
 from drkit.drill.report import FAIL as FAIL
 from drkit.drill.report import NOT_RUN as NOT_RUN
 from drkit.drill.report import PASS as PASS
+from drkit.drill.report import WARN as WARN
 from drkit.drill.report import Check as Check
 from drkit.drill.report import DrillReport as DrillReport
 from drkit.drill.runner import DrillResult as DrillResult

@@ -10,7 +10,11 @@
    it in a thread beside the row counts); a scratch server without the amcheck
    extension is NOT_RUN with what to install.  Installing amcheck takes a superuser:
    where the policy's role is none, the scratch server's own superuser runs it over
-   the server's private socket (the server is drkit's, not the operator's).
+   the server's private socket (the server is drkit's, not the operator's);
+5. a physical copy's collation version is the one its new server's libraries give
+   (:func:`check_collation`): on another libc (musl to glibc, another glibc) text
+   indexes are sorted the old way; that is a WARN saying to REINDEX them, since
+   amcheck, not this, tells whether they are out of order.
 
 A finding is a check's verdict (FAIL, or ERROR when the check itself broke), never an
 exception out of the drill.
@@ -26,7 +30,7 @@ from psycopg import sql
 
 from drkit.backup.catalog import Manifest
 from drkit.config import Policy
-from drkit.drill.report import ERROR, FAIL, NOT_RUN, PASS, Check, DrillReport
+from drkit.drill.report import ERROR, FAIL, NOT_RUN, PASS, WARN, Check, DrillReport
 from drkit.errors import DrkitError, OperationError
 from drkit.pg import PostgresServer, run_as
 from drkit.pg.binaries import find_binary
@@ -243,6 +247,34 @@ class AmcheckRun(threading.Thread):
                         database=database,
                     )
                 )
+
+
+def check_collation(report: DrillReport, dsn: str, database: str) -> None:
+    """WARN when the database's recorded collation version differs from the one the
+    restored server's libraries give (PostgreSQL 15+ records it); nothing otherwise."""
+    with connect(dsn) as conn:
+        if conn.info.server_version < 150000:
+            return
+        row = conn.execute(
+            "SELECT datcollversion, pg_database_collation_actual_version(oid) "
+            "FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+    recorded, actual = (str(v) if v is not None else "" for v in row) if row else ("", "")
+    if recorded == actual:
+        return
+    report.add(
+        Check(
+            f"collation {database}",
+            "collation",
+            WARN,
+            expected=recorded or "none recorded (musl libc records none)",
+            observed=actual or "none",
+            detail="the restored server's libraries sort text differently from the ones "
+            f"that built {database}'s indexes: REINDEX its text indexes after such a "
+            f"restore, then ALTER DATABASE {database} REFRESH COLLATION VERSION",
+            database=database,
+        )
+    )
 
 
 def check_amcheck(report: DrillReport | CheckList, cluster: PostgresServer, database: str) -> None:
