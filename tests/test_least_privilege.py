@@ -240,6 +240,7 @@ def test_physical_drill_as_a_replication_role(
     assert done.code == 0, done.stderr + done.stdout
     checks = checks_by_name(done.json())
     assert checks["connect shop"]["status"] == "PASS"
+    assert checks["rows shop:public.item"]["observed"] == 20  # at the backup's restore point
     assert checks["sql: items"]["status"] == "PASS"
     assert checks["amcheck shop"]["status"] == "PASS"
     collation = checks["collation shop"]
@@ -303,3 +304,56 @@ def test_check_warns_on_a_collation_version_change(
     collation = checks[f"collation {app_role.database}"]
     assert code == 0 and collation["status"] == "WARN"
     assert "2.17" in collation["detail"] and "REINDEX" in collation["detail"]
+
+
+def test_drill_as_a_superuser_restores_objects_of_other_roles(
+    run_drkit: DrkitRunner,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    app_role: AppRole,
+    foreign_owner: str,
+    pg_server: PgServer,
+    scratch_root: Path,  # noqa: F811
+) -> None:
+    """A superuser's restore gives each object its owner: the drill re-creates the
+    cluster's roles in the scratch cluster, so owners restore there as they would live."""
+    policy_dir = make_policy(
+        "prod",
+        pg_server.url(app_role.database),
+        file_repo,
+        objectives=OBJECTIVES,
+        drill={"checks": {"amcheck": False}},
+    )
+    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    assert done.code == 0, done.stderr
+    checks = checks_by_name(done.json())
+    assert checks[f"rows {app_role.database}:public.audit"]["observed"] == 2
+
+
+def test_drill_without_the_live_server_restores_as_the_documented_role(
+    run_drkit: DrkitRunner,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    app_role: AppRole,
+    scratch_root: Path,  # noqa: F811
+) -> None:
+    """The day production is gone: the drill still restores as the policy's role, taken
+    to be the documented least-privilege one, and says so."""
+    from drkit.pg import free_port
+
+    def policy(url: str) -> Path:
+        return make_policy(
+            "prod", url, file_repo, objectives=OBJECTIVES, drill={"checks": {"amcheck": False}}
+        )
+
+    run_drkit("backup", "prod", policy_dir=policy(app_role.url), check=True)
+    port = app_role.url.rsplit(":", 1)[1].split("/", 1)[0]
+    policy_dir = policy(app_role.url.replace(f":{port}/", f":{free_port()}/"))
+    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    doc = done.json()
+    assert doc["verdict"] == "PASS", done.stderr
+    assert checks_by_name(doc)[f"restore {app_role.database}"]["observed"].endswith(
+        f"as role {app_role.name}"
+    )
+    assert any("did not answer" in note for note in doc["notes"])

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from drkit.errors import DrkitError
+from drkit.errors import DatabaseError, DrkitError
 from drkit.pg import LocalCluster
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import resolve
@@ -108,32 +108,37 @@ def toc_owners(toc: str) -> set[str]:
 def mirror_roles(cluster: LocalCluster, role: RestoreRole, owners: set[str]) -> str:
     """Create the restore role and the roles it depends on in the scratch cluster; a
     connection string logging in as the restore role (the cluster's superuser's own
-    when the restore role is that superuser)."""
-    if role.name == cluster.superuser:
-        return cluster.dsn()
+    when the restore role has that superuser's name)."""
     password = secrets.token_urlsafe(18)
+    own = role.name == cluster.superuser
     with connect(cluster.dsn()) as conn:
         existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
-        attributes = [
-            sql.SQL("SUPERUSER" if role.superuser else "NOSUPERUSER"),
-            sql.SQL("CREATEDB" if role.createdb else "NOCREATEDB"),
-        ]
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
-                sql.Identifier(role.name), sql.SQL(" ").join(attributes), sql.Literal(password)
+        if not own:
+            attributes = [
+                sql.SQL("SUPERUSER" if role.superuser else "NOSUPERUSER"),
+                sql.SQL("CREATEDB" if role.createdb else "NOCREATEDB"),
+            ]
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
+                    sql.Identifier(role.name),
+                    sql.SQL(" ").join(attributes),
+                    sql.Literal(password),
+                )
             )
-        )
         others = set(role.roles) | set(role.owners.values()) | owners
         for other in sorted(others - existing - {role.name}):
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(other)))
         existing |= others
-        for member_of in role.member_of:
-            if member_of in existing:
-                conn.execute(
-                    sql.SQL("GRANT {} TO {}").format(
-                        sql.Identifier(member_of), sql.Identifier(role.name)
+        if not (own or role.superuser):  # a superuser acts as any role already
+            for member_of in role.member_of:
+                if member_of in existing:
+                    conn.execute(
+                        sql.SQL("GRANT {} TO {}").format(
+                            sql.Identifier(member_of), sql.Identifier(role.name)
+                        )
                     )
-                )
+    if own:
+        return cluster.dsn()
     return make_conninfo(cluster.dsn(), user=role.name, password=password)
 
 
@@ -145,15 +150,19 @@ def create_database(cluster: LocalCluster, role: RestoreRole, login: str, databa
     name = sql.Identifier(database)
     if owner is None and role.guessed:
         owner = role.name
-    if owner is not None:
-        with connect(cluster.dsn()) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, sql.Identifier(owner)))
-    else:
-        with connect(login) as conn:  # as drkit restore would: CREATEDB or a refusal
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-            except Exception as exc:
-                raise DrkitError(
-                    f"cannot create database {database} as role {role.name}: {first_line(exc)}"
-                ) from None
+    # as its live owner (by the scratch superuser), else as drkit restore would: the
+    # restore role creates it, with CREATEDB or a refusal
+    admin, statement = (
+        (cluster.dsn(), sql.SQL("CREATE DATABASE {} OWNER {}").format(name, sql.Identifier(owner)))
+        if owner is not None
+        else (login, sql.SQL("CREATE DATABASE {}").format(name))
+    )
+    with connect(admin) as conn:
+        try:
+            conn.execute(statement)
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"cannot create database {database} in the scratch cluster "
+                f"{'owned by ' + owner if owner else 'as role ' + role.name}: {first_line(exc)}"
+            ) from None
     return make_conninfo(login, dbname=database)
