@@ -8,7 +8,10 @@ from here (see ARCHITECTURE.md, Drill).  Inside, by stage:
   directory, the stage, the verdict, the teardown, the stored report);
 - :mod:`.context`: what the stages share (the run, the phase timer);
 - :mod:`.logical` and :mod:`.physical`: restoring each kind of backup, timed by phase;
-- :mod:`.checks`: the validation ladder (connections, row counts, SQL checks, amcheck);
+- :mod:`.roles`: the policy's role (and the roles it depends on) mirrored into the
+  scratch cluster, so a logical drill restores as the real restore would;
+- :mod:`.checks`: the validation ladder (connections, row counts, SQL checks, amcheck,
+  collation versions);
 - :mod:`.objectives`: RTO and RPO judged against the policy's objectives;
 - :mod:`.report` and :mod:`.chart`: the report, its renderings and the trend chart.
 
