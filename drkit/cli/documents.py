@@ -640,8 +640,10 @@ class Rpo(Shape):
 
 class DrillCheck(Shape):
     name: str
-    kind: str = _field("connect | restore | row_count | sql | amcheck | objective")
-    status: Literal["PASS", "FAIL", "NOT_RUN", "ERROR"]
+    kind: str = _field("connect | restore | row_count | sql | amcheck | collation | objective")
+    status: Literal["PASS", "FAIL", "NOT_RUN", "ERROR", "WARN"] = _field(
+        "WARN: something to act on that fails nothing (counts as a pass)"
+    )
     expected: Any
     observed: Any
     detail: str | None = None

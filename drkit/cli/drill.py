@@ -91,13 +91,13 @@ def drill(
 
 
 def _drill_exit(doc: dict[str, Any]) -> None:
-    from drkit.drill.report import ERROR, PASS  # lazy: pulls pydantic (drkit.config)
+    from drkit.drill.report import ERROR, PASS, WARN  # lazy: pulls pydantic (drkit.config)
 
     if doc["verdict"] == PASS:
         return
     if doc["verdict"] == ERROR:
         raise OperationError(f"drill {doc['id']} could not run: {doc['error']}")
-    failed = [c["name"] for c in doc["checks"] if c["status"] != PASS]
+    failed = [c["name"] for c in doc["checks"] if c["status"] not in (PASS, WARN)]
     raise CheckFailed(
         f"drill {doc['id']} of {doc['environment']} failed: "
         + ", ".join(failed[:5])

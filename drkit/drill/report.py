@@ -36,6 +36,8 @@ FAIL = "FAIL"
 NOT_RUN = "NOT_RUN"
 ERROR = "ERROR"
 STATUSES = (PASS, FAIL, NOT_RUN, ERROR)
+#: found something to act on that breaks nothing the drill proved (counts as a pass)
+WARN = "WARN"
 
 #: The phases of a drill's RTO, in the order they happen.
 PHASES = ("startup", "fetch", "restore", "unpack", "wal_replay", "connections", "validation")
@@ -55,7 +57,7 @@ class Check:
     """One rung of the validation ladder, or one objective."""
 
     name: str
-    kind: str  # connect | restore | row_count | sql | amcheck | objective
+    kind: str  # connect | restore | row_count | sql | amcheck | collation | objective
     status: str
     expected: Any = None
     observed: Any = None
@@ -64,7 +66,7 @@ class Check:
 
     @property
     def passed(self) -> bool:
-        return self.status == PASS
+        return self.status in (PASS, WARN)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -155,6 +157,8 @@ class DrillReport:
 
     def to_dict(self) -> dict[str, Any]:
         counts = {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
+        if warnings := sum(1 for c in self.checks if c.status == WARN):
+            counts[WARN] = warnings
         return {
             "format": 1,
             "id": self.id,
@@ -436,5 +440,7 @@ def render_junit(doc: dict[str, Any]) -> str:
             ET.SubElement(case, "failure", {"type": NOT_RUN, "message": "not run: " + message})
         elif check["status"] == ERROR:
             ET.SubElement(case, "error", {"type": ERROR, "message": message})
+        elif check["status"] == WARN:
+            ET.SubElement(case, "system-out").text = "warning: " + message
     ET.indent(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
