@@ -576,6 +576,10 @@ class DrillCheck(Shape):
     observed: Any
     detail: str | None = None
     database: str | None = None
+    backup_kind: str | None = _field(
+        "in a drill of every kind: the kind of backup whose drill this check belongs to",
+        default=None,
+    )
 
 
 class DrillDocument(Document):
@@ -600,6 +604,12 @@ class DrillDocument(Document):
     versions: dict[str, str | None]
     cleanup: dict[str, Any]
     notes: list[str]
+    kinds: dict[str, DrillDocument] | None = _field(
+        "a drill of every kind the policy takes (drkit drill ENV without --backup or "
+        "--point-in-time): each kind's own report, with its own verdict; the measures "
+        "above are the physical drill's when one ran",
+        default=None,
+    )
 
 
 class StatusBackup(Shape):

@@ -61,6 +61,8 @@ class Check:
     observed: Any = None
     detail: str = ""
     database: str | None = None
+    #: in a drill of every kind: the kind of backup whose drill this check belongs to
+    backup_kind: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -78,6 +80,8 @@ class Check:
             doc["detail"] = self.detail
         if self.database is not None:
             doc["database"] = self.database
+        if self.backup_kind is not None:
+            doc["backup_kind"] = self.backup_kind
         return doc
 
 
@@ -111,6 +115,9 @@ class DrillReport:
     scratch_server_version: str | None = None
     cleanup: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: a drill of every kind the policy takes: each kind's own report (this one holds
+    #: them all: every check, the verdict over all of them)
+    parts: list[DrillReport] = field(default_factory=list)
 
     # -- derived --------------------------------------------------------------------
 
@@ -140,6 +147,8 @@ class DrillReport:
         drill could not run; FAIL otherwise."""
         if self.error is not None:
             return ERROR
+        if any(p.verdict != PASS for p in self.parts):
+            return FAIL
         if self.checks and all(c.passed for c in self.checks):
             return PASS
         return FAIL
@@ -212,6 +221,7 @@ class DrillReport:
             },
             "cleanup": self.cleanup,
             "notes": self.notes,
+            "kinds": {p.backup_kind: p.to_dict() for p in self.parts if p.backup_kind} or None,
         }
 
 
