@@ -212,3 +212,82 @@ def test_archive_command_refuses_a_policy_the_server_user_cannot_read(
         result = run_drkit("archive-command", "prod", policy_dir=policy_dir)
         assert result.code == 2
         assert "not reachable by the OS user" in result.stderr
+
+
+def _set_archive_command(cluster: LocalCluster, line: str) -> None:
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(line)))
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def test_archive_command_lines_work_in_the_servers_own_environment(
+    run_drkit: DrkitRunner,
+) -> None:
+    """The policy's ${VAR}s resolve in drkit's shell; PostgreSQL runs archive_command in
+    its own environment, which does not have them.  On e8a05ad the printed line failed
+    there ("environment variable ... is not set") while `check` waited 60 s for the
+    segment before saying so.  The line now names an env file (0600, the server's OS
+    user's) holding what the policy needs; a line without it is diagnosed from
+    pg_stat_archiver within seconds."""
+    secret = "i21-never-shown-" + "x" * 8
+    with shared_dir() as root:
+        repo_dir = root / "repo"
+        repo_dir.mkdir(mode=0o755)
+        policy_dir = root / "policies"
+        policy_dir.mkdir()
+        # started from this process: its environment has neither variable
+        cluster = LocalCluster.create(
+            root / "pg", settings={"archive_mode": "on", "archive_command": "exit 1"}, fast=True
+        )
+        try:
+            doc = {
+                "environment": "prod",
+                "database": {"url": cluster.dsn()},
+                "repository": {"url": "file://${DRKIT_I21_REPO}"},
+                "wal_archiving": True,
+            }
+            (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+            chown_tree(policy_dir, cluster_os_user())
+            env = {"DRKIT_I21_REPO": str(repo_dir), "DRKIT_AGE_IDENTITY_FILE": f"/{secret}"}
+            lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
+            assert lines.code == 0, lines.stderr
+            doc_out = lines.json()
+            assert secret not in lines.stdout + lines.stderr
+            env_file = Path(doc_out["env_file"])
+            assert doc_out["env_variables"] == ["DRKIT_AGE_IDENTITY_FILE", "DRKIT_I21_REPO"]
+            assert str(env_file) in doc_out["archive_command"]
+            assert str(env_file) in doc_out["restore_command"]
+            st = env_file.stat()
+            assert stat.S_IMODE(st.st_mode) == 0o600
+            assert st.st_uid == pwd.getpwnam(str(cluster_os_user())).pw_uid
+            _set_archive_command(cluster, doc_out["archive_command"])
+            check = run_drkit("check", "prod", policy_dir=policy_dir, env=env)
+            assert "PASS archive round trip" in check.stdout, check.stdout + check.stderr
+            assert secret not in check.stdout + check.stderr
+
+            # the env file opened to others is refused, never read
+            env_file.chmod(0o644)
+            failed = run_drkit(
+                "--json", "check", "prod", policy_dir=policy_dir, env=env, timeout=40
+            )
+            env_file.chmod(0o600)
+            assert failed.code == 3, failed.stdout + failed.stderr
+            (trip,) = [c for c in failed.json()["checks"] if c["name"] == "archive round trip"]
+            assert trip["status"] == "FAIL" and "archiver failed" in trip["detail"], trip
+
+            # the line of before: the server's archiver fails at once; check says so in
+            # seconds (its wait is 60 s), naming the segment the server failed on
+            from drkit.wal import archive_command
+
+            _set_archive_command(cluster, archive_command("prod", policy_dir, cluster_os_user()))
+            failed = run_drkit(
+                "--json", "check", "prod", policy_dir=policy_dir, env=env, timeout=40
+            )
+            assert failed.code == 3, failed.stdout + failed.stderr
+            (trip,) = [c for c in failed.json()["checks"] if c["name"] == "archive round trip"]
+            assert trip["status"] == "FAIL", trip
+            assert "the server's archiver failed" in trip["detail"], trip
+            assert "within 60s" not in trip["detail"], trip
+            assert secret not in failed.stdout + failed.stderr
+        finally:
+            cluster.destroy()

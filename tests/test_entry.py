@@ -15,15 +15,23 @@ from drkit.wal.entry import parse as parse_wal_command
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["wal-push", "prod", "pg_wal/0001"], ("wal-push", ["prod", "pg_wal/0001"], None)),
+        (
+            ["wal-push", "prod", "pg_wal/0001"],
+            ("wal-push", ["prod", "pg_wal/0001"], None, None),
+        ),
         (
             ["--policy-dir", "/p", "wal-push", "prod", "x"],
-            ("wal-push", ["prod", "x"], "/p"),
+            ("wal-push", ["prod", "x"], "/p", None),
         ),
         (
             ["wal-fetch", "prod", "0001", "pg_wal/RECOVERYXLOG", "--policy-dir=/p"],
-            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], "/p"),
+            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], "/p", None),
         ),
+        (
+            ["wal-push", "prod", "x", "--policy-dir", "/p", "--env-file", "/e/prod.json"],
+            ("wal-push", ["prod", "x"], "/p", "/e/prod.json"),
+        ),
+        (["wal-push", "prod", "x", "--env-file="], None),
         (["wal-push", "prod", "x", "--json"], None),  # machine output: the full CLI
         (["-v", "wal-push", "prod", "x"], None),
         (["wal-push", "prod"], None),  # a usage error is the CLI's to explain

@@ -123,6 +123,14 @@ class ArchiveCommandDocument(Document):
     archive_mode: Literal["on"]
     archive_command: str = _field("the archive_command value, unquoted")
     restore_command: str = _field("the restore_command value, unquoted")
+    env_file: str | None = _field(
+        "the env file both lines name (0600, the server's OS user's): the variables the "
+        "policy needs, resolved where archive-command ran; null when it needs none",
+        default=None,
+    )
+    env_variables: list[str] = _field(
+        "the names the env file sets or unsets (never their values)", default_factory=list
+    )
 
 
 # -- backups -----------------------------------------------------------------------
