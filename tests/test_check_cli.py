@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pwd
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -264,6 +265,24 @@ def test_archive_command_lines_work_in_the_servers_own_environment(
             check = run_drkit("check", "prod", policy_dir=policy_dir, env=env)
             assert "PASS archive round trip" in check.stdout, check.stdout + check.stderr
             assert secret not in check.stdout + check.stderr
+            # restore_command, run as the server's OS user with nothing in its environment
+            wal_dir = repo_dir / "prod" / "wal"
+            segment = min(p.name for p in wal_dir.rglob("0000*") if p.is_file())[:24]
+            fetched = root / "fetched"
+            fetched.mkdir()
+            chown_tree(fetched, cluster_os_user())
+            line = doc_out["restore_command"].replace("%f", segment)
+            line = line.replace("%p", str(fetched / "RECOVERYXLOG"))
+            proc = subprocess.run(
+                ["runuser", "-u", str(cluster_os_user()), "--", "env", "-i", "sh", "-c", line],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                cwd="/",
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert (fetched / "RECOVERYXLOG").stat().st_size == 16 * 1024 * 1024
 
             # the env file opened to others is refused, never read
             env_file.chmod(0o644)
