@@ -25,7 +25,7 @@ from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, pg_versions
-from tests.test_drill import assert_scratch_gone, checks_by_name, drill
+from tests.test_drill import assert_scratch_gone, checks_by_name, drill, junit
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow
@@ -266,9 +266,14 @@ def test_a_kind_the_policy_takes_but_never_backed_up_fails_the_drill(
     missing = report["kinds"]["physical"]
     assert missing["verdict"] == "FAIL"
     assert checks_by_name(missing)["a physical backup to drill"]["observed"] == "none"
-    plain = drill(run_drkit, arch.policy_dir, scratch_root, timeout=600)
+    reports = arch.root / "reports"
+    plain = drill(run_drkit, arch.policy_dir, scratch_root, "--report-dir", str(reports))
     assert plain.code == 3
     assert "physical: a physical backup to drill" in plain.stderr, plain.stderr
+    assert "kinds: logical PASS, physical FAIL" in plain.stdout, plain.stdout
+    assert "logical PASS, physical FAIL" in (reports / "report.md").read_text()
+    cases = {c.get("name"): c for c in junit(reports / "junit.xml").iter("testcase")}
+    assert cases["physical: a physical backup to drill"].find("failure") is not None
     # asked for the newest backup by name, the drill is of that one alone
     one = drill(run_drkit, arch.policy_dir, scratch_root, "--backup", "latest", "--json")
     assert one.code == 0, one.stdout + one.stderr

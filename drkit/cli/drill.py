@@ -93,17 +93,13 @@ def drill(
 
 
 def _drill_exit(doc: dict[str, Any]) -> None:
-    from drkit.drill.report import ERROR, PASS  # lazy: pulls pydantic (drkit.config)
+    from drkit.drill.report import ERROR, PASS, check_label  # lazy: pulls pydantic
 
     if doc["verdict"] == PASS:
         return
     if doc["verdict"] == ERROR:
         raise OperationError(f"drill {doc['id']} could not run: {doc['error']}")
-    failed = [
-        f"{c['backup_kind']}: {c['name']}" if c.get("backup_kind") else c["name"]
-        for c in doc["checks"]
-        if c["status"] != PASS
-    ]
+    failed = [check_label(c) for c in doc["checks"] if c["status"] != PASS]
     raise CheckFailed(
         f"drill {doc['id']} of {doc['environment']} failed: "
         + ", ".join(failed[:5])

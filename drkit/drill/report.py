@@ -302,6 +302,18 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def check_label(check: dict[str, Any]) -> str:
+    """A check's name, after its kind of backup in a drill of every kind."""
+    kind = check.get("backup_kind")
+    return f"{kind}: {check['name']}" if kind else str(check["name"])
+
+
+def kind_verdicts(doc: dict[str, Any]) -> str:
+    """``logical PASS, physical FAIL`` for a drill of every kind, else ``""``."""
+    kinds: dict[str, Any] = doc.get("kinds") or {}
+    return ", ".join(f"{kind} {part['verdict']}" for kind, part in kinds.items())
+
+
 def render_markdown(
     doc: dict[str, Any],
     history: list[dict[str, Any]],
@@ -326,6 +338,8 @@ def render_markdown(
         f"(backup taken on {doc['versions'].get('postgresql_backup') or '-'}), "
         f"drkit {doc['versions'].get('drkit')}",
     ]
+    if kind_verdicts(doc):
+        lines.append(f"- every kind the policy takes: {kind_verdicts(doc)}")
     if doc.get("error"):
         lines += ["", f"> The drill could not run: {doc['error']}"]
     lines += [
@@ -365,7 +379,7 @@ def render_markdown(
     lines += ["| check | status | expected | observed | detail |", "|---|---|---|---|---|"]
     for check in doc["checks"]:
         lines.append(
-            f"| {_cell(check['name'])} | {check['status']} | {_cell(check['expected'])} | "
+            f"| {_cell(check_label(check))} | {check['status']} | {_cell(check['expected'])} | "
             f"{_cell(check['observed'])} | {_cell(check.get('detail', ''))} |"
         )
     summary = doc["summary"]
@@ -435,7 +449,7 @@ def render_junit(doc: dict[str, Any]) -> str:
         case = ET.SubElement(
             suite,
             "testcase",
-            {"classname": f"drill.{check['kind']}", "name": str(check["name"])},
+            {"classname": f"drill.{check['kind']}", "name": check_label(check)},
         )
         message = f"expected {check['expected']!r}, observed {check['observed']!r}"
         if check.get("detail"):
