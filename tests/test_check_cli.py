@@ -8,6 +8,7 @@ pasted into the server's configuration.
 
 from __future__ import annotations
 
+import os
 import pwd
 import stat
 import subprocess
@@ -20,7 +21,7 @@ from psycopg import sql
 
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, free_port
 from drkit.wal import prepare_file_repository
-from tests.conftest import DrkitRunner
+from tests.conftest import DrkitRunner, S3Server
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
 
@@ -308,5 +309,59 @@ def test_archive_command_lines_work_in_the_servers_own_environment(
             assert "the server's archiver failed" in trip["detail"], trip
             assert "within 60s" not in trip["detail"], trip
             assert secret not in failed.stdout + failed.stderr
+        finally:
+            cluster.destroy()
+
+
+def test_the_printed_lines_reach_the_same_s3_repository_under_env_i(
+    run_drkit: DrkitRunner, s3_server: S3Server
+) -> None:
+    """With an empty environment (systemd, `env -i`) wal-push had no credentials and no
+    endpoint: ``${DRKIT_I21_S3:-}`` fell back to AWS itself instead of the S3-compatible
+    store the backups use.  The env file pins the endpoint and the AWS_* credentials, and
+    the line archives a real segment into the policy's bucket from nothing at all."""
+    bucket = s3_server.create_bucket()
+    user = str(cluster_os_user())
+    with shared_dir() as root:
+        policy_dir = root / "policies"
+        policy_dir.mkdir()
+        cluster = LocalCluster.create(
+            root / "pg", settings={"archive_mode": "on", "archive_command": "exit 1"}, fast=True
+        )
+        try:
+            doc = {
+                "environment": "prod",
+                "database": {"url": cluster.dsn()},
+                "repository": {
+                    "url": "s3://${DRKIT_I21_BUCKET}/drkit",
+                    "endpoint_url": "${DRKIT_I21_S3:-}",
+                    "region": "us-east-1",
+                },
+            }
+            (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+            chown_tree(policy_dir, user)
+            env = {"DRKIT_I21_BUCKET": bucket, "DRKIT_I21_S3": s3_server.endpoint}
+            lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
+            assert lines.code == 0, lines.stderr
+            pinned = lines.json()["env_variables"]
+            assert {"DRKIT_I21_BUCKET", "DRKIT_I21_S3", "AWS_SECRET_ACCESS_KEY"} <= set(pinned)
+            assert os.environ["AWS_SECRET_ACCESS_KEY"] not in lines.stdout + lines.stderr
+            with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+                conn.execute("SELECT txid_current()")
+                row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            assert row is not None
+            segment = str(row[0])
+            line = lines.json()["archive_command"].replace("%p", f"pg_wal/{segment}")
+            proc = subprocess.run(
+                ["runuser", "-u", user, "--", "env", "-i", "sh", "-c", line],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+                cwd=str(cluster.data_dir),
+            )
+            assert proc.returncode == 0, proc.stderr
+            stored = s3_server.objects(bucket, "drkit/prod/wal/")
+            assert any(segment in key for key in stored), stored
         finally:
             cluster.destroy()
