@@ -141,7 +141,13 @@ def write_env_file(
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        os.chown(tmp, owner, gid)
+        try:
+            os.chown(tmp, owner, gid)
+        except PermissionError:
+            raise OperationError(
+                f"cannot give the env file of {env} to the OS user {user}: run drkit "
+                "archive-command as root, or as that user"
+            ) from None
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
