@@ -26,6 +26,7 @@ from drkit.storage import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, pg_versions
 from tests.test_drill import assert_scratch_gone, checks_by_name, drill, junit
+from tests.test_json_contract import valid
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow
@@ -226,8 +227,7 @@ def test_the_scheduled_drill_proves_every_kind_the_policy_takes(
     arch.switch_and_wait(lambda name: find_wal_key(repo, name) is not None)
 
     done = drill(run_drkit, arch.policy_dir, scratch_root, "--json", timeout=600)
-    assert done.code == 0, done.stdout + done.stderr
-    report = done.json()
+    report = valid("drill", done)  # the published schema, each kind's report included
     assert report["verdict"] == "PASS" and set(report["kinds"]) == {"logical", "physical"}
     logical, physical = report["kinds"]["logical"], report["kinds"]["physical"]
     assert logical["verdict"] == physical["verdict"] == "PASS"
@@ -259,8 +259,7 @@ def test_a_kind_the_policy_takes_but_never_backed_up_fails_the_drill(
     assert dump.code == 0, dump.stderr
 
     done = drill(run_drkit, arch.policy_dir, scratch_root, "--json", timeout=600)
-    assert done.code == 3, done.stdout + done.stderr
-    report = done.json()
+    report = valid("drill", done, 3)
     assert report["verdict"] == "FAIL"
     assert report["kinds"]["logical"]["verdict"] == "PASS"
     missing = report["kinds"]["physical"]

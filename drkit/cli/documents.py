@@ -590,6 +590,25 @@ class DrillCheck(Shape):
     )
 
 
+class DrillKindReport(Shape):
+    """One kind's drill in a drill of every kind: a drill report of its own (the shape
+    of report.json, without ``ok``)"""
+
+    error: str | None = _field("why this kind's drill could not run (verdict ERROR)")
+    format: int
+    id: str
+    environment: str
+    verdict: Literal["PASS", "FAIL", "ERROR"]
+    started_at: Timestamp
+    finished_at: Timestamp | None
+    backup: DrillBackup
+    recovery_point: RecoveryPoint
+    rto: Rto
+    rpo: Rpo
+    checks: list[DrillCheck]
+    summary: dict[str, int] = _field("checks per status")
+
+
 class DrillDocument(Document):
     """`drkit drill ENV --json`: the drill report (also stored as report.json)"""
 
@@ -612,7 +631,7 @@ class DrillDocument(Document):
     versions: dict[str, str | None]
     cleanup: dict[str, Any]
     notes: list[str]
-    kinds: dict[str, DrillDocument] | None = _field(
+    kinds: dict[str, DrillKindReport] | None = _field(
         "a drill of every kind the policy takes (drkit drill ENV without --backup or "
         "--point-in-time): each kind's own report, with its own verdict; the measures "
         "above are the physical drill's when one ran",
