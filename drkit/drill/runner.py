@@ -191,7 +191,7 @@ def _run_every_kind(
         )
         parts.append(result.report)
         kept = kept or result.kept
-    report = combine_reports(policy, started_at, parts)
+    report = combine_reports(started_at, parts)
     files: list[Path] = []
     if report_dir is not None:
         files = write_report_dir(report_dir, report, past_reports(repo, exclude=report.id))
@@ -226,7 +226,7 @@ def _missing_kind(policy: Policy, repo: Repository, kind: str) -> DrillReport:
     return report
 
 
-def combine_reports(policy: Policy, started_at: datetime, parts: list[DrillReport]) -> DrillReport:
+def combine_reports(started_at: datetime, parts: list[DrillReport]) -> DrillReport:
     """One report of a drill of several kinds: every check, tagged with its kind; the
     verdict PASS only when every kind passed; the measures (RTO, RPO, recovery point) of
     the physical drill when it ran (the path behind the RPO), else the first; each
