@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import stat
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 import yaml
 from psycopg import sql
 
@@ -216,6 +220,16 @@ def test_archive_command_refuses_a_policy_the_server_user_cannot_read(
         assert "not reachable by the OS user" in result.stderr
 
 
+@pytest.fixture
+def env_dir() -> Iterator[Path]:
+    """A root-only directory for the env files archive-command writes, removed after."""
+    Path("/var/lib/drkit").mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="env-test-", dir="/var/lib/drkit"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _set_archive_command(cluster: LocalCluster, line: str) -> None:
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(line)))
@@ -223,7 +237,7 @@ def _set_archive_command(cluster: LocalCluster, line: str) -> None:
 
 
 def test_archive_command_lines_work_in_the_servers_own_environment(
-    run_drkit: DrkitRunner,
+    run_drkit: DrkitRunner, env_dir: Path
 ) -> None:
     """The policy's ${VAR}s resolve in drkit's shell; PostgreSQL runs archive_command in
     its own environment, which does not have them.  On e8a05ad the printed line failed
@@ -251,6 +265,7 @@ def test_archive_command_lines_work_in_the_servers_own_environment(
             (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
             chown_tree(policy_dir, cluster_os_user())
             env = {"DRKIT_I21_REPO": str(repo_dir), "DRKIT_AGE_IDENTITY_FILE": f"/{secret}"}
+            env["DRKIT_ENV_DIR"] = str(env_dir)
             lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
             assert lines.code == 0, lines.stderr
             doc_out = lines.json()
@@ -314,7 +329,7 @@ def test_archive_command_lines_work_in_the_servers_own_environment(
 
 
 def test_the_printed_lines_reach_the_same_s3_repository_under_env_i(
-    run_drkit: DrkitRunner, s3_server: S3Server
+    run_drkit: DrkitRunner, s3_server: S3Server, env_dir: Path
 ) -> None:
     """With an empty environment (systemd, `env -i`) wal-push had no credentials and no
     endpoint: ``${DRKIT_I21_S3:-}`` fell back to AWS itself instead of the S3-compatible
@@ -341,6 +356,7 @@ def test_the_printed_lines_reach_the_same_s3_repository_under_env_i(
             (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
             chown_tree(policy_dir, user)
             env = {"DRKIT_I21_BUCKET": bucket, "DRKIT_I21_S3": s3_server.endpoint}
+            env["DRKIT_ENV_DIR"] = str(env_dir)
             lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
             assert lines.code == 0, lines.stderr
             pinned = lines.json()["env_variables"]
