@@ -11,7 +11,8 @@ for a failed check (the caller decides the exit code), and nothing is left behin
    BYPASSRLS where a table has row-level security (backups and sanitize sources);
 3. ``archiving`` (only with ``wal_archiving: true``): ``archive_mode`` and
    ``archive_command`` as the server has them, then a real round trip: a WAL switch and
-   a wait until that segment is in the repository;
+   a wait until that segment is in the repository, cut short (with the server's last
+   archiver failure and its log line) as soon as ``pg_stat_archiver`` records a failure;
 4. ``repository``: a probe object written (through compression and encryption), read
    back, compared and deleted;
 5. ``encryption``: the recipients parse, and the identity (where one is configured)
@@ -400,10 +401,14 @@ def _check_archiving(report: CheckReport, policy: Policy, conn: Any, repo: Any) 
     report.add("archive_command", True, f"archive_mode = {mode}, drkit wal-push {policy.name}")
     started = time.monotonic()
     try:
-        conn.execute("SELECT txid_current()")  # so that there is WAL to switch away from
+        # the server's clock before the switch: an archiver failure from then on is
+        # reported as soon as the server records it, not after ARCHIVE_TIMEOUT
+        row = conn.execute("SELECT clock_timestamp(), txid_current()").fetchone()
+        switched_at = row[0] if row else None  # txid_current: WAL to switch away from
         row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
         segment = str(row[0]) if row else ""
-        wait_for_wal(repo, [segment], ARCHIVE_TIMEOUT, policy.database.url.get_secret_value())
+        dsn = policy.database.url.get_secret_value()
+        wait_for_wal(repo, [segment], ARCHIVE_TIMEOUT, dsn, failed_since=switched_at)
     except DrkitError as exc:
         report.add("archive round trip", False, str(exc))
         return

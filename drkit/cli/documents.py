@@ -123,6 +123,14 @@ class ArchiveCommandDocument(Document):
     archive_mode: Literal["on"]
     archive_command: str = _field("the archive_command value, unquoted")
     restore_command: str = _field("the restore_command value, unquoted")
+    env_file: str | None = _field(
+        "the env file both lines name (0600, the server's OS user's): the variables the "
+        "policy needs, resolved where archive-command ran; null when it needs none",
+        default=None,
+    )
+    env_variables: list[str] = _field(
+        "the names the env file sets or unsets (never their values)", default_factory=list
+    )
 
 
 # -- backups -----------------------------------------------------------------------
@@ -648,6 +656,29 @@ class DrillCheck(Shape):
     observed: Any
     detail: str | None = None
     database: str | None = None
+    backup_kind: str | None = _field(
+        "in a drill of every kind: the kind of backup whose drill this check belongs to",
+        default=None,
+    )
+
+
+class DrillKindReport(Shape):
+    """One kind's drill in a drill of every kind: a drill report of its own (the shape
+    of report.json, without ``ok``)"""
+
+    error: str | None = _field("why this kind's drill could not run (verdict ERROR)")
+    format: int
+    id: str
+    environment: str
+    verdict: Literal["PASS", "FAIL", "ERROR"]
+    started_at: Timestamp
+    finished_at: Timestamp | None
+    backup: DrillBackup
+    recovery_point: RecoveryPoint
+    rto: Rto
+    rpo: Rpo
+    checks: list[DrillCheck]
+    summary: dict[str, int] = _field("checks per status")
 
 
 class DrillDocument(Document):
@@ -672,6 +703,12 @@ class DrillDocument(Document):
     versions: dict[str, str | None]
     cleanup: dict[str, Any]
     notes: list[str]
+    kinds: dict[str, DrillKindReport] | None = _field(
+        "a drill of every kind the policy takes (drkit drill ENV without --backup or "
+        "--point-in-time): each kind's own report, with its own verdict; the measures "
+        "above are the physical drill's when one ran",
+        default=None,
+    )
 
 
 class StatusBackup(Shape):

@@ -82,7 +82,8 @@ def live_progress(
 
 
 def print_drill(doc: dict[str, Any], key: str | None, files: list[Path]) -> None:
-    from drkit.drill.report import FAIL, PASS  # lazy: pulls pydantic (drkit.config)
+    # lazy: pulls pydantic (drkit.config)
+    from drkit.drill.report import FAIL, PASS, check_label, kind_verdicts
 
     backup = doc["backup"]
     age = backup["age_seconds"]
@@ -103,12 +104,14 @@ def print_drill(doc: dict[str, Any], key: str | None, files: list[Path]) -> None
         out.print(
             f"  {label} {measured} (objective {objective}): {mark}", markup=False, highlight=False
         )
+    if kind_verdicts(doc):
+        out.print(f"  kinds: {kind_verdicts(doc)}", markup=False, highlight=False)
     summary = ", ".join(f"{n} {s}" for s, n in doc["summary"].items())
     out.print(f"  checks: {summary}", markup=False, highlight=False)
     for check in doc["checks"]:
         if check["status"] != PASS:
             line = (
-                f"  {check['status']:<7} {check['name']}: expected {check['expected']}, "
+                f"  {check['status']:<7} {check_label(check)}: expected {check['expected']}, "
                 f"observed {check['observed']}"
             )
             if check.get("detail"):
