@@ -1,4 +1,4 @@
-"""Test harness: real PostgreSQL and a real S3 API over HTTP (STYLE.md "Tests").
+"""Test harness: real PostgreSQL and a real S3 API over HTTP (see ARCHITECTURE.md, Tests).
 
 PostgreSQL, in order: ``$DRKIT_TEST_DSN``; a testcontainers PostgreSQL where a Docker
 engine answers; else a throwaway cluster from the local binaries (as the ``postgres``

@@ -1,4 +1,5 @@
-"""The command line's contract (DESIGN.md §1), through the real CLI.
+"""The command line's contract (docs/cli.md, docs/json.md, docs/exit-codes.md), through
+the real CLI.
 
 Global options work before or after the command; under ``--json`` stdout holds exactly
 one document with ``ok``, and a failure is ``{"ok": false, "error": {"code", "message"}}``;

@@ -676,7 +676,7 @@ def test_a_drill_restores_an_encrypted_backup_and_needs_the_identity(
 
 
 def test_a_base_backup_needs_only_the_recipients(age_key: KeyMaker, run_drkit: DrkitRunner) -> None:
-    """DESIGN.md §2: the backup host never needs the private key.  A base backup learns
+    """The backup host never needs the private key (only the recipients).  A base backup learns
     its stop point from pg_basebackup's own backup_manifest, not by decrypting the
     ``.backup`` history file it archived; with the identity, the stop point recorded is
     the one that file names."""

@@ -1,4 +1,5 @@
-"""``prune`` against a real ``file://`` repository: what is left on disk is what §4 says.
+"""``prune`` against a real ``file://`` repository: what is left on disk is what the
+retention rules (:mod:`drkit.backup.retention`) say.
 
 The backups here are stored through the repository layer (objects, then the manifest
 last) without a database: retention is about what lies in the repository.  The CLI

@@ -1,4 +1,4 @@
-"""Prune with real base backups and real archived WAL (§4): WAL older than the oldest
+"""Prune with real base backups and real archived WAL: WAL older than the oldest
 kept base backup's start goes, every segment a kept backup needs stays, and the kept
 backup still restores to the latest point."""
 

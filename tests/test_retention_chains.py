@@ -1,5 +1,5 @@
-"""Retention never breaks an incremental chain (DESIGN §4: "an incremental keeps its whole
-chain"): a kept incremental keeps every ancestor, with the reason ``parent of <child>``."""
+"""Retention never breaks an incremental chain (an incremental is only restorable with its
+whole chain): a kept incremental keeps every ancestor, with the reason ``parent of <child>``."""
 
 from __future__ import annotations
 

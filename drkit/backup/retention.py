@@ -1,4 +1,5 @@
-"""Grandfather-father-son retention (DESIGN.md §4), as pure functions.
+"""Grandfather-father-son retention (the ``retention`` keys of docs/policy.md), as pure
+functions.
 
 Nothing here touches a repository: given the backups of one environment, the policy's
 :class:`~drkit.config.RetentionConfig` and its timezone, :func:`plan_retention` says
@@ -25,7 +26,7 @@ it is kept when any series keeps it:
 * The newest successful backup holding each database is never deleted, whatever the
   counts (0 and absent counts included); so neither is the newest successful backup.
 * Unsuccessful backups (a manifest that records a failure) are kept by no rule.
-* An incremental keeps its whole chain (§4): every ancestor of a kept backup is kept,
+* An incremental keeps its whole chain: every ancestor of a kept backup is kept,
   with the reason ``parent of <child id>`` (so ``prune --dry-run`` shows the chains).
 
 "Newest" is the server's order (:func:`drkit.backup.order.chronological`: WAL position
@@ -39,7 +40,7 @@ scheduler that was down for a month does not lose the history when it comes back
 The plan is idempotent: applying it to the backups it keeps keeps all of them (the
 last N days of the kept set are the last N days of the full set, and each of them
 still holds its newest backup).  The property tests in ``tests/test_retention_props.py``
-check this, and the kept set, against an independent reading of §4 over years of
+check this, and the kept set, against an independent reading of these rules over years of
 simulated histories.
 
 WAL (for the physical-backup issue to use): :func:`wal_cutoff` gives the first WAL
