@@ -19,7 +19,7 @@ from psycopg import sql
 
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, free_port
 from drkit.wal import prepare_file_repository
-from tests.conftest import DrkitRunner
+from tests.fix_cli import DrkitRunner
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
 

@@ -13,7 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget
 
 
 def test_global_options_go_before_or_after_the_command(

@@ -15,52 +15,28 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drkit.demo.sample import table_counts
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import (
+    AGE,
+    AGE_KEYGEN,
+    SECRET_MARK,
+    AgeKey,
+    DrkitRunner,
+    KeyMaker,
+    PolicyWriter,
+    age_decrypt,
+)
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import RepoView
 
-AGE = shutil.which("age")
-AGE_KEYGEN = shutil.which("age-keygen")
 if AGE is None or AGE_KEYGEN is None:  # fail, never skip: CI must install it
     raise RuntimeError("the encryption tests need the age CLI: apt-get install age")
-
-SECRET_MARK = "AGE-SECRET-KEY-"
-
-
-@dataclass
-class AgeKey:
-    identity: Path
-    recipient: str
-
-    def secret(self) -> str:
-        for line in self.identity.read_text().splitlines():
-            if line.startswith(SECRET_MARK):
-                return line
-        raise AssertionError("no secret key in the identity file")
-
-
-KeyMaker = Callable[[str], AgeKey]
-
-
-@pytest.fixture
-def age_key(tmp_path: Path) -> KeyMaker:
-    def make(name: str) -> AgeKey:
-        path = tmp_path / "keys" / f"{name}.txt"
-        path.parent.mkdir(exist_ok=True)
-        subprocess.run([AGE_KEYGEN, "-o", str(path)], check=True, capture_output=True)
-        recipient = subprocess.run(
-            [AGE_KEYGEN, "-y", str(path)], check=True, capture_output=True, text=True
-        ).stdout.strip()
-        assert recipient.startswith("age1")
-        return AgeKey(path, recipient)
-
-    return make
 
 
 def encryption(recipients: list[AgeKey], identities: list[AgeKey] | None = None) -> dict[str, Any]:
@@ -73,15 +49,6 @@ def encryption(recipients: list[AgeKey], identities: list[AgeKey] | None = None)
 def store_for(repo: RepoTarget, request: pytest.FixtureRequest) -> RepoView:
     s3 = request.getfixturevalue("s3_server") if repo.kind == "s3" else None
     return RepoView(repo, s3)
-
-
-def age_decrypt(data: bytes, *identities: AgeKey) -> bytes:
-    args = [str(AGE), "-d"]
-    for key in identities:
-        args += ["-i", str(key.identity)]
-    proc = subprocess.run(args, input=data, capture_output=True, check=False)
-    assert proc.returncode == 0, proc.stderr.decode()
-    return proc.stdout
 
 
 def pg_restore_list(dump: bytes) -> str:

@@ -23,10 +23,9 @@ from drkit.backup.catalog import Manifest, make_backup_id, resolve_backup, write
 from drkit.config import load_policy
 from drkit.errors import NotFoundError, UsageError
 from drkit.storage import Repository
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
-from tests.test_drill import checks_by_name, drill, scratch_root
-
-__all__ = ["scratch_root"]  # the fixture, used by the drill test below
+from tests.fix_cli import DrkitRunner, PolicyWriter, checks_by_name, drill
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 
 @dataclass

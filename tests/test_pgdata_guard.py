@@ -28,7 +28,8 @@ from drkit.config import RepositoryConfig
 from drkit.errors import SafetyRefused
 from drkit.pg import Owner, claim_data_directory, cluster_os_user
 from drkit.storage import Repository, open_backend
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget
 from tests.wal_support import shared_dir
 
 NOBODY = pwd.getpwnam("nobody")

@@ -13,7 +13,8 @@ import pytest
 from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
 from drkit.config import load_policy
 from drkit.storage import Repository
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import RepoView
 
 ROME = ZoneInfo("Europe/Rome")

@@ -21,7 +21,8 @@ import pytest
 from drkit.config import load_policy
 from drkit.storage import Repository
 from drkit.wal import find_wal_key, prefetch_into
-from tests.conftest import DrkitRunner, S3Server
+from tests.fix_cli import DrkitRunner
+from tests.fix_s3 import S3Server
 from tests.reliability.faultproxy import Fault, FaultProxy
 from tests.wal_support import file_repo_block, shared_dir
 

@@ -42,7 +42,7 @@ from drkit.wal import (
     system_identifier,
     trusted_ack,
 )
-from tests.conftest import S3Server
+from tests.fix_s3 import S3Server
 from tests.wal_support import file_repo_block, shared_dir
 
 SEG = 16 * 1024 * 1024

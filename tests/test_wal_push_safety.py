@@ -19,7 +19,8 @@ import pytest
 
 from drkit.storage import Repository
 from drkit.wal import find_wal_key, load_wal_policy, open_wal_object
-from tests.conftest import DrkitRunner, S3Server
+from tests.fix_cli import DrkitRunner
+from tests.fix_s3 import S3Server
 from tests.wal_support import file_repo_block, shared_dir
 
 SEG = 16 * 1024 * 1024

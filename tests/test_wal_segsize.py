@@ -25,7 +25,7 @@ from drkit.wal import (
     prepare_file_repository,
     segment_size_from_control,
 )
-from tests.conftest import DrkitRunner
+from tests.fix_cli import DrkitRunner
 from tests.wal_support import Archived, file_repo_block, restored_dsn, shared_dir
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,8 @@ import yaml
 
 from drkit.errors import ObjectExists
 from drkit.storage.file import FileBackend, rename_noreplace
-from tests.conftest import DrkitRunner, S3Server
+from tests.fix_cli import DrkitRunner
+from tests.fix_s3 import S3Server
 from tests.reliability.faultproxy import FaultProxy
 from tests.wal_support import file_repo_block, shared_dir
 

@@ -21,7 +21,8 @@ from psycopg import sql
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.storage import Repository
 from drkit.wal import SPOOL_ROOT, archive_command, load_wal_policy, system_identifier
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget, S3Server
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 

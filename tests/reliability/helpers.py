@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import DrkitRunner, RepoTarget, Result, S3Server
+from tests.fix_cli import DrkitRunner, Result
+from tests.fix_s3 import RepoTarget, S3Server
 
 TMP_MARK = ".drkit-tmp-"
 
