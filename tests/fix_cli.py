@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from drkit.pg import chown_tree, cluster_os_user
+from tests.builders import write_policy
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget
 
@@ -49,16 +49,9 @@ def make_policy(tmp_path: Path) -> PolicyWriter:
         repo: RepoTarget | dict[str, Any],
         **extra: Any,
     ) -> Path:
-        policy_dir.mkdir(exist_ok=True)
         repository = repo.policy_block() if isinstance(repo, RepoTarget) else dict(repo)
         repository.update(extra.pop("repository", {}))
-        doc: dict[str, Any] = {
-            "environment": extra.pop("environment", env),
-            "database": {"url": db_url},
-            "repository": repository,
-        }
-        doc.update(extra)
-        (policy_dir / f"{env}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        write_policy(policy_dir, env, db_url, repository, **extra)
         chown_tree(policy_dir, cluster_os_user())
         return policy_dir
 

@@ -50,3 +50,27 @@ def test_no_source_cites_a_document_outside_the_repository() -> None:
         and " not in " not in line
     ]
     assert not found, "cites a document outside the repository:\n" + "\n".join(found)
+
+
+def test_no_test_module_imports_another_test_module_or_conftest() -> None:
+    """Fixtures load as pytest plugins (``tests/fix_*.py``) and shared helpers live in
+    support modules (``tests/builders.py``, ``tests/wal_support.py``...): a test module that
+    imports another runs the other's module code, re-registers its fixtures and ties two
+    files that should move alone."""
+    import ast
+
+    found = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                last = module.rpartition(".")[2]
+                if last == "conftest" or (last.startswith("test_") and "tests" in module):
+                    found.append(f"{path.relative_to(REPO).as_posix()}:{node.lineno}: {module}")
+    assert not found, "imports a test module or conftest:\n" + "\n".join(found)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from drkit.demo.sample import table_counts
+from tests.builders import encryption
 from tests.fix_cli import (
     AGE,
     AGE_KEYGEN,
@@ -37,13 +38,6 @@ from tests.reliability.helpers import RepoView
 
 if AGE is None or AGE_KEYGEN is None:  # fail, never skip: CI must install it
     raise RuntimeError("the encryption tests need the age CLI: apt-get install age")
-
-
-def encryption(recipients: list[AgeKey], identities: list[AgeKey] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"recipients": [k.recipient for k in recipients]}
-    if identities:
-        block["identity_files"] = [str(k.identity) for k in identities]
-    return {"encryption": block}
 
 
 def store_for(repo: RepoTarget, request: pytest.FixtureRequest) -> RepoView:

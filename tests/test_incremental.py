@@ -26,10 +26,10 @@ from drkit.config import load_policy
 from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import Repository
 from drkit.wal import find_wal_key
+from tests.builders import encryption
 from tests.fix_cli import DrkitRunner, KeyMaker, PolicyWriter, Result, checks_by_name, drill, valid
 from tests.fix_pg import require_major
 from tests.fix_s3 import RepoTarget
-from tests.test_crypto import encryption
 from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
 
 pytestmark = pytest.mark.slow

@@ -27,6 +27,7 @@ from drkit.errors import CheckFailed
 from drkit.pg.binaries import find_client
 from drkit.restore.dirrestore import fetch_directory
 from drkit.storage import Repository, RepositoryConfig, StoredObject, open_backend
+from tests.builders import encryption
 from tests.fix_cli import (
     DrkitRunner,
     Env,
@@ -40,7 +41,6 @@ from tests.fix_pg import PgServer, pg_versions
 from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import RepoView, start_drkit, wait_for
 from tests.sanitize.helpers import rules_doc, sanitize, table_dump, write_rules
-from tests.test_crypto import encryption
 
 
 def view(repo: RepoTarget, request: pytest.FixtureRequest) -> RepoView:

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from drkit.backup.catalog import Manifest, list_backups, make_backup_id, write_manifest
+from drkit.backup.catalog import list_backups, make_backup_id, write_manifest
 from drkit.backup.prune import plan_prune, prune
 from drkit.backup.retention import current_tiers
 from drkit.config import Policy, parse_policy
 from drkit.errors import StorageError
 from drkit.storage import Backend, Repository
+from tests.builders import build_manifest
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -51,14 +52,12 @@ def store_backup(
     if manifest:
         write_manifest(
             repo,
-            Manifest(
-                id=backup_id,
-                kind=kind,
+            build_manifest(
+                kind,
+                backup_id=backup_id,
+                at=started,
+                duration=timedelta(minutes=3),
                 environment=repo.env,
-                databases=["app"],
-                server_version="16.4",
-                started_at=started,
-                finished_at=started + timedelta(minutes=3),
                 consistent_at=started + timedelta(minutes=1),
                 objects=[obj],
                 wal_start_segment=wal_start_segment,

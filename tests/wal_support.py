@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import yaml
 
 from drkit.config import load_policy
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.storage import Repository
 from drkit.wal import archive_command, find_wal_key, prepare_file_repository
+from tests import builders
 from tests.fix_cli import DrkitRunner
 
 
@@ -73,14 +73,9 @@ class Archived:
 
     def write_policy(self, db_url: str, policy_dir: Path | None = None) -> Path:
         directory = policy_dir or self.policy_dir
-        directory.mkdir(exist_ok=True)
-        doc = {
-            "environment": "prod",
-            "database": {"url": db_url},
-            "repository": self.repo_block,
-            "wal_archiving": True,
-        }
-        (directory / f"{self.env}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        builders.write_policy(
+            directory, self.env, db_url, self.repo_block, environment="prod", wal_archiving=True
+        )
         chown_tree(directory, cluster_os_user())
         return directory
 
