@@ -42,6 +42,7 @@ from drkit.config import Policy, RetentionConfig, parse_policy
 from drkit.errors import NotFoundError, ObjectExists, UsageError
 from drkit.storage import Repository, StoredObject
 from drkit.wal import format_lsn
+from tests.builders import build_manifest
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 SYSID = "7441000000000000001"
@@ -63,16 +64,13 @@ def manifest(
     ``host_skew`` off (the id and started/finished come from the host, as drkit does)."""
     started = server + host_skew
     backup_id = f"{make_backup_id(started, kind).removesuffix('-' + kind)}{label}-{kind}"
-    return Manifest(
-        id=backup_id,
-        kind=kind,
-        environment="prod",
-        databases=list(databases),
-        server_version="16.4",
-        started_at=started,
-        finished_at=started + timedelta(seconds=30),
+    return build_manifest(
+        kind,
+        backup_id=backup_id,
+        at=started,
+        duration=timedelta(seconds=30),
+        databases=databases,
         consistent_at=server,
-        objects=[],
         system_identifier=sysid if lsn is not None else None,
         consistent_lsn=format_lsn(lsn) if lsn is not None else None,
         consistent_timeline=timeline if lsn is not None else None,

@@ -14,14 +14,9 @@ from pathlib import Path
 import pytest
 
 from drkit.demo.sample import table_counts
-from tests.conftest import (
-    DrkitRunner,
-    PgServer,
-    PolicyWriter,
-    RepoTarget,
-    hide_pg_wheels,
-    pg_versions,
-)
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer, hide_pg_wheels, pg_versions
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import RepoView
 
 
@@ -362,7 +357,7 @@ def test_refused_s3_credentials_are_one_clear_line(
 ) -> None:
     """A moto server with authentication on: unknown keys are refused with 403."""
     from drkit.pg import free_port
-    from tests.conftest import _wait_http
+    from tests.fix_s3 import wait_http
 
     port = free_port()
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
@@ -373,7 +368,7 @@ def test_refused_s3_credentials_are_one_clear_line(
         env=env,
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}")
+        wait_http(f"http://127.0.0.1:{port}")
         _name, url = sample_db
         policy_dir = make_policy(
             "prod",

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import listed_ids
 
 

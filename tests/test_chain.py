@@ -13,6 +13,7 @@ from drkit.backup.chain import PG_MANIFEST_NAME, by_id, choose_parent, resolve_c
 from drkit.errors import CheckFailed
 from drkit.storage import StoredObject
 from drkit.wal import TimelineSwitch
+from tests.builders import build_manifest
 
 T0 = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 SYSID = "7441000000000000001"
@@ -37,15 +38,12 @@ def backup(
     if pg_manifest:
         objects.append(obj(backup_id, PG_MANIFEST_NAME))
     lsn = f"0/{(day + 1) * 0x1000000:X}"
-    return Manifest(
-        id=backup_id,
-        kind=kind,
-        environment="prod",
-        databases=["app"],
+    return build_manifest(
+        kind,
+        backup_id=backup_id,
+        at=when,
+        duration=timedelta(minutes=1),
         server_version="18.1",
-        started_at=when,
-        finished_at=when + timedelta(minutes=1),
-        consistent_at=when + timedelta(minutes=1),
         objects=objects,
         wal_start=lsn,
         wal_stop=lsn,

@@ -25,7 +25,8 @@ from psycopg import sql
 
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, free_port
 from drkit.wal import prepare_file_repository
-from tests.conftest import DrkitRunner, S3Server
+from tests.fix_cli import DrkitRunner
+from tests.fix_s3 import S3Server
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
 

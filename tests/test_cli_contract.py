@@ -1,4 +1,5 @@
-"""The command line's contract (DESIGN.md §1), through the real CLI.
+"""The command line's contract (docs/cli.md, docs/json.md, docs/exit-codes.md), through
+the real CLI.
 
 Global options work before or after the command; under ``--json`` stdout holds exactly
 one document with ``ok``, and a failure is ``{"ok": false, "error": {"code", "message"}}``;
@@ -12,7 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget
 
 
 def test_global_options_go_before_or_after_the_command(

@@ -16,7 +16,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from drkit.demo.sample import table_counts
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 
 def _server(pg_server: PgServer) -> dict[str, str]:

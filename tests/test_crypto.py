@@ -15,73 +15,34 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drkit.demo.sample import table_counts
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.builders import encryption
+from tests.fix_cli import (
+    AGE,
+    AGE_KEYGEN,
+    SECRET_MARK,
+    AgeKey,
+    DrkitRunner,
+    KeyMaker,
+    PolicyWriter,
+    age_decrypt,
+)
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import RepoView
 
-AGE = shutil.which("age")
-AGE_KEYGEN = shutil.which("age-keygen")
 if AGE is None or AGE_KEYGEN is None:  # fail, never skip: CI must install it
     raise RuntimeError("the encryption tests need the age CLI: apt-get install age")
-
-SECRET_MARK = "AGE-SECRET-KEY-"
-
-
-@dataclass
-class AgeKey:
-    identity: Path
-    recipient: str
-
-    def secret(self) -> str:
-        for line in self.identity.read_text().splitlines():
-            if line.startswith(SECRET_MARK):
-                return line
-        raise AssertionError("no secret key in the identity file")
-
-
-KeyMaker = Callable[[str], AgeKey]
-
-
-@pytest.fixture
-def age_key(tmp_path: Path) -> KeyMaker:
-    def make(name: str) -> AgeKey:
-        path = tmp_path / "keys" / f"{name}.txt"
-        path.parent.mkdir(exist_ok=True)
-        subprocess.run([AGE_KEYGEN, "-o", str(path)], check=True, capture_output=True)
-        recipient = subprocess.run(
-            [AGE_KEYGEN, "-y", str(path)], check=True, capture_output=True, text=True
-        ).stdout.strip()
-        assert recipient.startswith("age1")
-        return AgeKey(path, recipient)
-
-    return make
-
-
-def encryption(recipients: list[AgeKey], identities: list[AgeKey] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"recipients": [k.recipient for k in recipients]}
-    if identities:
-        block["identity_files"] = [str(k.identity) for k in identities]
-    return {"encryption": block}
 
 
 def store_for(repo: RepoTarget, request: pytest.FixtureRequest) -> RepoView:
     s3 = request.getfixturevalue("s3_server") if repo.kind == "s3" else None
     return RepoView(repo, s3)
-
-
-def age_decrypt(data: bytes, *identities: AgeKey) -> bytes:
-    args = [str(AGE), "-d"]
-    for key in identities:
-        args += ["-i", str(key.identity)]
-    proc = subprocess.run(args, input=data, capture_output=True, check=False)
-    assert proc.returncode == 0, proc.stderr.decode()
-    return proc.stdout
 
 
 def pg_restore_list(dump: bytes) -> str:
@@ -676,7 +637,7 @@ def test_a_drill_restores_an_encrypted_backup_and_needs_the_identity(
 
 
 def test_a_base_backup_needs_only_the_recipients(age_key: KeyMaker, run_drkit: DrkitRunner) -> None:
-    """DESIGN.md §2: the backup host never needs the private key.  A base backup learns
+    """The backup host never needs the private key (only the recipients).  A base backup learns
     its stop point from pg_basebackup's own backup_manifest, not by decrypting the
     ``.backup`` history file it archived; with the identity, the stop point recorded is
     the one that file names."""

@@ -13,7 +13,8 @@ import os
 import pytest
 
 from drkit.pg.binaries import NO_SYSTEM_ENV, installs
-from tests.conftest import PG_INSTALL_HINT, DrkitRunner
+from tests.fix_cli import DrkitRunner
+from tests.fix_pg import PG_INSTALL_HINT
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""The product does not carry its demo (STYLE.md): ``drkit/demo/`` stands apart.
+"""The product does not carry its demo: ``drkit/demo/`` stands apart (see ARCHITECTURE.md,
+Packages).
 
 * nothing in drkit imports the demo except the CLI layer, which runs it;
 * the demo imports only the packages' public faces: public, documented names, taken

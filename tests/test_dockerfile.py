@@ -1,6 +1,6 @@
 """The Dockerfile and the production compose file, checked statically (no Docker engine
 here): pinned base images, a non-root user, a HEALTHCHECK on /healthz, an entry point
-that is the installed console script, and the compose wiring of §7 — valid against the
+that is the installed console script, and the compose wiring of the scheduler and its monitoring — valid against the
 Compose Specification (check-jsonschema), startable from a fresh clone with the shipped
 examples, Prometheus alerting through Alertmanager (amtool), Grafana provisioned."""
 

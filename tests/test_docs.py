@@ -1,5 +1,5 @@
 """docs/ is generated from the code and stays current; the schemas accept exactly what
-drkit accepts; ``--help`` reads like the contract (DESIGN.md §1).
+drkit accepts; ``--help`` reads like the reference in docs/cli.md.
 
 Everything runs through real entry points: ``python -m drkit.docgen`` and
 ``python -m drkit ... --help`` in subprocesses, the real policy and rules loaders.

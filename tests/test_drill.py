@@ -15,8 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,59 +23,16 @@ import pytest
 
 from drkit.demo.sample import table_counts
 from drkit.pg import cluster_os_user, run_as
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
+from tests.fix_cli import DrkitRunner, PolicyWriter, checks_by_name, drill, junit
+from tests.fix_pg import PgServer, assert_scratch_gone, pg_versions
+from tests.fix_s3 import RepoTarget
 
 OBJECTIVES = {"rpo": "1h", "rto": "30m"}
-
-
-@pytest.fixture
-def scratch_root() -> Iterator[Path]:
-    """Where the drills' scratch clusters live (DRKIT_TMPDIR); reachable by postgres."""
-    root = Path(tempfile.mkdtemp(prefix="drkit-test-drill-"))
-    root.chmod(0o755)
-    yield root
-    for pid, cmdline in _processes_naming(root):  # never leave a server behind
-        os.kill(pid, signal.SIGKILL)
-        del cmdline
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def _processes_naming(path: Path) -> list[tuple[int, str]]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(path) in cmdline:
-            found.append((int(entry), cmdline))
-    return found
-
-
-def assert_scratch_gone(root: Path) -> None:
-    assert list(root.iterdir()) == [], f"left behind: {list(root.iterdir())}"
-    assert _processes_naming(root) == []
-
-
-def drill(run_drkit: DrkitRunner, policy_dir: Path, scratch: Path, *args: str, **kw: Any) -> Any:
-    return run_drkit(
-        "drill", "prod", *args, policy_dir=policy_dir, env={"DRKIT_TMPDIR": str(scratch)}, **kw
-    )
-
-
-def checks_by_name(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in doc["checks"]}
 
 
 def stored_report(repo: RepoTarget, drill_id: str) -> dict[str, Any]:
     assert repo.root is not None
     return dict(json.loads((repo.root / "prod" / "drills" / drill_id / "report.json").read_text()))
-
-
-def junit(path: Path) -> ET.Element:
-    return ET.parse(path).getroot()  # noqa: S314 - a file this test's drill just wrote
 
 
 def password_of(url: str) -> str:

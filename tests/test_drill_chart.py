@@ -10,7 +10,9 @@ from pathlib import Path
 from PIL import Image
 
 from drkit.drill.chart import CHART_NAME
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 
 def test_drill_report_dir_embeds_a_png_chart_of_rto_and_rpo(

@@ -24,9 +24,8 @@ from drkit.config import load_policy
 from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import Repository
 from drkit.wal import find_wal_key
-from tests.conftest import DrkitRunner, pg_versions
-from tests.test_drill import assert_scratch_gone, checks_by_name, drill, junit
-from tests.test_json_contract import valid
+from tests.fix_cli import DrkitRunner, checks_by_name, drill, junit, valid
+from tests.fix_pg import assert_scratch_gone, pg_versions
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from drkit.pg import chown_tree, cluster_os_user
-from tests.conftest import DrkitRunner
-from tests.test_drill import assert_scratch_gone, checks_by_name, drill
+from tests.fix_cli import DrkitRunner, checks_by_name, drill
+from tests.fix_pg import assert_scratch_gone
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow

@@ -26,12 +26,10 @@ from drkit.config import load_policy
 from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import Repository
 from drkit.wal import find_wal_key
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, Result
-from tests.test_crypto import KeyMaker, encryption
-from tests.test_crypto import age_key as age_key  # a fixture
-from tests.test_drill import checks_by_name, drill
-from tests.test_json_contract import valid
-from tests.test_versions import require_major
+from tests.builders import encryption
+from tests.fix_cli import DrkitRunner, KeyMaker, PolicyWriter, Result, checks_by_name, drill, valid
+from tests.fix_pg import require_major
+from tests.fix_s3 import RepoTarget
 from tests.wal_support import Archived, file_repo_block, shared_dir, start_archived_cluster
 
 pytestmark = pytest.mark.slow
@@ -372,6 +370,13 @@ def test_sigkill_anywhere_in_an_incremental_backup(run_drkit: DrkitRunner) -> No
     the next incremental is not refused and prune clears the leftovers."""
     import random
 
+    from tests.reliability.crash_support import (
+        SEED,
+        kill_delay,
+        points_for,
+        run_and_kill,
+        timed_run,
+    )
     from tests.reliability.helpers import (
         RepoView,
         listed_ids,
@@ -379,7 +384,6 @@ def test_sigkill_anywhere_in_an_incremental_backup(run_drkit: DrkitRunner) -> No
         verify_all,
         wait_for,
     )
-    from tests.reliability.test_crash import SEED, kill_delay, points_for, run_and_kill, timed_run
 
     require_major(18)
     rng = random.Random(SEED + 14)

@@ -20,7 +20,9 @@ import pytest
 import yaml
 
 from drkit.pg import chown_tree, cluster_os_user
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, Result, S3Server
+from tests.fix_cli import OUTPUT, REPO, DrkitRunner, PolicyWriter, Result, errors, schema, valid
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget, S3Server
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
 try:
@@ -30,52 +32,8 @@ except ImportError:  # pragma: no cover - a missing test dependency fails, never
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-OUTPUT = REPO / "docs" / "schemas" / "output"
 SHIPPED_RULES = REPO / "sanitize_rules" / "prod-to-staging.yaml"
 SALT = {"DRKIT_SANITIZE_SALT": "salt-for-the-json-contract-test-5c1e"}
-
-
-def schema(name: str) -> dict[str, Any]:
-    assert jsonschema is not None, "install jsonschema: pip install -e '.[test]'"
-    path = OUTPUT / f"{name}.schema.json"
-    assert path.exists(), f"{path} is missing: run python -m drkit.docgen"
-    document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    jsonschema.Draft202012Validator.check_schema(document)
-    return document
-
-
-def errors(document: Any, against: dict[str, Any]) -> list[str]:
-    assert jsonschema is not None
-    validator = jsonschema.Draft202012Validator(
-        against, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
-    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
-
-
-def own_shape(name: str) -> dict[str, Any]:
-    """The command's own document (not the bare failure alternative)."""
-    full = schema(name)
-    refs = [option["$ref"] for option in full["anyOf"] if option["$ref"] != "#/$defs/Failure"]
-    return {"$schema": full["$schema"], "$ref": refs[0], "$defs": full["$defs"]}
-
-
-def valid(name: str, result: Result, code: int = 0, *, shaped: bool = True) -> dict[str, Any]:
-    """``result``'s one document, validated; returns it."""
-    assert result.code == code, f"exit {result.code}, wanted {code}: {result.stderr}"
-    document: dict[str, Any] = json.loads(result.stdout)  # stdout holds one document only
-    problems = errors(document, schema(name))
-    assert not problems, f"{name}: {problems}\n{json.dumps(document, indent=2)[:3000]}"
-    assert document["ok"] is (code == 0)
-    if shaped:  # not only the bare failure document
-        problems = errors(document, own_shape(name))
-        assert not problems, f"{name} (own shape): {problems}"
-    if code != 0:
-        failure_problems = errors(document, schema("failure"))
-        if name != "drill":  # a drill report keeps its own error (a string)
-            assert not failure_problems, failure_problems
-            assert document["error"]["code"] == code
-    return document
 
 
 def test_every_document_has_a_committed_schema() -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from drkit.backup.catalog import list_backups
 from drkit.backup.keep import keep_backup
@@ -22,31 +21,15 @@ from drkit.backup.prune import delete_by_hand, prune
 from drkit.config import load_policy
 from drkit.errors import SafetyRefused
 from drkit.storage import Backend, Repository
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget
+from tests.prune_support import NOW, files, nightly, store_backup, write_prune_policy
 from tests.reliability.helpers import RepoView
-from tests.test_prune import NOW, files, nightly, store_backup
-
-
-def write_policy(root: Path, extra: dict[str, Any] | None = None, **retention: Any) -> Path:
-    """A policy directory for ``prod`` on a ``file://`` repository under ``root``
-    (``extra``: more top-level keys)."""
-    policy_dir = root / "policies"
-    policy_dir.mkdir(exist_ok=True)
-    doc = {
-        "environment": "prod",
-        "database": {"url": "postgresql://u:sekret@localhost/app"},
-        "repository": {"url": f"file://{root / 'repo'}", "compression": {"algorithm": "none"}},
-        "schedule": {"timezone": "Europe/Rome"},
-        "retention": retention,
-        **(extra or {}),
-    }
-    (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
-    return policy_dir
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Path, Repository]:
-    policy_dir = write_policy(tmp_path)
+    policy_dir = write_prune_policy(tmp_path)
     return policy_dir, Repository.for_policy(load_policy("prod", policy_dir))
 
 
@@ -151,7 +134,7 @@ def test_delete_removes_exactly_one_backup(
 ) -> None:
     policy_dir, repo = setup
     ids = nightly(repo, 3)
-    write_policy(tmp_path, daily=3)  # the rules keep it: deleting by hand overrides them
+    write_prune_policy(tmp_path, daily=3)  # the rules keep it: deleting by hand overrides them
     before = files(tmp_path / "repo")
     done = run_drkit("delete", "prod", ids[1], "--json", policy_dir=policy_dir)
     assert done.code == 0, done.stderr

@@ -18,9 +18,12 @@ import pytest
 import yaml
 from psycopg import sql
 
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
-from tests.test_drill import OBJECTIVES, checks_by_name, drill, scratch_root  # noqa: F401
+from tests.fix_cli import DrkitRunner, PolicyWriter, checks_by_name, drill
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
+
+OBJECTIVES = {"rpo": "1h", "rto": "30m"}
 
 
 @dataclass
@@ -138,7 +141,7 @@ def test_drill_restores_as_the_app_role(
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     app_role: AppRole,
-    scratch_root: Path,  # noqa: F811
+    scratch_root: Path,
 ) -> None:
     policy_dir = make_policy(
         "prod",
@@ -164,7 +167,7 @@ def test_drill_fails_where_the_app_role_restore_fails(
     app_role: AppRole,
     foreign_owner: str,
     pg_server: PgServer,
-    scratch_root: Path,  # noqa: F811
+    scratch_root: Path,
 ) -> None:
     """The operator's restore as the app role fails (it cannot give a table to a role it
     is no member of); the drill, rehearsing that restore, must fail too, not PASS as a
@@ -204,7 +207,7 @@ def archived() -> Iterator[Archived]:
 def test_physical_drill_as_a_replication_role(
     archived: Archived,
     run_drkit: DrkitRunner,
-    scratch_root: Path,  # noqa: F811
+    scratch_root: Path,
 ) -> None:
     """The documented backup role for base backups: LOGIN REPLICATION, owning its
     database, EXECUTE on the two WAL functions; no superuser.  The drill connects to the
@@ -313,7 +316,7 @@ def test_drill_as_a_superuser_restores_objects_of_other_roles(
     app_role: AppRole,
     foreign_owner: str,
     pg_server: PgServer,
-    scratch_root: Path,  # noqa: F811
+    scratch_root: Path,
 ) -> None:
     """A superuser's restore gives each object its owner: the drill re-creates the
     cluster's roles in the scratch cluster, so owners restore there as they would live."""
@@ -336,7 +339,7 @@ def test_drill_without_the_live_server_restores_as_the_documented_role(
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     app_role: AppRole,
-    scratch_root: Path,  # noqa: F811
+    scratch_root: Path,
 ) -> None:
     """The day production is gone: the drill still restores as the policy's role, taken
     to be the documented least-privilege one, and says so."""

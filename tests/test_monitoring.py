@@ -21,7 +21,9 @@ from drkit.restore import latest_report
 from drkit.schedule.daemon import SchedulerDaemon
 from drkit.schedule.metrics import METRIC_NAMES, METRICS
 from drkit.storage import Repository
-from tests.conftest import PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "monitoring" / "drkit-alerts.yml"

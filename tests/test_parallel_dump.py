@@ -27,20 +27,20 @@ from drkit.errors import CheckFailed
 from drkit.pg.binaries import find_client
 from drkit.restore.dirrestore import fetch_directory
 from drkit.storage import Repository, RepositoryConfig, StoredObject, open_backend
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
-from tests.reliability.helpers import RepoView, start_drkit, wait_for
-from tests.sanitize.helpers import (
+from tests.builders import encryption
+from tests.fix_cli import (
+    DrkitRunner,
     Env,
-    envs,
-    rules_doc,
-    sanitize,
-    table_dump,
-    write_rules,
+    KeyMaker,
+    PolicyWriter,
+    age_decrypt,
+    checks_by_name,
+    drill,
 )
-from tests.test_crypto import KeyMaker, age_decrypt, age_key, encryption
-from tests.test_drill import checks_by_name, drill, scratch_root
-
-__all__ = ["age_key", "envs", "scratch_root"]  # fixtures used here
+from tests.fix_pg import PgServer, pg_versions
+from tests.fix_s3 import RepoTarget
+from tests.reliability.helpers import RepoView, start_drkit, wait_for
+from tests.sanitize.helpers import rules_doc, sanitize, table_dump, write_rules
 
 
 def view(repo: RepoTarget, request: pytest.FixtureRequest) -> RepoView:

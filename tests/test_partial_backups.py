@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from drkit.backup.catalog import Manifest, make_backup_id, resolve_backup, write_manifest
+from drkit.backup.catalog import make_backup_id, resolve_backup, write_manifest
 from drkit.config import load_policy
 from drkit.errors import NotFoundError, UsageError
 from drkit.storage import Repository
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
-from tests.test_drill import checks_by_name, drill, scratch_root
-
-__all__ = ["scratch_root"]  # the fixture, used by the drill test below
+from tests.builders import build_manifest
+from tests.fix_cli import DrkitRunner, PolicyWriter, checks_by_name, drill
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 
 @dataclass
@@ -281,14 +281,11 @@ def test_resolve_backup_latest_holding_a_database(
         ]
         write_manifest(
             repo,
-            Manifest(
-                id=backup_id,
-                kind="logical",
-                environment="prod",
+            build_manifest(
+                backup_id=backup_id,
+                at=started,
+                duration=timedelta(minutes=1),
                 databases=held,
-                server_version="16.4",
-                started_at=started,
-                finished_at=started + timedelta(minutes=1),
                 consistent_at=started,
                 objects=objects,
             ),

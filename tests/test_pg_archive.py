@@ -19,7 +19,7 @@ from drkit.pg.archive import OffsetFinder, set_data_offsets
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import server_major
 from drkit.pg.conninfo import for_subprocess
-from tests.conftest import PgServer, pg_versions
+from tests.fix_pg import PgServer, pg_versions
 
 # a fake end of block and the header of the next one, with every dump id it could name
 FAKE_BLOCK = b"\0\0\0\0\0\x01\0" + bytes(range(256)) * 4

@@ -28,7 +28,9 @@ from drkit.config import RepositoryConfig
 from drkit.errors import SafetyRefused
 from drkit.pg import Owner, claim_data_directory, cluster_os_user
 from drkit.storage import Repository, open_backend
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.builders import build_manifest
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget
 from tests.wal_support import shared_dir
 
 NOBODY = pwd.getpwnam("nobody")
@@ -110,7 +112,14 @@ def _backup(repo: Repository, members: list[tarfile.TarInfo | tuple[str, bytes]]
     data.seek(0)
     obj = repo.store("backups/x-physical/base.tar", data)
     now = datetime.now(UTC)
-    return Manifest("x-physical", "physical", "prod", [], "15.0", now, now, now, [obj])
+    return build_manifest(
+        "physical",
+        backup_id="x-physical",
+        at=now,
+        databases=[],
+        server_version="15.0",
+        objects=[obj],
+    )
 
 
 def _link(name: str, target: str) -> tarfile.TarInfo:

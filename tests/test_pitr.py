@@ -16,15 +16,22 @@ from typing import Any
 
 import pytest
 
-from drkit.config import load_policy
-from drkit.storage import Repository
 from drkit.wal import find_wal_key, parse_lsn
-from tests.conftest import DrkitRunner, S3Server, pg_versions
+from tests.fix_cli import DrkitRunner
+from tests.fix_pg import pg_versions
+from tests.fix_s3 import S3Server
 from tests.wal_support import (
     Archived,
+    add_marker,
     archived_cluster,
+    backup_with_markers,
     file_repo_block,
+    has_wal,
+    markers,
+    pitr,
+    repo_of,
     restored_dsn,
+    server_now,
     shared_dir,
 )
 
@@ -43,62 +50,6 @@ def archived(request: pytest.FixtureRequest, pg_major: int | None) -> Iterator[A
             block["region"] = "us-east-1"
         with archived_cluster(root, block, major=pg_major) as arch:
             yield arch
-
-
-def repo_of(arch: Archived) -> Repository:
-    return Repository.for_policy(load_policy(arch.env, arch.policy_dir))
-
-
-def has_wal(arch: Archived) -> Callable[[str], bool]:
-    repo = repo_of(arch)
-    return lambda name: find_wal_key(repo, name) is not None
-
-
-def server_now(arch: Archived, dsn: str | None = None) -> datetime:
-    value: datetime = arch.execute("SELECT clock_timestamp()", dsn)[0][0]
-    return value.astimezone(UTC)
-
-
-def markers(dsn: str, arch: Archived) -> list[str]:
-    return [str(r[0]) for r in arch.execute("SELECT label FROM marker ORDER BY id", dsn)]
-
-
-def add_marker(arch: Archived, label: str, dsn: str | None = None) -> datetime:
-    """Insert a marker in its own transaction; returns its commit time (server clock)."""
-    arch.execute(f"INSERT INTO marker (label) VALUES ('{label}')", dsn)
-    return server_now(arch, dsn)
-
-
-def pitr(
-    run_drkit: DrkitRunner,
-    arch: Archived,
-    target: str,
-    *extra: str,
-    policy_dir: Any = None,
-    env: dict[str, str] | None = None,
-) -> Any:
-    pgdata = arch.new_pgdata()
-    result = run_drkit(
-        "restore",
-        arch.env,
-        "--point-in-time",
-        target,
-        "--pgdata",
-        str(pgdata),
-        "--json",
-        *extra,
-        policy_dir=policy_dir or arch.policy_dir,
-        env=env,
-        timeout=600,
-    )
-    log = pgdata / "log" / "drkit-recovery.log"
-    if result.code != 0 and log.exists():  # say why in the assertion message
-        result.stderr += "\n--- recovery log ---\n" + "\n".join(
-            line
-            for line in log.read_text(errors="replace").splitlines()
-            if "accepting connections" not in line and "Consistent recovery" not in line
-        )
-    return pgdata, result
 
 
 @pg_versions()
@@ -320,18 +271,6 @@ def wal_names(arch: Archived) -> set[str]:
     from drkit.backup.walchain import wal_name_of
 
     return {wal_name_of(i.key) for i in repo_of(arch).list("wal/")}
-
-
-def backup_with_markers(arch: Archived, run_drkit: DrkitRunner, *labels: str) -> list[str]:
-    """A physical backup, then one marker per label, each in its own archived segment."""
-    arch.execute("CREATE TABLE marker (id serial PRIMARY KEY, label text NOT NULL)")
-    backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
-    assert backup.code == 0, backup.stderr
-    segments = []
-    for label in labels:
-        add_marker(arch, label)
-        segments.append(arch.switch_and_wait(has_wal(arch)))
-    return segments
 
 
 def test_restored_cluster_never_archives_into_the_source(

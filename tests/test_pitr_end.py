@@ -31,22 +31,21 @@ import yaml
 from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import FileBackend, Repository
 from drkit.wal import find_wal_key
-from tests.conftest import DrkitRunner, S3Server
+from tests.fix_cli import DrkitRunner, checks_by_name, drill
+from tests.fix_pg import assert_scratch_gone
+from tests.fix_s3 import S3Server
 from tests.reliability.faultproxy import Fault, FaultProxy
-from tests.test_drill import assert_scratch_gone, checks_by_name, drill
-from tests.test_pitr import (
+from tests.wal_support import (
+    Archived,
     add_marker,
+    archived_cluster,
     backup_with_markers,
+    file_repo_block,
     markers,
     pitr,
     repo_of,
-    server_now,
-)
-from tests.wal_support import (
-    Archived,
-    archived_cluster,
-    file_repo_block,
     restored_dsn,
+    server_now,
     shared_dir,
 )
 

@@ -27,7 +27,8 @@ import pytest
 
 from drkit.cli.progress import Snapshot, done_line, progress_events
 from drkit.progress import Meter, ProgressEvent, eta_seconds, human_size, percent
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 

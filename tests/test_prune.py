@@ -1,4 +1,5 @@
-"""``prune`` against a real ``file://`` repository: what is left on disk is what §4 says.
+"""``prune`` against a real ``file://`` repository: what is left on disk is what the
+retention rules (:mod:`drkit.backup.retention`) say.
 
 The backups here are stored through the repository layer (objects, then the manifest
 last) without a database: retention is about what lies in the repository.  The CLI
@@ -7,7 +8,6 @@ tests and the scheduler tests prune backups taken by pg_dump.
 
 from __future__ import annotations
 
-import io
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 
-from drkit.backup.catalog import Manifest, list_backups, make_backup_id, write_manifest
+from drkit.backup.catalog import list_backups
 from drkit.backup.prune import plan_prune, prune
 from drkit.backup.retention import current_tiers
 from drkit.config import Policy, parse_policy
 from drkit.errors import StorageError
 from drkit.storage import Backend, Repository
-
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+from tests.prune_support import NOW, files, nightly, store_backup
 
 
 def make_policy(root: Path, **retention: Any) -> Policy:
@@ -36,59 +35,9 @@ def make_policy(root: Path, **retention: Any) -> Policy:
     return parse_policy("prod", raw, "test-policy.yaml")
 
 
-def store_backup(
-    repo: Repository,
-    started: datetime,
-    kind: str = "logical",
-    *,
-    manifest: bool = True,
-    wal_start_segment: str | None = None,
-    wal_stop_segment: str | None = None,
-    parent: str | None = None,
-) -> str:
-    backup_id = make_backup_id(started, kind)
-    name = "base.tar" if kind == "physical" else "app.dump"
-    obj = repo.store(f"backups/{backup_id}/{name}", io.BytesIO(b"x" * 1000), database="app")
-    if manifest:
-        write_manifest(
-            repo,
-            Manifest(
-                id=backup_id,
-                kind=kind,
-                environment=repo.env,
-                databases=["app"],
-                server_version="16.4",
-                started_at=started,
-                finished_at=started + timedelta(minutes=3),
-                consistent_at=started + timedelta(minutes=1),
-                objects=[obj],
-                wal_start_segment=wal_start_segment,
-                wal_stop_segment=wal_stop_segment,
-                parent=parent,
-            ),
-        )
-    return backup_id
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
     return Repository.for_policy(make_policy(tmp_path / "repo"))
-
-
-def nightly(repo: Repository, days: int) -> list[str]:
-    """A backup at 02:00 Rome (01:00 UTC in winter) on each of the last ``days`` days."""
-    return [
-        store_backup(repo, datetime(2026, 11, 27, 1, 0, tzinfo=UTC) - timedelta(days=i))
-        for i in range(days)
-    ]
 
 
 def test_dry_run_deletes_nothing_and_says_why(tmp_path: Path, repo: Repository) -> None:

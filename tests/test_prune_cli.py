@@ -10,10 +10,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+from drkit.backup.catalog import make_backup_id, write_manifest
 from drkit.config import load_policy
 from drkit.storage import Repository
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
+from tests.builders import build_manifest
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import RepoView
 
 ROME = ZoneInfo("Europe/Rome")
@@ -32,14 +34,12 @@ def store_old_backup(repo: Repository, started: datetime, database: str) -> str:
     )
     write_manifest(
         repo,
-        Manifest(
-            id=backup_id,
-            kind="logical",
+        build_manifest(
+            backup_id=backup_id,
+            at=started,
+            duration=timedelta(minutes=2),
             environment=repo.env,
             databases=[database],
-            server_version="16.4",
-            started_at=started,
-            finished_at=started + timedelta(minutes=2),
             consistent_at=started + timedelta(minutes=1),
             objects=[obj],
         ),

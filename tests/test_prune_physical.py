@@ -1,4 +1,4 @@
-"""Prune with real base backups and real archived WAL (§4): WAL older than the oldest
+"""Prune with real base backups and real archived WAL: WAL older than the oldest
 kept base backup's start goes, every segment a kept backup needs stays, and the kept
 backup still restores to the latest point."""
 
@@ -14,7 +14,7 @@ from drkit.backup.order import precedes
 from drkit.backup.retention import wal_to_delete
 from drkit.config import load_policy
 from drkit.storage import Repository
-from tests.conftest import DrkitRunner
+from tests.fix_cli import DrkitRunner
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow

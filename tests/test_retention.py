@@ -1,4 +1,4 @@
-"""Worked examples of §4 retention: the seed plan's numbers, local days, DST, ISO weeks, WAL."""
+"""Worked examples of grandfather-father-son retention: the seed plan's numbers, local days, DST, ISO weeks, WAL."""
 
 from __future__ import annotations
 

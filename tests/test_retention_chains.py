@@ -1,5 +1,5 @@
-"""Retention never breaks an incremental chain (DESIGN §4: "an incremental keeps its whole
-chain"): a kept incremental keeps every ancestor, with the reason ``parent of <child>``."""
+"""Retention never breaks an incremental chain (an incremental is only restorable with its
+whole chain): a kept incremental keeps every ancestor, with the reason ``parent of <child>``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from drkit.backup.retention import BackupRef, backup_ref, plan_retention, wal_cutoff
 from drkit.config import RetentionConfig
+from tests.builders import build_manifest
 
 T0 = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 
@@ -73,17 +74,8 @@ def test_a_missing_parent_keeps_nothing_else_and_fails_nothing() -> None:
 def test_backup_ref_carries_the_parent_from_the_manifest() -> None:
     from drkit.backup.catalog import Manifest
 
-    manifest = Manifest(
-        id="20261102T030000Z-physical",
-        kind="physical",
-        environment="prod",
-        databases=["app"],
-        server_version="18.1",
-        started_at=T0,
-        finished_at=T0,
-        consistent_at=T0,
-        objects=[],
-        parent="20261101T030000Z-physical",
+    manifest = build_manifest(
+        "physical", at=T0, server_version="18.1", parent="20261101T030000Z-physical"
     )
     assert backup_ref(manifest).parent == "20261101T030000Z-physical"
     again = Manifest.from_dict(manifest.to_dict())

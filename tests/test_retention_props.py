@@ -1,9 +1,9 @@
-"""Property tests of §4 retention over years of simulated backup histories.
+"""Property tests of grandfather-father-son retention over years of simulated backup histories.
 
 Histories are built from UTC instants with irregular gaps (minutes to weeks), several
 backups a day, missing days, a clock that jumps back, and timezones with DST changes
 (including Lord Howe's 30-minute shift).  The kept set is compared with an independent
-reading of §4: a backup is kept by ``daily: N`` when it is the newest of its local day
+reading of the rules (:mod:`drkit.backup.retention`): a backup is kept by ``daily: N`` when it is the newest of its local day
 and fewer than N later local days have a backup (likewise for weeks and months), each
 computed per kind and per database, a backup counting only for the databases it holds
 (``drkit backup prod --database shop`` takes a partial one).
@@ -95,7 +95,7 @@ def _series(backups: list[BackupRef]) -> dict[tuple[str, str], list[BackupRef]]:
 
 
 def oracle(backups: list[BackupRef], cfg: RetentionConfig, zone: str) -> dict[str, list[str]]:
-    """§4 read literally, written independently of the implementation."""
+    """The retention rules read literally, written independently of the implementation."""
     tz = ZoneInfo(zone)
     why: dict[str, dict[str, set[str]]] = {}  # backup id -> reason -> databases
     order = ("daily", "weekly", "monthly", "newest")

@@ -35,8 +35,8 @@ from drkit.restore.plan import plan_recovery
 from drkit.restore.window import CatalogView
 from drkit.storage import Repository
 from drkit.wal import Segment, format_lsn
-from tests.conftest import DrkitRunner
-from tests.test_keep_delete import write_policy
+from tests.fix_cli import DrkitRunner
+from tests.prune_support import write_prune_policy
 
 DAY0 = datetime(2026, 9, 1, 3, 0, tzinfo=UTC)
 DAYS = 70
@@ -129,7 +129,7 @@ def test_seventy_days_of_base_backups_with_wal_retention(
     tmp_path: Path, run_drkit: DrkitRunner
 ) -> None:
     root = tmp_path / "repo"
-    policy_dir = write_policy(
+    policy_dir = write_prune_policy(
         tmp_path, {"wal_archiving": True}, daily=7, weekly=4, monthly=3, wal="14d"
     )
     policy = load_policy("prod", policy_dir)

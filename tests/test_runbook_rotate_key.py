@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import REPO_ROOT, DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import REPO_ROOT, DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import make_age_key
 
 RUNBOOK = REPO_ROOT / "runbooks" / "rotate-encryption-key.md"

@@ -22,7 +22,9 @@ import pytest
 import yaml
 
 from drkit.demo.sample import table_counts
-from tests.conftest import REPO_ROOT, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import REPO_ROOT, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import publish_base_backup_manifest
 
 RUNBOOKS = REPO_ROOT / "runbooks"

@@ -15,7 +15,7 @@ import psycopg
 
 from benchmarks.__main__ import rows_for
 from drkit.demo.sample import SCHEMA, TABLES, SampleSize, sample_statements
-from tests.conftest import PgServer
+from tests.fix_pg import PgServer
 
 #: per table: (the generate_series the statement draws its rows from, the rows to make)
 EDGES = {

@@ -31,7 +31,9 @@ from drkit.config import load_policy
 from drkit.pg import LocalCluster, free_port
 from drkit.schedule import LOCK_CLASS_ID, lock_key
 from drkit.storage.repository import Repository
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 EVERY_MINUTE = "* * * * *"
 WAIT = 150.0  # bound for "the next minute's run happened" (fires within 60 s)

@@ -10,7 +10,9 @@ from drkit.backup.logical import run_logical_backup
 from drkit.config import load_policy
 from drkit.schedule.daemon import SchedulerDaemon
 from drkit.storage import Repository
-from tests.conftest import PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 
 def test_backup_prune_and_drill_jobs(

@@ -12,19 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+from drkit.backup.catalog import make_backup_id, write_manifest
 from drkit.cron import cron_day_of_week
 from drkit.restore import DatabaseExposure, parse_drill_report
 from drkit.schedule import JOBS, MISFIRE_GRACE, cron_period, next_runs, scrub
 from drkit.schedule.daemon import SchedulerDaemon
 from drkit.schedule.metrics import METRIC_NAMES, BackupSummary, CatalogSnapshot
 from drkit.storage.repository import Repository
+from tests import builders
+from tests.builders import build_manifest
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday
 
@@ -74,15 +75,14 @@ def test_next_runs_are_in_the_policy_timezone() -> None:
 
 
 def write_policy(directory: Path, env: str, schedule: dict[str, str]) -> None:
-    directory.mkdir(exist_ok=True)
-    doc: dict[str, Any] = {
-        "environment": env,
-        "rank": 1,
-        "database": {"url": "postgresql://u:sekret@127.0.0.1:1/app"},
-        "repository": {"url": f"file://{directory.parent}/repo"},
-        "schedule": schedule,
-    }
-    (directory / f"{env}.yaml").write_text(yaml.safe_dump(doc))
+    builders.write_policy(
+        directory,
+        env,
+        "postgresql://u:sekret@127.0.0.1:1/app",
+        {"url": f"file://{directory.parent}/repo"},
+        rank=1,
+        schedule=schedule,
+    )
 
 
 def loaded_daemon(tmp_path: Path, schedule: dict[str, str]) -> SchedulerDaemon:
@@ -167,14 +167,10 @@ def test_restart_seeds_last_success_from_the_catalog(tmp_path: Path) -> None:
     obj = repo.store(f"backups/{make_backup_id(started, 'logical')}/app.dump", io.BytesIO(b"d"))
     write_manifest(
         repo,
-        Manifest(
-            id=make_backup_id(started, "logical"),
-            kind="logical",
-            environment="prod",
-            databases=["app"],
-            server_version="16.4",
-            started_at=started,
-            finished_at=started + timedelta(minutes=5),
+        build_manifest(
+            backup_id=make_backup_id(started, "logical"),
+            at=started,
+            duration=timedelta(minutes=5),
             consistent_at=started,
             objects=[obj],
         ),

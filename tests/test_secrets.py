@@ -26,7 +26,9 @@ from drkit.config import mask_url as config_mask_url
 from drkit.pg.conninfo import for_subprocess, parse
 from drkit.redact import RedactFilter, mask_url
 from drkit.schedule import scrub
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 
 def test_a_password_holding_at_signs_is_masked_whole() -> None:

@@ -22,7 +22,9 @@ import psycopg
 import pytest
 
 from drkit.backup.catalog import Manifest
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import publish_base_backup_manifest
 
 MONTH = timedelta(days=30)

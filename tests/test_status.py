@@ -9,7 +9,9 @@ from datetime import datetime
 from pathlib import Path
 
 from drkit.storage import Repository
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 
 def test_status_breaches_when_the_newest_backup_is_older_than_the_rpo(

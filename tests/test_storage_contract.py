@@ -10,7 +10,7 @@ import pytest
 
 from drkit.errors import ObjectNotFound, StorageError
 from drkit.storage import Backend, RepositoryConfig, open_backend
-from tests.conftest import RepoTarget
+from tests.fix_s3 import RepoTarget
 
 
 @pytest.fixture

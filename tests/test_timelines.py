@@ -5,7 +5,6 @@ a timeline; a restore test's data directory never does)."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from drkit.wal import (
     recorded_timeline,
     write_restore_marker,
 )
+from tests.builders import build_physical_manifest, pg_wal_dir, write_policy
 
 SEGMENT = 16 * 1024 * 1024
 
@@ -37,45 +37,27 @@ def put(repo: Repository, name: str, data: bytes = b"x" * 1000) -> None:
 
 
 def manifest(start: str, stop: str, wal_stop: str, tli: int = 1) -> Manifest:
-    now = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
-    return Manifest(
-        id="20261127T020000Z-physical",
-        kind="physical",
-        environment="prod",
-        databases=["app"],
-        server_version="16.4",
-        started_at=now,
-        finished_at=now,
-        consistent_at=now,
-        objects=[],
-        wal_start="0/3000028",
-        wal_stop=wal_stop,
-        wal_start_segment=start,
-        wal_stop_segment=stop,
-        timeline=tli,
+    return build_physical_manifest(
+        start, stop, wal_start="0/3000028", wal_stop=wal_stop, timeline=tli
     )
 
 
 def data_dir(root: Path) -> Path:
-    pg_wal = root / "pgdata" / "pg_wal"
-    (pg_wal / "archive_status").mkdir(parents=True)
-    return pg_wal
+    return pg_wal_dir(root / "pgdata")
 
 
 def policy_for(root: Path) -> Policy:
-    import yaml
 
     from drkit.config import load_policy
 
-    doc = {
-        "environment": "prod",
-        "database": {"url": "postgresql://u@localhost/app"},
-        "repository": {"url": f"file://{root / 'repo'}"},
-        "wal_archiving": True,
-    }
-    (root / "policies").mkdir()
-    (root / "policies" / "prod.yaml").write_text(yaml.safe_dump(doc))
-    return load_policy("prod", root / "policies")
+    directory = write_policy(
+        root / "policies",
+        "prod",
+        "postgresql://u@localhost/app",
+        {"url": f"file://{root / 'repo'}"},
+        wal_archiving=True,
+    )
+    return load_policy("prod", directory)
 
 
 def test_a_restore_test_never_records_its_timeline(tmp_path: Path) -> None:

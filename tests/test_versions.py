@@ -22,15 +22,9 @@ from drkit.demo.sample import table_counts
 from drkit.errors import OperationError
 from drkit.pg import LocalCluster, binaries
 from drkit.pg.binaries import NO_SYSTEM_ENV, find_client, find_server, installs
-from tests.conftest import (
-    PG_INSTALL_HINT,
-    DrkitRunner,
-    PgServer,
-    PolicyWriter,
-    RepoTarget,
-    hide_pg_wheels,
-    pg_versions,
-)
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer, hide_pg_wheels, pg_versions, require_major
+from tests.fix_s3 import RepoTarget
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
 SERVER_MAJORS = (15, 16, 18)
@@ -47,12 +41,6 @@ def stored_major(policy_dir: Path, backup_id: str) -> str:
         return read_manifest(repo, backup_id).server_version.split(".")[0]
     finally:
         repo.close()
-
-
-def require_major(major: int) -> None:
-    """Fail (never skip) saying what to install when a major of the matrix is missing."""
-    if major not in {i.major for i in installs() if i.has_server}:
-        pytest.fail(f"PostgreSQL {major} server programs are missing: {PG_INSTALL_HINT[major]}")
 
 
 def test_every_major_of_the_matrix_is_found_with_its_version() -> None:

@@ -21,7 +21,9 @@ import pytest
 from drkit.config import load_policy
 from drkit.storage import Repository
 from drkit.wal import find_wal_key, prefetch_into
-from tests.conftest import DrkitRunner, S3Server
+from tests.builders import pg_wal_dir, wal_file, write_policy
+from tests.fix_cli import DrkitRunner
+from tests.fix_s3 import S3Server
 from tests.reliability.faultproxy import Fault, FaultProxy
 from tests.wal_support import file_repo_block, shared_dir
 
@@ -38,21 +40,8 @@ class Layout:
     def __init__(self, root: Path, block: dict[str, str]) -> None:
         self.root = root
         self.block = block
-        self.pg_wal = root / "pgdata" / "pg_wal"
-        (self.pg_wal / "archive_status").mkdir(parents=True)
-        self.policy_dir = root / "policies"
-        self.policy_dir.mkdir()
-        import yaml
-
-        (self.policy_dir / "prod.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "environment": "prod",
-                    "database": {"url": "${PROD_DATABASE_URL}"},  # wal commands never need it
-                    "repository": block,
-                }
-            )
-        )
+        self.pg_wal = pg_wal_dir(root / "pgdata")
+        self.policy_dir = write_policy(root / "policies", repository=block)
 
     def control_file(self, system_identifier: int) -> None:
         """A ``global/pg_control`` beside pg_wal, as in a data directory: the cluster's
@@ -65,11 +54,7 @@ class Layout:
         (self.pg_wal.parent / "global" / "pg_control").write_bytes(bytes(data))
 
     def segment(self, name: str, data: bytes, ready: bool = True) -> Path:
-        path = self.pg_wal / name
-        path.write_bytes(data)
-        if ready:
-            (self.pg_wal / "archive_status" / f"{name}.ready").write_text("")
-        return path
+        return wal_file(self.pg_wal, name, data, ready=ready)
 
     def repo(self) -> Repository:
         from drkit.wal import load_wal_policy

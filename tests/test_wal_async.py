@@ -22,7 +22,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import yaml
 
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user
 from drkit.storage import Repository
@@ -42,22 +41,20 @@ from drkit.wal import (
     system_identifier,
     trusted_ack,
 )
-from tests.conftest import S3Server
+from tests import builders
+from tests.fix_s3 import S3Server
 from tests.wal_support import file_repo_block, shared_dir
 
 SEG = 16 * 1024 * 1024
 
 
 def write_policy(policy_dir: Path, block: dict[str, Any], **archiver: Any) -> None:
-    policy_dir.mkdir(exist_ok=True)
-    doc = {
-        "environment": "prod",
-        "database": {"url": "${PROD_DATABASE_URL}"},  # wal commands never need it
-        "repository": block,
-        "wal_archiving": True,
-        "wal_archiver": {"mode": "async", **archiver},
-    }
-    (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    builders.write_policy(
+        policy_dir,
+        repository=block,
+        wal_archiving=True,
+        wal_archiver={"mode": "async", **archiver},
+    )
     chown_tree(policy_dir, cluster_os_user())
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit.backup.catalog import Manifest
 from drkit.backup.retention import wal_to_delete
 from drkit.backup.walchain import check_backup_wal, recovery_timeline
 from drkit.storage import FileBackend, Repository, RepositoryConfig
+from tests.builders import build_physical_manifest
 
 
 def repo_at(tmp_path: Path) -> Repository:
@@ -25,22 +25,13 @@ def put(repo: Repository, name: str, data: bytes = b"x" * SEG) -> None:
 
 
 def manifest(start: str, stop: str, tli: int = 1, wal_stop: str = "0/500100") -> Manifest:
-    now = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
-    return Manifest(
-        id="20261127T020000Z-physical",
-        kind="physical",
-        environment="prod",
-        databases=["app"],
-        server_version="15.18",
-        started_at=now,
-        finished_at=now,
-        consistent_at=now,
-        objects=[],
+    return build_physical_manifest(
+        start,
+        stop,
         wal_start="0/300028",
         wal_stop=wal_stop,
-        wal_start_segment=start,
-        wal_stop_segment=stop,
         timeline=tli,
+        server_version="15.18",
         extra={"wal_segment_size": SEG},
     )
 

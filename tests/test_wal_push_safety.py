@@ -19,7 +19,9 @@ import pytest
 
 from drkit.storage import Repository
 from drkit.wal import find_wal_key, load_wal_policy, open_wal_object
-from tests.conftest import DrkitRunner, S3Server
+from tests.builders import pg_wal_dir, write_policy
+from tests.fix_cli import DrkitRunner
+from tests.fix_s3 import S3Server
 from tests.wal_support import file_repo_block, shared_dir
 
 SEG = 16 * 1024 * 1024
@@ -28,25 +30,12 @@ DRKIT = [sys.executable, "-m", "drkit"]
 
 class Site:
     def __init__(self, root: Path, block: dict[str, str]) -> None:
-        import yaml
 
         self.root = root
-        self.policy_dir = root / "policies"
-        self.policy_dir.mkdir()
-        (self.policy_dir / "prod.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "environment": "prod",
-                    "database": {"url": "${PROD_DATABASE_URL}"},  # wal commands never need it
-                    "repository": block,
-                }
-            )
-        )
+        self.policy_dir = write_policy(root / "policies", repository=block)
 
     def pg_wal(self, label: str) -> Path:
-        path = self.root / label / "pg_wal"
-        (path / "archive_status").mkdir(parents=True, exist_ok=True)
-        return path
+        return pg_wal_dir(self.root / label)
 
     def repo(self) -> Repository:
         return Repository.for_policy(load_wal_policy("prod", self.policy_dir))

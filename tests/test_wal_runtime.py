@@ -26,7 +26,7 @@ from drkit.pg import LocalCluster, cluster_os_user, run_as
 from drkit.storage import Repository
 from drkit.wal import commands as walcmd
 from drkit.wal import find_wal_key, load_wal_policy, prepare_file_repository
-from tests.conftest import DrkitRunner
+from tests.fix_cli import DrkitRunner
 from tests.wal_support import (
     Archived,
     archived_cluster,

@@ -25,7 +25,8 @@ from drkit.wal import (
     prepare_file_repository,
     segment_size_from_control,
 )
-from tests.conftest import DrkitRunner
+from tests.builders import pg_wal_dir
+from tests.fix_cli import DrkitRunner
 from tests.wal_support import Archived, file_repo_block, restored_dsn, shared_dir
 
 pytestmark = pytest.mark.slow
@@ -157,7 +158,7 @@ def test_push_refuses_a_file_of_another_size_than_the_clusters(
     arch = small_segments
     pgdata = arch.root / "fake"
     (pgdata / "global").mkdir(parents=True)
-    (pgdata / "pg_wal" / "archive_status").mkdir(parents=True)
+    pg_wal_dir(pgdata)
     shutil.copy(arch.cluster.data_dir / "global" / "pg_control", pgdata / "global")
     name = "000000010000000200000005"
     path: Path = pgdata / "pg_wal" / name

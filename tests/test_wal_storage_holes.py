@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from drkit.errors import ObjectExists
 from drkit.storage.file import FileBackend, rename_noreplace
-from tests.conftest import DrkitRunner, S3Server
+from tests.builders import pg_wal_dir, wal_file, write_policy
+from tests.fix_cli import DrkitRunner
+from tests.fix_s3 import S3Server
 from tests.reliability.faultproxy import FaultProxy
 from tests.wal_support import file_repo_block, shared_dir
 
@@ -23,17 +24,7 @@ SEG = 16 * 1024 * 1024
 
 
 def _policy(directory: Path, block: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "prod.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "environment": "prod",
-                "database": {"url": "postgresql://drkit@127.0.0.1/app"},
-                "repository": block,
-            }
-        )
-    )
-    return directory
+    return write_policy(directory, "prod", "postgresql://drkit@127.0.0.1/app", block)
 
 
 # ---------------------------------------------------------------------------
@@ -47,8 +38,7 @@ def test_relative_file_url_is_refused_with_exit_2(tmp_path: Path, url: str) -> N
     WAL archive inside it."""
     policy_dir = _policy(tmp_path / "policies", {"url": url})
     pgdata = tmp_path / "pgdata"
-    (pgdata / "pg_wal" / "archive_status").mkdir(parents=True)
-    (pgdata / "pg_wal" / "000000010000000000000001").write_bytes(b"\0" * SEG)
+    wal_file(pg_wal_dir(pgdata), "000000010000000000000001", b"\0" * SEG, ready=False)
     before = sorted(p.relative_to(pgdata) for p in pgdata.rglob("*"))
     for args in (
         ["wal-push", "prod", "pg_wal/000000010000000000000001"],
@@ -180,8 +170,7 @@ def test_s3_push_lists_only_the_segments_own_name(
                 "region": "us-east-1",
             }
             policy_dir = _policy(root / "policies", block)
-            pg_wal = root / "pgdata" / "pg_wal"
-            (pg_wal / "archive_status").mkdir(parents=True)
+            pg_wal = pg_wal_dir(root / "pgdata")
             name = "000000010000000000000001"
             (pg_wal / name).write_bytes(os.urandom(1024) * 1024 * 16)
             pushed = run_drkit("wal-push", "prod", str(pg_wal / name), policy_dir=policy_dir)
@@ -218,8 +207,7 @@ def test_corrupt_uncompressed_wal_is_detected_on_fetch(
             }
         block["compression"] = {"algorithm": "none"}
         policy_dir = _policy(root / "policies", block)  # type: ignore[arg-type]
-        pg_wal = root / "pgdata" / "pg_wal"
-        (pg_wal / "archive_status").mkdir(parents=True)
+        pg_wal = pg_wal_dir(root / "pgdata")
         name = "000000010000000000000001"
         data = os.urandom(SEG)
         (pg_wal / name).write_bytes(data)
@@ -279,8 +267,7 @@ def test_a_copy_that_drops_attributes_still_checks_uncompressed_wal(
             }
         block["compression"] = {"algorithm": "none"}
         policy_dir = _policy(root / "policies", block)  # type: ignore[arg-type]
-        pg_wal = root / "pgdata" / "pg_wal"
-        (pg_wal / "archive_status").mkdir(parents=True)
+        pg_wal = pg_wal_dir(root / "pgdata")
         name = "000000010000000000000001"
         data = os.urandom(SEG)
         (pg_wal / name).write_bytes(data)

@@ -21,7 +21,9 @@ from psycopg import sql
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.storage import Repository
 from drkit.wal import SPOOL_ROOT, archive_command, load_wal_policy, system_identifier
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server
+from tests.builders import build_manifest
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget, S3Server
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 
@@ -197,7 +199,7 @@ def test_a_repository_with_backups_is_bound_to_their_cluster(
     push to bind it must come from their cluster, not from whichever server pushes first."""
     from datetime import UTC, datetime
 
-    from drkit.backup.catalog import Manifest, write_manifest
+    from drkit.backup.catalog import write_manifest
     from drkit.wal import ForeignWal, read_identity, record_identity
 
     policy_dir = make_policy("prod", "postgresql:///unused", repo_target)
@@ -205,17 +207,8 @@ def test_a_repository_with_backups_is_bound_to_their_cluster(
     at = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
     write_manifest(
         repo,
-        Manifest(
-            id="20261120T030000Z-physical",
-            kind="physical",
-            environment="prod",
-            databases=["app"],
-            server_version="15.4",
-            started_at=at,
-            finished_at=at,
-            consistent_at=at,
-            objects=[],
-            system_identifier="7000000000000000001",
+        build_manifest(
+            "physical", at=at, server_version="15.4", system_identifier="7000000000000000001"
         ),
     )
     with pytest.raises(ForeignWal, match="is of cluster 7000000000000000001"):

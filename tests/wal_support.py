@@ -12,16 +12,20 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import yaml
 
+from drkit.config import load_policy
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.wal import archive_command, prepare_file_repository
+from drkit.storage import Repository
+from drkit.wal import archive_command, find_wal_key, prepare_file_repository
+from tests import builders
+from tests.fix_cli import DrkitRunner
 
 
 @contextlib.contextmanager
@@ -69,14 +73,9 @@ class Archived:
 
     def write_policy(self, db_url: str, policy_dir: Path | None = None) -> Path:
         directory = policy_dir or self.policy_dir
-        directory.mkdir(exist_ok=True)
-        doc = {
-            "environment": "prod",
-            "database": {"url": db_url},
-            "repository": self.repo_block,
-            "wal_archiving": True,
-        }
-        (directory / f"{self.env}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        builders.write_policy(
+            directory, self.env, db_url, self.repo_block, environment="prod", wal_archiving=True
+        )
         chown_tree(directory, cluster_os_user())
         return directory
 
@@ -158,3 +157,71 @@ def cluster_user_python(user: str) -> tuple[list[str], str]:
     runtime = _shared_runtime()
     paths = [str(p) for p in runtime.pythonpath]
     return [runtime.python, "-I", "-S"], f"import sys; sys.path[:0] = {paths!r}\n"
+
+
+def repo_of(arch: Archived) -> Repository:
+    return Repository.for_policy(load_policy(arch.env, arch.policy_dir))
+
+
+def has_wal(arch: Archived) -> Callable[[str], bool]:
+    repo = repo_of(arch)
+    return lambda name: find_wal_key(repo, name) is not None
+
+
+def server_now(arch: Archived, dsn: str | None = None) -> datetime:
+    value: datetime = arch.execute("SELECT clock_timestamp()", dsn)[0][0]
+    return value.astimezone(UTC)
+
+
+def markers(dsn: str, arch: Archived) -> list[str]:
+    return [str(r[0]) for r in arch.execute("SELECT label FROM marker ORDER BY id", dsn)]
+
+
+def add_marker(arch: Archived, label: str, dsn: str | None = None) -> datetime:
+    """Insert a marker in its own transaction; returns its commit time (server clock)."""
+    arch.execute(f"INSERT INTO marker (label) VALUES ('{label}')", dsn)
+    return server_now(arch, dsn)
+
+
+def pitr(
+    run_drkit: DrkitRunner,
+    arch: Archived,
+    target: str,
+    *extra: str,
+    policy_dir: Any = None,
+    env: dict[str, str] | None = None,
+) -> Any:
+    pgdata = arch.new_pgdata()
+    result = run_drkit(
+        "restore",
+        arch.env,
+        "--point-in-time",
+        target,
+        "--pgdata",
+        str(pgdata),
+        "--json",
+        *extra,
+        policy_dir=policy_dir or arch.policy_dir,
+        env=env,
+        timeout=600,
+    )
+    log = pgdata / "log" / "drkit-recovery.log"
+    if result.code != 0 and log.exists():  # say why in the assertion message
+        result.stderr += "\n--- recovery log ---\n" + "\n".join(
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if "accepting connections" not in line and "Consistent recovery" not in line
+        )
+    return pgdata, result
+
+
+def backup_with_markers(arch: Archived, run_drkit: DrkitRunner, *labels: str) -> list[str]:
+    """A physical backup, then one marker per label, each in its own archived segment."""
+    arch.execute("CREATE TABLE marker (id serial PRIMARY KEY, label text NOT NULL)")
+    backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
+    assert backup.code == 0, backup.stderr
+    segments = []
+    for label in labels:
+        add_marker(arch, label)
+        segments.append(arch.switch_and_wait(has_wal(arch)))
+    return segments

@@ -1,4 +1,5 @@
-"""Grandfather-father-son retention (DESIGN.md §4), as pure functions.
+"""Grandfather-father-son retention (the ``retention`` keys of docs/policy.md), as pure
+functions.
 
 Nothing here touches a repository: given the backups of one environment, the policy's
 :class:`~drkit.config.RetentionConfig` and its timezone, :func:`plan_retention` says
@@ -27,7 +28,7 @@ it is kept when any series keeps it:
 * Unsuccessful backups (a manifest that records a failure) are kept by no rule.
 * A backup a person keeps (``drkit keep``; the caller passes the keeps that hold now as
   :attr:`BackupRef.hold`) is kept with that reason, ``kept by hand [until ...]``.
-* An incremental keeps its whole chain (§4): every ancestor of a kept backup is kept,
+* An incremental keeps its whole chain: every ancestor of a kept backup is kept,
   with the reason ``parent of <child id>`` (so ``prune --dry-run`` shows the chains).
 
 "Newest" is the server's order (:func:`drkit.backup.order.chronological`: WAL position
@@ -41,7 +42,7 @@ scheduler that was down for a month does not lose the history when it comes back
 The plan is idempotent: applying it to the backups it keeps keeps all of them (the
 last N days of the kept set are the last N days of the full set, and each of them
 still holds its newest backup).  The property tests in ``tests/test_retention_props.py``
-check this, and the kept set, against an independent reading of §4 over years of
+check this, and the kept set, against an independent reading of these rules over years of
 simulated histories.
 
 WAL: :func:`plan_wal` says which WAL the kept backups need.  Without ``retention.wal``,

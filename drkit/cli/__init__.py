@@ -25,7 +25,8 @@ The modules, one concern each:
   :mod:`.wal` (archive-command, wal-push, promote-timeline, wal-fetch), :mod:`.sanitize`,
   :mod:`.drill`, :mod:`.status`, :mod:`.schedule` and :mod:`.demo`;
 - :mod:`.documents`: the published shape of every ``--json`` document;
-- :mod:`.helptext` and :mod:`.logconfig`: how help reads, where log records go.
+- :mod:`.helptext`: how help reads (where log records go is :mod:`drkit.logconfig`,
+  shared with the lean WAL entry).
 
 Core modules never import this package.  The command modules import heavy core modules
 (pydantic, psycopg, sqlglot, APScheduler) inside the command that needs them.

@@ -27,9 +27,9 @@ from typer.models import TyperInfo
 from drkit import VERSION_LINE
 from drkit.cli.common import JsonOpt, PolicyDirOpt, state
 from drkit.cli.helptext import polish
-from drkit.cli.logconfig import configure_logging
 from drkit.cli.outcome import finish, invoke
 from drkit.errors import UsageError
+from drkit.logconfig import configure_logging
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def run(parsed: Parsed) -> int:
         env, path = positionals
         if fast_push(env, path, policy_dir):  # acknowledged by the async archiver's worker
             return 0
-    from drkit.cli.logconfig import configure_logging
+    from drkit.logconfig import configure_logging
     from drkit.wal.commands import load_wal_policy
 
     configure_logging("warning", "text")

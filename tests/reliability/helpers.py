@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import DrkitRunner, RepoTarget, Result, S3Server
+from tests.builders import build_manifest
+from tests.fix_cli import DrkitRunner, Result
+from tests.fix_s3 import RepoTarget, S3Server
 
 TMP_MARK = ".drkit-tmp-"
 
@@ -177,7 +179,7 @@ def publish_base_backup_manifest(policy_dir: Path, dsn: str, env: str = "prod") 
 
     import psycopg
 
-    from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+    from drkit.backup.catalog import make_backup_id, write_manifest
     from drkit.config import load_policy
     from drkit.storage import Repository
 
@@ -196,14 +198,13 @@ def publish_base_backup_manifest(policy_dir: Path, dsn: str, env: str = "prod") 
         obj = repo.store(f"backups/{backup_id}/base.tar", io.BytesIO(b"placeholder"))
         write_manifest(
             repo,
-            Manifest(
-                id=backup_id,
-                kind="physical",
+            build_manifest(
+                "physical",
+                backup_id=backup_id,
+                at=started,
                 environment=env,
                 databases=[str(database)],
                 server_version="",
-                started_at=started,
-                finished_at=started,
                 consistent_at=server_now.astimezone(UTC),
                 objects=[obj],
                 wal_start=lsn,

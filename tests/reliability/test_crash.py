@@ -29,7 +29,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer, pg_versions
+from tests.fix_s3 import RepoTarget
+from tests.reliability.crash_support import (
+    POINTS,
+    SEED,
+    kill_delay,
+    points_for,
+    run_and_kill,
+    timed_run,
+)
 from tests.reliability.helpers import (
     TMP_MARK,
     RepoView,
@@ -40,15 +50,6 @@ from tests.reliability.helpers import (
     verify_all,
     wait_for,
 )
-
-SEED = int(os.environ.get("DRKIT_CRASH_SEED") or random.SystemRandom().randrange(1 << 30))
-POINTS = max(1, int(os.environ.get("DRKIT_CRASH_POINTS", "20")))
-#: Kill points on the other majors of the matrix (the full count runs on the default).
-MATRIX_POINTS = max(1, int(os.environ.get("DRKIT_CRASH_MATRIX_POINTS", "6")))
-
-
-def points_for(pg_major: int | None) -> int:
-    return POINTS if pg_major in (None, 15) else min(POINTS, MATRIX_POINTS)
 
 
 @pytest.fixture(scope="module")
@@ -74,37 +75,6 @@ def small_db(pg_server: PgServer) -> Iterator[str]:
     )
     yield name
     pg_server.drop_database(name)
-
-
-def run_and_kill(
-    args: list[str], policy_dir: Path, delay: float, env: dict[str, str]
-) -> int | None:
-    """Run drkit; SIGKILL it after ``delay`` seconds. None if killed, else its exit code."""
-    proc = start_drkit(*args, policy_dir=policy_dir, env=env)
-    try:
-        proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-        return None
-    _out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    return 0
-
-
-def timed_run(args: list[str], policy_dir: Path, env: dict[str, str]) -> float:
-    started = time.monotonic()
-    proc = start_drkit(*args, policy_dir=policy_dir, env=env)
-    _out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    return time.monotonic() - started
-
-
-def kill_delay(rng: random.Random, duration: float, i: int) -> float:
-    """Every other kill anywhere in a run, the others in its second half (the streaming)."""
-    if i % 2:
-        return rng.uniform(0.0, duration * 1.05)
-    return rng.uniform(duration * 0.5, duration)
 
 
 @pg_versions()

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import files_under, listed_ids, make_age_key, verify_all
 
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drkit.cli import run
-from tests.conftest import DrkitRunner
+from tests.fix_cli import DrkitRunner
 
 BASE_POLICY: dict[str, Any] = {
     "environment": "prod",

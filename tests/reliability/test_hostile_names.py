@@ -16,7 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
 
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.reliability.helpers import make_age_key
 
 SCHEMAS = ["public", 'we"ird sch.ema', "Ünïcødé"]

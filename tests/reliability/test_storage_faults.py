@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_s3 import RepoTarget, S3Server
 from tests.reliability.faultproxy import Fault, FaultProxy
 from tests.reliability.helpers import RepoView
 

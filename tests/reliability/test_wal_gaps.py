@@ -25,7 +25,7 @@ from drkit.config import load_policy
 from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import Repository
 from drkit.wal import find_wal_key
-from tests.conftest import DrkitRunner
+from tests.fix_cli import DrkitRunner
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow

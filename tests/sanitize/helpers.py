@@ -4,17 +4,14 @@ the CLI call, and readers of what a target database holds."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 import yaml
 from psycopg import sql
 
-from tests.conftest import REPO_ROOT, DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import REPO_ROOT, DrkitRunner, Env
 
 SALT = "salt-for-the-sanitize-tests-7f3a"
 ENV = {"DRKIT_SANITIZE_SALT": SALT}
@@ -172,36 +169,6 @@ def assert_constraints_hold(dsn: str) -> None:
             "SELECT count(*) FROM pg_constraint WHERE contype IN ('u', 'p')"
         ).fetchone()
         assert uniques is not None and uniques[0] >= 9
-
-
-class Env:
-    def __init__(self, pg: PgServer, policy_dir: Path, src: str, dsts: dict[str, str]) -> None:
-        self.pg = pg
-        self.policy_dir = policy_dir
-        self.src_name = src
-        self.dsts = dsts
-
-    def dsn(self, dbname: str) -> str:
-        return self.pg.dsn(dbname)
-
-
-@pytest.fixture
-def envs(
-    pg_server: PgServer,
-    sample_db: tuple[str, str],
-    make_policy: PolicyWriter,
-    file_repo: RepoTarget,
-) -> Iterator[Env]:
-    """prod = the sample database; staging and dev = fresh databases (created by drkit)."""
-    src_name, src_url = sample_db
-    suffix = uuid.uuid4().hex[:8]
-    dsts = {"staging": f"stg_{suffix}", "dev": f"dev_{suffix}", "test": f"tst_{suffix}"}
-    policy_dir = make_policy("prod", src_url, file_repo)
-    for env, db in dsts.items():
-        make_policy(env, pg_server.url(db), file_repo)
-    yield Env(pg_server, policy_dir, src_name, dsts)
-    for db in dsts.values():
-        pg_server.drop_database(db)
 
 
 def sanitize(run_drkit: DrkitRunner, e: Env, *args: str) -> Any:

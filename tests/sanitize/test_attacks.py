@@ -20,17 +20,10 @@ import pytest
 import yaml
 from psycopg import sql
 
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
-from tests.sanitize.helpers import (
-    ENV,
-    Env,
-    envs,  # noqa: F401  (the fixture)
-    rows,
-    rules_doc,
-    sanitize,
-    table_dump,
-    write_rules,
-)
+from tests.fix_cli import DrkitRunner, Env, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
+from tests.sanitize.helpers import ENV, rows, rules_doc, sanitize, table_dump, write_rules
 
 
 def respell(pg: PgServer, dbname: str, *, user: str | None = None, pw: str | None = None) -> str:
@@ -92,7 +85,7 @@ def other_role(pg_server: PgServer) -> Iterator[tuple[str, str]]:
 @pytest.mark.parametrize("spelling", ["localhost", "other-user"])
 def test_dev_policy_aliasing_prod_is_refused_live(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     pg_server: PgServer,
@@ -114,7 +107,7 @@ def test_dev_policy_aliasing_prod_is_refused_live(
 
 def test_dev_policy_aliasing_prod_is_refused_from_backup_with_force(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     pg_server: PgServer,
@@ -142,7 +135,7 @@ def test_dev_policy_aliasing_prod_is_refused_from_backup_with_force(
 
 def test_custom_environment_with_prods_rank_is_refused(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     pg_server: PgServer,
@@ -160,7 +153,7 @@ def test_custom_environment_with_prods_rank_is_refused(
 
 def test_self_declared_high_rank_cannot_target_prods_database(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     pg_server: PgServer,
@@ -180,7 +173,7 @@ def test_self_declared_high_rank_cannot_target_prods_database(
 
 def test_protected_environment_is_never_a_target(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     pg_server: PgServer,
@@ -201,7 +194,7 @@ def test_protected_environment_is_never_a_target(
 
 def test_unreachable_protected_environment_fails_closed_until_dst_is_drkits_copy(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     tmp_path: Path,
@@ -234,7 +227,7 @@ def test_unreachable_protected_environment_fails_closed_until_dst_is_drkits_copy
 
 def test_unique_index_the_pseudonyms_violate_leaves_dst_exactly_as_it_was(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     tmp_path: Path,
 ) -> None:
     rules = rules_for(tmp_path, "prod", "staging")
@@ -320,7 +313,7 @@ def test_unique_index_the_pseudonyms_violate_leaves_dst_exactly_as_it_was(
 )
 def test_check_and_run_refuse_strategies_the_constraints_reject(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     tmp_path: Path,
     ddl: str,
     column: str,
@@ -356,7 +349,7 @@ def test_check_and_run_refuse_strategies_the_constraints_reject(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_drops_the_build_and_keeps_dst(
-    envs: Env,  # noqa: F811
+    envs: Env,
     run_drkit: DrkitRunner,
     tmp_path: Path,
     signum: int,
@@ -412,7 +405,7 @@ def test_interrupted_run_drops_the_build_and_keeps_dst(
 
 def test_sessions_on_dst_are_refused_unless_forced(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     tmp_path: Path,
 ) -> None:
     rules = rules_for(tmp_path, "prod", "staging")
@@ -433,7 +426,7 @@ def test_sessions_on_dst_are_refused_unless_forced(
 
 def test_role_without_createdb_is_refused_before_anything_is_written(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     pg_server: PgServer,
@@ -456,7 +449,7 @@ def test_role_without_createdb_is_refused_before_anything_is_written(
 
 def test_keep_old_keeps_the_replaced_database(
     run_drkit: DrkitRunner,
-    envs: Env,  # noqa: F811
+    envs: Env,
     tmp_path: Path,
 ) -> None:
     rules = rules_for(tmp_path, "prod", "staging")
@@ -769,7 +762,7 @@ def test_from_backup_rows_none_originals_are_searched_too(
 
 
 def test_interrupt_during_the_parallel_copy_drops_the_build_and_keeps_dst(
-    envs: Env,  # noqa: F811
+    envs: Env,
     run_drkit: DrkitRunner,
     tmp_path: Path,
 ) -> None:

@@ -16,23 +16,21 @@ import psycopg
 import pytest
 import yaml
 
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
+from tests.fix_cli import DrkitRunner, Env, PolicyWriter
+from tests.fix_pg import PgServer, pg_versions
+from tests.fix_s3 import RepoTarget
 from tests.sanitize.helpers import (
     ENV,
     SALT,
     SHIPPED,
-    Env,
     all_text,
     assert_constraints_hold,
-    envs,
     rows,
     rules_doc,
     sanitize,
     table_dump,
     write_rules,
 )
-
-__all__ = ["envs"]  # the fixture
 
 
 def test_shipped_prod_to_staging_rules_apply_the_seed_plan(

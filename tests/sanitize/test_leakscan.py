@@ -14,10 +14,9 @@ from psycopg import sql
 
 from drkit.errors import SafetyRefused
 from drkit.sanitize.scan import LeakIndex, LeakReport, scan_database
-from tests.conftest import DrkitRunner, PgServer
-from tests.sanitize.helpers import Env, envs, rows, rules_doc, sanitize, write_rules
-
-__all__ = ["envs"]  # the fixture, shared with the copy tests
+from tests.fix_cli import DrkitRunner, Env
+from tests.fix_pg import PgServer
+from tests.sanitize.helpers import rows, rules_doc, sanitize, write_rules
 
 EMAIL = "Anna.Rossi77@Customer-One.com"
 PHONE = "+1 555 0100 2233"

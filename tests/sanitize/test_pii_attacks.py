@@ -24,11 +24,11 @@ import psycopg
 import pytest
 import yaml
 
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, Env, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.sanitize.helpers import ENV as HELPER_ENV
-from tests.sanitize.helpers import SHIPPED, Env, envs, sanitize
-
-__all__ = ["envs"]  # the fixture of the sample-data test
+from tests.sanitize.helpers import SHIPPED, sanitize
 
 SALT = "salt-for-the-pii-attack-tests-5d1e"
 ENV = {"DRKIT_SANITIZE_SALT": SALT}

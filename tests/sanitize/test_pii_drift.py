@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
+from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 
 SALT = "salt-for-the-pii-drift-tests-91c2"
 ENV = {"DRKIT_SANITIZE_SALT": SALT}

@@ -1,7 +1,9 @@
 """Where drkit's log records go and how they look: text or one JSON object per line.
 
-Both entry points (the typer CLI and the lean WAL path) configure logging here, so
-every record passes :class:`drkit.redact.RedactFilter` whatever the level or format.
+Both entry points (the typer CLI and the lean WAL path, :mod:`drkit.wal.entry`)
+configure logging here, so every record passes :class:`drkit.redact.RedactFilter`
+whatever the level or format.  It lives outside :mod:`drkit.cli` so that the WAL entry,
+which PostgreSQL runs, needs nothing of the command-line package.
 Logging is for operators and log shippers; what a command prints for people is
 ``drkit.cli``'s business, and its ``--json`` document is separate from these lines.
 """
