@@ -713,6 +713,12 @@ class _Goal:
                 found.append(entry.name)
         return found
 
+    def _ran_out(self, journal: list[FetchOutcome]) -> bool:
+        """Whether replay consumed every planned segment and stopped only because the
+        first one after them is not in the archive."""
+        after = self.plan.planned_segment(self._planned_last() + 1)
+        return any(e.outcome == "missing" and e.name == after for e in journal)
+
     def ended_at_plan_end(self, server: PostgresServer) -> bool:
         """Whether a recovery to a time that stopped did so only because the planned WAL
         ended: every planned segment was served, the first one after them is what
@@ -755,6 +761,13 @@ class _Goal:
                 vanished[0],
             )
         fatal = server.last_fatal()
+        if _NOT_REACHED in fatal and self.plan.point.kind == "xid" and self._ran_out(journal):
+            return RecoveryStoppedShort(
+                f"recovery replayed the whole archive ({self.plan.reach.last_segment} and every "
+                f"segment before it) and transaction {self.plan.point.xid} did not end in it, "
+                f"short of {wanted}; the server was not promoted {where}",
+                None,
+            )
         if _NOT_REACHED in fatal:
             return RecoveryStoppedShort(
                 f"recovery ended before {wanted} though wal-fetch failed to serve no file: a "
