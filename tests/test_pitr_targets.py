@@ -15,13 +15,17 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
 from drkit.backup.catalog import list_backups
 from tests.conftest import DrkitRunner
+from tests.test_drill import checks_by_name, drill
 from tests.test_pitr import has_wal, markers, repo_of
 from tests.wal_support import Archived, archived_cluster, file_repo_block, restored_dsn, shared_dir
 
 pytestmark = pytest.mark.slow
+
+ONLY_M1 = "SELECT array_agg(label ORDER BY id) = ARRAY['m1'] FROM marker"
 
 
 @pytest.fixture
@@ -74,6 +78,21 @@ def test_every_target_kind_and_continue(file_archived: Archived, run_drkit: Drki
     assert again.code == 4 and "rp1" in one_line(again.stderr)
     assert repo_of(arch).get_json("restore-points/rp1.json")["lsn"] == rp1["lsn"]
 
+    # a drill to the restore point: the policy's SQL check sees m1 alone
+    drill_dir = arch.root / "drill-policies"
+    drill_dir.mkdir()
+    doc = yaml.safe_load((arch.policy_dir / "prod.yaml").read_text())
+    doc["drill"] = {"checks": {"sql": [{"name": "m1 only", "query": ONLY_M1}]}}
+    (drill_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+    scratch = arch.root / "scratch"
+    scratch.mkdir(mode=0o755)
+    drilled = drill(run_drkit, drill_dir, scratch, "--target-name", "rp1", "--json", timeout=600)
+    report = drilled.json()
+    checks = checks_by_name(report)
+    assert report["recovery_point"]["target"] == "name:rp1", drilled.stderr
+    assert checks["restore base backup + WAL"]["status"] == "PASS"
+    assert checks["sql: m1 only"]["status"] == "PASS"
+
     # --target-xid --exclusive: just before the transaction that inserted m2
     pgdata = arch.new_pgdata()
     result = restore(
@@ -101,6 +120,19 @@ def test_every_target_kind_and_continue(file_archived: Archived, run_drkit: Drki
     result = restore(run_drkit, arch, "--target-name", "nope", "--pgdata", str(pgdata))
     assert result.code == 3 and "nope" in one_line(result.stderr)
     assert not pgdata.exists() or not any(pgdata.iterdir())
+
+    # an LSN past the archive: refused before anything is written
+    pgdata = arch.new_pgdata()
+    result = restore(run_drkit, arch, "--target-lsn", "FF/0", "--pgdata", str(pgdata))
+    assert result.code == 3 and "after the last WAL reachable" in one_line(result.stderr)
+    assert not pgdata.exists() or not any(pgdata.iterdir())
+
+    # a transaction the archive never ends: replay runs out, and nothing is promoted
+    pgdata = arch.new_pgdata()
+    result = restore(run_drkit, arch, "--target-xid", str(xid2 + 100000), "--pgdata", str(pgdata))
+    assert result.code == 3, result.stderr
+    assert "did not end in it" in result.stderr and "not promoted" in result.stderr
+    assert not (pgdata / "postmaster.pid").exists()
 
     # --target-name, paused: then moved on with --continue, in the same directory
     pgdata = arch.new_pgdata()
@@ -136,6 +168,11 @@ def test_every_target_kind_and_continue(file_archived: Archived, run_drkit: Drki
         assert result.code == 3, result.stderr
         assert "not after the point" in one_line(result.stderr)
     assert markers(dsn, arch) == ["m1", "m2"]
+    result = restore(
+        run_drkit, arch, "--continue", "--point-in-time", "latest", "--timeline", "7",
+        "--pgdata", str(pgdata),
+    )  # fmt: skip
+    assert result.code == 3 and "follows timeline 1" in one_line(result.stderr)
 
     result = restore(
         run_drkit, arch, "--continue", "--point-in-time", "latest", "--pgdata", str(pgdata)
