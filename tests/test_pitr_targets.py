@@ -9,8 +9,10 @@ before it runs (an unpack would fail).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -161,6 +163,10 @@ def test_every_target_kind_and_continue(file_archived: Archived, run_drkit: Drki
     assert "fetch_unpack" not in report["phases_seconds"]
     assert markers(dsn, arch) == ["m1", "m2"]
     assert os.stat(pgdata).st_ino == inode and (pgdata / "sentinel").exists()
+    owner = os.stat(pgdata).st_uid  # what drkit rewrote stays the cluster user's
+    assert {os.stat(pgdata / n).st_uid for n in ("drkit-recovery.json", "drkit-restored.json")} == {
+        owner
+    }
 
     # behind the point replayed: refused in one line, the server left as it was
     for behind in (["--target-name", "rp1"], ["--target-xid", str(xid2)], ["--immediate"]):
@@ -188,6 +194,17 @@ def test_every_target_kind_and_continue(file_archived: Archived, run_drkit: Drki
         run_drkit, arch, "--continue", "--point-in-time", "latest", "--pgdata", str(pgdata)
     )
     assert result.code == 4 and "left recovery" in one_line(result.stderr)
+
+    # a base backup that records no next transaction ID cannot be said to precede an xid
+    root = Path(arch.repo_block["url"].removeprefix("file://"))
+    for path in (root / arch.env / "backups").glob("*/manifest.json"):
+        doc = json.loads(path.read_text())
+        del doc["extra"]["next_xid"]
+        path.write_text(json.dumps(doc))
+    pgdata = arch.new_pgdata()
+    result = restore(run_drkit, arch, "--target-xid", str(xid2), "--pgdata", str(pgdata))
+    assert result.code == 3 and "records its next transaction ID" in one_line(result.stderr)
+    assert not pgdata.exists() or not any(pgdata.iterdir())
 
 
 @pytest.mark.parametrize(

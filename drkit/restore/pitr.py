@@ -84,6 +84,7 @@ from drkit.restore.recovery_conf import write_recovery_config
 from drkit.restore.target import RecoveryTarget, stop_settings
 from drkit.storage.repository import Repository
 from drkit.wal import (
+    RESTORE_MARKER,
     SPOOL_DIR,
     FetchOutcome,
     clear_restore_marker,
@@ -307,8 +308,10 @@ def continue_recovery(
                 f"the archive ends at {recovery.end_lsn}, behind the point the server paused "
                 f"in {pgdata} has replayed ({now.lsn}): nothing to move on to"
             )
-    recovery.mark()
-    chown_tree(pgdata / RECOVERY_STATE, recovery.user)
+    recovery.mark()  # the new target, in the files drkit keeps in the data directory
+    for name in (RECOVERY_STATE, RESTORE_MARKER):
+        if (pgdata / name).exists():
+            chown_tree(pgdata / name, recovery.user)
     result = recovery.prepared(target_action, 0.0)
     result.phases = {}
     result.continued = True
@@ -795,7 +798,10 @@ class _Goal:
         if (
             self.target is not None
             and replayed.last_commit is not None
-            and replayed.last_commit > self.target
+            and (
+                replayed.last_commit > self.target
+                or (not self.plan.point.inclusive and replayed.last_commit == self.target)
+            )
         ):
             raise CheckFailed(
                 f"recovery to {iso(self.target)} replayed a commit of "
