@@ -248,6 +248,15 @@ def _setting(conn: psycopg.Connection[Any], name: str) -> str | None:
     return str(row[0]) if row else None
 
 
+def _next_xid(dsn: str) -> int:
+    """The first transaction ID the server has not assigned yet (full, with its epoch),
+    read without assigning one."""
+    with connect(dsn) as conn:
+        row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _server_clock(dsn: str) -> ServerReading:
     """The server's clock now, and the host clock's distance from it."""
     with connect(dsn) as conn:
@@ -404,8 +413,10 @@ def wait_for_wal(
     dsn: str | None = None,
     *,
     failed_since: datetime | None = None,
+    needed_by: str = "the backup",
 ) -> None:
-    """Block until every WAL file in ``names`` is in the repository.
+    """Block until every WAL file in ``names`` is in the repository (``needed_by``: what
+    cannot be restored without them, for the message).
 
     With ``failed_since`` (a time of the server's clock) and ``dsn``, stop as soon as the
     server's archiver reports a failure since then and has archived nothing after it
@@ -424,7 +435,7 @@ def wait_for_wal(
             within = "" if failed else f" within {timeout:.0f}s"
             raise OperationError(
                 f"WAL {pending[0]} was not archived to {repo.location}{within}"
-                f"{archiver_status(dsn) if dsn else ''}: the backup cannot be restored "
+                f"{archiver_status(dsn) if dsn else ''}: {needed_by} cannot be restored "
                 "without it — check archive_command and the server log"
             )
         time.sleep(delay)
@@ -662,6 +673,7 @@ class _BaseBackup:
         try:
             objects, tap = self._stream(backup_id, args, env, application_name, parent)
             clock = _server_clock(self.dsn)
+            next_xid = _next_xid(self.dsn)
             label = tap.members.get("backup_label", b"").decode("utf-8", "replace")
             wal_start, timeline = _label_start(label)
             archived = Meter(self.on_progress, "WAL archived")  # a phase that counts nothing
@@ -710,6 +722,9 @@ class _BaseBackup:
                     "stop_timeline": span.stop_timeline,
                     "backup_history_file": span.history_name,
                     "tar_members": len(tap.names),
+                    # no transaction from this ID on committed before the consistent
+                    # point: --target-xid chooses a backup by it
+                    "next_xid": next_xid,
                 },
             )
             if counted is not None:

@@ -58,6 +58,9 @@ COMMANDS: dict[str, Listed] = {
     "backups": Listed(
         "backup", "List backups: id, kind, started, duration, size, databases, retention tiers."
     ),
+    "restore-point": Listed(
+        "backup", "Create a named restore point, wait until its WAL is archived, and record it."
+    ),
     "verify": Listed(
         "backup",
         "Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups.",

@@ -18,6 +18,7 @@ from drkit.wal import format_lsn
 
 if TYPE_CHECKING:
     from drkit.backup.catalog import Manifest
+    from drkit.backup.restorepoint import RestorePoint
 
 #: this module's commands, registered on drkit's root by drkit.cli.app
 commands = typer.Typer()
@@ -123,6 +124,7 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     A repository that does not exist is an error (exit 1), not an empty list."""
     from drkit.backup.catalog import skewed_backups
     from drkit.backup.order import SKEW_BOUND
+    from drkit.backup.restorepoint import list_restore_points
     from drkit.backup.retention import current_tiers
 
     settle(json_out, policy_dir)
@@ -134,6 +136,7 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     now = datetime.now(UTC)
     holds = {k: h for k, h in listing.holds.items() if h.active(now)}
     tiers = current_tiers(policy, manifests, {k: h.reason for k, h in holds.items()})
+    points = list_restore_points(repo)
     rows = []
     for m in reversed(manifests):
         row = backup_summary(m)
@@ -142,8 +145,17 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
         row["kept_until"] = None if hold is None else iso(hold.until) if hold.until else "forever"
         rows.append(row)
     if state.json:
-        emit_json({"environment": env, "repository": repo.location, "backups": rows})
+        emit_json(
+            {
+                "environment": env,
+                "repository": repo.location,
+                "backups": rows,
+                "restore_points": [p.to_dict() for p in points],
+            }
+        )
         return
+    if points:
+        _print_restore_points(env, repo, points)
     if not rows:
         out.print(f"no backups in {repo.location}", markup=False, highlight=False)
         return
@@ -182,6 +194,54 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
             markup=False,
             highlight=False,
         )
+
+
+def _print_restore_points(env: str, repo: Repository, points: list[RestorePoint]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"restore points of {env} in {repo.location}")
+    table.add_column("name", no_wrap=True)
+    for col in ("created", "lsn", "timeline", "segment"):
+        table.add_column(col, overflow="fold")
+    for p in points:
+        table.add_row(p.name, ts_text(p.created_at), p.lsn, str(p.timeline), p.segment)
+    out.print(table)
+
+
+@commands.command("restore-point")
+def restore_point(
+    env: EnvArg,
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME", help="The restore point's name (what --target-name takes later)."
+        ),
+    ],
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Create a named restore point, wait until its WAL is archived, and record it.
+
+    pg_create_restore_point, then pg_switch_wal; the record
+    (ENV/restore-points/NAME.json: time, LSN, timeline, system identifier) is written
+    only once the segment holding it is in the repository, and never replaced: a name
+    already recorded is refused (exit 4).  The wait is bounded by DRKIT_ARCHIVE_WAIT
+    seconds (exit 1 past it).  drkit restore ENV --target-name NAME recovers to it."""
+    from drkit.backup.restorepoint import check_restore_point_name, create_restore_point
+
+    settle(json_out, policy_dir)
+    check_restore_point_name(name)
+    policy = load(env)
+    point = create_restore_point(policy, name)
+    if state.json:
+        emit_json({"ok": True, **point.to_dict()})
+        return
+    out.print(
+        f"[green]✓[/green] restore point {point.name} at {point.lsn} (timeline {point.timeline}, "
+        f"{ts_text(point.created_at)}), WAL {point.segment} archived; recover to it with "
+        f"drkit restore {env} --target-name {point.name} --pgdata DIR",
+        highlight=False,
+    )
 
 
 def skew_text(manifest: Manifest) -> str:

@@ -202,6 +202,17 @@ class BackupRow(BackupSummary):
     )
 
 
+class RestorePointRow(Shape):
+    name: str = _field("what --target-name takes")
+    environment: str
+    created_at: Timestamp = _field("the server's clock when it was created")
+    lsn: str = _field("the end of the restore point's WAL record: where recovery to it pauses")
+    timeline: int
+    system_identifier: str = _field("the cluster it was created on (pg_control_system())")
+    segment: str = _field("the WAL segment holding it, archived before it was recorded")
+    next_xid: int | None = _field("the first transaction ID not yet assigned then")
+
+
 class BackupsDocument(Document):
     """`drkit backups ENV --json`: newest first, in the server's order (WAL position
     within a cluster, then the server's time), never by id or host time"""
@@ -209,6 +220,14 @@ class BackupsDocument(Document):
     environment: str
     repository: str = _field("the repository location, credentials masked")
     backups: list[BackupRow]
+    restore_points: list[RestorePointRow] = _field(
+        "the restore points drkit restore-point recorded, oldest first", default_factory=list
+    )
+
+
+class RestorePointDocument(Document, RestorePointRow):
+    """`drkit restore-point ENV NAME --json`: the restore point created, archived and
+    recorded"""
 
 
 class WalChecked(Shape):
@@ -424,7 +443,18 @@ class PitrDocument(Document):
         "the base backups combined for it, full first (more than one when it is incremental)",
         default=None,
     )
-    target: str = _field("the target asked for: an RFC 3339 timestamp or latest")
+    target: str = _field(
+        "the target asked for: an RFC 3339 timestamp, latest, immediate, or kind:value "
+        "(xid:745, lsn:0/3000028, name:before-migration; ' (exclusive)' appended for "
+        "--exclusive)"
+    )
+    target_kind: Literal["time", "latest", "xid", "lsn", "name", "immediate"] = _field(
+        "the kind of target", default="time"
+    )
+    continued: bool = _field(
+        "--continue: a paused server was moved on in the same data directory, nothing unpacked",
+        default=False,
+    )
     pgdata: str
     port: int
     action: Literal["promote", "pause", "shutdown"]
@@ -887,6 +917,7 @@ DOCUMENTS: dict[str, type[Document]] = {
     "delete": DeleteDocument,
     "restore": RestoreDocument,
     "restore-point-in-time": PitrDocument,
+    "restore-point": RestorePointDocument,
     "wal-push": WalPushDocument,
     "wal-fetch": WalFetchDocument,
     "promote-timeline": PromoteTimelineDocument,

@@ -19,7 +19,7 @@ from drkit.cli.common import (
     state,
 )
 from drkit.cli.render import live_progress, print_drill
-from drkit.errors import CheckFailed, OperationError
+from drkit.errors import CheckFailed, OperationError, UsageError
 
 #: this module's commands, registered on drkit's root by drkit.cli.app
 commands = typer.Typer()
@@ -45,6 +45,26 @@ def drill(
             "--point-in-time", metavar="TS|latest", help="PITR target for a physical drill."
         ),
     ] = None,
+    target_xid: Annotated[
+        str | None,
+        typer.Option("--target-xid", metavar="XID", help="PITR target: a transaction's end."),
+    ] = None,
+    target_lsn: Annotated[
+        str | None, typer.Option("--target-lsn", metavar="LSN", help="PITR target: a WAL position.")
+    ] = None,
+    target_name: Annotated[
+        str | None,
+        typer.Option(
+            "--target-name", metavar="NAME", help="PITR target: a restore point drkit recorded."
+        ),
+    ] = None,
+    immediate: Annotated[
+        bool, typer.Option("--immediate", help="PITR target: the base backup's consistent point.")
+    ] = False,
+    exclusive: Annotated[
+        bool,
+        typer.Option("--exclusive", help="Stop just before the time, transaction or LSN target."),
+    ] = False,
     report_dir: Annotated[
         Path | None,
         typer.Option(
@@ -67,18 +87,34 @@ def drill(
 ) -> None:
     """Restore drill: restore into a scratch cluster, measure RTO/RPO, validate, report."""
     # lazy: pydantic and psycopg, ~0.4 s
-    from drkit.config import parse_timestamp
     from drkit.drill import run_drill
     from drkit.drill.report import PHASE_TITLES
+    from drkit.restore.target import parse_target
 
     settle(json_out, policy_dir)
+    point = parse_target(
+        point_in_time=point_in_time,
+        xid=target_xid,
+        lsn=target_lsn,
+        name=target_name,
+        immediate=immediate,
+        exclusive=exclusive,
+    )
+    if (
+        point is not None
+        and point.kind not in ("time", "latest")
+        and backup_ref not in (None, "latest")
+    ):
+        raise UsageError(
+            "--backup goes with a drill to the end of the archive; a recovery target "
+            "chooses the base backup that precedes it"
+        )
     policy = load(env)
-    target = parse_timestamp(point_in_time, option="--point-in-time") if point_in_time else None
     with sigterm_interrupts(), live_progress(PHASE_TITLES) as on_phase:
         result = run_drill(
             policy,
             backup_ref=backup_ref,
-            point_in_time=target,
+            point=point,
             keep=keep,
             report_dir=report_dir,
             on_phase=on_phase,

@@ -1,5 +1,6 @@
-"""``drkit restore``: a logical restore, or with --point-in-time a physical
-point-in-time recovery."""
+"""``drkit restore``: a logical restore, or with a recovery target (--point-in-time,
+--target-xid, --target-lsn, --target-name, --immediate) a physical point-in-time
+recovery; with --continue, a paused recovery moved on to a later target."""
 
 from __future__ import annotations
 
@@ -27,9 +28,8 @@ from drkit.errors import UsageError
 commands = typer.Typer()
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from drkit.restore.pitr import PitrResult
+    from drkit.restore.target import RecoveryTarget
 
 
 @commands.command("restore")
@@ -77,6 +77,51 @@ def restore(
             help="Physical PITR target: ISO timestamp with zone, or latest.",
         ),
     ] = None,
+    target_xid: Annotated[
+        str | None,
+        typer.Option(
+            "--target-xid",
+            metavar="XID",
+            help="Physical PITR target: up to the end of this transaction.",
+        ),
+    ] = None,
+    target_lsn: Annotated[
+        str | None,
+        typer.Option(
+            "--target-lsn", metavar="LSN", help="Physical PITR target: up to this WAL position."
+        ),
+    ] = None,
+    target_name: Annotated[
+        str | None,
+        typer.Option(
+            "--target-name",
+            metavar="NAME",
+            help="Physical PITR target: a restore point recorded by drkit restore-point.",
+        ),
+    ] = None,
+    immediate: Annotated[
+        bool,
+        typer.Option(
+            "--immediate",
+            help="Physical PITR target: the base backup's consistent point, and no further.",
+        ),
+    ] = False,
+    exclusive: Annotated[
+        bool,
+        typer.Option(
+            "--exclusive",
+            help="Stop just before the target (with --point-in-time TS, --target-xid, "
+            "--target-lsn).",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--continue",
+            help="Move the server paused in --pgdata (--target-action pause) on to a later "
+            "target, without restoring again.",
+        ),
+    ] = False,
     pgdata: Annotated[
         Path | None, typer.Option("--pgdata", metavar="DIR", help="Empty data directory for PITR.")
     ] = None,
@@ -115,14 +160,37 @@ def restore(
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
-    """Logical restore, or with --point-in-time a physical point-in-time recovery."""
+    """Logical restore, or with --point-in-time a physical point-in-time recovery.
+
+    A physical recovery takes exactly one target: --point-in-time TS|latest,
+    --target-xid, --target-lsn, --target-name (a restore point drkit recorded) or
+    --immediate; --exclusive stops just before a time, transaction or LSN.  The server
+    pauses at the target and drkit checks what it replayed before the --target-action.
+    --continue moves a server paused in --pgdata on to a later target."""
     settle(json_out, policy_dir)
-    if point_in_time is None:
+    from drkit.restore.target import parse_target
+
+    point = parse_target(
+        point_in_time=point_in_time,
+        xid=target_xid,
+        lsn=target_lsn,
+        name=target_name,
+        immediate=immediate,
+        exclusive=exclusive,
+    )
+    if point is None:
+        if resume:
+            raise UsageError("--continue needs the later target to move the paused server on to")
         _refuse_pitr_options(pgdata, port, no_start, allow_gap, timeline, archive_mode)
         _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
         return
+    if backup_ref is not None:
+        raise UsageError(
+            "a backup id is for logical restores; a recovery chooses the base backup "
+            "that precedes its target"
+        )
     recovery = _recovery(
-        point_in_time,
+        point,
         pgdata,
         port=port,
         target_action=target_action,
@@ -133,6 +201,7 @@ def restore(
         target_db=target_db,
         database=database,
         tables=tables or [],
+        resume=resume,
     )
     _restore_pitr(env, recovery)
 
@@ -159,7 +228,8 @@ def _refuse_pitr_options(
     ):
         raise UsageError(
             "--pgdata, --port, --no-start, --timeline, --archive-mode and --allow-gap "
-            "go with --point-in-time"
+            "go with a recovery target (--point-in-time, --target-xid, --target-lsn, "
+            "--target-name, --immediate)"
         )
 
 
@@ -207,7 +277,7 @@ def _restore_logical(
 class Recovery:
     """A point-in-time recovery as the command line asks for it, its options checked."""
 
-    target: datetime | None  # None: latest
+    point: RecoveryTarget
     pgdata: Path
     port: int | None
     target_action: str
@@ -215,10 +285,11 @@ class Recovery:
     archive: bool
     timeline: str | int
     allow_gap: bool
+    resume: bool = False
 
 
 def _recovery(
-    point_in_time: str,
+    point: RecoveryTarget,
     pgdata: Path | None,
     *,
     port: int | None,
@@ -230,32 +301,36 @@ def _recovery(
     target_db: str | None,
     database: str | None,
     tables: list[str],
+    resume: bool,
 ) -> Recovery:
     """Check the options of a point-in-time recovery, in the order their errors are
     reported (--target-db, --database and --table belong to logical restores), and parse
     its target and timeline."""
     if database is not None or tables:
         raise UsageError("--database and --table are for logical restores")
+    flag = point.describe().split(" ", 1)[0]
     if pgdata is None:
-        raise UsageError("--point-in-time needs --pgdata DIR (an empty data directory)")
+        if resume:
+            raise UsageError(
+                "--continue needs --pgdata DIR (the data directory of the paused server)"
+            )
+        raise UsageError(f"{flag} needs --pgdata DIR (an empty data directory)")
+    if resume and (port is not None or not start or archive_mode != "off" or allow_gap):
+        raise UsageError(
+            "--continue moves the paused server as it runs: --port, --no-start, "
+            "--archive-mode and --allow-gap go with a first recovery"
+        )
     if target_db is not None:
         raise UsageError("--target-db is for logical restores; PITR recovers a whole cluster")
     if target_action not in ("promote", "pause", "shutdown"):
         raise UsageError("--target-action must be promote, pause or shutdown")
     if archive_mode not in ("off", "preserve"):
         raise UsageError("--archive-mode must be off or preserve")
-    # lazy: pydantic and psycopg, ~0.5 s
-    from drkit.config import parse_timestamp
-    from drkit.restore.plan import parse_timeline
+    from drkit.restore.plan import parse_timeline  # lazy: pydantic and psycopg, ~0.5 s
 
     follow = parse_timeline(timeline)
-    target = (
-        None
-        if point_in_time == "latest"
-        else parse_timestamp(point_in_time, option="--point-in-time")
-    )
     return Recovery(
-        target=target,
+        point=point,
         pgdata=pgdata,
         port=port,
         target_action=target_action,
@@ -263,26 +338,39 @@ def _recovery(
         archive=archive_mode == "preserve",
         timeline=follow,
         allow_gap=allow_gap,
+        resume=resume,
     )
 
 
 def _restore_pitr(env: str, recovery: Recovery) -> None:
-    from drkit.restore.pitr import restore_point_in_time  # lazy: pydantic and psycopg
+    # lazy: pydantic and psycopg
+    from drkit.restore.pitr import continue_recovery, restore_point_in_time
 
     policy = load(env)
     with live_progress() as progress:
-        result = restore_point_in_time(
-            policy,
-            recovery.target,
-            recovery.pgdata,
-            port=recovery.port,
-            target_action=recovery.target_action,
-            start=recovery.start,
-            archive=recovery.archive,
-            timeline=recovery.timeline,
-            allow_gap=recovery.allow_gap,
-            on_progress=progress,
-        )
+        if recovery.resume:
+            result = continue_recovery(
+                policy,
+                recovery.point,
+                recovery.pgdata,
+                target_action=recovery.target_action,
+                timeline=recovery.timeline,
+                on_progress=progress,
+            )
+        else:
+            result = restore_point_in_time(
+                policy,
+                None,
+                recovery.pgdata,
+                point=recovery.point,
+                port=recovery.port,
+                target_action=recovery.target_action,
+                start=recovery.start,
+                archive=recovery.archive,
+                timeline=recovery.timeline,
+                allow_gap=recovery.allow_gap,
+                on_progress=progress,
+            )
     if state.json:
         emit_json({"ok": True, **result.to_dict()})
         return
@@ -294,6 +382,12 @@ def _print_recovery(result: PitrResult) -> None:
         out.print(
             f"[green]✓[/green] {result.pgdata} prepared from {result.backup_id} for recovery to "
             f"{result.target} (port {result.port}); start it with pg_ctl -D {result.pgdata} start"
+        )
+    elif result.continued:
+        out.print(
+            f"[green]✓[/green] moved on to {ts_text(result.reached_at)} (asked: {result.target}) "
+            f"in the same data directory, recovered from {result.backup_id}: timeline "
+            f"{result.timeline}, {result.state}, port {result.port}, data in {result.pgdata}"
         )
     else:
         out.print(

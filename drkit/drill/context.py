@@ -24,6 +24,7 @@ from drkit.drill.report import DrillReport
 from drkit.errors import OperationError
 from drkit.pg import PostgresServer
 from drkit.progress import Meter, OnProgress
+from drkit.restore.target import RecoveryTarget
 from drkit.storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class DrillRun:
     jobs: int = 1
     #: every server the drill started: torn down at the end, whatever happened
     scratch: list[PostgresServer] = field(default_factory=list)
+    #: a physical drill's recovery target of another kind than a time (--target-xid,
+    #: --target-lsn, --target-name, --immediate); None: ``report.target_point`` or the end
+    point: RecoveryTarget | None = None
 
     @property
     def fetch_dir(self) -> Path:

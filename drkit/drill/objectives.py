@@ -12,8 +12,6 @@ not measured is NOT_RUN too; a drill that could not run is not judged.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from drkit.backup.catalog import Manifest
 from drkit.config import Policy
 from drkit.drill.report import FAIL, NOT_RUN, PASS, Check, DrillReport
@@ -27,12 +25,12 @@ def judge_objectives(
     manifest: Manifest,
     report: DrillReport,
     backup_ref: str,
-    point_in_time: datetime | None,
+    targeted: bool,
 ) -> None:
     """RTO and RPO as checks of kind ``objective`` (a missing objective is NOT_RUN)."""
     if report.error is not None:
         return
-    if backup_ref == "latest" and point_in_time is None and report.reached_point is not None:
+    if backup_ref == "latest" and not targeted and report.reached_point is not None:
         report.rpo_achieved = (report.started_at - report.reached_point).total_seconds()
         report.rpo_basis = "drill start minus the newest point this drill restored " + (
             "(last replayed commit)" if manifest.kind == "physical" else "(backup consistent point)"

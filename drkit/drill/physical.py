@@ -92,9 +92,10 @@ def _recover(
             pgdata,
             archive=False,
             repo=run.repo,
-            backup=run.manifest if report.target_point is None else None,
+            backup=run.manifest if _to_the_end(run) else None,
             on_progress=run.timer.on_phase,
             observer=watch,
+            point=run.point,
         )
     except (CheckFailed, OperationError) as exc:
         watch.stop()
@@ -104,12 +105,12 @@ def _recover(
                 "restore base backup + WAL",
                 "restore",
                 FAIL,
-                expected="recovery to " + (iso(report.target_point) or "the end of the archive"),
+                expected=_expected(run),
                 observed="recovery failed",
                 detail=str(exc),
             )
         )
-        if isinstance(exc, RecoveryStoppedShort) and report.target_point is None:
+        if isinstance(exc, RecoveryStoppedShort) and _to_the_end(run):
             report.add(
                 Check(
                     END_CHECK,
@@ -126,6 +127,18 @@ def _recover(
         raise
     watch.stop()
     return result
+
+
+def _to_the_end(run: DrillRun) -> bool:
+    """Whether the drill recovers to the end of the archive (no target was given)."""
+    return run.report.target_point is None and run.point is None
+
+
+def _expected(run: DrillRun) -> str:
+    report = run.report
+    return "recovery to " + (
+        report.target_label or iso(report.target_point) or "the end of the archive"
+    )
 
 
 def _time_phases(run: DrillRun, watch: _RecoveryWatch, result: PitrResult, started: float) -> float:
@@ -165,12 +178,12 @@ def _judge_recovery(run: DrillRun, result: PitrResult) -> None:
             "restore base backup + WAL",
             "restore",
             PASS,
-            expected="recovery to " + (iso(report.target_point) or "the end of the archive"),
+            expected=_expected(run),
             observed=f"{result.state} at {iso(result.reached_at) or 'the backup end'}, "
             f"timeline {result.timeline}",
         )
     )
-    if report.target_point is None:  # the point the recovered server reports, not a log line
+    if _to_the_end(run):  # the point the recovered server reports, not a log line
         reached = result.lsn is not None and result.end_lsn is not None
         done = reached and parse_lsn(str(result.lsn)) >= parse_lsn(str(result.end_lsn))
         report.add(
@@ -270,7 +283,7 @@ class _RecoveryWatch:
         point = manifest.extra.get("row_counts_restore_point")
         wanted = run.policy.drill.checks.row_counts and manifest.row_counts
         self.pause_at = point if wanted and isinstance(point, str) else None
-        if run.report.target_point is not None:
+        if not _to_the_end(run):  # the counted point may lie past the target
             self.pause_at = None
 
     def on_server(self, server: PostgresServer) -> None:

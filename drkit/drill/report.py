@@ -103,6 +103,9 @@ class DrillReport:
     backup_chain: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
     target_point: datetime | None = None  # --point-in-time, None = as far as possible
+    #: a target of another kind (--target-xid, --target-lsn, --target-name, --immediate)
+    #: as the report shows it (xid:745, ...); None for a time or the end of the archive
+    target_label: str | None = None
     reached_point: datetime | None = None
     phases: dict[str, float] = field(default_factory=dict)
     rto_wall: float | None = None  # start to validated, when phases overlapped
@@ -187,7 +190,8 @@ class DrillReport:
                 "chain": list(self.backup_chain) or None,
             },
             "recovery_point": {
-                "target": iso(self.target_point) if self.target_point else "latest",
+                "target": self.target_label
+                or (iso(self.target_point) if self.target_point else "latest"),
                 "reached": iso(self.reached_point),
             },
             "rto": {

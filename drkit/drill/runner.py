@@ -60,6 +60,7 @@ from drkit.pg import (
 )
 from drkit.pg.binaries import logical_target_major
 from drkit.restore import past_reports
+from drkit.restore.target import RecoveryTarget
 from drkit.storage.repository import Repository
 from drkit.streams import spool_dir
 
@@ -92,6 +93,7 @@ def run_drill(
     keep: bool = False,
     report_dir: Path | None = None,
     jobs: int = 1,
+    point: RecoveryTarget | None = None,
     repo: Repository | None = None,
     on_phase: PhaseCallback | None = None,
     rng: random.Random | None = None,
@@ -102,6 +104,8 @@ def run_drill(
     ``backup_ref`` None (with no ``point_in_time`` and no ``target_major``) drills every
     kind of backup the policy takes, one after the other, into one report; ``latest``
     is the newest backup of either kind.
+    ``point``: a recovery target of any kind instead of ``point_in_time`` (a physical
+    drill; the recovery chooses the base backup that precedes it).
 
     Raises (before any scratch cluster exists) when no backup can be selected; returns
     a result whose ``verdict`` is PASS, FAIL or ERROR otherwise.  KeyboardInterrupt
@@ -111,7 +115,9 @@ def run_drill(
     own_repo = repo is None
     repo = repo or Repository.for_policy(policy)
     try:
-        every = backup_ref is None and point_in_time is None and target_major is None
+        every = (
+            backup_ref is None and point_in_time is None and point is None and target_major is None
+        )
         kinds = drill_kinds(policy, repo) if every else ()
         if len(kinds) > 1 and list_backups(repo):  # none at all: refused as ever, below
             return _run_every_kind(
@@ -137,6 +143,7 @@ def run_drill(
             on_phase=on_phase,
             rng=rng,
             target_major=target_major,
+            point=point,
         )
     finally:
         if own_repo:
@@ -263,6 +270,7 @@ def _run(
     target_major: int | None = None,
     kinds: tuple[str, ...] | None = None,
     publish: bool = True,
+    point: RecoveryTarget | None = None,
 ) -> DrillResult:
     # the stages bring psycopg and point-in-time recovery: loaded when a drill runs, so
     # that importing this package (its report, for status and check) stays cheap
@@ -271,16 +279,19 @@ def _run(
     from drkit.drill.physical import drill_physical
 
     # the drill handles both kinds; a point in time needs a base backup and its WAL
-    if point_in_time is not None:
+    if point is not None and point.kind in ("time", "latest"):
+        point_in_time, point = point.time, None
+    if point_in_time is not None or point is not None:
         kinds = ("physical",)
     manifest = resolve_backup(repo, backup_ref, kinds=kinds or KINDS, rng=rng)
     scratch_major = _scratch_major(manifest, target_major)
     sources = backups_per_database(policy, repo, manifest, backup_ref)
     report = _new_report(policy, manifest, sources, started_at, backup_ref, point_in_time)
+    report.target_label = point.label() if point is not None else None
     timer = PhaseTimer(report, on_phase)  # the RTO's wall time runs from here
     log.info("drill %s of %s: backup %s", report.id, policy.name, manifest.id)
     work = _work_directory()
-    run = DrillRun(policy, repo, manifest, report, timer, work, jobs)
+    run = DrillRun(policy, repo, manifest, report, timer, work, jobs, point=point)
     kept: dict[str, Any] | None = None
     try:
         try:
@@ -291,7 +302,9 @@ def _run(
         except DrkitError as exc:  # the drill could not run (the backup got no verdict)
             log.error("drill %s could not run: %s", report.id, exc)
             report.error = str(exc)
-        judge_objectives(policy, repo, manifest, report, backup_ref, point_in_time)
+        # any target but the end of the archive restores an older point on purpose
+        targeted = point_in_time is not None or point is not None
+        judge_objectives(policy, repo, manifest, report, backup_ref, targeted)
     finally:
         shutil.rmtree(run.fetch_dir, ignore_errors=True)
         scratch = run.scratch

@@ -24,6 +24,7 @@ from drkit.restore.logical import restore_logical as restore_logical
 from drkit.restore.pitr import PitrResult as PitrResult
 from drkit.restore.pitr import RecoveryObserver as RecoveryObserver
 from drkit.restore.pitr import RecoveryStoppedShort as RecoveryStoppedShort
+from drkit.restore.pitr import continue_recovery as continue_recovery
 from drkit.restore.pitr import restore_point_in_time as restore_point_in_time
 from drkit.restore.plan import RecoveryPlan as RecoveryPlan
 from drkit.restore.plan import TimelineChoice as TimelineChoice

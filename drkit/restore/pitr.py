@@ -38,6 +38,7 @@ there); the server then restarts and goes on to the end.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -48,7 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from drkit.backup.catalog import Manifest, iso
+from drkit.backup.catalog import Manifest, iso, list_backups
 from drkit.backup.unpack import unpack_chain
 from drkit.backup.walchain import Reach
 from drkit.config import Policy
@@ -80,8 +81,10 @@ from drkit.restore.plan import (
     plan_recovery,
 )
 from drkit.restore.recovery_conf import write_recovery_config
+from drkit.restore.target import RecoveryTarget, stop_settings
 from drkit.storage.repository import Repository
 from drkit.wal import (
+    RESTORE_MARKER,
     SPOOL_DIR,
     FetchOutcome,
     clear_restore_marker,
@@ -101,6 +104,8 @@ RECOVERY_TIMEOUT_ENV = "DRKIT_RECOVERY_TIMEOUT"
 DEFAULT_RECOVERY_TIMEOUT = 3600.0
 ACTIONS = ("promote", "pause", "shutdown")
 LOG_NAME = "drkit-recovery.log"
+#: what a data directory drkit recovers into says of that recovery (for --continue)
+RECOVERY_STATE = "drkit-recovery.json"
 
 ProgressCallback = OnProgress  # phases "unpack" (bytes of base.tar), "WAL replay"
 
@@ -114,7 +119,7 @@ _STOP_WAIT = 60.0
 @dataclass
 class PitrResult:
     backup_id: str
-    target: str  # ISO timestamp or "latest"
+    target: str  # ISO timestamp, "latest", "immediate", or kind:value (xid:745, lsn:0/3000028)
     pgdata: str
     port: int
     action: str
@@ -131,6 +136,8 @@ class PitrResult:
     archive_mode: str = "off"
     gap: Reach | None = None  # set when --allow-gap recovered up to a gap
     chain: list[str] = field(default_factory=list)  # full first; one unless incremental
+    target_kind: str = "time"  # time | latest | xid | lsn | name | immediate
+    continued: bool = False  # --continue: a paused server moved on, nothing unpacked
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +150,8 @@ class PitrResult:
             "stopped_at_gap": self.gap.to_dict() if self.gap else None,
             "backup_id": self.backup_id,
             "target": self.target,
+            "target_kind": self.target_kind,
+            "continued": self.continued,
             "pgdata": self.pgdata,
             "port": self.port,
             "action": self.action,
@@ -192,10 +201,12 @@ def restore_point_in_time(
     timeout: float | None = None,
     backup: Manifest | None = None,
     observer: RecoveryObserver | None = None,
+    point: RecoveryTarget | None = None,
 ) -> PitrResult:
     """Recover the cluster of ``policy`` to ``target`` (None: everything archived) in pgdata.
 
-    ``backup`` recovers from that base backup instead of the newest one before the
+    ``point``: a target of any kind instead (:mod:`drkit.restore.target`; ``target`` is
+    then ignored).  ``backup`` recovers from that base backup instead of the newest one before the
     target; ``observer`` watches (see :class:`RecoveryObserver`).
 
     ``archive`` (``--archive-mode preserve``) keeps the server's archive_command: it is
@@ -206,6 +217,8 @@ def restore_point_in_time(
     prepares the data directory without starting it (``--no-start``)."""
     if target_action not in ACTIONS:
         raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
+    point = point or RecoveryTarget.at_time(target)
+    target = point.time
     if target is not None and (target.tzinfo is None or target.utcoffset() is None):
         raise UsageError("--point-in-time needs a time zone (Z or +01:00)")
     if isinstance(timeline, str):
@@ -216,7 +229,9 @@ def restore_point_in_time(
     guard_data_directory(pgdata, Owner.cluster(cluster_os_user()))
     repo = repo or Repository.for_policy(policy)
     started = time.monotonic()
-    plan = plan_recovery(repo, target, timeline=timeline, backup=backup, allow_gap=allow_gap)
+    plan = plan_recovery(
+        repo, target, timeline=timeline, backup=backup, allow_gap=allow_gap, point=point
+    )
     recovery = _Recovery(policy, repo, plan, target, pgdata, port=port, archive=archive)
     pause_at = observer.pause_at if observer is not None else None
     recovery.prepare(target_action, start=start, pause_at=pause_at, on_progress=on_progress)
@@ -225,6 +240,171 @@ def restore_point_in_time(
         limit = timeout or float(os.environ.get(RECOVERY_TIMEOUT_ENV, DEFAULT_RECOVERY_TIMEOUT))
         recovery.replay(result, limit, observer, on_progress)
     return result
+
+
+def continue_recovery(
+    policy: Policy,
+    point: RecoveryTarget,
+    pgdata: Path,
+    *,
+    target_action: str = "promote",
+    timeline: str | int = "current",
+    repo: Repository | None = None,
+    on_progress: ProgressCallback | None = None,
+    timeout: float | None = None,
+) -> PitrResult:
+    """Move the server paused in ``pgdata`` (an earlier ``--target-action pause``) on to
+    a later target of any kind, in the same data directory: nothing is unpacked again.
+
+    Refused (exit 4) unless ``pgdata`` holds a recovery drkit started for this
+    environment, its server runs, is still in recovery, paused, and is of the cluster the
+    base backup was taken from (system identifier).  A target behind the point replayed,
+    or on another timeline than the one the server follows, is exit 3: replay never goes
+    backwards.  The new target is planned from the same base backup and checked on the
+    paused server as a first recovery's is, before the action."""
+    if target_action not in ACTIONS:
+        raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
+    pgdata = Path(pgdata).absolute()
+    guard_data_directory(pgdata, Owner.cluster(cluster_os_user()))
+    state = _recovery_state(pgdata, policy.name)
+    repo = repo or Repository.for_policy(policy)
+    followed = int(state["timeline_followed"])
+    if isinstance(timeline, str):
+        timeline = parse_timeline(timeline)
+    if timeline not in ("current", followed):
+        raise CheckFailed(
+            f"the server paused in {pgdata} follows timeline {followed}: --continue cannot "
+            f"move it onto timeline {timeline}"
+        )
+    known = {m.id: m for m in list_backups(repo, "physical")}
+    manifest = known.get(str(state["backup_id"]))
+    if manifest is None:
+        raise CheckFailed(
+            f"backup {state['backup_id']}, which {pgdata} was restored from, is no longer in "
+            f"{repo.location}: the recovery cannot be planned on"
+        )
+    port, socket_dir = _running_server(pgdata)
+    plan = plan_recovery(repo, point.time, timeline=followed, backup=manifest, point=point)
+    recovery = _Recovery(
+        policy,
+        repo,
+        plan,
+        point.time,
+        pgdata,
+        port=port,
+        archive=state["archive_mode"] == "preserve",
+    )
+    recovery.run_dir = socket_dir
+    server = recovery.server()
+    now = _paused_now(server, pgdata, manifest)
+    _refuse_behind(point, plan, now, server, pgdata)
+    from drkit.wal import restore_command
+
+    recovery.command = restore_command(policy.name, Path(policy.source).parent, recovery.user)
+    if point.kind == "latest":
+        recovery.end_lsn = last_record_lsn(repo, plan)
+        if parse_lsn(recovery.end_lsn) < parse_lsn(now.lsn):
+            raise CheckFailed(
+                f"the archive ends at {recovery.end_lsn}, behind the point the server paused "
+                f"in {pgdata} has replayed ({now.lsn}): nothing to move on to"
+            )
+    recovery.mark()  # the new target, in the files drkit keeps in the data directory
+    for name in (RECOVERY_STATE, RESTORE_MARKER):
+        if (pgdata / name).exists():
+            chown_tree(pgdata / name, recovery.user)
+    result = recovery.prepared(target_action, 0.0)
+    result.phases = {}
+    result.continued = True
+    _stop(server)
+    limit = timeout or float(os.environ.get(RECOVERY_TIMEOUT_ENV, DEFAULT_RECOVERY_TIMEOUT))
+    recovery.replay(result, limit, None, on_progress)
+    return result
+
+
+def _recovery_state(pgdata: Path, env: str) -> dict[str, Any]:
+    """What drkit wrote of the recovery in ``pgdata``; refused when there is none."""
+    try:
+        state = json.loads((pgdata / RECOVERY_STATE).read_text())
+        if not isinstance(state, dict) or "backup_id" not in state:
+            raise ValueError
+        int(state["timeline_followed"])
+    except (OSError, ValueError, TypeError, KeyError):
+        raise SafetyRefused(
+            f"{pgdata} holds no recovery drkit started (no readable {RECOVERY_STATE}): "
+            "--continue only moves a server drkit restore paused (--target-action pause)"
+        ) from None
+    if state.get("environment") != env:
+        raise SafetyRefused(
+            f"{pgdata} was recovered for environment {state.get('environment')!r}, not {env!r}"
+        )
+    return state
+
+
+def _running_server(pgdata: Path) -> tuple[int, Path]:
+    """The port and socket directory of the server running in ``pgdata``, from its own
+    postmaster.pid; refused when none runs."""
+    probe = PostgresServer(pgdata, port=0)
+    lines = []
+    with contextlib.suppress(OSError):
+        lines = probe.pid_file.read_text().splitlines()
+    if not probe.is_running() or len(lines) < 5:
+        raise SafetyRefused(
+            f"no server runs in {pgdata}: --continue moves a running server paused by "
+            "drkit restore --target-action pause (a shut down one: start it first)"
+        )
+    return int(lines[3]), Path(lines[4])
+
+
+def _paused_now(server: PostgresServer, pgdata: Path, manifest: Manifest) -> _Replayed:
+    """Where the paused server stands; refused unless it is in recovery, paused, and of
+    the cluster the backup was taken from."""
+    row = server.query(
+        "SELECT pg_is_in_recovery(), "
+        "CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END, "
+        "pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(), "
+        "(SELECT system_identifier::text FROM pg_control_system())"
+    )
+    in_recovery, pause_state, lsn, last_commit, system = row
+    if not in_recovery:
+        raise SafetyRefused(
+            f"the server in {pgdata} has left recovery (promoted): it cannot be moved on"
+        )
+    if pause_state != "paused" or lsn is None:
+        raise SafetyRefused(
+            f"the server in {pgdata} is recovering but not paused ({pause_state}): "
+            "--continue moves a server paused at its target"
+        )
+    if manifest.system_identifier and str(system) != manifest.system_identifier:
+        raise SafetyRefused(
+            f"the server in {pgdata} is of the cluster {system}, not {manifest.system_identifier} "
+            f"that backup {manifest.id} was taken from"
+        )
+    return _Replayed(str(lsn), last_commit.astimezone(UTC) if last_commit else None)
+
+
+def _refuse_behind(
+    point: RecoveryTarget, plan: RecoveryPlan, now: _Replayed, server: PostgresServer, pgdata: Path
+) -> None:
+    """Replay only goes forward: a target at or behind what the paused server replayed
+    is exit 3, naming both."""
+    behind = False
+    if point.kind == "immediate":
+        behind = True
+    elif point.kind in ("lsn", "name"):
+        stop = parse_lsn(str(plan.stop_lsn))
+        behind = stop <= parse_lsn(now.lsn) if point.kind == "name" else stop < parse_lsn(now.lsn)
+    elif point.kind == "time":
+        behind = (
+            now.last_commit is not None and point.time is not None and point.time <= now.last_commit
+        )
+    elif point.kind == "xid":
+        behind = xact_status(server, int(str(point.xid))) in ("committed", "aborted")
+    if behind:
+        where = f"{now.lsn}" + (f", last commit {iso(now.last_commit)}" if now.last_commit else "")
+        raise CheckFailed(
+            f"{point.describe()} is not after the point the server paused in {pgdata} has "
+            f"replayed ({where}): replay never goes backwards; restore anew to go back"
+        )
 
 
 def _check_empty(pgdata: Path) -> None:
@@ -261,11 +441,12 @@ class _Recovery:
         self.pgdata = pgdata
         self.archive = archive
         self.user = cluster_os_user()
+        self.point = plan.point
         log.info(
             "recovering %s from %s to %s on timeline %d (%s)",
             policy.name,
             plan.manifest.id,
-            iso(target) or "latest",
+            plan.point.describe(),
             plan.followed.timeline,
             plan.followed.source,
         )
@@ -294,7 +475,7 @@ class _Recovery:
         # every recovery has an explicit end, so that PostgreSQL itself refuses to end it
         # early ("recovery ended before configured recovery target was reached"): a time
         # target, or for `latest` the last whole WAL record of the last planned segment
-        if self.target is None:
+        if self.point.kind == "latest":
             self.end_lsn = last_record_lsn(self.repo, self.plan)
         self.port = self.port or free_port()
         self.run_dir = Path(tempfile.mkdtemp(prefix="drkit-pitr-"))
@@ -339,6 +520,8 @@ class _Recovery:
             timeline=self.plan.followed.timeline,
             pause_at=pause,
             target_lsn=self.end_lsn,
+            stop=stop_settings(self.point),
+            inclusive=self.point.inclusive,
         )
 
     def mark(self) -> None:
@@ -347,6 +530,16 @@ class _Recovery:
         from drkit.wal import write_repo_hint
 
         write_repo_hint(self.policy, self.pgdata / "pg_wal")
+        state = {
+            "environment": self.policy.name,
+            "backup_id": self.plan.manifest.id,
+            "timeline_followed": self.plan.followed.timeline,
+            "archive_mode": "preserve" if self.archive else "off",
+            "target": self.point.label(),
+        }
+        tmp = self.pgdata / (RECOVERY_STATE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.pgdata / RECOVERY_STATE)
         if self.archive:
             clear_restore_marker(self.pgdata)
             return
@@ -355,7 +548,7 @@ class _Recovery:
             {
                 "environment": self.policy.name,
                 "backup_id": self.plan.manifest.id,
-                "target": iso(self.target) or "latest",
+                "target": self.point.label(),
                 "timeline_followed": self.plan.followed.timeline,
                 "restored_at": iso(datetime.now(UTC)),
             },
@@ -366,7 +559,8 @@ class _Recovery:
         plan = self.plan
         return PitrResult(
             backup_id=plan.manifest.id,
-            target=iso(self.target) or "latest",
+            target=self.point.label(),
+            target_kind=self.point.kind,
             pgdata=str(self.pgdata),
             port=self.port,
             action=target_action,
@@ -501,7 +695,11 @@ class _Goal:
         last = self.plan.reach.last_segment
         if self.end_lsn is not None:
             return f"the planned end {self.end_lsn} (the last WAL record of {last})"
-        return f"recovery target {iso(self.target)}"
+        point = self.plan.point
+        if point.kind == "time":
+            return f"recovery target {iso(self.target)}"
+        at = f" at {self.plan.stop_lsn}" if self.plan.stop_lsn and point.kind != "lsn" else ""
+        return f"recovery target {point.describe()}{at}"
 
     def _planned_last(self) -> int:
         return parse_segment(str(self.plan.reach.last_segment), self.plan.segment_size).segno
@@ -517,6 +715,12 @@ class _Goal:
             if segno <= last and entry.name == self.plan.planned_segment(segno):
                 found.append(entry.name)
         return found
+
+    def _ran_out(self, journal: list[FetchOutcome]) -> bool:
+        """Whether replay consumed every planned segment and stopped only because the
+        first one after them is not in the archive."""
+        after = self.plan.planned_segment(self._planned_last() + 1)
+        return any(e.outcome == "missing" and e.name == after for e in journal)
 
     def ended_at_plan_end(self, server: PostgresServer) -> bool:
         """Whether a recovery to a time that stopped did so only because the planned WAL
@@ -560,6 +764,13 @@ class _Goal:
                 vanished[0],
             )
         fatal = server.last_fatal()
+        if _NOT_REACHED in fatal and self.plan.point.kind == "xid" and self._ran_out(journal):
+            return RecoveryStoppedShort(
+                f"recovery replayed the whole archive ({self.plan.reach.last_segment} and every "
+                f"segment before it) and transaction {self.plan.point.xid} did not end in it, "
+                f"short of {wanted}; the server was not promoted {where}",
+                None,
+            )
         if _NOT_REACHED in fatal:
             return RecoveryStoppedShort(
                 f"recovery ended before {wanted} though wal-fetch failed to serve no file: a "
@@ -587,21 +798,64 @@ class _Goal:
         if (
             self.target is not None
             and replayed.last_commit is not None
-            and replayed.last_commit > self.target
+            and (
+                replayed.last_commit > self.target
+                or (not self.plan.point.inclusive and replayed.last_commit == self.target)
+            )
         ):
             raise CheckFailed(
                 f"recovery to {iso(self.target)} replayed a commit of "
                 f"{iso(replayed.last_commit)}; the server was stopped, not promoted {where}"
             )
+        self._check_point(replayed, server, where)
         for entry in read_fetch_journal(server.data_dir / "pg_wal"):
             if entry.outcome == "failed":  # served on a later try: the end was reached
                 log.warning("fetching %s failed once during recovery: %s", entry.name, entry.detail)
+
+    def _check_point(self, replayed: _Replayed, server: PostgresServer, where: str) -> None:
+        """A target of another kind than a time, checked on the paused server itself:
+        a name or ``immediate`` paused exactly at or past its LSN, an LSN at or past it
+        (inclusive), a transaction ended (inclusive) or not (exclusive)."""
+        point, stop = self.plan.point, self.plan.stop_lsn
+        reached = parse_lsn(replayed.lsn)
+        short = False
+        if point.kind == "name":
+            short = reached != parse_lsn(str(stop))  # the end of the restore point's record
+        elif point.kind == "immediate" or (point.kind == "lsn" and point.inclusive):
+            short = reached < parse_lsn(str(stop))
+        elif point.kind == "xid":
+            status = xact_status(server, int(str(point.xid)))
+            ended = status in ("committed", "aborted")
+            short = not ended if point.inclusive else False
+            if ended and not point.inclusive:
+                raise CheckFailed(
+                    f"recovery to {point.describe()} replayed the end of that transaction "
+                    f"({status}); the server was stopped, not promoted {where}"
+                )
+        if short:
+            raise RecoveryStoppedShort(
+                f"recovery paused at {replayed.lsn}, not at {self.describe()}; the server "
+                f"was stopped, not promoted {where}",
+                None,
+            )
 
     def record(self, result: PitrResult, replayed: _Replayed) -> None:
         result.lsn = replayed.lsn
         result.reached_at = replayed.last_commit or consistent_point(self.plan.manifest)
         position = max(parse_lsn(replayed.lsn) - 1, 0)
         result.timeline = timeline_at(position, self.plan.followed.timeline, self.plan.history)
+
+
+def xact_status(server: PostgresServer, xid: int) -> str:
+    """``pg_xact_status`` of a transaction on a (paused) server: committed, aborted, in
+    progress; a transaction the server has not seen yet is ``future``."""
+    try:
+        row = server.query(f"SELECT pg_xact_status('{int(xid)}'::xid8)")
+    except DatabaseError as exc:
+        if "in the future" in str(exc):
+            return "future"
+        raise
+    return str(row[0]) if row and row[0] is not None else "unknown"
 
 
 def _wait_paused(server: PostgresServer, timeout: float) -> _Replayed | None:

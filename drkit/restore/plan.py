@@ -28,6 +28,7 @@ from typing import Any
 from drkit.backup.catalog import Manifest, iso, list_backups
 from drkit.backup.chain import by_id, chain_ok, resolve_chain
 from drkit.backup.order import chronological
+from drkit.backup.restorepoint import RestorePoint
 from drkit.backup.walchain import (
     Reach,
     WalIndex,
@@ -38,6 +39,7 @@ from drkit.backup.walchain import (
     timeline_history,
 )
 from drkit.errors import CheckFailed, UsageError
+from drkit.restore.target import RecoveryTarget
 from drkit.storage.repository import Repository
 from drkit.wal import (
     DEFAULT_SEGMENT_SIZE,
@@ -48,6 +50,7 @@ from drkit.wal import (
     history_name,
     parse_lsn,
     parse_segment,
+    timeline_at,
 )
 
 
@@ -154,6 +157,11 @@ class RecoveryPlan:
     #: the followed timeline's switches, and the cluster's WAL segment size
     history: list[TimelineSwitch] = field(default_factory=list)
     segment_size: int = DEFAULT_SEGMENT_SIZE
+    #: the target planned for, the restore point a name resolved to, and the LSN a name,
+    #: an LSN or ``immediate`` (the backup's consistent point) stops at
+    point: RecoveryTarget = field(default_factory=lambda: RecoveryTarget("latest"))
+    restore_point: RestorePoint | None = None
+    stop_lsn: str | None = None
 
     def planned_segment(self, segno: int) -> str:
         """The name of the segment replay reads at position ``segno`` on this plan."""
@@ -169,11 +177,20 @@ def plan_recovery(
     timeline: str | int = "current",
     backup: Manifest | None = None,
     allow_gap: bool = False,
+    point: RecoveryTarget | None = None,
 ) -> RecoveryPlan:
     """Choose the timeline, the base backup and check the WAL chain before anything is
     written: a target the unbroken archive does not reach is exit 3, never a recovery
     to some other point.  ``latest`` with a gap below newer segments is exit 3 too,
-    unless ``allow_gap`` says to stop at the gap on purpose."""
+    unless ``allow_gap`` says to stop at the gap on purpose.
+
+    ``point`` is a target of any kind (``target`` is then ignored): a time chooses the
+    newest backup consistent at or before it, an LSN (or a recorded restore point's) the
+    newest whose stop LSN is at or before it, a transaction ID the newest whose recorded
+    next transaction ID is at or below it (none committed before its consistent point),
+    ``immediate`` the newest backup (or ``backup``), whose consistent point is the end."""
+    point = point or RecoveryTarget.at_time(target)
+    target = point.time
     if target is not None and (target.tzinfo is None or target.utcoffset() is None):
         raise UsageError("the recovery target must carry a time zone")
     index = WalIndex.load(repo)
@@ -194,6 +211,10 @@ def plan_recovery(
     usable = [b for b in backups if backup_on_timeline(b, tli, history) and chain_ok(b, known)]
     start = min((consistent_point(b) for b in usable), default=None)
     empty = Window(start, None, None, tli)
+    restore_point = (
+        _restore_point(repo, point, tli, history, usable) if point.kind == "name" else None
+    )
+    stop = restore_point.lsn if restore_point is not None else point.lsn
     if backup is not None:
         if not backup_on_timeline(backup, tli, history):
             raise CheckFailed(
@@ -204,6 +225,11 @@ def plan_recovery(
             raise CheckFailed(
                 f"recovery target {iso(target)} is before backup {backup.id} is consistent "
                 f"({iso(consistent_point(backup))}); {empty.describe()}"
+            )
+        if stop is not None and parse_lsn(stop) < stop_lsn(backup):
+            raise CheckFailed(
+                f"{point.describe()} ({stop}) is before backup {backup.id} is consistent "
+                f"({format_lsn(stop_lsn(backup))}); {empty.describe()}"
             )
         resolve_chain(backup, known)  # a broken chain: exit 3 naming the missing link
         manifest = backup
@@ -216,6 +242,8 @@ def plan_recovery(
         raise CheckFailed(
             f"no physical backup to recover from on timeline {tli}{others}: {empty.describe()}"
         )
+    elif point.kind in ("lsn", "name", "xid"):
+        manifest = _precedes(repo, point, usable, stop, tli, history, index, start)
     elif target is None:
         manifest = chronological(usable)[-1]
     else:
@@ -238,7 +266,11 @@ def plan_recovery(
             f"needs to become consistent, is missing from the archive (drkit verify names "
             f"every gap); {window.describe()}"
         )
-    if target is None:
+    if point.kind in ("lsn", "name"):
+        _check_reached_by(point, str(stop), reach, window, size_of(manifest))
+    elif point.kind in ("xid", "immediate"):
+        pass  # the base backup's own WAL is there; PostgreSQL refuses to end short of an xid
+    elif target is None:
         if reach.gap and not allow_gap:
             raise CheckFailed(
                 f"the archive has a gap on timeline {tli}: WAL segment {reach.missing} is "
@@ -253,8 +285,111 @@ def plan_recovery(
             f"({reach.last_segment or 'none'}); {window.describe()}"
         )
     chain = resolve_chain(manifest, known)
-    size = int(manifest.extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
-    return RecoveryPlan(manifest, window, followed, reach, chain, history, size)
+    plan = RecoveryPlan(manifest, window, followed, reach, chain, history, size_of(manifest))
+    plan.point, plan.restore_point = point, restore_point
+    plan.stop_lsn = (
+        stop
+        if stop is not None
+        else (format_lsn(stop_lsn(manifest)) if point.kind == "immediate" else None)
+    )
+    return plan
+
+
+def size_of(manifest: Manifest) -> int:
+    """The WAL segment size of the cluster a backup was taken from."""
+    return int(manifest.extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
+
+
+def stop_lsn(manifest: Manifest) -> int:
+    """Where a base backup is consistent: its stop LSN, as the server said."""
+    point = manifest.server_point
+    if point is not None:
+        return point.lsn
+    if manifest.wal_stop:
+        return parse_lsn(manifest.wal_stop)
+    raise CheckFailed(f"backup {manifest.id} records no stop LSN: it cannot anchor an LSN target")
+
+
+def _restore_point(
+    repo: Repository,
+    point: RecoveryTarget,
+    tli: int,
+    history: list[TimelineSwitch],
+    usable: list[Manifest],
+) -> RestorePoint:
+    """The recorded restore point a named target resolves to; refused when drkit did not
+    record it, when it is of another cluster, or off the followed timeline's path."""
+    from drkit.backup.restorepoint import get_restore_point
+
+    name = str(point.name)
+    recorded = get_restore_point(repo, name)
+    if recorded is None:
+        raise CheckFailed(
+            f"restore point {name!r} is not recorded in {repo.location} (drkit restore-point "
+            "ENV NAME records one; drkit backups ENV lists them)"
+        )
+    systems = {b.system_identifier for b in usable if b.system_identifier}
+    if systems and recorded.system_identifier not in systems:
+        raise CheckFailed(
+            f"restore point {name!r} was made on the cluster with system identifier "
+            f"{recorded.system_identifier}, not the one the backups are of ({', '.join(sorted(systems))})"
+        )
+    on_path = timeline_at(max(parse_lsn(recorded.lsn) - 1, 0), tli, history)
+    if on_path != recorded.timeline:
+        raise CheckFailed(
+            f"restore point {name!r} is on timeline {recorded.timeline}, and recovery follows "
+            f"timeline {tli}, which does not pass through it; pass --timeline {recorded.timeline}"
+        )
+    return recorded
+
+
+def _precedes(
+    repo: Repository,
+    point: RecoveryTarget,
+    usable: list[Manifest],
+    stop: str | None,
+    tli: int,
+    history: list[TimelineSwitch],
+    index: WalIndex,
+    start: datetime | None,
+) -> Manifest:
+    """The newest usable backup that precedes an LSN or a transaction ID target."""
+    if point.kind == "xid":
+        recorded = [b for b in usable if b.extra.get("next_xid") is not None]
+        if not recorded:
+            raise CheckFailed(
+                f"{point.describe()}: no physical backup on timeline {tli} records its next "
+                "transaction ID (taken before drkit recorded it), so none can be chosen to "
+                "precede it; take a new base backup, or give --target-lsn or --point-in-time"
+            )
+        candidates = [b for b in recorded if int(b.extra["next_xid"]) <= int(str(point.xid))]
+        what = f"transaction {point.xid}"
+    else:
+        candidates = [b for b in usable if stop_lsn(b) <= parse_lsn(str(stop))]
+        what = f"{stop}"
+    if not candidates:
+        newest = chronological(usable)[-1]
+        window = window_of(start, reach_on_timeline(repo, newest, tli, index, history))
+        raise CheckFailed(
+            f"{point.describe()}: no physical backup on timeline {tli} is consistent before "
+            f"{what}; {window.describe()}"
+        )
+    return chronological(candidates)[-1]
+
+
+def _check_reached_by(
+    point: RecoveryTarget, stop: str, reach: Reach, window: Window, size: int
+) -> None:
+    """An LSN target must lie within the WAL the unbroken archive holds."""
+    if reach.last_segment is None:
+        end = 0
+    else:
+        end = (parse_segment(reach.last_segment, size).segno + 1) * size
+    if parse_lsn(stop) > end:
+        raise CheckFailed(
+            f"{point.describe()} ({stop}) is after the last WAL reachable without a gap "
+            f"({reach.last_segment or 'none'}); {window.describe()}"
+        )
 
 
 _RECORD_LSN_RE = re.compile(r"\blsn: ([0-9A-F]+/[0-9A-F]+),")

@@ -4,8 +4,9 @@ block of ``postgresql.auto.conf``.
 :func:`write_recovery_config` sets ``restore_command`` (``drkit wal-fetch``), the
 followed timeline by number (never ``latest`` by accident), the server's own port and
 socket directory, hot standby (so the paused server can be read), and an explicit end:
-a named restore point (a drill's pause on the way), a time, or an LSN (the last record
-of the planned WAL), each with its ``recovery_target_action``.  ``archive_mode = off``
+a named restore point (a drill's pause on the way), the target of another kind (a
+transaction, an LSN, a name, ``immediate``), a time, or an LSN (the last record of the
+planned WAL, for ``latest``), each with its ``recovery_target_action``.  ``archive_mode = off``
 unless the recovered server is production's new primary.
 
 drkit's block (always last, under a marker line) is written anew each time, not
@@ -45,6 +46,8 @@ def write_recovery_config(
     timeline: int | None = None,
     pause_at: str | None = None,
     target_lsn: str | None = None,
+    stop: dict[str, str] | None = None,
+    inclusive: bool = True,
 ) -> None:
     """Write ``recovery.signal`` and drkit's recovery block (see the module docstring);
     the pid and signal files of the server the base backup was taken from go."""
@@ -59,8 +62,12 @@ def write_recovery_config(
     if pause_at is not None:  # a named restore point: stop there, readable, until restarted
         settings["recovery_target_name"] = _conf_value(pause_at)
         settings["recovery_target_action"] = "'pause'"
+    elif stop is not None:  # a transaction, an LSN, a name or the consistent point
+        settings.update({k: _conf_value(v) for k, v in stop.items()})
+        settings["recovery_target_action"] = _conf_value(action)
     elif target is not None:
         settings["recovery_target_time"] = _conf_value(target.astimezone(UTC).isoformat())
+        settings["recovery_target_inclusive"] = "on" if inclusive else "off"
         settings["recovery_target_action"] = _conf_value(action)
     elif target_lsn is not None:  # `latest` with pause/shutdown: the last archived record
         settings["recovery_target_lsn"] = _conf_value(target_lsn)
