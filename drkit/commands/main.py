@@ -8,6 +8,8 @@ them in.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -66,8 +68,21 @@ def click_command() -> Any:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     code = run(args)
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except OSError:  # stdout is gone (a closed pipe): the output is lost
+        _quiet_stdout()
+        code = code if state.settled else code or 1
     raise SystemExit(code)
+
+
+def _quiet_stdout() -> None:
+    """stdout is gone (a closed pipe): whatever is still written goes nowhere, so neither
+    a later write nor the flush at exit fails."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 #: global options that may also follow the command (DESIGN.md §1)
@@ -105,14 +120,21 @@ def run(args: list[str]) -> int:
     verbose = "-v" in args or "--verbose" in args
     json_mode = "--json" in args
     state.document = None
+    state.settled = False
     code, line = _run_app(args, verbose)
+    if state.settled:  # e.g. a published copy whose report met a closed stdout
+        code, line = 0, None
     if line:
         err.print(line, markup=False, highlight=False)
     if json_mode or state.json:
         message = line.removeprefix("drkit: error: ").removeprefix("drkit: ") if line else None
         if code != 0 and message is None:
             message = f"exit status {code}"
-        write_document(state.document or {}, code, message)
+        try:
+            write_document(state.document or {}, code, message)
+        except OSError:  # stdout is gone (a closed pipe): the document is lost
+            _quiet_stdout()
+            code = code if state.settled else code or 1
     return code
 
 
@@ -135,7 +157,12 @@ def _run_app(args: list[str], verbose: bool) -> tuple[int, str | None]:
             f"drkit: error: {message}{hint}",
         )
     except BrokenPipeError:
+        _quiet_stdout()
         return 1, None
+    except SystemExit:  # rich ends the process this way when stdout is a closed pipe
+        if state.settled:
+            return 0, None
+        raise
     except (Exception, KeyboardInterrupt) as exc:  # one line; a traceback only with -v
         if verbose and not isinstance(exc, KeyboardInterrupt):
             print_traceback()
