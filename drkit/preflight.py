@@ -23,10 +23,11 @@ for a failed check (the caller decides the exit code), and nothing is left behin
    ``backup clocks``: the backups in the repository taken while the host clock was off.
    Both WARN (never FAIL) beyond :data:`~drkit.backup.order.SKEW_BOUND`: backups are
    ordered by the server, so a wrong host clock only makes ids and host times wrong;
-9. ``sanitize target`` (only where a rules file next to the policies copies into this
+9. ``sanitize target`` (where a rules file next to the policies copies into this
    environment): what a sanitize run needs of the role on the server (CREATEDB, the
-   database's ownership), and the builds killed runs left next to the database, dropped
-   here (a live run's never: :func:`~drkit.pg.builddb.drop_leftovers`).
+   database's ownership); and, for every environment (a run may name its rules file
+   anywhere), the builds killed runs left next to the database, dropped here (a live
+   run's never: :func:`~drkit.pg.builddb.drop_leftovers`).
 
 Messages never contain a secret: connection errors go through :mod:`drkit.pg.connect`.
 """
@@ -113,9 +114,10 @@ def is_sanitize_target(policy: Policy, policy_dir: Path | None) -> bool:
     return _has_rules(policy_dir, f"*-to-{policy.name}.yaml")
 
 
-def _check_sanitize_target(report: CheckReport, policy: Policy) -> None:
-    """The privileges a sanitize run into this environment needs, and the builds killed
-    runs left next to its database (dropped)."""
+def _check_sanitize_target(report: CheckReport, policy: Policy, *, target: bool) -> None:
+    """The builds killed runs left next to this environment's databases (dropped), and,
+    for a ``target`` of sanitize runs, the privileges a run needs.  Elsewhere a server
+    that does not let the role look is no failure: only reported when a build is found."""
     from drkit.pg.builddb import clean_leftovers, prove_privileges
     from drkit.pg.conninfo import with_dbname
 
@@ -123,12 +125,17 @@ def _check_sanitize_target(report: CheckReport, policy: Policy) -> None:
     for name in policy.database.database_names():
         dsn = with_dbname(url, name)
         try:
-            proved = prove_privileges(dsn)
+            proved = prove_privileges(dsn) if target else ""
             found = clean_leftovers(dsn)
         except DrkitError as exc:
-            report.add(f"sanitize target {name}", False, str(exc))
+            if target:
+                report.add(f"sanitize target {name}", False, str(exc))
+            else:
+                log.info("no look for interrupted sanitize builds next to %s: %s", name, exc)
             continue
-        notes = [proved]
+        if not target and not (found.dropped or found.live or found.failed):
+            continue
+        notes = [proved] if proved else []
         if found.dropped:
             notes.append(f"dropped {', '.join(found.dropped)} (interrupted runs' builds)")
         if found.live:
@@ -464,6 +471,7 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
 
     report = CheckReport(policy.name)
     conn = _check_database(report, policy, is_sanitize_source(policy, policy_dir))
+    reached = conn is not None
     try:
         try:
             repo = Repository.for_policy(policy)
@@ -483,8 +491,9 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
     finally:
         if conn is not None:
             conn.close()
-    if is_sanitize_target(policy, policy_dir):
-        _check_sanitize_target(report, policy)
+    target = is_sanitize_target(policy, policy_dir)
+    if target or reached:  # an unreachable server is reported once, above
+        _check_sanitize_target(report, policy, target=target)
     _check_encryption(report, policy)
     _check_schedule(report, policy)
     return report

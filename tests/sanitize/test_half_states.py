@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from drkit.pg.builddb import LOCK_CLASS
 from tests.conftest import DrkitRunner, PgServer
 from tests.sanitize.helpers import (
     ENV,
@@ -440,3 +441,29 @@ def test_from_backup_fails_promptly_when_a_pass_fails_partway(
     assert result.code == 1, result.stderr
     assert len(error_lines(result.stderr)) == 1, result.stderr
     assert builds(envs) == []
+
+
+def test_check_drops_a_killed_runs_build_next_to_any_environment_but_a_live_ones(
+    run_drkit: DrkitRunner,
+    envs: Env,  # noqa: F811
+) -> None:
+    """No rules file names ``test`` as a target here (a run may take its rules from
+    anywhere): ``check test`` still drops what a killed run left next to its database,
+    the server state exactly (a build's name, no run holding its lock), and keeps a
+    build whose run still holds it."""
+    db = envs.dsts["test"]
+    envs.pg.create_database(db)
+    dead, live = f"{db}__drkit_0badc0de", f"{db}__drkit_f00dfeed"
+    for name in (dead, live):
+        envs.pg.create_database(name)
+    try:
+        with psycopg.connect(envs.dsn("postgres"), autocommit=True) as run:
+            token = int("f00dfeed", 16) - (1 << 32)  # the int4 key of the live run's lock
+            run.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_CLASS, token])
+            result = run_drkit("check", "test", policy_dir=envs.policy_dir)
+            assert dead in result.stdout, result.stdout + result.stderr
+            mine = [b for b in leftovers(envs) if b.startswith(f"{db}__drkit_")]
+            assert mine == [live]
+    finally:
+        for name in (dead, live):
+            envs.pg.drop_database(name)
