@@ -47,7 +47,22 @@ def prod_fingerprint(e: Env) -> dict[str, list[Any]]:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spelling", ["localhost", "other-user"])
+def libpq_spelling(pg: PgServer, dbname: str, spelling: str) -> tuple[str, dict[str, str]]:
+    """Prod's database as only libpq's resolution reveals it: a host list whose first
+    host is dead, or a bare database name completed by ``PG*`` variables."""
+    params = psycopg.conninfo.conninfo_to_dict(pg.admin_dsn)
+    port, user = str(params.get("port", 5432)), str(params.get("user", "postgres"))
+    password = str(params.get("password") or "")
+    if spelling == "host-list":
+        auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+        return f"postgresql://{auth}@127.0.0.1:1,localhost:{port}/{dbname}?connect_timeout=5", {}
+    variables = {"PGHOST": "localhost", "PGPORT": port, "PGUSER": user}
+    if password:
+        variables["PGPASSWORD"] = password
+    return f"dbname={dbname}", variables
+
+
+@pytest.mark.parametrize("spelling", ["localhost", "other-user", "host-list", "pg-variables"])
 def test_dev_policy_aliasing_prod_is_refused_live(
     run_drkit: DrkitRunner,
     envs: Env,  # noqa: F811
@@ -58,11 +73,25 @@ def test_dev_policy_aliasing_prod_is_refused_live(
     tmp_path: Path,
     spelling: str,
 ) -> None:
-    user, pw = other_role if spelling == "other-user" else (None, None)
-    make_policy("dev", respell(pg_server, envs.src_name, user=user, pw=pw), file_repo)
+    variables: dict[str, str] = {}
+    if spelling in ("host-list", "pg-variables"):
+        url, variables = libpq_spelling(pg_server, envs.src_name, spelling)
+    else:
+        user, pw = other_role if spelling == "other-user" else (None, None)
+        url = respell(pg_server, envs.src_name, user=user, pw=pw)
+    make_policy("dev", url, file_repo)
     before = prod_fingerprint(envs)
     rules = rules_for(tmp_path, "prod", "dev")
-    result = sanitize(run_drkit, envs, "prod", "dev", "--rules", str(rules), "--force")
+    result = run_drkit(
+        "sanitize",
+        "prod",
+        "dev",
+        "--rules",
+        str(rules),
+        "--force",
+        policy_dir=envs.policy_dir,
+        env={**ENV, **variables},
+    )
     assert result.code == 4, result.stderr
     assert "same database" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
