@@ -17,6 +17,10 @@ serves both curve suites:
 - breakdown, at the middle size only: where the time of a WAL segment's push and of a
   logical backup and restore goes, stage by stage (``benchmarks.bench_breakdown``).
 
+Once, on a tiny database: how long drkit takes to start (``drkit --version``,
+``drkit --help``, a backup's start to its pg_dump) against ``python -c pass``
+(``benchmarks.bench_startup``).
+
 Once, at fixed sizes: WAL backlog drain vs pgBackRest async and barman-cloud-wal-archive
 (``benchmarks.bench_wal``), physical backup and PITR vs pgBackRest
 (``benchmarks.bench_physical``), the restore drill's overhead (``benchmarks.bench_drill``).
@@ -46,12 +50,13 @@ from benchmarks.bench_breakdown import measure_breakdown
 from benchmarks.bench_drill import measure_drill
 from benchmarks.bench_physical import measure_physical
 from benchmarks.bench_sanitize import measure_sanitize
+from benchmarks.bench_startup import measure_startup
 from benchmarks.measure import ROOT, Sample, load_database, moto_server, scratch_dir
 from benchmarks.report import write_report
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
 
-SUITES = ("logical", "sanitize", "breakdown", "wal", "physical", "drill")
+SUITES = ("logical", "sanitize", "breakdown", "wal", "physical", "drill", "startup")
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: bytes of pg_database_size per sample row, and of the empty schema (measured on PG 15)
@@ -220,6 +225,10 @@ def main(argv: list[str]) -> int:
         "sizes": [],
         "skipped": {s: "not selected (--only)" for s in SUITES if s not in suites},
     }
+    if "startup" in suites:
+        print("startup: drkit --version, --help, backup to pg_dump", flush=True)
+        results["startup"] = measure_startup(max(opts.rounds, 5), {"this": ROOT})
+        save(results, opts.out)
     if suites & {"logical", "sanitize", "breakdown"}:
         run_curves(opts, suites, results)
     if "wal" in suites:

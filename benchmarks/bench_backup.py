@@ -38,8 +38,8 @@ from benchmarks.measure import (
     scratch_dir,
     write_policy,
 )
+from drkit.pg import LocalCluster
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster
 from drkit.pg.conninfo import for_subprocess
 
 #: measured series, in the order they run in a round
@@ -76,7 +76,7 @@ def drkit_backup_in_process(policies: Path) -> Sample:
     """``drkit backup file`` as the scheduler daemon runs it: a call in a running Python
     (what the command adds to it is its process start and imports).  No RSS: the
     process is the benchmark's own."""
-    from drkit.backup.dirdump import backup_logical
+    from drkit.backup.logical import backup_logical
     from drkit.config import load_policy
 
     policy = load_policy("file", policies)
@@ -89,7 +89,7 @@ def drkit_restore_in_process(cluster: LocalCluster, policies: Path, target: str)
     """``drkit restore file latest --jobs 2`` as a call in a running Python (the daemon's
     drills restore so), into a new database ``target`` created beforehand (left there)."""
     from drkit.config import load_policy
-    from drkit.restore.logical import restore_logical
+    from drkit.restore import restore_logical
 
     cluster.create_database(target)
     policy = load_policy("file", policies)

@@ -15,11 +15,13 @@ interpreter start; imports of the wal-push path; policy load; zstd compression a
 WAL level; sha256; write + fsync + rename; sha256 of the compressed object; read-back
 (the stored size); ``drkit wal-push`` alone (``DRKIT_WAL_PUSH_BATCH=0``, one segment).
 
-Logical (the sample database): the drkit CLI's start (``drkit --version``);
+Logical (the sample database): interpreter start and the command's imports (the CLI, the
+command's module and the core modules it runs; ``drkit --version`` imports nothing);
 ``pg_dump -Fc -Z0`` to /dev/null; zstd of that dump (1 and 2 threads); sha256 of the
 result; the row count of every table in one snapshot; ``drkit backup``.  Restore: the
-CLI's start; decoding the stored dump to a local file; ``pg_restore -j 2`` from it; the
-row count of the restored database; ``drkit restore --jobs 2``.
+same imports for the restore command; decoding the stored dump to a local file;
+``pg_restore -j 2`` from it; the row count of the restored database; ``drkit restore
+--jobs 2``.
 ``measure_breakdown`` is what ``python -m benchmarks`` calls.
 """
 
@@ -50,16 +52,21 @@ from benchmarks.measure import (
     scratch_dir,
     write_policy,
 )
+from drkit.pg import LocalCluster
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.tables import count_rows, list_tables
 
 T = TypeVar("T")
 LEVEL = 3  # the repository's level: logical dumps
 WAL_LEVEL = 1  # wal_archiver.compression_level's default
-#: the modules ``drkit wal-push`` imports on its lean path (drkit/entry.py)
-WAL_PUSH_IMPORTS = "import drkit.entry, drkit.config, drkit.errors, drkit.wal, zstandard"
+#: the modules ``drkit wal-push`` imports on its lean path (drkit/wal/entry.py)
+WAL_PUSH_IMPORTS = (
+    "import drkit.cli.entry, drkit.config, drkit.errors, drkit.wal.archiver, zstandard"
+)
+#: the modules ``drkit backup`` and ``drkit restore`` import before their work starts
+BACKUP_IMPORTS = "import drkit.cli.app, drkit.cli.backup, drkit.backup.dirdump"
+RESTORE_IMPORTS = "import drkit.cli.app, drkit.cli.restore, drkit.restore.logical"
 
 
 def clock(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
@@ -206,9 +213,9 @@ def logical_stages(
             )
         add("backup: sha256 of the compressed dump", seconds(sha256_file, packed))
         add("backup: row count of every table (one snapshot)", seconds(snapshot_counts, url))
-        start = run([sys.executable, "-m", "drkit", "--version"]).seconds
-        add("backup: drkit CLI start and imports (drkit --version)", start)
-        add("restore: drkit CLI start and imports (drkit --version)", start)
+        py = [sys.executable, "-c"]
+        add("backup: interpreter start and imports", run([*py, BACKUP_IMPORTS]).seconds)
+        add("restore: interpreter start and imports", run([*py, RESTORE_IMPORTS]).seconds)
         add("backup: drkit backup (end to end)", drkit(policies, "backup", "file")[0].seconds)
         add("restore: decode the stored dump to a local file", seconds(unpack, packed, unpacked))
         target = f"bd{round_no}a"

@@ -34,8 +34,8 @@ from psycopg import sql
 from benchmarks import measure
 from benchmarks.measure import drkit, median, scratch_dir
 from drkit.demo.sample import load_sample
-from drkit.drill.runner import SCRATCH_SETTINGS
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
+from drkit.drill.logical import SCRATCH_SETTINGS
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user
 
 
 def write_policy(policy_dir: Path, db_url: str, repo: Path) -> Path:

@@ -25,8 +25,8 @@ from benchmarks import measure
 from benchmarks.bench_wal import backlog, drain
 from benchmarks.measure import drkit, median
 from drkit.demo.sample import load_sample
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user
+from drkit.wal import archive_command, prepare_file_repository
 
 
 def new_recipient(directory: Path) -> str:

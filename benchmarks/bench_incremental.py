@@ -52,10 +52,10 @@ import psycopg
 from benchmarks.measure import drkit, median, scratch_dir, write_policy
 from drkit.backup.catalog import read_manifest
 from drkit.config import load_policy
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.restore.pitr import restore_point_in_time
-from drkit.storage.repository import Repository
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
+from drkit.restore import restore_point_in_time
+from drkit.storage import Repository
+from drkit.wal import archive_command, prepare_file_repository
 
 
 def execute(cluster: LocalCluster, sql: str) -> list[tuple[Any, ...]]:

@@ -30,8 +30,8 @@ from benchmarks.measure import (
     scratch_dir,
     write_policy,
 )
+from drkit.pg import LocalCluster
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster
 from drkit.pg.conninfo import for_subprocess
 
 SERIES = ("pgdump_dir_zstd", "drkit_jobs", "pg_restore_dir", "drkit_restore_jobs")

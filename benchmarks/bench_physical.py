@@ -29,9 +29,9 @@ from typing import Any
 import psycopg
 
 from benchmarks.measure import drkit, median, scratch_dir, write_policy
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, free_port, run_as
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, free_port, run_as
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.wal import archive_command, prepare_file_repository
 
 
 def wait_ready_drained(cluster: LocalCluster, timeout: float = 900) -> None:

@@ -32,8 +32,8 @@ import psycopg
 
 from benchmarks import measure
 from benchmarks.measure import Moto, median, moto_server, scratch_dir
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
+from drkit.wal import archive_command, prepare_file_repository
 
 SEG = 16 * 1024 * 1024
 

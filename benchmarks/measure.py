@@ -27,7 +27,7 @@ import yaml
 
 if TYPE_CHECKING:
     from drkit.demo.sample import SampleSize
-    from drkit.pg.cluster import LocalCluster
+    from drkit.pg import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,7 +192,7 @@ class Moto:
     """moto's standalone S3 server on 127.0.0.1, with throwaway credentials."""
 
     def __init__(self) -> None:
-        from drkit.pg.cluster import free_port
+        from drkit.pg import free_port
 
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"

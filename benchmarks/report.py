@@ -346,6 +346,25 @@ def drill_rows(results: dict[str, Any]) -> list[Row]:
     ]
 
 
+def startup_rows(results: dict[str, Any]) -> list[Row]:
+    """drkit's start (issue 22: ``--version`` and a backup's first pg_dump within 0.15 s)."""
+    startup = results.get("startup")
+    if not startup:
+        return []
+    medians, ratios = startup["medians"], startup["ratios_to_python_c_pass"]
+    rows = []
+    for series, measure, goal in (
+        ("this: drkit --version", "`drkit --version`", 0.15),
+        ("this: drkit --help", "`drkit --help`", None),
+        ("this: drkit backup, start to pg_dump", "`drkit backup`: process start to pg_dump", 0.15),
+    ):
+        if series in medians:
+            figure = f"{medians[series]:.3f} s ({ratios[series]:.2f}× `python -c pass`)"
+            met = None if goal is None else medians[series] <= goal
+            rows.append(Row(measure, figure, "—" if goal is None else f"≤ {goal:g} s", met))
+    return rows
+
+
 # --- the document -------------------------------------------------------------------------
 
 
@@ -430,7 +449,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
     ]
     rows: list[Row] = []
-    for part in (logical_rows, sanitize_rows, wal_rows, physical_rows, drill_rows):
+    for part in (logical_rows, sanitize_rows, wal_rows, physical_rows, drill_rows, startup_rows):
         rows += part(results)
     lines += table(["measure", "figure (median ratio)", "goal", "met?"], [r.cells() for r in rows])
     skipped = results.get("skipped", {})

@@ -3,3 +3,6 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+#: what ``drkit --version`` prints
+VERSION_LINE = f"drkit {__version__}"

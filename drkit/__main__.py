@@ -1,5 +1,5 @@
 """``python -m drkit``."""
 
-from drkit.entry import main
+from drkit.cli import main
 
 main()

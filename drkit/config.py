@@ -1,8 +1,10 @@
-"""Policies (DESIGN.md §2): loading, ``${VAR}`` expansion and validation.
+"""Policies: loading, ``${VAR}`` expansion and validation.
 
 A policy file is ``<policy-dir>/<ENV>.yaml``; ``ENV`` (the file's stem) names the
 environment everywhere else (repository prefix, metrics labels).  Every problem is a
-:class:`~drkit.errors.PolicyError` naming the file, the key and what is wrong.
+:class:`~drkit.errors.PolicyError` naming the file, the key and what is wrong.  The
+``repository`` section is the storage package's: one model per backend, chosen by the
+url's scheme (see ARCHITECTURE.md, Storage).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -29,8 +30,10 @@ from pydantic import (
     model_validator,
 )
 
+from drkit.cron import check_cron
 from drkit.errors import PolicyError, UsageError
 from drkit.redact import mask_url as mask_url  # the one masking function, re-exported
+from drkit.storage import CompressionConfig, RepositoryConfig
 
 STANDARD_RANKS: dict[str, int] = {"dev": 0, "test": 1, "staging": 2, "prod": 3}
 POLICY_DIR_ENV = "DRKIT_POLICY_DIR"
@@ -132,21 +135,6 @@ def check_timezone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown timezone {name!r}") from exc
 
 
-def check_cron(expr: str, timezone: str) -> str:
-    """Validate a five-field cron expression the way the scheduler will read it."""
-    from drkit.schedule.cron import cron_trigger
-
-    if len(expr.split()) != 5:
-        raise ValueError(
-            f"{expr!r} is not a five-field cron expression (minute hour day month weekday)"
-        )
-    try:
-        cron_trigger(expr, timezone)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"cron expression {expr!r} does not parse: {exc}") from exc
-    return expr
-
-
 # ---------------------------------------------------------------------------
 # ${VAR} expansion over the parsed YAML tree, so errors can name the key
 # ---------------------------------------------------------------------------
@@ -241,86 +229,8 @@ class DatabaseConfig(StrictModel):
         return [resolve(self.url.get_secret_value()).dbname]
 
 
-class CompressionConfig(StrictModel):
-    algorithm: Literal["zstd", "gzip", "none"] = "zstd"
-    level: int = 3
-
-    @model_validator(mode="after")
-    def _level_in_range(self) -> CompressionConfig:
-        ranges = {"zstd": (1, 22), "gzip": (1, 9), "none": (0, 22)}
-        low, high = ranges[self.algorithm]
-        if not low <= self.level <= high:
-            raise ValueError(f"{self.algorithm} level must be between {low} and {high}")
-        return self
-
-
-class EncryptionConfig(StrictModel):
-    recipients: list[str] = Field(min_length=1)
-    identity_file: str | None = None
-    identity_files: list[str] = Field(default_factory=list)
-
-    @field_validator("recipients")
-    @classmethod
-    def _recipients_look_like_age(cls, v: list[str]) -> list[str]:
-        for r in v:
-            if not r.startswith(("age1", "ssh-")):
-                raise ValueError(f"recipient {r[:12]!r}... is not an age public key (age1...)")
-        return v
-
-    def identities(self) -> list[str]:
-        files = [self.identity_file] if self.identity_file else []
-        files += [f for f in self.identity_files if f and f not in files]
-        env_file = os.environ.get("DRKIT_AGE_IDENTITY_FILE")
-        if env_file and env_file not in files:
-            files.append(env_file)
-        return files
-
-
-class RepositoryConfig(StrictModel):
-    url: str
-    endpoint_url: str | None = None
-    region: str | None = None
-    storage_class: str | None = None
-    compression: CompressionConfig = CompressionConfig()
-    encryption: EncryptionConfig | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, v: str) -> str:
-        if v.startswith("file://"):
-            if len(v) <= len("file://"):
-                raise ValueError("file:// url needs a path")
-            parts = urlsplit(v)
-            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-                # file://relative/dir would be resolved against the working directory:
-                # archive_command's is the data directory, so WAL would land inside it
-                raise ValueError(
-                    f"file:// url must name an absolute path (file:///var/lib/drkit/repo), "
-                    f"got {v!r}"
-                )
-            return v
-        if v.startswith("s3://"):
-            if not urlsplit(v).netloc:
-                raise ValueError("s3:// url needs a bucket: s3://bucket/prefix")
-            return v
-        raise ValueError(f"repository url must start with file:// or s3://, got {v!r}")
-
-    @field_validator("endpoint_url", "region", "storage_class")
-    @classmethod
-    def _empty_is_none(cls, v: str | None) -> str | None:
-        return v or None
-
-
-#: the schedule entries that are jobs, in the order ``schedule show`` lists them
-JOB_ENTRIES = (
-    "logical_backup",
-    "physical_backup",
-    "physical_incremental_backup",
-    "prune",
-    "drill",
-)
-
-
+#: each field but ``timezone`` is a job's cron expression, named as the job (what each
+#: runs is its row of drkit.schedule.jobs.JOBS; no docstring: it would be the schema's)
 class ScheduleConfig(StrictModel):
     logical_backup: str | None = None
     physical_backup: str | None = None
@@ -338,7 +248,7 @@ class ScheduleConfig(StrictModel):
 
     @model_validator(mode="after")
     def _crons(self) -> ScheduleConfig:
-        for name in JOB_ENTRIES:
+        for name in self.job_names():
             expr = getattr(self, name)
             if expr is not None:
                 try:
@@ -347,9 +257,14 @@ class ScheduleConfig(StrictModel):
                     raise ValueError(f"{name}: {exc}") from None
         return self
 
+    @classmethod
+    def job_names(cls) -> list[str]:
+        """The jobs a policy can schedule, in the order ``schedule show`` lists them."""
+        return [name for name in cls.model_fields if name != "timezone"]
+
     def jobs(self) -> dict[str, str]:
         """job name -> cron expression, for the entries that are set."""
-        return {name: expr for name in JOB_ENTRIES if (expr := getattr(self, name))}
+        return {name: expr for name in self.job_names() if (expr := getattr(self, name))}
 
 
 class RetentionConfig(StrictModel):

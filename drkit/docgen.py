@@ -5,8 +5,9 @@ cannot drift from the code: the CLI reference from the click tree of the typer a
 policy and rules references and their JSON Schemas from the pydantic models, the exit
 codes from :data:`drkit.errors.EXIT_CODES`.  The prose that a model cannot hold (what a
 key means) lives in :mod:`drkit.docgen_text`, keyed by the names the models use, except a
-sanitize strategy's, which its own module holds (``DOC`` and ``FIELD_DOCS``); a key
-without a meaning is reported, never silently left blank.  ``tests/test_docs.py``
+sanitize strategy's, which its own module holds (``DOC`` and ``FIELD_DOCS``), and a
+scheduled job's, which its row of :data:`drkit.schedule.jobs.JOBS` holds; a key without
+a meaning is reported, never silently left blank.  ``tests/test_docs.py``
 regenerates into a temporary directory and fails when the committed files differ.
 
 Only imported when run: nothing at drkit's start-up depends on it.
@@ -164,7 +165,7 @@ def policy_schema() -> dict[str, Any]:
         if key in schema["properties"]:
             schema["properties"][key] = {"type": kind}
     standard = ", ".join(f"{k} {v}" for k, v in STANDARD_RANKS.items())
-    meanings = {**_model_descriptions(Policy), **text.POLICY_KEYS}
+    meanings = {**_model_descriptions(Policy), **text.POLICY_KEYS, **_job_descriptions()}
     meanings["rank"] = meanings["rank"].format(standard=standard)
     _describe(schema, meanings)
     return {
@@ -173,6 +174,13 @@ def policy_schema() -> dict[str, Any]:
         "description": text.POLICY_SUMMARY,
         **{k: v for k, v in schema.items() if k not in ("description", "$schema")},
     }
+
+
+def _job_descriptions() -> dict[str, str]:
+    """``schedule.<job>``: what each job's schedule key means, from the jobs table."""
+    from drkit.schedule.jobs import JOBS
+
+    return {f"schedule.{job.name}": job.doc for job in JOBS.values()}
 
 
 def _model_descriptions(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
@@ -202,6 +210,7 @@ def rules_schema() -> dict[str, Any]:
     text (the registry of :mod:`drkit.sanitize.strategies`), and the document around them
     as :mod:`drkit.sanitize.rules` parses it."""
     from drkit.sanitize import STRATEGIES, Defaults
+    from drkit.sanitize.scan.content import KINDS
 
     models = [(model, "validation") for model in (*STRATEGIES.values(), Defaults)]
     _, top = models_json_schema(
@@ -224,6 +233,20 @@ def rules_schema() -> dict[str, Any]:
         names[name] = model.__name__
     bare = [name for name, model in names.items() if not defs[model].get("required", [])[1:]]
     column = _strategy_choice(names, bare)
+    keep = defs[names["keep"]]
+    for choice in keep["properties"]["pii"]["anyOf"]:  # the kinds a review may accept
+        if choice.get("type") == "array":
+            choice["items"] = {"enum": list(KINDS)}
+            choice["minItems"] = 1
+    column["anyOf"].append(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["pii"],
+            "properties": {"pii": keep["properties"]["pii"]},
+            "description": "keep, with a person's review: {pii: none} is {strategy: keep, pii: none}",
+        }
+    )
     nested = {k: v for k, v in names.items() if STRATEGIES[k].AT_JSON_PATH}
     defs["ColumnStrategy"] = column
     defs["JsonPathStrategy"] = _strategy_choice(nested, [b for b in bare if b in nested])
@@ -526,7 +549,7 @@ def _command_section(command: Any, ctx: Any, path: str) -> str:
             cells = [flags, value, _option_default(opt), opt.help or ""]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
-    from drkit.helptext import exit_code_summary
+    from drkit.cli.helptext import exit_code_summary
 
     if command.epilog == exit_code_summary():
         lines += ["Exit codes: [exit-codes.md](exit-codes.md).", ""]
@@ -559,7 +582,7 @@ def _option_default(opt: Any) -> str:
 
 
 # ---------------------------------------------------------------------------
-# The --json documents (drkit.documents)
+# The --json documents (drkit.cli.documents)
 # ---------------------------------------------------------------------------
 
 OUTPUT_DIR = "schemas/output"
@@ -568,7 +591,7 @@ OUTPUT_DIR = "schemas/output"
 def output_schema(name: str) -> dict[str, Any]:
     """The schema of one command's ``--json`` document: its own shape or, when the
     command failed before it had anything to report, the failure document."""
-    from drkit.documents import DOCUMENTS, SCHEMA_VERSION, Failure
+    from drkit.cli.documents import DOCUMENTS, SCHEMA_VERSION, Failure
 
     model = DOCUMENTS[name]
     _, top = models_json_schema(
@@ -590,7 +613,7 @@ def output_schema(name: str) -> dict[str, Any]:
 
 
 def failure_schema() -> dict[str, Any]:
-    from drkit.documents import SCHEMA_VERSION, Failure
+    from drkit.cli.documents import SCHEMA_VERSION, Failure
 
     raw = Failure.model_json_schema(ref_template="#/$defs/{model}")
     return {
@@ -602,7 +625,7 @@ def failure_schema() -> dict[str, Any]:
 
 
 def json_markdown() -> str:
-    from drkit.documents import DOCUMENTS
+    from drkit.cli.documents import DOCUMENTS
 
     rows = ["| document | schema |", "|---|---|"]
     for name, model in DOCUMENTS.items():
@@ -616,7 +639,7 @@ def json_markdown() -> str:
 
 
 def output_files() -> dict[str, str]:
-    from drkit.documents import DOCUMENTS
+    from drkit.cli.documents import DOCUMENTS
 
     files = {f"{OUTPUT_DIR}/{name}.schema.json": _json(output_schema(name)) for name in DOCUMENTS}
     files[f"{OUTPUT_DIR}/failure.schema.json"] = _json(failure_schema())

@@ -1,11 +1,18 @@
-"""The one exception tree of drkit; every class carries the exit code of DESIGN.md §1.
+"""The one exception tree of drkit, each class carrying its exit code, and the one line
+an exception that ends a command becomes.
 
-Core modules raise these; only ``drkit.cli`` turns them into a message and an exit code.
-Messages are one line, say what failed, on which object, and what to do, and never
-contain a secret.
+Core modules raise these and never print them.  Messages are one line, say what failed,
+on which object, and what to do, and never contain a secret.  :func:`failure` turns any
+exception into the exit code and the ``drkit: error: …`` line, secrets masked; the
+command line (:mod:`drkit.cli`) and the lean entries PostgreSQL runs (``wal-push``,
+``wal-fetch``) both end through it, so the two paths cannot drift apart.  The codes and
+their meanings are published in ``drkit --help`` and docs/exit-codes.md (see
+ARCHITECTURE.md, Command line).
 """
 
 from __future__ import annotations
+
+from drkit.redact import mask_url
 
 
 class DrkitError(Exception):
@@ -74,7 +81,7 @@ class Interrupted(DrkitError):
     exit_code = 130
 
 
-#: what each exit code means (DESIGN.md §1), for ``drkit --help`` and docs/exit-codes.md
+#: what each exit code means, for ``drkit --help`` and docs/exit-codes.md
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "the operation failed (database, storage, subprocess error)",
@@ -85,3 +92,24 @@ EXIT_CODES: dict[int, str] = {
     "--force, encryption configured but unavailable)",
     130: "interrupted",
 }
+
+
+# -- the one error line ---------------------------------------------------------------
+
+INTERRUPTED_LINE = "drkit: interrupted"
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """The one line an unexpected exception gets (first line only, secrets masked)."""
+    text = mask_url(str(exc).splitlines()[0]) if str(exc) else ""
+    return f"drkit: internal error: {type(exc).__name__}: {text} (rerun with -v for details)"
+
+
+def failure(exc: BaseException) -> tuple[int, str]:
+    """(exit code, error line) for an exception that ends a command: a DrkitError's own
+    code, 130 for Ctrl-C, 1 for anything unexpected."""
+    if isinstance(exc, DrkitError):
+        return exc.exit_code, f"drkit: error: {mask_url(str(exc))}"
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted.exit_code, INTERRUPTED_LINE
+    return 1, internal_error_line(exc)

@@ -447,7 +447,7 @@ def _check_encryption(report: CheckReport, policy: Policy) -> None:
 
 
 def _check_schedule(report: CheckReport, policy: Policy) -> None:
-    from drkit.schedule.cron import cron_trigger
+    from drkit.cron import cron_trigger
 
     jobs = policy.schedule.jobs()
     if not jobs:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from drkit.streams import CountingReader
+
 Unit = Literal["bytes", "rows"]
 State = Literal["running", "done"]
 
@@ -44,6 +46,11 @@ class ProgressEvent:
 
 
 OnProgress = Callable[[ProgressEvent], None]
+
+
+def ignore_progress(_event: ProgressEvent) -> None:
+    """The sink that draws nothing (no terminal, ``--json``, ``--quiet``)."""
+    return None
 
 
 class Meter:
@@ -94,18 +101,11 @@ class Meter:
         self.finish()
 
 
-class MeteredReader:
+class MeteredReader(CountingReader):
     """A binary stream whose reads advance a :class:`Meter` by the bytes read."""
 
     def __init__(self, source: Any, meter: Meter) -> None:
-        self._source = source
-        self._meter = meter
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self._source.read(size)
-        if data:
-            self._meter(len(data))
-        return data
+        super().__init__(source, meter)
 
 
 def human_size(n: float) -> str:

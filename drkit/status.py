@@ -1,23 +1,12 @@
 """``drkit status ENV``: where an environment stands against its objectives, on one screen.
 
-Read from the repository only (no database login, so it works when the database is the
-thing that is gone; a policy without ``databases:`` has its database named by libpq,
-which needs no server for that): the newest backup of each kind and its age, the newest
-archived WAL file and its age, the current RPO exposure (now minus the newest point a
-restore could reach), the last drill's verdict, RTO and age, and the recoverable window.
-
-What WAL adds is what ``restore --point-in-time latest`` would reach (:func:`wal_reach`
-plans that very recovery): along the followed timeline from the newest usable base
-backup up to the last segment before the first missing one, and back past segments at
-the archive's end that another cluster wrote (replay rejects them).  A gap and foreign
-segments are reported; the newest object in ``wal/`` counts for nothing by itself.
-``drkit status`` and the daemon's ``/metrics`` both take the exposure from
-:func:`recoverable` and :func:`rpo_exposure`.
-
-RPO exposure is measured per database of the policy, from the backups that hold it (a
-partial ``drkit backup ENV --database shop`` refreshes ``shop`` only), and the
-environment's exposure is the worst of them: a database no backup holds is "nothing
-restorable", however fresh the others are.
+What it shows comes from the catalog view (:class:`drkit.restore.window.CatalogView`,
+the same answers the scheduler's ``/metrics`` export): the newest backup of each kind
+and its age, the newest archived WAL file and its age, how far ``restore latest`` gets
+through the WAL (a gap and foreign segments are reported), the current RPO exposure
+(now minus the newest point a restore could reach, for the worst database of the
+policy), the last drill's verdict, RTO and age, and the recoverable window.  This module
+judges those answers against the objectives and renders them.
 
 An objective is *breached* — ``drkit status`` exits 3 — when the RPO exposure exceeds
 the RPO objective (or nothing is restorable for some database), or when the last drill's measured
@@ -28,116 +17,26 @@ WAL archiving on but no WAL) put the status line on ATTENTION without breaching.
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from drkit.backup.catalog import Manifest, iso, list_backups, skewed_backups
+from drkit.backup.catalog import Manifest, iso, skewed_backups
 from drkit.backup.order import SKEW_BOUND, describe_skew
 from drkit.config import Policy, format_duration
-from drkit.errors import CheckFailed, StorageError
+from drkit.errors import StorageError
 from drkit.progress import human_size
+from drkit.restore import (
+    CatalogView,
+    DatabaseExposure,
+    WalReach,
+    exposure_at,
+    report_finished_at,
+    rpo_exposure,
+    worst_database,
+)
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class DatabaseExposure:
-    """Where one database stands: the newest backup holding it, the newest point a
-    restore of it can reach."""
-
-    database: str
-    backup: Manifest | None
-    newest_point: datetime | None
-
-
-@dataclass
-class WalReach:
-    """What the WAL archive adds to the recoverable window: how far ``restore latest``
-    gets on the followed timeline, and what stops it there."""
-
-    timeline: int | None = None
-    backup_id: str | None = None  # the base backup recovery would start from
-    backup_point: datetime | None = None  # its consistent point
-    last_segment: str | None = None  # the last segment replay reaches
-    end: datetime | None = None  # when that segment was archived
-    first_missing: str | None = None  # the first missing segment, when newer ones exist
-    beyond_gap: int = 0  # segments archived past it on the followed timeline
-    foreign: list[str] = field(default_factory=list)  # another cluster's, oldest first
-    unchecked: str | None = None  # why the segments' cluster could not be read
-    problem: str | None = None  # why the archive adds nothing
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "followed_timeline": self.timeline,
-            "reachable_segment": self.last_segment,
-            "reachable_at": iso(self.end),
-            "gap": (
-                {"first_missing": self.first_missing, "segments_beyond": self.beyond_gap}
-                if self.first_missing
-                else None
-            ),
-            "foreign_segments": self.foreign,
-            "identity_unchecked": self.unchecked,
-            "unreachable": self.problem,
-        }
-
-
-def wal_reach(repo: Repository) -> WalReach:
-    """How far ``restore --point-in-time latest`` gets: the same plan (timeline, base
-    backup, the walk to the first missing segment, with ``--allow-gap``), then back past
-    the segments at the end that carry another cluster's system identifier."""
-    from drkit.backup.walchain import own_tail, timeline_history
-    from drkit.restore.pitr import consistent_point, plan_recovery
-    from drkit.wal_identity import read_identity
-    from drkit.wal_keys import wal_candidate_keys
-
-    try:
-        plan = plan_recovery(repo, None, allow_gap=True)
-    except (CheckFailed, StorageError) as exc:
-        return WalReach(problem=str(exc))
-    except ValueError as exc:  # a physical manifest without its WAL start/stop
-        return WalReach(problem=f"a base backup cannot be followed by WAL: {exc}")
-    reach = plan.reach
-    out = WalReach(
-        timeline=reach.timeline,
-        backup_id=plan.manifest.id,
-        backup_point=consistent_point(plan.manifest),
-        last_segment=reach.last_segment,
-        end=reach.end,
-        first_missing=reach.missing if reach.gap else None,
-        beyond_gap=reach.newer_segments if reach.gap else 0,
-    )
-    if reach.last_segment is None:
-        return out
-    try:
-        reference = plan.manifest.system_identifier or read_identity(repo)
-        if reference is None:
-            out.unchecked = "no system identifier recorded for the archive or its backup"
-            return out
-        history = timeline_history(repo, reach.timeline)
-        tail = own_tail(repo, plan.manifest, reach, reference, history)
-    except (CheckFailed, StorageError) as exc:
-        out.unchecked = str(exc)
-        return out
-    out.foreign = list(reversed(tail.foreign))
-    if tail.last_own != reach.last_segment:
-        out.last_segment = tail.last_own
-        info = (
-            repo.backend.first_existing(wal_candidate_keys(repo, tail.last_own))
-            if tail.last_own
-            else None
-        )
-        out.end = info.modified.astimezone(UTC) if info else None
-        if tail.last_own is None:
-            out.problem = (
-                f"the last {len(tail.foreign)} segments of the archive are another "
-                "cluster's" + ("" if tail.checked_all else " (and maybe more before them)")
-            )
-    return out
 
 
 @dataclass
@@ -162,7 +61,7 @@ class StatusReport:
     skewed: list[Manifest] = field(default_factory=list)
 
     def exposure_of(self, point: datetime | None) -> float | None:
-        return None if point is None else max(0.0, (self.now - point).total_seconds())
+        return exposure_at(self.now, point)
 
     @property
     def worst_database(self) -> str | None:
@@ -186,7 +85,7 @@ class StatusReport:
     def to_dict(self) -> dict[str, Any]:
         drill = None
         if self.drill is not None:
-            finished = _drill_time(self.drill)
+            finished = report_finished_at(self.drill)
             drill = {
                 "id": self.drill.get("id"),
                 "verdict": self.drill.get("verdict"),
@@ -243,116 +142,10 @@ class StatusReport:
         }
 
 
-def _exposure(now: datetime, point: datetime | None) -> float | None:
-    return None if point is None else max(0.0, (now - point).total_seconds())
-
-
-def worst_database(databases: dict[str, DatabaseExposure], now: datetime) -> str | None:
-    """The database with the largest exposure at ``now`` (one with nothing restorable
-    first)."""
-    if not databases:
-        return None
-
-    def badness(item: DatabaseExposure) -> tuple[int, float, str]:
-        exposure = _exposure(now, item.newest_point)
-        return (1, 0.0, item.database) if exposure is None else (0, exposure, item.database)
-
-    return max(databases.values(), key=badness).database
-
-
-def rpo_exposure(databases: dict[str, DatabaseExposure], now: datetime) -> float | None:
-    """The RPO exposure at ``now``: the worst database's (None: some database has nothing
-    restorable).  ``drkit status`` and ``drkit_rpo_exposure_seconds`` are this."""
-    worst = worst_database(databases, now)
-    return None if worst is None else _exposure(now, databases[worst].newest_point)
-
-
-def _drill_time(doc: dict[str, Any]) -> datetime | None:
-    from drkit.drill.report import report_finished_at
-
-    return report_finished_at(doc)
-
-
-def newest_wal(repo: Repository) -> ObjectInfo | None:
-    try:
-        wal = repo.list("wal/")
-    except StorageError as exc:
-        log.warning("listing the WAL archive of %s failed: %s", repo.env, exc)
-        return None
-    return max(wal, key=lambda info: (info.modified, info.key)) if wal else None
-
-
-def recoverable_points(
-    policy: Policy, manifests: list[Manifest], wal: WalReach | None
-) -> tuple[datetime | None, datetime | None, datetime | None]:
-    """(oldest, newest, continuous_from): the window a restore can reach.
-
-    Each backup is a point (its consistent point); with WAL archiving, every point from
-    the base backup ``restore latest`` starts from to the last segment it reaches.
-    """
-    points = [m.consistent_at or m.finished_at for m in manifests]
-    continuous_from = None
-    physical = [m for m in manifests if m.kind == "physical"]
-    if (
-        policy.wal_archiving
-        and wal is not None
-        and wal.end is not None
-        and wal.backup_point is not None
-        and any(m.id == wal.backup_id for m in physical)
-    ):
-        continuous_from = wal.backup_point
-        if wal.end >= continuous_from:
-            points.append(wal.end)
-    if not points:
-        return None, None, None
-    return min(points), max(points), continuous_from
-
-
-def database_exposures(
-    policy: Policy, manifests: list[Manifest], wal: WalReach | None
-) -> dict[str, DatabaseExposure]:
-    """Each policy database's newest backup and newest recoverable point, counting only
-    the backups that hold it."""
-    out = {}
-    for database in policy.database.database_names():
-        holding = [m for m in manifests if database in m.databases]
-        newest = recoverable_points(policy, holding, wal)[1]
-        out[database] = DatabaseExposure(database, holding[-1] if holding else None, newest)
-    return out
-
-
-@dataclass
-class Recoverable:
-    """What a restore can reach from one repository: the single source of ``drkit
-    status``'s and ``/metrics``' RPO exposure."""
-
-    manifests: list[Manifest]
-    wal_last: ObjectInfo | None
-    wal: WalReach | None  # None: WAL archiving is off
-    databases: dict[str, DatabaseExposure]
-
-
-def recoverable(policy: Policy, repo: Repository) -> Recoverable:
-    manifests = list_backups(repo)
-    wal_last = newest_wal(repo)
-    wal = wal_reach(repo) if policy.wal_archiving else None
-    return Recoverable(manifests, wal_last, wal, database_exposures(policy, manifests, wal))
-
-
-def newest_recoverable_point(policy: Policy, repo: Repository) -> datetime | None:
-    """The newest point every policy database can be restored to (the worst database's
-    newest point; None when some database is held by no backup)."""
-    points = [e.newest_point for e in recoverable(policy, repo).databases.values()]
-    if not points or any(p is None for p in points):
-        return None
-    return min(p for p in points if p is not None)
-
-
 def collect_status(
     policy: Policy, repo: Repository | None = None, now: datetime | None = None
 ) -> StatusReport:
-    from drkit.drill.report import PASS, latest_report
-
+    """Read the catalog view of ``policy``'s repository, then judge it (:func:`judge`)."""
     own = repo is None
     repo = repo or Repository.for_policy(policy)
     try:
@@ -363,23 +156,29 @@ def collect_status(
             rto_objective=policy.objectives.rto_seconds,
             wal_archiving=policy.wal_archiving,
         )
-        state = recoverable(policy, repo)
-        manifests = state.manifests
-        report.backup_count = len(manifests)
-        for manifest in manifests:  # oldest first: the newest of each kind wins
-            report.backups[manifest.kind] = manifest
-        report.wal_last = state.wal_last
-        report.wal = state.wal
-        report.oldest_point, report.newest_point, report.continuous_from = recoverable_points(
-            policy, manifests, state.wal
-        )
-        report.databases = state.databases
-        report.skewed = skewed_backups(manifests)
+        view = CatalogView(policy, repo)
+        report.backup_count = len(view.manifests)
+        report.backups = view.newest
+        report.wal_last = view.wal_last
+        report.wal = view.wal
+        window = view.window
+        report.oldest_point, report.newest_point = window.oldest, window.newest
+        report.continuous_from = window.continuous_from
+        report.databases = view.databases
+        report.skewed = skewed_backups(view.manifests)
         with contextlib.suppress(StorageError):
-            report.drill = latest_report(repo)
+            report.drill = view.drill
     finally:
         if own:
             repo.close()
+    judge(report, policy)
+    return report
+
+
+def judge(report: StatusReport, policy: Policy) -> None:
+    """Fill ``breached`` and ``attention``: the RPO and RTO objectives, then what the
+    operator should look at (clock skew, drills, WAL)."""
+    from drkit.drill.report import PASS
 
     exposure = report.rpo_exposure
     if report.rpo_objective is not None:
@@ -397,7 +196,7 @@ def collect_status(
                 f"RPO: the newest recoverable point{of} is {format_duration_s(exposure)} old "
                 f"(objective {objective})"
             )
-    elif not manifests:
+    elif not report.backup_count:
         report.attention.append("no backup in the repository")
     if report.skewed:
         report.attention.append(skew_attention(report.skewed))
@@ -421,7 +220,6 @@ def collect_status(
         report.attention.append("WAL archiving is on but the repository holds no WAL")
     elif report.wal is not None:
         report.attention += wal_findings(report.wal)
-    return report
 
 
 def skew_attention(skewed: list[Manifest]) -> str:
@@ -539,7 +337,7 @@ def render_status(report: StatusReport) -> list[str]:
         lines.append(
             f"  last drill             {drill.get('verdict')} ({drill.get('id')}), RTO "
             + (format_duration_s(float(rto)) if isinstance(rto, int | float) else "-")
-            + f" (objective {rto_objective}), {_when(report, _drill_time(drill))}"
+            + f" (objective {rto_objective}), {_when(report, report_finished_at(drill))}"
         )
     window = "-"
     if report.newest_point is not None:

@@ -4,6 +4,9 @@ Stages compose by wrapping readers: ``HashingReader(compress(dump_stdout))`` is 
 backup uploads.  Every stage reads a bounded chunk at a time, so memory stays flat
 whatever the size of the data.  Encryption (age) plugs in as one more stage in
 :mod:`drkit.crypto`.
+
+A stage that only watches the bytes go by is a :class:`Tap`: counting them, hashing
+them, checking their digest at the end, metering progress, following zstd frames.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from drkit.errors import CheckFailed
@@ -22,7 +27,6 @@ if TYPE_CHECKING:
     import zstandard
 
 CHUNK = 1024 * 1024
-COMPRESSION_SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 
 
 class IterReader:
@@ -80,32 +84,81 @@ def read_full(source: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-class HashingReader:
-    """Passes bytes through while counting them and computing their sha256."""
+class Tap:
+    """Passes a stream's bytes through unchanged, showing each chunk to ``see`` and the
+    end of the stream, once, to ``end`` (which may raise: a check that failed).
 
-    def __init__(self, source: BinaryIO, on_bytes: Callable[[int], None] | None = None) -> None:
+    The one pass-through reader: what watches a stream is a pair of callbacks on it.
+    ``close`` closes the source unless ``close_source`` is false (the caller owns it)."""
+
+    def __init__(
+        self,
+        source: BinaryIO,
+        see: Callable[[bytes], object] | None = None,
+        end: Callable[[], object] | None = None,
+        *,
+        close_source: bool = True,
+    ) -> None:
         self._source = source
-        self._hash = hashlib.sha256()
-        self.count = 0
-        self._on_bytes = on_bytes
+        self._see = see
+        self._end = end
+        self._close_source = close_source
+        self._ended = False
 
     def read(self, size: int = -1) -> bytes:
         data = self._source.read(size)
         if data:
-            self._hash.update(data)
-            self.count += len(data)
-            if self._on_bytes is not None:
-                self._on_bytes(len(data))
+            if self._see is not None:
+                self._see(data)
+        elif size != 0 and not self._ended:
+            self._ended = True
+            if self._end is not None:
+                self._end()
         return data
 
     def readable(self) -> bool:
         return True
 
+    def close(self) -> None:
+        if self._close_source:
+            self._source.close()
+
+
+class CountingReader(Tap):
+    """Passes bytes through, counting them (:attr:`count`) and telling ``on_bytes`` how
+    many each read brought."""
+
+    def __init__(
+        self,
+        source: BinaryIO,
+        on_bytes: Callable[[int], object] | None = None,
+        *,
+        close_source: bool = True,
+    ) -> None:
+        super().__init__(source, self._counted, close_source=close_source)
+        self.count = 0
+        self._on_bytes = on_bytes
+
+    def _counted(self, data: bytes) -> None:
+        self.count += len(data)
+        if self._on_bytes is not None:
+            self._on_bytes(len(data))
+
+
+class HashingReader(CountingReader):
+    """Passes bytes through while counting them and computing their sha256."""
+
+    def __init__(self, source: BinaryIO, on_bytes: Callable[[int], object] | None = None) -> None:
+        super().__init__(source, on_bytes)
+        self._see = self._hashed
+        self._hash = hashlib.sha256()
+
+    def _hashed(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._counted(data)
+
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-    def close(self) -> None:
-        self._source.close()
 
 
 class GatedReader:
@@ -304,35 +357,22 @@ class ReadAhead:
         self.close()
 
 
-class ChecksumReader:
+class ChecksumReader(Tap):
     """Passes bytes through and, at their end, raises CheckFailed unless their sha256 is
     ``expected`` (for objects with no checksum of their own: uncompressed, unencrypted)."""
 
     def __init__(self, source: BinaryIO, expected: str, name: str) -> None:
-        self._source = source
+        self._hash = hashlib.sha256()
+        super().__init__(source, self._hash.update, self._check)
         self._expected = expected
         self._name = name
-        self._hash = hashlib.sha256()
-        self._done = False
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._hash.update(data)
-        elif not self._done and size != 0:
-            self._done = True
-            if self._hash.hexdigest() != self._expected:
-                raise CheckFailed(
-                    f"{self._name}: sha256 mismatch with the checksum stored beside it "
-                    "(the object is corrupt)"
-                )
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._source.close()
+    def _check(self) -> None:
+        if self._hash.hexdigest() != self._expected:
+            raise CheckFailed(
+                f"{self._name}: sha256 mismatch with the checksum stored beside it "
+                "(the object is corrupt)"
+            )
 
 
 #: zstd's multithreaded job size.  Its default at level 3 (8 MiB jobs, several in flight
@@ -406,7 +446,7 @@ def _zstd_chunks(source: BinaryIO, name: str) -> Iterator[bytes]:
     import zstandard
 
     frames = ZstdFrames(name)
-    tapped = cast(BinaryIO, _Tap(source, frames.feed))
+    tapped = cast(BinaryIO, Tap(source, frames.feed))
     dctx = zstandard.ZstdDecompressor()
     try:
         with dctx.stream_reader(
@@ -417,20 +457,6 @@ def _zstd_chunks(source: BinaryIO, name: str) -> Iterator[bytes]:
     except zstandard.ZstdError as exc:
         raise CheckFailed(f"{name}: corrupt zstd data ({exc})") from None
     frames.finish()
-
-
-class _Tap:
-    """A reader that shows every chunk it passes on to ``see``."""
-
-    def __init__(self, source: BinaryIO, see: Callable[[bytes], None]) -> None:
-        self._source = source
-        self._see = see
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._see(data)
-        return data
 
 
 _ZSTD_MAGIC = 0xFD2FB528
@@ -554,3 +580,14 @@ def copy_stream(source: BinaryIO, target: BinaryIO) -> int:
         target.write(chunk)
         total += len(chunk)
     return total
+
+
+#: where drkit spools data locally (see :func:`spool_dir`)
+SPOOL_DIR_ENV = "DRKIT_TMPDIR"
+
+
+def spool_dir() -> Path:
+    """Where drkit spools data on local disk (dumps fetched for a parallel restore, a
+    dump directory being uploaded, a drill's work directory): ``$DRKIT_TMPDIR``, else
+    the system's temporary directory."""
+    return Path(os.environ.get(SPOOL_DIR_ENV) or tempfile.gettempdir())

@@ -30,7 +30,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, free_port
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, free_port
 from drkit.pg.conninfo import with_dbname
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -38,10 +38,10 @@ from drkit.backup.order import (
     precedes,
 )
 from drkit.backup.retention import BackupRef, backup_ref, deletion_order, plan_retention
-from drkit.config import RetentionConfig, parse_policy
+from drkit.config import Policy, RetentionConfig, parse_policy
 from drkit.errors import NotFoundError, ObjectExists, UsageError
-from drkit.storage.repository import Repository, StoredObject
-from drkit.wal_names import format_lsn
+from drkit.storage import Repository, StoredObject
+from drkit.wal import format_lsn
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 SYSID = "7441000000000000001"
@@ -322,8 +322,8 @@ def test_a_ref_without_server_facts_orders_by_its_start() -> None:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    policy = parse_policy(
+def policy(tmp_path: Path) -> Policy:
+    return parse_policy(
         "prod",
         {
             "environment": "prod",
@@ -335,6 +335,10 @@ def repo(tmp_path: Path) -> Repository:
         },
         "test-policy.yaml",
     )
+
+
+@pytest.fixture
+def repo(policy: Policy) -> Repository:
     return Repository.for_policy(policy)
 
 
@@ -395,7 +399,7 @@ def test_a_manifest_is_never_replaced_and_a_published_backup_never_discarded(
     assert list_backups(repo)[0].consistent_at == T0
 
 
-def test_metrics_time_the_newest_backup_by_the_server(repo: Repository) -> None:
+def test_metrics_time_the_newest_backup_by_the_server(repo: Repository, policy: Policy) -> None:
     """A host clock a month ahead must not date the last success a month ahead (the
     "backup too old" alert would stay silent for a month)."""
     from drkit.schedule.metrics import read_catalog
@@ -405,7 +409,7 @@ def test_metrics_time_the_newest_backup_by_the_server(repo: Repository) -> None:
         repo,
         manifest("", server=T0 + timedelta(hours=1), lsn=0x3000000, host_skew=timedelta(days=30)),
     )
-    snapshot = read_catalog(repo, now=T0 + timedelta(hours=2))
+    snapshot = read_catalog(repo, policy, now=T0 + timedelta(hours=2))
     assert snapshot.newest["logical"].id == ahead.id and real.id < ahead.id
     assert abs(snapshot.newest["logical"].finished_at - (T0 + timedelta(hours=1))) < timedelta(
         minutes=1

@@ -235,7 +235,7 @@ def test_bad_input_gets_one_line_and_the_right_code(
         one_line_error(result, 1, "password authentication failed")
         assert password not in result.stderr
 
-    from drkit.pg.cluster import free_port
+    from drkit.pg import free_port
 
     down = f"postgresql://postgres:pw@127.0.0.1:{free_port()}/x"
     make_policy("down", down, file_repo, environment="dev")
@@ -361,7 +361,7 @@ def test_refused_s3_credentials_are_one_clear_line(
     sample_db: tuple[str, str], make_policy: PolicyWriter, run_drkit: DrkitRunner
 ) -> None:
     """A moto server with authentication on: unknown keys are refused with 403."""
-    from drkit.pg.cluster import free_port
+    from drkit.pg import free_port
     from tests.conftest import _wait_http
 
     port = free_port()

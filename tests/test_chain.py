@@ -11,8 +11,8 @@ import pytest
 from drkit.backup.catalog import Manifest
 from drkit.backup.chain import PG_MANIFEST_NAME, by_id, choose_parent, resolve_chain
 from drkit.errors import CheckFailed
-from drkit.storage.repository import StoredObject
-from drkit.wal_names import TimelineSwitch
+from drkit.storage import StoredObject
+from drkit.wal import TimelineSwitch
 
 T0 = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 SYSID = "7441000000000000001"

@@ -17,8 +17,8 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, free_port
-from drkit.walcmd import prepare_file_repository
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, free_port
+from drkit.wal import prepare_file_repository
 from tests.conftest import DrkitRunner
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 

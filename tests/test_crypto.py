@@ -557,7 +557,7 @@ def test_stage_streams_large_data_both_ways_without_deadlock(age_key: KeyMaker) 
 
 def test_failed_source_never_commits_an_object(tmp_path: Path, age_key: KeyMaker) -> None:
     from drkit import crypto
-    from drkit.storage.file import FileBackend
+    from drkit.storage import FileBackend
 
     key = age_key("k")
     backend = FileBackend(tmp_path / "repo")

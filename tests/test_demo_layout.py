@@ -28,7 +28,7 @@ DEMO = DRKIT / "demo"
 SHIPPED_RULES = REPO / "sanitize_rules" / "prod-to-staging.yaml"
 
 #: the CLI layer runs the demo; nothing else in the product may import it
-MAY_IMPORT_THE_DEMO = ("drkit/cli.py", "drkit/commands/")
+MAY_IMPORT_THE_DEMO = ("drkit/cli/",)
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drkit.schedule.daemon import DEFAULT_PORT
+from drkit.schedule.endpoints import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -138,9 +138,9 @@ def test_entrypoint_is_the_installed_console_script(
     assert [json.loads(e) for e in final.all("ENTRYPOINT")] == [["drkit"]]
     assert [json.loads(c) for c in final.all("CMD")] == [["schedule", "run"]]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["drkit"] == "drkit.entry:main"
+    assert scripts["drkit"] == "drkit.cli.entry:main"
     (script,) = entry_points(group="console_scripts", name="drkit")
-    assert script.value == "drkit.entry:main" and callable(script.load())
+    assert script.value == "drkit.cli.entry:main" and callable(script.load())
     # the final stage installs the wheel the build stage made from this project
     build = next(s for s in stages if s.name == "build")
     assert any("COPY . /src" in f"COPY {c}" for c in build.all("COPY"))

@@ -94,9 +94,7 @@ def test_every_key_has_a_meaning() -> None:
 
 
 def test_cli_reference_covers_every_command_and_option() -> None:
-    import typer
-
-    from drkit.cli import app
+    from drkit.cli import click_command
 
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
 
@@ -110,7 +108,7 @@ def test_cli_reference_covers_every_command_and_option() -> None:
             default = name == getattr(command, "default_command", None)
             walk(sub, "drkit sanitize SRC DST" if default else f"{path} {name}")
 
-    walk(typer.main.get_command(app), "drkit")
+    walk(click_command(), "drkit")
 
 
 # ---------------------------------------------------------------------------
@@ -245,6 +243,11 @@ BROKEN_RULES = [
         ),
     ),
     ("bad unlisted_tables", _with(RULES_DOC, "defaults.unlisted_tables", "maybe")),
+    ("unknown pii kind", _with(RULES_DOC, "tables.user.columns.id", {"pii": ["zip"]})),
+    (
+        "a review on a masking strategy",
+        _with(RULES_DOC, "tables.user.columns.id", {"strategy": "hash", "pii": "none"}),
+    ),
     ("missing to", {k: v for k, v in RULES_DOC.items() if k != "to"}),
 ]
 
@@ -266,6 +269,8 @@ GOOD_RULES = [
         _with(RULES_DOC, "tables.t.columns.a", {"strategy": "hash", "length": "${LEN:-16}"}),
     ),
     ("mask by name", _with(RULES_DOC, "tables.t.columns.a", "mask")),
+    ("a review", _with(RULES_DOC, "tables.t.columns.a", {"strategy": "keep", "pii": "none"})),
+    ("a review, short", _with(RULES_DOC, "tables.t.columns.a", {"pii": ["ip", "phone"]})),
     ("where and rows", _with(RULES_DOC, "tables.t", {"rows": "none", "where": "id > 3"})),
     ("subset", {**RULES_DOC, "subset": {"start": {"table": "user", "where": "id % 10 = 0"}}}),
 ]
@@ -289,9 +294,7 @@ def help_of(*args: str) -> str:
 
 
 def all_command_paths() -> list[list[str]]:
-    import typer
-
-    from drkit.cli import app
+    from drkit.cli import click_command
 
     paths: list[list[str]] = []
 
@@ -301,7 +304,7 @@ def all_command_paths() -> list[list[str]]:
             default = name == getattr(command, "default_command", None)
             walk(sub, path + (["prod", "staging"] if default else [name]))
 
-    walk(typer.main.get_command(app), [])
+    walk(click_command(), [])
     return paths
 
 
@@ -322,6 +325,33 @@ def test_main_help_lists_every_exit_code_with_its_meaning() -> None:
     text = " ".join(help_of().split())
     for code, meaning in EXIT_CODES.items():
         assert f"{code} {' '.join(meaning.split())}" in text
+
+
+def test_the_command_table_lists_every_command_as_it_describes_itself() -> None:
+    """``drkit --help`` lists the commands from drkit.cli.app.COMMANDS without importing
+    their modules: the table must hold every command, in help order, with its own help."""
+    from importlib import import_module
+
+    import typer
+    from typer.core import TyperGroup
+
+    from drkit.cli import click_command
+    from drkit.cli.app import COMMANDS
+
+    root = click_command()
+    assert list(root.commands) == list(COMMANDS)
+    for module in {listed.module for listed in COMMANDS.values()}:
+        registered = typer.main.get_group(import_module(f"drkit.cli.{module}").commands)
+        assert set(registered.commands) <= set(COMMANDS), f"drkit.cli.{module}: not in COMMANDS"
+    for name, listed in COMMANDS.items():
+        first = (root.commands[name].help or "").split("\n\n")[0]
+        assert " ".join(first.split()) == " ".join(listed.help.split()), name
+    for width in (40, 80, 200):
+        ctx = typer.Context(root, info_name="drkit", terminal_width=width)
+        from_table, from_commands = ctx.make_formatter(), ctx.make_formatter()
+        root.format_commands(ctx, from_table)
+        TyperGroup.format_commands(root, ctx, from_commands)
+        assert from_table.getvalue() == from_commands.getvalue()
 
 
 def test_every_drkit_error_code_is_documented() -> None:

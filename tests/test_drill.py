@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from drkit.demo.sample import table_counts
-from drkit.pg.cluster import cluster_os_user, run_as
+from drkit.pg import cluster_os_user, run_as
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 
 OBJECTIVES = {"rpo": "1h", "rto": "30m"}
@@ -428,9 +428,9 @@ def test_scheduled_drill_job_and_its_metrics(
     stored report feeds drkit_drill_* (the RTO by phase, the verdict)."""
     from drkit.config import load_policy
     from drkit.errors import DrkitError
-    from drkit.schedule.daemon import dispatch
+    from drkit.schedule import dispatch
     from drkit.schedule.metrics import read_catalog
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     _name, url = sample_db
     # the check's pg_sleep makes the drill outlast the 1s objective on any machine

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from drkit.config import load_policy
-from drkit.pg.cluster import chown_tree, cluster_os_user
-from drkit.storage.repository import Repository
+from drkit.pg import chown_tree, cluster_os_user
+from drkit.storage import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, pg_versions
 from tests.test_drill import assert_scratch_gone, checks_by_name, drill

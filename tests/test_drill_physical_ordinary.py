@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drkit.pg.cluster import chown_tree, cluster_os_user
+from drkit.pg import chown_tree, cluster_os_user
 from tests.conftest import DrkitRunner
 from tests.test_drill import assert_scratch_gone, checks_by_name, drill
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir

@@ -95,7 +95,7 @@ def test_markdown_has_phase_bars_and_the_trend() -> None:
 
 def test_the_scheduler_reads_what_a_drill_stores() -> None:
     """drkit_drill_* metrics come from the stored report.json (schedule.metrics)."""
-    from drkit.schedule.metrics import parse_drill_report
+    from drkit.restore import parse_drill_report
 
     r = report(PASS, PASS)
     r.rpo_achieved = 3 * 3600.0
@@ -211,8 +211,8 @@ def test_chart_of_a_drill_that_could_not_run(tmp_path: Path) -> None:
 
 def test_the_cli_and_the_wal_entry_do_not_import_matplotlib() -> None:
     code = (
-        "import sys, drkit.cli, drkit.entry, drkit.drill.report, drkit.drill.runner; "
-        "sys.exit('matplotlib' in sys.modules)"
+        "import sys, drkit.cli, drkit.cli.entry, drkit.drill.report, drkit.drill.runner; "
+        "drkit.cli.click_command(); sys.exit('matplotlib' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert result.returncode == 0, result.stderr

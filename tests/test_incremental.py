@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from drkit.config import load_policy
-from drkit.pg.cluster import chown_tree, cluster_os_user
-from drkit.storage.repository import Repository
+from drkit.pg import chown_tree, cluster_os_user
+from drkit.storage import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, Result
 from tests.test_crypto import KeyMaker, encryption
@@ -281,7 +281,7 @@ def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
     """``schedule.physical_incremental_backup`` beside ``physical_backup``: ``schedule
     show`` lists both, the daemon's job takes an incremental on the newest backup (here the
     previous incremental: a chain of three), and verify checks all three."""
-    from drkit.schedule.daemon import dispatch
+    from drkit.schedule import dispatch
 
     arch = chain.arch
     path = arch.policy_dir / "prod.yaml"

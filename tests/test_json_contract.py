@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from drkit.pg.cluster import chown_tree, cluster_os_user
+from drkit.pg import chown_tree, cluster_os_user
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, Result, S3Server
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
@@ -79,7 +79,7 @@ def valid(name: str, result: Result, code: int = 0, *, shaped: bool = True) -> d
 
 
 def test_every_document_has_a_committed_schema() -> None:
-    from drkit.documents import DOCUMENTS
+    from drkit.cli.documents import DOCUMENTS
 
     published = {p.name.removesuffix(".schema.json") for p in OUTPUT.glob("*.schema.json")}
     assert published == {*DOCUMENTS, "failure"}
@@ -93,6 +93,7 @@ PUBLISHED_AS = {
     "restore": ["restore", "restore-point-in-time"],
     "sanitize run": ["sanitize"],  # drkit sanitize SRC DST
     "sanitize check": ["sanitize-check"],
+    "sanitize scan": ["sanitize-scan"],
     "sanitize init": ["sanitize-init"],
     "schedule show": ["schedule-show"],
     # the daemon writes no document: its failures are the failure document
@@ -123,7 +124,7 @@ def test_every_json_command_has_a_published_schema() -> None:
         for name in PUBLISHED_AS.get(command, [command]):
             assert (OUTPUT / f"{name}.schema.json").exists(), (
                 f"drkit {command} --json has no docs/schemas/output/{name}.schema.json: "
-                "model its document in drkit/documents.py and run python -m drkit.docgen"
+                "model its document in drkit/cli/documents.py and run python -m drkit.docgen"
             )
 
 
@@ -220,6 +221,10 @@ def test_logical_chain_documents(
             "sanitize-check",
             drkit("sanitize", "check", "prod", "staging", "--rules", str(rules), env=SALT),
         )
+        found = valid(
+            "sanitize-scan", drkit("sanitize", "scan", "prod", "--rules", str(rules), env=SALT)
+        )
+        assert found["columns"] == {} and found["originals"] == {}
         plan = valid(
             "sanitize",
             drkit("sanitize", "prod", "staging", "--rules", str(rules), "--dry-run", env=SALT),

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from drkit.config import load_policy
-from drkit.drill.report import latest_report
+from drkit.restore import latest_report
 from drkit.schedule.daemon import SchedulerDaemon
 from drkit.schedule.metrics import METRIC_NAMES
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from tests.conftest import PgServer, PolicyWriter, RepoTarget
 
 ROOT = Path(__file__).resolve().parent.parent

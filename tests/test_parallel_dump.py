@@ -22,13 +22,11 @@ import pytest
 import zstandard
 
 from drkit.backup.dirdump import DumpUploader, files_held_open
-from drkit.config import RepositoryConfig
 from drkit.demo.sample import table_counts
 from drkit.errors import CheckFailed
 from drkit.pg.binaries import find_client
 from drkit.restore.dirrestore import fetch_directory
-from drkit.storage.factory import open_backend
-from drkit.storage.repository import Repository, StoredObject
+from drkit.storage import Repository, RepositoryConfig, StoredObject, open_backend
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget, pg_versions
 from tests.reliability.helpers import RepoView, start_drkit, wait_for
 from tests.sanitize.helpers import (

@@ -22,7 +22,7 @@ import pytest
 from drkit.backup.catalog import Manifest, make_backup_id, resolve_backup, write_manifest
 from drkit.config import load_policy
 from drkit.errors import NotFoundError, UsageError
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
 from tests.test_drill import checks_by_name, drill, scratch_root
 

@@ -23,13 +23,11 @@ from pathlib import Path
 import pytest
 
 from drkit.backup.catalog import Manifest
+from drkit.backup.unpack import unpack_base
 from drkit.config import RepositoryConfig
 from drkit.errors import SafetyRefused
-from drkit.pg.cluster import cluster_os_user
-from drkit.restore.datadir import Owner, claim_data_directory
-from drkit.restore.pitr import unpack_base
-from drkit.storage.factory import open_backend
-from drkit.storage.repository import Repository
+from drkit.pg import Owner, claim_data_directory, cluster_os_user
+from drkit.storage import Repository, open_backend
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
 from tests.wal_support import shared_dir
 
@@ -245,21 +243,21 @@ def test_a_drill_refuses_a_scratch_root_someone_else_owns(
 def test_drkit_not_root_refuses_a_data_directory_it_cannot_make_its_own(root: Path) -> None:
     """Run as the cluster's OS user, drkit cannot take a root-owned directory for its
     own: one line saying so, not a PermissionError."""
-    from drkit.walcmd import drkit_argv
+    from tests.wal_support import cluster_user_python
 
     pgdata = root / "roots"
     pgdata.mkdir()
     pgdata.chmod(0o777)  # the user could write into it, but never own it
-    argv, extra = drkit_argv("postgres")
-    code = (
+    python, prelude = cluster_user_python("postgres")
+    code = prelude + (
         "import sys; from pathlib import Path; from drkit.errors import SafetyRefused\n"
-        "from drkit.restore.datadir import Owner, claim_data_directory\n"
+        "from drkit.pg import Owner, claim_data_directory\n"
         "try: claim_data_directory(Path(sys.argv[1]), Owner.cluster(None))\n"
         "except SafetyRefused as exc: print(exc)\n"
     )
     done = subprocess.run(
-        [argv[0], "-c", code, str(pgdata)],
-        user="postgres", cwd="/", env={**os.environ, **extra},
+        [*python, "-c", code, str(pgdata)],
+        user="postgres", cwd="/",
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

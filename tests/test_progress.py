@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from drkit.commands.progress import Snapshot, done_line, progress_events
+from drkit.cli.progress import Snapshot, done_line, progress_events
 from drkit.progress import Meter, ProgressEvent, eta_seconds, human_size, percent
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
 
@@ -291,7 +291,7 @@ def test_a_physical_backup_and_drill_show_their_phases(
 ) -> None:
     import yaml
 
-    from drkit.pg.cluster import chown_tree, cluster_os_user
+    from drkit.pg import chown_tree, cluster_os_user
     from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
     with (

@@ -20,8 +20,7 @@ from drkit.backup.prune import plan_prune, prune
 from drkit.backup.retention import current_tiers
 from drkit.config import Policy, parse_policy
 from drkit.errors import StorageError
-from drkit.storage.base import Backend
-from drkit.storage.repository import Repository
+from drkit.storage import Backend, Repository
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

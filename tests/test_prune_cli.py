@@ -12,7 +12,7 @@ import pytest
 
 from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
 from drkit.config import load_policy
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget
 from tests.reliability.helpers import RepoView
 

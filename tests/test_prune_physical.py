@@ -12,7 +12,7 @@ from drkit.backup.catalog import list_backups
 from drkit.backup.order import precedes
 from drkit.backup.retention import wal_to_delete
 from drkit.config import load_policy
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from tests.conftest import DrkitRunner
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 

@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from drkit.config import RepositoryConfig
 from drkit.progress import Meter
 from drkit.restore import logical
-from drkit.storage.factory import open_backend
-from drkit.storage.repository import Repository
+from drkit.storage import Repository, RepositoryConfig, open_backend
 from drkit.streams import CHUNK
 
 

@@ -197,8 +197,8 @@ def test_pitr_runbook_recovers_to_before_a_bad_migration(
 
     from drkit.config import load_policy
     from drkit.demo.sample import load_sample
-    from drkit.pg.cluster import chown_tree, cluster_os_user, free_port
-    from drkit.storage.repository import Repository
+    from drkit.pg import chown_tree, cluster_os_user, free_port
+    from drkit.storage import Repository
     from drkit.wal import find_wal_key
     from tests.wal_support import file_repo_block, shared_dir, start_archived_cluster
 

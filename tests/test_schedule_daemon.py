@@ -28,8 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from drkit.backup.catalog import list_backups
 from drkit.config import load_policy
-from drkit.pg.cluster import LocalCluster, free_port
-from drkit.schedule.daemon import LOCK_CLASS_ID, lock_key
+from drkit.pg import LocalCluster, free_port
+from drkit.schedule import LOCK_CLASS_ID, lock_key
 from drkit.storage.repository import Repository
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
 

@@ -9,7 +9,7 @@ from drkit.backup.catalog import list_backups
 from drkit.backup.logical import run_logical_backup
 from drkit.config import load_policy
 from drkit.schedule.daemon import SchedulerDaemon
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from tests.conftest import PgServer, PolicyWriter, RepoTarget
 
 

@@ -16,18 +16,12 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+from drkit.cron import cron_day_of_week
+from drkit.restore import DatabaseExposure, parse_drill_report
+from drkit.schedule import JOBS, MISFIRE_GRACE, cron_period, next_runs, scrub
 from drkit.schedule import daemon as daemon_mod
-from drkit.schedule.cron import cron_day_of_week
-from drkit.schedule.daemon import MISFIRE_GRACE, SchedulerDaemon, scrub
-from drkit.schedule.metrics import (
-    METRIC_NAMES,
-    BackupSummary,
-    CatalogSnapshot,
-    cron_period,
-    next_runs,
-    parse_drill_report,
-)
-from drkit.status import DatabaseExposure
+from drkit.schedule.daemon import SchedulerDaemon
+from drkit.schedule.metrics import METRIC_NAMES, BackupSummary, CatalogSnapshot
 from drkit.storage.repository import Repository
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # a Friday
@@ -212,8 +206,8 @@ def test_every_schedule_entry_has_a_job() -> None:
     from drkit.config import ScheduleConfig
 
     entries = {name for name in ScheduleConfig.model_fields if name != "timezone"}
-    assert entries == set(daemon_mod.JOBS)
-    assert all(callable(job) for job in daemon_mod.JOBS.values())
+    assert entries == set(JOBS)
+    assert all(callable(job) for job in JOBS.values())
 
 
 def test_scrub_masks_passwords() -> None:

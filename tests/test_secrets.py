@@ -25,7 +25,7 @@ import pytest
 from drkit.config import mask_url as config_mask_url
 from drkit.pg.conninfo import for_subprocess, parse
 from drkit.redact import RedactFilter, mask_url
-from drkit.schedule.daemon import scrub
+from drkit.schedule import scrub
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
 
 

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from tests.conftest import DrkitRunner, PgServer, PolicyWriter, RepoTarget
 
 
@@ -162,9 +162,14 @@ def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_drkit: Drkit
     from drkit.backup.catalog import iso
     from drkit.config import load_policy
     from drkit.schedule.metrics import MetricsView, build_metrics, read_catalog
-    from drkit.wal import find_wal_key, load_wal_policy, open_wal_object
-    from drkit.wal_names import Segment, parse_segment
-    from drkit.walack import system_identifier
+    from drkit.wal import (
+        Segment,
+        find_wal_key,
+        load_wal_policy,
+        open_wal_object,
+        parse_segment,
+        system_identifier,
+    )
     from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
     with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:

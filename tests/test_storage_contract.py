@@ -8,10 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from drkit.config import RepositoryConfig
 from drkit.errors import ObjectNotFound, StorageError
-from drkit.storage.base import Backend
-from drkit.storage.factory import open_backend
+from drkit.storage import Backend, RepositoryConfig, open_backend
 from tests.conftest import RepoTarget
 
 
@@ -122,7 +120,7 @@ def test_missing_bucket_is_a_clear_error(s3_server) -> None:  # type: ignore[no-
 
 
 def test_unreachable_endpoint_fails_fast() -> None:
-    from drkit.pg.cluster import free_port
+    from drkit.pg import free_port
 
     config = RepositoryConfig(url="s3://b/x", endpoint_url=f"http://127.0.0.1:{free_port()}")
     backend = open_backend(config)
@@ -131,7 +129,7 @@ def test_unreachable_endpoint_fails_fast() -> None:
 
 
 def test_file_backend_disk_errors_are_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from drkit.storage.file import FileBackend
+    from drkit.storage import FileBackend
 
     target = tmp_path / "ro"
     target.mkdir()

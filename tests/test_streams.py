@@ -71,8 +71,7 @@ def test_read_full_fills_short_reads() -> None:
 def test_s3_upload_of_a_short_reading_stream_uses_full_parts(s3_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Parts of a multipart upload must be full-size even when the source trickles."""
     import drkit.storage.s3 as s3
-    from drkit.config import RepositoryConfig
-    from drkit.storage.factory import open_backend
+    from drkit.storage import RepositoryConfig, open_backend
 
     monkeypatch.setattr(s3, "PART_SIZE", 5 * 1024 * 1024)
     bucket = s3_server.create_bucket()

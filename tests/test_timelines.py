@@ -12,19 +12,18 @@ import pytest
 
 from drkit.backup.catalog import Manifest
 from drkit.backup.walchain import WalIndex, backup_on_timeline, reach_on_timeline
-from drkit.config import Policy, RepositoryConfig
+from drkit.config import Policy
 from drkit.errors import CheckFailed
-from drkit.storage.file import FileBackend
-from drkit.storage.repository import Repository
-from drkit.timelines import (
+from drkit.storage import FileBackend, Repository, RepositoryConfig
+from drkit.wal import (
     RESTORE_MARKER,
     note_pushed,
+    parse_history,
     promote_timeline,
+    push_wal,
     recorded_timeline,
     write_restore_marker,
 )
-from drkit.wal import push_wal
-from drkit.wal_names import parse_history
 
 SEGMENT = 16 * 1024 * 1024
 

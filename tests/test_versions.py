@@ -20,9 +20,8 @@ import pytest
 
 from drkit.demo.sample import table_counts
 from drkit.errors import OperationError
-from drkit.pg import binaries
+from drkit.pg import LocalCluster, binaries
 from drkit.pg.binaries import NO_SYSTEM_ENV, find_client, find_server, installs
-from drkit.pg.cluster import LocalCluster
 from tests.conftest import (
     PG_INSTALL_HINT,
     DrkitRunner,
@@ -41,7 +40,7 @@ def stored_major(policy_dir: Path, backup_id: str) -> str:
     """The PostgreSQL major a stored backup's manifest records."""
     from drkit.backup.catalog import read_manifest
     from drkit.config import load_policy
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     repo = Repository.for_policy(load_policy("prod", policy_dir))
     try:
@@ -312,16 +311,16 @@ def test_an_unreadable_directory_on_path_is_skipped_not_fatal(shared: Path) -> N
     private = shared / "root-home"
     (private / "bin").mkdir(parents=True)
     private.chmod(0o700)  # as /root: the cluster's OS user cannot look inside
-    from drkit.walcmd import drkit_argv
+    from tests.wal_support import cluster_user_python
 
-    argv, extra = drkit_argv("postgres")  # a Python and drkit the cluster user can run
-    code = (
+    python, prelude = cluster_user_python("postgres")  # a Python and drkit it can run
+    code = prelude + (
         "from drkit.pg.binaries import find_binary, installs; "
         "print(find_binary('pg_dump', 18)); print(len(installs()))"
     )
-    env = {**os.environ, **extra, "PATH": f"{private / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{private / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
-        [argv[0], "-c", code],
+        [*python, "-c", code],
         user="postgres",
         cwd="/",
         env=env,

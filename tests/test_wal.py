@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from drkit.config import load_policy
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import find_wal_key, prefetch_into
 from tests.conftest import DrkitRunner, S3Server
 from tests.reliability.faultproxy import Fault, FaultProxy
@@ -479,3 +479,77 @@ def test_ready_files_come_history_first_then_oldest_and_only_with_their_file(
     ]
     assert [p.name for p in ready_files(tmp_path, "", 2)] == names[:2]
     assert ready_files(tmp_path / "missing", "", 5) == []
+
+
+def _damage(layout: Layout, name: str) -> None:
+    """Flip one byte of the stored object of ``name`` (bit rot, or a bad upload)."""
+    repo = layout.repo()
+    key = find_wal_key(repo, name)
+    assert key is not None
+    data = bytearray(repo.backend.get_bytes(key))
+    data[len(data) // 2] ^= 0x01
+    repo.backend.put_bytes(key, bytes(data))
+
+
+def test_an_unreadable_segment_is_retried_then_fails_never_missing(
+    layout: Layout, run_drkit: DrkitRunner
+) -> None:
+    """PostgreSQL reads any failed restore_command as "end of archive": a segment that
+    exists but does not decode is tried DRKIT_WAL_FETCH_ATTEMPTS times (one line per
+    retry), then fails saying why, and the failure (not a "missing") is recorded in the
+    fetch journal a restore drkit drives reads.  The prefetch helper never turns it into
+    a "missing" either.  Both entries: ``drkit wal-fetch`` and the lean one."""
+    from drkit.config import load_policy
+    from drkit.wal import SPOOL_DIR, read_fetch_journal, start_fetch_journal, write_repo_hint
+
+    name = "000000010000000000000041"
+    layout.segment(name, segment_bytes(41), ready=False)
+    assert run_drkit("wal-push", "prod", str(layout.pg_wal / name), policy_dir=layout.policy_dir)
+    (layout.pg_wal / name).unlink()
+    _damage(layout, name)
+    os.environ["PROD_DATABASE_URL"] = "postgresql:///unused"
+    try:
+        write_repo_hint(load_policy("prod", layout.policy_dir), layout.pg_wal)  # file://: lean
+    finally:
+        os.environ.pop("PROD_DATABASE_URL")
+    start_fetch_journal(layout.pg_wal)
+    env = dict(
+        os.environ,
+        DRKIT_WAL_FETCH_ATTEMPTS="2",
+        DRKIT_WAL_PREFETCH="0",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),  # this checkout's drkit
+    )
+    lean = [sys.executable, "-m", "drkit.wal", "fetch", "prod", name, "pg_wal/RECOVERYXLOG"]
+    full = [sys.executable, "-m", "drkit", "wal-fetch", "prod", name, "pg_wal/RECOVERYXLOG"]
+    for argv in ([*lean, str(layout.policy_dir)], [*full, "--policy-dir", str(layout.policy_dir)]):
+        proc = subprocess.run(
+            argv, cwd=layout.pg_wal.parent, env=env, capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 2, (argv, lines)  # one retry, then the failure
+        assert "attempt 1 of 2 failed" in lines[0] and "retrying" in lines[0], lines
+        assert lines[1].startswith(f"drkit: wal-fetch {name}: ") and "zstd" in lines[1], lines
+        assert not (layout.pg_wal / "RECOVERYXLOG").exists()
+
+    # a prefetch of it fails quietly, leaves no "missing" marker and no file to serve
+    spool = layout.pg_wal / SPOOL_DIR
+    assert prefetch_into(layout.repo(), spool, [name], jobs=1) == []
+    assert sorted(p.name for p in spool.iterdir()) in (
+        ["fetch-journal"],
+        ["fetch-journal", "repo.json"],
+    )
+    # and a segment that is not archived is recorded as missing
+    missing = "000000010000000000000042"
+    proc = subprocess.run(
+        [*lean[:-3], "prod", missing, "pg_wal/RECOVERYXLOG", str(layout.policy_dir)],
+        cwd=layout.pg_wal.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr) == (1, "")
+    outcomes = [(e.name, e.outcome) for e in read_fetch_journal(layout.pg_wal)]
+    assert outcomes == [(name, "failed"), (name, "failed"), (missing, "missing")]
+    assert "zstd" in read_fetch_journal(layout.pg_wal)[0].detail

@@ -24,21 +24,24 @@ import psycopg
 import pytest
 import yaml
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user
-from drkit.storage.repository import Repository
-from drkit.wal import find_wal_key, load_wal_policy, open_wal_object
-from drkit.walasync import (
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user
+from drkit.storage import Repository
+from drkit.wal import (
     ACK,
     LOCK,
     Spool,
     ack_outcome,
+    archive_command,
+    find_wal_key,
+    load_wal_policy,
+    open_wal_object,
+    prepare_file_repository,
     push_async,
     repository_id,
     spool_for,
     system_identifier,
     trusted_ack,
 )
-from drkit.walcmd import archive_command, prepare_file_repository
 from tests.conftest import S3Server
 from tests.wal_support import file_repo_block, shared_dir
 
@@ -343,7 +346,7 @@ def start_worker(site: Site) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "drkit.walasync",
+            "drkit.wal",
             "worker",
             "prod",
             str(site.policy_dir),
@@ -405,7 +408,7 @@ DRKIT = [sys.executable, "-m", "drkit"]
 
 
 def test_lean_wal_push_checks_the_ack_against_the_file(root: Path, local_cluster: Any) -> None:
-    from drkit.walack import fast_push
+    from drkit.wal import fast_push
 
     site = Site(root, local_cluster(), idle_exit=1, wait=5)
     worker = start_worker(site)
@@ -441,7 +444,7 @@ def test_lean_wal_push_checks_the_ack_against_the_file(root: Path, local_cluster
 
 
 def test_a_changed_policy_finds_no_hint(root: Path, local_cluster: Any) -> None:
-    from drkit.walack import fast_push
+    from drkit.wal import fast_push
 
     site = Site(root, local_cluster(), idle_exit=1)
     start_worker(site).communicate(timeout=120)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drkit.wal_names import (
+from drkit.wal import (
     backup_file_name,
     following_segments,
     format_lsn,
@@ -82,7 +82,7 @@ def test_lsn_round_trip(position: int) -> None:
 def test_segment_name_round_trip(position: int, tli: int, size_mb: int) -> None:
     size = size_mb * 1024 * 1024
     segno = position // size
-    from drkit.wal_names import Segment
+    from drkit.wal import Segment
 
     seg = Segment(segno, tli)
     name = seg.name(size)
@@ -103,7 +103,7 @@ def test_history_parsing_and_order() -> None:
     # writes this when recovery stops on timeline 2 before 2 began): still a history
     odd = parse_history("1\t0/4000000\tno target\n2\t0/30001B8\tbefore ...\n")
     assert [s.timeline for s in odd] == [1, 2]
-    from drkit.wal_names import timeline_at
+    from drkit.wal import timeline_at
 
     assert timeline_at(parse_lsn("0/3000000"), 3, odd) == 1
     assert timeline_at(parse_lsn("0/30001B8"), 3, odd) == 3
@@ -140,7 +140,7 @@ def test_a_segments_first_page_names_its_cluster() -> None:
     file whose first bytes are not such a header (of this segment size) names no one."""
     import struct
 
-    from drkit.wal_names import LONG_HEADER_SIZE, segment_system_identifier
+    from drkit.wal import LONG_HEADER_SIZE, segment_system_identifier
 
     seg = 16 * 1024 * 1024
     head = struct.pack("=HHIQI4xQII", 0xD110, 0x0002 | 0x0004, 1, 0x3000000, 0, 7, seg, 8192)

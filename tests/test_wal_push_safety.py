@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import find_wal_key, load_wal_policy, open_wal_object
 from tests.conftest import DrkitRunner, S3Server
 from tests.wal_support import file_repo_block, shared_dir

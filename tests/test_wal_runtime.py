@@ -1,5 +1,5 @@
 """The runtime the cluster's OS user runs drkit from when it cannot reach drkit's own
-Python (drkit/walcmd.py): one per interpreter and checkout, never planted, never piling up.
+Python (drkit/wal/commands.py): one per interpreter and checkout, never planted, never piling up.
 
 Each install into site-packages used to leave a whole copy of it behind in /var/tmp
 (about 110 MB), one per install, forever.  Now the runtime's name stays the same (so an
@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from drkit import walcmd
-from drkit.pg.cluster import LocalCluster, cluster_os_user, run_as
-from drkit.storage.repository import Repository
-from drkit.wal import find_wal_key, load_wal_policy
-from drkit.walcmd import prepare_file_repository
+from drkit.pg import LocalCluster, cluster_os_user, run_as
+from drkit.storage import Repository
+from drkit.wal import commands as walcmd
+from drkit.wal import find_wal_key, load_wal_policy, prepare_file_repository
 from tests.conftest import DrkitRunner
 from tests.wal_support import (
     Archived,
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _prepare_runtime(runtime_root: Path) -> subprocess.CompletedProcess[str]:
-    code = "from drkit.walcmd import drkit_argv; print(drkit_argv('postgres'))"
+    code = "from drkit.wal import drkit_argv; print(drkit_argv('postgres'))"
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.pg.binaries import find_binary
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.storage.repository import Repository
-from drkit.wal import find_wal_key, load_wal_policy
-from drkit.wal_names import segment_size_from_control
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.storage import Repository
+from drkit.wal import (
+    archive_command,
+    find_wal_key,
+    load_wal_policy,
+    prepare_file_repository,
+    segment_size_from_control,
+)
 from tests.conftest import DrkitRunner
 from tests.wal_support import Archived, file_repo_block, restored_dsn, shared_dir
 

@@ -142,7 +142,7 @@ def test_rename_noreplace_refuses_an_existing_name(tmp_path: Path) -> None:
 def test_file_push_and_fetch_never_list_the_wal_directory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
     from drkit.wal import download, load_wal_policy, push_file
 
     with shared_dir() as root:
@@ -203,7 +203,7 @@ def test_corrupt_uncompressed_wal_is_detected_on_fetch(
 ) -> None:
     """compression: none has no frame checksum: a flipped byte in the stored segment must
     still fail wal-fetch (exit 1, nothing written) instead of feeding replay bad WAL."""
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
     from drkit.wal import find_wal_key, load_wal_policy
 
     with shared_dir() as root:
@@ -254,3 +254,73 @@ def test_corrupt_uncompressed_wal_is_detected_on_fetch(
 def s3_server_client(request: pytest.FixtureRequest) -> object:
     s3: S3Server = request.getfixturevalue("s3_server")
     return s3.client()
+
+
+@pytest.mark.parametrize("backend", ["file", "s3"])
+def test_a_copy_that_drops_attributes_still_checks_uncompressed_wal(
+    request: pytest.FixtureRequest, run_drkit: DrkitRunner, backend: str
+) -> None:
+    """The sha256 of a WAL object stored as is lives in the repository, in a checksum file
+    beside it: a copy keeping neither extended attributes (``cp -r``) nor S3 user metadata
+    (a sync tool) still refuses a flipped byte.  On 8f47402 it served the damaged bytes."""
+    from drkit.storage import Repository
+    from drkit.wal import find_wal_key, load_wal_policy
+
+    with shared_dir() as root:
+        s3: S3Server | None = None
+        if backend == "file":
+            block: dict[str, object] = file_repo_block(root)
+        else:
+            s3 = request.getfixturevalue("s3_server")
+            block = {
+                "url": f"s3://{s3.create_bucket()}/drkit",
+                "endpoint_url": s3.endpoint,
+                "region": "us-east-1",
+            }
+        block["compression"] = {"algorithm": "none"}
+        policy_dir = _policy(root / "policies", block)  # type: ignore[arg-type]
+        pg_wal = root / "pgdata" / "pg_wal"
+        (pg_wal / "archive_status").mkdir(parents=True)
+        name = "000000010000000000000001"
+        data = os.urandom(SEG)
+        (pg_wal / name).write_bytes(data)
+        assert run_drkit("wal-push", "prod", str(pg_wal / name), policy_dir=policy_dir).code == 0
+
+        copy_block = dict(block)
+        if s3 is None:
+            source = Path(str(block["url"]).removeprefix("file://"))
+            subprocess.run(["cp", "-r", str(source), str(root / "copy")], check=True)
+            copy_block["url"] = f"file://{root / 'copy'}"
+        else:
+            client = s3.client()
+            bucket = str(block["url"]).removeprefix("s3://").split("/", 1)[0]
+            copy_bucket = s3.create_bucket()
+            for item in client.list_objects_v2(Bucket=bucket)["Contents"]:
+                body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                client.put_object(Bucket=copy_bucket, Key=item["Key"], Body=body)  # no metadata
+            copy_block["url"] = f"s3://{copy_bucket}/drkit"
+        copy_dir = _policy(root / "policies-copy", copy_block)  # type: ignore[arg-type]
+        repo = Repository.for_policy(load_wal_policy("prod", copy_dir))
+        key = find_wal_key(repo, name)
+        assert key is not None and repo.backend.stored_sha256(key) is None  # lost on the way
+        assert repo.backend.get_bytes(f"{key}.sha256").split()[1] == name.encode()
+
+        dest = pg_wal / "RECOVERYXLOG"
+        good = run_drkit("wal-fetch", "prod", name, str(dest), policy_dir=copy_dir)
+        assert good.code == 0, good.stderr
+        assert dest.read_bytes() == data
+        dest.unlink()
+        damaged = bytearray(data)
+        damaged[SEG // 3] ^= 0x01
+        repo.backend.put_bytes(key, bytes(damaged))
+        bad = run_drkit(
+            "wal-fetch",
+            "prod",
+            name,
+            str(dest),
+            policy_dir=copy_dir,
+            env={"DRKIT_WAL_FETCH_ATTEMPTS": "1"},
+        )
+        assert bad.code == 1, bad.stderr
+        assert "sha256" in bad.stderr and name in bad.stderr, bad.stderr
+        assert not dest.exists()

@@ -18,11 +18,9 @@ import pytest
 import yaml
 from psycopg import sql
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.storage.repository import Repository
-from drkit.wal import load_wal_policy
-from drkit.walack import SPOOL_ROOT, system_identifier
-from drkit.walcmd import archive_command
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
+from drkit.storage import Repository
+from drkit.wal import SPOOL_ROOT, archive_command, load_wal_policy, system_identifier
 from tests.conftest import DrkitRunner, PolicyWriter, RepoTarget, S3Server
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
@@ -181,7 +179,7 @@ def test_the_archive_is_bound_once_and_never_rebound(
 ) -> None:
     """Two clusters' first pushes race: the identity is stored without replacing, so the
     one that records second gets the first one's identifier back, and the record stays."""
-    from drkit.wal_identity import read_identity, record_identity
+    from drkit.wal import read_identity, record_identity
 
     policy_dir = make_policy("prod", "postgresql:///unused", repo_target)
     repo = Repository.for_wal(load_wal_policy("prod", policy_dir))
@@ -200,7 +198,7 @@ def test_a_repository_with_backups_is_bound_to_their_cluster(
     from datetime import UTC, datetime
 
     from drkit.backup.catalog import Manifest, write_manifest
-    from drkit.wal_identity import ForeignWal, read_identity, record_identity
+    from drkit.wal import ForeignWal, read_identity, record_identity
 
     policy_dir = make_policy("prod", "postgresql:///unused", repo_target)
     repo = Repository.for_wal(load_wal_policy("prod", policy_dir))
@@ -224,3 +222,24 @@ def test_a_repository_with_backups_is_bound_to_their_cluster(
         record_identity(repo, 7000000000000000002, "another server")
     assert read_identity(repo) is None
     assert record_identity(repo, 7000000000000000001, "production") == "7000000000000000001"
+
+
+def test_a_base_backup_of_another_cluster_is_refused_before_anything_is_stored(
+    database: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+) -> None:
+    """The archive is bound to production's cluster: a base backup of another server (a
+    policy url pointed at the wrong host) would become ``latest`` with no WAL of its own
+    behind it.  It is refused (exit 4) before pg_basebackup runs."""
+    from drkit.wal import record_identity
+
+    _, url = database
+    policy_dir = make_policy("prod", url, file_repo)
+    repo = Repository.for_wal(load_wal_policy("prod", policy_dir))
+    record_identity(repo, 7000000000000000001, "production")
+    done = run_drkit("backup", "prod", "--physical", "--policy-dir", str(policy_dir))
+    assert done.code == 4, done.stderr
+    assert "7000000000000000001" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert [i.key for i in repo.list("backups/")] == []

@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import yaml
 
-from drkit.pg.cluster import LocalCluster, chown_tree, cluster_os_user, run_as
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
+from drkit.wal import archive_command, prepare_file_repository
 
 
 @contextlib.contextmanager
@@ -144,3 +144,17 @@ def file_repo_block(root: Path) -> dict[str, Any]:
     chown_tree(repo, cluster_os_user())
     os.chmod(repo, 0o755)  # noqa: S103 - the cluster user writes WAL here
     return {"url": f"file://{repo}"}
+
+
+def cluster_user_python(user: str) -> tuple[list[str], str]:
+    """A Python ``user`` can run, and a prelude that makes drkit importable in it: the
+    interpreter drkit's archive_command would give that user (its checked runtime when
+    this one is out of its reach)."""
+    from drkit.wal.commands import _shared_runtime, drkit_argv
+
+    argv = drkit_argv(user)
+    if "-I" not in argv:  # this interpreter, run with -m: drkit is importable as it is
+        return [argv[0]], ""
+    runtime = _shared_runtime()
+    paths = [str(p) for p in runtime.pythonpath]
+    return [runtime.python, "-I", "-S"], f"import sys; sys.path[:0] = {paths!r}\n"

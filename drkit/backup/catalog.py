@@ -1,7 +1,7 @@
 """The backup catalog: manifests, and which backups exist in an environment's repository.
 
-A backup exists if and only if its ``manifest.json`` does (DESIGN.md §3): the manifest
-is written last, after every object landed, and deleted first when a backup is pruned.
+A backup exists if and only if its ``manifest.json`` does: the manifest is written last,
+after every object landed, and deleted first when a backup is pruned.
 Directories under ``backups/`` without a manifest are orphans (an interrupted backup)
 that ``prune`` removes after a grace period.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +32,7 @@ from drkit.backup.order import (
 from drkit.errors import CheckFailed, NotFoundError, ObjectExists, ObjectNotFound, UsageError
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository, StoredObject
-from drkit.wal_names import parse_lsn
+from drkit.wal import parse_lsn
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,12 @@ class Manifest:
         return self.parent is not None
 
     @property
+    def major(self) -> int | None:
+        """The PostgreSQL major the backup was taken from (None: not recorded): a
+        physical backup runs only on it, a dump restores into it or a newer one."""
+        return int(self.server_version.split(".")[0]) if self.server_version else None
+
+    @property
     def size(self) -> int:
         return sum(o.stored_size for o in self.objects)
 
@@ -152,6 +158,12 @@ class Manifest:
             return ServerPoint(self.system_identifier, int(timeline), parse_lsn(str(lsn)))
         except (TypeError, ValueError):
             return None
+
+    @property
+    def restorable_at(self) -> datetime:
+        """The point a restore of this backup reaches: its consistent point (its finish
+        for a manifest that records none)."""
+        return self.consistent_at or self.finished_at
 
     @property
     def server_time(self) -> datetime:
@@ -385,6 +397,13 @@ def newest_holding(
     return newest(
         m for m in manifests if database in m.databases and (kind is None or m.kind == kind)
     )
+
+
+def restorable_span(manifests: Iterable[Manifest]) -> tuple[datetime | None, datetime | None]:
+    """(oldest, newest): the points a restore of one of these backups reaches, without
+    WAL (the recoverable window's backup part; None, None for no backup)."""
+    points = [m.restorable_at for m in manifests]
+    return (min(points), max(points)) if points else (None, None)
 
 
 def skewed_backups(manifests: list[Manifest]) -> list[Manifest]:

@@ -26,7 +26,7 @@ from drkit.backup.order import newest, precedes
 from drkit.backup.walchain import backup_on_timeline
 from drkit.errors import CheckFailed
 from drkit.storage.repository import StoredObject
-from drkit.wal_names import TimelineSwitch
+from drkit.wal import TimelineSwitch
 
 #: PostgreSQL's backup manifest, stored beside base.tar for every base backup
 PG_MANIFEST_NAME = "backup_manifest"

@@ -1,15 +1,22 @@
-"""Logical backups: ``pg_dump -Fc`` per database, streamed through zstd into the repository.
+"""Logical backups: ``drkit backup ENV``, every database ``pg_dump``'d in a snapshot whose
+rows are counted, stored through the repository's encoding, the manifest published last.
+
+One driver (:func:`backup_logical`) for both archive formats, the format being the only
+variation: ``pg_dump -Fc`` streamed into one object ``<db>.dump`` (the default), or
+with ``--jobs`` (or above the policy's ``backup.parallel_threshold``) ``pg_dump -Fd
+-j N``, each file of the dump its own object (:mod:`drkit.backup.dirdump`).
 
 For each database drkit opens a REPEATABLE READ transaction, exports its snapshot, runs
-``pg_dump --snapshot`` on it and, while the dump streams, counts every table's rows
-in that same snapshot on the exporting connection.  The counts in the manifest are
-therefore exactly the rows in the dump.  Objects are stored first, the manifest last.
+``pg_dump --snapshot`` on it and, while the dump streams, counts every table's rows in
+that same snapshot on the exporting connection (:class:`DumpSnapshot`).  The counts in
+the manifest are therefore exactly the rows in the dump.  Objects are stored first, the
+manifest last; a backup that fails leaves no partial objects behind (best effort).
 
 The statement that takes the snapshot also reads the server's WAL position, timeline
 and clock (:class:`ServerReading`); with the cluster's system identifier they are the
 backup's consistent point, which orders backups (:mod:`drkit.backup.order`).  The
-backup id and ``started_at`` come from the host clock (the id is the UTC start time,
-DESIGN §3) and order nothing; the host clock's distance from the server's is recorded
+backup id and ``started_at`` come from the host clock (the id is the UTC start time and
+the kind) and order nothing; the host clock's distance from the server's is recorded
 so that a wrong host clock is seen (``drkit backups``, ``check``, ``status``).
 """
 
@@ -28,6 +35,8 @@ from urllib.parse import quote
 import psycopg
 
 from drkit.backup.catalog import (
+    CUSTOM,
+    DIRECTORY,
     MANIFEST,
     Manifest,
     backup_prefix,
@@ -37,7 +46,7 @@ from drkit.backup.catalog import (
 from drkit.backup.lock import backup_lock
 from drkit.backup.order import measured_skew
 from drkit.config import Policy
-from drkit.errors import DatabaseError, DrkitError
+from drkit.errors import DatabaseError, DrkitError, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
@@ -119,16 +128,20 @@ def consistent_fields(readings: list[ServerReading]) -> dict[str, Any]:
 
 @dataclass
 class DumpResult:
-    obj: StoredObject
+    """One database's dump: its objects (``toc.dat`` first in the directory format),
+    the rows counted in its snapshot, and the server's version and reading."""
+
+    objects: list[StoredObject]
     row_counts: dict[str, int]
     server_version: str
     reading: ServerReading
+    format: str  # CUSTOM | DIRECTORY
 
 
 def new_backup_id(repo: Repository, kind: str) -> tuple[str, datetime]:
-    """A fresh id from the host clock (the id is the UTC start time plus kind, DESIGN
-    §3): never one that exists, complete or not — after the host clock went back, it
-    waits for the next second rather than reuse one.  Ids order nothing."""
+    """A fresh id from the host clock (the UTC start time plus the kind): never one that
+    exists, complete or not — after the host clock went back, it waits for the next
+    second rather than reuse one.  Ids order nothing."""
     while True:
         started = datetime.now(UTC).replace(microsecond=0)
         backup_id = make_backup_id(started, kind)
@@ -203,27 +216,74 @@ def dump_database(
     backup_id: str,
     database: str,
     on_progress: ProgressCallback | None = None,
+    *,
+    jobs: int | None = None,
 ) -> DumpResult:
+    """Dump ``database`` in a snapshot of its own: custom format, or with ``jobs`` the
+    directory format with that many pg_dump workers."""
+    from drkit.backup.dirdump import dump_directory
+
     dsn = policy.database.url.get_secret_value()
+    name = f"{backup_prefix(backup_id)}{object_base_name(database)}"
     with dump_snapshot(dsn, database) as snap:
-        conninfo, env = for_subprocess(dsn, database)
-        args = [snap.pg_dump, "-Fc", "-Z0", f"--snapshot={snap.snapshot}", "-d", conninfo]
-        meter = Meter(on_progress, "dump", database, total=snap.db_size, estimate=True)
-        with PipeProcess(args, env=env, what=f"pg_dump of {database}", stdout=-1) as dump:
-            widen_pipe(dump.stdout)
-            snap.start_counting()
-            obj = repo.store(
-                f"{backup_prefix(backup_id)}{object_base_name(database)}.dump",
-                dump.stdout,  # type: ignore[arg-type]
-                database=database,
-                on_raw_bytes=meter if on_progress else None,
-                # COPY text can outgrow the heap (numbers as digits); indexes are not dumped
-                size_hint=2 * snap.db_size,
+        if jobs is None:
+            objects, counts = _dump_custom(snap, repo, dsn, f"{name}.dump", database, on_progress)
+        else:
+            objects, counts = dump_directory(
+                snap, repo, dsn, f"{name}.dir/", database, jobs, on_progress
             )
-            dump.wait()
-            counts = snap.counted()
-        meter.finish()
-        return DumpResult(obj, counts, snap.version, snap.reading)
+        return DumpResult(
+            objects, counts, snap.version, snap.reading, CUSTOM if jobs is None else DIRECTORY
+        )
+
+
+def _dump_custom(
+    snap: DumpSnapshot,
+    repo: Repository,
+    dsn: str,
+    key: str,
+    database: str,
+    on_progress: ProgressCallback | None,
+) -> tuple[list[StoredObject], dict[str, int]]:
+    """``pg_dump -Fc`` streamed into the one object ``key``."""
+    conninfo, env = for_subprocess(dsn, database)
+    args = [snap.pg_dump, "-Fc", "-Z0", f"--snapshot={snap.snapshot}", "-d", conninfo]
+    meter = Meter(on_progress, "dump", database, total=snap.db_size, estimate=True)
+    with PipeProcess(args, env=env, what=f"pg_dump of {database}", stdout=-1) as dump:
+        widen_pipe(dump.stdout)
+        snap.start_counting()
+        obj = repo.store(
+            key,
+            dump.stdout,  # type: ignore[arg-type]
+            database=database,
+            on_raw_bytes=meter if on_progress else None,
+            # COPY text can outgrow the heap (numbers as digits); indexes are not dumped
+            size_hint=2 * snap.db_size,
+        )
+        dump.wait()
+        counts = snap.counted()
+    meter.finish()
+    return [obj], counts
+
+
+def backup_logical(
+    policy: Policy,
+    *,
+    databases: list[str] | None = None,
+    jobs: int | None = None,
+    on_progress: ProgressCallback | None = None,
+    repo: Repository | None = None,
+) -> Manifest:
+    """Back up ``databases`` (default: the policy's), each in the format its size (or
+    ``jobs``) calls for, and publish the manifest last."""
+    if jobs is not None and jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    names = databases or policy.database.database_names()
+    plan = plan_jobs(policy, names, jobs)
+    repo = repo or Repository.for_policy(policy)
+    repo.check_encryption_available()
+    with backup_lock(policy, "logical"):  # a second concurrent backup is refused (exit 1)
+        return _run_locked(policy, repo, names, plan, on_progress)
 
 
 def run_logical_backup(
@@ -233,26 +293,51 @@ def run_logical_backup(
     on_progress: ProgressCallback | None = None,
     repo: Repository | None = None,
 ) -> Manifest:
-    """Back up ``databases`` (default: the policy's) and publish the manifest last."""
+    """A logical backup of ``databases`` (default: the policy's), every one in the
+    custom format whatever its size."""
+    names = databases or policy.database.database_names()
     repo = repo or Repository.for_policy(policy)
     repo.check_encryption_available()
     with backup_lock(policy, "logical"):  # a second concurrent backup is refused (exit 1)
-        return _run_locked(policy, repo, databases, on_progress)
+        return _run_locked(policy, repo, names, {}, on_progress)
+
+
+def plan_jobs(policy: Policy, names: list[str], jobs: int | None) -> dict[str, int]:
+    """The databases to dump in directory format, with their pg_dump job counts."""
+    if jobs is not None:
+        return dict.fromkeys(names, jobs)
+    threshold = policy.backup.parallel_threshold
+    if threshold is None:
+        return {}
+    dsn = policy.database.url.get_secret_value()
+    plan = {}
+    for name in names:
+        with connect(dsn, name) as conn:
+            try:
+                row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+            except psycopg.Error as exc:
+                raise DatabaseError(f"size of database {name}: {first_line(exc)}") from None
+        if row is not None and int(row[0]) > threshold:
+            log.info("database %s is above backup.parallel_threshold: directory format", name)
+            plan[name] = policy.backup.jobs
+    return plan
 
 
 def _run_locked(
     policy: Policy,
     repo: Repository,
-    databases: list[str] | None,
+    names: list[str],
+    plan: dict[str, int],
     on_progress: ProgressCallback | None,
 ) -> Manifest:
-    names = databases or policy.database.database_names()
     backup_id, started = new_backup_id(repo, "logical")
     log.info("backup %s of %s started", backup_id, ", ".join(names))
-    results: list[DumpResult] = []
     try:
-        for name in names:
-            results.append(dump_database(repo, policy, backup_id, name, on_progress))
+        results = [
+            dump_database(repo, policy, backup_id, name, on_progress, jobs=plan.get(name))
+            for name in names
+        ]
+        formats = {name: r.format for name, r in zip(names, results, strict=True)}
         manifest = Manifest(
             id=backup_id,
             kind="logical",
@@ -261,15 +346,22 @@ def _run_locked(
             server_version=results[0].server_version,
             started_at=started,
             finished_at=datetime.now(UTC),
-            objects=[r.obj for r in results],
+            objects=[o for r in results for o in r.objects],
             row_counts={name: r.row_counts for name, r in zip(names, results, strict=True)},
+            # recorded once a database is not in the default (custom) format
+            dump_formats=formats if DIRECTORY in formats.values() else {},
             **consistent_fields([r.reading for r in results]),
         )
         write_manifest(repo, manifest)
     except BaseException:
         discard_partial(repo, backup_id)
         raise
-    log.info("backup %s finished: %d bytes stored", backup_id, manifest.size)
+    log.info(
+        "backup %s finished: %d objects, %d bytes stored",
+        backup_id,
+        len(manifest.objects),
+        manifest.size,
+    )
     return manifest
 
 

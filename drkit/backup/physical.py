@@ -11,7 +11,7 @@ restorable once the WAL up to its stop point is archived, so after pg_basebackup
 drkit waits for the ``.backup`` history file (stop LSN) and the stop segment to be in
 the repository before it writes the manifest.  Then it takes a snapshot in every
 database, writes a named restore point right after and counts rows in those snapshots:
-a drill pauses recovery at that restore point to compare the counts (DESIGN §6).
+a drill pauses recovery at that restore point to compare the counts.
 
 With ``--incremental`` (PostgreSQL 17+, ``summarize_wal = on``) the backup is taken
 relative to its parent: the newest physical backup of the same cluster (system
@@ -57,9 +57,15 @@ from drkit.pg.conninfo import for_subprocess
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows, list_tables
 from drkit.progress import Meter, OnProgress
-from drkit.storage.repository import Repository
-from drkit.wal import find_wal_key, open_wal_object
-from drkit.wal_names import backup_file_name, lsn_to_segment_name, parse_lsn
+from drkit.storage.repository import Repository, StoredObject
+from drkit.wal import (
+    backup_file_name,
+    find_wal_key,
+    lsn_to_segment_name,
+    open_wal_object,
+    parse_lsn,
+    read_identity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +177,10 @@ class ServerFacts:
     timeline: int = 1
 
 
-def _server_facts(dsn: str) -> ServerFacts:
+def _server_facts(dsn: str, bound: str | None = None) -> ServerFacts:
+    """What a base backup needs to know of the server, refused first when the archive is
+    bound (``identity.json``) to another cluster: such a backup would become ``latest``
+    with none of its WAL in the archive."""
     with connect(dsn) as conn:
         try:
             rows = dict(
@@ -206,6 +215,12 @@ def _server_facts(dsn: str) -> ServerFacts:
             int(size_row[0]) if size_row and size_row[0] is not None else 0,
             str(ident[0]) if ident else "",
             int(ident[1]) if ident else 1,
+        )
+    if bound and facts.system_identifier and facts.system_identifier != bound:
+        raise SafetyRefused(
+            f"the server is PostgreSQL cluster {facts.system_identifier} but this "
+            f"environment's WAL archive belongs to cluster {bound}: nothing was stored; "
+            "check the policy's database url, or give this cluster its own environment"
         )
     if rows.get("archive_mode") not in ("on", "always") or not (
         rows.get("archive_command") or rows.get("archive_library")
@@ -520,21 +535,8 @@ def run_physical_backup(
     repo.check_encryption_available()
     dsn = policy.database.url.get_secret_value()
     if incremental:  # refused whole, never half-done
-        with connect(dsn) as conn:
-            major = server_major(conn)
-            summarizing = major >= 17 and _setting(conn, "summarize_wal") == "on"
-        if major < 17:
-            raise UsageError(
-                f"--incremental needs PostgreSQL 17+ (summarize_wal); {policy.name}'s server "
-                f"is {major}: take a full base backup with --physical"
-            )
-        if not summarizing:
-            raise OperationError(
-                f"summarize_wal is off on {policy.name}'s server: incremental base backups "
-                "need it; set summarize_wal = on (ALTER SYSTEM SET summarize_wal = on; SELECT "
-                "pg_reload_conf()), then take a full base backup with --physical"
-            )
-    facts = _server_facts(dsn)
+        _check_incremental(policy, dsn)
+    facts = _server_facts(dsn, read_identity(repo))
     if not policy.wal_archiving:
         log.info("policy %s has wal_archiving: false but takes a base backup", policy.name)
     wait = archive_wait
@@ -542,55 +544,205 @@ def run_physical_backup(
         wait = float(os.environ.get(ARCHIVE_WAIT_ENV, DEFAULT_ARCHIVE_WAIT))
     pg_basebackup = find_client("pg_basebackup", facts.major)
     lock = acquire_backup_lock(policy, "physical")  # a concurrent one is refused (exit 1)
-    parent: Manifest | None = None
     scratch: str | None = None
     try:
+        parent: Manifest | None = None
+        parent_file: str | None = None
         if incremental:
             parent = _find_parent(repo, policy, facts)
             scratch = tempfile.mkdtemp(prefix="drkit-incremental-")
             parent_file = _fetch_pg_manifest(repo, parent, scratch)
-    except BaseException:
+        base = _BaseBackup(policy, repo, dsn, facts, wait, on_progress)
+        manifest = base.take(pg_basebackup, parent, parent_file)
+    finally:
         lock.release()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    backup_id, started = new_backup_id(repo, "physical")
-    conninfo, env = for_subprocess(dsn)
-    # the name by which ArchiveWatch finds its walsender
-    application_name = f"drkit {backup_id}"[:63]
-    args = [
-        pg_basebackup,
-        "-d",
-        make_conninfo(conninfo, application_name=application_name),
-        "-D",
-        "-",
-        "-Ft",
-        "-X",
-        "none",
-        "--checkpoint=fast",
-        "-l",
-        f"drkit {backup_id}",
-    ]
-    if parent is not None:
-        args.append(f"--incremental={parent_file}")
-    log.info("physical backup %s started", backup_id)
-    try:
+    log.info("physical backup %s finished: %d bytes stored", manifest.id, manifest.size)
+    return manifest
+
+
+def _check_incremental(policy: Policy, dsn: str) -> None:
+    """An incremental base backup needs PostgreSQL 17+ summarizing WAL."""
+    with connect(dsn) as conn:
+        major = server_major(conn)
+        summarizing = major >= 17 and _setting(conn, "summarize_wal") == "on"
+    if major < 17:
+        raise UsageError(
+            f"--incremental needs PostgreSQL 17+ (summarize_wal); {policy.name}'s server "
+            f"is {major}: take a full base backup with --physical"
+        )
+    if not summarizing:
+        raise OperationError(
+            f"summarize_wal is off on {policy.name}'s server: incremental base backups "
+            "need it; set summarize_wal = on (ALTER SYSTEM SET summarize_wal = on; SELECT "
+            "pg_reload_conf()), then take a full base backup with --physical"
+        )
+
+
+def _label_start(label: str) -> tuple[str, int]:
+    """(start LSN, timeline) from a backup_label."""
+    start = _START_RE.search(label)
+    start_tli = _START_TLI_RE.search(label)
+    if start is None or start_tli is None:
+        raise OperationError("pg_basebackup's tar stream had no readable backup_label")
+    return start.group(1), int(start_tli.group(1))
+
+
+@dataclass
+class _WalSpan:
+    """The WAL a base backup needs: from its start (backup_label) to its stop point."""
+
+    start: str
+    timeline: int
+    stop: str
+    stop_timeline: int
+    start_segment: str
+    stop_segment: str
+    history_name: str
+
+
+class _BaseBackup:
+    """One base backup, stage by stage (:meth:`take`): stream the tar into the
+    repository, find its WAL span and wait for it to be archived, count rows at a
+    restore point just after it, publish the manifest.  A failure discards what was
+    stored."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        repo: Repository,
+        dsn: str,
+        facts: ServerFacts,
+        wait: float,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.policy = policy
+        self.repo = repo
+        self.dsn = dsn
+        self.facts = facts
+        self.wait = wait
+        self.on_progress = on_progress
+
+    def take(
+        self, pg_basebackup: str, parent: Manifest | None, parent_file: str | None
+    ) -> Manifest:
+        backup_id, started = new_backup_id(self.repo, "physical")
+        args, env, application_name = self._command(pg_basebackup, backup_id, parent_file)
+        log.info("physical backup %s started", backup_id)
+        try:
+            objects, tap = self._stream(backup_id, args, env, application_name, parent)
+            clock = _server_clock(self.dsn)
+            label = tap.members.get("backup_label", b"").decode("utf-8", "replace")
+            wal_start, timeline = _label_start(label)
+            archived = Meter(self.on_progress, "WAL archived")  # a phase that counts nothing
+            span = self._wal_span(wal_start, timeline, tap.members.get(PG_MANIFEST_NAME))
+            counted = None
+            wanted = [span.start_segment, span.stop_segment]
+            try:
+                counted, counted_segment = count_rows_at_restore_point(
+                    self.dsn,
+                    self.facts.databases,
+                    f"drkit {backup_id}",
+                    span.stop_timeline,
+                    self.facts.segment_size,
+                )
+                wanted.append(counted_segment)
+            except DatabaseError as exc:
+                # the backup stands without them; a drill then reports row counts NOT_RUN
+                log.warning("physical backup %s: no row counts recorded: %s", backup_id, exc)
+            wait_for_wal(self.repo, wanted, self.wait, self.dsn)
+            archived.finish()
+            manifest = Manifest(
+                id=backup_id,
+                kind="physical",
+                environment=self.policy.name,
+                databases=self.facts.databases,
+                server_version=self.facts.version,
+                started_at=started,
+                finished_at=datetime.now(UTC),
+                consistent_at=clock.at,
+                # the stop point orders it among the cluster's backups (drkit.backup.order)
+                consistent_lsn=span.stop,
+                consistent_timeline=span.stop_timeline,
+                clock_skew=clock.clock_skew,
+                objects=objects,
+                wal_start=span.start,
+                wal_stop=span.stop,
+                wal_start_segment=span.start_segment,
+                wal_stop_segment=span.stop_segment,
+                timeline=span.timeline,
+                backup_label=label,
+                parent=parent.id if parent is not None else None,
+                system_identifier=self.facts.system_identifier or None,
+                row_counts=counted.row_counts if counted else {},
+                extra={
+                    "wal_segment_size": self.facts.segment_size,
+                    "stop_timeline": span.stop_timeline,
+                    "backup_history_file": span.history_name,
+                    "tar_members": len(tap.names),
+                },
+            )
+            if counted is not None:
+                manifest.extra["row_counts_restore_point"] = counted.restore_point
+                manifest.extra["row_counts_lsn"] = counted.lsn
+            write_manifest(self.repo, manifest)
+        except BaseException:
+            discard_partial(self.repo, backup_id)
+            raise
+        return manifest
+
+    def _command(
+        self, pg_basebackup: str, backup_id: str, parent_file: str | None
+    ) -> tuple[list[str], dict[str, str], str]:
+        """pg_basebackup streaming one tar to stdout, WAL left to the archive; and the
+        application name by which ArchiveWatch finds its walsender."""
+        conninfo, env = for_subprocess(self.dsn)
+        application_name = f"drkit {backup_id}"[:63]
+        args = [
+            pg_basebackup,
+            "-d",
+            make_conninfo(conninfo, application_name=application_name),
+            "-D",
+            "-",
+            "-Ft",
+            "-X",
+            "none",
+            "--checkpoint=fast",
+            "-l",
+            f"drkit {backup_id}",
+        ]
+        if parent_file is not None:
+            args.append(f"--incremental={parent_file}")
+        return args, env, application_name
+
+    def _stream(
+        self,
+        backup_id: str,
+        args: list[str],
+        env: dict[str, str],
+        application_name: str,
+        parent: Manifest | None,
+    ) -> tuple[list[StoredObject], TarTap]:
+        """pg_basebackup's tar into ``base.tar``, and PostgreSQL's backup_manifest (taken
+        from the stream) into an object of its own."""
         # the databases' sizes: the tar holds them (and a little more), an estimate
-        meter = Meter(on_progress, "base backup", BASE_NAME, total=facts.size, estimate=True)
+        size = self.facts.size
+        meter = Meter(self.on_progress, "base backup", BASE_NAME, total=size, estimate=True)
         with (
             PipeProcess(args, env=env, what="pg_basebackup", stdout=-1) as proc,
-            ArchiveWatch(dsn, application_name, wait, proc.proc.kill) as watch,
+            ArchiveWatch(self.dsn, application_name, self.wait, proc.proc.kill) as watch,
         ):
             tap = TarTap(
                 proc.stdout,  # type: ignore[arg-type]
                 ("backup_label", PG_MANIFEST_NAME),
                 stop=watch.reason,
             )
-            obj = repo.store(
+            obj = self.repo.store(
                 f"{backup_prefix(backup_id)}{BASE_NAME}",
                 tap,  # type: ignore[arg-type]
-                on_raw_bytes=meter if on_progress else None,
-                size_hint=facts.size * 3 // 2,  # the databases, growing while it runs
+                on_raw_bytes=meter if self.on_progress else None,
+                size_hint=size * 3 // 2,  # the databases, growing while it runs
             )
             proc.wait()
         meter.finish()
@@ -598,92 +750,40 @@ def run_physical_backup(
         pg_manifest = tap.members.get(PG_MANIFEST_NAME)
         if pg_manifest:
             # the next incremental is taken relative to it
-            objects.append(
-                repo.store(f"{backup_prefix(backup_id)}{PG_MANIFEST_NAME}", io.BytesIO(pg_manifest))
-            )
+            key = f"{backup_prefix(backup_id)}{PG_MANIFEST_NAME}"
+            objects.append(self.repo.store(key, io.BytesIO(pg_manifest)))
         elif parent is not None:
             raise OperationError("pg_basebackup's tar stream had no backup_manifest")
         else:
             log.warning("physical backup %s: no backup_manifest in the tar stream", backup_id)
-        clock = _server_clock(dsn)
-        label = tap.members.get("backup_label", b"").decode("utf-8", "replace")
-        start = _START_RE.search(label)
-        start_tli = _START_TLI_RE.search(label)
-        if start is None or start_tli is None:
-            raise OperationError("pg_basebackup's tar stream had no readable backup_label")
-        timeline = int(start_tli.group(1))
-        wal_start = start.group(1)
-        history_name = backup_file_name(wal_start, timeline, facts.segment_size)
-        archived = Meter(on_progress, "WAL archived")  # a phase that counts nothing
-        wait_for_wal(repo, [history_name], wait, dsn)
+        return objects, tap
+
+    def _wal_span(self, wal_start: str, timeline: int, pg_manifest: bytes | None) -> _WalSpan:
+        """Wait for the backup history file to be archived; the stop point from
+        PostgreSQL's backup_manifest, else from that history file."""
+        segment_size = self.facts.segment_size
+        history_name = backup_file_name(wal_start, timeline, segment_size)
+        wait_for_wal(self.repo, [history_name], self.wait, self.dsn)
         # the stop point from pg_basebackup's own manifest: the backup host holds the
         # recipients only, and the archived history file may be encrypted to them
         stop_point = manifest_stop_point(pg_manifest) if pg_manifest else None
         if stop_point is None:  # no manifest (or an unreadable one): the history file
-            history = read_backup_history(repo, history_name)
+            history = read_backup_history(self.repo, history_name)
             stop = _STOP_RE.search(history)
             stop_tli = _STOP_TLI_RE.search(history)
             if stop is None:
                 raise OperationError(f"{history_name} has no STOP WAL LOCATION")
             stop_point = (stop.group(1), int(stop_tli.group(1)) if stop_tli else timeline)
         wal_stop, stop_timeline = stop_point
-        start_segment = lsn_to_segment_name(wal_start, timeline, facts.segment_size)
-        # the stop LSN points just past the last record: the segment holding stop-1
-        stop_segment = lsn_to_segment_name(
-            max(parse_lsn(wal_stop) - 1, parse_lsn(wal_start)), stop_timeline, facts.segment_size
-        )
-        counted = None
-        wanted = [start_segment, stop_segment]
-        try:
-            counted, counted_segment = count_rows_at_restore_point(
-                dsn, facts.databases, f"drkit {backup_id}", stop_timeline, facts.segment_size
-            )
-            wanted.append(counted_segment)
-        except DatabaseError as exc:
-            # the backup stands without them; a drill then reports row counts NOT_RUN
-            log.warning("physical backup %s: no row counts recorded: %s", backup_id, exc)
-        wait_for_wal(repo, wanted, wait, dsn)
-        archived.finish()
-        manifest = Manifest(
-            id=backup_id,
-            kind="physical",
-            environment=policy.name,
-            databases=facts.databases,
-            server_version=facts.version,
-            started_at=started,
-            finished_at=datetime.now(UTC),
-            consistent_at=clock.at,
-            # the stop point orders it among the cluster's backups (drkit.backup.order)
-            consistent_lsn=wal_stop,
-            consistent_timeline=stop_timeline,
-            clock_skew=clock.clock_skew,
-            objects=objects,
-            wal_start=wal_start,
-            wal_stop=wal_stop,
-            wal_start_segment=start_segment,
-            wal_stop_segment=stop_segment,
+        return _WalSpan(
+            start=wal_start,
             timeline=timeline,
-            backup_label=label,
-            parent=parent.id if parent is not None else None,
-            system_identifier=facts.system_identifier or None,
-            row_counts=counted.row_counts if counted else {},
-            extra={
-                "wal_segment_size": facts.segment_size,
-                "stop_timeline": stop_timeline,
-                "backup_history_file": history_name,
-                "tar_members": len(tap.names),
-            },
+            stop=wal_stop,
+            stop_timeline=stop_timeline,
+            start_segment=lsn_to_segment_name(wal_start, timeline, segment_size),
+            # the stop LSN points just past the last record: the segment holding stop-1
+            stop_segment=lsn_to_segment_name(
+                max(parse_lsn(wal_stop) - 1, parse_lsn(wal_start)), stop_timeline, segment_size
+            ),
+            history_name=history_name,
         )
-        if counted is not None:
-            manifest.extra["row_counts_restore_point"] = counted.restore_point
-            manifest.extra["row_counts_lsn"] = counted.lsn
-        write_manifest(repo, manifest)
-    except BaseException:
-        discard_partial(repo, backup_id)
-        raise
-    finally:
-        lock.release()
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
-    log.info("physical backup %s finished: %d bytes stored", backup_id, manifest.size)
-    return manifest

@@ -4,8 +4,8 @@ Order of deletion, so that a crash at any moment leaves a consistent repository:
 
 1. for each backup the plan deletes (oldest first, but an incremental before its
    parent): its ``manifest.json`` first — from
-   then on the backup no longer exists for anyone (§3: a backup exists iff its
-   manifest does) — then its other objects;
+   then on the backup no longer exists for anyone (a backup exists iff its manifest
+   does) — then its other objects;
 2. manifest-less leftovers (an interrupted backup, or step 1 cut short) whose newest
    object is older than ``retention.orphan_grace``; younger ones may be a backup still
    uploading and are left alone, and so is every leftover of a kind whose backup lock
@@ -33,6 +33,7 @@ from drkit.backup.catalog import (
     backup_prefix,
     iso,
     parse_backup_id,
+    restorable_span,
     scan,
 )
 from drkit.backup.lock import running_backups
@@ -89,13 +90,18 @@ class PruneResult:
     errors: list[str] = field(default_factory=list)
 
     @property
+    def window(self) -> tuple[datetime | None, datetime | None]:
+        """The recoverable window the kept backups leave (without WAL): the backup part
+        of the window ``drkit status`` shows (:mod:`drkit.restore.window`)."""
+        return restorable_span(self.manifests[b.id] for b in self.plan.kept)
+
+    @property
     def oldest_restorable(self) -> datetime | None:
-        return self.plan.oldest_restorable()
+        return self.window[0]
 
     @property
     def newest_restorable(self) -> datetime | None:
-        points = [b.restorable_from for b in self.plan.kept]
-        return max(points) if points else None
+        return self.window[1]
 
     def to_dict(self) -> dict[str, Any]:
         backups = []

@@ -2,7 +2,9 @@
 
 Each object is streamed once: its stored size and sha256 are checked against the
 manifest, it is decrypted (when encrypted) and decompressed to the end, and the raw size
-compared.  Physical backups additionally get their WAL chain checked.
+compared.  Physical backups additionally get their WAL chain checked: every WAL file of
+the chain verify reports, from the backup's start to the end of the recoverable window,
+is read the same way, one at a time (see :func:`drkit.backup.walchain.check_backup_wal`).
 
 An incremental base backup (PostgreSQL 17+) is only as good as its chain: every
 ancestor must exist and every object of every ancestor is checked the same way; then
@@ -13,19 +15,21 @@ in the archive, checked above).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drkit.backup.catalog import Manifest
 from drkit.errors import CheckFailed, DrkitError, StorageError
 from drkit.storage.repository import Repository
-from drkit.streams import drain
+from drkit.streams import CountingReader, drain, spool_dir
+
+if TYPE_CHECKING:
+    from drkit.backup.walchain import WalReading
 
 
 @dataclass
@@ -55,16 +59,21 @@ class BackupVerdict:
 
 
 def verify_backup(
-    repo: Repository, manifest: Manifest, on_bytes: Callable[[int], None] | None = None
+    repo: Repository,
+    manifest: Manifest,
+    on_bytes: Callable[[int], None] | None = None,
+    wal: WalReading | None = None,
 ) -> BackupVerdict:
     """Read back every object of ``manifest`` (size, sha256, decompression) and, for a
-    physical backup, its WAL; a bad object is a problem in the verdict, not an exception."""
+    physical backup, every WAL file of the chain it reports; a bad object is a problem in
+    the verdict, not an exception.  ``wal``: shared by the backups of one run, so that
+    WAL their chains share is read once."""
     verdict = BackupVerdict(manifest.id, manifest.kind)
     _check_objects(repo, manifest, verdict, on_bytes)
     if manifest.kind == "physical":
         from drkit.backup.walchain import check_backup_wal
 
-        problems, details = check_backup_wal(repo, manifest)
+        problems, details = check_backup_wal(repo, manifest, wal)
         verdict.problems += problems
         verdict.details.update(details)
     if manifest.parent is not None:
@@ -104,13 +113,13 @@ def _check_chain(
 
 def _verify_combined(repo: Repository, chain: list[Manifest]) -> str | None:
     """Combine the chain aside and run pg_verifybackup on it; a problem line or None."""
+    from drkit.backup.unpack import unpack_chain
     from drkit.pg.binaries import find_binary
-    from drkit.restore.pitr import unpack_chain
 
     last = chain[-1]
-    major = int(last.server_version.split(".")[0]) if last.server_version else None
+    major = last.major
     verifier = find_binary("pg_verifybackup", major)
-    work = Path(tempfile.mkdtemp(prefix="drkit-verify-", dir=os.environ.get("DRKIT_TMPDIR")))
+    work = Path(tempfile.mkdtemp(prefix="drkit-verify-", dir=spool_dir()))
     try:
         combined = work / "combined"
         try:
@@ -144,7 +153,7 @@ def _check_objects(
         verdict.objects += 1
         try:
             with repo.open_decoded(obj) as stream:
-                raw = drain(_Counting(stream, on_bytes))  # type: ignore[arg-type]
+                raw = drain(CountingReader(stream, on_bytes))  # type: ignore[arg-type]
             if raw != obj.raw_size:
                 verdict.problems.append(
                     f"{prefix}{obj.key}: decodes to {raw} bytes, manifest says {obj.raw_size}"
@@ -152,15 +161,3 @@ def _check_objects(
             verdict.bytes += obj.stored_size
         except (CheckFailed, StorageError) as exc:
             verdict.problems.append(f"{prefix}{exc}")
-
-
-class _Counting:
-    def __init__(self, source: Any, on_bytes: Callable[[int], None] | None) -> None:
-        self._source = source
-        self._on_bytes = on_bytes
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self._source.read(size)
-        if data and self._on_bytes is not None:
-            self._on_bytes(len(data))
-        return data

@@ -9,32 +9,30 @@ missing segment ends its recoverable window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from drkit.backup.catalog import Manifest, iso
-from drkit.storage.base import ObjectInfo
-from drkit.storage.repository import Repository
-from drkit.wal import WAL_DIR, find_wal_key, open_wal_object
-from drkit.wal_names import (
+from drkit.storage import ObjectInfo, Repository, plain_name
+from drkit.wal import (
     DEFAULT_SEGMENT_SIZE,
+    WAL_DIR,
     Segment,
     TimelineSwitch,
+    find_wal_key,
     is_archivable,
     is_history,
+    open_wal_object,
     parse_history,
     parse_segment,
 )
 
-_SUFFIXES = (".age", ".zst", ".gz")
-
 
 def wal_name_of(key: str) -> str:
-    name = key.rsplit("/", 1)[-1]
-    for suffix in _SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name
+    """The WAL file name a stored key holds (its encoding's suffixes dropped)."""
+    return plain_name(key)
 
 
 @dataclass
@@ -78,6 +76,8 @@ class ChainReport:
     recoverable_from: datetime | None
     recoverable_to: datetime | None
     timelines: list[int]
+    #: every segment of the chain in replay order, from the backup's start to ``last_segment``
+    path: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -112,6 +112,10 @@ def check_chain(repo: Repository, manifest: Manifest, index: WalIndex | None = N
     ]
     if missing:
         return ChainReport(missing, None, manifest.consistent_at, None, [stop.timeline])
+    path = []
+    for segno in range(start.segno, stop.segno + 1):
+        name = Segment(segno, stop.timeline).name(size)
+        path.append(name if index.has(name) else Segment(segno, start.timeline).name(size))
     # walk forward from the stop segment as far as the archive is contiguous
     children = _children(repo, index)
     current = stop
@@ -128,15 +132,17 @@ def check_chain(repo: Repository, manifest: Manifest, index: WalIndex | None = N
                     switched = True
                     break
         if switched:
+            path.append(current.name(size))
             continue
         if index.has(nxt.name(size)):
             current = nxt
+            path.append(current.name(size))
             continue
         break
     last = current.name(size)
     info = index.objects.get(last)
     end = info.modified.astimezone(UTC) if info else None
-    return ChainReport([], last, manifest.consistent_at, end, timelines)
+    return ChainReport([], last, manifest.consistent_at, end, timelines, path)
 
 
 def _ranges(names: list[str]) -> str:
@@ -145,48 +151,106 @@ def _ranges(names: list[str]) -> str:
     return f"{names[0]} .. {names[-1]} ({len(names)} segments)"
 
 
-def check_backup_wal(repo: Repository, manifest: Manifest) -> tuple[list[str], dict[str, Any]]:
-    """For ``drkit verify``: (problems, details) of one physical backup's WAL chain."""
-    report = check_chain(repo, manifest)
+class WalReading:
+    """The WAL one ``verify`` run has read: each file once, whatever the number of backups
+    whose chains share it, with its listing loaded once."""
+
+    def __init__(self) -> None:
+        self._index: WalIndex | None = None
+        self._seen: dict[str, tuple[str | None, str]] = {}
+
+    def index(self, repo: Repository) -> WalIndex:
+        if self._index is None:
+            self._index = WalIndex.load(repo)
+        return self._index
+
+    def check(self, repo: Repository, name: str, segment_size: int) -> tuple[str | None, str]:
+        """(problem or None, how it was checked) of archived WAL file ``name``: read to
+        its end, its stored bytes checked (checksum file, or the checksum of its own
+        encoding), decoded, and a segment's decoded size compared with the segment size."""
+        from drkit.errors import CheckFailed, StorageError
+        from drkit.streams import drain
+        from drkit.wal import open_wal_object, wal_integrity
+
+        if name in self._seen:
+            return self._seen[name]
+        info = self.index(repo).objects.get(name)
+        if info is None:
+            outcome: tuple[str | None, str] = (f"WAL {name} is not in {repo.location}", "")
+        else:
+            how = ""
+            try:
+                integrity = wal_integrity(repo.backend, info.key)
+                how = integrity[1]
+                with open_wal_object(repo, info.key, integrity) as stream:
+                    raw = drain(stream)
+                problem = None
+                if len(name) == 24 and raw != segment_size:
+                    problem = (
+                        f"{info.key}: decodes to {raw} bytes, not a whole WAL segment of "
+                        f"{segment_size} bytes"
+                    )
+            except (CheckFailed, StorageError) as exc:
+                problem = str(exc)
+            outcome = (problem, how)
+        self._seen[name] = outcome
+        return outcome
+
+
+def check_backup_wal(
+    repo: Repository, manifest: Manifest, reading: WalReading | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """For ``drkit verify``: (problems, details) of one physical backup's WAL chain.
+
+    The chain reported complete is read, every file of it: the segments from the
+    backup's start through the end of the recoverable window reported (a damaged one
+    before the stop means the backup cannot be restored; one after it ends the window
+    before it), and the history files of the timelines it crosses."""
+    reading = reading or WalReading()
+    index = reading.index(repo)
+    report = check_chain(repo, manifest, index)
     details: dict[str, Any] = {
         "wal_chain": "complete" if report.complete else "gap",
         "recoverable_from": iso(report.recoverable_from),
         "recoverable_to": iso(report.recoverable_to),
         "last_wal": report.last_segment,
     }
-    problems = []
     if not report.complete:
-        problems.append(
+        return [
             f"WAL gap: {_ranges(report.missing)} missing between {manifest.wal_start_segment} "
             f"and {manifest.wal_stop_segment}; the backup cannot be restored"
+        ], details
+    size = _segment_size(manifest)
+    stop = parse_segment(str(manifest.wal_stop_segment), size).segno
+    histories = [f"{tli:08X}.history" for tli in dict.fromkeys(report.timelines) if tli > 1]
+    problems: list[str] = []
+    by: Counter[str] = Counter()
+    damaged = 0
+    read = 0
+    for name in [*histories, *report.path]:
+        problem, how = reading.check(repo, name, size)
+        read += 1
+        if how:
+            by[how] += 1
+        if problem is None:
+            continue
+        damaged += 1
+        if len(name) != 24 or parse_segment(name, size).segno <= stop:
+            problems.append(f"{problem}; the backup cannot be restored")
+            continue
+        # past the stop: the backup restores, but replay cannot go past this segment
+        before = report.path[report.path.index(name) - 1]
+        info = index.objects.get(before)
+        details["last_wal"] = before
+        details["recoverable_to"] = iso(info.modified.astimezone(UTC) if info else None)
+        problems.append(
+            f"{problem}; the recoverable window ends at {before}, the segment before it"
         )
-    else:
-        problems += _undecodable_required_wal(repo, manifest)
+        break
+    if damaged:
+        details["wal_chain"] = "damaged"
+    details["wal_checked"] = {"files": read, "damaged": damaged, "by": dict(sorted(by.items()))}
     return problems, details
-
-
-def _undecodable_required_wal(repo: Repository, manifest: Manifest) -> list[str]:
-    """Decode (decrypt, decompress: both authenticate) every segment from the backup's start
-    to its stop: without them it cannot become consistent.  A damaged one is named."""
-    from drkit.errors import CheckFailed, StorageError
-
-    size = int(manifest.extra.get("wal_segment_size", DEFAULT_SEGMENT_SIZE))
-    start = parse_segment(str(manifest.wal_start_segment), size)
-    stop = parse_segment(str(manifest.wal_stop_segment), size)
-    problems = []
-    for segno in range(start.segno, stop.segno + 1):
-        for timeline in dict.fromkeys((stop.timeline, start.timeline)):
-            key = find_wal_key(repo, Segment(segno, timeline).name(size))
-            if key is None:
-                continue
-            try:
-                with open_wal_object(repo, key) as stream:
-                    while stream.read(1024 * 1024):
-                        pass
-            except (CheckFailed, StorageError) as exc:
-                problems.append(str(exc))
-            break
-    return problems
 
 
 def recovery_timeline(
@@ -199,7 +263,7 @@ def recovery_timeline(
     later restore, promoted, can create one).  This picks the newest timeline whose
     history passes through the backup's timeline after the backup's stop point.
     """
-    from drkit.wal_names import parse_lsn
+    from drkit.wal import parse_lsn
 
     index = index or WalIndex.load(repo)
     base_tli = int(manifest.timeline or 1)
@@ -252,7 +316,7 @@ def backup_on_timeline(manifest: Manifest, timeline: int, history: list[Timeline
     """Whether recovery from ``manifest`` can follow ``timeline``: the backup's stop point
     lies on the backup's own timeline within ``timeline``'s history (a timeline that
     branched off before the backup ended does not contain it)."""
-    from drkit.wal_names import parse_lsn, timeline_at
+    from drkit.wal import parse_lsn, timeline_at
 
     if not manifest.wal_stop:
         return False
@@ -290,13 +354,14 @@ class Reach:
             "gap": self.gap,
             "segments_beyond_gap": self.newer_segments,
             "newest_segment": self.newest_segment,
+            "newest_archived_at": iso(self.newest_end),
         }
 
 
 def segment_on_path(segno: int, timeline: int, history: list[TimelineSwitch], size: int) -> Segment:
     """Segment ``segno`` as replay along ``timeline`` reads it: from the timeline that
     holds its last byte (the segment of a switch point comes from the newer timeline)."""
-    from drkit.wal_names import timeline_at
+    from drkit.wal import timeline_at
 
     return Segment(segno, timeline_at((segno + 1) * size - 1, timeline, history))
 
@@ -370,7 +435,7 @@ def stored_segment_identity(repo: Repository, name: str, segment_size: int) -> i
     and decompressed), or None when it has no WAL page header of ``segment_size``.
     Raises when it cannot be read or decoded (CheckFailed, StorageError)."""
     from drkit.errors import ObjectNotFound
-    from drkit.wal_names import LONG_HEADER_SIZE, segment_system_identifier
+    from drkit.wal import LONG_HEADER_SIZE, segment_system_identifier
 
     key = find_wal_key(repo, name)
     if key is None:

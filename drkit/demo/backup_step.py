@@ -8,7 +8,7 @@ from drkit.backup.verify import verify_backup
 from drkit.demo.sandbox import Sandbox, Say, Step, timed
 from drkit.errors import CheckFailed
 from drkit.progress import human_size
-from drkit.restore.logical import restore_logical
+from drkit.restore import restore_logical
 from drkit.storage.repository import Repository
 
 RESTORED_DB = "sentrikat_restored"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drkit.demo.sandbox import Sandbox, Say, Step, timed
-from drkit.drill.runner import run_drill
+from drkit.drill import run_drill
 from drkit.errors import CheckFailed
 
 

@@ -16,12 +16,12 @@ from psycopg.conninfo import make_conninfo
 from drkit.backup.physical import run_physical_backup
 from drkit.demo.sandbox import Sandbox, Say, Step
 from drkit.errors import CheckFailed, OperationError
-from drkit.pg.cluster import run_as
+from drkit.pg import PostgresServer
 from drkit.pg.connect import connect
-from drkit.restore.pitr import restore_point_in_time
+from drkit.restore import restore_point_in_time
 from drkit.storage.repository import Repository
-from drkit.wal_keys import find_wal_key
-from drkit.walcmd import archive_command, prepare_file_repository
+from drkit.wal.commands import archive_command, prepare_file_repository
+from drkit.wal.keys import find_wal_key
 
 
 def _query(dsn: str, sql: str) -> Any:
@@ -111,12 +111,10 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
             "ok": True,
         }
     finally:
-        run_as(
-            [cluster.bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop"],
-            cluster.os_user,
-            check=False,
-            timeout=120,
+        recovered = PostgresServer(
+            pgdata, port=result.port, os_user=cluster.os_user, bin_dir=cluster.bin_dir
         )
+        recovered.stop("fast", 90)
 
 
 STEP = Step(

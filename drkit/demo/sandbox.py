@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from drkit.config import Policy, load_policy
-from drkit.pg.cluster import LocalCluster
+from drkit.pg import LocalCluster
 
 #: ``say(kind, text)``: kind is ``step`` (a step starts), ``ok`` (it passed) or ``info``
 Say = Callable[[str, str], None]

@@ -1,1 +1,29 @@
-"""Restore drills: restore into a scratch cluster, measure RTO/RPO, validate, report."""
+"""Restore drills: restore a backup into a scratch cluster, measure RTO and RPO,
+validate, report.
+
+This is the package's face: the CLI, the scheduler, the demo and the benchmarks import
+from here (see ARCHITECTURE.md, Drill).  Inside, by stage:
+
+- :mod:`.runner`: :func:`run_drill`, the orchestration (choose the backup, the work
+  directory, the stage, the verdict, the teardown, the stored report);
+- :mod:`.context`: what the stages share (the run, the phase timer);
+- :mod:`.logical` and :mod:`.physical`: restoring each kind of backup, timed by phase;
+- :mod:`.checks`: the validation ladder (connections, row counts, SQL checks, amcheck);
+- :mod:`.objectives`: RTO and RPO judged against the policy's objectives;
+- :mod:`.report` and :mod:`.chart`: the report, its renderings and the trend chart.
+
+Importing the package stays cheap (no database driver): the stages are loaded when a
+drill runs.
+"""
+
+from __future__ import annotations
+
+from drkit.drill.context import DrillCannotRun as DrillCannotRun
+from drkit.drill.report import ERROR as ERROR
+from drkit.drill.report import FAIL as FAIL
+from drkit.drill.report import NOT_RUN as NOT_RUN
+from drkit.drill.report import PASS as PASS
+from drkit.drill.report import Check as Check
+from drkit.drill.report import DrillReport as DrillReport
+from drkit.drill.runner import DrillResult as DrillResult
+from drkit.drill.runner import run_drill as run_drill

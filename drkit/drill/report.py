@@ -1,4 +1,4 @@
-"""Drill reports (DESIGN.md §6): the data a drill produces and its three renderings.
+"""Drill reports: the data a drill produces and its three renderings.
 
 A :class:`DrillReport` holds what the drill measured (phases of the RTO, the achieved
 RPO), what it checked (each :class:`Check` PASS / FAIL / NOT_RUN / ERROR with its
@@ -9,9 +9,9 @@ RTO trend of past drills and, next to it, the PNG chart of :mod:`drkit.drill.cha
 ``junit.xml`` (one test case per check and per
 objective; a NOT_RUN case is a failure, never a skip, because NOT_RUN is never a pass).
 
-The JSON shape is read back by ``drkit status`` and the scheduler's metrics
-(:func:`drkit.schedule.metrics.parse_drill_report`): ``verdict``, ``finished_at``,
-``rto.total`` / ``rto.phases`` and ``rpo.achieved`` in seconds.
+The JSON shape is read back through the catalog view (:mod:`drkit.restore.window`:
+``drkit status``, the scheduler's metrics, the next drill's history): ``verdict``,
+``finished_at``, ``rto.total`` / ``rto.phases`` and ``rpo.achieved`` in seconds.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from drkit.backup.catalog import iso, parse_ts
+from drkit.backup.catalog import iso
 from drkit.config import format_duration
-from drkit.errors import CheckFailed, StorageError
+from drkit.restore import REPORT_NAME, report_key
 from drkit.storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,6 @@ PHASE_TITLES = {
     "connections": "until the server accepts connections",
     "validation": "validation",
 }
-
-REPORT_NAME = "report.json"
-HISTORY_LIMIT = 12
 
 
 @dataclass
@@ -225,62 +222,13 @@ def _met(value: float | None, objective: float | None) -> bool | None:
 
 
 # ---------------------------------------------------------------------------
-# The repository: drills/<id>/report.json
+# The repository: drills/<id>/report.json (read back by drkit.restore.window)
 # ---------------------------------------------------------------------------
-
-
-def report_key(drill_id: str) -> str:
-    return f"drills/{drill_id}/{REPORT_NAME}"
 
 
 def store_report(repo: Repository, report: DrillReport) -> str:
     repo.put_json(report_key(report.id), report.to_dict())
     return repo.key(report_key(report.id))
-
-
-def drill_ids(repo: Repository) -> list[str]:
-    """Drill ids with a stored report, oldest first (ids start with their UTC time)."""
-    start = len(repo.key("drills/"))
-    ids = {
-        info.key[start:].split("/", 1)[0]
-        for info in repo.list("drills/")
-        if info.key.endswith("/" + REPORT_NAME)
-    }
-    return sorted(ids)
-
-
-def load_report(repo: Repository, drill_id: str) -> dict[str, Any]:
-    return repo.get_json(report_key(drill_id))
-
-
-def past_reports(
-    repo: Repository, limit: int = HISTORY_LIMIT, *, exclude: str | None = None
-) -> list[dict[str, Any]]:
-    """The newest ``limit`` stored reports, oldest first; unreadable ones are skipped."""
-    ids = [i for i in drill_ids(repo) if i != exclude][-limit:]
-    reports = []
-    for drill_id in ids:
-        try:
-            reports.append(load_report(repo, drill_id))
-        except (CheckFailed, StorageError) as exc:
-            log.warning("drill report %s unreadable: %s", drill_id, exc)
-    return reports
-
-
-def latest_report(repo: Repository) -> dict[str, Any] | None:
-    for drill_id in reversed(drill_ids(repo)):
-        try:
-            return load_report(repo, drill_id)
-        except (CheckFailed, StorageError) as exc:
-            log.warning("drill report %s unreadable: %s", drill_id, exc)
-    return None
-
-
-def report_finished_at(doc: dict[str, Any]) -> datetime | None:
-    try:
-        return parse_ts(doc.get("finished_at")) or parse_ts(doc.get("started_at"))
-    except (TypeError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------

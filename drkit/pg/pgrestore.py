@@ -1,9 +1,22 @@
-"""``pg_restore`` into a database: one argument list, one way to leave secrets behind.
+"""Every ``pg_restore`` command line drkit runs, and one way to leave secrets behind.
+
+Three shapes, built here only:
+
+* :func:`restore_args`: restore (a section of) an archive into a database, always
+  ``--exit-on-error``; in one transaction, or ``--jobs N`` for a parallel restore of a
+  file or directory; owners and privileges left behind unless it is a real restore of
+  the same cluster's roles (``keep_owners``); ``--clean --if-exists`` over existing
+  objects; an ``-L`` list of the entries to restore;
+* :func:`script_args`: write (a section of) an archive as SQL on stdout (``-f -``),
+  optionally of some tables only;
+* :func:`toc_args`: list an archive's table of contents (``-l``).
+
+Without an archive path, pg_restore reads the archive on stdin.
 
 An archive's table of contents can carry credentials: a ``USER MAPPING`` holds the
 remote user's password in its options.  :func:`restore_list` turns a TOC listing
-(``pg_restore -l``) into a ``-L`` list without those entries, and :func:`restore_args`
-builds the command every caller runs, so no restore path forgets the filter.
+(``pg_restore -l``) into a ``-L`` list without those entries, and :func:`restore_file`
+restores through it, so no copy forgets the filter.
 """
 
 from __future__ import annotations
@@ -13,12 +26,13 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from drkit.errors import SubprocessError
 from drkit.pg.conninfo import describe, for_subprocess
 from drkit.pg.process import PipeProcess
+from drkit.streams import spool_dir
 
 # TOC entry kinds never restored into a copy: they hold other systems' credentials
 SECRET_KINDS = ("USER MAPPING",)
@@ -41,9 +55,7 @@ def restore_list(toc: str, drop: tuple[str, ...] = SECRET_KINDS) -> str:
 @contextlib.contextmanager
 def list_file(toc: str, drop: tuple[str, ...] = SECRET_KINDS) -> Iterator[Path]:
     """The filtered list in a temp file, removed on the way out."""
-    fd, name = tempfile.mkstemp(
-        prefix="drkit-toc-", suffix=".list", dir=os.environ.get("DRKIT_TMPDIR") or None
-    )
+    fd, name = tempfile.mkstemp(prefix="drkit-toc-", suffix=".list", dir=spool_dir())
     path = Path(name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -53,32 +65,61 @@ def list_file(toc: str, drop: tuple[str, ...] = SECRET_KINDS) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-def read_toc(pg_restore: str, archive: Path) -> str:
-    """``pg_restore -l`` of an archive file."""
-    proc = subprocess.run(
-        [pg_restore, "-l", str(archive)], capture_output=True, check=False, timeout=600
-    )
-    if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-        raise SubprocessError(f"pg_restore -l of {archive.name} failed: {tail[0]}")
-    return proc.stdout.decode("utf-8", "replace")
+def toc_args(pg_restore: str, archive: Path | None = None) -> list[str]:
+    """``pg_restore -l``: the archive's table of contents (of stdin without ``archive``)."""
+    return [pg_restore, "-l", *([str(archive)] if archive is not None else [])]
+
+
+def script_args(
+    pg_restore: str, *, section: str | None = None, tables: Sequence[str] = ()
+) -> list[str]:
+    """``pg_restore -f -``: (a section of) the archive on stdin as SQL on stdout;
+    ``tables``: only the tables of these names (``-t``, in any schema)."""
+    args = [pg_restore, *([f"--section={section}"] if section is not None else []), "-f", "-"]
+    return [*args, *(a for table in tables for a in ("-t", table))]
 
 
 def restore_args(
     pg_restore: str,
     dsn: str,
     *,
-    section: str | None,
-    listing: Path,
+    section: str | None = None,
+    listing: Path | None = None,
     jobs: int = 1,
+    keep_owners: bool = False,
+    clean: bool = False,
+    archive: Path | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The pg_restore command (password in the environment) for ``dsn``, no owners or ACLs."""
+    """The command (password in the environment) restoring an archive into ``dsn``.
+
+    ``keep_owners``: set owners and privileges as the archive says (a restore of the
+    cluster's own roles), else leave them out (a copy elsewhere); ``clean``: drop the
+    objects of the same name first; ``listing``: restore only the entries of this ``-L``
+    list; ``jobs`` > 1: a parallel restore of ``archive``, else one transaction."""
     conninfo, env = for_subprocess(dsn)
-    args = [pg_restore, "--no-owner", "--no-acl", "--exit-on-error", f"-L{listing}"]
+    args = [pg_restore, "--exit-on-error"]
+    if not keep_owners:
+        args += ["--no-owner", "--no-privileges"]
+    if clean:
+        args += ["--clean", "--if-exists"]
+    if listing is not None:
+        args.append(f"-L{listing}")
     if section is not None:
         args.append(f"--section={section}")
     args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
-    return [*args, "-d", conninfo], env
+    args += ["-d", conninfo]
+    return [*args, *([str(archive)] if archive is not None else [])], env
+
+
+def read_toc(pg_restore: str, archive: Path) -> str:
+    """``pg_restore -l`` of an archive file."""
+    proc = subprocess.run(
+        toc_args(pg_restore, archive), capture_output=True, check=False, timeout=600
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise SubprocessError(f"pg_restore -l of {archive.name} failed: {tail[0]}")
+    return proc.stdout.decode("utf-8", "replace")
 
 
 def restore_file(
@@ -93,7 +134,9 @@ def restore_file(
     """Restore (a section of) an archive file into ``dsn``, leaving secrets behind."""
     toc = read_toc(pg_restore, archive)
     with list_file(toc, drop) as listing:
-        args, env = restore_args(pg_restore, dsn, section=section, listing=listing, jobs=jobs)
+        args, env = restore_args(
+            pg_restore, dsn, section=section, listing=listing, jobs=jobs, archive=archive
+        )
         what = f"pg_restore{f' --section={section}' if section else ''} into {describe(dsn)}"
-        with PipeProcess([*args, str(archive)], env=env, what=what) as proc:
+        with PipeProcess(args, env=env, what=what) as proc:
             proc.wait()

@@ -14,37 +14,25 @@ Names come from the manifest's keys and are checked (a plain file name, each onc
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from drkit.backup.dirdump import MEMBER_NAME, TOC
 from drkit.errors import CheckFailed
-from drkit.storage.repository import Repository, StoredObject
-from drkit.streams import CHUNK, COMPRESSION_SUFFIX
-
-TOC = "toc.dat"
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]*")
+from drkit.storage import Encoding, Repository, StoredObject
+from drkit.streams import CHUNK, spool_dir
 
 
 def member_name(obj: StoredObject) -> str:
     """The file name in the dump directory an object of a directory dump holds."""
-    parent, _, name = obj.key.rpartition("/")
-    if obj.encryption_recipients:
-        name = name.removesuffix(".age")
-    suffix = COMPRESSION_SUFFIX.get(obj.compression, "")
-    if suffix:
-        name = name.removesuffix(suffix)
-    if not parent.endswith(".dir") or not _SAFE_NAME.fullmatch(name) or name in (".", ".."):
+    parent, _, stored = obj.key.rpartition("/")
+    name = Encoding(obj.compression, bool(obj.encryption_recipients)).strip(stored)
+    if not parent.endswith(".dir") or not MEMBER_NAME.fullmatch(name) or name in (".", ".."):
         raise CheckFailed(f"{obj.key}: not a file of a directory-format dump")
     return name
-
-
-def spool_dir() -> Path:
-    return Path(os.environ.get("DRKIT_TMPDIR") or tempfile.gettempdir())
 
 
 @contextlib.contextmanager

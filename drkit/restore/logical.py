@@ -54,13 +54,14 @@ from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefuse
 from drkit.pg.archive import OffsetFinder, set_data_offsets
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major
-from drkit.pg.conninfo import Resolved, describe, for_subprocess, resolve, with_dbname
+from drkit.pg.conninfo import Resolved, describe, resolve, with_dbname
+from drkit.pg.pgrestore import restore_args, toc_args
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.restore.dirrestore import fetched_directory
 from drkit.storage.repository import Repository, StoredObject
-from drkit.streams import CHUNK, WriteBehind
+from drkit.streams import CHUNK, WriteBehind, spool_dir
 
 log = logging.getLogger(__name__)
 
@@ -255,10 +256,6 @@ def restore_one(
     with connect(dsn) as conn:
         major = server_major(conn)
     pg_restore = find_client("pg_restore", major)
-    conninfo, env = for_subprocess(dsn)
-    args = [pg_restore, "--exit-on-error", "-d", conninfo]
-    if clean:
-        args += ["--clean", "--if-exists"]
     what = f"pg_restore of {obj.database} into {describe(dsn)}"
     database = obj.database or ""
     # the manifest knows the decoded size: streamed, pg_restore reads it all; with a
@@ -268,21 +265,26 @@ def restore_one(
         on_progress, "pg_restore" if streamed else "fetch", database, total=obj.raw_size
     )
     if tables:
-        return _restore_tables(repo, obj, dsn, args, env, what, tables, jobs, progress, members)
+        return _restore_tables(
+            repo, obj, dsn, pg_restore, clean, what, tables, jobs, progress, members
+        )
     if members is not None:  # a directory: fetched whole and verified, then restored
-        single = ["--single-transaction"] if jobs == 1 else [f"--jobs={jobs}"]
         with (
             progress,
             fetched_directory(repo, members, jobs=jobs, progress=progress) as local,
-            PipeProcess([*args, *single, str(local)], env=env, what=what) as proc,
         ):
-            proc.wait()
+            args, env = restore_args(
+                pg_restore, dsn, jobs=jobs, keep_owners=True, clean=clean, archive=local
+            )
+            with PipeProcess(args, env=env, what=what) as proc:
+                proc.wait()
         return None
     if jobs == 1:
+        args, env = restore_args(pg_restore, dsn, keep_owners=True, clean=clean)
         with (
             progress,
             repo.open_decoded(obj) as stream,
-            PipeProcess([*args, "--single-transaction"], env=env, what=what, stdin=-1) as proc,
+            PipeProcess(args, env=env, what=what, stdin=-1) as proc,
         ):
             try:
                 while chunk := stream.read(CHUNK):
@@ -293,12 +295,12 @@ def restore_one(
                 raise
             proc.wait()
         return None
-    with (
-        _fetched(repo, obj, progress) as tmp,
-        Meter(on_progress, "pg_restore", database),
-        PipeProcess([*args, f"--jobs={jobs}", str(tmp)], env=env, what=what) as proc,
-    ):
-        proc.wait()
+    with _fetched(repo, obj, progress) as tmp, Meter(on_progress, "pg_restore", database):
+        args, env = restore_args(
+            pg_restore, dsn, jobs=jobs, keep_owners=True, clean=clean, archive=tmp
+        )
+        with PipeProcess(args, env=env, what=what) as proc:
+            proc.wait()
     return None
 
 
@@ -306,8 +308,7 @@ def restore_one(
 def _fetched(repo: Repository, obj: StoredObject, progress: Meter) -> Iterator[Path]:
     """The decoded, verified dump in a private temporary file, removed afterwards, with
     the data offsets a pipe-written dump lacks filled in (drkit.pg.archive)."""
-    tmp_dir = os.environ.get("DRKIT_TMPDIR") or None
-    fd, tmp_name = tempfile.mkstemp(prefix="drkit-restore-", suffix=".dump", dir=tmp_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix="drkit-restore-", suffix=".dump", dir=spool_dir())
     tmp = Path(tmp_name)
     finder = OffsetFinder()
     try:
@@ -392,8 +393,8 @@ def _restore_tables(
     repo: Repository,
     obj: StoredObject,
     dsn: str,
-    args: list[str],
-    env: dict[str, str],
+    pg_restore: str,
+    clean: bool,
     what: str,
     tables: list[tuple[str | None, str]],
     jobs: int,
@@ -408,7 +409,7 @@ def _restore_tables(
     )
     with fetched as tmp:
         with PipeProcess(
-            [args[0], "-l", str(tmp)], env=env, what=f"pg_restore -l of {obj.database}", stdout=-1
+            toc_args(pg_restore, tmp), what=f"pg_restore -l of {obj.database}", stdout=-1
         ) as lister:
             toc = lister.stdout.read().decode("utf-8", "replace")
             lister.wait()
@@ -421,12 +422,18 @@ def _restore_tables(
         listing = tmp.with_suffix(".list")
         listing.write_text("\n".join(lines) + "\n")
         try:
-            single = ["--single-transaction"] if jobs == 1 else [f"--jobs={jobs}"]
+            args, env = restore_args(
+                pg_restore,
+                dsn,
+                listing=listing,
+                jobs=jobs,
+                keep_owners=True,
+                clean=clean,
+                archive=tmp,
+            )
             with (
                 Meter(progress.sink, "pg_restore", progress.item),
-                PipeProcess(
-                    [*args, *single, "-L", str(listing), str(tmp)], env=env, what=what
-                ) as proc,
+                PipeProcess(args, env=env, what=what) as proc,
             ):
                 proc.wait()
         finally:

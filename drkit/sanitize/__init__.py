@@ -5,7 +5,8 @@ This is the package's face: the CLI, the demo and the docs generator import from
 
 - :mod:`.pipeline`: ``drkit sanitize SRC DST``, the one orchestrator and its steps in
   order; :mod:`.report`: what a run takes and returns;
-- :mod:`.check` and :mod:`.draft`: ``sanitize check`` and ``sanitize init``;
+- :mod:`.check` and :mod:`.draft`: ``sanitize check`` and ``sanitize init`` (and the
+  draft ``sanitize scan`` writes);
 - :mod:`.guards`: who may be read and written, decided before anything is written;
 - :mod:`.rules`: the rules file; :mod:`.strategies`: one module per strategy and the
   registry; :mod:`.sources`: where schema and rows come from (live, backup);
@@ -21,7 +22,9 @@ from __future__ import annotations
 from drkit.sanitize.check import CheckReport as CheckReport
 from drkit.sanitize.check import check_rules as check_rules
 from drkit.sanitize.draft import draft_rules as draft_rules
+from drkit.sanitize.draft import review_draft as review_draft
 from drkit.sanitize.pipeline import sanitize as sanitize
+from drkit.sanitize.pipeline import scan_source as scan_source
 from drkit.sanitize.report import LeakFound as LeakFound
 from drkit.sanitize.report import Options as Options
 from drkit.sanitize.report import Report as Report

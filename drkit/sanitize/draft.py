@@ -12,6 +12,7 @@ from typing import Any
 from drkit.config import Policy
 from drkit.pg.connect import connect
 from drkit.sanitize.guards import database_dsn
+from drkit.sanitize.rules import Rules
 from drkit.sanitize.scan import guess_strategy
 from drkit.sanitize.schema import Schema, read_schema
 
@@ -69,3 +70,35 @@ def draft_rules(src: Policy, dst: str | None = None) -> str:
         conn.rollback()
     target = dst or lower_environment(src)
     return draft_text(schema, src.name, target)
+
+
+def review_draft(findings: dict[str, dict[str, int]], rules: Rules) -> str:
+    """A draft of rules for the columns ``sanitize scan`` found personal data in: a
+    strategy for each (``replace_pii`` where only addresses were found, else
+    ``nullify``) and, commented out, the review a person may record instead."""
+    lines = [
+        "# Drafted by `drkit sanitize scan`: personal data found by content in columns the",
+        f"# rules ({rules.source}) keep.  Merge what you choose into the rules file: mask",
+        "# the column, or, after a person's review, keep it with the reason:",
+        "#   COLUMN: {strategy: keep, pii: none}  # why this is not personal data",
+        "tables:",
+    ]
+    by_table: dict[str, list[tuple[str, dict[str, int]]]] = {}
+    for place, kinds in sorted(findings.items()):
+        schema, _, rest = place.partition(".")
+        table, _, column = rest.rpartition(".")
+        if not table or not column or " " in place:
+            continue  # a catalog object: fixed in SRC, not in the rules
+        name = table if schema == "public" else f"{schema}.{table}"
+        by_table.setdefault(name, []).append((column, kinds))
+    for name, columns in by_table.items():
+        lines.append(f"  {_key(name)}:")
+        lines.append("    columns:")
+        for column, kinds in columns:
+            found = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+            addresses = set(kinds) <= {"email", "phone", "ip"}
+            strategy: Any = (
+                {"strategy": "replace_pii", "kinds": sorted(kinds)} if addresses else "nullify"
+            )
+            lines.append(f"      {_key(column)}: {_yaml_value(strategy)}    # found: {found}")
+    return "\n".join(lines) + "\n"

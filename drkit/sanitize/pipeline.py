@@ -15,24 +15,35 @@ anything is written:
    (``where``, ``rows: none``, subset: :mod:`drkit.sanitize.subset`);
 4. the e-mail map, from the template columns of whole tables, before any row moves
    (:mod:`drkit.sanitize.emailmap`);
-5. pump: SRC's DDL before the rows, then the rows through the strategies into the build
-   (:mod:`drkit.sanitize.pump`), ``--jobs`` tables at a time when the source can read
-   them at once; raw values of masked columns never reach any database; the originals
-   of rows a filter left out are read too (nothing written) so the scan knows them;
-6. constraints: filters a source could not apply run in the build, on the sanitized
+5. SRC's DDL before the rows; a view or function of it that carries credentials or
+   opens a dblink connection stops the run (exit 3) before any row;
+6. the originals pass: every masked table through its strategies (``--jobs`` tables at
+   a time when the source can read them at once), which hands every original to the
+   leak index; the rows copied wait, sanitized, on local disk (:mod:`drkit.sanitize.stage`),
+   the rows a filter left out are only read; raw values of masked columns never reach
+   any database;
+7. the write pass: every copied table, block by block, searched in flight
+   (:mod:`drkit.sanitize.scan.inflight`: originals in every spelling, personal data by
+   content in what is kept) and only then written to the build
+   (:mod:`drkit.sanitize.pump`); a hit stops the writing and fails the run (exit 3) —
+   no original and no row holding personal data reaches DST's server, its log included;
+8. constraints: filters a source could not apply run in the build, on the sanitized
    rows (children first); then SRC's DDL after the rows (indexes, keys, triggers) and the
    sequence values;
-7. the leak scan of the build (exit 3, :mod:`drkit.sanitize.scan`), with row-level
-   security refused, not obeyed;
-8. publish: DST renamed aside (if it is still the database identified in 1), the build
-   given DST's privileges and drkit's stamp (:func:`~drkit.sanitize.guards.stamp`) and
-   renamed to DST, in one transaction, waiting for DST's lock a bounded time.  It is the
-   last step: nothing after it can fail the run (``on_published`` tells the caller).
+9. the scan of what the build computed itself: the catalog and the materialized views
+   (exit 3, :mod:`drkit.sanitize.scan`), with row-level security refused, not obeyed;
+   then the ``copy: true`` tables met for the first time are pinned (never before a clean
+   scan, never by a dry run);
+10. publish: DST renamed aside (if it is still the database identified in 1), the build
+    given DST's privileges and drkit's stamp (:func:`~drkit.sanitize.guards.stamp`) and
+    renamed to DST, in one transaction, waiting for DST's lock a bounded time.  It is the
+    last step: nothing after it can fail the run (``on_published`` tells the caller).
 
-Any failure or interrupt before 8 drops the build: DST is exactly as it was.
+Any failure or interrupt before 10 drops the build: DST is exactly as it was.
 ``--dry-run`` stops after 3 with the rows each table would get, once the privileges the
-run needs on DST's server are proved; ``--scan-only`` writes nothing: it reads the
-originals (4 and 5) and scans DST as it is (7).
+run needs on DST's server are proved, and writes nothing; ``--scan-only`` reads the
+originals (4 and 6) and scans DST as it is, every row; ``sanitize scan``
+(:func:`scan_source`) runs 3, 4, 6 and 7 without writing anything and scans SRC's catalog.
 
 The sources (:mod:`drkit.sanitize.sources`) differ only in where schema and rows come
 from.  Live: one exported snapshot of SRC, read only; the filters run there.  Backup:
@@ -46,17 +57,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
+import functools
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
+from pydantic import SecretStr
 
 from drkit.config import Policy
-from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
+from drkit.errors import CheckFailed, DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.binaries import installs
 from drkit.pg.builddb import build_aside, prove_privileges
 from drkit.pg.connect import connect, first_line
@@ -74,14 +91,48 @@ from drkit.sanitize.guards import (
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.pump import pump
 from drkit.sanitize.report import LeakFound, Options, ProgressFn, Report, TableReport
-from drkit.sanitize.rules import Rules, resolve_rules
-from drkit.sanitize.scan import LeakIndex, scan_database
+from drkit.sanitize.rules import Rules, load_rules, resolve_rules
+from drkit.sanitize.scan import LeakIndex, LeakReport, pii_kind, scan_database
+from drkit.sanitize.scan.catalog import remote_definitions
+from drkit.sanitize.scan.content import holds_versions
+from drkit.sanitize.scan.inflight import ColumnScan, FlightScanner, NameIndex, hits_listing
+from drkit.sanitize.schema import Column
 from drkit.sanitize.sources import Read, Rows, SequenceValue, Source, open_live
-from drkit.sanitize.strategies import Compiler, Pseudonymizer, fake_specs, pool_values
+from drkit.sanitize.stage import Stage
+from drkit.sanitize.strategies import (
+    ALL_KINDS,
+    Compiler,
+    JsonPaths,
+    Keep,
+    Pseudonymizer,
+    ReplacePii,
+    fake_specs,
+    pool_values,
+)
 from drkit.sanitize.subset import Selection, select_rows, topological
 from drkit.sanitize.transform import RowTransformer
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def scan_source(src: Policy, rules_path: Path, on_progress: ProgressFn | None = None) -> Report:
+    """``drkit sanitize scan SRC --rules R``: what a run would copy, searched for originals
+    and personal data by content; nothing is written (exit 3 on a finding, with the
+    report)."""
+    rules = load_rules(rules_path)
+    if rules.from_env != src.name:
+        raise UsageError(f"{rules.source}: the rules are for {rules.from_env}, not {src.name}")
+    if rules.salt is None:  # the search does not depend on the pseudonyms' salt
+        rules = dataclasses.replace(rules, salt=SecretStr("drkit-sanitize-scan"))
+    options = Options(rules_path=rules_path, scan_source=True)
+    run = _Run(src, src, rules, options, on_progress)
+    run.report.dst = rules.to_env
+    try:
+        run.build()
+    finally:
+        run.close()
+    return run.report
 
 
 def sanitize(
@@ -126,11 +177,18 @@ class _Run:
         self.options = options
         self.on_progress = on_progress
         self.on_published = on_published
-        self.writes = not (options.dry_run or options.scan_only)
+        self.writes = not (options.dry_run or options.scan_only or options.scan_source)
+        # the rows searched in flight: a run's, and those ``sanitize scan`` reads
+        self.scans = self.writes or options.scan_source
         self.src_dsn = database_dsn(src)
         self.dst_dsn = database_dsn(dst)
         self.write_dsn = self.dst_dsn  # the build database once there is one
         self.leaks = LeakIndex()
+        self.names = NameIndex()  # the last words of masked person names
+        self.scanner: FlightScanner  # made once the originals are all known
+        self.failed = threading.Event()  # a block held a hit: nothing more is written
+        self.plan: Plan | None = None
+        self.source_concurrent = False
         self.pseudo = Pseudonymizer(rules.salt_bytes())
         if not options.dry_run:  # the pools are made while the run connects and builds
             self.pseudo.prefetch(fake_specs(rules.strategies()))
@@ -138,7 +196,15 @@ class _Run:
             # pg_dump and pg_restore are looked for (a --version run per install) meanwhile
             threading.Thread(target=_find_installs, name="drkit-pg-installs", daemon=True).start()
         self.compiler = Compiler.for_rules(self.pseudo, rules.strategies(), self.leaks.add)
-        mode = "dry-run" if options.dry_run else "scan-only" if options.scan_only else "run"
+        mode = (
+            "dry-run"
+            if options.dry_run
+            else "scan-only"
+            if options.scan_only
+            else "scan"
+            if options.scan_source
+            else "run"
+        )
         self.report = Report(
             src=src.name, dst=dst.name, rules=rules.source, source="live", mode=mode
         )
@@ -153,10 +219,13 @@ class _Run:
         self.report.phases[name] = self.report.phases.get(name, 0.0) + now - self._clock
         self._clock = now
 
-    # -- 1, 2 and 8: guards, the build database, publishing -------------------------------
+    # -- 1, 2 and 10: guards, the build database, publishing ------------------------------
 
     def build(self) -> None:
         src, dst, options = self.src, self.dst, self.options
+        if options.scan_source:
+            self.scan_source()
+            return
         stamp_key = self.pseudo.key("stamp")
         target = None
         if not options.scan_only:
@@ -188,6 +257,7 @@ class _Run:
                 with self.open_source(build.dsn) as source:
                     self.copy(source)
                 self.scan()
+                self.pin()
             except OperationError as exc:  # e.g. a constraint the copy violates
                 raise type(exc)(
                     f"{exc} (building {dst.name}'s copy; the build is dropped, "
@@ -219,6 +289,7 @@ class _Run:
         self.phase("schema")
         plan = build_plan(self.rules, schema)
         self.settle_plan(plan)
+        self.plan = plan
         # a compiler for trial runs that leaves the run's e-mail map alone; the
         # pseudonymizer (keys and pools, pure functions of the salt) is shared
         source.check_fit(
@@ -236,9 +307,14 @@ class _Run:
         self.prime(source, plan)
         if self.writes:
             source.pre_data(self.write_dsn)
+            refuse_connections(self.write_dsn, f"{self.dst.name}'s copy")
             self.phase("schema")
         self.pump(source, plan, selections)
         self.phase("data" if self.writes else "read")
+        if self.writes and not self.scanner.hits.clean:
+            self.scan()  # the catalog restored so far too, for the whole listing
+        if not self.writes:
+            return
         if self.writes:
             if in_build:
                 self.filter_in_build(plan)
@@ -247,12 +323,13 @@ class _Run:
             self.phase("constraints")
 
     def settle_plan(self, plan: Plan) -> None:
-        """What the rules leave out, into the report; pins; the drift guard (exit 3)."""
+        """What the rules leave out, into the report; the drift guard (exit 3).  The
+        ``copy: true`` tables met for the first time are pinned only once the copy's
+        scan found nothing (:meth:`pin`), never by a dry run or a scan."""
         cov = plan.coverage
         self.report.unlisted_tables = cov.unlisted_tables
         self.report.unlisted_columns = cov.unlisted_columns
         self.report.pii_kept = cov.pii_kept
-        plan.settle_pins()  # copy: true tables met for the first time
         cov.raise_for_failures(self.rules.source)
 
     def dry_run(
@@ -285,10 +362,14 @@ class _Run:
         self.compiler.emails_primed = True
 
     def pump(self, source: Source, plan: Plan, selections: dict[str, Selection]) -> None:
-        """Every copied table's rows into the build (or only read, for a scan), then the
-        originals of the rows left out, read for the scan."""
+        """Two passes.  First the masked tables through their strategies, which hands
+        every original to the leak index: the rows copied are kept aside, sanitized
+        (:class:`Stage`), the rows left out only read.  Then every copied table, the
+        kept-aside rows and the rows of tables with nothing to mask (streamed from the
+        source as they are), searched in flight (:mod:`drkit.sanitize.scan.inflight`)
+        before a byte of them is written."""
         copied = [
-            tp for tp in plan.tables if tp.action != "schema-only" and (self.writes or tp.masked)
+            tp for tp in plan.tables if tp.action != "schema-only" and (self.scans or tp.masked)
         ]
         copied.sort(key=lambda tp: tp.table.estimated_rows, reverse=True)  # finish together
         reports = {
@@ -301,20 +382,51 @@ class _Run:
             )
             for tp in plan.tables
         }
-        reads: dict[Read, TableReport | None] = {
-            _read(tp, selections[tp.key]): reports[tp.key] for tp in copied
+        self.report.tables = [reports[tp.key] for tp in plan.tables]
+        first: dict[Read, TableReport | None] = {
+            _read(tp, selections[tp.key]): reports[tp.key] for tp in copied if tp.masked
         }
         for tp in plan.tables:
             rest = _left_out(tp, selections[tp.key])
             if rest is not None:
-                reads[_read(tp, rest)] = None
-        streams = source.rows(list(reads))
-        if source.concurrent and self.options.jobs > 1 and len(reads) > 1:
+                first[_read(tp, rest)] = None
+        stages: dict[str, tuple[Stage, list[str]]] = {}
+        self.source_concurrent = source.concurrent
+        try:
+            if first:
+                self._each(
+                    source.rows(list(first), only_these=True),
+                    lambda rows: self.load(rows, first[rows.read], stages),
+                )
+            if not self.scans:  # --scan-only: DST is scanned as it is, every row
+                return
+            self.scanner = FlightScanner(
+                self.leaks.searcher(pool_values(self.pseudo, self.rules.strategies())),
+                self.names.freeze(),
+            )
+            second = {_read(tp, selections[tp.key]): reports[tp.key] for tp in copied}
+            staged = [r for r in second if r.table.key in stages]
+            streamed = [r for r in second if r.table.key not in stages]
+            jobs: list[Callable[[], None]] = [
+                functools.partial(self.replay, r, stages[r.table.key], second[r]) for r in staged
+            ]
+            rows_of = source.rows(streamed)
+            streams: Iterable[Callable[[], None]] = (
+                functools.partial(self.stream, r, second[r.read]) for r in rows_of
+            )
+            self._each(itertools.chain(jobs, streams), _call)
+        finally:
+            for stage, _ in stages.values():
+                stage.close()
+
+    def _each(self, items: Iterable[_T], fn: Callable[[_T], None]) -> None:
+        """``fn`` over ``items``, ``--jobs`` at a time when the source reads at once."""
+        if self.source_concurrent and self.options.jobs > 1:
             pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.options.jobs, thread_name_prefix="drkit-sanitize"
             )
             try:
-                futures = [pool.submit(self.load, rows, reads[rows.read]) for rows in streams]
+                futures = [pool.submit(fn, item) for item in items]
                 for future in concurrent.futures.as_completed(futures):
                     future.result()  # the first failure propagates
             except BaseException:
@@ -323,17 +435,23 @@ class _Run:
                 raise
             pool.shutdown()
         else:
-            for rows in streams:
-                self.load(rows, reads[rows.read])
-        self.report.tables = [reports[tp.key] for tp in plan.tables]
+            for item in items:
+                fn(item)
 
-    def load(self, rows: Rows, report: TableReport | None) -> None:
-        """One read through the strategies: into the build when the run writes and the
-        rows are copied (``report``), else only read for their originals."""
+    def load(
+        self, rows: Rows, report: TableReport | None, stages: dict[str, tuple[Stage, list[str]]]
+    ) -> None:
+        """First pass: one read through the strategies, for its originals; the rows
+        copied (``report``) are kept aside, sanitized, when the run writes."""
         tp, selection = rows.read.table, rows.read.selection
         strategies = {c.name: s for c, s in tp.columns}
-        transformer = RowTransformer([(c, strategies[c]) for c in rows.columns], self.compiler)
-        write = self.writes and report is not None
+        names = {c.name: self.names.add for c, s in tp.columns if s.MASKS and _is_name(c)}
+        transformer = RowTransformer(
+            [(c, strategies[c]) for c in rows.columns], self.compiler, observe=names
+        )
+        stage = Stage() if self.scans and report is not None else None
+        if stage is not None:
+            stages[tp.key] = (stage, rows.columns)
         progress = self.on_progress if report is not None else None
         # reltuples (-1: never analyzed) is the estimate when every row is copied
         estimate = tp.table.estimated_rows if selection.everything else selection.rows
@@ -341,10 +459,9 @@ class _Run:
         with (
             _failing_as(f"copying {tp.key}"),
             rows.open() as lines,
-            self.copy_in(tp, rows.columns, write=write) as target,
             Meter(
                 progress,
-                "copy" if write else "read",
+                "read",
                 tp.key,
                 total=estimate if estimate is not None and estimate > 0 else None,
                 unit="rows",
@@ -353,7 +470,7 @@ class _Run:
         ):
             count = pump(
                 lines,
-                target,
+                stage.write if stage is not None else None,
                 transformer,
                 tp.key,
                 (lambda _key, n: meter(n)) if progress is not None else None,
@@ -361,6 +478,99 @@ class _Run:
         if report is not None:
             report.rows = count
             report.seconds = time.monotonic() - started
+
+    def replay(
+        self, read: Read, staged: tuple[Stage, list[str]], report: TableReport | None
+    ) -> None:
+        """Second pass of a masked table: its sanitized rows, searched, into the build."""
+        stage, columns = staged
+        self._write(
+            read.table, columns, contextlib.nullcontext(stage.blocks()), report, count=False
+        )
+
+    def stream(self, rows: Rows, report: TableReport | None) -> None:
+        """Second pass of a table with nothing to mask: its rows as they are, searched."""
+        self._write(rows.read.table, rows.columns, rows.open(), report, count=True)
+
+    def _write(
+        self,
+        tp: TablePlan,
+        columns: list[str],
+        opened: AbstractContextManager[Iterable[bytes | bytearray | memoryview]],
+        report: TableReport | None,
+        *,
+        count: bool,
+    ) -> None:
+        scan = self.scanner.table(self.scan_columns(tp, columns))
+        failed = self.failed
+
+        def gate(block: bytes) -> bool:
+            clean = scan.block(block)
+            if not clean:
+                failed.set()
+            return clean and not failed.is_set()
+
+        started = time.monotonic()
+        progress = self.on_progress if count and report is not None else None
+        estimate = tp.table.estimated_rows
+        with (
+            _failing_as(f"copying {tp.key}"),
+            opened as lines,
+            self.copy_in(tp, columns, write=self.writes) as target,
+            Meter(
+                progress,
+                "copy",
+                tp.key,
+                total=estimate if estimate > 0 else None,
+                unit="rows",
+                estimate=True,
+            ) as meter,
+        ):
+            rows = pump(
+                lines,
+                target,
+                RowTransformer([], self.compiler),  # nothing to change: passed through
+                tp.key,
+                (lambda _key, n: meter(n)) if progress is not None else None,
+                gate,
+            )
+        if report is not None:
+            if count:
+                report.rows = rows
+            report.seconds += time.monotonic() - started
+
+    def scan_columns(self, tp: TablePlan, columns: list[str]) -> list[ColumnScan]:
+        """How each column of ``tp``'s rows is searched (in the rows' order).
+
+        Kept columns: by content, but for what a review accepts.  Columns a strategy
+        rewrites in part (``replace_pii``, ``json``) keep the rest of their text: by
+        content too, but for the kinds whose pseudonyms the strategy writes there."""
+        by_name = {c.name: (c, s) for c, s in tp.columns}
+        out = []
+        for name in columns:
+            column, strategy = by_name[name]
+            place = f"{tp.table.schema}.{tp.table.name}.{name}"
+            accepted: frozenset[str] | None = None
+            if isinstance(strategy, Keep):
+                accepted = strategy.accepted_pii()
+            elif isinstance(strategy, ReplacePii):
+                accepted = frozenset(strategy.kinds)
+            elif isinstance(strategy, JsonPaths):
+                accepted = _PSEUDONYM_KINDS
+            carries = isinstance(strategy, Keep | ReplacePii | JsonPaths)
+            searched = carries and accepted != ALL_KINDS
+            out.append(
+                ColumnScan(
+                    place,
+                    decode=carries and _text_like(column),
+                    content=searched and _text_like(column),
+                    ip_type=searched and column.typname in ("inet", "cidr"),
+                    ip=not holds_versions(name),
+                    accepted=accepted or frozenset(),
+                    carries=carries,
+                )
+            )
+        return out
 
     @contextlib.contextmanager
     def copy_in(
@@ -410,8 +620,12 @@ class _Run:
     # -- 7: the leak scan -------------------------------------------------------------
 
     def scan(self) -> None:
-        generated = pool_values(self.pseudo, self.rules.strategies())
-        searcher = self.leaks.searcher(generated)
+        """Scan-only: DST as it is, every row.  A run: what the build computed itself
+        (the catalog, the materialized views), its rows were searched in flight."""
+        if self.options.scan_only:
+            searcher = self.leaks.searcher(pool_values(self.pseudo, self.rules.strategies()))
+        else:
+            searcher = self.scanner.searcher
         with connect(self.write_dsn) as conn:
             try:
                 require_every_row(conn, f"{self.dst.name}'s copy")
@@ -420,21 +634,74 @@ class _Run:
                 raise DatabaseError(
                     f"preparing the leak scan of {describe(self.write_dsn)}: {first_line(exc)}"
                 ) from None
-            self.report.leak = scan_database(conn, searcher)
+            leak = scan_database(conn, searcher, tables=self.options.scan_only)
+        if not self.options.scan_only:
+            self.merge_flight(leak)
+        self.report.leak = leak
         self.phase("leak_scan")
-        leak = self.report.leak
-        if leak.hits:
-            listing = "; ".join(f"{where}: {count}" for where, count in sorted(leak.hits.items()))
+        self.raise_for_hits(leak)
+
+    def merge_flight(self, leak: LeakReport) -> None:
+        """The in-flight scan's figures and hits into ``leak``."""
+        flight = self.scanner
+        leak.rows_scanned += flight.rows
+        leak.bytes_scanned += flight.bytes
+        if self.plan is not None:
+            leak.columns_scanned += sum(len(tp.columns) for tp in self.plan.tables)
+        leak.ambiguous = flight.searcher.ambiguous
+        leak.originals = flight.searcher.originals
+        for place, count in flight.hits.originals.items():
+            leak.hits[place] = leak.hits.get(place, 0) + count
+        for place, kinds in flight.hits.content.items():
+            leak.pii.setdefault(place, {}).update(kinds)
+
+    def raise_for_hits(self, leak: LeakReport) -> None:
+        """Exit 3 naming where originals or personal data were found (never a value)."""
+        if leak.clean:
+            return
+        parts = _listing(leak)
+        if self.options.scan_only:
+            ending = "DST is not safe to use"
+        elif not self.writes:
+            ending = "mask those columns, or record a person's review: {strategy: keep, pii: none}"
+        else:
+            ending = f"The copy was not published: {self.dst.name} is as it was"
+        raise LeakFound(
+            f"leak scan of {self.dst.name}: "
+            + "; ".join(parts)
+            + " (count of rows or objects; values not shown). "
+            + ending,
+            self.report,
+        )
+
+    def scan_source(self) -> None:
+        """``sanitize scan``: SRC's rows as a run would copy them and SRC's catalog,
+        searched; nothing is written anywhere."""
+        with open_live(self.src_dsn, self.src.name, ddl=False) as source:
+            self.copy(source)
+        with connect(self.src_dsn) as conn:
+            conn.read_only = True
+            definitions = remote_definitions(conn)
+            leak = scan_database(conn, self.scanner.searcher, tables=False, matviews=False)
+        self.merge_flight(leak)
+        for name in definitions:
+            leak.pii.setdefault(name, {})["connection"] = 1
+        self.report.leak = leak
+        self.phase("leak_scan")
+        if not leak.clean:
             raise LeakFound(
-                f"leak scan of {self.dst.name}: original values of masked columns found in "
-                f"{listing} (count of hits; values not shown). "
-                + (
-                    "DST is not safe to use"
-                    if self.options.scan_only
-                    else f"The copy was not published: {self.dst.name} is as it was"
-                ),
+                f"sanitize scan of {self.src.name} with {self.rules.source}: "
+                + "; ".join(_listing(leak))
+                + " (count of rows or objects; values not shown): mask those columns, or "
+                "record a person's review in the rules ({strategy: keep, pii: none}  # why)",
                 self.report,
             )
+
+    def pin(self) -> None:
+        """The ``copy: true`` tables met for the first time, pinned into the rules file
+        now that the copy's scan found nothing in them."""
+        if self.plan is not None:
+            self.report.pinned = self.plan.settle_pins()
 
 
 # ---------------------------------------------------------------------------
@@ -452,6 +719,55 @@ def _failing_as(what: str) -> Iterator[None]:
         raise DatabaseError(f"{what}: {first_line(exc)}") from None
     except ValueError as exc:
         raise DatabaseError(f"{what}: {exc}") from None
+
+
+def _listing(leak: LeakReport) -> list[str]:
+    parts = []
+    if leak.hits:
+        listing = "; ".join(f"{where}: {count}" for where, count in sorted(leak.hits.items()))
+        parts.append(f"original values of masked columns found in {listing}")
+    if leak.pii:
+        parts.append(
+            "personal data in what would reach DST unmasked: " + hits_listing(leak.pii.items())
+        )
+    return parts
+
+
+#: what the strategies at a ``json`` column's paths may write there: pseudonyms of these
+_PSEUDONYM_KINDS = frozenset({"email", "phone", "ip"})
+
+
+def _call(job: Callable[[], None]) -> None:
+    job()
+
+
+def _is_name(column: Column) -> bool:
+    """A column of person names (its masked originals are searched in kept text)."""
+    return pii_kind(column) in ("name", "last_name")
+
+
+def _text_like(column: Column) -> bool:
+    """A column whose values can carry personal data as text (searched by content)."""
+    if column.typname in ("uuid", "inet", "cidr", "macaddr", "macaddr8"):
+        return False
+    if column.category == "A":
+        return column.element_category in ("S", "U", "C")
+    return column.category in ("S", "U", "C") or column.is_json
+
+
+def refuse_connections(dsn: str, what: str) -> None:
+    """Exit 3 before any row is written when a view or function of the copy carries
+    credentials or opens a connection to another server: in the copy it would return
+    that server's rows, live."""
+    with connect(dsn) as conn:
+        found = remote_definitions(conn)
+    if found:
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        raise CheckFailed(
+            f"{what}: {', '.join(found[:3])}{more} carries credentials or connects to another "
+            "server (dblink or a connection string in its definition): queried in the copy it "
+            "would return that server's rows; drop it in SRC or rewrite it without them"
+        )
 
 
 def _read(tp: TablePlan, selection: Selection) -> Read:

@@ -25,12 +25,15 @@ def pump(
     transformer: RowTransformer,
     key: str,
     on_progress: ProgressFn | None,
+    gate: Callable[[bytes], bool] | None = None,
 ) -> int:
     """Stream COPY text from ``out`` through ``transformer`` into ``write``; returns rows.
 
     ``out`` may be cut anywhere (COPY chunks, or one line at a time); blocks of about
     1 MiB of whole lines go through the strategies.  ``write`` None: read only (the
-    originals still reach the leak index through the transformer).  Blocks are written by
+    originals still reach the leak index through the transformer).  ``gate``: shown each
+    transformed block before it is written; a block it refuses is not written, nor is
+    any after it (the blocks are still read and shown: the scan counts every hit).  Blocks are written by
     a thread (:class:`WriteBehind`) while the next ones are read and transformed.
     """
     with contextlib.ExitStack() as stack:
@@ -41,9 +44,10 @@ def pump(
         size = 0
         carry = b""
         passthrough = transformer.passthrough
+        shut = False
 
         def flush(final: bool) -> None:
-            nonlocal carry, rows
+            nonlocal carry, rows, shut
             data = carry + b"".join(pending)
             cut = len(data) if final else data.rfind(b"\n") + 1
             block, carry = data[:cut], data[cut:]
@@ -55,7 +59,9 @@ def pump(
             rows += count
             if not passthrough:
                 block = transformer.block(block)
-            if write is not None:
+            if gate is not None and not gate(block):
+                shut = True
+            if write is not None and not shut:
                 write(block)
             if on_progress is not None:
                 on_progress(key, count)

@@ -27,6 +27,8 @@ class Options:
     force: bool = False
     scan_only: bool = False
     keep_old: bool = False
+    #: ``sanitize scan``: SRC's rows as a run would copy them, searched, nothing written
+    scan_source: bool = False
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Report:
     phases: dict[str, float] = field(default_factory=dict)
     leak: LeakReport | None = None
     target_tables: int = 0
+    pinned: dict[str, list[str]] = field(default_factory=dict)  # copy: true tables pinned now
 
     @property
     def rows(self) -> int:
@@ -85,6 +88,7 @@ class Report:
             "phases_seconds": {k: round(v, 3) for k, v in self.phases.items()},
             "leak_scan": self.leak.to_dict() if self.leak else None,
             "target_tables": self.target_tables,
+            "pinned": self.pinned,
         }
 
 

@@ -8,14 +8,21 @@ of the address it replaced (:meth:`Compiler.register_email`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from drkit.sanitize.copytext import NULL, escape, unescape
 from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template, ValueFn
 
 
 class RowTransformer:
-    def __init__(self, columns: Sequence[tuple[str, Strategy]], compiler: Compiler) -> None:
+    def __init__(
+        self,
+        columns: Sequence[tuple[str, Strategy]],
+        compiler: Compiler,
+        observe: Mapping[str, Callable[[str], None]] | None = None,
+    ) -> None:
+        """``observe``: column -> a function handed each original value of that masked
+        column (the run's person names)."""
         names = [name for name, _ in columns]
         index = {name: i for i, name in enumerate(names)}
         self.width = len(names)
@@ -35,7 +42,11 @@ class RowTransformer:
                 if strategy.renders_email() and not compiler.emails_primed:
                     self.email_templates.add(i)
             else:
-                self.simple.append((i, compiler.value_fn(strategy)))
+                fn = compiler.value_fn(strategy)
+                seen = (observe or {}).get(_name)
+                if seen is not None:
+                    fn = _observed(fn, seen)
+                self.simple.append((i, fn))
 
     @property
     def passthrough(self) -> bool:
@@ -69,3 +80,13 @@ class RowTransformer:
         lines.pop()  # after the final newline
         transform = self.line
         return b"\n".join([transform(line) for line in lines]) + b"\n"
+
+
+def _observed(
+    fn: Callable[[str], str | None], seen: Callable[[str], None]
+) -> Callable[[str], str | None]:
+    def observed(value: str) -> str | None:
+        seen(value)
+        return fn(value)
+
+    return observed

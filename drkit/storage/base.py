@@ -2,7 +2,8 @@
 
 Backends implement primitives only (rohmu's ``object_storage/base.py`` and Barman's
 ``cloud.py`` are the models).  Checksums, prefixes, compression and encryption live
-once, above them, in :mod:`drkit.storage.repository` and :mod:`drkit.streams`.
+once, above them, in :mod:`drkit.storage.repository`, :mod:`drkit.storage.encoding` and
+:mod:`drkit.streams`; this module knows no backend (:func:`scheme_of` only reads a url).
 
 Every ``put`` is atomic: a reader sees either the whole new object or nothing
 (``file://`` writes a temp file, fsyncs and renames; S3 completes a single PUT or a
@@ -18,6 +19,12 @@ from datetime import datetime
 from typing import BinaryIO
 
 CHUNK_SIZE = 1024 * 1024
+
+
+def scheme_of(url: str) -> str:
+    """The scheme of a repository url (``s3`` of ``s3://bucket``); "" without one."""
+    scheme, separator, _ = url.partition("://")
+    return scheme if separator else ""
 
 
 @dataclass(frozen=True)

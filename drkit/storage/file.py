@@ -12,7 +12,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from drkit.errors import ObjectExists, ObjectNotFound, StorageError, UsageError
-from drkit.storage.base import CHUNK_SIZE, Backend, ObjectInfo
+from drkit.storage.base import CHUNK_SIZE, Backend, ObjectInfo, scheme_of
 from drkit.streams import ReadDigest
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,11 @@ def _describe_os_error(exc: OSError) -> str:
     if exc.errno == errno.EROFS:
         return "read-only file system"
     return exc.strerror or str(exc)
+
+
+def local_root(url: str) -> Path | None:
+    """The directory of a ``file://`` repository url; None for any other scheme."""
+    return FileBackend.from_url(url).root if scheme_of(url) == "file" else None
 
 
 class FileBackend(Backend):

@@ -4,7 +4,8 @@ This is the layer above the backends where compression, encryption and sha256 li
 once.  :meth:`Repository.store` encodes and uploads a raw stream and returns a
 :class:`StoredObject` describing what landed (the manifest records it);
 :meth:`Repository.open_decoded` streams it back, decoded, checking its size and
-sha256 as it goes.
+sha256 as it goes.  :meth:`Repository.open_key` reads any object by its key alone (WAL:
+no manifest describes it), decoded as its suffixes say.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from drkit.errors import CheckFailed, StorageError
 from drkit.storage.base import Backend, ObjectInfo
+from drkit.storage.encoding import Encoding, decoded, encoding_of, open_stored
 from drkit.storage.factory import open_backend
-from drkit.streams import COMPRESSION_SUFFIX, HashingReader, compress, decompress
+from drkit.streams import (
+    CountingReader,
+    HashingReader,
+    Tap,
+    compress,
+)
 
 if TYPE_CHECKING:
-    from drkit.config import Policy, RepositoryConfig
+    from drkit.storage.config import CompressionConfig, RepositoryConfig
 
 
 @dataclass
@@ -58,24 +65,17 @@ class StoredObject:
         return self.key.rsplit("/", 1)[-1]
 
 
-class _RawCounter:
-    def __init__(self, source: BinaryIO, on_bytes: Callable[[int], None] | None) -> None:
-        self._source = source
-        self.count = 0
-        self._on_bytes = on_bytes
+class EnvironmentPolicy(Protocol):
+    """What a repository is opened for: an environment (a policy) names itself and its
+    repository section, and the encoding its WAL is stored with."""
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.count += len(data)
-        if data and self._on_bytes is not None:
-            self._on_bytes(len(data))
-        return data
+    @property
+    def name(self) -> str: ...
 
-    def readable(self) -> bool:
-        return True
+    @property
+    def repository(self) -> RepositoryConfig: ...
 
-    def close(self) -> None:
-        pass
+    def wal_compression(self) -> CompressionConfig: ...
 
 
 class Repository:
@@ -87,11 +87,11 @@ class Repository:
         self.config = config
 
     @classmethod
-    def for_policy(cls, policy: Policy) -> Repository:
+    def for_policy(cls, policy: EnvironmentPolicy) -> Repository:
         return cls(open_backend(policy.repository), policy.name, policy.repository)
 
     @classmethod
-    def for_wal(cls, policy: Policy) -> Repository:
+    def for_wal(cls, policy: EnvironmentPolicy) -> Repository:
         """The repository as wal-push writes it: WAL at ``wal_archiver.compression_level``."""
         config = policy.repository.model_copy(update={"compression": policy.wal_compression()})
         return cls(open_backend(policy.repository), policy.name, config)
@@ -106,12 +106,14 @@ class Repository:
     # -- encoding -------------------------------------------------------------------
 
     @property
+    def encoding(self) -> Encoding:
+        """How this repository encodes what it stores now (the policy's choice)."""
+        return Encoding(self.config.compression.algorithm, self.config.encryption is not None)
+
+    @property
     def suffix(self) -> str:
         """What stored names get appended: ``.zst``, ``.zst.age``, ..."""
-        suffix = COMPRESSION_SUFFIX[self.config.compression.algorithm]
-        if self.config.encryption is not None:
-            suffix += ".age"
-        return suffix
+        return self.encoding.suffix
 
     def check_encryption_available(self) -> None:
         """Fail closed (exit 4) before anything is uploaded if encryption cannot run."""
@@ -139,7 +141,7 @@ class Repository:
         ``compress_threads``: zstd worker threads (None: the default; 0: none, for callers
         that run several stores in parallel)."""
         comp = self.config.compression
-        counter = _RawCounter(raw, on_raw_bytes)
+        counter = CountingReader(raw, on_raw_bytes, close_source=False)  # raw is the caller's
         stream: BinaryIO = compress(
             counter,  # type: ignore[arg-type]
             comp.algorithm,
@@ -178,37 +180,47 @@ class Repository:
             database=database,
         )
 
+    def identities(self) -> list[str]:
+        """The age identity files that decrypt this repository's objects, where any are
+        configured (restores, verifies and drills)."""
+        return self.config.encryption.identities() if self.config.encryption else []
+
     @contextmanager
     def open_decoded(self, obj: StoredObject) -> Iterator[BinaryIO]:
         """Stream an object back decoded; a size or sha256 mismatch raises CheckFailed.
 
         The check of the stored bytes completes when the stream is read to its end;
-        callers that stop early get no verdict.
+        callers that stop early get no verdict.  A decoding error is most often damaged
+        stored bytes: it is reported as such when the sha256 of what is stored disagrees
+        with the manifest.
         """
         raw = self.backend.open_read(obj.key)
         checked = _VerifyingReader(raw, obj)
-        stream: BinaryIO = checked  # type: ignore[assignment]
-        decryptor = None
+        encoding = Encoding(obj.compression, bool(obj.encryption_recipients))
         try:
-            if obj.encryption_recipients:
-                from drkit import crypto
-
-                identities = self.config.encryption.identities() if self.config.encryption else []
-                decryptor = crypto.decrypt_stream(stream, identities, name=obj.key)
-                stream = decryptor.reader
-            try:
-                yield decompress(stream, obj.compression, name=obj.key)
-                if decryptor is not None:
-                    decryptor.finish()
-            except CheckFailed:
-                # A decoding error is most often damaged stored bytes: say so when the
-                # sha256 of what is stored disagrees with the manifest.
-                checked.finish()
-                raise
+            with decoded(
+                cast(BinaryIO, checked),
+                encoding,
+                name=obj.key,
+                identities=self.identities() if encoding.encrypted else (),
+                on_damage=checked.finish,
+            ) as stream:
+                yield stream
         finally:
-            if decryptor is not None:
-                decryptor.abort()
             raw.close()
+
+    def open_key(
+        self, key: str, *, expected_sha256: str | None = None
+    ) -> AbstractContextManager[BinaryIO]:
+        """Stream object ``key`` back decoded as its suffixes say (WAL, which no manifest
+        describes); ``expected_sha256``: of its stored bytes, checked at their end."""
+        encrypted = encoding_of(key).encrypted
+        return open_stored(
+            self.backend,
+            key,
+            expected_sha256=expected_sha256,
+            identities=self.identities() if encrypted else (),
+        )
 
     # -- plain JSON documents (manifests, reports) -------------------------------------
 
@@ -240,33 +252,26 @@ class Repository:
         self.backend.close()
 
 
-class _VerifyingReader:
+class _VerifyingReader(Tap):
     """Checks the stored bytes against the manifest's size and sha256 while streaming."""
 
     def __init__(self, source: BinaryIO, obj: StoredObject) -> None:
-        self._source = source
+        super().__init__(source, self._seen, self.verify)
         self._obj = obj
         self._hash = hashlib.sha256()
         self._count = 0
-        self._checked = False
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        if data:
-            self._hash.update(data)
-            self._count += len(data)
-            if self._count > self._obj.stored_size:
-                raise CheckFailed(
-                    f"{self._obj.key}: larger than the manifest's {self._obj.stored_size} bytes"
-                )
-        elif not self._checked and size != 0:
-            self._checked = True
-            self.verify()
-        return data
+    def _seen(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._count += len(data)
+        if self._count > self._obj.stored_size:
+            raise CheckFailed(
+                f"{self._obj.key}: larger than the manifest's {self._obj.stored_size} bytes"
+            )
 
     def finish(self) -> None:
         """Read the rest of the stored bytes and verify them (raises on mismatch)."""
-        if self._checked:
+        if self._ended:
             return
         try:
             while self.read(1024 * 1024):
@@ -282,9 +287,3 @@ class _VerifyingReader:
             )
         if self._hash.hexdigest() != self._obj.sha256:
             raise CheckFailed(f"{self._obj.key}: sha256 mismatch (the object is corrupt)")
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._source.close()

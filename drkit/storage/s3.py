@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from drkit.config import RepositoryConfig
+    from drkit.storage.config import RepositoryConfig
 
 # 8 MiB parts keep an upload's buffers small (3 x 8 MiB); S3 allows 10,000 parts per
 # upload and 5 GiB per part, so an object larger than 10,000 x PART_SIZE (78 GiB) gets

@@ -179,7 +179,7 @@ def publish_base_backup_manifest(policy_dir: Path, dsn: str, env: str = "prod") 
 
     from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
     from drkit.config import load_policy
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(

@@ -431,7 +431,7 @@ def test_sigkill_anywhere_in_a_physical_backup(
     """``backup --physical`` killed at random moments on a cluster archiving through
     drkit: listed base backups stay whole and their WAL chain complete, no
     pg_basebackup lingers, the next base backup is not refused, prune clears the rest."""
-    from drkit.pg.cluster import chown_tree, cluster_os_user
+    from drkit.pg import chown_tree, cluster_os_user
     from tests.wal_support import file_repo_block, shared_dir, start_archived_cluster
 
     rng = random.Random(SEED + 4)

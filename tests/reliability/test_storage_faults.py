@@ -184,10 +184,13 @@ def test_a_wal_upload_that_never_arrives_leaves_no_object(
     pushed = run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env, timeout=180)
     assert pushed.code == 0, pushed.stderr
     assert proxy.outcomes("503") == 1
-    (key,) = [k for k in view.objects() if "/wal/" in k]  # beside it: prod/timeline.json
-    assert key == f"prod/wal/{SEGMENT}"
-    stored = view.get(key)
-    assert hashlib.sha256(stored).digest() == hashlib.sha256(wal.read_bytes()).digest()
+    # beside it: prod/timeline.json, and (stored as is) the segment's checksum file
+    wal_keys = sorted(k for k in view.objects() if "/wal/" in k)
+    assert wal_keys == [f"prod/wal/{SEGMENT}", f"prod/wal/{SEGMENT}.sha256"]
+    stored = view.get(wal_keys[0])
+    digest = hashlib.sha256(wal.read_bytes()).hexdigest()
+    assert hashlib.sha256(stored).hexdigest() == digest
+    assert view.get(wal_keys[1]) == f"{digest}  {SEGMENT}\n".encode()
 
 
 def test_a_truncated_download_is_never_taken_for_the_object(

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from drkit.config import load_policy
-from drkit.pg.cluster import chown_tree, cluster_os_user
-from drkit.storage.repository import Repository
+from drkit.pg import chown_tree, cluster_os_user
+from drkit.storage import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir

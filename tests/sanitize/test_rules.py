@@ -209,3 +209,34 @@ def test_pins_written_into_a_file_read_back_exactly(tmp_path: Path) -> None:
     assert list(rules.tables["public.w"].columns) == ["id"]
     with pytest.raises(ValueError, match="already has columns"):
         write_pins(path, {"w": ["id"]})
+
+
+def test_a_review_of_a_kept_column_is_checked(tmp_path: Path) -> None:
+    """``pii: none`` (or the kinds accepted) records a person's review of a kept column;
+    anything else is a rules error (exit 2), and only kept columns carry one."""
+    from drkit.sanitize.strategies import ALL_KINDS, Keep
+
+    def column(spec: Any) -> Any:
+        doc = {
+            "version": 1,
+            "from": "prod",
+            "to": "staging",
+            "tables": {"t": {"columns": {"id": "keep", "note": spec}}},
+        }
+        path = tmp_path / "r.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return load_rules(path).tables["public.t"].columns["note"]
+
+    reviewed = column({"strategy": "keep", "pii": "none"})
+    assert isinstance(reviewed, Keep) and reviewed.accepted_pii() == ALL_KINDS
+    assert column({"pii": "none"}) == reviewed
+    assert column({"strategy": "keep", "pii": ["ip"]}).accepted_pii() == {"ip"}
+    assert column("keep").accepted_pii() is None
+    for bad, reason in (
+        ({"strategy": "keep", "pii": "maybe"}, "pii"),
+        ({"strategy": "keep", "pii": ["zip"]}, "unknown kind 'zip'"),
+        ({"strategy": "keep", "pii": []}, "empty list"),
+        ({"strategy": "email", "pii": "none"}, "pii: unknown option"),
+    ):
+        with pytest.raises(RulesError, match=reason):
+            column(bad)

@@ -66,6 +66,8 @@ def parse_strategy(raw: Any, *, inside_json: bool = False) -> Strategy:
         raise ValueError("empty strategy (write keep, nullify, or {strategy: ...})")
     if not isinstance(raw, dict):
         raise ValueError("a strategy is a name (keep) or a mapping {strategy: ..., ...}")
+    if "strategy" not in raw and "pii" in raw:
+        raw = {"strategy": "keep", **raw}  # {pii: none}: a kept column, reviewed
     name = raw.get("strategy")
     if not isinstance(name, str):
         raise ValueError("the mapping needs a 'strategy' key")

@@ -11,6 +11,7 @@ the contents of large objects.  Built-in objects and extension members are left 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import psycopg
 
 from drkit.errors import DatabaseError
 from drkit.pg.connect import first_line
+from drkit.sanitize.scan.content import kinds_in
 
 _USER_NS = """
   {ns}.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -39,7 +41,11 @@ QUERIES: tuple[tuple[str, str], ...] = (
         "comments",
         "SELECT 'comment on ' || pg_describe_object(d.classoid, d.objoid, d.objsubid),"
         " d.description FROM pg_description d"
-        " WHERE d.objoid >= 16384 AND " + _not_extension("d.classoid", "d.objoid"),
+        " WHERE (d.objoid >= 16384 OR (d.classoid = 'pg_namespace'::regclass"
+        " AND d.objoid IN (SELECT n.oid FROM pg_namespace n WHERE "
+        + _USER_NS.format(ns="n")
+        + ")))"
+        " AND " + _not_extension("d.classoid", "d.objoid"),
     ),
     (
         "database comment",
@@ -198,9 +204,94 @@ QUERIES: tuple[tuple[str, str], ...] = (
         " JOIN pg_namespace n ON n.oid = t.typnamespace WHERE "
         + _USER_NS.format(ns="n")
         + " AND "
-        + _not_extension("'pg_type'::regclass", "t.oid"),
+        + _not_extension("'pg_type'::regclass", "t.oid")
+        + " UNION ALL SELECT format('constraint name on %I.%I', n.nspname, coalesce(c.relname,"
+        " con.contypid::regtype::text)), con.conname FROM pg_constraint con"
+        " JOIN pg_namespace n ON n.oid = con.connamespace"
+        " LEFT JOIN pg_class c ON c.oid = con.conrelid WHERE "
+        + _USER_NS.format(ns="n")
+        + " UNION ALL SELECT format('policy name on %I.%I', n.nspname, c.relname), p.polname"
+        " FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+        + _REL_NS
+        + " UNION ALL SELECT format('trigger name on %I.%I', n.nspname, c.relname), t.tgname"
+        " FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND "
+        + _REL_NS
+        + " UNION ALL SELECT format('rule name on %I.%I', n.nspname, c.relname), r.rulename"
+        " FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE r.rulename <> '_RETURN' AND "
+        + _REL_NS
+        + " UNION ALL SELECT format('statistics name in schema %I', n.nspname), s.stxname"
+        " FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE "
+        + _USER_NS.format(ns="n")
+        + " UNION ALL SELECT 'event-trigger name', evtname FROM pg_event_trigger"
+        " UNION ALL SELECT 'server name', srvname FROM pg_foreign_server"
+        " UNION ALL SELECT format('name in schema %I', n.nspname), o.oprname FROM pg_operator o"
+        " JOIN pg_namespace n ON n.oid = o.oprnamespace WHERE o.oid >= 16384 AND "
+        + _USER_NS.format(ns="n")
+        + " AND "
+        + _not_extension("'pg_operator'::regclass", "o.oid")
+        + " UNION ALL SELECT format('name in schema %I', n.nspname), x.collname FROM pg_collation x"
+        " JOIN pg_namespace n ON n.oid = x.collnamespace WHERE x.oid >= 16384 AND "
+        + _USER_NS.format(ns="n")
+        + " UNION ALL SELECT format('name in schema %I', n.nspname), x.cfgname"
+        " FROM pg_ts_config x JOIN pg_namespace n ON n.oid = x.cfgnamespace"
+        " WHERE x.oid >= 16384 AND " + _USER_NS.format(ns="n"),
     ),
 )
+
+#: the catalog texts that run code: a view or function that opens a connection to
+#: another server (dblink with a connection string) returns that server's rows, live,
+#: to whoever queries the copy
+DEFINITIONS = """
+SELECT format('view %I.%I', n.nspname, c.relname), pg_get_viewdef(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND {rel}
+UNION ALL
+SELECT format('function %I.%I(%s)', n.nspname, p.proname,
+              pg_get_function_identity_arguments(p.oid)), p.prosrc
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.prokind IN ('f', 'p', 'w') AND {ns} AND {not_ext}
+""".format(
+    rel=_REL_NS,
+    ns=_USER_NS.format(ns="n"),
+    not_ext=_not_extension("'pg_proc'::regclass", "p.oid"),
+)
+
+_REMOTE = re.compile(
+    r"dblink\w*\s*\(\s*(?:E?'[^']*(?:\b(?:host|hostaddr|dbname|service|port|user)\s*=|://)"
+    r"|'[^']*'\s*::\s*text\s*\|\|)",
+    re.IGNORECASE,
+)
+
+
+def remote_definitions(conn: psycopg.Connection[Any]) -> list[str]:
+    """The views and functions whose definitions carry credentials or open a connection
+    to another server (dblink with a connection string), by name (never the text)."""
+    try:
+        rows = conn.execute(DEFINITIONS.encode()).fetchall()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"reading view and function definitions: {first_line(exc)}") from None
+    found = []
+    for name, text in rows:
+        if text and (_REMOTE.search(str(text)) or "secret" in kinds_in(str(text), ip=False)):
+            found.append(str(name))
+    return sorted(found)
+
+
+#: the personal data a catalog text is searched for, by the kind of object: what a
+#: person writes (comments) for every kind but addresses; code and options for secrets
+def catalog_kinds(place: str) -> frozenset[str]:
+    if place.startswith("comment on"):
+        return frozenset({"email", "phone", "iban", "card", "secret", "oversized"})
+    if (
+        place.startswith(("name", "column name", "schema name"))
+        or " name" in place.split(" on ")[0]
+    ):
+        return frozenset()
+    return frozenset({"secret"})
+
 
 _LO_CHUNK = 1 << 20
 _LO_OVERLAP = 256

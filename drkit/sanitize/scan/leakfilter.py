@@ -181,16 +181,60 @@ class LeakFilter:
         self._keys: IO[bytes] = tempfile.TemporaryFile(prefix="drkit-leak-")  # noqa: SIM115
         self._lock = threading.Lock()
         self.distinct = 0  # distinct forms added (Bloom estimate, never above the truth)
+        # once frozen: every stored form's tag, sorted, memory-mapped from a file
+        self._index: npt.NDArray[np.uint64] | None = None
+        self._index_file: IO[bytes] | None = None
 
     def close(self) -> None:
         self._data.close()
         self._keys.close()
+        if self._index_file is not None:
+            self._index_file.close()
+
+    def freeze(self) -> None:
+        """No form is added any more: sort the stored forms' tags into an index on disk,
+        memory-mapped, so that :meth:`maybe_stored` rules out a candidate without a pass
+        over the file (the scan in flight confirms block by block)."""
+        with self._lock:
+            if self._index is not None:
+                return
+            parts: list[U64Array] = []
+            self._keys.flush()
+            self._keys.seek(0)
+            while header := self._keys.read(8):
+                count = int(np.frombuffer(header, dtype=np.uint64)[0])
+                parts.append(np.frombuffer(self._keys.read(8 * count), dtype=np.uint64))
+                self._keys.seek(count, 1)  # the lengths
+            self._keys.seek(0, 2)
+            tags = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+            del parts
+            if not len(tags):
+                self._index = tags
+                return
+            self._index_file = tempfile.TemporaryFile(prefix="drkit-leak-")  # noqa: SIM115
+            self._index_file.write(tags.tobytes())
+            self._index_file.flush()
+            self._index = np.memmap(self._index_file, dtype=np.uint64, mode="r")
+
+    def maybe_stored(self, pieces: list[bytes]) -> list[bytes]:
+        """The pieces whose tag is a stored form's (all of them before :meth:`freeze`)."""
+        index = self._index
+        if index is None or not pieces:
+            return pieces
+        if not len(index):
+            return []
+        tags = tags_of(pieces)
+        at = np.minimum(np.searchsorted(index, tags), len(index) - 1)
+        hit = np.asarray(index[at]) == tags
+        return [p for p, h in zip(pieces, hit.tolist(), strict=True) if h]
 
     def add(self, forms: Iterable[bytes]) -> None:
         """Insert forms of TOKEN_MIN bytes or more (shorter ones are ignored)."""
         unique = list(set(forms))
         if not unique:
             return
+        if self._index is not None:
+            raise RuntimeError("the leak filter is frozen: no form may be added")
         # fixed-width rows, truncated to LONG and zero-padded by numpy itself
         rows = np.array(unique, dtype=f"S{LONG}").view(np.uint8).reshape(len(unique), LONG)
         lengths = np.count_nonzero(rows, axis=1).astype(np.int64)  # forms hold no NUL

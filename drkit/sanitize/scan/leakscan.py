@@ -48,19 +48,23 @@ import logging
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import phonenumbers
 import psycopg
 from psycopg import sql
 
 from drkit.errors import DatabaseError, SafetyRefused
 from drkit.pg.connect import first_line
 from drkit.sanitize.copytext import escape_text
-from drkit.sanitize.scan.catalog import catalog_texts, large_objects
+from drkit.sanitize.scan.catalog import catalog_kinds, catalog_texts, large_objects
+from drkit.sanitize.scan.content import analyse
 from drkit.sanitize.scan.leakfilter import TOKEN_MIN, LeakFilter
+from drkit.sanitize.strategies.piitext import email_key
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +115,12 @@ class LeakReport:
     objects_scanned: int = 0  # catalog objects and large-object chunks
     seconds: float = 0.0
     hits: dict[str, int] = field(default_factory=dict)  # "schema.table.column" -> count
+    # personal data by content: "schema.table.column" (or catalog object) -> kind -> rows
+    pii: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
-        return not self.hits
+        return not self.hits and not self.pii
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +134,7 @@ class LeakReport:
             "seconds": round(self.seconds, 3),
             "duration_seconds": round(self.seconds, 3),
             "hits": dict(sorted(self.hits.items())),
+            "pii": {k: dict(sorted(v.items())) for k, v in sorted(self.pii.items())},
         }
 
 
@@ -155,6 +162,75 @@ def forms_of(value: str) -> list[bytes]:
         html.escape(base, quote=False),  # xml
     }
     return [escape_text(s).encode("utf-8", "surrogateescape") for s in spellings]
+
+
+#: separators an original may be written with or without (``anna rossi``/``anna-rossi``/
+#: ``annarossi``, ``+39 347 123``/``+39347123``): both sides are also compared without them
+COMPACT = b" -./()"
+_PHONE_START = frozenset("+(0123456789")
+_PHONE_LIKE = re.compile(r"(?:\+|00)?[\d\s().\-/]{7,}")
+# dotted quads, dates and times are numbers with separators but no phone numbers
+_NOT_PHONE = re.compile(
+    r"\d{1,3}(?:\.\d{1,3}){3}(?:/\d+)?|\d{4}-\d\d-\d\d.*|\d\d?[./-]\d\d?[./-]\d{2,4}|[\d:. ]+"
+)
+
+
+def compact(folded: bytes) -> bytes:
+    """A folded text without the separators of :data:`COMPACT` (tabs and newlines stay)."""
+    return folded.translate(None, COMPACT)
+
+
+def canonical_forms(values: list[str]) -> list[bytes]:
+    """Every form an original is searched in: stripped (a ``char(n)`` original's padding
+    is no part of it), case-folded and in Unicode NFKC, in the target's text spellings
+    (:func:`forms_of_many`), without separators (:func:`compact`; not when that leaves only
+    digits: an IP address or a date squeezed is any number), and for a phone number its
+    digits with and without country code and trunk prefix."""
+    stripped = [v.strip() if v[:1].isspace() or v[-1:].isspace() else v for v in values]
+    extra: list[str] = []
+    for value in stripped:
+        if not value.isascii():
+            normal = unicodedata.normalize("NFKC", value)
+            if normal != value:
+                extra.append(normal)
+        elif ("%" in value or "&" in value or "[" in value or "(" in value) and "@" not in value:
+            key = email_key(value)
+            if "@" in key:
+                extra.append(key)
+        if (
+            value[:1] in _PHONE_START
+            and _PHONE_LIKE.fullmatch(value)
+            and not _NOT_PHONE.fullmatch(value)
+        ):
+            extra += phone_forms(value)
+    forms = forms_of_many(stripped + extra)
+    # without separators, but a number stays a number: 10.0.0.5 is no 10005 (an id)
+    squeezed = [compact(f) for f in forms]
+    return forms + [f for f in squeezed if not f.lstrip(b"+").isdigit()]
+
+
+def phone_forms(value: str) -> list[str]:
+    """A phone number's digits as it may be written elsewhere: with ``+`` or ``00`` and the
+    country code, without it, and nationally with a trunk ``0``."""
+    digits = "".join(c for c in value if c.isdigit())
+    if len(digits) < 7 or len(digits) > 17:
+        return []
+    found = [digits]
+    text = value.strip()
+    if text.startswith(("+", "00")):
+        if text.startswith("00"):
+            digits = digits[2:]
+        found += ["+" + digits, "00" + digits]
+        for length in (1, 2, 3):  # the country code (libphonenumber's table of them)
+            if int(digits[:length]) in _COUNTRY_CODES:
+                national = digits[length:]
+                if len(national) >= 6:
+                    found += [national, "0" + national]
+                break
+    return found
+
+
+_COUNTRY_CODES = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
 
 def forms_of_many(values: list[str]) -> list[bytes]:
@@ -211,14 +287,15 @@ class LeakIndex:
             count = len(pending)
             batch = pending[:count]
             del pending[:count]  # appends made meanwhile stay, at the end
-            self._filter.add(forms_of_many(batch))
+            self._filter.add(canonical_forms(batch))
         finally:
             self._lock.release()
 
     def searcher(self, generated: set[str]) -> Searcher:
         """Freeze the originals into a searcher; ``generated`` lists drkit's own outputs."""
         self._flush(wait=True)
-        return Searcher(self._filter, {f for g in generated if g for f in forms_of(g)})
+        values = [g for g in generated if g]
+        return Searcher(self._filter, set(canonical_forms(values)))
 
 
 class Searcher:
@@ -334,7 +411,9 @@ def _column_expression(name: str, category: str) -> sql.Composable:
     return sql.SQL("{}::text").format(ident)
 
 
-def _tables(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str, list[tuple[str, str]]]]:
+def _tables(
+    conn: psycopg.Connection[Any], *, tables: bool = True
+) -> Iterator[tuple[str, str, list[tuple[str, str]]]]:
     """(schema, table, [(column, base type category)]) of every table and populated
     materialized view, extension members included (a person can read them too)."""
     types: dict[int, tuple[str, str, int]] = {
@@ -351,7 +430,8 @@ def _tables(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str, list[tupl
 
     current: tuple[int, str, str] | None = None
     columns: list[tuple[str, str]] = []
-    for relid, schema, table, column, typid in conn.execute(_COLUMNS.encode()).fetchall():
+    query = _COLUMNS if tables else _COLUMNS.replace("c.relkind = 'r' OR ", "")
+    for relid, schema, table, column, typid in conn.execute(query.encode()).fetchall():
         if current is not None and current[0] != relid:
             yield current[1], current[2], columns
             columns = []
@@ -361,15 +441,25 @@ def _tables(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str, list[tupl
         yield current[1], current[2], columns
 
 
-def scan_database(conn: psycopg.Connection[Any], searcher: Searcher) -> LeakReport:
-    """Search every column of every table, and the catalog, of the connected database."""
+def scan_database(
+    conn: psycopg.Connection[Any],
+    searcher: Searcher,
+    *,
+    tables: bool = True,
+    matviews: bool = True,
+) -> LeakReport:
+    """Search every column of every table, and the catalog, of the connected database.
+
+    ``tables`` False: the catalog and the materialized views only (a run that searched
+    the tables' rows in flight: the views' rows are computed in the build); ``matviews``
+    False too: the catalog alone (of a source, whose views' rows are never copied)."""
     started = time.monotonic()
     report = LeakReport(originals=searcher.originals)
     findings = _Findings(searcher)
     try:
         hidden = conn.execute(_HIDDEN_BY_RLS.encode()).fetchone()
         user = conn.info.user
-        tables = list(_tables(conn))
+        relations = list(_tables(conn, tables=tables)) if tables or matviews else []
     except psycopg.Error as exc:
         raise DatabaseError(f"leak scan: reading the columns: {first_line(exc)}") from None
     if hidden:
@@ -379,7 +469,7 @@ def scan_database(conn: psycopg.Connection[Any], searcher: Searcher) -> LeakRepo
             "a role with BYPASSRLS"
         )
     row = 0
-    for schema, table, columns in tables:
+    for schema, table, columns in relations:
         report.columns_scanned += len(columns)
         places = [f"{schema}.{table}.{name}" for name, _ in columns]
         query = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT").format(
@@ -462,6 +552,12 @@ def _scan_catalog(
 
     def add(place: str, text: str) -> None:
         nonlocal size
+        wanted = catalog_kinds(place)
+        if wanted:
+            kinds = analyse(text, ip=False)[0] & wanted
+            for kind in kinds:
+                mine = report.pii.setdefault(place, {})
+                mine[kind] = mine.get(kind, 0) + 1
         lines.append(fold(escape_text(text)))
         places.append(place)
         size += len(lines[-1])

@@ -29,7 +29,7 @@ from drkit.errors import UsageError
 from drkit.pg.binaries import find_binary, find_client
 from drkit.pg.connect import connect
 from drkit.pg.conninfo import describe, for_subprocess
-from drkit.pg.pgrestore import list_file, restore_args
+from drkit.pg.pgrestore import list_file, restore_args, script_args, toc_args
 from drkit.restore.dirrestore import fetched_directory
 from drkit.sanitize.plan import Plan, TablePlan
 from drkit.sanitize.schema import Schema, read_schema
@@ -104,10 +104,10 @@ class BackupSource:
         wanted = {read.table.key: read for read in reads}
         assert len(wanted) == len(reads), "one read per table"
         assert all(r.selection.everything for r in reads), "a backup cannot filter rows"
-        args = [self._pg_restore, "--section=data", "-f", "-"]
+        tables = [read.table.table.name for read in reads] if only_these else []
+        args = script_args(self._pg_restore, section="data", tables=tables)
         what = "pg_restore (data of the backup)"
         if only_these:
-            args += [a for read in reads for a in ("-t", read.table.table.name)]
             what = "pg_restore (data of some tables of the backup)"
         section = DataSection()
         with restore_from_stream(self._repo, self._obj, args, self._env, what, stdout=-1) as proc:
@@ -138,7 +138,7 @@ class BackupSource:
         with restore_from_stream(
             self._repo,
             self._obj,
-            [self._pg_restore, "-l"],
+            toc_args(self._pg_restore),
             self._env,
             "pg_restore -l of the backup",
             stdout=-1,

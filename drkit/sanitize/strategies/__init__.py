@@ -29,6 +29,7 @@ from drkit.sanitize.strategies.email import Email as Email
 from drkit.sanitize.strategies.fake import Fake as Fake
 from drkit.sanitize.strategies.hash import Hash as Hash
 from drkit.sanitize.strategies.json import JsonPaths as JsonPaths
+from drkit.sanitize.strategies.keep import ALL_KINDS as ALL_KINDS
 from drkit.sanitize.strategies.keep import Keep as Keep
 from drkit.sanitize.strategies.mask import Mask as Mask
 from drkit.sanitize.strategies.nullify import Nullify as Nullify

@@ -1,0 +1,299 @@
+"""Backup commands: ``backup``, ``backups`` (the list), ``verify`` and ``prune``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from drkit.backup.catalog import iso, list_backups, resolve_backup
+from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
+from drkit.cli.render import live_progress, ts_text
+from drkit.errors import CheckFailed, NotFoundError, UsageError
+from drkit.progress import Meter, human_size
+from drkit.storage.repository import Repository
+from drkit.wal import format_lsn
+
+if TYPE_CHECKING:
+    from drkit.backup.catalog import Manifest
+
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
+
+@commands.command("backup")
+def backup(
+    env: EnvArg,
+    physical: Annotated[bool, typer.Option("--physical", help="Base backup for PITR.")] = False,
+    incremental: Annotated[
+        bool,
+        typer.Option("--incremental", help="With --physical: incremental (PostgreSQL 17+)."),
+    ] = False,
+    database: Annotated[
+        list[str] | None,
+        typer.Option("--database", metavar="NAME", help="Back up only this database (repeatable)."),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            metavar="N",
+            min=1,
+            help="Directory format, N parallel pg_dump jobs, one object per table file "
+            "(default: only above the policy's backup.parallel_threshold).",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Take a logical backup (pg_dump per database) or, with --physical, a base backup."""
+    settle(json_out, policy_dir)
+    policy = load(env)
+    if incremental and not physical:
+        raise UsageError("--incremental applies to base backups: add --physical")
+    if physical:
+        if database:
+            raise UsageError("--database applies to logical backups; a base backup is the cluster")
+        if jobs is not None:
+            raise UsageError("--jobs applies to logical backups (pg_dump in directory format)")
+        from drkit.backup.physical import run_physical_backup  # lazy: psycopg, pydantic
+
+        with live_progress() as progress:
+            manifest = run_physical_backup(policy, on_progress=progress, incremental=incremental)
+    else:
+        from drkit.backup.logical import backup_logical  # lazy: psycopg, pydantic
+
+        with live_progress() as progress:
+            manifest = backup_logical(
+                policy, databases=database or None, jobs=jobs, on_progress=progress
+            )
+    summary = backup_summary(manifest)
+    if state.json:
+        emit_json(summary)
+        return
+    out.print(
+        f"[green]✓[/green] backup [bold]{manifest.id}[/bold]: {', '.join(manifest.databases)} — "
+        f"{human_size(manifest.size)} stored ({human_size(manifest.raw_size)} raw) "
+        f"in {manifest.duration:.1f}s"
+    )
+
+
+def backup_summary(manifest: Any) -> dict[str, Any]:
+    data = {
+        "id": manifest.id,
+        "kind": manifest.kind,
+        "environment": manifest.environment,
+        "databases": manifest.databases,
+        "started_at": iso(manifest.started_at),  # RFC 3339 with Z, like every document
+        "finished_at": iso(manifest.finished_at),
+        "consistent_at": iso(manifest.consistent_at),
+        "duration": round(manifest.duration, 3),
+        "size": manifest.size,
+        "raw_size": manifest.raw_size,
+        # the same, their unit in the key (issue 12); the older keys stay for version 1
+        "duration_seconds": round(manifest.duration, 3),
+        "size_bytes": manifest.size,
+        "raw_size_bytes": manifest.raw_size,
+        # the server's consistent point: what orders backups (never the id or started_at)
+        "consistent_lsn": manifest.server_point and format_lsn(manifest.server_point.lsn),
+        "consistent_timeline": manifest.server_point and manifest.server_point.timeline,
+        "system_identifier": manifest.system_identifier,
+        "clock_skew_seconds": manifest.host_skew,
+        "clock_skewed": manifest.clock_skewed,
+    }
+    if manifest.kind == "logical":
+        data["tables"] = sum(len(t) for t in manifest.row_counts.values())
+        data["rows"] = sum(sum(t.values()) for t in manifest.row_counts.values())
+    else:
+        data.update(
+            wal_start=manifest.wal_start, wal_stop=manifest.wal_stop, timeline=manifest.timeline
+        )
+        data.update(incremental=manifest.incremental, parent=manifest.parent)
+    return data
+
+
+@commands.command("backups")
+def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
+    """List backups: id, kind, started, duration, size, databases, retention tiers.
+
+    Newest first, in the server's order (WAL position, then the server's time), never by
+    id or host time; a backup taken while the host clock was off is flagged.
+    A repository that does not exist is an error (exit 1), not an empty list."""
+    from rich.table import Table  # lazy: rich draws only what is printed
+
+    from drkit.backup.catalog import skewed_backups
+    from drkit.backup.order import SKEW_BOUND
+    from drkit.backup.retention import current_tiers
+
+    settle(json_out, policy_dir)
+    policy = load(env)
+    repo = Repository.for_policy(policy)
+    repo.backend.check_reachable()
+    manifests = list_backups(repo)
+    tiers = current_tiers(policy, manifests)
+    rows = []
+    for m in reversed(manifests):
+        row = backup_summary(m)
+        row["tiers"] = tiers.get(m.id, [])
+        rows.append(row)
+    if state.json:
+        emit_json({"environment": env, "repository": repo.location, "backups": rows})
+        return
+    if not rows:
+        out.print(f"no backups in {repo.location}", markup=False, highlight=False)
+        return
+    table = Table(title=f"backups of {env} in {repo.location}")
+    # an id is what restore takes: never cut it; the other columns wrap first
+    table.add_column("id", no_wrap=True, min_width=max(len(m.id) for m in manifests))
+    for col in ("kind", "started", "duration", "size", "databases", "tiers"):
+        table.add_column(
+            col, justify="right" if col in ("duration", "size") else "left", overflow="fold"
+        )
+    for m, row in zip(reversed(manifests), rows, strict=True):
+        table.add_row(
+            m.id,
+            m.kind if m.parent is None else f"{m.kind}, incremental on {m.parent}",
+            ts_text(m.started_at) + (f" ({skew_text(m)})" if m.clock_skewed else ""),
+            f"{m.duration:.1f}s",
+            human_size(m.size),
+            ", ".join(m.databases),
+            ", ".join(row["tiers"]) or "-",
+        )
+    out.print(table)
+    skewed = skewed_backups(manifests)
+    if skewed:
+        out.print(
+            f"warning: {len(skewed)} backup(s) taken while drkit's host clock was off by more "
+            f"than {SKEW_BOUND.total_seconds() / 60:g} minutes (newest: {skewed[-1].id}, {skew_text(skewed[-1])}"
+            "): their ids and started times are wrong; backups are listed, restored and "
+            "pruned in the server's order. Fix the host clock (NTP).",
+            markup=False,
+            highlight=False,
+        )
+
+
+def skew_text(manifest: Manifest) -> str:
+    from drkit.backup.order import describe_skew
+
+    skew = manifest.host_skew
+    return "host clock skew unknown" if skew is None else f"host clock {describe_skew(skew)} server"
+
+
+@commands.command("verify")
+def verify(
+    env: EnvArg,
+    backup_ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ID|latest]",
+            help="A backup id, or latest (default): the newest backup of either kind, in "
+            "the server's order.",
+            show_default=False,
+        ),
+    ] = None,
+    all_backups: Annotated[bool, typer.Option("--all", help="Verify every backup.")] = False,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups."""
+    from drkit.backup.verify import verify_backup
+    from drkit.backup.walchain import WalReading
+
+    settle(json_out, policy_dir)
+    if all_backups and backup_ref:
+        raise UsageError("give a backup ID or --all, not both")
+    policy = load(env)
+    repo = Repository.for_policy(policy)
+    if all_backups:
+        manifests = list_backups(repo)
+        if not manifests:
+            raise NotFoundError(f"no backups in {repo.location} to verify")
+    else:
+        manifests = [resolve_backup(repo, backup_ref)]
+    verdicts = []
+    wal = WalReading()  # WAL shared by several backups' chains is read once
+    with live_progress() as progress:
+        for m in manifests:
+            with Meter(progress, "verify", m.id, total=m.raw_size) as meter:
+                verdicts.append(verify_backup(repo, m, meter, wal))
+    bad = [v for v in verdicts if not v.ok]
+    if state.json:
+        emit_json({"ok": not bad, "backups": [v.to_dict() for v in verdicts]})
+    else:
+        for v in verdicts:
+            mark = "[green]✓ OK[/green]" if v.ok else "[red]✗ FAILED[/red]"
+            out.print(f"{mark} {v.backup_id} ({v.objects} objects, {human_size(v.bytes)})")
+            for key, value in v.details.items():
+                if key == "wal_checked":
+                    value = _wal_checked_text(value)
+                out.print(f"    {key}: {value}", markup=False)
+            for problem in v.problems:
+                out.print(f"    {problem}", markup=False)
+    if bad:
+        first = bad[0]
+        raise CheckFailed(
+            f"verify failed for {len(bad)} backup(s); {first.backup_id}: {first.problems[0]}"
+        )
+
+
+def _wal_checked_text(checked: dict[str, Any]) -> str:
+    """``4 WAL files read (zstd frame checksum: 4), 1 damaged``"""
+    how = ", ".join(f"{k}: {n}" for k, n in checked.get("by", {}).items())
+    text = f"{checked.get('files', 0)} WAL files read" + (f" ({how})" if how else "")
+    return text + (f", {checked['damaged']} damaged" if checked.get("damaged") else "")
+
+
+@commands.command("prune")
+def prune(
+    env: EnvArg,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show keep/delete, delete nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Apply the retention policy (grandfather-father-son)."""
+    from drkit.backup.lock import running_backups
+    from drkit.backup.prune import prune as run_prune
+
+    settle(json_out, policy_dir)
+    policy = load(env)
+    repo = Repository.for_policy(policy)
+    result = run_prune(repo, policy, dry_run=dry_run, running=running_backups(policy))
+    if state.json:
+        emit_json(result.to_dict())
+        return
+    verb = "would be" if dry_run else "were"
+    out.print(
+        f"retention of {env} in {repo.location} (days in {policy.schedule.timezone})"
+        + (" -- dry run, nothing deleted" if dry_run else ""),
+        markup=False,
+        highlight=False,
+    )
+    if not result.plan.decisions:
+        out.print("no backups", markup=False)
+    for d in result.plan.decisions:
+        m = result.manifests[d.backup.id]
+        why = ", ".join(d.reasons) or "no rule keeps it"
+        line = f"{d.action:<6} {m.id}  {ts_text(m.started_at)}  {human_size(m.size):>10}  {why}"
+        out.print(line, markup=False, highlight=False, style="green" if d.keep else "red")
+    for o in result.orphans:
+        what = "DELETE" if o.action == "DELETE" else "KEEP  "
+        out.print(
+            f"{what} {o.id}: no manifest, {o.objects} objects, {human_size(o.size)}, "
+            f"last written {ts_text(o.last_modified)}",
+            markup=False,
+        )
+    for backup_id, problem in sorted(result.unreadable.items()):
+        out.print(f"KEEP   {backup_id}: manifest unreadable, left alone: {problem}", markup=False)
+    if result.wal_deleted:
+        out.print(
+            f"{len(result.wal_deleted)} WAL files older than {result.wal_cutoff} {verb} deleted",
+            markup=False,
+        )
+    out.print(
+        f"{len(result.plan.kept)} kept, {len(result.plan.deleted)} {verb} deleted; "
+        f"oldest restorable point: {ts_text(result.oldest_restorable)}; "
+        f"newest: {ts_text(result.newest_restorable)}",
+        markup=False,
+    )

@@ -1,0 +1,105 @@
+"""The restore drill: ``drill`` restores into a scratch cluster, measures RTO/RPO,
+validates, reports; its verdict becomes the exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from drkit.cli.common import (
+    EnvArg,
+    JsonOpt,
+    PolicyDirOpt,
+    emit_json,
+    load,
+    settle,
+    sigterm_interrupts,
+    state,
+)
+from drkit.cli.render import live_progress, print_drill
+from drkit.errors import CheckFailed, OperationError
+
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
+
+@commands.command("drill")
+def drill(
+    env: EnvArg,
+    backup_ref: Annotated[
+        str,
+        typer.Option(
+            "--backup",
+            metavar="ID|latest|random",
+            help="ID, latest (the newest backup of either kind, in the server's order; "
+            "physical only with --point-in-time) or random.",
+        ),
+    ] = "latest",
+    point_in_time: Annotated[
+        str | None,
+        typer.Option(
+            "--point-in-time", metavar="TS|latest", help="PITR target for a physical drill."
+        ),
+    ] = None,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report-dir", metavar="DIR", help="Also write report.json/.md and junit.xml here."
+        ),
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the scratch cluster running.")
+    ] = False,
+    target_major: Annotated[
+        int | None,
+        typer.Option(
+            "--target-major",
+            help="Restore a logical backup into a scratch cluster of this (newer) PostgreSQL "
+            "major: an upgrade rehearsal.",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Restore drill: restore into a scratch cluster, measure RTO/RPO, validate, report."""
+    # lazy: pydantic and psycopg, ~0.4 s
+    from drkit.config import parse_timestamp
+    from drkit.drill import run_drill
+    from drkit.drill.report import PHASE_TITLES
+
+    settle(json_out, policy_dir)
+    policy = load(env)
+    target = parse_timestamp(point_in_time, option="--point-in-time") if point_in_time else None
+    with sigterm_interrupts(), live_progress(PHASE_TITLES) as on_phase:
+        result = run_drill(
+            policy,
+            backup_ref=backup_ref,
+            point_in_time=target,
+            keep=keep,
+            report_dir=report_dir,
+            on_phase=on_phase,
+            target_major=target_major,
+        )
+    doc = result.report.to_dict()
+    if state.json:
+        emit_json(doc)
+    else:
+        print_drill(doc, result.repository_key, result.files)
+    _drill_exit(doc)
+
+
+def _drill_exit(doc: dict[str, Any]) -> None:
+    from drkit.drill.report import ERROR, PASS  # lazy: pulls pydantic (drkit.config)
+
+    if doc["verdict"] == PASS:
+        return
+    if doc["verdict"] == ERROR:
+        raise OperationError(f"drill {doc['id']} could not run: {doc['error']}")
+    failed = [c["name"] for c in doc["checks"] if c["status"] != PASS]
+    raise CheckFailed(
+        f"drill {doc['id']} of {doc['environment']} failed: "
+        + ", ".join(failed[:5])
+        + (f" (and {len(failed) - 5} more)" if len(failed) > 5 else "")
+    )

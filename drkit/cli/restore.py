@@ -1,0 +1,335 @@
+"""``drkit restore``: a logical restore, or with --point-in-time a physical
+point-in-time recovery."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from drkit.cli.common import (
+    EnvArg,
+    JsonOpt,
+    PolicyDirOpt,
+    emit_json,
+    load,
+    out,
+    settle,
+    state,
+)
+from drkit.cli.render import live_progress, ts_text
+from drkit.errors import UsageError
+
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from drkit.restore.pitr import PitrResult
+
+
+@commands.command("restore")
+def restore(
+    env: EnvArg,
+    backup_ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ID|latest]",
+            help="A backup id, or latest (default): the newest logical backup, in the "
+            "server's order (a newer base backup is restored with --point-in-time).",
+            show_default=False,
+        ),
+    ] = None,
+    target_db: Annotated[
+        str | None,
+        typer.Option("--target-db", metavar="URL", help="Restore into this database URL."),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", metavar="N", min=1, help="Parallel pg_restore jobs.")
+    ] = 1,
+    force: Annotated[
+        bool, typer.Option("--force", help="Restore over a database that holds tables.")
+    ] = False,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database", metavar="NAME", help="Restore only this database of the backup."
+        ),
+    ] = None,
+    tables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table",
+            metavar="T",
+            help="Restore only this table (T in any schema, or SCHEMA.T); repeatable. "
+            "Like pg_restore -t: no indexes or constraints.",
+        ),
+    ] = None,
+    point_in_time: Annotated[
+        str | None,
+        typer.Option(
+            "--point-in-time",
+            metavar="TS|latest",
+            help="Physical PITR target: ISO timestamp with zone, or latest.",
+        ),
+    ] = None,
+    pgdata: Annotated[
+        Path | None, typer.Option("--pgdata", metavar="DIR", help="Empty data directory for PITR.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", metavar="PORT", help="Port of the recovered server.")
+    ] = None,
+    target_action: Annotated[
+        str,
+        typer.Option(
+            "--target-action", metavar="promote|pause|shutdown", help="promote | pause | shutdown"
+        ),
+    ] = "promote",
+    no_start: Annotated[
+        bool, typer.Option("--no-start", help="Prepare the data directory, do not start it.")
+    ] = False,
+    timeline: Annotated[
+        str,
+        typer.Option(
+            "--timeline",
+            metavar="current|latest|N",
+            help="current (production's recorded timeline) | latest (highest archived) | N",
+        ),
+    ] = "current",
+    archive_mode: Annotated[
+        str,
+        typer.Option(
+            "--archive-mode",
+            metavar="off|preserve",
+            help="off: the recovered server never archives; preserve: it is the new primary",
+        ),
+    ] = "off",
+    allow_gap: Annotated[
+        bool,
+        typer.Option("--allow-gap", help="Recover latest up to a gap in the WAL archive."),
+    ] = False,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Logical restore, or with --point-in-time a physical point-in-time recovery."""
+    settle(json_out, policy_dir)
+    if point_in_time is None:
+        _refuse_pitr_options(pgdata, port, no_start, allow_gap, timeline, archive_mode)
+        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
+        return
+    recovery = _recovery(
+        point_in_time,
+        pgdata,
+        port=port,
+        target_action=target_action,
+        start=not no_start,
+        timeline=timeline,
+        archive_mode=archive_mode,
+        allow_gap=allow_gap,
+        target_db=target_db,
+        database=database,
+        tables=tables or [],
+    )
+    _restore_pitr(env, recovery)
+
+
+# -- logical ------------------------------------------------------------------------------
+
+
+def _refuse_pitr_options(
+    pgdata: Path | None,
+    port: int | None,
+    no_start: bool,
+    allow_gap: bool,
+    timeline: str,
+    archive_mode: str,
+) -> None:
+    """A logical restore takes none of the options of a point-in-time recovery."""
+    if (
+        pgdata is not None
+        or port is not None
+        or no_start
+        or allow_gap
+        or timeline != "current"
+        or archive_mode != "off"
+    ):
+        raise UsageError(
+            "--pgdata, --port, --no-start, --timeline, --archive-mode and --allow-gap "
+            "go with --point-in-time"
+        )
+
+
+def _restore_logical(
+    env: str,
+    ref: str | None,
+    target_db: str | None,
+    jobs: int,
+    force: bool,
+    database: str | None,
+    tables: list[str],
+) -> None:
+    from drkit.restore.logical import restore_logical  # lazy: psycopg, pydantic, ~1 s
+
+    policy = load(env)
+    started = time.monotonic()
+    with live_progress() as progress:
+        result = restore_logical(
+            policy,
+            ref,
+            target_db=target_db,
+            database=database,
+            tables=tables,
+            jobs=jobs,
+            force=force,
+            on_progress=progress,
+        )
+    elapsed = time.monotonic() - started
+    if state.json:
+        took = round(elapsed, 3)
+        emit_json({**result.to_dict(), "duration": took, "duration_seconds": took})
+        return
+    for d in result.databases:
+        out.print(
+            f"[green]✓[/green] restored {d.database} from {d.backup_id or result.backup_id} "
+            f"into {d.target}: "
+            f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
+        )
+
+
+# -- point in time ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A point-in-time recovery as the command line asks for it, its options checked."""
+
+    target: datetime | None  # None: latest
+    pgdata: Path
+    port: int | None
+    target_action: str
+    start: bool
+    archive: bool
+    timeline: str | int
+    allow_gap: bool
+
+
+def _recovery(
+    point_in_time: str,
+    pgdata: Path | None,
+    *,
+    port: int | None,
+    target_action: str,
+    start: bool,
+    timeline: str,
+    archive_mode: str,
+    allow_gap: bool,
+    target_db: str | None,
+    database: str | None,
+    tables: list[str],
+) -> Recovery:
+    """Check the options of a point-in-time recovery, in the order their errors are
+    reported (--target-db, --database and --table belong to logical restores), and parse
+    its target and timeline."""
+    if database is not None or tables:
+        raise UsageError("--database and --table are for logical restores")
+    if pgdata is None:
+        raise UsageError("--point-in-time needs --pgdata DIR (an empty data directory)")
+    if target_db is not None:
+        raise UsageError("--target-db is for logical restores; PITR recovers a whole cluster")
+    if target_action not in ("promote", "pause", "shutdown"):
+        raise UsageError("--target-action must be promote, pause or shutdown")
+    if archive_mode not in ("off", "preserve"):
+        raise UsageError("--archive-mode must be off or preserve")
+    # lazy: pydantic and psycopg, ~0.5 s
+    from drkit.config import parse_timestamp
+    from drkit.restore.plan import parse_timeline
+
+    follow = parse_timeline(timeline)
+    target = (
+        None
+        if point_in_time == "latest"
+        else parse_timestamp(point_in_time, option="--point-in-time")
+    )
+    return Recovery(
+        target=target,
+        pgdata=pgdata,
+        port=port,
+        target_action=target_action,
+        start=start,
+        archive=archive_mode == "preserve",
+        timeline=follow,
+        allow_gap=allow_gap,
+    )
+
+
+def _restore_pitr(env: str, recovery: Recovery) -> None:
+    from drkit.restore.pitr import restore_point_in_time  # lazy: pydantic and psycopg
+
+    policy = load(env)
+    with live_progress() as progress:
+        result = restore_point_in_time(
+            policy,
+            recovery.target,
+            recovery.pgdata,
+            port=recovery.port,
+            target_action=recovery.target_action,
+            start=recovery.start,
+            archive=recovery.archive,
+            timeline=recovery.timeline,
+            allow_gap=recovery.allow_gap,
+            on_progress=progress,
+        )
+    if state.json:
+        emit_json({"ok": True, **result.to_dict()})
+        return
+    _print_recovery(result)
+
+
+def _print_recovery(result: PitrResult) -> None:
+    if not result.started:
+        out.print(
+            f"[green]✓[/green] {result.pgdata} prepared from {result.backup_id} for recovery to "
+            f"{result.target} (port {result.port}); start it with pg_ctl -D {result.pgdata} start"
+        )
+    else:
+        out.print(
+            f"[green]✓[/green] recovered from {result.backup_id} to {ts_text(result.reached_at)} "
+            f"(asked: {result.target}), timeline {result.timeline}, {result.state}, "
+            f"port {result.port}, data in {result.pgdata}"
+        )
+    if result.followed is not None:
+        f = result.followed
+        others = ", ".join(map(str, f.others)) or "none"
+        out.print(
+            f"  followed timeline {f.timeline} ({f.source}); production's recorded timeline: "
+            f"{f.recorded if f.recorded is not None else 'none recorded'}; "
+            f"other timelines in the archive: {others}",
+            markup=False,
+        )
+    if result.lsn is not None:
+        out.print(
+            f"  replayed to {result.lsn}"
+            + (f", the planned end being {result.end_lsn}" if result.end_lsn else ""),
+            markup=False,
+        )
+    if result.gap is not None:
+        gap = result.gap
+        out.print(
+            f"  [yellow]![/yellow] stopped at a gap (--allow-gap): WAL segment {gap.missing} "
+            f"is missing; left out: {gap.newer_segments} newer segment(s) up to "
+            f"{gap.newest_segment}, archived {ts_text(gap.newest_end)}",
+            highlight=False,
+        )
+    out.print(
+        "  archiving: "
+        + (
+            "preserved — this server archives into the repository as the new primary"
+            if result.archive_mode == "preserve"
+            else "off — this server never archives into the repository"
+        ),
+        markup=False,
+    )

@@ -1,0 +1,74 @@
+"""The scheduler: ``schedule run`` (the daemon) and ``schedule show``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+
+from drkit.cli.common import JsonOpt, PolicyDirOpt, emit_json, out, settle
+from drkit.errors import UsageError
+
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
+schedule_app = typer.Typer(help="The scheduler daemon.", no_args_is_help=True)
+commands.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("run")
+def schedule_run(
+    envs: Annotated[list[str] | None, typer.Argument(metavar="[ENV...]")] = None,
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", help="HTTP port for /metrics and /healthz.")
+    ] = 9187,
+    bind: Annotated[
+        str, typer.Option("--bind", metavar="ADDRESS", help="Address to listen on.")
+    ] = "0.0.0.0",  # noqa: S104
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Run the scheduler daemon (the container's entry point)."""
+    from drkit.schedule.daemon import run_daemon  # lazy: APScheduler, ~0.5 s
+
+    state = settle(json_out, policy_dir)
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: not a TCP port (0-65535)")
+    if not state.verbose:  # a daemon reports its jobs: INFO on stderr
+        logging.getLogger("drkit").setLevel(logging.INFO)
+    run_daemon(envs or None, state.policy_dir, bind=bind, port=port)
+
+
+@schedule_app.command("show")
+def schedule_show(
+    envs: Annotated[list[str] | None, typer.Argument(metavar="[ENV...]")] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Each scheduled job and its next run times."""
+    from drkit.schedule import show_schedule  # lazy: APScheduler, ~0.5 s
+
+    state = settle(json_out, policy_dir)
+    rows = show_schedule(envs or None, state.policy_dir)
+    if state.json:
+        emit_json({"jobs": rows})
+        return
+    if not rows:
+        out.print("no scheduled jobs (no schedule entries in the policies)", markup=False)
+        return
+    for row in rows:
+        runs = ", ".join(
+            datetime.fromisoformat(r)
+            .astimezone(ZoneInfo(row["timezone"]))
+            .strftime("%a %Y-%m-%d %H:%M %Z")
+            for r in row["next_runs"]
+        )
+        out.print(
+            f"{row['env']}/{row['job']:<16} {row['cron']:<14} ({row['timezone']})  "
+            f"next: {runs or 'never'}",
+            markup=False,
+            highlight=False,
+        )

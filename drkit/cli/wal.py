@@ -1,0 +1,164 @@
+"""WAL commands: ``archive-command`` (the lines PostgreSQL runs), ``wal-push``,
+``promote-timeline`` and ``wal-fetch``.
+
+PostgreSQL's plain ``wal-push``/``wal-fetch`` lines never get here: :mod:`drkit.cli.entry`
+runs them without typer or rich.  These are the forms with --json, -v and the like.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, err, load, out, settle, state
+from drkit.errors import UsageError
+from drkit.pg import cluster_os_user
+from drkit.storage.repository import Repository
+from drkit.wal import (
+    archive_command,
+    archive_wal,
+    fetch_error_line,
+    load_wal_policy,
+    prepare_file_repository,
+    promote_timeline,
+    reachable_by,
+    restore_command,
+    run_fetch,
+    server_timeline,
+)
+
+#: this module's commands, registered on drkit's root by drkit.cli.app
+commands = typer.Typer()
+
+
+@commands.command("archive-command")
+def archive_command_lines(
+    env: EnvArg,
+    os_user: Annotated[
+        str | None,
+        typer.Option(
+            "--os-user",
+            metavar="USER",
+            help="The OS user the PostgreSQL server runs as (default: postgres when run as "
+            "root, else the current user).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Print archive_command and restore_command lines that work for this install.
+
+    The lines are tested: the server's OS user must be able to start drkit and, for a
+    file:// repository, write into it (drkit prepares both where it can)."""
+    from drkit.config import resolve_policy_dir  # lazy: pydantic costs ~0.3 s
+
+    st = settle(json_out, policy_dir)
+    policy = load(env)
+    user = os_user or cluster_os_user()
+    if user is not None and user == _current_user():
+        user = None
+    prepare_file_repository(policy.repository.url, env, user)  # a file:// one: for the user
+    directory = resolve_policy_dir(st.policy_dir)
+    policy_file = directory / f"{env}.yaml"
+    if user is not None and not reachable_by(policy_file, user):
+        raise UsageError(
+            f"{policy_file} is not reachable by the OS user {user}, who runs archive_command: "
+            "move the policies to a directory it can read (e.g. /etc/drkit/policies) "
+            "and pass --policy-dir"
+        )
+    archive = archive_command(env, directory, user)
+    restore_line = restore_command(env, directory, user)
+    if st.json:
+        emit_json(
+            {
+                "ok": True,
+                "environment": env,
+                "os_user": user or _current_user(),
+                "archive_mode": "on",
+                "archive_command": archive,
+                "restore_command": restore_line,
+            }
+        )
+        return
+    quote = "'"
+    out.print("# postgresql.conf (or ALTER SYSTEM SET ...), then restart the server", markup=False)
+    out.print("archive_mode = on", markup=False, highlight=False)
+    for name, line in (("archive_command", archive), ("restore_command", restore_line)):
+        out.print(
+            f"{name} = {quote}{line.replace(quote, quote * 2)}{quote}",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _current_user() -> str:
+    return getpass.getuser()
+
+
+@commands.command("wal-push")
+def wal_push(
+    env: EnvArg,
+    path: Annotated[Path, typer.Argument(help="WAL file path (%p).")],
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Archive one WAL segment or history file (archive_command)."""
+    st = settle(json_out, policy_dir)
+    report = archive_wal(load_wal_policy(env, st.policy_dir), path, st.policy_dir)
+    if st.json:
+        emit_json(report.to_dict())
+
+
+@commands.command("promote-timeline")
+def promote_timeline_cmd(
+    env: EnvArg,
+    timeline: Annotated[
+        int | None,
+        typer.Argument(
+            metavar="TLI", min=1, help="Timeline ID (default: the policy database's current one)."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Record a timeline as production's: `latest` restores and drills follow it."""
+    settle(json_out, policy_dir)
+    policy = load(env)
+    source = "drkit promote-timeline"
+    if timeline is None:
+        timeline = server_timeline(policy.database.url.get_secret_value())
+        source += " (the database server's current timeline)"
+    doc = promote_timeline(Repository.for_policy(policy), timeline, source)
+    if state.json:
+        emit_json({"ok": True, "environment": env, **doc})
+        return
+    previous = doc["previous"] if doc["previous"] is not None else "none recorded"
+    out.print(
+        f"[green]✓[/green] timeline {doc['timeline']} recorded as {env}'s production timeline "
+        f"(previously: {previous})"
+    )
+
+
+@commands.command("wal-fetch")
+def wal_fetch(
+    env: EnvArg,
+    name: Annotated[str, typer.Argument(help="WAL file name (%f).")],
+    path: Annotated[Path, typer.Argument(help="Where to write it (%p).")],
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Fetch one WAL file from the archive (restore_command); exit 1 when it does not exist."""
+    st = settle(json_out, policy_dir)
+    code, message = run_fetch(
+        lambda: load_wal_policy(env, st.policy_dir), name, path, st.policy_dir
+    )
+    if message:
+        err.print(fetch_error_line(name, message), markup=False, highlight=False)
+    if st.json:
+        emit_json({"name": name, "fetched": code == 0})
+    if code:
+        raise typer.Exit(code)

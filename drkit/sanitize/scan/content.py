@@ -1,0 +1,633 @@
+"""Personal data found by what a value holds, not by what its column is called.
+
+:func:`analyse` looks at one value (a field of a kept or copied column) and says which
+*kinds* of personal data it holds, after decoding whatever can be decoded:
+
+* **decoders**, tried on the value and on what they give, ``MAX_DEPTH`` levels deep:
+  percent-encoding (``%40``), HTML and XML entities (``&#64;``, ``&commat;``), ``\\uXXXX``
+  and ``\\xXX`` escapes (JSON, Python literals), quoted-printable (``=40``), base64
+  (standard and URL-safe), hex (``\\x...`` bytea and bare runs), gzip and zlib inside
+  either, and Unicode NFKC (full-width letters and ``＠``, decomposed accents).  A decoded
+  byte string counts as text only when it is UTF-8 and mostly printable.
+  Every value is bounded: at most ``MAX_DECODED`` bytes of decoded output and
+  ``MAX_VARIANTS`` decoded texts; a compressed payload that would inflate beyond the bound
+  is not decoded but reported as the kind ``oversized`` (fail closed: what cannot be read
+  cannot be called clean);
+* **detectors**, each over every decoded text:
+
+  - ``email``: an address with ``@`` in any spelling the decoders restore, or written
+    ``[at]``/``(at)``; quotes around it (Python dicts, SQL literals) do not hide it;
+  - ``phone``: libphonenumber's rules (``phonenumbers``: a valid number of its country) on
+    numbers in international form (``+39 ...``, ``0039 ...``); a national number without its country
+    code is not recognised (its country is unknown);
+  - ``iban``: the ISO 13616 length of its country and the mod-97 check;
+  - ``card``: 13 to 19 digits of a known issuer prefix that pass the Luhn check;
+  - ``ip``: IPv4 and IPv6 host addresses.  Not a version: a dotted quad right after a
+    letter, ``/``, ``-``, ``_``, ``:`` or ``v`` (``nginx/1.2.3.4``, ``v1.2.3.4``), within a
+    longer dotted run (``1.2.3.4.5``), or after the words version, release, build,
+    firmware, revision, before, prior to, through, fixed/patched in, upgrade/update to or
+    since, is not an address; nor are loopback, unspecified and
+    broadcast addresses.  A column whose name says it holds versions is not searched
+    for addresses at all (``ip=False``);
+  - ``secret``: password hashes (bcrypt, argon2, scrypt, pbkdf2, crypt(3) sha/md5,
+    SCRAM, PostgreSQL md5), JWTs, API keys with a vendor prefix (AWS, Stripe, GitHub,
+    GitLab, Slack, Google, OpenAI, SendGrid, npm), private-key blocks, ``secret=...``
+    assignments, and connection strings that carry a password (``scheme://user:pw@``,
+    ``password=...``).
+
+Person names are not guessed from text: the run collects the names of its masked name
+columns and searches for them (:mod:`drkit.sanitize.scan.inflight`); :func:`analyse`
+returns the decoded texts for that search and for the originals' search.
+
+Nothing here keeps or returns a value beyond the call; callers report kinds and counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import html
+import ipaddress
+import quopri
+import re
+import unicodedata
+import zlib
+from urllib.parse import unquote
+
+import numpy as np
+import numpy.typing as npt
+import phonenumbers
+
+#: every kind :func:`analyse` reports (``name`` is found by the run's name search)
+KINDS: tuple[str, ...] = (
+    "email",
+    "phone",
+    "iban",
+    "card",
+    "ip",
+    "name",
+    "secret",
+    "oversized",
+)
+
+MAX_DEPTH = 3
+MAX_DECODED = 1 << 20  # bytes of decoded output per value, all decodings together
+MAX_VARIANTS = 24
+
+# -- what makes a value worth a closer look (vectorised over raw COPY bytes) ------------
+
+_RARE = np.zeros(256, dtype=bool)  # bytes no detector and no decoder can do without
+for _b in b"@%&\\=+$":
+    _RARE[_b] = True
+_RARE[0x80:] = True  # non-ASCII: full-width letters, decomposed accents (NFKC)
+_RARE_CORE = _RARE.copy()  # without the signs of addresses
+_RARE_CORE[ord("@")] = False
+_RARE_CORE[ord("+")] = False
+_DIGIT = np.zeros(256, dtype=bool)
+_DIGIT[ord("0") : ord("9") + 1] = True
+_UPPER = np.zeros(256, dtype=bool)
+_UPPER[ord("A") : ord("Z") + 1] = True
+_LOWER = np.zeros(256, dtype=bool)
+_LOWER[ord("a") : ord("z") + 1] = True
+_B64 = _DIGIT | _UPPER | _LOWER
+for _b in b"+/_-":
+    _B64[_b] = True
+_HEXCHAR = _DIGIT.copy()
+for _b in b"abcdefABCDEF":
+    _HEXCHAR[_b] = True
+_TEXT_NIBBLE = np.zeros(256, dtype=bool)  # the high nibble of a printable ASCII byte
+for _b in b"234567":
+    _TEXT_NIBBLE[_b] = True
+_ALONE = np.zeros(256, dtype=bool)  # what may stand before a 00 international prefix
+for _b in b" \t\n(:=":
+    _ALONE[_b] = True
+_SPAN = _DIGIT.copy()  # card numbers: digits, spaces and dashes
+_SPAN[ord(" ")] = True
+_SPAN[ord("-")] = True
+#: words that start a secret the patterns know (searched in case-folded text)
+SECRET_WORDS: tuple[bytes, ...] = (
+    b"passw",
+    b"pwd",
+    b"secret",
+    b"token",
+    b"api_key",
+    b"apikey",
+    b"api-key",
+    b"akia",
+    b"asia",
+    b"sk_live",
+    b"sk_test",
+    b"rk_live",
+    b"ghp_",
+    b"gho_",
+    b"ghs_",
+    b"ghu_",
+    b"ghr_",
+    b"github_pat",
+    b"glpat-",
+    b"xox",
+    b"aiza",
+    b"scram-",
+    b"md5",
+    b"eyj",
+    b"-----begin",
+    b"[at]",
+    b"(at)",
+    b"sk-",
+    b"npm_",
+)
+
+
+def _runs(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Start and end (exclusive) of every run of True in ``mask``."""
+    edges = np.diff(np.concatenate(([False], mask, [False])).astype(np.int8))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def _cum(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
+    """Counts of True before each position (one more entry than ``mask``)."""
+    out = np.zeros(len(mask) + 1, dtype=np.int32)
+    np.cumsum(mask, dtype=np.int32, out=out[1:])
+    return out
+
+
+def _within(mask: npt.NDArray[np.bool_], width: int, least: int) -> npt.NDArray[np.bool_]:
+    """Positions where ``mask`` holds at least ``least`` times in the next ``width`` bytes."""
+    cum = _cum(mask)
+    n = len(mask)
+    ahead = np.empty(n, dtype=np.int32)
+    ahead[: max(n - width, 0)] = cum[width:n]
+    ahead[max(n - width, 0) :] = cum[n]
+    result: npt.NDArray[np.bool_] = (ahead - cum[:n]) >= least
+    return result
+
+
+def signals(data: npt.NDArray[np.uint8], *, addresses: bool = True) -> npt.NDArray[np.bool_]:
+    """Where in ``data`` (raw COPY bytes) a detector or a decoder may find something: a
+    position per sign, True.  No position: :func:`analyse` of the text finds nothing
+    (the property the tests check), so only marked fields need a closer look.
+
+    Signs: a byte in ``@%&\\=+$`` or a non-ASCII byte; a run of 13 digits or more with
+    spaces or dashes (cards); two capitals and two digits (IBANs); a digit, a dot and a
+    digit three times within 15 bytes (IPv4); three colons within 10 bytes (IPv6); a run
+    of 10 or more base64 characters holding capitals and small letters (base64 of text,
+    JWTs, keys); a run of 16 or more hex digits whose every other digit is a printable
+    byte's high nibble (hex of text), and ``1f8b`` (gzip); a ``00`` international prefix.
+    Secret words are found by :data:`SECRET_WORDS` (``bytes.find`` over folded text).
+    Memory: a few arrays of the block's length, 4 bytes per byte at most.
+
+    ``addresses`` False: without the signs only e-mail addresses, phone numbers and IPs
+    need (``@``, ``+``, dotted and colon runs, ``00``), for text whose addresses are
+    drkit's own pseudonyms (what ``replace_pii`` wrote)."""
+    n = len(data)
+    out = (_RARE if addresses else _RARE_CORE)[data]
+    if n < 4:
+        return out
+    digit = _DIGIT[data]
+    upper = _UPPER[data]
+    out[:-3] |= upper[:-3] & upper[1:-2] & digit[2:-1] & digit[3:]  # IBAN
+    if addresses:
+        zero = data == ord("0")
+        prefix = zero[:-2] & zero[1:-1] & digit[2:] & ~zero[2:]  # 00 prefix, standing alone
+        prefix[1:] &= _ALONE[data[:-3]]
+        out[:-2] |= prefix
+        dot = np.zeros(n, dtype=bool)
+        dot[1:-1] = (data[1:-1] == ord(".")) & digit[:-2] & digit[2:]
+        if dot.any():
+            out |= _within(dot, 15, 3)  # IPv4
+        colon = data == ord(":")
+        if colon.any():
+            out |= _within(colon, 10, 3)  # IPv6
+    starts, ends = _runs(_SPAN[data])
+    if len(starts):  # card numbers
+        dcum = _cum(digit)
+        out[starts[(dcum[ends] - dcum[starts]) >= 13]] = True
+    starts, ends = _runs(_B64[data])
+    long = (ends - starts) >= 10
+    if long.any():  # base64 of text
+        starts, ends = starts[long], ends[long]
+        ucum = _cum(upper)
+        lcum = _cum(_LOWER[data])
+        mixed = ((ucum[ends] - ucum[starts]) > 0) & ((lcum[ends] - lcum[starts]) > 0)
+        out[starts[mixed]] = True
+    starts, ends = _runs(_HEXCHAR[data])
+    long = (ends - starts) >= 16
+    if long.any():  # hex of text
+        starts, ends = starts[long], ends[long]
+        nibble = _TEXT_NIBBLE[data]
+        for parity in (0, 1):
+            # the high nibbles of a run starting at s sit at s, s+2, ...: parity s % 2
+            only = nibble.copy()
+            only[1 - parity :: 2] = False
+            cum = _cum(only)
+            sel = (starts % 2) == parity
+            count = cum[ends[sel]] - cum[starts[sel]]
+            textual = count >= 0.8 * ((ends[sel] - starts[sel]) // 2)
+            out[starts[sel][textual]] = True
+        magic = np.flatnonzero(
+            (data[:-3] == ord("1"))
+            & (data[1:-2] == ord("f"))
+            & (data[2:-1] == ord("8"))
+            & (data[3:] == ord("b"))
+        )
+        out[magic] = True
+    return out
+
+
+def secret_words(folded: bytes) -> list[int]:
+    """Where a word of :data:`SECRET_WORDS` starts in case-folded text."""
+    found: list[int] = []
+    for word in SECRET_WORDS:
+        at = folded.find(word)
+        while at >= 0:
+            found.append(at)
+            at = folded.find(word, at + 1)
+    return found
+
+
+def triggered(field: bytes) -> bool:
+    """Whether one raw COPY field gets a closer look (the pre-filter, for one value)."""
+    data = np.frombuffer(field, dtype=np.uint8)
+    return bool(signals(data).any()) or bool(secret_words(field.lower()))
+
+
+# -- decoders ---------------------------------------------------------------------------
+
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_ENTITY = re.compile(r"&(?:#\d+|#[xX][0-9A-Fa-f]+|[A-Za-z]{2,8});")
+_ESCAPE = re.compile(
+    r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\x([0-9a-fA-F]{2})"
+)
+_QP = re.compile(r"=(?:[0-9A-F]{2}|\r?\n)")
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{10,}={0,2}")
+_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:\\x)?((?:[0-9A-Fa-f]{2}){8,})(?![0-9A-Fa-f])")
+_ALL_HEX = re.compile(r"[0-9A-Fa-f]+")
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_DECODED
+        self.oversized = False
+
+    def take(self, n: int) -> bool:
+        self.left -= n
+        return self.left >= 0
+
+
+def _unescape(match: re.Match[str]) -> str:
+    if match.group(1) is not None:
+        high, low = int(match.group(1), 16), int(match.group(2), 16)
+        return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+    code = int(match.group(3) or match.group(4) or match.group(5), 16)
+    if 0xD800 <= code < 0xE000 or code > 0x10FFFF:
+        return "\ufffd"
+    return chr(code)
+
+
+def _inflate(data: bytes, budget: _Budget) -> bytes | None:
+    """gzip or zlib data, inflated within the budget (None when it is neither)."""
+    if data[:2] == b"\x1f\x8b":
+        wbits = 16 + zlib.MAX_WBITS
+    elif len(data) > 1 and data[0] == 0x78 and (data[0] << 8 | data[1]) % 31 == 0:
+        wbits = zlib.MAX_WBITS
+    else:
+        return None
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(data, max(budget.left, 0) + 1)
+    except zlib.error:
+        return None
+    if len(out) > budget.left or inflater.unconsumed_tail:
+        budget.oversized = True
+        return None
+    budget.take(len(out))
+    return out
+
+
+def _as_text(data: bytes, budget: _Budget, depth: int = 0) -> str | None:
+    """Decoded bytes as text, when they are text (compressed text is inflated first)."""
+    if depth < 2 and (inflated := _inflate(data, budget)) is not None:
+        return _as_text(inflated, budget, depth + 1)
+    if not data:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # random bytes are almost never UTF-8; text is
+    printable = sum(1 for c in text if c.isprintable() or c in "\t\n\r")
+    return text if printable >= 0.9 * len(text) else None
+
+
+def _decodings(text: str, budget: _Budget) -> list[str]:
+    """What one level of decoding makes of ``text`` (each result differs from it)."""
+    found: list[str] = []
+
+    def add(decoded: str | None) -> None:
+        if decoded and decoded != text and budget.take(len(decoded)):
+            found.append(decoded)
+
+    if not text.isascii():
+        add(unicodedata.normalize("NFKC", text))
+    if "%" in text and _PERCENT.search(text):
+        add(unquote(text, errors="replace"))
+    if "&" in text and _ENTITY.search(text):
+        add(html.unescape(text))
+    if "\\" in text and _ESCAPE.search(text):
+        add(_ESCAPE.sub(_unescape, text))
+    if "=" in text and _QP.search(text):
+        with contextlib.suppress(ValueError, binascii.Error):
+            add(_as_text(quopri.decodestring(text.encode("utf-8", "replace")), budget))
+    for match in _HEX.finditer(text):
+        raw = bytes.fromhex(match.group(1))
+        add(_as_text(raw, budget))
+    for match in _BASE64.finditer(text):
+        run = match.group(0)
+        if not run.endswith("=") and (run.islower() or run.isupper() or run.isdigit()):
+            continue  # base64 of anything mixes capitals and small letters (or is padded)
+        if _ALL_HEX.fullmatch(run.rstrip("=")):
+            continue  # a hex run: the hex decoder's
+        raw_b64 = run.replace("-", "+").replace("_", "/").rstrip("=")
+        raw_b64 += "=" * (-len(raw_b64) % 4)
+        try:
+            raw = base64.b64decode(raw_b64, validate=True)
+        except (ValueError, binascii.Error):
+            continue
+        add(_as_text(raw, budget))
+    return found
+
+
+def decoded_texts(value: str) -> tuple[list[str], bool]:
+    """``value`` and everything the decoders make of it (bounded), and whether a payload
+    was too large to decode."""
+    budget = _Budget()
+    texts = [value]
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        following: list[str] = []
+        for text in level:
+            for decoded in _decodings(text, budget):
+                if decoded not in texts and len(texts) < MAX_VARIANTS:
+                    texts.append(decoded)
+                    following.append(decoded)
+        if not following:
+            break
+        level = following
+    return texts, budget.oversized
+
+
+# -- detectors ---------------------------------------------------------------------------
+
+_AT = re.compile(r"\s?[\[(]\s?[aA][tT]\s?[\])]\s?|\uff20|&commat;|&#0*64;|&#[xX]0*40;")
+_EMAIL = re.compile(
+    r"(?<![\w.%+\-])[\w][\w.%+\-]*@(?:[^\W_][\w\-]*\.)+[^\W\d_]{2,}(?![\w\-]*\.?\w)"
+)
+_USERINFO = re.compile(r"://[^\s/@]+@")
+# ``00`` for ``+``: a number standing alone (``0039 347 ...``), not digits inside a token
+_INTERNATIONAL = re.compile(r"(?<![^\s(:=])00(?=[1-9][\d \-./()]{5,}(?!\w))")
+_PLUS = re.compile(r"\+\s?\(?\d")
+_IBAN = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30})(?![A-Za-z0-9])")
+_IBAN_LENGTHS = {
+    entry[:2]: int(entry[2:])
+    for entry in [
+        "AD24",
+        "AE23",
+        "AL28",
+        "AT20",
+        "AZ28",
+        "BA20",
+        "BE16",
+        "BG22",
+        "BH22",
+        "BR29",
+        "BY28",
+        "CH21",
+        "CR22",
+        "CY28",
+        "CZ24",
+        "DE22",
+        "DK18",
+        "DO28",
+        "EE20",
+        "EG29",
+        "ES24",
+        "FI18",
+        "FO18",
+        "FR27",
+        "GB22",
+        "GE22",
+        "GI23",
+        "GL18",
+        "GR27",
+        "GT28",
+        "HR21",
+        "HU28",
+        "IE22",
+        "IL23",
+        "IQ23",
+        "IS26",
+        "IT27",
+        "JO30",
+        "KW30",
+        "KZ20",
+        "LB28",
+        "LC32",
+        "LI21",
+        "LT20",
+        "LU20",
+        "LV21",
+        "MC27",
+        "MD24",
+        "ME22",
+        "MK19",
+        "MR27",
+        "MT31",
+        "MU30",
+        "NL18",
+        "NO15",
+        "PK24",
+        "PL28",
+        "PS29",
+        "PT25",
+        "QA29",
+        "RO24",
+        "RS22",
+        "SA24",
+        "SC31",
+        "SE24",
+        "SI19",
+        "SK24",
+        "SM27",
+        "ST25",
+        "SV28",
+        "TL23",
+        "TN24",
+        "TR26",
+        "UA29",
+        "VA22",
+        "VG24",
+        "XK20",
+    ]
+}
+_CARD = re.compile(r"(?<![\w.\-])(?:\d[ \-]?){12,18}\d(?![\w.\-])")
+_CARD_PREFIX = re.compile(r"4|5[1-5]|2[2-7]|3[47]|6(?:011|5|4[4-9]|2)|35|3(?:0[0-5]|[68])")
+_IPV4 = re.compile(
+    r"(?<![\w.\-/:])"
+    r"((?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))"
+    r"(?![\w\-]|\.\d)"
+)
+_VERSION_WORD = re.compile(
+    r"(?:versions?|ver|releases?|rel|build|firmware|fw|revision|rev|before|prior to|through"
+    r"|thru|fixed in|patched in|upgrade to|update to|since)\s*[:=#]?\s*$",
+    re.IGNORECASE,
+)
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_SECRET_HINT = re.compile(
+    r"\$|eyJ|AKIA|ASIA|k_live|k_test|gh[pousr]_|github_pat|glpat|xox|AIza|sk-|SG\.|npm_"
+    r"|BEGIN|://|md5|(?i:pass|pwd|secret|key|token|scram)"
+)
+_SECRETS = re.compile(
+    r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}"  # bcrypt
+    r"|\$argon2(?:id|i|d)\$"
+    r"|\$scrypt\$|\$7\$[./A-Za-z0-9]{11,}"
+    r"|\$pbkdf2(?:-sha\d+)?\$|pbkdf2_sha\d+\$\d+\$"
+    r"|\$[156]\$(?:rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{22,}"
+    r"|SCRAM-SHA-256\$\d+:"
+    r"|(?<![0-9A-Za-z])md5[0-9a-f]{32}(?![0-9a-f])"
+    r"|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"  # JWT
+    r"|(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9])[sr]k_(?:live|test)_[0-9A-Za-z]{16,}"
+    r"|(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"
+    r"|glpat-[A-Za-z0-9_\-]{20}"
+    r"|xox[abprs]-[A-Za-z0-9\-]{10,}"
+    r"|AIza[0-9A-Za-z_\-]{35}"
+    r"|(?<![A-Za-z0-9])sk-(?:proj-)?[A-Za-z0-9_\-]{20,}"
+    r"|SG\.[\w\-]{16,}\.[\w\-]{16,}"
+    r"|npm_[A-Za-z0-9]{36}"
+    r"|-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"
+    r"|[a-z][a-z0-9+.\-]*://[^\s/:@'\"]+:[^\s/@'\"]+@[\w.\-\[\]]"  # a URL with a password
+    r"|(?i:\b(?:password|passwd|pwd|secret|api[_\-]?key|access[_\-]?token|auth[_\-]?token)"
+    r"[\"']?\s*[:=]\s*[\"']?(?![\"'\s,;)}]|\*+|x+\b|null\b|none\b|redacted\b|<)[^\s\"',;)}]{6,})"
+)
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        d = ord(c) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _iban_ok(candidate: str) -> bool:
+    compact = candidate.replace(" ", "").upper()
+    if _IBAN_LENGTHS.get(compact[:2]) != len(compact):
+        return False
+    rearranged = compact[4:] + compact[:4]
+    try:
+        number = int("".join(str(int(c, 36)) for c in rearranged))
+    except ValueError:
+        return False
+    return number % 97 == 1
+
+
+def _has_email(text: str) -> bool:
+    if "://" in text:  # the user (and password) of a URL is no address
+        text = _USERINFO.sub("://", text)
+    if "@" not in text:
+        if not _AT.search(text):
+            return False
+        text = _AT.sub("@", text)
+    return _EMAIL.search(text) is not None
+
+
+def _has_phone(text: str) -> bool:
+    if "00" in text:
+        text = _INTERNATIONAL.sub("+", text)
+    if "+" not in text or not _PLUS.search(text):
+        return False
+    matcher = phonenumbers.PhoneNumberMatcher(
+        text, None, leniency=phonenumbers.Leniency.VALID, max_tries=64
+    )
+    return matcher.has_next()
+
+
+def _has_ip(text: str) -> bool:
+    for match in _IPV4.finditer(text):
+        start = match.start()
+        if start and text[start - 1] in "vV":
+            continue
+        if _VERSION_WORD.search(text, max(0, start - 24), start):
+            continue
+        address = ipaddress.IPv4Address(match.group(1))
+        if address.is_loopback or address.is_unspecified or match.group(1) == "255.255.255.255":
+            continue
+        return True
+    if ":" in text:
+        for match in _IPV6.finditer(text):
+            piece = match.group(0)
+            if piece.count(":") < 2 or ("::" not in piece and piece.count(":") < 7):
+                continue
+            try:
+                address6 = ipaddress.IPv6Address(piece)
+            except ValueError:
+                continue
+            if not (address6.is_loopback or address6.is_unspecified):
+                return True
+    return False
+
+
+def _has_card(text: str) -> bool:
+    for match in _CARD.finditer(text):
+        digits = match.group(0).replace(" ", "").replace("-", "")
+        if 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and _luhn(digits):
+            return True
+    return False
+
+
+def _has_iban(text: str) -> bool:
+    return any(_iban_ok(m.group(1)) for m in _IBAN.finditer(text))
+
+
+def kinds_in(text: str, *, ip: bool = True, skip: frozenset[str] = frozenset()) -> set[str]:
+    """The kinds of personal data in one (already decoded) text; ``skip``: kinds not
+    looked for (a review accepts them, or they are drkit's own pseudonyms there)."""
+    kinds: set[str] = set()
+    if "email" not in skip and _has_email(text):
+        kinds.add("email")
+    if "phone" not in skip and _has_phone(text):
+        kinds.add("phone")
+    if ip and "ip" not in skip and _has_ip(text):
+        kinds.add("ip")
+    if any(c.isdigit() for c in text):
+        if "card" not in skip and _has_card(text):
+            kinds.add("card")
+        if "iban" not in skip and _has_iban(text):
+            kinds.add("iban")
+    if "secret" not in skip and _SECRET_HINT.search(text) and _SECRETS.search(text):
+        kinds.add("secret")
+    return kinds
+
+
+def analyse(
+    value: str, *, ip: bool = True, skip: frozenset[str] = frozenset()
+) -> tuple[set[str], list[str]]:
+    """The kinds of personal data in ``value`` or anything decoded from it (but the kinds
+    in ``skip``), and every decoded text (``value`` first) for the name and originals
+    searches."""
+    texts, oversized = decoded_texts(value)
+    kinds: set[str] = {"oversized"} if oversized and "oversized" not in skip else set()
+    for text in texts:
+        kinds |= kinds_in(text, ip=ip, skip=skip)
+    return kinds, texts
+
+
+_VERSION_COLUMN = re.compile(r"(?i)version|release|build|firmware|revision|(?:^|_)ver(?:$|_)")
+
+
+def holds_versions(column: str) -> bool:
+    """A column whose name says it holds versions is not searched for IP addresses."""
+    return _VERSION_COLUMN.search(column) is not None

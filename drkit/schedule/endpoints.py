@@ -1,0 +1,151 @@
+"""The scheduler's HTTP port: ``/metrics`` and ``/healthz``.
+
+``/metrics`` is the Prometheus text of the daemon's registry (:mod:`drkit.schedule.metrics`).
+``/healthz`` (and ``/health``) is 200 with a JSON body when every job's last run
+succeeded and none is overdue, 503 naming the jobs otherwise (:func:`job_health`): a
+job is overdue when its last success — or, if it never succeeded, the daemon's start —
+is older than its cron period plus the misfire grace, so a daemon whose jobs never run
+turns unhealthy.  A job skipped because another replica holds the environment's lock
+shows as ``standby``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Protocol
+
+from drkit.errors import OperationError
+from drkit.schedule.jobs import JobState, scrub
+from drkit.schedule.timing import MISFIRE_GRACE, next_runs
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9187
+
+
+class Monitored(Protocol):
+    """What the endpoints show: the metrics registry and the health verdict."""
+
+    registry: CollectorRegistry
+
+    def health(self) -> tuple[int, dict[str, Any]]: ...
+
+
+class MonitoringServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    monitored: Monitored
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MonitoringServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+                body = generate_latest(self.server.monitored.registry)
+                self._send(200, CONTENT_TYPE_LATEST, body)
+            elif path in ("/healthz", "/health"):
+                code, doc = self.server.monitored.health()
+                self._send(code, "application/json", json.dumps(doc, indent=2).encode() + b"\n")
+            elif path == "/":
+                self._send(200, "text/plain", b"drkit scheduler: /metrics /healthz\n")
+            else:
+                self._send(404, "text/plain", b"not found\n")
+        except Exception as exc:
+            log.error("serving %s failed: %s", path, scrub(str(exc)))
+            self._send(500, "text/plain", b"internal error\n")
+
+    def _send(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
+
+
+def bind_server(bind: str, port: int, monitored: Monitored) -> MonitoringServer:
+    """The listening server (not yet serving); OperationError when the port is taken."""
+    try:
+        server = MonitoringServer((bind, port), _Handler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise OperationError(
+                f"port {port} on {bind} is already in use: stop the other "
+                f"process or choose another with --port"
+            ) from None
+        raise OperationError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+    server.monitored = monitored
+    return server
+
+
+def iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
+
+
+def job_health(
+    states: Iterable[JobState], standby: dict[str, bool], started_at: datetime, now: datetime
+) -> tuple[int, dict[str, Any]]:
+    """``/healthz``: (200 or 503, the document), each job's status and the problems."""
+    problems: list[str] = []
+    jobs: list[dict[str, Any]] = []
+    for state in sorted(states, key=lambda s: (s.env, s.job)):
+        name = f"{state.env}/{state.job}"
+        reference = state.last_success or state.baseline
+        deadline = reference + state.period + MISFIRE_GRACE
+        on_standby = standby.get(state.env, False) and state.last_status == "skipped"
+        status = "ok"
+        if on_standby:
+            status = "standby"
+        elif state.last_status == "failure":
+            status = "failing"
+            problems.append(f"{name}: last run failed: {state.last_error}")
+        elif now > deadline:
+            status = "overdue"
+            since = (
+                f"last success {iso(state.last_success)}"
+                if state.last_success
+                else f"never succeeded since {iso(state.baseline)}"
+            )
+            problems.append(f"{name}: overdue ({since}, every {state.period})")
+        upcoming = next_runs(state.cron, state.timezone, 1, now)
+        jobs.append(
+            {
+                "env": state.env,
+                "job": state.job,
+                "cron": state.cron,
+                "timezone": state.timezone,
+                "status": status,
+                "running": state.running_since is not None,
+                "last_run": iso(state.last_started),
+                "last_status": state.last_status,
+                "last_error": state.last_error,
+                "last_success": iso(state.last_success),
+                "overdue_after": iso(deadline),
+                "next_run": iso(upcoming[0]) if upcoming else None,
+                "runs": dict(state.runs),
+            }
+        )
+    if not jobs:
+        problems.append("no job is scheduled: add schedule entries to the policies")
+    doc = {
+        "status": "ok" if not problems else "unhealthy",
+        "problems": problems,
+        "started_at": iso(started_at),
+        "jobs": jobs,
+    }
+    return (200 if not problems else 503), doc
