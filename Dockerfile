@@ -36,7 +36,7 @@ RUN python3 -m venv /opt/drkit \
 ENV DRKIT_POLICY_DIR=/etc/drkit/policies
 
 # ---------------------------------------------------------------------------
-# drkit: the scheduler (`drkit schedule run`), serving /metrics and /healthz on 9187
+# drkit: the scheduler (`drkit schedule run`), serving /metrics, /healthz and /status on 9187
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS drkit
 ARG PG_MAJOR

@@ -272,11 +272,30 @@ class RetentionConfig(StrictModel):
     weekly: int = Field(default=0, ge=0, le=100000)
     monthly: int = Field(default=0, ge=0, le=100000)
     orphan_grace: timedelta = timedelta(hours=24)
+    #: point-in-time recovery over this last stretch only (None: from the oldest kept
+    #: base backup on); older kept base backups keep just the WAL that makes them
+    #: consistent
+    wal: timedelta | None = None
 
     @field_validator("orphan_grace", mode="before")
     @classmethod
     def _grace(cls, v: object) -> timedelta:
         return parse_duration(v)
+
+    @property
+    def wal_text(self) -> str | None:
+        """``retention.wal`` as the policy writes it (``7d``), None when absent."""
+        return format_duration(self.wal) if self.wal is not None else None
+
+    @field_validator("wal", mode="before")
+    @classmethod
+    def _wal(cls, v: object) -> timedelta | None:
+        if v is None:
+            return None
+        duration = parse_duration(v)
+        if duration <= timedelta(0):
+            raise ValueError("retention.wal must be a positive duration (e.g. 7d), or absent")
+        return duration
 
 
 class BackupConfig(StrictModel):
@@ -401,6 +420,8 @@ class Policy(StrictModel):
             for k, v in (("rpo", self.objectives.rpo), ("rto", self.objectives.rto))
         }
         data["retention"]["orphan_grace"] = format_duration(self.retention.orphan_grace)
+        if self.retention.wal is not None:
+            data["retention"]["wal"] = format_duration(self.retention.wal)
         return data
 
 
@@ -421,14 +442,17 @@ _POLICY_KEYS = {
 
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
+    from drkit.suggest import model_keys, unknown_key
+
     problems = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        parts = [p for p in err["loc"] if not str(p).startswith("function-")]
+        loc = ".".join(str(p) for p in parts)
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+        if err["type"] == "extra_forbidden" and parts:
+            msg = unknown_key(parts[-1], model_keys(Policy, parts[:-1]))
         problems.append(f"{loc or '(top level)'}: {msg}")
     return f"{source}: " + "; ".join(problems)
 
@@ -460,7 +484,9 @@ def parse_policy(name: str, raw: Any, source: str) -> Policy:
         raise PolicyError(f"{source}: a policy is a mapping of keys (environment, database, ...)")
     unknown = sorted(str(k) for k in raw if k not in _POLICY_KEYS)
     if unknown:
-        raise PolicyError(f"{source}: {unknown[0]}: unknown key")
+        from drkit.suggest import unknown_key
+
+        raise PolicyError(f"{source}: {unknown[0]}: {unknown_key(unknown[0], _POLICY_KEYS)}")
     data = expand_vars(raw, source=source)
     env_name = data.get("environment", name)
     if not isinstance(env_name, str) or not env_name:
@@ -513,9 +539,13 @@ def load_policy(env: str, policy_dir: Path | str | None = None) -> Policy:
     path = policy_path(env, policy_dir)
     if not path.exists():
         directory = path.parent
-        known = ", ".join(available_environments(directory)) or "none"
+        from drkit.suggest import did_you_mean
+
+        found = available_environments(directory)
+        known = ", ".join(found) or "none"
         raise PolicyError(
-            f"{path}: no policy for environment {env!r} in {directory} (policies found: {known})"
+            f"{path}: no policy for environment {env!r} in {directory}"
+            f"{did_you_mean(env, found)} (policies found: {known})"
         )
     return parse_policy(env, read_yaml(path, PolicyError), str(path))
 

@@ -9,10 +9,19 @@ unchanged, and its numbering starts at Monday = 0: ``0 3 * * 0`` would run on
 *Monday*, not on Sunday as in cron(5).  :func:`cron_trigger` rewrites that field into
 weekday names (``sun``, ``mon``, ...), expanding ranges and steps with cron's
 numbering (0 and 7 are Sunday), so every expression means what it means in crontab.
+
+APScheduler 3 also fires a fixed-time job twice when the autumn DST change repeats its
+hour (``0 2 * * *`` in Europe/Rome: 02:00 CEST, then 02:00 CET).  The trigger
+:func:`cron_trigger` makes (:class:`_CronOnceTrigger`, built on first use) skips the
+second pass of a repeated wall-clock time, as cron(8) does, unless the hour field is a
+wildcard (``*``, ``*/2``): such a job keeps its rhythm in elapsed time through the
+change, again as cron does.  The spring gap needs nothing: a time that does not exist
+that day fires once, just after the change.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 _NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -67,19 +76,58 @@ def check_cron(expr: str, timezone: str) -> str:
     return expr
 
 
-def cron_trigger(expr: str, timezone: Any) -> Any:
-    """An APScheduler ``CronTrigger`` for a five-field cron expression in ``timezone``."""
-    from apscheduler.triggers.cron import CronTrigger
+def repeated_wall_time(fire: datetime) -> bool:
+    """True when ``fire`` is the second pass of a local time an autumn DST change repeats."""
+    if fire.tzinfo is None:
+        return False
+    wall = fire.replace(tzinfo=None)
+    first = wall.replace(tzinfo=fire.tzinfo, fold=0)
+    return first.utcoffset() != fire.utcoffset() and first.astimezone(UTC) < fire.astimezone(UTC)
 
+
+_trigger_class: Any = None
+
+
+def _once_trigger_class() -> Any:
+    """The trigger class, built on first use so APScheduler loads only with a trigger."""
+    global _trigger_class
+    if _trigger_class is None:
+        from apscheduler.triggers.cron import CronTrigger
+
+        class _CronOnceTrigger(CronTrigger):  # type: ignore[misc]
+            """A CronTrigger that runs a fixed-hour job once on the autumn DST change."""
+
+            def __init__(self, *args: Any, hour_wildcard: bool, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.hour_wildcard = hour_wildcard
+
+            def get_next_fire_time(
+                self, previous_fire_time: datetime | None, now: datetime
+            ) -> datetime | None:
+                fire: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+                while fire is not None and not self.hour_wildcard and repeated_wall_time(fire):
+                    # this wall-clock time already fired, an hour ago: the next one instead
+                    after = fire.astimezone(UTC) + timedelta(microseconds=1)
+                    fire = super().get_next_fire_time(None, after)
+                return fire
+
+        _trigger_class = _CronOnceTrigger
+    return _trigger_class
+
+
+def cron_trigger(expr: str, timezone: Any) -> Any:
+    """The APScheduler trigger of a five-field cron expression in ``timezone``: cron's
+    day-of-week numbering, and one run of a fixed-hour job on the autumn DST change."""
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"{expr!r} is not a five-field cron expression")
     minute, hour, day, month, dow = fields
-    return CronTrigger(
+    return _once_trigger_class()(
         minute=minute,
         hour=hour,
         day=day,
         month=month,
         day_of_week=cron_day_of_week(dow),
         timezone=timezone,
+        hour_wildcard=hour.startswith("*"),
     )

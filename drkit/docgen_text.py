@@ -76,6 +76,11 @@ POLICY_KEYS: dict[str, str] = {
     "retention.monthly": "Keep the newest backup of each of the last N calendar months.",
     "retention.orphan_grace": "A backup without a manifest (an interrupted run) older than "
     "this is removed.",
+    "retention.wal": "Point-in-time recovery over this last stretch only (e.g. 14d): WAL is "
+    "kept from the start of the newest kept base backup consistent at least this long before "
+    "the newest base backup (or now, when earlier); older kept base backups keep just the WAL "
+    "that makes them consistent (their start..stop segments) and restore to that point only. "
+    "Absent: WAL is kept from the oldest kept base backup on.",
     "backup": "Logical backups: when pg_dump runs in directory format with parallel jobs.",
     "backup.parallel_threshold": "A database larger than this (pg_database_size) is dumped "
     "in directory format (`pg_dump -Fd -j`), one stored object per table file, by a backup "

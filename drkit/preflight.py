@@ -11,7 +11,8 @@ for a failed check (the caller decides the exit code), and nothing is left behin
    BYPASSRLS where a table has row-level security (backups and sanitize sources);
 3. ``archiving`` (only with ``wal_archiving: true``): ``archive_mode`` and
    ``archive_command`` as the server has them, then a real round trip: a WAL switch and
-   a wait until that segment is in the repository;
+   a wait until that segment is in the repository, cut short (with the server's last
+   archiver failure and its log line) as soon as ``pg_stat_archiver`` records a failure;
 4. ``repository``: a probe object written (through compression and encryption), read
    back, compared and deleted;
 5. ``encryption``: the recipients parse, and the identity (where one is configured)
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from drkit.config import Policy
-from drkit.drill.report import FAIL, PASS
+from drkit.drill.report import FAIL, PASS, WARN
 from drkit.errors import DrkitError
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,6 @@ log = logging.getLogger(__name__)
 
 #: how long the archive round trip waits for the switched segment
 ARCHIVE_TIMEOUT = 60.0
-#: a check that found something to fix that breaks nothing (exit 0)
-WARN = "WARN"
 
 
 @dataclass
@@ -166,6 +165,8 @@ def _check_database(report: CheckReport, policy: Policy, sanitize_source: bool) 
                 f"PostgreSQL {server_version(conn)}, connected as {user[0] if user else '?'}",
             )
             _check_table_access(report, conn, name, sanitize_source)
+            _check_restore_privileges(report, conn, name)
+            _check_collation(report, conn, name, _needs_base_backups(policy))
         except Exception as exc:  # a failed catalog query is a failed check, not a crash
             report.add(f"privileges {name}", False, first_line(exc))
         if first is None:
@@ -218,6 +219,137 @@ def _check_table_access(report: CheckReport, conn: Any, name: str, sanitize_sour
         + (" (sanitize source)" if sanitize_source else "")
     )
     report.add(f"privileges {name}", not problems, detail)
+
+
+#: the objects a restore over the database drops and re-creates (``--clean``), each with
+#: its owner; the schemas and extensions initdb made are left alone by pg_restore
+_RESTORED_OBJECTS = """
+WITH objects AS (
+    SELECT 'schema' AS kind, quote_ident(n.nspname) AS name, n.nspowner AS owner, n.oid,
+           'pg_namespace'::regclass AS catalog
+    FROM pg_namespace n WHERE n.oid >= 16384
+    UNION ALL
+    SELECT 'relation', format('%I.%I', n.nspname, c.relname), c.relowner, c.oid,
+           'pg_class'::regclass
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND c.oid >= 16384
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%'
+    UNION ALL
+    SELECT 'function', format('%I.%I', n.nspname, p.proname), p.proowner, p.oid,
+           'pg_proc'::regclass
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    UNION ALL
+    SELECT 'extension', quote_ident(e.extname), e.extowner, e.oid, 'pg_extension'::regclass
+    FROM pg_extension e WHERE e.oid >= 16384
+)
+SELECT o.kind, o.name, pg_get_userbyid(o.owner) FROM objects o
+WHERE NOT pg_has_role(current_user, o.owner, 'USAGE')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.catalog
+                  AND d.objid = o.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def _check_restore_privileges(report: CheckReport, conn: Any, name: str) -> None:
+    """What ``drkit restore ENV latest --force`` needs as this role: to drop and
+    re-create every object of the database, as its owner (or a member of its owner's
+    role); the grants on system functions a non-superuser restore leaves out are said."""
+    from drkit.pg.connect import is_superuser
+
+    if is_superuser(conn):
+        report.add(f"privileges restore {name}", True, "superuser: restores everything")
+        return
+    foreign = conn.execute(_RESTORED_OBJECTS).fetchall()
+    row = conn.execute(
+        "SELECT pg_has_role(current_user, datdba, 'USAGE'), "
+        "has_database_privilege(current_database(), 'CREATE'), "
+        "(SELECT rolcreatedb FROM pg_roles WHERE rolname = current_user) "
+        "FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    owns, create, createdb = (bool(v) for v in row) if row else (False, False, False)
+    problems = []
+    if foreign:
+        kind, obj, owner = foreign[0]
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        problems.append(
+            f"a restore over {name} cannot drop {kind} {obj}{more}, owned by {owner}: "
+            f"GRANT {owner} TO the role, or ALTER ... OWNER TO it"
+        )
+    if not (owns or create):
+        problems.append(f"no CREATE on database {name}: ALTER DATABASE {name} OWNER TO the role")
+    recreate = (
+        "re-creates it if dropped (CREATEDB)"
+        if createdb
+        else "cannot re-create it if dropped (no CREATEDB: a superuser runs CREATE DATABASE "
+        f"{name} OWNER the role first)"
+    )
+    report.add(
+        f"privileges restore {name}",
+        not problems,
+        "; ".join(problems)
+        or f"owns what a restore re-creates; {recreate}; grants on system functions "
+        "(pg_create_restore_point, pg_switch_wal) are a superuser's to re-make in a new database",
+    )
+
+
+def _check_collation(report: CheckReport, conn: Any, name: str, physical: bool) -> None:
+    """The database's collation version against the server's libc now, and (where base
+    backups are taken) against this host's, where drills and restores start the copy:
+    text indexes built under one version are out of order under another."""
+    if conn.info.server_version < 150000:  # datcollversion is PostgreSQL 15+
+        return
+    row = conn.execute(
+        "SELECT datlocprovider, datcollate, datcollversion, "
+        "pg_database_collation_actual_version(oid) FROM pg_database "
+        "WHERE datname = current_database()"
+    ).fetchone()
+    if row is None:
+        return
+    provider, collate, recorded, actual = (str(v) if v is not None else "" for v in row)
+    check = f"collation {name}"
+    if recorded != actual:
+        report.warn(
+            check,
+            f"{name} was created with collation version {recorded or 'none'}, the server's "
+            f"libraries now give {actual or 'none'}: REINDEX its text indexes, then ALTER "
+            f"DATABASE {name} REFRESH COLLATION VERSION",
+        )
+        return
+    # C, POSIX and C.<encoding> sort by code point on every libc: PostgreSQL versions none
+    if not physical or provider != "c" or collate in ("C", "POSIX") or collate.startswith("C."):
+        report.add(check, True, f"collation version {recorded or 'not versioned'} ({collate})")
+        return
+    libc, _, version = _host_libc().partition(" ")
+    here = f"{libc} {version}".strip() or "a libc that is not glibc"
+    if not recorded:
+        report.warn(
+            check,
+            f"{name} ({collate}) reports no collation version (musl libc, as in an alpine "
+            f"image, records none): a base backup restored or drilled on {here} keeps text "
+            "indexes sorted by the other libc: REINDEX them after such a restore",
+        )
+    elif libc != "glibc" or version != recorded:
+        report.warn(
+            check,
+            f"{name} ({collate}) has collation version {recorded}, this host (where drills "
+            f"and point-in-time restores start the copy) has {here}: text indexes of a base "
+            "backup are out of order there: REINDEX them after such a restore",
+        )
+    else:
+        report.add(check, True, f"collation version {recorded} ({collate}) as on this host")
+
+
+def _host_libc() -> str:
+    """This host's C library as glibc names itself at run time ("glibc 2.36"); "" for
+    another (musl has no such name)."""
+    import os
+
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):
+        return ""
 
 
 def _check_physical_privileges(report: CheckReport, conn: Any) -> None:
@@ -311,10 +443,14 @@ def _check_archiving(report: CheckReport, policy: Policy, conn: Any, repo: Any) 
     report.add("archive_command", True, f"archive_mode = {mode}, drkit wal-push {policy.name}")
     started = time.monotonic()
     try:
-        conn.execute("SELECT txid_current()")  # so that there is WAL to switch away from
+        # the server's clock before the switch: an archiver failure from then on is
+        # reported as soon as the server records it, not after ARCHIVE_TIMEOUT
+        row = conn.execute("SELECT clock_timestamp(), txid_current()").fetchone()
+        switched_at = row[0] if row else None  # txid_current: WAL to switch away from
         row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
         segment = str(row[0]) if row else ""
-        wait_for_wal(repo, [segment], ARCHIVE_TIMEOUT, policy.database.url.get_secret_value())
+        dsn = policy.database.url.get_secret_value()
+        wait_for_wal(repo, [segment], ARCHIVE_TIMEOUT, dsn, failed_since=switched_at)
     except DrkitError as exc:
         report.add("archive round trip", False, str(exc))
         return

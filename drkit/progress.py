@@ -8,7 +8,9 @@ Core code emits :class:`ProgressEvent` values through an :data:`OnProgress` sink
   known (``None`` otherwise) and whether that total is only an ``estimate``;
 - later events ``advance`` it by a number of ``unit`` (bytes or rows) done since the
   previous event;
-- a last event with ``state="done"`` ends it, with the ``seconds`` it took.
+- a last event with ``state="done"`` ends it, with the ``seconds`` it took; one with
+  ``state="aborted"`` ends a phase that did not complete (an error, Ctrl-C), so nothing
+  ever shows a phase as done that was not.
 
 :class:`Meter` is the one helper core code uses to emit them; a ``None`` sink makes it
 a no-op.  The rendering (rich, on a TTY only) lives in the CLI layer.  Pure helpers for
@@ -27,7 +29,7 @@ from typing import Any, Literal
 from drkit.streams import CountingReader
 
 Unit = Literal["bytes", "rows"]
-State = Literal["running", "done"]
+State = Literal["running", "done", "aborted"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class ProgressEvent:
     unit: Unit = "bytes"
     estimate: bool = False
     state: State = "running"
-    #: with ``state="done"``: the phase's wall time for this item
+    #: with ``state="done"`` or ``"aborted"``: the phase's wall time for this item
     seconds: float | None = None
 
 
@@ -55,7 +57,9 @@ def ignore_progress(_event: ProgressEvent) -> None:
 
 class Meter:
     """Emits the events of one (phase, item): ``Meter(...)`` starts it, calling it with a
-    count advances it, :meth:`finish` (or leaving its ``with`` block) ends it."""
+    count advances it, :meth:`finish` ends it done and :meth:`abort` ends it undone.
+    Leaving its ``with`` block finishes it, or aborts it when an exception (an error,
+    Ctrl-C's KeyboardInterrupt) leaves the block."""
 
     def __init__(
         self,
@@ -85,20 +89,30 @@ class Meter:
             self._emit(ProgressEvent(self.phase, self.item, n, unit=self.unit))
 
     def finish(self) -> float:
-        """End the phase (once); returns its wall time in seconds."""
+        """End the phase as done (once); returns its wall time in seconds."""
+        return self._end("done")
+
+    def abort(self) -> float:
+        """End the phase as not done (once): it failed or was interrupted."""
+        return self._end("aborted")
+
+    def _end(self, state: State) -> float:
         took = time.monotonic() - self.started
         with self._lock:
             if self._finished:
                 return took
             self._finished = True
-        self._emit(ProgressEvent(self.phase, self.item, unit=self.unit, state="done", seconds=took))
+        self._emit(ProgressEvent(self.phase, self.item, unit=self.unit, state=state, seconds=took))
         return took
 
     def __enter__(self) -> Meter:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.finish()
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
 
 
 class MeteredReader(CountingReader):

@@ -8,18 +8,24 @@ pasted into the server's configuration.
 
 from __future__ import annotations
 
+import os
 import pwd
+import shutil
 import stat
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 import yaml
 from psycopg import sql
 
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, free_port
 from drkit.wal import prepare_file_repository
-from tests.conftest import DrkitRunner
+from tests.conftest import DrkitRunner, S3Server
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
 
@@ -212,3 +218,166 @@ def test_archive_command_refuses_a_policy_the_server_user_cannot_read(
         result = run_drkit("archive-command", "prod", policy_dir=policy_dir)
         assert result.code == 2
         assert "not reachable by the OS user" in result.stderr
+
+
+@pytest.fixture
+def env_dir() -> Iterator[Path]:
+    """A root-only directory for the env files archive-command writes, removed after."""
+    Path("/var/lib/drkit").mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="env-test-", dir="/var/lib/drkit"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _set_archive_command(cluster: LocalCluster, line: str) -> None:
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(line)))
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def test_archive_command_lines_work_in_the_servers_own_environment(
+    run_drkit: DrkitRunner, env_dir: Path
+) -> None:
+    """The policy's ${VAR}s resolve in drkit's shell; PostgreSQL runs archive_command in
+    its own environment, which does not have them.  On e8a05ad the printed line failed
+    there ("environment variable ... is not set") while `check` waited 60 s for the
+    segment before saying so.  The line now names an env file (0600, the server's OS
+    user's) holding what the policy needs; a line without it is diagnosed from
+    pg_stat_archiver within seconds."""
+    secret = "i21-never-shown-" + "x" * 8
+    with shared_dir() as root:
+        repo_dir = root / "repo"
+        repo_dir.mkdir(mode=0o755)
+        policy_dir = root / "policies"
+        policy_dir.mkdir()
+        # started from this process: its environment has neither variable
+        cluster = LocalCluster.create(
+            root / "pg", settings={"archive_mode": "on", "archive_command": "exit 1"}, fast=True
+        )
+        try:
+            doc = {
+                "environment": "prod",
+                "database": {"url": cluster.dsn()},
+                "repository": {"url": "file://${DRKIT_I21_REPO}"},
+                "wal_archiving": True,
+            }
+            (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+            chown_tree(policy_dir, cluster_os_user())
+            env = {"DRKIT_I21_REPO": str(repo_dir), "DRKIT_AGE_IDENTITY_FILE": f"/{secret}"}
+            env["DRKIT_ENV_DIR"] = str(env_dir)
+            lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
+            assert lines.code == 0, lines.stderr
+            doc_out = lines.json()
+            assert secret not in lines.stdout + lines.stderr
+            env_file = Path(doc_out["env_file"])
+            assert doc_out["env_variables"] == ["DRKIT_AGE_IDENTITY_FILE", "DRKIT_I21_REPO"]
+            assert str(env_file) in doc_out["archive_command"]
+            assert str(env_file) in doc_out["restore_command"]
+            st = env_file.stat()
+            assert stat.S_IMODE(st.st_mode) == 0o600
+            assert st.st_uid == pwd.getpwnam(str(cluster_os_user())).pw_uid
+            _set_archive_command(cluster, doc_out["archive_command"])
+            check = run_drkit("check", "prod", policy_dir=policy_dir, env=env)
+            assert "PASS archive round trip" in check.stdout, check.stdout + check.stderr
+            assert secret not in check.stdout + check.stderr
+            # restore_command, run as the server's OS user with nothing in its environment
+            wal_dir = repo_dir / "prod" / "wal"
+            segment = min(p.name for p in wal_dir.rglob("0000*") if p.is_file())[:24]
+            fetched = root / "fetched"
+            fetched.mkdir()
+            chown_tree(fetched, cluster_os_user())
+            line = doc_out["restore_command"].replace("%f", segment)
+            line = line.replace("%p", str(fetched / "RECOVERYXLOG"))
+            proc = subprocess.run(
+                ["runuser", "-u", str(cluster_os_user()), "--", "env", "-i", "sh", "-c", line],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                cwd="/",
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert (fetched / "RECOVERYXLOG").stat().st_size == 16 * 1024 * 1024
+
+            # the env file opened to others is refused, never read
+            env_file.chmod(0o644)
+            failed = run_drkit(
+                "--json", "check", "prod", policy_dir=policy_dir, env=env, timeout=40
+            )
+            env_file.chmod(0o600)
+            assert failed.code == 3, failed.stdout + failed.stderr
+            (trip,) = [c for c in failed.json()["checks"] if c["name"] == "archive round trip"]
+            assert trip["status"] == "FAIL" and "archiver failed" in trip["detail"], trip
+
+            # the line of before: the server's archiver fails at once; check says so in
+            # seconds (its wait is 60 s), naming the segment the server failed on
+            from drkit.wal import archive_command
+
+            _set_archive_command(cluster, archive_command("prod", policy_dir, cluster_os_user()))
+            failed = run_drkit(
+                "--json", "check", "prod", policy_dir=policy_dir, env=env, timeout=40
+            )
+            assert failed.code == 3, failed.stdout + failed.stderr
+            (trip,) = [c for c in failed.json()["checks"] if c["name"] == "archive round trip"]
+            assert trip["status"] == "FAIL", trip
+            assert "the server's archiver failed" in trip["detail"], trip
+            assert "within 60s" not in trip["detail"], trip
+            assert secret not in failed.stdout + failed.stderr
+        finally:
+            cluster.destroy()
+
+
+def test_the_printed_lines_reach_the_same_s3_repository_under_env_i(
+    run_drkit: DrkitRunner, s3_server: S3Server, env_dir: Path
+) -> None:
+    """With an empty environment (systemd, `env -i`) wal-push had no credentials and no
+    endpoint: ``${DRKIT_I21_S3:-}`` fell back to AWS itself instead of the S3-compatible
+    store the backups use.  The env file pins the endpoint and the AWS_* credentials, and
+    the line archives a real segment into the policy's bucket from nothing at all."""
+    bucket = s3_server.create_bucket()
+    user = str(cluster_os_user())
+    with shared_dir() as root:
+        policy_dir = root / "policies"
+        policy_dir.mkdir()
+        cluster = LocalCluster.create(
+            root / "pg", settings={"archive_mode": "on", "archive_command": "exit 1"}, fast=True
+        )
+        try:
+            doc = {
+                "environment": "prod",
+                "database": {"url": cluster.dsn()},
+                "repository": {
+                    "url": "s3://${DRKIT_I21_BUCKET}/drkit",
+                    "endpoint_url": "${DRKIT_I21_S3:-}",
+                    "region": "us-east-1",
+                },
+            }
+            (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+            chown_tree(policy_dir, user)
+            env = {"DRKIT_I21_BUCKET": bucket, "DRKIT_I21_S3": s3_server.endpoint}
+            env["DRKIT_ENV_DIR"] = str(env_dir)
+            lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
+            assert lines.code == 0, lines.stderr
+            pinned = lines.json()["env_variables"]
+            assert {"DRKIT_I21_BUCKET", "DRKIT_I21_S3", "AWS_SECRET_ACCESS_KEY"} <= set(pinned)
+            assert os.environ["AWS_SECRET_ACCESS_KEY"] not in lines.stdout + lines.stderr
+            with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+                conn.execute("SELECT txid_current()")
+                row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            assert row is not None
+            segment = str(row[0])
+            line = lines.json()["archive_command"].replace("%p", f"pg_wal/{segment}")
+            proc = subprocess.run(
+                ["runuser", "-u", user, "--", "env", "-i", "sh", "-c", line],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+                cwd=str(cluster.data_dir),
+            )
+            assert proc.returncode == 0, proc.stderr
+            stored = s3_server.objects(bucket, "drkit/prod/wal/")
+            assert any(segment in key for key in stored), stored
+        finally:
+            cluster.destroy()

@@ -162,3 +162,58 @@ def test_policy_check_cli(tmp_path: Path, run_drkit) -> None:  # type: ignore[no
     assert "Traceback" not in bad.stderr
     missing = run_drkit("backups", "nowhere", policy_dir=tmp_path)
     assert missing.code == 2 and "no policy for environment 'nowhere'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("patch", "line"),
+    [
+        ({"retention": {"weekley": 8}}, "retention.weekley: unknown key (did you mean weekly?)"),
+        ({"objectivs": {"rpo": "1h"}}, "objectivs: unknown key (did you mean objectives?)"),
+        (
+            {"schedule": {"logical_bakup": "0 2 * * *"}},
+            "schedule.logical_bakup: unknown key (did you mean logical_backup?)",
+        ),
+        (
+            {"repository": {"url": "file:///r", "compresion": {"algorithm": "zstd"}}},
+            "repository.compresion: unknown key (did you mean compression?)",
+        ),
+        ({"retention": {"zzzzzz": 1}}, "retention.zzzzzz: unknown key"),  # nothing close
+    ],
+)
+def test_a_misspelt_policy_key_names_the_nearest_one_in_one_line_exit_2(
+    tmp_path: Path,
+    run_drkit,  # type: ignore[no-untyped-def]
+    patch: dict[str, object],
+    line: str,
+) -> None:
+    write(tmp_path, "prod", {**BASE, **patch})
+    result = run_drkit("policy", "check", "prod", policy_dir=tmp_path)
+    assert result.code == 2
+    error_lines = [x for x in result.stderr.splitlines() if x.startswith("drkit: error:")]
+    assert error_lines == [f"drkit: error: {tmp_path / 'prod.yaml'}: {line}"]
+    if "did you mean" not in line:
+        assert "did you mean" not in result.stderr
+
+
+def test_a_misspelt_environment_names_the_nearest_policy(tmp_path: Path) -> None:
+    write(tmp_path, "prod", BASE)
+    write(tmp_path, "staging", {**BASE, "environment": "staging"})
+    with pytest.raises(PolicyError, match=r"'prd' in .* \(did you mean prod\?\) \(policies found"):
+        load_policy("prd", tmp_path)
+    with pytest.raises(PolicyError) as far:
+        load_policy("qa", tmp_path)
+    assert "did you mean" not in str(far.value)
+
+
+def test_retention_wal_is_a_positive_duration_or_absent(tmp_path: Path) -> None:
+    write(tmp_path, "prod", {**BASE, "retention": {"daily": 7, "wal": "14d"}})
+    policy = load_policy("prod", tmp_path)
+    assert policy.retention.wal == timedelta(days=14)
+    assert policy.masked()["retention"]["wal"] == "14d"
+    write(tmp_path, "prod", BASE)
+    assert load_policy("prod", tmp_path).retention.wal is None  # WAL from the oldest kept backup
+    for bad in ("0s", "two weeks"):
+        write(tmp_path, "prod", {**BASE, "retention": {"wal": bad}})
+        with pytest.raises(PolicyError, match=r"retention\.wal") as info:
+            load_policy("prod", tmp_path)
+        assert info.value.exit_code == 2

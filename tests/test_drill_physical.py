@@ -25,7 +25,8 @@ from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import Repository
 from drkit.wal import find_wal_key
 from tests.conftest import DrkitRunner, pg_versions
-from tests.test_drill import assert_scratch_gone, checks_by_name, drill
+from tests.test_drill import assert_scratch_gone, checks_by_name, drill, junit
+from tests.test_json_contract import valid
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
 
 pytestmark = pytest.mark.slow
@@ -172,4 +173,108 @@ def test_physical_drill_replays_wal_and_honours_a_target(
     assert gapped.code == 3, gapped.stdout + gapped.stderr
     restore_check = checks_by_name(gapped.json())["restore base backup + WAL"]
     assert restore_check["status"] == "FAIL" and lost in restore_check["detail"]
+    assert_scratch_gone(scratch_root)
+
+
+def app_database(arch: Archived) -> str:
+    """The application's own database (a dump of ``postgres`` cannot be restored into a
+    fresh cluster, which has one), with an empty marker table."""
+    arch.execute("CREATE DATABASE app")
+    app = arch.dsn("app")
+    arch.execute("CREATE TABLE marker (id serial PRIMARY KEY, label text NOT NULL)", app)
+    return app
+
+
+def every_kind_policy(arch: Archived, **extra: object) -> None:
+    """The shipped prod shape: logical backups nightly and WAL archiving for the RPO."""
+    doc = {
+        "environment": "prod",
+        "database": {"url": arch.dsn("app")},
+        "repository": arch.repo_block,
+        "schedule": {"logical_backup": "0 2 * * *", "drill": "0 5 * * 1"},
+        "wal_archiving": True,
+        "objectives": {"rpo": "1h", "rto": "30m"},
+        "drill": {
+            "checks": {
+                "row_counts": False,
+                "amcheck": False,
+                "sql": [{"name": "after", "query": "SELECT count(*) = 3 FROM marker"}],
+            }
+        },
+        **extra,
+    }
+    (arch.policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    chown_tree(arch.policy_dir, cluster_os_user())
+
+
+def test_the_scheduled_drill_proves_every_kind_the_policy_takes(
+    archived: Archived, run_drkit: DrkitRunner, scratch_root: Path
+) -> None:
+    """On e8a05ad `drkit drill prod` (what the schedule runs) drilled the newest backup
+    only: Monday's logical dump after Sunday's base backup, so point-in-time recovery,
+    the path behind the 1 h RPO, was never drilled.  Each kind gets its own verdict, in
+    one report; the physical one replays to the end of the window (the marker row and
+    the last archived WAL record)."""
+    arch = archived
+    app = app_database(arch)
+    every_kind_policy(arch)
+    base = run_drkit("backup", "prod", "--physical", "--json", policy_dir=arch.policy_dir)
+    assert base.code == 0, base.stderr
+    arch.execute("INSERT INTO marker (label) VALUES ('a'), ('b'), ('c')", app)
+    dump = run_drkit("backup", "prod", "--json", policy_dir=arch.policy_dir)
+    assert dump.code == 0, dump.stderr  # the newest backup is the logical one
+    repo = Repository.for_policy(load_policy("prod", arch.policy_dir))
+    arch.switch_and_wait(lambda name: find_wal_key(repo, name) is not None)
+
+    done = drill(run_drkit, arch.policy_dir, scratch_root, "--json", timeout=600)
+    report = valid("drill", done)  # the published schema, each kind's report included
+    assert report["verdict"] == "PASS" and set(report["kinds"]) == {"logical", "physical"}
+    logical, physical = report["kinds"]["logical"], report["kinds"]["physical"]
+    assert logical["verdict"] == physical["verdict"] == "PASS"
+    assert logical["backup"]["id"] == dump.json()["id"]
+    assert physical["backup"]["id"] == base.json()["id"]
+    checks = checks_by_name(physical)
+    assert checks["sql: after"]["status"] == "PASS"  # the marker rows came from WAL replay
+    assert checks["WAL replayed to the end of the archive"]["status"] == "PASS"
+    assert physical["recovery_point"]["reached"] > physical["backup"]["consistent_at"]
+    # one report: every check of both, each tagged with its kind; stored once
+    kinds = {(c["backup_kind"], c["name"]) for c in report["checks"]}
+    assert ("logical", "sql: after") in kinds and ("physical", "sql: after") in kinds
+    assert report["backup"]["kind"] == "physical"  # the measures of the RPO path
+    stored = repo.get_json(f"drills/{report['id']}/report.json")
+    assert stored["verdict"] == "PASS" and set(stored["kinds"]) == {"logical", "physical"}
+    assert_scratch_gone(scratch_root)
+
+
+def test_a_kind_the_policy_takes_but_never_backed_up_fails_the_drill(
+    archived: Archived, run_drkit: DrkitRunner, scratch_root: Path
+) -> None:
+    """WAL archiving without a base backup is no recovery path: the drill FAILs that kind
+    (exit 3, naming it) rather than passing on the logical backup alone."""
+    arch = archived
+    app = app_database(arch)
+    arch.execute("INSERT INTO marker (label) VALUES ('a'), ('b'), ('c')", app)
+    every_kind_policy(arch)
+    dump = run_drkit("backup", "prod", "--json", policy_dir=arch.policy_dir)
+    assert dump.code == 0, dump.stderr
+
+    done = drill(run_drkit, arch.policy_dir, scratch_root, "--json", timeout=600)
+    report = valid("drill", done, 3)
+    assert report["verdict"] == "FAIL"
+    assert report["kinds"]["logical"]["verdict"] == "PASS"
+    missing = report["kinds"]["physical"]
+    assert missing["verdict"] == "FAIL"
+    assert checks_by_name(missing)["a physical backup to drill"]["observed"] == "none"
+    reports = arch.root / "reports"
+    plain = drill(run_drkit, arch.policy_dir, scratch_root, "--report-dir", str(reports))
+    assert plain.code == 3
+    assert "physical: a physical backup to drill" in plain.stderr, plain.stderr
+    assert "kinds: logical PASS, physical FAIL" in plain.stdout, plain.stdout
+    assert "logical PASS, physical FAIL" in (reports / "report.md").read_text()
+    cases = {c.get("name"): c for c in junit(reports / "junit.xml").iter("testcase")}
+    assert cases["physical: a physical backup to drill"].find("failure") is not None
+    # asked for the newest backup by name, the drill is of that one alone
+    one = drill(run_drkit, arch.policy_dir, scratch_root, "--backup", "latest", "--json")
+    assert one.code == 0, one.stdout + one.stderr
+    assert one.json()["kinds"] is None and one.json()["backup"]["kind"] == "logical"
     assert_scratch_gone(scratch_root)

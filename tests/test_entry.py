@@ -3,27 +3,40 @@ the CLI's contract (exit codes, one-line errors) without importing the CLI frame
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from drkit.errors import OperationError, UsageError
 from drkit.wal.entry import parse as parse_wal_command
+from drkit.wal.envfile import apply_env_file, write_env_file
 
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["wal-push", "prod", "pg_wal/0001"], ("wal-push", ["prod", "pg_wal/0001"], None)),
+        (
+            ["wal-push", "prod", "pg_wal/0001"],
+            ("wal-push", ["prod", "pg_wal/0001"], None, None),
+        ),
         (
             ["--policy-dir", "/p", "wal-push", "prod", "x"],
-            ("wal-push", ["prod", "x"], "/p"),
+            ("wal-push", ["prod", "x"], "/p", None),
         ),
         (
             ["wal-fetch", "prod", "0001", "pg_wal/RECOVERYXLOG", "--policy-dir=/p"],
-            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], "/p"),
+            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], "/p", None),
         ),
+        (
+            ["wal-push", "prod", "x", "--policy-dir", "/p", "--env-file", "/e/prod.json"],
+            ("wal-push", ["prod", "x"], "/p", "/e/prod.json"),
+        ),
+        (["wal-push", "prod", "x", "--env-file="], None),
         (["wal-push", "prod", "x", "--json"], None),  # machine output: the full CLI
         (["-v", "wal-push", "prod", "x"], None),
         (["wal-push", "prod"], None),  # a usage error is the CLI's to explain
@@ -98,3 +111,41 @@ def test_a_command_imports_its_own_module_only() -> None:
     backup = _modules_after("run(['backup', '--help'])")
     assert {f"drkit.cli.{m}" for m in commands} & backup == {"drkit.cli.backup"}
     assert "rich" not in backup
+
+
+def test_an_env_file_is_applied_only_when_nobody_else_could_have_written_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What archive_command reads before the policy decides where WAL goes: a file in a
+    tree others can write, open to others, another user's or not drkit's is refused."""
+    monkeypatch.setenv("DRKIT_ENV_DIR", str(tmp_path / "env"))  # below /tmp: anyone's
+    with pytest.raises(UsageError, match="writable by group or others"):
+        write_env_file("prod", tmp_path, {"DRKIT_I21_A": "x"}, None)
+    Path("/var/lib/drkit").mkdir(parents=True, exist_ok=True)
+    safe = Path(tempfile.mkdtemp(prefix="envfile-test-", dir="/var/lib/drkit"))
+    try:
+        monkeypatch.setenv("DRKIT_ENV_DIR", str(safe / "env"))
+        monkeypatch.setenv("DRKIT_I21_A", "from the server's environment")
+        monkeypatch.setenv("DRKIT_I21_B", "stale")
+        values = {"DRKIT_I21_A": "resolved", "DRKIT_I21_B": None}
+        path = write_env_file("prod", tmp_path, values, None)
+        assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+        assert sorted(apply_env_file(path)) == ["DRKIT_I21_A", "DRKIT_I21_B"]
+        assert os.environ["DRKIT_I21_A"] == "resolved" and "DRKIT_I21_B" not in os.environ
+        path.chmod(0o640)
+        with pytest.raises(OperationError, match="open to others"):
+            apply_env_file(path)
+        path.chmod(0o600)
+        os.chown(path, 65534, 65534)
+        with pytest.raises(OperationError, match="owned by uid 65534"):
+            apply_env_file(path)
+        os.chown(path, 0, 0)
+        path.write_text('{"set": {"A": 1}}')
+        with pytest.raises(OperationError, match="not one drkit wrote"):
+            apply_env_file(path)
+        path.unlink()
+        with pytest.raises(OperationError, match="is missing") as missing:
+            apply_env_file(path)
+        assert "resolved" not in str(missing.value)
+    finally:
+        shutil.rmtree(safe, ignore_errors=True)

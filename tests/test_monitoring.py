@@ -19,7 +19,7 @@ import yaml
 from drkit.config import load_policy
 from drkit.restore import latest_report
 from drkit.schedule.daemon import SchedulerDaemon
-from drkit.schedule.metrics import METRIC_NAMES
+from drkit.schedule.metrics import METRIC_NAMES, METRICS
 from drkit.storage import Repository
 from tests.conftest import PgServer, PolicyWriter, RepoTarget
 
@@ -27,6 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "monitoring" / "drkit-alerts.yml"
 RULE_TESTS = ROOT / "monitoring" / "tests" / "drkit-alerts.test.yml"
 DASHBOARD = ROOT / "monitoring" / "grafana" / "drkit.json"
+
+
+#: label names drkit exports that start like metric names (``drkit_job``)
+LABEL_NAMES = {label for row in METRICS for label in row.labels}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The drkit metric names a PromQL expression reads (not its ``drkit_job`` labels)."""
+    return set(re.findall(r"\bdrkit_\w+", expr)) - LABEL_NAMES
 
 
 def promtool() -> str:
@@ -94,7 +103,7 @@ def test_rules_use_only_exported_metrics_and_cover_the_issue() -> None:
     used: set[str] = set()
     absent: set[str] = set()
     for rule in rules:
-        used |= set(re.findall(r"\bdrkit_\w+", rule["expr"]))
+        used |= metric_names(rule["expr"])
         absent |= set(re.findall(r"absent\((drkit_\w+)", rule["expr"]))
     exported = set(METRIC_NAMES)
     assert used - exported == set()
@@ -109,6 +118,47 @@ def test_rules_use_only_exported_metrics_and_cover_the_issue() -> None:
     for rule in rules:
         assert rule["labels"]["severity"] in ("critical", "warning")
         assert rule["annotations"]["summary"]
+
+
+# Prometheus's own label for the scrape job: drkit's metrics never carry it, and drkit's
+# rules and panels read it only as the scrape job's name (``up{job="drkit"}``)
+SCRAPE_JOB = re.compile(r'\bjob\s*(=~?|!=)\s*"drkit"')
+JOB_LABEL = re.compile(r"(\$labels\.job\b|\{\{\s*job\s*\}\}|\bjob\b\s*[=!~,)}]|[(,]\s*job\b)")
+
+
+def strings(value: Any) -> str:
+    """Every string in a YAML/JSON document (keys too), one a line, unescaped."""
+    if isinstance(value, dict):
+        return "\n".join(f"{k}\n{strings(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "\n".join(strings(v) for v in value)
+    return str(value)
+
+
+def test_no_metric_rule_or_panel_uses_prometheus_job_label() -> None:
+    assert all("job" not in row.labels for row in METRICS)
+    assert any("drkit_job" in row.labels for row in METRICS)
+    doc = yaml.safe_load(RULES.read_text())
+    texts = [strings(rule) for group in doc["groups"] for rule in group["rules"]]
+    texts += [strings(panel.get("targets", [])) for panel in panels(dashboard())]
+    offending = [t for t in texts if JOB_LABEL.search(SCRAPE_JOB.sub("", t))]
+    assert offending == []
+    # the check can fail: the old spelling is caught
+    assert JOB_LABEL.search("sum by (env, job) (drkit_job_runs_total)")
+    assert JOB_LABEL.search("{{ $labels.job }} failed")
+    assert not JOB_LABEL.search(SCRAPE_JOB.sub("", 'absent(up{job="drkit"})'))
+
+
+def test_every_inhibit_rule_is_scoped_to_one_env_and_drkit_alerts() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "alertmanager.yml").read_text())
+    rules = config["inhibit_rules"]
+    assert rules
+    for rule in rules:
+        assert "env" in rule.get("equal", []), rule
+        targets = rule["target_matchers"]
+        assert any(re.fullmatch(r'alertname=~"Drkit[^"]*"', m.replace(" ", "")) for m in targets)
+    # and the source alert carries the env it inhibits: the rule unit tests show it
+    # (DrkitSchedulerDown, one alert per environment the scheduler served)
 
 
 # ---------------------------------------------------------------------------
@@ -250,7 +300,7 @@ def dashboard_metric_names() -> set[str]:
     doc = dashboard()
     names = template_metric_names(doc)
     for _, expr in dashboard_queries(doc):
-        names |= set(re.findall(r"\bdrkit_\w+", expr))
+        names |= metric_names(expr)
     return names
 
 
@@ -260,7 +310,7 @@ def alert_metric_names() -> set[str]:
         name
         for group in doc["groups"]
         for rule in group["rules"]
-        for name in re.findall(r"\bdrkit_\w+", rule["expr"])
+        for name in metric_names(rule["expr"])
     }
 
 

@@ -43,6 +43,8 @@ def store_backup(
     *,
     manifest: bool = True,
     wal_start_segment: str | None = None,
+    wal_stop_segment: str | None = None,
+    parent: str | None = None,
 ) -> str:
     backup_id = make_backup_id(started, kind)
     name = "base.tar" if kind == "physical" else "app.dump"
@@ -61,6 +63,8 @@ def store_backup(
                 consistent_at=started + timedelta(minutes=1),
                 objects=[obj],
                 wal_start_segment=wal_start_segment,
+                wal_stop_segment=wal_stop_segment,
+                parent=parent,
             ),
         )
     return backup_id

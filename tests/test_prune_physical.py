@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from drkit.backup.catalog import list_backups
 from drkit.backup.order import precedes
@@ -70,7 +71,14 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
         first.json()["id"]: "DELETE",
         second.json()["id"]: "KEEP",
     }
-    assert plan["wal"] == {"cutoff": cutoff, "delete": len(older)}
+    assert plan["wal"] == {
+        "cutoff": cutoff,
+        "delete": len(older),
+        "retention": None,  # no retention.wal: WAL from the oldest kept base backup on
+        "pitr_from": plan["wal"]["pitr_from"],
+        "pitr_from_backup": second.json()["id"],
+        "consistent_only": [],
+    }
     assert before <= wal_names(repo)  # nothing deleted (new segments may still arrive)
 
     done = run_drkit("prune", arch.env, "--json", policy_dir=arch.policy_dir)
@@ -86,3 +94,57 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
     verify = run_drkit("verify", arch.env, "latest", "--json", policy_dir=arch.policy_dir)
     assert verify.code == 0, verify.stderr + verify.stdout
     assert verify.json()["backups"][0]["wal_chain"] == "complete"
+
+
+def test_retention_wal_leaves_older_base_backups_their_consistent_point_and_verify_says_so(
+    archived: Archived, run_drkit: DrkitRunner
+) -> None:
+    """Real base backups and WAL: with ``retention.wal``, an older kept base backup keeps
+    just the WAL that makes it consistent, still verifies whole, and verify says it
+    restores to its consistent point only."""
+    arch = archived
+    policy_file = arch.policy_dir / f"{arch.env}.yaml"
+    doc = yaml.safe_load(policy_file.read_text())
+    doc["retention"] = {"wal": "1s"}  # every backup but the newest is older than that
+    policy_file.write_text(yaml.safe_dump(doc))
+    repo = Repository.for_policy(load_policy(arch.env, arch.policy_dir))
+    arch.execute("CREATE TABLE marker (id serial PRIMARY KEY, label text NOT NULL)")
+
+    def has(name: str) -> bool:
+        return any(n.startswith(name) for n in wal_names(repo))
+
+    ids = []
+    for label in ("a", "b", "c"):
+        made = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+        assert made.code == 0, made.stderr
+        ids.append(made.json()["id"])
+        arch.execute(f"INSERT INTO marker (label) VALUES ('{label}')")
+        arch.switch_and_wait(has)
+    for backup_id in ids[:2]:  # the rules alone would keep only the newest
+        run_drkit("keep", arch.env, backup_id, policy_dir=arch.policy_dir, check=True)
+    taken = {m.id: m for m in list_backups(repo)}
+    oldest, anchor = taken[ids[0]], taken[ids[1]]
+    between = {
+        n
+        for n in wal_names(repo)
+        if str(oldest.wal_stop_segment) < n[:24] < str(anchor.wal_start_segment)
+        and not n.endswith(".history")
+    }
+    assert between  # WAL only point-in-time recovery from the oldest backup needs
+
+    done = run_drkit("prune", arch.env, "--json", policy_dir=arch.policy_dir)
+    assert done.code == 0, done.stderr
+    wal = done.json()["wal"]
+    assert wal["pitr_from_backup"] == ids[1] and wal["consistent_only"] == [ids[0]]
+    after = wal_names(repo)
+    assert not after & between
+    assert {str(oldest.wal_start_segment), str(oldest.wal_stop_segment)} <= {n[:24] for n in after}
+    assert [m.id for m in list_backups(repo)] == ids
+
+    verify = run_drkit("verify", arch.env, "--all", "--json", policy_dir=arch.policy_dir)
+    assert verify.code == 0, verify.stderr + verify.stdout
+    verdicts = {v["id"]: v for v in verify.json()["backups"]}
+    assert verdicts[ids[0]]["wal_chain"] == "complete"
+    assert verdicts[ids[0]]["wal_scope"] == "consistent point only"
+    assert verdicts[ids[0]]["recoverable_to"] == verdicts[ids[0]]["recoverable_from"]
+    assert verdicts[ids[1]]["wal_scope"] == verdicts[ids[2]]["wal_scope"] == "point-in-time"

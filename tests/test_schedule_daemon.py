@@ -100,8 +100,14 @@ class Daemon:
         code, body = self.get("/healthz")
         return code, json.loads(body)
 
+    def status(self) -> dict[str, Any]:
+        code, body = self.get("/status")
+        assert code == 200, body
+        doc: dict[str, Any] = json.loads(body)
+        return doc
+
     def job(self, name: str = "logical_backup") -> dict[str, Any]:
-        return next(j for j in self.health()[1]["jobs"] if j["job"] == name)
+        return next(j for j in self.status()["jobs"] if j["job"] == name)
 
     def runs(self, name: str = "logical_backup") -> dict[str, int]:
         return dict(self.job(name)["runs"])
@@ -200,7 +206,10 @@ def test_backup_runs_metrics_report_it_and_a_second_daemon_stands_by(
     )
     assert (
         metrics[
-            ("drkit_job_runs_total", labels(env="prod", job="logical_backup", status="success"))
+            (
+                "drkit_job_runs_total",
+                labels(env="prod", drkit_job="logical_backup", status="success"),
+            )
         ]
         >= 1
     )
@@ -212,9 +221,8 @@ def test_backup_runs_metrics_report_it_and_a_second_daemon_stands_by(
     )
     assert metrics[("drkit_rpo_exposure_seconds", labels(env="prod"))] >= 0
 
-    code, doc = holder.health()
-    assert code == 200 and doc["status"] == "ok"
-    assert standby.job()["status"] == "standby" and standby.health()[0] == 200
+    assert holder.health()[0] == 200 and holder.status()["ok"] is True
+    assert standby.job()["status"] == "standby" and standby.status()["ok"] is True
 
     for d in (holder, standby):
         assert d.terminate() == 0, d.stderr()
@@ -234,7 +242,7 @@ def test_backup_runs_metrics_report_it_and_a_second_daemon_stands_by(
     assert restarted.terminate() == 0
 
 
-def test_healthz_turns_503_when_the_database_is_down_and_sighup_reloads(
+def test_status_names_the_failing_job_healthz_stays_alive_and_sighup_reloads(
     tmp_path: Path,
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
@@ -248,8 +256,7 @@ def test_healthz_turns_503_when_the_database_is_down_and_sighup_reloads(
     )
     cluster.stop()
     daemon = daemons(policy_dir)
-    code, doc = daemon.health()
-    assert code == 200, doc  # not run yet, not overdue
+    assert daemon.status()["ok"] is True  # not run yet, not overdue
 
     # SIGHUP: a policy that no longer validates is refused, the running one kept ...
     policy_file = policy_dir / "prod.yaml"
@@ -257,28 +264,32 @@ def test_healthz_turns_503_when_the_database_is_down_and_sighup_reloads(
     policy_file.write_text(yaml.safe_dump({**good, "retention": {"daily": -1}}))
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for("the refused reload", lambda: "policies not reloaded" in daemon.stderr(), 60)
-    assert [j["job"] for j in daemon.health()[1]["jobs"]] == ["logical_backup"]
+    assert [j["job"] for j in daemon.status()["jobs"]] == ["logical_backup"]
     # ... and a valid one is applied
     good["schedule"]["prune"] = "0 4 * * *"
     policy_file.write_text(yaml.safe_dump(good))
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for(
         "the reloaded prune job",
-        lambda: {j["job"] for j in daemon.health()[1]["jobs"]} == {"logical_backup", "prune"},
+        lambda: {j["job"] for j in daemon.status()["jobs"]} == {"logical_backup", "prune"},
         60,
     )
 
     wait_for("a failed run", lambda: daemon.runs()["failure"] >= 1)
-    code, doc = daemon.health()
-    assert code == 503
-    assert doc["status"] == "unhealthy"
+    doc = daemon.status()
+    assert doc["ok"] is False and doc["status"] == "attention"
+    # the container stays healthy: restarting it would not bring the database back
+    code, alive = daemon.health()
+    assert code == 200 and alive["status"] == "alive"
     assert any(p.startswith("prod/logical_backup: last run failed") for p in doc["problems"])
     assert daemon.job()["status"] == "failing"
     assert daemon.proc.poll() is None  # a failing job never kills the daemon
     metrics = daemon.metrics()
-    key = ("drkit_job_runs_total", labels(env="prod", job="logical_backup", status="failure"))
+    key = ("drkit_job_runs_total", labels(env="prod", drkit_job="logical_backup", status="failure"))
     assert metrics[key] >= 1
-    assert metrics[("drkit_job_last_run_success", labels(env="prod", job="logical_backup"))] == 0
+    assert (
+        metrics[("drkit_job_last_run_success", labels(env="prod", drkit_job="logical_backup"))] == 0
+    )
     assert daemon.terminate() == 0
     log = daemon.stderr()
     assert "job prod/logical_backup failed" in log

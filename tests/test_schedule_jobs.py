@@ -47,13 +47,16 @@ def test_backup_prune_and_drill_jobs(
             state = daemon.jobs[("prod", job)]
             assert state.last_status == "success", (job, state.last_error)
         assert daemon.locks["prod"].held
-        code, doc = daemon.health()
-        assert code == 200, doc
+        doc = daemon.status()
+        assert doc["ok"] is True, doc
         text = generate_latest(daemon.registry).decode()
         assert 'drkit_drill_last_verdict{env="prod"} 1.0' in text
         assert 'drkit_drill_rto_total_seconds{env="prod"}' in text
         assert 'phase="total"' not in text
-        assert 'drkit_job_runs_total{env="prod",job="logical_backup",status="success"} 1.0' in text
+        assert (
+            'drkit_job_runs_total{drkit_job="logical_backup",env="prod",status="success"} 1.0'
+            in text
+        )
         assert 'drkit_backups_stored{env="prod",kind="logical"} 1.0' in text
         assert [m.id for m in list_backups(repo)] == [kept.id]
     finally:

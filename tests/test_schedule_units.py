@@ -1,9 +1,12 @@
-"""Scheduler logic without a daemon process: cron meaning, periods, /healthz verdicts,
+"""Scheduler logic without a daemon process: cron meaning, periods, /healthz and /status,
 metric families, drill-report reading, the jobs each schedule entry runs."""
 
 from __future__ import annotations
 
 import io
+import json
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,6 @@ from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
 from drkit.cron import cron_day_of_week
 from drkit.restore import DatabaseExposure, parse_drill_report
 from drkit.schedule import JOBS, MISFIRE_GRACE, cron_period, next_runs, scrub
-from drkit.schedule import daemon as daemon_mod
 from drkit.schedule.daemon import SchedulerDaemon
 from drkit.schedule.metrics import METRIC_NAMES, BackupSummary, CatalogSnapshot
 from drkit.storage.repository import Repository
@@ -90,41 +92,72 @@ def loaded_daemon(tmp_path: Path, schedule: dict[str, str]) -> SchedulerDaemon:
     return daemon
 
 
-def test_healthz_never_run_turns_overdue(tmp_path: Path) -> None:
+def test_status_never_run_turns_overdue(tmp_path: Path) -> None:
     daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *", "timezone": "UTC"})
     state = daemon.jobs[("prod", "logical_backup")]
     start = state.baseline
-    code, doc = daemon.health(start + timedelta(hours=1))
-    assert code == 200 and doc["status"] == "ok"
+    doc = daemon.status(start + timedelta(hours=1))
+    assert doc["ok"] is True and doc["status"] == "ok"
     late = start + state.period + MISFIRE_GRACE + timedelta(seconds=1)
-    code, doc = daemon.health(late)
-    assert code == 503
+    doc = daemon.status(late)
+    assert doc["ok"] is False
     assert doc["problems"][0].startswith("prod/logical_backup: overdue (never succeeded")
     assert doc["jobs"][0]["status"] == "overdue"
 
 
-def test_healthz_failure_and_recovery(tmp_path: Path) -> None:
+def test_status_failure_and_recovery(tmp_path: Path) -> None:
     daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *", "prune": "30 4 * * *"})
     backup = daemon.jobs[("prod", "logical_backup")]
     t0 = backup.baseline
     backup.record("failure", t0, t0 + timedelta(seconds=3), "cannot connect to 127.0.0.1:1/app")
-    code, doc = daemon.health(t0 + timedelta(minutes=1))
-    assert code == 503
+    doc = daemon.status(t0 + timedelta(minutes=1))
+    assert doc["ok"] is False and doc["jobs"][0]["status"] == "failing"
     assert doc["problems"] == [
         "prod/logical_backup: last run failed: cannot connect to 127.0.0.1:1/app"
     ]
     backup.record("success", t0, t0 + timedelta(minutes=5), None)
     daemon.jobs[("prod", "prune")].record("success", t0, t0 + timedelta(minutes=5), None)
-    assert daemon.health(t0 + timedelta(minutes=6))[0] == 200
+    assert daemon.status(t0 + timedelta(minutes=6))["ok"] is True
     # a day later the daily backup is due, plus an hour of grace: then overdue
-    assert daemon.health(t0 + timedelta(days=1, minutes=5, seconds=-1) + MISFIRE_GRACE)[0] == 200
-    assert daemon.health(t0 + timedelta(days=1, minutes=6) + MISFIRE_GRACE)[0] == 503
+    assert daemon.status(t0 + timedelta(days=1, minutes=5, seconds=-1) + MISFIRE_GRACE)["ok"]
+    assert not daemon.status(t0 + timedelta(days=1, minutes=6) + MISFIRE_GRACE)["ok"]
 
 
-def test_healthz_without_jobs_is_unhealthy(tmp_path: Path) -> None:
+def test_status_without_jobs_names_the_problem(tmp_path: Path) -> None:
     daemon = loaded_daemon(tmp_path, {"timezone": "UTC"})
-    code, doc = daemon.health()
-    assert code == 503 and "no job is scheduled" in doc["problems"][0]
+    doc = daemon.status()
+    assert doc["ok"] is False and "no job is scheduled" in doc["problems"][0]
+
+
+def test_healthz_is_liveness_a_failed_job_never_turns_it_503(tmp_path: Path) -> None:
+    """A container runtime restarts what /healthz calls unhealthy: a failing job (the
+    database is down, a drill failed) must not trigger that; a stopped scheduler must."""
+    write_policy(tmp_path / "policies", "prod", {"drill": "* * * * *", "timezone": "UTC"})
+    daemon = SchedulerDaemon(["prod"], tmp_path / "policies", bind="127.0.0.1", port=0)
+    assert daemon.health()[0] == 503  # not started: nothing schedules
+    daemon.start()
+    try:
+        daemon.run_job("prod", "drill")  # the database (port 1) refuses connections
+        assert daemon.jobs[("prod", "drill")].last_status == "failure"
+        base = f"http://127.0.0.1:{daemon.port}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:  # noqa: S310
+            assert response.status == 200
+            alive = json.loads(response.read())
+        assert alive["status"] == "alive" and "problems" not in alive
+        with urllib.request.urlopen(f"{base}/status", timeout=10) as response:  # noqa: S310
+            assert response.status == 200
+            status = json.loads(response.read())
+        assert status["ok"] is False and status["jobs"][0]["status"] == "failing"
+        assert "127.0.0.1:1" in status["problems"][0] and "sekret" not in json.dumps(status)
+        daemon._scheduler.shutdown(wait=True)  # the scheduler dies, the HTTP thread lives on
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=10)  # noqa: S310
+            raise AssertionError("/healthz answered 200 with its scheduler stopped")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            assert json.loads(exc.read())["scheduler"] == "stopped"
+    finally:
+        daemon.shutdown()
 
 
 def test_restart_seeds_last_success_from_the_catalog(tmp_path: Path) -> None:
@@ -150,8 +183,8 @@ def test_restart_seeds_last_success_from_the_catalog(tmp_path: Path) -> None:
     state = daemon.jobs[("prod", "logical_backup")]
     assert state.last_success == started + timedelta(minutes=5)
     # a week-old newest backup: overdue at once, right after the restart
-    code, doc = daemon.health(NOW)
-    assert code == 503 and "last success 2026-11-20T01:05:00Z" in doc["problems"][0]
+    doc = daemon.status(NOW)
+    assert not doc["ok"] and "last success 2026-11-20T01:05:00Z" in doc["problems"][0]
 
 
 def test_metrics_families_and_names(tmp_path: Path) -> None:
@@ -172,7 +205,7 @@ def test_metrics_families_and_names(tmp_path: Path) -> None:
     assert samples[key] == finished.timestamp()
     runs = (
         "drkit_job_runs_total",
-        (("env", "prod"), ("job", "logical_backup"), ("status", "failure")),
+        (("drkit_job", "logical_backup"), ("env", "prod"), ("status", "failure")),
     )
     assert samples[runs] == 0
     assert samples[("drkit_drill_expected_interval_seconds", (("env", "prod"),))] == 604800
@@ -222,21 +255,52 @@ def test_a_failing_job_is_recorded_not_raised(tmp_path: Path) -> None:
     assert state.runs == {"success": 0, "failure": 1, "skipped": 0, "missed": 0}
     assert state.last_error is not None and "127.0.0.1:1" in state.last_error
     assert "sekret" not in state.last_error
-    assert daemon.health()[0] == 503
+    assert daemon.status()["ok"] is False
 
 
-def test_the_repeated_dst_hour_runs_a_job_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def scheduled_fires(trigger: Any, start: datetime, end: datetime) -> list[datetime]:
+    """The runs APScheduler 3 starts between ``start`` and ``end``, asking ``trigger`` as
+    its main loop does: the first fire time, then after each run the next after it."""
+    fires: list[datetime] = []
+    due = trigger.get_next_fire_time(None, start)
+    now = start
+    while due is not None and now <= end:
+        if due <= now:
+            fires.append(due)
+            due = trigger.get_next_fire_time(due, now)
+        else:
+            now += timedelta(minutes=1)
+    return fires
+
+
+@pytest.mark.parametrize(
+    ("cron", "expected"),
+    [
+        ("0 2 * * *", ["10-25 02:00+0200"]),  # once, not again at 02:00 CET
+        ("30 2 * * *", ["10-25 02:30+0200"]),
+        # a wildcard hour keeps its rhythm in elapsed time, as cron(8) runs it
+        ("0 * * * *", ["10-25 02:00+0200", "10-25 02:00+0100"]),
+    ],
+)
+def test_the_daemons_trigger_fires_once_on_the_autumn_dst_change(
+    tmp_path: Path, cron: str, expected: list[str]
 ) -> None:
-    daemon = loaded_daemon(tmp_path, {"logical_backup": "0 2 * * *", "timezone": "Europe/Rome"})
-    # 02:00 CEST and, an hour later, 02:00 CET: the same wall-clock minute
-    monkeypatch.setattr(daemon_mod, "wall_minute", lambda tz: datetime(2027, 10, 31, 2, 0))
-    daemon.run_job("prod", "logical_backup")
-    daemon.run_job("prod", "logical_backup")
-    assert sum(daemon.jobs[("prod", "logical_backup")].runs.values()) == 1
-    monkeypatch.setattr(daemon_mod, "wall_minute", lambda tz: datetime(2027, 11, 1, 2, 0))
-    daemon.run_job("prod", "logical_backup")
-    assert sum(daemon.jobs[("prod", "logical_backup")].runs.values()) == 2
+    write_policy(tmp_path / "policies", "prod", {"logical_backup": cron, "timezone": "Europe/Rome"})
+    daemon = SchedulerDaemon(["prod"], tmp_path / "policies", bind="127.0.0.1", port=0)
+    daemon.start()
+    try:
+        trigger = daemon._scheduler.get_job("prod:logical_backup").trigger
+    finally:
+        daemon.shutdown()
+    # Sunday 25 October 2026: 03:00 CEST goes back to 02:00 CET
+    fires = scheduled_fires(
+        trigger, datetime(2026, 10, 24, 23, 30, tzinfo=UTC), datetime(2026, 10, 25, 2, tzinfo=UTC)
+    )
+    in_repeated_hour = [f.strftime("%m-%d %H:%M%z") for f in fires if f.hour == 2]
+    assert in_repeated_hour == expected
+    # ``schedule show`` and the overdue deadline read the same trigger
+    days = {r.date() for r in next_runs(cron, "Europe/Rome", 3, datetime(2026, 10, 24, tzinfo=UTC))}
+    assert len(days) == (3 if cron != "0 * * * *" else 1)
 
 
 def test_apscheduler_jobs_coalesce_one_instance_an_hour_of_grace(tmp_path: Path) -> None:
@@ -280,7 +344,7 @@ def test_runs_apscheduler_did_not_start_are_counted(tmp_path: Path) -> None:
     runs = daemon.jobs[("prod", "logical_backup")].runs
     assert runs == {"success": 0, "failure": 0, "skipped": 1, "missed": 1}
     text = generate_latest(daemon.registry).decode()
-    assert 'drkit_job_runs_total{env="prod",job="logical_backup",status="missed"} 1.0' in text
+    assert 'drkit_job_runs_total{drkit_job="logical_backup",env="prod",status="missed"} 1.0' in text
 
 
 def test_metrics_read_the_drill_reports_the_drill_stores(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 A backup exists if and only if its ``manifest.json`` does: the manifest is written last,
 after every object landed, and deleted first when a backup is pruned.
 Directories under ``backups/`` without a manifest are orphans (an interrupted backup)
-that ``prune`` removes after a grace period.
+that ``prune`` removes after a grace period.  A ``keep.json`` beside a manifest records
+that a person keeps the backup (``drkit keep``): :class:`Hold`, read with the listing.
 
 Listings are in the server's order (:mod:`drkit.backup.order`), never by id or host
 time: :func:`list_backups` is oldest first, and :func:`resolve_backup` turns ``latest``
@@ -37,6 +38,8 @@ from drkit.wal import parse_lsn
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+#: beside a manifest: a person keeps this backup (``drkit keep``), see :class:`Hold`
+KEEP = "keep.json"
 MANIFEST_FORMAT = 1
 ID_FORMAT = "%Y%m%dT%H%M%SZ"
 KINDS = ("logical", "physical")
@@ -352,6 +355,56 @@ def read_manifest(repo: Repository, backup_id: str) -> Manifest:
     return Manifest.from_dict(doc, source=repo.key(relative))
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A person keeps a backup through ``prune`` (``drkit keep``), until ``until`` or,
+    with None, until released.  A record that cannot be read holds for ever (``problem``
+    says why): a keep is never lost to a damaged object."""
+
+    backup_id: str
+    until: datetime | None
+    kept_at: datetime | None = None
+    problem: str | None = None
+
+    def active(self, now: datetime) -> bool:
+        return self.until is None or self.until > now
+
+    @property
+    def reason(self) -> str:
+        """How retention and ``drkit backups`` name it."""
+        if self.problem:
+            return "kept by hand (keep record unreadable)"
+        return f"kept by hand until {iso(self.until)}" if self.until else "kept by hand"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "id": self.backup_id,
+            "until": iso(self.until),
+            "kept_at": iso(self.kept_at),
+        }
+
+
+def hold_key(backup_id: str) -> str:
+    return backup_prefix(backup_id) + KEEP
+
+
+def read_hold(repo: Repository, backup_id: str) -> Hold | None:
+    """The keep record of a backup; None when nobody keeps it."""
+    try:
+        doc = repo.get_json(hold_key(backup_id))
+    except ObjectNotFound:
+        return None
+    except CheckFailed as exc:
+        return Hold(backup_id, None, problem=str(exc))
+    try:
+        if doc.get("id") != backup_id:
+            raise ValueError(f"it names backup {doc.get('id')!r}")
+        return Hold(backup_id, parse_ts(doc.get("until")), parse_ts(doc.get("kept_at")))
+    except (TypeError, ValueError) as exc:
+        return Hold(backup_id, None, problem=f"{repo.key(hold_key(backup_id))}: {exc}")
+
+
 @dataclass
 class Listing:
     """Everything under ``backups/``: complete backups and manifest-less leftovers."""
@@ -359,6 +412,8 @@ class Listing:
     manifests: list[Manifest]
     orphans: dict[str, list[ObjectInfo]]  # backup id -> its objects (no manifest)
     unreadable: dict[str, str]  # backup id -> why its manifest cannot be read
+    #: backup id -> its keep record, for the backups (with a manifest) a person keeps
+    holds: dict[str, Hold] = field(default_factory=dict)
 
 
 def scan(repo: Repository) -> Listing:
@@ -371,15 +426,21 @@ def scan(repo: Repository) -> Listing:
     manifests: list[Manifest] = []
     orphans: dict[str, list[ObjectInfo]] = {}
     unreadable: dict[str, str] = {}
+    holds: dict[str, Hold] = {}
     for backup_id, infos in by_id.items():
         if any(i.key.endswith("/" + MANIFEST) for i in infos):
             try:
                 manifests.append(read_manifest(repo, backup_id))
             except (CheckFailed, NotFoundError) as exc:
                 unreadable[backup_id] = str(exc)
+                continue
+            if any(i.key.endswith("/" + KEEP) for i in infos):
+                hold = read_hold(repo, backup_id)
+                if hold is not None:
+                    holds[backup_id] = hold
         else:
             orphans[backup_id] = infos
-    return Listing(chronological(manifests), orphans, unreadable)
+    return Listing(chronological(manifests), orphans, unreadable, holds)
 
 
 def list_backups(repo: Repository, kind: str | None = None) -> list[Manifest]:

@@ -58,6 +58,7 @@ class Snapshot(Protocol):
     pg_dump: str
     snapshot: str
     db_size: int
+    dump_estimate: int | None
 
     def start_counting(self) -> None: ...
 
@@ -118,7 +119,7 @@ def dump_directory(
         # --verbose: pg_dump writes to its stderr pipe often, so it dies of SIGPIPE soon
         # after a killed drkit instead of dumping on into an orphaned spool
         args += ["--verbose", "-f", str(out), "-d", conninfo]
-        meter = Meter(on_progress, "dump", database, total=snap.db_size, estimate=True)
+        meter = Meter(on_progress, "dump", database, total=snap.dump_estimate, estimate=True)
         progress = meter if on_progress else None
         with (
             meter,

@@ -52,7 +52,7 @@ from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.identity import system_identifier
 from drkit.pg.process import PipeProcess, widen_pipe
-from drkit.pg.tables import count_rows, list_tables
+from drkit.pg.tables import count_rows, dump_size_estimate, list_tables
 from drkit.progress import Meter, OnProgress
 from drkit.storage.repository import Repository, StoredObject
 
@@ -166,8 +166,10 @@ class DumpSnapshot:
             conn, sysid, "pg_export_snapshot(), pg_database_size(current_database())"
         )
         self.snapshot: str = str(row[0])
-        #: pg_database_size counts indexes and free space, not dumped: an estimate
+        #: pg_database_size: indexes and free space too, an upper bound (storage sizing)
         self.db_size: int = int(row[1])
+        #: what the dump should weigh, for progress (None: no honest estimate)
+        self.dump_estimate: int | None = dump_size_estimate(conn)
         self.version = server_version(conn)
         self.pg_dump = find_client("pg_dump", server_major(conn))
         self._conn = conn
@@ -248,7 +250,7 @@ def _dump_custom(
     """``pg_dump -Fc`` streamed into the one object ``key``."""
     conninfo, env = for_subprocess(dsn, database)
     args = [snap.pg_dump, "-Fc", "-Z0", f"--snapshot={snap.snapshot}", "-d", conninfo]
-    meter = Meter(on_progress, "dump", database, total=snap.db_size, estimate=True)
+    meter = Meter(on_progress, "dump", database, total=snap.dump_estimate, estimate=True)
     with PipeProcess(args, env=env, what=f"pg_dump of {database}", stdout=-1) as dump:
         widen_pipe(dump.stdout)
         snap.start_counting()

@@ -398,24 +398,53 @@ class ArchiveWatch:
 
 
 def wait_for_wal(
-    repo: Repository, names: list[str], timeout: float, dsn: str | None = None
+    repo: Repository,
+    names: list[str],
+    timeout: float,
+    dsn: str | None = None,
+    *,
+    failed_since: datetime | None = None,
 ) -> None:
-    """Block until every WAL file in ``names`` is in the repository."""
+    """Block until every WAL file in ``names`` is in the repository.
+
+    With ``failed_since`` (a time of the server's clock) and ``dsn``, stop as soon as the
+    server's archiver reports a failure since then and has archived nothing after it
+    (``pg_stat_archiver``), naming it, instead of waiting out ``timeout``: after three
+    quick tries PostgreSQL retries a failing archive_command only once a minute."""
     deadline = time.monotonic() + timeout
+    since = failed_since
     pending = list(names)
     delay = 0.1
     while pending:
         pending = [n for n in pending if find_wal_key(repo, n) is None]
         if not pending:
             return
-        if time.monotonic() > deadline:
+        failed = dsn is not None and since is not None and _archiver_failed_since(dsn, since)
+        if failed or time.monotonic() > deadline:
+            within = "" if failed else f" within {timeout:.0f}s"
             raise OperationError(
-                f"WAL {pending[0]} was not archived to {repo.location} within {timeout:.0f}s"
+                f"WAL {pending[0]} was not archived to {repo.location}{within}"
                 f"{archiver_status(dsn) if dsn else ''}: the backup cannot be restored "
                 "without it — check archive_command and the server log"
             )
         time.sleep(delay)
         delay = min(delay * 1.5, 2.0)
+
+
+def _archiver_failed_since(dsn: str, since: datetime) -> bool:
+    """Whether the server's archiver failed at or after ``since`` and has archived
+    nothing after that failure."""
+    try:
+        with connect(dsn, connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT last_failed_time >= %s"
+                " AND last_failed_time > coalesce(last_archived_time, '-infinity')"
+                " FROM pg_stat_archiver",
+                (since,),
+            ).fetchone()
+    except (DatabaseError, psycopg.Error):
+        return False
+    return bool(row and row[0])
 
 
 @dataclass

@@ -13,10 +13,19 @@ Order of deletion, so that a crash at any moment leaves a consistent repository:
    (:func:`drkit.backup.lock.running_backups`: a backup running longer than the grace
    keeps its objects, while stale leftovers of earlier crashes still go);
 3. WAL older than the start of the oldest kept physical backup (none at all when no
-   physical backup is kept).
+   physical backup is kept); with ``retention.wal``, WAL older than the start of the
+   base backup point-in-time recovery must start from, except the start..stop segments
+   of the older kept base backups (:func:`drkit.backup.retention.plan_wal`).
 
 Backups whose manifest cannot be read are never deleted: they are reported so a person
-can look.  ``dry_run`` computes exactly the same plan and deletes nothing.
+can look.  A backup a person keeps (``drkit keep``, a ``keep.json`` beside its manifest)
+is kept by the plan, and its keep record is read again just before a deletion, so a keep
+that lands while prune runs still holds.  ``dry_run`` computes exactly the same plan and
+deletes nothing.
+
+:func:`delete_by_hand` (``drkit delete``) removes one backup through the same deletion
+(:func:`delete_backup`: manifest first), after its guards: never the newest backup of a
+series, one an incremental depends on, one a person keeps, or one the store has locked.
 """
 
 from __future__ import annotations
@@ -28,24 +37,29 @@ from typing import TYPE_CHECKING, Any
 
 from drkit.backup.catalog import (
     MANIFEST,
+    Hold,
     Listing,
     Manifest,
     backup_prefix,
     iso,
     parse_backup_id,
+    read_hold,
     restorable_span,
     scan,
 )
 from drkit.backup.lock import running_backups
 from drkit.backup.retention import (
+    BackupRef,
     RetentionPlan,
+    WalPlan,
     backup_ref,
     deletion_order,
     orphan_expired,
     plan_retention,
-    wal_cutoff,
-    wal_to_delete,
+    plan_wal,
 )
+from drkit.config import RetentionConfig
+from drkit.errors import NotFoundError, SafetyRefused, UsageError
 
 if TYPE_CHECKING:
     from drkit.config import Policy
@@ -83,11 +97,26 @@ class PruneResult:
     manifests: dict[str, Manifest]
     orphans: list[OrphanDecision]
     unreadable: dict[str, str]
-    wal_cutoff: str | None
+    wal_plan: WalPlan
     wal_deleted: list[str]
+    holds: dict[str, Hold] = field(default_factory=dict)
     deleted_objects: int = 0
     deleted_bytes: int = 0
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def wal_cutoff(self) -> str | None:
+        return self.wal_plan.cutoff
+
+    def wal_scope(self, backup_id: str) -> str | None:
+        """A kept base backup's WAL after prune: ``point-in-time`` (replay goes on past
+        its consistent point) or ``consistent point only``; None for the others."""
+        decision = self.plan.by_id.get(backup_id)
+        if decision is None or not decision.keep or decision.backup.kind != "physical":
+            return None
+        if self.wal_plan.consistent_point_only(backup_id):
+            return "consistent point only"
+        return "point-in-time"
 
     @property
     def window(self) -> tuple[datetime | None, datetime | None]:
@@ -116,6 +145,8 @@ class PruneResult:
                     "size_bytes": m.size,
                     "action": d.action,
                     "reasons": list(d.reasons),
+                    "wal": self.wal_scope(d.backup.id),
+                    "kept_until": _hold_until(self.holds.get(d.backup.id)),
                 }
             )
         return {
@@ -125,7 +156,14 @@ class PruneResult:
             "backups": backups,
             "orphans": [o.to_dict() for o in self.orphans],
             "unreadable": [{"id": k, "error": v} for k, v in sorted(self.unreadable.items())],
-            "wal": {"cutoff": self.wal_cutoff, "delete": len(self.wal_deleted)},
+            "wal": {
+                "cutoff": self.wal_cutoff,
+                "delete": len(self.wal_deleted),
+                "retention": _duration(self.wal_plan.retention),
+                "pitr_from": iso(self.wal_plan.pitr_from),
+                "pitr_from_backup": self.wal_plan.anchor.id if self.wal_plan.anchor else None,
+                "consistent_only": [b.id for b in self.wal_plan.consistent_only],
+            },
             "kept": len(self.plan.kept),
             "deleted": len(self.plan.deleted),
             "oldest_restorable": iso(self.oldest_restorable),
@@ -133,6 +171,28 @@ class PruneResult:
             "deleted_objects": self.deleted_objects,
             "deleted_bytes": self.deleted_bytes,
         }
+
+
+def _duration(value: timedelta | None) -> str | None:
+    from drkit.config import format_duration
+
+    return format_duration(value) if value is not None else None
+
+
+def _hold_until(hold: Hold | None) -> str | None:
+    """``kept_until`` of a document: the keep's end, ``forever``, or null (not kept)."""
+    if hold is None:
+        return None
+    return iso(hold.until) if hold.until else "forever"
+
+
+def retention_refs(listing: Listing, now: datetime) -> list[BackupRef]:
+    """What retention needs of each listed backup, with the keeps that hold at ``now``."""
+    refs = []
+    for m in listing.manifests:
+        hold = listing.holds.get(m.id)
+        refs.append(backup_ref(m, hold.reason if hold and hold.active(now) else None))
+    return refs
 
 
 def plan_prune(
@@ -148,9 +208,7 @@ def plan_prune(
     now = now or datetime.now(UTC)
     listing: Listing = scan(repo)
     manifests = {m.id: m for m in listing.manifests}
-    plan = plan_retention(
-        [backup_ref(m) for m in listing.manifests], policy.retention, policy.schedule.timezone
-    )
+    plan = plan_retention(retention_refs(listing, now), policy.retention, policy.schedule.timezone)
     orphans = []
     for backup_id, infos in sorted(listing.orphans.items()):
         newest = max(i.modified for i in infos)
@@ -168,8 +226,8 @@ def plan_prune(
                 backup_id, len(infos), sum(i.size for i in infos), newest, action, reason
             )
         )
-    cutoff = wal_cutoff(plan)
-    wal_doomed = wal_to_delete([i.key for i in repo.list("wal/")], cutoff) if cutoff else []
+    wal_plan = plan_wal(plan, policy.retention.wal, now)
+    wal_doomed = wal_plan.select(i.key for i in repo.list("wal/")) if wal_plan.cutoff else []
     return PruneResult(
         env=repo.env,
         dry_run=dry_run,
@@ -177,8 +235,9 @@ def plan_prune(
         manifests=manifests,
         orphans=orphans,
         unreadable=dict(listing.unreadable),
-        wal_cutoff=cutoff,
+        wal_plan=wal_plan,
         wal_deleted=wal_doomed,
+        holds={k: v for k, v in listing.holds.items() if v.active(now)},
     )
 
 
@@ -194,15 +253,110 @@ def _may_be_running(backup_id: str, holder_since: datetime | None) -> bool:
     return parsed[0] >= holder_since - CLOCK_SLACK
 
 
-def _delete_backup(repo: Repository, backup_id: str, result: PruneResult) -> None:
+def delete_backup(repo: Repository, backup_id: str) -> tuple[int, int]:
+    """Remove one backup, manifest first (from then on it does not exist for anyone;
+    a crash after that leaves a leftover that prune removes past the grace period), then
+    every other object under its prefix.  Returns (objects, bytes) deleted."""
     prefix = backup_prefix(backup_id)
-    manifest_key = repo.key(prefix + MANIFEST)
-    repo.delete(manifest_key)  # first: from here on the backup does not exist
-    result.deleted_objects += 1
+    repo.delete(repo.key(prefix + MANIFEST))
+    objects, size = 1, 0
     for info in repo.list(prefix):
         repo.delete(info.key)
-        result.deleted_objects += 1
-        result.deleted_bytes += info.size
+        objects += 1
+        size += info.size
+    return objects, size
+
+
+def _children(result: PruneResult, backup_id: str) -> list[str]:
+    return [m.id for m in result.manifests.values() if m.parent == backup_id]
+
+
+@dataclass
+class DeleteResult:
+    """What ``drkit delete`` removed."""
+
+    env: str
+    backup_id: str
+    kind: str
+    deleted_objects: int
+    deleted_bytes: int
+    #: the retention rules that kept it until now (deleting by hand overrides them)
+    tiers: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.env,
+            "id": self.backup_id,
+            "kind": self.kind,
+            "deleted_objects": self.deleted_objects,
+            "deleted_bytes": self.deleted_bytes,
+            "tiers": self.tiers,
+        }
+
+
+def _refuse_kept(repo: Repository, hold: Hold | None, now: datetime) -> None:
+    if hold is not None and hold.active(now):
+        raise SafetyRefused(
+            f"backup {hold.backup_id} is {hold.reason}: release it first "
+            f"(drkit keep {repo.env} {hold.backup_id} --release); nothing deleted"
+        )
+
+
+def delete_by_hand(
+    repo: Repository, policy: Policy, backup_id: str, *, now: datetime | None = None
+) -> DeleteResult:
+    """``drkit delete ENV ID``: remove one backup, whatever the retention rules say,
+    unless a guard refuses (exit 4, nothing deleted): the newest backup of a kind holding
+    one of its databases (what ``prune`` never deletes), the parent of an incremental (its
+    restore needs it), a backup a person keeps, or one whose objects the store has locked.
+    The deletion is prune's own (:func:`delete_backup`)."""
+    now = now or datetime.now(UTC)
+    if parse_backup_id(backup_id) is None:
+        raise UsageError(f"{backup_id!r} is not a backup id (like 20261127T020000Z-logical)")
+    listing = scan(repo)
+    if backup_id in listing.unreadable:
+        raise SafetyRefused(
+            f"backup {backup_id}: its manifest cannot be read, so what depends on it cannot "
+            f"be checked; nothing deleted (look at {repo.key(backup_prefix(backup_id))})"
+        )
+    manifests = {m.id: m for m in listing.manifests}
+    manifest = manifests.get(backup_id)
+    if manifest is None:
+        raise NotFoundError(
+            f"backup {backup_id} does not exist in {repo.location} (see: drkit backups {repo.env})"
+        )
+    _refuse_kept(repo, listing.holds.get(backup_id), now)
+    children = [m.id for m in listing.manifests if m.parent == backup_id]
+    if children:
+        raise SafetyRefused(
+            f"backup {backup_id} is the parent of incremental backup {children[-1]}, whose "
+            f"restore needs it: delete {children[-1]} first; nothing deleted"
+        )
+    guard = plan_retention(retention_refs(listing, now), RetentionConfig(), "UTC")
+    newest = [r for r in guard.reasons(backup_id) if r.startswith("newest")]
+    if newest:
+        held = newest[0].removeprefix("newest").strip(" ()") or ", ".join(manifest.databases)
+        raise SafetyRefused(
+            f"backup {backup_id} is the newest {manifest.kind} backup"
+            + (f" of {held}" if held else "")
+            + ": take a newer one before deleting it; nothing deleted"
+        )
+    for info in repo.list(backup_prefix(backup_id)):  # every object delete_backup removes
+        until = repo.backend.locked_until(info.key)
+        if until is not None and until > now:
+            raise SafetyRefused(
+                f"backup {backup_id}: {info.key} is locked by the store until {iso(until)} "
+                "(object lock): it cannot be deleted before then; nothing deleted"
+            )
+    tiers = list(
+        plan_retention(
+            retention_refs(listing, now), policy.retention, policy.schedule.timezone
+        ).reasons(backup_id)
+    )
+    _refuse_kept(repo, read_hold(repo, backup_id), now)  # a keep that landed since the listing
+    log.info("delete %s: deleting backup %s by hand", repo.env, backup_id)
+    objects, size = delete_backup(repo, backup_id)
+    return DeleteResult(repo.env, backup_id, manifest.kind, objects, size, tiers)
 
 
 def prune(
@@ -217,9 +371,21 @@ def prune(
     result = plan_prune(repo, policy, now=now, dry_run=dry_run, running=running)
     if dry_run:
         return result
+    stamp = now or datetime.now(UTC)
+    spared: set[str] = set()
     for backup in deletion_order(result.plan.deleted):  # an incremental before its parent
+        hold = read_hold(repo, backup.id)  # a keep that landed after the plan was made
+        if (hold is not None and hold.active(stamp)) or (
+            backup.id not in spared and any(c in spared for c in _children(result, backup.id))
+        ):
+            log.warning("prune %s: backup %s is kept now (drkit keep): left", repo.env, backup.id)
+            spared.add(backup.id)
+            result.errors.append(f"backup {backup.id} was kept while prune ran: left")
+            continue
         log.info("prune %s: deleting backup %s", repo.env, backup.id)
-        _delete_backup(repo, backup.id, result)
+        objects, size = delete_backup(repo, backup.id)
+        result.deleted_objects += objects
+        result.deleted_bytes += size
     for orphan in result.orphans:
         if orphan.action != "DELETE":
             continue
@@ -233,6 +399,8 @@ def prune(
                 repo.delete(info.key)
                 result.deleted_objects += 1
                 result.deleted_bytes += info.size
+    if spared:  # the WAL plan did not count them: delete no WAL this time
+        result.wal_deleted = []
     for key in result.wal_deleted:
         repo.delete(key)
         result.deleted_objects += 1

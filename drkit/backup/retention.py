@@ -25,6 +25,8 @@ it is kept when any series keeps it:
 * The newest successful backup holding each database is never deleted, whatever the
   counts (0 and absent counts included); so neither is the newest successful backup.
 * Unsuccessful backups (a manifest that records a failure) are kept by no rule.
+* A backup a person keeps (``drkit keep``; the caller passes the keeps that hold now as
+  :attr:`BackupRef.hold`) is kept with that reason, ``kept by hand [until ...]``.
 * An incremental keeps its whole chain (§4): every ancestor of a kept backup is kept,
   with the reason ``parent of <child id>`` (so ``prune --dry-run`` shows the chains).
 
@@ -42,10 +44,14 @@ still holds its newest backup).  The property tests in ``tests/test_retention_pr
 check this, and the kept set, against an independent reading of §4 over years of
 simulated histories.
 
-WAL (for the physical-backup issue to use): :func:`wal_cutoff` gives the first WAL
-segment that the oldest *kept* physical backup needs; :func:`wal_to_delete` selects the
-segments strictly older than it.  WAL needed by a kept backup is therefore never
-deleted, and without any kept physical backup nothing is deleted at all.
+WAL: :func:`plan_wal` says which WAL the kept backups need.  Without ``retention.wal``,
+every segment from the start of the oldest kept physical backup (:func:`wal_cutoff`).
+With it, point-in-time recovery over that last stretch only: every segment from the
+start of the newest kept base backup consistent that long before the newest one, and
+before it only the start..stop segments of the older kept base backups, which then
+restore to their consistent point only.  :func:`wal_to_delete` selects the rest.  WAL
+needed by a kept backup is never deleted, history files never are, and without any kept
+physical backup nothing is deleted at all.
 """
 
 from __future__ import annotations
@@ -90,6 +96,11 @@ class BackupRef:
     #: them is ordered by ``consistent_at``, then ``started_at``
     server_point: ServerPoint | None = None
     server_at: datetime | None = None
+    #: physical backups: name of the WAL segment holding ``wal_stop`` (with the start
+    #: segment, the WAL that makes the backup consistent)
+    wal_stop_segment: str | None = None
+    #: why a person keeps it (``drkit keep``), when the keep holds now: a reason of its own
+    hold: str | None = None
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None:
@@ -120,6 +131,8 @@ class ManifestLike(Protocol):
     @property
     def wal_start_segment(self) -> str | None: ...
     @property
+    def wal_stop_segment(self) -> str | None: ...
+    @property
     def databases(self) -> list[str]: ...
     @property
     def parent(self) -> str | None: ...
@@ -129,8 +142,9 @@ class ManifestLike(Protocol):
     def server_time(self) -> datetime: ...
 
 
-def backup_ref(manifest: ManifestLike) -> BackupRef:
-    """What retention needs from a manifest (a manifest means a complete backup)."""
+def backup_ref(manifest: ManifestLike, hold: str | None = None) -> BackupRef:
+    """What retention needs from a manifest (a manifest means a complete backup);
+    ``hold``: why a person keeps it now (None: nobody does)."""
     return BackupRef(
         id=manifest.id,
         kind=manifest.kind,
@@ -142,6 +156,8 @@ def backup_ref(manifest: ManifestLike) -> BackupRef:
         parent=manifest.parent,
         server_point=manifest.server_point,
         server_at=manifest.server_time,
+        wal_stop_segment=manifest.wal_stop_segment,
+        hold=hold,
     )
 
 
@@ -265,6 +281,9 @@ def plan_retention(
             for backup_id, reason in _bucket_rule(members, count, zone, label, order).items():
                 kept_for[backup_id][(rank, reason)].add(database)
         kept_for[members[-1].id][(len(rules), "newest")].add(database)
+    for b in items:  # a keep by hand holds whatever the rules say, failed backups included
+        if b.hold:
+            kept_for[b.id][(len(rules) + 1, b.hold)].update(b.databases or ("",))
 
     reasons: dict[str, list[str]] = {}
     for b in items:
@@ -324,10 +343,16 @@ def deletion_order(backups: Iterable[BackupRef]) -> list[BackupRef]:
     return order
 
 
-def current_tiers(policy: Policy, manifests: Sequence[ManifestLike]) -> dict[str, list[str]]:
-    """Backup id -> the retention rules it satisfies now (``drkit backups``' tiers column)."""
+def current_tiers(
+    policy: Policy, manifests: Sequence[ManifestLike], holds: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Backup id -> the retention rules it satisfies now (``drkit backups``' tiers column);
+    ``holds``: backup id -> the reason of a keep by hand that holds now."""
+    holds = holds or {}
     plan = plan_retention(
-        [backup_ref(m) for m in manifests], policy.retention, policy.schedule.timezone
+        [backup_ref(m, holds.get(m.id)) for m in manifests],
+        policy.retention,
+        policy.schedule.timezone,
     )
     return {d.backup.id: list(d.reasons) for d in plan.decisions}
 
@@ -373,8 +398,11 @@ def wal_cutoff(plan: RetentionPlan, kind: str = "physical") -> str | None:
     return min(starts, key=lambda name: name[8:24])
 
 
-def wal_to_delete(names: Iterable[str], cutoff: str | None) -> list[str]:
-    """WAL files strictly older than ``cutoff`` (by position, on any timeline).
+def wal_to_delete(
+    names: Iterable[str], cutoff: str | None, keep: Iterable[tuple[str, str]] = ()
+) -> list[str]:
+    """WAL files strictly older than ``cutoff`` (by position, on any timeline), except
+    those inside one of the ``keep`` ranges (first and last segment, both kept).
 
     History files are never deleted (they are tiny and every later timeline needs them);
     names that are not WAL are left alone.  Suffixes (``.zst``, ``.age``, ``.partial``,
@@ -383,6 +411,7 @@ def wal_to_delete(names: Iterable[str], cutoff: str | None) -> list[str]:
     if cutoff is None:
         return []
     limit = cutoff[8:24]
+    ranges = [(first[8:24], last[8:24]) for first, last in keep]
     doomed = []
     for name in names:
         base = name.rsplit("/", 1)[-1]
@@ -391,6 +420,75 @@ def wal_to_delete(names: Iterable[str], cutoff: str | None) -> list[str]:
         match = _WAL_NAME_RE.match(base)
         if match is None:
             continue
-        if match.group(2) + match.group(3) < limit:
+        position = match.group(2) + match.group(3)
+        if position < limit and not any(lo <= position <= hi for lo, hi in ranges):
             doomed.append(name)
     return doomed
+
+
+@dataclass(frozen=True)
+class WalPlan:
+    """Which WAL prune keeps: every segment from ``cutoff`` on (point-in-time recovery
+    from ``anchor``'s consistent point), and before it only the start..stop segments of
+    the ``consistent_only`` backups (each restores to its consistent point, no further).
+    ``cutoff`` None: every WAL file stays (no kept base backup says where to start)."""
+
+    cutoff: str | None
+    anchor: BackupRef | None = None
+    consistent_only: tuple[BackupRef, ...] = ()
+    #: ``retention.wal``: None when WAL is kept from the oldest kept base backup on
+    retention: timedelta | None = None
+
+    @property
+    def keep_ranges(self) -> list[tuple[str, str]]:
+        return [(str(b.wal_start_segment), str(b.wal_stop_segment)) for b in self.consistent_only]
+
+    @property
+    def pitr_from(self) -> datetime | None:
+        """The oldest point the kept WAL recovers to: the anchor's consistent point."""
+        return self.anchor.restorable_from if self.anchor else None
+
+    def consistent_point_only(self, backup_id: str) -> bool:
+        return any(b.id == backup_id for b in self.consistent_only)
+
+    def select(self, names: Iterable[str]) -> list[str]:
+        """The WAL files among ``names`` this plan deletes."""
+        return wal_to_delete(names, self.cutoff, self.keep_ranges)
+
+
+def plan_wal(
+    plan: RetentionPlan, keep_for: timedelta | None, now: datetime, kind: str = "physical"
+) -> WalPlan:
+    """The WAL the kept backups need, with ``retention.wal`` = ``keep_for``.
+
+    Without ``keep_for``: every segment from the oldest kept base backup's start
+    (:func:`wal_cutoff`).  With it, point-in-time recovery must reach back ``keep_for``
+    from a reference point, so WAL is kept from the start of the *anchor*, the newest
+    kept base backup consistent at or before ``reference - keep_for`` (the oldest kept
+    one when none is that old); every kept base backup older than the anchor keeps only
+    its start..stop segments.  The reference is the newest kept base backup's server
+    time, or ``now`` when that is earlier: a host clock running ahead never shortens the
+    window, and the newest base backup always keeps every segment after it (a scheduler
+    that stopped backing up still has point-in-time recovery from its last backup).
+    A kept base backup that does not record its stop segment keeps all WAL from its
+    start (fail closed: its consistent point is unknown).
+    """
+    physical = chronological(
+        b for b in plan.kept if b.kind == kind and b.successful and b.wal_start_segment
+    )
+    if not physical:
+        return WalPlan(None, retention=keep_for)
+    oldest_start = min(physical, key=lambda b: str(b.wal_start_segment)[8:24])
+    if keep_for is None:
+        return WalPlan(oldest_start.wal_start_segment, oldest_start)
+    reference = min(now, physical[-1].server_time)
+    old_enough = [b for b in physical if b.server_time <= reference - keep_for]
+    anchor = old_enough[-1] if old_enough else oldest_start
+    limit = str(anchor.wal_start_segment)[8:24]
+    older = [b for b in physical if str(b.wal_start_segment)[8:24] < limit]
+    unknown = [b for b in older if not b.wal_stop_segment]
+    if unknown:  # fail closed: continuous WAL from the oldest of them
+        anchor = min(unknown, key=lambda b: str(b.wal_start_segment)[8:24])
+        limit = str(anchor.wal_start_segment)[8:24]
+        older = [b for b in physical if str(b.wal_start_segment)[8:24] < limit]
+    return WalPlan(anchor.wal_start_segment, anchor, tuple(older), keep_for)

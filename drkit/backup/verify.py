@@ -29,6 +29,7 @@ from drkit.storage.repository import Repository
 from drkit.streams import CountingReader, drain, spool_dir
 
 if TYPE_CHECKING:
+    from drkit.backup.retention import WalPlan
     from drkit.backup.walchain import WalReading
 
 
@@ -63,19 +64,37 @@ def verify_backup(
     manifest: Manifest,
     on_bytes: Callable[[int], None] | None = None,
     wal: WalReading | None = None,
+    wal_plan: WalPlan | None = None,
 ) -> BackupVerdict:
     """Read back every object of ``manifest`` (size, sha256, decompression) and, for a
     physical backup, every WAL file of the chain it reports; a bad object is a problem in
     the verdict, not an exception.  ``wal``: shared by the backups of one run, so that
-    WAL their chains share is read once."""
+    WAL their chains share is read once.  ``wal_plan``: the WAL the retention policy
+    keeps (``prune``'s plan); a base backup it keeps only the start..stop segments of is
+    reported as restorable to its consistent point only, whatever WAL is still there."""
     verdict = BackupVerdict(manifest.id, manifest.kind)
     _check_objects(repo, manifest, verdict, on_bytes)
     if manifest.kind == "physical":
+        from drkit.backup.catalog import iso
         from drkit.backup.walchain import check_backup_wal
 
         problems, details = check_backup_wal(repo, manifest, wal)
         verdict.problems += problems
         verdict.details.update(details)
+        if wal_plan is not None and wal_plan.consistent_point_only(manifest.id):
+            from drkit.config import format_duration
+
+            anchor = wal_plan.anchor.id if wal_plan.anchor else "a newer one"
+            keep_for = format_duration(wal_plan.retention) if wal_plan.retention else "set"
+            verdict.details["wal_scope"] = "consistent point only"
+            verdict.details["recoverable_to"] = iso(manifest.restorable_at)
+            verdict.details["wal_note"] = (
+                f"restores to its consistent point only: retention.wal "
+                f"({keep_for}) keeps WAL for point-in-time recovery from backup "
+                f"{anchor} on, and prune deletes the WAL after this backup's stop segment"
+            )
+        elif wal_plan is not None and wal_plan.cutoff is not None:
+            verdict.details["wal_scope"] = "point-in-time"
     if manifest.parent is not None:
         _check_chain(repo, manifest, verdict, on_bytes)
     return verdict

@@ -63,6 +63,14 @@ COMMANDS: dict[str, Listed] = {
         "Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups.",
     ),
     "prune": Listed("backup", "Apply the retention policy (grandfather-father-son)."),
+    "keep": Listed(
+        "backup",
+        "Keep one backup through prune, until a date or until released (shown in backups).",
+    ),
+    "delete": Listed(
+        "backup",
+        "Delete one backup; refuses the newest, a parent of an incremental, a kept or locked one.",
+    ),
     "restore": Listed(
         "restore", "Logical restore, or with --point-in-time a physical point-in-time recovery."
     ),

@@ -1,14 +1,16 @@
-"""Backup commands: ``backup``, ``backups`` (the list), ``verify`` and ``prune``."""
+"""Backup commands: ``backup``, ``backups`` (the list), ``verify``, ``prune``, and one
+backup by hand: ``keep`` and ``delete``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from drkit.backup.catalog import iso, list_backups, resolve_backup
+from drkit.backup.catalog import iso, list_backups, resolve_backup, scan
 from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
-from drkit.cli.render import live_progress, ts_text
+from drkit.cli.render import Col, live_progress, print_table, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.progress import Meter, human_size
 from drkit.storage.repository import Repository
@@ -119,8 +121,6 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     Newest first, in the server's order (WAL position, then the server's time), never by
     id or host time; a backup taken while the host clock was off is flagged.
     A repository that does not exist is an error (exit 1), not an empty list."""
-    from rich.table import Table  # lazy: rich draws only what is printed
-
     from drkit.backup.catalog import skewed_backups
     from drkit.backup.order import SKEW_BOUND
     from drkit.backup.retention import current_tiers
@@ -129,12 +129,17 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     policy = load(env)
     repo = Repository.for_policy(policy)
     repo.backend.check_reachable()
-    manifests = list_backups(repo)
-    tiers = current_tiers(policy, manifests)
+    listing = scan(repo)
+    manifests = listing.manifests
+    now = datetime.now(UTC)
+    holds = {k: h for k, h in listing.holds.items() if h.active(now)}
+    tiers = current_tiers(policy, manifests, {k: h.reason for k, h in holds.items()})
     rows = []
     for m in reversed(manifests):
         row = backup_summary(m)
         row["tiers"] = tiers.get(m.id, [])
+        hold = holds.get(m.id)
+        row["kept_until"] = None if hold is None else iso(hold.until) if hold.until else "forever"
         rows.append(row)
     if state.json:
         emit_json({"environment": env, "repository": repo.location, "backups": rows})
@@ -142,24 +147,31 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     if not rows:
         out.print(f"no backups in {repo.location}", markup=False, highlight=False)
         return
-    table = Table(title=f"backups of {env} in {repo.location}")
-    # an id is what restore takes: never cut it; the other columns wrap first
-    table.add_column("id", no_wrap=True, min_width=max(len(m.id) for m in manifests))
-    for col in ("kind", "started", "duration", "size", "databases", "tiers"):
-        table.add_column(
-            col, justify="right" if col in ("duration", "size") else "left", overflow="fold"
-        )
-    for m, row in zip(reversed(manifests), rows, strict=True):
-        table.add_row(
-            m.id,
-            m.kind if m.parent is None else f"{m.kind}, incremental on {m.parent}",
-            ts_text(m.started_at) + (f" ({skew_text(m)})" if m.clock_skewed else ""),
-            f"{m.duration:.1f}s",
-            human_size(m.size),
-            ", ".join(m.databases),
-            ", ".join(row["tiers"]) or "-",
-        )
-    out.print(table)
+    print_table(
+        f"backups of {env} in {repo.location}",
+        # an id is what restore takes: never cut it; the other columns fold first
+        [
+            Col("id", fold=False),
+            Col("kind"),
+            Col("started"),
+            Col("duration", right=True),
+            Col("size", right=True),
+            Col("databases"),
+            Col("tiers"),
+        ],
+        [
+            [
+                m.id,
+                m.kind if m.parent is None else f"{m.kind}, incremental on {m.parent}",
+                ts_text(m.started_at) + (f" ({skew_text(m)})" if m.clock_skewed else ""),
+                f"{m.duration:.1f}s",
+                human_size(m.size),
+                ", ".join(m.databases),
+                ", ".join(row["tiers"]) or "-",
+            ]
+            for m, row in zip(reversed(manifests), rows, strict=True)
+        ],
+    )
     skewed = skewed_backups(manifests)
     if skewed:
         out.print(
@@ -212,10 +224,15 @@ def verify(
         manifests = [resolve_backup(repo, backup_ref)]
     verdicts = []
     wal = WalReading()  # WAL shared by several backups' chains is read once
+    wal_plan = None
+    if any(m.kind == "physical" for m in manifests):
+        from drkit.backup.prune import plan_prune
+
+        wal_plan = plan_prune(repo, policy).wal_plan  # what prune keeps of the WAL
     with live_progress() as progress:
         for m in manifests:
             with Meter(progress, "verify", m.id, total=m.raw_size) as meter:
-                verdicts.append(verify_backup(repo, m, meter, wal))
+                verdicts.append(verify_backup(repo, m, meter, wal, wal_plan))
     bad = [v for v in verdicts if not v.ok]
     if state.json:
         emit_json({"ok": not bad, "backups": [v.to_dict() for v in verdicts]})
@@ -275,6 +292,8 @@ def prune(
     for d in result.plan.decisions:
         m = result.manifests[d.backup.id]
         why = ", ".join(d.reasons) or "no rule keeps it"
+        if result.wal_scope(m.id) == "consistent point only":
+            why += "; WAL: consistent point only"
         line = f"{d.action:<6} {m.id}  {ts_text(m.started_at)}  {human_size(m.size):>10}  {why}"
         out.print(line, markup=False, highlight=False, style="green" if d.keep else "red")
     for o in result.orphans:
@@ -286,14 +305,111 @@ def prune(
         )
     for backup_id, problem in sorted(result.unreadable.items()):
         out.print(f"KEEP   {backup_id}: manifest unreadable, left alone: {problem}", markup=False)
-    if result.wal_deleted:
+    wal = result.wal_plan
+    if wal.anchor is not None:
+        keep_for = f" (retention.wal {policy.retention.wal_text})" if wal.retention else ""
         out.print(
-            f"{len(result.wal_deleted)} WAL files older than {result.wal_cutoff} {verb} deleted",
+            f"WAL kept for point-in-time recovery from {wal.cutoff} on: from backup "
+            f"{wal.anchor.id}, consistent at {ts_text(wal.pitr_from)}{keep_for}",
+            markup=False,
+            highlight=False,
+        )
+    if wal.consistent_only:
+        out.print(
+            f"{len(wal.consistent_only)} older kept base backup(s) keep only the WAL that makes "
+            "them consistent and restore to their consistent point only: "
+            + ", ".join(b.id for b in wal.consistent_only),
+            markup=False,
+            highlight=False,
+        )
+    if result.wal_deleted:
+        outside = " outside those backups' start..stop" if wal.consistent_only else ""
+        out.print(
+            f"{len(result.wal_deleted)} WAL files older than {result.wal_cutoff}{outside} "
+            f"{verb} deleted",
             markup=False,
         )
+    for problem in result.errors:
+        out.print(f"note: {problem}", markup=False, highlight=False)
     out.print(
         f"{len(result.plan.kept)} kept, {len(result.plan.deleted)} {verb} deleted; "
         f"oldest restorable point: {ts_text(result.oldest_restorable)}; "
         f"newest: {ts_text(result.newest_restorable)}",
         markup=False,
+    )
+
+
+@commands.command("keep")
+def keep(
+    env: EnvArg,
+    backup_id: Annotated[str, typer.Argument(metavar="ID", help="The backup id to keep.")],
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="DATE",
+            help="Keep it until this ISO 8601 time, with its zone (2027-01-31T00:00:00Z); "
+            "default: until released.",
+            show_default=False,
+        ),
+    ] = None,
+    release: Annotated[
+        bool, typer.Option("--release", help="End the keep: retention applies again.")
+    ] = False,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Keep one backup through prune, until a date or until released (shown in backups)."""
+    from drkit.backup.keep import keep_backup, release_backup
+    from drkit.config import parse_timestamp
+
+    settle(json_out, policy_dir)
+    if release and until is not None:
+        raise UsageError("give --until DATE or --release, not both")
+    deadline = parse_timestamp(until, option="--until") if until is not None else None
+    policy = load(env)
+    repo = Repository.for_policy(policy)
+    result = release_backup(repo, backup_id) if release else keep_backup(repo, backup_id, deadline)
+    if state.json:
+        emit_json(result.to_dict())
+        return
+    if release:
+        line = (
+            f"released backup {backup_id}: prune applies the retention rules to it again"
+            if result.previous is not None
+            else f"backup {backup_id} was not kept by hand: nothing to release"
+        )
+    else:
+        assert result.hold is not None
+        line = f"backup {backup_id} is {result.hold.reason}: prune will not delete it"
+    out.print(line, markup=False, highlight=False)
+
+
+@commands.command("delete")
+def delete(
+    env: EnvArg,
+    backup_id: Annotated[str, typer.Argument(metavar="ID", help="The backup id to delete.")],
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Delete one backup; refuses the newest, a parent of an incremental, a kept or locked one.
+
+    The refusals exit 4 and delete nothing.  The manifest goes first, as in prune: from
+    then on the backup no longer exists, and leftovers of an interrupted delete are
+    removed by prune."""
+    from drkit.backup.prune import delete_by_hand
+
+    settle(json_out, policy_dir)
+    policy = load(env)
+    repo = Repository.for_policy(policy)
+    result = delete_by_hand(repo, policy, backup_id)
+    if state.json:
+        emit_json(result.to_dict())
+        return
+    out.print(
+        f"deleted backup {backup_id}: {result.deleted_objects} objects, "
+        f"{human_size(result.deleted_bytes)}"
+        + (f" (it satisfied: {', '.join(result.tiers)})" if result.tiers else ""),
+        markup=False,
+        highlight=False,
     )

@@ -123,6 +123,14 @@ class ArchiveCommandDocument(Document):
     archive_mode: Literal["on"]
     archive_command: str = _field("the archive_command value, unquoted")
     restore_command: str = _field("the restore_command value, unquoted")
+    env_file: str | None = _field(
+        "the env file both lines name (0600, the server's OS user's): the variables the "
+        "policy needs, resolved where archive-command ran; null when it needs none",
+        default=None,
+    )
+    env_variables: list[str] = _field(
+        "the names the env file sets or unsets (never their values)", default_factory=list
+    )
 
 
 # -- backups -----------------------------------------------------------------------
@@ -184,7 +192,14 @@ class BackupDocument(Document, BackupSummary):
 
 
 class BackupRow(BackupSummary):
-    tiers: list[str] = _field("the retention tiers it currently satisfies")
+    tiers: list[str] = _field(
+        "the retention tiers it currently satisfies (a keep by hand reads 'kept by hand ...')"
+    )
+    kept_until: str | None = _field(
+        "kept by hand (drkit keep): the RFC 3339 time the keep ends, or 'forever' (until "
+        "released); null when nobody keeps it",
+        default=None,
+    )
 
 
 class BackupsDocument(Document):
@@ -232,6 +247,15 @@ class Verdict(Shape):
         "physical backups only: the WAL files read, from the backup's start to last_wal",
         default=None,
     )
+    wal_scope: Literal["point-in-time", "consistent point only"] | None = _field(
+        "physical backups: whether the retention policy keeps the WAL after its consistent "
+        "point (point-in-time) or only the WAL that makes it consistent (retention.wal); "
+        "then recoverable_to is its consistent point",
+        default=None,
+    )
+    wal_note: str | None = _field(
+        "physical backups restorable to their consistent point only: why", default=None
+    )
     chain: list[str] | None = _field(
         "incremental backups: the chain checked, full backup first", default=None
     )
@@ -254,6 +278,15 @@ class PruneBackup(Shape):
     size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
     action: Literal["KEEP", "DELETE"]
     reasons: list[str] = _field("the retention rules that keep it (or why it goes)")
+    wal: Literal["point-in-time", "consistent point only"] | None = _field(
+        "kept base backups: whether the WAL after its consistent point stays (point-in-time) "
+        "or only the WAL that makes it consistent (retention.wal); null for the others",
+        default=None,
+    )
+    kept_until: str | None = _field(
+        "kept by hand: the time the keep ends, or 'forever'; null when nobody keeps it",
+        default=None,
+    )
 
 
 class PruneOrphan(Shape):
@@ -272,8 +305,27 @@ class PruneUnreadable(Shape):
 
 
 class PruneWal(Shape):
-    cutoff: str | None = _field("WAL older than this segment is deleted")
+    cutoff: str | None = _field(
+        "WAL older than this segment is deleted (except the consistent_only backups' "
+        "start..stop segments)"
+    )
     delete: int = _field("WAL files deleted (or, in a dry run, to delete)")
+    retention: str | None = _field(
+        "retention.wal (null: WAL is kept from the oldest kept base backup on)", default=None
+    )
+    pitr_from: Timestamp | None = _field(
+        "the oldest point the remaining WAL recovers to: pitr_from_backup's consistent point",
+        default=None,
+    )
+    pitr_from_backup: str | None = _field(
+        "the base backup point-in-time recovery starts from (the segment cutoff is its start)",
+        default=None,
+    )
+    consistent_only: list[str] = _field(
+        "kept base backups older than it: only the WAL that makes them consistent stays, so "
+        "they restore to their consistent point only",
+        default_factory=list,
+    )
 
 
 class PruneDocument(Document):
@@ -292,6 +344,32 @@ class PruneDocument(Document):
     newest_restorable: Timestamp | None
     deleted_objects: int
     deleted_bytes: int = _field("bytes deleted")
+
+
+class KeepDocument(Document):
+    """`drkit keep ENV ID [--until DATE | --release] --json`"""
+
+    environment: str
+    id: str = _field("the backup")
+    kind: Literal["logical", "physical"]
+    kept: bool = _field("a person keeps it now (false after --release)")
+    kept_until: str | None = _field(
+        "the RFC 3339 time the keep ends, 'forever' (until released), or null (released)"
+    )
+    previous_until: str | None = _field(
+        "the keep it replaced or released, in the same form (null: it was not kept)"
+    )
+
+
+class DeleteDocument(Document):
+    """`drkit delete ENV ID --json` (exit 4, nothing deleted, when a guard refuses)"""
+
+    environment: str
+    id: str = _field("the backup deleted")
+    kind: Literal["logical", "physical"]
+    deleted_objects: int = _field("objects removed, its manifest first")
+    deleted_bytes: int = _field("bytes removed")
+    tiers: list[str] = _field("the retention tiers it satisfied (deleting by hand overrides them)")
 
 
 # -- restore -------------------------------------------------------------------------
@@ -572,12 +650,37 @@ class Rpo(Shape):
 
 class DrillCheck(Shape):
     name: str
-    kind: str = _field("connect | restore | row_count | sql | amcheck | objective")
-    status: Literal["PASS", "FAIL", "NOT_RUN", "ERROR"]
+    kind: str = _field("connect | restore | row_count | sql | amcheck | collation | objective")
+    status: Literal["PASS", "FAIL", "NOT_RUN", "ERROR", "WARN"] = _field(
+        "WARN: something to act on that fails nothing (counts as a pass)"
+    )
     expected: Any
     observed: Any
     detail: str | None = None
     database: str | None = None
+    backup_kind: str | None = _field(
+        "in a drill of every kind: the kind of backup whose drill this check belongs to",
+        default=None,
+    )
+
+
+class DrillKindReport(Shape):
+    """One kind's drill in a drill of every kind: a drill report of its own (the shape
+    of report.json, without ``ok``)"""
+
+    error: str | None = _field("why this kind's drill could not run (verdict ERROR)")
+    format: int
+    id: str
+    environment: str
+    verdict: Literal["PASS", "FAIL", "ERROR"]
+    started_at: Timestamp
+    finished_at: Timestamp | None
+    backup: DrillBackup
+    recovery_point: RecoveryPoint
+    rto: Rto
+    rpo: Rpo
+    checks: list[DrillCheck]
+    summary: dict[str, int] = _field("checks per status")
 
 
 class DrillDocument(Document):
@@ -602,6 +705,12 @@ class DrillDocument(Document):
     versions: dict[str, str | None]
     cleanup: dict[str, Any]
     notes: list[str]
+    kinds: dict[str, DrillKindReport] | None = _field(
+        "a drill of every kind the policy takes (drkit drill ENV without --backup or "
+        "--point-in-time): each kind's own report, with its own verdict; the measures "
+        "above are the physical drill's when one ran",
+        default=None,
+    )
 
 
 class StatusBackup(Shape):
@@ -776,6 +885,8 @@ DOCUMENTS: dict[str, type[Document]] = {
     "backups": BackupsDocument,
     "verify": VerifyDocument,
     "prune": PruneDocument,
+    "keep": KeepDocument,
+    "delete": DeleteDocument,
     "restore": RestoreDocument,
     "restore-point-in-time": PitrDocument,
     "wal-push": WalPushDocument,

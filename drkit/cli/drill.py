@@ -29,14 +29,16 @@ commands = typer.Typer()
 def drill(
     env: EnvArg,
     backup_ref: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--backup",
             metavar="ID|latest|random",
             help="ID, latest (the newest backup of either kind, in the server's order; "
-            "physical only with --point-in-time) or random.",
+            "physical only with --point-in-time) or random.  Without it (and without "
+            "--point-in-time): every kind the policy takes, each with its own verdict.",
+            show_default=False,
         ),
-    ] = "latest",
+    ] = None,
     point_in_time: Annotated[
         str | None,
         typer.Option(
@@ -91,13 +93,13 @@ def drill(
 
 
 def _drill_exit(doc: dict[str, Any]) -> None:
-    from drkit.drill.report import ERROR, PASS  # lazy: pulls pydantic (drkit.config)
+    from drkit.drill.report import ERROR, PASS, WARN, check_label  # lazy: pulls pydantic
 
     if doc["verdict"] == PASS:
         return
     if doc["verdict"] == ERROR:
         raise OperationError(f"drill {doc['id']} could not run: {doc['error']}")
-    failed = [c["name"] for c in doc["checks"] if c["status"] != PASS]
+    failed = [check_label(c) for c in doc["checks"] if c["status"] not in (PASS, WARN)]
     raise CheckFailed(
         f"drill {doc['id']} of {doc['environment']} failed: "
         + ", ".join(failed[:5])

@@ -4,12 +4,14 @@ Part of the CLI layer (only it draws).  On a TTY, each running (phase, item) is 
 line: the phase label, the item, and
 
 - with a known total: a bar, the percent, done/total, the rate and the ETA
-  (``≈`` marks a total that is an estimate, e.g. ``pg_database_size`` for a dump);
+  (``≈`` marks a total that is an estimate, e.g. a dump's, from its tables' data);
 - without one: a spinner, the amount done and the rate.
 
 When a phase ends, a permanent line says it is done and how long it took (a drill's
 phases, a restore's fetch/pg_restore/row counts), unless ``quiet_done`` (a sanitize
-copies hundreds of tables).  Sizes are IEC (KiB, MiB, GiB) like all human output.
+copies hundreds of tables).  A phase that ended aborted (an error, Ctrl-C) just
+disappears: no ✓ for what did not complete; the command's error line says what
+happened.  Sizes are IEC (KiB, MiB, GiB) like all human output.
 Off a TTY, under ``--json`` or ``--quiet`` nothing is drawn.
 """
 
@@ -152,7 +154,7 @@ def progress_events(
             with lock:
                 task = tasks.get(key)
                 if task is None:
-                    if event.state == "done":
+                    if event.state != "running":
                         return
                     description = f"{label} {event.item}".strip()
                     task = progress.add_task(
@@ -170,7 +172,10 @@ def progress_events(
                     total = real.fields.get("real_total")
                     if total is not None and real.completed > total:  # an estimate passed
                         progress.update(task, total=real.completed)
-                if event.state == "done":
+                if event.state == "aborted":  # failed or interrupted: no ✓, the error says
+                    progress.remove_task(task)
+                    del tasks[key]
+                elif event.state == "done":
                     real = progress.tasks[_index(progress, task)]
                     if not quiet_done:
                         progress.console.print(

@@ -7,7 +7,9 @@ does work.  Progress and status show on a TTY only, never under ``--json`` or ``
 
 from __future__ import annotations
 
+import sys
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,51 @@ def ts_text(ts: datetime | None) -> str:
     if ts is None:
         return "-"
     return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Col:
+    """One column of a :func:`print_table`: its header, alignment, and whether a
+    terminal may fold it (an id never: it is what the next command takes)."""
+
+    name: str
+    right: bool = False
+    fold: bool = True
+
+
+def print_table(title: str, columns: list[Col], rows: list[list[str]]) -> None:
+    """A table on stdout: rich's on a terminal, plain columns everywhere else.
+
+    Piped or redirected, a table is read by grep, awk and diff, not by eyes: no box, no
+    colour, no width to fit, nothing folded or cut with an ellipsis.  Each row is one
+    line, cells padded to the widest of their column and separated by two spaces, as
+    ``pgbackrest info`` and ``ps`` print.  A cell never holds a newline."""
+    if not out.may_be_terminal():
+        widths = [max([len(c.name), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+
+        def line(cells: list[str]) -> str:
+            padded = [
+                cell.rjust(width) if col.right else cell.ljust(width)
+                for cell, width, col in zip(cells, widths, columns, strict=True)
+            ]
+            return "  ".join(padded).rstrip()
+
+        text = "\n".join([title, line([c.name for c in columns]), *(line(r) for r in rows)])
+        sys.stdout.write(text.replace("\r", " ") + "\n")
+        return
+    from rich.table import Table  # lazy: rich draws only what is printed
+    from rich.text import Text
+
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        if col.fold:
+            table.add_column(col.name, justify="right" if col.right else "left", overflow="fold")
+        else:
+            widest = max([len(col.name), *(len(r[i]) for r in rows)])
+            table.add_column(col.name, no_wrap=True, min_width=widest)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # cells are data, never markup
+    out.print(table)
 
 
 def live_progress(
@@ -35,7 +82,8 @@ def live_progress(
 
 
 def print_drill(doc: dict[str, Any], key: str | None, files: list[Path]) -> None:
-    from drkit.drill.report import FAIL, PASS  # lazy: pulls pydantic (drkit.config)
+    # lazy: pulls pydantic (drkit.config)
+    from drkit.drill.report import FAIL, PASS, check_label, kind_verdicts
 
     backup = doc["backup"]
     age = backup["age_seconds"]
@@ -56,12 +104,14 @@ def print_drill(doc: dict[str, Any], key: str | None, files: list[Path]) -> None
         out.print(
             f"  {label} {measured} (objective {objective}): {mark}", markup=False, highlight=False
         )
+    if kind_verdicts(doc):
+        out.print(f"  kinds: {kind_verdicts(doc)}", markup=False, highlight=False)
     summary = ", ".join(f"{n} {s}" for s, n in doc["summary"].items())
     out.print(f"  checks: {summary}", markup=False, highlight=False)
     for check in doc["checks"]:
         if check["status"] != PASS:
             line = (
-                f"  {check['status']:<7} {check['name']}: expected {check['expected']}, "
+                f"  {check['status']:<7} {check_label(check)}: expected {check['expected']}, "
                 f"observed {check['observed']}"
             )
             if check.get("detail"):
@@ -96,21 +146,32 @@ def print_sanitize_report(report: Any) -> None:
     if state.json:
         emit_json(report.to_dict())
         return
-    from rich.table import Table  # lazy: rich draws only what is printed
-
     title = {
         "run": "sanitized copy",
         "dry-run": "plan (dry run: nothing copied)",
         "scan-only": "leak scan only",
     }[report.mode]
-    table = Table(title=f"{report.src} → {report.dst}: {title} ({report.source})")
-    for column in ("table", "action", "rows", "selection", "masked columns"):
-        table.add_column(column, justify="right" if column == "rows" else "left")
-    for t in report.tables:
-        masked = ", ".join(f"{c}={s}" for c, s in t.strategies.items()) or "-"
-        rows = "-" if t.rows is None else f"{t.rows:,}"
-        table.add_row(t.table, t.action, rows, t.selection, masked)
-    out.print(table)
+    rows = [
+        [
+            t.table,
+            t.action,
+            "-" if t.rows is None else f"{t.rows:,}",
+            t.selection,
+            ", ".join(f"{c}={s}" for c, s in t.strategies.items()) or "-",
+        ]
+        for t in report.tables
+    ]
+    print_table(
+        f"{report.src} → {report.dst}: {title} ({report.source})",
+        [
+            Col("table", fold=False),
+            Col("action"),
+            Col("rows", right=True),
+            Col("selection"),
+            Col("masked columns"),
+        ],
+        rows,
+    )
     for label, items in (
         ("unlisted tables", report.unlisted_tables),
         ("unlisted columns", report.unlisted_columns),

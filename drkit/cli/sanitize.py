@@ -36,9 +36,20 @@ class DefaultRunGroup(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            self._refuse_misspelt_command(args[0])
             args = ["run", *args]
         parsed: list[str] = super().parse_args(ctx, args)
         return parsed
+
+    def _refuse_misspelt_command(self, word: str) -> None:
+        """``sanitize chek prod staging`` would read ``chek`` as SRC: a word close to a
+        subcommand that names no environment is a typo, said as one (exit 2)."""
+        from drkit.config import available_environments
+        from drkit.suggest import did_you_mean
+
+        hint = did_you_mean(word, [name for name in self.commands if name != "run"])
+        if hint and word not in available_environments(state.policy_dir):
+            raise UsageError(f"sanitize: {word!r} is neither a command nor an environment{hint}")
 
 
 sanitize_app = typer.Typer(

@@ -23,7 +23,10 @@ commands.add_typer(schedule_app, name="schedule")
 def schedule_run(
     envs: Annotated[list[str] | None, typer.Argument(metavar="[ENV...]")] = None,
     port: Annotated[
-        int, typer.Option("--port", metavar="PORT", help="HTTP port for /metrics and /healthz.")
+        int,
+        typer.Option(
+            "--port", metavar="PORT", help="HTTP port for /metrics, /healthz and /status."
+        ),
     ] = 9187,
     bind: Annotated[
         str, typer.Option("--bind", metavar="ADDRESS", help="Address to listen on.")

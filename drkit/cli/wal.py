@@ -18,6 +18,7 @@ from drkit.errors import UsageError
 from drkit.pg import cluster_os_user
 from drkit.storage.repository import Repository
 from drkit.wal import (
+    apply_env_file,
     archive_command,
     archive_wal,
     fetch_error_line,
@@ -28,10 +29,22 @@ from drkit.wal import (
     restore_command,
     run_fetch,
     server_timeline,
+    wal_environment,
+    write_env_file,
 )
 
 #: this module's commands, registered on drkit's root by drkit.cli.app
 commands = typer.Typer()
+
+EnvFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file",
+        metavar="FILE",
+        help="The env file drkit archive-command wrote: applied before the policy is read.",
+        show_default=False,
+    ),
+]
 
 
 @commands.command("archive-command")
@@ -53,8 +66,12 @@ def archive_command_lines(
     """Print archive_command and restore_command lines that work for this install.
 
     The lines are tested: the server's OS user must be able to start drkit and, for a
-    file:// repository, write into it (drkit prepares both where it can)."""
-    from drkit.config import resolve_policy_dir  # lazy: pydantic costs ~0.3 s
+    file:// repository, write into it (drkit prepares both where it can).  They run in
+    the server's environment, not this shell's: the variables the policy needs are
+    resolved here and written to an env file (0600, the server's OS user's) that the
+    lines name."""
+    from drkit.config import read_yaml, resolve_policy_dir  # lazy: pydantic costs ~0.3 s
+    from drkit.errors import PolicyError
 
     st = settle(json_out, policy_dir)
     policy = load(env)
@@ -70,8 +87,10 @@ def archive_command_lines(
             "move the policies to a directory it can read (e.g. /etc/drkit/policies) "
             "and pass --policy-dir"
         )
-    archive = archive_command(env, directory, user)
-    restore_line = restore_command(env, directory, user)
+    pinned = wal_environment(read_yaml(policy_file, PolicyError), policy.repository.url)
+    env_file = write_env_file(env, directory, pinned, user) if pinned else None
+    archive = archive_command(env, directory, user, env_file)
+    restore_line = restore_command(env, directory, user, env_file)
     if st.json:
         emit_json(
             {
@@ -81,11 +100,20 @@ def archive_command_lines(
                 "archive_mode": "on",
                 "archive_command": archive,
                 "restore_command": restore_line,
+                "env_file": str(env_file) if env_file else None,
+                "env_variables": sorted(pinned),
             }
         )
         return
     quote = "'"
     out.print("# postgresql.conf (or ALTER SYSTEM SET ...), then restart the server", markup=False)
+    if env_file is not None:  # names only: the values (credentials among them) stay in it
+        out.print(
+            f"# {env_file} holds {', '.join(sorted(pinned))} as resolved here; run drkit "
+            f"archive-command {env} again when they change",
+            markup=False,
+            highlight=False,
+        )
     out.print("archive_mode = on", markup=False, highlight=False)
     for name, line in (("archive_command", archive), ("restore_command", restore_line)):
         out.print(
@@ -103,11 +131,14 @@ def _current_user() -> str:
 def wal_push(
     env: EnvArg,
     path: Annotated[Path, typer.Argument(help="WAL file path (%p).")],
+    env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Archive one WAL segment or history file (archive_command)."""
     st = settle(json_out, policy_dir)
+    if env_file is not None:
+        apply_env_file(env_file)
     report = archive_wal(load_wal_policy(env, st.policy_dir), path, st.policy_dir)
     if st.json:
         emit_json(report.to_dict())
@@ -148,11 +179,14 @@ def wal_fetch(
     env: EnvArg,
     name: Annotated[str, typer.Argument(help="WAL file name (%f).")],
     path: Annotated[Path, typer.Argument(help="Where to write it (%p).")],
+    env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Fetch one WAL file from the archive (restore_command); exit 1 when it does not exist."""
     st = settle(json_out, policy_dir)
+    if env_file is not None:
+        apply_env_file(env_file)
     code, message = run_fetch(
         lambda: load_wal_policy(env, st.policy_dir), name, path, st.policy_dir
     )

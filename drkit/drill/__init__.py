@@ -8,7 +8,10 @@ from here (see ARCHITECTURE.md, Drill).  Inside, by stage:
   directory, the stage, the verdict, the teardown, the stored report);
 - :mod:`.context`: what the stages share (the run, the phase timer);
 - :mod:`.logical` and :mod:`.physical`: restoring each kind of backup, timed by phase;
-- :mod:`.checks`: the validation ladder (connections, row counts, SQL checks, amcheck);
+- :mod:`.roles`: the policy's role (and the roles it depends on) mirrored into the
+  scratch cluster, so a logical drill restores as the real restore would;
+- :mod:`.checks`: the validation ladder (connections, row counts, SQL checks, amcheck,
+  collation versions);
 - :mod:`.objectives`: RTO and RPO judged against the policy's objectives;
 - :mod:`.report` and :mod:`.chart`: the report, its renderings and the trend chart.
 
@@ -23,6 +26,7 @@ from drkit.drill.report import ERROR as ERROR
 from drkit.drill.report import FAIL as FAIL
 from drkit.drill.report import NOT_RUN as NOT_RUN
 from drkit.drill.report import PASS as PASS
+from drkit.drill.report import WARN as WARN
 from drkit.drill.report import Check as Check
 from drkit.drill.report import DrillReport as DrillReport
 from drkit.drill.runner import DrillResult as DrillResult

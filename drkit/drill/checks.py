@@ -8,7 +8,13 @@
    timeout, in the policy's own database unless a check names another);
 4. ``pg_amcheck`` finds no corruption (:func:`check_amcheck`; :class:`AmcheckRun` runs
    it in a thread beside the row counts); a scratch server without the amcheck
-   extension is NOT_RUN with what to install.
+   extension is NOT_RUN with what to install.  Installing amcheck takes a superuser:
+   where the policy's role is none, the scratch server's own superuser runs it over
+   the server's private socket (the server is drkit's, not the operator's);
+5. a physical copy's collation version is the one its new server's libraries give
+   (:func:`check_collation`): on another libc (musl to glibc, another glibc) text
+   indexes are sorted the old way; that is a WARN saying to REINDEX them, since
+   amcheck, not this, tells whether they are out of order.
 
 A finding is a check's verdict (FAIL, or ERROR when the check itself broke), never an
 exception out of the drill.
@@ -24,11 +30,11 @@ from psycopg import sql
 
 from drkit.backup.catalog import Manifest
 from drkit.config import Policy
-from drkit.drill.report import ERROR, FAIL, NOT_RUN, PASS, Check, DrillReport
+from drkit.drill.report import ERROR, FAIL, NOT_RUN, PASS, WARN, Check, DrillReport
 from drkit.errors import DrkitError, OperationError
 from drkit.pg import PostgresServer, run_as
 from drkit.pg.binaries import find_binary
-from drkit.pg.connect import connect, first_line
+from drkit.pg.connect import connect, first_line, is_superuser
 from drkit.pg.conninfo import for_subprocess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 
@@ -243,6 +249,34 @@ class AmcheckRun(threading.Thread):
                 )
 
 
+def check_collation(report: DrillReport, dsn: str, database: str) -> None:
+    """WARN when the database's recorded collation version differs from the one the
+    restored server's libraries give (PostgreSQL 15+ records it); nothing otherwise."""
+    with connect(dsn) as conn:
+        if conn.info.server_version < 150000:
+            return
+        row = conn.execute(
+            "SELECT datcollversion, pg_database_collation_actual_version(oid) "
+            "FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+    recorded, actual = (str(v) if v is not None else "" for v in row) if row else ("", "")
+    if recorded == actual:
+        return
+    report.add(
+        Check(
+            f"collation {database}",
+            "collation",
+            WARN,
+            expected=recorded or "none recorded (musl libc records none)",
+            observed=actual or "none",
+            detail="the restored server's libraries sort text differently from the ones "
+            f"that built {database}'s indexes: REINDEX its text indexes after such a "
+            f"restore, then ALTER DATABASE {database} REFRESH COLLATION VERSION",
+            database=database,
+        )
+    )
+
+
 def check_amcheck(report: DrillReport | CheckList, cluster: PostgresServer, database: str) -> None:
     name = f"amcheck {database}"
 
@@ -267,29 +301,47 @@ def check_amcheck(report: DrillReport | CheckList, cluster: PostgresServer, data
         available = conn.execute(
             "SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'"
         ).fetchone()
+        superuser = is_superuser(conn)
+        bootstrap = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
     if available is None:
         not_run(
             f"the scratch server (PostgreSQL {cluster.major}, {cluster.bin_dir}) has no "
             f"amcheck extension: install postgresql-{cluster.major} (its contrib ships it)"
         )
         return
-    conninfo, env = for_subprocess(cluster.dsn(database))
-    params = dict(p.split("=", 1) for p in conninfo.split())
     jobs = max(1, min(4, os.cpu_count() or 1))
-    args = [
-        binary,
-        "--install-missing",
-        f"--jobs={jobs}",
-        "-h",
-        params.get("host", "127.0.0.1"),
-        "-p",
-        params.get("port", str(cluster.port)),
-        "-U",
-        params.get("user", "postgres"),
-        "-d",
-        database,
-    ]
-    proc = run_as(args, None, env=env, check=False, timeout=24 * 3600, what="pg_amcheck")
+    common = [binary, "--install-missing", f"--jobs={jobs}", "-d", database]
+    if superuser:
+        conninfo, env = for_subprocess(cluster.dsn(database))
+        params = dict(p.split("=", 1) for p in conninfo.split())
+        args = [
+            *common,
+            "-h",
+            params.get("host", "127.0.0.1"),
+            "-p",
+            params.get("port", str(cluster.port)),
+            "-U",
+            params.get("user", "postgres"),
+        ]
+        proc = run_as(args, None, env=env, check=False, timeout=24 * 3600, what="pg_amcheck")
+    elif cluster.socket_dir is not None and bootstrap is not None:
+        # the policy's role may not install amcheck (a superuser's right): the scratch
+        # server is drkit's own, so its superuser runs it, over the server's private
+        # socket, as the OS user the server runs as (the data directory's own pg_hba)
+        args = [*common, "-h", str(cluster.socket_dir), "-p", str(cluster.port)]
+        args += ["-U", str(bootstrap[0])]
+        proc = run_as(args, cluster.os_user, check=False, timeout=24 * 3600, what="pg_amcheck")
+        if proc.returncode != 0 and not proc.stdout.strip():
+            why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            not_run(
+                "the policy's role is not a superuser (amcheck needs one) and the recovered "
+                f"server refused its superuser {bootstrap[0]} over its own socket ({why}): "
+                "allow it a local connection in pg_hba.conf (peer or trust)"
+            )
+            return
+    else:
+        not_run("the policy's role is not a superuser, and amcheck needs one")
+        return
     output = (proc.stdout + proc.stderr).strip().splitlines()
     if proc.returncode == 0 and not proc.stdout.strip():
         report.add(Check(name, "amcheck", PASS, "no corruption", "no corruption", "", database))

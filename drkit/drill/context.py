@@ -51,9 +51,9 @@ class PhaseTimer:
         meter = Meter(self.on_phase, name, item, total=total)
         started = time.monotonic()
         try:
-            yield meter
+            with meter:  # done only when the phase completed, aborted otherwise
+                yield meter
         finally:
-            meter.finish()
             took = time.monotonic() - started
             with self._lock:
                 self.report.phases[name] = self.report.phases.get(name, 0.0) + took

@@ -12,9 +12,10 @@ overlaps them), so the measured RTO errs on the long side.
 Each database comes from its own backup (``sources``: see
 :func:`drkit.drill.runner.backups_per_database`) and is checked against that backup's
 row counts; a database no backup holds FAILs.  A dump that cannot be read or restored
-is a FAIL check, never a crash.  Restores run with ``--no-owner --no-privileges``: roles
-are cluster globals a logical backup does not hold, and the scratch cluster only has
-``postgres``.
+is a FAIL check, never a crash.  Each dump is restored the way ``drkit restore`` restores
+it, owners and privileges included, as the role the policy's url names: the roles it
+depends on are mirrored into the scratch cluster first (:mod:`.roles`), so a restore the
+operator's role could not make fails the drill too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from drkit.backup.catalog import Manifest, dump_entries
 from drkit.drill.checks import (
     AmcheckRun,
@@ -36,13 +39,20 @@ from drkit.drill.checks import (
 )
 from drkit.drill.context import DrillCannotRun, DrillRun
 from drkit.drill.report import FAIL, PASS, Check
+from drkit.drill.roles import (
+    RestoreRole,
+    create_database,
+    mirror_roles,
+    read_restore_role,
+    toc_owners,
+)
 from drkit.errors import CheckFailed, DrkitError, StorageError
 from drkit.pg import LocalCluster
 from drkit.pg.binaries import find_client
-from drkit.pg.connect import connect, server_version
-from drkit.pg.pgrestore import restore_args
-from drkit.pg.process import PipeProcess
+from drkit.pg.connect import connect, first_line, server_version
+from drkit.pg.pgrestore import read_toc
 from drkit.progress import MeteredReader, human_size
+from drkit.restore import restore_archive
 from drkit.restore.dirrestore import fetch_directory
 from drkit.storage.repository import StoredObject
 from drkit.streams import copy_stream
@@ -87,10 +97,11 @@ def drill_logical(
     cluster = starter.cluster()
     with connect(cluster.dsn()) as conn:
         run.report.scratch_server_version = server_version(conn)
+    role, login = _restore_role(run, cluster, [local for _, local, _ in fetched], list(sources))
     restored = [
         obj.database or ""
         for obj, local, size in fetched
-        if _restore(run, obj, local, size, cluster)
+        if _restore(run, obj, local, size, cluster, role, login)
     ]
     run.report.reached_point = run.report.backup_consistent_at  # the oldest database's backup
     counts = {
@@ -214,16 +225,55 @@ def _fetch(run: DrillRun, obj: StoredObject, source: Manifest | None) -> Path | 
     return local
 
 
+def _restore_role(
+    run: DrillRun, cluster: LocalCluster, dumps: list[Path], databases: list[str]
+) -> tuple[RestoreRole, str]:
+    """The restore role, mirrored into the scratch cluster, and a login as it."""
+    role = read_restore_role(run.policy.database.url.get_secret_value(), databases)
+    owners: set[str] = set()
+    try:
+        if role.guessed:
+            run.report.notes.append(
+                f"the live server did not answer ({role.guessed}): restored as role "
+                f"{role.name} taken to be no superuser, owning its databases, a member of "
+                "no other role"
+            )
+            pg_restore = find_client("pg_restore", cluster.major or _server_major(cluster.dsn()))
+            owners = {o for dump in dumps for o in toc_owners(read_toc(pg_restore, dump))}
+        return role, mirror_roles(cluster, role, owners)
+    except DrkitError as exc:
+        raise DrillCannotRun(
+            f"cannot create role {role.name} in the scratch cluster: {exc}"
+        ) from None
+    except psycopg.Error as exc:
+        raise DrillCannotRun(
+            f"cannot create role {role.name} in the scratch cluster: {first_line(exc)}"
+        ) from None
+
+
 def _restore(
-    run: DrillRun, obj: StoredObject, local: Path, size: int, cluster: LocalCluster
+    run: DrillRun,
+    obj: StoredObject,
+    local: Path,
+    size: int,
+    cluster: LocalCluster,
+    role: RestoreRole,
+    login: str,
 ) -> bool:
     database = obj.database or ""
     name = f"restore {database}"
     try:
         with run.timer.phase("restore", database):
             try:
-                cluster.create_database(database)
-                _pg_restore(local, cluster, database, run.jobs)
+                dsn = create_database(cluster, role, login, database)
+                restore_archive(
+                    find_client("pg_restore", cluster.major or _server_major(dsn)),
+                    local,
+                    dsn,
+                    jobs=run.jobs,
+                    superuser=role.superuser or role.name == cluster.superuser,
+                    what=f"pg_restore of {database} into the scratch cluster as {role.name}",
+                )
             except DrkitError as exc:
                 run.report.add(
                     Check(
@@ -245,7 +295,7 @@ def _restore(
             "restore",
             PASS,
             expected="pg_restore exits 0",
-            observed=f"restored {human_size(size)} of dump",
+            observed=f"restored {human_size(size)} of dump as role {role.name}",
             database=database,
         )
     )
@@ -294,15 +344,6 @@ def _remove_local(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _pg_restore(dump: Path, cluster: LocalCluster, database: str, jobs: int) -> None:
-    dsn = cluster.dsn(database)
-    pg_restore = find_client("pg_restore", cluster.major or _server_major(dsn))
-    args, env = restore_args(pg_restore, dsn, jobs=jobs, archive=dump)
-    what = f"pg_restore of {database} into the scratch cluster"
-    with PipeProcess(args, env=env, what=what) as proc:
-        proc.wait()
 
 
 def _server_major(dsn: str) -> int:

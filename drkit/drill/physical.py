@@ -34,6 +34,7 @@ import psycopg
 from drkit.backup.catalog import iso
 from drkit.drill.checks import (
     check_amcheck,
+    check_collation,
     check_connect,
     check_row_counts,
     check_sql,
@@ -197,6 +198,7 @@ def _validate(
             if not check_connect(report, dsn, database):
                 continue
             reachable.append(database)
+            check_collation(report, dsn, database)
             if report.scratch_server_version is None:
                 with connect(dsn) as conn:
                     report.scratch_server_version = server_version(conn)

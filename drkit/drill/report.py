@@ -36,6 +36,8 @@ FAIL = "FAIL"
 NOT_RUN = "NOT_RUN"
 ERROR = "ERROR"
 STATUSES = (PASS, FAIL, NOT_RUN, ERROR)
+#: found something to act on that breaks nothing the drill proved (counts as a pass)
+WARN = "WARN"
 
 #: The phases of a drill's RTO, in the order they happen.
 PHASES = ("startup", "fetch", "restore", "unpack", "wal_replay", "connections", "validation")
@@ -55,16 +57,18 @@ class Check:
     """One rung of the validation ladder, or one objective."""
 
     name: str
-    kind: str  # connect | restore | row_count | sql | amcheck | objective
+    kind: str  # connect | restore | row_count | sql | amcheck | collation | objective
     status: str
     expected: Any = None
     observed: Any = None
     detail: str = ""
     database: str | None = None
+    #: in a drill of every kind: the kind of backup whose drill this check belongs to
+    backup_kind: str | None = None
 
     @property
     def passed(self) -> bool:
-        return self.status == PASS
+        return self.status in (PASS, WARN)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -78,6 +82,8 @@ class Check:
             doc["detail"] = self.detail
         if self.database is not None:
             doc["database"] = self.database
+        if self.backup_kind is not None:
+            doc["backup_kind"] = self.backup_kind
         return doc
 
 
@@ -111,6 +117,9 @@ class DrillReport:
     scratch_server_version: str | None = None
     cleanup: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: a drill of every kind the policy takes: each kind's own report (this one holds
+    #: them all: every check, the verdict over all of them)
+    parts: list[DrillReport] = field(default_factory=list)
 
     # -- derived --------------------------------------------------------------------
 
@@ -140,6 +149,8 @@ class DrillReport:
         drill could not run; FAIL otherwise."""
         if self.error is not None:
             return ERROR
+        if any(p.verdict != PASS for p in self.parts):
+            return FAIL
         if self.checks and all(c.passed for c in self.checks):
             return PASS
         return FAIL
@@ -155,6 +166,8 @@ class DrillReport:
 
     def to_dict(self) -> dict[str, Any]:
         counts = {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
+        if warnings := sum(1 for c in self.checks if c.status == WARN):
+            counts[WARN] = warnings
         return {
             "format": 1,
             "id": self.id,
@@ -212,6 +225,7 @@ class DrillReport:
             },
             "cleanup": self.cleanup,
             "notes": self.notes,
+            "kinds": {p.backup_kind: p.to_dict() for p in self.parts if p.backup_kind} or None,
         }
 
 
@@ -292,6 +306,18 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def check_label(check: dict[str, Any]) -> str:
+    """A check's name, after its kind of backup in a drill of every kind."""
+    kind = check.get("backup_kind")
+    return f"{kind}: {check['name']}" if kind else str(check["name"])
+
+
+def kind_verdicts(doc: dict[str, Any]) -> str:
+    """``logical PASS, physical FAIL`` for a drill of every kind, else ``""``."""
+    kinds: dict[str, Any] = doc.get("kinds") or {}
+    return ", ".join(f"{kind} {part['verdict']}" for kind, part in kinds.items())
+
+
 def render_markdown(
     doc: dict[str, Any],
     history: list[dict[str, Any]],
@@ -316,6 +342,8 @@ def render_markdown(
         f"(backup taken on {doc['versions'].get('postgresql_backup') or '-'}), "
         f"drkit {doc['versions'].get('drkit')}",
     ]
+    if kind_verdicts(doc):
+        lines.append(f"- every kind the policy takes: {kind_verdicts(doc)}")
     if doc.get("error"):
         lines += ["", f"> The drill could not run: {doc['error']}"]
     lines += [
@@ -355,7 +383,7 @@ def render_markdown(
     lines += ["| check | status | expected | observed | detail |", "|---|---|---|---|---|"]
     for check in doc["checks"]:
         lines.append(
-            f"| {_cell(check['name'])} | {check['status']} | {_cell(check['expected'])} | "
+            f"| {_cell(check_label(check))} | {check['status']} | {_cell(check['expected'])} | "
             f"{_cell(check['observed'])} | {_cell(check.get('detail', ''))} |"
         )
     summary = doc["summary"]
@@ -425,7 +453,7 @@ def render_junit(doc: dict[str, Any]) -> str:
         case = ET.SubElement(
             suite,
             "testcase",
-            {"classname": f"drill.{check['kind']}", "name": str(check["name"])},
+            {"classname": f"drill.{check['kind']}", "name": check_label(check)},
         )
         message = f"expected {check['expected']!r}, observed {check['observed']!r}"
         if check.get("detail"):
@@ -436,5 +464,7 @@ def render_junit(doc: dict[str, Any]) -> str:
             ET.SubElement(case, "failure", {"type": NOT_RUN, "message": "not run: " + message})
         elif check["status"] == ERROR:
             ET.SubElement(case, "error", {"type": ERROR, "message": message})
+        elif check["status"] == WARN:
+            ET.SubElement(case, "system-out").text = "warning: " + message
     ET.indent(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, "unicode") + "\n"

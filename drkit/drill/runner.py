@@ -4,7 +4,12 @@ The drill is drkit's proof that a backup is restorable within the objectives (se
 ARCHITECTURE.md, Drill).  This module is its orchestration; the stages live beside it:
 
 1. pick a backup (``latest``, an id, or ``random``; with ``--point-in-time`` a base
-   backup) and, for ``latest`` logical drills, each policy database's own newest backup;
+   backup) and, for ``latest`` logical drills, each policy database's own newest backup.
+   Asked for no backup in particular (what the schedule runs), the drill proves every
+   kind of backup the policy takes (:func:`drill_kinds`): the newest logical backup, and
+   the newest base backup replayed to the end of the recoverable window; each kind gets
+   its own verdict in one report, and a kind the policy takes but the repository lacks
+   FAILs, never drops out;
 2. make the drill's private work directory (below ``$DRKIT_TMPDIR``, refused when
    others could swap what root writes there);
 3. restore and validate: a logical backup into a scratch cluster of the drill's own
@@ -29,7 +34,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,7 @@ from drkit.backup.catalog import (
 )
 from drkit.config import Policy
 from drkit.drill.context import DrillRun, PhaseCallback, PhaseTimer, backup_major
-from drkit.drill.report import DrillReport, store_report, write_report_dir
+from drkit.drill.report import FAIL, Check, DrillReport, store_report, write_report_dir
 from drkit.errors import DrkitError, UsageError
 from drkit.pg import (
     Owner,
@@ -82,7 +87,7 @@ def new_drill_id(started: datetime, kind: str) -> str:
 def run_drill(
     policy: Policy,
     *,
-    backup_ref: str | None = "latest",
+    backup_ref: str | None = None,
     point_in_time: datetime | None = None,
     keep: bool = False,
     report_dir: Path | None = None,
@@ -94,6 +99,10 @@ def run_drill(
 ) -> DrillResult:
     """Run one drill of ``policy``'s environment; see the module docstring.
 
+    ``backup_ref`` None (with no ``point_in_time`` and no ``target_major``) drills every
+    kind of backup the policy takes, one after the other, into one report; ``latest``
+    is the newest backup of either kind.
+
     Raises (before any scratch cluster exists) when no backup can be selected; returns
     a result whose ``verdict`` is PASS, FAIL or ERROR otherwise.  KeyboardInterrupt
     propagates after the scratch cluster is torn down.
@@ -102,11 +111,25 @@ def run_drill(
     own_repo = repo is None
     repo = repo or Repository.for_policy(policy)
     try:
+        every = backup_ref is None and point_in_time is None and target_major is None
+        kinds = drill_kinds(policy, repo) if every else ()
+        if len(kinds) > 1 and list_backups(repo):  # none at all: refused as ever, below
+            return _run_every_kind(
+                policy,
+                repo,
+                started_at,
+                kinds,
+                keep=keep,
+                report_dir=report_dir,
+                jobs=jobs,
+                on_phase=on_phase,
+            )
         return _run(
             policy,
             repo,
             started_at,
             backup_ref=backup_ref or "latest",
+            kinds=kinds or None,
             point_in_time=point_in_time,
             keep=keep,
             report_dir=report_dir,
@@ -118,6 +141,111 @@ def run_drill(
     finally:
         if own_repo:
             repo.close()
+
+
+def drill_kinds(policy: Policy, repo: Repository) -> tuple[str, ...]:
+    """The kinds of backup a drill of the policy proves: each kind it takes (logical
+    with a logical schedule; physical with a base backup schedule or WAL archiving, the
+    point-in-time path behind a short RPO) and each kind the repository holds."""
+    schedule = policy.schedule
+    taken = {m.kind for m in list_backups(repo)}
+    if schedule.logical_backup:
+        taken.add("logical")
+    if schedule.physical_backup or schedule.physical_incremental_backup or policy.wal_archiving:
+        taken.add("physical")
+    return tuple(k for k in KINDS if k in taken)
+
+
+def _run_every_kind(
+    policy: Policy,
+    repo: Repository,
+    started_at: datetime,
+    kinds: tuple[str, ...],
+    *,
+    keep: bool,
+    report_dir: Path | None,
+    jobs: int,
+    on_phase: PhaseCallback | None,
+) -> DrillResult:
+    """One drill per kind, one after the other (one scratch cluster at a time), each
+    with its own verdict, combined into one stored report."""
+    parts: list[DrillReport] = []
+    kept: dict[str, Any] | None = None
+    for kind in kinds:
+        if not list_backups(repo, kind):
+            parts.append(_missing_kind(policy, repo, kind))
+            continue
+        result = _run(
+            policy,
+            repo,
+            datetime.now(UTC),
+            backup_ref="latest",
+            kinds=(kind,),
+            point_in_time=None,
+            keep=keep,
+            report_dir=None,
+            jobs=jobs,
+            on_phase=on_phase,
+            rng=None,
+            publish=False,
+        )
+        parts.append(result.report)
+        kept = kept or result.kept
+    report = combine_reports(started_at, parts)
+    files: list[Path] = []
+    if report_dir is not None:
+        files = write_report_dir(report_dir, report, past_reports(repo, exclude=report.id))
+    key = store_report(repo, report)
+    log.info("drill %s: verdict %s, report %s", report.id, report.verdict, key)
+    return DrillResult(report, key, files, kept)
+
+
+def _missing_kind(policy: Policy, repo: Repository, kind: str) -> DrillReport:
+    """The verdict of a kind the policy takes but the repository holds no backup of."""
+    now = datetime.now(UTC)
+    report = DrillReport(
+        id=new_drill_id(now, kind),
+        environment=policy.name,
+        started_at=now,
+        backup_kind=kind,
+        drkit_version=__version__,
+        finished_at=now,
+    )
+    why = "a base backup schedule or WAL archiving" if kind == "physical" else "a schedule"
+    report.add(
+        Check(
+            f"a {kind} backup to drill",
+            "restore",
+            FAIL,
+            expected=f"a {kind} backup (the policy takes them: {why})",
+            observed="none",
+            detail=f"no {kind} backup in {repo.location}: run drkit backup {policy.name}"
+            + (" --physical" if kind == "physical" else ""),
+        )
+    )
+    return report
+
+
+def combine_reports(started_at: datetime, parts: list[DrillReport]) -> DrillReport:
+    """One report of a drill of several kinds: every check, tagged with its kind; the
+    verdict PASS only when every kind passed; the measures (RTO, RPO, recovery point) of
+    the physical drill when it ran (the path behind the RPO), else the first; each
+    kind's own report under ``kinds``."""
+    ran = [p for p in parts if p.backup_id is not None]
+    main = next((p for p in ran if p.backup_kind == "physical"), ran[0] if ran else parts[0])
+    errors = [f"{p.backup_kind}: {p.error}" for p in parts if p.error is not None]
+    report = replace(
+        main,
+        id=new_drill_id(started_at, "every"),
+        started_at=started_at,
+        checks=[replace(c, backup_kind=p.backup_kind) for p in parts for c in p.checks],
+        error="; ".join(errors) if errors else None,
+        notes=[f"{p.backup_kind}: {n}" for p in parts for n in p.notes],
+        parts=list(parts),
+        finished_at=max((p.finished_at for p in parts if p.finished_at), default=None),
+    )
+    report.cleanup = {p.backup_kind or "": p.cleanup for p in parts}
+    return report
 
 
 def _run(
@@ -133,6 +261,8 @@ def _run(
     on_phase: PhaseCallback | None,
     rng: random.Random | None,
     target_major: int | None = None,
+    kinds: tuple[str, ...] | None = None,
+    publish: bool = True,
 ) -> DrillResult:
     # the stages bring psycopg and point-in-time recovery: loaded when a drill runs, so
     # that importing this package (its report, for status and check) stays cheap
@@ -141,8 +271,9 @@ def _run(
     from drkit.drill.physical import drill_physical
 
     # the drill handles both kinds; a point in time needs a base backup and its WAL
-    kinds = ("physical",) if point_in_time is not None else KINDS
-    manifest = resolve_backup(repo, backup_ref, kinds=kinds, rng=rng)
+    if point_in_time is not None:
+        kinds = ("physical",)
+    manifest = resolve_backup(repo, backup_ref, kinds=kinds or KINDS, rng=rng)
     scratch_major = _scratch_major(manifest, target_major)
     sources = backups_per_database(policy, repo, manifest, backup_ref)
     report = _new_report(policy, manifest, sources, started_at, backup_ref, point_in_time)
@@ -170,6 +301,8 @@ def _run(
         else:
             report.cleanup = _tear_down(scratch, work)
     report.finished_at = datetime.now(UTC)
+    if not publish:  # one kind of a drill of every kind: stored combined
+        return DrillResult(report, None, [], kept)
     files: list[Path] = []
     if report_dir is not None:
         history = past_reports(repo, exclude=report.id)

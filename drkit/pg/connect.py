@@ -44,3 +44,8 @@ def server_version(conn: psycopg.Connection[Any]) -> str:
 
 def server_major(conn: psycopg.Connection[Any]) -> int:
     return conn.info.server_version // 10000
+
+
+def is_superuser(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the session's role is a superuser, as the server reports it at login."""
+    return conn.info.parameter_status("is_superuser") == "on"

@@ -19,6 +19,7 @@ benchmarks import from here.  Inside, by stage:
 from __future__ import annotations
 
 from drkit.restore.logical import RestoreResult as RestoreResult
+from drkit.restore.logical import restore_archive as restore_archive
 from drkit.restore.logical import restore_logical as restore_logical
 from drkit.restore.pitr import PitrResult as PitrResult
 from drkit.restore.pitr import RecoveryObserver as RecoveryObserver

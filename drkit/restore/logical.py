@@ -53,9 +53,16 @@ from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefused, UsageError
 from drkit.pg.archive import OffsetFinder, set_data_offsets
 from drkit.pg.binaries import find_client
-from drkit.pg.connect import connect, first_line, server_major
+from drkit.pg.connect import connect, first_line, is_superuser, server_major
 from drkit.pg.conninfo import Resolved, describe, resolve, with_dbname
-from drkit.pg.pgrestore import restore_args, toc_args
+from drkit.pg.pgrestore import (
+    list_file,
+    read_toc,
+    restore_args,
+    stream_toc,
+    system_acl_entries,
+    toc_args,
+)
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress
@@ -252,9 +259,13 @@ def restore_one(
 ) -> set[tuple[str, str]] | None:
     """Restore one dump into ``dsn``; with ``tables``, only those (see the module
     docstring) and return the (schema, name) pairs restored; None for the whole dump.
-    ``members``: the objects of a directory-format dump (``obj`` is one of them)."""
+    ``members``: the objects of a directory-format dump (``obj`` is one of them).
+
+    A role that is not a superuser restores without the dump's grants on system objects
+    (:mod:`drkit.pg.pgrestore`), which only a superuser could make."""
     with connect(dsn) as conn:
         major = server_major(conn)
+        superuser = is_superuser(conn)
     pg_restore = find_client("pg_restore", major)
     what = f"pg_restore of {obj.database} into {describe(dsn)}"
     database = obj.database or ""
@@ -268,40 +279,85 @@ def restore_one(
         return _restore_tables(
             repo, obj, dsn, pg_restore, clean, what, tables, jobs, progress, members
         )
-    if members is not None:  # a directory: fetched whole and verified, then restored
-        with (
-            progress,
-            fetched_directory(repo, members, jobs=jobs, progress=progress) as local,
-        ):
-            args, env = restore_args(
-                pg_restore, dsn, jobs=jobs, keep_owners=True, clean=clean, archive=local
+    if not streamed:  # a file or a directory: fetched whole and verified, then restored
+        fetched = (
+            fetched_directory(repo, members, jobs=jobs, progress=progress)
+            if members is not None
+            else _fetched(repo, obj, progress)
+        )
+        with progress, fetched as local, Meter(on_progress, "pg_restore", database):
+            restore_archive(
+                pg_restore, local, dsn, jobs=jobs, clean=clean, superuser=superuser, what=what
             )
-            with PipeProcess(args, env=env, what=what) as proc:
+        return None
+    with progress, repo.open_decoded(obj) as stream:
+        head = b""
+        listing_of: contextlib.AbstractContextManager[Path | None] = contextlib.nullcontext()
+        if not superuser:
+            toc, head = stream_toc(pg_restore, stream)
+            listing_of = _listing(superuser, toc, what)
+        with listing_of as listing:
+            args, env = restore_args(
+                pg_restore, dsn, listing=listing, keep_owners=True, clean=clean
+            )
+            with PipeProcess(args, env=env, what=what, stdin=-1) as proc:
+                try:
+                    chunk = head or stream.read(CHUNK)
+                    while chunk:
+                        proc.stdin.write(chunk)
+                        progress(len(chunk))
+                        chunk = stream.read(CHUNK)
+                except BrokenPipeError:
+                    proc.wait()  # pg_restore died: report its own error
+                    raise
                 proc.wait()
-        return None
-    if jobs == 1:
-        args, env = restore_args(pg_restore, dsn, keep_owners=True, clean=clean)
-        with (
-            progress,
-            repo.open_decoded(obj) as stream,
-            PipeProcess(args, env=env, what=what, stdin=-1) as proc,
-        ):
-            try:
-                while chunk := stream.read(CHUNK):
-                    proc.stdin.write(chunk)
-                    progress(len(chunk))
-            except BrokenPipeError:
-                proc.wait()  # pg_restore died: report its own error
-                raise
-            proc.wait()
-        return None
-    with _fetched(repo, obj, progress) as tmp, Meter(on_progress, "pg_restore", database):
+    return None
+
+
+def restore_archive(
+    pg_restore: str,
+    archive: Path,
+    dsn: str,
+    *,
+    jobs: int,
+    clean: bool = False,
+    superuser: bool,
+    what: str,
+) -> None:
+    """``pg_restore`` of a local archive (a file or a directory) into ``dsn`` as a real
+    restore runs it: owners and privileges as the dump says, but for a role that is not a
+    ``superuser`` without the grants on system objects."""
+    toc = "" if superuser else read_toc(pg_restore, archive)
+    with _listing(superuser, toc, what) as listing:
         args, env = restore_args(
-            pg_restore, dsn, jobs=jobs, keep_owners=True, clean=clean, archive=tmp
+            pg_restore,
+            dsn,
+            listing=listing,
+            jobs=jobs,
+            keep_owners=True,
+            clean=clean,
+            archive=archive,
         )
         with PipeProcess(args, env=env, what=what) as proc:
             proc.wait()
-    return None
+
+
+@contextlib.contextmanager
+def _listing(superuser: bool, toc: str, what: str) -> Iterator[Path | None]:
+    """The ``-L`` list a restore as this role takes: None (everything) for a superuser;
+    else without the grants on system objects, each named in the log."""
+    if superuser:
+        yield None
+        return
+    for entry in system_acl_entries(toc):
+        log.warning(
+            "%s: grants on %s left out (the role is not a superuser; a superuser grants "
+            "them in the target database)",
+            what,
+            entry,
+        )
+    with list_file(toc, (), system_acls=False) as path:
+        yield path
 
 
 @contextlib.contextmanager

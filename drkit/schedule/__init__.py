@@ -12,7 +12,7 @@ This is the package's face:
 The daemon and what it serves are imported from their modules by the command that runs
 them (``drkit schedule run``): :mod:`.daemon` (APScheduler, job runs, signals),
 :mod:`.metrics` (one row a metric, over the catalog view) and :mod:`.endpoints`
-(``/metrics`` and ``/healthz``).  They bring prometheus_client and the HTTP server,
+(``/metrics``, ``/healthz`` and ``/status``).  They bring prometheus_client and the HTTP server,
 which ``schedule show``, the docs generator and a policy's validation do without.
 """
 

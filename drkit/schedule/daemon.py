@@ -3,19 +3,19 @@
 APScheduler 3 runs one cron job per ``schedule:`` entry of each policy, in the policy's
 timezone, with ``coalesce`` (a backlog of missed runs becomes one run), one instance
 per job, and a misfire grace of an hour (:data:`~drkit.schedule.timing.MISFIRE_GRACE`).
-The scheduler's own clock is UTC: given local times, APScheduler 3 repeats the
-ambiguous hour of an autumn DST change.
+The scheduler's own clock is UTC, and the trigger (:func:`drkit.cron.cron_trigger`) runs
+a fixed-hour job once when an autumn DST change repeats its hour.
 
 Jobs of one environment run one at a time (a prune waits for the backup before it).
 A failing job is logged with its error, counted in ``drkit_job_runs_total``, shown by
-``/healthz``, and never stops the daemon.  SIGTERM (and SIGINT) stop the scheduling of
+``/status``, and never stops the daemon (nor turns ``/healthz``, its liveness, to 503).  SIGTERM (and SIGINT) stop the scheduling of
 new runs, let the running job finish, then the daemon exits 0; SIGHUP reloads the
 policies (a policy that no longer validates is reported and the old one kept).
 
 The pieces: :mod:`.jobs` (what each job runs), :mod:`.timing` (when: fire times,
 periods, the misfire grace), :mod:`.lock` (the advisory lock that makes one replica run
 an environment's jobs), :mod:`.metrics` and :mod:`.endpoints` (``/metrics`` and
-``/healthz`` on one port).  This module holds the daemon itself: it installs the
+``/healthz`` and ``/status`` on one port).  This module holds the daemon itself: it installs the
 policies' jobs in APScheduler, runs them one environment at a time and records how
 each run ended, keeps every environment's catalog fresh, and handles the signals.
 """
@@ -30,11 +30,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from drkit.config import Policy
 from drkit.errors import DrkitError
-from drkit.schedule.endpoints import DEFAULT_PORT, MonitoringServer, bind_server, job_health
+from drkit.schedule.endpoints import (
+    DEFAULT_PORT,
+    MonitoringServer,
+    bind_server,
+    job_status,
+    liveness,
+)
 from drkit.schedule.jobs import JOBS, JobState, dispatch, error_line, scrub
 from drkit.schedule.lock import EnvironmentLock
 from drkit.schedule.metrics import CatalogSnapshot, DrkitCollector, MetricsView, read_catalog
@@ -43,11 +48,6 @@ from drkit.schedule.timing import MISFIRE_GRACE, checked_policies, cron_period, 
 log = logging.getLogger(__name__)
 
 CATALOG_REFRESH = timedelta(seconds=60)
-
-
-def wall_minute(timezone: str) -> datetime:
-    """The current local wall-clock minute in ``timezone`` (naive)."""
-    return datetime.now(ZoneInfo(timezone)).replace(second=0, microsecond=0, tzinfo=None)
 
 
 class SchedulerDaemon:
@@ -128,7 +128,9 @@ class SchedulerDaemon:
                 state.timezone,
                 runs[0].isoformat() if runs else "never",
             )
-        log.info("drkit scheduler serving /metrics and /healthz on %s:%d", self.bind, self.port)
+        log.info(
+            "drkit scheduler serving /metrics, /healthz and /status on %s:%d", self.bind, self.port
+        )
 
     def _bind(self) -> None:
         self._server = bind_server(self.bind, self.port, self)
@@ -240,14 +242,6 @@ class SchedulerDaemon:
             state = self.jobs.get((env, job))
             if run_lock is None or state is None:
                 return
-            # APScheduler 3 fires a job twice when its time falls in the hour an autumn
-            # DST change repeats (02:00 CEST, then 02:00 CET): same wall clock, skip it
-            wall = wall_minute(state.timezone)
-            repeated = state.last_wall_minute == wall
-            state.last_wall_minute = wall
-        if repeated:
-            log.info("%s/%s not run again: %s repeats after a DST change", env, job, wall)
-            return
         with run_lock:
             with self._state:
                 state = self.jobs.get((env, job))
@@ -405,9 +399,26 @@ class SchedulerDaemon:
                 now=datetime.now(UTC),
             )
 
-    def health(self, now: datetime | None = None) -> tuple[int, dict[str, Any]]:
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``/healthz``: is the scheduler running (its thread alive, not shutting down)?"""
+        scheduler = self._scheduler
+        # APScheduler 3's BackgroundScheduler keeps its loop in ``_thread``: ``running``
+        # alone stays true when that thread has died of an exception
+        thread = getattr(scheduler, "_thread", None)
+        alive = (
+            scheduler is not None
+            and scheduler.running
+            and thread is not None
+            and thread.is_alive()
+            and not self._stopping
+        )
         with self._state:
-            return job_health(
+            return liveness(alive, len(self.jobs), self.started_at)
+
+    def status(self, now: datetime | None = None) -> dict[str, Any]:
+        """``/status``: each job's outcome and the problems."""
+        with self._state:
+            return job_status(
                 self.jobs.values(), self.standby, self.started_at, now or datetime.now(UTC)
             )
 

@@ -1,12 +1,19 @@
-"""The scheduler's HTTP port: ``/metrics`` and ``/healthz``.
+"""The scheduler's HTTP port: ``/metrics``, ``/healthz`` and ``/status``.
 
 ``/metrics`` is the Prometheus text of the daemon's registry (:mod:`drkit.schedule.metrics`).
-``/healthz`` (and ``/health``) is 200 with a JSON body when every job's last run
-succeeded and none is overdue, 503 naming the jobs otherwise (:func:`job_health`): a
-job is overdue when its last success — or, if it never succeeded, the daemon's start —
-is older than its cron period plus the misfire grace, so a daemon whose jobs never run
-turns unhealthy.  A job skipped because another replica holds the environment's lock
-shows as ``standby``.
+
+``/healthz`` (and ``/health``) answers one question, the one a container runtime or
+Kubernetes asks: are the daemon and its scheduler alive?  200 while the scheduler runs,
+503 once it has stopped (or before it started).  It never looks at job outcomes: a
+failed drill must not mark the container unhealthy for a week and get it restarted,
+which would not fix the drill.
+
+``/status`` is the jobs' verdict, as JSON and always 200 (:func:`job_status`): each job's
+last run, next run and status, and the problems — a job whose last run failed, or that
+is overdue (its last success — or, if it never succeeded, the daemon's start — older
+than its cron period plus the misfire grace, so jobs that never run show up).  A job
+skipped because another replica holds the environment's lock shows as ``standby``.
+Alerting on outcomes is the metrics' job (``drkit_job_last_run_success`` and the rest).
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ DEFAULT_PORT = 9187
 
 
 class Monitored(Protocol):
-    """What the endpoints show: the metrics registry and the health verdict."""
+    """What the endpoints show: the metrics registry, liveness and the jobs' status."""
 
     registry: CollectorRegistry
 
     def health(self) -> tuple[int, dict[str, Any]]: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 class MonitoringServer(ThreadingHTTPServer):
@@ -59,8 +68,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif path in ("/healthz", "/health"):
                 code, doc = self.server.monitored.health()
                 self._send(code, "application/json", json.dumps(doc, indent=2).encode() + b"\n")
+            elif path == "/status":
+                doc = self.server.monitored.status()
+                self._send(200, "application/json", json.dumps(doc, indent=2).encode() + b"\n")
             elif path == "/":
-                self._send(200, "text/plain", b"drkit scheduler: /metrics /healthz\n")
+                self._send(200, "text/plain", b"drkit scheduler: /metrics /healthz /status\n")
             else:
                 self._send(404, "text/plain", b"not found\n")
         except Exception as exc:
@@ -97,10 +109,22 @@ def iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
 
 
-def job_health(
+def liveness(scheduler_alive: bool, jobs: int, started_at: datetime) -> tuple[int, dict[str, Any]]:
+    """``/healthz``: 200 while the scheduler runs, 503 when not; no job outcome in it."""
+    doc = {
+        "status": "alive" if scheduler_alive else "down",
+        "scheduler": "running" if scheduler_alive else "stopped",
+        "started_at": iso(started_at),
+        "jobs_scheduled": jobs,
+        "jobs": "/status",
+    }
+    return (200 if scheduler_alive else 503), doc
+
+
+def job_status(
     states: Iterable[JobState], standby: dict[str, bool], started_at: datetime, now: datetime
-) -> tuple[int, dict[str, Any]]:
-    """``/healthz``: (200 or 503, the document), each job's status and the problems."""
+) -> dict[str, Any]:
+    """``/status``: each job's status and the problems (``ok`` false when there are)."""
     problems: list[str] = []
     jobs: list[dict[str, Any]] = []
     for state in sorted(states, key=lambda s: (s.env, s.job)):
@@ -142,10 +166,10 @@ def job_health(
         )
     if not jobs:
         problems.append("no job is scheduled: add schedule entries to the policies")
-    doc = {
-        "status": "ok" if not problems else "unhealthy",
+    return {
+        "ok": not problems,
+        "status": "ok" if not problems else "attention",
         "problems": problems,
         "started_at": iso(started_at),
         "jobs": jobs,
     }
-    return (200 if not problems else 503), doc

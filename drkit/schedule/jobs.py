@@ -116,13 +116,13 @@ def dispatch(job: str, policy: Policy) -> Any:
 
 def scrub(text: str) -> str:
     """The first line of a message, secrets masked (:func:`drkit.redact.mask_url`): how
-    a failed job's error is logged, counted and shown by ``/healthz``."""
+    a failed job's error is logged, counted and shown by ``/status``."""
     stripped = text.strip()
     return mask_url(stripped.splitlines()[0] if stripped else "")
 
 
 def error_line(exc: Exception) -> str:
-    """A failed run's error as ``/healthz`` shows it: drkit's own errors by their
+    """A failed run's error as ``/status`` shows it: drkit's own errors by their
     message, anything else by its type too."""
     if isinstance(exc, DrkitError):
         return scrub(str(exc))
@@ -147,8 +147,6 @@ class JobState:
     last_error: str | None = None
     last_success: datetime | None = None
     last_duration: float | None = None
-    #: local wall-clock minute of the last fire (see SchedulerDaemon.run_job)
-    last_wall_minute: datetime | None = None
 
     def rescheduled(self, cron: str, timezone: str, period: timedelta, now: datetime) -> JobState:
         """The same job on a new schedule: its history kept, its baseline ``now``."""

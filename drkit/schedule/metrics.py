@@ -182,8 +182,8 @@ def per_catalog(
 
 
 def per_job(value: Callable[[JobState], float | None]) -> Callable[[MetricsView], Iterable[Sample]]:
-    """Samples labelled ``env`` and ``job``, one per scheduled job whose ``value`` is not
-    None."""
+    """Samples labelled ``env`` and ``drkit_job``, one per scheduled job whose ``value``
+    is not None."""
 
     def samples(view: MetricsView) -> Iterator[Sample]:
         for job in view.jobs:
@@ -241,7 +241,9 @@ def _rpo_exposure(catalog: CatalogSnapshot, now: datetime) -> list[Sample]:
 
 ENV = ("env",)
 ENV_KIND = ("env", "kind")
-ENV_JOB = ("env", "job")
+#: ``drkit_job``, never ``job``: that label is Prometheus's own (the scrape job), and
+#: exporting one would force ``honor_labels`` on every scrape config
+ENV_JOB = ("env", "drkit_job")
 
 #: every metric the daemon exports, in the order of a scrape
 METRICS: tuple[MetricRow, ...] = (
@@ -367,7 +369,7 @@ METRICS: tuple[MetricRow, ...] = (
     MetricRow(
         "drkit_job_runs",
         "Runs of scheduled jobs by outcome.",
-        ("env", "job", "status"),
+        ("env", "drkit_job", "status"),
         job_runs,
         counter=True,
     ),

@@ -93,6 +93,11 @@ class Backend(ABC):
         object carries none."""
         return None
 
+    def locked_until(self, key: str) -> datetime | None:
+        """Until when the store refuses to delete ``key`` (object lock); None: it may be
+        deleted now.  Backends without object lock answer None."""
+        return None
+
     def first_existing(self, keys: Sequence[str], *, expected: bool = True) -> ObjectInfo | None:
         """The first of ``keys`` that exists (looked up by name, never by a listing of
         their directory), or None.  ``expected``: whether the caller usually finds one

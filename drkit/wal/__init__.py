@@ -16,6 +16,7 @@ pgBackRest's ``command/archive``:
 - :mod:`.identity`: which cluster the archive belongs to;
 - :mod:`.timelines`: which timeline is production's;
 - :mod:`.commands`: the command lines PostgreSQL runs, and the runtime its OS user runs;
+- :mod:`.envfile`: the variables a policy needs, pinned for those lines (the env file);
 - :mod:`.entry`: every entry PostgreSQL runs, in one lean module (``python -m drkit.wal``).
 
 The face loads a module only when one of its names is first used: archive_command runs
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
     from drkit.wal.commands import restore_command as restore_command
     from drkit.wal.entry import fetch_error_line as fetch_error_line
     from drkit.wal.entry import run_fetch as run_fetch
+    from drkit.wal.envfile import apply_env_file as apply_env_file
+    from drkit.wal.envfile import wal_environment as wal_environment
+    from drkit.wal.envfile import write_env_file as write_env_file
     from drkit.wal.fetch import SPOOL_DIR as SPOOL_DIR
     from drkit.wal.fetch import FetchOutcome as FetchOutcome
     from drkit.wal.fetch import download as download
@@ -114,6 +118,7 @@ _FACE = {
         "restore_command"
     ),
     "entry": "fetch_error_line run_fetch",
+    "envfile": "apply_env_file wal_environment write_env_file",
     "fetch": (
         "SPOOL_DIR FetchOutcome download fetch_attempts fetch_wal prefetch_into "
         "read_fetch_journal start_fetch_journal write_repo_hint"

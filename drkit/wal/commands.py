@@ -250,13 +250,20 @@ def _checked_length(line: str, name: str) -> str:
     return line
 
 
-def archive_command(env: str, policy_dir: Path, user: str | None) -> str:
-    """The ``archive_command`` line: ``drkit wal-push ENV %p`` run as ``user``."""
+def archive_command(
+    env: str, policy_dir: Path, user: str | None, env_file: Path | None = None
+) -> str:
+    """The ``archive_command`` line: ``drkit wal-push ENV %p`` run as ``user`` (with
+    ``env_file``: applied before the policy is read, :mod:`drkit.wal.envfile`)."""
     words = [*drkit_argv(user), "wal-push", env, "%p", "--policy-dir", str(policy_dir.resolve())]
+    if env_file is not None:
+        words += ["--env-file", str(env_file)]
     return _checked_length(command_line(words), "archive_command")
 
 
-def restore_command(env: str, policy_dir: Path, user: str | None) -> str:
+def restore_command(
+    env: str, policy_dir: Path, user: str | None, env_file: Path | None = None
+) -> str:
     """``drkit wal-fetch`` through its lean entry point (``python -m drkit.wal fetch``).
 
     Equivalent to ``drkit wal-fetch ENV %f %p --policy-dir DIR``; it skips the
@@ -266,8 +273,10 @@ def restore_command(env: str, policy_dir: Path, user: str | None) -> str:
     directory = str(policy_dir.resolve())
     if os.environ.get(COMMAND_ENV):
         words = [*drkit_argv(user), "wal-fetch", env, "%f", "%p", "--policy-dir", directory]
+        words += ["--env-file", str(env_file)] if env_file is not None else []
     else:
         words = [*_python_for(user), "drkit.wal", "fetch", env, "%f", "%p", directory]
+        words += [str(env_file)] if env_file is not None else []
     return command_line(words)
 
 

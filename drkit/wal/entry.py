@@ -5,11 +5,13 @@ import no command-line framework (typer, click, rich: a few hundred milliseconds
 the fastest ones load no policy either:
 
 - ``drkit wal-push ENV PATH`` and ``drkit wal-fetch ENV NAME PATH`` (``--policy-dir DIR``
-  before or after): the lines users configure.  drkit's process entry hands every plain
+  and ``--env-file FILE`` before or after): the lines users configure.  The env file
+  (:mod:`drkit.wal.envfile`) is applied first, so that the policy reads the variables
+  ``drkit archive-command`` resolved, not whatever PostgreSQL's environment holds.  drkit's process entry hands every plain
   one to :func:`parse` and :func:`run`; anything else (``--json``, ``-v``, ``--help``,
   another command, a malformed line) goes to the full command line.  An async push
   acknowledged by the worker returns before the policy is read.
-- ``python -m drkit.wal fetch ENV NAME PATH POLICY_DIR``: the restore_command
+- ``python -m drkit.wal fetch ENV NAME PATH POLICY_DIR [ENV_FILE]``: the restore_command
   ``drkit archive-command`` prints (:func:`fetch_main`): a prefetched segment, or one
   from a plain ``file://`` repository a restore named, is served with no policy loaded.
 - ``python -m drkit.wal prefetch ENV POLICY_DIR SPOOL NAME...``: the detached helper that
@@ -36,28 +38,30 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from drkit.config import Policy
 
-#: what :func:`parse` returns: (command, positional arguments, policy directory)
-Parsed = tuple[str, list[str], str | None]
+#: what :func:`parse` returns: (command, positional arguments, policy directory, env file)
+Parsed = tuple[str, list[str], str | None, str | None]
 
 _OWN = {"wal-push": 2, "wal-fetch": 3}  # command -> number of positional arguments
 
 
 def parse(args: Sequence[str]) -> Parsed | None:
-    """(command, positionals, policy dir) for a plain WAL command line, else None."""
+    """(command, positionals, policy dir, env file) for a plain WAL command line, else
+    None."""
     command: str | None = None
     positionals: list[str] = []
-    policy_dir: str | None = None
+    options: dict[str, str | None] = {"--policy-dir": None, "--env-file": None}
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg == "--policy-dir":
+        if arg in options:
             if i + 1 >= len(args):
                 return None
-            policy_dir = args[i + 1]
+            options[arg] = args[i + 1]
             i += 2
             continue
-        if arg.startswith("--policy-dir="):
-            policy_dir = arg.split("=", 1)[1]
+        name, eq, value = arg.partition("=")
+        if eq and name in options:
+            options[name] = value
         elif arg.startswith("-") and arg != "-":
             return None  # --json, -v, --help, unknown options: the full CLI
         elif command is None:
@@ -67,14 +71,33 @@ def parse(args: Sequence[str]) -> Parsed | None:
         else:
             positionals.append(arg)
         i += 1
-    if command is None or len(positionals) != _OWN[command] or policy_dir == "":
+    policy_dir, env_file = options["--policy-dir"], options["--env-file"]
+    if command is None or len(positionals) != _OWN[command] or "" in (policy_dir, env_file):
         return None
-    return command, positionals, policy_dir
+    return command, positionals, policy_dir, env_file
+
+
+def _apply_env_file(env_file: str | None) -> str | None:
+    """Apply the line's env file (:mod:`drkit.wal.envfile`); the error line, if any."""
+    if env_file is None:
+        return None
+    from drkit.errors import DrkitError
+    from drkit.wal.envfile import apply_env_file
+
+    try:
+        apply_env_file(env_file)
+    except DrkitError as exc:
+        return f"drkit: error: {exc}"
+    return None
 
 
 def run(parsed: Parsed) -> int:
     """Run a line :func:`parse` accepted; its exit code (the error line written)."""
-    command, positionals, policy_dir = parsed
+    command, positionals, policy_dir, env_file = parsed
+    problem = _apply_env_file(env_file)
+    if problem is not None:
+        sys.stderr.write(problem + "\n")
+        return 1
     if command == "wal-push":
         from drkit.wal.ack import fast_push
 
@@ -143,7 +166,8 @@ def run_fetch(
 
 
 def fetch_main(argv: list[str]) -> int:
-    """``python -m drkit.wal fetch ENV NAME PATH POLICY_DIR``: the restore_command drkit writes.
+    """``python -m drkit.wal fetch ENV NAME PATH POLICY_DIR [ENV_FILE]``: the
+    restore_command drkit writes.
 
     The same as ``drkit wal-fetch``, minus the command-line framework: a segment already
     in the prefetch spool is renamed into place without loading the policy or any storage
@@ -151,12 +175,17 @@ def fetch_main(argv: list[str]) -> int:
     """
     from drkit.wal.fetch import fetch_lean, note_fetch
 
-    env, name, dest, policy_dir = argv
+    env, name, dest, policy_dir, *env_file = argv
     target = Path(dest)
     try:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         if not target.is_absolute():
             target = Path.cwd() / target
+        problem = _apply_env_file(env_file[0] if env_file else None)
+        if problem is not None:  # fetched from nowhere rather than from a guessed repository
+            note_fetch(target, name, "failed", problem)
+            sys.stderr.write(problem + "\n")
+            return 1
         found = fetch_lean(env, policy_dir, name, target)
         if found is not None:
             return 0 if found else 1
@@ -202,7 +231,7 @@ def main(argv: Sequence[str]) -> int:
 
         env, policy_dir, spool, *names = args[1:]
         return run_prefetch(env, policy_dir, spool, names)
-    if len(args) == 5 and args[0] == "fetch":
+    if len(args) in (5, 6) and args[0] == "fetch":
         return fetch_main(args[1:])
     if len(args) == 4 and args[0] == "worker":
         return worker_main(args[1:])

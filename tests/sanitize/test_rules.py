@@ -97,6 +97,8 @@ def test_a_valid_file_loads_with_every_strategy(tmp_path: Path) -> None:
         ({"strategy": "fake", "provider": "name", "args": {"bogus": 1}}, "rejects its args"),
         ({"strategy": "hash", "length": 3}, "length"),
         ({"strategy": "mask", "colour": "red"}, "unknown option"),
+        ({"strategy": "hash", "lenght": 8}, "lenght: unknown option (did you mean length?)"),
+        ({"strategy": "nullfy"}, "unknown strategy 'nullfy' (did you mean nullify?)"),
         ({"strategy": "template", "template": "{id.__class__}"}, "must name a column"),
         ({"strategy": "template", "template": "user_{nope}"}, "{nope} is not a column"),
         ({"strategy": "json", "paths": {"a.b": "keep"}}, "must start with $"),
@@ -160,6 +162,15 @@ def test_filters_render_from_the_checked_tree() -> None:
         ({"tables": {"v": {"copy": True, "columns": ["id", "id"]}}}, "tables.v.columns", "twice"),
         ({"tables": {"v": {"copy": True, "columns": ["id", 3]}}}, "tables.v.columns", "names"),
         ({"tables": {"v": {"copy": True, "pinned": ["id"]}}}, "tables.v.pinned", "unknown key"),
+        # a misspelt key names the nearest known one
+        ({"vesion": 1}, "vesion", "unknown key (did you mean version?)"),
+        ({"tables": {"user": {"colums": {}}}}, "tables.user.colums", "(did you mean columns?)"),
+        ({"subset": {"strat": {}}}, "subset.strat", "unknown key (did you mean start?)"),
+        (
+            {"defaults": {"unlisted_table": "skip"}},
+            "defaults",
+            "unknown option (did you mean unlisted_tables?)",
+        ),
     ],
 )
 def test_file_level_problems(tmp_path: Path, data: dict[str, Any], where: str, reason: str) -> None:

@@ -32,6 +32,7 @@ from drkit.sanitize.rules.model import (
 )
 from drkit.sanitize.rules.sqlfilter import FilterError, RowFilter, parse_filter
 from drkit.sanitize.strategies import STRATEGIES, Strategy, Template
+from drkit.suggest import did_you_mean, model_keys, unknown_key
 
 MIN_SALT_LENGTH = 8
 
@@ -39,13 +40,14 @@ _TOP_KEYS = {"version", "from", "to", "salt", "defaults", "tables", "subset"}
 _TABLE_KEYS = {"columns", "rows", "where", "copy", "skip"}
 
 
-def _pydantic_reason(exc: ValidationError) -> str:
+def _pydantic_reason(exc: ValidationError, model: Any = None) -> str:
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown option"
+            known = model_keys(model, err["loc"][:-1]) if model is not None else []
+            msg = "unknown option" + did_you_mean(err["loc"][-1], known)
         problems.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(problems)
 
@@ -73,14 +75,17 @@ def parse_strategy(raw: Any, *, inside_json: bool = False) -> Strategy:
         raise ValueError("the mapping needs a 'strategy' key")
     model = STRATEGIES.get(name)
     if model is None:
-        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+        raise ValueError(
+            f"unknown strategy {name!r}{did_you_mean(name, STRATEGIES)} "
+            f"(known: {', '.join(STRATEGIES)})"
+        )
     if inside_json and not model.AT_JSON_PATH:
         raise ValueError(f"strategy {name!r} cannot be used at a JSON path")
     data = {k: v for k, v in raw.items() if k not in model.LOADER_FIELDS}
     try:
         strategy = model.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(_pydantic_reason(exc)) from None
+        raise ValueError(_pydantic_reason(exc, model)) from None
     return strategy.checked(_AT_JSON_PATH)
 
 
@@ -103,7 +108,7 @@ def _parse_table(ctx: _Context, name: str, raw: Any, defaults: Defaults) -> Tabl
         )
     unknown = sorted(str(k) for k in raw if k not in _TABLE_KEYS)
     if unknown:
-        raise ctx.error(f"{where_prefix}.{unknown[0]}", "unknown key")
+        raise ctx.error(f"{where_prefix}.{unknown[0]}", unknown_key(unknown[0], _TABLE_KEYS))
     rows = raw.get("rows", "all")
     if rows not in ("all", "none"):
         raise ctx.error(f"{where_prefix}.rows", "must be 'all' or 'none'")
@@ -185,7 +190,7 @@ def parse_rules(raw: Any, source: str, env: Mapping[str, str] | None = None) -> 
         raise RulesError(f"{source}: a rules file is a mapping (version, from, to, salt, tables)")
     unknown = sorted(str(k) for k in raw if k not in _TOP_KEYS)
     if unknown:
-        raise ctx.error(unknown[0], "unknown key")
+        raise ctx.error(unknown[0], unknown_key(unknown[0], _TOP_KEYS))
     if raw.get("version", 1) != 1:
         raise ctx.error("version", "only version 1 is supported")
     salt_raw = raw.get("salt")
@@ -209,7 +214,7 @@ def parse_rules(raw: Any, source: str, env: Mapping[str, str] | None = None) -> 
     try:
         defaults = Defaults.model_validate(data.get("defaults") or {})
     except ValidationError as exc:
-        raise ctx.error("defaults", _pydantic_reason(exc)) from None
+        raise ctx.error("defaults", _pydantic_reason(exc, Defaults)) from None
     tables_raw = data.get("tables") or {}
     if not isinstance(tables_raw, dict):
         raise ctx.error("tables", "must map table names to rules")
@@ -238,7 +243,7 @@ def _parse_subset(ctx: _Context, raw: Any) -> SubsetRule | None:
         raise ctx.error("subset", "must be a mapping {start: {table, where}, follow}")
     unknown = sorted(str(k) for k in raw if k not in ("start", "follow"))
     if unknown:
-        raise ctx.error(f"subset.{unknown[0]}", "unknown key")
+        raise ctx.error(f"subset.{unknown[0]}", unknown_key(unknown[0], ("start", "follow")))
     follow = raw.get("follow", "foreign_keys")
     if follow != "foreign_keys":
         raise ctx.error("subset.follow", "only 'foreign_keys' is supported")
@@ -247,7 +252,7 @@ def _parse_subset(ctx: _Context, raw: Any) -> SubsetRule | None:
         raise ctx.error("subset.start", "needs {table: NAME, where: EXPRESSION}")
     unknown = sorted(str(k) for k in start if k not in ("table", "where"))
     if unknown:
-        raise ctx.error(f"subset.start.{unknown[0]}", "unknown key")
+        raise ctx.error(f"subset.start.{unknown[0]}", unknown_key(unknown[0], ("table", "where")))
     schema, table = split_table_name(start["table"])
     try:
         where = parse_filter(start.get("where") or "", table=table)
