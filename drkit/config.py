@@ -199,6 +199,12 @@ class DatabaseConfig(StrictModel):
     def _url_not_empty(cls, v: SecretStr) -> SecretStr:
         if not v.get_secret_value().strip():
             raise ValueError("database url is empty")
+        from drkit.pg.urlshape import check_url
+
+        try:
+            check_url(v.get_secret_value())
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("invalid database url: ")) from None
         return v
 
     @field_validator("databases")

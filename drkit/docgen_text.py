@@ -271,8 +271,13 @@ all have defaults) or as a mapping with `strategy:` and its options.
 - The copy is built aside, scanned there, and only then published by an atomic swap;
   any failure or interrupt leaves DST exactly as it was.
 - Data flows only from a strictly higher rank to a lower one; a protected environment is
-  never a target; DST is identified by its server's system identifier and database, not
-  its URL (exit 4).
+  never a target; DST is identified on the server libpq actually reaches, by its
+  cluster's system identifier and its database OID, not by its URL; an environment whose
+  database cannot be identified is never taken as distinct, unless DST carries drkit's
+  stamp (a MAC-bound database comment no URL can set) (exit 4).
+- The build is private (no CONNECT for PUBLIC); a killed run's build is dropped by the
+  next run, `sanitize check` or `drkit check`; the swap waits for DST's lock a bounded
+  time and then refuses (exit 4); once published, the run exits 0.
 - Every foreign key and unique constraint of the source holds in the target.
 - Before a row is written, it is searched for every original value of every transformed
   column (in canonical forms: decoded, NFKC-case-folded, without separators, phone

@@ -23,7 +23,12 @@ for a failed check (the caller decides the exit code), and nothing is left behin
 8. ``clock``: drkit's host clock against the server's ``clock_timestamp()``, and
    ``backup clocks``: the backups in the repository taken while the host clock was off.
    Both WARN (never FAIL) beyond :data:`~drkit.backup.order.SKEW_BOUND`: backups are
-   ordered by the server, so a wrong host clock only makes ids and host times wrong.
+   ordered by the server, so a wrong host clock only makes ids and host times wrong;
+9. ``sanitize target`` (where a rules file next to the policies copies into this
+   environment): what a sanitize run needs of the role on the server (CREATEDB, the
+   database's ownership); and, for every environment (a run may name its rules file
+   anywhere), the builds killed runs left next to the database, dropped here (a live
+   run's never: :func:`~drkit.pg.builddb.drop_leftovers`).
 
 Messages never contain a secret: connection errors go through :mod:`drkit.pg.connect`.
 """
@@ -91,16 +96,53 @@ def _needs_base_backups(policy: Policy) -> bool:
     return policy.wal_archiving or policy.schedule.physical_backup is not None
 
 
-def is_sanitize_source(policy: Policy, policy_dir: Path | None) -> bool:
-    """True where a rules file next to the policies copies from this environment."""
+def _has_rules(policy_dir: Path | None, pattern: str) -> bool:
     from drkit.config import resolve_policy_dir
 
     directories = {Path("sanitize_rules"), resolve_policy_dir(policy_dir).parent / "sanitize_rules"}
-    return any(
-        any(directory.glob(f"{policy.name}-to-*.yaml"))
-        for directory in directories
-        if directory.is_dir()
-    )
+    return any(any(d.glob(pattern)) for d in directories if d.is_dir())
+
+
+def is_sanitize_source(policy: Policy, policy_dir: Path | None) -> bool:
+    """True where a rules file next to the policies copies from this environment."""
+    return _has_rules(policy_dir, f"{policy.name}-to-*.yaml")
+
+
+def is_sanitize_target(policy: Policy, policy_dir: Path | None) -> bool:
+    """True where a rules file next to the policies copies into this environment."""
+    return _has_rules(policy_dir, f"*-to-{policy.name}.yaml")
+
+
+def _check_sanitize_target(report: CheckReport, policy: Policy, *, target: bool) -> None:
+    """The builds killed runs left next to this environment's databases (dropped), and,
+    for a ``target`` of sanitize runs, the privileges a run needs.  Elsewhere a server
+    that does not let the role look is no failure: only reported when a build is found."""
+    from drkit.pg.builddb import clean_leftovers, prove_privileges
+    from drkit.pg.conninfo import with_dbname
+
+    url = policy.database.url.get_secret_value()
+    for name in policy.database.database_names():
+        dsn = with_dbname(url, name)
+        try:
+            proved = prove_privileges(dsn) if target else ""
+            found = clean_leftovers(dsn)
+        except DrkitError as exc:
+            if target:
+                report.add(f"sanitize target {name}", False, str(exc))
+            else:
+                log.info("no look for interrupted sanitize builds next to %s: %s", name, exc)
+            continue
+        if not target and not (found.dropped or found.live or found.failed):
+            continue
+        notes = [proved] if proved else []
+        if found.dropped:
+            notes.append(f"dropped {', '.join(found.dropped)} (interrupted runs' builds)")
+        if found.live:
+            notes.append(f"{', '.join(found.live)} belong to runs going on")
+        failed = "; ".join(
+            f"cannot drop {n}, an interrupted run's build: {w}" for n, w in found.failed
+        )
+        report.add(f"sanitize target {name}", not failed, failed or "; ".join(notes))
 
 
 def _check_database(report: CheckReport, policy: Policy, sanitize_source: bool) -> Any:
@@ -565,6 +607,7 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
 
     report = CheckReport(policy.name)
     conn = _check_database(report, policy, is_sanitize_source(policy, policy_dir))
+    reached = conn is not None
     try:
         try:
             repo = Repository.for_policy(policy)
@@ -584,6 +627,9 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
     finally:
         if conn is not None:
             conn.close()
+    target = is_sanitize_target(policy, policy_dir)
+    if target or reached:  # an unreachable server is reported once, above
+        _check_sanitize_target(report, policy, target=target)
     _check_encryption(report, policy)
     _check_schedule(report, policy)
     return report

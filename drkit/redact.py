@@ -4,6 +4,8 @@
 
 * the password of a URL (``postgresql://user:p@ss@host/db`` masks ``p@ss`` whole: the
   password runs to the *last* ``@`` of the URL, as libpq and urllib read it);
+* what libpq quotes of a connection string it cannot parse (``invalid percent-encoded
+  token: "p%zz"`` quotes a password with a ``%`` that is no valid escape);
 * ``password=`` and ``sslpassword=`` of a conninfo string, quoted or not;
 * AWS access key ids (``AKIA…``/``ASIA…``, and whatever follows ``Credential=`` in a
   signed request), secret keys and session tokens named as such
@@ -39,6 +41,10 @@ _AWS_NAMED_RE = re.compile(
 )
 _AWS_CREDENTIAL_RE = re.compile(r"(Credential=)[^/\s,'\"]+")
 _AGE_RE = re.compile(r"AGE-SECRET-KEY-1[0-9A-Za-z]+|AGE-PLUGIN-[0-9A-Za-z-]+")
+_LIBPQ_QUOTE_RE = re.compile(
+    r"((?:percent-encoded (?:token|value)|URI query parameter|in URI(?: \([^)\n]*\))?)"
+    r'\s*:\s*)"[^"\n]*"'
+)
 
 #: environment variables whose values are secrets wherever they show up
 SECRET_ENV = (
@@ -58,6 +64,7 @@ def mask_url(text: str) -> str:
         value = os.environ.get(name)
         if value and len(value) >= _MIN_SECRET_LEN and value in text:
             text = text.replace(value, MASK)
+    text = _LIBPQ_QUOTE_RE.sub(r'\1"' + MASK + '"', text)
     text = _URL_PASSWORD_RE.sub(r"\1" + MASK + "@", text)
     text = _KV_PASSWORD_RE.sub(r"\1" + MASK, text)
     text = _AWS_NAMED_RE.sub(r"\1" + MASK, text)

@@ -50,6 +50,7 @@ from drkit.errors import DatabaseError, DrkitError, UsageError
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
+from drkit.pg.identity import system_identifier
 from drkit.pg.process import PipeProcess, widen_pipe
 from drkit.pg.tables import count_rows, dump_size_estimate, list_tables
 from drkit.progress import Meter, OnProgress
@@ -93,18 +94,6 @@ POSITION_SQL = (
     "CASE WHEN pg_is_in_recovery() THEN NULL "
     "ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END"
 )
-
-
-def system_identifier(conn: psycopg.Connection[Any]) -> str | None:
-    """The cluster's system identifier, or None when this role may not read it (then
-    backups are ordered by the server's time).  Runs in a transaction of its own."""
-    try:
-        with conn.transaction():
-            row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
-    except psycopg.Error as exc:
-        log.info("cannot read the system identifier (%s): ordering by time", first_line(exc))
-        return None
-    return str(row[0]) if row and row[0] is not None else None
 
 
 def read_position(

@@ -27,7 +27,7 @@ from typer.models import TyperInfo
 from drkit import VERSION_LINE
 from drkit.cli.common import JsonOpt, PolicyDirOpt, state
 from drkit.cli.helptext import polish
-from drkit.cli.outcome import finish, invoke
+from drkit.cli.outcome import finish, invoke, lost_stdout
 from drkit.errors import UsageError
 from drkit.logconfig import configure_logging
 
@@ -276,6 +276,12 @@ def run(args: list[str]) -> int:
     verbose = "-v" in args or "--verbose" in args
     json_mode = "--json" in args
     state.document = None
+    state.settled = False
     code, line = invoke(root_command(), args, verbose=verbose)
-    finish(code, line, json_mode=json_mode or state.json)
+    if state.settled:  # e.g. a published copy whose report met a closed stdout
+        code, line = 0, None
+    try:
+        finish(code, line, json_mode=json_mode or state.json)
+    except OSError:  # stdout is gone (a closed pipe): the document is lost
+        code = lost_stdout(code)
     return code

@@ -28,6 +28,9 @@ class State:
     quiet: bool = False
     #: the command's --json document, written by :func:`run` once the exit code is known
     document: Any = None
+    #: the command's outcome is settled (a sanitized copy was published): nothing that
+    #: follows (a closed stdout, an interrupt) makes it exit with anything but 0
+    settled: bool = False
 
 
 class Terminal:
@@ -106,16 +109,26 @@ def load(env: str) -> Any:
 
 @contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM ends a drill like Ctrl-C: the scratch cluster is torn down on the way out."""
+    """SIGTERM ends a drill or a sanitize run like Ctrl-C: the scratch cluster is torn
+    down, the build dropped, on the way out.  Once the command's outcome is settled
+    (:attr:`State.settled`), SIGTERM and SIGINT are ignored: there is nothing left to
+    undo."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
+        if not state.settled:
+            raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def settle_outcome() -> None:
+    """The command's outcome is settled: from now on it exits 0 (see :attr:`State.settled`)."""
+    state.settled = True

@@ -618,6 +618,8 @@ class SanitizeCheckDocument(Document):
     pii_kept: list[str]
     failures: list[str]
     pinned: dict[str, list[str]] = _field("copy: true tables pinned to their columns now")
+    target: str = _field("what the run may do on DST's server (privileges proved)")
+    leftovers: list[str] = _field("builds interrupted runs left next to DST, dropped now")
 
 
 class SanitizeInitDocument(Document):

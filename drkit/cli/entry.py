@@ -37,5 +37,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     from drkit.cli.app import run
 
     code = run(args)
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except OSError:  # stdout is gone (a closed pipe): the output is lost
+        from drkit.cli.outcome import lost_stdout
+
+        code = lost_stdout(code)
     raise SystemExit(code)

@@ -4,13 +4,16 @@
 A DrkitError carries its own code and an unexpected exception is 1, both through
 :func:`drkit.errors.failure` (the lean WAL entries end through it too); here are the
 endings only the command-line framework has: usage errors are 2 with a pointer to the
-command's help, Ctrl-C is 130, a closed stdout is 1 without a word, and ``-v`` adds the
+command's help, Ctrl-C is 130, a closed stdout is 1 without a word (0 once the outcome
+is settled: a published copy is not undone by a reader gone), and ``-v`` adds the
 traceback, secrets masked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import traceback
 from typing import Any
@@ -47,7 +50,12 @@ def invoke(command: Any, args: list[str], *, verbose: bool) -> tuple[int, str | 
             f"drkit: error: {message}{hint}",
         )
     except BrokenPipeError:
+        quiet_stdout()
         return 1, None
+    except SystemExit:  # rich ends the process this way when stdout is a closed pipe
+        if state.settled:
+            return 0, None
+        raise
     except (Exception, KeyboardInterrupt) as exc:  # one line; a traceback only with -v
         if verbose and not isinstance(exc, KeyboardInterrupt):
             print_traceback()
@@ -82,3 +90,19 @@ def write_document(document: dict[str, Any], code: int, message: str | None) -> 
 def print_traceback() -> None:
     """The current exception's traceback (``-v``), secrets masked."""
     err.print(mask_url(traceback.format_exc()).rstrip(), markup=False, highlight=False)
+
+
+def quiet_stdout() -> None:
+    """stdout is gone (a closed pipe): whatever is still written goes nowhere, so neither
+    a later write nor the flush at exit fails."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def lost_stdout(code: int) -> int:
+    """The exit code once stdout turned out closed: the output is lost, so a success is
+    a failure (1), unless the outcome was settled before (a published copy: 0)."""
+    quiet_stdout()
+    return code if state.settled else code or 1

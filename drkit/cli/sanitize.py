@@ -17,6 +17,7 @@ from drkit.cli.common import (
     load,
     out,
     settle,
+    settle_outcome,
     sigterm_interrupts,
     state,
 )
@@ -138,13 +139,16 @@ def sanitize_run(
         keep_old=keep_old,
     )
     source, target = load(src), load(dst)
-    try:
-        with sigterm_interrupts(), live_progress(quiet_done=True) as progress:
-            report = sanitize(source, target, options, on_progress=progress)
-    except LeakFound as exc:
-        print_sanitize_report(exc.report)
-        raise
-    print_sanitize_report(report)
+    with sigterm_interrupts():  # until the report is out: a published copy exits 0
+        try:
+            with live_progress(quiet_done=True) as progress:
+                report = sanitize(
+                    source, target, options, on_progress=progress, on_published=settle_outcome
+                )
+        except LeakFound as exc:
+            print_sanitize_report(exc.report)
+            raise
+        print_sanitize_report(report)
 
 
 @sanitize_app.command("check")
@@ -181,8 +185,11 @@ def sanitize_check(
                 f"[yellow]![/yellow] pinned {key} (copy: true) to its columns "
                 f"{', '.join(columns)} in {report.rules}: review them"
             )
+        for name in report.leftovers:
+            out.print(f"[yellow]![/yellow] dropped {name}, the build of an interrupted run")
         if not report.salt_set:
             out.print("[yellow]![/yellow] the salt variable is not set: a run would stop")
+        out.print(f"[green]✓[/green] {report.dst}: {report.target}")
         if report.ok:
             out.print(f"[green]✓[/green] {report.rules} covers {report.src}'s schema")
     if not report.ok:

@@ -7,10 +7,14 @@ from typing import Any
 import psycopg
 
 from drkit.errors import DatabaseError
-from drkit.pg.conninfo import Resolved, describe, with_dbname
+from drkit.pg.conninfo import Resolved, describe, libpq_reason, with_dbname
 
 
 def first_line(exc: BaseException) -> str:
+    """The line of a psycopg error that says why (a connection string libpq could not
+    parse: its complaint, with the pieces of the string it quotes masked)."""
+    if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:
+        return libpq_reason(str(exc))
     text = str(exc).strip()
     for line in text.splitlines():
         line = line.strip()

@@ -7,13 +7,22 @@ may be ``service=NAME`` (everything in a service file: ``PGSERVICEFILE``,
 several hosts, and only libpq knows its rules.  :func:`resolve` asks libpq, and what it
 answers is the database drkit backs up, restores, reports and hands, explicitly, to
 pg_dump and pg_restore (libpq programs too, so the two agree).
+
+No error ever shows a piece of a connection string: libpq quotes what it cannot parse
+(a password with a ``%`` that is no valid escape is quoted whole), so its complaints
+are passed on with those quotes masked (:func:`libpq_reason`), and a string libpq would
+cut elsewhere than its author meant is refused before libpq reads it
+(:func:`drkit.pg.urlshape.check_url`): a piece of the password would become a host, a
+port or a database name that messages show.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -26,13 +35,35 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from drkit.errors import UsageError
+from drkit.pg.urlshape import check_url
+
+_QUOTED = re.compile(r'"([^"]*)"')
+#: libpq's complaints about service files quote a service's name or a file's path
+_SERVICE_MESSAGES = ("definition of service", "service file", "syntax error in service file")
+
+
+@functools.cache
+def _keywords() -> frozenset[str]:
+    return frozenset(o.keyword.decode() for o in pq.Conninfo.get_defaults())
+
+
+def libpq_reason(text: str) -> str:
+    """libpq's complaint about a connection string, first line, with every piece of the
+    string it quotes masked, but for the names of connection parameters (and of services
+    and service files)."""
+    line = text.strip().splitlines()[0] if text.strip() else "libpq refused it"
+    if line.startswith(_SERVICE_MESSAGES):
+        return line
+    safe = _keywords() | {"="}
+    return _QUOTED.sub(lambda m: m.group(0) if m.group(1) in safe else '"***"', line)
 
 
 def parse(dsn: str) -> dict[str, str]:
+    check_url(dsn)
     try:
         params = conninfo_to_dict(dsn)
-    except Exception as exc:  # psycopg.ProgrammingError; its text never holds the password
-        raise UsageError(f"invalid database url: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # psycopg.ProgrammingError: libpq's text, pieces masked
+        raise UsageError(f"invalid database url: {libpq_reason(str(exc))}") from None
     return {k: str(v) for k, v in params.items() if v is not None}
 
 
@@ -90,13 +121,12 @@ def _ask_libpq(dsn: str) -> Resolved:
     parse(dsn)  # a malformed string: the one message every caller gives
     try:
         pgconn = pq.PGconn.connect_start(dsn.encode())
-    except Exception as exc:  # its text never holds the password
-        raise UsageError(f"invalid database url: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # libpq's text, pieces masked
+        raise UsageError(f"invalid database url: {libpq_reason(str(exc))}") from None
     try:
         resolved = Resolved.of(pgconn)
         if pgconn.status == pq.ConnStatus.BAD and not resolved.dbname:
-            reason = _text(pgconn.error_message).strip().splitlines() or ["libpq refused it"]
-            raise UsageError(f"database url: {reason[0]}")
+            raise UsageError(f"database url: {libpq_reason(_text(pgconn.error_message))}")
     finally:
         pgconn.finish()
     return resolved

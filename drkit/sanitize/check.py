@@ -1,7 +1,13 @@
 """``drkit sanitize check SRC DST``: the rules against SRC's live schema, nothing copied.
 
-The one thing it may write: the column list of a ``copy: true`` table met for the first
-time, pinned into the rules file (:mod:`drkit.sanitize.rules.pins`) and listed in ``pinned``.
+It refuses (exit 4) what the run would refuse before copying: the direction guard, DST's
+identity (:func:`~drkit.sanitize.guards.guard_target`), row-level security hiding SRC's
+rows, and the privileges the run needs on DST's server (CREATEDB, DST's ownership:
+:func:`~drkit.pg.builddb.prove_privileges`).
+
+What it may write: the column list of a ``copy: true`` table met for the first time,
+pinned into the rules file (:mod:`drkit.sanitize.rules.pins`) and listed in ``pinned``;
+and it drops the builds that killed runs left next to DST (listed in ``leftovers``).
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from typing import Any
 import psycopg
 
 from drkit.config import Policy
+from drkit.pg.builddb import clean_leftovers, prove_privileges
 from drkit.pg.connect import connect
 from drkit.sanitize.fit import check_constraints_fit
-from drkit.sanitize.guards import database_dsn
+from drkit.sanitize.guards import check_direction, database_dsn, guard_target, require_every_row
 from drkit.sanitize.plan import build_plan
 from drkit.sanitize.rules import resolve_rules
 from drkit.sanitize.schema import read_schema
@@ -34,6 +41,8 @@ class CheckReport:
     failures: list[str] = field(default_factory=list)
     salt_set: bool = True
     pinned: dict[str, list[str]] = field(default_factory=dict)  # copy: true tables pinned now
+    target: str = ""  # what the run may do on DST's server
+    leftovers: list[str] = field(default_factory=list)  # killed runs' builds, dropped now
 
     @property
     def ok(self) -> bool:
@@ -52,15 +61,26 @@ class CheckReport:
             "pii_kept": self.pii_kept,
             "failures": self.failures,
             "pinned": self.pinned,
+            "target": self.target,
+            "leftovers": self.leftovers,
         }
 
 
 def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckReport:
-    """Rules errors raise (exit 2); coverage failures are returned in ``failures``."""
+    """Rules errors raise (exit 2), what the run would refuse raises (exit 4); coverage
+    failures are returned in ``failures``."""
+    check_direction(src, dst)
     rules = resolve_rules(src, dst, rules_path, salt_required=False)
-    with connect(database_dsn(src), autocommit=False) as conn:
+    src_dsn, dst_dsn = database_dsn(src), database_dsn(dst)
+    # drkit's stamp is keyed by the salt: without it, DST's stamp cannot be recognised
+    key = None if rules.salt is None else Pseudonymizer(rules.salt_bytes()).key("stamp")
+    guard_target(src, dst, src_dsn, dst_dsn, stamp_key=key)
+    target = prove_privileges(dst_dsn)
+    leftovers = clean_leftovers(dst_dsn)
+    with connect(src_dsn, autocommit=False) as conn:
         conn.read_only = True
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        require_every_row(conn, src.name)
         schema = read_schema(conn)
         plan = build_plan(rules, schema)
         pinned = plan.settle_pins()
@@ -80,7 +100,12 @@ def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckRepor
         failures=cov.failures(),
         salt_set=rules.salt is not None,
         pinned=pinned,
+        target=target,
+        leftovers=leftovers.dropped,
     )
+    report.failures += [
+        f"cannot drop {name}, an interrupted run's build: {why}" for name, why in leftovers.failed
+    ]
     for tp in plan.tables:
         report.tables[tp.key] = {
             "action": tp.action,

@@ -4,9 +4,11 @@ One orchestrator, always the same steps whatever the source; every guard before
 anything is written:
 
 1. guards: the rules load (exit 2), the direction guard and DST's identity (exit 4, see
-   :mod:`drkit.sanitize.guards`: protected, ranks, DST is no other environment's database);
-2. the build database: a fresh database next to DST (:mod:`drkit.pg.builddb`; exit 4
-   without CREATEDB, ownership of DST, or with sessions on DST and no ``--force``);
+   :mod:`drkit.sanitize.guards`: protected, ranks, DST is no other environment's database,
+   decided on the server libpq actually reaches);
+2. the build database: a fresh, private database next to DST, on the cluster DST was
+   identified on (:mod:`drkit.pg.builddb`; exit 4 without CREATEDB, ownership of DST, or
+   with sessions on DST and no ``--force``); a killed run's leftover build is dropped;
 3. schema and plan: SRC's schema from the source; the plan checks the rules against it
    (exit 2), the drift guard (exit 3), and the strategies against unique indexes and
    CHECK constraints (exit 2, :mod:`drkit.sanitize.fit`); the rows each table keeps
@@ -32,13 +34,16 @@ anything is written:
    (exit 3, :mod:`drkit.sanitize.scan`), with row-level security refused, not obeyed;
    then the ``copy: true`` tables met for the first time are pinned (never before a clean
    scan, never by a dry run);
-10. publish: DST renamed aside, the build renamed to DST, in one transaction.
+10. publish: DST renamed aside (if it is still the database identified in 1), the build
+    given DST's privileges and drkit's stamp (:func:`~drkit.sanitize.guards.stamp`) and
+    renamed to DST, in one transaction, waiting for DST's lock a bounded time.  It is the
+    last step: nothing after it can fail the run (``on_published`` tells the caller).
 
 Any failure or interrupt before 10 drops the build: DST is exactly as it was.
-``--dry-run`` stops after 3 with the rows each table would get and writes nothing;
-``--scan-only`` reads the originals (4 and 6) and scans DST as it is, every row;
-``sanitize scan`` (:func:`scan_source`) runs 3, 4, 6 and 7 without writing anything and
-scans SRC's catalog.
+``--dry-run`` stops after 3 with the rows each table would get, once the privileges the
+run needs on DST's server are proved, and writes nothing; ``--scan-only`` reads the
+originals (4 and 6) and scans DST as it is, every row; ``sanitize scan``
+(:func:`scan_source`) runs 3, 4, 6 and 7 without writing anything and scans SRC's catalog.
 
 The sources (:mod:`drkit.sanitize.sources`) differ only in where schema and rows come
 from.  Live: one exported snapshot of SRC, read only; the filters run there.  Backup:
@@ -70,18 +75,18 @@ from pydantic import SecretStr
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.binaries import installs
-from drkit.pg.builddb import build_aside
+from drkit.pg.builddb import build_aside, prove_privileges
 from drkit.pg.connect import connect, first_line
 from drkit.pg.conninfo import describe
 from drkit.pg.tables import list_tables
 from drkit.progress import Meter
 from drkit.sanitize.emailmap import primer_for, primers
 from drkit.sanitize.guards import (
-    STAMP,
     check_direction,
     database_dsn,
     guard_target,
     require_every_row,
+    stamp,
 )
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
 from drkit.sanitize.pump import pump
@@ -135,13 +140,16 @@ def sanitize(
     dst: Policy,
     options: Options,
     on_progress: ProgressFn | None = None,
+    on_published: Callable[[], None] | None = None,
 ) -> Report:
-    """Run (or plan, or only scan) a sanitized copy; see the module docstring."""
+    """Run (or plan, or only scan) a sanitized copy; see the module docstring.
+    ``on_published`` is called the moment the copy is published (the run's outcome is
+    then settled: whatever comes after, the copy is DST)."""
     if options.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     check_direction(src, dst)
     rules = resolve_rules(src, dst, options.rules_path)
-    run = _Run(src, dst, rules, options, on_progress)
+    run = _Run(src, dst, rules, options, on_progress, on_published)
     try:
         run.build()
     finally:
@@ -161,12 +169,14 @@ class _Run:
         rules: Rules,
         options: Options,
         on_progress: ProgressFn | None,
+        on_published: Callable[[], None] | None = None,
     ) -> None:
         self.src = src
         self.dst = dst
         self.rules = rules
         self.options = options
         self.on_progress = on_progress
+        self.on_published = on_published
         self.writes = not (options.dry_run or options.scan_only or options.scan_source)
         # the rows searched in flight: a run's, and those ``sanitize scan`` reads
         self.scans = self.writes or options.scan_source
@@ -209,15 +219,19 @@ class _Run:
         self.report.phases[name] = self.report.phases.get(name, 0.0) + now - self._clock
         self._clock = now
 
-    # -- 1, 2 and 8: guards, the build database, publishing -------------------------------
+    # -- 1, 2 and 10: guards, the build database, publishing ------------------------------
 
     def build(self) -> None:
         src, dst, options = self.src, self.dst, self.options
         if options.scan_source:
             self.scan_source()
             return
+        stamp_key = self.pseudo.key("stamp")
+        target = None
         if not options.scan_only:
-            guard_target(src, dst, self.src_dsn, self.dst_dsn)
+            target = guard_target(src, dst, self.src_dsn, self.dst_dsn, stamp_key=stamp_key)
+        if options.dry_run:  # what the run needs of DST's role, proved before the plan
+            prove_privileges(self.dst_dsn)
         if not self.writes:
             with contextlib.ExitStack() as stack:
                 catalog = None
@@ -235,7 +249,9 @@ class _Run:
                 f"database {describe(self.dst_dsn)} of {dst.name} already holds {tables} "
                 "tables: rerun with --force to replace it"
             )
-        with build_aside(self.dst_dsn, force=options.force, keep_old=options.keep_old) as build:
+        with build_aside(
+            self.dst_dsn, force=options.force, keep_old=options.keep_old, expected=target
+        ) as build:
             self.write_dsn = build.dsn
             try:
                 with self.open_source(build.dsn) as source:
@@ -247,9 +263,9 @@ class _Run:
                     f"{exc} (building {dst.name}'s copy; the build is dropped, "
                     f"{dst.name} is unchanged)"
                 ) from None
-            build.set_stamp(STAMP, dst.name)
-            build.copy_grants()
-            build.publish()
+            sysid = build.system_identifier
+            mark = None if sysid is None else stamp(dst.name, sysid, build.oid, stamp_key)
+            build.publish(comment=mark, on_published=self.on_published)
         self.phase("publish")
 
     def open_source(self, catalog: str | None) -> AbstractContextManager[Source]:

@@ -4,14 +4,19 @@ the CLI call, and readers of what a target database holds."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
+import pytest
 import yaml
 from psycopg import sql
 
 from tests.fix_cli import REPO_ROOT, DrkitRunner, Env
+from tests.fix_pg import PgServer
 
 SALT = "salt-for-the-sanitize-tests-7f3a"
 ENV = {"DRKIT_SANITIZE_SALT": SALT}
@@ -173,3 +178,55 @@ def assert_constraints_hold(dsn: str) -> None:
 
 def sanitize(run_drkit: DrkitRunner, e: Env, *args: str) -> Any:
     return run_drkit("sanitize", *args, policy_dir=e.policy_dir, env=ENV)
+
+
+def respell(pg: PgServer, dbname: str, *, user: str | None = None, pw: str | None = None) -> str:
+    """Prod's database under another spelling: localhost, another user, query parameters."""
+    params = psycopg.conninfo.conninfo_to_dict(pg.admin_dsn)
+    user = user or str(params.get("user", "postgres"))
+    pw = pw if pw is not None else str(params.get("password") or "")
+    auth = quote(user, safe="") + (":" + quote(pw, safe="") if pw else "")
+    return (
+        f"postgresql://{auth}@localhost:{params.get('port', 5432)}/{quote(dbname, safe='')}"
+        "?application_name=innocent&connect_timeout=10"
+    )
+
+
+def leftovers(e: Env) -> list[str]:
+    found = rows(
+        e.dsn("postgres"), "SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_drkit\\_%'"
+    )
+    return [str(r[0]) for r in found]
+
+
+def rules_for(tmp_path: Path, src: str, dst: str, **overrides: Any) -> Path:
+    doc = rules_doc(**overrides)
+    doc["from"], doc["to"] = src, dst
+    return write_rules(tmp_path / f"{src}-to-{dst}.yaml", doc)
+
+
+@pytest.fixture
+def other_role(pg_server: PgServer) -> Iterator[tuple[str, str]]:
+    """A second login role (not a superuser) that may create databases."""
+    name, pw = f"r_{uuid.uuid4().hex[:8]}", "pw-" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(name), sql.Literal(pw)
+            )
+        )
+    yield name, pw
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        for (db,) in conn.execute(
+            "SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles "
+            "WHERE rolname = %s)",
+            [name],
+        ).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def role_url(pg: PgServer, user: str, pw: str, dbname: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(pg.admin_dsn)
+    return f"postgresql://{user}:{pw}@127.0.0.1:{params.get('port', 5432)}/{dbname}"

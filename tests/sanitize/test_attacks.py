@@ -23,58 +23,23 @@ from psycopg import sql
 from tests.fix_cli import DrkitRunner, Env, PolicyWriter
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget
-from tests.sanitize.helpers import ENV, rows, rules_doc, sanitize, table_dump, write_rules
-
-
-def respell(pg: PgServer, dbname: str, *, user: str | None = None, pw: str | None = None) -> str:
-    """Prod's database under another spelling: localhost, another user, query parameters."""
-    params = psycopg.conninfo.conninfo_to_dict(pg.admin_dsn)
-    user = user or str(params.get("user", "postgres"))
-    pw = pw if pw is not None else str(params.get("password") or "")
-    auth = quote(user, safe="") + (":" + quote(pw, safe="") if pw else "")
-    return (
-        f"postgresql://{auth}@localhost:{params.get('port', 5432)}/{quote(dbname, safe='')}"
-        "?application_name=innocent&connect_timeout=10"
-    )
+from tests.sanitize.helpers import (
+    ENV,
+    leftovers,
+    other_role,  # noqa: F401  (the fixture)
+    respell,
+    role_url,
+    rows,
+    rules_doc,
+    rules_for,
+    sanitize,
+    table_dump,
+    write_rules,
+)
 
 
 def prod_fingerprint(e: Env) -> dict[str, list[Any]]:
     return table_dump(e.dsn(e.src_name))
-
-
-def leftovers(e: Env) -> list[str]:
-    found = rows(
-        e.dsn("postgres"), "SELECT datname FROM pg_database WHERE datname LIKE '%\\_\\_drkit\\_%'"
-    )
-    return [str(r[0]) for r in found]
-
-
-def rules_for(tmp_path: Path, src: str, dst: str, **overrides: Any) -> Path:
-    doc = rules_doc(**overrides)
-    doc["from"], doc["to"] = src, dst
-    return write_rules(tmp_path / f"{src}-to-{dst}.yaml", doc)
-
-
-@pytest.fixture
-def other_role(pg_server: PgServer) -> Iterator[tuple[str, str]]:
-    """A second login role (not a superuser) that may create databases."""
-    name, pw = f"r_{uuid.uuid4().hex[:8]}", "pw-" + uuid.uuid4().hex[:12]
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
-                sql.Identifier(name), sql.Literal(pw)
-            )
-        )
-    yield name, pw
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        for (db,) in conn.execute(
-            "SELECT datname FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles "
-            "WHERE rolname = %s)",
-            [name],
-        ).fetchall():
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 # ---------------------------------------------------------------------------
@@ -82,22 +47,51 @@ def other_role(pg_server: PgServer) -> Iterator[tuple[str, str]]:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spelling", ["localhost", "other-user"])
+def libpq_spelling(pg: PgServer, dbname: str, spelling: str) -> tuple[str, dict[str, str]]:
+    """Prod's database as only libpq's resolution reveals it: a host list whose first
+    host is dead, or a bare database name completed by ``PG*`` variables."""
+    params = psycopg.conninfo.conninfo_to_dict(pg.admin_dsn)
+    port, user = str(params.get("port", 5432)), str(params.get("user", "postgres"))
+    password = str(params.get("password") or "")
+    if spelling == "host-list":
+        auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+        return f"postgresql://{auth}@127.0.0.1:1,localhost:{port}/{dbname}?connect_timeout=5", {}
+    variables = {"PGHOST": "localhost", "PGPORT": port, "PGUSER": user}
+    if password:
+        variables["PGPASSWORD"] = password
+    return f"dbname={dbname}", variables
+
+
+@pytest.mark.parametrize("spelling", ["localhost", "other-user", "host-list", "pg-variables"])
 def test_dev_policy_aliasing_prod_is_refused_live(
     run_drkit: DrkitRunner,
     envs: Env,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     pg_server: PgServer,
-    other_role: tuple[str, str],
+    other_role: tuple[str, str],  # noqa: F811
     tmp_path: Path,
     spelling: str,
 ) -> None:
-    user, pw = other_role if spelling == "other-user" else (None, None)
-    make_policy("dev", respell(pg_server, envs.src_name, user=user, pw=pw), file_repo)
+    variables: dict[str, str] = {}
+    if spelling in ("host-list", "pg-variables"):
+        url, variables = libpq_spelling(pg_server, envs.src_name, spelling)
+    else:
+        user, pw = other_role if spelling == "other-user" else (None, None)
+        url = respell(pg_server, envs.src_name, user=user, pw=pw)
+    make_policy("dev", url, file_repo)
     before = prod_fingerprint(envs)
     rules = rules_for(tmp_path, "prod", "dev")
-    result = sanitize(run_drkit, envs, "prod", "dev", "--rules", str(rules), "--force")
+    result = run_drkit(
+        "sanitize",
+        "prod",
+        "dev",
+        "--rules",
+        str(rules),
+        "--force",
+        policy_dir=envs.policy_dir,
+        env={**ENV, **variables},
+    )
     assert result.code == 4, result.stderr
     assert "same database" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -217,7 +211,244 @@ def test_unreachable_protected_environment_fails_closed_until_dst_is_drkits_copy
     (tmp_path / "archive.yaml").rename(envs.policy_dir / "archive.yaml")
     again = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force")
     assert again.code == 0, again.stderr  # DST carries the stamp of drkit's published copy
-    assert rows(staging, "SELECT current_setting('drkit.sanitize_target')") == [("staging",)]
+    stamp = rows(
+        staging,
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+        "WHERE datname = current_database()",
+    )
+    assert str(stamp[0][0]).startswith("drkit sanitized copy for staging ")
+    resalted = run_drkit(
+        "sanitize",
+        "prod",
+        "staging",
+        "--rules",
+        str(rules),
+        "--force",
+        policy_dir=envs.policy_dir,
+        env={"DRKIT_SANITIZE_SALT": "another-salt-entirely-42"},
+    )
+    assert resalted.code == 4, resalted.stderr  # another salt's run cannot read the stamp
+    assert "cannot reach archive" in resalted.stderr
+
+
+@pytest.fixture
+def vault(pg_server: PgServer) -> Iterator[str]:
+    """A protected environment's database, on the test server, holding one row."""
+    name = f"vlt_{uuid.uuid4().hex[:8]}"
+    pg_server.create_database(name)
+    with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, owner text)")
+        conn.execute("INSERT INTO ledger VALUES (1, 'vault-owner@corp.example')")
+    yield name
+    pg_server.drop_database(name)
+
+
+def vault_intact(pg: PgServer, name: str) -> bool:
+    found = rows(pg.dsn("postgres"), "SELECT count(*) FROM pg_database WHERE datname = %s", [name])
+    if found != [(1,)]:
+        return False
+    tables = rows(
+        pg.dsn(name),
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = "
+        "'public'::regnamespace ORDER BY 1",
+    )
+    return tables == [("ledger",)] and rows(pg.dsn(name), "SELECT * FROM ledger") == [
+        (1, "vault-owner@corp.example")
+    ]
+
+
+def create_other_targets(e: Env, *names: str) -> None:
+    """Databases for the fixture's other environments, so that only the environment a
+    test is about is unreachable."""
+    for name in names:
+        e.pg.create_database(e.dsts[name])
+
+
+def source_args(run_drkit: DrkitRunner, policy_dir: Path, source: str) -> tuple[str, ...]:
+    """Nothing for the live source; for a backup, one is taken and named."""
+    if source == "live":
+        return ()
+    assert run_drkit("backup", "prod", policy_dir=policy_dir).code == 0
+    return ("--from-backup", "latest")
+
+
+@pytest.mark.parametrize("source", ["live", "backup"])
+def test_stamp_forged_through_url_options_is_no_stamp(
+    run_drkit: DrkitRunner,
+    envs: Env,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    vault: str,
+    tmp_path: Path,
+    source: str,
+) -> None:
+    """A protected environment that cannot be reached from here, and a DST url that
+    reaches its database with ``options=-c drkit.sanitize_target=dev``: a setting a url
+    can make is no proof that DST is drkit's copy."""
+    make_policy(
+        "vault",
+        f"postgresql://nobody:pw@127.0.0.1:1/{vault}",
+        file_repo,
+        environment="vault",
+        rank=0,
+        protected=True,
+    )
+    create_other_targets(envs, "staging", "test")
+    forged = respell(pg_server, vault) + "&options=" + quote("-c drkit.sanitize_target=dev")
+    make_policy("dev", forged, file_repo)
+    args = source_args(run_drkit, envs.policy_dir, source)
+    rules = rules_for(tmp_path, "prod", "dev")
+    result = sanitize(run_drkit, envs, "prod", "dev", "--rules", str(rules), "--force", *args)
+    assert result.code == 4, result.stderr
+    assert "cannot reach vault" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert vault_intact(pg_server, vault)
+    assert leftovers(envs) == []
+
+
+def write_services(path: Path, services: dict[str, dict[str, str]]) -> Path:
+    path.write_text(
+        "".join(
+            f"[{name}]\n" + "".join(f"{k}={v}\n" for k, v in params.items())
+            for name, params in services.items()
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize("source", ["live", "backup"])
+@pytest.mark.parametrize("which", ["dst", "prod"])
+def test_service_url_resolving_to_prods_database_is_refused(
+    run_drkit: DrkitRunner,
+    envs: Env,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+    source: str,
+    which: str,
+) -> None:
+    """``service=NAME`` whose pg_service.conf entry is prod's database: as DST's url, or
+    as prod's own url while DST names the database directly."""
+    params = psycopg.conninfo.conninfo_to_dict(pg_server.admin_dsn)
+    entry = {
+        "host": "localhost",
+        "port": str(params.get("port", 5432)),
+        "user": str(params.get("user", "postgres")),
+        "dbname": envs.src_name,
+        "application_name": "innocent",
+    }
+    if params.get("password"):
+        entry["password"] = str(params["password"])
+    services = write_services(tmp_path / "pg_service.conf", {"svc": entry})
+    if which == "dst":
+        make_policy("dev", "service=svc", file_repo)
+    else:
+        make_policy("prod", "service=svc", file_repo)
+        make_policy("dev", respell(pg_server, envs.src_name), file_repo)
+    env = {**ENV, "PGSERVICEFILE": str(services)}
+    before = prod_fingerprint(envs)
+    args: tuple[str, ...] = ()
+    if source == "backup":
+        backup = run_drkit("backup", "prod", policy_dir=envs.policy_dir, env=env)
+        assert backup.code == 0, backup.stderr
+        args = ("--from-backup", "latest")
+    rules = rules_for(tmp_path, "prod", "dev")
+    result = run_drkit(
+        "sanitize",
+        "prod",
+        "dev",
+        "--rules",
+        str(rules),
+        "--force",
+        *args,
+        policy_dir=envs.policy_dir,
+        env=env,
+    )
+    assert result.code == 4, result.stderr
+    assert "same database" in result.stderr
+    assert prod_fingerprint(envs) == before
+    assert leftovers(envs) == []
+
+
+@pytest.mark.parametrize("source", ["live", "backup"])
+def test_protected_url_finding_no_database_is_no_proof(
+    run_drkit: DrkitRunner,
+    envs: Env,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    vault: str,
+    tmp_path: Path,
+    source: str,
+) -> None:
+    """The protected environment's url reaches a server on which its database does not
+    exist (from here it resolves elsewhere: another PGHOST, a stale service entry); DST
+    is its real database.  "Not there" proves nothing about DST."""
+    make_policy(
+        "vault",
+        pg_server.url(f"gone_{uuid.uuid4().hex[:8]}"),
+        file_repo,
+        environment="vault",
+        rank=0,
+        protected=True,
+    )
+    make_policy("dev", respell(pg_server, vault), file_repo)
+    create_other_targets(envs, "staging", "test")
+    args = source_args(run_drkit, envs.policy_dir, source)
+    rules = rules_for(tmp_path, "prod", "dev")
+    for extra in ((), ("--dry-run",)):
+        result = sanitize(
+            run_drkit, envs, "prod", "dev", "--rules", str(rules), "--force", *args, *extra
+        )
+        assert result.code == 4, result.stderr
+        assert "vault" in result.stderr and "does not exist" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert vault_intact(pg_server, vault)
+    assert leftovers(envs) == []
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["Zq7x%zzKw9v", "Zq7x%2Kw9v", "Zq7x/Kw9v", "Zq7x?Kw9v", "Zq7x#Kw9v", "Zq7x@Kw9v", "Zq7x Kw9v"],
+    ids=["bad-escape", "short-escape", "slash", "question", "hash", "at", "space"],
+)
+@pytest.mark.parametrize("form", ["url", "keywords"])
+def test_a_connection_string_is_masked_in_every_error_whatever_it_holds(
+    run_drkit: DrkitRunner,
+    envs: Env,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    tmp_path: Path,
+    password: str,
+    form: str,
+) -> None:
+    """DST's password written as it is (not escaped): libpq misreads the url or quotes
+    the piece it cannot parse; neither piece of the password reaches any output."""
+    params = psycopg.conninfo.conninfo_to_dict(pg_server.admin_dsn)
+    port, db = params.get("port", 5432), envs.dsts["staging"]
+    if form == "url":
+        url = f"postgresql://postgres:{password}@127.0.0.1:{port}/{db}"
+    else:
+        url = f"host=127.0.0.1 port={port} user=postgres password={password} dbname={db}"
+    make_policy("staging", url, file_repo)
+    rules = rules_for(tmp_path, "prod", "staging")
+    outputs = []
+    for command in (
+        ("sanitize", "prod", "staging", "--rules", str(rules)),
+        ("--json", "sanitize", "prod", "staging", "--rules", str(rules)),
+        ("sanitize", "check", "prod", "staging", "--rules", str(rules)),
+        ("--json", "check", "staging"),
+        ("policy", "check", "staging"),
+    ):
+        result = run_drkit(*command, policy_dir=envs.policy_dir, env=ENV)
+        if command[0] != "policy":  # offline: a well-formed string passes
+            assert result.code != 0, (command, result.stdout, result.stderr)
+        outputs.append(result.stdout + result.stderr)
+    for text in outputs:
+        assert "Zq7x" not in text and "Kw9v" not in text, text
 
 
 # ---------------------------------------------------------------------------
@@ -424,13 +655,101 @@ def test_sessions_on_dst_are_refused_unless_forced(
     assert leftovers(envs) == []
 
 
+def check_and_dry_run(run_drkit: DrkitRunner, e: Env, dst: str, rules: Path) -> tuple[Any, Any]:
+    check = run_drkit(
+        "sanitize", "check", "prod", dst, "--rules", str(rules), policy_dir=e.policy_dir, env=ENV
+    )
+    dry = sanitize(run_drkit, e, "prod", dst, "--rules", str(rules), "--dry-run")
+    return check, dry
+
+
+def test_least_privilege_role_owning_dst_with_createdb_runs_and_is_recognised(
+    run_drkit: DrkitRunner,
+    envs: Env,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    other_role: tuple[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """DST's owner with CREATEDB (all the README asks for), not a superuser: the check,
+    the dry run and the run agree, and the copy it publishes is recognised as drkit's
+    when a protected environment later cannot be reached."""
+    user, pw = other_role
+    db = envs.dsts["staging"]
+    envs.pg.create_database(db)
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(db), sql.Identifier(user)
+            )
+        )
+    make_policy("staging", role_url(pg_server, user, pw, db), file_repo)
+    rules = rules_for(tmp_path, "prod", "staging")
+    check, dry = check_and_dry_run(run_drkit, envs, "staging", rules)
+    assert check.code == 0, check.stderr
+    assert dry.code == 0, dry.stderr
+    result = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules))
+    assert result.code == 0, result.stderr
+    staging = envs.dsn(db)
+    assert rows(staging, 'SELECT count(*) > 0 FROM "user"') == [(True,)]
+    owner = "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s"
+    assert rows(envs.dsn("postgres"), owner, [db]) == [(user,)]
+    make_policy(
+        "archive",
+        "postgresql://nobody:pw@127.0.0.1:1/archive",
+        file_repo,
+        environment="archive",
+        rank=5,
+        protected=True,
+    )
+    again = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules), "--force")
+    assert again.code == 0, again.stderr
+    assert leftovers(envs) == []
+
+
+def test_check_and_dry_run_prove_the_privileges_of_the_run(
+    run_drkit: DrkitRunner,
+    envs: Env,
+    make_policy: PolicyWriter,
+    file_repo: RepoTarget,
+    pg_server: PgServer,
+    other_role: tuple[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """What the run would refuse (exit 4), the check and the dry run refuse too: a DST
+    the role does not own, then a role without CREATEDB."""
+    user, pw = other_role
+    db = envs.dsts["staging"]
+    envs.pg.create_database(db)  # owned by the test's superuser, not by the role
+    make_policy("staging", role_url(pg_server, user, pw, db), file_repo)
+    rules = rules_for(tmp_path, "prod", "staging")
+    for result in check_and_dry_run(run_drkit, envs, "staging", rules):
+        assert result.code == 4, result.stderr
+        assert "does not own database" in result.stderr, result.stderr
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(db), sql.Identifier(user)
+            )
+        )
+        conn.execute(sql.SQL("ALTER ROLE {} NOCREATEDB").format(sql.Identifier(user)))
+    for result in check_and_dry_run(run_drkit, envs, "staging", rules):
+        assert result.code == 4, result.stderr
+        assert f"ALTER ROLE {user} CREATEDB" in result.stderr
+    assert rows(
+        envs.dsn(db), "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+    ) == [(0,)]
+    assert leftovers(envs) == []
+
+
 def test_role_without_createdb_is_refused_before_anything_is_written(
     run_drkit: DrkitRunner,
     envs: Env,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     pg_server: PgServer,
-    other_role: tuple[str, str],
+    other_role: tuple[str, str],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     user, pw = other_role
@@ -567,7 +886,7 @@ def test_row_level_security_hiding_source_rows_is_refused(
     mini: Mini,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
-    other_role: tuple[str, str],
+    other_role: tuple[str, str],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     user, pw = other_role
@@ -724,7 +1043,7 @@ def test_live_and_backup_read_the_same_schema_and_accept_the_same_rules(
 def test_publish_keeps_dsts_database_privileges(
     run_drkit: DrkitRunner,
     mini: Mini,
-    other_role: tuple[str, str],
+    other_role: tuple[str, str],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     """An app role allowed to CONNECT (PUBLIC not) can still connect after the swap."""
@@ -821,3 +1140,56 @@ def test_interrupt_during_the_parallel_copy_drops_the_build_and_keeps_dst(
     assert proc.returncode == 130, stderr
     assert leftovers(envs) == []
     assert table_dump(staging) == before
+
+
+TWINS = """
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TABLE login (id int PRIMARY KEY, email text UNIQUE NOT NULL);
+INSERT INTO login VALUES
+  (1, 'Cy.Ng@corp.example'), (2, 'cy.ng@corp.example'), (3, 'dee@corp.example');
+CREATE TABLE session (id int PRIMARY KEY, email text NOT NULL REFERENCES login (email));
+INSERT INTO session VALUES
+  (20, 'cy.ng@corp.example'), (21, 'Cy.Ng@corp.example'), (22, 'dee@corp.example');
+CREATE TABLE account (id int PRIMARY KEY, email citext UNIQUE NOT NULL);
+INSERT INTO account VALUES (1, 'Ann.Lee@corp.example'), (2, 'bob@corp.example');
+CREATE TABLE ticket (id int PRIMARY KEY, email citext NOT NULL REFERENCES account (email));
+INSERT INTO ticket VALUES
+  (10, 'ann.lee@CORP.example'), (11, 'BOB@corp.example'), (12, 'Ann.Lee@corp.example');
+"""
+TWIN_JOINS = (
+    "SELECT s.id, l.id FROM session s JOIN login l ON l.email = s.email ORDER BY 1",
+    "SELECT t.id, a.id FROM ticket t JOIN account a ON a.email = t.email ORDER BY 1",
+)
+
+
+@pytest.mark.parametrize("source", ["live", "backup"])
+def test_foreign_keys_through_case_twins_keep_pointing_at_the_same_row(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path, source: str
+) -> None:
+    """Two users whose addresses differ only in case (a case-sensitive key) and a citext
+    key referenced in another case: each child row still points at its own parent."""
+    src = mini.pg.dsn(mini.src)
+    with psycopg.connect(src, autocommit=True) as conn:
+        conn.execute(TWINS)
+    before = [rows(src, join) for join in TWIN_JOINS]
+    rules = mini_rules(tmp_path, {})
+    doc = yaml.safe_load(rules.read_text())
+    doc["tables"]["memo"] = {"columns": {"id": "keep", "body": "replace_pii"}}
+    doc["tables"]["login"] = {
+        "columns": {"id": "keep", "email": {"strategy": "template", "template": "l{id}@x.example"}}
+    }
+    doc["tables"]["session"] = {"columns": {"id": "keep", "email": "email"}}
+    doc["tables"]["account"] = {
+        "columns": {"id": "keep", "email": {"strategy": "template", "template": "a{id}@x.example"}}
+    }
+    doc["tables"]["ticket"] = {"columns": {"id": "keep", "email": "email"}}
+    rules.write_text(yaml.safe_dump(doc))
+    args: tuple[str, ...] = ()
+    if source == "backup":
+        assert run_drkit("backup", "prod", policy_dir=mini.policy_dir).code == 0
+        args = ("--from-backup", "latest")
+    result = mini.run(run_drkit, rules, *args)
+    assert result.code == 0, result.stderr
+    dst = mini.pg.dsn(mini.dst)
+    assert [rows(dst, join) for join in TWIN_JOINS] == before
+    assert "corp.example" not in str(table_dump(dst))

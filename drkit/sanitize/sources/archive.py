@@ -116,7 +116,10 @@ def restore_from_stream(
     directory-format dump already fetched and checked (``obj`` a local directory), from it.
 
     The caller reads stdout if it asked for it; leaving the block waits for the feeder,
-    then for pg_restore, and raises if either failed.
+    then for pg_restore, and raises if either failed.  Leaving it by an exception (the
+    caller stopped reading: a strategy error, a database error) kills pg_restore first:
+    the feeder may be blocked writing to it while it is blocked on the stdout no one
+    reads any more, and neither would ever finish.
     """
     if isinstance(obj, Path):
         with PipeProcess([*args, str(obj)], env=env, what=what, stdout=stdout) as local:
@@ -143,8 +146,11 @@ def restore_from_stream(
         feeder.start()
         try:
             yield proc
-        finally:
+        except BaseException:
+            proc.kill()  # unblocks the feeder (its writes now fail), then it is waited for
             feeder.join()
+            raise
+        feeder.join()
         if failure:
             raise failure[0]
         proc.wait()  # after the feeder: closing stdin early would truncate the input

@@ -18,6 +18,14 @@ first, the run fills the map from the source before any row moves
 address appears in several template rows the smallest output wins, whatever the order.
 The map is therefore a function of (salt, rules, the source's template columns): the
 same in every table of a run, and in every run over the same source rows.
+
+Case twins.  A key may hold two addresses that differ only in letter case (a
+case-sensitive unique column: two rows), and a foreign key names one of them exactly; a
+citext key is referenced in any case.  So a template's output is registered twice: under
+the address's exact spelling (:func:`~.piitext.email_spelling`) and, smallest wins, under
+its case-folded key; a lookup takes the exact spelling first, then the folded key.  A
+child row naming ``cy@x`` gets the pseudonym of the parent row ``cy@x``, never that of its
+twin ``Cy@x``; a citext child naming ``ANN@x`` gets that of the parent ``Ann@x``.
 """
 
 from __future__ import annotations
@@ -30,13 +38,16 @@ from typing import Any
 from drkit.sanitize.strategies.base import Sink, Strategy, ValueFn
 from drkit.sanitize.strategies.email import Email
 from drkit.sanitize.strategies.fake import Fake
-from drkit.sanitize.strategies.piitext import email_key, phone_key
+from drkit.sanitize.strategies.piitext import email_spelling, phone_key
 from drkit.sanitize.strategies.pseudomap import PseudonymMap
 from drkit.sanitize.strategies.pseudonymizer import Pseudonymizer
 from drkit.sanitize.strategies.replace_pii import ReplacePii
 from drkit.sanitize.strategies.template import Template
 
 CACHE_SIZE = 1 << 16
+#: the e-mail map's entries for an exact spelling start with this; a folded key never
+#: does (it is stripped of white space)
+_EXACT = "\t"
 
 
 def _no_sink(_value: str) -> None:
@@ -113,17 +124,28 @@ class Compiler:
         """A template column turned ``original`` into ``pseudonym``: use it everywhere.
 
         When rows disagree (the same address in two rows), the smallest pseudonym wins,
-        so the map does not depend on the order rows are read in.
+        so the map does not depend on the order rows are read in.  The exact spelling is
+        registered too (see the module docstring: case twins).
         """
-        key = email_key(original)
+        spelling = email_spelling(original)
+        key = spelling.lower()
         if "@" not in key:
             return
         self.emails.put_min(key, pseudonym)
+        self.emails.put_min(_EXACT + spelling, pseudonym)
+
+    def registered(self, value: str) -> tuple[str, str | None]:
+        """(the folded key of an address, the pseudonym a template registered for it:
+        for its exact spelling first, else for its folded key)."""
+        spelling = email_spelling(value)
+        key = spelling.lower()
+        return key, self.emails.get(_EXACT + spelling) or self.emails.get(key)
 
     def email_pseudonym(self, value: str, domain: str) -> str:
-        """The one pseudonym of an address, in whatever spelling ``value`` has it."""
-        key = email_key(value)
-        return self.emails.get(key) or self.pseudo.email(key, domain)
+        """The one pseudonym of an address, in whatever spelling ``value`` has it (but a
+        case twin's own, when a template registered it)."""
+        key, found = self.registered(value)
+        return found or self.pseudo.email(key, domain)
 
     def close(self) -> None:
         """Free the run's e-mail map (its spill file, if any)."""
@@ -168,15 +190,14 @@ class Compiler:
 
     def email_fn(self, strategy: Email | Fake) -> Callable[[str], str]:
         """An e-mail strategy's function: the registered pseudonym, else its own, by key."""
-        emails = self.emails
         if isinstance(strategy, Email):
             domain = strategy.domain
             return lambda v: self.email_pseudonym(v, domain)
         fake = self.pseudo.fake_fn(strategy)
 
         def fake_email(value: str) -> str:
-            key = email_key(value)
-            return emails.get(key) or fake(key)
+            key, found = self.registered(value)
+            return found or fake(key)
 
         return fake_email
 

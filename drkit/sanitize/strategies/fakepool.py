@@ -7,6 +7,9 @@ on the other core) as soon as the rules are loaded, while the run itself connect
 builds the target database and restores the schema; the first row that needs a pool
 takes it from there, or makes it in process when no worker could
 (``DRKIT_FAKE_PREFETCH=0``: every pool is made in process, no worker is started).
+A worker dies with the run, however the run ends: the run ends its workers on the way
+out, and, should the run be killed (SIGKILL), the kernel kills them (Linux's parent-death
+signal, :func:`_die_with_parent`) instead of leaving them blocked on a pipe no one reads.
 
 Faker draws a weighted element (a first name, a last name) by re-adding thousands of
 weights on every call; :class:`_CumulativeRandom` keeps the running sums of a population
@@ -123,8 +126,29 @@ def generate_pool(seed: int, provider: str, args: Args, locale: str, size: int) 
 Job = tuple[PoolKey, int, Args]  # (pool key, seed, provider args)
 
 
-def _work(jobs: list[Job], size: int, out: Connection) -> None:
+#: prctl(2)'s PR_SET_PDEATHSIG: a signal the kernel sends when the parent dies
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL from the kernel the moment the process that forked this one dies (Linux);
+    a parent already gone by now ends this process at once."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as exc:  # not Linux: the run's close() still ends it
+        log.debug("no parent-death signal here: %s", exc)
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(0)
+
+
+def _work(jobs: list[Job], size: int, out: Connection, parent: int, theirs: Connection) -> None:
     """A worker process: make each pool of ``jobs`` in turn and send it."""
+    _die_with_parent(parent)
+    theirs.close()  # the parent's end of the pipe, inherited at the fork: only it reads
     global faker_lock
     faker_lock = threading.Lock()  # whatever state the parent's was in at the fork
     # the run handles Ctrl-C and SIGTERM and ends the workers itself
@@ -170,7 +194,10 @@ class PoolPrefetch:
             share = todo[n::count]
             results, sender = context.Pipe(duplex=False)
             process = context.Process(
-                target=_work, args=(share, size, sender), name="drkit-fake-pool", daemon=True
+                target=_work,
+                args=(share, size, sender, os.getpid(), results),
+                name="drkit-fake-pool",
+                daemon=True,
             )
             try:
                 process.start()

@@ -92,12 +92,18 @@ def phone_key(value: str) -> str:
     return text
 
 
-def email_key(value: str) -> str:
-    """One spelling per e-mail address: decoded, ``@`` restored, lower case."""
+def email_spelling(value: str) -> str:
+    """An e-mail address decoded, ``@`` restored, its letter case kept: the spelling a
+    case-sensitive key compares (two such spellings may be two rows)."""
     if "%" in value:
         value = unquote(value)
     if "&" in value:
         value = html.unescape(value)
     if "@" not in value:
         value = _AT_SPELLING.sub("@", value.replace("\uff20", "@"), count=1)
-    return value.strip().lower()
+    return value.strip()
+
+
+def email_key(value: str) -> str:
+    """One spelling per e-mail address: decoded, ``@`` restored, lower case."""
+    return email_spelling(value).lower()
