@@ -84,6 +84,44 @@ PolicyDirOpt = Annotated[
 ]
 EnvArg = Annotated[str, typer.Argument(help="Environment: the stem of a policy file.")]
 
+# The recovery targets besides --point-in-time, one declaration for restore and drill
+TargetXidOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target-xid",
+        metavar="XID",
+        help="Physical PITR target: up to the end of this transaction.",
+    ),
+]
+TargetLsnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target-lsn", metavar="LSN", help="Physical PITR target: up to this WAL position."
+    ),
+]
+TargetNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target-name",
+        metavar="NAME",
+        help="Physical PITR target: a restore point recorded by drkit restore-point.",
+    ),
+]
+ImmediateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--immediate",
+        help="Physical PITR target: the base backup's consistent point, and no further.",
+    ),
+]
+ExclusiveOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exclusive",
+        help="Stop just before the target (with --point-in-time TS, --target-xid, --target-lsn).",
+    ),
+]
+
 
 def settle(json_out: bool = False, policy_dir: Path | None = None) -> State:
     """Merge a command's own --json/--policy-dir with the global ones."""

@@ -10,8 +10,13 @@ import typer
 
 from drkit.cli.common import (
     EnvArg,
+    ExclusiveOpt,
+    ImmediateOpt,
     JsonOpt,
     PolicyDirOpt,
+    TargetLsnOpt,
+    TargetNameOpt,
+    TargetXidOpt,
     emit_json,
     load,
     settle,
@@ -45,26 +50,11 @@ def drill(
             "--point-in-time", metavar="TS|latest", help="PITR target for a physical drill."
         ),
     ] = None,
-    target_xid: Annotated[
-        str | None,
-        typer.Option("--target-xid", metavar="XID", help="PITR target: a transaction's end."),
-    ] = None,
-    target_lsn: Annotated[
-        str | None, typer.Option("--target-lsn", metavar="LSN", help="PITR target: a WAL position.")
-    ] = None,
-    target_name: Annotated[
-        str | None,
-        typer.Option(
-            "--target-name", metavar="NAME", help="PITR target: a restore point drkit recorded."
-        ),
-    ] = None,
-    immediate: Annotated[
-        bool, typer.Option("--immediate", help="PITR target: the base backup's consistent point.")
-    ] = False,
-    exclusive: Annotated[
-        bool,
-        typer.Option("--exclusive", help="Stop just before the time, transaction or LSN target."),
-    ] = False,
+    target_xid: TargetXidOpt = None,
+    target_lsn: TargetLsnOpt = None,
+    target_name: TargetNameOpt = None,
+    immediate: ImmediateOpt = False,
+    exclusive: ExclusiveOpt = False,
     report_dir: Annotated[
         Path | None,
         typer.Option(

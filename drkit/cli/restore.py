@@ -13,8 +13,13 @@ import typer
 
 from drkit.cli.common import (
     EnvArg,
+    ExclusiveOpt,
+    ImmediateOpt,
     JsonOpt,
     PolicyDirOpt,
+    TargetLsnOpt,
+    TargetNameOpt,
+    TargetXidOpt,
     emit_json,
     load,
     out,
@@ -77,43 +82,11 @@ def restore(
             help="Physical PITR target: ISO timestamp with zone, or latest.",
         ),
     ] = None,
-    target_xid: Annotated[
-        str | None,
-        typer.Option(
-            "--target-xid",
-            metavar="XID",
-            help="Physical PITR target: up to the end of this transaction.",
-        ),
-    ] = None,
-    target_lsn: Annotated[
-        str | None,
-        typer.Option(
-            "--target-lsn", metavar="LSN", help="Physical PITR target: up to this WAL position."
-        ),
-    ] = None,
-    target_name: Annotated[
-        str | None,
-        typer.Option(
-            "--target-name",
-            metavar="NAME",
-            help="Physical PITR target: a restore point recorded by drkit restore-point.",
-        ),
-    ] = None,
-    immediate: Annotated[
-        bool,
-        typer.Option(
-            "--immediate",
-            help="Physical PITR target: the base backup's consistent point, and no further.",
-        ),
-    ] = False,
-    exclusive: Annotated[
-        bool,
-        typer.Option(
-            "--exclusive",
-            help="Stop just before the target (with --point-in-time TS, --target-xid, "
-            "--target-lsn).",
-        ),
-    ] = False,
+    target_xid: TargetXidOpt = None,
+    target_lsn: TargetLsnOpt = None,
+    target_name: TargetNameOpt = None,
+    immediate: ImmediateOpt = False,
+    exclusive: ExclusiveOpt = False,
     resume: Annotated[
         bool,
         typer.Option(
