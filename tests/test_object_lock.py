@@ -103,7 +103,7 @@ def test_every_object_drkit_writes_carries_the_policy_retention(
 
 
 def test_prune_keeps_what_the_store_locked_and_deletes_it_once_the_lock_ended(
-    tmp_path: Path, s3_server: S3Server
+    tmp_path: Path, s3_server: S3Server, run_drkit: DrkitRunner
 ) -> None:
     bucket = s3_server.create_bucket(object_lock=True)
     policy_dir = lock_policy(
@@ -141,6 +141,13 @@ def test_prune_keeps_what_the_store_locked_and_deletes_it_once_the_lock_ended(
     assert result.to_dict()["wal"]["locked"] == 1
     assert set(s3_server.objects(bucket)) == written
     assert versions(s3_server, bucket)[1] == []  # not even hidden behind a delete marker
+
+    # the operator's dry run says why, in one line per backup and one for the WAL
+    done = run_drkit("prune", "prod", "--dry-run", policy_dir=policy_dir)
+    assert done.code == 0, done.stderr
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.split()[1:2] == [old]]
+    assert line.startswith("KEEP") and "locked by the store until" in line
+    assert f"1 WAL files older than {segs[1]} kept: locked by the store until" in done.stdout
 
     # an expired leftover the store still locks is kept too, with the reason
     mid = datetime.now(UTC) + timedelta(hours=12)
