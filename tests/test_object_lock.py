@@ -168,6 +168,39 @@ def test_prune_keeps_what_the_store_locked_and_deletes_it_once_the_lock_ended(
     repo.close()
 
 
+def test_prune_respects_a_bucket_default_retention_the_policy_does_not_mention(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """The store locks objects by its own default rule, unknown to the policy: prune must
+    still not hide them behind delete markers."""
+    bucket = s3_server.create_bucket(object_lock=True)
+    s3_server.client().put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+        },
+    )
+    repository = {
+        "url": f"s3://{bucket}/drkit",
+        "endpoint_url": s3_server.endpoint,
+        "region": "us-east-1",
+        "compression": {"algorithm": "none"},
+    }
+    policy_dir = write_policy(
+        tmp_path / "policies", "prod", UNUSED_DB, repository, schedule={"timezone": "UTC"}
+    )
+    policy = load_policy("prod", policy_dir)
+    repo = Repository.for_policy(policy)
+    old = store_backup(repo, datetime(2026, 11, 20, 2, tzinfo=UTC))
+    newest = store_backup(repo, datetime(2026, 11, 21, 2, tzinfo=UTC))
+    result = prune(repo, policy, now=NOW)
+    assert [m.id for m in list_backups(repo)] == [old, newest]
+    assert any(r.startswith("locked by the store") for r in result.plan.reasons(old))
+    assert versions(s3_server, bucket)[1] == []
+    repo.close()
+
+
 def test_check_refuses_a_bucket_without_object_lock(
     tmp_path: Path,
     s3_server: S3Server,
