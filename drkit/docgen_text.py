@@ -45,6 +45,15 @@ POLICY_KEYS: dict[str, str] = {
     "restores, verifies and drills run. $DRKIT_AGE_IDENTITY_FILE is also read.",
     "repository.encryption.identity_files": "More identity files, e.g. the old key during a "
     "key rotation (runbooks/rotate-encryption-key.md).",
+    "repository.object_lock": "S3 Object Lock: every object drkit writes is retained by the "
+    "store, so nobody (drkit, a stolen key, ransomware) can delete it before its lock ends. "
+    "The bucket must be created with object lock enabled (`drkit check` fails otherwise). "
+    "s3:// only: a file:// repository with object_lock is a policy error; copy its backups "
+    "to an object-lock bucket for the same property.",
+    "repository.object_lock.mode": "governance (a user with s3:BypassGovernanceRetention may "
+    "still delete) or compliance (nobody can, not even the account's root user).",
+    "repository.object_lock.days": "Days each object stays locked from when it is written. "
+    "prune keeps a backup or WAL file the store still locks, and deletes it on a later run.",
     "schedule": "Cron expressions (5 fields, in `timezone`) of the jobs `drkit schedule run` "
     "runs. A job without an expression is not scheduled.",
     "schedule.timezone": "IANA time zone of the cron expressions and of the retention "

@@ -13,8 +13,11 @@ for a failed check (the caller decides the exit code), and nothing is left behin
    ``archive_command`` as the server has them, then a real round trip: a WAL switch and
    a wait until that segment is in the repository, cut short (with the server's last
    archiver failure and its log line) as soon as ``pg_stat_archiver`` records a failure;
-4. ``repository``: a probe object written (through compression and encryption), read
-   back, compared and deleted;
+4. ``object lock`` (only with ``repository.object_lock``): the bucket has object lock
+   enabled, FAIL otherwise (and no probe is written: the store would refuse its lock);
+   ``repository``: a probe object written (through compression and encryption), read
+   back, compared and deleted (with object lock, S3 keeps the probe's locked version
+   until its retention ends and hides it behind a delete marker);
 5. ``encryption``: the recipients parse, and the identity (where one is configured)
    exists, is readable and decrypts what the recipients encrypt;
 6. ``schedule``: every cron entry and its next run;
@@ -542,6 +545,34 @@ def _check_repository(report: CheckReport, policy: Policy, repo: Any) -> bool:
     return True
 
 
+def _check_object_lock(report: CheckReport, policy: Policy, repo: Any) -> bool:
+    """With ``repository.object_lock``: the store has object lock enabled for the bucket."""
+    lock = policy.repository.object_lock
+    if lock is None:
+        return True
+    try:
+        enabled = repo.backend.object_lock_enabled()
+    except DrkitError as exc:
+        report.add("object lock", False, f"{repo.location}: {exc}")
+        return False
+    if not enabled:
+        report.add(
+            "object lock",
+            False,
+            f"{repo.location}: the bucket does not have object lock enabled, so nothing "
+            "drkit writes can be locked: use a bucket created with object lock or remove "
+            "repository.object_lock",
+        )
+        return False
+    report.add(
+        "object lock",
+        True,
+        f"{repo.location}: object lock enabled; every object is retained {lock.days} days "
+        f"({lock.mode} mode)",
+    )
+    return True
+
+
 def _check_encryption(report: CheckReport, policy: Policy) -> None:
     encryption = policy.repository.encryption
     if encryption is None:
@@ -621,7 +652,7 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
         if policy.wal_archiving and conn is not None and repo is not None:
             _check_archiving(report, policy, conn, repo)
         if repo is not None:
-            if _check_repository(report, policy, repo):
+            if _check_object_lock(report, policy, repo) and _check_repository(report, policy, repo):
                 _check_backup_clocks(report, repo)
             repo.close()
     finally:

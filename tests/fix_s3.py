@@ -47,9 +47,11 @@ class S3Server:
 
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
 
-    def create_bucket(self, name: str | None = None) -> str:
+    def create_bucket(self, name: str | None = None, *, object_lock: bool = False) -> str:
+        """A new bucket; ``object_lock``: created with object lock enabled (and so
+        versioned), as an immutable-backup bucket is."""
         bucket = name or f"drkit-{uuid.uuid4().hex[:12]}"
-        self.client().create_bucket(Bucket=bucket)
+        self.client().create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=object_lock)
         return bucket
 
     def objects(self, bucket: str, prefix: str = "") -> dict[str, int]:

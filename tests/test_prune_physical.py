@@ -78,6 +78,8 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
         "pitr_from": plan["wal"]["pitr_from"],
         "pitr_from_backup": second.json()["id"],
         "consistent_only": [],
+        "locked": 0,  # a file:// repository locks nothing
+        "locked_until": None,
     }
     assert before <= wal_names(repo)  # nothing deleted (new segments may still arrive)
 

@@ -17,6 +17,15 @@ Order of deletion, so that a crash at any moment leaves a consistent repository:
    base backup point-in-time recovery must start from, except the start..stop segments
    of the older kept base backups (:func:`drkit.backup.retention.plan_wal`).
 
+Prune never asks the store to delete an object it has locked (S3 Object Lock: on a
+versioned bucket a delete would only hide the locked version behind a delete marker, and
+the backup would vanish from drkit's view while its bytes stay): a backup with a locked
+object is kept, with the reason "locked by the store until ..." (and the WAL and parents
+it needs with it); a leftover with a locked object is kept the same way; a locked WAL
+segment is left and counted.  Each goes on a later run once its lock has ended.  Locks
+are looked up object by object only where the store can lock (an S3 bucket with object
+lock enabled, or one whose configuration cannot be read).
+
 Backups whose manifest cannot be read are never deleted: they are reported so a person
 can look.  A backup a person keeps (``drkit keep``, a ``keep.json`` beside its manifest)
 is kept by the plan, and its keep record is read again just before a deletion, so a keep
@@ -31,6 +40,7 @@ series, one an incremental depends on, one a person keeps, or one the store has 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -100,6 +110,9 @@ class PruneResult:
     wal_plan: WalPlan
     wal_deleted: list[str]
     holds: dict[str, Hold] = field(default_factory=dict)
+    #: WAL objects the plan would delete but the store has locked, and their latest lock
+    wal_locked: list[str] = field(default_factory=list)
+    wal_locked_until: datetime | None = None
     deleted_objects: int = 0
     deleted_bytes: int = 0
     errors: list[str] = field(default_factory=list)
@@ -163,6 +176,8 @@ class PruneResult:
                 "pitr_from": iso(self.wal_plan.pitr_from),
                 "pitr_from_backup": self.wal_plan.anchor.id if self.wal_plan.anchor else None,
                 "consistent_only": [b.id for b in self.wal_plan.consistent_only],
+                "locked": len(self.wal_locked),
+                "locked_until": iso(self.wal_locked_until),
             },
             "kept": len(self.plan.kept),
             "deleted": len(self.plan.deleted),
@@ -186,13 +201,50 @@ def _hold_until(hold: Hold | None) -> str | None:
     return iso(hold.until) if hold.until else "forever"
 
 
-def retention_refs(listing: Listing, now: datetime) -> list[BackupRef]:
-    """What retention needs of each listed backup, with the keeps that hold at ``now``."""
+def retention_refs(
+    listing: Listing, now: datetime, locked: dict[str, datetime] | None = None
+) -> list[BackupRef]:
+    """What retention needs of each listed backup, with the keeps that hold at ``now``
+    and, from ``locked``, the backups the store will not let go before a date."""
     refs = []
     for m in listing.manifests:
         hold = listing.holds.get(m.id)
-        refs.append(backup_ref(m, hold.reason if hold and hold.active(now) else None))
+        if hold and hold.active(now):
+            reason: str | None = hold.reason
+        elif m.id in (locked or {}):
+            reason = lock_reason((locked or {})[m.id])
+        else:
+            reason = None
+        refs.append(backup_ref(m, reason))
     return refs
+
+
+def lock_reason(until: datetime) -> str:
+    return f"locked by the store until {iso(until)} (object lock)"
+
+
+def may_be_locked(repo: Repository) -> bool:
+    """Whether the store may hold locked objects in this repository: asked once; a store
+    that cannot say (no permission to read the bucket's configuration) may."""
+    from drkit.errors import DrkitError
+
+    try:
+        return repo.backend.object_lock_enabled() is not False
+    except DrkitError as exc:
+        log.warning(
+            "%s: object lock configuration unknown (%s): checking each object", repo.location, exc
+        )
+        return True
+
+
+def latest_lock(repo: Repository, keys: Iterable[str], now: datetime) -> datetime | None:
+    """The latest lock still holding at ``now`` among ``keys``; None: none is locked."""
+    found = None
+    for key in keys:
+        until = repo.backend.locked_until(key)
+        if until is not None and until > now and (found is None or until > found):
+            found = until
+    return found
 
 
 def plan_prune(
@@ -209,12 +261,27 @@ def plan_prune(
     listing: Listing = scan(repo)
     manifests = {m.id: m for m in listing.manifests}
     plan = plan_retention(retention_refs(listing, now), policy.retention, policy.schedule.timezone)
+    lockable = may_be_locked(repo)
+    locked: dict[str, datetime] = {}
+    if lockable:
+        for backup in plan.deleted:
+            objects = repo.list(backup_prefix(backup.id))
+            until = latest_lock(repo, (i.key for i in objects), now)
+            if until is not None:
+                locked[backup.id] = until
+    if locked:  # kept like a backup a person keeps: with its parents and its WAL
+        plan = plan_retention(
+            retention_refs(listing, now, locked), policy.retention, policy.schedule.timezone
+        )
     orphans = []
     for backup_id, infos in sorted(listing.orphans.items()):
         newest = max(i.modified for i in infos)
         expired = orphan_expired(newest, policy.retention.orphan_grace, now)
         kind = backup_id.rpartition("-")[2]
-        if running and kind in running and _may_be_running(backup_id, running[kind]):
+        until = latest_lock(repo, (i.key for i in infos), now) if lockable and expired else None
+        if until is not None:
+            action, reason = "KEEP", f"no manifest, {lock_reason(until)}"
+        elif running and kind in running and _may_be_running(backup_id, running[kind]):
             action, reason = "KEEP", f"no manifest, and a {kind} backup is running now"
         elif expired:
             action, reason = "DELETE", "no manifest, older than the grace period"
@@ -228,6 +295,16 @@ def plan_prune(
         )
     wal_plan = plan_wal(plan, policy.retention.wal, now)
     wal_doomed = wal_plan.select(i.key for i in repo.list("wal/")) if wal_plan.cutoff else []
+    wal_locked: list[str] = []
+    wal_locked_until = None
+    if lockable:
+        for key in wal_doomed:
+            until = latest_lock(repo, [key], now)
+            if until is not None:
+                wal_locked.append(key)
+                wal_locked_until = max(until, wal_locked_until or until)
+        left = set(wal_locked)
+        wal_doomed = [k for k in wal_doomed if k not in left]
     return PruneResult(
         env=repo.env,
         dry_run=dry_run,
@@ -238,6 +315,8 @@ def plan_prune(
         wal_plan=wal_plan,
         wal_deleted=wal_doomed,
         holds={k: v for k, v in listing.holds.items() if v.active(now)},
+        wal_locked=wal_locked,
+        wal_locked_until=wal_locked_until,
     )
 
 
@@ -411,6 +490,15 @@ def prune(
     else:
         grace_start = (now or datetime.now(UTC)) - policy.retention.orphan_grace
         result.deleted_objects += repo.backend.sweep_incomplete(repo.key(""), grace_start)
+    if result.wal_locked:
+        log.warning(
+            "prune %s: %d WAL files older than %s are locked by the store until %s "
+            "(object lock): left until their lock ends",
+            repo.env,
+            len(result.wal_locked),
+            result.wal_cutoff,
+            iso(result.wal_locked_until),
+        )
     if result.wal_deleted:
         log.info(
             "prune %s: deleted %d WAL files older than %s",

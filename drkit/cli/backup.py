@@ -359,7 +359,7 @@ def prune(
     for o in result.orphans:
         what = "DELETE" if o.action == "DELETE" else "KEEP  "
         out.print(
-            f"{what} {o.id}: no manifest, {o.objects} objects, {human_size(o.size)}, "
+            f"{what} {o.id}: {o.reason}; {o.objects} objects, {human_size(o.size)}, "
             f"last written {ts_text(o.last_modified)}",
             markup=False,
         )
@@ -387,6 +387,12 @@ def prune(
         out.print(
             f"{len(result.wal_deleted)} WAL files older than {result.wal_cutoff}{outside} "
             f"{verb} deleted",
+            markup=False,
+        )
+    if result.wal_locked:
+        out.print(
+            f"{len(result.wal_locked)} WAL files older than {result.wal_cutoff} kept: locked by "
+            f"the store until {ts_text(result.wal_locked_until)} (object lock)",
             markup=False,
         )
     for problem in result.errors:

@@ -345,6 +345,14 @@ class PruneWal(Shape):
         "they restore to their consistent point only",
         default_factory=list,
     )
+    locked: int = _field(
+        "WAL files older than the cutoff left because the store has locked them (object "
+        "lock); a later prune deletes them once their lock ends",
+        default=0,
+    )
+    locked_until: Timestamp | None = _field(
+        "when the latest of those locks ends (null: none is locked)", default=None
+    )
 
 
 class PruneDocument(Document):

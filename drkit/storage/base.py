@@ -94,8 +94,14 @@ class Backend(ABC):
         return None
 
     def locked_until(self, key: str) -> datetime | None:
-        """Until when the store refuses to delete ``key`` (object lock); None: it may be
-        deleted now.  Backends without object lock answer None."""
+        """Until when the store refuses to delete ``key`` (object lock; a date already past
+        means the lock has ended: callers compare it with their clock); None: the object
+        carries no lock.  Backends without object lock answer None."""
+        return None
+
+    def object_lock_enabled(self) -> bool | None:
+        """Whether the store can lock this repository's objects (S3: the bucket has object
+        lock enabled); None for a backend that never locks."""
         return None
 
     def first_existing(self, keys: Sequence[str], *, expected: bool = True) -> ObjectInfo | None:

@@ -76,6 +76,15 @@ class EncryptionConfig(_Section):
         return files
 
 
+class ObjectLockConfig(_Section):
+    """``repository.object_lock``: every object drkit writes is retained by the store for
+    ``days`` days (S3 Object Lock, ``governance`` or ``compliance`` mode); the bucket must
+    have object lock enabled (``drkit check`` proves it)."""
+
+    mode: Literal["governance", "compliance"]
+    days: int = Field(ge=1)
+
+
 class RepositoryConfig(_Section):
     """The ``repository`` section; every instance is the model of its url's scheme."""
 
@@ -88,6 +97,7 @@ class RepositoryConfig(_Section):
     storage_class: str | None = None
     compression: CompressionConfig = CompressionConfig()
     encryption: EncryptionConfig | None = None
+    object_lock: ObjectLockConfig | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> RepositoryConfig:
         """``RepositoryConfig(url=...)`` makes the model of the url's scheme."""
@@ -129,7 +139,8 @@ class RepositoryConfig(_Section):
 
 
 class FileRepositoryConfig(RepositoryConfig):
-    """``file:///path``: a directory tree (the S3 keys are ignored)."""
+    """``file:///path``: a directory tree (the S3 keys are ignored; ``object_lock`` is
+    refused)."""
 
     scheme: ClassVar[str] = "file"
 
@@ -147,6 +158,18 @@ class FileRepositoryConfig(RepositoryConfig):
             )
         return v
 
+    @field_validator("object_lock")
+    @classmethod
+    def _no_object_lock(cls, v: ObjectLockConfig | None) -> ObjectLockConfig | None:
+        if v is not None:
+            # a file anyone with the repository's rights can delete is no immutable backup:
+            # refuse rather than promise a lock nothing enforces
+            raise ValueError(
+                "object_lock needs an s3:// repository (a file:// repository cannot lock its "
+                "files): copy the backups to an S3 bucket with object lock instead"
+            )
+        return v
+
     @property
     def local_root(self) -> Path | None:
         return local_root(self.url)
@@ -154,7 +177,7 @@ class FileRepositoryConfig(RepositoryConfig):
 
 class S3RepositoryConfig(RepositoryConfig):
     """``s3://bucket/prefix``: AWS S3 or a compatible store (``endpoint_url``), its
-    ``region`` and the ``storage_class`` of uploaded objects."""
+    ``region``, the ``storage_class`` of uploaded objects and their ``object_lock``."""
 
     scheme: ClassVar[str] = "s3"
 

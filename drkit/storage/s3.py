@@ -13,6 +13,11 @@ after the last byte of a part of up to 5 GiB, S3 checks and stores it before it 
 and completing a multipart upload may take minutes by S3's own account.  A backup meets
 a stalled endpoint earlier anyway, in the short calls before its uploads, and the body's
 own send waits at most the connect timeout per write.
+With ``repository.object_lock``, every object this backend writes carries the store's
+retention (``ObjectLockMode`` and ``ObjectLockRetainUntilDate``: its write time plus the
+policy's days), and every upload reads its retention back: an object that came back
+without it (a store that drops the headers of a multipart upload) gets it set on the
+object, and one the store will not lock fails the upload rather than stand unlocked.
 Large objects go up as multipart uploads of bounded part size (8 MiB, larger when the
 caller's size hint says 10,000 parts would not hold the object); s3transfer aborts the
 upload if any part fails, so no partial object ever becomes visible.
@@ -26,6 +31,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
@@ -36,9 +42,7 @@ from drkit.streams import ReadDigest, read_full
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
-    from drkit.storage.config import RepositoryConfig
+    from drkit.storage.config import ObjectLockConfig, RepositoryConfig
 
 # 8 MiB parts keep an upload's buffers small (3 x 8 MiB); S3 allows 10,000 parts per
 # upload and 5 GiB per part, so an object larger than 10,000 x PART_SIZE (78 GiB) gets
@@ -171,6 +175,7 @@ class S3Backend(Backend):
         endpoint_url: str | None = None,
         region: str | None = None,
         storage_class: str | None = None,
+        object_lock: ObjectLockConfig | None = None,
     ) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
@@ -179,6 +184,7 @@ class S3Backend(Backend):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.storage_class = storage_class
+        self.object_lock = object_lock
         self.location = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._config = Config(
             retries={"mode": "standard", "total_max_attempts": int(_setting(MAX_ATTEMPTS))},
@@ -231,7 +237,45 @@ class S3Backend(Backend):
             endpoint_url=config.endpoint_url,
             region=config.region,
             storage_class=config.storage_class,
+            object_lock=config.object_lock,
         )
+
+    def _lock_args(self) -> dict[str, Any]:
+        """The retention of an object written now (nothing without ``object_lock``)."""
+        if self.object_lock is None:
+            return {}
+        until = datetime.now(UTC) + timedelta(days=self.object_lock.days)
+        return {
+            "ObjectLockMode": self.object_lock.mode.upper(),
+            "ObjectLockRetainUntilDate": until,
+        }
+
+    def _ensure_locked(self, key: str, lock: dict[str, Any], stored: dict[str, Any]) -> None:
+        """Fail closed unless the stored object carries the retention it was written with:
+        set it when the store dropped it, and raise when the store still will not lock it."""
+        if not lock or _retained(stored, lock):
+            return
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self._key(key)
+        try:
+            self.client.put_object_retention(
+                Bucket=self.bucket,
+                Key=full,
+                Retention={
+                    "Mode": lock["ObjectLockMode"],
+                    "RetainUntilDate": lock["ObjectLockRetainUntilDate"],
+                },
+            )
+            stored = self.client.head_object(Bucket=self.bucket, Key=full)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("lock", key, exc) from None
+        if not _retained(stored, lock):
+            raise StorageError(
+                f"stored {key} in {self.location} but S3 did not lock it "
+                f"({lock['ObjectLockMode']} until {lock['ObjectLockRetainUntilDate']:%Y-%m-%d}): "
+                "enable object lock on the bucket or remove repository.object_lock"
+            )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -289,6 +333,7 @@ class S3Backend(Backend):
         extra: dict[str, str] = {}
         if self.storage_class:
             extra["StorageClass"] = self.storage_class
+        lock = self._lock_args()
         transfer = self.transfer
         part = part_size_for(size_hint)
         if part != transfer.multipart_chunksize:
@@ -297,8 +342,10 @@ class S3Backend(Backend):
             log.info("%s: %d MiB upload parts for about %d bytes", key, part // _MIB, size_hint)
         try:
             self.upload_client.upload_fileobj(
-                counter, self.bucket, self._key(key), ExtraArgs=extra, Config=transfer
+                counter, self.bucket, self._key(key), ExtraArgs={**extra, **lock}, Config=transfer
             )
+            if lock:
+                self._ensure_locked(key, lock, self._head_object(key) or {})
         except S3UploadFailedError as exc:
             cause = exc.__cause__ or exc.__context__
             if cause is not None and isinstance(cause, ClientError | BotoCoreError):
@@ -332,7 +379,9 @@ class S3Backend(Backend):
         from botocore.exceptions import BotoCoreError, ClientError
 
         full = self._key(key)
-        extra: dict[str, str] = {"StorageClass": self.storage_class} if self.storage_class else {}
+        extra: dict[str, Any] = {"StorageClass": self.storage_class} if self.storage_class else {}
+        lock = self._lock_args()
+        extra.update(lock)
         digest = ReadDigest(stream)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             size = 0
@@ -385,6 +434,7 @@ class S3Backend(Backend):
                 f"stored {size} bytes of {key} in {self.location} but S3 reports "
                 f"{stored.get('ContentLength')}"
             )
+        self._ensure_locked(key, lock, stored)
         return size
 
     def open_read(self, key: str) -> BinaryIO:
@@ -451,6 +501,31 @@ class S3Backend(Backend):
         value = response.get("Metadata", {}).get(SHA256_METADATA) if response else None
         return str(value) if value else None
 
+    def locked_until(self, key: str) -> datetime | None:
+        """The object's retain-until date (any mode: governance can be bypassed only with a
+        permission drkit never asks for; the caller compares it with its clock); None when
+        the object carries no retention or does not exist."""
+        response = self._head_object(key)
+        until = response.get("ObjectLockRetainUntilDate") if response else None
+        if not isinstance(until, datetime):
+            return None
+        return until.astimezone(UTC)
+
+    def object_lock_enabled(self) -> bool | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in (
+                "ObjectLockConfigurationNotFoundError",
+                "ObjectLockConfigurationNotFound",
+            ):
+                return False
+            raise self._error("read the object lock configuration of", self.bucket, exc) from None
+        configuration = response.get("ObjectLockConfiguration") or {}
+        return bool(configuration.get("ObjectLockEnabled") == "Enabled")
+
     def first_existing(self, keys: Sequence[str], *, expected: bool = True) -> ObjectInfo | None:
         """``expected`` (a lookup that usually finds the first key, as a fetch does): one
         HEAD for the first key, then one listing of the keys' common name prefix
@@ -496,6 +571,18 @@ class S3Backend(Backend):
         self.client.close()
         if self._upload_client is not None:
             self._upload_client.close()
+
+
+def _retained(stored: dict[str, Any], lock: dict[str, Any]) -> bool:
+    """Whether a HEAD response shows at least the retention ``lock`` asked for (S3 keeps
+    the date to the second)."""
+    until = stored.get("ObjectLockRetainUntilDate")
+    wanted: datetime = lock["ObjectLockRetainUntilDate"]
+    return (
+        stored.get("ObjectLockMode") == lock["ObjectLockMode"]
+        and isinstance(until, datetime)
+        and until >= wanted.replace(microsecond=0)
+    )
 
 
 def _is_taken(exc: BaseException) -> bool:
