@@ -36,7 +36,7 @@ RUN python3 -m venv /opt/drkit \
 ENV DRKIT_POLICY_DIR=/etc/drkit/policies
 
 # ---------------------------------------------------------------------------
-# drkit: the scheduler (`drkit schedule run`), serving /metrics, /healthz and /status on 9187
+# drkit: the scheduler (`drkit schedule run`), serving /, /metrics, /healthz and /status on 9187
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS drkit
 ARG PG_MAJOR
@@ -91,4 +91,6 @@ HEALTHCHECK --interval=60s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['DRKIT_HEALTHCHECK_URL'], timeout=8)"]
 
 ENTRYPOINT ["drkit"]
-CMD ["schedule", "run"]
+# the port is the container's service port: listen on every interface of the container
+# (drkit itself binds 127.0.0.1 unless told)
+CMD ["schedule", "run", "--bind", "0.0.0.0"]

@@ -136,7 +136,8 @@ def test_entrypoint_is_the_installed_console_script(
     _, stages = dockerfile
     final = stages[-1]
     assert [json.loads(e) for e in final.all("ENTRYPOINT")] == [["drkit"]]
-    assert [json.loads(c) for c in final.all("CMD")] == [["schedule", "run"]]
+    # drkit binds 127.0.0.1 unless told: the image's service port binds every interface
+    assert [json.loads(c) for c in final.all("CMD")] == [["schedule", "run", "--bind", "0.0.0.0"]]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["drkit"] == "drkit.cli.entry:main"
     (script,) = entry_points(group="console_scripts", name="drkit")
@@ -194,6 +195,8 @@ def test_compose_replaces_backup_with_the_drkit_scheduler(compose: dict[str, obj
     )
     drkit = services["drkit"]
     assert drkit["command"][:2] == ["schedule", "run"]  # type: ignore[index]
+    command = list(drkit["command"])  # type: ignore[call-overload]
+    assert command[command.index("--bind") + 1] == "0.0.0.0"  # the container's port
     assert drkit["build"]["target"] == "drkit"  # type: ignore[index]
     assert drkit["stop_grace_period"] == "1h"
 

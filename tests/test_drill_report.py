@@ -157,6 +157,29 @@ def test_report_dir_holds_a_chart_that_report_md_embeds(tmp_path: Path) -> None:
     assert not list((tmp_path / "out").glob("*.tmp"))  # published by rename, nothing left
 
 
+def test_report_html_is_self_contained_escaped_and_holds_every_check(tmp_path: Path) -> None:
+    """report.html is mailed to an auditor: every check, the verdict, the chart inline,
+    nothing fetched or run, and a value that looks like markup stays text."""
+    r = report(PASS, FAIL, NOT_RUN)
+    r.rpo_objective, r.rpo_achieved = 3600.0, 1200.0
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    r.add(Check(f"rows of {hostile}", "rowcount", FAIL, expected=3, observed=hostile))
+    paths = write_report_dir(tmp_path, r, [past(1, 900.0, 600.0)])
+    page = tmp_path / "report.html"
+    assert page in paths
+    text = page.read_text()
+    assert "<script" not in text and "<img" not in text  # markup stays text
+    assert text.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 2  # the name and the value
+    assert re.findall(r'id="verdict">([A-Z_]+)<', text) == [FAIL]
+    for i in range(3):
+        assert f"<td>check {i}</td>" in text
+    assert re.search(r"<svg[^>]*>", text) and "</svg>" in text  # the chart, inline
+    assert "RTO of the last drills" in text  # its text kept as text
+    # self-contained: nothing is loaded from elsewhere
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", text)
+    assert "<link" not in text and "@import" not in text
+
+
 def test_chart_shows_phases_trend_and_objectives_with_units() -> None:
     r = report(PASS)
     r.rpo_objective, r.rpo_achieved = 3600.0, 1200.0

@@ -51,10 +51,13 @@ def wait_for(what: str, condition: Callable[[], Any], timeout: float = WAIT) -> 
 
 
 class Daemon:
-    def __init__(self, policy_dir: Path, env: str, log_path: Path) -> None:
+    def __init__(self, policy_dir: Path, env: str, log_path: Path, *options: str) -> None:
+        """``options``: more ``schedule run`` options; ``--bind 127.0.0.1`` unless one
+        of them is ``--default-bind`` (then no --bind at all)."""
         self.port = free_port()
         self.log_path = log_path
         self.log = log_path.open("wb")
+        bind = [] if "--default-bind" in options else ["--bind", "127.0.0.1"]
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -65,10 +68,10 @@ class Daemon:
                 "schedule",
                 "run",
                 env,
-                "--bind",
-                "127.0.0.1",
+                *bind,
                 "--port",
                 str(self.port),
+                *(o for o in options if o != "--default-bind"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.log,
@@ -90,10 +93,12 @@ class Daemon:
             self.log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def get(self, path: str) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.port}{path}"
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers=headers or {}
+        )
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -139,11 +144,11 @@ class Daemon:
 
 
 @pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Callable[[Path, str], Daemon]]:
+def daemons(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    def start(policy_dir: Path, env: str = "prod") -> Daemon:
-        daemon = Daemon(policy_dir, env, tmp_path / f"daemon-{len(started)}.log")
+    def start(policy_dir: Path, env: str = "prod", *options: str) -> Daemon:
+        daemon = Daemon(policy_dir, env, tmp_path / f"daemon-{len(started)}.log", *options)
         started.append(daemon)
         return daemon
 
@@ -403,3 +408,91 @@ def test_schedule_show_lists_next_three_runs(
     assert "prod/physical_backup" in text and "Sun" in text
     assert "sekret" not in text
     assert not (tmp_path / "repo").exists()  # show touches nothing
+
+
+TOKEN = "page-token-4f1c9a"
+
+
+def test_status_page_in_a_browser_with_real_backups_a_drill_and_a_token(
+    pg_server: PgServer,
+    database: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    run_drkit: DrkitRunner,
+    daemons: Callable[..., Daemon],
+    tmp_path: Path,
+) -> None:
+    """The page at ``/`` as a person sees it in Chromium: the newest backup, the last
+    drill against the objectives with its chart, the next jobs; behind the bearer
+    token, on 127.0.0.1 when no --bind is given; and the drill's report.html in the
+    same browser.  The screenshots stay in the test's tmp dir."""
+    from playwright.sync_api import sync_playwright
+
+    name, url = database
+    pg_server.query(name, "CREATE TABLE t (id int primary key); INSERT INTO t VALUES (1), (2)")
+    policy_dir = make_policy(
+        "prod",
+        url,
+        file_repo,
+        objectives={"rpo": "1h", "rto": "30m"},
+        schedule={"logical_backup": "0 3 * * *", "drill": "0 5 * * 0", "timezone": "UTC"},
+    )
+    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    reports = tmp_path / "drill"
+    run_drkit("drill", "prod", "--report-dir", str(reports), policy_dir=policy_dir, check=True)
+    drill_doc = json.loads((reports / "report.json").read_text())
+    backup = list_backups(Repository.for_policy(load_policy("prod", policy_dir)))[-1]
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+
+    daemon = daemons(policy_dir, "prod", "--default-bind", "--token-file", str(token_file))
+    assert f"on 127.0.0.1:{daemon.port}" in daemon.stderr()  # loopback unless --bind
+    assert daemon.get("/")[0] == 401
+    assert daemon.get("/status", {"Authorization": "Bearer wrong-token"})[0] == 401
+    assert daemon.get("/metrics")[0] == 401
+    assert daemon.health()[0] == 200  # the liveness probe carries no token
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    code, body = daemon.get("/", auth)
+    assert code == 200 and body.startswith("<!DOCTYPE html>")
+    password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+    if password:
+        assert str(password) not in body
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox"]
+        )
+        try:
+            context = browser.new_context(extra_http_headers=auth)
+            page = context.new_page()
+            page.goto(f"http://127.0.0.1:{daemon.port}/")
+            page.screenshot(path=str(tmp_path / "status-page.png"), full_page=True)
+            section = page.locator("#env-prod")
+            text = section.inner_text()
+            assert backup.id in text and "stands by" not in text
+            assert drill_doc["id"] in text and "PASS" in text
+            rows = {
+                r.split("\t")[0]: r.split("\t") for r in section.locator("tr").all_inner_texts()
+            }
+            assert rows["logical"][1] == backup.id and rows["logical"][3].endswith("B")
+            assert rows["RTO"][2] == "30m" and rows["RTO"][3] == "yes"
+            assert rows["RPO"][2] == "1h" and rows["RPO"][3] == "yes"
+            assert rows["logical_backup"][1] == "ok"
+            assert rows["logical_backup"][2].endswith("T03:00:00Z")
+            assert rows["drill"][2].endswith("T05:00:00Z")
+            chart = section.locator("figure svg")
+            assert chart.count() == 1 and chart.bounding_box() is not None
+            assert "RTO of the last drills" in (chart.text_content() or "")
+            assert page.locator("#overall").inner_text() == "ok"
+
+            report = context.new_page()
+            report.goto((reports / "report.html").as_uri())
+            report.screenshot(path=str(tmp_path / "report-html.png"), full_page=True)
+            assert report.locator("#verdict").inner_text() == "PASS"
+            checks = report.locator("#checks tr").all_inner_texts()[1:]
+            assert len(checks) == len(drill_doc["checks"]) > 0
+            assert report.locator("#chart svg").bounding_box() is not None
+        finally:
+            browser.close()
+    assert (tmp_path / "status-page.png").stat().st_size > 0
+    assert daemon.terminate() == 0

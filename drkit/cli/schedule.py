@@ -25,24 +25,39 @@ def schedule_run(
     port: Annotated[
         int,
         typer.Option(
-            "--port", metavar="PORT", help="HTTP port for /metrics, /healthz and /status."
+            "--port", metavar="PORT", help="HTTP port for /, /metrics, /healthz and /status."
         ),
     ] = 9187,
     bind: Annotated[
-        str, typer.Option("--bind", metavar="ADDRESS", help="Address to listen on.")
-    ] = "0.0.0.0",  # noqa: S104
+        str,
+        typer.Option(
+            "--bind",
+            metavar="ADDRESS",
+            help="Address to listen on (a container binds 0.0.0.0 explicitly).",
+        ),
+    ] = "127.0.0.1",
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="A file holding a bearer token every path but /healthz then requires.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Run the scheduler daemon (the container's entry point)."""
     from drkit.schedule.daemon import run_daemon  # lazy: APScheduler, ~0.5 s
+    from drkit.schedule.endpoints import read_token
 
     state = settle(json_out, policy_dir)
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port}: not a TCP port (0-65535)")
     if not state.verbose:  # a daemon reports its jobs: INFO on stderr
         logging.getLogger("drkit").setLevel(logging.INFO)
-    run_daemon(envs or None, state.policy_dir, bind=bind, port=port)
+    token = read_token(token_file) if token_file is not None else None
+    run_daemon(envs or None, state.policy_dir, bind=bind, port=port, token=token)
 
 
 @schedule_app.command("show")

@@ -1,6 +1,7 @@
 """The chart ``report.md`` embeds: is this environment inside its objectives?
 
-One PNG, written next to ``report.md`` in ``--report-dir``:
+One figure, written as a PNG next to ``report.md`` in ``--report-dir`` and inlined as
+SVG in ``report.html`` and the scheduler's status page (:func:`chart_svg`):
 
 * left, this drill's RTO by phase and its total against the RTO objective;
 * right, the RTO and the achieved RPO of the last drills (the stored reports plus this
@@ -303,3 +304,20 @@ def write_chart(path: Path, doc: dict[str, Any], history: list[dict[str, Any]]) 
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def chart_svg(doc: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """The same chart as an inline ``<svg>`` element (no XML prolog), its text kept as
+    text so that a reader can search and copy it, and the page carries no font file."""
+    import io
+
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    figure = build_chart(doc, history)
+    FigureCanvasSVG(figure)
+    out = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "drkit"}):
+        figure.savefig(out, format="svg", facecolor="white")
+    text = out.getvalue()
+    return text[text.index("<svg") :]

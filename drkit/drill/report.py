@@ -5,7 +5,9 @@ RPO), what it checked (each :class:`Check` PASS / FAIL / NOT_RUN / ERROR with it
 expected and observed values) and its verdict.  It is stored as
 ``drills/<drill-id>/report.json`` in the environment's repository, and with
 ``--report-dir`` also written as ``report.json``, ``report.md`` (per-phase bars, the
-RTO trend of past drills and, next to it, the PNG chart of :mod:`drkit.drill.chart`) and
+RTO trend of past drills and, next to it, the PNG chart of :mod:`drkit.drill.chart`),
+``report.html`` (the same for a browser or a mail to an auditor, in one self-contained
+file: the chart inline as SVG, no script, nothing fetched) and
 ``junit.xml`` (one test case per check and per
 objective; a NOT_RUN case is a failure, never a skip, because NOT_RUN is never a pass).
 
@@ -16,6 +18,7 @@ The JSON shape is read back through the catalog view (:mod:`drkit.restore.window
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import xml.etree.ElementTree as ET
@@ -257,9 +260,9 @@ def store_report(repo: Repository, report: DrillReport) -> str:
 def write_report_dir(
     directory: Path, report: DrillReport, history: list[dict[str, Any]]
 ) -> list[Path]:
-    """report.json, report.md, junit.xml and the chart report.md embeds
+    """report.json, report.md, report.html, junit.xml and the chart report.md embeds
     (:data:`drkit.drill.chart.CHART_NAME`); the paths written."""
-    from drkit.drill.chart import CHART_NAME, write_chart
+    from drkit.drill.chart import CHART_NAME, chart_svg, write_chart
 
     directory.mkdir(parents=True, exist_ok=True)
     doc = report.to_dict()
@@ -268,12 +271,17 @@ def write_report_dir(
     paths[2].write_text(render_junit(doc))
     chart: str | None = CHART_NAME
     chart_error: str | None = None
+    svg: str | None = None
     try:
         paths.append(write_chart(directory / CHART_NAME, doc, history))
+        svg = chart_svg(doc, history)
     except Exception as exc:  # a rendering must not cost the drill its stored report
         log.error("drill %s: the chart could not be drawn: %s", report.id, exc)
         chart, chart_error = None, f"{type(exc).__name__}: {exc}"
     paths[1].write_text(render_markdown(doc, history, chart=chart, chart_error=chart_error))
+    page = directory / "report.html"
+    page.write_text(render_html(doc, history, svg=svg, chart_error=chart_error))
+    paths.insert(2, page)
     return paths
 
 
@@ -418,6 +426,115 @@ def render_markdown(
     if doc.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
     return "\n".join(lines) + "\n"
+
+
+_HTML_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:70em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em;
+text-align:left;vertical-align:top}.PASS,.yes{color:#2e7d32;font-weight:bold}
+.FAIL,.ERROR,.NOT_RUN,.no{color:#c62828;font-weight:bold}.WARN{color:#b26a00}
+svg{max-width:100%;height:auto}
+"""
+
+
+def render_html(
+    doc: dict[str, Any],
+    history: list[dict[str, Any]],
+    *,
+    svg: str | None = None,
+    chart_error: str | None = None,
+) -> str:
+    """The report as one self-contained HTML page: verdict, objectives, the chart of
+    :mod:`drkit.drill.chart` inline (``svg``), phases, every check, the RTO trend.
+    Every value is escaped; nothing is loaded from elsewhere and no script runs."""
+
+    def t(value: Any) -> str:
+        return html.escape(_cell(value).replace("\\|", "|"))
+
+    def met(value: bool | None) -> str:
+        word = "not measured" if value is None else ("yes" if value else "no")
+        return f'<span class="{word.split()[0]}">{word}</span>'
+
+    rto, rpo, backup = doc["rto"], doc["rpo"], doc["backup"]
+    verdict = str(doc["verdict"])
+    title = f"Restore drill {doc['id']} — {doc['environment']}: {verdict}"
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{t(title)}</title><style>{_HTML_STYLE}</style></head><body>",
+        f"<h1>Restore drill {t(doc['id'])} — {t(doc['environment'])}: "
+        f'<span class="{t(verdict)}" id="verdict">{t(verdict)}</span></h1>',
+        "<ul>",
+        f"<li>started {t(doc['started_at'])}, finished {t(doc['finished_at'])}</li>",
+        f"<li>backup {t(backup['id'])} ({t(backup['kind'])}, selected as "
+        f"{t(backup['selection'])}), consistent at {t(backup['consistent_at'])}, "
+        f"age {t(_seconds(backup['age_seconds']))}</li>",
+        f"<li>recovery point: target {t(doc['recovery_point']['target'])}, "
+        f"reached {t(doc['recovery_point']['reached'])}</li>",
+        f"<li>PostgreSQL {t(doc['versions'].get('postgresql_scratch'))} (backup taken on "
+        f"{t(doc['versions'].get('postgresql_backup'))}), "
+        f"drkit {t(doc['versions'].get('drkit'))}</li>",
+    ]
+    if kind_verdicts(doc):
+        out.append(f"<li>every kind the policy takes: {t(kind_verdicts(doc))}</li>")
+    out.append("</ul>")
+    if doc.get("error"):
+        out.append(f"<p><strong>The drill could not run:</strong> {t(doc['error'])}</p>")
+    out += [
+        "<h2>Objectives</h2>",
+        "<table><tr><th>objective</th><th>measured</th><th>objective</th><th>met</th></tr>",
+        f"<tr><td>RTO</td><td>{t(_seconds(rto['total']))}</td>"
+        f"<td>{t(_seconds(rto['objective']))}</td><td>{met(rto['met'])}</td></tr>",
+        f"<tr><td>RPO</td><td>{t(_seconds(rpo['achieved']))}</td>"
+        f"<td>{t(_seconds(rpo['objective']))}</td><td>{met(rpo['met'])}</td></tr>",
+        "</table>",
+        f"<p>RPO basis: {t(rpo['basis'] or '-')}.</p>",
+    ]
+    if svg is not None:
+        out += [
+            '<figure id="chart">',
+            svg,
+            "<figcaption>RTO by phase, and the last drills' RTO and achieved RPO against "
+            "the objectives (green within, red over).</figcaption></figure>",
+        ]
+    elif chart_error is not None:
+        out.append(f"<p>The chart could not be drawn: {t(chart_error)}</p>")
+    out += ["<h2>Where the time went</h2>", "<table><tr><th>phase</th><th>time</th></tr>"]
+    for phase, seconds in rto["phases"].items():
+        out.append(f"<tr><td>{t(phase)}</td><td>{t(_seconds(seconds))}</td></tr>")
+    out.append(f"<tr><th>total</th><th>{t(_seconds(rto['total']))}</th></tr></table>")
+    out += [
+        "<h2>Checks</h2>",
+        '<table id="checks"><tr><th>check</th><th>status</th><th>expected</th>'
+        "<th>observed</th><th>detail</th></tr>",
+    ]
+    for check in doc["checks"]:
+        status = str(check["status"])
+        out.append(
+            f'<tr><td>{t(check_label(check))}</td><td class="{t(status)}">{t(status)}</td>'
+            f"<td>{t(check['expected'])}</td><td>{t(check['observed'])}</td>"
+            f"<td>{t(check.get('detail', ''))}</td></tr>"
+        )
+    summary = doc["summary"]
+    out += [
+        "</table>",
+        f"<p>{t(', '.join(f'{n} {s}' for s, n in summary.items()))}. "
+        "NOT_RUN never counts as a pass.</p>",
+        "<h2>RTO trend (past drills)</h2>",
+        "<table><tr><th>drill</th><th>verdict</th><th>RTO</th></tr>",
+    ]
+    for past in [*history, doc]:
+        total = (past.get("rto") or {}).get("total")
+        word = str(past.get("verdict", "?"))
+        out.append(
+            f'<tr><td>{t(past.get("id", "?"))}</td><td class="{t(word)}">{t(word)}</td>'
+            f"<td>{t(_seconds(total if isinstance(total, int | float) else None))}</td></tr>"
+        )
+    out.append("</table>")
+    if doc.get("notes"):
+        out += ["<h2>Notes</h2>", "<ul>", *(f"<li>{t(n)}</li>" for n in doc["notes"]), "</ul>"]
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
 
 
 def _yes_no(value: bool | None) -> str:

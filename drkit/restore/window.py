@@ -440,6 +440,11 @@ class CatalogView:
         return latest_report(self.repo)
 
     @cached_property
+    def drill_history(self) -> list[dict[str, Any]]:
+        """The last stored drill reports (:data:`HISTORY_LIMIT`), oldest first."""
+        return past_reports(self.repo)
+
+    @cached_property
     def drill_summary(self) -> DrillSummary | None:
         """The numbers of the newest stored drill report (None when it is unreadable)."""
         return newest_drill_summary(self.repo)

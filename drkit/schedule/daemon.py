@@ -34,6 +34,7 @@ from typing import Any
 from drkit.config import Policy
 from drkit.errors import DrkitError
 from drkit.schedule.endpoints import (
+    DEFAULT_BIND,
     DEFAULT_PORT,
     MonitoringServer,
     bind_server,
@@ -43,6 +44,7 @@ from drkit.schedule.endpoints import (
 from drkit.schedule.jobs import JOBS, JobState, dispatch, error_line, scrub
 from drkit.schedule.lock import EnvironmentLock
 from drkit.schedule.metrics import CatalogSnapshot, DrkitCollector, MetricsView, read_catalog
+from drkit.schedule.page import DrillCharts, render_page
 from drkit.schedule.timing import MISFIRE_GRACE, checked_policies, cron_period, next_runs
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,9 @@ class SchedulerDaemon:
         envs: list[str] | None = None,
         policy_dir: Path | str | None = None,
         *,
-        bind: str = "0.0.0.0",  # noqa: S104 - a container's service port
+        bind: str = DEFAULT_BIND,
         port: int = DEFAULT_PORT,
+        token: bytes | None = None,
     ) -> None:
         from prometheus_client import CollectorRegistry
 
@@ -67,6 +70,8 @@ class SchedulerDaemon:
         self.policy_dir = policy_dir
         self.bind = bind
         self.port = port
+        self.token = token
+        self.charts = DrillCharts()
         self.started_at = datetime.now(UTC)
         self.policies: dict[str, Policy] = {}
         self.jobs: dict[tuple[str, str], JobState] = {}
@@ -129,11 +134,14 @@ class SchedulerDaemon:
                 runs[0].isoformat() if runs else "never",
             )
         log.info(
-            "drkit scheduler serving /metrics, /healthz and /status on %s:%d", self.bind, self.port
+            "drkit scheduler serving /, /metrics, /healthz and /status on %s:%d%s",
+            self.bind,
+            self.port,
+            " (bearer token required but on /healthz)" if self.token else "",
         )
 
     def _bind(self) -> None:
-        self._server = bind_server(self.bind, self.port, self)
+        self._server = bind_server(self.bind, self.port, self, self.token)
         self.port = self._server.server_address[1]
 
     def _apply(self, policies: list[Policy]) -> None:
@@ -210,7 +218,9 @@ class SchedulerDaemon:
         try:
             repo = Repository.for_policy(policy)
             try:
-                snapshot = read_catalog(repo, policy)
+                with self._state:
+                    previous = self.catalogs.get(env)
+                snapshot = read_catalog(repo, policy, previous=previous)
             finally:
                 repo.close()
         except Exception as exc:
@@ -422,6 +432,13 @@ class SchedulerDaemon:
                 self.jobs.values(), self.standby, self.started_at, now or datetime.now(UTC)
             )
 
+    def page(self) -> str:
+        """``/``: the status page, from the same snapshot as the metrics and ``/status``."""
+        with self._state:
+            view = self.metrics_view()
+            status = self.status(view.now)
+        return render_page(view, status, self.charts)
+
 
 def _copy_state(state: JobState) -> JobState:
     return dataclasses.replace(state, runs=dict(state.runs))
@@ -431,11 +448,12 @@ def run_daemon(
     envs: list[str] | None,
     policy_dir: Path | str | None,
     *,
-    bind: str = "0.0.0.0",  # noqa: S104
+    bind: str = DEFAULT_BIND,
     port: int = DEFAULT_PORT,
+    token: bytes | None = None,
 ) -> None:
     """The whole life of ``drkit schedule run``: returns after a clean SIGTERM."""
-    daemon = SchedulerDaemon(envs, policy_dir, bind=bind, port=port)
+    daemon = SchedulerDaemon(envs, policy_dir, bind=bind, port=port, token=token)
     daemon.install_signal_handlers()
     daemon.start()
     daemon.run_forever()

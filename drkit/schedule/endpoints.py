@@ -1,4 +1,10 @@
-"""The scheduler's HTTP port: ``/metrics``, ``/healthz`` and ``/status``.
+"""The scheduler's HTTP port: ``/``, ``/metrics``, ``/healthz`` and ``/status``.
+
+``/`` is the read-only status page (:mod:`drkit.schedule.page`).  The port listens on
+127.0.0.1 unless ``--bind`` says otherwise (the image binds 0.0.0.0 on purpose).  With
+``--token-file`` every path but ``/healthz`` answers 401 unless the request carries
+``Authorization: Bearer <the file's token>`` (compared in constant time); the liveness
+probe of a container runtime carries no token and learns nothing but "alive".
 
 ``/metrics`` is the Prometheus text of the daemon's registry (:mod:`drkit.schedule.metrics`).
 
@@ -19,6 +25,7 @@ Alerting on outcomes is the metrics' job (``drkit_job_last_run_success`` and the
 from __future__ import annotations
 
 import errno
+import hmac
 import json
 import logging
 from collections.abc import Iterable
@@ -26,7 +33,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Protocol
 
-from drkit.errors import OperationError
+from drkit.errors import OperationError, UsageError
 from drkit.schedule.jobs import JobState, scrub
 from drkit.schedule.timing import MISFIRE_GRACE, next_runs
 
@@ -36,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9187
+#: only this machine, unless --bind says otherwise (a container binds 0.0.0.0 itself)
+DEFAULT_BIND = "127.0.0.1"
+#: the liveness probe, answered without a token
+OPEN_PATHS = frozenset({"/healthz", "/health"})
 
 
 class Monitored(Protocol):
@@ -47,11 +58,30 @@ class Monitored(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def page(self) -> str: ...
+
 
 class MonitoringServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     monitored: Monitored
+    token: bytes | None = None
+
+
+def read_token(path: str) -> bytes:
+    """The bearer token in ``path`` (its first line); UsageError (exit 2) when the file
+    cannot be read or holds no token, so a daemon never starts open by mistake."""
+    try:
+        with open(path, "rb") as handle:
+            token = handle.read().strip().split(b"\n", 1)[0].strip()
+    except OSError as exc:
+        raise UsageError(
+            f"--token-file {path}: cannot be read ({exc.strerror or exc}): "
+            f"point it at a readable file holding the token"
+        ) from None
+    if not token:
+        raise UsageError(f"--token-file {path}: the file is empty: write the token into it")
+    return token
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,6 +89,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        if path not in OPEN_PATHS and not self._authorized():
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="drkit"')
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "13")
+            self.end_headers()
+            self.wfile.write(b"unauthorized\n")
+            return
         try:
             if path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -72,16 +110,27 @@ class _Handler(BaseHTTPRequestHandler):
                 doc = self.server.monitored.status()
                 self._send(200, "application/json", json.dumps(doc, indent=2).encode() + b"\n")
             elif path == "/":
-                self._send(200, "text/plain", b"drkit scheduler: /metrics /healthz /status\n")
+                body = self.server.monitored.page().encode()
+                self._send(200, "text/html; charset=utf-8", body)
             else:
                 self._send(404, "text/plain", b"not found\n")
         except Exception as exc:
             log.error("serving %s failed: %s", path, scrub(str(exc)))
             self._send(500, "text/plain", b"internal error\n")
 
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if token is None:
+            return True
+        scheme, _, offered = self.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token)
+
     def _send(self, code: int, content_type: str, body: bytes) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -90,8 +139,11 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http: " + format, *args)
 
 
-def bind_server(bind: str, port: int, monitored: Monitored) -> MonitoringServer:
-    """The listening server (not yet serving); OperationError when the port is taken."""
+def bind_server(
+    bind: str, port: int, monitored: Monitored, token: bytes | None = None
+) -> MonitoringServer:
+    """The listening server (not yet serving); OperationError when the port is taken.
+    ``token``: the bearer token every path but ``/healthz`` requires (None: none)."""
     try:
         server = MonitoringServer((bind, port), _Handler)
     except OSError as exc:
@@ -102,6 +154,7 @@ def bind_server(bind: str, port: int, monitored: Monitored) -> MonitoringServer:
             ) from None
         raise OperationError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
     server.monitored = monitored
+    server.token = token
     return server
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -61,6 +61,8 @@ class CatalogSnapshot:
     #: each policy database's newest recoverable point
     databases: dict[str, DatabaseExposure] = field(default_factory=dict)
     wal: WalReach | None = None  # None: WAL archiving is off
+    #: the last stored drill reports, oldest first (the status page's chart)
+    drills: list[dict[str, Any]] = field(default_factory=list)
 
     def newest_made(self, makes: str | None) -> datetime | None:
         """When the newest of what a job makes finished: a backup of that kind, or a
@@ -72,8 +74,15 @@ class CatalogSnapshot:
         return None
 
 
-def read_catalog(repo: Repository, policy: Policy, now: datetime | None = None) -> CatalogSnapshot:
-    """Everything the metrics need from one environment's repository."""
+def read_catalog(
+    repo: Repository,
+    policy: Policy,
+    now: datetime | None = None,
+    previous: CatalogSnapshot | None = None,
+) -> CatalogSnapshot:
+    """Everything the metrics and the status page need from one environment's
+    repository (``previous``: the last snapshot, whose drill reports are kept while the
+    newest drill is the same, so they are not read again every refresh)."""
     from drkit.restore import CatalogView
 
     snapshot = CatalogSnapshot(repo.env, now or datetime.now(UTC))
@@ -94,6 +103,13 @@ def read_catalog(repo: Repository, policy: Policy, now: datetime | None = None) 
     if view.wal_last is not None:
         snapshot.wal_last = view.wal_last.modified
     snapshot.drill = view.drill_summary
+    kept = previous.drills if previous is not None else []
+    if snapshot.drill is None:
+        snapshot.drills = []
+    elif kept and kept[-1].get("id") == snapshot.drill.id:
+        snapshot.drills = kept
+    else:
+        snapshot.drills = view.drill_history
     return snapshot
 
 
