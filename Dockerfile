@@ -86,7 +86,8 @@ USER drkit:drkit
 EXPOSE 9187
 STOPSIGNAL SIGTERM
 
-# 200 only when no job's last run failed and none is overdue (urlopen raises on 503)
+# 200 while the daemon and its scheduler are alive (job outcomes are in /status and /metrics,
+# so a failed drill never restarts the container); urlopen raises on 503
 HEALTHCHECK --interval=60s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['DRKIT_HEALTHCHECK_URL'], timeout=8)"]
 
