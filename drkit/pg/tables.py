@@ -55,6 +55,8 @@ WHERE c.relkind IN ('r', 'm')
 
 #: bytes a heap tuple spends beyond its values (the 23-byte header, aligned)
 TUPLE_HEADER = 24
+#: how long the estimate waits for a table's lock before giving up on a percent
+ESTIMATE_LOCK_WAIT = "200ms"
 
 
 def dump_size_estimate(conn: psycopg.Connection[Any]) -> int | None:
@@ -64,7 +66,19 @@ def dump_size_estimate(conn: psycopg.Connection[Any]) -> int | None:
     62 % of it).  None when tables never analyzed hold a quarter of the data or more:
     their row counts are unknown, so no honest total exists (progress then shows the
     amount and rate without a percent)."""
-    row = conn.execute(_DUMP_ESTIMATE, {"header": TUPLE_HEADER}).fetchone()
+    # the sizes take each table's lightest lock: one an application holds exclusively
+    # must not hold the backup up before pg_dump even starts (pg_dump waits for it, and
+    # says so); then no estimate.  A savepoint keeps the snapshot's transaction alive.
+    previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (ESTIMATE_LOCK_WAIT,))
+            row = conn.execute(_DUMP_ESTIMATE, {"header": TUPLE_HEADER}).fetchone()
+    except psycopg.errors.LockNotAvailable:
+        return None
+    finally:
+        if previous is not None and not conn.closed:
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (str(previous[0]),))
     if row is None:
         return None
     estimate, unanalyzed = int(row[0]), int(row[1])
