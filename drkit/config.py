@@ -148,7 +148,14 @@ def expand_vars(
     error: Callable[[str], Exception] = PolicyError,
     path: str = "",
 ) -> Any:
-    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree.
+
+    Where ``VAR`` is unset and ``VAR_FILE`` names a file, the file's text is the value
+    (one trailing newline dropped): Docker secrets, so a password never sits in the
+    environment.  Both set is refused rather than one picked; a named file that cannot
+    be read is an error, never the default.  Errors name the variable and the file,
+    never a value.
+    """
     environ = os.environ if env is None else env
     if isinstance(node, dict):
         return {
@@ -168,11 +175,27 @@ def expand_vars(
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         value = environ.get(name)
+        file_var = f"{name}_FILE"
+        file_name = environ.get(file_var)
+        if file_name is not None and value is not None:
+            raise error(
+                f"{source}: {path}: both {name} and {file_var} are set "
+                f"(unset one: the value comes from exactly one place)"
+            )
+        if file_name is not None:
+            try:
+                value = Path(file_name).read_text(encoding="utf-8").removesuffix("\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+                raise error(
+                    f"{source}: {path}: {file_var}: cannot read {file_name} ({reason}); "
+                    f"mount the secret file or unset {file_var}"
+                ) from None
         if value is None or (value == "" and default is not None):
             if default is None:
                 raise error(
                     f"{source}: {path}: environment variable {name} is not set "
-                    f"(set it, or write ${{{name}:-default}})"
+                    f"(set it or {file_var}, or write ${{{name}:-default}})"
                 )
             return default
         return value

@@ -60,6 +60,38 @@ def test_expansion_with_defaults_and_errors() -> None:
         expand_vars({"database": {"url": "${NOPE}"}}, source="f", env=env)
 
 
+def test_an_unset_variable_is_read_from_its_file(tmp_path: Path) -> None:
+    """Docker secrets: ``${DB_URL}`` reads the file ``DB_URL_FILE`` names, one trailing
+    newline dropped, and the value never reaches an error."""
+    secret = tmp_path / "db_url"
+    secret.write_text("postgresql://app:s3cret@db/app\n")
+    env = {"DB_URL_FILE": str(secret)}
+    assert expand_vars({"u": "${DB_URL}"}, source="f", env=env) == {
+        "u": "postgresql://app:s3cret@db/app"
+    }
+    # both set: which one is meant is a guess, so refuse
+    with pytest.raises(PolicyError, match=r"f: u: both DB_URL and DB_URL_FILE are set") as info:
+        expand_vars({"u": "${DB_URL}"}, source="f", env={**env, "DB_URL": "postgresql://x"})
+    assert "s3cret" not in str(info.value)
+    # a named file that cannot be read is an error, never the default
+    missing = {"DB_URL_FILE": str(tmp_path / "absent")}
+    with pytest.raises(PolicyError, match=r"f: u: DB_URL_FILE: cannot read .*absent") as info:
+        expand_vars({"u": "${DB_URL:-postgresql://fallback}"}, source="f", env=missing)
+    assert "fallback" not in str(info.value)
+
+
+def test_a_policy_reads_its_secret_from_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "url"
+    secret.write_text("postgresql://app:s3cret@db:5432/app")
+    monkeypatch.delenv("DRKIT_T_URL", raising=False)
+    monkeypatch.setenv("DRKIT_T_URL_FILE", str(secret))
+    write(tmp_path, "prod", {**BASE, "database": {"url": "${DRKIT_T_URL}"}})
+    policy = load_policy("prod", tmp_path)
+    assert policy.database.url.get_secret_value() == "postgresql://app:s3cret@db:5432/app"
+
+
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
