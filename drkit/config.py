@@ -252,8 +252,22 @@ class DatabaseConfig(StrictModel):
         return [resolve(self.url.get_secret_value()).dbname]
 
 
+class SanitizeSchedule(StrictModel):
+    """``schedule.sanitize``: when and from where the scheduled sanitized copy runs."""
+
+    cron: str = Field(description="When the copy runs (cron, in schedule.timezone).")
+    source: str = Field(
+        min_length=1, description="The environment copied from (its policy in the same directory)."
+    )
+    rules: Path | None = Field(
+        default=None,
+        description="The rules file; default sanitize_rules/SOURCE-to-ENV.yaml.",
+    )
+
+
 #: each field but ``timezone`` is a job's cron expression, named as the job (what each
-#: runs is its row of drkit.schedule.jobs.JOBS; no docstring: it would be the schema's)
+#: runs is its row of drkit.schedule.jobs.JOBS; no docstring: it would be the schema's);
+#: ``sanitize`` carries its cron with the copy's source
 class ScheduleConfig(StrictModel):
     logical_backup: str | None = None
     physical_backup: str | None = None
@@ -261,6 +275,7 @@ class ScheduleConfig(StrictModel):
     physical_incremental_backup: str | None = None
     prune: str | None = None
     drill: str | None = None
+    sanitize: SanitizeSchedule | None = None
     timezone: str = "UTC"
 
     @field_validator("timezone")
@@ -272,7 +287,7 @@ class ScheduleConfig(StrictModel):
     @model_validator(mode="after")
     def _crons(self) -> ScheduleConfig:
         for name in self.job_names():
-            expr = getattr(self, name)
+            expr = self.cron(name)
             if expr is not None:
                 try:
                     check_cron(expr, self.timezone)
@@ -285,9 +300,14 @@ class ScheduleConfig(StrictModel):
         """The jobs a policy can schedule, in the order ``schedule show`` lists them."""
         return [name for name in cls.model_fields if name != "timezone"]
 
+    def cron(self, name: str) -> str | None:
+        """The cron expression of job ``name``, or None where it is not scheduled."""
+        value = getattr(self, name)
+        return value.cron if isinstance(value, SanitizeSchedule) else value
+
     def jobs(self) -> dict[str, str]:
         """job name -> cron expression, for the entries that are set."""
-        return {name: expr for name in self.job_names() if (expr := getattr(self, name))}
+        return {name: expr for name in self.job_names() if (expr := self.cron(name))}
 
 
 class RetentionConfig(StrictModel):

@@ -42,6 +42,9 @@ def test_shipped_policies_hold_the_seed_plan() -> None:
     assert prod.objectives.rto == timedelta(minutes=30)
     assert prod.rank == 3 and prod.wal_archiving
     assert staging.retention.daily == 7
+    assert staging.schedule.sanitize is not None
+    assert (staging.schedule.sanitize.source, staging.schedule.sanitize.rules) == ("prod", None)
+    assert (REPO / "sanitize_rules" / "prod-to-staging.yaml").is_file()  # its default rules
     assert staging.objectives.rpo == timedelta(hours=24)
     assert staging.objectives.rto == timedelta(hours=4)
     for name in ("dev", "test"):
