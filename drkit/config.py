@@ -432,6 +432,25 @@ class Policy(StrictModel):
     drill: DrillConfig = DrillConfig()
 
     @model_validator(mode="after")
+    def _sanitize_target_allowed(self) -> Policy:
+        """A scheduled copy writes into this environment: refused here, at load and in
+        ``policy check``, where it could never run (the copy's own guards hold too)."""
+        planned = self.schedule.sanitize
+        if planned is None:
+            return self
+        if self.protected:
+            raise ValueError(
+                f"schedule.sanitize: {self.name} is protected and never a sanitize target "
+                "(schedule the copy in the target environment's policy)"
+            )
+        if planned.source == self.name:
+            raise ValueError(
+                f"schedule.sanitize.source: {planned.source} is this environment; "
+                "name the environment copied from"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _wal_level_in_range(self) -> Policy:
         try:
             self.wal_compression()  # the repository algorithm's own range check

@@ -112,6 +112,14 @@ def test_a_policy_reads_its_secret_from_a_file(
         ({"objectives": {"rpo": "soon"}}, r"objectives\.rpo: .*not a duration"),
         ({"environment": "qa"}, r"rank: required for environment 'qa'"),
         ({"wal_archiving": "perhaps"}, r"wal_archiving"),
+        (  # prod is protected: no schedule may sanitize into it
+            {"schedule": {"sanitize": {"cron": "0 4 * * *", "source": "staging"}}},
+            r"schedule\.sanitize: prod is protected",
+        ),
+        (
+            {"protected": False, "schedule": {"sanitize": {"cron": "0 4 * * *", "source": "prod"}}},
+            r"schedule\.sanitize\.source: prod is this environment",
+        ),
         (
             {"database": {"url": "${UNSET_DRKIT_VAR}"}},
             r"database\.url: environment variable UNSET_DRKIT_VAR",
