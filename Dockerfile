@@ -13,7 +13,7 @@ ARG POSTGRES_IMAGE=postgres:16.6-bookworm
 ARG PG_MAJOR=16
 
 # ---------------------------------------------------------------------------
-# build: the drkit wheel (pure Python; dependencies come from PyPI when installed)
+# build: the drkit wheel (pure Python; its dependencies are installed below, pinned)
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
@@ -29,10 +29,12 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv zstd age ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /tmp/wheels
+COPY deploy/constraints.txt /tmp/constraints.txt
 RUN python3 -m venv /opt/drkit \
- && /opt/drkit/bin/pip install --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl \
+ && /opt/drkit/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --constraint /tmp/constraints.txt /tmp/wheels/*.whl \
  && ln -s /opt/drkit/bin/drkit /usr/local/bin/drkit \
- && rm -rf /tmp/wheels
+ && rm -rf /tmp/wheels /tmp/constraints.txt
 ENV DRKIT_POLICY_DIR=/etc/drkit/policies
 
 # ---------------------------------------------------------------------------
@@ -63,9 +65,13 @@ RUN set -eux; \
     apt-get purge -y --auto-remove curl; \
     rm -rf /var/lib/apt/lists/*
 
+# the dependencies at the versions the tests passed with (deploy/constraints.txt, from
+# pyproject.toml by deploy/freeze_constraints.py), not whatever PyPI has on build day
 COPY --from=build /wheels /tmp/wheels
-RUN pip install --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl \
- && rm -rf /tmp/wheels \
+COPY deploy/constraints.txt /tmp/constraints.txt
+RUN pip install --no-cache-dir --disable-pip-version-check \
+        --constraint /tmp/constraints.txt /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels /tmp/constraints.txt \
  && drkit --version
 
 RUN groupadd --system --gid 10001 drkit \

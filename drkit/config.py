@@ -148,7 +148,14 @@ def expand_vars(
     error: Callable[[str], Exception] = PolicyError,
     path: str = "",
 ) -> Any:
-    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree.
+
+    Where ``VAR`` is unset and ``VAR_FILE`` names a file, the file's text is the value
+    (one trailing newline dropped): Docker secrets, so a password never sits in the
+    environment.  Both set is refused rather than one picked; a named file that cannot
+    be read is an error, never the default.  Errors name the variable and the file,
+    never a value.
+    """
     environ = os.environ if env is None else env
     if isinstance(node, dict):
         return {
@@ -168,11 +175,27 @@ def expand_vars(
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         value = environ.get(name)
+        file_var = f"{name}_FILE"
+        file_name = environ.get(file_var)
+        if file_name is not None and value is not None:
+            raise error(
+                f"{source}: {path}: both {name} and {file_var} are set "
+                f"(unset one: the value comes from exactly one place)"
+            )
+        if file_name is not None:
+            try:
+                value = Path(file_name).read_text(encoding="utf-8").removesuffix("\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+                raise error(
+                    f"{source}: {path}: {file_var}: cannot read {file_name} ({reason}); "
+                    f"mount the secret file or unset {file_var}"
+                ) from None
         if value is None or (value == "" and default is not None):
             if default is None:
                 raise error(
                     f"{source}: {path}: environment variable {name} is not set "
-                    f"(set it, or write ${{{name}:-default}})"
+                    f"(set it or {file_var}, or write ${{{name}:-default}})"
                 )
             return default
         return value
@@ -229,8 +252,22 @@ class DatabaseConfig(StrictModel):
         return [resolve(self.url.get_secret_value()).dbname]
 
 
+class SanitizeSchedule(StrictModel):
+    """``schedule.sanitize``: when and from where the scheduled sanitized copy runs."""
+
+    cron: str = Field(description="When the copy runs (cron, in schedule.timezone).")
+    source: str = Field(
+        min_length=1, description="The environment copied from (its policy in the same directory)."
+    )
+    rules: Path | None = Field(
+        default=None,
+        description="The rules file; default sanitize_rules/SOURCE-to-ENV.yaml.",
+    )
+
+
 #: each field but ``timezone`` is a job's cron expression, named as the job (what each
-#: runs is its row of drkit.schedule.jobs.JOBS; no docstring: it would be the schema's)
+#: runs is its row of drkit.schedule.jobs.JOBS; no docstring: it would be the schema's);
+#: ``sanitize`` carries its cron with the copy's source
 class ScheduleConfig(StrictModel):
     logical_backup: str | None = None
     physical_backup: str | None = None
@@ -238,6 +275,7 @@ class ScheduleConfig(StrictModel):
     physical_incremental_backup: str | None = None
     prune: str | None = None
     drill: str | None = None
+    sanitize: SanitizeSchedule | None = None
     timezone: str = "UTC"
 
     @field_validator("timezone")
@@ -249,7 +287,7 @@ class ScheduleConfig(StrictModel):
     @model_validator(mode="after")
     def _crons(self) -> ScheduleConfig:
         for name in self.job_names():
-            expr = getattr(self, name)
+            expr = self.cron(name)
             if expr is not None:
                 try:
                     check_cron(expr, self.timezone)
@@ -262,9 +300,14 @@ class ScheduleConfig(StrictModel):
         """The jobs a policy can schedule, in the order ``schedule show`` lists them."""
         return [name for name in cls.model_fields if name != "timezone"]
 
+    def cron(self, name: str) -> str | None:
+        """The cron expression of job ``name``, or None where it is not scheduled."""
+        value = getattr(self, name)
+        return value.cron if isinstance(value, SanitizeSchedule) else value
+
     def jobs(self) -> dict[str, str]:
         """job name -> cron expression, for the entries that are set."""
-        return {name: expr for name in self.job_names() if (expr := getattr(self, name))}
+        return {name: expr for name in self.job_names() if (expr := self.cron(name))}
 
 
 class RetentionConfig(StrictModel):
@@ -387,6 +430,25 @@ class Policy(StrictModel):
     backup: BackupConfig = BackupConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()
     drill: DrillConfig = DrillConfig()
+
+    @model_validator(mode="after")
+    def _sanitize_target_allowed(self) -> Policy:
+        """A scheduled copy writes into this environment: refused here, at load and in
+        ``policy check``, where it could never run (the copy's own guards hold too)."""
+        planned = self.schedule.sanitize
+        if planned is None:
+            return self
+        if self.protected:
+            raise ValueError(
+                f"schedule.sanitize: {self.name} is protected and never a sanitize target "
+                "(schedule the copy in the target environment's policy)"
+            )
+        if planned.source == self.name:
+            raise ValueError(
+                f"schedule.sanitize.source: {planned.source} is this environment; "
+                "name the environment copied from"
+            )
+        return self
 
     @model_validator(mode="after")
     def _wal_level_in_range(self) -> Policy:

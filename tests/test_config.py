@@ -42,6 +42,9 @@ def test_shipped_policies_hold_the_seed_plan() -> None:
     assert prod.objectives.rto == timedelta(minutes=30)
     assert prod.rank == 3 and prod.wal_archiving
     assert staging.retention.daily == 7
+    assert staging.schedule.sanitize is not None
+    assert (staging.schedule.sanitize.source, staging.schedule.sanitize.rules) == ("prod", None)
+    assert (REPO / "sanitize_rules" / "prod-to-staging.yaml").is_file()  # its default rules
     assert staging.objectives.rpo == timedelta(hours=24)
     assert staging.objectives.rto == timedelta(hours=4)
     for name in ("dev", "test"):
@@ -58,6 +61,38 @@ def test_expansion_with_defaults_and_errors() -> None:
         PolicyError, match=r"f: database\.url: environment variable NOPE is not set"
     ):
         expand_vars({"database": {"url": "${NOPE}"}}, source="f", env=env)
+
+
+def test_an_unset_variable_is_read_from_its_file(tmp_path: Path) -> None:
+    """Docker secrets: ``${DB_URL}`` reads the file ``DB_URL_FILE`` names, one trailing
+    newline dropped, and the value never reaches an error."""
+    secret = tmp_path / "db_url"
+    secret.write_text("postgresql://app:s3cret@db/app\n")
+    env = {"DB_URL_FILE": str(secret)}
+    assert expand_vars({"u": "${DB_URL}"}, source="f", env=env) == {
+        "u": "postgresql://app:s3cret@db/app"
+    }
+    # both set: which one is meant is a guess, so refuse
+    with pytest.raises(PolicyError, match=r"f: u: both DB_URL and DB_URL_FILE are set") as info:
+        expand_vars({"u": "${DB_URL}"}, source="f", env={**env, "DB_URL": "postgresql://x"})
+    assert "s3cret" not in str(info.value)
+    # a named file that cannot be read is an error, never the default
+    missing = {"DB_URL_FILE": str(tmp_path / "absent")}
+    with pytest.raises(PolicyError, match=r"f: u: DB_URL_FILE: cannot read .*absent") as info:
+        expand_vars({"u": "${DB_URL:-postgresql://fallback}"}, source="f", env=missing)
+    assert "fallback" not in str(info.value)
+
+
+def test_a_policy_reads_its_secret_from_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "url"
+    secret.write_text("postgresql://app:s3cret@db:5432/app")
+    monkeypatch.delenv("DRKIT_T_URL", raising=False)
+    monkeypatch.setenv("DRKIT_T_URL_FILE", str(secret))
+    write(tmp_path, "prod", {**BASE, "database": {"url": "${DRKIT_T_URL}"}})
+    policy = load_policy("prod", tmp_path)
+    assert policy.database.url.get_secret_value() == "postgresql://app:s3cret@db:5432/app"
 
 
 @pytest.mark.parametrize(
@@ -77,6 +112,14 @@ def test_expansion_with_defaults_and_errors() -> None:
         ({"objectives": {"rpo": "soon"}}, r"objectives\.rpo: .*not a duration"),
         ({"environment": "qa"}, r"rank: required for environment 'qa'"),
         ({"wal_archiving": "perhaps"}, r"wal_archiving"),
+        (  # prod is protected: no schedule may sanitize into it
+            {"schedule": {"sanitize": {"cron": "0 4 * * *", "source": "staging"}}},
+            r"schedule\.sanitize: prod is protected",
+        ),
+        (
+            {"protected": False, "schedule": {"sanitize": {"cron": "0 4 * * *", "source": "prod"}}},
+            r"schedule\.sanitize\.source: prod is this environment",
+        ),
         (
             {"database": {"url": "${UNSET_DRKIT_VAR}"}},
             r"database\.url: environment variable UNSET_DRKIT_VAR",

@@ -403,3 +403,147 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(
     assert isinstance(environment, dict)
     assert environment["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
     assert "grafana_admin_password" in grafana["secrets"]  # type: ignore[operator]
+
+
+# ---------------------------------------------------------------------------
+# What goes into the image: the build context and the pinned Python dependencies
+# ---------------------------------------------------------------------------
+
+DOCKERIGNORE = ROOT / ".dockerignore"
+CONSTRAINTS = DEPLOY / "constraints.txt"
+
+
+def _docker_pattern(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker reads it: from the context root, `*` and `?`
+    within one path element, `**` across any number of them."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+def docker_excludes(path: str, lines: list[str]) -> bool:
+    """Whether Docker leaves ``path`` out of the build context: the last pattern that
+    matches it or one of its parent directories decides (``!`` re-includes)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        regex = _docker_pattern(line.removeprefix("!").strip("/"))
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            excluded = not negate
+    return excluded
+
+
+def test_the_dockerignore_matcher_can_fail() -> None:
+    assert docker_excludes(".git/HEAD", [".git"])
+    assert not docker_excludes("vendor/.git/HEAD", [".git"])  # root only, unlike git
+    assert docker_excludes("a/b/__pycache__/x.pyc", ["**/__pycache__"])
+    assert not docker_excludes("deploy/.env.example", ["deploy/.env"])
+    assert not docker_excludes("deploy/secrets/README.md", ["deploy/secrets", "!**/README.md"])
+
+
+def test_the_build_context_leaves_out_secrets_and_caches() -> None:
+    """`COPY . /src` would put deploy/.env and the secret files into an image layer."""
+    lines = DOCKERIGNORE.read_text().splitlines()
+    for path in (
+        "deploy/.env",
+        "deploy/secrets/db_password",
+        "deploy/secrets/aws_credentials",
+        "deploy/secrets/README.md",  # the directory whole: nothing in it is built
+        ".git/HEAD",
+        "__pycache__/x.pyc",
+        "drkit/wal/__pycache__/push.cpython-311.pyc",
+        ".pytest_cache/v/cache/lastfailed",
+        "tests/.pytest_cache/README.md",
+        ".mypy_cache/3.11/drkit.json",
+        ".ruff_cache/0.5/123",
+    ):
+        assert docker_excludes(path, lines), f".dockerignore lets {path} into the image"
+    for path in ("pyproject.toml", "README.md", "drkit/__init__.py", "deploy/constraints.txt"):
+        assert not docker_excludes(path, lines), f".dockerignore leaves out {path}"
+
+
+def test_python_dependencies_are_pinned_from_pyproject_and_installed_under_them(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            match = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)", line.strip())
+            assert match, f"deploy/constraints.txt: {line!r} is not name==version"
+            pins[canonicalize_name(match.group(1))] = match.group(2)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        req = Requirement(text)
+        names = [req.name, *(f"{req.name}-{extra}" for extra in req.extras)]
+        for name in names:
+            pinned_version = pins.get(canonicalize_name(name))
+            assert pinned_version, f"{name} is not pinned in deploy/constraints.txt"
+        assert req.specifier.contains(pins[canonicalize_name(req.name)], prereleases=True), text
+    assert "drkit" not in pins
+    # every stage that installs the wheel does so under the constraints it copied in
+    _, stages = dockerfile
+    installing = [
+        s for s in stages if any("pip install" in r and ".whl" in r for r in s.all("RUN"))
+    ]
+    assert {s.name for s in installing} == {"db", "drkit"}
+    for stage in installing:
+        copies = [c.split() for c in stage.all("COPY")]
+        (target,) = [c[-1] for c in copies if c[-2] == "deploy/constraints.txt"]
+        (run,) = [r for r in stage.all("RUN") if "pip install" in r and ".whl" in r]
+        assert f"--constraint {target}" in run, f"stage {stage.name}: {run}"
+    # how to regenerate it is said where it is
+    assert "deploy/freeze_constraints.py" in CONSTRAINTS.read_text()
+
+
+def test_compose_schedules_staging_and_its_sanitize_from_prod(compose: dict[str, object]) -> None:
+    drkit = _services(compose)["drkit"]
+    command = list(drkit["command"])  # type: ignore[call-overload]
+    envs = command[2 : command.index("--bind")]
+    assert {"prod", "staging"} <= set(envs)
+    staging = yaml.safe_load((ROOT / "policies" / "staging.yaml").read_text())
+    assert staging["schedule"]["sanitize"]["source"] == "prod"
+    mounts = [str(v) for v in drkit["volumes"]]  # type: ignore[attr-defined]
+    assert "../sanitize_rules:/etc/drkit/sanitize_rules:ro" in mounts
+    environment = drkit["environment"]
+    assert isinstance(environment, dict)
+    # the rules' salt keys the pseudonyms: a secret, so a file
+    assert environment["DRKIT_SANITIZE_SALT_FILE"] == "/run/secrets/drkit_sanitize_salt"
+    assert "drkit_sanitize_salt" in drkit["secrets"]  # type: ignore[operator]
+
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|SALT|DATABASE_URL|_KEY$|WEBHOOK", re.I)
+
+
+def test_compose_takes_every_secret_from_a_file(compose: dict[str, object]) -> None:
+    """A secret in an environment value shows in `docker inspect` and in every child
+    process: each one is a `*_FILE` variable naming a Docker secret."""
+    declared = compose["secrets"]
+    assert isinstance(declared, dict)
+    for name, service in _services(compose).items():
+        environment = service.get("environment", {})
+        assert isinstance(environment, dict)
+        mounted = {f"/run/secrets/{s}" for s in service.get("secrets", [])}  # type: ignore[attr-defined]
+        for key, value in environment.items():
+            if key.endswith("_FILE") or key.endswith("__FILE") or key == "PGPASSFILE":
+                assert str(value) in mounted, f"{name}: {key} names {value}, not its secret"
+            else:
+                assert not SECRET_NAME.search(key), f"{name}: {key} is a secret in the environment"
+    assert "AWS_SECRET_ACCESS_KEY" not in ENV_EXAMPLE.read_text()

@@ -285,6 +285,7 @@ class SchedulerDaemon:
                 self._finish(state, "failure", started, error_line(exc))
             else:
                 self._finish(state, "success", started, None)
+            self._keep_lock(env, lock)
             self.refresh_catalog(env)
 
     def on_scheduler_event(self, event: Any) -> None:
@@ -310,6 +311,18 @@ class SchedulerDaemon:
             )
         else:
             log.warning("%s/%s: the run due at %s skipped, the last one still runs", env, job, when)
+
+    def _keep_lock(self, env: str, lock: EnvironmentLock) -> None:
+        """Take the lock again as soon as a job ends if the job ended its session: a
+        scheduled sanitize replaces the very database the lock lives in, ending its
+        sessions.  A standby that took the lock in between wins; this one stands by."""
+        try:
+            holder = lock.acquire()
+        except Exception as exc:  # the next run reports it as that run's failure
+            log.warning("scheduler lock of %s not re-taken after a job: %s", env, error_line(exc))
+            return
+        with self._state:
+            self.standby[env] = not holder
 
     def _finish(self, state: JobState, status: str, started: datetime, error: str | None) -> None:
         finished = datetime.now(UTC)

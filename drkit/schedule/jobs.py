@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from drkit.errors import DrkitError
@@ -78,6 +79,23 @@ def _drill(policy: Policy) -> Any:
     return result
 
 
+def _sanitize(policy: Policy) -> Any:
+    """Refresh this environment from ``schedule.sanitize.source`` through the rules.
+
+    The copy replaces the one the previous run published (``force``: refreshing is the
+    job); every guard of ``drkit sanitize`` still holds (direction, protected targets,
+    leak scan), and a leak is a failed run.
+    """
+    from drkit.config import load_policy
+    from drkit.sanitize import Options, sanitize
+
+    planned = policy.schedule.sanitize
+    if planned is None:
+        raise DrkitError(f"{policy.source}: schedule.sanitize is not set")
+    source = load_policy(planned.source, Path(policy.source).parent)
+    return sanitize(source, policy, Options(rules_path=planned.rules, force=True))
+
+
 _ROWS = (
     Job(
         "logical_backup",
@@ -103,6 +121,13 @@ _ROWS = (
     ),
     Job("prune", "When to run `drkit prune ENV`.", _prune),
     Job("drill", "When to run `drkit drill ENV`.", _drill, makes="drill"),
+    Job(
+        "sanitize",
+        "When and from where to run `drkit sanitize SOURCE ENV --force`: "
+        '`{cron: "0 4 * * *", source: prod, rules: FILE}` (staging: the PROD -> STAGING '
+        "copy). Each run replaces the previous copy; a leak fails the run.",
+        _sanitize,
+    ),
 )
 
 #: job name (a policy's schedule key) -> the job, in the order ``schedule show`` lists them
