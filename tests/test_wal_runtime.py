@@ -104,19 +104,19 @@ def runtime_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty runtime root for in-process preparations, with the cache cleared."""
     with root_owned_dir() as root:
         monkeypatch.setenv(walcmd.RUNTIME_ROOT_ENV, str(root))
-        walcmd._shared_runtime.cache_clear()
+        walcmd.shared_runtime.cache_clear()
         yield root
-        walcmd._shared_runtime.cache_clear()
+        walcmd.shared_runtime.cache_clear()
 
 
-def _prepare_at(monkeypatch: pytest.MonkeyPatch, state: str) -> walcmd._Runtime:
+def _prepare_at(monkeypatch: pytest.MonkeyPatch, state: str) -> walcmd.Runtime:
     """The runtime as it is prepared when site-packages is in ``state``."""
     monkeypatch.setattr(walcmd, "_site_state", lambda _site_packages: state)
-    walcmd._shared_runtime.cache_clear()
-    return walcmd._shared_runtime()
+    walcmd.shared_runtime.cache_clear()
+    return walcmd.shared_runtime()
 
 
-def _imports_drkit_as_the_cluster_user(runtime: walcmd._Runtime) -> bool:
+def _imports_drkit_as_the_cluster_user(runtime: walcmd.Runtime) -> bool:
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(map(str, runtime.pythonpath)),
@@ -191,10 +191,10 @@ def trusted_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh runtime root the next archive_command/restore_command is built on."""
     with root_owned_dir() as root:
         monkeypatch.setenv(walcmd.RUNTIME_ROOT_ENV, str(root))
-        walcmd._shared_runtime.cache_clear()
+        walcmd.shared_runtime.cache_clear()
         walcmd._python_for.cache_clear()
         yield root
-        walcmd._shared_runtime.cache_clear()
+        walcmd.shared_runtime.cache_clear()
         walcmd._python_for.cache_clear()
 
 

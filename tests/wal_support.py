@@ -149,12 +149,12 @@ def cluster_user_python(user: str) -> tuple[list[str], str]:
     """A Python ``user`` can run, and a prelude that makes drkit importable in it: the
     interpreter drkit's archive_command would give that user (its checked runtime when
     this one is out of its reach)."""
-    from drkit.wal.commands import _shared_runtime, drkit_argv
+    from drkit.wal.commands import drkit_argv, shared_runtime
 
     argv = drkit_argv(user)
     if "-I" not in argv:  # this interpreter, run with -m: drkit is importable as it is
         return [argv[0]], ""
-    runtime = _shared_runtime()
+    runtime = shared_runtime()
     paths = [str(p) for p in runtime.pythonpath]
     return [runtime.python, "-I", "-S"], f"import sys; sys.path[:0] = {paths!r}\n"
 

@@ -156,7 +156,7 @@ def _python_for(user: str | None) -> tuple[str, ...]:
     here = [sys.executable, "-m"]
     if user is None or (reachable_by(Path(sys.executable), user) and not _can_run(here, user)):
         return tuple(here)
-    runtime = _shared_runtime()
+    runtime = shared_runtime()
     # -I: nothing from the environment or the working directory; -S: no site module, so
     # no .pth file or sitecustomize of the system's site-packages runs first either
     launcher = [runtime.python, "-I", "-S", "-c", runtime_bootstrap(runtime.target)]
@@ -285,7 +285,7 @@ def restore_command(
 # ---------------------------------------------------------------------------
 
 
-class _Runtime:
+class Runtime:
     def __init__(self, python: str, target: Path) -> None:
         self.python = python
         self.target = target
@@ -335,7 +335,7 @@ def _system_python() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _shared_runtime() -> _Runtime:
+def shared_runtime() -> Runtime:
     """The runtime of this interpreter and this drkit checkout, its copy of site-packages
     current.
 
@@ -385,7 +385,7 @@ def _shared_runtime() -> _Runtime:
             [python, "-m", "py_compile", *map(str, changed)], capture_output=True, check=False
         )
         _make_readable(source)
-    return _Runtime(python, target)
+    return Runtime(python, target)
 
 
 def _runtime_root() -> Path:
