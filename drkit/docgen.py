@@ -7,7 +7,7 @@ codes from :data:`drkit.errors.EXIT_CODES`.  The prose that a model cannot hold 
 key means) lives in :mod:`drkit.docgen_text`, keyed by the names the models use, except a
 sanitize strategy's, which its own module holds (``DOC`` and ``FIELD_DOCS``), and a
 scheduled job's, which its row of :data:`drkit.schedule.jobs.JOBS` holds; a key without
-a meaning is reported, never silently left blank.  ``tests/test_docs.py``
+a meaning is reported, never silently left blank.  ``tests/cli/test_docs.py``
 regenerates into a temporary directory and fails when the committed files differ.
 
 Only imported when run: nothing at drkit's start-up depends on it.

@@ -74,3 +74,14 @@ def test_no_test_module_imports_another_test_module_or_conftest() -> None:
                 if last == "conftest" or (last.startswith("test_") and "tests" in module):
                     found.append(f"{path.relative_to(REPO).as_posix()}:{node.lineno}: {module}")
     assert not found, "imports a test module or conftest:\n" + "\n".join(found)
+
+
+def test_tests_mirror_the_packages() -> None:
+    """Every test directory is named after the drkit package it tests (``tests/wal/`` for
+    ``drkit/wal/``...), save ``reliability/`` for the cross-cutting attacks; the tests of
+    a package do not sit at ``tests/``'s root, which holds top-level modules' tests."""
+    packages = {p.parent.name for p in (REPO / "drkit").glob("*/__init__.py")}
+    test_dirs = {p.parent.name for p in (REPO / "tests").glob("*/test_*.py")}
+    assert test_dirs - packages <= {"reliability"}, sorted(test_dirs - packages)
+    at_root = {p.stem.removeprefix("test_") for p in (REPO / "tests").glob("test_*.py")}
+    assert not at_root & packages, sorted(at_root & packages)

@@ -41,7 +41,7 @@ scheduler that was down for a month does not lose the history when it comes back
 
 The plan is idempotent: applying it to the backups it keeps keeps all of them (the
 last N days of the kept set are the last N days of the full set, and each of them
-still holds its newest backup).  The property tests in ``tests/test_retention_props.py``
+still holds its newest backup).  The property tests in ``tests/backup/test_retention_props.py``
 check this, and the kept set, against an independent reading of these rules over years of
 simulated histories.
 

@@ -6,7 +6,7 @@ A command's module is imported only when that command runs (click's LazyGroup pa
 sanitize.  ``drkit --help`` lists every command from :data:`COMMANDS`, which holds each
 command's module and the first paragraph of its help, in the order the help lists them.
 A new command is a function on its group module's ``commands`` Typer and a line in
-:data:`COMMANDS` (tests/test_docs.py fails on a command the table does not list).
+:data:`COMMANDS` (tests/cli/test_docs.py fails on a command the table does not list).
 
 The global options (-v, -q, --json, --log-level, --log-format, --policy-dir) work before
 or after the command: :func:`hoist_global_options` moves those written after it in front.
@@ -38,7 +38,7 @@ class Listed:
 
     #: ``drkit.cli.<module>`` registers it on its ``commands`` Typer
     module: str
-    #: the first paragraph of its help (tests/test_docs.py holds it to the command's own)
+    #: the first paragraph of its help (tests/cli/test_docs.py holds it to the command's own)
     help: str
 
 

@@ -2,7 +2,7 @@
 
 One pydantic model per command's document, plus :class:`Failure`.  They describe what
 the commands write; :mod:`drkit.docgen` turns them into ``docs/schemas/output/*.json``
-and ``tests/test_json_contract.py`` validates real outputs against those files.
+and ``tests/cli/test_json_contract.py`` validates real outputs against those files.
 
 Rules of the contract:
 

@@ -13,7 +13,7 @@ Each metric is one row of :data:`METRICS` (name, help, labels, and the samples a
 turns a snapshot of both sources into metric families at scrape time, so
 ``drkit_rpo_exposure_seconds`` grows between scrapes as it should; it is the same
 computation as ``drkit status``'s (:func:`drkit.restore.window.rpo_exposure`).  Every
-name the daemon can export is in :data:`METRIC_NAMES`; ``tests/test_monitoring.py``
+name the daemon can export is in :data:`METRIC_NAMES`; ``tests/schedule/test_monitoring.py``
 checks the alert rules use only those.
 """
 

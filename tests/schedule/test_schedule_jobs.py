@@ -20,7 +20,7 @@ from tests.fix_cli import Env, PolicyWriter
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget
 
-SHIPPED_RULES = Path(__file__).resolve().parent.parent / "sanitize_rules" / "prod-to-staging.yaml"
+SHIPPED_RULES = Path(__file__).resolve().parents[2] / "sanitize_rules" / "prod-to-staging.yaml"
 
 
 def test_backup_prune_and_drill_jobs(

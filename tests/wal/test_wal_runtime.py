@@ -35,7 +35,7 @@ from tests.wal_support import (
     shared_dir,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _prepare_runtime(runtime_root: Path) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ try:
 except ImportError:  # pragma: no cover - a missing test dependency fails, never skips
     jsonschema = None
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 SCHEMAS = DOCS / "schemas"
 POLICIES = sorted((REPO / "policies").glob("*.yaml"))

@@ -502,7 +502,7 @@ def test_an_unreadable_segment_is_retried_then_fails_never_missing(
         os.environ,
         DRKIT_WAL_FETCH_ATTEMPTS="2",
         DRKIT_WAL_PREFETCH="0",
-        PYTHONPATH=str(Path(__file__).resolve().parents[1]),  # this checkout's drkit
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),  # this checkout's drkit
     )
     lean = [sys.executable, "-m", "drkit.wal", "fetch", "prod", name, "pg_wal/RECOVERYXLOG"]
     full = [sys.executable, "-m", "drkit", "wal-fetch", "prod", name, "pg_wal/RECOVERYXLOG"]

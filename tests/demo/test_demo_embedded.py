@@ -3,7 +3,7 @@
 ``DRKIT_PG_NO_SYSTEM=1`` makes drkit ignore /usr/lib/postgresql and PATH, as on a
 machine where only ``pip install -e '.[embedded]'`` brought PostgreSQL (CI unpacks the
 same pinned wheel under /opt/drkit-pg; a root-only site-packages is staged, see
-tests/test_versions.py).
+tests/pg/test_versions.py).
 """
 
 from __future__ import annotations

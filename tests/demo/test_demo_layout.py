@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DRKIT = REPO / "drkit"
 DEMO = DRKIT / "demo"
 SHIPPED_RULES = REPO / "sanitize_rules" / "prod-to-staging.yaml"

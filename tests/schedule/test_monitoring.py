@@ -25,7 +25,7 @@ from tests.fix_cli import PolicyWriter
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "monitoring" / "drkit-alerts.yml"
 RULE_TESTS = ROOT / "monitoring" / "tests" / "drkit-alerts.test.yml"
 DASHBOARD = ROOT / "monitoring" / "grafana" / "drkit.json"

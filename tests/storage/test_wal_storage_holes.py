@@ -50,7 +50,7 @@ def test_relative_file_url_is_refused_with_exit_2(tmp_path: Path, url: str) -> N
             cwd=pgdata,
             capture_output=True,
             text=True,
-            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
             check=False,
         )
         expected = 1 if args[0] == "wal-fetch" else 2  # wal-fetch: 1 for any failure

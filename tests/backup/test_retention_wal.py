@@ -13,7 +13,7 @@ would that day.  After every prune the repository must hold:
 * every history file;
 * and no other WAL: what the duration lets go is gone.
 
-Days are simulated by the ``now`` prune is given (the harness of tests/test_prune.py);
+Days are simulated by the ``now`` prune is given (the harness of tests/backup/test_prune.py);
 the objects are real files.
 """
 
