@@ -20,9 +20,12 @@ mode would drop it — and it serialises backups that share a database server an
 environment name, not a repository shared by two differently named environments.
 
 ``prune`` does not take this lock (a scheduled backup must not be refused because a
-prune is deleting): it only looks whether it is held (:func:`running_backups`) and then
-keeps, whatever their age, the manifest-less backups of that kind whose id is not older
-than the holder's session (the running backup's own objects); other leftovers go once
+prune is deleting): it only looks whether it is held (:func:`running_backups`).  The
+holder announces the id it picked in its session's ``application_name``
+(:meth:`HeldLock.announce`) before it stores anything under that id, so prune keeps,
+whatever their age, the manifest-less objects of exactly that id: identity, not clocks
+(an id is the host's clock, which may be hours off the server's).  While a holder has
+not announced an id yet, prune keeps every leftover of its kind.  Other leftovers go once
 older than ``retention.orphan_grace``.  A backup's manifest is written last.
 """
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import zlib
 from collections.abc import Iterator
@@ -63,6 +67,16 @@ def _application_name(env: str, kind: str) -> str:
     return f"{_APP_PREFIX} pid {os.getpid()} on {host}: {env} {kind}"[:63]
 
 
+def _announcing(backup_id: str) -> str:
+    host = socket.gethostname().split(".")[0]
+    # the id first: it must survive the 63-byte truncation whole
+    return f"{_APP_PREFIX} {backup_id} pid {os.getpid()} on {host}"[:63]
+
+
+#: an announced id in a holder's application_name (see :meth:`HeldLock.announce`)
+_ANNOUNCED_RE = re.compile(rf"^{_APP_PREFIX} (\d{{8}}T\d{{6}}Z-(?:logical|physical)) ")
+
+
 class HeldLock:
     """A taken backup lock; :meth:`release` (idempotent) or the process's end frees it."""
 
@@ -70,6 +84,25 @@ class HeldLock:
         self._conn = conn
         self.env = env
         self.kind = kind
+
+    def announce(self, backup_id: str) -> None:
+        """Name the id this backup stores under, in the lock session's
+        ``application_name``, before anything is stored under it: prune keeps that id's
+        objects while the lock is held.  Fails (the backup must not go on) when the
+        session, and with it the lock, is gone."""
+        import psycopg
+
+        from drkit.pg.connect import first_line
+
+        try:
+            self._conn.execute(
+                "SELECT set_config('application_name', %s, false)", (_announcing(backup_id),)
+            )
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"lost the backup lock of {self.env} before backup {backup_id} started: "
+                f"{first_line(exc)}"
+            ) from None
 
     def release(self) -> None:
         with contextlib.suppress(Exception):
@@ -125,11 +158,14 @@ def backup_lock(policy: Policy, kind: str) -> Iterator[HeldLock]:
         held.release()
 
 
-def running_backups(policy: Policy, timeout: float = 3.0) -> dict[str, datetime | None] | None:
-    """The kinds whose backup lock some session holds now, each with when the holder's
-    session began (None when this role may not see it); None when the database cannot
-    be asked (prune then relies on the orphan grace alone).  A backup takes its lock
-    before it picks its id, so its id is never older than that session."""
+def running_backups(
+    policy: Policy, timeout: float = 3.0
+) -> dict[str, frozenset[str] | None] | None:
+    """The kinds whose backup lock some session holds now, each with the backup ids the
+    holders announced (None: a holder has not announced one yet, or this role may not
+    see its ``application_name`` — then every leftover of that kind may be its own);
+    None when the database cannot be asked (prune then relies on the orphan grace
+    alone)."""
     import psycopg
 
     from drkit.pg.connect import connect
@@ -141,11 +177,14 @@ def running_backups(policy: Policy, timeout: float = 3.0) -> dict[str, datetime 
             policy.database.database_names()[0],
             connect_timeout=max(1, round(timeout)),
         ) as conn:
-            running: dict[str, datetime | None] = {}
+            running: dict[str, frozenset[str] | None] = {}
             for kind in ("logical", "physical"):
-                row = conn.execute(_HELD_SQL, lock_key(env, kind)).fetchone()
-                if row and row[0]:
-                    running[kind] = row[1].astimezone(UTC) if row[1] is not None else None
+                rows = conn.execute(_HELD_SQL, lock_key(env, kind)).fetchall()
+                if not rows:
+                    continue
+                found = [_ANNOUNCED_RE.match(row[0] or "") for row in rows]
+                ids = frozenset(m.group(1) for m in found if m is not None)
+                running[kind] = ids if all(found) else None
             return running
     except (DrkitError, psycopg.Error) as exc:  # unreachable: prune loses only precision
         log.info("prune %s: cannot ask the database about running backups: %s", env, exc)
@@ -159,7 +198,7 @@ _LOCK_WHERE = (
     "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 _HELD_SQL = (
-    "SELECT count(*) > 0, min(a.backend_start) FROM pg_locks l "
+    "SELECT a.application_name FROM pg_locks l "
     "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE " + _LOCK_WHERE
 )
 _HOLDER_SQL = (

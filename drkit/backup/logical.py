@@ -43,7 +43,7 @@ from drkit.backup.catalog import (
     make_backup_id,
     write_manifest,
 )
-from drkit.backup.lock import backup_lock
+from drkit.backup.lock import HeldLock, backup_lock
 from drkit.backup.order import measured_skew
 from drkit.config import Policy
 from drkit.errors import DatabaseError, DrkitError, UsageError
@@ -138,14 +138,16 @@ class DumpResult:
     format: str  # CUSTOM | DIRECTORY
 
 
-def new_backup_id(repo: Repository, kind: str) -> tuple[str, datetime]:
+def new_backup_id(repo: Repository, kind: str, lock: HeldLock) -> tuple[str, datetime]:
     """A fresh id from the host clock (the UTC start time plus the kind): never one that
     exists, complete or not — after the host clock went back, it waits for the next
-    second rather than reuse one.  Ids order nothing."""
+    second rather than reuse one.  Ids order nothing.  The id is announced on the
+    backup's ``lock`` before anything is stored under it, so prune keeps its objects."""
     while True:
         started = datetime.now(UTC).replace(microsecond=0)
         backup_id = make_backup_id(started, kind)
         if not repo.list(backup_prefix(backup_id)):
+            lock.announce(backup_id)
             return backup_id, started
         time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
 
@@ -284,8 +286,8 @@ def backup_logical(
     plan = plan_jobs(policy, names, jobs)
     repo = repo or Repository.for_policy(policy)
     repo.check_encryption_available()
-    with backup_lock(policy, "logical"):  # a second concurrent backup is refused (exit 1)
-        return _run_locked(policy, repo, names, plan, on_progress)
+    with backup_lock(policy, "logical") as lock:  # a second concurrent one: exit 1
+        return _run_locked(policy, repo, names, plan, on_progress, lock)
 
 
 def run_logical_backup(
@@ -300,8 +302,8 @@ def run_logical_backup(
     names = databases or policy.database.database_names()
     repo = repo or Repository.for_policy(policy)
     repo.check_encryption_available()
-    with backup_lock(policy, "logical"):  # a second concurrent backup is refused (exit 1)
-        return _run_locked(policy, repo, names, {}, on_progress)
+    with backup_lock(policy, "logical") as lock:  # a second concurrent one: exit 1
+        return _run_locked(policy, repo, names, {}, on_progress, lock)
 
 
 def plan_jobs(policy: Policy, names: list[str], jobs: int | None) -> dict[str, int]:
@@ -331,8 +333,9 @@ def _run_locked(
     names: list[str],
     plan: dict[str, int],
     on_progress: ProgressCallback | None,
+    lock: HeldLock,
 ) -> Manifest:
-    backup_id, started = new_backup_id(repo, "logical")
+    backup_id, started = new_backup_id(repo, "logical", lock)
     log.info("backup %s of %s started", backup_id, ", ".join(names))
     try:
         results = [

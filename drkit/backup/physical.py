@@ -47,7 +47,7 @@ from psycopg.conninfo import make_conninfo
 
 from drkit.backup.catalog import Manifest, backup_prefix, list_backups, write_manifest
 from drkit.backup.chain import PG_MANIFEST_NAME, choose_parent, pg_manifest_object
-from drkit.backup.lock import acquire_backup_lock
+from drkit.backup.lock import HeldLock, acquire_backup_lock
 from drkit.backup.logical import ServerReading, discard_partial, new_backup_id, read_position
 from drkit.config import Policy
 from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
@@ -592,7 +592,7 @@ def run_physical_backup(
             parent = _find_parent(repo, policy, facts)
             scratch = tempfile.mkdtemp(prefix="drkit-incremental-")
             parent_file = _fetch_pg_manifest(repo, parent, scratch)
-        base = _BaseBackup(policy, repo, dsn, facts, wait, on_progress)
+        base = _BaseBackup(policy, repo, dsn, facts, wait, on_progress, lock)
         manifest = base.take(pg_basebackup, parent, parent_file)
     finally:
         lock.release()
@@ -656,8 +656,10 @@ class _BaseBackup:
         facts: ServerFacts,
         wait: float,
         on_progress: ProgressCallback | None,
+        lock: HeldLock,
     ) -> None:
         self.policy = policy
+        self.lock = lock
         self.repo = repo
         self.dsn = dsn
         self.facts = facts
@@ -667,7 +669,7 @@ class _BaseBackup:
     def take(
         self, pg_basebackup: str, parent: Manifest | None, parent_file: str | None
     ) -> Manifest:
-        backup_id, started = new_backup_id(self.repo, "physical")
+        backup_id, started = new_backup_id(self.repo, "physical", self.lock)
         args, env, application_name = self._command(pg_basebackup, backup_id, parent_file)
         log.info("physical backup %s started", backup_id)
         try:

@@ -8,10 +8,11 @@ Order of deletion, so that a crash at any moment leaves a consistent repository:
    does) — then its other objects;
 2. manifest-less leftovers (an interrupted backup, or step 1 cut short) whose newest
    object is older than ``retention.orphan_grace``; younger ones may be a backup still
-   uploading and are left alone, and so is every leftover of a kind whose backup lock
-   is held right now by a session older than the leftover's id
-   (:func:`drkit.backup.lock.running_backups`: a backup running longer than the grace
-   keeps its objects, while stale leftovers of earlier crashes still go);
+   uploading and are left alone, and so are the leftovers of the id a running backup
+   announced on its lock (:func:`drkit.backup.lock.running_backups`: a backup running
+   longer than the grace keeps its objects whatever the clocks say, while stale
+   leftovers of earlier crashes still go; a holder that has not announced its id yet
+   keeps every leftover of its kind);
 3. WAL older than the start of the oldest kept physical backup (none at all when no
    physical backup is kept); with ``retention.wal``, WAL older than the start of the
    base backup point-in-time recovery must start from, except the start..stop segments
@@ -253,7 +254,7 @@ def plan_prune(
     *,
     now: datetime | None = None,
     dry_run: bool = True,
-    running: dict[str, datetime | None] | None = None,
+    running: dict[str, frozenset[str] | None] | None = None,
 ) -> PruneResult:
     """Read the repository and decide; deletes nothing.  ``running``: the kinds of
     backup in progress now and since when (None: unknown, the grace alone decides)."""
@@ -281,8 +282,10 @@ def plan_prune(
         until = latest_lock(repo, (i.key for i in infos), now) if lockable and expired else None
         if until is not None:
             action, reason = "KEEP", f"no manifest, {lock_reason(until)}"
-        elif running and kind in running and _may_be_running(backup_id, running[kind]):
+        elif running and kind in running and running[kind] is None:
             action, reason = "KEEP", f"no manifest, and a {kind} backup is running now"
+        elif running and backup_id in (running.get(kind) or ()):
+            action, reason = "KEEP", f"no manifest, and it is the {kind} backup running now"
         elif expired:
             action, reason = "DELETE", "no manifest, older than the grace period"
         else:
@@ -318,18 +321,6 @@ def plan_prune(
         wal_locked=wal_locked,
         wal_locked_until=wal_locked_until,
     )
-
-
-#: clock difference tolerated between drkit's host (backup ids) and the database server
-#: (session start times) when telling a running backup's objects from stale leftovers
-CLOCK_SLACK = timedelta(minutes=10)
-
-
-def _may_be_running(backup_id: str, holder_since: datetime | None) -> bool:
-    parsed = parse_backup_id(backup_id)
-    if parsed is None or holder_since is None:
-        return True  # cannot tell: keep
-    return parsed[0] >= holder_since - CLOCK_SLACK
 
 
 def delete_backup(repo: Repository, backup_id: str) -> tuple[int, int]:
@@ -444,7 +435,7 @@ def prune(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
-    running: dict[str, datetime | None] | None = None,
+    running: dict[str, frozenset[str] | None] | None = None,
 ) -> PruneResult:
     """Apply the retention policy (or, with ``dry_run``, only say what it would do)."""
     result = plan_prune(repo, policy, now=now, dry_run=dry_run, running=running)

@@ -151,8 +151,11 @@ def test_leftovers_of_a_running_backup_are_kept_past_the_grace(
     run_drkit: DrkitRunner,
 ) -> None:
     """A backup running longer than orphan_grace: prune sees its lock and keeps the
-    manifest-less objects it may be writing (ids not older than the lock's session),
-    while a stale leftover of an earlier crash goes; once the lock is gone, all go."""
+    manifest-less objects of the id the holder announced, whatever the host clock said
+    when it picked that id (here two hours behind the server), while stale leftovers of
+    earlier crashes go, even one whose id a clock ahead dated in the future.  Before the
+    holder has announced an id, every leftover of its kind is kept; once the lock is
+    gone, all go."""
     import os
 
     from drkit.backup.lock import backup_lock
@@ -172,15 +175,21 @@ def test_leftovers_of_a_running_backup_are_kept_past_the_grace(
         return backup_id, dump
 
     stale, stale_dump = leftover(datetime.now(UTC) - timedelta(days=3))
-    with backup_lock(policy, "logical"):
-        mine, dump = leftover(datetime.now(UTC))  # the running backup's id: after its lock
+    ahead, ahead_dump = leftover(datetime.now(UTC) + timedelta(days=1))
+    with backup_lock(policy, "logical") as lock:
+        mine, dump = leftover(datetime.now(UTC) - timedelta(hours=2))  # a clock behind
+        unannounced = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True)
+        assert {o["action"] for o in unannounced.json()["orphans"]} == {"KEEP"}
+        assert dump.exists() and stale_dump.exists() and ahead_dump.exists()
+        lock.announce(mine)
         held = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
         decided = {o["id"]: (o["action"], o["reason"]) for o in held["orphans"]}
         assert decided == {
-            mine: ("KEEP", "no manifest, and a logical backup is running now"),
+            mine: ("KEEP", "no manifest, and it is the logical backup running now"),
             stale: ("DELETE", "no manifest, older than the grace period"),
+            ahead: ("DELETE", "no manifest, older than the grace period"),
         }
-        assert dump.exists() and not stale_dump.exists()
+        assert dump.exists() and not stale_dump.exists() and not ahead_dump.exists()
     freed = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
     assert [(o["id"], o["action"]) for o in freed["orphans"]] == [(mine, "DELETE")]
     assert not dump.exists()
