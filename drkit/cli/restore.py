@@ -24,6 +24,7 @@ from drkit.cli.common import (
     load,
     out,
     settle,
+    sigterm_interrupts,
     state,
 )
 from drkit.cli.render import live_progress, ts_text
@@ -71,7 +72,18 @@ def restore(
             "--table",
             metavar="T",
             help="Restore only this table (T in any schema, or SCHEMA.T); repeatable. "
-            "Like pg_restore -t: no indexes or constraints.",
+            "From a logical backup like pg_restore -t (no indexes or constraints); with a "
+            "recovery target, from a scratch recovery, with its indexes and constraints, "
+            "in one transaction (needs --target-db).",
+        ),
+    ] = None,
+    rename: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            metavar="NEWNAME",
+            help="Restore the one --table under this name (NEWNAME or SCHEMA.NEWNAME), next "
+            "to the live table; an existing table of that name is never replaced.",
         ),
     ] = None,
     point_in_time: Annotated[
@@ -155,6 +167,10 @@ def restore(
         if resume:
             raise UsageError("--continue needs the later target to move the paused server on to")
         _refuse_pitr_options(pgdata, port, no_start, allow_gap, timeline, archive_mode)
+        if rename is not None:
+            raise UsageError(
+                "--as is for a table restored from a physical backup (with a recovery target)"
+            )
         _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
         return
     if backup_ref is not None:
@@ -162,6 +178,18 @@ def restore(
             "a backup id is for logical restores; a recovery chooses the base backup "
             "that precedes its target"
         )
+    if tables:
+        if resume or pgdata is not None or port is not None or no_start or jobs != 1:
+            raise UsageError(
+                "--table with a recovery target restores into --target-db from a scratch "
+                "cluster: --continue, --pgdata, --port, --no-start and --jobs do not apply"
+            )
+        if target_action != "promote" or archive_mode != "off":
+            raise UsageError("--target-action and --archive-mode do not apply to --table")
+        _restore_tables(env, point, tables, rename, force, target_db, database, timeline, allow_gap)
+        return
+    if rename is not None:
+        raise UsageError("--as names the copy of a --table: give the table")
     recovery = _recovery(
         point,
         pgdata,
@@ -241,6 +269,60 @@ def _restore_logical(
             f"into {d.target}: "
             f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
         )
+
+
+# -- tables from a recovery ---------------------------------------------------------------
+
+
+def _restore_tables(
+    env: str,
+    point: RecoveryTarget,
+    tables: list[str],
+    rename: str | None,
+    force: bool,
+    target_db: str | None,
+    database: str | None,
+    timeline: str,
+    allow_gap: bool,
+) -> None:
+    from drkit.restore.plan import parse_timeline  # lazy: pydantic and psycopg
+    from drkit.restore.tables import parse_choice, restore_tables_at
+
+    choice = parse_choice(tables, rename, force)
+    if target_db is None:
+        raise UsageError(
+            "--table with a recovery target needs --target-db URL (the live database the "
+            "tables go into)"
+        )
+    if allow_gap:
+        raise UsageError("--allow-gap does not apply to --table: the target must be reached")
+    policy = load(env)
+    started = time.monotonic()
+    with sigterm_interrupts(), live_progress() as progress:
+        result = restore_tables_at(
+            policy,
+            point,
+            choice,
+            target_db,
+            database=database,
+            timeline=parse_timeline(timeline),
+            on_progress=progress,
+        )
+    took = round(time.monotonic() - started, 3)
+    if state.json:
+        emit_json({"ok": True, **result.to_dict(), "duration_seconds": took})
+        return
+    for t in result.tables:
+        out.print(
+            f"[green]✓[/green] {t.source} as of {ts_text(result.reached_at)} (asked: "
+            f"{result.target}, backup {result.backup_id}) restored "
+            + ("over the live table" if result.replaced else "as " + t.table)
+            + f" in {result.target_db}: {t.rows} rows ({took:.1f}s)",
+            highlight=False,
+        )
+    for fk in result.dropped_foreign_keys:
+        out.print(f"  [yellow]![/yellow] foreign key {fk} left out of the copy", highlight=False)
+    out.print(f"  scratch cluster: {result.scratch}", markup=False)
 
 
 # -- point in time ------------------------------------------------------------------------
