@@ -72,9 +72,9 @@ def restore(
             "--table",
             metavar="T",
             help="Restore only this table (T in any schema, or SCHEMA.T); repeatable. "
-            "From a logical backup like pg_restore -t (no indexes or constraints); with a "
-            "recovery target, from a scratch recovery, with its indexes and constraints, "
-            "in one transaction (needs --target-db).",
+            "With its indexes and constraints, in one transaction; an existing table is "
+            "replaced only with --force. With a recovery target, from a scratch recovery "
+            "into --target-db.",
         ),
     ] = None,
     rename: Annotated[
@@ -167,11 +167,7 @@ def restore(
         if resume:
             raise UsageError("--continue needs the later target to move the paused server on to")
         _refuse_pitr_options(pgdata, port, no_start, allow_gap, timeline, archive_mode)
-        if rename is not None:
-            raise UsageError(
-                "--as is for a table restored from a physical backup (with a recovery target)"
-            )
-        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
+        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [], rename)
         return
     if backup_ref is not None:
         raise UsageError(
@@ -189,7 +185,9 @@ def restore(
         _restore_tables(env, point, tables, rename, force, target_db, database, timeline, allow_gap)
         return
     if rename is not None:
-        raise UsageError("--as names the copy of a --table: give the table")
+        from drkit.restore.tables import parse_choice
+
+        parse_choice([], rename, force)  # the one message for --as without --table
     recovery = _recovery(
         point,
         pgdata,
@@ -242,6 +240,7 @@ def _restore_logical(
     force: bool,
     database: str | None,
     tables: list[str],
+    rename: str | None,
 ) -> None:
     from drkit.restore.logical import restore_logical  # lazy: psycopg, pydantic, ~1 s
 
@@ -254,6 +253,7 @@ def _restore_logical(
             target_db=target_db,
             database=database,
             tables=tables,
+            rename=rename,
             jobs=jobs,
             force=force,
             on_progress=progress,
@@ -264,6 +264,15 @@ def _restore_logical(
         emit_json({**result.to_dict(), "duration": took, "duration_seconds": took})
         return
     for d in result.databases:
+        for t in d.restored:
+            out.print(
+                f"[green]✓[/green] {t['source']} restored from {d.backup_id or result.backup_id} "
+                + ("over the live table" if force and not rename else f"as {t['table']}")
+                + f" in {d.target}: {t['rows']} rows",
+                highlight=False,
+            )
+        for fk in d.dropped_foreign_keys:
+            out.print(f"  [yellow]![/yellow] foreign key {fk} left out", highlight=False)
         out.print(
             f"[green]✓[/green] restored {d.database} from {d.backup_id or result.backup_id} "
             f"into {d.target}: "
@@ -321,7 +330,7 @@ def _restore_tables(
             highlight=False,
         )
     for fk in result.dropped_foreign_keys:
-        out.print(f"  [yellow]![/yellow] foreign key {fk} left out of the copy", highlight=False)
+        out.print(f"  [yellow]![/yellow] foreign key {fk} left out", highlight=False)
     out.print(f"  scratch cluster: {result.scratch}", markup=False)
 
 

@@ -23,13 +23,15 @@ indexes, constraints, defaults and triggers; ``pg_restore --single-transaction``
 publishes it into the target database: the table appears whole, or not at all.  The
 scratch server and its directory are removed afterwards, on failure and Ctrl-C too.
 
-Foreign keys: under ``--as``, a foreign key to a table outside the restored set is
-dropped from the copy (the copy is for looking at and taking rows back; it must not
-hold live rows in place), and each one dropped is named in the result and the log.
-Foreign keys between restored tables are kept.  Without ``--as`` every foreign key is
-kept: if a live row it needs is missing, the restore fails and nothing changes.  A live
-table that other tables reference cannot be replaced (``--force``): PostgreSQL refuses
-to drop it, the transaction rolls back, and the live table stays as it was.
+Foreign keys to a table outside the restored set: under ``--as`` they are dropped from
+the copy (it is for looking at and taking rows back; it must neither hold rows of the
+live table it references in place nor fail on rows deleted since); without ``--as``
+they are kept when the referenced table exists in the target database (if a live row
+one needs is missing, the restore fails and nothing changes) and dropped when it does
+not.  Each one dropped is named in the result and the log.  Foreign keys between
+restored tables are kept.  A live table that other tables reference cannot be replaced
+(``--force``): PostgreSQL refuses to drop it, the transaction rolls back, and the live
+table stays as it was.
 
 The schema a table lives in is created in the target database when it is missing
 (before the transaction: an empty schema may remain after a failure).
@@ -261,11 +263,17 @@ def publish_tables(
         counts = count_rows(conn, pairs)
         guard_destinations(target_db, choice, pairs)
         with connect(target_db) as live:
-            taken = _names_in(live, {destination(choice, p)[0] for p in pairs})
+            schemas = {destination(choice, p)[0] for p in pairs}
+            taken = _names_in(live, schemas | _referenced_schemas(conn, pairs))
+        # under --as a foreign key to another table is dropped; else kept when the table
+        # it references exists in the target (or is restored with it)
+        keep = None if choice.rename is not None else {*taken, *pairs}
+        with conn.transaction():
+            for pair in pairs:
+                result.dropped_foreign_keys += _drop_foreign_keys(conn, pair, keep)
         if choice.rename is not None:
             (pair,) = pairs
-            wanted = destination(choice, pair)
-            result.dropped_foreign_keys = _rename_aside(conn, pair, wanted, taken)
+            _rename_aside(conn, pair, destination(choice, pair), taken)
         major = server_major(conn)
     moved = [destination(choice, p) for p in pairs]
     with connect(target_db) as live:
@@ -324,6 +332,18 @@ def _relation_oid(conn: psycopg.Connection[Any], schema: str, name: str) -> int 
     return int(row[0]) if row is not None else None
 
 
+def _referenced_schemas(conn: psycopg.Connection[Any], pairs: list[tuple[str, str]]) -> set[str]:
+    """The schemas of the tables the foreign keys of ``pairs`` reference."""
+    rows = conn.execute(
+        "SELECT DISTINCT n.nspname FROM pg_constraint k JOIN pg_class c ON c.oid = k.confrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE k.contype = 'f' AND k.conrelid "
+        "= ANY(SELECT c2.oid FROM pg_class c2 JOIN pg_namespace n2 ON n2.oid = c2.relnamespace "
+        "WHERE (n2.nspname, c2.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[])))",
+        ([s for s, _ in pairs], [t for _, t in pairs]),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
 def _names_in(conn: psycopg.Connection[Any], schemas: set[str]) -> set[tuple[str, str]]:
     """Every relation name (tables, indexes, sequences...) of these schemas."""
     rows = conn.execute(
@@ -356,11 +376,10 @@ def _rename_aside(
     source: tuple[str, str],
     wanted: tuple[str, str],
     taken: set[tuple[str, str]],
-) -> list[str]:
+) -> None:
     """In the scratch database: rename ``source`` to ``wanted`` with its constraints,
     indexes and owned sequences on names free in the target (``taken``: its names, and
-    the scratch schema's), and drop its foreign keys to other tables.  Returns the
-    foreign keys dropped, each as ``constraint -> referenced table``."""
+    the scratch schema's)."""
     schema, table = source
     new_schema, new = wanted
     with conn.transaction():
@@ -368,25 +387,6 @@ def _rename_aside(
         assert oid is not None
         taken |= _names_in(conn, {new_schema})
         taken.add(wanted)
-        dropped = []
-        for name, ref in conn.execute(
-            "SELECT conname, confrelid::regclass::text FROM pg_constraint "
-            "WHERE conrelid = %s AND contype = 'f' AND confrelid <> conrelid ORDER BY 1",
-            (oid,),
-        ).fetchall():
-            conn.execute(
-                sql.SQL("ALTER TABLE {}.{} DROP CONSTRAINT {}").format(
-                    sql.Identifier(schema), sql.Identifier(table), sql.Identifier(name)
-                )
-            )
-            dropped.append(f"{name} -> {ref}")
-            log.warning(
-                "table restore: foreign key %s of %s to %s left out of the copy %s",
-                name,
-                table_key(schema, table),
-                ref,
-                table_key(new_schema, new),
-            )
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(new_schema)))
         if new_schema != schema:
             conn.execute(
@@ -428,6 +428,43 @@ def _rename_aside(
                 )
             )
         conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(relation, sql.Identifier(new)))
+
+
+def _drop_foreign_keys(
+    conn: psycopg.Connection[Any],
+    source: tuple[str, str],
+    keep: set[tuple[str, str]] | None,
+) -> list[str]:
+    """In the scratch database: drop the foreign keys of ``source`` to tables outside
+    ``keep`` (None: to any other table); returns each as ``constraint -> table``."""
+    schema, table = source
+    oid = _relation_oid(conn, schema, table)
+    assert oid is not None
+    dropped = []
+    for name, ref_schema, ref_table in conn.execute(
+        "SELECT k.conname, n.nspname, c.relname FROM pg_constraint k "
+        "JOIN pg_class c ON c.oid = k.confrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE k.conrelid = %s AND k.contype = 'f' AND k.confrelid <> k.conrelid ORDER BY 1",
+        (oid,),
+    ).fetchall():
+        referenced = (str(ref_schema), str(ref_table))
+        if keep is not None and referenced in keep:
+            continue
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.{} DROP CONSTRAINT {}").format(
+                sql.Identifier(schema), sql.Identifier(table), sql.Identifier(str(name))
+            )
+        )
+        dropped.append(f"{name} -> {table_key(*referenced)}")
+        log.warning(
+            "table restore: foreign key %s of %s to %s left out (%s)",
+            name,
+            table_key(schema, table),
+            table_key(*referenced),
+            "the copy is restored under a new name"
+            if keep is None
+            else "no such table in the target database",
+        )
     return dropped
 
 

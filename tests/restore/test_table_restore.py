@@ -1,9 +1,10 @@
 """Tables restored from a physical backup into the live database, against real WAL.
 
-After a restore point, rows of ``orders`` are deleted and updated, one customer is
+After the base backup (and a logical one), rows of ``orders`` are deleted and updated, one customer is
 deleted, and ``notes`` is updated.  Each restore is checked by the rows it brings back,
 by the live table's content and oid (untouched unless ``--force`` replaced it), and by
-no scratch cluster being left: no directory in drkit's spool directory, no process.
+no scratch cluster being left: no directory in drkit's spool directory, no process, no
+scratch database.  Each recovery goes to ``--immediate`` (the base backup's end).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from drkit.cli.documents import TableRestoreDocument
+from drkit.errors import SafetyRefused, UsageError
+from drkit.restore.tables import guard_destinations, parse_choice
 from tests.fix_cli import DrkitRunner
 from tests.wal_support import Archived, archived_cluster, file_repo_block, has_wal, shared_dir
 
@@ -78,13 +82,13 @@ def scratch_left(spool: Path) -> list[str]:
     return left
 
 
-def test_table_restore_from_physical(archived: Archived, run_drkit: DrkitRunner) -> None:
+def test_table_restore_physical_and_logical(archived: Archived, run_drkit: DrkitRunner) -> None:
     arch = archived
     arch.execute(SCHEMA)
     backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
     assert backup.code == 0, backup.stderr
-    made = run_drkit("restore-point", arch.env, "before", policy_dir=arch.policy_dir)
-    assert made.code == 0, made.stderr
+    dumped = run_drkit("backup", arch.env, policy_dir=arch.policy_dir)
+    assert dumped.code == 0, dumped.stderr
     arch.execute(ACCIDENT)
     arch.switch_and_wait(has_wal(arch))
     spool = arch.root / "spool"
@@ -93,39 +97,41 @@ def test_table_restore_from_physical(archived: Archived, run_drkit: DrkitRunner)
 
     def restore(*args: str) -> Any:
         return run_drkit(
-            "restore", arch.env, "--target-name", "before", "--target-db", live, *args,
+            "restore", arch.env, "--immediate", "--target-db", live, *args,
             policy_dir=arch.policy_dir, env={"DRKIT_TMPDIR": str(spool)}, timeout=600,
         )  # fmt: skip
 
     orders_oid, orders_now = oid(arch, "orders"), rows(arch, "orders")
     assert len(orders_now) == 4
 
-    # refusals, each before any recovery, in one line
-    for args, code, words in (
-        (["--table", "public.orders"], 4, "--force"),
-        (["--table", "public.orders", "--as", "notes"], 4, "never replaces"),
-        (["--table", "public.orders", "--as", "notes", "--force"], 4, "never replaces"),
-        (["--table", "public.orders", "--table", "public.notes", "--as", "x"], 2, "one at a time"),
-        (["--table", "public.orders", "--as", "x", "--pgdata", "/nonexistent"], 2, "--pgdata"),
-    ):
-        result = restore(*args)
-        assert result.code == code, (args, result.stderr)
-        assert words in one_line(result.stderr), result.stderr
-    result = run_drkit(
-        "restore", arch.env, "--target-name", "before", "--table", "orders", "--as", "x",
+    # refusals, each before any recovery, in one line; a logical backup's the same
+    refused = restore("--table", "public.orders")
+    assert refused.code == 4 and "--force" in one_line(refused.stderr)
+    logical = run_drkit(
+        "restore", arch.env, "latest", "--table", "public.orders", "--target-db", live,
         policy_dir=arch.policy_dir,
     )  # fmt: skip
-    assert result.code == 2 and "--target-db" in one_line(result.stderr)
+    assert logical.code == 4 and one_line(logical.stderr) == one_line(refused.stderr)
+    several = restore("--table", "public.orders", "--table", "notes", "--as", "x")
+    assert several.code == 2 and "one at a time" in one_line(several.stderr)
+    for force in (False, True):  # --as never names a live table, --force or not
+        with pytest.raises(SafetyRefused, match="never replaces") as refusal:
+            guard_destinations(
+                live, parse_choice(["orders"], "notes", force), [("public", "orders")]
+            )
+        assert refusal.value.exit_code == 4 and "\n" not in str(refusal.value)
+    with pytest.raises(UsageError, match="give the table"):
+        parse_choice([], "x", False)
     assert scratch_left(spool) == []
 
     # --as: next to the live table, with the target's rows, indexes and constraints
     result = restore("--table", "public.orders", "--as", "orders_before", "--json")
     assert result.code == 0, result.stderr
-    doc = result.json()
+    doc = TableRestoreDocument.model_validate(result.json()).model_dump()
     assert doc["tables"] == [
         {"source": "public.orders", "table": "public.orders_before", "rows": 10}
     ]
-    assert doc["dropped_foreign_keys"] == ["orders_customer_id_fkey -> customers"]
+    assert doc["dropped_foreign_keys"] == ["orders_customer_id_fkey -> public.customers"]
     assert doc["scratch_cluster"] == "removed" and scratch_left(spool) == []
     restored = rows(arch, "orders_before")
     assert [r[0] for r in restored] == list(range(1, 11))
@@ -151,6 +157,24 @@ def test_table_restore_from_physical(archived: Archived, run_drkit: DrkitRunner)
         "public.orders_id_seq"
     )
 
+    # the logical path: the same --as, the same copy
+    result = run_drkit(
+        "restore", arch.env, "latest", "--table", "orders", "--as", "orders_dumped",
+        "--target-db", live, "--json", policy_dir=arch.policy_dir,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    (database,) = result.json()["databases"]
+    assert database["restored"] == [
+        {"source": "public.orders", "table": "public.orders_dumped", "rows": 10}
+    ]
+    assert database["dropped_foreign_keys"] == doc["dropped_foreign_keys"]
+    assert rows(arch, "orders_dumped") == restored
+    assert oid(arch, "orders") == orders_oid and rows(arch, "orders") == orders_now
+    assert arch.execute(
+        "SELECT count(*) FROM pg_index WHERE indrelid = 'orders_dumped'::regclass"
+    ) == [(3,)]
+    assert arch.execute("SELECT count(*) FROM pg_database WHERE datname LIKE '%drkit%'") == [(0,)]
+
     # --force over orders keeps its foreign key, which customer 3's orders break: the
     # whole restore rolls back, notes (restored with it) included
     notes_oid = oid(arch, "notes")
@@ -168,9 +192,4 @@ def test_table_restore_from_physical(archived: Archived, run_drkit: DrkitRunner)
     assert result.json()["replaced"] is True
     assert {r[1] for r in rows(arch, "notes")} == {"before"} and len(rows(arch, "notes")) == 4
     assert oid(arch, "notes") != notes_oid
-    assert scratch_left(spool) == []
-
-    # a table the backup does not hold: found out in the scratch cluster, torn down
-    result = restore("--table", "public.nope", "--as", "nope_before")
-    assert result.code == 2 and "no table public.nope" in one_line(result.stderr)
     assert scratch_left(spool) == []
