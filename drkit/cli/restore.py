@@ -58,7 +58,12 @@ def restore(
         int, typer.Option("--jobs", metavar="N", min=1, help="Parallel pg_restore jobs.")
     ] = 1,
     force: Annotated[
-        bool, typer.Option("--force", help="Restore over a database that holds tables.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Restore over a database that holds tables; with --table (and no --as), "
+            "replace the live table of the same name.",
+        ),
     ] = False,
     database: Annotated[
         str | None,
@@ -151,7 +156,9 @@ def restore(
     --target-xid, --target-lsn, --target-name (a restore point drkit recorded) or
     --immediate; --exclusive stops just before a time, transaction or LSN.  The server
     pauses at the target and drkit checks what it replayed before the --target-action.
-    --continue moves a server paused in --pgdata on to a later target."""
+    --continue moves a server paused in --pgdata on to a later target.  With a target,
+    --table S.T --target-db URL [--as NEWNAME] puts tables back into a live database from
+    a scratch recovery, which is removed afterwards."""
     settle(json_out, policy_dir)
     from drkit.restore.target import parse_target
 
