@@ -307,9 +307,10 @@ def _resolve(conn: psycopg.Connection[Any], wanted: TableName, dsn: str) -> tupl
     """(schema, table) of a ``--table`` in the recovered database, or exit 2."""
     schema, name = wanted
     rows = conn.execute(
-        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relname = %s AND c.relkind IN ('r', 'p') AND (%s::text IS NULL OR "
-        "n.nspname = %s) ORDER BY 1",
+        "SELECT n.nspname, c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits i "
+        "WHERE i.inhparent = c.oid) FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE c.relname = %s AND c.relkind IN ('r', 'p') "
+        "AND (%s::text IS NULL OR n.nspname = %s) ORDER BY 1",
         (name, schema, schema),
     ).fetchall()
     label = table_key(schema, name) if schema else name
@@ -319,6 +320,11 @@ def _resolve(conn: psycopg.Connection[Any], wanted: TableName, dsn: str) -> tupl
         schemas = ", ".join(str(r[0]) for r in rows)
         raise UsageError(
             f"table {label} is in several schemas ({schemas}): name it as SCHEMA.{name}"
+        )
+    if rows[0][1]:  # its rows live in other tables, which pg_dump -t leaves out
+        raise UsageError(
+            f"table {label} has partitions or child tables: restore each of them by name "
+            "(nothing restored)"
         )
     return str(rows[0][0]), name
 
