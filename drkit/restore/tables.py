@@ -108,7 +108,11 @@ def parse_choice(tables: list[str], rename: str | None, force: bool) -> TableCho
     if rename is not None and not rename.strip():
         raise UsageError("--as needs a table name (NEWNAME or SCHEMA.NEWNAME)")
     parsed = [parse_table_name(t) for t in tables]
-    return TableChoice(parsed, parse_table_name(rename) if rename else None, force)
+    new = parse_table_name(rename) if rename else None
+    if new is not None and len(new[1].encode()) > NAME_BYTES:
+        # PostgreSQL would cut it short: the guard would look at one name, the table get another
+        raise UsageError(f"--as {rename}: a table name has at most {NAME_BYTES} bytes")
+    return TableChoice(parsed, new, force)
 
 
 def destination(choice: TableChoice, source: tuple[str, str]) -> tuple[str, str]:

@@ -125,6 +125,8 @@ def test_table_restore_physical_and_logical(archived: Archived, run_drkit: Drkit
         assert refusal.value.exit_code == 4 and "\n" not in str(refusal.value)
     with pytest.raises(UsageError, match="give the table"):
         parse_choice([], "x", False)
+    with pytest.raises(UsageError, match="63 bytes"):  # PostgreSQL would cut it short
+        parse_choice(["orders"], "o" * 64, False)
     assert scratch_left(spool) == []
 
     # --as: next to the live table, with the target's rows, indexes and constraints
