@@ -9,6 +9,11 @@ scratch database.  Each recovery goes to ``--immediate`` (the base backup's end)
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,6 +211,21 @@ def test_table_restore_physical_and_logical(archived: Archived, run_drkit: Drkit
     assert {r[1] for r in rows(arch, "notes")} == {"before"} and len(rows(arch, "notes")) == 4
     assert oid(arch, "notes") != notes_oid
     assert scratch_left(spool) == []
+
+    # SIGTERM while the scratch server runs: torn down, nothing published, exit 130
+    command = [
+        sys.executable, "-m", "drkit", "--policy-dir", str(arch.policy_dir), "restore",
+        arch.env, "--immediate", "--target-db", live, "--table", "notes", "--as", "notes_term",
+    ]  # fmt: skip
+    env = {**os.environ, "DRKIT_TMPDIR": str(spool)}
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as proc:
+        while not list(spool.glob("*/data/postmaster.pid")) and proc.poll() is None:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert scratch_left(spool) == []
+    assert arch.execute("SELECT to_regclass('notes_term')") == [(None,)]
 
 
 def test_free_names_fit_and_never_collide() -> None:
