@@ -402,6 +402,12 @@ class DeleteDocument(Document):
 # -- restore -------------------------------------------------------------------------
 
 
+class RestoredTable(Shape):
+    source: str = _field("schema.table in the backup")
+    table: str = _field("schema.table it was restored as in the target database")
+    rows: int = _field("rows restored (counted in the target database after the commit)")
+
+
 class RestoredDatabase(Shape):
     database: str = _field("the database in the backup")
     target: str = _field("host:port/database restored into (no password)")
@@ -409,6 +415,13 @@ class RestoredDatabase(Shape):
     tables: int
     rows: int
     mismatches: list[str] = _field("tables whose row count differs from the manifest")
+    restored: list[RestoredTable] = _field(
+        "--table: each table restored, under the name it was restored as", default_factory=list
+    )
+    dropped_foreign_keys: list[str] = _field(
+        "--table: foreign keys left out, as 'constraint -> schema.table referenced'",
+        default_factory=list,
+    )
 
 
 class RestoreDocument(Document):
@@ -420,6 +433,26 @@ class RestoreDocument(Document):
     duration: float = _field(
         "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
     )
+
+
+class TableRestoreDocument(Document):
+    """`drkit restore ENV <target> --table S.T --target-db URL [--as NEWNAME] --json`
+    (tables from a physical backup, recovered in a scratch cluster)"""
+
+    backup_id: str = _field("the base backup recovered from")
+    target: str = _field("the recovery target asked for, as in restore-point-in-time")
+    reached_at: Timestamp | None = _field("the last transaction the scratch recovery replayed")
+    database: str = _field("the database of the backup the tables came from")
+    target_db: str = _field("host:port/database restored into (no password)")
+    replaced: bool = _field("--force without --as: the live tables were replaced")
+    tables: list[RestoredTable]
+    dropped_foreign_keys: list[str] = _field(
+        "foreign keys left out, as 'constraint -> schema.table referenced'"
+    )
+    scratch_cluster: Literal["removed", "cleanup failed"] = _field(
+        "the scratch cluster after the restore"
+    )
+    duration_seconds: float = _field("seconds the restore took")
 
 
 class Window(Shape):
@@ -927,6 +960,7 @@ DOCUMENTS: dict[str, type[Document]] = {
     "delete": DeleteDocument,
     "restore": RestoreDocument,
     "restore-point-in-time": PitrDocument,
+    "restore-tables": TableRestoreDocument,
     "restore-point": RestorePointDocument,
     "wal-push": WalPushDocument,
     "wal-fetch": WalFetchDocument,

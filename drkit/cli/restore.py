@@ -24,6 +24,7 @@ from drkit.cli.common import (
     load,
     out,
     settle,
+    sigterm_interrupts,
     state,
 )
 from drkit.cli.render import live_progress, ts_text
@@ -57,7 +58,12 @@ def restore(
         int, typer.Option("--jobs", metavar="N", min=1, help="Parallel pg_restore jobs.")
     ] = 1,
     force: Annotated[
-        bool, typer.Option("--force", help="Restore over a database that holds tables.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Restore over a database that holds tables; with --table (and no --as), "
+            "replace the live table of the same name.",
+        ),
     ] = False,
     database: Annotated[
         str | None,
@@ -71,7 +77,18 @@ def restore(
             "--table",
             metavar="T",
             help="Restore only this table (T in any schema, or SCHEMA.T); repeatable. "
-            "Like pg_restore -t: no indexes or constraints.",
+            "With its indexes and constraints, in one transaction; an existing table is "
+            "replaced only with --force. With a recovery target, from a scratch recovery "
+            "into --target-db.",
+        ),
+    ] = None,
+    rename: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            metavar="NEWNAME",
+            help="Restore the one --table under this name (NEWNAME or SCHEMA.NEWNAME), next "
+            "to the live table; an existing table of that name is never replaced.",
         ),
     ] = None,
     point_in_time: Annotated[
@@ -139,7 +156,9 @@ def restore(
     --target-xid, --target-lsn, --target-name (a restore point drkit recorded) or
     --immediate; --exclusive stops just before a time, transaction or LSN.  The server
     pauses at the target and drkit checks what it replayed before the --target-action.
-    --continue moves a server paused in --pgdata on to a later target."""
+    --continue moves a server paused in --pgdata on to a later target.  With a target,
+    --table S.T --target-db URL [--as NEWNAME] puts tables back into a live database from
+    a scratch recovery, which is removed afterwards."""
     settle(json_out, policy_dir)
     from drkit.restore.target import parse_target
 
@@ -155,13 +174,27 @@ def restore(
         if resume:
             raise UsageError("--continue needs the later target to move the paused server on to")
         _refuse_pitr_options(pgdata, port, no_start, allow_gap, timeline, archive_mode)
-        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
+        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [], rename)
         return
     if backup_ref is not None:
         raise UsageError(
             "a backup id is for logical restores; a recovery chooses the base backup "
             "that precedes its target"
         )
+    if tables:
+        if resume or pgdata is not None or port is not None or no_start or jobs != 1:
+            raise UsageError(
+                "--table with a recovery target restores into --target-db from a scratch "
+                "cluster: --continue, --pgdata, --port, --no-start and --jobs do not apply"
+            )
+        if target_action != "promote" or archive_mode != "off":
+            raise UsageError("--target-action and --archive-mode do not apply to --table")
+        _restore_tables(env, point, tables, rename, force, target_db, database, timeline, allow_gap)
+        return
+    if rename is not None:
+        from drkit.restore.tables import parse_choice
+
+        parse_choice([], rename, force)  # the one message for --as without --table
     recovery = _recovery(
         point,
         pgdata,
@@ -214,6 +247,7 @@ def _restore_logical(
     force: bool,
     database: str | None,
     tables: list[str],
+    rename: str | None,
 ) -> None:
     from drkit.restore.logical import restore_logical  # lazy: psycopg, pydantic, ~1 s
 
@@ -226,6 +260,7 @@ def _restore_logical(
             target_db=target_db,
             database=database,
             tables=tables,
+            rename=rename,
             jobs=jobs,
             force=force,
             on_progress=progress,
@@ -236,11 +271,74 @@ def _restore_logical(
         emit_json({**result.to_dict(), "duration": took, "duration_seconds": took})
         return
     for d in result.databases:
+        for t in d.restored:
+            out.print(
+                f"[green]✓[/green] {t['source']} restored from {d.backup_id or result.backup_id} "
+                + ("over the live table" if force and not rename else f"as {t['table']}")
+                + f" in {d.target}: {t['rows']} rows",
+                highlight=False,
+            )
+        for fk in d.dropped_foreign_keys:
+            out.print(f"  [yellow]![/yellow] foreign key {fk} left out", highlight=False)
         out.print(
             f"[green]✓[/green] restored {d.database} from {d.backup_id or result.backup_id} "
             f"into {d.target}: "
             f"{d.tables} tables, {d.rows} rows match the manifest ({elapsed:.1f}s)"
         )
+
+
+# -- tables from a recovery ---------------------------------------------------------------
+
+
+def _restore_tables(
+    env: str,
+    point: RecoveryTarget,
+    tables: list[str],
+    rename: str | None,
+    force: bool,
+    target_db: str | None,
+    database: str | None,
+    timeline: str,
+    allow_gap: bool,
+) -> None:
+    from drkit.restore.plan import parse_timeline  # lazy: pydantic and psycopg
+    from drkit.restore.tables import parse_choice, restore_tables_at
+
+    choice = parse_choice(tables, rename, force)
+    if target_db is None:
+        raise UsageError(
+            "--table with a recovery target needs --target-db URL (the live database the "
+            "tables go into)"
+        )
+    if allow_gap:
+        raise UsageError("--allow-gap does not apply to --table: the target must be reached")
+    policy = load(env)
+    started = time.monotonic()
+    with sigterm_interrupts(), live_progress() as progress:
+        result = restore_tables_at(
+            policy,
+            point,
+            choice,
+            target_db,
+            database=database,
+            timeline=parse_timeline(timeline),
+            on_progress=progress,
+        )
+    took = round(time.monotonic() - started, 3)
+    if state.json:
+        emit_json({"ok": True, **result.to_dict(), "duration_seconds": took})
+        return
+    for t in result.tables:
+        out.print(
+            f"[green]✓[/green] {t.source} as of {ts_text(result.reached_at)} (asked: "
+            f"{result.target}, backup {result.backup_id}) restored "
+            + ("over the live table" if result.replaced else "as " + t.table)
+            + f" in {result.target_db}: {t.rows} rows ({took:.1f}s)",
+            highlight=False,
+        )
+    for fk in result.dropped_foreign_keys:
+        out.print(f"  [yellow]![/yellow] foreign key {fk} left out", highlight=False)
+    out.print(f"  scratch cluster: {result.scratch}", markup=False)
 
 
 # -- point in time ------------------------------------------------------------------------

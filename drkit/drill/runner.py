@@ -32,7 +32,6 @@ import random
 import secrets
 import shlex
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -56,13 +55,12 @@ from drkit.pg import (
     Owner,
     PostgresServer,
     cluster_os_user,
-    guard_data_directory,
+    scratch_directory,
 )
 from drkit.pg.binaries import logical_target_major
 from drkit.restore import past_reports
 from drkit.restore.target import RecoveryTarget
 from drkit.storage.repository import Repository
-from drkit.streams import spool_dir
 
 log = logging.getLogger(__name__)
 
@@ -357,12 +355,8 @@ def _new_report(
 
 def _work_directory() -> Path:
     """The drill's private directory: ``pg/`` for the cluster's OS user, ``fetch/`` ours."""
-    # the scratch cluster's data directory is filled by root below it: nobody else may
-    # own it or be able to swap what is in it
-    scratch_root = spool_dir()
-    guard_data_directory(scratch_root, Owner.cluster(cluster_os_user()), what="scratch directory")
-    work = Path(tempfile.mkdtemp(prefix="drkit-drill-", dir=scratch_root))
-    work.chmod(0o711)  # the cluster's OS user must reach work/pg; work/fetch stays private
+    # the cluster's OS user must reach work/pg; work/fetch stays private
+    work = scratch_directory("drkit-drill-", Owner.cluster(cluster_os_user()))
     (work / "fetch").mkdir(mode=0o700)
     return work
 

@@ -20,6 +20,7 @@ from drkit.pg.datadir import DIRECTORY_FLAGS as DIRECTORY_FLAGS
 from drkit.pg.datadir import Owner as Owner
 from drkit.pg.datadir import claim_data_directory as claim_data_directory
 from drkit.pg.datadir import guard_data_directory as guard_data_directory
+from drkit.pg.datadir import scratch_directory as scratch_directory
 from drkit.pg.server import LocalCluster as LocalCluster
 from drkit.pg.server import PostgresServer as PostgresServer
 from drkit.pg.server import chown_tree as chown_tree

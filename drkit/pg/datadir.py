@@ -27,11 +27,13 @@ from __future__ import annotations
 import os
 import pwd
 import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from drkit.errors import SafetyRefused
+from drkit.streams import spool_dir
 
 #: how a directory drkit writes into is opened: never through a link
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -148,3 +150,15 @@ def claim_data_directory(pgdata: Path, owner: Owner) -> tuple[int, bool]:
         os.close(fd)
         raise
     return fd, created
+
+
+def scratch_directory(prefix: str, owner: Owner) -> Path:
+    """A new private directory below drkit's spool directory for a scratch cluster (a
+    drill's, a table restore's), mode 0711 so that ``owner`` reaches the data directory
+    drkit makes in it.  Root fills that data directory: the spool directory is refused
+    unless only trusted users could swap what is in it."""
+    root = spool_dir()
+    guard_data_directory(root, owner, what="scratch directory")
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    work.chmod(0o711)
+    return work

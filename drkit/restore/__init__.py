@@ -11,6 +11,8 @@ benchmarks import from here.  Inside, by stage:
 - :mod:`.pitr`: ``drkit restore ENV --point-in-time TS --pgdata DIR``, the stages in
   order (unpack, configure, replay to a pause, check, promote), and the observer a
   drill watches it through;
+- :mod:`.tables`: ``--table`` (``--as``, ``--force``) from a scratch copy, logical or
+  recovered, published into the live database in one transaction;
 - :mod:`.window`: the catalog view (:class:`CatalogView`): the newest backup of each
   kind, the newest WAL, how far ``restore latest`` gets (gaps, foreign segments), the
   recoverable window, each database's RPO exposure, the stored drill reports.

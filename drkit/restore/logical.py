@@ -15,16 +15,18 @@ from the backup before it.  A policy database that no backup holds is refused be
 anything is touched (restore the others by name with ``--database``).
 
 ``database`` restores one database of a multi-database backup (``--database NAME``).
-``tables`` (``--table T``, repeatable) restores named tables the way ``pg_restore -t``
-does: the table's definition and data (tables, views, materialized views, sequences and
-foreign tables match), but not its indexes, constraints, triggers or the sequences its
-columns own.  ``pg_restore -t`` itself takes no schema (``-t billing.invoice`` matches
-nothing; it needs ``-n billing -t invoice``, and several ``-n``/``-t`` pairs then match
-every combination), so drkit selects the entries from the archive's table of contents
-itself: ``T`` matches a table named ``T`` in any schema, ``S.T`` only the one in schema
-``S`` (``"a.b".T`` for a schema holding a dot).  The schemas they live in are created
-when missing.  Every name must match something, or nothing is restored (exit 2).  The
-row-count check covers exactly the tables restored.
+``tables`` (``--table T``, repeatable) restores named tables with the rules of
+:mod:`drkit.restore.tables`, the same as from a physical backup (``--as NEWNAME``,
+``--force``, foreign keys, one transaction): the whole dump is restored into a scratch
+database built next to the target (:func:`drkit.pg.builddb.build_aside`: it needs
+CREATEDB, and room for the database on the target's server, as a physical table restore
+needs room for the cluster), so that every constraint holds there as it did, and the
+tables are published from there, with their indexes and constraints, by
+:func:`drkit.restore.tables.publish_tables`.  ``T`` matches a table named ``T`` in any
+schema, ``S.T`` only the one in schema ``S`` (``"a.b".T`` for a schema holding a dot),
+checked against the archive's table of contents before anything is made: every name
+must match a table, or nothing is restored (exit 2).  The row-count check covers exactly
+the tables restored, under the names they were restored as.
 """
 
 from __future__ import annotations
@@ -61,12 +63,18 @@ from drkit.pg.pgrestore import (
     restore_args,
     stream_toc,
     system_acl_entries,
-    toc_args,
 )
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.restore.dirrestore import fetched_directory
+from drkit.restore.tables import (
+    TableChoice,
+    TableRestoreResult,
+    guard_destinations,
+    parse_choice,
+    publish_tables,
+)
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import CHUNK, WriteBehind, spool_dir
 
@@ -81,6 +89,9 @@ class DatabaseRestore:
     tables: int = 0
     rows: int = 0
     mismatches: list[str] = field(default_factory=list)
+    #: --table: each table restored, as {source, table, rows}
+    restored: list[dict[str, Any]] = field(default_factory=list)
+    dropped_foreign_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -155,16 +166,19 @@ def restore_logical(
     target_db: str | None = None,
     database: str | None = None,
     tables: list[str] | None = None,
+    rename: str | None = None,
     jobs: int = 1,
     force: bool = False,
     on_progress: OnProgress | None = None,
     repo: Repository | None = None,
 ) -> RestoreResult:
     """Restore logical backup ``ref`` (an ID, ``latest`` or None) of ``policy``'s
-    environment; row counts are compared with the manifest's."""
+    environment; row counts are compared with the manifest's.  ``tables`` and ``rename``
+    (``--as``): see :mod:`drkit.restore.tables`."""
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    wanted = [parse_table_name(t) for t in tables or []]
+    choice = parse_choice(tables or [], rename, force)
+    wanted = choice.tables
     repo = repo or Repository.for_policy(policy)
     # latest: the newest *logical* backup, even when a base backup is newer
     manifest = resolve_backup(
@@ -184,6 +198,13 @@ def restore_logical(
         raise UsageError(
             f"backup {manifest.id} holds {len(targets)} databases: --table needs --database NAME"
         )
+    result = RestoreResult(manifest.id, [])
+    if wanted:
+        ((obj, dsn, source),) = targets
+        ensure_database(dsn)
+        guard_destinations(dsn, choice, [(s, t) for s, t in wanted if s is not None])
+        result.databases.append(_restore_tables(repo, obj, dsn, source, choice, jobs, on_progress))
+        targets = []  # restored: only the row counts are left to judge
     # Every guard first, before anything is touched.
     for obj, dsn, _source in targets:
         ensure_database(dsn)
@@ -192,22 +213,18 @@ def restore_logical(
                 f"database {describe(dsn)} already holds tables: restoring {obj.database} over "
                 "it needs --force (its objects of the same name are dropped and recreated)"
             )
-    result = RestoreResult(manifest.id, [])
     for obj, dsn, source in targets:
         name = obj.database or resolve(dsn).dbname
         expected = source.row_counts.get(name, {})
-        restored = restore_one(
+        restore_one(
             repo,
             obj,
             dsn,
             jobs=jobs,
             clean=force,
             on_progress=on_progress,
-            tables=wanted,
             members=source.directory_members(name),
         )
-        if restored is not None:  # only the tables restored are counted
-            expected = {k: n for k, n in expected.items() if split_key(k) in restored}
         with Meter(on_progress, "row counts", name, unit="rows"):
             outcome = compare_counts(dsn, expected, jobs)
         outcome.database = name
@@ -254,12 +271,10 @@ def restore_one(
     jobs: int,
     clean: bool,
     on_progress: OnProgress | None = None,
-    tables: list[tuple[str | None, str]] | None = None,
     members: list[StoredObject] | None = None,
-) -> set[tuple[str, str]] | None:
-    """Restore one dump into ``dsn``; with ``tables``, only those (see the module
-    docstring) and return the (schema, name) pairs restored; None for the whole dump.
-    ``members``: the objects of a directory-format dump (``obj`` is one of them).
+) -> None:
+    """Restore one dump into ``dsn``.  ``members``: the objects of a directory-format
+    dump (``obj`` is one of them).
 
     A role that is not a superuser restores without the dump's grants on system objects
     (:mod:`drkit.pg.pgrestore`), which only a superuser could make."""
@@ -270,15 +285,11 @@ def restore_one(
     what = f"pg_restore of {obj.database} into {describe(dsn)}"
     database = obj.database or ""
     # the manifest knows the decoded size: streamed, pg_restore reads it all; with a
-    # temporary file (--jobs, --table) the fetch reads it all, then pg_restore runs
-    streamed = jobs == 1 and not tables and members is None
+    # temporary file (--jobs) the fetch reads it all, then pg_restore runs
+    streamed = jobs == 1 and members is None
     progress = Meter(
         on_progress, "pg_restore" if streamed else "fetch", database, total=obj.raw_size
     )
-    if tables:
-        return _restore_tables(
-            repo, obj, dsn, pg_restore, clean, what, tables, jobs, progress, members
-        )
     if not streamed:  # a file or a directory: fetched whole and verified, then restored
         fetched = (
             fetched_directory(repo, members, jobs=jobs, progress=progress)
@@ -289,7 +300,7 @@ def restore_one(
             restore_archive(
                 pg_restore, local, dsn, jobs=jobs, clean=clean, superuser=superuser, what=what
             )
-        return None
+        return
     with progress, repo.open_decoded(obj) as stream:
         head = b""
         listing_of: contextlib.AbstractContextManager[Path | None] = contextlib.nullcontext()
@@ -311,7 +322,6 @@ def restore_one(
                     proc.wait()  # pg_restore died: report its own error
                     raise
                 proc.wait()
-    return None
 
 
 def restore_archive(
@@ -401,17 +411,6 @@ TABLE_ENTRY_KINDS = (
 _TOC_LINE = re.compile(r"^\d+; \d+ \d+ (" + "|".join(TABLE_ENTRY_KINDS) + r") (.*)$")
 
 
-def parse_table_name(name: str) -> tuple[str | None, str]:
-    """``--table`` value -> (schema or None for any schema, name)."""
-    if not name.strip():
-        raise UsageError("--table needs a table name (T or SCHEMA.T)")
-    if "." in name:
-        schema, table = split_key(name)
-        if schema and table:
-            return schema, table
-    return None, name
-
-
 def select_table_entries(
     toc: str, tables: list[tuple[str | None, str]]
 ) -> tuple[list[str], set[tuple[str, str]]]:
@@ -449,52 +448,57 @@ def _restore_tables(
     repo: Repository,
     obj: StoredObject,
     dsn: str,
-    pg_restore: str,
-    clean: bool,
-    what: str,
-    tables: list[tuple[str | None, str]],
+    source: Manifest,
+    choice: TableChoice,
     jobs: int,
-    progress: Meter,
-    members: list[StoredObject] | None = None,
-) -> set[tuple[str, str]]:
-    """pg_restore -L of the selected entries of the dump's table of contents."""
+    on_progress: OnProgress | None,
+) -> DatabaseRestore:
+    """The chosen tables of one dump into ``dsn`` (see the module docstring), their
+    rows checked against the manifest's counts."""
+    from drkit.pg.builddb import build_aside  # the scratch database next to the target
+
+    with connect(dsn) as conn:
+        major = server_major(conn)
+        superuser = is_superuser(conn)
+        reached = Resolved.of(conn.pgconn)
+    pg_restore = find_client("pg_restore", major)
+    name = obj.database or reached.dbname
+    members = source.directory_members(name)
+    progress = Meter(on_progress, "fetch", name, total=obj.raw_size)
     fetched = (
         fetched_directory(repo, members, jobs=jobs, progress=progress)
         if members is not None
         else _fetched(repo, obj, progress)
     )
-    with fetched as tmp:
-        with PipeProcess(
-            toc_args(pg_restore, tmp), what=f"pg_restore -l of {obj.database}", stdout=-1
-        ) as lister:
-            toc = lister.stdout.read().decode("utf-8", "replace")
-            lister.wait()
-        lines, restored = select_table_entries(toc, tables)
-        with connect(dsn) as conn:
-            for schema in sorted({s for s, _ in restored}):
-                conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+    result = TableRestoreResult(
+        backup_id=source.id,
+        target=source.id,
+        reached_at=source.consistent_at,
+        database=name,
+        target_db=reached.describe(),
+        replaced=choice.rename is None and choice.force,
+    )
+    with fetched as local:
+        # every name must be in the backup before a scratch database is made
+        select_table_entries(read_toc(pg_restore, local), choice.tables)
+        with build_aside(dsn, force=False, scratch=True) as build:
+            what = f"pg_restore of {name} into a scratch database next to {reached.describe()}"
+            with Meter(on_progress, "pg_restore", name):
+                restore_archive(
+                    pg_restore, local, build.dsn, jobs=jobs, superuser=superuser, what=what
                 )
-        listing = tmp.with_suffix(".list")
-        listing.write_text("\n".join(lines) + "\n")
-        try:
-            args, env = restore_args(
-                pg_restore,
-                dsn,
-                listing=listing,
-                jobs=jobs,
-                keep_owners=True,
-                clean=clean,
-                archive=tmp,
-            )
-            with (
-                Meter(progress.sink, "pg_restore", progress.item),
-                PipeProcess(args, env=env, what=what) as proc,
-            ):
-                proc.wait()
-        finally:
-            listing.unlink(missing_ok=True)
-    return restored
+            publish_tables(build.dsn, dsn, choice, result, on_progress)
+    expected = source.row_counts.get(name, {})
+    outcome = DatabaseRestore(database=reached.dbname, target=reached.describe())
+    for table in result.tables:
+        want = expected.get(table.source)
+        if want is not None and want != table.rows:
+            outcome.mismatches.append(f"{table.table}: expected {want} rows, found {table.rows}")
+        outcome.restored.append(vars(table))
+    outcome.tables = len(result.tables)
+    outcome.rows = sum(t.rows for t in result.tables)
+    outcome.dropped_foreign_keys = result.dropped_foreign_keys
+    return outcome
 
 
 def compare_counts(dsn: str, expected: dict[str, int], jobs: int = 1) -> DatabaseRestore:

@@ -48,7 +48,7 @@ def test_every_document_has_a_committed_schema() -> None:
 #: commands whose --json document is published under another name, or several
 PUBLISHED_AS = {
     "policy check": ["policy-check"],
-    "restore": ["restore", "restore-point-in-time"],
+    "restore": ["restore", "restore-point-in-time", "restore-tables"],
     "sanitize run": ["sanitize"],  # drkit sanitize SRC DST
     "sanitize check": ["sanitize-check"],
     "sanitize scan": ["sanitize-scan"],
