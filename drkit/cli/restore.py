@@ -17,6 +17,7 @@ from drkit.cli.common import (
     ImmediateOpt,
     JsonOpt,
     PolicyDirOpt,
+    RepoOpt,
     TargetLsnOpt,
     TargetNameOpt,
     TargetXidOpt,
@@ -130,6 +131,7 @@ def restore(
         bool,
         typer.Option("--allow-gap", help="Recover latest up to a gap in the WAL archive."),
     ] = False,
+    repo_name: RepoOpt = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -155,7 +157,7 @@ def restore(
         if resume:
             raise UsageError("--continue needs the later target to move the paused server on to")
         _refuse_pitr_options(pgdata, port, no_start, allow_gap, timeline, archive_mode)
-        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [])
+        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [], repo_name)
         return
     if backup_ref is not None:
         raise UsageError(
@@ -176,7 +178,7 @@ def restore(
         tables=tables or [],
         resume=resume,
     )
-    _restore_pitr(env, recovery)
+    _restore_pitr(env, recovery, repo_name)
 
 
 # -- logical ------------------------------------------------------------------------------
@@ -214,10 +216,11 @@ def _restore_logical(
     force: bool,
     database: str | None,
     tables: list[str],
+    repo_name: str | None,
 ) -> None:
     from drkit.restore.logical import restore_logical  # lazy: psycopg, pydantic, ~1 s
 
-    policy = load(env)
+    policy = load(env, repo_name)
     started = time.monotonic()
     with live_progress() as progress:
         result = restore_logical(
@@ -315,11 +318,11 @@ def _recovery(
     )
 
 
-def _restore_pitr(env: str, recovery: Recovery) -> None:
+def _restore_pitr(env: str, recovery: Recovery, repo_name: str | None) -> None:
     # lazy: pydantic and psycopg
     from drkit.restore.pitr import continue_recovery, restore_point_in_time
 
-    policy = load(env)
+    policy = load(env, repo_name)
     with live_progress() as progress:
         if recovery.resume:
             result = continue_recovery(
