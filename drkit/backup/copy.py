@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from drkit.backup.catalog import KEEP, MANIFEST, Manifest, backup_prefix, scan
 from drkit.backup.prune import plan_prune
-from drkit.errors import CheckFailed, DrkitError, ObjectNotFound, SafetyRefused
+from drkit.errors import CheckFailed, DrkitError, ObjectExists, ObjectNotFound, SafetyRefused
 from drkit.storage import ObjectInfo, Repository
 from drkit.streams import HashingReader
 
@@ -251,7 +251,11 @@ def _copy_object(
         if mutable:
             stored = target.backend.put_stream(key, cast(BinaryIO, reading), info.size)
         else:
-            stored = target.backend.put_stream_new(key, cast(BinaryIO, reading), info.size)
+            try:
+                stored = target.backend.put_stream_new(key, cast(BinaryIO, reading), info.size)
+            except ObjectExists:  # another copy run stored it meanwhile: judged as present
+                _copy_object(source, target, info, target.backend.head(key), result)
+                return
     sent = reading.hexdigest()
     if sha256 is not None and sent != sha256:
         target.backend.delete(key)

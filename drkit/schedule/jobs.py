@@ -87,9 +87,14 @@ def _then_copy(backup: Callable[[Policy], Any]) -> Callable[[Policy], Any]:
 
 
 def _prune(policy: Policy) -> Any:
+    """The primary, then each copy with its own retention (``drkit prune ENV`` and
+    ``drkit prune ENV --repo NAME``)."""
     from drkit.backup.prune import prune_policy
 
-    return prune_policy(policy)
+    result = prune_policy(policy)
+    for name in sorted(policy.copies):
+        prune_policy(policy.for_copy(name))
+    return result
 
 
 def _drill(policy: Policy) -> Any:
@@ -149,7 +154,12 @@ _ROWS = (
         "when the policy has copies): e.g. to catch up a copy that was unreachable.",
         _copy,
     ),
-    Job("prune", "When to run `drkit prune ENV`.", _prune),
+    Job(
+        "prune",
+        "When to run `drkit prune ENV`, then `drkit prune ENV --repo NAME` for each copy "
+        "(each with its own retention).",
+        _prune,
+    ),
     Job("drill", "When to run `drkit drill ENV`.", _drill, makes="drill"),
     Job(
         "sanitize",

@@ -139,6 +139,25 @@ def test_a_copy_keeps_its_own_retention_and_prune_of_the_copy_leaves_the_primary
     }
 
 
+def test_the_scheduler_copies_and_prunes_each_copy_with_its_own_retention(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "copy").mkdir()
+    copy = {"url": f"file://{tmp_path / 'copy'}", "retention": {"daily": 1}}
+    policy_dir = copy_policy(tmp_path, copy, retention={"daily": 3})
+    policy = load_policy("prod", policy_dir)
+    ids = nightly(primary(policy_dir), 2)
+    dispatch("copies", policy)
+    copied = tmp_path / "copy" / "prod" / "backups"
+    assert {p.name for p in copied.iterdir()} == {ids[0]}
+    newer = store_backup(primary(policy_dir), datetime(2026, 11, 28, 1, 0, tzinfo=UTC))
+    dispatch("copies", policy)
+    assert {p.name for p in copied.iterdir()} == {newer, ids[0]}
+    dispatch("prune", policy)  # the primary keeps 3 days, the copy 1
+    assert {p.name for p in copied.iterdir()} == {newer}
+    assert {p.name for p in (tmp_path / "repo" / "prod" / "backups").iterdir()} == {newer, *ids}
+
+
 @pytest.fixture
 def proxied_copy(tmp_path: Path, s3_server: S3Server, s3_repo: RepoTarget) -> Any:
     """A file:// primary with two backups, its copy in S3 behind a fault proxy."""
