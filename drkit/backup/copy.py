@@ -37,9 +37,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from drkit.backup.catalog import KEEP, MANIFEST, Manifest, backup_prefix, scan
+from drkit.backup.catalog import KEEP, MANIFEST, Manifest, backup_prefix
+from drkit.backup.order import chronological
 from drkit.backup.prune import plan_prune
-from drkit.errors import CheckFailed, DrkitError, ObjectExists, ObjectNotFound, SafetyRefused
+from drkit.errors import (
+    CheckFailed,
+    DrkitError,
+    NotFoundError,
+    ObjectExists,
+    ObjectNotFound,
+    SafetyRefused,
+)
 from drkit.storage import ObjectInfo, Repository
 from drkit.streams import HashingReader
 
@@ -124,9 +132,17 @@ def copy_repository(
     """Copy into ``target`` what it lacks of ``source`` and what ``copy_policy``'s
     retention keeps (see the module's docstring for the order)."""
     now = now or datetime.now(UTC)
+    # a missing primary would list as empty: "nothing to copy" must not be its answer
+    source.backend.check_reachable()
     target.backend.check_reachable()
     objects = {info.key: info for info in source.list("")}
     present = {info.key: info for info in target.list("")}
+    if not objects and present:
+        raise NotFoundError(
+            f"{source.location} holds nothing while copy {result.name} holds "
+            f"{len(present)} objects: the primary repository looks lost; nothing copied "
+            f"(restore from the copy: drkit restore {source.env} --repo {result.name})"
+        )
     identity = source.key(IDENTITY_NAME)
     if identity in objects:
         _copy_identity(source, target, objects[identity], present.get(identity), result)
@@ -138,12 +154,11 @@ def copy_repository(
         if key not in left_out:
             _copy_object(source, target, objects[key], present.get(key), result)
     kept = {b.id for b in plan.plan.kept}
-    listing = scan(source)
-    for backup_id, problem in sorted(listing.unreadable.items()):
+    for backup_id, problem in sorted(plan.unreadable.items()):
         log.warning(
             "copy %s to %s: backup %s not copied: %s", source.env, result.name, backup_id, problem
         )
-    for manifest in listing.manifests:  # oldest first
+    for manifest in chronological(plan.manifests.values()):  # oldest first
         if manifest.id not in kept:
             result.skipped.append(manifest.id)
             continue

@@ -25,7 +25,7 @@ from drkit.demo.sample import table_counts
 from drkit.errors import PolicyError
 from drkit.schedule.jobs import dispatch
 from drkit.storage import Repository
-from tests.fix_cli import DrkitRunner, KeyMaker, PolicyWriter
+from tests.fix_cli import DrkitRunner, KeyMaker, PolicyWriter, valid
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget, S3Server
 from tests.prune_support import files, nightly, store_backup
@@ -83,8 +83,7 @@ def test_copy_then_rerun_copies_nothing_and_the_copy_reads_as_the_primary(
     s3 = request.getfixturevalue("s3_server") if copy_target.kind == "s3" else None
 
     first = run_drkit("copy", "prod", "--json", policy_dir=policy_dir)
-    assert first.code == 0, first.stderr
-    [done] = first.json()["copies"]
+    [done] = valid("copy", first)["copies"]
     assert done["name"] == "offsite" and done["published"] == sorted(ids)
     assert done["copied_objects"] == 5  # 2 dumps, 2 manifests, 1 WAL segment
     # byte for byte what the primary holds, under the same keys
@@ -204,8 +203,9 @@ def test_an_object_damaged_on_arrival_is_removed_and_the_copy_fails(
     newer = ids[0]
     # what the copy reads back of the dump it just stored is not what was sent
     proxy.set_faults(Fault("corrupt", "GET", f"{newer}/app.dump"))
-    damaged = run_drkit("copy", "prod", policy_dir=policy_dir)
-    assert damaged.code == 3, damaged.stderr
+    damaged = run_drkit("copy", "prod", "--json", policy_dir=policy_dir)
+    [failed] = valid("copy", damaged, 3)["copies"]
+    assert failed["ok"] is False and failed["published"] == [ids[1]]
     line = one_line(damaged.stderr)
     assert f"prod/backups/{newer}/app.dump" in line and "arrived damaged" in line
     keys = set(held.objects())
@@ -316,6 +316,12 @@ def test_with_the_primary_repository_lost_a_restore_from_the_copy_brings_back_th
 
     assert file_repo.root is not None
     shutil.rmtree(file_repo.root)  # the primary repository, gone entirely
+    lost = run_drkit("backups", "prod", policy_dir=policy_dir)
+    assert lost.code == 1  # reported missing, never as "no backups"
+    file_repo.root.mkdir()  # and an empty one in its place: lost too, not "nothing to copy"
+    emptied = run_drkit("copy", "prod", policy_dir=policy_dir)
+    assert emptied.code == 1
+    assert "the primary repository looks lost" in one_line(emptied.stderr)
     target = f"r_{uuid.uuid4().hex[:8]}"
     restored = run_drkit(
         "restore",
@@ -335,5 +341,3 @@ def test_with_the_primary_repository_lost_a_restore_from_the_copy_brings_back_th
     status = run_drkit("status", "prod", "--repo", "offsite", "--json", policy_dir=policy_dir)
     assert status.code in (0, 3), status.stderr
     assert status.json()["backups"]["logical"]["id"] == made.id
-    lost = run_drkit("backups", "prod", policy_dir=policy_dir)
-    assert lost.code == 1  # the primary is reported missing, never as "no backups"
