@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -121,6 +122,29 @@ def copy_all(policy: Policy, only: str | None = None) -> list[CopyResult]:
     return results
 
 
+def refuse_same_repository(source: Repository, target: Repository, name: str) -> None:
+    """Refuse (exit 4) a copy that is the primary repository under another name (a
+    symlink, ``/./``, another endpoint spelling of one bucket): copying into it would
+    report every object present and prove nothing, and pruning it would prune the
+    primary.  Told by identity, not by url: a marker written in the primary is looked
+    for in the copy.  A primary that cannot be written (lost) is not this copy."""
+    marker = f"check/copy-identity-{secrets.token_hex(8)}"
+    try:
+        source.backend.put_bytes(source.key(marker), b"drkit copy identity marker\n")
+    except DrkitError:
+        return
+    try:
+        seen = target.backend.head(target.key(marker)) is not None
+    finally:
+        source.backend.delete(source.key(marker))
+    if seen:
+        raise SafetyRefused(
+            f"copy {name} ({target.location}) is the primary repository itself "
+            f"({source.location}) under another name: refused; point copies.{name}.url "
+            "at another repository"
+        )
+
+
 def copy_repository(
     source: Repository,
     target: Repository,
@@ -137,6 +161,8 @@ def copy_repository(
     target.backend.check_reachable()
     objects = {info.key: info for info in source.list("")}
     present = {info.key: info for info in target.list("")}
+    if objects:  # a lost primary cannot be its copy (and cannot take a marker)
+        refuse_same_repository(source, target, result.name)
     if not objects and present:
         raise NotFoundError(
             f"{source.location} holds nothing while copy {result.name} holds "

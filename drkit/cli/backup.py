@@ -357,6 +357,10 @@ def prune(
     settle(json_out, policy_dir)
     policy = load(env, repo_name)
     repo = Repository.for_policy(policy)
+    if repo_name is not None:  # pruning a copy must never reach the primary
+        from drkit.backup.copy import refuse_same_repository
+
+        refuse_same_repository(Repository.for_policy(load(env)), repo, repo_name)
     result = run_prune(repo, policy, dry_run=dry_run, running=running_backups(policy))
     if state.json:
         emit_json(result.to_dict())

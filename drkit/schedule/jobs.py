@@ -89,11 +89,20 @@ def _then_copy(backup: Callable[[Policy], Any]) -> Callable[[Policy], Any]:
 def _prune(policy: Policy) -> Any:
     """The primary, then each copy with its own retention (``drkit prune ENV`` and
     ``drkit prune ENV --repo NAME``)."""
+    from drkit.backup.copy import refuse_same_repository
     from drkit.backup.prune import prune_policy
+    from drkit.storage import Repository
 
     result = prune_policy(policy)
     for name in sorted(policy.copies):
-        prune_policy(policy.for_copy(name))
+        copy = policy.for_copy(name)
+        primary, held = Repository.for_policy(policy), Repository.for_policy(copy)
+        try:
+            refuse_same_repository(primary, held, name)  # never the primary by another name
+        finally:
+            primary.close()
+            held.close()
+        prune_policy(copy)
     return result
 
 

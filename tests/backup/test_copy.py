@@ -235,6 +235,23 @@ def test_a_copy_holding_another_clusters_archive_is_refused_before_anything_is_w
     assert files(tmp_path / "copy") == {"prod/identity.json": other.read_bytes()}
 
 
+def test_a_copy_that_is_the_primary_under_another_name_is_refused_and_never_pruned(
+    tmp_path: Path, run_drkit: DrkitRunner
+) -> None:
+    (tmp_path / "alias").symlink_to(tmp_path / "repo", target_is_directory=True)
+    copy = {"url": f"file://{tmp_path / 'alias'}", "retention": {"daily": 1}}
+    policy_dir = copy_policy(tmp_path, copy)
+    ids = nightly(primary(policy_dir), 3)
+    before = files(tmp_path / "repo")
+    copied = run_drkit("copy", "prod", policy_dir=policy_dir)
+    assert copied.code == 4, copied.stderr + copied.stdout
+    assert "is the primary repository itself" in one_line(copied.stderr)
+    pruned = run_drkit("prune", "prod", "--repo", "offsite", policy_dir=policy_dir)
+    assert pruned.code == 4, pruned.stderr + pruned.stdout
+    assert files(tmp_path / "repo") == before  # the copy's retention never reached it
+    assert len(ids) == 3
+
+
 def test_copies_in_the_policy_refuse_what_they_cannot_honour(
     tmp_path: Path, age_key: KeyMaker, run_drkit: DrkitRunner
 ) -> None:
