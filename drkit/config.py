@@ -273,6 +273,9 @@ class ScheduleConfig(StrictModel):
     physical_backup: str | None = None
     #: incremental base backups (PostgreSQL 17+) between the full ones of physical_backup
     physical_incremental_backup: str | None = None
+    #: ``drkit copy`` besides after each backup (which every backup job runs); ``copy``
+    #: itself is a name pydantic's models already use
+    copies: str | None = None
     prune: str | None = None
     drill: str | None = None
     sanitize: SanitizeSchedule | None = None
@@ -413,6 +416,34 @@ class WalArchiverConfig(StrictModel):
     compression_level: int | None = Field(default=1, ge=1, le=22)
 
 
+class CopyConfig(RepositoryConfig):
+    """One entry of ``copies``: another repository that holds the primary's backups and
+    WAL, byte for byte (``drkit copy``), with its own ``retention`` (absent: the
+    primary's).
+
+    The keys are the ``repository`` section's.  ``encryption`` absent means the primary's:
+    objects are copied as they are stored, never decrypted on the way (the backup host
+    holds no private key), so a copy is encrypted for the primary's recipients and
+    ``encryption`` may only name other identity files to read them with.  ``compression``
+    is the primary's for the same reason and is refused here."""
+
+    retention: RetentionConfig | None = None
+
+    @model_validator(mode="after")
+    def _as_its_backend(self) -> CopyConfig:
+        if "compression" in self.model_fields_set:
+            raise ValueError(
+                "compression: a copy holds the primary's objects as they are stored, so "
+                "their compression is repository.compression's: remove it"
+            )
+        self.repository()  # the url checked as its backend's model checks it
+        return self
+
+    def repository(self) -> RepositoryConfig:
+        """The copy as a ``repository`` section: the model of its url's scheme."""
+        return RepositoryConfig.model_validate(self.model_dump(exclude={"retention"}))
+
+
 class Policy(StrictModel):
     """One environment's policy, validated.  ``name`` is the file's stem."""
 
@@ -430,6 +461,57 @@ class Policy(StrictModel):
     backup: BackupConfig = BackupConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()
     drill: DrillConfig = DrillConfig()
+    copies: dict[str, CopyConfig] = Field(default_factory=dict)
+    #: set by :meth:`for_copy` (never by a policy file): this policy reads and writes the
+    #: copy of that name instead of the primary repository
+    copy_name: str | None = None
+
+    @model_validator(mode="after")
+    def _copies_readable(self) -> Policy:
+        """A copy holds the primary's stored bytes: the same recipients, or it could not be
+        read with the keys that read the primary (and re-encrypting would need the
+        private key on the backup host)."""
+        primary = self.repository.encryption
+        for name, copy in self.copies.items():
+            if copy.encryption is None:
+                continue
+            theirs = sorted(copy.encryption.recipients)
+            if primary is None or theirs != sorted(primary.recipients):
+                raise ValueError(
+                    f"copies.{name}.encryption: recipients differ from "
+                    "repository.encryption's; drkit copies objects as stored, without "
+                    "re-encrypting them (the backup host holds no private key): list the "
+                    "same recipients (identity files may differ), or leave encryption out"
+                )
+        return self
+
+    def for_copy(self, name: str) -> Policy:
+        """This environment as seen in its copy ``name``: the copy's repository (encrypted
+        as the primary's unless it names its own identity files) and its retention; the
+        rest of the policy is the environment's.  An unknown name is a usage error."""
+        copy = self.copies.get(name)
+        if copy is None:
+            from drkit.suggest import did_you_mean
+
+            known = ", ".join(sorted(self.copies)) or "none"
+            raise UsageError(
+                f"--repo {name}: {self.name} has no copy of that name"
+                f"{did_you_mean(name, self.copies)} (copies: {known})"
+            )
+        repository = copy.repository().model_copy(
+            update={
+                "compression": self.repository.compression,
+                "encryption": copy.encryption or self.repository.encryption,
+            }
+        )
+        return self.model_copy(
+            update={
+                "repository": repository,
+                "retention": copy.retention or self.retention,
+                "copies": {},
+                "copy_name": name,
+            }
+        )
 
     @model_validator(mode="after")
     def _sanitize_target_allowed(self) -> Policy:
@@ -473,7 +555,7 @@ class Policy(StrictModel):
 
     def masked(self) -> dict[str, Any]:
         """The resolved policy as plain data with every secret masked."""
-        data = self.model_dump(mode="json", exclude={"source"})
+        data = self.model_dump(mode="json", exclude={"source", "copy_name"})
         data["database"]["url"] = mask_url(self.database.url.get_secret_value())
         if self.repository.endpoint_url:
             data["repository"]["endpoint_url"] = mask_url(self.repository.endpoint_url)
@@ -484,6 +566,15 @@ class Policy(StrictModel):
         data["retention"]["orphan_grace"] = format_duration(self.retention.orphan_grace)
         if self.retention.wal is not None:
             data["retention"]["wal"] = format_duration(self.retention.wal)
+        for name, copy in self.copies.items():
+            del data["copies"][name]["compression"]  # the primary's: objects copied as stored
+            if copy.endpoint_url:
+                data["copies"][name]["endpoint_url"] = mask_url(copy.endpoint_url)
+            if copy.retention is not None:
+                kept = data["copies"][name]["retention"]
+                kept["orphan_grace"] = format_duration(copy.retention.orphan_grace)
+                if copy.retention.wal is not None:
+                    kept["wal"] = format_duration(copy.retention.wal)
         return data
 
 
@@ -500,6 +591,7 @@ _POLICY_KEYS = {
     "backup",
     "objectives",
     "drill",
+    "copies",
 }
 
 

@@ -116,6 +116,9 @@ def _describe(schema: dict[str, Any], meanings: dict[str, str], prefix: str = ""
         items = sub.get("items")
         if isinstance(items, dict):
             _describe(items, meanings, f"{path}[].")
+        named = sub.get("additionalProperties")
+        if isinstance(named, dict):  # a mapping of names to sections (copies.NAME)
+            _describe(named, meanings, f"{path}.NAME.")
 
 
 def walk_keys(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -131,6 +134,9 @@ def walk_keys(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, d
         items = sub.get("items")
         if isinstance(items, dict):
             yield from walk_keys(items, f"{path}[].")
+        named = sub.get("additionalProperties")
+        if isinstance(named, dict):
+            yield from walk_keys(named, f"{path}.NAME.")
 
 
 # ---------------------------------------------------------------------------
@@ -138,7 +144,7 @@ def walk_keys(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, d
 # ---------------------------------------------------------------------------
 
 #: fields of :class:`drkit.config.Policy` that the loader fills in, not the file
-INTERNAL_POLICY_FIELDS = ("name", "source")
+INTERNAL_POLICY_FIELDS = ("name", "source", "copy_name")
 #: keys :func:`drkit.config.parse_policy` fills in from the environment's name and checks
 #: itself (a ``${VAR}`` there is an error), with their JSON type
 LOADER_CHECKED_POLICY_KEYS = {"rank": "integer", "protected": "boolean"}
@@ -167,6 +173,12 @@ def policy_schema() -> dict[str, Any]:
     standard = ", ".join(f"{k} {v}" for k, v in STANDARD_RANKS.items())
     meanings = {**_model_descriptions(Policy), **text.POLICY_KEYS, **_job_descriptions()}
     meanings["rank"] = meanings["rank"].format(standard=standard)
+    # a copy's keys are the repository section's and its retention is a retention
+    for path, meaning in list(meanings.items()):
+        section, _, rest = path.partition(".")
+        if rest and section in ("repository", "retention"):
+            key = f"copies.NAME.{rest if section == 'repository' else path}"
+            meanings.setdefault(key, meaning)
     _describe(schema, meanings)
     return {
         "$schema": JSON_SCHEMA_DIALECT,

@@ -90,6 +90,22 @@ POLICY_KEYS: dict[str, str] = {
     "the newest base backup (or now, when earlier); older kept base backups keep just the WAL "
     "that makes them consistent (their start..stop segments) and restore to that point only. "
     "Absent: WAL is kept from the oldest kept base backup on.",
+    "copies": "Other repositories that hold the primary's backups and WAL, by name "
+    "(`copies: {offsite: {url: s3://...}}`): `drkit copy ENV` (and every scheduled backup) "
+    "copies what each lacks, as stored, verified by sha256 on arrival; `--repo NAME` on "
+    "backups, verify, prune, restore, drill and status reads the copy instead of the primary. "
+    "Keys as in `repository`, plus `retention`.",
+    "copies.NAME.url": "Where the copy lives: file:///path (an existing directory) or "
+    "s3://bucket/prefix.",
+    "copies.NAME.retention": "The copy's own retention (as `retention`), applied by "
+    "`drkit prune ENV --repo NAME`; what it would prune is not copied. Absent: the primary's.",
+    "copies.NAME.compression": "Refused: objects are copied as stored, with the primary's "
+    "compression.",
+    "copies.NAME.encryption": "Absent: the primary's. Objects are copied as stored, never "
+    "decrypted or re-encrypted (the backup host holds no private key), so the recipients must "
+    "be the primary's; a copy may name its own identity files (where it is restored from).",
+    "copies.NAME.object_lock": "S3 Object Lock for the copy's objects (an immutable copy of "
+    "a file:// primary).",
     "backup": "Logical backups: when pg_dump runs in directory format with parallel jobs.",
     "backup.parallel_threshold": "A database larger than this (pg_database_size) is dumped "
     "in directory format (`pg_dump -Fd -j`), one stored object per table file, by a backup "

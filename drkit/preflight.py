@@ -511,8 +511,11 @@ def _check_backup_clocks(report: CheckReport, repo: Any) -> None:
         )
 
 
-def _check_repository(report: CheckReport, policy: Policy, repo: Any) -> bool:
-    """A probe through the whole encoding; decrypted only where an identity is configured."""
+def _check_repository(
+    report: CheckReport, policy: Policy, repo: Any, name: str = "repository"
+) -> bool:
+    """A probe through the whole encoding; decrypted only where an identity is configured.
+    ``name``: the check's name (``copy NAME`` for a copy)."""
     payload = b"drkit check probe " + secrets.token_hex(16).encode()
     base = f"check/probe-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
     stored = None
@@ -533,7 +536,7 @@ def _check_repository(report: CheckReport, policy: Policy, repo: Any) -> bool:
         if repo.backend.head(stored.key) is not None:
             raise DrkitError(f"{stored.key}: still present after delete")
     except DrkitError as exc:
-        report.add("repository", False, f"{repo.location}: {exc}")
+        report.add(name, False, f"{repo.location}: {exc}")
         return False
     finally:
         if stored is not None:
@@ -541,11 +544,13 @@ def _check_repository(report: CheckReport, policy: Policy, repo: Any) -> bool:
                 repo.delete(stored.key)
             except DrkitError:
                 log.warning("could not remove the probe object %s", stored.key)
-    report.add("repository", True, f"{repo.location}: probe object {verb}")
+    report.add(name, True, f"{repo.location}: probe object {verb}")
     return True
 
 
-def _check_object_lock(report: CheckReport, policy: Policy, repo: Any) -> bool:
+def _check_object_lock(
+    report: CheckReport, policy: Policy, repo: Any, name: str = "object lock"
+) -> bool:
     """With ``repository.object_lock``: the store has object lock enabled for the bucket."""
     lock = policy.repository.object_lock
     if lock is None:
@@ -553,11 +558,11 @@ def _check_object_lock(report: CheckReport, policy: Policy, repo: Any) -> bool:
     try:
         enabled = repo.backend.object_lock_enabled()
     except DrkitError as exc:
-        report.add("object lock", False, f"{repo.location}: {exc}")
+        report.add(name, False, f"{repo.location}: {exc}")
         return False
     if not enabled:
         report.add(
-            "object lock",
+            name,
             False,
             f"{repo.location}: the bucket does not have object lock enabled, so nothing "
             "drkit writes can be locked: use a bucket created with object lock or remove "
@@ -565,12 +570,31 @@ def _check_object_lock(report: CheckReport, policy: Policy, repo: Any) -> bool:
         )
         return False
     report.add(
-        "object lock",
+        name,
         True,
         f"{repo.location}: object lock enabled; every object is retained {lock.days} days "
         f"({lock.mode} mode)",
     )
     return True
+
+
+def _check_copies(report: CheckReport, policy: Policy) -> None:
+    """Each copy (``copies.NAME``) reachable and writable, proved by the same probe as
+    the primary repository (and its object lock, where it has one)."""
+    from drkit.storage.repository import Repository
+
+    for name in sorted(policy.copies):
+        copy = policy.for_copy(name)
+        try:
+            repo = Repository.for_policy(copy)
+        except DrkitError as exc:
+            report.add(f"copy {name}", False, str(exc))
+            continue
+        try:
+            if _check_object_lock(report, copy, repo, f"copy {name} object lock"):
+                _check_repository(report, copy, repo, f"copy {name}")
+        finally:
+            repo.close()
 
 
 def _check_encryption(report: CheckReport, policy: Policy) -> None:
@@ -655,6 +679,7 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
             if _check_object_lock(report, policy, repo) and _check_repository(report, policy, repo):
                 _check_backup_clocks(report, repo)
             repo.close()
+        _check_copies(report, policy)
     finally:
         if conn is not None:
             conn.close()

@@ -33,7 +33,11 @@ def unknown_key(key: object, known: Iterable[str]) -> str:
 def model_keys(model: Any, path: Sequence[object]) -> list[str]:
     """The keys a pydantic model accepts at ``path`` (field names and aliases), following
     nested models through ``X | None``; empty when the path leads to no model."""
+    named = False  # the part is a name of a ``dict[str, Model]`` (copies.NAME), no key
     for part in path:
+        if named:
+            named = False
+            continue
         fields = getattr(model, "model_fields", None)
         if fields is None:
             return []
@@ -42,7 +46,11 @@ def model_keys(model: Any, path: Sequence[object]) -> list[str]:
         )
         if field is None:
             return []
-        model = _nested_model(field.annotation)
+        annotation = field.annotation
+        if typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+            named = True
+        model = _nested_model(annotation)
     fields = getattr(model, "model_fields", None)
     if fields is None:
         return []

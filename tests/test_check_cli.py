@@ -382,3 +382,31 @@ def test_the_printed_lines_reach_the_same_s3_repository_under_env_i(
             assert any(segment in key for key in stored), stored
         finally:
             cluster.destroy()
+
+
+def test_check_fails_on_an_unwritable_copy_and_passes_a_writable_one(
+    run_drkit: DrkitRunner, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the copy should be")
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "good").mkdir()
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    doc = {
+        "environment": "prod",
+        "database": {"url": f"postgresql://app@127.0.0.1:{free_port()}/shop"},
+        "repository": {"url": f"file://{tmp_path / 'repo'}"},
+        "copies": {
+            "good": {"url": f"file://{tmp_path / 'good'}"},
+            "offsite": {"url": f"file://{blocker}/copy"},
+        },
+    }
+    (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
+    result = run_drkit("--json", "check", "prod", policy_dir=policy_dir)
+    assert result.code == 3, result.stderr
+    status = {c["name"]: c["status"] for c in result.json()["checks"]}
+    assert status["repository"] == "PASS"
+    assert status["copy good"] == "PASS"
+    assert status["copy offsite"] == "FAIL"
+    assert list((tmp_path / "good").rglob("probe-*")) == []  # the probe went again

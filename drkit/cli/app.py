@@ -66,6 +66,9 @@ COMMANDS: dict[str, Listed] = {
         "Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups.",
     ),
     "prune": Listed("backup", "Apply the retention policy (grandfather-father-son)."),
+    "copy": Listed(
+        "backup", "Copy the backups and WAL each copy lacks into the policy's copies, verified."
+    ),
     "keep": Listed(
         "backup",
         "Keep one backup through prune, until a date or until released (shown in backups).",

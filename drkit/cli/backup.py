@@ -1,5 +1,5 @@
-"""Backup commands: ``backup``, ``backups`` (the list), ``verify``, ``prune``, and one
-backup by hand: ``keep`` and ``delete``."""
+"""Backup commands: ``backup``, ``backups`` (the list), ``verify``, ``prune``, one
+backup by hand: ``keep`` and ``delete``, and ``copy`` (to the policy's copies)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from drkit.backup.catalog import iso, list_backups, resolve_backup, scan
-from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
+from drkit.cli.common import (
+    EnvArg,
+    JsonOpt,
+    PolicyDirOpt,
+    RepoOpt,
+    emit_json,
+    load,
+    out,
+    settle,
+    state,
+)
 from drkit.cli.render import Col, live_progress, print_table, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.progress import Meter, human_size
@@ -116,7 +126,12 @@ def backup_summary(manifest: Any) -> dict[str, Any]:
 
 
 @commands.command("backups")
-def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
+def backups(
+    env: EnvArg,
+    repo_name: RepoOpt = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
     """List backups: id, kind, started, duration, size, databases, retention tiers.
 
     Newest first, in the server's order (WAL position, then the server's time), never by
@@ -128,7 +143,7 @@ def backups(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = N
     from drkit.backup.retention import current_tiers
 
     settle(json_out, policy_dir)
-    policy = load(env)
+    policy = load(env, repo_name)
     repo = Repository.for_policy(policy)
     repo.backend.check_reachable()
     listing = scan(repo)
@@ -264,6 +279,7 @@ def verify(
         ),
     ] = None,
     all_backups: Annotated[bool, typer.Option("--all", help="Verify every backup.")] = False,
+    repo_name: RepoOpt = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -274,7 +290,7 @@ def verify(
     settle(json_out, policy_dir)
     if all_backups and backup_ref:
         raise UsageError("give a backup ID or --all, not both")
-    policy = load(env)
+    policy = load(env, repo_name)
     repo = Repository.for_policy(policy)
     if all_backups:
         manifests = list_backups(repo)
@@ -326,16 +342,25 @@ def prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show keep/delete, delete nothing.")
     ] = False,
+    repo_name: RepoOpt = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
-    """Apply the retention policy (grandfather-father-son)."""
+    """Apply the retention policy (grandfather-father-son).
+
+    Prunes the primary repository only; ``--repo NAME`` prunes the copy NAME with the
+    copy's own retention (``copies.NAME.retention``).  Each repository is pruned by its
+    own run, so one command never deletes from the primary and its copies at once."""
     from drkit.backup.lock import running_backups
     from drkit.backup.prune import prune as run_prune
 
     settle(json_out, policy_dir)
-    policy = load(env)
+    policy = load(env, repo_name)
     repo = Repository.for_policy(policy)
+    if repo_name is not None:  # pruning a copy must never reach the primary
+        from drkit.backup.copy import refuse_same_repository
+
+        refuse_same_repository(Repository.for_policy(load(env)), repo, repo_name)
     result = run_prune(repo, policy, dry_run=dry_run, running=running_backups(policy))
     if state.json:
         emit_json(result.to_dict())
@@ -479,3 +504,54 @@ def delete(
         markup=False,
         highlight=False,
     )
+
+
+@commands.command("copy")
+def copy(
+    env: EnvArg,
+    repo_name: Annotated[
+        str | None,
+        typer.Option(
+            "--repo",
+            metavar="NAME",
+            help="Bring only the copy NAME up to date (default: every copy of the policy).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Copy the backups and WAL each copy lacks into the policy's copies, verified.
+
+    Objects are copied as stored (never decoded or re-encrypted) and each is read back
+    from the copy and its sha256 compared with the bytes sent; a mismatch removes it and
+    fails (exit 3).  A backup is published in the copy (its manifest) only once all its
+    objects are there; a rerun completes an interrupted copy and sends nothing twice.
+    What a copy's own retention would prune is not copied.  One copy failing does not
+    stop the others; the command then fails with the first error."""
+    from drkit.backup.copy import copy_all
+
+    settle(json_out, policy_dir)
+    policy = load(env)
+    results = copy_all(policy, repo_name)
+    failed = [r for r in results if r.error is not None]
+    if state.json:
+        emit_json({"environment": env, "copies": [r.to_dict() for r in results]})
+    else:
+        if not results:
+            out.print(f"{env} has no copies (policy key copies)", markup=False, highlight=False)
+        for r in results:
+            mark = "✗" if r.error is not None else "✓"
+            out.print(
+                f"{mark} copy {r.name} ({r.location}): {r.copied_objects} objects copied "
+                f"({human_size(r.copied_bytes)}), {r.present_objects} already there, "
+                f"{len(r.published)} backups published"
+                + (f", {len(r.skipped)} left to its retention" if r.skipped else "")
+                + (f"; failed: {r.error}" if r.error is not None else ""),
+                markup=False,
+                highlight=False,
+            )
+    if failed:
+        error = failed[0].error
+        assert error is not None
+        raise error

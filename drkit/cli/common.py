@@ -83,6 +83,16 @@ PolicyDirOpt = Annotated[
     ),
 ]
 EnvArg = Annotated[str, typer.Argument(help="Environment: the stem of a policy file.")]
+RepoOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--repo",
+        metavar="NAME",
+        help="Read (and write) the policy's copy NAME (copies.NAME) instead of the "
+        "primary repository.",
+        show_default=False,
+    ),
+]
 
 # The recovery targets besides --point-in-time, one declaration for restore and drill
 TargetXidOpt = Annotated[
@@ -138,11 +148,14 @@ def emit_json(data: dict[str, Any]) -> None:
     state.document = data
 
 
-def load(env: str) -> Any:
-    """The policy of ENV, from the global or the command's --policy-dir."""
+def load(env: str, repo: str | None = None) -> Any:
+    """The policy of ENV, from the global or the command's --policy-dir; with ``repo``
+    (``--repo NAME``), ENV as seen in its copy NAME: the copy's repository and retention
+    (:meth:`drkit.config.Policy.for_copy`), so the command runs unchanged against it."""
     from drkit.config import load_policy  # lazy: pydantic costs ~0.3 s of start-up
 
-    return load_policy(env, state.policy_dir)
+    policy = load_policy(env, state.policy_dir)
+    return policy if repo is None else policy.for_copy(repo)
 
 
 @contextmanager

@@ -399,6 +399,28 @@ class DeleteDocument(Document):
     tiers: list[str] = _field("the retention tiers it satisfied (deleting by hand overrides them)")
 
 
+class CopyRun(Shape):
+    """What one run did to one copy (``copies.NAME``)."""
+
+    name: str = _field("the copy's name in the policy")
+    location: str = _field("where the copy lives (the environment's prefix in it)")
+    ok: bool = _field("false: this copy failed (error says why); the others still ran")
+    copied_objects: int = _field("objects copied, each read back and its sha256 compared")
+    copied_bytes: int = _field("bytes copied")
+    present_objects: int = _field("objects the copy already held (not sent again)")
+    updated_records: int = _field("records rewritten in place (timeline, keep records)")
+    published: list[str] = _field("backups whose manifest this run wrote in the copy")
+    skipped: list[str] = _field("backups the copy's own retention leaves out (not copied)")
+    error: str | None = _field("why this copy failed")
+
+
+class CopyDocument(Document):
+    """`drkit copy ENV [--repo NAME] --json` (one failed copy fails the command)"""
+
+    environment: str
+    copies: list[CopyRun]
+
+
 # -- restore -------------------------------------------------------------------------
 
 
@@ -958,6 +980,7 @@ DOCUMENTS: dict[str, type[Document]] = {
     "prune": PruneDocument,
     "keep": KeepDocument,
     "delete": DeleteDocument,
+    "copy": CopyDocument,
     "restore": RestoreDocument,
     "restore-point-in-time": PitrDocument,
     "restore-tables": TableRestoreDocument,

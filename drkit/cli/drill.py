@@ -14,6 +14,7 @@ from drkit.cli.common import (
     ImmediateOpt,
     JsonOpt,
     PolicyDirOpt,
+    RepoOpt,
     TargetLsnOpt,
     TargetNameOpt,
     TargetXidOpt,
@@ -72,6 +73,7 @@ def drill(
             "major: an upgrade rehearsal.",
         ),
     ] = None,
+    repo_name: RepoOpt = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -99,7 +101,7 @@ def drill(
             "--backup goes with a drill to the end of the archive; a recovery target "
             "chooses the base backup that precedes it"
         )
-    policy = load(env)
+    policy = load(env, repo_name)
     with sigterm_interrupts(), live_progress(PHASE_TITLES) as on_phase:
         result = run_drill(
             policy,

@@ -17,6 +17,7 @@ from drkit.cli.common import (
     ImmediateOpt,
     JsonOpt,
     PolicyDirOpt,
+    RepoOpt,
     TargetLsnOpt,
     TargetNameOpt,
     TargetXidOpt,
@@ -147,6 +148,7 @@ def restore(
         bool,
         typer.Option("--allow-gap", help="Recover latest up to a gap in the WAL archive."),
     ] = False,
+    repo_name: RepoOpt = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -174,7 +176,9 @@ def restore(
         if resume:
             raise UsageError("--continue needs the later target to move the paused server on to")
         _refuse_pitr_options(pgdata, port, no_start, allow_gap, timeline, archive_mode)
-        _restore_logical(env, backup_ref, target_db, jobs, force, database, tables or [], rename)
+        _restore_logical(
+            env, backup_ref, target_db, jobs, force, database, tables or [], rename, repo_name
+        )
         return
     if backup_ref is not None:
         raise UsageError(
@@ -189,7 +193,9 @@ def restore(
             )
         if target_action != "promote" or archive_mode != "off":
             raise UsageError("--target-action and --archive-mode do not apply to --table")
-        _restore_tables(env, point, tables, rename, force, target_db, database, timeline, allow_gap)
+        _restore_tables(
+            env, point, tables, rename, force, target_db, database, timeline, allow_gap, repo_name
+        )
         return
     if rename is not None:
         from drkit.restore.tables import parse_choice
@@ -209,7 +215,7 @@ def restore(
         tables=tables or [],
         resume=resume,
     )
-    _restore_pitr(env, recovery)
+    _restore_pitr(env, recovery, repo_name)
 
 
 # -- logical ------------------------------------------------------------------------------
@@ -248,10 +254,11 @@ def _restore_logical(
     database: str | None,
     tables: list[str],
     rename: str | None,
+    repo_name: str | None,
 ) -> None:
     from drkit.restore.logical import restore_logical  # lazy: psycopg, pydantic, ~1 s
 
-    policy = load(env)
+    policy = load(env, repo_name)
     started = time.monotonic()
     with live_progress() as progress:
         result = restore_logical(
@@ -300,6 +307,7 @@ def _restore_tables(
     database: str | None,
     timeline: str,
     allow_gap: bool,
+    repo_name: str | None,
 ) -> None:
     from drkit.restore.plan import parse_timeline  # lazy: pydantic and psycopg
     from drkit.restore.tables import parse_choice, restore_tables_at
@@ -312,7 +320,7 @@ def _restore_tables(
         )
     if allow_gap:
         raise UsageError("--allow-gap does not apply to --table: the target must be reached")
-    policy = load(env)
+    policy = load(env, repo_name)
     started = time.monotonic()
     with sigterm_interrupts(), live_progress() as progress:
         result = restore_tables_at(
@@ -413,11 +421,11 @@ def _recovery(
     )
 
 
-def _restore_pitr(env: str, recovery: Recovery) -> None:
+def _restore_pitr(env: str, recovery: Recovery, repo_name: str | None) -> None:
     # lazy: pydantic and psycopg
     from drkit.restore.pitr import continue_recovery, restore_point_in_time
 
-    policy = load(env)
+    policy = load(env, repo_name)
     with live_progress() as progress:
         if recovery.resume:
             result = continue_recovery(

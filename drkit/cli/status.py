@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import typer
 
-from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, load, out, settle, state
+from drkit.cli.common import (
+    EnvArg,
+    JsonOpt,
+    PolicyDirOpt,
+    RepoOpt,
+    emit_json,
+    load,
+    out,
+    settle,
+    state,
+)
 from drkit.errors import CheckFailed
 
 #: this module's commands, registered on drkit's root by drkit.cli.app
@@ -13,12 +23,17 @@ commands = typer.Typer()
 
 
 @commands.command("status")
-def status(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = None) -> None:
+def status(
+    env: EnvArg,
+    repo_name: RepoOpt = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
     """Current RPO exposure, last backup, last archived WAL, last drill, objectives."""
     from drkit.status import collect_status, render_status  # lazy: pydantic, ~0.3 s
 
     settle(json_out, policy_dir)
-    report = collect_status(load(env))
+    report = collect_status(load(env, repo_name))
     if state.json:
         emit_json(report.to_dict())
     else:

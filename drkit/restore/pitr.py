@@ -217,6 +217,7 @@ def restore_point_in_time(
     prepares the data directory without starting it (``--no-start``)."""
     if target_action not in ACTIONS:
         raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
+    _refuse_copy(policy)
     point = point or RecoveryTarget.at_time(target)
     target = point.time
     if target is not None and (target.tzinfo is None or target.utcoffset() is None):
@@ -242,6 +243,18 @@ def restore_point_in_time(
     return result
 
 
+def _refuse_copy(policy: Policy) -> None:
+    """A recovery's ``restore_command`` (``drkit wal-fetch ENV``) reads the primary
+    repository: from a copy (``--repo``) its base backup and its WAL would come from two
+    repositories, so it is refused before anything is written."""
+    if policy.copy_name is not None:
+        raise UsageError(
+            f"--repo {policy.copy_name}: point-in-time recovery reads WAL through "
+            f"drkit wal-fetch, which reads {policy.name}'s primary repository only; restore "
+            "a logical backup from the copy, or make the copy the primary repository"
+        )
+
+
 def continue_recovery(
     policy: Policy,
     point: RecoveryTarget,
@@ -264,6 +277,7 @@ def continue_recovery(
     paused server as a first recovery's is, before the action."""
     if target_action not in ACTIONS:
         raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
+    _refuse_copy(policy)
     pgdata = Path(pgdata).absolute()
     guard_data_directory(pgdata, Owner.cluster(cluster_os_user()))
     state = _recovery_state(pgdata, policy.name)

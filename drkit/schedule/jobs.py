@@ -62,10 +62,48 @@ def _physical_incremental_backup(policy: Policy) -> Any:
     return run_physical_backup(policy, incremental=True)
 
 
-def _prune(policy: Policy) -> Any:
-    from drkit.backup.prune import prune_policy
+def _copy(policy: Policy) -> Any:
+    """``drkit copy ENV``: every copy brought up to date; any copy failing fails the run."""
+    from drkit.backup.copy import copy_all
 
-    return prune_policy(policy)
+    results = copy_all(policy)
+    failed = next((r.error for r in results if r.error is not None), None)
+    if failed is not None:
+        raise failed
+    return results
+
+
+def _then_copy(backup: Callable[[Policy], Any]) -> Callable[[Policy], Any]:
+    """A backup job followed by the copy, where the policy has copies: a backup is not
+    done until its copies hold it (a failed copy fails the run; the backup stays)."""
+
+    def run(policy: Policy) -> Any:
+        result = backup(policy)
+        if policy.copies:
+            _copy(policy)
+        return result
+
+    return run
+
+
+def _prune(policy: Policy) -> Any:
+    """The primary, then each copy with its own retention (``drkit prune ENV`` and
+    ``drkit prune ENV --repo NAME``)."""
+    from drkit.backup.copy import refuse_same_repository
+    from drkit.backup.prune import prune_policy
+    from drkit.storage import Repository
+
+    result = prune_policy(policy)
+    for name in sorted(policy.copies):
+        copy = policy.for_copy(name)
+        primary, held = Repository.for_policy(policy), Repository.for_policy(copy)
+        try:
+            refuse_same_repository(primary, held, name)  # never the primary by another name
+        finally:
+            primary.close()
+            held.close()
+        prune_policy(copy)
+    return result
 
 
 def _drill(policy: Policy) -> Any:
@@ -100,13 +138,13 @@ _ROWS = (
     Job(
         "logical_backup",
         "When to run `drkit backup ENV`.",
-        _logical_backup,
+        _then_copy(_logical_backup),
         makes="logical",
     ),
     Job(
         "physical_backup",
         "When to run `drkit backup ENV --physical` (a base backup for point-in-time recovery).",
-        _physical_backup,
+        _then_copy(_physical_backup),
         makes="physical",
     ),
     Job(
@@ -116,10 +154,21 @@ _ROWS = (
         "incrementals on the other days. Each incremental is taken on the newest base "
         "backup; restores combine the chain with pg_combinebackup, and retention keeps "
         "every ancestor of a kept incremental.",
-        _physical_incremental_backup,
+        _then_copy(_physical_incremental_backup),
         makes="physical",
     ),
-    Job("prune", "When to run `drkit prune ENV`.", _prune),
+    Job(
+        "copies",
+        "When to run `drkit copy ENV` besides after each backup (every backup job runs it "
+        "when the policy has copies): e.g. to catch up a copy that was unreachable.",
+        _copy,
+    ),
+    Job(
+        "prune",
+        "When to run `drkit prune ENV`, then `drkit prune ENV --repo NAME` for each copy "
+        "(each with its own retention).",
+        _prune,
+    ),
     Job("drill", "When to run `drkit drill ENV`.", _drill, makes="drill"),
     Job(
         "sanitize",

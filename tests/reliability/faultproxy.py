@@ -7,7 +7,9 @@ rule matches, which get instead:
 * ``500`` — ``InternalError``; ``503`` — ``SlowDown`` (S3's throttling answer);
 * ``reset`` — the TCP connection is reset (RST) after the request was read;
 * ``stall`` — the request is read and never answered (until the proxy stops);
-* ``truncate`` — (GET) the real response's headers, then half its body, then a reset.
+* ``truncate`` — (GET) the real response's headers, then half its body, then a reset;
+* ``corrupt`` — (GET) the real response with one byte of its body changed (stored bytes
+  that are not what was sent, as a disk or a store that rots them returns them).
 
 Rules match on the HTTP method and a substring of the path or query (``?uploadId``,
 ``partNumber``, ``manifest.json``...) and fire ``times`` times (``None``: forever).
@@ -34,7 +36,7 @@ _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "expect", "prox
 
 @dataclass
 class Fault:
-    kind: str  # 500 | 503 | reset | stall | truncate
+    kind: str  # 500 | 503 | reset | stall | truncate | corrupt
     method: str | None = None  # GET, PUT, POST, HEAD, DELETE; None: any
     match: str = ""  # substring of path+query
     times: int | None = 1  # None: every matching request
@@ -113,8 +115,9 @@ class FaultProxy:
         outcome = fault.kind if fault else "forwarded"
         with self._lock:
             self.log.append((method, target, outcome))
-        if fault is None or fault.kind == "truncate":
-            self._forward(req, body, truncate=fault is not None)
+        if fault is None or fault.kind in ("truncate", "corrupt"):
+            kind = fault.kind if fault is not None else ""
+            self._forward(req, body, truncate=kind == "truncate", corrupt=kind == "corrupt")
         elif fault.kind in ("500", "503"):
             code, message = (
                 ("InternalError", "We encountered an internal error. Please try again.")
@@ -136,7 +139,9 @@ class FaultProxy:
         else:
             raise ValueError(f"unknown fault {fault.kind}")
 
-    def _forward(self, req: BaseHTTPRequestHandler, body: bytes, *, truncate: bool) -> None:
+    def _forward(
+        self, req: BaseHTTPRequestHandler, body: bytes, *, truncate: bool, corrupt: bool = False
+    ) -> None:
         conn = http.client.HTTPConnection(self._host, self._port, timeout=60)
         try:
             headers = {k: v for k, v in req.headers.items() if k.lower() not in _HOP_HEADERS}
@@ -145,6 +150,8 @@ class FaultProxy:
             conn.request(req.command, req.path, body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
+            if corrupt and data:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
         finally:
             conn.close()
         req.send_response(response.status)
