@@ -1,0 +1,188 @@
+"""``drkit wal-search`` against real archived WAL.
+
+Every transaction the test commits records its own ID (``pg_current_xact_id()``); the
+search must name exactly those, with their operations and row counts, for DELETE,
+UPDATE, TRUNCATE and DROP, through rewrites (ALTER TABLE ... TYPE, VACUUM FULL) and
+across a timeline switch, and the flags it prints must restore to just before the
+transaction.  Noise on another table must never show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from drkit.backup.catalog import list_backups
+from drkit.restore.walsearch import choose_anchor
+from tests.fix_cli import DrkitRunner, valid
+from tests.wal_support import (
+    Archived,
+    archived_cluster,
+    file_repo_block,
+    has_wal,
+    repo_of,
+    restored_dsn,
+    shared_dir,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def file_archived() -> Iterator[Archived]:
+    with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
+        yield arch
+
+
+def commit(arch: Archived, *statements: str, dsn: str | None = None) -> int:
+    """Run ``statements`` in one transaction; returns its ID."""
+    with psycopg.connect(dsn or arch.dsn(), autocommit=False) as conn:
+        for sql in statements:
+            conn.execute(sql)  # type: ignore[arg-type]
+        row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+        conn.commit()
+    assert row is not None
+    return int(row[0])
+
+
+def search(run_drkit: DrkitRunner, arch: Archived, *args: str) -> Any:
+    return run_drkit(
+        "wal-search", arch.env, "--table", "public.t", *args, policy_dir=arch.policy_dir
+    )
+
+
+def found(result: Any) -> dict[int, dict[str, int]]:
+    assert result.code == 0, result.stderr
+    return {t["xid"]: t["operations"] for t in result.json()["transactions"]}
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_wal_search_follows_the_table(file_archived: Archived, run_drkit: DrkitRunner) -> None:
+    arch = file_archived
+    arch.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    arch.execute("CREATE TABLE u (id int PRIMARY KEY)")
+    arch.execute("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 10) g")
+    backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
+    assert backup.code == 0, backup.stderr
+
+    ins = commit(arch, "INSERT INTO t VALUES (11, 'a'), (12, 'b')")
+    commit(arch, "INSERT INTO u SELECT generate_series(1, 50)")  # noise: another table
+    delete = commit(arch, "DELETE FROM t WHERE id <= 3")
+    update = commit(arch, "UPDATE t SET v = 'y' WHERE id > 10")
+    saved = commit(arch, "SAVEPOINT s", "DELETE FROM t WHERE id = 4", "RELEASE SAVEPOINT s")
+    commit(arch, "SAVEPOINT s", "DELETE FROM t WHERE id = 5", "ROLLBACK TO SAVEPOINT s")
+    with psycopg.connect(arch.dsn()) as conn:  # aborted: never listed
+        conn.execute("DELETE FROM t WHERE id = 6")
+        conn.rollback()
+    truncate = commit(arch, "TRUNCATE t", "INSERT INTO t VALUES (1, 'p')")
+    copied = commit(arch, "INSERT INTO t SELECT g, 'q' FROM generate_series(2, 6) g")
+    alter = commit(arch, "ALTER TABLE t ALTER COLUMN v TYPE varchar(20)")
+    after_alter = commit(arch, "DELETE FROM t WHERE id = 1")
+    arch.execute("VACUUM FULL t")
+    after_vacuum = commit(arch, "UPDATE t SET v = 'z' WHERE id = 2")
+    commit(arch, "TRUNCATE u")  # another table's rewrite: never the table's
+    after_u = commit(arch, "DELETE FROM t WHERE id = 3")
+    arch.switch_and_wait(has_wal(arch))
+
+    result = search(run_drkit, arch, "--json")
+    doc = valid("wal-search", result)
+    got = found(result)
+    rewrites = [x for x, ops in got.items() if ops == {"rewrite": 1}]
+    assert got == {
+        ins: {"insert": 2},
+        delete: {"delete": 3},
+        update: {"update": 2},
+        saved: {"delete": 1},
+        truncate: {"insert": 1, "truncate": 1},
+        copied: {"insert": 5},
+        alter: {"rewrite": 1},
+        after_alter: {"delete": 1},
+        rewrites[-1]: {"rewrite": 1},  # VACUUM FULL: its own transaction
+        after_vacuum: {"update": 1},
+        after_u: {"delete": 1},
+    }
+    assert len(rewrites) == 2 and alter < rewrites[-1] < after_vacuum
+    assert doc["database"] == "postgres" and doc["dropped_by"] is None
+    assert len(doc["relfilenodes"]) == 4  # the catalog's, then TRUNCATE, ALTER, VACUUM FULL
+    row = next(t for t in doc["transactions"] if t["xid"] == delete)
+    assert row["restore_flags"] == f"--target-xid {delete} --exclusive"
+    assert row["timeline"] == 1 and row["first_lsn"] <= row["commit_lsn"]
+
+    only = found(search(run_drkit, arch, "--op", "delete", "--json"))
+    assert sorted(only) == [delete, saved, after_alter, after_u]
+    human = search(run_drkit, arch, "--op", "truncate")
+    assert human.code == 0, human.stderr
+    assert f"--target-xid {truncate} --exclusive" in human.stdout
+
+    # the printed flags restore to just before the DELETE: all 12 rows, as the new primary
+    pgdata = arch.new_pgdata()
+    restored = run_drkit(
+        "restore",
+        arch.env,
+        *row["restore_flags"].split(),
+        "--pgdata",
+        str(pgdata),
+        "--archive-mode",
+        "preserve",
+        "--json",
+        policy_dir=arch.policy_dir,
+        timeout=600,
+    )
+    assert restored.code == 0, restored.stderr
+    dsn2 = restored_dsn(arch, restored.json()["port"])
+    assert arch.execute("SELECT count(*), max(v) FROM t", dsn2) == [(12, "x")]
+
+    # timeline 2: the search follows production's new timeline, through the switch, and
+    # leaves out what timeline 1 did after it
+    on_two = commit(arch, "DELETE FROM t WHERE id > 8", dsn=dsn2)
+    dropped = commit(arch, "DROP TABLE t", dsn=dsn2)
+    arch.switch_and_wait(has_wal(arch), dsn2)
+    assert repo_of(arch).get_json("timeline.json")["timeline"] == 2
+    result = search(run_drkit, arch, "--json")
+    assert found(result) == {ins: {"insert": 2}, on_two: {"delete": 4}, dropped: {"drop": 1}}
+    doc = result.json()
+    assert doc["timeline"] == 2 and doc["dropped_by"] == dropped
+    timelines = {t["xid"]: t["timeline"] for t in doc["transactions"]}
+    assert timelines == {ins: 1, on_two: 2, dropped: 2}
+    assert found(search(run_drkit, arch, "--op", "drop", "--json")) == {dropped: {"drop": 1}}
+
+
+def test_wal_search_refuses_what_it_cannot_know(
+    file_archived: Archived, run_drkit: DrkitRunner
+) -> None:
+    arch = file_archived
+    arch.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    arch.execute("CREATE TABLE u (id int PRIMARY KEY)")
+    backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
+    assert backup.code == 0, backup.stderr
+
+    missing = run_drkit(
+        "wal-search", arch.env, "--table", "public.nope", policy_dir=arch.policy_dir
+    )
+    assert missing.code == 3 and "public.nope" in one_line(missing.stderr)
+    bare = run_drkit("wal-search", arch.env, "--table", "t", policy_dir=arch.policy_dir)
+    assert bare.code == 2 and "schema.name" in one_line(bare.stderr)
+    naive = search(run_drkit, arch, "--since", "2026-01-01 10:00:00")
+    assert naive.code == 2, naive.stderr
+
+    # one TRUNCATE of two tables: which new file is the table's is not knowable here
+    both = commit(arch, "TRUNCATE u, t")
+    arch.switch_and_wait(has_wal(arch))
+    ambiguous = search(run_drkit, arch)
+    assert ambiguous.code == 3
+    assert f"transaction {both}" in one_line(ambiguous.stderr)
+
+    # a backup taken before drkit recorded a relation catalog cannot anchor a search
+    manifests = list_backups(repo_of(arch), "physical")
+    for manifest in manifests:
+        manifest.extra.pop("relations")
+    with pytest.raises(Exception, match="records a relation catalog"):
+        choose_anchor(manifests, None)
