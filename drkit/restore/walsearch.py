@@ -31,6 +31,7 @@ between the start and the end of the unbroken archive is exit 3, never a shorter
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -38,7 +39,7 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -231,7 +232,9 @@ class _Pending:
 class Follower:
     """The state of one search: the table's current file, the transactions in flight."""
 
-    def __init__(self, ref: TableRef, full_xid_base: int) -> None:
+    def __init__(
+        self, ref: TableRef, full_xid_base: int, timeline_of: Callable[[int], int]
+    ) -> None:
         self.ref = ref
         self.db = ref.database_oid
         self.file: int | None = ref.relation.relfilenode
@@ -240,7 +243,7 @@ class Follower:
         self.files: list[tuple[int, int | None]] = [(ref.relation.relfilenode, None)]
         self.dropped_by: int | None = None
         self.base = full_xid_base
-        self.timeline_of: Any = None
+        self.timeline_of = timeline_of
 
     def full_xid(self, xid: int) -> int:
         """The 64-bit transaction ID (what --target-xid compares) of a 32-bit one, by the
@@ -349,7 +352,7 @@ class Follower:
             Found(
                 self.full_xid(xid),
                 when,
-                int(self.timeline_of(commit_lsn)) if self.timeline_of else 0,
+                self.timeline_of(commit_lsn),
                 format_lsn(first),
                 format_lsn(commit_lsn),
                 dict(sorted(ops.items())),
@@ -462,16 +465,17 @@ def search_table(
         reach.last_segment[16:24], 16
     )
     base_xid = int(anchor.extra.get("next_xid") or 0)
-    follower = Follower(ref, base_xid)
-    follower.timeline_of = lambda lsn: timeline_at(lsn, tli, history)
+    follower = Follower(ref, base_xid, lambda lsn: timeline_at(lsn, tli, history))
     waldump = _waldump(anchor)
     segments = 0
-    for lines in _decoded(repo, waldump, first_segno, last_segno, tli, history, size):
-        segments += 1
-        for line in lines:
-            follower.feed(line)
-        if follower.file is None:
-            break
+    decoded = _decoded(repo, waldump, first_segno, last_segno, tli, history, size)
+    with contextlib.closing(decoded):
+        for lines in decoded:
+            segments += 1
+            for line in lines:
+                follower.feed(line)
+            if follower.file is None:  # dropped: nothing after it is the table's
+                break
     end = (first_segno + segments) * size
     result = SearchResult(
         table,
@@ -508,7 +512,7 @@ def _decoded(
     tli: int,
     history: list[TimelineSwitch],
     size: int,
-) -> Iterator[Iterator[str]]:
+) -> Generator[Iterator[str], None, None]:
     """pg_waldump's lines, one segment at a time, from segment number ``first`` to
     ``last`` on ``tli``'s path.  Each segment is decoded with the next one beside it (a
     record that starts in it may end in the next), both under the name of the segment's
@@ -575,10 +579,12 @@ def _run_waldump(
 
 
 def _ends_cleanly(stderr: str, last: bool) -> bool:
-    """pg_waldump stops with an error where the WAL ends: past a segment's switch record
-    or its unused tail (zeros), and, in the last segment, where a record crosses into the
-    segment not archived yet."""
+    """Whether pg_waldump's error is the end of the archived WAL: only in the last
+    segment, at its unused tail (zeros) or where a record crosses into the segment not
+    archived yet.  Anywhere else an error is a damaged or foreign segment."""
     text = stderr.strip()
-    if "invalid record length" in text and "got 0" in text:
-        return True
-    return last and ("could not find file" in text or "could not open file" in text)
+    return last and (
+        ("invalid record length" in text and "got 0" in text)
+        or "could not find file" in text
+        or "could not open file" in text
+    )
