@@ -926,6 +926,14 @@ class DemoSanitize(Shape):
     leak_scan: LeakScan | None
 
 
+class DemoWalSearch(Shape):
+    xid: int = _field("the accidental DELETE's transaction, as wal-search found it")
+    committed_at: Timestamp
+    operations: dict[str, int]
+    restore_flags: str = _field("what the recovery then restored to")
+    segments: int = _field("WAL segments searched")
+
+
 class DemoPitr(Shape):
     backup_id: str
     target: str
@@ -934,6 +942,9 @@ class DemoPitr(Shape):
     archive_mode: str
     orders_live: int
     orders_recovered: int
+    wal_search: DemoWalSearch | None = _field(
+        "the accident found with wal-search, which the recovery stops just before", default=None
+    )
     ok: bool
 
 
