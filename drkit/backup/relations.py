@@ -6,7 +6,8 @@ files, never tables); this catalog, read with the WAL position it holds at, is w
 the name meets the file.  It lives in the manifest (``extra["relations"]``):
 
     {"lsn": "0/3000060", "databases": {"app": {"oid": 16384,
-        "relations": [[oid, relfilenode, "schema.name", kind, toast_oid], ...]}}}
+        "relations": [[oid, relfilenode, "schema.name", kind, toast_oid, tablespace_oid],
+        ...]}}}
 
 Kinds: ``r`` table, ``m`` materialized view, ``p`` partitioned table (no file of its
 own), ``t`` TOAST table.  System schemas are left out.
@@ -26,8 +27,10 @@ CATALOG_KEY = "relations"
 
 _RELATIONS = """
 SELECT c.oid::bigint, pg_relation_filenode(c.oid)::bigint,
-       n.nspname || '.' || c.relname, c.relkind::text, c.reltoastrelid::bigint
+       n.nspname || '.' || c.relname, c.relkind::text, c.reltoastrelid::bigint,
+       COALESCE(NULLIF(c.reltablespace, 0), d.dattablespace)::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_database d ON d.datname = current_database()
 WHERE c.relkind IN ('r', 'm', 'p', 't')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY c.oid
@@ -49,7 +52,7 @@ def read_relation_catalog(dsn: str, databases: list[str]) -> dict[str, Any]:
                 assert row is not None
                 lsn = lsn or str(row[0])
                 rels = [
-                    [int(r[0]), int(r[1] or 0), str(r[2]), str(r[3]), int(r[4] or 0)]
+                    [int(r[0]), int(r[1] or 0), str(r[2]), str(r[3]), int(r[4] or 0), int(r[5])]
                     for r in conn.execute(_RELATIONS).fetchall()
                 ]
             out[database] = {"oid": int(row[1]), "relations": rels}

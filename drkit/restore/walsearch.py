@@ -32,6 +32,8 @@ between the start and the end of the unbroken archive is exit 3, never a shorter
 from __future__ import annotations
 
 import contextlib
+import functools
+import heapq
 import logging
 import os
 import re
@@ -72,6 +74,10 @@ log = logging.getLogger(__name__)
 OPERATIONS = ("insert", "update", "delete", "truncate", "drop")
 #: a rewrite that kept the rows (VACUUM FULL, CLUSTER, ALTER TABLE ... TYPE)
 REWRITE = "rewrite"
+#: pg_default's oid: the tablespace of a file under base/
+DEFAULT_TABLESPACE = 1663
+#: above this many relation files to follow in one segment, it is decoded whole
+MAX_FILTERED_FILES = 8
 #: relation kinds a catalog records; a search is of a table with storage
 TABLE_KINDS = ("r", "m")
 
@@ -80,7 +86,7 @@ _RECORD_RE = re.compile(
     r"prev [0-9A-F]+/[0-9A-F]+, desc: (.*)$"
 )
 _BLOCK_REL_RE = re.compile(r"blkref #0: rel \d+/(\d+)/(\d+)")
-_CREATE_RE = re.compile(r"^CREATE (?:base|pg_tblspc/\d+/[^/]+)/(\d+)/(\d+)")
+_CREATE_RE = re.compile(r"^CREATE (?:base|pg_tblspc/(\d+)/[^/]+)/(\d+)/(\d+)")
 _TUPLES_RE = re.compile(r"(?:ntuples: (\d+)|(\d+) tuples)")
 _COMMIT_RE = re.compile(r"^(COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) ([\w/+-]+)")
 _RELS_RE = re.compile(r"rels: ([^;]*)")
@@ -100,6 +106,7 @@ class Relation:
     name: str  # schema.name
     kind: str
     toast: int  # the TOAST table's oid, 0 without one
+    tablespace: int = DEFAULT_TABLESPACE  # where its file is (pg_default: 1663)
 
 
 @dataclass(frozen=True)
@@ -244,6 +251,26 @@ class Follower:
         self.dropped_by: int | None = None
         self.base = full_xid_base
         self.timeline_of = timeline_of
+        #: the tablespace of each relation file followed or created
+        self.tablespace: dict[int, int] = {ref.relation.relfilenode: ref.relation.tablespace}
+
+    def files_to_watch(self, control: list[str]) -> list[tuple[int, int]] | None:
+        """(tablespace, file) of every relation file whose heap records this segment may
+        need: the table's, those created earlier by transactions still in flight, and
+        those created in the segment (``control``: its transaction and storage records).
+        None: too many, decode the segment whole."""
+        files = {} if self.file is None else {self.file: self.tablespace[self.file]}
+        for pending in self.pending.values():
+            files.update((r, self.tablespace.get(r, DEFAULT_TABLESPACE)) for r in pending.created)
+        for line in control:
+            if line.startswith("rmgr: Storage"):
+                record = _RECORD_RE.match(line)
+                created = _CREATE_RE.match(record.group(4)) if record else None
+                if created is not None and int(created.group(2)) == self.db:
+                    files[int(created.group(3))] = int(created.group(1) or DEFAULT_TABLESPACE)
+        if len(files) > MAX_FILTERED_FILES:
+            return None
+        return sorted((spc, rel) for rel, spc in files.items())
 
     def full_xid(self, xid: int) -> int:
         """The 64-bit transaction ID (what --target-xid compares) of a 32-bit one, by the
@@ -284,9 +311,11 @@ class Follower:
                 return
             created = _CREATE_RE.match(record.group(4))
             xid = int(record.group(2))
-            if created is None or int(created.group(1)) != self.db or xid == 0:
+            if created is None or int(created.group(2)) != self.db or xid == 0:
                 return
-            self._entry(xid, parse_lsn(record.group(3))).created.append(int(created.group(2)))
+            rel = int(created.group(3))
+            self.tablespace[rel] = int(created.group(1) or DEFAULT_TABLESPACE)
+            self._entry(xid, parse_lsn(record.group(3))).created.append(rel)
         elif line.startswith("rmgr: Transaction"):
             record = _RECORD_RE.match(line)
             if record is None:
@@ -470,9 +499,9 @@ def search_table(
     segments = 0
     decoded = _decoded(repo, waldump, first_segno, last_segno, tli, history, size)
     with contextlib.closing(decoded):
-        for lines in decoded:
+        for run in decoded:
             segments += 1
-            for line in lines:
+            for line in _segment_lines(run, follower):
                 follower.feed(line)
             if follower.file is None:  # dropped: nothing after it is the table's
                 break
@@ -498,6 +527,38 @@ def search_table(
     return result
 
 
+#: pg_waldump over the current segment, with these filter options
+Dump = Callable[[list[str]], Iterator[str]]
+
+
+def _segment_lines(run: Dump, follower: Follower) -> Iterator[str]:
+    """The records of one segment the follower needs, in WAL order: every transaction
+    and storage record, and the heap records of the files it may follow (one pg_waldump
+    each, filtered by relation: most of a busy segment is other tables' rows)."""
+    control = list(run(["--rmgr=Transaction", "--rmgr=Storage"]))
+    files = follower.files_to_watch(control)
+    if files is None:
+        yield from run([])
+        return
+    streams = [iter(control)] + [
+        run(["--rmgr=Heap", "--rmgr=Heap2", f"--relation={spc}/{follower.db}/{rel}"])
+        for spc, rel in files
+    ]
+    previous = -1
+    for line in heapq.merge(*streams, key=_line_lsn):
+        lsn = _line_lsn(line)
+        if lsn != previous:  # a record that touched two followed files, once
+            yield line
+        previous = lsn
+
+
+def _line_lsn(line: str) -> int:
+    at = line.find(", lsn: ")
+    if at < 0:
+        return -1
+    return parse_lsn(line[at + 7 : line.index(",", at + 7)])
+
+
 def _waldump(anchor: Manifest) -> str:
     from drkit.pg.binaries import find_binary
 
@@ -512,9 +573,9 @@ def _decoded(
     tli: int,
     history: list[TimelineSwitch],
     size: int,
-) -> Generator[Iterator[str], None, None]:
-    """pg_waldump's lines, one segment at a time, from segment number ``first`` to
-    ``last`` on ``tli``'s path.  Each segment is decoded with the next one beside it (a
+) -> Generator[Dump, None, None]:
+    """pg_waldump over each segment in turn (a function of its filter options), from
+    segment number ``first`` to ``last`` on ``tli``'s path.  Each segment is decoded with the next one beside it (a
     record that starts in it may end in the next), both under the name of the segment's
     own timeline, which is what pg_waldump reads."""
     tmp = Path(tempfile.mkdtemp(prefix="drkit-walsearch-"))
@@ -541,7 +602,9 @@ def _decoded(
                     name = type(seg)(n, seg.timeline).name(size)
                     os.link(held[n], work / name)
                     names.append(name)
-            yield _run_waldump(waldump, work, names, seg.timeline, segno, size, segno == last)
+            yield functools.partial(
+                _run_waldump, waldump, work, names, seg.timeline, segno, size, segno == last
+            )
             shutil.rmtree(work)
             held.pop(segno).unlink()
     finally:
@@ -549,7 +612,14 @@ def _decoded(
 
 
 def _run_waldump(
-    waldump: str, work: Path, names: list[str], tli: int, segno: int, size: int, last: bool
+    waldump: str,
+    work: Path,
+    names: list[str],
+    tli: int,
+    segno: int,
+    size: int,
+    last: bool,
+    filters: list[str],
 ) -> Iterator[str]:
     start, end = segno * size, (segno + 1) * size
     argv = [
@@ -562,6 +632,7 @@ def _run_waldump(
         format_lsn(start),
         "--end",
         format_lsn(end),
+        *filters,
     ]
     env = {**os.environ, "TZ": "UTC", "LC_ALL": "C"}
     with subprocess.Popen(
