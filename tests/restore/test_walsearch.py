@@ -186,3 +186,41 @@ def test_wal_search_refuses_what_it_cannot_know(
         manifest.extra.pop("relations")
     with pytest.raises(Exception, match="records a relation catalog"):
         choose_anchor(manifests, None)
+
+
+#: pg_waldump lines of PostgreSQL 16+ (their "key: value" descriptions), as PostgreSQL 18
+#: printed them: a DELETE, an UPDATE, a TRUNCATE whose new heap is written in the same
+#: transaction, a subtransaction's DELETE, an aborted DELETE, then DROP TABLE
+PG18_LINES = [
+    "rmgr: Heap        len (rec/tot):     54/    54, tx:        755, lsn: 0/016F3800, prev 0/016F37D8, desc: DELETE xmax: 755, off: 1, infobits: [KEYS_UPDATED], flags: 0x00, blkref #0: rel 1663/5/16384 blk 0",
+    "rmgr: Heap        len (rec/tot):     54/    54, tx:        755, lsn: 0/016F3838, prev 0/016F3800, desc: DELETE xmax: 755, off: 2, infobits: [KEYS_UPDATED], flags: 0x00, blkref #0: rel 1663/5/16384 blk 0",
+    "rmgr: Transaction len (rec/tot):     34/    34, tx:        755, lsn: 0/016F38A8, prev 0/016F3870, desc: COMMIT 2026-12-07 05:18:53.308627 UTC",
+    "rmgr: Heap        len (rec/tot):     69/    69, tx:        756, lsn: 0/016F38D0, prev 0/016F38A8, desc: HOT_UPDATE old_xmax: 756, old_off: 9, old_infobits: [], flags: 0x20, new_xmax: 0, new_off: 11, blkref #0: rel 1663/5/16384 blk 0",
+    "rmgr: Transaction len (rec/tot):     34/    34, tx:        756, lsn: 0/016F3960, prev 0/016F3918, desc: COMMIT 2026-12-07 05:18:53.318955 UTC",
+    "rmgr: Storage     len (rec/tot):     42/    42, tx:        757, lsn: 0/016F39B8, prev 0/016F3988, desc: CREATE base/5/16392",
+    "rmgr: Storage     len (rec/tot):     42/    42, tx:        757, lsn: 0/016F3B58, prev 0/016F3B28, desc: CREATE base/5/16393",
+    "rmgr: Heap        len (rec/tot):     61/    61, tx:        757, lsn: 0/016F4000, prev 0/016F3B58, desc: INSERT+INIT off: 1, flags: 0x00, blkref #0: rel 1663/5/16392 blk 0",
+    "rmgr: Transaction len (rec/tot):    361/   361, tx:        757, lsn: 0/016F4130, prev 0/016F40A0, desc: COMMIT 2026-12-07 05:18:53.327770 UTC; rels: base/5/16390 base/5/16384; inval msgs: catcache 57",
+    "rmgr: Heap        len (rec/tot):     54/    54, tx:        760, lsn: 0/016F5028, prev 0/016F4FE8, desc: DELETE xmax: 760, off: 6, infobits: [KEYS_UPDATED], flags: 0x00, blkref #0: rel 1663/5/16392 blk 0",
+    "rmgr: Transaction len (rec/tot):     34/    34, tx:        759, lsn: 0/016F5100, prev 0/016F5028, desc: COMMIT 2026-12-07 05:18:53.330000 UTC; subxacts: 760",
+    "rmgr: Heap        len (rec/tot):     54/    54, tx:        761, lsn: 0/016F5200, prev 0/016F5100, desc: DELETE xmax: 761, off: 7, infobits: [KEYS_UPDATED], flags: 0x00, blkref #0: rel 1663/5/16392 blk 0",
+    "rmgr: Transaction len (rec/tot):     34/    34, tx:        761, lsn: 0/016F5300, prev 0/016F5200, desc: ABORT 2026-12-07 05:18:53.331000 UTC",
+    "rmgr: Transaction len (rec/tot):    685/   685, tx:        762, lsn: 0/016F5400, prev 0/016F5300, desc: COMMIT 2026-12-07 05:18:53.332000 UTC; rels: base/5/16392 base/5/16393; dropped stats: 2/5/16389 2/5/16384; inval msgs: catcache 32",
+]
+
+
+def test_follower_reads_postgresql_16_descriptions() -> None:
+    from drkit.restore.walsearch import Follower, Relation, TableRef
+
+    ref = TableRef("app", 5, Relation(16384, 16384, "public.t", "r", 0), "0/16F0000", frozenset())
+    follower = Follower(ref, 750, lambda lsn: 1)
+    for line in PG18_LINES:
+        follower.feed(line)
+    assert {f.xid: f.operations for f in follower.found} == {
+        755: {"delete": 2},
+        756: {"update": 1},
+        757: {"insert": 1, "truncate": 1},
+        759: {"delete": 1},
+        762: {"drop": 1},
+    }
+    assert follower.files == [(16384, None), (16392, 757)] and follower.dropped_by == 762
