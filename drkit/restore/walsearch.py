@@ -440,7 +440,8 @@ def _commit_time(stamp: str, zone: str) -> datetime:
 
 def choose_anchor(backups: list[Manifest], since: datetime | None) -> Manifest:
     """The base backup whose catalog a search starts from: the newest with a catalog
-    consistent at or before ``since``, else the oldest with one."""
+    consistent at or before ``since`` (refused when there is none: the search would
+    start later than asked), or without ``since`` the oldest with one."""
     with_catalog = sorted(
         (b for b in backups if catalog_of(b) is not None), key=lambda b: consistent_point(b)
     )
@@ -450,8 +451,17 @@ def choose_anchor(backups: list[Manifest], since: datetime | None) -> Manifest:
             "recorded one): take one with drkit backup ENV --physical; wal-search then "
             "searches the WAL written after it"
         )
-    before = [b for b in with_catalog if since is not None and consistent_point(b) <= since]
-    return before[-1] if before else with_catalog[0]
+    if since is None:
+        return with_catalog[0]
+    before = [b for b in with_catalog if consistent_point(b) <= since]
+    if not before:
+        oldest = with_catalog[0]
+        raise CheckFailed(
+            f"--since {iso(since)} is before the oldest base backup with a relation catalog "
+            f"({oldest.id}, consistent at {iso(consistent_point(oldest))}): the WAL before it "
+            "cannot be searched; give a later --since, or none"
+        )
+    return before[-1]
 
 
 def search_table(

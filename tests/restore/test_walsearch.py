@@ -172,6 +172,8 @@ def test_wal_search_refuses_what_it_cannot_know(
     assert bare.code == 2 and "schema.name" in one_line(bare.stderr)
     naive = search(run_drkit, arch, "--since", "2026-01-01 10:00:00")
     assert naive.code == 2, naive.stderr
+    early = search(run_drkit, arch, "--since", "2000-01-01T00:00:00Z")  # before any catalog
+    assert early.code == 3 and "cannot be searched" in one_line(early.stderr)
 
     # one TRUNCATE of two tables: which new file is the table's is not knowable here
     both = commit(arch, "TRUNCATE u, t")
