@@ -19,8 +19,11 @@ table's file is followed through the WAL, segment by segment, as pg_waldump deco
   taken as **the first relation file the transaction created** that it did not also
   drop: PostgreSQL creates the new heap before its TOAST table and indexes.  That is a
   heuristic, so it is refused rather than guessed when the transaction also dropped the
-  file of another table of the catalog (one ``TRUNCATE a, b``), or dropped the table's
-  file while creating none.  Searching from a newer base backup (``--since``) starts
+  file of another table of the catalog, or invalidated another table of the catalog
+  (its commit's relcache messages name relations by oid, which survives rewrites: one
+  ``TRUNCATE a, b``, a foreign key rebuilt by ``ALTER TABLE``), or dropped the table's
+  file while creating none.  Tables created after the catalog are unknown to it: a
+  transaction that created one before rewriting the table is not recognised.  Searching from a newer base backup (``--since``) starts
   from that backup's own catalog instead.
 
 Segments are fetched one at a time (with the next one beside it, for a record that
@@ -92,6 +95,7 @@ _COMMIT_RE = re.compile(r"^(COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d
 _RELS_RE = re.compile(r"rels: ([^;]*)")
 _STATS_RE = re.compile(r"dropped stats: ([^;]*)")
 _SUBXACTS_RE = re.compile(r"subxacts: ([\d ]+)")
+_RELCACHE_RE = re.compile(r"\brelcache (\d+)")
 
 
 # ---------------------------------------------------------------------------
@@ -119,6 +123,9 @@ class TableRef:
     catalog_lsn: str
     #: the files of every table of that database in the catalog (for the ambiguity check)
     table_files: frozenset[int]
+    #: the oids of every table, TOAST and partitioned table of that database in the
+    #: catalog: an oid survives rewrites, so it names another table at any time
+    table_oids: frozenset[int] = frozenset()
 
 
 def catalog_of(manifest: Manifest) -> dict[str, Any] | None:
@@ -135,8 +142,9 @@ def find_table(manifest: Manifest, table: str) -> TableRef:
     for database, entry in sorted(dict(doc.get("databases", {})).items()):
         rels = [Relation(*row) for row in entry["relations"]]
         files = frozenset(r.relfilenode for r in rels if r.kind in TABLE_KINDS)
+        oids = frozenset(r.oid for r in rels)
         found += [
-            TableRef(database, int(entry["oid"]), r, str(doc["lsn"]), files)
+            TableRef(database, int(entry["oid"]), r, str(doc["lsn"]), files, oids)
             for r in rels
             if r.name == table and r.kind in (*TABLE_KINDS, "p")
         ]
@@ -322,6 +330,13 @@ class Follower:
                 return
             self._end(int(record.group(2)), record.group(3), record.group(4))
 
+    def _other_tables(self, desc: str) -> set[int]:
+        """The catalog's other tables a commit invalidated (its relcache messages name
+        relations by oid): a transaction that changed them too may have rewritten them."""
+        own = {self.ref.relation.oid, self.ref.relation.toast}
+        named = {int(oid) for oid in _RELCACHE_RE.findall(desc)}
+        return (named & self.ref.table_oids) - own
+
     def _created_in_flight(self, rel: int) -> bool:
         return any(rel in p.created for p in self.pending.values())
 
@@ -350,7 +365,7 @@ class Follower:
                 self.file = None
                 self.dropped_by = self.full_xid(xid)
             else:
-                others = (dropped & self.ref.table_files) - {self.file}
+                others = ((dropped & self.ref.table_files) - {self.file}) | self._other_tables(desc)
                 if not created or others:
                     raise CheckFailed(
                         f"transaction {self.full_xid(xid)} (commit at {lsn_text}) replaced the file "
