@@ -84,6 +84,14 @@ def test_wal_search_follows_the_table(file_archived: Archived, run_drkit: DrkitR
         conn.rollback()
     truncate = commit(arch, "TRUNCATE t", "INSERT INTO t VALUES (1, 'p')")
     copied = commit(arch, "INSERT INTO t SELECT g, 'q' FROM generate_series(2, 6) g")
+    with psycopg.connect(arch.dsn()) as conn:  # COPY: heap MULTI_INSERT records
+        with conn.cursor().copy("COPY t (id, v) FROM STDIN") as copy:
+            for key in range(100, 110):
+                copy.write_row((key, "c"))
+        row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+        conn.commit()
+    assert row is not None
+    bulk = int(row[0])
     alter = commit(arch, "ALTER TABLE t ALTER COLUMN v TYPE varchar(20)")
     after_alter = commit(arch, "DELETE FROM t WHERE id = 1")
     arch.execute("VACUUM FULL t")
@@ -103,6 +111,7 @@ def test_wal_search_follows_the_table(file_archived: Archived, run_drkit: DrkitR
         saved: {"delete": 1},
         truncate: {"insert": 1, "truncate": 1},
         copied: {"insert": 5},
+        bulk: {"insert": 10},
         alter: {"rewrite": 1},
         after_alter: {"delete": 1},
         rewrites[-1]: {"rewrite": 1},  # VACUUM FULL: its own transaction
@@ -194,7 +203,7 @@ def test_wal_search_refuses_what_it_cannot_know(
 
 #: pg_waldump lines of PostgreSQL 16+ (their "key: value" descriptions), as PostgreSQL 18
 #: printed them: a DELETE, an UPDATE, a TRUNCATE whose new heap is written in the same
-#: transaction, a subtransaction's DELETE, an aborted DELETE, then DROP TABLE
+#: transaction, a COPY (MULTI_INSERT), a subtransaction's DELETE, an aborted DELETE, then DROP TABLE
 PG18_LINES = [
     "rmgr: Heap        len (rec/tot):     54/    54, tx:        755, lsn: 0/016F3800, prev 0/016F37D8, desc: DELETE xmax: 755, off: 1, infobits: [KEYS_UPDATED], flags: 0x00, blkref #0: rel 1663/5/16384 blk 0",
     "rmgr: Heap        len (rec/tot):     54/    54, tx:        755, lsn: 0/016F3838, prev 0/016F3800, desc: DELETE xmax: 755, off: 2, infobits: [KEYS_UPDATED], flags: 0x00, blkref #0: rel 1663/5/16384 blk 0",
@@ -205,6 +214,8 @@ PG18_LINES = [
     "rmgr: Storage     len (rec/tot):     42/    42, tx:        757, lsn: 0/016F3B58, prev 0/016F3B28, desc: CREATE base/5/16393",
     "rmgr: Heap        len (rec/tot):     61/    61, tx:        757, lsn: 0/016F4000, prev 0/016F3B58, desc: INSERT+INIT off: 1, flags: 0x00, blkref #0: rel 1663/5/16392 blk 0",
     "rmgr: Transaction len (rec/tot):    361/   361, tx:        757, lsn: 0/016F4130, prev 0/016F40A0, desc: COMMIT 2026-12-07 05:18:53.327770 UTC; rels: base/5/16390 base/5/16384; inval msgs: catcache 57",
+    "rmgr: Heap2       len (rec/tot):    300/   300, tx:        758, lsn: 0/016F4200, prev 0/016F4130, desc: MULTI_INSERT+INIT ntuples: 10, flags: 0x02, blkref #0: rel 1663/5/16392 blk 1",
+    "rmgr: Transaction len (rec/tot):     34/    34, tx:        758, lsn: 0/016F4300, prev 0/016F4200, desc: COMMIT 2026-12-07 05:18:53.328000 UTC",
     "rmgr: Heap        len (rec/tot):     54/    54, tx:        760, lsn: 0/016F5028, prev 0/016F4FE8, desc: DELETE xmax: 760, off: 6, infobits: [KEYS_UPDATED], flags: 0x00, blkref #0: rel 1663/5/16392 blk 0",
     "rmgr: Transaction len (rec/tot):     34/    34, tx:        759, lsn: 0/016F5100, prev 0/016F5028, desc: COMMIT 2026-12-07 05:18:53.330000 UTC; subxacts: 760",
     "rmgr: Heap        len (rec/tot):     54/    54, tx:        761, lsn: 0/016F5200, prev 0/016F5100, desc: DELETE xmax: 761, off: 7, infobits: [KEYS_UPDATED], flags: 0x00, blkref #0: rel 1663/5/16392 blk 0",
@@ -224,6 +235,7 @@ def test_follower_reads_postgresql_16_descriptions() -> None:
         755: {"delete": 2},
         756: {"update": 1},
         757: {"insert": 1, "truncate": 1},
+        758: {"insert": 10},
         759: {"delete": 1},
         762: {"drop": 1},
     }
