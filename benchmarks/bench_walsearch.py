@@ -26,8 +26,10 @@ import psycopg
 
 from benchmarks import measure
 from benchmarks.measure import drkit, median, scratch_dir
+from drkit.config import load_policy
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user
-from drkit.wal import archive_command, prepare_file_repository
+from drkit.storage import Repository
+from drkit.wal import archive_command, find_wal_key, prepare_file_repository
 
 SEG = 16 * 1024 * 1024
 
@@ -46,8 +48,9 @@ def _commit(conn: psycopg.Connection[Any], sql: str) -> int:
     return int(row[0])
 
 
-def build_archive(root: Path, gigabytes: float) -> tuple[Path, list[int], int]:
-    """(policy directory, the searched table's transaction IDs, WAL bytes written)."""
+def build_archive(root: Path, gigabytes: float) -> tuple[LocalCluster, Path, list[int], int]:
+    """(the cluster, its policy directory, the searched table's transaction IDs, WAL bytes
+    written)."""
     user = cluster_os_user()
     repo = root / "repo"
     repo.mkdir()
@@ -100,35 +103,25 @@ def build_archive(root: Path, gigabytes: float) -> tuple[Path, list[int], int]:
         conn.execute("SELECT pg_switch_wal()")
         assert row is not None
         last = str(row[0])
-        deadline = time.monotonic() + 900
-        while True:
-            archived = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-            if archived and archived[0] and str(archived[0]) >= last:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{last} was not archived within 15 minutes")
-            time.sleep(1)
-    return policy_dir, xids, written
+    repo = Repository.for_policy(load_policy("prod", policy_dir))
+    deadline = time.monotonic() + 900
+    while find_wal_key(repo, last) is None:  # in the repository, not in pg_stat_archiver
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{last} was not archived within 15 minutes")
+        time.sleep(1)
+    return cluster, policy_dir, xids, written
 
 
 def measure_walsearch(gigabytes: float, rounds: int) -> dict[str, Any]:
     with scratch_dir("drkit-bench-walsearch-") as root:
-        policy_dir, xids, written = build_archive(root, gigabytes)
+        cluster, policy_dir, xids, written = build_archive(root, gigabytes)
         seconds: list[float] = []
         rss_kib: list[int] = []
         segments = 0
-        for round_no in range(rounds):
-            sample, stdout = drkit(
-                policy_dir, "wal-search", "prod", "--table", "public.searched", "--json"
-            )
-            doc = json.loads(stdout)
-            got = [t["xid"] for t in doc["transactions"]]
-            if got != xids:
-                raise SystemExit(f"wal-search found {got}, the benchmark committed {xids}")
-            segments = int(doc["segments"])
-            seconds.append(sample.seconds)
-            rss_kib.append(sample.rss_kib)
-            print(f"  wal-search: round {round_no + 1}/{rounds}: {sample.seconds:.1f}s", flush=True)
+        try:
+            segments = _rounds(policy_dir, xids, rounds, seconds, rss_kib)
+        finally:
+            cluster.destroy()
     return {
         "wal_bytes": written,
         "segments": segments,
@@ -137,6 +130,27 @@ def measure_walsearch(gigabytes: float, rounds: int) -> dict[str, Any]:
         "median_seconds": median(seconds),
         "peak_rss_kib": max(rss_kib),
     }
+
+
+def _rounds(
+    policy_dir: Path, xids: list[int], rounds: int, seconds: list[float], rss_kib: list[int]
+) -> int:
+    """Time ``rounds`` searches, each checked against ``xids``; returns the segments
+    each decoded."""
+    segments = 0
+    for round_no in range(rounds):
+        sample, stdout = drkit(
+            policy_dir, "wal-search", "prod", "--table", "public.searched", "--json"
+        )
+        doc = json.loads(stdout)
+        got = [t["xid"] for t in doc["transactions"]]
+        if got != xids:
+            raise SystemExit(f"wal-search found {got}, the benchmark committed {xids}")
+        segments = int(doc["segments"])
+        seconds.append(sample.seconds)
+        rss_kib.append(sample.rss_kib)
+        print(f"  wal-search: round {round_no + 1}/{rounds}: {sample.seconds:.1f}s", flush=True)
+    return segments
 
 
 def main() -> None:
