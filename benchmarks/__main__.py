@@ -23,7 +23,8 @@ Once, on a tiny database: how long drkit takes to start (``drkit --version``,
 
 Once, at fixed sizes: WAL backlog drain vs pgBackRest async and barman-cloud-wal-archive
 (``benchmarks.bench_wal``), physical backup and PITR vs pgBackRest
-(``benchmarks.bench_physical``), the restore drill's overhead (``benchmarks.bench_drill``).
+(``benchmarks.bench_physical``), the restore drill's overhead (``benchmarks.bench_drill``),
+``drkit wal-search`` over 1 GB of archived WAL (``benchmarks.bench_walsearch``).
 
 Every measure runs ``--rounds`` times (at least 3), drkit and its peer interleaved; the
 figures are medians.  ``benchmarks/results/`` receives ``results.json`` (every round, kept
@@ -51,12 +52,13 @@ from benchmarks.bench_drill import measure_drill
 from benchmarks.bench_physical import measure_physical
 from benchmarks.bench_sanitize import measure_sanitize
 from benchmarks.bench_startup import measure_startup
+from benchmarks.bench_walsearch import measure_walsearch
 from benchmarks.measure import ROOT, Sample, load_database, moto_server, scratch_dir
 from benchmarks.report import write_report
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user
 from drkit.pg.binaries import find_binary
 
-SUITES = ("logical", "sanitize", "breakdown", "wal", "physical", "drill", "startup")
+SUITES = ("logical", "sanitize", "breakdown", "wal", "physical", "drill", "walsearch", "startup")
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: bytes of pg_database_size per sample row, and of the empty schema (measured on PG 15)
@@ -251,6 +253,11 @@ def main(argv: list[str]) -> int:
         print(f"drill: {opts.drill_mb} MiB database", flush=True)
         rows = rows_for(opts.drill_mb * 2**20 / 1e9 / 2)
         results["drill"] = measure_drill(rows, opts.drill_mb, opts.rounds)
+        save(results, opts.out)
+    if "walsearch" in suites:
+        gigabytes = 0.05 if opts.quick else 1.0
+        print(f"wal-search: {gigabytes} GB of archived WAL", flush=True)
+        results["walsearch"] = measure_walsearch(gigabytes, opts.rounds)
         save(results, opts.out)
     results["finished_utc"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -346,6 +346,22 @@ def drill_rows(results: dict[str, Any]) -> list[Row]:
     ]
 
 
+def walsearch_rows(results: dict[str, Any]) -> list[Row]:
+    """``drkit wal-search`` over about 1 GB of archived WAL (issue 24: under a minute)."""
+    search = results.get("walsearch")
+    if not search:
+        return []
+    seconds = search["median_seconds"]
+    return [
+        Row(
+            "wal-search over archived WAL (one table, every segment decoded)",
+            f"{seconds:.1f} s @ {search['wal_bytes'] / GB:.2f} GB ({search['segments']} segments)",
+            "< 60 s @ 1 GB",
+            seconds < 60,
+        )
+    ]
+
+
 def startup_rows(results: dict[str, Any]) -> list[Row]:
     """drkit's start (issue 22: ``--version`` and a backup's first pg_dump within 0.15 s)."""
     startup = results.get("startup")
@@ -449,7 +465,15 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
     ]
     rows: list[Row] = []
-    for part in (logical_rows, sanitize_rows, wal_rows, physical_rows, drill_rows, startup_rows):
+    for part in (
+        logical_rows,
+        sanitize_rows,
+        wal_rows,
+        physical_rows,
+        drill_rows,
+        walsearch_rows,
+        startup_rows,
+    ):
         rows += part(results)
     lines += table(["measure", "figure (median ratio)", "goal", "met?"], [r.cells() for r in rows])
     skipped = results.get("skipped", {})

@@ -194,8 +194,7 @@ def test_runbooks_index_and_tested_blocks() -> None:
 def test_pitr_runbook_recovers_to_before_a_bad_migration(
     shell_env: dict[str, str], tmp_path: Path
 ) -> None:
-    import time
-    from datetime import UTC, datetime
+    import psycopg
 
     from drkit.config import load_policy
     from drkit.demo.sample import load_sample
@@ -223,10 +222,12 @@ def test_pitr_runbook_recovers_to_before_a_bad_migration(
                 check=True,
                 capture_output=True,
             )
-            time.sleep(1.1)
-            target = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            time.sleep(1.1)
-            arch.execute("DROP TABLE vulnerability CASCADE", url)  # the bad migration
+            kept = arch.execute("SELECT count(*) FROM vulnerability", url)[0][0]
+            with psycopg.connect(url) as conn:  # the bad migration, its transaction recorded
+                conn.execute("DROP TABLE vulnerability CASCADE")
+                row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+            assert row is not None
+            dropped = int(row[0])
             repo = Repository.for_policy(load_policy("prod", arch.policy_dir))
             arch.switch_and_wait(lambda name: find_wal_key(repo, name) is not None)
 
@@ -238,18 +239,20 @@ def test_pitr_runbook_recovers_to_before_a_bad_migration(
                 tmp_path,
                 env,
                 {
-                    "TARGET": target,
                     "RECOVER_DIR": str(recover_dir),
                     "PORT": str(free_port()),
                     "PGUSER": "postgres",
                     "PGDATABASE": "app",
                 },
             )
+            found = json.loads((tmp_path / "wal-search.json").read_text())
+            assert [t["xid"] for t in found["transactions"]] == [dropped]
+            assert f"the damage is transaction {dropped}" in proc.stdout
             result = json.loads((tmp_path / "pitr-result.json").read_text())
-            assert result["state"] == "promoted" and result["target"] == target
+            assert result["state"] == "promoted" and result["target_kind"] == "xid"
             assert "recovered to" in proc.stdout
             lines = [line.strip() for line in proc.stdout.splitlines()]
-            assert "200" in lines  # the dropped table, as it was before the migration
+            assert str(kept) in lines  # the dropped table, as it was just before the migration
             assert not arch.execute(
                 "SELECT 1 FROM pg_tables WHERE tablename = 'vulnerability'", url
             )

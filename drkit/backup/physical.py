@@ -49,6 +49,7 @@ from drkit.backup.catalog import Manifest, backup_prefix, list_backups, write_ma
 from drkit.backup.chain import PG_MANIFEST_NAME, choose_parent, pg_manifest_object
 from drkit.backup.lock import HeldLock, acquire_backup_lock
 from drkit.backup.logical import ServerReading, discard_partial, new_backup_id, read_position
+from drkit.backup.relations import CATALOG_KEY, read_relation_catalog
 from drkit.config import Policy
 from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.pg.binaries import find_client
@@ -676,6 +677,7 @@ class _BaseBackup:
             objects, tap = self._stream(backup_id, args, env, application_name, parent)
             clock = _server_clock(self.dsn)
             next_xid = _next_xid(self.dsn)
+            relations = self._relations(backup_id)
             label = tap.members.get("backup_label", b"").decode("utf-8", "replace")
             wal_start, timeline = _label_start(label)
             archived = Meter(self.on_progress, "WAL archived")  # a phase that counts nothing
@@ -729,6 +731,8 @@ class _BaseBackup:
                     "next_xid": next_xid,
                 },
             )
+            if relations is not None:
+                manifest.extra[CATALOG_KEY] = relations
             if counted is not None:
                 manifest.extra["row_counts_restore_point"] = counted.restore_point
                 manifest.extra["row_counts_lsn"] = counted.lsn
@@ -737,6 +741,15 @@ class _BaseBackup:
             discard_partial(self.repo, backup_id)
             raise
         return manifest
+
+    def _relations(self, backup_id: str) -> dict[str, Any] | None:
+        """The relation catalog drkit wal-search starts from; a backup stands without
+        it (wal-search then refuses to start from this backup)."""
+        try:
+            return read_relation_catalog(self.dsn, self.facts.databases)
+        except DatabaseError as exc:
+            log.warning("physical backup %s: no relation catalog recorded: %s", backup_id, exc)
+            return None
 
     def _command(
         self, pg_basebackup: str, backup_id: str, parent_file: str | None

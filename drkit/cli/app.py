@@ -80,6 +80,10 @@ COMMANDS: dict[str, Listed] = {
     "restore": Listed(
         "restore", "Logical restore, or with --point-in-time a physical point-in-time recovery."
     ),
+    "wal-search": Listed(
+        "restore",
+        "List the transactions that touched a table in the archived WAL, with restore flags.",
+    ),
     "wal-push": Listed("wal", "Archive one WAL segment or history file (archive_command)."),
     "promote-timeline": Listed(
         "wal", "Record a timeline as production's: `latest` restores and drills follow it."

@@ -26,8 +26,8 @@ def demo(
     then runs: logical backup → verify → restore into a second database (row counts
     compared) → restore drill (RTO/RPO measured, checks run) → sanitize prod → staging
     with the shipped rules (leak scan) → continuous WAL archiving → physical base backup
-    → point-in-time recovery to a noted moment before an accidental delete, into a new
-    cluster.  Everything lives in one temporary directory, removed at the end unless
+    → an accidental delete found with wal-search → point-in-time recovery to just before
+    it, into a new cluster.  Everything lives in one temporary directory, removed at the end unless
     --keep."""
     from drkit.demo import run_demo  # lazy: psycopg, pydantic, ~0.4 s
 

@@ -550,6 +550,46 @@ class PitrDocument(Document):
 # -- WAL -----------------------------------------------------------------------------
 
 
+class WalSearchTransaction(Shape):
+    xid: int = _field("the transaction ID (64-bit, with its epoch): what --target-xid takes")
+    committed_at: Timestamp = _field("the commit record's time (the server's clock)")
+    timeline: int = _field("the timeline its commit record is on")
+    first_lsn: str = _field("where its first record that touched the table (or created a file) is")
+    commit_lsn: str = _field("where its commit record is")
+    operations: dict[str, int] = _field(
+        "what it did to the table: insert, update, delete (rows), truncate, drop, rewrite "
+        "(VACUUM FULL, CLUSTER, a rewriting ALTER TABLE: rows kept) (1 each)"
+    )
+    relfilenode: int = _field("the table's relation file the transaction found")
+    restore_flags: str = _field(
+        "the drkit restore flags that recover to just before it: --target-xid X --exclusive"
+    )
+
+
+class WalSearchFile(Shape):
+    relfilenode: int
+    since_xid: int | None = _field(
+        "the transaction that gave the table this file (null: the backup's catalog)"
+    )
+
+
+class WalSearchDocument(Document):
+    """`drkit wal-search ENV --table S.T --json`: the committed transactions that touched
+    the table in the archived WAL of production's timeline, oldest first"""
+
+    environment: str
+    table: str = _field("schema.name, as given")
+    database: str = _field("the database holding it, from the backup's relation catalog")
+    backup: str = _field("the base backup whose relation catalog the search started from")
+    timeline: int = _field("the timeline followed (production's)")
+    searched_from: str = _field("the LSN the search started at (the catalog's)")
+    searched_to: str = _field("the end of the last WAL segment read")
+    segments: int = _field("WAL segments decoded")
+    relfilenodes: list[WalSearchFile] = _field("the table's relation files, in order")
+    dropped_by: int | None = _field("the transaction that dropped the table, if one did")
+    transactions: list[WalSearchTransaction]
+
+
 class WalPushDocument(Document):
     """`drkit wal-push ENV PATH --json`"""
 
@@ -941,6 +981,14 @@ class DemoSanitize(Shape):
     leak_scan: LeakScan | None
 
 
+class DemoWalSearch(Shape):
+    xid: int = _field("the accidental DELETE's transaction, as wal-search found it")
+    committed_at: Timestamp
+    operations: dict[str, int]
+    restore_flags: str = _field("what the recovery then restored to")
+    segments: int = _field("WAL segments searched")
+
+
 class DemoPitr(Shape):
     backup_id: str
     target: str
@@ -949,6 +997,9 @@ class DemoPitr(Shape):
     archive_mode: str
     orders_live: int
     orders_recovered: int
+    wal_search: DemoWalSearch | None = _field(
+        "the accident found with wal-search, which the recovery stops just before", default=None
+    )
     ok: bool
 
 
@@ -985,6 +1036,7 @@ DOCUMENTS: dict[str, type[Document]] = {
     "restore-point-in-time": PitrDocument,
     "restore-tables": TableRestoreDocument,
     "restore-point": RestorePointDocument,
+    "wal-search": WalSearchDocument,
     "wal-push": WalPushDocument,
     "wal-fetch": WalFetchDocument,
     "promote-timeline": PromoteTimelineDocument,

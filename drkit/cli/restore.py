@@ -506,3 +506,93 @@ def _print_recovery(result: PitrResult) -> None:
         ),
         markup=False,
     )
+
+
+@commands.command("wal-search")
+def wal_search(
+    env: EnvArg,
+    table: Annotated[
+        str,
+        typer.Option(
+            "--table", metavar="SCHEMA.T", help="The table to search for (schema-qualified)."
+        ),
+    ],
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="TS",
+            help="Only transactions committed at or after TS (ISO 8601 with a zone); the "
+            "search starts from the newest base backup consistent before it.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="TS",
+            help="Only transactions committed at or before TS (ISO 8601 with a zone).",
+        ),
+    ] = None,
+    op: Annotated[
+        str | None,
+        typer.Option(
+            "--op",
+            metavar="insert|update|delete|truncate|drop",
+            help="Only transactions that did this to the table.",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """List the transactions that touched a table in the archived WAL, with restore flags.
+
+    The table is looked up in the relation catalog of a base backup (the newest one
+    consistent before --since, else the oldest that has one) and followed by its relation
+    file through the archived WAL of production's timeline, decoded segment by segment
+    with pg_waldump, across TRUNCATE, VACUUM FULL and rewriting ALTER TABLE (the new file
+    is the first one the rewriting transaction created; a transaction that replaced the
+    files of several tables at once is refused, exit 3) up to DROP TABLE.  For each
+    committed transaction: its ID, commit time, timeline, LSN range, the operations with
+    row counts, and the flags that restore to just before it: drkit restore ENV
+    --target-xid XID --exclusive --pgdata DIR."""
+    from drkit.config import parse_timestamp
+    from drkit.restore.walsearch import search_table
+
+    settle(json_out, policy_dir)
+    start = parse_timestamp(since, option="--since") if since is not None else None
+    end = parse_timestamp(until, option="--until") if until is not None else None
+    policy = load(env)
+    from drkit.storage.repository import Repository
+
+    result = search_table(Repository.for_policy(policy), table, since=start, until=end, op=op)
+    if state.json:
+        emit_json({"ok": True, "environment": env, **result.to_dict()})
+        return
+    from drkit.cli.render import Col, print_table
+
+    rows = [
+        [
+            str(t.xid),
+            ts_text(t.committed_at),
+            str(t.timeline),
+            f"{t.first_lsn}..{t.commit_lsn}",
+            ", ".join(f"{k} {v}" for k, v in t.operations.items()),
+            t.restore_flags,
+        ]
+        for t in result.transactions
+    ]
+    print_table(
+        f"{result.table} in {result.database}: {len(rows)} transaction(s), WAL "
+        f"{result.searched_from}..{result.searched_to} on timeline {result.timeline} "
+        f"(catalog of backup {result.backup})",
+        [
+            Col("xid", right=True, fold=False),
+            Col("committed"),
+            Col("tli", right=True),
+            Col("lsn range", fold=False),
+            Col("operations"),
+            Col("restore just before it", fold=False),
+        ],
+        rows,
+    )

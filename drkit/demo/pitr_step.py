@@ -1,14 +1,18 @@
-"""The point-in-time part of ``drkit demo``: archiving, a base backup, an accident, PITR.
+"""The point-in-time part of ``drkit demo``: archiving, a base backup, an accident, the
+search for it, PITR.
 
 Turns WAL archiving on in the demo's cluster (``archive_command = drkit wal-push``),
-takes a base backup, commits orders, notes the time, "accidentally" deletes most of
-them, and recovers a new cluster to the noted time: the deleted rows are back.
+creates the orders table, takes a base backup (its relation catalog knows the table),
+commits orders, "accidentally" deletes most of them, finds that transaction with
+``drkit wal-search`` (as an operator would: by the table, in the archived WAL), and
+recovers a new cluster to just before it (``--target-xid X --exclusive``): the deleted
+rows are back.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
@@ -18,7 +22,7 @@ from drkit.demo.sandbox import Sandbox, Say, Step
 from drkit.errors import CheckFailed, OperationError
 from drkit.pg import PostgresServer
 from drkit.pg.connect import connect
-from drkit.restore import restore_point_in_time
+from drkit.restore import RecoveryTarget, restore_point_in_time, search_table
 from drkit.storage.repository import Repository
 from drkit.wal.commands import archive_command, prepare_file_repository
 from drkit.wal.keys import find_wal_key
@@ -42,6 +46,8 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
     cluster.stop()
     cluster.start()
     say("ok", "archiving on; the server restarted")
+    with connect(dsn) as conn:
+        conn.execute("CREATE TABLE demo_order (id int PRIMARY KEY, item text NOT NULL)")
 
     say("step", "physical base backup (pg_basebackup → zstd → repository)")
     started = time.monotonic()
@@ -52,21 +58,16 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
         f"{manifest.timeline}, {manifest.size} bytes stored, {time.monotonic() - started:.1f}s",
     )
 
-    say("step", "changes, a noted time, then an accident")
+    say("step", "orders committed, then an accident")
     with connect(dsn) as conn:
-        conn.execute("CREATE TABLE demo_order (id int PRIMARY KEY, item text NOT NULL)")
         conn.execute(
             "INSERT INTO demo_order SELECT g, 'item ' || g FROM generate_series(1, 1000) g"
         )
-    time.sleep(1.2)
-    noted: datetime = _query(dsn, "SELECT clock_timestamp()").astimezone(UTC)
-    time.sleep(1.2)
-    with connect(dsn) as conn:
         conn.execute("DELETE FROM demo_order WHERE id > 100")
-        name = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+        name = conn.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())").fetchone()
         conn.execute("SELECT pg_switch_wal()")
     left = _query(dsn, "SELECT count(*) FROM demo_order")
-    say("ok", f"1000 orders committed, time noted {noted.isoformat()}, then {1000 - left} deleted")
+    say("ok", f"1000 orders committed, then {1000 - left} deleted")
     repo = Repository.for_policy(policy)
     deadline = time.monotonic() + 120
     while name and find_wal_key(repo, str(name[0])) is None:
@@ -77,10 +78,28 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
             )
         time.sleep(0.2)
 
-    say("step", f"point-in-time recovery to {noted.isoformat()} into a new cluster")
+    say("step", "finding the accident: drkit wal-search prod --table public.demo_order --op delete")
+    started = time.monotonic()
+    found = search_table(repo, "public.demo_order", op="delete")
+    deletes = [t for t in found.transactions if t.operations.get("delete") == 1000 - left]
+    if len(found.transactions) != 1 or not deletes:
+        raise CheckFailed(
+            f"demo: wal-search found {[t.to_dict() for t in found.transactions]}, expected "
+            f"one transaction deleting {1000 - left} orders"
+        )
+    accident = deletes[0]
+    say(
+        "ok",
+        f"transaction {accident.xid} deleted {accident.operations['delete']} rows at "
+        f"{accident.committed_at.isoformat()} ({found.segments} WAL segments searched, "
+        f"{time.monotonic() - started:.1f}s); restore just before it: {accident.restore_flags}",
+    )
+
+    target = RecoveryTarget("xid", xid=accident.xid, inclusive=False)
+    say("step", f"point-in-time recovery to {target.describe()} into a new cluster")
     pgdata = box.root / "pitr-data"
     started = time.monotonic()
-    result = restore_point_in_time(policy, noted, pgdata, archive=False, repo=repo)
+    result = restore_point_in_time(policy, None, pgdata, archive=False, repo=repo, point=target)
     try:
         restored_dsn = make_conninfo(dsn, port=str(result.port))
         back = _query(restored_dsn, "SELECT count(*) FROM demo_order")
@@ -108,6 +127,13 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
             "archive_mode": archiving,
             "orders_live": left,
             "orders_recovered": back,
+            "wal_search": {
+                "xid": accident.xid,
+                "committed_at": accident.to_dict()["committed_at"],
+                "operations": accident.operations,
+                "restore_flags": accident.restore_flags,
+                "segments": found.segments,
+            },
             "ok": True,
         }
     finally:
@@ -118,7 +144,7 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
 
 
 STEP = Step(
-    "continuous WAL archiving → physical base backup → point-in-time recovery to a noted "
-    "moment before an accidental delete, into a new cluster",
+    "continuous WAL archiving → physical base backup → an accidental delete found with "
+    "wal-search → point-in-time recovery to just before it, into a new cluster",
     archive_and_recover,
 )

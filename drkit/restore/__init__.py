@@ -13,6 +13,8 @@ benchmarks import from here.  Inside, by stage:
   drill watches it through;
 - :mod:`.tables`: ``--table`` (``--as``, ``--force``) from a scratch copy, logical or
   recovered, published into the live database in one transaction;
+- :mod:`.walsearch`: ``drkit wal-search``, the transactions that touched a table in the
+  archived WAL, each with the target that stops just before it;
 - :mod:`.window`: the catalog view (:class:`CatalogView`): the newest backup of each
   kind, the newest WAL, how far ``restore latest`` gets (gaps, foreign segments), the
   recoverable window, each database's RPO exposure, the stored drill reports.
@@ -34,6 +36,9 @@ from drkit.restore.plan import Window as Window
 from drkit.restore.plan import consistent_point as consistent_point
 from drkit.restore.plan import parse_timeline as parse_timeline
 from drkit.restore.plan import plan_recovery as plan_recovery
+from drkit.restore.target import RecoveryTarget as RecoveryTarget
+from drkit.restore.walsearch import SearchResult as SearchResult
+from drkit.restore.walsearch import search_table as search_table
 from drkit.restore.window import REPORT_NAME as REPORT_NAME
 from drkit.restore.window import CatalogView as CatalogView
 from drkit.restore.window import DatabaseExposure as DatabaseExposure
