@@ -8,6 +8,7 @@ peer its main process (a pipeline reports the sum of its two).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -242,3 +243,46 @@ def moto_server() -> Iterator[Moto]:
         yield moto
     finally:
         moto.stop()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+class CpuGroup:
+    """A cgroup (v1 ``cpuacct``) of its own: every process moved into it, and all they
+    fork later, detached or not, add up in :meth:`seconds`."""
+
+    def __init__(self, name: str) -> None:
+        if not (CPUACCT / "cpuacct.usage").exists():
+            raise SystemExit(f"{CPUACCT} (cgroup v1 cpuacct) is needed to count CPU time")
+        self.path = CPUACCT / f"{name}-{uuid.uuid4().hex[:8]}"
+        self.path.mkdir()
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+
+    def seconds(self) -> float:
+        return int((self.path / "cpuacct.usage").read_text()) / 1e9
+
+    def remove(self) -> None:
+        """Move what is left to the root group, then drop this one."""
+        for pid in (self.path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (CPUACCT / "cgroup.procs").write_text(f"{pid}\n")
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+@contextmanager
+def cpu_group(name: str) -> Iterator[CpuGroup]:
+    group = CpuGroup(name)
+    try:
+        yield group
+    finally:
+        group.remove()
