@@ -61,6 +61,8 @@ from drkit.wal import archive_command
 DRKIT = "drkit async"
 PGBACKREST = "pgBackRest async"
 GOAL = Goal(1.5, at_most=False)
+#: pgBackRest's zstd level (3: its default for zst; drkit's WAL level is 1)
+PGBACKREST_LEVEL = [3]
 #: a WAL segment's object, whatever the archiver appends to the name (pgBackRest: -sha1.zst)
 SEGMENT = re.compile(r"[0-9A-F]{24}(?:$|[-.])")
 
@@ -77,6 +79,7 @@ class Run:
     proxy_cpu: float  # CPU seconds per segment of the TLS proxy
     stored: int  # WAL objects in the bucket afterwards
     load: float  # 1-minute load average when the run ended
+    mib_stored: float = 0.0  # MiB stored per segment
 
 
 def archiver_pid(cluster: LocalCluster) -> int:
@@ -89,18 +92,20 @@ def archiver_pid(cluster: LocalCluster) -> int:
     return int(row[0])
 
 
-def wal_objects(moto: Moto, bucket: str) -> int:
-    """How many WAL segments (by name) the bucket holds, whatever the archiver's keys."""
+def wal_objects(moto: Moto, bucket: str) -> tuple[int, int]:
+    """How many WAL segments (by name) the bucket holds, whatever the archiver's keys,
+    and their bytes."""
     import boto3
 
     client = boto3.client("s3", endpoint_url=moto.endpoint)
-    count = 0
+    count = size = 0
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for item in page.get("Contents", []):
             base = item["Key"].rsplit("/", 1)[-1]
             if SEGMENT.match(base):
                 count += 1
-    return count
+                size += int(item["Size"])
+    return count, size
 
 
 def drkit_command(root: Path, cluster: LocalCluster, proxy: TlsProxy, bucket: str) -> str:
@@ -133,7 +138,8 @@ def pgbackrest_command(root: Path, cluster: LocalCluster, proxy: TlsProxy, bucke
         f"spool-path={root / 'spool'}\n"
         f"log-path={root / 'log'}\n"
         f"lock-path={root / 'lock'}\n"
-        "archive-async=y\nprocess-max=2\ncompress-type=zst\ncompress-level=3\n"
+        "archive-async=y\nprocess-max=2\ncompress-type=zst\n"
+        f"compress-level={PGBACKREST_LEVEL[0]}\n"
         "log-level-console=warn\nlog-level-file=info\nstart-fast=y\n"
         f"[bench]\npg1-path={cluster.data_dir}\npg1-port={cluster.port}\n"
         f"pg1-socket-path={cluster.socket_dir}\npg1-user=postgres\n"
@@ -177,7 +183,7 @@ def one_run(name: str, segments: int) -> Run:
                     cpu = group.seconds()
                     moto_cpu = process_cpu(moto.proc.pid) - moto_before
                     proxy_cpu = process_cpu(proxy.pid) - proxy_before
-                stored = wal_objects(moto, bucket)
+                stored, stored_bytes = wal_objects(moto, bucket)
         finally:
             del os.environ["AWS_CA_BUNDLE"]
     if stored < result.segments:
@@ -192,6 +198,7 @@ def one_run(name: str, segments: int) -> Run:
         proxy_cpu / n,
         stored,
         os.getloadavg()[0],
+        stored_bytes / max(stored, 1) / 2**20,
     )
 
 
@@ -245,7 +252,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
         f"Machine: {report['machine']['nproc']} cores shared with other engineers' test runs; "
         f"load average (1, 5, 15 min) {fmt(report['load_before'])} at start, "
         f"{fmt(report['load_after'])} at the end; {report['pgbackrest']}; "
-        f"{report['segments']} segments of 16 MiB per run; rounds interleaved "
+        f"{report['segments']} segments of 16 MiB per run; zstd level: drkit 1 (its WAL "
+        f"default), pgBackRest {report.get('pgbackrest_level', 3)}; rounds interleaved "
         "(odd rounds drkit first, even rounds pgBackRest first).",
         "",
         "segments/s are counted from the first segment archived to the last (and, beside "
@@ -277,6 +285,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
         f"| {ms(md['moto_cpu'])} / {ms(mp['moto_cpu'])} "
         f"| {ms(md['proxy_cpu'])} / {ms(mp['proxy_cpu'])} | |",
         "",
+        f"Stored per segment (median): drkit {md['mib_stored']:.2f} MiB, pgBackRest "
+        f"{mp['mib_stored']:.2f} MiB.",
+        "",
         f"Goal drkit ≥ {GOAL.limit:g}× pgBackRest's segments/s in every round (first to last "
         f"archived): {yes[report['goal_met_every_round']]}; counted from the switch-on: "
         f"{yes[report['goal_met_every_round_from_switch_on']]}.",
@@ -298,11 +309,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="also write every run here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the report here (.md)")
+    parser.add_argument(
+        "--pgbackrest-level",
+        type=int,
+        default=3,
+        help="pgBackRest's compress-level (zst; default 3, its own; drkit's WAL level is 1)",
+    )
     args = parser.parse_args()
+    PGBACKREST_LEVEL[0] = args.pgbackrest_level
     load = os.getloadavg()
     runs = measure(args.segments, args.rounds)
     report = {
         "segments": args.segments,
+        "pgbackrest_level": args.pgbackrest_level,
         "rounds": {name: [asdict(r) for r in rs] for name, rs in runs.items()},
         "load_before": list(load),
         "load_after": list(os.getloadavg()),
