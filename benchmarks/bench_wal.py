@@ -88,9 +88,10 @@ def drained(
     command: str,
     timeout: float = 900,
     before: Callable[[], None] | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> Drained:
     """Switch archiving on (after ``before()``); when the first and the last segment
-    were archived."""
+    were archived (``tick()`` at every look)."""
     status = cluster.data_dir / "pg_wal" / "archive_status"
     backlog = len([n for n in ready(cluster) if not n.endswith(".history.ready")])
     # the backlog's own dirty pages (and those of whatever ran before) are written out
@@ -105,6 +106,8 @@ def drained(
     deadline = started + timeout
     first = None
     while True:
+        if tick is not None:
+            tick()
         names = [p.name for p in status.iterdir()]
         now = time.perf_counter()
         if first is None and any(n.endswith(".done") for n in names):

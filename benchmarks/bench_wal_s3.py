@@ -42,6 +42,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -52,11 +53,20 @@ from typing import Any
 import psycopg
 
 from benchmarks import bench_wal
-from benchmarks.measure import Moto, cpu_group, median, moto_server, process_cpu, scratch_dir
+from benchmarks.measure import (
+    CpuGroup,
+    Moto,
+    cpu_group,
+    median,
+    moto_server,
+    process_cpu,
+    scratch_dir,
+)
 from benchmarks.report import Goal
 from benchmarks.tls import TlsProxy, tls_proxy
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.wal import archive_command
+from drkit.wal.ack import LOCK
 
 DRKIT = "drkit async"
 PGBACKREST = "pgBackRest async"
@@ -80,6 +90,7 @@ class Run:
     stored: int  # WAL objects in the bucket afterwards
     load: float  # 1-minute load average when the run ended
     mib_stored: float = 0.0  # MiB stored per segment
+    async_cpu: float = 0.0  # CPU seconds per segment of the async archiver's own processes
 
 
 def archiver_pid(cluster: LocalCluster) -> int:
@@ -106,6 +117,24 @@ def wal_objects(moto: Moto, bucket: str) -> tuple[int, int]:
                 count += 1
                 size += int(item["Size"])
     return count, size
+
+
+def async_cpu(name: str, cluster: LocalCluster, group: CpuGroup) -> float:
+    """CPU seconds of the async archiver itself, as sampled: drkit's worker (the pid in
+    its spool's lock file), pgBackRest's ``archive-push:async`` process and the local
+    processes it starts; the rest of the group is archive_command's own processes (and
+    PostgreSQL's archiver)."""
+    if name == DRKIT:
+        locks = (cluster.data_dir / "pg_wal" / ".drkit-archive").glob(f"*/{LOCK}")
+        pids = {int(text.split()[0]) for p in locks if (text := p.read_text()).strip()}
+        if not pids:
+            raise SystemExit("drkit's async worker left no lock file: did it run?")
+        return sum(cpu for (pid, _), (_, cpu) in group.seen.items() if pid in pids)
+    return sum(
+        cpu
+        for cmdline, cpu in group.seen.values()
+        if "archive-push:async" in cmdline or "archive-push:local" in cmdline
+    )
 
 
 def drkit_command(root: Path, cluster: LocalCluster, proxy: TlsProxy, bucket: str) -> str:
@@ -175,12 +204,17 @@ def one_run(name: str, segments: int) -> Run:
                     moto_before = process_cpu(moto.proc.pid)
                     proxy_before = process_cpu(proxy.pid)
                     result = bench_wal.drained(
-                        cluster, command, before=lambda: group.add(archiver_pid(cluster))
+                        cluster,
+                        command,
+                        before=lambda: group.add(archiver_pid(cluster)),
+                        tick=group.sample,
                     )
                     # what the async workers still burn after the last .done (their
                     # last acks, their exit) belongs to this run too
                     time.sleep(1.0)
+                    group.sample()
                     cpu = group.seconds()
+                    own = async_cpu(name, cluster, group)
                     moto_cpu = process_cpu(moto.proc.pid) - moto_before
                     proxy_cpu = process_cpu(proxy.pid) - proxy_before
                 stored, stored_bytes = wal_objects(moto, bucket)
@@ -199,6 +233,7 @@ def one_run(name: str, segments: int) -> Run:
         stored,
         os.getloadavg()[0],
         stored_bytes / max(stored, 1) / 2**20,
+        own / n,
     )
 
 
@@ -258,7 +293,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "",
         "segments/s are counted from the first segment archived to the last (and, beside "
         "them, from the switch-on of archive_command to the last); CPU is per segment, in "
-        "milliseconds.",
+        "milliseconds: all the archiver's processes (archive_command, what it forks), and "
+        "in brackets the async archiver's own (drkit's worker; pgBackRest's "
+        "archive-push:async and its local processes).",
         "",
         "| round | drkit seg/s | pgBackRest seg/s | ratio | ≥ 1.5? | from switch-on: "
         "drkit / pgBackRest (ratio) | drkit CPU | pgBackRest CPU | moto CPU (drkit / "
@@ -271,7 +308,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
             f"| {i + 1} | {d['first_to_last']:.2f} | {p['first_to_last']:.2f} | {ratio:.2f}x "
             f"| {yes[GOAL.met(ratio)]} | {d['from_switch_on']:.2f} / {p['from_switch_on']:.2f} "
             f"({report['ratio_from_switch_on_per_round'][i]:.2f}x) "
-            f"| {ms(d['archiver_cpu'])} | {ms(p['archiver_cpu'])} "
+            f"| {cpu(d)} | {cpu(p)} "
             f"| {ms(d['moto_cpu'])} / {ms(p['moto_cpu'])} "
             f"| {ms(d['proxy_cpu'])} / {ms(p['proxy_cpu'])} "
             f"| {max(d['load'], p['load']):.1f} |"
@@ -281,7 +318,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
         f"| median | {md['first_to_last']:.2f} | {mp['first_to_last']:.2f} "
         f"| {md['first_to_last'] / mp['first_to_last']:.2f}x | | "
         f"{md['from_switch_on']:.2f} / {mp['from_switch_on']:.2f} "
-        f"| {ms(md['archiver_cpu'])} | {ms(mp['archiver_cpu'])} "
+        f"| {cpu(md)} | {cpu(mp)} "
         f"| {ms(md['moto_cpu'])} / {ms(mp['moto_cpu'])} "
         f"| {ms(md['proxy_cpu'])} / {ms(mp['proxy_cpu'])} | |",
         "",
@@ -297,6 +334,10 @@ def markdown(report: dict[str, Any], command: str) -> str:
 
 def fmt(load: list[float]) -> str:
     return ", ".join(f"{x:.1f}" for x in load)
+
+
+def cpu(run: dict[str, float]) -> str:
+    return f"{ms(run['archiver_cpu'])} ({ms(run.get('async_cpu', 0.0))})"
 
 
 def ms(seconds: float) -> str:
@@ -316,6 +357,9 @@ def main() -> None:
         help="pgBackRest's compress-level (zst; default 3, its own; drkit's WAL level is 1)",
     )
     args = parser.parse_args()
+    # stopped by a signal, still stop the servers, clusters and cgroups it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     PGBACKREST_LEVEL[0] = args.pgbackrest_level
     load = os.getloadavg()
     runs = measure(args.segments, args.rounds)
