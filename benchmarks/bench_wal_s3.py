@@ -337,7 +337,8 @@ def fmt(load: list[float]) -> str:
 
 
 def cpu(run: dict[str, float]) -> str:
-    return f"{ms(run['archiver_cpu'])} ({ms(run.get('async_cpu', 0.0))})"
+    own = run.get("async_cpu")
+    return f"{ms(run['archiver_cpu'])} ({'n/m' if own is None else ms(own)})"
 
 
 def ms(seconds: float) -> str:
