@@ -14,7 +14,8 @@ archiver, all in one invocation:
 
 drkit runs with ``wal_archiver.mode: async`` (its background worker, like pgBackRest's
 archive-async) unless ``--mode sync``.  Needs the Debian packages pgbackrest and
-barman-cli-cloud.  Prints segments/s and ratios.
+barman-cli-cloud.  Prints segments/s and ratios.  drkit → S3 against pgBackRest's async
+archiver on the same S3 server is :mod:`benchmarks.bench_wal_s3`.
 """
 
 from __future__ import annotations
