@@ -14,7 +14,8 @@ archiver, all in one invocation:
 
 drkit runs with ``wal_archiver.mode: async`` (its background worker, like pgBackRest's
 archive-async) unless ``--mode sync``.  Needs the Debian packages pgbackrest and
-barman-cli-cloud.  Prints segments/s and ratios.
+barman-cli-cloud.  Prints segments/s and ratios.  drkit → S3 against pgBackRest's async
+archiver on the same S3 server is :mod:`benchmarks.bench_wal_s3`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -67,22 +69,61 @@ def ready(cluster: LocalCluster) -> list[str]:
     return [p.name for p in status.iterdir() if p.name.endswith(".ready")]
 
 
-def drain(cluster: LocalCluster, command: str, timeout: float = 900) -> tuple[int, float]:
-    """Switch archiving on; (segments archived, seconds until no .ready is left)."""
+@dataclass(frozen=True)
+class Drained:
+    """One backlog drained: its size, and seconds from the switch-on to the first
+    segment marked archived (``.done``) and to the last (no ``.ready`` left)."""
+
+    segments: int
+    first: float
+    seconds: float
+
+    @property
+    def first_to_last(self) -> float:
+        """Segments/s from the first segment archived to the last."""
+        return (self.segments - 1) / max(self.seconds - self.first, 1e-9)
+
+
+def drained(
+    cluster: LocalCluster,
+    command: str,
+    timeout: float = 900,
+    before: Callable[[], None] | None = None,
+    tick: Callable[[], None] | None = None,
+) -> Drained:
+    """Switch archiving on (after ``before()``); when the first and the last segment
+    were archived (``tick()`` at every look)."""
+    status = cluster.data_dir / "pg_wal" / "archive_status"
     backlog = len([n for n in ready(cluster) if not n.endswith(".history.ready")])
     # the backlog's own dirty pages (and those of whatever ran before) are written out
     # first: otherwise their writeback lands on whichever archiver drains first
     os.sync()
+    if before is not None:
+        before()
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("ALTER SYSTEM SET archive_command = {}").format(command))
         started = time.perf_counter()
         conn.execute("SELECT pg_reload_conf()")
     deadline = started + timeout
-    while ready(cluster):
-        if time.perf_counter() > deadline:
+    first = None
+    while True:
+        if tick is not None:
+            tick()
+        names = [p.name for p in status.iterdir()]
+        now = time.perf_counter()
+        if first is None and any(n.endswith(".done") for n in names):
+            first = now - started
+        if not any(n.endswith(".ready") for n in names):
+            return Drained(backlog, now - started if first is None else first, now - started)
+        if now > deadline:
             raise SystemExit(f"archiving did not drain within {timeout}s; see {cluster.log_file}")
         time.sleep(0.01)
-    return backlog, time.perf_counter() - started
+
+
+def drain(cluster: LocalCluster, command: str, timeout: float = 900) -> tuple[int, float]:
+    """Switch archiving on; (segments archived, seconds until no .ready is left)."""
+    result = drained(cluster, command, timeout)
+    return result.segments, result.seconds
 
 
 #: drkit's WAL level (None: its default, wal_archiver.compression_level = 1); the

@@ -111,3 +111,32 @@ def test_report_marks_a_goal_missed_at_one_size_and_draws_every_plot(tmp_path: P
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{name}]({name}.png)" in report
     assert not (tmp_path / "sanitize.png").exists()  # nothing measured, nothing drawn
+
+
+def test_wal_s3_goal_missed_in_one_round_is_not_hidden_by_the_median() -> None:
+    from benchmarks.bench_wal import Drained
+    from benchmarks.bench_wal_s3 import DRKIT, PGBACKREST, Run, markdown, summary
+
+    def run(rate: float) -> Run:
+        return Run(32, rate, rate / 2, 0.1, 0.05, 0.02, 32, 1.0)
+
+    # rounds at 2x, 2x and 1.4x: the median ratio is 2, the goal still fails
+    runs = {DRKIT: [run(4), run(4), run(2.8)], PGBACKREST: [run(2), run(2), run(2)]}
+    report = summary(runs)
+    assert report["ratio_per_round"] == [2, 2, 1.4]
+    assert report["medians"][DRKIT]["first_to_last"] == 4
+    assert not report["goal_met_every_round"] and not report["goal_met_every_round_from_switch_on"]
+    full = {
+        **report,
+        "rounds": {name: [r.__dict__ for r in rs] for name, rs in runs.items()},
+        "segments": 32,
+        "load_before": [1, 1, 1],
+        "load_after": [2, 2, 2],
+        "machine": {"nproc": 2},
+        "pgbackrest": "pgBackRest 2.45",
+    }
+    text = markdown(full, "python -m benchmarks.bench_wal_s3")
+    assert "| 3 | 2.80 | 2.00 | 1.40x | **no** |" in text
+    assert "in every round (first to last archived): **no**" in text
+    # 32 segments, the first archived at 1 s, the last at 4.1 s: 31 segments in 3.1 s
+    assert math.isclose(Drained(32, 1.0, 4.1).first_to_last, 10)
