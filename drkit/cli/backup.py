@@ -338,7 +338,7 @@ def prune(
     repo = Repository.for_policy(policy)
     result = run_prune(repo, policy, dry_run=dry_run, running=running_backups(policy))
     if state.json:
-        emit_json(result.to_dict())
+        emit_json(result.document())
         return
     verb = "would be" if dry_run else "were"
     out.print(
@@ -437,7 +437,7 @@ def keep(
     repo = Repository.for_policy(policy)
     result = release_backup(repo, backup_id) if release else keep_backup(repo, backup_id, deadline)
     if state.json:
-        emit_json(result.to_dict())
+        emit_json(result.document())
         return
     if release:
         line = (
@@ -470,7 +470,7 @@ def delete(
     repo = Repository.for_policy(policy)
     result = delete_by_hand(repo, policy, backup_id)
     if state.json:
-        emit_json(result.to_dict())
+        emit_json(result.document())
         return
     out.print(
         f"deleted backup {backup_id}: {result.deleted_objects} objects, "

@@ -24,50 +24,16 @@ Rules of the contract:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from drkit.backup.keep import KeepDocument
 from drkit.backup.order import SKEW_BOUND
+from drkit.backup.prune import DeleteDocument, PruneDocument
+from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestamp
+from drkit.documents import described as _field
 
 #: the version of the documents' shapes, published in each schema file
 SCHEMA_VERSION = 1
-
-Timestamp = Annotated[
-    str,
-    Field(
-        pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
-        json_schema_extra={"format": "date-time"},
-        description="RFC 3339 timestamp in UTC (Z)",
-    ),
-]
-LocalTimestamp = Annotated[
-    str,
-    Field(
-        json_schema_extra={"format": "date-time"},
-        description="RFC 3339 timestamp with the offset of the policy's time zone",
-    ),
-]
-
-
-def _field(description: str, **kwargs: Any) -> Any:
-    return Field(description=description, **kwargs)
-
-
-class Shape(BaseModel):
-    """An object of a document: keys it does not list are allowed (added later)."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class ErrorInfo(Shape):
-    code: int = _field("the exit code (docs/exit-codes.md)")
-    message: str = _field("the one error line, secrets masked")
-
-
-class Document(Shape):
-    ok: bool = _field("true when the command succeeded (exit code 0)")
-    error: ErrorInfo | None = _field("why the command failed (only when ok is false)", default=None)
 
 
 class Failure(Document):
@@ -287,116 +253,6 @@ class VerifyDocument(Document):
     """`drkit verify ENV [ID|latest|--all] --json` (exit 3 when a backup fails)"""
 
     backups: list[Verdict]
-
-
-class PruneBackup(Shape):
-    id: str
-    kind: Literal["logical", "physical"]
-    started_at: Timestamp
-    size_bytes: int = _field("bytes stored")
-    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
-    action: Literal["KEEP", "DELETE"]
-    reasons: list[str] = _field("the retention rules that keep it (or why it goes)")
-    wal: Literal["point-in-time", "consistent point only"] | None = _field(
-        "kept base backups: whether the WAL after its consistent point stays (point-in-time) "
-        "or only the WAL that makes it consistent (retention.wal); null for the others",
-        default=None,
-    )
-    kept_until: str | None = _field(
-        "kept by hand: the time the keep ends, or 'forever'; null when nobody keeps it",
-        default=None,
-    )
-
-
-class PruneOrphan(Shape):
-    id: str = _field("a backup prefix with no manifest")
-    objects: int
-    size_bytes: int = _field("bytes stored")
-    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
-    last_modified: Timestamp
-    action: Literal["KEEP", "DELETE"]
-    reason: str
-
-
-class PruneUnreadable(Shape):
-    id: str
-    error: str = _field("why its manifest could not be read (it is kept)")
-
-
-class PruneWal(Shape):
-    cutoff: str | None = _field(
-        "WAL older than this segment is deleted (except the consistent_only backups' "
-        "start..stop segments)"
-    )
-    delete: int = _field("WAL files deleted (or, in a dry run, to delete)")
-    retention: str | None = _field(
-        "retention.wal (null: WAL is kept from the oldest kept base backup on)", default=None
-    )
-    pitr_from: Timestamp | None = _field(
-        "the oldest point the remaining WAL recovers to: pitr_from_backup's consistent point",
-        default=None,
-    )
-    pitr_from_backup: str | None = _field(
-        "the base backup point-in-time recovery starts from (the segment cutoff is its start)",
-        default=None,
-    )
-    consistent_only: list[str] = _field(
-        "kept base backups older than it: only the WAL that makes them consistent stays, so "
-        "they restore to their consistent point only",
-        default_factory=list,
-    )
-    locked: int = _field(
-        "WAL files older than the cutoff left because the store has locked them (object "
-        "lock); a later prune deletes them once their lock ends",
-        default=0,
-    )
-    locked_until: Timestamp | None = _field(
-        "when the latest of those locks ends (null: none is locked)", default=None
-    )
-
-
-class PruneDocument(Document):
-    """`drkit prune ENV [--dry-run] --json`"""
-
-    environment: str
-    dry_run: bool
-    timezone: str = _field("the time zone retention days are counted in")
-    backups: list[PruneBackup]
-    orphans: list[PruneOrphan]
-    unreadable: list[PruneUnreadable]
-    wal: PruneWal
-    kept: int
-    deleted: int
-    oldest_restorable: Timestamp | None
-    newest_restorable: Timestamp | None
-    deleted_objects: int
-    deleted_bytes: int = _field("bytes deleted")
-
-
-class KeepDocument(Document):
-    """`drkit keep ENV ID [--until DATE | --release] --json`"""
-
-    environment: str
-    id: str = _field("the backup")
-    kind: Literal["logical", "physical"]
-    kept: bool = _field("a person keeps it now (false after --release)")
-    kept_until: str | None = _field(
-        "the RFC 3339 time the keep ends, 'forever' (until released), or null (released)"
-    )
-    previous_until: str | None = _field(
-        "the keep it replaced or released, in the same form (null: it was not kept)"
-    )
-
-
-class DeleteDocument(Document):
-    """`drkit delete ENV ID --json` (exit 4, nothing deleted, when a guard refuses)"""
-
-    environment: str
-    id: str = _field("the backup deleted")
-    kind: Literal["logical", "physical"]
-    deleted_objects: int = _field("objects removed, its manifest first")
-    deleted_bytes: int = _field("bytes removed")
-    tiers: list[str] = _field("the retention tiers it satisfied (deleting by hand overrides them)")
 
 
 # -- restore -------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_a_keep_until_a_date_holds_until_then_and_not_after(
     keep_backup(repo, ids[1], NOW + timedelta(days=10), now=NOW)
     dry = prune(repo, policy, dry_run=True, now=NOW + timedelta(days=9))
     assert dry.plan.reasons(ids[1]) == ("kept by hand until 2026-12-07T12:00:00Z",)
-    assert dry.to_dict()["backups"][1]["kept_until"] == "2026-12-07T12:00:00Z"
+    assert dry.document().backups[1].kept_until == "2026-12-07T12:00:00Z"
     prune(repo, policy, now=NOW + timedelta(days=9))
     assert ids[1] in {m.id for m in list_backups(repo)}
     prune(repo, policy, now=NOW + timedelta(days=10, seconds=1))
