@@ -31,6 +31,7 @@ from drkit.backup.order import SKEW_BOUND
 from drkit.backup.prune import DeleteDocument, PruneDocument
 from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestamp
 from drkit.documents import described as _field
+from drkit.wal.documents import WalPushDocument
 
 #: the version of the documents' shapes, published in each schema file
 SCHEMA_VERSION = 1
@@ -349,25 +350,6 @@ class PitrDocument(Document):
 
 
 # -- WAL -----------------------------------------------------------------------------
-
-
-class WalPushDocument(Document):
-    """`drkit wal-push ENV PATH --json`"""
-
-    name: str = _field("the WAL file archived")
-    status: Literal["stored", "exists"]
-    stored_size_bytes: int = _field("bytes stored")
-    raw_size_bytes: int = _field("bytes of the WAL file")
-    archived_ahead: list[str] = _field("ready files archived ahead of the server")
-    ahead_failed: dict[str, str] = _field("ready files that could not be, and why")
-    duration_seconds: float = _field("seconds the push took")
-    stored_size: int = _field(
-        "the same as stored_size_bytes (kept for version 1; prefer stored_size_bytes)"
-    )
-    raw_size: int = _field("the same as raw_size_bytes (kept for version 1; prefer raw_size_bytes)")
-    seconds: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
 
 
 class WalFetchDocument(Document):
