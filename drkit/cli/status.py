@@ -20,7 +20,7 @@ def status(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = No
     settle(json_out, policy_dir)
     report = collect_status(load(env))
     if state.json:
-        emit_json(report.to_dict())
+        emit_json(report.document())
     else:
         for line in render_status(report):
             out.print(line, markup=False, highlight=False)
