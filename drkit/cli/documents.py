@@ -29,8 +29,12 @@ from typing import Any, Literal
 from drkit.backup.keep import KeepDocument
 from drkit.backup.order import SKEW_BOUND
 from drkit.backup.prune import DeleteDocument, PruneDocument
+from drkit.backup.verify import VerifyDocument
 from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestamp
 from drkit.documents import described as _field
+from drkit.preflight import CheckDocument
+from drkit.restore.documents import PitrDocument, RestoreDocument
+from drkit.status import StatusDocument
 from drkit.wal.documents import WalPushDocument
 
 #: the version of the documents' shapes, published in each schema file
@@ -65,21 +69,6 @@ class PolicyCheckDocument(Document):
 
     policies: dict[str, PolicyResult] = _field("each environment's policy by its name")
     rules: dict[str, RulesResult] = _field("each sanitize rules file by its path")
-
-
-class CheckLine(Shape):
-    name: str = _field("what was checked")
-    status: Literal["PASS", "FAIL", "WARN"] = _field(
-        "the verdict; WARN: something to fix that breaks nothing (ok stays true)"
-    )
-    detail: str = _field("what was seen, or what to fix")
-
-
-class CheckDocument(Document):
-    """`drkit check ENV --json` (exit 3 when a check fails; a WARN alone exits 0)"""
-
-    environment: str
-    checks: list[CheckLine] = _field("one entry per check, in the order they ran")
 
 
 class ArchiveCommandDocument(Document):
@@ -197,156 +186,7 @@ class RestorePointDocument(Document, RestorePointRow):
     recorded"""
 
 
-class WalChecked(Shape):
-    files: int = _field("WAL files read to their end and decoded (segments and history files)")
-    damaged: int = _field("of those, the ones that failed a check")
-    by: dict[str, int] = _field(
-        "how their stored content was checked, with counts: sha256 file (uncompressed "
-        "objects), zstd frame checksum, gzip CRC-32, age authentication; 'sha256 attribute' "
-        "and 'size only' for uncompressed objects written before sha256 files"
-    )
-
-
-class Verdict(Shape):
-    id: str = _field("the backup ID")
-    kind: Literal["logical", "physical"]
-    ok: bool = _field("every object and the WAL chain checked out")
-    objects: int = _field("objects re-read")
-    size_bytes: int = _field("bytes re-read (stored size of its objects)")
-    bytes: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
-    problems: list[str] = _field("what is wrong, one line each")
-    wal_chain: Literal["complete", "gap", "damaged"] | None = _field(
-        "physical backups only: every WAL file of the chain is there and reads back, one is "
-        "missing (gap) or one fails its checks (damaged)",
-        default=None,
-    )
-    recoverable_from: Timestamp | None = _field("physical backups only", default=None)
-    recoverable_to: Timestamp | None = _field(
-        "physical backups only: when the last WAL segment of the window was archived",
-        default=None,
-    )
-    last_wal: str | None = _field(
-        "last WAL segment of the chain (physical): before the first missing or damaged one",
-        default=None,
-    )
-    wal_checked: WalChecked | None = _field(
-        "physical backups only: the WAL files read, from the backup's start to last_wal",
-        default=None,
-    )
-    wal_scope: Literal["point-in-time", "consistent point only"] | None = _field(
-        "physical backups: whether the retention policy keeps the WAL after its consistent "
-        "point (point-in-time) or only the WAL that makes it consistent (retention.wal); "
-        "then recoverable_to is its consistent point",
-        default=None,
-    )
-    wal_note: str | None = _field(
-        "physical backups restorable to their consistent point only: why", default=None
-    )
-    chain: list[str] | None = _field(
-        "incremental backups: the chain checked, full backup first", default=None
-    )
-    pg_verifybackup: str | None = _field(
-        "incremental backups: pg_verifybackup on the combined chain", default=None
-    )
-
-
-class VerifyDocument(Document):
-    """`drkit verify ENV [ID|latest|--all] --json` (exit 3 when a backup fails)"""
-
-    backups: list[Verdict]
-
-
 # -- restore -------------------------------------------------------------------------
-
-
-class RestoredDatabase(Shape):
-    database: str = _field("the database in the backup")
-    target: str = _field("host:port/database restored into (no password)")
-    backup_id: str = _field("the backup it came from")
-    tables: int
-    rows: int
-    mismatches: list[str] = _field("tables whose row count differs from the manifest")
-
-
-class RestoreDocument(Document):
-    """`drkit restore ENV [ID|latest] --json` (logical)"""
-
-    backup_id: str
-    databases: list[RestoredDatabase]
-    duration_seconds: float = _field("seconds the restore took")
-    duration: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-
-
-class Window(Shape):
-    start: Timestamp | None = _field("oldest point reachable")
-    end: Timestamp | None = _field("newest point reachable")
-    last_wal: str | None
-    timeline: int | None
-    missing: str | None = _field("first missing WAL segment, when newer ones exist")
-
-
-class Gap(Shape):
-    timeline: int
-    last_segment: str | None = _field("the last segment recovered, before the gap")
-    end: Timestamp | None = _field("when that segment was archived")
-    first_missing: str | None
-    gap: bool
-    segments_beyond_gap: int = _field("archived segments past the gap: left out")
-    newest_segment: str | None = _field("the newest of them")
-    newest_archived_at: Timestamp | None = _field(
-        "when it was archived: the newest point the archive holds, left out"
-    )
-
-
-class PitrDocument(Document):
-    """`drkit restore ENV --point-in-time TS|latest --pgdata DIR --json`"""
-
-    backup_id: str = _field("the base backup recovered from")
-    chain: list[str] | None = _field(
-        "the base backups combined for it, full first (more than one when it is incremental)",
-        default=None,
-    )
-    target: str = _field(
-        "the target asked for: an RFC 3339 timestamp, latest, immediate, or kind:value "
-        "(xid:745, lsn:0/3000028, name:before-migration; ' (exclusive)' appended for "
-        "--exclusive)"
-    )
-    target_kind: Literal["time", "latest", "xid", "lsn", "name", "immediate"] = _field(
-        "the kind of target", default="time"
-    )
-    continued: bool = _field(
-        "--continue: a paused server was moved on in the same data directory, nothing unpacked",
-        default=False,
-    )
-    pgdata: str
-    port: int
-    action: Literal["promote", "pause", "shutdown"]
-    started: bool = _field("the recovered server was started")
-    state: str = _field("prepared | promoted | paused | shut down")
-    reached_at: Timestamp | None = _field(
-        "the last transaction replayed (read from the recovered server)"
-    )
-    timeline: int | None = _field("the recovered server's timeline")
-    lsn: str | None = _field("where replay ended, read from the recovered server")
-    end_lsn: str | None = _field(
-        "where replay had to end: the last whole WAL record of the last planned segment "
-        "(latest, or a time after the last commit the archive holds)",
-        default=None,
-    )
-    window: Window
-    log_file: str | None
-    phases_seconds: dict[str, float] = _field("seconds per phase")
-    phases: dict[str, float] = _field(
-        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
-    )
-    followed_timeline: int | None
-    timeline_source: str | None
-    production_timeline: int | None
-    other_timelines: list[int]
-    archive_mode: Literal["off", "preserve"]
-    stopped_at_gap: Gap | None = _field("where recovery stopped under --allow-gap")
 
 
 # -- WAL -----------------------------------------------------------------------------
@@ -586,93 +426,6 @@ class DrillDocument(Document):
         "--point-in-time): each kind's own report, with its own verdict; the measures "
         "above are the physical drill's when one ran",
         default=None,
-    )
-
-
-class StatusBackup(Shape):
-    id: str
-    finished_at: Timestamp
-    consistent_at: Timestamp | None
-    age_seconds: float | None
-    size_bytes: int = _field("bytes stored")
-    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
-    clock_skewed: bool = _field(
-        "taken while drkit's host clock disagreed with the server's (see drkit backups)",
-        default=False,
-    )
-
-
-class StatusWalGap(Shape):
-    first_missing: str = _field("the first WAL segment missing on the followed timeline")
-    segments_beyond: int = _field("segments archived past it: replay cannot reach them")
-
-
-class StatusWal(Shape):
-    archiving: bool
-    last_file: str | None = _field("the newest object in wal/ (whether reachable or not)")
-    last_archived_at: Timestamp | None
-    age_seconds: float | None
-    followed_timeline: int | None = _field("the timeline restore latest follows")
-    reachable_segment: str | None = _field(
-        "the last segment restore latest reaches: before any gap, of this cluster"
-    )
-    reachable_at: Timestamp | None = _field(
-        "when that segment was archived: the newest point WAL adds to the window"
-    )
-    gap: StatusWalGap | None = _field("null when the followed timeline has no gap")
-    foreign_segments: list[str] = _field(
-        "segments at the end of the archive that another cluster wrote, oldest first"
-    )
-    identity_unchecked: str | None = _field(
-        "why the segments' cluster could not be read (encrypted without an identity, ...)"
-    )
-    unreachable: str | None = _field("why the WAL archive adds nothing to the window")
-
-
-class StatusDatabase(Shape):
-    last_backup_id: str | None
-    newest_point: Timestamp | None
-    rpo_exposure_seconds: float | None
-
-
-class StatusWindow(Shape):
-    oldest: Timestamp | None
-    newest: Timestamp | None
-    continuous_from: Timestamp | None
-
-
-class StatusDrill(Shape):
-    id: str | None
-    verdict: str | None
-    backup_id: str | None
-    rto_seconds: float | None
-    rpo_seconds: float | None
-    finished_at: Timestamp | None
-    age_seconds: float | None
-
-
-class StatusDocument(Document):
-    """`drkit status ENV --json` (exit 3 when an objective is breached)"""
-
-    environment: str
-    now: Timestamp
-    status: Literal["OK", "ATTENTION"]
-    breached: list[str]
-    attention: list[str]
-    objectives: dict[str, float | None] = _field("rpo_seconds and rto_seconds")
-    backups: dict[str, StatusBackup] = _field("the newest backup of each kind")
-    backup_count: int
-    wal: StatusWal
-    rpo_exposure_seconds: float | None
-    rpo_worst_database: str | None
-    databases: dict[str, StatusDatabase]
-    recoverable_window: StatusWindow
-    last_drill: StatusDrill | None
-    clock_skewed_backups: list[str] = _field(
-        "backups taken while drkit's host clock disagreed with the database server's by "
-        f"more than {SKEW_BOUND.total_seconds():g} s, oldest first (an attention line names "
-        "them): their ids and host times are wrong, their order is not",
-        default_factory=list,
     )
 
 

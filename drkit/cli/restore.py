@@ -233,7 +233,7 @@ def _restore_logical(
     elapsed = time.monotonic() - started
     if state.json:
         took = round(elapsed, 3)
-        emit_json({**result.to_dict(), "duration": took, "duration_seconds": took})
+        emit_json(result.document(duration=took))
         return
     for d in result.databases:
         out.print(
@@ -345,7 +345,7 @@ def _restore_pitr(env: str, recovery: Recovery) -> None:
                 on_progress=progress,
             )
     if state.json:
-        emit_json({"ok": True, **result.to_dict()})
+        emit_json(result.document())
         return
     _print_recovery(result)
 

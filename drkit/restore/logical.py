@@ -37,7 +37,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -67,6 +66,7 @@ from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.restore.dirrestore import fetched_directory
+from drkit.restore.documents import RestoredDatabase, RestoreDocument
 from drkit.storage.repository import Repository, StoredObject
 from drkit.streams import CHUNK, WriteBehind, spool_dir
 
@@ -88,12 +88,25 @@ class RestoreResult:
     backup_id: str
     databases: list[DatabaseRestore]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backup_id": self.backup_id,
-            "databases": [vars(d) for d in self.databases],
-            "ok": not any(d.mismatches for d in self.databases),
-        }
+    def document(self, duration: float) -> RestoreDocument:
+        """The restore's document; ``duration``: the seconds it took, as the caller timed it."""
+        return RestoreDocument(
+            ok=not any(d.mismatches for d in self.databases),
+            backup_id=self.backup_id,
+            databases=[
+                RestoredDatabase(
+                    database=d.database,
+                    target=d.target,
+                    backup_id=d.backup_id,
+                    tables=d.tables,
+                    rows=d.rows,
+                    mismatches=d.mismatches,
+                )
+                for d in self.databases
+            ],
+            duration_seconds=duration,
+            duration=duration,
+        )
 
 
 def ensure_database(dsn: str) -> None:
