@@ -34,6 +34,9 @@ from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestam
 from drkit.documents import described as _field
 from drkit.preflight import CheckDocument
 from drkit.restore.documents import PitrDocument, RestoreDocument
+from drkit.sanitize.check import SanitizeCheckDocument
+from drkit.sanitize.report import SanitizeDocument
+from drkit.sanitize.scan import LeakScan
 from drkit.status import StatusDocument
 from drkit.wal.documents import WalPushDocument
 
@@ -212,63 +215,6 @@ class PromoteTimelineDocument(Document):
 # -- sanitize ------------------------------------------------------------------------
 
 
-class SanitizedTable(Shape):
-    table: str = _field("schema.table")
-    action: str = _field("copy | mask | schema-only")
-    rows: int | None = _field("rows copied (none in a dry run)")
-    selection: str = _field("which rows: all, a where clause or a subset")
-    strategies: dict[str, str] = _field("column -> strategy")
-    duration_seconds: float = _field("seconds the table took")
-    seconds: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-
-
-class LeakScan(Shape):
-    clean: bool = _field("no original value was found in the copy")
-    originals: int
-    ambiguous: int
-    columns_scanned: int
-    rows_scanned: int
-    bytes_scanned: int
-    duration_seconds: float = _field("seconds the scan took")
-    seconds: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-    hits: dict[str, int] = _field("schema.table.column -> original values found")
-    pii: dict[str, dict[str, int]] = _field(
-        "personal data by content in what reaches DST unmasked: schema.table.column (or "
-        "catalog object) -> kind (email, phone, iban, card, ip, name, secret, oversized, "
-        "connection) -> rows or objects",
-        default_factory=dict,
-    )
-
-
-class SanitizeDocument(Document):
-    """`drkit sanitize SRC DST [--dry-run|--scan-only] --json` (exit 3 on a leak)"""
-
-    src: str
-    dst: str
-    rules: str = _field("the rules file")
-    source: str = _field("live, or backup <id>")
-    mode: Literal["run", "dry-run", "scan-only"]
-    rows: int = _field("rows copied")
-    tables: list[SanitizedTable]
-    unlisted_tables: list[str]
-    unlisted_columns: list[str]
-    pii_kept: list[str] = _field("columns kept as is that look like personal data")
-    phases_seconds: dict[str, float] = _field("seconds per phase")
-    phases: dict[str, float] = _field(
-        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
-    )
-    leak_scan: LeakScan | None
-    target_tables: int = _field("tables the target database held before")
-    pinned: dict[str, list[str]] = _field(
-        "copy: true tables pinned to their columns by this run (after a clean scan)",
-        default_factory=dict,
-    )
-
-
 class SanitizeScanDocument(Document):
     """`drkit sanitize scan SRC --rules R [--write-draft FILE] --json` (exit 3 when a run
     would be refused)"""
@@ -282,30 +228,6 @@ class SanitizeScanDocument(Document):
     originals: dict[str, int] = _field("schema.table.column -> originals of masked columns")
     rows_scanned: int = _field("rows searched")
     draft: str | None = _field("where the draft of rules was written")
-
-
-class CheckedTable(Shape):
-    action: str
-    listed: bool = _field("the table is in the rules")
-    where: str | None
-    strategies: dict[str, str]
-
-
-class SanitizeCheckDocument(Document):
-    """`drkit sanitize check SRC DST --json` (exit 3 when the rules miss something)"""
-
-    rules: str
-    src: str
-    dst: str
-    salt_set: bool
-    tables: dict[str, CheckedTable] = _field("by schema.table")
-    unlisted_tables: list[str]
-    unlisted_columns: list[str]
-    pii_kept: list[str]
-    failures: list[str]
-    pinned: dict[str, list[str]] = _field("copy: true tables pinned to their columns now")
-    target: str = _field("what the run may do on DST's server (privileges proved)")
-    leftovers: list[str] = _field("builds interrupted runs left next to DST, dropped now")
 
 
 class SanitizeInitDocument(Document):
