@@ -1,8 +1,12 @@
 """The published shape of every ``--json`` document (see ARCHITECTURE.md, Command line).
 
-One pydantic model per command's document, plus :class:`Failure`.  They describe what
-the commands write; :mod:`drkit.docgen` turns them into ``docs/schemas/output/*.json``
-and ``tests/cli/test_json_contract.py`` validates real outputs against those files.
+One pydantic model per command's document (:data:`DOCUMENTS`), plus :class:`Failure`.
+A document core code produces is the model it returns, defined next to that code
+(``KeepDocument`` in :mod:`drkit.backup.keep`, ``StatusDocument`` in :mod:`drkit.status`,
+...) and only registered here; the models still defined here are those of documents the
+command line assembles itself.  :mod:`drkit.docgen` turns them into
+``docs/schemas/output/*.json`` and ``tests/cli/test_json_contract.py`` validates real
+outputs against those files.
 
 Rules of the contract:
 
