@@ -45,9 +45,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from drkit.config import Policy
+from drkit.documents import Document, Shape, described
 from drkit.drill.report import FAIL, PASS, WARN
 from drkit.errors import DrkitError
 
@@ -64,8 +65,8 @@ class CheckResult:
     status: str
     detail: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "detail": self.detail}
+    def document(self) -> CheckLine:
+        return CheckLine(name=self.name, status=self.status, detail=self.detail)
 
 
 @dataclass
@@ -87,12 +88,12 @@ class CheckReport:
     def warn(self, name: str, detail: str) -> None:
         self.results.append(CheckResult(name, WARN, detail))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "environment": self.environment,
-            "checks": [r.to_dict() for r in self.results],
-        }
+    def document(self) -> CheckDocument:
+        return CheckDocument(
+            ok=self.ok,
+            environment=self.environment,
+            checks=[r.document() for r in self.results],
+        )
 
 
 def _needs_base_backups(policy: Policy) -> bool:
@@ -689,3 +690,21 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
     _check_encryption(report, policy)
     _check_schedule(report, policy)
     return report
+
+
+# -- the --json documents --------------------------------------------------------
+
+
+class CheckLine(Shape):
+    name: str = described("what was checked")
+    status: Literal["PASS", "FAIL", "WARN"] = described(
+        "the verdict; WARN: something to fix that breaks nothing (ok stays true)"
+    )
+    detail: str = described("what was seen, or what to fix")
+
+
+class CheckDocument(Document):
+    """`drkit check ENV --json` (exit 3 when a check fails; a WARN alone exits 0)"""
+
+    environment: str
+    checks: list[CheckLine] = described("one entry per check, in the order they ran")

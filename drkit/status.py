@@ -19,11 +19,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from drkit.backup.catalog import Manifest, iso, skewed_backups
 from drkit.backup.order import SKEW_BOUND, describe_skew
 from drkit.config import Policy, format_duration
+from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import StorageError
 from drkit.progress import human_size
 from drkit.restore import (
@@ -82,64 +83,78 @@ class StatusReport:
     def age(self, when: datetime | None) -> float | None:
         return None if when is None else round((self.now - when).total_seconds(), 1)
 
-    def to_dict(self) -> dict[str, Any]:
+    def document(self) -> StatusDocument:
         drill = None
         if self.drill is not None:
             finished = report_finished_at(self.drill)
-            drill = {
-                "id": self.drill.get("id"),
-                "verdict": self.drill.get("verdict"),
-                "backup_id": (self.drill.get("backup") or {}).get("id"),
-                "rto_seconds": (self.drill.get("rto") or {}).get("total"),
-                "rpo_seconds": (self.drill.get("rpo") or {}).get("achieved"),
-                "finished_at": iso(finished),
-                "age_seconds": self.age(finished),
-            }
-        return {
-            "environment": self.env,
-            "now": iso(self.now),
-            "status": "OK" if self.ok else "ATTENTION",
-            "breached": self.breached,
-            "attention": self.attention,
-            "objectives": {"rpo_seconds": self.rpo_objective, "rto_seconds": self.rto_objective},
-            "backups": {
-                kind: {
-                    "id": m.id,
-                    "finished_at": iso(m.finished_at),
-                    "consistent_at": iso(m.consistent_at),
-                    "age_seconds": self.age(m.consistent_at or m.finished_at),
-                    "size": m.size,
-                    "size_bytes": m.size,
-                    "clock_skewed": m.clock_skewed,
-                }
+            drill = StatusDrill(
+                id=self.drill.get("id"),
+                verdict=self.drill.get("verdict"),
+                backup_id=(self.drill.get("backup") or {}).get("id"),
+                rto_seconds=(self.drill.get("rto") or {}).get("total"),
+                rpo_seconds=(self.drill.get("rpo") or {}).get("achieved"),
+                finished_at=iso(finished),
+                age_seconds=self.age(finished),
+            )
+        reach = self.wal or WalReach()
+        return StatusDocument(
+            ok=True,  # the exit code decides (an attention line alone exits 0)
+            environment=self.env,
+            now=iso(self.now),
+            status="OK" if self.ok else "ATTENTION",
+            breached=self.breached,
+            attention=self.attention,
+            objectives={"rpo_seconds": self.rpo_objective, "rto_seconds": self.rto_objective},
+            backups={
+                kind: StatusBackup(
+                    id=m.id,
+                    finished_at=iso(m.finished_at),
+                    consistent_at=iso(m.consistent_at),
+                    age_seconds=self.age(m.consistent_at or m.finished_at),
+                    size_bytes=m.size,
+                    size=m.size,
+                    clock_skewed=m.clock_skewed,
+                )
                 for kind, m in sorted(self.backups.items())
             },
-            "backup_count": self.backup_count,
-            "wal": {
-                "archiving": self.wal_archiving,
-                "last_file": self.wal_last.key.rsplit("/", 1)[-1] if self.wal_last else None,
-                "last_archived_at": iso(self.wal_last.modified) if self.wal_last else None,
-                "age_seconds": self.age(self.wal_last.modified) if self.wal_last else None,
-                **(self.wal or WalReach()).to_dict(),
-            },
-            "rpo_exposure_seconds": self.rpo_exposure,
-            "rpo_worst_database": self.worst_database,
-            "databases": {
-                name: {
-                    "last_backup_id": item.backup.id if item.backup else None,
-                    "newest_point": iso(item.newest_point),
-                    "rpo_exposure_seconds": self.exposure_of(item.newest_point),
-                }
+            backup_count=self.backup_count,
+            wal=StatusWal(
+                archiving=self.wal_archiving,
+                last_file=self.wal_last.key.rsplit("/", 1)[-1] if self.wal_last else None,
+                last_archived_at=iso(self.wal_last.modified) if self.wal_last else None,
+                age_seconds=self.age(self.wal_last.modified) if self.wal_last else None,
+                followed_timeline=reach.timeline,
+                reachable_segment=reach.last_segment,
+                reachable_at=iso(reach.end),
+                gap=(
+                    StatusWalGap(
+                        first_missing=reach.first_missing, segments_beyond=reach.beyond_gap
+                    )
+                    if reach.first_missing
+                    else None
+                ),
+                foreign_segments=reach.foreign,
+                identity_unchecked=reach.unchecked,
+                unreachable=reach.problem,
+            ),
+            rpo_exposure_seconds=self.rpo_exposure,
+            rpo_worst_database=self.worst_database,
+            databases={
+                name: StatusDatabase(
+                    last_backup_id=item.backup.id if item.backup else None,
+                    newest_point=iso(item.newest_point),
+                    rpo_exposure_seconds=self.exposure_of(item.newest_point),
+                )
                 for name, item in sorted(self.databases.items())
             },
-            "recoverable_window": {
-                "oldest": iso(self.oldest_point),
-                "newest": iso(self.newest_point),
-                "continuous_from": iso(self.continuous_from),
-            },
-            "last_drill": drill,
-            "clock_skewed_backups": [m.id for m in self.skewed],
-        }
+            recoverable_window=StatusWindow(
+                oldest=iso(self.oldest_point),
+                newest=iso(self.newest_point),
+                continuous_from=iso(self.continuous_from),
+            ),
+            last_drill=drill,
+            clock_skewed_backups=[m.id for m in self.skewed],
+        )
 
 
 def collect_status(
@@ -354,3 +369,93 @@ def render_status(report: StatusReport) -> list[str]:
 
 def _stamp(ts: datetime | None) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+
+# -- the --json documents --------------------------------------------------------
+
+
+class StatusBackup(Shape):
+    id: str
+    finished_at: Timestamp
+    consistent_at: Timestamp | None
+    age_seconds: float | None
+    size_bytes: int = described("bytes stored")
+    size: int = described("the same as size_bytes (kept for version 1; prefer size_bytes)")
+    clock_skewed: bool = described(
+        "taken while drkit's host clock disagreed with the server's (see drkit backups)",
+        default=False,
+    )
+
+
+class StatusWalGap(Shape):
+    first_missing: str = described("the first WAL segment missing on the followed timeline")
+    segments_beyond: int = described("segments archived past it: replay cannot reach them")
+
+
+class StatusWal(Shape):
+    archiving: bool
+    last_file: str | None = described("the newest object in wal/ (whether reachable or not)")
+    last_archived_at: Timestamp | None
+    age_seconds: float | None
+    followed_timeline: int | None = described("the timeline restore latest follows")
+    reachable_segment: str | None = described(
+        "the last segment restore latest reaches: before any gap, of this cluster"
+    )
+    reachable_at: Timestamp | None = described(
+        "when that segment was archived: the newest point WAL adds to the window"
+    )
+    gap: StatusWalGap | None = described("null when the followed timeline has no gap")
+    foreign_segments: list[str] = described(
+        "segments at the end of the archive that another cluster wrote, oldest first"
+    )
+    identity_unchecked: str | None = described(
+        "why the segments' cluster could not be read (encrypted without an identity, ...)"
+    )
+    unreachable: str | None = described("why the WAL archive adds nothing to the window")
+
+
+class StatusDatabase(Shape):
+    last_backup_id: str | None
+    newest_point: Timestamp | None
+    rpo_exposure_seconds: float | None
+
+
+class StatusWindow(Shape):
+    oldest: Timestamp | None
+    newest: Timestamp | None
+    continuous_from: Timestamp | None
+
+
+class StatusDrill(Shape):
+    id: str | None
+    verdict: str | None
+    backup_id: str | None
+    rto_seconds: float | None
+    rpo_seconds: float | None
+    finished_at: Timestamp | None
+    age_seconds: float | None
+
+
+class StatusDocument(Document):
+    """`drkit status ENV --json` (exit 3 when an objective is breached)"""
+
+    environment: str
+    now: Timestamp
+    status: Literal["OK", "ATTENTION"]
+    breached: list[str]
+    attention: list[str]
+    objectives: dict[str, float | None] = described("rpo_seconds and rto_seconds")
+    backups: dict[str, StatusBackup] = described("the newest backup of each kind")
+    backup_count: int
+    wal: StatusWal
+    rpo_exposure_seconds: float | None
+    rpo_worst_database: str | None
+    databases: dict[str, StatusDatabase]
+    recoverable_window: StatusWindow
+    last_drill: StatusDrill | None
+    clock_skewed_backups: list[str] = described(
+        "backups taken while drkit's host clock disagreed with the database server's by "
+        f"more than {SKEW_BOUND.total_seconds():g} s, oldest first (an attention line names "
+        "them): their ids and host times are wrong, their order is not",
+        default_factory=list,
+    )

@@ -1,7 +1,8 @@
 """The command line for the tests, loaded as a pytest plugin (tests/conftest.py).
 
 ``make_policy`` writes a policy directory, ``run_drkit`` runs the real ``drkit`` as a
-subprocess; :func:`valid` checks a ``--json`` document against its published schema;
+subprocess, ``run_cli`` runs the same entry in the test's own process (no interpreter
+start: for every case that is not about the process itself); :func:`valid` checks a ``--json`` document against its published schema;
 ``age_key`` makes age key pairs for encrypted repositories; :func:`drill` and
 :func:`checks_by_name` run ``drkit drill`` and read its checks.
 """
@@ -9,6 +10,7 @@ subprocess; :func:`valid` checks a ``--json`` document against its published sch
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -102,6 +104,54 @@ def run_drkit() -> DrkitRunner:
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
             raise AssertionError(f"drkit {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> DrkitRunner:
+    """Run ``drkit`` in this process: the console script's own entry
+    (:func:`drkit.cli.entry.main`) with the argv, stdout and stderr captured, ``env``
+    set for the call only; the same :class:`Result` as ``run_drkit`` without starting an
+    interpreter.  The subprocess stays for what is about the process itself: the lean WAL
+    path PostgreSQL runs, signals, a closed pipe, the interpreter's start-up."""
+    from drkit.cli import common
+    from drkit.cli.entry import main
+
+    def run(
+        *args: str,
+        policy_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,  # no process to time out: kept for run_drkit's signature
+        check: bool = False,
+    ) -> Result:
+        argv = ["--policy-dir", str(policy_dir)] if policy_dir is not None else []
+        argv += list(args)
+        # a fresh process's state: no options of an earlier call, consoles made anew (they
+        # read COLUMNS when made), the root logger as the test had it
+        vars(common.state).update(vars(common.State()))
+        for terminal in (common.out, common.err):
+            terminal.__dict__.pop("console", None)
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        capsys.readouterr()
+        with monkeypatch.context() as scoped:
+            for name, value in (env or {}).items():
+                scoped.setenv(name, value)
+            try:
+                main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            else:  # pragma: no cover - main always ends with SystemExit
+                code = 0
+            finally:
+                root.handlers[:] = handlers
+                root.setLevel(level)
+        captured = capsys.readouterr()
+        result = Result(code, captured.out, captured.err)
+        if check and code != 0:
+            raise AssertionError(f"drkit {' '.join(args)} exited {code}: {result.stderr}")
         return result
 
     return run

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 from drkit.backup.catalog import (
     Hold,
@@ -27,6 +27,7 @@ from drkit.backup.catalog import (
     read_hold,
     read_manifest,
 )
+from drkit.documents import Document, described
 from drkit.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -43,20 +44,36 @@ class KeepResult:
     hold: Hold | None
     previous: Hold | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def document(self) -> KeepDocument:
         def until(hold: Hold | None) -> str | None:
             if hold is None:
                 return None
             return iso(hold.until) if hold.until else "forever"
 
-        return {
-            "environment": self.env,
-            "id": self.backup_id,
-            "kind": self.kind,
-            "kept": self.hold is not None,
-            "kept_until": until(self.hold),
-            "previous_until": until(self.previous),
-        }
+        return KeepDocument(
+            ok=True,
+            environment=self.env,
+            id=self.backup_id,
+            kind=self.kind,
+            kept=self.hold is not None,
+            kept_until=until(self.hold),
+            previous_until=until(self.previous),
+        )
+
+
+class KeepDocument(Document):
+    """`drkit keep ENV ID [--until DATE | --release] --json`"""
+
+    environment: str
+    id: str = described("the backup")
+    kind: Literal["logical", "physical"]
+    kept: bool = described("a person keeps it now (false after --release)")
+    kept_until: str | None = described(
+        "the RFC 3339 time the keep ends, 'forever' (until released), or null (released)"
+    )
+    previous_until: str | None = described(
+        "the keep it replaced or released, in the same form (null: it was not kept)"
+    )
 
 
 def _manifest_kind(repo: Repository, backup_id: str) -> str:

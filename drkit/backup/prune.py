@@ -44,7 +44,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 from drkit.backup.catalog import (
     MANIFEST,
@@ -70,6 +70,7 @@ from drkit.backup.retention import (
     plan_wal,
 )
 from drkit.config import RetentionConfig
+from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import NotFoundError, SafetyRefused, UsageError
 
 if TYPE_CHECKING:
@@ -88,16 +89,16 @@ class OrphanDecision:
     action: str  # DELETE | KEEP
     reason: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "objects": self.objects,
-            "size": self.size,
-            "size_bytes": self.size,
-            "last_modified": iso(self.last_modified),
-            "action": self.action,
-            "reason": self.reason,
-        }
+    def document(self) -> PruneOrphan:
+        return PruneOrphan(
+            id=self.id,
+            objects=self.objects,
+            size_bytes=self.size,
+            size=self.size,
+            last_modified=iso(self.last_modified),
+            action=self.action,
+            reason=self.reason,
+        )
 
 
 @dataclass
@@ -146,47 +147,45 @@ class PruneResult:
     def newest_restorable(self) -> datetime | None:
         return self.window[1]
 
-    def to_dict(self) -> dict[str, Any]:
-        backups = []
-        for d in self.plan.decisions:
-            m = self.manifests[d.backup.id]
-            backups.append(
-                {
-                    "id": d.backup.id,
-                    "kind": d.backup.kind,
-                    "started_at": iso(m.started_at),
-                    "size": m.size,
-                    "size_bytes": m.size,
-                    "action": d.action,
-                    "reasons": list(d.reasons),
-                    "wal": self.wal_scope(d.backup.id),
-                    "kept_until": _hold_until(self.holds.get(d.backup.id)),
-                }
-            )
-        return {
-            "environment": self.env,
-            "dry_run": self.dry_run,
-            "timezone": self.plan.timezone,
-            "backups": backups,
-            "orphans": [o.to_dict() for o in self.orphans],
-            "unreadable": [{"id": k, "error": v} for k, v in sorted(self.unreadable.items())],
-            "wal": {
-                "cutoff": self.wal_cutoff,
-                "delete": len(self.wal_deleted),
-                "retention": _duration(self.wal_plan.retention),
-                "pitr_from": iso(self.wal_plan.pitr_from),
-                "pitr_from_backup": self.wal_plan.anchor.id if self.wal_plan.anchor else None,
-                "consistent_only": [b.id for b in self.wal_plan.consistent_only],
-                "locked": len(self.wal_locked),
-                "locked_until": iso(self.wal_locked_until),
-            },
-            "kept": len(self.plan.kept),
-            "deleted": len(self.plan.deleted),
-            "oldest_restorable": iso(self.oldest_restorable),
-            "newest_restorable": iso(self.newest_restorable),
-            "deleted_objects": self.deleted_objects,
-            "deleted_bytes": self.deleted_bytes,
-        }
+    def document(self) -> PruneDocument:
+        return PruneDocument(
+            ok=True,
+            environment=self.env,
+            dry_run=self.dry_run,
+            timezone=self.plan.timezone,
+            backups=[
+                PruneBackup(
+                    id=d.backup.id,
+                    kind=d.backup.kind,
+                    started_at=iso(self.manifests[d.backup.id].started_at),
+                    size_bytes=self.manifests[d.backup.id].size,
+                    size=self.manifests[d.backup.id].size,
+                    action=d.action,
+                    reasons=list(d.reasons),
+                    wal=self.wal_scope(d.backup.id),
+                    kept_until=_hold_until(self.holds.get(d.backup.id)),
+                )
+                for d in self.plan.decisions
+            ],
+            orphans=[o.document() for o in self.orphans],
+            unreadable=[PruneUnreadable(id=k, error=v) for k, v in sorted(self.unreadable.items())],
+            wal=PruneWal(
+                cutoff=self.wal_cutoff,
+                delete=len(self.wal_deleted),
+                retention=_duration(self.wal_plan.retention),
+                pitr_from=iso(self.wal_plan.pitr_from),
+                pitr_from_backup=self.wal_plan.anchor.id if self.wal_plan.anchor else None,
+                consistent_only=[b.id for b in self.wal_plan.consistent_only],
+                locked=len(self.wal_locked),
+                locked_until=iso(self.wal_locked_until),
+            ),
+            kept=len(self.plan.kept),
+            deleted=len(self.plan.deleted),
+            oldest_restorable=iso(self.oldest_restorable),
+            newest_restorable=iso(self.newest_restorable),
+            deleted_objects=self.deleted_objects,
+            deleted_bytes=self.deleted_bytes,
+        )
 
 
 def _duration(value: timedelta | None) -> str | None:
@@ -353,15 +352,16 @@ class DeleteResult:
     #: the retention rules that kept it until now (deleting by hand overrides them)
     tiers: list[str]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "environment": self.env,
-            "id": self.backup_id,
-            "kind": self.kind,
-            "deleted_objects": self.deleted_objects,
-            "deleted_bytes": self.deleted_bytes,
-            "tiers": self.tiers,
-        }
+    def document(self) -> DeleteDocument:
+        return DeleteDocument(
+            ok=True,
+            environment=self.env,
+            id=self.backup_id,
+            kind=self.kind,
+            deleted_objects=self.deleted_objects,
+            deleted_bytes=self.deleted_bytes,
+            tiers=self.tiers,
+        )
 
 
 def _refuse_kept(repo: Repository, hold: Hold | None, now: datetime) -> None:
@@ -516,3 +516,103 @@ def prune_policy(policy: Policy) -> PruneResult:
         return prune(repo, policy, running=running_backups(policy))
     finally:
         repo.close()
+
+
+# -- the --json documents --------------------------------------------------------
+
+
+class PruneBackup(Shape):
+    id: str
+    kind: Literal["logical", "physical"]
+    started_at: Timestamp
+    size_bytes: int = described("bytes stored")
+    size: int = described("the same as size_bytes (kept for version 1; prefer size_bytes)")
+    action: Literal["KEEP", "DELETE"]
+    reasons: list[str] = described("the retention rules that keep it (or why it goes)")
+    wal: Literal["point-in-time", "consistent point only"] | None = described(
+        "kept base backups: whether the WAL after its consistent point stays (point-in-time) "
+        "or only the WAL that makes it consistent (retention.wal); null for the others",
+        default=None,
+    )
+    kept_until: str | None = described(
+        "kept by hand: the time the keep ends, or 'forever'; null when nobody keeps it",
+        default=None,
+    )
+
+
+class PruneOrphan(Shape):
+    id: str = described("a backup prefix with no manifest")
+    objects: int
+    size_bytes: int = described("bytes stored")
+    size: int = described("the same as size_bytes (kept for version 1; prefer size_bytes)")
+    last_modified: Timestamp
+    action: Literal["KEEP", "DELETE"]
+    reason: str
+
+
+class PruneUnreadable(Shape):
+    id: str
+    error: str = described("why its manifest could not be read (it is kept)")
+
+
+class PruneWal(Shape):
+    cutoff: str | None = described(
+        "WAL older than this segment is deleted (except the consistent_only backups' "
+        "start..stop segments)"
+    )
+    delete: int = described("WAL files deleted (or, in a dry run, to delete)")
+    retention: str | None = described(
+        "retention.wal (null: WAL is kept from the oldest kept base backup on)", default=None
+    )
+    pitr_from: Timestamp | None = described(
+        "the oldest point the remaining WAL recovers to: pitr_from_backup's consistent point",
+        default=None,
+    )
+    pitr_from_backup: str | None = described(
+        "the base backup point-in-time recovery starts from (the segment cutoff is its start)",
+        default=None,
+    )
+    consistent_only: list[str] = described(
+        "kept base backups older than it: only the WAL that makes them consistent stays, so "
+        "they restore to their consistent point only",
+        default_factory=list,
+    )
+    locked: int = described(
+        "WAL files older than the cutoff left because the store has locked them (object "
+        "lock); a later prune deletes them once their lock ends",
+        default=0,
+    )
+    locked_until: Timestamp | None = described(
+        "when the latest of those locks ends (null: none is locked)", default=None
+    )
+
+
+class PruneDocument(Document):
+    """`drkit prune ENV [--dry-run] --json`"""
+
+    environment: str
+    dry_run: bool
+    timezone: str = described("the time zone retention days are counted in")
+    backups: list[PruneBackup]
+    orphans: list[PruneOrphan]
+    unreadable: list[PruneUnreadable]
+    wal: PruneWal
+    kept: int
+    deleted: int
+    oldest_restorable: Timestamp | None
+    newest_restorable: Timestamp | None
+    deleted_objects: int
+    deleted_bytes: int = described("bytes deleted")
+
+
+class DeleteDocument(Document):
+    """`drkit delete ENV ID --json` (exit 4, nothing deleted, when a guard refuses)"""
+
+    environment: str
+    id: str = described("the backup deleted")
+    kind: Literal["logical", "physical"]
+    deleted_objects: int = described("objects removed, its manifest first")
+    deleted_bytes: int = described("bytes removed")
+    tiers: list[str] = described(
+        "the retention tiers it satisfied (deleting by hand overrides them)"
+    )

@@ -21,9 +21,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from drkit.backup.catalog import Manifest
+from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import CheckFailed, DrkitError, StorageError
 from drkit.storage.repository import Repository
 from drkit.streams import CountingReader, drain, spool_dir
@@ -46,17 +47,19 @@ class BackupVerdict:
     def ok(self) -> bool:
         return not self.problems
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.backup_id,
-            "kind": self.kind,
-            "ok": self.ok,
-            "objects": self.objects,
-            "bytes": self.bytes,
-            "size_bytes": self.bytes,
-            "problems": self.problems,
+    def document(self) -> Verdict:
+        """Its entry in verify's document; the physical and incremental checks'
+        ``details`` are its optional keys."""
+        return Verdict(
+            id=self.backup_id,
+            kind=self.kind,
+            ok=self.ok,
+            objects=self.objects,
+            size_bytes=self.bytes,
+            bytes=self.bytes,
+            problems=self.problems,
             **self.details,
-        }
+        )
 
 
 def verify_backup(
@@ -180,3 +183,65 @@ def _check_objects(
             verdict.bytes += obj.stored_size
         except (CheckFailed, StorageError) as exc:
             verdict.problems.append(f"{prefix}{exc}")
+
+
+# -- the --json documents --------------------------------------------------------
+
+
+class WalChecked(Shape):
+    files: int = described("WAL files read to their end and decoded (segments and history files)")
+    damaged: int = described("of those, the ones that failed a check")
+    by: dict[str, int] = described(
+        "how their stored content was checked, with counts: sha256 file (uncompressed "
+        "objects), zstd frame checksum, gzip CRC-32, age authentication; 'sha256 attribute' "
+        "and 'size only' for uncompressed objects written before sha256 files"
+    )
+
+
+class Verdict(Shape):
+    id: str = described("the backup ID")
+    kind: Literal["logical", "physical"]
+    ok: bool = described("every object and the WAL chain checked out")
+    objects: int = described("objects re-read")
+    size_bytes: int = described("bytes re-read (stored size of its objects)")
+    bytes: int = described("the same as size_bytes (kept for version 1; prefer size_bytes)")
+    problems: list[str] = described("what is wrong, one line each")
+    wal_chain: Literal["complete", "gap", "damaged"] | None = described(
+        "physical backups only: every WAL file of the chain is there and reads back, one is "
+        "missing (gap) or one fails its checks (damaged)",
+        default=None,
+    )
+    recoverable_from: Timestamp | None = described("physical backups only", default=None)
+    recoverable_to: Timestamp | None = described(
+        "physical backups only: when the last WAL segment of the window was archived",
+        default=None,
+    )
+    last_wal: str | None = described(
+        "last WAL segment of the chain (physical): before the first missing or damaged one",
+        default=None,
+    )
+    wal_checked: WalChecked | None = described(
+        "physical backups only: the WAL files read, from the backup's start to last_wal",
+        default=None,
+    )
+    wal_scope: Literal["point-in-time", "consistent point only"] | None = described(
+        "physical backups: whether the retention policy keeps the WAL after its consistent "
+        "point (point-in-time) or only the WAL that makes it consistent (retention.wal); "
+        "then recoverable_to is its consistent point",
+        default=None,
+    )
+    wal_note: str | None = described(
+        "physical backups restorable to their consistent point only: why", default=None
+    )
+    chain: list[str] | None = described(
+        "incremental backups: the chain checked, full backup first", default=None
+    )
+    pg_verifybackup: str | None = described(
+        "incremental backups: pg_verifybackup on the combined chain", default=None
+    )
+
+
+class VerifyDocument(Document):
+    """`drkit verify ENV [ID|latest|--all] --json` (exit 3 when a backup fails)"""
+
+    backups: list[Verdict]

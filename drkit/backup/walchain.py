@@ -345,18 +345,6 @@ class Reach:
     newest_end: datetime | None
     required_missing: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "timeline": self.timeline,
-            "last_segment": self.last_segment,
-            "end": iso(self.end),
-            "first_missing": self.missing,
-            "gap": self.gap,
-            "segments_beyond_gap": self.newer_segments,
-            "newest_segment": self.newest_segment,
-            "newest_archived_at": iso(self.newest_end),
-        }
-
 
 def segment_on_path(segno: int, timeline: int, history: list[TimelineSwitch], size: int) -> Segment:
     """Segment ``segno`` as replay along ``timeline`` reads it: from the timeline that

@@ -284,7 +284,7 @@ def verify(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups."""
-    from drkit.backup.verify import verify_backup
+    from drkit.backup.verify import VerifyDocument, verify_backup
     from drkit.backup.walchain import WalReading
 
     settle(json_out, policy_dir)
@@ -311,7 +311,7 @@ def verify(
                 verdicts.append(verify_backup(repo, m, meter, wal, wal_plan))
     bad = [v for v in verdicts if not v.ok]
     if state.json:
-        emit_json({"ok": not bad, "backups": [v.to_dict() for v in verdicts]})
+        emit_json(VerifyDocument(ok=not bad, backups=[v.document() for v in verdicts]))
     else:
         for v in verdicts:
             mark = "[green]✓ OK[/green]" if v.ok else "[red]✗ FAILED[/red]"
@@ -363,7 +363,7 @@ def prune(
         refuse_same_repository(Repository.for_policy(load(env)), repo, repo_name)
     result = run_prune(repo, policy, dry_run=dry_run, running=running_backups(policy))
     if state.json:
-        emit_json(result.to_dict())
+        emit_json(result.document())
         return
     verb = "would be" if dry_run else "were"
     out.print(
@@ -462,7 +462,7 @@ def keep(
     repo = Repository.for_policy(policy)
     result = release_backup(repo, backup_id) if release else keep_backup(repo, backup_id, deadline)
     if state.json:
-        emit_json(result.to_dict())
+        emit_json(result.document())
         return
     if release:
         line = (
@@ -495,7 +495,7 @@ def delete(
     repo = Repository.for_policy(policy)
     result = delete_by_hand(repo, policy, backup_id)
     if state.json:
-        emit_json(result.to_dict())
+        emit_json(result.document())
         return
     out.print(
         f"deleted backup {backup_id}: {result.deleted_objects} objects, "

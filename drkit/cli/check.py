@@ -23,7 +23,7 @@ def check(env: EnvArg, json_out: JsonOpt = False, policy_dir: PolicyDirOpt = Non
     st = settle(json_out, policy_dir)
     report = run_checks(load(env), st.policy_dir)
     if st.json:
-        emit_json(report.to_dict())
+        emit_json(report.document())
     else:
         for result in report.results:
             mark = {"PASS": "[green]PASS[/green]", "WARN": "[yellow]WARN[/yellow]"}.get(

@@ -19,6 +19,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from drkit.documents import Shape
+
 
 @dataclass
 class State:
@@ -142,10 +144,13 @@ def settle(json_out: bool = False, policy_dir: Path | None = None) -> State:
     return state
 
 
-def emit_json(data: dict[str, Any]) -> None:
+def emit_json(data: dict[str, Any] | Shape) -> None:
     """The command's one ``--json`` document; :func:`run` writes it with ``ok`` (and
-    ``error`` when the command then fails), so stdout holds exactly one document."""
-    state.document = data
+    ``error`` when the command then fails), so stdout holds exactly one document.  A
+    model is written as its producer filled it: a key it did not set is left out."""
+    state.document = (
+        data if isinstance(data, dict) else data.model_dump(mode="json", exclude_unset=True)
+    )
 
 
 def load(env: str, repo: str | None = None) -> Any:

@@ -1,8 +1,12 @@
 """The published shape of every ``--json`` document (see ARCHITECTURE.md, Command line).
 
-One pydantic model per command's document, plus :class:`Failure`.  They describe what
-the commands write; :mod:`drkit.docgen` turns them into ``docs/schemas/output/*.json``
-and ``tests/cli/test_json_contract.py`` validates real outputs against those files.
+One pydantic model per command's document (:data:`DOCUMENTS`), plus :class:`Failure`.
+A document core code produces is the model it returns, defined next to that code
+(``KeepDocument`` in :mod:`drkit.backup.keep`, ``StatusDocument`` in :mod:`drkit.status`,
+...) and only registered here; the models still defined here are those of documents the
+command line assembles itself.  :mod:`drkit.docgen` turns them into
+``docs/schemas/output/*.json`` and ``tests/cli/test_json_contract.py`` validates real
+outputs against those files.
 
 Rules of the contract:
 
@@ -24,50 +28,24 @@ Rules of the contract:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from drkit.backup.keep import KeepDocument
 from drkit.backup.order import SKEW_BOUND
+from drkit.backup.prune import DeleteDocument, PruneDocument
+from drkit.backup.verify import VerifyDocument
+from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestamp
+from drkit.documents import described as _field
+from drkit.preflight import CheckDocument
+from drkit.restore.documents import PitrDocument, RestoreDocument, RestoredTable
+from drkit.sanitize.check import SanitizeCheckDocument
+from drkit.sanitize.report import SanitizeDocument
+from drkit.sanitize.scan import LeakScan
+from drkit.status import StatusDocument
+from drkit.wal.documents import WalPushDocument
 
 #: the version of the documents' shapes, published in each schema file
 SCHEMA_VERSION = 1
-
-Timestamp = Annotated[
-    str,
-    Field(
-        pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
-        json_schema_extra={"format": "date-time"},
-        description="RFC 3339 timestamp in UTC (Z)",
-    ),
-]
-LocalTimestamp = Annotated[
-    str,
-    Field(
-        json_schema_extra={"format": "date-time"},
-        description="RFC 3339 timestamp with the offset of the policy's time zone",
-    ),
-]
-
-
-def _field(description: str, **kwargs: Any) -> Any:
-    return Field(description=description, **kwargs)
-
-
-class Shape(BaseModel):
-    """An object of a document: keys it does not list are allowed (added later)."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class ErrorInfo(Shape):
-    code: int = _field("the exit code (docs/exit-codes.md)")
-    message: str = _field("the one error line, secrets masked")
-
-
-class Document(Shape):
-    ok: bool = _field("true when the command succeeded (exit code 0)")
-    error: ErrorInfo | None = _field("why the command failed (only when ok is false)", default=None)
 
 
 class Failure(Document):
@@ -98,21 +76,6 @@ class PolicyCheckDocument(Document):
 
     policies: dict[str, PolicyResult] = _field("each environment's policy by its name")
     rules: dict[str, RulesResult] = _field("each sanitize rules file by its path")
-
-
-class CheckLine(Shape):
-    name: str = _field("what was checked")
-    status: Literal["PASS", "FAIL", "WARN"] = _field(
-        "the verdict; WARN: something to fix that breaks nothing (ok stays true)"
-    )
-    detail: str = _field("what was seen, or what to fix")
-
-
-class CheckDocument(Document):
-    """`drkit check ENV --json` (exit 3 when a check fails; a WARN alone exits 0)"""
-
-    environment: str
-    checks: list[CheckLine] = _field("one entry per check, in the order they ran")
 
 
 class ArchiveCommandDocument(Document):
@@ -230,175 +193,6 @@ class RestorePointDocument(Document, RestorePointRow):
     recorded"""
 
 
-class WalChecked(Shape):
-    files: int = _field("WAL files read to their end and decoded (segments and history files)")
-    damaged: int = _field("of those, the ones that failed a check")
-    by: dict[str, int] = _field(
-        "how their stored content was checked, with counts: sha256 file (uncompressed "
-        "objects), zstd frame checksum, gzip CRC-32, age authentication; 'sha256 attribute' "
-        "and 'size only' for uncompressed objects written before sha256 files"
-    )
-
-
-class Verdict(Shape):
-    id: str = _field("the backup ID")
-    kind: Literal["logical", "physical"]
-    ok: bool = _field("every object and the WAL chain checked out")
-    objects: int = _field("objects re-read")
-    size_bytes: int = _field("bytes re-read (stored size of its objects)")
-    bytes: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
-    problems: list[str] = _field("what is wrong, one line each")
-    wal_chain: Literal["complete", "gap", "damaged"] | None = _field(
-        "physical backups only: every WAL file of the chain is there and reads back, one is "
-        "missing (gap) or one fails its checks (damaged)",
-        default=None,
-    )
-    recoverable_from: Timestamp | None = _field("physical backups only", default=None)
-    recoverable_to: Timestamp | None = _field(
-        "physical backups only: when the last WAL segment of the window was archived",
-        default=None,
-    )
-    last_wal: str | None = _field(
-        "last WAL segment of the chain (physical): before the first missing or damaged one",
-        default=None,
-    )
-    wal_checked: WalChecked | None = _field(
-        "physical backups only: the WAL files read, from the backup's start to last_wal",
-        default=None,
-    )
-    wal_scope: Literal["point-in-time", "consistent point only"] | None = _field(
-        "physical backups: whether the retention policy keeps the WAL after its consistent "
-        "point (point-in-time) or only the WAL that makes it consistent (retention.wal); "
-        "then recoverable_to is its consistent point",
-        default=None,
-    )
-    wal_note: str | None = _field(
-        "physical backups restorable to their consistent point only: why", default=None
-    )
-    chain: list[str] | None = _field(
-        "incremental backups: the chain checked, full backup first", default=None
-    )
-    pg_verifybackup: str | None = _field(
-        "incremental backups: pg_verifybackup on the combined chain", default=None
-    )
-
-
-class VerifyDocument(Document):
-    """`drkit verify ENV [ID|latest|--all] --json` (exit 3 when a backup fails)"""
-
-    backups: list[Verdict]
-
-
-class PruneBackup(Shape):
-    id: str
-    kind: Literal["logical", "physical"]
-    started_at: Timestamp
-    size_bytes: int = _field("bytes stored")
-    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
-    action: Literal["KEEP", "DELETE"]
-    reasons: list[str] = _field("the retention rules that keep it (or why it goes)")
-    wal: Literal["point-in-time", "consistent point only"] | None = _field(
-        "kept base backups: whether the WAL after its consistent point stays (point-in-time) "
-        "or only the WAL that makes it consistent (retention.wal); null for the others",
-        default=None,
-    )
-    kept_until: str | None = _field(
-        "kept by hand: the time the keep ends, or 'forever'; null when nobody keeps it",
-        default=None,
-    )
-
-
-class PruneOrphan(Shape):
-    id: str = _field("a backup prefix with no manifest")
-    objects: int
-    size_bytes: int = _field("bytes stored")
-    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
-    last_modified: Timestamp
-    action: Literal["KEEP", "DELETE"]
-    reason: str
-
-
-class PruneUnreadable(Shape):
-    id: str
-    error: str = _field("why its manifest could not be read (it is kept)")
-
-
-class PruneWal(Shape):
-    cutoff: str | None = _field(
-        "WAL older than this segment is deleted (except the consistent_only backups' "
-        "start..stop segments)"
-    )
-    delete: int = _field("WAL files deleted (or, in a dry run, to delete)")
-    retention: str | None = _field(
-        "retention.wal (null: WAL is kept from the oldest kept base backup on)", default=None
-    )
-    pitr_from: Timestamp | None = _field(
-        "the oldest point the remaining WAL recovers to: pitr_from_backup's consistent point",
-        default=None,
-    )
-    pitr_from_backup: str | None = _field(
-        "the base backup point-in-time recovery starts from (the segment cutoff is its start)",
-        default=None,
-    )
-    consistent_only: list[str] = _field(
-        "kept base backups older than it: only the WAL that makes them consistent stays, so "
-        "they restore to their consistent point only",
-        default_factory=list,
-    )
-    locked: int = _field(
-        "WAL files older than the cutoff left because the store has locked them (object "
-        "lock); a later prune deletes them once their lock ends",
-        default=0,
-    )
-    locked_until: Timestamp | None = _field(
-        "when the latest of those locks ends (null: none is locked)", default=None
-    )
-
-
-class PruneDocument(Document):
-    """`drkit prune ENV [--dry-run] --json`"""
-
-    environment: str
-    dry_run: bool
-    timezone: str = _field("the time zone retention days are counted in")
-    backups: list[PruneBackup]
-    orphans: list[PruneOrphan]
-    unreadable: list[PruneUnreadable]
-    wal: PruneWal
-    kept: int
-    deleted: int
-    oldest_restorable: Timestamp | None
-    newest_restorable: Timestamp | None
-    deleted_objects: int
-    deleted_bytes: int = _field("bytes deleted")
-
-
-class KeepDocument(Document):
-    """`drkit keep ENV ID [--until DATE | --release] --json`"""
-
-    environment: str
-    id: str = _field("the backup")
-    kind: Literal["logical", "physical"]
-    kept: bool = _field("a person keeps it now (false after --release)")
-    kept_until: str | None = _field(
-        "the RFC 3339 time the keep ends, 'forever' (until released), or null (released)"
-    )
-    previous_until: str | None = _field(
-        "the keep it replaced or released, in the same form (null: it was not kept)"
-    )
-
-
-class DeleteDocument(Document):
-    """`drkit delete ENV ID --json` (exit 4, nothing deleted, when a guard refuses)"""
-
-    environment: str
-    id: str = _field("the backup deleted")
-    kind: Literal["logical", "physical"]
-    deleted_objects: int = _field("objects removed, its manifest first")
-    deleted_bytes: int = _field("bytes removed")
-    tiers: list[str] = _field("the retention tiers it satisfied (deleting by hand overrides them)")
-
-
 class CopyRun(Shape):
     """What one run did to one copy (``copies.NAME``)."""
 
@@ -424,39 +218,6 @@ class CopyDocument(Document):
 # -- restore -------------------------------------------------------------------------
 
 
-class RestoredTable(Shape):
-    source: str = _field("schema.table in the backup")
-    table: str = _field("schema.table it was restored as in the target database")
-    rows: int = _field("rows restored (counted in the target database after the commit)")
-
-
-class RestoredDatabase(Shape):
-    database: str = _field("the database in the backup")
-    target: str = _field("host:port/database restored into (no password)")
-    backup_id: str = _field("the backup it came from")
-    tables: int
-    rows: int
-    mismatches: list[str] = _field("tables whose row count differs from the manifest")
-    restored: list[RestoredTable] = _field(
-        "--table: each table restored, under the name it was restored as", default_factory=list
-    )
-    dropped_foreign_keys: list[str] = _field(
-        "--table: foreign keys left out, as 'constraint -> schema.table referenced'",
-        default_factory=list,
-    )
-
-
-class RestoreDocument(Document):
-    """`drkit restore ENV [ID|latest] --json` (logical)"""
-
-    backup_id: str
-    databases: list[RestoredDatabase]
-    duration_seconds: float = _field("seconds the restore took")
-    duration: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-
-
 class TableRestoreDocument(Document):
     """`drkit restore ENV <target> --table S.T --target-db URL [--as NEWNAME] --json`
     (tables from a physical backup, recovered in a scratch cluster)"""
@@ -475,76 +236,6 @@ class TableRestoreDocument(Document):
         "the scratch cluster after the restore"
     )
     duration_seconds: float = _field("seconds the restore took")
-
-
-class Window(Shape):
-    start: Timestamp | None = _field("oldest point reachable")
-    end: Timestamp | None = _field("newest point reachable")
-    last_wal: str | None
-    timeline: int | None
-    missing: str | None = _field("first missing WAL segment, when newer ones exist")
-
-
-class Gap(Shape):
-    timeline: int
-    last_segment: str | None = _field("the last segment recovered, before the gap")
-    end: Timestamp | None = _field("when that segment was archived")
-    first_missing: str | None
-    gap: bool
-    segments_beyond_gap: int = _field("archived segments past the gap: left out")
-    newest_segment: str | None = _field("the newest of them")
-    newest_archived_at: Timestamp | None = _field(
-        "when it was archived: the newest point the archive holds, left out"
-    )
-
-
-class PitrDocument(Document):
-    """`drkit restore ENV --point-in-time TS|latest --pgdata DIR --json`"""
-
-    backup_id: str = _field("the base backup recovered from")
-    chain: list[str] | None = _field(
-        "the base backups combined for it, full first (more than one when it is incremental)",
-        default=None,
-    )
-    target: str = _field(
-        "the target asked for: an RFC 3339 timestamp, latest, immediate, or kind:value "
-        "(xid:745, lsn:0/3000028, name:before-migration; ' (exclusive)' appended for "
-        "--exclusive)"
-    )
-    target_kind: Literal["time", "latest", "xid", "lsn", "name", "immediate"] = _field(
-        "the kind of target", default="time"
-    )
-    continued: bool = _field(
-        "--continue: a paused server was moved on in the same data directory, nothing unpacked",
-        default=False,
-    )
-    pgdata: str
-    port: int
-    action: Literal["promote", "pause", "shutdown"]
-    started: bool = _field("the recovered server was started")
-    state: str = _field("prepared | promoted | paused | shut down")
-    reached_at: Timestamp | None = _field(
-        "the last transaction replayed (read from the recovered server)"
-    )
-    timeline: int | None = _field("the recovered server's timeline")
-    lsn: str | None = _field("where replay ended, read from the recovered server")
-    end_lsn: str | None = _field(
-        "where replay had to end: the last whole WAL record of the last planned segment "
-        "(latest, or a time after the last commit the archive holds)",
-        default=None,
-    )
-    window: Window
-    log_file: str | None
-    phases_seconds: dict[str, float] = _field("seconds per phase")
-    phases: dict[str, float] = _field(
-        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
-    )
-    followed_timeline: int | None
-    timeline_source: str | None
-    production_timeline: int | None
-    other_timelines: list[int]
-    archive_mode: Literal["off", "preserve"]
-    stopped_at_gap: Gap | None = _field("where recovery stopped under --allow-gap")
 
 
 # -- WAL -----------------------------------------------------------------------------
@@ -590,25 +281,6 @@ class WalSearchDocument(Document):
     transactions: list[WalSearchTransaction]
 
 
-class WalPushDocument(Document):
-    """`drkit wal-push ENV PATH --json`"""
-
-    name: str = _field("the WAL file archived")
-    status: Literal["stored", "exists"]
-    stored_size_bytes: int = _field("bytes stored")
-    raw_size_bytes: int = _field("bytes of the WAL file")
-    archived_ahead: list[str] = _field("ready files archived ahead of the server")
-    ahead_failed: dict[str, str] = _field("ready files that could not be, and why")
-    duration_seconds: float = _field("seconds the push took")
-    stored_size: int = _field(
-        "the same as stored_size_bytes (kept for version 1; prefer stored_size_bytes)"
-    )
-    raw_size: int = _field("the same as raw_size_bytes (kept for version 1; prefer raw_size_bytes)")
-    seconds: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-
-
 class WalFetchDocument(Document):
     """`drkit wal-fetch ENV NAME PATH --json` (exit 1 when it is not archived)"""
 
@@ -629,63 +301,6 @@ class PromoteTimelineDocument(Document):
 # -- sanitize ------------------------------------------------------------------------
 
 
-class SanitizedTable(Shape):
-    table: str = _field("schema.table")
-    action: str = _field("copy | mask | schema-only")
-    rows: int | None = _field("rows copied (none in a dry run)")
-    selection: str = _field("which rows: all, a where clause or a subset")
-    strategies: dict[str, str] = _field("column -> strategy")
-    duration_seconds: float = _field("seconds the table took")
-    seconds: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-
-
-class LeakScan(Shape):
-    clean: bool = _field("no original value was found in the copy")
-    originals: int
-    ambiguous: int
-    columns_scanned: int
-    rows_scanned: int
-    bytes_scanned: int
-    duration_seconds: float = _field("seconds the scan took")
-    seconds: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-    hits: dict[str, int] = _field("schema.table.column -> original values found")
-    pii: dict[str, dict[str, int]] = _field(
-        "personal data by content in what reaches DST unmasked: schema.table.column (or "
-        "catalog object) -> kind (email, phone, iban, card, ip, name, secret, oversized, "
-        "connection) -> rows or objects",
-        default_factory=dict,
-    )
-
-
-class SanitizeDocument(Document):
-    """`drkit sanitize SRC DST [--dry-run|--scan-only] --json` (exit 3 on a leak)"""
-
-    src: str
-    dst: str
-    rules: str = _field("the rules file")
-    source: str = _field("live, or backup <id>")
-    mode: Literal["run", "dry-run", "scan-only"]
-    rows: int = _field("rows copied")
-    tables: list[SanitizedTable]
-    unlisted_tables: list[str]
-    unlisted_columns: list[str]
-    pii_kept: list[str] = _field("columns kept as is that look like personal data")
-    phases_seconds: dict[str, float] = _field("seconds per phase")
-    phases: dict[str, float] = _field(
-        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
-    )
-    leak_scan: LeakScan | None
-    target_tables: int = _field("tables the target database held before")
-    pinned: dict[str, list[str]] = _field(
-        "copy: true tables pinned to their columns by this run (after a clean scan)",
-        default_factory=dict,
-    )
-
-
 class SanitizeScanDocument(Document):
     """`drkit sanitize scan SRC --rules R [--write-draft FILE] --json` (exit 3 when a run
     would be refused)"""
@@ -699,30 +314,6 @@ class SanitizeScanDocument(Document):
     originals: dict[str, int] = _field("schema.table.column -> originals of masked columns")
     rows_scanned: int = _field("rows searched")
     draft: str | None = _field("where the draft of rules was written")
-
-
-class CheckedTable(Shape):
-    action: str
-    listed: bool = _field("the table is in the rules")
-    where: str | None
-    strategies: dict[str, str]
-
-
-class SanitizeCheckDocument(Document):
-    """`drkit sanitize check SRC DST --json` (exit 3 when the rules miss something)"""
-
-    rules: str
-    src: str
-    dst: str
-    salt_set: bool
-    tables: dict[str, CheckedTable] = _field("by schema.table")
-    unlisted_tables: list[str]
-    unlisted_columns: list[str]
-    pii_kept: list[str]
-    failures: list[str]
-    pinned: dict[str, list[str]] = _field("copy: true tables pinned to their columns now")
-    target: str = _field("what the run may do on DST's server (privileges proved)")
-    leftovers: list[str] = _field("builds interrupted runs left next to DST, dropped now")
 
 
 class SanitizeInitDocument(Document):
@@ -843,93 +434,6 @@ class DrillDocument(Document):
         "--point-in-time): each kind's own report, with its own verdict; the measures "
         "above are the physical drill's when one ran",
         default=None,
-    )
-
-
-class StatusBackup(Shape):
-    id: str
-    finished_at: Timestamp
-    consistent_at: Timestamp | None
-    age_seconds: float | None
-    size_bytes: int = _field("bytes stored")
-    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
-    clock_skewed: bool = _field(
-        "taken while drkit's host clock disagreed with the server's (see drkit backups)",
-        default=False,
-    )
-
-
-class StatusWalGap(Shape):
-    first_missing: str = _field("the first WAL segment missing on the followed timeline")
-    segments_beyond: int = _field("segments archived past it: replay cannot reach them")
-
-
-class StatusWal(Shape):
-    archiving: bool
-    last_file: str | None = _field("the newest object in wal/ (whether reachable or not)")
-    last_archived_at: Timestamp | None
-    age_seconds: float | None
-    followed_timeline: int | None = _field("the timeline restore latest follows")
-    reachable_segment: str | None = _field(
-        "the last segment restore latest reaches: before any gap, of this cluster"
-    )
-    reachable_at: Timestamp | None = _field(
-        "when that segment was archived: the newest point WAL adds to the window"
-    )
-    gap: StatusWalGap | None = _field("null when the followed timeline has no gap")
-    foreign_segments: list[str] = _field(
-        "segments at the end of the archive that another cluster wrote, oldest first"
-    )
-    identity_unchecked: str | None = _field(
-        "why the segments' cluster could not be read (encrypted without an identity, ...)"
-    )
-    unreachable: str | None = _field("why the WAL archive adds nothing to the window")
-
-
-class StatusDatabase(Shape):
-    last_backup_id: str | None
-    newest_point: Timestamp | None
-    rpo_exposure_seconds: float | None
-
-
-class StatusWindow(Shape):
-    oldest: Timestamp | None
-    newest: Timestamp | None
-    continuous_from: Timestamp | None
-
-
-class StatusDrill(Shape):
-    id: str | None
-    verdict: str | None
-    backup_id: str | None
-    rto_seconds: float | None
-    rpo_seconds: float | None
-    finished_at: Timestamp | None
-    age_seconds: float | None
-
-
-class StatusDocument(Document):
-    """`drkit status ENV --json` (exit 3 when an objective is breached)"""
-
-    environment: str
-    now: Timestamp
-    status: Literal["OK", "ATTENTION"]
-    breached: list[str]
-    attention: list[str]
-    objectives: dict[str, float | None] = _field("rpo_seconds and rto_seconds")
-    backups: dict[str, StatusBackup] = _field("the newest backup of each kind")
-    backup_count: int
-    wal: StatusWal
-    rpo_exposure_seconds: float | None
-    rpo_worst_database: str | None
-    databases: dict[str, StatusDatabase]
-    recoverable_window: StatusWindow
-    last_drill: StatusDrill | None
-    clock_skewed_backups: list[str] = _field(
-        "backups taken while drkit's host clock disagreed with the database server's by "
-        f"more than {SKEW_BOUND.total_seconds():g} s, oldest first (an attention line names "
-        "them): their ids and host times are wrong, their order is not",
-        default_factory=list,
     )
 
 

@@ -144,7 +144,7 @@ def seconds_text(seconds: float) -> str:
 
 def print_sanitize_report(report: Any) -> None:
     if state.json:
-        emit_json(report.to_dict())
+        emit_json(report.document())
         return
     title = {
         "run": "sanitized copy",

@@ -275,7 +275,7 @@ def _restore_logical(
     elapsed = time.monotonic() - started
     if state.json:
         took = round(elapsed, 3)
-        emit_json({**result.to_dict(), "duration": took, "duration_seconds": took})
+        emit_json(result.document(duration=took))
         return
     for d in result.databases:
         for t in d.restored:
@@ -451,7 +451,7 @@ def _restore_pitr(env: str, recovery: Recovery, repo_name: str | None) -> None:
                 on_progress=progress,
             )
     if state.json:
-        emit_json({"ok": True, **result.to_dict()})
+        emit_json(result.document())
         return
     _print_recovery(result)
 

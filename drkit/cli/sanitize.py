@@ -165,7 +165,7 @@ def sanitize_check(
 
     report = check_rules(load(src), load(dst), rules)
     if state.json:
-        emit_json(report.to_dict())
+        emit_json(report.document())
     else:
         for key, info in report.tables.items():
             masked = ", ".join(f"{c}={s}" for c, s in info["strategies"].items())

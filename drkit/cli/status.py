@@ -35,7 +35,7 @@ def status(
     settle(json_out, policy_dir)
     report = collect_status(load(env, repo_name))
     if state.json:
-        emit_json(report.to_dict())
+        emit_json(report.document())
     else:
         for line in render_status(report):
             out.print(line, markup=False, highlight=False)

@@ -141,7 +141,7 @@ def wal_push(
         apply_env_file(env_file)
     report = archive_wal(load_wal_policy(env, st.policy_dir), path, st.policy_dir)
     if st.json:
-        emit_json(report.to_dict())
+        emit_json(report.document())
 
 
 @commands.command("promote-timeline")

@@ -68,6 +68,7 @@ from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.restore.dirrestore import fetched_directory
+from drkit.restore.documents import RestoredDatabase, RestoreDocument, RestoredTable
 from drkit.restore.tables import (
     TableChoice,
     TableRestoreResult,
@@ -99,12 +100,27 @@ class RestoreResult:
     backup_id: str
     databases: list[DatabaseRestore]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backup_id": self.backup_id,
-            "databases": [vars(d) for d in self.databases],
-            "ok": not any(d.mismatches for d in self.databases),
-        }
+    def document(self, duration: float) -> RestoreDocument:
+        """The restore's document; ``duration``: the seconds it took, as the caller timed it."""
+        return RestoreDocument(
+            ok=not any(d.mismatches for d in self.databases),
+            backup_id=self.backup_id,
+            databases=[
+                RestoredDatabase(
+                    database=d.database,
+                    target=d.target,
+                    backup_id=d.backup_id,
+                    tables=d.tables,
+                    rows=d.rows,
+                    mismatches=d.mismatches,
+                    restored=[RestoredTable(**t) for t in d.restored],
+                    dropped_foreign_keys=d.dropped_foreign_keys,
+                )
+                for d in self.databases
+            ],
+            duration_seconds=duration,
+            duration=duration,
+        )
 
 
 def ensure_database(dsn: str) -> None:

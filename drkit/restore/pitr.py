@@ -71,6 +71,7 @@ from drkit.pg import (
 )
 from drkit.pg.conninfo import parse
 from drkit.progress import Meter, OnProgress
+from drkit.restore import documents
 from drkit.restore.plan import (
     RecoveryPlan,
     TimelineChoice,
@@ -139,33 +140,55 @@ class PitrResult:
     target_kind: str = "time"  # time | latest | xid | lsn | name | immediate
     continued: bool = False  # --continue: a paused server moved on, nothing unpacked
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "chain": self.chain or [self.backup_id],
-            "followed_timeline": self.followed.timeline if self.followed else None,
-            "timeline_source": self.followed.source if self.followed else None,
-            "production_timeline": self.followed.recorded if self.followed else None,
-            "other_timelines": self.followed.others if self.followed else [],
-            "archive_mode": self.archive_mode,
-            "stopped_at_gap": self.gap.to_dict() if self.gap else None,
-            "backup_id": self.backup_id,
-            "target": self.target,
-            "target_kind": self.target_kind,
-            "continued": self.continued,
-            "pgdata": self.pgdata,
-            "port": self.port,
-            "action": self.action,
-            "started": self.started,
-            "state": self.state,
-            "reached_at": iso(self.reached_at),
-            "timeline": self.timeline,
-            "lsn": self.lsn,
-            "end_lsn": self.end_lsn,
-            "window": self.window.to_dict(),
-            "log_file": self.log_file,
-            "phases": {k: round(v, 3) for k, v in self.phases.items()},
-            "phases_seconds": {k: round(v, 3) for k, v in self.phases.items()},
-        }
+    def document(self) -> documents.PitrDocument:
+        window, gap = self.window, self.gap
+        phases = {k: round(v, 3) for k, v in self.phases.items()}
+        return documents.PitrDocument(
+            ok=True,
+            chain=self.chain or [self.backup_id],
+            followed_timeline=self.followed.timeline if self.followed else None,
+            timeline_source=self.followed.source if self.followed else None,
+            production_timeline=self.followed.recorded if self.followed else None,
+            other_timelines=self.followed.others if self.followed else [],
+            archive_mode=self.archive_mode,
+            stopped_at_gap=(
+                documents.Gap(
+                    timeline=gap.timeline,
+                    last_segment=gap.last_segment,
+                    end=iso(gap.end),
+                    first_missing=gap.missing,
+                    gap=gap.gap,
+                    segments_beyond_gap=gap.newer_segments,
+                    newest_segment=gap.newest_segment,
+                    newest_archived_at=iso(gap.newest_end),
+                )
+                if gap
+                else None
+            ),
+            backup_id=self.backup_id,
+            target=self.target,
+            target_kind=self.target_kind,
+            continued=self.continued,
+            pgdata=self.pgdata,
+            port=self.port,
+            action=self.action,
+            started=self.started,
+            state=self.state,
+            reached_at=iso(self.reached_at),
+            timeline=self.timeline,
+            lsn=self.lsn,
+            end_lsn=self.end_lsn,
+            window=documents.Window(
+                start=iso(window.start),
+                end=iso(window.end),
+                last_wal=window.last_wal,
+                timeline=window.timeline,
+                missing=window.missing,
+            ),
+            log_file=self.log_file,
+            phases=phases,
+            phases_seconds=phases,
+        )
 
 
 class RecoveryObserver(Protocol):

@@ -23,7 +23,6 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from drkit.backup.catalog import Manifest, iso, list_backups
 from drkit.backup.chain import by_id, chain_ok, resolve_chain
@@ -76,15 +75,6 @@ class Window:
         if self.missing:
             text += f" (WAL segment {self.missing} is missing; newer segments exist past the gap)"
         return text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "start": iso(self.start),
-            "end": iso(self.end),
-            "last_wal": self.last_wal,
-            "timeline": self.timeline,
-            "missing": self.missing,
-        }
 
 
 def consistent_point(manifest: Manifest) -> datetime:

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from drkit.backup.catalog import Manifest, iso, list_backups, parse_ts, restorable_span
+from drkit.backup.catalog import Manifest, list_backups, parse_ts, restorable_span
 from drkit.errors import CheckFailed, StorageError
 
 if TYPE_CHECKING:
@@ -69,21 +69,6 @@ class WalReach:
     foreign: list[str] = field(default_factory=list)  # another cluster's, oldest first
     unchecked: str | None = None  # why the segments' cluster could not be read
     problem: str | None = None  # why the archive adds nothing
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "followed_timeline": self.timeline,
-            "reachable_segment": self.last_segment,
-            "reachable_at": iso(self.end),
-            "gap": (
-                {"first_missing": self.first_missing, "segments_beyond": self.beyond_gap}
-                if self.first_missing
-                else None
-            ),
-            "foreign_segments": self.foreign,
-            "identity_unchecked": self.unchecked,
-            "unreachable": self.problem,
-        }
 
 
 def wal_reach(repo: Repository) -> WalReach:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from drkit.config import Policy
+from drkit.documents import Document, Shape, described
 from drkit.pg.builddb import clean_leftovers, prove_privileges
 from drkit.pg.connect import connect
 from drkit.sanitize.fit import check_constraints_fit
@@ -48,22 +49,22 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.failures
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "rules": self.rules,
-            "src": self.src,
-            "dst": self.dst,
-            "salt_set": self.salt_set,
-            "tables": self.tables,
-            "unlisted_tables": self.unlisted_tables,
-            "unlisted_columns": self.unlisted_columns,
-            "pii_kept": self.pii_kept,
-            "failures": self.failures,
-            "pinned": self.pinned,
-            "target": self.target,
-            "leftovers": self.leftovers,
-        }
+    def document(self) -> SanitizeCheckDocument:
+        return SanitizeCheckDocument(
+            ok=self.ok,
+            rules=self.rules,
+            src=self.src,
+            dst=self.dst,
+            salt_set=self.salt_set,
+            tables=self.tables,
+            unlisted_tables=self.unlisted_tables,
+            unlisted_columns=self.unlisted_columns,
+            pii_kept=self.pii_kept,
+            failures=self.failures,
+            pinned=self.pinned,
+            target=self.target,
+            leftovers=self.leftovers,
+        )
 
 
 def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckReport:
@@ -114,3 +115,30 @@ def check_rules(src: Policy, dst: Policy, rules_path: Path | None) -> CheckRepor
             "strategies": tp.strategies_text(),
         }
     return report
+
+
+# -- the --json documents --------------------------------------------------------
+
+
+class CheckedTable(Shape):
+    action: str
+    listed: bool = described("the table is in the rules")
+    where: str | None
+    strategies: dict[str, str]
+
+
+class SanitizeCheckDocument(Document):
+    """`drkit sanitize check SRC DST --json` (exit 3 when the rules miss something)"""
+
+    rules: str
+    src: str
+    dst: str
+    salt_set: bool
+    tables: dict[str, CheckedTable] = described("by schema.table")
+    unlisted_tables: list[str]
+    unlisted_columns: list[str]
+    pii_kept: list[str]
+    failures: list[str]
+    pinned: dict[str, list[str]] = described("copy: true tables pinned to their columns now")
+    target: str = described("what the run may do on DST's server (privileges proved)")
+    leftovers: list[str] = described("builds interrupted runs left next to DST, dropped now")

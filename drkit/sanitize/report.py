@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+from drkit.documents import Document, Shape, described
 from drkit.errors import CheckFailed
 from drkit.progress import OnProgress
-from drkit.sanitize.scan import LeakReport
+from drkit.sanitize.scan import LeakReport, LeakScan
 
 ProgressFn = OnProgress  # phases "copy"/"read", one item per table, in rows
 
@@ -40,16 +41,17 @@ class TableReport:
     strategies: dict[str, str]
     seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "action": self.action,
-            "rows": self.rows,
-            "selection": self.selection,
-            "strategies": self.strategies,
-            "seconds": round(self.seconds, 3),
-            "duration_seconds": round(self.seconds, 3),
-        }
+    def document(self) -> SanitizedTable:
+        seconds = round(self.seconds, 3)
+        return SanitizedTable(
+            table=self.table,
+            action=self.action,
+            rows=self.rows,
+            selection=self.selection,
+            strategies=self.strategies,
+            seconds=seconds,
+            duration_seconds=seconds,
+        )
 
 
 @dataclass
@@ -72,24 +74,26 @@ class Report:
     def rows(self) -> int:
         return sum(t.rows or 0 for t in self.tables)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "src": self.src,
-            "dst": self.dst,
-            "rules": self.rules,
-            "source": self.source,
-            "mode": self.mode,
-            "rows": self.rows,
-            "tables": [t.to_dict() for t in self.tables],
-            "unlisted_tables": self.unlisted_tables,
-            "unlisted_columns": self.unlisted_columns,
-            "pii_kept": self.pii_kept,
-            "phases": {k: round(v, 3) for k, v in self.phases.items()},
-            "phases_seconds": {k: round(v, 3) for k, v in self.phases.items()},
-            "leak_scan": self.leak.to_dict() if self.leak else None,
-            "target_tables": self.target_tables,
-            "pinned": self.pinned,
-        }
+    def document(self) -> SanitizeDocument:
+        phases = {k: round(v, 3) for k, v in self.phases.items()}
+        return SanitizeDocument(
+            ok=True,
+            src=self.src,
+            dst=self.dst,
+            rules=self.rules,
+            source=self.source,
+            mode=self.mode,
+            rows=self.rows,
+            tables=[t.document() for t in self.tables],
+            unlisted_tables=self.unlisted_tables,
+            unlisted_columns=self.unlisted_columns,
+            pii_kept=self.pii_kept,
+            phases=phases,
+            phases_seconds=phases,
+            leak_scan=self.leak.document() if self.leak else None,
+            target_tables=self.target_tables,
+            pinned=self.pinned,
+        )
 
 
 class LeakFound(CheckFailed):
@@ -98,3 +102,43 @@ class LeakFound(CheckFailed):
     def __init__(self, message: str, report: Report) -> None:
         super().__init__(message)
         self.report = report
+
+
+# -- the --json documents --------------------------------------------------------
+
+
+class SanitizedTable(Shape):
+    table: str = described("schema.table")
+    action: str = described("copy | mask | schema-only")
+    rows: int | None = described("rows copied (none in a dry run)")
+    selection: str = described("which rows: all, a where clause or a subset")
+    strategies: dict[str, str] = described("column -> strategy")
+    duration_seconds: float = described("seconds the table took")
+    seconds: float = described(
+        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
+    )
+
+
+class SanitizeDocument(Document):
+    """`drkit sanitize SRC DST [--dry-run|--scan-only] --json` (exit 3 on a leak)"""
+
+    src: str
+    dst: str
+    rules: str = described("the rules file")
+    source: str = described("live, or backup <id>")
+    mode: Literal["run", "dry-run", "scan-only"]
+    rows: int = described("rows copied")
+    tables: list[SanitizedTable]
+    unlisted_tables: list[str]
+    unlisted_columns: list[str]
+    pii_kept: list[str] = described("columns kept as is that look like personal data")
+    phases_seconds: dict[str, float] = described("seconds per phase")
+    phases: dict[str, float] = described(
+        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
+    )
+    leak_scan: LeakScan | None
+    target_tables: int = described("tables the target database held before")
+    pinned: dict[str, list[str]] = described(
+        "copy: true tables pinned to their columns by this run (after a clean scan)",
+        default_factory=dict,
+    )

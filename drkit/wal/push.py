@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from drkit.errors import CheckFailed, DrkitError, ObjectExists, OperationError
 from drkit.wal.ack import sha256_file
@@ -56,6 +56,7 @@ from drkit.wal.timelines import note_pushed  # production's timeline, unless a r
 if TYPE_CHECKING:
     from drkit.config import Policy
     from drkit.storage import Repository
+    from drkit.wal.documents import WalPushDocument
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +102,23 @@ class PushReport:
     ahead_failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.target.name,
-            "status": self.target.status,
-            "stored_size": self.target.stored_size,
-            "raw_size": self.target.raw_size,
-            "archived_ahead": [o.name for o in self.ahead],
-            "ahead_failed": self.ahead_failed,
-            "seconds": round(self.seconds, 3),
-            "stored_size_bytes": self.target.stored_size,
-            "raw_size_bytes": self.target.raw_size,
-            "duration_seconds": round(self.seconds, 3),
-        }
+    def document(self) -> WalPushDocument:
+        from drkit.wal.documents import WalPushDocument  # pydantic, not on archive_command path
+
+        seconds = round(self.seconds, 3)
+        return WalPushDocument(
+            ok=True,
+            name=self.target.name,
+            status=self.target.status,
+            stored_size_bytes=self.target.stored_size,
+            raw_size_bytes=self.target.raw_size,
+            archived_ahead=[o.name for o in self.ahead],
+            ahead_failed=self.ahead_failed,
+            duration_seconds=seconds,
+            stored_size=self.target.stored_size,
+            raw_size=self.target.raw_size,
+            seconds=seconds,
+        )
 
 
 def push_file(

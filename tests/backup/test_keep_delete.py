@@ -40,25 +40,25 @@ def one_line(stderr: str) -> str:
 
 
 def test_a_kept_backup_survives_prune_is_listed_and_goes_once_released(
-    tmp_path: Path, setup: tuple[Path, Repository], run_drkit: DrkitRunner
+    tmp_path: Path, setup: tuple[Path, Repository], run_cli: DrkitRunner
 ) -> None:
     policy_dir, repo = setup
     ids = nightly(repo, 4)  # newest first; no retention rule keeps anything but the newest
-    kept = run_drkit("keep", "prod", ids[2], "--json", policy_dir=policy_dir)
+    kept = run_cli("keep", "prod", ids[2], "--json", policy_dir=policy_dir)
     assert kept.code == 0, kept.stderr
     assert kept.json()["kept_until"] == "forever" and kept.json()["kept"] is True
     assert (tmp_path / "repo" / "prod" / "backups" / ids[2] / "keep.json").exists()
 
-    listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    listed = run_cli("backups", "prod", "--json", policy_dir=policy_dir, check=True).json()
     rows = {b["id"]: b for b in listed["backups"]}
     assert rows[ids[2]]["kept_until"] == "forever"
     assert rows[ids[2]]["tiers"] == ["kept by hand"]
     assert rows[ids[1]]["kept_until"] is None
     wide = {"COLUMNS": "200"}
-    text = run_drkit("backups", "prod", policy_dir=policy_dir, env=wide, check=True).stdout
+    text = run_cli("backups", "prod", policy_dir=policy_dir, env=wide, check=True).stdout
     assert "kept by hand" in text
 
-    pruned = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    pruned = run_cli("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
     assert {b["id"]: b["action"] for b in pruned["backups"]} == {
         ids[0]: "KEEP",
         ids[1]: "DELETE",
@@ -67,10 +67,10 @@ def test_a_kept_backup_survives_prune_is_listed_and_goes_once_released(
     }
     assert [m.id for m in list_backups(repo)] == [ids[2], ids[0]]
 
-    released = run_drkit("keep", "prod", ids[2], "--release", "--json", policy_dir=policy_dir)
+    released = run_cli("keep", "prod", ids[2], "--release", "--json", policy_dir=policy_dir)
     assert released.code == 0, released.stderr
     assert released.json()["previous_until"] == "forever" and released.json()["kept"] is False
-    run_drkit("prune", "prod", policy_dir=policy_dir, check=True)
+    run_cli("prune", "prod", policy_dir=policy_dir, check=True)
     assert [m.id for m in list_backups(repo)] == [ids[0]]
 
 
@@ -83,7 +83,7 @@ def test_a_keep_until_a_date_holds_until_then_and_not_after(
     keep_backup(repo, ids[1], NOW + timedelta(days=10), now=NOW)
     dry = prune(repo, policy, dry_run=True, now=NOW + timedelta(days=9))
     assert dry.plan.reasons(ids[1]) == ("kept by hand until 2026-12-07T12:00:00Z",)
-    assert dry.to_dict()["backups"][1]["kept_until"] == "2026-12-07T12:00:00Z"
+    assert dry.document().backups[1].kept_until == "2026-12-07T12:00:00Z"
     prune(repo, policy, now=NOW + timedelta(days=9))
     assert ids[1] in {m.id for m in list_backups(repo)}
     prune(repo, policy, now=NOW + timedelta(days=10, seconds=1))
@@ -91,7 +91,7 @@ def test_a_keep_until_a_date_holds_until_then_and_not_after(
 
 
 def test_keep_refuses_what_it_cannot_honour(
-    tmp_path: Path, setup: tuple[Path, Repository], run_drkit: DrkitRunner
+    tmp_path: Path, setup: tuple[Path, Repository], run_cli: DrkitRunner
 ) -> None:
     policy_dir, repo = setup
     ids = nightly(repo, 2)
@@ -101,10 +101,10 @@ def test_keep_refuses_what_it_cannot_honour(
         (["--until", "2020-01-01T00:00:00Z"], 2),  # in the past: would keep nothing
         (["--until", "2099-01-01T00:00:00Z", "--release"], 2),
     ):
-        done = run_drkit("keep", "prod", ids[1], *args, policy_dir=policy_dir)
+        done = run_cli("keep", "prod", ids[1], *args, policy_dir=policy_dir)
         assert done.code == code, (args, done.stderr)
         one_line(done.stderr)
-    missing = run_drkit("keep", "prod", "20200101T000000Z-logical", policy_dir=policy_dir)
+    missing = run_cli("keep", "prod", "20200101T000000Z-logical", policy_dir=policy_dir)
     assert missing.code == 1 and "does not exist" in one_line(missing.stderr)
     assert files(tmp_path / "repo") == before
 
@@ -130,13 +130,13 @@ def test_a_kept_incremental_keeps_its_chain(setup: tuple[Path, Repository]) -> N
 
 
 def test_delete_removes_exactly_one_backup(
-    tmp_path: Path, setup: tuple[Path, Repository], run_drkit: DrkitRunner
+    tmp_path: Path, setup: tuple[Path, Repository], run_cli: DrkitRunner
 ) -> None:
     policy_dir, repo = setup
     ids = nightly(repo, 3)
     write_prune_policy(tmp_path, daily=3)  # the rules keep it: deleting by hand overrides them
     before = files(tmp_path / "repo")
-    done = run_drkit("delete", "prod", ids[1], "--json", policy_dir=policy_dir)
+    done = run_cli("delete", "prod", ids[1], "--json", policy_dir=policy_dir)
     assert done.code == 0, done.stderr
     assert done.json()["deleted_objects"] == 2 and done.json()["tiers"] == ["daily 2026-11-26"]
     after = files(tmp_path / "repo")
@@ -149,7 +149,7 @@ def test_delete_removes_exactly_one_backup(
 
 
 def test_delete_refuses_the_newest_a_parent_and_a_kept_backup(
-    tmp_path: Path, setup: tuple[Path, Repository], run_drkit: DrkitRunner
+    tmp_path: Path, setup: tuple[Path, Repository], run_cli: DrkitRunner
 ) -> None:
     policy_dir, repo = setup
     logical = nightly(repo, 2)
@@ -162,7 +162,7 @@ def test_delete_refuses_the_newest_a_parent_and_a_kept_backup(
         wal_start_segment="000000010000000000000004",
         parent=full,
     )
-    run_drkit("keep", "prod", logical[1], policy_dir=policy_dir, check=True)
+    run_cli("keep", "prod", logical[1], policy_dir=policy_dir, check=True)
     before = files(tmp_path / "repo")
     for backup_id, says in (
         (logical[0], "is the newest logical backup of app"),
@@ -170,7 +170,7 @@ def test_delete_refuses_the_newest_a_parent_and_a_kept_backup(
         (full, f"is the parent of incremental backup {incr}"),
         (logical[1], "is kept by hand"),
     ):
-        done = run_drkit("delete", "prod", backup_id, policy_dir=policy_dir)
+        done = run_cli("delete", "prod", backup_id, policy_dir=policy_dir)
         assert done.code == 4, (backup_id, done.stderr)
         line = one_line(done.stderr)
         assert says in line and "nothing deleted" in line, line
@@ -178,20 +178,20 @@ def test_delete_refuses_the_newest_a_parent_and_a_kept_backup(
         (["20200101T000000Z-logical"], 1),  # no such backup
         (["latest"], 2),  # by id only: never the newest by accident
     ):
-        done = run_drkit("delete", "prod", *args, policy_dir=policy_dir)
+        done = run_cli("delete", "prod", *args, policy_dir=policy_dir)
         assert done.code == code, (args, done.stderr)
         one_line(done.stderr)
     assert files(tmp_path / "repo") == before
 
 
 def test_delete_refuses_a_backup_whose_manifest_cannot_be_read(
-    tmp_path: Path, setup: tuple[Path, Repository], run_drkit: DrkitRunner
+    tmp_path: Path, setup: tuple[Path, Repository], run_cli: DrkitRunner
 ) -> None:
     policy_dir, repo = setup
     ids = nightly(repo, 2)
     (tmp_path / "repo" / "prod" / "backups" / ids[1] / "manifest.json").write_text("{not json")
     before = files(tmp_path / "repo")
-    done = run_drkit("delete", "prod", ids[1], policy_dir=policy_dir)
+    done = run_cli("delete", "prod", ids[1], policy_dir=policy_dir)
     assert done.code == 4 and "cannot be read" in one_line(done.stderr)
     assert files(tmp_path / "repo") == before
 
@@ -286,7 +286,7 @@ def test_keep_and_delete_on_every_backend(
     request: pytest.FixtureRequest,
     repo_target: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     """The same promises on S3 as on file://: the keep record lands as an object beside
     the manifest, a refusal changes no object, a delete removes exactly one backup."""
@@ -301,18 +301,18 @@ def test_keep_and_delete_on_every_backend(
         repo_target, request.getfixturevalue("s3_server") if repo_target.kind == "s3" else None
     )
     ids = nightly(repo, 3)
-    run_drkit("keep", "prod", ids[1], policy_dir=policy_dir, check=True)
+    run_cli("keep", "prod", ids[1], policy_dir=policy_dir, check=True)
     assert f"prod/backups/{ids[1]}/keep.json" in view.objects()
     before = view.objects()
     for backup_id in (ids[0], ids[1]):  # the newest; a kept one
-        refused = run_drkit("delete", "prod", backup_id, policy_dir=policy_dir)
+        refused = run_cli("delete", "prod", backup_id, policy_dir=policy_dir)
         assert refused.code == 4, refused.stderr
         one_line(refused.stderr)
     assert view.objects() == before
-    run_drkit("delete", "prod", ids[2], policy_dir=policy_dir, check=True)
+    run_cli("delete", "prod", ids[2], policy_dir=policy_dir, check=True)
     gone = set(before) - set(view.objects())
     assert gone == {f"prod/backups/{ids[2]}/manifest.json", f"prod/backups/{ids[2]}/app.dump"}
-    run_drkit("prune", "prod", policy_dir=policy_dir, check=True)
+    run_cli("prune", "prod", policy_dir=policy_dir, check=True)
     assert [m.id for m in list_backups(repo)] == [ids[1], ids[0]]
 
 

@@ -47,7 +47,7 @@ def test_dry_run_deletes_nothing_and_says_why(tmp_path: Path, repo: Repository) 
     policy = make_policy(root, daily=3, weekly=2)
     result = prune(repo, policy, dry_run=True, now=NOW)
     assert files(root) == before
-    data = result.to_dict()
+    data = result.document().model_dump(mode="json")
     actions = {b["id"]: (b["action"], b["reasons"]) for b in data["backups"]}
     assert actions[ids[0]] == ("KEEP", ["daily 2026-11-27", "weekly 2026-W48", "newest"])
     assert actions[ids[1]] == ("KEEP", ["daily 2026-11-26"])

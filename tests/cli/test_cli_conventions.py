@@ -56,10 +56,10 @@ def policy_with_backups(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
     return policies, ids
 
 
-def test_backups_piped_are_whole_greppable_lines(tmp_path: Path, run_drkit) -> None:  # type: ignore[no-untyped-def]
+def test_backups_piped_are_whole_greppable_lines(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     policies, ids = policy_with_backups(tmp_path, 2)
     # a narrow terminal width must not matter when stdout is no terminal
-    listed = run_drkit("backups", "prod", policy_dir=policies, env={"COLUMNS": "50"})
+    listed = run_cli("backups", "prod", policy_dir=policies, env={"COLUMNS": "50"})
     assert listed.code == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert "…" not in listed.stdout and not re.search(r"[│┃━─┏┗]", listed.stdout)
@@ -116,9 +116,9 @@ def test_sanitize_report_piped_is_plain_columns(capsys) -> None:  # type: ignore
 def test_a_misspelt_command_names_the_nearest_one(
     argv: list[str],
     suggestion: str,
-    run_drkit,  # type: ignore[no-untyped-def]
+    run_cli,  # type: ignore[no-untyped-def]
 ) -> None:
-    result = run_drkit(*argv)
+    result = run_cli(*argv)
     assert result.code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("drkit: error: ")
     assert suggestion in result.stderr

@@ -1,6 +1,7 @@
 """Every command's ``--json`` output matches its published schema (docs/schemas/output).
 
-The documents come from the real CLI (``python -m drkit``) against real PostgreSQL and a
+The documents come from the real CLI entry, run in the test's process (``run_cli``; the
+demo's in a subprocess, as it sets process-wide variables), against real PostgreSQL and a
 ``file://`` repository; each is validated against the committed schema file, never
 against the models directly, so what is published is what is checked.  Successes must
 match the command's own shape; failures must carry ``ok: false`` and
@@ -87,7 +88,7 @@ def test_every_json_command_has_a_published_schema() -> None:
 
 
 def test_failures_print_the_failure_document(
-    tmp_path: Path, make_policy: PolicyWriter, run_drkit: DrkitRunner, pg_server: PgServer
+    tmp_path: Path, make_policy: PolicyWriter, run_cli: DrkitRunner, pg_server: PgServer
 ) -> None:
     policy_dir = make_policy(
         "prod", pg_server.url("postgres"), {"url": f"file://{tmp_path}/no/such/repo"}
@@ -101,23 +102,21 @@ def test_failures_print_the_failure_document(
         (["schedule", "run", "nosuchenv"], 2, "failure"),  # the daemon: no document of its own
     ]
     for args, code, name in cases:
-        result = run_drkit(*args, "--json", policy_dir=policy_dir)
+        result = run_cli(*args, "--json", policy_dir=policy_dir)
         document = valid(name, result, code, shaped=False)
         assert errors(document, schema("failure")) == []
         assert set(document) == {"ok", "error"}, document
         assert document["error"]["message"] and "\n" not in document["error"]["message"]
     # a failure after the command had something to report keeps its shape
     make_policy("dev", "postgresql://drkit:secret@127.0.0.1:1/app", {"url": f"file://{tmp_path}"})
-    checked = valid("check", run_drkit("check", "dev", "--json", policy_dir=policy_dir), 3)
+    checked = valid("check", run_cli("check", "dev", "--json", policy_dir=policy_dir), 3)
     assert "secret" not in json.dumps(checked)
     assert {c["status"] for c in checked["checks"]} >= {"FAIL"}
     (policy_dir / "test.yaml").write_text("environment: test\ndatabase: {url: 42}\n")
-    invalid = valid(
-        "policy-check", run_drkit("policy", "check", "--json", policy_dir=policy_dir), 2
-    )
+    invalid = valid("policy-check", run_cli("policy", "check", "--json", policy_dir=policy_dir), 2)
     assert invalid["policies"]["test"]["ok"] is False and invalid["policies"]["prod"]["ok"]
     # the global flag before the command works the same
-    early = run_drkit("--json", "prune", "nosuchenv", policy_dir=policy_dir)
+    early = run_cli("--json", "prune", "nosuchenv", policy_dir=policy_dir)
     assert valid("prune", early, 2, shaped=False)["error"]["code"] == 2
 
 
@@ -127,7 +126,7 @@ def test_logical_chain_documents(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     _name, url = sample_db
     suffix = uuid.uuid4().hex[:8]
@@ -144,7 +143,7 @@ def test_logical_chain_documents(
     shutil.copy(SHIPPED_RULES, rules)
 
     def drkit(*args: str, **kw: Any) -> Result:
-        return run_drkit(*args, "--json", policy_dir=policy_dir, **kw)
+        return run_cli(*args, "--json", policy_dir=policy_dir, **kw)
 
     try:
         valid("policy-check", drkit("policy", "check"))
@@ -219,7 +218,7 @@ def test_s3_repository_documents(
     sample_db: tuple[str, str],
     s3_server: S3Server,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     _name, url = sample_db
     bucket = s3_server.create_bucket()
@@ -228,7 +227,7 @@ def test_s3_repository_documents(
     make_policy("test", url, RepoTarget("s3", "s3://no-such-bucket-here/drkit", s3_server.endpoint))
 
     def drkit(*args: str) -> Result:
-        return run_drkit(*args, "--json", policy_dir=policy_dir)
+        return run_cli(*args, "--json", policy_dir=policy_dir)
 
     backup = valid("backup", drkit("backup", "prod"))
     listed = valid("backups", drkit("backups", "prod"))
@@ -239,11 +238,11 @@ def test_s3_repository_documents(
     assert "no-such-bucket-here" in missing["error"]["message"]
 
 
-def test_physical_chain_and_wal_documents(run_drkit: DrkitRunner) -> None:
+def test_physical_chain_and_wal_documents(run_cli: DrkitRunner) -> None:
     with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
 
         def drkit(*args: str) -> Result:
-            return run_drkit(*args, "--json", policy_dir=arch.policy_dir, timeout=600)
+            return run_cli(*args, "--json", policy_dir=arch.policy_dir, timeout=600)
 
         valid("check", drkit("check", "prod"))
         valid("archive-command", drkit("archive-command", "prod"))

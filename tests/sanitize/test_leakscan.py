@@ -122,7 +122,7 @@ def test_every_hidden_form_in_the_data_is_found_by_column(target: str) -> None:
     assert set(data_hits) == {f"public.forms.{c}" for c in expected}
     assert all(count == 1 for count in data_hits.values())
     assert report.rows_scanned >= 2
-    shown = str(report.to_dict())
+    shown = str(report.document())
     for value in ORIGINALS[:7]:
         assert value.lower() not in shown.lower()
 
@@ -182,7 +182,7 @@ def test_the_catalog_is_searched_and_named_by_object(target: str) -> None:
     assert report.hits["index app.partial"] == 1
     assert [k for k in report.hits if k.startswith("user-mapping")] != []
     for value in ORIGINALS[:7]:
-        assert value.lower() not in str(report.to_dict()).lower()
+        assert value.lower() not in str(report.document()).lower()
 
 
 def test_a_clean_target_is_clean(target: str) -> None:

@@ -138,7 +138,7 @@ def test_prune_keeps_what_the_store_locked_and_deletes_it_once_the_lock_ended(
     ), decisions[old].reasons
     assert result.wal_cutoff == segs[1]  # the locked backup keeps the WAL it needs
     assert result.wal_locked == [f"prod/wal/{segs[0]}"]
-    assert result.to_dict()["wal"]["locked"] == 1
+    assert result.document().wal.locked == 1
     assert set(s3_server.objects(bucket)) == written
     assert versions(s3_server, bucket)[1] == []  # not even hidden behind a delete marker
 

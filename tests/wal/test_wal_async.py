@@ -42,6 +42,7 @@ from drkit.wal import (
     trusted_ack,
 )
 from tests import builders
+from tests.fix_cli import DrkitRunner, valid
 from tests.fix_s3 import S3Server
 from tests.wal_support import file_repo_block, shared_dir
 
@@ -304,7 +305,7 @@ def test_ack_from_another_cluster_spool_is_not_used(root: Path, local_cluster: A
 
 
 def test_a_true_ack_returns_at_once_and_changed_bytes_are_refused(
-    root: Path, local_cluster: Any
+    root: Path, local_cluster: Any, run_cli: DrkitRunner
 ) -> None:
     site = Site(root, local_cluster(), wait=30, idle_exit=1)
     first = push_async(site.policy, site.path, policy_dir=site.policy_dir)
@@ -316,6 +317,9 @@ def test_a_true_ack_returns_at_once_and_changed_bytes_are_refused(
 
         ack_outcome(site.spool, push_file(site.repo(), site.path))
     assert push_async(site.policy, site.path).target.status == "acked"
+    # and wal-push --json says so in the shape its published schema allows
+    pushed = run_cli("wal-push", "prod", str(site.path), "--json", policy_dir=site.policy_dir)
+    assert valid("wal-push", pushed)["status"] == "acked"
     # the same name with other bytes (a re-used name): the ack no longer matches and the
     # archive refuses the different file; nothing is overwritten
     site.path.write_bytes(os.urandom(1024) * (SEG // 1024))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from drkit.sanitize.scan.leakscan import LeakIndex as LeakIndex
 from drkit.sanitize.scan.leakscan import LeakReport as LeakReport
+from drkit.sanitize.scan.leakscan import LeakScan as LeakScan
 from drkit.sanitize.scan.leakscan import Searcher as Searcher
 from drkit.sanitize.scan.leakscan import scan_database as scan_database
 from drkit.sanitize.scan.pii import Guess as Guess

@@ -58,6 +58,7 @@ import phonenumbers
 import psycopg
 from psycopg import sql
 
+from drkit.documents import Shape, described
 from drkit.errors import DatabaseError, SafetyRefused
 from drkit.pg.connect import first_line
 from drkit.sanitize.copytext import escape_text
@@ -122,20 +123,21 @@ class LeakReport:
     def clean(self) -> bool:
         return not self.hits and not self.pii
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "clean": self.clean,
-            "originals": self.originals,
-            "ambiguous": self.ambiguous,
-            "columns_scanned": self.columns_scanned,
-            "rows_scanned": self.rows_scanned,
-            "bytes_scanned": self.bytes_scanned,
-            "objects_scanned": self.objects_scanned,
-            "seconds": round(self.seconds, 3),
-            "duration_seconds": round(self.seconds, 3),
-            "hits": dict(sorted(self.hits.items())),
-            "pii": {k: dict(sorted(v.items())) for k, v in sorted(self.pii.items())},
-        }
+    def document(self) -> LeakScan:
+        seconds = round(self.seconds, 3)
+        return LeakScan(
+            clean=self.clean,
+            originals=self.originals,
+            ambiguous=self.ambiguous,
+            columns_scanned=self.columns_scanned,
+            rows_scanned=self.rows_scanned,
+            bytes_scanned=self.bytes_scanned,
+            objects_scanned=self.objects_scanned,
+            seconds=seconds,
+            duration_seconds=seconds,
+            hits=dict(sorted(self.hits.items())),
+            pii={k: dict(sorted(v.items())) for k, v in sorted(self.pii.items())},
+        )
 
 
 def fold(value: str) -> bytes:
@@ -584,3 +586,26 @@ def _search_lines(findings: _Findings, block: bytes, places: list[str], first_ro
         for pos, piece in found:
             line = bisect.bisect_right(starts, pos) - 1
             findings.record(places[line], piece, first_row + line)
+
+
+# -- the --json documents --------------------------------------------------------
+
+
+class LeakScan(Shape):
+    clean: bool = described("no original value was found in the copy")
+    originals: int
+    ambiguous: int
+    columns_scanned: int
+    rows_scanned: int
+    bytes_scanned: int
+    duration_seconds: float = described("seconds the scan took")
+    seconds: float = described(
+        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
+    )
+    hits: dict[str, int] = described("schema.table.column -> original values found")
+    pii: dict[str, dict[str, int]] = described(
+        "personal data by content in what reaches DST unmasked: schema.table.column (or "
+        "catalog object) -> kind (email, phone, iban, card, ip, name, secret, oversized, "
+        "connection) -> rows or objects",
+        default_factory=dict,
+    )
