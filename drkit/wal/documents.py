@@ -17,7 +17,7 @@ class WalPushDocument(Document):
 
     name: str = described("the WAL file archived")
     status: Literal["stored", "exists", "acked"] = described(
-        "stored now; exists: stored before, same bytes; acked: async mode, the worker had stored it"
+        "stored now; exists: stored before, identical content; acked: async mode, the worker had stored it"
     )
     stored_size_bytes: int = described("bytes stored")
     raw_size_bytes: int = described("bytes of the WAL file")
