@@ -81,3 +81,27 @@ def test_reports_never_hold_a_value() -> None:
     table.block(b"1\tgiulia.romano77@customer-one.com and Mrs. Johnson\tx\n")
     shown = repr(run.hits).lower()
     assert "giulia" not in shown and "johnson" not in shown
+
+
+def test_names_are_searched_in_content_columns_wherever_they_sit() -> None:
+    """The name search reads only the content-scanned columns' bytes: a name must still
+    be found in them, by row, whatever the columns around them hold, and never in a
+    column that is not searched by content."""
+    run = scanner(names=("Mary Johnson",))
+    table = run.table(
+        [
+            ColumnScan("public.t.code", decode=True, accepted=frozenset()),  # not by content
+            ColumnScan("public.t.id"),
+            ColumnScan("public.t.note", decode=True, content=True),
+            ColumnScan("public.t.masked", carries=False),
+            ColumnScan("public.t.tail", decode=True, content=True),
+        ]
+    )
+    assert table.block(b"johnson\t1\tfine\tjohnson\tok\n")
+    assert not table.block(
+        b"x\t2\tcall Johnson\tx\tok\n"
+        b"johnson\t3\tfine\tx\tMRS. JOHNSON\n"
+        b"x\t4\tfine\tx\tok\n"
+        b"x\t5\tjohnson\tx\tjohnson\n"
+    )
+    assert run.hits.content == {"public.t.note": {"name": 2}, "public.t.tail": {"name": 2}}
