@@ -14,19 +14,11 @@ import unicodedata
 import zlib
 from urllib.parse import quote
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drkit.sanitize.scan.content import (
-    MAX_DECODED,
-    address_signs,
-    analyse,
-    holds_versions,
-    signals,
-    triggered,
-)
+from drkit.sanitize.scan.content import MAX_DECODED, analyse, holds_versions, triggered
 
 EMAIL = "anna.rossi77@customer-one.com"
 
@@ -244,23 +236,3 @@ def test_what_the_pre_filter_lets_pass_holds_nothing(parts: list[str]) -> None:
     value = "".join(parts).replace("\t", " ").replace("\n", " ")
     if not triggered(copy_text(value)):
         assert analyse(value)[0] == set(), value
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(
-        st.one_of(
-            st.binary(max_size=20),
-            st.sampled_from(
-                [b"a@b.it", b"+39 347", b"0039 347", b"10.1.2.3", b"2001:db8::1", b"\t", b"\n"]
-            ),
-        ),
-        max_size=8,
-    )
-)
-def test_the_address_signs_are_what_the_full_pre_filter_adds(parts: list[bytes]) -> None:
-    """A block whose columns differ in the signs they need computes the rest once: the
-    address signs must be exactly what the full pre-filter adds to the core's."""
-    data = np.frombuffer(b"".join(parts), dtype=np.uint8)
-    full = signals(data)
-    assert (full == (signals(data, addresses=False) | address_signs(data))).all()

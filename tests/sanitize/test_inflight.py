@@ -105,3 +105,22 @@ def test_names_are_searched_in_content_columns_wherever_they_sit() -> None:
         b"x\t5\tjohnson\tx\tjohnson\n"
     )
     assert run.hits.content == {"public.t.note": {"name": 2}, "public.t.tail": {"name": 2}}
+
+
+def test_addresses_in_kept_text_beside_a_column_of_pseudonyms_are_found() -> None:
+    """A block whose columns need different signs (kept text beside ``replace_pii``'s
+    output, whose addresses are drkit's pseudonyms) must still mark the kept column's
+    addresses: the pre-filter's address signs are computed apart for it."""
+    run = scanner()
+    pseudonyms = frozenset({"email", "phone", "ip"})
+    table = run.table(
+        [
+            ColumnScan("public.t.note", decode=True, content=True),
+            ColumnScan("public.t.details", decode=True, content=True, accepted=pseudonyms),
+        ]
+    )
+    assert not table.block(
+        b"mail a.b@partner.org from 203.0.113.7\tmail c.d@example.com from 10.1.2.3\n"
+        b"fine\tmail e.f@example.com\n"
+    )
+    assert run.hits.content == {"public.t.note": {"email": 1, "ip": 1}}
