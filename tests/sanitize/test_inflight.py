@@ -81,3 +81,46 @@ def test_reports_never_hold_a_value() -> None:
     table.block(b"1\tgiulia.romano77@customer-one.com and Mrs. Johnson\tx\n")
     shown = repr(run.hits).lower()
     assert "giulia" not in shown and "johnson" not in shown
+
+
+def test_names_are_searched_in_content_columns_wherever_they_sit() -> None:
+    """The name search reads only the content-scanned columns' bytes: a name must still
+    be found in them, by row, whatever the columns around them hold, and never in a
+    column that is not searched by content."""
+    run = scanner(names=("Mary Johnson",))
+    table = run.table(
+        [
+            ColumnScan("public.t.code", decode=True, accepted=frozenset()),  # not by content
+            ColumnScan("public.t.id"),
+            ColumnScan("public.t.note", decode=True, content=True),
+            ColumnScan("public.t.masked", carries=False),
+            ColumnScan("public.t.tail", decode=True, content=True),
+        ]
+    )
+    assert table.block(b"johnson\t1\tfine\tjohnson\tok\n")
+    assert not table.block(
+        b"x\t2\tcall Johnson\tx\tok\n"
+        b"johnson\t3\tfine\tx\tMRS. JOHNSON\n"
+        b"x\t4\tfine\tx\tok\n"
+        b"x\t5\tjohnson\tx\tjohnson\n"
+    )
+    assert run.hits.content == {"public.t.note": {"name": 2}, "public.t.tail": {"name": 2}}
+
+
+def test_addresses_in_kept_text_beside_a_column_of_pseudonyms_are_found() -> None:
+    """A block whose columns need different signs (kept text beside ``replace_pii``'s
+    output, whose addresses are drkit's pseudonyms) must still mark the kept column's
+    addresses: the pre-filter's address signs are computed apart for it."""
+    run = scanner()
+    pseudonyms = frozenset({"email", "phone", "ip"})
+    table = run.table(
+        [
+            ColumnScan("public.t.note", decode=True, content=True),
+            ColumnScan("public.t.details", decode=True, content=True, accepted=pseudonyms),
+        ]
+    )
+    assert not table.block(
+        b"mail a.b@partner.org from 203.0.113.7\tmail c.d@example.com from 10.1.2.3\n"
+        b"fine\tmail e.f@example.com\n"
+    )
+    assert run.hits.content == {"public.t.note": {"email": 1, "ip": 1}}

@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 import tracemalloc
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drkit.sanitize.scan.leakfilter import LONG, SUBSTRING_MIN, TOKEN_MIN
+from drkit.sanitize.scan.leakfilter import LONG, SUBSTRING_MIN, TOKEN_MIN, LeakFilter, distinct
 from drkit.sanitize.scan.leakscan import LeakIndex, Searcher, canonical_forms, fold, fold_bytes
 
 ALPHABET = "aAbBéÉßẞ@._- 0123456789xyzXYZ'\"\\\t"
@@ -112,6 +113,23 @@ def test_values_added_from_many_threads_are_all_searched() -> None:
     wanted = {f"thread{n}-value{i:06d}" for n in range(4) for i in range(0, 40_000, 499)}
     text = ";".join(sorted(wanted))
     assert found(searcher, text) == {fold(w) for w in wanted}
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=200))
+def test_distinct_tags_are_the_sorted_set(values: list[int]) -> None:
+    tags = np.array(values + values[:7], dtype=np.uint64)
+    assert distinct(tags).tolist() == sorted(set(values))
+
+
+def test_a_frozen_filter_rules_in_every_form_added_in_any_batch() -> None:
+    leak_filter = LeakFilter()
+    forms = [f"form-{i:05d}".encode() for i in range(3000)]
+    for start in range(0, 3000, 700):  # batches, overlapping ones repeat forms
+        leak_filter.add(forms[start : start + 900])
+    leak_filter.freeze()
+    strangers = [f"stranger-{i:05d}".encode() for i in range(3000)]
+    assert leak_filter.maybe_stored(forms + strangers)[:3000] == forms
+    assert len(leak_filter.maybe_stored(strangers)) < 3
 
 
 def test_generated_values_are_ambiguous_not_hits() -> None:

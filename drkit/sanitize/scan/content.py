@@ -180,25 +180,46 @@ def signals(data: npt.NDArray[np.uint8], *, addresses: bool = True) -> npt.NDArr
     ``addresses`` False: without the signs only e-mail addresses, phone numbers and IPs
     need (``@``, ``+``, dotted and colon runs, ``00``), for text whose addresses are
     drkit's own pseudonyms (what ``replace_pii`` wrote)."""
+    out = _core_signs(data)
+    if addresses:
+        out |= address_signs(data)
+    return out
+
+
+_ADDRESS_BYTES = _RARE & ~_RARE_CORE
+
+
+def address_signs(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """The signs :func:`signals` adds for addresses (``@``, ``+``, ``00``, dotted and
+    colon runs): ``signals(data) == signals(data, addresses=False) | address_signs(data)``,
+    so a block with both kinds of columns computes the rest of the signs once."""
     n = len(data)
-    out = (_RARE if addresses else _RARE_CORE)[data]
+    out: npt.NDArray[np.bool_] = _ADDRESS_BYTES[data]
     if n < 4:
+        return out
+    digit = _DIGIT[data]
+    zero = data == ord("0")
+    prefix = zero[:-2] & zero[1:-1] & digit[2:] & ~zero[2:]  # 00 prefix, standing alone
+    prefix[1:] &= _ALONE[data[:-3]]
+    out[:-2] |= prefix
+    dot = np.zeros(n, dtype=bool)
+    dot[1:-1] = (data[1:-1] == ord(".")) & digit[:-2] & digit[2:]
+    if dot.any():
+        out |= _within(dot, 15, 3)  # IPv4
+    colon = data == ord(":")
+    if colon.any():
+        out |= _within(colon, 10, 3)  # IPv6
+    return out
+
+
+def _core_signs(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """The signs of :func:`signals` but those of addresses."""
+    out: npt.NDArray[np.bool_] = _RARE_CORE[data]
+    if len(data) < 4:
         return out
     digit = _DIGIT[data]
     upper = _UPPER[data]
     out[:-3] |= upper[:-3] & upper[1:-2] & digit[2:-1] & digit[3:]  # IBAN
-    if addresses:
-        zero = data == ord("0")
-        prefix = zero[:-2] & zero[1:-1] & digit[2:] & ~zero[2:]  # 00 prefix, standing alone
-        prefix[1:] &= _ALONE[data[:-3]]
-        out[:-2] |= prefix
-        dot = np.zeros(n, dtype=bool)
-        dot[1:-1] = (data[1:-1] == ord(".")) & digit[:-2] & digit[2:]
-        if dot.any():
-            out |= _within(dot, 15, 3)  # IPv4
-        colon = data == ord(":")
-        if colon.any():
-            out |= _within(colon, 10, 3)  # IPv6
     starts, ends = _runs(_SPAN[data])
     if len(starts):  # card numbers
         dcum = _cum(digit)

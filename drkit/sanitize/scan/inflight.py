@@ -33,8 +33,8 @@ import numpy as np
 import numpy.typing as npt
 
 from drkit.sanitize.copytext import escape_text, unescape
-from drkit.sanitize.scan.content import analyse, secret_words, signals
-from drkit.sanitize.scan.leakfilter import LeakFilter
+from drkit.sanitize.scan.content import address_signs, analyse, secret_words, signals
+from drkit.sanitize.scan.leakfilter import LeakFilter, distinct
 from drkit.sanitize.scan.leakscan import (
     COMPACT,
     Searcher,
@@ -191,6 +191,9 @@ class TableScan:
         self._carries_lut = np.zeros(self.width + 1, dtype=bool)
         self._carries_lut[[i for i, c in enumerate(columns) if c.carries]] = True
         self._every_column = all(c.carries for c in columns)
+        self._content_lut = np.zeros(self.width + 1, dtype=bool)
+        self._content_lut[sorted(self.content)] = True
+        self._content_only = len(self.content) == self.width
         pseudonyms = frozenset({"email", "phone", "ip"})
         self._address_lut = np.zeros(self.width + 1, dtype=bool)
         addressed = [i for i in self.decode if not pseudonyms <= self.columns[i].accepted]
@@ -204,18 +207,29 @@ class TableScan:
         leak: dict[tuple[int, bytes], set[int]] = {}
         names: dict[tuple[int, bytes], set[int]] = {}
         searched = block
+        data = np.frombuffer(block, dtype=np.uint8)
+        # the row and column of every byte, once per block (both searches read them)
+        at: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None
+        if not self._every_column or self.decode:  # (every content column is decoded)
+            at = _positions(data, self.width)
         if not self._every_column:  # the columns that can carry an original (tabs kept)
-            data = np.frombuffer(block, dtype=np.uint8)
-            _, column_of = _positions(data, self.width)
-            keep = self._carries_lut[column_of] | (data == 0x09) | (data == 0x0A)
+            assert at is not None
+            keep = self._carries_lut[at[1]] | (data == 0x09) | (data == 0x0A)
             searched = data[keep].tobytes()
         folded = fold_bytes(searched)
         self._candidates(folded, leak, None)
         if self.run.names is not None and self.content:
-            self._candidates(folded, names, self.run.names)
+            # names count in the content-scanned columns only: the search reads their
+            # bytes (tabs kept, so a piece's column is still its count of tabs)
+            in_names = folded
+            if not self._content_only:
+                assert at is not None
+                keep = self._content_lut[at[1]] | (data == 0x09) | (data == 0x0A)
+                in_names = fold_bytes(data[keep].tobytes())
+            self._candidates(in_names, names, self.run.names)
         content: dict[tuple[int, str], set[int]] = {}
         if self.decode or self.ip_type:
-            self._content(block, content, leak, names)
+            self._content(block, at, content, leak, names)
         self._settle(found, leak, names, content)
         self.run.record(found, rows, len(block))
         return found.clean
@@ -254,15 +268,19 @@ class TableScan:
     def _content(
         self,
         block: bytes,
+        at: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None,
         content: dict[tuple[int, str], set[int]],
         leak: dict[tuple[int, bytes], set[int]],
         names: dict[tuple[int, bytes], set[int]],
     ) -> None:
+        """``at``: the row and column of every byte of ``block`` (given when a column is
+        decoded)."""
         starts = _line_starts(block)
         fields: set[tuple[int, int]] = set()
         if self.decode:
+            assert at is not None
             data = np.frombuffer(block, dtype=np.uint8)
-            row_of, column_of = _positions(data, self.width)
+            row_of, column_of = at
             kept = self._decode_lut[np.minimum(column_of, self.width)]
             # the kept text without separators: an original split by a space, written
             # with dashes or dots, is its compact form (other columns blanked out)
@@ -275,15 +293,13 @@ class TableScan:
             else:
                 marked_at = signals(data, addresses=False)
                 if self._addresses:  # columns whose addresses are no pseudonyms of drkit's
-                    marked_at |= signals(data) & self._address_lut[column_of]
+                    marked_at |= address_signs(data) & self._address_lut[column_of]
             marked = np.flatnonzero(marked_at & kept)
             # bytes.lower() folds ASCII only, so positions stay the block's
             words = np.array(secret_words(block.lower()), dtype=np.intp)
             if len(words):
                 marked = np.concatenate((marked, words[kept[words]]))
-            pairs = np.unique(
-                row_of[marked].astype(np.int64) * (self.width + 1) + column_of[marked]
-            )
+            pairs = distinct(row_of[marked].astype(np.int64) * (self.width + 1) + column_of[marked])
             fields = {(int(p) // (self.width + 1), int(p) % (self.width + 1)) for p in pairs}
         lines: dict[int, list[bytes]] = {}
         if self.ip_type or fields:

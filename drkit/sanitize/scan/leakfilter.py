@@ -5,7 +5,9 @@ structure has a fixed size whatever the number of originals, and never misses on
 
 * ``prefix`` — a blocked Bloom filter (16 MiB) over the first ``SUBSTRING_MIN`` bytes of
   every form of ``SUBSTRING_MIN`` bytes or more, and over whole forms of ``TOKEN_MIN`` to
-  ``SUBSTRING_MIN - 1`` bytes (tagged by length);
+  ``SUBSTRING_MIN - 1`` bytes (tagged by length), with a 2 MiB front of one bit per key
+  that is asked first (every byte of a searched text asks it: it stays in the CPU's cache,
+  and only its positives cost a miss in the 16 MiB);
 * ``whole`` — a blocked Bloom filter (32 MiB) over a 64-bit polynomial hash of each whole
   form (forms longer than ``LONG`` bytes: of their first ``LONG`` bytes), tagged by length;
 * the forms themselves go to an unlinked temporary file on disk, with their hashes.
@@ -31,7 +33,7 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +45,7 @@ LONG = 64  # longer forms are matched (and confirmed) on their first LONG bytes
 _PREFIX_WORDS_LOG2 = 21  # 2**21 words of 64 bits = 16 MiB
 _WHOLE_WORDS_LOG2 = 22  # 32 MiB
 _PREFIX_BITS = 2
+_FRONT_BITS_LOG2 = 24  # 2 MiB in front of the prefix filter: every byte of text asks it
 _WHOLE_BITS = 3
 _PAD = LONG + 8
 
@@ -57,6 +60,7 @@ _SPACES = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)
 _DIGIT = [ord("0") <= c <= ord("9") for c in range(256)]
 
 U64Array = npt.NDArray[np.uint64]
+_N = TypeVar("_N", bound=np.generic)
 IntArray = npt.NDArray[np.int64]
 
 
@@ -100,31 +104,61 @@ def _bits(h: U64Array, log2: int, nbits: int) -> tuple[U64Array, U64Array]:
 
 
 class _Bloom:
-    """A blocked Bloom filter: each key sets ``nbits`` bits of one 64-bit word."""
+    """A blocked Bloom filter: each key sets ``nbits`` bits of one 64-bit word.
 
-    def __init__(self, log2: int, nbits: int) -> None:
+    ``front_log2``: a first, small filter of one bit per key (``2**front_log2`` bits,
+    a few MiB at most, so it stays in the CPU's cache) that :meth:`test` asks first; only
+    the keys it lets pass are looked up in the large filter, whose every lookup is a
+    miss of the cache.  Both hold every key, so the pair still never misses one."""
+
+    def __init__(self, log2: int, nbits: int, front_log2: int = 0) -> None:
         self.log2 = log2
         self.nbits = nbits
         self.words = np.zeros(1 << log2, dtype=np.uint64)  # calloc: pages appear as used
+        self.front_log2 = front_log2
+        self.front = np.zeros(1 << max(front_log2 - 6, 0), dtype=np.uint64) if front_log2 else None
+
+    def _front(self, h: U64Array) -> tuple[U64Array, U64Array]:
+        """The word and the bit of the front filter for each key: bits of the hash that
+        neither the large filter's word (the top bits) nor its mask (the low bits) use."""
+        bit = h >> _U64(16)
+        word = (bit >> _U64(6)) & _U64((1 << (self.front_log2 - 6)) - 1)
+        return word, _U64(1) << (bit & _U64(63))
 
     def add(self, h: U64Array) -> int:
         """Insert; return how many keys were not all present before (a distinct count)."""
         if not len(h):
             return 0
+        if self.front is not None:
+            _set_bits(self.front, *self._front(h))
         index, mask = _bits(h, self.log2, self.nbits)
         new = int(np.count_nonzero((self.words[index] & mask) != mask))
-        # OR every key's bits into its word: the masks of keys sharing a word are OR-ed
-        # together first (ufunc.at, which does the same, is many times slower)
-        order = np.argsort(index, kind="stable")
-        index, mask = index[order], mask[order]
-        starts = np.flatnonzero(np.concatenate(([True], index[1:] != index[:-1])))
-        self.words[index[starts]] |= np.bitwise_or.reduceat(mask, starts)
+        _set_bits(self.words, index, mask)
         return new
 
     def test(self, h: U64Array) -> npt.NDArray[np.bool_]:
-        index, mask = _bits(h, self.log2, self.nbits)
-        result: npt.NDArray[np.bool_] = (self.words[index] & mask) == mask
+        if self.front is None:
+            index, mask = _bits(h, self.log2, self.nbits)
+            result: npt.NDArray[np.bool_] = (self.words[index] & mask) == mask
+            return result
+        word, bit = self._front(h)
+        result = (self.front[word] & bit) != 0
+        passed = np.flatnonzero(result)
+        if len(passed):
+            index, mask = _bits(h[passed], self.log2, self.nbits)
+            result[passed] = (self.words[index] & mask) == mask
         return result
+
+
+def _set_bits(words: U64Array, index: U64Array, mask: U64Array) -> None:
+    """OR every key's bits into its word.  Of keys sharing a word, one assignment wins
+    per round; the keys whose bits are not all set yet go round again (as many rounds as
+    keys share the busiest word: a few; ufunc.at, or sorting the keys, is many times
+    slower)."""
+    while len(index):
+        words[index] |= mask
+        missing = (words[index] & mask) != mask
+        index, mask = index[missing], mask[missing]
 
 
 def _whole_candidates(
@@ -172,7 +206,7 @@ class LeakFilter:
     """Fixed-size filters in memory, exact forms on disk (thread-safe ``add``)."""
 
     def __init__(self) -> None:
-        self._prefix = _Bloom(_PREFIX_WORDS_LOG2, _PREFIX_BITS)
+        self._prefix = _Bloom(_PREFIX_WORDS_LOG2, _PREFIX_BITS, _FRONT_BITS_LOG2)
         self._whole = _Bloom(_WHOLE_WORDS_LOG2, _WHOLE_BITS)
         self._lengths: set[int] = set()  # lengths of whole forms (capped at LONG)
         self._tokens: set[int] = set()  # lengths of short forms present
@@ -206,7 +240,7 @@ class LeakFilter:
                 parts.append(np.frombuffer(self._keys.read(8 * count), dtype=np.uint64))
                 self._keys.seek(count, 1)  # the lengths
             self._keys.seek(0, 2)
-            tags = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+            tags = distinct(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
             del parts
             if not len(tags):
                 self._index = tags
@@ -328,7 +362,7 @@ class LeakFilter:
         candidate's (or a generated value's) are read back and compared byte for byte."""
         generated = {g[:LONG] for g in generated}
         wanted = pieces | generated
-        targets = np.unique(tags_of(list(wanted)))
+        targets = distinct(tags_of(list(wanted)))
         found: set[bytes] = set()
         with self._lock:
             self._data.flush()
@@ -351,6 +385,19 @@ class LeakFilter:
             self._data.seek(0, 2)
             self._keys.seek(0, 2)
         return found - generated, len(found & generated)
+
+
+def distinct(values: npt.NDArray[_N]) -> npt.NDArray[_N]:
+    """The distinct values, sorted: what ``np.unique`` returns, by a sort.  numpy 2.3 and
+    later answer ``np.unique`` of integers with a hash table, which on millions of random
+    64-bit tags (the originals' hashes) is tens of times slower than sorting them."""
+    out = np.sort(values)
+    if len(out) < 2:
+        return out
+    keep = np.empty(len(out), dtype=bool)
+    keep[0] = True
+    np.not_equal(out[1:], out[:-1], out=keep[1:])
+    return out[keep]
 
 
 def tags_of(forms: list[bytes]) -> U64Array:
