@@ -107,7 +107,7 @@ def wal_reach(repo: Repository) -> WalReach:
         backup_id=plan.manifest.id,
         backup_point=consistent_point(plan.manifest),
         last_segment=reach.last_segment,
-        end=reach.end,
+        end=plan.window.end if plan.partial is not None else reach.end,  # streamed further
         first_missing=reach.missing if reach.gap else None,
         beyond_gap=reach.newer_segments if reach.gap else 0,
     )
