@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -97,7 +96,9 @@ def wait_for(what: str, done: Callable[[], bool], proc: subprocess.Popen[str]) -
     deadline = time.monotonic() + 60
     while not done():
         if proc.poll() is not None:
-            raise AssertionError(f"wal-receive exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(
+                f"wal-receive exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within 60 s")
         time.sleep(0.2)
@@ -126,11 +127,13 @@ def test_commit_then_crash_3s_later_is_recovered_from_the_streamed_partial(
         # both paths store the same finished segments: archive_command and the stream
         # agree byte for byte ("exists"), and neither fails
         (archived_segment,) = backup_with_markers(arch, run_drkit, "archived")
-        wait_for("a first partial", lambda: bool(stored_partials(repo)), proc)
         add_marker(arch, "streamed-only")
+        committed_at = time.monotonic()
         committed = parse_lsn(str(arch.execute("SELECT pg_current_wal_flush_lsn()")[0][0]))
+        # the crash comes 3 s after the commit (later only where a loaded host made the
+        # partial interval of 1 s slower than that: the promise is about the restore)
         wait_for("the commit streamed", lambda: partial_covers(repo, committed), proc)
-        time.sleep(3)
+        time.sleep(max(0.0, 3 - (time.monotonic() - committed_at)))
         segment = str(arch.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0])
         assert find_wal_key(repo, segment) is None  # archiving cannot ship it
         arch.cluster.stop("immediate", check=True)
