@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drkit.backup.catalog import Manifest, iso, skewed_backups
 from drkit.backup.order import SKEW_BOUND, describe_skew
@@ -37,6 +37,9 @@ from drkit.restore import (
 )
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository
+
+if TYPE_CHECKING:
+    from drkit.wal import SlotLag
 
 
 @dataclass
@@ -59,6 +62,7 @@ class StatusReport:
     databases: dict[str, DatabaseExposure] = field(default_factory=dict)
     #: backups taken while the host clock disagreed with the server's, oldest first
     skewed: list[Manifest] = field(default_factory=list)
+    slot: SlotLag | None = None  # None: WAL streaming is off
 
     def exposure_of(self, point: datetime | None) -> float | None:
         return exposure_at(self.now, point)
@@ -138,6 +142,7 @@ class StatusReport:
                 "continuous_from": iso(self.continuous_from),
             },
             "last_drill": drill,
+            "streaming": None if self.slot is None else self.slot.to_dict(),
             "clock_skewed_backups": [m.id for m in self.skewed],
         }
 
@@ -166,6 +171,7 @@ def collect_status(
         report.continuous_from = window.continuous_from
         report.databases = view.databases
         report.skewed = skewed_backups(view.manifests)
+        report.slot = view.slot
         with contextlib.suppress(StorageError):
             report.drill = view.drill
     finally:
@@ -216,6 +222,8 @@ def judge(report: StatusReport, policy: Policy) -> None:
             )
         if verdict != PASS:
             report.attention.append(f"the last drill's verdict is {verdict}")
+    if report.slot is not None:
+        report.attention += slot_findings(report.slot, report.rpo_objective)
     if policy.wal_archiving and report.wal_last is None:
         report.attention.append("WAL archiving is on but the repository holds no WAL")
     elif report.wal is not None:
@@ -253,6 +261,24 @@ def wal_findings(wal: WalReach) -> list[str]:
         )
     if wal.problem and not wal.foreign:
         found.append(f"WAL adds nothing to the recoverable window: {wal.problem}")
+    return found
+
+
+def slot_findings(slot: SlotLag, rpo_objective: float | None) -> list[str]:
+    """What the operator must look at in WAL streaming, one line each."""
+    if not slot.reached or not slot.exists:
+        return [f"WAL streaming: {slot.problem}"]
+    found = []
+    if not slot.active:
+        found.append(
+            f"WAL streaming: no wal-receive streams from slot {slot.slot}, which holds "
+            f"{human_size(slot.lag_bytes or 0)} of WAL on the server"
+        )
+    if rpo_objective is not None and (slot.lag_seconds or 0) > rpo_objective:
+        found.append(
+            f"WAL streaming: slot {slot.slot} is {format_duration_s(slot.lag_seconds or 0)} "
+            f"behind (RPO objective {format_duration_s(rpo_objective)})"
+        )
     return found
 
 
@@ -297,6 +323,17 @@ def render_status(report: StatusReport) -> list[str]:
             f"  restore latest reaches {report.wal.last_segment}, archived "
             f"{_when(report, report.wal.end)}"
         )
+    if report.slot is not None:
+        slot = report.slot
+        if slot.reached and slot.exists:
+            lag = "-" if slot.lag_seconds is None else format_duration_s(slot.lag_seconds)
+            lines.append(
+                f"  WAL streaming slot     {slot.slot} "
+                f"{'active' if slot.active else 'INACTIVE'}, lag "
+                f"{human_size(slot.lag_bytes or 0)} / {lag}"
+            )
+        else:
+            lines.append(f"  WAL streaming slot     unknown: {slot.problem}")
     exposure = report.rpo_exposure
     objective = (
         "no objective" if report.rpo_objective is None else format_duration_s(report.rpo_objective)

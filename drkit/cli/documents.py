@@ -826,6 +826,18 @@ class StatusDrill(Shape):
     age_seconds: float | None
 
 
+class StatusStreaming(Shape):
+    slot: str = _field("the physical replication slot, drkit_<env>")
+    reached: bool = _field("whether the database server answered")
+    exists: bool
+    active: bool = _field("whether wal-receive streams from it now")
+    lag_bytes: int | None = _field("WAL the server holds for the slot")
+    lag_seconds: float | None = _field(
+        "the server's flush lag while streaming, else the age of the newest WAL streamed"
+    )
+    problem: str | None
+
+
 class StatusDocument(Document):
     """`drkit status ENV --json` (exit 3 when an objective is breached)"""
 
@@ -843,6 +855,9 @@ class StatusDocument(Document):
     databases: dict[str, StatusDatabase]
     recoverable_window: StatusWindow
     last_drill: StatusDrill | None
+    streaming: StatusStreaming | None = _field(
+        "with wal_streaming: the replication slot and its lag", default=None
+    )
     clock_skewed_backups: list[str] = _field(
         "backups taken while drkit's host clock disagreed with the database server's by "
         f"more than {SKEW_BOUND.total_seconds():g} s, oldest first (an attention line names "

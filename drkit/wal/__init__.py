@@ -106,9 +106,11 @@ if TYPE_CHECKING:
     from drkit.wal.push import push_wal as push_wal
     from drkit.wal.push import ready_files as ready_files
     from drkit.wal.receive import ReceiveReport as ReceiveReport
+    from drkit.wal.receive import SlotLag as SlotLag
     from drkit.wal.receive import SlotState as SlotState
     from drkit.wal.receive import drop_slot as drop_slot
     from drkit.wal.receive import receive_wal as receive_wal
+    from drkit.wal.receive import slot_lag as slot_lag
     from drkit.wal.receive import slot_name as slot_name
     from drkit.wal.receive import slot_state as slot_state
     from drkit.wal.timelines import RESTORE_MARKER as RESTORE_MARKER
@@ -145,7 +147,9 @@ _FACE = {
         "lsn_to_segment_name next_segment_name parse_history parse_lsn parse_segment "
         "segment_size_from_control segment_system_identifier segments_between timeline_at"
     ),
-    "receive": "ReceiveReport SlotState drop_slot receive_wal slot_name slot_state",
+    "receive": (
+        "ReceiveReport SlotLag SlotState drop_slot receive_wal slot_lag slot_name slot_state"
+    ),
     "push": "PushOutcome PushReport WalConflict WalRejected push_file push_wal ready_files",
     "timelines": (
         "RESTORE_MARKER clear_restore_marker note_pushed promote_timeline recorded_timeline "

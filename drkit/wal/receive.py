@@ -35,6 +35,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -420,3 +421,70 @@ def receive_wal(
     return Receiver(
         policy, Repository.for_wal(policy), spool, partial_interval=partial_interval
     ).run(stop)
+
+
+# ---------------------------------------------------------------------------
+# The slot's lag, for status and /metrics
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class SlotLag:
+    """How far the environment's slot is behind the server, as status and /metrics show.
+
+    ``lag_bytes``: the WAL the server holds for the slot (its write position minus the
+    slot's restart LSN, which pg_receivewal --synchronous advances as it flushes).
+    ``lag_seconds``: 0 when nothing is held; while a receiver streams, the server's
+    flush lag for it; else (stopped, or the server reports none) the age of the newest
+    WAL the stream stored (``newest_stored``), the time since which the held WAL has
+    been waiting; None when unknown.  ``problem``: why the server could not say."""
+
+    slot: str
+    reached: bool = False  # whether the server answered
+    exists: bool = False
+    active: bool = False
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "slot": self.slot,
+            "exists": self.exists,
+            "active": self.active,
+            "lag_bytes": self.lag_bytes,
+            "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 1),
+            "problem": self.problem,
+        }
+
+
+def slot_lag(policy: Policy, newest_stored: datetime | None, now: datetime) -> SlotLag:
+    """The lag of ``policy``'s slot, read from its server (never raises: a server that
+    cannot be reached is a ``problem``, and the lag unknown)."""
+    from drkit.pg.connect import connect
+
+    out = SlotLag(slot_name(policy.name))
+    try:
+        with connect(policy.database.url.get_secret_value(), autocommit=True) as conn:
+            state = slot_state(conn, out.slot)
+            row = conn.execute(
+                "SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_stat_replication r "
+                "JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = %s",
+                (out.slot,),
+            ).fetchone()
+    except DrkitError as exc:
+        out.problem = str(exc)
+        return out
+    out.reached = True
+    out.exists, out.active, out.lag_bytes = state.exists, state.active, state.lag_bytes
+    if not state.exists:
+        out.problem = f"slot {out.slot} does not exist (drkit wal-receive {policy.name} creates it)"
+        return out
+    flush_lag = None if row is None or row[0] is None else float(row[0])
+    if not out.lag_bytes:
+        out.lag_seconds = 0.0
+    elif state.active and flush_lag is not None:
+        out.lag_seconds = flush_lag
+    elif newest_stored is not None:
+        out.lag_seconds = max(0.0, (now - newest_stored).total_seconds())
+    return out

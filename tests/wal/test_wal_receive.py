@@ -14,13 +14,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from drkit.config import load_policy
 from drkit.storage import Repository
 from drkit.wal import find_wal_key, parse_lsn, stored_partials
+from tests import builders
 from tests.fix_cli import DrkitRunner
+from tests.fix_pg import PgServer
 from tests.wal_support import (
     Archived,
     add_marker,
@@ -147,3 +150,97 @@ def test_commit_then_crash_3s_later_is_recovered_from_the_streamed_partial(
         "archived",
         "streamed-only",
     ]
+
+
+def _slot_row(arch: Archived) -> tuple[object, ...] | None:
+    rows = arch.execute(
+        "SELECT active, restart_lsn IS NOT NULL FROM pg_replication_slots "
+        "WHERE slot_name = 'drkit_prod'"
+    )
+    return rows[0] if rows else None
+
+
+def _slot_metrics(arch: Archived) -> dict[str, float]:
+    """The slot's samples as /metrics exports them, from the scheduler's own rows."""
+    from datetime import UTC, datetime
+
+    from drkit.schedule.metrics import MetricsView, build_metrics, read_catalog
+
+    policy = load_policy(arch.env, arch.policy_dir)
+    repo = Repository.for_policy(policy)
+    view = MetricsView([policy], [], {arch.env: read_catalog(repo, policy)}, {}, datetime.now(UTC))
+    return {
+        sample.name: sample.value
+        for family in build_metrics(view)
+        for sample in family.samples
+        if sample.name.startswith("drkit_wal_slot_")
+    }
+
+
+def test_slot_lag_grows_while_streaming_is_stopped_and_drop_slot_removes_it(
+    streamed: Archived, run_drkit: DrkitRunner
+) -> None:
+    """Stopped streaming leaves the slot holding WAL: status and /metrics say inactive and
+    a lag that grows; --drop-slot removes the slot (refused while a receiver uses it)."""
+    arch = streamed
+    check = run_drkit("check", arch.env, policy_dir=arch.policy_dir)
+    assert "PASS streaming: max_slot_wal_keep_size = 64MB" in check.stdout, check.stdout
+    with receiving(arch) as proc:
+        wait_for("the slot in use", lambda: (_slot_row(arch) or (False,))[0] is True, proc)
+        busy = run_drkit("wal-receive", arch.env, "--drop-slot", policy_dir=arch.policy_dir)
+        assert busy.code == 1 and "in use by a running wal-receive" in busy.stderr
+        assert busy.stderr.strip().count("\n") == 0
+        active = run_drkit("--json", "status", arch.env, policy_dir=arch.policy_dir).json()
+        assert active["streaming"]["active"] is True
+        assert _slot_metrics(arch)["drkit_wal_slot_active"] == 1.0
+    assert _slot_row(arch) == (False, True)
+
+    arch.execute(
+        "CREATE TABLE filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g"
+    )
+    after = run_drkit("--json", "status", arch.env, policy_dir=arch.policy_dir)
+    doc = after.json()["streaming"]
+    assert doc["active"] is False and doc["exists"] is True
+    assert doc["lag_bytes"] > 4 * 1024 * 1024 and doc["lag_seconds"] > 0
+    assert any(
+        "no wal-receive streams from slot drkit_prod" in a for a in after.json()["attention"]
+    )
+    arch.execute("INSERT INTO filler SELECT g, 'y' FROM generate_series(1, 5000) g")
+    later = run_drkit("--json", "status", arch.env, policy_dir=arch.policy_dir).json()["streaming"]
+    assert later["lag_bytes"] > doc["lag_bytes"] and later["lag_seconds"] > doc["lag_seconds"]
+    metrics = _slot_metrics(arch)
+    assert metrics["drkit_wal_slot_active"] == 0.0
+    assert metrics["drkit_wal_slot_lag_bytes"] >= doc["lag_bytes"]
+    assert metrics["drkit_wal_slot_lag_seconds"] > 0
+
+    dropped = run_drkit(
+        "--json", "wal-receive", arch.env, "--drop-slot", policy_dir=arch.policy_dir
+    )
+    assert dropped.code == 0, dropped.stderr
+    assert dropped.json()["dropped"] is True and dropped.json()["slot"] == "drkit_prod"
+    assert _slot_row(arch) is None
+    again = run_drkit("--json", "wal-receive", arch.env, "--drop-slot", policy_dir=arch.policy_dir)
+    assert again.code == 0 and again.json()["dropped"] is False
+    gone = run_drkit("--json", "status", arch.env, policy_dir=arch.policy_dir).json()
+    assert gone["streaming"]["exists"] is False
+    assert "drkit_wal_slot_active" in _slot_metrics(arch)  # 0: the slot is gone
+
+
+def test_check_refuses_streaming_without_max_slot_wal_keep_size(
+    pg_server: PgServer, run_drkit: DrkitRunner, tmp_path: Path
+) -> None:
+    """A slot nobody drains holds WAL until the server's disk fills: with streaming on,
+    check fails while max_slot_wal_keep_size is unlimited (the server's default)."""
+    assert pg_server.query("postgres", "SHOW max_slot_wal_keep_size") == [("-1",)]
+    repo = tmp_path / "repo"
+    policy_dir = builders.write_policy(
+        tmp_path / "policies",
+        "prod",
+        pg_server.dsn(),
+        {"url": f"file://{repo}"},
+        wal_streaming=True,
+    )
+    result = run_drkit("check", "prod", policy_dir=policy_dir)
+    assert result.code == 3, result.stdout + result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("FAIL streaming:"))
+    assert "max_slot_wal_keep_size is unlimited" in line
