@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from drkit.config import load_policy
+from drkit.schedule.daemon import SchedulerDaemon
 from drkit.storage import Repository
 from drkit.wal import find_wal_key, parse_lsn, stored_partials
 from tests import builders
@@ -236,3 +237,56 @@ def test_check_refuses_streaming_without_max_slot_wal_keep_size(
     assert result.code == 3, result.stdout + result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("FAIL streaming:"))
     assert "max_slot_wal_keep_size is unlimited" in line
+
+
+def test_the_scheduler_restarts_a_receiver_that_ended(
+    streamed: Archived, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler supervises wal-receive: a stream the server cut (its walsender
+    terminated) is restarted after a backoff, /healthz and /status show its line and
+    the restart, and the slot is streamed from again."""
+    arch = streamed
+    monkeypatch.setenv("DRKIT_RECEIVE_DIR", str(arch.root / "spool"))
+    daemon = SchedulerDaemon([arch.env], arch.policy_dir, port=0)
+    daemon.start()
+    try:
+        first = _walsender(arch, daemon)
+        arch.execute(f"SELECT pg_terminate_backend({first})")
+        wait_for_daemon(
+            "the restart", lambda: daemon.health()[1]["wal_receive"][0]["restarts"] == 1, daemon
+        )
+        second = _walsender(arch, daemon)
+        assert second != first
+        code, health = daemon.health()
+        assert code == 200
+        (line,) = health["wal_receive"]
+        assert line["env"] == arch.env and line["alive"] is True
+        assert line["state"] == "streaming" and line["last_error"]
+        assert daemon.status()["wal_receive"][0]["restarts"] == 1
+    finally:
+        daemon.shutdown()
+    assert daemon.health()[1]["wal_receive"][0]["state"] == "stopped"
+    assert _slot_row(arch) == (False, True)
+
+
+def wait_for_daemon(what: str, done: Callable[[], bool], daemon: SchedulerDaemon) -> None:
+    deadline = time.monotonic() + 60
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within 60 s ({daemon.health()[1]})")
+        time.sleep(0.2)
+
+
+def _walsender(arch: Archived, daemon: SchedulerDaemon) -> int:
+    """The server pid streaming to the supervised receiver, once it streams."""
+    found: list[int] = []
+
+    def streaming() -> bool:
+        rows = arch.execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'drkit_prod' AND active"
+        )
+        found[:] = [int(r[0]) for r in rows]
+        return bool(found)
+
+    wait_for_daemon("the supervised receiver streaming", streaming, daemon)
+    return found[0]
