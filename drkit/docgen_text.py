@@ -79,7 +79,7 @@ POLICY_KEYS: dict[str, str] = {
     "WAL about twice as fast as level 3 for a few percent of size, so archiving keeps up "
     "with a busy primary. null: repository.compression.level.",
     "wal_streaming": "`drkit wal-receive ENV` streams WAL from the physical replication slot "
-    "`drkit_<env>` (pg_receivewal) and stores each finished segment as wal-push does; "
+    "`drkit_ENV` (pg_receivewal) and stores each finished segment as wal-push does; "
     "archive_command stays the safety net. `true`, or a mapping of the settings below.",
     "wal_streaming.enabled": "Whether WAL is streamed (a mapping without this key: on).",
     "wal_streaming.partial_interval": "How often the segment being received (`.partial`) is "

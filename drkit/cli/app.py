@@ -87,7 +87,7 @@ COMMANDS: dict[str, Listed] = {
     ),
     "wal-receive": Listed(
         "wal",
-        "Stream WAL from the slot drkit_<env> into the repository (policy: wal_streaming).",
+        "Stream WAL from the slot drkit_ENV into the repository (policy: wal_streaming).",
     ),
     "drill": Listed(
         "drill",

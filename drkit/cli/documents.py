@@ -525,7 +525,7 @@ class WalReceiveDocument(Document):
     """`drkit wal-receive ENV [--drop-slot] --json`: what the run stored, or the slot dropped"""
 
     environment: str
-    slot: str = _field("the physical replication slot, drkit_<env>")
+    slot: str = _field("the physical replication slot, drkit_ENV")
     dropped: bool = _field("--drop-slot: whether a slot existed and was removed")
     created_slot: bool = _field("whether this run created the slot")
     segments_stored: int = _field("finished segments stored (or found stored identical)")
@@ -827,7 +827,7 @@ class StatusDrill(Shape):
 
 
 class StatusStreaming(Shape):
-    slot: str = _field("the physical replication slot, drkit_<env>")
+    slot: str = _field("the physical replication slot, drkit_ENV")
     reached: bool = _field("whether the database server answered")
     exists: bool
     active: bool = _field("whether wal-receive streams from it now")

@@ -205,7 +205,7 @@ def wal_receive(
         bool,
         typer.Option(
             "--drop-slot",
-            help="Remove the replication slot drkit_<env> (refused while a receiver uses it) "
+            help="Remove the replication slot drkit_ENV (refused while a receiver uses it) "
             "and exit, so the server stops holding WAL for it.",
         ),
     ] = False,
@@ -222,9 +222,9 @@ def wal_receive(
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
-    """Stream WAL from the slot drkit_<env> into the repository (policy: wal_streaming).
+    """Stream WAL from the slot drkit_ENV into the repository (policy: wal_streaming).
 
-    pg_receivewal streams from the physical replication slot drkit_<env> (created if
+    pg_receivewal streams from the physical replication slot drkit_ENV (created if
     missing); each finished segment is stored as wal-push stores it, and the segment
     being received every wal_streaming.partial_interval, for restore latest and drills.
     Runs until SIGTERM or Ctrl-C, then stores what it received and exits 0."""

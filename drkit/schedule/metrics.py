@@ -329,7 +329,7 @@ METRICS: tuple[MetricRow, ...] = (
     ),
     MetricRow(
         "drkit_wal_slot_lag_bytes",
-        "WAL the server holds for the streaming slot drkit_<env> (wal_streaming).",
+        "WAL the server holds for the streaming slot drkit_ENV (wal_streaming).",
         ENV,
         per_catalog(lambda c, _: _slot(c, lambda s: s.lag_bytes)),
     ),
