@@ -199,20 +199,44 @@ def stored_partials(repo: Repository) -> list[StoredPartial]:
 def write_partial(repo: Repository, partial: StoredPartial, dest: Path, segment_size: int) -> None:
     """Write the stored partial copy decoded to ``dest``, zero-filled to a whole segment
     (as pg_receivewal writes one), so replay and pg_waldump read it as the segment;
-    damage raises CheckFailed and leaves nothing at ``dest``."""
+    damage raises CheckFailed and leaves nothing at ``dest``.
+
+    The receiver removes a copy once a longer one, or the whole segment, is stored: a
+    copy gone since it was planned is replaced by what superseded it, which holds all
+    of it (the WAL of a segment only grows), never by anything shorter."""
+    key = _superseding(repo, partial)
     tmp = dest.with_name(f".{dest.name}.partial-tmp")
     try:
-        with open_wal_object(repo, partial.key) as stream, open(tmp, "wb") as out:
+        with open_wal_object(repo, key) as stream, open(tmp, "wb") as out:
             written = 0
             while chunk := stream.read(1024 * 1024):
                 out.write(chunk)
                 written += len(chunk)
             if written < partial.end or written > segment_size:
                 raise CheckFailed(
-                    f"{partial.key} holds {written} bytes, not a partial segment of "
+                    f"{key} holds {written} bytes, not a partial segment of "
                     f"{segment_size} reaching {partial.end}"
                 )
             out.truncate(segment_size)
         tmp.replace(dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _superseding(repo: Repository, partial: StoredPartial) -> str:
+    """The key holding at least ``partial``'s WAL: itself, else a longer copy of its
+    segment, else the whole segment; ObjectNotFound when none is stored."""
+    if repo.backend.head(partial.key) is not None:
+        return partial.key
+    longer = [
+        p for p in stored_partials(repo) if p.segment == partial.segment and p.end >= partial.end
+    ]
+    if longer:
+        return max(longer, key=lambda p: p.end).key
+    whole = find_wal_key(repo, partial.segment)
+    if whole is None:
+        raise ObjectNotFound(
+            f"{partial.key} was removed and neither a longer copy nor the whole segment "
+            f"{partial.segment} is stored: run the restore again"
+        )
+    return whole

@@ -23,8 +23,9 @@ from drkit.schedule.daemon import SchedulerDaemon
 from drkit.storage import Repository
 from drkit.wal import find_wal_key, parse_lsn, stored_partials
 from tests import builders
-from tests.fix_cli import DrkitRunner
+from tests.fix_cli import DrkitRunner, PolicyWriter
 from tests.fix_pg import PgServer
+from tests.fix_s3 import RepoTarget
 from tests.wal_support import (
     Archived,
     add_marker,
@@ -290,3 +291,40 @@ def _walsender(arch: Archived, daemon: SchedulerDaemon) -> int:
 
     wait_for_daemon("the supervised receiver streaming", streaming, daemon)
     return found[0]
+
+
+def test_a_partial_removed_since_planned_is_read_from_what_superseded_it(
+    file_repo: RepoTarget, make_policy: PolicyWriter, tmp_path: Path
+) -> None:
+    """The receiver removes a partial once a longer one (or the whole segment) is stored:
+    a restore planned on the removed one reads the longer copy, never a shorter one, and
+    fails when nothing holds its WAL."""
+    import io
+
+    from drkit.errors import ObjectNotFound
+    from drkit.wal import STREAM_DIR, StoredPartial, write_partial
+
+    policy = load_policy("prod", make_policy("prod", "postgresql://app@db/app", file_repo))
+    repo = Repository.for_wal(policy)
+    segment = "000000010000000000000007"
+    short, longer = b"a" * 1000, b"a" * 1000 + b"b" * 1000
+
+    def store(data: bytes, end: int) -> StoredPartial:
+        repo.store(
+            f"{STREAM_DIR}{segment}.{end:08X}.partial",
+            io.BytesIO(data + bytes(SEGMENT - len(data))),
+        )
+        (found,) = [p for p in stored_partials(repo) if p.end == end]
+        return found
+
+    planned = store(short, 1000)
+    out = tmp_path / segment
+    write_partial(repo, planned, out, SEGMENT)
+    assert out.read_bytes()[:2000] == short + bytes(1000) and out.stat().st_size == SEGMENT
+    newer = store(longer, 2000)
+    repo.delete(planned.key)
+    write_partial(repo, planned, out, SEGMENT)
+    assert out.read_bytes()[:2000] == longer
+    repo.delete(newer.key)
+    with pytest.raises(ObjectNotFound, match="run the restore again"):
+        write_partial(repo, planned, out, SEGMENT)
