@@ -831,9 +831,11 @@ class StatusStreaming(Shape):
     reached: bool = _field("whether the database server answered")
     exists: bool
     active: bool = _field("whether wal-receive streams from it now")
-    lag_bytes: int | None = _field("WAL the server holds for the slot")
+    lag_bytes: int | None = _field(
+        "WAL not yet received while streaming, else held on the server for the slot"
+    )
     lag_seconds: float | None = _field(
-        "the server's flush lag while streaming, else the age of the newest WAL streamed"
+        "the server's write lag while streaming, else the age of the newest WAL streamed"
     )
     problem: str | None
 

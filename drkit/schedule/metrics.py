@@ -329,13 +329,14 @@ METRICS: tuple[MetricRow, ...] = (
     ),
     MetricRow(
         "drkit_wal_slot_lag_bytes",
-        "WAL the server holds for the streaming slot drkit_ENV (wal_streaming).",
+        "WAL the streaming slot drkit_ENV is behind (wal_streaming): not yet received while "
+        "wal-receive streams, else held on the server for the slot.",
         ENV,
         per_catalog(lambda c, _: _slot(c, lambda s: s.lag_bytes)),
     ),
     MetricRow(
         "drkit_wal_slot_lag_seconds",
-        "How long the WAL held for the streaming slot has waited: the server's flush lag "
+        "How long the WAL held for the streaming slot has waited: the server's write lag "
         "while wal-receive streams, else the age of the newest WAL it stored.",
         ENV,
         per_catalog(lambda c, _: _slot(c, lambda s: s.lag_seconds)),

@@ -1,8 +1,10 @@
 """``drkit wal-receive``: WAL streamed from a physical replication slot, beside archiving.
 
 ``pg_receivewal`` (the server's major or newer) streams from the slot ``drkit_<env>``
-(created if missing, WAL reserved at once) into a local spool directory, confirming
-each write (``--synchronous``), so the slot holds exactly what is not yet received.
+(created if missing, WAL reserved at once) into a local spool directory.  It confirms a
+segment to the slot once the segment is whole and synced (not ``--synchronous``, whose
+sync per message cuts catch-up throughput several times): the local copy is not what
+protects a commit, the repository is, and the spool's files are read from as written.
 This module watches the spool:
 
 - each *finished* segment (and history file) is stored with :func:`drkit.wal.push.push_file`,
@@ -278,7 +280,6 @@ class Receiver:
             str(self.spool),
             "-S",
             self.slot,
-            "--synchronous",
             "--no-loop",
             "-s",
             "1",
@@ -432,12 +433,14 @@ def receive_wal(
 class SlotLag:
     """How far the environment's slot is behind the server, as status and /metrics show.
 
-    ``lag_bytes``: the WAL the server holds for the slot (its write position minus the
-    slot's restart LSN, which pg_receivewal --synchronous advances as it flushes).
-    ``lag_seconds``: 0 when nothing is held; while a receiver streams, the server's
-    flush lag for it; else (stopped, or the server reports none) the age of the newest
-    WAL the stream stored (``newest_stored``), the time since which the held WAL has
-    been waiting; None when unknown.  ``problem``: why the server could not say."""
+    ``lag_bytes``: while a receiver streams, the WAL the server wrote that the receiver
+    has not written yet; else the WAL the slot holds (the server's write position minus
+    the slot's restart LSN, which pg_receivewal advances a whole segment at a time, so a
+    stopped receiver's lag may read up to one segment high, never low).
+    ``lag_seconds``: 0 when nothing is behind; while a receiver streams, the server's
+    write lag for it; else the age of the newest WAL the stream stored
+    (``newest_stored``), the time since which the held WAL has been waiting; None when
+    unknown.  ``problem``: why the server could not say."""
 
     slot: str
     reached: bool = False  # whether the server answered
@@ -468,7 +471,8 @@ def slot_lag(policy: Policy, newest_stored: datetime | None, now: datetime) -> S
         with connect(policy.database.url.get_secret_value(), autocommit=True) as conn:
             state = slot_state(conn, out.slot)
             row = conn.execute(
-                "SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_stat_replication r "
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), r.write_lsn)::bigint, "
+                "extract(epoch FROM r.write_lag)::float8 FROM pg_stat_replication r "
                 "JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = %s",
                 (out.slot,),
             ).fetchone()
@@ -480,11 +484,14 @@ def slot_lag(policy: Policy, newest_stored: datetime | None, now: datetime) -> S
     if not state.exists:
         out.problem = f"slot {out.slot} does not exist (drkit wal-receive {policy.name} creates it)"
         return out
-    flush_lag = None if row is None or row[0] is None else float(row[0])
+    streaming = state.active and row is not None and row[0] is not None
+    if streaming and row is not None:
+        out.lag_bytes = max(0, int(row[0]))
+    write_lag = None if row is None or row[1] is None else float(row[1])
     if not out.lag_bytes:
         out.lag_seconds = 0.0
-    elif state.active and flush_lag is not None:
-        out.lag_seconds = flush_lag
+    elif streaming and write_lag is not None:
+        out.lag_seconds = write_lag
     elif newest_stored is not None:
         out.lag_seconds = max(0.0, (now - newest_stored).total_seconds())
     return out
