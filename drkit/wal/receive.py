@@ -36,6 +36,7 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -289,20 +290,44 @@ class Receiver:
     # -- storing ---------------------------------------------------------------------
 
     def _store_finished(self) -> None:
-        """Store every finished segment and history file in the spool, oldest first,
-        removing each local copy once stored (a failure leaves it for the next pass)."""
+        """Store every finished segment and history file in the spool (history files
+        first, then the segments in parallel, as wal-push archives ahead), removing each
+        local copy once stored; a failure leaves it for the next pass and is raised."""
         names = sorted(
             (e.name for e in os.scandir(self.spool) if is_segment(e.name) or is_history(e.name)),
             key=lambda n: (not is_history(n), n[8:], n),
         )
-        for name in names:
-            path = self.spool / name
-            outcome = push_file(self.repo, path, self._segment_size)
-            log.info("streamed %s: %s", name, outcome.status)
-            if is_segment(name):
+        for name in [n for n in names if is_history(n)]:
+            push_file(self.repo, self.spool / name, self._segment_size)
+            (self.spool / name).unlink()
+        segments = [n for n in names if is_segment(n)]
+        if not segments:
+            return
+        jobs = min(self.policy.repository.parallel_uploads, len(segments))
+        threads = 0 if jobs > 1 else None  # as wal-push: one compression thread per file
+        failure: DrkitError | None = None
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {
+                name: pool.submit(
+                    push_file,
+                    self.repo,
+                    self.spool / name,
+                    self._segment_size,
+                    compress_threads=threads,
+                )
+                for name in segments
+            }
+            for name, future in futures.items():
+                try:
+                    log.info("streamed %s: %s", name, future.result().status)
+                except DrkitError as exc:
+                    failure = failure or exc
+                    continue
                 self.report.segments.append(name)
-                self._drop_partials(upto=name)
-            path.unlink()
+                (self.spool / name).unlink()
+        if failure is not None:
+            raise failure
+        self._drop_partials(upto=segments[-1])
 
     def _store_partial(self) -> None:
         """Store the segment being received, if it grew since it was last stored."""
