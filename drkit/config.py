@@ -444,6 +444,22 @@ class CopyConfig(RepositoryConfig):
         return RepositoryConfig.model_validate(self.model_dump(exclude={"retention"}))
 
 
+class WalStreamingConfig(StrictModel):
+    """``drkit wal-receive``: WAL streamed from a replication slot, beside archive_command.
+
+    ``wal_streaming: true`` turns it on with the defaults; a mapping turns it on with its
+    settings (``enabled: false`` inside one keeps them and turns it off)."""
+
+    enabled: bool = False
+    #: how often the segment being written (``.partial``) is stored, in seconds
+    partial_interval: float = Field(default=5.0, gt=0, le=3600)
+
+    @field_validator("partial_interval", mode="before")
+    @classmethod
+    def _interval(cls, v: object) -> float:
+        return parse_duration(v).total_seconds()
+
+
 class Policy(StrictModel):
     """One environment's policy, validated.  ``name`` is the file's stem."""
 
@@ -457,6 +473,7 @@ class Policy(StrictModel):
     schedule: ScheduleConfig = ScheduleConfig()
     wal_archiving: bool = False
     wal_archiver: WalArchiverConfig = WalArchiverConfig()
+    wal_streaming: WalStreamingConfig = WalStreamingConfig()
     retention: RetentionConfig = RetentionConfig()
     backup: BackupConfig = BackupConfig()
     objectives: ObjectivesConfig = ObjectivesConfig()
@@ -512,6 +529,16 @@ class Policy(StrictModel):
                 "copy_name": name,
             }
         )
+
+    @field_validator("wal_streaming", mode="before")
+    @classmethod
+    def _streaming_switch(cls, v: object) -> object:
+        """``true``/``false`` is the switch alone; a mapping means on unless it says not."""
+        if isinstance(v, bool):
+            return {"enabled": v}
+        if isinstance(v, dict):
+            return {"enabled": True, **v}
+        return v
 
     @model_validator(mode="after")
     def _sanitize_target_allowed(self) -> Policy:
@@ -587,6 +614,7 @@ _POLICY_KEYS = {
     "schedule",
     "wal_archiving",
     "wal_archiver",
+    "wal_streaming",
     "retention",
     "backup",
     "objectives",

@@ -78,6 +78,13 @@ POLICY_KEYS: dict[str, str] = {
     "repository.compression's algorithm (gzip: 1 to 9). Default 1: zstd level 1 compresses "
     "WAL about twice as fast as level 3 for a few percent of size, so archiving keeps up "
     "with a busy primary. null: repository.compression.level.",
+    "wal_streaming": "`drkit wal-receive ENV` streams WAL from the physical replication slot "
+    "`drkit_ENV` (pg_receivewal) and stores each finished segment as wal-push does; "
+    "archive_command stays the safety net. `true`, or a mapping of the settings below.",
+    "wal_streaming.enabled": "Whether WAL is streamed (a mapping without this key: on).",
+    "wal_streaming.partial_interval": "How often the segment being received (`.partial`) is "
+    "stored, so `restore --point-in-time latest` and drills reach WAL no segment holds yet "
+    "(a duration: 5s, 1m).",
     "retention": "Grandfather-father-son retention, applied by `drkit prune`. A backup is "
     "kept if any rule keeps it; the newest backup of each database is never deleted.",
     "retention.daily": "Keep the newest backup of each of the last N calendar days that have one.",

@@ -13,6 +13,10 @@ for a failed check (the caller decides the exit code), and nothing is left behin
    ``archive_command`` as the server has them, then a real round trip: a WAL switch and
    a wait until that segment is in the repository, cut short (with the server's last
    archiver failure and its log line) as soon as ``pg_stat_archiver`` records a failure;
+   ``streaming`` (only with ``wal_streaming``): ``max_slot_wal_keep_size`` is set (a slot
+   nobody drains must not fill the server's disk: unlimited is a FAIL), the role may
+   replicate, pg_receivewal is installed, and the slot ``drkit_<env>``, where it exists,
+   has not lost WAL;
 4. ``object lock`` (only with ``repository.object_lock``): the bucket has object lock
    enabled, FAIL otherwise (and no probe is written: the store would refuse its lock);
    ``repository``: a probe object written (through compression and encryption), read
@@ -468,6 +472,47 @@ def _check_archiving(report: CheckReport, policy: Policy, conn: Any, repo: Any) 
     )
 
 
+def _check_streaming(report: CheckReport, policy: Policy, conn: Any) -> None:
+    """What ``drkit wal-receive`` needs of the server, and that its slot cannot fill the
+    server's disk."""
+    from drkit.pg.binaries import find_client
+    from drkit.pg.connect import server_major
+    from drkit.wal import slot_name
+
+    slot = slot_name(policy.name)
+    row = conn.execute(
+        "SELECT current_setting('max_slot_wal_keep_size'), "
+        "(SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user), "
+        "(SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s)",
+        (slot,),
+    ).fetchone()
+    keep, may_replicate, wal_status = row if row else ("-1", False, None)
+    problems = []
+    if str(keep).strip() in ("-1", ""):
+        problems.append(
+            "max_slot_wal_keep_size is unlimited (-1): a stopped wal-receive would let slot "
+            f"{slot} hold WAL until the disk fills; set it (ALTER SYSTEM SET "
+            "max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf())"
+        )
+    if not may_replicate:
+        problems.append("the role lacks REPLICATION (ALTER ROLE ... REPLICATION)")
+    if wal_status == "lost":
+        problems.append(
+            f"slot {slot} lost WAL it held (max_slot_wal_keep_size exceeded): drop it with "
+            f"drkit wal-receive {policy.name} --drop-slot, restart wal-receive, take a base backup"
+        )
+    try:
+        find_client("pg_receivewal", server_major(conn))
+    except DrkitError as exc:
+        problems.append(str(exc))
+    state = "exists" if wal_status is not None else "will be created by wal-receive"
+    report.add(
+        "streaming",
+        not problems,
+        "; ".join(problems) or f"max_slot_wal_keep_size = {keep}, slot {slot} {state}",
+    )
+
+
 def _check_clock(report: CheckReport, conn: Any) -> None:
     """drkit's host clock against the server's (its ids and host times come from it)."""
     from drkit.backup.logical import read_position
@@ -676,6 +721,8 @@ def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
             _check_incremental(report, conn)
         if policy.wal_archiving and conn is not None and repo is not None:
             _check_archiving(report, policy, conn, repo)
+        if policy.wal_streaming.enabled and conn is not None:
+            _check_streaming(report, policy, conn)
         if repo is not None:
             if _check_object_lock(report, policy, repo) and _check_repository(report, policy, repo):
                 _check_backup_clocks(report, repo)

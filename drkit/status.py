@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from drkit.backup.catalog import Manifest, iso, skewed_backups
 from drkit.backup.order import SKEW_BOUND, describe_skew
@@ -38,6 +38,9 @@ from drkit.restore import (
 )
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository
+
+if TYPE_CHECKING:
+    from drkit.wal import SlotLag
 
 
 @dataclass
@@ -60,6 +63,7 @@ class StatusReport:
     databases: dict[str, DatabaseExposure] = field(default_factory=dict)
     #: backups taken while the host clock disagreed with the server's, oldest first
     skewed: list[Manifest] = field(default_factory=list)
+    slot: SlotLag | None = None  # None: WAL streaming is off
 
     def exposure_of(self, point: datetime | None) -> float | None:
         return exposure_at(self.now, point)
@@ -153,8 +157,21 @@ class StatusReport:
                 continuous_from=iso(self.continuous_from),
             ),
             last_drill=drill,
+            streaming=None if self.slot is None else _streaming(self.slot),
             clock_skewed_backups=[m.id for m in self.skewed],
         )
+
+
+def _streaming(slot: SlotLag) -> StatusStreaming:
+    return StatusStreaming(
+        slot=slot.slot,
+        reached=slot.reached,
+        exists=slot.exists,
+        active=slot.active,
+        lag_bytes=slot.lag_bytes,
+        lag_seconds=None if slot.lag_seconds is None else round(slot.lag_seconds, 1),
+        problem=slot.problem,
+    )
 
 
 def collect_status(
@@ -181,6 +198,7 @@ def collect_status(
         report.continuous_from = window.continuous_from
         report.databases = view.databases
         report.skewed = skewed_backups(view.manifests)
+        report.slot = view.slot
         with contextlib.suppress(StorageError):
             report.drill = view.drill
     finally:
@@ -231,6 +249,8 @@ def judge(report: StatusReport, policy: Policy) -> None:
             )
         if verdict != PASS:
             report.attention.append(f"the last drill's verdict is {verdict}")
+    if report.slot is not None:
+        report.attention += slot_findings(report.slot, report.rpo_objective)
     if policy.wal_archiving and report.wal_last is None:
         report.attention.append("WAL archiving is on but the repository holds no WAL")
     elif report.wal is not None:
@@ -268,6 +288,24 @@ def wal_findings(wal: WalReach) -> list[str]:
         )
     if wal.problem and not wal.foreign:
         found.append(f"WAL adds nothing to the recoverable window: {wal.problem}")
+    return found
+
+
+def slot_findings(slot: SlotLag, rpo_objective: float | None) -> list[str]:
+    """What the operator must look at in WAL streaming, one line each."""
+    if not slot.reached or not slot.exists:
+        return [f"WAL streaming: {slot.problem}"]
+    found = []
+    if not slot.active:
+        found.append(
+            f"WAL streaming: no wal-receive streams from slot {slot.slot}, which holds "
+            f"{human_size(slot.lag_bytes or 0)} of WAL on the server"
+        )
+    if rpo_objective is not None and (slot.lag_seconds or 0) > rpo_objective:
+        found.append(
+            f"WAL streaming: slot {slot.slot} is {format_duration_s(slot.lag_seconds or 0)} "
+            f"behind (RPO objective {format_duration_s(rpo_objective)})"
+        )
     return found
 
 
@@ -312,6 +350,17 @@ def render_status(report: StatusReport) -> list[str]:
             f"  restore latest reaches {report.wal.last_segment}, archived "
             f"{_when(report, report.wal.end)}"
         )
+    if report.slot is not None:
+        slot = report.slot
+        if slot.reached and slot.exists:
+            lag = "-" if slot.lag_seconds is None else format_duration_s(slot.lag_seconds)
+            lines.append(
+                f"  WAL streaming slot     {slot.slot} "
+                f"{'active' if slot.active else 'INACTIVE'}, lag "
+                f"{human_size(slot.lag_bytes or 0)} / {lag}"
+            )
+        else:
+            lines.append(f"  WAL streaming slot     unknown: {slot.problem}")
     exposure = report.rpo_exposure
     objective = (
         "no objective" if report.rpo_objective is None else format_duration_s(report.rpo_objective)
@@ -436,6 +485,20 @@ class StatusDrill(Shape):
     age_seconds: float | None
 
 
+class StatusStreaming(Shape):
+    slot: str = described("the physical replication slot, drkit_ENV")
+    reached: bool = described("whether the database server answered")
+    exists: bool
+    active: bool = described("whether wal-receive streams from it now")
+    lag_bytes: int | None = described(
+        "WAL not yet received while streaming, else held on the server for the slot"
+    )
+    lag_seconds: float | None = described(
+        "the server's write lag while streaming, else the age of the newest WAL streamed"
+    )
+    problem: str | None
+
+
 class StatusDocument(Document):
     """`drkit status ENV --json` (exit 3 when an objective is breached)"""
 
@@ -453,6 +516,9 @@ class StatusDocument(Document):
     databases: dict[str, StatusDatabase]
     recoverable_window: StatusWindow
     last_drill: StatusDrill | None
+    streaming: StatusStreaming | None = described(
+        "with wal_streaming: the replication slot and its lag", default=None
+    )
     clock_skewed_backups: list[str] = described(
         "backups taken while drkit's host clock disagreed with the database server's by "
         f"more than {SKEW_BOUND.total_seconds():g} s, oldest first (an attention line names "

@@ -49,6 +49,8 @@ class Archived:
     repo_block: dict[str, Any]
     env: str = "prod"
     restored: list[Path] = field(default_factory=list)
+    #: more policy keys (``wal_streaming``, ...)
+    policy_extra: dict[str, Any] = field(default_factory=dict)
 
     def dsn(self, dbname: str = "postgres") -> str:
         return self.cluster.dsn(dbname)
@@ -74,7 +76,13 @@ class Archived:
     def write_policy(self, db_url: str, policy_dir: Path | None = None) -> Path:
         directory = policy_dir or self.policy_dir
         builders.write_policy(
-            directory, self.env, db_url, self.repo_block, environment="prod", wal_archiving=True
+            directory,
+            self.env,
+            db_url,
+            self.repo_block,
+            environment="prod",
+            wal_archiving=True,
+            **self.policy_extra,
         )
         chown_tree(directory, cluster_os_user())
         return directory
@@ -97,9 +105,17 @@ class Archived:
 
 
 def start_archived_cluster(
-    root: Path, repo_block: dict[str, Any], env: str = "prod", major: int | None = None
+    root: Path,
+    repo_block: dict[str, Any],
+    env: str = "prod",
+    major: int | None = None,
+    *,
+    settings: dict[str, Any] | None = None,
+    initdb_args: tuple[str, ...] = (),
+    policy_extra: dict[str, Any] | None = None,
 ) -> Archived:
-    """A cluster (of ``major``; None: the default) archiving into ``repo_block``."""
+    """A cluster (of ``major``; None: the default) archiving into ``repo_block``, with
+    more server ``settings``, ``initdb_args`` and policy keys when given."""
     user = cluster_os_user()
     policy_dir = root / "policies"
     policy_dir.mkdir()
@@ -110,21 +126,28 @@ def start_archived_cluster(
             "archive_mode": "on",
             "archive_command": archive_command(env, policy_dir, user),
             "max_wal_size": "256MB",
+            **(settings or {}),
         },
         fast=True,
         major=major,
+        initdb_args=initdb_args,
     )
     archived = Archived(root, cluster, policy_dir, repo_block, env)
+    archived.policy_extra = dict(policy_extra or {})
     archived.write_policy(cluster.dsn())
     return archived
 
 
 @contextlib.contextmanager
 def archived_cluster(
-    root: Path, repo_block: dict[str, Any], env: str = "prod", major: int | None = None
+    root: Path,
+    repo_block: dict[str, Any],
+    env: str = "prod",
+    major: int | None = None,
+    **kwargs: Any,
 ) -> Iterator[Archived]:
     """:func:`start_archived_cluster`, then stop what was restored from it and destroy it."""
-    arch = start_archived_cluster(root, repo_block, env, major)
+    arch = start_archived_cluster(root, repo_block, env, major, **kwargs)
     try:
         yield arch
     finally:

@@ -92,6 +92,10 @@ COMMANDS: dict[str, Listed] = {
         "wal",
         "Fetch one WAL file from the archive (restore_command); exit 1 when it does not exist.",
     ),
+    "wal-receive": Listed(
+        "wal",
+        "Stream WAL from the slot drkit_ENV into the repository (policy: wal_streaming).",
+    ),
     "drill": Listed(
         "drill",
         "Restore drill: restore into a scratch cluster, measure RTO/RPO, validate, report.",

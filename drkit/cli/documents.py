@@ -288,6 +288,19 @@ class WalFetchDocument(Document):
     fetched: bool
 
 
+class WalReceiveDocument(Document):
+    """`drkit wal-receive ENV [--drop-slot] --json`: what the run stored, or the slot dropped"""
+
+    environment: str
+    slot: str = _field("the physical replication slot, drkit_ENV")
+    dropped: bool = _field("--drop-slot: whether a slot existed and was removed")
+    created_slot: bool = _field("whether this run created the slot")
+    segments_stored: int = _field("finished segments stored (or found stored identical)")
+    partials_stored: int = _field("copies of the segment being received stored under stream/")
+    last_partial: str | None = _field("the newest partial copy stored, <segment>.<end>.partial")
+    duration_seconds: float = _field("seconds the run took")
+
+
 class PromoteTimelineDocument(Document):
     """`drkit promote-timeline ENV [TLI] --json`"""
 
@@ -544,6 +557,7 @@ DOCUMENTS: dict[str, type[Document]] = {
     "wal-push": WalPushDocument,
     "wal-fetch": WalFetchDocument,
     "promote-timeline": PromoteTimelineDocument,
+    "wal-receive": WalReceiveDocument,
     "sanitize": SanitizeDocument,
     "sanitize-check": SanitizeCheckDocument,
     "sanitize-scan": SanitizeScanDocument,

@@ -1,5 +1,5 @@
 """WAL commands: ``archive-command`` (the lines PostgreSQL runs), ``wal-push``,
-``promote-timeline`` and ``wal-fetch``.
+``promote-timeline``, ``wal-fetch`` and ``wal-receive``.
 
 PostgreSQL's plain ``wal-push``/``wal-fetch`` lines never get here: :mod:`drkit.cli.entry`
 runs them without typer or rich.  These are the forms with --json, -v and the like.
@@ -196,3 +196,78 @@ def wal_fetch(
         emit_json({"name": name, "fetched": code == 0})
     if code:
         raise typer.Exit(code)
+
+
+@commands.command("wal-receive")
+def wal_receive(
+    env: EnvArg,
+    drop_slot: Annotated[
+        bool,
+        typer.Option(
+            "--drop-slot",
+            help="Remove the replication slot drkit_ENV (refused while a receiver uses it) "
+            "and exit, so the server stops holding WAL for it.",
+        ),
+    ] = False,
+    spool: Annotated[
+        Path | None,
+        typer.Option(
+            "--spool",
+            metavar="DIR",
+            help="Local directory pg_receivewal writes into (default: "
+            "$DRKIT_RECEIVE_DIR/ENV, else /var/lib/drkit/receive/ENV as root).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    policy_dir: PolicyDirOpt = None,
+) -> None:
+    """Stream WAL from the slot drkit_ENV into the repository (policy: wal_streaming).
+
+    pg_receivewal streams from the physical replication slot drkit_ENV (created if
+    missing); each finished segment is stored as wal-push stores it, and the segment
+    being received every wal_streaming.partial_interval, for restore latest and drills.
+    Runs until SIGTERM or Ctrl-C, then stores what it received and exits 0."""
+    import signal
+    import threading
+
+    from drkit.wal import drop_slot as drop
+    from drkit.wal import receive_wal, slot_name
+
+    st = settle(json_out, policy_dir)
+    policy = load(env)
+    if drop_slot:
+        slot = drop(policy)
+        if st.json:
+            emit_json(
+                {
+                    "ok": True,
+                    "environment": env,
+                    "slot": slot.name,
+                    "dropped": slot.exists,
+                    "created_slot": False,
+                    "segments_stored": 0,
+                    "partials_stored": 0,
+                    "last_partial": None,
+                    "duration_seconds": 0.0,
+                }
+            )
+            return
+        what = "dropped" if slot.exists else "did not exist"
+        out.print(f"[green]✓[/green] replication slot {slot.name} {what}", highlight=False)
+        return
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = receive_wal(policy, spool=spool, stop=stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if st.json:
+        emit_json({"ok": True, "environment": env, "dropped": False, **report.to_dict()})
+        return
+    out.print(
+        f"[green]✓[/green] {slot_name(env)}: {len(report.segments)} segment(s) and "
+        f"{report.partials} partial copies stored",
+        highlight=False,
+    )

@@ -525,6 +525,18 @@ class _Recovery:
                 self.repo, self.plan.chain or [self.plan.manifest], self.pgdata, on_progress
             )
             self.unpacked = time.monotonic()
+            if self.plan.partial is not None:
+                # streamed past the archive: PostgreSQL reads pg_wal for the segment
+                # restore_command does not serve, up to its last record, the planned end
+                from drkit.wal import write_partial
+
+                partial = self.plan.partial
+                write_partial(
+                    self.repo,
+                    partial,
+                    self.pgdata / "pg_wal" / partial.segment,
+                    self.plan.segment_size,
+                )
             # a server drkit drives always pauses at the end: drkit checks the point
             # reached against the plan before it promotes or shuts down
             self.configure(pause_at, "pause" if start else target_action)
@@ -730,6 +742,8 @@ class _Goal:
 
     def describe(self) -> str:
         last = self.plan.reach.last_segment
+        if self.plan.partial is not None:
+            last = f"the streamed partial {self.plan.partial.segment}"
         if self.end_lsn is not None:
             return f"the planned end {self.end_lsn} (the last WAL record of {last})"
         point = self.plan.point

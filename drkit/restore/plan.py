@@ -13,6 +13,13 @@ Every recovery gets an explicit end: a time target, or for ``latest`` the LSN of
 last whole WAL record of the last planned segment (:func:`last_record_lsn`, read with
 pg_waldump from the segment fetched as replay fetches it).  ``drkit status`` reports the
 same plan's reach.
+
+With WAL streaming (``drkit wal-receive``), ``latest`` goes further: when the archive is
+unbroken and the newest stored partial copy is of the very segment it stops before (the
+one replay would ask for next, on the followed timeline), the plan takes it
+(:attr:`RecoveryPlan.partial`): the recovery lays it into ``pg_wal`` (where PostgreSQL
+reads a segment restore_command does not serve), and the planned end is its last whole
+record.  A partial of any other segment is ignored: it cannot continue this chain.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from drkit.backup.catalog import Manifest, iso, list_backups
@@ -42,6 +49,7 @@ from drkit.restore.target import RecoveryTarget
 from drkit.storage.repository import Repository
 from drkit.wal import (
     DEFAULT_SEGMENT_SIZE,
+    StoredPartial,
     TimelineSwitch,
     download,
     fetch_attempts,
@@ -49,7 +57,9 @@ from drkit.wal import (
     history_name,
     parse_lsn,
     parse_segment,
+    stored_partials,
     timeline_at,
+    write_partial,
 )
 
 
@@ -152,6 +162,9 @@ class RecoveryPlan:
     point: RecoveryTarget = field(default_factory=lambda: RecoveryTarget("latest"))
     restore_point: RestorePoint | None = None
     stop_lsn: str | None = None
+    #: ``latest`` with streaming: the stored partial copy of the segment after the last
+    #: archived one, which the recovery replays from pg_wal
+    partial: StoredPartial | None = None
 
     def planned_segment(self, segno: int) -> str:
         """The name of the segment replay reads at position ``segno`` on this plan."""
@@ -250,6 +263,7 @@ def plan_recovery(
         manifest = chronological(candidates)[-1]
     reach = reach_on_timeline(repo, manifest, tli, index, history)
     window = window_of(start, reach)
+    partial = None
     if reach.required_missing:
         raise CheckFailed(
             f"backup {manifest.id} cannot be restored: WAL segment {reach.missing}, which it "
@@ -261,6 +275,9 @@ def plan_recovery(
     elif point.kind in ("xid", "immediate"):
         pass  # the base backup's own WAL is there; PostgreSQL refuses to end short of an xid
     elif target is None:
+        partial = None if reach.gap or point.kind != "latest" else _continuing_partial(repo, reach)
+        if partial is not None:
+            window.end = partial.modified.astimezone(UTC)
         if reach.gap and not allow_gap:
             raise CheckFailed(
                 f"the archive has a gap on timeline {tli}: WAL segment {reach.missing} is "
@@ -277,12 +294,20 @@ def plan_recovery(
     chain = resolve_chain(manifest, known)
     plan = RecoveryPlan(manifest, window, followed, reach, chain, history, size_of(manifest))
     plan.point, plan.restore_point = point, restore_point
+    plan.partial = partial
     plan.stop_lsn = (
         stop
         if stop is not None
         else (format_lsn(stop_lsn(manifest)) if point.kind == "immediate" else None)
     )
     return plan
+
+
+def _continuing_partial(repo: Repository, reach: Reach) -> StoredPartial | None:
+    """The newest stored partial copy of ``reach.missing``, the segment replay asks for
+    after the last archived one; None without one."""
+    found = [p for p in stored_partials(repo) if p.segment == reach.missing]
+    return max(found, key=lambda p: p.end, default=None)
 
 
 def size_of(manifest: Manifest) -> int:
@@ -400,10 +425,15 @@ def last_record_lsn(repo: Repository, plan: RecoveryPlan) -> str:
     last = str(plan.reach.last_segment)
     first_segno = parse_segment(str(manifest.wal_start_segment), plan.segment_size).segno
     segno = parse_segment(last, plan.segment_size).segno
+    if plan.partial is not None:  # streamed: its last record is the end
+        last = plan.partial.segment
+        segno += 1
     with tempfile.TemporaryDirectory(prefix="drkit-waldump-") as tmp:
         while True:
             name = plan.planned_segment(segno)
-            if not download(repo, name, Path(tmp) / name, attempts=fetch_attempts()):
+            if plan.partial is not None and name == plan.partial.segment:
+                write_partial(repo, plan.partial, Path(tmp) / name, plan.segment_size)
+            elif not download(repo, name, Path(tmp) / name, attempts=fetch_attempts()):
                 raise CheckFailed(f"WAL segment {name} vanished from {repo.location} meanwhile")
             proc = subprocess.run(
                 [waldump, "--path", tmp, name, last],

@@ -10,7 +10,9 @@ database login, so it works when the database is the thing that is gone):
 * the recoverable window (:func:`recoverable_window`);
 * each policy database's newest recoverable point, and the RPO exposure they give
   (:func:`rpo_exposure`);
-* the drill reports stored under ``drills/`` (:func:`latest_report`, :func:`past_reports`).
+* the drill reports stored under ``drills/`` (:func:`latest_report`, :func:`past_reports`);
+* with ``wal_streaming``, the replication slot's lag (:attr:`CatalogView.slot`), the one
+  answer read from the database server.
 
 :class:`CatalogView` reads each answer once, when first asked.  ``drkit status``
 (:mod:`drkit.status`) judges and renders it, the scheduler's ``/metrics``
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from drkit.config import Policy
     from drkit.storage.base import ObjectInfo
     from drkit.storage.repository import Repository
+    from drkit.wal import SlotLag
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ def wal_reach(repo: Repository) -> WalReach:
         backup_id=plan.manifest.id,
         backup_point=consistent_point(plan.manifest),
         last_segment=reach.last_segment,
-        end=reach.end,
+        end=plan.window.end if plan.partial is not None else reach.end,  # streamed further
         first_missing=reach.missing if reach.gap else None,
         beyond_gap=reach.newer_segments if reach.gap else 0,
     )
@@ -398,6 +401,21 @@ class CatalogView:
     @cached_property
     def wal(self) -> WalReach | None:
         return wal_reach(self.repo) if self.policy.wal_archiving else None
+
+    @cached_property
+    def slot(self) -> SlotLag | None:
+        """With ``wal_streaming``, the lag of the environment's replication slot: the one
+        answer read from the database server (the slot lives only there), and a server
+        that cannot be reached makes it unknown, never an error.  None without streaming."""
+        if not self.policy.wal_streaming.enabled:
+            return None
+        from drkit.wal import slot_lag, stored_partials
+
+        stored = [p.modified for p in stored_partials(self.repo)]
+        if self.wal_last is not None:
+            stored.append(self.wal_last.modified)
+        newest = max((t.astimezone(UTC) for t in stored), default=None)
+        return slot_lag(self.policy, newest, datetime.now(UTC))
 
     @property
     def window(self) -> RecoverableWindow:

@@ -45,6 +45,7 @@ from drkit.schedule.jobs import JOBS, JobState, dispatch, error_line, scrub
 from drkit.schedule.lock import EnvironmentLock
 from drkit.schedule.metrics import CatalogSnapshot, DrkitCollector, MetricsView, read_catalog
 from drkit.schedule.page import DrillCharts, render_page
+from drkit.schedule.streaming import StreamSupervisor
 from drkit.schedule.timing import MISFIRE_GRACE, checked_policies, cron_period, next_runs
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class SchedulerDaemon:
         self.locks: dict[str, EnvironmentLock] = {}
         self.standby: dict[str, bool] = {}
         self._env_run_locks: dict[str, threading.Lock] = {}
+        #: env -> the supervisor of its wal-receive (policies with wal_streaming)
+        self.streams: dict[str, StreamSupervisor] = {}
         self._state = threading.RLock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -121,6 +124,7 @@ class SchedulerDaemon:
         )
         self._schedule_jobs()
         self._scheduler.start()
+        self._supervise_streams()
         assert self._server is not None
         threading.Thread(target=self._server.serve_forever, name="drkit-http", daemon=True).start()
         for state in sorted(self.jobs.values(), key=lambda s: (s.env, s.job)):
@@ -179,6 +183,29 @@ class SchedulerDaemon:
             for env in list(self.catalogs):
                 if env not in new_policies:
                     del self.catalogs[env]
+
+    def _supervise_streams(self) -> None:
+        """One wal-receive supervisor per policy with wal_streaming: started for a new
+        or changed policy, stopped for one that no longer streams."""
+        with self._state:
+            wanted = {
+                env: policy
+                for env, policy in self.policies.items()
+                if policy.wal_streaming.enabled and env in self.locks
+            }
+            stale = [
+                env
+                for env, sup in self.streams.items()
+                if env not in wanted or sup.policy != wanted[env] or sup.lock is not self.locks[env]
+            ]
+        for env in stale:
+            self.streams.pop(env).stop()
+        for env, policy in wanted.items():
+            if env not in self.streams:
+                supervisor = StreamSupervisor(policy, self.locks[env])
+                self.streams[env] = supervisor
+                supervisor.start()
+                log.info("supervising wal-receive %s (slot drkit_%s)", env, env)
 
     def _schedule_jobs(self) -> None:
         from drkit.cron import cron_trigger
@@ -369,6 +396,7 @@ class SchedulerDaemon:
             return
         self._apply(policies)
         self._schedule_jobs()
+        self._supervise_streams()
         for env in list(self.policies):
             self.refresh_catalog(env)
         log.info(
@@ -403,6 +431,8 @@ class SchedulerDaemon:
                     ", ".join(f"{s.env}/{s.job}" for s in running),
                 )
             self._scheduler.shutdown(wait=True)
+        for supervisor in self.streams.values():  # each stores what it received
+            supervisor.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -435,15 +465,33 @@ class SchedulerDaemon:
             and thread.is_alive()
             and not self._stopping
         )
+        streams = [s.line() for s in self.streams.values()]
+        # a supervisor thread that died is the daemon failing (a receiver restarting is not)
+        alive = alive and all(line["alive"] for line in streams)
         with self._state:
-            return liveness(alive, len(self.jobs), self.started_at)
+            code, doc = liveness(alive, len(self.jobs), self.started_at)
+        if streams:
+            doc["wal_receive"] = streams
+        return code, doc
 
     def status(self, now: datetime | None = None) -> dict[str, Any]:
         """``/status``: each job's outcome and the problems."""
         with self._state:
-            return job_status(
+            doc = job_status(
                 self.jobs.values(), self.standby, self.started_at, now or datetime.now(UTC)
             )
+        streams = [s.line() for s in self.streams.values()]
+        if streams:
+            doc["wal_receive"] = streams
+            for line in streams:
+                if line["state"] == "backoff":
+                    doc["problems"].append(
+                        f"{line['env']}/wal-receive: ended ({line['last_error']}), restarting "
+                        f"at {line['next_start']} ({line['restarts']} restarts)"
+                    )
+            doc["ok"] = not doc["problems"]
+            doc["status"] = "ok" if doc["ok"] else "attention"
+        return doc
 
     def page(self) -> str:
         """``/``: the status page, from the same snapshot as the metrics and ``/status``."""

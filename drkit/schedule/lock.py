@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,8 @@ class EnvironmentLock:
         self.dbname = _first_listed(policy)
         self.key = lock_key(self.env)
         self._conn: psycopg.Connection[Any] | None = None
+        # the jobs and the wal-receive supervisor ask from their own threads: one session
+        self._taking = threading.Lock()
 
     def same_target(self, policy: Policy) -> bool:
         return (
@@ -78,6 +81,10 @@ class EnvironmentLock:
     def acquire(self) -> bool:
         """True when this process holds the lock (taking it if free); False when another
         session holds it.  DatabaseError when the database cannot be reached."""
+        with self._taking:
+            return self._acquire()
+
+    def _acquire(self) -> bool:
         import psycopg
 
         from drkit.pg.connect import connect, first_line

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from drkit.config import Policy
     from drkit.restore import DatabaseExposure, DrillSummary, WalReach
     from drkit.storage.repository import Repository
+    from drkit.wal import SlotLag
 
 
 # ---------------------------------------------------------------------------
@@ -63,6 +64,7 @@ class CatalogSnapshot:
     wal: WalReach | None = None  # None: WAL archiving is off
     #: the last stored drill reports, oldest first (the status page's chart)
     drills: list[dict[str, Any]] = field(default_factory=list)
+    slot: SlotLag | None = None  # None: WAL streaming is off
 
     def newest_made(self, makes: str | None) -> datetime | None:
         """When the newest of what a job makes finished: a backup of that kind, or a
@@ -89,6 +91,7 @@ def read_catalog(
     view = CatalogView(policy, repo)
     snapshot.databases = view.databases
     snapshot.wal = view.wal
+    snapshot.slot = view.slot
     snapshot.counts = view.counts
     snapshot.newest = {
         kind: BackupSummary(
@@ -249,6 +252,11 @@ def job_runs(view: MetricsView) -> Iterator[Sample]:
             yield (job.env, job.job, status), float(job.runs.get(status, 0))
 
 
+def _slot(catalog: CatalogSnapshot, value: Callable[[SlotLag], float | None]) -> list[Sample]:
+    """A streaming environment's slot sample (none without streaming or when unknown)."""
+    return [] if catalog.slot is None else one(value(catalog.slot))
+
+
 def _rpo_exposure(catalog: CatalogSnapshot, now: datetime) -> list[Sample]:
     from drkit.restore import rpo_exposure
 
@@ -318,6 +326,27 @@ METRICS: tuple[MetricRow, ...] = (
         "WAL segments at the end of the archive that another cluster wrote.",
         ENV,
         per_catalog(lambda c, _: _wal(c, lambda w: float(len(w.foreign)))),
+    ),
+    MetricRow(
+        "drkit_wal_slot_lag_bytes",
+        "WAL the streaming slot drkit_ENV is behind (wal_streaming): not yet received while "
+        "wal-receive streams, else held on the server for the slot.",
+        ENV,
+        per_catalog(lambda c, _: _slot(c, lambda s: s.lag_bytes)),
+    ),
+    MetricRow(
+        "drkit_wal_slot_lag_seconds",
+        "How long the WAL held for the streaming slot has waited: the server's write lag "
+        "while wal-receive streams, else the age of the newest WAL it stored.",
+        ENV,
+        per_catalog(lambda c, _: _slot(c, lambda s: s.lag_seconds)),
+    ),
+    MetricRow(
+        "drkit_wal_slot_active",
+        "1 while wal-receive streams from the slot; 0 when it does not or the slot is gone "
+        "(absent while the server cannot be reached).",
+        ENV,
+        per_catalog(lambda c, _: _slot(c, lambda s: _flag(s.active) if s.reached else None)),
     ),
     MetricRow(
         "drkit_rpo_exposure_seconds",

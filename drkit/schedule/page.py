@@ -1,7 +1,8 @@
 """The scheduler's status page at ``/``: one read-only HTML page, rendered on the server.
 
 Per environment: the newest backup of each kind (id, age, size), the WAL archive's
-freshness and the gap that stops ``restore latest``, the RPO exposure against the
+freshness and the gap that stops ``restore latest``, the streaming slot's lag (with
+``wal_streaming``), the RPO exposure against the
 objective, the last drill's verdict with its RTO and RPO against the objectives and the
 chart of the last drills (:func:`drkit.drill.chart.chart_svg`, inline), the next run of
 each job and every failed job with its error line.
@@ -183,6 +184,19 @@ def _environment(
             )
         if wal.problem:
             out.append(f'<li class="no">{_t(wal.problem)}</li>')
+    slot = catalog.slot
+    if slot is not None:  # wal_streaming: the slot's lag, as drkit status shows it
+        if slot.reached and slot.exists:
+            lag = f"{human_size(slot.lag_bytes or 0)}, {_seconds(slot.lag_seconds)}"
+            late = not slot.active or (
+                policy.objectives.rpo_seconds is not None
+                and (slot.lag_seconds or 0) > policy.objectives.rpo_seconds
+            )
+            mark = ' class="no"' if late else ""
+            state = "active" if slot.active else "INACTIVE"
+            out.append(f"<li{mark}>streaming slot {_t(slot.slot)}: {state}, lag {_t(lag)}</li>")
+        else:
+            out.append(f'<li class="no">streaming: {_t(slot.problem)}</li>')
     from drkit.restore import rpo_exposure
 
     exposure = rpo_exposure(catalog.databases, now) if catalog.databases else None

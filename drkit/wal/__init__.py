@@ -11,6 +11,7 @@ pgBackRest's ``command/archive``:
 - :mod:`.push`: ``wal-push`` (archive_command), archiving ahead what is ready;
 - :mod:`.fetch`: ``wal-fetch`` (restore_command), the prefetch spool and the journal a
   restore reads;
+- :mod:`.receive`: ``wal-receive``, WAL streamed from a replication slot (pg_receivewal);
 - :mod:`.archiver` and :mod:`.ack`: the asynchronous mode's worker, and the
   acknowledgements a wal-push checks before loading anything;
 - :mod:`.identity`: which cluster the archive belongs to;
@@ -68,11 +69,15 @@ if TYPE_CHECKING:
     from drkit.wal.identity import read_identity as read_identity
     from drkit.wal.identity import record_identity as record_identity
     from drkit.wal.keys import CHECKSUM_SUFFIX as CHECKSUM_SUFFIX
+    from drkit.wal.keys import STREAM_DIR as STREAM_DIR
     from drkit.wal.keys import WAL_DIR as WAL_DIR
+    from drkit.wal.keys import StoredPartial as StoredPartial
     from drkit.wal.keys import find_wal_key as find_wal_key
     from drkit.wal.keys import open_wal_object as open_wal_object
+    from drkit.wal.keys import stored_partials as stored_partials
     from drkit.wal.keys import wal_candidate_keys as wal_candidate_keys
     from drkit.wal.keys import wal_integrity as wal_integrity
+    from drkit.wal.keys import write_partial as write_partial
     from drkit.wal.names import DEFAULT_SEGMENT_SIZE as DEFAULT_SEGMENT_SIZE
     from drkit.wal.names import LONG_HEADER_SIZE as LONG_HEADER_SIZE
     from drkit.wal.names import Segment as Segment
@@ -100,6 +105,14 @@ if TYPE_CHECKING:
     from drkit.wal.push import push_file as push_file
     from drkit.wal.push import push_wal as push_wal
     from drkit.wal.push import ready_files as ready_files
+    from drkit.wal.receive import ReceiveReport as ReceiveReport
+    from drkit.wal.receive import SlotLag as SlotLag
+    from drkit.wal.receive import SlotState as SlotState
+    from drkit.wal.receive import drop_slot as drop_slot
+    from drkit.wal.receive import receive_wal as receive_wal
+    from drkit.wal.receive import slot_lag as slot_lag
+    from drkit.wal.receive import slot_name as slot_name
+    from drkit.wal.receive import slot_state as slot_state
     from drkit.wal.timelines import RESTORE_MARKER as RESTORE_MARKER
     from drkit.wal.timelines import clear_restore_marker as clear_restore_marker
     from drkit.wal.timelines import note_pushed as note_pushed
@@ -124,12 +137,18 @@ _FACE = {
         "read_fetch_journal start_fetch_journal write_repo_hint"
     ),
     "identity": "ForeignWal check_identity read_identity record_identity",
-    "keys": "CHECKSUM_SUFFIX WAL_DIR find_wal_key open_wal_object wal_candidate_keys wal_integrity",
+    "keys": (
+        "CHECKSUM_SUFFIX STREAM_DIR StoredPartial WAL_DIR find_wal_key open_wal_object "
+        "stored_partials wal_candidate_keys wal_integrity write_partial"
+    ),
     "names": (
         "DEFAULT_SEGMENT_SIZE LONG_HEADER_SIZE Segment TimelineSwitch backup_file_name "
         "following_segments format_lsn history_name is_archivable is_history is_segment "
         "lsn_to_segment_name next_segment_name parse_history parse_lsn parse_segment "
         "segment_size_from_control segment_system_identifier segments_between timeline_at"
+    ),
+    "receive": (
+        "ReceiveReport SlotLag SlotState drop_slot receive_wal slot_lag slot_name slot_state"
     ),
     "push": "PushOutcome PushReport WalConflict WalRejected push_file push_wal ready_files",
     "timelines": (

@@ -9,6 +9,10 @@ keys (current encoding first); it never lists ``wal/``.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from drkit.errors import CheckFailed, ObjectNotFound
@@ -150,3 +154,89 @@ def open_wal_object(
     stream.  ``integrity``: :func:`wal_integrity` of ``key``, when already known."""
     expected = (integrity or wal_integrity(repo.backend, key))[0]
     return repo.open_key(key, expected_sha256=expected)
+
+
+# ---------------------------------------------------------------------------
+# Streamed partial segments (drkit wal-receive), beside the archive
+# ---------------------------------------------------------------------------
+
+#: where ``drkit wal-receive`` stores the segment it is receiving, apart from ``wal/``:
+#: the archive's names are stored at most once, and a partial segment grows
+STREAM_DIR = "stream/"
+_PARTIAL_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.partial$")
+
+
+@dataclass(frozen=True)
+class StoredPartial:
+    """One stored copy of a segment being streamed: its first ``end`` bytes are WAL."""
+
+    segment: str
+    end: int
+    key: str
+    modified: datetime
+
+
+def partial_name(segment: str, end: int) -> str:
+    """``<segment>.<end, 8 hex digits>.partial``: each copy of a growing segment under a
+    name of its own, so none is ever overwritten and the longest is the newest."""
+    return f"{segment}.{end:08X}.partial"
+
+
+def stored_partials(repo: Repository) -> list[StoredPartial]:
+    """Every partial segment stored under ``stream/``, oldest (segment, end) first."""
+    from drkit.storage import plain_name
+
+    found = []
+    for info in repo.list(STREAM_DIR):
+        match = _PARTIAL_RE.match(plain_name(info.key))
+        if match is not None:
+            found.append(
+                StoredPartial(match.group(1), int(match.group(2), 16), info.key, info.modified)
+            )
+    return sorted(found, key=lambda p: (p.segment[8:], p.segment[:8], p.end))
+
+
+def write_partial(repo: Repository, partial: StoredPartial, dest: Path, segment_size: int) -> None:
+    """Write the stored partial copy decoded to ``dest``, zero-filled to a whole segment
+    (as pg_receivewal writes one), so replay and pg_waldump read it as the segment;
+    damage raises CheckFailed and leaves nothing at ``dest``.
+
+    The receiver removes a copy once a longer one, or the whole segment, is stored: a
+    copy gone since it was planned is replaced by what superseded it, which holds all
+    of it (the WAL of a segment only grows), never by anything shorter."""
+    key = _superseding(repo, partial)
+    tmp = dest.with_name(f".{dest.name}.partial-tmp")
+    try:
+        with open_wal_object(repo, key) as stream, open(tmp, "wb") as out:
+            written = 0
+            while chunk := stream.read(1024 * 1024):
+                out.write(chunk)
+                written += len(chunk)
+            if written < partial.end or written > segment_size:
+                raise CheckFailed(
+                    f"{key} holds {written} bytes, not a partial segment of "
+                    f"{segment_size} reaching {partial.end}"
+                )
+            out.truncate(segment_size)
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _superseding(repo: Repository, partial: StoredPartial) -> str:
+    """The key holding at least ``partial``'s WAL: itself, else a longer copy of its
+    segment, else the whole segment; ObjectNotFound when none is stored."""
+    if repo.backend.head(partial.key) is not None:
+        return partial.key
+    longer = [
+        p for p in stored_partials(repo) if p.segment == partial.segment and p.end >= partial.end
+    ]
+    if longer:
+        return max(longer, key=lambda p: p.end).key
+    whole = find_wal_key(repo, partial.segment)
+    if whole is None:
+        raise ObjectNotFound(
+            f"{partial.key} was removed and neither a longer copy nor the whole segment "
+            f"{partial.segment} is stored: run the restore again"
+        )
+    return whole

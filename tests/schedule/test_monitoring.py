@@ -101,6 +101,8 @@ def test_rules_use_only_exported_metrics_and_cover_the_issue() -> None:
         "DrkitRpoObjectiveBreached",
         "DrkitDrillRtoObjectiveBreached",
         "DrkitJobFailing",
+        "DrkitWalSlotLagOverRpo",
+        "DrkitWalSlotInactive",
     } <= names
     used: set[str] = set()
     absent: set[str] = set()

@@ -72,3 +72,25 @@ def test_an_empty_or_missing_token_file_refuses_to_start(
         )
         assert done.code == 2, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and str(path) in done.stderr
+
+
+def test_page_shows_the_streaming_slot_lag(
+    file_repo: RepoTarget, make_policy: PolicyWriter
+) -> None:
+    """With wal_streaming, the page shows the slot's lag and marks an inactive slot."""
+    from drkit.restore import WalReach
+    from drkit.wal import SlotLag
+
+    policy_dir = make_policy(
+        "prod", "postgresql://app@db/app", file_repo, wal_archiving=True, wal_streaming=True
+    )
+    policy = load_policy("prod", policy_dir)
+    now = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    catalog = CatalogSnapshot("prod", now, wal=WalReach())
+    catalog.slot = SlotLag("drkit_prod", True, True, False, 48 * 1024 * 1024, 1800.0)
+    view = MetricsView([policy], [], {"prod": catalog}, {"prod": True}, now)
+    page = render_page(view, job_status([], {}, now, now), DrillCharts())
+    line = re.search(r"<li[^>]*>streaming slot drkit_prod: .*?</li>", page)
+    assert line, page
+    assert 'class="no"' in line.group(0) and "INACTIVE" in line.group(0)
+    assert "48.0 MiB" in line.group(0) or "48 MiB" in line.group(0), line.group(0)
