@@ -91,7 +91,7 @@ def test_sizes_are_iec_everywhere() -> None:
     assert human_size(5 * 1024**2) == "5.0 MiB"
     assert human_size(3 * 1024**3) == "3.0 GiB"
     assert human_size(2 * 1024**4) == "2.0 TiB"
-    assert human_size(2048 * 1024**5) == "2048.0 PiB"
+    assert human_size(2048 * 1024**5) == "2.0 EiB"
 
 
 def test_eta_is_the_rest_at_the_average_rate() -> None:
