@@ -9,6 +9,7 @@ url's scheme (see ARCHITECTURE.md, Storage).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -21,9 +22,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -83,36 +86,27 @@ def _duration_seconds(seconds: float, value: object) -> timedelta:
         raise ValueError(f"{str(value)[:40]!r} is not a usable duration (too large)") from None
 
 
-#: what a size looks like in a policy (the JSON schema's pattern; parse_size reads it)
+#: what a size looks like in a policy: the JSON schema's pattern, and the gate in front of
+#: pydantic's ByteSize, whose own pattern reads a prefix ("10GiB of data" would be 10 GiB)
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtT][iI]?[bB]|[bB])?\s*$"
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb)?")
-_SIZE_UNITS = {
-    "b": 1,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "tib": 1024**4,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "tb": 1000**4,
-}
+_SIZE_RE = re.compile(SIZE_PATTERN)
 
 
 def parse_size(value: object) -> int:
-    """``"10GiB"``, ``"500MB"``, ``"1.5TiB"`` or a number of bytes, as bytes."""
-    if isinstance(value, bool):
+    """``"10GiB"``, ``"500MB"``, ``"1.5TiB"`` or a number of bytes, as bytes: pydantic's
+    :class:`~pydantic.ByteSize` (KB = 1000, KiB = 1024) on a whole size, nothing more."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("a size is a number of bytes or a string such as 10GiB")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    if not isinstance(value, str):
-        raise ValueError("a size is a number of bytes or a string such as 10GiB")
-    match = _SIZE_RE.fullmatch(value.strip().lower())
-    if match is None:
+    if isinstance(value, int) and value < 0:
+        raise ValueError("a size cannot be negative")
+    if isinstance(value, str) and _SIZE_RE.fullmatch(value) is None:
         raise ValueError(f"{value[:40]!r} is not a size (use e.g. 10GiB, 500MiB or bytes)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2) or "b"])
+    return int(_byte_size().validate_python(value.strip() if isinstance(value, str) else value))
+
+
+@functools.cache
+def _byte_size() -> TypeAdapter[ByteSize]:
+    return TypeAdapter(ByteSize)
 
 
 def format_duration(delta: timedelta) -> str:

@@ -123,12 +123,11 @@ class MeteredReader(CountingReader):
 
 
 def human_size(n: float) -> str:
-    """Bytes in IEC units (1 KiB = 1024 B), the one unit system of drkit's human output."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"
+    """Bytes in IEC units (1 KiB = 1024 B), the one unit system of drkit's human output:
+    pydantic's :meth:`~pydantic.ByteSize.human_readable` (``0 B``, ``1.5 KiB``)."""
+    from pydantic import ByteSize
+
+    return ByteSize(int(n)).human_readable(separator=" ")
 
 
 def human_rate(bytes_per_second: float) -> str:

@@ -260,3 +260,21 @@ def test_retention_wal_is_a_positive_duration_or_absent(tmp_path: Path) -> None:
         with pytest.raises(PolicyError, match=r"retention\.wal") as info:
             load_policy("prod", tmp_path)
         assert info.value.exit_code == 2
+
+
+def test_a_size_is_read_whole_or_refused(tmp_path: Path) -> None:
+    """Sizes are pydantic's ByteSize (KB = 1000, KiB = 1024), but only a whole size:
+    trailing text, bits, signs or booleans are a policy error, never a prefix read."""
+    for text, expected in (
+        ("1.5TiB", int(1.5 * 1024**4)),
+        ("500MB", 500 * 1000**2),
+        (" 10 gib ", 10 * 1024**3),
+        (4096, 4096),
+    ):
+        write(tmp_path, "prod", {**BASE, "backup": {"parallel_threshold": text}})
+        assert load_policy("prod", tmp_path).backup.parallel_threshold == expected
+    for bad in ("10GiB of data", "10GiB;", "8bit", "-5", -5, True, "lots", "1e3"):
+        write(tmp_path, "prod", {**BASE, "backup": {"parallel_threshold": bad}})
+        with pytest.raises(PolicyError, match=r"backup\.parallel_threshold") as info:
+            load_policy("prod", tmp_path)
+        assert info.value.exit_code == 2

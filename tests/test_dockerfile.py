@@ -235,6 +235,27 @@ def test_compose_prometheus_scrapes_drkit_with_the_rules(compose: dict[str, obje
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_prometheus_scrapes_with_the_token_the_scheduler_requires(
+    compose: dict[str, object],
+) -> None:
+    """The scheduler's port is guarded by a bearer token (--token-file), and Prometheus
+    sends that very token (credentials_file on the same Docker secret): a scrape that
+    carries none would get 401 and every drkit alert would fire as "metric absent"."""
+    services = _services(compose)
+    command = [str(arg) for arg in services["drkit"]["command"]]  # type: ignore[attr-defined]
+    assert "--token-file" in command, command
+    token_path = command[command.index("--token-file") + 1]
+    assert token_path.startswith("/run/secrets/"), token_path
+    secret = token_path.removeprefix("/run/secrets/")
+    assert secret in services["drkit"]["secrets"]  # type: ignore[operator]
+    assert secret in services["prometheus"]["secrets"]  # type: ignore[operator]
+    assert secret in compose["secrets"]  # type: ignore[operator]
+    assert f"`{secret}`" in SECRETS_README.read_text()
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "drkit"]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": token_path}
+
+
 def test_compose_mounts_exist_and_holds_no_password(compose: dict[str, object]) -> None:
     for name, service in _services(compose).items():
         for volume in service.get("volumes", []):  # type: ignore[attr-defined]

@@ -58,6 +58,46 @@ def test_the_log_filter_masks_arguments_and_tracebacks(monkeypatch: pytest.Monke
     assert record.exc_text and "p@ss" not in record.exc_text and "u:***@h" in record.exc_text
 
 
+def test_json_log_lines_hold_no_secret_in_tracebacks_extras_or_stacks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--log-format json``: every channel a JSON formatter fills (the message, a
+    traceback it formats itself from the exception, ``extra`` fields, nested or not, a
+    stack) is masked; the line keeps its shape (ts in UTC with Z, level, logger, message,
+    exception)."""
+    import json
+
+    from drkit.logconfig import configure_logging
+
+    monkeypatch.setenv("PGPASSWORD", "pgpass-Secret-42")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("info", "json")
+        log = logging.getLogger("drkit.test")
+        try:
+            raise RuntimeError("cannot connect to postgresql://u:p@ss@h/db")
+        except RuntimeError:
+            log.exception(
+                "connecting with password %s failed",
+                "pgpass-Secret-42",
+                extra={
+                    "dsn": "postgresql://app:s3cret-X@db/app",
+                    "detail": {"keys": ["AGE-SECRET-KEY-1QQQQQQQQQ", "pgpass-Secret-42"]},
+                },
+                stack_info=True,
+            )
+    finally:
+        root.handlers[:], root.level = saved
+    line = capsys.readouterr().err.strip()
+    for secret in ("p@ss", "pgpass-Secret-42", "s3cret-X", "AGE-SECRET-KEY"):
+        assert secret not in line, line
+    (document,) = [json.loads(text) for text in line.splitlines()]
+    assert document["level"] == "error" and document["logger"] == "drkit.test"
+    assert document["ts"].endswith("Z") and document["message"].endswith("*** failed")
+    assert "u:***@h" in document["exception"] and "RuntimeError" in document["exception"]
+
+
 def test_verbose_s3_backup_logs_no_aws_credentials(
     database: tuple[str, str],
     request: pytest.FixtureRequest,

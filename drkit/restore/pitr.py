@@ -44,6 +44,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -654,44 +655,57 @@ class _Recovery:
             observer.on_server(server)
         goal = _Goal(self.plan, self.repo, self.target, self.end_lsn)
 
-        def run_to_pause(pause: str | None) -> _Replayed | None:
-            """(Re)configure, start with an empty fetch journal, wait for the pause."""
+        def run_to_pause(pause: str | None) -> tuple[_Replayed | None, _ReplayProgress]:
+            """(Re)configure, start with an empty fetch journal, wait for the pause.  The
+            replay's progress line ends aborted unless the server paused (the caller
+            finishes it once the point reached is checked)."""
             self.configure(pause, "pause")
             start_fetch_journal(self.pgdata / "pg_wal")
             for name in ("postgresql.auto.conf", "recovery.signal", f"pg_wal/{SPOOL_DIR}"):
                 chown_tree(self.pgdata / name, self.user)
-            meter = Meter(on_progress, "WAL replay")
-            server.start(
-                wait=False, what=f"starting PostgreSQL for recovery (log: {server.log_file})"
-            )
-            result.started = True
-            replayed = _wait_paused(server, limit)
-            meter.finish()
-            return replayed
+            progress = _ReplayProgress(on_progress, self.plan, self.end_lsn, pause)
+            try:
+                server.start(
+                    wait=False, what=f"starting PostgreSQL for recovery (log: {server.log_file})"
+                )
+                result.started = True
+                replayed = _wait_paused(server, limit, progress.reached)
+            except BaseException:
+                progress.meter.abort()
+                raise
+            if replayed is None:
+                progress.meter.abort()
+            return replayed, progress
 
         if observer is not None and observer.pause_at is not None:
-            replayed = run_to_pause(observer.pause_at)
+            replayed, progress = run_to_pause(observer.pause_at)
             if replayed is None:
                 raise goal.stopped_short(server, f"restore point {observer.pause_at!r}")
+            progress.meter.finish()
             goal.record(result, replayed)
             paused = time.monotonic()
             observer.on_paused(result)
             result.phases["paused"] = time.monotonic() - paused
             _stop(server)
-        replayed = run_to_pause(None)
+        replayed, progress = run_to_pause(None)
         if replayed is None and goal.ended_at_plan_end(server):
             # a time after the last commit the archive holds: PostgreSQL found no commit
             # past it in the whole planned WAL, so the state at that time is the archive's end
             self.end_lsn = goal.end_lsn = result.end_lsn = last_record_lsn(self.repo, self.plan)
             _stop(server)
-            replayed = run_to_pause(None)
+            replayed, progress = run_to_pause(None)
         if replayed is None:
             raise goal.stopped_short(server, goal.describe())
         try:
             goal.check(replayed, server)
         except CheckFailed:
+            progress.meter.abort()  # no ✓ for a replay short of its end
             _stop(server)  # never left running short of its end
             raise
+        except BaseException:
+            progress.meter.abort()
+            raise
+        progress.finish(replayed.lsn)
         goal.record(result, replayed)
         self.finish(server, result, limit)
         result.phases["replay"] = time.monotonic() - started
@@ -710,6 +724,56 @@ class _Recovery:
             result.state = "shut down"
         else:
             result.state = "paused"
+
+
+class _ReplayProgress:
+    """WAL replay as progress: the bytes of WAL replayed since the base backup's start
+    (``pg_last_wal_replay_lsn()`` as the server reports it), out of the span to the
+    planned end, so the line shows a percent and an ETA.  The end is exact where the plan
+    names an LSN (``latest``'s last record, a name, an LSN, ``immediate``); for a time or
+    a transaction it is the end of the last planned segment, an upper bound shown as an
+    estimate (``≈``), since replay stops at the target, before it; so is any end for a
+    replay that pauses on the way (``pause``: an observer's restore point)."""
+
+    def __init__(
+        self,
+        sink: ProgressCallback | None,
+        plan: RecoveryPlan,
+        end_lsn: str | None,
+        pause: str | None,
+    ) -> None:
+        wal_start = plan.manifest.wal_start
+        self.start = parse_lsn(wal_start) if wal_start else None
+        exact = end_lsn or plan.stop_lsn
+        if exact is not None:
+            end = parse_lsn(exact)
+        else:
+            end = (parse_segment(str(plan.reach.last_segment), plan.segment_size).segno + 1) * (
+                plan.segment_size
+            )
+        total = end - self.start if self.start is not None and end > self.start else None
+        self.done = 0
+        self.meter = Meter(
+            sink,
+            "WAL replay",
+            f"to restore point {pause}" if pause is not None else "",
+            total=total,
+            estimate=total is not None and (exact is None or pause is not None),
+        )
+
+    def reached(self, lsn: str) -> None:
+        """The server has replayed up to ``lsn``: advance by what is new."""
+        if self.start is None:
+            return
+        now = parse_lsn(lsn) - self.start
+        if now > self.done:
+            self.meter(now - self.done)
+            self.done = now
+
+    def finish(self, lsn: str) -> None:
+        """The end is reached and checked: count the last stretch, then done."""
+        self.reached(lsn)
+        self.meter.finish()
 
 
 @dataclass
@@ -909,10 +973,13 @@ def xact_status(server: PostgresServer, xid: int) -> str:
     return str(row[0]) if row and row[0] is not None else "unknown"
 
 
-def _wait_paused(server: PostgresServer, timeout: float) -> _Replayed | None:
+def _wait_paused(
+    server: PostgresServer, timeout: float, on_lsn: Callable[[str], None] | None = None
+) -> _Replayed | None:
     """Wait until recovery pauses at its end and return what it replayed (SQL), or None
     when the server stopped first (PostgreSQL ends recovery with a FATAL when the WAL
-    ends before an explicit target)."""
+    ends before an explicit target).  ``on_lsn`` is told ``pg_last_wal_replay_lsn()`` at
+    every look (from the consistent point on, when the server first accepts a login)."""
     deadline = time.monotonic() + timeout
     seen = False
     down_since: float | None = None
@@ -934,6 +1001,8 @@ def _wait_paused(server: PostgresServer, timeout: float) -> _Replayed | None:
                     "pg_last_xact_replay_timestamp()"
                 )
                 in_recovery, pause_state, lsn, last_commit = row
+                if lsn is not None and on_lsn is not None:
+                    on_lsn(str(lsn))
                 if not in_recovery:  # never, with an explicit target and 'pause'
                     raise OperationError(
                         f"the recovering server on port {server.port} left recovery before "

@@ -6,7 +6,11 @@
 ``Authorization: Bearer <the file's token>`` (compared in constant time); the liveness
 probe of a container runtime carries no token and learns nothing but "alive".
 
-``/metrics`` is the Prometheus text of the daemon's registry (:mod:`drkit.schedule.metrics`).
+``/metrics`` is prometheus_client's own WSGI app (``make_wsgi_app``) over the daemon's
+registry (:mod:`drkit.schedule.metrics`, whose collector yields the metric table): the
+text format, or OpenMetrics when the scraper asks for it, gzip when it accepts it.  The
+port is one WSGI app (:func:`monitoring_app`) served by the standard library's
+``wsgiref`` server, one thread per request; it answers GET only.
 
 ``/healthz`` (and ``/health``) answers one question, the one a container runtime or
 Kubernetes asks: are the daemon and its scheduler alive?  200 while the scheduler runs,
@@ -28,16 +32,18 @@ import errno
 import hmac
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from drkit.errors import OperationError, UsageError
 from drkit.schedule.jobs import JobState, scrub
 from drkit.schedule.timing import MISFIRE_GRACE, next_runs
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from prometheus_client.registry import CollectorRegistry
 
 log = logging.getLogger(__name__)
@@ -61,11 +67,14 @@ class Monitored(Protocol):
     def page(self) -> str: ...
 
 
-class MonitoringServer(ThreadingHTTPServer):
+class MonitoringServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
-    monitored: Monitored
-    token: bytes | None = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
 
 
 def read_token(path: str) -> bytes:
@@ -84,59 +93,74 @@ def read_token(path: str) -> bytes:
     return token
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: MonitoringServer
+#: on every answer: nothing cached, no type sniffing, no script or remote resource
+_HEADERS = [
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+]
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path not in OPEN_PATHS and not self._authorized():
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Bearer realm="drkit"')
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", "13")
-            self.end_headers()
-            self.wfile.write(b"unauthorized\n")
-            return
+
+def _authorized(header: str, token: bytes | None) -> bool:
+    """Whether an ``Authorization`` header carries the token (constant-time compare)."""
+    if token is None:
+        return True
+    scheme, _, offered = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token)
+
+
+def monitoring_app(monitored: Monitored, token: bytes | None = None) -> WSGIApplication:
+    """The port as one WSGI app: the token check in front of every path but the liveness
+    probe, then ``/metrics`` (prometheus_client's app), ``/healthz``, ``/status``, ``/``."""
+    from prometheus_client import make_wsgi_app
+
+    metrics = make_wsgi_app(monitored.registry)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO") or "/")
+
+        def reply(
+            status: str, content_type: str, body: bytes, *extra: tuple[str, str]
+        ) -> list[bytes]:
+            headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+            start_response(status, [*headers, *_HEADERS, *extra])
+            return [body]
+
+        def with_headers(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            return start_response(status, [*headers, *_HEADERS], exc_info)
+
+        if path not in OPEN_PATHS and not _authorized(
+            str(environ.get("HTTP_AUTHORIZATION", "")), token
+        ):
+            return reply(
+                "401 Unauthorized",
+                "text/plain",
+                b"unauthorized\n",
+                ("WWW-Authenticate", 'Bearer realm="drkit"'),
+            )
+        if environ.get("REQUEST_METHOD") != "GET":
+            return reply("405 Method Not Allowed", "text/plain", b"GET only\n", ("Allow", "GET"))
         try:
             if path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-                body = generate_latest(self.server.monitored.registry)
-                self._send(200, CONTENT_TYPE_LATEST, body)
-            elif path in ("/healthz", "/health"):
-                code, doc = self.server.monitored.health()
-                self._send(code, "application/json", json.dumps(doc, indent=2).encode() + b"\n")
-            elif path == "/status":
-                doc = self.server.monitored.status()
-                self._send(200, "application/json", json.dumps(doc, indent=2).encode() + b"\n")
-            elif path == "/":
-                body = self.server.monitored.page().encode()
-                self._send(200, "text/html; charset=utf-8", body)
-            else:
-                self._send(404, "text/plain", b"not found\n")
+                exposition: Iterable[bytes] = metrics(environ, with_headers)
+                return exposition
+            if path in ("/healthz", "/health"):
+                code, doc = monitored.health()
+                status = "200 OK" if code == 200 else "503 Service Unavailable"
+                return reply(status, "application/json", json.dumps(doc, indent=2).encode() + b"\n")
+            if path == "/status":
+                body = json.dumps(monitored.status(), indent=2).encode() + b"\n"
+                return reply("200 OK", "application/json", body)
+            if path == "/":
+                return reply("200 OK", "text/html; charset=utf-8", monitored.page().encode())
+            return reply("404 Not Found", "text/plain", b"not found\n")
         except Exception as exc:
             log.error("serving %s failed: %s", path, scrub(str(exc)))
-            self._send(500, "text/plain", b"internal error\n")
+            return reply("500 Internal Server Error", "text/plain", b"internal error\n")
 
-    def _authorized(self) -> bool:
-        token = self.server.token
-        if token is None:
-            return True
-        scheme, _, offered = self.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token)
-
-    def _send(self, code: int, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
+    return app
 
 
 def bind_server(
@@ -145,7 +169,7 @@ def bind_server(
     """The listening server (not yet serving); OperationError when the port is taken.
     ``token``: the bearer token every path but ``/healthz`` requires (None: none)."""
     try:
-        server = MonitoringServer((bind, port), _Handler)
+        server = MonitoringServer((bind, port), _QuietHandler)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise OperationError(
@@ -153,8 +177,7 @@ def bind_server(
                 f"process or choose another with --port"
             ) from None
         raise OperationError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
-    server.monitored = monitored
-    server.token = token
+    server.set_app(monitoring_app(monitored, token))
     return server
 
 

@@ -90,7 +90,9 @@ _RUNTIME_DISTS = (
     "psycopg",
     "psycopg-binary",
     "apscheduler",
+    "cronsim",  # a policy's schedule is checked on load (drkit.cron)
     "prometheus_client",
+    "python-json-logger",  # --log-format json (drkit.logconfig)
     "sqlglot",
 )
 
@@ -413,11 +415,13 @@ def _runtime_root() -> Path:
 
 
 def _site_state(site_packages: Path) -> str:
-    """What identifies the current contents of site-packages: installs change its mtime."""
+    """What identifies the copy to run: the contents of site-packages (installs change
+    its mtime) and the distributions copied (a drkit that needs one more gets a new copy)."""
     try:
-        return hashlib.sha256(str(site_packages.stat().st_mtime_ns).encode()).hexdigest()[:16]
+        mtime = str(site_packages.stat().st_mtime_ns)
     except OSError:
-        return "0" * 16
+        mtime = "0"
+    return hashlib.sha256("\n".join((mtime, *_RUNTIME_DISTS)).encode()).hexdigest()[:16]
 
 
 def _link_name(site: Path) -> str | None:

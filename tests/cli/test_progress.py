@@ -91,7 +91,7 @@ def test_sizes_are_iec_everywhere() -> None:
     assert human_size(5 * 1024**2) == "5.0 MiB"
     assert human_size(3 * 1024**3) == "3.0 GiB"
     assert human_size(2 * 1024**4) == "2.0 TiB"
-    assert human_size(2048 * 1024**5) == "2048.0 PiB"
+    assert human_size(2048 * 1024**5) == "2.0 EiB"
 
 
 def test_eta_is_the_rest_at_the_average_rate() -> None:
@@ -361,6 +361,12 @@ def test_every_size_and_duration_key_names_its_unit() -> None:
     assert found == [], "\n".join(found)
 
 
+def _bytes(text: str) -> float:
+    """``37.1 MiB`` as bytes (a rounded IEC size, as progress lines print it)."""
+    number, unit = text.split()
+    return float(number) * 1024 ** ["B", "KiB", "MiB", "GiB", "TiB"].index(unit)
+
+
 @pytest.mark.slow
 def test_a_physical_backup_and_drill_show_their_phases(
     pg_major: int | None, scratch_root: Path
@@ -368,7 +374,7 @@ def test_a_physical_backup_and_drill_show_their_phases(
     import yaml
 
     from drkit.pg import chown_tree, cluster_os_user
-    from tests.wal_support import archived_cluster, file_repo_block, shared_dir
+    from tests.wal_support import archived_cluster, file_repo_block, has_wal, shared_dir
 
     with (
         shared_dir() as root,
@@ -402,4 +408,45 @@ def test_a_physical_backup_and_drill_show_their_phases(
             for label in ("fetch and unpack the base backup", "WAL replay", "validation")
         ]
         assert order == sorted(order), tty
-        assert re.search(r"✓ WAL replay: [\d.]+s", tty), tty
+        # WAL replay is a share of the planned span (the base backup's start to the end
+        # LSN) while it runs, and the WAL replayed once the end is checked
+        assert re.search(r"WAL replay [━╺╸ ]*\d+%", tty), tty
+        assert re.search(r"✓ WAL replay: [\d.]+ (B|KiB|MiB) in [\d.]+s", tty), tty
+
+        # restore --point-in-time on a terminal: the same share against the planned end
+        arch.execute(
+            "CREATE TABLE filler AS SELECT repeat('x', 200) AS pad FROM generate_series(1, 20000)"
+        )
+        arch.switch_and_wait(has_wal(arch))
+        code, stdout, tty = run_on_tty(
+            "restore",
+            "prod",
+            "--point-in-time",
+            "latest",
+            "--pgdata",
+            str(arch.new_pgdata()),
+            "--target-action",
+            "shutdown",
+            policy_dir=arch.policy_dir,
+        )
+        assert code == 0, stdout + tty
+        # the span is the base backup's start to the planned end, and the ✓ counts the
+        # WAL replayed, at least that span (a switch record's end may pass it)
+        running = re.search(r"WAL replay [━╺╸ ]*\d+%\s+\S+ \S+/(\S+ \S+)\s", tty)
+        done = re.search(r"✓ WAL replay: (\S+ \S+) in [\d.]+s", tty)
+        assert running is not None and done is not None, tty
+        assert _bytes(done.group(1)) >= _bytes(running.group(1)) > 1024**2, tty
+
+        # a transaction the archive never ends: replay runs out, exit 3, and never a ✓
+        xid = int(arch.execute("SELECT txid_current()")[0][0])
+        code, stdout, tty = run_on_tty(
+            "restore",
+            "prod",
+            "--target-xid",
+            str(xid + 100000),
+            "--pgdata",
+            str(arch.new_pgdata()),
+            policy_dir=arch.policy_dir,
+        )
+        assert code == 3, stdout + tty
+        assert "WAL replay" in tty and "✓ WAL replay" not in tty, tty

@@ -18,7 +18,6 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drkit.backup.catalog import make_backup_id, write_manifest
-from drkit.cron import cron_day_of_week
 from drkit.restore import DatabaseExposure, parse_drill_report
 from drkit.schedule import JOBS, MISFIRE_GRACE, cron_period, next_runs, scrub
 from drkit.schedule.daemon import SchedulerDaemon
@@ -57,7 +56,19 @@ def test_day_of_week_lists_match_crontab(days: set[int]) -> None:
     expected = {7 if d in (0, 7) else d for d in days}
     runs = next_runs(f"15 1 * * {field}", "UTC", 3 * len(expected), NOW)
     assert {r.isoweekday() for r in runs} == expected
-    assert cron_day_of_week(field)
+
+
+def test_a_restricted_day_of_month_or_of_week_runs_on_either_as_in_crontab() -> None:
+    """cron(5): when both day fields are restricted, a day matching either runs the job
+    (``0 2 1 * 1``: every Monday and every 1st), never only a 1st that is a Monday."""
+    runs = next_runs("0 2 1 * 1", "Europe/Rome", 4, NOW)  # NOW: Friday 27 November
+    assert [r.strftime("%m-%d %H:%M") for r in runs] == [
+        "11-30 02:00",
+        "12-01 02:00",
+        "12-07 02:00",
+        "12-14 02:00",
+    ]
+    assert cron_period("0 2 1 * 1", "UTC", NOW) == timedelta(days=7)
 
 
 def test_periods() -> None:
