@@ -22,19 +22,25 @@ from drkit.wal.envfile import apply_env_file, write_env_file
     [
         (
             ["wal-push", "prod", "pg_wal/0001"],
-            ("wal-push", ["prod", "pg_wal/0001"], None, None),
+            ("wal-push", ["prod", "pg_wal/0001"], None, None, None),
         ),
         (
             ["--policy-dir", "/p", "wal-push", "prod", "x"],
-            ("wal-push", ["prod", "x"], "/p", None),
+            ("wal-push", ["prod", "x"], "/p", None, None),
         ),
         (
             ["wal-fetch", "prod", "0001", "pg_wal/RECOVERYXLOG", "--policy-dir=/p"],
-            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], "/p", None),
+            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], "/p", None, None),
         ),
         (
+            ["wal-fetch", "--repo", "offsite", "prod", "0001", "pg_wal/RECOVERYXLOG"],
+            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], None, None, "offsite"),
+        ),
+        (["wal-push", "prod", "x", "--repo", "offsite"], None),  # the full CLI refuses it
+        (["wal-fetch", "prod", "0001", "x", "--repo="], None),
+        (
             ["wal-push", "prod", "x", "--policy-dir", "/p", "--env-file", "/e/prod.json"],
-            ("wal-push", ["prod", "x"], "/p", "/e/prod.json"),
+            ("wal-push", ["prod", "x"], "/p", "/e/prod.json", None),
         ),
         (["wal-push", "prod", "x", "--env-file="], None),
         (["wal-push", "prod", "x", "--json"], None),  # machine output: the full CLI
@@ -48,7 +54,7 @@ from drkit.wal.envfile import apply_env_file, write_env_file
     ],
 )
 def test_which_lines_take_the_lean_path(
-    argv: list[str], expected: tuple[str, list[str], str | None] | None
+    argv: list[str], expected: tuple[str, list[str], str | None, str | None, str | None] | None
 ) -> None:
     assert parse_wal_command(argv) == expected
 
