@@ -240,7 +240,6 @@ def restore_point_in_time(
     prepares the data directory without starting it (``--no-start``)."""
     if target_action not in ACTIONS:
         raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
-    _refuse_copy(policy)
     point = point or RecoveryTarget.at_time(target)
     target = point.time
     if target is not None and (target.tzinfo is None or target.utcoffset() is None):
@@ -266,18 +265,6 @@ def restore_point_in_time(
     return result
 
 
-def _refuse_copy(policy: Policy) -> None:
-    """A recovery's ``restore_command`` (``drkit wal-fetch ENV``) reads the primary
-    repository: from a copy (``--repo``) its base backup and its WAL would come from two
-    repositories, so it is refused before anything is written."""
-    if policy.copy_name is not None:
-        raise UsageError(
-            f"--repo {policy.copy_name}: point-in-time recovery reads WAL through "
-            f"drkit wal-fetch, which reads {policy.name}'s primary repository only; restore "
-            "a logical backup from the copy, or make the copy the primary repository"
-        )
-
-
 def continue_recovery(
     policy: Policy,
     point: RecoveryTarget,
@@ -300,7 +287,6 @@ def continue_recovery(
     paused server as a first recovery's is, before the action."""
     if target_action not in ACTIONS:
         raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
-    _refuse_copy(policy)
     pgdata = Path(pgdata).absolute()
     guard_data_directory(pgdata, Owner.cluster(cluster_os_user()))
     state = _recovery_state(pgdata, policy.name)
@@ -337,7 +323,9 @@ def continue_recovery(
     _refuse_behind(point, plan, now, server, pgdata)
     from drkit.wal import restore_command
 
-    recovery.command = restore_command(policy.name, Path(policy.source).parent, recovery.user)
+    recovery.command = restore_command(
+        policy.name, Path(policy.source).parent, recovery.user, repo=policy.copy_name
+    )
     if point.kind == "latest":
         recovery.end_lsn = last_record_lsn(repo, plan)
         if parse_lsn(recovery.end_lsn) < parse_lsn(now.lsn):
@@ -518,7 +506,11 @@ class _Recovery:
         self.run_dir = Path(tempfile.mkdtemp(prefix="drkit-pitr-"))
         self.run_dir.chmod(0o755)
         policy_dir = Path(self.policy.source).parent
-        self.command = restore_command(self.policy.name, policy_dir, self.user)
+        # WAL from the repository the base backup comes from: a copy's own, never the
+        # primary's (which may be the one lost)
+        self.command = restore_command(
+            self.policy.name, policy_dir, self.user, repo=self.policy.copy_name
+        )
         created = not self.pgdata.exists()
         try:
             unpack_chain(
