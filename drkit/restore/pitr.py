@@ -290,6 +290,7 @@ def continue_recovery(
     pgdata = Path(pgdata).absolute()
     guard_data_directory(pgdata, Owner.cluster(cluster_os_user()))
     state = _recovery_state(pgdata, policy.name)
+    _refuse_other_repository(state, policy, pgdata)
     repo = repo or Repository.for_policy(policy)
     followed = int(state["timeline_followed"])
     if isinstance(timeline, str):
@@ -363,6 +364,23 @@ def _recovery_state(pgdata: Path, env: str) -> dict[str, Any]:
             f"{pgdata} was recovered for environment {state.get('environment')!r}, not {env!r}"
         )
     return state
+
+
+def _refuse_other_repository(state: dict[str, Any], policy: Policy, pgdata: Path) -> None:
+    """A recovery goes on from the repository it started from (the primary, or the copy
+    ``--repo`` named): WAL from another could differ, or lack what the first held."""
+    started = state.get("repository")  # absent in older state files: the primary
+    if started == policy.copy_name:
+        return
+
+    def spelled(name: object) -> str:
+        return "the primary repository" if name is None else f"the copy {name}"
+
+    again = "without --repo" if started is None else f"with --repo {started}"
+    raise SafetyRefused(
+        f"{pgdata} is recovering from {spelled(started)}, not {spelled(policy.copy_name)}: "
+        f"run --continue {again}"
+    )
 
 
 def _running_server(pgdata: Path) -> tuple[int, Path]:
@@ -565,6 +583,7 @@ class _Recovery:
             "timeline_followed": self.plan.followed.timeline,
             "archive_mode": "preserve" if self.archive else "off",
             "target": self.point.label(),
+            "repository": self.policy.copy_name,  # None: the primary
         }
         tmp = self.pgdata / (RECOVERY_STATE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")

@@ -7,7 +7,8 @@ that still read it would end recovery at the base backup, and drkit's end checks
 refuse); a gap in the copy's WAL (the never-promote-on-less checks run against the copy's
 archive, not the primary's); a restore_command naming a copy the policy no longer has
 (one line, exit 1 as any wal-fetch error, never a guess at another repository); and a
-prefetch spool naming the copy, asked for the primary (never served from the copy).
+prefetch spool naming the copy, asked for the primary (never served from the copy); and
+``--continue`` of a recovery from the copy without ``--repo`` (refused before anything).
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_
     assert markers(restored_dsn(arch, report["port"]), arch) == ["m1", "m2"]
     conf = (pgdata / "postgresql.auto.conf").read_text()
     assert "fetch --repo offsite prod" in conf, conf
+    # --continue on it from the primary would mix two repositories' WAL: refused first
+    moved = run_drkit(
+        "restore",
+        arch.env,
+        "--continue",
+        "--point-in-time",
+        "latest",
+        "--pgdata",
+        str(pgdata),
+        policy_dir=arch.policy_dir,
+    )
+    assert moved.code == 4, moved.stderr
+    assert "from the copy offsite" in one_line(moved.stderr)
 
     # a physical drill of the copy: the whole archive it holds, replayed from it
     scratch = arch.root / "scratch"
