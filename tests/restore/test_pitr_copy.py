@@ -122,6 +122,16 @@ def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_
     replayed = checks["WAL replayed to the end of the archive"]
     assert replayed["status"] == "PASS" and last in replayed["expected"], replayed
 
+    # a table put back from the copy's physical backup and WAL, beside the live one
+    put_back = run_drkit(
+        "restore", arch.env, "--point-in-time", "latest", "--target-db", arch.dsn(),
+        "--table", "marker", "--as", "marker_from_copy", "--repo", "offsite",
+        policy_dir=arch.policy_dir, env={"DRKIT_TMPDIR": str(scratch)}, timeout=600,
+    )  # fmt: skip
+    assert put_back.code == 0, put_back.stderr
+    labels = arch.execute("SELECT label FROM marker_from_copy ORDER BY id")
+    assert [r[0] for r in labels] == ["m1", "m2"]
+
     # the spool of that restore names the copy: a primary's fetch never takes it
     probe = pgdata / "pg_wal" / "drkit-test-probe"
     primary = lean_fetch(arch.env, first, str(probe), str(arch.policy_dir))
