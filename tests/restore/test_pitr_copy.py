@@ -26,7 +26,8 @@ import yaml
 from drkit.config import load_policy
 from drkit.pg import chown_tree, cluster_os_user
 from drkit.storage import Repository
-from drkit.wal import find_wal_key
+from drkit.wal import find_wal_key, write_repo_hint
+from drkit.wal.fetch import SPOOL_DIR
 from tests import builders
 from tests.fix_cli import DrkitRunner, checks_by_name, drill
 from tests.wal_support import (
@@ -63,9 +64,11 @@ def one_line(stderr: str) -> str:
 
 
 def lean_fetch(*args: str) -> subprocess.CompletedProcess[str]:
-    """The restore_command's lean entry, as PostgreSQL would start it."""
+    """The restore_command's lean entry, as PostgreSQL would start it (no prefetch
+    helper sent ahead: what lands in the spool is what the test asked for)."""
     return subprocess.run(
         [sys.executable, "-m", "drkit.wal", "fetch", *args],
+        env={**os.environ, "DRKIT_WAL_PREFETCH": "0"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -132,14 +135,27 @@ def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_
     labels = arch.execute("SELECT label FROM marker_from_copy ORDER BY id")
     assert [r[0] for r in labels] == ["m1", "m2"]
 
-    # the spool of that restore names the copy: a primary's fetch never takes it
+    # a spool naming the copy (as a recovery from it writes, and removes at its end)
+    # serves a line naming the copy, never one naming the primary
+    offsite = load_policy(arch.env, arch.policy_dir).for_copy("offsite")
+    write_repo_hint(offsite, pgdata / "pg_wal")
     probe = pgdata / "pg_wal" / "drkit-test-probe"
     primary = lean_fetch(arch.env, first, str(probe), str(arch.policy_dir))
     assert primary.returncode == 1, primary.stderr
     assert not probe.exists()
+    served = lean_fetch("--repo", "offsite", arch.env, first, str(probe), str(arch.policy_dir))
+    assert served.returncode == 0 and probe.exists(), served.stderr
+    # the prefetch helper reads the copy it is named, through the policy (no hint)
+    spool = pgdata / "pg_wal" / SPOOL_DIR
+    (spool / "repo.json").unlink()
+    assert not (spool / last).exists()
+    for copy_args in ([], ["--repo", "offsite"]):
+        helper = [*copy_args, arch.env, str(arch.policy_dir), str(spool), last]
+        subprocess.run([sys.executable, "-m", "drkit.wal", "prefetch", *helper], check=False)
+        assert (spool / last).exists() == bool(copy_args), copy_args
 
     # the copy loses a segment below the newest: refused, named, nothing promoted
-    copy = Repository.for_policy(load_policy(arch.env, arch.policy_dir).for_copy("offsite"))
+    copy = Repository.for_policy(offsite)
     found = find_wal_key(copy, first)
     assert found is not None and find_wal_key(copy, last) is not None
     copy.delete(found)
