@@ -153,6 +153,11 @@ def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_
         helper = [*copy_args, arch.env, str(arch.policy_dir), str(spool), last]
         subprocess.run([sys.executable, "-m", "drkit.wal", "prefetch", *helper], check=False)
         assert (spool / last).exists() == bool(copy_args), copy_args
+    # and with no hint, the full path reads the copy through the policy too
+    probe.unlink()
+    full = lean_fetch("--repo", "offsite", arch.env, first, str(probe), str(arch.policy_dir))
+    assert full.returncode == 0, full.stderr
+    assert probe.stat().st_size == (spool / last).stat().st_size  # a whole segment
 
     # the copy loses a segment below the newest: refused, named, nothing promoted
     copy = Repository.for_policy(offsite)
