@@ -13,7 +13,18 @@ from typing import Annotated
 
 import typer
 
-from drkit.cli.common import EnvArg, JsonOpt, PolicyDirOpt, emit_json, err, load, out, settle, state
+from drkit.cli.common import (
+    EnvArg,
+    JsonOpt,
+    PolicyDirOpt,
+    RepoOpt,
+    emit_json,
+    err,
+    load,
+    out,
+    settle,
+    state,
+)
 from drkit.errors import UsageError
 from drkit.pg import cluster_os_user
 from drkit.storage.repository import Repository
@@ -180,6 +191,7 @@ def wal_fetch(
     name: Annotated[str, typer.Argument(help="WAL file name (%f).")],
     path: Annotated[Path, typer.Argument(help="Where to write it (%p).")],
     env_file: EnvFileOpt = None,
+    repo_name: RepoOpt = None,
     json_out: JsonOpt = False,
     policy_dir: PolicyDirOpt = None,
 ) -> None:
@@ -188,7 +200,7 @@ def wal_fetch(
     if env_file is not None:
         apply_env_file(env_file)
     code, message = run_fetch(
-        lambda: load_wal_policy(env, st.policy_dir), name, path, st.policy_dir
+        lambda: load_wal_policy(env, st.policy_dir, repo_name), name, path, st.policy_dir
     )
     if message:
         err.print(fetch_error_line(name, message), markup=False, highlight=False)

@@ -241,7 +241,6 @@ def restore_point_in_time(
     prepares the data directory without starting it (``--no-start``)."""
     if target_action not in ACTIONS:
         raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
-    _refuse_copy(policy)
     point = point or RecoveryTarget.at_time(target)
     target = point.time
     if target is not None and (target.tzinfo is None or target.utcoffset() is None):
@@ -267,18 +266,6 @@ def restore_point_in_time(
     return result
 
 
-def _refuse_copy(policy: Policy) -> None:
-    """A recovery's ``restore_command`` (``drkit wal-fetch ENV``) reads the primary
-    repository: from a copy (``--repo``) its base backup and its WAL would come from two
-    repositories, so it is refused before anything is written."""
-    if policy.copy_name is not None:
-        raise UsageError(
-            f"--repo {policy.copy_name}: point-in-time recovery reads WAL through "
-            f"drkit wal-fetch, which reads {policy.name}'s primary repository only; restore "
-            "a logical backup from the copy, or make the copy the primary repository"
-        )
-
-
 def continue_recovery(
     policy: Policy,
     point: RecoveryTarget,
@@ -301,10 +288,10 @@ def continue_recovery(
     paused server as a first recovery's is, before the action."""
     if target_action not in ACTIONS:
         raise UsageError(f"--target-action must be one of {', '.join(ACTIONS)}")
-    _refuse_copy(policy)
     pgdata = Path(pgdata).absolute()
     guard_data_directory(pgdata, Owner.cluster(cluster_os_user()))
     state = _recovery_state(pgdata, policy.name)
+    _refuse_other_repository(state, policy, pgdata)
     repo = repo or Repository.for_policy(policy)
     followed = int(state["timeline_followed"])
     if isinstance(timeline, str):
@@ -338,7 +325,9 @@ def continue_recovery(
     _refuse_behind(point, plan, now, server, pgdata)
     from drkit.wal import restore_command
 
-    recovery.command = restore_command(policy.name, Path(policy.source).parent, recovery.user)
+    recovery.command = restore_command(
+        policy.name, Path(policy.source).parent, recovery.user, repo=policy.copy_name
+    )
     if point.kind == "latest":
         recovery.end_lsn = last_record_lsn(repo, plan)
         if parse_lsn(recovery.end_lsn) < parse_lsn(now.lsn):
@@ -376,6 +365,23 @@ def _recovery_state(pgdata: Path, env: str) -> dict[str, Any]:
             f"{pgdata} was recovered for environment {state.get('environment')!r}, not {env!r}"
         )
     return state
+
+
+def _refuse_other_repository(state: dict[str, Any], policy: Policy, pgdata: Path) -> None:
+    """A recovery goes on from the repository it started from (the primary, or the copy
+    ``--repo`` named): WAL from another could differ, or lack what the first held."""
+    started = state.get("repository")  # absent in older state files: the primary
+    if started == policy.copy_name:
+        return
+
+    def spelled(name: object) -> str:
+        return "the primary repository" if name is None else f"the copy {name}"
+
+    again = "without --repo" if started is None else f"with --repo {started}"
+    raise SafetyRefused(
+        f"{pgdata} is recovering from {spelled(started)}, not {spelled(policy.copy_name)}: "
+        f"run --continue {again}"
+    )
 
 
 def _running_server(pgdata: Path) -> tuple[int, Path]:
@@ -519,7 +525,11 @@ class _Recovery:
         self.run_dir = Path(tempfile.mkdtemp(prefix="drkit-pitr-"))
         self.run_dir.chmod(0o755)
         policy_dir = Path(self.policy.source).parent
-        self.command = restore_command(self.policy.name, policy_dir, self.user)
+        # WAL from the repository the base backup comes from: a copy's own, never the
+        # primary's (which may be the one lost)
+        self.command = restore_command(
+            self.policy.name, policy_dir, self.user, repo=self.policy.copy_name
+        )
         created = not self.pgdata.exists()
         try:
             unpack_chain(
@@ -586,6 +596,7 @@ class _Recovery:
             "timeline_followed": self.plan.followed.timeline,
             "archive_mode": "preserve" if self.archive else "off",
             "target": self.point.label(),
+            "repository": self.policy.copy_name,  # None: the primary
         }
         tmp = self.pgdata / (RECOVERY_STATE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")

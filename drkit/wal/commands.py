@@ -207,8 +207,11 @@ def module_argv(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def load_wal_policy(env: str, policy_dir: Path | str | None = None) -> Policy:
-    """The policy, validated, without needing its database URL.
+def load_wal_policy(
+    env: str, policy_dir: Path | str | None = None, repo: str | None = None
+) -> Policy:
+    """The policy, validated, without needing its database URL; with ``repo``, as seen
+    in its copy of that name (a name the policy no longer has is a usage error).
 
     archive_command and restore_command run in PostgreSQL's environment, which has no
     reason to hold the database password; only the repository section is used.
@@ -222,7 +225,8 @@ def load_wal_policy(env: str, policy_dir: Path | str | None = None) -> Policy:
     raw = read_yaml(path, PolicyError)
     if isinstance(raw, dict) and "database" in raw:
         raw = {**raw, "database": {"url": "postgresql:///unused-by-wal-commands"}}
-    return parse_policy(env, raw, str(path))
+    policy = parse_policy(env, raw, str(path))
+    return policy if repo is None else policy.for_copy(repo)
 
 
 def drkit_argv(user: str | None) -> list[str]:
@@ -264,20 +268,30 @@ def archive_command(
 
 
 def restore_command(
-    env: str, policy_dir: Path, user: str | None, env_file: Path | None = None
+    env: str,
+    policy_dir: Path,
+    user: str | None,
+    env_file: Path | None = None,
+    repo: str | None = None,
 ) -> str:
     """``drkit wal-fetch`` through its lean entry point (``python -m drkit.wal fetch``).
 
     Equivalent to ``drkit wal-fetch ENV %f %p --policy-dir DIR``; it skips the
     command-line framework so that segments already prefetched are served in
     milliseconds.  An overriding ``$DRKIT_CLUSTER_COMMAND`` gets the plain form.
+    ``repo``: the copy of that name (``--repo NAME``) is read instead of the primary
+    repository, so that a recovery from a copy takes its WAL from where its base backup
+    came from.
     """
     directory = str(policy_dir.resolve())
     if os.environ.get(COMMAND_ENV):
         words = [*drkit_argv(user), "wal-fetch", env, "%f", "%p", "--policy-dir", directory]
         words += ["--env-file", str(env_file)] if env_file is not None else []
+        words += ["--repo", repo] if repo is not None else []
     else:
-        words = [*_python_for(user), "drkit.wal", "fetch", env, "%f", "%p", directory]
+        words = [*_python_for(user), "drkit.wal", "fetch"]
+        words += ["--repo", repo] if repo is not None else []
+        words += [env, "%f", "%p", directory]
         words += [str(env_file)] if env_file is not None else []
     return command_line(words)
 

@@ -5,17 +5,20 @@ import no command-line framework (typer, click, rich: a few hundred milliseconds
 the fastest ones load no policy either:
 
 - ``drkit wal-push ENV PATH`` and ``drkit wal-fetch ENV NAME PATH`` (``--policy-dir DIR``
-  and ``--env-file FILE`` before or after): the lines users configure.  The env file
+  and ``--env-file FILE`` before or after; wal-fetch also ``--repo NAME``, the policy's
+  copy of that name instead of the primary repository): the lines users configure.  The env file
   (:mod:`drkit.wal.envfile`) is applied first, so that the policy reads the variables
   ``drkit archive-command`` resolved, not whatever PostgreSQL's environment holds.  drkit's process entry hands every plain
   one to :func:`parse` and :func:`run`; anything else (``--json``, ``-v``, ``--help``,
   another command, a malformed line) goes to the full command line.  An async push
   acknowledged by the worker returns before the policy is read.
-- ``python -m drkit.wal fetch ENV NAME PATH POLICY_DIR [ENV_FILE]``: the restore_command
-  ``drkit archive-command`` prints (:func:`fetch_main`): a prefetched segment, or one
-  from a plain ``file://`` repository a restore named, is served with no policy loaded.
-- ``python -m drkit.wal prefetch ENV POLICY_DIR SPOOL NAME...``: the detached helper that
-  fetches the next segments ahead of replay.
+- ``python -m drkit.wal fetch [--repo NAME] ENV NAME PATH POLICY_DIR [ENV_FILE]``: the
+  restore_command ``drkit archive-command`` prints and a restore writes
+  (:func:`fetch_main`; ``--repo``: a recovery from the copy NAME, whose WAL is read from
+  that copy alone): a prefetched segment, or one from a plain ``file://`` repository a
+  restore named, is served with no policy loaded.
+- ``python -m drkit.wal prefetch [--repo NAME] ENV POLICY_DIR SPOOL NAME...``: the
+  detached helper that fetches the next segments ahead of replay.
 - ``python -m drkit.wal worker ENV POLICY_DIR PG_WAL``: the async archiver's worker, when
   wal-push cannot fork it.
 - ``python -m drkit.wal probe``: whether the cluster's OS user can import the WAL code
@@ -38,18 +41,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from drkit.config import Policy
 
-#: what :func:`parse` returns: (command, positional arguments, policy directory, env file)
-Parsed = tuple[str, list[str], str | None, str | None]
+#: what :func:`parse` returns: (command, positional arguments, policy directory, env file,
+#: copy read instead of the primary repository)
+Parsed = tuple[str, list[str], str | None, str | None, str | None]
 
 _OWN = {"wal-push": 2, "wal-fetch": 3}  # command -> number of positional arguments
 
 
 def parse(args: Sequence[str]) -> Parsed | None:
-    """(command, positionals, policy dir, env file) for a plain WAL command line, else
-    None."""
+    """(command, positionals, policy dir, env file, copy) for a plain WAL command line,
+    else None (``--repo`` on wal-push included: the full command line refuses it)."""
     command: str | None = None
     positionals: list[str] = []
-    options: dict[str, str | None] = {"--policy-dir": None, "--env-file": None}
+    options: dict[str, str | None] = {"--policy-dir": None, "--env-file": None, "--repo": None}
     i = 0
     while i < len(args):
         arg = args[i]
@@ -71,10 +75,12 @@ def parse(args: Sequence[str]) -> Parsed | None:
         else:
             positionals.append(arg)
         i += 1
-    policy_dir, env_file = options["--policy-dir"], options["--env-file"]
-    if command is None or len(positionals) != _OWN[command] or "" in (policy_dir, env_file):
+    policy_dir, env_file, repo = options["--policy-dir"], options["--env-file"], options["--repo"]
+    if command is None or len(positionals) != _OWN[command] or "" in (policy_dir, env_file, repo):
         return None
-    return command, positionals, policy_dir, env_file
+    if repo is not None and command != "wal-fetch":
+        return None
+    return command, positionals, policy_dir, env_file, repo
 
 
 def _apply_env_file(env_file: str | None) -> str | None:
@@ -93,7 +99,7 @@ def _apply_env_file(env_file: str | None) -> str | None:
 
 def run(parsed: Parsed) -> int:
     """Run a line :func:`parse` accepted; its exit code (the error line written)."""
-    command, positionals, policy_dir, env_file = parsed
+    command, positionals, policy_dir, env_file, repo = parsed
     problem = _apply_env_file(env_file)
     if problem is not None:
         sys.stderr.write(problem + "\n")
@@ -110,7 +116,9 @@ def run(parsed: Parsed) -> int:
     configure_logging("warning", "text")
     if command == "wal-fetch":
         env, name, dest = positionals
-        code, message = run_fetch(lambda: load_wal_policy(env, policy_dir), name, dest, policy_dir)
+        code, message = run_fetch(
+            lambda: load_wal_policy(env, policy_dir, repo), name, dest, policy_dir
+        )
         if message:
             sys.stderr.write(fetch_error_line(name, message) + "\n")
         return code
@@ -165,13 +173,15 @@ def run_fetch(
     return (0, "") if found else (1, "")
 
 
-def fetch_main(argv: list[str]) -> int:
-    """``python -m drkit.wal fetch ENV NAME PATH POLICY_DIR [ENV_FILE]``: the
-    restore_command drkit writes.
+def fetch_main(argv: list[str], repo: str | None = None) -> int:
+    """``python -m drkit.wal fetch [--repo NAME] ENV NAME PATH POLICY_DIR [ENV_FILE]``:
+    the restore_command drkit writes.
 
     The same as ``drkit wal-fetch``, minus the command-line framework: a segment already
     in the prefetch spool is renamed into place without loading the policy or any storage
-    library, so replay is not held up by interpreter start-up.
+    library, so replay is not held up by interpreter start-up.  ``repo``: the copy of
+    that name is read, never the primary repository (a spool filled from another
+    repository is not served: the policy is loaded and decides).
     """
     from drkit.wal.fetch import fetch_lean, note_fetch
 
@@ -186,7 +196,7 @@ def fetch_main(argv: list[str]) -> int:
             note_fetch(target, name, "failed", problem)
             sys.stderr.write(problem + "\n")
             return 1
-        found = fetch_lean(env, policy_dir, name, target)
+        found = fetch_lean(env, policy_dir, name, target, repo)
         if found is not None:
             return 0 if found else 1
     except KeyboardInterrupt:
@@ -198,7 +208,9 @@ def fetch_main(argv: list[str]) -> int:
         return 1
     from drkit.wal.commands import load_wal_policy
 
-    code, message = run_fetch(lambda: load_wal_policy(env, policy_dir), name, dest, policy_dir)
+    code, message = run_fetch(
+        lambda: load_wal_policy(env, policy_dir, repo), name, dest, policy_dir
+    )
     if message:
         sys.stderr.write(fetch_error_line(name, message) + "\n")
     return code
@@ -221,6 +233,10 @@ def worker_main(argv: list[str]) -> int:
 def main(argv: Sequence[str]) -> int:
     """``python -m drkit.wal COMMAND ...``: the entries drkit writes and starts itself."""
     args = list(argv)
+    repo: str | None = None
+    if len(args) >= 3 and args[0] in ("fetch", "prefetch") and args[1] == "--repo":
+        repo = args[2]  # before the positionals, so that older lines keep their meaning
+        args = [args[0], *args[3:]]
     if args == ["probe"]:  # drkit.wal.commands: the cluster's OS user can import the WAL code
         import drkit.wal.fetch
         import drkit.wal.push  # noqa: F401
@@ -230,9 +246,9 @@ def main(argv: Sequence[str]) -> int:
         from drkit.wal.fetch import run_prefetch
 
         env, policy_dir, spool, *names = args[1:]
-        return run_prefetch(env, policy_dir, spool, names)
+        return run_prefetch(env, policy_dir, spool, names, repo)
     if len(args) in (5, 6) and args[0] == "fetch":
-        return fetch_main(args[1:])
+        return fetch_main(args[1:], repo)
     if len(args) == 4 and args[0] == "worker":
         return worker_main(args[1:])
     return 2

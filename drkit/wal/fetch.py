@@ -265,7 +265,7 @@ def fetch_wal(
     count = prefetch if prefetch is not None else prefetch_count()
     if serve_prefetched(policy, policy_dir, name, dest, count):
         return True
-    if repo is None:
+    if repo is None:  # the policy's own repository: a copy's, seen through Policy.for_copy
         from drkit.storage import Repository
 
         repo = Repository.for_policy(policy)
@@ -282,11 +282,17 @@ def prefetch_count() -> int:
 
 
 def serve_prefetched(
-    policy: Policy | str, policy_dir: Path | str | None, name: str, dest: Path, count: int
+    policy: Policy | str,
+    policy_dir: Path | str | None,
+    name: str,
+    dest: Path,
+    count: int,
+    repo: str | None = None,
 ) -> bool:
     """Rename segment ``name`` from the prefetch spool beside ``dest`` into place (waiting
     for a helper that is fetching it) and send the helper after the ones that follow;
-    False when the spool does not hold it."""
+    False when the spool does not hold it.  ``repo``: the copy the helper reads when
+    ``policy`` is only the environment's name (a policy carries its own)."""
     spool = dest.parent / SPOOL_DIR
     if not (is_segment(name) and spool.is_dir()):
         return False
@@ -294,7 +300,7 @@ def serve_prefetched(
     if not _take_from_spool(spool, name, dest):
         return False
     log.info("%s served from the prefetch spool", name)
-    _start_prefetch(policy, policy_dir, spool, name, count, dest.stat().st_size)
+    _start_prefetch(policy, policy_dir, spool, name, count, dest.stat().st_size, repo)
     return True
 
 
@@ -305,10 +311,15 @@ def _start_prefetch(
     name: str,
     count: int,
     segment_size: int,
+    repo: str | None = None,
 ) -> None:
     """Send a helper after the ``count`` segments following ``name``; ``segment_size`` is
-    the size of ``name`` as served (checked whole), which fixes the names that follow."""
+    the size of ``name`` as served (checked whole), which fixes the names that follow.
+    The helper reads the repository the foreground reads: ``policy``'s copy, or ``repo``
+    when ``policy`` is only the environment's name."""
     env = policy if isinstance(policy, str) else policy.name
+    if not isinstance(policy, str):
+        repo = policy.copy_name
     if count <= 0:
         return
     now = time.time()
@@ -332,14 +343,17 @@ def _start_prefetch(
         from drkit.config import resolve_policy_dir
 
         policy_dir = resolve_policy_dir(None)
-    _spawn_prefetch(env, str(Path(policy_dir).resolve()), spool, wanted)
+    _spawn_prefetch(env, str(Path(policy_dir).resolve()), spool, wanted, repo)
 
 
-def _spawn_prefetch(env: str, policy_dir: str, spool: Path, wanted: list[str]) -> None:
+def _spawn_prefetch(
+    env: str, policy_dir: str, spool: Path, wanted: list[str], repo: str | None
+) -> None:
+    copy = ["--repo", repo] if repo is not None else []
     try:
         spool.mkdir(exist_ok=True)
         subprocess.Popen(
-            [*module_argv("drkit.wal"), "prefetch", env, policy_dir, str(spool), *wanted],
+            [*module_argv("drkit.wal"), "prefetch", *copy, env, policy_dir, str(spool), *wanted],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -381,18 +395,21 @@ def prefetch_into(repo: Repository, spool: Path, names: list[str], jobs: int) ->
     return [n for n, ok in zip(names, results, strict=True) if ok]
 
 
-def run_prefetch(env: str, policy_dir: str, spool: str, names: list[str]) -> int:
-    """The detached helper: fetch ``names`` into ``spool``; 0, or 1 on any failure (the
-    foreground fetches the segment itself then)."""
-    hint = _read_repo_hint(Path(spool))
+def run_prefetch(
+    env: str, policy_dir: str, spool: str, names: list[str], repo: str | None = None
+) -> int:
+    """The detached helper: fetch ``names`` into ``spool`` from the primary repository
+    or the copy ``repo``; 0, or 1 on any failure (the foreground fetches the segment
+    itself then)."""
+    hint = _read_repo_hint(Path(spool), repo)
     if hint is not None:  # plain file:// repository: no policy or storage stack needed
         return _prefetch_from_file_repo(hint, env, Path(spool), names)
     try:
-        policy = load_wal_policy(env, policy_dir)
+        policy = load_wal_policy(env, policy_dir, repo)
         from drkit.storage import Repository
 
-        repo = Repository.for_policy(policy)
-        prefetch_into(repo, Path(spool), names, env_int(FETCH_JOBS_ENV, 4))
+        source = Repository.for_policy(policy)
+        prefetch_into(source, Path(spool), names, env_int(FETCH_JOBS_ENV, 4))
     except Exception:  # a background helper: nobody to tell, the foreground fetches anyway
         return 1
     return 0
@@ -423,7 +440,9 @@ def _prefetch_from_file_repo(hint: dict[str, str], env: str, spool: Path, names:
 
 
 def write_repo_hint(policy: Policy, pg_wal: Path) -> None:
-    """Tell the lean restore_command where a plain ``file://`` repository is.
+    """Tell the lean restore_command where a plain ``file://`` repository is, and which
+    one it is (the primary, or the copy ``policy`` was seen through): a fetch that names
+    another takes the hint for none.
 
     Only for unencrypted ``file://`` repositories: then a fetch needs no policy, no
     pydantic and no storage stack, just the file and zstd.
@@ -435,17 +454,22 @@ def write_repo_hint(policy: Policy, pg_wal: Path) -> None:
 
     spool = pg_wal / SPOOL_DIR
     spool.mkdir(exist_ok=True)
-    (spool / _REPO_HINT).write_text(json.dumps({"file_root": str(root), "env": policy.name}))
+    hint = {"file_root": str(root), "env": policy.name}
+    if policy.copy_name is not None:
+        hint["repo"] = policy.copy_name
+    (spool / _REPO_HINT).write_text(json.dumps(hint))
 
 
-def _read_repo_hint(spool: Path) -> dict[str, str] | None:
+def _read_repo_hint(spool: Path, repo: str | None) -> dict[str, str] | None:
+    """The spool's ``file://`` repository when it is the one asked for (``repo``: a
+    copy's name, None the primary), else None."""
     import json
 
     try:
         data = json.loads((spool / _REPO_HINT).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or "file_root" not in data:
+    if not isinstance(data, dict) or "file_root" not in data or data.get("repo") != repo:
         return None
     return {str(k): str(v) for k, v in data.items()}
 
@@ -471,16 +495,19 @@ def _fetch_from_file_repo(
     return _install_key(None if found is None else found.key, opened, dest, name, segment_size)
 
 
-def fetch_lean(env: str, policy_dir: str, name: str, dest: Path) -> bool | None:
+def fetch_lean(
+    env: str, policy_dir: str, name: str, dest: Path, repo: str | None = None
+) -> bool | None:
     """The lean restore_command: ``name`` served from the prefetch spool, or fetched from
-    the plain ``file://`` repository the spool names, with no policy or storage stack
-    loaded; None when neither applies (then the full path decides).  A segment found
-    missing this way is recorded in the fetch journal."""
+    the plain ``file://`` repository the spool names (when it is the primary or the copy
+    ``repo`` asked for), with no policy or storage stack loaded; None when neither
+    applies (then the full path decides).  A segment found missing this way is recorded
+    in the fetch journal."""
     count = prefetch_count()
-    if serve_prefetched(env, policy_dir, name, dest, count):
+    if serve_prefetched(env, policy_dir, name, dest, count, repo):
         return True
     spool = dest.parent / SPOOL_DIR
-    hint = _read_repo_hint(spool)
+    hint = _read_repo_hint(spool, repo)
     if hint is None:
         return None
     size = cluster_segment_size(dest) if is_segment(name) else None
@@ -488,7 +515,7 @@ def fetch_lean(env: str, policy_dir: str, name: str, dest: Path) -> bool | None:
         name, fetch_attempts(), lambda: _fetch_from_file_repo(hint, env, name, dest, size)
     )
     if found and is_segment(name):
-        _start_prefetch(env, policy_dir, spool, name, count, dest.stat().st_size)
+        _start_prefetch(env, policy_dir, spool, name, count, dest.stat().st_size, repo)
     elif not found and is_segment(name):
         note_fetch(dest, name, "missing")
     return found

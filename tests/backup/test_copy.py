@@ -291,20 +291,6 @@ def test_copies_in_the_policy_refuse_what_they_cannot_honour(
     unknown = run_drkit("backups", "prod", "--repo", "ofsite", policy_dir=policy_dir)
     assert unknown.code == 2
     assert "(did you mean offsite?)" in one_line(unknown.stderr)
-    pitr = run_drkit(
-        "restore",
-        "prod",
-        "--point-in-time",
-        "latest",
-        "--pgdata",
-        str(tmp_path / "pgdata"),
-        "--repo",
-        "offsite",
-        policy_dir=policy_dir,
-    )
-    assert pitr.code == 2, pitr.stderr
-    assert "point-in-time recovery reads WAL through drkit wal-fetch" in one_line(pitr.stderr)
-    assert not (tmp_path / "pgdata").exists()
 
 
 def test_with_the_primary_repository_lost_a_restore_from_the_copy_brings_back_the_rows(

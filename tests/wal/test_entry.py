@@ -4,6 +4,7 @@ the CLI's contract (exit codes, one-line errors) without importing the CLI frame
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from drkit.errors import OperationError, UsageError
+from drkit.wal.commands import COMMAND_ENV, restore_command
 from drkit.wal.entry import parse as parse_wal_command
 from drkit.wal.envfile import apply_env_file, write_env_file
 
@@ -22,19 +24,25 @@ from drkit.wal.envfile import apply_env_file, write_env_file
     [
         (
             ["wal-push", "prod", "pg_wal/0001"],
-            ("wal-push", ["prod", "pg_wal/0001"], None, None),
+            ("wal-push", ["prod", "pg_wal/0001"], None, None, None),
         ),
         (
             ["--policy-dir", "/p", "wal-push", "prod", "x"],
-            ("wal-push", ["prod", "x"], "/p", None),
+            ("wal-push", ["prod", "x"], "/p", None, None),
         ),
         (
             ["wal-fetch", "prod", "0001", "pg_wal/RECOVERYXLOG", "--policy-dir=/p"],
-            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], "/p", None),
+            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], "/p", None, None),
         ),
         (
+            ["wal-fetch", "--repo", "offsite", "prod", "0001", "pg_wal/RECOVERYXLOG"],
+            ("wal-fetch", ["prod", "0001", "pg_wal/RECOVERYXLOG"], None, None, "offsite"),
+        ),
+        (["wal-push", "prod", "x", "--repo", "offsite"], None),  # the full CLI refuses it
+        (["wal-fetch", "prod", "0001", "x", "--repo="], None),
+        (
             ["wal-push", "prod", "x", "--policy-dir", "/p", "--env-file", "/e/prod.json"],
-            ("wal-push", ["prod", "x"], "/p", "/e/prod.json"),
+            ("wal-push", ["prod", "x"], "/p", "/e/prod.json", None),
         ),
         (["wal-push", "prod", "x", "--env-file="], None),
         (["wal-push", "prod", "x", "--json"], None),  # machine output: the full CLI
@@ -48,7 +56,7 @@ from drkit.wal.envfile import apply_env_file, write_env_file
     ],
 )
 def test_which_lines_take_the_lean_path(
-    argv: list[str], expected: tuple[str, list[str], str | None] | None
+    argv: list[str], expected: tuple[str, list[str], str | None, str | None, str | None] | None
 ) -> None:
     assert parse_wal_command(argv) == expected
 
@@ -149,3 +157,17 @@ def test_an_env_file_is_applied_only_when_nobody_else_could_have_written_it(
         assert "resolved" not in str(missing.value)
     finally:
         shutil.rmtree(safe, ignore_errors=True)
+
+
+def test_a_restore_command_from_a_copy_names_it_in_both_forms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lean = shlex.split(restore_command("prod", tmp_path, None, repo="offsite"))
+    at = lean.index("fetch")
+    assert lean[at : at + 4] == ["fetch", "--repo", "offsite", "prod"]
+    primary = shlex.split(restore_command("prod", tmp_path, None))
+    assert "--repo" not in primary  # older lines and primary ones keep their shape
+    monkeypatch.setenv(COMMAND_ENV, "drkit")
+    plain = shlex.split(restore_command("prod", tmp_path, None, repo="offsite"))
+    parsed = parse_wal_command(plain[1:])
+    assert parsed is not None and parsed[0] == "wal-fetch" and parsed[4] == "offsite"
