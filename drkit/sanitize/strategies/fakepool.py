@@ -164,6 +164,10 @@ def _work(jobs: list[Job], size: int, out: Connection, parent: int, theirs: Conn
         out.close()
 
 
+#: seconds close() gives a terminated worker before SIGKILL
+CLOSE_WAIT = 5.0
+
+
 class _Worker:
     def __init__(self, process: BaseProcess, results: Connection) -> None:
         self.process = process
@@ -227,11 +231,19 @@ class PoolPrefetch:
         return worker.received.pop(key, None)
 
     def close(self) -> None:
+        """End every worker, whatever it is doing: its pipe is closed first, so one
+        blocked sending a pool fails at once (EPIPE) even if a signal could not reach it;
+        then SIGTERM, and SIGKILL for one still there after :data:`CLOSE_WAIT` seconds.
+        Never waits without limit."""
         workers, self._workers = self._workers, []
         self._where.clear()
         for worker in workers:
+            worker.results.close()
             if worker.process.is_alive():
                 worker.process.terminate()
         for worker in workers:
-            worker.process.join()
-            worker.results.close()
+            worker.process.join(CLOSE_WAIT)
+            if worker.process.is_alive():
+                log.info("fake-pool worker %s ignored SIGTERM: killed", worker.process.pid)
+                worker.process.kill()
+                worker.process.join()
