@@ -241,6 +241,7 @@ def nightly_years(draw: st.DrawFn) -> list[BackupRef]:
     rnd = random.Random(draw(st.integers(0, 2**32)))  # small draws: a seed, not the data
     first = datetime(2022, 1, 1, 2, 0, tzinfo=zone)
     out: list[BackupRef] = []
+    seen: set[str] = set()
     for day in range(days):
         if rnd.random() < 0.05:
             continue  # the scheduler was down that night
@@ -249,7 +250,10 @@ def nightly_years(draw: st.DrawFn) -> list[BackupRef]:
         if rnd.random() < 0.03:  # a manual backup the same day
             moments.append((local + timedelta(hours=rnd.randrange(1, 20))).astimezone(UTC))
         for moment in moments:
-            out.append(BackupRef(f"{moment:%Y%m%dT%H%M%SZ}-logical", "logical", moment))
+            backup_id = f"{moment:%Y%m%dT%H%M%SZ}-logical"
+            if backup_id not in seen:  # a manual backup at the next night's minute: one id
+                seen.add(backup_id)
+                out.append(BackupRef(backup_id, "logical", moment))
     return out
 
 
