@@ -38,9 +38,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from drkit.backup.catalog import KEEP, MANIFEST, Manifest, backup_prefix
-from drkit.backup.order import chronological
 from drkit.backup.prune import plan_prune
+from drkit.catalog import KEEP, MANIFEST, Manifest, backup_prefix, chronological
 from drkit.errors import (
     CheckFailed,
     DrkitError,

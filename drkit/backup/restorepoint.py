@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from drkit.backup.catalog import iso, parse_ts
+from drkit.catalog import iso, parse_ts
 from drkit.config import Policy
 from drkit.errors import DatabaseError, ObjectExists, ObjectNotFound, SafetyRefused, UsageError
 from drkit.storage.repository import Repository
@@ -113,7 +113,7 @@ def list_restore_points(repo: Repository) -> list[RestorePoint]:
     import logging
 
     from drkit.errors import CheckFailed
-    from drkit.wal import parse_lsn
+    from drkit.lsn import parse_lsn
 
     points = []
     for info in repo.list(RESTORE_POINTS_DIR):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from drkit.backup.catalog import iso, list_backups, resolve_backup, scan
+from drkit.catalog import iso, list_backups, resolve_backup, scan
 from drkit.cli.common import (
     EnvArg,
     JsonOpt,
@@ -22,13 +22,13 @@ from drkit.cli.common import (
 )
 from drkit.cli.render import Col, live_progress, print_table, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
+from drkit.lsn import format_lsn
 from drkit.progress import Meter, human_size
 from drkit.storage.repository import Repository
-from drkit.wal import format_lsn
 
 if TYPE_CHECKING:
-    from drkit.backup.catalog import Manifest
     from drkit.backup.restorepoint import RestorePoint
+    from drkit.catalog import Manifest
 
 #: this module's commands, registered on drkit's root by drkit.cli.app
 commands = typer.Typer()
@@ -137,10 +137,9 @@ def backups(
     Newest first, in the server's order (WAL position, then the server's time), never by
     id or host time; a backup taken while the host clock was off is flagged.
     A repository that does not exist is an error (exit 1), not an empty list."""
-    from drkit.backup.catalog import skewed_backups
-    from drkit.backup.order import SKEW_BOUND
     from drkit.backup.restorepoint import list_restore_points
     from drkit.backup.retention import current_tiers
+    from drkit.catalog import SKEW_BOUND, skewed_backups
 
     settle(json_out, policy_dir)
     policy = load(env, repo_name)
@@ -260,7 +259,7 @@ def restore_point(
 
 
 def skew_text(manifest: Manifest) -> str:
-    from drkit.backup.order import describe_skew
+    from drkit.catalog import describe_skew
 
     skew = manifest.host_skew
     return "host clock skew unknown" if skew is None else f"host clock {describe_skew(skew)} server"

@@ -31,9 +31,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from drkit.backup.keep import KeepDocument
-from drkit.backup.order import SKEW_BOUND
 from drkit.backup.prune import DeleteDocument, PruneDocument
 from drkit.backup.verify import VerifyDocument
+from drkit.catalog import SKEW_BOUND
 from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestamp
 from drkit.documents import described as _field
 from drkit.preflight import CheckDocument

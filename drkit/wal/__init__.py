@@ -84,7 +84,6 @@ if TYPE_CHECKING:
     from drkit.wal.names import TimelineSwitch as TimelineSwitch
     from drkit.wal.names import backup_file_name as backup_file_name
     from drkit.wal.names import following_segments as following_segments
-    from drkit.wal.names import format_lsn as format_lsn
     from drkit.wal.names import history_name as history_name
     from drkit.wal.names import is_archivable as is_archivable
     from drkit.wal.names import is_history as is_history
@@ -92,7 +91,6 @@ if TYPE_CHECKING:
     from drkit.wal.names import lsn_to_segment_name as lsn_to_segment_name
     from drkit.wal.names import next_segment_name as next_segment_name
     from drkit.wal.names import parse_history as parse_history
-    from drkit.wal.names import parse_lsn as parse_lsn
     from drkit.wal.names import parse_segment as parse_segment
     from drkit.wal.names import segment_size_from_control as segment_size_from_control
     from drkit.wal.names import segment_system_identifier as segment_system_identifier
@@ -143,8 +141,8 @@ _FACE = {
     ),
     "names": (
         "DEFAULT_SEGMENT_SIZE LONG_HEADER_SIZE Segment TimelineSwitch backup_file_name "
-        "following_segments format_lsn history_name is_archivable is_history is_segment "
-        "lsn_to_segment_name next_segment_name parse_history parse_lsn parse_segment "
+        "following_segments history_name is_archivable is_history is_segment "
+        "lsn_to_segment_name next_segment_name parse_history parse_segment "
         "segment_size_from_control segment_system_identifier segments_between timeline_at"
     ),
     "receive": (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+from drkit.catalog import Manifest, make_backup_id, write_manifest
 from drkit.config import load_policy
 from drkit.storage.repository import Repository
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from drkit.config import load_policy
+from drkit.lsn import parse_lsn
 from drkit.schedule.daemon import SchedulerDaemon
 from drkit.storage import Repository
-from drkit.wal import find_wal_key, parse_lsn, stored_partials
+from drkit.wal import find_wal_key, stored_partials
 from tests import builders
 from tests.fix_cli import DrkitRunner, PolicyWriter
 from tests.fix_pg import PgServer
