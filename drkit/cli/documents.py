@@ -36,13 +36,20 @@ from drkit.backup.verify import VerifyDocument
 from drkit.catalog import SKEW_BOUND
 from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestamp
 from drkit.documents import described as _field
+from drkit.policycheck import PolicyCheckDocument
 from drkit.preflight import CheckDocument
 from drkit.restore.documents import PitrDocument, RestoreDocument, RestoredTable
 from drkit.sanitize.check import SanitizeCheckDocument
 from drkit.sanitize.report import SanitizeDocument
 from drkit.sanitize.scan import LeakScan
 from drkit.status import StatusDocument
-from drkit.wal.documents import WalPushDocument
+from drkit.wal.documents import (
+    ArchiveCommandDocument,
+    PromoteTimelineDocument,
+    WalFetchDocument,
+    WalPushDocument,
+    WalReceiveDocument,
+)
 
 #: the version of the documents' shapes, published in each schema file
 SCHEMA_VERSION = 1
@@ -53,47 +60,6 @@ class Failure(Document):
 
     ok: Literal[False] = _field("always false")
     error: ErrorInfo = _field("why the command failed")
-
-
-# -- policy check / check / archive-command ------------------------------------------
-
-
-class PolicyResult(Shape):
-    ok: bool = _field("the policy is valid")
-    policy: dict[str, Any] | None = _field(
-        "the resolved policy, secrets masked (when valid)", default=None
-    )
-    error: str | None = _field("why the policy is invalid", default=None)
-
-
-class RulesResult(Shape):
-    ok: bool = _field("the rules file is valid")
-    error: str = _field("why it is invalid (empty when valid)")
-
-
-class PolicyCheckDocument(Document):
-    """`drkit policy check [ENV] --json`"""
-
-    policies: dict[str, PolicyResult] = _field("each environment's policy by its name")
-    rules: dict[str, RulesResult] = _field("each sanitize rules file by its path")
-
-
-class ArchiveCommandDocument(Document):
-    """`drkit archive-command ENV --json`"""
-
-    environment: str
-    os_user: str = _field("the OS user the lines are for (the server's)")
-    archive_mode: Literal["on"]
-    archive_command: str = _field("the archive_command value, unquoted")
-    restore_command: str = _field("the restore_command value, unquoted")
-    env_file: str | None = _field(
-        "the env file both lines name (0600, the server's OS user's): the variables the "
-        "policy needs, resolved where archive-command ran; null when it needs none",
-        default=None,
-    )
-    env_variables: list[str] = _field(
-        "the names the env file sets or unsets (never their values)", default_factory=list
-    )
 
 
 # -- backups -----------------------------------------------------------------------
@@ -279,36 +245,6 @@ class WalSearchDocument(Document):
     relfilenodes: list[WalSearchFile] = _field("the table's relation files, in order")
     dropped_by: int | None = _field("the transaction that dropped the table, if one did")
     transactions: list[WalSearchTransaction]
-
-
-class WalFetchDocument(Document):
-    """`drkit wal-fetch ENV NAME PATH --json` (exit 1 when it is not archived)"""
-
-    name: str
-    fetched: bool
-
-
-class WalReceiveDocument(Document):
-    """`drkit wal-receive ENV [--drop-slot] --json`: what the run stored, or the slot dropped"""
-
-    environment: str
-    slot: str = _field("the physical replication slot, drkit_ENV")
-    dropped: bool = _field("--drop-slot: whether a slot existed and was removed")
-    created_slot: bool = _field("whether this run created the slot")
-    segments_stored: int = _field("finished segments stored (or found stored identical)")
-    partials_stored: int = _field("copies of the segment being received stored under stream/")
-    last_partial: str | None = _field("the newest partial copy stored, <segment>.<end>.partial")
-    duration_seconds: float = _field("seconds the run took")
-
-
-class PromoteTimelineDocument(Document):
-    """`drkit promote-timeline ENV [TLI] --json`"""
-
-    environment: str
-    timeline: int = _field("the timeline now recorded as production's")
-    recorded_at: Timestamp
-    source: str = _field("who recorded it")
-    previous: int | None = _field("the timeline recorded before")
 
 
 # -- sanitize ------------------------------------------------------------------------

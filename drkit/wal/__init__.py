@@ -18,6 +18,7 @@ pgBackRest's ``command/archive``:
 - :mod:`.timelines`: which timeline is production's;
 - :mod:`.commands`: the command lines PostgreSQL runs, and the runtime its OS user runs;
 - :mod:`.envfile`: the variables a policy needs, pinned for those lines (the env file);
+- :mod:`.setup`: ``archive-command``, those lines made to work for this install;
 - :mod:`.entry`: every entry PostgreSQL runs, in one lean module (``python -m drkit.wal``).
 
 The face loads a module only when one of its names is first used: archive_command runs
@@ -111,6 +112,7 @@ if TYPE_CHECKING:
     from drkit.wal.receive import slot_lag as slot_lag
     from drkit.wal.receive import slot_name as slot_name
     from drkit.wal.receive import slot_state as slot_state
+    from drkit.wal.setup import set_up_archiving as set_up_archiving
     from drkit.wal.timelines import RESTORE_MARKER as RESTORE_MARKER
     from drkit.wal.timelines import clear_restore_marker as clear_restore_marker
     from drkit.wal.timelines import note_pushed as note_pushed
@@ -148,6 +150,7 @@ _FACE = {
     "receive": (
         "ReceiveReport SlotLag SlotState drop_slot receive_wal slot_lag slot_name slot_state"
     ),
+    "setup": "set_up_archiving",
     "push": "PushOutcome PushReport WalConflict WalRejected push_file push_wal ready_files",
     "timelines": (
         "RESTORE_MARKER clear_restore_marker note_pushed promote_timeline recorded_timeline "
