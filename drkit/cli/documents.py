@@ -30,10 +30,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from drkit.backup.copy import CopyDocument
 from drkit.backup.keep import KeepDocument
+from drkit.backup.listing import BackupDocument, BackupsDocument
 from drkit.backup.prune import DeleteDocument, PruneDocument
+from drkit.backup.restorepoint import RestorePointDocument
 from drkit.backup.verify import VerifyDocument
-from drkit.catalog import SKEW_BOUND
 from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestamp
 from drkit.documents import described as _field
 from drkit.policycheck import PolicyCheckDocument
@@ -60,125 +62,6 @@ class Failure(Document):
 
     ok: Literal[False] = _field("always false")
     error: ErrorInfo = _field("why the command failed")
-
-
-# -- backups -----------------------------------------------------------------------
-
-
-class BackupSummary(Shape):
-    id: str = _field("the backup ID (what restore and verify take)")
-    kind: Literal["logical", "physical"]
-    environment: str
-    databases: list[str] = _field("the databases it holds")
-    started_at: Timestamp
-    finished_at: Timestamp
-    consistent_at: Timestamp | None = _field("the point the backup restores to")
-    duration_seconds: float = _field("seconds the backup took")
-    size_bytes: int = _field("bytes stored in the repository (compressed, encrypted)")
-    raw_size_bytes: int = _field("bytes before compression and encryption")
-    duration: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-    size: int = _field("the same as size_bytes (kept for version 1; prefer size_bytes)")
-    raw_size: int = _field("the same as raw_size_bytes (kept for version 1; prefer raw_size_bytes)")
-    tables: int | None = _field("tables dumped (logical)", default=None)
-    rows: int | None = _field("rows counted at dump time (logical)", default=None)
-    wal_start: str | None = _field("start WAL location (physical)", default=None)
-    wal_stop: str | None = _field("stop WAL location (physical)", default=None)
-    timeline: int | None = _field("timeline of the base backup (physical)", default=None)
-    incremental: bool | None = _field(
-        "an incremental base backup (physical, PostgreSQL 17+)", default=None
-    )
-    parent: str | None = _field(
-        "the backup an incremental is relative to; restoring it needs the whole chain",
-        default=None,
-    )
-    consistent_lsn: str | None = _field(
-        "the WAL position the backup is consistent at, as the server said (logical: its "
-        "snapshot; physical: its stop point); with consistent_timeline and "
-        "system_identifier it orders backups (null: ordered by the server's time)",
-        default=None,
-    )
-    consistent_timeline: int | None = _field("the timeline of consistent_lsn", default=None)
-    system_identifier: str | None = _field(
-        "the cluster's system identifier (pg_control_system())", default=None
-    )
-    clock_skew_seconds: float | None = _field(
-        "the database server's clock minus drkit's host clock while the backup ran "
-        "(negative: the host was ahead); null when unknown",
-        default=None,
-    )
-    clock_skewed: bool = _field(
-        f"true when clock_skew_seconds is beyond {SKEW_BOUND.total_seconds():g} s either way: "
-        "the id, started_at and "
-        "finished_at come from a wrong host clock (the order of backups never reads them)",
-        default=False,
-    )
-
-
-class BackupDocument(Document, BackupSummary):
-    """`drkit backup ENV [--physical] --json`: the backup just taken"""
-
-
-class BackupRow(BackupSummary):
-    tiers: list[str] = _field(
-        "the retention tiers it currently satisfies (a keep by hand reads 'kept by hand ...')"
-    )
-    kept_until: str | None = _field(
-        "kept by hand (drkit keep): the RFC 3339 time the keep ends, or 'forever' (until "
-        "released); null when nobody keeps it",
-        default=None,
-    )
-
-
-class RestorePointRow(Shape):
-    name: str = _field("what --target-name takes")
-    environment: str
-    created_at: Timestamp = _field("the server's clock when it was created")
-    lsn: str = _field("the end of the restore point's WAL record: where recovery to it pauses")
-    timeline: int
-    system_identifier: str = _field("the cluster it was created on (pg_control_system())")
-    segment: str = _field("the WAL segment holding it, archived before it was recorded")
-    next_xid: int | None = _field("the first transaction ID not yet assigned then")
-
-
-class BackupsDocument(Document):
-    """`drkit backups ENV --json`: newest first, in the server's order (WAL position
-    within a cluster, then the server's time), never by id or host time"""
-
-    environment: str
-    repository: str = _field("the repository location, credentials masked")
-    backups: list[BackupRow]
-    restore_points: list[RestorePointRow] = _field(
-        "the restore points drkit restore-point recorded, oldest first", default_factory=list
-    )
-
-
-class RestorePointDocument(Document, RestorePointRow):
-    """`drkit restore-point ENV NAME --json`: the restore point created, archived and
-    recorded"""
-
-
-class CopyRun(Shape):
-    """What one run did to one copy (``copies.NAME``)."""
-
-    name: str = _field("the copy's name in the policy")
-    location: str = _field("where the copy lives (the environment's prefix in it)")
-    ok: bool = _field("false: this copy failed (error says why); the others still ran")
-    copied_objects: int = _field("objects copied, each read back and its sha256 compared")
-    copied_bytes: int = _field("bytes copied")
-    present_objects: int = _field("objects the copy already held (not sent again)")
-    updated_records: int = _field("records rewritten in place (timeline, keep records)")
-    published: list[str] = _field("backups whose manifest this run wrote in the copy")
-    skipped: list[str] = _field("backups the copy's own retention leaves out (not copied)")
-    error: str | None = _field("why this copy failed")
-
-
-class CopyDocument(Document):
-    """`drkit copy ENV [--repo NAME] --json` (one failed copy fails the command)"""
-
-    environment: str
-    copies: list[CopyRun]
 
 
 # -- restore -------------------------------------------------------------------------
