@@ -208,6 +208,7 @@ DECLARED = frozenset(
         "policy-check",
         "promote-timeline",
         "restore-point",
+        "verify",
         "wal-fetch",
         "wal-push",
         "wal-receive",

@@ -245,3 +245,8 @@ class VerifyDocument(Document):
     """`drkit verify ENV [ID|latest|--all] --json` (exit 3 when a backup fails)"""
 
     backups: list[Verdict]
+
+
+def verify_document(verdicts: list[BackupVerdict]) -> VerifyDocument:
+    """``drkit verify --json``: each backup's verdict, ok only when every one is."""
+    return VerifyDocument(ok=all(v.ok for v in verdicts), backups=[v.document() for v in verdicts])

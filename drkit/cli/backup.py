@@ -229,7 +229,7 @@ def verify(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups."""
-    from drkit.backup.verify import VerifyDocument, verify_backup
+    from drkit.backup.verify import verify_backup, verify_document
     from drkit.backup.walchain import WalReading
 
     settle(json_out, policy_dir)
@@ -256,7 +256,7 @@ def verify(
                 verdicts.append(verify_backup(repo, m, meter, wal, wal_plan))
     bad = [v for v in verdicts if not v.ok]
     if state.json:
-        emit_json(VerifyDocument(ok=not bad, backups=[v.document() for v in verdicts]))
+        emit_json(verify_document(verdicts))
     else:
         for v in verdicts:
             mark = "[green]✓ OK[/green]" if v.ok else "[red]✗ FAILED[/red]"
