@@ -50,7 +50,7 @@ from typing import Any
 import psycopg
 
 from benchmarks.measure import drkit, median, scratch_dir, write_policy
-from drkit.backup.catalog import read_manifest
+from drkit.catalog import read_manifest
 from drkit.config import load_policy
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user, run_as
 from drkit.restore import restore_point_in_time

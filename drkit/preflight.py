@@ -29,7 +29,7 @@ for a failed check (the caller decides the exit code), and nothing is left behin
    the server is PostgreSQL 17+ with ``summarize_wal = on``;
 8. ``clock``: drkit's host clock against the server's ``clock_timestamp()``, and
    ``backup clocks``: the backups in the repository taken while the host clock was off.
-   Both WARN (never FAIL) beyond :data:`~drkit.backup.order.SKEW_BOUND`: backups are
+   Both WARN (never FAIL) beyond :data:`~drkit.catalog.order.SKEW_BOUND`: backups are
    ordered by the server, so a wrong host clock only makes ids and host times wrong;
 9. ``sanitize target`` (where a rules file next to the policies copies into this
    environment): what a sanitize run needs of the role on the server (CREATEDB, the
@@ -516,7 +516,7 @@ def _check_streaming(report: CheckReport, policy: Policy, conn: Any) -> None:
 def _check_clock(report: CheckReport, conn: Any) -> None:
     """drkit's host clock against the server's (its ids and host times come from it)."""
     from drkit.backup.logical import read_position
-    from drkit.backup.order import describe_skew, skewed
+    from drkit.catalog import describe_skew, skewed
     from drkit.pg.connect import first_line
 
     try:
@@ -538,7 +538,7 @@ def _check_clock(report: CheckReport, conn: Any) -> None:
 
 def _check_backup_clocks(report: CheckReport, repo: Any) -> None:
     """The backups taken while the host clock was off (their ids and host times lie)."""
-    from drkit.backup.catalog import list_backups, skewed_backups
+    from drkit.catalog import list_backups, skewed_backups
     from drkit.status import skew_attention
 
     try:

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from drkit.backup.catalog import Manifest, iso, skewed_backups
-from drkit.backup.order import SKEW_BOUND, describe_skew
+from drkit.catalog import SKEW_BOUND, Manifest, describe_skew, iso, skewed_backups
 from drkit.config import Policy, format_duration
 from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import StorageError

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from drkit.backup.catalog import Manifest
+from drkit.catalog import Manifest
 
 if TYPE_CHECKING:
     from drkit.storage.repository import StoredObject
@@ -90,7 +90,7 @@ def build_manifest(
 ) -> Manifest:
     """A complete backup's manifest: started ``at``, finished ``duration`` later and
     consistent then (unless ``consistent_at`` is given), id ``<at>-<kind>`` unless given;
-    ``fields`` are any other :class:`~drkit.backup.catalog.Manifest` fields."""
+    ``fields`` are any other :class:`~drkit.catalog.manifests.Manifest` fields."""
     fields.setdefault("consistent_at", at + duration)
     return Manifest(
         id=backup_id or f"{at:%Y%m%dT%H%M%SZ}-{kind}",

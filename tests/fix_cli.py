@@ -197,6 +197,55 @@ def own_shape(name: str) -> dict[str, Any]:
     return {"$schema": full["$schema"], "$ref": refs[0], "$defs": full["$defs"]}
 
 
+#: documents whose every key must be one their schema names (:func:`undeclared`): one
+#: description, the model core returns, so nothing is written that the schema does not say
+DECLARED = frozenset(
+    {
+        "archive-command",
+        "backup",
+        "backups",
+        "copy",
+        "policy-check",
+        "promote-timeline",
+        "restore-point",
+        "verify",
+        "wal-fetch",
+        "wal-push",
+        "wal-receive",
+    }
+)
+
+
+def undeclared(document: Any, shape: dict[str, Any]) -> list[str]:
+    """The keys of ``document`` its schema ``shape`` does not name (the schemas allow
+    unnamed keys, so validation alone never sees a key written beside the model)."""
+    defs = shape.get("$defs", {})
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[-1]]
+        return node
+
+    def walk(value: Any, node: dict[str, Any], where: str) -> list[str]:
+        node = resolve(node)
+        found = [f for option in node.get("anyOf", []) for f in walk(value, option, where)]
+        if isinstance(value, dict):
+            names, more = node.get("properties"), node.get("additionalProperties")
+            for key, item in value.items():
+                if names is not None and key in names:
+                    found += walk(item, names[key], f"{where}.{key}")
+                elif isinstance(more, dict):
+                    found += walk(item, more, f"{where}.{key}")
+                elif names is not None:
+                    found.append(f"{where}.{key}")
+        elif isinstance(value, list) and isinstance(node.get("items"), dict):
+            for i, item in enumerate(value):
+                found += walk(item, node["items"], f"{where}[{i}]")
+        return found
+
+    return sorted(set(walk(document, shape, "$")))
+
+
 def valid(name: str, result: Result, code: int = 0, *, shaped: bool = True) -> dict[str, Any]:
     """``result``'s one document, validated; returns it."""
     assert result.code == code, f"exit {result.code}, wanted {code}: {result.stderr}"
@@ -207,6 +256,9 @@ def valid(name: str, result: Result, code: int = 0, *, shaped: bool = True) -> d
     if shaped:  # not only the bare failure document
         problems = errors(document, own_shape(name))
         assert not problems, f"{name} (own shape): {problems}"
+        if name in DECLARED:
+            extra = undeclared(document, own_shape(name))
+            assert not extra, f"{name}: keys its schema does not name: {extra}"
     if code != 0:
         failure_problems = errors(document, schema("failure"))
         if name != "drill":  # a drill report keeps its own error (a string)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from drkit.backup.catalog import make_backup_id, write_manifest
+from drkit.catalog import make_backup_id, write_manifest
 from drkit.storage import Repository
 from tests.builders import build_manifest
 

@@ -161,7 +161,7 @@ def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_drkit: Drkit
     """A middle segment missing: ``restore latest`` stops before it, so the RPO exposure
     counts from the last segment before the gap (status and /metrics alike), and the gap
     is reported.  A segment of another cluster at the archive's end counts for nothing."""
-    from drkit.backup.catalog import iso
+    from drkit.catalog import iso
     from drkit.config import load_policy
     from drkit.schedule.metrics import MetricsView, build_metrics, read_catalog
     from drkit.wal import (

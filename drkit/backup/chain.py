@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from drkit.backup.catalog import Manifest
-from drkit.backup.order import newest, precedes
 from drkit.backup.walchain import backup_on_timeline
+from drkit.catalog import Manifest, newest, precedes
 from drkit.errors import CheckFailed
 from drkit.storage.repository import StoredObject
 from drkit.wal import TimelineSwitch

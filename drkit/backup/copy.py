@@ -36,11 +36,11 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
-from drkit.backup.catalog import KEEP, MANIFEST, Manifest, backup_prefix
-from drkit.backup.order import chronological
 from drkit.backup.prune import plan_prune
+from drkit.catalog import KEEP, MANIFEST, Manifest, backup_prefix, chronological
+from drkit.documents import Document, Shape, described
 from drkit.errors import (
     CheckFailed,
     DrkitError,
@@ -78,19 +78,50 @@ class CopyResult:
     skipped: list[str] = field(default_factory=list)
     error: DrkitError | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "location": self.location,
-            "ok": self.error is None,
-            "copied_objects": self.copied_objects,
-            "copied_bytes": self.copied_bytes,
-            "present_objects": self.present_objects,
-            "updated_records": self.updated_records,
-            "published": list(self.published),
-            "skipped": list(self.skipped),
-            "error": str(self.error) if self.error is not None else None,
-        }
+    def document(self) -> CopyRun:
+        return CopyRun(
+            name=self.name,
+            location=self.location,
+            ok=self.error is None,
+            copied_objects=self.copied_objects,
+            copied_bytes=self.copied_bytes,
+            present_objects=self.present_objects,
+            updated_records=self.updated_records,
+            published=list(self.published),
+            skipped=list(self.skipped),
+            error=str(self.error) if self.error is not None else None,
+        )
+
+
+class CopyRun(Shape):
+    """What one run did to one copy (``copies.NAME``)."""
+
+    name: str = described("the copy's name in the policy")
+    location: str = described("where the copy lives (the environment's prefix in it)")
+    ok: bool = described("false: this copy failed (error says why); the others still ran")
+    copied_objects: int = described("objects copied, each read back and its sha256 compared")
+    copied_bytes: int = described("bytes copied")
+    present_objects: int = described("objects the copy already held (not sent again)")
+    updated_records: int = described("records rewritten in place (timeline, keep records)")
+    published: list[str] = described("backups whose manifest this run wrote in the copy")
+    skipped: list[str] = described("backups the copy's own retention leaves out (not copied)")
+    error: str | None = described("why this copy failed")
+
+
+class CopyDocument(Document):
+    """`drkit copy ENV [--repo NAME] --json` (one failed copy fails the command)"""
+
+    environment: str
+    copies: list[CopyRun]
+
+
+def copy_document(environment: str, results: list[CopyResult]) -> CopyDocument:
+    """``drkit copy --json``: what the run did to each copy."""
+    return CopyDocument(
+        ok=all(r.error is None for r in results),
+        environment=environment,
+        copies=[r.document() for r in results],
+    )
 
 
 def copy_names(policy: Policy, only: str | None = None) -> list[str]:

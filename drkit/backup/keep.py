@@ -1,7 +1,7 @@
 """``drkit keep``: a person keeps one backup through ``prune``, until a date or released.
 
 The keep is recorded in the repository, beside the backup's manifest
-(``backups/<id>/keep.json``, :class:`drkit.backup.catalog.Hold`), so every host that
+(``backups/<id>/keep.json``, :class:`drkit.catalog.manifests.Hold`), so every host that
 prunes the repository sees it; it is stored with one atomic put (a reader sees the old
 record or the new one, never half).  Retention reads it with the listing and keeps the
 backup with the reason ``kept by hand [until ...]`` (and, for an incremental, its whole
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from drkit.backup.catalog import (
+from drkit.catalog import (
     Hold,
     hold_key,
     iso,

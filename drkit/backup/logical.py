@@ -14,7 +14,7 @@ manifest last; a backup that fails leaves no partial objects behind (best effort
 
 The statement that takes the snapshot also reads the server's WAL position, timeline
 and clock (:class:`ServerReading`); with the cluster's system identifier they are the
-backup's consistent point, which orders backups (:mod:`drkit.backup.order`).  The
+backup's consistent point, which orders backups (:mod:`drkit.catalog.order`).  The
 backup id and ``started_at`` come from the host clock (the id is the UTC start time and
 the kind) and order nothing; the host clock's distance from the server's is recorded
 so that a wrong host clock is seen (``drkit backups``, ``check``, ``status``).
@@ -34,17 +34,17 @@ from urllib.parse import quote
 
 import psycopg
 
-from drkit.backup.catalog import (
+from drkit.backup.lock import HeldLock, backup_lock
+from drkit.catalog import (
     CUSTOM,
     DIRECTORY,
     MANIFEST,
     Manifest,
     backup_prefix,
     make_backup_id,
+    measured_skew,
     write_manifest,
 )
-from drkit.backup.lock import HeldLock, backup_lock
-from drkit.backup.order import measured_skew
 from drkit.config import Policy
 from drkit.errors import DatabaseError, DrkitError, UsageError
 from drkit.pg.binaries import find_client
@@ -77,7 +77,7 @@ class ServerReading:
     clock_skew: float  # the server's clock minus the host's, in seconds
 
     def manifest_fields(self) -> dict[str, Any]:
-        """The :class:`~drkit.backup.catalog.Manifest` fields this reading fills."""
+        """The :class:`~drkit.catalog.manifests.Manifest` fields this reading fills."""
         return {
             "consistent_at": self.at,
             "consistent_lsn": self.lsn if self.timeline is not None else None,

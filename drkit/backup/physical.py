@@ -45,13 +45,14 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from drkit.backup.catalog import Manifest, backup_prefix, list_backups, write_manifest
 from drkit.backup.chain import PG_MANIFEST_NAME, choose_parent, pg_manifest_object
 from drkit.backup.lock import HeldLock, acquire_backup_lock
 from drkit.backup.logical import ServerReading, discard_partial, new_backup_id, read_position
 from drkit.backup.relations import CATALOG_KEY, read_relation_catalog
+from drkit.catalog import Manifest, backup_prefix, list_backups, write_manifest
 from drkit.config import Policy
 from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
+from drkit.lsn import parse_lsn
 from drkit.pg.binaries import find_client
 from drkit.pg.connect import connect, first_line, server_major, server_version
 from drkit.pg.conninfo import for_subprocess
@@ -64,7 +65,6 @@ from drkit.wal import (
     find_wal_key,
     lsn_to_segment_name,
     open_wal_object,
-    parse_lsn,
     read_identity,
 )
 
@@ -707,7 +707,7 @@ class _BaseBackup:
                 started_at=started,
                 finished_at=datetime.now(UTC),
                 consistent_at=clock.at,
-                # the stop point orders it among the cluster's backups (drkit.backup.order)
+                # the stop point orders it among the cluster's backups (drkit.catalog.order)
                 consistent_lsn=span.stop,
                 consistent_timeline=span.stop_timeline,
                 clock_skew=clock.clock_skew,

@@ -46,18 +46,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from drkit.backup.catalog import (
-    MANIFEST,
-    Hold,
-    Listing,
-    Manifest,
-    backup_prefix,
-    iso,
-    parse_backup_id,
-    read_hold,
-    restorable_span,
-    scan,
-)
 from drkit.backup.lock import running_backups
 from drkit.backup.retention import (
     BackupRef,
@@ -68,6 +56,18 @@ from drkit.backup.retention import (
     orphan_expired,
     plan_retention,
     plan_wal,
+)
+from drkit.catalog import (
+    MANIFEST,
+    Hold,
+    Listing,
+    Manifest,
+    backup_prefix,
+    iso,
+    parse_backup_id,
+    read_hold,
+    restorable_span,
+    scan,
 )
 from drkit.config import RetentionConfig
 from drkit.documents import Document, Shape, Timestamp, described

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from drkit.backup.catalog import iso, parse_ts
+from drkit.catalog import iso, parse_ts
 from drkit.config import Policy
+from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import DatabaseError, ObjectExists, ObjectNotFound, SafetyRefused, UsageError
 from drkit.storage.repository import Repository
 
@@ -42,7 +43,16 @@ class RestorePoint:
     segment: str  # the WAL segment that holds it (archived before it was recorded)
     next_xid: int | None = None  # the first transaction ID not yet assigned then
 
+    def document(self) -> RestorePointDocument:
+        """``drkit restore-point --json``: the point created, archived and recorded."""
+        return RestorePointDocument.model_validate({"ok": True, **self.to_dict()})
+
+    def row(self) -> RestorePointRow:
+        """This point as ``drkit backups --json`` lists it: the stored record's fields."""
+        return RestorePointRow.model_validate(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
+        """The stored record (``restore-points/NAME.json``)."""
         return {
             "name": self.name,
             "environment": self.environment,
@@ -69,6 +79,22 @@ class RestorePoint:
             segment=str(doc["segment"]),
             next_xid=int(doc["next_xid"]) if doc.get("next_xid") is not None else None,
         )
+
+
+class RestorePointRow(Shape):
+    name: str = described("what --target-name takes")
+    environment: str
+    created_at: Timestamp = described("the server's clock when it was created")
+    lsn: str = described("the end of the restore point's WAL record: where recovery to it pauses")
+    timeline: int
+    system_identifier: str = described("the cluster it was created on (pg_control_system())")
+    segment: str = described("the WAL segment holding it, archived before it was recorded")
+    next_xid: int | None = described("the first transaction ID not yet assigned then")
+
+
+class RestorePointDocument(Document, RestorePointRow):
+    """`drkit restore-point ENV NAME --json`: the restore point created, archived and
+    recorded"""
 
 
 def check_restore_point_name(name: str, *, option: str = "NAME") -> None:
@@ -113,7 +139,7 @@ def list_restore_points(repo: Repository) -> list[RestorePoint]:
     import logging
 
     from drkit.errors import CheckFailed
-    from drkit.wal import parse_lsn
+    from drkit.lsn import parse_lsn
 
     points = []
     for info in repo.list(RESTORE_POINTS_DIR):

@@ -31,7 +31,7 @@ it is kept when any series keeps it:
 * An incremental keeps its whole chain: every ancestor of a kept backup is kept,
   with the reason ``parent of <child id>`` (so ``prune --dry-run`` shows the chains).
 
-"Newest" is the server's order (:func:`drkit.backup.order.chronological`: WAL position
+"Newest" is the server's order (:func:`drkit.catalog.order.chronological`: WAL position
 within a cluster, then the server's time), never the ids, the host's start times, the
 order of the input or of the listing; and a backup's day, week and month are those of
 the server's time of its consistent point.  So a host clock that was 30 days ahead
@@ -65,7 +65,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from drkit.backup.order import ServerPoint, chronological
+from drkit.catalog import ServerPoint, chronological
 
 if TYPE_CHECKING:
     from drkit.config import Policy, RetentionConfig
@@ -117,7 +117,7 @@ class BackupRef:
 
 
 class ManifestLike(Protocol):
-    """The fields of a backup manifest (:class:`drkit.backup.catalog.Manifest`) used here."""
+    """The fields of a backup manifest (:class:`drkit.catalog.manifests.Manifest`) used here."""
 
     @property
     def id(self) -> str: ...

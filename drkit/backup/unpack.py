@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
-from drkit.backup.catalog import Manifest
+from drkit.catalog import Manifest
 from drkit.errors import CheckFailed, OperationError, SafetyRefused
 from drkit.pg import DIRECTORY_FLAGS, Owner, claim_data_directory, cluster_os_user
 from drkit.progress import Meter, MeteredReader, OnProgress

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from drkit.backup.catalog import Manifest
+from drkit.catalog import Manifest
 from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import CheckFailed, DrkitError, StorageError
 from drkit.storage.repository import Repository
@@ -78,8 +78,8 @@ def verify_backup(
     verdict = BackupVerdict(manifest.id, manifest.kind)
     _check_objects(repo, manifest, verdict, on_bytes)
     if manifest.kind == "physical":
-        from drkit.backup.catalog import iso
         from drkit.backup.walchain import check_backup_wal
+        from drkit.catalog import iso
 
         problems, details = check_backup_wal(repo, manifest, wal)
         verdict.problems += problems
@@ -109,8 +109,8 @@ def _check_chain(
     verdict: BackupVerdict,
     on_bytes: Callable[[int], None] | None,
 ) -> None:
-    from drkit.backup.catalog import list_backups
     from drkit.backup.chain import by_id, resolve_chain
+    from drkit.catalog import list_backups
 
     try:
         chain = resolve_chain(manifest, by_id(list_backups(repo, "physical")))
@@ -245,3 +245,8 @@ class VerifyDocument(Document):
     """`drkit verify ENV [ID|latest|--all] --json` (exit 3 when a backup fails)"""
 
     backups: list[Verdict]
+
+
+def verify_document(verdicts: list[BackupVerdict]) -> VerifyDocument:
+    """``drkit verify --json``: each backup's verdict, ok only when every one is."""
+    return VerifyDocument(ok=all(v.ok for v in verdicts), backups=[v.document() for v in verdicts])

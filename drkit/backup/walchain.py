@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from drkit.backup.catalog import Manifest, iso
+from drkit.catalog import Manifest, iso
 from drkit.storage import ObjectInfo, Repository, plain_name
 from drkit.wal import (
     DEFAULT_SEGMENT_SIZE,
@@ -263,7 +263,7 @@ def recovery_timeline(
     later restore, promoted, can create one).  This picks the newest timeline whose
     history passes through the backup's timeline after the backup's stop point.
     """
-    from drkit.wal import parse_lsn
+    from drkit.lsn import parse_lsn
 
     index = index or WalIndex.load(repo)
     base_tli = int(manifest.timeline or 1)
@@ -316,7 +316,8 @@ def backup_on_timeline(manifest: Manifest, timeline: int, history: list[Timeline
     """Whether recovery from ``manifest`` can follow ``timeline``: the backup's stop point
     lies on the backup's own timeline within ``timeline``'s history (a timeline that
     branched off before the backup ended does not contain it)."""
-    from drkit.wal import parse_lsn, timeline_at
+    from drkit.lsn import parse_lsn
+    from drkit.wal import timeline_at
 
     if not manifest.wal_stop:
         return False

@@ -3,12 +3,11 @@ backup by hand: ``keep`` and ``delete``, and ``copy`` (to the policy's copies)."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from drkit.backup.catalog import iso, list_backups, resolve_backup, scan
+from drkit.catalog import list_backups, resolve_backup
 from drkit.cli.common import (
     EnvArg,
     JsonOpt,
@@ -24,11 +23,10 @@ from drkit.cli.render import Col, live_progress, print_table, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.progress import Meter, human_size
 from drkit.storage.repository import Repository
-from drkit.wal import format_lsn
 
 if TYPE_CHECKING:
-    from drkit.backup.catalog import Manifest
     from drkit.backup.restorepoint import RestorePoint
+    from drkit.catalog import Manifest
 
 #: this module's commands, registered on drkit's root by drkit.cli.app
 commands = typer.Typer()
@@ -80,49 +78,16 @@ def backup(
             manifest = backup_logical(
                 policy, databases=database or None, jobs=jobs, on_progress=progress
             )
-    summary = backup_summary(manifest)
     if state.json:
-        emit_json(summary)
+        from drkit.backup.listing import backup_document
+
+        emit_json(backup_document(manifest))
         return
     out.print(
         f"[green]✓[/green] backup [bold]{manifest.id}[/bold]: {', '.join(manifest.databases)} — "
         f"{human_size(manifest.size)} stored ({human_size(manifest.raw_size)} raw) "
         f"in {manifest.duration:.1f}s"
     )
-
-
-def backup_summary(manifest: Any) -> dict[str, Any]:
-    data = {
-        "id": manifest.id,
-        "kind": manifest.kind,
-        "environment": manifest.environment,
-        "databases": manifest.databases,
-        "started_at": iso(manifest.started_at),  # RFC 3339 with Z, like every document
-        "finished_at": iso(manifest.finished_at),
-        "consistent_at": iso(manifest.consistent_at),
-        "duration": round(manifest.duration, 3),
-        "size": manifest.size,
-        "raw_size": manifest.raw_size,
-        # the same, their unit in the key (issue 12); the older keys stay for version 1
-        "duration_seconds": round(manifest.duration, 3),
-        "size_bytes": manifest.size,
-        "raw_size_bytes": manifest.raw_size,
-        # the server's consistent point: what orders backups (never the id or started_at)
-        "consistent_lsn": manifest.server_point and format_lsn(manifest.server_point.lsn),
-        "consistent_timeline": manifest.server_point and manifest.server_point.timeline,
-        "system_identifier": manifest.system_identifier,
-        "clock_skew_seconds": manifest.host_skew,
-        "clock_skewed": manifest.clock_skewed,
-    }
-    if manifest.kind == "logical":
-        data["tables"] = sum(len(t) for t in manifest.row_counts.values())
-        data["rows"] = sum(sum(t.values()) for t in manifest.row_counts.values())
-    else:
-        data.update(
-            wal_start=manifest.wal_start, wal_stop=manifest.wal_stop, timeline=manifest.timeline
-        )
-        data.update(incremental=manifest.incremental, parent=manifest.parent)
-    return data
 
 
 @commands.command("backups")
@@ -137,41 +102,21 @@ def backups(
     Newest first, in the server's order (WAL position, then the server's time), never by
     id or host time; a backup taken while the host clock was off is flagged.
     A repository that does not exist is an error (exit 1), not an empty list."""
-    from drkit.backup.catalog import skewed_backups
-    from drkit.backup.order import SKEW_BOUND
-    from drkit.backup.restorepoint import list_restore_points
-    from drkit.backup.retention import current_tiers
+    from drkit.backup.listing import list_environment
+    from drkit.catalog import SKEW_BOUND, skewed_backups
 
     settle(json_out, policy_dir)
     policy = load(env, repo_name)
     repo = Repository.for_policy(policy)
     repo.backend.check_reachable()
-    listing = scan(repo)
-    manifests = listing.manifests
-    now = datetime.now(UTC)
-    holds = {k: h for k, h in listing.holds.items() if h.active(now)}
-    tiers = current_tiers(policy, manifests, {k: h.reason for k, h in holds.items()})
-    points = list_restore_points(repo)
-    rows = []
-    for m in reversed(manifests):
-        row = backup_summary(m)
-        row["tiers"] = tiers.get(m.id, [])
-        hold = holds.get(m.id)
-        row["kept_until"] = None if hold is None else iso(hold.until) if hold.until else "forever"
-        rows.append(row)
+    listed = list_environment(policy, repo)
     if state.json:
-        emit_json(
-            {
-                "environment": env,
-                "repository": repo.location,
-                "backups": rows,
-                "restore_points": [p.to_dict() for p in points],
-            }
-        )
+        emit_json(listed.document())
         return
+    points, manifests = listed.restore_points, listed.manifests
     if points:
         _print_restore_points(env, repo, points)
-    if not rows:
+    if not manifests:
         out.print(f"no backups in {repo.location}", markup=False, highlight=False)
         return
     print_table(
@@ -194,12 +139,12 @@ def backups(
                 f"{m.duration:.1f}s",
                 human_size(m.size),
                 ", ".join(m.databases),
-                ", ".join(row["tiers"]) or "-",
+                ", ".join(listed.tiers.get(m.id, [])) or "-",
             ]
-            for m, row in zip(reversed(manifests), rows, strict=True)
+            for m in manifests
         ],
     )
-    skewed = skewed_backups(manifests)
+    skewed = skewed_backups(list(reversed(manifests)))
     if skewed:
         out.print(
             f"warning: {len(skewed)} backup(s) taken while drkit's host clock was off by more "
@@ -249,7 +194,7 @@ def restore_point(
     policy = load(env)
     point = create_restore_point(policy, name)
     if state.json:
-        emit_json({"ok": True, **point.to_dict()})
+        emit_json(point.document())
         return
     out.print(
         f"[green]✓[/green] restore point {point.name} at {point.lsn} (timeline {point.timeline}, "
@@ -260,7 +205,7 @@ def restore_point(
 
 
 def skew_text(manifest: Manifest) -> str:
-    from drkit.backup.order import describe_skew
+    from drkit.catalog import describe_skew
 
     skew = manifest.host_skew
     return "host clock skew unknown" if skew is None else f"host clock {describe_skew(skew)} server"
@@ -284,7 +229,7 @@ def verify(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups."""
-    from drkit.backup.verify import VerifyDocument, verify_backup
+    from drkit.backup.verify import verify_backup, verify_document
     from drkit.backup.walchain import WalReading
 
     settle(json_out, policy_dir)
@@ -311,7 +256,7 @@ def verify(
                 verdicts.append(verify_backup(repo, m, meter, wal, wal_plan))
     bad = [v for v in verdicts if not v.ok]
     if state.json:
-        emit_json(VerifyDocument(ok=not bad, backups=[v.document() for v in verdicts]))
+        emit_json(verify_document(verdicts))
     else:
         for v in verdicts:
             mark = "[green]✓ OK[/green]" if v.ok else "[red]✗ FAILED[/red]"
@@ -529,14 +474,14 @@ def copy(
     objects are there; a rerun completes an interrupted copy and sends nothing twice.
     What a copy's own retention would prune is not copied.  One copy failing does not
     stop the others; the command then fails with the first error."""
-    from drkit.backup.copy import copy_all
+    from drkit.backup.copy import copy_all, copy_document
 
     settle(json_out, policy_dir)
     policy = load(env)
     results = copy_all(policy, repo_name)
     failed = [r for r in results if r.error is not None]
     if state.json:
-        emit_json({"environment": env, "copies": [r.to_dict() for r in results]})
+        emit_json(copy_document(env, results))
     else:
         if not results:
             out.print(f"{env} has no copies (policy key copies)", markup=False, highlight=False)

@@ -25,23 +25,17 @@ from drkit.cli.common import (
     settle,
     state,
 )
-from drkit.errors import UsageError
 from drkit.pg import cluster_os_user
 from drkit.storage.repository import Repository
 from drkit.wal import (
     apply_env_file,
-    archive_command,
     archive_wal,
     fetch_error_line,
     load_wal_policy,
-    prepare_file_repository,
     promote_timeline,
-    reachable_by,
-    restore_command,
     run_fetch,
     server_timeline,
-    wal_environment,
-    write_env_file,
+    set_up_archiving,
 )
 
 #: this module's commands, registered on drkit's root by drkit.cli.app
@@ -81,61 +75,36 @@ def archive_command_lines(
     the server's environment, not this shell's: the variables the policy needs are
     resolved here and written to an env file (0600, the server's OS user's) that the
     lines name."""
-    from drkit.config import read_yaml, resolve_policy_dir  # lazy: pydantic costs ~0.3 s
-    from drkit.errors import PolicyError
+    from drkit.config import resolve_policy_dir  # lazy: pydantic costs ~0.3 s
 
     st = settle(json_out, policy_dir)
     policy = load(env)
     user = os_user or cluster_os_user()
-    if user is not None and user == _current_user():
+    if user is not None and user == getpass.getuser():
         user = None
-    prepare_file_repository(policy.repository.url, env, user)  # a file:// one: for the user
-    directory = resolve_policy_dir(st.policy_dir)
-    policy_file = directory / f"{env}.yaml"
-    if user is not None and not reachable_by(policy_file, user):
-        raise UsageError(
-            f"{policy_file} is not reachable by the OS user {user}, who runs archive_command: "
-            "move the policies to a directory it can read (e.g. /etc/drkit/policies) "
-            "and pass --policy-dir"
-        )
-    pinned = wal_environment(read_yaml(policy_file, PolicyError), policy.repository.url)
-    env_file = write_env_file(env, directory, pinned, user) if pinned else None
-    archive = archive_command(env, directory, user, env_file)
-    restore_line = restore_command(env, directory, user, env_file)
+    lines = set_up_archiving(policy, resolve_policy_dir(st.policy_dir), user)
     if st.json:
-        emit_json(
-            {
-                "ok": True,
-                "environment": env,
-                "os_user": user or _current_user(),
-                "archive_mode": "on",
-                "archive_command": archive,
-                "restore_command": restore_line,
-                "env_file": str(env_file) if env_file else None,
-                "env_variables": sorted(pinned),
-            }
-        )
+        emit_json(lines)
         return
     quote = "'"
     out.print("# postgresql.conf (or ALTER SYSTEM SET ...), then restart the server", markup=False)
-    if env_file is not None:  # names only: the values (credentials among them) stay in it
+    if lines.env_file is not None:  # names only: the values (credentials among them) stay in it
         out.print(
-            f"# {env_file} holds {', '.join(sorted(pinned))} as resolved here; run drkit "
-            f"archive-command {env} again when they change",
+            f"# {lines.env_file} holds {', '.join(lines.env_variables)} as resolved here; run "
+            f"drkit archive-command {env} again when they change",
             markup=False,
             highlight=False,
         )
     out.print("archive_mode = on", markup=False, highlight=False)
-    for name, line in (("archive_command", archive), ("restore_command", restore_line)):
+    for name, line in (
+        ("archive_command", lines.archive_command),
+        ("restore_command", lines.restore_command),
+    ):
         out.print(
             f"{name} = {quote}{line.replace(quote, quote * 2)}{quote}",
             markup=False,
             highlight=False,
         )
-
-
-def _current_user() -> str:
-    return getpass.getuser()
 
 
 @commands.command("wal-push")
@@ -168,19 +137,23 @@ def promote_timeline_cmd(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Record a timeline as production's: `latest` restores and drills follow it."""
+    from drkit.wal.documents import promote_document  # lazy: pydantic
+
     settle(json_out, policy_dir)
     policy = load(env)
     source = "drkit promote-timeline"
     if timeline is None:
         timeline = server_timeline(policy.database.url.get_secret_value())
         source += " (the database server's current timeline)"
-    doc = promote_timeline(Repository.for_policy(policy), timeline, source)
+    recorded = promote_document(
+        env, promote_timeline(Repository.for_policy(policy), timeline, source)
+    )
     if state.json:
-        emit_json({"ok": True, "environment": env, **doc})
+        emit_json(recorded)
         return
-    previous = doc["previous"] if doc["previous"] is not None else "none recorded"
+    previous = recorded.previous if recorded.previous is not None else "none recorded"
     out.print(
-        f"[green]✓[/green] timeline {doc['timeline']} recorded as {env}'s production timeline "
+        f"[green]✓[/green] timeline {recorded.timeline} recorded as {env}'s production timeline "
         f"(previously: {previous})"
     )
 
@@ -205,7 +178,9 @@ def wal_fetch(
     if message:
         err.print(fetch_error_line(name, message), markup=False, highlight=False)
     if st.json:
-        emit_json({"name": name, "fetched": code == 0})
+        from drkit.wal.documents import fetch_document  # lazy: pydantic
+
+        emit_json(fetch_document(name, code))
     if code:
         raise typer.Exit(code)
 
@@ -251,19 +226,7 @@ def wal_receive(
     if drop_slot:
         slot = drop(policy)
         if st.json:
-            emit_json(
-                {
-                    "ok": True,
-                    "environment": env,
-                    "slot": slot.name,
-                    "dropped": slot.exists,
-                    "created_slot": False,
-                    "segments_stored": 0,
-                    "partials_stored": 0,
-                    "last_partial": None,
-                    "duration_seconds": 0.0,
-                }
-            )
+            emit_json(slot.dropped_document(env))
             return
         what = "dropped" if slot.exists else "did not exist"
         out.print(f"[green]✓[/green] replication slot {slot.name} {what}", highlight=False)
@@ -276,7 +239,7 @@ def wal_receive(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if st.json:
-        emit_json({"ok": True, "environment": env, "dropped": False, **report.to_dict()})
+        emit_json(report.document(env))
         return
     out.print(
         f"[green]✓[/green] {slot_name(env)}: {len(report.segments)} segment(s) and "

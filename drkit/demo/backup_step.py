@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from drkit.backup.catalog import list_backups
 from drkit.backup.logical import run_logical_backup
 from drkit.backup.verify import verify_backup
+from drkit.catalog import list_backups
 from drkit.demo.sandbox import Sandbox, Say, Step, timed
 from drkit.errors import CheckFailed
 from drkit.progress import human_size

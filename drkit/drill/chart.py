@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drkit.backup.catalog import parse_ts
+from drkit.catalog import parse_ts
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

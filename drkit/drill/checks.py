@@ -28,7 +28,7 @@ import threading
 import psycopg
 from psycopg import sql
 
-from drkit.backup.catalog import Manifest
+from drkit.catalog import Manifest
 from drkit.config import Policy
 from drkit.drill.report import ERROR, FAIL, NOT_RUN, PASS, WARN, Check, DrillReport
 from drkit.errors import DrkitError, OperationError

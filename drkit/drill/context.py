@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drkit.backup.catalog import Manifest
+from drkit.catalog import Manifest
 from drkit.config import Policy
 from drkit.drill.report import DrillReport
 from drkit.errors import OperationError

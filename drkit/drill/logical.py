@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from drkit.backup.catalog import Manifest, dump_entries
+from drkit.catalog import Manifest, dump_entries
 from drkit.drill.checks import (
     AmcheckRun,
     check_connect,

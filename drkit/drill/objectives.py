@@ -12,7 +12,7 @@ not measured is NOT_RUN too; a drill that could not run is not judged.
 
 from __future__ import annotations
 
-from drkit.backup.catalog import Manifest
+from drkit.catalog import Manifest
 from drkit.config import Policy
 from drkit.drill.report import FAIL, NOT_RUN, PASS, Check, DrillReport
 from drkit.restore import CatalogView

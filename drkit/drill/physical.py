@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from drkit.backup.catalog import iso
+from drkit.catalog import iso
 from drkit.drill.checks import (
     check_amcheck,
     check_collation,
@@ -163,7 +163,7 @@ def _time_phases(run: DrillRun, watch: _RecoveryWatch, result: PitrResult, start
 def _judge_recovery(run: DrillRun, result: PitrResult) -> None:
     """The recovery's own checks: it ended where asked, and (to the end of the archive)
     replayed the last WAL record the archive held, as the recovered server reports."""
-    from drkit.wal import parse_lsn
+    from drkit.lsn import parse_lsn
 
     report, manifest = run.report, run.manifest
     if result.backup_id != manifest.id:

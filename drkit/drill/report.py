@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from drkit.backup.catalog import iso
+from drkit.catalog import iso
 from drkit.config import format_duration
 from drkit.restore import REPORT_NAME, report_key
 from drkit.storage.repository import Repository

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from drkit import __version__
-from drkit.backup.catalog import (
+from drkit.catalog import (
     ID_FORMAT,
     KINDS,
     Manifest,

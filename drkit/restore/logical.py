@@ -44,7 +44,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from drkit.backup.catalog import (
+from drkit.catalog import (
     Manifest,
     dump_entries,
     list_backups,

@@ -50,9 +50,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from drkit.backup.catalog import Manifest, iso, list_backups
 from drkit.backup.unpack import unpack_chain
 from drkit.backup.walchain import Reach
+from drkit.catalog import Manifest, iso, list_backups
 from drkit.config import Policy
 from drkit.errors import (
     CheckFailed,
@@ -62,6 +62,7 @@ from drkit.errors import (
     SafetyRefused,
     UsageError,
 )
+from drkit.lsn import parse_lsn
 from drkit.pg import (
     Owner,
     PostgresServer,
@@ -92,7 +93,6 @@ from drkit.wal import (
     clear_restore_marker,
     find_wal_key,
     is_segment,
-    parse_lsn,
     parse_segment,
     read_fetch_journal,
     start_fetch_journal,

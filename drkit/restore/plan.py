@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drkit.backup.catalog import Manifest, iso, list_backups
 from drkit.backup.chain import by_id, chain_ok, resolve_chain
-from drkit.backup.order import chronological
 from drkit.backup.restorepoint import RestorePoint
 from drkit.backup.walchain import (
     Reach,
@@ -44,7 +42,9 @@ from drkit.backup.walchain import (
     segment_on_path,
     timeline_history,
 )
+from drkit.catalog import Manifest, chronological, iso, list_backups
 from drkit.errors import CheckFailed, UsageError
+from drkit.lsn import format_lsn, parse_lsn
 from drkit.restore.target import RecoveryTarget
 from drkit.storage.repository import Repository
 from drkit.wal import (
@@ -53,9 +53,7 @@ from drkit.wal import (
     TimelineSwitch,
     download,
     fetch_attempts,
-    format_lsn,
     history_name,
-    parse_lsn,
     parse_segment,
     stored_partials,
     timeline_at,

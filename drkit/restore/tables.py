@@ -53,7 +53,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from drkit.backup.catalog import iso
+from drkit.catalog import iso
 from drkit.config import Policy
 from drkit.errors import CheckFailed, SafetyRefused, UsageError
 from drkit.pg import Owner, PostgresServer, cluster_os_user, scratch_directory

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from drkit.backup.catalog import iso
 from drkit.backup.restorepoint import check_restore_point_name
+from drkit.catalog import iso
 from drkit.errors import UsageError
 
 KINDS = ("time", "latest", "xid", "lsn", "name", "immediate")

@@ -50,7 +50,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drkit.backup.catalog import Manifest, iso, list_backups
 from drkit.backup.relations import CATALOG_KEY
 from drkit.backup.walchain import (
     WalIndex,
@@ -59,15 +58,15 @@ from drkit.backup.walchain import (
     segment_on_path,
     timeline_history,
 )
+from drkit.catalog import Manifest, iso, list_backups
 from drkit.errors import CheckFailed, OperationError, UsageError
+from drkit.lsn import format_lsn, parse_lsn
 from drkit.restore.plan import choose_timeline, consistent_point, size_of
 from drkit.storage.repository import Repository
 from drkit.wal import (
     TimelineSwitch,
     download,
     fetch_attempts,
-    format_lsn,
-    parse_lsn,
     timeline_at,
 )
 

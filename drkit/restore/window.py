@@ -18,7 +18,7 @@ database login, so it works when the database is the thing that is gone):
 (:mod:`drkit.status`) judges and renders it, the scheduler's ``/metrics``
 (:mod:`drkit.schedule.metrics`) exports it, a drill reads its history and the newest
 recoverable point from it, and ``prune`` reports the window that remains with
-:func:`~drkit.backup.catalog.restorable_span`, the backup part of the same window.
+:func:`~drkit.catalog.manifests.restorable_span`, the backup part of the same window.
 
 The view lives beside the recovery planner because the WAL's share of the window is
 where ``restore latest`` stops: :func:`wal_reach` runs that very plan
@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from drkit.backup.catalog import Manifest, list_backups, parse_ts, restorable_span
+from drkit.catalog import Manifest, list_backups, parse_ts, restorable_span
 from drkit.errors import CheckFailed, StorageError
 
 if TYPE_CHECKING:

@@ -229,7 +229,7 @@ def backup_intervals(view: MetricsView) -> Iterator[Sample]:
     """One sample per kind: the shortest of its jobs' longest gaps (a weekly full and
     daily incrementals are both physical; together they never leave a longer gap)."""
     intervals: dict[tuple[str, str], float] = {}
-    from drkit.backup.catalog import KINDS
+    from drkit.catalog import KINDS
 
     for job in view.jobs:
         kind = JOBS[job.job].makes if job.job in JOBS else None

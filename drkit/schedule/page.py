@@ -25,7 +25,7 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from drkit.backup.catalog import iso
+from drkit.catalog import iso
 from drkit.config import format_duration
 from drkit.progress import human_size
 from drkit.redact import mask_url

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from drkit.backup.catalog import iso
+from drkit.catalog import iso
 from drkit.schedule.jobs import error_line
 
 if TYPE_CHECKING:

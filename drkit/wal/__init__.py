@@ -18,6 +18,7 @@ pgBackRest's ``command/archive``:
 - :mod:`.timelines`: which timeline is production's;
 - :mod:`.commands`: the command lines PostgreSQL runs, and the runtime its OS user runs;
 - :mod:`.envfile`: the variables a policy needs, pinned for those lines (the env file);
+- :mod:`.setup`: ``archive-command``, those lines made to work for this install;
 - :mod:`.entry`: every entry PostgreSQL runs, in one lean module (``python -m drkit.wal``).
 
 The face loads a module only when one of its names is first used: archive_command runs
@@ -84,7 +85,6 @@ if TYPE_CHECKING:
     from drkit.wal.names import TimelineSwitch as TimelineSwitch
     from drkit.wal.names import backup_file_name as backup_file_name
     from drkit.wal.names import following_segments as following_segments
-    from drkit.wal.names import format_lsn as format_lsn
     from drkit.wal.names import history_name as history_name
     from drkit.wal.names import is_archivable as is_archivable
     from drkit.wal.names import is_history as is_history
@@ -92,7 +92,6 @@ if TYPE_CHECKING:
     from drkit.wal.names import lsn_to_segment_name as lsn_to_segment_name
     from drkit.wal.names import next_segment_name as next_segment_name
     from drkit.wal.names import parse_history as parse_history
-    from drkit.wal.names import parse_lsn as parse_lsn
     from drkit.wal.names import parse_segment as parse_segment
     from drkit.wal.names import segment_size_from_control as segment_size_from_control
     from drkit.wal.names import segment_system_identifier as segment_system_identifier
@@ -113,6 +112,7 @@ if TYPE_CHECKING:
     from drkit.wal.receive import slot_lag as slot_lag
     from drkit.wal.receive import slot_name as slot_name
     from drkit.wal.receive import slot_state as slot_state
+    from drkit.wal.setup import set_up_archiving as set_up_archiving
     from drkit.wal.timelines import RESTORE_MARKER as RESTORE_MARKER
     from drkit.wal.timelines import clear_restore_marker as clear_restore_marker
     from drkit.wal.timelines import note_pushed as note_pushed
@@ -143,13 +143,14 @@ _FACE = {
     ),
     "names": (
         "DEFAULT_SEGMENT_SIZE LONG_HEADER_SIZE Segment TimelineSwitch backup_file_name "
-        "following_segments format_lsn history_name is_archivable is_history is_segment "
-        "lsn_to_segment_name next_segment_name parse_history parse_lsn parse_segment "
+        "following_segments history_name is_archivable is_history is_segment "
+        "lsn_to_segment_name next_segment_name parse_history parse_segment "
         "segment_size_from_control segment_system_identifier segments_between timeline_at"
     ),
     "receive": (
         "ReceiveReport SlotLag SlotState drop_slot receive_wal slot_lag slot_name slot_state"
     ),
+    "setup": "set_up_archiving",
     "push": "PushOutcome PushReport WalConflict WalRejected push_file push_wal ready_files",
     "timelines": (
         "RESTORE_MARKER clear_restore_marker note_pushed promote_timeline recorded_timeline "

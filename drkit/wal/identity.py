@@ -104,7 +104,7 @@ def record_identity(repo: Repository, sysid: int, source: str) -> str:
     """Bind the archive to ``sysid`` unless bound already; the identifier bound."""
     import io
 
-    from drkit.backup.catalog import list_backups
+    from drkit.catalog import list_backups
 
     physical = [m for m in list_backups(repo, "physical") if m.system_identifier]
     if physical and physical[-1].system_identifier != str(sysid):

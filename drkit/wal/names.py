@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from drkit.errors import UsageError
+from drkit.lsn import parse_lsn
 
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 
@@ -22,7 +23,6 @@ SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")
 BACKUP_RE = re.compile(r"^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$")
 PARTIAL_RE = re.compile(r"^[0-9A-F]{24}\.partial$")
-_LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 
 
 def is_segment(name: str) -> bool:
@@ -119,18 +119,6 @@ def segment_system_identifier(head: bytes, segment_size: int) -> int | None:
 
 def segments_per_log(segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
     return 0x100000000 // segment_size
-
-
-def parse_lsn(lsn: str) -> int:
-    """``"16/B374D848"`` -> the 64-bit WAL position."""
-    match = _LSN_RE.match(lsn.strip())
-    if match is None:
-        raise ValueError(f"{lsn!r} is not an LSN (like 0/3000028)")
-    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
-
-
-def format_lsn(position: int) -> str:
-    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
 
 @dataclass(frozen=True, order=True)

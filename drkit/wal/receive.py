@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
     from drkit.config import Policy
     from drkit.storage import Repository
+    from drkit.wal.documents import WalReceiveDocument
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +101,22 @@ class SlotState:
     restart_lsn: str | None = None
     current_lsn: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "slot": self.name,
-            "exists": self.exists,
-            "active": self.active,
-            "lag_bytes": self.lag_bytes,
-            "restart_lsn": self.restart_lsn,
-            "current_lsn": self.current_lsn,
-        }
+    def dropped_document(self, environment: str) -> WalReceiveDocument:
+        """``wal-receive --drop-slot --json``, from the state :func:`drop_slot` returns:
+        the slot removed if it existed."""
+        from drkit.wal.documents import WalReceiveDocument
+
+        return WalReceiveDocument(
+            ok=True,
+            environment=environment,
+            slot=self.name,
+            dropped=self.exists,
+            created_slot=False,
+            segments_stored=0,
+            partials_stored=0,
+            last_partial=None,
+            duration_seconds=0.0,
+        )
 
 
 def slot_state(conn: psycopg.Connection[Any], name: str) -> SlotState:
@@ -190,17 +198,23 @@ class ReceiveReport:
     last_partial: str | None = None
     seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "slot": self.slot,
-            "spool": self.spool,
-            "created_slot": self.created_slot,
-            "segments_stored": len(self.segments),
-            "segments": self.segments,
-            "partials_stored": self.partials,
-            "last_partial": self.last_partial,
-            "duration_seconds": round(self.seconds, 3),
-        }
+    def document(self, environment: str) -> WalReceiveDocument:
+        """``wal-receive --json``: what this run stored."""
+        from drkit.wal.documents import WalReceiveDocument
+
+        return WalReceiveDocument(
+            ok=True,
+            environment=environment,
+            slot=self.slot,
+            dropped=False,
+            spool=self.spool,
+            created_slot=self.created_slot,
+            segments_stored=len(self.segments),
+            segments=self.segments,
+            partials_stored=self.partials,
+            last_partial=self.last_partial,
+            duration_seconds=round(self.seconds, 3),
+        )
 
 
 def _wal_end(path: Path) -> int:
@@ -474,16 +488,6 @@ class SlotLag:
     lag_bytes: int | None = None
     lag_seconds: float | None = None
     problem: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "slot": self.slot,
-            "exists": self.exists,
-            "active": self.active,
-            "lag_bytes": self.lag_bytes,
-            "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 1),
-            "problem": self.problem,
-        }
 
 
 def slot_lag(policy: Policy, newest_stored: datetime | None, now: datetime) -> SlotLag:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drkit.backup.catalog import Manifest
 from drkit.backup.chain import PG_MANIFEST_NAME, by_id, choose_parent, resolve_chain
+from drkit.catalog import Manifest
 from drkit.errors import CheckFailed
 from drkit.storage import StoredObject
 from drkit.wal import TimelineSwitch

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from drkit.backup.catalog import list_backups
 from drkit.backup.keep import keep_backup
 from drkit.backup.prune import delete_by_hand, prune
+from drkit.catalog import list_backups
 from drkit.config import load_policy
 from drkit.errors import SafetyRefused
 from drkit.storage import Backend, Repository

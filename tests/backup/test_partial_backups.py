@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from drkit.backup.catalog import make_backup_id, resolve_backup, write_manifest
+from drkit.catalog import make_backup_id, resolve_backup, write_manifest
 from drkit.config import load_policy
 from drkit.errors import NotFoundError, UsageError
 from drkit.storage import Repository

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from drkit.backup.catalog import list_backups
 from drkit.backup.prune import plan_prune, prune
 from drkit.backup.retention import current_tiers
+from drkit.catalog import list_backups
 from drkit.config import Policy, parse_policy
 from drkit.errors import StorageError
 from drkit.storage import Backend, Repository

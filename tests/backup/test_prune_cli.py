@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from drkit.backup.catalog import make_backup_id, write_manifest
+from drkit.catalog import make_backup_id, write_manifest
 from drkit.config import load_policy
 from drkit.storage import Repository
 from tests.builders import build_manifest

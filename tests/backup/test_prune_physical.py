@@ -9,9 +9,8 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from drkit.backup.catalog import list_backups
-from drkit.backup.order import precedes
 from drkit.backup.retention import wal_to_delete
+from drkit.catalog import list_backups, precedes
 from drkit.config import load_policy
 from drkit.storage import Repository
 from tests.fix_cli import DrkitRunner
@@ -52,7 +51,7 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
 
     kept = next(m for m in list_backups(repo) if m.id == second.json()["id"])
     # each base backup records the server's consistent point (its stop position): the
-    # order of backups (drkit.backup.order)
+    # order of backups (drkit.catalog.order)
     taken = {m.id: m for m in list_backups(repo)}
     for made in (first.json(), second.json()):
         m = taken[made["id"]]

@@ -72,7 +72,7 @@ def test_a_missing_parent_keeps_nothing_else_and_fails_nothing() -> None:
 
 
 def test_backup_ref_carries_the_parent_from_the_manifest() -> None:
-    from drkit.backup.catalog import Manifest
+    from drkit.catalog import Manifest
 
     manifest = build_manifest(
         "physical", at=T0, server_version="18.1", parent="20261101T030000Z-physical"

@@ -26,15 +26,16 @@ from pathlib import Path
 
 import pytest
 
-from drkit.backup.catalog import Manifest, list_backups, make_backup_id, write_manifest
 from drkit.backup.prune import PruneResult, prune
 from drkit.backup.retention import BackupRef, plan_retention, plan_wal
+from drkit.catalog import Manifest, list_backups, make_backup_id, write_manifest
 from drkit.config import RetentionConfig, load_policy
 from drkit.errors import CheckFailed
+from drkit.lsn import format_lsn
 from drkit.restore.plan import plan_recovery
 from drkit.restore.window import CatalogView
 from drkit.storage import Repository
-from drkit.wal import Segment, format_lsn
+from drkit.wal import Segment
 from tests.fix_cli import DrkitRunner
 from tests.prune_support import write_prune_policy
 

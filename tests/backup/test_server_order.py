@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drkit.backup.catalog import Manifest
+from drkit.catalog import Manifest
 from tests.fix_cli import DrkitRunner, PolicyWriter
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from drkit.backup.catalog import Manifest
 from drkit.backup.retention import wal_to_delete
 from drkit.backup.walchain import check_backup_wal, recovery_timeline
+from drkit.catalog import Manifest
 from drkit.storage import FileBackend, Repository, RepositoryConfig
 from tests.builders import build_physical_manifest
 

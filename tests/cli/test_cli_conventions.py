@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drkit.backup.catalog import Manifest, make_backup_id, write_manifest
+from drkit.catalog import Manifest, make_backup_id, write_manifest
 from drkit.config import load_policy
 from drkit.storage.repository import Repository
 
@@ -122,3 +122,29 @@ def test_a_misspelt_command_names_the_nearest_one(
     assert result.code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("drkit: error: ")
     assert suggestion in result.stderr
+
+
+#: command modules whose --json documents are all models core returns (the others follow)
+MODEL_ONLY = ("backup.py", "wal.py", "policy.py")
+
+
+@pytest.mark.parametrize("module", MODEL_ONLY)
+def test_a_command_emits_the_model_core_returns_never_a_dict_it_builds(module: str) -> None:
+    """One description per document: a dict assembled in the command (a literal, a
+    ``dict(...)``, a comprehension) is a second description of what the model says."""
+    import ast
+
+    path = Path(__file__).resolve().parents[2] / "drkit" / "cli" / module
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    built = [
+        f"{module}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "emit_json"
+        and any(
+            isinstance(arg, ast.Dict | ast.DictComp)
+            or (isinstance(arg, ast.Call) and getattr(arg.func, "id", None) == "dict")
+            for arg in node.args
+        )
+    ]
+    assert not built, f"emit_json of a dict built in the command: {built}"

@@ -250,6 +250,11 @@ def test_physical_chain_and_wal_documents(run_cli: DrkitRunner) -> None:
         assert backup["kind"] == "physical" and backup["timeline"] == 1
         verified = valid("verify", drkit("verify", "prod", backup["id"]))
         assert verified["backups"][0]["wal_chain"] == "complete"
+        point = valid("restore-point", drkit("restore-point", "prod", "rp1"))
+        assert point["name"] == "rp1" and point["environment"] == "prod"
+        listed = valid("backups", drkit("backups", "prod"))
+        assert [b["id"] for b in listed["backups"]] == [backup["id"]]
+        assert listed["restore_points"] == [{k: v for k, v in point.items() if k != "ok"}]
 
         # fetch an archived segment, then push it again: the archive already has it
         fetched_dir = root / "fetched"

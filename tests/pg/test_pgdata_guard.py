@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from drkit.backup.catalog import Manifest
 from drkit.backup.unpack import unpack_base
+from drkit.catalog import Manifest
 from drkit.config import RepositoryConfig
 from drkit.errors import SafetyRefused
 from drkit.pg import Owner, claim_data_directory, cluster_os_user

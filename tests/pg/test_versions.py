@@ -32,7 +32,7 @@ SERVER_MAJORS = (15, 16, 18)
 
 def stored_major(policy_dir: Path, backup_id: str) -> str:
     """The PostgreSQL major a stored backup's manifest records."""
-    from drkit.backup.catalog import read_manifest
+    from drkit.catalog import read_manifest
     from drkit.config import load_policy
     from drkit.storage import Repository
 

@@ -179,7 +179,7 @@ def publish_base_backup_manifest(policy_dir: Path, dsn: str, env: str = "prod") 
 
     import psycopg
 
-    from drkit.backup.catalog import make_backup_id, write_manifest
+    from drkit.catalog import make_backup_id, write_manifest
     from drkit.config import load_policy
     from drkit.storage import Repository
 

@@ -156,7 +156,7 @@ def test_a_flipped_byte_in_a_required_encrypted_segment_is_named(
     backup_id = backup.json()["id"]
     assert run_drkit("verify", arch.env, backup_id, policy_dir=arch.policy_dir).code == 0
 
-    from drkit.backup.catalog import read_manifest
+    from drkit.catalog import read_manifest
 
     stop = str(read_manifest(repo, backup_id).wal_stop_segment)
     key = find_wal_key(repo, stop)

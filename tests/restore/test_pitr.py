@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from drkit.wal import find_wal_key, parse_lsn
+from drkit.lsn import parse_lsn
+from drkit.wal import find_wal_key
 from tests.fix_cli import DrkitRunner
 from tests.fix_pg import pg_versions
 from tests.fix_s3 import S3Server
@@ -68,7 +69,7 @@ def test_archive_backup_and_point_in_time_recovery(
     assert manifest["wal_start"] and manifest["wal_stop"] and manifest["timeline"] == 1
     repo = repo_of(arch)
     # the manifest exists only once the stop segment is archived
-    from drkit.backup.catalog import read_manifest
+    from drkit.catalog import read_manifest
 
     full = read_manifest(repo, manifest["id"])
     assert find_wal_key(repo, str(full.wal_stop_segment)) is not None
@@ -217,7 +218,7 @@ def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunn
     assert not (pgdata / "postmaster.pid").exists()
 
     # a WAL gap inside the backup's range: verify names it and exits 3
-    from drkit.backup.catalog import list_backups
+    from drkit.catalog import list_backups
 
     repo = repo_of(arch)
     kept = list_backups(repo, "physical")[-1]

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import yaml
 
-from drkit.backup.catalog import list_backups
+from drkit.catalog import list_backups
 from tests.fix_cli import DrkitRunner, checks_by_name, drill
 from tests.wal_support import (
     Archived,

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from drkit.backup.catalog import list_backups
+from drkit.catalog import list_backups
 from drkit.restore.walsearch import choose_anchor
 from tests.fix_cli import DrkitRunner, valid
 from tests.wal_support import (

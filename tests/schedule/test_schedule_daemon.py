@@ -26,7 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from drkit.backup.catalog import list_backups
+from drkit.catalog import list_backups
 from drkit.config import load_policy
 from drkit.pg import LocalCluster, free_port
 from drkit.schedule import LOCK_CLASS_ID, lock_key

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from drkit.backup.catalog import list_backups
 from drkit.backup.logical import run_logical_backup
+from drkit.catalog import list_backups
 from drkit.config import load_policy
 from drkit.errors import PolicyError
 from drkit.schedule import lock_key

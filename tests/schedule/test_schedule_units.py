@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from drkit.backup.catalog import make_backup_id, write_manifest
+from drkit.catalog import make_backup_id, write_manifest
 from drkit.restore import DatabaseExposure, parse_drill_report
 from drkit.schedule import JOBS, MISFIRE_GRACE, cron_period, next_runs, scrub
 from drkit.schedule.daemon import SchedulerDaemon

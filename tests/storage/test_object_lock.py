@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from drkit.backup.catalog import list_backups
 from drkit.backup.prune import prune
+from drkit.catalog import list_backups
 from drkit.config import load_policy
 from drkit.storage import Repository
 from tests.builders import write_policy

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from drkit.backup.catalog import Manifest
 from drkit.backup.walchain import WalIndex, backup_on_timeline, reach_on_timeline
+from drkit.catalog import Manifest
 from drkit.config import Policy
 from drkit.errors import CheckFailed
 from drkit.storage import FileBackend, Repository, RepositoryConfig

@@ -6,17 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drkit.lsn import format_lsn, parse_lsn
 from drkit.wal import (
     backup_file_name,
     following_segments,
-    format_lsn,
     is_archivable,
     is_history,
     is_segment,
     lsn_to_segment_name,
     next_segment_name,
     parse_history,
-    parse_lsn,
     parse_segment,
     segments_between,
 )
@@ -67,11 +66,6 @@ def test_name_classes() -> None:
 
 def test_backup_file_name() -> None:
     assert backup_file_name("0/2000028", 1) == "000000010000000000000002.00000028.backup"
-
-
-@given(st.integers(min_value=0, max_value=2**64 - 1))
-def test_lsn_round_trip(position: int) -> None:
-    assert parse_lsn(format_lsn(position)) == position
 
 
 @given(

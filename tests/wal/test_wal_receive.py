@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from drkit.config import load_policy
+from drkit.lsn import parse_lsn
 from drkit.schedule.daemon import SchedulerDaemon
 from drkit.storage import Repository
-from drkit.wal import find_wal_key, parse_lsn, stored_partials
+from drkit.wal import find_wal_key, stored_partials
 from tests import builders
-from tests.fix_cli import DrkitRunner, PolicyWriter
+from tests.fix_cli import DrkitRunner, PolicyWriter, Result, valid
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget
 from tests.wal_support import (
@@ -74,6 +75,7 @@ def receiving(arch: Archived) -> Iterator[subprocess.Popen[str]]:
             "drkit",
             "--policy-dir",
             str(arch.policy_dir),
+            "--json",
             "wal-receive",
             arch.env,
             "--spool",
@@ -192,6 +194,10 @@ def test_slot_lag_grows_while_streaming_is_stopped_and_drop_slot_removes_it(
         assert busy.stderr.strip().count("\n") == 0
         assert _slot_metrics(arch)["drkit_wal_slot_active"] == 1.0
     assert _slot_row(arch) == (False, True)
+    assert proc.stdout is not None and proc.stderr is not None
+    ran = valid("wal-receive", Result(proc.returncode, proc.stdout.read(), proc.stderr.read()))
+    assert ran["slot"] == "drkit_prod" and ran["dropped"] is False
+    assert ran["segments_stored"] == len(ran["segments"]) and ran["spool"].endswith("spool")
 
     arch.execute(
         "CREATE TABLE filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g"
@@ -214,8 +220,8 @@ def test_slot_lag_grows_while_streaming_is_stopped_and_drop_slot_removes_it(
     dropped = run_drkit(
         "--json", "wal-receive", arch.env, "--drop-slot", policy_dir=arch.policy_dir
     )
-    assert dropped.code == 0, dropped.stderr
-    assert dropped.json()["dropped"] is True and dropped.json()["slot"] == "drkit_prod"
+    assert valid("wal-receive", dropped)["dropped"] is True
+    assert dropped.json()["slot"] == "drkit_prod"
     assert _slot_row(arch) is None
     assert _slot_metrics(arch)["drkit_wal_slot_active"] == 0.0  # the slot is gone
 

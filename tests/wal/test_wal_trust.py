@@ -199,7 +199,7 @@ def test_a_repository_with_backups_is_bound_to_their_cluster(
     push to bind it must come from their cluster, not from whichever server pushes first."""
     from datetime import UTC, datetime
 
-    from drkit.backup.catalog import write_manifest
+    from drkit.catalog import write_manifest
     from drkit.wal import ForeignWal, read_identity, record_identity
 
     policy_dir = make_policy("prod", "postgresql:///unused", repo_target)

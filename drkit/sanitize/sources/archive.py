@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from drkit.backup.catalog import Manifest
+from drkit.catalog import Manifest
 from drkit.errors import SubprocessError
 from drkit.pg.process import PipeProcess
 from drkit.storage.repository import Repository, StoredObject

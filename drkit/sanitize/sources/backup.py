@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from drkit.backup.catalog import Manifest, resolve_backup
+from drkit.catalog import Manifest, resolve_backup
 from drkit.config import Policy
 from drkit.errors import UsageError
 from drkit.pg.binaries import find_binary, find_client

@@ -5,7 +5,7 @@ drkit ran on.  That clock can be wrong: a host that was 30 days ahead once would
 its backup the "newest" for a month, and retention would delete the real newest ones.
 So nothing that decides which backup is newer reads them.  What decides is the
 *server's consistent point* of each backup, recorded in its manifest
-(:attr:`~drkit.backup.catalog.Manifest.server_point`): the cluster's system
+(:attr:`~drkit.catalog.manifests.Manifest.server_point`): the cluster's system
 identifier, and the timeline and WAL position (LSN) the backup's data is consistent
 at — a logical backup's snapshot, a physical backup's stop point.
 

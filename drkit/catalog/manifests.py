@@ -6,7 +6,7 @@ Directories under ``backups/`` without a manifest are orphans (an interrupted ba
 that ``prune`` removes after a grace period.  A ``keep.json`` beside a manifest records
 that a person keeps the backup (``drkit keep``): :class:`Hold`, read with the listing.
 
-Listings are in the server's order (:mod:`drkit.backup.order`), never by id or host
+Listings are in the server's order (:mod:`drkit.catalog.order`), never by id or host
 time: :func:`list_backups` is oldest first, and :func:`resolve_backup` turns ``latest``
 into the newest backup of the kinds the calling command can use.
 """
@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drkit import __version__
-from drkit.backup.order import (
+from drkit.catalog.order import (
     ServerPoint,
     chronological,
     describe_skew,
@@ -31,9 +31,9 @@ from drkit.backup.order import (
     skewed,
 )
 from drkit.errors import CheckFailed, NotFoundError, ObjectExists, ObjectNotFound, UsageError
+from drkit.lsn import parse_lsn
 from drkit.storage.base import ObjectInfo
 from drkit.storage.repository import Repository, StoredObject
-from drkit.wal import parse_lsn
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Manifest:
     dump_formats: dict[str, str] = field(default_factory=dict)  # database -> CUSTOM | DIRECTORY
     #: the WAL position and timeline the data is consistent at, as the server said
     #: (logical: the dump's snapshot; physical: the stop point): with the system
-    #: identifier, what orders backups (:mod:`drkit.backup.order`)
+    #: identifier, what orders backups (:mod:`drkit.catalog.order`)
     consistent_lsn: str | None = None
     consistent_timeline: int | None = None
     #: the server's clock minus the host's, in seconds, when the backup read the server
@@ -444,7 +444,7 @@ def scan(repo: Repository) -> Listing:
 
 
 def list_backups(repo: Repository, kind: str | None = None) -> list[Manifest]:
-    """Complete backups, oldest first in the server's order (:mod:`drkit.backup.order`)."""
+    """Complete backups, oldest first in the server's order (:mod:`drkit.catalog.order`)."""
     return [m for m in scan(repo).manifests if kind is None or m.kind == kind]
 
 
@@ -469,7 +469,7 @@ def restorable_span(manifests: Iterable[Manifest]) -> tuple[datetime | None, dat
 
 def skewed_backups(manifests: list[Manifest]) -> list[Manifest]:
     """The backups taken while drkit's host clock disagreed with the server's by more
-    than :data:`~drkit.backup.order.SKEW_BOUND` (their ids and host times are wrong)."""
+    than :data:`~drkit.catalog.order.SKEW_BOUND` (their ids and host times are wrong)."""
     return [m for m in manifests if m.clock_skewed]
 
 

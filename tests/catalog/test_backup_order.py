@@ -1,4 +1,4 @@
-"""The order of backups is the server's, never the host clock's (drkit.backup.order).
+"""The order of backups is the server's, never the host clock's (drkit.catalog.order).
 
 Worked examples (a host clock that jumped forward or back, equal positions, timelines,
 a restore that went back in time, a fresh initdb, manifests written before drkit
@@ -19,29 +19,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drkit.backup.catalog import (
-    KINDS,
-    Manifest,
-    list_backups,
-    make_backup_id,
-    newest_holding,
-    resolve_backup,
-    write_manifest,
-)
 from drkit.backup.chain import resolve_chain
-from drkit.backup.order import (
+from drkit.backup.retention import BackupRef, backup_ref, deletion_order, plan_retention
+from drkit.catalog import (
+    KINDS,
     SKEW_BOUND,
+    Manifest,
     ServerPoint,
     chronological,
     host_clock_skew,
+    list_backups,
+    make_backup_id,
     newest,
+    newest_holding,
     precedes,
+    resolve_backup,
+    write_manifest,
 )
-from drkit.backup.retention import BackupRef, backup_ref, deletion_order, plan_retention
 from drkit.config import Policy, RetentionConfig, parse_policy
 from drkit.errors import NotFoundError, ObjectExists, UsageError
+from drkit.lsn import format_lsn
 from drkit.storage import Repository, StoredObject
-from drkit.wal import format_lsn
 from tests.builders import build_manifest
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
