@@ -148,9 +148,9 @@ def emit_json(data: dict[str, Any] | Shape) -> None:
     """The command's one ``--json`` document; :func:`run` writes it with ``ok`` (and
     ``error`` when the command then fails), so stdout holds exactly one document.  A
     model is written as its producer filled it: a key it did not set is left out."""
-    state.document = (
-        data if isinstance(data, dict) else data.model_dump(mode="json", exclude_unset=True)
-    )
+    from drkit.documents import dump  # lazy: pydantic
+
+    state.document = data if isinstance(data, dict) else dump(data)
 
 
 def load(env: str, repo: str | None = None) -> Any:

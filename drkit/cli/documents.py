@@ -34,13 +34,14 @@ from drkit.backup.keep import KeepDocument
 from drkit.backup.order import SKEW_BOUND
 from drkit.backup.prune import DeleteDocument, PruneDocument
 from drkit.backup.verify import VerifyDocument
-from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestamp
+from drkit.documents import Document, ErrorInfo, Shape, Timestamp
 from drkit.documents import described as _field
 from drkit.preflight import CheckDocument
 from drkit.restore.documents import PitrDocument, RestoreDocument, RestoredTable
 from drkit.sanitize.check import SanitizeCheckDocument
 from drkit.sanitize.report import SanitizeDocument
 from drkit.sanitize.scan import LeakScan
+from drkit.schedule.timing import ScheduleShowDocument
 from drkit.status import StatusDocument
 from drkit.wal.documents import WalPushDocument
 
@@ -448,21 +449,6 @@ class DrillDocument(Document):
         "above are the physical drill's when one ran",
         default=None,
     )
-
-
-class ScheduledJob(Shape):
-    env: str
-    job: str
-    cron: str
-    timezone: str
-    next_runs: list[LocalTimestamp]
-    period_seconds: int
-
-
-class ScheduleShowDocument(Document):
-    """`drkit schedule show [ENV...] --json`"""
-
-    jobs: list[ScheduledJob]
 
 
 class DemoBackup(Shape):
