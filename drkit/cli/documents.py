@@ -38,6 +38,7 @@ from drkit.documents import Document, ErrorInfo, Shape, Timestamp
 from drkit.documents import described as _field
 from drkit.preflight import CheckDocument
 from drkit.restore.documents import PitrDocument, RestoreDocument, RestoredTable
+from drkit.restore.walsearch import WalSearchDocument
 from drkit.sanitize.check import SanitizeCheckDocument
 from drkit.sanitize.report import SanitizeDocument
 from drkit.sanitize.scan import LeakScan
@@ -240,46 +241,6 @@ class TableRestoreDocument(Document):
 
 
 # -- WAL -----------------------------------------------------------------------------
-
-
-class WalSearchTransaction(Shape):
-    xid: int = _field("the transaction ID (64-bit, with its epoch): what --target-xid takes")
-    committed_at: Timestamp = _field("the commit record's time (the server's clock)")
-    timeline: int = _field("the timeline its commit record is on")
-    first_lsn: str = _field("where its first record that touched the table (or created a file) is")
-    commit_lsn: str = _field("where its commit record is")
-    operations: dict[str, int] = _field(
-        "what it did to the table: insert, update, delete (rows), truncate, drop, rewrite "
-        "(VACUUM FULL, CLUSTER, a rewriting ALTER TABLE: rows kept) (1 each)"
-    )
-    relfilenode: int = _field("the table's relation file the transaction found")
-    restore_flags: str = _field(
-        "the drkit restore flags that recover to just before it: --target-xid X --exclusive"
-    )
-
-
-class WalSearchFile(Shape):
-    relfilenode: int
-    since_xid: int | None = _field(
-        "the transaction that gave the table this file (null: the backup's catalog)"
-    )
-
-
-class WalSearchDocument(Document):
-    """`drkit wal-search ENV --table S.T --json`: the committed transactions that touched
-    the table in the archived WAL of production's timeline, oldest first"""
-
-    environment: str
-    table: str = _field("schema.name, as given")
-    database: str = _field("the database holding it, from the backup's relation catalog")
-    backup: str = _field("the base backup whose relation catalog the search started from")
-    timeline: int = _field("the timeline followed (production's)")
-    searched_from: str = _field("the LSN the search started at (the catalog's)")
-    searched_to: str = _field("the end of the last WAL segment read")
-    segments: int = _field("WAL segments decoded")
-    relfilenodes: list[WalSearchFile] = _field("the table's relation files, in order")
-    dropped_by: int | None = _field("the transaction that dropped the table, if one did")
-    transactions: list[WalSearchTransaction]
 
 
 class WalFetchDocument(Document):

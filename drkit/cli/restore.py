@@ -567,7 +567,7 @@ def wal_search(
 
     result = search_table(Repository.for_policy(policy), table, since=start, until=end, op=op)
     if state.json:
-        emit_json({"ok": True, "environment": env, **result.to_dict()})
+        emit_json(result.document())
         return
     from drkit.cli.render import Col, print_table
 

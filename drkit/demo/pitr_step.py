@@ -19,6 +19,7 @@ from psycopg.conninfo import make_conninfo
 
 from drkit.backup.physical import run_physical_backup
 from drkit.demo.sandbox import Sandbox, Say, Step
+from drkit.documents import dump
 from drkit.errors import CheckFailed, OperationError
 from drkit.pg import PostgresServer
 from drkit.pg.connect import connect
@@ -84,7 +85,7 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
     deletes = [t for t in found.transactions if t.operations.get("delete") == 1000 - left]
     if len(found.transactions) != 1 or not deletes:
         raise CheckFailed(
-            f"demo: wal-search found {[t.to_dict() for t in found.transactions]}, expected "
+            f"demo: wal-search found {[dump(t.document()) for t in found.transactions]}, expected "
             f"one transaction deleting {1000 - left} orders"
         )
     accident = deletes[0]
@@ -129,7 +130,7 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
             "orders_recovered": back,
             "wal_search": {
                 "xid": accident.xid,
-                "committed_at": accident.to_dict()["committed_at"],
+                "committed_at": accident.document().committed_at,
                 "operations": accident.operations,
                 "restore_flags": accident.restore_flags,
                 "segments": found.segments,
