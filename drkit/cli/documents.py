@@ -37,7 +37,7 @@ from drkit.backup.verify import VerifyDocument
 from drkit.documents import Document, ErrorInfo, Shape, Timestamp
 from drkit.documents import described as _field
 from drkit.preflight import CheckDocument
-from drkit.restore.documents import PitrDocument, RestoreDocument, RestoredTable
+from drkit.restore.documents import PitrDocument, RestoreDocument, TableRestoreDocument
 from drkit.restore.walsearch import WalSearchDocument
 from drkit.sanitize.check import SanitizeCheckDocument
 from drkit.sanitize.report import SanitizeDocument
@@ -215,29 +215,6 @@ class CopyDocument(Document):
 
     environment: str
     copies: list[CopyRun]
-
-
-# -- restore -------------------------------------------------------------------------
-
-
-class TableRestoreDocument(Document):
-    """`drkit restore ENV <target> --table S.T --target-db URL [--as NEWNAME] --json`
-    (tables from a physical backup, recovered in a scratch cluster)"""
-
-    backup_id: str = _field("the base backup recovered from")
-    target: str = _field("the recovery target asked for, as in restore-point-in-time")
-    reached_at: Timestamp | None = _field("the last transaction the scratch recovery replayed")
-    database: str = _field("the database of the backup the tables came from")
-    target_db: str = _field("host:port/database restored into (no password)")
-    replaced: bool = _field("--force without --as: the live tables were replaced")
-    tables: list[RestoredTable]
-    dropped_foreign_keys: list[str] = _field(
-        "foreign keys left out, as 'constraint -> schema.table referenced'"
-    )
-    scratch_cluster: Literal["removed", "cleanup failed"] = _field(
-        "the scratch cluster after the restore"
-    )
-    duration_seconds: float = _field("seconds the restore took")
 
 
 # -- WAL -----------------------------------------------------------------------------
