@@ -36,6 +36,7 @@ from drkit.backup.prune import DeleteDocument, PruneDocument
 from drkit.backup.verify import VerifyDocument
 from drkit.documents import Document, ErrorInfo, Shape, Timestamp
 from drkit.documents import described as _field
+from drkit.drill.report import DrillDocument
 from drkit.preflight import CheckDocument
 from drkit.restore.documents import PitrDocument, RestoreDocument, TableRestoreDocument
 from drkit.restore.walsearch import WalSearchDocument
@@ -276,117 +277,6 @@ class SanitizeInitDocument(Document):
 
 
 # -- drills, status, schedule, demo ----------------------------------------------------
-
-
-class DrillBackup(Shape):
-    id: str | None
-    kind: Literal["logical", "physical"] | None
-    selection: str
-    databases: dict[str, str] = _field("database -> the backup it was restored from")
-    consistent_at: Timestamp | None
-    age_seconds: float | None = _field("seconds between the backup and the drill")
-    server_version: str | None
-    chain: list[str] | None = _field(
-        "physical: the base backups combined, full first (more than one: an incremental)",
-        default=None,
-    )
-
-
-class RecoveryPoint(Shape):
-    target: str = _field("an RFC 3339 timestamp, or latest")
-    reached: Timestamp | None
-
-
-class Rto(Shape):
-    total_seconds: float = _field("seconds from the drill's start until validated data")
-    phases_seconds: dict[str, float] = _field("seconds per phase (they may overlap)")
-    objective_seconds: float | None = _field("the RTO objective, seconds")
-    total: float = _field("the same as total_seconds (kept for version 1; prefer total_seconds)")
-    phases: dict[str, float] = _field(
-        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
-    )
-    objective: float | None = _field(
-        "the same as objective_seconds (kept for version 1; prefer objective_seconds)"
-    )
-    met: bool | None
-
-
-class Rpo(Shape):
-    achieved_seconds: float | None = _field("seconds of data the restore could not bring back")
-    basis: str
-    objective_seconds: float | None = _field("the RPO objective, seconds")
-    achieved: float | None = _field(
-        "the same as achieved_seconds (kept for version 1; prefer achieved_seconds)"
-    )
-    objective: float | None = _field(
-        "the same as objective_seconds (kept for version 1; prefer objective_seconds)"
-    )
-    met: bool | None
-
-
-class DrillCheck(Shape):
-    name: str
-    kind: str = _field("connect | restore | row_count | sql | amcheck | collation | objective")
-    status: Literal["PASS", "FAIL", "NOT_RUN", "ERROR", "WARN"] = _field(
-        "WARN: something to act on that fails nothing (counts as a pass)"
-    )
-    expected: Any
-    observed: Any
-    detail: str | None = None
-    database: str | None = None
-    backup_kind: str | None = _field(
-        "in a drill of every kind: the kind of backup whose drill this check belongs to",
-        default=None,
-    )
-
-
-class DrillKindReport(Shape):
-    """One kind's drill in a drill of every kind: a drill report of its own (the shape
-    of report.json, without ``ok``)"""
-
-    error: str | None = _field("why this kind's drill could not run (verdict ERROR)")
-    format: int
-    id: str
-    environment: str
-    verdict: Literal["PASS", "FAIL", "ERROR"]
-    started_at: Timestamp
-    finished_at: Timestamp | None
-    backup: DrillBackup
-    recovery_point: RecoveryPoint
-    rto: Rto
-    rpo: Rpo
-    checks: list[DrillCheck]
-    summary: dict[str, int] = _field("checks per status")
-
-
-class DrillDocument(Document):
-    """`drkit drill ENV --json`: the drill report (also stored as report.json)"""
-
-    error: str | None = _field("why the drill could not run (verdict ERROR)")  # type: ignore[assignment]
-    format: int
-    id: str
-    environment: str
-    verdict: Literal["PASS", "FAIL", "ERROR"]
-    started_at: Timestamp
-    finished_at: Timestamp | None
-    backup: DrillBackup
-    recovery_point: RecoveryPoint
-    rto: Rto
-    rpo: Rpo
-    objectives: dict[str, float | None] = _field(
-        "rto_seconds and rpo_seconds objectives (also as rto and rpo, kept for version 1)"
-    )
-    checks: list[DrillCheck]
-    summary: dict[str, int] = _field("checks per status")
-    versions: dict[str, str | None]
-    cleanup: dict[str, Any]
-    notes: list[str]
-    kinds: dict[str, DrillKindReport] | None = _field(
-        "a drill of every kind the policy takes (drkit drill ENV without --backup or "
-        "--point-in-time): each kind's own report, with its own verdict; the measures "
-        "above are the physical drill's when one ran",
-        default=None,
-    )
 
 
 class DemoBackup(Shape):
