@@ -41,7 +41,8 @@ from drkit.preflight import CheckDocument
 from drkit.restore.documents import PitrDocument, RestoreDocument, TableRestoreDocument
 from drkit.restore.walsearch import WalSearchDocument
 from drkit.sanitize.check import SanitizeCheckDocument
-from drkit.sanitize.report import SanitizeDocument
+from drkit.sanitize.draft import SanitizeInitDocument
+from drkit.sanitize.report import SanitizeDocument, SanitizeScanDocument
 from drkit.sanitize.scan import LeakScan
 from drkit.schedule.timing import ScheduleShowDocument
 from drkit.status import StatusDocument
@@ -249,31 +250,6 @@ class PromoteTimelineDocument(Document):
     recorded_at: Timestamp
     source: str = _field("who recorded it")
     previous: int | None = _field("the timeline recorded before")
-
-
-# -- sanitize ------------------------------------------------------------------------
-
-
-class SanitizeScanDocument(Document):
-    """`drkit sanitize scan SRC --rules R [--write-draft FILE] --json` (exit 3 when a run
-    would be refused)"""
-
-    src: str
-    rules: str = _field("the rules file")
-    columns: dict[str, dict[str, int]] = _field(
-        "personal data by content in what a run would copy unmasked: schema.table.column "
-        "(or catalog object) -> kind -> rows or objects"
-    )
-    originals: dict[str, int] = _field("schema.table.column -> originals of masked columns")
-    rows_scanned: int = _field("rows searched")
-    draft: str | None = _field("where the draft of rules was written")
-
-
-class SanitizeInitDocument(Document):
-    """`drkit sanitize init SRC [--out FILE] --json`"""
-
-    out: str | None = _field("where the draft was written")
-    rules: str = _field("the drafted rules file (YAML)")
 
 
 # -- drills, status, schedule, demo ----------------------------------------------------
