@@ -55,6 +55,8 @@ class ErrorInfo(Shape):
 
 
 class Document(Shape):
+    """A command's whole document: ``ok``, and ``error`` when the command failed."""
+
     ok: bool = described("true when the command succeeded (exit code 0)")
     error: ErrorInfo | None = described(
         "why the command failed (only when ok is false)", default=None

@@ -34,6 +34,7 @@ from drkit.backup.keep import KeepDocument
 from drkit.backup.order import SKEW_BOUND
 from drkit.backup.prune import DeleteDocument, PruneDocument
 from drkit.backup.verify import VerifyDocument
+from drkit.demo.document import DemoDocument
 from drkit.documents import Document, ErrorInfo, Shape, Timestamp
 from drkit.documents import described as _field
 from drkit.drill.report import DrillDocument
@@ -43,7 +44,6 @@ from drkit.restore.walsearch import WalSearchDocument
 from drkit.sanitize.check import SanitizeCheckDocument
 from drkit.sanitize.draft import SanitizeInitDocument
 from drkit.sanitize.report import SanitizeDocument, SanitizeScanDocument
-from drkit.sanitize.scan import LeakScan
 from drkit.schedule.timing import ScheduleShowDocument
 from drkit.status import StatusDocument
 from drkit.wal.documents import WalPushDocument
@@ -250,81 +250,6 @@ class PromoteTimelineDocument(Document):
     recorded_at: Timestamp
     source: str = _field("who recorded it")
     previous: int | None = _field("the timeline recorded before")
-
-
-# -- drills, status, schedule, demo ----------------------------------------------------
-
-
-class DemoBackup(Shape):
-    id: str
-    rows: int
-    stored_bytes: int
-
-
-class DemoVerify(Shape):
-    ok: bool
-    objects: int
-
-
-class DemoRestore(Shape):
-    database: str
-    rows: int
-    ok: bool
-
-
-class DemoDrill(Shape):
-    id: str
-    verdict: Literal["PASS", "FAIL", "ERROR"]
-    rto_seconds: float
-    rpo_seconds: float | None
-    checks: int
-
-
-class DemoSanitize(Shape):
-    src: str
-    dst: str
-    mode: Literal["run", "dry-run", "scan-only"]
-    rows: int
-    leak_scan: LeakScan | None
-
-
-class DemoWalSearch(Shape):
-    xid: int = _field("the accidental DELETE's transaction, as wal-search found it")
-    committed_at: Timestamp
-    operations: dict[str, int]
-    restore_flags: str = _field("what the recovery then restored to")
-    segments: int = _field("WAL segments searched")
-
-
-class DemoPitr(Shape):
-    backup_id: str
-    target: str
-    reached_at: Timestamp | None
-    timeline: int | None
-    archive_mode: str
-    orders_live: int
-    orders_recovered: int
-    wal_search: DemoWalSearch | None = _field(
-        "the accident found with wal-search, which the recovery stops just before", default=None
-    )
-    ok: bool
-
-
-class DemoDocument(Document):
-    """`drkit demo --json`: what each step of the sandbox run did"""
-
-    sample_rows: int
-    duration_seconds: float = _field("seconds the demo took")
-    duration: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-    backup: DemoBackup
-    verify: DemoVerify
-    restore: DemoRestore
-    backups_listed: list[str]
-    drill: DemoDrill
-    sanitize: DemoSanitize
-    pitr: DemoPitr
 
 
 #: each published document: file stem -> its model

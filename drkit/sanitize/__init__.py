@@ -29,6 +29,7 @@ from drkit.sanitize.pipeline import scan_source as scan_source
 from drkit.sanitize.report import LeakFound as LeakFound
 from drkit.sanitize.report import Options as Options
 from drkit.sanitize.report import Report as Report
+from drkit.sanitize.report import SanitizeDocument as SanitizeDocument
 from drkit.sanitize.report import TableReport as TableReport
 from drkit.sanitize.rules import Defaults as Defaults
 from drkit.sanitize.rules import Rules as Rules
