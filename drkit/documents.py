@@ -1,8 +1,8 @@
 """The base of every ``--json`` document: the one description of each is a pydantic model.
 
 Core code returns its report's document as a model defined next to the code that
-produces it (``KeepDocument`` in :mod:`drkit.backup.keep`, ...); the CLI writes it with
-``model_dump(mode="json")``, and :mod:`drkit.docgen` publishes the same model as the
+produces it (``KeepDocument`` in :mod:`drkit.backup.keep`, ...); the CLI writes it as
+:func:`dump` gives it, and :mod:`drkit.docgen` publishes the same model as the
 document's JSON Schema.  There is no second description (no ``to_dict`` building the
 same shape): what a command writes is what its schema says, by construction.
 
@@ -55,7 +55,15 @@ class ErrorInfo(Shape):
 
 
 class Document(Shape):
+    """A command's whole document: ``ok``, and ``error`` when the command failed."""
+
     ok: bool = described("true when the command succeeded (exit code 0)")
     error: ErrorInfo | None = described(
         "why the command failed (only when ok is false)", default=None
     )
+
+
+def dump(document: Shape) -> dict[str, Any]:
+    """``document`` as JSON holds it: the keys its producer set, and no other (a key it
+    did not set is left out, so a default never adds a key nobody wrote)."""
+    return document.model_dump(mode="json", exclude_unset=True)

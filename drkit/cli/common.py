@@ -144,13 +144,14 @@ def settle(json_out: bool = False, policy_dir: Path | None = None) -> State:
     return state
 
 
-def emit_json(data: dict[str, Any] | Shape) -> None:
-    """The command's one ``--json`` document; :func:`run` writes it with ``ok`` (and
-    ``error`` when the command then fails), so stdout holds exactly one document.  A
-    model is written as its producer filled it: a key it did not set is left out."""
-    state.document = (
-        data if isinstance(data, dict) else data.model_dump(mode="json", exclude_unset=True)
-    )
+def emit_json(data: Shape) -> None:
+    """The command's one ``--json`` document, the model core returned (never a dict the
+    command builds: one description per document); :func:`run` writes it with ``ok``
+    (and ``error`` when the command then fails), so stdout holds exactly one document.
+    A model is written as its producer filled it: a key it did not set is left out."""
+    from drkit.documents import dump  # lazy: pydantic
+
+    state.document = dump(data)
 
 
 def load(env: str, repo: str | None = None) -> Any:

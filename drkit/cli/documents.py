@@ -28,7 +28,7 @@ Rules of the contract:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from drkit.backup.copy import CopyDocument
 from drkit.backup.keep import KeepDocument
@@ -36,14 +36,18 @@ from drkit.backup.listing import BackupDocument, BackupsDocument
 from drkit.backup.prune import DeleteDocument, PruneDocument
 from drkit.backup.restorepoint import RestorePointDocument
 from drkit.backup.verify import VerifyDocument
-from drkit.documents import Document, ErrorInfo, LocalTimestamp, Shape, Timestamp
+from drkit.demo.document import DemoDocument
+from drkit.documents import Document, ErrorInfo
 from drkit.documents import described as _field
+from drkit.drill.report import DrillDocument
 from drkit.policycheck import PolicyCheckDocument
 from drkit.preflight import CheckDocument
-from drkit.restore.documents import PitrDocument, RestoreDocument, RestoredTable
+from drkit.restore.documents import PitrDocument, RestoreDocument, TableRestoreDocument
+from drkit.restore.walsearch import WalSearchDocument
 from drkit.sanitize.check import SanitizeCheckDocument
-from drkit.sanitize.report import SanitizeDocument
-from drkit.sanitize.scan import LeakScan
+from drkit.sanitize.draft import SanitizeInitDocument
+from drkit.sanitize.report import SanitizeDocument, SanitizeScanDocument
+from drkit.schedule.timing import ScheduleShowDocument
 from drkit.status import StatusDocument
 from drkit.wal.documents import (
     ArchiveCommandDocument,
@@ -62,298 +66,6 @@ class Failure(Document):
 
     ok: Literal[False] = _field("always false")
     error: ErrorInfo = _field("why the command failed")
-
-
-# -- restore -------------------------------------------------------------------------
-
-
-class TableRestoreDocument(Document):
-    """`drkit restore ENV <target> --table S.T --target-db URL [--as NEWNAME] --json`
-    (tables from a physical backup, recovered in a scratch cluster)"""
-
-    backup_id: str = _field("the base backup recovered from")
-    target: str = _field("the recovery target asked for, as in restore-point-in-time")
-    reached_at: Timestamp | None = _field("the last transaction the scratch recovery replayed")
-    database: str = _field("the database of the backup the tables came from")
-    target_db: str = _field("host:port/database restored into (no password)")
-    replaced: bool = _field("--force without --as: the live tables were replaced")
-    tables: list[RestoredTable]
-    dropped_foreign_keys: list[str] = _field(
-        "foreign keys left out, as 'constraint -> schema.table referenced'"
-    )
-    scratch_cluster: Literal["removed", "cleanup failed"] = _field(
-        "the scratch cluster after the restore"
-    )
-    duration_seconds: float = _field("seconds the restore took")
-
-
-# -- WAL -----------------------------------------------------------------------------
-
-
-class WalSearchTransaction(Shape):
-    xid: int = _field("the transaction ID (64-bit, with its epoch): what --target-xid takes")
-    committed_at: Timestamp = _field("the commit record's time (the server's clock)")
-    timeline: int = _field("the timeline its commit record is on")
-    first_lsn: str = _field("where its first record that touched the table (or created a file) is")
-    commit_lsn: str = _field("where its commit record is")
-    operations: dict[str, int] = _field(
-        "what it did to the table: insert, update, delete (rows), truncate, drop, rewrite "
-        "(VACUUM FULL, CLUSTER, a rewriting ALTER TABLE: rows kept) (1 each)"
-    )
-    relfilenode: int = _field("the table's relation file the transaction found")
-    restore_flags: str = _field(
-        "the drkit restore flags that recover to just before it: --target-xid X --exclusive"
-    )
-
-
-class WalSearchFile(Shape):
-    relfilenode: int
-    since_xid: int | None = _field(
-        "the transaction that gave the table this file (null: the backup's catalog)"
-    )
-
-
-class WalSearchDocument(Document):
-    """`drkit wal-search ENV --table S.T --json`: the committed transactions that touched
-    the table in the archived WAL of production's timeline, oldest first"""
-
-    environment: str
-    table: str = _field("schema.name, as given")
-    database: str = _field("the database holding it, from the backup's relation catalog")
-    backup: str = _field("the base backup whose relation catalog the search started from")
-    timeline: int = _field("the timeline followed (production's)")
-    searched_from: str = _field("the LSN the search started at (the catalog's)")
-    searched_to: str = _field("the end of the last WAL segment read")
-    segments: int = _field("WAL segments decoded")
-    relfilenodes: list[WalSearchFile] = _field("the table's relation files, in order")
-    dropped_by: int | None = _field("the transaction that dropped the table, if one did")
-    transactions: list[WalSearchTransaction]
-
-
-# -- sanitize ------------------------------------------------------------------------
-
-
-class SanitizeScanDocument(Document):
-    """`drkit sanitize scan SRC --rules R [--write-draft FILE] --json` (exit 3 when a run
-    would be refused)"""
-
-    src: str
-    rules: str = _field("the rules file")
-    columns: dict[str, dict[str, int]] = _field(
-        "personal data by content in what a run would copy unmasked: schema.table.column "
-        "(or catalog object) -> kind -> rows or objects"
-    )
-    originals: dict[str, int] = _field("schema.table.column -> originals of masked columns")
-    rows_scanned: int = _field("rows searched")
-    draft: str | None = _field("where the draft of rules was written")
-
-
-class SanitizeInitDocument(Document):
-    """`drkit sanitize init SRC [--out FILE] --json`"""
-
-    out: str | None = _field("where the draft was written")
-    rules: str = _field("the drafted rules file (YAML)")
-
-
-# -- drills, status, schedule, demo ----------------------------------------------------
-
-
-class DrillBackup(Shape):
-    id: str | None
-    kind: Literal["logical", "physical"] | None
-    selection: str
-    databases: dict[str, str] = _field("database -> the backup it was restored from")
-    consistent_at: Timestamp | None
-    age_seconds: float | None = _field("seconds between the backup and the drill")
-    server_version: str | None
-    chain: list[str] | None = _field(
-        "physical: the base backups combined, full first (more than one: an incremental)",
-        default=None,
-    )
-
-
-class RecoveryPoint(Shape):
-    target: str = _field("an RFC 3339 timestamp, or latest")
-    reached: Timestamp | None
-
-
-class Rto(Shape):
-    total_seconds: float = _field("seconds from the drill's start until validated data")
-    phases_seconds: dict[str, float] = _field("seconds per phase (they may overlap)")
-    objective_seconds: float | None = _field("the RTO objective, seconds")
-    total: float = _field("the same as total_seconds (kept for version 1; prefer total_seconds)")
-    phases: dict[str, float] = _field(
-        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
-    )
-    objective: float | None = _field(
-        "the same as objective_seconds (kept for version 1; prefer objective_seconds)"
-    )
-    met: bool | None
-
-
-class Rpo(Shape):
-    achieved_seconds: float | None = _field("seconds of data the restore could not bring back")
-    basis: str
-    objective_seconds: float | None = _field("the RPO objective, seconds")
-    achieved: float | None = _field(
-        "the same as achieved_seconds (kept for version 1; prefer achieved_seconds)"
-    )
-    objective: float | None = _field(
-        "the same as objective_seconds (kept for version 1; prefer objective_seconds)"
-    )
-    met: bool | None
-
-
-class DrillCheck(Shape):
-    name: str
-    kind: str = _field("connect | restore | row_count | sql | amcheck | collation | objective")
-    status: Literal["PASS", "FAIL", "NOT_RUN", "ERROR", "WARN"] = _field(
-        "WARN: something to act on that fails nothing (counts as a pass)"
-    )
-    expected: Any
-    observed: Any
-    detail: str | None = None
-    database: str | None = None
-    backup_kind: str | None = _field(
-        "in a drill of every kind: the kind of backup whose drill this check belongs to",
-        default=None,
-    )
-
-
-class DrillKindReport(Shape):
-    """One kind's drill in a drill of every kind: a drill report of its own (the shape
-    of report.json, without ``ok``)"""
-
-    error: str | None = _field("why this kind's drill could not run (verdict ERROR)")
-    format: int
-    id: str
-    environment: str
-    verdict: Literal["PASS", "FAIL", "ERROR"]
-    started_at: Timestamp
-    finished_at: Timestamp | None
-    backup: DrillBackup
-    recovery_point: RecoveryPoint
-    rto: Rto
-    rpo: Rpo
-    checks: list[DrillCheck]
-    summary: dict[str, int] = _field("checks per status")
-
-
-class DrillDocument(Document):
-    """`drkit drill ENV --json`: the drill report (also stored as report.json)"""
-
-    error: str | None = _field("why the drill could not run (verdict ERROR)")  # type: ignore[assignment]
-    format: int
-    id: str
-    environment: str
-    verdict: Literal["PASS", "FAIL", "ERROR"]
-    started_at: Timestamp
-    finished_at: Timestamp | None
-    backup: DrillBackup
-    recovery_point: RecoveryPoint
-    rto: Rto
-    rpo: Rpo
-    objectives: dict[str, float | None] = _field(
-        "rto_seconds and rpo_seconds objectives (also as rto and rpo, kept for version 1)"
-    )
-    checks: list[DrillCheck]
-    summary: dict[str, int] = _field("checks per status")
-    versions: dict[str, str | None]
-    cleanup: dict[str, Any]
-    notes: list[str]
-    kinds: dict[str, DrillKindReport] | None = _field(
-        "a drill of every kind the policy takes (drkit drill ENV without --backup or "
-        "--point-in-time): each kind's own report, with its own verdict; the measures "
-        "above are the physical drill's when one ran",
-        default=None,
-    )
-
-
-class ScheduledJob(Shape):
-    env: str
-    job: str
-    cron: str
-    timezone: str
-    next_runs: list[LocalTimestamp]
-    period_seconds: int
-
-
-class ScheduleShowDocument(Document):
-    """`drkit schedule show [ENV...] --json`"""
-
-    jobs: list[ScheduledJob]
-
-
-class DemoBackup(Shape):
-    id: str
-    rows: int
-    stored_bytes: int
-
-
-class DemoVerify(Shape):
-    ok: bool
-    objects: int
-
-
-class DemoRestore(Shape):
-    database: str
-    rows: int
-    ok: bool
-
-
-class DemoDrill(Shape):
-    id: str
-    verdict: Literal["PASS", "FAIL", "ERROR"]
-    rto_seconds: float
-    rpo_seconds: float | None
-    checks: int
-
-
-class DemoSanitize(Shape):
-    src: str
-    dst: str
-    mode: Literal["run", "dry-run", "scan-only"]
-    rows: int
-    leak_scan: LeakScan | None
-
-
-class DemoWalSearch(Shape):
-    xid: int = _field("the accidental DELETE's transaction, as wal-search found it")
-    committed_at: Timestamp
-    operations: dict[str, int]
-    restore_flags: str = _field("what the recovery then restored to")
-    segments: int = _field("WAL segments searched")
-
-
-class DemoPitr(Shape):
-    backup_id: str
-    target: str
-    reached_at: Timestamp | None
-    timeline: int | None
-    archive_mode: str
-    orders_live: int
-    orders_recovered: int
-    wal_search: DemoWalSearch | None = _field(
-        "the accident found with wal-search, which the recovery stops just before", default=None
-    )
-    ok: bool
-
-
-class DemoDocument(Document):
-    """`drkit demo --json`: what each step of the sandbox run did"""
-
-    sample_rows: int
-    duration_seconds: float = _field("seconds the demo took")
-    duration: float = _field(
-        "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
-    )
-    backup: DemoBackup
-    verify: DemoVerify
-    restore: DemoRestore
-    backups_listed: list[str]
-    drill: DemoDrill
-    sanitize: DemoSanitize
-    pitr: DemoPitr
 
 
 #: each published document: file stem -> its model

@@ -79,6 +79,7 @@ def drill(
 ) -> None:
     """Restore drill: restore into a scratch cluster, measure RTO/RPO, validate, report."""
     # lazy: pydantic and psycopg, ~0.4 s
+    from drkit.documents import dump
     from drkit.drill import run_drill
     from drkit.drill.report import PHASE_TITLES
     from drkit.restore.target import parse_target
@@ -112,12 +113,12 @@ def drill(
             on_phase=on_phase,
             target_major=target_major,
         )
-    doc = result.report.to_dict()
+    document = result.report.document()
     if state.json:
-        emit_json(doc)
+        emit_json(document)
     else:
-        print_drill(doc, result.repository_key, result.files)
-    _drill_exit(doc)
+        print_drill(dump(document), result.repository_key, result.files)
+    _drill_exit(dump(document))
 
 
 def _drill_exit(doc: dict[str, Any]) -> None:

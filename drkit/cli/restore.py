@@ -280,9 +280,9 @@ def _restore_logical(
     for d in result.databases:
         for t in d.restored:
             out.print(
-                f"[green]✓[/green] {t['source']} restored from {d.backup_id or result.backup_id} "
-                + ("over the live table" if force and not rename else f"as {t['table']}")
-                + f" in {d.target}: {t['rows']} rows",
+                f"[green]✓[/green] {t.source} restored from {d.backup_id or result.backup_id} "
+                + ("over the live table" if force and not rename else f"as {t.table}")
+                + f" in {d.target}: {t.rows} rows",
                 highlight=False,
             )
         for fk in d.dropped_foreign_keys:
@@ -334,7 +334,7 @@ def _restore_tables(
         )
     took = round(time.monotonic() - started, 3)
     if state.json:
-        emit_json({"ok": True, **result.to_dict(), "duration_seconds": took})
+        emit_json(result.document(duration=took))
         return
     for t in result.tables:
         out.print(
@@ -567,7 +567,7 @@ def wal_search(
 
     result = search_table(Repository.for_policy(policy), table, since=start, until=end, op=op)
     if state.json:
-        emit_json({"ok": True, "environment": env, **result.to_dict()})
+        emit_json(result.document())
         return
     from drkit.cli.render import Col, print_table
 

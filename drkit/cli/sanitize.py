@@ -234,22 +234,14 @@ def sanitize_scan(
             report = scan_source(load(src), rules, on_progress=progress)
     except LeakFound as exc:
         failure, report = exc, exc.report
-    leak = report.leak
-    columns = dict(leak.pii) if leak else {}
-    originals = dict(leak.hits) if leak else {}
+    document = report.scan_document()
+    columns, originals = document.columns, document.originals
     if write_draft is not None and columns:
         from drkit.sanitize import load_rules
 
         write_draft.parent.mkdir(parents=True, exist_ok=True)
         write_draft.write_text(review_draft(columns, load_rules(rules)), encoding="utf-8")
-    document = {
-        "src": report.src,
-        "rules": report.rules,
-        "columns": columns,
-        "originals": originals,
-        "rows_scanned": leak.rows_scanned if leak else 0,
-        "draft": str(write_draft) if write_draft is not None and columns else None,
-    }
+        document = report.scan_document(draft=write_draft)
     if state.json:
         emit_json(document)
     if failure is not None:
@@ -260,7 +252,7 @@ def sanitize_scan(
             out.print(f"[red]✗[/red] {place}: {found}")
         for place, count in sorted(originals.items()):
             out.print(f"[red]✗[/red] {place}: {count} original value(s) of masked columns")
-        if document["draft"]:
+        if document.draft:
             out.print(f"[yellow]![/yellow] drafted {write_draft}: review it, then merge it")
         raise failure
     if not state.json:
@@ -278,17 +270,12 @@ def sanitize_init(
 ) -> None:
     """Draft a rules file from SRC's schema, guessing personal-data columns."""
     settle(json_out, policy_dir)
-    from drkit.sanitize import draft_rules  # lazy: psycopg, numpy
+    from drkit.sanitize import init_rules  # lazy: psycopg, numpy
 
-    text = draft_rules(load(src))
-    if out_file is not None:
-        if out_file.exists():
-            raise UsageError(f"{out_file} exists: choose another --out or remove it first")
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(text, encoding="utf-8")
+    drafted = init_rules(load(src), out_file)
     if state.json:
-        emit_json({"out": str(out_file) if out_file else None, "rules": text})
+        emit_json(drafted)
     elif out_file is None:
-        sys.stdout.write(text)
+        sys.stdout.write(drafted.rules)
     else:
         out.print(f"[green]✓[/green] drafted {out_file}: review every '# guessed' line")

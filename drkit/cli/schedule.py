@@ -70,23 +70,22 @@ def schedule_show(
     from drkit.schedule import show_schedule  # lazy: APScheduler, ~0.5 s
 
     state = settle(json_out, policy_dir)
-    rows = show_schedule(envs or None, state.policy_dir)
+    shown = show_schedule(envs or None, state.policy_dir)
     if state.json:
-        emit_json({"jobs": rows})
+        emit_json(shown)
         return
-    if not rows:
+    if not shown.jobs:
         out.print("no scheduled jobs (no schedule entries in the policies)", markup=False)
         return
-    for row in rows:
+    for job in shown.jobs:
         runs = ", ".join(
             datetime.fromisoformat(r)
-            .astimezone(ZoneInfo(row["timezone"]))
+            .astimezone(ZoneInfo(job.timezone))
             .strftime("%a %Y-%m-%d %H:%M %Z")
-            for r in row["next_runs"]
+            for r in job.next_runs
         )
         out.print(
-            f"{row['env']}/{row['job']:<16} {row['cron']:<14} ({row['timezone']})  "
-            f"next: {runs or 'never'}",
+            f"{job.env}/{job.job:<16} {job.cron:<14} ({job.timezone})  next: {runs or 'never'}",
             markup=False,
             highlight=False,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from drkit.backup.logical import run_logical_backup
 from drkit.backup.verify import verify_backup
 from drkit.catalog import list_backups
+from drkit.demo.document import DemoBackup, DemoRestore, DemoVerify
 from drkit.demo.sandbox import Sandbox, Say, Step, timed
 from drkit.errors import CheckFailed
 from drkit.progress import human_size
@@ -48,12 +49,10 @@ def backup_verify_restore(box: Sandbox, say: Say) -> None:
         f"{RESTORED_DB}: {restored.tables} tables, {restored.rows} rows, all equal to the "
         f"manifest ({took:.1f}s)",
     )
-    box.report.update(
-        backup={"id": manifest.id, "rows": rows, "stored_bytes": manifest.size},
-        verify={"ok": verdict.ok, "objects": verdict.objects},
-        restore={"database": RESTORED_DB, "rows": restored.rows, "ok": True},
-        backups_listed=[m.id for m in list_backups(repo)],
-    )
+    box.backup = DemoBackup(id=manifest.id, rows=rows, stored_bytes=manifest.size)
+    box.verify = DemoVerify(ok=verdict.ok, objects=verdict.objects)
+    box.restore = DemoRestore(database=RESTORED_DB, rows=restored.rows, ok=True)
+    box.backups_listed = [m.id for m in list_backups(repo)]
 
 
 STEP = Step(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drkit.demo.document import DemoDrill
 from drkit.demo.sandbox import Sandbox, Say, Step, timed
 from drkit.drill import run_drill
 from drkit.errors import CheckFailed
@@ -24,13 +25,13 @@ def drill(box: Sandbox, say: Say) -> None:
         f"{report.id}: PASS, {len(report.checks)} checks, RTO {report.rto_total:.1f}s "
         f"({phases}), RPO {report.rpo_achieved or 0:.0f}s ({took:.1f}s)",
     )
-    box.report["drill"] = {
-        "id": report.id,
-        "verdict": report.verdict,
-        "rto_seconds": report.rto_total,
-        "rpo_seconds": report.rpo_achieved,
-        "checks": len(report.checks),
-    }
+    box.drill = DemoDrill(
+        id=report.id,
+        verdict=report.verdict,
+        rto_seconds=report.rto_total,
+        rpo_seconds=report.rpo_achieved,
+        checks=len(report.checks),
+    )
 
 
 STEP = Step("restore drill (RTO/RPO measured, checks run)", drill)

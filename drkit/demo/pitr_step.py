@@ -18,7 +18,9 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from drkit.backup.physical import run_physical_backup
+from drkit.demo.document import DemoPitr, DemoWalSearch
 from drkit.demo.sandbox import Sandbox, Say, Step
+from drkit.documents import dump
 from drkit.errors import CheckFailed, OperationError
 from drkit.pg import PostgresServer
 from drkit.pg.connect import connect
@@ -84,7 +86,7 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
     deletes = [t for t in found.transactions if t.operations.get("delete") == 1000 - left]
     if len(found.transactions) != 1 or not deletes:
         raise CheckFailed(
-            f"demo: wal-search found {[t.to_dict() for t in found.transactions]}, expected "
+            f"demo: wal-search found {[dump(t.document()) for t in found.transactions]}, expected "
             f"one transaction deleting {1000 - left} orders"
         )
     accident = deletes[0]
@@ -115,27 +117,27 @@ def archive_and_recover(box: Sandbox, say: Say) -> None:
             f"{left}), {time.monotonic() - started:.1f}s; it does not archive (archive_mode "
             f"off), production's timeline stays {result.followed.timeline if result.followed else 1}",
         )
-        box.report["pitr"] = {
-            "backup_id": manifest.id,
-            "target": result.target,
-            "reached_at": (
+        box.pitr = DemoPitr(
+            backup_id=manifest.id,
+            target=result.target,
+            reached_at=(
                 result.reached_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
                 if result.reached_at
                 else None
             ),
-            "timeline": result.timeline,
-            "archive_mode": archiving,
-            "orders_live": left,
-            "orders_recovered": back,
-            "wal_search": {
-                "xid": accident.xid,
-                "committed_at": accident.to_dict()["committed_at"],
-                "operations": accident.operations,
-                "restore_flags": accident.restore_flags,
-                "segments": found.segments,
-            },
-            "ok": True,
-        }
+            timeline=result.timeline,
+            archive_mode=archiving,
+            orders_live=left,
+            orders_recovered=back,
+            wal_search=DemoWalSearch(
+                xid=accident.xid,
+                committed_at=accident.document().committed_at,
+                operations=accident.operations,
+                restore_flags=accident.restore_flags,
+                segments=found.segments,
+            ),
+            ok=True,
+        )
     finally:
         recovered = PostgresServer(
             pgdata, port=result.port, os_user=cluster.os_user, bin_dir=cluster.bin_dir

@@ -12,9 +12,9 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from drkit.demo import backup_step, drill_step, pitr_step, sanitize_step
+from drkit.demo.document import DemoDocument
 from drkit.demo.sample import load_sample
 from drkit.demo.sandbox import Sandbox, Say, Step, timed, write_policy
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user
@@ -33,8 +33,8 @@ def _quiet(kind: str, text: str) -> None:
     pass
 
 
-def run_demo(rows: int = 20_000, keep: bool = False, say: Say | None = None) -> dict[str, Any]:
-    """Run the whole demo; returns the report ``drkit demo --json`` prints."""
+def run_demo(rows: int = 20_000, keep: bool = False, say: Say | None = None) -> DemoDocument:
+    """Run the whole demo; returns the document ``drkit demo --json`` prints."""
     say = say or _quiet
     root = Path(tempfile.mkdtemp(prefix="drkit-demo-"))
     root.chmod(0o755)
@@ -68,17 +68,14 @@ def run_demo(rows: int = 20_000, keep: bool = False, say: Say | None = None) -> 
         # before the first backup creates prod/ as this user: drkit hands the cluster's
         # OS user only the directories it creates for it
         prepare_file_repository(box.policy().repository.url, "prod", cluster.os_user)
-        box.report["postgresql"] = {"major": cluster.major, "bin_dir": str(cluster.bin_dir)}
-        box.report["sample_rows"] = size.total
+        box.sample_rows = size.total
         for step in STEPS:
             step.run(box, say)
-        box.report["duration"] = round(time.monotonic() - started, 1)
-        box.report["duration_seconds"] = box.report["duration"]
-        box.report["ok"] = True
-        say("step", f"demo finished in {box.report['duration']}s: every step passed")
+        document = box.document(duration=round(time.monotonic() - started, 1))
+        say("step", f"demo finished in {document.duration_seconds}s: every step passed")
         if keep:
             say("info", f"sandbox kept in {root} (PostgreSQL on port {cluster.port})")
-        return box.report
+        return document
     finally:
         if not keep:
             if cluster is not None:

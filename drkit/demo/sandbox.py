@@ -11,7 +11,18 @@ from typing import Any
 import yaml
 
 from drkit.config import Policy, load_policy
+from drkit.demo.document import (
+    DemoBackup,
+    DemoDocument,
+    DemoDrill,
+    DemoPitr,
+    DemoPostgresql,
+    DemoRestore,
+    DemoVerify,
+)
+from drkit.errors import OperationError
 from drkit.pg import LocalCluster
+from drkit.sanitize import SanitizeDocument
 
 #: ``say(kind, text)``: kind is ``step`` (a step starts), ``ok`` (it passed) or ``info``
 Say = Callable[[str, str], None]
@@ -19,17 +30,47 @@ Say = Callable[[str, str], None]
 
 @dataclass
 class Sandbox:
-    """The demo's temporary directory: its cluster, policies, repository and report."""
+    """The demo's temporary directory: its cluster, policies, repository, and the parts
+    of the demo's document the steps have filled in."""
 
     root: Path
     cluster: LocalCluster
     policy_dir: Path
     repo_dir: Path
     prod_dsn: str
-    report: dict[str, Any] = field(default_factory=dict)
+    sample_rows: int = 0
+    backup: DemoBackup | None = None
+    verify: DemoVerify | None = None
+    restore: DemoRestore | None = None
+    backups_listed: list[str] = field(default_factory=list)
+    drill: DemoDrill | None = None
+    sanitize: SanitizeDocument | None = None
+    pitr: DemoPitr | None = None
 
     def policy(self, env: str = "prod") -> Policy:
         return load_policy(env, self.policy_dir)
+
+    def document(self, duration: float) -> DemoDocument:
+        """The demo's document, once every step has run (``duration``: its seconds)."""
+        parts = {
+            "backup": self.backup,
+            "verify": self.verify,
+            "restore": self.restore,
+            "drill": self.drill,
+            "sanitize": self.sanitize,
+            "pitr": self.pitr,
+        }
+        if missing := [name for name, part in parts.items() if part is None]:
+            raise OperationError(f"demo: no result from the {', '.join(missing)} step(s)")
+        return DemoDocument(
+            ok=True,
+            sample_rows=self.sample_rows,
+            duration_seconds=duration,
+            duration=duration,
+            backups_listed=self.backups_listed,
+            postgresql=DemoPostgresql(major=self.cluster.major, bin_dir=str(self.cluster.bin_dir)),
+            **parts,
+        )
 
 
 @dataclass(frozen=True)

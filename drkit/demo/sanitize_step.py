@@ -49,7 +49,7 @@ def sanitize_prod_to_staging(box: Sandbox, say: Say) -> None:
         f"leak scan clean over {leak.originals if leak else 0} original values "
         f"({report.phases.get('total', 0):.1f}s)",
     )
-    box.report["sanitize"] = report.document().model_dump(mode="json", exclude_unset=True)
+    box.sanitize = report.document()
 
 
 STEP = Step("sanitize prod → staging with the shipped rules (leak scan)", sanitize_prod_to_staging)

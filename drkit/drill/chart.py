@@ -103,8 +103,8 @@ def _color(value: float | None, objective: float | None) -> str:
 
 
 def build_chart(doc: dict[str, Any], history: list[dict[str, Any]]) -> Figure:
-    """The figure for one drill report (``DrillReport.to_dict()``) and the stored
-    reports before it, oldest first."""
+    """The figure for one drill report (its stored JSON, ``DrillReport.stored()``) and
+    the stored reports before it, oldest first."""
     from matplotlib.figure import Figure
 
     rto = doc.get("rto") or {}

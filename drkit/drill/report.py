@@ -11,9 +11,16 @@ file: the chart inline as SVG, no script, nothing fetched) and
 ``junit.xml`` (one test case per check and per
 objective; a NOT_RUN case is a failure, never a skip, because NOT_RUN is never a pass).
 
-The JSON shape is read back through the catalog view (:mod:`drkit.restore.window`:
-``drkit status``, the scheduler's metrics, the next drill's history): ``verdict``,
-``finished_at``, ``rto.total`` / ``rto.phases`` and ``rpo.achieved`` in seconds.
+The JSON is described once, by the models at the end of this module:
+:class:`StoredDrillReport` is what ``report.json`` holds (:meth:`DrillReport.stored`),
+and :class:`DrillDocument`, what ``drkit drill --json`` prints
+(:meth:`DrillReport.document`), is the same report with the command's ``ok``.  The
+stored report has no ``ok``: whether a command succeeded is the command's, not the
+drill's, and the reports stored before keep their shape.  The renderings read the
+stored JSON, as do the readers through the catalog view (:mod:`drkit.restore.window`:
+``drkit status``, the scheduler's metrics, the next drill's history), which read
+``verdict``, ``finished_at``, ``rto.total`` / ``rto.phases`` and ``rpo.achieved`` in
+seconds and tolerate reports of any earlier version.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from drkit.catalog import iso
 from drkit.config import format_duration
+from drkit.documents import Document, Shape, Timestamp, described, dump
 from drkit.restore import REPORT_NAME, report_key
 from drkit.storage.repository import Repository
 
@@ -41,6 +49,8 @@ ERROR = "ERROR"
 STATUSES = (PASS, FAIL, NOT_RUN, ERROR)
 #: found something to act on that breaks nothing the drill proved (counts as a pass)
 WARN = "WARN"
+#: the report's JSON: stored, or the command's document
+_Report = TypeVar("_Report", bound="StoredDrillReport")
 
 #: The phases of a drill's RTO, in the order they happen.
 PHASES = ("startup", "fetch", "restore", "unpack", "wal_replay", "connections", "validation")
@@ -73,21 +83,24 @@ class Check:
     def passed(self) -> bool:
         return self.status in (PASS, WARN)
 
-    def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "name": self.name,
-            "kind": self.kind,
-            "status": self.status,
-            "expected": self.expected,
-            "observed": self.observed,
-        }
+    def document(self) -> DrillCheck:
+        """The check as reports hold it: ``detail``, ``database`` and ``backup_kind``
+        only when the check has one."""
+        optional: dict[str, Any] = {}
         if self.detail:
-            doc["detail"] = self.detail
+            optional["detail"] = self.detail
         if self.database is not None:
-            doc["database"] = self.database
+            optional["database"] = self.database
         if self.backup_kind is not None:
-            doc["backup_kind"] = self.backup_kind
-        return doc
+            optional["backup_kind"] = self.backup_kind
+        return DrillCheck(
+            name=self.name,
+            kind=self.kind,
+            status=self.status,
+            expected=self.expected,
+            observed=self.observed,
+            **optional,
+        )
 
 
 @dataclass
@@ -168,72 +181,80 @@ class DrillReport:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
-    # -- serialisation --------------------------------------------------------------
+    # -- the JSON -------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def stored(self) -> StoredDrillReport:
+        """What ``drills/<id>/report.json`` holds (and ``--report-dir``'s report.json)."""
+        return self._described(StoredDrillReport)
+
+    def document(self) -> DrillDocument:
+        """``drkit drill --json``: the stored report, ``ok`` when the verdict is PASS."""
+        return self._described(DrillDocument, ok=self.verdict == PASS)
+
+    def _described(self, model: type[_Report], **command: Any) -> _Report:
         counts = {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
         if warnings := sum(1 for c in self.checks if c.status == WARN):
             counts[WARN] = warnings
-        return {
-            "format": 1,
-            "id": self.id,
-            "environment": self.environment,
-            "verdict": self.verdict,
-            "error": self.error,
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            "backup": {
-                "id": self.backup_id,
-                "kind": self.backup_kind,
-                "selection": self.backup_selection,
-                "databases": dict(self.backup_databases),
-                "consistent_at": iso(self.backup_consistent_at),
-                "age_seconds": self.backup_age,
-                "server_version": self.backup_server_version,
-                "chain": list(self.backup_chain) or None,
-            },
-            "recovery_point": {
-                "target": self.target_label
+        phases = {p: round(self.phases[p], 3) for p in self.ordered_phases()}
+        rpo = None if self.rpo_achieved is None else round(self.rpo_achieved, 3)
+        return model(
+            **command,
+            format=1,
+            id=self.id,
+            environment=self.environment,
+            verdict=self.verdict,
+            error=self.error,
+            started_at=iso(self.started_at),
+            finished_at=iso(self.finished_at),
+            backup=DrillBackup(
+                id=self.backup_id,
+                kind=self.backup_kind,
+                selection=self.backup_selection,
+                databases=dict(self.backup_databases),
+                consistent_at=iso(self.backup_consistent_at),
+                age_seconds=self.backup_age,
+                server_version=self.backup_server_version,
+                chain=list(self.backup_chain) or None,
+            ),
+            recovery_point=RecoveryPoint(
+                target=self.target_label
                 or (iso(self.target_point) if self.target_point else "latest"),
-                "reached": iso(self.reached_point),
-            },
-            "rto": {
-                "total": self.rto_total,
-                "phases": {p: round(self.phases[p], 3) for p in self.ordered_phases()},
-                "objective": self.rto_objective,
-                # the same, their unit in the key (issue 12); the older keys stay
-                "total_seconds": self.rto_total,
-                "phases_seconds": {p: round(self.phases[p], 3) for p in self.ordered_phases()},
-                "objective_seconds": self.rto_objective,
-                "met": _met(self.rto_total, self.rto_objective) if self.error is None else None,
-            },
-            "rpo": {
-                "achieved": None if self.rpo_achieved is None else round(self.rpo_achieved, 3),
-                "basis": self.rpo_basis,
-                "objective": self.rpo_objective,
-                "achieved_seconds": (
-                    None if self.rpo_achieved is None else round(self.rpo_achieved, 3)
-                ),
-                "objective_seconds": self.rpo_objective,
-                "met": _met(self.rpo_achieved, self.rpo_objective),
-            },
-            "objectives": {
+                reached=iso(self.reached_point),
+            ),
+            rto=Rto(
+                total=self.rto_total,
+                phases=phases,
+                objective=self.rto_objective,
+                total_seconds=self.rto_total,
+                phases_seconds=dict(phases),
+                objective_seconds=self.rto_objective,
+                met=_met(self.rto_total, self.rto_objective) if self.error is None else None,
+            ),
+            rpo=Rpo(
+                achieved=rpo,
+                basis=self.rpo_basis,
+                objective=self.rpo_objective,
+                achieved_seconds=rpo,
+                objective_seconds=self.rpo_objective,
+                met=_met(self.rpo_achieved, self.rpo_objective),
+            ),
+            objectives={
                 "rto": self.rto_objective,
                 "rpo": self.rpo_objective,
                 "rto_seconds": self.rto_objective,
                 "rpo_seconds": self.rpo_objective,
             },
-            "checks": [c.to_dict() for c in self.checks],
-            "summary": counts,
-            "versions": {
+            checks=[c.document() for c in self.checks],
+            summary=counts,
+            versions={
                 "drkit": self.drkit_version,
                 "postgresql_backup": self.backup_server_version,
                 "postgresql_scratch": self.scratch_server_version,
             },
-            "cleanup": self.cleanup,
-            "notes": self.notes,
-            "kinds": {p.backup_kind: p.to_dict() for p in self.parts if p.backup_kind} or None,
-        }
+            cleanup=self.cleanup,
+            notes=self.notes,
+            kinds={p.backup_kind: p.stored() for p in self.parts if p.backup_kind} or None,
+        )
 
 
 def _met(value: float | None, objective: float | None) -> bool | None:
@@ -248,7 +269,7 @@ def _met(value: float | None, objective: float | None) -> bool | None:
 
 
 def store_report(repo: Repository, report: DrillReport) -> str:
-    repo.put_json(report_key(report.id), report.to_dict())
+    repo.put_json(report_key(report.id), dump(report.stored()))
     return repo.key(report_key(report.id))
 
 
@@ -265,7 +286,7 @@ def write_report_dir(
     from drkit.drill.chart import CHART_NAME, chart_svg, write_chart
 
     directory.mkdir(parents=True, exist_ok=True)
-    doc = report.to_dict()
+    doc = dump(report.stored())
     paths = [directory / REPORT_NAME, directory / "report.md", directory / "junit.xml"]
     paths[0].write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
     paths[2].write_text(render_junit(doc))
@@ -589,3 +610,105 @@ def render_junit(doc: dict[str, Any]) -> str:
             ET.SubElement(case, "system-out").text = "warning: " + message
     ET.indent(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, "unicode") + "\n"
+
+
+# ---------------------------------------------------------------------------
+# The JSON: report.json and drkit drill --json, described once
+# ---------------------------------------------------------------------------
+
+
+class DrillBackup(Shape):
+    id: str | None
+    kind: Literal["logical", "physical"] | None
+    selection: str
+    databases: dict[str, str] = described("database -> the backup it was restored from")
+    consistent_at: Timestamp | None
+    age_seconds: float | None = described("seconds between the backup and the drill")
+    server_version: str | None
+    chain: list[str] | None = described(
+        "physical: the base backups combined, full first (more than one: an incremental)",
+        default=None,
+    )
+
+
+class RecoveryPoint(Shape):
+    target: str = described("an RFC 3339 timestamp, or latest")
+    reached: Timestamp | None
+
+
+class Rto(Shape):
+    total_seconds: float = described("seconds from the drill's start until validated data")
+    phases_seconds: dict[str, float] = described("seconds per phase (they may overlap)")
+    objective_seconds: float | None = described("the RTO objective, seconds")
+    total: float = described("the same as total_seconds (kept for version 1; prefer total_seconds)")
+    phases: dict[str, float] = described(
+        "the same as phases_seconds (kept for version 1; prefer phases_seconds)"
+    )
+    objective: float | None = described(
+        "the same as objective_seconds (kept for version 1; prefer objective_seconds)"
+    )
+    met: bool | None
+
+
+class Rpo(Shape):
+    achieved_seconds: float | None = described("seconds of data the restore could not bring back")
+    basis: str
+    objective_seconds: float | None = described("the RPO objective, seconds")
+    achieved: float | None = described(
+        "the same as achieved_seconds (kept for version 1; prefer achieved_seconds)"
+    )
+    objective: float | None = described(
+        "the same as objective_seconds (kept for version 1; prefer objective_seconds)"
+    )
+    met: bool | None
+
+
+class DrillCheck(Shape):
+    name: str
+    kind: str = described("connect | restore | row_count | sql | amcheck | collation | objective")
+    status: Literal["PASS", "FAIL", "NOT_RUN", "ERROR", "WARN"] = described(
+        "WARN: something to act on that fails nothing (counts as a pass)"
+    )
+    expected: Any
+    observed: Any
+    detail: str | None = None
+    database: str | None = None
+    backup_kind: str | None = described(
+        "in a drill of every kind: the kind of backup whose drill this check belongs to",
+        default=None,
+    )
+
+
+class StoredDrillReport(Shape):
+    """A drill report as the repository stores it (drills/<id>/report.json), and each
+    kind's own report in a drill of every kind: the drill document without ``ok``"""
+
+    error: str | None = described("why the drill could not run (verdict ERROR)")
+    format: int
+    id: str
+    environment: str
+    verdict: Literal["PASS", "FAIL", "ERROR"]
+    started_at: Timestamp
+    finished_at: Timestamp | None
+    backup: DrillBackup
+    recovery_point: RecoveryPoint
+    rto: Rto
+    rpo: Rpo
+    objectives: dict[str, float | None] = described(
+        "rto_seconds and rpo_seconds objectives (also as rto and rpo, kept for version 1)"
+    )
+    checks: list[DrillCheck]
+    summary: dict[str, int] = described("checks per status")
+    versions: dict[str, str | None]
+    cleanup: dict[str, Any]
+    notes: list[str]
+    kinds: dict[str, StoredDrillReport] | None = described(
+        "a drill of every kind the policy takes (drkit drill ENV without --backup or "
+        "--point-in-time): each kind's own report, with its own verdict; the measures "
+        "above are the physical drill's when one ran",
+        default=None,
+    )
+
+
+class DrillDocument(StoredDrillReport, Document):
+    """`drkit drill ENV --json`: the drill report (also stored as report.json)"""

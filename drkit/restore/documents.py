@@ -1,6 +1,8 @@
 """The ``--json`` documents of ``drkit restore``, as pydantic models (:mod:`drkit.documents`):
-what :meth:`drkit.restore.logical.RestoreResult.document` and
-:meth:`drkit.restore.pitr.PitrResult.document` return, and what the published schemas say.
+what :meth:`drkit.restore.logical.RestoreResult.document`,
+:meth:`drkit.restore.pitr.PitrResult.document` and
+:meth:`drkit.restore.tables.TableRestoreResult.document` return, and what the published
+schemas say.  :class:`RestoredTable` is also the record a table restore keeps of each table.
 """
 
 from __future__ import annotations
@@ -41,6 +43,26 @@ class RestoreDocument(Document):
     duration: float = described(
         "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
     )
+
+
+class TableRestoreDocument(Document):
+    """`drkit restore ENV <target> --table S.T --target-db URL [--as NEWNAME] --json`
+    (tables from a physical backup, recovered in a scratch cluster)"""
+
+    backup_id: str = described("the base backup recovered from")
+    target: str = described("the recovery target asked for, as in restore-point-in-time")
+    reached_at: Timestamp | None = described("the last transaction the scratch recovery replayed")
+    database: str = described("the database of the backup the tables came from")
+    target_db: str = described("host:port/database restored into (no password)")
+    replaced: bool = described("--force without --as: the live tables were replaced")
+    tables: list[RestoredTable]
+    dropped_foreign_keys: list[str] = described(
+        "foreign keys left out, as 'constraint -> schema.table referenced'"
+    )
+    scratch_cluster: Literal["removed", "cleanup failed"] = described(
+        "the scratch cluster after the restore"
+    )
+    duration_seconds: float = described("seconds the restore took")
 
 
 class Window(Shape):

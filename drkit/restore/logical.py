@@ -39,7 +39,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -90,8 +89,8 @@ class DatabaseRestore:
     tables: int = 0
     rows: int = 0
     mismatches: list[str] = field(default_factory=list)
-    #: --table: each table restored, as {source, table, rows}
-    restored: list[dict[str, Any]] = field(default_factory=list)
+    #: --table: each table restored, under the name it was restored as
+    restored: list[RestoredTable] = field(default_factory=list)
     dropped_foreign_keys: list[str] = field(default_factory=list)
 
 
@@ -113,7 +112,7 @@ class RestoreResult:
                     tables=d.tables,
                     rows=d.rows,
                     mismatches=d.mismatches,
-                    restored=[RestoredTable(**t) for t in d.restored],
+                    restored=list(d.restored),
                     dropped_foreign_keys=d.dropped_foreign_keys,
                 )
                 for d in self.databases
@@ -510,7 +509,7 @@ def _restore_tables(
         want = expected.get(table.source)
         if want is not None and want != table.rows:
             outcome.mismatches.append(f"{table.table}: expected {want} rows, found {table.rows}")
-        outcome.restored.append(vars(table))
+        outcome.restored.append(table)
     outcome.tables = len(result.tables)
     outcome.rows = sum(t.rows for t in result.tables)
     outcome.dropped_foreign_keys = result.dropped_foreign_keys

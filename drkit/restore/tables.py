@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -64,6 +64,7 @@ from drkit.pg.pgrestore import restore_args
 from drkit.pg.process import PipeProcess
 from drkit.pg.tables import count_rows, split_key, table_key
 from drkit.progress import Meter, OnProgress
+from drkit.restore.documents import RestoredTable, TableRestoreDocument
 from drkit.restore.target import RecoveryTarget
 from drkit.storage.repository import Repository
 from drkit.streams import spool_dir
@@ -144,13 +145,6 @@ def guard_destinations(dsn: str, choice: TableChoice, pairs: list[tuple[str, str
 
 
 @dataclass
-class RestoredTable:
-    source: str  # schema.table in the backup
-    table: str  # schema.table in the target database
-    rows: int
-
-
-@dataclass
 class TableRestoreResult:
     backup_id: str
     target: str  # the recovery target, as pitr labels it
@@ -160,20 +154,23 @@ class TableRestoreResult:
     replaced: bool
     tables: list[RestoredTable] = field(default_factory=list)
     dropped_foreign_keys: list[str] = field(default_factory=list)
-    scratch: str = "removed"
+    scratch: Literal["removed", "cleanup failed"] = "removed"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backup_id": self.backup_id,
-            "target": self.target,
-            "reached_at": iso(self.reached_at),
-            "database": self.database,
-            "target_db": self.target_db,
-            "replaced": self.replaced,
-            "tables": [vars(t) for t in self.tables],
-            "dropped_foreign_keys": list(self.dropped_foreign_keys),
-            "scratch_cluster": self.scratch,
-        }
+    def document(self, duration: float) -> TableRestoreDocument:
+        """The restore's document; ``duration``: the seconds it took, as the caller timed it."""
+        return TableRestoreDocument(
+            ok=True,
+            backup_id=self.backup_id,
+            target=self.target,
+            reached_at=iso(self.reached_at),
+            database=self.database,
+            target_db=self.target_db,
+            replaced=self.replaced,
+            tables=list(self.tables),
+            dropped_foreign_keys=list(self.dropped_foreign_keys),
+            scratch_cluster=self.scratch,
+            duration_seconds=duration,
+        )
 
 
 class _ScratchWatch:
@@ -304,7 +301,9 @@ def publish_tables(
                 f"{table_key(*where)} in {describe(target_db)} holds {got} rows, the "
                 f"recovered {table_key(*pair)} {want}: check the target database"
             )
-        result.tables.append(RestoredTable(table_key(*pair), table_key(*where), want))
+        result.tables.append(
+            RestoredTable(source=table_key(*pair), table=table_key(*where), rows=want)
+        )
 
 
 def _resolve(conn: psycopg.Connection[Any], wanted: TableName, dsn: str) -> tuple[str, str]:

@@ -30,6 +30,9 @@ Segments are fetched one at a time (with the next one beside it, for a record th
 crosses into it) into a private temporary directory, decoded and deleted: disk holds two
 segments, memory the transactions in flight that touched the table.  A missing segment
 between the start and the end of the unbroken archive is exit 3, never a shorter answer.
+
+:func:`search_table` returns a :class:`SearchResult`; its ``document()`` is the
+command's ``--json`` document (:class:`WalSearchDocument`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from drkit.backup.walchain import (
     timeline_history,
 )
 from drkit.catalog import Manifest, iso, list_backups
+from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import CheckFailed, OperationError, UsageError
 from drkit.lsn import format_lsn, parse_lsn
 from drkit.restore.plan import choose_timeline, consistent_point, size_of
@@ -187,21 +191,22 @@ class Found:
     def restore_flags(self) -> str:
         return f"--target-xid {self.xid} --exclusive"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "xid": self.xid,
-            "committed_at": iso(self.committed_at),
-            "timeline": self.timeline,
-            "first_lsn": self.first_lsn,
-            "commit_lsn": self.commit_lsn,
-            "operations": dict(self.operations),
-            "relfilenode": self.relfilenode,
-            "restore_flags": self.restore_flags,
-        }
+    def document(self) -> WalSearchTransaction:
+        return WalSearchTransaction(
+            xid=self.xid,
+            committed_at=iso(self.committed_at),
+            timeline=self.timeline,
+            first_lsn=self.first_lsn,
+            commit_lsn=self.commit_lsn,
+            operations=dict(self.operations),
+            relfilenode=self.relfilenode,
+            restore_flags=self.restore_flags,
+        )
 
 
 @dataclass
 class SearchResult:
+    environment: str
     table: str
     database: str
     backup: str
@@ -214,19 +219,63 @@ class SearchResult:
     files: list[tuple[int, int | None]] = field(default_factory=list)
     dropped_by: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "database": self.database,
-            "backup": self.backup,
-            "timeline": self.timeline,
-            "searched_from": self.searched_from,
-            "searched_to": self.searched_to,
-            "segments": self.segments,
-            "relfilenodes": [{"relfilenode": f, "since_xid": x} for f, x in self.files],
-            "dropped_by": self.dropped_by,
-            "transactions": [t.to_dict() for t in self.transactions],
-        }
+    def document(self) -> WalSearchDocument:
+        return WalSearchDocument(
+            ok=True,
+            environment=self.environment,
+            table=self.table,
+            database=self.database,
+            backup=self.backup,
+            timeline=self.timeline,
+            searched_from=self.searched_from,
+            searched_to=self.searched_to,
+            segments=self.segments,
+            relfilenodes=[WalSearchFile(relfilenode=f, since_xid=x) for f, x in self.files],
+            dropped_by=self.dropped_by,
+            transactions=[t.document() for t in self.transactions],
+        )
+
+
+class WalSearchTransaction(Shape):
+    xid: int = described("the transaction ID (64-bit, with its epoch): what --target-xid takes")
+    committed_at: Timestamp = described("the commit record's time (the server's clock)")
+    timeline: int = described("the timeline its commit record is on")
+    first_lsn: str = described(
+        "where its first record that touched the table (or created a file) is"
+    )
+    commit_lsn: str = described("where its commit record is")
+    operations: dict[str, int] = described(
+        "what it did to the table: insert, update, delete (rows), truncate, drop, rewrite "
+        "(VACUUM FULL, CLUSTER, a rewriting ALTER TABLE: rows kept) (1 each)"
+    )
+    relfilenode: int = described("the table's relation file the transaction found")
+    restore_flags: str = described(
+        "the drkit restore flags that recover to just before it: --target-xid X --exclusive"
+    )
+
+
+class WalSearchFile(Shape):
+    relfilenode: int
+    since_xid: int | None = described(
+        "the transaction that gave the table this file (null: the backup's catalog)"
+    )
+
+
+class WalSearchDocument(Document):
+    """`drkit wal-search ENV --table S.T --json`: the committed transactions that touched
+    the table in the archived WAL of production's timeline, oldest first"""
+
+    environment: str
+    table: str = described("schema.name, as given")
+    database: str = described("the database holding it, from the backup's relation catalog")
+    backup: str = described("the base backup whose relation catalog the search started from")
+    timeline: int = described("the timeline followed (production's)")
+    searched_from: str = described("the LSN the search started at (the catalog's)")
+    searched_to: str = described("the end of the last WAL segment read")
+    segments: int = described("WAL segments decoded")
+    relfilenodes: list[WalSearchFile] = described("the table's relation files, in order")
+    dropped_by: int | None = described("the transaction that dropped the table, if one did")
+    transactions: list[WalSearchTransaction]
 
 
 # ---------------------------------------------------------------------------
@@ -531,6 +580,7 @@ def search_table(
                 break
     end = (first_segno + segments) * size
     result = SearchResult(
+        repo.env,
         table,
         ref.database,
         anchor.id,

@@ -22,12 +22,14 @@ from __future__ import annotations
 from drkit.sanitize.check import CheckReport as CheckReport
 from drkit.sanitize.check import check_rules as check_rules
 from drkit.sanitize.draft import draft_rules as draft_rules
+from drkit.sanitize.draft import init_rules as init_rules
 from drkit.sanitize.draft import review_draft as review_draft
 from drkit.sanitize.pipeline import sanitize as sanitize
 from drkit.sanitize.pipeline import scan_source as scan_source
 from drkit.sanitize.report import LeakFound as LeakFound
 from drkit.sanitize.report import Options as Options
 from drkit.sanitize.report import Report as Report
+from drkit.sanitize.report import SanitizeDocument as SanitizeDocument
 from drkit.sanitize.report import TableReport as TableReport
 from drkit.sanitize.rules import Defaults as Defaults
 from drkit.sanitize.rules import Rules as Rules

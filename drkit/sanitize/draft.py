@@ -2,14 +2,19 @@
 
 Every table and column is listed; columns that look like personal data get a strategy,
 the rest ``keep``; a comment marks every guess for a person to review.
+:func:`init_rules` drafts them (and writes them, never over a file) and returns the
+command's ``--json`` document; :func:`review_draft` is the draft ``sanitize scan`` writes.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from drkit.config import Policy
+from drkit.documents import Document, described
+from drkit.errors import UsageError
 from drkit.pg.connect import connect
 from drkit.sanitize.guards import database_dsn
 from drkit.sanitize.rules import Rules
@@ -70,6 +75,25 @@ def draft_rules(src: Policy, dst: str | None = None) -> str:
         conn.rollback()
     target = dst or lower_environment(src)
     return draft_text(schema, src.name, target)
+
+
+def init_rules(src: Policy, out: Path | None = None) -> SanitizeInitDocument:
+    """``sanitize init``: the rules drafted from SRC's schema and, with ``out``, written
+    there (a new file: one that exists is never replaced)."""
+    text = draft_rules(src)
+    if out is not None:
+        if out.exists():
+            raise UsageError(f"{out} exists: choose another --out or remove it first")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    return SanitizeInitDocument(ok=True, out=str(out) if out is not None else None, rules=text)
+
+
+class SanitizeInitDocument(Document):
+    """`drkit sanitize init SRC [--out FILE] --json`"""
+
+    out: str | None = described("where the draft was written")
+    rules: str = described("the drafted rules file (YAML)")
 
 
 def review_draft(findings: dict[str, dict[str, int]], rules: Rules) -> str:

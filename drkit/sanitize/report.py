@@ -2,7 +2,8 @@
 that carries the report (a leak found).
 
 Nothing here runs anything; :mod:`drkit.sanitize.pipeline` fills a :class:`Report` step
-by step, and ``to_dict`` is the ``--json`` document.
+by step.  Its ``document()`` is the ``--json`` document of ``drkit sanitize`` and its
+``scan_document()`` that of ``drkit sanitize scan``.
 """
 
 from __future__ import annotations
@@ -95,6 +96,20 @@ class Report:
             pinned=self.pinned,
         )
 
+    def scan_document(self, draft: Path | None = None) -> SanitizeScanDocument:
+        """``sanitize scan``'s document: what a run would refuse (kinds and counts, never
+        values); ``draft``: where the draft of rules for it was written, if it was."""
+        leak = self.leak
+        return SanitizeScanDocument(
+            ok=True,
+            src=self.src,
+            rules=self.rules,
+            columns=dict(leak.pii) if leak else {},
+            originals=dict(leak.hits) if leak else {},
+            rows_scanned=leak.rows_scanned if leak else 0,
+            draft=str(draft) if draft is not None else None,
+        )
+
 
 class LeakFound(CheckFailed):
     """The leak scan found originals in DST (exit 3); carries the report."""
@@ -142,3 +157,18 @@ class SanitizeDocument(Document):
         "copy: true tables pinned to their columns by this run (after a clean scan)",
         default_factory=dict,
     )
+
+
+class SanitizeScanDocument(Document):
+    """`drkit sanitize scan SRC --rules R [--write-draft FILE] --json` (exit 3 when a run
+    would be refused)"""
+
+    src: str
+    rules: str = described("the rules file")
+    columns: dict[str, dict[str, int]] = described(
+        "personal data by content in what a run would copy unmasked: schema.table.column "
+        "(or catalog object) -> kind -> rows or objects"
+    )
+    originals: dict[str, int] = described("schema.table.column -> originals of masked columns")
+    rows_scanned: int = described("rows searched")
+    draft: str | None = described("where the draft of rules was written")

@@ -5,7 +5,7 @@ This is the package's face:
 - :mod:`.jobs`: the one table of jobs (:data:`JOBS`: what each runs, what it leaves in
   the repository, what its schedule key means), and the record of a job's runs;
 - :mod:`.timing`: when jobs run (fire times, a job's period, the misfire grace) and
-  ``schedule show``;
+  ``schedule show`` (its ``--json`` document, :class:`ScheduleShowDocument`);
 - :mod:`.lock`: the advisory lock that makes one replica run an environment's jobs;
 - :mod:`.cron`: cron expressions with cron's meaning, as APScheduler triggers.
 
@@ -28,6 +28,7 @@ from drkit.schedule.lock import LOCK_CLASS_ID as LOCK_CLASS_ID
 from drkit.schedule.lock import EnvironmentLock as EnvironmentLock
 from drkit.schedule.lock import lock_key as lock_key
 from drkit.schedule.timing import MISFIRE_GRACE as MISFIRE_GRACE
+from drkit.schedule.timing import ScheduleShowDocument as ScheduleShowDocument
 from drkit.schedule.timing import checked_policies as checked_policies
 from drkit.schedule.timing import cron_period as cron_period
 from drkit.schedule.timing import next_runs as next_runs

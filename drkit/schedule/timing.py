@@ -5,15 +5,17 @@ A schedule entry is a five-field cron expression in the policy's timezone
 longest gap between two runs; a job is overdue when its last success is older than that
 plus :data:`MISFIRE_GRACE`, the lateness APScheduler still starts a run with (its
 default of one second would silently drop a run that starts a little late, e.g. after a
-container restart).  :func:`show_schedule` is ``drkit schedule show``.
+container restart).  :func:`show_schedule` is ``drkit schedule show``: it returns the
+command's ``--json`` document, :class:`ScheduleShowDocument`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from drkit.documents import Document, LocalTimestamp, Shape
 from drkit.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -87,22 +89,35 @@ def checked_policies(envs: list[str] | None, policy_dir: Path | str | None) -> l
 
 def show_schedule(
     envs: list[str] | None, policy_dir: Path | str | None, count: int = 3
-) -> list[dict[str, Any]]:
+) -> ScheduleShowDocument:
     """Each job of each policy with its next ``count`` run times (``schedule show``)."""
-    rows = []
+    jobs = []
     for policy in checked_policies(envs, policy_dir):
+        timezone = policy.schedule.timezone
         for job, expr in policy.schedule.jobs().items():
-            runs = next_runs(expr, policy.schedule.timezone, count)
-            rows.append(
-                {
-                    "env": policy.name,
-                    "job": job,
-                    "cron": expr,
-                    "timezone": policy.schedule.timezone,
-                    "next_runs": [r.isoformat() for r in runs],
-                    "period_seconds": int(
-                        cron_period(expr, policy.schedule.timezone).total_seconds()
-                    ),
-                }
+            jobs.append(
+                ScheduledJob(
+                    env=policy.name,
+                    job=job,
+                    cron=expr,
+                    timezone=timezone,
+                    next_runs=[r.isoformat() for r in next_runs(expr, timezone, count)],
+                    period_seconds=int(cron_period(expr, timezone).total_seconds()),
+                )
             )
-    return rows
+    return ScheduleShowDocument(ok=True, jobs=jobs)
+
+
+class ScheduledJob(Shape):
+    env: str
+    job: str
+    cron: str
+    timezone: str
+    next_runs: list[LocalTimestamp]
+    period_seconds: int
+
+
+class ScheduleShowDocument(Document):
+    """`drkit schedule show [ENV...] --json`"""
+
+    jobs: list[ScheduledJob]

@@ -21,7 +21,17 @@ import pytest
 import yaml
 
 from drkit.pg import chown_tree, cluster_os_user
-from tests.fix_cli import OUTPUT, REPO, DrkitRunner, PolicyWriter, Result, errors, schema, valid
+from tests.fix_cli import (
+    OUTPUT,
+    REPO,
+    DrkitRunner,
+    PolicyWriter,
+    Result,
+    errors,
+    own_shape,
+    schema,
+    valid,
+)
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget, S3Server
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
@@ -44,6 +54,22 @@ def test_every_document_has_a_committed_schema() -> None:
     assert published == {*DOCUMENTS, "failure"}
     for name in published:
         schema(name)  # each is a valid draft 2020-12 schema
+
+
+#: documents the command line assembles itself (a model in drkit/cli/documents.py): none;
+#: every document is the model core code returns, defined next to that code
+ASSEMBLED_BY_THE_CLI: set[str] = set()
+
+
+def test_core_returns_its_documents() -> None:
+    """One description of each document: the model core returns, never a second one in
+    the command line (a dict, a ``to_dict``) that can drift from it."""
+    from drkit.cli.documents import DOCUMENTS
+
+    in_the_cli = {
+        name for name, model in DOCUMENTS.items() if model.__module__.startswith("drkit.cli")
+    }
+    assert in_the_cli <= ASSEMBLED_BY_THE_CLI, sorted(in_the_cli - ASSEMBLED_BY_THE_CLI)
 
 
 #: commands whose --json document is published under another name, or several
@@ -284,3 +310,13 @@ def test_demo_document(run_drkit: DrkitRunner) -> None:
     demo = valid("demo", run_drkit("demo", "--rows", "500", "--json", timeout=600))
     for step in ("backup", "verify", "restore", "drill", "sanitize", "pitr"):
         assert demo[step], f"the demo document has no {step} step"
+    # every key the demo wrote before its document became a model is still there
+    assert set(demo) == {
+        *("ok", "sample_rows", "duration", "duration_seconds", "postgresql"),
+        *("backup", "verify", "restore", "backups_listed", "drill", "sanitize", "pitr"),
+    }
+    assert demo["postgresql"]["major"] >= 13 and demo["postgresql"]["bin_dir"]
+    # its sanitize step is the run's own document, whole
+    assert errors(demo["sanitize"], own_shape("sanitize")) == []
+    assert demo["sanitize"]["tables"] and demo["sanitize"]["leak_scan"]["clean"] is True
+    assert demo["pitr"]["wal_search"]["committed_at"].endswith("Z")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -9,18 +10,26 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from drkit.documents import dump
 from drkit.drill.chart import CHART_NAME, build_chart
 from drkit.drill.report import (
     ERROR,
     FAIL,
     NOT_RUN,
     PASS,
+    WARN,
     Check,
+    DrillDocument,
     DrillReport,
+    StoredDrillReport,
     render_junit,
     render_markdown,
+    store_report,
     write_report_dir,
 )
+from drkit.restore import latest_report, report_key
+from drkit.restore.window import newest_drill_summary
+from drkit.storage import FileBackend, Repository, RepositoryConfig
 
 
 def report(*statuses: str) -> DrillReport:
@@ -53,18 +62,18 @@ def test_verdict_is_pass_only_when_every_check_passes() -> None:
 
 
 def test_report_document_measures_rto_and_backup_age() -> None:
-    doc = report(PASS).to_dict()
+    doc = dump(report(PASS).stored())
     assert doc["rto"]["total"] == 80.0 and doc["rto"]["met"] is True
     assert doc["rto"]["phases"]["restore"] == 60.0
     assert doc["backup"]["age_seconds"] == 3 * 3600
     assert doc["summary"] == {PASS: 1, FAIL: 0, NOT_RUN: 0, ERROR: 0}
     slow = report(PASS)
     slow.rto_objective = 60.0
-    assert slow.to_dict()["rto"]["met"] is False
+    assert dump(slow.stored())["rto"]["met"] is False
 
 
 def test_junit_counts_not_run_as_a_failure() -> None:
-    doc = report(PASS, NOT_RUN, FAIL, ERROR).to_dict()
+    doc = dump(report(PASS, NOT_RUN, FAIL, ERROR).stored())
     suite = ET.fromstring(render_junit(doc))  # noqa: S314 - rendered here
     assert suite.get("tests") == "4"
     assert suite.get("failures") == "2" and suite.get("errors") == "1"
@@ -77,7 +86,7 @@ def test_junit_counts_not_run_as_a_failure() -> None:
 
 
 def test_markdown_has_phase_bars_and_the_trend() -> None:
-    doc = report(PASS).to_dict()
+    doc = dump(report(PASS).stored())
     history = [
         {"id": "20261120T050000Z-logical-0000", "verdict": "PASS", "rto": {"total": 40.0}},
     ]
@@ -99,7 +108,7 @@ def test_the_scheduler_reads_what_a_drill_stores() -> None:
 
     r = report(PASS, PASS)
     r.rpo_achieved = 3 * 3600.0
-    summary = parse_drill_report(r.to_dict(), r.id, r.started_at)
+    summary = parse_drill_report(dump(r.stored()), r.id, r.started_at)
     assert summary.passed is True
     assert summary.finished_at == r.finished_at
     assert summary.rto == {
@@ -110,8 +119,249 @@ def test_the_scheduler_reads_what_a_drill_stores() -> None:
         "total": 80.0,
     }
     assert summary.rpo == 3 * 3600.0
-    failed = parse_drill_report(report(PASS, NOT_RUN).to_dict(), r.id, r.started_at)
+    failed = parse_drill_report(dump(report(PASS, NOT_RUN).stored()), r.id, r.started_at)
     assert failed.passed is False
+
+
+# ---------------------------------------------------------------------------
+# report.json: the stored form, and reports stored by the previous version
+# ---------------------------------------------------------------------------
+
+
+def every_key() -> DrillReport:
+    """A drill of every kind whose report sets every key a report has."""
+    r = report(PASS, WARN)
+    r.backup_kind, r.backup_chain = "physical", ["20261126T030000Z-physical"]
+    r.backup_databases = {"app": "20261127T020000Z-logical"}
+    r.target_label, r.reached_point = "xid:745", r.started_at - timedelta(hours=1)
+    r.rpo_achieved, r.rpo_objective, r.rpo_basis = 3600.1234, 3600.0, "the last commit"
+    r.checks[0].database, r.checks[1].detail = "app", "collation version differs"
+    r.drkit_version, r.backup_server_version, r.scratch_server_version = "1.2", "16.4", "16.6"
+    r.notes = ["a note"]
+    part = DrillReport(r.id, "prod", r.started_at, backup_kind="logical", rto_wall=3.0)
+    part.add(Check("connect", "connect", PASS, backup_kind="logical"))
+    part.cleanup = {"scratch_cluster": "removed"}
+    r.parts, r.cleanup = [part], {"logical": part.cleanup}
+    return r
+
+
+#: drills/<id>/report.json of :func:`every_key`'s drill, byte for byte as drkit stored it
+#: before the report's JSON became a model (``DrillReport.to_dict``)
+STORED_BEFORE = """{
+  "backup": {
+    "age_seconds": 10800.0,
+    "chain": [
+      "20261126T030000Z-physical"
+    ],
+    "consistent_at": "2026-11-27T02:00:00Z",
+    "databases": {
+      "app": "20261127T020000Z-logical"
+    },
+    "id": "20261127T020000Z-logical",
+    "kind": "physical",
+    "selection": "latest",
+    "server_version": "16.4"
+  },
+  "checks": [
+    {
+      "database": "app",
+      "expected": true,
+      "kind": "sql",
+      "name": "check 0",
+      "observed": true,
+      "status": "PASS"
+    },
+    {
+      "detail": "collation version differs",
+      "expected": true,
+      "kind": "sql",
+      "name": "check 1",
+      "observed": false,
+      "status": "WARN"
+    }
+  ],
+  "cleanup": {
+    "logical": {
+      "scratch_cluster": "removed"
+    }
+  },
+  "environment": "prod",
+  "error": null,
+  "finished_at": "2026-11-27T05:02:00Z",
+  "format": 1,
+  "id": "20261127T050000Z-logical-0001",
+  "kinds": {
+    "logical": {
+      "backup": {
+        "age_seconds": null,
+        "chain": null,
+        "consistent_at": null,
+        "databases": {},
+        "id": null,
+        "kind": "logical",
+        "selection": "latest",
+        "server_version": null
+      },
+      "checks": [
+        {
+          "backup_kind": "logical",
+          "expected": null,
+          "kind": "connect",
+          "name": "connect",
+          "observed": null,
+          "status": "PASS"
+        }
+      ],
+      "cleanup": {
+        "scratch_cluster": "removed"
+      },
+      "environment": "prod",
+      "error": null,
+      "finished_at": null,
+      "format": 1,
+      "id": "20261127T050000Z-logical-0001",
+      "kinds": null,
+      "notes": [],
+      "objectives": {
+        "rpo": null,
+        "rpo_seconds": null,
+        "rto": null,
+        "rto_seconds": null
+      },
+      "recovery_point": {
+        "reached": null,
+        "target": "latest"
+      },
+      "rpo": {
+        "achieved": null,
+        "achieved_seconds": null,
+        "basis": "",
+        "met": null,
+        "objective": null,
+        "objective_seconds": null
+      },
+      "rto": {
+        "met": null,
+        "objective": null,
+        "objective_seconds": null,
+        "phases": {},
+        "phases_seconds": {},
+        "total": 3.0,
+        "total_seconds": 3.0
+      },
+      "started_at": "2026-11-27T05:00:00Z",
+      "summary": {
+        "ERROR": 0,
+        "FAIL": 0,
+        "NOT_RUN": 0,
+        "PASS": 1
+      },
+      "verdict": "PASS",
+      "versions": {
+        "drkit": "",
+        "postgresql_backup": null,
+        "postgresql_scratch": null
+      }
+    }
+  },
+  "notes": [
+    "a note"
+  ],
+  "objectives": {
+    "rpo": 3600.0,
+    "rpo_seconds": 3600.0,
+    "rto": 1800.0,
+    "rto_seconds": 1800.0
+  },
+  "recovery_point": {
+    "reached": "2026-11-27T04:00:00Z",
+    "target": "xid:745"
+  },
+  "rpo": {
+    "achieved": 3600.123,
+    "achieved_seconds": 3600.123,
+    "basis": "the last commit",
+    "met": false,
+    "objective": 3600.0,
+    "objective_seconds": 3600.0
+  },
+  "rto": {
+    "met": true,
+    "objective": 1800.0,
+    "objective_seconds": 1800.0,
+    "phases": {
+      "fetch": 10.0,
+      "restore": 60.0,
+      "startup": 2.0,
+      "validation": 8.0
+    },
+    "phases_seconds": {
+      "fetch": 10.0,
+      "restore": 60.0,
+      "startup": 2.0,
+      "validation": 8.0
+    },
+    "total": 80.0,
+    "total_seconds": 80.0
+  },
+  "started_at": "2026-11-27T05:00:00Z",
+  "summary": {
+    "ERROR": 0,
+    "FAIL": 0,
+    "NOT_RUN": 0,
+    "PASS": 1,
+    "WARN": 1
+  },
+  "verdict": "PASS",
+  "versions": {
+    "drkit": "1.2",
+    "postgresql_backup": "16.4",
+    "postgresql_scratch": "16.6"
+  }
+}
+"""
+
+
+def file_repo(root: Path) -> Repository:
+    return Repository(FileBackend(root), "prod", RepositoryConfig(url=f"file://{root}"))
+
+
+def test_a_report_is_stored_as_the_previous_version_stored_it(tmp_path: Path) -> None:
+    """The model writes report.json with the same bytes as the dict it replaced, every
+    key included (a null, an absent detail, a kind's own report): whoever reads the
+    drills a repository holds reads one shape, whichever version stored them."""
+    repo = file_repo(tmp_path)
+    key = store_report(repo, every_key())
+    assert repo.backend.get_bytes(key).decode() == STORED_BEFORE
+
+
+def test_a_report_the_previous_version_stored_still_loads(tmp_path: Path) -> None:
+    """A report.json the previous version wrote is read by the catalog view (status,
+    /metrics, the next drill's history), rendered, and described by the model."""
+    repo = file_repo(tmp_path)
+    drill_id = json.loads(STORED_BEFORE)["id"]
+    repo.backend.put_bytes(repo.key(report_key(drill_id)), STORED_BEFORE.encode())
+    summary = newest_drill_summary(repo)
+    assert summary is not None and summary.id == drill_id and summary.passed is True
+    assert summary.rto["total"] == 80.0 and summary.rpo == 3600.123
+    doc = latest_report(repo)
+    assert doc is not None
+    assert dump(StoredDrillReport.model_validate(doc)) == doc  # every key, as stored
+    assert "**PASS**" in render_markdown(doc, [])
+    assert 'name="check 1"' in render_junit(doc)
+    text = render_markdown(dump(every_key().stored()), [doc])  # a stored report as history
+    trend = [line for line in text.splitlines() if line[1:].startswith(drill_id)]
+    assert len(trend) == 2 and all("PASS" in line and "1m20s" in line for line in trend)
+
+
+def test_the_printed_document_is_the_stored_report_with_ok() -> None:
+    """``drkit drill --json`` and report.json are one description: the same report, the
+    command adding only ``ok`` (true only on PASS)."""
+    drill = every_key()
+    printed = dump(drill.document())
+    assert isinstance(drill.document(), DrillDocument)
+    assert printed.pop("ok") is True and printed == dump(drill.stored())
+    assert dump(report(PASS, NOT_RUN).document())["ok"] is False
 
 
 # ---------------------------------------------------------------------------
@@ -184,7 +434,7 @@ def test_chart_shows_phases_trend_and_objectives_with_units() -> None:
     r = report(PASS)
     r.rpo_objective, r.rpo_achieved = 3600.0, 1200.0
     history = [past(1, 900.0, 600.0), past(2, 2400.0, 5400.0, FAIL)]
-    figure = build_chart(r.to_dict(), history)
+    figure = build_chart(dump(r.stored()), history)
     axes = {ax.get_title(): ax for ax in figure.axes}
     phases, rto, rpo = (
         axes["RTO by phase, this drill"],
@@ -221,7 +471,7 @@ def test_chart_of_a_drill_that_could_not_run(tmp_path: Path) -> None:
         error="cannot create the scratch cluster",
         rto_objective=1800.0,
     )
-    figure = build_chart(broken.to_dict(), [past(1, 900.0, 600.0)])
+    figure = build_chart(dump(broken.stored()), [past(1, 900.0, 600.0)])
     assert "RTO not measured" in figure.get_suptitle()
     rto = next(ax for ax in figure.axes if ax.get_title() == "RTO of the last drills")
     within, this = (tuple(bar.get_facecolor()[:3]) for bar in rto.patches)

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from drkit.cli.documents import TableRestoreDocument
 from drkit.errors import SafetyRefused, UsageError
+from drkit.restore.documents import TableRestoreDocument
 from drkit.restore.tables import free_name, guard_destinations, parse_choice
 from tests.fix_cli import DrkitRunner
 from tests.wal_support import Archived, archived_cluster, file_repo_block, has_wal, shared_dir
@@ -237,3 +237,31 @@ def test_free_names_fit_and_never_collide() -> None:
     assert len(first.encode()) <= 63 and first.startswith(long)
     second = free_name(f"{long}_pkey", long, long + "_é", "s", taken)
     assert second != first and len(second.encode()) <= 63 and second.endswith("_1")
+
+
+def test_the_document_is_the_restores_own_every_key_written() -> None:
+    """``restore --table --json`` is what the table restore returns: the record of each
+    table is the document's own, and a recovery that reached no transaction writes
+    ``reached_at: null`` rather than leaving the key out."""
+    from drkit.documents import dump
+    from drkit.restore.documents import RestoredTable
+    from drkit.restore.tables import TableRestoreResult
+
+    result = TableRestoreResult("B1", "latest", None, "app", "h:5432/app", replaced=True)
+    result.tables.append(RestoredTable(source="public.a", table="public.a", rows=3))
+    result.scratch = "cleanup failed"
+    doc = dump(result.document(duration=1.25))
+    assert isinstance(result.document(duration=1.25), TableRestoreDocument)
+    assert doc == {
+        "ok": True,
+        "backup_id": "B1",
+        "target": "latest",
+        "reached_at": None,
+        "database": "app",
+        "target_db": "h:5432/app",
+        "replaced": True,
+        "tables": [{"source": "public.a", "table": "public.a", "rows": 3}],
+        "dropped_foreign_keys": [],
+        "scratch_cluster": "cleanup failed",
+        "duration_seconds": 1.25,
+    }

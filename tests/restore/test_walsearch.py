@@ -240,3 +240,41 @@ def test_follower_reads_postgresql_16_descriptions() -> None:
         762: {"drop": 1},
     }
     assert follower.files == [(16384, None), (16392, 757)] and follower.dropped_by == 762
+
+
+def test_the_document_is_what_the_follower_found_every_key_written() -> None:
+    """``wal-search --json`` is the search's own document: a null (no drop, a file from
+    the catalog) is written, never left out as a default nobody set."""
+    from drkit.documents import dump
+    from drkit.restore.walsearch import (
+        Follower,
+        Relation,
+        SearchResult,
+        TableRef,
+        WalSearchDocument,
+    )
+
+    ref = TableRef("app", 5, Relation(16384, 16384, "public.t", "r", 0), "0/16F0000", frozenset())
+    follower = Follower(ref, 750, lambda lsn: 1)
+    for line in PG18_LINES[:3]:  # two rows deleted, committed; nothing dropped
+        follower.feed(line)
+    result = SearchResult("prod", "public.t", "app", "B1", 1, "0/16F0000", "0/2000000", 1)
+    result.transactions, result.files = follower.found, follower.files
+    document = result.document()
+    assert isinstance(document, WalSearchDocument)
+    doc = dump(document)
+    assert doc["environment"] == "prod" and doc["dropped_by"] is None
+    assert doc["relfilenodes"] == [{"relfilenode": 16384, "since_xid": None}]
+    (found,) = doc["transactions"]
+    assert found["committed_at"].endswith("Z") and found["operations"] == {"delete": 2}
+    assert found["restore_flags"] == f"--target-xid {found['xid']} --exclusive"
+    assert set(found) == {
+        "xid",
+        "committed_at",
+        "timeline",
+        "first_lsn",
+        "commit_lsn",
+        "operations",
+        "relfilenode",
+        "restore_flags",
+    }

@@ -16,6 +16,10 @@ import psycopg
 import pytest
 import yaml
 
+from drkit.config import load_policy
+from drkit.documents import dump
+from drkit.errors import UsageError
+from drkit.sanitize import init_rules
 from tests.fix_cli import DrkitRunner, Env, PolicyWriter
 from tests.fix_pg import PgServer, pg_versions
 from tests.fix_s3 import RepoTarget
@@ -416,6 +420,17 @@ def test_init_drafts_rules_that_check_accepts(
     assert user["last_login_ip"] == "nullify"
     assert drafted["tables"]["sync_log"]["columns"]["details"]["strategy"] == "replace_pii"
     assert "# guessed" in out.read_text()
+    # the document is what was drafted and where; a file that exists is never replaced
+    policy = load_policy("prod", envs.policy_dir)
+    again = tmp_path / "json" / "drafted.yaml"
+    assert dump(init_rules(policy, again)) == {
+        "ok": True,
+        "out": str(again),
+        "rules": again.read_text(),
+    }
+    with pytest.raises(UsageError, match="exists: choose another --out"):
+        init_rules(policy, out)
+    assert yaml.safe_load(out.read_text()) == drafted
     check = run_drkit(
         "sanitize",
         "check",

@@ -320,3 +320,28 @@ def test_pending_originals_stay_bounded_while_another_thread_flushes() -> None:
     edges |= {f"{t}-original-{per_thread - 1:08d}".encode() for t in ("alpha", "bravo")}
     found, _ = searcher.filter.confirm(edges, set())
     assert found == edges
+
+
+def test_the_scan_document_is_the_reports_own_kinds_and_counts_only() -> None:
+    """``sanitize scan --json`` is what the scan's report says, with the draft named only
+    when one was written; a scan that found nothing still writes every key."""
+    from drkit.documents import dump
+    from drkit.sanitize import Report
+
+    report = Report("prod", "staging", "rules.yaml", "live", "scan-only")
+    assert dump(report.scan_document()) == {
+        "ok": True,
+        "src": "prod",
+        "rules": "rules.yaml",
+        "columns": {},
+        "originals": {},
+        "rows_scanned": 0,
+        "draft": None,
+    }
+    report.leak = LeakReport(
+        rows_scanned=7, hits={"public.u.email": 2}, pii={"public.m.b": {"phone": 1}}
+    )
+    found = dump(report.scan_document(draft=Path("draft.yaml")))
+    assert found["columns"] == {"public.m.b": {"phone": 1}}
+    assert found["originals"] == {"public.u.email": 2}
+    assert found["rows_scanned"] == 7 and found["draft"] == "draft.yaml"

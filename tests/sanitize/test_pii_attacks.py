@@ -452,7 +452,7 @@ def test_sanitize_scan_lists_columns_kinds_and_counts_and_drafts_rules(
     )
     assert result.code == 3, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["ok"] is False
+    assert doc["ok"] is False and doc["draft"] == str(draft)
     assert doc["columns"]["public.memo.body"] == {"email": 1, "phone": 1, "name": 1}
     assert "x.y@partner" not in result.stdout + result.stderr
     assert box.rules.read_text() == before  # the rules file is never edited

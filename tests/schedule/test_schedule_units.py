@@ -85,6 +85,26 @@ def test_next_runs_are_in_the_policy_timezone() -> None:
     assert summer[0].astimezone(UTC).hour == 0  # 02:00 CEST
 
 
+def test_schedule_show_returns_its_document(tmp_path: Path) -> None:
+    """``schedule show --json`` writes what the core returns: one model, every key set
+    (nothing a default would add or leave out)."""
+    from drkit.documents import dump
+    from drkit.schedule import ScheduleShowDocument, show_schedule
+
+    write_policy(tmp_path / "policies", "prod", {"drill": "0 5 * * 1", "timezone": "UTC"})
+    shown = show_schedule(["prod"], tmp_path / "policies", count=2)
+    assert isinstance(shown, ScheduleShowDocument)
+    (job,) = dump(shown)["jobs"]
+    assert set(job) == {"env", "job", "cron", "timezone", "next_runs", "period_seconds"}
+    assert (job["env"], job["job"], job["cron"], job["timezone"]) == (
+        "prod",
+        "drill",
+        "0 5 * * 1",
+        "UTC",
+    )
+    assert len(job["next_runs"]) == 2 and job["period_seconds"] == 7 * 86400
+
+
 def write_policy(directory: Path, env: str, schedule: dict[str, str]) -> None:
     builders.write_policy(
         directory,
