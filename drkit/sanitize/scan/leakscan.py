@@ -598,6 +598,10 @@ class LeakScan(Shape):
     columns_scanned: int
     rows_scanned: int
     bytes_scanned: int
+    objects_scanned: int = described(
+        "catalog objects (comments, names, definitions) and large-object chunks scanned",
+        default=0,
+    )
     duration_seconds: float = described("seconds the scan took")
     seconds: float = described(
         "the same as duration_seconds (kept for version 1; prefer duration_seconds)"
