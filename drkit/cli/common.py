@@ -90,7 +90,7 @@ RepoOpt = Annotated[
     typer.Option(
         "--repo",
         metavar="NAME",
-        help="Read (and write) the policy's copy NAME (copies.NAME) instead of the "
+        help="Work on the policy's copy NAME (copies.NAME) instead of the "
         "primary repository.",
         show_default=False,
     ),
