@@ -90,8 +90,7 @@ RepoOpt = Annotated[
     typer.Option(
         "--repo",
         metavar="NAME",
-        help="Work on the policy's copy NAME (copies.NAME) instead of the "
-        "primary repository.",
+        help="Work on the policy's copy NAME (copies.NAME) instead of the primary repository.",
         show_default=False,
     ),
 ]

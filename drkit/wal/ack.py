@@ -113,6 +113,19 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def read_ack(spool: Spool, name: str) -> tuple[int, str, str, int] | None:
+    """What the ack of ``name`` records (raw size, sha256, key, stored size), for the
+    report of a push the worker did; None without a readable ack.  It proves nothing:
+    :func:`check_ack` decides whether an ack is trusted."""
+    doc = _read_json(spool.file(name, ACK))
+    if doc is None:
+        return None
+    size, sha, key, stored = (doc.get(k) for k in ("size", "sha256", "key", "stored_size"))
+    if not (isinstance(size, int) and isinstance(stored, int)):
+        return None
+    return size, str(sha or ""), str(key or ""), stored
+
+
 def check_ack(spool: Spool, path: Path, repo_root: Path | None = None) -> bool:
     """Whether the ack of ``path`` proves that this very file is stored whole; an ack
     that does not match is removed (it is stale or forged, and never consulted again)."""

@@ -54,6 +54,7 @@ from drkit.wal.ack import (
     check_ack,
     linger,
     policy_fingerprint,
+    read_ack,
     repository_key_of,
     wait_for_ack,
     worker_running,
@@ -173,8 +174,10 @@ def push_async(
     name = path.name
 
     def acked() -> PushReport:  # the ack stays until PostgreSQL marks the file done
+        record = read_ack(spool, name)  # trusted just now: what the worker stored
+        raw_size, sha256, key, stored_size = record or (0, "", "", 0)
         linger(spool, name)
-        report = PushReport(PushOutcome(name, "acked"))
+        report = PushReport(PushOutcome(name, "acked", stored_size, raw_size, sha256, key))
         report.seconds = time.monotonic() - started
         return report
 

@@ -316,10 +316,16 @@ def test_a_true_ack_returns_at_once_and_changed_bytes_are_refused(
         from drkit.wal import push_file
 
         ack_outcome(site.spool, push_file(site.repo(), site.path))
-    assert push_async(site.policy, site.path).target.status == "acked"
-    # and wal-push --json says so in the shape its published schema allows
+    acked = push_async(site.policy, site.path).target
+    assert acked.status == "acked"
+    # and wal-push --json says so in the shape its published schema allows, with the
+    # sizes and content the worker stored (not zeros)
     pushed = run_cli("wal-push", "prod", str(site.path), "--json", policy_dir=site.policy_dir)
-    assert valid("wal-push", pushed)["status"] == "acked"
+    document = valid("wal-push", pushed)
+    assert document["status"] == "acked"
+    assert (acked.raw_size, acked.sha256) == (SEG, sha(site.data))
+    assert document["raw_size_bytes"] == SEG
+    assert 0 < document["stored_size_bytes"] == acked.stored_size
     # the same name with other bytes (a re-used name): the ack no longer matches and the
     # archive refuses the different file; nothing is overwritten
     site.path.write_bytes(os.urandom(1024) * (SEG // 1024))
