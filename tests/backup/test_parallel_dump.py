@@ -379,6 +379,37 @@ def test_size_threshold_picks_the_directory_format(
     assert refused.code == 2 and "parallel_threshold" in refused.stderr
 
 
+def test_the_size_threshold_is_read_in_the_dumps_own_snapshot(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Choosing the format costs no connection of its own before the dump starts: the
+    size that decides it is the one read with the snapshot (one connection per database
+    besides the backup lock's)."""
+    from drkit.backup import logical
+    from drkit.config import load_policy
+
+    dbname, url = sample_db
+    opened: list[str] = []
+    real_connect = logical.connect
+
+    def counted(dsn: str, database: str | None = None, **kwargs: Any) -> Any:
+        opened.append(str(database))
+        return real_connect(dsn, database, **kwargs)
+
+    monkeypatch.setattr(logical, "connect", counted)
+    for threshold, formats in (("1TiB", {}), ("1MiB", {dbname: "directory"})):
+        opened.clear()
+        policy_dir = make_policy(
+            "prod", url, file_repo, backup={"parallel_threshold": threshold, "jobs": 2}
+        )
+        manifest = logical.backup_logical(load_policy("prod", policy_dir))
+        assert manifest.dump_formats == formats and manifest.row_counts[dbname]
+        assert opened == [dbname]
+
+
 # ---------------------------------------------------------------------------
 # The pieces that decide what is stored, attacked directly
 # ---------------------------------------------------------------------------
