@@ -159,7 +159,9 @@ class DumpSnapshot:
     The connection is put in a read-only REPEATABLE READ transaction, which must stay
     open until pg_dump has attached to the snapshot (the caller rolls it back)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], database: str) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], database: str, *, estimate: bool = True
+    ) -> None:
         sysid = system_identifier(conn)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -170,8 +172,9 @@ class DumpSnapshot:
         self.snapshot: str = str(row[0])
         #: pg_database_size: indexes and free space too, an upper bound (storage sizing)
         self.db_size: int = int(row[1])
-        #: what the dump should weigh, for progress (None: no honest estimate)
-        self.dump_estimate: int | None = dump_size_estimate(conn)
+        #: what the dump should weigh, for progress (None: no honest estimate, or nobody
+        #: watches: the estimate may wait for table locks, and the dump waits for it)
+        self.dump_estimate: int | None = dump_size_estimate(conn) if estimate else None
         self.version = server_version(conn)
         self.pg_dump = find_client("pg_dump", server_major(conn))
         self._conn = conn
@@ -200,12 +203,12 @@ class DumpSnapshot:
 
 
 @contextlib.contextmanager
-def dump_snapshot(dsn: str, database: str) -> Iterator[DumpSnapshot]:
+def dump_snapshot(dsn: str, database: str, *, estimate: bool = True) -> Iterator[DumpSnapshot]:
     """A :class:`DumpSnapshot` of ``database`` on its own connection, rolled back and
     closed afterwards; a database error becomes one DatabaseError line."""
     conn = connect(dsn, database, autocommit=False)
     try:
-        yield DumpSnapshot(conn, database)
+        yield DumpSnapshot(conn, database, estimate=estimate)
     except psycopg.Error as exc:
         raise DatabaseError(f"backup of database {database}: {first_line(exc)}") from None
     finally:
@@ -233,7 +236,7 @@ def dump_database(
 
     dsn = policy.database.url.get_secret_value()
     name = f"{backup_prefix(backup_id)}{object_base_name(database)}"
-    with dump_snapshot(dsn, database) as snap:
+    with dump_snapshot(dsn, database, estimate=on_progress is not None) as snap:
         if jobs is None and by_size:
             jobs = jobs_for_size(policy, database, snap.db_size)
         if jobs is None:

@@ -387,7 +387,8 @@ def test_the_size_threshold_is_read_in_the_dumps_own_snapshot(
 ) -> None:
     """Choosing the format costs no connection of its own before the dump starts: the
     size that decides it is the one read with the snapshot (one connection per database
-    besides the backup lock's)."""
+    besides the backup lock's).  Nor does a progress estimate nobody watches (it may wait
+    for table locks): only a backup with a progress display asks for one."""
     from drkit.backup import logical
     from drkit.config import load_policy
 
@@ -399,15 +400,28 @@ def test_the_size_threshold_is_read_in_the_dumps_own_snapshot(
         opened.append(str(database))
         return real_connect(dsn, database, **kwargs)
 
+    estimated: list[int | None] = []
+    real_estimate = logical.dump_size_estimate
+
+    def estimate(conn: Any) -> int | None:
+        estimated.append(real_estimate(conn))
+        return estimated[-1]
+
     monkeypatch.setattr(logical, "connect", counted)
+    monkeypatch.setattr(logical, "dump_size_estimate", estimate)
+    events: list[Any] = []
     for threshold, formats in (("1TiB", {}), ("1MiB", {dbname: "directory"})):
-        opened.clear()
         policy_dir = make_policy(
             "prod", url, file_repo, backup={"parallel_threshold": threshold, "jobs": 2}
         )
-        manifest = logical.backup_logical(load_policy("prod", policy_dir))
-        assert manifest.dump_formats == formats and manifest.row_counts[dbname]
-        assert opened == [dbname]
+        for progress in (None, events.append):
+            opened.clear()
+            estimated.clear()
+            manifest = logical.backup_logical(load_policy("prod", policy_dir), on_progress=progress)
+            assert manifest.dump_formats == formats and manifest.row_counts[dbname]
+            assert opened == [dbname]
+            assert len(estimated) == (progress is not None)
+    assert events
 
 
 # ---------------------------------------------------------------------------
