@@ -53,7 +53,7 @@ from drkit.pg.conninfo import for_subprocess
 from drkit.pg.identity import system_identifier
 from drkit.pg.process import PipeProcess, widen_pipe
 from drkit.pg.tables import count_rows, dump_size_estimate, list_tables
-from drkit.progress import Meter, OnProgress
+from drkit.progress import Meter, OnProgress, watched
 from drkit.storage.repository import Repository, StoredObject
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def dump_database(
 
     dsn = policy.database.url.get_secret_value()
     name = f"{backup_prefix(backup_id)}{object_base_name(database)}"
-    with dump_snapshot(dsn, database, estimate=on_progress is not None) as snap:
+    with dump_snapshot(dsn, database, estimate=watched(on_progress)) as snap:
         if jobs is None and by_size:
             jobs = jobs_for_size(policy, database, snap.db_size)
         if jobs is None:

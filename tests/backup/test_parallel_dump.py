@@ -389,6 +389,7 @@ def test_the_size_threshold_is_read_in_the_dumps_own_snapshot(
     for table locks): only a backup with a progress display asks for one."""
     from drkit.backup import logical
     from drkit.config import load_policy
+    from drkit.progress import ignore_progress
 
     dbname, url = sample_db
     opened: list[str] = []
@@ -408,17 +409,18 @@ def test_the_size_threshold_is_read_in_the_dumps_own_snapshot(
     monkeypatch.setattr(logical, "connect", counted)
     monkeypatch.setattr(logical, "dump_size_estimate", estimate)
     events: list[Any] = []
+    record = events.append  # one object: compared by identity below
     for threshold, formats in (("1TiB", {}), ("1MiB", {dbname: "directory"})):
         policy_dir = make_policy(
             "prod", url, file_repo, backup={"parallel_threshold": threshold, "jobs": 2}
         )
-        for progress in (None, events.append):
+        for progress in (None, ignore_progress, record):
             opened.clear()
             estimated.clear()
             manifest = logical.backup_logical(load_policy("prod", policy_dir), on_progress=progress)
             assert manifest.dump_formats == formats and manifest.row_counts[dbname]
             assert opened == [dbname]
-            assert len(estimated) == (progress is not None)
+            assert len(estimated) == (progress is record)
     assert events
 
 
