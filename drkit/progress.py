@@ -55,6 +55,11 @@ def ignore_progress(_event: ProgressEvent) -> None:
     return None
 
 
+def watched(on_progress: OnProgress | None) -> bool:
+    """Someone draws these events: work done only for progress (an estimate) is worth it."""
+    return on_progress is not None and on_progress is not ignore_progress
+
+
 class Meter:
     """Emits the events of one (phase, item): ``Meter(...)`` starts it, calling it with a
     count advances it, :meth:`finish` ends it done and :meth:`abort` ends it undone.

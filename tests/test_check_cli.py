@@ -30,9 +30,9 @@ from tests.fix_s3 import S3Server
 from tests.wal_support import archived_cluster, file_repo_block, shared_dir
 
 
-def test_check_passes_on_a_working_chain(run_drkit: DrkitRunner) -> None:
+def test_check_passes_on_a_working_chain(run_cli: DrkitRunner) -> None:
     with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
-        result = run_drkit("check", "prod", policy_dir=arch.policy_dir)
+        result = run_cli("check", "prod", policy_dir=arch.policy_dir)
         assert result.code == 0, result.stderr + result.stdout
         lines = result.stdout.splitlines()
         for name in (
@@ -48,13 +48,13 @@ def test_check_passes_on_a_working_chain(run_drkit: DrkitRunner) -> None:
         # the probe object is gone again
         probes = list((root / "repo" / "prod").rglob("probe-*"))
         assert probes == []
-        doc = run_drkit("--json", "check", "prod", policy_dir=arch.policy_dir).json()
+        doc = run_cli("--json", "check", "prod", policy_dir=arch.policy_dir).json()
         assert doc["ok"] is True
         assert {c["status"] for c in doc["checks"]} == {"PASS"}
 
 
 def test_check_fails_on_a_dead_database_and_an_unusable_repository(
-    run_drkit: DrkitRunner, tmp_path: Path
+    run_cli: DrkitRunner, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the repository should be")
@@ -68,15 +68,15 @@ def test_check_fails_on_a_dead_database_and_an_unusable_repository(
     }
     (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
     # policy check is offline and says the file is fine ...
-    assert run_drkit("policy", "check", "prod", policy_dir=policy_dir).code == 0
+    assert run_cli("policy", "check", "prod", policy_dir=policy_dir).code == 0
     # ... check says the chain is not
-    result = run_drkit("check", "prod", policy_dir=policy_dir)
+    result = run_cli("check", "prod", policy_dir=policy_dir)
     assert result.code == 3, result.stderr
     assert "FAIL database shop:" in result.stdout
     assert "FAIL repository:" in result.stdout
     assert secret not in result.stdout + result.stderr
     assert result.stderr.strip().count("\n") == 0  # one error line
-    as_json = run_drkit("--json", "check", "prod", policy_dir=policy_dir)
+    as_json = run_cli("--json", "check", "prod", policy_dir=policy_dir)
     assert as_json.code == 3
     document = as_json.json()
     assert document["ok"] is False
@@ -86,7 +86,7 @@ def test_check_fails_on_a_dead_database_and_an_unusable_repository(
 
 
 def test_check_fails_when_the_server_does_not_archive_through_drkit(
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     with shared_dir() as root:
         repo = file_repo_block(root)
@@ -103,7 +103,7 @@ def test_check_fails_when_the_server_does_not_archive_through_drkit(
                 "wal_archiving": True,
             }
             (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
-            result = run_drkit("check", "prod", policy_dir=policy_dir)
+            result = run_cli("check", "prod", policy_dir=policy_dir)
             assert result.code == 3
             assert "FAIL archive_command:" in result.stdout
             assert "drkit archive-command prod" in result.stdout
@@ -119,7 +119,7 @@ def test_check_fails_when_the_server_does_not_archive_through_drkit(
                     sql.SQL("ALTER SYSTEM SET archive_command = {}").format(sql.Literal(old))
                 )
                 conn.execute("SELECT pg_reload_conf()")
-            result = run_drkit("--json", "check", "prod", policy_dir=policy_dir)
+            result = run_cli("--json", "check", "prod", policy_dir=policy_dir)
             assert result.code == 3
             (failed,) = [c for c in result.json()["checks"] if c["name"] == "archive_command"]
             assert failed["status"] == "FAIL"
@@ -128,7 +128,7 @@ def test_check_fails_when_the_server_does_not_archive_through_drkit(
             cluster.destroy()
 
 
-def test_archive_command_prints_lines_that_archive(run_drkit: DrkitRunner) -> None:
+def test_archive_command_prints_lines_that_archive(run_cli: DrkitRunner) -> None:
     """Into a repository root that root shares with other data: drkit makes what it
     needs below it for the cluster's OS user and leaves the root as it was."""
     with shared_dir() as root:
@@ -145,12 +145,12 @@ def test_archive_command_prints_lines_that_archive(run_drkit: DrkitRunner) -> No
             doc = {"environment": "prod", "database": {"url": cluster.dsn()}, "repository": repo}
             (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
             chown_tree(policy_dir, cluster_os_user())
-            text = run_drkit("archive-command", "prod", policy_dir=policy_dir)
+            text = run_cli("archive-command", "prod", policy_dir=policy_dir)
             assert text.code == 0, text.stderr
             assert "archive_mode = on" in text.stdout
             assert any(line.startswith("archive_command = '") for line in text.stdout.splitlines())
             assert any(line.startswith("restore_command = '") for line in text.stdout.splitlines())
-            lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir).json()
+            lines = run_cli("--json", "archive-command", "prod", policy_dir=policy_dir).json()
             assert lines["ok"] is True
             with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
                 conn.execute(
@@ -177,7 +177,7 @@ def test_archive_command_prints_lines_that_archive(run_drkit: DrkitRunner) -> No
 
 
 def test_archive_command_never_takes_over_a_directory_it_did_not_create(
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     """A shared repository root keeps its owner; an existing ``ENV/wal`` the cluster's OS
     user cannot write is refused, saying what to do, rather than handed over."""
@@ -196,7 +196,7 @@ def test_archive_command_never_takes_over_a_directory_it_did_not_create(
         }
         (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
         chown_tree(policy_dir, cluster_os_user())
-        refused = run_drkit("archive-command", "prod", policy_dir=policy_dir)
+        refused = run_cli("archive-command", "prod", policy_dir=policy_dir)
         assert refused.code == 4, refused.stderr
         assert f"{shared}/prod exists and the cluster's OS user" in refused.stderr
         assert f"chown {cluster_os_user()} {shared}/prod" in refused.stderr
@@ -205,7 +205,7 @@ def test_archive_command_never_takes_over_a_directory_it_did_not_create(
 
 
 def test_archive_command_refuses_a_policy_the_server_user_cannot_read(
-    run_drkit: DrkitRunner, tmp_path: Path
+    run_cli: DrkitRunner, tmp_path: Path
 ) -> None:
     if cluster_os_user() is None:  # only root runs clusters as another user
         return
@@ -216,7 +216,7 @@ def test_archive_command_refuses_a_policy_the_server_user_cannot_read(
         policy_dir.mkdir()
         doc = {"environment": "prod", "database": {"url": "postgresql:///x"}, "repository": repo}
         (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
-        result = run_drkit("archive-command", "prod", policy_dir=policy_dir)
+        result = run_cli("archive-command", "prod", policy_dir=policy_dir)
         assert result.code == 2
         assert "not reachable by the OS user" in result.stderr
 
@@ -238,7 +238,7 @@ def _set_archive_command(cluster: LocalCluster, line: str) -> None:
 
 
 def test_archive_command_lines_work_in_the_servers_own_environment(
-    run_drkit: DrkitRunner, env_dir: Path
+    run_cli: DrkitRunner, run_drkit: DrkitRunner, env_dir: Path
 ) -> None:
     """The policy's ${VAR}s resolve in drkit's shell; PostgreSQL runs archive_command in
     its own environment, which does not have them.  On e8a05ad the printed line failed
@@ -267,7 +267,7 @@ def test_archive_command_lines_work_in_the_servers_own_environment(
             chown_tree(policy_dir, cluster_os_user())
             env = {"DRKIT_I21_REPO": str(repo_dir), "DRKIT_AGE_IDENTITY_FILE": f"/{secret}"}
             env["DRKIT_ENV_DIR"] = str(env_dir)
-            lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
+            lines = run_cli("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
             assert lines.code == 0, lines.stderr
             doc_out = lines.json()
             assert secret not in lines.stdout + lines.stderr
@@ -279,7 +279,7 @@ def test_archive_command_lines_work_in_the_servers_own_environment(
             assert stat.S_IMODE(st.st_mode) == 0o600
             assert st.st_uid == pwd.getpwnam(str(cluster_os_user())).pw_uid
             _set_archive_command(cluster, doc_out["archive_command"])
-            check = run_drkit("check", "prod", policy_dir=policy_dir, env=env)
+            check = run_cli("check", "prod", policy_dir=policy_dir, env=env)
             assert "PASS archive round trip" in check.stdout, check.stdout + check.stderr
             assert secret not in check.stdout + check.stderr
             # restore_command, run as the server's OS user with nothing in its environment
@@ -303,7 +303,7 @@ def test_archive_command_lines_work_in_the_servers_own_environment(
 
             # the env file opened to others is refused, never read
             env_file.chmod(0o644)
-            failed = run_drkit(
+            failed = run_drkit(  # a subprocess: the timeout bounds check's wait
                 "--json", "check", "prod", policy_dir=policy_dir, env=env, timeout=40
             )
             env_file.chmod(0o600)
@@ -316,7 +316,7 @@ def test_archive_command_lines_work_in_the_servers_own_environment(
             from drkit.wal import archive_command
 
             _set_archive_command(cluster, archive_command("prod", policy_dir, cluster_os_user()))
-            failed = run_drkit(
+            failed = run_drkit(  # a subprocess: the timeout bounds check's wait
                 "--json", "check", "prod", policy_dir=policy_dir, env=env, timeout=40
             )
             assert failed.code == 3, failed.stdout + failed.stderr
@@ -330,7 +330,7 @@ def test_archive_command_lines_work_in_the_servers_own_environment(
 
 
 def test_the_printed_lines_reach_the_same_s3_repository_under_env_i(
-    run_drkit: DrkitRunner, s3_server: S3Server, env_dir: Path
+    run_cli: DrkitRunner, s3_server: S3Server, env_dir: Path
 ) -> None:
     """With an empty environment (systemd, `env -i`) wal-push had no credentials and no
     endpoint: ``${DRKIT_I21_S3:-}`` fell back to AWS itself instead of the S3-compatible
@@ -358,7 +358,7 @@ def test_the_printed_lines_reach_the_same_s3_repository_under_env_i(
             chown_tree(policy_dir, user)
             env = {"DRKIT_I21_BUCKET": bucket, "DRKIT_I21_S3": s3_server.endpoint}
             env["DRKIT_ENV_DIR"] = str(env_dir)
-            lines = run_drkit("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
+            lines = run_cli("--json", "archive-command", "prod", policy_dir=policy_dir, env=env)
             assert lines.code == 0, lines.stderr
             pinned = lines.json()["env_variables"]
             assert {"DRKIT_I21_BUCKET", "DRKIT_I21_S3", "AWS_SECRET_ACCESS_KEY"} <= set(pinned)
@@ -385,7 +385,7 @@ def test_the_printed_lines_reach_the_same_s3_repository_under_env_i(
 
 
 def test_check_fails_on_an_unwritable_copy_and_passes_a_writable_one(
-    run_drkit: DrkitRunner, tmp_path: Path
+    run_cli: DrkitRunner, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the copy should be")
@@ -403,7 +403,7 @@ def test_check_fails_on_an_unwritable_copy_and_passes_a_writable_one(
         },
     }
     (policy_dir / "prod.yaml").write_text(yaml.safe_dump(doc))
-    result = run_drkit("--json", "check", "prod", policy_dir=policy_dir)
+    result = run_cli("--json", "check", "prod", policy_dir=policy_dir)
     assert result.code == 3, result.stderr
     status = {c["name"]: c["status"] for c in result.json()["checks"]}
     assert status["repository"] == "PASS"

@@ -72,7 +72,7 @@ def test_age_cli_opens_what_drkit_stored_and_drkit_restores_it(
     repo_target: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -83,7 +83,7 @@ def test_age_cli_opens_what_drkit_stored_and_drkit_restores_it(
     store = store_for(repo_target, request)
     policy_dir = make_policy("prod", url, repo_target, repository=encryption([key], [key]))
 
-    made = run_drkit("backup", "prod", "--json", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--json", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
     backup_id = made.json()["id"]
     dump_key = f"prod/backups/{backup_id}/{dbname}.dump.zst.age"
@@ -106,12 +106,12 @@ def test_age_cli_opens_what_drkit_stored_and_drkit_restores_it(
     assert obj["raw_size"] == len(dump)
     assert_no_secret(json.dumps(manifest) + made.stdout + made.stderr, key)
 
-    verified = run_drkit("verify", "prod", "latest", "--json", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", "latest", "--json", policy_dir=policy_dir)
     assert verified.code == 0, verified.stderr
     assert verified.json()["ok"] is True
 
     target = f"r_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore", "prod", backup_id, "--target-db", pg_server.url(target), policy_dir=policy_dir
     )
     assert restored.code == 0, restored.stderr
@@ -124,14 +124,14 @@ def test_uncompressed_object_pipes_from_age_straight_into_pg_restore(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
 ) -> None:
     dbname, url = sample_db
     key = age_key("prod")
     repository = {**encryption([key]), "compression": {"algorithm": "none"}}
     policy_dir = make_policy("prod", url, file_repo, repository=repository)
-    made = run_drkit("backup", "prod", "--json", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--json", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
     assert file_repo.root is not None
     path = file_repo.root / "prod" / "backups" / made.json()["id"] / f"{dbname}.dump.age"
@@ -154,14 +154,14 @@ def test_drkit_restores_an_object_the_age_cli_encrypted(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
 ) -> None:
     """Replace drkit's ciphertext by the age CLI's own (armored, two recipients)."""
     dbname, url = sample_db
     key, other = age_key("prod"), age_key("other")
     policy_dir = make_policy("prod", url, file_repo, repository=encryption([key], [key]))
-    backup_id = run_drkit("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
+    backup_id = run_cli("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
     assert file_repo.root is not None
     folder = file_repo.root / "prod" / "backups" / backup_id
     path = folder / f"{dbname}.dump.zst.age"
@@ -180,9 +180,9 @@ def test_drkit_restores_an_object_the_age_cli_encrypted(
     )
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
-    assert run_drkit("verify", "prod", backup_id, policy_dir=policy_dir).code == 0
+    assert run_cli("verify", "prod", backup_id, policy_dir=policy_dir).code == 0
     target = f"a_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore", "prod", backup_id, "--target-db", pg_server.url(target), policy_dir=policy_dir
     )
     assert restored.code == 0, restored.stderr
@@ -199,7 +199,7 @@ def test_age_missing_refuses_before_anything_is_uploaded(
     sample_db: tuple[str, str],
     repo_target: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -212,7 +212,7 @@ def test_age_missing_refuses_before_anything_is_uploaded(
     no_age.mkdir()
     env = {"PATH": str(no_age)}
 
-    result = run_drkit("backup", "prod", policy_dir=policy_dir, env=env)
+    result = run_cli("backup", "prod", policy_dir=policy_dir, env=env)
     assert result.code == 4, result.stderr
     assert "age" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -221,12 +221,12 @@ def test_age_missing_refuses_before_anything_is_uploaded(
     wal = tmp_path / "pg_wal" / "000000010000000000000001"
     wal.parent.mkdir()
     wal.write_bytes(os.urandom(64 * 1024))
-    pushed = run_drkit("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env)
+    pushed = run_cli("wal-push", "prod", str(wal), policy_dir=policy_dir, env=env)
     assert pushed.code == 4, pushed.stderr
     assert store.objects() == {}
 
     # the same policy with age on PATH works: the refusal was about age, not the policy
-    assert run_drkit("backup", "prod", policy_dir=policy_dir).code == 0
+    assert run_cli("backup", "prod", policy_dir=policy_dir).code == 0
     assert all(k.endswith((".age", "manifest.json")) for k in store.objects())
 
 
@@ -247,7 +247,7 @@ def test_unparsable_recipient_refuses_before_anything_is_uploaded(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
 ) -> None:
     _dbname, url = sample_db
@@ -255,7 +255,7 @@ def test_unparsable_recipient_refuses_before_anything_is_uploaded(
     bad = mangle(good.recipient)
     repository = {"encryption": {"recipients": [good.recipient, bad]}}
     policy_dir = make_policy("prod", url, file_repo, repository=repository)
-    result = run_drkit("backup", "prod", policy_dir=policy_dir)
+    result = run_cli("backup", "prod", policy_dir=policy_dir)
     assert result.code == code, result.stderr
     assert "recipient" in result.stderr and "Traceback" not in result.stderr
     assert file_repo.root is not None
@@ -266,7 +266,7 @@ def test_ssh_ed25519_recipient_is_accepted(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     tmp_path: Path,
 ) -> None:
     if shutil.which("ssh-keygen") is None:
@@ -277,9 +277,9 @@ def test_ssh_ed25519_recipient_is_accepted(
     recipient = (tmp_path / "id_ed25519.pub").read_text().strip()
     repository = {"encryption": {"recipients": [recipient], "identity_file": str(key)}}
     policy_dir = make_policy("prod", url, file_repo, repository=repository)
-    made = run_drkit("backup", "prod", "--json", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--json", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
-    assert run_drkit("verify", "prod", "latest", policy_dir=policy_dir).code == 0
+    assert run_cli("verify", "prod", "latest", policy_dir=policy_dir).code == 0
     assert file_repo.root is not None
     (path,) = file_repo.root.rglob(f"{dbname}.dump.zst.age")
     assert b"-> ssh-ed25519 " in path.read_bytes()[:200]
@@ -290,17 +290,17 @@ def test_restore_without_an_identity_is_refused(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
     tmp_path: Path,
 ) -> None:
     _dbname, url = sample_db
     key = age_key("prod")
     policy_dir = make_policy("prod", url, file_repo, repository=encryption([key]))
-    assert run_drkit("backup", "prod", policy_dir=policy_dir).code == 0
+    assert run_cli("backup", "prod", policy_dir=policy_dir).code == 0
     target = f"n_{uuid.uuid4().hex[:8]}"
     env = {"DRKIT_AGE_IDENTITY_FILE": ""}
-    refused = run_drkit(
+    refused = run_cli(
         "restore", "prod", "--target-db", pg_server.url(target), policy_dir=policy_dir, env=env
     )
     assert refused.code == 4, refused.stderr
@@ -308,14 +308,14 @@ def test_restore_without_an_identity_is_refused(
 
     missing = tmp_path / "nowhere.txt"
     env = {"DRKIT_AGE_IDENTITY_FILE": str(missing)}
-    refused = run_drkit(
+    refused = run_cli(
         "restore", "prod", "--target-db", pg_server.url(target), policy_dir=policy_dir, env=env
     )
     assert refused.code == 4 and str(missing) in refused.stderr, refused.stderr
 
     # the identity through the environment variable is enough
     env = {"DRKIT_AGE_IDENTITY_FILE": str(key.identity)}
-    done = run_drkit(
+    done = run_cli(
         "restore", "prod", "--target-db", pg_server.url(target), policy_dir=policy_dir, env=env
     )
     assert done.code == 0, done.stderr
@@ -333,19 +333,19 @@ def test_key_rotation_keeps_old_backups_restorable(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
 ) -> None:
     dbname, url = sample_db
     old, new = age_key("2025"), age_key("2026")
     policy_dir = make_policy("prod", url, file_repo, repository=encryption([old], [old]))
-    first = run_drkit("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
+    first = run_cli("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
     pg_server.query(dbname, "DELETE FROM alert_log")
     counts_after = table_counts(pg_server.dsn(dbname))
 
     # rotate: new objects go to the new key only; both identities are available to restores
     make_policy("prod", url, file_repo, repository=encryption([new], [new, old]))
-    second = run_drkit("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
+    second = run_cli("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
     assert file_repo.root is not None
     store = RepoView(file_repo, None)
     assert manifest_of(store, first)["objects"][0]["encryption_recipients"] == [old.recipient]
@@ -361,11 +361,11 @@ def test_key_rotation_keeps_old_backups_restorable(
     )
     assert fails.returncode != 0
 
-    verified = run_drkit("verify", "prod", "--all", "--json", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", "--all", "--json", policy_dir=policy_dir)
     assert verified.code == 0, verified.stderr
     for backup_id, expected_alerts in ((first, None), (second, 0)):
         target = f"k_{uuid.uuid4().hex[:8]}"
-        restored = run_drkit(
+        restored = run_cli(
             "restore",
             "prod",
             backup_id,
@@ -383,7 +383,7 @@ def test_key_rotation_keeps_old_backups_restorable(
 
     # with only the new identity, the old backup cannot be opened: exit 3 naming the object
     make_policy("prod", url, file_repo, repository=encryption([new], [new]))
-    verified = run_drkit("verify", "prod", first, policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", first, policy_dir=policy_dir)
     assert verified.code == 3, verified.stderr
     assert f"{first}/{dbname}.dump.zst.age" in verified.stderr
     assert "no identity matched" in verified.stderr
@@ -402,24 +402,24 @@ def _tamper_and_check(
     store: RepoView,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     key: AgeKey,
 ) -> None:
     policy_dir = make_policy("prod", url, repo, repository=encryption([key], [key]))
-    backup_id = run_drkit("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
+    backup_id = run_cli("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
     dump_key = f"prod/backups/{backup_id}/{dbname}.dump.zst.age"
     data = bytearray(store.get(dump_key))
     offset = len(data) // 2 if where == "payload" else data.index(b"\n") + 20
     data[offset] ^= 0x01
     store.put(dump_key, bytes(data))
 
-    verified = run_drkit("verify", "prod", "--all", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", "--all", policy_dir=policy_dir)
     assert verified.code == 3, verified.stderr
     assert dump_key in verified.stderr
     assert "Traceback" not in verified.stderr
 
     target = f"t_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore", "prod", "--target-db", pg_server.url(target), policy_dir=policy_dir
     )
     assert restored.code == 3, restored.stderr
@@ -436,7 +436,7 @@ def test_flipped_payload_byte_fails_verify_and_restore_naming_the_object(
     repo_target: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -450,7 +450,7 @@ def test_flipped_payload_byte_fails_verify_and_restore_naming_the_object(
         store,
         make_policy,
         pg_server,
-        run_drkit,
+        run_cli,
         age_key("prod"),
     )
 
@@ -460,7 +460,7 @@ def test_flipped_header_byte_fails_verify_and_restore_naming_the_object(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
 ) -> None:
     dbname, url = sample_db
@@ -472,7 +472,7 @@ def test_flipped_header_byte_fails_verify_and_restore_naming_the_object(
         RepoView(file_repo, None),
         make_policy,
         pg_server,
-        run_drkit,
+        run_cli,
         age_key("prod"),
     )
 
@@ -589,7 +589,7 @@ def test_a_drill_restores_an_encrypted_backup_and_needs_the_identity(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
 ) -> None:
     import tempfile
@@ -603,12 +603,12 @@ def test_a_drill_restores_an_encrypted_backup_and_needs_the_identity(
         repository=encryption([key], [key]),
         objectives={"rpo": "1h", "rto": "30m"},
     )
-    assert run_drkit("backup", "prod", policy_dir=policy_dir).code == 0
+    assert run_cli("backup", "prod", policy_dir=policy_dir).code == 0
     scratch = Path(tempfile.mkdtemp(prefix="drkit-test-crypto-drill-"))
     scratch.chmod(0o755)
     try:
         env = {"DRKIT_TMPDIR": str(scratch)}
-        done = run_drkit("drill", "prod", "--json", policy_dir=policy_dir, env=env, timeout=600)
+        done = run_cli("drill", "prod", "--json", policy_dir=policy_dir, env=env, timeout=600)
         assert done.code == 0, done.stderr
         assert done.json()["verdict"] == "PASS"
         assert_no_secret(done.stdout + done.stderr, key)
@@ -620,7 +620,7 @@ def test_a_drill_restores_an_encrypted_backup_and_needs_the_identity(
             repository=encryption([key]),
             objectives={"rpo": "1h", "rto": "30m"},
         )
-        refused = run_drkit(
+        refused = run_cli(
             "drill",
             "prod",
             "--json",
@@ -636,7 +636,7 @@ def test_a_drill_restores_an_encrypted_backup_and_needs_the_identity(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def test_a_base_backup_needs_only_the_recipients(age_key: KeyMaker, run_drkit: DrkitRunner) -> None:
+def test_a_base_backup_needs_only_the_recipients(age_key: KeyMaker, run_cli: DrkitRunner) -> None:
     """The backup host never needs the private key (only the recipients).  A base backup learns
     its stop point from pg_basebackup's own backup_manifest, not by decrypting the
     ``.backup`` history file it archived; with the identity, the stop point recorded is
@@ -651,7 +651,7 @@ def test_a_base_backup_needs_only_the_recipients(age_key: KeyMaker, run_drkit: D
         arch = start_archived_cluster(root, {"url": url, **encryption([key])})
         try:
             arch.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
-            taken = run_drkit(
+            taken = run_cli(
                 "backup", "prod", "--physical", "--json", policy_dir=arch.policy_dir, timeout=600
             )
             assert taken.code == 0, taken.stderr

@@ -18,16 +18,16 @@ def test_status_breaches_when_the_newest_backup_is_older_than_the_rpo(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     _name, url = sample_db
     # the objective leaves room for a slow start-up on a loaded machine; the stale check
     # below waits until the newest point is older than it, measured from the backup itself
     policy_dir = make_policy("prod", url, file_repo, objectives={"rpo": "10s", "rto": "30m"})
-    backup = run_drkit("backup", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    backup = run_cli("backup", "prod", "--json", policy_dir=policy_dir, check=True).json()
     finished = time.monotonic()
 
-    fresh = run_drkit("status", "prod", "--json", policy_dir=policy_dir)
+    fresh = run_cli("status", "prod", "--json", policy_dir=policy_dir)
     # a fresh backup is within the RPO; no drill yet is worth attention, not a breach
     assert fresh.code == 0, fresh.stderr
     doc = fresh.json()
@@ -38,14 +38,14 @@ def test_status_breaches_when_the_newest_backup_is_older_than_the_rpo(
     assert doc["objectives"] == {"rpo_seconds": 10.0, "rto_seconds": 1800.0}
 
     time.sleep(max(0.0, 10.5 - (time.monotonic() - finished)))
-    stale = run_drkit("status", "prod", "--json", policy_dir=policy_dir)
+    stale = run_cli("status", "prod", "--json", policy_dir=policy_dir)
     assert stale.code == 3
     doc = stale.json()
     assert doc["status"] == "ATTENTION" and doc["rpo_exposure_seconds"] > 10
     assert len(doc["breached"]) == 1 and doc["breached"][0].startswith("RPO")
     assert "objective breached" in stale.stderr and "RPO" in stale.stderr
 
-    screen = run_drkit("status", "prod", policy_dir=policy_dir)
+    screen = run_cli("status", "prod", policy_dir=policy_dir)
     assert screen.code == 3
     lines = screen.stdout.strip().splitlines()
     assert lines[-1] == "ATTENTION"
@@ -57,12 +57,12 @@ def test_status_breaches_when_the_newest_backup_is_older_than_the_rpo(
 
 
 def test_status_with_nothing_restorable_breaches_the_rpo(
-    file_repo: RepoTarget, make_policy: PolicyWriter, run_drkit: DrkitRunner, pg_server: PgServer
+    file_repo: RepoTarget, make_policy: PolicyWriter, run_cli: DrkitRunner, pg_server: PgServer
 ) -> None:
     policy_dir = make_policy(
         "prod", pg_server.url("postgres"), file_repo, objectives={"rpo": "1h"}, wal_archiving=True
     )
-    done = run_drkit("status", "prod", "--json", policy_dir=policy_dir)
+    done = run_cli("status", "prod", "--json", policy_dir=policy_dir)
     assert done.code == 3
     doc = done.json()
     assert doc["breached"] == ["RPO: nothing is restorable (objective 1h)"]
@@ -70,19 +70,19 @@ def test_status_with_nothing_restorable_breaches_the_rpo(
     assert any("WAL archiving is on" in a for a in doc["attention"])
     # without objectives nothing can be breached: ATTENTION, exit 0
     policy_dir = make_policy("dev", pg_server.url("postgres"), file_repo)
-    done = run_drkit("status", "dev", "--json", policy_dir=policy_dir)
+    done = run_cli("status", "dev", "--json", policy_dir=policy_dir)
     assert done.code == 0, done.stderr
     assert done.json()["attention"][0] == "no backup in the repository"
 
 
 def test_a_zero_objective_is_an_objective_not_a_missing_one(
-    file_repo: RepoTarget, make_policy: PolicyWriter, run_drkit: DrkitRunner, pg_server: PgServer
+    file_repo: RepoTarget, make_policy: PolicyWriter, run_cli: DrkitRunner, pg_server: PgServer
 ) -> None:
     """``0s`` is falsy as a timedelta; status must still hold the repository to it."""
     policy_dir = make_policy(
         "prod", pg_server.url("postgres"), file_repo, objectives={"rpo": "0s", "rto": "0s"}
     )
-    done = run_drkit("status", "prod", "--json", policy_dir=policy_dir)
+    done = run_cli("status", "prod", "--json", policy_dir=policy_dir)
     assert done.code == 3, done.stderr
     doc = done.json()
     assert doc["objectives"] == {"rpo_seconds": 0.0, "rto_seconds": 0.0}
@@ -92,7 +92,7 @@ def test_a_zero_objective_is_an_objective_not_a_missing_one(
 def test_status_reads_wal_and_the_last_drill_report(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     pg_server: PgServer,
     tmp_path: Path,
 ) -> None:
@@ -144,7 +144,7 @@ def test_status_reads_wal_and_the_last_drill_report(
     }
     (env_root / "drills" / drill_id / "report.json").write_text(json.dumps(report))
 
-    done = run_drkit("status", "prod", "--json", policy_dir=policy_dir)
+    done = run_cli("status", "prod", "--json", policy_dir=policy_dir)
     assert done.code == 0, done.stderr  # WAL keeps the exposure under the hour
     doc = done.json()
     assert doc["wal"]["last_file"] == "000000010000000000000003.zst"
@@ -157,7 +157,7 @@ def test_status_reads_wal_and_the_last_drill_report(
     assert doc["attention"] == ["the last drill's verdict is FAIL"] and doc["breached"] == []
 
 
-def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_drkit: DrkitRunner) -> None:
+def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_cli: DrkitRunner) -> None:
     """A middle segment missing: ``restore latest`` stops before it, so the RPO exposure
     counts from the last segment before the gap (status and /metrics alike), and the gap
     is reported.  A segment of another cluster at the archive's end counts for nothing."""
@@ -182,7 +182,7 @@ def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_drkit: Drkit
             return find_wal_key(repo, name) is not None
 
         arch.execute("CREATE TABLE marker (id int)")
-        backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
+        backup = run_cli("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
         assert backup.code == 0, backup.stderr
         segments = []
         for i in range(3):
@@ -196,7 +196,7 @@ def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_drkit: Drkit
         repo.backend.delete(gap_key)
         by_name = {i.key.rsplit("/", 1)[-1].split(".")[0]: i for i in repo.list("wal/")}
 
-        doc = run_drkit("status", arch.env, "--json", policy_dir=arch.policy_dir).json()
+        doc = run_cli("status", arch.env, "--json", policy_dir=arch.policy_dir).json()
         assert doc["recoverable_window"]["newest"] == iso(by_name[first].modified)
         now = datetime.fromisoformat(doc["now"].replace("Z", "+00:00"))
         exposure = (now - by_name[first].modified).total_seconds()
@@ -207,7 +207,7 @@ def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_drkit: Drkit
         assert wal["reachable_at"] == iso(by_name[first].modified)
         assert wal["gap"]["first_missing"] == gap and wal["gap"]["segments_beyond"] >= 1
         assert any(gap in a for a in doc["attention"])
-        screen = run_drkit("status", arch.env, policy_dir=arch.policy_dir).stdout
+        screen = run_cli("status", arch.env, policy_dir=arch.policy_dir).stdout
         assert f"restore latest reaches {first}" in screen
         assert f"attention: WAL gap on timeline 1: segment {gap} is missing" in screen
 
@@ -239,7 +239,7 @@ def test_status_and_metrics_count_the_rpo_from_before_a_wal_gap(run_drkit: Drkit
 
         repo.store(f"wal/{name}", io.BytesIO(bytes(forged)), exclusive=True)
         by_name = {i.key.rsplit("/", 1)[-1].split(".")[0]: i for i in repo.list("wal/")}
-        doc = run_drkit("status", arch.env, "--json", policy_dir=arch.policy_dir).json()
+        doc = run_cli("status", arch.env, "--json", policy_dir=arch.policy_dir).json()
         wal = doc["wal"]
         assert wal["gap"] is None
         assert wal["foreign_segments"] == [name]

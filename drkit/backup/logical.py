@@ -53,7 +53,7 @@ from drkit.pg.conninfo import for_subprocess
 from drkit.pg.identity import system_identifier
 from drkit.pg.process import PipeProcess, widen_pipe
 from drkit.pg.tables import count_rows, dump_size_estimate, list_tables
-from drkit.progress import Meter, OnProgress
+from drkit.progress import Meter, OnProgress, watched
 from drkit.storage.repository import Repository, StoredObject
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,9 @@ class DumpSnapshot:
     The connection is put in a read-only REPEATABLE READ transaction, which must stay
     open until pg_dump has attached to the snapshot (the caller rolls it back)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], database: str) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], database: str, *, estimate: bool = True
+    ) -> None:
         sysid = system_identifier(conn)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -170,19 +172,21 @@ class DumpSnapshot:
         self.snapshot: str = str(row[0])
         #: pg_database_size: indexes and free space too, an upper bound (storage sizing)
         self.db_size: int = int(row[1])
-        #: what the dump should weigh, for progress (None: no honest estimate)
-        self.dump_estimate: int | None = dump_size_estimate(conn)
+        #: what the dump should weigh, for progress (None: no honest estimate, or nobody
+        #: watches: the estimate may wait for table locks, and the dump waits for it)
+        self.dump_estimate: int | None = dump_size_estimate(conn) if estimate else None
         self.version = server_version(conn)
         self.pg_dump = find_client("pg_dump", server_major(conn))
         self._conn = conn
-        self._tables = list_tables(conn)
         self._counts: dict[str, int] = {}
         self._error: list[BaseException] = []
         self._counter = threading.Thread(target=self._count, name=f"count-{database}", daemon=True)
 
     def _count(self) -> None:
+        # the tables are listed here, in the snapshot, once pg_dump has started: the
+        # list is the snapshot's whenever it is read, and the dump need not wait for it
         try:
-            self._counts.update(count_rows(self._conn, self._tables))
+            self._counts.update(count_rows(self._conn, list_tables(self._conn)))
         except BaseException as exc:  # surfaced in the caller's thread by counted()
             self._error.append(exc)
 
@@ -199,12 +203,12 @@ class DumpSnapshot:
 
 
 @contextlib.contextmanager
-def dump_snapshot(dsn: str, database: str) -> Iterator[DumpSnapshot]:
+def dump_snapshot(dsn: str, database: str, *, estimate: bool = True) -> Iterator[DumpSnapshot]:
     """A :class:`DumpSnapshot` of ``database`` on its own connection, rolled back and
     closed afterwards; a database error becomes one DatabaseError line."""
     conn = connect(dsn, database, autocommit=False)
     try:
-        yield DumpSnapshot(conn, database)
+        yield DumpSnapshot(conn, database, estimate=estimate)
     except psycopg.Error as exc:
         raise DatabaseError(f"backup of database {database}: {first_line(exc)}") from None
     finally:
@@ -222,14 +226,19 @@ def dump_database(
     on_progress: ProgressCallback | None = None,
     *,
     jobs: int | None = None,
+    by_size: bool = False,
 ) -> DumpResult:
     """Dump ``database`` in a snapshot of its own: custom format, or with ``jobs`` the
-    directory format with that many pg_dump workers."""
+    directory format with that many pg_dump workers; without ``jobs`` and with
+    ``by_size``, the format :func:`jobs_for_size` picks for the size read in the snapshot
+    (no connection of its own before the dump)."""
     from drkit.backup.dirdump import dump_directory
 
     dsn = policy.database.url.get_secret_value()
     name = f"{backup_prefix(backup_id)}{object_base_name(database)}"
-    with dump_snapshot(dsn, database) as snap:
+    with dump_snapshot(dsn, database, estimate=watched(on_progress)) as snap:
+        if jobs is None and by_size:
+            jobs = jobs_for_size(policy, database, snap.db_size)
         if jobs is None:
             objects, counts = _dump_custom(snap, repo, dsn, f"{name}.dump", database, on_progress)
         else:
@@ -283,11 +292,10 @@ def backup_logical(
     if jobs is not None and jobs < 1:
         raise UsageError("--jobs must be at least 1")
     names = databases or policy.database.database_names()
-    plan = plan_jobs(policy, names, jobs)
     repo = repo or Repository.for_policy(policy)
     repo.check_encryption_available()
     with backup_lock(policy, "logical") as lock:  # a second concurrent one: exit 1
-        return _run_locked(policy, repo, names, plan, on_progress, lock)
+        return _run_locked(policy, repo, names, jobs, jobs is None, on_progress, lock)
 
 
 def run_logical_backup(
@@ -303,35 +311,26 @@ def run_logical_backup(
     repo = repo or Repository.for_policy(policy)
     repo.check_encryption_available()
     with backup_lock(policy, "logical") as lock:  # a second concurrent one: exit 1
-        return _run_locked(policy, repo, names, {}, on_progress, lock)
+        return _run_locked(policy, repo, names, None, False, on_progress, lock)
 
 
-def plan_jobs(policy: Policy, names: list[str], jobs: int | None) -> dict[str, int]:
-    """The databases to dump in directory format, with their pg_dump job counts."""
-    if jobs is not None:
-        return dict.fromkeys(names, jobs)
+def jobs_for_size(policy: Policy, database: str, db_size: int) -> int | None:
+    """The pg_dump jobs of a database of ``db_size`` bytes (its ``pg_database_size``):
+    the policy's ``backup.jobs`` (directory format) above ``backup.parallel_threshold``,
+    else None (custom format)."""
     threshold = policy.backup.parallel_threshold
-    if threshold is None:
-        return {}
-    dsn = policy.database.url.get_secret_value()
-    plan = {}
-    for name in names:
-        with connect(dsn, name) as conn:
-            try:
-                row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-            except psycopg.Error as exc:
-                raise DatabaseError(f"size of database {name}: {first_line(exc)}") from None
-        if row is not None and int(row[0]) > threshold:
-            log.info("database %s is above backup.parallel_threshold: directory format", name)
-            plan[name] = policy.backup.jobs
-    return plan
+    if threshold is None or db_size <= threshold:
+        return None
+    log.info("database %s is above backup.parallel_threshold: directory format", database)
+    return policy.backup.jobs
 
 
 def _run_locked(
     policy: Policy,
     repo: Repository,
     names: list[str],
-    plan: dict[str, int],
+    jobs: int | None,
+    by_size: bool,
     on_progress: ProgressCallback | None,
     lock: HeldLock,
 ) -> Manifest:
@@ -339,7 +338,7 @@ def _run_locked(
     log.info("backup %s of %s started", backup_id, ", ".join(names))
     try:
         results = [
-            dump_database(repo, policy, backup_id, name, on_progress, jobs=plan.get(name))
+            dump_database(repo, policy, backup_id, name, on_progress, jobs=jobs, by_size=by_size)
             for name in names
         ]
         formats = {name: r.format for name, r in zip(names, results, strict=True)}

@@ -187,7 +187,7 @@ def find_binary(name: str, major: int | None = None) -> str:
     ``$DRKIT_PG_BIN`` first; then, for a ``major``, that major and else the closest newer
     one; without a major, the first install in search order.
     """
-    if (found := _debian_program(name, major)) is not None:
+    if (found := _env_program(name) or _debian_program(name, major)) is not None:
         return found
     everything = installs()
     ordered = [i for i in everything if i.source == "env"]
@@ -202,6 +202,20 @@ def find_binary(name: str, major: int | None = None) -> str:
     if not _no_system() and (found := shutil.which(name)):
         return found
     raise OperationError(f"{name} not found: {_install_hint(name, major, server=False)}")
+
+
+def _env_program(name: str) -> str | None:
+    """What :func:`find_binary` finds when ``$DRKIT_PG_BIN`` holds ``name``: that directory
+    comes first in the search order whatever the major, so only its own ``--version`` is
+    run, not every install's.  None (a program it lacks, a version it cannot tell): search
+    everything."""
+    if not (env_dir := os.environ.get(BIN_DIR_ENV)):
+        return None
+    directory = Path(env_dir)
+    path = directory / name
+    if not (_is_dir(directory) and _is_program(path)) or _dir_major(directory) is None:
+        return None
+    return str(path)
 
 
 def _debian_program(name: str, major: int | None) -> str | None:

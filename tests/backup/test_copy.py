@@ -74,7 +74,7 @@ def copy_target(request: pytest.FixtureRequest, tmp_path: Path) -> RepoTarget:
 
 @pytest.mark.parametrize("copy_target", ["file"], indirect=True)
 def test_copy_then_rerun_copies_nothing_and_the_copy_reads_as_the_primary(
-    tmp_path: Path, copy_target: RepoTarget, run_drkit: DrkitRunner, request: pytest.FixtureRequest
+    tmp_path: Path, copy_target: RepoTarget, run_cli: DrkitRunner, request: pytest.FixtureRequest
 ) -> None:
     policy_dir = copy_policy(tmp_path, copy_target.policy_block())
     repo = primary(policy_dir)
@@ -82,7 +82,7 @@ def test_copy_then_rerun_copies_nothing_and_the_copy_reads_as_the_primary(
     repo.backend.put_bytes("prod/wal/000000010000000000000001", b"w" * 4096)
     s3 = request.getfixturevalue("s3_server") if copy_target.kind == "s3" else None
 
-    first = run_drkit("copy", "prod", "--json", policy_dir=policy_dir)
+    first = run_cli("copy", "prod", "--json", policy_dir=policy_dir)
     [done] = valid("copy", first)["copies"]
     assert done["name"] == "offsite" and done["published"] == sorted(ids)
     assert done["copied_objects"] == 5  # 2 dumps, 2 manifests, 1 WAL segment
@@ -92,37 +92,37 @@ def test_copy_then_rerun_copies_nothing_and_the_copy_reads_as_the_primary(
     for key, data in files(tmp_path / "repo").items():
         assert held.get(key) == data
 
-    again = run_drkit("copy", "prod", "--repo", "offsite", "--json", policy_dir=policy_dir)
+    again = run_cli("copy", "prod", "--repo", "offsite", "--json", policy_dir=policy_dir)
     assert again.code == 0, again.stderr
     [rerun] = again.json()["copies"]
     assert (rerun["copied_objects"], rerun["present_objects"], rerun["published"]) == (0, 5, [])
 
-    listed = run_drkit("backups", "prod", "--repo", "offsite", "--json", policy_dir=policy_dir)
+    listed = run_cli("backups", "prod", "--repo", "offsite", "--json", policy_dir=policy_dir)
     assert listed.code == 0, listed.stderr
     assert listed.json()["repository"] == f"{copy_target.url}/prod"
     assert [b["id"] for b in listed.json()["backups"]] == ids
-    verified = run_drkit("verify", "prod", "--all", "--repo", "offsite", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", "--all", "--repo", "offsite", policy_dir=policy_dir)
     assert verified.code == 0, verified.stderr + verified.stdout
 
 
 def test_a_copy_keeps_its_own_retention_and_prune_of_the_copy_leaves_the_primary(
-    tmp_path: Path, run_drkit: DrkitRunner
+    tmp_path: Path, run_cli: DrkitRunner
 ) -> None:
     (tmp_path / "copy").mkdir()
     copy = {"url": f"file://{tmp_path / 'copy'}", "retention": {"daily": 2}}
     policy_dir = copy_policy(tmp_path, copy)
     repo = primary(policy_dir)
     ids = nightly(repo, 3)  # newest first; the primary keeps 10 days, the copy 2
-    copied = run_drkit("copy", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    copied = run_cli("copy", "prod", "--json", policy_dir=policy_dir, check=True).json()
     [done] = copied["copies"]
     assert done["published"] == sorted(ids[:2]) and done["skipped"] == [ids[2]]
 
     newer = store_backup(repo, datetime(2026, 11, 28, 1, 0, tzinfo=UTC))
-    run_drkit("copy", "prod", policy_dir=policy_dir, check=True)
+    run_cli("copy", "prod", policy_dir=policy_dir, check=True)
     in_copy = {p.name for p in (tmp_path / "copy" / "prod" / "backups").iterdir()}
     assert in_copy == {newer, *ids[:2]}
 
-    pruned = run_drkit("prune", "prod", "--repo", "offsite", "--json", policy_dir=policy_dir)
+    pruned = run_cli("prune", "prod", "--repo", "offsite", "--json", policy_dir=policy_dir)
     assert pruned.code == 0, pruned.stderr
     assert {p.name for p in (tmp_path / "copy" / "prod" / "backups").iterdir()} == {
         newer,
@@ -130,7 +130,7 @@ def test_a_copy_keeps_its_own_retention_and_prune_of_the_copy_leaves_the_primary
     }
     # the primary is untouched, and the next copy does not bring the pruned one back
     assert {p.name for p in (tmp_path / "repo" / "prod" / "backups").iterdir()} == {newer, *ids}
-    rerun = run_drkit("copy", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    rerun = run_cli("copy", "prod", "--json", policy_dir=policy_dir, check=True).json()
     assert rerun["copies"][0]["copied_objects"] == 0
     assert {p.name for p in (tmp_path / "copy" / "prod" / "backups").iterdir()} == {
         newer,
@@ -171,13 +171,13 @@ def proxied_copy(tmp_path: Path, s3_server: S3Server, s3_repo: RepoTarget) -> An
 
 
 def test_an_interrupted_copy_publishes_nothing_half_there_and_a_rerun_completes_it(
-    proxied_copy: Any, run_drkit: DrkitRunner
+    proxied_copy: Any, run_cli: DrkitRunner
 ) -> None:
     policy_dir, proxy, held, ids = proxied_copy
     older, newer = ids[1], ids[0]
     # the store fails every upload of the newer backup's dump: the copy stops there
     proxy.set_faults(Fault("500", "PUT", f"{newer}/app.dump", times=None))
-    cut = run_drkit("copy", "prod", policy_dir=policy_dir, env={"DRKIT_S3_MAX_ATTEMPTS": "1"})
+    cut = run_cli("copy", "prod", policy_dir=policy_dir, env={"DRKIT_S3_MAX_ATTEMPTS": "1"})
     assert cut.code == 1, cut.stderr
     assert "Traceback" not in cut.stderr
     keys = set(held.objects())
@@ -186,24 +186,24 @@ def test_an_interrupted_copy_publishes_nothing_half_there_and_a_rerun_completes_
 
     proxy.set_faults()
     proxy.log.clear()
-    resumed = run_drkit("copy", "prod", "--json", policy_dir=policy_dir)
+    resumed = run_cli("copy", "prod", "--json", policy_dir=policy_dir)
     assert resumed.code == 0, resumed.stderr
     [done] = resumed.json()["copies"]
     assert done["published"] == [newer] and done["copied_objects"] == 2
     puts = [path for method, path, _ in proxy.log if method == "PUT"]
     assert puts and all(newer in path for path in puts), puts  # nothing sent twice
-    verified = run_drkit("verify", "prod", "--all", "--repo", "offsite", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", "--all", "--repo", "offsite", policy_dir=policy_dir)
     assert verified.code == 0, verified.stderr + verified.stdout
 
 
 def test_an_object_damaged_on_arrival_is_removed_and_the_copy_fails(
-    proxied_copy: Any, run_drkit: DrkitRunner
+    proxied_copy: Any, run_cli: DrkitRunner
 ) -> None:
     policy_dir, proxy, held, ids = proxied_copy
     newer = ids[0]
     # what the copy reads back of the dump it just stored is not what was sent
     proxy.set_faults(Fault("corrupt", "GET", f"{newer}/app.dump"))
-    damaged = run_drkit("copy", "prod", "--json", policy_dir=policy_dir)
+    damaged = run_cli("copy", "prod", "--json", policy_dir=policy_dir)
     [failed] = valid("copy", damaged, 3)["copies"]
     assert failed["ok"] is False and failed["published"] == [ids[1]]
     line = one_line(damaged.stderr)
@@ -213,13 +213,13 @@ def test_an_object_damaged_on_arrival_is_removed_and_the_copy_fails(
     assert f"prod/backups/{newer}/manifest.json" not in keys
 
     proxy.set_faults()
-    again = run_drkit("copy", "prod", "--json", policy_dir=policy_dir)
+    again = run_cli("copy", "prod", "--json", policy_dir=policy_dir)
     assert again.code == 0, again.stderr
     assert again.json()["copies"][0]["published"] == [newer]
 
 
 def test_a_copy_holding_another_clusters_archive_is_refused_before_anything_is_written(
-    tmp_path: Path, run_drkit: DrkitRunner
+    tmp_path: Path, run_cli: DrkitRunner
 ) -> None:
     (tmp_path / "copy").mkdir()
     policy_dir = copy_policy(tmp_path, {"url": f"file://{tmp_path / 'copy'}"})
@@ -229,31 +229,31 @@ def test_a_copy_holding_another_clusters_archive_is_refused_before_anything_is_w
     other = tmp_path / "copy" / "prod" / "identity.json"
     other.parent.mkdir(parents=True)
     other.write_bytes(b'{"system_identifier": "9999"}\n')
-    refused = run_drkit("copy", "prod", policy_dir=policy_dir)
+    refused = run_cli("copy", "prod", policy_dir=policy_dir)
     assert refused.code == 4, refused.stderr
     assert "another cluster" in one_line(refused.stderr)
     assert files(tmp_path / "copy") == {"prod/identity.json": other.read_bytes()}
 
 
 def test_a_copy_that_is_the_primary_under_another_name_is_refused_and_never_pruned(
-    tmp_path: Path, run_drkit: DrkitRunner
+    tmp_path: Path, run_cli: DrkitRunner
 ) -> None:
     (tmp_path / "alias").symlink_to(tmp_path / "repo", target_is_directory=True)
     copy = {"url": f"file://{tmp_path / 'alias'}", "retention": {"daily": 1}}
     policy_dir = copy_policy(tmp_path, copy)
     ids = nightly(primary(policy_dir), 3)
     before = files(tmp_path / "repo")
-    copied = run_drkit("copy", "prod", policy_dir=policy_dir)
+    copied = run_cli("copy", "prod", policy_dir=policy_dir)
     assert copied.code == 4, copied.stderr + copied.stdout
     assert "is the primary repository itself" in one_line(copied.stderr)
-    pruned = run_drkit("prune", "prod", "--repo", "offsite", policy_dir=policy_dir)
+    pruned = run_cli("prune", "prod", "--repo", "offsite", policy_dir=policy_dir)
     assert pruned.code == 4, pruned.stderr + pruned.stdout
     assert files(tmp_path / "repo") == before  # the copy's retention never reached it
     assert len(ids) == 3
 
 
 def test_copies_in_the_policy_refuse_what_they_cannot_honour(
-    tmp_path: Path, age_key: KeyMaker, run_drkit: DrkitRunner
+    tmp_path: Path, age_key: KeyMaker, run_cli: DrkitRunner
 ) -> None:
     mine, theirs = age_key("mine"), age_key("theirs")
     encrypted = {"recipients": [mine.recipient]}
@@ -288,7 +288,7 @@ def test_copies_in_the_policy_refuse_what_they_cannot_honour(
     assert load_policy("prod", policy_dir).for_copy("offsite").repository.encryption == (
         load_policy("prod", policy_dir).copies["offsite"].encryption
     )
-    unknown = run_drkit("backups", "prod", "--repo", "ofsite", policy_dir=policy_dir)
+    unknown = run_cli("backups", "prod", "--repo", "ofsite", policy_dir=policy_dir)
     assert unknown.code == 2
     assert "(did you mean offsite?)" in one_line(unknown.stderr)
 
@@ -300,7 +300,7 @@ def test_with_the_primary_repository_lost_a_restore_from_the_copy_brings_back_th
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     age_key: KeyMaker,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     name, url = sample_db
     key = age_key("prod")
@@ -319,14 +319,14 @@ def test_with_the_primary_repository_lost_a_restore_from_the_copy_brings_back_th
 
     assert file_repo.root is not None
     shutil.rmtree(file_repo.root)  # the primary repository, gone entirely
-    lost = run_drkit("backups", "prod", policy_dir=policy_dir)
+    lost = run_cli("backups", "prod", policy_dir=policy_dir)
     assert lost.code == 1  # reported missing, never as "no backups"
     file_repo.root.mkdir()  # and an empty one in its place: lost too, not "nothing to copy"
-    emptied = run_drkit("copy", "prod", policy_dir=policy_dir)
+    emptied = run_cli("copy", "prod", policy_dir=policy_dir)
     assert emptied.code == 1
     assert "the primary repository looks lost" in one_line(emptied.stderr)
     target = f"r_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore",
         "prod",
         "latest",
@@ -341,6 +341,6 @@ def test_with_the_primary_repository_lost_a_restore_from_the_copy_brings_back_th
         assert table_counts(pg_server.dsn(target)) == counts
     finally:
         pg_server.drop_database(target)
-    status = run_drkit("status", "prod", "--repo", "offsite", "--json", policy_dir=policy_dir)
+    status = run_cli("status", "prod", "--repo", "offsite", "--json", policy_dir=policy_dir)
     assert status.code in (0, 3), status.stderr
     assert status.json()["backups"]["logical"]["id"] == made.id

@@ -54,7 +54,7 @@ def write_policy(arch: Archived, repo_block: dict[str, Any], policy_dir: Path) -
 
 
 def cli(*args: str, policy_dir: Path, timeout: float = 600) -> Result:
-    """``drkit ARGS`` as a subprocess (the module fixture cannot use ``run_drkit``)."""
+    """``drkit ARGS`` as a subprocess (the module fixture cannot use ``run_cli``)."""
     proc = subprocess.run(
         [sys.executable, "-m", "drkit", "--policy-dir", str(policy_dir), *args],
         capture_output=True,
@@ -140,11 +140,11 @@ def test_the_incremental_records_its_parent_and_both_store_postgresqls_manifest(
 
 
 def test_pitr_after_the_incremental_gives_the_exact_rows(
-    chain: Chain, run_drkit: DrkitRunner
+    chain: Chain, run_cli: DrkitRunner
 ) -> None:
     arch = chain.arch
     pgdata = arch.new_pgdata()
-    done = run_drkit(
+    done = run_cli(
         "restore", "prod", "--point-in-time", chain.target, "--pgdata", str(pgdata),
         "--target-action", "promote", "--json", policy_dir=arch.policy_dir, timeout=600,
     )  # fmt: skip
@@ -158,12 +158,12 @@ def test_pitr_after_the_incremental_gives_the_exact_rows(
     arch.stop_restored()
 
 
-def test_a_physical_drill_of_the_chain_passes(chain: Chain, run_drkit: DrkitRunner) -> None:
+def test_a_physical_drill_of_the_chain_passes(chain: Chain, run_cli: DrkitRunner) -> None:
     scratch = chain.arch.root / "drill"
     scratch.mkdir()
     scratch.chmod(0o755)
     done = drill(
-        run_drkit, chain.arch.policy_dir, scratch, "--backup", chain.incremental, "--json",
+        run_cli, chain.arch.policy_dir, scratch, "--backup", chain.incremental, "--json",
         timeout=900,
     )  # fmt: skip
     assert done.code == 0, done.stdout + done.stderr
@@ -176,23 +176,21 @@ def test_a_physical_drill_of_the_chain_passes(chain: Chain, run_drkit: DrkitRunn
     assert checks["amcheck postgres"]["status"] == "PASS"
 
 
-def test_prune_keeps_the_parent_of_a_kept_incremental(chain: Chain, run_drkit: DrkitRunner) -> None:
-    dry = run_drkit("prune", "prod", "--dry-run", "--json", policy_dir=chain.arch.policy_dir)
+def test_prune_keeps_the_parent_of_a_kept_incremental(chain: Chain, run_cli: DrkitRunner) -> None:
+    dry = run_cli("prune", "prod", "--dry-run", "--json", policy_dir=chain.arch.policy_dir)
     decisions = {b["id"]: b for b in valid("prune", dry)["backups"]}
     assert decisions[chain.incremental]["action"] == "KEEP"
     assert decisions[chain.full]["action"] == "KEEP"
     assert f"parent of {chain.incremental}" in decisions[chain.full]["reasons"]
-    rows = valid(
-        "backups", run_drkit("backups", "prod", "--json", policy_dir=chain.arch.policy_dir)
-    )
+    rows = valid("backups", run_cli("backups", "prod", "--json", policy_dir=chain.arch.policy_dir))
     by_id = {row["id"]: row for row in rows["backups"]}
     assert by_id[chain.incremental]["parent"] == chain.full
     assert by_id[chain.full]["incremental"] is False
     assert f"parent of {chain.incremental}" in by_id[chain.full]["tiers"]
-    listed = run_drkit("backups", "prod", policy_dir=chain.arch.policy_dir, env=WIDE)
+    listed = run_cli("backups", "prod", policy_dir=chain.arch.policy_dir, env=WIDE)
     assert listed.code == 0, listed.stderr
     assert f"incremental on {chain.full}" in listed.stdout
-    text = run_drkit("prune", "prod", "--dry-run", policy_dir=chain.arch.policy_dir)
+    text = run_cli("prune", "prod", "--dry-run", policy_dir=chain.arch.policy_dir)
     line = next(ln for ln in text.stdout.splitlines() if chain.full in ln)
     assert line.startswith("KEEP") and f"parent of {chain.incremental}" in line
 
@@ -208,9 +206,9 @@ def copy_repo(chain: Chain, name: str) -> tuple[Path, Path]:
 
 
 def test_verify_checks_the_whole_chain_and_the_combined_backup(
-    chain: Chain, run_drkit: DrkitRunner
+    chain: Chain, run_cli: DrkitRunner
 ) -> None:
-    good = run_drkit(
+    good = run_cli(
         "verify", "prod", chain.incremental, "--json", policy_dir=chain.arch.policy_dir,
         timeout=600,
     )  # fmt: skip
@@ -224,12 +222,12 @@ def test_verify_checks_the_whole_chain_and_the_combined_backup(
     data = bytearray(base.read_bytes())
     data[len(data) // 2] ^= 0xFF
     base.write_bytes(bytes(data))
-    bad = run_drkit("verify", "prod", chain.incremental, policy_dir=policy_dir, timeout=600)
+    bad = run_cli("verify", "prod", chain.incremental, policy_dir=policy_dir, timeout=600)
     assert bad.code == 3, bad.stdout + bad.stderr
     assert chain.full in bad.stdout + bad.stderr
     # ... and a restore through it fails naming the object, leaving no data directory
     broken = chain.arch.root / "broken"
-    damaged = run_drkit(
+    damaged = run_cli(
         "restore", "prod", "--point-in-time", chain.target, "--pgdata", str(broken),
         policy_dir=policy_dir, timeout=600,
     )  # fmt: skip
@@ -240,10 +238,10 @@ def test_verify_checks_the_whole_chain_and_the_combined_backup(
     # a missing parent: verify names it, and PITR never picks the broken chain
     env_dir, policy_dir = copy_repo(chain, "orphaned")
     shutil.rmtree(env_dir / "backups" / chain.full)
-    gone = run_drkit("verify", "prod", chain.incremental, policy_dir=policy_dir, timeout=600)
+    gone = run_cli("verify", "prod", chain.incremental, policy_dir=policy_dir, timeout=600)
     assert gone.code == 3, gone.stdout + gone.stderr
     assert f"ancestor {chain.full}" in gone.stdout + gone.stderr
-    refused = run_drkit(
+    refused = run_cli(
         "restore", "prod", "--point-in-time", chain.target, "--pgdata",
         str(chain.arch.root / "never"), policy_dir=policy_dir,
     )  # fmt: skip
@@ -255,11 +253,11 @@ def test_on_15_incremental_exits_2_naming_17(
     database: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     _name, url = database
     policy_dir = make_policy("prod", url, file_repo)
-    result = run_drkit("backup", "prod", "--physical", "--incremental", policy_dir=policy_dir)
+    result = run_cli("backup", "prod", "--physical", "--incremental", policy_dir=policy_dir)
     line = result.stderr.strip()
     assert result.code == 2 and "\n" not in line, line
     assert "needs PostgreSQL 17+" in line and "is 15" in line
@@ -267,14 +265,14 @@ def test_on_15_incremental_exits_2_naming_17(
     policy_dir = make_policy(
         "prod", url, file_repo, schedule={"physical_incremental_backup": "0 3 * * 1-6"}
     )
-    check = run_drkit("check", "prod", "--json", policy_dir=policy_dir)
+    check = run_cli("check", "prod", "--json", policy_dir=policy_dir)
     assert check.code == 3, check.stderr
     line = next(c for c in check.json()["checks"] if c["name"] == "incremental backups")
     assert line["status"] == "FAIL" and "17+" in line["detail"], line
 
 
 def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
-    chain: Chain, run_drkit: DrkitRunner
+    chain: Chain, run_cli: DrkitRunner
 ) -> None:
     """``schedule.physical_incremental_backup`` beside ``physical_backup``: ``schedule
     show`` lists both, the daemon's job takes an incremental on the newest backup (here the
@@ -290,7 +288,7 @@ def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
         "timezone": "Europe/Rome",
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    shown = run_drkit("schedule", "show", "prod", "--json", policy_dir=arch.policy_dir)
+    shown = run_cli("schedule", "show", "prod", "--json", policy_dir=arch.policy_dir)
     assert shown.code == 0, shown.stderr
     jobs = {j["job"]: j for j in shown.json()["jobs"]}
     assert set(jobs) == {"physical_backup", "physical_incremental_backup"}
@@ -300,12 +298,12 @@ def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
     days = {datetime.fromisoformat(run).weekday() for run in incremental["next_runs"]}
     assert days and 6 not in days  # Monday 0 .. Sunday 6
 
-    check = run_drkit("check", "prod", "--json", policy_dir=arch.policy_dir)
+    check = run_cli("check", "prod", "--json", policy_dir=arch.policy_dir)
     line = next(c for c in check.json()["checks"] if c["name"] == "incremental backups")
     assert line["status"] == "PASS" and "summarize_wal" in line["detail"], line
     arch.execute("ALTER SYSTEM SET summarize_wal = off")
     arch.execute("SELECT pg_reload_conf()")
-    check = run_drkit("check", "prod", "--json", policy_dir=arch.policy_dir)
+    check = run_cli("check", "prod", "--json", policy_dir=arch.policy_dir)
     assert check.code == 3, check.stderr
     line = next(c for c in check.json()["checks"] if c["name"] == "incremental backups")
     assert line["status"] == "FAIL" and "summarize_wal = on" in line["detail"], line
@@ -314,7 +312,7 @@ def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
 
     taken = dispatch("physical_incremental_backup", load_policy("prod", arch.policy_dir))
     assert taken.parent == chain.incremental
-    verified = run_drkit(
+    verified = run_cli(
         "verify", "prod", taken.id, "--json", policy_dir=arch.policy_dir, timeout=600
     )
     assert verified.code == 0, verified.stdout + verified.stderr
@@ -324,7 +322,7 @@ def test_the_scheduler_runs_daily_incrementals_on_a_weekly_full(
 
 
 def test_an_encrypted_repository_needs_the_identity_for_an_incremental(
-    age_key: KeyMaker, run_drkit: DrkitRunner
+    age_key: KeyMaker, run_cli: DrkitRunner
 ) -> None:
     """The parent's backup_manifest is stored encrypted like everything else: it is read
     back (and its sha256 checked) with the identity; a host with the recipients only is
@@ -341,17 +339,17 @@ def test_an_encrypted_repository_needs_the_identity_for_an_incremental(
             arch.execute("ALTER SYSTEM SET summarize_wal = on")
             arch.execute("SELECT pg_reload_conf()")
             arch.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
-            full = run_drkit("backup", "prod", "--physical", "--json", policy_dir=arch.policy_dir)
+            full = run_cli("backup", "prod", "--physical", "--json", policy_dir=arch.policy_dir)
             assert full.code == 0, full.stderr
             write_policy(arch, without_key, arch.policy_dir)
-            refused = run_drkit(
+            refused = run_cli(
                 "backup", "prod", "--physical", "--incremental", policy_dir=arch.policy_dir
             )
             line = refused.stderr.strip()
             assert refused.code == 4 and "\n" not in line, line
             assert "identity_file" in line and full.json()["id"] in line, line
             write_policy(arch, with_key, arch.policy_dir)
-            taken = run_drkit(
+            taken = run_cli(
                 "backup", "prod", "--physical", "--incremental", "--json",
                 policy_dir=arch.policy_dir,
             )  # fmt: skip
@@ -364,7 +362,7 @@ def test_an_encrypted_repository_needs_the_identity_for_an_incremental(
             arch.cluster.destroy()
 
 
-def test_sigkill_anywhere_in_an_incremental_backup(run_drkit: DrkitRunner) -> None:
+def test_sigkill_anywhere_in_an_incremental_backup(run_cli: DrkitRunner) -> None:
     """``backup --physical --incremental`` killed at random moments: listed backups stay
     whole (every chain combines and passes pg_verifybackup), no pg_basebackup lingers,
     the next incremental is not refused and prune clears the leftovers."""
@@ -401,7 +399,7 @@ def test_sigkill_anywhere_in_an_incremental_backup(run_drkit: DrkitRunner) -> No
             arch.execute(
                 "CREATE TABLE filler AS SELECT g, md5(g::text) AS v FROM generate_series(1, 200000) g"
             )
-            full = run_drkit("backup", "prod", "--physical", policy_dir=arch.policy_dir)
+            full = run_cli("backup", "prod", "--physical", policy_dir=arch.policy_dir)
             assert full.code == 0, full.stderr
             repo = RepoTarget("file", block["url"], root=Path(block["url"].removeprefix("file://")))
             view = RepoView(repo)
@@ -429,15 +427,15 @@ def test_sigkill_anywhere_in_an_incremental_backup(run_drkit: DrkitRunner) -> No
                 )
             assert kills >= points, outcomes
             complete, _orphans = view.check_backups()
-            assert set(listed_ids(run_drkit, arch.policy_dir)) == complete
-            verified = verify_all(run_drkit, arch.policy_dir)
+            assert set(listed_ids(run_cli, arch.policy_dir)) == complete
+            verified = verify_all(run_cli, arch.policy_dir)
             assert verified.code == 0, (verified.stdout, verified.stderr, outcomes)
             chains = [b for b in verified.json()["backups"] if b.get("chain")]
             assert chains and all(b["pg_verifybackup"] == "combined chain verified" for b in chains)
-            again = run_drkit(*args, "--json", policy_dir=arch.policy_dir)
+            again = run_cli(*args, "--json", policy_dir=arch.policy_dir)
             assert again.code == 0, again.stderr
             time.sleep(1.2)
-            assert run_drkit("prune", "prod", policy_dir=arch.policy_dir).code == 0
+            assert run_cli("prune", "prod", policy_dir=arch.policy_dir).code == 0
             complete_after, orphans_after = view.check_backups()
             assert not orphans_after and again.json()["id"] in complete_after
         finally:

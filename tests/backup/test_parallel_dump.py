@@ -87,7 +87,7 @@ def test_jobs_backup_stores_each_table_file_and_restores_with_jobs(
     repo_target: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
@@ -96,7 +96,7 @@ def test_jobs_backup_stores_each_table_file_and_restores_with_jobs(
     store = view(repo_target, request)
     source_counts = table_counts(pg_server.dsn(dbname))
 
-    made = run_drkit("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
     backup_id = made.json()["id"]
     assert made.json()["rows"] == sum(source_counts.values())
@@ -120,11 +120,11 @@ def test_jobs_backup_stores_each_table_file_and_restores_with_jobs(
     assert {f"{i}.dat" for i in toc_data_ids(directory, manifest["server_version"])} <= names
     assert len(toc_data_ids(directory, manifest["server_version"])) >= len(source_counts)
 
-    verified = run_drkit("verify", "prod", backup_id, "--json", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", backup_id, "--json", policy_dir=policy_dir)
     assert verified.code == 0, verified.stderr
 
     target = f"r_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore",
         "prod",
         backup_id,
@@ -139,7 +139,7 @@ def test_jobs_backup_stores_each_table_file_and_restores_with_jobs(
     assert restored.json()["ok"] is True
     assert table_counts(pg_server.dsn(target)) == source_counts
     # without --jobs too, and into the policy's own database with --force
-    again = run_drkit(
+    again = run_cli(
         "restore", "prod", "latest", "--target-db", pg_server.url(target), "--force",
         policy_dir=policy_dir,
     )  # fmt: skip
@@ -153,7 +153,7 @@ def test_encrypted_jobs_backup_stores_age_objects_only(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     age_key: KeyMaker,
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -162,7 +162,7 @@ def test_encrypted_jobs_backup_stores_age_objects_only(
     key = age_key("prod")
     policy_dir = make_policy("prod", url, file_repo, repository=encryption([key], [key]))
     store = view(file_repo, request)
-    made = run_drkit("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
     manifest = manifest_of(store, made.json()["id"])
     for obj in manifest["objects"]:
@@ -176,7 +176,7 @@ def test_encrypted_jobs_backup_stores_age_objects_only(
     assert toc_data_ids(directory, manifest["server_version"])
 
     target = f"r_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore", "prod", "latest", "--target-db", pg_server.url(target), "--jobs", "2",
         policy_dir=policy_dir,
     )  # fmt: skip
@@ -191,14 +191,14 @@ def test_verify_and_restore_refuse_a_damaged_table_object(
     repo_target: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     request: pytest.FixtureRequest,
     damage: str,
 ) -> None:
     _, url = sample_db
     policy_dir = make_policy("prod", url, repo_target)
     store = view(repo_target, request)
-    made = run_drkit("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
     manifest = manifest_of(store, made.json()["id"])
     victim = max(manifest["objects"], key=lambda o: o["raw_size"] if "toc" not in o["key"] else 0)
@@ -210,12 +210,12 @@ def test_verify_and_restore_refuse_a_damaged_table_object(
     else:
         store.delete(victim["key"])
 
-    verified = run_drkit("verify", "prod", "latest", "--json", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", "latest", "--json", policy_dir=policy_dir)
     assert verified.code == 3, verified.stdout + verified.stderr
     assert victim["key"].rsplit("/", 1)[-1] in verified.stdout
 
     target = f"r_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore", "prod", "latest", "--target-db", pg_server.url(target), "--jobs", "2",
         policy_dir=policy_dir,
     )  # fmt: skip
@@ -230,19 +230,19 @@ def test_prune_deletes_every_object_of_a_directory_backup(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     request: pytest.FixtureRequest,
 ) -> None:
     _, url = sample_db
     policy_dir = make_policy("prod", url, file_repo, retention={"daily": 1})
     store = view(file_repo, request)
-    first = run_drkit("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
+    first = run_cli("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
     assert first.code == 0, first.stderr
-    second = run_drkit("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
+    second = run_cli("backup", "prod", "--jobs", "2", "--json", policy_dir=policy_dir)
     assert second.code == 0, second.stderr
     old = f"prod/backups/{first.json()['id']}/"
     assert sum(k.startswith(old) for k in store.objects()) > 3
-    pruned = run_drkit("prune", "prod", "--json", policy_dir=policy_dir)
+    pruned = run_cli("prune", "prod", "--json", policy_dir=policy_dir)
     assert pruned.code == 0, pruned.stderr
     assert not [k for k in store.objects() if k.startswith(old)]
     new = manifest_of(store, second.json()["id"])
@@ -254,7 +254,7 @@ def test_a_killed_jobs_backup_leaves_no_manifest_and_prune_cleans_it(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
@@ -284,16 +284,16 @@ def test_a_killed_jobs_backup_leaves_no_manifest_and_prune_cleans_it(
     finally:
         proc.wait()
     assert not [k for k in store.objects() if k.endswith("manifest.json")]
-    listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir)
+    listed = run_cli("backups", "prod", "--json", policy_dir=policy_dir)
     assert listed.json()["backups"] == []
     # pg_dump notices its parent is gone and stops; its files go with the next backup
     wait_for(lambda: not _pg_dump_writing_into(spool), 60, "the orphaned pg_dump to stop")
-    pruned = run_drkit("prune", "prod", "--json", policy_dir=policy_dir)
+    pruned = run_cli("prune", "prod", "--json", policy_dir=policy_dir)
     assert pruned.code == 0, pruned.stderr
     assert not [k for k in store.objects() if "/backups/" in k]
     with psycopg.connect(pg_server.dsn(dbname), autocommit=True) as conn:
         conn.execute("DROP TABLE big")
-    made = run_drkit("backup", "prod", "--jobs", "2", policy_dir=policy_dir, env={
+    made = run_cli("backup", "prod", "--jobs", "2", policy_dir=policy_dir, env={
         "DRKIT_TMPDIR": str(spool)})  # fmt: skip
     assert made.code == 0, made.stderr
     assert list(spool.iterdir()) == []  # the killed run's spool was swept
@@ -316,7 +316,7 @@ def test_drill_passes_on_a_directory_backup(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
 ) -> None:
     dbname, url = sample_db
@@ -327,9 +327,9 @@ def test_drill_passes_on_a_directory_backup(
         objectives={"rpo": "1h", "rto": "30m"},
         drill={"checks": {"amcheck": False}},
     )
-    made = run_drkit("backup", "prod", "--jobs", "2", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--jobs", "2", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
-    result = drill(run_drkit, policy_dir, scratch_root, "--json")
+    result = drill(run_cli, policy_dir, scratch_root, "--json")
     assert result.code == 0, result.stdout + result.stderr
     checks = checks_by_name(result.json())
     assert checks[f"restore {dbname}"]["status"] == "PASS"
@@ -337,19 +337,17 @@ def test_drill_passes_on_a_directory_backup(
     assert len(rows) >= 5 and set(rows.values()) == {"PASS"}, rows
 
 
-def test_sanitize_from_a_directory_backup(
-    run_drkit: DrkitRunner, envs: Env, tmp_path: Path
-) -> None:
-    made = run_drkit("backup", "prod", "--jobs", "2", policy_dir=envs.policy_dir)
+def test_sanitize_from_a_directory_backup(run_cli: DrkitRunner, envs: Env, tmp_path: Path) -> None:
+    made = run_cli("backup", "prod", "--jobs", "2", policy_dir=envs.policy_dir)
     assert made.code == 0, made.stderr
     rules = write_rules(tmp_path / "r.yaml", rules_doc())
-    live = sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules))
+    live = sanitize(run_cli, envs, "prod", "staging", "--rules", str(rules))
     assert live.code == 0, live.stderr
     doc = rules_doc()
     doc["to"] = "dev"
     dev_rules = write_rules(tmp_path / "d.yaml", doc)
     from_backup = sanitize(
-        run_drkit, envs, "prod", "dev", "--rules", str(dev_rules), "--from-backup", "latest"
+        run_cli, envs, "prod", "dev", "--rules", str(dev_rules), "--from-backup", "latest"
     )
     assert from_backup.code == 0, from_backup.stderr
     assert table_dump(envs.dsn(envs.dsts["staging"])) == table_dump(envs.dsn(envs.dsts["dev"]))
@@ -359,24 +357,71 @@ def test_size_threshold_picks_the_directory_format(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     request: pytest.FixtureRequest,
 ) -> None:
     dbname, url = sample_db
     store = view(file_repo, request)
     small = make_policy("prod", url, file_repo, backup={"parallel_threshold": "1TiB", "jobs": 2})
-    made = run_drkit("backup", "prod", "--json", policy_dir=small)
+    made = run_cli("backup", "prod", "--json", policy_dir=small)
     assert made.code == 0, made.stderr
     assert manifest_of(store, made.json()["id"]).get("dump_formats", {}).get(dbname, "custom") == (
         "custom"
     )
     big = make_policy("prod", url, file_repo, backup={"parallel_threshold": "1MiB", "jobs": 2})
-    made = run_drkit("backup", "prod", "--json", policy_dir=big)
+    made = run_cli("backup", "prod", "--json", policy_dir=big)
     assert made.code == 0, made.stderr
     assert manifest_of(store, made.json()["id"])["dump_formats"] == {dbname: "directory"}
     bad = make_policy("prod", url, file_repo, backup={"parallel_threshold": "lots"})
-    refused = run_drkit("backup", "prod", policy_dir=bad)
+    refused = run_cli("backup", "prod", policy_dir=bad)
     assert refused.code == 2 and "parallel_threshold" in refused.stderr
+
+
+def test_the_size_threshold_is_read_in_the_dumps_own_snapshot(
+    sample_db: tuple[str, str],
+    file_repo: RepoTarget,
+    make_policy: PolicyWriter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Choosing the format costs no connection of its own before the dump starts: the
+    size that decides it is the one read with the snapshot (one connection per database
+    besides the backup lock's).  Nor does a progress estimate nobody watches (it may wait
+    for table locks): only a backup with a progress display asks for one."""
+    from drkit.backup import logical
+    from drkit.config import load_policy
+    from drkit.progress import ignore_progress
+
+    dbname, url = sample_db
+    opened: list[str] = []
+    real_connect = logical.connect
+
+    def counted(dsn: str, database: str | None = None, **kwargs: Any) -> Any:
+        opened.append(str(database))
+        return real_connect(dsn, database, **kwargs)
+
+    estimated: list[int | None] = []
+    real_estimate = logical.dump_size_estimate
+
+    def estimate(conn: Any) -> int | None:
+        estimated.append(real_estimate(conn))
+        return estimated[-1]
+
+    monkeypatch.setattr(logical, "connect", counted)
+    monkeypatch.setattr(logical, "dump_size_estimate", estimate)
+    events: list[Any] = []
+    record = events.append  # one object: compared by identity below
+    for threshold, formats in (("1TiB", {}), ("1MiB", {dbname: "directory"})):
+        policy_dir = make_policy(
+            "prod", url, file_repo, backup={"parallel_threshold": threshold, "jobs": 2}
+        )
+        for progress in (None, ignore_progress, record):
+            opened.clear()
+            estimated.clear()
+            manifest = logical.backup_logical(load_policy("prod", policy_dir), on_progress=progress)
+            assert manifest.dump_formats == formats and manifest.row_counts[dbname]
+            assert opened == [dbname]
+            assert len(estimated) == (progress is record)
+    assert events
 
 
 # ---------------------------------------------------------------------------
@@ -470,14 +515,14 @@ def test_table_restore_from_a_directory_backup(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     dbname, url = sample_db
     policy_dir = make_policy("prod", url, file_repo)
-    made = run_drkit("backup", "prod", "--jobs", "2", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--jobs", "2", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
     target = f"r_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore", "prod", "latest", "--target-db", pg_server.url(target),
         "--database", dbname, "--table", "public.vulnerability", "--jobs", "2",
         policy_dir=policy_dir,

@@ -68,36 +68,36 @@ def two_databases(
         pg_server.drop_database(shop)
 
 
-def backup(run_drkit: DrkitRunner, dbs: TwoDatabases, *args: str) -> str:
-    done = run_drkit("backup", "prod", "--json", *args, policy_dir=dbs.policy_dir, check=True)
+def backup(run_cli: DrkitRunner, dbs: TwoDatabases, *args: str) -> str:
+    done = run_cli("backup", "prod", "--json", *args, policy_dir=dbs.policy_dir, check=True)
     time.sleep(1.1)  # backup ids have a one-second resolution
     return str(done.json()["id"])
 
 
 def test_prune_never_plans_to_delete_the_only_backup_holding_a_database(
-    two_databases: TwoDatabases, run_drkit: DrkitRunner
+    two_databases: TwoDatabases, run_cli: DrkitRunner
 ) -> None:
     dbs = two_databases
-    full = backup(run_drkit, dbs)
-    partial = backup(run_drkit, dbs, "--database", dbs.shop)
-    plan = run_drkit("prune", "prod", "--dry-run", "--json", policy_dir=dbs.policy_dir)
+    full = backup(run_cli, dbs)
+    partial = backup(run_cli, dbs, "--database", dbs.shop)
+    plan = run_cli("prune", "prod", "--dry-run", "--json", policy_dir=dbs.policy_dir)
     assert plan.code == 0, plan.stderr
     actions = {b["id"]: (b["action"], b["reasons"]) for b in plan.json()["backups"]}
     assert actions[full] == ("KEEP", [f"newest ({dbs.main})"])
     assert actions[partial] == ("KEEP", ["newest"])
     # and the real prune does what the dry run said
-    run_drkit("prune", "prod", "--json", policy_dir=dbs.policy_dir, check=True)
-    listed = run_drkit("backups", "prod", "--json", policy_dir=dbs.policy_dir, check=True)
+    run_cli("prune", "prod", "--json", policy_dir=dbs.policy_dir, check=True)
+    listed = run_cli("backups", "prod", "--json", policy_dir=dbs.policy_dir, check=True)
     assert {b["id"] for b in listed.json()["backups"]} == {full, partial}
 
 
 def test_status_measures_rpo_per_database_and_reports_the_worst(
-    two_databases: TwoDatabases, run_drkit: DrkitRunner
+    two_databases: TwoDatabases, run_cli: DrkitRunner
 ) -> None:
     dbs = two_databases
-    backup(run_drkit, dbs, "--database", dbs.shop)
+    backup(run_cli, dbs, "--database", dbs.shop)
     # only shop is backed up: main has nothing restorable, whatever shop's freshness
-    done = run_drkit("status", "prod", "--json", policy_dir=dbs.policy_dir)
+    done = run_cli("status", "prod", "--json", policy_dir=dbs.policy_dir)
     assert done.code == 3, done.stdout + done.stderr
     doc = done.json()
     assert doc["rpo_exposure_seconds"] is None
@@ -106,10 +106,10 @@ def test_status_measures_rpo_per_database_and_reports_the_worst(
     assert doc["databases"][dbs.shop]["rpo_exposure_seconds"] < 60
     assert doc["breached"] == [f"RPO: nothing is restorable for database {dbs.main} (objective 1h)"]
 
-    full = backup(run_drkit, dbs)
+    full = backup(run_cli, dbs)
     time.sleep(1.0)
-    partial = backup(run_drkit, dbs, "--database", dbs.shop)
-    doc = run_drkit("status", "prod", "--json", policy_dir=dbs.policy_dir, check=True).json()
+    partial = backup(run_cli, dbs, "--database", dbs.shop)
+    doc = run_cli("status", "prod", "--json", policy_dir=dbs.policy_dir, check=True).json()
     per_db = doc["databases"]
     assert per_db[dbs.main]["last_backup_id"] == full
     assert per_db[dbs.shop]["last_backup_id"] == partial
@@ -117,19 +117,19 @@ def test_status_measures_rpo_per_database_and_reports_the_worst(
     assert doc["rpo_worst_database"] == dbs.main
     assert doc["rpo_exposure_seconds"] == per_db[dbs.main]["rpo_exposure_seconds"]
 
-    screen = run_drkit("status", "prod", policy_dir=dbs.policy_dir, check=True)
+    screen = run_cli("status", "prod", policy_dir=dbs.policy_dir, check=True)
     assert f"worst: database {dbs.main}" in screen.stdout
     assert f"database {dbs.main}" in screen.stdout and full in screen.stdout
 
 
 def test_drill_of_latest_restores_each_database_from_its_newest_backup(
-    two_databases: TwoDatabases, run_drkit: DrkitRunner, scratch_root: Path
+    two_databases: TwoDatabases, run_cli: DrkitRunner, scratch_root: Path
 ) -> None:
     dbs = two_databases
-    full = backup(run_drkit, dbs)
+    full = backup(run_cli, dbs)
     dbs.pg.query(dbs.shop, "INSERT INTO item SELECT generate_series(13, 20)")
-    partial = backup(run_drkit, dbs, "--database", dbs.shop)
-    done = drill(run_drkit, dbs.policy_dir, scratch_root, "--json", timeout=600)
+    partial = backup(run_cli, dbs, "--database", dbs.shop)
+    done = drill(run_cli, dbs.policy_dir, scratch_root, "--json", timeout=600)
     assert done.code == 0, done.stdout + done.stderr
     doc = done.json()
     checks = checks_by_name(doc)
@@ -143,19 +143,19 @@ def test_drill_of_latest_restores_each_database_from_its_newest_backup(
 
 
 def test_restore_latest_puts_back_every_database_from_its_newest_backup(
-    two_databases: TwoDatabases, run_drkit: DrkitRunner
+    two_databases: TwoDatabases, run_cli: DrkitRunner
 ) -> None:
     dbs = two_databases
-    backup(run_drkit, dbs, "--database", dbs.shop)
+    backup(run_cli, dbs, "--database", dbs.shop)
     # main is held by no backup: refused before anything is touched
-    refused = run_drkit("restore", "prod", "latest", "--force", policy_dir=dbs.policy_dir)
+    refused = run_cli("restore", "prod", "latest", "--force", policy_dir=dbs.policy_dir)
     assert refused.code == 1 and f"holds database {dbs.main}" in refused.stderr
-    full = backup(run_drkit, dbs)
+    full = backup(run_cli, dbs)
     dbs.pg.query(dbs.shop, "INSERT INTO item SELECT generate_series(13, 20)")
-    partial = backup(run_drkit, dbs, "--database", dbs.shop)
+    partial = backup(run_cli, dbs, "--database", dbs.shop)
     dbs.pg.query(dbs.main, "DELETE FROM account WHERE id > 10")
     dbs.pg.query(dbs.shop, "DELETE FROM item")
-    done = run_drkit("restore", "prod", "latest", "--force", "--json", policy_dir=dbs.policy_dir)
+    done = run_cli("restore", "prod", "latest", "--force", "--json", policy_dir=dbs.policy_dir)
     assert done.code == 0, done.stderr
     came_from = {d["database"]: d["backup_id"] for d in done.json()["databases"]}
     assert came_from == {dbs.shop: partial, dbs.main: full}
@@ -164,19 +164,17 @@ def test_restore_latest_puts_back_every_database_from_its_newest_backup(
 
 
 def test_restore_one_database_and_named_tables(
-    two_databases: TwoDatabases, run_drkit: DrkitRunner
+    two_databases: TwoDatabases, run_cli: DrkitRunner
 ) -> None:
     dbs = two_databases
-    full = backup(run_drkit, dbs)
+    full = backup(run_cli, dbs)
     target_name = f"target_{uuid.uuid4().hex[:8]}"
     target = dbs.pg.create_database(target_name)
     try:
         # one database of a two-database backup (--target-db alone is refused)
-        refused = run_drkit(
-            "restore", "prod", full, "--target-db", target, policy_dir=dbs.policy_dir
-        )
+        refused = run_cli("restore", "prod", full, "--target-db", target, policy_dir=dbs.policy_dir)
         assert refused.code == 2 and "--database" in refused.stderr
-        done = run_drkit(
+        done = run_cli(
             "restore",
             "prod",
             full,
@@ -194,7 +192,7 @@ def test_restore_one_database_and_named_tables(
 
         # named tables: schema-qualified and bare, like pg_restore -n/-t; only those are
         # restored, and the row-count check covers only them
-        done = run_drkit(
+        done = run_cli(
             "restore",
             "prod",
             full,
@@ -216,7 +214,7 @@ def test_restore_one_database_and_named_tables(
         assert tables == [("billing.invoice",)]
         assert dbs.pg.query(target_name, "SELECT count(*) FROM billing.invoice") == [(7,)]
         assert done.json()["databases"][0]["tables"] == 1
-        done = run_drkit(
+        done = run_cli(
             "restore",
             "prod",
             full,
@@ -234,8 +232,8 @@ def test_restore_one_database_and_named_tables(
         assert dbs.pg.query(target_name, "SELECT count(*) FROM account") == [(30,)]
 
         # a database or table the backup does not hold is an error, nothing restored
-        partial = backup(run_drkit, dbs, "--database", dbs.shop)
-        wrong = run_drkit(
+        partial = backup(run_cli, dbs, "--database", dbs.shop)
+        wrong = run_cli(
             "restore",
             "prod",
             partial,
@@ -246,7 +244,7 @@ def test_restore_one_database_and_named_tables(
             policy_dir=dbs.policy_dir,
         )
         assert wrong.code == 2 and f"does not hold database {dbs.main}" in wrong.stderr
-        missing = run_drkit(
+        missing = run_cli(
             "restore",
             "prod",
             full,

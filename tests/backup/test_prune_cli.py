@@ -52,7 +52,7 @@ def test_prune_dry_run_then_prune(
     repo_target: RepoTarget,
     database: tuple[str, str],
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     name, url = database
     policy_dir = make_policy(
@@ -66,8 +66,8 @@ def test_prune_dry_run_then_prune(
     old = [
         store_old_backup(repo, datetime(2026, 11, d, 1, 0, tzinfo=UTC), name) for d in (20, 21, 24)
     ]
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
-    listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir, check=True).json()[
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
+    listed = run_cli("backups", "prod", "--json", policy_dir=policy_dir, check=True).json()[
         "backups"
     ]
     assert len(listed) == 4
@@ -78,7 +78,7 @@ def test_prune_dry_run_then_prune(
     assert listed[2]["tiers"] == [] and listed[3]["tiers"] == []
 
     before = repo_objects(repo_target, request)
-    dry = run_drkit("prune", "prod", "--dry-run", "--json", policy_dir=policy_dir, check=True)
+    dry = run_cli("prune", "prod", "--dry-run", "--json", policy_dir=policy_dir, check=True)
     plan = {b["id"]: (b["action"], b["reasons"]) for b in dry.json()["backups"]}
     assert plan == {
         real: ("KEEP", [f"daily {today}", "newest"]),
@@ -87,7 +87,7 @@ def test_prune_dry_run_then_prune(
         old[0]: ("DELETE", []),
     }
     assert dry.json()["oldest_restorable"] == "2026-11-24T01:01:00Z"
-    text = run_drkit("prune", "prod", "--dry-run", policy_dir=policy_dir, check=True).stdout
+    text = run_cli("prune", "prod", "--dry-run", policy_dir=policy_dir, check=True).stdout
     lines = {
         line.split()[1]: line for line in text.splitlines() if line.startswith(("KEEP", "DELETE"))
     }
@@ -96,7 +96,7 @@ def test_prune_dry_run_then_prune(
     assert "2 kept, 2 would be deleted; oldest restorable point: 2026-11-24 01:01:00Z" in text
     assert repo_objects(repo_target, request) == before
 
-    done = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    done = run_cli("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
     assert done["deleted"] == 2 and done["dry_run"] is False
     after = repo_objects(repo_target, request)
     assert {k for k in after if "/backups/" in f"/{k}"} == {
@@ -104,12 +104,12 @@ def test_prune_dry_run_then_prune(
     }
     assert [
         b["id"]
-        for b in run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json()["backups"]
+        for b in run_cli("backups", "prod", "--json", policy_dir=policy_dir).json()["backups"]
     ] == [
         real,
         old[2],
     ]
-    again = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    again = run_cli("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
     assert again["deleted"] == 0 and again["deleted_objects"] == 0
     assert repo_objects(repo_target, request) == after
 
@@ -125,7 +125,7 @@ def test_prune_dry_run_then_prune(
 def test_bad_policy_is_one_line_exit_2(
     tmp_path: Path,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     patch: dict[str, object],
     needle: str,
 ) -> None:
@@ -137,7 +137,7 @@ def test_bad_policy_is_one_line_exit_2(
         ["schedule", "show", "prod"],
         ["schedule", "run", "prod", "--port", "0"],
     ):
-        result = run_drkit(*args, policy_dir=policy_dir)
+        result = run_cli(*args, policy_dir=policy_dir)
         assert result.code == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert needle in result.stderr
@@ -148,7 +148,7 @@ def test_leftovers_of_a_running_backup_are_kept_past_the_grace(
     file_repo: RepoTarget,
     database: tuple[str, str],
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     """A backup running longer than orphan_grace: prune sees its lock and keeps the
     manifest-less objects of the id the holder announced, whatever the host clock said
@@ -178,11 +178,11 @@ def test_leftovers_of_a_running_backup_are_kept_past_the_grace(
     ahead, ahead_dump = leftover(datetime.now(UTC) + timedelta(days=1))
     with backup_lock(policy, "logical") as lock:
         mine, dump = leftover(datetime.now(UTC) - timedelta(hours=2))  # a clock behind
-        unannounced = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True)
+        unannounced = run_cli("prune", "prod", "--json", policy_dir=policy_dir, check=True)
         assert {o["action"] for o in unannounced.json()["orphans"]} == {"KEEP"}
         assert dump.exists() and stale_dump.exists() and ahead_dump.exists()
         lock.announce(mine)
-        held = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
+        held = run_cli("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
         decided = {o["id"]: (o["action"], o["reason"]) for o in held["orphans"]}
         assert decided == {
             mine: ("KEEP", "no manifest, and it is the logical backup running now"),
@@ -190,6 +190,6 @@ def test_leftovers_of_a_running_backup_are_kept_past_the_grace(
             ahead: ("DELETE", "no manifest, older than the grace period"),
         }
         assert dump.exists() and not stale_dump.exists() and not ahead_dump.exists()
-    freed = run_drkit("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    freed = run_cli("prune", "prod", "--json", policy_dir=policy_dir, check=True).json()
     assert [(o["id"], o["action"]) for o in freed["orphans"]] == [(mine, "DELETE")]
     assert not dump.exists()

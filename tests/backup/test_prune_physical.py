@@ -30,7 +30,7 @@ def wal_names(repo: Repository) -> set[str]:
 
 
 def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
-    archived: Archived, run_drkit: DrkitRunner
+    archived: Archived, run_cli: DrkitRunner
 ) -> None:
     arch = archived
     repo = Repository.for_policy(load_policy(arch.env, arch.policy_dir))
@@ -39,12 +39,12 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
     def has(name: str) -> bool:
         return any(n.startswith(name) for n in wal_names(repo))
 
-    first = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+    first = run_cli("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
     assert first.code == 0, first.stderr
     for label in ("a", "b"):
         arch.execute(f"INSERT INTO marker (label) VALUES ('{label}')")
         arch.switch_and_wait(has)
-    second = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+    second = run_cli("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
     assert second.code == 0, second.stderr
     arch.execute("INSERT INTO marker (label) VALUES ('c')")
     arch.switch_and_wait(has)
@@ -63,7 +63,7 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
     older = {n for n in before if n[:24] < cutoff and not n.endswith(".history")}
     assert older  # the first backup's WAL is there to delete
 
-    dry = run_drkit("prune", arch.env, "--dry-run", "--json", policy_dir=arch.policy_dir)
+    dry = run_cli("prune", arch.env, "--dry-run", "--json", policy_dir=arch.policy_dir)
     assert dry.code == 0, dry.stderr
     plan = dry.json()
     assert {b["id"]: b["action"] for b in plan["backups"]} == {
@@ -82,7 +82,7 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
     }
     assert before <= wal_names(repo)  # nothing deleted (new segments may still arrive)
 
-    done = run_drkit("prune", arch.env, "--json", policy_dir=arch.policy_dir)
+    done = run_cli("prune", arch.env, "--json", policy_dir=arch.policy_dir)
     assert done.code == 0, done.stderr
     after = wal_names(repo)
     assert not after & older
@@ -92,13 +92,13 @@ def test_prune_keeps_exactly_the_wal_the_kept_base_backup_needs(
     assert [m.id for m in list_backups(repo)] == [second.json()["id"]]
 
     # the kept base backup's WAL chain is complete: verify reads it end to end
-    verify = run_drkit("verify", arch.env, "latest", "--json", policy_dir=arch.policy_dir)
+    verify = run_cli("verify", arch.env, "latest", "--json", policy_dir=arch.policy_dir)
     assert verify.code == 0, verify.stderr + verify.stdout
     assert verify.json()["backups"][0]["wal_chain"] == "complete"
 
 
 def test_retention_wal_leaves_older_base_backups_their_consistent_point_and_verify_says_so(
-    archived: Archived, run_drkit: DrkitRunner
+    archived: Archived, run_cli: DrkitRunner
 ) -> None:
     """Real base backups and WAL: with ``retention.wal``, an older kept base backup keeps
     just the WAL that makes it consistent, still verifies whole, and verify says it
@@ -116,13 +116,13 @@ def test_retention_wal_leaves_older_base_backups_their_consistent_point_and_veri
 
     ids = []
     for label in ("a", "b", "c"):
-        made = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+        made = run_cli("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
         assert made.code == 0, made.stderr
         ids.append(made.json()["id"])
         arch.execute(f"INSERT INTO marker (label) VALUES ('{label}')")
         arch.switch_and_wait(has)
     for backup_id in ids[:2]:  # the rules alone would keep only the newest
-        run_drkit("keep", arch.env, backup_id, policy_dir=arch.policy_dir, check=True)
+        run_cli("keep", arch.env, backup_id, policy_dir=arch.policy_dir, check=True)
     taken = {m.id: m for m in list_backups(repo)}
     oldest, anchor = taken[ids[0]], taken[ids[1]]
     between = {
@@ -133,7 +133,7 @@ def test_retention_wal_leaves_older_base_backups_their_consistent_point_and_veri
     }
     assert between  # WAL only point-in-time recovery from the oldest backup needs
 
-    done = run_drkit("prune", arch.env, "--json", policy_dir=arch.policy_dir)
+    done = run_cli("prune", arch.env, "--json", policy_dir=arch.policy_dir)
     assert done.code == 0, done.stderr
     wal = done.json()["wal"]
     assert wal["pitr_from_backup"] == ids[1] and wal["consistent_only"] == [ids[0]]
@@ -142,7 +142,7 @@ def test_retention_wal_leaves_older_base_backups_their_consistent_point_and_veri
     assert {str(oldest.wal_start_segment), str(oldest.wal_stop_segment)} <= {n[:24] for n in after}
     assert [m.id for m in list_backups(repo)] == ids
 
-    verify = run_drkit("verify", arch.env, "--all", "--json", policy_dir=arch.policy_dir)
+    verify = run_cli("verify", arch.env, "--all", "--json", policy_dir=arch.policy_dir)
     assert verify.code == 0, verify.stderr + verify.stdout
     verdicts = {v["id"]: v for v in verify.json()["backups"]}
     assert verdicts[ids[0]]["wal_chain"] == "complete"

@@ -58,7 +58,7 @@ def test_a_backup_taken_with_the_host_clock_a_month_ahead_is_neither_latest_nor_
     repo_target: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name, url = database
@@ -69,12 +69,12 @@ def test_a_backup_taken_with_the_host_clock_a_month_ahead_is_neither_latest_nor_
     ahead = backup_with_host_clock(policy_dir, MONTH, monkeypatch)
     with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
         conn.execute("INSERT INTO item SELECT generate_series(2, 500)")
-    made = run_drkit("backup", "prod", "--json", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--json", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
     real = made.json()["id"]
     assert ahead.id > real and ahead.started_at > datetime.now(ahead.started_at.tzinfo) + MONTH / 2
 
-    listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir)
+    listed = run_cli("backups", "prod", "--json", policy_dir=policy_dir)
     assert listed.code == 0, listed.stderr
     backups = listed.json()["backups"]
     assert [b["id"] for b in backups] == [real, ahead.id]  # newest first, by the server
@@ -82,13 +82,13 @@ def test_a_backup_taken_with_the_host_clock_a_month_ahead_is_neither_latest_nor_
     assert backups[1]["clock_skew_seconds"] == pytest.approx(-MONTH.total_seconds(), abs=120)
     assert backups[0]["clock_skewed"] is False and abs(backups[0]["clock_skew_seconds"]) < 60
     assert backups[0]["system_identifier"] == backups[1]["system_identifier"]
-    human = run_drkit("backups", "prod", policy_dir=policy_dir)
+    human = run_cli("backups", "prod", policy_dir=policy_dir)
     assert "host clock 30d ahead of server" in human.stdout, human.stdout
     assert "warning: 1 backup(s) taken while drkit's host clock was off" in human.stdout
 
     target = f"r_{uuid.uuid4().hex[:8]}"
     try:
-        restored = run_drkit(
+        restored = run_cli(
             "restore",
             "prod",
             "latest",
@@ -103,19 +103,19 @@ def test_a_backup_taken_with_the_host_clock_a_month_ahead_is_neither_latest_nor_
     finally:
         pg_server.drop_database(target)
 
-    status = run_drkit("status", "prod", "--json", policy_dir=policy_dir).json()
+    status = run_cli("status", "prod", "--json", policy_dir=policy_dir).json()
     assert status["clock_skewed_backups"] == [ahead.id]
     assert status["backups"]["logical"]["id"] == real
     assert any(ahead.id in line and "30d ahead" in line for line in status["attention"])
 
-    checked = run_drkit("check", "prod", policy_dir=policy_dir)
+    checked = run_cli("check", "prod", policy_dir=policy_dir)
     assert checked.code == 0, checked.stderr + checked.stdout
     assert "PASS clock: this host's clock is within" in checked.stdout
     assert "WARN backup clocks: 1 backup(s) taken while" in checked.stdout
 
-    pruned = run_drkit("prune", "prod", policy_dir=policy_dir)
+    pruned = run_cli("prune", "prod", policy_dir=policy_dir)
     assert pruned.code == 0, pruned.stderr
-    after = run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json()["backups"]
+    after = run_cli("backups", "prod", "--json", policy_dir=policy_dir).json()["backups"]
     assert [b["id"] for b in after] == [real]
 
 
@@ -124,14 +124,14 @@ def test_restore_latest_is_the_newest_logical_backup_when_a_base_backup_is_newer
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     name, url = database
     with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
         conn.execute("CREATE TABLE item (id int PRIMARY KEY)")
         conn.execute("INSERT INTO item SELECT generate_series(1, 42)")
     policy_dir = make_policy("prod", url, file_repo)
-    made = run_drkit("backup", "prod", "--json", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--json", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
     logical = made.json()["id"]
     with psycopg.connect(pg_server.dsn(name), autocommit=True) as conn:
@@ -140,7 +140,7 @@ def test_restore_latest_is_the_newest_logical_backup_when_a_base_backup_is_newer
 
     target = f"r_{uuid.uuid4().hex[:8]}"
     try:
-        restored = run_drkit(
+        restored = run_cli(
             "restore",
             "prod",
             "latest",
@@ -155,8 +155,8 @@ def test_restore_latest_is_the_newest_logical_backup_when_a_base_backup_is_newer
     finally:
         pg_server.drop_database(target)
     # an explicit physical id is still refused, saying what to do instead
-    refused = run_drkit("restore", "prod", base, policy_dir=policy_dir)
+    refused = run_cli("restore", "prod", base, policy_dir=policy_dir)
     assert refused.code == 2 and "--point-in-time" in refused.stderr, refused.stderr
     # verify takes both kinds: its latest is the base backup
-    verified = run_drkit("verify", "prod", "latest", "--json", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", "latest", "--json", policy_dir=policy_dir)
     assert [v["id"] for v in verified.json()["backups"]] == [base]

@@ -45,7 +45,7 @@ def test_logical_drill_passes_and_reports(
     repo_target: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -67,10 +67,10 @@ def test_logical_drill_passes_and_reports(
         },
     )
     source = table_counts(pg_server.dsn(name))
-    backup = run_drkit("backup", "prod", "--json", policy_dir=policy_dir, check=True).json()
+    backup = run_cli("backup", "prod", "--json", policy_dir=policy_dir, check=True).json()
 
     report_dir = tmp_path / "drill-report"
-    done = drill(run_drkit, policy_dir, scratch_root, "--report-dir", str(report_dir), "--json")
+    done = drill(run_cli, policy_dir, scratch_root, "--report-dir", str(report_dir), "--json")
     assert done.code == 0, done.stderr
     doc = done.json()
     assert doc["verdict"] == "PASS" and doc["environment"] == "prod"
@@ -117,11 +117,11 @@ def test_logical_drill_passes_and_reports(
     assert len(suite.findall("testcase")) == len(doc["checks"])
 
     # a second drill shows the first in its RTO trend; status reads the last drill
-    again = drill(run_drkit, policy_dir, scratch_root, "--report-dir", str(report_dir))
+    again = drill(run_cli, policy_dir, scratch_root, "--report-dir", str(report_dir))
     assert again.code == 0, again.stderr
     assert "verdict: PASS" in again.stdout
     assert doc["id"] in (report_dir / "report.md").read_text()
-    status = run_drkit("status", "prod", "--json", policy_dir=policy_dir)
+    status = run_cli("status", "prod", "--json", policy_dir=policy_dir)
     assert status.code == 0, status.stderr
     assert status.json()["last_drill"]["verdict"] == "PASS"
     assert_scratch_gone(scratch_root)
@@ -136,7 +136,7 @@ def test_rto_objective_breached_fails_with_exit_3(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
     tmp_path: Path,
 ) -> None:
@@ -155,9 +155,9 @@ def test_rto_objective_breached_fails_with_exit_3(
         objectives={"rpo": "1h", "rto": "1s"},
         drill={"checks": {"sql": sql_checks}},
     )
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
     report_dir = tmp_path / "out"
-    done = drill(run_drkit, policy_dir, scratch_root, "--report-dir", str(report_dir), "--json")
+    done = drill(run_cli, policy_dir, scratch_root, "--report-dir", str(report_dir), "--json")
     assert done.code == 3, done.stderr
     doc = done.json()
     checks = checks_by_name(doc)
@@ -176,7 +176,7 @@ def test_rto_objective_breached_fails_with_exit_3(
     assert suite.get("failures") == "2" and suite.get("errors") == "1"
     assert_scratch_gone(scratch_root)
     # status: the last drill's RTO breaches the objective
-    status = run_drkit("status", "prod", policy_dir=policy_dir)
+    status = run_cli("status", "prod", policy_dir=policy_dir)
     assert status.code == 3
     assert "RTO" in status.stderr and "ATTENTION" in status.stdout
 
@@ -185,21 +185,19 @@ def test_corrupt_object_fails_the_drill_not_drkit(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
 ) -> None:
     name, url = sample_db
     policy_dir = make_policy("prod", url, file_repo, objectives=OBJECTIVES)
-    backup_id = run_drkit("backup", "prod", "--json", policy_dir=policy_dir, check=True).json()[
-        "id"
-    ]
+    backup_id = run_cli("backup", "prod", "--json", policy_dir=policy_dir, check=True).json()["id"]
     assert file_repo.root is not None
     dump = file_repo.root / "prod" / "backups" / backup_id / f"{name}.dump.zst"
     data = bytearray(dump.read_bytes())
     data[len(data) // 2] ^= 0x01
     dump.write_bytes(bytes(data))
 
-    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    done = drill(run_cli, policy_dir, scratch_root, "--json")
     assert done.code == 3, done.stderr
     doc = done.json()
     checks = checks_by_name(doc)
@@ -216,14 +214,12 @@ def test_tampered_manifest_count_fails_that_table(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
 ) -> None:
     name, url = sample_db
     policy_dir = make_policy("prod", url, file_repo, objectives=OBJECTIVES)
-    backup_id = run_drkit("backup", "prod", "--json", policy_dir=policy_dir, check=True).json()[
-        "id"
-    ]
+    backup_id = run_cli("backup", "prod", "--json", policy_dir=policy_dir, check=True).json()["id"]
     assert file_repo.root is not None
     manifest_path = file_repo.root / "prod" / "backups" / backup_id / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
@@ -231,7 +227,7 @@ def test_tampered_manifest_count_fails_that_table(
     manifest["row_counts"][name]["public.agent"] = real + 1
     manifest_path.write_text(json.dumps(manifest))
 
-    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    done = drill(run_cli, policy_dir, scratch_root, "--json")
     assert done.code == 3, done.stderr
     doc = done.json()
     failed = [c for c in doc["checks"] if c["status"] != "PASS"]
@@ -245,12 +241,12 @@ def test_interrupted_drill_tears_the_scratch_cluster_down(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
 ) -> None:
     _name, url = sample_db
     policy_dir = make_policy("prod", url, file_repo, objectives=OBJECTIVES)
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
     # SIGINT while initdb runs (in the start-up thread), SIGTERM once the server is up
     for sig, sign in ((signal.SIGINT, "*/pg/data"), (signal.SIGTERM, "*/pg/data/postmaster.pid")):
         proc = subprocess.Popen(
@@ -280,16 +276,16 @@ def test_keep_leaves_the_scratch_cluster_running(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
 ) -> None:
     name, url = sample_db
     policy_dir = make_policy("prod", url, file_repo, objectives=OBJECTIVES)
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
-    done = drill(run_drkit, policy_dir, scratch_root, "--keep")
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
+    done = drill(run_cli, policy_dir, scratch_root, "--keep")
     assert done.code == 0, done.stderr
     assert "connect with" in done.stdout and "psql -h" in done.stdout
-    doc = run_drkit("status", "prod", "--json", policy_dir=policy_dir).json()
+    doc = run_cli("status", "prod", "--json", policy_dir=policy_dir).json()
     assert doc["last_drill"]["verdict"] == "PASS"
     report = stored_report(file_repo, doc["last_drill"]["id"])
     kept = report["cleanup"]
@@ -324,16 +320,16 @@ def test_keep_leaves_the_scratch_cluster_running(
 def test_drill_without_a_backup_cannot_run(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     pg_server: PgServer,
     scratch_root: Path,
 ) -> None:
     policy_dir = make_policy("prod", pg_server.url("postgres"), file_repo, objectives=OBJECTIVES)
-    done = drill(run_drkit, policy_dir, scratch_root)
+    done = drill(run_cli, policy_dir, scratch_root)
     assert done.code == 1
     assert "no backups" in done.stderr and "drkit backup prod" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    naive = drill(run_drkit, policy_dir, scratch_root, "--point-in-time", "2026-11-27 10:00:00")
+    naive = drill(run_cli, policy_dir, scratch_root, "--point-in-time", "2026-11-27 10:00:00")
     assert naive.code == 2 and "time zone" in naive.stderr
     assert_scratch_gone(scratch_root)
 
@@ -342,19 +338,19 @@ def test_drill_that_cannot_start_a_scratch_cluster_is_an_error(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
 ) -> None:
     _name, url = sample_db
     policy_dir = make_policy("prod", url, file_repo, objectives=OBJECTIVES)
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
     broken = Path(tempfile.mkdtemp(prefix="drkit-test-pgbin-"))  # the postgres user runs it
     broken.chmod(0o755)
     initdb = broken / "initdb"
     initdb.write_text("#!/bin/sh\necho 'initdb: error: disk full' >&2\nexit 1\n")
     initdb.chmod(0o755)
     try:
-        done = run_drkit(
+        done = run_cli(
             "drill",
             "prod",
             "--json",
@@ -375,7 +371,7 @@ def test_scheduled_drill_job_and_its_metrics(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -397,7 +393,7 @@ def test_scheduled_drill_job_and_its_metrics(
         objectives={"rpo": "1h", "rto": "1s"},
         drill={"checks": {"sql": [slow]}},
     )
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
     monkeypatch.setenv("DRKIT_TMPDIR", str(scratch_root))
     policy = load_policy("prod", policy_dir)
     with pytest.raises(DrkitError, match="drill verdict FAIL"):

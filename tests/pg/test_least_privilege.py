@@ -88,7 +88,7 @@ def _count(url: str, table: str) -> int:
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_logical_restore_as_the_app_role_into_a_new_database(
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     app_role: AppRole,
@@ -98,7 +98,7 @@ def test_logical_restore_as_the_app_role_into_a_new_database(
     """The dump carries the grants on pg_create_restore_point / pg_switch_wal (system
     functions only a superuser may grant on); the app role restores everything else."""
     policy_dir = make_policy("prod", app_role.url, file_repo)
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
     # after a disaster: the DBA re-creates the database, owned by the app role, which
     # has no grant on the system functions there yet (they are per database)
     fresh = f"{app_role.database}_new"
@@ -109,7 +109,7 @@ def test_logical_restore_as_the_app_role_into_a_new_database(
             )
         )
     target = app_role.url.rsplit("/", 1)[0] + "/" + fresh
-    restored = run_drkit(
+    restored = run_cli(
         "restore", "prod", "latest", "--target-db", target, "--jobs", jobs, policy_dir=policy_dir
     )
     assert restored.code == 0, restored.stderr
@@ -137,7 +137,7 @@ def foreign_owner(pg_server: PgServer, app_role: AppRole) -> Iterator[str]:
 
 
 def test_drill_restores_as_the_app_role(
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     app_role: AppRole,
@@ -150,8 +150,8 @@ def test_drill_restores_as_the_app_role(
         objectives=OBJECTIVES,
         drill={"checks": {"amcheck": False}},
     )
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
-    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
+    done = drill(run_cli, policy_dir, scratch_root, "--json")
     assert done.code == 0, done.stderr
     doc = done.json()
     assert doc["verdict"] == "PASS"
@@ -161,7 +161,7 @@ def test_drill_restores_as_the_app_role(
 
 
 def test_drill_fails_where_the_app_role_restore_fails(
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     app_role: AppRole,
@@ -179,7 +179,7 @@ def test_drill_fails_where_the_app_role_restore_fails(
         objectives=OBJECTIVES,
         drill={"checks": {"amcheck": False}},
     )
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
     fresh = f"{app_role.database}_new"
     with _admin(pg_server) as conn:
         conn.execute(
@@ -188,9 +188,9 @@ def test_drill_fails_where_the_app_role_restore_fails(
             )
         )
     target = app_role.url.rsplit("/", 1)[0] + "/" + fresh
-    real = run_drkit("restore", "prod", "latest", "--target-db", target, policy_dir=policy_dir)
+    real = run_cli("restore", "prod", "latest", "--target-db", target, policy_dir=policy_dir)
     assert real.code == 1 and foreign_owner in real.stderr, real.stderr
-    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    done = drill(run_cli, policy_dir, scratch_root, "--json")
     assert done.code == 3, done.stderr
     restored = checks_by_name(done.json())[f"restore {app_role.database}"]
     assert restored["status"] == "FAIL"
@@ -206,7 +206,7 @@ def archived() -> Iterator[Archived]:
 @pytest.mark.slow
 def test_physical_drill_as_a_replication_role(
     archived: Archived,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     scratch_root: Path,
 ) -> None:
     """The documented backup role for base backups: LOGIN REPLICATION, owning its
@@ -237,9 +237,9 @@ def test_physical_drill_as_a_replication_role(
     # as if shop had been created by another libc (a musl image's base backup drilled on
     # glibc): the recovered server's libraries give another collation version
     arch.execute("UPDATE pg_database SET datcollversion = '2.17' WHERE datname = 'shop'")
-    backup = run_drkit("backup", "prod", "--physical", policy_dir=policy_dir)
+    backup = run_cli("backup", "prod", "--physical", policy_dir=policy_dir)
     assert backup.code == 0, backup.stderr
-    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    done = drill(run_cli, policy_dir, scratch_root, "--json")
     assert done.code == 0, done.stderr + done.stdout
     checks = checks_by_name(done.json())
     assert checks["connect shop"]["status"] == "PASS"
@@ -252,16 +252,16 @@ def test_physical_drill_as_a_replication_role(
     assert done.json()["verdict"] == "PASS"
 
 
-def _check(run_drkit: DrkitRunner, policy_dir: Path) -> tuple[int, dict[str, dict[str, str]]]:
-    result = run_drkit("--json", "check", "prod", policy_dir=policy_dir)
+def _check(run_cli: DrkitRunner, policy_dir: Path) -> tuple[int, dict[str, dict[str, str]]]:
+    result = run_cli("--json", "check", "prod", policy_dir=policy_dir)
     return result.code, {c["name"]: c for c in result.json()["checks"]}
 
 
 def test_check_proves_the_app_role_can_restore(
-    run_drkit: DrkitRunner, make_policy: PolicyWriter, file_repo: RepoTarget, app_role: AppRole
+    run_cli: DrkitRunner, make_policy: PolicyWriter, file_repo: RepoTarget, app_role: AppRole
 ) -> None:
     policy_dir = make_policy("prod", app_role.url, file_repo)
-    code, checks = _check(run_drkit, policy_dir)
+    code, checks = _check(run_cli, policy_dir)
     assert code == 0, checks
     restore = checks[f"privileges restore {app_role.database}"]
     assert restore["status"] == "PASS", restore
@@ -269,7 +269,7 @@ def test_check_proves_the_app_role_can_restore(
 
 
 def test_check_names_what_the_app_role_could_not_restore(
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     app_role: AppRole,
@@ -278,7 +278,7 @@ def test_check_names_what_the_app_role_could_not_restore(
     """Backups work (the role reads the table); a restore over the database would not
     (it cannot drop a table it does not own): check must say so, not exit 0."""
     policy_dir = make_policy("prod", app_role.url, file_repo)
-    code, checks = _check(run_drkit, policy_dir)
+    code, checks = _check(run_cli, policy_dir)
     assert code == 3
     restore = checks[f"privileges restore {app_role.database}"]
     assert restore["status"] == "FAIL"
@@ -287,7 +287,7 @@ def test_check_names_what_the_app_role_could_not_restore(
 
 
 def test_check_warns_on_a_collation_version_change(
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     app_role: AppRole,
@@ -296,21 +296,21 @@ def test_check_warns_on_a_collation_version_change(
     """A database whose recorded collation version is not the libc's now (a physical
     copy from another libc, an OS upgrade): text indexes may be out of order."""
     policy_dir = make_policy("prod", app_role.url, file_repo)
-    _, checks = _check(run_drkit, policy_dir)
+    _, checks = _check(run_cli, policy_dir)
     assert checks[f"collation {app_role.database}"]["status"] == "PASS"
     with _admin(pg_server) as conn:
         conn.execute(
             "UPDATE pg_database SET datcollversion = '2.17' WHERE datname = %s",
             [app_role.database],
         )
-    code, checks = _check(run_drkit, policy_dir)
+    code, checks = _check(run_cli, policy_dir)
     collation = checks[f"collation {app_role.database}"]
     assert code == 0 and collation["status"] == "WARN"
     assert "2.17" in collation["detail"] and "REINDEX" in collation["detail"]
 
 
 def test_drill_as_a_superuser_restores_objects_of_other_roles(
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     app_role: AppRole,
@@ -327,15 +327,15 @@ def test_drill_as_a_superuser_restores_objects_of_other_roles(
         objectives=OBJECTIVES,
         drill={"checks": {"amcheck": False}},
     )
-    run_drkit("backup", "prod", policy_dir=policy_dir, check=True)
-    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    run_cli("backup", "prod", policy_dir=policy_dir, check=True)
+    done = drill(run_cli, policy_dir, scratch_root, "--json")
     assert done.code == 0, done.stderr
     checks = checks_by_name(done.json())
     assert checks[f"rows {app_role.database}:public.audit"]["observed"] == 2
 
 
 def test_drill_without_the_live_server_restores_as_the_documented_role(
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     make_policy: PolicyWriter,
     file_repo: RepoTarget,
     app_role: AppRole,
@@ -350,10 +350,10 @@ def test_drill_without_the_live_server_restores_as_the_documented_role(
             "prod", url, file_repo, objectives=OBJECTIVES, drill={"checks": {"amcheck": False}}
         )
 
-    run_drkit("backup", "prod", policy_dir=policy(app_role.url), check=True)
+    run_cli("backup", "prod", policy_dir=policy(app_role.url), check=True)
     port = app_role.url.rsplit(":", 1)[1].split("/", 1)[0]
     policy_dir = policy(app_role.url.replace(f":{port}/", f":{free_port()}/"))
-    done = drill(run_drkit, policy_dir, scratch_root, "--json")
+    done = drill(run_cli, policy_dir, scratch_root, "--json")
     doc = done.json()
     assert doc["verdict"] == "PASS", done.stderr
     assert checks_by_name(doc)[f"restore {app_role.database}"]["observed"].endswith(

@@ -32,14 +32,14 @@ def prod(
 def test_backup_list_verify_restore(
     prod: tuple[Path, str, RepoTarget],
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     request: pytest.FixtureRequest,
 ) -> None:
     policy_dir, dbname, repo = prod
     s3 = request.getfixturevalue("s3_server") if repo.kind == "s3" else None
     source_counts = table_counts(pg_server.dsn(dbname))
 
-    made = run_drkit("backup", "prod", "--json", policy_dir=policy_dir)
+    made = run_cli("backup", "prod", "--json", policy_dir=policy_dir)
     assert made.code == 0, made.stderr
     summary = made.json()
     backup_id = summary["id"]
@@ -69,7 +69,7 @@ def test_backup_list_verify_restore(
         assert manifest["objects"][0]["compression"] == "zstd"
         assert len(manifest["objects"][0]["sha256"]) == 64
 
-    listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir)
+    listed = run_cli("backups", "prod", "--json", policy_dir=policy_dir)
     assert listed.code == 0, listed.stderr
     rows = listed.json()["backups"]
     assert [r["id"] for r in rows] == [backup_id]
@@ -77,12 +77,12 @@ def test_backup_list_verify_restore(
         assert field in rows[0]
     assert rows[0]["databases"] == [dbname] and rows[0]["size"] == objects[dump_key]
 
-    verified = run_drkit("verify", "prod", "latest", "--json", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", "latest", "--json", policy_dir=policy_dir)
     assert verified.code == 0, verified.stderr
     assert verified.json()["ok"] is True
 
     target = f"r_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore",
         "prod",
         backup_id,
@@ -96,13 +96,13 @@ def test_backup_list_verify_restore(
     # the password of the target url never shows up
     assert "drkit-test" not in restored.stdout + restored.stderr or pg_server.kind != "local"
 
-    again = run_drkit(
+    again = run_cli(
         "restore", "prod", "latest", "--target-db", pg_server.url(target), policy_dir=policy_dir
     )
     assert again.code == 4, again.stderr
     assert "--force" in again.stderr and "Traceback" not in again.stderr
 
-    forced = run_drkit(
+    forced = run_cli(
         "restore",
         "prod",
         "latest",
@@ -121,16 +121,16 @@ def test_backup_list_verify_restore(
 
 
 def test_default_restore_target_is_the_environment_database(
-    prod: tuple[Path, str, RepoTarget], pg_server: PgServer, run_drkit: DrkitRunner
+    prod: tuple[Path, str, RepoTarget], pg_server: PgServer, run_cli: DrkitRunner
 ) -> None:
     policy_dir, dbname, _repo = prod
     before = table_counts(pg_server.dsn(dbname))
-    assert run_drkit("backup", "prod", policy_dir=policy_dir).code == 0
+    assert run_cli("backup", "prod", policy_dir=policy_dir).code == 0
     pg_server.query(dbname, "DELETE FROM alert_log")
-    refused = run_drkit("restore", "prod", policy_dir=policy_dir)
+    refused = run_cli("restore", "prod", policy_dir=policy_dir)
     assert refused.code == 4
     assert table_counts(pg_server.dsn(dbname))["public.alert_log"] == 0
-    done = run_drkit("restore", "prod", "--force", policy_dir=policy_dir)
+    done = run_cli("restore", "prod", "--force", policy_dir=policy_dir)
     assert done.code == 0, done.stderr
     assert table_counts(pg_server.dsn(dbname)) == before
 
@@ -140,23 +140,23 @@ def test_corrupt_object_fails_verify_and_restore(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     name, url = sample_db
     policy_dir = make_policy("prod", url, file_repo)
-    backup_id = run_drkit("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
+    backup_id = run_cli("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
     assert file_repo.root is not None
     dump = file_repo.root / "prod" / "backups" / backup_id / f"{name}.dump.zst"
     data = bytearray(dump.read_bytes())
     data[len(data) // 2] ^= 0x01
     dump.write_bytes(bytes(data))
 
-    verified = run_drkit("verify", "prod", "--all", policy_dir=policy_dir)
+    verified = run_cli("verify", "prod", "--all", policy_dir=policy_dir)
     assert verified.code == 3
     assert f"{name}.dump.zst" in verified.stderr and "sha256" in verified.stderr
 
     target = f"c_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore", "prod", "--target-db", pg_server.url(target), policy_dir=policy_dir
     )
     assert restored.code == 3, restored.stderr
@@ -173,18 +173,18 @@ def test_row_count_mismatch_fails_restore(
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
     pg_server: PgServer,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     name, url = sample_db
     policy_dir = make_policy("prod", url, file_repo)
-    backup_id = run_drkit("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
+    backup_id = run_cli("backup", "prod", "--json", policy_dir=policy_dir).json()["id"]
     assert file_repo.root is not None
     manifest_path = file_repo.root / "prod" / "backups" / backup_id / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["row_counts"][name]["public.agent"] += 1
     manifest_path.write_text(json.dumps(manifest))
     target = f"m_{uuid.uuid4().hex[:8]}"
-    restored = run_drkit(
+    restored = run_cli(
         "restore", "prod", "--target-db", pg_server.url(target), policy_dir=policy_dir
     )
     assert restored.code == 3
@@ -198,7 +198,7 @@ def test_bad_input_gets_one_line_and_the_right_code(
     make_policy: PolicyWriter,
     pg_server: PgServer,
     s3_server,  # type: ignore[no-untyped-def]
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
     tmp_path: Path,
 ) -> None:
     _name, url = sample_db
@@ -212,21 +212,21 @@ def test_bad_input_gets_one_line_and_the_right_code(
         for needle in needles:
             assert needle in lines[0], (needle, lines[0])
 
-    one_line_error(run_drkit("restore", "prod", "latest", policy_dir=policy_dir), 1, "no backups")
-    one_line_error(run_drkit("verify", "prod", "latest", policy_dir=policy_dir), 1, "no backups")
+    one_line_error(run_cli("restore", "prod", "latest", policy_dir=policy_dir), 1, "no backups")
+    one_line_error(run_cli("verify", "prod", "latest", policy_dir=policy_dir), 1, "no backups")
     one_line_error(
-        run_drkit("restore", "prod", "20200101T000000Z-logical", policy_dir=policy_dir),
+        run_cli("restore", "prod", "20200101T000000Z-logical", policy_dir=policy_dir),
         1,
         "20200101T000000Z-logical does not exist",
     )
-    one_line_error(run_drkit("verify", "prod", "not-an-id", policy_dir=policy_dir), 2, "not-an-id")
-    one_line_error(run_drkit("backup", "prod", "--frobnicate", policy_dir=policy_dir), 2)
+    one_line_error(run_cli("verify", "prod", "not-an-id", policy_dir=policy_dir), 2, "not-an-id")
+    one_line_error(run_cli("backup", "prod", "--frobnicate", policy_dir=policy_dir), 2)
 
     wrong_pw = url.replace("@127.0.0.1", "x@127.0.0.1", 1) if pg_server.kind == "local" else None
     if wrong_pw:
         password = url.split(":")[2].split("@")[0]
         bad_dir = make_policy("wrongpw", wrong_pw, file_repo, environment="dev")
-        result = run_drkit("backup", "wrongpw", policy_dir=bad_dir)
+        result = run_cli("backup", "wrongpw", policy_dir=bad_dir)
         one_line_error(result, 1, "password authentication failed")
         assert password not in result.stderr
 
@@ -235,7 +235,7 @@ def test_bad_input_gets_one_line_and_the_right_code(
     down = f"postgresql://postgres:pw@127.0.0.1:{free_port()}/x"
     make_policy("down", down, file_repo, environment="dev")
     one_line_error(
-        run_drkit("backup", "down", policy_dir=policy_dir), 1, "cannot connect to 127.0.0.1"
+        run_cli("backup", "down", policy_dir=policy_dir), 1, "cannot connect to 127.0.0.1"
     )
 
     make_policy(
@@ -245,14 +245,14 @@ def test_bad_input_gets_one_line_and_the_right_code(
         environment="test",
     )
     one_line_error(
-        run_drkit("backup", "nobucket", policy_dir=policy_dir),
+        run_cli("backup", "nobucket", policy_dir=policy_dir),
         1,
         "bucket drkit-missing-bucket does not exist",
     )
 
     empty_bin = tmp_path / "nobin"
     empty_bin.mkdir()
-    result = run_drkit(
+    result = run_cli(
         "backup",
         "prod",
         policy_dir=policy_dir,
@@ -263,7 +263,7 @@ def test_bad_input_gets_one_line_and_the_right_code(
     if not Path("/usr/lib/postgresql").exists():
         one_line_error(result, 1, "pg_dump not found")
 
-    listed = run_drkit("backups", "prod", "--json", policy_dir=policy_dir)
+    listed = run_cli("backups", "prod", "--json", policy_dir=policy_dir)
     assert all(r["id"].endswith("-logical") for r in listed.json()["backups"])
     assert file_repo.root is not None
     for manifest in file_repo.root.rglob("manifest.json"):
@@ -283,7 +283,7 @@ def test_missing_pg_dump_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_interrupted_backup_leaves_no_manifest(
-    pg_server: PgServer, file_repo: RepoTarget, make_policy: PolicyWriter, run_drkit: DrkitRunner
+    pg_server: PgServer, file_repo: RepoTarget, make_policy: PolicyWriter, run_cli: DrkitRunner
 ) -> None:
     from drkit.demo.sample import load_sample
 
@@ -309,11 +309,11 @@ def test_interrupted_backup_leaves_no_manifest(
     assert "interrupted" in err and "Traceback" not in err
     assert not list(file_repo.root.rglob("manifest.json"))
     assert not [p for p in file_repo.root.rglob("*") if p.is_file()]
-    assert run_drkit("backups", "prod", "--json", policy_dir=policy_dir).json()["backups"] == []
+    assert run_cli("backups", "prod", "--json", policy_dir=policy_dir).json()["backups"] == []
     pg_server.drop_database(name)
 
 
-def test_cli_registers_every_command(run_drkit: DrkitRunner) -> None:
+def test_cli_registers_every_command(run_cli: DrkitRunner) -> None:
     commands = [
         ["policy", "check"],
         ["backup"],
@@ -333,7 +333,7 @@ def test_cli_registers_every_command(run_drkit: DrkitRunner) -> None:
         ["demo"],
     ]
     for command in commands:
-        result = run_drkit(*command, "--help")
+        result = run_cli(*command, "--help")
         assert result.code == 0, (command, result.stderr)
         assert "--json" in result.stdout, command
 
@@ -342,18 +342,18 @@ def test_environment_variable_names_the_policy_dir(
     sample_db: tuple[str, str],
     file_repo: RepoTarget,
     make_policy: PolicyWriter,
-    run_drkit: DrkitRunner,
+    run_cli: DrkitRunner,
 ) -> None:
     _name, url = sample_db
     policy_dir = make_policy("prod", url, file_repo)
-    result = run_drkit("backups", "prod", "--json", env={"DRKIT_POLICY_DIR": str(policy_dir)})
+    result = run_cli("backups", "prod", "--json", env={"DRKIT_POLICY_DIR": str(policy_dir)})
     assert result.code == 0, result.stderr
     assert result.json()["backups"] == []
     assert os.environ.get("DRKIT_POLICY_DIR") is None
 
 
 def test_refused_s3_credentials_are_one_clear_line(
-    sample_db: tuple[str, str], make_policy: PolicyWriter, run_drkit: DrkitRunner
+    sample_db: tuple[str, str], make_policy: PolicyWriter, run_cli: DrkitRunner
 ) -> None:
     """A moto server with authentication on: unknown keys are refused with 403."""
     from drkit.pg import free_port
@@ -379,7 +379,7 @@ def test_refused_s3_credentials_are_one_clear_line(
                 "region": "us-east-1",
             },
         )
-        result = run_drkit(
+        result = run_cli(
             "backup",
             "prod",
             policy_dir=policy_dir,

@@ -55,14 +55,14 @@ def archived(request: pytest.FixtureRequest, pg_major: int | None) -> Iterator[A
 
 @pg_versions()
 def test_archive_backup_and_point_in_time_recovery(
-    archived: Archived, run_drkit: DrkitRunner
+    archived: Archived, run_cli: DrkitRunner
 ) -> None:
     arch = archived
     arch.execute("CREATE TABLE marker (id serial PRIMARY KEY, label text NOT NULL)")
     arch.execute("INSERT INTO marker (label) SELECT 'filler' FROM generate_series(1, 20000)")
     arch.execute("DELETE FROM marker")
 
-    backup = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
+    backup = run_cli("backup", arch.env, "--physical", "--json", policy_dir=arch.policy_dir)
     assert backup.code == 0, backup.stderr
     manifest = backup.json()
     assert manifest["kind"] == "physical"
@@ -85,12 +85,12 @@ def test_archive_backup_and_point_in_time_recovery(
     add_marker(arch, "m3")
     arch.switch_and_wait(has_wal(arch))
 
-    verify = run_drkit("verify", arch.env, manifest["id"], "--json", policy_dir=arch.policy_dir)
+    verify = run_cli("verify", arch.env, manifest["id"], "--json", policy_dir=arch.policy_dir)
     assert verify.code == 0, verify.stderr + verify.stdout
     assert verify.json()["backups"][0]["wal_chain"] == "complete"
 
     # -- latest: every marker (this cluster is promoted onto timeline 2, archiving off)
-    _, result = pitr(run_drkit, arch, "latest")
+    _, result = pitr(run_cli, arch, "latest")
     assert result.code == 0, result.stderr
     latest = result.json()
     assert latest["timeline"] == 2 and latest["followed_timeline"] == 1
@@ -99,7 +99,7 @@ def test_archive_backup_and_point_in_time_recovery(
     # -- to a time between m1 and m2: exactly m1; --archive-mode preserve makes it the new
     #    primary, archiving its timeline (2 again: the first copy archived nothing) and
     #    recording it as production's
-    _, result = pitr(run_drkit, arch, between.isoformat(), "--archive-mode", "preserve")
+    _, result = pitr(run_cli, arch, between.isoformat(), "--archive-mode", "preserve")
     assert result.code == 0, result.stderr
     report = result.json()
     assert report["backup_id"] == manifest["id"]
@@ -120,7 +120,7 @@ def test_archive_backup_and_point_in_time_recovery(
     time.sleep(1.1)
     add_marker(arch, "t3-m5", dsn_t3)
     arch.switch_and_wait(has_wal(arch), dsn_t3)
-    _, result = pitr(run_drkit, arch, after_m4.isoformat())
+    _, result = pitr(run_cli, arch, after_m4.isoformat())
     assert result.code == 0, (
         result.stderr + "\n" + "\n".join(f"{i.key} {i.modified}" for i in repo.list("wal/"))
     )
@@ -130,12 +130,12 @@ def test_archive_backup_and_point_in_time_recovery(
 
     # -- a base backup of the new primary (timeline 2); `latest` now starts from it
     policy3 = arch.write_policy(dsn_t3, arch.root / "policies-t3")
-    backup3 = run_drkit("backup", arch.env, "--physical", "--json", policy_dir=policy3)
+    backup3 = run_cli("backup", arch.env, "--physical", "--json", policy_dir=policy3)
     assert backup3.code == 0, backup3.stderr
     assert backup3.json()["timeline"] == 2
     add_marker(arch, "t3-m6", dsn_t3)
     arch.switch_and_wait(has_wal(arch), dsn_t3)
-    _, result = pitr(run_drkit, arch, "latest")
+    _, result = pitr(run_cli, arch, "latest")
     assert result.code == 0, result.stderr
     assert result.json()["backup_id"] == backup3.json()["id"]
     assert markers(restored_dsn(arch, result.json()["port"]), arch) == [
@@ -154,11 +154,11 @@ def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunner) -> None:
+def test_unreachable_targets_and_guards(archived: Archived, run_cli: DrkitRunner) -> None:
     arch = archived
     before_backup = server_now(arch) - timedelta(seconds=5)
     arch.execute("CREATE TABLE marker (id serial PRIMARY KEY, label text NOT NULL)")
-    backup = run_drkit("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
+    backup = run_cli("backup", arch.env, "--physical", policy_dir=arch.policy_dir)
     assert backup.code == 0, backup.stderr
     add_marker(arch, "m1")
     time.sleep(1.1)
@@ -168,7 +168,7 @@ def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunn
     arch.switch_and_wait(has_wal(arch))
 
     # --target-action pause: recovery stops at the target, read-only, not promoted
-    _, result = pitr(run_drkit, arch, mid.isoformat(), "--target-action", "pause")
+    _, result = pitr(run_cli, arch, mid.isoformat(), "--target-action", "pause")
     assert result.code == 0, result.stderr
     paused = result.json()
     assert paused["state"] == "paused"
@@ -177,26 +177,26 @@ def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunn
     assert arch.execute("SELECT pg_is_in_recovery()", paused_dsn)[0][0] is True
 
     # before the oldest backup: exit 3, naming the window, nothing written
-    pgdata, result = pitr(run_drkit, arch, before_backup.isoformat())
+    pgdata, result = pitr(run_cli, arch, before_backup.isoformat())
     assert result.code == 3, result.stderr
     assert "reachable window" in result.stderr
     assert not pgdata.exists() or not any(pgdata.iterdir())
 
     # after the last archived WAL: exit 3
     future = (server_now(arch) + timedelta(hours=1)).isoformat()
-    pgdata, result = pitr(run_drkit, arch, future)
+    pgdata, result = pitr(run_cli, arch, future)
     assert result.code == 3, result.stderr
     assert "reachable window" in result.stderr
 
     # a naive timestamp is a usage error
-    pgdata, result = pitr(run_drkit, arch, "2026-11-27T10:15:00")
+    pgdata, result = pitr(run_cli, arch, "2026-11-27T10:15:00")
     assert result.code == 2, result.stderr
 
     # a non-empty data directory is refused
     pgdata = arch.new_pgdata()
     pgdata.mkdir()
     (pgdata / "PG_VERSION").write_text("15\n")
-    result = run_drkit(
+    result = run_cli(
         "restore",
         arch.env,
         "--point-in-time",
@@ -209,7 +209,7 @@ def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunn
     assert (pgdata / "PG_VERSION").read_text() == "15\n"
 
     # --no-start prepares the directory for recovery and leaves it stopped
-    pgdata, result = pitr(run_drkit, arch, "latest", "--no-start")
+    pgdata, result = pitr(run_cli, arch, "latest", "--no-start")
     assert result.code == 0, result.stderr
     assert result.json()["started"] is False
     assert (pgdata / "recovery.signal").exists()
@@ -225,7 +225,7 @@ def test_unreachable_targets_and_guards(archived: Archived, run_drkit: DrkitRunn
     key = find_wal_key(repo, str(kept.wal_start_segment))
     assert key is not None
     repo.backend.delete(key)
-    verify = run_drkit("verify", arch.env, kept.id, policy_dir=arch.policy_dir)
+    verify = run_cli("verify", arch.env, kept.id, policy_dir=arch.policy_dir)
     assert verify.code == 3, verify.stdout + verify.stderr
     assert str(kept.wal_start_segment) in verify.stdout + verify.stderr
     assert "recovery_target_timeline = '1'" in conf  # production's, never 'latest'
@@ -275,11 +275,11 @@ def wal_names(arch: Archived) -> set[str]:
 
 
 def test_restored_cluster_never_archives_into_the_source(
-    file_archived: Archived, run_drkit: DrkitRunner
+    file_archived: Archived, run_cli: DrkitRunner
 ) -> None:
     arch = file_archived
-    backup_with_markers(arch, run_drkit, "m1")
-    pgdata, result = pitr(run_drkit, arch, "latest")
+    backup_with_markers(arch, run_cli, "m1")
+    pgdata, result = pitr(run_cli, arch, "latest")
     assert result.code == 0, result.stderr
     report = result.json()
     assert report["state"] == "promoted" and report["timeline"] == 2
@@ -299,14 +299,14 @@ def test_restored_cluster_never_archives_into_the_source(
 
 
 def test_latest_follows_production_not_a_restored_copy(
-    file_archived: Archived, run_drkit: DrkitRunner
+    file_archived: Archived, run_cli: DrkitRunner
 ) -> None:
     """The attack of issue 11: a restored copy pushed its timeline-2 WAL into production's
     repository; a later `latest` must still follow production's timeline 1 and hold the
     rows production committed after the copy was made."""
     arch = file_archived
-    backup_with_markers(arch, run_drkit, "m1")
-    copy, result = pitr(run_drkit, arch, "latest")
+    backup_with_markers(arch, run_cli, "m1")
+    copy, result = pitr(run_cli, arch, "latest")
     assert result.code == 0, result.stderr
     copy_dsn = restored_dsn(arch, result.json()["port"])
     add_marker(arch, "copy-only", copy_dsn)
@@ -320,7 +320,7 @@ def test_latest_follows_production_not_a_restored_copy(
     )
     assert any(p.name == "00000002.history" for p in pushed)
     for path in pushed:
-        push = run_drkit("wal-push", arch.env, str(path), policy_dir=arch.policy_dir)
+        push = run_cli("wal-push", arch.env, str(path), policy_dir=arch.policy_dir)
         assert push.code == 0, push.stderr
     assert "00000002.history" in wal_names(arch)
     # the restore marker kept the copy's timeline from being recorded as production's
@@ -328,7 +328,7 @@ def test_latest_follows_production_not_a_restored_copy(
 
     add_marker(arch, "m2")  # production, after the copy
     arch.switch_and_wait(has_wal(arch))
-    _, result = pitr(run_drkit, arch, "latest")
+    _, result = pitr(run_cli, arch, "latest")
     assert result.code == 0, result.stderr
     report = result.json()
     assert report["followed_timeline"] == 1 and report["timeline_source"] == "recorded"
@@ -336,33 +336,33 @@ def test_latest_follows_production_not_a_restored_copy(
     assert markers(restored_dsn(arch, report["port"]), arch) == ["m1", "m2"]
 
     # --timeline picks explicitly
-    pgdata, result = pitr(run_drkit, arch, "latest", "--timeline", "latest", "--no-start")
+    pgdata, result = pitr(run_cli, arch, "latest", "--timeline", "latest", "--no-start")
     assert result.code == 0, result.stderr
     assert result.json()["followed_timeline"] == 2
     assert "recovery_target_timeline = '2'" in (pgdata / "postgresql.auto.conf").read_text()
-    _, result = pitr(run_drkit, arch, "latest", "--timeline", "nine", "--no-start")
+    _, result = pitr(run_cli, arch, "latest", "--timeline", "nine", "--no-start")
     assert result.code == 2, result.stderr
 
     # promote-timeline records explicitly; an unknown timeline is refused
-    promoted = run_drkit("promote-timeline", arch.env, "2", "--json", policy_dir=arch.policy_dir)
+    promoted = run_cli("promote-timeline", arch.env, "2", "--json", policy_dir=arch.policy_dir)
     assert promoted.code == 0, promoted.stderr
     assert promoted.json()["timeline"] == 2 and promoted.json()["previous"] == 1
-    pgdata, result = pitr(run_drkit, arch, "latest", "--no-start")
+    pgdata, result = pitr(run_cli, arch, "latest", "--no-start")
     assert result.code == 0, result.stderr
     assert result.json()["followed_timeline"] == 2
-    bad = run_drkit("promote-timeline", arch.env, "7", policy_dir=arch.policy_dir)
+    bad = run_cli("promote-timeline", arch.env, "7", policy_dir=arch.policy_dir)
     assert bad.code == 3, bad.stderr
     assert "00000007.history" in bad.stderr
-    back = run_drkit("promote-timeline", arch.env, "--json", policy_dir=arch.policy_dir)
+    back = run_cli("promote-timeline", arch.env, "--json", policy_dir=arch.policy_dir)
     assert back.code == 0, back.stderr
     assert back.json()["timeline"] == 1
     assert repo_of(arch).get_json("timeline.json")["timeline"] == 1
 
 
-def test_latest_honours_the_target_action(file_archived: Archived, run_drkit: DrkitRunner) -> None:
+def test_latest_honours_the_target_action(file_archived: Archived, run_cli: DrkitRunner) -> None:
     arch = file_archived
-    backup_with_markers(arch, run_drkit, "m1", "m2")
-    _, result = pitr(run_drkit, arch, "latest", "--target-action", "pause")
+    backup_with_markers(arch, run_cli, "m1", "m2")
+    _, result = pitr(run_cli, arch, "latest", "--target-action", "pause")
     assert result.code == 0, result.stderr
     report = result.json()
     assert report["state"] == "paused" and report["action"] == "pause"
@@ -370,37 +370,35 @@ def test_latest_honours_the_target_action(file_archived: Archived, run_drkit: Dr
     assert arch.execute("SELECT pg_is_in_recovery()", dsn)[0][0] is True
     assert markers(dsn, arch) == ["m1", "m2"]
 
-    pgdata, result = pitr(run_drkit, arch, "latest", "--target-action", "shutdown")
+    pgdata, result = pitr(run_cli, arch, "latest", "--target-action", "shutdown")
     assert result.code == 0, result.stderr
     assert result.json()["state"] == "shut down"
     assert not (pgdata / "postmaster.pid").exists()
 
 
-def test_latest_refuses_a_gap_unless_allowed(
-    file_archived: Archived, run_drkit: DrkitRunner
-) -> None:
+def test_latest_refuses_a_gap_unless_allowed(file_archived: Archived, run_cli: DrkitRunner) -> None:
     arch = file_archived
-    first, gap, third = backup_with_markers(arch, run_drkit, "m1", "m2", "m3")
+    first, gap, third = backup_with_markers(arch, run_cli, "m1", "m2", "m3")
     after_m3 = server_now(arch)
     repo = repo_of(arch)
     key = find_wal_key(repo, gap)
     assert key is not None
     repo.backend.delete(key)
 
-    pgdata, result = pitr(run_drkit, arch, "latest")
+    pgdata, result = pitr(run_cli, arch, "latest")
     assert result.code == 3, result.stderr
     assert gap in result.stderr and first in result.stderr and "--allow-gap" in result.stderr
     assert not pgdata.exists() or not any(pgdata.iterdir())
 
     # a time target past the gap: exit 3 with the unbroken window, which ends before it
-    pgdata, result = pitr(run_drkit, arch, after_m3.isoformat())
+    pgdata, result = pitr(run_cli, arch, after_m3.isoformat())
     assert result.code == 3, result.stderr
     assert f"WAL segment {gap} is missing" in result.stderr
     end = result.stderr.split(" .. ", 1)[1].split(" ", 1)[0]
     m2_at = datetime.fromisoformat(end.replace("Z", "+00:00"))
     assert m2_at < after_m3
 
-    _, result = pitr(run_drkit, arch, "latest", "--allow-gap")
+    _, result = pitr(run_cli, arch, "latest", "--allow-gap")
     assert result.code == 0, result.stderr
     report = result.json()
     # what was left out: the segments past the gap, up to the newest point archived
