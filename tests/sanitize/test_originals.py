@@ -81,7 +81,9 @@ TRICKY = [
     "**",
     "ab",
     "0123456789abcdef",
-    PSEUDO.pool(NAMES)[3],  # a pool value
+    PSEUDO.pool(NAMES)[3],  # pool values
+    PSEUDO.pool(Fake(provider="phone_number"))[5],
+    PSEUDO.hash("x", 16),  # a hash-shaped value
     "+39 347 123 4567",
     "mail user_8@example.com or anna.rossi%40corp.example from 10.1.2.3",
     "call 0039-347-1234567 at 10:15:00 from ::ffff:10.1.2.3 or 2001:db8::1",

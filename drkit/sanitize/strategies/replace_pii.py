@@ -69,8 +69,8 @@ class ReplacePii(Strategy):
     def originals_fn(self, run: Compiler) -> OriginalsFn:
         """What :meth:`value_fn` hands the sink, without writing the text back (nor JSON
         encoding it), and looking up only the addresses that may be their own
-        pseudonyms.  Not cached: a repeated value only hands the same originals again,
-        and a cache of long texts would grow the run's memory."""
+        pseudonyms.  Cached like :meth:`value_fn` (free text repeats: its originals
+        are handed once)."""
         kinds = frozenset(self.kinds)
 
         def originals(value: str) -> None:
@@ -84,7 +84,7 @@ class ReplacePii(Strategy):
                     return
             originals_in_text(run, value, kinds)
 
-        return originals
+        return run.cached(originals)
 
     def json_rewrite(self, run: Compiler) -> Rewrite:
         kinds = frozenset(self.kinds)
