@@ -17,12 +17,15 @@ anything is written:
    (:mod:`drkit.sanitize.emailmap`);
 5. SRC's DDL before the rows; a view or function of it that carries credentials or
    opens a dblink connection stops the run (exit 3) before any row;
-6. the originals pass: every masked table through its strategies (``--jobs`` tables at
-   a time when the source can read them at once), which hands every original to the
-   leak index; the rows copied wait, sanitized, on local disk (:mod:`drkit.sanitize.stage`),
-   the rows a filter left out are only read; raw values of masked columns never reach
-   any database;
-7. the write pass: every copied table, block by block, searched in flight
+6. the originals pass: every row of every masked table (the rows a filter leaves out
+   too, whatever a volatile filter draws), only the columns the originals need, through
+   each strategy's originals function (:func:`drkit.sanitize.transform.row_originals`),
+   which hands the leak index exactly the originals the strategy would replace without
+   computing what it would write (``--jobs`` tables at a time when the source can read
+   them at once); raw values of masked columns never reach any database;
+7. the write pass, every original known: every copied table read once more from the
+   source, block by block through its strategies (they run once, here, beside the
+   server's COPY; nothing waits on local disk), searched in flight
    (:mod:`drkit.sanitize.scan.inflight`: originals in every spelling, personal data by
    content in what is kept) and only then written to the build
    (:mod:`drkit.sanitize.pump`); a hit stops the writing and fails the run (exit 3) —
@@ -46,9 +49,11 @@ originals (4 and 6) and scans DST as it is, every row; ``sanitize scan``
 (:func:`scan_source`) runs 3, 4, 6 and 7 without writing anything and scans SRC's catalog.
 
 The sources (:mod:`drkit.sanitize.sources`) differ only in where schema and rows come
-from.  Live: one exported snapshot of SRC, read only; the filters run there.  Backup:
+from; both serve the two passes the same rows.  Live: one exported snapshot of SRC, read
+only, joined by every read; the filters run there.  Backup:
 the DDL restored from the archive into the build (or a scratch database for a dry run
-or a scan), rows parsed from its data section; every row is loaded, and the filters run
+or a scan), rows parsed from its data section (each pass reads the same checked archive
+again); every row is loaded, and the filters run
 in the build on the already sanitized rows, which is why they may only read kept
 columns.  The orchestrator calls the source; the source never calls back.
 """
@@ -58,8 +63,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import functools
-import itertools
 import logging
 import threading
 import time
@@ -98,7 +101,6 @@ from drkit.sanitize.scan.content import holds_versions
 from drkit.sanitize.scan.inflight import ColumnScan, FlightScanner, NameIndex, hits_listing
 from drkit.sanitize.schema import Column
 from drkit.sanitize.sources import Read, Rows, SequenceValue, Source, open_live
-from drkit.sanitize.stage import Stage
 from drkit.sanitize.strategies import (
     ALL_KINDS,
     Compiler,
@@ -106,11 +108,12 @@ from drkit.sanitize.strategies import (
     Keep,
     Pseudonymizer,
     ReplacePii,
+    Template,
     fake_specs,
     pool_values,
 )
 from drkit.sanitize.subset import Selection, select_rows, topological
-from drkit.sanitize.transform import RowTransformer
+from drkit.sanitize.transform import RowTransformer, row_originals
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -362,12 +365,17 @@ class _Run:
         self.compiler.emails_primed = True
 
     def pump(self, source: Source, plan: Plan, selections: dict[str, Selection]) -> None:
-        """Two passes.  First the masked tables through their strategies, which hands
-        every original to the leak index: the rows copied are kept aside, sanitized
-        (:class:`Stage`), the rows left out only read.  Then every copied table, the
-        kept-aside rows and the rows of tables with nothing to mask (streamed from the
-        source as they are), searched in flight (:mod:`drkit.sanitize.scan.inflight`)
-        before a byte of them is written."""
+        """Two passes; the strategies run once, in the second.
+
+        The originals pass: every row of every masked table (those a filter leaves out
+        too), reading only the columns the originals need (:func:`_originals_read`),
+        through :func:`row_originals`, which hands every original to the leak index
+        without computing what would be written.  Then, every original known, the write
+        pass: every copied table read once from the source (the live source's one
+        snapshot, or the backup's same archive: the rows of the first pass), each block
+        through the strategies, searched in flight (:mod:`drkit.sanitize.scan.inflight`)
+        before a byte of it is written; the strategies (Python) run beside the server's
+        COPY, and no sanitized row waits on local disk."""
         copied = [
             tp for tp in plan.tables if tp.action != "schema-only" and (self.scans or tp.masked)
         ]
@@ -383,41 +391,31 @@ class _Run:
             for tp in plan.tables
         }
         self.report.tables = [reports[tp.key] for tp in plan.tables]
+        # every row of every masked table, whatever the filters draw: a row a filter
+        # leaves out may be quoted in kept text, and a volatile filter (random(), now()
+        # in each read's own transaction) draws other rows at each read
         first: dict[Read, TableReport | None] = {
-            _read(tp, selections[tp.key]): reports[tp.key] for tp in copied if tp.masked
+            _originals_read(tp): reports[tp.key] if selections[tp.key].everything else None
+            for tp in plan.tables
+            if tp.masked
         }
-        for tp in plan.tables:
-            rest = _left_out(tp, selections[tp.key])
-            if rest is not None:
-                first[_read(tp, rest)] = None
-        stages: dict[str, tuple[Stage, list[str]]] = {}
         self.source_concurrent = source.concurrent
-        try:
-            if first:
-                self._each(
-                    source.rows(list(first), only_these=True),
-                    lambda rows: self.load(rows, first[rows.read], stages),
-                )
-            if not self.scans:  # --scan-only: DST is scanned as it is, every row
-                return
-            self.scanner = FlightScanner(
-                self.leaks.searcher(pool_values(self.pseudo, self.rules.strategies())),
-                self.names.freeze(),
+        if first:
+            self._each(
+                source.rows(list(first), only_these=True),
+                lambda rows: self.load(rows, first[rows.read]),
             )
-            second = {_read(tp, selections[tp.key]): reports[tp.key] for tp in copied}
-            staged = [r for r in second if r.table.key in stages]
-            streamed = [r for r in second if r.table.key not in stages]
-            jobs: list[Callable[[], None]] = [
-                functools.partial(self.replay, r, stages[r.table.key], second[r]) for r in staged
-            ]
-            rows_of = source.rows(streamed)
-            streams: Iterable[Callable[[], None]] = (
-                functools.partial(self.stream, r, second[r.read]) for r in rows_of
-            )
-            self._each(itertools.chain(jobs, streams), _call)
-        finally:
-            for stage, _ in stages.values():
-                stage.close()
+        if not self.scans:  # --scan-only: DST is scanned as it is, every row
+            return
+        self.scanner = FlightScanner(
+            self.leaks.searcher(pool_values(self.pseudo, self.rules.strategies())),
+            self.names.freeze(),
+        )
+        writer = self.compiler.writing()  # every original is known: nothing more to hand
+        second = {_read(tp, selections[tp.key]): reports[tp.key] for tp in copied}
+        self._each(
+            source.rows(list(second)), lambda rows: self.write(rows, second[rows.read], writer)
+        )
 
     def _each(self, items: Iterable[_T], fn: Callable[[_T], None]) -> None:
         """``fn`` over ``items``, ``--jobs`` at a time when the source reads at once."""
@@ -438,20 +436,15 @@ class _Run:
             for item in items:
                 fn(item)
 
-    def load(
-        self, rows: Rows, report: TableReport | None, stages: dict[str, tuple[Stage, list[str]]]
-    ) -> None:
-        """First pass: one read through the strategies, for its originals; the rows
-        copied (``report``) are kept aside, sanitized, when the run writes."""
+    def load(self, rows: Rows, report: TableReport | None) -> None:
+        """The originals pass over one read: its originals to the leak index (and the
+        masked person names to the name index); nothing is written."""
         tp, selection = rows.read.table, rows.read.selection
         strategies = {c.name: s for c, s in tp.columns}
         names = {c.name: self.names.add for c, s in tp.columns if s.MASKS and _is_name(c)}
-        transformer = RowTransformer(
+        reader = row_originals(
             [(c, strategies[c]) for c in rows.columns], self.compiler, observe=names
         )
-        stage = Stage() if self.scans and report is not None else None
-        if stage is not None:
-            stages[tp.key] = (stage, rows.columns)
         progress = self.on_progress if report is not None else None
         # reltuples (-1: never analyzed) is the estimate when every row is copied
         estimate = tp.table.estimated_rows if selection.everything else selection.rows
@@ -470,8 +463,8 @@ class _Run:
         ):
             count = pump(
                 lines,
-                stage.write if stage is not None else None,
-                transformer,
+                None,
+                reader,
                 tp.key,
                 (lambda _key, n: meter(n)) if progress is not None else None,
             )
@@ -479,29 +472,13 @@ class _Run:
             report.rows = count
             report.seconds = time.monotonic() - started
 
-    def replay(
-        self, read: Read, staged: tuple[Stage, list[str]], report: TableReport | None
-    ) -> None:
-        """Second pass of a masked table: its sanitized rows, searched, into the build."""
-        stage, columns = staged
-        self._write(
-            read.table, columns, contextlib.nullcontext(stage.blocks()), report, count=False
-        )
-
-    def stream(self, rows: Rows, report: TableReport | None) -> None:
-        """Second pass of a table with nothing to mask: its rows as they are, searched."""
-        self._write(rows.read.table, rows.columns, rows.open(), report, count=True)
-
-    def _write(
-        self,
-        tp: TablePlan,
-        columns: list[str],
-        opened: AbstractContextManager[Iterable[bytes | bytearray | memoryview]],
-        report: TableReport | None,
-        *,
-        count: bool,
-    ) -> None:
-        scan = self.scanner.table(self.scan_columns(tp, columns))
+    def write(self, rows: Rows, report: TableReport | None, compiler: Compiler) -> None:
+        """The write pass over one copied table: its rows through the strategies (none:
+        passed through as they are), searched, into the build."""
+        tp = rows.read.table
+        strategies = {c.name: s for c, s in tp.columns}
+        transformer = RowTransformer([(c, strategies[c]) for c in rows.columns], compiler)
+        scan = self.scanner.table(self.scan_columns(tp, rows.columns))
         failed = self.failed
 
         def gate(block: bytes) -> bool:
@@ -511,12 +488,12 @@ class _Run:
             return clean and not failed.is_set()
 
         started = time.monotonic()
-        progress = self.on_progress if count and report is not None else None
+        progress = self.on_progress if report is not None else None
         estimate = tp.table.estimated_rows
         with (
             _failing_as(f"copying {tp.key}"),
-            opened as lines,
-            self.copy_in(tp, columns, write=self.writes) as target,
+            rows.open() as lines,
+            self.copy_in(tp, rows.columns, write=self.writes) as target,
             Meter(
                 progress,
                 "copy",
@@ -526,17 +503,16 @@ class _Run:
                 estimate=True,
             ) as meter,
         ):
-            rows = pump(
+            count = pump(
                 lines,
                 target,
-                RowTransformer([], self.compiler),  # nothing to change: passed through
+                transformer,
                 tp.key,
                 (lambda _key, n: meter(n)) if progress is not None else None,
                 gate,
             )
         if report is not None:
-            if count:
-                report.rows = rows
+            report.rows = count
             report.seconds += time.monotonic() - started
 
     def scan_columns(self, tp: TablePlan, columns: list[str]) -> list[ColumnScan]:
@@ -737,10 +713,6 @@ def _listing(leak: LeakReport) -> list[str]:
 _PSEUDONYM_KINDS = frozenset({"email", "phone", "ip"})
 
 
-def _call(job: Callable[[], None]) -> None:
-    job()
-
-
 def _is_name(column: Column) -> bool:
     """A column of person names (its masked originals are searched in kept text)."""
     return pii_kind(column) in ("name", "last_name")
@@ -774,23 +746,20 @@ def _read(tp: TablePlan, selection: Selection) -> Read:
     return Read(tp, [c.name for c, _ in tp.columns], selection)
 
 
-def _left_out(tp: TablePlan, selection: Selection) -> Selection | None:
-    """The rows of a masked table that are not copied, whose originals the scan must know
-    (a kept free-text column may quote a person whose own row was not copied); None when
-    every row is copied or nothing is masked."""
-    if not tp.masked:
-        return None
-    if selection.everything and tp.action != "schema-only":
-        return None
-    copied = None if selection.none or tp.action == "schema-only" else selection.predicate
-    return Selection(predicate=None if copied is None else _not(copied), reason="left out")
-
-
-def _not(predicate: Callable[[str], sql.Composable]) -> Callable[[str], sql.Composable]:
-    def rest(alias: str) -> sql.Composable:
-        return sql.SQL("({}) IS NOT TRUE").format(predicate(alias))
-
-    return rest
+def _originals_read(tp: TablePlan) -> Read:
+    """The columns the originals of ``tp``'s rows need: the masked ones and those their
+    templates read (and theirs), in the table's order."""
+    strategies = {c.name: s for c, s in tp.columns}
+    wanted = {name for name, s in strategies.items() if s.MASKS}
+    todo = list(wanted)
+    while todo:
+        strategy = strategies[todo.pop()]
+        if isinstance(strategy, Template):
+            for field in strategy.fields():
+                if field not in wanted:
+                    wanted.add(field)
+                    todo.append(field)
+    return Read(tp, [c.name for c, _ in tp.columns if c.name in wanted], Selection())
 
 
 def _every_row(plan: Plan) -> dict[str, Selection]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 
-from drkit.sanitize.transform import RowTransformer
+from drkit.sanitize.transform import RowOriginals, RowTransformer
 from drkit.streams import WriteBehind
 
 ProgressFn = Callable[[str, int], None]  # (table, rows just copied)
@@ -22,7 +22,7 @@ _BATCH = 1 << 20
 def pump(
     out: Iterable[bytes | bytearray | memoryview],
     write: Callable[[bytes], object] | None,
-    transformer: RowTransformer,
+    transformer: RowTransformer | RowOriginals,
     key: str,
     on_progress: ProgressFn | None,
     gate: Callable[[bytes], bool] | None = None,
@@ -31,7 +31,8 @@ def pump(
 
     ``out`` may be cut anywhere (COPY chunks, or one line at a time); blocks of about
     1 MiB of whole lines go through the strategies.  ``write`` None: read only (the
-    originals still reach the leak index through the transformer).  ``gate``: shown each
+    originals still reach the leak index through the transformer, or through a
+    :class:`RowOriginals` in the originals pass).  ``gate``: shown each
     transformed block before it is written; a block it refuses is not written, nor is
     any after it (the blocks are still read and shown: the scan counts every hit).  Blocks are written by
     a thread (:class:`WriteBehind`) while the next ones are read and transformed.

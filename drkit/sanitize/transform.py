@@ -1,17 +1,27 @@
-"""Rows in COPY text form through a table's strategies.
+"""Rows in COPY text form through a table's strategies (:class:`RowTransformer`), or
+only their originals to the run's sink (:func:`row_originals`).
 
 Fields the rules keep stay raw bytes; only masked fields (and those a template reads)
 are decoded, transformed and escaped again.  NULL stays NULL for every strategy.
 A template column that renders e-mail addresses registers each output as the pseudonym
 of the address it replaced (:meth:`Compiler.register_email`).
+
+The originals pass (:class:`RowOriginals`) reads the same fields and hands the sink what
+the transformer's strategies would, through each strategy's
+:meth:`~drkit.sanitize.strategies.base.Strategy.originals_fn`, without computing what is
+written: the strategies themselves run once, in the pass that writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from drkit.sanitize.copytext import NULL, escape, unescape
 from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template, ValueFn
+from drkit.sanitize.strategies.base import OriginalsFn
+
+_T = TypeVar("_T")
 
 
 class RowTransformer:
@@ -82,10 +92,83 @@ class RowTransformer:
         return b"\n".join([transform(line) for line in lines]) + b"\n"
 
 
-def _observed(
-    fn: Callable[[str], str | None], seen: Callable[[str], None]
-) -> Callable[[str], str | None]:
-    def observed(value: str) -> str | None:
+class RowOriginals:
+    """The originals pass over rows of COPY text: each masked field's originals to the
+    sink, nothing written (the interface of :class:`RowTransformer`, for the pump)."""
+
+    passthrough = False
+
+    def __init__(
+        self,
+        columns: Sequence[tuple[str, Strategy]],
+        compiler: Compiler,
+        observe: Mapping[str, Callable[[str], None]] | None = None,
+    ) -> None:
+        index = {name: i for i, (name, _) in enumerate(columns)}
+        self.width = len(columns)
+        self.fields: list[tuple[int, OriginalsFn]] = []
+        self.templates: list[tuple[int, Template, list[tuple[str, int]]]] = []
+        self.sink = compiler.sink
+        for i, (name, strategy) in enumerate(columns):
+            if isinstance(strategy, Keep):
+                continue
+            if isinstance(strategy, Template):
+                self.templates.append((i, strategy, [(f, index[f]) for f in strategy.fields()]))
+                continue
+            fn = strategy.originals_fn(compiler)
+            seen = (observe or {}).get(name)
+            if seen is not None:
+                fn = _observed(fn, seen)
+            self.fields.append((i, fn))
+
+    def line(self, line: bytes) -> None:
+        fields = line.split(b"\t")
+        if len(fields) != self.width:
+            raise ValueError(f"a row has {len(fields)} fields, expected {self.width}")
+        for i, fn in self.fields:
+            raw = fields[i]
+            if raw != NULL:
+                fn(unescape(raw))
+        for i, template, refs in self.templates:
+            raw = fields[i]
+            if raw == NULL:
+                continue
+            values = {name: None if fields[j] == NULL else unescape(fields[j]) for name, j in refs}
+            original = unescape(raw)
+            if Compiler.template(template, values) != original:
+                self.sink(original)
+
+    def block(self, data: bytes) -> bytes:
+        """Complete lines (``data`` ends with a newline); returns them as they are."""
+        lines = data.split(b"\n")
+        lines.pop()
+        read = self.line
+        for line in lines:
+            read(line)
+        return data
+
+
+def row_originals(
+    columns: Sequence[tuple[str, Strategy]],
+    compiler: Compiler,
+    observe: Mapping[str, Callable[[str], None]] | None = None,
+) -> RowOriginals | RowTransformer:
+    """What reads the originals of rows whose fields are ``columns``: a
+    :class:`RowOriginals`, or the whole transformer (its output dropped) where a
+    template reads a column a strategy changes (it renders that column's output), or
+    would register e-mail pseudonyms (the map is filled before this pass)."""
+    strategies = dict(columns)
+    for _name, strategy in columns:
+        if isinstance(strategy, Template) and (
+            (strategy.renders_email() and not compiler.emails_primed)
+            or any(not isinstance(strategies.get(f), Keep) for f in strategy.fields())
+        ):
+            return RowTransformer(columns, compiler, observe)
+    return RowOriginals(columns, compiler, observe)
+
+
+def _observed(fn: Callable[[str], _T], seen: Callable[[str], None]) -> Callable[[str], _T]:
+    def observed(value: str) -> _T:
         seen(value)
         return fn(value)
 

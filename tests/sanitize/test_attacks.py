@@ -5,6 +5,7 @@ readable afterwards (prod's rows, DST's contents, leftover databases), not only 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -878,6 +879,29 @@ def test_subset_left_out_rows_are_searched_too(
     rules = mini_rules(tmp_path, {}, subset={"start": {"table": "person", "where": "id <= 5"}})
     result = mini.run(run_drkit, rules)
     assert result.code == 3, result.stderr
+    assert not mini.dst_exists()
+
+
+def test_a_volatile_filter_hides_no_row_from_the_originals(
+    run_drkit: DrkitRunner, mini: Mini, tmp_path: Path
+) -> None:
+    """``where: random() < 0.5`` draws other rows at each read of the same snapshot: a
+    row neither copied nor read as "left out" would have unknown originals.  Every row
+    of a masked table is read for its originals, whatever a filter draws, so each of the
+    60 memos quoting a person is a hit."""
+    with psycopg.connect(mini.pg.dsn(mini.src), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO person SELECT i, 'p' || i || '@corp.example', 'n' || i "
+            "FROM generate_series(11, 60) i"
+        )
+        conn.execute(
+            "INSERT INTO memo SELECT i, 'please call p' || i || '@corp.example' "
+            "FROM generate_series(2, 60) i"
+        )
+    result = mini.run(run_drkit, mini_rules(tmp_path, {"where": "random() < 0.5"}))
+    assert result.code == 3, result.stderr
+    found = re.search(r"masked columns found in public\.memo\.body: (\d+)", result.stderr)
+    assert found is not None and found.group(1) == "60", result.stderr
     assert not mini.dst_exists()
 
 

@@ -13,7 +13,9 @@ transformer in one file:
   SRC's schema before any row moves;
 - :meth:`Strategy.value_fn`: its function over one value (text in, text or NULL out),
   made once per run by :class:`~drkit.sanitize.strategies.compiler.Compiler`, and
-  :meth:`Strategy.json_rewrite`, the same applied at a JSON path.
+  :meth:`Strategy.json_rewrite`, the same applied at a JSON path;
+- :meth:`Strategy.originals_fn`: what :meth:`~Strategy.value_fn` hands the sink for one
+  value, without its output (the run's originals pass).
 
 The registry in :mod:`drkit.sanitize.strategies` lists them: adding a strategy is its
 module and one line there.
@@ -21,6 +23,14 @@ module and one line there.
 Every function a strategy makes hands each original it replaced to the run's sink, for
 the leak scan: whole values through :meth:`Compiler.recorded`; strategies that rewrite
 parts of a value (``replace_pii``, ``json``) record the parts they replace themselves.
+
+A run knows every original before it writes a row, so it computes them first, in a pass
+of their own, and runs the strategies once, in the pass that writes.  The originals
+pass calls :meth:`Strategy.originals_fn`: by default the value function itself, its
+output dropped; a strategy whose originals are cheaper to know than its output
+(``nullify``, ``constant``, ``email``, ``replace_pii``) gives a function of its own,
+which hands the sink exactly the values the value function would (a property test holds
+the two together).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ if TYPE_CHECKING:
 
 ValueFn = Callable[[str], "str | None"]  # one value's text -> its replacement, None is NULL
 Sink = Callable[[str], None]  # receives the originals a function replaced
+OriginalsFn = Callable[[str], object]  # one value's text -> its originals to the sink
 Rewrite = Callable[[Any], Any]  # one parsed JSON value -> its replacement
 KeptFn = Callable[[str], bool]  # is this column of the table copied as it is?
 ParseFn = Callable[[Any], "Strategy"]  # a strategy at a JSON path, from its YAML
@@ -79,6 +90,12 @@ class Strategy(StrictModel):
     @abstractmethod
     def value_fn(self, run: Compiler) -> ValueFn:
         """The function over one value (never given NULL: NULL stays NULL)."""
+
+    def originals_fn(self, run: Compiler) -> OriginalsFn:
+        """The function handing ``run``'s sink, for one value (never NULL), exactly the
+        originals :meth:`value_fn` would hand it; what it returns means nothing.  By
+        default the value function itself."""
+        return run.value_fn(self)
 
     def json_rewrite(self, run: Compiler) -> Rewrite:
         """The function over one value found at a JSON path: by default the value's text

@@ -30,6 +30,7 @@ twin ``Cy@x``; a citext child naming ``ANN@x`` gets that of the parent ``Ann@x``
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from drkit.sanitize.strategies.email import Email
 from drkit.sanitize.strategies.fake import Fake
 from drkit.sanitize.strategies.piitext import email_spelling, phone_key
 from drkit.sanitize.strategies.pseudomap import PseudonymMap
-from drkit.sanitize.strategies.pseudonymizer import Pseudonymizer
+from drkit.sanitize.strategies.pseudonymizer import TAG_BYTES, Pseudonymizer
 from drkit.sanitize.strategies.replace_pii import ReplacePii
 from drkit.sanitize.strategies.template import Template
 
@@ -141,11 +142,41 @@ class Compiler:
         key = spelling.lower()
         return key, self.emails.get(_EXACT + spelling) or self.emails.get(key)
 
+    def may_be_own_pseudonym(self, value: str, domain: str) -> bool:
+        """Could :meth:`email_pseudonym` of ``value`` (with ``domain``) be ``value``
+        itself?  False is certain, and costs no lookup in the map: the pseudonym is then
+        neither a template's output (the map never held ``value``) nor drkit's own
+        ``u<tag>@domain`` spelling."""
+        if self.emails.may_hold_value(value):
+            return True
+        return (
+            len(value) == len(domain) + 2 + 2 * TAG_BYTES
+            and value[0] == "u"
+            and value.endswith("@" + domain)
+        )
+
+    def text_email_may_stay(self, value: str) -> bool:
+        """Could the pseudonym ``replace_pii`` gives the address ``value`` be ``value``
+        itself?  False is certain (see :meth:`may_be_own_pseudonym`)."""
+        email = self.pii.email
+        if isinstance(email, Email):
+            return self.may_be_own_pseudonym(value, email.domain)
+        return True  # a Faker e-mail provider: its pool may hold anything
+
     def email_pseudonym(self, value: str, domain: str) -> str:
         """The one pseudonym of an address, in whatever spelling ``value`` has it (but a
         case twin's own, when a template registered it)."""
         key, found = self.registered(value)
         return found or self.pseudo.email(key, domain)
+
+    def writing(self) -> Compiler:
+        """This compiler for the pass that writes: the same pseudonyms and e-mail map,
+        and a sink that drops what it is handed (the originals were all handed over in
+        the originals pass, before the first row was written)."""
+        other = copy.copy(self)
+        other.sink = _no_sink
+        other._text_email = None
+        return other
 
     def close(self) -> None:
         """Free the run's e-mail map (its spill file, if any)."""

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-from drkit.sanitize.strategies.base import KeptFn, Rewrite, Strategy, ValueFn, collision
+from drkit.sanitize.strategies.base import (
+    KeptFn,
+    OriginalsFn,
+    Rewrite,
+    Strategy,
+    ValueFn,
+    collision,
+)
 from drkit.sanitize.strategies.fakepool import to_text
 
 if TYPE_CHECKING:
@@ -27,6 +34,15 @@ class Constant(Strategy):
     def value_fn(self, run: Compiler) -> ValueFn:
         constant = to_text(self.value)
         return run.recorded(lambda _v: constant)
+
+    def originals_fn(self, run: Compiler) -> OriginalsFn:
+        constant, sink = to_text(self.value), run.sink
+
+        def originals(value: str) -> None:
+            if value != constant:  # what run.recorded compares
+                sink(value)
+
+        return originals
 
     def json_rewrite(self, run: Compiler) -> Rewrite:
         constant = self.value  # a JSON value of its own type, not its text

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import field_validator
 
-from drkit.sanitize.strategies.base import KeptFn, Strategy, ValueFn, needs_text
+from drkit.sanitize.strategies.base import KeptFn, OriginalsFn, Strategy, ValueFn, needs_text
 
 if TYPE_CHECKING:
     from drkit.sanitize.schema import Column, Table
@@ -41,3 +41,17 @@ class Email(Strategy):
 
     def value_fn(self, run: Compiler) -> ValueFn:
         return run.recorded(run.email_fn(self))
+
+    def originals_fn(self, run: Compiler) -> OriginalsFn:
+        """An address is an original unless it may be its own pseudonym: only then is
+        the pseudonym computed (the e-mail map is not read for the others)."""
+        full, sink, domain = self.value_fn(run), run.sink, self.domain
+        may_stay = run.may_be_own_pseudonym
+
+        def originals(value: str) -> None:
+            if may_stay(value, domain):
+                full(value)
+            else:
+                sink(value)
+
+        return originals

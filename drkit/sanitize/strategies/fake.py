@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from drkit.sanitize.strategies.base import KeptFn, ParseFn, Strategy, ValueFn
+from drkit.sanitize.strategies.base import KeptFn, OriginalsFn, ParseFn, Strategy, ValueFn
 from drkit.sanitize.strategies.fakepool import faker_for
 from drkit.sanitize.strategies.piitext import phone_key
 
@@ -83,6 +83,22 @@ class Fake(Strategy):
         if "phone" in self.provider:
             return run.recorded(lambda v: fake(phone_key(v)))
         return run.recorded(fake)
+
+    def originals_fn(self, run: Compiler) -> OriginalsFn:
+        """Outside the pool a value is never its own pseudonym: handed over without
+        its MAC (``unique`` and e-mail providers: the value function itself)."""
+        full = self.value_fn(run)
+        if self.unique or "email" in self.provider:
+            return full
+        pool, sink = frozenset(run.pseudo.pool(self)), run.sink
+
+        def originals(value: str) -> None:
+            if value in pool:
+                full(value)
+            else:
+                sink(value)
+
+        return originals
 
     def outputs(self, pseudo: Pseudonymizer) -> Iterable[str]:
         return () if self.unique else pseudo.pool(self)

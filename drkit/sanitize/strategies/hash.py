@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from drkit.sanitize.strategies.base import KeptFn, Strategy, ValueFn, needs_text
+from drkit.sanitize.strategies.base import KeptFn, OriginalsFn, Strategy, ValueFn, needs_text
 
 if TYPE_CHECKING:
     from drkit.sanitize.schema import Column, Table
@@ -30,3 +30,19 @@ class Hash(Strategy):
     def value_fn(self, run: Compiler) -> ValueFn:
         pseudo, length = run.pseudo, self.length
         return run.recorded(lambda v: pseudo.hash(v, length))
+
+    def originals_fn(self, run: Compiler) -> OriginalsFn:
+        """A value that is not ``length`` lower-case hex digits is never its own hash:
+        handed over without its MAC."""
+        full, sink, length = self.value_fn(run), run.sink, self.length
+
+        def originals(value: str) -> None:
+            if len(value) == length and not value.strip(_HEX):
+                full(value)
+            else:
+                sink(value)
+
+        return originals
+
+
+_HEX = "0123456789abcdef"

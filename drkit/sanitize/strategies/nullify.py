@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from drkit.sanitize.strategies.base import KeptFn, Rewrite, Strategy, ValueFn
+from drkit.sanitize.strategies.base import KeptFn, OriginalsFn, Rewrite, Strategy, ValueFn
 
 if TYPE_CHECKING:
     from drkit.sanitize.schema import Column, Table
@@ -29,6 +29,9 @@ class Nullify(Strategy):
 
     def value_fn(self, run: Compiler) -> ValueFn:
         return run.recorded(lambda _v: None)
+
+    def originals_fn(self, run: Compiler) -> OriginalsFn:
+        return run.sink  # every value is replaced
 
     def json_rewrite(self, run: Compiler) -> Rewrite:
         def nullify(v: Any) -> Any:

@@ -7,7 +7,9 @@ every entry moves to a private, temporary SQLite database (deleted when closed),
 page cache is bounded, with a small LRU in front for lookups.
 
 ``put_min`` keeps the smallest value per key, so the map never depends on the order in
-which entries arrive.  Thread-safe.
+which entries arrive.  :meth:`PseudonymMap.may_hold_value` answers, without a lookup,
+whether a string may be a value of the map (a bitmap of every value ever put, 1 MiB
+whatever the map's size: "no" is certain, "yes" may be wrong).  Thread-safe.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ MEMORY_ENTRIES = 50_000
 LRU_ENTRIES = 4096
 BATCH = 8192
 CACHE_KIB = 4096
+VALUE_BITS = 1 << 23
 
 
 class PseudonymMap:
@@ -31,6 +34,7 @@ class PseudonymMap:
         self._lock = threading.Lock()
         self._count = 0
         self._pending: list[tuple[str, str]] = []
+        self._values = bytearray(VALUE_BITS >> 3)
 
     def __len__(self) -> int:
         with self._lock:
@@ -44,8 +48,15 @@ class PseudonymMap:
     def spilled(self) -> bool:
         return self._db is not None
 
+    def may_hold_value(self, value: str) -> bool:
+        """False: ``value`` is the value of no key (certain).  True: it may be."""
+        bit = hash(value) & (VALUE_BITS - 1)
+        return bool(self._values[bit >> 3] & (1 << (bit & 7)))
+
     def put_min(self, key: str, value: str) -> None:
         with self._lock:
+            bit = hash(value) & (VALUE_BITS - 1)
+            self._values[bit >> 3] |= 1 << (bit & 7)
             if self._db is None:
                 known = self._memory.get(key)
                 if known is not None:
@@ -88,6 +99,7 @@ class PseudonymMap:
             self._lru.clear()
             self._pending = []
             self._count = 0
+            self._values = bytearray(VALUE_BITS >> 3)
 
     # -- internals ----------------------------------------------------------------------
 

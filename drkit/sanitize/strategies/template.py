@@ -9,6 +9,7 @@ through ``Compiler.template``, which is :meth:`Template.render`.
 
 from __future__ import annotations
 
+import functools
 import string
 from typing import TYPE_CHECKING, Literal, Self
 
@@ -31,7 +32,7 @@ class Template(Strategy):
     AT_JSON_PATH = False
 
     def fields(self) -> list[str]:
-        return template_fields(self.template)
+        return list(_parsed_fields(self.template))
 
     def renders_email(self) -> bool:
         """The literal text has an ``@``: the column holds e-mail addresses."""
@@ -39,7 +40,7 @@ class Template(Strategy):
 
     def render(self, values: dict[str, str | None]) -> str | None:
         """The output for a row's (already sanitized) values; NULL if a field is."""
-        if any(values.get(name) is None for name in self.fields()):
+        if any(values.get(name) is None for name in _parsed_fields(self.template)):
             return None
         return self.template.format_map(values)
 
@@ -91,6 +92,12 @@ class Template(Strategy):
 
     def value_fn(self, run: Compiler) -> ValueFn:
         raise TypeError("templates need the row: use Compiler.template")
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_fields(template: str) -> tuple[str, ...]:
+    """The field names of a template, parsed once (a template renders every row)."""
+    return tuple(template_fields(template))
 
 
 def template_fields(template: str) -> list[str]:
