@@ -202,6 +202,19 @@ PENDING_IMPORTS: dict[tuple[str, str], str] = {
         ("drkit/cli/documents.py", "drkit.sanitize.report"),
         ("drkit/docgen.py", "drkit.sanitize.scan.content"),
     )
+} | {
+    (path, module): "pending: tests/demo/test_demo_layout.py finds a face's names in its "
+    "top-level imports only, and a lazy face names them under TYPE_CHECKING; the demo "
+    "imports these from their modules until that test reads a lazy face's table"
+    for path, module in (
+        ("drkit/demo/backup_step.py", "drkit.backup.logical"),
+        ("drkit/demo/backup_step.py", "drkit.backup.verify"),
+        ("drkit/demo/pitr_step.py", "drkit.backup.physical"),
+        ("drkit/demo/pitr_step.py", "drkit.pg.connect"),
+        ("drkit/demo/pitr_step.py", "drkit.wal.commands"),
+        ("drkit/demo/pitr_step.py", "drkit.wal.keys"),
+        ("drkit/demo/runner.py", "drkit.wal.commands"),
+    )
 }
 
 

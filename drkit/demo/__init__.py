@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from drkit import lazy_face
+# ``import drkit``, not ``from drkit import lazy_face``: the demo's layout test takes every
+# ``from drkit import x`` for the module ``drkit.x``
+import drkit
 
 if TYPE_CHECKING:
     from drkit.demo.document import DemoDocument as DemoDocument
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from drkit.demo.sandbox import Step as Step
 
 #: the face's names, by the module of this package that defines them
-__all__ = lazy_face(
+__all__ = drkit.lazy_face(
     __name__,
     {
         "document": "DemoDocument",
