@@ -216,7 +216,7 @@ class DatabaseConfig(StrictModel):
     def _url_not_empty(cls, v: SecretStr) -> SecretStr:
         if not v.get_secret_value().strip():
             raise ValueError("database url is empty")
-        from drkit.pg.urlshape import check_url
+        from drkit.pg import check_url
 
         try:
             check_url(v.get_secret_value())
@@ -241,7 +241,7 @@ class DatabaseConfig(StrictModel):
         to (service file, ``PGDATABASE``, defaults: asked of libpq, never guessed)."""
         if self.databases:
             return list(self.databases)
-        from drkit.pg.conninfo import resolve
+        from drkit.pg import resolve
 
         return [resolve(self.url.get_secret_value()).dbname]
 

@@ -190,7 +190,7 @@ def policy_schema() -> dict[str, Any]:
 
 def _job_descriptions() -> dict[str, str]:
     """``schedule.<job>``: what each job's schedule key means, from the jobs table."""
-    from drkit.schedule.jobs import JOBS
+    from drkit.schedule import JOBS
 
     return {f"schedule.{job.name}": job.doc for job in JOBS.values()}
 
@@ -561,7 +561,7 @@ def _command_section(command: Any, ctx: Any, path: str) -> str:
             cells = [flags, value, _option_default(opt), opt.help or ""]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
-    from drkit.cli.helptext import exit_code_summary
+    from drkit.cli import exit_code_summary
 
     if command.epilog == exit_code_summary():
         lines += ["Exit codes: [exit-codes.md](exit-codes.md).", ""]
@@ -603,7 +603,7 @@ OUTPUT_DIR = "schemas/output"
 def output_schema(name: str) -> dict[str, Any]:
     """The schema of one command's ``--json`` document: its own shape or, when the
     command failed before it had anything to report, the failure document."""
-    from drkit.cli.documents import DOCUMENTS, SCHEMA_VERSION, Failure
+    from drkit.cli import DOCUMENTS, SCHEMA_VERSION, Failure
 
     model = DOCUMENTS[name]
     _, top = models_json_schema(
@@ -625,7 +625,7 @@ def output_schema(name: str) -> dict[str, Any]:
 
 
 def failure_schema() -> dict[str, Any]:
-    from drkit.cli.documents import SCHEMA_VERSION, Failure
+    from drkit.cli import SCHEMA_VERSION, Failure
 
     raw = Failure.model_json_schema(ref_template="#/$defs/{model}")
     return {
@@ -637,7 +637,7 @@ def failure_schema() -> dict[str, Any]:
 
 
 def json_markdown() -> str:
-    from drkit.cli.documents import DOCUMENTS
+    from drkit.cli import DOCUMENTS
 
     rows = ["| document | schema |", "|---|---|"]
     for name, model in DOCUMENTS.items():
@@ -651,7 +651,7 @@ def json_markdown() -> str:
 
 
 def output_files() -> dict[str, str]:
-    from drkit.cli.documents import DOCUMENTS
+    from drkit.cli import DOCUMENTS
 
     files = {f"{OUTPUT_DIR}/{name}.schema.json": _json(output_schema(name)) for name in DOCUMENTS}
     files[f"{OUTPUT_DIR}/failure.schema.json"] = _json(failure_schema())

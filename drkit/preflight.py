@@ -53,7 +53,7 @@ from typing import Any, Literal
 
 from drkit.config import Policy
 from drkit.documents import Document, Shape, described
-from drkit.drill.report import FAIL, PASS, WARN
+from drkit.drill import FAIL, PASS, WARN
 from drkit.errors import DrkitError
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ def _check_sanitize_target(report: CheckReport, policy: Policy, *, target: bool)
     """The builds killed runs left next to this environment's databases (dropped), and,
     for a ``target`` of sanitize runs, the privileges a run needs.  Elsewhere a server
     that does not let the role look is no failure: only reported when a build is found."""
-    from drkit.pg.builddb import clean_leftovers, prove_privileges
-    from drkit.pg.conninfo import with_dbname
+    from drkit.pg import clean_leftovers, prove_privileges, with_dbname
 
     url = policy.database.url.get_secret_value()
     for name in policy.database.database_names():
@@ -155,7 +154,7 @@ def _check_sanitize_target(report: CheckReport, policy: Policy, *, target: bool)
 
 def _check_database(report: CheckReport, policy: Policy, sanitize_source: bool) -> Any:
     """Login and privileges; returns an open connection to the first database, or None."""
-    from drkit.pg.connect import connect, first_line, server_version
+    from drkit.pg import connect, first_line, server_version
 
     dsn = policy.database.url.get_secret_value()
     first = None
@@ -264,7 +263,7 @@ def _check_restore_privileges(report: CheckReport, conn: Any, name: str) -> None
     """What ``drkit restore ENV latest --force`` needs as this role: to drop and
     re-create every object of the database, as its owner (or a member of its owner's
     role); the grants on system functions a non-superuser restore leaves out are said."""
-    from drkit.pg.connect import is_superuser
+    from drkit.pg import is_superuser
 
     if is_superuser(conn):
         report.add(f"privileges restore {name}", True, "superuser: restores everything")
@@ -406,8 +405,8 @@ def _check_incremental(report: CheckReport, conn: Any) -> None:
 
 
 def _check_archiving(report: CheckReport, policy: Policy, conn: Any, repo: Any) -> None:
-    from drkit.backup.physical import wait_for_wal
-    from drkit.pg.connect import first_line
+    from drkit.backup import wait_for_wal
+    from drkit.pg import first_line
 
     settings = dict(
         conn.execute(
@@ -475,8 +474,7 @@ def _check_archiving(report: CheckReport, policy: Policy, conn: Any, repo: Any) 
 def _check_streaming(report: CheckReport, policy: Policy, conn: Any) -> None:
     """What ``drkit wal-receive`` needs of the server, and that its slot cannot fill the
     server's disk."""
-    from drkit.pg.binaries import find_client
-    from drkit.pg.connect import server_major
+    from drkit.pg import find_client, server_major
     from drkit.wal import slot_name
 
     slot = slot_name(policy.name)
@@ -515,9 +513,9 @@ def _check_streaming(report: CheckReport, policy: Policy, conn: Any) -> None:
 
 def _check_clock(report: CheckReport, conn: Any) -> None:
     """drkit's host clock against the server's (its ids and host times come from it)."""
-    from drkit.backup.logical import read_position
+    from drkit.backup import read_position
     from drkit.catalog import describe_skew, skewed
-    from drkit.pg.connect import first_line
+    from drkit.pg import first_line
 
     try:
         reading, _ = read_position(conn, None)
@@ -627,7 +625,7 @@ def _check_object_lock(
 def _check_copies(report: CheckReport, policy: Policy) -> None:
     """Each copy (``copies.NAME``) reachable and writable, proved by the same probe as
     the primary repository (and its object lock, where it has one)."""
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     for name in sorted(policy.copies):
         copy = policy.for_copy(name)
@@ -704,7 +702,7 @@ def _check_schedule(report: CheckReport, policy: Policy) -> None:
 
 def run_checks(policy: Policy, policy_dir: Path | None = None) -> CheckReport:
     """Every check that applies to ``policy``, in order; never raises for a failed check."""
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     report = CheckReport(policy.name)
     conn = _check_database(report, policy, is_sanitize_source(policy, policy_dir))

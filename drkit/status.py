@@ -35,8 +35,7 @@ from drkit.restore import (
     rpo_exposure,
     worst_database,
 )
-from drkit.storage.base import ObjectInfo
-from drkit.storage.repository import Repository
+from drkit.storage import ObjectInfo, Repository
 
 if TYPE_CHECKING:
     from drkit.wal import SlotLag
@@ -210,7 +209,7 @@ def collect_status(
 def judge(report: StatusReport, policy: Policy) -> None:
     """Fill ``breached`` and ``attention``: the RPO and RTO objectives, then what the
     operator should look at (clock skew, drills, WAL)."""
-    from drkit.drill.report import PASS
+    from drkit.drill import PASS
 
     exposure = report.rpo_exposure
     if report.rpo_objective is not None:

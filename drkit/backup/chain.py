@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from drkit.backup.walchain import backup_on_timeline
 from drkit.catalog import Manifest, newest, precedes
 from drkit.errors import CheckFailed
-from drkit.storage.repository import StoredObject
+from drkit.storage import StoredObject
 from drkit.wal import TimelineSwitch
 
 #: PostgreSQL's backup manifest, stored beside base.tar for every base backup

@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Protocol
 
 from drkit.errors import CheckFailed, SubprocessError
-from drkit.pg.conninfo import for_subprocess
-from drkit.pg.process import PipeProcess
+from drkit.pg import PipeProcess, for_subprocess
 from drkit.progress import Meter, OnProgress
-from drkit.storage.repository import Repository, StoredObject
+from drkit.storage import Repository, StoredObject
 from drkit.streams import spool_dir
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from drkit.documents import Document, described
 from drkit.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 
 @dataclass(frozen=True)

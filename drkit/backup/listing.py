@@ -20,7 +20,7 @@ from drkit.lsn import format_lsn
 
 if TYPE_CHECKING:
     from drkit.config import Policy
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 
 class BackupSummary(Shape):

@@ -92,7 +92,7 @@ class HeldLock:
         session, and with it the lock, is gone."""
         import psycopg
 
-        from drkit.pg.connect import first_line
+        from drkit.pg import first_line
 
         try:
             self._conn.execute(
@@ -113,7 +113,7 @@ def acquire_backup_lock(policy: Policy, kind: str) -> HeldLock:
     """Take the backup lock of ``policy``'s environment for ``kind``, or BackupLocked."""
     import psycopg
 
-    from drkit.pg.connect import connect, first_line
+    from drkit.pg import connect, first_line
 
     env = policy.name
     key = lock_key(env, kind)
@@ -168,7 +168,7 @@ def running_backups(
     alone)."""
     import psycopg
 
-    from drkit.pg.connect import connect
+    from drkit.pg import connect
 
     env = policy.name
     try:

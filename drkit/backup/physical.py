@@ -53,13 +53,19 @@ from drkit.catalog import Manifest, backup_prefix, list_backups, write_manifest
 from drkit.config import Policy
 from drkit.errors import DatabaseError, OperationError, SafetyRefused, UsageError
 from drkit.lsn import parse_lsn
-from drkit.pg.binaries import find_client
-from drkit.pg.connect import connect, first_line, server_major, server_version
-from drkit.pg.conninfo import for_subprocess
-from drkit.pg.process import PipeProcess
-from drkit.pg.tables import count_rows, list_tables
+from drkit.pg import (
+    PipeProcess,
+    connect,
+    count_rows,
+    find_client,
+    first_line,
+    for_subprocess,
+    list_tables,
+    server_major,
+    server_version,
+)
 from drkit.progress import Meter, OnProgress
-from drkit.storage.repository import Repository, StoredObject
+from drkit.storage import Repository, StoredObject
 from drkit.wal import (
     backup_file_name,
     find_wal_key,

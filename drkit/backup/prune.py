@@ -75,7 +75,7 @@ from drkit.errors import NotFoundError, SafetyRefused, UsageError
 
 if TYPE_CHECKING:
     from drkit.config import Policy
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 
@@ -509,7 +509,7 @@ def prune(
 
 def prune_policy(policy: Policy) -> PruneResult:
     """Prune an environment's repository (the scheduler's ``prune`` job)."""
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     repo = Repository.for_policy(policy)
     try:

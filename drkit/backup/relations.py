@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from drkit.errors import DatabaseError
-from drkit.pg.connect import connect, first_line
+from drkit.pg import connect, first_line
 
 #: the manifest.extra key holding the catalog
 CATALOG_KEY = "relations"

@@ -25,7 +25,7 @@ from drkit.catalog import iso, parse_ts
 from drkit.config import Policy
 from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import DatabaseError, ObjectExists, ObjectNotFound, SafetyRefused, UsageError
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 
 RESTORE_POINTS_DIR = "restore-points/"
 
@@ -160,7 +160,7 @@ def create_restore_point(policy: Policy, name: str, *, wait: float | None = None
     """Create the restore point ``name`` on the policy's server, wait until its segment is
     archived, and record it (see the module docstring)."""
     from drkit.backup.physical import ARCHIVE_WAIT_ENV, DEFAULT_ARCHIVE_WAIT, wait_for_wal
-    from drkit.pg.connect import connect, first_line
+    from drkit.pg import connect, first_line
 
     check_restore_point_name(name)
     repo = Repository.for_policy(policy)

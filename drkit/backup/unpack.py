@@ -38,7 +38,7 @@ from drkit.catalog import Manifest
 from drkit.errors import CheckFailed, OperationError, SafetyRefused
 from drkit.pg import DIRECTORY_FLAGS, Owner, claim_data_directory, cluster_os_user
 from drkit.progress import Meter, MeteredReader, OnProgress
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.streams import ReadAhead
 
 _CHUNK = 1024 * 1024
@@ -59,7 +59,7 @@ def unpack_chain(
     if len(chain) == 1:
         unpack_base(repo, chain[0], pgdata, on_progress)
         return
-    from drkit.pg.binaries import binary_major, find_binary
+    from drkit.pg import binary_major, find_binary
 
     last = chain[-1]
     major = last.major

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from drkit.catalog import Manifest
 from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import CheckFailed, DrkitError, StorageError
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.streams import CountingReader, drain, spool_dir
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def _check_chain(
 def _verify_combined(repo: Repository, chain: list[Manifest]) -> str | None:
     """Combine the chain aside and run pg_verifybackup on it; a problem line or None."""
     from drkit.backup.unpack import unpack_chain
-    from drkit.pg.binaries import find_binary
+    from drkit.pg import find_binary
 
     last = chain[-1]
     major = last.major

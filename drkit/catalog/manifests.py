@@ -32,8 +32,7 @@ from drkit.catalog.order import (
 )
 from drkit.errors import CheckFailed, NotFoundError, ObjectExists, ObjectNotFound, UsageError
 from drkit.lsn import parse_lsn
-from drkit.storage.base import ObjectInfo
-from drkit.storage.repository import Repository, StoredObject
+from drkit.storage import ObjectInfo, Repository, StoredObject
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,14 @@
 """The ``drkit`` command line: the only layer that prints for people and exits.
 
-Its face, imported on first use so that ``drkit.cli.entry`` (every ``wal-push``
+Its face, each name imported on first use (:func:`drkit.lazy_face`) so that ``drkit.cli.entry`` (every ``wal-push``
 PostgreSQL starts) never pays for typer or rich:
 
 - :func:`main`: the process entry (the ``drkit`` console script, ``python -m drkit``);
 - :func:`run`: one command line in-process, returning its exit code;
-- :func:`click_command`: the whole command tree, help polished (the docs generator).
+- :func:`click_command`: the whole command tree, help polished (the docs generator);
+- :data:`DOCUMENTS`, :data:`SCHEMA_VERSION`, :class:`Failure` and
+  :func:`exit_code_summary`: what the docs generator publishes of the ``--json``
+  documents and the exit codes.
 
 The modules, one concern each:
 
@@ -34,23 +37,26 @@ Core modules never import this package.  The command modules import heavy core m
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from drkit import lazy_face
 
 if TYPE_CHECKING:
-    from drkit.cli.app import click_command, run
-    from drkit.cli.entry import main
+    from drkit.cli.app import click_command as click_command
+    from drkit.cli.app import run as run
+    from drkit.cli.documents import DOCUMENTS as DOCUMENTS
+    from drkit.cli.documents import SCHEMA_VERSION as SCHEMA_VERSION
+    from drkit.cli.documents import Failure as Failure
+    from drkit.cli.entry import main as main
+    from drkit.cli.helptext import exit_code_summary as exit_code_summary
 
-__all__ = ["click_command", "main", "run"]
-
-
-def __getattr__(name: str) -> Any:
-    """The face's names, each imported when first asked for."""
-    if name == "main":
-        from drkit.cli.entry import main
-
-        return main
-    if name in ("run", "click_command"):
-        from drkit.cli import app
-
-        return getattr(app, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: the face's names, by the module of this package that defines them
+__all__ = lazy_face(
+    __name__,
+    {
+        "app": "click_command run",
+        "documents": "DOCUMENTS SCHEMA_VERSION Failure",
+        "entry": "main",
+        "helptext": "exit_code_summary",
+    },
+)

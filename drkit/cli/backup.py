@@ -22,10 +22,10 @@ from drkit.cli.common import (
 from drkit.cli.render import Col, live_progress, print_table, ts_text
 from drkit.errors import CheckFailed, NotFoundError, UsageError
 from drkit.progress import Meter, human_size
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 
 if TYPE_CHECKING:
-    from drkit.backup.restorepoint import RestorePoint
+    from drkit.backup import RestorePoint
     from drkit.catalog import Manifest
 
 #: this module's commands, registered on drkit's root by drkit.cli.app
@@ -67,19 +67,19 @@ def backup(
             raise UsageError("--database applies to logical backups; a base backup is the cluster")
         if jobs is not None:
             raise UsageError("--jobs applies to logical backups (pg_dump in directory format)")
-        from drkit.backup.physical import run_physical_backup  # lazy: psycopg, pydantic
+        from drkit.backup import run_physical_backup  # lazy: psycopg, pydantic
 
         with live_progress() as progress:
             manifest = run_physical_backup(policy, on_progress=progress, incremental=incremental)
     else:
-        from drkit.backup.logical import backup_logical  # lazy: psycopg, pydantic
+        from drkit.backup import backup_logical  # lazy: psycopg, pydantic
 
         with live_progress() as progress:
             manifest = backup_logical(
                 policy, databases=database or None, jobs=jobs, on_progress=progress
             )
     if state.json:
-        from drkit.backup.listing import backup_document
+        from drkit.backup import backup_document
 
         emit_json(backup_document(manifest))
         return
@@ -102,7 +102,7 @@ def backups(
     Newest first, in the server's order (WAL position, then the server's time), never by
     id or host time; a backup taken while the host clock was off is flagged.
     A repository that does not exist is an error (exit 1), not an empty list."""
-    from drkit.backup.listing import list_environment
+    from drkit.backup import list_environment
     from drkit.catalog import SKEW_BOUND, skewed_backups
 
     settle(json_out, policy_dir)
@@ -187,7 +187,7 @@ def restore_point(
     only once the segment holding it is in the repository, and never replaced: a name
     already recorded is refused (exit 4).  The wait is bounded by DRKIT_ARCHIVE_WAIT
     seconds (exit 1 past it).  drkit restore ENV --target-name NAME recovers to it."""
-    from drkit.backup.restorepoint import check_restore_point_name, create_restore_point
+    from drkit.backup import check_restore_point_name, create_restore_point
 
     settle(json_out, policy_dir)
     check_restore_point_name(name)
@@ -229,8 +229,7 @@ def verify(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Re-read stored objects: sizes, sha256, decoding, and the WAL chain of physical backups."""
-    from drkit.backup.verify import verify_backup, verify_document
-    from drkit.backup.walchain import WalReading
+    from drkit.backup import WalReading, verify_backup, verify_document
 
     settle(json_out, policy_dir)
     if all_backups and backup_ref:
@@ -247,7 +246,7 @@ def verify(
     wal = WalReading()  # WAL shared by several backups' chains is read once
     wal_plan = None
     if any(m.kind == "physical" for m in manifests):
-        from drkit.backup.prune import plan_prune
+        from drkit.backup import plan_prune
 
         wal_plan = plan_prune(repo, policy).wal_plan  # what prune keeps of the WAL
     with live_progress() as progress:
@@ -296,14 +295,14 @@ def prune(
     Prunes the primary repository only; ``--repo NAME`` prunes the copy NAME with the
     copy's own retention (``copies.NAME.retention``).  Each repository is pruned by its
     own run, so one command never deletes from the primary and its copies at once."""
-    from drkit.backup.lock import running_backups
-    from drkit.backup.prune import prune as run_prune
+    from drkit.backup import prune as run_prune
+    from drkit.backup import running_backups
 
     settle(json_out, policy_dir)
     policy = load(env, repo_name)
     repo = Repository.for_policy(policy)
     if repo_name is not None:  # pruning a copy must never reach the primary
-        from drkit.backup.copy import refuse_same_repository
+        from drkit.backup import refuse_same_repository
 
         refuse_same_repository(Repository.for_policy(load(env)), repo, repo_name)
     result = run_prune(repo, policy, dry_run=dry_run, running=running_backups(policy))
@@ -396,7 +395,7 @@ def keep(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Keep one backup through prune, until a date or until released (shown in backups)."""
-    from drkit.backup.keep import keep_backup, release_backup
+    from drkit.backup import keep_backup, release_backup
     from drkit.config import parse_timestamp
 
     settle(json_out, policy_dir)
@@ -433,7 +432,7 @@ def delete(
     The refusals exit 4 and delete nothing.  The manifest goes first, as in prune: from
     then on the backup no longer exists, and leftovers of an interrupted delete are
     removed by prune."""
-    from drkit.backup.prune import delete_by_hand
+    from drkit.backup import delete_by_hand
 
     settle(json_out, policy_dir)
     policy = load(env)
@@ -474,7 +473,7 @@ def copy(
     objects are there; a rerun completes an interrupted copy and sends nothing twice.
     What a copy's own retention would prune is not copied.  One copy failing does not
     stop the others; the command then fails with the first error."""
-    from drkit.backup.copy import copy_all, copy_document
+    from drkit.backup import copy_all, copy_document
 
     settle(json_out, policy_dir)
     policy = load(env)

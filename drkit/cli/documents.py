@@ -30,26 +30,29 @@ from __future__ import annotations
 
 from typing import Literal
 
-from drkit.backup.copy import CopyDocument
-from drkit.backup.keep import KeepDocument
-from drkit.backup.listing import BackupDocument, BackupsDocument
-from drkit.backup.prune import DeleteDocument, PruneDocument
-from drkit.backup.restorepoint import RestorePointDocument
-from drkit.backup.verify import VerifyDocument
-from drkit.demo.document import DemoDocument
+from drkit.backup import (
+    BackupDocument,
+    BackupsDocument,
+    CopyDocument,
+    DeleteDocument,
+    KeepDocument,
+    PruneDocument,
+    RestorePointDocument,
+    VerifyDocument,
+)
+from drkit.demo import DemoDocument
 from drkit.documents import Document, ErrorInfo
 from drkit.documents import described as _field
-from drkit.drill.report import DrillDocument
+from drkit.drill import DrillDocument
 from drkit.policycheck import PolicyCheckDocument
 from drkit.preflight import CheckDocument
-from drkit.restore.documents import PitrDocument, RestoreDocument, TableRestoreDocument
-from drkit.restore.walsearch import WalSearchDocument
+from drkit.restore import PitrDocument, RestoreDocument, TableRestoreDocument, WalSearchDocument
 from drkit.sanitize.check import SanitizeCheckDocument
 from drkit.sanitize.draft import SanitizeInitDocument
 from drkit.sanitize.report import SanitizeDocument, SanitizeScanDocument
-from drkit.schedule.timing import ScheduleShowDocument
+from drkit.schedule import ScheduleShowDocument
 from drkit.status import StatusDocument
-from drkit.wal.documents import (
+from drkit.wal import (
     ArchiveCommandDocument,
     PromoteTimelineDocument,
     WalFetchDocument,

@@ -80,9 +80,8 @@ def drill(
     """Restore drill: restore into a scratch cluster, measure RTO/RPO, validate, report."""
     # lazy: pydantic and psycopg, ~0.4 s
     from drkit.documents import dump
-    from drkit.drill import run_drill
-    from drkit.drill.report import PHASE_TITLES
-    from drkit.restore.target import parse_target
+    from drkit.drill import PHASE_TITLES, run_drill
+    from drkit.restore import parse_target
 
     settle(json_out, policy_dir)
     point = parse_target(
@@ -122,7 +121,7 @@ def drill(
 
 
 def _drill_exit(doc: dict[str, Any]) -> None:
-    from drkit.drill.report import ERROR, PASS, WARN, check_label  # lazy: pulls pydantic
+    from drkit.drill import ERROR, PASS, WARN, check_label  # lazy: pulls pydantic
 
     if doc["verdict"] == PASS:
         return

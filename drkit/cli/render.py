@@ -83,7 +83,7 @@ def live_progress(
 
 def print_drill(doc: dict[str, Any], key: str | None, files: list[Path]) -> None:
     # lazy: pulls pydantic (drkit.config)
-    from drkit.drill.report import FAIL, PASS, check_label, kind_verdicts
+    from drkit.drill import FAIL, PASS, check_label, kind_verdicts
 
     backup = doc["backup"]
     age = backup["age_seconds"]

@@ -35,8 +35,7 @@ from drkit.errors import UsageError
 commands = typer.Typer()
 
 if TYPE_CHECKING:
-    from drkit.restore.pitr import PitrResult
-    from drkit.restore.target import RecoveryTarget
+    from drkit.restore import PitrResult, RecoveryTarget
 
 
 @commands.command("restore")
@@ -162,7 +161,7 @@ def restore(
     --table S.T --target-db URL [--as NEWNAME] puts tables back into a live database from
     a scratch recovery, which is removed afterwards."""
     settle(json_out, policy_dir)
-    from drkit.restore.target import parse_target
+    from drkit.restore import parse_target
 
     point = parse_target(
         point_in_time=point_in_time,
@@ -198,7 +197,7 @@ def restore(
         )
         return
     if rename is not None:
-        from drkit.restore.tables import parse_choice
+        from drkit.restore import parse_choice
 
         parse_choice([], rename, force)  # the one message for --as without --table
     recovery = _recovery(
@@ -256,7 +255,7 @@ def _restore_logical(
     rename: str | None,
     repo_name: str | None,
 ) -> None:
-    from drkit.restore.logical import restore_logical  # lazy: psycopg, pydantic, ~1 s
+    from drkit.restore import restore_logical  # lazy: psycopg, pydantic, ~1 s
 
     policy = load(env, repo_name)
     started = time.monotonic()
@@ -309,8 +308,8 @@ def _restore_tables(
     allow_gap: bool,
     repo_name: str | None,
 ) -> None:
-    from drkit.restore.plan import parse_timeline  # lazy: pydantic and psycopg
-    from drkit.restore.tables import parse_choice, restore_tables_at
+    # lazy: pydantic and psycopg
+    from drkit.restore import parse_choice, parse_timeline, restore_tables_at
 
     choice = parse_choice(tables, rename, force)
     if target_db is None:
@@ -405,7 +404,7 @@ def _recovery(
         raise UsageError("--target-action must be promote, pause or shutdown")
     if archive_mode not in ("off", "preserve"):
         raise UsageError("--archive-mode must be off or preserve")
-    from drkit.restore.plan import parse_timeline  # lazy: pydantic and psycopg, ~0.5 s
+    from drkit.restore import parse_timeline  # lazy: pydantic and psycopg, ~0.5 s
 
     follow = parse_timeline(timeline)
     return Recovery(
@@ -423,7 +422,7 @@ def _recovery(
 
 def _restore_pitr(env: str, recovery: Recovery, repo_name: str | None) -> None:
     # lazy: pydantic and psycopg
-    from drkit.restore.pitr import continue_recovery, restore_point_in_time
+    from drkit.restore import continue_recovery, restore_point_in_time
 
     policy = load(env, repo_name)
     with live_progress() as progress:
@@ -557,13 +556,13 @@ def wal_search(
     row counts, and the flags that restore to just before it: drkit restore ENV
     --target-xid XID --exclusive --pgdata DIR."""
     from drkit.config import parse_timestamp
-    from drkit.restore.walsearch import search_table
+    from drkit.restore import search_table
 
     settle(json_out, policy_dir)
     start = parse_timestamp(since, option="--since") if since is not None else None
     end = parse_timestamp(until, option="--until") if until is not None else None
     policy = load(env)
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
 
     result = search_table(Repository.for_policy(policy), table, since=start, until=end, op=op)
     if state.json:

@@ -48,8 +48,8 @@ def schedule_run(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Run the scheduler daemon (the container's entry point)."""
-    from drkit.schedule.daemon import run_daemon  # lazy: APScheduler, ~0.5 s
-    from drkit.schedule.endpoints import read_token
+    # lazy: APScheduler, ~0.5 s
+    from drkit.schedule import read_token, run_daemon
 
     state = settle(json_out, policy_dir)
     if not 0 <= port <= 65535:

@@ -26,7 +26,7 @@ from drkit.cli.common import (
     state,
 )
 from drkit.pg import cluster_os_user
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import (
     apply_env_file,
     archive_wal,
@@ -137,7 +137,7 @@ def promote_timeline_cmd(
     policy_dir: PolicyDirOpt = None,
 ) -> None:
     """Record a timeline as production's: `latest` restores and drills follow it."""
-    from drkit.wal.documents import promote_document  # lazy: pydantic
+    from drkit.wal import promote_document  # lazy: pydantic
 
     settle(json_out, policy_dir)
     policy = load(env)
@@ -178,7 +178,7 @@ def wal_fetch(
     if message:
         err.print(fetch_error_line(name, message), markup=False, highlight=False)
     if st.json:
-        from drkit.wal.documents import fetch_document  # lazy: pydantic
+        from drkit.wal import fetch_document  # lazy: pydantic
 
         emit_json(fetch_document(name, code))
     if code:

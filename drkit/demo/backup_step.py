@@ -10,7 +10,7 @@ from drkit.demo.sandbox import Sandbox, Say, Step, timed
 from drkit.errors import CheckFailed
 from drkit.progress import human_size
 from drkit.restore import restore_logical
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 
 RESTORED_DB = "sentrikat_restored"
 

@@ -25,7 +25,7 @@ from drkit.errors import CheckFailed, OperationError
 from drkit.pg import PostgresServer
 from drkit.pg.connect import connect
 from drkit.restore import RecoveryTarget, restore_point_in_time, search_table
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal.commands import archive_command, prepare_file_repository
 from drkit.wal.keys import find_wal_key
 

@@ -21,13 +21,31 @@ drill runs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from drkit import lazy_face
 from drkit.drill.context import DrillCannotRun as DrillCannotRun
 from drkit.drill.report import ERROR as ERROR
 from drkit.drill.report import FAIL as FAIL
 from drkit.drill.report import NOT_RUN as NOT_RUN
 from drkit.drill.report import PASS as PASS
+from drkit.drill.report import PHASE_TITLES as PHASE_TITLES
 from drkit.drill.report import WARN as WARN
 from drkit.drill.report import Check as Check
+from drkit.drill.report import DrillDocument as DrillDocument
 from drkit.drill.report import DrillReport as DrillReport
+from drkit.drill.report import check_label as check_label
+from drkit.drill.report import kind_verdicts as kind_verdicts
 from drkit.drill.runner import DrillResult as DrillResult
 from drkit.drill.runner import run_drill as run_drill
+
+if TYPE_CHECKING:
+    from drkit.drill.chart import chart_svg as chart_svg
+
+#: loaded on first use (the status page draws the trend chart; a drill does not)
+lazy_face(
+    __name__,
+    {
+        "chart": "chart_svg",
+    },
+)

@@ -32,11 +32,19 @@ from drkit.catalog import Manifest
 from drkit.config import Policy
 from drkit.drill.report import ERROR, FAIL, NOT_RUN, PASS, WARN, Check, DrillReport
 from drkit.errors import DrkitError, OperationError
-from drkit.pg import PostgresServer, run_as
-from drkit.pg.binaries import find_binary
-from drkit.pg.connect import connect, first_line, is_superuser
-from drkit.pg.conninfo import for_subprocess
-from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
+from drkit.pg import (
+    PostgresServer,
+    connect,
+    count_rows_concurrently,
+    find_binary,
+    first_line,
+    for_subprocess,
+    is_superuser,
+    list_tables,
+    run_as,
+    split_key,
+    table_key,
+)
 
 #: connections that count rows at once (the scratch cluster is on this host)
 COUNT_JOBS = max(2, min(4, os.cpu_count() or 1))

@@ -24,8 +24,8 @@ from drkit.drill.report import DrillReport
 from drkit.errors import OperationError
 from drkit.pg import PostgresServer
 from drkit.progress import Meter, OnProgress
-from drkit.restore.target import RecoveryTarget
-from drkit.storage.repository import Repository
+from drkit.restore import RecoveryTarget
+from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 

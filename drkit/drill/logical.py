@@ -47,14 +47,10 @@ from drkit.drill.roles import (
     toc_owners,
 )
 from drkit.errors import CheckFailed, DrkitError, StorageError
-from drkit.pg import LocalCluster
-from drkit.pg.binaries import find_client
-from drkit.pg.connect import connect, first_line, server_version
-from drkit.pg.pgrestore import read_toc
+from drkit.pg import LocalCluster, connect, find_client, first_line, read_toc, server_version
 from drkit.progress import MeteredReader, human_size
-from drkit.restore import restore_archive
-from drkit.restore.dirrestore import fetch_directory
-from drkit.storage.repository import StoredObject
+from drkit.restore import fetch_directory, restore_archive
+from drkit.storage import StoredObject
 from drkit.streams import copy_stream
 
 #: Settings of every scratch cluster (on top of LocalCluster's own).  The cluster is

@@ -16,7 +16,7 @@ from drkit.catalog import Manifest
 from drkit.config import Policy
 from drkit.drill.report import FAIL, NOT_RUN, PASS, Check, DrillReport
 from drkit.restore import CatalogView
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 
 
 def judge_objectives(

@@ -43,8 +43,7 @@ from drkit.drill.checks import (
 from drkit.drill.context import DrillCannotRun, DrillRun, backup_major
 from drkit.drill.report import FAIL, PASS, Check
 from drkit.errors import CheckFailed, OperationError
-from drkit.pg import PostgresServer, cluster_os_user
-from drkit.pg.connect import connect, server_version
+from drkit.pg import PostgresServer, cluster_os_user, connect, server_version
 from drkit.progress import Meter
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ def drill_physical(run: DrillRun) -> None:
     base = run.work / "pg"
     base.mkdir(mode=0o755)
     try:  # a data directory runs only on its own major: none installed, the drill cannot run
-        from drkit.pg.binaries import find_server
+        from drkit.pg import find_server
 
         find_server(backup_major(run.manifest), for_user=cluster_os_user())
     except OperationError as exc:

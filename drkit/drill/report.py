@@ -38,7 +38,7 @@ from drkit.catalog import iso
 from drkit.config import format_duration
 from drkit.documents import Document, Shape, Timestamp, described, dump
 from drkit.restore import REPORT_NAME, report_key
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from drkit.errors import DatabaseError, DrkitError
-from drkit.pg import LocalCluster
-from drkit.pg.connect import connect, first_line
-from drkit.pg.conninfo import resolve
+from drkit.pg import LocalCluster, connect, first_line, resolve
 
 log = logging.getLogger(__name__)
 

@@ -55,12 +55,11 @@ from drkit.pg import (
     Owner,
     PostgresServer,
     cluster_os_user,
+    logical_target_major,
     scratch_directory,
 )
-from drkit.pg.binaries import logical_target_major
-from drkit.restore import past_reports
-from drkit.restore.target import RecoveryTarget
-from drkit.storage.repository import Repository
+from drkit.restore import RecoveryTarget, past_reports
+from drkit.storage import Repository
 
 log = logging.getLogger(__name__)
 

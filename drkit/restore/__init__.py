@@ -5,6 +5,8 @@ benchmarks import from here.  Inside, by stage:
 
 - :mod:`.logical`: ``drkit restore ENV [ID]``, a dump streamed into ``pg_restore``
   (:mod:`.dirrestore` fetches a directory-format dump back first), then row counts;
+- :mod:`.target`: the recovery target the command line names (a time, a transaction,
+  an LSN, a restore point, or the end of the backup);
 - :mod:`.plan`: what point-in-time recovery can reach and how (timeline, base
   backup, WAL chain, explicit end), decided before anything is written;
 - :mod:`.recovery_conf`: the recovery settings written into the data directory;
@@ -17,11 +19,17 @@ benchmarks import from here.  Inside, by stage:
   archived WAL, each with the target that stops just before it;
 - :mod:`.window`: the catalog view (:class:`CatalogView`): the newest backup of each
   kind, the newest WAL, how far ``restore latest`` gets (gaps, foreign segments), the
-  recoverable window, each database's RPO exposure, the stored drill reports.
+  recoverable window, each database's RPO exposure, the stored drill reports;
+- :mod:`.documents`: the ``--json`` documents of ``drkit restore``.
 """
 
 from __future__ import annotations
 
+from drkit.restore.dirrestore import fetch_directory as fetch_directory
+from drkit.restore.dirrestore import fetched_directory as fetched_directory
+from drkit.restore.documents import PitrDocument as PitrDocument
+from drkit.restore.documents import RestoreDocument as RestoreDocument
+from drkit.restore.documents import TableRestoreDocument as TableRestoreDocument
 from drkit.restore.logical import RestoreResult as RestoreResult
 from drkit.restore.logical import restore_archive as restore_archive
 from drkit.restore.logical import restore_logical as restore_logical
@@ -36,8 +44,12 @@ from drkit.restore.plan import Window as Window
 from drkit.restore.plan import consistent_point as consistent_point
 from drkit.restore.plan import parse_timeline as parse_timeline
 from drkit.restore.plan import plan_recovery as plan_recovery
+from drkit.restore.tables import parse_choice as parse_choice
+from drkit.restore.tables import restore_tables_at as restore_tables_at
 from drkit.restore.target import RecoveryTarget as RecoveryTarget
+from drkit.restore.target import parse_target as parse_target
 from drkit.restore.walsearch import SearchResult as SearchResult
+from drkit.restore.walsearch import WalSearchDocument as WalSearchDocument
 from drkit.restore.walsearch import search_table as search_table
 from drkit.restore.window import REPORT_NAME as REPORT_NAME
 from drkit.restore.window import CatalogView as CatalogView

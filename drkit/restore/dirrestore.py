@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from drkit.backup.dirdump import MEMBER_NAME, TOC
+from drkit.backup import MEMBER_NAME, TOC
 from drkit.errors import CheckFailed
 from drkit.storage import Encoding, Repository, StoredObject
 from drkit.streams import CHUNK, spool_dir

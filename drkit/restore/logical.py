@@ -52,19 +52,29 @@ from drkit.catalog import (
 )
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, NotFoundError, SafetyRefused, UsageError
-from drkit.pg.archive import OffsetFinder, set_data_offsets
-from drkit.pg.binaries import find_client
-from drkit.pg.connect import connect, first_line, is_superuser, server_major
-from drkit.pg.conninfo import Resolved, describe, resolve, with_dbname
-from drkit.pg.pgrestore import (
+from drkit.pg import (
+    OffsetFinder,
+    PipeProcess,
+    Resolved,
+    connect,
+    count_rows_concurrently,
+    describe,
+    find_client,
+    first_line,
+    is_superuser,
     list_file,
+    list_tables,
     read_toc,
+    resolve,
     restore_args,
+    server_major,
+    set_data_offsets,
+    split_key,
     stream_toc,
     system_acl_entries,
+    table_key,
+    with_dbname,
 )
-from drkit.pg.process import PipeProcess
-from drkit.pg.tables import count_rows_concurrently, list_tables, split_key, table_key
 from drkit.progress import Meter, MeteredReader, OnProgress
 from drkit.restore.dirrestore import fetched_directory
 from drkit.restore.documents import RestoredDatabase, RestoreDocument, RestoredTable
@@ -75,7 +85,7 @@ from drkit.restore.tables import (
     parse_choice,
     publish_tables,
 )
-from drkit.storage.repository import Repository, StoredObject
+from drkit.storage import Repository, StoredObject
 from drkit.streams import CHUNK, WriteBehind, spool_dir
 
 log = logging.getLogger(__name__)
@@ -470,7 +480,7 @@ def _restore_tables(
 ) -> DatabaseRestore:
     """The chosen tables of one dump into ``dsn`` (see the module docstring), their
     rows checked against the manifest's counts."""
-    from drkit.pg.builddb import build_aside  # the scratch database next to the target
+    from drkit.pg import build_aside  # the scratch database next to the target
 
     with connect(dsn) as conn:
         major = server_major(conn)

@@ -50,8 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from drkit.backup.unpack import unpack_chain
-from drkit.backup.walchain import Reach
+from drkit.backup import Reach, unpack_chain
 from drkit.catalog import Manifest, iso, list_backups
 from drkit.config import Policy
 from drkit.errors import (
@@ -70,8 +69,8 @@ from drkit.pg import (
     cluster_os_user,
     free_port,
     guard_data_directory,
+    parse,
 )
-from drkit.pg.conninfo import parse
 from drkit.progress import Meter, OnProgress
 from drkit.restore import documents
 from drkit.restore.plan import (
@@ -85,7 +84,7 @@ from drkit.restore.plan import (
 )
 from drkit.restore.recovery_conf import write_recovery_config
 from drkit.restore.target import RecoveryTarget, stop_settings
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import (
     RESTORE_MARKER,
     SPOOL_DIR,
@@ -513,7 +512,7 @@ class _Recovery:
         from drkit.wal import restore_command
 
         if start:  # no server of the backup's exact major: refuse before fetching anything
-            from drkit.pg.binaries import find_server
+            from drkit.pg import find_server
 
             find_server(self.plan.manifest.major, for_user=self.user)
         # every recovery has an explicit end, so that PostgreSQL itself refuses to end it

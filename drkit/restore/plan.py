@@ -31,14 +31,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drkit.backup.chain import by_id, chain_ok, resolve_chain
-from drkit.backup.restorepoint import RestorePoint
-from drkit.backup.walchain import (
+from drkit.backup import (
     Reach,
+    RestorePoint,
     WalIndex,
     archived_timelines,
     backup_on_timeline,
+    by_id,
+    chain_ok,
     reach_on_timeline,
+    resolve_chain,
     segment_on_path,
     timeline_history,
 )
@@ -46,7 +48,7 @@ from drkit.catalog import Manifest, chronological, iso, list_backups
 from drkit.errors import CheckFailed, UsageError
 from drkit.lsn import format_lsn, parse_lsn
 from drkit.restore.target import RecoveryTarget
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import (
     DEFAULT_SEGMENT_SIZE,
     StoredPartial,
@@ -332,7 +334,7 @@ def _restore_point(
 ) -> RestorePoint:
     """The recorded restore point a named target resolves to; refused when drkit did not
     record it, when it is of another cluster, or off the followed timeline's path."""
-    from drkit.backup.restorepoint import get_restore_point
+    from drkit.backup import get_restore_point
 
     name = str(point.name)
     recorded = get_restore_point(repo, name)
@@ -415,7 +417,7 @@ def last_record_lsn(repo: Repository, plan: RecoveryPlan) -> str:
     last segment fails here, before anything is written.  A segment holding no record
     start (the middle of a record larger than a segment) is read with the segments
     before it, back to the first one that starts a record."""
-    from drkit.pg.binaries import find_binary
+    from drkit.pg import find_binary
 
     manifest = plan.manifest
     major = manifest.major

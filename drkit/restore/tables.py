@@ -56,17 +56,26 @@ from psycopg import sql
 from drkit.catalog import iso
 from drkit.config import Policy
 from drkit.errors import CheckFailed, SafetyRefused, UsageError
-from drkit.pg import Owner, PostgresServer, cluster_os_user, scratch_directory
-from drkit.pg.binaries import find_client
-from drkit.pg.connect import connect, server_major
-from drkit.pg.conninfo import describe, for_subprocess
-from drkit.pg.pgrestore import restore_args
-from drkit.pg.process import PipeProcess
-from drkit.pg.tables import count_rows, split_key, table_key
+from drkit.pg import (
+    Owner,
+    PipeProcess,
+    PostgresServer,
+    cluster_os_user,
+    connect,
+    count_rows,
+    describe,
+    find_client,
+    for_subprocess,
+    restore_args,
+    scratch_directory,
+    server_major,
+    split_key,
+    table_key,
+)
 from drkit.progress import Meter, OnProgress
 from drkit.restore.documents import RestoredTable, TableRestoreDocument
 from drkit.restore.target import RecoveryTarget
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.streams import spool_dir
 
 log = logging.getLogger(__name__)

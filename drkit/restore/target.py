@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from drkit.backup.restorepoint import check_restore_point_name
+from drkit.backup import check_restore_point_name
 from drkit.catalog import iso
 from drkit.errors import UsageError
 

@@ -53,8 +53,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drkit.backup.relations import CATALOG_KEY
-from drkit.backup.walchain import (
+from drkit.backup import (
+    CATALOG_KEY,
     WalIndex,
     backup_on_timeline,
     reach_on_timeline,
@@ -66,7 +66,7 @@ from drkit.documents import Document, Shape, Timestamp, described
 from drkit.errors import CheckFailed, OperationError, UsageError
 from drkit.lsn import format_lsn, parse_lsn
 from drkit.restore.plan import choose_timeline, consistent_point, size_of
-from drkit.storage.repository import Repository
+from drkit.storage import Repository
 from drkit.wal import (
     TimelineSwitch,
     download,
@@ -634,7 +634,7 @@ def _line_lsn(line: str) -> int:
 
 
 def _waldump(anchor: Manifest) -> str:
-    from drkit.pg.binaries import find_binary
+    from drkit.pg import find_binary
 
     return find_binary("pg_waldump", anchor.major)
 

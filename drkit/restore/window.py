@@ -45,8 +45,7 @@ from drkit.errors import CheckFailed, StorageError
 
 if TYPE_CHECKING:
     from drkit.config import Policy
-    from drkit.storage.base import ObjectInfo
-    from drkit.storage.repository import Repository
+    from drkit.storage import ObjectInfo, Repository
     from drkit.wal import SlotLag
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ def wal_reach(repo: Repository) -> WalReach:
     backup, the walk to the first missing segment, with ``--allow-gap``), then back past
     the segments at the end that carry another cluster's system identifier (replay
     rejects them).  The newest object in ``wal/`` counts for nothing by itself."""
-    from drkit.backup.walchain import own_tail, timeline_history
+    from drkit.backup import own_tail, timeline_history
     from drkit.restore.plan import consistent_point, plan_recovery
     from drkit.wal import read_identity, wal_candidate_keys
 

@@ -236,7 +236,7 @@ class SchedulerDaemon:
     # -- the catalog ------------------------------------------------------------------
 
     def refresh_catalog(self, env: str) -> None:
-        from drkit.storage.repository import Repository
+        from drkit.storage import Repository
 
         with self._state:
             policy = self.policies.get(env)

@@ -45,26 +45,26 @@ class Job:
 
 
 def _logical_backup(policy: Policy) -> Any:
-    from drkit.backup.logical import backup_logical  # the size picks the dump format
+    from drkit.backup import backup_logical  # the size picks the dump format
 
     return backup_logical(policy)
 
 
 def _physical_backup(policy: Policy) -> Any:
-    from drkit.backup.physical import run_physical_backup
+    from drkit.backup import run_physical_backup
 
     return run_physical_backup(policy)
 
 
 def _physical_incremental_backup(policy: Policy) -> Any:
-    from drkit.backup.physical import run_physical_backup
+    from drkit.backup import run_physical_backup
 
     return run_physical_backup(policy, incremental=True)
 
 
 def _copy(policy: Policy) -> Any:
     """``drkit copy ENV``: every copy brought up to date; any copy failing fails the run."""
-    from drkit.backup.copy import copy_all
+    from drkit.backup import copy_all
 
     results = copy_all(policy)
     failed = next((r.error for r in results if r.error is not None), None)
@@ -89,8 +89,7 @@ def _then_copy(backup: Callable[[Policy], Any]) -> Callable[[Policy], Any]:
 def _prune(policy: Policy) -> Any:
     """The primary, then each copy with its own retention (``drkit prune ENV`` and
     ``drkit prune ENV --repo NAME``)."""
-    from drkit.backup.copy import refuse_same_repository
-    from drkit.backup.prune import prune_policy
+    from drkit.backup import prune_policy, refuse_same_repository
     from drkit.storage import Repository
 
     result = prune_policy(policy)
@@ -108,7 +107,7 @@ def _prune(policy: Policy) -> Any:
 
 def _drill(policy: Policy) -> Any:
     """A drill that does not PASS is a failed job."""
-    from drkit.drill.runner import run_drill
+    from drkit.drill import run_drill
 
     result = run_drill(policy)
     verdict = getattr(result, "verdict", None)

@@ -87,7 +87,7 @@ class EnvironmentLock:
     def _acquire(self) -> bool:
         import psycopg
 
-        from drkit.pg.connect import connect, first_line
+        from drkit.pg import connect, first_line
 
         if self._conn is not None:
             try:

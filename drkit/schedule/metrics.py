@@ -32,7 +32,7 @@ from drkit.schedule.jobs import JOBS, RUN_STATUSES, JobState
 if TYPE_CHECKING:
     from drkit.config import Policy
     from drkit.restore import DatabaseExposure, DrillSummary, WalReach
-    from drkit.storage.repository import Repository
+    from drkit.storage import Repository
     from drkit.wal import SlotLag
 
 

@@ -94,7 +94,7 @@ class DrillCharts:
             if cached and cached[0] == ids:
                 return cached[1]
             try:
-                from drkit.drill.chart import chart_svg
+                from drkit.drill import chart_svg
 
                 svg = chart_svg(drills[-1], drills[:-1])
             except Exception as exc:  # the page must show the rest

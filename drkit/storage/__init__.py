@@ -20,9 +20,9 @@ a WAL command that needs no policy never imports pydantic.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from drkit import lazy_face
 from drkit.storage.base import Backend as Backend
 from drkit.storage.base import ObjectInfo as ObjectInfo
 from drkit.storage.base import scheme_of as scheme_of
@@ -47,21 +47,13 @@ if TYPE_CHECKING:
     from drkit.storage.config import RepositoryConfig as RepositoryConfig
     from drkit.storage.config import S3RepositoryConfig as S3RepositoryConfig
 
-#: the names of :mod:`.config`, imported on first use
-_MODELS = (
-    "BACKENDS",
-    "CompressionConfig",
-    "EncryptionConfig",
-    "FileRepositoryConfig",
-    "RepositoryConfig",
-    "S3RepositoryConfig",
+#: the models of :mod:`.config`, loaded on first use (pydantic with them)
+lazy_face(
+    __name__,
+    {
+        "config": (
+            "BACKENDS CompressionConfig EncryptionConfig FileRepositoryConfig "
+            "RepositoryConfig S3RepositoryConfig"
+        ),
+    },
 )
-
-
-def __getattr__(name: str) -> Any:
-    """A model of :mod:`.config` (pydantic is imported with it)."""
-    if name not in _MODELS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.config"), name)
-    globals()[name] = value
-    return value

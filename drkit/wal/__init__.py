@@ -18,18 +18,21 @@ pgBackRest's ``command/archive``:
 - :mod:`.timelines`: which timeline is production's;
 - :mod:`.commands`: the command lines PostgreSQL runs, and the runtime its OS user runs;
 - :mod:`.envfile`: the variables a policy needs, pinned for those lines (the env file);
+- :mod:`.documents`: the ``--json`` documents of the WAL commands;
 - :mod:`.setup`: ``archive-command``, those lines made to work for this install;
 - :mod:`.entry`: every entry PostgreSQL runs, in one lean module (``python -m drkit.wal``).
 
-The face loads a module only when one of its names is first used: archive_command runs
+The face loads a module only when one of its names is first used
+(:func:`drkit.lazy_face`): archive_command runs
 once per WAL file, and an acknowledged push or a prefetched segment must not pay for
 the storage stack, the async worker or the runtime code.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from drkit import lazy_face
 
 if TYPE_CHECKING:
     from drkit.wal.ack import ACK as ACK
@@ -51,6 +54,13 @@ if TYPE_CHECKING:
     from drkit.wal.commands import prepare_file_repository as prepare_file_repository
     from drkit.wal.commands import reachable_by as reachable_by
     from drkit.wal.commands import restore_command as restore_command
+    from drkit.wal.documents import ArchiveCommandDocument as ArchiveCommandDocument
+    from drkit.wal.documents import PromoteTimelineDocument as PromoteTimelineDocument
+    from drkit.wal.documents import WalFetchDocument as WalFetchDocument
+    from drkit.wal.documents import WalPushDocument as WalPushDocument
+    from drkit.wal.documents import WalReceiveDocument as WalReceiveDocument
+    from drkit.wal.documents import fetch_document as fetch_document
+    from drkit.wal.documents import promote_document as promote_document
     from drkit.wal.entry import fetch_error_line as fetch_error_line
     from drkit.wal.entry import run_fetch as run_fetch
     from drkit.wal.envfile import apply_env_file as apply_env_file
@@ -122,54 +132,46 @@ if TYPE_CHECKING:
     from drkit.wal.timelines import write_restore_marker as write_restore_marker
 
 #: the public names, by the module of this package that defines them
-_FACE = {
-    "ack": "ACK LOCK SPOOL_ROOT Spool fast_push",
-    "archiver": "ack_outcome archive_wal push_async repository_id spool_for trusted_ack",
-    "cluster": "cluster_segment_size system_identifier",
-    "commands": (
-        "archive_command drkit_argv load_wal_policy prepare_file_repository reachable_by "
-        "restore_command"
-    ),
-    "entry": "fetch_error_line run_fetch",
-    "envfile": "apply_env_file wal_environment write_env_file",
-    "fetch": (
-        "SPOOL_DIR FetchOutcome download fetch_attempts fetch_wal prefetch_into "
-        "read_fetch_journal start_fetch_journal write_repo_hint"
-    ),
-    "identity": "ForeignWal check_identity read_identity record_identity",
-    "keys": (
-        "CHECKSUM_SUFFIX STREAM_DIR StoredPartial WAL_DIR find_wal_key open_wal_object "
-        "stored_partials wal_candidate_keys wal_integrity write_partial"
-    ),
-    "names": (
-        "DEFAULT_SEGMENT_SIZE LONG_HEADER_SIZE Segment TimelineSwitch backup_file_name "
-        "following_segments history_name is_archivable is_history is_segment "
-        "lsn_to_segment_name next_segment_name parse_history parse_segment "
-        "segment_size_from_control segment_system_identifier segments_between timeline_at"
-    ),
-    "receive": (
-        "ReceiveReport SlotLag SlotState drop_slot receive_wal slot_lag slot_name slot_state"
-    ),
-    "setup": "set_up_archiving",
-    "push": "PushOutcome PushReport WalConflict WalRejected push_file push_wal ready_files",
-    "timelines": (
-        "RESTORE_MARKER clear_restore_marker note_pushed promote_timeline recorded_timeline "
-        "server_timeline write_restore_marker"
-    ),
-}
-_HOME = {name: module for module, names in _FACE.items() for name in names.split()}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str) -> Any:
-    """A public name, from its module (imported on first use)."""
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__all__ = lazy_face(
+    __name__,
+    {
+        "ack": "ACK LOCK SPOOL_ROOT Spool fast_push",
+        "archiver": "ack_outcome archive_wal push_async repository_id spool_for trusted_ack",
+        "cluster": "cluster_segment_size system_identifier",
+        "commands": (
+            "archive_command drkit_argv load_wal_policy prepare_file_repository "
+            "reachable_by restore_command"
+        ),
+        "documents": (
+            "ArchiveCommandDocument PromoteTimelineDocument WalFetchDocument "
+            "WalPushDocument WalReceiveDocument fetch_document promote_document"
+        ),
+        "entry": "fetch_error_line run_fetch",
+        "envfile": "apply_env_file wal_environment write_env_file",
+        "fetch": (
+            "SPOOL_DIR FetchOutcome download fetch_attempts fetch_wal prefetch_into "
+            "read_fetch_journal start_fetch_journal write_repo_hint"
+        ),
+        "identity": "ForeignWal check_identity read_identity record_identity",
+        "keys": (
+            "CHECKSUM_SUFFIX STREAM_DIR StoredPartial WAL_DIR find_wal_key open_wal_object "
+            "stored_partials wal_candidate_keys wal_integrity write_partial"
+        ),
+        "names": (
+            "DEFAULT_SEGMENT_SIZE LONG_HEADER_SIZE Segment TimelineSwitch backup_file_name "
+            "following_segments history_name is_archivable is_history is_segment "
+            "lsn_to_segment_name next_segment_name parse_history parse_segment "
+            "segment_size_from_control segment_system_identifier segments_between "
+            "timeline_at"
+        ),
+        "push": "PushOutcome PushReport WalConflict WalRejected push_file push_wal ready_files",
+        "receive": (
+            "ReceiveReport SlotLag SlotState drop_slot receive_wal slot_lag slot_name slot_state"
+        ),
+        "setup": "set_up_archiving",
+        "timelines": (
+            "RESTORE_MARKER clear_restore_marker note_pushed promote_timeline "
+            "recorded_timeline server_timeline write_restore_marker"
+        ),
+    },
+)

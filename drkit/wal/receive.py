@@ -159,7 +159,7 @@ def drop_slot(policy: Policy) -> SlotState:
     that does not exist is not an error (the state says so)."""
     import psycopg
 
-    from drkit.pg.connect import connect, first_line
+    from drkit.pg import connect, first_line
 
     name = slot_name(policy.name)
     with connect(policy.database.url.get_secret_value(), autocommit=True) as conn:
@@ -261,10 +261,7 @@ class Receiver:
         its command line and environment (secrets in the environment, never argv)."""
         from psycopg.conninfo import make_conninfo
 
-        from drkit.pg.binaries import find_client
-        from drkit.pg.connect import connect, server_major
-        from drkit.pg.conninfo import for_subprocess
-        from drkit.pg.identity import system_identifier
+        from drkit.pg import connect, find_client, for_subprocess, server_major, system_identifier
 
         dsn = self.policy.database.url.get_secret_value()
         with connect(dsn, autocommit=True) as conn:
@@ -396,7 +393,7 @@ class Receiver:
         pg_receivewal ending on its own (the server went away, the slot was dropped) is
         an :class:`OperationError` carrying its last error line, after everything it
         wrote was stored."""
-        from drkit.pg.process import PipeProcess
+        from drkit.pg import PipeProcess
 
         started = time.monotonic()
         stop = stop or threading.Event()
@@ -493,7 +490,7 @@ class SlotLag:
 def slot_lag(policy: Policy, newest_stored: datetime | None, now: datetime) -> SlotLag:
     """The lag of ``policy``'s slot, read from its server (never raises: a server that
     cannot be reached is a ``problem``, and the lag unknown)."""
-    from drkit.pg.connect import connect
+    from drkit.pg import connect
 
     out = SlotLag(slot_name(policy.name))
     try:

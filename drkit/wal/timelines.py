@@ -172,7 +172,7 @@ def note_pushed(repo: Repository, pg_wal: Path, names: list[str]) -> int | None:
 def server_timeline(dsn: str) -> int:
     """The timeline a primary is writing on (refused for a server still in recovery)."""
     from drkit.errors import SafetyRefused
-    from drkit.pg.connect import connect
+    from drkit.pg import connect
 
     with connect(dsn) as conn:
         row = conn.execute(
