@@ -188,8 +188,6 @@ def packages() -> list[str]:
 PENDING_IMPORTERS: dict[str, str] = {
     "drkit/sanitize/": "pending: being changed on another branch (issue 23, sanitize's passes "
     "and its in-flight scan); the lead converts its outgoing imports after merging",
-    "drkit/backup/logical.py": "pending: being changed on another branch (issue 22, the cold "
-    "start of a backup's first pg_dump); the lead converts it after merging",
 }
 
 #: single imports past a face that stay for now, each with the reason
@@ -201,19 +199,6 @@ PENDING_IMPORTS: dict[tuple[str, str], str] = {
         ("drkit/cli/documents.py", "drkit.sanitize.draft"),
         ("drkit/cli/documents.py", "drkit.sanitize.report"),
         ("drkit/docgen.py", "drkit.sanitize.scan.content"),
-    )
-} | {
-    (path, module): "pending: tests/demo/test_demo_layout.py finds a face's names in its "
-    "top-level imports only, and a lazy face names them under TYPE_CHECKING; the demo "
-    "imports these from their modules until that test reads a lazy face's table"
-    for path, module in (
-        ("drkit/demo/backup_step.py", "drkit.backup.logical"),
-        ("drkit/demo/backup_step.py", "drkit.backup.verify"),
-        ("drkit/demo/pitr_step.py", "drkit.backup.physical"),
-        ("drkit/demo/pitr_step.py", "drkit.pg.connect"),
-        ("drkit/demo/pitr_step.py", "drkit.wal.commands"),
-        ("drkit/demo/pitr_step.py", "drkit.wal.keys"),
-        ("drkit/demo/runner.py", "drkit.wal.commands"),
     )
 }
 

@@ -47,14 +47,22 @@ from drkit.catalog import (
 )
 from drkit.config import Policy
 from drkit.errors import DatabaseError, DrkitError, UsageError
-from drkit.pg.binaries import find_client
-from drkit.pg.connect import connect, first_line, server_major, server_version
-from drkit.pg.conninfo import for_subprocess
-from drkit.pg.identity import system_identifier
-from drkit.pg.process import PipeProcess, widen_pipe
-from drkit.pg.tables import count_rows, dump_size_estimate, list_tables
+from drkit.pg import (
+    PipeProcess,
+    connect,
+    count_rows,
+    dump_size_estimate,
+    find_client,
+    first_line,
+    for_subprocess,
+    list_tables,
+    server_major,
+    server_version,
+    system_identifier,
+    widen_pipe,
+)
 from drkit.progress import Meter, OnProgress, watched
-from drkit.storage.repository import Repository, StoredObject
+from drkit.storage import Repository, StoredObject
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from drkit.backup.logical import run_logical_backup
-from drkit.backup.verify import verify_backup
+from drkit.backup import run_logical_backup, verify_backup
 from drkit.catalog import list_backups
 from drkit.demo.document import DemoBackup, DemoRestore, DemoVerify
 from drkit.demo.sandbox import Sandbox, Say, Step, timed

@@ -17,17 +17,15 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from drkit.backup.physical import run_physical_backup
+from drkit.backup import run_physical_backup
 from drkit.demo.document import DemoPitr, DemoWalSearch
 from drkit.demo.sandbox import Sandbox, Say, Step
 from drkit.documents import dump
 from drkit.errors import CheckFailed, OperationError
-from drkit.pg import PostgresServer
-from drkit.pg.connect import connect
+from drkit.pg import PostgresServer, connect
 from drkit.restore import RecoveryTarget, restore_point_in_time, search_table
 from drkit.storage import Repository
-from drkit.wal.commands import archive_command, prepare_file_repository
-from drkit.wal.keys import find_wal_key
+from drkit.wal import archive_command, find_wal_key, prepare_file_repository
 
 
 def _query(dsn: str, sql: str) -> Any:

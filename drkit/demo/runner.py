@@ -18,7 +18,7 @@ from drkit.demo.document import DemoDocument
 from drkit.demo.sample import load_sample
 from drkit.demo.sandbox import Sandbox, Say, Step, timed, write_policy
 from drkit.pg import LocalCluster, chown_tree, cluster_os_user
-from drkit.wal.commands import prepare_file_repository
+from drkit.wal import prepare_file_repository
 
 #: The demo's steps, in the order they run (and ``drkit demo --help`` lists them).
 STEPS: tuple[Step, ...] = (

@@ -101,6 +101,15 @@ def _public_face(module: str) -> tuple[set[str], set[str]]:
             documented |= {t.id for t in targets if isinstance(t, ast.Name)}
         elif isinstance(node, ast.ImportFrom):
             exported |= {a.name for a in node.names if a.asname == a.name}
+        elif isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            # a lazy face (drkit.lazy_face) names its re-exports for the type checker
+            exported |= {
+                a.name
+                for imp in node.body
+                if isinstance(imp, ast.ImportFrom)
+                for a in imp.names
+                if a.asname == a.name
+            }
     return documented, exported
 
 
