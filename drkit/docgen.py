@@ -221,8 +221,7 @@ def rules_schema() -> dict[str, Any]:
     """JSON Schema of a sanitize rules file: the strategy models with their reference
     text (the registry of :mod:`drkit.sanitize.strategies`), and the document around them
     as :mod:`drkit.sanitize.rules` parses it."""
-    from drkit.sanitize import STRATEGIES, Defaults
-    from drkit.sanitize.scan.content import KINDS
+    from drkit.sanitize import KINDS, STRATEGIES, Defaults
 
     models = [(model, "validation") for model in (*STRATEGIES.values(), Defaults)]
     _, top = models_json_schema(

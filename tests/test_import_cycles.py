@@ -191,38 +191,35 @@ PENDING_IMPORTERS: dict[str, str] = {
 }
 
 #: single imports past a face that stay for now, each with the reason
-PENDING_IMPORTS: dict[tuple[str, str], str] = {
-    (path, module): "pending: the sanitize face is being changed on another branch and does "
-    "not name it yet"
-    for path, module in (
-        ("drkit/cli/documents.py", "drkit.sanitize.check"),
-        ("drkit/cli/documents.py", "drkit.sanitize.draft"),
-        ("drkit/cli/documents.py", "drkit.sanitize.report"),
-        ("drkit/docgen.py", "drkit.sanitize.scan.content"),
-    )
-}
+PENDING_IMPORTS: dict[tuple[str, str], str] = {}
+
+
+def past_a_face(rel: str, own: str, tree: ast.AST) -> list[tuple[str, int, str]]:
+    """(path, line, inner module) for every import in ``tree`` (inside a function, under
+    TYPE_CHECKING) of an inner module of a package other than ``own``."""
+    inside = set(packages())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            modules = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] == "drkit" and len(parts) > 2 and parts[1] in inside - {own}:
+                found.append((rel, node.lineno, module))
+    return found
 
 
 @functools.cache
 def imports_past_a_face() -> list[tuple[str, int, str]]:
-    """(path, line, inner module) for every import, anywhere in a module (inside a
-    function, under TYPE_CHECKING), of another package's inner module."""
-    inside = set(packages())
+    """:func:`past_a_face` over every module of drkit."""
     found = []
     for path in sorted(DRKIT.rglob("*.py")):
         rel = path.relative_to(REPO).as_posix()
-        own = top_package(_module_name(path))
-        for node in ast.walk(parsed(path)):
-            if isinstance(node, ast.ImportFrom) and not node.level:
-                modules = [node.module or ""]
-            elif isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            else:
-                continue
-            for module in modules:
-                parts = module.split(".")
-                if parts[0] == "drkit" and len(parts) > 2 and parts[1] in inside - {own}:
-                    found.append((rel, node.lineno, module))
+        found += past_a_face(rel, top_package(_module_name(path)), parsed(path))
     return found
 
 
@@ -248,11 +245,13 @@ def test_pending_face_imports_still_exist() -> None:
 
 def test_face_check_sees_function_level_imports() -> None:
     """The check reads imports inside functions too: the lazy ones are the ones that
-    would slip past it.  ``docgen`` reads the sanitize scan's kinds inside a function."""
-    assert any(
-        path == "drkit/docgen.py" and module == "drkit.sanitize.scan.content"
-        for path, _, module in imports_past_a_face()
+    would slip past it."""
+    tree = ast.parse(
+        "def kinds():\n    from drkit.sanitize.scan.content import KINDS\n    return KINDS\n"
     )
+    assert past_a_face("drkit/docgen.py", "docgen", tree) == [
+        ("drkit/docgen.py", 2, "drkit.sanitize.scan.content")
+    ]
 
 
 def face_declarations(package: str) -> set[tuple[str, str]]:

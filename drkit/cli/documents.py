@@ -47,9 +47,12 @@ from drkit.drill import DrillDocument
 from drkit.policycheck import PolicyCheckDocument
 from drkit.preflight import CheckDocument
 from drkit.restore import PitrDocument, RestoreDocument, TableRestoreDocument, WalSearchDocument
-from drkit.sanitize.check import SanitizeCheckDocument
-from drkit.sanitize.draft import SanitizeInitDocument
-from drkit.sanitize.report import SanitizeDocument, SanitizeScanDocument
+from drkit.sanitize import (
+    SanitizeCheckDocument,
+    SanitizeDocument,
+    SanitizeInitDocument,
+    SanitizeScanDocument,
+)
 from drkit.schedule import ScheduleShowDocument
 from drkit.status import StatusDocument
 from drkit.wal import (

@@ -20,7 +20,9 @@ This is the package's face: the CLI, the demo and the docs generator import from
 from __future__ import annotations
 
 from drkit.sanitize.check import CheckReport as CheckReport
+from drkit.sanitize.check import SanitizeCheckDocument as SanitizeCheckDocument
 from drkit.sanitize.check import check_rules as check_rules
+from drkit.sanitize.draft import SanitizeInitDocument as SanitizeInitDocument
 from drkit.sanitize.draft import draft_rules as draft_rules
 from drkit.sanitize.draft import init_rules as init_rules
 from drkit.sanitize.draft import review_draft as review_draft
@@ -30,10 +32,12 @@ from drkit.sanitize.report import LeakFound as LeakFound
 from drkit.sanitize.report import Options as Options
 from drkit.sanitize.report import Report as Report
 from drkit.sanitize.report import SanitizeDocument as SanitizeDocument
+from drkit.sanitize.report import SanitizeScanDocument as SanitizeScanDocument
 from drkit.sanitize.report import TableReport as TableReport
 from drkit.sanitize.rules import Defaults as Defaults
 from drkit.sanitize.rules import Rules as Rules
 from drkit.sanitize.rules import load_rules as load_rules
 from drkit.sanitize.rules import parse_rules as parse_rules
+from drkit.sanitize.scan.content import KINDS as KINDS
 from drkit.sanitize.strategies import STRATEGIES as STRATEGIES
 from drkit.sanitize.strategies import Strategy as Strategy
