@@ -185,10 +185,7 @@ def packages() -> list[str]:
 
 
 #: importers not converted yet, by path prefix, each with the reason
-PENDING_IMPORTERS: dict[str, str] = {
-    "drkit/sanitize/": "pending: being changed on another branch (issue 23, sanitize's passes "
-    "and its in-flight scan); the lead converts its outgoing imports after merging",
-}
+PENDING_IMPORTERS: dict[str, str] = {}
 
 #: single imports past a face that stay for now, each with the reason
 PENDING_IMPORTS: dict[tuple[str, str], str] = {}

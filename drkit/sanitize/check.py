@@ -20,8 +20,7 @@ import psycopg
 
 from drkit.config import Policy
 from drkit.documents import Document, Shape, described
-from drkit.pg.builddb import clean_leftovers, prove_privileges
-from drkit.pg.connect import connect
+from drkit.pg import clean_leftovers, connect, prove_privileges
 from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.guards import check_direction, database_dsn, guard_target, require_every_row
 from drkit.sanitize.plan import build_plan

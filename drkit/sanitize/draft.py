@@ -15,7 +15,7 @@ from typing import Any
 from drkit.config import Policy
 from drkit.documents import Document, described
 from drkit.errors import UsageError
-from drkit.pg.connect import connect
+from drkit.pg import connect
 from drkit.sanitize.guards import database_dsn
 from drkit.sanitize.rules import Rules
 from drkit.sanitize.scan import guess_strategy

@@ -50,9 +50,7 @@ import psycopg
 
 from drkit.config import Policy, available_environments, load_policy
 from drkit.errors import DrkitError, SafetyRefused, UsageError
-from drkit.pg.connect import first_line
-from drkit.pg.conninfo import Resolved, describe, resolve, with_dbname
-from drkit.pg.identity import Identity, identity
+from drkit.pg import Identity, Resolved, describe, first_line, identity, resolve, with_dbname
 
 log = logging.getLogger(__name__)
 

@@ -77,11 +77,15 @@ from pydantic import SecretStr
 
 from drkit.config import Policy
 from drkit.errors import CheckFailed, DatabaseError, OperationError, SafetyRefused, UsageError
-from drkit.pg.binaries import installs
-from drkit.pg.builddb import build_aside, prove_privileges
-from drkit.pg.connect import connect, first_line
-from drkit.pg.conninfo import describe
-from drkit.pg.tables import list_tables
+from drkit.pg import (
+    build_aside,
+    connect,
+    describe,
+    first_line,
+    installs,
+    list_tables,
+    prove_privileges,
+)
 from drkit.progress import Meter
 from drkit.sanitize.emailmap import primer_for, primers
 from drkit.sanitize.guards import (

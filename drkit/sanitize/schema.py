@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from drkit.errors import DatabaseError
-from drkit.pg.connect import first_line
+from drkit.pg import first_line
 
 _SYSTEM = """
   n.nspname NOT IN ('pg_catalog', 'information_schema')

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from drkit.errors import DatabaseError, RulesError
-from drkit.pg.connect import first_line
+from drkit.pg import first_line
 from drkit.sanitize.plan import Plan
 from drkit.sanitize.rules import SubsetRule
 from drkit.sanitize.schema import ForeignKey, Table

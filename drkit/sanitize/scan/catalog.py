@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from drkit.errors import DatabaseError
-from drkit.pg.connect import first_line
+from drkit.pg import first_line
 from drkit.sanitize.scan.content import kinds_in
 
 _USER_NS = """

@@ -60,7 +60,7 @@ from psycopg import sql
 
 from drkit.documents import Shape, described
 from drkit.errors import DatabaseError, SafetyRefused
-from drkit.pg.connect import first_line
+from drkit.pg import first_line
 from drkit.sanitize.copytext import escape_text
 from drkit.sanitize.scan.catalog import catalog_kinds, catalog_texts, large_objects
 from drkit.sanitize.scan.content import analyse

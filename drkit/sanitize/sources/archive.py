@@ -22,8 +22,8 @@ from typing import IO
 
 from drkit.catalog import Manifest
 from drkit.errors import SubprocessError
-from drkit.pg.process import PipeProcess
-from drkit.storage.repository import Repository, StoredObject
+from drkit.pg import PipeProcess
+from drkit.storage import Repository, StoredObject
 
 log = logging.getLogger(__name__)
 

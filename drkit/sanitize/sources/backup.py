@@ -26,18 +26,25 @@ from pathlib import Path
 from drkit.catalog import Manifest, resolve_backup
 from drkit.config import Policy
 from drkit.errors import UsageError
-from drkit.pg.binaries import find_binary, find_client
-from drkit.pg.connect import connect
-from drkit.pg.conninfo import describe, for_subprocess
-from drkit.pg.pgrestore import list_file, restore_args, script_args, toc_args
-from drkit.restore.dirrestore import fetched_directory
+from drkit.pg import (
+    connect,
+    describe,
+    find_binary,
+    find_client,
+    for_subprocess,
+    list_file,
+    restore_args,
+    script_args,
+    toc_args,
+)
+from drkit.restore import fetched_directory
 from drkit.sanitize.plan import Plan, TablePlan
 from drkit.sanitize.schema import Schema, read_schema
 from drkit.sanitize.sources.archive import DataSection, dump_object, restore_from_stream
 from drkit.sanitize.sources.base import NOT_COPIED, Read, Rows, SequenceValue
 from drkit.sanitize.strategies import Compiler
 from drkit.sanitize.subset import Selection
-from drkit.storage.repository import Repository, StoredObject
+from drkit.storage import Repository, StoredObject
 
 log = logging.getLogger(__name__)
 

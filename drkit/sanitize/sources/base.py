@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from drkit.pg.pgrestore import LARGE_OBJECT_KINDS, SECRET_KINDS
+from drkit.pg import LARGE_OBJECT_KINDS, SECRET_KINDS
 from drkit.sanitize.plan import Plan, TablePlan
 from drkit.sanitize.schema import Schema
 from drkit.sanitize.strategies import Compiler

@@ -28,11 +28,16 @@ import psycopg
 from psycopg import sql
 
 from drkit.errors import DatabaseError
-from drkit.pg.binaries import find_client
-from drkit.pg.connect import connect, first_line, server_major
-from drkit.pg.conninfo import describe, for_subprocess
-from drkit.pg.pgrestore import restore_file
-from drkit.pg.process import PipeProcess
+from drkit.pg import (
+    PipeProcess,
+    connect,
+    describe,
+    find_client,
+    first_line,
+    for_subprocess,
+    restore_file,
+    server_major,
+)
 from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.guards import require_every_row
 from drkit.sanitize.plan import Plan, TablePlan
