@@ -34,6 +34,7 @@ from drkit.pg.server import PostgresServer as PostgresServer
 from drkit.pg.server import chown_tree as chown_tree
 from drkit.pg.server import cluster_os_user as cluster_os_user
 from drkit.pg.server import free_port as free_port
+from drkit.pg.server import postmaster_running as postmaster_running
 from drkit.pg.server import run_as as run_as
 
 if TYPE_CHECKING:

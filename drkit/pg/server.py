@@ -118,6 +118,27 @@ def run_as(
     return proc
 
 
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The pid in ``data_dir``'s ``postmaster.pid``, or None."""
+    try:
+        return int((Path(data_dir) / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def postmaster_running(data_dir: Path) -> bool:
+    """Whether the postmaster of ``data_dir``'s pid file lives (a pid that is not ours to
+    signal belongs to another process since: not this server)."""
+    pid = postmaster_pid(data_dir)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 class PostgresServer:
     """One PostgreSQL server drkit runs: its data directory, port, socket directory and
     log, the OS user it runs as, and the programs of its major.
@@ -234,22 +255,11 @@ class PostgresServer:
 
     def pid(self) -> int | None:
         """The postmaster's pid from its pid file, or None."""
-        try:
-            return int(self.pid_file.read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return postmaster_pid(self.data_dir)
 
     def is_running(self) -> bool:
-        """Whether the postmaster of the pid file lives (a pid that is not ours to signal
-        belongs to another process since: not this server)."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
+        """Whether the postmaster of the pid file lives."""
+        return postmaster_running(self.data_dir)
 
     def log_text(self) -> str:
         if self.log_file is None:

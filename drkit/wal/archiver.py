@@ -236,6 +236,9 @@ class Worker:
         self.jobs = default_workers(policy)
         self.segment_size = cluster_segment_size(spool.pg_wal / "probe")
         self.failed: dict[str, float] = {}
+        #: whether the cluster's postmaster lives (read at each sweep): without it a
+        #: failed file is not tried again, PostgreSQL retries it once it runs again
+        self.cluster_up = True
         self._timeline_lock = threading.Lock()
         # several segments in flight: each compresses in its own thread, but no more
         # of them at a time than there are cores (S3 keeps 8 in flight for the network's
@@ -279,6 +282,8 @@ class Worker:
             n = p.name
             if n in busy or self.failed.get(n, 0.0) > now:
                 continue
+            if n in self.failed and not self.cluster_up:
+                continue
             if self.spool.file(n, ACK).exists():
                 continue  # stored; the wal-push waiting for it consumes the ack
             out.append(p)
@@ -303,7 +308,12 @@ class Worker:
 
     def run(self, idle_exit: float, still_current: Callable[[], bool] = lambda: True) -> None:
         """Drain until idle for ``idle_exit`` seconds, pg_wal is gone, or
-        ``still_current()`` (checked every second) says the policy changed."""
+        ``still_current()`` (checked every second) says the policy changed.  Once the
+        cluster has stopped, what is ready is still stored (the sooner WAL is in the
+        archive, the less a lost host loses), but a file that failed is left to
+        PostgreSQL's next start: a worker never retries for a cluster that is gone."""
+        from drkit.pg import postmaster_running
+
         busy: dict[Future[str], str] = {}
         idle_since = time.monotonic()
         last_sweep = last_check = 0.0
@@ -315,6 +325,7 @@ class Worker:
                 now = time.monotonic()
                 if now - last_sweep > 5.0:
                     self.sweep()
+                    self.cluster_up = postmaster_running(self.spool.pg_wal.parent)
                     last_sweep = now
                 if current and now - last_check > 1.0:
                     current = still_current()

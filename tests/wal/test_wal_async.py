@@ -490,3 +490,34 @@ def test_the_worker_stops_when_its_policy_changes(root: Path, local_cluster: Any
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_a_worker_leaves_a_failed_file_to_postgresql_once_its_cluster_has_stopped(
+    root: Path, local_cluster: Any
+) -> None:
+    """After the cluster stops, a file whose store fails (here: the archive holds other
+    bytes under its name, a conflict no retry mends) is tried once and left to
+    PostgreSQL's next start: the worker goes idle and exits, instead of retrying every
+    few seconds, for ever, for a cluster that is gone."""
+    import threading
+
+    from drkit.wal import push_file
+    from drkit.wal.ack import ERROR
+    from drkit.wal.archiver import Worker
+
+    cluster = local_cluster()
+    site = Site(root, cluster, idle_exit=6)
+    other = root / "other" / "pg_wal"
+    other.mkdir(parents=True)
+    (other / site.name).write_bytes(os.urandom(1024) * (SEG // 1024))
+    push_file(site.repo(), other / site.name)
+    cluster.stop()
+
+    worker = Worker(site.policy, site.spool, site.repo())
+    thread = threading.Thread(target=worker.run, args=(site.policy.wal_archiver.idle_exit,))
+    thread.daemon = True
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the worker kept retrying for a stopped cluster"
+    assert site.spool.file(site.name, ERROR).exists()  # it tried, and recorded why
+    assert (site.pg_wal / "archive_status" / f"{site.name}.ready").exists()  # still ready
