@@ -124,3 +124,30 @@ def test_addresses_in_kept_text_beside_a_column_of_pseudonyms_are_found() -> Non
         b"fine\tmail e.f@example.com\n"
     )
     assert run.hits.content == {"public.t.note": {"email": 1, "ip": 1}}
+
+
+MD5_WITH_PHONE = "9fa3471234567bec4d2a1f5e6b7c8d0e"  # a masked phone's digits, by chance
+
+
+def test_a_hash_holding_a_masked_phones_digits_is_no_hit_but_the_phone_still_is() -> None:
+    """A long run of hex characters mixing letters and digits is a hash or an id: a digit
+    form inside it is chance, not a phone number (the 1 GB sample's md5 descriptions hold
+    a few).  The same digits spelled as a phone number, even right beside such a hash,
+    are still found; in the text as written and without its separators."""
+    run = scanner()
+    table = run.table(columns())
+    assert table.block(
+        f"1\tchecksum {MD5_WITH_PHONE} ok\tx\n"
+        f"2\tref abc-{MD5_WITH_PHONE}\tx\n"
+        f"3\t{MD5_WITH_PHONE.upper()}\tx\n"
+        f"4\tsee (1) {MD5_WITH_PHONE}.\tx\n".encode()
+    )
+    assert run.hits.clean
+    assert not table.block(
+        f"1\tcall 347 123 4567 {MD5_WITH_PHONE}\tx\n"
+        f"2\ttel:3471234567 {MD5_WITH_PHONE}\tx\n"
+        f"3\t{MD5_WITH_PHONE} 0039.347.123.4567\tx\n"
+        "4\tphone3471234567abc\tx\n"
+        "5\tdb=3471234567\tx\n".encode()
+    )
+    assert run.hits.originals == {"public.t.note": 5}

@@ -10,7 +10,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drkit.sanitize.scan.leakfilter import LONG, SUBSTRING_MIN, TOKEN_MIN, LeakFilter, distinct
+from drkit.sanitize.scan.leakfilter import (
+    HASH_MIN,
+    LONG,
+    SUBSTRING_MIN,
+    TOKEN_MIN,
+    LeakFilter,
+    distinct,
+)
 from drkit.sanitize.scan.leakscan import LeakIndex, Searcher, canonical_forms, fold, fold_bytes
 
 ALPHABET = "aAbBéÉßẞ@._- 0123456789xyzXYZ'\"\\\t"
@@ -37,9 +44,19 @@ def is_word(byte: int) -> bool:
     return byte >= 0x80 or chr(byte).isalnum() or byte == ord("_")
 
 
+def hex_run(hay: bytes, start: int, end: int) -> int:
+    """The length of the run of hex characters around ``hay[start:end]``."""
+    while start > 0 and chr(hay[start - 1]) in "0123456789abcdef":
+        start -= 1
+    while end < len(hay) and chr(hay[end]) in "0123456789abcdef":
+        end += 1
+    return end - start
+
+
 def reference(originals: list[str], text: str) -> set[bytes]:
     """What must be found: any canonical form of an original inside the folded text
-    (whole tokens when short, not glued to digits), searched naively."""
+    (whole tokens when short, not glued to digits, digits alone not inside a hash-like
+    run of hex characters), searched naively."""
     hay = copy_field(text)[:-1]
     out: set[bytes] = set()
     for form in set(canonical_forms(originals)):
@@ -57,7 +74,8 @@ def reference(originals: list[str], text: str) -> set[bytes]:
             inside_word = (is_word(before) and is_word(needle[0])) or (
                 is_word(after) and is_word(needle[-1])
             )
-            if not digits_glued and (len(form) >= SUBSTRING_MIN or not inside_word):
+            in_hash = needle.isdigit() and len(needle) < hex_run(hay, start, end) >= HASH_MIN
+            if not digits_glued and not in_hash and (len(form) >= SUBSTRING_MIN or not inside_word):
                 out.add(needle)
                 break
             start = hay.find(needle, start + 1)
@@ -177,3 +195,13 @@ def test_generated_values_with_quotes_are_ambiguous_in_every_spelling() -> None:
     pieces = {piece for _, piece in searcher.filter.candidates(block)}
     assert pieces
     assert searcher.filter.confirm(pieces, searcher.generated)[0] == set()
+
+
+def test_digits_inside_a_hash_like_token_are_chance_not_an_original() -> None:
+    index = LeakIndex()
+    index.add_many(["+39 347 123 4567", "5550100777"])
+    searcher = index.searcher(set())
+    md5 = "9fa3471234567bec4d2a1f5e6b7c8d0e"
+    assert found(searcher, f"{md5} and 0c5550100777dd0123456789abcdef ok") == set()
+    # a short hex-like word is no hash: the digits still count
+    assert found(searcher, "abc5550100777def; phone3471234567") == {b"5550100777", b"3471234567"}

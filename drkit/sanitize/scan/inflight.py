@@ -39,7 +39,7 @@ from drkit.sanitize.scan.leakscan import (
     COMPACT,
     Searcher,
     canonical_forms,
-    compact,
+    compact_apart,
     fold,
     fold_bytes,
 )
@@ -286,7 +286,7 @@ class TableScan:
             # with dashes or dots, is its compact form (other columns blanked out)
             squeezed = data.copy()
             squeezed[~kept & (data != 0x09) & (data != 0x0A)] = 0
-            squeezed_text = fold_bytes(squeezed.tobytes()).translate(None, COMPACT + b"\0")
+            squeezed_text = compact_apart(fold_bytes(squeezed.tobytes()), COMPACT + b"\0")
             self._candidates(squeezed_text, leak, None)
             if self._addresses == len(self.decode):  # no column holds drkit's pseudonyms
                 marked_at = signals(data)
@@ -329,7 +329,7 @@ class TableScan:
         if decoded:
             joined = b"\n".join(decoded) + b"\n"
             self._candidates(joined, leak, None, where)
-            self._candidates(compact(joined), leak, None, where)
+            self._candidates(compact_apart(joined), leak, None, where)
             if self.run.names is not None and self.content:
                 self._candidates(joined, names, self.run.names, where)
 

@@ -20,7 +20,10 @@ count where they stand as a whole token (not inside a longer run of letters or d
 so a four-letter original is not "found" inside every longer word.  At any length, an
 original that starts (ends) with a digit does not count where a digit precedes
 (follows) it: a number glued to more digits is another number (``10.0.0.5`` is not in
-``10.0.0.55``, nor ``555 0100`` in ``555 01002``).
+``10.0.0.55``, nor ``555 0100`` in ``555 01002``).  And a form of digits alone (a phone
+number's digit forms, an id) does not count inside a *hash-like token*: a run of at least
+``HASH_MIN`` hex characters mixing letters and digits (an md5, a SHA, a hex id) holds
+chance digit runs, and the decoders already read such a run as hex.
 
 A Bloom filter has false positives but no false negatives, so every occurrence of a
 form is a candidate; :meth:`LeakFilter.confirm` then streams the file once and keeps only
@@ -41,6 +44,7 @@ import numpy.typing as npt
 TOKEN_MIN = 4  # shorter forms are not searched
 SUBSTRING_MIN = 6  # shorter forms match whole tokens only
 LONG = 64  # longer forms are matched (and confirmed) on their first LONG bytes
+HASH_MIN = 24  # a run of this many hex characters, letters among them, is hash-like
 
 _PREFIX_WORDS_LOG2 = 21  # 2**21 words of 64 bits = 16 MiB
 _WHOLE_WORDS_LOG2 = 22  # 32 MiB
@@ -58,6 +62,9 @@ for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
 _WORD[0x80:] = True  # any byte of a non-ASCII character counts as a letter
 _SPACES = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)
 _DIGIT = [ord("0") <= c <= ord("9") for c in range(256)]
+HEX = np.zeros(256, dtype=bool)
+HEX[np.frombuffer(b"0123456789abcdefABCDEF", dtype=np.uint8)] = True
+_HEX = HEX.tolist()
 
 U64Array = npt.NDArray[np.uint64]
 _N = TypeVar("_N", bound=np.generic)
@@ -351,6 +358,8 @@ class LeakFilter:
                 end = p + length
                 if length < LONG and end < len(block) and _DIGIT[piece[-1]] and _DIGIT[block[end]]:
                     continue
+                if piece.isdigit() and in_hash(block, p, end):
+                    continue  # chance digits of an md5, a SHA, a hex id
                 out.append((p, piece))
         return out
 
@@ -385,6 +394,19 @@ class LeakFilter:
             self._data.seek(0, 2)
             self._keys.seek(0, 2)
         return found - generated, len(found & generated)
+
+
+def in_hash(text: bytes, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` lies in a hash-like token: a run of at least
+    ``HASH_MIN`` hex characters with a letter among them.  (Called on pieces of digits
+    not glued to more digits, so a run longer than the piece has a letter beside it.)"""
+    left = start
+    while left > 0 and start - left < HASH_MIN and _HEX[text[left - 1]]:
+        left -= 1
+    right = end
+    while right < len(text) and right - end < HASH_MIN and _HEX[text[right]]:
+        right += 1
+    return right - left >= HASH_MIN and (left < start or right > end)
 
 
 def distinct(values: npt.NDArray[_N]) -> npt.NDArray[_N]:
