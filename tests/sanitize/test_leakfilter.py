@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drkit.sanitize.scan.leakfilter import (
+    BUCKET_TAGS,
     HASH_MIN,
     LONG,
     SUBSTRING_MIN,
@@ -103,6 +104,30 @@ def test_every_original_inside_the_text_is_found_and_nothing_else(
     assert found(searcher, text) == reference(originals, text)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    originals=st.lists(st.text(ALPHABET, min_size=1, max_size=30), min_size=1, max_size=8),
+    filler=st.lists(st.text(ALPHABET, max_size=12), min_size=1, max_size=9),
+)
+def test_word_starts_ask_fewer_positions_but_miss_no_word_start(
+    originals: list[str], filler: list[str]
+) -> None:
+    """The names' search asks the filters at word starts only: it must give exactly the
+    candidates of the full search that start a word, no fewer."""
+    index = LeakIndex()
+    index.add_many(originals)
+    searcher = index.searcher(set())
+    parts: list[str] = []
+    for i, piece in enumerate(filler):
+        parts.append(piece)
+        if i < len(originals):
+            parts.append(originals[i])
+    block = copy_field("".join(parts))
+    every = searcher.filter.candidates(block)
+    starts = [(p, piece) for p, piece in every if p == 0 or not is_word(block[p - 1])]
+    assert sorted(searcher.filter.candidates(block, word_starts=True)) == sorted(starts)
+
+
 def test_near_misses_are_candidates_at_most_never_hits() -> None:
     index = LeakIndex()
     index.add_many([f"customer{i:06d}@shop.example" for i in range(50_000)])
@@ -148,6 +173,36 @@ def test_a_frozen_filter_rules_in_every_form_added_in_any_batch() -> None:
     strangers = [f"stranger-{i:05d}".encode() for i in range(3000)]
     assert leak_filter.maybe_stored(forms + strangers)[:3000] == forms
     assert len(leak_filter.maybe_stored(strangers)) < 3
+
+
+def frozen_peak(count: int) -> tuple[LeakFilter, int]:
+    """A filter of ``count`` distinct forms (each added twice) and the peak of memory
+    its freezing allocates."""
+    leak_filter = LeakFilter()
+    for start in range(0, count, 1 << 16):
+        batch = [f"f{i:09d}".encode() for i in range(start, min(count, start + (1 << 16)))]
+        leak_filter.add(batch)
+        leak_filter.add(batch)
+    tracemalloc.start()
+    try:
+        leak_filter.freeze()
+        return leak_filter, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_freezing_many_forms_sorts_them_in_buckets_with_flat_memory() -> None:
+    """The index of every form's tag is built bucket by bucket: sorted and whole across
+    buckets, and its peak memory does not grow with the number of forms (the 1 GB
+    sample's 6 M tags took three copies of them at once)."""
+    _, small_peak = frozen_peak(BUCKET_TAGS)
+    large, large_peak = frozen_peak(12 * BUCKET_TAGS)
+    index = np.asarray(large._index)
+    assert len(index) == 12 * BUCKET_TAGS and bool(np.all(index[1:] > index[:-1]))
+    forms = [f"f{i:09d}".encode() for i in range(0, 12 * BUCKET_TAGS, 997)]
+    assert large.maybe_stored(forms) == forms
+    assert large.maybe_stored([b"f-not-stored"]) == []
+    assert large_peak <= small_peak * 1.5 + (1 << 20), (small_peak, large_peak)
 
 
 def test_generated_values_are_ambiguous_not_hits() -> None:
