@@ -27,7 +27,10 @@ The floor: an original shorter than 4 bytes (UTF-8, after case folding) identifi
 and is not searched; one of 4 or 5 bytes is only found as a whole token (not inside a
 longer run of letters and digits), so ``Anna`` is not "found" inside ``Annabel``; from 6
 bytes on, anywhere — except that an original starting (ending) with a digit does not
-count where a digit precedes (follows) it: ``10.0.0.5`` is not in ``10.0.0.55``.  An
+count where a digit precedes (follows) it: ``10.0.0.5`` is not in ``10.0.0.55``; and an
+original of digits alone (a phone number's digit forms) does not count inside a run of
+24 or more hex characters with a letter among them (an md5, a SHA: chance digits, and
+the decoders read such a run as hex).  An
 original longer than 64 bytes counts as found where its first 64 bytes are.  Originals equal to a value drkit itself generates (an entry of a ``fake``
 pool, a constant) cannot be told from that output; they are counted as ``ambiguous`` and
 never reported.
