@@ -4,7 +4,17 @@ nothing of a value is kept in what is reported."""
 
 from __future__ import annotations
 
-from drkit.sanitize.scan.inflight import ColumnScan, FlightScanner, NameIndex
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drkit.sanitize.scan.inflight import (
+    ColumnScan,
+    FlightScanner,
+    NameIndex,
+    _positions,
+    _where,
+)
 from drkit.sanitize.scan.leakscan import LeakIndex
 
 ORIGINALS = ["giulia.romano77@customer-one.com", "+39 347 123 4567", "ZX81QK      "]
@@ -124,3 +134,97 @@ def test_addresses_in_kept_text_beside_a_column_of_pseudonyms_are_found() -> Non
         b"fine\tmail e.f@example.com\n"
     )
     assert run.hits.content == {"public.t.note": {"email": 1, "ip": 1}}
+
+
+MD5_WITH_PHONE = "9fa3471234567bec4d2a1f5e6b7c8d0e"  # a masked phone's digits, by chance
+
+
+def test_a_hash_holding_a_masked_phones_digits_is_no_hit_but_the_phone_still_is() -> None:
+    """A long run of hex characters mixing letters and digits is a hash or an id: a digit
+    form inside it is chance, not a phone number (the 1 GB sample's md5 descriptions hold
+    a few).  The same digits spelled as a phone number, even right beside such a hash,
+    are still found; in the text as written and without its separators."""
+    run = scanner()
+    table = run.table(columns())
+    assert table.block(
+        f"1\tchecksum {MD5_WITH_PHONE} ok\tx\n"
+        f"2\tref abc-{MD5_WITH_PHONE}\tx\n"
+        f"3\t{MD5_WITH_PHONE.upper()}\tx\n"
+        f"4\tsee (1) {MD5_WITH_PHONE}.\tx\n".encode()
+    )
+    assert run.hits.clean
+    assert not table.block(
+        f"1\tcall 347 123 4567 {MD5_WITH_PHONE}\tx\n"
+        f"2\ttel:3471234567 {MD5_WITH_PHONE}\tx\n"
+        f"3\t{MD5_WITH_PHONE} 0039.347.123.4567\tx\n"
+        "4\tphone3471234567abc\tx\n"
+        "5\tdb=3471234567\tx\n".encode()
+    )
+    assert run.hits.originals == {"public.t.note": 5}
+
+
+def test_signs_are_read_in_the_decoded_columns_only_and_found_there_by_row() -> None:
+    """The pre-filter reads the decoded columns' bytes alone: whatever sits in the other
+    columns around them, a kept field's secret, address or encoded original is found in
+    its own row and column, and a sign in a column that is not searched marks nothing."""
+    run = scanner()
+    table = run.table(
+        [
+            ColumnScan("public.t.masked", carries=False),
+            ColumnScan("public.t.note", decode=True, content=True),
+            ColumnScan("public.t.id"),
+            ColumnScan("public.t.tail", decode=True, content=True),
+        ]
+    )
+    assert table.block(b"a.b@partner.org\tfine\t7\tok\npassword=hunter2hunter2\tok\t8\tok\n")
+    assert not table.block(
+        b"x\tfine\t1\tpassword=hunter2hunter2\n"
+        b"a.b@partner.org\tmail c.d@partner.org\t2\tok\n"
+        b"xxxxxxxxxxxxxxxxxxxxxxxx\tok\t3\tZ2l1bGlhLnJvbWFubzc3QGN1c3RvbWVyLW9uZS5jb20=\n"
+    )
+    assert run.hits.content == {
+        "public.t.tail": {"email": 1, "secret": 1},
+        "public.t.note": {"email": 1},
+    }
+    assert run.hits.originals == {"public.t.tail": 1}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.text("ab\t 1@", max_size=6), min_size=1, max_size=5), min_size=1),
+    st.integers(1, 4),
+)
+def test_the_marked_bytes_are_placed_as_every_byte_is(cells: list[list[str]], width: int) -> None:
+    """A lean table places only the bytes the pre-filter marks: by row and column exactly
+    as the general path places every byte (rows with too many fields included)."""
+    block = "".join("\t".join(row) + "\n" for row in cells).encode()
+    data = np.frombuffer(block, dtype=np.uint8)
+    rows, columns = _positions(data, width)
+    every = np.arange(len(block))
+    row_at, column_at = _where(data, every, width)
+    assert row_at.tolist() == rows.tolist() and column_at.tolist() == columns.tolist()
+
+
+def test_a_table_with_nothing_to_mask_finds_what_the_general_path_finds() -> None:
+    """The lean path (every column kept) and the general one (the same columns beside a
+    masked one) report the same rows, kinds and originals."""
+    lines = [
+        b"1\tring 0039-347-1234567\tok\n",
+        b"2\tmail a.b@partner.org from 203.0.113.7\tx\n",
+        b"3\tfine\tpassword=hunter2hunter2\n",
+        b"4\tZ2l1bGlhLnJvbWFubzc3QGN1c3RvbWVyLW9uZS5jb20=\tgiulia. romano77 @ customer-one. com\n",
+        b"0039-347-1234567\tnothing\there\n",  # in a column that is not decoded
+        b"a.b@partner.org 5\tnothing\there\n",
+    ]
+    lean = scanner()
+    kept = [
+        ColumnScan("public.t.id"),
+        ColumnScan("public.t.note", decode=True, content=True),
+        ColumnScan("public.t.tail", decode=True, content=True),
+    ]
+    assert not lean.table(kept).block(b"".join(lines))
+    general = scanner()
+    mixed = [*kept, ColumnScan("public.t.masked", carries=False)]
+    assert not general.table(mixed).block(b"".join(line[:-1] + b"\tx\n" for line in lines))
+    assert lean.hits == general.hits
+    assert lean.hits.originals == {"public.t.note": 2, "public.t.tail": 1}

@@ -10,7 +10,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drkit.sanitize.scan.leakfilter import LONG, SUBSTRING_MIN, TOKEN_MIN, LeakFilter, distinct
+from drkit.sanitize.scan.leakfilter import (
+    BUCKET_TAGS,
+    HASH_MIN,
+    LONG,
+    SUBSTRING_MIN,
+    TOKEN_MIN,
+    LeakFilter,
+    distinct,
+)
 from drkit.sanitize.scan.leakscan import LeakIndex, Searcher, canonical_forms, fold, fold_bytes
 
 ALPHABET = "aAbBéÉßẞ@._- 0123456789xyzXYZ'\"\\\t"
@@ -37,9 +45,19 @@ def is_word(byte: int) -> bool:
     return byte >= 0x80 or chr(byte).isalnum() or byte == ord("_")
 
 
+def hex_run(hay: bytes, start: int, end: int) -> int:
+    """The length of the run of hex characters around ``hay[start:end]``."""
+    while start > 0 and chr(hay[start - 1]) in "0123456789abcdef":
+        start -= 1
+    while end < len(hay) and chr(hay[end]) in "0123456789abcdef":
+        end += 1
+    return end - start
+
+
 def reference(originals: list[str], text: str) -> set[bytes]:
     """What must be found: any canonical form of an original inside the folded text
-    (whole tokens when short, not glued to digits), searched naively."""
+    (whole tokens when short, not glued to digits, digits alone not inside a hash-like
+    run of hex characters), searched naively."""
     hay = copy_field(text)[:-1]
     out: set[bytes] = set()
     for form in set(canonical_forms(originals)):
@@ -57,7 +75,8 @@ def reference(originals: list[str], text: str) -> set[bytes]:
             inside_word = (is_word(before) and is_word(needle[0])) or (
                 is_word(after) and is_word(needle[-1])
             )
-            if not digits_glued and (len(form) >= SUBSTRING_MIN or not inside_word):
+            in_hash = needle.isdigit() and len(needle) < hex_run(hay, start, end) >= HASH_MIN
+            if not digits_glued and not in_hash and (len(form) >= SUBSTRING_MIN or not inside_word):
                 out.add(needle)
                 break
             start = hay.find(needle, start + 1)
@@ -83,6 +102,30 @@ def test_every_original_inside_the_text_is_found_and_nothing_else(
             parts.append(originals[i].upper() if upper else originals[i])
     text = "".join(parts)
     assert found(searcher, text) == reference(originals, text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    originals=st.lists(st.text(ALPHABET, min_size=1, max_size=30), min_size=1, max_size=8),
+    filler=st.lists(st.text(ALPHABET, max_size=12), min_size=1, max_size=9),
+)
+def test_word_starts_ask_fewer_positions_but_miss_no_word_start(
+    originals: list[str], filler: list[str]
+) -> None:
+    """The names' search asks the filters at word starts only: it must give exactly the
+    candidates of the full search that start a word, no fewer."""
+    index = LeakIndex()
+    index.add_many(originals)
+    searcher = index.searcher(set())
+    parts: list[str] = []
+    for i, piece in enumerate(filler):
+        parts.append(piece)
+        if i < len(originals):
+            parts.append(originals[i])
+    block = copy_field("".join(parts))
+    every = searcher.filter.candidates(block)
+    starts = [(p, piece) for p, piece in every if p == 0 or not is_word(block[p - 1])]
+    assert sorted(searcher.filter.candidates(block, word_starts=True)) == sorted(starts)
 
 
 def test_near_misses_are_candidates_at_most_never_hits() -> None:
@@ -132,6 +175,36 @@ def test_a_frozen_filter_rules_in_every_form_added_in_any_batch() -> None:
     assert len(leak_filter.maybe_stored(strangers)) < 3
 
 
+def frozen_peak(count: int) -> tuple[LeakFilter, int]:
+    """A filter of ``count`` distinct forms (each added twice) and the peak of memory
+    its freezing allocates."""
+    leak_filter = LeakFilter()
+    for start in range(0, count, 1 << 16):
+        batch = [f"f{i:09d}".encode() for i in range(start, min(count, start + (1 << 16)))]
+        leak_filter.add(batch)
+        leak_filter.add(batch)
+    tracemalloc.start()
+    try:
+        leak_filter.freeze()
+        return leak_filter, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_freezing_many_forms_sorts_them_in_buckets_with_flat_memory() -> None:
+    """The index of every form's tag is built bucket by bucket: sorted and whole across
+    buckets, and its peak memory does not grow with the number of forms (the 1 GB
+    sample's 6 M tags took three copies of them at once)."""
+    _, small_peak = frozen_peak(BUCKET_TAGS)
+    large, large_peak = frozen_peak(6 * BUCKET_TAGS)
+    index = np.asarray(large._index)
+    assert len(index) == 6 * BUCKET_TAGS and bool(np.all(index[1:] > index[:-1]))
+    forms = [f"f{i:09d}".encode() for i in range(0, 6 * BUCKET_TAGS, 499)]
+    assert large.maybe_stored(forms) == forms
+    assert large.maybe_stored([b"f-not-stored"]) == []
+    assert large_peak <= small_peak * 1.5 + (1 << 20), (small_peak, large_peak)
+
+
 def test_generated_values_are_ambiguous_not_hits() -> None:
     index = LeakIndex()
     index.add_many(["Maria Lopez-Garcia", "Real Person Name"])
@@ -177,3 +250,13 @@ def test_generated_values_with_quotes_are_ambiguous_in_every_spelling() -> None:
     pieces = {piece for _, piece in searcher.filter.candidates(block)}
     assert pieces
     assert searcher.filter.confirm(pieces, searcher.generated)[0] == set()
+
+
+def test_digits_inside_a_hash_like_token_are_chance_not_an_original() -> None:
+    index = LeakIndex()
+    index.add_many(["+39 347 123 4567", "5550100777"])
+    searcher = index.searcher(set())
+    md5 = "9fa3471234567bec4d2a1f5e6b7c8d0e"
+    assert found(searcher, f"{md5} and 0c5550100777dd0123456789abcdef ok") == set()
+    # a short hex-like word is no hash: the digits still count
+    assert found(searcher, "abc5550100777def; phone3471234567") == {b"5550100777", b"3471234567"}

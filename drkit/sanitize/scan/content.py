@@ -238,14 +238,14 @@ def _core_signs(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
         starts, ends = starts[long], ends[long]
         nibble = _TEXT_NIBBLE[data]
         for parity in (0, 1):
-            # the high nibbles of a run starting at s sit at s, s+2, ...: parity s % 2
-            only = nibble.copy()
-            only[1 - parity :: 2] = False
-            cum = _cum(only)
+            # the high nibbles of a run starting at s sit at s, s+2, ...: parity s % 2;
+            # counted over the bytes of that parity alone (position 2k + parity is k)
+            cum = _cum(nibble[parity::2])
             sel = (starts % 2) == parity
-            count = cum[ends[sel]] - cum[starts[sel]]
-            textual = count >= 0.8 * ((ends[sel] - starts[sel]) // 2)
-            out[starts[sel][textual]] = True
+            first, end = starts[sel], ends[sel]
+            count = cum[(end - parity + 1) // 2] - cum[first // 2]
+            textual = count >= 0.8 * ((end - first) // 2)
+            out[first[textual]] = True
         magic = np.flatnonzero(
             (data[:-3] == ord("1"))
             & (data[1:-2] == ord("f"))

@@ -39,7 +39,7 @@ from drkit.sanitize.scan.leakscan import (
     COMPACT,
     Searcher,
     canonical_forms,
-    compact,
+    compact_apart,
     fold,
     fold_bytes,
 )
@@ -171,6 +171,19 @@ def _positions(
     return row, column
 
 
+def _where(
+    data: npt.NDArray[np.uint8], positions: npt.NDArray[np.intp], width: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The row and column of the bytes at ``positions`` of a block of COPY lines, as
+    :func:`_positions` gives them, without an array of the block's length per answer."""
+    newlines = np.flatnonzero(data == 0x0A)
+    tabs = np.flatnonzero(data == 0x09)
+    row = np.searchsorted(newlines, positions).astype(np.int64)
+    first = np.where(row > 0, newlines[np.maximum(row - 1, 0)] + 1, 0) if len(newlines) else 0
+    column = np.searchsorted(tabs, positions) - np.searchsorted(tabs, first)
+    return row, np.minimum(column, width).astype(np.int64)
+
+
 def _line_starts(text: bytes) -> list[int]:
     ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 0x0A) + 1
     return [0, *ends.tolist()]
@@ -194,11 +207,17 @@ class TableScan:
         self._content_lut = np.zeros(self.width + 1, dtype=bool)
         self._content_lut[sorted(self.content)] = True
         self._content_only = len(self.content) == self.width
+        self._decode_only = len(self.decode) == self.width
         pseudonyms = frozenset({"email", "phone", "ip"})
         self._address_lut = np.zeros(self.width + 1, dtype=bool)
         addressed = [i for i in self.decode if not pseudonyms <= self.columns[i].accepted]
         self._address_lut[addressed] = True
         self._addresses = len(addressed)
+        # a table whose every column can carry an original and whose decoded columns
+        # want the same signs (a table with nothing to mask, most often): its blocks are
+        # searched as they are, and only the bytes the pre-filter marks are placed by
+        # row and column
+        self._lean = self._every_column and self._addresses in (0, len(self.decode))
 
     def block(self, block: bytes) -> bool:
         """Search one block of whole COPY lines; False when it holds a hit (recorded)."""
@@ -210,7 +229,11 @@ class TableScan:
         data = np.frombuffer(block, dtype=np.uint8)
         # the row and column of every byte, once per block (both searches read them)
         at: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None
-        if not self._every_column or self.decode:  # (every content column is decoded)
+        # (a lean table's names are searched in the whole block, at word starts: a piece
+        # outside the content-scanned columns is dropped by its column)
+        names_apart = self.run.names is not None and self.content and not self._content_only
+        names_apart = names_apart and not self._lean
+        if not self._every_column or names_apart or (self.decode and not self._lean):
             at = _positions(data, self.width)
         if not self._every_column:  # the columns that can carry an original (tabs kept)
             assert at is not None
@@ -222,14 +245,14 @@ class TableScan:
             # names count in the content-scanned columns only: the search reads their
             # bytes (tabs kept, so a piece's column is still its count of tabs)
             in_names = folded
-            if not self._content_only:
+            if names_apart:
                 assert at is not None
                 keep = self._content_lut[at[1]] | (data == 0x09) | (data == 0x0A)
                 in_names = fold_bytes(data[keep].tobytes())
             self._candidates(in_names, names, self.run.names)
         content: dict[tuple[int, str], set[int]] = {}
         if self.decode or self.ip_type:
-            self._content(block, at, content, leak, names)
+            self._content(block, folded, at, content, leak, names)
         self._settle(found, leak, names, content)
         self.run.record(found, rows, len(block))
         return found.clean
@@ -242,11 +265,14 @@ class TableScan:
         out: dict[tuple[int, bytes], set[int]],
         names: LeakFilter | None,
         where: list[tuple[int, int]] | None = None,
+        columns: set[int] | None = None,
     ) -> None:
         """Candidate pieces of ``text`` by (column, piece) -> rows.  ``where``: the text's
-        lines are decoded fields at these (row, column); else its lines are the rows."""
+        lines are decoded fields at these (row, column); else its lines are the rows.
+        ``columns``: only the pieces in these columns count."""
         leak_filter = names if names is not None else self.run.searcher.filter
-        found = leak_filter.candidates(text)
+        # a name counts as a whole word: only the positions that start one are asked
+        found = leak_filter.candidates(text, word_starts=names is not None)
         if not found:
             return
         starts = _line_starts(text)
@@ -257,6 +283,8 @@ class TableScan:
             else:
                 row = line
                 column = text.count(b"\t", starts[line], pos) if self.width > 1 else 0
+            if columns is not None and column not in columns:
+                continue
             if names is not None:
                 if column not in self.content:
                     continue
@@ -268,16 +296,31 @@ class TableScan:
     def _content(
         self,
         block: bytes,
+        folded: bytes,
         at: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None,
         content: dict[tuple[int, str], set[int]],
         leak: dict[tuple[int, bytes], set[int]],
         names: dict[tuple[int, bytes], set[int]],
     ) -> None:
-        """``at``: the row and column of every byte of ``block`` (given when a column is
-        decoded)."""
+        """``folded``: the searched text of ``block`` (all of it when every column can
+        carry an original); ``at``: the row and column of every byte of ``block`` (given
+        when a column is decoded and the table is not lean)."""
         starts = _line_starts(block)
         fields: set[tuple[int, int]] = set()
-        if self.decode:
+        if self.decode and self._lean:
+            # the block as it is: its kept text without separators, the signs of every
+            # byte, and the row and column of the marked bytes alone
+            data = np.frombuffer(block, dtype=np.uint8)
+            self._candidates(compact_apart(folded), leak, None, columns=self.decode)
+            marked = np.flatnonzero(signals(data, addresses=self._addresses > 0))
+            at_words = secret_words(block.lower())
+            if at_words:
+                marked = np.concatenate((marked, np.array(at_words, dtype=np.intp)))
+            row_at, column_at = _where(data, marked, self.width)
+            kept = self._decode_lut[column_at]  # (a row with too many fields: its excess)
+            pairs = distinct(row_at[kept] * (self.width + 1) + column_at[kept])
+            fields = {(int(p) // (self.width + 1), int(p) % (self.width + 1)) for p in pairs}
+        elif self.decode:
             assert at is not None
             data = np.frombuffer(block, dtype=np.uint8)
             row_of, column_of = at
@@ -286,19 +329,33 @@ class TableScan:
             # with dashes or dots, is its compact form (other columns blanked out)
             squeezed = data.copy()
             squeezed[~kept & (data != 0x09) & (data != 0x0A)] = 0
-            squeezed_text = fold_bytes(squeezed.tobytes()).translate(None, COMPACT + b"\0")
+            squeezed_text = compact_apart(fold_bytes(squeezed.tobytes()), COMPACT + b"\0")
             self._candidates(squeezed_text, leak, None)
+            # the pre-filter reads the decoded columns' bytes only (each field still ends
+            # in its tab or newline, so no sign spans two fields); ``index`` maps back
+            index: npt.NDArray[np.intp] | None = None
+            sub, sub_columns = data, column_of
+            if not self._decode_only:
+                index = np.flatnonzero(kept)
+                sub, sub_columns = data[index], column_of[index]
             if self._addresses == len(self.decode):  # no column holds drkit's pseudonyms
-                marked_at = signals(data)
+                marked_at = signals(sub)
             else:
-                marked_at = signals(data, addresses=False)
+                marked_at = signals(sub, addresses=False)
                 if self._addresses:  # columns whose addresses are no pseudonyms of drkit's
-                    marked_at |= address_signs(data) & self._address_lut[column_of]
-            marked = np.flatnonzero(marked_at & kept)
-            # bytes.lower() folds ASCII only, so positions stay the block's
-            words = np.array(secret_words(block.lower()), dtype=np.intp)
+                    marked_at |= address_signs(sub) & self._address_lut[sub_columns]
+            if index is None:
+                marked_at &= kept
+            # bytes.lower() folds ASCII only, so positions stay the bytes'
+            searched = block if index is None else sub.tobytes()
+            words = np.array(secret_words(searched.lower()), dtype=np.intp)
+            marked = np.flatnonzero(marked_at)
             if len(words):
-                marked = np.concatenate((marked, words[kept[words]]))
+                marked = np.concatenate((marked, words))
+            if index is not None:
+                marked = index[marked]
+            elif len(words):
+                marked = marked[kept[marked]]
             pairs = distinct(row_of[marked].astype(np.int64) * (self.width + 1) + column_of[marked])
             fields = {(int(p) // (self.width + 1), int(p) % (self.width + 1)) for p in pairs}
         lines: dict[int, list[bytes]] = {}
@@ -329,7 +386,7 @@ class TableScan:
         if decoded:
             joined = b"\n".join(decoded) + b"\n"
             self._candidates(joined, leak, None, where)
-            self._candidates(compact(joined), leak, None, where)
+            self._candidates(compact_apart(joined), leak, None, where)
             if self.run.names is not None and self.content:
                 self._candidates(joined, names, self.run.names, where)
 

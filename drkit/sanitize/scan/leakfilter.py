@@ -20,7 +20,10 @@ count where they stand as a whole token (not inside a longer run of letters or d
 so a four-letter original is not "found" inside every longer word.  At any length, an
 original that starts (ends) with a digit does not count where a digit precedes
 (follows) it: a number glued to more digits is another number (``10.0.0.5`` is not in
-``10.0.0.55``, nor ``555 0100`` in ``555 01002``).
+``10.0.0.55``, nor ``555 0100`` in ``555 01002``).  And a form of digits alone (a phone
+number's digit forms, an id) does not count inside a *hash-like token*: a run of at least
+``HASH_MIN`` hex characters mixing letters and digits (an md5, a SHA, a hex id) holds
+chance digit runs, and the decoders already read such a run as hex.
 
 A Bloom filter has false positives but no false negatives, so every occurrence of a
 form is a candidate; :meth:`LeakFilter.confirm` then streams the file once and keeps only
@@ -41,6 +44,7 @@ import numpy.typing as npt
 TOKEN_MIN = 4  # shorter forms are not searched
 SUBSTRING_MIN = 6  # shorter forms match whole tokens only
 LONG = 64  # longer forms are matched (and confirmed) on their first LONG bytes
+HASH_MIN = 24  # a run of this many hex characters, letters among them, is hash-like
 
 _PREFIX_WORDS_LOG2 = 21  # 2**21 words of 64 bits = 16 MiB
 _WHOLE_WORDS_LOG2 = 22  # 32 MiB
@@ -48,6 +52,8 @@ _PREFIX_BITS = 2
 _FRONT_BITS_LOG2 = 24  # 2 MiB in front of the prefix filter: every byte of text asks it
 _WHOLE_BITS = 3
 _PAD = LONG + 8
+BUCKET_TAGS = 1 << 17  # tags sorted at once when the index is built (1 MiB)
+_BUCKETS_LOG2_MAX = 8  # at most 256 buckets: past 32 M tags they grow, slowly
 
 _U64 = np.uint64
 _BASE = _U64(0x100000001B3)
@@ -58,6 +64,9 @@ for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
 _WORD[0x80:] = True  # any byte of a non-ASCII character counts as a letter
 _SPACES = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)
 _DIGIT = [ord("0") <= c <= ord("9") for c in range(256)]
+HEX = np.zeros(256, dtype=bool)
+HEX[np.frombuffer(b"0123456789abcdefABCDEF", dtype=np.uint8)] = True
+_HEX = HEX.tolist()
 
 U64Array = npt.NDArray[np.uint64]
 _N = TypeVar("_N", bound=np.generic)
@@ -218,6 +227,7 @@ class LeakFilter:
         # once frozen: every stored form's tag, sorted, memory-mapped from a file
         self._index: npt.NDArray[np.uint64] | None = None
         self._index_file: IO[bytes] | None = None
+        self._stored = 0  # tags written to the keys file (repeats included)
 
     def close(self) -> None:
         self._data.close()
@@ -228,27 +238,50 @@ class LeakFilter:
     def freeze(self) -> None:
         """No form is added any more: sort the stored forms' tags into an index on disk,
         memory-mapped, so that :meth:`maybe_stored` rules out a candidate without a pass
-        over the file (the scan in flight confirms block by block)."""
+        over the file (the scan in flight confirms block by block).
+
+        Memory stays flat however many forms there are: the tags are first dealt into
+        buckets on disk by their top bits (about ``BUCKET_TAGS`` each), then each bucket
+        alone is sorted and appended, so the buckets in turn make one sorted index."""
         with self._lock:
             if self._index is not None:
                 return
-            parts: list[U64Array] = []
             self._keys.flush()
-            self._keys.seek(0)
-            while header := self._keys.read(8):
-                count = int(np.frombuffer(header, dtype=np.uint64)[0])
-                parts.append(np.frombuffer(self._keys.read(8 * count), dtype=np.uint64))
-                self._keys.seek(count, 1)  # the lengths
-            self._keys.seek(0, 2)
-            tags = distinct(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
-            del parts
-            if not len(tags):
-                self._index = tags
+            shift = 64 - max(0, min(_BUCKETS_LOG2_MAX, (self._stored // BUCKET_TAGS).bit_length()))
+            buckets: dict[int, IO[bytes]] = {}
+            try:
+                self._keys.seek(0)
+                while header := self._keys.read(8):
+                    count = int(np.frombuffer(header, dtype=np.uint64)[0])
+                    tags = np.sort(np.frombuffer(self._keys.read(8 * count), dtype=np.uint64))
+                    self._keys.seek(count, 1)  # the lengths
+                    top = tags >> _U64(shift) if shift < 64 else np.zeros(count, np.uint64)
+                    cuts = np.flatnonzero(top[1:] != top[:-1]) + 1
+                    starts = [0, *cuts.tolist()]
+                    for start, part in zip(starts, np.split(tags, cuts), strict=True):
+                        bucket = int(top[start])
+                        if bucket not in buckets:
+                            buckets[bucket] = tempfile.TemporaryFile(prefix="drkit-leak-")  # noqa: SIM115
+                        buckets[bucket].write(part.tobytes())
+                self._keys.seek(0, 2)
+                index = tempfile.TemporaryFile(prefix="drkit-leak-")  # noqa: SIM115
+                size = 0
+                for bucket in sorted(buckets):
+                    out = buckets[bucket]
+                    out.seek(0)
+                    sorted_tags = distinct(np.frombuffer(out.read(), dtype=np.uint64))
+                    index.write(sorted_tags.tobytes())
+                    size += len(sorted_tags)
+            finally:
+                for out in buckets.values():
+                    out.close()
+            if not size:
+                index.close()
+                self._index = np.zeros(0, np.uint64)
                 return
-            self._index_file = tempfile.TemporaryFile(prefix="drkit-leak-")  # noqa: SIM115
-            self._index_file.write(tags.tobytes())
-            self._index_file.flush()
-            self._index = np.memmap(self._index_file, dtype=np.uint64, mode="r")
+            index.flush()
+            self._index_file = index
+            self._index = np.memmap(index, dtype=np.uint64, mode="r")
 
     def maybe_stored(self, pieces: list[bytes]) -> list[bytes]:
         """The pieces whose tag is a stored form's (all of them before :meth:`freeze`)."""
@@ -297,13 +330,19 @@ class LeakFilter:
                     self._prefix.add(_quick(first8[sel] & _MASKS[SUBSTRING_MIN], 0))
             self.distinct += self._whole.add(tagged)
             # one record per batch: [count][tags][lengths]; the forms go to the data file
+            self._stored += len(rows)
             self._keys.write(np.array([len(rows)], dtype=np.uint64).tobytes())
             self._keys.write(tagged.tobytes())
             self._keys.write(lengths.astype(np.uint8).tobytes())
             self._data.write(kept_bytes)
 
-    def candidates(self, block: bytes) -> list[tuple[int, bytes]]:
-        """(position, piece) of every piece of ``block`` that may be a stored form."""
+    def candidates(self, block: bytes, *, word_starts: bool = False) -> list[tuple[int, bytes]]:
+        """(position, piece) of every piece of ``block`` that may be a stored form.
+
+        ``word_starts``: only pieces that start a word (at the block's start or after a
+        byte that is no letter, digit or ``_``), for forms that count as whole words
+        alone (names): the filters are asked at those positions only, a fifth or so of
+        a text's bytes."""
         if not self._lengths or not block:
             return []
         n = len(block)
@@ -311,22 +350,25 @@ class LeakFilter:
         data = np.frombuffer(padded, dtype=np.uint8)
         long_lengths = sorted(x for x in self._lengths if x >= SUBSTRING_MIN)
         tokens = sorted(self._tokens)
-        word = _WORD[data] if tokens else None
+        word = _WORD[data] if tokens or word_starts else None
         found: list[tuple[int, bytes]] = []
         for residue in range(min(8, n)):
             # the 8 bytes at positions residue, residue + 8, ...: a view, no copy
             count = (n - residue + 7) // 8
             windows = np.frombuffer(padded, dtype="<u8", count=count, offset=residue)
+            pos = np.arange(residue, n, 8, dtype=np.int64)
+            if word_starts:
+                assert word is not None
+                # word[-1] is a pad byte (not a letter): the block's start is a boundary
+                lead = ~word[pos - 1]
+                pos, windows = pos[lead], windows[lead]
             if long_lengths:
                 key = windows & _MASKS[SUBSTRING_MIN]
-                hits = np.flatnonzero(self._prefix.test(_quick(key, 0)))
+                hits = pos[self._prefix.test(_quick(key, 0))]
                 if len(hits):
-                    positions = hits.astype(np.int64) * 8 + residue
-                    found += self._confirm_whole(data, positions, long_lengths, block)
+                    found += self._confirm_whole(data, hits, long_lengths, block)
             for length in tokens:
                 assert word is not None
-                pos = np.arange(residue, n, 8, dtype=np.int64)
-                # word[-1] is a pad byte (not a letter): the block's start is a boundary
                 alone = ~(word[pos - 1] & word[pos]) & ~(
                     word[pos + length - 1] & word[pos + length]
                 )
@@ -351,6 +393,8 @@ class LeakFilter:
                 end = p + length
                 if length < LONG and end < len(block) and _DIGIT[piece[-1]] and _DIGIT[block[end]]:
                     continue
+                if piece.isdigit() and in_hash(block, p, end):
+                    continue  # chance digits of an md5, a SHA, a hex id
                 out.append((p, piece))
         return out
 
@@ -385,6 +429,19 @@ class LeakFilter:
             self._data.seek(0, 2)
             self._keys.seek(0, 2)
         return found - generated, len(found & generated)
+
+
+def in_hash(text: bytes, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` lies in a hash-like token: a run of at least
+    ``HASH_MIN`` hex characters with a letter among them.  (Called on pieces of digits
+    not glued to more digits, so a run longer than the piece has a letter beside it.)"""
+    left = start
+    while left > 0 and start - left < HASH_MIN and _HEX[text[left - 1]]:
+        left -= 1
+    right = end
+    while right < len(text) and right - end < HASH_MIN and _HEX[text[right]]:
+        right += 1
+    return right - left >= HASH_MIN and (left < start or right > end)
 
 
 def distinct(values: npt.NDArray[_N]) -> npt.NDArray[_N]:

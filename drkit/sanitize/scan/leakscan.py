@@ -27,7 +27,10 @@ The floor: an original shorter than 4 bytes (UTF-8, after case folding) identifi
 and is not searched; one of 4 or 5 bytes is only found as a whole token (not inside a
 longer run of letters and digits), so ``Anna`` is not "found" inside ``Annabel``; from 6
 bytes on, anywhere — except that an original starting (ending) with a digit does not
-count where a digit precedes (follows) it: ``10.0.0.5`` is not in ``10.0.0.55``.  An
+count where a digit precedes (follows) it: ``10.0.0.5`` is not in ``10.0.0.55``; and an
+original of digits alone (a phone number's digit forms) does not count inside a run of
+24 or more hex characters with a letter among them (an md5, a SHA: chance digits, and
+the decoders read such a run as hex).  An
 original longer than 64 bytes counts as found where its first 64 bytes are.  Originals equal to a value drkit itself generates (an entry of a ``fake``
 pool, a constant) cannot be told from that output; they are counted as ``ambiguous`` and
 never reported.
@@ -64,7 +67,7 @@ from drkit.pg import first_line
 from drkit.sanitize.copytext import escape_text
 from drkit.sanitize.scan.catalog import catalog_kinds, catalog_texts, large_objects
 from drkit.sanitize.scan.content import analyse
-from drkit.sanitize.scan.leakfilter import TOKEN_MIN, LeakFilter
+from drkit.sanitize.scan.leakfilter import HASH_MIN, HEX, TOKEN_MIN, LeakFilter
 from drkit.sanitize.strategies.piitext import email_key
 
 log = logging.getLogger(__name__)
@@ -180,6 +183,27 @@ _NOT_PHONE = re.compile(
 def compact(folded: bytes) -> bytes:
     """A folded text without the separators of :data:`COMPACT` (tabs and newlines stay)."""
     return folded.translate(None, COMPACT)
+
+
+def compact_apart(folded: bytes, drop: bytes = COMPACT) -> bytes:
+    """A searched text without the separators of :data:`COMPACT` (and the bytes of
+    ``drop``), its hash-like tokens kept apart: a ``\\x01`` on each side of a run of
+    ``HASH_MIN`` hex characters or more with a letter among them, so squeezing the
+    separators out never glues a phone number's digits to an md5 beside it (where a digit
+    form counts as chance, see :func:`~drkit.sanitize.scan.leakfilter.in_hash`)."""
+    data = np.frombuffer(folded, dtype=np.uint8)
+    hexes = HEX[data]
+    if len(data) < HASH_MIN or np.count_nonzero(hexes) < HASH_MIN:
+        return folded.translate(None, drop)
+    edges = np.diff(hexes.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    letters = np.concatenate(([0], np.cumsum(hexes & (data >= 0x41), dtype=np.int64)))
+    apart = ((ends - starts) >= HASH_MIN) & (letters[ends] > letters[starts])
+    if not apart.any():
+        return folded.translate(None, drop)
+    marks = np.concatenate((starts[apart], ends[apart]))
+    return np.insert(data, marks, np.uint8(1)).tobytes().translate(None, drop)
 
 
 def canonical_forms(values: list[str]) -> list[bytes]:
