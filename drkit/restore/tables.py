@@ -55,7 +55,7 @@ from psycopg import sql
 
 from drkit.catalog import iso
 from drkit.config import Policy
-from drkit.errors import CheckFailed, SafetyRefused, UsageError
+from drkit.errors import CheckFailed, DatabaseError, SafetyRefused, UsageError
 from drkit.pg import (
     Owner,
     PipeProcess,
@@ -135,8 +135,10 @@ def destination(choice: TableChoice, source: tuple[str, str]) -> tuple[str, str]
 
 def guard_destinations(dsn: str, choice: TableChoice, pairs: list[tuple[str, str]]) -> None:
     """Refuse (exit 4) a destination that exists in the target database, unless it is the
-    table itself restored over with ``--force`` (no ``--as``)."""
+    table itself restored over with ``--force`` (no ``--as``); and (exit 1) a destination
+    schema the target's role may not create in (:func:`_guard_privileges`)."""
     with connect(dsn) as conn:
+        _guard_privileges(conn, dsn, {destination(choice, p)[0] for p in pairs})
         for source in pairs:
             schema, name = destination(choice, source)
             if _relation_oid(conn, schema, name) is None:
@@ -151,6 +153,40 @@ def guard_destinations(dsn: str, choice: TableChoice, pairs: list[tuple[str, str
                     f"{where} already exists: restore it next to the live one with --as "
                     "NEWNAME, or replace it with --force"
                 )
+
+
+def _guard_privileges(conn: psycopg.Connection[Any], dsn: str, schemas: set[str]) -> None:
+    """One line naming the privilege the target's role lacks, before anything is changed
+    (and, where the schema is known, before the recovery): CREATE on each destination
+    schema, or, for one that is missing, CREATE on the database to make it.  A schema
+    that exists needs nothing on the database: a role owning only its tables will do."""
+    for schema in sorted(schemas):
+        row = conn.execute(
+            "SELECT current_user, (SELECT has_schema_privilege(oid, 'CREATE') "
+            "FROM pg_namespace WHERE nspname = %s), "
+            "has_database_privilege(current_database(), 'CREATE')",
+            (schema,),
+        ).fetchone()
+        assert row is not None
+        user, on_schema, on_database = str(row[0]), row[1], bool(row[2])
+        where = f"table restore into {describe(dsn)}: role {user}"
+        if on_schema is None and not on_database:
+            raise DatabaseError(
+                f"{where} cannot create the missing schema {schema} (no CREATE on the "
+                "database): create the schema for it first, or grant it CREATE on the database"
+            )
+        if on_schema is False:
+            raise DatabaseError(
+                f"{where} has no CREATE on schema {schema}: grant it, or restore as the "
+                "schema's owner"
+            )
+
+
+def _missing_schemas(conn: psycopg.Connection[Any], schemas: set[str]) -> list[str]:
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (sorted(schemas),)
+    ).fetchall()
+    return sorted(schemas - {str(r[0]) for r in rows})
 
 
 @dataclass
@@ -287,7 +323,9 @@ def publish_tables(
         major = server_major(conn)
     moved = [destination(choice, p) for p in pairs]
     with connect(target_db) as live:
-        for schema in sorted({s for s, _ in moved}):
+        # only a missing schema is created: CREATE SCHEMA IF NOT EXISTS asks for CREATE
+        # on the database even when the schema exists
+        for schema in _missing_schemas(live, {s for s, _ in moved}):
             live.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         target_major = server_major(live)
     with _dumped(source, moved, major) as dump, Meter(on_progress, "pg_restore", "tables"):

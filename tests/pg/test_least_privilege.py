@@ -18,6 +18,7 @@ import pytest
 import yaml
 from psycopg import sql
 
+from tests import builders
 from tests.fix_cli import DrkitRunner, PolicyWriter, checks_by_name, drill
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget
@@ -250,6 +251,83 @@ def test_physical_drill_as_a_replication_role(
     assert collation["status"] == "WARN" and collation["expected"] == "2.17"
     assert "REINDEX" in collation["detail"]
     assert done.json()["verdict"] == "PASS"
+
+
+@pytest.mark.slow
+def test_table_restore_from_a_physical_backup_as_the_app_role(
+    archived: Archived, run_cli: DrkitRunner, scratch_root: Path
+) -> None:
+    """``restore --immediate --table item --as item_before --target-db`` with the
+    application's own role: no SUPERUSER, no CREATEDB, no REPLICATION; it owns the
+    database and its tables.  The base backup is taken by another policy (the backup
+    role's); the scratch cluster runs as the server's OS user and needs no privilege on
+    the live server.  The copy lands next to the live table, owned by the app role, with
+    the rows of the backup; the live table keeps its oid and its rows."""
+    arch = archived
+    role, password = "app_tables", "pw-" + uuid.uuid4().hex[:12]
+    arch.execute(
+        f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOREPLICATION PASSWORD '{password}'"
+    )
+    arch.execute(f"CREATE DATABASE shop OWNER {role}")
+    url = f"postgresql://{role}:{password}@127.0.0.1:{arch.cluster.port}/shop"
+    arch.execute("CREATE TABLE item (id serial PRIMARY KEY, label text NOT NULL UNIQUE)", url)
+    arch.execute("INSERT INTO item (label) SELECT 'item ' || g FROM generate_series(1, 20) g", url)
+    backup = run_cli("backup", "prod", "--physical", policy_dir=arch.policy_dir)
+    assert backup.code == 0, backup.stderr
+    arch.execute("DELETE FROM item WHERE id > 5", url)
+    live_oid = arch.execute("SELECT 'item'::regclass::oid", url)[0][0]
+
+    app_policy = arch.write_policy(url, arch.root / "policies-app")
+    restored = run_cli(
+        "restore", "prod", "--immediate", "--table", "item", "--as", "item_before",
+        "--target-db", url, policy_dir=app_policy, env={"DRKIT_TMPDIR": str(scratch_root)},
+    )  # fmt: skip
+    assert restored.code == 0, restored.stderr
+    assert _count(url, "item_before") == 20
+    owners = arch.execute(
+        "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c "
+        "WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1",
+        url,
+    )
+    assert {str(owner) for _, owner in owners} == {role}, owners
+    assert {str(name) for name, _ in owners} >= {"item_before", "item_before_id_seq"}
+    assert arch.execute("SELECT 'item'::regclass::oid", url)[0][0] == live_oid
+    assert _count(url, "item") == 5
+    assert list(scratch_root.iterdir()) == []
+
+    # a role that owns its tables but not the database (CREATE on its schema only) needs
+    # no more: the schema exists, so nothing asks for CREATE on the database
+    arch.execute("ALTER DATABASE shop OWNER TO postgres")
+    arch.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}", arch.dsn("shop"))
+    again = run_cli(
+        "restore", "prod", "--immediate", "--table", "item", "--as", "item_again",
+        "--target-db", url, policy_dir=app_policy, env={"DRKIT_TMPDIR": str(scratch_root)},
+    )  # fmt: skip
+    assert again.code == 0, again.stderr
+    assert _count(url, "item_again") == 20
+    assert _count(url, "item") == 5
+
+    # what it cannot do without is named in one line before any recovery: this policy
+    # reads an empty repository, so a recovery started first would fail on that instead
+    (arch.root / "empty").mkdir()
+    unread = builders.write_policy(
+        arch.root / "policies-empty", "prod", url, {"url": f"file://{arch.root / 'empty'}"}
+    )
+    arch.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}", arch.dsn("shop"))
+    for wanted, missing in (
+        ("item_denied", "has no CREATE on schema public"),
+        ("fresh.item_denied", "cannot create the missing schema fresh (no CREATE on the data"),
+    ):
+        denied = run_cli(
+            "restore", "prod", "--immediate", "--table", "public.item", "--as", wanted,
+            "--target-db", url, policy_dir=unread, env={"DRKIT_TMPDIR": str(scratch_root)},
+        )  # fmt: skip
+        assert denied.code == 1, denied.stderr
+        (line,) = denied.stderr.strip().splitlines()
+        assert f"role {role} {missing}" in line, line
+    assert arch.execute("SELECT to_regclass('item_denied'), to_regnamespace('fresh')", url) == [
+        (None, None)
+    ]
 
 
 def _check(run_cli: DrkitRunner, policy_dir: Path) -> tuple[int, dict[str, dict[str, str]]]:

@@ -9,6 +9,8 @@ archive, not the primary's); a restore_command naming a copy the policy no longe
 (one line, exit 1 as any wal-fetch error, never a guess at another repository); and a
 prefetch spool naming the copy, asked for the primary (never served from the copy); and
 ``--continue`` of a recovery from the copy without ``--repo`` (refused before anything).
+The loss and the gap are attacked twice: with a ``file://`` copy, and with an S3 copy
+(moto over HTTP), whose restore_command reads the bucket from the recovered server.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from drkit.wal import find_wal_key, write_repo_hint
 from drkit.wal.fetch import SPOOL_DIR
 from tests import builders
 from tests.fix_cli import DrkitRunner, checks_by_name, drill
+from tests.fix_s3 import S3Server
 from tests.wal_support import (
     Archived,
     archived_cluster,
@@ -52,6 +55,22 @@ def copied() -> Iterator[Archived]:
         path = arch.policy_dir / "prod.yaml"
         doc = yaml.safe_load(path.read_text())
         doc["copies"] = {"offsite": {"url": f"file://{root / 'copy'}"}}
+        path.write_text(yaml.safe_dump(doc))
+        chown_tree(arch.policy_dir, cluster_os_user())
+        yield arch
+
+
+@pytest.fixture
+def copied_to_s3(s3_server: S3Server) -> Iterator[Archived]:
+    """A cluster archiving into a ``file://`` primary, with an S3 copy ``offsite`` (the
+    S3 server's credentials are in the environment before the cluster starts, so its
+    archive_command and every server a restore starts have them)."""
+    bucket = s3_server.create_bucket()
+    copy = {"url": f"s3://{bucket}/drkit", "endpoint_url": s3_server.endpoint}
+    with shared_dir() as root, archived_cluster(root, file_repo_block(root)) as arch:
+        path = arch.policy_dir / "prod.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["copies"] = {"offsite": {**copy, "region": "us-east-1"}}
         path.write_text(yaml.safe_dump(doc))
         chown_tree(arch.policy_dir, cluster_os_user())
         yield arch
@@ -161,6 +180,35 @@ def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_
 
     # the copy loses a segment below the newest: refused, named, nothing promoted
     copy = Repository.for_policy(offsite)
+    found = find_wal_key(copy, first)
+    assert found is not None and find_wal_key(copy, last) is not None
+    copy.delete(found)
+    gapped, refused = pitr(run_drkit, arch, "latest", "--repo", "offsite")
+    assert refused.code == 3, refused.stderr
+    assert first in one_line(refused.stderr)
+    assert not (gapped / "postmaster.pid").exists()
+
+
+def test_with_the_primary_repository_lost_pitr_from_an_s3_copy_replays_its_wal(
+    copied_to_s3: Archived, run_drkit: DrkitRunner
+) -> None:
+    """The same promise as above with the copy in S3: the base backup, every segment and
+    the restore_command's WAL come from the bucket, and a gap in the bucket is refused."""
+    arch = copied_to_s3
+    first, last = backup_with_markers(arch, run_drkit, "m1", "m2")
+    done = run_drkit("copy", arch.env, policy_dir=arch.policy_dir)
+    assert done.code == 0, done.stderr
+    shutil.rmtree(arch.root / "repo")  # the primary repository, gone entirely
+
+    pgdata, result = pitr(run_drkit, arch, "latest", "--repo", "offsite")
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert report["state"] == "promoted"
+    assert markers(restored_dsn(arch, report["port"]), arch) == ["m1", "m2"]
+    conf = (pgdata / "postgresql.auto.conf").read_text()
+    assert "fetch --repo offsite prod" in conf, conf
+
+    copy = Repository.for_policy(load_policy(arch.env, arch.policy_dir).for_copy("offsite"))
     found = find_wal_key(copy, first)
     assert found is not None and find_wal_key(copy, last) is not None
     copy.delete(found)
