@@ -12,7 +12,9 @@ benchmarks import from here.  Inside, by stage:
 - :mod:`.recovery_conf`: the recovery settings written into the data directory;
 - :mod:`.pitr`: ``drkit restore ENV --point-in-time TS --pgdata DIR``, the stages in
   order (unpack, configure, replay to a pause, check, promote), and the observer a
-  drill watches it through;
+  drill watches it through; :mod:`.replay`: the recovering server watched (replay
+  progress, the wait for its pause, promote or stop); :mod:`.goal`: where a recovery
+  must end and the checks of what it reached (never promoted short of it);
 - :mod:`.tables`: ``--table`` (``--as``, ``--force``) from a scratch copy, logical or
   recovered, published into the live database in one transaction;
 - :mod:`.walsearch`: ``drkit wal-search``, the transactions that touched a table in the
@@ -30,12 +32,12 @@ from drkit.restore.dirrestore import fetched_directory as fetched_directory
 from drkit.restore.documents import PitrDocument as PitrDocument
 from drkit.restore.documents import RestoreDocument as RestoreDocument
 from drkit.restore.documents import TableRestoreDocument as TableRestoreDocument
+from drkit.restore.goal import RecoveryStoppedShort as RecoveryStoppedShort
 from drkit.restore.logical import RestoreResult as RestoreResult
 from drkit.restore.logical import restore_archive as restore_archive
 from drkit.restore.logical import restore_logical as restore_logical
 from drkit.restore.pitr import PitrResult as PitrResult
 from drkit.restore.pitr import RecoveryObserver as RecoveryObserver
-from drkit.restore.pitr import RecoveryStoppedShort as RecoveryStoppedShort
 from drkit.restore.pitr import continue_recovery as continue_recovery
 from drkit.restore.pitr import restore_point_in_time as restore_point_in_time
 from drkit.restore.plan import RecoveryPlan as RecoveryPlan

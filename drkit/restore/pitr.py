@@ -44,7 +44,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,9 +54,6 @@ from drkit.catalog import Manifest, iso, list_backups
 from drkit.config import Policy
 from drkit.errors import (
     CheckFailed,
-    DatabaseError,
-    DrkitError,
-    OperationError,
     SafetyRefused,
     UsageError,
 )
@@ -71,31 +67,26 @@ from drkit.pg import (
     guard_data_directory,
     parse,
 )
-from drkit.progress import Meter, OnProgress
+from drkit.progress import OnProgress
 from drkit.restore import documents
+from drkit.restore.goal import Goal, xact_status
 from drkit.restore.plan import (
     RecoveryPlan,
     TimelineChoice,
     Window,
-    consistent_point,
     last_record_lsn,
     parse_timeline,
     plan_recovery,
 )
 from drkit.restore.recovery_conf import write_recovery_config
+from drkit.restore.replay import Replayed, ReplayProgress, promote, stop, wait_paused
 from drkit.restore.target import RecoveryTarget, stop_settings
 from drkit.storage import Repository
 from drkit.wal import (
     RESTORE_MARKER,
     SPOOL_DIR,
-    FetchOutcome,
     clear_restore_marker,
-    find_wal_key,
-    is_segment,
-    parse_segment,
-    read_fetch_journal,
     start_fetch_journal,
-    timeline_at,
     write_restore_marker,
 )
 
@@ -109,12 +100,6 @@ LOG_NAME = "drkit-recovery.log"
 RECOVERY_STATE = "drkit-recovery.json"
 
 ProgressCallback = OnProgress  # phases "unpack" (bytes of base.tar), "WAL replay"
-
-_NOT_REACHED = "recovery ended before configured recovery target was reached"
-#: how long a recovering server may show no live postmaster before it counts as dead
-_DOWN_GRACE = 5.0
-#: how long a fast shutdown may take (pg_ctl's own default)
-_STOP_WAIT = 60.0
 
 
 @dataclass
@@ -341,7 +326,7 @@ def continue_recovery(
     result = recovery.prepared(target_action, 0.0)
     result.phases = {}
     result.continued = True
-    _stop(server)
+    stop(server)
     limit = timeout or float(os.environ.get(RECOVERY_TIMEOUT_ENV, DEFAULT_RECOVERY_TIMEOUT))
     recovery.replay(result, limit, None, on_progress)
     return result
@@ -398,7 +383,7 @@ def _running_server(pgdata: Path) -> tuple[int, Path]:
     return int(lines[3]), Path(lines[4])
 
 
-def _paused_now(server: PostgresServer, pgdata: Path, manifest: Manifest) -> _Replayed:
+def _paused_now(server: PostgresServer, pgdata: Path, manifest: Manifest) -> Replayed:
     """Where the paused server stands; refused unless it is in recovery, paused, and of
     the cluster the backup was taken from."""
     row = server.query(
@@ -422,11 +407,11 @@ def _paused_now(server: PostgresServer, pgdata: Path, manifest: Manifest) -> _Re
             f"the server in {pgdata} is of the cluster {system}, not {manifest.system_identifier} "
             f"that backup {manifest.id} was taken from"
         )
-    return _Replayed(str(lsn), last_commit.astimezone(UTC) if last_commit else None)
+    return Replayed(str(lsn), last_commit.astimezone(UTC) if last_commit else None)
 
 
 def _refuse_behind(
-    point: RecoveryTarget, plan: RecoveryPlan, now: _Replayed, server: PostgresServer, pgdata: Path
+    point: RecoveryTarget, plan: RecoveryPlan, now: Replayed, server: PostgresServer, pgdata: Path
 ) -> None:
     """Replay only goes forward: a target at or behind what the paused server replayed
     is exit 3, naming both."""
@@ -663,9 +648,9 @@ class _Recovery:
         server = self.server()
         if observer is not None:
             observer.on_server(server)
-        goal = _Goal(self.plan, self.repo, self.target, self.end_lsn)
+        goal = Goal(self.plan, self.repo, self.target, self.end_lsn)
 
-        def run_to_pause(pause: str | None) -> tuple[_Replayed | None, _ReplayProgress]:
+        def run_to_pause(pause: str | None) -> tuple[Replayed | None, ReplayProgress]:
             """(Re)configure, start with an empty fetch journal, wait for the pause.  The
             replay's progress line ends aborted unless the server paused (the caller
             finishes it once the point reached is checked)."""
@@ -673,13 +658,13 @@ class _Recovery:
             start_fetch_journal(self.pgdata / "pg_wal")
             for name in ("postgresql.auto.conf", "recovery.signal", f"pg_wal/{SPOOL_DIR}"):
                 chown_tree(self.pgdata / name, self.user)
-            progress = _ReplayProgress(on_progress, self.plan, self.end_lsn, pause)
+            progress = ReplayProgress(on_progress, self.plan, self.end_lsn, pause)
             try:
                 server.start(
                     wait=False, what=f"starting PostgreSQL for recovery (log: {server.log_file})"
                 )
                 result.started = True
-                replayed = _wait_paused(server, limit, progress.reached)
+                replayed = wait_paused(server, limit, progress.reached)
             except BaseException:
                 progress.meter.abort()
                 raise
@@ -696,13 +681,13 @@ class _Recovery:
             paused = time.monotonic()
             observer.on_paused(result)
             result.phases["paused"] = time.monotonic() - paused
-            _stop(server)
+            stop(server)
         replayed, progress = run_to_pause(None)
         if replayed is None and goal.ended_at_plan_end(server):
             # a time after the last commit the archive holds: PostgreSQL found no commit
             # past it in the whole planned WAL, so the state at that time is the archive's end
             self.end_lsn = goal.end_lsn = result.end_lsn = last_record_lsn(self.repo, self.plan)
-            _stop(server)
+            stop(server)
             replayed, progress = run_to_pause(None)
         if replayed is None:
             raise goal.stopped_short(server, goal.describe())
@@ -710,7 +695,7 @@ class _Recovery:
             goal.check(replayed, server)
         except CheckFailed:
             progress.meter.abort()  # no ✓ for a replay short of its end
-            _stop(server)  # never left running short of its end
+            stop(server)  # never left running short of its end
             raise
         except BaseException:
             progress.meter.abort()
@@ -724,336 +709,13 @@ class _Recovery:
     def finish(self, server: PostgresServer, result: PitrResult, limit: float) -> None:
         """The result's action on a server paused at its checked end."""
         if result.action == "promote":
-            _promote(server, limit)
+            promote(server, limit)
             result.timeline = server.current_timeline()
             result.state = "promoted"
         elif result.action == "shutdown":
-            _stop(server)
+            stop(server)
             self.configure(None, "shutdown")  # a restart stops at the same end, as PostgreSQL's own
             chown_tree(self.pgdata / "postgresql.auto.conf", self.user)
             result.state = "shut down"
         else:
             result.state = "paused"
-
-
-class _ReplayProgress:
-    """WAL replay as progress: the bytes of WAL replayed since the base backup's start
-    (``pg_last_wal_replay_lsn()`` as the server reports it), out of the span to the
-    planned end, so the line shows a percent and an ETA.  The end is exact where the plan
-    names an LSN (``latest``'s last record, a name, an LSN, ``immediate``); for a time or
-    a transaction it is the end of the last planned segment, an upper bound shown as an
-    estimate (``≈``), since replay stops at the target, before it; so is any end for a
-    replay that pauses on the way (``pause``: an observer's restore point)."""
-
-    def __init__(
-        self,
-        sink: ProgressCallback | None,
-        plan: RecoveryPlan,
-        end_lsn: str | None,
-        pause: str | None,
-    ) -> None:
-        wal_start = plan.manifest.wal_start
-        self.start = parse_lsn(wal_start) if wal_start else None
-        exact = end_lsn or plan.stop_lsn
-        if exact is not None:
-            end = parse_lsn(exact)
-        else:
-            end = (parse_segment(str(plan.reach.last_segment), plan.segment_size).segno + 1) * (
-                plan.segment_size
-            )
-        total = end - self.start if self.start is not None and end > self.start else None
-        self.done = 0
-        self.meter = Meter(
-            sink,
-            "WAL replay",
-            f"to restore point {pause}" if pause is not None else "",
-            total=total,
-            estimate=total is not None and (exact is None or pause is not None),
-        )
-
-    def reached(self, lsn: str) -> None:
-        """The server has replayed up to ``lsn``: advance by what is new."""
-        if self.start is None:
-            return
-        now = parse_lsn(lsn) - self.start
-        if now > self.done:
-            self.meter(now - self.done)
-            self.done = now
-
-    def finish(self, lsn: str) -> None:
-        """The end is reached and checked: count the last stretch, then done."""
-        self.reached(lsn)
-        self.meter.finish()
-
-
-@dataclass
-class _Replayed:
-    """What a server paused at the end of its recovery says it replayed (SQL)."""
-
-    lsn: str
-    last_commit: datetime | None
-
-
-class RecoveryStoppedShort(CheckFailed):
-    """Replay ended before the planned end: a WAL file could not be fetched, vanished or
-    would not replay.  The server was not promoted (exit 3)."""
-
-    def __init__(self, message: str, segment: str | None) -> None:
-        super().__init__(message)
-        self.segment = segment
-
-
-class _Goal:
-    """Where one recovery must end, and the checks of what it reached against that."""
-
-    def __init__(
-        self, plan: RecoveryPlan, repo: Repository, target: datetime | None, end_lsn: str | None
-    ) -> None:
-        self.plan = plan
-        self.repo = repo
-        self.target = target
-        self.end_lsn = end_lsn
-
-    def describe(self) -> str:
-        last = self.plan.reach.last_segment
-        if self.plan.partial is not None:
-            last = f"the streamed partial {self.plan.partial.segment}"
-        if self.end_lsn is not None:
-            return f"the planned end {self.end_lsn} (the last WAL record of {last})"
-        point = self.plan.point
-        if point.kind == "time":
-            return f"recovery target {iso(self.target)}"
-        at = f" at {self.plan.stop_lsn}" if self.plan.stop_lsn and point.kind != "lsn" else ""
-        return f"recovery target {point.describe()}{at}"
-
-    def _planned_last(self) -> int:
-        return parse_segment(str(self.plan.reach.last_segment), self.plan.segment_size).segno
-
-    def _missing_planned(self, journal: list[FetchOutcome]) -> list[str]:
-        """Planned segments wal-fetch found missing (removed since the plan)."""
-        last = self._planned_last()
-        found = []
-        for entry in journal:
-            if entry.outcome != "missing" or not is_segment(entry.name):
-                continue
-            segno = parse_segment(entry.name, self.plan.segment_size).segno
-            if segno <= last and entry.name == self.plan.planned_segment(segno):
-                found.append(entry.name)
-        return found
-
-    def _ran_out(self, journal: list[FetchOutcome]) -> bool:
-        """Whether replay consumed every planned segment and stopped only because the
-        first one after them is not in the archive."""
-        after = self.plan.planned_segment(self._planned_last() + 1)
-        return any(e.outcome == "missing" and e.name == after for e in journal)
-
-    def ended_at_plan_end(self, server: PostgresServer) -> bool:
-        """Whether a recovery to a time that stopped did so only because the planned WAL
-        ended: every planned segment was served, the first one after them is what
-        wal-fetch found missing, and the archive still lacks it."""
-        if self.target is None or self.end_lsn is not None or server.is_running():
-            return False
-        journal = read_fetch_journal(server.data_dir / "pg_wal")
-        if any(e.outcome == "failed" for e in journal) or self._missing_planned(journal):
-            return False
-        after = self.plan.planned_segment(self._planned_last() + 1)
-        if not any(e.outcome == "missing" and e.name == after for e in journal):
-            return False
-        if find_wal_key(self.repo, after) is not None:
-            raise CheckFailed(
-                f"WAL segment {after} reached {self.repo.location} while recovering to "
-                f"{iso(self.target)}: the archive grew past the plan, run the restore again"
-            )
-        return True
-
-    def stopped_short(self, server: PostgresServer, wanted: str) -> DrkitError:
-        """The error for a server that died before pausing at its end, from the fetch
-        journal (what wal-fetch could not serve) rather than from log text."""
-        journal = read_fetch_journal(server.data_dir / "pg_wal")
-        where = f"(log: {server.log_file})"
-        failed = [e for e in journal if e.outcome == "failed"]
-        if failed:
-            first = failed[0]
-            return RecoveryStoppedShort(
-                f"recovery stopped at WAL {first.name}, which could not be fetched from "
-                f"{self.repo.location} ({first.detail}): everything before it was replayed, "
-                f"short of {wanted}; the server was not promoted {where}",
-                first.name,
-            )
-        vanished = self._missing_planned(journal)
-        if vanished:
-            return RecoveryStoppedShort(
-                f"recovery stopped at WAL segment {vanished[0]}: it is no longer in "
-                f"{self.repo.location} (removed since recovery was planned), short of "
-                f"{wanted}; the server was not promoted {where}",
-                vanished[0],
-            )
-        fatal = server.last_fatal()
-        if _NOT_REACHED in fatal and self.plan.point.kind == "xid" and self._ran_out(journal):
-            return RecoveryStoppedShort(
-                f"recovery replayed the whole archive ({self.plan.reach.last_segment} and every "
-                f"segment before it) and transaction {self.plan.point.xid} did not end in it, "
-                f"short of {wanted}; the server was not promoted {where}",
-                None,
-            )
-        if _NOT_REACHED in fatal:
-            return RecoveryStoppedShort(
-                f"recovery ended before {wanted} though wal-fetch failed to serve no file: a "
-                "segment it served holds invalid WAL (damaged before it was archived, or an "
-                "uncompressed one without a checksum); run drkit verify, "
-                f"{self.plan.window.describe()}; the server was not promoted {where}",
-                None,
-            )
-        return OperationError(
-            f"PostgreSQL stopped during recovery: {fatal or 'see the log'}; the server was "
-            f"not promoted {where}"
-        )
-
-    def check(self, replayed: _Replayed, server: PostgresServer) -> None:
-        """A paused server must have replayed up to its end: the planned LSN, or no
-        commit later than the time target."""
-        where = f"(log: {server.log_file})"
-        if self.end_lsn is not None and parse_lsn(replayed.lsn) < parse_lsn(self.end_lsn):
-            raise RecoveryStoppedShort(
-                f"recovery paused at {replayed.lsn}, short of {self.describe()}: PostgreSQL "
-                "paused on its own (a hot standby setting lower than the primary's, such as "
-                f"max_connections, does that); the server was stopped, not promoted {where}",
-                None,
-            )
-        if (
-            self.target is not None
-            and replayed.last_commit is not None
-            and (
-                replayed.last_commit > self.target
-                or (not self.plan.point.inclusive and replayed.last_commit == self.target)
-            )
-        ):
-            raise CheckFailed(
-                f"recovery to {iso(self.target)} replayed a commit of "
-                f"{iso(replayed.last_commit)}; the server was stopped, not promoted {where}"
-            )
-        self._check_point(replayed, server, where)
-        for entry in read_fetch_journal(server.data_dir / "pg_wal"):
-            if entry.outcome == "failed":  # served on a later try: the end was reached
-                log.warning("fetching %s failed once during recovery: %s", entry.name, entry.detail)
-
-    def _check_point(self, replayed: _Replayed, server: PostgresServer, where: str) -> None:
-        """A target of another kind than a time, checked on the paused server itself:
-        a name or ``immediate`` paused exactly at or past its LSN, an LSN at or past it
-        (inclusive), a transaction ended (inclusive) or not (exclusive)."""
-        point, stop = self.plan.point, self.plan.stop_lsn
-        reached = parse_lsn(replayed.lsn)
-        short = False
-        if point.kind == "name":
-            short = reached != parse_lsn(str(stop))  # the end of the restore point's record
-        elif point.kind == "immediate" or (point.kind == "lsn" and point.inclusive):
-            short = reached < parse_lsn(str(stop))
-        elif point.kind == "xid":
-            status = xact_status(server, int(str(point.xid)))
-            ended = status in ("committed", "aborted")
-            short = not ended if point.inclusive else False
-            if ended and not point.inclusive:
-                raise CheckFailed(
-                    f"recovery to {point.describe()} replayed the end of that transaction "
-                    f"({status}); the server was stopped, not promoted {where}"
-                )
-        if short:
-            raise RecoveryStoppedShort(
-                f"recovery paused at {replayed.lsn}, not at {self.describe()}; the server "
-                f"was stopped, not promoted {where}",
-                None,
-            )
-
-    def record(self, result: PitrResult, replayed: _Replayed) -> None:
-        result.lsn = replayed.lsn
-        result.reached_at = replayed.last_commit or consistent_point(self.plan.manifest)
-        position = max(parse_lsn(replayed.lsn) - 1, 0)
-        result.timeline = timeline_at(position, self.plan.followed.timeline, self.plan.history)
-
-
-def xact_status(server: PostgresServer, xid: int) -> str:
-    """``pg_xact_status`` of a transaction on a (paused) server: committed, aborted, in
-    progress; a transaction the server has not seen yet is ``future``."""
-    try:
-        row = server.query(f"SELECT pg_xact_status('{int(xid)}'::xid8)")
-    except DatabaseError as exc:
-        if "in the future" in str(exc):
-            return "future"
-        raise
-    return str(row[0]) if row and row[0] is not None else "unknown"
-
-
-def _wait_paused(
-    server: PostgresServer, timeout: float, on_lsn: Callable[[str], None] | None = None
-) -> _Replayed | None:
-    """Wait until recovery pauses at its end and return what it replayed (SQL), or None
-    when the server stopped first (PostgreSQL ends recovery with a FATAL when the WAL
-    ends before an explicit target).  ``on_lsn`` is told ``pg_last_wal_replay_lsn()`` at
-    every look (from the consistent point on, when the server first accepts a login)."""
-    deadline = time.monotonic() + timeout
-    seen = False
-    down_since: float | None = None
-    while True:
-        if not server.is_running():
-            # pg_ctl -W may return before the pid file is written: a server never
-            # seen running gets a moment; one seen running and gone has stopped
-            now = time.monotonic()
-            down_since = down_since if down_since is not None else now
-            if seen or now - down_since > _DOWN_GRACE:
-                return None
-        else:
-            seen, down_since = True, None
-            with contextlib.suppress(DatabaseError):
-                row = server.query(
-                    "SELECT pg_is_in_recovery(), "
-                    "CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() "
-                    "ELSE '' END, pg_last_wal_replay_lsn()::text, "
-                    "pg_last_xact_replay_timestamp()"
-                )
-                in_recovery, pause_state, lsn, last_commit = row
-                if lsn is not None and on_lsn is not None:
-                    on_lsn(str(lsn))
-                if not in_recovery:  # never, with an explicit target and 'pause'
-                    raise OperationError(
-                        f"the recovering server on port {server.port} left recovery before "
-                        f"drkit checked it (log: {server.log_file})"
-                    )
-                if pause_state == "paused" and lsn is not None:
-                    return _Replayed(str(lsn), last_commit.astimezone(UTC) if last_commit else None)
-        if time.monotonic() > deadline:
-            raise OperationError(
-                f"recovery did not finish within {timeout:.0f}s (log: {server.log_file}); "
-                f"the server is still running on port {server.port}"
-            )
-        time.sleep(0.3)
-
-
-def _stop(server: PostgresServer) -> None:
-    """A fast shutdown, within pg_ctl's own default wait; a failure raises."""
-    server.stop(
-        "fast",
-        _STOP_WAIT,
-        check=True,
-        what=f"stopping the recovering PostgreSQL (log: {server.log_file})",
-    )
-
-
-def _promote(server: PostgresServer, timeout: float) -> None:
-    """``pg_ctl promote`` as the cluster's OS user (no SQL privilege needed), and wait
-    until the server has left recovery."""
-    server.ctl(
-        "-w",
-        "-t",
-        str(int(timeout)),
-        "promote",
-        what=f"promoting the recovered server (log: {server.log_file})",
-        timeout=timeout + 30,
-    )
-    deadline = time.monotonic() + timeout
-    while server.query("SELECT pg_is_in_recovery()")[0]:
-        if time.monotonic() > deadline:
-            raise OperationError(
-                f"the recovered server on port {server.port} did not leave recovery within "
-                f"{timeout:.0f}s of its promotion (log: {server.log_file})"
-            )
-        time.sleep(0.2)
