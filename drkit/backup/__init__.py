@@ -6,9 +6,9 @@ Backup).  Inside, by stage:
 
 - taking a backup: :mod:`.logical` (``drkit backup ENV``: ``pg_dump`` in a snapshot whose
   rows are counted; :mod:`.dirdump` for the directory format), :mod:`.physical`
-  (``--physical``: ``pg_basebackup`` streamed, its WAL waited for), :mod:`.relations` (the
-  relation catalog a base backup records for ``wal-search``), :mod:`.chain` (incremental
-  chains) and :mod:`.lock` (one backup of a kind at a time);
+  (``--physical``: ``pg_basebackup`` streamed; :mod:`.archivewait`, its WAL waited for),
+  :mod:`.relations` (the relation catalog a base backup records for ``wal-search``),
+  :mod:`.chain` (incremental chains) and :mod:`.lock` (one backup of a kind at a time);
 - what a backup needs to be restored: :mod:`.walchain` (the WAL chain, how far the
   archive reaches along a timeline) and :mod:`.unpack` (a base backup, or a chain, into a
   data directory);
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from drkit import lazy_face
 
 if TYPE_CHECKING:
+    from drkit.backup.archivewait import wait_for_wal as wait_for_wal
     from drkit.backup.chain import by_id as by_id
     from drkit.backup.chain import chain_ok as chain_ok
     from drkit.backup.chain import resolve_chain as resolve_chain
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
     from drkit.backup.logical import read_position as read_position
     from drkit.backup.logical import run_logical_backup as run_logical_backup
     from drkit.backup.physical import run_physical_backup as run_physical_backup
-    from drkit.backup.physical import wait_for_wal as wait_for_wal
     from drkit.backup.prune import DeleteDocument as DeleteDocument
     from drkit.backup.prune import PruneDocument as PruneDocument
     from drkit.backup.prune import delete_by_hand as delete_by_hand
@@ -83,6 +83,7 @@ if TYPE_CHECKING:
 __all__ = lazy_face(
     __name__,
     {
+        "archivewait": "wait_for_wal",
         "chain": "by_id chain_ok resolve_chain",
         "copy": "CopyDocument copy_all copy_document refuse_same_repository",
         "dirdump": "MEMBER_NAME TOC",
@@ -90,7 +91,7 @@ __all__ = lazy_face(
         "listing": "BackupDocument BackupsDocument backup_document list_environment",
         "lock": "running_backups",
         "logical": "backup_logical read_position run_logical_backup",
-        "physical": "run_physical_backup wait_for_wal",
+        "physical": "run_physical_backup",
         "prune": "DeleteDocument PruneDocument delete_by_hand plan_prune prune prune_policy",
         "relations": "CATALOG_KEY",
         "restorepoint": (

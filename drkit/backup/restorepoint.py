@@ -159,7 +159,7 @@ def list_restore_points(repo: Repository) -> list[RestorePoint]:
 def create_restore_point(policy: Policy, name: str, *, wait: float | None = None) -> RestorePoint:
     """Create the restore point ``name`` on the policy's server, wait until its segment is
     archived, and record it (see the module docstring)."""
-    from drkit.backup.physical import ARCHIVE_WAIT_ENV, DEFAULT_ARCHIVE_WAIT, wait_for_wal
+    from drkit.backup.archivewait import ARCHIVE_WAIT_ENV, DEFAULT_ARCHIVE_WAIT, wait_for_wal
     from drkit.pg import connect, first_line
 
     check_restore_point_name(name)
