@@ -85,3 +85,18 @@ def test_tests_mirror_the_packages() -> None:
     assert test_dirs - packages <= {"reliability"}, sorted(test_dirs - packages)
     at_root = {p.stem.removeprefix("test_") for p in (REPO / "tests").glob("test_*.py")}
     assert not at_root & packages, sorted(at_root & packages)
+
+
+def test_only_storage_and_the_policy_tell_repository_schemes_apart() -> None:
+    """Backend facts belong to storage: a backend's model says what its driver needs
+    (``environment_prefixes``, ``local_root``, ``parallel_uploads``), so a new backend is
+    one driver, one model and one factory line, never a url test elsewhere."""
+    scheme_test = re.compile(r"""(startswith|==)\(?\s*["'](s3|file|gs|azure)://""")
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in sorted((REPO / "drkit").rglob("*.py"))
+        if "storage" not in path.relative_to(REPO).parts and path.name != "config.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if scheme_test.search(line)
+    ]
+    assert not found, "a repository url's scheme tested outside storage:\n" + "\n".join(found)

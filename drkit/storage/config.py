@@ -137,6 +137,10 @@ class RepositoryConfig(_Section):
         """How many objects to upload at once when nothing says otherwise."""
         return max(2, os.cpu_count() or 1)
 
+    #: prefixes of the process environment variables this backend's driver reads (its
+    #: credentials, region, endpoint), which the WAL commands must see as drkit saw them
+    environment_prefixes: ClassVar[tuple[str, ...]] = ()
+
 
 class FileRepositoryConfig(RepositoryConfig):
     """``file:///path``: a directory tree (the S3 keys are ignored; ``object_lock`` is
@@ -180,6 +184,7 @@ class S3RepositoryConfig(RepositoryConfig):
     ``region``, the ``storage_class`` of uploaded objects and their ``object_lock``."""
 
     scheme: ClassVar[str] = "s3"
+    environment_prefixes: ClassVar[tuple[str, ...]] = ("AWS_", "DRKIT_S3_")
 
     @field_validator("url")
     @classmethod

@@ -11,8 +11,9 @@ reads the policy, so both lines see exactly what ``archive-command`` saw:
 
 - every variable the policy names outside its ``database`` section (the WAL commands
   never read the database url), set to its value here or recorded as unset;
-- for an ``s3://`` repository, the ``AWS_*`` settings boto3 reads (credentials,
-  region, profile, endpoint), and drkit's own ``DRKIT_S3_*`` and
+- the settings the repository's driver reads (its backend model's
+  ``environment_prefixes``: for ``s3://``, the ``AWS_*`` settings boto3 reads —
+  credentials, region, profile, endpoint — and drkit's own ``DRKIT_S3_*``), and
   ``DRKIT_AGE_IDENTITY_FILE``, when set here.
 
 The file is JSON, mode 0600, owned by the cluster's OS user, published atomically
@@ -41,8 +42,6 @@ ENV_DIR_ENV = "DRKIT_ENV_DIR"
 DEFAULT_ENV_DIR = "/var/lib/drkit/env"
 
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-.*?)?\}")
-#: settings of the process environment that an s3:// repository's WAL path reads
-_S3_PREFIXES = ("AWS_", "DRKIT_S3_")
 _ALWAYS = ("DRKIT_AGE_IDENTITY_FILE",)
 _FORMAT = 1
 
@@ -67,13 +66,15 @@ def referenced_variables(raw: Any, *, skip: tuple[str, ...] = ("database",)) -> 
 
 
 def wal_environment(
-    raw: Any, repository_url: str, environ: dict[str, str] | None = None
+    raw: Any, driver_prefixes: tuple[str, ...], environ: dict[str, str] | None = None
 ) -> dict[str, str | None]:
     """Name -> value (None: unset) of everything the WAL commands of this policy read
-    from their environment, as ``environ`` (this process's) has it."""
+    from their environment, as ``environ`` (this process's) has it: the policy's own
+    variables, and those its repository's driver reads (``driver_prefixes``, the
+    backend model's ``environment_prefixes``)."""
     environ = dict(os.environ) if environ is None else environ
     pinned: dict[str, str | None] = {n: environ.get(n) for n in referenced_variables(raw)}
-    wanted = _ALWAYS + (_S3_PREFIXES if repository_url.startswith("s3://") else ())
+    wanted = _ALWAYS + driver_prefixes
     for name in sorted(environ):
         if name.startswith(wanted):
             pinned[name] = environ[name]

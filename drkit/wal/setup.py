@@ -40,7 +40,9 @@ def set_up_archiving(policy: Policy, policy_dir: Path, user: str | None) -> Arch
             "move the policies to a directory it can read (e.g. /etc/drkit/policies) "
             "and pass --policy-dir"
         )
-    pinned = wal_environment(read_yaml(policy_file, PolicyError), policy.repository.url)
+    pinned = wal_environment(
+        read_yaml(policy_file, PolicyError), policy.repository.environment_prefixes
+    )
     env_file = write_env_file(env, policy_dir, pinned, user) if pinned else None
     return ArchiveCommandDocument(
         ok=True,
