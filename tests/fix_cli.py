@@ -135,6 +135,16 @@ def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch)
             terminal.__dict__.pop("console", None)
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
+        # drkit's own loggers as a fresh process has them (the daemon raises "drkit" to
+        # INFO: left so, every later call would print its INFO lines)
+        ours = [
+            logger
+            for name, logger in logging.root.manager.loggerDict.items()
+            if isinstance(logger, logging.Logger) and (name == "drkit" or name.startswith("drkit."))
+        ]
+        levels = [(logger, logger.level) for logger in ours]
+        for logger in ours:
+            logger.setLevel(logging.NOTSET)
         capsys.readouterr()
         with monkeypatch.context() as scoped:
             for name, value in (env or {}).items():
@@ -148,6 +158,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch)
             finally:
                 root.handlers[:] = handlers
                 root.setLevel(level)
+                for logger, was in levels:
+                    logger.setLevel(was)
+                drkit_logger = logging.getLogger("drkit")
+                if drkit_logger not in ours:
+                    drkit_logger.setLevel(logging.NOTSET)
         captured = capsys.readouterr()
         result = Result(code, captured.out, captured.err)
         if check and code != 0:
