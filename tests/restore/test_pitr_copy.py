@@ -95,10 +95,11 @@ def lean_fetch(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_its_wal(
-    copied: Archived, run_drkit: DrkitRunner
-) -> None:
-    arch = copied
+def recovered_from_the_copy_alone(arch: Archived, run_drkit: DrkitRunner) -> tuple[str, str, Path]:
+    """Markers m1 and m2 archived and copied to ``offsite``, the primary repository
+    removed entirely, then PITR to latest from the copy: promoted with both markers, its
+    restore_command naming the copy.  The first and last WAL of the markers, and the
+    recovered data directory."""
     first, last = backup_with_markers(arch, run_drkit, "m1", "m2")
     done = run_drkit("copy", arch.env, policy_dir=arch.policy_dir)
     assert done.code == 0, done.stderr
@@ -111,6 +112,14 @@ def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_
     assert markers(restored_dsn(arch, report["port"]), arch) == ["m1", "m2"]
     conf = (pgdata / "postgresql.auto.conf").read_text()
     assert "fetch --repo offsite prod" in conf, conf
+    return first, last, pgdata
+
+
+def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_its_wal(
+    copied: Archived, run_drkit: DrkitRunner
+) -> None:
+    arch = copied
+    first, last, pgdata = recovered_from_the_copy_alone(arch, run_drkit)
     # --continue on it from the primary would mix two repositories' WAL: refused first
     moved = run_drkit(
         "restore",
@@ -195,18 +204,7 @@ def test_with_the_primary_repository_lost_pitr_from_an_s3_copy_replays_its_wal(
     """The same promise as above with the copy in S3: the base backup, every segment and
     the restore_command's WAL come from the bucket, and a gap in the bucket is refused."""
     arch = copied_to_s3
-    first, last = backup_with_markers(arch, run_drkit, "m1", "m2")
-    done = run_drkit("copy", arch.env, policy_dir=arch.policy_dir)
-    assert done.code == 0, done.stderr
-    shutil.rmtree(arch.root / "repo")  # the primary repository, gone entirely
-
-    pgdata, result = pitr(run_drkit, arch, "latest", "--repo", "offsite")
-    assert result.code == 0, result.stderr
-    report = result.json()
-    assert report["state"] == "promoted"
-    assert markers(restored_dsn(arch, report["port"]), arch) == ["m1", "m2"]
-    conf = (pgdata / "postgresql.auto.conf").read_text()
-    assert "fetch --repo offsite prod" in conf, conf
+    first, last, _ = recovered_from_the_copy_alone(arch, run_drkit)
 
     copy = Repository.for_policy(load_policy(arch.env, arch.policy_dir).for_copy("offsite"))
     found = find_wal_key(copy, first)
