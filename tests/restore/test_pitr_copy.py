@@ -115,6 +115,21 @@ def recovered_from_the_copy_alone(arch: Archived, run_drkit: DrkitRunner) -> tup
     return first, last, pgdata
 
 
+def a_gap_in_the_copy_is_refused(
+    arch: Archived, run_drkit: DrkitRunner, first: str, last: str
+) -> None:
+    """The copy loses ``first``, a segment below the newest (``last``): PITR to latest
+    from it is refused (exit 3) naming that segment, and nothing is promoted."""
+    copy = Repository.for_policy(load_policy(arch.env, arch.policy_dir).for_copy("offsite"))
+    found = find_wal_key(copy, first)
+    assert found is not None and find_wal_key(copy, last) is not None
+    copy.delete(found)
+    gapped, refused = pitr(run_drkit, arch, "latest", "--repo", "offsite")
+    assert refused.code == 3, refused.stderr
+    assert first in one_line(refused.stderr)
+    assert not (gapped / "postmaster.pid").exists()
+
+
 def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_its_wal(
     copied: Archived, run_drkit: DrkitRunner
 ) -> None:
@@ -188,14 +203,7 @@ def test_with_the_primary_repository_lost_pitr_and_a_drill_from_the_copy_replay_
     assert probe.stat().st_size == (spool / last).stat().st_size  # a whole segment
 
     # the copy loses a segment below the newest: refused, named, nothing promoted
-    copy = Repository.for_policy(offsite)
-    found = find_wal_key(copy, first)
-    assert found is not None and find_wal_key(copy, last) is not None
-    copy.delete(found)
-    gapped, refused = pitr(run_drkit, arch, "latest", "--repo", "offsite")
-    assert refused.code == 3, refused.stderr
-    assert first in one_line(refused.stderr)
-    assert not (gapped / "postmaster.pid").exists()
+    a_gap_in_the_copy_is_refused(arch, run_drkit, first, last)
 
 
 def test_with_the_primary_repository_lost_pitr_from_an_s3_copy_replays_its_wal(
@@ -205,15 +213,7 @@ def test_with_the_primary_repository_lost_pitr_from_an_s3_copy_replays_its_wal(
     the restore_command's WAL come from the bucket, and a gap in the bucket is refused."""
     arch = copied_to_s3
     first, last, _ = recovered_from_the_copy_alone(arch, run_drkit)
-
-    copy = Repository.for_policy(load_policy(arch.env, arch.policy_dir).for_copy("offsite"))
-    found = find_wal_key(copy, first)
-    assert found is not None and find_wal_key(copy, last) is not None
-    copy.delete(found)
-    gapped, refused = pitr(run_drkit, arch, "latest", "--repo", "offsite")
-    assert refused.code == 3, refused.stderr
-    assert first in one_line(refused.stderr)
-    assert not (gapped / "postmaster.pid").exists()
+    a_gap_in_the_copy_is_refused(arch, run_drkit, first, last)
 
 
 def test_a_restore_command_naming_a_copy_the_policy_no_longer_has_fails_in_one_line(
