@@ -327,3 +327,14 @@ def test_faces_stay_cheap_to_import() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "", f"importing the faces loaded {done.stdout.strip()}"
+
+
+def test_only_a_search_of_a_copy_loads_the_compiler() -> None:
+    """numba (``drkit/jit.py``) costs a second or so to import: no face loads it, every
+    package's included, nor the command table; the sanitize scan's modules do."""
+    faces = ", ".join(f"drkit.{p}" for p in packages())
+    code = f"import sys; import {faces}, drkit.cli.app; print('numba' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False", "importing the faces loaded numba"
