@@ -183,6 +183,19 @@ def test_candidates_hold_every_form_standing_in_the_text_and_only_pieces_that_st
             assert stands(block, start, piece, word_starts), (block, start, piece)
 
 
+def test_a_block_with_more_candidates_than_one_compiled_call_holds_loses_none() -> None:
+    """The compiled search hands its candidates back in batches of a fixed size; a
+    block holding many more (every piece of a long run of one original) loses none at
+    the seams of the batches."""
+    leak_filter = LeakFilter()
+    leak_filter.add([b"ab12cd34ef", b"12cd34ef", b"zz99"])
+    block = b"ab12cd34ef zz99 " * 40_000
+    found = leak_filter.candidates(block)
+    pieces = ((0, b"ab12cd34ef"), (2, b"12cd34ef"), (11, b"zz99"))
+    every = {(16 * i + at, piece) for i in range(40_000) for at, piece in pieces}
+    assert len(found) == len(set(found)) == len(every) and set(found) == every
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     originals=st.lists(st.text(ALPHABET, min_size=1, max_size=30), min_size=1, max_size=8),

@@ -56,6 +56,8 @@ _PREFIX_BITS = 2
 _FRONT_BITS_LOG2 = 24  # 2 MiB in front of the prefix filter: every byte of text asks it
 _WHOLE_BITS = 3
 _PAD = LONG + 8
+_FOUND = 1 << 14  # candidates one compiled call returns at most
+_CHUNK = 1 << 10  # positions sieved at once
 BUCKET_TAGS = 1 << 17  # tags sorted at once when the index is built (1 MiB)
 _BUCKETS_LOG2_MAX = 8  # at most 256 buckets: past 32 M tags they grow, slowly
 
@@ -201,6 +203,135 @@ def _stands(data: Bytes, n: int, start: int, length: int) -> bool:
 
 
 @njit
+def _window(data: Bytes, p: int) -> np.uint64:
+    """The 8 bytes at ``p``, as a little-endian integer."""
+    window = np.uint64(0)
+    for k in range(8):
+        window |= np.uint64(data[p + k]) << np.uint64(8 * k)
+    return window
+
+
+@njit
+def _front_passes(
+    data: Bytes,
+    start: int,
+    stop: int,
+    front: U64Array,
+    longest: int,
+    tokens: IntArray,
+    word_starts: bool,
+    out: IntArray,
+) -> int:
+    """The positions of ``data[start:stop]`` where a key of the prefix filter passes its
+    front (the long forms' window, or a short form's where it stands alone), into
+    ``out``; returns how many.  A first sieve, kept free of unpredictable branches so
+    the CPU overlaps the front's cache misses: nearly every position fails it, and a
+    position that passes is asked everything again by :func:`_pieces_at`."""
+    if not len(front):
+        for p in range(start, stop):
+            out[p - start] = p
+        return stop - start
+    six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
+    count = 0
+    window = _window(data, start)
+    for p in range(start, stop):
+        if p > start:
+            window = (window >> np.uint64(8)) | (np.uint64(data[p + 7]) << np.uint64(56))
+        passes = False
+        if longest:
+            word, bit = _front_bit(_quick(window & six, np.uint64(0)), front)
+            passes = front[word] & bit != np.uint64(0)
+        for t in range(len(tokens)):  # (an index: iterating the array costs more)
+            length = tokens[t]
+            mask = (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
+            word, bit = _front_bit(_quick(window & mask, np.uint64(length)), front)
+            passes |= front[word] & bit != np.uint64(0)
+        if word_starts and p and _WORD[data[p - 1]]:
+            passes = False
+        out[count] = p
+        count += passes
+    return count
+
+
+@njit
+def _pieces_at(
+    data: Bytes,
+    n: int,
+    p: int,
+    prefix: U64Array,
+    prefix_log2: int,
+    prefix_bits: int,
+    front: U64Array,
+    whole: U64Array,
+    whole_log2: int,
+    whole_bits: int,
+    whole_front: U64Array,
+    wanted: npt.NDArray[np.bool_],
+    longest: int,
+    tokens: IntArray,
+    positions: IntArray,
+    lengths: IntArray,
+    count: int,
+) -> int:
+    """The candidate pieces at position ``p``, appended to ``positions`` and ``lengths``
+    from ``count`` on; returns the new count.
+
+    The ``SUBSTRING_MIN``-byte window asks the prefix filter (if forms that long exist:
+    ``longest`` > 0); if it passes, the polynomial hash grows a byte at a time up to
+    ``longest`` bytes, stopping at the first byte no form holds (a raw tab or newline
+    ends a COPY field, NUL is padding), and the hash of each ``wanted`` length asks the
+    whole filter.  Each short form length of ``tokens`` asks both filters only where the
+    piece stands as a whole token.  Every piece that passes must also stand as
+    :func:`_stands` says."""
+    window = _window(data, p)
+    six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
+    if longest and _member(
+        _quick(window & six, np.uint64(0)), prefix, prefix_log2, prefix_bits, front
+    ):
+        h = np.uint64(0)
+        for i in range(longest):
+            byte = data[p + i]
+            if byte == 0x09 or byte == 0x0A or byte == 0:
+                break
+            h += np.uint64(byte) * _POWERS[i]
+            if (
+                wanted[i + 1]
+                and _member(_mix(h, np.uint64(i + 1)), whole, whole_log2, whole_bits, whole_front)
+                and _stands(data, n, p, i + 1)
+            ):
+                positions[count] = p
+                lengths[count] = i + 1
+                count += 1
+    for t in range(len(tokens)):
+        length = tokens[t]
+        if p and _WORD[data[p - 1]] and _WORD[data[p]]:
+            continue  # inside a longer word on the left
+        if _WORD[data[p + length - 1]] and _WORD[data[p + length]]:
+            continue  # on the right
+        mask = (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
+        tag = np.uint64(length)
+        if not _member(_quick(window & mask, tag), prefix, prefix_log2, prefix_bits, front):
+            continue
+        h = np.uint64(0)
+        whole_piece = True
+        for i in range(length):
+            byte = data[p + i]
+            if byte == 0x09 or byte == 0x0A or byte == 0:
+                whole_piece = False
+                break
+            h += np.uint64(byte) * _POWERS[i]
+        if (
+            whole_piece
+            and _member(_mix(h, tag), whole, whole_log2, whole_bits, whole_front)
+            and _stands(data, n, p, length)
+        ):
+            positions[count] = p
+            lengths[count] = length
+            count += 1
+    return count
+
+
+@njit
 def _search(
     data: Bytes,
     n: int,
@@ -216,88 +347,47 @@ def _search(
     longest: int,
     tokens: IntArray,
     word_starts: bool,
-) -> tuple[IntArray, IntArray]:
-    """(positions, lengths) of the candidate pieces of ``data[:n]`` (``data`` is padded
-    with ``_PAD`` zero bytes).  At every position: the ``SUBSTRING_MIN``-byte window asks
-    the prefix filter (if forms that long exist: ``longest`` > 0); if it passes, the
-    polynomial hash grows a byte at a time up to ``longest`` bytes, stopping at the first
-    byte no form holds (a raw tab or newline ends a COPY field, NUL is padding), and the
-    hash of each ``wanted`` length asks the whole filter.  Each short form length of
-    ``tokens`` asks both filters only where the piece stands as a whole token.  Every
-    piece that passes must also stand as :func:`_stands` says."""
-    capacity = 1024
-    positions = np.empty(capacity, dtype=np.int64)
-    lengths = np.empty(capacity, dtype=np.int64)
+    start: int,
+    positions: IntArray,
+    lengths: IntArray,
+) -> tuple[int, int]:
+    """The candidate pieces of ``data[:n]`` (``data`` is padded with ``_PAD`` zero bytes)
+    from position ``start`` on, written to ``positions`` and ``lengths``: returns how
+    many, and the position it stopped at (``n``, or where the arrays could overflow: the
+    caller empties them and calls again from there).  Positions are sieved by the prefix
+    filter's front a ``_CHUNK`` at a time, then those that pass are searched.  (No array
+    is reassigned in these loops: that would cost reference counting at every byte.)"""
     count = 0
-    window = np.uint64(0)  # the 8 bytes at p, little-endian (the pad covers the end)
-    for k in range(8):
-        window |= np.uint64(data[k]) << np.uint64(8 * k)
-    six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
-    for p in range(n):
-        if p:
-            window = (window >> np.uint64(8)) | (np.uint64(data[p + 7]) << np.uint64(56))
-        if word_starts and p and _WORD[data[p - 1]]:
-            continue
-        if longest and _member(
-            _quick(window & six, np.uint64(0)), prefix, prefix_log2, prefix_bits, front
+    room = len(positions) - LONG - len(tokens)  # a position adds at most this many
+    passed = np.empty(_CHUNK, dtype=np.int64)
+    for chunk in range(start, n, _CHUNK):
+        stop = min(chunk + _CHUNK, n)
+        for j in range(
+            _front_passes(data, chunk, stop, front, longest, tokens, word_starts, passed)
         ):
-            h = np.uint64(0)
-            for i in range(longest):
-                byte = data[p + i]
-                if byte == 0x09 or byte == 0x0A or byte == 0:
-                    break
-                h += np.uint64(byte) * _POWERS[i]
-                if (
-                    wanted[i + 1]
-                    and _member(
-                        _mix(h, np.uint64(i + 1)), whole, whole_log2, whole_bits, whole_front
-                    )
-                    and _stands(data, n, p, i + 1)
-                ):
-                    if count == capacity:
-                        capacity *= 2
-                        positions = _grown(positions, capacity)
-                        lengths = _grown(lengths, capacity)
-                    positions[count] = p
-                    lengths[count] = i + 1
-                    count += 1
-        for length in tokens:
-            if p and _WORD[data[p - 1]] and _WORD[data[p]]:
-                continue  # inside a longer word on the left
-            if _WORD[data[p + length - 1]] and _WORD[data[p + length]]:
-                continue  # on the right
-            mask = (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
-            tag = np.uint64(length)
-            if not _member(_quick(window & mask, tag), prefix, prefix_log2, prefix_bits, front):
-                continue
-            h = np.uint64(0)
-            whole_piece = True
-            for i in range(length):
-                byte = data[p + i]
-                if byte == 0x09 or byte == 0x0A or byte == 0:
-                    whole_piece = False
-                    break
-                h += np.uint64(byte) * _POWERS[i]
-            if (
-                whole_piece
-                and _member(_mix(h, tag), whole, whole_log2, whole_bits, whole_front)
-                and _stands(data, n, p, length)
-            ):
-                if count == capacity:
-                    capacity *= 2
-                    positions = _grown(positions, capacity)
-                    lengths = _grown(lengths, capacity)
-                positions[count] = p
-                lengths[count] = length
-                count += 1
-    return positions[:count], lengths[:count]
-
-
-@njit
-def _grown(values: IntArray, capacity: int) -> IntArray:
-    out = np.empty(capacity, dtype=np.int64)
-    out[: len(values)] = values
-    return out
+            p = passed[j]
+            if count > room:
+                return count, p
+            count = _pieces_at(
+                data,
+                n,
+                p,
+                prefix,
+                prefix_log2,
+                prefix_bits,
+                front,
+                whole,
+                whole_log2,
+                whole_bits,
+                whole_front,
+                wanted,
+                longest,
+                tokens,
+                positions,
+                lengths,
+                count,
+            )
+    return count, n
 
 
 @njit
@@ -465,26 +555,40 @@ class LeakFilter:
         long_lengths = [x for x in self._lengths if x >= SUBSTRING_MIN]
         wanted[long_lengths] = True
         prefix, whole = self._prefix, self._whole
-        positions, lengths = _search(
-            np.frombuffer(block + bytes(_PAD), dtype=np.uint8),
-            len(block),
-            prefix.words,
-            prefix.log2,
-            prefix.nbits,
-            prefix.front,
-            whole.words,
-            whole.log2,
-            whole.nbits,
-            whole.front,
-            wanted,
-            max(long_lengths, default=0),
-            np.array(sorted(self._tokens), dtype=np.int64),
-            word_starts,
-        )
-        return [
-            (p, block[p : p + length])
-            for p, length in zip(positions.tolist(), lengths.tolist(), strict=True)
-        ]
+        data = np.frombuffer(block + bytes(_PAD), dtype=np.uint8)
+        longest = max(long_lengths, default=0)
+        tokens = np.array(sorted(self._tokens), dtype=np.int64)
+        positions = np.empty(_FOUND, dtype=np.int64)
+        lengths = np.empty(_FOUND, dtype=np.int64)
+        found: list[tuple[int, bytes]] = []
+        start = 0
+        while start < len(block):
+            count, start = _search(
+                data,
+                len(block),
+                prefix.words,
+                prefix.log2,
+                prefix.nbits,
+                prefix.front,
+                whole.words,
+                whole.log2,
+                whole.nbits,
+                whole.front,
+                wanted,
+                longest,
+                tokens,
+                word_starts,
+                start,
+                positions,
+                lengths,
+            )
+            found += [
+                (p, block[p : p + length])
+                for p, length in zip(
+                    positions[:count].tolist(), lengths[:count].tolist(), strict=True
+                )
+            ]
+        return found
 
     def confirm(self, pieces: set[bytes], generated: set[bytes]) -> tuple[set[bytes], int]:
         """The pieces equal to a stored form, and how many distinct stored forms equal a
