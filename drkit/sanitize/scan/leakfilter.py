@@ -227,21 +227,17 @@ def _front_passes(
     ``out``; returns how many.  A first sieve, kept free of unpredictable branches so
     the CPU overlaps the front's cache misses: nearly every position fails it, and a
     position that passes is asked everything again by :func:`_pieces_at`."""
-    if not len(front):
-        for p in range(start, stop):
-            out[p - start] = p
-        return stop - start
     six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
     count = 0
     window = _window(data, start)
     for p in range(start, stop):
         if p > start:
             window = (window >> np.uint64(8)) | (np.uint64(data[p + 7]) << np.uint64(56))
-        passes = False
-        if longest:
+        passes = not len(front)  # no front: every position goes on
+        if longest and len(front):
             word, bit = _front_bit(_quick(window & six, np.uint64(0)), front)
             passes = front[word] & bit != np.uint64(0)
-        for t in range(len(tokens)):  # (an index: iterating the array costs more)
+        for t in range(len(tokens) if len(front) else 0):  # (an index: iterating costs more)
             length = tokens[t]
             mask = (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
             word, bit = _front_bit(_quick(window & mask, np.uint64(length)), front)
