@@ -104,6 +104,98 @@ def test_every_original_inside_the_text_is_found_and_nothing_else(
     assert found(searcher, text) == reference(originals, text)
 
 
+# bytes a stored form may hold (a form is folded, escaped COPY text: never a raw tab,
+# newline or NUL), and the bytes a searched text holds besides
+FORM_BYTES = [bytes([c]) for c in b"aBfx059@.-_ "] + ["é".encode(), "中".encode()]
+TEXT_BYTES = [*FORM_BYTES, b"\t", b"\n", b"\x00", b"\\t", b"deadbeef", b"C0FFEE"]
+
+
+def stored_forms() -> st.SearchStrategy[bytes]:
+    spelled = st.lists(st.sampled_from(FORM_BYTES), min_size=4, max_size=72).map(b"".join)
+    digits = st.integers(1000, 10**20).map(lambda i: str(i).encode())
+    around_long = st.tuples(st.integers(LONG - 8, LONG + 4), digits).map(
+        lambda t: b"x" * (t[0] - len(t[1]) // 2) + t[1]  # digits across the LONG cut
+    )
+    return st.one_of(spelled, digits, around_long).filter(lambda f: len(f.strip()) >= TOKEN_MIN)
+
+
+def stands(block: bytes, start: int, piece: bytes, word_starts: bool) -> bool:
+    """The rules, read plainly: where ``piece`` (a stored form, cut at LONG bytes) counts
+    when it occurs at ``start`` of ``block``."""
+    end = start + len(piece)
+    before = block[start - 1] if start else None
+    after = block[end] if end < len(block) else None
+    if any(byte in b"\t\n\x00" for byte in piece):
+        return False  # a raw tab or newline ends a field, NUL is no text
+    if word_starts and before is not None and is_word(before):
+        return False
+    if len(piece) < SUBSTRING_MIN and (
+        (before is not None and is_word(before) and is_word(piece[0]))
+        or (after is not None and is_word(after) and is_word(piece[-1]))
+    ):
+        return False  # a short form counts as a whole token only
+    if before is not None and is_digit(before) and is_digit(piece[0]):
+        return False  # glued to more digits: another number
+    if len(piece) < LONG and after is not None and is_digit(after) and is_digit(piece[-1]):
+        return False
+    if piece.isdigit():
+        left, right = start, end
+        while left and chr(block[left - 1]) in "0123456789abcdefABCDEF":
+            left -= 1
+        while right < len(block) and chr(block[right]) in "0123456789abcdefABCDEF":
+            right += 1
+        if right - left >= HASH_MIN and right - left > len(piece):
+            return False  # chance digits of a hash-like token
+    return True
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    forms=st.lists(stored_forms(), min_size=1, max_size=10),
+    filler=st.lists(st.lists(st.sampled_from(TEXT_BYTES), max_size=8).map(b"".join), max_size=11),
+    cut=st.integers(0, 9),
+    word_starts=st.booleans(),
+)
+def test_candidates_hold_every_form_standing_in_the_text_and_only_pieces_that_stand(
+    forms: list[bytes], filler: list[bytes], cut: int, word_starts: bool
+) -> None:
+    """Against a plain search: every occurrence of a stored form that stands as the rules
+    say is a candidate (the filters may add false positives, never lose one), at block
+    edges, beside digits, in hex runs, around tabs, newlines, NULs and non-ASCII bytes;
+    and every candidate is a piece of a stored length that stands as the rules say."""
+    leak_filter = LeakFilter()
+    leak_filter.add(forms[::2])
+    leak_filter.add(forms[1::2])
+    parts = [part for i, piece in enumerate(filler) for part in (piece, *forms[i : i + 1])]
+    text = b"".join(parts or forms)
+    for block in (text, text[cut:], text[: len(text) - cut], b"1" + text + b"2"):
+        found = leak_filter.candidates(block, word_starts=word_starts)
+        for form in forms:
+            piece = form[:LONG]
+            start = block.find(piece)
+            while start >= 0:
+                if stands(block, start, piece, word_starts):
+                    assert (start, piece) in found, (block, start, piece)
+                start = block.find(piece, start + 1)
+        lengths = {len(form[:LONG]) for form in forms}
+        for start, piece in found:
+            assert block[start : start + len(piece)] == piece and len(piece) in lengths
+            assert stands(block, start, piece, word_starts), (block, start, piece)
+
+
+def test_a_block_with_more_candidates_than_one_compiled_call_holds_loses_none() -> None:
+    """The compiled search hands its candidates back in batches of a fixed size; a
+    block holding many more (every piece of a long run of one original) loses none at
+    the seams of the batches."""
+    leak_filter = LeakFilter()
+    leak_filter.add([b"ab12cd34ef", b"12cd34ef", b"zz99"])
+    block = b"ab12cd34ef zz99 " * 40_000
+    found = leak_filter.candidates(block)
+    pieces = ((0, b"ab12cd34ef"), (2, b"12cd34ef"), (11, b"zz99"))
+    every = {(16 * i + at, piece) for i in range(40_000) for at, piece in pieces}
+    assert len(found) == len(set(found)) == len(every) and set(found) == every
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     originals=st.lists(st.text(ALPHABET, min_size=1, max_size=30), min_size=1, max_size=8),

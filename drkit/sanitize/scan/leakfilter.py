@@ -12,10 +12,12 @@ structure has a fixed size whatever the number of originals, and never misses on
   form (forms longer than ``LONG`` bytes: of their first ``LONG`` bytes), tagged by length;
 * the forms themselves go to an unlinked temporary file on disk, with their hashes.
 
-Searching a block of text is vectorised (numpy): the ``SUBSTRING_MIN``-byte window at every
-position is looked up in ``prefix``; at the few positions that pass, the hash of the
-piece of each length an original can have is looked up in ``whole``; the pieces that
-pass are *candidates*.  Short forms (``TOKEN_MIN`` to ``SUBSTRING_MIN - 1`` bytes) only
+Searching a block of text is one compiled pass over its bytes (:mod:`.leakloops`, native
+code without the GIL, so the threads of a run search their blocks at once): the
+``SUBSTRING_MIN``-byte window at every position is looked up in ``prefix``; at the few
+positions that pass, the hash of the piece of each length an original can have is looked
+up in ``whole``; the pieces that pass are *candidates*.  Adding forms hashes them and sets
+their bits in compiled loops too, so both sides compute the very same keys.  Short forms (``TOKEN_MIN`` to ``SUBSTRING_MIN - 1`` bytes) only
 count where they stand as a whole token (not inside a longer run of letters or digits),
 so a four-letter original is not "found" inside every longer word.  At any length, an
 original that starts (ends) with a digit does not count where a digit precedes
@@ -35,16 +37,17 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import IO, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-TOKEN_MIN = 4  # shorter forms are not searched
-SUBSTRING_MIN = 6  # shorter forms match whole tokens only
-LONG = 64  # longer forms are matched (and confirmed) on their first LONG bytes
-HASH_MIN = 24  # a run of this many hex characters, letters among them, is hash-like
+from drkit.sanitize.scan.leakshape import HASH_MIN as HASH_MIN
+from drkit.sanitize.scan.leakshape import HEX as HEX
+from drkit.sanitize.scan.leakshape import LONG as LONG
+from drkit.sanitize.scan.leakshape import SUBSTRING_MIN as SUBSTRING_MIN
+from drkit.sanitize.scan.leakshape import TOKEN_MIN as TOKEN_MIN
 
 _PREFIX_WORDS_LOG2 = 21  # 2**21 words of 64 bits = 16 MiB
 _WHOLE_WORDS_LOG2 = 22  # 32 MiB
@@ -52,163 +55,37 @@ _PREFIX_BITS = 2
 _FRONT_BITS_LOG2 = 24  # 2 MiB in front of the prefix filter: every byte of text asks it
 _WHOLE_BITS = 3
 _PAD = LONG + 8
+_FOUND = 1 << 14  # candidates one compiled call returns at most
 BUCKET_TAGS = 1 << 17  # tags sorted at once when the index is built (1 MiB)
 _BUCKETS_LOG2_MAX = 8  # at most 256 buckets: past 32 M tags they grow, slowly
 
 _U64 = np.uint64
-_BASE = _U64(0x100000001B3)
-_POWERS = np.concatenate(([_U64(1)], np.cumprod(np.full(LONG - 1, _BASE, dtype=np.uint64))))
-_WORD = np.zeros(256, dtype=bool)
-for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
-    _WORD[_c] = True
-_WORD[0x80:] = True  # any byte of a non-ASCII character counts as a letter
 _SPACES = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)
-_DIGIT = [ord("0") <= c <= ord("9") for c in range(256)]
-HEX = np.zeros(256, dtype=bool)
-HEX[np.frombuffer(b"0123456789abcdefABCDEF", dtype=np.uint8)] = True
-_HEX = HEX.tolist()
 
 U64Array = npt.NDArray[np.uint64]
 _N = TypeVar("_N", bound=np.generic)
-IntArray = npt.NDArray[np.int64]
-
-
-def _mix(h: U64Array, tag: int) -> U64Array:
-    """A 64-bit finaliser (murmur3's fmix64) over ``h`` xor a length tag."""
-    with np.errstate(over="ignore"):
-        h = h ^ _U64((tag * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
-        h = h ^ (h >> _U64(33))
-        h = h * _U64(0xFF51AFD7ED558CCD)
-        h = h ^ (h >> _U64(33))
-        h = h * _U64(0xC4CEB9FE1A85EC53)
-        return h ^ (h >> _U64(33))
-
-
-def _quick(key: U64Array, tag: int) -> U64Array:
-    """A cheap hash of a window (at most 8 bytes, as an integer) for the prefix filter."""
-    with np.errstate(over="ignore"):
-        h = (key + _U64(tag)) * _U64(0x9E3779B97F4A7C15)
-        return h ^ (h >> _U64(29))
-
-
-def _mask_table(nbits: int) -> U64Array:
-    """For every ``6 * nbits``-bit value: the word with the ``nbits`` bits it names set."""
-    values = np.arange(1 << (6 * nbits), dtype=np.uint64)
-    table = np.zeros(len(values), dtype=np.uint64)
-    for i in range(nbits):
-        table |= _U64(1) << ((values >> _U64(6 * i)) & _U64(63))
-    return table
-
-
-_TABLES: dict[int, U64Array] = {}
-
-
-def _bits(h: U64Array, log2: int, nbits: int) -> tuple[U64Array, U64Array]:
-    table = _TABLES.get(nbits)
-    if table is None:
-        table = _TABLES[nbits] = _mask_table(nbits)
-    index = h >> _U64(64 - log2)
-    mask = table[h & _U64(len(table) - 1)]
-    return index, mask
 
 
 class _Bloom:
     """A blocked Bloom filter: each key sets ``nbits`` bits of one 64-bit word.
 
     ``front_log2``: a first, small filter of one bit per key (``2**front_log2`` bits,
-    a few MiB at most, so it stays in the CPU's cache) that :meth:`test` asks first; only
-    the keys it lets pass are looked up in the large filter, whose every lookup is a
-    miss of the cache.  Both hold every key, so the pair still never misses one."""
+    a few MiB at most, so it stays in the CPU's cache) that is asked first; only the
+    keys it lets pass are looked up in the large filter, whose every lookup is a miss
+    of the cache.  Both hold every key, so the pair still never misses one."""
 
     def __init__(self, log2: int, nbits: int, front_log2: int = 0) -> None:
         self.log2 = log2
         self.nbits = nbits
         self.words = np.zeros(1 << log2, dtype=np.uint64)  # calloc: pages appear as used
-        self.front_log2 = front_log2
-        self.front = np.zeros(1 << max(front_log2 - 6, 0), dtype=np.uint64) if front_log2 else None
+        size = 1 << max(front_log2 - 6, 0) if front_log2 else 0
+        self.front = np.zeros(size, dtype=np.uint64)  # empty: no front
 
-    def _front(self, h: U64Array) -> tuple[U64Array, U64Array]:
-        """The word and the bit of the front filter for each key: bits of the hash that
-        neither the large filter's word (the top bits) nor its mask (the low bits) use."""
-        bit = h >> _U64(16)
-        word = (bit >> _U64(6)) & _U64((1 << (self.front_log2 - 6)) - 1)
-        return word, _U64(1) << (bit & _U64(63))
-
-    def add(self, h: U64Array) -> int:
+    def add(self, keys: U64Array) -> int:
         """Insert; return how many keys were not all present before (a distinct count)."""
-        if not len(h):
-            return 0
-        if self.front is not None:
-            _set_bits(self.front, *self._front(h))
-        index, mask = _bits(h, self.log2, self.nbits)
-        new = int(np.count_nonzero((self.words[index] & mask) != mask))
-        _set_bits(self.words, index, mask)
-        return new
+        from drkit.sanitize.scan.leakloops import insert  # loads the compiler
 
-    def test(self, h: U64Array) -> npt.NDArray[np.bool_]:
-        if self.front is None:
-            index, mask = _bits(h, self.log2, self.nbits)
-            result: npt.NDArray[np.bool_] = (self.words[index] & mask) == mask
-            return result
-        word, bit = self._front(h)
-        result = (self.front[word] & bit) != 0
-        passed = np.flatnonzero(result)
-        if len(passed):
-            index, mask = _bits(h[passed], self.log2, self.nbits)
-            result[passed] = (self.words[index] & mask) == mask
-        return result
-
-
-def _set_bits(words: U64Array, index: U64Array, mask: U64Array) -> None:
-    """OR every key's bits into its word.  Of keys sharing a word, one assignment wins
-    per round; the keys whose bits are not all set yet go round again (as many rounds as
-    keys share the busiest word: a few; ufunc.at, or sorting the keys, is many times
-    slower)."""
-    while len(index):
-        words[index] |= mask
-        missing = (words[index] & mask) != mask
-        index, mask = index[missing], mask[missing]
-
-
-def _whole_candidates(
-    data: npt.NDArray[np.uint8], positions: IntArray, lengths: list[int], whole: _Bloom
-) -> Iterator[tuple[int, IntArray]]:
-    """For each wanted length L: the positions whose ``data[p:p+L]`` passes ``whole``.
-
-    The polynomial hash grows a byte at a time; a position is dropped at the first byte
-    no form can contain there (a raw tab or newline ends a COPY field, NUL is padding)."""
-    wanted = sorted(lengths)
-    h = np.zeros(len(positions), dtype=np.uint64)
-    step = 0
-    with np.errstate(over="ignore"):
-        for i in range(wanted[-1]):
-            byte = data[positions + i]
-            alive = (byte != 0x09) & (byte != 0x0A) & (byte != 0)
-            if not alive.all():
-                positions, h, byte = positions[alive], h[alive], byte[alive]
-                if not len(positions):
-                    return
-            h = h + byte.astype(np.uint64) * _POWERS[i]
-            while step < len(wanted) and wanted[step] < i + 1:
-                step += 1
-            if step < len(wanted) and wanted[step] == i + 1:
-                passed = positions[whole.test(_mix(h, i + 1))]
-                if len(passed):
-                    yield i + 1, passed
-
-
-def _hash_rows(rows: npt.NDArray[np.uint8]) -> U64Array:
-    """The same polynomial hash of each row of a zero-padded (n, LONG) array: trailing
-    zeros add nothing, so a row hashes as its form does."""
-    result: U64Array = np.zeros(len(rows), dtype=np.uint64)
-    nonzero = np.flatnonzero(rows.any(axis=0))
-    with np.errstate(over="ignore"):
-        for i in range(int(nonzero[-1]) + 1 if len(nonzero) else 0):
-            result += rows[:, i].astype(np.uint64) * _POWERS[i]
-    return result
-
-
-_MASKS = [_U64((1 << (8 * n)) - 1) for n in range(8)] + [_U64(0xFFFFFFFFFFFFFFFF)]
+        return insert(keys, self.words, self.log2, self.nbits, self.front)
 
 
 class LeakFilter:
@@ -315,19 +192,16 @@ class LeakFilter:
         if not len(rows):
             return
         kept_bytes = rows[np.arange(LONG) < lengths[:, None]].tobytes()
-        whole = _hash_rows(rows)
-        first8 = np.ascontiguousarray(rows[:, :8]).view("<u8").reshape(len(rows))
+        from drkit.sanitize.scan.leakloops import prefix_keys, tags  # loads the compiler
+
+        tagged = tags(rows, lengths)
+        first_keys = prefix_keys(rows, lengths)
         with self._lock:
-            tagged = np.empty(len(rows), dtype=np.uint64)
             for length in np.unique(lengths).tolist():
-                sel = lengths == length
-                tagged[sel] = _mix(whole[sel], length)
                 self._lengths.add(length)
                 if length < SUBSTRING_MIN:
                     self._tokens.add(length)
-                    self._prefix.add(_quick(first8[sel] & _MASKS[length], length))
-                else:
-                    self._prefix.add(_quick(first8[sel] & _MASKS[SUBSTRING_MIN], 0))
+            self._prefix.add(first_keys)
             self.distinct += self._whole.add(tagged)
             # one record per batch: [count][tags][lengths]; the forms go to the data file
             self._stored += len(rows)
@@ -342,61 +216,52 @@ class LeakFilter:
         ``word_starts``: only pieces that start a word (at the block's start or after a
         byte that is no letter, digit or ``_``), for forms that count as whole words
         alone (names): the filters are asked at those positions only, a fifth or so of
-        a text's bytes."""
+        a text's bytes.
+
+        One compiled pass over the block (without the GIL); only the slicing of the
+        pieces found is Python."""
         if not self._lengths or not block:
             return []
-        n = len(block)
-        padded = block + bytes(_PAD)
-        data = np.frombuffer(padded, dtype=np.uint8)
-        long_lengths = sorted(x for x in self._lengths if x >= SUBSTRING_MIN)
-        tokens = sorted(self._tokens)
-        word = _WORD[data] if tokens or word_starts else None
-        found: list[tuple[int, bytes]] = []
-        for residue in range(min(8, n)):
-            # the 8 bytes at positions residue, residue + 8, ...: a view, no copy
-            count = (n - residue + 7) // 8
-            windows = np.frombuffer(padded, dtype="<u8", count=count, offset=residue)
-            pos = np.arange(residue, n, 8, dtype=np.int64)
-            if word_starts:
-                assert word is not None
-                # word[-1] is a pad byte (not a letter): the block's start is a boundary
-                lead = ~word[pos - 1]
-                pos, windows = pos[lead], windows[lead]
-            if long_lengths:
-                key = windows & _MASKS[SUBSTRING_MIN]
-                hits = pos[self._prefix.test(_quick(key, 0))]
-                if len(hits):
-                    found += self._confirm_whole(data, hits, long_lengths, block)
-            for length in tokens:
-                assert word is not None
-                alone = ~(word[pos - 1] & word[pos]) & ~(
-                    word[pos + length - 1] & word[pos + length]
-                )
-                key = windows[alone] & _MASKS[length]
-                hits = pos[alone][self._prefix.test(_quick(key, length))]
-                if len(hits):
-                    found += self._confirm_whole(data, hits, [length], block)
-        return found
+        wanted = np.zeros(LONG + 1, dtype=bool)
+        long_lengths = [x for x in self._lengths if x >= SUBSTRING_MIN]
+        wanted[long_lengths] = True
+        from drkit.sanitize.scan.leakloops import search  # loads the compiler
 
-    def _confirm_whole(
-        self, data: npt.NDArray[np.uint8], hits: IntArray, lengths: list[int], block: bytes
-    ) -> list[tuple[int, bytes]]:
-        out: list[tuple[int, bytes]] = []
-        for length, ok in _whole_candidates(data, hits, lengths, self._whole):
-            for p in ok.tolist():
-                piece = block[p : p + length]
-                if len(piece) != length:
-                    continue
-                # a number glued to more digits is another number: 10.0.0.5 in 10.0.0.55
-                if p and _DIGIT[piece[0]] and _DIGIT[block[p - 1]]:
-                    continue
-                end = p + length
-                if length < LONG and end < len(block) and _DIGIT[piece[-1]] and _DIGIT[block[end]]:
-                    continue
-                if piece.isdigit() and in_hash(block, p, end):
-                    continue  # chance digits of an md5, a SHA, a hex id
-                out.append((p, piece))
-        return out
+        prefix, whole = self._prefix, self._whole
+        data = np.frombuffer(block + bytes(_PAD), dtype=np.uint8)
+        longest = max(long_lengths, default=0)
+        tokens = np.array(sorted(self._tokens), dtype=np.int64)
+        positions = np.empty(_FOUND, dtype=np.int64)
+        lengths = np.empty(_FOUND, dtype=np.int64)
+        found: list[tuple[int, bytes]] = []
+        start = 0
+        while start < len(block):
+            count, start = search(
+                data,
+                len(block),
+                prefix.words,
+                prefix.log2,
+                prefix.nbits,
+                prefix.front,
+                whole.words,
+                whole.log2,
+                whole.nbits,
+                whole.front,
+                wanted,
+                longest,
+                tokens,
+                word_starts,
+                start,
+                positions,
+                lengths,
+            )
+            found += [
+                (p, block[p : p + length])
+                for p, length in zip(
+                    positions[:count].tolist(), lengths[:count].tolist(), strict=True
+                )
+            ]
+        return found
 
     def confirm(self, pieces: set[bytes], generated: set[bytes]) -> tuple[set[bytes], int]:
         """The pieces equal to a stored form, and how many distinct stored forms equal a
@@ -431,19 +296,6 @@ class LeakFilter:
         return found - generated, len(found & generated)
 
 
-def in_hash(text: bytes, start: int, end: int) -> bool:
-    """Whether ``text[start:end]`` lies in a hash-like token: a run of at least
-    ``HASH_MIN`` hex characters with a letter among them.  (Called on pieces of digits
-    not glued to more digits, so a run longer than the piece has a letter beside it.)"""
-    left = start
-    while left > 0 and start - left < HASH_MIN and _HEX[text[left - 1]]:
-        left -= 1
-    right = end
-    while right < len(text) and right - end < HASH_MIN and _HEX[text[right]]:
-        right += 1
-    return right - left >= HASH_MIN and (left < start or right > end)
-
-
 def distinct(values: npt.NDArray[_N]) -> npt.NDArray[_N]:
     """The distinct values, sorted: what ``np.unique`` returns, by a sort.  numpy 2.3 and
     later answer ``np.unique`` of integers with a hash table, which on millions of random
@@ -464,9 +316,6 @@ def tags_of(forms: list[bytes]) -> U64Array:
     forms = [f[:LONG] for f in forms]
     rows = np.array(forms, dtype=f"S{LONG}").view(np.uint8).reshape(len(forms), LONG)
     lengths = np.fromiter(map(len, forms), dtype=np.int64, count=len(forms))
-    hashes = _hash_rows(rows)
-    out = np.empty(len(forms), dtype=np.uint64)
-    for length in np.unique(lengths).tolist():
-        sel = lengths == length
-        out[sel] = _mix(hashes[sel], length)
-    return out
+    from drkit.sanitize.scan.leakloops import tags  # loads the compiler
+
+    return tags(rows, lengths)
