@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drkit.sanitize.scan.content import SECRET_WORDS, secret_words, sign_mask, signals
-from drkit.sanitize.scan.inflight import _marked_fields, _select
+from drkit.sanitize.scan.inflight import marked_fields, select_columns
 from drkit.sanitize.scan.leakscan import COMPACT, compact_apart
 
 # -- COPY-like bytes: runs around every threshold, separators, escapes, non-ASCII -------
@@ -244,7 +244,7 @@ def test_a_field_is_marked_exactly_when_its_own_bytes_hold_a_sign(
     ]
     read, decoded, addressed = luts
     arrays = [np.array(lut, dtype=bool) for lut in luts]
-    got = _marked_fields(np.frombuffer(block, dtype=np.uint8), width, *arrays).tolist()
+    got = marked_fields(np.frombuffer(block, dtype=np.uint8), width, *arrays).tolist()
     assert got == oracle_marked(block, width, read, decoded, addressed), block
 
 
@@ -256,7 +256,7 @@ def test_a_block_keeps_or_blanks_its_columns_exactly(
     block = copy_lines(block)
     kept = draw.draw(st.lists(st.booleans(), min_size=width + 1, max_size=width + 1))
     array = np.frombuffer(block, dtype=np.uint8)
-    got = _select(array, width, np.array(kept, dtype=bool), blank).tobytes()
+    got = select_columns(array, width, np.array(kept, dtype=bool), blank).tobytes()
     assert got == oracle_select(block, width, kept, blank), block
 
 

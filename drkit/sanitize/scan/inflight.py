@@ -13,7 +13,7 @@ A run first collects every original of every masked column (the originals pass, 
 * **personal data by content** in the columns that reach the target unmasked and carry
   no review (``pii: none``): the fields the pre-filter marks (the signs of
   :func:`~drkit.sanitize.scan.content.signals` and the secret words, one compiled pass
-  over the block: :func:`_marked_fields`) are decoded and searched by kind;
+  over the block: :func:`marked_fields`) are decoded and searched by kind;
   ``inet``/``cidr`` columns count every value as an IP address;
 * **names** of the run's masked name columns (their last words, four bytes and more) as
   whole words in those same columns, decoded texts included.
@@ -159,7 +159,7 @@ class FlightScanner:
 
 
 @njit
-def _select(
+def select_columns(
     data: npt.NDArray[np.uint8], width: int, columns: npt.NDArray[np.bool_], blank: bool
 ) -> npt.NDArray[np.uint8]:
     """The bytes of a block of COPY lines in the ``columns`` marked (by index; a row's
@@ -184,7 +184,7 @@ def _select(
 
 
 @njit
-def _marked_fields(
+def marked_fields(
     data: npt.NDArray[np.uint8],
     width: int,
     read: npt.NDArray[np.bool_],
@@ -285,7 +285,7 @@ class TableScan:
         names_apart = self.run.names is not None and self.content and not self._content_only
         names_apart = names_apart and not self._lean
         if not self._every_column:  # the columns that can carry an original (tabs kept)
-            searched = _select(data, self.width, self._carries_lut, False).tobytes()
+            searched = select_columns(data, self.width, self._carries_lut, False).tobytes()
         folded = fold_bytes(searched)
         self._candidates(folded, leak, None)
         if self.run.names is not None and self.content:
@@ -293,7 +293,9 @@ class TableScan:
             # bytes (tabs kept, so a piece's column is still its count of tabs)
             in_names = folded
             if names_apart:
-                in_names = fold_bytes(_select(data, self.width, self._content_lut, False).tobytes())
+                in_names = fold_bytes(
+                    select_columns(data, self.width, self._content_lut, False).tobytes()
+                )
             self._candidates(in_names, names, self.run.names)
         content: dict[tuple[int, str], set[int]] = {}
         if self.decode or self.ip_type:
@@ -357,14 +359,14 @@ class TableScan:
             else:
                 # the kept text without separators: an original split by a space, written
                 # with dashes or dots, is its compact form (other columns blanked out)
-                squeezed = _select(data, self.width, self._decode_lut, True).tobytes()
+                squeezed = select_columns(data, self.width, self._decode_lut, True).tobytes()
                 squeezed_text = compact_apart(fold_bytes(squeezed), COMPACT + b"\0")
                 self._candidates(squeezed_text, leak, None)
             # the pre-filter reads the decoded columns' bytes only (each field still ends
             # in its tab or newline), or, in a lean table or one whose every column is
             # decoded, the whole block
             read = self._every_lut if self._lean or self._decode_only else self._decode_lut
-            pairs = _marked_fields(data, self.width, read, self._decode_lut, self._address_lut)
+            pairs = marked_fields(data, self.width, read, self._decode_lut, self._address_lut)
             fields = {(int(p) // (self.width + 1), int(p) % (self.width + 1)) for p in pairs}
         lines: dict[int, list[bytes]] = {}
         if self.ip_type or fields:
