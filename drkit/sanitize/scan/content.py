@@ -152,21 +152,12 @@ _ADDRESS_BYTES = _RARE & ~_RARE_CORE
 
 
 @njit
-def _within(
-    mask: npt.NDArray[np.bool_], width: int, least: int, out: npt.NDArray[np.bool_]
+def _mark_window(
+    out: npt.NDArray[np.bool_], addressed: npt.NDArray[np.bool_], first: int, last: int
 ) -> None:
-    """Marks in ``out`` the positions where ``mask`` holds at least ``least`` times in
-    the next ``width`` bytes (the window clipped at the end)."""
-    n = len(mask)
-    count = 0
-    for i in range(min(width, n)):
-        count += mask[i]
-    for i in range(n):
-        if count >= least:
+    for i in range(max(first, 0), last + 1):
+        if addressed[i]:
             out[i] = True
-        count -= mask[i]
-        if i + width < n:
-            count += mask[i + width]
 
 
 @njit
@@ -174,90 +165,86 @@ def sign_mask(
     data: npt.NDArray[np.uint8], addressed: npt.NDArray[np.bool_]
 ) -> npt.NDArray[np.bool_]:
     """The signs of :func:`signals` at every byte of ``data``; the signs of addresses
-    only at the bytes ``addressed`` marks (an array of the same length)."""
+    only at the bytes ``addressed`` marks (an array of the same length).  One pass: a run
+    is judged where it ends (at its first byte), a window of dots or colons where its
+    third sign is met (every position whose window holds it and the two before)."""
     n = len(data)
     out = np.empty(n, dtype=np.bool_)
-    for i in range(n):
-        b = data[i]
-        out[i] = _RARE_CORE[b] or (addressed[i] and _ADDRESS_BYTES[b])
     if n < 4:
+        for i in range(n):
+            out[i] = _RARE_CORE[data[i]] or (addressed[i] and _ADDRESS_BYTES[data[i]])
         return out
-    # IBAN: two capitals and two digits
-    for i in range(n - 3):
-        if _UPPER[data[i]] and _UPPER[data[i + 1]] and _DIGIT[data[i + 2]] and _DIGIT[data[i + 3]]:
-            out[i] = True
-    # runs: cards (digits, spaces, dashes: 13 digits), base64 of text (10 characters,
-    # capitals and small letters), hex of text (16 digits, every other one a printable
-    # byte's high nibble)
-    i = 0
-    while i < n:
-        if not _SPAN[data[i]]:
-            i += 1
-            continue
-        start = i
-        digits = 0
-        while i < n and _SPAN[data[i]]:
-            digits += _DIGIT[data[i]]
-            i += 1
-        if digits >= 13:
-            out[start] = True
-    i = 0
-    while i < n:
-        if not _B64[data[i]]:
-            i += 1
-            continue
-        start = i
-        upper = False
-        lower = False
-        while i < n and _B64[data[i]]:
-            upper |= _UPPER[data[i]]
-            lower |= _LOWER[data[i]]
-            i += 1
-        if i - start >= 10 and upper and lower:
-            out[start] = True
-    long_hex = False
-    i = 0
-    while i < n:
-        if not _HEXCHAR[data[i]]:
-            i += 1
-            continue
-        start = i
-        while i < n and _HEXCHAR[data[i]]:
-            i += 1
-        if i - start >= 16:
-            long_hex = True
-            nibbles = 0
-            for j in range(start, i, 2):
-                nibbles += _TEXT_NIBBLE[data[j]]
-            if nibbles >= 0.8 * ((i - start) // 2):
-                out[start] = True
+    span_start = b64_start = hex_start = -1  # the runs open at the byte read
+    digits = 0
+    upper = lower = long_hex = False
+    nibbles = np.zeros(2, dtype=np.int64)  # printable high nibbles, by parity of position
+    dots = np.full(2, -1, dtype=np.int64)  # the last two IPv4 dots and colons
+    colons = np.full(2, -1, dtype=np.int64)
+    for i in range(n + 1):
+        b = data[i] if i < n else 0  # a NUL ends every run
+        if i < n:
+            out[i] = _RARE_CORE[b] or (addressed[i] and _ADDRESS_BYTES[b])
+            if (  # IBAN: two capitals and two digits
+                i < n - 3
+                and _UPPER[b]
+                and _UPPER[data[i + 1]]
+                and _DIGIT[data[i + 2]]
+                and _DIGIT[data[i + 3]]
+            ):
+                out[i] = True
+            if (  # a 00 international prefix, standing alone
+                i < n - 2
+                and addressed[i]
+                and b == 48
+                and data[i + 1] == 48
+                and _DIGIT[data[i + 2]]
+                and data[i + 2] != 48
+                and (i == 0 or _ALONE[data[i - 1]])
+            ):
+                out[i] = True
+            if b == 46 and 0 < i < n - 1 and _DIGIT[data[i - 1]] and _DIGIT[data[i + 1]]:
+                if dots[0] >= 0 and i - dots[0] < 15:  # IPv4: three within 15 bytes
+                    _mark_window(out, addressed, i - 14, dots[0])
+                dots[0], dots[1] = dots[1], i
+            if b == 58:
+                if colons[0] >= 0 and i - colons[0] < 10:  # IPv6: three within 10 bytes
+                    _mark_window(out, addressed, i - 9, colons[0])
+                colons[0], colons[1] = colons[1], i
+        # card numbers: 13 digits among digits, spaces and dashes
+        if i < n and _SPAN[b]:
+            if span_start < 0:
+                span_start, digits = i, 0
+            digits += _DIGIT[b]
+        elif span_start >= 0:
+            if digits >= 13:
+                out[span_start] = True
+            span_start = -1
+        # base64 of text: 10 characters, capitals and small letters among them
+        if i < n and _B64[b]:
+            if b64_start < 0:
+                b64_start, upper, lower = i, False, False
+            upper |= _UPPER[b]
+            lower |= _LOWER[b]
+        elif b64_start >= 0:
+            if i - b64_start >= 10 and upper and lower:
+                out[b64_start] = True
+            b64_start = -1
+        # hex of text: 16 digits, 80% of the high nibbles (every other digit) printable
+        if i < n and _HEXCHAR[b]:
+            if hex_start < 0:
+                hex_start = i
+                nibbles[:] = 0
+            nibbles[i & 1] += _TEXT_NIBBLE[b]
+        elif hex_start >= 0:
+            if i - hex_start >= 16:
+                long_hex = True
+                if nibbles[hex_start & 1] >= 0.8 * ((i - hex_start) // 2):
+                    out[hex_start] = True
+            hex_start = -1
     if long_hex:  # gzip's magic, wherever it stands, once a block holds long hex
         for i in range(n - 3):
             if data[i] == 49 and data[i + 1] == 102 and data[i + 2] == 56 and data[i + 3] == 98:
                 out[i] = True
-    # addresses: a 00 international prefix standing alone, IPv4 and IPv6 runs
-    for i in range(n - 2):
-        if (
-            addressed[i]
-            and data[i] == 48
-            and data[i + 1] == 48
-            and _DIGIT[data[i + 2]]
-            and data[i + 2] != 48
-            and (i == 0 or _ALONE[data[i - 1]])
-        ):
-            out[i] = True
-    dot = np.zeros(n, dtype=np.bool_)
-    colon = np.zeros(n, dtype=np.bool_)
-    for i in range(n):
-        colon[i] = data[i] == 58
-        if 0 < i < n - 1:
-            dot[i] = data[i] == 46 and _DIGIT[data[i - 1]] and _DIGIT[data[i + 1]]
-    ipv4 = np.zeros(n, dtype=np.bool_)
-    _within(dot, 15, 3, ipv4)
-    _within(colon, 10, 3, ipv4)
-    for i in range(n):
-        if ipv4[i] and addressed[i]:
-            out[i] = True
     return out
 
 
