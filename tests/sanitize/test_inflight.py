@@ -4,17 +4,7 @@ nothing of a value is kept in what is reported."""
 
 from __future__ import annotations
 
-import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from drkit.sanitize.scan.inflight import (
-    ColumnScan,
-    FlightScanner,
-    NameIndex,
-    _positions,
-    _where,
-)
+from drkit.sanitize.scan.inflight import ColumnScan, FlightScanner, NameIndex
 from drkit.sanitize.scan.leakscan import LeakIndex
 
 ORIGINALS = ["giulia.romano77@customer-one.com", "+39 347 123 4567", "ZX81QK      "]
@@ -187,22 +177,6 @@ def test_signs_are_read_in_the_decoded_columns_only_and_found_there_by_row() -> 
         "public.t.note": {"email": 1},
     }
     assert run.hits.originals == {"public.t.tail": 1}
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(st.lists(st.text("ab\t 1@", max_size=6), min_size=1, max_size=5), min_size=1),
-    st.integers(1, 4),
-)
-def test_the_marked_bytes_are_placed_as_every_byte_is(cells: list[list[str]], width: int) -> None:
-    """A lean table places only the bytes the pre-filter marks: by row and column exactly
-    as the general path places every byte (rows with too many fields included)."""
-    block = "".join("\t".join(row) + "\n" for row in cells).encode()
-    data = np.frombuffer(block, dtype=np.uint8)
-    rows, columns = _positions(data, width)
-    every = np.arange(len(block))
-    row_at, column_at = _where(data, every, width)
-    assert row_at.tolist() == rows.tolist() and column_at.tolist() == columns.tolist()
 
 
 def test_a_table_with_nothing_to_mask_finds_what_the_general_path_finds() -> None:

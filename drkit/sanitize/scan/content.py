@@ -59,6 +59,8 @@ import numpy as np
 import numpy.typing as npt
 import phonenumbers
 
+from drkit.jit import njit
+
 #: every kind :func:`analyse` reports (``name`` is found by the run's name search)
 KINDS: tuple[str, ...] = (
     "email",
@@ -75,7 +77,7 @@ MAX_DEPTH = 3
 MAX_DECODED = 1 << 20  # bytes of decoded output per value, all decodings together
 MAX_VARIANTS = 24
 
-# -- what makes a value worth a closer look (vectorised over raw COPY bytes) ------------
+# -- what makes a value worth a closer look (compiled loops over raw COPY bytes) ---------
 
 _RARE = np.zeros(256, dtype=bool)  # bytes no detector and no decoder can do without
 for _b in b"@%&\\=+$":
@@ -139,28 +141,132 @@ SECRET_WORDS: tuple[bytes, ...] = (
 )
 
 
-def _runs(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Start and end (exclusive) of every run of True in ``mask``."""
-    edges = np.diff(np.concatenate(([False], mask, [False])).astype(np.int8))
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+_SECRET_PAIRS = np.zeros(1 << 16, dtype=bool)  # the first two bytes of the secret words
+for _word in SECRET_WORDS:
+    _SECRET_PAIRS[_word[0] << 8 | _word[1]] = True
+_SECRET_BYTES = np.frombuffer(b"".join(SECRET_WORDS), dtype=np.uint8)
+_SECRET_ENDS = np.cumsum([len(w) for w in SECRET_WORDS]).astype(np.int64)
+_FOLD = np.arange(256, dtype=np.uint8)  # ASCII case folding (what ``bytes.lower`` does)
+_FOLD[ord("A") : ord("Z") + 1] += 32
+_ADDRESS_BYTES = _RARE & ~_RARE_CORE
 
 
-def _cum(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
-    """Counts of True before each position (one more entry than ``mask``)."""
-    out = np.zeros(len(mask) + 1, dtype=np.int32)
-    np.cumsum(mask, dtype=np.int32, out=out[1:])
+@njit
+def _mark_window(
+    out: npt.NDArray[np.bool_], addressed: npt.NDArray[np.bool_], first: int, last: int
+) -> None:
+    for i in range(max(first, 0), last + 1):
+        if addressed[i]:
+            out[i] = True
+
+
+@njit
+def sign_mask(
+    data: npt.NDArray[np.uint8], addressed: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.bool_]:
+    """The signs of :func:`signals` at every byte of ``data``; the signs of addresses
+    only at the bytes ``addressed`` marks (an array of the same length).  One pass: a run
+    is judged where it ends (at its first byte), a window of dots or colons where its
+    third sign is met (every position whose window holds it and the two before)."""
+    n = len(data)
+    out = np.empty(n, dtype=np.bool_)
+    if n < 4:
+        for i in range(n):
+            out[i] = _RARE_CORE[data[i]] or (addressed[i] and _ADDRESS_BYTES[data[i]])
+        return out
+    span_start = b64_start = hex_start = -1  # the runs open at the byte read
+    digits = 0
+    upper = lower = long_hex = False
+    nibbles = np.zeros(2, dtype=np.int64)  # printable high nibbles, by parity of position
+    dots = np.full(2, -1, dtype=np.int64)  # the last two IPv4 dots and colons
+    colons = np.full(2, -1, dtype=np.int64)
+    for i in range(n + 1):
+        b = data[i] if i < n else 0  # a NUL ends every run
+        if i < n:
+            out[i] = _RARE_CORE[b] or (addressed[i] and _ADDRESS_BYTES[b])
+            if (  # IBAN: two capitals and two digits
+                i < n - 3
+                and _UPPER[b]
+                and _UPPER[data[i + 1]]
+                and _DIGIT[data[i + 2]]
+                and _DIGIT[data[i + 3]]
+            ):
+                out[i] = True
+            if (  # a 00 international prefix, standing alone
+                i < n - 2
+                and addressed[i]
+                and b == 48
+                and data[i + 1] == 48
+                and _DIGIT[data[i + 2]]
+                and data[i + 2] != 48
+                and (i == 0 or _ALONE[data[i - 1]])
+            ):
+                out[i] = True
+            if b == 46 and 0 < i < n - 1 and _DIGIT[data[i - 1]] and _DIGIT[data[i + 1]]:
+                if dots[0] >= 0 and i - dots[0] < 15:  # IPv4: three within 15 bytes
+                    _mark_window(out, addressed, i - 14, dots[0])
+                dots[0], dots[1] = dots[1], i
+            if b == 58:
+                if colons[0] >= 0 and i - colons[0] < 10:  # IPv6: three within 10 bytes
+                    _mark_window(out, addressed, i - 9, colons[0])
+                colons[0], colons[1] = colons[1], i
+        # card numbers: 13 digits among digits, spaces and dashes
+        if i < n and _SPAN[b]:
+            if span_start < 0:
+                span_start, digits = i, 0
+            digits += _DIGIT[b]
+        elif span_start >= 0:
+            if digits >= 13:
+                out[span_start] = True
+            span_start = -1
+        # base64 of text: 10 characters, capitals and small letters among them
+        if i < n and _B64[b]:
+            if b64_start < 0:
+                b64_start, upper, lower = i, False, False
+            upper |= _UPPER[b]
+            lower |= _LOWER[b]
+        elif b64_start >= 0:
+            if i - b64_start >= 10 and upper and lower:
+                out[b64_start] = True
+            b64_start = -1
+        # hex of text: 16 digits, 80% of the high nibbles (every other digit) printable
+        if i < n and _HEXCHAR[b]:
+            if hex_start < 0:
+                hex_start = i
+                nibbles[:] = 0
+            nibbles[i & 1] += _TEXT_NIBBLE[b]
+        elif hex_start >= 0:
+            if i - hex_start >= 16:
+                long_hex = True
+                if nibbles[hex_start & 1] >= 0.8 * ((i - hex_start) // 2):
+                    out[hex_start] = True
+            hex_start = -1
+    if long_hex:  # gzip's magic, wherever it stands, once a block holds long hex
+        for i in range(n - 3):
+            if data[i] == 49 and data[i + 1] == 102 and data[i + 2] == 56 and data[i + 3] == 98:
+                out[i] = True
     return out
 
 
-def _within(mask: npt.NDArray[np.bool_], width: int, least: int) -> npt.NDArray[np.bool_]:
-    """Positions where ``mask`` holds at least ``least`` times in the next ``width`` bytes."""
-    cum = _cum(mask)
-    n = len(mask)
-    ahead = np.empty(n, dtype=np.int32)
-    ahead[: max(n - width, 0)] = cum[width:n]
-    ahead[max(n - width, 0) :] = cum[n]
-    result: npt.NDArray[np.bool_] = (ahead - cum[:n]) >= least
-    return result
+@njit
+def mark_secret_words(data: npt.NDArray[np.uint8], out: npt.NDArray[np.bool_]) -> None:
+    """Marks in ``out`` where a word of :data:`SECRET_WORDS` starts in ``data`` (ASCII
+    case folded)."""
+    n = len(data)
+    for i in range(n - 1):
+        if not _SECRET_PAIRS[np.int64(_FOLD[data[i]]) << 8 | _FOLD[data[i + 1]]]:
+            continue
+        begin = 0
+        for end in _SECRET_ENDS:
+            size = end - begin
+            if i + size <= n:
+                j = 0
+                while j < size and _FOLD[data[i + j]] == _SECRET_BYTES[begin + j]:
+                    j += 1
+                if j == size:
+                    out[i] = True
+                    break
+            begin = end
 
 
 def signals(data: npt.NDArray[np.uint8], *, addresses: bool = True) -> npt.NDArray[np.bool_]:
@@ -174,103 +280,26 @@ def signals(data: npt.NDArray[np.uint8], *, addresses: bool = True) -> npt.NDArr
     of 10 or more base64 characters holding capitals and small letters (base64 of text,
     JWTs, keys); a run of 16 or more hex digits whose every other digit is a printable
     byte's high nibble (hex of text), and ``1f8b`` (gzip); a ``00`` international prefix.
-    Secret words are found by :data:`SECRET_WORDS` (``bytes.find`` over folded text).
-    Memory: a few arrays of the block's length, 4 bytes per byte at most.
+    Secret words are found apart (:func:`secret_words`).  One compiled pass per sign
+    (:func:`sign_mask`, no GIL); memory: a few bytes per byte.
 
     ``addresses`` False: without the signs only e-mail addresses, phone numbers and IPs
     need (``@``, ``+``, dotted and colon runs, ``00``), for text whose addresses are
     drkit's own pseudonyms (what ``replace_pii`` wrote)."""
-    out = _core_signs(data)
-    if addresses:
-        out |= address_signs(data)
+    return sign_mask(data, np.full(len(data), addresses))
+
+
+def secret_words(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Where a word of :data:`SECRET_WORDS` starts in ``data``, ASCII case folded."""
+    out = np.zeros(len(data), dtype=np.bool_)
+    mark_secret_words(data, out)
     return out
-
-
-_ADDRESS_BYTES = _RARE & ~_RARE_CORE
-
-
-def address_signs(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
-    """The signs :func:`signals` adds for addresses (``@``, ``+``, ``00``, dotted and
-    colon runs): ``signals(data) == signals(data, addresses=False) | address_signs(data)``,
-    so a block with both kinds of columns computes the rest of the signs once."""
-    n = len(data)
-    out: npt.NDArray[np.bool_] = _ADDRESS_BYTES[data]
-    if n < 4:
-        return out
-    digit = _DIGIT[data]
-    zero = data == ord("0")
-    prefix = zero[:-2] & zero[1:-1] & digit[2:] & ~zero[2:]  # 00 prefix, standing alone
-    prefix[1:] &= _ALONE[data[:-3]]
-    out[:-2] |= prefix
-    dot = np.zeros(n, dtype=bool)
-    dot[1:-1] = (data[1:-1] == ord(".")) & digit[:-2] & digit[2:]
-    if dot.any():
-        out |= _within(dot, 15, 3)  # IPv4
-    colon = data == ord(":")
-    if colon.any():
-        out |= _within(colon, 10, 3)  # IPv6
-    return out
-
-
-def _core_signs(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
-    """The signs of :func:`signals` but those of addresses."""
-    out: npt.NDArray[np.bool_] = _RARE_CORE[data]
-    if len(data) < 4:
-        return out
-    digit = _DIGIT[data]
-    upper = _UPPER[data]
-    out[:-3] |= upper[:-3] & upper[1:-2] & digit[2:-1] & digit[3:]  # IBAN
-    starts, ends = _runs(_SPAN[data])
-    if len(starts):  # card numbers
-        dcum = _cum(digit)
-        out[starts[(dcum[ends] - dcum[starts]) >= 13]] = True
-    starts, ends = _runs(_B64[data])
-    long = (ends - starts) >= 10
-    if long.any():  # base64 of text
-        starts, ends = starts[long], ends[long]
-        ucum = _cum(upper)
-        lcum = _cum(_LOWER[data])
-        mixed = ((ucum[ends] - ucum[starts]) > 0) & ((lcum[ends] - lcum[starts]) > 0)
-        out[starts[mixed]] = True
-    starts, ends = _runs(_HEXCHAR[data])
-    long = (ends - starts) >= 16
-    if long.any():  # hex of text
-        starts, ends = starts[long], ends[long]
-        nibble = _TEXT_NIBBLE[data]
-        for parity in (0, 1):
-            # the high nibbles of a run starting at s sit at s, s+2, ...: parity s % 2;
-            # counted over the bytes of that parity alone (position 2k + parity is k)
-            cum = _cum(nibble[parity::2])
-            sel = (starts % 2) == parity
-            first, end = starts[sel], ends[sel]
-            count = cum[(end - parity + 1) // 2] - cum[first // 2]
-            textual = count >= 0.8 * ((end - first) // 2)
-            out[first[textual]] = True
-        magic = np.flatnonzero(
-            (data[:-3] == ord("1"))
-            & (data[1:-2] == ord("f"))
-            & (data[2:-1] == ord("8"))
-            & (data[3:] == ord("b"))
-        )
-        out[magic] = True
-    return out
-
-
-def secret_words(folded: bytes) -> list[int]:
-    """Where a word of :data:`SECRET_WORDS` starts in case-folded text."""
-    found: list[int] = []
-    for word in SECRET_WORDS:
-        at = folded.find(word)
-        while at >= 0:
-            found.append(at)
-            at = folded.find(word, at + 1)
-    return found
 
 
 def triggered(field: bytes) -> bool:
     """Whether one raw COPY field gets a closer look (the pre-filter, for one value)."""
     data = np.frombuffer(field, dtype=np.uint8)
-    return bool(signals(data).any()) or bool(secret_words(field.lower()))
+    return bool(signals(data).any()) or bool(secret_words(data).any())
 
 
 # -- decoders ---------------------------------------------------------------------------

@@ -11,9 +11,10 @@ A run first collects every original of every masked column (the originals pass, 
   (:func:`~drkit.sanitize.scan.leakscan.compact`), and, for the fields of content-scanned
   columns that look encoded, every decoded text (:func:`~drkit.sanitize.scan.content.analyse`);
 * **personal data by content** in the columns that reach the target unmasked and carry
-  no review (``pii: none``): the fields a cheap byte pattern
-  (:data:`~drkit.sanitize.scan.content.TRIGGER`) marks are decoded and searched by
-  kind; ``inet``/``cidr`` columns count every value as an IP address;
+  no review (``pii: none``): the fields the pre-filter marks (the signs of
+  :func:`~drkit.sanitize.scan.content.signals` and the secret words, one compiled pass
+  over the block: :func:`marked_fields`) are decoded and searched by kind;
+  ``inet``/``cidr`` columns count every value as an IP address;
 * **names** of the run's masked name columns (their last words, four bytes and more) as
   whole words in those same columns, decoded texts included.
 
@@ -32,9 +33,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from drkit.jit import njit
 from drkit.sanitize.copytext import escape_text, unescape
-from drkit.sanitize.scan.content import address_signs, analyse, secret_words, signals
-from drkit.sanitize.scan.leakfilter import LeakFilter, distinct
+from drkit.sanitize.scan.content import analyse, mark_secret_words, sign_mask
+from drkit.sanitize.scan.leakfilter import LeakFilter
 from drkit.sanitize.scan.leakscan import (
     COMPACT,
     Searcher,
@@ -156,32 +158,82 @@ class FlightScanner:
                     mine[kind] = mine.get(kind, 0) + count
 
 
-def _positions(
-    data: npt.NDArray[np.uint8], width: int
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
-    """The row and the column of every byte of a block of COPY lines (a tab or newline
-    counts to the field it ends)."""
-    newline = data == 0x0A
-    tab = data == 0x09
-    row = np.cumsum(newline, dtype=np.int32) - newline
-    tabs = np.cumsum(tab, dtype=np.int32) - tab
-    line_first = np.flatnonzero(np.concatenate(([True], newline[:-1])))
-    column = tabs - tabs[line_first][row]
-    np.minimum(column, width, out=column)
-    return row, column
+@njit
+def select_columns(
+    data: npt.NDArray[np.uint8], width: int, columns: npt.NDArray[np.bool_], blank: bool
+) -> npt.NDArray[np.uint8]:
+    """The bytes of a block of COPY lines in the ``columns`` marked (by index; a row's
+    fields beyond ``width`` count as column ``width``), every tab and newline kept (a tab
+    or newline counts to the field it ends); the other bytes dropped, or, ``blank``,
+    made NULs in place."""
+    out = np.empty(len(data), dtype=np.uint8)
+    size = 0
+    column = 0
+    for b in data:
+        if b == 9 or b == 10 or columns[min(column, width)]:
+            out[size] = b
+            size += 1
+        elif blank:
+            out[size] = 0
+            size += 1
+        if b == 9:
+            column += 1
+        elif b == 10:
+            column = 0
+    return out[:size]
 
 
-def _where(
-    data: npt.NDArray[np.uint8], positions: npt.NDArray[np.intp], width: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """The row and column of the bytes at ``positions`` of a block of COPY lines, as
-    :func:`_positions` gives them, without an array of the block's length per answer."""
-    newlines = np.flatnonzero(data == 0x0A)
-    tabs = np.flatnonzero(data == 0x09)
-    row = np.searchsorted(newlines, positions).astype(np.int64)
-    first = np.where(row > 0, newlines[np.maximum(row - 1, 0)] + 1, 0) if len(newlines) else 0
-    column = np.searchsorted(tabs, positions) - np.searchsorted(tabs, first)
-    return row, np.minimum(column, width).astype(np.int64)
+@njit
+def marked_fields(
+    data: npt.NDArray[np.uint8],
+    width: int,
+    read: npt.NDArray[np.bool_],
+    decoded: npt.NDArray[np.bool_],
+    addressed: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.int64]:
+    """The fields of a block of COPY lines the pre-filter marks, as ``row * (width + 1) +
+    column``, ascending: the signs (:func:`~drkit.sanitize.scan.content.signals`, those
+    of addresses in the columns ``addressed`` marks) and the secret words found in the
+    bytes of the columns ``read`` marks (each field with its tab or newline), in the
+    columns ``decoded`` marks.  Columns are indexes of these tables, a row's fields
+    beyond ``width`` column ``width``."""
+    n = len(data)
+    sub = np.empty(n, dtype=np.uint8)
+    sub_addressed = np.empty(n, dtype=np.bool_)
+    size = 0
+    column = 0
+    for b in data:
+        at = min(column, width)
+        if read[at]:
+            sub[size] = b
+            sub_addressed[size] = addressed[at]
+            size += 1
+        if b == 9:
+            column += 1
+        elif b == 10:
+            column = 0
+    marks = sign_mask(sub[:size], sub_addressed[:size])
+    mark_secret_words(sub[:size], marks)
+    out = np.empty(size, dtype=np.int64)
+    found = 0
+    i = 0  # the next byte of ``sub``
+    row = 0
+    column = 0
+    for b in data:
+        at = min(column, width)
+        if read[at]:
+            if marks[i] and decoded[at]:
+                field = row * (width + 1) + at
+                if found == 0 or out[found - 1] != field:
+                    out[found] = field
+                    found += 1
+            i += 1
+        if b == 9:
+            column += 1
+        elif b == 10:
+            column = 0
+            row += 1
+    return out[:found]
 
 
 def _line_starts(text: bytes) -> list[int]:
@@ -212,6 +264,7 @@ class TableScan:
         self._address_lut = np.zeros(self.width + 1, dtype=bool)
         addressed = [i for i in self.decode if not pseudonyms <= self.columns[i].accepted]
         self._address_lut[addressed] = True
+        self._every_lut = np.ones(self.width + 1, dtype=bool)
         self._addresses = len(addressed)
         # a table whose every column can carry an original and whose decoded columns
         # want the same signs (a table with nothing to mask, most often): its blocks are
@@ -227,18 +280,12 @@ class TableScan:
         names: dict[tuple[int, bytes], set[int]] = {}
         searched = block
         data = np.frombuffer(block, dtype=np.uint8)
-        # the row and column of every byte, once per block (both searches read them)
-        at: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None = None
         # (a lean table's names are searched in the whole block, at word starts: a piece
         # outside the content-scanned columns is dropped by its column)
         names_apart = self.run.names is not None and self.content and not self._content_only
         names_apart = names_apart and not self._lean
-        if not self._every_column or names_apart or (self.decode and not self._lean):
-            at = _positions(data, self.width)
         if not self._every_column:  # the columns that can carry an original (tabs kept)
-            assert at is not None
-            keep = self._carries_lut[at[1]] | (data == 0x09) | (data == 0x0A)
-            searched = data[keep].tobytes()
+            searched = select_columns(data, self.width, self._carries_lut, False).tobytes()
         folded = fold_bytes(searched)
         self._candidates(folded, leak, None)
         if self.run.names is not None and self.content:
@@ -246,13 +293,13 @@ class TableScan:
             # bytes (tabs kept, so a piece's column is still its count of tabs)
             in_names = folded
             if names_apart:
-                assert at is not None
-                keep = self._content_lut[at[1]] | (data == 0x09) | (data == 0x0A)
-                in_names = fold_bytes(data[keep].tobytes())
+                in_names = fold_bytes(
+                    select_columns(data, self.width, self._content_lut, False).tobytes()
+                )
             self._candidates(in_names, names, self.run.names)
         content: dict[tuple[int, str], set[int]] = {}
         if self.decode or self.ip_type:
-            self._content(block, folded, at, content, leak, names)
+            self._content(block, folded, content, leak, names)
         self._settle(found, leak, names, content)
         self.run.record(found, rows, len(block))
         return found.clean
@@ -297,66 +344,29 @@ class TableScan:
         self,
         block: bytes,
         folded: bytes,
-        at: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]] | None,
         content: dict[tuple[int, str], set[int]],
         leak: dict[tuple[int, bytes], set[int]],
         names: dict[tuple[int, bytes], set[int]],
     ) -> None:
         """``folded``: the searched text of ``block`` (all of it when every column can
-        carry an original); ``at``: the row and column of every byte of ``block`` (given
-        when a column is decoded and the table is not lean)."""
+        carry an original)."""
         starts = _line_starts(block)
         fields: set[tuple[int, int]] = set()
-        if self.decode and self._lean:
-            # the block as it is: its kept text without separators, the signs of every
-            # byte, and the row and column of the marked bytes alone
+        if self.decode:
             data = np.frombuffer(block, dtype=np.uint8)
-            self._candidates(compact_apart(folded), leak, None, columns=self.decode)
-            marked = np.flatnonzero(signals(data, addresses=self._addresses > 0))
-            at_words = secret_words(block.lower())
-            if at_words:
-                marked = np.concatenate((marked, np.array(at_words, dtype=np.intp)))
-            row_at, column_at = _where(data, marked, self.width)
-            kept = self._decode_lut[column_at]  # (a row with too many fields: its excess)
-            pairs = distinct(row_at[kept] * (self.width + 1) + column_at[kept])
-            fields = {(int(p) // (self.width + 1), int(p) % (self.width + 1)) for p in pairs}
-        elif self.decode:
-            assert at is not None
-            data = np.frombuffer(block, dtype=np.uint8)
-            row_of, column_of = at
-            kept = self._decode_lut[np.minimum(column_of, self.width)]
-            # the kept text without separators: an original split by a space, written
-            # with dashes or dots, is its compact form (other columns blanked out)
-            squeezed = data.copy()
-            squeezed[~kept & (data != 0x09) & (data != 0x0A)] = 0
-            squeezed_text = compact_apart(fold_bytes(squeezed.tobytes()), COMPACT + b"\0")
-            self._candidates(squeezed_text, leak, None)
-            # the pre-filter reads the decoded columns' bytes only (each field still ends
-            # in its tab or newline, so no sign spans two fields); ``index`` maps back
-            index: npt.NDArray[np.intp] | None = None
-            sub, sub_columns = data, column_of
-            if not self._decode_only:
-                index = np.flatnonzero(kept)
-                sub, sub_columns = data[index], column_of[index]
-            if self._addresses == len(self.decode):  # no column holds drkit's pseudonyms
-                marked_at = signals(sub)
+            if self._lean:  # the block as it is: its kept text without separators
+                self._candidates(compact_apart(folded), leak, None, columns=self.decode)
             else:
-                marked_at = signals(sub, addresses=False)
-                if self._addresses:  # columns whose addresses are no pseudonyms of drkit's
-                    marked_at |= address_signs(sub) & self._address_lut[sub_columns]
-            if index is None:
-                marked_at &= kept
-            # bytes.lower() folds ASCII only, so positions stay the bytes'
-            searched = block if index is None else sub.tobytes()
-            words = np.array(secret_words(searched.lower()), dtype=np.intp)
-            marked = np.flatnonzero(marked_at)
-            if len(words):
-                marked = np.concatenate((marked, words))
-            if index is not None:
-                marked = index[marked]
-            elif len(words):
-                marked = marked[kept[marked]]
-            pairs = distinct(row_of[marked].astype(np.int64) * (self.width + 1) + column_of[marked])
+                # the kept text without separators: an original split by a space, written
+                # with dashes or dots, is its compact form (other columns blanked out)
+                squeezed = select_columns(data, self.width, self._decode_lut, True).tobytes()
+                squeezed_text = compact_apart(fold_bytes(squeezed), COMPACT + b"\0")
+                self._candidates(squeezed_text, leak, None)
+            # the pre-filter reads the decoded columns' bytes only (each field still ends
+            # in its tab or newline), or, in a lean table or one whose every column is
+            # decoded, the whole block
+            read = self._every_lut if self._lean or self._decode_only else self._decode_lut
+            pairs = marked_fields(data, self.width, read, self._decode_lut, self._address_lut)
             fields = {(int(p) // (self.width + 1), int(p) % (self.width + 1)) for p in pairs}
         lines: dict[int, list[bytes]] = {}
         if self.ip_type or fields:
