@@ -6,7 +6,7 @@ that same pseudonym (:mod:`drkit.sanitize.strategies.compiler`).  Tables are cop
 any order and in parallel, so the map cannot be filled as a side effect of copying:
 before the copy, the orchestrator reads those template columns (and the columns their
 templates name) of the *whole* table from the source, and feeds the rows through the
-:class:`Primer`'s transformer, which registers every address.  A live source reads just
+:class:`Primer`'s reader, which registers every address.  A live source reads just
 those columns in its snapshot; a backup source makes one more data pass over only those
 tables (its rows carry every column: :func:`primer_for` takes their order).
 
@@ -23,16 +23,17 @@ from dataclasses import dataclass
 from drkit.sanitize.plan import Plan, TablePlan
 from drkit.sanitize.pump import pump
 from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template
-from drkit.sanitize.transform import RowTransformer
+from drkit.sanitize.transform import RowOriginals, RowTransformer, row_originals
 
 
 @dataclass(frozen=True)
 class Primer:
-    """What to read of one table, and the transformer that registers its addresses."""
+    """What to read of one table, and the reader that registers its addresses (the
+    originals pass's own: its originals reach the sink too)."""
 
     table: TablePlan
     columns: list[str]  # COPY column order
-    transformer: RowTransformer
+    transformer: RowOriginals | RowTransformer
 
     def feed(self, data: bytes | Iterable[bytes | bytearray | memoryview]) -> int:
         """COPY text lines of ``columns`` (whole lines, or chunks cut anywhere); returns
@@ -64,7 +65,7 @@ def primer_for(
     if missing:
         raise ValueError(f"{tp.key}: the rows lack column {missing[0]}")
     columns: list[tuple[str, Strategy]] = [(n, wanted.get(n, Keep())) for n in names]
-    return Primer(tp, names, RowTransformer(columns, compiler))
+    return Primer(tp, names, row_originals(columns, compiler))
 
 
 def primers(plan: Plan, compiler: Compiler) -> list[Primer]:

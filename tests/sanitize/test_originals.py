@@ -160,7 +160,39 @@ def test_a_template_over_a_masked_column_reads_its_output() -> None:
         ("greeting", Template(template="hello {name}")),
     ]
     assert isinstance(row_originals(columns, compiler([])), RowTransformer)
-    assert isinstance(row_originals(COLUMNS, compiler([], primed=False)), RowTransformer)
+
+
+def _registered(c: Compiler, originals: list[str]) -> list[tuple[str, str | None]]:
+    return [c.registered(v) for v in originals]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 12), st.sampled_from(TRICKY[:6]) | _text, st.booleans()),
+        max_size=8,
+    )
+)
+def test_the_originals_pass_fills_the_email_map_as_the_transformer_does(
+    values: list[tuple[int, str, bool]],
+) -> None:
+    """Unprimed (the map filled in the originals pass itself), the originals pass
+    registers every template output the transformer would, and hands the same originals."""
+    rows: list[list[str | None]] = [
+        [str(n), None if null else value, *([None] * 9)] for n, value, null in values
+    ]
+    block = lines(rows)
+    by_strategies: list[str] = []
+    by_originals: list[str] = []
+    written, read = compiler(by_strategies, primed=False), compiler(by_originals, primed=False)
+    RowTransformer(COLUMNS, written).block(block)
+    reader = row_originals(COLUMNS, read)
+    assert isinstance(reader, RowOriginals)  # not the transformer in disguise
+    reader.block(block)
+    assert set(by_originals) == set(by_strategies)
+    asked = [value for _, value, _ in values] + [o for o, _ in REGISTERED]
+    asked += [v.upper() for v in asked]
+    assert _registered(read, asked) == _registered(written, asked)
 
 
 def _is_json(value: str) -> bool:
