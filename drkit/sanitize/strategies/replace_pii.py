@@ -50,6 +50,9 @@ class ReplacePii(Strategy):
     def misfit(self, table: Table, column: Column, kept: KeptFn) -> str | None:
         return needs_text(self, column)
 
+    def reads_email_map(self) -> bool:
+        return "email" in self.kinds
+
     def value_fn(self, run: Compiler) -> ValueFn:
         kinds = frozenset(self.kinds)
 

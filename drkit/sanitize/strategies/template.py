@@ -90,6 +90,9 @@ class Template(Strategy):
             "unique key (e.g. {id}) so it never collides"
         )
 
+    def reads_email_map(self) -> bool:
+        return False
+
     def value_fn(self, run: Compiler) -> ValueFn:
         raise TypeError("templates need the row: use Compiler.template")
 
