@@ -362,3 +362,12 @@ def test_text_without_a_pii_character_holds_no_pii(text: str) -> None:
 
     if MAY_HOLD_PII.search(text) is None:
         assert PII_RE.search(text) is None
+
+
+@given(st.dictionaries(st.sampled_from(["a", "b", "c"]), st.none() | st.text(max_size=5)))
+def test_a_template_renders_null_when_any_field_is_null(values: dict[str, str | None]) -> None:
+    template = Template(template="{a}-{b}@{a}.example")
+    if any(values.get(name) is None for name in ("a", "b")):
+        assert template.render(values) is None
+    else:
+        assert template.render(values) == f"{values['a']}-{values['b']}@{values['a']}.example"
