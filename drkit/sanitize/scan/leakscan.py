@@ -81,7 +81,7 @@ _READ_BATCH = 1 << 20
 #: originals handed to the filter lately, remembered so that one that repeats (a first
 #: name, an address quoted in many rows) is not folded and spelled again; forgotten all
 #: at once past this many
-_RECENT = 1 << 16
+_RECENT = 1 << 14
 _SPECIAL = re.compile(r"[\\\"'&<>\x00-\x1f\x7f]")
 _U_ESCAPE = re.compile(rb"\\\\u(d[89ab][0-9a-f]{2})\\\\u(d[c-f][0-9a-f]{2})|\\\\u([0-9a-f]{4})")
 _HEX_RUN = re.compile(rb"\\\\x((?:[0-9a-f]{2}){%d,})" % TOKEN_MIN)
