@@ -1,14 +1,18 @@
-"""The run's e-mail map, filled before any row moves.
+"""The run's e-mail map, filled before any row is written.
 
 A ``template`` column that renders e-mail addresses (``user_{id}@example.com``) gives
 each address its pseudonym; ``email`` columns and ``replace_pii`` in free text must give
 that same pseudonym (:mod:`drkit.sanitize.strategies.compiler`).  Tables are copied in
-any order and in parallel, so the map cannot be filled as a side effect of copying:
-before the copy, the orchestrator reads those template columns (and the columns their
-templates name) of the *whole* table from the source, and feeds the rows through the
-:class:`Primer`'s transformer, which registers every address.  A live source reads just
-those columns in its snapshot; a backup source makes one more data pass over only those
-tables (its rows carry every column: :func:`primer_for` takes their order).
+any order and in parallel, so the map cannot be filled as a side effect of copying: it
+is filled from those template columns (and the columns their templates name) of the
+*whole* table, before anything reads it.  Where the source opens its reads in any order
+(live), the originals pass does it: it reads those tables whole first, registering
+every address as it goes (:class:`~drkit.sanitize.transform.RowOriginals`), and the
+tables whose strategies read the map (``Strategy.reads_email_map``) only once they are
+done.  Otherwise (a backup source, or a template table that reads the map itself) the
+rows go through the :class:`Primer`'s reader before the originals pass: a live source
+reads just those columns in its snapshot; a backup source makes one more data pass over
+only those tables (its rows carry every column: :func:`primer_for` takes their order).
 
 Memory stays flat: the map (:class:`~drkit.sanitize.strategies.pseudomap.PseudonymMap`)
 keeps up to 50,000 addresses in memory and the rest in a temporary SQLite file.  Once
@@ -23,16 +27,17 @@ from dataclasses import dataclass
 from drkit.sanitize.plan import Plan, TablePlan
 from drkit.sanitize.pump import pump
 from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template
-from drkit.sanitize.transform import RowTransformer
+from drkit.sanitize.transform import RowOriginals, RowTransformer, row_originals
 
 
 @dataclass(frozen=True)
 class Primer:
-    """What to read of one table, and the transformer that registers its addresses."""
+    """What to read of one table, and the reader that registers its addresses (the
+    originals pass's own: its originals reach the sink too)."""
 
     table: TablePlan
     columns: list[str]  # COPY column order
-    transformer: RowTransformer
+    transformer: RowOriginals | RowTransformer
 
     def feed(self, data: bytes | Iterable[bytes | bytearray | memoryview]) -> int:
         """COPY text lines of ``columns`` (whole lines, or chunks cut anywhere); returns
@@ -64,7 +69,7 @@ def primer_for(
     if missing:
         raise ValueError(f"{tp.key}: the rows lack column {missing[0]}")
     columns: list[tuple[str, Strategy]] = [(n, wanted.get(n, Keep())) for n in names]
-    return Primer(tp, names, RowTransformer(columns, compiler))
+    return Primer(tp, names, row_originals(columns, compiler))
 
 
 def primers(plan: Plan, compiler: Compiler) -> list[Primer]:

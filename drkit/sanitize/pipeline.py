@@ -13,8 +13,10 @@ anything is written:
    (exit 2), the drift guard (exit 3), and the strategies against unique indexes and
    CHECK constraints (exit 2, :mod:`drkit.sanitize.fit`); the rows each table keeps
    (``where``, ``rows: none``, subset: :mod:`drkit.sanitize.subset`);
-4. the e-mail map, from the template columns of whole tables, before any row moves
-   (:mod:`drkit.sanitize.emailmap`);
+4. the e-mail map, from the template columns of whole tables, before any row is written
+   (:mod:`drkit.sanitize.emailmap`): by the originals pass (6) where the source reads
+   tables in any order, the tables whose strategies read the map waiting for it; else
+   by a read of its own, first;
 5. SRC's DDL before the rows; a view or function of it that carries credentials or
    opens a dblink connection stops the run (exit 3) before any row;
 6. the originals pass: every row of every masked table (the rows a filter leaves out
@@ -196,6 +198,8 @@ class _Run:
         self.failed = threading.Event()  # a block held a hit: nothing more is written
         self.plan: Plan | None = None
         self.source_concurrent = False
+        # the tables whose e-mail templates the originals pass registers (see prime)
+        self.filling: set[str] = set()
         self.pseudo = Pseudonymizer(rules.salt_bytes())
         if not options.dry_run:  # the pools are made while the run connects and builds
             self.pseudo.prefetch(fake_specs(rules.strategies()))
@@ -357,8 +361,15 @@ class _Run:
         self.phase("plan")
 
     def prime(self, source: Source, plan: Plan) -> None:
-        """Fill the e-mail map from the template columns of whole tables."""
-        wanted = [Read(p.table, p.columns, Selection()) for p in primers(plan, self.compiler)]
+        """Fill the e-mail map from the template columns of whole tables, before the
+        originals pass; or leave it to that pass (:attr:`filling`), which reads those
+        tables whole anyway, when the source can open its reads in any order and none
+        of those tables reads the map itself."""
+        found = primers(plan, self.compiler)
+        if source.concurrent and not any(_reads_email_map(p.table) for p in found):
+            self.filling = {p.table.key for p in found}
+            return
+        wanted = [Read(p.table, p.columns, Selection()) for p in found]
         if wanted:
             for rows in source.rows(wanted, only_these=True):
                 primer = primer_for(rows.read.table, self.compiler, order=rows.columns)
@@ -405,10 +416,8 @@ class _Run:
         }
         self.source_concurrent = source.concurrent
         if first:
-            self._each(
-                source.rows(list(first), only_these=True),
-                lambda rows: self.load(rows, first[rows.read]),
-            )
+            self.originals(source, first)
+        self.compiler.emails_primed = True  # filled before the pass, or by it
         if not self.scans:  # --scan-only: DST is scanned as it is, every row
             return
         self.scanner = FlightScanner(
@@ -421,14 +430,63 @@ class _Run:
             source.rows(list(second)), lambda rows: self.write(rows, second[rows.read], writer)
         )
 
-    def _each(self, items: Iterable[_T], fn: Callable[[_T], None]) -> None:
-        """``fn`` over ``items``, ``--jobs`` at a time when the source reads at once."""
+    def originals(self, source: Source, first: dict[Read, TableReport | None]) -> None:
+        """The originals pass over ``first``'s reads.  When it fills the e-mail map too
+        (:meth:`prime`), the tables whose templates register addresses are read first,
+        those whose strategies read the map only once every one of them is done, the
+        others meanwhile."""
+        rows = source.rows(list(first), only_these=True)
+        filling = self.filling
+
+        def load(read: Rows) -> None:
+            self.load(read, first[read.read])
+
+        if not filling:
+            self._each(rows, load)
+            return
+        fills: list[Rows] = []
+        others: list[Rows] = []
+        waits: list[Rows] = []
+        for read in rows:
+            table = read.read.table
+            group = fills if table.key in filling else waits if _reads_email_map(table) else others
+            group.append(read)
+        unread = filling - {read.read.table.key for read in fills}
+        if unread:  # the map would be written to after the pass: never
+            raise RuntimeError(f"the originals pass does not read {sorted(unread)[0]}")
+
+        def filled() -> list[Rows]:
+            self.compiler.emails_primed = True  # the tables read from now on find it full
+            return waits
+
+        self._each(others, load, first=fills, then=filled)
+
+    def _each(
+        self,
+        items: Iterable[_T],
+        fn: Callable[[_T], None],
+        *,
+        first: Iterable[_T] = (),
+        then: Callable[[], Iterable[_T]] | None = None,
+    ) -> None:
+        """``fn`` over ``first`` and ``items``, ``--jobs`` at a time when the source reads
+        at once; then, once every item of ``first`` is done, over what ``then`` gives."""
         if self.source_concurrent and self.options.jobs > 1:
             pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.options.jobs, thread_name_prefix="drkit-sanitize"
             )
             try:
-                futures = [pool.submit(fn, item) for item in items]
+                gate = [pool.submit(fn, item) for item in first]
+                futures = gate + [pool.submit(fn, item) for item in items]
+                if then is not None:
+                    pending = set(futures)
+                    while not all(future.done() for future in gate):
+                        done, pending = concurrent.futures.wait(
+                            pending, return_when=concurrent.futures.FIRST_COMPLETED
+                        )
+                        for future in done:
+                            future.result()  # the first failure propagates
+                    futures += [pool.submit(fn, item) for item in then()]
                 for future in concurrent.futures.as_completed(futures):
                     future.result()  # the first failure propagates
             except BaseException:
@@ -437,7 +495,11 @@ class _Run:
                 raise
             pool.shutdown()
         else:
+            for item in first:
+                fn(item)
             for item in items:
+                fn(item)
+            for item in then() if then is not None else ():
                 fn(item)
 
     def load(self, rows: Rows, report: TableReport | None) -> None:
@@ -715,6 +777,11 @@ def _listing(leak: LeakReport) -> list[str]:
 
 #: what the strategies at a ``json`` column's paths may write there: pseudonyms of these
 _PSEUDONYM_KINDS = frozenset({"email", "phone", "ip"})
+
+
+def _reads_email_map(tp: TablePlan) -> bool:
+    """A table with a column whose strategy reads the run's e-mail map."""
+    return any(strategy.reads_email_map() for _, strategy in tp.columns)
 
 
 def _is_name(column: Column) -> bool:

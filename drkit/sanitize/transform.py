@@ -9,7 +9,10 @@ of the address it replaced (:meth:`Compiler.register_email`).
 The originals pass (:class:`RowOriginals`) reads the same fields and hands the sink what
 the transformer's strategies would, through each strategy's
 :meth:`~drkit.sanitize.strategies.base.Strategy.originals_fn`, without computing what is
-written: the strategies themselves run once, in the pass that writes.
+written: the strategies themselves run once, in the pass that writes.  A template over
+kept fields is rendered in both passes (its output decides whether the field is an
+original), so while the e-mail map is being filled the originals pass registers the
+outputs of e-mail templates as the transformer would.
 """
 
 from __future__ import annotations
@@ -109,11 +112,17 @@ class RowOriginals:
         self.fields: list[tuple[int, OriginalsFn]] = []
         self.templates: list[tuple[int, Template, list[tuple[str, int]]]] = []
         self.sink = compiler.sink
+        self.register = compiler.register_email
+        # template columns that render e-mail addresses, while the map is being filled:
+        # this pass registers their outputs (as the transformer would)
+        self.email_templates: set[int] = set()
         for i, (name, strategy) in enumerate(columns):
             if isinstance(strategy, Keep):
                 continue
             if isinstance(strategy, Template):
                 self.templates.append((i, strategy, [(f, index[f]) for f in strategy.fields()]))
+                if strategy.renders_email() and not compiler.emails_primed:
+                    self.email_templates.add(i)
                 continue
             fn = strategy.originals_fn(compiler)
             seen = (observe or {}).get(name)
@@ -135,8 +144,11 @@ class RowOriginals:
                 continue
             values = {name: None if fields[j] == NULL else unescape(fields[j]) for name, j in refs}
             original = unescape(raw)
-            if Compiler.template(template, values) != original:
+            out = Compiler.template(template, values)
+            if out != original:
                 self.sink(original)
+            if out is not None and i in self.email_templates:
+                self.register(original, out)
 
     def block(self, data: bytes) -> bytes:
         """Complete lines (``data`` ends with a newline); returns them as they are."""
@@ -155,13 +167,13 @@ def row_originals(
 ) -> RowOriginals | RowTransformer:
     """What reads the originals of rows whose fields are ``columns``: a
     :class:`RowOriginals`, or the whole transformer (its output dropped) where a
-    template reads a column a strategy changes (it renders that column's output), or
-    would register e-mail pseudonyms (the map is filled before this pass)."""
+    template reads a column a strategy changes (it renders that column's output).
+    Either registers the e-mail pseudonyms of template columns while the map is not
+    yet filled (``Compiler.emails_primed``)."""
     strategies = dict(columns)
     for _name, strategy in columns:
-        if isinstance(strategy, Template) and (
-            (strategy.renders_email() and not compiler.emails_primed)
-            or any(not isinstance(strategies.get(f), Keep) for f in strategy.fields())
+        if isinstance(strategy, Template) and any(
+            not isinstance(strategies.get(f), Keep) for f in strategy.fields()
         ):
             return RowTransformer(columns, compiler, observe)
     return RowOriginals(columns, compiler, observe)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 
 from drkit.errors import SafetyRefused
@@ -345,3 +347,37 @@ def test_the_scan_document_is_the_reports_own_kinds_and_counts_only() -> None:
     assert found["columns"] == {"public.m.b": {"phone": 1}}
     assert found["originals"] == {"public.u.email": 2}
     assert found["rows_scanned"] == 7 and found["draft"] == "draft.yaml"
+
+
+_REPEATS = ["Marco Rossi", " Marco Rossi ", "anna%40corp.example", "+39 347 123 4567", "10.0.0.5"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(_REPEATS) | st.text(st.characters(blacklist_characters="\x00")),
+        max_size=60,
+    )
+)
+def test_repeated_originals_reach_the_filter_in_every_form(values: list[str]) -> None:
+    """Originals repeat (a first name in every other row): the index spells each one
+    once, but the filter is still handed every form of every original, across batches
+    and past the bound of what it remembers."""
+    from drkit.sanitize.scan import leakscan
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(leakscan, "_BATCH", 7)
+        patch.setattr(leakscan, "_RECENT", 5)
+        index = LeakIndex()
+        handed: set[bytes] = set()
+        real_add = index._filter.add
+
+        def spy(forms: list[bytes]) -> None:
+            handed.update(forms)
+            real_add(forms)
+
+        index._filter.add = spy  # type: ignore[method-assign]
+        for value in values:
+            index.add(value)
+        index.searcher(set())
+    assert handed == set(leakscan.canonical_forms(values))

@@ -160,7 +160,81 @@ def test_a_template_over_a_masked_column_reads_its_output() -> None:
         ("greeting", Template(template="hello {name}")),
     ]
     assert isinstance(row_originals(columns, compiler([])), RowTransformer)
-    assert isinstance(row_originals(COLUMNS, compiler([], primed=False)), RowTransformer)
+
+
+def _registered(c: Compiler, originals: list[str]) -> list[tuple[str, str | None]]:
+    return [c.registered(v) for v in originals]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 12), st.sampled_from(TRICKY[:6]) | _text, st.booleans()),
+        max_size=8,
+    )
+)
+def test_the_originals_pass_fills_the_email_map_as_the_transformer_does(
+    values: list[tuple[int, str, bool]],
+) -> None:
+    """Unprimed (the map filled in the originals pass itself), the originals pass
+    registers every template output the transformer would, and hands the same originals."""
+    rows: list[list[str | None]] = [
+        [str(n), None if null else value, *([None] * 9)] for n, value, null in values
+    ]
+    block = lines(rows)
+    by_strategies: list[str] = []
+    by_originals: list[str] = []
+    written, read = compiler(by_strategies, primed=False), compiler(by_originals, primed=False)
+    RowTransformer(COLUMNS, written).block(block)
+    reader = row_originals(COLUMNS, read)
+    assert isinstance(reader, RowOriginals)  # not the transformer in disguise
+    reader.block(block)
+    assert set(by_originals) == set(by_strategies)
+    asked = [value for _, value, _ in values] + [o for o, _ in REGISTERED]
+    asked += [v.upper() for v in asked]
+    assert _registered(read, asked) == _registered(written, asked)
+
+
+#: strategies beside COLUMNS' whose functions may or may not read the e-mail map
+_MORE: list[Strategy] = [
+    Fake(provider="ipv4_private"),
+    Fake(provider="company_email"),
+    ReplacePii(kinds=["phone", "ip"]),
+    ReplacePii(kinds=["email"]),
+    parse_strategy({"strategy": "json", "paths": {"$.ip": "nullify", "$.n": "hash"}}),
+]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(TRICKY) | _text, max_size=6))
+def test_a_strategy_that_says_it_never_reads_the_email_map_does_not(values: list[str]) -> None:
+    """What a table's strategies give while the map is still empty is final for those
+    that say they never read it (their tables are read while the map is being filled)."""
+    strategies = [s for _, s in COLUMNS if not isinstance(s, Template)] + _MORE
+    assert {s.reads_email_map() for s in strategies} == {True, False}
+    values = values + [v for pair in REGISTERED for v in pair]
+    for strategy in strategies:
+        if not strategy.reads_email_map():
+            assert _outcome(strategy, values, primed=False) == _outcome(strategy, values), strategy
+
+
+def _outcome(strategy: Strategy, values: list[str], primed: bool = True) -> object:
+    """(outputs, what the value function hands the sink, what the originals function
+    hands it) over ``values``, with the e-mail map full (``primed``) or empty."""
+    sinks: tuple[list[str], list[str]] = ([], [])
+    outputs: list[str | None] = []
+    for sink, fn in zip(sinks, ("value_fn", "originals_fn"), strict=True):
+        rules = [s for _, s in COLUMNS]
+        run = compiler(sink) if primed else Compiler.for_rules(PSEUDO, rules, sink.append)
+        function = getattr(strategy, fn)(run)
+        for value in values:
+            try:
+                out = function(value)
+            except ValueError:  # json over text that is not JSON
+                out = "(not JSON)"
+            if fn == "value_fn":
+                outputs.append(out)
+    return outputs, *sinks
 
 
 def _is_json(value: str) -> bool:

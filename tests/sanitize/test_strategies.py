@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drkit.sanitize import copytext
@@ -335,3 +335,39 @@ def test_every_spelling_of_an_ipv6_address_is_one_address() -> None:
     one = replace(c, "via 2001:DB8:0:0:0:0:0:1 ok")
     assert one == replace(c, "via 2001:db8::1 ok") and "2001:db8" not in one.lower()
     assert replace(c, "at 10:15:00 and 12:30") == "at 10:15:00 and 12:30"
+
+
+_NEAR_PII = [
+    *"ab.-_+ \t\n/\\'\"x@%&#;[]()0123456789:ATat",
+    "\uff20",
+    "\u0660",
+    "\u00b2",
+    "::",
+    "ff",
+]
+
+
+@settings(max_examples=500)
+@example("::")
+@example("ab::cd")
+@example("x [AT] y.example")
+@example("x (at) y.example")
+@example("a\uff20b.example")
+@example("a&commat;b.example")
+@given(st.lists(st.sampled_from(_NEAR_PII) | st.characters(), max_size=30).map("".join))
+def test_text_without_a_pii_character_holds_no_pii(text: str) -> None:
+    """``replace_pii`` passes over text in which ``MAY_HOLD_PII`` finds nothing: that is
+    exact only if no match of ``PII_RE`` can do without those characters."""
+    from drkit.sanitize.strategies.piitext import MAY_HOLD_PII, PII_RE
+
+    if MAY_HOLD_PII.search(text) is None:
+        assert PII_RE.search(text) is None
+
+
+@given(st.dictionaries(st.sampled_from(["a", "b", "c"]), st.none() | st.text(max_size=5)))
+def test_a_template_renders_null_when_any_field_is_null(values: dict[str, str | None]) -> None:
+    template = Template(template="{a}-{b}@{a}.example")
+    if any(values.get(name) is None for name in ("a", "b")):
+        assert template.render(values) is None
+    else:
+        assert template.render(values) == f"{values['a']}-{values['b']}@{values['a']}.example"

@@ -80,6 +80,10 @@ _BATCH = 1 << 16
 # growing the list: with two tables copied at once, appends can outpace flushes
 MAX_PENDING = 2 * _BATCH
 _READ_BATCH = 1 << 20
+#: originals handed to the filter lately, remembered so that one that repeats (a first
+#: name, an address quoted in many rows) is not folded and spelled again; forgotten all
+#: at once past this many
+_RECENT = 1 << 14
 _SPECIAL = re.compile(r"[\\\"'&<>\x00-\x1f\x7f]")
 _U_ESCAPE = re.compile(rb"\\\\u(d[89ab][0-9a-f]{2})\\\\u(d[c-f][0-9a-f]{2})|\\\\u([0-9a-f]{4})")
 _HEX_RUN = re.compile(rb"\\\\x((?:[0-9a-f]{2}){%d,})" % TOKEN_MIN)
@@ -315,6 +319,7 @@ class LeakIndex:
         self._filter = LeakFilter()
         self._pending: list[str] = []
         self._lock = threading.Lock()
+        self._recent: set[str] = set()  # already in the filter (see _RECENT)
 
     def add(self, value: str) -> None:
         pending = self._pending
@@ -341,7 +346,12 @@ class LeakIndex:
             count = len(pending)
             batch = pending[:count]
             del pending[:count]  # appends made meanwhile stay, at the end
-            self._filter.add(canonical_forms(batch))
+            recent = self._recent
+            fresh = [value for value in dict.fromkeys(batch) if value not in recent]
+            self._filter.add(canonical_forms(fresh))
+            if len(recent) + len(fresh) > _RECENT:
+                recent.clear()
+            recent.update(fresh)  # only once they are in the filter
         finally:
             self._lock.release()
 

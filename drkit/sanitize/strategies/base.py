@@ -15,7 +15,9 @@ transformer in one file:
   made once per run by :class:`~drkit.sanitize.strategies.compiler.Compiler`, and
   :meth:`Strategy.json_rewrite`, the same applied at a JSON path;
 - :meth:`Strategy.originals_fn`: what :meth:`~Strategy.value_fn` hands the sink for one
-  value, without its output (the run's originals pass).
+  value, without its output (the run's originals pass);
+- :meth:`Strategy.reads_email_map`: False where its functions never read the run's
+  e-mail map (its table may then be read while the map is being filled).
 
 The registry in :mod:`drkit.sanitize.strategies` lists them: adding a strategy is its
 module and one line there.
@@ -96,6 +98,12 @@ class Strategy(StrictModel):
         originals :meth:`value_fn` would hand it; what it returns means nothing.  By
         default the value function itself."""
         return run.value_fn(self)
+
+    def reads_email_map(self) -> bool:
+        """Whether its functions read the run's e-mail map (the pseudonyms template columns
+        registered): a table with such a column is read only once the map is filled.  By
+        default True (a strategy that says nothing waits for the map)."""
+        return True
 
     def json_rewrite(self, run: Compiler) -> Rewrite:
         """The function over one value found at a JSON path: by default the value's text

@@ -31,6 +31,9 @@ class Constant(Strategy):
     def misfit(self, table: Table, column: Column, kept: KeptFn) -> str | None:
         return collision(self, table, column)
 
+    def reads_email_map(self) -> bool:
+        return False
+
     def value_fn(self, run: Compiler) -> ValueFn:
         constant = to_text(self.value)
         return run.recorded(lambda _v: constant)

@@ -76,6 +76,9 @@ class Fake(Strategy):
             return "fake on a unique column needs unique: true"
         return None
 
+    def reads_email_map(self) -> bool:
+        return "email" in self.provider  # an e-mail provider gives the map's pseudonyms
+
     def value_fn(self, run: Compiler) -> ValueFn:
         fake = run.pseudo.fake_fn(self)  # the pool is made now, not in the first row
         if "email" in self.provider:

@@ -27,6 +27,9 @@ class Hash(Strategy):
             return "hash on a unique column needs length >= 16 to never collide"
         return None
 
+    def reads_email_map(self) -> bool:
+        return False
+
     def value_fn(self, run: Compiler) -> ValueFn:
         pseudo, length = run.pseudo, self.length
         return run.recorded(lambda v: pseudo.hash(v, length))

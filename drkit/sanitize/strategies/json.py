@@ -55,6 +55,9 @@ class JsonPaths(Strategy):
             return None
         return f"json needs a json/jsonb/text column, not {column.type}"
 
+    def reads_email_map(self) -> bool:
+        return any(bool(sub.reads_email_map()) for _, _, sub in self.compiled)
+
     def value_fn(self, run: Compiler) -> ValueFn:
         steps = [(path_steps, sub.json_rewrite(run)) for _, path_steps, sub in self.compiled]
 

@@ -67,6 +67,9 @@ class Keep(Strategy):
             return ALL_KINDS
         return frozenset(self.pii)
 
+    def reads_email_map(self) -> bool:
+        return False
+
     def value_fn(self, run: Compiler) -> ValueFn:
         return _identity
 

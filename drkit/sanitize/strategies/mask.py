@@ -32,6 +32,9 @@ class Mask(Strategy):
     def misfit(self, table: Table, column: Column, kept: KeptFn) -> str | None:
         return needs_text(self, column) or collision(self, table, column)
 
+    def reads_email_map(self) -> bool:
+        return False
+
     def value_fn(self, run: Compiler) -> ValueFn:
         ks, ke, ch = self.keep_start, self.keep_end, self.char
         return run.recorded(lambda v: mask(v, ks, ke, ch))

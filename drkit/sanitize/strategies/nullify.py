@@ -27,6 +27,9 @@ class Nullify(Strategy):
                 )
         return None
 
+    def reads_email_map(self) -> bool:
+        return False
+
     def value_fn(self, run: Compiler) -> ValueFn:
         return run.recorded(lambda _v: None)
 

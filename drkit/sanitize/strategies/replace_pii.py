@@ -26,7 +26,7 @@ from drkit.sanitize.strategies.base import (
     ValueFn,
     needs_text,
 )
-from drkit.sanitize.strategies.piitext import PII_RE, email_key, looks_like_phone
+from drkit.sanitize.strategies.piitext import MAY_HOLD_PII, PII_RE, email_key, looks_like_phone
 
 if TYPE_CHECKING:
     from drkit.sanitize.schema import Column, Table
@@ -49,6 +49,9 @@ class ReplacePii(Strategy):
 
     def misfit(self, table: Table, column: Column, kept: KeptFn) -> str | None:
         return needs_text(self, column)
+
+    def reads_email_map(self) -> bool:
+        return "email" in self.kinds
 
     def value_fn(self, run: Compiler) -> ValueFn:
         kinds = frozenset(self.kinds)
@@ -93,12 +96,16 @@ class ReplacePii(Strategy):
 
 def replace_in_text(run: Compiler, text: str, kinds: frozenset[str]) -> str:
     """``text`` with every address of ``kinds`` replaced; each original to the sink."""
+    if MAY_HOLD_PII.search(text) is None:
+        return text
     return PII_RE.sub(lambda match: _replace(run, match, kinds, output=True), text)
 
 
 def originals_in_text(run: Compiler, text: str, kinds: frozenset[str]) -> None:
     """What :func:`replace_in_text` hands the sink for ``text``, without its output (the
     same matches: ``sub`` and ``finditer`` find the same ones)."""
+    if MAY_HOLD_PII.search(text) is None:
+        return
     for match in PII_RE.finditer(text):
         _replace(run, match, kinds, output=False)
 
