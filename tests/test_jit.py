@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -43,5 +47,46 @@ def test_without_a_cache_location_every_process_compiles_again(
 
     monkeypatch.setattr(numba, "njit", njit)
     compiled = jit.njit(_count_at_signs)
-    assert asked == [True, False]
     assert compiled(np.frombuffer(b"@@x", dtype=np.uint8)) == 2
+    assert asked == [True, False]
+
+
+LOOPS = """
+import sys
+import numpy as np
+from drkit.jit import njit
+
+@njit
+def counted(data):
+    n = 0
+    for byte in data:
+        if byte == 64:
+            n += 1
+    return n
+
+@njit
+def twice(data):
+    return 2 * counted(data)
+
+print("numba" in sys.modules)
+print(twice(np.frombuffer(b"a@b@", dtype=np.uint8)))
+print("numba" in sys.modules)
+"""
+
+
+def test_a_compiled_loop_calls_another_and_loads_numba_only_when_it_runs(
+    tmp_path: Path,
+) -> None:
+    """Decorating loads nothing; the first call compiles the loops the function's module
+    names (here ``counted``) before the function itself, and caches them beside it."""
+    (tmp_path / "loops.py").write_text(LOOPS)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "loops.py")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["False", "4", "True"]
+    assert list((tmp_path / "__pycache__").glob("loops.twice-*.nbi")), "not cached"
