@@ -19,7 +19,7 @@ import yaml
 from psycopg import sql
 
 from tests import builders
-from tests.fix_cli import DrkitRunner, PolicyWriter, checks_by_name, drill
+from tests.fix_cli import DrkitRunner, PolicyWriter, Result, checks_by_name, drill
 from tests.fix_pg import PgServer
 from tests.fix_s3 import RepoTarget
 from tests.wal_support import Archived, archived_cluster, file_repo_block, shared_dir
@@ -278,10 +278,14 @@ def test_table_restore_from_a_physical_backup_as_the_app_role(
     live_oid = arch.execute("SELECT 'item'::regclass::oid", url)[0][0]
 
     app_policy = arch.write_policy(url, arch.root / "policies-app")
-    restored = run_cli(
-        "restore", "prod", "--immediate", "--table", "item", "--as", "item_before",
-        "--target-db", url, policy_dir=app_policy, env={"DRKIT_TMPDIR": str(scratch_root)},
-    )  # fmt: skip
+
+    def restore_table(table: str, as_name: str, policy_dir: Path) -> Result:
+        return run_cli(
+            "restore", "prod", "--immediate", "--table", table, "--as", as_name,
+            "--target-db", url, policy_dir=policy_dir, env={"DRKIT_TMPDIR": str(scratch_root)},
+        )  # fmt: skip
+
+    restored = restore_table("item", "item_before", app_policy)
     assert restored.code == 0, restored.stderr
     assert _count(url, "item_before") == 20
     owners = arch.execute(
@@ -299,10 +303,7 @@ def test_table_restore_from_a_physical_backup_as_the_app_role(
     # no more: the schema exists, so nothing asks for CREATE on the database
     arch.execute("ALTER DATABASE shop OWNER TO postgres")
     arch.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}", arch.dsn("shop"))
-    again = run_cli(
-        "restore", "prod", "--immediate", "--table", "item", "--as", "item_again",
-        "--target-db", url, policy_dir=app_policy, env={"DRKIT_TMPDIR": str(scratch_root)},
-    )  # fmt: skip
+    again = restore_table("item", "item_again", app_policy)
     assert again.code == 0, again.stderr
     assert _count(url, "item_again") == 20
     assert _count(url, "item") == 5
@@ -318,10 +319,7 @@ def test_table_restore_from_a_physical_backup_as_the_app_role(
         ("item_denied", "has no CREATE on schema public"),
         ("fresh.item_denied", "cannot create the missing schema fresh (no CREATE on the data"),
     ):
-        denied = run_cli(
-            "restore", "prod", "--immediate", "--table", "public.item", "--as", wanted,
-            "--target-db", url, policy_dir=unread, env={"DRKIT_TMPDIR": str(scratch_root)},
-        )  # fmt: skip
+        denied = restore_table("public.item", wanted, unread)
         assert denied.code == 1, denied.stderr
         (line,) = denied.stderr.strip().splitlines()
         assert f"role {role} {missing}" in line, line
