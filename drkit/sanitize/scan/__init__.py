@@ -3,7 +3,7 @@
 - :mod:`.leakscan`: the leak scan of a built copy, every column of every type and the
   catalog, for the originals the strategies replaced (exit 3 on a hit, never the value);
 - :mod:`.leakfilter`: its bounded-memory substring search over any number of originals;
-  its compiled loops in :mod:`.leakloops` (loaded on first use: they load numba), and
+  its compiled loops in :mod:`.leakloops` (numba is loaded when they first run), and
   the shape of a stored form both share in :mod:`.leakshape`;
 - :mod:`.catalog`: the catalog texts a reader of a database can see (comments, defaults,
   view and function bodies, policies, object names, large objects);

@@ -43,6 +43,7 @@ from typing import IO, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from drkit.sanitize.scan.leakloops import insert, prefix_keys, search, tags
 from drkit.sanitize.scan.leakshape import HASH_MIN as HASH_MIN
 from drkit.sanitize.scan.leakshape import HEX as HEX
 from drkit.sanitize.scan.leakshape import LONG as LONG
@@ -83,8 +84,6 @@ class _Bloom:
 
     def add(self, keys: U64Array) -> int:
         """Insert; return how many keys were not all present before (a distinct count)."""
-        from drkit.sanitize.scan.leakloops import insert  # loads the compiler
-
         return insert(keys, self.words, self.log2, self.nbits, self.front)
 
 
@@ -192,8 +191,6 @@ class LeakFilter:
         if not len(rows):
             return
         kept_bytes = rows[np.arange(LONG) < lengths[:, None]].tobytes()
-        from drkit.sanitize.scan.leakloops import prefix_keys, tags  # loads the compiler
-
         tagged = tags(rows, lengths)
         first_keys = prefix_keys(rows, lengths)
         with self._lock:
@@ -225,8 +222,6 @@ class LeakFilter:
         wanted = np.zeros(LONG + 1, dtype=bool)
         long_lengths = [x for x in self._lengths if x >= SUBSTRING_MIN]
         wanted[long_lengths] = True
-        from drkit.sanitize.scan.leakloops import search  # loads the compiler
-
         prefix, whole = self._prefix, self._whole
         data = np.frombuffer(block + bytes(_PAD), dtype=np.uint8)
         longest = max(long_lengths, default=0)
@@ -316,6 +311,4 @@ def tags_of(forms: list[bytes]) -> U64Array:
     forms = [f[:LONG] for f in forms]
     rows = np.array(forms, dtype=f"S{LONG}").view(np.uint8).reshape(len(forms), LONG)
     lengths = np.fromiter(map(len, forms), dtype=np.int64, count=len(forms))
-    from drkit.sanitize.scan.leakloops import tags  # loads the compiler
-
     return tags(rows, lengths)

@@ -2,9 +2,8 @@
 and searching a block of text for them, one native pass without the GIL.
 
 Every operand of the hashes is a uint64, so products wrap modulo 2**64; the tables of
-:mod:`.leakshape` are read as constants.  :mod:`.leakfilter` imports this module only
-when a filter is first filled or searched, so loading a package that merely could scan
-a copy does not load the compiler.
+:mod:`.leakshape` are read as constants.  Like every :mod:`drkit.jit` loop, they are
+compiled (and numba loaded) only when a filter is first filled or searched.
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def compact_apart(folded: bytes, drop: bytes = COMPACT) -> bytes:
     ``drop``), its hash-like tokens kept apart: a ``\\x01`` on each side of a run of
     ``HASH_MIN`` hex characters or more with a letter among them, so squeezing the
     separators out never glues a phone number's digits to an md5 beside it (where a digit
-    form counts as chance, see :func:`~drkit.sanitize.scan.leakfilter.in_hash`)."""
+    form counts as chance, see :func:`~drkit.sanitize.scan.leakloops.in_hash`)."""
     dropped = np.zeros(256, dtype=bool)
     dropped[np.frombuffer(drop, dtype=np.uint8)] = True
     return _compact_apart(np.frombuffer(folded, dtype=np.uint8), dropped).tobytes()

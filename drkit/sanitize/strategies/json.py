@@ -56,7 +56,7 @@ class JsonPaths(Strategy):
         return f"json needs a json/jsonb/text column, not {column.type}"
 
     def reads_email_map(self) -> bool:
-        return any(bool(sub.reads_email_map()) for _, _, sub in self.compiled)
+        return any(sub.reads_email_map() for _, _, sub in self.compiled)
 
     def value_fn(self, run: Compiler) -> ValueFn:
         steps = [(path_steps, sub.json_rewrite(run)) for _, path_steps, sub in self.compiled]
