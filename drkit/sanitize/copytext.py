@@ -69,7 +69,10 @@ def field_fn(fn: Callable[[str], str | None]) -> Callable[[bytes], bytes]:
     def field(raw: bytes) -> bytes:
         if raw == NULL:
             return raw
-        out = fn(raw.decode("utf-8") if b"\\" not in raw else unescape(raw))
+        text = raw.decode("utf-8")
+        if "\\" in text:  # (a str test: ``in`` on bytes costs a buffer per call)
+            text = _ESCAPE_RE.sub(_unescape_one, text)
+        out = fn(text)
         if out is None:
             return NULL
         if "\\" in out or "\n" in out or "\r" in out or "\t" in out:
