@@ -55,8 +55,8 @@ class ReplacePii(Strategy):
         return "email" in self.kinds
 
     def value_fn(self, run: Compiler) -> ValueFn:
-        text = text_rewriter(run, frozenset(self.kinds))
-        walk = json_walker(text)
+        kinds = frozenset(self.kinds)
+        text, walk = text_rewriter(run, kinds), json_walker(run, kinds)
         dumps = _DUMPS
 
         def fn(value: str) -> str:
@@ -92,7 +92,7 @@ class ReplacePii(Strategy):
         return run.cached(originals)
 
     def json_rewrite(self, run: Compiler) -> Rewrite:
-        return json_walker(text_rewriter(run, frozenset(self.kinds)))
+        return json_walker(run, frozenset(self.kinds))
 
 
 #: ``json.dumps(doc, ensure_ascii=False)`` without making an encoder per call
@@ -121,29 +121,53 @@ def text_rewriter(run: Compiler, kinds: frozenset[str]) -> Callable[[str], str]:
     return rewrite
 
 
-def json_walker(text: Callable[[str], str]) -> Rewrite:
+#: strings a JSON walker remembers as holding no PII character, and how long they may be
+#: (bounded: keys and enumerations repeat, free text need not be remembered)
+_CLEAN_STRINGS = 4096
+_CLEAN_LENGTH = 64
+
+
+def json_walker(run: Compiler, kinds: frozenset[str]) -> Rewrite:
     """A parsed JSON value with every string (keys too: ``{"anna@corp.example": ...}``)
-    through ``text``; a string or scalar member is handled in place, without a call of
-    its own."""
+    through :func:`text_rewriter`.  A string or scalar member is handled in place,
+    without a call of its own; a short string without a PII character (the same keys
+    and statuses in every document) is remembered, and is then itself without a search."""
+    rewrite = text_rewriter(run, kinds)
+    search = MAY_HOLD_PII.search
+    clean: set[str] = set()
+
+    def text(value: str) -> str:
+        if search(value) is None:  # what ``rewrite`` returns as it is, handing nothing
+            if len(value) <= _CLEAN_LENGTH and len(clean) < _CLEAN_STRINGS:
+                clean.add(value)
+            return value
+        return rewrite(value)
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             out = {}
             for k, v in node.items():
-                key = text(k)  # the key first, as the sink met them in a dict display
+                # the key first, as the sink met them in a dict display
+                key = k if k in clean else text(k)
                 if isinstance(v, str):
-                    v = text(v)
+                    if v not in clean:
+                        v = text(v)
                 elif isinstance(v, dict | list):
                     v = walk(v)
                 out[key] = v
             return out
         if isinstance(node, list):
-            return [
-                text(v) if isinstance(v, str) else walk(v) if isinstance(v, dict | list) else v
-                for v in node
-            ]
+            items = []
+            for v in node:
+                if isinstance(v, str):
+                    if v not in clean:
+                        v = text(v)
+                elif isinstance(v, dict | list):
+                    v = walk(v)
+                items.append(v)
+            return items
         if isinstance(node, str):
-            return text(node)
+            return node if node in clean else text(node)
         return node
 
     return walk
