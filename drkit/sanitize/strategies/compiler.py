@@ -112,7 +112,7 @@ class Compiler:
         # the copy's own template rows then need not register again
         self.emails_primed = False
         # kind -> the pseudonym function of addresses of that kind found in text
-        self._pii_fns: dict[str, Callable[[str], str]] | None = None
+        self._pii_fns: dict[str, Callable[[str], str]] = {}
 
     @classmethod
     def for_rules(
@@ -176,7 +176,7 @@ class Compiler:
         the originals pass, before the first row was written)."""
         other = copy.copy(self)
         other.sink = _no_sink
-        other._pii_fns = None  # its e-mail function reads through this compiler
+        other._pii_fns = {}  # its e-mail function reads through this compiler
         return other
 
     def close(self) -> None:
@@ -242,19 +242,26 @@ class Compiler:
 
         return fake_email
 
-    def pii_fns(self) -> dict[str, Callable[[str], str]]:
-        """Kind (``email``, ``phone``, ``ip``, ``ipv6``) -> the pseudonym function of an
-        address of that kind found inside text, made once per compiler."""
-        fns = self._pii_fns
-        if fns is None:
-            phone = self.pseudo.fake_fn(self.pii.phone)
-            fns = self._pii_fns = {
-                "email": self.email_fn(self.pii.email),
-                "phone": lambda value: phone(phone_key(value)),
-                "ip": self.pseudo.fake_fn(self.pii.ipv4),
-                "ipv6": self.pseudo.fake_fn(self.pii.ipv6),
-            }
-        return fns
+    def pii_fn(self, kind: str) -> Callable[[str], str]:
+        """The pseudonym function of an address of ``kind`` found inside text (``email``,
+        ``phone``, ``ipv6``; any other kind is an IPv4 address), made on first use
+        (a kind's pool only when text holds one) and then once per compiler."""
+        fn = self._pii_fns.get(kind)
+        if fn is None:
+            if kind == "email":
+                fn = self.email_fn(self.pii.email)
+            elif kind == "phone":
+                fn = _by_phone_key(self.pseudo.fake_fn(self.pii.phone))
+            elif kind == "ipv6":
+                fn = self.pseudo.fake_fn(self.pii.ipv6)
+            else:
+                fn = self.pseudo.fake_fn(self.pii.ipv4)
+            self._pii_fns[kind] = fn
+        return fn
+
+
+def _by_phone_key(fake: Callable[[str], str]) -> Callable[[str], str]:
+    return lambda value: fake(phone_key(value))
 
 
 def _leaves(node: Any) -> list[str]:

@@ -1,6 +1,6 @@
 """``replace_pii``: e-mail addresses, phone numbers and IP addresses found inside free
 text and JSON strings (:data:`~.piitext.PII_RE`), each replaced by the very pseudonym
-the column strategies give that value (the run's choice: ``Compiler.pii_fns``),
+the column strategies give that value (the run's choice: ``Compiler.pii_fn``),
 so joins by value keep working.
 
 A value that parses as a JSON object or array is walked, keys included
@@ -192,8 +192,7 @@ def _replacement(
     everything, does not compute what it would hand it."""
     sink = run.sink
     records = run.records
-    pseudonyms = run.pii_fns()
-    email, phone, ipv4, ipv6 = (pseudonyms[k] for k in ("email", "phone", "ip", "ipv6"))
+    pseudonym = run.pii_fn
     may_stay = run.text_email_may_stay
     ip_wanted = "ip" in kinds
 
@@ -205,7 +204,7 @@ def _replacement(
         if kind == "ip":
             if not ip_wanted:
                 return found
-            out = ipv4(found)
+            out = pseudonym("ip")(found)
         elif kind == "ipv6":
             if not ip_wanted:
                 return found
@@ -217,18 +216,18 @@ def _replacement(
             if mapped is not None:  # ::ffff:10.1.2.3 is 10.1.2.3
                 sink(found)
                 sink(str(mapped))
-                return "::ffff:" + ipv4(str(mapped)) if output else found
-            out = ipv6(address.compressed)
+                return "::ffff:" + pseudonym("ip")(str(mapped)) if output else found
+            out = pseudonym("ipv6")(address.compressed)
         elif kind not in kinds:
             return found
         elif kind == "phone":
             if not looks_like_phone(found):
                 return found
-            out = phone(found)
+            out = pseudonym("phone")(found)
         elif not output and not may_stay(found):
             out = ""  # certainly not ``found``: its pseudonym is not needed
         else:
-            out = email(found)
+            out = pseudonym("email")(found)
         if records and out != found:
             sink(found)
             if kind == "email" and (key := email_key(found)) != found:
