@@ -8,6 +8,7 @@ and decoding only the fields a strategy needs is safe.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 NULL = b"\\N"
 
@@ -46,7 +47,8 @@ def unescape(field: bytes) -> str:
 
 def escape_text(value: str) -> str:
     """A value in COPY text form (as a str)."""
-    if _NEEDS_ESCAPE.search(value) is None:
+    # four substring tests cost half of one regex search on the short values of a row
+    if not ("\\" in value or "\n" in value or "\r" in value or "\t" in value):
         return value
     return _NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group(0)], value)
 
@@ -56,3 +58,25 @@ def escape(value: str | None) -> bytes:
     if value is None:
         return NULL
     return escape_text(value).encode("utf-8")
+
+
+def field_fn(fn: Callable[[str], str | None]) -> Callable[[bytes], bytes]:
+    """``fn`` over COPY text fields: a field unescaped, through ``fn``, escaped again;
+    ``\\N`` stays ``\\N`` (``fn`` never sees NULL) and ``fn`` returning None is ``\\N``.
+    The same bytes as ``escape(fn(unescape(field)))``, with the common case (nothing to
+    unescape or escape) done in place, without those calls for every field of a row."""
+
+    def field(raw: bytes) -> bytes:
+        if raw == NULL:
+            return raw
+        text = raw.decode("utf-8")
+        if "\\" in text:  # (a str test: ``in`` on bytes costs a buffer per call)
+            text = _ESCAPE_RE.sub(_unescape_one, text)
+        out = fn(text)
+        if out is None:
+            return NULL
+        if "\\" in out or "\n" in out or "\r" in out or "\t" in out:
+            return escape_text(out).encode("utf-8")
+        return out.encode("utf-8")
+
+    return field

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from drkit.sanitize.copytext import NULL, escape, unescape
-from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template, ValueFn
+from drkit.sanitize.copytext import NULL, escape, field_fn, unescape
+from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template
 from drkit.sanitize.strategies.base import OriginalsFn
 
 _T = TypeVar("_T")
@@ -39,9 +39,13 @@ class RowTransformer:
         names = [name for name, _ in columns]
         index = {name: i for i, name in enumerate(names)}
         self.width = len(names)
-        self.simple: list[tuple[int, ValueFn]] = []
+        # column -> its strategy over COPY text fields (NULL in, NULL out)
+        self.simple: list[tuple[int, Callable[[bytes], bytes]]] = []
         self.templates: list[tuple[int, Template, list[tuple[str, int]]]] = []
         self.sink = compiler.sink
+        # the writing pass's sink drops what it is handed: a template's original is then
+        # decoded only where the e-mail map registers it
+        self.records = compiler.records
         self.register = compiler.register_email
         # template columns that render e-mail addresses: their output is the address's
         # pseudonym everywhere (see drkit.sanitize.strategies.compiler)
@@ -59,7 +63,7 @@ class RowTransformer:
                 seen = (observe or {}).get(_name)
                 if seen is not None:
                     fn = _observed(fn, seen)
-                self.simple.append((i, fn))
+                self.simple.append((i, field_fn(fn)))
 
     @property
     def passthrough(self) -> bool:
@@ -70,20 +74,22 @@ class RowTransformer:
         if len(fields) != self.width:
             raise ValueError(f"a row has {len(fields)} fields, expected {self.width}")
         for i, fn in self.simple:
-            raw = fields[i]
-            if raw != NULL:
-                fields[i] = escape(fn(unescape(raw)))
+            fields[i] = fn(fields[i])
         for i, template, refs in self.templates:
             raw = fields[i]
             if raw == NULL:
                 continue
-            values = {name: None if fields[j] == NULL else unescape(fields[j]) for name, j in refs}
+            values: dict[str, str | None] = {}
+            for name, j in refs:  # (a loop: no comprehension call per row)
+                field = fields[j]
+                values[name] = None if field == NULL else unescape(field)
             out = Compiler.template(template, values)
-            original = unescape(raw)
-            if out != original:
-                self.sink(original)
-            if out is not None and i in self.email_templates:
-                self.register(original, out)
+            if self.records or i in self.email_templates:
+                original = unescape(raw)
+                if out != original:
+                    self.sink(original)
+                if out is not None and i in self.email_templates:
+                    self.register(original, out)
             fields[i] = escape(out)
         return b"\t".join(fields)
 

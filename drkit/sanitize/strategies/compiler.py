@@ -111,7 +111,8 @@ class Compiler:
         # set once the run filled the map from the whole table (drkit.sanitize.emailmap):
         # the copy's own template rows then need not register again
         self.emails_primed = False
-        self._text_email: Callable[[str], str] | None = None
+        # kind -> the pseudonym function of addresses of that kind found in text
+        self._pii_fns: dict[str, Callable[[str], str]] = {}
 
     @classmethod
     def for_rules(
@@ -175,7 +176,7 @@ class Compiler:
         the originals pass, before the first row was written)."""
         other = copy.copy(self)
         other.sink = _no_sink
-        other._text_email = None
+        other._pii_fns = {}  # its e-mail function reads through this compiler
         return other
 
     def close(self) -> None:
@@ -191,10 +192,19 @@ class Compiler:
     #: a template's output for one row's (already sanitized) values; NULL if a field is
     template = staticmethod(Template.render)
 
+    @property
+    def records(self) -> bool:
+        """Whether the sink keeps what it is handed (False in the writing pass: a
+        function need not even compute what it would hand it)."""
+        return self.sink is not _no_sink
+
     def recorded(self, fn: ValueFn) -> ValueFn:
         """``fn`` handing each value it changes to the sink: a strategy that replaces
-        whole values.  Not cached: a keyed MAC costs less than a cache miss."""
+        whole values (``fn`` itself where the sink drops everything).  Not cached: a
+        keyed MAC costs less than a cache miss."""
         sink = self.sink
+        if not self.records:
+            return fn
 
         def recorded(value: str) -> str | None:
             out = fn(value)
@@ -232,18 +242,26 @@ class Compiler:
 
         return fake_email
 
-    def pii_pseudonym(self, kind: str, value: str) -> str:
-        """The pseudonym of an address of ``kind`` found inside text."""
-        if kind == "email":
-            fn = self._text_email
-            if fn is None:
-                fn = self._text_email = self.email_fn(self.pii.email)
-            return fn(value)
-        if kind == "phone":
-            return self.pseudo.fake_fn(self.pii.phone)(phone_key(value))
-        if kind == "ipv6":
-            return self.pseudo.fake_fn(self.pii.ipv6)(value)
-        return self.pseudo.fake_fn(self.pii.ipv4)(value)
+    def pii_fn(self, kind: str) -> Callable[[str], str]:
+        """The pseudonym function of an address of ``kind`` found inside text (``email``,
+        ``phone``, ``ipv6``; any other kind is an IPv4 address), made on first use
+        (a kind's pool only when text holds one) and then once per compiler."""
+        fn = self._pii_fns.get(kind)
+        if fn is None:
+            if kind == "email":
+                fn = self.email_fn(self.pii.email)
+            elif kind == "phone":
+                fn = _by_phone_key(self.pseudo.fake_fn(self.pii.phone))
+            elif kind == "ipv6":
+                fn = self.pseudo.fake_fn(self.pii.ipv6)
+            else:
+                fn = self.pseudo.fake_fn(self.pii.ipv4)
+            self._pii_fns[kind] = fn
+        return fn
+
+
+def _by_phone_key(fake: Callable[[str], str]) -> Callable[[str], str]:
+    return lambda value: fake(phone_key(value))
 
 
 def _leaves(node: Any) -> list[str]:

@@ -31,8 +31,7 @@ class Hash(Strategy):
         return False
 
     def value_fn(self, run: Compiler) -> ValueFn:
-        pseudo, length = run.pseudo, self.length
-        return run.recorded(lambda v: pseudo.hash(v, length))
+        return run.recorded(run.pseudo.hash_fn(self.length))
 
     def originals_fn(self, run: Compiler) -> OriginalsFn:
         """A value that is not ``length`` lower-case hex digits is never its own hash:

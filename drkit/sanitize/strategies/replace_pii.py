@@ -1,6 +1,6 @@
 """``replace_pii``: e-mail addresses, phone numbers and IP addresses found inside free
 text and JSON strings (:data:`~.piitext.PII_RE`), each replaced by the very pseudonym
-the column strategies give that value (the run's choice: ``Compiler.pii_pseudonym``),
+the column strategies give that value (the run's choice: ``Compiler.pii_fn``),
 so joins by value keep working.
 
 A value that parses as a JSON object or array is walked, keys included
@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -55,17 +56,18 @@ class ReplacePii(Strategy):
 
     def value_fn(self, run: Compiler) -> ValueFn:
         kinds = frozenset(self.kinds)
+        text, walk = text_rewriter(run, kinds), json_walker(run, kinds)
+        dumps = _DUMPS
 
         def fn(value: str) -> str:
-            stripped = value.lstrip()
-            if stripped[:1] in ("{", "["):
+            if _opens_json(value):
                 try:
                     doc = json.loads(value)
                 except ValueError:
                     doc = None
                 if isinstance(doc, dict | list):
-                    return json.dumps(walk(run, doc, kinds), ensure_ascii=False)
-            return replace_in_text(run, value, kinds)
+                    return dumps(walk(doc))
+            return text(value)
 
         return run.cached(fn)
 
@@ -77,7 +79,7 @@ class ReplacePii(Strategy):
         kinds = frozenset(self.kinds)
 
         def originals(value: str) -> None:
-            if value.lstrip()[:1] in ("{", "["):
+            if _opens_json(value):
                 try:
                     doc = json.loads(value)
                 except ValueError:
@@ -90,64 +92,153 @@ class ReplacePii(Strategy):
         return run.cached(originals)
 
     def json_rewrite(self, run: Compiler) -> Rewrite:
-        kinds = frozenset(self.kinds)
-        return lambda v: walk(run, v, kinds)
+        return json_walker(run, frozenset(self.kinds))
 
 
-def replace_in_text(run: Compiler, text: str, kinds: frozenset[str]) -> str:
-    """``text`` with every address of ``kinds`` replaced; each original to the sink."""
-    if MAY_HOLD_PII.search(text) is None:
-        return text
-    return PII_RE.sub(lambda match: _replace(run, match, kinds, output=True), text)
+#: ``json.dumps(doc, ensure_ascii=False)`` without making an encoder per call
+_DUMPS = json.JSONEncoder(ensure_ascii=False).encode
+_OPENS = ("{", "[")
+
+
+def _opens_json(value: str) -> bool:
+    """The value's first non-blank character opens a JSON object or array (the blank
+    strip only when the value starts with one: no copy of every value)."""
+    first = value[:1]
+    return first in _OPENS or (first.isspace() and value.lstrip()[:1] in _OPENS)
+
+
+def text_rewriter(run: Compiler, kinds: frozenset[str]) -> Callable[[str], str]:
+    """``text -> text`` with every address of ``kinds`` replaced by its pseudonym (each
+    original to the sink): the search and the pseudonym functions resolved once."""
+    search, sub = MAY_HOLD_PII.search, PII_RE.sub
+    one = _replacement(run, kinds, output=True)
+
+    def rewrite(text: str) -> str:
+        if search(text) is None:
+            return text
+        return sub(one, text)
+
+    return rewrite
+
+
+#: strings a JSON walker remembers as holding no PII character, and how long they may be
+#: (bounded: keys and enumerations repeat, free text need not be remembered)
+_CLEAN_STRINGS = 4096
+_CLEAN_LENGTH = 64
+
+
+def json_walker(run: Compiler, kinds: frozenset[str]) -> Rewrite:
+    """A parsed JSON value with every string (keys too: ``{"anna@corp.example": ...}``)
+    through :func:`text_rewriter`.  A string or scalar member is handled in place,
+    without a call of its own; a short string without a PII character (the same keys
+    and statuses in every document) is remembered, and is then itself without a search."""
+    rewrite = text_rewriter(run, kinds)
+    search = MAY_HOLD_PII.search
+    clean: set[str] = set()
+
+    def text(value: str) -> str:
+        if search(value) is None:  # what ``rewrite`` returns as it is, handing nothing
+            if len(value) <= _CLEAN_LENGTH and len(clean) < _CLEAN_STRINGS:
+                clean.add(value)
+            return value
+        return rewrite(value)
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                # the key first, as the sink met them in a dict display
+                key = k if k in clean else text(k)
+                if isinstance(v, str):
+                    if v not in clean:
+                        v = text(v)
+                elif isinstance(v, dict | list):
+                    v = walk(v)
+                out[key] = v
+            return out
+        if isinstance(node, list):
+            items = []
+            for v in node:
+                if isinstance(v, str):
+                    if v not in clean:
+                        v = text(v)
+                elif isinstance(v, dict | list):
+                    v = walk(v)
+                items.append(v)
+            return items
+        if isinstance(node, str):
+            return node if node in clean else text(node)
+        return node
+
+    return walk
 
 
 def originals_in_text(run: Compiler, text: str, kinds: frozenset[str]) -> None:
-    """What :func:`replace_in_text` hands the sink for ``text``, without its output (the
+    """What :func:`text_rewriter` hands the sink for ``text``, without its output (the
     same matches: ``sub`` and ``finditer`` find the same ones)."""
     if MAY_HOLD_PII.search(text) is None:
         return
+    one = _replacement(run, kinds, output=False)
     for match in PII_RE.finditer(text):
-        _replace(run, match, kinds, output=False)
+        one(match)
 
 
-def _replace(run: Compiler, match: re.Match[str], kinds: frozenset[str], *, output: bool) -> str:
+def _replacement(
+    run: Compiler, kinds: frozenset[str], *, output: bool
+) -> Callable[[re.Match[str]], str]:
     """One match's replacement, its originals to the sink.  ``output`` False: only the
     originals count, so an address that cannot be its own pseudonym is not looked up
-    (the returned text then means nothing)."""
+    (the returned text then means nothing).  A run's writing pass, whose sink drops
+    everything, does not compute what it would hand it."""
     sink = run.sink
-    kind = match.lastgroup or ""
-    if kind in ("local", "at", "domain"):
-        kind = "email"
-    found = match.group(kind)
-    base = "ip" if kind in ("ip", "ipv6") else kind
-    if base not in kinds:
-        return found
-    if kind == "phone" and not looks_like_phone(found):
-        return found
-    if kind == "ipv6":
-        try:  # the parse is the check: times like 10:15:00 do not parse
-            address = ipaddress.IPv6Address(found)
-        except ValueError:
+    records = run.records
+    pseudonym = run.pii_fn
+    may_stay = run.text_email_may_stay
+    ip_wanted = "ip" in kinds
+
+    def one(match: re.Match[str]) -> str:
+        kind = match.lastgroup or ""
+        if kind in ("local", "at", "domain"):
+            kind = "email"
+        found = match.group(kind)
+        if kind == "ip":
+            if not ip_wanted:
+                return found
+            out = pseudonym("ip")(found)
+        elif kind == "ipv6":
+            if not ip_wanted:
+                return found
+            try:  # the parse is the check: times like 10:15:00 do not parse
+                address = ipaddress.IPv6Address(found)
+            except ValueError:
+                return found
+            mapped = address.ipv4_mapped
+            if mapped is not None:  # ::ffff:10.1.2.3 is 10.1.2.3
+                sink(found)
+                sink(str(mapped))
+                return "::ffff:" + pseudonym("ip")(str(mapped)) if output else found
+            out = pseudonym("ipv6")(address.compressed)
+        elif kind not in kinds:
             return found
-        mapped = address.ipv4_mapped
-        if mapped is not None:  # ::ffff:10.1.2.3 is 10.1.2.3
+        elif kind == "phone":
+            if not looks_like_phone(found):
+                return found
+            out = pseudonym("phone")(found)
+        elif not output and not may_stay(found):
+            out = ""  # certainly not ``found``: its pseudonym is not needed
+        else:
+            out = pseudonym("email")(found)
+        if records and out != found:
             sink(found)
-            sink(str(mapped))
-            return "::ffff:" + run.pii_pseudonym("ip", str(mapped)) if output else found
-        out = run.pii_pseudonym("ipv6", address.compressed)
-    elif kind == "email" and not output and not run.text_email_may_stay(found):
-        out = ""  # certainly not ``found``: its pseudonym is not needed
-    else:
-        out = run.pii_pseudonym(kind, found)
-    if out != found:
-        sink(found)
-        if kind == "email" and (key := email_key(found)) != found:
-            sink(key)
-    return out
+            if kind == "email" and (key := email_key(found)) != found:
+                sink(key)
+        return out
+
+    return one
 
 
 def originals_in(run: Compiler, node: Any, kinds: frozenset[str]) -> None:
-    """What :func:`walk` hands the sink for a parsed JSON value, without its output."""
+    """What :func:`json_walker` hands the sink for a parsed JSON value, without its output."""
     if isinstance(node, str):
         originals_in_text(run, node, kinds)
     elif isinstance(node, dict):
@@ -157,14 +248,3 @@ def originals_in(run: Compiler, node: Any, kinds: frozenset[str]) -> None:
     elif isinstance(node, list):
         for v in node:
             originals_in(run, v, kinds)
-
-
-def walk(run: Compiler, node: Any, kinds: frozenset[str]) -> Any:
-    """A parsed JSON value with the addresses in every string (keys too) replaced."""
-    if isinstance(node, str):
-        return replace_in_text(run, node, kinds)
-    if isinstance(node, dict):  # keys too: {"anna@corp.example": {...}}
-        return {replace_in_text(run, k, kinds): walk(run, v, kinds) for k, v in node.items()}
-    if isinstance(node, list):
-        return [walk(run, v, kinds) for v in node]
-    return node
