@@ -143,13 +143,19 @@ def _front_passes(
     front (the long forms' window, or a short form's where it stands alone), into
     ``out``; returns how many.  A first sieve, kept free of unpredictable branches so
     the CPU overlaps the front's cache misses: nearly every position fails it, and a
-    position that passes is asked everything again by :func:`_pieces_at`."""
+    position that passes is asked everything again by :func:`_pieces_at`.  The one
+    branch: ``word_starts`` skips a position inside a word before hashing anything
+    (measured: a names' search of English text a third cheaper; the same early exit on
+    digits glued to digits made the full search slower, so it is left to
+    :func:`_pieces_at`)."""
     six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
     count = 0
     window = _window(data, start)
     for p in range(start, stop):
         if p > start:
             window = (window >> np.uint64(8)) | (np.uint64(data[p + 7]) << np.uint64(56))
+        if word_starts and p and WORD[data[p - 1]]:
+            continue  # inside a word: no hash is computed (most positions of a text)
         passes = not len(front)  # no front: every position goes on
         if longest and len(front):
             word, bit = _front_bit(_quick(window & six, np.uint64(0)), front)
@@ -159,8 +165,6 @@ def _front_passes(
             mask = (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
             word, bit = _front_bit(_quick(window & mask, np.uint64(length)), front)
             passes |= front[word] & bit != np.uint64(0)
-        if word_starts and p and WORD[data[p - 1]]:
-            passes = False
         out[count] = p
         count += passes
     return count
@@ -207,6 +211,9 @@ def _pieces_at(
             if byte == 0x09 or byte == 0x0A or byte == 0:
                 break
             h += np.uint64(byte) * POWERS[i]
+            end = p + i + 1
+            if i + 1 < LONG and end < n and DIGIT[byte] and DIGIT[data[end]]:
+                continue  # glued to more digits: _stands would refuse it (asked first)
             if (
                 wanted[i + 1]
                 and _member(_mix(h, np.uint64(i + 1)), whole, whole_log2, whole_bits, whole_front)
