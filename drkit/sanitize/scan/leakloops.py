@@ -200,6 +200,8 @@ def _pieces_at(
     whole filter.  Each short form length of ``tokens`` asks both filters only where the
     piece stands as a whole token.  Every piece that passes must also stand as
     :func:`_stands` says."""
+    if p and DIGIT[data[p]] and DIGIT[data[p - 1]]:
+        return count  # a digit glued to the one before: _stands refuses every piece here
     window = _window(data, p)
     six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
     if longest and _member(
