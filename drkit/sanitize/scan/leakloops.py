@@ -147,20 +147,34 @@ def _front_passes(
     branch: ``word_starts`` skips a position inside a word before hashing anything
     (measured: a names' search of English text a third cheaper; the same early exit on
     digits glued to digits made the full search slower, so it is left to
-    :func:`_pieces_at`)."""
+    :func:`_pieces_at`).  What the arguments decide is decided once, before the loop;
+    the common case, long forms alone asked at every position, has a loop of its own
+    (measured: two fifths cheaper than the general loop, which pays for its tests even
+    when there is no short form)."""
     six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
     count = 0
     window = _window(data, start)
+    fronted = len(front) > 0
+    asked = longest > 0 and fronted  # the long forms' window asks the front
+    shorts = len(tokens) if fronted else 0
+    if asked and not shorts and not word_starts:
+        for p in range(start, stop):
+            if p > start:
+                window = (window >> np.uint64(8)) | (np.uint64(data[p + 7]) << np.uint64(56))
+            word, bit = _front_bit(_quick(window & six, np.uint64(0)), front)
+            out[count] = p
+            count += front[word] & bit != np.uint64(0)
+        return count
     for p in range(start, stop):
         if p > start:
             window = (window >> np.uint64(8)) | (np.uint64(data[p + 7]) << np.uint64(56))
         if word_starts and p and WORD[data[p - 1]]:
             continue  # inside a word: no hash is computed (most positions of a text)
-        passes = not len(front)  # no front: every position goes on
-        if longest and len(front):
+        passes = not fronted  # no front: every position goes on
+        if asked:
             word, bit = _front_bit(_quick(window & six, np.uint64(0)), front)
             passes = front[word] & bit != np.uint64(0)
-        for t in range(len(tokens) if len(front) else 0):  # (an index: iterating costs more)
+        for t in range(shorts):  # (an index: iterating costs more)
             length = tokens[t]
             mask = (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
             word, bit = _front_bit(_quick(window & mask, np.uint64(length)), front)
