@@ -9,6 +9,7 @@ import gzip
 import html
 import json
 import quopri
+import re
 import time
 import unicodedata
 import zlib
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drkit.sanitize.scan.content import MAX_DECODED, analyse, holds_versions, triggered
+from drkit.sanitize.scan.content import MAX_DECODED, analyse, holds_versions, kinds_in, triggered
 
 EMAIL = "anna.rossi77@customer-one.com"
 
@@ -236,3 +237,90 @@ def test_what_the_pre_filter_lets_pass_holds_nothing(parts: list[str]) -> None:
     value = "".join(parts).replace("\t", " ").replace("\n", " ")
     if not triggered(copy_text(value)):
         assert analyse(value)[0] == set(), value
+
+
+# the secret search before its shapes were split and gated: the hint, then one pattern
+OLD_SECRET_HINT = re.compile(
+    r"\$|eyJ|AKIA|ASIA|k_live|k_test|gh[pousr]_|github_pat|glpat|xox|AIza|sk-|SG\.|npm_"
+    r"|BEGIN|://|md5|(?i:pass|pwd|secret|key|token|scram)"
+)
+OLD_SECRETS = re.compile(
+    r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}"
+    r"|\$argon2(?:id|i|d)\$"
+    r"|\$scrypt\$|\$7\$[./A-Za-z0-9]{11,}"
+    r"|\$pbkdf2(?:-sha\d+)?\$|pbkdf2_sha\d+\$\d+\$"
+    r"|\$[156]\$(?:rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{22,}"
+    r"|SCRAM-SHA-256\$\d+:"
+    r"|(?<![0-9A-Za-z])md5[0-9a-f]{32}(?![0-9a-f])"
+    r"|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+    r"|(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9])[sr]k_(?:live|test)_[0-9A-Za-z]{16,}"
+    r"|(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"
+    r"|glpat-[A-Za-z0-9_\-]{20}"
+    r"|xox[abprs]-[A-Za-z0-9\-]{10,}"
+    r"|AIza[0-9A-Za-z_\-]{35}"
+    r"|(?<![A-Za-z0-9])sk-(?:proj-)?[A-Za-z0-9_\-]{20,}"
+    r"|SG\.[\w\-]{16,}\.[\w\-]{16,}"
+    r"|npm_[A-Za-z0-9]{36}"
+    r"|-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"
+    r"|[a-z][a-z0-9+.\-]*://[^\s/:@'\"]+:[^\s/@'\"]+@[\w.\-\[\]]"
+    r"|(?i:\b(?:password|passwd|pwd|secret|api[_\-]?key|access[_\-]?token|auth[_\-]?token)"
+    r"[\"']?\s*[:=]\s*[\"']?(?![\"'\s,;)}]|\*+|x+\b|null\b|none\b|redacted\b|<)[^\s\"',;)}]{6,})"
+)
+# pieces at each shape's edges: its literal starts, near misses of them, the characters
+# its runs are made of or end at, and the Unicode letters that case folding maps to ASCII
+SECRET_PIECES = [
+    *("$2b$12$", "$2$", "$argon2id$", "$scrypt$", "$7$", "$pbkdf2-sha256$", "pbkdf2_sha1$9$"),
+    *("$1$", "$5$", "$6$", "rounds=5000$", "SCRAM-SHA-256$4096:", "md5", "eyJ", "AKIA", "ASIA"),
+    *("sk_live_", "rk_test_", "k_live", "ghp_", "gho_", "ghx_", "github_pat_", "glpat-", "xoxb-"),
+    *("AIza", "sk-", "sk-proj-", "SG.", "npm_", "-----BEGIN ", "RSA ", "PRIVATE KEY-----"),
+    *("https://", "postgres://", "://", "user:", "pw@", "@host", "password", "PASSWD", "Pwd"),
+    *("secret", "api_key", "API-Key", "apikey", "access_token", "auth-token", "paſsword"),
+    *("\u212aey", "=", ":", " = ", '"', "'", "***", "xxx", "null", "None", "redacted", "<"),
+    *("0123456789abcdef", "ABCDEFGHIJKLMNOP", "s3cr3tV4lu3", "/", ".", "-", "_", " ", "\n"),
+]
+
+
+# a shape's start, a run of one class of characters (of every length around the bounds),
+# and what ends it
+# one instance of every shape (of each of its gate pieces), found by the single pattern
+SECRETS = [
+    *("$2b$12$" + "a" * 53, "$argon2id$", "$scrypt$", "$7$" + "a" * 11, "$pbkdf2-sha256$"),
+    *("pbkdf2_sha1$1$1$", "$1$ab$" + "a" * 22, "$5$ab$" + "a" * 22, "$6$rounds=9$ab$" + "a" * 22),
+    *("SCRAM-SHA-256$4096:", "md5" + "0" * 32, "eyJ" + "a" * 8 + ".eyJ" + "a" * 8 + "." + "a" * 8),
+    *("AKIA" + "A" * 16, "ASIA" + "0" * 16, "sk_live_" + "a" * 16, "rk_test_" + "a" * 16),
+    *(prefix + "a" * 30 for prefix in ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
+    *("glpat-" + "a" * 20, "xoxb-" + "a" * 10, "AIza" + "a" * 35, "sk-" + "a" * 20),
+    *("sk-proj-" + "a" * 20, "SG." + "a" * 16 + "." + "a" * 16, "npm_" + "a" * 36),
+    *("-----BEGIN RSA PRIVATE KEY-----", "https://u:pw@h", "password=s3cr3tv"),
+    *("PASSWORD: s3cr3tv", "api-key='abcdef12", "paſsword=abcdefg", "api_\u212aey : abcdefg"),
+]
+# a secret as it is, or with one character deleted, inserted or replaced (near misses)
+SECRET_LIKE = st.builds(
+    lambda secret, at, how, char: {
+        "as is": secret,
+        "delete": secret[:at] + secret[at + 1 :],
+        "insert": secret[:at] + char + secret[at:],
+        "replace": secret[:at] + char + secret[at + 1 :],
+    }[how],
+    st.sampled_from(SECRETS),
+    st.integers(0, 70),
+    st.sampled_from(["as is", "as is", "delete", "insert", "replace"]),
+    st.sampled_from([*"a0$.:= '_-KZ/@", "ſ", "\u212a", "é"]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(SECRET_LIKE, st.sampled_from(SECRET_PIECES), st.text(max_size=6)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_secrets_are_found_exactly_as_the_single_pattern_found_them(parts: list[str]) -> None:
+    """Each shape searched only where its gate piece is found, the hint dropped: a text
+    holds a secret exactly when the old hint and single pattern said so."""
+    for text in (*parts, "".join(parts), " ".join(parts)):
+        old = OLD_SECRET_HINT.search(text) is not None and OLD_SECRETS.search(text) is not None
+        assert ("secret" in kinds_in(text)) == old, text

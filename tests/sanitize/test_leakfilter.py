@@ -183,6 +183,68 @@ def test_candidates_hold_every_form_standing_in_the_text_and_only_pieces_that_st
             assert stands(block, start, piece, word_starts), (block, start, piece)
 
 
+def saturated(forms: list[bytes]) -> LeakFilter:
+    """A filter of ``forms`` whose every bit is set: every key passes the front, the
+    prefix and the whole filter, so its candidates are exactly the pieces the rules let
+    stand (the filters' false positives at their most)."""
+    leak_filter = LeakFilter()
+    leak_filter.add(forms)
+    for bloom in (leak_filter._prefix, leak_filter._whole):
+        bloom.words[:] = np.uint64(2**64 - 1)
+        bloom.front[:] = np.uint64(2**64 - 1)
+    return leak_filter
+
+
+def every_piece_that_stands(
+    block: bytes, lengths: set[int], word_starts: bool
+) -> list[tuple[int, bytes]]:
+    """The plain oracle of a saturated filter's search: every piece of a stored length
+    at every position, kept where :func:`stands` says it counts."""
+    return [
+        (start, block[start : start + length])
+        for start in range(len(block))
+        for length in sorted(lengths)
+        if start + length <= len(block)
+        and stands(block, start, block[start : start + length], word_starts)
+    ]
+
+
+# the bytes at every threshold of the rules: digits (glued numbers), hex letters (hash-like
+# runs), word and non-word bytes (tokens, word starts), field ends and non-ASCII
+EDGE_BYTES = [bytes([c]) for c in b"0123ab_Z@. -\t\n\x00"] + ["é".encode()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    forms=st.lists(
+        st.one_of(stored_forms(), st.integers(TOKEN_MIN, LONG + 4).map(lambda k: b"q" * k)),
+        min_size=1,
+        max_size=4,
+    ),
+    text=st.one_of(
+        st.lists(st.sampled_from(EDGE_BYTES), max_size=90).map(b"".join),
+        # long runs without a field end: pieces of every length up to LONG and past it
+        st.lists(st.sampled_from([b"5", b"9", b"a", b"f", b" ", b"\t"]), max_size=90).map(b"".join),
+        st.lists(st.sampled_from([b"5", b"9", b"a", b"-"]), min_size=LONG, max_size=90).map(
+            b"".join
+        ),
+        st.binary(max_size=90),
+    ),
+    word_starts=st.booleans(),
+)
+def test_a_saturated_filter_finds_exactly_every_piece_the_rules_let_stand(
+    forms: list[bytes], text: bytes, word_starts: bool
+) -> None:
+    """Exactly, not only no fewer: with every bit of the filters set, the compiled search
+    (its sieve of positions and its early exits included) returns each piece of a stored
+    length that stands, once, and nothing else, on digit runs, hex runs, word edges,
+    tabs, newlines, NULs and arbitrary bytes."""
+    leak_filter = saturated(forms)
+    lengths = {min(len(form), LONG) for form in forms}
+    found = leak_filter.candidates(text, word_starts=word_starts)
+    assert sorted(found) == every_piece_that_stands(text, lengths, word_starts)
+
+
 def test_a_block_with_more_candidates_than_one_compiled_call_holds_loses_none() -> None:
     """The compiled search hands its candidates back in batches of a fixed size; a
     block holding many more (every piece of a long run of one original) loses none at

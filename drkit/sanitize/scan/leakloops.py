@@ -143,24 +143,42 @@ def _front_passes(
     front (the long forms' window, or a short form's where it stands alone), into
     ``out``; returns how many.  A first sieve, kept free of unpredictable branches so
     the CPU overlaps the front's cache misses: nearly every position fails it, and a
-    position that passes is asked everything again by :func:`_pieces_at`."""
+    position that passes is asked everything again by :func:`_pieces_at`.  The one
+    branch: ``word_starts`` skips a position inside a word before hashing anything
+    (measured: a names' search of English text a third cheaper; the same early exit on
+    digits glued to digits made the full search slower, so it is left to
+    :func:`_pieces_at`).  What the arguments decide is decided once, before the loop;
+    the common case, long forms alone asked at every position, has a loop of its own
+    (measured: two fifths cheaper than the general loop, which pays for its tests even
+    when there is no short form)."""
     six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
     count = 0
     window = _window(data, start)
+    fronted = len(front) > 0
+    asked = longest > 0 and fronted  # the long forms' window asks the front
+    shorts = len(tokens) if fronted else 0
+    if asked and not shorts and not word_starts:
+        for p in range(start, stop):
+            if p > start:
+                window = (window >> np.uint64(8)) | (np.uint64(data[p + 7]) << np.uint64(56))
+            word, bit = _front_bit(_quick(window & six, np.uint64(0)), front)
+            out[count] = p
+            count += front[word] & bit != np.uint64(0)
+        return count
     for p in range(start, stop):
         if p > start:
             window = (window >> np.uint64(8)) | (np.uint64(data[p + 7]) << np.uint64(56))
-        passes = not len(front)  # no front: every position goes on
-        if longest and len(front):
+        if word_starts and p and WORD[data[p - 1]]:
+            continue  # inside a word: no hash is computed (most positions of a text)
+        passes = not fronted  # no front: every position goes on
+        if asked:
             word, bit = _front_bit(_quick(window & six, np.uint64(0)), front)
             passes = front[word] & bit != np.uint64(0)
-        for t in range(len(tokens) if len(front) else 0):  # (an index: iterating costs more)
+        for t in range(shorts):  # (an index: iterating costs more)
             length = tokens[t]
             mask = (np.uint64(1) << np.uint64(8 * length)) - np.uint64(1)
             word, bit = _front_bit(_quick(window & mask, np.uint64(length)), front)
             passes |= front[word] & bit != np.uint64(0)
-        if word_starts and p and WORD[data[p - 1]]:
-            passes = False
         out[count] = p
         count += passes
     return count
@@ -196,6 +214,8 @@ def _pieces_at(
     whole filter.  Each short form length of ``tokens`` asks both filters only where the
     piece stands as a whole token.  Every piece that passes must also stand as
     :func:`_stands` says."""
+    if p and DIGIT[data[p]] and DIGIT[data[p - 1]]:
+        return count  # a digit glued to the one before: _stands refuses every piece here
     window = _window(data, p)
     six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
     if longest and _member(
@@ -207,6 +227,9 @@ def _pieces_at(
             if byte == 0x09 or byte == 0x0A or byte == 0:
                 break
             h += np.uint64(byte) * POWERS[i]
+            end = p + i + 1
+            if i + 1 < LONG and end < n and DIGIT[byte] and DIGIT[data[end]]:
+                continue  # glued to more digits: _stands would refuse it (asked first)
             if (
                 wanted[i + 1]
                 and _member(_mix(h, np.uint64(i + 1)), whole, whole_log2, whole_bits, whole_front)
