@@ -140,7 +140,7 @@ class Compiler:
         for its exact spelling first, else for its folded key)."""
         spelling = email_spelling(value)
         key = spelling.lower()
-        return key, self.emails.get(_EXACT + spelling) or self.emails.get(key)
+        return key, self.emails.get_first(_EXACT + spelling, key)
 
     def may_be_own_pseudonym(self, value: str, domain: str) -> bool:
         """Could :meth:`email_pseudonym` of ``value`` (with ``domain``) be ``value``
