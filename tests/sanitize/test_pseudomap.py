@@ -54,9 +54,11 @@ def test_the_map_answers_as_a_dict_of_smallest_values_in_any_order(
                 oracle = smallest(order[: n + 1])
                 probe = [k for k, _ in order[: n + 1]] + absent
                 assert [m.get(k) for k in probe] == [oracle.get(k) for k in probe]
-                first, second = data.draw(st.sampled_from(probe)), data.draw(st.sampled_from(probe))
-                expected = oracle[first] if first in oracle else oracle.get(second)
-                assert m.get_first(first, second) == expected
+                first = data.draw(st.sampled_from(probe))
+                others = tuple(data.draw(st.lists(st.sampled_from(probe), max_size=3)))
+                held = [oracle[k] for k in others if k in oracle]
+                expected = oracle[first] if first in oracle else min(held, default=None)
+                assert m.first_or_smallest(first, others) == expected
                 assert len(m) == len(oracle)
         oracle = smallest(entries)
         assert m.spilled == (len(oracle) > memory_entries)

@@ -17,7 +17,7 @@ and reads never shows in what a read returns.
 
 Two fixed-size bitmaps (their size does not grow with the map) answer without a lookup:
 :meth:`PseudonymMap.may_hold_value` whether a string may be a value of the map, and, in
-:meth:`PseudonymMap.get_first`, whether a key may be held at all (an address no template
+:meth:`PseudonymMap.first_or_smallest`, whether a key may be held at all (an address no template
 rendered, the common case in free text, costs no query).  "No" is certain, "yes" may be
 wrong.  Thread-safe.
 """
@@ -50,6 +50,7 @@ class PseudonymMap:
         self._batch = batch
         self._memory: dict[str, str] = {}
         self._db: sqlite3.Connection | None = None
+        self._cursor: sqlite3.Cursor | None = None  # the lookups' own, kept: no cursor per query
         self._lock = threading.Lock()
         self._count = 0
         self._pending: list[tuple[str, str]] = []
@@ -100,41 +101,38 @@ class PseudonymMap:
                 self._stage()
 
     def get(self, key: str) -> str | None:
-        return self.get_first(key, key)
+        return self.first_or_smallest(key)
 
-    def get_first(self, first: str, second: str) -> str | None:
-        """The value of ``first`` if the map holds it, else that of ``second``, else None."""
-        keys = self._keys
+    def first_or_smallest(self, first: str, others: tuple[str, ...] = ()) -> str | None:
+        """The value of ``first`` if the map holds it, else the smallest value of the
+        ``others`` it holds, else None."""
         with self._lock:
-            db = self._db
-            if db is None:
-                found = self._memory.get(first)
-                return found if found is not None else self._memory.get(second)
+            cursor = self._cursor
+            if cursor is None:
+                memory = self._memory
+                found = memory.get(first)
+                if found is None:
+                    for key in others:
+                        value = memory.get(key)
+                        if value is not None and (found is None or value < found):
+                            found = value
+                return found
             if self._pending or self._staged:
                 self._merge()
-            h = hash(first)
-            low = h & (KEY_BITS - 1)
-            high = (h >> 32) & (KEY_BITS - 1)
-            if keys[low >> 3] & (1 << (low & 7)) and keys[high >> 3] & (1 << (high & 7)):
-                row = db.execute(_GET, (first,)).fetchone()
-                if row is not None:
-                    return str(row[0])
-            if second == first:
-                return None
-            h = hash(second)
-            low = h & (KEY_BITS - 1)
-            high = (h >> 32) & (KEY_BITS - 1)
-            if keys[low >> 3] & (1 << (low & 7)) and keys[high >> 3] & (1 << (high & 7)):
-                row = db.execute(_GET, (second,)).fetchone()
-                if row is not None:
-                    return str(row[0])
-            return None
+            found = self._held(cursor, first)
+            if found is None:
+                for key in others:
+                    value = self._held(cursor, key)
+                    if value is not None and (found is None or value < found):
+                        found = value
+            return found
 
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+                self._cursor = None
             self._memory.clear()
             self._pending = []
             self._staged = False
@@ -152,6 +150,7 @@ class PseudonymMap:
         db.execute("CREATE TABLE m (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID")
         db.execute("CREATE TABLE staged (k TEXT NOT NULL, v TEXT NOT NULL)")
         self._db = db
+        self._cursor = db.cursor()
         self._pending = list(self._memory.items())
         self._memory = {}
         self._stage()
@@ -162,6 +161,18 @@ class PseudonymMap:
         self._db.executemany(_STAGE, self._pending)
         self._pending = []
         self._staged = True
+
+    def _held(self, cursor: sqlite3.Cursor, key: str) -> str | None:
+        """The value of ``key`` in the keyed table; no query for a key never put."""
+        keys = self._keys
+        h = hash(key)
+        low = h & (KEY_BITS - 1)
+        high = (h >> 32) & (KEY_BITS - 1)
+        if keys[low >> 3] & (1 << (low & 7)) and keys[high >> 3] & (1 << (high & 7)):
+            row = cursor.execute(_GET, (key,)).fetchone()
+            if row is not None:
+                return str(row[0])
+        return None
 
     def _merge(self) -> None:
         """Bring every put into the keyed table (see the module docstring)."""
