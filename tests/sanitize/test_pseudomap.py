@@ -100,3 +100,24 @@ def test_a_lookup_takes_the_exact_spelling_first_then_the_folded_key(
         want = expected or compiler.pseudo.email(spelling.lower(), "example.com")
         assert compiler.email_pseudonym(value, "example.com") == want
     compiler.close()
+
+
+def test_a_spilled_map_keeps_its_entries_on_disk_not_in_memory() -> None:
+    import tracemalloc
+
+    m = PseudonymMap(memory_entries=10, batch=256)
+    tracemalloc.start()
+    try:
+        for i in range(20_000):  # ~1.5 MB of keys and values, each a fresh string
+            m.put_min(f"\tperson.{i:06d}@corp.example", f"user_{i}@example.com")
+        m.put_min("\tperson.000007@corp.example", "user_0@example.com")
+        filled, _ = tracemalloc.get_traced_memory()
+        assert m.get("\tperson.000007@corp.example") == "user_0@example.com"
+        assert m.get("\tperson.019999@corp.example") == "user_19999@example.com"
+        read, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert m.spilled and len(m) == 20_000
+    # what stays in Python is a batch of pending puts at most, whatever the map's size
+    assert filled < 256 * 1024 and read < 256 * 1024
+    m.close()
