@@ -16,8 +16,8 @@ a read are staged and merged the same way, so there is one way in and the order 
 and reads never shows in what a read returns.
 
 Two fixed-size bitmaps (their size does not grow with the map) answer without a lookup:
-:meth:`PseudonymMap.may_hold_value` whether a string may be a value of the map, and, in
-:meth:`PseudonymMap.first_or_smallest`, whether a key may be held at all (an address no template
+:meth:`PseudonymMap.may_hold_value` whether a string may be a value of the map (1 MiB),
+and, before any query, whether a key may be held at all (4 MiB: an address no template
 rendered, the common case in free text, costs no query).  "No" is certain, "yes" may be
 wrong.  Thread-safe.
 """
