@@ -106,6 +106,9 @@ def test_a_spilled_map_keeps_its_entries_on_disk_not_in_memory() -> None:
     import tracemalloc
 
     m = PseudonymMap(memory_entries=10, batch=256)
+    for i in range(11):  # spilled: its fixed-size parts are allocated
+        m.put_min(f"\tperson.{i:06d}@corp.example", f"user_{i}@example.com")
+    assert m.spilled
     tracemalloc.start()
     try:
         for i in range(20_000):  # ~1.5 MB of keys and values, each a fresh string

@@ -17,9 +17,9 @@ and reads never shows in what a read returns.
 
 Two fixed-size bitmaps (their size does not grow with the map) answer without a lookup:
 :meth:`PseudonymMap.may_hold_value` whether a string may be a value of the map (1 MiB),
-and, before any query, whether a key may be held at all (4 MiB: an address no template
-rendered, the common case in free text, costs no query).  "No" is certain, "yes" may be
-wrong.  Thread-safe.
+and, once the map spilled, before any query, whether a key may be held at all (4 MiB: an
+address no template rendered, the common case in free text, costs no query).  "No" is
+certain, "yes" may be wrong.  Thread-safe.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class PseudonymMap:
         self._pending: list[tuple[str, str]] = []
         self._staged = False  # rows in the staging table that the keyed table lacks
         self._values = bytearray(VALUE_BITS >> 3)
-        self._keys = bytearray(KEY_BITS >> 3)
+        self._keys = bytearray()  # KEY_BITS once spilled (the dict knows its own keys)
 
     def __len__(self) -> int:
         with self._lock:
@@ -76,14 +76,9 @@ class PseudonymMap:
         return bool(self._values[bit >> 3] & (1 << (bit & 7)))
 
     def put_min(self, key: str, value: str) -> None:
-        h = hash(key)
-        low = h & (KEY_BITS - 1)
-        high = (h >> 32) & (KEY_BITS - 1)
         bit = hash(value) & (VALUE_BITS - 1)
         with self._lock:
             self._values[bit >> 3] |= 1 << (bit & 7)
-            self._keys[low >> 3] |= 1 << (low & 7)
-            self._keys[high >> 3] |= 1 << (high & 7)
             if self._db is None:
                 known = self._memory.get(key)
                 if known is not None:
@@ -95,6 +90,7 @@ class PseudonymMap:
                     self._count += 1
                     return
                 self._spill()
+            self._mark(key)
             pending = self._pending
             pending.append((key, value))
             if len(pending) >= self._batch:
@@ -138,7 +134,7 @@ class PseudonymMap:
             self._staged = False
             self._count = 0
             self._values = bytearray(VALUE_BITS >> 3)
-            self._keys = bytearray(KEY_BITS >> 3)
+            self._keys = bytearray()
 
     # -- internals ----------------------------------------------------------------------
 
@@ -151,6 +147,9 @@ class PseudonymMap:
         db.execute("CREATE TABLE staged (k TEXT NOT NULL, v TEXT NOT NULL)")
         self._db = db
         self._cursor = db.cursor()
+        self._keys = bytearray(KEY_BITS >> 3)
+        for key in self._memory:
+            self._mark(key)
         self._pending = list(self._memory.items())
         self._memory = {}
         self._stage()
@@ -162,8 +161,18 @@ class PseudonymMap:
         self._pending = []
         self._staged = True
 
+    def _mark(self, key: str) -> None:
+        """Set ``key``'s two bits in the key bitmap (read by :meth:`_held`)."""
+        h = hash(key)
+        low = h & (KEY_BITS - 1)
+        high = (h >> 32) & (KEY_BITS - 1)
+        keys = self._keys
+        keys[low >> 3] |= 1 << (low & 7)
+        keys[high >> 3] |= 1 << (high & 7)
+
     def _held(self, cursor: sqlite3.Cursor, key: str) -> str | None:
-        """The value of ``key`` in the keyed table; no query for a key never put."""
+        """The value of ``key`` in the keyed table; no query for a key never put
+        (:meth:`_mark`)."""
         keys = self._keys
         h = hash(key)
         low = h & (KEY_BITS - 1)
