@@ -21,11 +21,15 @@ same in every table of a run, and in every run over the same source rows.
 
 Case twins.  A key may hold two addresses that differ only in letter case (a
 case-sensitive unique column: two rows), and a foreign key names one of them exactly; a
-citext key is referenced in any case.  So a template's output is registered twice: under
-the address's exact spelling (:func:`~.piitext.email_spelling`) and, smallest wins, under
-its case-folded key; a lookup takes the exact spelling first, then the folded key.  A
-child row naming ``cy@x`` gets the pseudonym of the parent row ``cy@x``, never that of its
-twin ``Cy@x``; a citext child naming ``ANN@x`` gets that of the parent ``Ann@x``.
+citext key is referenced in any case.  So a lookup takes the pseudonym registered for the
+address's exact spelling (:func:`~.piitext.email_spelling`) first, else the smallest one
+registered for any spelling with the same case-folded key.  A child row naming ``cy@x``
+gets the pseudonym of the parent row ``cy@x``, never that of its twin ``Cy@x``; a citext
+child naming ``ANN@x`` gets that of the parent ``Ann@x``.  The map holds a template's
+output under the exact spelling and, smallest wins, under the folded key; but a spelling
+that is already its own folded key (most addresses) is held once, under its exact entry,
+and a lookup by folded key takes the smaller of the folded entry and that exact one, so
+the map holds one entry per such address rather than two.
 """
 
 from __future__ import annotations
@@ -133,15 +137,20 @@ class Compiler:
         key = spelling.lower()
         if "@" not in key:
             return
-        self.emails.put_min(key, pseudonym)
         self.emails.put_min(_EXACT + spelling, pseudonym)
+        if spelling != key:  # else its exact entry stands for the folded key too
+            self.emails.put_min(key, pseudonym)
 
     def registered(self, value: str) -> tuple[str, str | None]:
         """(the folded key of an address, the pseudonym a template registered for it:
-        for its exact spelling first, else for its folded key)."""
+        for its exact spelling first, else the smallest for any spelling of its folded
+        key)."""
         spelling = email_spelling(value)
         key = spelling.lower()
-        return key, self.emails.get(_EXACT + spelling) or self.emails.get(key)
+        exact = _EXACT + spelling
+        if spelling == key:
+            return key, self.emails.first_or_smallest(exact, (key,))
+        return key, self.emails.first_or_smallest(exact, (key, _EXACT + key))
 
     def may_be_own_pseudonym(self, value: str, domain: str) -> bool:
         """Could :meth:`email_pseudonym` of ``value`` (with ``domain``) be ``value``
