@@ -10,6 +10,7 @@ DST's lock a bounded time; once the copy is published the exit is 0.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -361,6 +362,37 @@ def test_the_swap_waits_for_dsts_lock_a_bounded_time_then_refuses(
     assert len(error_lines(result.stderr)) == 1, result.stderr
     assert table_dump(envs.dsn(staging_db)) == before
     assert datallowconn(envs, staging_db) == [(True,)]
+    assert builds(envs) == []
+
+
+def test_a_database_created_under_dsts_name_during_the_build_is_never_replaced(
+    envs: Env,
+    tmp_path: Path,
+) -> None:
+    """DST did not exist when the run identified it; someone creates a database of that
+    name while the copy is built.  The run must not replace what it never identified,
+    and must not say it succeeded: exit 4, ``ok: false``, one line; the new database
+    untouched, no build left."""
+    rules = rules_for(tmp_path, "prod", "staging")
+    staging_db = envs.dsts["staging"]
+    proc = drkit_process(envs, "--json", "sanitize", "prod", "staging", "--rules", str(rules))
+    try:
+        with (
+            locked_build_table(envs, proc),
+            psycopg.connect(envs.dsn("postgres"), autocommit=True) as admin,
+        ):
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(staging_db)))
+            with psycopg.connect(envs.dsn(staging_db), autocommit=True) as theirs:
+                theirs.execute("CREATE TABLE theirs (v text); INSERT INTO theirs VALUES ('kept')")
+        out, stderr = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 4, stderr
+    assert [line for line in error_lines(stderr) if "created while" in line], stderr
+    assert len(error_lines(stderr)) == 1, stderr
+    assert json.loads(out)["ok"] is False
+    assert rows(envs.dsn(staging_db), "SELECT v FROM theirs") == [("kept",)]
     assert builds(envs) == []
 
 
