@@ -466,7 +466,7 @@ class LeakIndex:
             batch = pending[:count]
             del pending[:count]  # appends made meanwhile stay, at the end
             recent = self._recent
-            fresh = [value for value in dict.fromkeys(batch) if value not in recent]
+            fresh = list(set(batch).difference(recent))
             self._filter.add(canonical_forms(fresh))
             if len(recent) + len(fresh) > _RECENT:
                 recent.clear()
