@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 from drkit.sanitize.copytext import NULL, escape, unescape
 from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template, ValueFn
@@ -150,30 +150,45 @@ class RowOriginals:
                 deque(map(seen, present), maxlen=0)
             deque(map(fn, present), maxlen=0)  # (a loop in C)
         for i, template, refs in self.templates:
-            for fields in rows:
-                raw = fields[i]
-                if raw == NULL:
+            sink, register = self.sink, self.register
+            registers = i in self.email_templates
+            names = [name for name, _ in refs]
+            originals = _values(columns[i], nulls=True)
+            read = [_values(columns[j], nulls=True) for _, j in refs]
+            rows_read = zip(*read, strict=True) if read else [()] * len(originals)
+            for original, fields in zip(originals, rows_read, strict=True):
+                if original is None:
                     continue
-                values = {
-                    name: None if fields[j] == NULL else unescape(fields[j]) for name, j in refs
-                }
-                original = unescape(raw)
-                out = Compiler.template(template, values)
+                out = Compiler.template(template, dict(zip(names, fields, strict=True)))
                 if out != original:
-                    self.sink(original)
-                if out is not None and i in self.email_templates:
-                    self.register(original, out)
+                    sink(original)
+                if out is not None and registers:
+                    register(original, out)
         return data
 
 
-def _values(fields: Sequence[bytes]) -> list[str]:
-    """The values of a column's COPY text fields, NULLs left out: decoded at once where
-    no field holds an escape (nor NUL, which COPY text never holds)."""
+@overload
+def _values(fields: Sequence[bytes]) -> list[str]: ...
+@overload
+def _values(fields: Sequence[bytes], *, nulls: Literal[True]) -> list[str | None]: ...
+def _values(fields: Sequence[bytes], *, nulls: bool = False) -> list[str] | list[str | None]:
+    """The values of a column's COPY text fields, NULLs left out (``nulls``: kept, as
+    None): decoded at once where no field holds an escape (each NULL holds one
+    backslash) nor a NUL (COPY text never does)."""
     present = [f for f in fields if f != NULL]
-    joined = b"\x00".join(present)
-    if b"\\" in joined or joined.count(b"\x00") != len(present) - 1:
+    taken = fields if nulls else present
+    joined = b"\x00".join(taken)
+    escapes = len(taken) - len(present)
+    if joined.count(b"\\") != escapes or joined.count(b"\x00") != len(taken) - 1:
+        if nulls:
+            return [None if f == NULL else unescape(f) for f in fields]
         return [unescape(f) for f in present]
-    return joined.decode("utf-8").split("\x00") if present else []
+    if not taken:
+        return []
+    values = joined.decode("utf-8").split("\x00")
+    if not escapes:
+        return values
+    return [None if v == "\\N" else v for v in values]
 
 
 def row_originals(
