@@ -8,7 +8,7 @@ A run first collects every original of every masked column (the originals pass, 
 
 * **originals** (:class:`~drkit.sanitize.scan.leakscan.LeakIndex`), in every column of
   the block: its folded text and the same without separators
-  (:func:`~drkit.sanitize.scan.leakscan.compact`), and, for the fields of content-scanned
+  (:data:`~drkit.sanitize.scan.leakscan.COMPACT`), and, for the fields of content-scanned
   columns that look encoded, every decoded text (:func:`~drkit.sanitize.scan.content.analyse`);
 * **personal data by content** in the columns that reach the target unmasked and carry
   no review (``pii: none``): the fields the pre-filter marks (the signs of

@@ -206,11 +206,6 @@ _DROPPED[np.frombuffer(COMPACT, dtype=np.uint8)] = True
 _NOT_DIGIT = re.compile(r"\D")
 
 
-def compact(folded: bytes) -> bytes:
-    """A folded text without the separators of :data:`COMPACT` (tabs and newlines stay)."""
-    return folded.translate(None, COMPACT)
-
-
 def compact_apart(folded: bytes, drop: bytes = COMPACT) -> bytes:
     """A searched text without the separators of :data:`COMPACT` (and the bytes of
     ``drop``), its hash-like tokens kept apart: a ``\\x01`` on each side of a run of
@@ -261,7 +256,7 @@ def _compact_apart(
 def canonical_forms(values: list[str]) -> set[bytes]:
     """Every form an original is searched in: stripped (a ``char(n)`` original's padding
     is no part of it), case-folded and in Unicode NFKC, in the target's text spellings
-    (:func:`forms_of`), without separators (:func:`compact`; not when that leaves only
+    (:func:`forms_of`), without the separators of :data:`COMPACT` (not when that leaves only
     digits: an IP address or a date squeezed is any number), and for a phone number its
     digits with and without country code and trunk prefix (:func:`_extra`).
 
@@ -336,7 +331,7 @@ def _extra(value: str) -> list[str]:
 
 def _spellings(text: str) -> set[bytes]:
     """The forms of the NUL-joined values of ``text`` (:func:`forms_of` of each) and
-    their squeezed forms (:func:`compact`) that are not numbers."""
+    their squeezed forms (without the separators of :data:`COMPACT`) that are not numbers."""
     folded = text.casefold()
     data = folded.encode("utf-8", "surrogateescape")
     spelled: list[bytes] = []
@@ -369,8 +364,8 @@ def _spellings(text: str) -> set[bytes]:
 
 @njit
 def _squeezed(data: npt.NDArray[np.uint8], dropped: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
-    """The NUL-separated forms of ``data`` squeezed (:func:`compact`: the bytes of
-    ``dropped`` left out), each followed by a NUL: only those squeezing changed and that
+    """The NUL-separated forms of ``data`` squeezed (the bytes of ``dropped`` left out:
+    :data:`COMPACT`'s separators; tabs and newlines stay), each followed by a NUL: only those squeezing changed and that
     are not a number (``+`` signs, then ASCII digits) once squeezed."""
     out = np.empty(len(data) + 1, dtype=np.uint8)
     size = 0
