@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from typing import Literal, TypeVar, overload
 
 from drkit.sanitize.copytext import NULL, escape, unescape
@@ -131,19 +132,22 @@ class RowOriginals:
     def block(self, data: bytes) -> bytes:
         """Complete lines (``data`` ends with a newline); returns them as they are.
 
-        Column by column: the block's fields are split once, each masked column's
+        Column by column: the block's fields are split at once (every row checked to have
+        the table's width first), each masked column's
         values decoded at once (:func:`_values`) and handed to its originals function
         one after the other; only templates, which read other fields of their row, go
         row by row."""
         lines = data.split(b"\n")
         lines.pop()
-        rows = [line.split(b"\t") for line in lines]
-        if not rows:
+        if not lines:
             return data
-        if len(rows[0]) != self.width or len(set(map(len, rows))) > 1:
-            bad = next(len(row) for row in rows if len(row) != self.width)
-            raise ValueError(f"a row has {bad} fields, expected {self.width}")
-        columns = list(zip(*rows, strict=True))
+        width = self.width
+        tabs = set(map(bytes.count, lines, repeat(b"\t")))  # (C loops, no list per row)
+        if tabs != {width - 1}:
+            bad = next(line.count(b"\t") + 1 for line in lines if line.count(b"\t") != width - 1)
+            raise ValueError(f"a row has {bad} fields, expected {width}")
+        fields = b"\t".join(lines).split(b"\t")  # row r's field i is fields[r * width + i]
+        columns = [fields[i::width] for i in range(width)]
         for i, fn, seen in self.fields:
             present = _values(columns[i])
             if seen is not None:
@@ -156,10 +160,10 @@ class RowOriginals:
             originals = _values(columns[i], nulls=True)
             read = [_values(columns[j], nulls=True) for _, j in refs]
             rows_read = zip(*read, strict=True) if read else [()] * len(originals)
-            for original, fields in zip(originals, rows_read, strict=True):
+            for original, row in zip(originals, rows_read, strict=True):
                 if original is None:
                     continue
-                out = Compiler.template(template, dict(zip(names, fields, strict=True)))
+                out = Compiler.template(template, dict(zip(names, row, strict=True)))
                 if out != original:
                     sink(original)
                 if out is not None and registers:
