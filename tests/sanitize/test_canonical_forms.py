@@ -240,7 +240,9 @@ def oracle_tag(form: bytes) -> int:
     return _mix(h, len(piece))
 
 
-forms = st.lists(st.binary(min_size=0, max_size=90).filter(lambda b: b"\x00" not in b), max_size=30)
+# forms hold no NUL (canonical_forms splits on it), but one that did would be stored and
+# hashed whole all the same
+forms = st.lists(st.binary(min_size=0, max_size=90), max_size=30)
 
 
 @settings(max_examples=300, deadline=None)
@@ -251,7 +253,7 @@ def test_tags_equal_the_per_form_oracle(batch: list[bytes]) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(forms)
-@example([b"    ", b" abcd ", b"abc", b"\tabcd", b"abcd\x0b", b"x" * 200])
+@example([b"    ", b" abcd ", b"abc", b"\tabcd", b"abcd\x0b", b"x" * 200, b"ab\x00cd", b""])
 def test_the_filter_keeps_what_it_kept_before(batch: list[bytes]) -> None:
     """Every form of 4 bytes or more (blanks around it not counted) is stored under its
     tag, truncated to LONG bytes; shorter ones are not stored."""

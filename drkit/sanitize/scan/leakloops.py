@@ -313,6 +313,25 @@ def search(
 
 
 @njit
+def separated(data: Bytes, count: int) -> tuple[IntArray, IntArray]:
+    """Where each NUL-separated piece of ``data`` starts, and its length (more than
+    ``count`` pieces: the arrays stop at ``count + 1``, so the caller sees the excess)."""
+    starts = np.empty(count + 1, dtype=np.int64)
+    lengths = np.empty(count + 1, dtype=np.int64)
+    pieces = 0
+    start = 0
+    for i in range(len(data) + 1):
+        if i == len(data) or data[i] == 0:
+            if pieces <= count:
+                starts[pieces] = start
+                lengths[pieces] = i - start
+            pieces += 1
+            start = i + 1
+    found = min(pieces, count + 1)
+    return starts[:found], lengths[:found]
+
+
+@njit
 def tags(data: Bytes, starts: IntArray, lengths: IntArray) -> U64Array:
     """The key ``whole`` and the store give each form of a joined buffer (form ``r`` is
     ``data[starts[r]:starts[r] + lengths[r]]``, at most ``LONG`` bytes): its polynomial

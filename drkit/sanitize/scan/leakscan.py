@@ -461,11 +461,15 @@ class LeakIndex:
             batch = pending[:count]
             del pending[:count]  # appends made meanwhile stay, at the end
             recent = self._recent
-            fresh = list(set(batch).difference(recent))
+            unique = set(batch)
+            if recent:
+                unique -= recent
+            fresh = list(unique)
             self._filter.add(canonical_forms(fresh))
             if len(recent) + len(fresh) > _RECENT:
                 recent.clear()
-            recent.update(fresh)  # only once they are in the filter
+            if len(fresh) <= _RECENT:  # (a batch of new values alone would only be forgotten)
+                recent.update(fresh)  # only once they are in the filter
         finally:
             self._lock.release()
 
