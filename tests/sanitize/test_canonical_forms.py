@@ -183,7 +183,7 @@ def joined(pieces: list[str]) -> str:
     return "".join(pieces)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(st.lists(st.lists(st.sampled_from(PIECES), max_size=8).map(joined), max_size=12))
 @example([])
 @example([""])
