@@ -17,8 +17,10 @@ outputs of e-mail templates as the transformer would.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from itertools import repeat
+from typing import Literal, TypeVar, overload
 
 from drkit.sanitize.copytext import NULL, escape, field_fn, unescape
 from drkit.sanitize.strategies import Compiler, Keep, Strategy, Template
@@ -115,7 +117,8 @@ class RowOriginals:
     ) -> None:
         index = {name: i for i, (name, _) in enumerate(columns)}
         self.width = len(columns)
-        self.fields: list[tuple[int, OriginalsFn]] = []
+        # masked columns: (index, originals function, the function observing its values)
+        self.fields: list[tuple[int, OriginalsFn, Callable[[str], None] | None]] = []
         self.templates: list[tuple[int, Template, list[tuple[str, int]]]] = []
         self.sink = compiler.sink
         self.register = compiler.register_email
@@ -130,40 +133,72 @@ class RowOriginals:
                 if strategy.renders_email() and not compiler.emails_primed:
                     self.email_templates.add(i)
                 continue
-            fn = strategy.originals_fn(compiler)
-            seen = (observe or {}).get(name)
-            if seen is not None:
-                fn = _observed(fn, seen)
-            self.fields.append((i, fn))
-
-    def line(self, line: bytes) -> None:
-        fields = line.split(b"\t")
-        if len(fields) != self.width:
-            raise ValueError(f"a row has {len(fields)} fields, expected {self.width}")
-        for i, fn in self.fields:
-            raw = fields[i]
-            if raw != NULL:
-                fn(unescape(raw))
-        for i, template, refs in self.templates:
-            raw = fields[i]
-            if raw == NULL:
-                continue
-            values = {name: None if fields[j] == NULL else unescape(fields[j]) for name, j in refs}
-            original = unescape(raw)
-            out = Compiler.template(template, values)
-            if out != original:
-                self.sink(original)
-            if out is not None and i in self.email_templates:
-                self.register(original, out)
+            self.fields.append((i, strategy.originals_fn(compiler), (observe or {}).get(name)))
 
     def block(self, data: bytes) -> bytes:
-        """Complete lines (``data`` ends with a newline); returns them as they are."""
+        """Complete lines (``data`` ends with a newline); returns them as they are.
+
+        Column by column: the block's fields are split at once (every row checked to have
+        the table's width first), each masked column's
+        values decoded at once (:func:`_values`) and handed to its originals function
+        one after the other; only templates, which read other fields of their row, go
+        row by row."""
         lines = data.split(b"\n")
         lines.pop()
-        read = self.line
-        for line in lines:
-            read(line)
+        if not lines:
+            return data
+        width = self.width
+        tabs = set(map(bytes.count, lines, repeat(b"\t")))  # (C loops, no list per row)
+        if tabs != {width - 1}:
+            bad = next(line.count(b"\t") + 1 for line in lines if line.count(b"\t") != width - 1)
+            raise ValueError(f"a row has {bad} fields, expected {width}")
+        fields = b"\t".join(lines).split(b"\t")  # row r's field i is fields[r * width + i]
+        columns = [fields[i::width] for i in range(width)]
+        for i, fn, seen in self.fields:
+            present = _values(columns[i])
+            if seen is not None:
+                deque(map(seen, present), maxlen=0)
+            deque(map(fn, present), maxlen=0)  # (a loop in C)
+        for i, template, refs in self.templates:
+            sink, register = self.sink, self.register
+            registers = i in self.email_templates
+            names = [name for name, _ in refs]
+            originals = _values(columns[i], nulls=True)
+            read = [_values(columns[j], nulls=True) for _, j in refs]
+            rows_read = zip(*read, strict=True) if read else [()] * len(originals)
+            for original, row in zip(originals, rows_read, strict=True):
+                if original is None:
+                    continue
+                out = Compiler.template(template, dict(zip(names, row, strict=True)))
+                if out != original:
+                    sink(original)
+                if out is not None and registers:
+                    register(original, out)
         return data
+
+
+@overload
+def _values(fields: Sequence[bytes]) -> list[str]: ...
+@overload
+def _values(fields: Sequence[bytes], *, nulls: Literal[True]) -> list[str | None]: ...
+def _values(fields: Sequence[bytes], *, nulls: bool = False) -> list[str] | list[str | None]:
+    """The values of a column's COPY text fields, NULLs left out (``nulls``: kept, as
+    None): decoded at once where no field holds an escape (each NULL holds one
+    backslash) nor a NUL (COPY text never does)."""
+    present = [f for f in fields if f != NULL]
+    taken = fields if nulls else present
+    joined = b"\x00".join(taken)
+    escapes = len(taken) - len(present)
+    if joined.count(b"\\") != escapes or joined.count(b"\x00") != len(taken) - 1:
+        if nulls:
+            return [None if f == NULL else unescape(f) for f in fields]
+        return [unescape(f) for f in present]
+    if not taken:
+        return []
+    values = joined.decode("utf-8").split("\x00")
+    if not escapes:
+        return values
+    return [None if v == "\\N" else v for v in values]
 
 
 def row_originals(

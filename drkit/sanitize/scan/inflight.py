@@ -8,7 +8,7 @@ A run first collects every original of every masked column (the originals pass, 
 
 * **originals** (:class:`~drkit.sanitize.scan.leakscan.LeakIndex`), in every column of
   the block: its folded text and the same without separators
-  (:func:`~drkit.sanitize.scan.leakscan.compact`), and, for the fields of content-scanned
+  (:data:`~drkit.sanitize.scan.leakscan.COMPACT`), and, for the fields of content-scanned
   columns that look encoded, every decoded text (:func:`~drkit.sanitize.scan.content.analyse`);
 * **personal data by content** in the columns that reach the target unmasked and carry
   no review (``pii: none``): the fields the pre-filter marks (the signs of
@@ -76,20 +76,23 @@ class NameIndex:
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
-        words = value.split()
+        words = value.rsplit(None, 1)
         if words:
-            with self._lock:
-                self._pending.append(words[-1].strip(".,;:'\"()"))
-                if len(self._pending) >= 1 << 16:
-                    self._flush()
+            pending = self._pending
+            pending.append(words[-1].strip(".,;:'\"()"))  # (an append needs no lock)
+            if len(pending) >= 1 << 16:
+                self._flush()
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        self.filter.add(f for f in canonical_forms(batch) if b" " not in f)
+        with self._lock:
+            pending = self._pending
+            count = len(pending)
+            batch = pending[:count]
+            del pending[:count]  # appends made meanwhile stay, at the end
+            self.filter.add({f for f in canonical_forms(batch) if b" " not in f})
 
     def freeze(self) -> LeakFilter | None:
-        with self._lock:
-            self._flush()
+        self._flush()
         return self.filter if self.filter.distinct else None
 
 

@@ -37,13 +37,21 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import IO, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from drkit.sanitize.scan.leakloops import insert, prefix_keys, search, tags
+from drkit.sanitize.scan.leakloops import (
+    gathered,
+    insert,
+    kept,
+    prefix_keys,
+    search,
+    separated,
+    tags,
+)
 from drkit.sanitize.scan.leakshape import HASH_MIN as HASH_MIN
 from drkit.sanitize.scan.leakshape import HEX as HEX
 from drkit.sanitize.scan.leakshape import LONG as LONG
@@ -61,9 +69,9 @@ BUCKET_TAGS = 1 << 17  # tags sorted at once when the index is built (1 MiB)
 _BUCKETS_LOG2_MAX = 8  # at most 256 buckets: past 32 M tags they grow, slowly
 
 _U64 = np.uint64
-_SPACES = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)
 
 U64Array = npt.NDArray[np.uint64]
+IntArray = npt.NDArray[np.int64]
 _N = TypeVar("_N", bound=np.generic)
 
 
@@ -172,27 +180,25 @@ class LeakFilter:
         return [p for p, h in zip(pieces, hit.tolist(), strict=True) if h]
 
     def add(self, forms: Iterable[bytes]) -> None:
-        """Insert forms of TOKEN_MIN bytes or more (shorter ones are ignored)."""
-        unique = list(set(forms))
+        """Insert forms of TOKEN_MIN bytes or more, blanks around them not counted
+        (shorter ones are ignored); a form longer than LONG bytes is stored as its first
+        LONG.  Forms hold no NUL.  A set is used as it is (no copy): it must not change
+        during the call."""
+        unique = forms if isinstance(forms, set) else set(forms)
         if not unique:
             return
         if self._index is not None:
             raise RuntimeError("the leak filter is frozen: no form may be added")
-        # fixed-width rows, truncated to LONG and zero-padded by numpy itself
-        rows = np.array(unique, dtype=f"S{LONG}").view(np.uint8).reshape(len(unique), LONG)
-        lengths = np.count_nonzero(rows, axis=1).astype(np.int64)  # forms hold no NUL
-        keep = lengths >= TOKEN_MIN
-        edges = rows[np.arange(len(rows)), np.maximum(lengths - 1, 0)]
-        padded = np.isin(rows[:, 0], _SPACES) | np.isin(edges, _SPACES)
-        for i in np.flatnonzero(keep & padded).tolist():  # rare: blanks around the value
-            keep[i] = len(unique[i][:LONG].strip()) >= TOKEN_MIN
+        # one buffer, one pass of each compiled loop over it
+        data, starts, lengths = _joined(unique)
+        keep = kept(data, starts, lengths, TOKEN_MIN)
         if not keep.all():
-            rows, lengths = rows[keep], lengths[keep]
-        if not len(rows):
+            starts, lengths = starts[keep], lengths[keep]
+        if not len(starts):
             return
-        kept_bytes = rows[np.arange(LONG) < lengths[:, None]].tobytes()
-        tagged = tags(rows, lengths)
-        first_keys = prefix_keys(rows, lengths)
+        tagged = tags(data, starts, lengths)
+        first_keys = prefix_keys(data, starts, lengths)
+        kept_bytes = gathered(data, starts, lengths).tobytes()
         with self._lock:
             for length in np.unique(lengths).tolist():
                 self._lengths.add(length)
@@ -201,8 +207,8 @@ class LeakFilter:
             self._prefix.add(first_keys)
             self.distinct += self._whole.add(tagged)
             # one record per batch: [count][tags][lengths]; the forms go to the data file
-            self._stored += len(rows)
-            self._keys.write(np.array([len(rows)], dtype=np.uint64).tobytes())
+            self._stored += len(starts)
+            self._keys.write(np.array([len(starts)], dtype=np.uint64).tobytes())
             self._keys.write(tagged.tobytes())
             self._keys.write(lengths.astype(np.uint8).tobytes())
             self._data.write(kept_bytes)
@@ -308,7 +314,17 @@ def tags_of(forms: list[bytes]) -> U64Array:
     """The key ``whole`` and the store give each form (hash and length, mixed)."""
     if not forms:
         return np.zeros(0, dtype=np.uint64)
-    forms = [f[:LONG] for f in forms]
-    rows = np.array(forms, dtype=f"S{LONG}").view(np.uint8).reshape(len(forms), LONG)
-    lengths = np.fromiter(map(len, forms), dtype=np.int64, count=len(forms))
-    return tags(rows, lengths)
+    return tags(*_joined(forms))
+
+
+def _joined(forms: Collection[bytes]) -> tuple[npt.NDArray[np.uint8], IntArray, IntArray]:
+    """The forms as one buffer: (bytes, where each starts, its length capped at LONG).
+    Joined by NUL, which no form holds, so one compiled pass finds where each starts
+    (asking each form its length would read every one of them again)."""
+    data = np.frombuffer(b"\x00".join(forms), dtype=np.uint8)
+    starts, sizes = separated(data, len(forms))
+    if len(starts) != len(forms):  # a form holding NUL after all: ask each its length
+        sizes = np.fromiter(map(len, forms), dtype=np.int64, count=len(forms))
+        starts = np.zeros(len(sizes), dtype=np.int64)
+        np.cumsum(sizes[:-1] + 1, out=starts[1:])
+    return data, starts, np.minimum(sizes, LONG)

@@ -12,7 +12,16 @@ import numpy as np
 import numpy.typing as npt
 
 from drkit.jit import njit
-from drkit.sanitize.scan.leakshape import DIGIT, HASH_MIN, HEX, LONG, POWERS, SUBSTRING_MIN, WORD
+from drkit.sanitize.scan.leakshape import (
+    BLANK,
+    DIGIT,
+    HASH_MIN,
+    HEX,
+    LONG,
+    POWERS,
+    SUBSTRING_MIN,
+    WORD,
+)
 
 U64Array = npt.NDArray[np.uint64]
 IntArray = npt.NDArray[np.int64]
@@ -327,29 +336,77 @@ def search(
 
 
 @njit
-def tags(rows: Bytes, lengths: IntArray) -> U64Array:
-    """The key ``whole`` and the store give each form: the polynomial hash of its row of
-    a zero-padded (n, LONG) array (trailing zeros add nothing, so a row hashes as its
-    form does), mixed with its length."""
-    out = np.empty(len(rows), dtype=np.uint64)
-    for r in range(len(rows)):
+def separated(data: Bytes, count: int) -> tuple[IntArray, IntArray]:
+    """Where each NUL-separated piece of ``data`` starts, and its length (more than
+    ``count`` pieces: the arrays stop at ``count + 1``, so the caller sees the excess)."""
+    starts = np.empty(count + 1, dtype=np.int64)
+    lengths = np.empty(count + 1, dtype=np.int64)
+    pieces = 0
+    start = 0
+    for i in range(len(data) + 1):
+        if i == len(data) or data[i] == 0:
+            if pieces <= count:
+                starts[pieces] = start
+                lengths[pieces] = i - start
+            pieces += 1
+            start = i + 1
+    found = min(pieces, count + 1)
+    return starts[:found], lengths[:found]
+
+
+@njit
+def tags(data: Bytes, starts: IntArray, lengths: IntArray) -> U64Array:
+    """The key ``whole`` and the store give each form of a joined buffer (form ``r`` is
+    ``data[starts[r]:starts[r] + lengths[r]]``, at most ``LONG`` bytes): its polynomial
+    hash, mixed with its length."""
+    out = np.empty(len(starts), dtype=np.uint64)
+    for r in range(len(starts)):
         h = np.uint64(0)
-        for i in range(rows.shape[1]):
-            h += np.uint64(rows[r, i]) * POWERS[i]
+        start = starts[r]
+        for i in range(lengths[r]):
+            h += np.uint64(data[start + i]) * POWERS[i]
         out[r] = _mix(h, np.uint64(lengths[r]))
     return out
 
 
 @njit
-def prefix_keys(rows: Bytes, lengths: IntArray) -> U64Array:
-    """The prefix filter's key of each form: its first ``SUBSTRING_MIN`` bytes (untagged),
-    or the whole of a shorter form, tagged by its length."""
-    out = np.empty(len(rows), dtype=np.uint64)
-    for r in range(len(rows)):
+def prefix_keys(data: Bytes, starts: IntArray, lengths: IntArray) -> U64Array:
+    """The prefix filter's key of each form of a joined buffer (as :func:`tags` reads
+    it): its first ``SUBSTRING_MIN`` bytes (untagged), or the whole of a shorter form,
+    tagged by its length."""
+    out = np.empty(len(starts), dtype=np.uint64)
+    for r in range(len(starts)):
         length = lengths[r]
         width = length if length < SUBSTRING_MIN else SUBSTRING_MIN
         key = np.uint64(0)
         for k in range(width):
-            key |= np.uint64(rows[r, k]) << np.uint64(8 * k)
+            key |= np.uint64(data[starts[r] + k]) << np.uint64(8 * k)
         out[r] = _quick(key, np.uint64(length if length < SUBSTRING_MIN else 0))
+    return out
+
+
+@njit
+def kept(data: Bytes, starts: IntArray, lengths: IntArray, shortest: int) -> npt.NDArray[np.bool_]:
+    """Whether each form of a joined buffer (as :func:`tags` reads it) is stored: at
+    least ``shortest`` bytes without the blanks around it (those ``bytes.strip`` drops)."""
+    out = np.empty(len(starts), dtype=np.bool_)
+    for r in range(len(starts)):
+        first = starts[r]
+        last = first + lengths[r]
+        while first < last and BLANK[data[first]]:
+            first += 1
+        while last > first and BLANK[data[last - 1]]:
+            last -= 1
+        out[r] = last - first >= shortest
+    return out
+
+
+@njit
+def gathered(data: Bytes, starts: IntArray, lengths: IntArray) -> Bytes:
+    """The forms of a joined buffer (as :func:`tags` reads them), one after the other."""
+    out = np.empty(lengths.sum(), dtype=np.uint8)
+    size = 0
+    for r in range(len(starts)):
+        out[size : size + lengths[r]] = data[starts[r] : starts[r] + lengths[r]]
+        size += lengths[r]
     return out

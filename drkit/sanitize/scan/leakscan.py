@@ -178,17 +178,32 @@ def forms_of(value: str) -> list[bytes]:
 #: separators an original may be written with or without (``anna rossi``/``anna-rossi``/
 #: ``annarossi``, ``+39 347 123``/``+39347123``): both sides are also compared without them
 COMPACT = b" -./()"
-_PHONE_START = frozenset("+(0123456789")
 _PHONE_LIKE = re.compile(r"(?:\+|00)?[\d\s().\-/]{7,}")
 # dotted quads, dates and times are numbers with separators but no phone numbers
 _NOT_PHONE = re.compile(
     r"\d{1,3}(?:\.\d{1,3}){3}(?:/\d+)?|\d{4}-\d\d-\d\d.*|\d\d?[./-]\d\d?[./-]\d{2,4}|[\d:. ]+"
 )
-
-
-def compact(folded: bytes) -> bytes:
-    """A folded text without the separators of :data:`COMPACT` (tabs and newlines stay)."""
-    return folded.translate(None, COMPACT)
+# Sieves over a batch of values joined by NUL (which no PostgreSQL text holds), each
+# finding a superset of the values a rule of :func:`_extra` may apply to: one that may
+# be a phone number (it starts like one, and is not digits and dots alone or a dotted
+# quad, which :data:`_NOT_PHONE` rules out), one that may spell an e-mail's ``@``
+# otherwise; and the values that hold a character the target's text spells otherwise.
+_PHONE_START = re.compile(
+    r"\x00(?=[+(0-9])(?![0-9:. ]*(?:\x00|\Z))(?!\d{1,3}(?:\.\d{1,3}){3}(?:/\d+)?(?:\x00|\Z))"
+)
+_AT_SIGN = re.compile(r"[%&\[(]")
+_SPELLED = re.compile(r"[\\\"'&<>\x01-\x1f\x7f]")
+# bytes.translate tables that delete every byte but those a sieve looks for: what is
+# left says whether any value holds one (a C loop over the batch, faster than a search)
+_ALL = bytes(range(256))
+_BUT_AT_SIGNS = bytes(b for b in _ALL if b not in b"%&[(")
+_BUT_SPELLED = bytes(b for b in _ALL if not (b in b"\\\"'&<>\x7f" or 0 < b < 0x20))
+# ASCII blanks (what ``str.isspace`` says of an ASCII character) made a space, to find
+# padded values by two substring searches
+_BLANKS = bytes.maketrans(b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f", b" " * 9)
+_DROPPED = np.zeros(256, dtype=bool)
+_DROPPED[np.frombuffer(COMPACT, dtype=np.uint8)] = True
+_NOT_DIGIT = re.compile(r"\D")
 
 
 def compact_apart(folded: bytes, drop: bytes = COMPACT) -> bytes:
@@ -238,39 +253,159 @@ def _compact_apart(
     return out[:size]
 
 
-def canonical_forms(values: list[str]) -> list[bytes]:
+def canonical_forms(values: list[str]) -> set[bytes]:
     """Every form an original is searched in: stripped (a ``char(n)`` original's padding
     is no part of it), case-folded and in Unicode NFKC, in the target's text spellings
-    (:func:`forms_of_many`), without separators (:func:`compact`; not when that leaves only
+    (:func:`forms_of`), without the separators of :data:`COMPACT` (not when that leaves only
     digits: an IP address or a date squeezed is any number), and for a phone number its
-    digits with and without country code and trunk prefix."""
-    stripped = [v.strip() if v[:1].isspace() or v[-1:].isspace() else v for v in values]
+    digits with and without country code and trunk prefix (:func:`_extra`).
+
+    The batch is worked on as one text, its values joined by NUL, so that the common
+    value (a short ASCII text with no special character) costs no Python of its own:
+    searches over the joined text find the few values a rule may apply to, and only
+    those are looked at one by one."""
+    if not values:
+        return set()
+    text = "\x00".join(values)
+    if text.count("\x00") != len(values) - 1:  # NUL in a value: the sieves would cut it
+        values = [_stripped(v) for v in values]
+        return _spellings("\x00".join(values + [f for v in values for f in _extra(v)]))
+    if _padded(text):
+        values = [_stripped(v) for v in values]
+        text = "\x00".join(values)
     extra: list[str] = []
-    for value in stripped:
-        if not value.isascii():
-            normal = unicodedata.normalize("NFKC", value)
-            if normal != value:
-                extra.append(normal)
-        elif ("%" in value or "&" in value or "[" in value or "(" in value) and "@" not in value:
-            key = email_key(value)
-            if "@" in key:
-                extra.append(key)
-        if (
-            value[:1] in _PHONE_START
-            and _PHONE_LIKE.fullmatch(value)
-            and not _NOT_PHONE.fullmatch(value)
-        ):
-            extra += phone_forms(value)
-    forms = forms_of_many(stripped + extra)
-    # without separators, but a number stays a number: 10.0.0.5 is no 10005 (an id)
-    squeezed = [compact(f) for f in forms]
-    return forms + [f for f in squeezed if not f.lstrip(b"+").isdigit()]
+    if not text.isascii():
+        for value in values:
+            if not value.isascii():
+                extra += _extra(value)
+    # the values that may be phone numbers or spelled e-mail addresses (each looked at
+    # once, even where both sieves find it: _extra applies every rule)
+    found = {m.start() for m in _PHONE_START.finditer("\x00" + text)}
+    if text.encode("utf-8", "surrogateescape").translate(None, _BUT_AT_SIGNS):
+        found.update(text.rfind("\x00", 0, m.start()) + 1 for m in _AT_SIGN.finditer(text))
+    for start in sorted(found):
+        end = text.find("\x00", start)
+        value = text[start:] if end < 0 else text[start:end]
+        if value.isascii():  # (one that is not had its turn above)
+            extra += _extra(value)
+    if extra:
+        text += "\x00" + "\x00".join(extra)
+    return _spellings(text)
+
+
+def _stripped(value: str) -> str:
+    return value.strip() if value[:1].isspace() or value[-1:].isspace() else value
+
+
+def _padded(text: str) -> bool:
+    """Whether a value of the NUL-joined ``text`` starts or ends with a blank."""
+    if text[:1].isspace() or text[-1:].isspace():
+        return True
+    if not text.isascii():
+        return re.search(r"\x00\s|\s\x00", text) is not None
+    data = text.encode("ascii").translate(_BLANKS)
+    return b"\x00 " in data or b" \x00" in data
+
+
+def _extra(value: str) -> list[str]:
+    """The values a stripped ``value`` is also searched as: its NFKC form where that
+    differs, the address an ASCII value spells with ``%40``, ``&#64;``, `` [at] `` and
+    the like, and a phone number's digit forms (:func:`phone_forms`)."""
+    extra: list[str] = []
+    if not value.isascii():
+        normal = unicodedata.normalize("NFKC", value)
+        if normal != value:
+            extra.append(normal)
+    elif ("%" in value or "&" in value or "[" in value or "(" in value) and "@" not in value:
+        key = email_key(value)
+        if "@" in key:
+            extra.append(key)
+    if (
+        value[:1] in "+(0123456789"
+        and _PHONE_LIKE.fullmatch(value)
+        and not _NOT_PHONE.fullmatch(value)
+    ):
+        extra += phone_forms(value)
+    return extra
+
+
+def _spellings(text: str) -> set[bytes]:
+    """The forms of the NUL-joined values of ``text`` (:func:`forms_of` of each) and
+    their squeezed forms (without the separators of :data:`COMPACT`) that are not numbers."""
+    folded = text.casefold()
+    data = folded.encode("utf-8", "surrogateescape")
+    spelled: list[bytes] = []
+    if data.translate(None, _BUT_SPELLED):  # the few values spelled otherwise, alone
+        values = folded.split("\x00")
+        marked: list[int] = []
+        index = position = 0
+        for match in _SPELLED.finditer(folded):
+            index += folded.count("\x00", position, match.start())
+            position = match.start()
+            if not marked or marked[-1] != index:
+                marked.append(index)
+        plain: list[str] = []
+        after = 0
+        for index in marked:
+            spelled += forms_of(values[index])
+            plain += values[after:index]
+            after = index + 1
+        plain += values[after:]
+        pieces = [b"\x00".join(spelled)]
+        if plain:
+            pieces.append("\x00".join(plain).encode("utf-8", "surrogateescape"))
+        data = b"\x00".join(pieces)
+    forms = set(data.split(b"\x00"))
+    squeezed = _squeezed(np.frombuffer(data, dtype=np.uint8), _DROPPED).tobytes()
+    if squeezed:
+        forms.update(squeezed[:-1].split(b"\x00"))
+    return forms
+
+
+@njit
+def _squeezed(data: npt.NDArray[np.uint8], dropped: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+    """The NUL-separated forms of ``data`` squeezed (the bytes of ``dropped`` left out:
+    :data:`COMPACT`'s separators; tabs and newlines stay), each followed by a NUL: only those squeezing changed and that
+    are not a number (``+`` signs, then ASCII digits) once squeezed."""
+    out = np.empty(len(data) + 1, dtype=np.uint8)
+    size = 0
+    start = 0
+    n = len(data)
+    while start <= n:
+        end = start
+        while end < n and data[end] != 0:
+            end += 1
+        mark = size
+        changed = False
+        for i in range(start, end):
+            if dropped[data[i]]:
+                changed = True
+            else:
+                out[size] = data[i]
+                size += 1
+        number = False
+        if changed:
+            first = mark
+            while first < size and out[first] == 0x2B:  # +
+                first += 1
+            number = first < size
+            for i in range(first, size):
+                if out[i] < 0x30 or out[i] > 0x39:
+                    number = False
+                    break
+        if changed and not number:
+            out[size] = 0
+            size += 1
+        else:
+            size = mark
+        start = end + 1
+    return out[:size]
 
 
 def phone_forms(value: str) -> list[str]:
     """A phone number's digits as it may be written elsewhere: with ``+`` or ``00`` and the
     country code, without it, and nationally with a trunk ``0``."""
-    digits = "".join(c for c in value if c.isdigit())
+    digits = _NOT_DIGIT.sub("", value)  # (a phone-like value's digits are all \\d)
     if len(digits) < 7 or len(digits) > 17:
         return []
     found = [digits]
@@ -289,27 +424,6 @@ def phone_forms(value: str) -> list[str]:
 
 
 _COUNTRY_CODES = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
-
-
-def forms_of_many(values: list[str]) -> list[bytes]:
-    """:func:`forms_of` for a batch, folded in one call (NUL cannot occur in PostgreSQL text)."""
-    if not values:
-        return []  # (the joined text of no values would split into one empty form)
-    folded = "\x00".join(values).casefold()
-    if _SPECIAL.search(folded) is None:
-        return folded.encode("utf-8", "surrogateescape").split(b"\x00")
-    # the few values with special characters get their spellings; the others are as one
-    plain: list[str] = []
-    forms: list[bytes] = []
-    search = _SPECIAL.search
-    for value in folded.split("\x00"):
-        if search(value) is None:
-            plain.append(value)
-        else:
-            forms += forms_of(value)
-    if plain:
-        forms += "\x00".join(plain).encode("utf-8", "surrogateescape").split(b"\x00")
-    return forms
 
 
 class LeakIndex:
@@ -347,11 +461,15 @@ class LeakIndex:
             batch = pending[:count]
             del pending[:count]  # appends made meanwhile stay, at the end
             recent = self._recent
-            fresh = [value for value in dict.fromkeys(batch) if value not in recent]
+            unique = set(batch)
+            if recent:
+                unique -= recent
+            fresh = list(unique)
             self._filter.add(canonical_forms(fresh))
             if len(recent) + len(fresh) > _RECENT:
                 recent.clear()
-            recent.update(fresh)  # only once they are in the filter
+            if len(fresh) <= _RECENT:  # (a batch of new values alone would only be forgotten)
+                recent.update(fresh)  # only once they are in the filter
         finally:
             self._lock.release()
 

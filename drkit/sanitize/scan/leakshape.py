@@ -23,5 +23,7 @@ for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
 WORD[0x80:] = True  # any byte of a non-ASCII character counts as a letter
 DIGIT = np.zeros(256, dtype=bool)
 DIGIT[ord("0") : ord("9") + 1] = True
+BLANK = np.zeros(256, dtype=bool)  # the bytes bytes.strip() drops
+BLANK[np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)] = True
 HEX = np.zeros(256, dtype=bool)
 HEX[np.frombuffer(b"0123456789abcdefABCDEF", dtype=np.uint8)] = True
