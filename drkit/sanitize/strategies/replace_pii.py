@@ -76,7 +76,7 @@ class ReplacePii(Strategy):
         encoding it), and looking up only the addresses that may be their own
         pseudonyms.  Cached like :meth:`value_fn` (free text repeats: its originals
         are handed once)."""
-        kinds = frozenset(self.kinds)
+        text, node = originals_reader(run, frozenset(self.kinds))
 
         def originals(value: str) -> None:
             if _opens_json(value):
@@ -85,9 +85,9 @@ class ReplacePii(Strategy):
                 except ValueError:
                     doc = None
                 if isinstance(doc, dict | list):
-                    originals_in(run, doc, kinds)
+                    node(doc)
                     return
-            originals_in_text(run, value, kinds)
+            text(value)
 
         return run.cached(originals)
 
@@ -173,16 +173,6 @@ def json_walker(run: Compiler, kinds: frozenset[str]) -> Rewrite:
     return walk
 
 
-def originals_in_text(run: Compiler, text: str, kinds: frozenset[str]) -> None:
-    """What :func:`text_rewriter` hands the sink for ``text``, without its output (the
-    same matches: ``sub`` and ``finditer`` find the same ones)."""
-    if MAY_HOLD_PII.search(text) is None:
-        return
-    one = _replacement(run, kinds, output=False)
-    for match in PII_RE.finditer(text):
-        one(match)
-
-
 def _replacement(
     run: Compiler, kinds: frozenset[str], *, output: bool
 ) -> Callable[[re.Match[str]], str]:
@@ -237,14 +227,31 @@ def _replacement(
     return one
 
 
-def originals_in(run: Compiler, node: Any, kinds: frozenset[str]) -> None:
-    """What :func:`json_walker` hands the sink for a parsed JSON value, without its output."""
-    if isinstance(node, str):
-        originals_in_text(run, node, kinds)
-    elif isinstance(node, dict):
-        for k, v in node.items():
-            originals_in_text(run, k, kinds)
-            originals_in(run, v, kinds)
-    elif isinstance(node, list):
-        for v in node:
-            originals_in(run, v, kinds)
+def originals_reader(
+    run: Compiler, kinds: frozenset[str]
+) -> tuple[Callable[[str], None], Callable[[Any], None]]:
+    """(text -> None, parsed JSON value -> None): what :func:`text_rewriter` and
+    :func:`json_walker` hand the sink, without their output (the same matches: ``sub``
+    and ``finditer`` find the same ones); the search and the replacement resolved once,
+    not per string."""
+    search, finditer = MAY_HOLD_PII.search, PII_RE.finditer
+    one = _replacement(run, kinds, output=False)
+
+    def text(value: str) -> None:
+        if search(value) is None:
+            return
+        for match in finditer(value):
+            one(match)
+
+    def node(value: Any) -> None:
+        if isinstance(value, str):
+            text(value)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                text(k)
+                node(v)
+        elif isinstance(value, list):
+            for v in value:
+                node(v)
+
+    return text, node
