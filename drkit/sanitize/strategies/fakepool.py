@@ -9,7 +9,7 @@ takes it from there, or makes it in process when no worker could
 (``DRKIT_FAKE_PREFETCH=0``: every pool is made in process, no worker is started).
 A worker dies with the run, however the run ends: the run ends its workers on the way
 out, and, should the run be killed (SIGKILL), the kernel kills them (Linux's parent-death
-signal, :func:`_die_with_parent`) instead of leaving them blocked on a pipe no one reads.
+signal, :mod:`drkit.forked`) instead of leaving them blocked on a pipe no one reads.
 
 Faker draws a weighted element (a first name, a last name) by re-adding thousands of
 weights on every call; :class:`_CumulativeRandom` keeps the running sums of a population
@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import os
 import random
-import signal
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time
@@ -34,6 +33,8 @@ from decimal import Decimal
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
+
+from drkit.forked import can_fork, die_with_parent, end
 
 log = logging.getLogger(__name__)
 
@@ -126,34 +127,12 @@ def generate_pool(seed: int, provider: str, args: Args, locale: str, size: int) 
 Job = tuple[PoolKey, int, Args]  # (pool key, seed, provider args)
 
 
-#: prctl(2)'s PR_SET_PDEATHSIG: a signal the kernel sends when the parent dies
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL from the kernel the moment the process that forked this one dies (Linux);
-    a parent already gone by now ends this process at once."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-    except (OSError, AttributeError) as exc:  # not Linux: the run's close() still ends it
-        log.debug("no parent-death signal here: %s", exc)
-    if os.getppid() != parent:  # the parent died before the signal was asked for
-        os._exit(0)
-
-
 def _work(jobs: list[Job], size: int, out: Connection, parent: int, theirs: Connection) -> None:
     """A worker process: make each pool of ``jobs`` in turn and send it."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     theirs.close()  # the parent's end of the pipe, inherited at the fork: only it reads
     global faker_lock
     faker_lock = threading.Lock()  # whatever state the parent's was in at the fork
-    # the run handles Ctrl-C and SIGTERM and ends the workers itself
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         for key, seed, args in jobs:
             provider, _, locale = key
@@ -162,10 +141,6 @@ def _work(jobs: list[Job], size: int, out: Connection, parent: int, theirs: Conn
         pass
     finally:
         out.close()
-
-
-#: seconds close() gives a terminated worker before SIGKILL
-CLOSE_WAIT = 5.0
 
 
 class _Worker:
@@ -188,7 +163,7 @@ class PoolPrefetch:
         """Start making the pools of ``jobs`` ((key, seed, args) each); nothing happens
         where processes cannot be forked."""
         todo = list(jobs)
-        if not todo or "fork" not in multiprocessing.get_all_start_methods():
+        if not todo or not can_fork(threads=False):
             return
         if os.environ.get("DRKIT_FAKE_PREFETCH", "1") == "0":
             return
@@ -233,17 +208,9 @@ class PoolPrefetch:
     def close(self) -> None:
         """End every worker, whatever it is doing: its pipe is closed first, so one
         blocked sending a pool fails at once (EPIPE) even if a signal could not reach it;
-        then SIGTERM, and SIGKILL for one still there after :data:`CLOSE_WAIT` seconds.
+        then SIGTERM, and SIGKILL for one still there after a few seconds
+        (:func:`drkit.forked.end`).
         Never waits without limit."""
         workers, self._workers = self._workers, []
         self._where.clear()
-        for worker in workers:
-            worker.results.close()
-            if worker.process.is_alive():
-                worker.process.terminate()
-        for worker in workers:
-            worker.process.join(CLOSE_WAIT)
-            if worker.process.is_alive():
-                log.info("fake-pool worker %s ignored SIGTERM: killed", worker.process.pid)
-                worker.process.kill()
-                worker.process.join()
+        end((worker.process, worker.results) for worker in workers)
