@@ -1,9 +1,12 @@
 """Shared benchmark plumbing: scratch directories, policies, a moto S3 server, timed
 commands with the peak resident set size of what they ran, medians.
 
-Peak RSS is GNU time's ``%M`` of the process the benchmark started: for ``drkit`` the
-drkit Python process alone (not the pg_dump, pg_restore or S3 server it talks to); for a
-peer its main process (a pipeline reports the sum of its two).
+Peak RSS is GNU time's ``%M`` of the process the benchmark started, or, when larger, the
+peak of its process tree's proportional set sizes summed (sampled every 0.2 s: a page
+shared by a process and the workers it forked counts once): for ``drkit`` the drkit
+process and its workers (not the pg_dump, pg_restore or S3 server it talks to); for a
+peer its main process and the processes it starts (a pipeline reports the sum of its
+two).
 """
 
 from __future__ import annotations
@@ -86,23 +89,75 @@ def peak_rss(args: Sequence[str]) -> Iterator[tuple[list[str], Callable[[], int]
         os.unlink(name)
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and every process below it (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+@contextmanager
+def tree_peak(proc: subprocess.Popen[bytes]) -> Iterator[Callable[[], int]]:
+    """The peak, while ``proc`` runs, of its process tree's summed PSS (KiB)."""
+    import threading
+
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.2):
+            peak = max(peak, sum(_pss_kib(pid) for pid in _tree(proc.pid)))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield lambda: peak
+    finally:
+        done.set()
+        thread.join()
+
+
 def measured(
     args: Sequence[str], env: dict[str, str] | None = None, ok: Sequence[int] = (0,)
 ) -> tuple[Sample, str]:
-    """Run ``args``; (wall time and peak RSS of that process, its stdout)."""
+    """Run ``args``; (wall time and peak RSS of that process, or of its tree, its
+    stdout)."""
     with (
         peak_rss(args) as (argv, rss),
         tempfile.TemporaryFile() as out,
         tempfile.TemporaryFile() as errs,
     ):
         started = time.perf_counter()
-        code = subprocess.run(argv, env=env, stdout=out, stderr=errs, cwd=ROOT, check=False)
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=errs, cwd=ROOT)
+        with tree_peak(proc) as tree:
+            returncode = proc.wait()
         wall = time.perf_counter() - started
         out.seek(0)
         errs.seek(0)
-        if code.returncode not in ok:
-            raise fail(args, code.returncode, errs.read().decode(errors="replace"))
-        return Sample(wall, rss()), out.read().decode()
+        if returncode not in ok:
+            raise fail(args, returncode, errs.read().decode(errors="replace"))
+        return Sample(wall, max(rss(), tree())), out.read().decode()
 
 
 def run(args: Sequence[str], env: dict[str, str] | None = None) -> Sample:

@@ -31,7 +31,10 @@ anything is written:
    (:mod:`drkit.sanitize.scan.inflight`: originals in every spelling, personal data by
    content in what is kept) and only then written to the build
    (:mod:`drkit.sanitize.pump`); a hit stops the writing and fails the run (exit 3) —
-   no original and no row holding personal data reaches DST's server, its log included;
+   no original and no row holding personal data reaches DST's server, its log included.
+   In both passes the blocks are computed by worker processes (one per core) forked once
+   what the pass reads stops changing (:mod:`drkit.sanitize.workers`; the run reads,
+   stores, records and writes); the e-mail map is read by no worker while it is filled;
 8. constraints: filters a source could not apply run in the build, on the sanitized
    rows (children first); then SRC's DDL after the rows (indexes, keys, triggers) and the
    sequence values;
@@ -98,13 +101,20 @@ from drkit.sanitize.guards import (
     stamp,
 )
 from drkit.sanitize.plan import Plan, TablePlan, build_plan
-from drkit.sanitize.pump import pump
+from drkit.sanitize.pump import Result, pump
 from drkit.sanitize.report import LeakFound, Options, ProgressFn, Report, TableReport
 from drkit.sanitize.rules import Rules, load_rules, resolve_rules
 from drkit.sanitize.scan import LeakIndex, LeakReport, pii_kind, scan_database
 from drkit.sanitize.scan.catalog import remote_definitions
 from drkit.sanitize.scan.content import holds_versions
-from drkit.sanitize.scan.inflight import ColumnScan, FlightScanner, NameIndex, hits_listing
+from drkit.sanitize.scan.inflight import (
+    ColumnScan,
+    FlightScanner,
+    NameIndex,
+    ScanHits,
+    hits_listing,
+)
+from drkit.sanitize.scan.leakfilter import Prepared, prepare
 from drkit.sanitize.schema import Column
 from drkit.sanitize.sources import Read, Rows, SequenceValue, Source, open_live
 from drkit.sanitize.strategies import (
@@ -118,8 +128,10 @@ from drkit.sanitize.strategies import (
     fake_specs,
     pool_values,
 )
+from drkit.sanitize.strategies.pseudomap import PseudonymMap, PutLog
 from drkit.sanitize.subset import Selection, select_rows, topological
 from drkit.sanitize.transform import RowTransformer, row_originals
+from drkit.sanitize.workers import Computing, Setup, forked_workers, worker_count
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -166,6 +178,16 @@ def sanitize(
     report = run.report
     report.phases["total"] = sum(v for k, v in report.phases.items() if k != "total")
     return report
+
+
+@dataclasses.dataclass
+class Originals:
+    """What the originals pass found in one block: the forms the leak index stores, the
+    forms of masked person names (both ready to store), and the e-mail map's puts."""
+
+    forms: list[Prepared]
+    names: list[Prepared]
+    puts: list[tuple[str, str]]
 
 
 class _Run:
@@ -416,7 +438,7 @@ class _Run:
         }
         self.source_concurrent = source.concurrent
         if first:
-            self.originals(source, first)
+            self.originals(source, plan, first)
         self.compiler.emails_primed = True  # filled before the pass, or by it
         if not self.scans:  # --scan-only: DST is scanned as it is, every row
             return
@@ -426,23 +448,102 @@ class _Run:
         )
         writer = self.compiler.writing()  # every original is known: nothing more to hand
         second = {_read(tp, selections[tp.key]): reports[tp.key] for tp in copied}
-        self._each(
-            source.rows(list(second)), lambda rows: self.write(rows, second[rows.read], writer)
-        )
+        with self.forked(self.writing(plan, writer)) as workers:
+            self._each(
+                source.rows(list(second)),
+                lambda rows: self.write(rows, second[rows.read], workers),
+            )
 
-    def originals(self, source: Source, first: dict[Read, TableReport | None]) -> None:
+    @contextlib.contextmanager
+    def forked(self, setup: Setup) -> Iterator[Computing]:
+        """Where a pass's blocks are computed: ``setup``'s functions in worker processes
+        (:mod:`drkit.sanitize.workers`: one per core, and at least ``--jobs``), forked
+        now (one table's blocks may be under way in several at once); else (no fork
+        here) in the tables' own threads."""
+        self.pseudo.settle(fake_specs(self.rules.strategies()))  # every pool made here
+        workers = forked_workers(worker_count(self.options.jobs), setup)
+        try:
+            yield Computing(setup, workers)
+        finally:
+            if workers is not None:
+                workers.close()
+
+    def writing(self, plan: Plan, writer: Compiler) -> Setup:
+        """The write pass's block function of a table: its rows through the strategies,
+        and what the in-flight scan finds in them (the run records it: :meth:`write`)."""
+        self.compiler.emails.settle()  # only read from now on
+        by_key = {tp.key: tp for tp in plan.tables}
+
+        def setup(key: str, columns: list[str]) -> Callable[[bytes], Result]:
+            tp = by_key[key]
+            strategies = {c.name: s for c, s in tp.columns}
+            transformer = RowTransformer([(c, strategies[c]) for c in columns], writer)
+            search = self.scanner.table(self.scan_columns(tp, columns)).search
+            if transformer.passthrough:
+                return lambda block: (None, search(block))
+
+            def written(block: bytes) -> Result:
+                out = transformer.block(block)
+                return out, search(out)
+
+            return written
+
+        return setup
+
+    def reading(self, plan: Plan, *, filling: bool) -> Setup:
+        """The originals pass's block function of a table: the originals of its rows, as
+        the forms the leak index stores (and the names', and the e-mail map's puts),
+        handed to the run (:meth:`load`).  ``filling``: the e-mail map is being filled,
+        and may not be read."""
+        if not filling:
+            self.compiler.emails.settle()
+        by_key = {tp.key: tp for tp in plan.tables}
+        run = self.compiler
+        held = run.emails
+        assert isinstance(held, PseudonymMap), "the run's own e-mail map"
+
+        def setup(key: str, columns: list[str]) -> Callable[[bytes], Result]:
+            tp = by_key[key]
+            forms: list[Prepared] = []
+            names: list[Prepared] = []
+
+            def ready(into: list[Prepared]) -> Callable[[set[bytes]], None]:
+                return lambda found: into.extend(p for p in [prepare(found)] if p is not None)
+
+            leaks, people = LeakIndex(store=ready(forms)), NameIndex(store=ready(names))
+            emails = PutLog(held, readable=not filling)
+            compiler = run.handing(leaks.add, emails)
+            strategies = {c.name: s for c, s in tp.columns}
+            observe = {c.name: people.add for c, s in tp.columns if s.MASKS and _is_name(c)}
+            reader = row_originals([(c, strategies[c]) for c in columns], compiler, observe)
+
+            def read(block: bytes) -> Result:
+                reader.block(block)
+                leaks.flush()
+                people.flush()
+                found = Originals(forms[:], names[:], emails.drain())
+                forms.clear()
+                names.clear()
+                return None, found
+
+            return read
+
+        return setup
+
+    def originals(self, source: Source, plan: Plan, first: dict[Read, TableReport | None]) -> None:
         """The originals pass over ``first``'s reads.  When it fills the e-mail map too
-        (:meth:`prime`), the tables whose templates register addresses are read first,
-        those whose strategies read the map only once every one of them is done, the
-        others meanwhile."""
+        (:meth:`prime`), the tables whose templates register addresses are read first
+        (and those whose strategies read nothing of the map meanwhile), those whose
+        strategies read the map only once every one of them is done."""
         rows = source.rows(list(first), only_these=True)
         filling = self.filling
 
-        def load(read: Rows) -> None:
-            self.load(read, first[read.read])
+        def load(computing: Computing) -> Callable[[Rows], None]:
+            return lambda read: self.load(read, first[read.read], computing)
 
         if not filling:
-            self._each(rows, load)
+            with self.forked(self.reading(plan, filling=False)) as computing:
+                self._each(rows, load(computing))
             return
         fills: list[Rows] = []
         others: list[Rows] = []
@@ -454,12 +555,12 @@ class _Run:
         unread = filling - {read.read.table.key for read in fills}
         if unread:  # the map would be written to after the pass: never
             raise RuntimeError(f"the originals pass does not read {sorted(unread)[0]}")
-
-        def filled() -> list[Rows]:
-            self.compiler.emails_primed = True  # the tables read from now on find it full
-            return waits
-
-        self._each(others, load, first=fills, then=filled)
+        with self.forked(self.reading(plan, filling=True)) as computing:
+            self._each(others, load(computing), first=fills)
+        self.compiler.emails_primed = True  # the tables read from now on find it full
+        if waits:
+            with self.forked(self.reading(plan, filling=False)) as computing:
+                self._each(waits, load(computing))
 
     def _each(
         self,
@@ -502,15 +603,23 @@ class _Run:
             for item in then() if then is not None else ():
                 fn(item)
 
-    def load(self, rows: Rows, report: TableReport | None) -> None:
+    def load(self, rows: Rows, report: TableReport | None, computing: Computing) -> None:
         """The originals pass over one read: its originals to the leak index (and the
-        masked person names to the name index); nothing is written."""
+        masked person names to the name index, the e-mail templates' outputs to the
+        map); nothing is written."""
         tp, selection = rows.read.table, rows.read.selection
-        strategies = {c.name: s for c, s in tp.columns}
-        names = {c.name: self.names.add for c, s in tp.columns if s.MASKS and _is_name(c)}
-        reader = row_originals(
-            [(c, strategies[c]) for c in rows.columns], self.compiler, observe=names
-        )
+        emails = self.compiler.emails
+        assert isinstance(emails, PseudonymMap), "the run's own e-mail map"
+
+        def store(_block: bytes, found: object) -> bool:
+            assert isinstance(found, Originals)
+            for prepared in found.forms:
+                self.leaks.store(prepared)
+            for prepared in found.names:
+                self.names.store(prepared)
+            emails.put_many(found.puts)
+            return True
+
         progress = self.on_progress if report is not None else None
         # reltuples (-1: never analyzed) is the estimate when every row is copied
         estimate = tp.table.estimated_rows if selection.everything else selection.rows
@@ -518,6 +627,7 @@ class _Run:
         with (
             _failing_as(f"copying {tp.key}"),
             rows.open() as lines,
+            computing.stage(tp.key, rows.columns) as stage,
             Meter(
                 progress,
                 "read",
@@ -530,28 +640,28 @@ class _Run:
             count = pump(
                 lines,
                 None,
-                reader,
+                stage,
                 tp.key,
                 (lambda _key, n: meter(n)) if progress is not None else None,
+                store,
             )
         if report is not None:
             report.rows = count
             report.seconds = time.monotonic() - started
 
-    def write(self, rows: Rows, report: TableReport | None, compiler: Compiler) -> None:
+    def write(self, rows: Rows, report: TableReport | None, computing: Computing) -> None:
         """The write pass over one copied table: its rows through the strategies (none:
         passed through as they are), searched, into the build."""
         tp = rows.read.table
-        strategies = {c.name: s for c, s in tp.columns}
-        transformer = RowTransformer([(c, strategies[c]) for c in rows.columns], compiler)
-        scan = self.scanner.table(self.scan_columns(tp, rows.columns))
         failed = self.failed
+        scanner = self.scanner
 
-        def gate(block: bytes) -> bool:
-            clean = scan.block(block)
-            if not clean:
+        def gate(block: bytes, found: object) -> bool:
+            assert isinstance(found, ScanHits)
+            scanner.record(found, block.count(b"\n"), len(block))
+            if not found.clean:
                 failed.set()
-            return clean and not failed.is_set()
+            return found.clean and not failed.is_set()
 
         started = time.monotonic()
         progress = self.on_progress if report is not None else None
@@ -560,6 +670,7 @@ class _Run:
             _failing_as(f"copying {tp.key}"),
             rows.open() as lines,
             self.copy_in(tp, rows.columns, write=self.writes) as target,
+            computing.stage(tp.key, rows.columns) as stage,
             Meter(
                 progress,
                 "copy",
@@ -572,7 +683,7 @@ class _Run:
             count = pump(
                 lines,
                 target,
-                transformer,
+                stage,
                 tp.key,
                 (lambda _key, n: meter(n)) if progress is not None else None,
                 gate,

@@ -271,31 +271,17 @@ def test_index_and_names_hand_over_the_same_forms() -> None:
     """The leak index (with its memory of recent values) and the name index hand the
     filter exactly the canonical forms (the names': those without a space)."""
     batch = ["Anna Rossi", "Anna Rossi", "+39 347 123 4567", "ＡＮＮＡ", "x@y.org"] * 3
-    index = LeakIndex()
     handed: set[bytes] = set()
-    real = index._filter.add
-
-    def spy(forms: set[bytes]) -> None:
-        handed.update(forms)
-        real(forms)
-
-    index._filter.add = spy  # type: ignore[method-assign]
+    index = LeakIndex(store=handed.update)  # where a worker's index hands its forms
     for value in batch:
         index.add(value)
-    index.searcher(set())
+    index.flush()
     assert handed == oracle(batch)
-    names = NameIndex()
     names_handed: set[bytes] = set()
-    real_names = names.filter.add
-
-    def names_spy(forms: set[bytes]) -> None:
-        names_handed.update(forms)
-        real_names(forms)
-
-    names.filter.add = names_spy  # type: ignore[method-assign]
+    names = NameIndex(store=names_handed.update)
     for value in ["Anna Rossi", "Mrs. O'Brien-Smith.", "  Ｊｏｈｎｓｏｎ  ", "solo"]:
         names.add(value)
-    names.freeze()
+    names.flush()
     last = ["Rossi", "O'Brien-Smith", "Ｊｏｈｎｓｏｎ", "solo"]
     assert names_handed == {f for f in oracle(last) if b" " not in f}
 

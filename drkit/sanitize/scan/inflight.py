@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +36,7 @@ import numpy.typing as npt
 from drkit.jit import njit
 from drkit.sanitize.copytext import escape_text, unescape
 from drkit.sanitize.scan.content import analyse, mark_secret_words, sign_mask
-from drkit.sanitize.scan.leakfilter import LeakFilter
+from drkit.sanitize.scan.leakfilter import LeakFilter, Prepared
 from drkit.sanitize.scan.leakscan import (
     COMPACT,
     Searcher,
@@ -70,8 +70,14 @@ class ColumnScan:
 class NameIndex:
     """The last words of the run's masked person names, searched as whole words."""
 
-    def __init__(self) -> None:
-        self.filter = LeakFilter()
+    def __init__(self, store: Callable[[set[bytes]], None] | None = None) -> None:
+        """``store``: where the names' forms go (a worker's, to be sent to the run); by
+        default into this index's own filter."""
+        self.filter: LeakFilter | None = None
+        if store is None:
+            self.filter = LeakFilter()
+            store = self._into_filter
+        self._store = store
         self._pending: list[str] = []
         self._lock = threading.Lock()
 
@@ -89,10 +95,24 @@ class NameIndex:
             count = len(pending)
             batch = pending[:count]
             del pending[:count]  # appends made meanwhile stay, at the end
-            self.filter.add({f for f in canonical_forms(batch) if b" " not in f})
+            self._store({f for f in canonical_forms(batch) if b" " not in f})
+
+    def _into_filter(self, forms: set[bytes]) -> None:
+        assert self.filter is not None
+        self.filter.add(forms)
+
+    def store(self, prepared: Prepared) -> None:
+        """Forms of names made ready elsewhere (a worker process's), into the filter."""
+        assert self.filter is not None, "an index that stores elsewhere has no filter"
+        self.filter.store(prepared)
+
+    def flush(self) -> None:
+        """Every name added so far stored now."""
+        self._flush()
 
     def freeze(self) -> LeakFilter | None:
         self._flush()
+        assert self.filter is not None, "an index that stores elsewhere has no filter"
         return self.filter if self.filter.distinct else None
 
 
@@ -277,7 +297,13 @@ class TableScan:
 
     def block(self, block: bytes) -> bool:
         """Search one block of whole COPY lines; False when it holds a hit (recorded)."""
-        rows = block.count(b"\n")
+        found = self.search(block)
+        self.run.record(found, block.count(b"\n"), len(block))
+        return found.clean
+
+    def search(self, block: bytes) -> ScanHits:
+        """What one block of whole COPY lines holds, not yet recorded (a worker process
+        searches, the run records: :mod:`drkit.sanitize.workers`)."""
         found = ScanHits()
         leak: dict[tuple[int, bytes], set[int]] = {}
         names: dict[tuple[int, bytes], set[int]] = {}
@@ -304,8 +330,7 @@ class TableScan:
         if self.decode or self.ip_type:
             self._content(block, folded, content, leak, names)
         self._settle(found, leak, names, content)
-        self.run.record(found, rows, len(block))
-        return found.clean
+        return found
 
     # -- pieces ---------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from typing import IO, TypeVar
 
 import numpy as np
@@ -184,34 +185,28 @@ class LeakFilter:
         (shorter ones are ignored); a form longer than LONG bytes is stored as its first
         LONG.  Forms hold no NUL.  A set is used as it is (no copy): it must not change
         during the call."""
-        unique = forms if isinstance(forms, set) else set(forms)
-        if not unique:
-            return
+        prepared = prepare(forms)
+        if prepared is not None:
+            self.store(prepared)
+
+    def store(self, prepared: Prepared) -> None:
+        """Insert forms :func:`prepare` made ready (here, or in a worker process)."""
         if self._index is not None:
             raise RuntimeError("the leak filter is frozen: no form may be added")
-        # one buffer, one pass of each compiled loop over it
-        data, starts, lengths = _joined(unique)
-        keep = kept(data, starts, lengths, TOKEN_MIN)
-        if not keep.all():
-            starts, lengths = starts[keep], lengths[keep]
-        if not len(starts):
-            return
-        tagged = tags(data, starts, lengths)
-        first_keys = prefix_keys(data, starts, lengths)
-        kept_bytes = gathered(data, starts, lengths).tobytes()
+        lengths = prepared.lengths
         with self._lock:
-            for length in np.unique(lengths).tolist():
+            for length in np.flatnonzero(np.bincount(lengths)).tolist():  # (small ints)
                 self._lengths.add(length)
                 if length < SUBSTRING_MIN:
                     self._tokens.add(length)
-            self._prefix.add(first_keys)
-            self.distinct += self._whole.add(tagged)
+            self._prefix.add(prepared.first_keys)
+            self.distinct += self._whole.add(prepared.tags)
             # one record per batch: [count][tags][lengths]; the forms go to the data file
-            self._stored += len(starts)
-            self._keys.write(np.array([len(starts)], dtype=np.uint64).tobytes())
-            self._keys.write(tagged.tobytes())
+            self._stored += len(lengths)
+            self._keys.write(np.array([len(lengths)], dtype=np.uint64).tobytes())
+            self._keys.write(prepared.tags.tobytes())
             self._keys.write(lengths.astype(np.uint8).tobytes())
-            self._data.write(kept_bytes)
+            self._data.write(prepared.kept)
 
     def candidates(self, block: bytes, *, word_starts: bool = False) -> list[tuple[int, bytes]]:
         """(position, piece) of every piece of ``block`` that may be a stored form.
@@ -283,7 +278,7 @@ class LeakFilter:
                 count = int(np.frombuffer(header, dtype=np.uint64)[0])
                 tags = np.frombuffer(self._keys.read(8 * count), dtype=np.uint64)
                 lengths = np.frombuffer(self._keys.read(count), dtype=np.uint8).astype(np.int64)
-                match = np.flatnonzero(np.isin(tags, targets))
+                match = np.flatnonzero(_among(tags, targets))
                 if len(match):
                     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
                     for i in match.tolist():
@@ -295,6 +290,46 @@ class LeakFilter:
             self._data.seek(0, 2)
             self._keys.seek(0, 2)
         return found - generated, len(found & generated)
+
+
+def _among(values: U64Array, targets: U64Array) -> npt.NDArray[np.bool_]:
+    """``np.isin(values, targets)`` for sorted, distinct ``targets``: a binary search
+    per value (``np.isin`` sorts or hashes both arrays again at every call)."""
+    if not len(targets):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(targets, values), len(targets) - 1)
+    return np.asarray(targets[at] == values)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Forms made ready to insert (what :meth:`LeakFilter.store` needs of them): each
+    form's tag and prefix key, its length (capped at LONG), and the forms' bytes."""
+
+    tags: U64Array
+    first_keys: U64Array
+    lengths: IntArray
+    kept: bytes
+
+
+def prepare(forms: Iterable[bytes]) -> Prepared | None:
+    """The forms of TOKEN_MIN bytes or more ready to insert (None: none is): one buffer,
+    one pass of each compiled loop over it; pure, so a worker process may run it."""
+    unique = forms if isinstance(forms, set) else set(forms)
+    if not unique:
+        return None
+    data, starts, lengths = _joined(unique)
+    keep = kept(data, starts, lengths, TOKEN_MIN)
+    if not keep.all():
+        starts, lengths = starts[keep], lengths[keep]
+    if not len(starts):
+        return None
+    return Prepared(
+        tags(data, starts, lengths),
+        prefix_keys(data, starts, lengths),
+        lengths,
+        gathered(data, starts, lengths).tobytes(),
+    )
 
 
 def distinct(values: npt.NDArray[_N]) -> npt.NDArray[_N]:

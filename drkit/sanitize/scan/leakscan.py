@@ -52,7 +52,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,7 @@ from drkit.pg import first_line
 from drkit.sanitize.copytext import escape_text
 from drkit.sanitize.scan.catalog import catalog_kinds, catalog_texts, large_objects
 from drkit.sanitize.scan.content import analyse
-from drkit.sanitize.scan.leakfilter import HASH_MIN, HEX, TOKEN_MIN, LeakFilter
+from drkit.sanitize.scan.leakfilter import HASH_MIN, HEX, TOKEN_MIN, LeakFilter, Prepared
 from drkit.sanitize.strategies.piitext import email_key
 
 log = logging.getLogger(__name__)
@@ -429,11 +429,17 @@ _COUNTRY_CODES = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 class LeakIndex:
     """The originals of one run, collected while copying (thread-safe, bounded memory)."""
 
-    def __init__(self) -> None:
-        self._filter = LeakFilter()
+    def __init__(self, store: Callable[[set[bytes]], None] | None = None) -> None:
+        """``store``: where the originals' forms go (a worker's, to be sent to the run);
+        by default into this index's own filter."""
+        self._filter: LeakFilter | None = None
+        if store is None:
+            self._filter = LeakFilter()
+            store = self._into_filter
+        self._store = store
         self._pending: list[str] = []
         self._lock = threading.Lock()
-        self._recent: set[str] = set()  # already in the filter (see _RECENT)
+        self._recent: set[str] = set()  # already stored (see _RECENT)
 
     def add(self, value: str) -> None:
         pending = self._pending
@@ -447,7 +453,22 @@ class LeakIndex:
         if len(pending) >= _BATCH:
             self._flush(wait=len(pending) >= MAX_PENDING)
 
+    def _into_filter(self, forms: set[bytes]) -> None:
+        assert self._filter is not None
+        self._filter.add(forms)
+
+    def store(self, prepared: Prepared) -> None:
+        """Forms of originals (:func:`canonical_forms`) made ready elsewhere (a worker
+        process's), into the filter."""
+        assert self._filter is not None, "an index that stores elsewhere has no filter"
+        self._filter.store(prepared)
+
+    def flush(self) -> None:
+        """Every original added so far stored now."""
+        self._flush(wait=True)
+
     def __len__(self) -> int:
+        assert self._filter is not None
         return self._filter.distinct + len(self._pending)
 
     def _flush(self, wait: bool) -> None:
@@ -465,7 +486,7 @@ class LeakIndex:
             if recent:
                 unique -= recent
             fresh = list(unique)
-            self._filter.add(canonical_forms(fresh))
+            self._store(canonical_forms(fresh))
             if len(recent) + len(fresh) > _RECENT:
                 recent.clear()
             if len(fresh) <= _RECENT:  # (a batch of new values alone would only be forgotten)
@@ -476,6 +497,7 @@ class LeakIndex:
     def searcher(self, generated: set[str]) -> Searcher:
         """Freeze the originals into a searcher; ``generated`` lists drkit's own outputs."""
         self._flush(wait=True)
+        assert self._filter is not None, "an index that stores elsewhere has no filter"
         values = [g for g in generated if g]
         return Searcher(self._filter, set(canonical_forms(values)))
 

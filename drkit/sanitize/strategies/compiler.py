@@ -44,7 +44,7 @@ from drkit.sanitize.strategies.base import Sink, Strategy, ValueFn
 from drkit.sanitize.strategies.email import Email
 from drkit.sanitize.strategies.fake import Fake
 from drkit.sanitize.strategies.piitext import email_spelling, phone_key
-from drkit.sanitize.strategies.pseudomap import PseudonymMap
+from drkit.sanitize.strategies.pseudomap import PseudonymMap, PutLog
 from drkit.sanitize.strategies.pseudonymizer import TAG_BYTES, Pseudonymizer
 from drkit.sanitize.strategies.replace_pii import ReplacePii
 from drkit.sanitize.strategies.template import Template
@@ -111,7 +111,7 @@ class Compiler:
         self.pii = pii or PiiConfig()
         self.sink: Sink = sink or _no_sink
         # e-mail key -> the pseudonym a template column gave that address (see module doc)
-        self.emails = PseudonymMap()
+        self.emails: PseudonymMap | PutLog = PseudonymMap()
         # set once the run filled the map from the whole table (drkit.sanitize.emailmap):
         # the copy's own template rows then need not register again
         self.emails_primed = False
@@ -183,8 +183,14 @@ class Compiler:
         """This compiler for the pass that writes: the same pseudonyms and e-mail map,
         and a sink that drops what it is handed (the originals were all handed over in
         the originals pass, before the first row was written)."""
+        return self.handing(_no_sink, self.emails)
+
+    def handing(self, sink: Sink, emails: PseudonymMap | PutLog) -> Compiler:
+        """This compiler with its originals handed to ``sink`` and its e-mail map's puts
+        and reads made through ``emails`` (the same pseudonyms)."""
         other = copy.copy(self)
-        other.sink = _no_sink
+        other.sink = sink
+        other.emails = emails
         other._pii_fns = {}  # its e-mail function reads through this compiler
         return other
 

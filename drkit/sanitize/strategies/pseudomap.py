@@ -76,25 +76,42 @@ class PseudonymMap:
         return bool(self._values[bit >> 3] & (1 << (bit & 7)))
 
     def put_min(self, key: str, value: str) -> None:
-        bit = hash(value) & (VALUE_BITS - 1)
         with self._lock:
-            self._values[bit >> 3] |= 1 << (bit & 7)
-            if self._db is None:
-                known = self._memory.get(key)
-                if known is not None:
-                    if value < known:
-                        self._memory[key] = value
-                    return
-                if len(self._memory) < self._limit:
+            self._put(key, value)
+
+    def put_many(self, pairs: list[tuple[str, str]]) -> None:
+        """:meth:`put_min` of each (key, value), under one lock."""
+        with self._lock:
+            for key, value in pairs:
+                self._put(key, value)
+
+    def _put(self, key: str, value: str) -> None:
+        """One put, the lock held."""
+        bit = hash(value) & (VALUE_BITS - 1)
+        self._values[bit >> 3] |= 1 << (bit & 7)
+        if self._db is None:
+            known = self._memory.get(key)
+            if known is not None:
+                if value < known:
                     self._memory[key] = value
-                    self._count += 1
-                    return
-                self._spill()
-            self._mark(key)
-            pending = self._pending
-            pending.append((key, value))
-            if len(pending) >= self._batch:
-                self._stage()
+                return
+            if len(self._memory) < self._limit:
+                self._memory[key] = value
+                self._count += 1
+                return
+            self._spill()
+        self._mark(key)
+        pending = self._pending
+        pending.append((key, value))
+        if len(pending) >= self._batch:
+            self._stage()
+
+    def settle(self) -> None:
+        """Bring every put into the keyed table now: reads after this (with no put
+        between) never write, so processes forked after it may read the map."""
+        with self._lock:
+            if self._db is not None and (self._pending or self._staged):
+                self._merge()
 
     def get(self, key: str) -> str | None:
         return self.first_or_smallest(key)
@@ -192,3 +209,42 @@ class PseudonymMap:
             self._db.execute(_MERGE)
             self._db.execute("DELETE FROM staged")
             self._staged = False
+
+
+class PutLog:
+    """A :class:`PseudonymMap`'s puts, gathered to be made in the map later (a worker's,
+    made by the run: :meth:`drain`); reads go to the map as it stands when ``readable``,
+    and are refused otherwise (the map is still being filled: what it held now would
+    depend on the order tables are read in)."""
+
+    def __init__(self, held: PseudonymMap, *, readable: bool) -> None:
+        self._held = held
+        self._readable = readable
+        self._puts: list[tuple[str, str]] = []
+
+    def put_min(self, key: str, value: str) -> None:
+        self._puts.append((key, value))
+
+    def drain(self) -> list[tuple[str, str]]:
+        puts, self._puts = self._puts, []
+        return puts
+
+    def settle(self) -> None:
+        """Nothing to settle: the puts are the run's to make."""
+
+    def close(self) -> None:
+        self._puts = []
+
+    def _map(self) -> PseudonymMap:
+        if not self._readable:
+            raise RuntimeError("the e-mail map is read while it is being filled")
+        return self._held
+
+    def may_hold_value(self, value: str) -> bool:
+        return self._map().may_hold_value(value)
+
+    def get(self, key: str) -> str | None:
+        return self._map().get(key)
+
+    def first_or_smallest(self, first: str, others: tuple[str, ...] = ()) -> str | None:
+        return self._map().first_or_smallest(first, others)

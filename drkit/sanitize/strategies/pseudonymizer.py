@@ -117,6 +117,14 @@ class Pseudonymizer:
                 jobs[ident] = (ident, self._seed(ident), spec.args)
         self._prefetch.start(jobs.values(), self._pool_size)
 
+    def settle(self, specs: Iterable[Fake]) -> None:
+        """Every pool of ``specs`` made (or taken from its worker) now, and the workers
+        ended: a process forked after this finds each pool it needs in its copy, and
+        never reads a worker's pipe."""
+        for spec in specs:
+            self.pool(spec)
+        self._prefetch.close()
+
     def close(self) -> None:
         """End the pool workers, if any are still running."""
         self._prefetch.close()
