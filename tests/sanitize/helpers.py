@@ -230,3 +230,12 @@ def other_role(pg_server: PgServer) -> Iterator[tuple[str, str]]:
 def role_url(pg: PgServer, user: str, pw: str, dbname: str) -> str:
     params = psycopg.conninfo.conninfo_to_dict(pg.admin_dsn)
     return f"postgresql://{user}:{pw}@127.0.0.1:{params.get('port', 5432)}/{dbname}"
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

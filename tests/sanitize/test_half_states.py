@@ -30,6 +30,7 @@ from tests.fix_cli import DrkitRunner, Env
 from tests.fix_pg import PgServer
 from tests.sanitize.helpers import (
     ENV,
+    alive,
     leftovers,
     other_role,  # noqa: F401  (the fixture)
     role_url,
@@ -77,14 +78,6 @@ def children(pid: int) -> set[int]:
         if int(fields[1]) == pid:
             found.add(int(stat.parent.name))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def kill(proc: Any) -> None:

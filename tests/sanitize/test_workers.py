@@ -27,7 +27,7 @@ from drkit.sanitize.scan.leakfilter import LeakFilter, Prepared, prepare
 from drkit.sanitize.strategies.pseudomap import PseudonymMap, PutLog
 from drkit.sanitize.workers import Computing, WorkerDied, Workers, forked_workers
 from tests.fix_cli import DrkitRunner, Env
-from tests.sanitize.helpers import ENV, rules_doc, table_dump, write_rules
+from tests.sanitize.helpers import ENV, alive, rules_doc, table_dump, write_rules
 
 DEADLINE = 60.0
 
@@ -69,6 +69,21 @@ def through(computing: Computing, key: str, blocks: list[bytes]) -> list[tuple[b
         for block in blocks:
             done += stage.put(block)
         return done + stage.drain()
+
+
+def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """``fn`` started in a thread of its own; what it raised, once it ends."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, failed
 
 
 def test_a_tables_blocks_come_back_in_order_from_every_worker(workers: Workers) -> None:
@@ -116,16 +131,7 @@ def test_a_worker_killed_mid_block_fails_the_copy_and_nothing_hangs(workers: Wor
     assert [out for _, (out, _) in through(computing, "public.u", [b"x\n"])] == [b"X\n"]
     with pytest.raises(WorkerDied):
         through(computing, "public.v", [b"die\n", b"die\n"])
-    failed: list[BaseException] = []
-
-    def another_table() -> None:
-        try:
-            through(computing, "public.w", [b"row\n"])
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=another_table)
-    thread.start()
+    thread, failed = in_thread(lambda: through(computing, "public.w", [b"row\n"]))
     thread.join(DEADLINE)
     assert not thread.is_alive(), "a table waits for workers that are gone"
     assert len(failed) == 1 and isinstance(failed[0], WorkerDied)
@@ -134,17 +140,8 @@ def test_a_worker_killed_mid_block_fails_the_copy_and_nothing_hangs(workers: Wor
 def test_a_table_waiting_for_a_worker_is_released_when_the_workers_close() -> None:
     workers = Workers(1, tagged)
     computing = Computing(tagged, workers)
-    failed: list[BaseException] = []
     held = workers.take()  # the only worker, lent elsewhere
-
-    def waiting() -> None:
-        try:
-            through(computing, "public.t", [b"row\n"])
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=waiting)
-    thread.start()
+    thread, failed = in_thread(lambda: through(computing, "public.t", [b"row\n"]))
     time.sleep(0.5)
     assert thread.is_alive()
     workers.close()
@@ -207,17 +204,9 @@ def test_workers_die_with_a_killed_run() -> None:
         if proc.poll() is None:
             proc.kill()
     deadline = time.monotonic() + DEADLINE
-    while any(_alive(pid) for pid in pids):
+    while any(alive(pid) for pid in pids):
         assert time.monotonic() < deadline, f"workers outlived the run: {pids}"
         time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_the_map_is_never_read_while_it_is_being_filled() -> None:
