@@ -109,7 +109,7 @@ class Workers:
                 mine, theirs = context.Pipe(duplex=True)
                 process = context.Process(
                     target=_serve,
-                    args=(theirs, mine, setup, os.getpid()),
+                    args=(theirs, [mine, *(w.conn for w in self._all)], setup, os.getpid()),
                     name="drkit-sanitize-worker",
                     daemon=True,
                 )
@@ -264,10 +264,11 @@ def forked_workers(count: int, setup: Setup) -> Workers | None:
     return Workers(count, setup)
 
 
-def _serve(conn: Connection, theirs: Connection, setup: Setup, parent: int) -> None:
+def _serve(conn: Connection, runs: list[Connection], setup: Setup, parent: int) -> None:
     """A worker: each request answered in turn, until the run closes the pipe."""
     die_with_parent(parent)
-    theirs.close()  # the run's end, inherited at the fork
+    for end_of_run in runs:  # the run's ends of this pipe and the earlier workers'
+        end_of_run.close()
     tables: dict[str, Callable[[bytes], Result]] = {}
     while True:
         try:

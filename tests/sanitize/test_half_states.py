@@ -164,7 +164,7 @@ def test_sigkill_during_the_copy_leaves_a_private_build_the_next_command_drops(
 ) -> None:
     """DST's application role (CONNECT on DST, as the README's setup grants) can never
     open the build a killed run left; the next run, ``sanitize check`` or ``check``
-    drops it."""
+    drops it; the run's worker processes die with it."""
     rules = rules_for(tmp_path, "prod", "staging")
     staging_db = envs.dsts["staging"]
     assert sanitize(run_drkit, envs, "prod", "staging", "--rules", str(rules)).code == 0
@@ -189,10 +189,17 @@ def test_sigkill_during_the_copy_leaves_a_private_build_the_next_command_drops(
     try:
         with locked_build_table(envs, proc, last) as build:
             assert rows(envs.dsn(build), 'SELECT count(*) > 0 FROM "user"') == [(True,)]
+            workers = children(proc.pid)  # the write pass's, computing its rows
             kill(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
+    if source == "live":
+        assert workers, "the write pass runs in worker processes"
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers):  # killed with the run, by the kernel
+        assert time.monotonic() < deadline, f"workers outlived the run: {workers}"
+        time.sleep(0.1)
     assert builds(envs) == [build]
     acl = "SELECT has_database_privilege(%s, %s, 'CONNECT'), has_database_privilege(%s, %s, 'TEMP')"
     user = other_role[0]
