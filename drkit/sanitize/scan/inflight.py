@@ -135,8 +135,8 @@ class FlightScanner:
         self.searcher = searcher
         self.names = names
         searcher.filter.freeze()  # every original is known: candidates are ruled out fast
-        # originals equal to a value drkit generates: counted once, never reported
-        _, searcher.ambiguous = searcher.filter.confirm(set(), searcher.generated)
+        # (the originals equal to a value drkit generates are counted by the scan of the
+        # catalog that follows every pass in flight, :func:`scan_database`'s confirm)
         if names is not None:
             names.freeze()
         self.hits = ScanHits()
