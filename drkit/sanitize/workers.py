@@ -35,6 +35,7 @@ import logging
 import os
 import pickle
 import queue
+import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -60,6 +61,7 @@ class Worker:
         self.process = process
         self.conn = conn
         self.tables: set[str] = set()
+        self.finished: list[str] = []  # tables it holds whose flows ended: to drop
         self.dead = False
 
     def send(self, request: tuple[object, ...], data: bytes | None = None) -> None:
@@ -100,6 +102,7 @@ class Workers:
         context = multiprocessing.get_context("fork")
         self._all: list[Worker] = []
         self._idle: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._closed = False
         # the run's objects are left alone by the workers' collector: pages it would
         # touch (reference counts aside) stay shared with the run
@@ -149,6 +152,27 @@ class Workers:
         if not worker.dead:
             self._idle.put(worker)
 
+    def retire(self, key: str) -> None:
+        """``key``'s flow ended: every worker that set it up drops it (what a table's
+        strategies and scan hold is freed as the table ends, not when the pass does)."""
+        with self._lock:
+            for worker in self._all:
+                if key in worker.tables:
+                    worker.tables.discard(key)
+                    worker.finished.append(key)
+
+    def ready(self, worker: Worker, key: str, columns: list[str]) -> None:
+        """``worker`` (lent to ``key``'s flow) rid of the tables that ended, and set up
+        for ``key``."""
+        with self._lock:
+            finished, worker.finished = worker.finished, []
+        for done in finished:  # no reply: the worker drops it before the next request
+            worker.send(("drop", done))
+        if key not in worker.tables:
+            worker.send(("table", key, columns))
+            worker.receive()
+            worker.tables.add(key)
+
     def close(self) -> None:
         self._closed = True
         workers, self._all = self._all, []
@@ -178,10 +202,7 @@ class Flow:
             done.append(self._oldest())
             worker = self._workers.idle()
         try:
-            if self._key not in worker.tables:
-                worker.send(("table", self._key, self._columns))
-                worker.receive()
-                worker.tables.add(self._key)
+            self._workers.ready(worker, self._key, self._columns)
             worker.send(("block", self._key), block)
         except BaseException:
             self._workers.give_back(worker)
@@ -236,6 +257,7 @@ class Computing:
             yield flow
         finally:
             flow.abandon()
+            self.workers.retire(key)
 
 
 #: at most this many workers unless ``--jobs`` asks for more (each holds its own caches)
@@ -276,6 +298,9 @@ def _serve(conn: Connection, runs: list[Connection], setup: Setup, parent: int) 
             block = conn.recv_bytes() if request[0] == "block" else b""
         except (EOFError, OSError):
             return
+        if request[0] == "drop":  # (no reply)
+            tables.pop(request[1], None)
+            continue
         out: bytes | None = None
         try:
             if request[0] == "table":

@@ -118,6 +118,34 @@ def test_a_workers_error_is_raised_in_the_run_and_no_result_goes_stale(
     assert len({report[1] for _, (_, report) in done}) == 2  # type: ignore[index]
 
 
+def heavy(key: str, columns: list[str]) -> Callable[[bytes], Result]:
+    """A table whose setup holds 40 MiB (a table's strategies' caches and scan)."""
+    held = b"x" * (40 << 20)
+    return lambda block: (None, len(held))
+
+
+def test_a_table_is_dropped_by_the_workers_when_it_ends() -> None:
+    """Twenty tables through two workers, one after the other: what each table's setup
+    holds is freed as the table ends, so a worker holds a table or two, not twenty."""
+    workers = Workers(2, heavy)
+    try:
+        computing = Computing(heavy, workers)
+        for n in range(20):
+            through(computing, f"public.t{n}", [b"slow\n", b"row\n", b"row\n"])
+        sizes = [_rss_mib(w.process.pid) for w in workers._all if w.process.pid is not None]
+    finally:
+        workers.close()
+    assert len(sizes) == 2
+    assert max(sizes) < 250, sizes  # twenty tables kept: about 800 MiB
+
+
+def _rss_mib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError(f"no process {pid}")
+
+
 def test_an_error_that_cannot_cross_the_pipe_still_fails_in_one_line(workers: Workers) -> None:
     with pytest.raises(RuntimeError, match=r"^Local: a value no strategy reads$"):
         through(Computing(tagged, workers), "public.t", [b"weird\n"])
