@@ -68,6 +68,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -568,26 +569,15 @@ class _Run:
         fn: Callable[[_T], None],
         *,
         first: Iterable[_T] = (),
-        then: Callable[[], Iterable[_T]] | None = None,
     ) -> None:
-        """``fn`` over ``first`` and ``items``, ``--jobs`` at a time when the source reads
-        at once; then, once every item of ``first`` is done, over what ``then`` gives."""
+        """``fn`` over ``first`` (started first) and ``items``, ``--jobs`` at a time when
+        the source reads at once."""
         if self.source_concurrent and self.options.jobs > 1:
             pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.options.jobs, thread_name_prefix="drkit-sanitize"
             )
             try:
-                gate = [pool.submit(fn, item) for item in first]
-                futures = gate + [pool.submit(fn, item) for item in items]
-                if then is not None:
-                    pending = set(futures)
-                    while not all(future.done() for future in gate):
-                        done, pending = concurrent.futures.wait(
-                            pending, return_when=concurrent.futures.FIRST_COMPLETED
-                        )
-                        for future in done:
-                            future.result()  # the first failure propagates
-                    futures += [pool.submit(fn, item) for item in then()]
+                futures = [pool.submit(fn, item) for item in itertools.chain(first, items)]
                 for future in concurrent.futures.as_completed(futures):
                     future.result()  # the first failure propagates
             except BaseException:
@@ -596,11 +586,9 @@ class _Run:
                 raise
             pool.shutdown()
         else:
-            for item in first:
-                fn(item)
-            for item in items:
-                fn(item)
-            for item in then() if then is not None else ():
+            # one item at a time: a backup's reads are one stream, each read's rows
+            # consumed before the next read is taken
+            for item in itertools.chain(first, items):
                 fn(item)
 
     def load(self, rows: Rows, report: TableReport | None, computing: Computing) -> None:

@@ -279,6 +279,8 @@ def test_a_run_in_workers_writes_exactly_what_a_run_in_process_writes(
             dst,
             "--rules",
             str(rules),
+            "--jobs",
+            "2",  # two tables at once: the template table beside the others
             policy_dir=envs.policy_dir,
             env={**ENV, "DRKIT_SANITIZE_WORKERS": workers},
         )

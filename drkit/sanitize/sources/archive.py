@@ -60,9 +60,9 @@ class DataSection:
     sequences: list[tuple[str, int, bool]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
-    def blocks(self, lines: IO[bytes]) -> Iterator[tuple[CopyBlock, Iterator[bytes]]]:
+    def blocks(self, lines: IO[bytes]) -> Iterator[tuple[CopyBlock, BlockRows]]:
         """Each ``COPY`` block and its rows (COPY text lines); the rows a consumer leaves
-        are skipped before the next block."""
+        are skipped before the next block (and rows skipped unread refuse to be read)."""
         for raw in lines:
             line = raw.rstrip(b"\n").decode("utf-8", "replace")
             m = _COPY_RE.match(line)
@@ -70,10 +70,9 @@ class DataSection:
                 block = CopyBlock(
                     unquote(m.group(1)), unquote(m.group(2)), split_idents(m.group(3))
                 )
-                rows = _rows_until_end(lines)
+                rows = BlockRows(lines, f"{block.schema}.{block.table}")
                 yield block, rows
-                for _ in rows:  # whatever the consumer left
-                    pass
+                rows.skip()  # whatever the consumer left
                 continue
             s = _SETVAL_RE.match(line)
             if s:
@@ -84,11 +83,39 @@ class DataSection:
                 self.skipped.append(line[:60])
 
 
-def _rows_until_end(lines: IO[bytes]) -> Iterator[bytes]:
-    for raw in lines:
-        if raw == b"\\.\n" or raw == b"\\.":
-            return
-        yield raw
+class BlockRows:
+    """The rows of one ``COPY`` block, read from the data section as it streams by.
+
+    They can be read only while the stream is at them: once the section moved on to the
+    next block (:meth:`skip`), reading them raises, rather than give no rows, so a table
+    taken out of order is never copied empty."""
+
+    def __init__(self, lines: IO[bytes], table: str) -> None:
+        self._lines = lines
+        self._table = table
+        self._skipped = False
+        self._done = False  # the block's end was read
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._skipped:
+            raise RuntimeError(f"the backup's rows of {self._table} were taken out of order")
+        return self._until_end()
+
+    def _until_end(self) -> Iterator[bytes]:
+        for raw in self._lines:
+            if raw == b"\\.\n" or raw == b"\\.":
+                self._done = True
+                return
+            yield raw
+        self._done = True
+
+    def skip(self) -> None:
+        """The stream moves on: what was not read of this block is passed over (from
+        where the stream is: a consumer may have stopped halfway)."""
+        self._skipped = True
+        if not self._done:
+            for _ in self._until_end():
+                pass
 
 
 def dump_object(manifest: Manifest, database: str) -> StoredObject:

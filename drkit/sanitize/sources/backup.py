@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -163,6 +163,6 @@ class BackupSource:
                 pass
 
 
-def _already_open(lines: Iterator[bytes]) -> AbstractContextManager[Iterator[bytes]]:
+def _already_open(lines: Iterable[bytes]) -> AbstractContextManager[Iterable[bytes]]:
     """A block's rows are being read already: opening them is just taking them."""
     return contextlib.nullcontext(lines)
