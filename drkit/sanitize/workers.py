@@ -276,14 +276,19 @@ def worker_count(jobs: int) -> int:
 
 def forked_workers(count: int, setup: Setup) -> Workers | None:
     """:class:`Workers`, or None where this process may not fork now (another thread
-    runs, no fork on this platform) or ``DRKIT_SANITIZE_WORKERS=0``: the run's own
-    threads then compute, as they always could."""
+    runs, no fork on this platform, the system refuses a process) or
+    ``DRKIT_SANITIZE_WORKERS=0``: the run's own threads then compute, as they always
+    could."""
     if os.environ.get("DRKIT_SANITIZE_WORKERS", "1") == "0" or count < 1:
         return None
     if not can_fork():
-        log.info("the write pass runs in process: this process cannot fork now")
+        log.info("the rows are computed in process: this process cannot fork now")
         return None
-    return Workers(count, setup)
+    try:
+        return Workers(count, setup)
+    except OSError as exc:  # EAGAIN, ENOMEM: a process limit; those forked are ended
+        log.info("the rows are computed in process: no worker process (%s)", exc)
+        return None
 
 
 def _serve(conn: Connection, runs: list[Connection], setup: Setup, parent: int) -> None:

@@ -198,6 +198,29 @@ def test_no_fork_while_another_thread_runs_nor_when_turned_off(
     found.close()
 
 
+def test_a_fork_the_system_refuses_leaves_the_rows_to_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second fork fails (a process limit): the first worker is ended, and the run
+    computes in process instead of failing."""
+    from multiprocessing.context import ForkProcess
+
+    started: list[ForkProcess] = []
+    real_start = ForkProcess.start
+
+    def start(self: ForkProcess) -> None:
+        if started:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        real_start(self)
+        started.append(self)
+
+    monkeypatch.setattr(ForkProcess, "start", start)
+    assert forked_workers(2, tagged) is None
+    assert len(started) == 1
+    started[0].join(DEADLINE)
+    assert not started[0].is_alive()
+
+
 def test_workers_die_with_a_killed_run() -> None:
     """SIGKILL to the run, its workers busy: the kernel ends them too."""
     script = textwrap.dedent(
