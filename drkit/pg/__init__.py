@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from drkit.pg.pgrestore import stream_toc as stream_toc
     from drkit.pg.pgrestore import system_acl_entries as system_acl_entries
     from drkit.pg.pgrestore import toc_args as toc_args
+    from drkit.pg.process import PIPE_SIZE as PIPE_SIZE
     from drkit.pg.process import PipeProcess as PipeProcess
     from drkit.pg.process import widen_pipe as widen_pipe
     from drkit.pg.tables import count_rows as count_rows
@@ -99,7 +100,7 @@ lazy_face(
             "LARGE_OBJECT_KINDS SECRET_KINDS list_file read_toc restore_args restore_file "
             "script_args stream_toc system_acl_entries toc_args"
         ),
-        "process": "PipeProcess widen_pipe",
+        "process": "PIPE_SIZE PipeProcess widen_pipe",
         "tables": (
             "count_rows count_rows_concurrently dump_size_estimate list_tables split_key table_key"
         ),

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import secrets
+import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,8 +28,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from drkit.errors import DatabaseError
+from drkit.errors import DatabaseError, SubprocessError
 from drkit.pg import (
+    PIPE_SIZE,
     PipeProcess,
     connect,
     describe,
@@ -37,6 +39,7 @@ from drkit.pg import (
     for_subprocess,
     restore_file,
     server_major,
+    widen_pipe,
 )
 from drkit.sanitize.fit import check_constraints_fit
 from drkit.sanitize.guards import require_every_row
@@ -80,6 +83,7 @@ class LiveSource:
         self._dump = dump
         self._schema: Schema | None = None
         self._sequences: list[SequenceValue] = []
+        self._psql: str | None = None  # found at the first read
 
     def schema(self) -> Schema:
         self._schema = read_schema(self._conn)
@@ -139,18 +143,49 @@ class LiveSource:
 
     @contextlib.contextmanager
     def _copy_out(self, read: Read) -> Iterator[Iterable[bytes | bytearray | memoryview]]:
-        """A read's COPY on a connection of its own, in the run's snapshot."""
-        conn = connect(self._dsn, autocommit=False)
-        try:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
-            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self._snapshot)))
-            conn.execute("SET row_security = off")
-            with conn.cursor().copy(_copy_query(read)) as copy:
-                yield copy
-            conn.rollback()
-        finally:
-            conn.close()
+        """A read's COPY on a connection of its own, in the run's snapshot, by ``psql``:
+        psql (C) takes the server's rows one by one and the run reads them from a pipe a
+        MiB at a time (psycopg hands COPY text one row per call: at millions of rows,
+        seconds of the run's Python).  psql ends with the run: its next write to the
+        pipe of a run that is gone kills it (SIGPIPE)."""
+        if self._psql is None:
+            self._psql = find_client("psql", server_major(self._conn))
+        conninfo, env = for_subprocess(self._dsn)
+        statements = [
+            sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+            sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self._snapshot)),
+            sql.SQL("SET row_security = off"),
+            _copy_query(read),
+        ]
+        args = [self._psql, "--no-psqlrc", "--quiet", "--no-password"]
+        args += ["--set=ON_ERROR_STOP=1", f"--dbname={conninfo}"]
+        for statement in statements:
+            args.append(f"--command={statement.as_string(self._conn)}")
+        what = f"reading {read.table.key} from {describe(self._dsn)}"
+        with PipeProcess(args, env=env, stdout=subprocess.PIPE, what="psql") as process:
+            widen_pipe(process.stdout)
+            yield _chunks(process, what)
+
+
+def _chunks(process: PipeProcess, what: str) -> Iterator[bytes]:
+    """What ``process`` writes to its stdout, as it comes (a pipe's worth at most at a
+    time); once it ends, its exit is checked before the last chunk counts as the end:
+    a read cut short (a lost connection, an error) fails, never ends early."""
+    fd = process.stdout.fileno()
+    while chunk := os.read(fd, PIPE_SIZE):
+        yield chunk
+    try:
+        process.wait()
+    except SubprocessError:
+        raise DatabaseError(f"{what}: {_error_line(process.stderr_tail())}") from None
+
+
+def _error_line(line: str) -> str:
+    """psql's error line without its prefixes (``psql: error:``, ``ERROR:  ``)."""
+    for prefix in ("psql: error: ", "psql:", "ERROR:", "FATAL:"):
+        if line.startswith(prefix):
+            line = line[len(prefix) :].lstrip()
+    return line
 
 
 def _copy_query(read: Read) -> sql.Composed:

@@ -1,0 +1,113 @@
+"""The live source's reads (``psql`` writing COPY text into a pipe the run reads): every
+row of a read, byte for byte as the server's COPY gives it, in the run's snapshot, or an
+error that names the table; never fewer rows and never a read that ends early."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from drkit.errors import DatabaseError
+from drkit.pg import PipeProcess
+from drkit.sanitize.plan import TablePlan
+from drkit.sanitize.sources.base import Read
+from drkit.sanitize.sources.live import LiveSource, _chunks, open_live
+from drkit.sanitize.subset import Selection
+from tests.fix_pg import PgServer
+
+#: values COPY text escapes or that are long: a tab, a newline, a backslash, NUL-free
+#: binary-looking text, non-ASCII, a value larger than the pipe, and NULL
+_VALUES = ["a\tb", "line\nbreak", "back\\slash", "\\N", "żółw ＠ 😀", "x" * (3 << 20), None]
+
+
+def _read(source: LiveSource, table: str, columns: list[str]) -> Read:
+    return Read(TablePlan(source.schema().tables[table], "copy", []), columns, Selection())
+
+
+def _server_copy(url: str, query: str) -> bytes:
+    with psycopg.connect(url) as conn, conn.cursor().copy(query) as copy:
+        return b"".join(bytes(chunk) for chunk in copy)
+
+
+def _joined(chunks: Iterator[bytes] | object) -> bytes:
+    return b"".join(bytes(c) for c in chunks)  # type: ignore[attr-defined]
+
+
+def test_a_read_gives_the_servers_copy_text_byte_for_byte(database: tuple[str, str]) -> None:
+    _, url = database
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int, v text)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO t VALUES (%s, %s)", list(enumerate(_VALUES)))
+            cur.execute("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(10, 200009) g")
+    expected = _server_copy(url, "COPY (SELECT id, v FROM t) TO STDOUT")
+    with open_live(url, "prod", ddl=False) as source:
+        read = _read(source, "public.t", ["id", "v"])
+        with source._copy_out(read) as chunks:
+            got = _joined(chunks)
+    assert got == expected
+    assert got.count(b"\n") == len(_VALUES) + 200_000
+
+
+def test_a_read_sees_the_runs_snapshot_not_rows_committed_since(
+    database: tuple[str, str],
+) -> None:
+    _, url = database
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int)")
+        conn.execute("INSERT INTO t SELECT generate_series(1, 5)")
+    with open_live(url, "prod", ddl=False) as source:
+        read = _read(source, "public.t", ["id"])
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO t SELECT generate_series(6, 10)")
+        with source._copy_out(read) as chunks:
+            got = _joined(chunks)
+    assert got == b"1\n2\n3\n4\n5\n"
+
+
+def test_a_read_the_role_may_not_make_fails_naming_the_table_never_empty(
+    pg_server: PgServer, database: tuple[str, str]
+) -> None:
+    name, url = database
+    role = f"r_{name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE secret_t (id int)")
+        conn.execute("INSERT INTO secret_t VALUES (1)")
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+    role_url = url.replace(url.split("//", 1)[1].split("@", 1)[0], f"{role}:pw-{role}", 1)
+    try:
+        with open_live(role_url, "prod", ddl=False) as source:
+            read = _read(source, "public.secret_t", ["id"])
+            with pytest.raises(DatabaseError) as raised, source._copy_out(read) as chunks:
+                _joined(chunks)
+        message = str(raised.value)
+        assert "reading public.secret_t" in message
+        assert "permission denied" in message
+        assert f"pw-{role}" not in message
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_read_cut_short_fails_after_its_rows_never_ends_early() -> None:
+    """A reader that dies mid-stream (a lost connection, a killed psql) gave some rows:
+    they come, then the error, never the end of the read."""
+    script = "printf '1\\tone\\n2\\ttw'; echo 'psql: error: connection lost' >&2; exit 2"
+    process = PipeProcess(["sh", "-c", script], stdout=subprocess.PIPE, what="psql")
+    with process:
+        got = []
+        with pytest.raises(DatabaseError, match="reading t: connection lost"):
+            for chunk in _chunks(process, "reading t"):
+                got.append(chunk)
+    assert b"".join(got) == b"1\tone\n2\ttw"
+
+
+def test_a_read_that_ends_well_gives_every_chunk_then_ends() -> None:
+    script = "head -c 3000000 /dev/zero | tr '\\0' 'x'; printf '\\n'"
+    with PipeProcess(["sh", "-c", script], stdout=subprocess.PIPE, what="psql") as process:
+        got = b"".join(_chunks(process, "reading t"))
+    assert got == b"x" * 3_000_000 + b"\n"
