@@ -59,6 +59,10 @@ _PIECES = st.one_of(
             b"DE89",
             b"4111 1111-1111 1111",
             b"412345678901",
+            b"4111111111111111",
+            b"5893577244796bb6",
+            b"ab 38444031952647cd",
+            b"_4111111111111111.",
             b"eyJhbGciOiJ",
             b"Zm9vYmFyYmF6",
             b"abcdefghij",
@@ -110,8 +114,13 @@ def oracle_signs(data: bytes, addressed: list[bool]) -> list[bool]:
             and data[i + 2 : i + 4].isdigit()
         ):
             out[i] = True
-    for start, end in runs(rb"[0-9 \-]+", data):  # card numbers
-        if sum(1 for b in data[start:end] if 0x30 <= b <= 0x39) >= 13:
+    for start, end in runs(rb"[0-9 \-]+", data):  # card numbers, where one may start and end
+        run = data[start:end]
+        glue_before = re.fullmatch(rb"[A-Za-z_.]", data[start - 1 : start]) if start else None
+        glue_after = re.fullmatch(rb"[A-Za-z_.]", data[end : end + 1])
+        opens = (run[:1].isdigit() and not glue_before) or re.search(rb"[ \-][0-9]", run)
+        closes = (run[-1:].isdigit() and not glue_after) or re.search(rb"[0-9][ \-]", run)
+        if sum(1 for b in run if 0x30 <= b <= 0x39) >= 13 and opens and closes:
             out[start] = True
     for start, end in runs(rb"[A-Za-z0-9+/_\-]+", data):  # base64 of text
         run = data[start:end]

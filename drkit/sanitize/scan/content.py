@@ -107,6 +107,9 @@ for _b in b" \t\n(:=":
 _SPAN = _DIGIT.copy()  # card numbers: digits, spaces and dashes
 _SPAN[ord(" ")] = True
 _SPAN[ord("-")] = True
+_GLUE = _UPPER | _LOWER  # what a card number never stands glued to
+_GLUE[ord("_")] = True
+_GLUE[ord(".")] = True
 #: words that start a secret the patterns know (searched in case-folded text)
 SECRET_WORDS: tuple[bytes, ...] = (
     b"passw",
@@ -175,6 +178,7 @@ def sign_mask(
             out[i] = _RARE_CORE[data[i]] or (addressed[i] and _ADDRESS_BYTES[data[i]])
         return out
     span_start = b64_start = hex_start = -1  # the runs open at the byte read
+    opens = closes = False  # a card number may start (end) in the open span
     digits = 0
     upper = lower = long_hex = False
     nibbles = np.zeros(2, dtype=np.int64)  # printable high nibbles, by parity of position
@@ -210,13 +214,23 @@ def sign_mask(
                 if colons[0] >= 0 and i - colons[0] < 10:  # IPv6: three within 10 bytes
                     _mark_window(out, addressed, i - 9, colons[0])
                 colons[0], colons[1] = colons[1], i
-        # card numbers: 13 digits among digits, spaces and dashes
+        # card numbers: 13 digits among digits, spaces and dashes, where a number may
+        # start (a digit after a space or dash, or first with no letter, ``_`` or ``.``
+        # before it) and end (a digit before a space or dash, or last with none of those
+        # after it): a hex token's digits are no card number
         if i < n and _SPAN[b]:
             if span_start < 0:
                 span_start, digits = i, 0
+                opens = _DIGIT[b] and not (i > 0 and _GLUE[data[i - 1]])
+                closes = False
+            elif _DIGIT[b]:
+                opens |= not _DIGIT[data[i - 1]]
+            elif _DIGIT[data[i - 1]]:
+                closes = True
             digits += _DIGIT[b]
         elif span_start >= 0:
-            if digits >= 13:
+            closes |= _DIGIT[data[i - 1]] and not (i < n and _GLUE[b])
+            if digits >= 13 and opens and closes:
                 out[span_start] = True
             span_start = -1
         # base64 of text: 10 characters, capitals and small letters among them
@@ -275,7 +289,10 @@ def signals(data: npt.NDArray[np.uint8], *, addresses: bool = True) -> npt.NDArr
     (the property the tests check), so only marked fields need a closer look.
 
     Signs: a byte in ``@%&\\=+$`` or a non-ASCII byte; a run of 13 digits or more with
-    spaces or dashes (cards); two capitals and two digits (IBANs); a digit, a dot and a
+    spaces or dashes (cards) where a number may start and end: a digit after a space or
+    dash, or the run's first digit with no letter, ``_`` or ``.`` just before it, and a
+    digit before a space or dash, or the run's last with none of those just after it (so
+    the digits of a hex token are none); two capitals and two digits (IBANs); a digit, a dot and a
     digit three times within 15 bytes (IPv4); three colons within 10 bytes (IPv6); a run
     of 10 or more base64 characters holding capitals and small letters (base64 of text,
     JWTs, keys); a run of 16 or more hex digits whose every other digit is a printable
