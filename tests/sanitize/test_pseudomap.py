@@ -48,8 +48,16 @@ def test_the_map_answers_as_a_dict_of_smallest_values_in_any_order(
         order = data.draw(st.permutations(entries))
         reads = data.draw(st.lists(st.booleans(), min_size=len(order), max_size=len(order)))
         m = PseudonymMap(memory_entries=memory_entries, batch=batch)
+        many = data.draw(st.booleans())  # the puts between two reads as one put_many
+        held_back: list[tuple[str, str]] = []
         for n, (key, value) in enumerate(order):
-            m.put_min(key, value)
+            if many:
+                held_back.append((key, value))
+                if reads[n] or n == len(order) - 1:
+                    m.put_many(held_back)
+                    held_back = []
+            else:
+                m.put_min(key, value)
             if reads[n]:  # a read in the middle of the fill: puts after it still count
                 oracle = smallest(order[: n + 1])
                 probe = [k for k, _ in order[: n + 1]] + absent

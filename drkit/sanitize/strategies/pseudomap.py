@@ -27,6 +27,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+import numpy as np
+import numpy.typing as npt
+
 MEMORY_ENTRIES = 50_000
 BATCH = 8192
 CACHE_KIB = 4096
@@ -80,10 +83,24 @@ class PseudonymMap:
             self._put(key, value)
 
     def put_many(self, pairs: list[tuple[str, str]]) -> None:
-        """:meth:`put_min` of each (key, value), under one lock."""
+        """:meth:`put_min` of each (key, value), under one lock.  Once the map spilled,
+        the batch's bits are set at once and its pairs staged as they are (no Python
+        per pair but ``hash``)."""
         with self._lock:
-            for key, value in pairs:
-                self._put(key, value)
+            done = 0
+            while self._db is None and done < len(pairs):  # the dict, until it spills
+                self._put(*pairs[done])
+                done += 1
+            if done == len(pairs):
+                return
+            rest = pairs[done:] if done else pairs
+            _set_bits(self._values, [hash(value) for _, value in rest])
+            keys = np.fromiter((hash(key) for key, _ in rest), dtype=np.int64, count=len(rest))
+            _set_bits(self._keys, keys)
+            _set_bits(self._keys, keys >> 32)
+            self._pending.extend(rest)
+            if len(self._pending) >= self._batch:
+                self._stage()
 
     def _put(self, key: str, value: str) -> None:
         """One put, the lock held."""
@@ -209,6 +226,14 @@ class PseudonymMap:
             self._db.execute(_MERGE)
             self._db.execute("DELETE FROM staged")
             self._staged = False
+
+
+def _set_bits(bitmap: bytearray, hashes: list[int] | npt.NDArray[np.int64]) -> None:
+    """Set the bit of each hash (its low bits) in ``bitmap``, as :meth:`PseudonymMap._mark`
+    and :meth:`PseudonymMap._put` set one."""
+    bits = np.asarray(hashes, dtype=np.int64) & (len(bitmap) * 8 - 1)
+    masks = np.left_shift(1, bits & 7).astype(np.uint8)
+    np.bitwise_or.at(np.frombuffer(bitmap, dtype=np.uint8), bits >> 3, masks)
 
 
 class PutLog:
