@@ -192,6 +192,7 @@ def saturated(forms: list[bytes]) -> LeakFilter:
     for bloom in (leak_filter._prefix, leak_filter._whole):
         bloom.words[:] = np.uint64(2**64 - 1)
         bloom.front[:] = np.uint64(2**64 - 1)
+    leak_filter._held[:] = np.uint64(2**64 - 1)  # every length under every prefix
     return leak_filter
 
 

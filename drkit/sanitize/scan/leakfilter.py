@@ -10,13 +10,15 @@ structure has a fixed size whatever the number of originals, and never misses on
   and only its positives cost a miss in the 16 MiB);
 * ``whole`` — a blocked Bloom filter (32 MiB) over a 64-bit polynomial hash of each whole
   form (forms longer than ``LONG`` bytes: of their first ``LONG`` bytes), tagged by length;
+* ``held`` — by the top bits of a prefix key (8 MiB), every length of the forms whose
+  first ``SUBSTRING_MIN`` bytes give that key (a bit per length);
 * the forms themselves go to an unlinked temporary file on disk, with their hashes.
 
 Searching a block of text is one compiled pass over its bytes (:mod:`.leakloops`, native
 code without the GIL, so the threads of a run search their blocks at once): the
 ``SUBSTRING_MIN``-byte window at every position is looked up in ``prefix``; at the few
-positions that pass, the hash of the piece of each length an original can have is looked
-up in ``whole``; the pieces that pass are *candidates*.  Adding forms hashes them and sets
+positions that pass, the hash of the piece of each length ``held`` records for the
+window is looked up in ``whole``; the pieces that pass are *candidates*.  Adding forms hashes them and sets
 their bits in compiled loops too, so both sides compute the very same keys.  Short forms (``TOKEN_MIN`` to ``SUBSTRING_MIN - 1`` bytes) only
 count where they stand as a whole token (not inside a longer run of letters or digits),
 so a four-letter original is not "found" inside every longer word.  At any length, an
@@ -47,6 +49,7 @@ import numpy.typing as npt
 from drkit.sanitize.scan.leakloops import (
     gathered,
     insert,
+    insert_lengths,
     kept,
     prefix_keys,
     search,
@@ -61,6 +64,7 @@ from drkit.sanitize.scan.leakshape import TOKEN_MIN as TOKEN_MIN
 
 _PREFIX_WORDS_LOG2 = 21  # 2**21 words of 64 bits = 16 MiB
 _WHOLE_WORDS_LOG2 = 22  # 32 MiB
+_HELD_LOG2 = 20  # the lengths of the forms under each prefix key's slot: 8 MiB
 _PREFIX_BITS = 2
 _FRONT_BITS_LOG2 = 24  # 2 MiB in front of the prefix filter: every byte of text asks it
 _WHOLE_BITS = 3
@@ -102,6 +106,9 @@ class LeakFilter:
     def __init__(self) -> None:
         self._prefix = _Bloom(_PREFIX_WORDS_LOG2, _PREFIX_BITS, _FRONT_BITS_LOG2)
         self._whole = _Bloom(_WHOLE_WORDS_LOG2, _WHOLE_BITS)
+        # by the top bits of a prefix key: every length of the forms starting so (a
+        # position the prefix lets pass asks the whole filter at those lengths only)
+        self._held = np.zeros(1 << _HELD_LOG2, dtype=np.uint64)
         self._lengths: set[int] = set()  # lengths of whole forms (capped at LONG)
         self._tokens: set[int] = set()  # lengths of short forms present
         # unlinked files that live as long as the filter (closed by close() or collection)
@@ -200,6 +207,7 @@ class LeakFilter:
                 if length < SUBSTRING_MIN:
                     self._tokens.add(length)
             self._prefix.add(prepared.first_keys)
+            insert_lengths(prepared.first_keys, lengths, self._held, _HELD_LOG2)
             self.distinct += self._whole.add(prepared.tags)
             # one record per batch: [count][tags][lengths]; the forms go to the data file
             self._stored += len(lengths)
@@ -243,6 +251,8 @@ class LeakFilter:
                 whole.log2,
                 whole.nbits,
                 whole.front,
+                self._held,
+                _HELD_LOG2,
                 wanted,
                 longest,
                 tokens,

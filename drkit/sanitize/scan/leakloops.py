@@ -96,6 +96,18 @@ def insert(keys: U64Array, words: U64Array, log2: int, nbits: int, front: U64Arr
 
 
 @njit
+def insert_lengths(keys: U64Array, lengths: IntArray, table: U64Array, log2: int) -> None:
+    """Record the length of each form of ``SUBSTRING_MIN`` bytes or more in its prefix
+    key's slot of ``table`` (``2**log2`` words, indexed by the key's top bits): bit
+    ``length - 1``, so a slot holds every length a form of that prefix may have."""
+    for r in range(len(keys)):
+        length = lengths[r]
+        if length >= SUBSTRING_MIN:
+            slot = keys[r] >> np.uint64(64 - log2)
+            table[slot] |= np.uint64(1) << np.uint64(length - 1)
+
+
+@njit
 def in_hash(data: Bytes, n: int, start: int, end: int) -> bool:
     """Whether ``data[start:end]`` (of a text of ``n`` bytes) lies in a hash-like token:
     a run of at least ``HASH_MIN`` hex characters with a letter among them.  (Asked of
@@ -206,6 +218,8 @@ def _pieces_at(
     whole_log2: int,
     whole_bits: int,
     whole_front: U64Array,
+    held: U64Array,
+    held_log2: int,
     wanted: npt.NDArray[np.bool_],
     longest: int,
     tokens: IntArray,
@@ -219,19 +233,22 @@ def _pieces_at(
     The ``SUBSTRING_MIN``-byte window asks the prefix filter (if forms that long exist:
     ``longest`` > 0); if it passes, the polynomial hash grows a byte at a time up to
     ``longest`` bytes, stopping at the first byte no form holds (a raw tab or newline
-    ends a COPY field, NUL is padding), and the hash of each ``wanted`` length asks the
-    whole filter.  Each short form length of ``tokens`` asks both filters only where the
+    ends a COPY field, NUL is padding) or past the longest length its slot of ``held``
+    (:func:`insert_lengths`) records, and the hash of each ``wanted`` length the slot
+    records asks the whole filter (a few lengths, not every length an original has).  Each short form length of ``tokens`` asks both filters only where the
     piece stands as a whole token.  Every piece that passes must also stand as
     :func:`_stands` says."""
     if p and DIGIT[data[p]] and DIGIT[data[p - 1]]:
         return count  # a digit glued to the one before: _stands refuses every piece here
     window = _window(data, p)
     six = (np.uint64(1) << np.uint64(8 * SUBSTRING_MIN)) - np.uint64(1)
-    if longest and _member(
-        _quick(window & six, np.uint64(0)), prefix, prefix_log2, prefix_bits, front
-    ):
+    key = _quick(window & six, np.uint64(0))
+    if longest and _member(key, prefix, prefix_log2, prefix_bits, front):
+        here = held[key >> np.uint64(64 - held_log2)]  # the lengths of this prefix's forms
         h = np.uint64(0)
         for i in range(longest):
+            if here >> np.uint64(i) == np.uint64(0):
+                break  # no form of this prefix is longer
             byte = data[p + i]
             if byte == 0x09 or byte == 0x0A or byte == 0:
                 break
@@ -241,6 +258,7 @@ def _pieces_at(
                 continue  # glued to more digits: _stands would refuse it (asked first)
             if (
                 wanted[i + 1]
+                and here >> np.uint64(i) & np.uint64(1)
                 and _member(_mix(h, np.uint64(i + 1)), whole, whole_log2, whole_bits, whole_front)
                 and _stands(data, n, p, i + 1)
             ):
@@ -288,6 +306,8 @@ def search(
     whole_log2: int,
     whole_bits: int,
     whole_front: U64Array,
+    held: U64Array,
+    held_log2: int,
     wanted: npt.NDArray[np.bool_],
     longest: int,
     tokens: IntArray,
@@ -325,6 +345,8 @@ def search(
                 whole_log2,
                 whole_bits,
                 whole_front,
+                held,
+                held_log2,
                 wanted,
                 longest,
                 tokens,

@@ -151,7 +151,7 @@ class LeakReport:
 
 def fold(value: str) -> bytes:
     """The case-folded UTF-8 form both sides are compared in."""
-    return value.casefold().encode("utf-8", "surrogateescape")
+    return utf8(value.casefold())
 
 
 def fold_bytes(raw: bytes) -> bytes:
@@ -164,7 +164,7 @@ def forms_of(value: str) -> list[bytes]:
     """The folded spellings of ``value`` in the target's text output (COPY text form)."""
     base = value.casefold()
     if _SPECIAL.search(base) is None:
-        return [base.encode("utf-8", "surrogateescape")]
+        return [utf8(base)]
     spellings = {
         base,
         json.dumps(base, ensure_ascii=False)[1:-1],  # JSON, array and hstore quoting
@@ -172,7 +172,7 @@ def forms_of(value: str) -> list[bytes]:
         base.replace('"', '""'),  # composite fields
         html.escape(base, quote=False),  # xml
     }
-    return [escape_text(s).encode("utf-8", "surrogateescape") for s in spellings]
+    return [utf8(escape_text(s)) for s in spellings]
 
 
 #: separators an original may be written with or without (``anna rossi``/``anna-rossi``/
@@ -253,6 +253,16 @@ def _compact_apart(
     return out[:size]
 
 
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8: the bytes a decoding escaped (``surrogateescape``) given back as
+    they were; a lone surrogate of another kind (what a ``json`` value's ``\\ud800``
+    decodes to) as its own three bytes rather than an error."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def canonical_forms(values: list[str]) -> set[bytes]:
     """Every form an original is searched in: stripped (a ``char(n)`` original's padding
     is no part of it), case-folded and in Unicode NFKC, in the target's text spellings
@@ -281,7 +291,7 @@ def canonical_forms(values: list[str]) -> set[bytes]:
     # the values that may be phone numbers or spelled e-mail addresses (each looked at
     # once, even where both sieves find it: _extra applies every rule)
     found = {m.start() for m in _PHONE_START.finditer("\x00" + text)}
-    if text.encode("utf-8", "surrogateescape").translate(None, _BUT_AT_SIGNS):
+    if utf8(text).translate(None, _BUT_AT_SIGNS):
         found.update(text.rfind("\x00", 0, m.start()) + 1 for m in _AT_SIGN.finditer(text))
     for start in sorted(found):
         end = text.find("\x00", start)
@@ -333,7 +343,7 @@ def _spellings(text: str) -> set[bytes]:
     """The forms of the NUL-joined values of ``text`` (:func:`forms_of` of each) and
     their squeezed forms (without the separators of :data:`COMPACT`) that are not numbers."""
     folded = text.casefold()
-    data = folded.encode("utf-8", "surrogateescape")
+    data = utf8(folded)
     spelled: list[bytes] = []
     if data.translate(None, _BUT_SPELLED):  # the few values spelled otherwise, alone
         values = folded.split("\x00")
@@ -353,7 +363,7 @@ def _spellings(text: str) -> set[bytes]:
         plain += values[after:]
         pieces = [b"\x00".join(spelled)]
         if plain:
-            pieces.append("\x00".join(plain).encode("utf-8", "surrogateescape"))
+            pieces.append(utf8("\x00".join(plain)))
         data = b"\x00".join(pieces)
     forms = set(data.split(b"\x00"))
     squeezed = _squeezed(np.frombuffer(data, dtype=np.uint8), _DROPPED).tobytes()
