@@ -330,6 +330,24 @@ def test_a_frozen_filter_rules_in_every_form_added_in_any_batch() -> None:
     assert len(leak_filter.maybe_stored(strangers)) < 3
 
 
+def test_a_frozen_filter_confirms_what_it_confirmed_before_freezing() -> None:
+    """Frozen, confirm asks the index first and reads back only what it may hold: the
+    same originals found, the same count of generated values equal to one, long forms
+    (kept as their first LONG bytes) included."""
+    forms = [f"form-{i:05d}".encode() for i in range(5000)] + [b"L" * 100, b"M" * 70]
+    pieces = set(forms[::7]) | {b"stranger-1", b"form-99999", b"form-0000", b"L" * LONG}
+    generated = set(forms[3::11]) | {b"made-up-1", b"M" * 80}
+    before = LeakFilter()
+    before.add(forms)
+    after = LeakFilter()
+    after.add(forms)
+    after.freeze()
+    expected = before.confirm(pieces, generated)
+    assert expected[1] > 400 and b"L" * LONG in expected[0]
+    assert after.confirm(pieces, generated) == expected
+    assert after.confirm({b"stranger-1"}, {b"made-up-1"}) == (set(), 0)
+
+
 def frozen_peak(count: int) -> tuple[LeakFilter, int]:
     """A filter of ``count`` distinct forms (each added twice) and the peak of memory
     its freezing allocates."""

@@ -274,9 +274,15 @@ class LeakFilter:
         generated value (those are never reported: drkit's own output looks the same).
 
         One pass over the stored forms, a batch at a time: only the forms whose hash is a
-        candidate's (or a generated value's) are read back and compared byte for byte."""
+        candidate's (or a generated value's) are read back and compared byte for byte.
+        Once frozen, the index first rules out what shares no stored form's hash (most
+        generated values): the pass then looks for the few left, or is not made."""
         generated = {g[:LONG] for g in generated}
         wanted = pieces | generated
+        if self._index is not None:
+            wanted = set(self.maybe_stored(list(wanted)))
+            if not wanted:
+                return set(), 0
         targets = distinct(tags_of(list(wanted)))
         found: set[bytes] = set()
         with self._lock:
