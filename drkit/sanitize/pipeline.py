@@ -219,6 +219,8 @@ class _Run:
         self.names = NameIndex()  # the last words of masked person names
         self.scanner: FlightScanner  # made once the originals are all known
         self.failed = threading.Event()  # a block held a hit: nothing more is written
+        self._filled: set[str] = set()  # the build's tables written (each once: COPY FREEZE)
+        self._filled_lock = threading.Lock()
         self.plan: Plan | None = None
         self.source_concurrent = False
         # the tables whose e-mail templates the originals pass registers (see prime)
@@ -722,11 +724,19 @@ class _Run:
         if not write:
             yield None
             return
+        with self._filled_lock:  # never a second COPY, which would empty the first's rows
+            if tp.key in self._filled:
+                raise RuntimeError(f"{tp.key} would be written twice into the build")
+            self._filled.add(tp.key)
+        table = sql.Identifier(tp.table.schema, tp.table.name)
         with connect(self.write_dsn, autocommit=False) as conn:
             conn.execute("SET LOCAL synchronous_commit = off")
-            target = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(tp.table.schema, tp.table.name),
-                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            # the rows are written frozen: no later reader of the build (its index builds,
+            # its foreign keys' checks) sets their hint bits page by page.  FREEZE needs the
+            # table emptied in this transaction: it is empty, the build's own, written once
+            conn.execute(sql.SQL("TRUNCATE ONLY {}").format(table))
+            target = sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(
+                table, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
             )
             with conn.cursor().copy(target) as copy:
                 yield copy.write

@@ -51,6 +51,7 @@ from drkit.sanitize.scan.leakloops import (
     insert,
     insert_lengths,
     kept,
+    members,
     prefix_keys,
     search,
     separated,
@@ -275,15 +276,17 @@ class LeakFilter:
 
         One pass over the stored forms, a batch at a time: only the forms whose hash is a
         candidate's (or a generated value's) are read back and compared byte for byte.
-        Once frozen, the index first rules out what shares no stored form's hash (most
+        The whole filter (in memory) first rules out what no stored form can equal (most
         generated values): the pass then looks for the few left, or is not made."""
         generated = {g[:LONG] for g in generated}
-        wanted = pieces | generated
-        if self._index is not None:
-            wanted = set(self.maybe_stored(list(wanted)))
-            if not wanted:
-                return set(), 0
-        targets = distinct(tags_of(list(wanted)))
+        asked = list(pieces | generated)
+        tags = tags_of(asked)
+        whole = self._whole
+        held = members(tags, whole.words, whole.log2, whole.nbits, whole.front)
+        wanted = {piece for piece, h in zip(asked, held.tolist(), strict=True) if h}
+        if not wanted:
+            return set(), 0
+        targets = distinct(tags[held])
         found: set[bytes] = set()
         with self._lock:
             self._data.flush()

@@ -96,6 +96,17 @@ def insert(keys: U64Array, words: U64Array, log2: int, nbits: int, front: U64Arr
 
 
 @njit
+def members(
+    keys: U64Array, words: U64Array, log2: int, nbits: int, front: U64Array
+) -> npt.NDArray[np.bool_]:
+    """Whether each key may be in a filter (:func:`_member` of each)."""
+    out = np.empty(len(keys), dtype=np.bool_)
+    for r in range(len(keys)):
+        out[r] = _member(keys[r], words, log2, nbits, front)
+    return out
+
+
+@njit
 def insert_lengths(keys: U64Array, lengths: IntArray, table: U64Array, log2: int) -> None:
     """Record the length of each form of ``SUBSTRING_MIN`` bytes or more in its prefix
     key's slot of ``table`` (``2**log2`` words, indexed by the key's top bits): bit
