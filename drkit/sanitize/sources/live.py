@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import secrets
 import subprocess
 import tempfile
@@ -146,8 +147,10 @@ class LiveSource:
         """A read's COPY on a connection of its own, in the run's snapshot, by ``psql``:
         psql (C) takes the server's rows one by one and the run reads them from a pipe a
         MiB at a time (psycopg hands COPY text one row per call: at millions of rows,
-        seconds of the run's Python).  psql ends with the run: its next write to the
-        pipe of a run that is gone kills it (SIGPIPE)."""
+        seconds of the run's Python).  The statements reach psql on its stdin, never in
+        its argument list, which every local user may read (a row filter's literals, the
+        snapshot).  psql ends with the run: its next write to the pipe of a run that is
+        gone kills it (SIGPIPE)."""
         if self._psql is None:
             self._psql = find_client("psql", server_major(self._conn))
         conninfo, env = for_subprocess(self._dsn)
@@ -157,12 +160,17 @@ class LiveSource:
             sql.SQL("SET row_security = off"),
             _copy_query(read),
         ]
-        args = [self._psql, "--no-psqlrc", "--quiet", "--no-password"]
-        args += ["--set=ON_ERROR_STOP=1", f"--dbname={conninfo}"]
-        for statement in statements:
-            args.append(f"--command={statement.as_string(self._conn)}")
+        script = "".join(f"{statement.as_string(self._conn)};\n" for statement in statements)
+        args = [self._psql, "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1"]
+        args += [f"--dbname={conninfo}", "--file=-"]
         what = f"reading {read.table.key} from {describe(self._dsn)}"
-        with PipeProcess(args, env=env, stdout=subprocess.PIPE, what="psql") as process:
+        with PipeProcess(
+            args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, what="psql"
+        ) as process:
+            # (psql writes nothing before it has read the COPY, the script's last statement)
+            with contextlib.suppress(BrokenPipeError):  # psql gone: its exit says why
+                process.stdin.write(script.encode())
+            process.stdin.close()
             widen_pipe(process.stdout)
             yield _chunks(process, what)
 
@@ -180,12 +188,12 @@ def _chunks(process: PipeProcess, what: str) -> Iterator[bytes]:
         raise DatabaseError(f"{what}: {_error_line(process.stderr_tail())}") from None
 
 
+_PSQL_PREFIX = re.compile(r"^psql:(?:<stdin>:\d+:)?\s*(?:error:\s*)?(?:(?:ERROR|FATAL):\s*)?")
+
+
 def _error_line(line: str) -> str:
-    """psql's error line without its prefixes (``psql: error:``, ``ERROR:  ``)."""
-    for prefix in ("psql: error: ", "psql:", "ERROR:", "FATAL:"):
-        if line.startswith(prefix):
-            line = line[len(prefix) :].lstrip()
-    return line
+    """psql's error line without its prefixes (``psql:<stdin>:4: ERROR:  ``)."""
+    return _PSQL_PREFIX.sub("", line)
 
 
 def _copy_query(read: Read) -> sql.Composed:
