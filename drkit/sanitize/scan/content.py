@@ -292,8 +292,8 @@ def signals(data: npt.NDArray[np.uint8], *, addresses: bool = True) -> npt.NDArr
     spaces or dashes (cards) where a number may start and end: a digit after a space or
     dash, or the run's first digit with no letter, ``_`` or ``.`` just before it, and a
     digit before a space or dash, or the run's last with none of those just after it (so
-    the digits of a hex token are none); two capitals and two digits (IBANs); a digit, a dot and a
-    digit three times within 15 bytes (IPv4); three colons within 10 bytes (IPv6); a run
+    the digits of a hex token are none); two capitals and two digits (IBANs); a digit, a
+    dot and a digit three times within 15 bytes (IPv4); three colons within 10 bytes (IPv6); a run
     of 10 or more base64 characters holding capitals and small letters (base64 of text,
     JWTs, keys); a run of 16 or more hex digits whose every other digit is a printable
     byte's high nibble (hex of text), and ``1f8b`` (gzip); a ``00`` international prefix.

@@ -18,8 +18,9 @@ Searching a block of text is one compiled pass over its bytes (:mod:`.leakloops`
 code without the GIL, so the threads of a run search their blocks at once): the
 ``SUBSTRING_MIN``-byte window at every position is looked up in ``prefix``; at the few
 positions that pass, the hash of the piece of each length ``held`` records for the
-window is looked up in ``whole``; the pieces that pass are *candidates*.  Adding forms hashes them and sets
-their bits in compiled loops too, so both sides compute the very same keys.  Short forms (``TOKEN_MIN`` to ``SUBSTRING_MIN - 1`` bytes) only
+window is looked up in ``whole``; the pieces that pass are *candidates*.  Adding forms
+hashes them and sets their bits in compiled loops too, so both sides compute the very
+same keys.  Short forms (``TOKEN_MIN`` to ``SUBSTRING_MIN - 1`` bytes) only
 count where they stand as a whole token (not inside a longer run of letters or digits),
 so a four-letter original is not "found" inside every longer word.  At any length, an
 original that starts (ends) with a digit does not count where a digit precedes
@@ -282,11 +283,11 @@ class LeakFilter:
         asked = list(pieces | generated)
         tags = tags_of(asked)
         whole = self._whole
-        held = members(tags, whole.words, whole.log2, whole.nbits, whole.front)
-        wanted = {piece for piece, h in zip(asked, held.tolist(), strict=True) if h}
+        possible = members(tags, whole.words, whole.log2, whole.nbits, whole.front)
+        wanted = {piece for piece, p in zip(asked, possible.tolist(), strict=True) if p}
         if not wanted:
             return set(), 0
-        targets = distinct(tags[held])
+        targets = distinct(tags[possible])
         found: set[bytes] = set()
         with self._lock:
             self._data.flush()

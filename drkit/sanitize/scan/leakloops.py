@@ -246,8 +246,9 @@ def _pieces_at(
     ``longest`` bytes, stopping at the first byte no form holds (a raw tab or newline
     ends a COPY field, NUL is padding) or past the longest length its slot of ``held``
     (:func:`insert_lengths`) records, and the hash of each ``wanted`` length the slot
-    records asks the whole filter (a few lengths, not every length an original has).  Each short form length of ``tokens`` asks both filters only where the
-    piece stands as a whole token.  Every piece that passes must also stand as
+    records asks the whole filter (a few lengths, not every length an original has).
+    Each short form length of ``tokens`` asks both filters only where the piece stands
+    as a whole token.  Every piece that passes must also stand as
     :func:`_stands` says."""
     if p and DIGIT[data[p]] and DIGIT[data[p - 1]]:
         return count  # a digit glued to the one before: _stands refuses every piece here

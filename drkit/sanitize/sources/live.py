@@ -7,8 +7,8 @@ the filters, the rows, the originals of left-out rows and the DDL all describe o
 moment of SRC.  When the run writes, ``pg_dump --schema-only`` of that snapshot starts at
 once and runs while the plan is made.
 
-Rows: one ``COPY (SELECT ... FROM ONLY t WHERE <selection>) TO STDOUT`` per read, each on
-its own connection, so tables are read in parallel.  The filters run here, in the
+Rows: one ``COPY (SELECT ... FROM ONLY t WHERE <selection>) TO STDOUT`` per read, each by
+its own ``psql`` on its own connection, so tables are read in parallel.  The filters run here, in the
 snapshot, on the original rows.  Sequence values are read in the snapshot's transaction
 when the DDL is restored, as the copy starts.
 """
