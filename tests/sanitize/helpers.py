@@ -101,6 +101,12 @@ def write_rules(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
+def execute(url: str, *statements: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.encode())  # literal SQL, no placeholders
+
+
 def rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(query, params).fetchall()

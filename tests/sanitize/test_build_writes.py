@@ -12,6 +12,7 @@ import pytest
 from drkit.sanitize.pipeline import _Run
 from drkit.sanitize.plan import TablePlan
 from drkit.sanitize.schema import Table
+from tests.sanitize.helpers import execute
 
 
 def _run_writing_to(url: str) -> _Run:
@@ -26,9 +27,8 @@ def test_a_table_written_twice_is_refused_and_its_first_rows_stand(
     database: tuple[str, str],
 ) -> None:
     _, url = database
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE t (id int, v text)")
-        conn.execute("CREATE EXTENSION pageinspect")  # to read the rows' frozen bits
+    # (pageinspect: to read the rows' frozen bits)
+    execute(url, "CREATE TABLE t (id int, v text)", "CREATE EXTENSION pageinspect")
     run = _run_writing_to(url)
     tp = TablePlan(Table("public", "t", 0), "copy", [])
     with run.copy_in(tp, ["id", "v"], write=True) as write:

@@ -18,7 +18,7 @@ from drkit.errors import SafetyRefused
 from drkit.sanitize.scan import LeakIndex, LeakReport, scan_database
 from tests.fix_cli import DrkitRunner, Env
 from tests.fix_pg import PgServer
-from tests.sanitize.helpers import rows, rules_doc, sanitize, write_rules
+from tests.sanitize.helpers import execute, rows, rules_doc, sanitize, write_rules
 
 EMAIL = "Anna.Rossi77@Customer-One.com"
 PHONE = "+1 555 0100 2233"
@@ -47,12 +47,6 @@ def scan(url: str, originals: list[str] | None = None) -> LeakReport:
     searcher = index.searcher({"Generated Name"})
     with psycopg.connect(url, autocommit=True) as conn:
         return scan_database(conn, searcher)
-
-
-def execute(url: str, *statements: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement.encode())  # literal SQL, no placeholders
 
 
 def test_every_hidden_form_in_the_data_is_found_by_column(target: str) -> None:

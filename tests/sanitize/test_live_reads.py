@@ -19,6 +19,7 @@ from drkit.sanitize.sources.base import Read
 from drkit.sanitize.sources.live import LiveSource, _chunks, open_live
 from drkit.sanitize.subset import Selection
 from tests.fix_pg import PgServer
+from tests.sanitize.helpers import execute, other_role, role_url  # noqa: F401  (the fixture)
 
 #: values COPY text escapes or that are long: a tab, a newline, a backslash, NUL-free
 #: binary-looking text, non-ASCII, a value larger than the pipe, and NULL
@@ -58,9 +59,11 @@ def test_no_statement_of_a_read_reaches_psqls_argument_list(database: tuple[str,
     """Every local user may read a process's arguments (``ps``, /proc/PID/cmdline): the
     table, the columns, a row filter's literals and the snapshot go to psql's stdin."""
     _, url = database
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE t_named_xq7 (secret_col_zk2 text)")
-        conn.execute("INSERT INTO t_named_xq7 SELECT 'v' || g FROM generate_series(1, 400000) g")
+    execute(
+        url,
+        "CREATE TABLE t_named_xq7 (secret_col_zk2 text)",
+        "INSERT INTO t_named_xq7 SELECT 'v' || g FROM generate_series(1, 400000) g",
+    )
     with open_live(url, "prod", ddl=False) as source:
         read = _read(source, "public.t_named_xq7", ["secret_col_zk2"])
         with source._copy_out(read) as chunks:
@@ -82,41 +85,31 @@ def test_a_read_sees_the_runs_snapshot_not_rows_committed_since(
     database: tuple[str, str],
 ) -> None:
     _, url = database
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE t (id int)")
-        conn.execute("INSERT INTO t SELECT generate_series(1, 5)")
+    execute(url, "CREATE TABLE t (id int)", "INSERT INTO t SELECT generate_series(1, 5)")
     with open_live(url, "prod", ddl=False) as source:
         read = _read(source, "public.t", ["id"])
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("INSERT INTO t SELECT generate_series(6, 10)")
+        execute(url, "INSERT INTO t SELECT generate_series(6, 10)")
         with source._copy_out(read) as chunks:
             got = _joined(chunks)
     assert got == b"1\n2\n3\n4\n5\n"
 
 
 def test_a_read_the_role_may_not_make_fails_naming_the_table_never_empty(
-    pg_server: PgServer, database: tuple[str, str]
+    pg_server: PgServer,
+    database: tuple[str, str],
+    other_role: tuple[str, str],  # noqa: F811
 ) -> None:
     name, url = database
-    role = f"r_{name}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE secret_t (id int)")
-        conn.execute("INSERT INTO secret_t VALUES (1)")
-        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
-    role_url = url.replace(url.split("//", 1)[1].split("@", 1)[0], f"{role}:pw-{role}", 1)
-    try:
-        with open_live(role_url, "prod", ddl=False) as source:
-            read = _read(source, "public.secret_t", ["id"])
-            with pytest.raises(DatabaseError) as raised, source._copy_out(read) as chunks:
-                _joined(chunks)
-        message = str(raised.value)
-        assert message.startswith("reading public.secret_t from ")
-        assert message.endswith(": permission denied for table secret_t"), message
-        assert f"pw-{role}" not in message
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
+    role, pw = other_role
+    execute(url, "CREATE TABLE secret_t (id int)", "INSERT INTO secret_t VALUES (1)")
+    with open_live(role_url(pg_server, role, pw, name), "prod", ddl=False) as source:
+        read = _read(source, "public.secret_t", ["id"])
+        with pytest.raises(DatabaseError) as raised, source._copy_out(read) as chunks:
+            _joined(chunks)
+    message = str(raised.value)
+    assert message.startswith("reading public.secret_t from ")
+    assert message.endswith(": permission denied for table secret_t"), message
+    assert pw not in message
 
 
 def test_a_read_cut_short_fails_after_its_rows_never_ends_early() -> None:
