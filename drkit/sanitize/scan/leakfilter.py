@@ -38,9 +38,11 @@ is the two filters plus the candidates of one scan; disk grows with the original
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import tempfile
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TypeVar
 
@@ -136,7 +138,10 @@ class LeakFilter:
 
         Memory stays flat however many forms there are: the tags are first dealt into
         buckets on disk by their top bits (about ``BUCKET_TAGS`` each), then each bucket
-        alone is sorted and appended, so the buckets in turn make one sorted index."""
+        alone is sorted and appended, so the buckets in turn make one sorted index.  The
+        sorts run on two threads (numpy's sort releases the GIL), each a batch or a
+        bucket ahead of the one written: the freeze is a serial step of the run, between
+        the originals pass and the write pass, when the other cores wait."""
         with self._lock:
             if self._index is not None:
                 return
@@ -144,12 +149,8 @@ class LeakFilter:
             shift = 64 - max(0, min(_BUCKETS_LOG2_MAX, (self._stored // BUCKET_TAGS).bit_length()))
             buckets: dict[int, IO[bytes]] = {}
             try:
-                self._keys.seek(0)
-                while header := self._keys.read(8):
-                    count = int(np.frombuffer(header, dtype=np.uint64)[0])
-                    tags = np.sort(np.frombuffer(self._keys.read(8 * count), dtype=np.uint64))
-                    self._keys.seek(count, 1)  # the lengths
-                    top = tags >> _U64(shift) if shift < 64 else np.zeros(count, np.uint64)
+                for tags in _sorted_ahead(np.sort, self._batches()):
+                    top = tags >> _U64(shift) if shift < 64 else np.zeros(len(tags), np.uint64)
                     cuts = np.flatnonzero(top[1:] != top[:-1]) + 1
                     starts = [0, *cuts.tolist()]
                     for start, part in zip(starts, np.split(tags, cuts), strict=True):
@@ -157,13 +158,10 @@ class LeakFilter:
                         if bucket not in buckets:
                             buckets[bucket] = tempfile.TemporaryFile(prefix="drkit-leak-")  # noqa: SIM115
                         buckets[bucket].write(part.tobytes())
-                self._keys.seek(0, 2)
                 index = tempfile.TemporaryFile(prefix="drkit-leak-")  # noqa: SIM115
                 size = 0
-                for bucket in sorted(buckets):
-                    out = buckets[bucket]
-                    out.seek(0)
-                    sorted_tags = distinct(np.frombuffer(out.read(), dtype=np.uint64))
+                read = (_read_all(buckets[bucket]) for bucket in sorted(buckets))
+                for sorted_tags in _sorted_ahead(distinct, read):
                     index.write(sorted_tags.tobytes())
                     size += len(sorted_tags)
             finally:
@@ -176,6 +174,16 @@ class LeakFilter:
             index.flush()
             self._index_file = index
             self._index = np.memmap(index, dtype=np.uint64, mode="r")
+
+    def _batches(self) -> Iterator[npt.NDArray[np.uint64]]:
+        """The stored batches' tags, one batch at a time, from the keys file's start (the
+        file's position is at its end again once they are all read)."""
+        self._keys.seek(0)
+        while header := self._keys.read(8):
+            count = int(np.frombuffer(header, dtype=np.uint64)[0])
+            yield np.frombuffer(self._keys.read(8 * count), dtype=np.uint64)
+            self._keys.seek(count, 1)  # the lengths
+        self._keys.seek(0, 2)
 
     def maybe_stored(self, pieces: list[bytes]) -> list[bytes]:
         """The pieces whose tag is a stored form's (all of them before :meth:`freeze`)."""
@@ -383,3 +391,30 @@ def _joined(forms: Collection[bytes]) -> tuple[npt.NDArray[np.uint8], IntArray, 
         starts = np.zeros(len(sizes), dtype=np.int64)
         np.cumsum(sizes[:-1] + 1, out=starts[1:])
     return data, starts, np.minimum(sizes, LONG)
+
+
+def _read_all(out: IO[bytes]) -> npt.NDArray[np.uint64]:
+    out.seek(0)
+    return np.frombuffer(out.read(), dtype=np.uint64)
+
+
+_AHEAD = 2  # threads, and arrays sorted ahead of the one handed on
+
+
+def _sorted_ahead(
+    sort: Callable[[npt.NDArray[np.uint64]], npt.NDArray[np.uint64]],
+    arrays: Iterable[npt.NDArray[np.uint64]],
+) -> Iterator[npt.NDArray[np.uint64]]:
+    """``sort`` of each array, in order, on ``_AHEAD`` threads: at most ``_AHEAD`` arrays
+    are read and sorting beyond the one handed on (memory stays bounded)."""
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=_AHEAD, thread_name_prefix="drkit-freeze"
+    ) as pool:
+        pending: collections.deque[concurrent.futures.Future[npt.NDArray[np.uint64]]]
+        pending = collections.deque()
+        for array in arrays:
+            if len(pending) >= _AHEAD:
+                yield pending.popleft().result()
+            pending.append(pool.submit(sort, array))
+        while pending:
+            yield pending.popleft().result()
