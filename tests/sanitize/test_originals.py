@@ -286,3 +286,38 @@ def test_a_row_of_another_width_stops_the_originals_pass() -> None:
             assert str(exc) == f"a row has {width} fields, expected 2"
         else:
             raise AssertionError(f"{block!r} was read")
+
+
+_json_text = st.sampled_from([*TRICKY[:6], "10.1.2.3", "+39 347 123 4567", "k", ""]) | _text
+_json_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)  # beyond 64 bits: orjson's floats
+    | st.floats(allow_nan=True, allow_infinity=True)  # NaN, Infinity: orjson refuses them
+    | _json_text
+)
+_json_doc = st.recursive(
+    _json_scalar,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_json_text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_json_doc, min_size=1, max_size=4),
+    st.sampled_from([{}, {"ensure_ascii": True}, {"indent": 1}]),
+)
+def test_replace_pii_hands_the_same_originals_from_json_however_its_numbers_parse(
+    docs: list[object], spelled: dict[str, object]
+) -> None:
+    """The originals pass parses JSON for its strings alone (orjson, json's parse where
+    orjson refuses: NaN, infinities, lone surrogates); the write pass with json's parse.
+    Both hand the same originals, whatever the numbers (integers beyond 64 bits, floats,
+    NaN) and however the document is spelled (escaped, indented)."""
+    values = [json.dumps(doc, **spelled) for doc in docs]  # type: ignore[arg-type]
+    values.append('{"to": "anna.rossi@corp.example", "big": 123456789012345678901234567890}')
+    values.append('{"to": "anna.rossi@corp.example", "n": NaN, "s": "\\ud800 cy@x.example"}')
+    for strategy in (ReplacePii(), ReplacePii(kinds=["email"])):
+        _, by_value, by_originals = _outcome(strategy, values)  # type: ignore[misc]
+        assert set(by_originals) == set(by_value)

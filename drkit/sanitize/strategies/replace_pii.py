@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from pydantic import Field
 
 from drkit.sanitize.strategies.base import (
@@ -80,10 +81,7 @@ class ReplacePii(Strategy):
 
         def originals(value: str) -> None:
             if _opens_json(value):
-                try:
-                    doc = json.loads(value)
-                except ValueError:
-                    doc = None
+                doc = _strings_of_json(value)
                 if isinstance(doc, dict | list):
                     node(doc)
                     return
@@ -97,6 +95,25 @@ class ReplacePii(Strategy):
 
 #: ``json.dumps(doc, ensure_ascii=False)`` without making an encoder per call
 _DUMPS = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _strings_of_json(value: str) -> Any:
+    """``json.loads(value)`` for a reader of its strings alone (keys and string values),
+    None when ``value`` is no JSON.  orjson (C, about four times faster) wherever it
+    parses the value: it gives the same strings in the same order, and where its numbers
+    differ from json's (an integer beyond 64 bits becomes a float) no string is read
+    from them.  json's own parse where orjson refuses what json takes (NaN, infinities,
+    lone surrogates).  The write pass keeps json's parse: it writes the numbers back."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
 _OPENS = ("{", "[")
 
 
@@ -236,22 +253,35 @@ def originals_reader(
     not per string."""
     search, finditer = MAY_HOLD_PII.search, PII_RE.finditer
     one = _replacement(run, kinds, output=False)
+    clean: set[str] = set()  # as the walker's: short strings without a PII character
 
     def text(value: str) -> None:
         if search(value) is None:
+            if len(value) <= _CLEAN_LENGTH and len(clean) < _CLEAN_STRINGS:
+                clean.add(value)
             return
         for match in finditer(value):
             one(match)
 
     def node(value: Any) -> None:
         if isinstance(value, str):
-            text(value)
+            if value not in clean:
+                text(value)
         elif isinstance(value, dict):
             for k, v in value.items():
-                text(k)
-                node(v)
+                if k not in clean:
+                    text(k)
+                if isinstance(v, str):
+                    if v not in clean:
+                        text(v)
+                elif isinstance(v, dict | list):
+                    node(v)
         elif isinstance(value, list):
             for v in value:
-                node(v)
+                if isinstance(v, str):
+                    if v not in clean:
+                        text(v)
+                elif isinstance(v, dict | list):
+                    node(v)
 
     return text, node
