@@ -318,6 +318,7 @@ def test_replace_pii_hands_the_same_originals_from_json_however_its_numbers_pars
     values = [json.dumps(doc, **spelled) for doc in docs]  # type: ignore[arg-type]
     values.append('{"to": "anna.rossi@corp.example", "big": 123456789012345678901234567890}')
     values.append('{"to": "anna.rossi@corp.example", "n": NaN, "s": "\\ud800 cy@x.example"}')
+    values.append('{"to": "Cy@x.example \ud800", "ip": "10.1.2.3"}')  # a raw lone surrogate
     for strategy in (ReplacePii(), ReplacePii(kinds=["email"])):
         _, by_value, by_originals = _outcome(strategy, values)  # type: ignore[misc]
         assert set(by_originals) == set(by_value)

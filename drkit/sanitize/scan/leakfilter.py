@@ -177,13 +177,16 @@ class LeakFilter:
 
     def _batches(self) -> Iterator[npt.NDArray[np.uint64]]:
         """The stored batches' tags, one batch at a time, from the keys file's start (the
-        file's position is at its end again once they are all read)."""
+        file's position is at its end again afterwards, however the reading ends: the
+        next batch stored is appended, never written over one)."""
         self._keys.seek(0)
-        while header := self._keys.read(8):
-            count = int(np.frombuffer(header, dtype=np.uint64)[0])
-            yield np.frombuffer(self._keys.read(8 * count), dtype=np.uint64)
-            self._keys.seek(count, 1)  # the lengths
-        self._keys.seek(0, 2)
+        try:
+            while header := self._keys.read(8):
+                count = int(np.frombuffer(header, dtype=np.uint64)[0])
+                yield np.frombuffer(self._keys.read(8 * count), dtype=np.uint64)
+                self._keys.seek(count, 1)  # the lengths
+        finally:
+            self._keys.seek(0, 2)
 
     def maybe_stored(self, pieces: list[bytes]) -> list[bytes]:
         """The pieces whose tag is a stored form's (all of them before :meth:`freeze`)."""
